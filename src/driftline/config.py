@@ -1,0 +1,279 @@
+"""One typed settings object for every driftline process.
+
+Sources, highest precedence first: explicit keyword arguments, ``DRIFTLINE_*`` environment
+variables (``DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS``, ``DRIFTLINE_CLICKHOUSE_URL``, ...: section and
+field joined by one underscore), a TOML config file (``--config`` or ``DRIFTLINE_CONFIG``), then
+the defaults below.
+
+>>> s = Settings(kafka={"sasl_password": "hunter2"})
+>>> "hunter2" in repr(s)
+False
+>>> s.topics.predictions
+'driftline.predictions'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+ENV_PREFIX = "DRIFTLINE_"
+CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaSettings(_Section):
+    """Connection to Kafka; option names follow the Kafka client vocabulary."""
+
+    bootstrap_servers: str = Field(
+        "", description="host:port[,host:port]; empty = the embedded broker from `driftline local up`"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates")
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS")
+    ssl_password: SecretStr | None = Field(None, description="password of the client private key")
+    client_id: str = "driftline"
+    # Short group timeouts: the embedded broker holds every JoinGroup for half the session timeout.
+    session_timeout_ms: int = Field(6000, ge=1000)
+    heartbeat_interval_ms: int = Field(1000, ge=100)
+    rebalance_timeout_ms: int = Field(6000, ge=1000)
+    max_message_bytes: int = Field(1_048_576, ge=1024, description="larger payloads are dead-lettered")
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            if not self.sasl_mechanism:
+                raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError("sasl_username and sasl_password are required for SASL")
+        return self
+
+
+class TopicSettings(_Section):
+    predictions: str = "driftline.predictions"
+    labels: str = "driftline.labels"
+    outcomes: str = "driftline.outcomes"
+    dead_letters: str = "driftline.dead-letters"
+    retrain_triggers: str = "driftline.retrain-triggers"
+    retrain_status: str = "driftline.retrain-status"
+    profiles: str = Field("driftline.profiles", description="compacted: latest reference profile per model")
+    model_events: str = Field("driftline.model-events", description="internal: shard partials -> model stage")
+    sink: str = Field("driftline.sink", description="internal: rows for the ClickHouse sink")
+    state: str = Field("driftline.worker-state", description="internal: operator checkpoints")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of predictions and labels (co-partitioned)")
+    model_events_partitions: int = Field(2, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+
+
+class ClickHouseSettings(_Section):
+    url: str = Field("", description="chdb:///abs/path, chdb://memory, or http(s)://host:port; empty = embedded")
+    username: str = "default"
+    password: SecretStr = SecretStr("")
+    database: str = "driftline"
+    ttl_days: int = Field(180, ge=1, description="TTL of per-event tables (outcomes, dead_letters)")
+    aggregate_ttl_days: int = Field(730, ge=1, description="TTL of aggregate tables")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("chdb", "http", "https"):
+            raise ValueError("must be a chdb://, http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _lift_password(self) -> ClickHouseSettings:
+        # A password embedded in the URL moves into the secret field so that it never shows in reprs.
+        parts = urlsplit(self.url)
+        if parts.password:
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            object.__setattr__(self, "password", SecretStr(parts.password))
+            if parts.username:
+                object.__setattr__(self, "username", parts.username)
+            object.__setattr__(self, "url", urlunsplit((parts.scheme, host, parts.path, parts.query, "")))
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url or self.url.startswith("chdb://")
+
+
+class WindowSettings(_Section):
+    sizes_s: list[int] = Field([300, 3600], description="tumbling window sizes in seconds, computed at once")
+    allowed_lateness_s: int = Field(60, ge=0)
+    metrics_interval_s: int = Field(300, ge=1, description="event-time interval of model_metrics rows")
+    segment_keys: list[str] = Field([], description="segment tags that get their own windows, e.g. region")
+    max_timestamp_skew_s: int = Field(
+        30 * 86400, ge=1, description="event timestamps further than this from the Kafka record time are invalid"
+    )
+
+    @field_validator("sizes_s")
+    @classmethod
+    def _positive_sorted(cls, v: list[int]) -> list[int]:
+        if not v or any(s <= 0 for s in v):
+            raise ValueError("window sizes must be positive seconds")
+        return sorted(set(v))
+
+
+class JoinSettings(_Section):
+    label_horizon_s: int = Field(86400, ge=1, description="labels later than this after the prediction never join")
+    max_pending: int = Field(2_000_000, ge=1, description="bound on predictions awaiting a label, per shard")
+    max_held_labels: int = Field(200_000, ge=1, description="bound on labels awaiting their prediction, per shard")
+
+
+class DriftSettings(_Section):
+    bins: int = Field(10, ge=2, le=1000, description="quantile bins per numeric feature in a reference profile")
+    top_k: int = Field(20, ge=1, description="categories kept per categorical feature (+ 'other')")
+    min_count: int = Field(100, ge=1, description="windows with fewer values get scores but no verdict")
+    psi_threshold: float = Field(0.2, gt=0)
+    js_threshold: float = Field(0.1, gt=0, le=1)
+    fdr_q: float = Field(0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate per model")
+    min_drifted_features: int = Field(1, ge=1, description="features that must drift for a model verdict")
+
+
+class PerformanceSettings(_Section):
+    fading_factor: float = Field(0.999, gt=0, lt=1, description="recency weight of the online metrics")
+    detector: Literal["adwin", "page_hinkley", "kswin", "ddm"] = "adwin"
+    detector_delta: float = Field(0.002, gt=0, description="ADWIN delta / detector sensitivity")
+
+
+class TriggerSettings(_Section):
+    drift_k: int = Field(3, ge=1, description="drifted windows needed ...")
+    drift_n: int = Field(4, ge=1, description="... among the model's last N windows")
+    performance_drop: float = Field(0.1, gt=0, description="metric drop below the reference that counts")
+    performance_duration_s: int = Field(1800, ge=0)
+    alarm_persist_s: int = Field(900, ge=0, description="a concept-drift alarm persisting this long triggers")
+    cooldown_s: int = Field(6 * 3600, ge=0)
+    window_size_s: int = Field(0, ge=0, description="window size the policy reads; 0 = the smallest")
+
+
+class WorkerSettings(_Section):
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    checkpoint_interval_s: float = Field(5.0, gt=0)
+    batch_max_records: int = Field(5000, ge=1)
+    sink_max_buffer_rows: int = Field(200_000, ge=1, description="backpressure: pause consuming beyond this")
+
+
+class Settings(BaseSettings):
+    """Everything configurable about driftline."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(Path(".driftline"), description="local state: embedded ClickHouse, broker address")
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    windows: WindowSettings = WindowSettings()
+    join: JoinSettings = JoinSettings()
+    drift: DriftSettings = DriftSettings()
+    performance: PerformanceSettings = PerformanceSettings()
+    triggers: TriggerSettings = TriggerSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    _config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+    # -- derived values -------------------------------------------------------------------------
+
+    def clickhouse_url(self) -> str:
+        """The effective ClickHouse DSN: configured, else the embedded engine under ``home``."""
+        if self.clickhouse.url:
+            return self.clickhouse.url
+        return f"chdb://{(self.home / 'clickhouse').resolve()}"
+
+    def bootstrap_servers(self) -> str:
+        """Configured servers, else the embedded broker recorded by ``driftline local up``."""
+        if self.kafka.bootstrap_servers:
+            return self.kafka.bootstrap_servers
+        from driftline.local.state import read_local_bootstrap
+
+        recorded = read_local_bootstrap(self.home)
+        return recorded or "127.0.0.1:9092"
+
+    def config_hash(self) -> str:
+        """Stable hash of everything that changes results (not connection details or secrets)."""
+        relevant = self.model_dump(include={"windows", "join", "drift", "performance", "triggers"}, mode="json")
+        return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the field."""
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    dotted = ".".join(loc) or "<root>"
+    env_name = ENV_PREFIX + "_".join(p.upper() for p in loc[:2]) if loc else ""
+    msg = first["msg"]
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    hint = f" [env {env_name}]" if env_name else ""
+    return f"invalid configuration: {dotted}{hint}: {msg}{more}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from env, the optional TOML file and overrides; raises ConfigError."""
+    previous = os.environ.get(CONFIG_FILE_ENV)
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"invalid configuration: config file {str(path)!r} does not exist")
+        os.environ[CONFIG_FILE_ENV] = str(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+    except (OSError, ValueError) as err:  # unreadable / malformed TOML
+        raise ConfigError(f"invalid configuration: {err}") from None
+    finally:
+        if config_file is not None:
+            if previous is None:
+                os.environ.pop(CONFIG_FILE_ENV, None)
+            else:
+                os.environ[CONFIG_FILE_ENV] = previous
+
+
+def load_settings_or_exit(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """For CLIs: one clear line on stderr and exit code 2 instead of a traceback."""
+    try:
+        return load_settings(config_file, **overrides)
+    except ConfigError as err:
+        print(f"driftline: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

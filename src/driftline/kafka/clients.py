@@ -1,0 +1,88 @@
+"""Client options for every Kafka client driftline creates, from one Settings object.
+
+Security (SASL, TLS) is wired here once, so no client can be created without it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from driftline.config import Settings
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    k = settings.kafka
+    if k.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ctx = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+    if k.ssl_certfile:
+        ctx.load_cert_chain(
+            str(k.ssl_certfile),
+            str(k.ssl_keyfile) if k.ssl_keyfile else None,
+            k.ssl_password.get_secret_value() if k.ssl_password else None,
+        )
+    return ctx
+
+
+def aiokafka_common(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments shared by aiokafka producers, consumers and admin clients."""
+    k = settings.kafka
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers(),
+        "client_id": k.client_id,
+        "security_protocol": k.security_protocol,
+    }
+    ctx = _ssl_context(settings)
+    if ctx is not None:
+        opts["ssl_context"] = ctx
+    if k.security_protocol.startswith("SASL_"):
+        opts["sasl_mechanism"] = k.sasl_mechanism
+        opts["sasl_plain_username"] = k.sasl_username
+        opts["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
+    return opts
+
+
+def aiokafka_consumer_kwargs(settings: Settings, group_id: str | None) -> dict[str, Any]:
+    k = settings.kafka
+    opts = aiokafka_common(settings)
+    opts.update(
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        rebalance_timeout_ms=k.rebalance_timeout_ms,
+        max_partition_fetch_bytes=max(k.max_message_bytes * 2, 1_048_576),
+        fetch_max_bytes=max(k.max_message_bytes * 4, 52_428_800),
+    )
+    return opts
+
+
+def aiokafka_producer_kwargs(settings: Settings) -> dict[str, Any]:
+    opts = aiokafka_common(settings)
+    # acks=all: an acknowledged record survives a broker failover on a real cluster.
+    opts.update(acks="all", linger_ms=5, max_batch_size=1_048_576,
+                max_request_size=max(settings.kafka.max_message_bytes * 2, 1_048_576))
+    return opts
+
+
+def kafka_python_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for kafka-python clients (KafkaProducer/KafkaConsumer/KafkaAdminClient)."""
+    k = settings.kafka
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers().split(","),
+        "client_id": k.client_id,
+        "security_protocol": k.security_protocol,
+    }
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_cafile"] = str(k.ssl_cafile) if k.ssl_cafile else None
+        opts["ssl_certfile"] = str(k.ssl_certfile) if k.ssl_certfile else None
+        opts["ssl_keyfile"] = str(k.ssl_keyfile) if k.ssl_keyfile else None
+        if k.ssl_password:
+            opts["ssl_password"] = k.ssl_password.get_secret_value()
+    if k.security_protocol.startswith("SASL_"):
+        opts["sasl_mechanism"] = k.sasl_mechanism
+        opts["sasl_plain_username"] = k.sasl_username
+        opts["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
+    return opts
