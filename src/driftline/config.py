@@ -163,6 +163,17 @@ class TriggerSettings(_Section):
     window_size_s: int = Field(0, ge=0, description="window size the policy reads; 0 = the smallest")
 
 
+class RetrainSettings(_Section):
+    command: str = Field("", description="shell command run per trigger (trigger JSON on stdin); empty = entrypoint")
+    entrypoint: str = Field("driftline.jobs.example_retrain:main", description="module:function run per trigger")
+    max_concurrent: int = Field(2, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    backoff_s: float = Field(2.0, ge=0)
+    timeout_s: float = Field(3600, gt=0)
+    artifacts_dir: Path = Field(Path(".driftline/artifacts"), description="where retrain jobs write models")
+    logs_dir: Path = Field(Path(".driftline/retrain-logs"))
+
+
 class WorkerSettings(_Section):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
@@ -191,6 +202,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     performance: PerformanceSettings = PerformanceSettings()
     triggers: TriggerSettings = TriggerSettings()
+    retrain: RetrainSettings = RetrainSettings()
     worker: WorkerSettings = WorkerSettings()
 
     _config_file: Path | None = None

@@ -1,0 +1,135 @@
+"""Test backends: one integration suite, three ways to get Kafka and ClickHouse.
+
+DRIFTLINE_TEST_BACKEND selects:
+- ``embedded`` (default, CI): a Tansu broker per test module and the in-process chDB engine;
+- ``testcontainers``: Apache Kafka and ClickHouse server containers (skipped without Docker);
+- ``external``: servers named by DRIFTLINE_TEST_KAFKA_BOOTSTRAP_SERVERS and
+  DRIFTLINE_TEST_CLICKHOUSE_URL.
+
+chDB allows one engine path per process, so the test process opens a single session-wide
+embedded path and isolates tests by database name; worker subprocesses get their own paths.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from driftline.config import Settings
+
+BACKEND = os.environ.get("DRIFTLINE_TEST_BACKEND", "embedded")
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means no usable engine
+        return False
+
+
+@pytest.fixture(scope="session")
+def _containers() -> Iterator[dict[str, str]]:
+    if BACKEND != "testcontainers":
+        yield {}
+        return
+    if not _docker_available():
+        pytest.skip("testcontainers backend: no Docker engine reachable on this machine")
+    from testcontainers.clickhouse import ClickHouseContainer
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka, ClickHouseContainer(
+        "clickhouse/clickhouse-server:24.8"
+    ) as ch:
+        url = f"http://{ch.get_container_host_ip()}:{ch.get_exposed_port(8123)}"
+        yield {
+            "kafka": kafka.get_bootstrap_server(),
+            "clickhouse": url,
+            "clickhouse_user": ch.username,
+            "clickhouse_password": ch.password,
+        }
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(_containers: dict[str, str]) -> Iterator[str]:
+    """Bootstrap servers of a real broker; the embedded one is fresh per test module."""
+    if BACKEND == "embedded":
+        from driftline.local.broker import running_broker
+
+        with running_broker() as broker:
+            yield broker.bootstrap_servers
+    elif BACKEND == "testcontainers":
+        yield _containers["kafka"]
+    elif BACKEND == "external":
+        servers = os.environ.get("DRIFTLINE_TEST_KAFKA_BOOTSTRAP_SERVERS")
+        if not servers:
+            pytest.skip("external backend: set DRIFTLINE_TEST_KAFKA_BOOTSTRAP_SERVERS")
+        yield servers
+    else:
+        raise pytest.UsageError(f"unknown DRIFTLINE_TEST_BACKEND {BACKEND!r}")
+
+
+@pytest.fixture(scope="session")
+def _session_clickhouse_url(_containers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    if BACKEND == "embedded":
+        return f"chdb://{tmp_path_factory.mktemp('chdb') / 'data'}"
+    if BACKEND == "testcontainers":
+        return _containers["clickhouse"]
+    url = os.environ.get("DRIFTLINE_TEST_CLICKHOUSE_URL")
+    if not url:
+        pytest.skip("external backend: set DRIFTLINE_TEST_CLICKHOUSE_URL")
+    return url
+
+
+@pytest.fixture
+def clickhouse_url(_session_clickhouse_url: str) -> str:
+    """A ClickHouse DSN the test process may open (one chDB path per process)."""
+    return _session_clickhouse_url
+
+
+@pytest.fixture
+def worker_clickhouse_url(tmp_path: Path, _session_clickhouse_url: str) -> str:
+    """A ClickHouse DSN for a *subprocess* (worker, CLI): its own embedded path, or the server."""
+    if BACKEND == "embedded":
+        return f"chdb://{tmp_path / 'worker-chdb'}"
+    return _session_clickhouse_url
+
+
+def _unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path, _containers: dict[str, str]) -> Settings:
+    """Settings on the selected backend, with topics and database unique to this test."""
+    tag = _unique()
+    topics = {
+        name: f"t{tag}.{name}"
+        for name in ("predictions", "labels", "outcomes", "dead_letters", "retrain_triggers",
+                     "retrain_status", "profiles", "model_events", "sink", "state")
+    }
+    clickhouse: dict[str, object] = {"url": clickhouse_url, "database": f"dl_{tag}"}
+    if _containers.get("clickhouse_user"):
+        clickhouse["username"] = _containers["clickhouse_user"]
+        clickhouse["password"] = _containers["clickhouse_password"]
+    return Settings(
+        home=tmp_path / "home",
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        topics=topics,
+        clickhouse=clickhouse,
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("DRIFTLINE_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(reason="soak run: set DRIFTLINE_SOAK=1 (long; CI skips it)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
