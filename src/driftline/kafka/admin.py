@@ -1,0 +1,126 @@
+"""Topic creation and partition metadata (kafka-python admin client).
+
+Every driftline topic is created up front with the partition counts the pipeline relies on:
+predictions, labels and outcomes share `topics.partitions` (stage 1 runs one shard per
+partition index, so predictions and labels must be co-partitioned), model-events has
+`topics.model_events_partitions`, everything else one partition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import kafka.errors as kafka_errors
+from kafka import KafkaAdminClient
+
+from driftline.config import Settings
+from driftline.kafka.clients import kafka_python_kwargs
+
+# Compaction keeps the latest value per key; Tansu stores the setting but does not enforce it.
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+class CopartitioningError(RuntimeError):
+    """Predictions and labels have different partition counts, so shards cannot join them."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every configured topic with the partitions and configs it is created with."""
+    t = settings.topics
+    rf = t.replication_factor
+    sharded = {t.predictions, t.labels, t.outcomes}
+    specs: dict[str, TopicSpec] = {}
+    for name in (t.predictions, t.labels, t.outcomes, t.model_events, t.dead_letters, t.retrain_triggers,
+                 t.retrain_status, t.profiles, t.sink, t.state):
+        if name in specs:
+            continue
+        if name in sharded:
+            partitions = t.partitions
+        elif name == t.model_events:
+            partitions = t.model_events_partitions
+        else:
+            partitions = 1
+        configs = dict(COMPACTED) if name in (t.profiles, t.state) else {}
+        specs[name] = TopicSpec(name, partitions, rf, configs)
+    return list(specs.values())
+
+
+@contextlib.contextmanager
+def admin_client(settings: Settings, request_timeout_ms: int = 10_000) -> Iterator[Any]:
+    """A KafkaAdminClient with driftline's connection and security options, closed on exit."""
+    admin = KafkaAdminClient(**kafka_python_kwargs(settings), request_timeout_ms=request_timeout_ms)
+    try:
+        yield admin
+    finally:
+        admin.close()
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the configured topics that do not exist yet; returns the names created.
+
+    Existing topics are left as they are (their partition counts are not changed).
+    """
+    specs = topic_specs(settings)
+    request = {
+        s.name: {"num_partitions": s.partitions, "replication_factor": s.replication_factor,
+                 "configs": s.configs}
+        for s in specs
+    }
+    with admin_client(settings) as admin:
+        response = admin.create_topics(request, raise_errors=False)
+        created: list[str] = []
+        for result in response["topics"]:
+            error = kafka_errors.for_code(result["error_code"])
+            if error is kafka_errors.NoError:
+                created.append(result["name"])
+            elif error is not kafka_errors.TopicAlreadyExistsError:
+                detail = result.get("error_message") or error.__name__
+                raise RuntimeError(f"cannot create topic {result['name']!r}: {detail}")
+        # CreateTopics only means "accepted"; wait until the partitions have leaders.
+        admin.wait_for_topics(created)
+    order = {s.name: i for i, s in enumerate(specs)}
+    return sorted(created, key=order.__getitem__)
+
+
+def partition_counts(settings: Settings, topics: Iterable[str] | None = None) -> dict[str, int]:
+    """Partition count per existing topic (all topics if `topics` is None); absent topics are left out."""
+    with admin_client(settings) as admin:
+        described = admin.describe_topics(None if topics is None else list(topics))
+    return {
+        t["name"]: len(t["partitions"])
+        for t in described
+        if kafka_errors.for_code(t["error_code"]) is kafka_errors.NoError
+    }
+
+
+def topic_partitions(settings: Settings, topic: str) -> int | None:
+    """Partition count of `topic` from cluster metadata, None if it does not exist."""
+    return partition_counts(settings, [topic]).get(topic)
+
+
+def verify_copartitioned(settings: Settings) -> None:
+    """Raise CopartitioningError unless predictions and labels exist with equal partition counts."""
+    t = settings.topics
+    counts = partition_counts(settings, [t.predictions, t.labels])
+    missing = [name for name in (t.predictions, t.labels) if name not in counts]
+    if missing:
+        raise CopartitioningError(f"topic(s) {', '.join(missing)} do not exist; create them with "
+                                  "the configured partition counts (`driftline local up` does so "
+                                  "on the embedded broker)")
+    if counts[t.predictions] != counts[t.labels]:
+        raise CopartitioningError(
+            f"{t.predictions} has {counts[t.predictions]} partitions but {t.labels} has "
+            f"{counts[t.labels]}: predictions and labels must be co-partitioned (same count, same "
+            "key = prediction_id) for the join; recreate one of them"
+        )
