@@ -1,0 +1,180 @@
+"""Decode and validate raw Kafka records into events; every rejected record becomes a DeadLetter.
+
+The decoder never raises: whatever bytes arrive, each record comes out either as a validated
+event or as a :class:`~driftline.schemas.events.DeadLetter` carrying the original bytes, its
+source coordinates and an :class:`~driftline.schemas.events.ErrorKind`. All checks depend only on
+the record itself (its value and its log timestamp), so replaying the log gives identical results.
+
+JSON details of the fast path (``model_validate_json``, pydantic's own parser):
+
+- ``NaN``, ``Infinity`` and ``-Infinity`` tokens are accepted. They are kept in features (counted
+  as invalid downstream) and rejected as ``non_finite`` where the schema asks for a finite number
+  (prediction score/value/probabilities, latency, numeric label, timestamp).
+- Duplicate object keys are accepted and the last occurrence wins (as in Python's ``json``).
+- Nesting deeper than the parser's recursion limit is a ``decode_error``.
+
+>>> ok, dead = Decoder(max_message_bytes=1024, max_timestamp_skew_ms=60_000).labels([
+...     RawRecord("labels", 0, 7, 1_000, b"p1", b'{"prediction_id":"p1","label":1,"timestamp":1000}'),
+...     RawRecord("labels", 0, 8, 1_000, b"p2", b'{"prediction_id":"p2","label":NaN,"timestamp":1000}'),
+... ])
+>>> [(rec.offset, ev.label) for rec, ev in ok]
+[(7, 1)]
+>>> dead[0].source_offset, dead[0].error_kind.value, dead[0].error_message
+(8, 'non_finite', 'label.float: Input should be a finite number')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from driftline.schemas.events import DeadLetter, ErrorKind, LabelEvent, PredictionEvent
+
+MAX_ERROR_MESSAGE_CHARS = 500
+OVERSIZED_KEPT_BYTES = 65_536
+"""An oversized payload is cut to this many bytes in its dead letter: the full payload could not be
+produced to the dead-letter topic either (the table keeps the first 64 KiB anyway)."""
+
+_MAX_EPOCH_MS = 253_402_300_799_999  # the schema's upper bound (year 9999)
+
+_EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One consumed Kafka record, as the batch consumer hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Decoder:
+    """Turns batches of raw records into validated events plus dead letters.
+
+    ``max_timestamp_skew_ms`` bounds ``|event timestamp - record timestamp|``; records whose log
+    timestamp is negative (no timestamp, pre-0.10 message format) skip that check because there is
+    nothing to compare with.
+
+    >>> d = Decoder(max_message_bytes=64, max_timestamp_skew_ms=1_000)
+    >>> value = b'{"prediction_id":"p","label":"a","timestamp":1}'
+    >>> ok, dead = d.labels([RawRecord("l", 1, 0, 5_000, None, value)])
+    >>> ok, dead[0].error_kind.value
+    ([], 'timestamp_out_of_range')
+    >>> d.labels([RawRecord("l", 1, 1, 5_000, None, b"x" * 65)])[1][0].error_kind.value
+    'oversized'
+    """
+
+    __slots__ = ("max_message_bytes", "max_timestamp_skew_ms")
+
+    def __init__(self, max_message_bytes: int, max_timestamp_skew_ms: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.max_timestamp_skew_ms = max_timestamp_skew_ms
+
+    def predictions(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[tuple[RawRecord, PredictionEvent]], list[DeadLetter]]:
+        """Decode prediction records; results keep the input order."""
+        return self._decode(records, PredictionEvent)
+
+    def labels(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[tuple[RawRecord, LabelEvent]], list[DeadLetter]]:
+        """Decode label records; results keep the input order."""
+        return self._decode(records, LabelEvent)
+
+    def _decode(
+        self, records: Sequence[RawRecord], model: type[_EventT]
+    ) -> tuple[list[tuple[RawRecord, _EventT]], list[DeadLetter]]:
+        good: list[tuple[RawRecord, _EventT]] = []
+        dead: list[DeadLetter] = []
+        for record in records:
+            value = record.value
+            if value is None:
+                message = "null value (tombstone), expected a JSON object"
+                dead.append(_dead(record, b"", ErrorKind.DECODE_ERROR, message))
+                continue
+            size = len(value)
+            if size > self.max_message_bytes:
+                message = (
+                    f"payload of {size} bytes exceeds max_message_bytes={self.max_message_bytes}"
+                    f" (first {min(size, OVERSIZED_KEPT_BYTES)} bytes kept)"
+                )
+                dead.append(_dead(record, value[:OVERSIZED_KEPT_BYTES], ErrorKind.OVERSIZED, message))
+                continue
+            try:
+                event = model.model_validate_json(value)
+            except ValidationError as err:
+                kind, message = _classify(err)
+                dead.append(_dead(record, value, kind, message))
+                continue
+            except Exception as err:
+                # A validator bug must cost one dead letter, not crash the shard: a crash would be
+                # replayed from the same offset forever.
+                dead.append(_dead(record, value, ErrorKind.VALIDATION_ERROR, f"{type(err).__name__}: {err}"))
+                continue
+            if record.timestamp_ms >= 0:
+                skew = event.timestamp - record.timestamp_ms
+                if abs(skew) > self.max_timestamp_skew_ms:
+                    message = (
+                        f"timestamp: event time {event.timestamp} is {skew} ms from the record"
+                        f" timestamp {record.timestamp_ms} (max skew {self.max_timestamp_skew_ms} ms)"
+                    )
+                    dead.append(_dead(record, value, ErrorKind.TIMESTAMP_OUT_OF_RANGE, message))
+                    continue
+            good.append((record, event))
+        return good, dead
+
+
+def _dead(record: RawRecord, original: bytes, kind: ErrorKind, message: str) -> DeadLetter:
+    # The log timestamp may be -1 (no timestamp) or absurd; the schema wants years 1970..9999.
+    timestamp = min(max(record.timestamp_ms, 0), _MAX_EPOCH_MS)
+    return DeadLetter(
+        original=original,
+        original_key=record.key,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        source_timestamp=timestamp,
+        error_kind=kind,
+        error_message=_truncate(message),
+    )
+
+
+def _truncate(message: str) -> str:
+    if len(message) <= MAX_ERROR_MESSAGE_CHARS:
+        return message
+    return message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
+
+
+def _is_non_finite(error: Any) -> bool:
+    # EpochMillis reports NaN/inf through its own ValueError ("timestamp must be finite").
+    kind = error["type"]
+    return kind == "finite_number" or (kind == "value_error" and "must be finite" in error["msg"])
+
+
+def _classify(err: ValidationError) -> tuple[ErrorKind, str]:
+    """The error kind of a failed validation and a one-line message naming its first cause."""
+    errors = err.errors(include_url=False, include_context=False, include_input=False)
+    chosen = errors[0]
+    if any(e["type"] == "json_invalid" or (not e["loc"] and e["type"] == "model_type") for e in errors):
+        kind = ErrorKind.DECODE_ERROR
+        chosen = next(e for e in errors if e["type"] == "json_invalid" or not e["loc"])
+    elif any(e["loc"][:1] == ("schema_version",) for e in errors):
+        # An unknown version explains every other error of the record: report only that.
+        kind = ErrorKind.UNKNOWN_SCHEMA_VERSION
+        chosen = next(e for e in errors if e["loc"][:1] == ("schema_version",))
+    elif any(_is_non_finite(e) for e in errors):
+        kind = ErrorKind.NON_FINITE
+        chosen = next(e for e in errors if _is_non_finite(e))
+    else:
+        kind = ErrorKind.VALIDATION_ERROR
+    location = ".".join(str(part)[:100] for part in chosen["loc"]) or "<root>"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 and kind is ErrorKind.VALIDATION_ERROR else ""
+    return kind, f"{location}: {chosen['msg']}{more}"

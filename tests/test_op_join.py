@@ -1,0 +1,386 @@
+"""LabelJoin: interleaving independence (against a brute-force oracle), bounds, pickling, derivations."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from driftline.schemas.events import LabelEvent, PredictionEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from driftline.operators import join as join_module
+from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin
+
+HORIZON = 20
+DETERMINISTIC_COUNTERS = (
+    "duplicate_predictions",
+    "duplicate_labels",
+    "orphan_labels",
+    "evicted_pending",
+    "evicted_held",
+)
+END = 10**12  # a watermark beyond every test event: flushes all state
+
+
+def pred(pid: str, ts: int, **kw: Any) -> PredictionEvent:
+    kw.setdefault("prediction", {"label": "a"})
+    kw.setdefault("features", {"x": float(ts), "c": "k"})
+    return PredictionEvent(prediction_id=pid, model_id="m", timestamp=ts, **kw)
+
+
+def label(pid: str, ts: int, value: Any = "a") -> LabelEvent:
+    return LabelEvent(prediction_id=pid, timestamp=ts, label=value)
+
+
+@dataclasses.dataclass
+class Run:
+    outcomes: list[JoinedOutcome]
+    expired: list[ExpiredPrediction]
+    counters: dict[str, int]
+
+    def canonical(self) -> tuple[Any, ...]:
+        return (
+            sorted(dataclasses.astuple(o) for o in self.outcomes),
+            sorted(dataclasses.astuple(e) for e in self.expired),
+            {k: self.counters[k] for k in DETERMINISTIC_COUNTERS},
+        )
+
+
+class Driver:
+    """What the shard does: per-topic watermarks from each topic's own prefix, late events dropped."""
+
+    def __init__(self, lateness: int, join: LabelJoin | None = None) -> None:
+        self.join = join or LabelJoin(HORIZON, max_pending=10_000, max_held=10_000)
+        self.lateness = lateness
+        self.pred_wm = self.label_wm = -(10**9)
+        self.outcomes: list[JoinedOutcome] = []
+        self.expired: list[ExpiredPrediction] = []
+
+    def feed(self, event: PredictionEvent | LabelEvent, advance: bool) -> None:
+        if isinstance(event, PredictionEvent):
+            if event.timestamp >= self.pred_wm:
+                out = self.join.on_prediction(event, segment="s")
+                self.pred_wm = max(self.pred_wm, event.timestamp - self.lateness)
+                self.outcomes += [out] if out else []
+        elif event.timestamp >= self.label_wm:
+            out = self.join.on_label(event)
+            self.label_wm = max(self.label_wm, event.timestamp - self.lateness)
+            self.outcomes += [out] if out else []
+        if advance:
+            self.expired += self.join.advance(self.pred_wm, self.label_wm)
+
+    def finish(self) -> Run:
+        self.expired += self.join.advance(END, END)
+        return Run(self.outcomes, self.expired, dict(self.join.counters))
+
+
+def interleave(
+    preds: Sequence[PredictionEvent], labels: Sequence[LabelEvent], order: Sequence[bool]
+) -> list[PredictionEvent | LabelEvent]:
+    p, q = list(preds), list(labels)
+    merged: list[PredictionEvent | LabelEvent] = []
+    for take_pred in order:
+        if take_pred and p:
+            merged.append(p.pop(0))
+        elif q:
+            merged.append(q.pop(0))
+    return merged + p + q
+
+
+def run(
+    preds: Sequence[PredictionEvent],
+    labels: Sequence[LabelEvent],
+    order: Sequence[bool],
+    advances: Sequence[bool],
+    lateness: int,
+) -> Run:
+    driver = Driver(lateness)
+    for i, event in enumerate(interleave(preds, labels, order)):
+        driver.feed(event, advance=advances[i % len(advances)] if advances else True)
+    return driver.finish()
+
+
+def oracle(preds: Sequence[PredictionEvent], labels: Sequence[LabelEvent], lateness: int) -> tuple[Any, ...]:
+    """The documented semantics, computed from the two complete logs by brute force."""
+
+    def non_late(events: Sequence[Any]) -> list[Any]:
+        kept, wm = [], -(10**9)
+        for e in events:
+            if e.timestamp >= wm:
+                kept.append(e)
+                wm = max(wm, e.timestamp - lateness)
+        return kept
+
+    accepted: list[PredictionEvent] = []
+    duplicates = 0
+    for p in non_late(preds):
+        if any(a.prediction_id == p.prediction_id and p.timestamp <= a.timestamp + HORIZON for a in accepted):
+            duplicates += 1
+        else:
+            accepted.append(p)
+    winners: dict[int, LabelEvent] = {}
+    duplicate_labels = orphans = 0
+    for lab in non_late(labels):
+        match = [
+            i
+            for i, a in enumerate(accepted)
+            if a.prediction_id == lab.prediction_id and a.timestamp <= lab.timestamp <= a.timestamp + HORIZON
+        ]
+        if not match:
+            orphans += 1
+        elif match[0] in winners:
+            duplicate_labels += 1
+        else:
+            winners[match[0]] = lab
+    joined = sorted(
+        (a.prediction_id, a.timestamp, winners[i].timestamp) for i, a in enumerate(accepted) if i in winners
+    )
+    expired = sorted(
+        (a.prediction_id, a.timestamp, a.timestamp + HORIZON)
+        for i, a in enumerate(accepted)
+        if i not in winners
+    )
+    return joined, expired, duplicates, duplicate_labels, orphans
+
+
+ids = st.sampled_from("abcde")
+predictions = st.lists(
+    st.builds(
+        pred, ids, st.integers(0, 120), prediction=st.sampled_from([{"label": "a"}, {"score": 0.7}, 1.5])
+    ),
+    max_size=25,
+)
+label_events = st.lists(
+    st.builds(label, ids, st.integers(0, 150), st.sampled_from(["a", 1, True, 2.5])), max_size=25
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    preds=predictions,
+    labels=label_events,
+    orders=st.lists(st.lists(st.booleans(), max_size=50), min_size=2, max_size=4),
+    advances=st.lists(st.booleans(), max_size=8),
+    lateness=st.integers(0, 15),
+)
+def test_results_do_not_depend_on_interleaving_or_advance_timing(
+    preds: list[PredictionEvent],
+    labels: list[LabelEvent],
+    orders: list[list[bool]],
+    advances: list[bool],
+    lateness: int,
+) -> None:
+    reference = run(preds, labels, [True] * len(preds), [True], lateness)
+    for order in orders:
+        assert run(preds, labels, order, advances, lateness).canonical() == reference.canonical()
+    joined, expired, duplicates, duplicate_labels, orphans = oracle(preds, labels, lateness)
+    assert sorted((o.prediction_id, o.prediction_time, o.label_time) for o in reference.outcomes) == joined
+    assert sorted((e.prediction_id, e.prediction_time, e.expired_at) for e in reference.expired) == expired
+    assert reference.counters["duplicate_predictions"] == duplicates
+    assert reference.counters["duplicate_labels"] == duplicate_labels
+    assert reference.counters["orphan_labels"] == orphans
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    preds=predictions, labels=label_events, order=st.lists(st.booleans(), max_size=50), cut=st.integers(0, 50)
+)
+def test_pickle_round_trip_mid_stream_gives_identical_results(
+    preds: list[PredictionEvent], labels: list[LabelEvent], order: list[bool], cut: int
+) -> None:
+    events = interleave(preds, labels, order)
+    straight = Driver(lateness=5)
+    for event in events:
+        straight.feed(event, advance=True)
+    resumed = Driver(lateness=5)
+    for event in events[:cut]:
+        resumed.feed(event, advance=True)
+    resumed.join = pickle.loads(pickle.dumps(resumed.join))
+    for event in events[cut:]:
+        resumed.feed(event, advance=True)
+    a, b = straight.finish(), resumed.finish()
+    assert (a.outcomes, a.expired, a.counters) == (b.outcomes, b.expired, b.counters)
+
+
+def test_first_label_wins_and_later_ones_are_duplicates() -> None:
+    for events in (
+        [pred("p", 10), label("p", 12, "b"), label("p", 15, "a")],
+        [label("p", 12, "b"), label("p", 15, "a"), pred("p", 10)],
+    ):
+        driver = Driver(lateness=100)
+        for event in events:
+            driver.feed(event, advance=True)
+        result = driver.finish()
+        assert [(o.label, o.label_time, o.correct) for o in result.outcomes] == [("b", 12, 0)]
+        assert result.counters["duplicate_labels"] == 1
+
+
+def test_duplicate_prediction_is_counted_and_ignored() -> None:
+    join = LabelJoin(HORIZON, 10, 10)
+    assert join.on_prediction(pred("p", 10), "s") is None
+    assert join.on_prediction(pred("p", 30, prediction={"label": "z"}), "s") is None  # 30 <= 10 + 20
+    assert join.counters["duplicate_predictions"] == 1 and join.pending_count == 1
+    out = join.on_label(label("p", 25, "a"))
+    assert out is not None and out.correct == 1 and out.prediction_time == 10
+    # beyond the first one's horizon the id may be used again
+    join.on_prediction(pred("p", 31), "s")
+    assert join.pending_count == 1 and join.counters["duplicate_predictions"] == 1
+
+
+def test_label_before_its_prediction_does_not_join_and_becomes_an_orphan() -> None:
+    join = LabelJoin(HORIZON, 10, 10)
+    assert join.on_label(label("p", 5)) is None
+    assert join.on_prediction(pred("p", 6), "s") is None
+    assert join.held_count == 1 and join.earliest_held_label_ts() == 5
+    join.advance(pred_watermark_ms=6, label_watermark_ms=5)
+    assert join.held_count == 0 and join.counters["orphan_labels"] == 1
+    assert join.earliest_held_label_ts() is None
+    join.on_label(label("p", 3))  # arrives after its prediction: diagnosed, then an orphan at once
+    assert join.counters["labels_before_prediction"] == 1 and join.counters["orphan_labels"] == 2
+
+
+def test_label_beyond_horizon_is_counted() -> None:
+    join = LabelJoin(HORIZON, 10, 10)
+    join.on_prediction(pred("p", 0), "s")
+    assert join.on_label(label("p", HORIZON + 1)) is None
+    assert join.counters["labels_beyond_horizon"] == 1 and join.held_count == 1
+    assert [e.expired_at for e in join.advance(END, END)] == [HORIZON]
+    assert join.counters["orphan_labels"] == 1
+
+
+def test_expiry_waits_for_the_labels_watermark_exactly() -> None:
+    join = LabelJoin(HORIZON, 10, 10)
+    join.on_prediction(pred("p", 100), "seg")
+    assert join.advance(END, 100 + HORIZON) == []  # a label at exactly pred_ts + horizon may still come
+    assert join.on_label(label("p", 100 + HORIZON)) is not None
+    join.on_prediction(pred("q", 200), "seg")
+    assert join.advance(END, 200 + HORIZON + 1) == [
+        ExpiredPrediction("q", "m", "1", "seg", 200, 200 + HORIZON)
+    ]
+    assert join.pending_count == 0
+
+
+def test_prediction_arriving_after_its_expiry_is_expired_at_the_next_advance() -> None:
+    join = LabelJoin(HORIZON, 10, 10)
+    join.advance(0, 1000)
+    join.on_prediction(pred("p", 10), "s")
+    assert [e.prediction_id for e in join.advance(0, 1000)] == ["p"]
+
+
+def test_earliest_held_label_ts_follows_joins_and_orphans() -> None:
+    join = LabelJoin(HORIZON, 10, 10)
+    for pid, ts in (("a", 50), ("b", 40), ("c", 60)):
+        join.on_label(label(pid, ts))
+    assert join.earliest_held_label_ts() == 40
+    join.on_prediction(pred("b", 30), "s")
+    assert join.earliest_held_label_ts() == 50
+    join.advance(pred_watermark_ms=51, label_watermark_ms=0)
+    assert join.earliest_held_label_ts() == 60 and join.counters["orphan_labels"] == 1
+
+
+def test_bounds_evict_oldest_first_and_count() -> None:
+    join = LabelJoin(HORIZON * 1000, max_pending=3, max_held=2)
+    for i, ts in enumerate((5000, 1000, 3000, 2000, 4000)):
+        join.on_prediction(pred(f"p{i}", ts), "s")
+    assert join.pending_count == 3 and join.counters["evicted_pending"] == 2
+    assert join.on_label(label("p1", 1500)) is None  # evicted: no longer joinable
+    assert join.counters["orphan_labels"] == 1
+    assert join.on_label(label("p2", 3500)) is not None  # 3000 survived (1000 and 2000 went)
+    for pid, ts in (("x", 30), ("y", 10), ("z", 20)):
+        join.on_label(label(pid, ts))
+    assert join.held_count == 2 and join.counters["evicted_held"] == 1
+    assert join.earliest_held_label_ts() == 20
+    expired = join.advance(END, END)
+    assert sorted(e.prediction_id for e in expired) == ["p0", "p4"]
+
+
+def test_eviction_under_sustained_overload_stays_exact() -> None:
+    join = LabelJoin(10**9, max_pending=100, max_held=10)
+    for i in range(2000):
+        join.on_prediction(pred(f"p{i}", (i * 7919) % 5000), "s")  # out of order
+    assert join.pending_count == 100 and join.counters["evicted_pending"] == 1900
+    survivors = sorted(e.prediction_time for e in join.advance(END, END))
+    assert survivors == sorted((i * 7919) % 5000 for i in range(2000))[-100:]
+
+
+def test_outcome_derivations() -> None:
+    def outcome(prediction: Any, value: Any, features: dict[str, Any] | None = None) -> JoinedOutcome:
+        join = LabelJoin(HORIZON, 10, 10)
+        join.on_prediction(pred("p", 0, prediction=prediction, features=features or {}), "s")
+        out = join.on_label(label("p", 7, value))
+        assert out is not None and out.label_delay_ms == 7
+        return out
+
+    o = outcome({"label": True}, "true")
+    assert (o.predicted_label, o.label, o.correct, o.label_value) == ("true", "true", 1, None)
+    o = outcome({"label": 1}, 1.0)
+    assert (o.predicted_label, o.label, o.correct, o.label_value) == ("1", "1", 1, 1.0)
+    o = outcome({"score": 0.7}, 0)
+    assert (o.predicted_label, o.predicted_score, o.correct) == ("1", 0.7, 0)
+    o = outcome({"score": 0.2}, False)
+    assert (o.predicted_label, o.correct) == ("false", 1)
+    o = outcome({"score": 0.9}, "cat")  # not binary: a score alone cannot be judged
+    assert (o.predicted_label, o.correct) == ("", None)
+    o = outcome({"probabilities": {"cat": 0.3, "dog": 0.6, "eel": 0.1}}, "dog")
+    assert (o.predicted_label, o.correct) == ("dog", 1)
+    o = outcome(2.5, 4)
+    assert (o.predicted_value, o.label_value, o.abs_error, o.correct, o.predicted_label) == (
+        2.5,
+        4.0,
+        1.5,
+        None,
+        "",
+    )
+    o = outcome(2.5, "not a number")
+    assert o.abs_error is None
+
+
+def test_features_json_round_trips_including_nan_and_big_ints() -> None:
+    features = {
+        "f": 0.1,
+        "nan": math.nan,
+        "inf": -math.inf,
+        "i": 3,
+        "big": 2**70,
+        "b": False,
+        "n": None,
+        "s": "é",
+    }
+    for held_first in (False, True):
+        join = LabelJoin(HORIZON, 10, 10)
+        events: list[Any] = [pred("p", 0, features=features), label("p", 1)]
+        for event in reversed(events) if held_first else events:
+            out = (
+                join.on_prediction(event, "s") if isinstance(event, PredictionEvent) else join.on_label(event)
+            )
+        assert out is not None
+        decoded = orjson.loads(out.features_json)
+        assert list(decoded) == list(features)
+        assert decoded["nan"] is None and decoded["inf"] is None and decoded["s"] == "é"
+        assert '"big":1180591620717411303424' in out.features_json
+
+
+def test_many_feature_layouts_fall_back_to_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(join_module, "_MAX_SHAPES", 3)
+    join = LabelJoin(HORIZON, 100, 10)
+    for i in range(6):
+        join.on_prediction(pred(f"p{i}", 0, features={f"k{i}": float(i)}), "s")
+    for i in range(6):
+        out = join.on_label(label(f"p{i}", 1))
+        assert out is not None and orjson.loads(out.features_json) == {f"k{i}": float(i)}
+    restored = pickle.loads(pickle.dumps(join))
+    assert restored.counters == join.counters and restored.pending_count == 0
+
+
+def test_pickle_is_compact() -> None:
+    join = LabelJoin(10**9, 100_000, 10)
+    features = {f"x{i:02d}": i * 0.1 for i in range(25)}
+    for i in range(1000):
+        join.on_prediction(pred(f"pred-{i:06d}", i, features=features), "s")
+    assert len(pickle.dumps(join)) / 1000 < 300
