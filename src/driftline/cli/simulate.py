@@ -1,0 +1,152 @@
+"""`driftline simulate`: seeded model traffic with known drift, to Kafka or JSONL files.
+
+The scenario comes from --scenario FILE (YAML or TOML, see driftline.simulate.Scenario) and/or
+the flags below; flags override the file. The ground truth is printed as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from driftline.cli.common import settings_from_args
+from driftline.kafka.admin import ensure_topics
+from driftline.simulate import (
+    ConceptDrift,
+    CovariateDrift,
+    Scenario,
+    ground_truth,
+    produce,
+    write_jsonl,
+)
+
+
+def _speed(text: str) -> float | str:
+    if text in ("max", "realtime"):
+        return "max" if text == "max" else 1.0
+    return float(text)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "simulate", help="produce seeded model traffic with known drift (Kafka or JSONL)",
+        description="Simulated predictions and delayed labels for several models, with covariate and "
+                    "concept drift, champion/challenger and malformed events. Prints the ground truth.",
+    )
+    p.add_argument("--scenario", type=Path, help="scenario file (YAML or TOML)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--start", help="event time of the first request (RFC 3339 or epoch ms; default now)")
+    p.add_argument("--duration", type=float, help="simulated seconds (default 3600)")
+    p.add_argument("--rate", type=float, help="requests per simulated second (default 50)")
+    p.add_argument("--speed", type=_speed, help="'max' (default), 'realtime', or simulated s per wall s")
+    p.add_argument("--models", type=int, help="number of models (model-1..N) when no scenario file")
+    p.add_argument("--source", choices=["gaussian", "agrawal", "hyperplane", "sea", "csv"])
+    p.add_argument("--csv", type=Path, help="feature rows from this CSV (implies --source csv)")
+    p.add_argument("--label-column", help="label column of --csv")
+    p.add_argument("--challenger", action="store_true", help="score each request with a challenger too")
+    p.add_argument("--drift-features", help="comma-separated features with covariate drift")
+    p.add_argument("--drift-at", type=float, help="covariate drift start, seconds after start")
+    p.add_argument("--drift-magnitude", type=float, default=1.0,
+                   help="mean shift in std units / re-draw probability (default 1)")
+    p.add_argument("--concept-drift-at", type=float, help="concept drift start, seconds after start")
+    p.add_argument("--concept-drift-magnitude", type=float, default=0.3,
+                   help="share of traffic whose label flips (default 0.3)")
+    p.add_argument("--label-delay-median", type=float, help="median label delay in seconds (lognormal)")
+    p.add_argument("--label-delay-sigma", type=float, help="lognormal shape of the label delay")
+    p.add_argument("--label-coverage", type=float, help="fraction of predictions labelled")
+    p.add_argument("--malformed-rate", type=float, help="share of malformed prediction messages")
+    p.add_argument("--out", type=Path, help="write predictions.jsonl/labels.jsonl here instead of Kafka")
+    p.add_argument("--ground-truth", type=Path, help="also write the ground truth JSON to this file")
+    p.set_defaults(handler=handle)
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    update: dict[str, Any] = {}
+    if args.csv is not None:
+        update.update(source="csv", csv_path=args.csv, label_column=args.label_column)
+    elif args.source is not None:
+        update["source"] = args.source
+    if args.challenger:
+        update["challenger"] = True
+    if args.drift_features:
+        if args.drift_at is None:
+            raise ValueError("--drift-features needs --drift-at")
+        update["covariate_drift"] = [
+            CovariateDrift(feature=f.strip(), at_s=args.drift_at, magnitude=args.drift_magnitude)
+            for f in args.drift_features.split(",") if f.strip()
+        ]
+    if args.concept_drift_at is not None:
+        update["concept_drift"] = ConceptDrift(at_s=args.concept_drift_at,
+                                               magnitude=args.concept_drift_magnitude)
+    return update
+
+
+def build_scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario file (or defaults) with the command-line knobs applied."""
+    base = Scenario.from_file(args.scenario) if args.scenario else Scenario()
+    data = base.model_dump()
+    if args.models is not None and not args.scenario:
+        data["models"] = [{"model_id": f"model-{i + 1}"} for i in range(args.models)]
+    overrides = _model_overrides(args)
+    data["models"] = [{**m, **overrides} for m in data["models"]]
+    for flag, field in (("seed", "seed"), ("start", "start"), ("duration", "duration_s"), ("rate", "rate"),
+                        ("speed", "speed"), ("label_coverage", "label_coverage"),
+                        ("malformed_rate", "malformed_rate")):
+        value = getattr(args, flag)
+        if value is not None:
+            data[field] = int(value) if flag == "start" and value.isdigit() else value
+    if args.label_delay_median is not None:
+        data["label_delay"]["median_s"] = args.label_delay_median
+    if args.label_delay_sigma is not None:
+        data["label_delay"]["sigma"] = args.label_delay_sigma
+    return Scenario.model_validate(data).resolved()
+
+
+def _progress(t0: float) -> Any:
+    last = [0.0]
+
+    def report(counts: Counter[str]) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2:
+            last[0] = now
+            total = sum(counts.values())
+            print(f"driftline simulate: {total} records ({total / (now - t0):.0f}/s)", file=sys.stderr)
+
+    return report
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        scenario = build_scenario(args)
+        truth = ground_truth(scenario)
+    except (ValidationError, ValueError, OSError) as err:
+        print(f"driftline simulate: invalid scenario: {err}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    if args.out is not None:
+        counts = write_jsonl(scenario, args.out)
+        where = str(args.out)
+    else:
+        settings = settings_from_args(args)
+        ensure_topics(settings)  # co-partitioned predictions/labels before anything is produced
+        counts = asyncio.run(produce(scenario, settings, progress=_progress(t0)))
+        where = f"{settings.topics.predictions} / {settings.topics.labels}"
+    elapsed = time.monotonic() - t0
+    total = sum(counts.values())
+    rate = total / max(elapsed, 1e-9)
+    kinds = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    print(f"driftline simulate: {total} records to {where} in {elapsed:.1f}s ({rate:.0f}/s): {kinds}",
+          file=sys.stderr)
+    text = orjson.dumps(truth, option=orjson.OPT_INDENT_2)
+    if args.ground_truth is not None:
+        args.ground_truth.write_bytes(text)
+    sys.stdout.write(text.decode() + "\n")
+    return 0
