@@ -1,0 +1,288 @@
+"""Reference profiles: what a model's inputs and outputs looked like when it was trusted.
+
+A profile comes from the training table (:func:`build_profile`) or, when a model has none, from
+its first full window (:func:`profile_from_window`). Both go through :class:`FeatureStats`, so a
+reference bin and a window bin place every value by the same sketch bucket: a value that sits
+exactly on a bin edge can never land on different sides in the two histograms. The JSON form
+(``model_dump_json``) is what ClickHouse stores and the profiles topic carries.
+
+>>> p = build_profile("m", "1", {"x": [float(i) for i in range(100)], "c": ["a"] * 70 + ["b"] * 30},
+...                   label_column=None, prediction_column=None, bins=4, top_k=1, created_at_ms=0)
+>>> p.features["x"].kind, p.features["x"].ref_counts
+('numeric', [24, 25, 25, 26])
+>>> p.features["c"].categories, p.features["c"].ref_counts, p.features["c"].bin_labels
+(['a'], [70, 30], ['a', '__other__'])
+>>> ReferenceProfile.model_validate_json(p.model_dump_json()) == p
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from driftline.operators.sketch import QuantileSketch
+from driftline.operators.window_stats import OVERFLOW, FeatureStats, MergedWindow, category_key
+
+OTHER_LABEL = "__other__"
+
+Task = Literal["classification", "regression"]
+
+
+class FeatureProfile(BaseModel):
+    """Reference distribution of one feature (or of the model's predictions).
+
+    Numeric: ``len(edges) + 1`` bins ``(-inf, e0), [e0, e1), ..., [ek, inf)`` and the reference
+    ``sketch`` (for KS and Wasserstein). Categorical: one bin per kept category, then "other".
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["numeric", "categorical"]
+    edges: list[float] = Field(default_factory=list, description="interior bin edges (numeric)")
+    categories: list[str] = Field(default_factory=list, description="top-k categories; 'other' is last")
+    ref_counts: list[int] = Field(description="reference count per bin")
+    n: int = Field(ge=0, description="values the profile was built from")
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    sketch: dict[str, Any] | None = Field(
+        default=None, description="QuantileSketch.to_dict() of the reference"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureProfile:
+        if self.kind == "numeric":
+            if not self.edges or self.sketch is None:
+                raise ValueError("a numeric profile needs edges and a sketch")
+            if len(self.ref_counts) != len(self.edges) + 1:
+                raise ValueError("a numeric profile needs len(edges) + 1 ref_counts")
+        elif len(self.ref_counts) != len(self.categories) + 1:
+            raise ValueError("a categorical profile needs len(categories) + 1 ref_counts ('other' last)")
+        return self
+
+    def reference_sketch(self) -> QuantileSketch:
+        """The reference sketch of a numeric profile."""
+        if self.sketch is None:
+            raise ValueError("categorical profiles have no sketch")
+        return QuantileSketch.from_dict(self.sketch)
+
+    @property
+    def bin_labels(self) -> list[str]:
+        if self.kind == "categorical":
+            return [*self.categories, OTHER_LABEL]
+        e = [f"{x:.6g}" for x in self.edges]
+        return [f"< {e[0]}", *(f"[{lo}, {hi})" for lo, hi in pairwise(e)), f">= {e[-1]}"]
+
+
+class ReferenceProfile(BaseModel):
+    """Everything drift scoring needs about one model version; ``profile_id`` hashes the content."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str
+    model_version: str
+    profile_id: str
+    source: Literal["training", "first_window"]
+    created_at_ms: int
+    effective_from_ms: int
+    task: Task
+    features: dict[str, FeatureProfile]
+    prediction: FeatureProfile | None = None
+    baseline: dict[str, float] = Field(default_factory=dict, description='e.g. {"accuracy": 0.9}')
+
+
+def build_profile(
+    model_id: str,
+    model_version: str,
+    columns: Mapping[str, Sequence[Any]],
+    *,
+    label_column: str | None,
+    prediction_column: str | None,
+    bins: int,
+    top_k: int,
+    effective_from_ms: int = 0,
+    source: Literal["training", "first_window"] = "training",
+    task: Task | None = None,
+    created_at_ms: int | None = None,
+) -> ReferenceProfile:
+    """Profile a training table given as columns (lists, numpy/pandas/pyarrow arrays).
+
+    Columns holding strings or bools are categorical, numbers numeric (``None``/NaN are skipped).
+    ``task`` defaults to regression when the label (else prediction) column holds floats, to
+    classification otherwise. With both a label and a prediction column the baseline is accuracy,
+    or MAE and RMSE. ``created_at_ms`` defaults to now; it is not part of ``profile_id``.
+    """
+    data = {name: _as_list(col) for name, col in columns.items()}
+    targets = {label_column, prediction_column} - {None}
+    missing = targets - data.keys()
+    if missing:
+        raise ValueError(f"column(s) {sorted(str(m) for m in missing)} not in the table")
+    features = {}
+    for name, values in data.items():
+        if name in targets:
+            continue
+        stats = FeatureStats()
+        stats.add(values)
+        feature = _feature_profile(stats, bins, top_k)
+        if feature is not None:
+            features[name] = feature
+    outputs = [data[c] for c in (label_column, prediction_column) if c is not None]
+    if task is None:
+        task = "regression" if outputs and _holds_floats(outputs[0]) else "classification"
+    prediction = None
+    if prediction_column is not None:
+        prediction = _output_profile(data[prediction_column], task, bins, top_k)
+    baseline: dict[str, float] = {}
+    if label_column is not None and prediction_column is not None:
+        baseline = _baseline(data[label_column], data[prediction_column], task)
+    return _identified(
+        model_id=model_id,
+        model_version=model_version,
+        source=source,
+        created_at_ms=int(time.time() * 1000) if created_at_ms is None else created_at_ms,
+        effective_from_ms=effective_from_ms,
+        task=task,
+        features=features,
+        prediction=prediction,
+        baseline=baseline,
+    )
+
+
+def profile_from_window(
+    merged: MergedWindow, model_id: str, model_version: str, window_start_ms: int, bins: int, top_k: int
+) -> ReferenceProfile:
+    """The no-profile case: the first full window becomes the reference, effective from its start.
+
+    The task is classification when the window's predictions carry labels; there is no baseline
+    (a window has no ground truth).
+    """
+    features = {}
+    for name in sorted(merged.features):
+        feature = _feature_profile(merged.features[name], bins, top_k)
+        if feature is not None:
+            features[name] = feature
+    if merged.prediction_label.n_categorical:
+        task: Task = "classification"
+        prediction = _feature_profile(merged.prediction_label, bins, top_k, kind="categorical")
+    else:
+        task = "regression"
+        prediction = _feature_profile(merged.prediction_value, bins, top_k, kind="numeric")
+    return _identified(
+        model_id=model_id,
+        model_version=model_version,
+        source="first_window",
+        created_at_ms=window_start_ms,
+        effective_from_ms=window_start_ms,
+        task=task,
+        features=features,
+        prediction=prediction,
+        baseline={},
+    )
+
+
+def load_profile_table(path: str | Path) -> dict[str, list[Any]]:
+    """Read a CSV or Parquet training table into columns of Python values (nulls as ``None``)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        from pyarrow import csv
+
+        table = csv.read_csv(path)
+    elif suffix in (".parquet", ".pq"):
+        from pyarrow import parquet
+
+        table = parquet.read_table(path)
+    else:
+        raise ValueError(f"{path}: expected a .csv or .parquet file")
+    return table.to_pydict()
+
+
+def _identified(**fields: Any) -> ReferenceProfile:
+    # The id hashes the content, not the creation time: rebuilding from the same data yields the
+    # same id, so re-publishing a profile is idempotent in ClickHouse and on the compacted topic.
+    draft = ReferenceProfile(profile_id="", **fields)
+    content = draft.model_dump(mode="json", exclude={"profile_id", "created_at_ms"})
+    digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return draft.model_copy(update={"profile_id": digest})
+
+
+def _feature_profile(
+    stats: FeatureStats, bins: int, top_k: int, kind: Literal["numeric", "categorical"] | None = None
+) -> FeatureProfile | None:
+    if kind is None:
+        if not stats.n and not stats.n_categorical:
+            return None  # never observed with a usable value: nothing to compare against
+        kind = "numeric" if stats.n >= stats.n_categorical else "categorical"
+    if kind == "numeric":
+        if not stats.n:
+            return None
+        probs = np.arange(1, bins) / bins
+        # Duplicate quantiles (discrete data) would make empty bins; unique keeps one edge each.
+        edges = np.unique(stats.sketch.quantile_edges(probs))
+        variance = stats.variance
+        return FeatureProfile(
+            kind="numeric",
+            edges=edges.tolist(),
+            ref_counts=stats.sketch.histogram(edges).tolist(),
+            n=stats.n,
+            mean=stats.mean,
+            std=math.sqrt(variance) if variance is not None else None,
+            min=stats.min,
+            max=stats.max,
+            sketch=stats.sketch.to_dict(),
+        )
+    counts = {k: c for k, c in stats.categories.items() if k != OVERFLOW}
+    if not counts:
+        return None
+    top = sorted(counts, key=lambda k: (-counts[k], k))[:top_k]
+    kept = [counts[k] for k in top]
+    total = stats.n_categorical
+    return FeatureProfile(kind="categorical", categories=top, ref_counts=[*kept, total - sum(kept)], n=total)
+
+
+def _output_profile(values: list[Any], task: Task, bins: int, top_k: int) -> FeatureProfile | None:
+    stats = FeatureStats()
+    if task == "classification":
+        stats.add([None if v is None else category_key(v) for v in values])
+        return _feature_profile(stats, bins, top_k, kind="categorical")
+    stats.add(values)
+    return _feature_profile(stats, bins, top_k, kind="numeric")
+
+
+def _baseline(labels: list[Any], predictions: list[Any], task: Task) -> dict[str, float]:
+    pairs = [(y, p) for y, p in zip(labels, predictions, strict=True) if y is not None and p is not None]
+    if task == "classification":
+        if not pairs:
+            return {}
+        return {"accuracy": sum(category_key(y) == category_key(p) for y, p in pairs) / len(pairs)}
+    arr = np.array(pairs, dtype=np.float64).reshape(-1, 2)
+    err = arr[:, 1] - arr[:, 0]
+    err = err[np.isfinite(err)]
+    if not err.size:
+        return {}
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt(np.square(err).mean()))}
+
+
+def _holds_floats(values: list[Any]) -> bool:
+    return any(type(v) is float for v in values)
+
+
+def _as_list(column: Sequence[Any]) -> list[Any]:
+    # numpy and pandas expose tolist(), pyarrow to_pylist(): both yield plain Python values, so
+    # numpy scalars (np.bool_ is not a bool) never reach the type dispatch of FeatureStats.add.
+    for method in ("tolist", "to_pylist"):
+        convert = getattr(column, method, None)
+        if convert is not None:
+            return list(convert())
+    return list(column)

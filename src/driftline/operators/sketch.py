@@ -1,0 +1,272 @@
+"""A mergeable relative-error quantile sketch (the DDSketch idea).
+
+A positive value ``v`` falls in bucket ``k = ceil(log_gamma(v))``, i.e. ``(gamma**(k-1), gamma**k]``
+with ``gamma = (1 + a) / (1 - a)``; the bucket's representative ``2 * gamma**k / (gamma + 1)`` is
+within relative error ``a`` of every value in it. Negative values use a second store keyed by
+``|v|`` (mirrored: ``v`` in ``(-gamma**k, -gamma**(k-1)]``), and exact zeros have their own count.
+Counts are integers, so merging two sketches is exact, associative and commutative: stage 2 gets
+the same sketch whatever order partials arrive in.
+
+Each store keeps at most ``max_buckets`` consecutive keys; beyond that the lowest keys (the
+magnitudes nearest zero) collapse into the lowest kept key. The kept range only depends on the
+highest key ever seen, so collapsing is order-independent too. Quantiles inside the collapsed
+range lose their accuracy guarantee (it takes a dynamic range of about gamma**max_buckets, ~1e9 at
+the defaults, per sign).
+
+>>> import numpy as np
+>>> s = QuantileSketch()
+>>> s.add_many(np.arange(1.0, 1001.0))
+>>> s.count
+1000
+>>> abs(s.quantile(0.5) - 500.0) / 500.0 <= 0.005
+True
+>>> t = QuantileSketch.from_dict(s.to_dict())
+>>> t == s
+True
+>>> s.histogram(np.array([250.0, 750.0])).tolist()
+[249, 500, 251]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Ordinals place every bucket of both stores on one integer axis (negatives, zero, positives) so two
+# sketches with the same gamma can be compared bucket by bucket without float comparisons. Keys of
+# float64 magnitudes stay far below 2**40 for any sensible relative accuracy.
+_ORDINAL_OFFSET = 1 << 40
+
+
+class _Store:
+    """Dense integer counts for consecutive bucket keys ``offset .. offset + len(counts) - 1``."""
+
+    __slots__ = ("counts", "max_buckets", "offset")
+
+    def __init__(self, max_buckets: int) -> None:
+        self.max_buckets = max_buckets
+        self.offset = 0
+        self.counts: IntArray = np.zeros(0, dtype=np.int64)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def add_keys(self, keys: IntArray) -> None:
+        lo = int(keys.min())
+        self._add_dense(lo, np.bincount(keys - lo).astype(np.int64))
+
+    def add_store(self, other: _Store) -> None:
+        if other.counts.size:
+            self._add_dense(other.offset, other.counts)
+
+    def _add_dense(self, offset: int, counts: IntArray) -> None:
+        if not self.counts.size:
+            self.offset, self.counts = offset, counts.copy()
+        else:
+            lo = min(self.offset, offset)
+            hi = max(self.offset + self.counts.size, offset + counts.size)
+            merged = np.zeros(hi - lo, dtype=np.int64)
+            merged[self.offset - lo : self.offset - lo + self.counts.size] += self.counts
+            merged[offset - lo : offset - lo + counts.size] += counts
+            self.offset, self.counts = lo, merged
+        if self.counts.size > self.max_buckets:
+            cut = self.counts.size - self.max_buckets
+            kept = self.counts[cut:].copy()
+            kept[0] += int(self.counts[:cut].sum())
+            self.offset, self.counts = self.offset + cut, kept
+
+    def to_list(self) -> list[int]:
+        return [self.offset, *self.counts.tolist()] if self.counts.size else []
+
+    def load(self, data: list[int]) -> None:
+        if data:
+            self.offset, self.counts = int(data[0]), np.asarray(data[1:], dtype=np.int64)
+
+    def nonzero(self) -> tuple[IntArray, IntArray]:
+        idx = np.flatnonzero(self.counts)
+        return idx.astype(np.int64) + self.offset, self.counts[idx]
+
+
+def _roundest(lower: float, upper: float, start: float) -> float:
+    """The value in ``(lower, upper]`` with the fewest significant digits, rounding ``start``."""
+    for digits in range(1, 18):
+        candidate = float(f"{start:.{digits}g}")
+        if lower < candidate <= upper:
+            return candidate
+    return upper
+
+
+class QuantileSketch:
+    """Relative-error quantiles, CDF and histograms of a stream of finite floats."""
+
+    __slots__ = ("_inv_log_gamma", "_log_gamma", "_neg", "_pos", "max_buckets", "relative_accuracy", "zero")
+
+    def __init__(self, relative_accuracy: float = 0.005, max_buckets: int = 2048) -> None:
+        if not 0.0 < relative_accuracy < 1.0:
+            raise ValueError("relative_accuracy must be in (0, 1)")
+        if max_buckets < 1:
+            raise ValueError("max_buckets must be positive")
+        self.relative_accuracy = relative_accuracy
+        self.max_buckets = max_buckets
+        self._log_gamma = math.log((1.0 + relative_accuracy) / (1.0 - relative_accuracy))
+        self._inv_log_gamma = 1.0 / self._log_gamma
+        self.zero = 0
+        self._pos = _Store(max_buckets)
+        self._neg = _Store(max_buckets)
+
+    @property
+    def count(self) -> int:
+        return self.zero + self._pos.total + self._neg.total
+
+    def add_many(self, values: FloatArray) -> None:
+        """Add finite values (the caller filters NaN/inf: they have no bucket)."""
+        values = np.asarray(values, dtype=np.float64)
+        if not values.size:
+            return
+        lo = values.min()
+        if lo > 0.0:  # the common all-positive case skips the sign split
+            self._pos.add_keys(self._keys(values))
+            return
+        pos = values[values > 0.0]
+        neg = values[values < 0.0]
+        self.zero += int(values.size - pos.size - neg.size)
+        if pos.size:
+            self._pos.add_keys(self._keys(pos))
+        if neg.size:
+            # Negative buckets hold |v| in [gamma**(k-1), gamma**k), i.e. v in (-gamma**k, -gamma**(k-1)]:
+            # every bucket is then closed at its upper end, which quantile_edges relies on.
+            self._neg.add_keys(np.floor(np.log(-neg) * self._inv_log_gamma).astype(np.int64) + 1)
+
+    def merge(self, other: QuantileSketch) -> None:
+        """Add ``other``'s counts into this sketch (exact; order does not matter)."""
+        if (other.relative_accuracy, other.max_buckets) != (self.relative_accuracy, self.max_buckets):
+            raise ValueError("cannot merge sketches with different relative_accuracy or max_buckets")
+        self.zero += other.zero
+        self._pos.add_store(other._pos)
+        self._neg.add_store(other._neg)
+
+    def quantile(self, q: float) -> float:
+        return float(self.quantiles(np.array([q]))[0])
+
+    def quantiles(self, qs: FloatArray) -> FloatArray:
+        """Representative of the bucket holding the element of rank ``floor(q * (n - 1))``.
+
+        That is numpy's ``method='lower'`` quantile, within relative error ``a``; NaN when empty.
+        """
+        qs = np.asarray(qs, dtype=np.float64)
+        if not self.count:
+            return np.full(qs.shape, np.nan)
+        _, reps, _ = self.buckets()
+        return reps[self._rank_index(qs)]
+
+    def quantile_edges(self, qs: FloatArray) -> FloatArray:
+        """Histogram edges at quantiles ``qs``: the shortest decimal inside each quantile's bucket.
+
+        Any number between a bucket's lower and upper bound splits the buckets the same way in
+        :meth:`histogram`, so the roundest one is taken: integer data gets integer edges, and the
+        bin an edge opens holds the values equal to it.
+        """
+        qs = np.asarray(qs, dtype=np.float64)
+        if not self.count:
+            return np.full(qs.shape, np.nan)
+        ords, reps, _ = self.buckets()
+        idx = self._rank_index(qs)
+        lows, highs = self._bounds(ords[idx])
+        return np.array([_roundest(lo, hi, r) for lo, hi, r in zip(lows, highs, reps[idx], strict=True)])
+
+    def cdf(self, xs: FloatArray) -> FloatArray:
+        """Share of values whose bucket representative is ``<= x``; NaN when empty."""
+        xs = np.asarray(xs, dtype=np.float64)
+        n = self.count
+        if n == 0:
+            return np.full(xs.shape, np.nan)
+        _, reps, counts = self.buckets()
+        cum = np.concatenate(([0], np.cumsum(counts)))
+        return cum[np.searchsorted(reps, xs, side="right")] / n
+
+    def histogram(self, edges: FloatArray) -> IntArray:
+        """Counts in ``(-inf, e0), [e0, e1), ..., [ek, inf)``.
+
+        A bucket counts in the bin that holds its upper bound; a value equal to an edge therefore
+        lands in the bin the edge opens (values up to ``2a`` below the edge may join it).
+        """
+        edges = np.asarray(edges, dtype=np.float64)
+        ords, _, counts = self.buckets()
+        bins = np.searchsorted(edges, self._bounds(ords)[1], side="right")
+        out = np.zeros(edges.size + 1, dtype=np.int64)
+        np.add.at(out, bins, counts)
+        return out
+
+    def buckets(self) -> tuple[IntArray, FloatArray, IntArray]:
+        """Non-empty buckets in ascending value order: (ordinals, representatives, counts).
+
+        Ordinals are integers comparable across sketches with the same relative accuracy.
+        """
+        nkeys, ncounts = self._neg.nonzero()
+        pkeys, pcounts = self._pos.nonzero()
+        scale = 2.0 / (1.0 + math.exp(self._log_gamma))
+        parts_o = [-_ORDINAL_OFFSET - nkeys[::-1]]
+        parts_r = [-np.exp(nkeys[::-1] * self._log_gamma) * scale]
+        parts_c = [ncounts[::-1]]
+        if self.zero:
+            parts_o.append(np.zeros(1, dtype=np.int64))
+            parts_r.append(np.zeros(1))
+            parts_c.append(np.array([self.zero], dtype=np.int64))
+        parts_o.append(_ORDINAL_OFFSET + pkeys)
+        parts_r.append(np.exp(pkeys * self._log_gamma) * scale)
+        parts_c.append(pcounts)
+        return np.concatenate(parts_o), np.concatenate(parts_r), np.concatenate(parts_c)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-able form; stores are ``[offset, count, count, ...]``."""
+        return {
+            "alpha": self.relative_accuracy,
+            "max_buckets": self.max_buckets,
+            "zero": self.zero,
+            "pos": self._pos.to_list(),
+            "neg": self._neg.to_list(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuantileSketch:
+        sketch = cls(float(d["alpha"]), int(d["max_buckets"]))
+        sketch.zero = int(d["zero"])
+        sketch._pos.load(d["pos"])
+        sketch._neg.load(d["neg"])
+        return sketch
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantileSketch):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"QuantileSketch(relative_accuracy={self.relative_accuracy}, count={self.count})"
+
+    def _rank_index(self, qs: FloatArray) -> IntArray:
+        # The first bucket whose cumulative count exceeds the rank holds that rank's element.
+        ranks = np.floor(np.clip(qs, 0.0, 1.0) * (self.count - 1))
+        return np.searchsorted(np.cumsum(self.buckets()[2]), ranks, side="right")
+
+    def _bounds(self, ordinals: IntArray) -> tuple[FloatArray, FloatArray]:
+        """(lower, upper] value bounds of buckets; the zero bucket's lower bound is -inf."""
+        pos, neg = ordinals > 0, ordinals < 0
+        keys = np.where(pos, ordinals - _ORDINAL_OFFSET, -_ORDINAL_OFFSET - ordinals)
+        keys = np.where(pos | neg, keys, 0)
+        top = np.exp(keys * self._log_gamma)
+        below = np.exp((keys - 1) * self._log_gamma)
+        upper = np.where(pos, top, np.where(neg, -below, 0.0))
+        lower = np.where(pos, below, np.where(neg, -top, -np.inf))
+        return lower, upper
+
+    def _keys(self, magnitudes: FloatArray) -> IntArray:
+        return np.ceil(np.log(magnitudes) * self._inv_log_gamma).astype(np.int64)

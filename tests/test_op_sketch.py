@@ -1,0 +1,111 @@
+"""QuantileSketch: accuracy guarantee, exact merges, collapsing, serialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from driftline.operators.sketch import QuantileSketch
+
+QS = np.linspace(0.0, 1.0, 101)
+
+
+def _sketch(values: np.ndarray, relative_accuracy: float = 0.005, max_buckets: int = 2048) -> QuantileSketch:
+    s = QuantileSketch(relative_accuracy, max_buckets)
+    s.add_many(values)
+    return s
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(1).lognormal(0.0, 2.0, 20_000),
+        np.random.default_rng(2).normal(0.0, 1.0, 20_000),  # both signs
+        np.concatenate([np.zeros(500), np.random.default_rng(3).normal(-5.0, 3.0, 5_000)]),
+        np.random.default_rng(4).integers(-3, 4, 5_000).astype(float),
+    ],
+    ids=["lognormal", "normal", "zeros+negatives", "integers"],
+)
+def test_quantiles_within_relative_accuracy(values: np.ndarray) -> None:
+    a = 0.005
+    s = _sketch(values, relative_accuracy=a)
+    exact = np.quantile(values, QS, method="lower")
+    got = s.quantiles(QS)
+    err = np.abs(got - exact)
+    # 1e-12 absorbs float rounding of log() right at a bucket boundary.
+    assert np.all(err <= a * np.abs(exact) * (1 + 1e-12) + 1e-300)
+    assert s.quantile(0.5) == got[50]
+    assert s.count == values.size
+
+
+def test_merge_is_exact_and_order_independent() -> None:
+    rng = np.random.default_rng(7)
+    parts = [rng.normal(i, 1 + i, 3_000) for i in range(4)]
+    sketches = [_sketch(p) for p in parts]
+    forward, backward = QuantileSketch(), QuantileSketch()
+    for s in sketches:
+        forward.merge(s)
+    for s in reversed(sketches):
+        backward.merge(s)
+    assert forward == backward == _sketch(np.concatenate(parts))
+    a, b = sketches[0], sketches[1]
+    ab = QuantileSketch.from_dict(a.to_dict())
+    ab.merge(b)
+    ba = QuantileSketch.from_dict(b.to_dict())
+    ba.merge(a)
+    assert ab == ba
+    assert sketches[0] == _sketch(parts[0])  # merging did not alias or mutate the inputs
+
+
+def test_collapsing_lowest_buckets_is_deterministic_and_order_independent() -> None:
+    rng = np.random.default_rng(3)
+    low = 10.0 ** rng.uniform(-8, 0, 2_000)
+    high = 10.0 ** rng.uniform(0, 8, 2_000)
+    one = _sketch(np.concatenate([low, high]), max_buckets=64)
+    two = _sketch(high, max_buckets=64)
+    two.merge(_sketch(low, max_buckets=64))
+    three = _sketch(low, max_buckets=64)
+    three.merge(_sketch(high, max_buckets=64))
+    assert one == two == three
+    d = one.to_dict()
+    assert len(d["pos"]) - 1 <= 64
+    assert one.count == 4_000
+    # The top of the distribution keeps its accuracy; the collapsed bottom does not.
+    top = np.quantile(np.concatenate([low, high]), 0.99, method="lower")
+    assert abs(one.quantile(0.99) - top) <= 0.005 * top * (1 + 1e-12)
+
+
+def test_dict_round_trip_through_json() -> None:
+    s = _sketch(np.random.default_rng(5).normal(0, 10, 1_000))
+    s.add_many(np.zeros(3))
+    d = orjson.loads(orjson.dumps(s.to_dict()))
+    assert all(type(x) is int for x in d["pos"] + d["neg"])
+    t = QuantileSketch.from_dict(d)
+    assert t == s and t.count == 1_003 and t.zero == 3
+
+
+def test_cdf_and_histogram() -> None:
+    values = np.repeat(np.arange(1.0, 11.0), 10)  # 1..10, ten of each
+    s = _sketch(values)
+    # Edges half-way between values: the sketch histogram equals the exact one.
+    edges = np.array([2.5, 5.5, 8.5])
+    assert s.histogram(edges).tolist() == [20, 30, 30, 20]
+    assert s.histogram(edges).sum() == s.count
+    np.testing.assert_allclose(s.cdf(np.array([0.0, 3.5, 10.5])), [0.0, 0.3, 1.0])
+    assert np.all(np.diff(s.cdf(np.linspace(0, 11, 50))) >= 0)
+
+
+def test_empty_sketch() -> None:
+    s = QuantileSketch()
+    s.add_many(np.array([]))
+    assert s.count == 0
+    assert np.isnan(s.quantile(0.5))
+    assert np.isnan(s.cdf(np.array([1.0]))).all()
+    assert s.histogram(np.array([0.0])).tolist() == [0, 0]
+    assert QuantileSketch.from_dict(s.to_dict()) == s
+
+
+def test_merge_rejects_different_accuracy() -> None:
+    with pytest.raises(ValueError, match="relative_accuracy"):
+        QuantileSketch(0.01).merge(QuantileSketch(0.005))

@@ -1,0 +1,157 @@
+"""FeatureStats / WindowAccumulator / merge_partials: counts, moments, categories, partials."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import orjson
+
+from driftline.operators.window_stats import (
+    MAX_CATEGORIES,
+    OVERFLOW,
+    FeatureStats,
+    WindowAccumulator,
+    merge_partials,
+)
+from driftline.schemas.events import Prediction
+
+
+def _events(seed: int, n: int) -> tuple[list[dict], list[Prediction], list[float | None]]:
+    rng = random.Random(seed)
+    feats: list[dict] = []
+    preds, lats = [], []
+    for i in range(n):
+        f: dict = {"x": rng.gauss(0, 1), "k": rng.randint(0, 9), "c": rng.choice("abc")}
+        if i % 10 == 0:
+            f["x"] = None
+        if i % 7 == 0:
+            del f["c"]
+        if i % 13 == 0:
+            f["x"] = math.nan
+        feats.append(f)
+        preds.append(Prediction(label=rng.choice([True, False]), score=rng.random()))
+        lats.append(None if i % 5 == 0 else rng.uniform(1, 50))
+    return feats, preds, lats
+
+
+def test_feature_stats_numeric_matches_numpy() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(3, 2, 10_000)
+    s = FeatureStats()
+    for chunk in np.array_split(values, 7):
+        s.add(chunk.tolist())
+    assert (s.count, s.n, s.missing, s.invalid) == (10_000, 10_000, 0, 0)
+    assert math.isclose(s.mean, values.mean(), rel_tol=1e-12)
+    assert s.variance is not None and math.isclose(s.variance, values.var(ddof=1), rel_tol=1e-10)
+    assert (s.min, s.max) == (values.min(), values.max())
+    assert s.sketch.count == 10_000
+
+
+def test_feature_stats_classifies_values() -> None:
+    s = FeatureStats()
+    s.add([1, 2.5, None, math.nan, math.inf, -math.inf, "a", True, False, "true", 10**400])
+    assert (s.count, s.missing, s.invalid, s.n) == (11, 1, 4, 2)  # 10**400 is beyond float: invalid
+    assert s.categories == {"a": 1, "true": 2, "false": 1}
+    s.add([None, None])
+    s.add(["b", None])
+    s.add([True])
+    assert (s.count, s.missing) == (16, 4)
+    assert s.categories == {"a": 1, "true": 3, "false": 1, "b": 1}
+
+
+def test_category_cap_keeps_most_frequent_newcomers() -> None:
+    s = FeatureStats()
+    s.add([f"v{i}" for i in range(MAX_CATEGORIES - 1)])
+    s.add(["rare1", "frequent", "frequent", "rare0"])
+    assert "frequent" in s.categories and "rare0" not in s.categories and "rare1" not in s.categories
+    assert s.categories[OVERFLOW] == 2
+    assert len(s.categories) == MAX_CATEGORIES + 1  # the cap plus the overflow bucket
+    assert s.n_categorical == MAX_CATEGORIES - 1 + 4
+
+
+def test_feature_stats_merge_matches_single_pass() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 5_000), rng.normal(10, 3, 3_000)
+    sa, sb, sall = FeatureStats(), FeatureStats(), FeatureStats()
+    sa.add([*a.tolist(), "x", None])
+    sb.add([*b.tolist(), "y", "x"])
+    sall.add([*a.tolist(), "x", None, *b.tolist(), "y", "x"])
+    sa.merge(sb)
+    assert (sa.count, sa.n, sa.missing, sa.categories) == (sall.count, sall.n, sall.missing, sall.categories)
+    assert math.isclose(sa.mean, sall.mean, rel_tol=1e-12)
+    assert math.isclose(sa.m2, sall.m2, rel_tol=1e-10)
+    assert sa.sketch == sall.sketch and (sa.min, sa.max) == (sall.min, sall.max)
+
+
+def test_accumulator_counts_absent_and_late_features() -> None:
+    acc = WindowAccumulator()
+    acc.add([{"x": 1.0}, {"x": 2.0}], [Prediction(value=1.0)] * 2, [None, None])
+    acc.add([{"y": "a"}, {"x": 3.0, "y": "b"}], [Prediction(value=2.0)] * 2, [5.0, None])
+    x, y = acc.features["x"], acc.features["y"]
+    assert (x.count, x.missing, x.n, x.mean) == (4, 1, 3, 2.0)
+    assert (y.count, y.missing, y.categories) == (4, 2, {"a": 1, "b": 1})
+    assert acc.n_events == 4
+    assert (acc.prediction_value.n, acc.prediction_value.mean) == (4, 1.5)
+    assert acc.prediction_label.missing == 4
+    assert (acc.latency.n, acc.latency.missing) == (1, 3)
+
+
+def test_accumulator_predictions() -> None:
+    acc = WindowAccumulator()
+    preds = [Prediction(label=1, score=0.2), Prediction(label="no", score=0.4), Prediction(label=True)]
+    acc.add([{}, {}, {}], preds, [1.0, 2.0, 3.0])
+    assert acc.prediction_label.categories == {"1": 1, "no": 1, "true": 1}
+    assert acc.prediction_label.n == 0
+    assert (acc.prediction_value.n, acc.prediction_value.missing) == (2, 1)
+    assert acc.latency.mean == 2.0
+
+
+def test_partial_round_trips_through_orjson() -> None:
+    acc = WindowAccumulator()
+    acc.add(*_events(0, 2_000))
+    partial = acc.to_partial()
+    wire = orjson.loads(orjson.dumps(partial))
+    assert wire == partial
+    again = WindowAccumulator.from_partial(wire)
+    assert again.to_partial() == partial
+    x = again.features["x"]
+    # i % 13 == 0 is NaN (154 events), else i % 10 == 0 is None (200 minus the 16 multiples of 130)
+    assert (x.count, x.missing, x.invalid) == (2_000, 184, 154)
+    assert again.features["c"].missing == 2_000 // 7 + 1
+
+
+def test_merge_partials_equals_one_accumulator() -> None:
+    shards = [_events(seed, 1_500) for seed in range(4)]
+    partials = []
+    whole = WindowAccumulator()
+    for feats, preds, lats in shards:
+        acc = WindowAccumulator()
+        acc.add(feats, preds, lats)
+        partials.append(orjson.loads(orjson.dumps(acc.to_partial())))
+        whole.add(feats, preds, lats)
+    merged = merge_partials(partials)
+    assert merged.n_events == whole.n_events == 6_000
+    for name, stats in whole.features.items():
+        m = merged.features[name]
+        assert (m.count, m.missing, m.invalid, m.n) == (stats.count, stats.missing, stats.invalid, stats.n)
+        assert m.sketch == stats.sketch and m.categories == stats.categories
+        assert math.isclose(m.mean, stats.mean, rel_tol=1e-9, abs_tol=1e-12)
+    assert merged.prediction_label.categories == whole.prediction_label.categories
+    assert merged.latency.sketch == whole.latency.sketch
+    # Same order, same floats: stage 2 is deterministic; another order changes only the last bits.
+    again = merge_partials(partials)
+    assert again.features["x"].mean == merged.features["x"].mean
+    backwards = merge_partials(partials[::-1])
+    assert backwards.features["x"].sketch == merged.features["x"].sketch
+    assert math.isclose(backwards.features["x"].m2, merged.features["x"].m2, rel_tol=1e-9)
+
+
+def test_merge_partials_counts_features_absent_from_a_shard() -> None:
+    a, b = WindowAccumulator(), WindowAccumulator()
+    a.add([{"x": 1.0}] * 3, [Prediction(value=0.0)] * 3, [None] * 3)
+    b.add([{"z": "q"}] * 2, [Prediction(value=0.0)] * 2, [None] * 2)
+    merged = merge_partials([a.to_partial(), b.to_partial()])
+    assert (merged.features["x"].count, merged.features["x"].missing) == (5, 2)
+    assert (merged.features["z"].count, merged.features["z"].missing) == (5, 3)
