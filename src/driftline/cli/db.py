@@ -1,0 +1,65 @@
+"""`driftline db migrate|status`: the ClickHouse schema."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from driftline.cli.common import settings_from_args
+from driftline.store.client import StoreError, connect
+from driftline.store.migrate import migrate, status
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("db", help="ClickHouse schema: apply migrations, show their state")
+    actions = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    actions.add_parser("migrate", help="apply pending SQL migrations (safe to re-run)").set_defaults(
+        handler=_migrate
+    )
+    actions.add_parser("status", help="list migrations: applied, pending or changed").set_defaults(
+        handler=_status
+    )
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    try:
+        client = connect(settings)
+        try:
+            applied = migrate(client, settings)
+        finally:
+            client.close()
+    except StoreError as err:
+        print(f"driftline: {err}", file=sys.stderr)
+        return 1
+    where = f"{settings.clickhouse_url()} database {settings.clickhouse.database}"
+    if applied:
+        print(f"applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")
+    else:
+        print(f"{where} is up to date")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    try:
+        client = connect(settings)
+        try:
+            rows = status(client, settings)
+        finally:
+            client.close()
+    except StoreError as err:
+        print(f"driftline: {err}", file=sys.stderr)
+        return 1
+    table = Table(title=f"{settings.clickhouse_url()} database {settings.clickhouse.database}")
+    for column in ("version", "name", "state", "applied at (UTC)"):
+        table.add_column(column)
+    for row in rows:
+        applied_at = row.applied_at.strftime("%Y-%m-%d %H:%M:%S") if row.applied_at else ""
+        table.add_row(f"{row.version:03d}", row.name, row.state, applied_at)
+    Console().print(table)
+    return 0 if all(row.state == "applied" for row in rows) else 1

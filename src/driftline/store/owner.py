@@ -1,0 +1,225 @@
+"""The process that owns the embedded engine, and the read-only `/query` endpoint it serves.
+
+chDB lets one process open a data directory. That process (the worker) records itself in
+``<home>/clickhouse-owner.json`` and serves ``POST /query`` so that other processes can still read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+OWNER_FILE = "clickhouse-owner.json"
+
+# Output formats of the query endpoint -> ClickHouse format names and HTTP content types.
+CLICKHOUSE_FORMATS = {"json": "JSON", "csv": "CSVWithNames", "tsv": "TSVWithNames"}
+CONTENT_TYPES = {"json": "application/json", "csv": "text/csv", "tsv": "text/tab-separated-values"}
+
+READ_ONLY_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN"})
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A live process holding the embedded engine; ``query_url`` is its ``POST /query`` endpoint."""
+
+    pid: int
+    query_url: str
+
+
+def owner_path(home: Path) -> Path:
+    return Path(home) / OWNER_FILE
+
+
+def claim_owner(home: Path, query_url: str) -> Path:
+    """Record this process as the engine owner (call after opening the engine); returns the file."""
+    path = owner_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(orjson.dumps({"pid": os.getpid(), "query_url": query_url}))
+    tmp.replace(path)  # atomic: readers never see a half-written file
+    return path
+
+
+def release_owner(home: Path) -> None:
+    """Remove the record if it names this process (another owner's record is left alone)."""
+    path = owner_path(home)
+    owner = _read(path)
+    if owner is not None and owner.pid == os.getpid():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def read_owner(home: Path) -> Owner | None:
+    """The recorded owner if its process is still alive, else None."""
+    owner = _read(owner_path(home))
+    if owner is None or not pid_alive(owner.pid):
+        return None
+    return owner
+
+
+def _read(path: Path) -> Owner | None:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    pid, url = (data.get("pid"), data.get("query_url")) if isinstance(data, dict) else (None, None)
+    if not isinstance(pid, int) or not isinstance(url, str):
+        return None
+    return Owner(pid=pid, query_url=url)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+# -- the read-only guard ---------------------------------------------------------------------------
+
+
+class QueryRejected(ValueError):
+    """The SQL is not a single read-only statement."""
+
+
+_HEREDOC = re.compile(r"\$(\w*)\$")
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def _code_outside_literals(sql: str) -> str:
+    """`sql` with string literals, quoted identifiers and comments blanked out (same length).
+
+    Deliberately conservative: block comments do not nest and `#` always starts a line comment,
+    so any reading that differs from ClickHouse's can only reveal more code, never hide it.
+    """
+    out = list(sql)
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"`":
+            j = i + 1
+            while j < n and sql[j] != c:
+                j += 2 if sql[j] == "\\" else 1
+            if j >= n:
+                raise QueryRejected("unterminated quoted string or identifier")
+            end = j + 1
+        elif sql.startswith("--", i) or c == "#":
+            j = sql.find("\n", i)
+            end = n if j < 0 else j
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            if j < 0:
+                raise QueryRejected("unterminated comment")
+            end = j + 2
+        elif c == "$" and (m := _HEREDOC.match(sql, i)):
+            j = sql.find(m.group(0), m.end())
+            if j < 0:
+                raise QueryRejected("unterminated heredoc string")
+            end = j + len(m.group(0))
+        else:
+            i += 1
+            continue
+        out[i:end] = " " * (end - i)
+        i = end
+    return "".join(out)
+
+
+def check_read_only(sql: str) -> str:
+    """The single read-only statement in `sql` (trailing `;` removed), or raise QueryRejected.
+
+    Accepted: SELECT, WITH, SHOW, DESCRIBE/DESC, EXPLAIN. The client must still run it with
+    ``readonly=1``; this check only narrows what reaches the engine (``INTO OUTFILE`` and
+    multi-statement input are not stopped by readonly on chDB).
+    """
+    code = _code_outside_literals(sql)
+    semicolon = code.find(";")
+    if semicolon >= 0:
+        if code[semicolon + 1 :].strip():
+            raise QueryRejected("only a single statement is accepted")
+        sql = sql[:semicolon]
+        code = code[:semicolon]
+    words = _WORD.findall(code)
+    if not words:
+        raise QueryRejected("empty query")
+    first = words[0].upper()
+    if first not in READ_ONLY_KEYWORDS:
+        allowed = ", ".join(sorted(READ_ONLY_KEYWORDS))
+        raise QueryRejected(f"only {allowed} statements are accepted, not {first}")
+    if "OUTFILE" in (w.upper() for w in words):
+        raise QueryRejected("INTO OUTFILE is not accepted")
+    return sql.strip()
+
+
+def execute_read_only(client: Client, sql: str, fmt: str) -> bytes:
+    """Run a checked statement on a read-only client; the result in `fmt` (json, csv or tsv)."""
+    if fmt not in CLICKHOUSE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(CLICKHOUSE_FORMATS)}")
+    return bytes(client.raw_query(check_read_only(sql), fmt=CLICKHOUSE_FORMATS[fmt]))
+
+
+# -- the /query endpoint ---------------------------------------------------------------------------
+
+QueryHandler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class _ReadOnlyRunner:
+    """One lazily opened read-only client, used by one thread at a time."""
+
+    def __init__(self, client_factory: Callable[[], Client], lock: threading.Lock | None) -> None:
+        self._factory = client_factory
+        self._lock = lock or threading.Lock()
+        self._client: Client | None = None
+
+    def run(self, sql: str, fmt: str) -> bytes:
+        with self._lock:
+            if self._client is None:
+                client = self._factory()
+                # Defence in depth: the SQL guard alone must never be the only barrier to writes.
+                if not client.query("SELECT getSetting('readonly')").result_rows[0][0]:
+                    client.close()
+                    raise RuntimeError("the /query client must be read-only: connect(..., readonly=True)")
+                self._client = client
+            return execute_read_only(self._client, sql, fmt)
+
+
+def make_query_handler(
+    client_factory: Callable[[], Client], lock: threading.Lock | None = None
+) -> QueryHandler:
+    """aiohttp handler for ``POST /query`` (body: SQL; query parameter ``format=json|csv|tsv``).
+
+    ``client_factory`` must return a read-only client (``connect(settings, readonly=True)``); it is
+    called once, on the first request. Queries run in a thread, serialized by ``lock``. Answers 200
+    with the rows, or 400 with a one-line reason for rejected or failing SQL.
+    """
+    runner = _ReadOnlyRunner(client_factory, lock)
+
+    async def handle(request: web.Request) -> web.Response:
+        fmt = request.query.get("format", "json")
+        if fmt not in CLICKHOUSE_FORMATS:
+            choices = "|".join(CLICKHOUSE_FORMATS)
+            return web.Response(status=400, text=f"unknown format {fmt!r}; use {choices}")
+        sql = await request.text()
+        try:
+            check_read_only(sql)
+            body = await asyncio.to_thread(runner.run, sql, fmt)
+        except QueryRejected as err:
+            return web.Response(status=400, text=f"rejected: {err}")
+        except ClickHouseError as err:
+            return web.Response(status=400, text=str(err).strip().splitlines()[0])
+        return web.Response(body=body, content_type=CONTENT_TYPES[fmt])
+
+    return handle

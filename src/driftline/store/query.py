@@ -1,0 +1,71 @@
+"""Read-only SQL from any process: directly, or through the process that owns the embedded engine."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from urllib.parse import urlencode
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from driftline.config import Settings
+from driftline.store.client import EngineBusy, QueryError, StoreError, connect
+from driftline.store.owner import (
+    CLICKHOUSE_FORMATS,
+    Owner,
+    check_read_only,
+    execute_read_only,
+    owner_path,
+    read_owner,
+)
+
+
+def run_query(settings: Settings, sql: str, fmt: str = "json", *, timeout: float = 60.0) -> str:
+    """Rows of one read-only statement as text in `fmt`: json (ClickHouse JSON), csv or tsv (with names).
+
+    Raises QueryRejected (not read-only), QueryError (ClickHouse refused it), or StoreError
+    (the engine is busy and its owner does not serve queries, or ClickHouse is unreachable).
+    """
+    if fmt not in CLICKHOUSE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(CLICKHOUSE_FORMATS)}")
+    statement = check_read_only(sql)
+    if settings.clickhouse.embedded:
+        # Ask a running owner first: opening the directory here, even briefly, could stop it starting.
+        owner = read_owner(settings.home)
+        if owner is not None and owner.pid != os.getpid():
+            return _ask_owner(owner, statement, fmt, timeout)
+    try:
+        client = connect(settings, readonly=True)
+    except EngineBusy as busy:
+        if busy.owner is not None:
+            return _ask_owner(busy.owner, statement, fmt, timeout)
+        record = owner_path(settings.home)
+        raise StoreError(f"{busy}, which does not serve queries (no live owner in {record})") from None
+    try:
+        return execute_read_only(client, statement, fmt).decode()
+    except ClickHouseError as err:
+        raise QueryError(str(err).strip().splitlines()[0]) from None
+    finally:
+        client.close()
+
+
+def _ask_owner(owner: Owner, sql: str, fmt: str, timeout: float) -> str:
+    request = urllib.request.Request(
+        f"{owner.query_url}?{urlencode({'format': fmt})}",
+        data=sql.encode(),
+        headers={"Content-Type": "text/plain; charset=utf-8"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return bytes(response.read()).decode()
+    except urllib.error.HTTPError as err:
+        if err.code == 400:
+            raise QueryError(err.read().decode(errors="replace").strip()) from None
+        detail = f"answered HTTP {err.code} at {owner.query_url}"
+        raise StoreError(f"the ClickHouse owner (pid {owner.pid}) {detail}") from None
+    except (urllib.error.URLError, TimeoutError) as err:
+        raise StoreError(
+            f"the ClickHouse owner (pid {owner.pid}) does not answer at {owner.query_url}: {err}"
+        ) from None

@@ -1,0 +1,274 @@
+"""Row writers: straight into ClickHouse, or through the sink topic when another process owns it.
+
+Rows are mappings of column name -> value. Times may be epoch milliseconds (int), aware or naive
+(UTC) datetimes, or ISO-8601 strings; dict/list values of String columns are stored as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+from clickhouse_connect.driver.client import Client
+from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
+
+from driftline.config import Settings
+from driftline.kafka.clients import kafka_python_kwargs
+from driftline.store.client import EngineBusy, connect, database_name
+from driftline.store.owner import read_owner
+
+MAX_SINK_MESSAGE_BYTES = 900_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATETIME64 = re.compile(r"^DateTime64\((\d)")
+_NULLABLE = re.compile(r"^Nullable\((.*)\)$")
+
+
+class RowWriter(Protocol):
+    """Where pipeline rows go. Rows are durable only once ``flush`` returns."""
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# -- direct ClickHouse writer ----------------------------------------------------------------------
+
+
+def _datetime64_ticks(precision: int) -> Callable[[Any], Any]:
+    """Converter of one time value to DateTime64 ticks, which clickhouse-connect writes as is."""
+    per_ms = 10 ** (precision - 3) if precision >= 3 else None
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+            micros = (aware - _EPOCH) // timedelta(microseconds=1)
+            return micros * 10**precision // 1_000_000
+        ms = round(value)  # epoch milliseconds
+        return ms * per_ms if per_ms is not None else ms // 10 ** (3 - precision)
+
+    return convert
+
+
+def _json_text(value: Any) -> Any:
+    return orjson.dumps(value).decode() if isinstance(value, dict | list) else value
+
+
+def _converter(type_name: str) -> Callable[[Any], Any] | None:
+    nullable = _NULLABLE.match(type_name)
+    inner = nullable.group(1) if nullable else type_name
+    dt64 = _DATETIME64.match(inner)
+    if dt64:
+        return _datetime64_ticks(int(dt64.group(1)))
+    if inner in ("String", "LowCardinality(String)", "LowCardinality(Nullable(String))"):
+        return _json_text
+    return None
+
+
+@dataclass
+class _Column:
+    name: str
+    type_name: str
+    nullable: bool
+    convert: Callable[[Any], Any] | None
+
+
+@dataclass
+class _Batch:
+    columns: list[_Column]
+    data: list[list[Any]]  # one list per column
+    rows: int = 0
+
+
+class ClickHouseRowWriter:
+    """Buffers rows per table and inserts them column-oriented on ``flush``.
+
+    Column types come from ``system.columns``, cached per table for the writer's life. A key
+    missing from a row leaves that column to its ClickHouse default: rows are grouped by the set
+    of keys they carry, and each group is inserted with just those columns. Unknown keys, and None
+    in a non-Nullable column, raise ValueError at ``write`` (nothing of that call is buffered).
+    Buffers reaching ``max_buffer_rows`` are flushed by ``write``. ``close`` flushes and, if
+    ``close_client``, closes the client.
+    """
+
+    def __init__(self, client: Client, database: str, *, max_buffer_rows: int = 100_000,
+                 close_client: bool = True) -> None:
+        self._client = client
+        self._database = database
+        self._max_buffer_rows = max_buffer_rows
+        self._close_client = close_client
+        self._schemas: dict[str, dict[str, _Column]] = {}
+        self._batches: dict[tuple[str, tuple[str, ...]], _Batch] = {}
+        self._buffered = 0
+
+    def _schema(self, table: str) -> dict[str, _Column]:
+        schema = self._schemas.get(table)
+        if schema is None:
+            rows = self._client.query(
+                "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}"
+                " AND default_kind NOT IN ('MATERIALIZED', 'ALIAS') ORDER BY position",
+                parameters={"db": self._database, "t": table},
+            ).result_rows
+            if not rows:
+                raise ValueError(f"unknown table {self._database}.{table}")
+            schema = {
+                name: _Column(name, type_name, "Nullable(" in type_name, _converter(type_name))
+                for name, type_name in rows
+            }
+            self._schemas[table] = schema
+        return schema
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        schema = self._schema(table)
+        # Convert everything first so that a bad row leaves the buffer untouched.
+        staged = []
+        for row in rows:
+            keys = tuple(name for name in schema if name in row)
+            staged.append((keys, self._convert(table, schema, keys, row)))
+        for keys, values in staged:
+            batch = self._batches.get((table, keys))
+            if batch is None:
+                batch = _Batch([schema[name] for name in keys], [[] for _ in keys])
+                self._batches[(table, keys)] = batch
+            for column_values, value in zip(batch.data, values, strict=True):
+                column_values.append(value)
+            batch.rows += 1
+        self._buffered += len(staged)
+        if self._buffered >= self._max_buffer_rows:
+            self.flush()
+
+    def _convert(self, table: str, schema: dict[str, _Column], keys: tuple[str, ...],
+                 row: Mapping[str, Any]) -> list[Any]:
+        if len(keys) != len(row):
+            unknown = ", ".join(sorted(set(row) - set(schema)))
+            raise ValueError(f"{self._database}.{table} has no column(s) {unknown}")
+        values = []
+        for name in keys:
+            column, value = schema[name], row[name]
+            if value is None and not column.nullable:
+                raise ValueError(f"{self._database}.{table}.{name} is not Nullable; omit it or give a value")
+            values.append(column.convert(value) if column.convert else value)
+        return values
+
+    def flush(self) -> None:
+        # A failed insert keeps its batch (and those after it) for a retry.
+        for key in list(self._batches):
+            batch = self._batches[key]
+            self._client.insert(
+                key[0],
+                batch.data,
+                column_names=[c.name for c in batch.columns],
+                column_type_names=[c.type_name for c in batch.columns],
+                column_oriented=True,
+                database=self._database,
+            )
+            del self._batches[key]
+            self._buffered -= batch.rows
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._close_client:
+                self._client.close()
+
+
+# -- writer through the sink topic -----------------------------------------------------------------
+
+
+class KafkaSinkRowWriter:
+    """Publishes ``{"table": t, "rows": [...]}`` JSON messages (< 900 KB each) for the sink to insert.
+
+    Messages are keyed by table. ``flush`` waits for the broker to acknowledge every message sent
+    so far and raises the first send error. ``close`` flushes and closes the producer.
+    """
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._pending: list[FutureRecordMetadata] = []
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        prefix = b'{"table":' + orjson.dumps(table) + b',"rows":['
+        room = MAX_SINK_MESSAGE_BYTES - len(prefix) - 2
+        chunk: list[bytes] = []
+        size = 0
+        for row in rows:
+            encoded = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+            if len(encoded) > room:
+                raise ValueError(f"a {table} row is {len(encoded)} bytes, over the sink message limit")
+            if chunk and size + len(encoded) + 1 > room:
+                self._send(table, prefix + b",".join(chunk) + b"]}")
+                chunk, size = [], 0
+            chunk.append(encoded)
+            size += len(encoded) + 1
+        if chunk:
+            self._send(table, prefix + b",".join(chunk) + b"]}")
+
+    def _send(self, table: str, value: bytes) -> None:
+        self._pending.append(self._producer.send(self._topic, key=table.encode(), value=value))
+
+    def flush(self) -> None:
+        self._producer.flush()
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.get()  # raises the send error, if any; bounded by the producer's delivery timeout
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
+
+
+def sink_producer(settings: Settings) -> KafkaProducer:
+    """A kafka-python producer suited to the sink topic."""
+    max_request = max(settings.kafka.max_message_bytes, MAX_SINK_MESSAGE_BYTES + 65_536)
+    return KafkaProducer(
+        **kafka_python_kwargs(settings), acks="all", linger_ms=20, max_request_size=max_request
+    )
+
+
+def open_row_writer(settings: Settings) -> RowWriter:
+    """Write directly when ClickHouse can be opened here, else through ``settings.topics.sink``.
+
+    An embedded engine recorded as owned by another live process is not even tried. Note that a
+    direct writer on the embedded engine holds it until closed, so a worker cannot start meanwhile.
+    """
+    owner = read_owner(settings.home) if settings.clickhouse.embedded else None
+    if owner is None or owner.pid == os.getpid():
+        try:
+            return ClickHouseRowWriter(connect(settings), database_name(settings))
+        except EngineBusy:
+            pass
+    return KafkaSinkRowWriter(sink_producer(settings), settings.topics.sink)
+
+
+def insert_sink_message(writer: RowWriter, value: bytes) -> int:
+    """Decode one sink-topic message and write its rows; returns the row count.
+
+    Raises ValueError for a message that is not ``{"table": str, "rows": [object, ...]}``.
+    """
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"sink message is not JSON: {err}") from None
+    table = message.get("table") if isinstance(message, dict) else None
+    rows = message.get("rows") if isinstance(message, dict) else None
+    if not isinstance(table, str) or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError('sink message must be {"table": str, "rows": [object, ...]}')
+    writer.write(table, rows)
+    return len(rows)
