@@ -1,0 +1,624 @@
+"""Stage 2: one shard = one partition of model-events (a subset of the models).
+
+Closes a window only when every stage-1 shard's progress has passed its end, merges the shards'
+partials in shard order, scores drift against the model's reference profile, runs the online
+performance estimators over outcomes in canonical ``(label_time, prediction_id)`` order per
+event-time bucket, and feeds the retrain policy. Results depend only on the *content* of the
+log — duplicates and the interleaving of shards change nothing.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from driftline.config import Settings
+from driftline.operators.drift import FeatureScore, score_feature, verdicts
+from driftline.operators.performance import OnlinePerformance
+from driftline.operators.profile import FeatureProfile, ReferenceProfile, profile_from_window
+from driftline.operators.triggers import RetrainPolicy
+from driftline.operators.validate import RawRecord
+from driftline.operators.window_stats import FeatureStats, MergedWindow, merge_partials
+from driftline.pipeline import records
+from driftline.pipeline.shard import NO_TIME, window_segments
+from driftline.pipeline.stage import OutboundMessage
+
+PREDICTION_FEATURE = "__prediction__"
+PREDICTION_VALUE_FEATURE = "__prediction_value__"
+LATENCY_FEATURE = "__latency_ms__"
+
+LATEST = 2**62  # "any effective_from"
+
+# (window size s, window start ms, model_id, model_version, segment)
+WindowKey = tuple[int, int, str, str, str]
+
+
+@dataclass
+class Bucket:
+    """Outcomes and expiries of one model in one event-time metrics interval, deduplicated by id."""
+
+    outcomes: dict[str, tuple[str, int, int, int | None, float | None]] = field(default_factory=dict)
+    expired: dict[str, str] = field(default_factory=dict)  # prediction_id -> segment tags
+
+
+@dataclass
+class SegmentTally:
+    n: int = 0
+    correct: int = 0
+    n_correct_known: int = 0
+    abs_error: float = 0.0
+    sq_error: float = 0.0
+    n_error_known: int = 0
+    expired: int = 0
+    delays: list[int] = field(default_factory=list)
+    alarm: bool = False
+
+
+class ModelProcessor:
+    """Stage-2 state machine of one model-events partition (see module docstring)."""
+
+    stage = "model"
+
+    def __init__(self, shard: int, settings: Settings, run_id: str = "") -> None:
+        self.shard = shard
+        self.run_id = run_id
+        self.settings = settings
+        self.config_hash = settings.config_hash()
+        self.profiles_topic = settings.topics.profiles
+        self.sink_topic = settings.topics.sink
+        self.triggers_topic = settings.topics.retrain_triggers
+        self.n_source_shards = settings.topics.partitions
+        self.interval_ms = settings.windows.metrics_interval_s * 1000
+        self.min_size_s = min(settings.windows.sizes_s)
+        self.policy_size_s = settings.triggers.window_size_s or self.min_size_s
+        self.pred_progress = [NO_TIME] * self.n_source_shards
+        self.outcome_progress = [NO_TIME] * self.n_source_shards
+        self.closed_windows_until = NO_TIME
+        self.closed_buckets_until = NO_TIME
+        self.partials: dict[WindowKey, dict[int, dict[str, Any]]] = {}
+        self.buckets: dict[tuple[str, str], dict[int, Bucket]] = defaultdict(dict)
+        self.profiles: dict[tuple[str, str], list[ReferenceProfile]] = defaultdict(list)
+        self.performance: dict[tuple[str, str, str], OnlinePerformance] = {}
+        self.outcomes_total: Counter[tuple[str, str, str]] = Counter()
+        self.performance_reference: dict[tuple[str, str], float] = {}
+        self.policy = RetrainPolicy(settings.triggers, self.config_hash, run_id)
+        self.totals: Counter[str] = Counter()
+
+    # -- the stage protocol -----------------------------------------------------------------
+
+    def process(self, batch: Sequence[RawRecord]) -> list[OutboundMessage]:
+        for record in batch:
+            if record.topic == self.profiles_topic:
+                self._on_profile(record.value)
+                continue
+            try:
+                message = records.decode(record.value or b"")
+                self._on_message(message)
+            except (ValueError, KeyError, TypeError):
+                # Internal topic written only by stage 1: a bad record is a bug, not user input.
+                self.totals["bad_internal_records"] += 1
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        out: list[OutboundMessage] = []
+        self._close_windows(rows, out)
+        self._close_buckets(rows, out)
+        for table in sorted(rows):
+            out.extend(records.sink_rows(self.sink_topic, table, rows[table]))
+        return out
+
+    def snapshot(self) -> bytes:
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+    @staticmethod
+    def restore(blob: bytes) -> ModelProcessor:
+        processor = pickle.loads(zlib.decompress(blob))
+        if not isinstance(processor, ModelProcessor):
+            raise TypeError("checkpoint is not a stage-2 shard")
+        return processor
+
+    def gauges(self) -> dict[str, float]:
+        figures = {f"{k}_total": float(v) for k, v in self.totals.items()}
+        figures["open_windows"] = float(len(self.partials))
+        figures["open_buckets"] = float(sum(len(b) for b in self.buckets.values()))
+        figures["window_progress_ms"] = float(max(min(self.pred_progress), 0))
+        figures["outcome_progress_ms"] = float(max(min(self.outcome_progress), 0))
+        for (model_id, version, segment), perf in self.performance.items():
+            if segment:
+                continue
+            for name, value in perf.get().items():
+                if isinstance(value, int | float) and name.endswith("_ew"):
+                    # Prometheus exposition form; the metrics endpoint writes the key verbatim.
+                    figures[f'model_{name}{{model_id="{model_id}",model_version="{version}"}}'] = float(value)
+        return figures
+
+    # -- input ------------------------------------------------------------------------------
+
+    def _on_profile(self, value: bytes | None) -> None:
+        if not value:
+            return
+        try:
+            profile = ReferenceProfile.model_validate_json(value)
+        except ValueError:
+            self.totals["bad_profiles"] += 1
+            return
+        known = self.profiles[(profile.model_id, profile.model_version)]
+        if all(p.profile_id != profile.profile_id for p in known):
+            known.append(profile)
+            known.sort(key=lambda p: (p.effective_from_ms, p.profile_id))
+
+    def _on_message(self, m: dict[str, Any]) -> None:
+        kind = m["type"]
+        shard = int(m["shard"])
+        if not 0 <= shard < self.n_source_shards:
+            raise ValueError(f"shard {shard} outside the configured {self.n_source_shards} partitions")
+        if kind == records.PROGRESS:
+            self.pred_progress[shard] = max(self.pred_progress[shard], int(m["pred_progress"]))
+            self.outcome_progress[shard] = max(self.outcome_progress[shard], int(m["outcome_progress"]))
+        elif kind == records.PARTIAL:
+            if m["window_end"] <= self.closed_windows_until:
+                self.totals["duplicate_partials"] += 1  # re-sent by a restarted shard
+                return
+            key = (
+                int(m["window_size_s"]),
+                int(m["window_start"]),
+                m["model_id"],
+                m["model_version"],
+                m["segment"],
+            )
+            self.partials.setdefault(key, {})[shard] = m["partial"]
+        elif kind == records.OUTCOMES:
+            buckets = self.buckets[(m["model_id"], m["model_version"])]
+            for pid, seg, label_time, delay, correct, abs_error in zip(
+                *(m[f] for f in records.OUTCOME_FIELDS), strict=True
+            ):
+                start = label_time - label_time % self.interval_ms
+                if start + self.interval_ms <= self.closed_buckets_until:
+                    self.totals["duplicate_outcomes"] += 1
+                    continue
+                buckets.setdefault(start, Bucket()).outcomes[pid] = (
+                    seg,
+                    label_time,
+                    delay,
+                    correct,
+                    abs_error,
+                )
+        elif kind == records.EXPIRED:
+            buckets = self.buckets[(m["model_id"], m["model_version"])]
+            for pid, seg, expired_at in zip(*(m[f] for f in records.EXPIRED_FIELDS), strict=True):
+                start = expired_at - expired_at % self.interval_ms
+                if start + self.interval_ms <= self.closed_buckets_until:
+                    continue
+                buckets.setdefault(start, Bucket()).expired[pid] = seg
+        else:
+            raise ValueError(f"unknown internal record type {kind!r}")
+
+    # -- windows ----------------------------------------------------------------------------
+
+    def _profile_for(self, model_id: str, version: str, start: int) -> ReferenceProfile | None:
+        usable = [p for p in self.profiles.get((model_id, version), []) if p.effective_from_ms <= start]
+        trained = [p for p in usable if p.source == "training"]
+        chosen = trained or usable
+        return chosen[-1] if chosen else None
+
+    def _close_windows(self, rows: dict[str, list[dict[str, Any]]], out: list[OutboundMessage]) -> None:
+        watermark = min(self.pred_progress)
+        if watermark <= self.closed_windows_until:
+            return
+        due = sorted(
+            (k for k in self.partials if k[1] + k[0] * 1000 <= watermark),
+            key=lambda k: (k[1] + k[0] * 1000, k[0], k[2], k[3], k[4]),
+        )
+        for key in due:
+            parts = self.partials.pop(key)
+            merged = merge_partials([parts[s] for s in sorted(parts)])
+            self._score_window(key, merged, rows, out)
+            self.totals["windows_closed"] += 1
+        self.closed_windows_until = watermark
+
+    def _score_window(
+        self,
+        key: WindowKey,
+        merged: MergedWindow,
+        rows: dict[str, list[dict[str, Any]]],
+        out: list[OutboundMessage],
+    ) -> None:
+        size_s, start, model_id, version, segment = key
+        end = start + size_s * 1000
+        profile = self._profile_for(model_id, version, start)
+        drift = self.settings.drift
+        if (
+            profile is None
+            and segment == ""
+            and size_s == self.min_size_s
+            and merged.n_events >= drift.min_count
+        ):
+            # No training profile: the model's first full window becomes its reference.
+            profile = profile_from_window(merged, model_id, version, start, drift.bins, drift.top_k)
+            profile = profile.model_copy(update={"effective_from_ms": end})
+            self.profiles[(model_id, version)].append(profile)
+            rows["reference_profiles"].append(
+                {
+                    "model_id": model_id,
+                    "model_version": version,
+                    "profile_id": profile.profile_id,
+                    "created_at": end,
+                    "effective_from": end,
+                    "source": profile.source,
+                    "profile": profile.model_dump_json(),
+                }
+            )
+            profile = None  # the reference window itself is not scored against itself
+        base = {
+            "run_id": self.run_id,
+            "model_id": model_id,
+            "model_version": version,
+            "window_size_s": size_s,
+            "segment": segment,
+            "window_start": start,
+            "window_end": end,
+        }
+        reference_id = profile.profile_id if profile else ""
+        scores: dict[str, FeatureScore] = {}
+        for name in sorted(merged.features):
+            stats = merged.features[name]
+            fprofile = profile.features.get(name) if profile else None
+            score = score_feature(fprofile, stats, drift) if fprofile is not None else None
+            if score is not None:
+                scores[name] = score
+            rows["feature_windows"].append(
+                _feature_window_row(base, name, _kind(stats, fprofile), stats, score, reference_id)
+            )
+        # The prediction distribution is scored like a feature: class labels against a categorical
+        # reference, regression values (or scores) against a numeric one.
+        prediction_profile = profile.prediction if profile else None
+        label_profile = (
+            prediction_profile if prediction_profile and prediction_profile.kind == "categorical" else None
+        )
+        value_profile = (
+            prediction_profile if prediction_profile and prediction_profile.kind == "numeric" else None
+        )
+        extra: list[tuple[str, str, FeatureStats, FeatureProfile | None]] = [
+            (PREDICTION_FEATURE, "prediction", merged.prediction_label, label_profile),
+            (PREDICTION_VALUE_FEATURE, "prediction", merged.prediction_value, value_profile),
+            (LATENCY_FEATURE, "latency", merged.latency, None),
+        ]
+        prediction_score: FeatureScore | None = None
+        prediction_name = PREDICTION_FEATURE
+        for name, kind, extra_stats, fprofile in extra:
+            if extra_stats.count - extra_stats.missing <= 0:
+                continue
+            score = score_feature(fprofile, extra_stats, drift) if fprofile is not None else None
+            if score is not None:
+                prediction_score = score
+                prediction_name = name
+            rows["feature_windows"].append(
+                _feature_window_row(base, name, kind, extra_stats, score, reference_id)
+            )
+        if profile is None:
+            return
+        verdict = verdicts(scores, drift)
+        for name, score in scores.items():
+            fv = verdict.features[name]
+            rows["drift_scores"].append(
+                _drift_row(
+                    base, name, score, fv.drifted, fv.drifted_by, fv.p_adj, reference_id, self.config_hash
+                )
+            )
+        if prediction_score is not None:
+            rows["drift_scores"].append(
+                _drift_row(
+                    base,
+                    prediction_name,
+                    prediction_score,
+                    False,
+                    [],
+                    prediction_score.pvalue,
+                    reference_id,
+                    self.config_hash,
+                )
+            )
+        rows["model_drift"].append(
+            {
+                **base,
+                "n_events": merged.n_events,
+                "n_features": len(scores),
+                "n_drifted": len(verdict.drifted_features),
+                "drifted": int(verdict.drifted),
+                "drifted_features": list(verdict.drifted_features),
+                "reference_id": reference_id,
+                "config_hash": self.config_hash,
+            }
+        )
+        if segment == "" and size_s == self.policy_size_s:
+            evidence = {
+                "window_size_s": size_s,
+                "drifted_features": {n: _score_evidence(scores[n]) for n in verdict.drifted_features},
+                "reference_id": reference_id,
+            }
+            trigger = self.policy.on_drift_window(
+                model_id, version, start, end, bool(verdict.drifted), evidence
+            )
+            if trigger is not None:
+                self._emit_trigger(trigger, out)
+
+    # -- outcome buckets --------------------------------------------------------------------
+
+    def _close_buckets(self, rows: dict[str, list[dict[str, Any]]], out: list[OutboundMessage]) -> None:
+        watermark = min(self.outcome_progress)
+        if watermark <= self.closed_buckets_until:
+            return
+        for model_key in sorted(self.buckets):
+            buckets = self.buckets[model_key]
+            for start in sorted(s for s in buckets if s + self.interval_ms <= watermark):
+                self._close_bucket(model_key, start, buckets.pop(start), rows, out)
+        self.closed_buckets_until = watermark
+
+    def _perf(self, model_id: str, version: str, segment: str, regression: bool) -> OnlinePerformance:
+        key = (model_id, version, segment)
+        perf = self.performance.get(key)
+        if perf is None:
+            cfg = self.settings.performance
+            # DDM watches a binary error stream; regression errors are continuous, so ADWIN instead.
+            detector = "adwin" if regression and cfg.detector == "ddm" else cfg.detector
+            perf = self.performance[key] = OnlinePerformance(
+                "regression" if regression else "classification",
+                cfg.fading_factor,
+                detector,
+                cfg.detector_delta,
+            )
+        return perf
+
+    def _close_bucket(
+        self,
+        model_key: tuple[str, str],
+        start: int,
+        bucket: Bucket,
+        rows: dict[str, list[dict[str, Any]]],
+        out: list[OutboundMessage],
+    ) -> None:
+        model_id, version = model_key
+        end = start + self.interval_ms
+        tallies: dict[str, SegmentTally] = defaultdict(SegmentTally)
+        ordered = sorted(bucket.outcomes.items(), key=lambda item: (item[1][1], item[0]))
+        for pid, (tags, label_time, delay, correct, abs_error) in ordered:
+            regression = correct is None and abs_error is not None
+            for segment in window_segments(tags):
+                perf = self._perf(model_id, version, segment, regression)
+                tally = tallies[segment]
+                tally.n += 1
+                tally.delays.append(delay)
+                if correct is not None:
+                    tally.correct += correct
+                    tally.n_correct_known += 1
+                if abs_error is not None:
+                    tally.abs_error += abs_error
+                    tally.sq_error += abs_error * abs_error
+                    tally.n_error_known += 1
+                self.outcomes_total[(model_id, version, segment)] += 1
+                if perf.update(correct, abs_error):
+                    tally.alarm = True
+                    rows["model_metrics"].append(
+                        self._metrics_row(
+                            model_id, version, segment, "alarm", label_time, None, perf, pid=pid
+                        )
+                    )
+        for tags in bucket.expired.values():
+            for segment in window_segments(tags):
+                tallies[segment].expired += 1
+        for segment in sorted(tallies):
+            tally = tallies[segment]
+            current = self.performance.get((model_id, version, segment))
+            rows["model_metrics"].append(
+                self._metrics_row(model_id, version, segment, "interval", end, tally, current)
+            )
+            if segment == "" and current is not None and tally.n > 0:
+                self._performance_policy(model_id, version, end, start, current, tally, out)
+
+    def _baseline(self, model_id: str, version: str, metric: str) -> float | None:
+        profile = self._profile_for(model_id, version, LATEST)
+        if profile is not None and metric in profile.baseline:
+            return float(profile.baseline[metric])
+        return None
+
+    def _performance_policy(
+        self,
+        model_id: str,
+        version: str,
+        end: int,
+        start: int,
+        perf: OnlinePerformance,
+        tally: SegmentTally,
+        out: list[OutboundMessage],
+    ) -> None:
+        figures = perf.get()
+        regression = "mae_ew" in figures
+        metric = "mae" if regression else "accuracy"
+        value = figures.get(f"{metric}_ew")
+        if value is None:
+            return
+        reference = self._baseline(model_id, version, metric)
+        if reference is None:
+            # Without a training baseline the first well-populated interval is the reference.
+            if (model_id, version) not in self.performance_reference:
+                if self.outcomes_total[(model_id, version, "")] < self.settings.drift.min_count:
+                    return
+                self.performance_reference[(model_id, version)] = float(value)
+            reference = self.performance_reference[(model_id, version)]
+        evidence = {
+            "metric": metric,
+            "value": value,
+            "reference": reference,
+            "interval_start": start,
+            "interval_end": end,
+            "n_outcomes": tally.n,
+            "alarms_total": figures.get("alarms_total", 0),
+        }
+        trigger = self.policy.on_performance(
+            model_id, version, end, float(value), reference, not regression, tally.alarm, evidence
+        )
+        if trigger is not None:
+            self._emit_trigger(trigger, out)
+
+    def _metrics_row(
+        self,
+        model_id: str,
+        version: str,
+        segment: str,
+        kind: str,
+        time: int,
+        tally: SegmentTally | None,
+        perf: OnlinePerformance | None,
+        pid: str = "",
+    ) -> dict[str, Any]:
+        figures = perf.get() if perf is not None else {}
+        row: dict[str, Any] = {
+            "run_id": self.run_id,
+            "model_id": model_id,
+            "model_version": version,
+            "segment": segment,
+            "row_kind": kind,
+            "time": time,
+            "interval_s": self.interval_ms // 1000,
+            "n_outcomes_total": self.outcomes_total[(model_id, version, segment)],
+            "accuracy_ew": figures.get("accuracy_ew"),
+            "mae_ew": figures.get("mae_ew"),
+            "rmse_ew": figures.get("rmse_ew"),
+            "detector": self.settings.performance.detector,
+            "alarms_total": int(figures.get("alarms_total") or 0),
+            "baseline": self._baseline(model_id, version, "mae" if "mae_ew" in figures else "accuracy"),
+        }
+        if tally is None:
+            row.update(alarm=1, n_outcomes=0, n_expired=0)
+            return row
+        resolved = tally.n + tally.expired
+        delays = np.asarray(tally.delays, dtype=np.float64)
+        p50, p90, p99 = np.percentile(delays, [50, 90, 99]).tolist() if delays.size else (None, None, None)
+        row.update(
+            n_outcomes=tally.n,
+            n_expired=tally.expired,
+            alarm=int(tally.alarm),
+            label_coverage=(tally.n / resolved) if resolved else None,
+            accuracy=(tally.correct / tally.n_correct_known) if tally.n_correct_known else None,
+            mae=(tally.abs_error / tally.n_error_known) if tally.n_error_known else None,
+            rmse=float(np.sqrt(tally.sq_error / tally.n_error_known)) if tally.n_error_known else None,
+            label_delay_p50_ms=p50,
+            label_delay_p90_ms=p90,
+            label_delay_p99_ms=p99,
+        )
+        return row
+
+    def _emit_trigger(self, trigger: Any, out: list[OutboundMessage]) -> None:
+        self.totals["triggers"] += 1
+        out.append(
+            OutboundMessage(
+                self.triggers_topic, trigger.model_id.encode(), trigger.model_dump_json().encode()
+            )
+        )
+
+
+def _kind(stats: FeatureStats, profile: FeatureProfile | None) -> str:
+    if profile is not None:
+        return profile.kind
+    return "categorical" if stats.categories and stats.n == 0 else "numeric"
+
+
+def _opt(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _feature_window_row(
+    base: dict[str, Any],
+    name: str,
+    kind: str,
+    stats: FeatureStats,
+    score: FeatureScore | None,
+    reference_id: str,
+) -> dict[str, Any]:
+    quantiles = stats.sketch.quantiles(np.array([0.5, 0.9, 0.99])).tolist() if stats.n else [None, None, None]
+    return {
+        **base,
+        "feature": name,
+        "feature_kind": kind,
+        "count": stats.count,
+        "missing": stats.missing,
+        "invalid": stats.invalid,
+        "out_of_range": score.out_of_range if score is not None else 0,
+        "mean": _opt(stats.mean) if stats.n else None,
+        "variance": _opt(stats.variance) if stats.n else None,
+        "min": _opt(stats.min) if stats.n else None,
+        "max": _opt(stats.max) if stats.n else None,
+        "p50": _opt(quantiles[0]),
+        "p90": _opt(quantiles[1]),
+        "p99": _opt(quantiles[2]),
+        "bin_edges": [float(e) for e in score.bin_edges] if score is not None else [],
+        "bin_labels": list(score.bin_labels) if score is not None else [],
+        "histogram": [float(v) for v in score.histogram] if score is not None else [],
+        "reference_histogram": [float(v) for v in score.reference_histogram] if score is not None else [],
+        "reference_id": reference_id,
+    }
+
+
+def _drift_row(
+    base: dict[str, Any],
+    name: str,
+    score: FeatureScore,
+    drifted: bool,
+    drifted_by: Sequence[str],
+    p_adj: float | None,
+    reference_id: str,
+    config_hash: str,
+) -> dict[str, Any]:
+    is_categorical = score.kind == "categorical"
+    return {
+        **base,
+        "feature": name,
+        "feature_kind": score.kind,
+        "count": score.count,
+        "psi": _opt(score.psi),
+        "ks_stat": _opt(score.ks_stat),
+        "ks_pvalue": _opt(score.ks_pvalue),
+        "ks_pvalue_adj": None if is_categorical else _opt(p_adj),
+        "js_distance": _opt(score.js_distance),
+        "wasserstein": _opt(score.wasserstein),
+        "chi2_stat": _opt(score.chi2_stat),
+        "chi2_pvalue": _opt(score.chi2_pvalue),
+        "chi2_pvalue_adj": _opt(p_adj) if is_categorical else None,
+        "drifted": int(drifted),
+        "drifted_by": list(drifted_by),
+        "reference_id": reference_id,
+        "config_hash": config_hash,
+    }
+
+
+def _score_evidence(score: FeatureScore) -> dict[str, float | None]:
+    return {
+        "psi": _opt(score.psi),
+        "ks_stat": _opt(score.ks_stat),
+        "js_distance": _opt(score.js_distance),
+        "chi2_stat": _opt(score.chi2_stat),
+    }
+
+
+class ModelFactory:
+    """Creates or restores stage-2 processors for the runner."""
+
+    def __init__(self, settings: Settings, run_id: str = "") -> None:
+        self.settings = settings
+        self.run_id = run_id
+
+    def create(self, shard: int) -> ModelProcessor:
+        return ModelProcessor(shard, self.settings, self.run_id)
+
+    def restore(self, shard: int, blob: bytes) -> ModelProcessor:
+        processor = ModelProcessor.restore(blob)
+        if processor.shard != shard:
+            raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")
+        return processor

@@ -1,0 +1,340 @@
+"""Stage 1: one shard = partition p of the predictions topic and partition p of the labels topic.
+
+Validates, drops late events (by this partition's own event-time watermark), deduplicates and
+joins predictions with labels, and accumulates per-window partial aggregates. Every output is a
+function of the two partitions' logs alone — not of how they interleave, nor of wall time — so
+a restored shard re-emits exactly what it emitted before a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from driftline.config import Settings
+from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin
+from driftline.operators.validate import Decoder, RawRecord
+from driftline.operators.window_stats import WindowAccumulator
+from driftline.pipeline import records
+from driftline.pipeline.stage import OutboundMessage
+from driftline.schemas.events import LabelEvent, PredictionEvent
+
+NO_TIME = -(2**62)  # watermark before any event
+ACCUMULATE_CHUNK = 2048
+
+# (window size ms, window start ms, model_id, model_version, segment)
+WindowKey = tuple[int, int, str, str, str]
+
+
+def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
+    """Canonical ``k=v;k=v`` of the configured segment keys the event carries ('' for none)."""
+    return ";".join(f"{k}={event.segment[k]}" for k in keys if k in event.segment)
+
+
+def window_segments(tags: str) -> list[str]:
+    """Windows are kept overall ('') and per single segment tag."""
+    return ["", *tags.split(";")] if tags else [""]
+
+
+class ShardProcessor:
+    """Stage-1 state machine of one shard (see module docstring)."""
+
+    stage = "shard"
+
+    def __init__(self, shard: int, settings: Settings, run_id: str = "") -> None:
+        self.shard = shard
+        self.run_id = run_id
+        topics = settings.topics
+        self.predictions_topic = topics.predictions
+        self.labels_topic = topics.labels
+        self.outcomes_topic = topics.outcomes
+        self.dead_letters_topic = topics.dead_letters
+        self.model_events_topic = topics.model_events
+        self.model_events_partitions = topics.model_events_partitions
+        self.sink_topic = topics.sink
+        self.decoder = Decoder(settings.kafka.max_message_bytes, settings.windows.max_timestamp_skew_s * 1000)
+        self.join = LabelJoin(
+            settings.join.label_horizon_s * 1000, settings.join.max_pending, settings.join.max_held_labels
+        )
+        self.lateness_ms = settings.windows.allowed_lateness_s * 1000
+        self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
+        self.segment_keys = list(settings.windows.segment_keys)
+        self.progress_step_ms = math.gcd(*self.sizes_ms, settings.windows.metrics_interval_s * 1000)
+        self.pred_watermark = NO_TIME
+        self.label_watermark = NO_TIME
+        self.open: dict[WindowKey, WindowAccumulator] = {}
+        self.buffered: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = {}
+        self.sent_progress: tuple[int, int] = (NO_TIME, NO_TIME)
+        self.totals: Counter[str] = Counter()
+
+    # -- the stage protocol -----------------------------------------------------------------
+
+    def process(self, batch: Sequence[RawRecord]) -> list[OutboundMessage]:
+        out: list[OutboundMessage] = []
+        predictions = [r for r in batch if r.topic == self.predictions_topic]
+        labels = [r for r in batch if r.topic == self.labels_topic]
+        valid_predictions, dead = self.decoder.predictions(predictions)
+        valid_labels, dead_labels = self.decoder.labels(labels)
+        dead.extend(dead_labels)
+        self.totals["predictions_in"] += len(predictions)
+        self.totals["labels_in"] += len(labels)
+        self.totals["dead_lettered"] += len(dead)
+        out.extend(
+            OutboundMessage(self.dead_letters_topic, d.original_key, d.model_dump_json().encode())
+            for d in dead
+        )
+
+        late_rows: list[dict[str, Any]] = []
+        outcomes: list[JoinedOutcome] = []
+        self._apply_predictions(valid_predictions, outcomes, late_rows)
+        self._apply_labels(valid_labels, outcomes, late_rows)
+        expired = self.join.advance(self.pred_watermark, self.label_watermark)
+        self.totals["joined"] += len(outcomes)
+        self.totals["expired_unlabeled"] += len(expired)
+        self.totals["late"] += len(late_rows)
+
+        if late_rows:
+            out.extend(records.sink_rows(self.sink_topic, "late_events", late_rows))
+        closed = self._close_windows(out)
+        self._emit_outcomes(outcomes, expired, out)
+        self._emit_progress(out, force=closed > 0)
+        return out
+
+    def snapshot(self) -> bytes:
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+    @staticmethod
+    def restore(blob: bytes) -> ShardProcessor:
+        processor = pickle.loads(zlib.decompress(blob))
+        if not isinstance(processor, ShardProcessor):
+            raise TypeError("checkpoint is not a stage-1 shard")
+        return processor
+
+    def gauges(self) -> dict[str, float]:
+        figures: dict[str, float] = {f"{k}_total": float(v) for k, v in self.totals.items()}
+        figures.update(
+            pending_predictions=float(self.join.pending_count),
+            held_labels=float(self.join.held_count),
+            open_windows=float(len(self.open)),
+            prediction_watermark_ms=float(max(self.pred_watermark, 0)),
+            label_watermark_ms=float(max(self.label_watermark, 0)),
+        )
+        for name, value in self.join.counters.items():
+            figures[f"join_{name}_total"] = float(value)
+        return figures
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _late_row(
+        self, record: RawRecord, kind: str, event: PredictionEvent | LabelEvent, watermark: int
+    ) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "source_topic": record.topic,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+            "event_type": kind,
+            "prediction_id": event.prediction_id,
+            "model_id": event.model_id or "",
+            "model_version": getattr(event, "model_version", ""),
+            "event_time": event.timestamp,
+            "watermark_time": watermark,
+        }
+
+    def _apply_predictions(
+        self,
+        valid: list[tuple[RawRecord, PredictionEvent]],
+        outcomes: list[JoinedOutcome],
+        late_rows: list[dict[str, Any]],
+    ) -> None:
+        # Batch the window updates: one vectorised add per (window, model, version, segment).
+        grouped: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = defaultdict(lambda: ([], [], []))
+        duplicates = self.join.counters.get("duplicate_predictions", 0)
+        for record, event in valid:
+            ts = event.timestamp
+            if ts < self.pred_watermark:
+                late_rows.append(self._late_row(record, "prediction", event, self.pred_watermark))
+                continue
+            self.pred_watermark = max(self.pred_watermark, ts - self.lateness_ms)
+            tags = segment_tags(event, self.segment_keys)
+            joined = self.join.on_prediction(event, tags)
+            now_duplicates = self.join.counters.get("duplicate_predictions", 0)
+            if now_duplicates != duplicates:  # counted by the join; excluded from windows
+                duplicates = now_duplicates
+                continue
+            if joined is not None:
+                outcomes.append(joined)
+            for size in self.sizes_ms:
+                start = ts - ts % size
+                for segment in window_segments(tags):
+                    feats, preds, lats = grouped[(size, start, event.model_id, event.model_version, segment)]
+                    feats.append(event.features)
+                    preds.append(event.prediction)
+                    lats.append(event.latency_ms)
+        for key, (feats, preds, lats) in grouped.items():
+            buffered = self.buffered.get(key)
+            if buffered is None:
+                buffered = self.buffered[key] = ([], [], [])
+                self.open[key] = WindowAccumulator()
+            buffered[0].extend(feats)
+            buffered[1].extend(preds)
+            buffered[2].extend(lats)
+            if len(buffered[0]) >= ACCUMULATE_CHUNK:
+                self._accumulate(key, final=False)
+
+    def _accumulate(self, key: WindowKey, final: bool) -> None:
+        """Add buffered events to the window in chunks of exactly ACCUMULATE_CHUNK (the rest only
+        when the window closes): float sums then round identically however the log was batched."""
+        feats, preds, lats = self.buffered[key]
+        accumulator = self.open[key]
+        n = len(feats) if final else len(feats) - len(feats) % ACCUMULATE_CHUNK
+        for i in range(0, n, ACCUMULATE_CHUNK):
+            j = min(i + ACCUMULATE_CHUNK, n)
+            accumulator.add(feats[i:j], preds[i:j], lats[i:j])
+        del feats[:n], preds[:n], lats[:n]
+
+    def _apply_labels(
+        self,
+        valid: list[tuple[RawRecord, LabelEvent]],
+        outcomes: list[JoinedOutcome],
+        late_rows: list[dict[str, Any]],
+    ) -> None:
+        for record, event in valid:
+            ts = event.timestamp
+            if ts < self.label_watermark:
+                late_rows.append(self._late_row(record, "label", event, self.label_watermark))
+                continue
+            self.label_watermark = max(self.label_watermark, ts - self.lateness_ms)
+            joined = self.join.on_label(event)
+            if joined is not None:
+                outcomes.append(joined)
+
+    def _close_windows(self, out: list[OutboundMessage]) -> int:
+        due = sorted(
+            (key for key in self.open if key[1] + key[0] <= self.pred_watermark),
+            key=lambda k: (k[1] + k[0], k[0], k[2], k[3], k[4]),
+        )
+        for key in due:
+            size, start, model_id, version, segment = key
+            self._accumulate(key, final=True)
+            del self.buffered[key]
+            accumulator = self.open.pop(key)
+            payload = {
+                "type": records.PARTIAL,
+                "shard": self.shard,
+                "model_id": model_id,
+                "model_version": version,
+                "segment": segment,
+                "window_size_s": size // 1000,
+                "window_start": start,
+                "window_end": start + size,
+                "partial": accumulator.to_partial(),
+            }
+            out.append(
+                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
+            )
+        return len(due)
+
+    def _emit_outcomes(
+        self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction], out: list[OutboundMessage]
+    ) -> None:
+        by_model: dict[tuple[str, str], list[JoinedOutcome]] = defaultdict(list)
+        for o in outcomes:
+            out.append(
+                OutboundMessage(self.outcomes_topic, o.prediction_id.encode(), outcome_row(o, self.run_id))
+            )
+            by_model[(o.model_id, o.model_version)].append(o)
+        for (model_id, version), rows in sorted(by_model.items()):
+            payload: dict[str, Any] = {
+                "type": records.OUTCOMES,
+                "shard": self.shard,
+                "model_id": model_id,
+                "model_version": version,
+            }
+            for field in records.OUTCOME_FIELDS:
+                payload[field] = [getattr(o, field) for o in rows]
+            out.append(
+                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
+            )
+        expired_by_model: dict[tuple[str, str], list[ExpiredPrediction]] = defaultdict(list)
+        for e in expired:
+            expired_by_model[(e.model_id, e.model_version)].append(e)
+        for (model_id, version), rows_e in sorted(expired_by_model.items()):
+            payload = {
+                "type": records.EXPIRED,
+                "shard": self.shard,
+                "model_id": model_id,
+                "model_version": version,
+            }
+            for field in records.EXPIRED_FIELDS:
+                payload[field] = [getattr(e, field) for e in rows_e]
+            out.append(
+                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
+            )
+
+    def outcome_progress(self) -> int:
+        """No outcome with a label time before this can still come from this shard."""
+        held = self.join.earliest_held_label_ts()
+        return self.label_watermark if held is None else min(self.label_watermark, held)
+
+    def _emit_progress(self, out: list[OutboundMessage], force: bool) -> None:
+        progress = (self.pred_watermark, self.outcome_progress())
+        step = self.progress_step_ms
+        moved = any(new // step != old // step for new, old in zip(progress, self.sent_progress, strict=True))
+        if not (moved or (force and progress != self.sent_progress)):
+            return
+        self.sent_progress = progress
+        payload = {
+            "type": records.PROGRESS,
+            "shard": self.shard,
+            "pred_progress": progress[0],
+            "outcome_progress": progress[1],
+        }
+        out.extend(records.broadcast(self.model_events_topic, self.model_events_partitions, payload))
+
+
+def outcome_row(o: JoinedOutcome, run_id: str = "") -> bytes:
+    """An outcome as published on the outcomes topic: the columns of the ``outcomes`` table."""
+    return orjson.dumps(
+        {
+            "run_id": run_id,
+            "prediction_id": o.prediction_id,
+            "model_id": o.model_id,
+            "model_version": o.model_version,
+            "segment": o.segment,
+            "prediction_time": o.prediction_time,
+            "label_time": o.label_time,
+            "label_delay_ms": o.label_delay_ms,
+            "predicted_label": o.predicted_label,
+            "predicted_score": o.predicted_score,
+            "predicted_value": o.predicted_value,
+            "label": o.label,
+            "label_value": o.label_value,
+            "correct": o.correct,
+            "abs_error": o.abs_error,
+            "features": o.features_json,
+        }
+    )
+
+
+class ShardFactory:
+    """Creates or restores stage-1 processors for the runner."""
+
+    def __init__(self, settings: Settings, run_id: str = "") -> None:
+        self.settings = settings
+        self.run_id = run_id
+
+    def create(self, shard: int) -> ShardProcessor:
+        return ShardProcessor(shard, self.settings, self.run_id)
+
+    def restore(self, shard: int, blob: bytes) -> ShardProcessor:
+        processor = ShardProcessor.restore(blob)
+        if processor.shard != shard:
+            raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")
+        return processor

@@ -1,0 +1,51 @@
+"""What a pipeline stage looks like to the runner that feeds it from Kafka (or from a replay).
+
+A stage processor owns the state of one *shard*: the same partition number of each of its
+co-partitioned input topics. It is pure: records in, messages out, no I/O, no clocks. The
+runner persists ``snapshot()`` together with the input offsets it has fed, after the outputs
+produced so far were acknowledged; restoring that snapshot and re-feeding the records after
+those offsets reproduces the same outputs (which downstream consumers treat idempotently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from driftline.operators.validate import RawRecord
+
+__all__ = ["OutboundMessage", "RawRecord", "StageFactory", "StageProcessor"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """A record to produce. ``topic`` is a settings.topics attribute value (a real topic name)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None  # None: the producer's partitioner decides (by key)
+
+
+class StageProcessor(Protocol):
+    def process(self, records: Sequence[RawRecord]) -> list[OutboundMessage]:
+        """Apply a micro-batch of records (any mix of the shard's input partitions, each
+        partition's records in offset order) and return what to produce, in order."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """Serialised state (the runner stores it with the offsets it has fed)."""
+        ...
+
+    def gauges(self) -> dict[str, float]:
+        """Point-in-time figures for /metrics (pending joins, open windows, ...)."""
+        ...
+
+
+class StageFactory(Protocol):
+    """Builds a fresh processor for a shard, or restores one from a snapshot."""
+
+    def create(self, shard: int) -> StageProcessor: ...
+
+    def restore(self, shard: int, blob: bytes) -> StageProcessor: ...
