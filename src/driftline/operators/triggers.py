@@ -1,0 +1,235 @@
+"""Retrain policy: turns drift verdicts and performance observations into retrain triggers.
+
+A pure operator: no I/O, no wall clock; every decision is a function of the event times and
+values it is fed. State is kept per ``(model_id, model_version)`` and the object pickles, so it
+can be checkpointed with the input offsets it reflects.
+
+Two independent signal families, each with its own hysteresis and cooldown:
+
+* **drift** (:meth:`RetrainPolicy.on_drift_window`, fed on the drift/window clock): fires when at
+  least ``drift_k`` of the model's last ``drift_n`` windows drifted. "Last N windows" is the
+  window grid, not the last N verdicts: a window that produced no verdict (no traffic) counts as
+  not drifted, so a drifted window from last week never combines with two from today.
+* **performance** (:meth:`RetrainPolicy.on_performance`, fed on the label clock): fires
+  (reason ``performance``) when the metric stays at least ``performance_drop`` (absolute, in
+  metric units) worse than its reference in every observation for ``performance_duration_s``,
+  or (reason ``concept_drift``) when detector alarms *persist*: at least two alarms, the latest at
+  least ``alarm_persist_s`` after the first, with no gap between consecutive alarms longer than
+  ``alarm_persist_s`` (a longer quiet gap ends the episode; the next alarm starts a new one).
+  With ``alarm_persist_s = 0`` a single alarm is enough.
+
+Stage 2 advances the window clock and the label clock independently and may interleave them in
+any order; because the families share no state, the triggers produced do not depend on that
+interleaving.
+
+Hysteresis: after a family fired it is disarmed until its condition has been seen clear (drift:
+fewer than K of the last N windows drifted; performance: a not-degraded observation with no alarm
+episode in progress). Cooldown: a family never fires twice within ``cooldown_s`` of event time. A
+condition that still holds when the cooldown ends (without having cleared) does not fire again.
+
+Feed each family in event-time order: an input older than the latest one already seen for the
+model (e.g. a replayed window) is ignored. Feed windows of one size (``window_size_s``).
+
+``trigger_id`` hashes ``(model_id, model_version, reason, evidence window start, end)`` only, so
+a restart or a replay of the same input never mints a second id for the same trigger.
+
+>>> from driftline.config import TriggerSettings
+>>> policy = RetrainPolicy(TriggerSettings(drift_k=2, drift_n=3, cooldown_s=0), config_hash="abc")
+>>> hour = 3_600_000
+>>> [policy.on_drift_window("m", "1", t * hour, (t + 1) * hour, drifted, {}) is not None
+...  for t, drifted in enumerate([True, False, False, True, True, True])]
+[False, False, False, False, True, False]
+>>> policy.on_drift_window("m", "1", 6 * hour, 7 * hour, False, {}) is None
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from driftline.config import TriggerSettings
+from driftline.schemas.events import RetrainTrigger, TriggerReason
+
+__all__ = ["RetrainPolicy", "trigger_id"]
+
+
+def trigger_id(model_id: str, model_version: str, reason: str, window_start: int, window_end: int,
+               note: str = "") -> str:
+    """Deterministic id of a trigger: the same inputs give the same id in every process.
+
+    ``note`` distinguishes manual triggers (their free-text reason); the policy leaves it empty.
+
+    >>> trigger_id("m", "1", "drift", 0, 1000) == trigger_id("m", "1", "drift", 0, 1000)
+    True
+    >>> len(trigger_id("m", "1", "drift", 0, 1000))
+    32
+    """
+    payload = orjson.dumps([model_id, model_version, str(reason), int(window_start), int(window_end), note])
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
+@dataclass
+class _Window:
+    start: int
+    end: int
+    drifted: bool
+    evidence: dict[str, Any]
+
+
+@dataclass
+class _DriftState:
+    windows: deque[_Window] = field(default_factory=deque)
+    armed: bool = True
+    last_fired: int | None = None
+
+
+@dataclass
+class _PerformanceState:
+    last_time: int | None = None
+    degraded_since: int | None = None
+    alarm_first: int | None = None
+    alarm_last: int | None = None
+    alarm_count: int = 0
+    armed: bool = True
+    last_fired: int | None = None
+
+
+class RetrainPolicy:
+    """Decides, per ``(model_id, model_version)``, when a model needs retraining.
+
+    ``cfg`` holds the thresholds; ``config_hash`` (``Settings.config_hash()``) and ``run_id``
+    ('' = live) are copied into every trigger. Raises ``ValueError`` when ``drift_k > drift_n``.
+    ``drift_k = 1`` (every drifted window fires) is accepted when configured explicitly; the
+    default is 3 of 4.
+    """
+
+    def __init__(self, cfg: TriggerSettings, config_hash: str, run_id: str = "") -> None:
+        if cfg.drift_k > cfg.drift_n:
+            raise ValueError(f"triggers.drift_k ({cfg.drift_k}) must be <= triggers.drift_n ({cfg.drift_n})")
+        self.cfg = cfg
+        self.config_hash = config_hash
+        self.run_id = run_id
+        self._thresholds = cfg.model_dump(mode="json")
+        self._drift: dict[tuple[str, str], _DriftState] = {}
+        self._perf: dict[tuple[str, str], _PerformanceState] = {}
+
+    # -- drift family ------------------------------------------------------------------------
+
+    def on_drift_window(self, model_id: str, model_version: str, window_start_ms: int, window_end_ms: int,
+                        drifted: bool, evidence: dict[str, Any]) -> RetrainTrigger | None:
+        """Feed the model-level verdict of one closed window; returns a trigger when one fires.
+
+        ``evidence`` describes the window (e.g. drifted features and their scores) and is copied
+        into the trigger's evidence.
+        """
+        if window_end_ms <= window_start_ms:
+            raise ValueError("window_end_ms must be after window_start_ms")
+        state = self._drift.setdefault((model_id, model_version), _DriftState())
+        if state.windows and window_start_ms <= state.windows[-1].start:
+            return None  # replayed or out-of-order window
+        size = window_end_ms - window_start_ms
+        horizon = window_start_ms - self.cfg.drift_n * size
+        state.windows.append(_Window(window_start_ms, window_end_ms, drifted, dict(evidence)))
+        while state.windows[0].start <= horizon:
+            state.windows.popleft()
+        drifted_windows = [w for w in state.windows if w.drifted]
+        if len(drifted_windows) < self.cfg.drift_k:
+            state.armed = True
+            return None
+        if not state.armed or not self._cooled(state.last_fired, window_end_ms):
+            return None
+        state.armed = False
+        state.last_fired = window_end_ms
+        start = drifted_windows[0].start
+        message = (f"{len(drifted_windows)} of the last {self.cfg.drift_n} windows of {size // 1000}s "
+                   f"drifted (threshold {self.cfg.drift_k})")
+        details = {
+            "drifted_windows": len(drifted_windows),
+            "windows": [{"window_start": w.start, "window_end": w.end, "drifted": w.drifted,
+                         "evidence": w.evidence} for w in state.windows],
+        }
+        return self._trigger(model_id, model_version, TriggerReason.DRIFT, start, window_end_ms,
+                             window_end_ms, message, details)
+
+    # -- performance family ------------------------------------------------------------------
+
+    def on_performance(self, model_id: str, model_version: str, time_ms: int, value: float,
+                       reference: float, higher_is_better: bool, alarm: bool,
+                       evidence: dict[str, Any]) -> RetrainTrigger | None:
+        """Feed one performance observation (metric ``value`` vs ``reference``, detector ``alarm``).
+
+        ``evidence`` describes the observation that fired (e.g. metric name, outcome counts) and is
+        copied into the trigger's evidence under ``observation``.
+        """
+        state = self._perf.setdefault((model_id, model_version), _PerformanceState())
+        if state.last_time is not None and time_ms < state.last_time:
+            return None  # replayed or out-of-order observation
+        state.last_time = time_ms
+        cfg = self.cfg
+        persist_ms = cfg.alarm_persist_s * 1000
+
+        worse_by = (reference - value) if higher_is_better else (value - reference)
+        if worse_by >= cfg.performance_drop:
+            if state.degraded_since is None:
+                state.degraded_since = time_ms
+        else:
+            state.degraded_since = None
+
+        if state.alarm_last is not None and time_ms - state.alarm_last > persist_ms:
+            state.alarm_first, state.alarm_last, state.alarm_count = None, None, 0  # quiet gap: episode over
+        if alarm:
+            if state.alarm_first is None:
+                state.alarm_first = time_ms
+            state.alarm_last = time_ms
+            state.alarm_count += 1
+
+        degraded = (state.degraded_since is not None
+                    and time_ms - state.degraded_since >= cfg.performance_duration_s * 1000)
+        persisting = state.alarm_first is not None and state.alarm_last is not None and (
+            persist_ms == 0
+            or (state.alarm_count >= 2 and state.alarm_last - state.alarm_first >= persist_ms))
+        if not degraded and not persisting:
+            if state.degraded_since is None and state.alarm_first is None:
+                state.armed = True
+            return None
+        if not state.armed or not self._cooled(state.last_fired, time_ms):
+            return None
+        state.armed = False
+        state.last_fired = time_ms
+        metric = {"value": value, "reference": reference, "higher_is_better": higher_is_better,
+                  "worse_by": worse_by}
+        alarms = {"first": state.alarm_first, "last": state.alarm_last, "count": state.alarm_count}
+        details: dict[str, Any] = {"metric": metric, "alarms": alarms, "degraded_since": state.degraded_since,
+                                   "observation": evidence}
+        if degraded:
+            assert state.degraded_since is not None
+            reason, start = TriggerReason.PERFORMANCE, state.degraded_since
+            message = (f"metric {value:.4g} is {worse_by:.4g} worse than reference {reference:.4g} "
+                       f"for {(time_ms - start) // 1000}s (thresholds {cfg.performance_drop} for "
+                       f"{cfg.performance_duration_s}s)")
+        else:
+            assert state.alarm_first is not None
+            reason, start = TriggerReason.CONCEPT_DRIFT, state.alarm_first
+            message = (f"{state.alarm_count} concept-drift alarms over {(time_ms - start) // 1000}s "
+                       f"(persistence threshold {cfg.alarm_persist_s}s)")
+        return self._trigger(model_id, model_version, reason, start, time_ms, time_ms, message, details)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _cooled(self, last_fired: int | None, now_ms: int) -> bool:
+        return last_fired is None or now_ms - last_fired >= self.cfg.cooldown_s * 1000
+
+    def _trigger(self, model_id: str, model_version: str, reason: TriggerReason, start: int, end: int,
+                 at: int, message: str, details: dict[str, Any]) -> RetrainTrigger:
+        evidence = {**details, "thresholds": self._thresholds, "config_hash": self.config_hash}
+        return RetrainTrigger(
+            trigger_id=trigger_id(model_id, model_version, reason, start, end),
+            model_id=model_id, model_version=model_version, reason=reason, message=message,
+            window_start=start, window_end=end, triggered_at=at, evidence=evidence,
+            config_hash=self.config_hash, run_id=self.run_id,
+        )
