@@ -1,0 +1,49 @@
+"""`driftline worker`: run the pipeline stages, the ClickHouse sink and the web endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from driftline.cli.common import settings_from_args
+from driftline.store.client import StoreError
+
+ROLE_HELP = ("all = stage 1 + stage 2 + sink (default); processor = the two stages only; sink = the "
+             "ClickHouse writer only. With the embedded ClickHouse only one process may run the sink.")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "worker", help="run the streaming pipeline (stages, ClickHouse sink, /metrics, /query, ingest)",
+        description="Consume predictions and labels, compute drift and performance, write ClickHouse. "
+                    "Serves GET /metrics, GET /healthz, POST /query (sink roles), POST /predictions and "
+                    "POST /feedback. SIGTERM/SIGINT stop it gracefully (final checkpoints, exit 0).",
+    )
+    p.add_argument("--role", choices=("all", "processor", "sink"), default="all", help=ROLE_HELP)
+    p.add_argument("--web-host", default=None, help="interface of the web server (default worker.web_host)")
+    p.add_argument("--web-port", type=int, default=None,
+                   help="port of the web server (default worker.web_port)")
+    p.add_argument("--run-seconds", type=float, default=None, metavar="SECONDS",
+                   help="stop gracefully after this many seconds (tests, demos)")
+    p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="stop gracefully once nothing new was consumed for SECONDS and no lag remains")
+    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from driftline.streams.app import run_worker
+    from driftline.streams.worker import WorkerRuntime
+
+    settings = settings_from_args(args)
+    given = (("web_host", args.web_host), ("web_port", args.web_port))
+    worker_updates = {k: v for k, v in given if v is not None}
+    if worker_updates:
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker_updates)})
+    try:
+        return run_worker(WorkerRuntime(settings, role=args.role), run_seconds=args.run_seconds,
+                          exit_when_idle=args.exit_when_idle, loglevel=args.loglevel)
+    except StoreError as err:
+        print(f"driftline: {err}", file=sys.stderr)
+        return 1

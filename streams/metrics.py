@@ -1,0 +1,131 @@
+"""Prometheus exposition of the worker: read from the runners at scrape time.
+
+Series (all prefixed ``driftline_``):
+- ``events_in_total{stage,topic}``, ``messages_out_total{stage,topic}`` (dead-lettered = the
+  dead-letter topic, joined = the outcomes topic), ``batches_total``, ``checkpoints_total``,
+  ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
+- ``consumer_lag{stage,topic,partition}`` = true end (Fetch high watermark) - next offset;
+- ``checkpoint_age_seconds{stage,shard}``;
+- ``stage_<name>{stage,shard,...}``: every figure a processor reports through ``gauges()``
+  (late, expired, duplicates, dead letters, pending joins, ...). A name may carry its own labels
+  in exposition form, e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``;
+- ``sink_messages_total{topic}``, ``sink_rows_total{table}``, ``sink_rejected_total{source}``,
+  ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from driftline.streams.runner import StageRunner
+from driftline.streams.sink import SinkRunner
+
+_NAME = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?$")
+_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+_INVALID = re.compile(r"[^A-Za-z0-9_:]")
+
+
+def split_gauge_name(key: str) -> tuple[str, dict[str, str]]:
+    """``'name{a="1"}'`` -> ``('name', {'a': '1'})``; other characters in names become ``_``.
+
+    >>> split_gauge_name('model_accuracy_ew{model_id="m",model_version="1"}')
+    ('model_accuracy_ew', {'model_id': 'm', 'model_version': '1'})
+    """
+    match = _NAME.match(key)
+    if not match:
+        return _INVALID.sub("_", key), {}
+    labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(match.group(2) or "")}
+    return match.group(1), labels
+
+
+class WorkerCollector(Collector):
+    def __init__(self, runners: Sequence[StageRunner], sink: SinkRunner | None) -> None:
+        self.runners = list(runners)
+        self.sink = sink
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._stage_metrics()
+        yield from self._processor_gauges()
+        if self.sink is not None:
+            yield from self._sink_metrics(self.sink)
+
+    def _stage_metrics(self) -> Iterable[Metric]:
+        events = CounterMetricFamily("driftline_events_in", "records fed to processors",
+                                     labels=["stage", "topic"])
+        out = CounterMetricFamily("driftline_messages_out", "messages produced and acknowledged",
+                                  labels=["stage", "topic"])
+        batches = CounterMetricFamily("driftline_batches", "consumer batches processed", labels=["stage"])
+        ckpts = CounterMetricFamily("driftline_checkpoints", "shard checkpoints saved", labels=["stage"])
+        retries = CounterMetricFamily("driftline_produce_retries", "produce retries (broker unreachable)",
+                                      labels=["stage"])
+        owned = GaugeMetricFamily("driftline_shards_owned", "shards this worker runs", labels=["stage"])
+        blocked = GaugeMetricFamily("driftline_producer_blocked", "1 while outputs cannot be produced",
+                                    labels=["stage"])
+        lag = GaugeMetricFamily("driftline_consumer_lag", "true end offset minus next offset",
+                                labels=["stage", "topic", "partition"])
+        age = GaugeMetricFamily("driftline_checkpoint_age_seconds", "seconds since the shard's checkpoint",
+                                labels=["stage", "shard"])
+        now = time.time()
+        for r in self.runners:
+            for topic, n in r.stats.records_in.items():
+                events.add_metric([r.stage, topic], n)
+            for topic, n in r.stats.messages_out.items():
+                out.add_metric([r.stage, topic], n)
+            batches.add_metric([r.stage], r.stats.batches)
+            ckpts.add_metric([r.stage], r.stats.checkpoints)
+            retries.add_metric([r.stage], r.stats.produce_retries)
+            owned.add_metric([r.stage], len(r.shards))
+            blocked.add_metric([r.stage], float(r.stats.blocked))
+            for tp, n in sorted(r.lag().items()):
+                lag.add_metric([r.stage, tp.topic, str(tp.partition)], n)
+            for shard, state in sorted(r.shards.items()):
+                age.add_metric([r.stage, str(shard)], max(0.0, now - state.checkpointed_at))
+        if self.sink is not None:
+            for tp, n in sorted(self.sink.lag().items()):
+                lag.add_metric(["sink", tp.topic, str(tp.partition)], n)
+        yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age)
+
+    def _processor_gauges(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for r in self.runners:
+            for shard, state in sorted(r.shards.items()):
+                for key, value in state.processor.gauges().items():
+                    name, labels = split_gauge_name(key)
+                    metric_name = f"driftline_stage_{name}"
+                    family = families.get(metric_name)
+                    if family is None:
+                        family = Metric(metric_name, f"processor figure {name}", "gauge")
+                        families[metric_name] = family
+                    family.add_sample(metric_name, {"stage": r.stage, "shard": str(shard), **labels}, value)
+        yield from families.values()
+
+    def _sink_metrics(self, sink: SinkRunner) -> Iterable[Metric]:
+        messages = CounterMetricFamily("driftline_sink_messages", "messages read by the sink",
+                                       labels=["topic"])
+        written = CounterMetricFamily("driftline_sink_rows", "rows written to ClickHouse", labels=["table"])
+        rejected = CounterMetricFamily("driftline_sink_rejected", "messages/rows that could not be written",
+                                       labels=["source"])
+        for topic, n in sink.stats.messages_in.items():
+            messages.add_metric([topic], n)
+        for table, n in sink.stats.rows_written.items():
+            written.add_metric([table], n)
+        for source, n in sink.stats.rejected.items():
+            rejected.add_metric([source], n)
+        failures = CounterMetricFamily("driftline_sink_write_failures", "failed ClickHouse writes (retried)",
+                                       value=sink.stats.write_failures)
+        blocked = GaugeMetricFamily("driftline_sink_blocked", "1 while ClickHouse is unreachable",
+                                    value=float(sink.stats.blocked))
+        yield from (messages, written, rejected, failures, blocked)
+
+
+def render(runners: Sequence[StageRunner], sink: SinkRunner | None) -> bytes:
+    """The Prometheus text exposition of everything the worker runs."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerCollector(runners, sink))
+    return generate_latest(registry)

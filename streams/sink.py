@@ -1,0 +1,211 @@
+"""SinkRunner: the only writer of ClickHouse. Topics in, rows out, offsets committed after.
+
+Consumer group ``driftline-sink`` over the sink, outcomes, dead-letter, profiles,
+retrain-trigger and retrain-status topics. Each ``getmany`` batch becomes rows per table, which
+are written and flushed through the ClickHouseRowWriter; only then are the batch's offsets
+committed (at-least-once; every table is a ReplacingMergeTree keyed by a deterministic id, so a
+replayed batch collapses under FINAL). While ClickHouse is unreachable the same batch is retried
+forever with backoff (logged once a minute) and fetching is paused: memory stays bounded and
+nothing is skipped. A message that cannot be turned into rows (malformed JSON, unknown column)
+is not a ClickHouse outage: it is logged, counted as rejected and passed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from pydantic import ValidationError
+
+from driftline.config import Settings
+from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.store.writer import ClickHouseRowWriter, insert_sink_message
+from driftline.streams import rows
+
+log = logging.getLogger(__name__)
+
+SINK_GROUP = "driftline-sink"
+MAX_BACKOFF_S = 10.0
+LOG_EVERY_S = 60.0
+
+RowsOf = Callable[[bytes], dict[str, Any]]
+
+
+def topic_tables(settings: Settings) -> dict[str, tuple[str, RowsOf]]:
+    """Topic -> (table, message-to-row function), for every topic but the sink topic itself."""
+    t = settings.topics
+    return {
+        t.outcomes: ("outcomes", rows.column_row),
+        t.dead_letters: ("dead_letters", rows.dead_letter_row),
+        t.profiles: ("reference_profiles", rows.profile_row),
+        t.retrain_triggers: ("retrain_triggers", rows.trigger_row),
+        t.retrain_status: ("retrain_jobs", rows.column_row),
+    }
+
+
+@dataclass
+class SinkStats:
+    messages_in: Counter[str] = field(default_factory=Counter)  # per topic
+    rows_written: Counter[str] = field(default_factory=Counter)  # per table
+    rejected: Counter[str] = field(default_factory=Counter)  # per topic
+    write_failures: int = 0
+    commit_failures: int = 0
+    batches: int = 0
+    blocked: bool = False
+
+
+class SinkRunner:
+    def __init__(self, settings: Settings, writer: ClickHouseRowWriter, *, group_id: str = SINK_GROUP,
+                 lock: threading.Lock | None = None, poll_timeout_ms: int = 500) -> None:
+        """`lock` serialises writer calls with other users of the same engine (the /query handler)."""
+        self.settings = settings
+        self.writer = writer
+        self.group_id = group_id
+        self.topics = [settings.topics.sink, *topic_tables(settings)]
+        self._tables = topic_tables(settings)
+        self._lock = lock or threading.Lock()
+        self.poll_timeout_ms = poll_timeout_ms
+        self.stats = SinkStats()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._positions: dict[TopicPartition, int] = {}
+        self.running = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self.settings, self.group_id))
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            consumer.subscribe(self.topics)
+            self.running = True
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=self.poll_timeout_ms,
+                                               max_records=self.settings.worker.batch_max_records)
+                if batch:
+                    await self._handle(consumer, batch)
+        finally:
+            self.running = False
+            self._consumer = None
+            await consumer.stop()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Per assigned partition: true end (Fetch high watermark) minus the next offset to write."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and tp in self._positions:
+                out[tp] = max(0, highwater - self._positions[tp])
+        return out
+
+    async def _handle(self, consumer: AIOKafkaConsumer,
+                      batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        await self._write(batch)
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "")
+                   for tp, records in batch.items() if records}
+        self._positions.update({tp: meta.offset for tp, meta in offsets.items()})
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as err:
+            # A rebalance took the partitions away; their new owner re-writes them (idempotent).
+            self.stats.commit_failures += 1
+            log.warning("sink: commit after write failed (%s); the rows will be written again", err)
+        self.stats.batches += 1
+
+    async def _write(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Stage every row of the batch in the writer and flush it, retrying until it succeeds."""
+        backoff, last_log, failing = 0.2, 0.0, False
+        staged = False
+        while True:
+            try:
+                if not staged:
+                    await asyncio.to_thread(self._stage, batch)
+                    staged = True
+                await asyncio.to_thread(self._flush)
+                break
+            except Exception as err:  # ClickHouse unreachable or failing: keep the batch, retry
+                self.stats.write_failures += 1
+                if not failing:
+                    failing = True
+                    self._set_blocked(True)
+                now = time.monotonic()
+                if now - last_log >= LOG_EVERY_S:
+                    log.error("sink: writing to ClickHouse failed (%s); retrying until it succeeds", err)
+                    last_log = now
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        if failing:
+            self._set_blocked(False)
+
+    def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Convert and buffer the batch's rows (in the writer, under the engine lock)."""
+        per_table: dict[str, list[dict[str, Any]]] = {}
+        sink_values: list[tuple[str, bytes]] = []
+        for tp, records in batch.items():
+            for record in records:
+                self.stats.messages_in[tp.topic] += 1
+                if record.value is None:
+                    continue
+                if tp.topic == self.settings.topics.sink:
+                    sink_values.append((tp.topic, record.value))
+                    continue
+                table, to_row = self._tables[tp.topic]
+                try:
+                    per_table.setdefault(table, []).append(to_row(record.value))
+                except (ValueError, ValidationError) as err:
+                    self._reject(tp.topic, record, err)
+        with self._lock:
+            for table, table_rows in per_table.items():
+                try:
+                    self.writer.write(table, table_rows)
+                    self.stats.rows_written[table] += len(table_rows)
+                except ValueError:
+                    self._write_each(table, table_rows)
+            for topic, value in sink_values:
+                try:
+                    insert_sink_message(self.writer, value)
+                except ValueError as err:
+                    self.stats.rejected[topic] += 1
+                    log.error("sink: rejected a message of %s: %s", topic, err)
+
+    def _write_each(self, table: str, table_rows: list[dict[str, Any]]) -> None:
+        for row in table_rows:
+            try:
+                self.writer.write(table, [row])
+                self.stats.rows_written[table] += 1
+            except ValueError as err:
+                self.stats.rejected[table] += 1
+                log.error("sink: rejected a %s row: %s", table, err)
+
+    def _reject(self, topic: str, record: ConsumerRecord[bytes, bytes], err: Exception) -> None:
+        self.stats.rejected[topic] += 1
+        log.error("sink: rejected %s[%d]@%d: %s", topic, record.partition, record.offset,
+                  str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self.writer.flush()
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self.stats.blocked = blocked
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if blocked:
+            consumer.pause(*consumer.assignment())
+        else:
+            consumer.resume(*consumer.assignment())
