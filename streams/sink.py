@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,29 +27,14 @@ from pydantic import ValidationError
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer_kwargs
-from driftline.store.writer import ClickHouseRowWriter, insert_sink_message
-from driftline.streams import rows
+from driftline.pipeline.to_rows import RowMapper
+from driftline.store.writer import ClickHouseRowWriter
 
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "driftline-sink"
 MAX_BACKOFF_S = 10.0
 LOG_EVERY_S = 60.0
-
-RowsOf = Callable[[bytes], dict[str, Any]]
-
-
-def topic_tables(settings: Settings) -> dict[str, tuple[str, RowsOf]]:
-    """Topic -> (table, message-to-row function), for every topic but the sink topic itself."""
-    t = settings.topics
-    return {
-        t.outcomes: ("outcomes", rows.column_row),
-        t.dead_letters: ("dead_letters", rows.dead_letter_row),
-        t.profiles: ("reference_profiles", rows.profile_row),
-        t.retrain_triggers: ("retrain_triggers", rows.trigger_row),
-        t.retrain_status: ("retrain_jobs", rows.column_row),
-    }
-
 
 @dataclass
 class SinkStats:
@@ -70,8 +54,9 @@ class SinkRunner:
         self.settings = settings
         self.writer = writer
         self.group_id = group_id
-        self.topics = [settings.topics.sink, *topic_tables(settings)]
-        self._tables = topic_tables(settings)
+        # The same mapping replays use, so live and replayed rows are identical.
+        self._mapper = RowMapper(settings.topics)
+        self.topics = self._mapper.topics
         self._lock = lock or threading.Lock()
         self.poll_timeout_ms = poll_timeout_ms
         self.stats = SinkStats()
@@ -154,20 +139,17 @@ class SinkRunner:
     def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Convert and buffer the batch's rows (in the writer, under the engine lock)."""
         per_table: dict[str, list[dict[str, Any]]] = {}
-        sink_values: list[tuple[str, bytes]] = []
         for tp, records in batch.items():
             for record in records:
                 self.stats.messages_in[tp.topic] += 1
                 if record.value is None:
                     continue
-                if tp.topic == self.settings.topics.sink:
-                    sink_values.append((tp.topic, record.value))
-                    continue
-                table, to_row = self._tables[tp.topic]
                 try:
-                    per_table.setdefault(table, []).append(to_row(record.value))
+                    table, rows = self._mapper.rows(tp.topic, record.value)
                 except (ValueError, ValidationError) as err:
                     self._reject(tp.topic, record, err)
+                    continue
+                per_table.setdefault(table, []).extend(rows)
         with self._lock:
             for table, table_rows in per_table.items():
                 try:
@@ -175,12 +157,6 @@ class SinkRunner:
                     self.stats.rows_written[table] += len(table_rows)
                 except ValueError:
                     self._write_each(table, table_rows)
-            for topic, value in sink_values:
-                try:
-                    insert_sink_message(self.writer, value)
-                except ValueError as err:
-                    self.stats.rejected[topic] += 1
-                    log.error("sink: rejected a message of %s: %s", topic, err)
 
     def _write_each(self, table: str, table_rows: list[dict[str, Any]]) -> None:
         for row in table_rows:

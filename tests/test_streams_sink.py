@@ -10,13 +10,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
 from driftline.store.writer import ClickHouseRowWriter
-from driftline.streams.rows import dead_letter_row
 from driftline.streams.sink import SinkRunner
 
 pytestmark = pytest.mark.integration
@@ -97,6 +97,6 @@ def test_dead_letter_payload_is_truncated_and_decoded_with_replacement() -> None
     original = b"\xff" + b"a" * 70_000
     letter = {"original": base64.b64encode(original).decode(), "source_topic": "t", "source_partition": 0,
               "source_offset": 1, "source_timestamp": 0, "error_kind": "oversized", "error_message": "big"}
-    row = dead_letter_row(orjson.dumps(letter))
+    _, (row,) = RowMapper(TopicSettings()).rows(TopicSettings().dead_letters, orjson.dumps(letter))
     assert row["payload_size"] == 70_001
     assert row["payload"].startswith("\ufffd") and len(row["payload"]) == 65_536

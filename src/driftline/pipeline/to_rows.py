@@ -17,10 +17,22 @@ from driftline.config import TopicSettings
 from driftline.schemas.events import DeadLetter, RetrainTrigger
 
 PAYLOAD_LIMIT = 64 * 1024
+PROFILE_FIELDS = ("model_id", "model_version", "profile_id", "created_at_ms", "effective_from_ms", "source")
 
 
 class UnknownTopic(KeyError):
     """A message from a topic that has no table."""
+
+
+def _object(value: bytes) -> dict[str, Any]:
+    """Parse a JSON object; anything else is a ValueError the sink counts and skips."""
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
 
 
 class RowMapper:
@@ -54,12 +66,19 @@ class RowMapper:
 
     @staticmethod
     def _sink(value: bytes) -> tuple[str, list[dict[str, Any]]]:
-        message = orjson.loads(value)
-        return str(message["table"]), list(message["rows"])
+        message = _object(value)
+        table, rows = message.get("table"), message.get("rows")
+        if (
+            not isinstance(table, str)
+            or not isinstance(rows, list)
+            or not all(isinstance(r, dict) for r in rows)
+        ):
+            raise ValueError('a sink message is {"table": str, "rows": [object, ...]}')
+        return table, rows
 
     @staticmethod
     def _outcome(value: bytes) -> tuple[str, list[dict[str, Any]]]:
-        return "outcomes", [orjson.loads(value)]
+        return "outcomes", [_object(value)]
 
     @staticmethod
     def _dead_letter(value: bytes) -> tuple[str, list[dict[str, Any]]]:
@@ -121,4 +140,4 @@ class RowMapper:
 
     @staticmethod
     def _job_status(value: bytes) -> tuple[str, list[dict[str, Any]]]:
-        return "retrain_jobs", [orjson.loads(value)]
+        return "retrain_jobs", [_object(value)]
