@@ -16,7 +16,8 @@ from clickhouse_connect.driver.client import Client
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
+from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect
 from driftline.store.migrate import migrate
 from driftline.store.owner import claim_owner, owner_path
@@ -24,7 +25,6 @@ from driftline.store.writer import (
     MAX_SINK_MESSAGE_BYTES,
     ClickHouseRowWriter,
     KafkaSinkRowWriter,
-    insert_sink_message,
     open_row_writer,
 )
 
@@ -212,15 +212,21 @@ def test_sink_messages_are_chunked_and_insert_back(store: tuple[Settings, Client
     assert all(len(value) < MAX_SINK_MESSAGE_BYTES and key == b"dead_letters" and topic == "sink-topic"
                for topic, key, value in producer.messages)
     writer = ClickHouseRowWriter(client, settings.clickhouse.database, close_client=False)
-    assert sum(insert_sink_message(writer, value) for _, _, value in producer.messages) == 150
+    mapper = RowMapper(TopicSettings(sink="sink-topic"))
+    written = 0
+    for topic, _, value in producer.messages:
+        table, rows = mapper.rows(topic, value)
+        writer.write(table, rows)
+        written += len(rows)
+    assert written == 150
     writer.flush()
     back = _read_back(client, settings.clickhouse.database, "dead_letters")
     assert sorted(r["source_offset"] for r in back) == list(range(150))
     assert {r["source_timestamp"] for r in back} == {T0}
     with pytest.raises(ValueError, match="sink message"):
-        insert_sink_message(writer, b'{"table": "dead_letters", "rows": 3}')
+        mapper.rows("sink-topic", b'{"table": "dead_letters", "rows": 3}')
     with pytest.raises(ValueError, match="not JSON"):
-        insert_sink_message(writer, b"\xff")
+        mapper.rows("sink-topic", b"\xff")
 
 
 def test_open_row_writer_uses_the_sink_topic_while_another_process_owns_the_engine(
@@ -250,7 +256,9 @@ def test_open_row_writer_uses_the_sink_topic_while_another_process_owns_the_engi
     direct = ClickHouseRowWriter(client, settings.clickhouse.database, close_client=False)
     message = next(iter(consumer))  # both rows fit in one sink message
     consumer.close()
-    assert insert_sink_message(direct, message.value) == 2
+    table, rows = RowMapper(settings.topics).rows(settings.topics.sink, message.value)
+    assert table == "model_drift" and len(rows) == 2
+    direct.write(table, rows)
     direct.flush()
     back = _read_back(client, settings.clickhouse.database, "model_drift")
     assert sorted(r["segment"] for r in back) == ["", "region=eu"]

@@ -255,20 +255,3 @@ def open_row_writer(settings: Settings) -> RowWriter:
         except EngineBusy:
             pass
     return KafkaSinkRowWriter(sink_producer(settings), settings.topics.sink)
-
-
-def insert_sink_message(writer: RowWriter, value: bytes) -> int:
-    """Decode one sink-topic message and write its rows; returns the row count.
-
-    Raises ValueError for a message that is not ``{"table": str, "rows": [object, ...]}``.
-    """
-    try:
-        message = orjson.loads(value)
-    except orjson.JSONDecodeError as err:
-        raise ValueError(f"sink message is not JSON: {err}") from None
-    table = message.get("table") if isinstance(message, dict) else None
-    rows = message.get("rows") if isinstance(message, dict) else None
-    if not isinstance(table, str) or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError('sink message must be {"table": str, "rows": [object, ...]}')
-    writer.write(table, rows)
-    return len(rows)
