@@ -22,8 +22,21 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
@@ -39,19 +52,23 @@ class KafkaSettings(_Section):
     bootstrap_servers: str = Field(
         "", description="host:port[,host:port]; empty = the embedded broker from `driftline local up`"
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_*)"
+    )
+    sasl_username: str | None = Field(None, description="SASL username")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
     ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates")
     ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
     ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS")
     ssl_password: SecretStr | None = Field(None, description="password of the client private key")
-    client_id: str = "driftline"
+    client_id: str = Field("driftline", description="client.id of every Kafka client")
     # Short group timeouts: the embedded broker holds every JoinGroup for half the session timeout.
-    session_timeout_ms: int = Field(6000, ge=1000)
-    heartbeat_interval_ms: int = Field(1000, ge=100)
-    rebalance_timeout_ms: int = Field(6000, ge=1000)
+    session_timeout_ms: int = Field(6000, ge=1000, description="consumer group session timeout")
+    heartbeat_interval_ms: int = Field(1000, ge=100, description="consumer group heartbeat interval")
+    rebalance_timeout_ms: int = Field(6000, ge=1000, description="consumer group rebalance timeout")
     max_message_bytes: int = Field(1_048_576, ge=1024, description="larger payloads are dead-lettered")
 
     @model_validator(mode="after")
@@ -65,26 +82,36 @@ class KafkaSettings(_Section):
 
 
 class TopicSettings(_Section):
-    predictions: str = "driftline.predictions"
-    labels: str = "driftline.labels"
-    outcomes: str = "driftline.outcomes"
-    dead_letters: str = "driftline.dead-letters"
-    retrain_triggers: str = "driftline.retrain-triggers"
-    retrain_status: str = "driftline.retrain-status"
+    predictions: str = Field(
+        "driftline.predictions", description="prediction events in (key = prediction_id)"
+    )
+    labels: str = Field("driftline.labels", description="label events in (key = prediction_id)")
+    outcomes: str = Field("driftline.outcomes", description="joined prediction + label out")
+    dead_letters: str = Field("driftline.dead-letters", description="rejected inputs with reasons")
+    retrain_triggers: str = Field(
+        "driftline.retrain-triggers", description="retrain triggers (key = model_id)"
+    )
+    retrain_status: str = Field("driftline.retrain-status", description="retrain job status events")
     profiles: str = Field("driftline.profiles", description="compacted: latest reference profile per model")
     model_events: str = Field("driftline.model-events", description="internal: shard partials -> model stage")
     sink: str = Field("driftline.sink", description="internal: rows for the ClickHouse sink")
     state: str = Field("driftline.worker-state", description="internal: operator checkpoints")
-    partitions: int = Field(4, ge=1, le=1024, description="partitions of predictions and labels (co-partitioned)")
-    model_events_partitions: int = Field(2, ge=1, le=1024)
-    replication_factor: int = Field(1, ge=1)
+    partitions: int = Field(
+        4, ge=1, le=1024, description="partitions of predictions and labels (co-partitioned)"
+    )
+    model_events_partitions: int = Field(
+        2, ge=1, le=1024, description="partitions of the internal model-events topic"
+    )
+    replication_factor: int = Field(1, ge=1, description="replication factor of topics driftline creates")
 
 
 class ClickHouseSettings(_Section):
-    url: str = Field("", description="chdb:///abs/path, chdb://memory, or http(s)://host:port; empty = embedded")
-    username: str = "default"
-    password: SecretStr = SecretStr("")
-    database: str = "driftline"
+    url: str = Field(
+        "", description="chdb:///abs/path, chdb://memory, or http(s)://host:port; empty = embedded"
+    )
+    username: str = Field("default", description="ClickHouse user (server)")
+    password: SecretStr = Field(SecretStr(""), description="ClickHouse password (never logged)")
+    database: str = Field("driftline", description="database holding driftline's tables")
     ttl_days: int = Field(180, ge=1, description="TTL of per-event tables (outcomes, dead_letters)")
     aggregate_ttl_days: int = Field(730, ge=1, description="TTL of aggregate tables")
 
@@ -116,11 +143,15 @@ class ClickHouseSettings(_Section):
 
 class WindowSettings(_Section):
     sizes_s: list[int] = Field([300, 3600], description="tumbling window sizes in seconds, computed at once")
-    allowed_lateness_s: int = Field(60, ge=0)
+    allowed_lateness_s: int = Field(
+        60, ge=0, description="events older than the partition's max event time minus this are late"
+    )
     metrics_interval_s: int = Field(300, ge=1, description="event-time interval of model_metrics rows")
     segment_keys: list[str] = Field([], description="segment tags that get their own windows, e.g. region")
     max_timestamp_skew_s: int = Field(
-        30 * 86400, ge=1, description="event timestamps further than this from the Kafka record time are invalid"
+        30 * 86400,
+        ge=1,
+        description="event timestamps further than this from the Kafka record time are invalid",
     )
 
     @field_validator("sizes_s")
@@ -132,24 +163,39 @@ class WindowSettings(_Section):
 
 
 class JoinSettings(_Section):
-    label_horizon_s: int = Field(86400, ge=1, description="labels later than this after the prediction never join")
+    label_horizon_s: int = Field(
+        86400, ge=1, description="labels later than this after the prediction never join"
+    )
     max_pending: int = Field(2_000_000, ge=1, description="bound on predictions awaiting a label, per shard")
-    max_held_labels: int = Field(200_000, ge=1, description="bound on labels awaiting their prediction, per shard")
+    max_held_labels: int = Field(
+        200_000, ge=1, description="bound on labels awaiting their prediction, per shard"
+    )
 
 
 class DriftSettings(_Section):
-    bins: int = Field(10, ge=2, le=1000, description="quantile bins per numeric feature in a reference profile")
+    bins: int = Field(
+        10, ge=2, le=1000, description="quantile bins per numeric feature in a reference profile"
+    )
     top_k: int = Field(20, ge=1, description="categories kept per categorical feature (+ 'other')")
     min_count: int = Field(100, ge=1, description="windows with fewer values get scores but no verdict")
-    psi_threshold: float = Field(0.2, gt=0)
-    js_threshold: float = Field(0.1, gt=0, le=1)
+    psi_threshold: float = Field(
+        0.2, gt=0, description="PSI at or above which a significant shift counts as drift"
+    )
+    js_threshold: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Jensen-Shannon distance at or above which a significant shift counts as drift",
+    )
     fdr_q: float = Field(0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate per model")
     min_drifted_features: int = Field(1, ge=1, description="features that must drift for a model verdict")
 
 
 class PerformanceSettings(_Section):
     fading_factor: float = Field(0.999, gt=0, lt=1, description="recency weight of the online metrics")
-    detector: Literal["adwin", "page_hinkley", "kswin", "ddm"] = "adwin"
+    detector: Literal["adwin", "page_hinkley", "kswin", "ddm"] = Field(
+        "adwin", description="concept-drift detector on the error stream"
+    )
     detector_delta: float = Field(0.002, gt=0, description="ADWIN delta / detector sensitivity")
 
 
@@ -157,28 +203,38 @@ class TriggerSettings(_Section):
     drift_k: int = Field(3, ge=1, description="drifted windows needed ...")
     drift_n: int = Field(4, ge=1, description="... among the model's last N windows")
     performance_drop: float = Field(0.1, gt=0, description="metric drop below the reference that counts")
-    performance_duration_s: int = Field(1800, ge=0)
+    performance_duration_s: int = Field(1800, ge=0, description="... for at least this long (event time)")
     alarm_persist_s: int = Field(900, ge=0, description="a concept-drift alarm persisting this long triggers")
-    cooldown_s: int = Field(6 * 3600, ge=0)
+    cooldown_s: int = Field(
+        6 * 3600, ge=0, description="no second trigger of a family within this (event time)"
+    )
     window_size_s: int = Field(0, ge=0, description="window size the policy reads; 0 = the smallest")
 
 
 class RetrainSettings(_Section):
-    command: str = Field("", description="shell command run per trigger (trigger JSON on stdin); empty = entrypoint")
-    entrypoint: str = Field("driftline.jobs.example_retrain:main", description="module:function run per trigger")
-    max_concurrent: int = Field(2, ge=1)
-    max_attempts: int = Field(3, ge=1)
-    backoff_s: float = Field(2.0, ge=0)
-    timeout_s: float = Field(3600, gt=0)
+    command: str = Field(
+        "", description="shell command run per trigger (trigger JSON on stdin); empty = entrypoint"
+    )
+    entrypoint: str = Field(
+        "driftline.jobs.example_retrain:main", description="module:function run per trigger"
+    )
+    max_concurrent: int = Field(2, ge=1, description="retrain jobs running at once")
+    max_attempts: int = Field(3, ge=1, description="attempts before a job is marked failed")
+    backoff_s: float = Field(2.0, ge=0, description="first retry delay (doubles each attempt)")
+    timeout_s: float = Field(3600, gt=0, description="a job running longer is killed")
     artifacts_dir: Path = Field(Path(".driftline/artifacts"), description="where retrain jobs write models")
-    logs_dir: Path = Field(Path(".driftline/retrain-logs"))
+    logs_dir: Path = Field(Path(".driftline/retrain-logs"), description="one log file per job attempt")
 
 
 class WorkerSettings(_Section):
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(6066, ge=0, le=65535)
-    checkpoint_interval_s: float = Field(5.0, gt=0)
-    batch_max_records: int = Field(5000, ge=1)
+    web_host: str = Field(
+        "127.0.0.1", description="worker web server (/metrics, /query, /predictions, /feedback)"
+    )
+    web_port: int = Field(6066, ge=0, le=65535, description="worker web port")
+    checkpoint_interval_s: float = Field(
+        5.0, gt=0, description="how often stage state + offsets are checkpointed"
+    )
+    batch_max_records: int = Field(5000, ge=1, description="records per consumer fetch (micro-batch)")
     sink_max_buffer_rows: int = Field(200_000, ge=1, description="backpressure: pause consuming beyond this")
 
 
@@ -241,7 +297,9 @@ class Settings(BaseSettings):
 
     def config_hash(self) -> str:
         """Stable hash of everything that changes results (not connection details or secrets)."""
-        relevant = self.model_dump(include={"windows", "join", "drift", "performance", "triggers"}, mode="json")
+        relevant = self.model_dump(
+            include={"windows", "join", "drift", "performance", "triggers"}, mode="json"
+        )
         return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

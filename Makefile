@@ -1,0 +1,39 @@
+# driftline: `make demo` runs the pipeline end to end on the embedded stack; `make test` runs the suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-all bench lint schemas clean
+
+install: $(STAMP)
+
+# Re-install whenever pyproject.toml changes; reuse the venv otherwise.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/driftline demo
+
+# The CI suite: everything but the long soak runs (DRIFTLINE_SOAK=1 enables them).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+test-all: $(STAMP)
+	DRIFTLINE_SOAK=1 $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy src/driftline streams jobs schemas
+
+schemas: $(STAMP)
+	$(BIN)/driftline schemas generate
+
+clean:
+	rm -rf .driftline reports build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
