@@ -1,0 +1,228 @@
+"""The Grafana provisioning and dashboard: every query runs against the real schema and returns data.
+
+Panel, variable and annotation SQL is rendered the way Grafana and the ClickHouse plugin would
+(template variables from the variable queries themselves, plugin macros as in its macros.go) and
+executed on ClickHouse after `migrate`, with rows from a short simulated run of the real pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from clickhouse_connect.driver.client import Client
+
+from driftline.config import Settings
+from driftline.store.client import connect, database_name
+from driftline.store.writer import ClickHouseRowWriter
+
+REPO = Path(__file__).resolve().parents[1]
+GRAFANA = REPO / "infra" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "driftline-overview.json"
+PLUGIN = "grafana-clickhouse-datasource"
+VIEWS = {"latest_drift", "accuracy_over_time"}
+INTERVAL_S = 60
+
+
+def _load_seed_data() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("seed_data", REPO / "notebooks" / "seed_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+seed_data = _load_seed_data()
+
+
+def _dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def _panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            yield panel
+        yield from panel.get("panels", [])
+
+
+def _variables(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in dashboard["templating"]["list"] if v["type"] == "query"]
+
+
+def _annotation_queries(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in dashboard["annotations"]["list"] if a.get("datasource", {}).get("type") == PLUGIN]
+
+
+# -- Grafana / plugin rendering --------------------------------------------------------------------
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def render(sql: str, variables: dict[str, list[str]], time_from: datetime, time_to: datetime) -> str:
+    """SQL as the plugin sends it: variables interpolated by Grafana, then the plugin's macros."""
+
+    def variable(match: re.Match[str]) -> str:
+        name, fmt = match.group(1) or match.group(3), match.group(2)
+        values = variables[name]
+        return ",".join(_quote(v) for v in values) if fmt == "singlequote" else ",".join(values)
+
+    sql = re.sub(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)", variable, sql)
+    start, end = int(time_from.timestamp()), int(time_to.timestamp())
+    sql = re.sub(r"\$__timeFilter\(([^)]+)\)",
+                 lambda m: f"{m[1]} >= toDateTime({start}) AND {m[1]} <= toDateTime({end})", sql)
+    sql = re.sub(r"\$__timeInterval\(([^)]+)\)",
+                 lambda m: f"toStartOfInterval(toDateTime({m[1]}), INTERVAL {INTERVAL_S} second)", sql)
+    sql = (sql.replace("$__fromTime", f"toDateTime({start})").replace("$__toTime", f"toDateTime({end})")
+           .replace("$__interval_s", str(INTERVAL_S)))
+    assert "$" not in sql, f"unrendered variable or macro in:\n{sql}"
+    return sql
+
+
+# -- static checks ---------------------------------------------------------------------------------
+
+
+def test_provisioning_files_parse_and_point_at_the_dashboard() -> None:
+    datasources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "clickhouse.yaml").read_text())
+    assert datasources["apiVersion"] == 1
+    by_uid = {d["uid"]: d for d in datasources["datasources"]}
+    assert [d["uid"] for d in datasources["datasources"] if d.get("isDefault")] == ["driftline-clickhouse"]
+    ports = {d["jsonData"]["protocol"]: d["jsonData"]["port"] for d in by_uid.values()}
+    assert ports == {"native": 9000, "http": 8123}
+    for ds in by_uid.values():
+        assert ds["type"] == PLUGIN
+        assert ds["jsonData"]["host"] == "clickhouse"
+        assert ds["jsonData"]["defaultDatabase"] == "driftline"
+        assert re.fullmatch(r"\$\{\w+\}", ds["jsonData"]["username"]), "user comes from the environment"
+        assert re.fullmatch(r"\$\{\w+\}", ds["secureJsonData"]["password"])
+
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "driftline.yaml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/etc/grafana/dashboards"  # infra/grafana/dashboards, see compose
+
+    dashboard = _dashboard()
+    default_ds = next(v for v in dashboard["templating"]["list"] if v["type"] == "datasource")
+    assert default_ds["query"] == PLUGIN and default_ds["current"]["value"] in by_uid
+
+
+def test_dashboard_has_the_panels_and_templated_sql_only() -> None:
+    dashboard = _dashboard()
+    assert dashboard["uid"] == "driftline-overview"
+    panels = list(_panels(dashboard))
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    kinds = {p["title"]: p["type"] for p in panels}
+    assert kinds["PSI per feature and window"] == "heatmap"
+    assert kinds["Drifted features (latest window)"] == "table"
+    assert kinds["Model drift verdict"] == "state-timeline"
+    assert kinds["Retrain triggers and jobs"] == "table"
+    assert {"Accuracy / MAE", "Label coverage", "Label delay p50 / p99",
+            "Dead letters by error kind"} <= set(kinds)
+    assert {v["name"] for v in _variables(dashboard)} == {"model", "version", "window_size"}
+    assert {a["name"] for a in _annotation_queries(dashboard)} == {"Concept-drift alarms", "Retrain triggers"}
+
+    for panel in panels:
+        for target in panel["targets"]:
+            sql = target["rawSql"]
+            assert target["editorType"] == "sql" and target["format"] in (0, 1)
+            assert panel["datasource"]["type"] == target["datasource"]["type"] == PLUGIN
+            assert "run_id = ''" in sql or "FROM latest_drift" in sql, panel["title"]
+            if panel["title"] != "Dead letters by error kind":  # pipeline-wide
+                assert "${model:singlequote}" in sql, panel["title"]
+            if target["format"] == 0:  # time series: bounded by the time picker
+                assert "$__timeFilter(" in sql, panel["title"]
+            for table, final in re.findall(r"\bFROM\s+(\w+)(\s+FINAL)?", sql):
+                assert final or table in VIEWS, f"{panel['title']}: read {table} with FINAL"
+
+
+# -- every query against ClickHouse ----------------------------------------------------------------
+
+
+@pytest.fixture
+def seeded(settings: Settings) -> Iterator[tuple[Client, int]]:
+    """Migrated database with a simulated run and one retrain job (queued, then succeeded)."""
+    start_ms = seed_data.default_start_ms()
+    rows = seed_data.simulate_rows(seed_data.demo_settings(settings), seed_data.demo_scenario(start_ms))
+    assert rows["drift_scores"] and rows["retrain_triggers"] and rows["dead_letters"]
+    seed_data.write_rows(settings, rows)
+    client = connect(settings)
+    try:
+        trigger = rows["retrain_triggers"][0]
+        job = {"run_id": "", "trigger_id": trigger["trigger_id"], "attempt": 1,
+               "model_id": trigger["model_id"], "model_version": trigger["model_version"],
+               "log_path": "/tmp/job.log"}
+        writer = ClickHouseRowWriter(client, database_name(settings), close_client=False)
+        writer.write("retrain_jobs", [
+            {**job, "status": "queued", "message": "", "updated_at": start_ms + 3_600_000},
+            {**job, "status": "succeeded", "message": "done", "started_at": start_ms + 3_601_000,
+             "finished_at": start_ms + 3_661_000, "duration_s": 60.0, "exit_code": 0,
+             "updated_at": start_ms + 3_661_000},
+        ])
+        writer.close()
+        yield client, start_ms
+    finally:
+        client.close()
+
+
+def _resolve_variables(client: Client, dashboard: dict[str, Any], time_from: datetime,
+                       time_to: datetime) -> dict[str, list[str]]:
+    """Run the variable queries in order: first value, or every value for include-All variables."""
+    values: dict[str, list[str]] = {}
+    for var in _variables(dashboard):
+        rows = client.query(render(var["query"]["rawSql"], values, time_from, time_to)).result_rows
+        options = [str(r[0]) for r in rows]
+        assert options, f"variable ${var['name']} has no values"
+        values[var["name"]] = options if var["includeAll"] else options[:1]
+    return values
+
+
+def test_every_query_runs_on_the_schema_and_returns_data(seeded: tuple[Client, int]) -> None:
+    client, start_ms = seeded
+    dashboard = _dashboard()
+    time_from = datetime.fromtimestamp(start_ms / 1000 - 3600, UTC)
+    time_to = datetime.fromtimestamp(start_ms / 1000 + 86_400, UTC)
+    variables = _resolve_variables(client, dashboard, time_from, time_to)
+    assert variables == {"model": ["churn"], "version": ["1", "2"], "window_size": ["300"]}
+
+    results: dict[str, tuple[list[str], list[Sequence[Any]]]] = {}
+    for panel in _panels(dashboard):
+        for target in panel["targets"]:
+            result = client.query(render(target["rawSql"], variables, time_from, time_to))
+            results[panel["title"]] = (list(result.column_names), list(result.result_rows))
+    for annotation in _annotation_queries(dashboard):
+        result = client.query(render(annotation["target"]["rawSql"], variables, time_from, time_to))
+        assert set(result.column_names) == {"time", "title", "text", "tags"}, annotation["name"]
+        results[annotation["name"]] = (list(result.column_names), list(result.result_rows))
+    empty = [title for title, (_, rows) in results.items() if not rows]
+    assert empty == []
+
+    columns, heat = results["PSI per feature and window"]
+    assert columns == ["time", "feature", "psi"]
+    features = {row[1] for row in heat}
+    assert {"x0", "x1", "x2", "x3", "c0"} <= features
+    drifted_psi = [row[2] for row in heat if row[1] == seed_data.DRIFTED_FEATURE]
+    assert max(drifted_psi) > 0.2
+
+    columns, drifted = results["Drifted features (latest window)"]
+    assert {row[columns.index("feature")] for row in drifted} == {seed_data.DRIFTED_FEATURE}
+
+    columns, jobs = results["Retrain triggers and jobs"]
+    statuses = sorted(row[columns.index("status")] for row in jobs)
+    assert statuses == ["not started", "succeeded"]  # FINAL keeps the newest status of the job
+
+    columns, accuracy = results["Accuracy / MAE"]
+    assert all(0 <= row[columns.index("accuracy")] <= 1 for row in accuracy)
+    _, alarms = results["Concept-drift alarms"]
+    shift = datetime.fromtimestamp(start_ms / 1000 + seed_data.SHIFT_S - 60, UTC)
+    assert all(row[0].replace(tzinfo=UTC) >= shift for row in alarms)  # alarms follow the concept drift
