@@ -24,6 +24,7 @@ from faust.app.base import BootStrategy
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
+from driftline.runtime import tune_gc
 from driftline.streams.web import install_routes
 from driftline.streams.worker import WorkerRuntime
 
@@ -120,6 +121,7 @@ def run_worker(runtime: WorkerRuntime, *, run_seconds: float | None = None,
                exit_when_idle: float | None = None, loglevel: str = "info") -> int:
     """Run until SIGTERM/SIGINT (or the limits above); returns the exit code."""
     runtime.prepare_store()
+    tune_gc()
     app = create_app(runtime, run_seconds=run_seconds, exit_when_idle=exit_when_idle)
     worker = app.Worker(loglevel=loglevel, redirect_stdouts=False, quiet=True)
     try:

@@ -182,3 +182,11 @@ def test_crash_and_restore_from_snapshots_reproduces_every_row(stream: list[RawR
     deduped = {t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())
                for t, rs in pipeline.rows.items()}
     assert _canonical(deduped) == _canonical(baseline.rows)
+
+
+def test_gauges_expose_per_model_drift_and_accuracy(baseline: InProcessPipeline) -> None:
+    gauges: dict[str, float] = {}
+    for model in baseline.models:
+        gauges.update(model.gauges())
+    assert gauges['model_drifted_features{model_id="m",model_version="1"}'] == 3.0
+    assert 0.5 < gauges['model_accuracy_ew{model_id="m",model_version="1"}'] < 0.65

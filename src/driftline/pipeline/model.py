@@ -87,6 +87,7 @@ class ModelProcessor:
         self.performance: dict[tuple[str, str, str], OnlinePerformance] = {}
         self.outcomes_total: Counter[tuple[str, str, str]] = Counter()
         self.performance_reference: dict[tuple[str, str], float] = {}
+        self.last_drifted: dict[tuple[str, str], int] = {}  # features drifted in the latest policy window
         self.policy = RetrainPolicy(settings.triggers, self.config_hash, run_id)
         self.totals: Counter[str] = Counter()
 
@@ -123,6 +124,9 @@ class ModelProcessor:
 
     def gauges(self) -> dict[str, float]:
         figures = {f"{k}_total": float(v) for k, v in self.totals.items()}
+        for (model_id, version), n_drifted in self.last_drifted.items():
+            labels = f'model_id="{model_id}",model_version="{version}"'
+            figures[f"model_drifted_features{{{labels}}}"] = float(n_drifted)
         figures["open_windows"] = float(len(self.partials))
         figures["open_buckets"] = float(sum(len(b) for b in self.buckets.values()))
         figures["window_progress_ms"] = float(max(min(self.pred_progress), 0))
@@ -335,6 +339,7 @@ class ModelProcessor:
             }
         )
         if segment == "" and size_s == self.policy_size_s:
+            self.last_drifted[(model_id, version)] = len(verdict.drifted_features)
             evidence = {
                 "window_size_s": size_s,
                 "drifted_features": {n: _score_evidence(scores[n]) for n in verdict.drifted_features},
