@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -30,26 +31,50 @@ from driftline.simulate.scenario import ConceptDrift, CovariateDrift, LabelDelay
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("feature_windows", "drift_scores", "model_drift", "model_metrics", "outcomes", "dead_letters",
-          "late_events", "reference_profiles", "retrain_triggers")
-INTERNAL = ("outcomes", "dead_letters", "retrain_triggers", "retrain_status", "profiles", "model_events",
-            "sink", "state")
+TABLES = (
+    "feature_windows",
+    "drift_scores",
+    "model_drift",
+    "model_metrics",
+    "outcomes",
+    "dead_letters",
+    "late_events",
+    "reference_profiles",
+    "retrain_triggers",
+)
+INTERNAL = (
+    "outcomes",
+    "dead_letters",
+    "retrain_triggers",
+    "retrain_status",
+    "profiles",
+    "model_events",
+    "sink",
+    "state",
+)
 
 
 def _env(settings: Settings, run: str, chdb: str, home: Path) -> dict[str, str]:
-    env = {**os.environ,
-           "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers(),
-           "DRIFTLINE_CLICKHOUSE_URL": chdb, "DRIFTLINE_CLICKHOUSE_DATABASE": f"crash_{run}",
-           "DRIFTLINE_HOME": str(home / run),
-           "DRIFTLINE_TOPICS_PREDICTIONS": settings.topics.predictions,
-           "DRIFTLINE_TOPICS_LABELS": settings.topics.labels,
-           "DRIFTLINE_TOPICS_PARTITIONS": str(settings.topics.partitions),
-           "DRIFTLINE_WINDOWS_SIZES_S": "[60, 300]", "DRIFTLINE_WINDOWS_ALLOWED_LATENESS_S": "10",
-           "DRIFTLINE_WINDOWS_METRICS_INTERVAL_S": "60", "DRIFTLINE_JOIN_LABEL_HORIZON_S": "300",
-           "DRIFTLINE_TRIGGERS_COOLDOWN_S": "600",
-           "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000", "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-           "DRIFTLINE_KAFKA_REBALANCE_TIMEOUT_MS": "3000", "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "1",
-           "DRIFTLINE_WORKER_BATCH_MAX_RECORDS": "2000"}
+    env = {
+        **os.environ,
+        "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers(),
+        "DRIFTLINE_CLICKHOUSE_URL": chdb,
+        "DRIFTLINE_CLICKHOUSE_DATABASE": f"crash_{run}",
+        "DRIFTLINE_HOME": str(home / run),
+        "DRIFTLINE_TOPICS_PREDICTIONS": settings.topics.predictions,
+        "DRIFTLINE_TOPICS_LABELS": settings.topics.labels,
+        "DRIFTLINE_TOPICS_PARTITIONS": str(settings.topics.partitions),
+        "DRIFTLINE_WINDOWS_SIZES_S": "[60, 300]",
+        "DRIFTLINE_WINDOWS_ALLOWED_LATENESS_S": "10",
+        "DRIFTLINE_WINDOWS_METRICS_INTERVAL_S": "60",
+        "DRIFTLINE_JOIN_LABEL_HORIZON_S": "300",
+        "DRIFTLINE_TRIGGERS_COOLDOWN_S": "600",
+        "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "DRIFTLINE_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
+        "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "1",
+        "DRIFTLINE_WORKER_BATCH_MAX_RECORDS": "2000",
+    }
     for name in INTERNAL:
         env[f"DRIFTLINE_TOPICS_{name.upper()}"] = f"{settings.topics.predictions}.{run}.{name}"
     return env
@@ -57,9 +82,23 @@ def _env(settings: Settings, run: str, chdb: str, home: Path) -> dict[str, str]:
 
 def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "driftline.cli.main", "worker", "--web-port", str(port), "--exit-when-idle", "6",
-         "--run-seconds", "240", "--loglevel", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli.main",
+            "worker",
+            "--web-port",
+            str(port),
+            "--exit-when-idle",
+            "6",
+            "--run-seconds",
+            "240",
+            "--loglevel",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
     )
 
 
@@ -70,17 +109,30 @@ def _predictions_in(port: int) -> float:
     except OSError:
         return 0.0
     total = 0.0
-    for match in re.finditer(r'driftline_events_in_total\{stage="shard",topic="[^"]*predictions"\} (\S+)', text):
+    for match in re.finditer(
+        r'driftline_events_in_total\{stage="shard",topic="[^"]*predictions"\} (\S+)', text
+    ):
         total += float(match.group(1))
     return total
 
 
-def _kill_after(env: dict[str, str], log: Path, records: int, timeout: float = 120) -> None:
+def _triggers_fired(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(m.group(1)) for m in re.finditer(r"driftline_stage_triggers_total\{[^}]*\} (\S+)", text))
+
+
+def _kill_after(
+    env: dict[str, str], log: Path, records: float = 0, triggers: int = 0, timeout: float = 120
+) -> None:
     port = free_port()
     proc = _start(env, port, log)
     try:
         deadline = time.monotonic() + timeout
-        while _predictions_in(port) < records:
+        while _predictions_in(port) < records or _triggers_fired(port) < triggers:
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "worker made no progress"
             time.sleep(0.05)
@@ -102,6 +154,21 @@ def _run_to_idle(env: dict[str, str], log: Path) -> None:
             proc.wait(10)
 
 
+def _trigger_ids(settings: Settings, topic: str) -> list[str]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers(),
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+        auto_offset_reset="earliest",
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        return [orjson.loads(message.value)["trigger_id"] for message in consumer]
+    finally:
+        consumer.close()
+
+
 DUMP = textwrap.dedent("""
     import sys, orjson, clickhouse_connect
     client = clickhouse_connect.get_client(dsn=sys.argv[1])
@@ -119,11 +186,22 @@ def test_sigkill_twice_leaves_exactly_the_rows_of_a_clean_run(settings: Settings
     ensure_topics(settings)
     start = (int(time.time()) - 1800) * 1000  # recent: event tables have a TTL
     scenario = Scenario(
-        seed=11, start=start, duration_s=900, rate=40,
-        models=[ModelSpec(model_id="m", n_numeric=8, n_categorical=2, accuracy=0.9,
-                          covariate_drift=[CovariateDrift(feature="x1", at_s=450, magnitude=1.5)],
-                          concept_drift=ConceptDrift(at_s=450, magnitude=0.5))],
-        label_delay=LabelDelay(median_s=20, max_s=240), malformed_rate=0.005,
+        seed=11,
+        start=start,
+        duration_s=900,
+        rate=40,
+        models=[
+            ModelSpec(
+                model_id="m",
+                n_numeric=8,
+                n_categorical=2,
+                accuracy=0.9,
+                covariate_drift=[CovariateDrift(feature="x1", at_s=450, magnitude=1.5)],
+                concept_drift=ConceptDrift(at_s=450, magnitude=0.5),
+            )
+        ],
+        label_delay=LabelDelay(median_s=20, max_s=240),
+        malformed_rate=0.005,
     )
     counts = asyncio.run(produce(scenario, settings))
     n_predictions = counts["predictions"]
@@ -134,14 +212,23 @@ def test_sigkill_twice_leaves_exactly_the_rows_of_a_clean_run(settings: Settings
     crashed = _env(settings, "crashed", chdb, tmp_path)
     _kill_after(crashed, log, records=n_predictions * 0.25)
     _kill_after(crashed, log, records=n_predictions * 0.1)  # restarts from its checkpoint: a later point
+    # Third kill right after the first retrain trigger went out, with checkpoints too rare to have
+    # recorded it: the restarted worker derives the same trigger again and must not publish it twice.
+    _kill_after({**crashed, "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "60"}, log, triggers=1)
     _run_to_idle(crashed, log)
 
-    dump = subprocess.run([sys.executable, "-c", DUMP, chdb, ",".join(TABLES), "crash_clean", "crash_crashed"],
-                          capture_output=True, timeout=120, check=True).stdout
+    dump = subprocess.run(
+        [sys.executable, "-c", DUMP, chdb, ",".join(TABLES), "crash_clean", "crash_crashed"],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    ).stdout
     tables = orjson.loads(dump)
     clean_rows = sum(len(tables[f"crash_clean.{t}"]) for t in TABLES)
     assert len(tables["crash_clean.model_drift"]) >= 10 and len(tables["crash_clean.outcomes"]) > 1000
     assert tables["crash_clean.retrain_triggers"], "the injected drift should have triggered"
     for table in TABLES:
         assert tables[f"crash_crashed.{table}"] == tables[f"crash_clean.{table}"], table
+    published = _trigger_ids(settings, crashed["DRIFTLINE_TOPICS_RETRAIN_TRIGGERS"])
+    assert len(published) == len(set(published)) == len(tables["crash_clean.retrain_triggers"]), published
     assert clean_rows > 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from driftline.config import Settings
 from driftline.operators.drift import FeatureScore, score_feature, verdicts
@@ -34,6 +35,7 @@ PREDICTION_VALUE_FEATURE = "__prediction_value__"
 LATENCY_FEATURE = "__latency_ms__"
 
 LATEST = 2**62  # "any effective_from"
+MAX_REMEMBERED_TRIGGERS = 10_000
 
 # (window size s, window start ms, model_id, model_version, segment)
 WindowKey = tuple[int, int, str, str, str]
@@ -87,6 +89,7 @@ class ModelProcessor:
         self.performance: dict[tuple[str, str, str], OnlinePerformance] = {}
         self.outcomes_total: Counter[tuple[str, str, str]] = Counter()
         self.performance_reference: dict[tuple[str, str], float] = {}
+        self.published_triggers: dict[str, None] = {}  # insertion-ordered set, bounded
         self.last_drifted: dict[tuple[str, str], int] = {}  # features drifted in the latest policy window
         self.policy = RetrainPolicy(settings.triggers, self.config_hash, run_id)
         self.totals: Counter[str] = Counter()
@@ -97,6 +100,9 @@ class ModelProcessor:
         for record in batch:
             if record.topic == self.profiles_topic:
                 self._on_profile(record.value)
+                continue
+            if record.topic == self.triggers_topic:
+                self._on_published_trigger(record.value)
                 continue
             try:
                 message = records.decode(record.value or b"")
@@ -154,6 +160,18 @@ class ModelProcessor:
         if all(p.profile_id != profile.profile_id for p in known):
             known.append(profile)
             known.sort(key=lambda p: (p.effective_from_ms, p.profile_id))
+
+    def _on_published_trigger(self, value: bytes | None) -> None:
+        # A restarted stage re-derives the triggers it fired after its last checkpoint; the ones
+        # already on the topic (delivered here before any input) are not produced a second time.
+        try:
+            trigger_id = orjson.loads(value or b"{}").get("trigger_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if isinstance(trigger_id, str):
+            self.published_triggers[trigger_id] = None
+            while len(self.published_triggers) > MAX_REMEMBERED_TRIGGERS:
+                del self.published_triggers[next(iter(self.published_triggers))]
 
     def _on_message(self, m: dict[str, Any]) -> None:
         kind = m["type"]
@@ -519,6 +537,9 @@ class ModelProcessor:
 
     def _emit_trigger(self, trigger: Any, out: list[OutboundMessage]) -> None:
         self.totals["triggers"] += 1
+        if trigger.trigger_id in self.published_triggers:
+            self.totals["triggers_already_published"] += 1
+            return
         out.append(
             OutboundMessage(
                 self.triggers_topic, trigger.model_id.encode(), trigger.model_dump_json().encode()
