@@ -21,9 +21,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from driftline.schemas.events import LabelEvent, PredictionEvent
-
 from driftline.operators.join import LabelJoin
+from driftline.schemas.events import LabelEvent, PredictionEvent
 
 FEATURES = 25
 COLOURS = ("red", "green", "blue", "amber")

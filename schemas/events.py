@@ -34,7 +34,7 @@ from pydantic import (
     field_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_FEATURES = 5000
 MAX_NAME_LENGTH = 256
 

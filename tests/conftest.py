@@ -30,7 +30,7 @@ def _docker_available() -> bool:
 
         docker.from_env().ping()
         return True
-    except Exception:  # noqa: BLE001 - any failure means no usable engine
+    except Exception:
         return False
 
 
@@ -44,9 +44,10 @@ def _containers() -> Iterator[dict[str, str]]:
     from testcontainers.clickhouse import ClickHouseContainer
     from testcontainers.kafka import KafkaContainer
 
-    with KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka, ClickHouseContainer(
-        "clickhouse/clickhouse-server:24.8"
-    ) as ch:
+    with (
+        KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka,
+        ClickHouseContainer("clickhouse/clickhouse-server:24.8") as ch,
+    ):
         url = f"http://{ch.get_container_host_ip()}:{ch.get_exposed_port(8123)}"
         yield {
             "kafka": kafka.get_bootstrap_server(),
@@ -106,13 +107,25 @@ def _unique() -> str:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path, _containers: dict[str, str]) -> Settings:
+def settings(
+    kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path, _containers: dict[str, str]
+) -> Settings:
     """Settings on the selected backend, with topics and database unique to this test."""
     tag = _unique()
     topics = {
         name: f"t{tag}.{name}"
-        for name in ("predictions", "labels", "outcomes", "dead_letters", "retrain_triggers",
-                     "retrain_status", "profiles", "model_events", "sink", "state")
+        for name in (
+            "predictions",
+            "labels",
+            "outcomes",
+            "dead_letters",
+            "retrain_triggers",
+            "retrain_status",
+            "profiles",
+            "model_events",
+            "sink",
+            "state",
+        )
     }
     clickhouse: dict[str, object] = {"url": clickhouse_url, "database": f"dl_{tag}"}
     if _containers.get("clickhouse_user"):

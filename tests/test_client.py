@@ -10,13 +10,13 @@ from typing import Any, cast
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from driftline.schemas.events import LabelEvent, PredictionEvent
 
 import driftline.client as dl
 from driftline.client import DriftlineClient
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
 from driftline.local.broker import free_port
+from driftline.schemas.events import LabelEvent, PredictionEvent
 
 
 def consume(settings: Settings, topic: str, expected: int, timeout: float = 20.0

@@ -13,13 +13,13 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
-from driftline.schemas.events import EVENT_MODELS, PredictionEvent
-from driftline.streams.http_ingest import ROUTES, add_ingest_routes
 
 from driftline.cli.main import build_parser
 from driftline.cli.serve import build_app
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
+from driftline.schemas.events import EVENT_MODELS, PredictionEvent
+from driftline.streams.http_ingest import ROUTES, add_ingest_routes
 
 REPO = Path(__file__).resolve().parents[1]
 PREDICTION = {"prediction_id": "h1", "model_id": "m", "model_version": "1",

@@ -10,12 +10,12 @@ from typing import Any
 
 import orjson
 import pytest
-from driftline.schemas.events import LabelEvent, PredictionEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.operators import join as join_module
 from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin
+from driftline.schemas.events import LabelEvent, PredictionEvent
 
 HORIZON = 20
 DETERMINISTIC_COUNTERS = (

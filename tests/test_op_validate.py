@@ -6,11 +6,11 @@ import json
 
 import orjson
 import pytest
-from driftline.schemas.events import DeadLetter, ErrorKind
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.operators.validate import MAX_ERROR_MESSAGE_CHARS, OVERSIZED_KEPT_BYTES, Decoder, RawRecord
+from driftline.schemas.events import DeadLetter, ErrorKind
 
 T0 = 1_767_225_600_000
 DECODER = Decoder(max_message_bytes=1_048_576, max_timestamp_skew_ms=86_400_000)

@@ -38,13 +38,22 @@ def _settings() -> Settings:
 
 def _records(settings: Settings, duration_s: int = 3600, rate: float = 20) -> list[RawRecord]:
     scenario = Scenario(
-        seed=7, start=START, duration_s=duration_s, rate=rate,
-        models=[ModelSpec(
-            model_id="m", n_numeric=17, n_categorical=3, accuracy=0.9,
-            covariate_drift=[CovariateDrift(feature=f, at_s=SHIFT_S, magnitude=1.0) for f in SHIFTED],
-            concept_drift=ConceptDrift(at_s=SHIFT_S, magnitude=0.4),
-        )],
-        label_delay=LabelDelay(median_s=30, max_s=300), malformed_rate=0.01,
+        seed=7,
+        start=START,
+        duration_s=duration_s,
+        rate=rate,
+        models=[
+            ModelSpec(
+                model_id="m",
+                n_numeric=17,
+                n_categorical=3,
+                accuracy=0.9,
+                covariate_drift=[CovariateDrift(feature=f, at_s=SHIFT_S, magnitude=1.0) for f in SHIFTED],
+                concept_drift=ConceptDrift(at_s=SHIFT_S, magnitude=0.4),
+            )
+        ],
+        label_delay=LabelDelay(median_s=30, max_s=300),
+        malformed_rate=0.01,
     )
     offsets: Counter[tuple[str, int]] = Counter()
     out = []
@@ -88,7 +97,9 @@ def test_shifted_features_flagged_after_the_shift_and_only_they(baseline: InProc
 
 def test_accuracy_tracks_truth_and_detector_alarms_after_the_drop(baseline: InProcessPipeline) -> None:
     shift_ms = START + SHIFT_S * 1000
-    intervals = [r for r in baseline.rows["model_metrics"] if r["row_kind"] == "interval" and r["segment"] == ""]
+    intervals = [
+        r for r in baseline.rows["model_metrics"] if r["row_kind"] == "interval" and r["segment"] == ""
+    ]
     before = [r for r in intervals if r["time"] <= shift_ms and r["time"] > START + 600_000]
     after = [r for r in intervals if r["time"] >= shift_ms + 900_000]
     assert before and after
@@ -142,8 +153,9 @@ def _interleavings(stream: list[RawRecord], seed: int) -> Iterator[list[RawRecor
         i += n
 
 
-def test_rows_do_not_depend_on_batching_or_interleaving(stream: list[RawRecord],
-                                                        baseline: InProcessPipeline) -> None:
+def test_rows_do_not_depend_on_batching_or_interleaving(
+    stream: list[RawRecord], baseline: InProcessPipeline
+) -> None:
     # Shift labels relative to predictions: labels run up to 2,000 records behind.
     settings = _settings()
     preds = [r for r in stream if r.topic == settings.topics.predictions]
@@ -157,8 +169,9 @@ def test_rows_do_not_depend_on_batching_or_interleaving(stream: list[RawRecord],
     assert _canonical(other.rows) == _canonical(baseline.rows)
 
 
-def test_crash_and_restore_from_snapshots_reproduces_every_row(stream: list[RawRecord],
-                                                              baseline: InProcessPipeline) -> None:
+def test_crash_and_restore_from_snapshots_reproduces_every_row(
+    stream: list[RawRecord], baseline: InProcessPipeline
+) -> None:
     """Snapshot all processors at two points, 'crash' (lose everything after), restore, re-feed
     from the snapshot's offsets: downstream sees duplicates, yet the final rows are identical."""
     settings = _settings()
@@ -179,8 +192,10 @@ def test_crash_and_restore_from_snapshots_reproduces_every_row(stream: list[RawR
             pipeline.models = [ModelProcessor.restore(b) for b in model_blobs]
     assert not crash_at
     # Outputs produced after a checkpoint were produced twice: dedupe as the ReplacingMergeTree does.
-    deduped = {t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())
-               for t, rs in pipeline.rows.items()}
+    deduped = {
+        t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())
+        for t, rs in pipeline.rows.items()
+    }
     assert _canonical(deduped) == _canonical(baseline.rows)
 
 

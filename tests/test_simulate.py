@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from driftline.schemas.events import LabelEvent, PredictionEvent
 from pydantic import ValidationError
 
 from driftline.cli.main import main
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
+from driftline.schemas.events import LabelEvent, PredictionEvent
 from driftline.simulate import (
     ConceptDrift,
     CovariateDrift,
