@@ -1,0 +1,172 @@
+"""`driftline replay`: re-run the pipeline over historical predictions and labels under a run id.
+
+Semantics (also in --help):
+- Time bounds apply to *record timestamps*: ``[--from, --to)`` — inclusive lower, exclusive upper
+  bound; either may be left open. A record stamped exactly ``--to`` is not replayed.
+- From the topics: the stop offset of every partition is fixed at start (true log end from the
+  Fetch high watermark, never ListOffsets); start/stop offsets for the bounds are found by binary
+  search over record timestamps (the broker's offsets_for_times is not used: the embedded broker
+  answers it by append time). Every partition of both topics is read with a group-less consumer.
+  Reference profiles: the whole profiles topic, as live.
+- From files (--predictions/--labels, JSONL or Parquet, see driftline.replay.files): partitions
+  as Kafka's default partitioner assigns them by prediction_id, record timestamp = event
+  timestamp, ordered by timestamp. Reference profiles: --profiles FILE (JSONL), else none (each
+  model's first full window becomes its reference, as live without a training profile).
+- Partitions are kept and the two topics of each partition merged by record timestamp, so a
+  replay of what a live worker processed reproduces its aggregates.
+- Rows go to ClickHouse tagged with --run-id (never '' — that is live data); re-running a run id
+  replaces its rows (ReplacingMergeTree keys are deterministic). Retrain triggers become rows only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from driftline.cli.common import settings_from_args
+from driftline.config import Settings
+from driftline.replay.engine import ReplayResult, RunIdError, check_run_id
+from driftline.replay.files import read_profiles
+from driftline.replay.kafka_source import OFFSET_METHOD
+from driftline.replay.run import ReplayInputError, ReplayPlan, replay_files, replay_topics
+from driftline.replay.times import format_time, parse_time
+from driftline.store.client import StoreError
+from driftline.store.writer import ClickHouseRowWriter, RowWriter, open_row_writer
+
+EPILOG = """\
+time bounds: record timestamps in [--from, --to) (inclusive lower, exclusive upper; RFC 3339 or
+epoch ms). Topic replays fix each partition's stop offset at start (log end from the Fetch high
+watermark) and find the bounds by reading record timestamps — never ListOffsets/offsets_for_times.
+Rows are written with --run-id ('' is live and refused); re-running a run id is idempotent.
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay", help="replay historical predictions/labels (topics or files) under a run id",
+        description=__doc__.split("\n\n")[0] if __doc__ else None, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="TOML config of this run (thresholds, windows, ...); also before the command")
+    p.add_argument("--run-id", required=True, help="tag of the replay's rows (not empty)")
+    p.add_argument("--from", dest="from_time", type=parse_time, metavar="TIME",
+                   help="first record timestamp replayed (inclusive)")
+    p.add_argument("--to", dest="to_time", type=parse_time, metavar="TIME",
+                   help="record timestamps from here on are not replayed (exclusive)")
+    p.add_argument("--predictions", type=Path, metavar="FILE",
+                   help="replay this export (JSONL/Parquet) instead of the predictions topic")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="label events export (with --predictions)")
+    p.add_argument("--profiles", type=Path, metavar="FILE",
+                   help="reference profiles (JSONL) for a file replay; topic replays read the profiles topic")
+    p.add_argument("--batch-size", type=int, default=5000, help="records per micro-batch (default 5000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=handle)
+
+
+class RateColumn(ProgressColumn):
+    """Events per second of the task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} ev/s" if speed else "- ev/s", style="progress.data.speed")
+
+
+def _progress(console: Console, disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, disable=disable,
+    )
+
+
+def _run(args: argparse.Namespace, settings: Settings, writer: RowWriter, console: Console) -> ReplayResult:
+    with _progress(console, args.no_progress) as progress:
+        task = progress.add_task("replay", total=None)
+
+        def on_plan(plan: ReplayPlan) -> None:
+            progress.update(task, total=plan.total_records)
+            source = "files" if args.predictions else "topics"
+            console.print(f"replaying {plan.total_records:,} records from {source}, "
+                          f"{plan.profiles} reference profile(s), run id {args.run_id!r}")
+            if plan.ranges:
+                console.print(OFFSET_METHOD)
+
+        def on_progress(n: int) -> None:
+            progress.advance(task, n)
+
+        if args.predictions is not None:
+            profiles = read_profiles(args.profiles) if args.profiles else []
+            return replay_files(settings, args.run_id, writer, args.predictions, args.labels,
+                                args.from_time, args.to_time, profiles=profiles,
+                                batch_size=args.batch_size, on_plan=on_plan, on_progress=on_progress)
+        return asyncio.run(replay_topics(settings, args.run_id, writer, args.from_time, args.to_time,
+                                         batch_size=args.batch_size, on_plan=on_plan,
+                                         on_progress=on_progress))
+
+
+def _summary(result: ReplayResult, run_id: str) -> Table:
+    span = (f"{format_time(result.first_ms)} .. {format_time(result.last_ms)}"
+            if result.first_ms is not None and result.last_ms is not None else "no records")
+    table = Table(title=f"replay {run_id!r}", caption=(
+        f"{result.records:,} records in {result.elapsed_s:.1f}s ({result.events_per_s:,.0f} ev/s); "
+        f"record times {span}"))
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name in sorted(result.rows):
+        table.add_row(name, f"{result.rows[name]:,}")
+    table.add_row("(retrain triggers, not published)", f"{result.triggers:,}")
+    return table
+
+
+def handle(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    try:
+        check_run_id(args.run_id)
+        if (args.labels or args.profiles) and args.predictions is None:
+            raise ReplayInputError("--labels and --profiles go with --predictions FILE (a file replay)")
+        if args.from_time is not None and args.to_time is not None and args.to_time <= args.from_time:
+            raise ReplayInputError("--to must be after --from")
+        if args.batch_size < 1:
+            raise ReplayInputError("--batch-size must be positive")
+    except (RunIdError, ReplayInputError) as err:
+        print(f"driftline replay: {err}", file=sys.stderr)
+        return 2
+    settings = settings_from_args(args)
+    try:
+        writer = open_row_writer(settings)
+    except StoreError as err:
+        print(f"driftline replay: {err}", file=sys.stderr)
+        return 1
+    where = (f"ClickHouse {settings.clickhouse_url()} database {settings.clickhouse.database}"
+             if isinstance(writer, ClickHouseRowWriter) else f"the sink topic {settings.topics.sink}")
+    console.print(f"writing rows to {where}")
+    try:
+        result = _run(args, settings, writer, console)
+    except (ReplayInputError, OSError, TimeoutError, StoreError) as err:
+        print(f"driftline replay: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # e.g. a table missing in ClickHouse
+        print(f"driftline replay: {err} (run `driftline db migrate` first?)", file=sys.stderr)
+        return 1
+    finally:
+        writer.close()
+    Console().print(_summary(result, args.run_id))
+    return 0
