@@ -74,7 +74,7 @@ SORTING_KEYS = {
     "model_metrics": "run_id, model_id, model_version, segment, row_kind, time",
     "retrain_triggers": "run_id, model_id, model_version, trigger_id",
     "retrain_jobs": "trigger_id, attempt",
-    "reference_profiles": "model_id, model_version, profile_id",
+    "reference_profiles": "run_id, model_id, model_version, profile_id",
 }
 
 

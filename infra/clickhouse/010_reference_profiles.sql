@@ -11,5 +11,5 @@ CREATE TABLE IF NOT EXISTS {database}.reference_profiles
     profile String COMMENT 'the profile as JSON: per feature kind, bin edges/categories, shares, stats'
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (model_id, model_version, profile_id)
+ORDER BY (run_id, model_id, model_version, profile_id)
 COMMENT 'Reference profiles per model version. Read with FINAL.';

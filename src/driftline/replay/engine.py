@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
+from driftline.runtime import tune_gc
 from driftline.store.writer import RowWriter
 
 
@@ -58,6 +59,7 @@ class Replayer:
     def __init__(
         self, settings: Settings, run_id: str, writer: RowWriter, profiles: Iterable[bytes] = ()
     ) -> None:
+        tune_gc()
         self.pipeline = InProcessPipeline(settings, check_run_id(run_id), profiles)
         self.writer = writer
         self.result = ReplayResult()
