@@ -1,0 +1,344 @@
+"""`driftline profile build|show`: reference profiles from training data.
+
+``build`` reads a CSV or Parquet training table, builds the :class:`ReferenceProfile`, publishes
+its JSON on ``topics.profiles`` (key = model_id; the pipeline reads that compacted topic) and
+stores the ``reference_profiles`` row — directly when ClickHouse can be opened here, else through
+the sink topic to the worker that owns the embedded engine. The profile id hashes the content, so
+building again from the same data is idempotent on both. ``show`` prints the latest stored profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console, JustifyMethod
+from rich.table import Table
+
+from driftline.cli.common import settings_from_args
+from driftline.config import Settings
+from driftline.kafka.admin import ensure_topics
+from driftline.kafka.clients import kafka_python_kwargs
+from driftline.operators.profile import (
+    FeatureProfile,
+    ReferenceProfile,
+    build_profile,
+    load_profile_table,
+)
+from driftline.pipeline.to_rows import RowMapper
+from driftline.schemas.events import EpochMillis
+from driftline.store.client import StoreError, database_name
+from driftline.store.owner import QueryRejected
+from driftline.store.query import run_query
+from driftline.store.writer import ClickHouseRowWriter, open_row_writer
+
+# The value types a feature can have on the wire (PredictionEvent.features).
+WIRE_TYPES = (bool, int, float, str)
+_EPOCH_MILLIS: TypeAdapter[int] = TypeAdapter(EpochMillis)
+
+
+class InputError(Exception):
+    """The training data or the options cannot make a profile (exit code 2)."""
+
+
+class PublishError(Exception):
+    """Kafka or ClickHouse did not take the profile (exit code 1)."""
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("profile", help="reference profiles: build one from training data, show one")
+    actions = parser.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+
+    build = actions.add_parser(
+        "build",
+        help="build a model version's reference profile from a CSV or Parquet training table",
+        description="Profile the training table (quantile bins per numeric feature, top-k categories "
+        "per categorical one, the prediction distribution and a baseline metric), publish it on the "
+        "profiles topic and store it in ClickHouse (reference_profiles).",
+    )
+    build.add_argument("--model", required=True, metavar="MODEL_ID", help="model the profile describes")
+    build.add_argument("--version", required=True, metavar="VERSION", help="model version it describes")
+    build.add_argument("--data", required=True, type=Path, metavar="FILE",
+                       help="training table (.csv or .parquet)")
+    build.add_argument("--label-column", metavar="COLUMN", help="ground-truth column (not a feature)")
+    build.add_argument("--prediction-column", metavar="COLUMN",
+                       help="the model's predictions on the table: profiled as the prediction "
+                       "distribution; with --label-column it gives the baseline metric")
+    build.add_argument("--feature", dest="features", action="extend", nargs="+", metavar="COLUMN",
+                       help="feature column(s) to profile (default: every other column)")
+    build.add_argument("--effective-from", type=_epoch_millis, default=0, metavar="TIME",
+                       help="event time (RFC 3339 or epoch ms) from which windows use this profile "
+                       "(default: always)")
+    build.add_argument("--bins", type=_int_in(2, 1000), metavar="N",
+                       help="quantile bins per numeric feature (default: drift.bins)")
+    build.add_argument("--top-k", type=_int_in(1, 1_000_000), metavar="K",
+                       help="categories kept per categorical feature (default: drift.top_k)")
+    build.add_argument("--no-publish", action="store_true",
+                       help="only build and print it (and write --out): nothing goes to Kafka or ClickHouse")
+    build.add_argument("--out", type=Path, metavar="FILE",
+                       help="also write the profile JSON to FILE (one line: usable as `replay --profiles`)")
+    build.set_defaults(handler=cmd_build)
+
+    show = actions.add_parser("show", help="print the latest stored reference profile of a model")
+    show.add_argument("--model", required=True, metavar="MODEL_ID", help="model id")
+    show.add_argument("--version", metavar="VERSION", help="model version (default: any)")
+    show.add_argument("--json", action="store_true", help="print the profile JSON instead of a table")
+    show.set_defaults(handler=cmd_show)
+
+
+# -- argument types --------------------------------------------------------------------------------
+
+
+def _epoch_millis(text: str) -> int:
+    value = text.strip()
+    try:
+        return _EPOCH_MILLIS.validate_python(int(value) if value.isdigit() else value)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither epoch milliseconds nor an RFC 3339 time (1970..9999)"
+        ) from None
+
+
+def _int_in(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+
+    return parse
+
+
+# -- build -----------------------------------------------------------------------------------------
+
+
+def select_columns(
+    table: Mapping[str, list[Any]],
+    *,
+    label_column: str | None,
+    prediction_column: str | None,
+    features: Sequence[str] | None,
+    source: str,
+) -> tuple[dict[str, list[Any]], list[str]]:
+    """The columns to profile, and the names of columns skipped for holding non-wire values.
+
+    Raises InputError for an empty table, an unknown column, or a named column whose values are
+    not numbers, strings or bools (as features are on the wire).
+
+    >>> select_columns({"x": [1, 2], "y": ["a", "b"], "t": [None, b"?"]}, label_column="y",
+    ...                prediction_column=None, features=None, source="f.csv")
+    ({'x': [1, 2], 'y': ['a', 'b']}, ['t'])
+    """
+    if not table or not any(len(values) for values in table.values()):
+        raise InputError(f"{source} has no rows")
+    targets = [c for c in (label_column, prediction_column) if c is not None]
+    named = [*targets, *(features or ())]
+    unknown = [c for c in dict.fromkeys(named) if c not in table]
+    if unknown:
+        listed = ", ".join(list(table)[:30]) + (", ..." if len(table) > 30 else "")
+        raise InputError(f"column(s) {', '.join(map(repr, unknown))} not in {source} (columns: {listed})")
+    wanted = list(dict.fromkeys([*(features if features else table), *targets]))
+    columns: dict[str, list[Any]] = {}
+    skipped: list[str] = []
+    for name in wanted:
+        bad = _foreign_type(table[name])
+        if bad is None:
+            columns[name] = table[name]
+        elif name in named:
+            raise InputError(f"column {name!r} of {source} holds {bad} values; "
+                             "features and outputs are numbers, strings or bools")
+        else:
+            skipped.append(name)
+    if not any(name not in targets for name in columns):
+        raise InputError(f"{source} has no feature column left to profile")
+    return columns, skipped
+
+
+def _foreign_type(values: list[Any]) -> str | None:
+    """Name of the first value type that cannot be a wire feature value, if any."""
+    for kind in {type(v) for v in values}:
+        if kind is not type(None) and kind not in WIRE_TYPES:
+            return kind.__name__
+    return None
+
+
+def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -> ReferenceProfile:
+    """Read ``args.data`` and build the profile the options describe; raises InputError."""
+    path: Path = args.data
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        table = load_profile_table(path)
+    except (ValueError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"cannot read {path}: {_first_line(error)}") from None
+    columns, skipped = select_columns(table, label_column=args.label_column,
+                                      prediction_column=args.prediction_column,
+                                      features=args.features, source=str(path))
+    if skipped:
+        err.print(f"skipped column(s) {', '.join(skipped)}: not numbers, strings or bools", markup=False)
+    profile = build_profile(
+        args.model, args.version, columns,
+        label_column=args.label_column, prediction_column=args.prediction_column,
+        bins=args.bins or settings.drift.bins, top_k=args.top_k or settings.drift.top_k,
+        effective_from_ms=args.effective_from,
+    )
+    if not profile.features:
+        raise InputError(f"{path}: the feature columns hold no usable values (all null)")
+    return profile
+
+
+def publish_profile(settings: Settings, profile: ReferenceProfile) -> tuple[str, bool]:
+    """Produce the profile JSON to ``topics.profiles`` and store its ``reference_profiles`` row.
+
+    Returns where the record went (``topic[partition]@offset``) and whether the row was written
+    straight into ClickHouse (else it went through the sink topic). Raises PublishError.
+    """
+    payload = profile.model_dump_json().encode()
+    try:
+        ensure_topics(settings)
+        max_request = max(settings.kafka.max_message_bytes, len(payload) + 65_536)
+        producer = KafkaProducer(**kafka_python_kwargs(settings), acks="all", max_request_size=max_request)
+        try:
+            meta = producer.send(settings.topics.profiles, key=profile.model_id.encode(),
+                                 value=payload).get(timeout=30)
+        finally:
+            producer.close()
+    except (KafkaError, RuntimeError) as error:
+        raise PublishError(f"cannot publish the profile on {settings.topics.profiles}: {error}") from None
+    table, rows = RowMapper(settings.topics).rows(settings.topics.profiles, payload)
+    try:
+        writer = open_row_writer(settings)
+        try:
+            writer.write(table, rows)
+        finally:
+            writer.close()
+    except ValueError as error:  # e.g. no such table: not migrated
+        raise PublishError(f"cannot store the profile: {error} (run `driftline db migrate`)") from None
+    except (StoreError, KafkaError) as error:
+        raise PublishError(f"cannot store the profile in ClickHouse: {error}") from None
+    return f"{meta.topic}[{meta.partition}]@{meta.offset}", isinstance(writer, ClickHouseRowWriter)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    err = Console(stderr=True)
+    try:
+        profile = load_and_build(args, settings, err)
+    except InputError as error:
+        print(f"driftline: {error}", file=sys.stderr)
+        return 2
+    Console().print(summary_table(profile))
+    if args.out is not None:
+        try:
+            args.out.write_text(profile.model_dump_json() + "\n", encoding="utf-8")
+        except OSError as error:
+            print(f"driftline: cannot write {args.out}: {error}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.out}")
+    if args.no_publish:
+        print("not published (--no-publish)")
+        return 0
+    try:
+        record, direct = publish_profile(settings, profile)
+    except PublishError as error:
+        print(f"driftline: {error}", file=sys.stderr)
+        return 1
+    via = "directly" if direct else f"through {settings.topics.sink} (the worker stores it)"
+    print(f"profile {profile.profile_id}: published to {record}; reference_profiles row written {via}")
+    return 0
+
+
+# -- show ------------------------------------------------------------------------------------------
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def latest_profile(settings: Settings, model_id: str, model_version: str | None) -> ReferenceProfile | None:
+    """The newest live (run_id '') stored profile of the model (version), by created_at."""
+    where = f"run_id = '' AND model_id = {_sql_string(model_id)}"
+    if model_version is not None:
+        where += f" AND model_version = {_sql_string(model_version)}"
+    sql = (f"SELECT profile FROM {database_name(settings)}.reference_profiles FINAL WHERE {where} "
+           "ORDER BY created_at DESC, effective_from DESC, profile_id DESC LIMIT 1")
+    rows = orjson.loads(run_query(settings, sql, "json"))["data"]
+    return ReferenceProfile.model_validate_json(rows[0]["profile"]) if rows else None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    try:
+        profile = latest_profile(settings, args.model, args.version)
+    except (StoreError, QueryRejected) as error:
+        print(f"driftline: {error}", file=sys.stderr)
+        return 1
+    except ValidationError as error:
+        print(f"driftline: the stored profile is not a valid reference profile: {error.errors()[0]['msg']}",
+              file=sys.stderr)
+        return 1
+    if profile is None:
+        version = f" version {args.version!r}" if args.version is not None else ""
+        print(f"driftline: no reference profile of model {args.model!r}{version} in ClickHouse",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(profile.model_dump_json())
+    else:
+        Console().print(summary_table(profile))
+    return 0
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def summary_table(profile: ReferenceProfile) -> Table:
+    """Features (and the prediction) with kind, bins and a one-line description; ids in the caption."""
+    baseline = ", ".join(f"{k}={v:.4g}" for k, v in sorted(profile.baseline.items())) or "none"
+    table = Table(
+        title=f"reference profile of {profile.model_id} version {profile.model_version}",
+        caption=f"profile id {profile.profile_id} · {profile.task} · source {profile.source} · "
+        f"baseline {baseline} · effective from {_time(profile.effective_from_ms)} · "
+        f"created {_time(profile.created_at_ms)}",
+    )
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("feature", "left"), ("kind", "left"), ("bins", "right"), ("n", "right"), ("distribution", "left")
+    ]
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
+    rows = sorted(profile.features.items())
+    if profile.prediction is not None:
+        rows.append(("(prediction)", profile.prediction))
+    for name, feature in rows:
+        table.add_row(name, feature.kind, str(len(feature.ref_counts)), str(feature.n), _describe(feature))
+    return table
+
+
+def _describe(feature: FeatureProfile) -> str:
+    if feature.kind == "numeric":
+        std = f" ± {feature.std:.4g}" if feature.std is not None else ""
+        return f"mean {feature.mean:.4g}{std}, range [{feature.min:.4g}, {feature.max:.4g}]"
+    total = sum(feature.ref_counts) or 1
+    shares = [f"{label} {count / total:.0%}" for label, count in zip(feature.bin_labels, feature.ref_counts,
+                                                                      strict=True)]
+    return ", ".join(shares[:4]) + (", ..." if len(shares) > 4 else "")
+
+
+def _time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
