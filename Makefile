@@ -31,6 +31,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy src/driftline streams jobs schemas
+	$(BIN)/driftline schemas check
 
 schemas: $(STAMP)
 	$(BIN)/driftline schemas generate

@@ -71,7 +71,12 @@ EpochMillis = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0, "description": "epoch milliseconds (UTC)"},
+                {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 253_402_300_799_999,
+                    "description": "epoch milliseconds (UTC)",
+                },
                 {"type": "string", "format": "date-time", "description": "RFC 3339"},
             ]
         }
