@@ -1,0 +1,151 @@
+"""Pipeline throughput: the real worker on the embedded broker, and the pure operators in process.
+
+(1) ``driftline worker --exit-when-idle`` (one process, all roles) over N simulated prediction events
+    (20 numeric + 5 categorical features, each with its label) produced to a fresh broker's topics
+    *before* the worker starts. Rate = prediction events consumed per second, read from the
+    worker's ``/metrics`` (``driftline_events_in_total``, stage shard), from the first scrape that
+    shows consumption (startup excluded: process start, ClickHouse migration, group joins) to the
+    first that shows all N. Labels are consumed in the same interval (reported as detail).
+    Target >= 20,000 events/s.
+(4) InProcessPipeline over the same kind of pre-generated RawRecords (no Kafka), fed in batches of
+    ``worker.batch_max_records``: prediction events per second on one core. Target >= 200,000.
+
+    .venv/bin/python bench/bench_pipeline.py [--n 100000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from common import (
+    Figure,
+    WorkerProcess,
+    at_least,
+    bench_scenario,
+    bench_settings,
+    print_figures,
+    raw_records,
+)
+
+from driftline.config import Settings
+from driftline.kafka.admin import ensure_topics
+from driftline.local.broker import running_broker
+from driftline.pipeline.local import InProcessPipeline
+from driftline.simulate import produce
+
+WORKER_TARGET = 20_000.0
+OPERATORS_TARGET = 200_000.0
+SCRAPE_EVERY_S = 0.1
+
+
+def produce_workload(settings: Settings, n: int, seed: int = 0) -> tuple[dict[str, int], float]:
+    """Create the topics and produce N predictions (+ labels) with the simulator; (counts, seconds)."""
+    ensure_topics(settings)
+    started = time.perf_counter()
+    counts = asyncio.run(produce(bench_scenario(n, seed), settings))
+    return counts, time.perf_counter() - started
+
+
+def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout_s: float = 300.0) -> Figure:
+    """Run the worker over topics already holding ``n`` predictions; figure (1).
+
+    Rate = predictions consumed / time from the last ``/metrics`` scrape showing none consumed to the
+    first showing all ``n`` (scrapes every 0.1 s)."""
+    pred_topic, label_topic = settings.topics.predictions, settings.topics.labels
+    # --exit-when-idle counts the consumer-group join (no partitions yet: nothing seen, no lag) as
+    # idle, so a short value can stop the worker before it starts; 15 s outlasts the join. The
+    # worker is stopped with SIGTERM once all predictions are in.
+    with WorkerProcess(settings, exit_when_idle=15.0) as worker:
+        samples: list[tuple[float, float, float, float]] = []  # (time, predictions, labels, worker CPU s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker consumed {samples[-1][1] if samples else 0} of {n} predictions "
+                                   f"within {timeout_s}s\n{worker.log_tail()}")
+            try:
+                metrics = worker.metrics()
+            except OSError:  # web server not up yet
+                time.sleep(SCRAPE_EVERY_S)
+                continue
+            now, cpu = time.perf_counter(), worker.cpu_seconds()
+            ins = {labels.get("topic"): v for name, labels, v in metrics
+                   if name == "driftline_events_in_total" and labels.get("stage") == "shard"}
+            samples.append((now, ins.get(pred_topic, 0.0), ins.get(label_topic, 0.0), cpu))
+            if samples[-1][1] >= n:
+                break
+            time.sleep(SCRAPE_EVERY_S)
+        # From the last scrape that showed nothing consumed (startup over, within one scrape interval)
+        # to the first that showed all N: conservative by at most two scrape intervals.
+        first = next(i for i, s in enumerate(samples) if s[1] > 0)
+        t0, p0, l0, c0 = samples[first - 1] if first > 0 else (worker.started_at, 0.0, 0.0, 0.0)
+        startup_s = t0 - worker.started_at
+        t1, p1, l1, c1 = samples[-1]
+        worker.stop()
+        exit_code = worker.proc.returncode
+    elapsed = t1 - t0
+    rate = (p1 - p0) / elapsed if elapsed > 0 else None
+    records_rate = (p1 - p0 + l1 - l0) / elapsed if elapsed > 0 else None
+    detail = (f"{int(p1 - p0):,} predictions + {int(l1 - l0):,} labels in {elapsed:.2f}s after "
+              f"{startup_s:.1f}s startup; {records_rate or 0:,.0f} records/s incl. labels; worker used "
+              f"{c1 - c0:.2f} CPU-s ({(p1 - p0) / max(c1 - c0, 1e-9):,.0f} pred/CPU-s); exit {exit_code}")
+    return Figure("worker_events_per_s", "(1) full pipeline, driftline worker (1 process, all roles)",
+                  rate, "pred events/s", f">= {WORKER_TARGET:,.0f}", at_least(rate, WORKER_TARGET), detail,
+                  {"elapsed_s": elapsed, "startup_s": startup_s, "records_per_s": records_rate,
+                   "predictions": n, "labels": produced.get("labels", 0), "exit_code": exit_code,
+                   "worker_cpu_s": c1 - c0, "labels_consumed": l1 - l0})
+
+
+def measure_operators(settings: Settings, n: int, seed: int = 0, repeat: int = 1) -> Figure:
+    """Figure (4): InProcessPipeline over pre-generated records (best of ``repeat`` runs)."""
+    records = raw_records(settings, bench_scenario(n, seed))
+    n_pred = sum(1 for r in records if r.topic == settings.topics.predictions)
+    batch = settings.worker.batch_max_records
+    best_wall, best_cpu = float("inf"), float("inf")
+    for _ in range(repeat):
+        pipeline = InProcessPipeline(settings)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for i in range(0, len(records), batch):
+            pipeline.feed(records[i : i + batch])
+        best_wall = min(best_wall, time.perf_counter() - wall0)
+        best_cpu = min(best_cpu, time.process_time() - cpu0)
+    rate = n_pred / best_wall
+    detail = (f"{n_pred:,} predictions + {len(records) - n_pred:,} labels in {best_wall:.2f}s wall "
+              f"({len(records) / best_wall:,.0f} records/s; {n_pred / best_cpu:,.0f} pred/CPU-s); "
+              f"batches of {batch}")
+    return Figure("operators_events_per_s", "(4) pure operators, InProcessPipeline (no Kafka)", rate,
+                  "pred events/s/core", f">= {OPERATORS_TARGET:,.0f}", at_least(rate, OPERATORS_TARGET),
+                  detail,
+                  {"wall_s": best_wall, "cpu_s": best_cpu, "records": len(records)})
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n = min(args.n, 2_000)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp, running_broker() as broker:
+        settings = bench_settings(broker.bootstrap_servers, "bp", Path(tmp) / "home")
+        produced, seconds = produce_workload(settings, args.n)
+        print(f"produced {produced} in {seconds:.1f}s")
+        figures.append(measure_worker(settings, args.n, produced))
+    figures.append(measure_operators(bench_settings("127.0.0.1:9", "bp"), args.n))
+    print_figures(figures, "pipeline throughput")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""All benchmarks in one run, one table: every figure beside its target, plus reports/bench.json.
+
+    .venv/bin/python bench/run_all.py [--quick] [--n 100000] [--json reports/bench.json]
+
+Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (3) the Faust agent
+over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
+topics; then the in-process figures (4) operators, (7) join state and (8) detection. Everything
+runs sequentially so no figure shares the two cores with another benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0] already; make imports explicit
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_broker
+import bench_detection
+import bench_pipeline
+import bench_window_latency
+import numpy as np
+from common import (
+    REPO,
+    Figure,
+    at_least,
+    at_most,
+    bench_settings,
+    environment,
+    environment_line,
+    fmt_value,
+    sibling,
+)
+from rich.console import Console
+from rich.table import Table
+
+from driftline.client import DriftlineClient
+from driftline.kafka.admin import ensure_topics
+from driftline.local.broker import running_broker
+
+CLIENT_TARGET_US = 50.0
+JOIN_TARGET_BYTES = 300.0
+RAW_SHARE_TARGET = 0.5
+
+
+def client_latency(bootstrap: str, calls: int) -> Figure:
+    """(5): bench_client's measurement, paced at 10k calls/s (headline), 1k/s and unpaced."""
+    bc = sibling("bench_client")
+    settings = bench_settings(bootstrap, "rc")
+    ensure_topics(settings)
+    with DriftlineClient(settings) as client:
+        bc.run(client, "warmup", min(2000, calls), None)
+        client.flush(30)
+        before = dict(client.stats)
+        runs = {
+            "1k/s": bc.run(client, "1k", max(calls // 10, 100), 1000.0),
+            "10k/s": bc.run(client, "10k", calls, 10_000.0),
+            "unpaced": bc.run(client, "max", calls, None),
+        }
+        delivered = client.flush(60)
+        after = dict(client.stats)
+    p = {name: np.percentile(lat, [50, 99]) / 1000 for name, lat in runs.items()}
+    p99 = float(p["10k/s"][1])
+    detail = ("; ".join(f"{name}: p50 {v[0]:.1f} / p99 {v[1]:.1f} us" for name, v in p.items())
+              + f"; dropped {after['dropped'] - before['dropped']}, all delivered: {delivered}")
+    return Figure("client_p99_us", "(5) client SDK log_prediction added latency, p99 @ 10k calls/s", p99,
+                  "us",
+                  f"<= {CLIENT_TARGET_US:g}", at_most(p99, CLIENT_TARGET_US), detail,
+                  {name: {"p50_us": float(v[0]), "p99_us": float(v[1]), "calls": len(runs[name])}
+                   for name, v in p.items()})
+
+
+def join_state(n: int) -> Figure:
+    """(7): bench_join_state's tracemalloc measurement (25 features: 20 floats, 3 ints, 2 strings)."""
+    bjs = sibling("bench_join_state")
+    per_pending = float(bjs.measure_memory(n, bjs.mixed))
+    floats = float(bjs.measure_memory(max(n // 4, 1000), bjs.floats))
+    return Figure("join_bytes_per_pending", "(7) join state per pending prediction", per_pending, "bytes",
+                  f"<= {JOIN_TARGET_BYTES:g}", at_most(per_pending, JOIN_TARGET_BYTES),
+                  f"{n:,} pending, 'mixed' profile (UUID ids); 25-float profile: {floats:.0f} bytes")
+
+
+def ratio_figures(worker: Figure, raw: Figure, faust: Figure) -> list[Figure]:
+    out = []
+    share = worker.value / raw.value if worker.value and raw.value else None
+    out.append(Figure("worker_share_of_raw", "(1)/(2) worker rate as a share of raw consume + decode",
+                      None if share is None else share * 100, "%", f">= {RAW_SHARE_TARGET * 100:g} %",
+                      at_least(share, RAW_SHARE_TARGET),
+                      f"{fmt_value(worker.value)} vs {fmt_value(raw.value)} pred events/s (the worker also "
+                      "consumes the labels and runs stage 2 and the sink in the same process)"))
+    beat = worker.value / faust.value if worker.value and faust.value else None
+    out.append(Figure("worker_over_faust", "(1)/(3) worker rate over the trivial Faust agent", beat, "x",
+                      "> 1 x", None if beat is None else beat > 1.0,
+                      f"{fmt_value(worker.value)} vs {fmt_value(faust.value)} pred events/s"))
+    return out
+
+
+def render(figures: Sequence[Figure], env: dict[str, Any], seconds: float) -> None:
+    width = max(190, shutil.get_terminal_size((190, 40)).columns)
+    console = Console(width=width)
+    table = Table(title=f"driftline benchmarks ({seconds:.0f}s)", show_lines=False, expand=False)
+    table.add_column("figure", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("unit", no_wrap=True)
+    table.add_column("target", no_wrap=True)
+    table.add_column("met", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    last_section = ""
+    for f in figures:
+        section = f.label.split(")")[0]
+        if last_section and section != last_section and not (section.startswith("(8") and
+                                                             last_section.startswith("(8")):
+            table.add_section()
+        last_section = section
+        met = "—" if f.met is None else ("[green]yes[/]" if f.met else "[red]NO[/]")
+        table.add_row(f.label, fmt_value(f.value), f.unit, f.target or "—", met, f.detail)
+    console.print(environment_line(env))
+    console.print(table)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, ~1 minute)")
+    parser.add_argument("--n", type=int, default=100_000, help="prediction events for (1)-(4)")
+    parser.add_argument("--windows", type=int, default=25, help="windows timed for (6)")
+    parser.add_argument("--client-calls", type=int, default=30_000, help="calls per run for (5)")
+    parser.add_argument("--join-n", type=int, default=100_000, help="pending predictions for (7)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per stream kind for (8)")
+    parser.add_argument("--json", type=Path, default=REPO / "reports" / "bench.json", help="JSON output")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.windows, args.client_calls, args.join_n, args.seeds = 2_000, 3, 2_000, 2_000, 1
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = environment()
+    print(environment_line(env), flush=True)
+    started = time.perf_counter()
+    figures: list[Figure] = []
+
+    def note(what: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {what}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp, running_broker() as broker:
+        settings = bench_settings(broker.bootstrap_servers, "ra", Path(tmp) / "home")
+        produced, seconds = bench_pipeline.produce_workload(settings, args.n)
+        note(f"produced {produced} with the simulator in {seconds:.1f}s "
+             f"({sum(produced.values()) / seconds:,.0f} records/s)")
+        worker = bench_pipeline.measure_worker(settings, args.n, produced)
+        note("(1) worker done")
+        raw = bench_broker.measure_raw(settings, args.n)
+        note("(2) raw consume done")
+        faust = bench_broker.measure_faust(settings, args.n)
+        note("(3) Faust agent done")
+        figures += [worker, raw, faust, *ratio_figures(worker, raw, faust)]
+        client = client_latency(broker.bootstrap_servers, args.client_calls)
+        note("(5) client done")
+        latency = bench_window_latency.measure(broker.bootstrap_servers, Path(tmp) / "latency-home",
+                                               args.windows)
+        note("(6) window latency done")
+    figures.append(bench_pipeline.measure_operators(bench_settings("127.0.0.1:9", "ra"), args.n,
+                                                    repeat=1 if args.quick else 2))
+    note("(4) operators done")
+    figures += [client, *latency, join_state(args.join_n)]
+    note("(7) join state done")
+    if args.quick:
+        figures += bench_detection.measure(1, 1.0, 2400.0, elec2_rows=3_600)
+    else:
+        figures += bench_detection.measure(args.seeds, 4.0, 7200.0)
+    note("(8) detection done")
+
+    order = ["worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s", "worker_share_of_raw",
+             "worker_over_faust", "operators_events_per_s", "client_p99_us", "window_row_p50_s",
+             "window_row_p99_s", "join_bytes_per_pending"]
+    figures.sort(key=lambda f: order.index(f.key) if f.key in order else len(order))
+    total = time.perf_counter() - started
+    render(figures, env, total)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+        "quick": args.quick,
+        "seconds": total,
+        "environment": env,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "figures": [f.as_dict() for f in figures],
+        "missed": [f.key for f in figures if f.met is False],
+    }
+    args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
