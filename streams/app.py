@@ -108,7 +108,11 @@ async def _supervise(runtime: WorkerRuntime, run_seconds: float | None, exit_whe
             break
         if exit_when_idle is not None:
             seen, lag = runtime.progress()
-            ready = all(r.running for r in runtime.runners) and (runtime.sink is None or runtime.sink.running)
+            # Joining a consumer group takes seconds on the embedded broker; before every runner
+            # holds partitions, "nothing seen" means "not started", not idle.
+            ready = all(r.running and r.shards for r in runtime.runners) and (
+                runtime.sink is None or (runtime.sink.running and runtime.sink.assigned())
+            )
             if seen != last_seen or lag or not ready:
                 last_seen, since = seen, now
             elif now - since >= exit_when_idle:

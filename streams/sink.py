@@ -85,6 +85,10 @@ class SinkRunner:
             self._consumer = None
             await consumer.stop()
 
+    def assigned(self) -> bool:
+        """Whether the group has given this sink any partitions yet."""
+        return self._consumer is not None and bool(self._consumer.assignment())
+
     def lag(self) -> dict[TopicPartition, int]:
         """Per assigned partition: true end (Fetch high watermark) minus the next offset to write."""
         consumer = self._consumer
