@@ -1,0 +1,66 @@
+"""Training reference profiles for the demo's model versions, as `driftline profile build` makes.
+
+Without a training profile a model's first live window becomes its reference; with one window of
+a few hundred events as the reference, sampling noise in the reference alone makes clean
+categorical features look drifted now and then. A profile of a few thousand drift-free requests
+of the same models is what a real deployment would publish, and it keeps the clean features
+clean. (The simulator's feature rows are deterministic per seed, so the training requests share
+their feature rows with the first live requests; their labels and predictions are drawn anew.)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.simulate import Scenario, generate
+
+LABEL = "__label__"
+PREDICTION = "__prediction__"
+TRAINING_REQUESTS = 8000
+
+
+def training_scenario(scenario: Scenario, requests: int = TRAINING_REQUESTS) -> Scenario:
+    """The same models without drift, malformed events or missing labels, just before ``scenario``."""
+    duration_s = requests / scenario.rate
+    models = [m.model_copy(update={"covariate_drift": [], "concept_drift": None}) for m in scenario.models]
+    return scenario.model_copy(update={
+        "start": scenario.start_ms() - int(duration_s * 1000), "duration_s": duration_s, "speed": "max",
+        "models": models, "malformed_rate": 0.0, "label_coverage": 1.0,
+    })
+
+
+def training_columns(scenario: Scenario) -> dict[tuple[str, str], dict[str, list[Any]]]:
+    """Per (model_id, version): feature columns plus the label and prediction (classes as strings)."""
+    predictions: dict[str, dict[str, Any]] = {}
+    labels: dict[str, Any] = {}
+    for event in generate(scenario):
+        doc = orjson.loads(event.value)
+        if event.kind == "predictions":
+            predictions[doc["prediction_id"]] = doc
+        elif event.kind == "labels":
+            labels[doc["prediction_id"]] = doc["label"]
+    columns: dict[tuple[str, str], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for pid, doc in predictions.items():
+        table = columns[(doc["model_id"], doc["model_version"])]
+        for name, value in doc["features"].items():
+            table[name].append(value)
+        table[PREDICTION].append(str(doc["prediction"]["label"]))
+        table[LABEL].append(str(labels[pid]) if pid in labels else None)
+    return {key: dict(table) for key, table in columns.items()}
+
+
+def training_profiles(scenario: Scenario, bins: int, top_k: int,
+                      effective_from_ms: int) -> list[ReferenceProfile]:
+    """One training profile per model version of ``scenario`` (deterministic for a scenario)."""
+    profiles = []
+    for (model_id, version), columns in sorted(training_columns(training_scenario(scenario)).items()):
+        profiles.append(build_profile(
+            model_id, version, columns, label_column=LABEL, prediction_column=PREDICTION, bins=bins,
+            top_k=top_k, effective_from_ms=effective_from_ms, source="training", task="classification",
+            created_at_ms=effective_from_ms,
+        ))
+    return profiles
