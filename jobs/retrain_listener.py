@@ -4,7 +4,7 @@ A consumer group on ``topics.retrain_triggers``. Per trigger it runs ``retrain.c
 ``/bin/sh -c``) or, when that is empty, the Python entry point ``retrain.entrypoint``
 (``module:function`` in a ``python -c`` subprocess). The job gets the trigger JSON on stdin and in
 ``DRIFTLINE_TRIGGER_JSON``, plus ``DRIFTLINE_TRIGGER_ID``, ``DRIFTLINE_MODEL_ID``,
-``DRIFTLINE_MODEL_VERSION`` and ``DRIFTLINE_RETRAIN_ATTEMPT``; its output goes to
+``DRIFTLINE_MODEL_VERSION`` and ``DRIFTLINE_JOB_ATTEMPT``; its output goes to
 ``retrain.logs_dir/<model>/<trigger_id>.attempt<N>.log``.
 
 Status events (``queued``, ``started``, ``succeeded``, ``failed``) go to
@@ -180,6 +180,18 @@ def job_argv(settings: Settings) -> list[str]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def job_env(trigger: RetrainTrigger, attempt: int) -> dict[str, str]:
+    """What a job learns from its environment. Names must not collide with Settings sections
+    (``DRIFTLINE_RETRAIN_*`` would be read, and refused, as retrain settings by the job)."""
+    return {
+        "DRIFTLINE_TRIGGER_ID": trigger.trigger_id,
+        "DRIFTLINE_MODEL_ID": trigger.model_id,
+        "DRIFTLINE_MODEL_VERSION": trigger.model_version,
+        "DRIFTLINE_TRIGGER_JSON": trigger.model_dump_json(),
+        "DRIFTLINE_JOB_ATTEMPT": str(attempt),
+    }
 
 
 def _safe_name(text: str) -> str:
@@ -410,9 +422,7 @@ class RetrainListener:
         log_path = (log_dir / f"{_safe_name(tid)}.attempt{attempt}.log").resolve()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         payload = trigger.model_dump_json().encode()
-        env = {**os.environ, "DRIFTLINE_TRIGGER_ID": tid, "DRIFTLINE_MODEL_ID": trigger.model_id,
-               "DRIFTLINE_MODEL_VERSION": trigger.model_version, "DRIFTLINE_TRIGGER_JSON": payload.decode(),
-               "DRIFTLINE_RETRAIN_ATTEMPT": str(attempt)}
+        env = {**os.environ, **job_env(trigger, attempt)}
         started_at = _now_ms()
         await self._status(trigger, attempt, "started", started_at=started_at, log_path=str(log_path))
         begin = time.monotonic()

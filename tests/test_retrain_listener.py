@@ -190,7 +190,7 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, str]:
 def test_sigkilled_listener_job_reruns_and_succeeds_exactly_once(settings: Settings, tmp_path: Path,
                                                                  worker_clickhouse_url: str) -> None:
     marker = tmp_path / "marker.txt"
-    command = (f'echo "start $DRIFTLINE_RETRAIN_ATTEMPT" >> {marker}; sleep 2; '
+    command = (f'echo "start $DRIFTLINE_JOB_ATTEMPT" >> {marker}; sleep 2; '
                f'echo "succeeded $DRIFTLINE_TRIGGER_ID" >> {marker}')
     s = with_retrain(settings, tmp_path, command, max_attempts=2, backoff_s=0.1)
     ensure_topics(s)
@@ -297,3 +297,16 @@ def test_manual_trigger_cli_publishes_and_audits(settings: Settings, monkeypatch
     assert [tuple(r) for r in rows] == [("3", explicit.trigger_id, "manual", "new labels"),
                                         ("7", looked_up.trigger_id, "manual", "looks off")]
     client.close()
+
+
+def test_a_jobs_environment_still_loads_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables the listener hands a job must not be mistaken for (invalid) settings."""
+    from driftline.config import load_settings
+    from driftline.jobs.retrain_listener import job_env
+    from driftline.schemas.events import RetrainTrigger
+
+    trigger = RetrainTrigger(trigger_id="t", model_id="m", model_version="1", reason="manual",
+                             window_start=0, window_end=1, triggered_at=1)
+    for name, value in job_env(trigger, 2).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().retrain.max_attempts >= 1

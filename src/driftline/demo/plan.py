@@ -8,8 +8,6 @@ for ClickHouse's TTLs.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +16,6 @@ from driftline.simulate import ConceptDrift, CovariateDrift, LabelDelay, ModelSp
 WINDOW_S = 60
 DRIFTING_MODEL = "churn"
 DEFAULT_DURATION_S = 120.0
-# The example retrain job, run as a command: the listener hands jobs DRIFTLINE_RETRAIN_ATTEMPT, which
-# Settings would read as an unknown field of its `retrain` section and refuse.
-RETRAIN_COMMAND = (f"env -u DRIFTLINE_RETRAIN_ATTEMPT {shlex.quote(sys.executable)} -m driftline.cli.main "
-                   "jobs example-retrain")
 FAST_DURATION_S = 40.0
 
 
@@ -105,7 +99,6 @@ def demo_env(home: Path, bootstrap: str, web_port: int) -> dict[str, str]:
         "DRIFTLINE_TRIGGERS_PERFORMANCE_DURATION_S": str(5 * WINDOW_S),
         "DRIFTLINE_TRIGGERS_ALARM_PERSIST_S": str(2 * WINDOW_S),
         "DRIFTLINE_TRIGGERS_COOLDOWN_S": "1800",
-        "DRIFTLINE_RETRAIN_COMMAND": RETRAIN_COMMAND,
         "DRIFTLINE_RETRAIN_ARTIFACTS_DIR": str(home / "artifacts"),
         "DRIFTLINE_RETRAIN_LOGS_DIR": str(home / "retrain-logs"),
         "DRIFTLINE_RETRAIN_BACKOFF_S": "1",
