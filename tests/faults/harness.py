@@ -1,0 +1,549 @@
+"""Fault-injection harness: a recorded stream, real worker processes, a controllable network, RSS.
+
+The pattern of ``tests/test_worker_crash.py``, generalised: every run reads the same recorded
+predictions/labels topics with its own internal topics, state, home and embedded ClickHouse
+directory; after the run every table is dumped with FINAL and compared row for row with the
+clean run's.
+
+- :class:`TcpProxy` forwards a loopback port to the broker; ``cut()`` closes every connection and
+  refuses new ones until ``restore()``.
+- :func:`start_proxied_broker` starts a dedicated Tansu whose advertised listener is the proxy, so
+  every client connection (bootstrap *and* the address from metadata) goes through the proxy.
+- :class:`Worker` is one ``driftline worker`` process (role all|processor|sink) with its web port,
+  log file and ``/metrics`` parsing; :class:`RssSampler` samples the RSS of live workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import psutil
+
+from driftline.local.broker import broker_binary, free_port, wait_for_metadata
+
+TABLES = (
+    "feature_windows",
+    "drift_scores",
+    "model_drift",
+    "model_metrics",
+    "outcomes",
+    "dead_letters",
+    "late_events",
+    "reference_profiles",
+    "retrain_triggers",
+)
+INTERNAL = (
+    "outcomes",
+    "dead_letters",
+    "retrain_triggers",
+    "retrain_status",
+    "profiles",
+    "model_events",
+    "sink",
+    "state",
+)
+
+# Generous ceilings (bytes): a worker with the embedded ClickHouse engine settles around 300-500 MB
+# here; a runaway buffer (a sink that kept fetching while blocked, say) goes far past these.
+RSS_LIMIT = {"all": 1_500 * 2**20, "sink": 1_500 * 2**20, "processor": 1_000 * 2**20}
+
+
+# -- network ---------------------------------------------------------------------------------------
+
+
+class TcpProxy:
+    """A loopback TCP forwarder run by an asyncio loop in a thread of the test process."""
+
+    def __init__(self, target_port: int, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.target_port = target_port
+        self.connections = 0
+        self.cuts = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def cut(self) -> None:
+        """Close every proxied connection and refuse new ones (connection refused) until restore()."""
+        self.cuts += 1
+        self._call(self._shutdown())
+
+    def restore(self) -> None:
+        self._call(self._listen())
+
+    @property
+    def is_cut(self) -> bool:
+        return self._server is None
+
+    # -- inside the loop --------------------------------------------------------------------------
+
+    def _call(self, coro: object) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+
+    async def _shutdown(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self._server is None:
+            client_writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self.connections += 1
+        self._writers.update((client_writer, upstream_writer))
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        await asyncio.gather(pump(client_reader, upstream_writer), pump(upstream_reader, client_writer))
+        self._writers.discard(client_writer)
+        self._writers.discard(upstream_writer)
+
+
+@dataclass
+class ProxiedBroker:
+    process: subprocess.Popen[bytes]
+    proxy: TcpProxy
+    broker_port: int
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.proxy.address
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_proxied_broker(log_path: Path, *, extra_args: Iterable[str] = ()) -> ProxiedBroker:
+    """A dedicated Tansu listening on one port and advertising the proxy's address."""
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port).start()
+    command = [
+        broker_binary(),
+        "broker",
+        "--listener-url",
+        f"tcp://127.0.0.1:{broker_port}",
+        "--advertised-listener-url",
+        f"tcp://{proxy.address}",
+        "--storage-engine",
+        "memory://tansu/",
+        *extra_args,
+    ]
+    env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+    broker = ProxiedBroker(process, proxy, broker_port)
+    try:
+        wait_for_metadata(proxy.address, 15, process)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+# -- runs and workers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The recorded input every run of a suite reads."""
+
+    bootstrap: str
+    predictions: str
+    labels: str
+    partitions: int
+    counts: dict[str, int]
+
+
+def run_env(stream: Stream, run: str, root: Path, **extra: str) -> dict[str, str]:
+    """Environment of every process of one run (its own internal topics and database)."""
+    env = {
+        **os.environ,
+        "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
+        "DRIFTLINE_CLICKHOUSE_URL": f"chdb://{root / run / 'chdb'}",
+        "DRIFTLINE_CLICKHOUSE_DATABASE": f"fault_{run}",
+        "DRIFTLINE_TOPICS_PREDICTIONS": stream.predictions,
+        "DRIFTLINE_TOPICS_LABELS": stream.labels,
+        "DRIFTLINE_TOPICS_PARTITIONS": str(stream.partitions),
+        "DRIFTLINE_WINDOWS_SIZES_S": "[60, 300]",
+        "DRIFTLINE_WINDOWS_ALLOWED_LATENESS_S": "10",
+        "DRIFTLINE_WINDOWS_METRICS_INTERVAL_S": "60",
+        "DRIFTLINE_JOIN_LABEL_HORIZON_S": "300",
+        "DRIFTLINE_TRIGGERS_COOLDOWN_S": "600",
+        "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "DRIFTLINE_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
+        "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "1",
+        "DRIFTLINE_WORKER_BATCH_MAX_RECORDS": "2000",
+    }
+    for name in INTERNAL:
+        env[f"DRIFTLINE_TOPICS_{name.upper()}"] = f"{stream.predictions}.{run}.{name}"
+    env.update(extra)
+    return env
+
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})? (\S+)$", re.M)
+_LABELS = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    out = []
+    for name, labels, value in _SAMPLE.findall(text):
+        out.append((name, dict(_LABELS.findall(labels or "")), float(value)))
+    return out
+
+
+class Worker:
+    """One `driftline worker` subprocess; stopped (SIGCONT + SIGKILL if needed) by ``close``."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        *,
+        role: str = "all",
+        idle: float | None = 5,
+        run_seconds: float = 400,
+        home: Path | None = None,
+        loglevel: str = "warning",
+    ) -> None:
+        self.role = role
+        self.port = free_port()
+        self.log = log
+        env = dict(env)
+        if home is not None:
+            env["DRIFTLINE_HOME"] = str(home)
+        command = [
+            sys.executable,
+            "-m",
+            "driftline.cli.main",
+            "worker",
+            "--role",
+            role,
+            "--web-port",
+            str(self.port),
+            "--run-seconds",
+            str(run_seconds),
+            "--loglevel",
+            loglevel,
+        ]
+        if idle is not None:
+            command += ["--exit-when-idle", str(idle)]
+        with log.open("ab") as err:
+            self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        self.pid = self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
+                return parse_metrics(response.read().decode())
+        except OSError:
+            return []
+
+    def metric_sum(self, name: str, **labels: str) -> float:
+        return sum(
+            v
+            for n, lab, v in self.metrics()
+            if n == name and all(lab.get(k) == want for k, want in labels.items())
+        )
+
+    def predictions_in(self) -> float:
+        return sum(
+            v
+            for n, lab, v in self.metrics()
+            if n == "driftline_events_in_total"
+            and lab.get("stage") == "shard"
+            and lab.get("topic", "").endswith("predictions")
+        )
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.process.send_signal(sig)
+
+    def pause(self) -> None:
+        """SIGSTOP, and wait until the kernel reports the process stopped."""
+        self.signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(self.pid)
+            while process.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+                assert time.monotonic() < deadline, "SIGSTOP did not take effect"
+                time.sleep(0.005)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+        self.process.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill()
+
+
+@contextlib.contextmanager
+def workers() -> Iterator[list[Worker]]:
+    """Every worker appended to the yielded list is killed on exit, whatever happened."""
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            with contextlib.suppress(Exception):
+                worker.close()
+
+
+def wait_until(predicate: object, timeout: float, what: str, *, alive: Iterable[Worker] = ()) -> None:
+    deadline = time.monotonic() + timeout
+    check = predicate  # a zero-argument callable
+    while not check():  # type: ignore[operator]
+        for worker in alive:
+            assert worker.alive(), (
+                f"{worker.role} worker exited ({worker.process.returncode}) while "
+                f"waiting for {what}:\n{worker.tail()}"
+            )
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def kill_after_progress(worker: Worker, records: float, timeout: float = 120) -> None:
+    """SIGKILL `worker` once its shard stage consumed `records` predictions (this incarnation)."""
+    wait_until(
+        lambda: worker.predictions_in() >= records, timeout, f"{records:.0f} predictions in", alive=[worker]
+    )
+    worker.kill()
+
+
+def run_to_idle(
+    env: dict[str, str],
+    log: Path,
+    started: list[Worker],
+    home: Path,
+    sampler: RssSampler | None = None,
+    timeout: float = 300,
+) -> None:
+    worker = Worker(env, log, home=home)
+    started.append(worker)
+    if sampler is not None:
+        sampler.watch(worker)
+    code = worker.wait(timeout)
+    assert code == 0, worker.tail()
+
+
+def drain_sink(sink: Worker, timeout: float = 120, quiet_s: float = 2.5) -> None:
+    """Wait until the sink has no lag and read nothing new for `quiet_s`, then stop it (exit 0)."""
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    while True:
+        assert sink.alive(), f"sink exited ({sink.process.returncode}):\n{sink.tail()}"
+        assert time.monotonic() < deadline, "sink did not drain"
+        metrics = sink.metrics()
+        seen = sum(v for n, _, v in metrics if n == "driftline_sink_messages_total")
+        lag = sum(v for n, lab, v in metrics if n == "driftline_consumer_lag" and lab.get("stage") == "sink")
+        if not metrics or lag or seen != last:
+            last, since = seen, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.25)
+    sink.signal(signal.SIGTERM)
+    assert sink.wait(60) == 0, sink.tail()
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RssSampler:
+    """Samples the RSS of watched workers every `interval` seconds in a background thread."""
+
+    interval: float = 0.5
+    peaks: dict[str, int] = field(default_factory=dict)  # role -> max RSS seen
+    series: dict[int, list[tuple[float, int]]] = field(default_factory=dict)  # pid -> (t, rss)
+    _watched: dict[int, tuple[str, psutil.Process]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def watch(self, worker: Worker) -> None:
+        with contextlib.suppress(psutil.Error):
+            self._watched[worker.pid] = (worker.role, psutil.Process(worker.pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.wait(self.interval):
+            for pid, (role, process) in list(self._watched.items()):
+                try:
+                    if process.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    rss = process.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peaks[role] = max(self.peaks.get(role, 0), rss)
+                self.series.setdefault(pid, []).append((time.monotonic() - t0, rss))
+
+    def check(self, limits: dict[str, int] = RSS_LIMIT) -> str:
+        """Assert every role stayed under its limit; returns a one-line report (MB)."""
+        for role, peak in self.peaks.items():
+            assert peak < limits[role], (
+                f"{role} RSS peaked at {peak / 2**20:.0f} MB (limit {limits[role] / 2**20:.0f} MB)"
+            )
+        return ", ".join(f"{role} peak {peak / 2**20:.0f} MB" for role, peak in sorted(self.peaks.items()))
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+DUMP = textwrap.dedent("""
+    import sys, orjson, clickhouse_connect
+    client = clickhouse_connect.get_client(dsn=sys.argv[1])
+    out = {}
+    for table in sys.argv[3].split(","):
+        result = client.query(f"SELECT * FROM {sys.argv[2]}.{table} FINAL ORDER BY ALL")
+        out[table] = [list(map(str, row)) for row in result.result_rows]
+    sys.stdout.buffer.write(orjson.dumps(out))
+""")
+
+
+def dump_tables(root: Path, run: str, tables: Iterable[str] = TABLES) -> dict[str, list[list[str]]]:
+    """Every table of a finished run, read with FINAL (in a subprocess: one chDB path per process)."""
+    result = subprocess.run(
+        [sys.executable, "-c", DUMP, f"chdb://{root / run / 'chdb'}", f"fault_{run}", ",".join(tables)],
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    return orjson.loads(result.stdout)
+
+
+def assert_same_tables(faulted: dict[str, list[list[str]]], clean: dict[str, list[list[str]]]) -> None:
+    for table in clean:
+        got, want = faulted[table], clean[table]
+        if got != want:
+            got_set, want_set = {tuple(r) for r in got}, {tuple(r) for r in want}
+            missing, extra = len(want_set - got_set), len(got_set - want_set)
+            raise AssertionError(
+                f"{table}: {len(got)} rows vs {len(want)} in the clean run "
+                f"({missing} missing, {extra} extra or different)"
+            )
+
+
+# -- ClickHouse storage outage ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def clickhouse_storage_down(root: Path, run: str, sink: Worker) -> Iterator[None]:
+    """Make the run's embedded ClickHouse fail every insert until the block exits.
+
+    The engine's ``store`` directory (all table data) is moved aside and a plain *file* takes its
+    place: creating a part directory then fails inside ClickHouse ("Not a directory"), while
+    metadata queries keep working. On exit the directory is put back and inserts succeed again
+    with every earlier part intact. (A missing directory would just be recreated, empty.) The
+    sink is SIGSTOPped for the few microseconds of each swap, so it cannot race them.
+    """
+    store = root / run / "chdb" / "store"
+    aside = store.with_name("store.down")
+    sink.pause()
+    try:
+        store.rename(aside)
+        store.touch()
+    finally:
+        sink.resume()
+    try:
+        yield
+    finally:
+        sink.pause()
+        try:
+            store.unlink()
+            aside.rename(store)
+        finally:
+            sink.resume()
