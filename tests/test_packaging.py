@@ -1,0 +1,26 @@
+"""pyproject's package list matches the folders: a wheel must contain every subpackage."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_package_folder_is_listed_and_every_listed_package_exists() -> None:
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping: dict[str, str] = tool["package-dir"]
+    listed = set(tool["packages"])
+    found = set()
+    for package, folder in mapping.items():
+        base = ROOT / folder
+        for init in base.rglob("__init__.py"):
+            relative = init.parent.relative_to(base)
+            name = ".".join([package, *relative.parts]) if relative.parts else package
+            # A folder nested in this one but mapped on its own belongs to that other mapping.
+            remapped = any(len(p) > len(package) and (name == p or name.startswith(p + ".")) for p in mapping)
+            if not remapped and "__pycache__" not in relative.parts:
+                found.add(name)
+    assert found - listed == set(), "package folders missing from pyproject"
+    assert listed - found == set(), "pyproject lists packages that have no folder"
