@@ -87,10 +87,6 @@ def new_version(old: str) -> str:
     return f"{old}-r1"
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 @dataclass(frozen=True)
 class Example:
     """One labeled outcome: raw features and the label (a class, or a number for regression)."""
@@ -104,11 +100,13 @@ def fetch_outcomes(settings: Settings, trigger: RetrainTrigger, limit: int = MAX
     sql = (
         "SELECT prediction_id, toUnixTimestamp64Milli(label_time) AS label_ms, label, label_value, features "
         f"FROM {database_name(settings)}.outcomes FINAL "
-        f"WHERE run_id = {_literal(trigger.run_id)} AND model_id = {_literal(trigger.model_id)} "
-        f"AND label_time <= fromUnixTimestamp64Milli({int(trigger.triggered_at)}) "
-        f"ORDER BY label_time DESC, prediction_id DESC LIMIT {int(limit)}"
+        "WHERE run_id = {run_id:String} AND model_id = {model_id:String} "
+        "AND label_time <= fromUnixTimestamp64Milli({until:Int64}) "
+        "ORDER BY label_time DESC, prediction_id DESC LIMIT {limit:UInt32}"
     )
-    data = orjson.loads(run_query(settings, sql, "json"))["data"]
+    parameters = {"run_id": trigger.run_id, "model_id": trigger.model_id,
+                  "until": int(trigger.triggered_at), "limit": int(limit)}
+    data = orjson.loads(run_query(settings, sql, "json", parameters=parameters))["data"]
     data.sort(key=lambda r: (int(r["label_ms"]), r["prediction_id"]))
     examples = []
     for row in data:

@@ -16,7 +16,7 @@ import pytest
 from driftline.demo.plan import DRIFTING_MODEL, demo_scenario, pace
 from driftline.demo.report import render_html
 from driftline.demo.run import DemoError, prepare_home
-from driftline.demo.summary import build_summary, detections, queries, weighted_accuracy
+from driftline.demo.summary import build_summary, detections, queries, query_parameters, weighted_accuracy
 from driftline.demo.training import training_profiles
 from driftline.local.state import pid_alive
 
@@ -107,11 +107,12 @@ def test_detections_and_accuracy_helpers() -> None:
     assert weighted_accuracy(ROWS["metrics"], ("churn", "9"), 0, T0) is None
 
 
-def test_queries_read_the_live_run_with_final() -> None:
-    sql = queries(60, 60, ["churn"])
+def test_queries_read_the_live_run_with_final_and_bound_values() -> None:
+    sql = queries()
     assert set(sql) == {"drift", "metrics", "triggers", "jobs", "dead_letters", "late_events", "head_to_head"}
     assert all("FINAL" in q and "run_id = ''" in q for q in sql.values())
-    assert "window_size_s = 60" in sql["drift"] and "'churn'" in sql["head_to_head"]
+    assert "{window_s:UInt32}" in sql["drift"] and "{models:Array(String)}" in sql["head_to_head"]
+    assert query_parameters(60, 30, ["ch'urn"]) == {"window_s": 60, "interval_s": 30, "models": ["ch'urn"]}
 
 
 def test_report_embeds_charts_and_the_summary_table() -> None:

@@ -659,24 +659,8 @@ SAFE_INTERPOLATIONS = {
     ("jobs/example_retrain.py", "database_name(settings)"),
     ("src/driftline/demo/summary.py", "_REQUEST"),  # a constant SQL expression
     ("src/driftline/demo/run.py", "attempts"),  # settings.retrain.max_attempts, a validated int
+    ("src/driftline/replay/results.py", "where"),  # a constant with {name:Type} placeholders
 }
-# Values spliced into SQL as hand-escaped literals instead of query parameters (bugs, see report):
-# run_query()/the /query endpoint take no parameters, so callers quote by hand.
-KNOWN_VALUE_INTERPOLATIONS = {
-    ("src/driftline/cli/trigger.py", "quoted"),  # model_id, hand-escaped
-    ("src/driftline/cli/profile.py", "_sql_string(model_id)"),
-    ("src/driftline/cli/profile.py", "_sql_string(model_version)"),
-    ("src/driftline/cli/profile.py", "where"),
-    ("jobs/example_retrain.py", "_literal(trigger.run_id)"),
-    ("jobs/example_retrain.py", "_literal(trigger.model_id)"),
-    ("src/driftline/replay/results.py", "_runs(run_ids)"),
-    ("src/driftline/replay/results.py", "quote(run_id)"),
-    ("src/driftline/replay/results.py", "where"),
-    ("src/driftline/replay/results.py", "runs"),
-    ("src/driftline/demo/summary.py", "models"),  # model ids NOT escaped at all
-}
-
-
 def sql_interpolations() -> set[tuple[str, str]]:
     """(file, interpolated expression) of every f-string / .format / % that builds SQL text."""
     found: set[tuple[str, str]] = set()
@@ -715,21 +699,8 @@ def sql_interpolations() -> set[tuple[str, str]]:
     return found
 
 
-def test_no_new_sql_built_from_values() -> None:
-    """Every interpolation into SQL text is a validated identifier, a constant, an int, or one of
-    the known hand-quoted literals below; anything new fails here."""
-    unknown = sql_interpolations() - SAFE_INTERPOLATIONS - KNOWN_VALUE_INTERPOLATIONS
-    assert not unknown, f"SQL built from values (use query parameters): {sorted(unknown)}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "values are spliced into SQL as hand-escaped literals: cli/trigger.latest_version, cli/profile."
-        "latest_profile, jobs/example_retrain (run_id, model_id), replay/results (run ids), and demo/summary "
-        "(model ids, unescaped). store.query.run_query and POST /query take no parameters; add "
-        "`parameters` (ClickHouse {name:Type}) to both and pass values through them."
-    ),
-)
 def test_only_parameterised_sql() -> None:
-    assert sql_interpolations() & KNOWN_VALUE_INTERPOLATIONS == set()
+    """Every interpolation into SQL text is a validated identifier, a constant or an int; values
+    travel as ClickHouse query parameters ({name:Type}). Anything new fails here."""
+    unknown = sql_interpolations() - SAFE_INTERPOLATIONS
+    assert not unknown, f"SQL built from values (use query parameters): {sorted(unknown)}"

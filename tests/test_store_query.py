@@ -215,6 +215,11 @@ def test_query_while_another_process_owns_the_engine(settings: Settings, worker_
             update={"url": worker_clickhouse_url})})
         if worker_settings.clickhouse.embedded:
             assert orjson.loads(run_query(worker_settings, sql))["rows"] == 2
+            # values travel as bound parameters through the owner too, quotes and arrays included
+            bound = ("SELECT model_id FROM model_drift FINAL WHERE has({ids:Array(String)}, model_id) "
+                     "OR model_id = {odd:String} ORDER BY model_id")
+            answer = run_query(worker_settings, bound, parameters={"ids": ["b", "it's"], "odd": "x'); DROP"})
+            assert [r["model_id"] for r in orjson.loads(answer)["data"]] == ["b"]
 
         # the owner's endpoint refuses writes even when the local guard is bypassed
         request = urllib.request.Request(recorded.query_url, data=b"DROP TABLE model_drift", method="POST")

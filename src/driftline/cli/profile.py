@@ -262,18 +262,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 # -- show ------------------------------------------------------------------------------------------
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def latest_profile(settings: Settings, model_id: str, model_version: str | None) -> ReferenceProfile | None:
     """The newest live (run_id '') stored profile of the model (version), by created_at."""
-    where = f"run_id = '' AND model_id = {_sql_string(model_id)}"
-    if model_version is not None:
-        where += f" AND model_version = {_sql_string(model_version)}"
-    sql = (f"SELECT profile FROM {database_name(settings)}.reference_profiles FINAL WHERE {where} "
-           "ORDER BY created_at DESC, effective_from DESC, profile_id DESC LIMIT 1")
-    rows = orjson.loads(run_query(settings, sql, "json"))["data"]
+    version_filter = "" if model_version is None else " AND model_version = {model_version:String}"
+    sql = (f"SELECT profile FROM {database_name(settings)}.reference_profiles FINAL "
+           "WHERE run_id = '' AND model_id = {model_id:String}" + version_filter +
+           " ORDER BY created_at DESC, effective_from DESC, profile_id DESC LIMIT 1")
+    parameters = {"model_id": model_id, "model_version": model_version or ""}
+    rows = orjson.loads(run_query(settings, sql, "json", parameters=parameters))["data"]
     return ReferenceProfile.model_validate_json(rows[0]["profile"]) if rows else None
 
 

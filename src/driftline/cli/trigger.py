@@ -71,11 +71,10 @@ def manual_trigger(settings: Settings, model_id: str, model_version: str, reason
 
 def latest_version(settings: Settings, model_id: str) -> str | None:
     """The live version of ``model_id`` whose newest drift window is the latest, if any."""
-    quoted = "'" + model_id.replace("\\", "\\\\").replace("'", "\\'") + "'"
     sql = (f"SELECT model_version FROM {database_name(settings)}.model_drift "
-           f"WHERE run_id = '' AND model_id = {quoted} "
+           "WHERE run_id = '' AND model_id = {model_id:String} "
            "GROUP BY model_version ORDER BY max(window_end) DESC, model_version DESC LIMIT 1")
-    rows = orjson.loads(run_query(settings, sql, "json"))["data"]
+    rows = orjson.loads(run_query(settings, sql, "json", parameters={"model_id": model_id}))["data"]
     return str(rows[0]["model_version"]) if rows else None
 
 

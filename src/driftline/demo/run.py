@@ -28,7 +28,7 @@ from driftline.demo.plan import DemoPlan, build_plan, pace
 from driftline.demo.progress import LIVE_COUNTS_SQL, Progress, metric_sums
 from driftline.demo.report import write_report
 from driftline.demo.stack import Child, StartupError, spawn, wait_healthy
-from driftline.demo.summary import build_summary, fetch_rows, queries, rfc3339
+from driftline.demo.summary import build_summary, fetch_rows, queries, query_parameters, rfc3339
 from driftline.demo.training import training_profiles
 from driftline.kafka.admin import ensure_topics
 from driftline.local.broker import EmbeddedBroker, free_port, start_broker
@@ -114,8 +114,9 @@ async def _guarded(work: Awaitable[T], children: list[Child]) -> T:
                 return task.result()
             for child in children:
                 if not child.running():
-                    raise DemoError(f"{child.name} exited with code {child.process.returncode}:\n"
-                                    f"{child.log_tail()}")
+                    raise DemoError(
+                        f"{child.name} exited with code {child.process.returncode}:\n{child.log_tail()}"
+                    )
     finally:
         if not task.done():
             task.cancel()
@@ -153,10 +154,13 @@ class Driver:
                     self.progress.apply_counts(await asyncio.to_thread(self.query, LIVE_COUNTS_SQL))
             if self.traffic_started:
                 scenario = self.plan.scenario
-                sim_s = min((time.monotonic() - self.traffic_started) * float(scenario.speed),
-                            scenario.duration_s)
-                self.progress.simulated_until = (f"{rfc3339(scenario.start_ms() + int(sim_s * 1000))} "
-                                                 f"(x{float(scenario.speed):g} wall time)")
+                sim_s = min(
+                    (time.monotonic() - self.traffic_started) * float(scenario.speed), scenario.duration_s
+                )
+                self.progress.simulated_until = (
+                    f"{rfc3339(scenario.start_ms() + int(sim_s * 1000))} "
+                    f"(x{float(scenario.speed):g} wall time)"
+                )
             await asyncio.sleep(0.5)
 
     async def traffic(self) -> dict[str, int]:
@@ -190,16 +194,20 @@ class Driver:
             elif time.monotonic() - still_since >= 3.0:
                 return
             await asyncio.sleep(0.5)
-        raise DemoError(f"the worker did not drain within {timeout:.0f}s "
-                        f"(processed {self.progress.processed} of {produced}, lag {self.progress.lag})")
+        raise DemoError(
+            f"the worker did not drain within {timeout:.0f}s "
+            f"(processed {self.progress.processed} of {produced}, lag {self.progress.lag})"
+        )
 
     async def wait_jobs(self, timeout: float) -> bool:
         """Until every retrain trigger's job succeeded or used up its attempts (bounded)."""
         self.progress.phase = "waiting for retrain jobs"
         attempts = self.settings.retrain.max_attempts
-        sql = ("SELECT (SELECT count() FROM retrain_triggers FINAL WHERE run_id = '') AS triggers, "
-               "(SELECT uniqExactIf(trigger_id, status = 'succeeded' OR (status = 'failed' AND attempt >= "
-               f"{attempts})) FROM retrain_jobs FINAL WHERE run_id = '') AS finished")
+        sql = (
+            "SELECT (SELECT count() FROM retrain_triggers FINAL WHERE run_id = '') AS triggers, "
+            "(SELECT uniqExactIf(trigger_id, status = 'succeeded' OR (status = 'failed' AND attempt >= "
+            f"{attempts})) FROM retrain_jobs FINAL WHERE run_id = '') AS finished"
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             row = await asyncio.to_thread(self.query, sql)
@@ -225,17 +233,23 @@ class Driver:
                 await poller
 
 
-def _start_children(plan: DemoPlan, settings: Settings, env: dict[str, str], home: Path, timeout: float,
-                    children: list[Child]) -> None:
+def _start_children(
+    plan: DemoPlan, settings: Settings, env: dict[str, str], home: Path, timeout: float, children: list[Child]
+) -> None:
     """The worker, then (once it owns ClickHouse) the training profiles, then the retrain listener."""
     worker = spawn("worker", ["worker", "--loglevel", "warning"], home / "logs" / "worker.log", env)
     children.append(worker)
     wait_healthy(worker, f"http://127.0.0.1:{settings.worker.web_port}/healthz", timeout)
-    for profile in training_profiles(plan.scenario, settings.drift.bins, settings.drift.top_k,
-                                     plan.scenario.start_ms()):
+    for profile in training_profiles(
+        plan.scenario, settings.drift.bins, settings.drift.top_k, plan.scenario.start_ms()
+    ):
         publish_profile(settings, profile)
-    listener = spawn("retrain-listener", ["jobs", "retrain-listener", "--grace", "10"],
-                     home / "logs" / "retrain-listener.log", env)
+    listener = spawn(
+        "retrain-listener",
+        ["jobs", "retrain-listener", "--grace", "10"],
+        home / "logs" / "retrain-listener.log",
+        env,
+    )
     children.append(listener)
 
 
@@ -255,14 +269,21 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
     children: list[Child] = []
     try:
         broker = start_broker(log_path=home / "logs" / "broker.log", detach=True)
-        plan = build_plan(home, broker.bootstrap_servers, free_port(), pace(options.duration_s, options.fast),
-                          int(time.time() * 1000))
+        plan = build_plan(
+            home,
+            broker.bootstrap_servers,
+            free_port(),
+            pace(options.duration_s, options.fast),
+            int(time.time() * 1000),
+        )
         env = {**os.environ, **plan.env}
         with scoped_env(plan.env):
             settings = load_settings_or_exit(options.config)
         ensure_topics(settings)
-        console.print(f"[bold]driftline demo[/] in {home}: broker {broker.bootstrap_servers}, "
-                      f"worker web port {settings.worker.web_port}")
+        console.print(
+            f"[bold]driftline demo[/] in {home}: broker {broker.bootstrap_servers}, "
+            f"worker web port {settings.worker.web_port}"
+        )
         _start_children(plan, settings, env, home, options.startup_timeout_s, children)
         timings.mark("startup")
         progress = Progress()
@@ -271,9 +292,14 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
             counts, jobs_done = asyncio.run(driver.run(options, timings))
             progress.phase = "summarizing"
         truth = ground_truth(plan.scenario)
-        sql = queries(settings.windows.sizes_s[0], settings.windows.metrics_interval_s,
-                      [m for m, spec in truth["models"].items() if spec["challenger"]])
-        rows = fetch_rows(lambda statement: run_query(settings, statement, "json"), sql)
+        parameters = query_parameters(
+            settings.windows.sizes_s[0],
+            settings.windows.metrics_interval_s,
+            [m for m, spec in truth["models"].items() if spec["challenger"]],
+        )
+        rows = fetch_rows(
+            lambda statement: run_query(settings, statement, "json", parameters=parameters), queries()
+        )
         summary = build_summary(truth, rows, plan.injection_ms)
         report = write_report(options.report or home / "report.html", summary, truth, rows)
         timings.mark("summary_and_report")
@@ -283,9 +309,15 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         broker.stop()
         timings.mark("shutdown")
         summary.update(
-            report=str(report.resolve()), home=str(home), events=counts, retrain_jobs_finished=jobs_done,
-            simulated_seconds=plan.simulated_s, speed=plan.scenario.speed, timings_s=timings.as_dict(),
-            pids=pids, exit_codes=codes,
+            report=str(report.resolve()),
+            home=str(home),
+            events=counts,
+            retrain_jobs_finished=jobs_done,
+            simulated_seconds=plan.simulated_s,
+            speed=plan.scenario.speed,
+            timings_s=timings.as_dict(),
+            pids=pids,
+            exit_codes=codes,
         )
         return summary
     except (StartupError, StoreError, QueryRejected, PublishError) as err:

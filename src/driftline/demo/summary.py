@@ -21,14 +21,18 @@ Rows = dict[str, list[Row]]
 _REQUEST = "replaceRegexpOne(prediction_id, '-v[^-]*$', '')"  # the simulator's request id
 
 
-def queries(window_s: int, interval_s: int, challenged: list[str]) -> dict[str, str]:
-    """The summary's queries by name (live pipeline only: ``run_id = ''``)."""
-    models = ", ".join(f"'{m}'" for m in challenged) or "''"
+def query_parameters(window_s: int, interval_s: int, challenged: list[str]) -> dict[str, Any]:
+    """Values bound to the queries' ``{name:Type}`` placeholders (never spliced into the SQL)."""
+    return {"window_s": int(window_s), "interval_s": int(interval_s), "models": list(challenged)}
+
+
+def queries() -> dict[str, str]:
+    """The summary's queries by name (live pipeline only: ``run_id = ''``), see query_parameters."""
     return {
         "drift": (
             "SELECT model_id, model_version, feature, toUnixTimestamp64Milli(window_start) AS start_ms, "
             "toUnixTimestamp64Milli(window_end) AS end_ms, psi, drifted FROM drift_scores FINAL "
-            f"WHERE run_id = '' AND segment = '' AND window_size_s = {int(window_s)} "
+            "WHERE run_id = '' AND segment = '' AND window_size_s = {window_s:UInt32} "
             "AND feature_kind IN ('numeric', 'categorical') "
             "ORDER BY model_id, model_version, feature, start_ms"
         ),
@@ -57,11 +61,13 @@ def queries(window_s: int, interval_s: int, challenged: list[str]) -> dict[str, 
         # Champion and challenger scored the same requests: accuracy per interval on the requests
         # that have a labeled outcome for more than one version.
         "head_to_head": (
-            f"SELECT model_id, model_version, toUnixTimestamp(toStartOfInterval(prediction_time, "
-            f"INTERVAL {int(interval_s)} SECOND)) * 1000 AS time_ms, avg(correct) AS accuracy, count() AS n "
-            f"FROM outcomes FINAL WHERE run_id = '' AND model_id IN ({models}) AND correct IS NOT NULL "
-            f"AND ({_REQUEST}, model_id) IN (SELECT {_REQUEST} AS request, model_id FROM outcomes FINAL "
-            f"WHERE run_id = '' AND model_id IN ({models}) AND correct IS NOT NULL "
+            "SELECT model_id, model_version, toUnixTimestamp(toStartOfInterval(prediction_time, "
+            "toIntervalSecond({interval_s:UInt32}))) * 1000 AS time_ms, "
+            "avg(correct) AS accuracy, count() AS n "
+            "FROM outcomes FINAL WHERE run_id = '' AND has({models:Array(String)}, model_id) "
+            f"AND correct IS NOT NULL AND ({_REQUEST}, model_id) IN (SELECT {_REQUEST} AS request, model_id "
+            "FROM outcomes FINAL WHERE run_id = '' AND has({models:Array(String)}, model_id) "
+            "AND correct IS NOT NULL "
             "GROUP BY request, model_id HAVING uniqExact(model_version) > 1) "
             "GROUP BY model_id, model_version, time_ms ORDER BY model_id, model_version, time_ms"
         ),
@@ -69,7 +75,7 @@ def queries(window_s: int, interval_s: int, challenged: list[str]) -> dict[str, 
 
 
 def fetch_rows(query: Callable[[str], str], sql: dict[str, str]) -> Rows:
-    """Run every query; ``query(sql)`` returns ClickHouse JSON text."""
+    """Run every query; ``query(sql)`` binds the parameters and returns ClickHouse JSON text."""
     return {name: orjson.loads(query(statement))["data"] for name, statement in sql.items()}
 
 
@@ -124,8 +130,9 @@ def detections(drift_rows: Iterable[Row]) -> dict[tuple[str, str], dict[str, lis
     return found
 
 
-def weighted_accuracy(metric_rows: Iterable[Row], key: tuple[str, str], after: int,
-                      before: int) -> float | None:
+def weighted_accuracy(
+    metric_rows: Iterable[Row], key: tuple[str, str], after: int, before: int
+) -> float | None:
     """Outcome-weighted accuracy of the interval rows ending in ``(after, before]``."""
     n = hits = 0.0
     for row in metric_rows:
@@ -162,26 +169,30 @@ def model_summary(truth: dict[str, Any], rows: Rows, split_ms: int) -> list[Row]
         detected = found.get(key, {})
         first = min((min(ends) for ends in detected.values()), default=None)
         concept = model.get("concept_drift")
-        out.append({
-            "model_id": model_id,
-            "model_version": version,
-            "role": role,
-            "injected_drift": injected,
-            "concept_drift": rfc3339(int(concept["start_ms"])) if concept else None,
-            "injection_time": rfc3339(injection_ms(model)),
-            "detected_drift": sorted(detected),
-            "false_detections": sorted(set(detected) - set(injected)),
-            "missed": sorted(set(injected) - set(detected)),
-            "drifted_windows": {feature: len(ends) for feature, ends in sorted(detected.items())},
-            "first_detection": rfc3339(first),
-            "accuracy_before": weighted_accuracy(rows["metrics"], key, 0, split_ms),
-            "accuracy_after": weighted_accuracy(rows["metrics"], key, split_ms, 2**63),
-            "expected_accuracy": model["expected_accuracy"].get(version),
-            "detector_alarms": sum(1 for r in rows["metrics"] if r["row_kind"] == "alarm" and _key(r) == key),
-            "retrain_triggers": sum(1 for r in rows["triggers"] if _key(r) == key),
-            "trigger_reasons": sorted({str(r["reason"]) for r in rows["triggers"] if _key(r) == key}),
-            "retrain_jobs_succeeded": succeeded.get(key, 0),
-        })
+        out.append(
+            {
+                "model_id": model_id,
+                "model_version": version,
+                "role": role,
+                "injected_drift": injected,
+                "concept_drift": rfc3339(int(concept["start_ms"])) if concept else None,
+                "injection_time": rfc3339(injection_ms(model)),
+                "detected_drift": sorted(detected),
+                "false_detections": sorted(set(detected) - set(injected)),
+                "missed": sorted(set(injected) - set(detected)),
+                "drifted_windows": {feature: len(ends) for feature, ends in sorted(detected.items())},
+                "first_detection": rfc3339(first),
+                "accuracy_before": weighted_accuracy(rows["metrics"], key, 0, split_ms),
+                "accuracy_after": weighted_accuracy(rows["metrics"], key, split_ms, 2**63),
+                "expected_accuracy": model["expected_accuracy"].get(version),
+                "detector_alarms": sum(
+                    1 for r in rows["metrics"] if r["row_kind"] == "alarm" and _key(r) == key
+                ),
+                "retrain_triggers": sum(1 for r in rows["triggers"] if _key(r) == key),
+                "trigger_reasons": sorted({str(r["reason"]) for r in rows["triggers"] if _key(r) == key}),
+                "retrain_jobs_succeeded": succeeded.get(key, 0),
+            }
+        )
     return out
 
 

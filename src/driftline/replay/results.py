@@ -21,22 +21,11 @@ from driftline.store.query import run_query
 _WIDE_INT = re.compile(r"^(Nullable\()?U?Int(64|128|256)")
 
 
-def quote(text: str) -> str:
-    """A ClickHouse string literal.
 
-    >>> quote("it's")
-    "'it\\\\'s'"
-    """
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _runs(run_ids: Sequence[str]) -> str:
-    return "(" + ", ".join(quote(r) for r in run_ids) + ")"
-
-
-def select(settings: Settings, sql: str) -> list[dict[str, Any]]:
-    """Rows of a read-only query as dicts (64-bit integers, quoted in JSON, as ints)."""
-    result = orjson.loads(run_query(settings, sql, "json"))
+def select(settings: Settings, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+    """Rows of a read-only query as dicts (64-bit integers, quoted in JSON, as ints); values are
+    bound to the SQL's ``{name:Type}`` placeholders by ClickHouse."""
+    result = orjson.loads(run_query(settings, sql, "json", parameters=parameters))
     wide = [c["name"] for c in result["meta"] if _WIDE_INT.match(c["type"])]
     rows: list[dict[str, Any]] = result["data"]
     for row in rows:
@@ -50,22 +39,23 @@ def window_size(settings: Settings, run_ids: Sequence[str], requested: int | Non
     """The window size to read: ``requested``, else the smallest in the runs' model_drift rows."""
     if requested is not None:
         return requested
-    rows = select(settings, f"SELECT min(window_size_s) AS s, count() AS n FROM model_drift "
-                            f"WHERE run_id IN {_runs(run_ids)}")
+    rows = select(settings, "SELECT min(window_size_s) AS s, count() AS n FROM model_drift "
+                            "WHERE run_id IN {runs:Array(String)}", runs=list(run_ids))
     return int(rows[0]["s"]) if rows and int(rows[0]["n"]) else None
 
 
 def load_windows(settings: Settings, run_ids: Sequence[str], size_s: int) -> list[WindowRow]:
     """model_drift rows, each with the max PSI over its features (pseudo-features excluded)."""
-    where = f"run_id IN {_runs(run_ids)} AND segment = '' AND window_size_s = {int(size_s)}"
+    where = "run_id IN {runs:Array(String)} AND segment = '' AND window_size_s = {size:UInt32}"
+    bound = {"runs": list(run_ids), "size": int(size_s)}
     windows = select(settings, f"""
         SELECT run_id, model_id, model_version, toUnixTimestamp64Milli(window_start) AS ws,
                toUnixTimestamp64Milli(window_end) AS we, n_events, n_drifted, drifted
-        FROM model_drift FINAL WHERE {where} ORDER BY run_id, model_id, model_version, ws""")
+        FROM model_drift FINAL WHERE {where} ORDER BY run_id, model_id, model_version, ws""", **bound)
     psi = select(settings, f"""
         SELECT run_id, model_id, model_version, toUnixTimestamp64Milli(window_start) AS ws, max(psi) AS psi
         FROM drift_scores FINAL WHERE {where} AND NOT startsWith(feature, '__')
-        GROUP BY run_id, model_id, model_version, ws""")
+        GROUP BY run_id, model_id, model_version, ws""", **bound)
     max_psi = {(r["run_id"], r["model_id"], r["model_version"], r["ws"]): r["psi"] for r in psi}
     return [
         WindowRow(w["run_id"], w["model_id"], w["model_version"], w["ws"], w["we"], int(w["n_events"]),
@@ -77,13 +67,13 @@ def load_windows(settings: Settings, run_ids: Sequence[str], size_s: int) -> lis
 
 def load_point_alarms(settings: Settings, run_ids: Sequence[str]) -> list[Alarm]:
     """Concept-drift detector alarms (all traffic) and retrain triggers of the runs."""
-    runs = _runs(run_ids)
-    metrics = select(settings, f"""
+    metrics = select(settings, """
         SELECT run_id, model_id, model_version, toUnixTimestamp64Milli(time) AS t FROM model_metrics FINAL
-        WHERE run_id IN {runs} AND segment = '' AND row_kind = 'alarm' ORDER BY t""")
-    triggers = select(settings, f"""
+        WHERE run_id IN {runs:Array(String)} AND segment = '' AND row_kind = 'alarm' ORDER BY t""",
+        runs=list(run_ids))
+    triggers = select(settings, """
         SELECT run_id, model_id, model_version, toUnixTimestamp64Milli(triggered_at) AS t
-        FROM retrain_triggers FINAL WHERE run_id IN {runs} ORDER BY t""")
+        FROM retrain_triggers FINAL WHERE run_id IN {runs:Array(String)} ORDER BY t""", runs=list(run_ids))
     return [
         Alarm(r["run_id"], r["model_id"], r["model_version"], kind, r["t"], r["t"])
         for kind, rows in (("performance", metrics), ("trigger", triggers))
@@ -93,16 +83,17 @@ def load_point_alarms(settings: Settings, run_ids: Sequence[str]) -> list[Alarm]
 
 def load_scores(settings: Settings, run_id: str, size_s: int) -> list[ScoreRow]:
     """Per-feature PSI and JS distance of every window, with the window's event count."""
-    where = f"run_id = {quote(run_id)} AND segment = '' AND window_size_s = {int(size_s)}"
+    where = "run_id = {run_id:String} AND segment = '' AND window_size_s = {size:UInt32}"
+    bound = {"run_id": run_id, "size": int(size_s)}
     events = select(settings, f"""
         SELECT model_id, model_version, toUnixTimestamp64Milli(window_start) AS ws, n_events
-        FROM model_drift FINAL WHERE {where}""")
+        FROM model_drift FINAL WHERE {where}""", **bound)
     n_events = {(r["model_id"], r["model_version"], r["ws"]): int(r["n_events"]) for r in events}
     scores = select(settings, f"""
         SELECT model_id, model_version, feature, toUnixTimestamp64Milli(window_start) AS ws,
                toUnixTimestamp64Milli(window_end) AS we, count, psi, js_distance
         FROM drift_scores FINAL WHERE {where} AND NOT startsWith(feature, '__')
-        ORDER BY model_id, feature, ws""")
+        ORDER BY model_id, feature, ws""", **bound)
     return [
         ScoreRow(r["model_id"], r["feature"], r["ws"], r["we"],
                  n_events.get((r["model_id"], r["model_version"], r["ws"]), int(r["count"])),

@@ -11,9 +11,10 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -164,11 +165,18 @@ def check_read_only(sql: str) -> str:
     return sql.strip()
 
 
-def execute_read_only(client: Client, sql: str, fmt: str) -> bytes:
-    """Run a checked statement on a read-only client; the result in `fmt` (json, csv or tsv)."""
+PARAMS_ARG = "params"  # /query argument: the statement's parameters as a JSON object
+
+
+def execute_read_only(
+    client: Client, sql: str, fmt: str, parameters: Mapping[str, Any] | None = None
+) -> bytes:
+    """Run a checked statement on a read-only client; the result in `fmt` (json, csv or tsv).
+    ``parameters`` are bound server-side to the statement's ``{name:Type}`` placeholders."""
     if fmt not in CLICKHOUSE_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(CLICKHOUSE_FORMATS)}")
-    return bytes(client.raw_query(check_read_only(sql), fmt=CLICKHOUSE_FORMATS[fmt]))
+    statement = check_read_only(sql)
+    return bytes(client.raw_query(statement, parameters=dict(parameters or {}), fmt=CLICKHOUSE_FORMATS[fmt]))
 
 
 # -- the /query endpoint ---------------------------------------------------------------------------
@@ -184,7 +192,7 @@ class _ReadOnlyRunner:
         self._lock = lock or threading.Lock()
         self._client: Client | None = None
 
-    def run(self, sql: str, fmt: str) -> bytes:
+    def run(self, sql: str, fmt: str, parameters: Mapping[str, Any]) -> bytes:
         with self._lock:
             if self._client is None:
                 client = self._factory()
@@ -193,13 +201,14 @@ class _ReadOnlyRunner:
                     client.close()
                     raise RuntimeError("the /query client must be read-only: connect(..., readonly=True)")
                 self._client = client
-            return execute_read_only(self._client, sql, fmt)
+            return execute_read_only(self._client, sql, fmt, parameters)
 
 
 def make_query_handler(
     client_factory: Callable[[], Client], lock: threading.Lock | None = None
 ) -> QueryHandler:
-    """aiohttp handler for ``POST /query`` (body: SQL; query parameter ``format=json|csv|tsv``).
+    """aiohttp handler for ``POST /query`` (body: SQL; query parameters ``format=json|csv|tsv`` and
+    ``params`` = a JSON object of values for the statement's ``{name:Type}`` placeholders).
 
     ``client_factory`` must return a read-only client (``connect(settings, readonly=True)``); it is
     called once, on the first request. Queries run in a thread, serialized by ``lock``. Answers 200
@@ -214,8 +223,14 @@ def make_query_handler(
             return web.Response(status=400, text=f"unknown format {fmt!r}; use {choices}")
         sql = await request.text()
         try:
+            parameters = orjson.loads(request.query.get(PARAMS_ARG, "{}"))
+        except orjson.JSONDecodeError:
+            parameters = None
+        if not isinstance(parameters, dict):
+            return web.Response(status=400, text=f"{PARAMS_ARG} must be a JSON object")
+        try:
             check_read_only(sql)
-            body = await asyncio.to_thread(runner.run, sql, fmt)
+            body = await asyncio.to_thread(runner.run, sql, fmt, parameters)
         except QueryRejected as err:
             return web.Response(status=400, text=f"rejected: {err}")
         except ClickHouseError as err:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from driftline.config import Settings
 from driftline.store.client import EngineBusy, QueryError, StoreError, connect
 from driftline.store.owner import (
     CLICKHOUSE_FORMATS,
+    PARAMS_ARG,
     Owner,
     check_read_only,
     execute_read_only,
@@ -21,8 +25,18 @@ from driftline.store.owner import (
 )
 
 
-def run_query(settings: Settings, sql: str, fmt: str = "json", *, timeout: float = 60.0) -> str:
+def run_query(
+    settings: Settings,
+    sql: str,
+    fmt: str = "json",
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    timeout: float = 60.0,
+) -> str:
     """Rows of one read-only statement as text in `fmt`: json (ClickHouse JSON), csv or tsv (with names).
+
+    Values go in ``parameters`` and are referenced as ``{name:Type}`` in the SQL (bound by
+    ClickHouse itself, never spliced into the text).
 
     Raises QueryRejected (not read-only), QueryError (ClickHouse refused it), or StoreError
     (the engine is busy and its owner does not serve queries, or ClickHouse is unreachable).
@@ -34,25 +48,29 @@ def run_query(settings: Settings, sql: str, fmt: str = "json", *, timeout: float
         # Ask a running owner first: opening the directory here, even briefly, could stop it starting.
         owner = read_owner(settings.home)
         if owner is not None and owner.pid != os.getpid():
-            return _ask_owner(owner, statement, fmt, timeout)
+            return _ask_owner(owner, statement, fmt, parameters, timeout)
     try:
         client = connect(settings, readonly=True)
     except EngineBusy as busy:
         if busy.owner is not None:
-            return _ask_owner(busy.owner, statement, fmt, timeout)
+            return _ask_owner(busy.owner, statement, fmt, parameters, timeout)
         record = owner_path(settings.home)
         raise StoreError(f"{busy}, which does not serve queries (no live owner in {record})") from None
     try:
-        return execute_read_only(client, statement, fmt).decode()
+        return execute_read_only(client, statement, fmt, parameters).decode()
     except ClickHouseError as err:
         raise QueryError(str(err).strip().splitlines()[0]) from None
     finally:
         client.close()
 
 
-def _ask_owner(owner: Owner, sql: str, fmt: str, timeout: float) -> str:
+def _ask_owner(owner: Owner, sql: str, fmt: str, parameters: Mapping[str, Any] | None, timeout: float) -> str:
+    # Parameters travel typed, as JSON, so the owner binds exactly what a direct client would.
+    query = {"format": fmt}
+    if parameters:
+        query[PARAMS_ARG] = orjson.dumps(dict(parameters)).decode()
     request = urllib.request.Request(
-        f"{owner.query_url}?{urlencode({'format': fmt})}",
+        f"{owner.query_url}?{urlencode(query)}",
         data=sql.encode(),
         headers={"Content-Type": "text/plain; charset=utf-8"},
         method="POST",
