@@ -184,7 +184,7 @@ DUMP = textwrap.dedent("""
 def test_sigkill_twice_leaves_exactly_the_rows_of_a_clean_run(settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"topics": settings.topics.model_copy(update={"partitions": 3})})
     ensure_topics(settings)
-    start = (int(time.time()) - 1800) * 1000  # recent: event tables have a TTL
+    start = (int(time.time()) - 1800) // 60 * 60 * 1000  # recent (event tables have a TTL), minute-aligned
     scenario = Scenario(
         seed=11,
         start=start,
