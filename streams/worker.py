@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.kafka.clients import aiokafka_producer_kwargs, start_client
 from driftline.pipeline.stage import StageFactory
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
@@ -99,7 +99,7 @@ class WorkerRuntime:
         async with self._producer_lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(**aiokafka_producer_kwargs(self.settings))
-                await producer.start()
+                await start_client(producer, self.settings, "producer")  # stops it if start fails
                 self._producer = producer
             return self._producer
 

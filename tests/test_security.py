@@ -473,6 +473,32 @@ async def _start_producer(s: Settings) -> None:
 
 
 @pytest.mark.integration
+def test_wrong_credentials_give_one_clear_error_without_the_secret(auth_broker: str) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from driftline.kafka.clients import KafkaStartError, aiokafka_producer_kwargs, start_client
+
+    s = Settings(
+        kafka={
+            "bootstrap_servers": auth_broker,
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "driftline",
+            "sasl_password": SECRET,
+        }
+    )
+
+    async def start() -> None:
+        await start_client(AIOKafkaProducer(**aiokafka_producer_kwargs(s)), s, "producer")
+
+    with pytest.raises(KafkaStartError) as info:
+        asyncio.run(start())
+    message = str(info.value)
+    assert auth_broker in message and "SCRAM-SHA-512" in message and "'driftline'" in message
+    assert "authentication failed" in message and SECRET not in message
+
+
+@pytest.mark.integration
 def test_unauthenticated_client_is_rejected(auth_broker: str) -> None:
     with pytest.raises(KafkaConnectionError):
         asyncio.run(_start_producer(Settings(kafka={"bootstrap_servers": auth_broker})))
@@ -661,6 +687,8 @@ SAFE_INTERPOLATIONS = {
     ("src/driftline/demo/run.py", "attempts"),  # settings.retrain.max_attempts, a validated int
     ("src/driftline/replay/results.py", "where"),  # a constant with {name:Type} placeholders
 }
+
+
 def sql_interpolations() -> set[tuple[str, str]]:
     """(file, interpolated expression) of every f-string / .format / % that builds SQL text."""
     found: set[tuple[str, str]] = set()

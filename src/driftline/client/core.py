@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 
 from driftline.client.batch_sender import BatchSender, OutRecord, Submitted
 from driftline.config import Settings, load_settings
-from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.kafka.clients import KafkaStartError, aiokafka_producer_kwargs, start_client
 from driftline.schemas.events import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -270,11 +270,9 @@ class DriftlineClient:
         while True:
             producer = AIOKafkaProducer(**aiokafka_producer_kwargs(self._settings))
             try:
-                await producer.start()
+                await start_client(producer, self._settings, "producer")
                 return producer
-            except KafkaError as err:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
+            except KafkaStartError as err:  # retried: the broker may come (back) later
                 if self._stopping:
                     log.warning("driftline client: closing without a broker connection: %s", err)
                     return None

@@ -5,6 +5,7 @@ Security (SASL, TLS) is wired here once, so no client can be created without it.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from typing import Any
 
@@ -62,8 +63,12 @@ def aiokafka_consumer_kwargs(settings: Settings, group_id: str | None) -> dict[s
 def aiokafka_producer_kwargs(settings: Settings) -> dict[str, Any]:
     opts = aiokafka_common(settings)
     # acks=all: an acknowledged record survives a broker failover on a real cluster.
-    opts.update(acks="all", linger_ms=5, max_batch_size=1_048_576,
-                max_request_size=max(settings.kafka.max_message_bytes * 2, 1_048_576))
+    opts.update(
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1_048_576,
+        max_request_size=max(settings.kafka.max_message_bytes * 2, 1_048_576),
+    )
     return opts
 
 
@@ -86,3 +91,31 @@ def kafka_python_kwargs(settings: Settings) -> dict[str, Any]:
         opts["sasl_plain_username"] = k.sasl_username
         opts["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
     return opts
+
+
+class KafkaStartError(RuntimeError):
+    """A Kafka client could not start; the message says where it connected and with what security."""
+
+
+async def start_client(client: Any, settings: Settings, what: str) -> None:
+    """``await client.start()`` with one clear error instead of a client library's internals.
+
+    aiokafka turns a SCRAM rejection into a bare ``KeyError('v')``; nobody can act on that.
+    """
+    try:
+        await client.start()
+    except Exception as err:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        k = settings.kafka
+        security = k.security_protocol + (
+            f"/{k.sasl_mechanism} as {k.sasl_username!r}" if k.sasl_mechanism else ""
+        )
+        hint = (
+            "authentication failed? check the SASL username/password"
+            if isinstance(err, KeyError)
+            else str(err)
+        )
+        raise KafkaStartError(
+            f"cannot start the Kafka {what} for {settings.bootstrap_servers()} ({security}): {hint}"
+        ) from err
