@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
 
 BACKEND = os.environ.get("DRIFTLINE_TEST_BACKEND", "embedded")
 
@@ -112,21 +112,7 @@ def settings(
 ) -> Settings:
     """Settings on the selected backend, with topics and database unique to this test."""
     tag = _unique()
-    topics = {
-        name: f"t{tag}.{name}"
-        for name in (
-            "predictions",
-            "labels",
-            "outcomes",
-            "dead_letters",
-            "retrain_triggers",
-            "retrain_status",
-            "profiles",
-            "model_events",
-            "sink",
-            "state",
-        )
-    }
+    topics = {name: f"t{tag}.{name}" for name in TopicSettings.topic_fields()}
     clickhouse: dict[str, object] = {"url": clickhouse_url, "database": f"dl_{tag}"}
     if _containers.get("clickhouse_user"):
         clickhouse["username"] = _containers["clickhouse_user"]

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs
 from driftline.operators.validate import MAX_ERROR_MESSAGE_CHARS, Decoder, RawRecord
@@ -506,21 +506,7 @@ def test_malformed_messages_through_the_worker_are_all_dead_lettered(
     runs: dict[str, dict[str, Any]] = {}
     with workers() as started:
         for run, garbage_count in (("clean", 0), ("dirty", n_garbage)):
-            topics = {
-                name: f"fuzz.{run}.{name}"
-                for name in (
-                    "predictions",
-                    "labels",
-                    "outcomes",
-                    "dead_letters",
-                    "retrain_triggers",
-                    "retrain_status",
-                    "profiles",
-                    "model_events",
-                    "sink",
-                    "state",
-                )
-            }
+            topics = {name: f"fuzz.{run}.{name}" for name in TopicSettings.topic_fields()}
             s = Settings(kafka={"bootstrap_servers": kafka_bootstrap}, topics={**topics, "partitions": 2})
             ensure_topics(s)
             counts = asyncio.run(_produce_mixed(s, scenario, garbage_count, seed=9))

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from driftline.config import TopicSettings
 from driftline.local.broker import free_port
 
 pytestmark = pytest.mark.integration
@@ -39,8 +40,9 @@ def _get(url: str, method: str = "GET", content: bytes | None = None) -> Reply:
         return Reply(err.code, err.read().decode())
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str,
-              proc: subprocess.Popen[bytes]) -> None:
+def _wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -56,32 +58,65 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str,
 
 
 def test_worker_help_lists_roles() -> None:
-    out = subprocess.run([sys.executable, "-m", "driftline.cli.main", "worker", "--help"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "driftline.cli.main", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "--role {all,processor,sink}" in out and "--exit-when-idle" in out
 
 
-def test_worker_serves_ingests_and_stops_gracefully(kafka_bootstrap: str, worker_clickhouse_url: str,
-                                                    tmp_path: Path) -> None:
+def test_worker_serves_ingests_and_stops_gracefully(
+    kafka_bootstrap: str, worker_clickhouse_url: str, tmp_path: Path
+) -> None:
     port = free_port()
     tag = tmp_path.name[-12:].replace("-", "_")
-    env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "DRIFTLINE_CLICKHOUSE_URL": worker_clickhouse_url, "DRIFTLINE_CLICKHOUSE_DATABASE": f"w_{tag}",
-           "DRIFTLINE_HOME": str(tmp_path / "home"), "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
-           "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "500", "DRIFTLINE_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
-           "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "0.5"}
-    for name in ("predictions", "labels", "outcomes", "dead_letters", "retrain_triggers", "retrain_status",
-                 "profiles", "model_events", "sink", "state"):
+    env = {
+        **os.environ,
+        "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DRIFTLINE_CLICKHOUSE_URL": worker_clickhouse_url,
+        "DRIFTLINE_CLICKHOUSE_DATABASE": f"w_{tag}",
+        "DRIFTLINE_HOME": str(tmp_path / "home"),
+        "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "DRIFTLINE_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
+        "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "0.5",
+    }
+    for name in TopicSettings.topic_fields():
         env[f"DRIFTLINE_TOPICS_{name.upper()}"] = f"w{tag}.{name}"
-    proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "worker", "--web-port", str(port),
-                             "--run-seconds", "90", "--loglevel", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli.main",
+            "worker",
+            "--web-port",
+            str(port),
+            "--run-seconds",
+            "90",
+            "--loglevel",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz", proc)
         now = int(time.time() * 1000)
-        preds = [{"prediction_id": f"p{i}", "model_id": "m", "timestamp": now, "features": {"x": i},
-                  "prediction": {"label": "a"}} for i in range(20)]
+        preds = [
+            {
+                "prediction_id": f"p{i}",
+                "model_id": "m",
+                "timestamp": now,
+                "features": {"x": i},
+                "prediction": {"label": "a"},
+            }
+            for i in range(20)
+        ]
         labels = [{"prediction_id": f"p{i}", "label": "a", "timestamp": now + 10} for i in range(20)]
         assert _get(f"{base}/predictions", method="POST", content=orjson.dumps(preds)).status_code == 202
         assert _get(f"{base}/feedback", method="POST", content=orjson.dumps(labels)).status_code == 202
@@ -96,8 +131,8 @@ def test_worker_serves_ingests_and_stops_gracefully(kafka_bootstrap: str, worker
         _wait_for(joined, 40, "20 outcomes in ClickHouse", proc)
         metrics = _get(f"{base}/metrics").text
         assert f'driftline_events_in_total{{stage="shard",topic="w{tag}.predictions"}} 20.0' in metrics
-        assert 'driftline_consumer_lag{' in metrics and "driftline_checkpoint_age_seconds{" in metrics
-        assert 'driftline_stage_' in metrics and 'driftline_sink_rows_total{table="outcomes"}' in metrics
+        assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics
+        assert "driftline_stage_" in metrics and 'driftline_sink_rows_total{table="outcomes"}' in metrics
         owner = orjson.loads((tmp_path / "home" / "clickhouse-owner.json").read_bytes())
         assert owner == {"pid": proc.pid, "query_url": f"{base}/query"}
         proc.send_signal(signal.SIGTERM)

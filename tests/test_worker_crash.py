@@ -22,7 +22,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
 from driftline.kafka.admin import ensure_topics
 from driftline.local.broker import free_port
 from driftline.simulate import Scenario
@@ -42,16 +42,7 @@ TABLES = (
     "reference_profiles",
     "retrain_triggers",
 )
-INTERNAL = (
-    "outcomes",
-    "dead_letters",
-    "retrain_triggers",
-    "retrain_status",
-    "profiles",
-    "model_events",
-    "sink",
-    "state",
-)
+INTERNAL = tuple(t for t in TopicSettings.topic_fields() if t not in ("predictions", "labels"))
 
 
 def _env(settings: Settings, run: str, chdb: str, home: Path) -> dict[str, str]:

@@ -104,6 +104,15 @@ class TopicSettings(_Section):
     )
     replication_factor: int = Field(1, ge=1, description="replication factor of topics driftline creates")
 
+    @classmethod
+    def topic_fields(cls) -> tuple[str, ...]:
+        """Names of the fields that are topic names (not partition counts).
+
+        >>> TopicSettings.topic_fields()[:2]
+        ('predictions', 'labels')
+        """
+        return tuple(name for name, f in cls.model_fields.items() if f.annotation is str)
+
 
 class ClickHouseSettings(_Section):
     url: str = Field(

@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import (
+    INTERNAL,
     ProxiedBroker,
     RssSampler,
     Stream,
@@ -61,19 +62,7 @@ def fault_stream(proxied_broker: ProxiedBroker) -> Stream:
             "predictions": "fault.predictions",
             "labels": "fault.labels",
             "partitions": 3,
-            **{
-                name: f"fault.{name}"
-                for name in (
-                    "outcomes",
-                    "dead_letters",
-                    "retrain_triggers",
-                    "retrain_status",
-                    "profiles",
-                    "model_events",
-                    "sink",
-                    "state",
-                )
-            },
+            **{name: f"fault.{name}" for name in INTERNAL},
         },
     )
     ensure_topics(settings)

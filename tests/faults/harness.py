@@ -33,6 +33,7 @@ from pathlib import Path
 import orjson
 import psutil
 
+from driftline.config import TopicSettings
 from driftline.local.broker import broker_binary, free_port, wait_for_metadata
 
 TABLES = (
@@ -46,16 +47,8 @@ TABLES = (
     "reference_profiles",
     "retrain_triggers",
 )
-INTERNAL = (
-    "outcomes",
-    "dead_letters",
-    "retrain_triggers",
-    "retrain_status",
-    "profiles",
-    "model_events",
-    "sink",
-    "state",
-)
+# Every topic but the recorded input: each run gets its own.
+INTERNAL = tuple(t for t in TopicSettings.topic_fields() if t not in ("predictions", "labels"))
 
 # Generous ceilings (bytes): a worker with the embedded ClickHouse engine settles around 300-500 MB
 # here; a runaway buffer (a sink that kept fetching while blocked, say) goes far past these.

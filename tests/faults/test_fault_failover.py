@@ -36,7 +36,8 @@ def _failover(
     n = stream.counts["predictions"]
     with workers() as started, RssSampler() as rss:
         sink = Worker(env, log, role="sink", idle=None, home=root / run / "sink-home")
-        survivor = Worker(env, log, role="processor", idle=10, home=root / run / "a-home")
+        # Idle exit well beyond the victim's group join: the survivor may finish its own shards first.
+        survivor = Worker(env, log, role="processor", idle=30, home=root / run / "a-home")
         started += [sink, survivor]
         rss.watch(sink)
         rss.watch(survivor)
