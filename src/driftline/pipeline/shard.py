@@ -244,36 +244,25 @@ class ShardProcessor:
     def _emit_outcomes(
         self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction], out: list[OutboundMessage]
     ) -> None:
-        by_model: dict[tuple[str, str], list[JoinedOutcome]] = defaultdict(list)
         for o in outcomes:
             out.append(
                 OutboundMessage(self.outcomes_topic, o.prediction_id.encode(), outcome_row(o, self.run_id))
             )
-            by_model[(o.model_id, o.model_version)].append(o)
+        self._emit_columns(records.OUTCOMES, records.OUTCOME_FIELDS, outcomes, out)
+        self._emit_columns(records.EXPIRED, records.EXPIRED_FIELDS, expired, out)
+
+    def _emit_columns(
+        self, kind: str, fields: Sequence[str], items: Sequence[Any], out: list[OutboundMessage]
+    ) -> None:
+        """One columnar model-events record per (model, version), models in sorted order."""
+        by_model: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for item in items:
+            by_model[(item.model_id, item.model_version)].append(item)
         for (model_id, version), rows in sorted(by_model.items()):
-            payload: dict[str, Any] = {
-                "type": records.OUTCOMES,
-                "shard": self.shard,
-                "model_id": model_id,
-                "model_version": version,
-            }
-            for field in records.OUTCOME_FIELDS:
-                payload[field] = [getattr(o, field) for o in rows]
-            out.append(
-                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
-            )
-        expired_by_model: dict[tuple[str, str], list[ExpiredPrediction]] = defaultdict(list)
-        for e in expired:
-            expired_by_model[(e.model_id, e.model_version)].append(e)
-        for (model_id, version), rows_e in sorted(expired_by_model.items()):
-            payload = {
-                "type": records.EXPIRED,
-                "shard": self.shard,
-                "model_id": model_id,
-                "model_version": version,
-            }
-            for field in records.EXPIRED_FIELDS:
-                payload[field] = [getattr(e, field) for e in rows_e]
+            payload: dict[str, Any] = {"type": kind, "shard": self.shard, "model_id": model_id,
+                                       "model_version": version}
+            for field in fields:
+                payload[field] = [getattr(row, field) for row in rows]
             out.append(
                 records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
             )
