@@ -11,8 +11,20 @@ import random
 import time
 from pathlib import Path
 
+import orjson
 import pytest
-from harness import RssSampler, Stream, Worker, assert_same_tables, dump_tables, run_env, run_to_idle, workers
+from harness import (
+    RssSampler,
+    Stream,
+    Worker,
+    assert_same_tables,
+    dump_tables,
+    run_env,
+    run_to_idle,
+    wait_until,
+    workers,
+)
+from kafka import KafkaConsumer, TopicPartition
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +74,42 @@ def test_ten_sigkills_at_random_points(
     fault_stream: Stream, fault_root: Path, clean_tables: dict[str, list[list[str]]]
 ) -> None:
     _kill_repeatedly(fault_stream, fault_root, clean_tables, kills=10, seed=202)
+
+
+def _trigger_ids(stream: Stream, topic: str, wait_ms: int = 3000) -> list[str]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=stream.bootstrap, enable_auto_commit=False, consumer_timeout_ms=wait_ms
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        return [orjson.loads(message.value)["trigger_id"] for message in consumer]
+    finally:
+        consumer.close()
+
+
+def test_sigkill_right_after_a_trigger_still_publishes_it_once(
+    fault_stream: Stream, fault_root: Path, clean_tables: dict[str, list[list[str]]]
+) -> None:
+    """Killed right after firing, with checkpoints too rare to have recorded it, the restarted
+    worker derives the same trigger again; it must not appear twice on the trigger topic."""
+    assert clean_tables["retrain_triggers"], "the recorded stream's drift should trigger a retrain"
+    run = "trigger_kill"
+    env = run_env(fault_stream, run, fault_root)
+    log, home = fault_root / f"{run}.log", fault_root / run / "home"
+    with workers() as started, RssSampler() as rss:
+        rare = Worker({**env, "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "60"}, log, home=home, idle=None)
+        started.append(rare)
+        # Kill once the trigger is on the topic (the stage's counter moves before it is produced).
+        topic = env["DRIFTLINE_TOPICS_RETRAIN_TRIGGERS"]
+        wait_until(
+            lambda: bool(_trigger_ids(fault_stream, topic, wait_ms=200)),
+            180,
+            "a trigger on the topic",
+            alive=[rare],
+        )
+        rare.kill()
+        run_to_idle(env, log, started, home, rss)
+    assert_same_tables(dump_tables(fault_root, run), clean_tables)
+    published = _trigger_ids(fault_stream, topic)
+    assert len(published) == len(set(published)) == len(clean_tables["retrain_triggers"]), published
