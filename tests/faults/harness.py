@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -365,6 +366,16 @@ def workers() -> Iterator[list[Worker]]:
         for worker in started:
             with contextlib.suppress(Exception):
                 worker.close()
+
+
+def start_watched(
+    started: list[Worker], rss: RssSampler, env: dict[str, str], log: Path, **kwargs: Any
+) -> Worker:
+    """Start a worker that is stopped on every exit path (``started``) and whose RSS is sampled."""
+    worker = Worker(env, log, **kwargs)
+    started.append(worker)
+    rss.watch(worker)
+    return worker
 
 
 def wait_until(predicate: object, timeout: float, what: str, *, alive: Iterable[Worker] = ()) -> None:

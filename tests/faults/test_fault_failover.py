@@ -16,6 +16,7 @@ from harness import (
     drain_sink,
     dump_tables,
     run_env,
+    start_watched,
     wait_until,
     workers,
 )
@@ -35,16 +36,15 @@ def _failover(
     log = root / f"{run}.log"
     n = stream.counts["predictions"]
     with workers() as started, RssSampler() as rss:
-        sink = Worker(env, log, role="sink", idle=None, home=root / run / "sink-home")
+        sink = start_watched(started, rss, env, log, role="sink", idle=None, home=root / run / "sink-home")
         # Idle exit well beyond the victim's group join: the survivor may finish its own shards first.
-        survivor = Worker(env, log, role="processor", idle=30, home=root / run / "a-home")
-        started += [sink, survivor]
-        rss.watch(sink)
-        rss.watch(survivor)
+        survivor = start_watched(
+            started, rss, env, log, role="processor", idle=30, home=root / run / "a-home"
+        )
         for i in range(rounds):
-            victim = Worker(env, log, role="processor", idle=None, home=root / run / f"b{i}-home")
-            started.append(victim)
-            rss.watch(victim)
+            victim = start_watched(
+                started, rss, env, log, role="processor", idle=None, home=root / run / f"b{i}-home"
+            )
             # Both members own shards of the shard stage: the partitions are really shared.
             wait_until(
                 lambda v=victim: _owned(v, "shard") > 0 and _owned(survivor, "shard") > 0,

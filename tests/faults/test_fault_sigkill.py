@@ -21,6 +21,7 @@ from harness import (
     dump_tables,
     run_env,
     run_to_idle,
+    start_watched,
     wait_until,
     workers,
 )
@@ -40,9 +41,7 @@ def _kill_repeatedly(
     points = []
     with workers() as started, RssSampler() as rss:
         for _ in range(kills):
-            worker = Worker(env, log, home=home, idle=None)
-            started.append(worker)
-            rss.watch(worker)
+            worker = start_watched(started, rss, env, log, home=home, idle=None)
             t0 = time.monotonic()
             if rng.random() < 0.3:
                 at = rng.uniform(0.3, 6.0)

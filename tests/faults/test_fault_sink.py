@@ -25,12 +25,12 @@ import pytest
 from harness import (
     RssSampler,
     Stream,
-    Worker,
     assert_same_tables,
     clickhouse_storage_down,
     drain_sink,
     dump_tables,
     run_env,
+    start_watched,
     wait_until,
     workers,
 )
@@ -44,11 +44,10 @@ def _clickhouse_outage(
     env = run_env(stream, run, root)
     log = root / f"{run}.log"
     with workers() as started, RssSampler() as rss:
-        sink = Worker(env, log, role="sink", idle=None, home=root / run / "sink-home")
-        processor = Worker(env, log, role="processor", idle=5, home=root / run / "processor-home")
-        started += [sink, processor]
-        rss.watch(sink)
-        rss.watch(processor)
+        sink = start_watched(started, rss, env, log, role="sink", idle=None, home=root / run / "sink-home")
+        processor = start_watched(
+            started, rss, env, log, role="processor", idle=5, home=root / run / "processor-home"
+        )
         wait_until(
             lambda: sink.metric_sum("driftline_sink_rows_total") > 0,
             120,
@@ -102,11 +101,10 @@ def _slow_sink(
     log = root / f"{run}.log"
     max_lag = 0.0
     with workers() as started, RssSampler() as rss:
-        sink = Worker(env, log, role="sink", idle=None, home=root / run / "sink-home")
-        processor = Worker(env, log, role="processor", idle=5, home=root / run / "processor-home")
-        started += [sink, processor]
-        rss.watch(sink)
-        rss.watch(processor)
+        sink = start_watched(started, rss, env, log, role="sink", idle=None, home=root / run / "sink-home")
+        processor = start_watched(
+            started, rss, env, log, role="processor", idle=5, home=root / run / "processor-home"
+        )
         wait_until(
             lambda: sink.metric_sum("driftline_sink_messages_total") > 0,
             120,
