@@ -46,8 +46,7 @@ from river import drift as river_drift
 from scipy.stats import ks_2samp
 
 from driftline.config import Settings
-from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import InProcessPipeline, kafka_partition
+from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec
 
@@ -128,17 +127,13 @@ class Stream:
 
 def run_stream(settings: Settings, sc: Scenario) -> Stream:
     """Generate the scenario, run it through InProcessPipeline and keep what the baselines need."""
-    offsets: dict[tuple[str, int], int] = defaultdict(int)
-    records: list[RawRecord] = []
+    events = list(generate(sc))
+    records = logged_records(events, settings)
     preds: dict[str, tuple[int, Any]] = {}
     pred_ts: list[int] = []
     feats: dict[str, list[float]] = defaultdict(list)
     outcomes: list[tuple[int, str, int, float]] = []
-    for ev in generate(sc):
-        topic = settings.topics.labels if ev.kind == "labels" else settings.topics.predictions
-        p = kafka_partition(ev.key, settings.topics.partitions)
-        records.append(RawRecord(topic, p, offsets[(topic, p)], ev.timestamp_ms, ev.key, ev.value))
-        offsets[(topic, p)] += 1
+    for ev in events:
         doc = orjson.loads(ev.value)
         if ev.kind == "predictions":
             pred_ts.append(doc["timestamp"])

@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import orjson
 from driftline.config import Settings
 from driftline.local.broker import free_port
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import kafka_partition
+from driftline.pipeline.local import kafka_partition, logged_records
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
 
@@ -180,15 +179,7 @@ def bench_scenario(n_predictions: int, seed: int = 0, rate: float = 100.0, **mod
 
 def raw_records(settings: Settings, scenario: Scenario) -> list[RawRecord]:
     """The scenario as the worker would read it: (topic, partition, offset) as the producer places it."""
-    offsets: Counter[tuple[str, int]] = Counter()
-    partitions = settings.topics.partitions
-    out: list[RawRecord] = []
-    for ev in generate(scenario):
-        topic = settings.topics.labels if ev.kind == "labels" else settings.topics.predictions
-        p = kafka_partition(ev.key, partitions)
-        out.append(RawRecord(topic, p, offsets[(topic, p)], ev.timestamp_ms, ev.key, ev.value))
-        offsets[(topic, p)] += 1
-    return out
+    return logged_records(generate(scenario), settings)
 
 
 def keys_per_partition(partitions: int, tag: str) -> list[bytes]:

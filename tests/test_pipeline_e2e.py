@@ -9,7 +9,6 @@ function of the logs alone: batching, topic interleaving, and crash/restore chan
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Iterator
 
 import orjson
@@ -17,7 +16,7 @@ import pytest
 
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import InProcessPipeline, kafka_partition
+from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.shard import ShardProcessor
 from driftline.simulate import Scenario, generate
@@ -55,14 +54,7 @@ def _records(settings: Settings, duration_s: int = 3600, rate: float = 20) -> li
         label_delay=LabelDelay(median_s=30, max_s=300),
         malformed_rate=0.01,
     )
-    offsets: Counter[tuple[str, int]] = Counter()
-    out = []
-    for ev in generate(scenario):
-        topic = settings.topics.labels if ev.kind == "labels" else settings.topics.predictions
-        p = kafka_partition(ev.key, settings.topics.partitions)
-        out.append(RawRecord(topic, p, offsets[(topic, p)], ev.timestamp_ms, ev.key, ev.value))
-        offsets[(topic, p)] += 1
-    return out
+    return logged_records(generate(scenario), settings)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from driftline.cli.main import main
 from driftline.config import DriftSettings, JoinSettings, Settings, TopicSettings, WindowSettings
 from driftline.kafka.admin import ensure_topics
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import InProcessPipeline, kafka_partition
+from driftline.pipeline.local import InProcessPipeline, kafka_partition, logged_records
 from driftline.replay.engine import RunIdError, check_run_id
 from driftline.replay.files import read_events, to_records
 from driftline.replay.run import replay_files, replay_topics
@@ -71,14 +71,7 @@ def _scenario() -> Scenario:
 
 def _direct_records(settings: Settings, scenario: Scenario) -> list[RawRecord]:
     """The records as the default partitioner stores them (what produce() sends)."""
-    offsets: Counter[tuple[str, int]] = Counter()
-    out = []
-    for ev in generate(scenario):
-        topic = settings.topics.labels if ev.kind == "labels" else settings.topics.predictions
-        p = kafka_partition(ev.key, settings.topics.partitions)
-        out.append(RawRecord(topic, p, offsets[(topic, p)], ev.timestamp_ms, ev.key, ev.value))
-        offsets[(topic, p)] += 1
-    return out
+    return logged_records(generate(scenario), settings)
 
 
 Rows = dict[str, list[dict[str, Any]]]

@@ -7,9 +7,9 @@ they have (or would have) on the predictions/labels topics: lateness is per part
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from kafka.partitioner.default import murmur2
 
@@ -24,6 +24,32 @@ from driftline.pipeline.to_rows import RowMapper
 def kafka_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a keyed record (murmur2, positive)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class LoggedEvent(Protocol):
+    """An event with its Kafka key, value and timestamp (e.g. a simulator event)."""
+
+    kind: str  # "labels" goes to the labels topic; anything else to predictions
+    key: bytes
+    value: bytes
+    timestamp_ms: int
+
+
+def logged_records(events: Iterable[LoggedEvent], settings: Settings) -> list[RawRecord]:
+    """The events as the predictions/labels topics would hold them: partition by the default
+    partitioner on the key, offsets in order of arrival per partition."""
+    next_offset: Counter[tuple[str, int]] = Counter()
+    records = []
+    for event in events:
+        topic = settings.topics.labels if event.kind == "labels" else settings.topics.predictions
+        partition = kafka_partition(event.key, settings.topics.partitions)
+        records.append(
+            RawRecord(
+                topic, partition, next_offset[(topic, partition)], event.timestamp_ms, event.key, event.value
+            )
+        )
+        next_offset[(topic, partition)] += 1
+    return records
 
 
 class InProcessPipeline:
