@@ -5,11 +5,13 @@ seconds. Every ``--sample`` seconds: the worker's RSS (psutil) and the processor
 from /metrics (``pending_predictions``, ``held_labels``, shard and model ``open_windows``). At the
 end: RSS slope after warm-up (least squares, MB per 10 minutes) and the state maxima against the
 bounds the label horizon and window sizes imply. Exit 1 if RSS grows or state exceeds its bound.
+``--split`` runs the processor and the sink (which hosts the embedded ClickHouse engine) as two
+processes, to tell driftline's own memory from the engine's.
 
 ``garbage``: the same traffic unpaced, once clean and once with ``--malformed-rate`` malformed
 messages mixed in; valid events per second must stay within ``--max-slowdown`` (20%).
 
-    .venv/bin/python bench/soak.py soak [--duration 600] [--rate 100] [--json out.json]
+    .venv/bin/python bench/soak.py soak [--duration 600] [--rate 100] [--split] [--json out.json]
     .venv/bin/python bench/soak.py garbage [--events-s 600] [--malformed-rate 0.1]
 """
 
@@ -137,15 +139,30 @@ def slope_per_10min(points: list[tuple[float, float]]) -> float:
 
 
 def soak(
-    duration: float, rate: float, sample_s: float, warmup_s: float, max_slope_mb: float, out: Path | None
+    duration: float,
+    rate: float,
+    sample_s: float,
+    warmup_s: float,
+    max_slope_mb: float,
+    out: Path | None,
+    split: bool = False,
 ) -> int:
+    """With ``split``, the processor and the sink (which hosts the embedded ClickHouse) run as two
+    processes: the verdict is on the processor's RSS, the sink's is reported beside it."""
     root = Path(tempfile.mkdtemp(prefix="driftline-soak-"))
     with running_broker(log_path=root / "broker.log") as broker:
         env = worker_env(broker.bootstrap_servers, root, "soak")
         settings = settings_of(env)
         ensure_topics(settings)
         port = free_port()
-        worker = start_worker(env, root / "worker.log", port, ["--run-seconds", str(duration + 120)])
+        limit = ["--run-seconds", str(duration + 120)]
+        if split:
+            worker = start_worker(env, root / "worker.log", port, [*limit, "--role", "processor"])
+            sink_env = {**env, "DRIFTLINE_HOME": str(root / "sink-home")}
+            sink = start_worker(sink_env, root / "sink.log", free_port(), [*limit, "--role", "sink"])
+        else:
+            worker = start_worker(env, root / "worker.log", port, limit)
+            sink = None
         samples: list[dict[str, float]] = []
         try:
             scenario = Scenario(
@@ -163,6 +180,7 @@ def soak(
                 task = asyncio.create_task(produce(scenario, settings))
                 t0 = time.monotonic()
                 process = psutil.Process(worker.pid)
+                sink_process = psutil.Process(sink.pid) if sink is not None else None
                 # Sample for `duration` seconds; the labels' tail after the last request is not waited for.
                 while not task.done() and time.monotonic() - t0 < duration:
                     await asyncio.sleep(sample_s)
@@ -173,6 +191,8 @@ def soak(
                     gauges = await asyncio.to_thread(lambda: state_gauges(scrape(port)))
                     rss = process.memory_info().rss / 2**20
                     samples.append({"t": time.monotonic() - t0, "rss_mb": rss, **gauges})
+                    if sink_process is not None:
+                        samples[-1]["sink_rss_mb"] = sink_process.memory_info().rss / 2**20
                     print(json.dumps({k: round(v, 1) for k, v in samples[-1].items()}), flush=True)
                 if task.done():
                     return await task
@@ -183,12 +203,15 @@ def soak(
 
             counts = asyncio.run(run())
         finally:
-            worker.terminate()
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+            for process in (worker, sink):
+                if process is None:
+                    continue
+                process.terminate()
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
     steady = [s for s in samples if s["t"] >= warmup_s]
     slope = slope_per_10min([(s["t"], s["rss_mb"]) for s in steady])
     # Bounds implied by the configuration: a prediction waits at most horizon + lateness for its
@@ -210,9 +233,15 @@ def soak(
         "rss_first_mb": steady[0]["rss_mb"] if steady else None,
         "rss_last_mb": steady[-1]["rss_mb"] if steady else None,
         "rss_slope_mb_per_10min": round(slope, 2),
+        "roles": "processor (sink apart)" if split else "all",
         "peaks": peaks,
         "bounds": bounds,
     }
+    if split:
+        sink_points = [(s["t"], s["sink_rss_mb"]) for s in steady]
+        result["sink_rss_first_mb"] = sink_points[0][1] if sink_points else None
+        result["sink_rss_last_mb"] = sink_points[-1][1] if sink_points else None
+        result["sink_rss_slope_mb_per_10min"] = round(slope_per_10min(sink_points), 2)
     ok = bool(steady) and slope <= max_slope_mb and all(peaks[k] <= b for k, b in bounds.items())
     result["ok"] = ok
     print(json.dumps(result, indent=2))
@@ -299,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("--max-slope-mb", type=float, default=20, help="RSS growth per 10 min that fails the run")
     s.add_argument("--json", type=Path, default=None, help="write the result and samples here")
+    s.add_argument(
+        "--split",
+        action="store_true",
+        help="run processor and sink (embedded ClickHouse) as two processes; judge the processor's RSS",
+    )
     g = sub.add_parser("garbage", help="valid-event throughput with vs without malformed messages")
     g.add_argument("--events-s", type=float, default=600, help="simulated seconds of traffic")
     g.add_argument("--rate", type=float, default=100)
@@ -310,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode is None:
         args = parser.parse_args(["soak", *(argv or [])])
     warmup = args.warmup if args.warmup is not None else min(HORIZON_S + 60, args.duration / 3)
-    return soak(args.duration, args.rate, args.sample, warmup, args.max_slope_mb, args.json)
+    return soak(args.duration, args.rate, args.sample, warmup, args.max_slope_mb, args.json, args.split)
 
 
 if __name__ == "__main__":
