@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
 from driftline.local.broker import free_port
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import kafka_partition, logged_records
@@ -140,12 +140,10 @@ def bench_settings(bootstrap: str, prefix: str, home: Path | None = None,
                    **sections: dict[str, Any]) -> Settings:
     """Settings on ``bootstrap`` whose topics are all named ``{prefix}.<name>`` (a fresh set per run);
     ``sections`` override whole settings sections' fields, e.g. ``windows={"sizes_s": [60]}``."""
-    topic_names = ("predictions", "labels", "outcomes", "dead_letters", "retrain_triggers", "retrain_status",
-                   "profiles", "model_events", "sink", "state")
     data: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_ms": 3000, "heartbeat_interval_ms": 500,
                   "rebalance_timeout_ms": 3000},
-        "topics": {name: f"{prefix}.{name.replace('_', '-')}" for name in topic_names},
+        "topics": {name: f"{prefix}.{name.replace('_', '-')}" for name in TopicSettings.topic_fields()},
     }
     if home is not None:
         data["home"] = str(home)
