@@ -188,16 +188,41 @@ class DriftSettings(_Section):
     top_k: int = Field(20, ge=1, description="categories kept per categorical feature (+ 'other')")
     min_count: int = Field(100, ge=1, description="windows with fewer values get scores but no verdict")
     psi_threshold: float = Field(
-        0.2, gt=0, description="PSI at or above which a significant shift counts as drift"
+        0.2,
+        ge=0,
+        description="PSI at or above which a significant shift counts as drift (0: significance alone)",
     )
     js_threshold: float = Field(
         0.1,
-        gt=0,
+        ge=0,
         le=1,
         description="Jensen-Shannon distance at or above which a significant shift counts as drift",
     )
     fdr_q: float = Field(0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate per model")
     min_drifted_features: int = Field(1, ge=1, description="features that must drift for a model verdict")
+
+
+class SequentialSettings(_Section):
+    enabled: bool = Field(
+        True, description="run sequential (per-event CUSUM) detectors against training profiles"
+    )
+    false_alarms_per_million: float = Field(
+        1.0,
+        gt=0,
+        le=1e5,
+        description="target false alarms per million events of a model, over all its features",
+    )
+    error_false_alarms_per_million: float = Field(
+        1.0, gt=0, le=1e5, description="target false alarms per million outcomes on the error stream"
+    )
+    error_warmup: int = Field(
+        2000,
+        ge=100,
+        description="outcomes that estimate the reference error rate when the profile has no baseline",
+    )
+    count_as_drift: bool = Field(
+        True, description="a policy window with a sequential feature alert counts as drifted"
+    )
 
 
 class PerformanceSettings(_Section):
@@ -265,6 +290,7 @@ class Settings(BaseSettings):
     windows: WindowSettings = WindowSettings()
     join: JoinSettings = JoinSettings()
     drift: DriftSettings = DriftSettings()
+    sequential: SequentialSettings = SequentialSettings()
     performance: PerformanceSettings = PerformanceSettings()
     triggers: TriggerSettings = TriggerSettings()
     retrain: RetrainSettings = RetrainSettings()
@@ -307,7 +333,7 @@ class Settings(BaseSettings):
     def config_hash(self) -> str:
         """Stable hash of everything that changes results (not connection details or secrets)."""
         relevant = self.model_dump(
-            include={"windows", "join", "drift", "performance", "triggers"}, mode="json"
+            include={"windows", "join", "drift", "sequential", "performance", "triggers"}, mode="json"
         )
         return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
