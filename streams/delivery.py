@@ -4,6 +4,13 @@ While the broker is unreachable the caller stays inside ``deliver`` (and so fetc
 memory stays bounded and nothing is skipped. After a failure everything from the first
 unacknowledged message onwards is sent again, in order, so per-partition order holds; messages
 that had already been acknowledged may appear twice on the topic (consumers are idempotent).
+
+Messages are produced through aiokafka's batch API: one record batch per (topic, partition) is
+filled in message order and submitted closed (no linger), a full batch is submitted and another
+started. This costs a fraction of a per-message ``send()`` (a coroutine, a size estimate, a
+partitioner call and a future per message). A message without a partition gets the one
+``send()`` would give it: the producer's partitioner, or for the default partitioner the same
+murmur2 computed for all keys of a call at once.
 """
 
 from __future__ import annotations
@@ -12,9 +19,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from driftline.pipeline.stage import OutboundMessage
 
@@ -22,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
 LOG_EVERY_S = 60.0
+_SIZE_SLACK = 128
+"""Below ``max_request_size - _SIZE_SLACK`` bytes of key + value a record certainly fits a request."""
+_DEFAULT_PARTITIONER = DefaultPartitioner()
 
 
 def is_transient(err: BaseException) -> bool:
@@ -31,23 +50,136 @@ def is_transient(err: BaseException) -> bool:
     )
 
 
+_M = np.uint32(0x5BD1E995)
+
+
+def murmur2_many(keys: Sequence[bytes]) -> np.ndarray:
+    """Kafka's murmur2 of each key, vectorised per key length (``aiokafka.partitioner.murmur2``,
+    the default partitioner's hash, costs ~4 us a key in pure Python; this ~0.15 us).
+
+    >>> from aiokafka.partitioner import murmur2
+    >>> keys = [b"", b"a", b"ab", b"abc", b"abcd", b"0123456789-prediction"]
+    >>> murmur2_many(keys).tolist() == [murmur2(k) for k in keys]
+    True
+    """
+    out = np.empty(len(keys), dtype=np.uint32)
+    by_length: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(i)
+    with np.errstate(over="ignore"):
+        for length, rows in by_length.items():
+            data = np.frombuffer(b"".join([keys[i] for i in rows]), dtype=np.uint8).reshape(len(rows), length)
+            h = np.full(len(rows), 0x9747B28C ^ length, dtype=np.uint32)
+            whole = length // 4 * 4
+            if whole:
+                words = np.ascontiguousarray(data[:, :whole]).view("<u4")
+                for j in range(whole // 4):
+                    k = words[:, j] * _M
+                    k ^= k >> np.uint32(24)
+                    k *= _M
+                    h *= _M
+                    h ^= k
+            extra = length - whole
+            if extra >= 3:
+                h ^= data[:, whole + 2].astype(np.uint32) << np.uint32(16)
+            if extra >= 2:
+                h ^= data[:, whole + 1].astype(np.uint32) << np.uint32(8)
+            if extra >= 1:
+                h ^= data[:, whole].astype(np.uint32)
+                h *= _M
+            h ^= h >> np.uint32(13)
+            h *= _M
+            h ^= h >> np.uint32(15)
+            out[rows] = h
+    return out
+
+
+async def _partitions(producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]) -> list[int]:
+    """Each message's partition: its own, or the one ``producer.send()`` would give it (the
+    producer's partitioner over the topic's partitions, after waiting for the topic's metadata)."""
+    out: list[Any] = [m.partition for m in messages]
+    todo: dict[str, list[int]] = {}
+    for i, message in enumerate(messages):
+        if message.partition is None:
+            todo.setdefault(message.topic, []).append(i)
+    choose = getattr(producer, "_partitioner", None) or _DEFAULT_PARTITIONER
+    for topic, rows in todo.items():
+        await producer.partitions_for(topic)
+        cluster = producer.client.cluster
+        every = list(cluster.partitions_for_topic(topic))
+        available = list(cluster.available_partitions_for_topic(topic))
+        if type(choose) is DefaultPartitioner:  # murmur2 of every key at once, same result
+            keyed = [i for i in rows if messages[i].key is not None]
+            if keyed:
+                hashes = murmur2_many([messages[i].key or b"" for i in keyed])
+                for i, index in zip(keyed, ((hashes & 0x7FFFFFFF) % len(every)).tolist(), strict=True):
+                    out[i] = every[index]
+            rows = [i for i in rows if messages[i].key is None]
+        for i in rows:
+            out[i] = choose(messages[i].key, every, available)
+    return out
+
+
+def _too_large(message: OutboundMessage, limit: int) -> MessageSizeTooLargeError | None:
+    """What ``send()`` raises for a record over ``max_request_size``, or None."""
+    if len(message.value) + len(message.key or b"") <= limit - _SIZE_SLACK:
+        return None
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, [])
+    if size <= limit:
+        return None
+    return MessageSizeTooLargeError(
+        f"The message is {size} bytes when serialized which is larger than the maximum request "
+        "size you have configured with the max_request_size configuration")
+
+
 async def _send_all(producer: AIOKafkaProducer,
                     messages: Sequence[OutboundMessage]) -> tuple[int, BaseException | None]:
-    """(length of the acknowledged prefix, first error) after sending `messages` in order."""
-    futures: list[asyncio.Future[object]] = []
+    """(length of the acknowledged prefix, first error) after sending `messages` in order.
+
+    The prefix ends at the first message of the earliest batch that failed or was not submitted.
+    """
+    limit: int = getattr(producer, "_max_request_size", 1_048_576)
+    open_batches: dict[tuple[str, int], tuple[Any, int]] = {}  # (topic, partition) -> (builder, first index)
+    submitted: list[tuple[int, asyncio.Future[Any]]] = []  # (first index, delivery future)
     send_error: BaseException | None = None
-    for message in messages:
-        try:
-            futures.append(await producer.send(message.topic, message.value, key=message.key,
-                                               partition=message.partition))
-        except KafkaError as err:
-            send_error = err
-            break
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    for index, result in enumerate(results):
-        if isinstance(result, BaseException):
-            return index, result
-    return len(futures), send_error
+
+    async def submit(tp: tuple[str, int]) -> None:
+        builder, first = open_batches[tp]
+        builder.close()  # nothing else goes in: the sender takes it without lingering
+        future = await producer.send_batch(builder, tp[0], partition=tp[1])
+        del open_batches[tp]
+        submitted.append((first, future))
+
+    stop = 0  # messages from here on were not looked at
+    try:
+        partitions = await _partitions(producer, messages)
+        for stop, (message, partition) in enumerate(zip(messages, partitions, strict=True)):
+            send_error = _too_large(message, limit)
+            if send_error is not None:
+                break  # as send(): raised before queueing; what came before is still sent
+            tp = (message.topic, partition)
+            entry = open_batches.get(tp)
+            if entry is None:
+                entry = open_batches[tp] = (producer.create_batch(), stop)
+            if entry[0].append(key=message.key, value=message.value, timestamp=None) is None:
+                # Full: submit it and start the next batch of this partition with this message.
+                await submit(tp)
+                entry = open_batches[tp] = (producer.create_batch(), stop)
+                # An empty batch always takes its first record (checked against the limit above).
+                entry[0].append(key=message.key, value=message.value, timestamp=None)
+        else:
+            stop = len(messages)
+        while open_batches:
+            await submit(next(iter(open_batches)))
+    except KafkaError as err:  # metadata or queueing failed: stop submitting
+        send_error = err
+    unsent = min([stop, *(first for _, first in open_batches.values())])
+    results = await asyncio.gather(*(future for _, future in submitted), return_exceptions=True)
+    acked, error = unsent, send_error
+    for (first, _), result in zip(submitted, results, strict=True):
+        if isinstance(result, BaseException) and first < acked:
+            acked, error = first, result
+    return acked, error
 
 
 async def deliver(producer: AIOKafkaProducer, messages: Sequence[OutboundMessage], *,
@@ -85,4 +217,3 @@ async def deliver(producer: AIOKafkaProducer, messages: Sequence[OutboundMessage
     finally:
         if retries and on_blocked is not None:
             on_blocked(False)
-

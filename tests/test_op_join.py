@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import math
 import pickle
-from collections.abc import Sequence
+import random
+import tracemalloc
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -384,3 +389,153 @@ def test_pickle_is_compact() -> None:
     for i in range(1000):
         join.on_prediction(pred(f"pred-{i:06d}", i, features=features), "s")
     assert len(pickle.dumps(join)) / 1000 < 300
+
+
+# -- the compact state: id keys, groups that split and merge, bytes per pending prediction ----------
+
+
+@contextlib.contextmanager
+def tiny_groups() -> Iterator[None]:
+    """One record per group and a single group to start (every insert splits, every forget merges),
+    and a time index of 7 ms buckets (the test's event times span many)."""
+    saved = join_module._MIN_GROUPS, join_module._LOAD, join_module._BUCKET_MS
+    join_module._MIN_GROUPS, join_module._LOAD, join_module._BUCKET_MS = 1, 1, 7
+    try:
+        yield
+    finally:
+        join_module._MIN_GROUPS, join_module._LOAD, join_module._BUCKET_MS = saved
+
+
+UUIDS = [str(uuid.UUID(int=i * 0x9E3779B97F4A7C15 + 1)) for i in range(6)]
+many_ids = st.sampled_from(["a", "b", "é", "A" * 40, UUIDS[0].upper(), *UUIDS])
+# Event times sorted with small disorder over many 7 ms buckets: state is forgotten mid-stream.
+many_predictions = st.lists(
+    st.builds(pred, many_ids, st.integers(0, 60),
+              prediction=st.sampled_from([{"label": "a"}, {"score": 0.7}])),
+    max_size=50,
+).map(lambda ps: [p.model_copy(update={"timestamp": p.timestamp + 8 * i}) for i, p in enumerate(ps)])
+many_labels = st.lists(
+    st.builds(label, many_ids, st.integers(0, 60), st.sampled_from(["a", 1, 2.5])), max_size=50
+).map(lambda ls: [lab.model_copy(update={"timestamp": lab.timestamp + 8 * i}) for i, lab in enumerate(ls)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    preds=many_predictions,
+    labels=many_labels,
+    order=st.lists(st.booleans(), max_size=100),
+    advances=st.lists(st.booleans(), max_size=8),
+    lateness=st.integers(0, 15),
+    cut=st.integers(0, 100),
+)
+def test_tiny_groups_give_the_oracle_results_through_splits_merges_and_pickling(
+    preds: list[PredictionEvent],
+    labels: list[LabelEvent],
+    order: list[bool],
+    advances: list[bool],
+    lateness: int,
+    cut: int,
+) -> None:
+    with tiny_groups():
+        events = interleave(preds, labels, order)
+        driver = Driver(lateness)
+        for i, event in enumerate(events):
+            if i == cut:
+                driver.join = pickle.loads(pickle.dumps(driver.join))
+            driver.feed(event, advance=advances[i % len(advances)] if advances else True)
+        result = driver.finish()
+    joined, expired, duplicates, duplicate_labels, orphans = oracle(preds, labels, lateness)
+    assert sorted((o.prediction_id, o.prediction_time, o.label_time) for o in result.outcomes) == joined
+    assert sorted((e.prediction_id, e.prediction_time, e.expired_at) for e in result.expired) == expired
+    assert result.counters["duplicate_predictions"] == duplicates
+    assert result.counters["duplicate_labels"] == duplicate_labels
+    assert result.counters["orphan_labels"] == orphans
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_tiny_groups_random_streams_match_the_oracle(seed: int) -> None:
+    rng = random.Random(seed)
+    ids = [*UUIDS, "a", "b", "é", "A" * 40][: rng.randrange(2, 11)]
+    preds = [pred(rng.choice(ids), 3 * i + rng.randrange(0, 40)) for i in range(150)]
+    labels = [label(rng.choice(ids), 3 * i + rng.randrange(0, 60)) for i in range(150)]
+    lateness = rng.choice([0, 5, 30])
+    with tiny_groups():
+        driver = Driver(lateness)
+        for i, event in enumerate(interleave(preds, labels, [rng.random() < 0.5 for _ in range(300)])):
+            driver.feed(event, advance=rng.random() < 0.5)
+            if i % 97 == 0:
+                driver.join = pickle.loads(pickle.dumps(driver.join))
+        result = driver.finish()
+    joined, expired, duplicates, duplicate_labels, orphans = oracle(preds, labels, lateness)
+    assert sorted((o.prediction_id, o.prediction_time, o.label_time) for o in result.outcomes) == joined
+    assert sorted((e.prediction_id, e.prediction_time, e.expired_at) for e in result.expired) == expired
+    assert (result.counters["duplicate_predictions"], result.counters["duplicate_labels"],
+            result.counters["orphan_labels"]) == (duplicates, duplicate_labels, orphans)
+
+
+def test_many_ids_grow_and_shrink_the_table_with_oracle_results() -> None:
+    rng = random.Random(5)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(600)] + [f"id-{i}" for i in range(200)]
+    preds = [pred(rng.choice(ids), rng.randrange(0, 3000)) for _ in range(1200)]
+    labels = [label(p.prediction_id, p.timestamp + rng.randrange(-3, 25)) for p in rng.sample(preds, 900)]
+    preds.sort(key=lambda p: p.timestamp)
+    labels.sort(key=lambda lab: lab.timestamp)
+    driver = Driver(lateness=10)
+    most = 0
+    for i, event in enumerate(interleave(preds, labels, [rng.random() < 0.5 for _ in range(2100)])):
+        driver.feed(event, advance=i % 7 == 0)
+        most = max(most, len(driver.join._groups))
+        if i == 1000:
+            driver.join = pickle.loads(pickle.dumps(driver.join))
+    result = driver.finish()
+    assert most > join_module._MIN_GROUPS  # the table grew ...
+    assert len(driver.join._groups) == join_module._MIN_GROUPS  # ... and shrank once all was forgotten
+    joined, expired, duplicates, duplicate_labels, orphans = oracle(preds, labels, 10)
+    assert sorted((o.prediction_id, o.prediction_time, o.label_time) for o in result.outcomes) == joined
+    assert sorted((e.prediction_id, e.prediction_time, e.expired_at) for e in result.expired) == expired
+    assert (result.counters["duplicate_predictions"], result.counters["duplicate_labels"],
+            result.counters["orphan_labels"]) == (duplicates, duplicate_labels, orphans)
+
+
+@pytest.mark.parametrize("pid", [
+    UUIDS[1],  # canonical: stored as 16 bytes
+    UUIDS[1].upper(),  # not canonical: stored as text, and comes back upper case
+    "0b9f6c2e4-a51-4c0e-9d3a-8f1e2b7c6d5a",  # dashes elsewhere
+    "0b9f6c2e-4a51-4c0e-9d3a-8f1e2b7c6d5g",  # not hex
+    "ünïcödé-ïd",
+])
+def test_prediction_ids_come_back_exactly(pid: str) -> None:
+    join = LabelJoin(HORIZON, 10, 10)
+    join.on_prediction(pred(pid, 0), "s")
+    join.on_prediction(pred(pid + "-2", 0), "s")
+    out = join.on_label(label(pid, 5))
+    assert out is not None and out.prediction_id == pid
+    assert [e.prediction_id for e in pickle.loads(pickle.dumps(join)).advance(END, END)] == [pid + "-2"]
+
+
+def test_pending_state_is_compact() -> None:
+    """bench/bench_join_state.py's measure, smaller: 25 mixed features, UUID ids (target <= 300 B)."""
+    rng = random.Random(7)
+    events = [
+        PredictionEvent(
+            prediction_id=str(uuid.UUID(int=rng.getrandbits(128))), model_id="fraud", model_version="3",
+            timestamp=1_767_225_600_000 + i * 5,
+            features={**{f"num_{j:02d}": rng.gauss(0.0, 1.0) for j in range(20)},
+                      **{f"count_{j}": rng.randrange(1000) for j in range(3)},
+                      **{f"colour_{j}": rng.choice(("red", "green", "blue")) for j in range(2)}},
+            prediction={"label": "ok", "score": rng.random()},
+        )
+        for i in range(10_000)
+    ]
+    join = LabelJoin(86_400_000, 10**6, 1000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for event in events:
+            join.on_prediction(event, segment="region=eu")
+        gc.collect()
+        per_pending = (tracemalloc.get_traced_memory()[0] - before) / len(events)
+    finally:
+        tracemalloc.stop()
+    assert join.pending_count == len(events) and per_pending <= 300

@@ -30,9 +30,13 @@ one topic runs ahead of the other. ``labels_beyond_horizon`` and ``labels_before
 diagnostics: counted when such a label arrives while its prediction is still remembered; the label
 is also counted in ``orphan_labels`` when it is finally given up.
 
-Pending predictions are stored as one packed ``bytes`` record each (features as packed doubles plus
-the non-float values as JSON, their names interned per feature layout), so a shard can hold
-millions of them; ``bench/bench_join_state.py`` measures the cost.
+State is compact, so a shard can hold millions of pending predictions (``bench/bench_join_state.py``
+measures the bytes per pending prediction): each prediction is one packed record -- its id (16 raw
+bytes for a canonical UUID, else UTF-8), event time and state, and while pending its context,
+prediction and features (floats as packed doubles, the other values as JSON, names interned per
+feature layout). Records live in a linear-hashing table of ``bytes`` groups (a few records each,
+chosen by the CRC-32 of the id), so there is no Python object per prediction; a time index of id
+hashes per second of event time drives expiry, eviction and forgetting.
 
 >>> from driftline.schemas.events import LabelEvent, PredictionEvent
 >>> join = LabelJoin(horizon_ms=60_000, max_pending=1000, max_held=1000)
@@ -55,8 +59,11 @@ import bisect
 import heapq
 import json
 import math
+import operator
 import struct
-from collections.abc import Mapping
+import zlib
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,15 +85,26 @@ _BUCKET_MS = 1000
 """Time index granularity: expiry scans at most one partially expired bucket per advance."""
 _MAX_SHAPES = 4096
 """Feature layouts interned; beyond this (e.g. free-form feature names) features are kept as JSON."""
-_NO_SHAPE = 0xFFFFFFFF
+_NO_SHAPE = 0xFFFF
 _NO_LABEL = 0xFFFFFFFF
 _NEVER = -(2**62)
+_MIN_GROUPS = 64
+_LOAD = 4
+"""Records per group on average: linear hashing splits one group whenever the average passes it."""
 
 _PENDING, _JOINED, _CLOSED = 0, 1, 2
-# ts, state | ctx id, shape id, score, value (NaN = absent: both are finite when present), label len
-_HEAD = struct.Struct("<qB")
-_FULL = struct.Struct("<qBIIddI")
-_NAN = math.nan
+# A record: length (of the whole record), CRC-32 of the id key | id key | event time, state | pending
+# only: flags, ctx id, shape id, label length, [score], [value], label text, features. The id key is
+# a 16-bit code (_UUID_CODE: 16 raw bytes follow, else the UTF-8 length) and the id bytes.
+_HEAD = struct.Struct("<II")
+_AT = _HEAD.size  # where the id key starts
+_CODE = struct.Struct("<H")
+_TS = struct.Struct("<qB")
+_PRED = struct.Struct("<BIHI")
+_DOUBLE = struct.Struct("<d")
+_UUID_CODE = 0xFFFF
+_UUID_PREFIX = _CODE.pack(_UUID_CODE)
+_HAS_SCORE, _HAS_VALUE = 1, 2
 _BIGINT_JSON = b"!"  # marks non-float values that orjson cannot encode (ints beyond 64 bits)
 
 
@@ -124,9 +142,13 @@ class ExpiredPrediction:
 
 
 class _Shape:
-    """One feature layout: names in order and which positions hold floats."""
+    """One feature layout: names in order and which positions hold floats.
 
-    __slots__ = ("float_pos", "floats", "keys", "kinds", "other_pos")
+    Encoded values: the floats as packed doubles, then the other values as a JSON list (or, if one
+    is an int beyond 64 bits, which orjson refuses, ``_BIGINT_JSON`` and the standard library's).
+    """
+
+    __slots__ = ("_get_floats", "_get_others", "_order", "float_pos", "floats", "keys", "kinds", "other_pos")
 
     def __init__(self, keys: tuple[str, ...], kinds: tuple[type, ...]) -> None:
         self.keys = keys
@@ -134,28 +156,43 @@ class _Shape:
         self.float_pos = tuple(i for i, kind in enumerate(kinds) if kind is float)
         self.other_pos = tuple(i for i, kind in enumerate(kinds) if kind is not float)
         self.floats = struct.Struct(f"<{len(self.float_pos)}d")
+        self._get_floats = _getter(self.float_pos)
+        self._get_others = _getter(self.other_pos)
+        rank = {pos: i for i, pos in enumerate(self.float_pos + self.other_pos)}
+        order = tuple(rank[i] for i in range(len(keys)))
+        # floats + others -> key order (None: they already are)
+        self._order = None if order == tuple(range(len(keys))) else _getter(order)
 
     def encode(self, values: tuple[Any, ...]) -> bytes:
-        packed = self.floats.pack(*[values[i] for i in self.float_pos])
+        packed = self.floats.pack(*self._get_floats(values))
         if not self.other_pos:
             return packed
-        others = [values[i] for i in self.other_pos]
+        others = self._get_others(values)
         try:
             return packed + orjson.dumps(others)
         except TypeError:
             text = json.dumps(others, separators=(",", ":"), ensure_ascii=False)
             return packed + _BIGINT_JSON + text.encode()
 
-    def decode(self, data: bytes, offset: int) -> dict[str, Any]:
-        values: list[Any] = [None] * len(self.keys)
-        for pos, value in zip(self.float_pos, self.floats.unpack_from(data, offset), strict=True):
-            values[pos] = value
+    def decode(self, data: bytes, offset: int, end: int) -> dict[str, Any]:
+        values = self.floats.unpack_from(data, offset)
         if self.other_pos:
-            rest = data[offset + self.floats.size :]
+            rest = data[offset + self.floats.size : end]
             others = json.loads(rest[1:]) if rest[:1] == _BIGINT_JSON else orjson.loads(rest)
-            for pos, value in zip(self.other_pos, others, strict=True):
-                values[pos] = value
+            values += tuple(others)
+        if self._order is not None:
+            values = self._order(values)
         return dict(zip(self.keys, values, strict=True))
+
+
+def _getter(positions: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The items at ``positions``, as a tuple (``itemgetter`` returns a bare item for one position)."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        (only,) = positions
+        return lambda values: (values[only],)
+    return lambda values: ()
 
 
 def features_to_json(features: Mapping[str, Any]) -> str:
@@ -222,8 +259,12 @@ class LabelJoin:
         self.max_pending = max_pending
         self.max_held = max_held
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
-        # prediction id -> packed record(s); a list only when an id is reused after its horizon
-        self._records: dict[str, bytes | list[bytes]] = {}
+        # Records of every remembered prediction, in groups chosen by linear hashing of the id's
+        # CRC-32: ``len(_groups) == _low + _split``; the records of one id keep their arrival order.
+        self._groups: list[bytes] = [b""] * _MIN_GROUPS
+        self._low = _MIN_GROUPS
+        self._split = 0
+        self._records = 0
         self._pending = 0
         self._ctx: list[tuple[str, str, str]] = []
         self._ctx_ids: dict[tuple[str, str, str], int] = {}
@@ -238,10 +279,14 @@ class LabelJoin:
 
     def _rebuild_indexes(self) -> None:
         """Derived structures: rebuilt from the records rather than checkpointed."""
-        self._buckets: dict[int, list[str]] = {}
-        for pid, stored in self._records.items():
-            for blob in _blobs(stored):
-                self._buckets.setdefault(_HEAD.unpack_from(blob)[0] // _BUCKET_MS, []).append(pid)
+        # second of event time -> CRC-32 of the id of each record stored with such a time
+        self._buckets: dict[int, array[int]] = {}
+        for group in self._groups:
+            for pos, _, klen in _walk(group):
+                bucket = _TS.unpack_from(group, pos + _AT + klen)[0] // _BUCKET_MS
+                if bucket not in self._buckets:
+                    self._buckets[bucket] = array("I")
+                self._buckets[bucket].append(_HEAD.unpack_from(group, pos)[1])
         self._bucket_keys = sorted(self._buckets)
         self._held_ids: dict[str, list[int]] = {}
         for seq, (pid, _, _) in self._held.items():
@@ -272,25 +317,33 @@ class LabelJoin:
 
     def on_prediction(self, event: PredictionEvent, segment: str) -> JoinedOutcome | None:
         pid, ts, horizon = event.prediction_id, event.timestamp, self.horizon_ms
-        for blob in _blobs(self._records.get(pid)):
-            if ts <= _HEAD.unpack_from(blob)[0] + horizon:
-                self.counters["duplicate_predictions"] += 1
-                return None
+        key = _id_key(pid)
+        crc = zlib.crc32(key)
+        gid = crc & (self._low - 1)  # self._gid(crc), inline
+        if gid < self._split:
+            gid = crc & (2 * self._low - 1)
+        group = self._groups[gid]
+        if key in group:  # a C-level substring test first: most ids are new
+            at = _AT + len(key)
+            for pos in _find(group, key):
+                if ts <= _TS.unpack_from(group, pos + at)[0] + horizon:
+                    self.counters["duplicate_predictions"] += 1
+                    return None
         winner = self._claim_held(pid, ts)
         if winner is not None:
-            self._store(pid, _HEAD.pack(ts, _JOINED))
+            self._add(gid, crc, _closed(key, crc, ts, _JOINED), ts)
             label_ts, label = winner
             ctx = (event.model_id, event.model_version, segment)
             score, value = event.prediction.score, event.prediction.value
             features_json = features_to_json(event.features)
             text = _predicted_text(event)
             return _outcome(pid, ctx, ts, text, score, value, features_json, label_ts, label)
-        self._store(pid, self._encode(event, segment))
+        self._add(gid, crc, self._encode(event, segment, key, crc), ts)
         self._pending += 1
         if ts + horizon < self._label_wm:  # no label can still come: expire at the next advance
             self._due.append(pid)
-        key = ts // _BUCKET_MS
-        if self._evict_key is not None and key <= self._evict_key:
+        bucket = ts // _BUCKET_MS
+        if self._evict_key is not None and bucket <= self._evict_key:
             self._evict_key = None
         while self._pending > self.max_pending:
             self._evict_oldest_pending()
@@ -298,21 +351,33 @@ class LabelJoin:
 
     def on_label(self, event: LabelEvent) -> JoinedOutcome | None:
         pid, ts, horizon = event.prediction_id, event.timestamp, self.horizon_ms
-        stored = self._records.get(pid)
-        if stored is not None:
-            blobs = stored if isinstance(stored, list) else [stored]
-            for i, blob in enumerate(blobs):
-                pred_ts, state = _HEAD.unpack_from(blob)
-                if not pred_ts <= ts <= pred_ts + horizon:
-                    continue
-                if state == _PENDING:
+        key = _id_key(pid)
+        crc = zlib.crc32(key)
+        gid = crc & (self._low - 1)  # self._gid(crc), inline
+        if gid < self._split:
+            gid = crc & (2 * self._low - 1)
+        group = self._groups[gid]
+        # The records of this id in arrival order (as _find, inline): the first whose interval
+        # holds the label decides.
+        pos, size, at = 0, len(group), _AT + len(key)
+        seen: list[int] = []
+        while pos < size:
+            length = _HEAD.unpack_from(group, pos)[0]
+            if group.startswith(key, pos + _AT):
+                pred_ts, state = _TS.unpack_from(group, pos + at)
+                if pred_ts <= ts <= pred_ts + horizon:
+                    if state != _PENDING:
+                        self.counters["duplicate_labels" if state == _JOINED else "orphan_labels"] += 1
+                        return None
                     self._pending -= 1
-                    blobs[i] = _HEAD.pack(pred_ts, _JOINED)
-                    self._records[pid] = blobs if len(blobs) > 1 else blobs[0]
-                    return self._outcome_from_blob(pid, blob, ts, event.label)
-                self.counters["duplicate_labels" if state == _JOINED else "orphan_labels"] += 1
-                return None
-            if any(_HEAD.unpack_from(blob)[0] > ts for blob in blobs):
+                    end = pos + length
+                    joined = _closed(key, crc, pred_ts, _JOINED)
+                    self._groups[gid] = b"".join((group[:pos], joined, group[end:]))
+                    return self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
+                seen.append(pred_ts)
+            pos += length
+        if seen:
+            if any(pred_ts > ts for pred_ts in seen):
                 self.counters["labels_before_prediction"] += 1
             else:
                 self.counters["labels_beyond_horizon"] += 1
@@ -346,19 +411,21 @@ class LabelJoin:
             self._held_heap = [(ts, seq) for ts, seq in heap if seq in self._held]
             heapq.heapify(self._held_heap)
 
+        # Every pending prediction with ts < cut expires now. They are in the buckets from the old
+        # cut on (older ones expired before) or, if they came after their expiry, in _due; closing
+        # every pending record under the cut in the groups those hold is the same thing.
         expired: list[ExpiredPrediction] = []
         cut, old_cut = label_wm - self.horizon_ms, old_label_wm - self.horizon_ms
+        gids: set[int] = {self._gid(zlib.crc32(_id_key(pid))) for pid in self._due}
+        self._due = []
         if cut > old_cut:
             keys = self._bucket_keys
-            # buckets wholly below the old cut were expired by earlier calls
             for key in keys[bisect.bisect_left(keys, old_cut // _BUCKET_MS) :]:
                 if key * _BUCKET_MS >= cut:
                     break
-                for pid in self._buckets[key]:
-                    self._expire(pid, cut, expired)
-        for pid in self._due:
-            self._expire(pid, cut, expired)
-        self._due = []
+                gids.update(map(self._gid, self._buckets[key]))
+        for gid in gids:
+            self._expire(gid, cut, expired)
         self._forget(min(pred_wm, label_wm) - self.horizon_ms)
         expired.sort(key=lambda e: (e.expired_at, e.prediction_id))
         return expired
@@ -371,7 +438,10 @@ class LabelJoin:
             "max_pending": self.max_pending,
             "max_held": self.max_held,
             "counters": self.counters,
-            "records": self._records,
+            "groups": self._groups,
+            "low": self._low,
+            "split": self._split,
+            "record_count": self._records,
             "pending": self._pending,
             "ctx": self._ctx,
             "shapes": [(s.keys, s.kinds) for s in self._shapes],
@@ -387,7 +457,10 @@ class LabelJoin:
         self.max_pending = state["max_pending"]
         self.max_held = state["max_held"]
         self.counters = state["counters"]
-        self._records = state["records"]
+        self._groups = state["groups"]
+        self._low = state["low"]
+        self._split = state["split"]
+        self._records = state["record_count"]
         self._pending = state["pending"]
         self._ctx = state["ctx"]
         self._shapes = [_Shape(keys, kinds) for keys, kinds in state["shapes"]]
@@ -400,22 +473,54 @@ class LabelJoin:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _store(self, pid: str, blob: bytes) -> None:
-        stored = self._records.get(pid)
-        if stored is None:
-            self._records[pid] = blob
-        elif isinstance(stored, list):
-            stored.append(blob)
-        else:
-            self._records[pid] = [stored, blob]
-        key = _HEAD.unpack_from(blob)[0] // _BUCKET_MS
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            self._buckets[key] = bucket = []
-            bisect.insort(self._bucket_keys, key)
-        bucket.append(pid)
+    def _gid(self, crc: int) -> int:
+        """The group of an id hash (linear hashing: groups below the split pointer are split)."""
+        gid = crc & (self._low - 1)
+        if gid < self._split:
+            gid = crc & (2 * self._low - 1)
+        return gid
 
-    def _encode(self, event: PredictionEvent, segment: str) -> bytes:
+    def _add(self, gid: int, crc: int, record: bytes, ts: int) -> None:
+        """Append a record (of an id with hash ``crc``, at event time ``ts``) to its group."""
+        self._groups[gid] += record
+        self._records += 1
+        second = ts // _BUCKET_MS
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            self._buckets[second] = bucket = array("I")
+            bisect.insort(self._bucket_keys, second)
+        bucket.append(crc)
+        while self._records > _LOAD * len(self._groups):
+            self._split_group()
+
+    def _split_group(self) -> None:
+        """Split the group at the split pointer between itself and a new last group."""
+        low, at = self._low, self._split
+        group = self._groups[at]
+        stay: list[bytes] = []
+        move: list[bytes] = []
+        pos, size = 0, len(group)
+        while pos < size:
+            length, crc = _HEAD.unpack_from(group, pos)
+            (move if crc & low else stay).append(group[pos : pos + length])
+            pos += length
+        self._groups[at] = b"".join(stay)
+        self._groups.append(b"".join(move))
+        self._split = at + 1
+        if self._split == low:
+            self._low, self._split = 2 * low, 0
+
+    def _merge_group(self) -> None:
+        """Undo the last split: the last group goes back into the one it was split from."""
+        if self._split == 0:
+            self._low //= 2
+            self._split = self._low
+        self._split -= 1
+        last = self._groups.pop()
+        self._groups[self._split] += last
+
+    def _encode(self, event: PredictionEvent, segment: str, key: bytes, crc: int) -> bytes:
+        """The record of a pending prediction whose id key is ``key`` (hash ``crc``)."""
         ctx = (event.model_id, event.model_version, segment)
         ctx_id = self._ctx_ids.get(ctx)
         if ctx_id is None:
@@ -435,29 +540,44 @@ class LabelJoin:
         prediction = event.prediction
         text = _predicted_text(event)
         label = b"" if text is None else text.encode()
-        score = _NAN if prediction.score is None else prediction.score
-        value = _NAN if prediction.value is None else prediction.value
-        label_len = _NO_LABEL if text is None else len(label)
-        head = _FULL.pack(event.timestamp, _PENDING, ctx_id, shape_id, score, value, label_len)
-        return head + label + packed
+        parts = [b"", key, _TS.pack(event.timestamp, _PENDING), b""]
+        flags = 0
+        if prediction.score is not None:
+            flags |= _HAS_SCORE
+            parts.append(_DOUBLE.pack(prediction.score))
+        if prediction.value is not None:
+            flags |= _HAS_VALUE
+            parts.append(_DOUBLE.pack(prediction.value))
+        parts[3] = _PRED.pack(flags, ctx_id, shape_id, _NO_LABEL if text is None else len(label))
+        parts.append(label)
+        parts.append(packed)
+        parts[0] = _HEAD.pack(_AT + sum(map(len, parts)), crc)
+        return b"".join(parts)
 
-    def _outcome_from_blob(
-        self, pid: str, blob: bytes, label_ts: int, label: bool | int | float | str
+    def _outcome_from_record(
+        self, pid: str, group: bytes, start: int, end: int, label_ts: int, label: bool | int | float | str
     ) -> JoinedOutcome:
-        pred_ts, _, ctx_id, shape_id, score, value, label_len = _FULL.unpack_from(blob)
-        offset = _FULL.size
+        """The outcome of the pending record whose body is ``group[start:end]``."""
+        pred_ts = _TS.unpack_from(group, start)[0]
+        offset = start + _TS.size
+        flags, ctx_id, shape_id, label_len = _PRED.unpack_from(group, offset)
+        offset += _PRED.size
+        score = value = None
+        if flags & _HAS_SCORE:
+            score = _DOUBLE.unpack_from(group, offset)[0]
+            offset += 8
+        if flags & _HAS_VALUE:
+            value = _DOUBLE.unpack_from(group, offset)[0]
+            offset += 8
         text = None
         if label_len != _NO_LABEL:
-            text = blob[offset : offset + label_len].decode()
+            text = group[offset : offset + label_len].decode()
             offset += label_len
         if shape_id == _NO_SHAPE:
-            features_json = blob[offset:].decode()
+            features_json = group[offset:end].decode()
         else:
-            features_json = features_to_json(self._shapes[shape_id].decode(blob, offset))
-        return _outcome(
-            pid, self._ctx[ctx_id], pred_ts, text, None if math.isnan(score) else score,
-            None if math.isnan(value) else value, features_json, label_ts, label,
-        )
+            features_json = features_to_json(self._shapes[shape_id].decode(group, offset, end))
+        return _outcome(pid, self._ctx[ctx_id], pred_ts, text, score, value, features_json, label_ts, label)
 
     def _claim_held(self, pid: str, pred_ts: int) -> tuple[int, bool | int | float | str] | None:
         """The first held label (in label-log order) inside the interval; later ones are duplicates."""
@@ -482,55 +602,73 @@ class LabelJoin:
         if not seqs:
             del self._held_ids[pid]
 
-    def _close(self, pid: str, pred_ts: int) -> bytes | None:
-        """Turn the pending record of ``pid`` at ``pred_ts`` into a closed one; its old blob."""
-        stored = self._records[pid]
-        blobs = stored if isinstance(stored, list) else [stored]
-        for i, blob in enumerate(blobs):
-            ts, state = _HEAD.unpack_from(blob)
+    def _close(self, pid: str, pred_ts: int) -> bool:
+        """Close the pending record of ``pid`` at ``pred_ts``; whether there was one."""
+        key = _id_key(pid)
+        crc = zlib.crc32(key)
+        gid = self._gid(crc)
+        group = self._groups[gid]
+        at = _AT + len(key)
+        for pos in _find(group, key):
+            ts, state = _TS.unpack_from(group, pos + at)
             if ts == pred_ts and state == _PENDING:
-                blobs[i] = _HEAD.pack(ts, _CLOSED)
-                self._records[pid] = blobs if len(blobs) > 1 else blobs[0]
+                end = pos + _HEAD.unpack_from(group, pos)[0]
+                self._groups[gid] = b"".join((group[:pos], _closed(key, crc, ts, _CLOSED), group[end:]))
                 self._pending -= 1
-                return blob
-        return None
+                return True
+        return False
 
-    def _expire(self, pid: str, cut: int, out: list[ExpiredPrediction]) -> None:
-        for blob in _blobs(self._records.get(pid)):
-            pred_ts, state = _HEAD.unpack_from(blob)
-            if state == _PENDING and pred_ts < cut:
-                self._close(pid, pred_ts)
-                model_id, model_version, segment = self._ctx[_FULL.unpack_from(blob)[2]]
-                expired_at = pred_ts + self.horizon_ms
-                out.append(ExpiredPrediction(pid, model_id, model_version, segment, pred_ts, expired_at))
+    def _expire(self, gid: int, cut: int, out: list[ExpiredPrediction]) -> None:
+        """Close every pending record of group ``gid`` older than ``cut``, as expired."""
+        group = self._groups[gid]
+        parts: list[bytes] = []
+        kept = 0
+        for pos, end, klen in _walk(group):
+            at = pos + _AT + klen
+            pred_ts, state = _TS.unpack_from(group, at)
+            if state != _PENDING or pred_ts >= cut:
+                continue
+            key = group[pos + _AT : at]
+            parts += (group[kept:pos], _closed(key, _HEAD.unpack_from(group, pos)[1], pred_ts, _CLOSED))
+            kept = end
+            self._pending -= 1
+            model_id, model_version, segment = self._ctx[_PRED.unpack_from(group, at + _TS.size)[1]]
+            expired_at = pred_ts + self.horizon_ms
+            out.append(ExpiredPrediction(_pid(key), model_id, model_version, segment, pred_ts, expired_at))
+        if parts:
+            parts.append(group[kept:])
+            self._groups[gid] = b"".join(parts)
 
     def _forget(self, cut: int) -> None:
         """Drop every record older than ``cut`` (whole buckets only: keeping more changes nothing)."""
         keys = self._bucket_keys
         gone = 0
         while gone < len(keys) and (keys[gone] + 1) * _BUCKET_MS <= cut:
-            key = keys[gone]
-            for pid in self._buckets.pop(key):
-                # only this bucket's records: a reused id may have a newer one elsewhere
-                blobs = _blobs(self._records.get(pid))
-                kept = [b for b in blobs if _HEAD.unpack_from(b)[0] // _BUCKET_MS != key]
-                if len(kept) > 1:
-                    self._records[pid] = kept
-                elif kept:
-                    self._records[pid] = kept[0]
-                else:
-                    self._records.pop(pid, None)
             gone += 1
-        if gone:
-            del keys[:gone]
-            self._evict_key, self._evict_queue = None, []
+        if not gone:
+            return
+        limit = (keys[gone - 1] + 1) * _BUCKET_MS  # every record older is in one of these buckets
+        gids: set[int] = set()
+        for key in keys[:gone]:
+            gids.update(map(self._gid, self._buckets.pop(key)))
+        del keys[:gone]
+        for gid in gids:
+            group = self._groups[gid]
+            records = _walk(group)
+            kept = [group[pos:end] for pos, end, klen in records
+                    if _TS.unpack_from(group, pos + _AT + klen)[0] >= limit]
+            self._records -= len(records) - len(kept)
+            self._groups[gid] = b"".join(kept)
+        self._evict_key, self._evict_queue = None, []
+        while len(self._groups) > _MIN_GROUPS and self._records < len(self._groups):
+            self._merge_group()
 
     def _evict_oldest_pending(self) -> None:
         while True:
             if self._evict_key is None or not self._evict_queue:
                 self._fill_evict_queue()
             ts, pid = self._evict_queue.pop()
-            if self._close(pid, ts) is not None:
+            if self._close(pid, ts):
                 self.counters["evicted_pending"] += 1
                 return
 
@@ -539,11 +677,13 @@ class LabelJoin:
         start = 0 if self._evict_key is None else bisect.bisect_right(self._bucket_keys, self._evict_key)
         for key in self._bucket_keys[start:]:
             queue = []
-            for pid in self._buckets[key]:
-                for blob in _blobs(self._records[pid]):
-                    ts, state = _HEAD.unpack_from(blob)
+            for gid in set(map(self._gid, self._buckets[key])):
+                group = self._groups[gid]
+                for pos, _, klen in _walk(group):
+                    at = pos + _AT + klen
+                    ts, state = _TS.unpack_from(group, at)
                     if state == _PENDING and ts // _BUCKET_MS == key:
-                        queue.append((ts, pid))
+                        queue.append((ts, _pid(group[pos + _AT : at])))
             if queue:
                 queue.sort(reverse=True)
                 self._evict_key, self._evict_queue = key, queue
@@ -551,10 +691,67 @@ class LabelJoin:
         raise AssertionError("pending count is positive but no pending record was found")
 
 
-def _blobs(stored: bytes | list[bytes] | None) -> list[bytes] | tuple[bytes, ...]:
-    if stored is None:
-        return ()
-    return stored if isinstance(stored, list) else (stored,)
+def _id_key(pid: str) -> bytes:
+    """How a prediction id is stored: a canonical (lowercase) UUID as its 16 bytes, else as UTF-8.
+
+    >>> ids = ("0b9f6c2e-4a51-4c0e-9d3a-8f1e2b7c6d5a", "0B9F6C2E-4A51-4C0E-9D3A-8F1E2B7C6D5A", "p", "\\ud800")
+    >>> [len(_id_key(p)) for p in ids], all(_pid(_id_key(p)) == p for p in ids)
+    ([18, 38, 3, 5], True)
+    """
+    if len(pid) == 36 and pid[8:24:5] == "----":
+        digits = pid.replace("-", "")
+        if len(digits) == 32:
+            try:
+                raw = bytes.fromhex(digits)
+            except ValueError:
+                raw = b""
+            if raw.hex() == digits:  # lowercase hex digits only: the id text comes back exactly
+                return _UUID_PREFIX + raw
+    data = pid.encode("utf-8", "surrogatepass")
+    if len(data) >= _UUID_CODE:
+        raise ValueError("prediction id longer than 65534 bytes")
+    return _CODE.pack(len(data)) + data
+
+
+def _pid(key: bytes) -> str:
+    """The prediction id of a stored id key (inverse of :func:`_id_key`)."""
+    if key[:2] == _UUID_PREFIX:
+        h = key[2:].hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return key[2:].decode("utf-8", "surrogatepass")
+
+
+_CLOSED_UUID = struct.Struct("<II18sqB")
+
+
+def _closed(key: bytes, crc: int, ts: int, state: int) -> bytes:
+    """The record of a prediction no longer pending: its id, event time and state only."""
+    if len(key) == 18:
+        return _CLOSED_UUID.pack(_CLOSED_UUID.size, crc, key, ts, state)
+    return b"".join((_HEAD.pack(_AT + len(key) + _TS.size, crc), key, _TS.pack(ts, state)))
+
+
+def _walk(group: bytes) -> list[tuple[int, int, int]]:
+    """(start, end, id key length) of each record of a group, in order."""
+    out = []
+    pos, size = 0, len(group)
+    while pos < size:
+        end = pos + _HEAD.unpack_from(group, pos)[0]
+        code = _CODE.unpack_from(group, pos + _AT)[0]
+        out.append((pos, end, 18 if code == _UUID_CODE else 2 + code))
+        pos = end
+    return out
+
+
+def _find(group: bytes, key: bytes) -> list[int]:
+    """Start of each record of the id ``key`` in a group, in order."""
+    out = []
+    pos, size = 0, len(group)
+    while pos < size:
+        if group.startswith(key, pos + _AT):
+            out.append(pos)
+        pos += _HEAD.unpack_from(group, pos)[0]
+    return out
 
 
 def _outcome(
