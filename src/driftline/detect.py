@@ -1,0 +1,74 @@
+"""driftline's drift detection as a library: no Kafka, no ClickHouse, just tables and streams.
+
+The pipeline runs these very classes; this module is the stable import path for users.
+
+**Batch**: score a window (a table) against a reference (a table), per feature, with
+Benjamini-Hochberg across features (:class:`DriftScorer`).
+
+>>> import numpy as np
+>>> from driftline.detect import DriftScorer
+>>> rng = np.random.default_rng(7)
+>>> reference = {"amount": rng.lognormal(3, 1, 20_000), "country": rng.choice(["de", "fr", "it"], 20_000)}
+>>> scorer = DriftScorer.from_reference(reference)
+>>> window = {"amount": rng.lognormal(3.5, 1, 5_000), "country": rng.choice(["de", "fr", "it"], 5_000)}
+>>> report = scorer.score(window)
+>>> report.drifted_features
+['amount']
+>>> round(report["amount"].psi, 2), report["country"].drifted
+(0.22, False)
+
+**Streaming**: one detector per feature, updated per value or per micro-batch, alarming within
+hundreds of values of a change. Each is configured by ``arl``, the mean number of no-drift values
+between two false alarms, and calibrated against its reference. ``update`` returns an
+:class:`Alarm` or None, ``update_many`` the alarms of a batch (``Alarm.index`` counts every value
+the detector has seen), ``reset`` clears the evidence.
+
+>>> from driftline.detect import BinaryDetector, CategoricalDetector, NumericDetector, feature_arl
+>>> arl = feature_arl(1_000_000, n_features=2)   # 1 false alarm per million rows over 2 features
+>>> amount = NumericDetector.from_reference(reference["amount"], arl=arl)
+>>> country = CategoricalDetector.from_reference(reference["country"], arl=arl)
+>>> quiet_countries = rng.choice(["de", "fr", "it"], 10_000)
+>>> amount.update_many(rng.lognormal(3, 1, 10_000)), country.update_many(quiet_countries)
+([], [])
+>>> alarm = amount.update_many(rng.lognormal(3.3, 1, 2_000))[0]
+>>> alarm.index - 10_000 < 300, alarm.statistic >= alarm.threshold
+(True, True)
+>>> country.update("es") is None       # one unseen category is not yet evidence ...
+True
+>>> [a.component for a in country.update_many(["es"] * 50)][:1]   # ... a run of them is
+["category '__other__' x4"]
+
+A classifier's error stream (1 = wrong prediction) against its reference error rate:
+
+>>> errors = BinaryDetector.from_rate(0.10, arl=1_000_000)
+>>> errors.update_many(rng.random(20_000) < 0.10)
+[]
+>>> errors.update_many(rng.random(5_000) < 0.20)[0].component
+'error rate x2'
+>>> errors.reset(); errors.statistic
+0.0
+"""
+
+from __future__ import annotations
+
+from driftline.operators.scorer import DriftScorer, FeatureResult, ScoreReport
+from driftline.operators.sequential import (
+    Alarm,
+    BinaryDetector,
+    CategoricalDetector,
+    NumericDetector,
+    detector_for_profile,
+    feature_arl,
+)
+
+__all__ = [
+    "Alarm",
+    "BinaryDetector",
+    "CategoricalDetector",
+    "DriftScorer",
+    "FeatureResult",
+    "NumericDetector",
+    "ScoreReport",
+    "detector_for_profile",
+    "feature_arl",
+]

@@ -1,0 +1,383 @@
+"""Sequential CUSUM-bank detectors: false alarms vs the configured ARL, detection, exactness.
+
+False-alarm tests run ~2-4 million no-drift samples at ``arl = 2000`` (about 1,000-2,000 expected
+alarms) against a reference that is itself a finite sample (50,000 values) of the same population,
+as in production. False alarms form a renewal process with mean gap ``arl``, so their count over
+``N`` samples is close to Poisson(``N / arl``): its standard deviation is ~3 % of the expectation
+here, so ``observed <= 1.15 * expected`` leaves ~4.5 sd for noise plus ~5 % of calibration error.
+The bank is conservative by design (a union bound over positively correlated CUSUMs, measured
+~2x, and thresholds guaranteed at the edge of the reference's 2-standard-error region), so
+observed counts sit at 25-50 % of the expectation; the lower bound (a fifth of it) only checks that
+the calibration still means something.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from driftline.operators import sequential as seq
+from driftline.operators.profile import build_profile
+from driftline.operators.sequential import (
+    Alarm,
+    BinaryDetector,
+    CategoricalDetector,
+    NumericDetector,
+    detector_for_profile,
+    feature_arl,
+)
+from driftline.operators.sketch import QuantileSketch
+
+ARL = 2_000.0
+REF = 50_000
+
+
+def _count_alarms(det: seq._Bank, xs: object, batch: int = 100_000) -> int:
+    values = xs if isinstance(xs, list) else np.asarray(xs)
+    return sum(len(det.update_many(values[i : i + batch])) for i in range(0, len(values), batch))
+
+
+def _clone(det: seq._Bank) -> seq._Bank:
+    return pickle.loads(pickle.dumps(det))
+
+
+# -- false-alarm rate ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "seed", "draw"),
+    [
+        ("gaussian", 11, lambda r, n: r.normal(size=n)),
+        ("lognormal", 12, lambda r, n: r.lognormal(0.0, 1.0, n)),
+        # a discrete feature: ties, few atoms, lattice increments (importance-sampled thresholds)
+        ("poisson", 13, lambda r, n: r.poisson(2.0, n).astype(float)),
+    ],
+)
+def test_numeric_false_alarms_within_target(name: str, seed: int, draw: Callable[..., np.ndarray]) -> None:
+    rng = np.random.default_rng(seed)
+    det = NumericDetector.from_reference(draw(rng, REF), arl=ARL)
+    n = 2_000_000
+    observed, expected = _count_alarms(det, draw(rng, n)), n / ARL
+    assert 0.2 * expected <= observed <= 1.15 * expected, (name, observed, expected)
+
+
+def test_numeric_detector_ignores_increasing_transforms() -> None:
+    """Normal scores depend on ranks only: x and exp(x) give the very same alarms."""
+    rng = np.random.default_rng(10)
+    ref = rng.normal(size=REF)
+    x = np.concatenate([rng.normal(size=30_000), rng.normal(0.3, 1.2, 3_000)])
+    plain = NumericDetector.from_reference(ref, arl=1e4).update_many(x)
+    assert plain and NumericDetector.from_reference(np.exp(ref), arl=1e4).update_many(np.exp(x)) == plain
+
+
+def test_numeric_from_sketch_false_alarms_within_target() -> None:
+    rng = np.random.default_rng(16)
+    sketch = QuantileSketch()
+    sketch.add_many(rng.normal(size=REF))
+    det = NumericDetector.from_sketch(sketch, REF, arl=ARL)
+    n = 2_000_000
+    observed, expected = _count_alarms(det, rng.normal(size=n)), n / ARL
+    assert 0.2 * expected <= observed <= 1.15 * expected, (observed, expected)
+
+
+def test_categorical_false_alarms_within_target() -> None:
+    rng = np.random.default_rng(13)
+    names = np.array(["a", "b", "c", "d", "e", "f"])
+    probs = [0.5, 0.3, 0.15, 0.04, 0.009, 0.001]
+    det = CategoricalDetector.from_reference(names[rng.choice(6, REF, p=probs)].tolist(), arl=ARL)
+    n = 2_000_000
+    observed, expected = _count_alarms(det, names[rng.choice(6, n, p=probs)].tolist()), n / ARL
+    assert 0.2 * expected <= observed <= 1.15 * expected, (observed, expected)
+
+
+@pytest.mark.parametrize("source", ["rate", "reference"])
+def test_binary_false_alarms_within_target(source: str) -> None:
+    rng = np.random.default_rng(14)
+    if source == "rate":
+        det = BinaryDetector.from_rate(0.1, arl=ARL)
+    else:
+        det = BinaryDetector.from_reference(rng.random(REF) < 0.1, arl=ARL)
+    n = 4_000_000
+    observed, expected = _count_alarms(det, rng.random(n) < 0.1), n / ARL
+    assert 0.2 * expected <= observed <= 1.15 * expected, (observed, expected)
+
+
+def test_each_cusum_meets_its_share_of_the_arl() -> None:
+    """Calibration accuracy per CUSUM: each alone runs ``K * arl`` between false alarms."""
+    det = BinaryDetector.from_rate(0.1, arl=500.0)
+    rng = np.random.default_rng(15)
+    n, k = 2_000_000, len(det.components)
+    z = det._table[(rng.random(n) < 0.1).astype(np.int64)]
+    for j, label in enumerate(det.components):
+        alarms, s, pos = 0, 0, 0
+        while pos < n:  # one CUSUM alone, restarted after each of its alarms
+            c = np.cumsum(z[pos : pos + 20_000, j]) + s
+            path = c - np.minimum(np.minimum.accumulate(c), 0)
+            hit = np.flatnonzero(path >= det._h[j])
+            if hit.size:
+                alarms, s, pos = alarms + 1, 0, pos + int(hit[0]) + 1
+            else:
+                s, pos = int(path[-1]), pos + c.size
+        ratio = (n / alarms) / (k * 500.0)  # ~1,000 alarms: Poisson sd ~3 %
+        assert 0.8 <= ratio <= 1.6, (label, ratio)
+
+
+# -- detection -----------------------------------------------------------------------------------
+
+
+def _first_after(alarms: list[Alarm], change: int) -> Alarm:
+    after = [a for a in alarms if a.index >= change]
+    assert after, "no alarm after the change"
+    assert not [a for a in alarms if a.index < change], "false alarm before the change"
+    return after[0]
+
+
+def test_detects_mean_shift() -> None:
+    rng = np.random.default_rng(21)
+    det = NumericDetector.from_reference(rng.normal(size=REF), arl=1e6)
+    x = np.concatenate([rng.normal(size=20_000), rng.normal(0.5, 1.0, 2_000)])
+    alarm = _first_after(det.update_many(x), 20_000)
+    assert alarm.index - 20_000 < 300 and alarm.component.startswith("mean+")
+    assert alarm.statistic >= alarm.threshold > 0
+
+
+def test_detects_scale_change() -> None:
+    rng = np.random.default_rng(22)
+    det = NumericDetector.from_reference(rng.lognormal(size=REF), arl=1e6)
+    x = np.concatenate([rng.lognormal(size=20_000), rng.lognormal(0.0, 2.0, 2_000)])
+    alarm = _first_after(det.update_many(x), 20_000)
+    assert alarm.index - 20_000 < 200 and alarm.component == "scale*1.5"
+
+
+def test_detects_category_frequency_change() -> None:
+    rng = np.random.default_rng(23)
+    names = np.array(["a", "b", "c"])
+    det = CategoricalDetector.from_reference(names[rng.choice(3, REF, p=[0.5, 0.3, 0.2])].tolist(), arl=1e6)
+    x = [*names[rng.choice(3, 20_000, p=[0.5, 0.3, 0.2])], *names[rng.choice(3, 5_000, p=[0.3, 0.5, 0.2])]]
+    alarm = _first_after(det.update_many(x), 20_000)
+    assert alarm.index - 20_000 < 1_000
+    assert alarm.component.startswith(("category 'b' x", "category 'a' x0.5"))
+
+
+def test_detects_new_category() -> None:
+    rng = np.random.default_rng(24)
+    det = CategoricalDetector.from_counts(["a", "b"], [30_000, 20_000, 0], arl=1e6)
+    x = [*rng.choice(["a", "b"], 20_000, p=[0.6, 0.4]).tolist(),
+         *rng.choice(["a", "b", "brand-new"], 2_000, p=[0.57, 0.38, 0.05]).tolist()]
+    alarm = _first_after(det.update_many(x), 20_000)
+    assert alarm.index - 20_000 < 500 and alarm.component.startswith("category '__other__'")
+
+
+def test_detects_error_rate_increase() -> None:
+    rng = np.random.default_rng(25)
+    det = BinaryDetector.from_reference(rng.random(REF) < 0.1, arl=1e6)
+    x = np.concatenate([rng.random(20_000) < 0.1, rng.random(5_000) < 0.2])
+    alarm = _first_after(det.update_many(x), 20_000)
+    assert alarm.index - 20_000 < 1_000 and alarm.component.startswith("error rate x")
+
+
+def test_detector_for_profile_builds_from_sketch_and_counts() -> None:
+    rng = np.random.default_rng(26)
+    profile = build_profile(
+        "m", "1", {"x": rng.normal(size=20_000).tolist(), "c": rng.choice(["u", "v"], 20_000).tolist()},
+        label_column=None, prediction_column=None, bins=10, top_k=5, created_at_ms=0,
+    )
+    num = detector_for_profile(profile.features["x"], arl=1e6)
+    cat = detector_for_profile(profile.features["c"], arl=1e6)
+    assert (num.kind, cat.kind) == ("numeric", "categorical")
+    assert isinstance(num, NumericDetector) and isinstance(cat, CategoricalDetector)
+    assert num.update_many(rng.normal(size=50_000)) == []
+    assert num.update_many(rng.normal(0.4, 1.0, 2_000))
+    assert cat.update_many(rng.choice(["u", "v"], 50_000).tolist()) == []
+    assert cat.update_many(["u"] * 500)
+
+
+# -- exactness: chunking, per element, pickling, reset, missing values ------------------------------
+
+
+def _numeric_fixture() -> tuple[NumericDetector, np.ndarray]:
+    rng = np.random.default_rng(31)
+    det = NumericDetector.from_reference(rng.normal(size=5_000), arl=1e4)
+    x = np.concatenate([rng.normal(size=1_500), rng.normal(0.8, 1.5, 1_500), rng.normal(size=500)])
+    return det, x
+
+
+_NUM, _NUM_X = _numeric_fixture()
+_NUM_FULL = _clone(_NUM)
+_NUM_ALARMS = _NUM_FULL.update_many(_NUM_X)
+
+
+def test_fixture_has_many_alarms() -> None:
+    assert len(_NUM_ALARMS) >= 10  # the chunking tests exercise resets mid-batch
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, len(_NUM_X)), max_size=25))
+def test_chunking_does_not_change_anything(cuts: list[int]) -> None:
+    det = _clone(_NUM)
+    bounds = [0, *sorted(cuts), len(_NUM_X)]
+    alarms = [a for lo, hi in itertools.pairwise(bounds) for a in det.update_many(_NUM_X[lo:hi])]
+    assert alarms == _NUM_ALARMS
+    assert np.array_equal(det._S, _NUM_FULL._S)
+    full = _NUM_FULL
+    assert (det.n, det.alarms_total, det.statistic) == (full.n, full.alarms_total, full.statistic)
+
+
+def test_update_per_element_equals_update_many() -> None:
+    det = _clone(_NUM)
+    alarms = [a for x in _NUM_X.tolist() if (a := det.update(x)) is not None]
+    assert alarms == _NUM_ALARMS
+    assert np.array_equal(det._S, _NUM_FULL._S) and det.n == _NUM_FULL.n
+
+
+@pytest.mark.parametrize("kind", ["categorical", "binary"])
+def test_chunking_and_per_element_for_bernoulli_banks(kind: str) -> None:
+    rng = np.random.default_rng(32)
+    values: list[object]
+    if kind == "categorical":
+        det: seq._Bank = CategoricalDetector.from_counts(["a", "b", "c"], [500, 300, 150, 50], arl=1e3)
+        values = rng.choice(["a", "b", "c", "d", "e"], 6_000, p=[0.3, 0.3, 0.2, 0.1, 0.1]).tolist()
+        values[::97] = [None] * len(values[::97])
+    else:
+        det = BinaryDetector.from_rate(0.1, arl=1e3)
+        values = (rng.random(6_000) < np.linspace(0.05, 0.4, 6_000)).astype(float).tolist()
+        values[::89] = [float("nan")] * len(values[::89])
+    whole = _clone(det)
+    expected = whole.update_many(values)
+    assert len(expected) >= 5
+    chunked = _clone(det)
+    cuts = sorted(rng.integers(0, len(values), 30).tolist())
+    bounds = [0, *cuts, len(values)]
+    got = [a for lo, hi in itertools.pairwise(bounds) for a in chunked.update_many(values[lo:hi])]
+    single = _clone(det)
+    one = [a for v in values if (a := single.update(v)) is not None]
+    assert got == expected == one
+    assert np.array_equal(chunked._S, whole._S) and np.array_equal(single._S, whole._S)
+    assert chunked.n == whole.n == single.n < len(values)
+
+
+def test_alarm_runs_across_window_boundaries() -> None:
+    """Alarms every few observations, one of them on the last row of an update_many window."""
+    det = NumericDetector.from_reference([0.0] * 100, arl=10.0)
+    x = np.where(np.arange(3 * seq._WINDOW + 5) % 5 == 4, 0.0, 9.0)
+    last = max(a.index for a in _clone(det).update_many(x) if a.index < seq._WINDOW)
+    # the reference value itself keeps every CUSUM at 0: leading ones shift all alarms
+    x = np.concatenate([np.zeros(seq._WINDOW - 1 - last), x])
+    whole, single = _clone(det), _clone(det)
+    alarms = whole.update_many(x)
+    assert alarms == [a for v in x.tolist() if (a := single.update(v)) is not None]
+    assert len(alarms) > 1_000 and np.array_equal(whole._S, single._S)
+    assert seq._WINDOW - 1 in {a.index for a in alarms}
+
+
+def test_pickle_mid_stream_continues_identically() -> None:
+    det = _clone(_NUM)
+    first = det.update_many(_NUM_X[:2_000])
+    blob = pickle.dumps(det)
+    assert len(blob) < 64_000  # the increment table is rebuilt on load, not stored
+    restored = pickle.loads(blob)
+    assert restored.update_many(_NUM_X[2_000:]) == det.update_many(_NUM_X[2_000:])
+    assert first + restored.update_many([]) + _NUM_ALARMS[len(first):] == _NUM_ALARMS
+    assert np.array_equal(restored._S, _NUM_FULL._S) and restored.n == _NUM_FULL.n
+
+
+def test_reset_zeroes_statistics_and_keeps_thresholds() -> None:
+    det = _clone(_NUM)
+    det.update_many(_NUM_X[1_500:1_520])
+    assert det.statistic > 0
+    thresholds, n = det.thresholds, det.n
+    det.reset()
+    assert det.statistic == 0.0 and det.thresholds == thresholds and det.n == n
+    fresh = _clone(_NUM)
+    assert [a.component for a in det.update_many(_NUM_X)] == [a.component for a in fresh.update_many(_NUM_X)]
+
+
+def test_missing_values_are_skipped_and_not_counted() -> None:
+    det = _clone(_NUM)
+    assert det.update(None) is None and det.update(float("nan")) is None and det.n == 0
+    assert det.update_many([1.0, None, float("nan"), 2.0]) == [] and det.n == 2
+    holey: list[float | None] = []
+    for i, v in enumerate(_NUM_X.tolist()):
+        holey.extend([v, None] if i % 7 else [float("nan"), v])
+    assert _clone(_NUM).update_many(holey) == _NUM_ALARMS
+    cat = CategoricalDetector.from_counts(["x"], [10, 0], arl=1e3)
+    assert cat.update_many([None, float("nan"), "x"]) == [] and cat.n == 1
+
+
+def test_categories_compare_as_category_keys() -> None:
+    det = CategoricalDetector.from_reference([True, False, 1, "1"] * 100, arl=1e3)
+    assert det.categories == ["1", "false", "true"]  # 1 and "1" are one category, True is "true"
+    assert det._symbol(1) == det._symbol("1") == 0 and det._symbol(True) == 2
+    assert det._symbol("unseen") == 3  # other
+
+
+# -- calibration: deterministic, cached, fast -------------------------------------------------------
+
+
+def test_same_reference_same_thresholds() -> None:
+    rng = np.random.default_rng(41)
+    ref = rng.poisson(3.0, REF).astype(float)
+    seq._CACHE.clear()
+    a = NumericDetector.from_reference(ref, arl=1e6).thresholds
+    seq._CACHE.clear()
+    b = NumericDetector.from_reference(rng.permutation(ref), arl=1e6).thresholds
+    assert a == b
+    seq._CACHE.clear()
+    c1 = CategoricalDetector.from_counts(["a", "b"], [700, 290, 10], arl=1e6).thresholds
+    seq._CACHE.clear()
+    assert CategoricalDetector.from_counts(["a", "b"], [700, 290, 10], arl=1e6).thresholds == c1
+    assert NumericDetector.from_reference(ref, arl=1e7).thresholds != a
+
+
+def test_calibration_is_fast() -> None:
+    rng = np.random.default_rng(42)
+    refs = [rng.normal(size=REF), rng.poisson(2.0, REF).astype(float)]
+    for ref in refs:
+        seq._CACHE.clear()
+        t = time.process_time()
+        NumericDetector.from_reference(ref, arl=1e8)
+        assert time.process_time() - t < 0.25  # ~20-30 ms of CPU on one core
+    t = time.process_time()
+    NumericDetector.from_reference(refs[0], arl=1e8)  # cached thresholds
+    assert time.process_time() - t < 0.05
+
+
+def test_thresholds_grow_with_arl_and_designs_shrink_with_small_references() -> None:
+    rng = np.random.default_rng(43)
+    ref = rng.normal(size=REF)
+    low = NumericDetector.from_reference(ref, arl=1e4).thresholds
+    high = NumericDetector.from_reference(ref, arl=1e8).thresholds
+    assert all(high[k] > low[k] for k in low)
+    assert len(NumericDetector.from_reference(ref[:1_000], arl=1e6).components) < len(high)
+
+
+def test_feature_arl_is_bonferroni() -> None:
+    assert feature_arl(1e6, 25) == 2.5e7
+    assert feature_arl(1e6, 25, n_streams=2) == 5e7
+    with pytest.raises(ValueError):
+        feature_arl(1e6, 0)
+
+
+def test_constant_reference_alarms_on_any_other_value() -> None:
+    det = NumericDetector.from_reference([3.0] * 1_000, arl=1e6)
+    assert det.components == ["mean+0.2", "mean-0.2", "mean+0.4", "mean-0.4", "mean+0.8", "mean-0.8"]
+    assert det.update_many([3.0] * 100_000) == []
+    assert det.update_many([3.5] * 20)[0].component == "mean+0.8"
+
+
+def test_invalid_inputs_raise() -> None:
+    with pytest.raises(ValueError):
+        NumericDetector.from_reference([1.0], arl=1e6)
+    with pytest.raises(ValueError):
+        NumericDetector.from_reference([1.0, 2.0, 3.0], arl=0.5)
+    with pytest.raises(ValueError):
+        BinaryDetector.from_rate(0.0)
+    with pytest.raises(ValueError):
+        CategoricalDetector.from_counts(["a"], [1])
