@@ -118,7 +118,7 @@ class WorkerRuntime:
             t = self.settings.topics
             self.runners = [
                 StageRunner(self.settings, SHARD_STAGE, SHARD_GROUP, [t.predictions, t.labels], shard_factory,
-                            producer=producer, checkpoints=self._store),
+                            [t.profiles], producer=producer, checkpoints=self._store),
                 StageRunner(self.settings, MODEL_STAGE, MODEL_GROUP, [t.model_events], model_factory,
                             [t.profiles, t.retrain_triggers], producer=producer, checkpoints=self._store),
             ]

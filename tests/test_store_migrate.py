@@ -63,6 +63,10 @@ CONTRACT = {
     "reference_profiles": (
         "run_id model_id model_version profile_id created_at effective_from source profile"
     ),
+    "drift_alerts": (
+        "run_id alert_id model_id model_version feature feature_kind source shard component "
+        "event_time prediction_id observation_index statistic threshold arl reference_id config_hash"
+    ),
 }
 SORTING_KEYS = {
     "dead_letters": "run_id, source_topic, source_partition, source_offset",
@@ -75,6 +79,7 @@ SORTING_KEYS = {
     "retrain_triggers": "run_id, model_id, model_version, trigger_id",
     "retrain_jobs": "trigger_id, attempt",
     "reference_profiles": "run_id, model_id, model_version, profile_id",
+    "drift_alerts": "run_id, model_id, model_version, alert_id",
 }
 
 

@@ -223,6 +223,9 @@ class SequentialSettings(_Section):
     count_as_drift: bool = Field(
         True, description="a policy window with a sequential feature alert counts as drifted"
     )
+    alert_interval_s: int = Field(
+        0, ge=0, description="at most one alert per feature (and shard) per interval; 0 = smallest window"
+    )
 
 
 class PerformanceSettings(_Section):

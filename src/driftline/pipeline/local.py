@@ -70,6 +70,8 @@ class InProcessPipeline:
             RawRecord(settings.topics.profiles, 0, i, 0, None, value) for i, value in enumerate(profiles)
         ]
         if profile_records:
+            for shard in self.shards:  # sequential feature detectors watch in stage 1
+                self._route(shard.process(profile_records))
             for model in self.models:
                 self._route(model.process(profile_records))
 

@@ -9,6 +9,7 @@ log — duplicates and the interleaving of shards change nothing.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import zlib
 from collections import Counter, defaultdict
@@ -21,13 +22,14 @@ import orjson
 
 from driftline.config import Settings
 from driftline.operators.drift import FeatureScore, score_feature, verdicts
+from driftline.operators.feature_watch import ERROR_FEATURE, ErrorWatch
 from driftline.operators.performance import OnlinePerformance
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, profile_from_window
 from driftline.operators.triggers import RetrainPolicy
 from driftline.operators.validate import RawRecord
 from driftline.operators.window_stats import FeatureStats, MergedWindow, merge_partials
 from driftline.pipeline import records
-from driftline.pipeline.shard import NO_TIME, window_segments
+from driftline.pipeline.shard import NO_TIME, alert_interval_ms, window_segments
 from driftline.pipeline.stage import OutboundMessage
 
 PREDICTION_FEATURE = "__prediction__"
@@ -36,6 +38,7 @@ LATENCY_FEATURE = "__latency_ms__"
 
 LATEST = 2**62  # "any effective_from"
 MAX_REMEMBERED_TRIGGERS = 10_000
+MAX_REMEMBERED_ALERTS = 100_000
 
 # (window size s, window start ms, model_id, model_version, segment)
 WindowKey = tuple[int, int, str, str, str]
@@ -59,7 +62,8 @@ class SegmentTally:
     n_error_known: int = 0
     expired: int = 0
     delays: list[int] = field(default_factory=list)
-    alarm: bool = False
+    alarm: bool = False  # the River detector alarmed in this interval
+    sequential_alarm: bool = False  # the sequential error-stream detector alarmed
 
 
 class ModelProcessor:
@@ -93,6 +97,18 @@ class ModelProcessor:
         self.last_drifted: dict[tuple[str, str], int] = {}  # features drifted in the latest policy window
         self.policy = RetrainPolicy(settings.triggers, self.config_hash, run_id)
         self.totals: Counter[str] = Counter()
+        self._init_alerts()
+
+    def _init_alerts(self) -> None:
+        self.seen_alerts: dict[str, None] = {}  # insertion-ordered set, bounded
+        self.pending_alerts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        self.error_watch: dict[tuple[str, str], ErrorWatch] = {}
+        self._alert_rows: list[dict[str, Any]] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "seen_alerts" not in state:  # a checkpoint from before sequential detection
+            self._init_alerts()
 
     # -- the stage protocol -----------------------------------------------------------------
 
@@ -111,6 +127,9 @@ class ModelProcessor:
                 # Internal topic written only by stage 1: a bad record is a bug, not user input.
                 self.totals["bad_internal_records"] += 1
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        if self._alert_rows:
+            rows["drift_alerts"].extend(self._alert_rows)
+            self._alert_rows = []
         out: list[OutboundMessage] = []
         self._close_windows(rows, out)
         self._close_buckets(rows, out)
@@ -209,6 +228,8 @@ class ModelProcessor:
                     correct,
                     abs_error,
                 )
+        elif kind == records.ALERT:
+            self._on_alert(m)
         elif kind == records.EXPIRED:
             buckets = self.buckets[(m["model_id"], m["model_version"])]
             for pid, seg, expired_at in zip(*(m[f] for f in records.EXPIRED_FIELDS), strict=True):
@@ -218,6 +239,48 @@ class ModelProcessor:
                 buckets.setdefault(start, Bucket()).expired[pid] = seg
         else:
             raise ValueError(f"unknown internal record type {kind!r}")
+
+    def _on_alert(self, m: dict[str, Any]) -> None:
+        alert_id = str(m["alert_id"])
+        if alert_id in self.seen_alerts:
+            self.totals["duplicate_alerts"] += 1  # re-sent by a restarted shard
+            return
+        self.seen_alerts[alert_id] = None
+        while len(self.seen_alerts) > MAX_REMEMBERED_ALERTS:
+            del self.seen_alerts[next(iter(self.seen_alerts))]
+        self.totals["sequential_alerts"] += 1
+        row = {
+            "run_id": self.run_id,
+            "alert_id": alert_id,
+            "model_id": m["model_id"],
+            "model_version": m["model_version"],
+            "feature": m["feature"],
+            "feature_kind": m["feature_kind"],
+            "source": "features",
+            "shard": int(m["shard"]),
+            "component": m["component"],
+            "event_time": int(m["event_time"]),
+            "prediction_id": m["prediction_id"],
+            "observation_index": int(m["observation_index"]),
+            "statistic": float(m["statistic"]),
+            "threshold": float(m["threshold"]),
+            "arl": float(m["arl"]),
+            "reference_id": m["reference_id"],
+            "config_hash": self.config_hash,
+        }
+        self._alert_rows.append(row)
+        # Evidence for the retrain policy: counted when the policy window holding it closes.
+        self.pending_alerts[(m["model_id"], m["model_version"])].append(row)
+
+    def _take_alerts(self, model_id: str, version: str, end: int) -> list[dict[str, Any]]:
+        """Pending feature alerts of a model before `end`, in a canonical order."""
+        pending = self.pending_alerts.get((model_id, version))
+        if not pending:
+            return []
+        taken = sorted((a for a in pending if a["event_time"] < end),
+                       key=lambda a: (a["event_time"], a["feature"], a["alert_id"]))
+        self.pending_alerts[(model_id, version)] = [a for a in pending if a["event_time"] >= end]
+        return taken
 
     # -- windows ----------------------------------------------------------------------------
 
@@ -358,14 +421,19 @@ class ModelProcessor:
         )
         if segment == "" and size_s == self.policy_size_s:
             self.last_drifted[(model_id, version)] = len(verdict.drifted_features)
-            evidence = {
+            alerts = self._take_alerts(model_id, version, end)
+            evidence: dict[str, Any] = {
                 "window_size_s": size_s,
                 "drifted_features": {n: _score_evidence(scores[n]) for n in verdict.drifted_features},
                 "reference_id": reference_id,
             }
-            trigger = self.policy.on_drift_window(
-                model_id, version, start, end, bool(verdict.drifted), evidence
-            )
+            if alerts:
+                evidence["sequential_alerts"] = [
+                    {k: a[k] for k in ("feature", "component", "event_time", "statistic", "threshold")}
+                    for a in alerts
+                ]
+            drifted = bool(verdict.drifted) or (bool(alerts) and self.settings.sequential.count_as_drift)
+            trigger = self.policy.on_drift_window(model_id, version, start, end, drifted, evidence)
             if trigger is not None:
                 self._emit_trigger(trigger, out)
 
@@ -430,6 +498,8 @@ class ModelProcessor:
                             model_id, version, segment, "alarm", label_time, None, perf, pid=pid
                         )
                     )
+        if self.settings.sequential.enabled:
+            self._watch_errors(model_id, version, ordered, tallies, rows)
         for tags in bucket.expired.values():
             for segment in window_segments(tags):
                 tallies[segment].expired += 1
@@ -441,6 +511,57 @@ class ModelProcessor:
             )
             if segment == "" and current is not None and tally.n > 0:
                 self._performance_policy(model_id, version, end, start, current, tally, out)
+
+    def _watch_errors(
+        self,
+        model_id: str,
+        version: str,
+        ordered: list[tuple[str, tuple[str, int, int, int | None, float | None]]],
+        tallies: dict[str, SegmentTally],
+        rows: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """The sequential detector on the model's error stream, in canonical outcome order."""
+        labelled = [(pid, label_time, correct) for pid, (_, label_time, _, correct, _) in ordered
+                    if correct is not None]
+        if not labelled:
+            return
+        watch = self.error_watch.get((model_id, version))
+        if watch is None:
+            cfg = self.settings.sequential
+            accuracy = self._baseline(model_id, version, "accuracy")
+            profile = self._profile_for(model_id, version, LATEST)
+            baseline_n = profile.prediction.n if profile is not None and profile.prediction else None
+            watch = self.error_watch[(model_id, version)] = ErrorWatch(
+                1_000_000.0 / cfg.error_false_alarms_per_million,
+                cfg.error_warmup,
+                None if accuracy is None else 1.0 - accuracy,
+                baseline_n=baseline_n,
+                alert_interval_ms=alert_interval_ms(self.settings),
+            )
+        alarms = watch.observe([1 - c for _, _, c in labelled], [t for _, t, _ in labelled])
+        for position, alarm in alarms:
+            pid, label_time, _ = labelled[position]
+            tallies[""].sequential_alarm = True
+            self.totals["sequential_error_alerts"] += 1
+            rows["drift_alerts"].append({
+                "run_id": self.run_id,
+                "alert_id": _error_alert_id(model_id, version, alarm.index),
+                "model_id": model_id,
+                "model_version": version,
+                "feature": ERROR_FEATURE,
+                "feature_kind": "binary",
+                "source": "errors",
+                "shard": self.shard,
+                "component": alarm.component,
+                "event_time": label_time,
+                "prediction_id": pid,
+                "observation_index": alarm.index,
+                "statistic": alarm.statistic,
+                "threshold": alarm.threshold,
+                "arl": watch.arl,
+                "reference_id": watch.reference_source,
+                "config_hash": self.config_hash,
+            })
 
     def _baseline(self, model_id: str, version: str, metric: str) -> float | None:
         profile = self._profile_for(model_id, version, LATEST)
@@ -481,8 +602,11 @@ class ModelProcessor:
             "n_outcomes": tally.n,
             "alarms_total": figures.get("alarms_total", 0),
         }
+        if tally.sequential_alarm:
+            evidence["sequential_alarm"] = True
+        alarm = tally.alarm or tally.sequential_alarm
         trigger = self.policy.on_performance(
-            model_id, version, end, float(value), reference, not regression, tally.alarm, evidence
+            model_id, version, end, float(value), reference, not regression, alarm, evidence
         )
         if trigger is not None:
             self._emit_trigger(trigger, out)
@@ -545,6 +669,11 @@ class ModelProcessor:
                 self.triggers_topic, trigger.model_id.encode(), trigger.model_dump_json().encode()
             )
         )
+
+
+def _error_alert_id(model_id: str, version: str, index: int) -> str:
+    key = "\x1f".join(("errors", model_id, version, str(index)))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _kind(stats: FeatureStats, profile: FeatureProfile | None) -> str:

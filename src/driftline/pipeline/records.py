@@ -5,6 +5,7 @@ model_id so that one stage-2 shard sees all of a model's partials and outcomes i
 
 - ``partial``: one stage-1 shard's aggregate of one window for one (model, version, segment);
 - ``outcomes`` / ``expired``: joined outcomes and unlabeled expiries, columnar, per model;
+- ``alert``: a sequential detector's alarm on one event (stage 1 watches features per shard);
 - ``progress``: a shard's event-time progress, sent to *every* partition. Everything a shard
   emits for times before its progress precedes the progress record in each partition.
 """
@@ -23,6 +24,7 @@ PARTIAL = "partial"
 OUTCOMES = "outcomes"
 EXPIRED = "expired"
 PROGRESS = "progress"
+ALERT = "alert"
 
 # Outcome columns carried to stage 2 (the full row goes to the outcomes topic).
 OUTCOME_FIELDS = ("prediction_id", "segment", "label_time", "label_delay_ms", "correct", "abs_error")

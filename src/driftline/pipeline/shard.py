@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 
 from driftline.config import Settings
+from driftline.operators.feature_watch import FeatureAlert, FeatureWatch
 from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin
+from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.operators.window_stats import WindowAccumulator
 from driftline.pipeline import records
@@ -30,6 +32,11 @@ ACCUMULATE_CHUNK = 2048
 
 # (window size ms, window start ms, model_id, model_version, segment)
 WindowKey = tuple[int, int, str, str, str]
+
+
+def alert_interval_ms(settings: Settings) -> int:
+    """Interval of the per-feature alert rate limit (the smallest window unless configured)."""
+    return (settings.sequential.alert_interval_s or min(settings.windows.sizes_s)) * 1000
 
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
@@ -58,6 +65,12 @@ class ShardProcessor:
         self.model_events_topic = topics.model_events
         self.model_events_partitions = topics.model_events_partitions
         self.sink_topic = topics.sink
+        self.profiles_topic = topics.profiles
+        self.watch = (
+            FeatureWatch(settings.sequential.false_alarms_per_million, alert_interval_ms(settings))
+            if settings.sequential.enabled
+            else None
+        )
         self.decoder = Decoder(settings.kafka.max_message_bytes, settings.windows.max_timestamp_skew_s * 1000)
         self.join = LabelJoin(
             settings.join.label_horizon_s * 1000, settings.join.max_pending, settings.join.max_held_labels
@@ -77,6 +90,9 @@ class ShardProcessor:
 
     def process(self, batch: Sequence[RawRecord]) -> list[OutboundMessage]:
         out: list[OutboundMessage] = []
+        for record in batch:
+            if record.topic == self.profiles_topic:
+                self._on_profile(record.value)
         predictions = [r for r in batch if r.topic == self.predictions_topic]
         labels = [r for r in batch if r.topic == self.labels_topic]
         valid_predictions, dead = self.decoder.predictions(predictions)
@@ -92,7 +108,8 @@ class ShardProcessor:
 
         late_rows: list[dict[str, Any]] = []
         outcomes: list[JoinedOutcome] = []
-        self._apply_predictions(valid_predictions, outcomes, late_rows)
+        alerts = self._apply_predictions(valid_predictions, outcomes, late_rows)
+        self._emit_alerts(alerts, out)
         self._apply_labels(valid_labels, outcomes, late_rows)
         expired = self.join.advance(self.pred_watermark, self.label_watermark)
         self.totals["joined"] += len(outcomes)
@@ -109,6 +126,12 @@ class ShardProcessor:
     def snapshot(self) -> bytes:
         return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints written before sequential detection existed restore without it.
+        state.setdefault("watch", None)
+        state.setdefault("profiles_topic", "")
+        self.__dict__.update(state)
+
     @staticmethod
     def restore(blob: bytes) -> ShardProcessor:
         processor = pickle.loads(zlib.decompress(blob))
@@ -122,6 +145,8 @@ class ShardProcessor:
             pending_predictions=float(self.join.pending_count),
             held_labels=float(self.join.held_count),
             open_windows=float(len(self.open)),
+            sequential_detectors=float(self.watch.detector_count() if self.watch else 0),
+            sequential_alarms_suppressed_total=float(self.watch.suppressed if self.watch else 0),
             prediction_watermark_ms=float(max(self.pred_watermark, 0)),
             label_watermark_ms=float(max(self.label_watermark, 0)),
         )
@@ -152,10 +177,15 @@ class ShardProcessor:
         valid: list[tuple[RawRecord, PredictionEvent]],
         outcomes: list[JoinedOutcome],
         late_rows: list[dict[str, Any]],
-    ) -> None:
+    ) -> list[FeatureAlert]:
         # Batch the window updates: one vectorised add per (window, model, version, segment).
         grouped: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = defaultdict(lambda: ([], [], []))
         duplicates = self.join.counters.get("duplicate_predictions", 0)
+        watched = self.watch is not None and bool(self.watch.models)
+        # (model, version) -> (times, ids, features) of accepted events, in log order
+        per_model: dict[tuple[str, str], tuple[list[int], list[str], list[Any]]] = defaultdict(
+            lambda: ([], [], [])
+        )
         for record, event in valid:
             ts = event.timestamp
             if ts < self.pred_watermark:
@@ -170,6 +200,11 @@ class ShardProcessor:
                 continue
             if joined is not None:
                 outcomes.append(joined)
+            if watched:
+                times, ids, feats_seen = per_model[(event.model_id, event.model_version)]
+                times.append(ts)
+                ids.append(event.prediction_id)
+                feats_seen.append(event.features)
             for size in self.sizes_ms:
                 start = ts - ts % size
                 for segment in window_segments(tags):
@@ -187,6 +222,47 @@ class ShardProcessor:
             buffered[2].extend(lats)
             if len(buffered[0]) >= ACCUMULATE_CHUNK:
                 self._accumulate(key, final=False)
+        alerts: list[FeatureAlert] = []
+        if self.watch is not None:
+            for (model_id, version), (times, ids, feats_seen) in sorted(per_model.items()):
+                alerts.extend(self.watch.observe(model_id, version, times, ids, feats_seen))
+        return alerts
+
+    def _on_profile(self, value: bytes | None) -> None:
+        if self.watch is None or not value:
+            return
+        try:
+            profile = ReferenceProfile.model_validate_json(value)
+        except ValueError:
+            self.totals["bad_profiles"] += 1
+            return
+        if self.watch.add_profile(profile):
+            self.totals["profiles_watched"] += 1
+
+    def _emit_alerts(self, alerts: list[FeatureAlert], out: list[OutboundMessage]) -> None:
+        """Each alarm to its model's stage-2 partition, before this batch's progress record."""
+        self.totals["sequential_alerts"] += len(alerts)
+        for a in alerts:
+            payload = {
+                "type": records.ALERT,
+                "shard": self.shard,
+                "alert_id": a.alert_id(f"shard-{self.shard}"),
+                "model_id": a.model_id,
+                "model_version": a.model_version,
+                "feature": a.feature,
+                "feature_kind": a.kind,
+                "component": a.component,
+                "statistic": a.statistic,
+                "threshold": a.threshold,
+                "arl": a.arl,
+                "event_time": a.event_time,
+                "prediction_id": a.prediction_id,
+                "observation_index": a.observation_index,
+                "reference_id": a.profile_id,
+            }
+            out.append(
+                records.to_model(self.model_events_topic, self.model_events_partitions, a.model_id, payload)
+            )
 
     def _accumulate(self, key: WindowKey, final: bool) -> None:
         """Add buffered events to the window in chunks of exactly ACCUMULATE_CHUNK (the rest only
