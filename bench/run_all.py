@@ -4,7 +4,8 @@
 
 Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (3) the Faust agent
 over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
-topics; then the in-process figures (4) operators, (7) join state and (8) detection. Everything
+topics; then the in-process figures (4) operators, (7) join state, (8) detection (windows vs River
+detectors), (9) sequential detectors vs River on 1M-sample streams and (10) W1 batch scoring. Everything
 runs sequentially so no figure shares the two cores with another benchmark.
 """
 
@@ -29,6 +30,8 @@ if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0] already;
 import bench_broker
 import bench_detection
 import bench_pipeline
+import bench_scorer
+import bench_sequential
 import bench_window_latency
 import numpy as np
 from common import (
@@ -91,6 +94,37 @@ def join_state(n: int) -> Figure:
                   f"{n:,} pending, 'mixed' profile (UUID ids); 25-float profile: {floats:.0f} bytes")
 
 
+def sequential_figures(quick: bool, seeds: int, tmp: Path) -> list[Figure]:
+    """(9): bench_sequential's targets (driftline's CUSUM banks vs River ADWIN, same streams)."""
+    path = tmp / "sequential.json"
+    bench_sequential.main([*(["--quick"] if quick else ["--seeds", str(seeds)]), "--json", str(path)])
+    out = []
+    for check in orjson.loads(path.read_bytes())["targets"]:
+        if "issue" in check["figure"] or "quiet samples vs" in check["figure"]:
+            continue  # the table keeps the same-run comparison; bench_sequential prints the rest
+        higher = check["figure"].startswith("updates")
+        unit = "updates/s" if higher else ("per M" if "false" in check["figure"] else "samples")
+        sign = ">=" if higher else "<="
+        out.append(Figure(f"seq_{check['stream']}_{check['figure'].split()[0]}",
+                          f"(9) sequential, {check['stream']}: {check['figure']}", check["measured"], unit,
+                          f"{sign} {fmt_value(check['target'])}", bool(check["met"]), check["verdict"]))
+    return out
+
+
+def w1_figure(quick: bool, tmp: Path) -> Figure:
+    """(10): bench_scorer's W1 case (6 of 25 features drift; all 6 and no clean one, every seed)."""
+    path = tmp / "w1.json"
+    bench_scorer.main([*(["--quick"] if quick else []), "--json", str(path)])
+    summary = orjson.loads(path.read_bytes())["summary"]["configs"]
+    best, default = summary["significance only"], summary["default"]
+    seeds = best["of"] // 6
+    return Figure("w1_seeds_met", "(10) W1 batch scorer: seeds with 6/6 drifts and 0 false flags",
+                  best["seeds_meeting_target"], "seeds", f"{seeds} of {seeds}", bool(best["target_met"]),
+                  f"significance alone (BH q=0.01, size floors 0): {best['detected']}/{best['of']} found, "
+                  f"{best['false_flags']} false; with the window pipeline's size floors (PSI 0.2 / JS 0.1): "
+                  f"{default['detected']}/{default['of']} found")
+
+
 def ratio_figures(worker: Figure, raw: Figure, faust: Figure) -> list[Figure]:
     out = []
     share = worker.value / raw.value if worker.value and raw.value else None
@@ -119,8 +153,8 @@ def render(figures: Sequence[Figure], env: dict[str, Any], seconds: float) -> No
     last_section = ""
     for f in figures:
         section = f.label.split(")")[0]
-        if last_section and section != last_section and not (section.startswith("(8") and
-                                                             last_section.startswith("(8")):
+        if last_section and section != last_section and not (section[:3] in ("(8", "(9") and
+                                                             section[:3] == last_section[:3]):
             table.add_section()
         last_section = section
         met = "—" if f.met is None else ("[green]yes[/]" if f.met else "[red]NO[/]")
@@ -137,6 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--client-calls", type=int, default=30_000, help="calls per run for (5)")
     parser.add_argument("--join-n", type=int, default=100_000, help="pending predictions for (7)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per stream kind for (8)")
+    parser.add_argument("--seq-seeds", type=int, default=10, help="seeds per stream for (9)")
     parser.add_argument("--json", type=Path, default=REPO / "reports" / "bench.json", help="JSON output")
     args = parser.parse_args(argv)
     if args.quick:
@@ -181,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         figures += bench_detection.measure(args.seeds, 4.0, 7200.0)
     note("(8) detection done")
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp:
+        figures += sequential_figures(args.quick, args.seq_seeds, Path(tmp))
+        note("(9) sequential detection done")
+        figures.append(w1_figure(args.quick, Path(tmp)))
+        note("(10) W1 batch scoring done")
 
     order = ["worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s", "worker_share_of_raw",
              "worker_over_faust", "operators_events_per_s", "client_p99_us", "window_row_p50_s",

@@ -77,4 +77,21 @@ def test_run_all_quick_prints_one_table_and_writes_json(bench_path: None, tmp_pa
                 "worker_share_of_raw"):
         assert key in keys
     assert any(k.startswith("detect_") for k in keys)
+    assert any(k.startswith("seq_") for k in keys) and "w1_seeds_met" in keys
     assert data["environment"]["cores"] >= 1
+
+
+def test_sequential_quick_prints_every_detector_and_target(bench_path: None,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert _module("bench_sequential").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for name in ("driftline", "River ADWIN", "River PageHinkley", "River KSWIN", "River DDM", "abrupt",
+                 "gradual", "error"):
+        assert name in out, name
+    assert "false alarms per million quiet samples" in out and "identical to update_many: True" in out
+
+
+def test_scorer_quick_prints_the_w1_case(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _module("bench_scorer").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "W1 batch scoring" in out and "significance only" in out

@@ -31,6 +31,7 @@ from harness import (
 )
 
 from driftline.config import Settings
+from driftline.demo.training import training_profiles
 from driftline.kafka.admin import ensure_topics
 from driftline.simulate import Scenario
 from driftline.simulate.output import produce
@@ -88,12 +89,18 @@ def fault_stream(proxied_broker: ProxiedBroker) -> Stream:
         malformed_rate=0.005,
     )
     counts = asyncio.run(produce(scenario, settings))
+    # A training profile published before each run: stage 1's sequential feature detectors then
+    # watch every run from its first event, so drift_alerts are compared too.
+    drift = settings.drift
+    profiles = tuple(p.model_dump_json().encode()
+                     for p in training_profiles(scenario, drift.bins, drift.top_k, effective_from_ms=0))
     return Stream(
         proxied_broker.bootstrap_servers,
         settings.topics.predictions,
         settings.topics.labels,
         settings.topics.partitions,
         counts,
+        profiles,
     )
 
 
@@ -114,4 +121,7 @@ def clean_tables(fault_stream: Stream, fault_root: Path) -> dict[str, list[list[
         t: len(rows) for t, rows in tables.items()
     }
     assert tables["dead_letters"], "the stream has malformed messages"
+    # x1 shifts by 1.5 sd mid-stream: the feature detectors must see it, and only it.
+    features = {row[4] for row in tables["drift_alerts"] if row[6] == "features"}
+    assert features == {"x1"}, tables["drift_alerts"]
     return tables

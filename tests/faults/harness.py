@@ -47,6 +47,7 @@ TABLES = (
     "late_events",
     "reference_profiles",
     "retrain_triggers",
+    "drift_alerts",
 )
 # Every topic but the recorded input: each run gets its own.
 INTERNAL = tuple(t for t in TopicSettings.topic_fields() if t not in ("predictions", "labels"))
@@ -213,10 +214,15 @@ class Stream:
     labels: str
     partitions: int
     counts: dict[str, int]
+    profiles: tuple[bytes, ...] = ()  # training profiles, published to each run's profiles topic
 
 
 def run_env(stream: Stream, run: str, root: Path, **extra: str) -> dict[str, str]:
-    """Environment of every process of one run (its own internal topics and database)."""
+    """Environment of every process of one run (its own internal topics and database).
+
+    Also publishes the stream's training profiles to the run's own profiles topic (before any
+    worker of the run starts), so stage 1's sequential detectors watch the run from its first event.
+    """
     env = {
         **os.environ,
         "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": stream.bootstrap,
@@ -239,7 +245,26 @@ def run_env(stream: Stream, run: str, root: Path, **extra: str) -> dict[str, str
     for name in INTERNAL:
         env[f"DRIFTLINE_TOPICS_{name.upper()}"] = f"{stream.predictions}.{run}.{name}"
     env.update(extra)
+    if stream.profiles:
+        _publish_profiles(stream, env["DRIFTLINE_TOPICS_PROFILES"])
     return env
+
+
+def _publish_profiles(stream: Stream, topic: str) -> None:
+    from kafka import KafkaProducer
+
+    from driftline.config import Settings
+    from driftline.kafka.admin import ensure_topics
+
+    ensure_topics(Settings(kafka={"bootstrap_servers": stream.bootstrap},
+                           topics={"partitions": stream.partitions, "profiles": topic}))
+    producer = KafkaProducer(bootstrap_servers=stream.bootstrap)
+    try:
+        for profile in stream.profiles:
+            producer.send(topic, profile, key=b"profile")
+        producer.flush(30)
+    finally:
+        producer.close()
 
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})? (\S+)$", re.M)
