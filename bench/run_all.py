@@ -206,8 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency = bench_window_latency.measure(broker.bootstrap_servers, Path(tmp) / "latency-home",
                                                args.windows)
         note("(6) window latency done")
-    figures.append(bench_pipeline.measure_operators(bench_settings("127.0.0.1:9", "ra"), args.n,
-                                                    repeat=1 if args.quick else 2))
+    for with_profile in (False, True):
+        figures.append(bench_pipeline.measure_operators(bench_settings("127.0.0.1:9", "ra"), args.n,
+                                                        repeat=1 if args.quick else 2,
+                                                        with_profile=with_profile))
     note("(4) operators done")
     figures += [client, *latency, join_state(args.join_n)]
     note("(7) join state done")
@@ -223,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         note("(10) W1 batch scoring done")
 
     order = ["worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s", "worker_share_of_raw",
-             "worker_over_faust", "operators_events_per_s", "client_p99_us", "window_row_p50_s",
-             "window_row_p99_s", "join_bytes_per_pending"]
+             "worker_over_faust", "operators_events_per_s", "operators_seq_events_per_s", "client_p99_us",
+             "window_row_p50_s", "window_row_p99_s", "join_bytes_per_pending"]
     figures.sort(key=lambda f: order.index(f.key) if f.key in order else len(order))
     total = time.perf_counter() - started
     render(figures, env, total)

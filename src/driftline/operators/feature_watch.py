@@ -58,7 +58,6 @@ from driftline.operators.sequential import (
     detector_for_profile,
     feature_arl,
 )
-from driftline.operators.window_stats import category_key
 
 ERROR_FEATURE = "__error__"
 
@@ -214,7 +213,7 @@ class FeatureWatch:
                 # are not watched: windows count them as missing/invalid.
                 kept = [(i, v) for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
                 positions = np.asarray([i for i, _ in kept], dtype=np.int64)
-                values = [category_key(v) for _, v in kept]
+                values = [v for _, v in kept]  # the detector maps them with category_key
             if not len(positions):
                 continue
             before = detector.n
