@@ -180,10 +180,13 @@ def render_html(summary: dict[str, Any], truth: dict[str, Any], rows: Rows) -> s
     """The report page for a summary (``build_summary``), its ground truth and its rows."""
     models = summary["models"]
     table = _table(
-        ["model", "version", "role", "injected drift", "detected drift", "first detection", "accuracy before",
-         "accuracy after", "alarms", "triggers", "jobs succeeded"],
+        ["model", "version", "role", "injected drift", "detected drift (windows)", "first detection",
+         "sequential alerts (features)", "first alert", "error alerts", "accuracy before", "accuracy after",
+         "alarms", "triggers", "jobs succeeded"],
         [[m["model_id"], m["model_version"], m["role"], ", ".join(m["injected_drift"]) or "-",
-          ", ".join(m["detected_drift"]) or "-", m["first_detection"] or "-", m["accuracy_before"],
+          ", ".join(m["detected_drift"]) or "-", m["first_detection"] or "-",
+          ", ".join(m.get("alerted_features", [])) or "-", m.get("first_alert") or "-",
+          m.get("error_alerts", 0), m["accuracy_before"],
           m["accuracy_after"], m["detector_alarms"], m["retrain_triggers"], m["retrain_jobs_succeeded"]]
          for m in models],
     )
