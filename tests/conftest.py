@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,6 +124,43 @@ def settings(
         topics=topics,
         clickhouse=clickhouse,
     )
+
+
+def _feed_with_crashes(
+    pipeline: Any, batches: list[Any], crash_at: set[int], every: int
+) -> dict[str, list[Any]]:
+    """Feed ``batches`` into an InProcessPipeline, snapshotting every processor each ``every``
+    batches; after each batch index in ``crash_at`` 'crash' (lose all state since the snapshot),
+    restore and re-feed from there. Returns the rows deduplicated as a ReplacingMergeTree would."""
+    import orjson
+
+    from driftline.pipeline.model import ModelProcessor
+    from driftline.pipeline.shard import ShardProcessor
+
+    pending = set(crash_at)
+    checkpoint = None
+    i = 0
+    while i < len(batches):
+        if i % every == 0:
+            checkpoint = (i, [s.snapshot() for s in pipeline.shards], [m.snapshot() for m in pipeline.models])
+        pipeline.feed(batches[i])
+        i += 1
+        if i in pending and checkpoint is not None:
+            pending.discard(i)
+            i, shard_blobs, model_blobs = checkpoint
+            pipeline.shards = [ShardProcessor.restore(b) for b in shard_blobs]
+            pipeline.models = [ModelProcessor.restore(b) for b in model_blobs]
+    assert not pending, f"crash points never reached: {pending}"
+    return {
+        t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())
+        for t, rs in pipeline.rows.items()
+    }
+
+
+@pytest.fixture
+def feed_with_crashes() -> Any:
+    """The crash/restore driver of the in-process determinism tests (see _feed_with_crashes)."""
+    return _feed_with_crashes
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -17,8 +18,6 @@ import pytest
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
-from driftline.pipeline.model import ModelProcessor
-from driftline.pipeline.shard import ShardProcessor
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec
 
@@ -162,32 +161,13 @@ def test_rows_do_not_depend_on_batching_or_interleaving(
 
 
 def test_crash_and_restore_from_snapshots_reproduces_every_row(
-    stream: list[RawRecord], baseline: InProcessPipeline
+    stream: list[RawRecord], baseline: InProcessPipeline, feed_with_crashes: Any
 ) -> None:
     """Snapshot all processors at two points, 'crash' (lose everything after), restore, re-feed
     from the snapshot's offsets: downstream sees duplicates, yet the final rows are identical."""
-    settings = _settings()
-    pipeline = InProcessPipeline(settings)
     batches = [stream[i : i + 1500] for i in range(0, len(stream), 1500)]
     crash_at = {len(batches) // 3, (2 * len(batches)) // 3}
-    i = 0
-    checkpoint = None
-    while i < len(batches):
-        if i % 4 == 0:
-            checkpoint = (i, [s.snapshot() for s in pipeline.shards], [m.snapshot() for m in pipeline.models])
-        pipeline.feed(batches[i])
-        i += 1
-        if i in crash_at and checkpoint is not None:
-            crash_at.discard(i)
-            i, shard_blobs, model_blobs = checkpoint
-            pipeline.shards = [ShardProcessor.restore(b) for b in shard_blobs]
-            pipeline.models = [ModelProcessor.restore(b) for b in model_blobs]
-    assert not crash_at
-    # Outputs produced after a checkpoint were produced twice: dedupe as the ReplacingMergeTree does.
-    deduped = {
-        t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())
-        for t, rs in pipeline.rows.items()
-    }
+    deduped = feed_with_crashes(InProcessPipeline(_settings()), batches, crash_at, every=4)
     assert _canonical(deduped) == _canonical(baseline.rows)
 
 

@@ -10,6 +10,7 @@ are a function of the logs alone (batching, interleaving, crash/restore change n
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -18,8 +19,6 @@ from driftline.config import Settings
 from driftline.demo.training import training_profiles
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
-from driftline.pipeline.model import ModelProcessor
-from driftline.pipeline.shard import ShardProcessor
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec
 
@@ -144,27 +143,11 @@ def test_alerts_do_not_depend_on_batching(
 
 
 def test_crash_and_restore_reproduces_the_alerts(
-    stream: list[RawRecord], profiles: list[bytes], baseline: InProcessPipeline
+    stream: list[RawRecord], profiles: list[bytes], baseline: InProcessPipeline, feed_with_crashes: Any
 ) -> None:
-    pipeline = InProcessPipeline(_settings(), profiles=profiles)
     batches = [stream[i : i + 1700] for i in range(0, len(stream), 1700)]
     crash_at = {len(batches) // 2 + 1, (3 * len(batches)) // 4}
-    checkpoint = None
-    i = 0
-    while i < len(batches):
-        if i % 5 == 0:
-            checkpoint = (i, [s.snapshot() for s in pipeline.shards], [m.snapshot() for m in pipeline.models])
-        pipeline.feed(batches[i])
-        i += 1
-        if i in crash_at and checkpoint is not None:
-            crash_at.discard(i)
-            i, shard_blobs, model_blobs = checkpoint
-            pipeline.shards = [ShardProcessor.restore(b) for b in shard_blobs]
-            pipeline.models = [ModelProcessor.restore(b) for b in model_blobs]
-    assert not crash_at
-    deduped = {
-        t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())
-        for t, rs in pipeline.rows.items()
-    }
+    pipeline = InProcessPipeline(_settings(), profiles=profiles)
+    deduped = feed_with_crashes(pipeline, batches, crash_at, every=5)
     assert _canonical(deduped)["drift_alerts"] == _canonical(baseline.rows)["drift_alerts"]
     assert _canonical(deduped) == _canonical(baseline.rows)
