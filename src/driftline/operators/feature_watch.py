@@ -153,8 +153,8 @@ class FeatureWatch:
         watch = self._models.get((model_id, model_version))
         if watch is None or not watch.profiles or not times:
             return []
-        effective = [p.effective_from_ms for p in watch.profiles]
-        wanted = np.asarray([bisect.bisect_right(effective, t) - 1 for t in times], dtype=np.int64)
+        effective = np.asarray([p.effective_from_ms for p in watch.profiles], dtype=np.int64)
+        wanted = np.searchsorted(effective, np.asarray(times, dtype=np.int64), side="right") - 1
         floor = watch.bank.profile_index if watch.bank is not None else -1
         wanted = np.maximum.accumulate(np.maximum(wanted, floor))  # never move back
         alerts: list[FeatureAlert] = []
@@ -276,13 +276,7 @@ class ErrorWatch:
         self._sample: list[int] = []
         if baseline_error is not None:
             rate = min(max(baseline_error, 1e-4), 0.9)
-            if baseline_n:
-                errors = round(rate * baseline_n)
-                sample = np.zeros(baseline_n, dtype=np.int64)
-                sample[:errors] = 1
-                self.detector = BinaryDetector.from_reference(sample, arl=arl)
-            else:
-                self.detector = BinaryDetector.from_rate(rate, arl=arl)
+            self.detector = BinaryDetector.from_rate(rate, arl=arl, n_reference=baseline_n)
             self.reference_source = "baseline"
 
     def observe(self, errors: npt.ArrayLike, times: Sequence[int]) -> list[tuple[int, Alarm]]:

@@ -639,8 +639,12 @@ class BinaryDetector(_Bank):
         return cls._build(_wilson(errors, float(x.size))[1], errors / x.size, arl)
 
     @classmethod
-    def from_rate(cls, p0: float, *, arl: float = 1_000_000.0) -> BinaryDetector:
-        """From a known reference error rate ``0 < p0 < 1``."""
+    def from_rate(cls, p0: float, *, arl: float = 1_000_000.0,
+                  n_reference: int | None = None) -> BinaryDetector:
+        """From a reference error rate ``0 < p0 < 1``: exact, or estimated from ``n_reference``
+        outcomes (then designs start at its Wilson upper bound, as :meth:`from_reference`'s do)."""
+        if n_reference:
+            return cls._build(_wilson(p0 * n_reference, float(n_reference))[1], p0, arl)
         return cls._build(p0, p0, arl)
 
     @classmethod
