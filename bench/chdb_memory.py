@@ -47,6 +47,7 @@ from typing import Any
 
 import clickhouse_connect
 import psutil
+from common import slope_per_10min
 
 from driftline.config import Settings
 from driftline.runtime import tune_gc
@@ -380,16 +381,6 @@ def owner_query(query_url: str) -> Callable[[str], Rows_]:
         return [tuple(r.values()) for r in body["data"]]
 
     return query
-
-
-def slope_per_10min(points: list[tuple[float, float]]) -> float:
-    n = len(points)
-    if n < 2:
-        return 0.0
-    mx = sum(t for t, _ in points) / n
-    my = sum(v for _, v in points) / n
-    var = sum((t - mx) ** 2 for t, _ in points)
-    return 0.0 if var == 0 else sum((t - mx) * (v - my) for t, v in points) / var * 600
 
 
 # -- variants --------------------------------------------------------------------------------------

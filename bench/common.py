@@ -330,3 +330,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     lo = int(rank)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+def slope_per_10min(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per 10 minutes (RSS growth in soaks)."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    var = sum((t - mx) ** 2 for t, _ in points)
+    return 0.0 if var == 0 else sum((t - mx) * (v - my) for t, v in points) / var * 600

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from common import slope_per_10min
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -126,16 +127,6 @@ def state_gauges(text: str) -> dict[str, float]:
             name += "_model" if 'stage="model"' in labels else "_shard"
         out[name] += float(value)
     return out
-
-
-def slope_per_10min(points: list[tuple[float, float]]) -> float:
-    n = len(points)
-    if n < 2:
-        return 0.0
-    mx = sum(t for t, _ in points) / n
-    my = sum(v for _, v in points) / n
-    var = sum((t - mx) ** 2 for t, _ in points)
-    return 0.0 if var == 0 else sum((t - mx) * (v - my) for t, v in points) / var * 600
 
 
 def soak(
