@@ -95,3 +95,11 @@ def test_scorer_quick_prints_the_w1_case(bench_path: None, capsys: pytest.Captur
     assert _module("bench_scorer").main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "W1 batch scoring" in out and "significance only" in out
+
+
+@pytest.mark.integration
+def test_delivery_quick_compares_batches_with_per_message_send(bench_path: None,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert _module("bench_delivery").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "per-message send()" in out and "deliver() batches" in out and "deliver() / per-message" in out
