@@ -117,7 +117,8 @@ def test_exactly_one_retrain_trigger_with_evidence(baseline: InProcessPipeline) 
 
 
 def test_malformed_events_are_all_dead_lettered(baseline: InProcessPipeline, stream: list[RawRecord]) -> None:
-    predictions = [r for r in stream if r.topic == _settings().topics.predictions]
+    predictions_topic = _settings().topics.predictions  # built once: Settings() reads the environment
+    predictions = [r for r in stream if r.topic == predictions_topic]
     dead = baseline.rows["dead_letters"]
     outcomes = baseline.rows["outcomes"]
     assert dead and all(d["error_kind"] and d["error_message"] for d in dead)
