@@ -210,11 +210,18 @@ def feature_arl(model_arl: float, n_features: int, n_streams: int = 1) -> float:
     return float(model_arl) * n_features * n_streams
 
 
-def detector_for_profile(profile: FeatureProfile, *, arl: float) -> NumericDetector | CategoricalDetector:
-    """The detector for one feature of a reference profile (sketch for numeric, counts otherwise)."""
+def detector_for_profile(profile: FeatureProfile, *, arl: float,
+                         min_effect: float = 0.0) -> NumericDetector | CategoricalDetector:
+    """The detector for one feature of a reference profile (sketch for numeric, counts otherwise).
+
+    ``min_effect`` is in reference sd; a categorical feature gets ``min_psi = min_effect**2``, the
+    PSI of a normal mean shift of ``min_effect`` sd (PSI is a symmetrised KL: ``delta**2`` there).
+    """
     if profile.kind == "numeric":
-        return NumericDetector.from_sketch(profile.reference_sketch(), profile.n, arl=arl)
-    return CategoricalDetector.from_counts(profile.categories, profile.ref_counts, arl=arl)
+        return NumericDetector.from_sketch(profile.reference_sketch(), profile.n, arl=arl,
+                                           min_effect=min_effect)
+    return CategoricalDetector.from_counts(profile.categories, profile.ref_counts, arl=arl,
+                                           min_psi=min_effect**2)
 
 
 # -- the CUSUM bank ------------------------------------------------------------------------------
@@ -287,7 +294,15 @@ class _Bank:
 
     def update_many(self, xs: Any) -> list[Alarm]:
         """Count a batch of observations in order; its alarms (indices global), usually none."""
-        syms = self._symbols(xs)
+        return self.run_symbols(self._symbols(xs))[0]
+
+    def run_symbols(self, syms: IntArray, first_only: bool = False) -> tuple[list[Alarm], int]:
+        """Count already-mapped symbols in order: (alarms, symbols counted).
+
+        With ``first_only`` counting stops right after the first alarm (its renewal included),
+        so a caller can hand the rest of the batch to something else; bit-identical to counting
+        those symbols one by one.
+        """
         total = syms.size
         alarms: list[Alarm] = []
         s0 = self._S
@@ -312,12 +327,16 @@ class _Bank:
                 t = int(over.any(axis=1).argmax())
                 alarms.append(self._alarm(self.n + pos + base + t - 1, path[t]))
                 base += t  # reset: S = 0 there, so later rows count from C at that row
+                if first_only:
+                    self._S = np.zeros_like(s0)
+                    self.n += pos + base
+                    return alarms, pos + base
                 if base == end - pos:
                     s0 = np.zeros_like(s0)
                     break
         self._S = s0
         self.n += total
-        return alarms
+        return alarms, total
 
     def _alarm(self, index: int, s: IntArray) -> Alarm:
         self.alarms_total += 1
@@ -371,18 +390,23 @@ class NumericDetector(_Bank):
     _coef: FloatArray
 
     @classmethod
-    def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0) -> NumericDetector:
-        """From a reference sample (None/NaN skipped; ties get their mid-rank)."""
+    def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
+                       min_effect: float = 0.0) -> NumericDetector:
+        """From a reference sample (None/NaN skipped; ties get their mid-rank).
+
+        ``min_effect`` (reference sd of the normal score) is the indifference zone: shifts of
+        the mean up to it, and of the sd by a factor up to ``1 +- min_effect``, keep the ARL.
+        """
         x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
         x = x[~np.isnan(x)].ravel()
         if x.size < 2:
             raise ValueError("a numeric reference needs at least 2 values")
         uniq, counts = np.unique(x, return_counts=True)
-        return cls._build(uniq, uniq, counts.astype(np.int64), int(x.size), arl)
+        return cls._build(uniq, uniq, counts.astype(np.int64), int(x.size), arl, min_effect)
 
     @classmethod
     def from_sketch(cls, sketch: QuantileSketch, n_reference: int, *,
-                    arl: float = 1_000_000.0) -> NumericDetector:
+                    arl: float = 1_000_000.0, min_effect: float = 0.0) -> NumericDetector:
         """From the reference's quantile sketch; ``n_reference`` sizes the reference uncertainty.
 
         A value is placed by the sketch's own buckets, so the reference distribution of the
@@ -393,12 +417,13 @@ class NumericDetector(_Bank):
         ords, _, counts = sketch.buckets()
         lower, upper = sketch._bounds(ords)  # the sketch's own (lower, upper] bucket bounds
         lower = np.where(ords == 0, 0.0, lower)  # the zero bucket holds exactly 0.0
-        return cls._build(lower, upper, counts.astype(np.int64), int(n_reference), arl)
+        return cls._build(lower, upper, counts.astype(np.int64), int(n_reference), arl, min_effect)
 
     @classmethod
     def _build(cls, lo: FloatArray, hi: FloatArray, counts: IntArray, n_ref: int,
-               arl: float) -> NumericDetector:
+               arl: float, min_effect: float = 0.0) -> NumericDetector:
         _check_arl(arl)
+        _check_min_effect(min_effect)
         lo, hi, counts = _group_cells(lo, hi, counts, MAX_CELLS)
         n = int(counts.sum())
         below = np.concatenate(([0], np.cumsum(counts)))  # reference values below cell j / gap j
@@ -417,6 +442,7 @@ class NumericDetector(_Bank):
         se = 1.0 / math.sqrt(n_ref)
         kurt = max(float(w @ uc**4), 1.0 + 1e-9)
         se_var = math.sqrt((kurt - 1.0) / n_ref)
+        edge = max(KAPPA * se, min_effect)  # the null a mean design is built against
 
         labels: list[str] = []
         coef: list[tuple[float, float, float]] = []  # detector increment a u^2 + b u + c
@@ -428,10 +454,12 @@ class NumericDetector(_Bank):
                 continue  # the reference cannot resolve a shift this small
             for sign, name in ((1.0, "+"), (-1.0, "-")):
                 labels.append(f"mean{name}{d:g}")
-                coef.append((0.0, sign * d, -d * KAPPA * se - d * d / 2))
+                coef.append((0.0, sign * d, -d * edge - d * d / 2))
                 cal.append(sign * d * uc - d * d / 2)
         for s1 in SCALE_RATIOS:
-            v = 1.0 + math.copysign(KAPPA * se_var, s1 - 1.0)
+            # the variance at the edge: the region's, or an sd factor 1 +- min_effect if wider
+            zone = (1.0 + min_effect) ** 2 - 1.0 if s1 > 1 else 1.0 - (1.0 - min_effect) ** 2
+            v = 1.0 + math.copysign(max(KAPPA * se_var, zone), s1 - 1.0)
             if v < 0.5 or constant:
                 continue
             labels.append(f"scale*{s1:g}")
@@ -528,7 +556,7 @@ class CategoricalDetector(_Bank):
 
     @classmethod
     def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
-                       max_categories: int = 50) -> CategoricalDetector:
+                       max_categories: int = 50, min_psi: float = 0.0) -> CategoricalDetector:
         """From a reference sample; the ``max_categories`` most frequent are kept, the rest "other"."""
         counts: dict[str, int] = {}
         for v in values:
@@ -540,13 +568,18 @@ class CategoricalDetector(_Bank):
             raise ValueError("a categorical reference needs at least one value")
         top = sorted(counts, key=lambda k: (-counts[k], k))[:max_categories]
         kept = [counts[k] for k in top]
-        return cls.from_counts(top, [*kept, sum(counts.values()) - sum(kept)], arl=arl)
+        return cls.from_counts(top, [*kept, sum(counts.values()) - sum(kept)], arl=arl, min_psi=min_psi)
 
     @classmethod
     def from_counts(cls, categories: Sequence[str], counts: Sequence[int], *,
-                    arl: float = 1_000_000.0) -> CategoricalDetector:
-        """From reference counts per category, the last count being "other" (a profile's layout)."""
+                    arl: float = 1_000_000.0, min_psi: float = 0.0) -> CategoricalDetector:
+        """From reference counts per category, the last count being "other" (a profile's layout).
+
+        ``min_psi`` is the indifference zone: a category's frequency may move, up or down, until
+        its indicator's PSI against the reference reaches ``min_psi`` and the ARL still holds.
+        """
         _check_arl(arl)
+        _check_min_effect(min_psi)
         categories = [category_key(c) for c in categories]
         if len(counts) != len(categories) + 1:
             raise ValueError("counts needs one entry per category plus 'other' (last)")
@@ -564,6 +597,8 @@ class CategoricalDetector(_Bank):
         nulls: list[_Null] = []
         for k, name in enumerate(names):
             lo, hi = _wilson(c[k], n)
+            if min_psi > 0 and c[k] > 0:
+                lo, hi = min(lo, _psi_edge(c[k] / n, min_psi, -1)), max(hi, _psi_edge(c[k] / n, min_psi, 1))
             designs = [(r, hi, min(r * hi, P_CAP)) for r in CATEGORY_RATIOS]
             if c[k] / n >= 0.05 and lo > 0:
                 designs.insert(1, (CATEGORY_DECREASE, lo, CATEGORY_DECREASE * lo))
@@ -629,23 +664,29 @@ class BinaryDetector(_Bank):
     _b: FloatArray
 
     @classmethod
-    def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0) -> BinaryDetector:
-        """From a reference 0/1 sample (None/NaN skipped); designs start at its Wilson upper bound."""
+    def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
+                       min_ratio: float = 1.0) -> BinaryDetector:
+        """From a reference 0/1 sample (None/NaN skipped); designs start at its Wilson upper bound,
+        or at ``min_ratio`` times its rate if higher (the indifference zone)."""
         x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
         x = x[~np.isnan(x)].ravel()
         if not x.size:
             raise ValueError("a binary reference needs at least one value")
         errors = float(np.count_nonzero(x))
-        return cls._build(_wilson(errors, float(x.size))[1], errors / x.size, arl)
+        p0 = errors / x.size
+        return cls._build(max(_wilson(errors, float(x.size))[1], min_ratio * p0), p0, arl)
 
     @classmethod
-    def from_rate(cls, p0: float, *, arl: float = 1_000_000.0,
-                  n_reference: int | None = None) -> BinaryDetector:
+    def from_rate(cls, p0: float, *, arl: float = 1_000_000.0, n_reference: int | None = None,
+                  min_ratio: float = 1.0) -> BinaryDetector:
         """From a reference error rate ``0 < p0 < 1``: exact, or estimated from ``n_reference``
-        outcomes (then designs start at its Wilson upper bound, as :meth:`from_reference`'s do)."""
+        outcomes (then designs start at its Wilson upper bound, as :meth:`from_reference`'s do);
+        with ``min_ratio > 1`` at least at ``min_ratio * p0``."""
+        if not min_ratio >= 1.0:
+            raise ValueError("min_ratio must be at least 1")
         if n_reference:
-            return cls._build(_wilson(p0 * n_reference, float(n_reference))[1], p0, arl)
-        return cls._build(p0, p0, arl)
+            return cls._build(max(_wilson(p0 * n_reference, float(n_reference))[1], min_ratio * p0), p0, arl)
+        return cls._build(max(p0, min_ratio * p0), p0, arl)
 
     @classmethod
     def _build(cls, p_design: float, p0: float, arl: float) -> BinaryDetector:
@@ -706,6 +747,35 @@ def _iter(xs: Any) -> Iterable[Any]:
 def _check_arl(arl: float) -> None:
     if not arl > 1.0 or math.isinf(arl):
         raise ValueError("arl must be a finite number above 1")
+
+
+def _check_min_effect(effect: float) -> None:
+    if not 0.0 <= effect < 1.0:
+        raise ValueError("a minimum effect must be in [0, 1)")
+
+
+def psi_two(p: float, q: float) -> float:
+    """PSI of an indicator whose rate moves from ``p`` to ``q`` (both strictly inside (0, 1))."""
+    return (q - p) * math.log(q / p) + (p - q) * math.log((1.0 - q) / (1.0 - p))
+
+
+def _psi_edge(p: float, psi: float, direction: int) -> float:
+    """The rate ``q`` above (``direction`` 1) or below (-1) ``p`` with ``psi_two(p, q) = psi``.
+
+    Bisection on a function increasing in ``|q - p|``; a rate that cannot move that far
+    returns the bound (0 or 1), where no design can be built.
+    """
+    if not 0.0 < p < 1.0:
+        return p
+    lo, hi = (p, 1.0) if direction > 0 else (0.0, p)
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        far = psi_two(p, mid) >= psi if 0.0 < mid < 1.0 else True
+        if far == (direction > 0):
+            hi = mid
+        else:
+            lo = mid
+    return hi if direction > 0 else lo
 
 
 # -- calibration ---------------------------------------------------------------------------------
