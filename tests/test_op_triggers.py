@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from driftline.config import TriggerSettings
-from driftline.operators.triggers import RetrainPolicy, trigger_id
+from driftline.operators.triggers import EpisodeNote, RetrainPolicy, trigger_id
 from driftline.schemas.events import RetrainTrigger, TriggerReason
 
 H = 3_600_000  # one-hour windows
@@ -105,10 +105,8 @@ def perf(p: RetrainPolicy, points: list[tuple[int, float, bool]], reference: flo
          higher_is_better: bool = True) -> list[RetrainTrigger]:
     out = []
     for minute, value, alarm in points:
-        t = p.on_performance("m", "1", minute * M, value, reference, higher_is_better, alarm,
-                             {"metric": "accuracy"})
-        if t is not None:
-            out.append(t)
+        out.extend(p.on_performance("m", "1", minute * M, value, reference, higher_is_better, alarm,
+                                    {"metric": "accuracy"}))
     return out
 
 
@@ -178,11 +176,11 @@ def test_families_are_independent_of_clock_interleaving() -> None:
             if kind == "d":
                 s, e, dr = next(d_iter)
                 t = p.on_drift_window("m", "1", s, e, dr, {})
+                fired = [] if t is None else [t]
             else:
                 tm, v, al = next(p_iter)
-                t = p.on_performance("m", "1", tm, v, 0.9, True, al, {})
-            if t is not None:
-                out.append(t.model_dump_json())
+                fired = p.on_performance("m", "1", tm, v, 0.9, True, al, {})
+            out.extend(f.model_dump_json() for f in fired)
         results.append(sorted(out))
     assert all(r == results[0] for r in results)
     assert len(results[0]) >= 3
@@ -197,3 +195,80 @@ def test_deterministic_and_picklable_mid_stream() -> None:
     rest = feed(restored, pattern[9:], first=9)
     assert [t.model_dump_json() for t in first + rest] == whole
     assert len({t.trigger_id for t in first + rest}) == len(whole) >= 2
+
+
+def note(episode: str, kind: str, hour: int, feature: str = "x", magnitude: float = 0.5) -> EpisodeNote:
+    return EpisodeNote(episode, feature, kind, hour * H + 1, magnitude, "sd")
+
+
+def feed_episodes(p: RetrainPolicy, n_windows: int, notes: list[EpisodeNote],
+                  drifted: bool = False) -> list[RetrainTrigger]:
+    """Hourly windows 0..n-1 whose batch verdict is `drifted`, with the episode events given."""
+    out = []
+    for i in range(n_windows):
+        here = [n for n in notes if i * H <= n.event_time < (i + 1) * H]
+        t = p.on_drift_window("m", "1", i * H, (i + 1) * H, drifted, {}, here)
+        if t is not None:
+            out.append(t)
+    return out
+
+
+def test_a_lasting_episode_fires_once_however_long_it_lasts() -> None:
+    # An episode that never closes, with every window drifted by the batch scorer too: one trigger
+    # in 2,000 windows, even with no cooldown at all (a storm is impossible by construction).
+    triggers = feed_episodes(policy(cooldown_s=0), 2000, [note("e1", "opened", 2)], drifted=True)
+    assert len(triggers) == 1
+    assert triggers[0].evidence["episodes"] == ["e1"]
+    assert triggers[0].evidence["episode_events"][0]["kind"] == "opened"
+
+
+def test_an_open_episode_counts_as_drift_and_a_closed_one_no_longer() -> None:
+    # batch verdicts all clean: the open episode alone makes windows 2.. drifted -> fires at 5h
+    notes = [note("e1", "opened", 2), note("e1", "closed", 6)]
+    triggers = feed_episodes(policy(), 12, notes)
+    assert [t.triggered_at // H for t in triggers] == [5]
+    off = RetrainPolicy(TriggerSettings(drift_k=3, drift_n=4, cooldown_s=0), "cfg123",
+                        episodes_count_as_drift=False)
+    assert feed_episodes(off, 12, notes) == []
+
+
+def test_escalation_or_new_episode_rearms_without_clearing_and_cooldown_still_holds() -> None:
+    notes = [note("e1", "opened", 1), note("e1", "escalated", 20, magnitude=1.5),
+             note("e2", "opened", 40, feature="y")]
+    triggers = feed_episodes(policy(cooldown_s=0), 60, notes, drifted=True)
+    # fires on the first change (K=3 reached at 3h), then at each further change at once
+    assert [t.triggered_at // H for t in triggers] == [3, 21, 41]
+    assert triggers[1].evidence["episodes"] == ["e1"]
+    assert [e["kind"] for e in triggers[1].evidence["episode_events"]] == ["escalated"]
+    assert triggers[2].evidence["episodes"] == ["e1", "e2"]
+    # with a 30 h cooldown the escalation at 20h waits until 33h; e2 at 40h waits until 63h
+    cooled = feed_episodes(policy(cooldown_s=30 * 3600), 70, notes, drifted=True)
+    assert [t.triggered_at // H for t in cooled] == [3, 33, 63]
+
+
+def test_episode_events_before_a_trigger_do_not_rearm_after_it() -> None:
+    # three features open episodes one hour apart, all before the trigger: one trigger
+    notes = [note("e1", "opened", 0), note("e2", "opened", 1, feature="y"),
+             note("e3", "opened", 2, feature="z")]
+    triggers = feed_episodes(policy(), 30, notes, drifted=True)
+    assert len(triggers) == 1 and triggers[0].evidence["episodes"] == ["e1", "e2", "e3"]
+
+
+def test_performance_and_concept_drift_do_not_block_each_other() -> None:
+    p = policy(performance_drop=0.1, performance_duration_s=30 * 60, alarm_persist_s=10 * 60,
+               cooldown_s=6 * 3600)
+    # alarms from minute 0 on at a healthy accuracy: concept drift fires at 10; then accuracy
+    # collapses from 20 on while the alarms go on: performance still fires, 30 minutes later
+    pts = [(m, 0.9 if m < 20 else 0.15, True) for m in range(0, 120, 5)]
+    triggers = perf(p, pts)
+    assert [(t.reason, t.triggered_at // M) for t in triggers] == [
+        (TriggerReason.CONCEPT_DRIFT, 10), (TriggerReason.PERFORMANCE, 50)]
+    # and the other way round: a long degradation does not block concept drift
+    q = policy(performance_drop=0.1, performance_duration_s=10 * 60, alarm_persist_s=10 * 60)
+    pts = [(m, 0.5, m >= 30) for m in range(0, 60, 5)]
+    assert [(t.reason, t.triggered_at // M) for t in perf(q, pts)] == [
+        (TriggerReason.PERFORMANCE, 10), (TriggerReason.CONCEPT_DRIFT, 40)]
+    # both conditions reached at the same observation: both fire
+    r = policy(performance_drop=0.1, performance_duration_s=0, alarm_persist_s=0)
+    assert {t.reason for t in perf(r, [(0, 0.5, True)])} == {TriggerReason.PERFORMANCE,
+                                                            TriggerReason.CONCEPT_DRIFT}

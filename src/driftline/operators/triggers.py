@@ -4,28 +4,41 @@ A pure operator: no I/O, no wall clock; every decision is a function of the even
 values it is fed. State is kept per ``(model_id, model_version)`` and the object pickles, so it
 can be checkpointed with the input offsets it reflects.
 
-Two independent signal families, each with its own hysteresis and cooldown:
+Three independent signal families, each with its own hysteresis and cooldown:
 
 * **drift** (:meth:`RetrainPolicy.on_drift_window`, fed on the drift/window clock): fires when at
   least ``drift_k`` of the model's last ``drift_n`` windows drifted. "Last N windows" is the
   window grid, not the last N verdicts: a window that produced no verdict (no traffic) counts as
-  not drifted, so a drifted window from last week never combines with two from today.
-* **performance** (:meth:`RetrainPolicy.on_performance`, fed on the label clock): fires
-  (reason ``performance``) when the metric stays at least ``performance_drop`` (absolute, in
-  metric units) worse than its reference in every observation for ``performance_duration_s``,
-  or (reason ``concept_drift``) when detector alarms *persist*: at least two alarms, the latest at
-  least ``alarm_persist_s`` after the first, with no gap between consecutive alarms longer than
-  ``alarm_persist_s`` (a longer quiet gap ends the episode; the next alarm starts a new one).
-  With ``alarm_persist_s = 0`` a single alarm is enough.
+  not drifted, so a drifted window from last week never combines with two from today. A window
+  during which one of the model's drift episodes was open counts as drifted too (unless
+  ``episodes_count_as_drift`` is off).
+* **performance** (:meth:`RetrainPolicy.on_performance`, fed on the label clock): fires when the
+  metric stays at least ``performance_drop`` (absolute, in metric units) worse than its reference
+  in every observation for ``performance_duration_s``.
+* **concept_drift** (same clock and call): fires when detector alarms *persist*: at least two
+  alarms, the latest at least ``alarm_persist_s`` after the first, with no gap between consecutive
+  alarms longer than ``alarm_persist_s`` (a longer quiet gap ends the run of alarms; the next
+  alarm starts a new one). With ``alarm_persist_s = 0`` a single alarm is enough. Accuracy that
+  collapses while alarms persist fires both ``concept_drift`` and ``performance``: neither blocks
+  the other.
 
 Stage 2 advances the window clock and the label clock independently and may interleave them in
-any order; because the families share no state, the triggers produced do not depend on that
-interleaving.
+any order; because the drift family shares no state with the other two, the triggers produced do
+not depend on that interleaving.
 
 Hysteresis: after a family fired it is disarmed until its condition has been seen clear (drift:
-fewer than K of the last N windows drifted; performance: a not-degraded observation with no alarm
-episode in progress). Cooldown: a family never fires twice within ``cooldown_s`` of event time. A
-condition that still holds when the cooldown ends (without having cleared) does not fire again.
+fewer than K of the last N windows drifted; performance: a not-degraded observation; concept
+drift: no run of alarms in progress). Cooldown: a family never fires twice within ``cooldown_s``
+of event time. A condition that still holds when the cooldown ends (without having cleared) does
+not fire again.
+
+Episodes re-arm the drift family: a drift episode that *opens* or *escalates* (a further change:
+larger, or of the opposite sign) after the family's last trigger arms it again even though the
+condition never cleared; the cooldown still applies (an escalation during the cooldown fires when
+it ends, if the condition still holds). Under a lasting shift the episodes stay open and produce
+no new events, so the family stays disarmed: one trigger per change, a trigger storm is
+impossible by construction. A drift trigger names the episodes open during its evidence windows
+and the episode events that armed it.
 
 Feed each family in event-time order: an input older than the latest one already seen for the
 model (e.g. a replayed window) is ignored. Feed windows of one size (``window_size_s``).
@@ -47,6 +60,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +69,9 @@ import orjson
 from driftline.config import TriggerSettings
 from driftline.schemas.events import RetrainTrigger, TriggerReason
 
-__all__ = ["RetrainPolicy", "trigger_id"]
+__all__ = ["EpisodeNote", "RetrainPolicy", "trigger_id"]
+
+MAX_EPISODE_NOTES = 100  # episode events kept as a trigger's evidence (the newest)
 
 
 def trigger_id(model_id: str, model_version: str, reason: str, window_start: int, window_end: int,
@@ -73,6 +89,22 @@ def trigger_id(model_id: str, model_version: str, reason: str, window_start: int
     return hashlib.sha256(payload).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class EpisodeNote:
+    """A model-level drift episode event, as the retrain policy sees it."""
+
+    episode_id: str
+    feature: str
+    kind: str  # opened | escalated | closed
+    event_time: int
+    magnitude: float
+    unit: str
+
+    def evidence(self) -> dict[str, Any]:
+        return {"episode_id": self.episode_id, "feature": self.feature, "kind": self.kind,
+                "event_time": self.event_time, "magnitude": self.magnitude, "unit": self.unit}
+
+
 @dataclass
 class _Window:
     start: int
@@ -86,6 +118,16 @@ class _DriftState:
     windows: deque[_Window] = field(default_factory=deque)
     armed: bool = True
     last_fired: int | None = None
+    open_episodes: dict[str, EpisodeNote] = field(default_factory=dict)  # episode_id -> latest event
+    since_trigger: deque[EpisodeNote] = field(default_factory=lambda: deque(maxlen=MAX_EPISODE_NOTES))
+
+
+@dataclass
+class _Family:
+    """Hysteresis and cooldown of one trigger family."""
+
+    armed: bool = True
+    last_fired: int | None = None
 
 
 @dataclass
@@ -95,8 +137,8 @@ class _PerformanceState:
     alarm_first: int | None = None
     alarm_last: int | None = None
     alarm_count: int = 0
-    armed: bool = True
-    last_fired: int | None = None
+    performance: _Family = field(default_factory=_Family)
+    concept_drift: _Family = field(default_factory=_Family)
 
 
 class RetrainPolicy:
@@ -105,15 +147,18 @@ class RetrainPolicy:
     ``cfg`` holds the thresholds; ``config_hash`` (``Settings.config_hash()``) and ``run_id``
     ('' = live) are copied into every trigger. Raises ``ValueError`` when ``drift_k > drift_n``.
     ``drift_k = 1`` (every drifted window fires) is accepted when configured explicitly; the
-    default is 3 of 4.
+    default is 3 of 4. ``episodes_count_as_drift``: a window during which a drift episode of the
+    model was open counts as drifted.
     """
 
-    def __init__(self, cfg: TriggerSettings, config_hash: str, run_id: str = "") -> None:
+    def __init__(self, cfg: TriggerSettings, config_hash: str, run_id: str = "", *,
+                 episodes_count_as_drift: bool = True) -> None:
         if cfg.drift_k > cfg.drift_n:
             raise ValueError(f"triggers.drift_k ({cfg.drift_k}) must be <= triggers.drift_n ({cfg.drift_n})")
         self.cfg = cfg
         self.config_hash = config_hash
         self.run_id = run_id
+        self.episodes_count_as_drift = episodes_count_as_drift
         self._thresholds = cfg.model_dump(mode="json")
         self._drift: dict[tuple[str, str], _DriftState] = {}
         self._perf: dict[tuple[str, str], _PerformanceState] = {}
@@ -121,11 +166,13 @@ class RetrainPolicy:
     # -- drift family ------------------------------------------------------------------------
 
     def on_drift_window(self, model_id: str, model_version: str, window_start_ms: int, window_end_ms: int,
-                        drifted: bool, evidence: dict[str, Any]) -> RetrainTrigger | None:
+                        drifted: bool, evidence: dict[str, Any],
+                        episodes: Sequence[EpisodeNote] = ()) -> RetrainTrigger | None:
         """Feed the model-level verdict of one closed window; returns a trigger when one fires.
 
         ``evidence`` describes the window (e.g. drifted features and their scores) and is copied
-        into the trigger's evidence.
+        into the trigger's evidence. ``episodes``: the model's drift episode events in this window
+        (event time before its end, not fed before), in their order.
         """
         if window_end_ms <= window_start_ms:
             raise ValueError("window_end_ms must be after window_start_ms")
@@ -134,6 +181,15 @@ class RetrainPolicy:
             return None  # replayed or out-of-order window
         size = window_end_ms - window_start_ms
         horizon = window_start_ms - self.cfg.drift_n * size
+        had_episode = bool(state.open_episodes) or bool(episodes)
+        for note in episodes:
+            if note.kind == "closed":
+                state.open_episodes.pop(note.episode_id, None)
+            else:
+                state.open_episodes[note.episode_id] = note
+                state.since_trigger.append(note)
+                state.armed = True  # a new change re-arms, whether or not the condition cleared
+        drifted = drifted or (had_episode and self.episodes_count_as_drift)
         state.windows.append(_Window(window_start_ms, window_end_ms, drifted, dict(evidence)))
         while state.windows[0].start <= horizon:
             state.windows.popleft()
@@ -148,11 +204,16 @@ class RetrainPolicy:
         start = drifted_windows[0].start
         message = (f"{len(drifted_windows)} of the last {self.cfg.drift_n} windows of {size // 1000}s "
                    f"drifted (threshold {self.cfg.drift_k})")
-        details = {
+        details: dict[str, Any] = {
             "drifted_windows": len(drifted_windows),
             "windows": [{"window_start": w.start, "window_end": w.end, "drifted": w.drifted,
                          "evidence": w.evidence} for w in state.windows],
         }
+        if state.open_episodes or state.since_trigger:
+            details["episodes"] = sorted({*state.open_episodes, *(n.episode_id for n in state.since_trigger)})
+            details["episode_events"] = [n.evidence() for n in state.since_trigger]
+            message += f"; episodes: {len(details['episodes'])}"
+        state.since_trigger.clear()
         return self._trigger(model_id, model_version, TriggerReason.DRIFT, start, window_end_ms,
                              window_end_ms, message, details)
 
@@ -160,15 +221,16 @@ class RetrainPolicy:
 
     def on_performance(self, model_id: str, model_version: str, time_ms: int, value: float,
                        reference: float, higher_is_better: bool, alarm: bool,
-                       evidence: dict[str, Any]) -> RetrainTrigger | None:
-        """Feed one performance observation (metric ``value`` vs ``reference``, detector ``alarm``).
+                       evidence: dict[str, Any]) -> list[RetrainTrigger]:
+        """Feed one performance observation (metric ``value`` vs ``reference``, detector ``alarm``);
+        returns the triggers it fires (``performance`` first, then ``concept_drift``).
 
         ``evidence`` describes the observation that fired (e.g. metric name, outcome counts) and is
         copied into the trigger's evidence under ``observation``.
         """
         state = self._perf.setdefault((model_id, model_version), _PerformanceState())
         if state.last_time is not None and time_ms < state.last_time:
-            return None  # replayed or out-of-order observation
+            return []  # replayed or out-of-order observation
         state.last_time = time_ms
         cfg = self.cfg
         persist_ms = cfg.alarm_persist_s * 1000
@@ -181,7 +243,7 @@ class RetrainPolicy:
             state.degraded_since = None
 
         if state.alarm_last is not None and time_ms - state.alarm_last > persist_ms:
-            state.alarm_first, state.alarm_last, state.alarm_count = None, None, 0  # quiet gap: episode over
+            state.alarm_first, state.alarm_last, state.alarm_count = None, None, 0  # quiet gap: run over
         if alarm:
             if state.alarm_first is None:
                 state.alarm_first = time_ms
@@ -193,31 +255,40 @@ class RetrainPolicy:
         persisting = state.alarm_first is not None and state.alarm_last is not None and (
             persist_ms == 0
             or (state.alarm_count >= 2 and state.alarm_last - state.alarm_first >= persist_ms))
-        if not degraded and not persisting:
-            if state.degraded_since is None and state.alarm_first is None:
-                state.armed = True
-            return None
-        if not state.armed or not self._cooled(state.last_fired, time_ms):
-            return None
-        state.armed = False
-        state.last_fired = time_ms
         metric = {"value": value, "reference": reference, "higher_is_better": higher_is_better,
                   "worse_by": worse_by}
         alarms = {"first": state.alarm_first, "last": state.alarm_last, "count": state.alarm_count}
         details: dict[str, Any] = {"metric": metric, "alarms": alarms, "degraded_since": state.degraded_since,
                                    "observation": evidence}
-        if degraded:
+        triggers = []
+        if self._fires(state.performance, degraded, state.degraded_since is None, time_ms):
             assert state.degraded_since is not None
-            reason, start = TriggerReason.PERFORMANCE, state.degraded_since
+            start = state.degraded_since
             message = (f"metric {value:.4g} is {worse_by:.4g} worse than reference {reference:.4g} "
                        f"for {(time_ms - start) // 1000}s (thresholds {cfg.performance_drop} for "
                        f"{cfg.performance_duration_s}s)")
-        else:
+            triggers.append(self._trigger(model_id, model_version, TriggerReason.PERFORMANCE, start,
+                                          time_ms, time_ms, message, details))
+        if self._fires(state.concept_drift, persisting, state.alarm_first is None, time_ms):
             assert state.alarm_first is not None
-            reason, start = TriggerReason.CONCEPT_DRIFT, state.alarm_first
+            start = state.alarm_first
             message = (f"{state.alarm_count} concept-drift alarms over {(time_ms - start) // 1000}s "
                        f"(persistence threshold {cfg.alarm_persist_s}s)")
-        return self._trigger(model_id, model_version, reason, start, time_ms, time_ms, message, details)
+            triggers.append(self._trigger(model_id, model_version, TriggerReason.CONCEPT_DRIFT, start,
+                                          time_ms, time_ms, message, details))
+        return triggers
+
+    def _fires(self, family: _Family, holds: bool, clear: bool, now_ms: int) -> bool:
+        """Hysteresis and cooldown of one family: whether its condition fires now."""
+        if not holds:
+            if clear:
+                family.armed = True
+            return False
+        if not family.armed or not self._cooled(family.last_fired, now_ms):
+            return False
+        family.armed = False
+        family.last_fired = now_ms
+        return True
 
     # -- helpers -----------------------------------------------------------------------------
 
