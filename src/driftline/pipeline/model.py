@@ -605,10 +605,9 @@ class ModelProcessor:
         if tally.sequential_alarm:
             evidence["sequential_alarm"] = True
         alarm = tally.alarm or tally.sequential_alarm
-        trigger = self.policy.on_performance(
+        for trigger in self.policy.on_performance(
             model_id, version, end, float(value), reference, not regression, alarm, evidence
-        )
-        if trigger is not None:
+        ):
             self._emit_trigger(trigger, out)
 
     def _metrics_row(
