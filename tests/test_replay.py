@@ -77,10 +77,14 @@ def _direct_records(settings: Settings, scenario: Scenario) -> list[RawRecord]:
 Rows = dict[str, list[dict[str, Any]]]
 
 
-def _direct_rows(settings: Settings, records: list[RawRecord], run_id: str) -> Rows:
+def _direct_rows(settings: Settings, records: list[RawRecord], run_id: str,
+                 end_ms: int | None = None) -> Rows:
+    """The in-process pipeline's rows, its input ended like a replay's: at ``end_ms``, else just
+    after the last record timestamp."""
     pipeline = InProcessPipeline(settings, run_id)
     for i in range(0, len(records), 2000):
         pipeline.feed(records[i : i + 2000])
+    pipeline.finish(end_ms if end_ms is not None else max(r.timestamp_ms for r in records) + 1)
     return pipeline.rows
 
 
@@ -151,6 +155,74 @@ def test_parquet_json_string_and_struct_columns_equal_jsonl(tmp_path: Path) -> N
                                                              for d in docs]
 
 
+def _window_starts(rows: Rows, table: str = "feature_windows") -> set[int]:
+    return {r["window_start"] for r in rows[table] if r["segment"] == ""}
+
+
+def test_bounded_input_writes_every_window_ending_by_its_end(tmp_path: Path) -> None:
+    """60 s windows, lateness 10 s, 605 s of predictions: the live watermark (last event - 10 s)
+    never passes 600 s, so the window [540 s, 600 s) stays open; a replay knows its input ended
+    and writes it. The window [600 s, 660 s) extends past the end: listed as partial, not
+    written. With --to at 660 s it is complete and written."""
+    settings = _configure(Settings())
+    scenario = _scenario().model_copy(update={"duration_s": 605, "malformed_rate": 0.0})
+    write_jsonl(scenario, tmp_path)
+    predictions, labels = tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl"
+    records = to_records(settings, read_events(predictions), [])
+    last_ms = max(r.timestamp_ms for r in records)
+    assert START + 600_000 <= last_ms < START + 605_000
+
+    live = InProcessPipeline(settings, "e")
+    live.feed(records)
+    assert START + 540_000 not in _window_starts(live.rows)  # what the live pipeline holds open
+
+    writer = MemoryWriter()
+    result = replay_files(settings, "e", writer, predictions, None)
+    assert result.end_ms == last_ms + 1
+    assert _window_starts(writer.rows) == {START + i * 60_000 for i in range(10)}
+    assert _window_starts(writer.rows, "model_drift") == {START + i * 60_000 for i in range(1, 10)}
+    assert [(w.model_id, w.window_size_s, w.window_start, w.window_end, w.written)
+            for w in result.partial_windows] == [("m", 60, START + 600_000, START + 660_000, False)]
+    assert writer.flushed
+
+    to_end = MemoryWriter()
+    result = replay_files(settings, "e", to_end, predictions, None, to_ms=START + 660_000)
+    assert result.partial_windows == []
+    assert _window_starts(to_end.rows) == {START + i * 60_000 for i in range(11)}
+
+    # labels (delays up to 60 s) end the input later: every outcome interval ending by then is written
+    with_labels = MemoryWriter()
+    result = replay_files(settings, "e", with_labels, predictions, labels)
+    assert result.end_ms is not None and result.end_ms > START + 660_000
+    intervals = {r["time"] for r in with_labels.rows["model_metrics"] if r["row_kind"] == "interval"}
+    assert max(intervals) == result.end_ms - result.end_ms % 60_000
+
+    # a replay from mid-window writes that window with what it has, and says so
+    mid = MemoryWriter()
+    result = replay_files(settings, "e", mid, predictions, None, from_ms=START + 90_000,
+                          to_ms=START + 600_000)
+    assert [(w.window_start, w.written) for w in result.partial_windows] == [(START + 60_000, True)]
+    assert min(_window_starts(mid.rows)) == START + 60_000
+
+
+def test_replay_summary_lists_partial_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = _scenario().model_copy(update={"duration_s": 605, "malformed_rate": 0.0})
+    write_jsonl(scenario, tmp_path)
+    monkeypatch.setenv("DRIFTLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_URL", f"chdb://{tmp_path / 'ch'}")
+    monkeypatch.setenv("DRIFTLINE_TOPICS_PARTITIONS", "2")
+    monkeypatch.setenv("DRIFTLINE_WINDOWS_SIZES_S", "[60]")
+    assert main(["db", "migrate"]) == 0
+    code = main(["replay", "--run-id", "s", "--no-progress",
+                 "--predictions", str(tmp_path / "predictions.jsonl")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    stamp = lambda ms: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ms / 1000))  # noqa: E731
+    assert "windows left partial, extending past the end (not written):\n" \
+           f"  m v1 60s {stamp(START + 600_000)} .. {stamp(START + 660_000)}\n" in out, out
+
+
 # -- integration -------------------------------------------------------------------------------------
 
 
@@ -194,7 +266,7 @@ def test_time_bounds_include_from_and_exclude_to(produced: tuple[Settings, Scena
     result = asyncio.run(replay_topics(settings, "bounded", writer, lo, hi))
     assert (result.records, result.first_ms) == (len(inside), lo)
     assert result.last_ms is not None and result.last_ms < hi
-    assert _canonical(writer.rows) == _canonical(_direct_rows(settings, inside, "bounded"))
+    assert _canonical(writer.rows) == _canonical(_direct_rows(settings, inside, "bounded", hi))
 
     write_jsonl(scenario, tmp_path)
     files = MemoryWriter()

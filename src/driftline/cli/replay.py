@@ -14,6 +14,9 @@ Semantics (also in --help):
   model's first full window becomes its reference, as live without a training profile).
 - Partitions are kept and the two topics of each partition merged by record timestamp, so a
   replay of what a live worker processed reproduces its aggregates.
+- The input ends at --to, else just after the last record timestamp: every window ending by then
+  is closed and written; windows extending past the end are listed as partial (not written), as are
+  windows begun before --from (written with the events from --from on).
 - Rows go to ClickHouse tagged with --run-id (never '' — that is live data); re-running a run id
   replaces its rows (ReplacingMergeTree keys are deterministic). Retrain triggers become rows only.
 """
@@ -55,6 +58,8 @@ time bounds: record timestamps in [--from, --to) (inclusive lower, exclusive upp
 epoch ms). Topic replays fix each partition's stop offset at start (log end from the Fetch high
 watermark) and find the bounds by reading record timestamps — never ListOffsets/offsets_for_times.
 Rows are written with --run-id ('' is live and refused); re-running a run id is idempotent.
+The input ends at --to (else just after its last record): every window ending by then is written;
+windows extending past the end are listed in the summary as partial and not written.
 """
 
 
@@ -123,17 +128,42 @@ def _run(args: argparse.Namespace, settings: Settings, writer: RowWriter, consol
 
 
 def _summary(result: ReplayResult, run_id: str) -> Table:
-    span = (f"{format_time(result.first_ms)} .. {format_time(result.last_ms)}"
-            if result.first_ms is not None and result.last_ms is not None else "no records")
     table = Table(title=f"replay {run_id!r}", caption=(
-        f"{result.records:,} records in {result.elapsed_s:.1f}s ({result.events_per_s:,.0f} ev/s); "
-        f"record times {span}"))
+        f"{result.records:,} records in {result.elapsed_s:.1f}s ({result.events_per_s:,.0f} ev/s)"))
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name in sorted(result.rows):
         table.add_row(name, f"{result.rows[name]:,}")
     table.add_row("(retrain triggers, not published)", f"{result.triggers:,}")
     return table
+
+
+MAX_PARTIAL_LINES = 20
+
+
+def summary_lines(result: ReplayResult) -> list[str]:
+    """The record times, the input's end, and the windows the input covers only in part."""
+    if result.first_ms is None or result.last_ms is None:
+        return ["no records in the range"]
+    lines = [f"record times {format_time(result.first_ms)} .. {format_time(result.last_ms)}"]
+    if result.end_ms is not None:
+        lines.append(f"input ends {format_time(result.end_ms)}: every window ending by then is written")
+    for written, heading in (
+        (False, "windows left partial, extending past the end (not written):"),
+        (True, "windows begun before --from (written with the events from --from on):"),
+    ):
+        windows = [w for w in result.partial_windows if w.written == written]
+        if not windows:
+            continue
+        lines.append(heading)
+        lines.extend(f"  {w.model_id} v{w.model_version} {w.window_size_s}s "
+                     f"{format_time(w.window_start)} .. {format_time(w.window_end)}"
+                     for w in windows[:MAX_PARTIAL_LINES])
+        if len(windows) > MAX_PARTIAL_LINES:
+            lines.append(f"  ... and {len(windows) - MAX_PARTIAL_LINES} more")
+        if not written:
+            lines.append("  (--to TIME declares the input complete up to TIME)")
+    return lines
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -168,5 +198,8 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     finally:
         writer.close()
-    Console().print(_summary(result, args.run_id))
+    out = Console()
+    out.print(_summary(result, args.run_id))
+    for line in summary_lines(result):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0

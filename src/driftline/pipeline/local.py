@@ -83,6 +83,12 @@ class InProcessPipeline:
         for shard in sorted(by_shard):
             self._route(self.shards[shard].process(by_shard[shard]))
 
+    def finish(self, end_ms: int) -> None:
+        """The input ended at ``end_ms`` (exclusive): close every window and bucket ending by then
+        (see :meth:`ShardProcessor.finish`); later ones stay open in the shards."""
+        for shard in self.shards:
+            self._route(shard.finish(end_ms))
+
     def _route(self, messages: list[OutboundMessage]) -> None:
         model_batches: dict[int, list[RawRecord]] = defaultdict(list)
         events_topic = self.settings.topics.model_events

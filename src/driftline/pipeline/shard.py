@@ -17,13 +17,13 @@ from typing import Any
 
 import orjson
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
 from driftline.operators.feature_watch import FeatureAlert, FeatureWatch
 from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.operators.window_stats import WindowAccumulator
-from driftline.pipeline import records
+from driftline.pipeline import records, reroute
 from driftline.pipeline.stage import OutboundMessage
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
@@ -66,12 +66,17 @@ class ShardProcessor:
         self.model_events_partitions = topics.model_events_partitions
         self.sink_topic = topics.sink
         self.profiles_topic = topics.profiles
+        self._init_rerouting(topics)
         self.watch = (
             FeatureWatch(settings.sequential.false_alarms_per_million, alert_interval_ms(settings))
             if settings.sequential.enabled
             else None
         )
-        self.decoder = Decoder(settings.kafka.max_message_bytes, settings.windows.max_timestamp_skew_s * 1000)
+        self.decoder = Decoder(
+            settings.kafka.max_message_bytes,
+            settings.windows.max_timestamp_skew_s * 1000,
+            settings.windows.max_future_skew_s * 1000,
+        )
         self.join = LabelJoin(
             settings.join.label_horizon_s * 1000, settings.join.max_pending, settings.join.max_held_labels
         )
@@ -98,6 +103,12 @@ class ShardProcessor:
         valid_predictions, dead = self.decoder.predictions(predictions)
         valid_labels, dead_labels = self.decoder.labels(labels)
         dead.extend(dead_labels)
+        # Records other shards read and re-routed here (decided on there: only joined here).
+        arrived = self.inbox.accept([r for r in batch if r.topic == self.repartition_topic])
+        rerouted_predictions, dead_arrived = self.decoder.predictions(arrived[reroute.PREDICTION])
+        dead.extend(dead_arrived)
+        rerouted_labels, dead_arrived = self.decoder.labels(arrived[reroute.LABEL])
+        dead.extend(dead_arrived)
         self.totals["predictions_in"] += len(predictions)
         self.totals["labels_in"] += len(labels)
         self.totals["dead_lettered"] += len(dead)
@@ -108,10 +119,13 @@ class ShardProcessor:
 
         late_rows: list[dict[str, Any]] = []
         outcomes: list[JoinedOutcome] = []
-        alerts = self._apply_predictions(valid_predictions, outcomes, late_rows)
+        forwarded: list[OutboundMessage] = []
+        alerts = self._apply_predictions(valid_predictions, outcomes, late_rows, forwarded)
         self._emit_alerts(alerts, out)
-        self._apply_labels(valid_labels, outcomes, late_rows)
-        expired = self.join.advance(self.pred_watermark, self.label_watermark)
+        self._apply_labels(valid_labels, outcomes, late_rows, forwarded)
+        self._apply_rerouted(rerouted_predictions, rerouted_labels, outcomes)
+        expired = self.join.advance(self.join_watermark(reroute.PREDICTION), self.join_watermark(reroute.LABEL))
+        orphans = self.join.take_orphans()
         self.totals["joined"] += len(outcomes)
         self.totals["expired_unlabeled"] += len(expired)
         self.totals["late"] += len(late_rows)
@@ -120,7 +134,21 @@ class ShardProcessor:
             out.extend(records.sink_rows(self.sink_topic, "late_events", late_rows))
         closed = self._close_windows(out)
         self._emit_outcomes(outcomes, expired, out)
+        self._emit_columns(records.ORPHANS, records.ORPHAN_FIELDS, orphans, out)
         self._emit_progress(out, force=closed > 0)
+        out.extend(forwarded)
+        self._emit_source_watermarks(out)
+        return out
+
+    def finish(self, end_ms: int) -> list[OutboundMessage]:
+        """A bounded input (a replay) has ended: no event before ``end_ms`` will come. Both
+        watermarks move to ``end_ms``, so every window ending by then closes (and, in stage 2,
+        every outcome bucket); windows ending later stay open (``self.open``). The live worker
+        never calls this: its input has no end."""
+        self.pred_watermark = max(self.pred_watermark, end_ms)
+        self.label_watermark = max(self.label_watermark, end_ms)
+        out = self.process(())
+        self._emit_progress(out, force=True)
         return out
 
     def snapshot(self) -> bytes:
@@ -177,6 +205,7 @@ class ShardProcessor:
         valid: list[tuple[RawRecord, PredictionEvent]],
         outcomes: list[JoinedOutcome],
         late_rows: list[dict[str, Any]],
+        forwarded: list[OutboundMessage],
     ) -> list[FeatureAlert]:
         # Batch the window updates: one vectorised add per (window, model, version, segment).
         grouped: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = defaultdict(lambda: ([], [], []))
@@ -193,13 +222,19 @@ class ShardProcessor:
                 continue
             self.pred_watermark = max(self.pred_watermark, ts - self.lateness_ms)
             tags = segment_tags(event, self.segment_keys)
-            joined = self.join.on_prediction(event, tags)
-            now_duplicates = self.join.counters.get("duplicate_predictions", 0)
-            if now_duplicates != duplicates:  # counted by the join; excluded from windows
-                duplicates = now_duplicates
-                continue
-            if joined is not None:
-                outcomes.append(joined)
+            destination = self._join_shard(event.prediction_id)
+            if destination != self.shard:  # joined there; windowed and watched here, in this log's order
+                forwarded.append(self.forwarder.forward(reroute.PREDICTION, destination, record,
+                                                        event.prediction_id))
+                self.rerouted[(reroute.PREDICTION, event.model_id)] += 1
+            else:
+                joined = self.join.on_prediction(event, tags)
+                now_duplicates = self.join.counters.get("duplicate_predictions", 0)
+                if now_duplicates != duplicates:  # counted by the join; excluded from windows
+                    duplicates = now_duplicates
+                    continue
+                if joined is not None:
+                    outcomes.append(joined)
             if watched:
                 times, ids, feats_seen = per_model[(event.model_id, event.model_version)]
                 times.append(ts)
@@ -280,6 +315,7 @@ class ShardProcessor:
         valid: list[tuple[RawRecord, LabelEvent]],
         outcomes: list[JoinedOutcome],
         late_rows: list[dict[str, Any]],
+        forwarded: list[OutboundMessage],
     ) -> None:
         for record, event in valid:
             ts = event.timestamp
@@ -287,9 +323,57 @@ class ShardProcessor:
                 late_rows.append(self._late_row(record, "label", event, self.label_watermark))
                 continue
             self.label_watermark = max(self.label_watermark, ts - self.lateness_ms)
+            destination = self._join_shard(event.prediction_id)
+            if destination != self.shard:
+                forwarded.append(self.forwarder.forward(reroute.LABEL, destination, record, event.prediction_id))
+                self.rerouted[(reroute.LABEL, event.model_id or "")] += 1
+                continue
             joined = self.join.on_label(event)
             if joined is not None:
                 outcomes.append(joined)
+
+    # -- re-routing (see driftline.pipeline.reroute) ----------------------------------------
+
+    def _init_rerouting(self, topics: TopicSettings) -> None:
+        self.repartition_topic = topics.repartition
+        self.partitions = topics.partitions
+        self.forwarder = reroute.Forwarder(self.shard, topics.partitions, topics.repartition)
+        self.inbox = reroute.Inbox(self.shard, topics.partitions)
+        self.rerouted: Counter[tuple[str, str]] = Counter()  # (kind, model_id) -> records forwarded
+        self.sent_source_watermarks: tuple[int, int] = (NO_TIME, NO_TIME)
+
+    def _join_shard(self, prediction_id: str) -> int:
+        return self.shard if self.partitions == 1 else reroute.join_shard(prediction_id, self.partitions)
+
+    def join_watermark(self, kind: str) -> int:
+        """The join's watermark: this partition's, or an earlier one another partition delivered."""
+        local = self.pred_watermark if kind == reroute.PREDICTION else self.label_watermark
+        return self.inbox.watermark(kind, local)
+
+    def _apply_rerouted(
+        self,
+        predictions: list[tuple[RawRecord, PredictionEvent]],
+        labels: list[tuple[RawRecord, LabelEvent]],
+        outcomes: list[JoinedOutcome],
+    ) -> None:
+        """Join what other shards forwarded: lateness and windows were decided at the source."""
+        for _, event in predictions:
+            joined = self.join.on_prediction(event, segment_tags(event, self.segment_keys), rerouted=True)
+            if joined is not None:
+                outcomes.append(joined)
+        for _, event in labels:
+            joined = self.join.on_label(event, rerouted=True)
+            if joined is not None:
+                outcomes.append(joined)
+        self.totals["rerouted_in"] += len(predictions) + len(labels)
+
+    def _emit_source_watermarks(self, out: list[OutboundMessage]) -> None:
+        """Tell the other shards how far this partition's logs are, after what was forwarded."""
+        marks = (self.pred_watermark, self.label_watermark)
+        if self.partitions == 1 or marks == self.sent_source_watermarks:
+            return
+        self.sent_source_watermarks = marks
+        out.extend(self.forwarder.progress({reroute.PREDICTION: marks[0], reroute.LABEL: marks[1]}))
 
     def _close_windows(self, out: list[OutboundMessage]) -> int:
         due = sorted(
@@ -332,8 +416,8 @@ class ShardProcessor:
     ) -> None:
         """One columnar model-events record per (model, version), models in sorted order."""
         by_model: dict[tuple[str, str], list[Any]] = defaultdict(list)
-        for item in items:
-            by_model[(item.model_id, item.model_version)].append(item)
+        for item in items:  # orphan labels name no version
+            by_model[(item.model_id, getattr(item, "model_version", ""))].append(item)
         for (model_id, version), rows in sorted(by_model.items()):
             payload: dict[str, Any] = {"type": kind, "shard": self.shard, "model_id": model_id,
                                        "model_version": version}
@@ -346,7 +430,8 @@ class ShardProcessor:
     def outcome_progress(self) -> int:
         """No outcome with a label time before this can still come from this shard."""
         held = self.join.earliest_held_label_ts()
-        return self.label_watermark if held is None else min(self.label_watermark, held)
+        label_watermark = self.join_watermark(reroute.LABEL)
+        return label_watermark if held is None else min(label_watermark, held)
 
     def _emit_progress(self, out: list[OutboundMessage], force: bool) -> None:
         progress = (self.pred_watermark, self.outcome_progress())

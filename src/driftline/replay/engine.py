@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
@@ -39,6 +40,20 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+@dataclass(frozen=True, order=True)
+class PartialWindow:
+    """A window the replay's input covers only in part: it extends past the input's end (not
+    written: the live worker would not have closed it yet) or began before ``--from`` (written,
+    with the events from ``--from`` on)."""
+
+    model_id: str
+    model_version: str
+    window_size_s: int
+    window_start: int  # epoch ms
+    window_end: int  # epoch ms
+    written: bool
+
+
 @dataclass
 class ReplayResult:
     records: int = 0
@@ -46,6 +61,8 @@ class ReplayResult:
     triggers: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
+    end_ms: int | None = None  # the input's end: windows ending by then are closed and written
+    partial_windows: list[PartialWindow] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     @property
@@ -57,12 +74,19 @@ class Replayer:
     """One replay run: micro-batches in, rows out to ``writer`` (flushed by ``finish``)."""
 
     def __init__(
-        self, settings: Settings, run_id: str, writer: RowWriter, profiles: Iterable[bytes] = ()
+        self,
+        settings: Settings,
+        run_id: str,
+        writer: RowWriter,
+        profiles: Iterable[bytes] = (),
+        from_ms: int | None = None,
     ) -> None:
         tune_gc()
         self.pipeline = InProcessPipeline(settings, check_run_id(run_id), profiles)
         self.writer = writer
         self.result = ReplayResult()
+        self._from_ms = from_ms
+        self._cut_at_start: set[PartialWindow] = set()
         self._started = time.perf_counter()
 
     def feed(self, batch: Sequence[RawRecord]) -> None:
@@ -77,9 +101,24 @@ class Replayer:
         result.last_ms = last if result.last_ms is None else max(result.last_ms, last)
         self._drain()
 
-    def finish(self) -> ReplayResult:
-        """Flush every row written so far; the rows are durable once this returns."""
+    def finish(self, end_ms: int | None = None) -> ReplayResult:
+        """End the input at ``end_ms`` (exclusive; default: just after the last record timestamp),
+        close and write every window and outcome bucket ending by then, list the windows left
+        partial, and flush: the rows are durable once this returns."""
+        result = self.result
+        if end_ms is None and result.last_ms is not None:
+            end_ms = result.last_ms + 1
+        if end_ms is not None:
+            self.pipeline.finish(end_ms)
+            result.end_ms = end_ms
         self._drain()
+        open_windows = {
+            PartialWindow(model_id, version, size_ms // 1000, start, start + size_ms, written=False)
+            for shard in self.pipeline.shards
+            for size_ms, start, model_id, version, segment in shard.open
+            if segment == ""
+        }
+        result.partial_windows = sorted(self._cut_at_start | open_windows)
         self.writer.flush()
         self.result.elapsed_s = time.perf_counter() - self._started
         return self.result
@@ -88,7 +127,16 @@ class Replayer:
         rows = self.pipeline.rows
         for table in sorted(rows):
             produced = rows.pop(table)
+            if table == "feature_windows" and self._from_ms is not None:
+                self._note_cut_at_start(produced, self._from_ms)
             self.writer.write(table, produced)
             self.result.rows[table] += len(produced)
         self.result.triggers += len(self.pipeline.triggers)
         self.pipeline.triggers.clear()
+
+    def _note_cut_at_start(self, rows: list[dict[str, Any]], from_ms: int) -> None:
+        for row in rows:
+            if row["window_start"] < from_ms and row["segment"] == "":
+                self._cut_at_start.add(PartialWindow(
+                    row["model_id"], row["model_version"], row["window_size_s"], row["window_start"],
+                    row["window_end"], written=True))

@@ -4,8 +4,12 @@ Both read the predictions and labels whose record timestamps fall in ``[from, to
 lower, exclusive upper bound; either may be open), keep every record's partition (lateness is
 per partition, so replaying what a live worker processed reproduces its aggregates), merge the
 two topics of each partition by record timestamp and feed the in-process pipeline in
-micro-batches. Windows still open when the input ends are not emitted — exactly as the live
-worker would not have emitted them yet; a replay starting mid-stream starts with empty state.
+micro-batches. The input has a known end — ``to``, else just after the last record timestamp
+read — and when it is reached every window and outcome bucket ending by then is closed and
+written (the live worker would close them once later traffic moved its watermarks past them);
+windows extending past the end are left partial: not written, listed in the result. A replay
+starting mid-stream starts with empty state: windows begun before ``from`` are written with the
+events from ``from`` on and listed as partial too.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ async def replay_topics(
         plan = ReplayPlan(sum(r.size for r in ranges), tuple(ranges), len(profiles))
         if on_plan is not None:
             on_plan(plan)
-        replayer = Replayer(settings, run_id, writer, profiles)
+        replayer = Replayer(settings, run_id, writer, profiles, from_ms)
         reader = RangeReader(consumer, ranges, from_ms, to_ms, max_records=batch_size)
         pending: list[RawRecord] = []
         async for chunk in read_merged(reader, topics.predictions, [tp.partition for tp in predictions]):
@@ -102,7 +106,7 @@ async def replay_topics(
             _feed_in_batches(replayer, pending, batch_size, final=False)
             on_progress(chunk.advanced)
         _feed_in_batches(replayer, pending, batch_size, final=True)
-    return replayer.finish()
+    return replayer.finish(to_ms)
 
 
 def replay_files(
@@ -125,9 +129,9 @@ def replay_files(
     records = to_records(settings, read_events(predictions_path), labels, from_ms, to_ms)
     if on_plan is not None:
         on_plan(ReplayPlan(len(records), (), len(profiles)))
-    replayer = Replayer(settings, run_id, writer, profiles)
+    replayer = Replayer(settings, run_id, writer, profiles, from_ms)
     for i in range(0, len(records), batch_size):
         batch = records[i : i + batch_size]
         replayer.feed(batch)
         on_progress(len(batch))
-    return replayer.finish()
+    return replayer.finish(to_ms)
