@@ -47,10 +47,37 @@ A classifier's error stream (1 = wrong prediction) against its reference error r
 'error rate x2'
 >>> errors.reset(); errors.statistic
 0.0
+
+**Episodes**: under a shift that lasts, a detector alarms once per renewal for as long as it lasts.
+An :class:`EpisodeMonitor` turns that into one episode: ``update_many`` returns
+:class:`EpisodeEvent` s, ``"opened"`` at the alarm, ``"escalated"`` when the stream moves further
+from the reference (or across it), ``"closed"`` when it is back; shifts below a minimum effect
+(:data:`DEFAULT_MIN_EFFECT_SD`, 0.1 reference sd) open nothing. Magnitudes are against the
+reference, in reference sd (numeric), PSI (categorical) or error-rate ratio (binary).
+
+>>> from driftline.detect import EpisodeMonitor
+>>> watch = EpisodeMonitor.from_reference(reference["amount"], arl=arl)
+>>> watch.update_many(rng.lognormal(3.02, 1, 20_000))   # 0.02 sd: below the minimum effect
+[]
+>>> [(e.kind, e.unit) for e in watch.update_many(rng.lognormal(3.5, 1, 20_000))]   # 0.5 sd, lasting
+[('opened', 'sd')]
+>>> round(watch.episode.magnitude, 1), watch.episode.escalations
+(0.5, 0)
+>>> [(e.kind, e.reason) for e in watch.update_many(rng.lognormal(3, 1, 5_000))]
+[('closed', 'back_to_reference')]
 """
 
 from __future__ import annotations
 
+from driftline.operators.episodes import (
+    DEFAULT_LEARNING,
+    DEFAULT_MIN_EFFECT_SD,
+    DEFAULT_MIN_PSI,
+    DEFAULT_MIN_RATE_RATIO,
+    EpisodeEvent,
+    EpisodeMonitor,
+    EpisodeState,
+)
 from driftline.operators.scorer import DriftScorer, FeatureResult, ScoreReport
 from driftline.operators.sequential import (
     Alarm,
@@ -62,10 +89,17 @@ from driftline.operators.sequential import (
 )
 
 __all__ = [
+    "DEFAULT_LEARNING",
+    "DEFAULT_MIN_EFFECT_SD",
+    "DEFAULT_MIN_PSI",
+    "DEFAULT_MIN_RATE_RATIO",
     "Alarm",
     "BinaryDetector",
     "CategoricalDetector",
     "DriftScorer",
+    "EpisodeEvent",
+    "EpisodeMonitor",
+    "EpisodeState",
     "FeatureResult",
     "NumericDetector",
     "ScoreReport",

@@ -282,6 +282,10 @@ class _Bank:
         sym = self._symbol(x)
         if sym is None:
             return None
+        return self.update_symbol(sym)
+
+    def update_symbol(self, sym: int) -> Alarm | None:
+        """Count one already-mapped symbol; the alarm it raises, if any."""
         s = self._S + self._table[sym]
         np.maximum(s, 0, out=s)
         index = self.n
@@ -549,6 +553,8 @@ class CategoricalDetector(_Bank):
 
     kind = "categorical"
     categories: list[str]
+    reference_shares: FloatArray
+    """Each category's share of the reference, "other" last."""
     _index: dict[str, int]
     _a: FloatArray
     _b: FloatArray
@@ -617,6 +623,7 @@ class CategoricalDetector(_Bank):
             raise ValueError("no category change can be designed from these counts")
         det = cls.__new__(cls)
         det.categories = categories
+        det.reference_shares = c / n
         det._index = {name: k for k, name in enumerate(categories)}
         det._a, det._b = np.array(a), np.array(b)
         det._target = np.array(target, dtype=np.int64)

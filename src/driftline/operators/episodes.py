@@ -1,0 +1,494 @@
+"""Drift episodes: a lasting shift is one episode (opened, escalated, closed), not a stream of alarms.
+
+A sequential detector (:mod:`driftline.operators.sequential`) answers "has this stream left its
+reference?" and, after an alarm, restarts and answers it again: under a shift that lasts it alarms
+once per renewal, for as long as the shift lasts. :class:`EpisodeMonitor` wraps the calibrated
+CUSUM banks to answer the questions a user has instead: *when did the stream leave the reference,
+by how much, did it change again, and when did it come back?*
+
+Lifecycle
+---------
+1. **Watching.** The *opener* is the calibrated bank against the training reference, built with a
+   minimum effect of interest (below). Its alarm **opens** an episode (reason ``"alarm"``).
+2. **Learning.** The next ``learning`` values (:data:`DEFAULT_LEARNING` = 2,000) are the new
+   regime's sample. Nothing is tested while learning: one shift gives one event, however long it
+   lasts. At the end the regime's magnitude against the training reference is measured on that
+   sample; if it is back within the minimum effect the episode **closes**
+   (``"back_to_reference"``), if it moved further by at least the minimum effect, or changed sign,
+   it **escalates** (``"larger"`` / ``"reversal"``); otherwise the episode's magnitude is updated.
+3. **Watching the regime.** A bank of the same kind is calibrated on the learned sample (same
+   ``arl``, same minimum effect, its guarantee region sized by ``learning``) and watches for a
+   *further* change against the regime. Its alarm re-enters learning; when the change moves away
+   from the reference by at least the minimum effect (or across it) the alarm is an **escalation**
+   at once, with its own evidence (the CUSUM that fired, its statistic and threshold). A change
+   back towards the reference is judged at the end of that learning period: closed when within the
+   minimum effect, else the new level is learned silently. This is the reverse test; the gap
+   between "opens beyond the minimum effect, with a calibrated false-alarm rate" and "closes when
+   the learned level is within it" is the hysteresis that keeps a wandering stream from churning.
+
+2,000 values is the smallest learning period whose guarantee region (``KAPPA / sqrt(2000)`` = 0.045
+sd) keeps the 0.2 sd mean designs of the regime bank at per-feature ARLs up to ~1e8 (smaller
+references drop designs they cannot resolve, see :mod:`~driftline.operators.sequential`), so a
+second change is found about as fast as a first one of the same size, and it averages a daily
+cycle of hourly or half-hourly data over weeks rather than hours.
+
+Magnitude
+---------
+In units a user reads, always against the **training** reference: numeric features the mean of the
+reference normal score (``unit="sd"``, a signed shift in reference standard deviations; exactly
+that for a normal feature); categorical features the PSI of the category shares (``"psi"``);
+binary error streams the error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the
+run of the CUSUM that fired (the values since it last left zero, at most ``learning`` of them: the
+CUSUM's own change-point estimate); after a learning period on the learned sample.
+
+Minimum effect
+--------------
+Shifts smaller than the minimum effect must not open episodes, so a 50,000-row reference does
+not turn every 0.05 sd wobble into an alarm. The opener's designs are calibrated at the edge of an
+indifference zone: a numeric mean design tests ``N(m + delta, 1)`` against ``N(m, 1)`` with
+``m = max(KAPPA / sqrt(n), min_effect)`` (the scale designs likewise at an sd factor
+``1 +- min_effect``), so the ARL holds for every shift up to the minimum effect. Defaults:
+:data:`DEFAULT_MIN_EFFECT_SD` = 0.1 reference sd, the same floor as Evidently's default rule for
+numeric columns (a normed Wasserstein distance of 0.1, i.e. 0.1 reference sd for a mean shift);
+categorical :data:`DEFAULT_MIN_PSI` = 0.01 = 0.1**2, the PSI of a 0.1 sd normal mean shift (PSI is
+a symmetrised KL divergence, ``delta**2`` there), applied per category indicator; binary
+:data:`DEFAULT_MIN_RATE_RATIO` = 1.1, an error rate 10 % above the reference. The price is delay:
+a shift ``d`` is detected at the evidence rate of ``d - min_effect``, so a 0.3 sd jump takes about
+twice as long as with no minimum, and a slow ramp is seen only once it has passed the minimum.
+
+Exactness
+---------
+Values are mapped once to the opener's symbols and everything downstream (CUSUMs in int64 fixed
+point, learned samples, magnitudes) is a deterministic function of the symbol sequence, so
+``update_many`` in any chunking equals ``update`` per value, in events and in state; the monitor
+pickles mid-episode.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(1)
+>>> monitor = EpisodeMonitor.from_reference(rng.normal(size=20_000), arl=1e6)
+>>> monitor.update_many(rng.normal(size=30_000)), monitor.episode
+([], None)
+>>> opened = monitor.update_many(rng.normal(0.5, 1, 5_000))   # the mean moves by 0.5 sd, and stays
+>>> [(e.kind, e.reason, e.index - 30_000 < 500, round(e.magnitude, 1)) for e in opened]
+[('opened', 'alarm', True, 0.5)]
+>>> escalated = monitor.update_many(rng.normal(1.0, 1, 5_000))   # a further change, to 1 sd
+>>> [(e.kind, e.reason, e.index - 35_000 < 500, e.component) for e in escalated]
+[('escalated', 'larger', True, 'mean+0.4')]
+>>> episode = monitor.episode  # the new regime, measured on the 2,000 values after the alarm
+>>> round(episode.magnitude, 1), episode.escalations, episode.n_seen
+(1.0, 1, 9818)
+>>> closed = monitor.update_many(rng.normal(size=10_000))   # back to the reference
+>>> [(e.kind, e.reason, e.index - 40_000 < 2_500) for e in closed], monitor.episode
+([('closed', 'back_to_reference', True)], None)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from driftline.operators.drift import psi
+from driftline.operators.sequential import (
+    _ONE,
+    Alarm,
+    BinaryDetector,
+    CategoricalDetector,
+    IntArray,
+    NumericDetector,
+    _Bank,
+)
+
+if TYPE_CHECKING:
+    from driftline.operators.profile import FeatureProfile
+
+EpisodeKind = Literal["opened", "escalated", "closed"]
+
+DEFAULT_MIN_EFFECT_SD = 0.1
+"""Smallest numeric mean shift of interest, in reference sd (Evidently's default Wasserstein floor)."""
+DEFAULT_MIN_PSI = DEFAULT_MIN_EFFECT_SD**2
+"""Smallest categorical change of interest: the PSI of a 0.1 sd normal mean shift."""
+DEFAULT_MIN_RATE_RATIO = 1.1
+"""Smallest error-rate increase of interest, as a ratio to the reference rate."""
+DEFAULT_LEARNING = 2_000
+"""Values a new regime is learned from after an opening or a further change (see above)."""
+
+
+@dataclass(frozen=True)
+class EpisodeEvent:
+    """One change of an episode: opened, escalated or closed."""
+
+    kind: EpisodeKind
+    index: int
+    """0-based position, among the values this monitor has counted, of the value that caused it."""
+    magnitude: float
+    """Effect against the training reference at that point, in :attr:`unit`."""
+    unit: str
+    """``"sd"`` (signed mean shift in reference sd), ``"psi"`` or ``"rate_ratio"``."""
+    component: str
+    """The CUSUM that fired (``""`` for a decision at the end of a learning period)."""
+    statistic: float
+    """That CUSUM's statistic at the alarm, in nats (0.0 when not applicable)."""
+    threshold: float
+    """Its threshold, in nats (0.0 when not applicable)."""
+    reason: str
+    """opened: ``"alarm"``; escalated: ``"larger"`` | ``"reversal"``; closed: ``"back_to_reference"``
+    or the reason given to :meth:`EpisodeMonitor.close`."""
+
+
+@dataclass(frozen=True)
+class EpisodeState:
+    """An open episode, as seen now."""
+
+    opened_index: int
+    n_seen: int
+    """Values counted since it opened (the opening value included)."""
+    magnitude: float
+    """Current estimate against the training reference, in the monitor's unit."""
+    peak_magnitude: float
+    """Largest ``|magnitude|`` so far (signed as at the peak)."""
+    escalations: int
+    learning: bool
+    """Whether the monitor is learning the current regime (no further change is tested meanwhile)."""
+
+
+@dataclass
+class _Open:
+    opened_index: int
+    level: float  # magnitude at the last opened/escalated event: what an escalation is measured from
+    magnitude: float
+    peak: float
+    escalations: int = 0
+    measured: bool = False  # whether a learned sample has measured the regime yet
+
+    def saw(self, magnitude: float, learned: bool) -> None:
+        """A new estimate; the peak follows learned samples (an alarm's run is a biased estimate)."""
+        self.magnitude = magnitude
+        if learned and (not self.measured or abs(magnitude) > abs(self.peak)):
+            self.peak = magnitude
+            self.measured = True
+
+
+class EpisodeMonitor:
+    """Drift episodes of one stream (a feature, or a classifier's error stream) against its reference.
+
+    ``update`` returns the :class:`EpisodeEvent` a value causes, if any; ``update_many`` the events
+    of a batch (at most one per value); :attr:`episode` the open episode; :meth:`close` ends it
+    (e.g. because a new reference profile applies). ``min_effect`` is in the monitor's
+    :attr:`unit`: reference sd, PSI, or rate ratio.
+
+    >>> mon = EpisodeMonitor.from_rate(0.10, arl=1e6, n_reference=50_000)
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(2)
+    >>> mon.update_many(rng.random(20_000) < 0.10)
+    []
+    >>> [(e.kind, e.unit, e.component) for e in mon.update_many(rng.random(5_000) < 0.3)]
+    [('opened', 'rate_ratio', 'error rate x2')]
+    >>> round(mon.episode.magnitude, 1)   # the error rate tripled
+    3.0
+    >>> mon.close("new_profile").reason, mon.episode
+    ('new_profile', None)
+    """
+
+    kind: str
+    unit: str
+    arl: float
+    min_effect: float
+    learning: int
+    n: int
+    """Values counted so far (None/NaN are skipped, as the detectors do)."""
+
+    def __init__(self, opener: NumericDetector | CategoricalDetector | BinaryDetector, *,
+                 min_effect: float, learning: int = DEFAULT_LEARNING) -> None:
+        """Wrap an opener already built with the minimum effect (use the ``from_*`` constructors)."""
+        if learning < 50:
+            raise ValueError("learning must be at least 50 values")
+        self.kind = opener.kind
+        self.unit = {"numeric": "sd", "categorical": "psi", "binary": "rate_ratio"}[opener.kind]
+        self.arl = opener.arl
+        self.min_effect = float(min_effect)
+        self.learning = int(learning)
+        self.n = 0
+        self._opener = opener
+        self._regime: NumericDetector | CategoricalDetector | None = None
+        self._map: IntArray | None = None  # opener symbol -> regime symbol
+        self._ring = np.zeros(self.learning, dtype=np.int64)  # slot i % learning: symbol i (recent ones)
+        self._sample = np.zeros(self.learning, dtype=np.int64)  # the regime's sample ...
+        self._filled: int | None = None  # ... filled so far while learning, None otherwise
+        self._refine = False  # the learning period follows an event: it refines that event's level
+        self._open: _Open | None = None
+
+    # -- constructors ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
+                       min_effect: float = DEFAULT_MIN_EFFECT_SD,
+                       learning: int = DEFAULT_LEARNING) -> EpisodeMonitor:
+        """A numeric feature, from a reference sample."""
+        det = NumericDetector.from_reference(values, arl=arl, min_effect=min_effect)
+        return cls(det, min_effect=min_effect, learning=learning)
+
+    @classmethod
+    def from_categories(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
+                        min_psi: float = DEFAULT_MIN_PSI, learning: int = DEFAULT_LEARNING,
+                        max_categories: int = 50) -> EpisodeMonitor:
+        """A categorical feature, from a reference sample."""
+        det = CategoricalDetector.from_reference(values, arl=arl, max_categories=max_categories,
+                                                 min_psi=min_psi)
+        return cls(det, min_effect=min_psi, learning=learning)
+
+    @classmethod
+    def from_counts(cls, categories: Sequence[str], counts: Sequence[int], *, arl: float = 1_000_000.0,
+                    min_psi: float = DEFAULT_MIN_PSI, learning: int = DEFAULT_LEARNING) -> EpisodeMonitor:
+        """A categorical feature, from reference counts ("other" last, a profile's layout)."""
+        det = CategoricalDetector.from_counts(categories, counts, arl=arl, min_psi=min_psi)
+        return cls(det, min_effect=min_psi, learning=learning)
+
+    @classmethod
+    def from_rate(cls, p0: float, *, arl: float = 1_000_000.0, n_reference: int | None = None,
+                  min_ratio: float = DEFAULT_MIN_RATE_RATIO,
+                  learning: int = DEFAULT_LEARNING) -> EpisodeMonitor:
+        """A binary error stream (1 = error) against the reference error rate ``p0``."""
+        det = BinaryDetector.from_rate(p0, arl=arl, n_reference=n_reference, min_ratio=min_ratio)
+        return cls(det, min_effect=min_ratio, learning=learning)
+
+    @classmethod
+    def for_profile(cls, profile: FeatureProfile, *, arl: float, min_effect: float = DEFAULT_MIN_EFFECT_SD,
+                    learning: int = DEFAULT_LEARNING) -> EpisodeMonitor:
+        """The monitor for one feature of a reference profile; ``min_effect`` in reference sd
+        (a categorical feature gets ``min_psi = min_effect**2``, see the module docstring)."""
+        if profile.kind == "numeric":
+            det: NumericDetector | CategoricalDetector = NumericDetector.from_sketch(
+                profile.reference_sketch(), profile.n, arl=arl, min_effect=min_effect)
+            return cls(det, min_effect=min_effect, learning=learning)
+        det = CategoricalDetector.from_counts(profile.categories, profile.ref_counts, arl=arl,
+                                              min_psi=min_effect**2)
+        return cls(det, min_effect=min_effect**2, learning=learning)
+
+    # -- the River-style surface ----------------------------------------------------------------
+
+    @property
+    def episode(self) -> EpisodeState | None:
+        """The open episode, or None."""
+        ep = self._open
+        if ep is None:
+            return None
+        return EpisodeState(ep.opened_index, self.n - ep.opened_index, ep.magnitude, ep.peak,
+                            ep.escalations, self._filled is not None)
+
+    def update(self, x: Any) -> EpisodeEvent | None:
+        """Count one value (None/NaN skipped); the event it causes, if any."""
+        sym = self._opener._symbol(x)
+        if sym is None:
+            return None
+        # the scalar path of _count, step for step (a batch of one is ~10x slower)
+        event: EpisodeEvent | None = None
+        if self._filled is not None:
+            self._sample[self._filled] = sym
+            self._filled += 1
+            if self._filled == self.learning:
+                event = self._learned(self.n)
+        else:
+            det = self._watching()
+            mapped = sym if det is self._opener or self._map is None else int(self._map[sym])
+            alarm = det.update_symbol(mapped)
+            if alarm is not None:
+                event = self._alarmed(alarm, det, self._recent(np.array([sym], dtype=np.int64)), self.n)
+        self._ring[self.n % self.learning] = sym
+        self.n += 1
+        return event
+
+    def update_many(self, xs: Any) -> list[EpisodeEvent]:
+        """Count a batch in order; its events (indices global). Identical to ``update`` per value."""
+        return self._count(self._opener._symbols(xs))
+
+    def close(self, reason: str) -> EpisodeEvent | None:
+        """End the open episode (e.g. a new profile applies); its closing event, None if none is open."""
+        if self._open is None:
+            return None
+        event = EpisodeEvent("closed", self.n - 1, self._open.magnitude, self.unit, "", 0.0, 0.0, reason)
+        self._watch_reference()
+        return event
+
+    def __repr__(self) -> str:
+        ep = self.episode
+        state = ("no episode" if ep is None
+                 else f"episode since {ep.opened_index}, {ep.magnitude:+.3g} {self.unit}")
+        return f"EpisodeMonitor(kind={self.kind!r}, arl={self.arl:g}, n={self.n}, {state})"
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _count(self, syms: IntArray) -> list[EpisodeEvent]:
+        events: list[EpisodeEvent] = []
+        pos, total = 0, syms.size
+        while pos < total:
+            if self._filled is not None:
+                take = min(self.learning - self._filled, total - pos)
+                self._sample[self._filled : self._filled + take] = syms[pos : pos + take]
+                self._filled += take
+                pos += take
+                if self._filled == self.learning:
+                    event = self._learned(self.n + pos - 1)
+                    if event is not None:
+                        events.append(event)
+                continue
+            det = self._watching()
+            chunk = syms[pos:]
+            alarms, used = det.run_symbols(chunk if det is self._opener or self._map is None
+                                           else self._map[chunk], first_only=True)
+            pos += used
+            if alarms:
+                event = self._alarmed(alarms[0], det, self._recent(syms[:pos]), self.n + pos - 1)
+                if event is not None:
+                    events.append(event)
+        last = syms[-self.learning :]
+        self._ring[(self.n + total - last.size + np.arange(last.size)) % self.learning] = last
+        self.n += total
+        return events
+
+    def _watching(self) -> _Bank:
+        """The bank that tests now: the regime's during an episode, else the opener."""
+        return self._regime if self._open is not None and self._regime is not None else self._opener
+
+    def _recent(self, head: IntArray) -> IntArray:
+        """The last ``learning`` symbols: those counted before this batch, then ``head``."""
+        have = min(self.n, self.learning)
+        older = self._ring[(self.n - have + np.arange(have)) % self.learning]
+        return np.concatenate((older, head))[-self.learning :]
+
+    def _alarmed(self, alarm: Alarm, det: _Bank, recent: IntArray, index: int) -> EpisodeEvent | None:
+        """An alarm at ``index``: open, or escalate (or only re-learn); then learn the new regime."""
+        mapped = recent if det is self._opener or self._map is None else self._map[recent]
+        magnitude = self._magnitude(recent[-_run_length(det, alarm, mapped) :])
+        evidence = (alarm.component, alarm.statistic, alarm.threshold)
+        event: EpisodeEvent | None = None
+        if self._open is None:
+            self._open = _Open(index, magnitude, magnitude, magnitude)
+            event = EpisodeEvent("opened", index, magnitude, self.unit, *evidence, "alarm")
+        else:
+            # only a change away from the reference is judged on the alarm's run; anything else
+            # (back towards it, across it, a scale or category mix change) on the learned sample
+            larger = self._away(alarm.component) and self._escalation(magnitude) == "larger"
+            reason = "larger" if larger else ""
+            self._open.saw(magnitude, learned=False)
+            if reason:
+                self._open.level = magnitude
+                self._open.escalations += 1
+                event = EpisodeEvent("escalated", index, magnitude, self.unit, *evidence, reason)
+        self._regime, self._map = None, None
+        self._filled = 0
+        self._refine = event is not None
+        return event
+
+    def _learned(self, index: int) -> EpisodeEvent | None:
+        """The end of a learning period at ``index``: close, escalate or only update; then watch."""
+        assert self._open is not None
+        sample, self._filled = self._sample.copy(), None
+        magnitude = self._magnitude(sample)
+        if self._within_reference(sample, magnitude):
+            self._watch_reference()
+            return EpisodeEvent("closed", index, magnitude, self.unit, "", 0.0, 0.0, "back_to_reference")
+        event = None
+        reason = "" if self._refine else self._escalation(magnitude)
+        self._open.saw(magnitude, learned=True)
+        if self._refine:  # the same change, measured on its own sample rather than the alarm's run
+            self._open.level = magnitude
+        elif reason:
+            self._open.level = magnitude
+            self._open.escalations += 1
+            event = EpisodeEvent("escalated", index, magnitude, self.unit, "", 0.0, 0.0, reason)
+        try:
+            self._regime, self._map = self._regime_bank(sample)
+        except ValueError:  # no change can be designed against this regime: learn it again
+            self._filled = 0
+        return event
+
+    def _watch_reference(self) -> None:
+        self._open, self._regime, self._map, self._filled = None, None, None, None
+        self._opener.reset()
+
+    def _away(self, component: str) -> bool:
+        """Whether a regime bank's alarm is a mean change away from the reference."""
+        assert self._open is not None
+        if self.kind == "categorical":
+            return False
+        up = component.startswith("mean+")
+        if self.kind == "binary":
+            return up
+        return (up and self._open.level > 0) or (component.startswith("mean-") and self._open.level < 0)
+
+    def _escalation(self, magnitude: float) -> str:
+        """``"larger"`` / ``"reversal"`` when ``magnitude`` escalates the episode, else ``""``."""
+        assert self._open is not None
+        level = self._open.level
+        if self.kind == "numeric":
+            if magnitude * level < 0 and abs(magnitude) >= self.min_effect:
+                return "reversal"
+            return "larger" if abs(magnitude) >= abs(level) + self.min_effect else ""
+        if self.kind == "binary":
+            return "larger" if magnitude >= level * self.min_effect else ""
+        return "larger" if magnitude >= level + self.min_effect else ""
+
+    def _magnitude(self, syms: IntArray) -> float:
+        """Effect of the values ``syms`` (opener symbols) against the training reference."""
+        opener = self._opener
+        if isinstance(opener, NumericDetector):
+            return float(np.mean(opener._u[syms]))
+        if isinstance(opener, BinaryDetector):
+            return float(np.mean(syms)) / opener.p0
+        assert isinstance(opener, CategoricalDetector)
+        k = len(opener.categories) + 1
+        return psi(opener.reference_shares, np.bincount(syms, minlength=k))
+
+    def _within_reference(self, sample: IntArray, magnitude: float) -> bool:
+        """The reverse test on a learned sample: back within the minimum effect of the reference."""
+        opener = self._opener
+        if isinstance(opener, NumericDetector):
+            sd = float(np.std(opener._u[sample]))
+            return abs(magnitude) < self.min_effect and abs(sd - 1.0) < max(self.min_effect, 0.05)
+        if isinstance(opener, BinaryDetector):
+            return magnitude < self.min_effect
+        # a sample's PSI against its own population is ~ (categories - 1) / size: allow for it
+        assert isinstance(opener, CategoricalDetector)
+        seen = np.count_nonzero((np.bincount(sample, minlength=len(opener.categories) + 1) > 0)
+                                | (opener.reference_shares > 0))
+        return bool(magnitude < self.min_effect + (seen - 1) / sample.size)
+
+    def _regime_bank(self, sample: IntArray) -> tuple[NumericDetector | CategoricalDetector, IntArray]:
+        """The bank that watches the learned regime, and the map from opener symbols to its own."""
+        opener = self._opener
+        if isinstance(opener, CategoricalDetector):
+            counts = np.bincount(sample, minlength=len(opener.categories) + 1)
+            cat = CategoricalDetector.from_counts(opener.categories, counts.tolist(), arl=self.arl,
+                                                  min_psi=self.min_effect)
+            return cat, cat._symbols([*opener.categories, _OTHER])
+        if isinstance(opener, BinaryDetector):
+            # two-sided (the stream may also return below the regime); the minimum rate increase
+            # expressed in the regime's sd: (ratio - 1) p / sqrt(p (1 - p))
+            p = min(max(float(np.mean(sample)), 1.0 / sample.size), 1.0 - 1.0 / sample.size)
+            effect = min((self.min_effect - 1.0) * math.sqrt(p / (1.0 - p)), 0.5)
+            num = NumericDetector.from_reference(sample.astype(np.float64), arl=self.arl, min_effect=effect)
+            return num, num._symbols(np.array([0.0, 1.0]))
+        scores = opener._u[sample]
+        effect = min(self.min_effect / max(float(np.std(scores)), 1e-9), 0.5)
+        num = NumericDetector.from_reference(scores, arl=self.arl, min_effect=effect)
+        return num, num._symbols(opener._u)
+
+
+_OTHER = "__other__"
+
+
+def _run_length(det: _Bank, alarm: Alarm, mapped: IntArray) -> int:
+    """Values since the alarming CUSUM last left zero (its change-point estimate), at most all given.
+
+    Walks back from the alarm statistic through that CUSUM's integer increments: while the CUSUM
+    is positive ``S_{t-1} = S_t - z_t`` exactly, and the run starts where that reaches 0.
+    """
+    j = det.components.index(alarm.component)
+    steps = det._table[mapped[::-1], j]
+    before = round(alarm.statistic * _ONE) - np.cumsum(steps)
+    start = np.flatnonzero(before <= 0)
+    return int(start[0]) + 1 if start.size else int(mapped.size)

@@ -1,0 +1,252 @@
+"""Drift episodes: lifecycle with known answers, no episode without drift, exactness, minimum effect."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from driftline.detect import EpisodeEvent, EpisodeMonitor
+from driftline.operators.episodes import DEFAULT_LEARNING, DEFAULT_MIN_EFFECT_SD
+from driftline.operators.profile import build_profile
+from driftline.operators.sequential import NumericDetector
+
+ARL = 1e6
+
+
+def _numeric(seed: int = 0, n_ref: int = 20_000, **kw: float) -> EpisodeMonitor:
+    return EpisodeMonitor.from_reference(np.random.default_rng(10_000 + seed).normal(size=n_ref),
+                                         arl=ARL, **kw)
+
+
+def _stream(seed: int, *segments: tuple[float, int]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(mean, 1.0, n) for mean, n in segments])
+
+
+def _feed(mon: EpisodeMonitor, xs: object, batch: int = 1_000) -> list[EpisodeEvent]:
+    values = np.asarray(xs)
+    return [e for i in range(0, len(values), batch) for e in mon.update_many(values[i : i + batch])]
+
+
+def _state(mon: EpisodeMonitor) -> tuple[object, ...]:
+    """Everything that decides the monitor's future, comparable with ==."""
+    det = mon._watching()
+    return (mon.n, mon.episode, mon._filled, mon._sample.tobytes(), mon._ring.tobytes(),
+            mon._refine, det._S.tobytes(), mon._opener._S.tobytes(),
+            None if mon._map is None else mon._map.tobytes())
+
+
+# -- lifecycle with known answers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numeric_lifecycle_open_update_escalate_close(seed: int) -> None:
+    mon = _numeric(seed)
+    x = _stream(seed, (0.0, 20_000), (0.5, 8_000), (1.2, 8_000), (0.0, 8_000))
+    events = _feed(mon, x)
+    assert [(e.kind, e.reason) for e in events] == [
+        ("opened", "alarm"), ("escalated", "larger"), ("closed", "back_to_reference")]
+    opened, escalated, closed = events
+    assert 20_000 <= opened.index < 20_600 and opened.component.startswith("mean+")
+    assert opened.statistic >= opened.threshold > 0 and opened.unit == "sd"
+    assert 0.3 < opened.magnitude < 0.9
+    # the second change is found about as fast as the first, against the learned regime
+    assert 28_000 <= escalated.index < 28_600 and escalated.component.startswith("mean+")
+    assert escalated.magnitude > opened.magnitude + DEFAULT_MIN_EFFECT_SD
+    # closing takes the regime bank's alarm plus one learning period
+    assert 36_000 < closed.index < 36_000 + 600 + DEFAULT_LEARNING
+    assert abs(closed.magnitude) < DEFAULT_MIN_EFFECT_SD and mon.episode is None
+
+
+def test_episode_state_is_updated_without_events() -> None:
+    mon = _numeric()
+    events = _feed(mon, _stream(1, (0.0, 5_000), (-0.6, 12_000)))
+    assert [e.kind for e in events] == ["opened"]
+    ep = mon.episode
+    assert ep is not None and ep.opened_index == events[0].index
+    assert ep.n_seen == 17_000 - events[0].index and not ep.learning
+    assert abs(ep.magnitude + 0.6) < 0.1 and ep.peak_magnitude == ep.magnitude and ep.escalations == 0
+    mon.update(0.0)
+    assert mon.episode is not None and mon.episode.n_seen == ep.n_seen + 1
+
+
+def test_direction_reversal_escalates() -> None:
+    mon = _numeric(3)
+    events = _feed(mon, _stream(3, (0.0, 5_000), (0.6, 6_000), (-0.6, 6_000)))
+    assert [(e.kind, e.reason) for e in events] == [("opened", "alarm"), ("escalated", "reversal")]
+    assert events[1].magnitude < -DEFAULT_MIN_EFFECT_SD and 11_000 < events[1].index < 11_000 + 3_000
+    ep = mon.episode
+    assert ep is not None and ep.escalations == 1 and ep.magnitude < 0 < ep.peak_magnitude
+
+
+def test_categorical_lifecycle() -> None:
+    rng = np.random.default_rng(5)
+    cats, p = ["a", "b", "c"], [0.5, 0.3, 0.2]
+    mon = EpisodeMonitor.from_categories(rng.choice(cats, 20_000, p=p), arl=ARL)
+    quiet = rng.choice(cats, 20_000, p=p)
+    shifted = rng.choice(cats, 8_000, p=[0.3, 0.3, 0.4])
+    assert mon.update_many(quiet) == []
+    opened = mon.update_many(shifted)
+    assert [e.kind for e in opened] == ["opened"] and opened[0].unit == "psi"
+    assert opened[0].index < 20_500 and ("'c'" in opened[0].component or "'a'" in opened[0].component)
+    assert mon.episode is not None and 0.1 < mon.episode.magnitude < 0.3  # PSI of that mix: 0.19
+    assert [(e.kind, e.reason) for e in mon.update_many(rng.choice(cats, 8_000, p=p))] == [
+        ("closed", "back_to_reference")]
+
+
+def test_binary_error_stream_opens_and_closes() -> None:
+    rng = np.random.default_rng(6)
+    mon = EpisodeMonitor.from_rate(0.10, arl=ARL, n_reference=50_000)
+    assert mon.update_many(rng.random(30_000) < 0.10) == []
+    opened = mon.update_many(rng.random(6_000) < 0.20)
+    assert [e.kind for e in opened] == ["opened"] and opened[0].unit == "rate_ratio"
+    assert mon.episode is not None and 1.7 < mon.episode.magnitude < 2.3
+    assert [e.kind for e in mon.update_many(rng.random(8_000) < 0.10)] == ["closed"]
+
+
+def test_forced_close_and_missing_values() -> None:
+    mon = _numeric()
+    assert mon.close("new_profile") is None
+    assert mon.update(None) is None and mon.update(float("nan")) is None and mon.n == 0
+    _feed(mon, _stream(2, (1.0, 3_000)))
+    assert mon.episode is not None
+    closed = mon.close("new_profile")
+    assert closed is not None
+    assert (closed.kind, closed.reason, closed.index) == ("closed", "new_profile", 2_999)
+    assert mon.episode is None and mon.update_many([None, float("nan")]) == [] and mon.n == 3_000
+
+
+def test_for_profile_numeric_and_categorical() -> None:
+    rng = np.random.default_rng(8)
+    profile = build_profile("m", "1", {"x": rng.normal(size=20_000), "c": rng.choice(["u", "v"], 20_000)},
+                            label_column=None, prediction_column=None, bins=10, top_k=10)
+    num = EpisodeMonitor.for_profile(profile.features["x"], arl=ARL)
+    cat = EpisodeMonitor.for_profile(profile.features["c"], arl=ARL)
+    assert (num.kind, num.unit, cat.kind, cat.unit) == ("numeric", "sd", "categorical", "psi")
+    assert cat.min_effect == pytest.approx(DEFAULT_MIN_EFFECT_SD**2)
+    assert [e.kind for e in num.update_many(rng.normal(0.6, 1.0, 3_000))] == ["opened"]
+    assert [e.kind for e in cat.update_many(rng.choice(["u", "v"], 3_000, p=[0.8, 0.2]))] == ["opened"]
+
+
+def test_learning_must_be_meaningful() -> None:
+    with pytest.raises(ValueError, match="learning"):
+        _numeric(learning=10)
+
+
+# -- no episode without drift ------------------------------------------------------------------------
+
+
+_QUIET = np.random.default_rng(21).normal(size=60_000)
+_QUIET_MON = _numeric(21)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.integers(0, 60_000), max_size=12))
+def test_no_episode_from_a_stationary_stream_under_random_batching(cuts: list[int]) -> None:
+    mon = pickle.loads(pickle.dumps(_QUIET_MON))
+    bounds = [0, *sorted(cuts), _QUIET.size]
+    events = [e for lo, hi in itertools.pairwise(bounds) for e in mon.update_many(_QUIET[lo:hi])]
+    assert events == [] and mon.n == _QUIET.size and mon.episode is None
+
+
+def test_min_effect_a_small_shift_opens_nothing_a_larger_one_does() -> None:
+    """A 50,000-value reference resolves 0.05 sd, but that is below the minimum effect."""
+    ref = np.random.default_rng(30).normal(size=50_000)
+    small = EpisodeMonitor.from_reference(ref, arl=ARL)
+    assert _feed(small, np.random.default_rng(31).normal(0.05, 1.0, 300_000), batch=50_000) == []
+    # the raw detector (no minimum effect) does alarm on the same values: the test can fail
+    raw = NumericDetector.from_reference(ref, arl=ARL)
+    assert raw.update_many(np.random.default_rng(31).normal(0.05, 1.0, 300_000))
+    large = EpisodeMonitor.from_reference(ref, arl=ARL)
+    events = _feed(large, np.random.default_rng(32).normal(0.3, 1.0, 20_000))
+    assert [e.kind for e in events] == ["opened"] and events[0].index < 3_000
+
+
+# -- exactness -----------------------------------------------------------------------------------
+
+
+_CHANGING = _stream(40, (0.0, 3_000), (0.7, 3_000), (1.5, 4_000), (-0.5, 5_000), (0.0, 5_000))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.integers(0, _CHANGING.size), max_size=25))
+def test_update_many_in_any_chunking_equals_update(cuts: list[int]) -> None:
+    base = _numeric(40)
+    one, many = pickle.loads(pickle.dumps(base)), pickle.loads(pickle.dumps(base))
+    singles = [e for x in _CHANGING.tolist() if (e := one.update(x)) is not None]
+    bounds = [0, *sorted(cuts), _CHANGING.size]
+    batched = [e for lo, hi in itertools.pairwise(bounds) for e in many.update_many(_CHANGING[lo:hi])]
+    assert len(singles) >= 4  # opened, escalations, closed: every state is crossed
+    assert batched == singles and _state(one) == _state(many)
+
+
+@pytest.mark.parametrize("cut", [3_100, 3_500, 9_000])  # in the learning period, watching the regime, ...
+def test_pickle_mid_episode(cut: int) -> None:
+    whole = _numeric(40)
+    expected = _feed(whole, _CHANGING, batch=700)
+    first = _numeric(40)
+    head = _feed(first, _CHANGING[:cut], batch=700)
+    assert first.episode is not None
+    resumed = pickle.loads(pickle.dumps(first))
+    tail = _feed(resumed, _CHANGING[cut:], batch=300)
+    assert head + tail == expected and _state(resumed) == _state(whole)
+
+
+def test_categorical_and_binary_chunking_invariance() -> None:
+    rng = np.random.default_rng(41)
+    cats = rng.choice(list("abcd"), 12_000, p=[0.4, 0.3, 0.2, 0.1]).tolist()
+    cats[4_000:8_000] = rng.choice(list("abcde"), 4_000, p=[0.2, 0.3, 0.2, 0.1, 0.2]).tolist()
+    errs = (rng.random(12_000) < np.where(np.arange(12_000) < 5_000, 0.1, 0.25)).astype(float)
+    for base, xs in ((EpisodeMonitor.from_categories(rng.choice(list("abcd"), 10_000, p=[0.4, 0.3, 0.2, 0.1]),
+                                                     arl=ARL, learning=1_000), cats),
+                     (EpisodeMonitor.from_rate(0.1, arl=ARL, learning=1_000), errs.tolist())):
+        one, many = pickle.loads(pickle.dumps(base)), pickle.loads(pickle.dumps(base))
+        singles = [e for x in xs if (e := one.update(x)) is not None]
+        batched = _feed(many, np.asarray(xs, dtype=object if isinstance(xs[0], str) else float), batch=777)
+        assert singles and batched == singles and _state(one) == _state(many)
+
+
+# -- delay of a further change, and the two-phase scenario --------------------------------------------
+
+
+def test_delay_on_a_second_change_is_at_most_twice_the_first() -> None:
+    """0 -> 0.3 sd, then 0.3 -> 0.6 sd once the regime is learned; mean delays over seeds."""
+    first, second = [], []
+    for seed in range(6):
+        mon = _numeric(seed, n_ref=50_000)
+        x = _stream(50 + seed, (0.0, 5_000), (0.3, 8_000), (0.6, 8_000))
+        events = _feed(mon, x)
+        kinds = [(e.kind, e.reason) for e in events]
+        assert kinds == [("opened", "alarm"), ("escalated", "larger")], kinds
+        first.append(events[0].index - 5_000)
+        second.append(events[1].index - 13_000)
+    assert min(first) >= 0 and min(second) >= 0
+    assert np.mean(second) <= 2 * np.mean(first), (first, second)
+
+
+def test_two_phase_scenario_one_episode_per_shifted_feature_and_phase() -> None:
+    """8 features: 0-2 move 0.3 sd at 1/3, 3-5 move 0.6 sd at 2/3, both lasting; 6-7 stay clean."""
+    n, features = 30_000, 8
+    arl = ARL * features
+    rng = np.random.default_rng(60)
+    opened: dict[int, list[EpisodeEvent]] = {}
+    for f in range(features):
+        mon = EpisodeMonitor.from_reference(rng.normal(size=20_000), arl=arl)
+        x = rng.normal(size=n)
+        if f < 3:
+            x[n // 3 :] += 0.3
+        elif f < 6:
+            x[2 * n // 3 :] += 0.6
+        opened[f] = _feed(mon, x, batch=500)
+    for f, events in opened.items():
+        if f >= 6:
+            assert events == [], f
+            continue
+        change = n // 3 if f < 3 else 2 * n // 3
+        assert [e.kind for e in events] == ["opened"], (f, events)
+        assert change <= events[0].index < change + 3_000
