@@ -277,6 +277,40 @@ class _Bank:
         """Every CUSUM back to 0 (thresholds, ``n`` and ``alarms_total`` are kept)."""
         self._S[:] = 0
 
+    def serial_dependence(self, syms: IntArray, batches: int = 20) -> FloatArray:
+        """Each CUSUM's variance inflation on a no-drift sample of symbols, in their order.
+
+        The batch-means estimate ``b var(batch means) / var(z)`` of ``1 + 2 sum_k rho_k`` for the
+        CUSUM's increments ``z``, at batch lengths ``b = len / batches`` and its halvings down to 8,
+        the largest kept: 1 for independent values, about ``b`` for values constant over runs of
+        ``b`` or more, and a cycle shows at the batch length of about half its period (whole
+        periods cancel, but a CUSUM run lasts less). A CUSUM whose increments' variance over its
+        run is inflated ``phi`` times needs a ``phi`` times higher threshold for the same ARL (the
+        diffusion approximation ``ARL ~ exp(2 |mu| h / (phi var z))``).
+        """
+        b = syms.size // batches
+        if b < 8:
+            raise ValueError("too few symbols for a batch-means estimate")
+        z = self._table[syms].astype(np.float64) / _ONE
+        var = z.var(axis=0, ddof=1)
+        ok = var > 0
+        phi = np.ones(z.shape[1])
+        while b >= 8:
+            k = syms.size // b
+            means = z[: k * b].reshape(k, b, -1).mean(axis=1)
+            phi = np.maximum(phi, np.where(ok, b * means.var(axis=0, ddof=1) / np.where(ok, var, 1.0), 1.0))
+            b //= 2
+        return phi
+
+    def scale_thresholds(self, base: IntArray, factors: FloatArray) -> None:
+        """Thresholds ``base`` (this bank's own, fixed point) times ``factors`` (at least 1)."""
+        self._h = np.ceil(base * np.maximum(factors, 1.0)).astype(np.int64)
+
+    @property
+    def thresholds_fixed(self) -> IntArray:
+        """The thresholds in fixed point (``2**24`` per nat), a copy."""
+        return self._h.copy()
+
     def update(self, x: Any) -> Alarm | None:
         """Count one observation (None/NaN are skipped); the alarm it raises, if any."""
         sym = self._symbol(x)
