@@ -19,13 +19,20 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from driftline.client.http import worker_url
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs, start_client
 from driftline.pipeline.stage import StageFactory
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
-from driftline.store.owner import QueryHandler, claim_owner, make_query_handler, release_owner
+from driftline.store.owner import (
+    QueryHandler,
+    QueryLimits,
+    claim_owner,
+    make_query_handler,
+    release_owner,
+)
 from driftline.store.writer import ClickHouseRowWriter
 from driftline.streams.checkpoint import CheckpointStore
 from driftline.streams.runner import StageRunner
@@ -74,8 +81,7 @@ class WorkerRuntime:
         return self.role in ("all", "sink")
 
     def query_url(self) -> str:
-        w = self.settings.worker
-        return f"http://{w.web_host}:{w.web_port}/query"
+        return worker_url(self.settings, "/query")
 
     def prepare_store(self) -> None:
         """Open ClickHouse and migrate (sink roles; before the web server so /query can be mounted)."""
@@ -91,8 +97,10 @@ class WorkerRuntime:
             log.info("applied migrations: %s", ", ".join(applied))
         self._writer = ClickHouseRowWriter(client, database_name(self.settings),
                                            max_buffer_rows=self.settings.worker.sink_max_buffer_rows)
-        self.query_handler = make_query_handler(lambda: connect(self.settings, readonly=True),
-                                                self._engine_lock)
+        limits = QueryLimits.from_settings(self.settings)
+        self.query_handler = make_query_handler(
+            lambda: connect(self.settings, readonly=True, limits=limits.clickhouse_settings()),
+            self._engine_lock, limits)
 
     async def producer(self) -> AIOKafkaProducer:
         """The process's shared producer (stage outputs, checkpoints, HTTP ingest), started once."""
@@ -117,8 +125,9 @@ class WorkerRuntime:
             shard_factory, model_factory = self.factories(self.settings)
             t = self.settings.topics
             self.runners = [
-                StageRunner(self.settings, SHARD_STAGE, SHARD_GROUP, [t.predictions, t.labels], shard_factory,
-                            [t.profiles], producer=producer, checkpoints=self._store),
+                # repartition: records another shard read and re-routed to the one joining them
+                StageRunner(self.settings, SHARD_STAGE, SHARD_GROUP, [t.predictions, t.labels, t.repartition],
+                            shard_factory, [t.profiles], producer=producer, checkpoints=self._store),
                 StageRunner(self.settings, MODEL_STAGE, MODEL_GROUP, [t.model_events], model_factory,
                             [t.profiles, t.retrain_triggers], producer=producer, checkpoints=self._store),
             ]

@@ -324,8 +324,10 @@ def test_outcome_derivations() -> None:
 
     o = outcome({"label": True}, "true")
     assert (o.predicted_label, o.label, o.correct, o.label_value) == ("true", "true", 1, None)
-    o = outcome({"label": 1}, 1.0)
-    assert (o.predicted_label, o.label, o.correct, o.label_value) == ("1", "1", 1, 1.0)
+    o = outcome({"label": 1}, 1.0)  # a class, even when it is a number: label only (table docs)
+    assert (o.predicted_label, o.label, o.correct, o.label_value) == ("1", "1", 1, None)
+    o = outcome({"label": False}, False)
+    assert (o.label, o.label_value) == ("false", None)
     o = outcome({"score": 0.7}, 0)
     assert (o.predicted_label, o.predicted_score, o.correct) == ("1", 0.7, 0)
     o = outcome({"score": 0.2}, False)
@@ -342,6 +344,7 @@ def test_outcome_derivations() -> None:
         None,
         "",
     )
+    assert o.label == ""  # regression truth: label_value only
     o = outcome(2.5, "not a number")
     assert o.abs_error is None
 

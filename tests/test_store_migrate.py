@@ -50,7 +50,8 @@ CONTRACT = {
     "model_metrics": (
         "run_id model_id model_version segment row_kind time interval_s n_outcomes n_outcomes_total "
         "n_expired label_coverage accuracy accuracy_ew mae mae_ew rmse rmse_ew baseline "
-        "label_delay_p50_ms label_delay_p90_ms label_delay_p99_ms detector alarm alarms_total"
+        "label_delay_p50_ms label_delay_p90_ms label_delay_p99_ms detector alarm alarms_total "
+        "n_orphan_labels n_rerouted rerouted_share n_duplicate_predictions n_duplicate_labels"
     ),
     "retrain_triggers": (
         "run_id model_id model_version trigger_id reason message window_start window_end "
@@ -65,7 +66,15 @@ CONTRACT = {
     ),
     "drift_alerts": (
         "run_id alert_id model_id model_version feature feature_kind source shard component "
-        "event_time prediction_id observation_index statistic threshold arl reference_id config_hash"
+        "event_time prediction_id observation_index statistic threshold arl reference_id config_hash "
+        "episode_id event_kind reason magnitude unit"
+    ),
+    "drift_episodes": (
+        "run_id episode_id model_id model_version feature feature_kind source status opened_at "
+        "last_seen closed_at close_reason events_seen magnitude peak_magnitude unit escalations shards "
+        "open_shards opened_component opened_statistic opened_threshold opened_prediction_id "
+        "escalated_at escalation_reason escalated_component escalated_statistic escalated_threshold "
+        "arl reference_id config_hash version"
     ),
 }
 SORTING_KEYS = {
@@ -80,6 +89,7 @@ SORTING_KEYS = {
     "retrain_jobs": "trigger_id, attempt",
     "reference_profiles": "run_id, model_id, model_version, profile_id",
     "drift_alerts": "run_id, model_id, model_version, alert_id",
+    "drift_episodes": "run_id, model_id, model_version, episode_id",
 }
 
 

@@ -18,7 +18,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -33,13 +33,17 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
+RESULT_SECTIONS = ("windows", "join", "drift", "sequential", "performance", "triggers")
+"""The sections whose values change results (hashed into ``config_hash``)."""
 
 
 class _Section(BaseModel):
@@ -96,6 +100,10 @@ class TopicSettings(_Section):
     model_events: str = Field("driftline.model-events", description="internal: shard partials -> model stage")
     sink: str = Field("driftline.sink", description="internal: rows for the ClickHouse sink")
     state: str = Field("driftline.worker-state", description="internal: operator checkpoints")
+    repartition: str = Field(
+        "driftline.repartition",
+        description="internal: predictions/labels re-keyed to the shard that joins them (P partitions)",
+    )
     partitions: int = Field(
         4, ge=1, le=1024, description="partitions of predictions and labels (co-partitioned)"
     )
@@ -162,6 +170,19 @@ class WindowSettings(_Section):
         ge=1,
         description="event timestamps further than this from the Kafka record time are invalid",
     )
+    max_future_skew_s: int = Field(
+        300,
+        ge=0,
+        description="event timestamps more than this AHEAD of the Kafka record time are dead-lettered "
+        "(future_timestamp) and never move a watermark",
+    )
+    input_timestamp_type: Literal["LogAppendTime", "CreateTime"] = Field(
+        "LogAppendTime",
+        description="message.timestamp.type of the predictions/labels topics driftline creates: "
+        "LogAppendTime (the broker's clock: a producer whose whole clock is wrong is caught too) or "
+        "CreateTime (the producer's: for back-filling history older than max_timestamp_skew_s, or "
+        "replaying back-filled history by its own time)",
+    )
 
     @field_validator("sizes_s")
     @classmethod
@@ -221,11 +242,33 @@ class SequentialSettings(_Section):
         description="outcomes that estimate the reference error rate when the profile has no baseline",
     )
     count_as_drift: bool = Field(
-        True, description="a policy window with a sequential feature alert counts as drifted"
+        True, description="a policy window during which a drift episode was open counts as drifted"
     )
-    alert_interval_s: int = Field(
-        0, ge=0, description="at most one alert per feature (and shard) per interval; 0 = smallest window"
+    # Defaults are driftline.operators.episodes.DEFAULT_MIN_EFFECT_SD / DEFAULT_LEARNING (a test
+    # keeps them equal; config cannot import the operators).
+    min_effect_sd: float = Field(
+        0.1,
+        gt=0,
+        le=5,
+        description="smallest shift that opens an episode, in reference sd (categorical: PSI = its square)",
     )
+    learning: int = Field(
+        2000,
+        ge=100,
+        description="values an episode learns its new regime from before it watches for a further change",
+    )
+    min_error_ratio: float = Field(
+        1.1, gt=1, description="smallest error-rate increase (ratio to the reference) that opens an episode"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_alert_interval(cls, data: Any) -> Any:
+        # alert_interval_s rate-limited alarms before episodes made them bounded; old settings
+        # files and DRIFTLINE_SEQUENTIAL_ALERT_INTERVAL_S still load, and mean nothing.
+        if isinstance(data, dict):
+            data.pop("alert_interval_s", None)
+        return data
 
 
 class PerformanceSettings(_Section):
@@ -273,6 +316,52 @@ class WorkerSettings(_Section):
     )
     batch_max_records: int = Field(5000, ge=1, description="records per consumer fetch (micro-batch)")
     sink_max_buffer_rows: int = Field(200_000, ge=1, description="backpressure: pause consuming beyond this")
+    # NoDecode: the env value is parsed by _token_list (a JSON list or comma-separated tokens).
+    auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        [],
+        description="bearer tokens the HTTP endpoints accept (worker and `driftline serve`), a JSON list "
+        "or comma-separated; clients send the first. Empty = no authentication, loopback binds only",
+    )
+    metrics_open: bool = Field(False, description="serve GET /metrics without a token (for scrapers)")
+    insecure: bool = Field(
+        False, description="allow binding a non-loopback address without auth_tokens (as --insecure)"
+    )
+    tls_certfile: Path | None = Field(None, description="PEM certificate (chain): the endpoints serve HTTPS")
+    tls_keyfile: Path | None = Field(None, description="PEM private key of tls_certfile")
+    query_max_execution_time_s: float = Field(
+        30.0, gt=0, description="POST /query: ClickHouse max_execution_time of each query"
+    )
+    query_max_result_rows: int = Field(
+        1_000_000, ge=1, description="POST /query: a result with more rows fails (max_result_rows)"
+    )
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _token_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    v = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    raise ValueError("expected a JSON list of tokens or comma-separated tokens") from None
+            else:
+                v = [t.strip() for t in text.split(",") if t.strip()]
+        if isinstance(v, list):
+            for token in v:
+                value = token.get_secret_value() if isinstance(token, SecretStr) else token
+                # The message never shows the token: it may be a real one with a typo.
+                if not isinstance(value, str) or len(value.strip()) < 16 or any(c.isspace() for c in value):
+                    raise ValueError("each token must be at least 16 characters without spaces, e.g. "
+                                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WorkerSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together "
+                             "(DRIFTLINE_WORKER_TLS_CERTFILE, DRIFTLINE_WORKER_TLS_KEYFILE)")
+        return self
 
 
 class Settings(BaseSettings):
@@ -335,9 +424,7 @@ class Settings(BaseSettings):
 
     def config_hash(self) -> str:
         """Stable hash of everything that changes results (not connection details or secrets)."""
-        relevant = self.model_dump(
-            include={"windows", "join", "drift", "sequential", "performance", "triggers"}, mode="json"
-        )
+        relevant = self.model_dump(include=set(RESULT_SECTIONS), mode="json")
         return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
@@ -353,7 +440,47 @@ def _describe(err: ValidationError) -> str:
     msg = first["msg"]
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     hint = f" [env {env_name}]" if env_name else ""
-    return f"invalid configuration: {dotted}{hint}: {msg}{more}"
+    form = _json_form(loc[0], loc[1]) if len(loc) >= 2 and first["type"] != "value_error" else None
+    expected = f" (expected {form})" if form else ""
+    return f"invalid configuration: {dotted}{hint}: {msg}{expected}{more}"
+
+
+def _json_form(section: str, name: str | None) -> str | None:
+    """How an env var gives a section (``name`` None) or a list/dict field: as JSON, e.g. ..."""
+    section_field = Settings.model_fields.get(section)
+    model = section_field.annotation if section_field is not None else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    if name is None:
+        return "a JSON object of the section's fields, or one variable per field"
+    field = model.model_fields.get(name)
+    if field is None:
+        return None
+    kind = get_origin(field.annotation) or field.annotation
+    default = field.get_default(call_default_factory=True)
+    if kind in (list, tuple, set, frozenset):
+        example = orjson.dumps(list(default)).decode() if default else '["a", "b"]'
+        return f"a JSON list, e.g. '{example}'"
+    if kind is dict:
+        example = orjson.dumps(default).decode() if default else '{"a": 1}'
+        return f"a JSON object, e.g. '{example}'"
+    return None
+
+
+def _describe_env_json() -> str | None:
+    """The env var whose value must be JSON and is not (pydantic-settings names only the section)."""
+    for env_name, value in sorted(os.environ.items()):
+        if not env_name.startswith(ENV_PREFIX):
+            continue
+        section, _, name = env_name[len(ENV_PREFIX):].lower().partition("_")
+        form = _json_form(section, name or None)
+        if form is None:
+            continue
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return f"invalid configuration: {env_name}={value!r} is not valid JSON: expected {form}"
+    return None
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -368,6 +495,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**overrides)
     except ValidationError as err:
         raise ConfigError(_describe(err)) from None
+    except SettingsError as err:  # an env value that must be JSON is not
+        raise ConfigError(_describe_env_json() or f"invalid configuration: {err}") from None
     except (OSError, ValueError) as err:  # unreadable / malformed TOML
         raise ConfigError(f"invalid configuration: {err}") from None
     finally:

@@ -4,11 +4,18 @@ Every driftline topic is created up front with the partition counts the pipeline
 predictions, labels and outcomes share `topics.partitions` (stage 1 runs one shard per
 partition index, so predictions and labels must be co-partitioned), model-events has
 `topics.model_events_partitions`, everything else one partition.
+
+The input topics (predictions, labels) get ``message.timestamp.type`` from
+``windows.input_timestamp_type`` (default LogAppendTime): the record timestamp is then the
+broker's clock, so the decoder's future bound catches a producer whose whole clock runs ahead,
+not only one whose event times run ahead of its own record timestamps. A broker that refuses the
+setting gets the topic without it (logged).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +28,9 @@ from driftline.kafka.clients import kafka_python_kwargs
 
 # Compaction keeps the latest value per key; Tansu stores the setting but does not enforce it.
 COMPACTED = {"cleanup.policy": "compact"}
+TIMESTAMP_TYPE = "message.timestamp.type"
+
+log = logging.getLogger(__name__)
 
 
 class CopartitioningError(RuntimeError):
@@ -39,10 +49,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every configured topic with the partitions and configs it is created with."""
     t = settings.topics
     rf = t.replication_factor
-    sharded = {t.predictions, t.labels, t.outcomes}
+    sharded = {t.predictions, t.labels, t.outcomes, t.repartition}
     specs: dict[str, TopicSpec] = {}
     for name in (t.predictions, t.labels, t.outcomes, t.model_events, t.dead_letters, t.retrain_triggers,
-                 t.retrain_status, t.profiles, t.sink, t.state):
+                 t.retrain_status, t.profiles, t.sink, t.state, t.repartition):
         if name in specs:
             continue
         if name in sharded:
@@ -52,6 +62,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         else:
             partitions = 1
         configs = dict(COMPACTED) if name in (t.profiles, t.state) else {}
+        if name in (t.predictions, t.labels):
+            configs[TIMESTAMP_TYPE] = settings.windows.input_timestamp_type
         specs[name] = TopicSpec(name, partitions, rf, configs)
     return list(specs.values())
 
@@ -78,9 +90,21 @@ def ensure_topics(settings: Settings) -> list[str]:
         for s in specs
     }
     with admin_client(settings) as admin:
-        response = admin.create_topics(request, raise_errors=False)
+        results = admin.create_topics(request, raise_errors=False)["topics"]
+        refused = [
+            r["name"] for r in results
+            if kafka_errors.for_code(r["error_code"]) is kafka_errors.InvalidConfigurationError
+            and TIMESTAMP_TYPE in request[r["name"]]["configs"]
+        ]
+        if refused:
+            log.warning("the broker refused %s for %s: created without it (record timestamps are the "
+                        "producers' own)", TIMESTAMP_TYPE, ", ".join(refused))
+            retry = {name: {**request[name], "configs": {k: v for k, v in request[name]["configs"].items()
+                                                         if k != TIMESTAMP_TYPE}} for name in refused}
+            again = admin.create_topics(retry, raise_errors=False)["topics"]
+            results = [r for r in results if r["name"] not in refused] + list(again)
         created: list[str] = []
-        for result in response["topics"]:
+        for result in results:
             error = kafka_errors.for_code(result["error_code"])
             if error is kafka_errors.NoError:
                 created.append(result["name"])

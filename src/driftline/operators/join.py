@@ -18,6 +18,12 @@ Rules, each chosen so that it cannot depend on the interleaving:
 - **Duplicate predictions**: a prediction whose id was accepted before at ``ts0`` is ignored and
   counted iff ``ts <= ts0 + horizon_ms``. A later reuse of the id starts a new prediction; the two
   intervals are then disjoint, so a label matches at most one of them.
+- **Exact or conflicting**: every duplicate (prediction or label) is also reported in
+  :meth:`LabelJoin.take_duplicates` as a :class:`Duplicate`, ``exact`` iff its payload digest
+  equals the digest of the record that won (an at-least-once re-send), else a conflict (same id,
+  other content). Each record keeps the 8-byte digest of its payload; a joined one also the
+  digest of its label. Ids are remembered as long as expiry needs them (below); a re-send after
+  that is late by construction (its time is under both watermarks) and lands in ``late_events``.
 - **Held labels** wait for their prediction until ``pred_watermark > label_ts`` and are then
   ``orphan_labels``. A label matching an evicted prediction is an orphan too.
 - **Expiry**: a pending prediction is expired (unlabeled) once ``label_watermark > pred_ts +
@@ -32,11 +38,12 @@ is also counted in ``orphan_labels`` when it is finally given up.
 
 State is compact, so a shard can hold millions of pending predictions (``bench/bench_join_state.py``
 measures the bytes per pending prediction): each prediction is one packed record -- its id (16 raw
-bytes for a canonical UUID, else UTF-8), event time and state, and while pending its context,
-prediction and features (floats as packed doubles, the other values as JSON, names interned per
-feature layout). Records live in a linear-hashing table of ``bytes`` groups (a few records each,
-chosen by the CRC-32 of the id), so there is no Python object per prediction; a time index of id
-hashes per second of event time drives expiry, eviction and forgetting.
+bytes for a canonical UUID, else UTF-8), event time, state and payload digest, once joined its
+context and the label's digest, and while pending its context, prediction and features (floats
+as packed doubles, the other values as JSON, names interned per feature layout). Records live in
+a linear-hashing table of ``bytes`` groups (a few records each, chosen by the CRC-32 of the id),
+so there is no Python object per prediction; a time index of id hashes per second of event time
+drives expiry, eviction and forgetting.
 
 >>> from driftline.schemas.events import LabelEvent, PredictionEvent
 >>> join = LabelJoin(horizon_ms=60_000, max_pending=1000, max_held=1000)
@@ -47,6 +54,10 @@ hashes per second of event time drives expiry, eviction and forgetting.
 >>> out = join.on_label(LabelEvent(prediction_id="p1", label="yes", timestamp=4_000))
 >>> out.label_delay_ms, out.correct, out.features_json
 (3000, 1, '{"x":0.5,"c":"a"}')
+>>> join.on_label(LabelEvent(prediction_id="p1", label="yes", timestamp=4_000))
+>>> join.on_label(LabelEvent(prediction_id="p1", label="no", timestamp=4_000))
+>>> [(d.kind, d.exact, d.model_id) for d in join.take_duplicates()]
+[('label', True, 'm'), ('label', False, 'm')]
 >>> late = PredictionEvent(prediction_id="p2", model_id="m", timestamp=2_000, prediction=0.3)
 >>> join.on_prediction(late, segment="region=eu")
 >>> [(e.prediction_id, e.segment, e.expired_at) for e in join.advance(70_000, label_watermark_ms=62_001)]
@@ -56,6 +67,7 @@ hashes per second of event time drives expiry, eviction and forgetting.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 import json
 import math
@@ -93,18 +105,27 @@ _LOAD = 4
 """Records per group on average: linear hashing splits one group whenever the average passes it."""
 
 _PENDING, _JOINED, _CLOSED = 0, 1, 2
-# A record: length (of the whole record), CRC-32 of the id key | id key | event time, state | pending
-# only: flags, ctx id, shape id, label length, [score], [value], label text, features. The id key is
-# a 16-bit code (_UUID_CODE: 16 raw bytes follow, else the UTF-8 length) and the id bytes.
+# A record: length (of the whole record), CRC-32 of the id key | id key | event time, state | payload
+# digest | pending only: flags, ctx id, shape id, label length, [score], [value], label text,
+# features | joined only: ctx id, label digest. The id key is a 16-bit code (_UUID_CODE: 16 raw bytes
+# follow, else the UTF-8 length) and the id bytes.
 _HEAD = struct.Struct("<II")
 _AT = _HEAD.size  # where the id key starts
 _CODE = struct.Struct("<H")
 _TS = struct.Struct("<qB")
+DIGEST_SIZE = 8
+_DIGEST_AT = _TS.size  # offset of the digest after the id key
+_BODY = _TS.size + DIGEST_SIZE  # offset of the pending/joined part after the id key
+_JOINED_TAIL = struct.Struct("<I8s")  # ctx id, label digest
+_NO_CTX = 0xFFFFFFFF
+_RECORD_FORMAT = 2  # 1: before payload digests
+UNKNOWN_DIGEST = bytes(DIGEST_SIZE)
+"""Digest of records restored from a checkpoint that predates digests: any duplicate of it is exact."""
 _PRED = struct.Struct("<BIHI")
 _DOUBLE = struct.Struct("<d")
 _UUID_CODE = 0xFFFF
 _UUID_PREFIX = _CODE.pack(_UUID_CODE)
-_HAS_SCORE, _HAS_VALUE = 1, 2
+_HAS_SCORE, _HAS_VALUE, _REROUTED = 1, 2, 4
 _BIGINT_JSON = b"!"  # marks non-float values that orjson cannot encode (ints beyond 64 bits)
 
 
@@ -127,6 +148,56 @@ class JoinedOutcome:
     correct: int | None
     abs_error: float | None
     features_json: str
+    rerouted: int = 0
+    """Which side reached the join through re-routing: ``REROUTED_PREDICTION | REROUTED_LABEL`` bits."""
+
+
+REROUTED_PREDICTION, REROUTED_LABEL = 1, 2
+
+
+@dataclass(slots=True)
+class OrphanLabel:
+    """A label no prediction joined (``reason`` 'no_prediction'), or one dropped to keep the held
+    labels under their bound ('evicted'). ``model_id`` is the one the label names, '' if none."""
+
+    prediction_id: str
+    model_id: str
+    label_time: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Duplicate:
+    """A prediction or label whose id (and interval) was taken already; the first one stays.
+
+    ``exact``: the same payload as the first (a re-send); else a conflict. ``model_id``,
+    ``model_version`` and ``segment`` are the accepted prediction's. ``source`` is what the caller
+    passed along with the duplicate event (e.g. its Kafka record), for its dead letter.
+    """
+
+    kind: str  # 'prediction' | 'label'
+    prediction_id: str
+    event_time: int
+    exact: bool
+    first_digest: bytes
+    digest: bytes
+    model_id: str
+    model_version: str
+    segment: str
+    source: Any
+
+
+def payload_digest(payload: bytes) -> bytes:
+    """The digest records keep of a payload (BLAKE2b, 8 bytes).
+
+    >>> payload_digest(b'{"prediction_id":"p"}').hex()
+    'fa12c8d55993cd5f'
+    """
+    return hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest()
+
+
+def _event_digest(event: PredictionEvent | LabelEvent) -> bytes:
+    return payload_digest(event.model_dump_json().encode())
 
 
 @dataclass(slots=True)
@@ -272,6 +343,10 @@ class LabelJoin:
         self._shape_ids: dict[tuple[tuple[str, ...], tuple[type, ...]], int] = {}
         self._held: dict[int, tuple[str, int, bool | int | float | str]] = {}  # seq -> (id, ts, label)
         self._held_seq = 0
+        self._held_meta: dict[int, tuple[str, bool]] = {}  # seq -> (model_id, rerouted), if either is set
+        self.orphans: list[OrphanLabel] = []  # given up since the last take_orphans()
+        self._held_digests: dict[int, tuple[bytes, Any]] = {}  # seq -> (payload digest, source)
+        self.duplicates: list[Duplicate] = []  # met since the last take_duplicates()
         self._pred_wm = _NEVER
         self._label_wm = _NEVER
         self._due: list[str] = []  # predictions that arrived after the labels watermark passed their expiry
@@ -315,8 +390,22 @@ class LabelJoin:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def on_prediction(self, event: PredictionEvent, segment: str) -> JoinedOutcome | None:
+    def on_prediction(
+        self,
+        event: PredictionEvent,
+        segment: str,
+        rerouted: bool = False,
+        digest: bytes | None = None,
+        source: Any = None,
+    ) -> JoinedOutcome | None:
+        """``rerouted``: it reached this join through re-routing (reported in the outcome).
+
+        ``digest``: :func:`payload_digest` of the record's payload (default: of the event's JSON);
+        ``source`` is handed back in the :class:`Duplicate` if this prediction is one.
+        """
         pid, ts, horizon = event.prediction_id, event.timestamp, self.horizon_ms
+        if digest is None:
+            digest = _event_digest(event)
         key = _id_key(pid)
         crc = zlib.crc32(key)
         gid = crc & (self._low - 1)  # self._gid(crc), inline
@@ -328,17 +417,28 @@ class LabelJoin:
             for pos in _find(group, key):
                 if ts <= _TS.unpack_from(group, pos + at)[0] + horizon:
                     self.counters["duplicate_predictions"] += 1
+                    first = group[pos + at + _DIGEST_AT : pos + at + _BODY]
+                    self.duplicates.append(Duplicate(
+                        "prediction", pid, ts, first in (digest, UNKNOWN_DIGEST), first, digest,
+                        event.model_id, event.model_version, segment, source,
+                    ))
                     return None
-        winner = self._claim_held(pid, ts)
+        winner = self._claim_held(pid, ts, (event.model_id, event.model_version, segment))
         if winner is not None:
-            self._add(gid, crc, _closed(key, crc, ts, _JOINED), ts)
-            label_ts, label = winner
+            ctx_id = self._ctx_id((event.model_id, event.model_version, segment))
+            tail = _JOINED_TAIL.pack(ctx_id, winner[3])
+            self._add(gid, crc, _closed(key, crc, ts, _JOINED, digest, tail), ts)
+            label_ts, label, label_rerouted, _ = winner
             ctx = (event.model_id, event.model_version, segment)
             score, value = event.prediction.score, event.prediction.value
             features_json = features_to_json(event.features)
             text = _predicted_text(event)
-            return _outcome(pid, ctx, ts, text, score, value, features_json, label_ts, label)
-        self._add(gid, crc, self._encode(event, segment, key, crc), ts)
+            outcome = _outcome(pid, ctx, ts, text, score, value, features_json, label_ts, label)
+            outcome.rerouted = (REROUTED_PREDICTION if rerouted else 0) | (
+                REROUTED_LABEL if label_rerouted else 0
+            )
+            return outcome
+        self._add(gid, crc, self._encode(event, segment, key, crc, rerouted, digest), ts)
         self._pending += 1
         if ts + horizon < self._label_wm:  # no label can still come: expire at the next advance
             self._due.append(pid)
@@ -349,8 +449,16 @@ class LabelJoin:
             self._evict_oldest_pending()
         return None
 
-    def on_label(self, event: LabelEvent) -> JoinedOutcome | None:
+    def on_label(
+        self, event: LabelEvent, rerouted: bool = False, digest: bytes | None = None, source: Any = None
+    ) -> JoinedOutcome | None:
+        """``rerouted``: it reached this join through re-routing (reported in the outcome).
+
+        ``digest`` and ``source`` as for :meth:`on_prediction`.
+        """
         pid, ts, horizon = event.prediction_id, event.timestamp, self.horizon_ms
+        if digest is None:
+            digest = _event_digest(event)
         key = _id_key(pid)
         crc = zlib.crc32(key)
         gid = crc & (self._low - 1)  # self._gid(crc), inline
@@ -367,13 +475,24 @@ class LabelJoin:
                 pred_ts, state = _TS.unpack_from(group, pos + at)
                 if pred_ts <= ts <= pred_ts + horizon:
                     if state != _PENDING:
-                        self.counters["duplicate_labels" if state == _JOINED else "orphan_labels"] += 1
+                        if state == _JOINED:
+                            self.counters["duplicate_labels"] += 1
+                            body = pos + at + _BODY
+                            ctx_id, first = _JOINED_TAIL.unpack_from(group, body)
+                            self._add_duplicate("label", pid, ts, first, digest, ctx_id, source)
+                        else:
+                            self._orphan(pid, event.model_id or "", ts, "no_prediction")
                         return None
                     self._pending -= 1
                     end = pos + length
-                    joined = _closed(key, crc, pred_ts, _JOINED)
+                    body = pos + at + _BODY
+                    tail = _JOINED_TAIL.pack(_PRED.unpack_from(group, body)[1], digest)
+                    joined = _closed(key, crc, pred_ts, _JOINED, group[body - DIGEST_SIZE : body], tail)
                     self._groups[gid] = b"".join((group[:pos], joined, group[end:]))
-                    return self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
+                    outcome = self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
+                    if rerouted:
+                        outcome.rerouted |= REROUTED_LABEL
+                    return outcome
                 seen.append(pred_ts)
             pos += length
         if seen:
@@ -382,19 +501,49 @@ class LabelJoin:
             else:
                 self.counters["labels_beyond_horizon"] += 1
         if ts < self._pred_wm:  # its prediction could only come late now
-            self.counters["orphan_labels"] += 1
+            self._orphan(pid, event.model_id or "", ts, "no_prediction")
             return None
         seq = self._held_seq
         self._held_seq += 1
         self._held[seq] = (pid, ts, event.label)
+        if event.model_id or rerouted:
+            self._held_meta[seq] = (event.model_id or "", rerouted)
+        self._held_digests[seq] = (digest, source)
         self._held_ids.setdefault(pid, []).append(seq)
         heapq.heappush(self._held_heap, (ts, seq))
         while len(self._held) > self.max_held:
-            _, oldest = heapq.heappop(self._held_heap)
+            oldest_ts, oldest = heapq.heappop(self._held_heap)
             if oldest in self._held:
+                self.orphans.append(self._held_orphan(oldest, oldest_ts, "evicted"))
                 self._drop_held(oldest)
                 self.counters["evicted_held"] += 1
         return None
+
+    def take_duplicates(self) -> list[Duplicate]:
+        """The duplicates met since the last call, in the order they were met."""
+        duplicates, self.duplicates = self.duplicates, []
+        return duplicates
+
+    def _add_duplicate(
+        self, kind: str, pid: str, ts: int, first: bytes, digest: bytes, ctx_id: int, source: Any
+    ) -> None:
+        model_id, model_version, segment = ("", "", "") if ctx_id == _NO_CTX else self._ctx[ctx_id]
+        exact = first in (digest, UNKNOWN_DIGEST)
+        self.duplicates.append(
+            Duplicate(kind, pid, ts, exact, first, digest, model_id, model_version, segment, source)
+        )
+
+    def take_orphans(self) -> list[OrphanLabel]:
+        """The labels given up since the last call, in the order they were given up."""
+        orphans, self.orphans = self.orphans, []
+        return orphans
+
+    def _orphan(self, pid: str, model_id: str, ts: int, reason: str) -> None:
+        self.counters["orphan_labels"] += 1
+        self.orphans.append(OrphanLabel(pid, model_id, ts, reason))
+
+    def _held_orphan(self, seq: int, ts: int, reason: str) -> OrphanLabel:
+        return OrphanLabel(self._held[seq][0], self._held_meta.get(seq, ("", False))[0], ts, reason)
 
     def advance(self, pred_watermark_ms: int, label_watermark_ms: int) -> list[ExpiredPrediction]:
         """Apply both watermarks (they never move back): orphan, expire and forget state."""
@@ -403,10 +552,11 @@ class LabelJoin:
         self._label_wm = label_wm = max(old_label_wm, label_watermark_ms)
         heap = self._held_heap
         while heap and heap[0][0] < pred_wm:
-            _, seq = heapq.heappop(heap)
+            ts, seq = heapq.heappop(heap)
             if seq in self._held:
-                self._drop_held(seq)
+                self.orphans.append(self._held_orphan(seq, ts, "no_prediction"))
                 self.counters["orphan_labels"] += 1
+                self._drop_held(seq)
         if len(heap) > 2 * len(self._held) + 64:  # joined labels left stale entries behind
             self._held_heap = [(ts, seq) for ts, seq in heap if seq in self._held]
             heapq.heapify(self._held_heap)
@@ -447,6 +597,11 @@ class LabelJoin:
             "shapes": [(s.keys, s.kinds) for s in self._shapes],
             "held": self._held,
             "held_seq": self._held_seq,
+            "held_meta": self._held_meta,
+            "held_digests": self._held_digests,
+            "duplicates": self.duplicates,
+            "record_format": _RECORD_FORMAT,
+            "orphans": self.orphans,
             "pred_wm": self._pred_wm,
             "label_wm": self._label_wm,
             "due": self._due,
@@ -458,6 +613,10 @@ class LabelJoin:
         self.max_held = state["max_held"]
         self.counters = state["counters"]
         self._groups = state["groups"]
+        if state.get("record_format", 1) == 1:  # a checkpoint from before payload digests
+            self._groups = [_upgrade_v1_group(group) for group in self._groups]
+        self._held_digests = state.get("held_digests", {})
+        self.duplicates = state.get("duplicates", [])
         self._low = state["low"]
         self._split = state["split"]
         self._records = state["record_count"]
@@ -466,6 +625,8 @@ class LabelJoin:
         self._shapes = [_Shape(keys, kinds) for keys, kinds in state["shapes"]]
         self._held = state["held"]
         self._held_seq = state["held_seq"]
+        self._held_meta = state.get("held_meta", {})  # absent in checkpoints before re-routing
+        self.orphans = state.get("orphans", [])
         self._pred_wm = state["pred_wm"]
         self._label_wm = state["label_wm"]
         self._due = state["due"]
@@ -519,13 +680,19 @@ class LabelJoin:
         last = self._groups.pop()
         self._groups[self._split] += last
 
-    def _encode(self, event: PredictionEvent, segment: str, key: bytes, crc: int) -> bytes:
-        """The record of a pending prediction whose id key is ``key`` (hash ``crc``)."""
-        ctx = (event.model_id, event.model_version, segment)
+    def _ctx_id(self, ctx: tuple[str, str, str]) -> int:
+        """The interned id of a (model, version, segment) context."""
         ctx_id = self._ctx_ids.get(ctx)
         if ctx_id is None:
             ctx_id = self._ctx_ids[ctx] = len(self._ctx)
             self._ctx.append(ctx)
+        return ctx_id
+
+    def _encode(
+        self, event: PredictionEvent, segment: str, key: bytes, crc: int, rerouted: bool, digest: bytes
+    ) -> bytes:
+        """The record of a pending prediction whose id key is ``key`` (hash ``crc``)."""
+        ctx_id = self._ctx_id((event.model_id, event.model_version, segment))
         features = event.features
         values = tuple(features.values())
         layout = (tuple(features), tuple(map(type, values)))
@@ -540,8 +707,8 @@ class LabelJoin:
         prediction = event.prediction
         text = _predicted_text(event)
         label = b"" if text is None else text.encode()
-        parts = [b"", key, _TS.pack(event.timestamp, _PENDING), b""]
-        flags = 0
+        parts = [b"", key, _TS.pack(event.timestamp, _PENDING) + digest, b""]
+        flags = _REROUTED if rerouted else 0
         if prediction.score is not None:
             flags |= _HAS_SCORE
             parts.append(_DOUBLE.pack(prediction.score))
@@ -559,7 +726,7 @@ class LabelJoin:
     ) -> JoinedOutcome:
         """The outcome of the pending record whose body is ``group[start:end]``."""
         pred_ts = _TS.unpack_from(group, start)[0]
-        offset = start + _TS.size
+        offset = start + _BODY
         flags, ctx_id, shape_id, label_len = _PRED.unpack_from(group, offset)
         offset += _PRED.size
         score = value = None
@@ -577,10 +744,16 @@ class LabelJoin:
             features_json = group[offset:end].decode()
         else:
             features_json = features_to_json(self._shapes[shape_id].decode(group, offset, end))
-        return _outcome(pid, self._ctx[ctx_id], pred_ts, text, score, value, features_json, label_ts, label)
+        ctx = self._ctx[ctx_id]
+        outcome = _outcome(pid, ctx, pred_ts, text, score, value, features_json, label_ts, label)
+        outcome.rerouted = REROUTED_PREDICTION if flags & _REROUTED else 0
+        return outcome
 
-    def _claim_held(self, pid: str, pred_ts: int) -> tuple[int, bool | int | float | str] | None:
-        """The first held label (in label-log order) inside the interval; later ones are duplicates."""
+    def _claim_held(
+        self, pid: str, pred_ts: int, ctx: tuple[str, str, str]
+    ) -> tuple[int, bool | int | float | str, bool, bytes] | None:
+        """The first held label (in label-log order) inside the interval, with its digest; later
+        ones are duplicates (of the prediction whose context is ``ctx``)."""
         seqs = self._held_ids.get(pid)
         if not seqs:
             return None
@@ -588,15 +761,19 @@ class LabelJoin:
         for seq in list(seqs):
             _, ts, label = self._held[seq]
             if pred_ts <= ts <= pred_ts + self.horizon_ms:
+                digest, source = self._held_digests.get(seq, (UNKNOWN_DIGEST, None))
                 if winner is None:
-                    winner = (ts, label)
+                    winner = (ts, label, self._held_meta.get(seq, ("", False))[1], digest)
                 else:
                     self.counters["duplicate_labels"] += 1
+                    self._add_duplicate("label", pid, ts, winner[3], digest, self._ctx_id(ctx), source)
                 self._drop_held(seq)
         return winner
 
     def _drop_held(self, seq: int) -> None:
         pid = self._held.pop(seq)[0]
+        self._held_meta.pop(seq, None)
+        self._held_digests.pop(seq, None)
         seqs = self._held_ids[pid]
         seqs.remove(seq)
         if not seqs:
@@ -613,7 +790,9 @@ class LabelJoin:
             ts, state = _TS.unpack_from(group, pos + at)
             if ts == pred_ts and state == _PENDING:
                 end = pos + _HEAD.unpack_from(group, pos)[0]
-                self._groups[gid] = b"".join((group[:pos], _closed(key, crc, ts, _CLOSED), group[end:]))
+                digest = group[pos + at + _DIGEST_AT : pos + at + _BODY]
+                closed = _closed(key, crc, ts, _CLOSED, digest)
+                self._groups[gid] = b"".join((group[:pos], closed, group[end:]))
                 self._pending -= 1
                 return True
         return False
@@ -629,10 +808,12 @@ class LabelJoin:
             if state != _PENDING or pred_ts >= cut:
                 continue
             key = group[pos + _AT : at]
-            parts += (group[kept:pos], _closed(key, _HEAD.unpack_from(group, pos)[1], pred_ts, _CLOSED))
+            digest = group[at + _DIGEST_AT : at + _BODY]
+            crc = _HEAD.unpack_from(group, pos)[1]
+            parts += (group[kept:pos], _closed(key, crc, pred_ts, _CLOSED, digest))
             kept = end
             self._pending -= 1
-            model_id, model_version, segment = self._ctx[_PRED.unpack_from(group, at + _TS.size)[1]]
+            model_id, model_version, segment = self._ctx[_PRED.unpack_from(group, at + _BODY)[1]]
             expired_at = pred_ts + self.horizon_ms
             out.append(ExpiredPrediction(_pid(key), model_id, model_version, segment, pred_ts, expired_at))
         if parts:
@@ -721,14 +902,31 @@ def _pid(key: bytes) -> str:
     return key[2:].decode("utf-8", "surrogatepass")
 
 
-_CLOSED_UUID = struct.Struct("<II18sqB")
+_CLOSED_UUID = struct.Struct("<II18sqB8s")
 
 
-def _closed(key: bytes, crc: int, ts: int, state: int) -> bytes:
-    """The record of a prediction no longer pending: its id, event time and state only."""
-    if len(key) == 18:
-        return _CLOSED_UUID.pack(_CLOSED_UUID.size, crc, key, ts, state)
-    return b"".join((_HEAD.pack(_AT + len(key) + _TS.size, crc), key, _TS.pack(ts, state)))
+def _closed(key: bytes, crc: int, ts: int, state: int, digest: bytes, tail: bytes = b"") -> bytes:
+    """The record of a prediction no longer pending: its id, event time, state and payload digest,
+    then ``tail`` (a joined one's context and label digest)."""
+    if len(key) == 18 and not tail:
+        return _CLOSED_UUID.pack(_CLOSED_UUID.size, crc, key, ts, state, digest)
+    size = _AT + len(key) + _BODY + len(tail)
+    return b"".join((_HEAD.pack(size, crc), key, _TS.pack(ts, state), digest, tail))
+
+
+def _upgrade_v1_group(group: bytes) -> bytes:
+    """A group of format-1 records (no digests) in the current format, digests unknown."""
+    parts = []
+    for pos, end, klen in _walk(group):
+        at = pos + _AT + klen
+        crc = _HEAD.unpack_from(group, pos)[1]
+        state = _TS.unpack_from(group, at)[1]
+        rest = group[at + _TS.size : end]
+        if state == _JOINED:
+            rest = _JOINED_TAIL.pack(_NO_CTX, UNKNOWN_DIGEST)
+        head = _HEAD.pack(_AT + klen + _BODY + len(rest), crc)
+        parts.append(b"".join((head, group[pos + _AT : at + _TS.size], UNKNOWN_DIGEST, rest)))
+    return b"".join(parts)
 
 
 def _walk(group: bytes) -> list[tuple[int, int, int]]:
@@ -767,6 +965,9 @@ def _outcome(
 ) -> JoinedOutcome:
     label_text = normalise_label(label)
     label_value = _label_value(label)
+    # A value and no class: regression. The outcomes table keeps a regression's truth in
+    # label_value only and a class in label only (label is LowCardinality: no float texts there).
+    regression = value is not None and predicted is None
     correct = None
     if predicted is not None:
         correct = int(predicted == label_text)
@@ -787,8 +988,8 @@ def _outcome(
         predicted_label=predicted or "",
         predicted_score=score,
         predicted_value=value,
-        label=label_text,
-        label_value=label_value,
+        label="" if regression else label_text,
+        label_value=label_value if regression else None,
         correct=correct,
         abs_error=abs_error,
         features_json=features_json,

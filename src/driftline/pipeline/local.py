@@ -66,6 +66,7 @@ class InProcessPipeline:
         self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.triggers: list[bytes] = []
         self._model_events_offsets = [0] * len(self.models)
+        self._repartition_offsets = [0] * len(self.shards)
         profile_records = [
             RawRecord(settings.topics.profiles, 0, i, 0, None, value) for i, value in enumerate(profiles)
         ]
@@ -91,8 +92,16 @@ class InProcessPipeline:
 
     def _route(self, messages: list[OutboundMessage]) -> None:
         model_batches: dict[int, list[RawRecord]] = defaultdict(list)
+        rerouted: dict[int, list[RawRecord]] = defaultdict(list)
         events_topic = self.settings.topics.model_events
+        repartition_topic = self.settings.topics.repartition
         for m in messages:
+            if m.topic == repartition_topic:  # re-routed to the shard that joins it (always addressed)
+                p = m.partition if m.partition is not None else 0
+                offset = self._repartition_offsets[p]
+                rerouted[p].append(RawRecord(repartition_topic, p, offset, 0, m.key, m.value))
+                self._repartition_offsets[p] += 1
+                continue
             if m.topic == events_topic:
                 q = (
                     m.partition
@@ -109,3 +118,5 @@ class InProcessPipeline:
             self.rows[table].extend(rows)
         for q in sorted(model_batches):
             self._route(self.models[q].process(model_batches[q]))
+        for p in sorted(rerouted):
+            self._route(self.shards[p].process(rerouted[p]))

@@ -9,9 +9,7 @@ log — duplicates and the interleaving of shards change nothing.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-import zlib
+import contextlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,12 +23,22 @@ from driftline.operators.drift import FeatureScore, score_feature, verdicts
 from driftline.operators.feature_watch import ERROR_FEATURE, ErrorWatch
 from driftline.operators.performance import OnlinePerformance
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, profile_from_window
-from driftline.operators.triggers import RetrainPolicy
+from driftline.operators.triggers import EpisodeNote, RetrainPolicy
 from driftline.operators.validate import RawRecord
 from driftline.operators.window_stats import FeatureStats, MergedWindow, merge_partials
 from driftline.pipeline import records
-from driftline.pipeline.shard import NO_TIME, alert_interval_ms, window_segments
+from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
+from driftline.pipeline.gauges import gauge_key
+from driftline.pipeline.shard import NO_TIME, episode_grid_ms, window_segments
 from driftline.pipeline.stage import OutboundMessage
+from driftline.pipeline.state import (
+    FRESH_STATE_HINT,
+    StateRestoreError,
+    dump_state,
+    load_state,
+    settings_record,
+    warn_if_changed,
+)
 
 PREDICTION_FEATURE = "__prediction__"
 PREDICTION_VALUE_FEATURE = "__prediction_value__"
@@ -38,7 +46,6 @@ LATENCY_FEATURE = "__latency_ms__"
 
 LATEST = 2**62  # "any effective_from"
 MAX_REMEMBERED_TRIGGERS = 10_000
-MAX_REMEMBERED_ALERTS = 100_000
 
 # (window size s, window start ms, model_id, model_version, segment)
 WindowKey = tuple[int, int, str, str, str]
@@ -50,6 +57,8 @@ class Bucket:
 
     outcomes: dict[str, tuple[str, int, int, int | None, float | None]] = field(default_factory=dict)
     expired: dict[str, str] = field(default_factory=dict)  # prediction_id -> segment tags
+    rerouted: set[str] = field(default_factory=set)  # outcomes whose prediction or label was re-routed
+    orphans: dict[tuple[str, int], str] = field(default_factory=dict)  # (prediction_id, label_time) -> reason
 
 
 @dataclass
@@ -61,6 +70,8 @@ class SegmentTally:
     sq_error: float = 0.0
     n_error_known: int = 0
     expired: int = 0
+    orphans: int = 0
+    rerouted: int = 0
     delays: list[int] = field(default_factory=list)
     alarm: bool = False  # the River detector alarmed in this interval
     sequential_alarm: bool = False  # the sequential error-stream detector alarmed
@@ -74,17 +85,8 @@ class ModelProcessor:
     def __init__(self, shard: int, settings: Settings, run_id: str = "") -> None:
         self.shard = shard
         self.run_id = run_id
-        self.settings = settings
-        self.config_hash = settings.config_hash()
-        self.profiles_topic = settings.topics.profiles
-        self.sink_topic = settings.topics.sink
-        self.triggers_topic = settings.topics.retrain_triggers
-        self.n_source_shards = settings.topics.partitions
-        self.interval_ms = settings.windows.metrics_interval_s * 1000
-        self.min_size_s = min(settings.windows.sizes_s)
-        self.policy_size_s = settings.triggers.window_size_s or self.min_size_s
-        self.pred_progress = [NO_TIME] * self.n_source_shards
-        self.outcome_progress = [NO_TIME] * self.n_source_shards
+        self.pred_progress = [NO_TIME] * settings.topics.partitions
+        self.outcome_progress = [NO_TIME] * settings.topics.partitions
         self.closed_windows_until = NO_TIME
         self.closed_buckets_until = NO_TIME
         self.partials: dict[WindowKey, dict[int, dict[str, Any]]] = {}
@@ -95,20 +97,72 @@ class ModelProcessor:
         self.performance_reference: dict[tuple[str, str], float] = {}
         self.published_triggers: dict[str, None] = {}  # insertion-ordered set, bounded
         self.last_drifted: dict[tuple[str, str], int] = {}  # features drifted in the latest policy window
-        self.policy = RetrainPolicy(settings.triggers, self.config_hash, run_id)
+        self.policy = RetrainPolicy(settings.triggers, settings.config_hash(), run_id)
         self.totals: Counter[str] = Counter()
-        self._init_alerts()
+        self._init_duplicates(settings.topics.partitions)
+        self.configure(settings)
 
-    def _init_alerts(self) -> None:
-        self.seen_alerts: dict[str, None] = {}  # insertion-ordered set, bounded
+    def _init_duplicates(self, partitions: int) -> None:
+        """Exact re-sends per (model, version) and interval start, by source record (kind,
+        partition, offset) -> segment tags; closed on the shards' duplicate progress."""
+        self.duplicate_progress = [NO_TIME] * partitions
+        self.closed_duplicates_until = NO_TIME
+        self.duplicates: dict[tuple[str, str], dict[int, dict[tuple[str, int, int], str]]] = defaultdict(dict)
+
+    def configure(self, settings: Settings) -> None:
+        """Attach the settings and set every value derived from them: on creation and on every
+        restore, so a restarted stage applies today's settings (the checkpoint holds state only,
+        see :mod:`driftline.pipeline.state`). Detectors already calibrated keep their calibration."""
+        if len(self.pred_progress) != settings.topics.partitions:
+            raise StateRestoreError(
+                f"stage-2 shard {self.shard}: its state follows {len(self.pred_progress)} input partitions "
+                f"but topics.partitions is {settings.topics.partitions}; {FRESH_STATE_HINT}"
+            )
+        self.settings = settings
+        self.settings_record = settings_record(settings)
+        self.config_hash = settings.config_hash()
+        self.profiles_topic = settings.topics.profiles
+        self.sink_topic = settings.topics.sink
+        self.triggers_topic = settings.topics.retrain_triggers
+        self.n_source_shards = settings.topics.partitions
+        self.interval_ms = settings.windows.metrics_interval_s * 1000
+        self.min_size_s = min(settings.windows.sizes_s)
+        self.policy_size_s = settings.triggers.window_size_s or self.min_size_s
+        self.policy.configure(settings.triggers, self.config_hash)
+        self.policy.episodes_count_as_drift = settings.sequential.count_as_drift
+        if "episodes" not in self.__dict__:  # new, or a checkpoint from before drift episodes
+            self._init_alerts(settings)
+        self.episodes.config_hash = self.error_episodes.config_hash = self.config_hash
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["settings"]  # configuration (and secrets) stay out of checkpoints
+        return state
+
+    def _init_alerts(self, settings: Settings) -> None:
+        """Drift episodes: stage 1's reports merged on the window clock, the error stream's on the
+        label clock (one merger each: their clocks differ)."""
+        cfg = settings.sequential
+        min_effect = {"sd": cfg.min_effect_sd, "psi": cfg.min_effect_sd**2,
+                      "rate_ratio": cfg.min_error_ratio - 1}
+        grid_ms, interval_ms = episode_grid_ms(settings), settings.windows.metrics_interval_s * 1000
+        self.episodes = EpisodeMerger(grid_ms, min_effect, "features", self.run_id)
+        self.error_episodes = EpisodeMerger(interval_ms, min_effect, "errors", self.run_id)
+        # episode events (drift_alerts rows) awaiting the policy window that holds them
         self.pending_alerts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self.error_watch: dict[tuple[str, str], ErrorWatch] = {}
-        self._alert_rows: list[dict[str, Any]] = []
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if "seen_alerts" not in state:  # a checkpoint from before sequential detection
-            self._init_alerts()
+        for buckets in self.buckets.values():  # buckets pickled before re-routing existed
+            for bucket in buckets.values():
+                bucket.__dict__.setdefault("rerouted", set())
+                bucket.__dict__.setdefault("orphans", {})
+        if "duplicates" not in state:  # a checkpoint from before duplicates were counted
+            self._init_duplicates(len(self.pred_progress))
+        if "episodes" not in state:  # a checkpoint from before drift episodes: configure starts them
+            for name in ("seen_alerts", "_alert_rows", "error_watch", "pending_alerts"):
+                self.__dict__.pop(name, None)
 
     # -- the stage protocol -----------------------------------------------------------------
 
@@ -127,33 +181,37 @@ class ModelProcessor:
                 # Internal topic written only by stage 1: a bad record is a bug, not user input.
                 self.totals["bad_internal_records"] += 1
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        if self._alert_rows:
-            rows["drift_alerts"].extend(self._alert_rows)
-            self._alert_rows = []
         out: list[OutboundMessage] = []
         self._close_windows(rows, out)
         self._close_buckets(rows, out)
+        self._close_duplicates(rows)
         for table in sorted(rows):
             out.extend(records.sink_rows(self.sink_topic, table, rows[table]))
         return out
 
     def snapshot(self) -> bytes:
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        return dump_state(self)
 
     @staticmethod
-    def restore(blob: bytes) -> ModelProcessor:
-        processor = pickle.loads(zlib.decompress(blob))
-        if not isinstance(processor, ModelProcessor):
-            raise TypeError("checkpoint is not a stage-2 shard")
+    def restore(blob: bytes, settings: Settings, what: str = "stage-2 shard") -> ModelProcessor:
+        """The checkpointed shard, running with ``settings`` (today's, not the checkpoint's)."""
+        processor = load_state(blob, ModelProcessor, what)
+        recorded = processor.__dict__.get("settings_record")
+        if recorded is None and "settings" in processor.__dict__:  # state format 1 pickled its settings
+            with contextlib.suppress(Exception):  # settings of an older driftline may not dump
+                recorded = settings_record(processor.__dict__["settings"])
+        warn_if_changed(what, recorded, settings)
+        processor.configure(settings)
         return processor
 
     def gauges(self) -> dict[str, float]:
         figures = {f"{k}_total": float(v) for k, v in self.totals.items()}
         for (model_id, version), n_drifted in self.last_drifted.items():
-            labels = f'model_id="{model_id}",model_version="{version}"'
-            figures[f"model_drifted_features{{{labels}}}"] = float(n_drifted)
+            key = gauge_key("model_drifted_features", model_id=model_id, model_version=version)
+            figures[key] = float(n_drifted)
         figures["open_windows"] = float(len(self.partials))
         figures["open_buckets"] = float(sum(len(b) for b in self.buckets.values()))
+        figures["open_drift_episodes"] = float(self.episodes.open_count() + self.error_episodes.open_count())
         figures["window_progress_ms"] = float(max(min(self.pred_progress), 0))
         figures["outcome_progress_ms"] = float(max(min(self.outcome_progress), 0))
         for (model_id, version, segment), perf in self.performance.items():
@@ -161,8 +219,8 @@ class ModelProcessor:
                 continue
             for name, value in perf.get().items():
                 if isinstance(value, int | float) and name.endswith("_ew"):
-                    # Prometheus exposition form; the metrics endpoint writes the key verbatim.
-                    figures[f'model_{name}{{model_id="{model_id}",model_version="{version}"}}'] = float(value)
+                    key = gauge_key(f"model_{name}", model_id=model_id, model_version=version)
+                    figures[key] = float(value)
         return figures
 
     # -- input ------------------------------------------------------------------------------
@@ -200,6 +258,8 @@ class ModelProcessor:
         if kind == records.PROGRESS:
             self.pred_progress[shard] = max(self.pred_progress[shard], int(m["pred_progress"]))
             self.outcome_progress[shard] = max(self.outcome_progress[shard], int(m["outcome_progress"]))
+            duplicate_progress = m.get("duplicate_progress", min(m["pred_progress"], m["outcome_progress"]))
+            self.duplicate_progress[shard] = max(self.duplicate_progress[shard], int(duplicate_progress))
         elif kind == records.PARTIAL:
             if m["window_end"] <= self.closed_windows_until:
                 self.totals["duplicate_partials"] += 1  # re-sent by a restarted shard
@@ -214,22 +274,28 @@ class ModelProcessor:
             self.partials.setdefault(key, {})[shard] = m["partial"]
         elif kind == records.OUTCOMES:
             buckets = self.buckets[(m["model_id"], m["model_version"])]
-            for pid, seg, label_time, delay, correct, abs_error in zip(
+            m.setdefault("rerouted", [0] * len(m["prediction_id"]))  # sent before re-routing existed
+            for pid, seg, label_time, delay, correct, abs_error, rerouted in zip(
                 *(m[f] for f in records.OUTCOME_FIELDS), strict=True
             ):
                 start = label_time - label_time % self.interval_ms
                 if start + self.interval_ms <= self.closed_buckets_until:
                     self.totals["duplicate_outcomes"] += 1
                     continue
-                buckets.setdefault(start, Bucket()).outcomes[pid] = (
+                bucket = buckets.setdefault(start, Bucket())
+                bucket.outcomes[pid] = (
                     seg,
                     label_time,
                     delay,
                     correct,
                     abs_error,
                 )
-        elif kind == records.ALERT:
-            self._on_alert(m)
+                if rerouted:
+                    bucket.rerouted.add(pid)
+        elif kind == records.EPISODES:
+            for report in m["reports"]:
+                self.episodes.add({**report, "shard": shard, "model_id": m["model_id"],
+                                   "model_version": m["model_version"]})
         elif kind == records.EXPIRED:
             buckets = self.buckets[(m["model_id"], m["model_version"])]
             for pid, seg, expired_at in zip(*(m[f] for f in records.EXPIRED_FIELDS), strict=True):
@@ -237,48 +303,40 @@ class ModelProcessor:
                 if start + self.interval_ms <= self.closed_buckets_until:
                     continue
                 buckets.setdefault(start, Bucket()).expired[pid] = seg
+        elif kind == records.ORPHANS:
+            buckets = self.buckets[(m["model_id"], m["model_version"])]
+            for pid, label_time, reason in zip(*(m[f] for f in records.ORPHAN_FIELDS), strict=True):
+                start = label_time - label_time % self.interval_ms
+                if start + self.interval_ms <= self.closed_buckets_until:
+                    continue
+                buckets.setdefault(start, Bucket()).orphans[(pid, label_time)] = reason
+        elif kind == records.DUPLICATES:
+            intervals = self.duplicates[(m["model_id"], m["model_version"])]
+            for dup_kind, seg, event_time, partition, offset in zip(
+                *(m[f] for f in records.DUPLICATE_FIELDS), strict=True
+            ):
+                start = event_time - event_time % self.interval_ms
+                if start + self.interval_ms <= self.closed_duplicates_until:
+                    self.totals["duplicates_after_close"] += 1  # cannot happen: shards hold progress
+                    continue
+                intervals.setdefault(start, {})[(dup_kind, partition, offset)] = seg
         else:
             raise ValueError(f"unknown internal record type {kind!r}")
 
-    def _on_alert(self, m: dict[str, Any]) -> None:
-        alert_id = str(m["alert_id"])
-        if alert_id in self.seen_alerts:
-            self.totals["duplicate_alerts"] += 1  # re-sent by a restarted shard
-            return
-        self.seen_alerts[alert_id] = None
-        while len(self.seen_alerts) > MAX_REMEMBERED_ALERTS:
-            del self.seen_alerts[next(iter(self.seen_alerts))]
-        self.totals["sequential_alerts"] += 1
-        row = {
-            "run_id": self.run_id,
-            "alert_id": alert_id,
-            "model_id": m["model_id"],
-            "model_version": m["model_version"],
-            "feature": m["feature"],
-            "feature_kind": m["feature_kind"],
-            "source": "features",
-            "shard": int(m["shard"]),
-            "component": m["component"],
-            "event_time": int(m["event_time"]),
-            "prediction_id": m["prediction_id"],
-            "observation_index": int(m["observation_index"]),
-            "statistic": float(m["statistic"]),
-            "threshold": float(m["threshold"]),
-            "arl": float(m["arl"]),
-            "reference_id": m["reference_id"],
-            "config_hash": self.config_hash,
-        }
-        self._alert_rows.append(row)
-        # Evidence for the retrain policy: counted when the policy window holding it closes.
-        self.pending_alerts[(m["model_id"], m["model_version"])].append(row)
+    def _merged(self, merged: MergeOutput, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Episode rows and events out; the events wait for the policy window holding them."""
+        rows["drift_episodes"].extend(merged.rows)
+        rows["drift_alerts"].extend(merged.events)
+        self.totals["episode_events"] += len(merged.events)
+        for event in merged.events:
+            self.pending_alerts[(event["model_id"], event["model_version"])].append(event)
 
     def _take_alerts(self, model_id: str, version: str, end: int) -> list[dict[str, Any]]:
-        """Pending feature alerts of a model before `end`, in a canonical order."""
+        """Pending episode events of a model before `end`, in the order they were applied."""
         pending = self.pending_alerts.get((model_id, version))
         if not pending:
             return []
-        taken = sorted((a for a in pending if a["event_time"] < end),
-                       key=lambda a: (a["event_time"], a["feature"], a["alert_id"]))
+        taken = [a for a in pending if a["event_time"] < end]
         self.pending_alerts[(model_id, version)] = [a for a in pending if a["event_time"] >= end]
         return taken
 
@@ -294,6 +352,8 @@ class ModelProcessor:
         watermark = min(self.pred_progress)
         if watermark <= self.closed_windows_until:
             return
+        # Episode reports first: every window closing now sees the episode events before its end.
+        self._merged(self.episodes.advance(watermark), rows)
         due = sorted(
             (k for k in self.partials if k[1] + k[0] * 1000 <= watermark),
             key=lambda k: (k[1] + k[0] * 1000, k[0], k[2], k[3], k[4]),
@@ -427,13 +487,12 @@ class ModelProcessor:
                 "drifted_features": {n: _score_evidence(scores[n]) for n in verdict.drifted_features},
                 "reference_id": reference_id,
             }
-            if alerts:
-                evidence["sequential_alerts"] = [
-                    {k: a[k] for k in ("feature", "component", "event_time", "statistic", "threshold")}
-                    for a in alerts
-                ]
-            drifted = bool(verdict.drifted) or (bool(alerts) and self.settings.sequential.count_as_drift)
-            trigger = self.policy.on_drift_window(model_id, version, start, end, drifted, evidence)
+            notes = [EpisodeNote(a["episode_id"], a["feature"], a["event_kind"], a["event_time"],
+                                 a["magnitude"], a["unit"]) for a in alerts if a["source"] == "features"]
+            if notes:
+                evidence["episode_events"] = [n.evidence() for n in notes]
+            trigger = self.policy.on_drift_window(model_id, version, start, end, bool(verdict.drifted),
+                                                  evidence, notes)
             if trigger is not None:
                 self._emit_trigger(trigger, out)
 
@@ -448,6 +507,30 @@ class ModelProcessor:
             for start in sorted(s for s in buckets if s + self.interval_ms <= watermark):
                 self._close_bucket(model_key, start, buckets.pop(start), rows, out)
         self.closed_buckets_until = watermark
+
+    def _close_duplicates(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """A ``duplicates`` row of model_metrics per (model, version, segment) and interval with
+        exact re-sends, once every shard's duplicate progress passed the interval's end."""
+        watermark = min(self.duplicate_progress)
+        if watermark <= self.closed_duplicates_until:
+            return
+        for (model_id, version) in sorted(self.duplicates):
+            intervals = self.duplicates[(model_id, version)]
+            for start in sorted(s for s in intervals if s + self.interval_ms <= watermark):
+                counts: dict[str, Counter[str]] = defaultdict(Counter)
+                for (dup_kind, _, _), tags in intervals.pop(start).items():
+                    for segment in window_segments(tags):
+                        counts[segment][dup_kind] += 1
+                end = start + self.interval_ms
+                for segment in sorted(counts):
+                    perf = self.performance.get((model_id, version, segment))
+                    row = self._metrics_row(model_id, version, segment, "duplicates", end, SegmentTally(), perf)
+                    row.update(n_duplicate_predictions=counts[segment]["prediction"],
+                               n_duplicate_labels=counts[segment]["label"])
+                    rows["model_metrics"].append(row)
+            if not intervals:
+                del self.duplicates[(model_id, version)]
+        self.closed_duplicates_until = watermark
 
     def _perf(self, model_id: str, version: str, segment: str, regression: bool) -> OnlinePerformance:
         key = (model_id, version, segment)
@@ -482,6 +565,7 @@ class ModelProcessor:
                 perf = self._perf(model_id, version, segment, regression)
                 tally = tallies[segment]
                 tally.n += 1
+                tally.rerouted += pid in bucket.rerouted
                 tally.delays.append(delay)
                 if correct is not None:
                     tally.correct += correct
@@ -499,10 +583,12 @@ class ModelProcessor:
                         )
                     )
         if self.settings.sequential.enabled:
-            self._watch_errors(model_id, version, ordered, tallies, rows)
+            self._watch_errors(model_id, version, end, ordered, tallies, rows)
         for tags in bucket.expired.values():
             for segment in window_segments(tags):
                 tallies[segment].expired += 1
+        if bucket.orphans:  # a label names no segment: counted overall only
+            tallies[""].orphans += len(bucket.orphans)
         for segment in sorted(tallies):
             tally = tallies[segment]
             current = self.performance.get((model_id, version, segment))
@@ -516,6 +602,7 @@ class ModelProcessor:
         self,
         model_id: str,
         version: str,
+        end: int,
         ordered: list[tuple[str, tuple[str, int, int, int | None, float | None]]],
         tallies: dict[str, SegmentTally],
         rows: dict[str, list[dict[str, Any]]],
@@ -536,32 +623,20 @@ class ModelProcessor:
                 cfg.error_warmup,
                 None if accuracy is None else 1.0 - accuracy,
                 baseline_n=baseline_n,
-                alert_interval_ms=alert_interval_ms(self.settings),
+                min_ratio=cfg.min_error_ratio,
+                learning=cfg.learning,
             )
-        alarms = watch.observe([1 - c for _, _, c in labelled], [t for _, t, _ in labelled])
-        for position, alarm in alarms:
-            pid, label_time, _ = labelled[position]
+        reports = watch.observe([1 - c for _, _, c in labelled], [t for _, t, _ in labelled],
+                                [pid for pid, _, _ in labelled], as_of=end - 1)
+        for report in reports:
+            self.error_episodes.add({**report, "shard": self.shard, "model_id": model_id,
+                                     "model_version": version})
+        merged = self.error_episodes.advance(end, (model_id, version))
+        self._merged(merged, rows)
+        # The error stream counts as alarming while its episode is open, or opened/escalated here.
+        if self.error_episodes.is_open(model_id, version, ERROR_FEATURE) or any(
+                e["event_kind"] != "closed" for e in merged.events):
             tallies[""].sequential_alarm = True
-            self.totals["sequential_error_alerts"] += 1
-            rows["drift_alerts"].append({
-                "run_id": self.run_id,
-                "alert_id": _error_alert_id(model_id, version, alarm.index),
-                "model_id": model_id,
-                "model_version": version,
-                "feature": ERROR_FEATURE,
-                "feature_kind": "binary",
-                "source": "errors",
-                "shard": self.shard,
-                "component": alarm.component,
-                "event_time": label_time,
-                "prediction_id": pid,
-                "observation_index": alarm.index,
-                "statistic": alarm.statistic,
-                "threshold": alarm.threshold,
-                "arl": watch.arl,
-                "reference_id": watch.reference_source,
-                "config_hash": self.config_hash,
-            })
 
     def _baseline(self, model_id: str, version: str, metric: str) -> float | None:
         profile = self._profile_for(model_id, version, LATEST)
@@ -637,16 +712,23 @@ class ModelProcessor:
             "detector": self.settings.performance.detector,
             "alarms_total": int(figures.get("alarms_total") or 0),
             "baseline": self._baseline(model_id, version, "mae" if "mae_ew" in figures else "accuracy"),
+            "n_duplicate_predictions": 0,  # counted on 'duplicates' rows only
+            "n_duplicate_labels": 0,
         }
         if tally is None:
-            row.update(alarm=1, n_outcomes=0, n_expired=0)
+            row.update(alarm=1, n_outcomes=0, n_expired=0, n_orphan_labels=0, n_rerouted=0)
             return row
-        resolved = tally.n + tally.expired
+        # Every join that failed counts against coverage: a prediction no label came for, and a
+        # label no prediction came for (e.g. produced to a partition nothing re-routed it from).
+        resolved = tally.n + tally.expired + tally.orphans
         delays = np.asarray(tally.delays, dtype=np.float64)
         p50, p90, p99 = np.percentile(delays, [50, 90, 99]).tolist() if delays.size else (None, None, None)
         row.update(
             n_outcomes=tally.n,
             n_expired=tally.expired,
+            n_orphan_labels=tally.orphans,
+            n_rerouted=tally.rerouted,
+            rerouted_share=(tally.rerouted / tally.n) if tally.n else None,
             alarm=int(tally.alarm),
             label_coverage=(tally.n / resolved) if resolved else None,
             accuracy=(tally.correct / tally.n_correct_known) if tally.n_correct_known else None,
@@ -668,11 +750,6 @@ class ModelProcessor:
                 self.triggers_topic, trigger.model_id.encode(), trigger.model_dump_json().encode()
             )
         )
-
-
-def _error_alert_id(model_id: str, version: str, index: int) -> str:
-    key = "\x1f".join(("errors", model_id, version, str(index)))
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _kind(stats: FeatureStats, profile: FeatureProfile | None) -> str:
@@ -772,7 +849,7 @@ class ModelFactory:
         return ModelProcessor(shard, self.settings, self.run_id)
 
     def restore(self, shard: int, blob: bytes) -> ModelProcessor:
-        processor = ModelProcessor.restore(blob)
+        processor = ModelProcessor.restore(blob, self.settings, f"stage-2 shard {shard}")
         if processor.shard != shard:
             raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")
         return processor

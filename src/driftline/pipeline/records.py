@@ -5,7 +5,11 @@ model_id so that one stage-2 shard sees all of a model's partials and outcomes i
 
 - ``partial``: one stage-1 shard's aggregate of one window for one (model, version, segment);
 - ``outcomes`` / ``expired``: joined outcomes and unlabeled expiries, columnar, per model;
-- ``alert``: a sequential detector's alarm on one event (stage 1 watches features per shard);
+- ``orphans``: labels no prediction joined, columnar, per model the label names ('' if none);
+- ``duplicates``: exact re-sends of a prediction or label, columnar, per model (identified by
+  their source record, so a restarted shard's re-sent copy counts once);
+- ``episodes``: one shard's drift episode reports for one (model, version) (stage 1 watches
+  features per shard; stage 2 merges the shards' reports, :mod:`driftline.pipeline.episodes`);
 - ``progress``: a shard's event-time progress, sent to *every* partition. Everything a shard
   emits for times before its progress precedes the progress record in each partition.
 """
@@ -23,12 +27,18 @@ from driftline.pipeline.stage import OutboundMessage
 PARTIAL = "partial"
 OUTCOMES = "outcomes"
 EXPIRED = "expired"
+ORPHANS = "orphans"
+DUPLICATES = "duplicates"
 PROGRESS = "progress"
-ALERT = "alert"
+EPISODES = "episodes"
 
 # Outcome columns carried to stage 2 (the full row goes to the outcomes topic).
-OUTCOME_FIELDS = ("prediction_id", "segment", "label_time", "label_delay_ms", "correct", "abs_error")
+OUTCOME_FIELDS = (
+    "prediction_id", "segment", "label_time", "label_delay_ms", "correct", "abs_error", "rerouted"
+)
 EXPIRED_FIELDS = ("prediction_id", "segment", "expired_at")
+ORPHAN_FIELDS = ("prediction_id", "label_time", "reason")
+DUPLICATE_FIELDS = ("kind", "segment", "event_time", "source_partition", "source_offset")
 
 
 def model_partition(model_id: str, partitions: int) -> int:

@@ -9,23 +9,23 @@ a restored shard re-emits exactly what it emitted before a crash.
 from __future__ import annotations
 
 import math
-import pickle
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from driftline.config import Settings, TopicSettings
-from driftline.operators.feature_watch import FeatureAlert, FeatureWatch
-from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin
+from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin, payload_digest
 from driftline.operators.profile import ReferenceProfile
-from driftline.operators.validate import Decoder, RawRecord
+from driftline.operators.validate import Decoder, RawRecord, dead_letter
 from driftline.operators.window_stats import WindowAccumulator
 from driftline.pipeline import records, reroute
 from driftline.pipeline.stage import OutboundMessage
-from driftline.schemas.events import LabelEvent, PredictionEvent
+from driftline.pipeline.state import dump_state, load_state, settings_record, warn_if_changed
+from driftline.schemas.events import ErrorKind, LabelEvent, PredictionEvent
 
 NO_TIME = -(2**62)  # watermark before any event
 ACCUMULATE_CHUNK = 2048
@@ -34,9 +34,10 @@ ACCUMULATE_CHUNK = 2048
 WindowKey = tuple[int, int, str, str, str]
 
 
-def alert_interval_ms(settings: Settings) -> int:
-    """Interval of the per-feature alert rate limit (the smallest window unless configured)."""
-    return (settings.sequential.alert_interval_s or min(settings.windows.sizes_s)) * 1000
+def episode_grid_ms(settings: Settings) -> int:
+    """Event-time grid of drift episode status reports (stage 1) and episode rows (stage 2): every
+    window size is a multiple of it, so a window closes on a grid line."""
+    return math.gcd(*settings.windows.sizes_s) * 1000
 
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
@@ -57,6 +58,24 @@ class ShardProcessor:
     def __init__(self, shard: int, settings: Settings, run_id: str = "") -> None:
         self.shard = shard
         self.run_id = run_id
+        self._init_rerouting(settings.topics)
+        self.watch: FeatureWatch | None = None
+        self.join = LabelJoin(
+            settings.join.label_horizon_s * 1000, settings.join.max_pending, settings.join.max_held_labels
+        )
+        self.pred_watermark = NO_TIME
+        self.label_watermark = NO_TIME
+        self.open: dict[WindowKey, WindowAccumulator] = {}
+        self.buffered: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = {}
+        self.sent_progress: tuple[int, int] = (NO_TIME, NO_TIME)
+        self.totals: Counter[str] = Counter()
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        """Set every value derived from the settings: on creation and on every restore, so a
+        restarted shard applies today's settings (the checkpoint holds state only, see
+        :mod:`driftline.pipeline.state`). Detectors already calibrated keep their calibration."""
+        self.settings_record = settings_record(settings)
         topics = settings.topics
         self.predictions_topic = topics.predictions
         self.labels_topic = topics.labels
@@ -66,30 +85,27 @@ class ShardProcessor:
         self.model_events_partitions = topics.model_events_partitions
         self.sink_topic = topics.sink
         self.profiles_topic = topics.profiles
-        self._init_rerouting(topics)
-        self.watch = (
-            FeatureWatch(settings.sequential.false_alarms_per_million, alert_interval_ms(settings))
-            if settings.sequential.enabled
-            else None
-        )
+        if "inbox" not in self.__dict__:  # a checkpoint from before re-routing
+            self._init_rerouting(topics)
+        self.repartition_topic = self.forwarder.topic = topics.repartition
+        if not settings.sequential.enabled:
+            self.watch = None
+        elif self.watch is None:
+            cfg = settings.sequential
+            self.watch = FeatureWatch(cfg.false_alarms_per_million, status_grid_ms=episode_grid_ms(settings),
+                                      min_effect_sd=cfg.min_effect_sd, learning=cfg.learning)
         self.decoder = Decoder(
             settings.kafka.max_message_bytes,
             settings.windows.max_timestamp_skew_s * 1000,
             settings.windows.max_future_skew_s * 1000,
         )
-        self.join = LabelJoin(
-            settings.join.label_horizon_s * 1000, settings.join.max_pending, settings.join.max_held_labels
-        )
+        self.join.horizon_ms = settings.join.label_horizon_s * 1000
+        self.join.max_pending = settings.join.max_pending
+        self.join.max_held = settings.join.max_held_labels
         self.lateness_ms = settings.windows.allowed_lateness_s * 1000
         self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
         self.segment_keys = list(settings.windows.segment_keys)
         self.progress_step_ms = math.gcd(*self.sizes_ms, settings.windows.metrics_interval_s * 1000)
-        self.pred_watermark = NO_TIME
-        self.label_watermark = NO_TIME
-        self.open: dict[WindowKey, WindowAccumulator] = {}
-        self.buffered: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = {}
-        self.sent_progress: tuple[int, int] = (NO_TIME, NO_TIME)
-        self.totals: Counter[str] = Counter()
 
     # -- the stage protocol -----------------------------------------------------------------
 
@@ -120,12 +136,15 @@ class ShardProcessor:
         late_rows: list[dict[str, Any]] = []
         outcomes: list[JoinedOutcome] = []
         forwarded: list[OutboundMessage] = []
-        alerts = self._apply_predictions(valid_predictions, outcomes, late_rows, forwarded)
-        self._emit_alerts(alerts, out)
+        reports = self._apply_predictions(valid_predictions, outcomes, late_rows, forwarded)
+        self._emit_episode_reports(reports, out)
         self._apply_labels(valid_labels, outcomes, late_rows, forwarded)
         self._apply_rerouted(rerouted_predictions, rerouted_labels, outcomes)
-        expired = self.join.advance(self.join_watermark(reroute.PREDICTION), self.join_watermark(reroute.LABEL))
+        expired = self.join.advance(
+            self.join_watermark(reroute.PREDICTION), self.join_watermark(reroute.LABEL)
+        )
         orphans = self.join.take_orphans()
+        duplicates = self._take_duplicates(out)
         self.totals["joined"] += len(outcomes)
         self.totals["expired_unlabeled"] += len(expired)
         self.totals["late"] += len(late_rows)
@@ -135,6 +154,7 @@ class ShardProcessor:
         closed = self._close_windows(out)
         self._emit_outcomes(outcomes, expired, out)
         self._emit_columns(records.ORPHANS, records.ORPHAN_FIELDS, orphans, out)
+        self._emit_columns(records.DUPLICATES, records.DUPLICATE_FIELDS, duplicates, out)
         self._emit_progress(out, force=closed > 0)
         out.extend(forwarded)
         self._emit_source_watermarks(out)
@@ -152,19 +172,19 @@ class ShardProcessor:
         return out
 
     def snapshot(self) -> bytes:
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        return dump_state(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Checkpoints written before sequential detection existed restore without it.
         state.setdefault("watch", None)
-        state.setdefault("profiles_topic", "")
         self.__dict__.update(state)
 
     @staticmethod
-    def restore(blob: bytes) -> ShardProcessor:
-        processor = pickle.loads(zlib.decompress(blob))
-        if not isinstance(processor, ShardProcessor):
-            raise TypeError("checkpoint is not a stage-1 shard")
+    def restore(blob: bytes, settings: Settings, what: str = "stage-1 shard") -> ShardProcessor:
+        """The checkpointed shard, running with ``settings`` (today's, not the checkpoint's)."""
+        processor = load_state(blob, ShardProcessor, what)
+        warn_if_changed(what, getattr(processor, "settings_record", None), settings)
+        processor.configure(settings)
         return processor
 
     def gauges(self) -> dict[str, float]:
@@ -173,13 +193,17 @@ class ShardProcessor:
             pending_predictions=float(self.join.pending_count),
             held_labels=float(self.join.held_count),
             open_windows=float(len(self.open)),
-            sequential_detectors=float(self.watch.detector_count() if self.watch else 0),
-            sequential_alarms_suppressed_total=float(self.watch.suppressed if self.watch else 0),
+            sequential_detectors=float(self.watch.monitor_count() if self.watch else 0),
+            open_drift_episodes=float(self.watch.open_episodes() if self.watch else 0),
             prediction_watermark_ms=float(max(self.pred_watermark, 0)),
             label_watermark_ms=float(max(self.label_watermark, 0)),
         )
         for name, value in self.join.counters.items():
             figures[f"join_{name}_total"] = float(value)
+        figures["rerouted_duplicates_dropped_total"] = float(self.inbox.duplicates)
+        for (kind, model_id), value in sorted(self.rerouted.items()):
+            escaped = model_id.replace("\\", "\\\\").replace('"', '\\"')
+            figures[f'rerouted_total{{kind="{kind}",model_id="{escaped}"}}'] = float(value)
         return figures
 
     # -- internals --------------------------------------------------------------------------
@@ -206,7 +230,7 @@ class ShardProcessor:
         outcomes: list[JoinedOutcome],
         late_rows: list[dict[str, Any]],
         forwarded: list[OutboundMessage],
-    ) -> list[FeatureAlert]:
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
         # Batch the window updates: one vectorised add per (window, model, version, segment).
         grouped: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = defaultdict(lambda: ([], [], []))
         duplicates = self.join.counters.get("duplicate_predictions", 0)
@@ -228,7 +252,7 @@ class ShardProcessor:
                                                         event.prediction_id))
                 self.rerouted[(reroute.PREDICTION, event.model_id)] += 1
             else:
-                joined = self.join.on_prediction(event, tags)
+                joined = self.join.on_prediction(event, tags, digest=_digest(record), source=record)
                 now_duplicates = self.join.counters.get("duplicate_predictions", 0)
                 if now_duplicates != duplicates:  # counted by the join; excluded from windows
                     duplicates = now_duplicates
@@ -257,11 +281,11 @@ class ShardProcessor:
             buffered[2].extend(lats)
             if len(buffered[0]) >= ACCUMULATE_CHUNK:
                 self._accumulate(key, final=False)
-        alerts: list[FeatureAlert] = []
+        reports: dict[tuple[str, str], list[dict[str, Any]]] = {}
         if self.watch is not None:
             for (model_id, version), (times, ids, feats_seen) in sorted(per_model.items()):
-                alerts.extend(self.watch.observe(model_id, version, times, ids, feats_seen))
-        return alerts
+                reports[(model_id, version)] = self.watch.observe(model_id, version, times, ids, feats_seen)
+        return reports
 
     def _on_profile(self, value: bytes | None) -> None:
         if self.watch is None or not value:
@@ -274,29 +298,19 @@ class ShardProcessor:
         if self.watch.add_profile(profile):
             self.totals["profiles_watched"] += 1
 
-    def _emit_alerts(self, alerts: list[FeatureAlert], out: list[OutboundMessage]) -> None:
-        """Each alarm to its model's stage-2 partition, before this batch's progress record."""
-        self.totals["sequential_alerts"] += len(alerts)
-        for a in alerts:
-            payload = {
-                "type": records.ALERT,
-                "shard": self.shard,
-                "alert_id": a.alert_id(f"shard-{self.shard}"),
-                "model_id": a.model_id,
-                "model_version": a.model_version,
-                "feature": a.feature,
-                "feature_kind": a.kind,
-                "component": a.component,
-                "statistic": a.statistic,
-                "threshold": a.threshold,
-                "arl": a.arl,
-                "event_time": a.event_time,
-                "prediction_id": a.prediction_id,
-                "observation_index": a.observation_index,
-                "reference_id": a.profile_id,
-            }
+    def _emit_episode_reports(
+        self, reports: dict[tuple[str, str], list[dict[str, Any]]], out: list[OutboundMessage]
+    ) -> None:
+        """Each model's drift episode reports to its stage-2 partition, before this batch's
+        progress record (stage 2 applies them once every shard's progress has passed them)."""
+        for (model_id, version), items in sorted(reports.items()):
+            if not items:
+                continue
+            self.totals["episode_reports"] += len(items)
+            payload = {"type": records.EPISODES, "shard": self.shard, "model_id": model_id,
+                       "model_version": version, "reports": items}
             out.append(
-                records.to_model(self.model_events_topic, self.model_events_partitions, a.model_id, payload)
+                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
             )
 
     def _accumulate(self, key: WindowKey, final: bool) -> None:
@@ -309,6 +323,26 @@ class ShardProcessor:
             j = min(i + ACCUMULATE_CHUNK, n)
             accumulator.add(feats[i:j], preds[i:j], lats[i:j])
         del feats[:n], preds[:n], lats[:n]
+
+    def _take_duplicates(self, out: list[OutboundMessage]) -> list[DuplicateRow]:
+        """The join's duplicates of this batch: a conflicting one (same id, other payload) becomes a
+        dead letter; the exact re-sends are returned, to be counted per model in stage 2."""
+        exact: list[DuplicateRow] = []
+        for d in self.join.take_duplicates():
+            record: RawRecord = d.source
+            if d.exact:
+                exact.append(DuplicateRow(d.model_id, d.model_version, d.kind, d.segment, d.event_time,
+                                          record.partition, record.offset))
+                continue
+            message = (f"{d.kind} {d.prediction_id!r}: payload hash {d.digest.hex()} differs from "
+                       f"{d.first_digest.hex()} of the {d.kind} accepted first (kept); hashes are "
+                       "BLAKE2b-64 of the record values")
+            letter = dead_letter(record, ErrorKind.CONFLICTING_DUPLICATE, message)
+            out.append(OutboundMessage(self.dead_letters_topic, letter.original_key,
+                                       letter.model_dump_json().encode()))
+            self.totals["dead_lettered"] += 1
+        self.totals["exact_duplicates"] += len(exact)
+        return exact
 
     def _apply_labels(
         self,
@@ -325,17 +359,20 @@ class ShardProcessor:
             self.label_watermark = max(self.label_watermark, ts - self.lateness_ms)
             destination = self._join_shard(event.prediction_id)
             if destination != self.shard:
-                forwarded.append(self.forwarder.forward(reroute.LABEL, destination, record, event.prediction_id))
+                forwarded.append(
+                    self.forwarder.forward(reroute.LABEL, destination, record, event.prediction_id)
+                )
                 self.rerouted[(reroute.LABEL, event.model_id or "")] += 1
                 continue
-            joined = self.join.on_label(event)
+            joined = self.join.on_label(event, digest=_digest(record), source=record)
             if joined is not None:
                 outcomes.append(joined)
 
     # -- re-routing (see driftline.pipeline.reroute) ----------------------------------------
 
     def _init_rerouting(self, topics: TopicSettings) -> None:
-        self.repartition_topic = topics.repartition
+        """Re-routing state; the sequence numbers must survive restarts, so the partition count
+        is fixed at creation (driftline never changes a topic's partition count)."""
         self.partitions = topics.partitions
         self.forwarder = reroute.Forwarder(self.shard, topics.partitions, topics.repartition)
         self.inbox = reroute.Inbox(self.shard, topics.partitions)
@@ -357,12 +394,15 @@ class ShardProcessor:
         outcomes: list[JoinedOutcome],
     ) -> None:
         """Join what other shards forwarded: lateness and windows were decided at the source."""
-        for _, event in predictions:
-            joined = self.join.on_prediction(event, segment_tags(event, self.segment_keys), rerouted=True)
+        for record, event in predictions:
+            tags = segment_tags(event, self.segment_keys)
+            joined = self.join.on_prediction(
+                event, tags, rerouted=True, digest=_digest(record), source=record
+            )
             if joined is not None:
                 outcomes.append(joined)
-        for _, event in labels:
-            joined = self.join.on_label(event, rerouted=True)
+        for record, event in labels:
+            joined = self.join.on_label(event, rerouted=True, digest=_digest(record), source=record)
             if joined is not None:
                 outcomes.append(joined)
         self.totals["rerouted_in"] += len(predictions) + len(labels)
@@ -445,8 +485,28 @@ class ShardProcessor:
             "shard": self.shard,
             "pred_progress": progress[0],
             "outcome_progress": progress[1],
+            # No duplicate with an earlier event time can still come from this shard: it is found
+            # by the join, so the join's watermarks bound it (and held labels, claimed later).
+            "duplicate_progress": min(progress[1], self.join_watermark(reroute.PREDICTION)),
         }
         out.extend(records.broadcast(self.model_events_topic, self.model_events_partitions, payload))
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateRow:
+    """An exact re-send, as stage 2 counts it (the source record identifies it)."""
+
+    model_id: str
+    model_version: str
+    kind: str  # 'prediction' | 'label'
+    segment: str  # the accepted prediction's segment tags
+    event_time: int
+    source_partition: int
+    source_offset: int
+
+
+def _digest(record: RawRecord) -> bytes:
+    return payload_digest(record.value or b"")
 
 
 def outcome_row(o: JoinedOutcome, run_id: str = "") -> bytes:
@@ -484,7 +544,7 @@ class ShardFactory:
         return ShardProcessor(shard, self.settings, self.run_id)
 
     def restore(self, shard: int, blob: bytes) -> ShardProcessor:
-        processor = ShardProcessor.restore(blob)
+        processor = ShardProcessor.restore(blob, self.settings, f"stage-1 shard {shard}")
         if processor.shard != shard:
             raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")
         return processor
