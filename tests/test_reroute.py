@@ -333,3 +333,23 @@ def test_inbox_applies_each_record_once_in_order_and_watermarks_after_their_reco
     assert [r.offset for r in inbox.accept(log[5:])[LABEL]] == [3]
     assert (inbox.watermark(LABEL, local=50_000), inbox.watermark(PREDICTION, local=6_000)) == (9_000, 6_000)
     assert inbox.watermark(LABEL, local=4_000) == 4_000
+
+
+def test_a_bounded_replay_counts_every_orphan_and_expiry_by_its_end() -> None:
+    settings = _settings()
+    traffic = _traffic(settings, seed=8, minutes=20)
+    main = [r for r in traffic.records if r.timestamp_ms < traffic.end_ms + 60_000]  # no tail
+    end = START + 20 * 60_000
+    pipeline = InProcessPipeline(settings)
+    for i in range(0, len(main), 900):
+        pipeline.feed(main[i : i + 900])
+    pipeline.finish(end)
+    rows = [r for r in pipeline.rows["model_metrics"] if r["row_kind"] == "interval" and r["segment"] == ""]
+    assert {r["time"] for r in rows} == {START + k * INTERVAL_S * 1000 for k in range(1, 5)}
+    orphans = Counter[str]()
+    expired = Counter[str]()
+    for r in rows:
+        orphans[r["model_id"]] += r["n_orphan_labels"]
+        expired[r["model_id"]] += r["n_expired"]
+    assert orphans == Counter(m for m, t in traffic.orphans.values() if t < end)
+    assert expired == Counter(m for m, t in traffic.unlabelled.values() if t + HORIZON_S * 1000 < end)
