@@ -69,10 +69,11 @@ ROWS: dict[str, list[dict[str, Any]]] = {
     "jobs": [_job("t1", 1, "failed"), _job("t1", 2, "succeeded"), _job("t2", 1, "started")],
     "dead_letters": [{"error_kind": "decode_error", "n": "3"}, {"error_kind": "validation_error", "n": "2"}],
     "late_events": [{"event_type": "label", "n": "4"}],
-    "alerts": [{"model_id": "churn", "model_version": "1", "feature": f, "source": src,
-                "time_ms": str(T0 + ms)}
-               for f, src, ms in (("x3", "features", 10 * MIN + 7000), ("c1", "features", 10 * MIN + 9000),
-                                  ("x3", "features", 11 * MIN), ("__error__", "errors", 10 * MIN + 30_000))],
+    "episodes": [{"model_id": "churn", "model_version": "1", "feature": f, "source": src, "status": "open",
+                  "escalations": esc, "time_ms": str(T0 + ms)}
+                 for f, src, esc, ms in (("x3", "features", 1, 10 * MIN + 7000),
+                                         ("c1", "features", 0, 10 * MIN + 9000),
+                                         ("__error__", "errors", 0, 10 * MIN + 30_000))],
     "head_to_head": [{"model_id": "churn", "model_version": v, "time_ms": str(T0 + m * MIN), "accuracy": a,
                       "n": "50"}
                      for v, m, a in (("1", 9, 0.9), ("2", 9, 0.85), ("1", 11, 0.6), ("2", 11, 0.86))],
@@ -93,9 +94,10 @@ def test_summary_compares_injected_and_detected_drift_per_model_version() -> Non
     assert churn1["accuracy_after"] == pytest.approx(0.55)
     assert churn1["retrain_triggers"] == 2 and churn1["trigger_reasons"] == ["drift", "performance"]
     assert churn1["retrain_jobs_succeeded"] == 1
-    assert churn1["alerted_features"] == ["c1", "x3"] and churn1["sequential_alerts"] == 3
-    assert churn1["first_alert"] == "2026-09-21T14:23:27Z" and churn1["error_alerts"] == 1
-    assert churn2["alerted_features"] == [] and churn2["first_alert"] is None
+    assert churn1["episode_features"] == ["c1", "x3"] and churn1["drift_episodes"] == 2
+    assert churn1["escalations"] == 1
+    assert churn1["first_episode"] == "2026-09-21T14:23:27Z" and churn1["error_episodes"] == 1
+    assert churn2["episode_features"] == [] and churn2["first_episode"] is None
     assert churn2["role"] == "challenger" and churn2["detected_drift"] == ["x3"]
     assert churn2["missed"] == ["c1"]
     assert churn2["retrain_triggers"] == 0 and churn2["accuracy_before"] is None
@@ -117,7 +119,7 @@ def test_detections_and_accuracy_helpers() -> None:
 def test_queries_read_the_live_run_with_final_and_bound_values() -> None:
     sql = queries()
     assert set(sql) == {"drift", "metrics", "triggers", "jobs", "dead_letters", "late_events", "head_to_head",
-                        "alerts"}
+                        "episodes"}
     assert all("FINAL" in q and "run_id = ''" in q for q in sql.values())
     assert "{window_s:UInt32}" in sql["drift"] and "{models:Array(String)}" in sql["head_to_head"]
     assert query_parameters(60, 30, ["ch'urn"]) == {"window_s": 60, "interval_s": 30, "models": ["ch'urn"]}
@@ -192,18 +194,20 @@ def test_fast_demo_detects_the_injected_drift_and_retrains(tmp_path: Path) -> No
         assert all(windows[f] >= 5 for f in injected), windows
         assert all(n <= 1 for f, n in windows.items() if f not in injected), windows
         assert datetime.fromisoformat(model["first_detection"]) > injected_at
-        # Sequential detectors watch the training profile: the drifted features alert, clean ones
-        # do not, and the first alert comes before the first window that shows the drift closes.
-        assert injected <= set(model["alerted_features"]) <= injected, model
-        first_alert = datetime.fromisoformat(model["first_alert"])
-        assert injected_at <= first_alert < datetime.fromisoformat(model["first_detection"]), model
+        # Episode monitors watch the training profile: each drifted feature opens one episode (the
+        # drift lasts), clean ones none, and the first opens before the first window that shows
+        # the drift closes.
+        assert sorted(model["episode_features"]) == sorted(injected), model
+        assert model["drift_episodes"] == len(injected), model
+        first_episode = datetime.fromisoformat(model["first_episode"])
+        assert injected_at <= first_episode < datetime.fromisoformat(model["first_detection"]), model
     champion = drifting[0]
     assert champion["retrain_triggers"] >= 1 and champion["retrain_jobs_succeeded"] >= 1
     assert champion["accuracy_after"] < champion["accuracy_before"] - 0.15
     for clean in (m for m in summary["models"] if m["model_id"] != DRIFTING_MODEL):
         assert clean["injected_drift"] == [] and clean["retrain_triggers"] == 0, clean
         assert all(n <= 1 for n in clean["drifted_windows"].values()), clean
-        assert clean["alerted_features"] == [], clean
+        assert clean["episode_features"] == [], clean
     assert sum(summary["dead_letters"].values()) == summary["events"]["malformed-predictions"]
 
     report = Path(summary["report"])

@@ -127,6 +127,7 @@ def test_dashboard_has_the_panels_and_templated_sql_only() -> None:
     assert kinds["Drifted features (latest window)"] == "table"
     assert kinds["Model drift verdict"] == "state-timeline"
     assert kinds["Retrain triggers and jobs"] == "table"
+    assert kinds["Drift episodes"] == "table"
     assert {"Accuracy / MAE", "Label coverage", "Label delay p50 / p99",
             "Dead letters by error kind"} <= set(kinds)
     assert {v["name"] for v in _variables(dashboard)} == {"model", "version", "window_size"}
@@ -193,6 +194,7 @@ def test_every_query_runs_on_the_schema_and_returns_data(seeded: tuple[Client, i
     time_from = datetime.fromtimestamp(start_ms / 1000 - 3600, UTC)
     time_to = datetime.fromtimestamp(start_ms / 1000 + 86_400, UTC)
     variables = _resolve_variables(client, dashboard, time_from, time_to)
+    shift_start = datetime.fromtimestamp(start_ms / 1000 + seed_data.SHIFT_S, UTC)
     assert variables == {"model": ["churn"], "version": ["1", "2"], "window_size": ["300"]}
 
     results: dict[str, tuple[list[str], list[Sequence[Any]]]] = {}
@@ -216,6 +218,11 @@ def test_every_query_runs_on_the_schema_and_returns_data(seeded: tuple[Client, i
 
     columns, drifted = results["Drifted features (latest window)"]
     assert {row[columns.index("feature")] for row in drifted} == {seed_data.DRIFTED_FEATURE}
+
+    columns, episodes = results["Drift episodes"]
+    # No training profile in the seed: the error stream's episodes (after the concept drift) only.
+    assert {row[columns.index("feature")] for row in episodes} == {"__error__"}, episodes
+    assert all(row[columns.index("opened_at")].replace(tzinfo=UTC) >= shift_start for row in episodes)
 
     columns, jobs = results["Retrain triggers and jobs"]
     statuses = sorted(row[columns.index("status")] for row in jobs)

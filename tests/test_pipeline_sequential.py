@@ -1,10 +1,12 @@
-"""Sequential detectors inside the pipeline: stage-1 feature banks and the stage-2 error stream.
+"""Drift episodes inside the pipeline: stage-1 feature monitors and the stage-2 error stream.
 
 One model, 20 features, 3 of which shift at minute 30 together with a concept drift, with a
-training profile published before the traffic. The shifted features (and only they) raise
-drift_alerts soon after the shift, long before the window that first shows the drift closes; the
-error stream alarms after the concept drift; the alerts become retrain evidence; and the alerts
-are a function of the logs alone (batching, interleaving, crash/restore change nothing).
+training profile published before the traffic. The shift lasts to the end of the stream. Each
+shifted feature (and only they) opens ONE drift episode soon after the shift, long before the
+window that first shows the drift closes, and it stays open, kept current, with no further alarm
+rows; the error stream opens its own episode after the concept drift; the episodes are retrain
+evidence; and episodes and their events are a function of the logs alone (batching,
+interleaving, crash/restore change nothing).
 """
 
 from __future__ import annotations
@@ -84,54 +86,86 @@ def _canonical(rows: dict[str, list[dict[str, object]]]) -> dict[str, list[bytes
     return {t: sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rs) for t, rs in rows.items()}
 
 
-def test_only_shifted_features_alert_and_soon_after_the_shift(baseline: InProcessPipeline) -> None:
-    alerts = [a for a in baseline.rows["drift_alerts"] if a["source"] == "features"]
-    assert {a["feature"] for a in alerts} == set(SHIFTED), alerts
-    assert all(a["event_time"] >= SHIFT_MS for a in alerts), "an alert before the shift: a false alarm"
-    for feature in SHIFTED:
-        first = min(a["event_time"] for a in alerts if a["feature"] == feature)
+def latest_episodes(rows: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """drift_episodes as FINAL reads it: the row with the highest version per episode."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows["drift_episodes"]:
+        if r["episode_id"] not in latest or r["version"] > latest[r["episode_id"]]["version"]:
+            latest[r["episode_id"]] = r
+    return latest
+
+
+def test_each_shifted_feature_opens_one_episode_soon_after_the_shift(baseline: InProcessPipeline) -> None:
+    episodes = [e for e in latest_episodes(baseline.rows).values() if e["source"] == "features"]
+    assert sorted(e["feature"] for e in episodes) == sorted(SHIFTED), episodes  # one each, no other
+    for e in episodes:
         # A 1-sd shift at 20 events/s: within a minute of event time, where the first drifted
         # window only closes at the end of its 5-minute window.
-        assert first - SHIFT_MS < 60_000, (feature, first - SHIFT_MS)
+        assert SHIFT_MS <= e["opened_at"] < SHIFT_MS + 60_000, e
+        # the shift lasts: still open at the end, kept current, seen by both shards
+        assert e["status"] == "open" and e["closed_at"] is None and e["shards"] == [0, 1], e
+        # ... up to the last window stage 2 closed (the clock that applies the shards' reports)
+        last_closed = max(r["window_end"] for r in baseline.rows["model_drift"])
+        assert e["last_seen"] == last_closed - 1 and e["events_seen"] > 25_000, e
+        assert e["opened_statistic"] >= e["opened_threshold"] > 0 and e["arl"] >= 1e6 and e["reference_id"]
+        assert e["opened_component"] and e["opened_prediction_id"]
+        if e["feature_kind"] == "numeric":
+            assert e["unit"] == "sd" and 0.8 < e["magnitude"] < 1.2, e  # the simulator's 1 sd
+        else:
+            assert e["unit"] == "psi" and e["magnitude"] > 0.1, e
     drifted_ends = [r["window_end"] for r in baseline.rows["model_drift"] if r["drifted"]]
-    assert min(a["event_time"] for a in alerts) < min(drifted_ends) - 120_000
-    for a in alerts:
-        assert a["statistic"] >= a["threshold"] > 0 and a["arl"] >= 1e6 and a["reference_id"]
-        assert a["component"] and a["prediction_id"] and a["feature_kind"] in ("numeric", "categorical")
+    assert min(e["opened_at"] for e in episodes) < min(drifted_ends) - 120_000
+    # drift_alerts is the log of the episodes' events: one opening per episode, no alarm flood
+    events = [a for a in baseline.rows["drift_alerts"] if a["source"] == "features"]
+    assert sorted((a["feature"], a["event_kind"]) for a in events) == sorted((f, "opened") for f in SHIFTED)
+    assert {a["episode_id"] for a in events} == {e["episode_id"] for e in episodes}
+    # one row version per 5-minute bucket in which an episode changed, at most
+    versions = [(r["episode_id"], r["version"]) for r in baseline.rows["drift_episodes"]]
+    assert len(versions) == len(set(versions))
 
 
-def test_error_stream_alerts_after_the_concept_drift_only(baseline: InProcessPipeline) -> None:
-    errors = [a for a in baseline.rows["drift_alerts"] if a["source"] == "errors"]
-    assert errors, "the accuracy drop (0.9 -> ~0.58) must raise an error-stream alert"
-    assert all(a["feature"] == "__error__" and a["event_time"] >= SHIFT_MS for a in errors), errors
-    assert min(a["event_time"] for a in errors) < SHIFT_MS + 300_000
-    assert errors[0]["reference_id"] == "baseline"  # the training profile carries the accuracy
+def test_error_stream_opens_an_episode_after_the_concept_drift_only(baseline: InProcessPipeline) -> None:
+    errors = [e for e in latest_episodes(baseline.rows).values() if e["source"] == "errors"]
+    assert len(errors) == 1, "the accuracy drop (0.9 -> ~0.58) must open one error-stream episode"
+    episode = errors[0]
+    assert episode["feature"] == "__error__" and episode["unit"] == "rate_ratio"
+    assert SHIFT_MS <= episode["opened_at"] < SHIFT_MS + 300_000
+    assert episode["magnitude"] > 2 and episode["status"] == "open"
+    assert episode["reference_id"] == "baseline"  # the training profile carries the accuracy
 
 
-def test_alerts_are_retrain_evidence(baseline: InProcessPipeline) -> None:
-    triggers = [orjson.loads(t) for t in baseline.triggers if orjson.loads(t)["reason"] == "drift"]
-    assert triggers
-    windows = triggers[0]["evidence"]["windows"]
-    assert any(w["evidence"].get("sequential_alerts") for w in windows), windows
+def test_episodes_are_retrain_evidence(baseline: InProcessPipeline) -> None:
+    triggers = [orjson.loads(t) for t in baseline.triggers]
+    drift = [t for t in triggers if t["reason"] == "drift"]
+    assert len(drift) == 1, "a lasting shift is one change: one data-drift trigger"
+    features = {e["episode_id"] for e in latest_episodes(baseline.rows).values() if e["source"] == "features"}
+    assert set(drift[0]["evidence"]["episodes"]) == features
+    windows = drift[0]["evidence"]["windows"]
+    assert any(w["evidence"].get("episode_events") for w in windows), windows
+    assert any(t["reason"] == "concept_drift" for t in triggers)
 
 
-def test_alerts_without_a_training_profile_come_from_the_error_stream_only(stream: list[RawRecord]) -> None:
+def test_episodes_without_a_training_profile_come_from_the_error_stream_only(
+    stream: list[RawRecord],
+) -> None:
     pipeline = InProcessPipeline(_settings())
     for i in range(0, len(stream), 3000):
         pipeline.feed(stream[i : i + 3000])
     assert {a["source"] for a in pipeline.rows["drift_alerts"]} == {"errors"}
+    assert {e["source"] for e in pipeline.rows["drift_episodes"]} == {"errors"}
     assert all(a["reference_id"] == "warmup" for a in pipeline.rows["drift_alerts"])
 
 
-def test_disabled_means_no_alerts(stream: list[RawRecord], profiles: list[bytes]) -> None:
-    # The whole stream, shift included: enabled, it alerts (see the baseline tests).
+def test_disabled_means_no_episodes(stream: list[RawRecord], profiles: list[bytes]) -> None:
+    # The whole stream, shift included: enabled, it opens episodes (see the baseline tests).
     pipeline = InProcessPipeline(_settings(sequential={"enabled": False}), profiles=profiles)
     for i in range(0, len(stream), 3000):
         pipeline.feed(stream[i : i + 3000])
     assert pipeline.rows["model_drift"] and not pipeline.rows.get("drift_alerts")
+    assert not pipeline.rows.get("drift_episodes")
 
 
-def test_alerts_do_not_depend_on_batching(
+def test_episodes_do_not_depend_on_batching(
     stream: list[RawRecord], profiles: list[bytes], baseline: InProcessPipeline
 ) -> None:
     rng = random.Random(5)
@@ -144,12 +178,13 @@ def test_alerts_do_not_depend_on_batching(
     assert _canonical(other.rows) == _canonical(baseline.rows)
 
 
-def test_crash_and_restore_reproduces_the_alerts(
+def test_crash_and_restore_reproduces_the_episodes(
     stream: list[RawRecord], profiles: list[bytes], baseline: InProcessPipeline, feed_with_crashes: Any
 ) -> None:
     batches = [stream[i : i + 1700] for i in range(0, len(stream), 1700)]
     crash_at = {len(batches) // 2 + 1, (3 * len(batches)) // 4}
     pipeline = InProcessPipeline(_settings(), profiles=profiles)
     deduped = feed_with_crashes(pipeline, batches, crash_at, every=5)
+    assert _canonical(deduped)["drift_episodes"] == _canonical(baseline.rows)["drift_episodes"]
     assert _canonical(deduped)["drift_alerts"] == _canonical(baseline.rows)["drift_alerts"]
     assert _canonical(deduped) == _canonical(baseline.rows)

@@ -124,4 +124,7 @@ def clean_tables(fault_stream: Stream, fault_root: Path) -> dict[str, list[list[
     # x1 shifts by 1.5 sd mid-stream: the feature detectors must see it, and only it.
     features = {row[4] for row in tables["drift_alerts"] if row[6] == "features"}
     assert features == {"x1"}, tables["drift_alerts"]
+    # ... as one episode across shards (the shift lasts), not an alarm per shard or per interval
+    episodes = [row for row in tables["drift_episodes"] if row[6] == "features"]
+    assert [row[4] for row in episodes] == ["x1"], tables["drift_episodes"]
     return tables

@@ -48,6 +48,7 @@ TABLES = (
     "reference_profiles",
     "retrain_triggers",
     "drift_alerts",
+    "drift_episodes",
 )
 # Every topic but the recorded input: each run gets its own.
 INTERNAL = tuple(t for t in TopicSettings.topic_fields() if t not in ("predictions", "labels"))

@@ -181,12 +181,12 @@ def render_html(summary: dict[str, Any], truth: dict[str, Any], rows: Rows) -> s
     models = summary["models"]
     table = _table(
         ["model", "version", "role", "injected drift", "detected drift (windows)", "first detection",
-         "sequential alerts (features)", "first alert", "error alerts", "accuracy before", "accuracy after",
+         "drift episodes (features)", "first episode", "error episodes", "accuracy before", "accuracy after",
          "alarms", "triggers", "jobs succeeded"],
         [[m["model_id"], m["model_version"], m["role"], ", ".join(m["injected_drift"]) or "-",
           ", ".join(m["detected_drift"]) or "-", m["first_detection"] or "-",
-          ", ".join(m.get("alerted_features", [])) or "-", m.get("first_alert") or "-",
-          m.get("error_alerts", 0), m["accuracy_before"],
+          ", ".join(m.get("episode_features", [])) or "-", m.get("first_episode") or "-",
+          m.get("error_episodes", 0), m["accuracy_before"],
           m["accuracy_after"], m["detector_alarms"], m["retrain_triggers"], m["retrain_jobs_succeeded"]]
          for m in models],
     )

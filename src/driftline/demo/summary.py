@@ -50,9 +50,10 @@ def queries() -> dict[str, str]:
             "SELECT trigger_id, attempt, model_id, model_version, status FROM retrain_jobs FINAL "
             "WHERE run_id = '' ORDER BY trigger_id, attempt"
         ),
-        "alerts": (
-            "SELECT model_id, model_version, feature, source, toUnixTimestamp64Milli(event_time) AS time_ms "
-            "FROM drift_alerts FINAL WHERE run_id = '' ORDER BY model_id, model_version, time_ms"
+        "episodes": (
+            "SELECT model_id, model_version, feature, source, status, escalations, "
+            "toUnixTimestamp64Milli(opened_at) AS time_ms "
+            "FROM drift_episodes FINAL WHERE run_id = '' ORDER BY model_id, model_version, time_ms"
         ),
         "dead_letters": (
             "SELECT error_kind, count() AS n FROM dead_letters FINAL WHERE run_id = '' "
@@ -173,9 +174,9 @@ def model_summary(truth: dict[str, Any], rows: Rows, split_ms: int) -> list[Row]
         detected = found.get(key, {})
         first = min((min(ends) for ends in detected.values()), default=None)
         concept = model.get("concept_drift")
-        alerts = [r for r in rows.get("alerts", []) if _key(r) == key]
-        feature_alerts = [r for r in alerts if r["source"] == "features"]
-        first_alert = min((int(r["time_ms"]) for r in feature_alerts), default=None)
+        episodes = [r for r in rows.get("episodes", []) if _key(r) == key]
+        feature_episodes = [r for r in episodes if r["source"] == "features"]
+        first_episode = min((int(r["time_ms"]) for r in feature_episodes), default=None)
         out.append(
             {
                 "model_id": model_id,
@@ -189,10 +190,11 @@ def model_summary(truth: dict[str, Any], rows: Rows, split_ms: int) -> list[Row]
                 "missed": sorted(set(injected) - set(detected)),
                 "drifted_windows": {feature: len(ends) for feature, ends in sorted(detected.items())},
                 "first_detection": rfc3339(first),
-                "sequential_alerts": len(feature_alerts),
-                "alerted_features": sorted({str(r["feature"]) for r in feature_alerts}),
-                "first_alert": rfc3339(first_alert),
-                "error_alerts": len(alerts) - len(feature_alerts),
+                "drift_episodes": len(feature_episodes),
+                "episode_features": sorted({str(r["feature"]) for r in feature_episodes}),
+                "first_episode": rfc3339(first_episode),
+                "escalations": sum(int(r["escalations"]) for r in feature_episodes),
+                "error_episodes": len(episodes) - len(feature_episodes),
                 "accuracy_before": weighted_accuracy(rows["metrics"], key, 0, split_ms),
                 "accuracy_after": weighted_accuracy(rows["metrics"], key, split_ms, 2**63),
                 "expected_accuracy": model["expected_accuracy"].get(version),

@@ -1,47 +1,57 @@
-"""Sequential detectors wired to reference profiles: one bank per (model, version) and stream.
+"""Drift episode monitors wired to reference profiles: one bank per (model, version) and stream.
 
-:class:`FeatureWatch` keeps, for every model a stream (a stage-1 shard) sees, one sequential
-detector per profiled feature (:mod:`driftline.operators.sequential`) and turns their alarms into
-:class:`FeatureAlert` records. :class:`ErrorWatch` does the same for a classifier's error stream.
+:class:`FeatureWatch` keeps, for every model a stream (a stage-1 shard) sees, one
+:class:`~driftline.operators.episodes.EpisodeMonitor` per profiled feature and turns what they
+see into *episode reports*: the monitors' events (``opened`` / ``escalated`` / ``closed``) and,
+while an episode is open, a ``status`` report each time the stream's event time crosses the
+``status_grid_ms`` grid (the episode's values seen and current magnitude), so the episode's row is
+kept current while the shift persists. :class:`ErrorWatch` does the same for a classifier's error
+stream. Stage 2 merges the reports of all shards into one episode per (model, version, feature)
+(:mod:`driftline.pipeline.episodes`).
 
 False alarms are budgeted per model: ``false_alarms_per_million`` over *all* of the model's
-features, so each feature's detector gets the run length ``feature_arl(10**6 / rate, F)``
-(Bonferroni over features; over time the run length between false alarms is what a CUSUM
-controls). Shards see disjoint parts of a model's traffic, so splitting the stream over shards
-does not change the budget: the alarm rate is per event, wherever the event is watched.
+features, so each feature's monitor gets the run length ``feature_arl(10**6 / rate, F)``
+(Bonferroni over features). Shards see disjoint parts of a model's traffic, so splitting the
+stream over shards does not change the budget: the alarm rate is per event, wherever it is
+watched. A lasting shift is one episode, so reports are bounded by construction: per feature and
+shard, one event per change and one status per grid interval while an episode is open.
 
-Alert rows are rate-limited per feature: a detector restarts after each alarm, so a drift that
-persists would alarm every few dozen events; only the first alarm of a feature in each event-time
-``alert_interval_ms`` bucket (``t - t % interval``) becomes an alert, the rest are counted in
-``suppressed``. A persisting drift thus gives one alert per feature per interval.
+A report's ``event_time`` is the largest event time the model's stream has shown on this shard up
+to the value it reports on (events may arrive slightly out of order): it never decreases along the
+stream, so stage 2 can order reports by time without reordering one shard's reports.
 
 Which profile applies: the newest *training* profile whose ``effective_from_ms`` is at or before
 the event time. A model's bank only ever moves forward to a newer profile (an event slightly out
-of order does not switch back); switching starts fresh detectors. Events before any profile is
-effective are not watched. All of this is a function of the order events are observed in, never
-of how they are batched, so a restored shard reproduces the same alerts.
+of order does not switch back); switching closes the open episodes (reason ``new_profile``) and
+starts fresh monitors. Events before any profile is effective are not watched. All of this is a
+function of the order events are observed in, never of how they are batched, so a restored shard
+reproduces the same reports.
 
 >>> from driftline.operators.profile import build_profile
 >>> import numpy as np
 >>> rng = np.random.default_rng(1)
 >>> profile = build_profile("m", "1", {"x": rng.normal(size=5000)}, label_column=None,
 ...                         prediction_column=None, bins=10, top_k=5, created_at_ms=0)
->>> watch = FeatureWatch(false_alarms_per_million=1.0, alert_interval_ms=60_000)
+>>> watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000)
 >>> watch.add_profile(profile)
 True
 >>> quiet = [{"x": float(v)} for v in rng.normal(size=2000)]
 >>> watch.observe("m", "1", list(range(2000)), [f"p{i}" for i in range(2000)], quiet)
 []
->>> shifted = [{"x": float(v)} for v in rng.normal(1.0, 1.0, size=2000)]
->>> alerts = watch.observe("m", "1", list(range(2000, 4000)), [f"q{i}" for i in range(2000)], shifted)
->>> [(a.feature, a.event_time < 2200) for a in alerts], watch.suppressed > 0
-([('x', True)], True)
+>>> shifted = [{"x": float(v)} for v in rng.normal(1.0, 1.0, size=4000)]
+>>> reports = watch.observe("m", "1", list(range(2000, 6000)), [f"q{i}" for i in range(4000)], shifted)
+>>> [(r["kind"], r["event_time"]) for r in reports if r["kind"] != "status"][0][0]
+'opened'
+>>> opened = reports[0]
+>>> opened["event_time"] < 2200, round(opened["magnitude"]), opened["unit"]
+(True, 1, 'sd')
+>>> [r["event_time"] for r in reports if r["kind"] == "status"]   # once a second while open
+[2999, 3999, 4999]
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,73 +59,100 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftline.operators.profile import ReferenceProfile
-from driftline.operators.sequential import (
-    Alarm,
-    BinaryDetector,
-    CategoricalDetector,
-    NumericDetector,
-    detector_for_profile,
-    feature_arl,
+from driftline.operators.episodes import (
+    DEFAULT_LEARNING,
+    DEFAULT_MIN_EFFECT_SD,
+    DEFAULT_MIN_RATE_RATIO,
+    EpisodeEvent,
+    EpisodeMonitor,
 )
+from driftline.operators.profile import ReferenceProfile
+from driftline.operators.sequential import feature_arl
 
 ERROR_FEATURE = "__error__"
+NO_TIME = -(2**62)
 
 
-@dataclass(frozen=True)
-class FeatureAlert:
-    """A sequential detector's alarm on one event of one model."""
-
-    model_id: str
-    model_version: str
-    feature: str
-    kind: str  # numeric | categorical | binary
-    component: str  # which CUSUM of the bank fired
-    statistic: float
-    threshold: float
-    arl: float  # configured mean run length of this detector between false alarms
-    event_time: int
-    prediction_id: str
-    observation_index: int  # 0-based among the values this detector has counted
-    profile_id: str
-
-    def alert_id(self, stream: str) -> str:
-        """Deterministic id: the same alarm re-derived after a restart has the same id."""
-        key = "\x1f".join(
-            (stream, self.model_id, self.model_version, self.feature, self.profile_id,
-             str(self.observation_index))
-        )
-        return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-Detector = NumericDetector | CategoricalDetector
+def episode_report(
+    feature: str,
+    feature_kind: str,
+    monitor: EpisodeMonitor,
+    event: EpisodeEvent | None,
+    event_time: int,
+    prediction_id: str,
+    reference_id: str,
+    reference_from: int,
+) -> dict[str, Any]:
+    """One report for stage 2: a monitor's event, or (``event`` None) its open episode's status."""
+    kind: str
+    if event is not None:
+        kind, reason, count = event.kind, event.reason, event.index + 1
+        magnitude = peak = event.magnitude
+        component, statistic, threshold = event.component, event.statistic, event.threshold
+    else:
+        state = monitor.episode
+        assert state is not None
+        kind, reason, count = "status", "", monitor.n
+        magnitude, peak = state.magnitude, state.peak_magnitude
+        component, statistic, threshold = "", 0.0, 0.0
+    return {
+        "kind": kind,
+        "reason": reason,
+        "feature": feature,
+        "feature_kind": feature_kind,
+        "unit": monitor.unit,
+        "event_time": int(event_time),
+        "count": int(count),
+        "magnitude": float(magnitude),
+        "peak_magnitude": float(peak),
+        "component": component,
+        "statistic": float(statistic),
+        "threshold": float(threshold),
+        "prediction_id": prediction_id,
+        "reference_id": reference_id,
+        "reference_from": int(reference_from),
+        "arl": float(monitor.arl),
+    }
 
 
 @dataclass
 class _Bank:
     profile_index: int
-    profile_id: str
-    arl: float
-    detectors: dict[str, Detector]
+    profile: ReferenceProfile
+    monitors: dict[str, EpisodeMonitor]
 
 
 @dataclass
 class _ModelWatch:
     profiles: list[ReferenceProfile] = field(default_factory=list)
     bank: _Bank | None = None
-    last_alert: dict[str, int] = field(default_factory=dict)  # feature -> interval of its last alert
+    last_time: int = NO_TIME  # largest event time of the model observed so far
 
 
 class FeatureWatch:
-    """Per-model banks of sequential feature detectors for one stream (see module docstring)."""
+    """Per-model banks of feature episode monitors for one stream (see module docstring)."""
 
-    def __init__(self, false_alarms_per_million: float, alert_interval_ms: int) -> None:
-        if alert_interval_ms <= 0:
-            raise ValueError("alert_interval_ms must be positive")
+    def __init__(self, false_alarms_per_million: float, *, status_grid_ms: int,
+                 min_effect_sd: float = DEFAULT_MIN_EFFECT_SD, learning: int = DEFAULT_LEARNING) -> None:
+        if status_grid_ms <= 0:
+            raise ValueError("status_grid_ms must be positive")
         self.model_arl = 1_000_000.0 / false_alarms_per_million
-        self.alert_interval_ms = alert_interval_ms
-        self.suppressed = 0
+        self.status_grid_ms = status_grid_ms
+        self.min_effect_sd = min_effect_sd
+        self.learning = learning
         self._models: dict[tuple[str, str], _ModelWatch] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "status_grid_ms" not in state:
+            # A checkpoint from before episodes (bare detectors, alarms rate-limited per interval):
+            # its profiles are kept, monitors start afresh with the next event.
+            for watch in state["_models"].values():
+                watch.__dict__.pop("last_alert", None)
+                watch.bank, watch.last_time = None, NO_TIME
+            state = {"model_arl": state["model_arl"], "status_grid_ms": state["alert_interval_ms"],
+                     "min_effect_sd": DEFAULT_MIN_EFFECT_SD, "learning": DEFAULT_LEARNING,
+                     "_models": state["_models"]}
+        self.__dict__.update(state)
 
     def add_profile(self, profile: ReferenceProfile) -> bool:
         """Register a training profile; False for one already known or not from training."""
@@ -138,8 +175,14 @@ class FeatureWatch:
     def models(self) -> list[tuple[str, str]]:
         return sorted(k for k, w in self._models.items() if w.profiles)
 
-    def detector_count(self) -> int:
-        return sum(len(w.bank.detectors) for w in self._models.values() if w.bank is not None)
+    def monitor_count(self) -> int:
+        return sum(len(w.bank.monitors) for w in self._models.values() if w.bank is not None)
+
+    def open_episodes(self) -> int:
+        return sum(
+            1 for w in self._models.values() if w.bank is not None
+            for m in w.bank.monitors.values() if m.episode is not None
+        )
 
     def observe(
         self,
@@ -148,63 +191,75 @@ class FeatureWatch:
         times: Sequence[int],
         prediction_ids: Sequence[str],
         features: Sequence[dict[str, Any]],
-    ) -> list[FeatureAlert]:
-        """Feed one model's events in stream order; returns the alarms they raised, in order."""
+    ) -> list[dict[str, Any]]:
+        """Feed one model's events in stream order; returns the episode reports, in stream order
+        per feature (features in name order)."""
         watch = self._models.get((model_id, model_version))
         if watch is None or not watch.profiles or not times:
             return []
+        stamps = np.asarray(times, dtype=np.int64)
+        running = np.maximum.accumulate(np.maximum(stamps, watch.last_time))
+        previous = np.concatenate(([watch.last_time], running[:-1]))
+        grid = self.status_grid_ms
+        crossings = np.flatnonzero(running // grid > previous // grid)  # rows that cross the grid
+        watch.last_time = int(running[-1])
         effective = np.asarray([p.effective_from_ms for p in watch.profiles], dtype=np.int64)
-        wanted = np.searchsorted(effective, np.asarray(times, dtype=np.int64), side="right") - 1
+        wanted = np.searchsorted(effective, stamps, side="right") - 1
         floor = watch.bank.profile_index if watch.bank is not None else -1
         wanted = np.maximum.accumulate(np.maximum(wanted, floor))  # never move back
-        alerts: list[FeatureAlert] = []
+        reports: list[dict[str, Any]] = []
         for index in np.unique(wanted):
             if index < 0:
                 continue
             rows = np.flatnonzero(wanted == index)
-            if watch.bank is None or watch.bank.profile_index != index:
-                watch.bank = self._bank(watch.profiles[int(index)], int(index))
             lo, hi = int(rows[0]), int(rows[-1]) + 1
-            alerts.extend(
-                self._feed(model_id, model_version, watch.bank, times[lo:hi], prediction_ids[lo:hi],
-                           features[lo:hi])
+            if watch.bank is None or watch.bank.profile_index != index:
+                if watch.bank is not None:
+                    reports.extend(self._close_bank(watch.bank, int(running[lo]), prediction_ids[lo]))
+                watch.bank = self._bank(watch.profiles[int(index)], int(index))
+            cuts = crossings[(crossings >= lo) & (crossings < hi)] - lo
+            reports.extend(
+                self._feed(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi], features[lo:hi])
             )
-        alerts.sort(key=lambda a: (a.event_time, a.feature, a.observation_index))
-        return self._rate_limited(watch, alerts)
-
-    def _rate_limited(self, watch: _ModelWatch, alerts: list[FeatureAlert]) -> list[FeatureAlert]:
-        kept = []
-        for alert in alerts:
-            interval = alert.event_time - alert.event_time % self.alert_interval_ms
-            if watch.last_alert.get(alert.feature) == interval:
-                self.suppressed += 1
-                continue
-            watch.last_alert[alert.feature] = interval
-            kept.append(alert)
-        return kept
+        return reports
 
     def _bank(self, profile: ReferenceProfile, index: int) -> _Bank:
         arl = feature_arl(self.model_arl, len(profile.features))
-        detectors = {
-            name: detector_for_profile(fprofile, arl=arl)
+        monitors = {
+            name: EpisodeMonitor.for_profile(fprofile, arl=arl, min_effect=self.min_effect_sd,
+                                             learning=self.learning)
             for name, fprofile in sorted(profile.features.items())
         }
-        return _Bank(index, profile.profile_id, arl, detectors)
+        return _Bank(index, profile, monitors)
+
+    def _close_bank(self, bank: _Bank, at: int, prediction_id: str) -> list[dict[str, Any]]:
+        """A newer profile applies: the open episodes of the old bank end here."""
+        reports = []
+        for name, monitor in bank.monitors.items():
+            event = monitor.close("new_profile")
+            if event is not None:
+                reports.append(self._report(bank, name, monitor, event, at, prediction_id))
+        return reports
+
+    def _report(self, bank: _Bank, name: str, monitor: EpisodeMonitor, event: EpisodeEvent | None,
+                at: int, prediction_id: str) -> dict[str, Any]:
+        return episode_report(name, monitor.kind, monitor, event, at, prediction_id,
+                              bank.profile.profile_id, bank.profile.effective_from_ms)
 
     def _feed(
         self,
-        model_id: str,
-        model_version: str,
         bank: _Bank,
-        times: Sequence[int],
+        running: npt.NDArray[np.int64],
+        cuts: npt.NDArray[np.int64],
         prediction_ids: Sequence[str],
         features: Sequence[dict[str, Any]],
-    ) -> list[FeatureAlert]:
-        alerts = []
-        for name, detector in bank.detectors.items():
+    ) -> list[dict[str, Any]]:
+        reports = []
+        grid = self.status_grid_ms
+        for name, monitor in bank.monitors.items():
             raw = [f.get(name) for f in features]
             values: Any
-            if detector.kind == "numeric":
+            if monitor.kind == "numeric":
                 numbers = _floats(raw)
                 positions = np.flatnonzero(np.isfinite(numbers))
                 values = numbers[positions]
@@ -213,21 +268,22 @@ class FeatureWatch:
                 # are not watched: windows count them as missing/invalid.
                 kept = [(i, v) for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
                 positions = np.asarray([i for i, _ in kept], dtype=np.int64)
-                values = [v for _, v in kept]  # the detector maps them with category_key
-            if not len(positions):
-                continue
-            before = detector.n
-            for alarm in detector.update_many(values):
-                at = int(positions[alarm.index - before])
-                alerts.append(_alert(model_id, model_version, name, detector.kind, alarm, bank.arl,
-                                     int(times[at]), prediction_ids[at], bank.profile_id))
-        return alerts
-
-
-def _alert(model_id: str, model_version: str, feature: str, kind: str, alarm: Alarm, arl: float,
-           event_time: int, prediction_id: str, profile_id: str) -> FeatureAlert:
-    return FeatureAlert(model_id, model_version, feature, kind, alarm.component, alarm.statistic,
-                        alarm.threshold, arl, event_time, prediction_id, alarm.index, profile_id)
+                values = [v for _, v in kept]  # the monitor maps them with category_key
+            # Values before each grid crossing, then the open episode's status as of the crossing.
+            start = 0
+            for cut in [*cuts.tolist(), None]:
+                stop = len(positions) if cut is None else int(np.searchsorted(positions, cut))
+                if stop > start:
+                    before = monitor.n
+                    for event in monitor.update_many(values[start:stop]):
+                        at = int(positions[start + event.index - before])
+                        reports.append(self._report(bank, name, monitor, event, int(running[at]),
+                                                    prediction_ids[at]))
+                    start = stop
+                if cut is not None and monitor.episode is not None:
+                    as_of = int(running[cut]) // grid * grid - 1
+                    reports.append(self._report(bank, name, monitor, None, as_of, ""))
+        return reports
 
 
 def _floats(raw: list[Any]) -> npt.NDArray[np.float64]:
@@ -243,66 +299,73 @@ def _floats(raw: list[Any]) -> npt.NDArray[np.float64]:
 
 
 class ErrorWatch:
-    """Sequential detector on one classifier's error stream (1 = wrong), fed in label-time order.
+    """Episode monitor on one classifier's error stream (1 = wrong), fed in label-time order.
 
     The reference error rate is ``1 - baseline accuracy`` of the training profile when there is
     one; otherwise the first ``warmup`` outcomes are the reference sample (they are watched from
     then on, never scored against themselves).
 
-    A baseline is an estimate from ``baseline_n`` training outcomes: the detector treats it as such
+    A baseline is an estimate from ``baseline_n`` training outcomes: the monitor treats it as such
     (the thresholds hold for every rate inside its confidence region, see
     :mod:`driftline.operators.sequential`); without ``baseline_n`` the rate is taken as exact.
-    Alarms are rate-limited like :class:`FeatureWatch`'s, by label time.
+    :meth:`observe` returns episode reports like :class:`FeatureWatch`'s (feature ``__error__``,
+    unit ``rate_ratio``), with a status as of ``as_of`` when an episode is open.
 
-    >>> watch = ErrorWatch(arl=1_000_000.0, warmup=1000, baseline_error=0.1, baseline_n=20_000,
-    ...                    alert_interval_ms=1_000)
+    >>> watch = ErrorWatch(arl=1_000_000.0, warmup=1000, baseline_error=0.1, baseline_n=20_000)
     >>> rng = np.random.default_rng(3)
-    >>> watch.observe(rng.random(5000) < 0.1, range(5000))
+    >>> ids = [f"p{i}" for i in range(10_000)]
+    >>> watch.observe(rng.random(5000) < 0.1, range(5000), ids[:5000], as_of=4999)
     []
-    >>> alarms = watch.observe(rng.random(5000) < 0.3, range(5000, 10_000))
-    >>> len(alarms) >= 1 and alarms[0][0] < 500
-    True
+    >>> reports = watch.observe(rng.random(5000) < 0.3, range(5000, 10_000), ids[5000:], as_of=9999)
+    >>> reports[0]["kind"], reports[0]["event_time"] < 5500, reports[0]["unit"]
+    ('opened', True, 'rate_ratio')
+    >>> reports[-1]["kind"], reports[-1]["event_time"], round(reports[-1]["magnitude"])  # 0.3 / 0.1
+    ('status', 9999, 3)
     """
 
     def __init__(self, arl: float, warmup: int, baseline_error: float | None, *,
-                 baseline_n: int | None = None, alert_interval_ms: int) -> None:
+                 baseline_n: int | None = None, min_ratio: float = DEFAULT_MIN_RATE_RATIO,
+                 learning: int = DEFAULT_LEARNING) -> None:
         self.arl = arl
         self.warmup = warmup
-        self.alert_interval_ms = alert_interval_ms
-        self.detector: BinaryDetector | None = None
+        self.min_ratio = min_ratio
+        self.learning = learning
+        self.monitor: EpisodeMonitor | None = None
         self.reference_source = ""
-        self.suppressed = 0
-        self._last_alert: int | None = None
         self._sample: list[int] = []
         if baseline_error is not None:
-            rate = min(max(baseline_error, 1e-4), 0.9)
-            self.detector = BinaryDetector.from_rate(rate, arl=arl, n_reference=baseline_n)
-            self.reference_source = "baseline"
+            self._start(baseline_error, baseline_n, "baseline")
 
-    def observe(self, errors: npt.ArrayLike, times: Sequence[int]) -> list[tuple[int, Alarm]]:
-        """Feed errors (0/1) with their times, in order; returns (position in this call, alarm)."""
+    def _start(self, rate: float, n_reference: int | None, source: str) -> None:
+        self.monitor = EpisodeMonitor.from_rate(min(max(rate, 1e-4), 0.9), arl=self.arl,
+                                                n_reference=n_reference, min_ratio=self.min_ratio,
+                                                learning=self.learning)
+        self.reference_source = source
+
+    def observe(self, errors: npt.ArrayLike, times: Sequence[int], prediction_ids: Sequence[str], *,
+                as_of: int) -> list[dict[str, Any]]:
+        """Feed errors (0/1) with their label times and prediction ids, in order; returns the
+        episode reports, then the open episode's status as of ``as_of``."""
         values = np.asarray(errors, dtype=np.int64)
         start = 0
-        if self.detector is None:
+        if self.monitor is None:
             start = min(self.warmup - len(self._sample), len(values))
             self._sample.extend(values[:start].tolist())
             if len(self._sample) < self.warmup:
                 return []
-            self.detector = BinaryDetector.from_reference(np.asarray(self._sample), arl=self.arl)
-            self.reference_source = "warmup"
+            self._start(float(np.mean(self._sample)), len(self._sample), "warmup")
             self._sample = []
+        assert self.monitor is not None
+        monitor = self.monitor
         rest = values[start:]
-        if not len(rest):
-            return []
-        before = self.detector.n
-        kept = []
-        for alarm in self.detector.update_many(rest):
-            position = start + alarm.index - before
-            t = int(times[position])
-            interval = t - t % self.alert_interval_ms
-            if interval == self._last_alert:
-                self.suppressed += 1
-                continue
-            self._last_alert = interval
-            kept.append((position, alarm))
-        return kept
+        reports = []
+        if len(rest):
+            before = monitor.n
+            for event in monitor.update_many(rest):
+                position = start + event.index - before
+                reports.append(episode_report(ERROR_FEATURE, "binary", monitor, event, int(times[position]),
+                                              prediction_ids[position], self.reference_source, 0))
+        if monitor.episode is not None:
+            reports.append(episode_report(ERROR_FEATURE, "binary", monitor, None, as_of, "",
+                                          self.reference_source, 0))
+        return reports

@@ -1,0 +1,397 @@
+"""Stage 2: shard-level drift episode reports merged into one episode per (model, version, feature).
+
+Stage-1 shards each watch a disjoint part of a model's traffic with their own episode monitors
+(:mod:`driftline.operators.episodes`), so one lasting shift opens an episode on every shard. The
+:class:`EpisodeMerger` turns their reports into ONE model-level episode:
+
+* it **opens** at the first shard's ``opened`` (in canonical order, below);
+* a shard that opens while it is open joins it (the same change, seen in another part of the
+  traffic); the episode **escalates** when a shard escalates (a further change) to an estimate at
+  least the minimum effect further from the reference than the episode's level (its magnitude at
+  opening or at its last escalation), or on the other side of it (``reversal``). Comparing each
+  report with the level, not a mean over shards with the previous mean, makes a further change
+  that every shard reports one escalation, not one per shard;
+* it **closes** when every shard that joined it has closed (``back_to_reference``), or at once
+  when a shard switched to a newer training profile (``new_profile``: a shard's report of that
+  close, or any report from the newer profile; reports from the older one are ignored from then
+  on);
+* ``status`` reports (a shard's open episode sampled on the event-time grid) keep ``last_seen``,
+  ``events_seen`` and ``magnitude`` current. The row's magnitude is the mean of the open shards'
+  estimates weighted by the values each has seen in the episode.
+
+Determinism: reports are buffered and applied in the order ``(event_time, feature, shard, count,
+kind)`` only once the clock (every shard's progress) has passed the end of their grid bucket, and
+an episode's row is written once per bucket in which it changed, with the bucket's end as the
+row version (a ReplacingMergeTree keeps the latest). Rows and events are therefore a function of
+the reports alone, not of how they interleave or are batched; a report re-sent by a restarted
+shard is recognised by its key or by its time (already applied) and ignored.
+
+>>> merger = EpisodeMerger(grid_ms=1000, min_effect={"sd": 0.1}, source="features")
+>>> def report(shard, kind, t, count, magnitude, reason=""):
+...     return {"shard": shard, "model_id": "m", "model_version": "1", "feature": "x",
+...             "feature_kind": "numeric", "unit": "sd", "kind": kind, "reason": reason,
+...             "event_time": t, "count": count, "magnitude": magnitude, "peak_magnitude": magnitude,
+...             "component": "mean+0.5", "statistic": 14.0, "threshold": 13.8, "prediction_id": "p",
+...             "reference_id": "r1", "reference_from": 0, "arl": 1e6}
+>>> for r in [report(0, "opened", 100, 50, 0.5), report(1, "opened", 300, 40, 0.6),
+...           report(0, "escalated", 1500, 900, 1.5, "larger"),
+...           report(1, "escalated", 1600, 800, 1.4, "larger"),
+...           report(0, "closed", 2100, 2000, 0.0, "back_to_reference")]:
+...     merger.add(r)
+>>> out = merger.advance(3000)
+>>> [(e["event_kind"], e["shard"], e["reason"]) for e in out.events]
+[('opened', 0, 'alarm'), ('escalated', 0, 'larger')]
+>>> [(r["status"], r["escalations"], r["shards"], r["version"]) for r in out.rows]
+[('open', 0, [0, 1], 1000), ('open', 1, [0, 1], 2000), ('open', 1, [0, 1], 3000)]
+>>> merger.add(report(1, "closed", 3200, 1800, 0.0, "back_to_reference"))
+>>> closed = merger.advance(4000)
+>>> closed.rows[0]["status"], closed.rows[0]["closed_at"], closed.events[0]["event_kind"]
+('closed', 3200, 'closed')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Report kinds in the order they apply when everything else ties: an event before the status
+# sampled after it.
+_KIND_ORDER = {"opened": 0, "escalated": 1, "closed": 2, "status": 3}
+# The value of each unit that means "as in the reference"; PSI has no direction.
+_NEUTRAL = {"sd": 0.0, "rate_ratio": 1.0, "psi": 0.0}
+_SIGNED = {"sd", "rate_ratio"}
+
+ModelKey = tuple[str, str]
+EpisodeKey = tuple[str, str, str]  # model_id, model_version, feature
+
+
+def report_key(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Identity of a shard-level report: a re-sent report has the same key."""
+    return (int(r["shard"]), r["feature"], r["reference_id"], int(r["count"]), r["kind"])
+
+
+def _order(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (int(r["event_time"]), r["feature"], int(r["shard"]), int(r["count"]), _KIND_ORDER[r["kind"]])
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+@dataclass
+class _ShardPart:
+    """One shard's share of a model-level episode."""
+
+    open: bool
+    opened_count: int  # the shard's count at its (latest) opening
+    seen_before: int  # values seen in earlier openings of this shard within the episode
+    count: int  # the shard's count at its latest report
+    magnitude: float
+
+    @property
+    def seen(self) -> int:
+        return self.seen_before + self.count - self.opened_count + 1
+
+
+@dataclass
+class Episode:
+    """A model-level drift episode (one row of ``drift_episodes``)."""
+
+    episode_id: str
+    model_id: str
+    model_version: str
+    feature: str
+    feature_kind: str
+    unit: str
+    reference_id: str
+    reference_from: int
+    arl: float
+    opened_at: int
+    opening: dict[str, Any]
+    level: float  # magnitude at opening or at the latest escalation
+    last_seen: int = 0
+    magnitude: float = 0.0
+    peak_magnitude: float = 0.0
+    escalations: int = 0
+    escalation: dict[str, Any] = field(default_factory=dict)
+    closed_at: int | None = None
+    close_reason: str = ""
+    n_events: int = 0  # events logged for this episode (numbers their ids)
+    parts: dict[int, _ShardPart] = field(default_factory=dict)
+
+
+@dataclass
+class MergeOutput:
+    """What applying reports produced: ``drift_episodes`` rows, ``drift_alerts`` rows (the
+    episode events opened / escalated / closed), in order."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: MergeOutput) -> None:
+        self.rows.extend(other.rows)
+        self.events.extend(other.events)
+
+
+class EpisodeMerger:
+    """Model-level drift episodes from shard-level reports (see module docstring).
+
+    ``grid_ms``: the event-time grid on which reports are applied and rows written (stage 2's
+    window grid for features, its outcome interval for the error stream). ``min_effect``: the
+    minimum effect of interest per unit. ``source``: ``features`` or ``errors`` (copied to rows).
+    """
+
+    def __init__(self, grid_ms: int, min_effect: Mapping[str, float], source: str, run_id: str = "",
+                 config_hash: str = "") -> None:
+        if grid_ms <= 0:
+            raise ValueError("grid_ms must be positive")
+        self.grid_ms = grid_ms
+        self.min_effect = dict(min_effect)
+        self.source = source
+        self.run_id = run_id
+        self.config_hash = config_hash
+        self.pending: dict[ModelKey, dict[tuple[Any, ...], dict[str, Any]]] = defaultdict(dict)
+        self.applied_until: dict[ModelKey, int] = {}
+        self.floor = -(2**62)  # applied_until of every model (the clock of advance without a model)
+        self.open: dict[EpisodeKey, Episode] = {}
+        self.reference: dict[ModelKey, tuple[int, str]] = {}  # newest (effective_from, id) reported
+        self.duplicates = 0
+        self.stale = 0  # reports from a training profile that a newer one replaced
+
+    # -- input -------------------------------------------------------------------------------
+
+    def add(self, report: Mapping[str, Any]) -> None:
+        """Buffer one shard-level report until the clock passes its bucket."""
+        model = (str(report["model_id"]), str(report["model_version"]))
+        if int(report["event_time"]) < self._until(model):
+            self.duplicates += 1  # re-sent by a restarted shard after it was applied
+            return
+        pending = self.pending[model]
+        key = report_key(report)
+        if key in pending:
+            self.duplicates += 1
+            return
+        pending[key] = dict(report)
+
+    def _until(self, model: ModelKey) -> int:
+        return max(self.floor, self.applied_until.get(model, self.floor))
+
+    def is_open(self, model_id: str, model_version: str, feature: str) -> bool:
+        return (model_id, model_version, feature) in self.open
+
+    def open_count(self) -> int:
+        return len(self.open)
+
+    # -- the clock ---------------------------------------------------------------------------
+
+    def advance(self, until: int, model: ModelKey | None = None) -> MergeOutput:
+        """Apply the buffered reports of every grid bucket that ends at or before ``until`` (of
+        one model, or of all); returns the rows and events, bucket by bucket."""
+        boundary = until - until % self.grid_ms
+        out = MergeOutput()
+        models = [model] if model is not None else sorted(self.pending)
+        for m in models:
+            pending = self.pending.get(m)
+            if not pending:
+                continue
+            due = sorted((r for r in pending.values() if int(r["event_time"]) < boundary), key=_order)
+            if not due:
+                continue
+            for key in [report_key(r) for r in due]:
+                del pending[key]
+            bucket_end: int | None = None
+            changed: dict[str, Episode] = {}  # by episode id: one closes, the next opens
+            for r in due:
+                t = int(r["event_time"])
+                end = t - t % self.grid_ms + self.grid_ms
+                if end != bucket_end:
+                    if bucket_end is not None:
+                        out.rows.extend(self._rows(changed, bucket_end))
+                    bucket_end, changed = end, {}
+                self._apply(r, changed, out)
+            if bucket_end is not None:
+                out.rows.extend(self._rows(changed, bucket_end))
+        if model is None:
+            self.floor = max(self.floor, boundary)
+        else:
+            self.applied_until[model] = max(self._until(model), boundary)
+        return out
+
+    def _rows(self, changed: dict[str, Episode], version: int) -> list[dict[str, Any]]:
+        rows = []
+        for episode in sorted(changed.values(), key=lambda e: (e.feature, e.opened_at, e.episode_id)):
+            rows.append(self._row(episode, version))
+            key = (episode.model_id, episode.model_version, episode.feature)
+            if episode.closed_at is not None and self.open.get(key) is episode:
+                del self.open[key]
+        return rows
+
+    # -- applying one report -----------------------------------------------------------------
+
+    def _apply(self, r: dict[str, Any], changed: dict[str, Episode], out: MergeOutput) -> None:
+        model = (str(r["model_id"]), str(r["model_version"]))
+        key = (*model, str(r["feature"]))
+        reference = (int(r["reference_from"]), str(r["reference_id"]))
+        newest = self.reference.get(model)
+        if newest is not None and reference < newest:
+            self.stale += 1
+            return
+        self.reference[model] = reference
+        episode = self.open.get(key)
+        if episode is not None and episode.closed_at is None and (
+                (episode.reference_from, episode.reference_id) < reference):
+            self._close(episode, r, "new_profile", out)
+            changed[episode.episode_id] = episode
+            episode = None
+        if episode is not None and episode.closed_at is not None:
+            episode = None  # closed earlier in this bucket; its row is still to be written
+        kind = r["kind"]
+        shard = int(r["shard"])
+        count = int(r["count"])
+        magnitude = float(r["magnitude"])
+        if episode is None:
+            if kind != "opened":
+                return  # a shard's report on an episode the model-level one no longer covers
+            episode = Episode(
+                episode_id=_hash(self.source, *key, r["reference_id"], shard, count, r["event_time"]),
+                model_id=model[0], model_version=model[1], feature=key[2],
+                feature_kind=str(r["feature_kind"]), unit=str(r["unit"]),
+                reference_id=str(r["reference_id"]), reference_from=int(r["reference_from"]),
+                arl=float(r["arl"]), opened_at=int(r["event_time"]), opening=_evidence(r),
+                level=magnitude, magnitude=magnitude, peak_magnitude=magnitude,
+            )
+            self.open[key] = episode
+            changed[episode.episode_id] = episode
+            episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude)
+            episode.last_seen = int(r["event_time"])
+            self._event(episode, "opened", r, "alarm", out)
+            return
+        changed[episode.episode_id] = episode
+        episode.last_seen = max(episode.last_seen, int(r["event_time"]))
+        part = episode.parts.get(shard)
+        if kind == "opened":
+            if part is None:
+                part = episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude)
+            elif not part.open:
+                part.seen_before, part.open, part.opened_count = part.seen, True, count
+        if part is None or not part.open:
+            return  # the shard's own episode closed, or was opened under the previous one
+        part.count, part.magnitude = count, magnitude
+        self._peak(episode, magnitude)
+        self._peak(episode, float(r.get("peak_magnitude", magnitude)))
+        if kind == "closed":
+            part.open = False
+            if r["reason"] == "new_profile" or not any(p.open for p in episode.parts.values()):
+                self._close(episode, r, str(r["reason"]), out)
+            return
+        episode.magnitude = self._mean(episode)
+        if kind == "escalated":
+            reason = self._escalation(episode, magnitude)
+            if reason:
+                episode.level = magnitude
+                episode.escalations += 1
+                episode.escalation = {"at": int(r["event_time"]), "reason": reason, **_evidence(r)}
+                self._event(episode, "escalated", r, reason, out)
+
+    def _escalation(self, episode: Episode, magnitude: float) -> str:
+        neutral = _NEUTRAL.get(episode.unit, 0.0)
+        before, now = episode.level - neutral, magnitude - neutral
+        if episode.unit in _SIGNED and before * now < 0:
+            return "reversal"
+        if abs(now) >= abs(before) + self.min_effect.get(episode.unit, 0.0):
+            return "larger"
+        return ""
+
+    def _peak(self, episode: Episode, value: float) -> None:
+        neutral = _NEUTRAL.get(episode.unit, 0.0)
+        if math.isfinite(value) and abs(value - neutral) > abs(episode.peak_magnitude - neutral):
+            episode.peak_magnitude = value
+
+    @staticmethod
+    def _mean(episode: Episode) -> float:
+        parts = [p for p in episode.parts.values() if p.open] or list(episode.parts.values())
+        weights = [max(p.count - p.opened_count + 1, 1) for p in parts]
+        return sum(w * p.magnitude for w, p in zip(weights, parts, strict=True)) / sum(weights)
+
+    def _close(self, episode: Episode, r: Mapping[str, Any], reason: str, out: MergeOutput) -> None:
+        for part in episode.parts.values():
+            part.open = False
+        episode.closed_at = int(r["event_time"])
+        episode.last_seen = max(episode.last_seen, episode.closed_at)
+        episode.close_reason = reason
+        self._event(episode, "closed", r, reason, out)
+
+    def _event(self, episode: Episode, kind: str, r: Mapping[str, Any], reason: str,
+               out: MergeOutput) -> None:
+        episode.n_events += 1
+        closing_by_other = kind == "closed" and r["kind"] != "closed"  # new_profile
+        out.events.append({
+            "run_id": self.run_id,
+            "alert_id": _hash(episode.episode_id, episode.n_events),
+            "episode_id": episode.episode_id,
+            "event_kind": kind,
+            "reason": reason,
+            "model_id": episode.model_id,
+            "model_version": episode.model_version,
+            "feature": episode.feature,
+            "feature_kind": episode.feature_kind,
+            "source": self.source,
+            "shard": int(r["shard"]),
+            "component": "" if closing_by_other else str(r["component"]),
+            "event_time": int(r["event_time"]),
+            "prediction_id": str(r["prediction_id"]),
+            "observation_index": max(int(r["count"]) - 1, 0),
+            "statistic": 0.0 if closing_by_other else float(r["statistic"]),
+            "threshold": 0.0 if closing_by_other else float(r["threshold"]),
+            "arl": episode.arl,
+            "magnitude": episode.magnitude if kind == "closed" else float(r["magnitude"]),
+            "unit": episode.unit,
+            "reference_id": episode.reference_id,
+            "config_hash": self.config_hash,
+        })
+
+    def _row(self, e: Episode, version: int) -> dict[str, Any]:
+        escalation = e.escalation
+        return {
+            "run_id": self.run_id,
+            "episode_id": e.episode_id,
+            "model_id": e.model_id,
+            "model_version": e.model_version,
+            "feature": e.feature,
+            "feature_kind": e.feature_kind,
+            "source": self.source,
+            "status": "closed" if e.closed_at is not None else "open",
+            "opened_at": e.opened_at,
+            "last_seen": e.last_seen,
+            "closed_at": e.closed_at,
+            "close_reason": e.close_reason,
+            "events_seen": sum(p.seen for p in e.parts.values()),
+            "magnitude": e.magnitude,
+            "peak_magnitude": e.peak_magnitude,
+            "unit": e.unit,
+            "escalations": e.escalations,
+            "shards": sorted(e.parts),
+            "open_shards": sorted(s for s, p in e.parts.items() if p.open),
+            "opened_component": e.opening["component"],
+            "opened_statistic": e.opening["statistic"],
+            "opened_threshold": e.opening["threshold"],
+            "opened_prediction_id": e.opening["prediction_id"],
+            "escalated_at": escalation.get("at"),
+            "escalation_reason": escalation.get("reason", ""),
+            "escalated_component": escalation.get("component", ""),
+            "escalated_statistic": escalation.get("statistic"),
+            "escalated_threshold": escalation.get("threshold"),
+            "arl": e.arl,
+            "reference_id": e.reference_id,
+            "config_hash": self.config_hash,
+            "version": version,
+        }
+
+
+def _evidence(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"shard": int(r["shard"]), "component": str(r["component"]), "statistic": float(r["statistic"]),
+            "threshold": float(r["threshold"]), "prediction_id": str(r["prediction_id"])}
