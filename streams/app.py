@@ -25,6 +25,7 @@ from faust.app.base import BootStrategy
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
 from driftline.runtime import tune_gc
+from driftline.streams.http_security import server_ssl_context
 from driftline.streams.web import install_routes
 from driftline.streams.worker import WorkerRuntime
 
@@ -77,6 +78,7 @@ def create_app(runtime: WorkerRuntime, *, run_seconds: float | None = None,
         web_host=settings.worker.web_host,
         web_port=settings.worker.web_port,
         web_bind=settings.worker.web_host,
+        web_ssl_context=server_ssl_context(settings.worker),
         datadir=str(datadir),
     )
     install_routes(app, runtime)

@@ -8,40 +8,43 @@ Series (all prefixed ``driftline_``):
 - ``checkpoint_age_seconds{stage,shard}``;
 - ``stage_<name>{stage,shard,...}``: every figure a processor reports through ``gauges()``
   (late, expired, duplicates, dead letters, pending joins, ...). A name may carry its own labels
-  in exposition form, e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``;
+  (``driftline.pipeline.gauges``), e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``;
+  label values are escaped as the text exposition format requires, so any model id round-trips;
 - ``sink_messages_total{topic}``, ``sink_rows_total{table}``, ``sink_rejected_total{source}``,
   ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from driftline.pipeline.gauges import split_gauge_key
 from driftline.streams.runner import StageRunner
 from driftline.streams.sink import SinkRunner
 
-_NAME = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?$")
-_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
-_INVALID = re.compile(r"[^A-Za-z0-9_:]")
+# (stage, shard, the processor's gauges()) of every shard a worker runs
+ShardFigures = tuple[str, int, Mapping[str, float]]
 
 
-def split_gauge_name(key: str) -> tuple[str, dict[str, str]]:
-    """``'name{a="1"}'`` -> ``('name', {'a': '1'})``; other characters in names become ``_``.
-
-    >>> split_gauge_name('model_accuracy_ew{model_id="m",model_version="1"}')
-    ('model_accuracy_ew', {'model_id': 'm', 'model_version': '1'})
-    """
-    match = _NAME.match(key)
-    if not match:
-        return _INVALID.sub("_", key), {}
-    labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(match.group(2) or "")}
-    return match.group(1), labels
+def processor_families(figures: Iterable[ShardFigures]) -> list[Metric]:
+    """One ``driftline_stage_<name>`` gauge family per figure name, labelled by stage and shard plus
+    the labels the key carries (prometheus_client escapes their values when rendering)."""
+    families: dict[str, Metric] = {}
+    for stage, shard, gauges in figures:
+        for key, value in gauges.items():
+            name, labels = split_gauge_key(key)
+            metric_name = f"driftline_stage_{name}"
+            family = families.get(metric_name)
+            if family is None:
+                family = Metric(metric_name, f"processor figure {name}", "gauge")
+                families[metric_name] = family
+            family.add_sample(metric_name, {"stage": stage, "shard": str(shard), **labels}, value)
+    return list(families.values())
 
 
 class WorkerCollector(Collector):
@@ -92,18 +95,8 @@ class WorkerCollector(Collector):
         yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age)
 
     def _processor_gauges(self) -> Iterable[Metric]:
-        families: dict[str, Metric] = {}
-        for r in self.runners:
-            for shard, state in sorted(r.shards.items()):
-                for key, value in state.processor.gauges().items():
-                    name, labels = split_gauge_name(key)
-                    metric_name = f"driftline_stage_{name}"
-                    family = families.get(metric_name)
-                    if family is None:
-                        family = Metric(metric_name, f"processor figure {name}", "gauge")
-                        families[metric_name] = family
-                    family.add_sample(metric_name, {"stage": r.stage, "shard": str(shard), **labels}, value)
-        yield from families.values()
+        return processor_families((r.stage, shard, state.processor.gauges())
+                                  for r in self.runners for shard, state in sorted(r.shards.items()))
 
     def _sink_metrics(self, sink: SinkRunner) -> Iterable[Metric]:
         messages = CounterMetricFamily("driftline_sink_messages", "messages read by the sink",
@@ -124,8 +117,21 @@ class WorkerCollector(Collector):
         yield from (messages, written, rejected, failures, blocked)
 
 
+class _Families(Collector):
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def render_families(families: Iterable[Metric]) -> bytes:
+    """Metric families in the Prometheus text exposition format (label values escaped)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
+
+
 def render(runners: Sequence[StageRunner], sink: SinkRunner | None) -> bytes:
     """The Prometheus text exposition of everything the worker runs."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(runners, sink))
-    return generate_latest(registry)
+    return render_families(WorkerCollector(runners, sink).collect())

@@ -2,7 +2,9 @@
 
 ``GET /metrics`` (Prometheus text) and ``GET /healthz`` are Faust pages; ``POST /query`` (the
 store's read-only query handler, sink roles only) and ``POST /predictions`` / ``POST /feedback``
-(HTTP ingest) are aiohttp handlers mounted on the aiohttp application Faust serves.
+(HTTP ingest) are aiohttp handlers mounted on the aiohttp application Faust serves. With
+``worker.auth_tokens`` every path of that application (Faust's own pages too) needs a bearer
+token except ``/healthz`` (and ``/metrics`` with ``worker.metrics_open``): see http_security.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import faust
 from faust.web import Request, Response, View
 
 from driftline.streams.http_ingest import add_ingest_routes
+from driftline.streams.http_security import secure_app
 from driftline.streams.metrics import render
 from driftline.streams.worker import WorkerRuntime
 
@@ -32,6 +35,7 @@ def install_routes(app: faust.App, runtime: WorkerRuntime) -> None:
         return self.json(health, status=200 if health["ok"] else 503)
 
     web_app: Any = app.web.web_app  # type: ignore[attr-defined]  # the aiohttp driver's Application
+    secure_app(web_app, runtime.settings.worker)
     if runtime.query_handler is not None:
         web_app.router.add_post("/query", runtime.query_handler)
     add_ingest_routes(web_app, runtime.settings, producer_factory=runtime.producer)

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 from driftline.cli.main import build_parser
 from driftline.cli.serve import build_app
-from driftline.config import Settings
+from driftline.config import Settings, WorkerSettings
 from driftline.kafka.clients import aiokafka_common
 from driftline.schemas.events import EVENT_MODELS, PredictionEvent
 from driftline.streams.http_ingest import ROUTES, add_ingest_routes
@@ -116,7 +116,15 @@ def test_openapi_parses_and_matches_the_routes() -> None:
     spec = yaml.safe_load((REPO / "infra" / "openapi.yaml").read_text())
     assert spec["openapi"].startswith("3.1")
     documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
-    assert documented == set(ROUTES)
+    assert documented == set(ROUTES) | {("GET", "/healthz")}
+    # every operation needs the bearer token but the health check
+    assert spec["security"] == [{"bearerAuth": []}]
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            assert (op.get("security") == []) == (path == "/healthz")
+            assert path == "/healthz" or "401" in op["responses"]
 
     app = web.Application()
     add_ingest_routes(app, Settings.model_validate({}))
@@ -140,4 +148,28 @@ def test_serve_command_mounts_the_routes() -> None:
     args = build_parser().parse_args(["serve", "--port", "0", "--max-body-bytes", "1024"])
     assert args.handler.__module__ == "driftline.cli.serve"
     app = build_app(args, Settings.model_validate({}))
-    assert {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource} == set(ROUTES)
+    health = {("GET", "/healthz"), ("HEAD", "/healthz")}  # open, for load balancers and compose
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    assert routes == set(ROUTES) | health
+
+
+@pytest.mark.integration
+def test_serve_requires_a_bearer_token_when_tokens_are_set(settings: Settings) -> None:
+    token = "serve-token-5e1d-DO-NOT-LOG"
+    secured = settings.model_copy(update={"worker": WorkerSettings(auth_tokens=[token])})
+    app = build_app(build_parser().parse_args(["serve"]), secured)
+
+    async def main() -> None:
+        async with TestClient(TestServer(app)) as client:
+            for headers in ({}, {"Authorization": "Bearer serve-token-5e1d-wrong"}):
+                for path in ("/predictions", "/feedback"):
+                    resp = await client.post(path, data=orjson.dumps(PREDICTION), headers=headers)
+                    assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+            assert (await client.get("/healthz")).status == 200
+            resp = await client.post("/predictions", data=orjson.dumps(PREDICTION),
+                                     headers={"Authorization": f"Bearer {token}"})
+            assert resp.status == 202, await resp.text()
+        records = await consume(settings, settings.topics.predictions, 1)
+        assert [r.key for r in records] == [b"h1"]  # only the authenticated request was produced
+
+    asyncio.run(main())

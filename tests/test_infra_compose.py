@@ -20,10 +20,13 @@ from pydantic import BaseModel, SecretStr
 
 from driftline.cli.main import build_parser
 from driftline.config import CONFIG_FILE_ENV, ENV_PREFIX, Settings
+from driftline.streams.http_security import bind_refusal
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
 DRIFTLINE_SERVICES = ("migrate", "topics", "worker")
+# Values for the variables compose requires (${VAR:?message}: no default, compose stops without them).
+REQUIRED = {"DRIFTLINE_AUTH_TOKEN": "compose-test-token-7c21e0b4"}
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +36,19 @@ def compose() -> dict[str, Any]:
 
 
 def interpolate(value: Any) -> str:
-    """Compose variable interpolation with the variables unset: ${VAR:-default} -> default."""
+    """Compose variable interpolation with only REQUIRED set: ${VAR:-default} -> default,
+    ${VAR:?message} -> REQUIRED[VAR]; any other form has no value and fails."""
     text = str(value)
 
     def sub(match: re.Match[str]) -> str:
-        assert match.group(2) is not None, f"{match.group(0)} has no default"
-        return match.group(2)
+        name, operator, rest = match.groups()
+        if operator == ":?":
+            assert name in REQUIRED and rest, f"{match.group(0)}: required without a message or test value"
+            return REQUIRED[name]
+        assert operator == ":-", f"{match.group(0)} has no default"
+        return rest
 
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", sub, text)
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", sub, text)
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -149,6 +157,8 @@ def test_driftline_environment_loads_into_settings(
             loaded = getattr(getattr(settings, section), field)
         if isinstance(loaded, SecretStr):
             loaded = loaded.get_secret_value()
+        elif isinstance(loaded, list) and all(isinstance(item, SecretStr) for item in loaded):
+            loaded = ",".join(item.get_secret_value() for item in loaded)  # the tokens' comma form
         assert str(loaded) == value, f"{name}: {key}"
     assert settings.bootstrap_servers() == "kafka:9092"
     assert settings.clickhouse_url() == "http://clickhouse:8123"
@@ -160,6 +170,11 @@ def test_driftline_environment_loads_into_settings(
         assert settings.worker.web_host == "0.0.0.0"
         published = {int(p.split(":")[1]) for p in service["ports"]}
         assert published == {settings.worker.web_port}
+        # published on every interface: only with a token, which compose requires (no default)
+        tokens = [t.get_secret_value() for t in settings.worker.auth_tokens]
+        assert tokens == [REQUIRED["DRIFTLINE_AUTH_TOKEN"]]
+        assert bind_refusal(settings.worker.web_host, settings.worker) is None
+        assert bind_refusal(settings.worker.web_host, settings.worker.model_copy(update={"auth_tokens": []}))
 
 
 def test_driftline_commands_parse(compose: dict[str, Any]) -> None:

@@ -21,7 +21,14 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from driftline.config import Settings
 from driftline.store.client import StoreError, connect
 from driftline.store.migrate import migrate
-from driftline.store.owner import claim_owner, make_query_handler, owner_path, read_owner, release_owner
+from driftline.store.owner import (
+    QueryLimits,
+    claim_owner,
+    make_query_handler,
+    owner_path,
+    read_owner,
+    release_owner,
+)
 from driftline.store.query import run_query
 
 # A process that owns an embedded ClickHouse directory, as the worker does: it migrates, writes two
@@ -133,12 +140,13 @@ def store(settings: Settings) -> Iterator[tuple[Settings, Client]]:
     client.close()
 
 
-def _ask(client_factory: Callable[[], Client], requests: list[tuple[str, str]]) -> list[tuple[int, str]]:
+def _ask(client_factory: Callable[[], Client], requests: list[tuple[str, str]],
+         limits: QueryLimits | None = None) -> list[tuple[int, str]]:
     """Answers of a /query handler to (sql, format) requests, served by a test server."""
 
     async def scenario() -> list[tuple[int, str]]:
         app = web.Application()
-        app.router.add_post("/query", make_query_handler(client_factory))
+        app.router.add_post("/query", make_query_handler(client_factory, limits=limits))
         answers = []
         async with TestClient(TestServer(app)) as http:
             for sql, fmt in requests:
@@ -189,6 +197,29 @@ def test_read_only_client_is_enforced_by_the_engine(store: tuple[Settings, Clien
         reader.close()
     # a writable client is refused by the handler rather than trusted
     assert _ask(lambda: connect(settings), [("SELECT 1", "json")])[0][0] == 500
+
+
+@pytest.mark.integration
+def test_query_limits_fail_clearly_and_cannot_be_lifted(store: tuple[Settings, Client]) -> None:
+    settings, _ = store
+    limits = QueryLimits(max_execution_time_s=0.5, max_result_rows=5)
+    limited = lambda: connect(settings, readonly=True, limits=limits.clickhouse_settings())  # noqa: E731
+    answers = _ask(limited, [
+        ("SELECT number FROM numbers(6)", "json"),
+        ("SELECT number FROM numbers(5)", "csv"),  # exactly the limit passes; the answer is clean
+        ("SELECT number FROM numbers(6) SETTINGS max_result_rows = 0", "csv"),
+        ("SELECT count() FROM numbers(1000000000000)", "csv"),
+        ("SELECT 7 AS x", "csv"),
+    ], limits)
+    assert answers[0] == (400, "the result has more than 5 rows, the /query limit "
+                               "(DRIFTLINE_WORKER_QUERY_MAX_RESULT_ROWS): aggregate, filter or add a LIMIT")
+    assert answers[1] == (200, '"number"\n0\n1\n2\n3\n4\n')
+    assert answers[2][0] == 400 and "readonly" in answers[2][1]
+    assert answers[3] == (400, "the query ran longer than 0.5 s, the /query limit "
+                               "(DRIFTLINE_WORKER_QUERY_MAX_EXECUTION_TIME_S)")
+    assert answers[4] == (200, '"x"\n7\n')
+    # a client opened without the limits is refused rather than trusted
+    assert _ask(lambda: connect(settings, readonly=True), [("SELECT 1", "json")], limits)[0][0] == 500
 
 
 # -- routing while another process owns the engine -------------------------------------------------

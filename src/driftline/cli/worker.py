@@ -29,18 +29,28 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="stop gracefully once nothing new was consumed for SECONDS and no lag remains")
     p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--insecure", action="store_true",
+                   help="serve on a non-loopback address without DRIFTLINE_WORKER_AUTH_TOKENS "
+                        "(anyone who reaches the port can read and write; also DRIFTLINE_WORKER_INSECURE)")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     from driftline.streams.app import run_worker
+    from driftline.streams.http_security import serving_problem
     from driftline.streams.worker import WorkerRuntime
 
     settings = settings_from_args(args)
     given = (("web_host", args.web_host), ("web_port", args.web_port))
-    worker_updates = {k: v for k, v in given if v is not None}
+    worker_updates: dict[str, object] = {k: v for k, v in given if v is not None}
+    if args.insecure:
+        worker_updates["insecure"] = True
     if worker_updates:
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker_updates)})
+    problem = serving_problem(settings.worker.web_host, settings.worker)
+    if problem:
+        print(f"driftline: {problem}", file=sys.stderr)
+        return 2
     try:
         return run_worker(WorkerRuntime(settings, role=args.role), run_seconds=args.run_seconds,
                           exit_when_idle=args.exit_when_idle, loglevel=args.loglevel)

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from driftline.cli.profile import PublishError, publish_profile
+from driftline.client.http import open_worker, worker_url
 from driftline.config import Settings, load_settings_or_exit
 from driftline.demo.plan import DemoPlan, build_plan, pace
 from driftline.demo.progress import LIVE_COUNTS_SQL, Progress, metric_sums
@@ -99,8 +100,8 @@ def scoped_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _get(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _get(settings: Settings, url: str, timeout: float = 5.0) -> str:
+    with open_worker(settings, urllib.request.Request(url), timeout) as response:  # token, TLS trust
         return bytes(response.read()).decode()
 
 
@@ -132,14 +133,14 @@ class Driver:
         self.settings = settings
         self.progress = progress
         self.children = children
-        self.metrics_url = f"http://127.0.0.1:{settings.worker.web_port}/metrics"
+        self.metrics_url = worker_url(settings, "/metrics", host="127.0.0.1")
         self.traffic_started = 0.0
 
     def query(self, sql: str) -> dict[str, Any]:
         return dict(orjson.loads(run_query(self.settings, sql, "json"))["data"][0])
 
     async def _poll_metrics(self) -> str:
-        text = await asyncio.to_thread(_get, self.metrics_url)
+        text = await asyncio.to_thread(_get, self.settings, self.metrics_url)
         self.progress.apply_metrics(text)
         return text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,11 +61,13 @@ def embedded_path(settings: Settings) -> str | None:
     return None if parts.netloc else parts.path or None
 
 
-def connect(settings: Settings, *, readonly: bool = False) -> Client:
+def connect(settings: Settings, *, readonly: bool = False, limits: Mapping[str, str] | None = None) -> Client:
     """Open ClickHouse and select the configured database (created unless ``readonly``).
 
     ``readonly=True`` sets ``readonly=1`` for the whole session: on chDB a per-query readonly
-    setting outlives a failed query, so read-only access gets a client of its own.
+    setting outlives a failed query, so read-only access gets a client of its own. ``limits``
+    (e.g. ``max_result_rows``) are session settings applied before readonly, which then keeps any
+    statement from changing them.
     Raises EngineBusy if another process holds the embedded directory, StoreError otherwise.
     """
     database = database_name(settings)
@@ -80,6 +83,8 @@ def connect(settings: Settings, *, readonly: bool = False) -> Client:
         else:
             client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
         client.database = database
+        for name, value in (limits or {}).items():
+            client.set_client_setting(name, value)
         if readonly:
             client.set_client_setting("readonly", "1")
     except BaseException:

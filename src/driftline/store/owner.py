@@ -2,6 +2,8 @@
 
 chDB lets one process open a data directory. That process (the worker) records itself in
 ``<home>/clickhouse-owner.json`` and serves ``POST /query`` so that other processes can still read.
+Each query on that endpoint runs within ``QueryLimits`` (execution time, result rows), fixed on
+the read-only session so that a statement's own SETTINGS cannot lift them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import orjson
 from aiohttp import web
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from driftline.config import Settings
 
 OWNER_FILE = "clickhouse-owner.json"
 
@@ -95,6 +99,34 @@ def pid_alive(pid: int) -> bool:
 
 class QueryRejected(ValueError):
     """The SQL is not a single read-only statement."""
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Bounds of every ``POST /query`` statement (``worker.query_max_*`` settings)."""
+
+    max_execution_time_s: float
+    max_result_rows: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueryLimits:
+        w = settings.worker
+        return cls(w.query_max_execution_time_s, w.query_max_result_rows)
+
+    def clickhouse_settings(self) -> dict[str, str]:
+        """Session settings for ``connect(..., limits=...)`` (applied before ``readonly``)."""
+        return {"max_execution_time": str(self.max_execution_time_s),
+                "max_result_rows": str(self.max_result_rows), "result_overflow_mode": "throw"}
+
+    def explain(self, error: str) -> str:
+        """A ClickHouse error that is one of these limits, in the user's terms; others unchanged."""
+        if "TOO_MANY_ROWS_OR_BYTES" in error:
+            return (f"the result has more than {self.max_result_rows} rows, the /query limit "
+                    "(DRIFTLINE_WORKER_QUERY_MAX_RESULT_ROWS)") + ": aggregate, filter or add a LIMIT"
+        if "TIMEOUT_EXCEEDED" in error:
+            return (f"the query ran longer than {self.max_execution_time_s:g} s, the /query limit "
+                    "(DRIFTLINE_WORKER_QUERY_MAX_EXECUTION_TIME_S)")
+        return error
 
 
 _HEREDOC = re.compile(r"\$(\w*)\$")
@@ -187,34 +219,58 @@ QueryHandler = Callable[[web.Request], Awaitable[web.Response]]
 class _ReadOnlyRunner:
     """One lazily opened read-only client, used by one thread at a time."""
 
-    def __init__(self, client_factory: Callable[[], Client], lock: threading.Lock | None) -> None:
+    def __init__(self, client_factory: Callable[[], Client], lock: threading.Lock | None,
+                 limits: QueryLimits | None) -> None:
         self._factory = client_factory
         self._lock = lock or threading.Lock()
+        self._limits = limits
         self._client: Client | None = None
 
     def run(self, sql: str, fmt: str, parameters: Mapping[str, Any]) -> bytes:
         with self._lock:
             if self._client is None:
-                client = self._factory()
-                # Defence in depth: the SQL guard alone must never be the only barrier to writes.
-                if not client.query("SELECT getSetting('readonly')").result_rows[0][0]:
+                self._client = self._open()
+            try:
+                return execute_read_only(self._client, sql, fmt, parameters)
+            except ClickHouseError:
+                # chDB keeps the partial output of a query that failed mid-result (e.g. over the
+                # row limit) and prepends it to the client's next answer: start a fresh client.
+                client, self._client = self._client, None
+                with contextlib.suppress(Exception):
                     client.close()
-                    raise RuntimeError("the /query client must be read-only: connect(..., readonly=True)")
-                self._client = client
-            return execute_read_only(self._client, sql, fmt, parameters)
+                raise
+
+    def _open(self) -> Client:
+        client = self._factory()
+        # Defence in depth: the SQL guard alone must never be the only barrier to writes, and the
+        # limits must hold for the session (a statement's SETTINGS cannot change them under readonly).
+        row = client.query("SELECT getSetting('readonly'), getSetting('max_result_rows'), "
+                           "getSetting('max_execution_time')").result_rows[0]
+        problem = None
+        if not row[0]:
+            problem = "the /query client must be read-only: connect(..., readonly=True)"
+        elif self._limits is not None and (int(row[1]) != self._limits.max_result_rows
+                                           or float(row[2]) != self._limits.max_execution_time_s):
+            problem = "the /query client must carry its limits: connect(..., limits=...)"
+        if problem:
+            client.close()
+            raise RuntimeError(problem)
+        return client
 
 
 def make_query_handler(
-    client_factory: Callable[[], Client], lock: threading.Lock | None = None
+    client_factory: Callable[[], Client], lock: threading.Lock | None = None,
+    limits: QueryLimits | None = None,
 ) -> QueryHandler:
     """aiohttp handler for ``POST /query`` (body: SQL; query parameters ``format=json|csv|tsv`` and
     ``params`` = a JSON object of values for the statement's ``{name:Type}`` placeholders).
 
-    ``client_factory`` must return a read-only client (``connect(settings, readonly=True)``); it is
-    called once, on the first request. Queries run in a thread, serialized by ``lock``. Answers 200
-    with the rows, or 400 with a one-line reason for rejected or failing SQL.
+    ``client_factory`` must return a read-only client (``connect(settings, readonly=True,
+    limits=limits.clickhouse_settings())``), checked when it is opened: on the first request and
+    after a failed query. Queries run in a thread, serialized by ``lock``. Answers 200 with the
+    rows, or 400 with a one-line reason for rejected or failing SQL (a limit says which setting).
     """
-    runner = _ReadOnlyRunner(client_factory, lock)
+    runner = _ReadOnlyRunner(client_factory, lock, limits)
 
     async def handle(request: web.Request) -> web.Response:
         fmt = request.query.get("format", "json")
@@ -234,7 +290,8 @@ def make_query_handler(
         except QueryRejected as err:
             return web.Response(status=400, text=f"rejected: {err}")
         except ClickHouseError as err:
-            return web.Response(status=400, text=str(err).strip().splitlines()[0])
+            first_line = str(err).strip().splitlines()[0]
+            return web.Response(status=400, text=limits.explain(first_line) if limits else first_line)
         return web.Response(body=body, content_type=CONTENT_TYPES[fmt])
 
     return handle

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import orjson
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from driftline.client.http import open_worker
 from driftline.config import Settings
 from driftline.store.client import EngineBusy, QueryError, StoreError, connect
 from driftline.store.owner import (
@@ -48,12 +49,12 @@ def run_query(
         # Ask a running owner first: opening the directory here, even briefly, could stop it starting.
         owner = read_owner(settings.home)
         if owner is not None and owner.pid != os.getpid():
-            return _ask_owner(owner, statement, fmt, parameters, timeout)
+            return _ask_owner(settings, owner, statement, fmt, parameters, timeout)
     try:
         client = connect(settings, readonly=True)
     except EngineBusy as busy:
         if busy.owner is not None:
-            return _ask_owner(busy.owner, statement, fmt, parameters, timeout)
+            return _ask_owner(settings, busy.owner, statement, fmt, parameters, timeout)
         record = owner_path(settings.home)
         raise StoreError(f"{busy}, which does not serve queries (no live owner in {record})") from None
     try:
@@ -64,8 +65,10 @@ def run_query(
         client.close()
 
 
-def _ask_owner(owner: Owner, sql: str, fmt: str, parameters: Mapping[str, Any] | None, timeout: float) -> str:
+def _ask_owner(settings: Settings, owner: Owner, sql: str, fmt: str, parameters: Mapping[str, Any] | None,
+               timeout: float) -> str:
     # Parameters travel typed, as JSON, so the owner binds exactly what a direct client would.
+    # The owner is a worker with the same settings: same token, same certificate.
     query = {"format": fmt}
     if parameters:
         query[PARAMS_ARG] = orjson.dumps(dict(parameters)).decode()
@@ -76,11 +79,17 @@ def _ask_owner(owner: Owner, sql: str, fmt: str, parameters: Mapping[str, Any] |
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with open_worker(settings, request, timeout) as response:
             return bytes(response.read()).decode()
     except urllib.error.HTTPError as err:
         if err.code == 400:
             raise QueryError(err.read().decode(errors="replace").strip()) from None
+        if err.code == 401:
+            given = "a wrong token" if settings.worker.auth_tokens else "no token"
+            raise StoreError(
+                f"the ClickHouse owner (pid {owner.pid}) at {owner.query_url} requires a bearer token and "
+                f"this process sent {given}: set DRIFTLINE_WORKER_AUTH_TOKENS as for the worker"
+            ) from None
         detail = f"answered HTTP {err.code} at {owner.query_url}"
         raise StoreError(f"the ClickHouse owner (pid {owner.pid}) {detail}") from None
     except (urllib.error.URLError, TimeoutError) as err:
