@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECRET = "pw-7f3a9c-DO-NOT-LOG"
 KEY_SECRET = "keypass-51d2-DO-NOT-LOG"
 CH_SECRET = "chpw-88e1-DO-NOT-LOG"
+TOKEN_SECRET = "bearer-4c7d-DO-NOT-LOG-0123456789"
 AIOKAFKA_CLASSES = ("AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient")
 KAFKA_PYTHON_CLASSES = ("KafkaProducer", "KafkaConsumer", "KafkaAdminClient")
 KWARG_FACTORIES = (
@@ -90,6 +91,7 @@ def secure(tls_files: dict[str, Path]) -> Settings:
             "ssl_password": KEY_SECRET,
         },
         clickhouse={"password": CH_SECRET},
+        worker={"auth_tokens": [TOKEN_SECRET]},
     )
 
 
@@ -595,8 +597,10 @@ def test_secrets_are_not_in_reprs_or_config_errors(secure: Settings) -> None:
         secure.model_dump_json(),
         str(secure.model_dump()),
         repr(secure.clickhouse),
+        repr(secure.worker),
     ):
         assert SECRET not in text and KEY_SECRET not in text and CH_SECRET not in text
+        assert TOKEN_SECRET not in text
     url = Settings(clickhouse={"url": f"http://bi:{CH_SECRET}@ch.internal:8123"})
     assert CH_SECRET not in url.clickhouse_url() and CH_SECRET not in repr(url)
     assert url.clickhouse.password.get_secret_value() == CH_SECRET
@@ -607,6 +611,9 @@ def test_secrets_are_not_in_reprs_or_config_errors(secure: Settings) -> None:
     finally:
         del os.environ["DRIFTLINE_KAFKA_SASL_PASSWORD"]
     assert SECRET not in str(info.value)
+    with pytest.raises(ConfigError) as info:  # a malformed token list: the message shows no token
+        load_settings(worker={"auth_tokens": f"{TOKEN_SECRET}, with space"})
+    assert "DRIFTLINE_WORKER_AUTH_TOKENS" in str(info.value) and TOKEN_SECRET not in str(info.value)
 
 
 @pytest.mark.integration
@@ -624,6 +631,7 @@ def test_worker_debug_logs_never_contain_secrets(auth_broker: str, tmp_path: Pat
         "DRIFTLINE_KAFKA_SASL_PASSWORD": SECRET,
         "DRIFTLINE_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",
         "DRIFTLINE_CLICKHOUSE_PASSWORD": CH_SECRET,
+        "DRIFTLINE_WORKER_AUTH_TOKENS": TOKEN_SECRET,
     }
     log = tmp_path / "worker.log"
     command = [
@@ -668,7 +676,7 @@ def test_worker_debug_logs_never_contain_secrets(auth_broker: str, tmp_path: Pat
     second = subprocess.run(command, env=env_url, capture_output=True, timeout=120)
     assert second.returncode != 0
     text = first + second.stdout.decode(errors="replace") + second.stderr.decode(errors="replace")
-    for secret in (SECRET, CH_SECRET):
+    for secret in (SECRET, CH_SECRET, TOKEN_SECRET):
         assert secret not in text, [line for line in text.splitlines() if secret in line][:3]
 
 
