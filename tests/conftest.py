@@ -148,8 +148,8 @@ def _feed_with_crashes(
         if i in pending and checkpoint is not None:
             pending.discard(i)
             i, shard_blobs, model_blobs = checkpoint
-            pipeline.shards = [ShardProcessor.restore(b) for b in shard_blobs]
-            pipeline.models = [ModelProcessor.restore(b) for b in model_blobs]
+            pipeline.shards = [ShardProcessor.restore(b, pipeline.settings) for b in shard_blobs]
+            pipeline.models = [ModelProcessor.restore(b, pipeline.settings) for b in model_blobs]
     assert not pending, f"crash points never reached: {pending}"
     return {
         t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())

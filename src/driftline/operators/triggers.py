@@ -163,6 +163,14 @@ class RetrainPolicy:
         self._drift: dict[tuple[str, str], _DriftState] = {}
         self._perf: dict[tuple[str, str], _PerformanceState] = {}
 
+    def configure(self, cfg: TriggerSettings, config_hash: str) -> None:
+        """Apply other thresholds to the kept per-model state (a restored stage takes today's)."""
+        if cfg.drift_k > cfg.drift_n:
+            raise ValueError(f"triggers.drift_k ({cfg.drift_k}) must be <= triggers.drift_n ({cfg.drift_n})")
+        self.cfg = cfg
+        self.config_hash = config_hash
+        self._thresholds = cfg.model_dump(mode="json")
+
     # -- drift family ------------------------------------------------------------------------
 
     def on_drift_window(self, model_id: str, model_version: str, window_start_ms: int, window_end_ms: int,
