@@ -123,14 +123,15 @@ def test_state_format_1_restores_and_unknown_formats_fail_with_one_line() -> Non
 
     shard = ShardProcessor(0, today)
     newer = b"DLST" + bytes([STATE_FORMAT + 1]) + dump_state(shard)[5:]
-    for blob, expected in ((newer, f"state format {STATE_FORMAT + 1}, newer than this driftline's"),
-                           (b"DLST" + bytes([STATE_FORMAT]) + b"garbage", "cannot restore its checkpoint"),
-                           (ModelProcessor(0, today).snapshot(), "holds a ModelProcessor, not a ShardProcessor")):
+    cases = ((newer, f"state format {STATE_FORMAT + 1}, newer than this driftline's"),
+             (b"DLST" + bytes([STATE_FORMAT]) + b"garbage", "cannot restore its checkpoint"),
+             (ModelProcessor(0, today).snapshot(), "holds a ModelProcessor, not a ShardProcessor"))
+    for blob, expected in cases:
         with pytest.raises(StateRestoreError) as err:
             ShardFactory(today).restore(0, blob)
         message = str(err.value)
         assert expected in message and "\n" not in message and message.startswith("stage-1 shard 0: ")
-    with pytest.raises(StateRestoreError, match="topics.partitions is 3"):
+    with pytest.raises(StateRestoreError, match=r"topics\.partitions is 3"):
         ModelFactory(today.model_copy(update={"topics": TopicSettings(partitions=3)})).restore(
             0, ModelProcessor(0, today).snapshot())
 
