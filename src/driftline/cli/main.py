@@ -7,6 +7,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from driftline.cli.common import (
+    BrokerUnreachableError,
+    require_broker,
+    settings_from_args,
+    unreachable_broker,
+)
+
 # Modules that define `register(subparsers)`; the order is the order shown in --help.
 COMMAND_MODULES = (
     "local", "db", "query", "schemas_cmd", "profile", "worker", "simulate", "serve", "trigger",
@@ -33,6 +40,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def needs_kafka(args: argparse.Namespace) -> bool:
+    """Whether the command talks to Kafka as it starts: it is checked for a reachable broker first
+    (``simulate`` checks after validating its scenario, with ``require_broker``)."""
+    command = args.command
+    if command in ("worker", "serve", "trigger"):
+        return True
+    if command == "replay":
+        return getattr(args, "predictions", None) is None
+    if command == "jobs":
+        return getattr(args, "jobs_command", None) == "retrain-listener"
+    if command == "profile":
+        return getattr(args, "profile_command", None) == "build" and not getattr(args, "no_publish", False)
+    return False
+
+
+def _broker_unreachable(err: BaseException) -> bool:
+    """A client library's way of saying that no broker answered at all."""
+    from aiokafka.errors import KafkaConnectionError
+    from kafka.errors import KafkaTimeoutError, NoBrokersAvailable
+
+    from driftline.kafka.clients import KafkaStartError
+
+    if isinstance(err, KafkaStartError):
+        return isinstance(err.__cause__, KafkaConnectionError)
+    if isinstance(err, KafkaTimeoutError):
+        return "bootstrap" in str(err)
+    return isinstance(err, KafkaConnectionError | NoBrokersAvailable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,10 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if needs_kafka(args):
+            require_broker(settings_from_args(args))
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         print("driftline: interrupted", file=sys.stderr)
         return 130
+    except BrokerUnreachableError as err:
+        print(f"driftline {args.command}: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if not _broker_unreachable(err):
+            raise
+        # The broker went away after the check (or the command met it late).
+        print(f"driftline {args.command}: {unreachable_broker(settings_from_args(args))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ their feature rows with the first live requests; their labels and predictions ar
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -64,3 +65,24 @@ def training_profiles(scenario: Scenario, bins: int, top_k: int,
             created_at_ms=effective_from_ms,
         ))
     return profiles
+
+
+def write_training_table(scenario: Scenario, path: Path, requests: int = TRAINING_REQUESTS) -> int:
+    """Write the drift-free training table of the scenario's one model version (features, then
+    ``prediction`` and ``label`` columns) as Parquet, or CSV for a ``.csv`` path; returns its rows."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    tables = training_columns(training_scenario(scenario, requests))
+    if len(tables) != 1:
+        raise ValueError(f"a training table describes one model version; the scenario has {len(tables)}")
+    columns = dict(next(iter(tables.values())))
+    columns["prediction"] = columns.pop(PREDICTION)
+    columns["label"] = columns.pop(LABEL)
+    table = pa.table(columns)
+    if path.suffix.lower() == ".csv":
+        pa_csv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    return table.num_rows
