@@ -279,3 +279,9 @@ def test_a_daily_cycle_the_reference_covers_opens_at_most_one_episode() -> None:
     events = _feed(mon, cycle(100_000, np.arange(100_000) / 96))
     assert sum(e.kind == "opened" for e in events) <= 1, [(e.kind, e.index) for e in events]
     assert mon.episode is None
+
+
+def test_without_a_minimum_effect_episodes_still_close() -> None:
+    mon = _numeric(90, min_effect=0.0)
+    events = _feed(mon, _stream(90, (0.0, 5_000), (0.4, 6_000), (0.0, 8_000)))
+    assert [(e.kind, e.reason) for e in events] == [("opened", "alarm"), ("closed", "back_to_reference")]

@@ -110,6 +110,7 @@ import numpy as np
 from driftline.operators.drift import psi
 from driftline.operators.sequential import (
     _ONE,
+    KAPPA,
     Alarm,
     BinaryDetector,
     CategoricalDetector,
@@ -478,13 +479,20 @@ class EpisodeMonitor:
         return psi(opener.reference_shares, np.bincount(syms, minlength=k))
 
     def _within_reference(self, sample: IntArray, magnitude: float) -> bool:
-        """The reverse test on a learned sample: back within the minimum effect of the reference."""
+        """The reverse test on a learned sample: back within the minimum effect of the reference.
+
+        Never tighter than the sample can resolve (``KAPPA`` standard errors), so a monitor with no
+        minimum effect closes too.
+        """
         opener = self._opener
+        resolution = KAPPA / math.sqrt(sample.size)
         if isinstance(opener, NumericDetector):
             sd = float(np.std(opener._u[sample]))
-            return abs(magnitude) < self.min_effect and abs(sd - 1.0) < max(self.min_effect, 0.05)
+            tolerance = max(self.min_effect, resolution)
+            return abs(magnitude) < tolerance and abs(sd - 1.0) < tolerance
         if isinstance(opener, BinaryDetector):
-            return magnitude < self.min_effect
+            p0 = opener.p0
+            return magnitude < max(self.min_effect, 1.0 + resolution * math.sqrt((1.0 - p0) / p0))
         # a sample's PSI against its own population is ~ (categories - 1) / size: allow for it
         assert isinstance(opener, CategoricalDetector)
         seen = np.count_nonzero((np.bincount(sample, minlength=len(opener.categories) + 1) > 0)
