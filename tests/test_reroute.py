@@ -168,8 +168,11 @@ def test_every_label_joins_whatever_partition_it_was_produced_to() -> None:
             assert r["label_coverage"] == r["n_outcomes"] / (r["n_outcomes"] + failed)
     gauges = Counter[str]()
     for shard in pipeline.shards:
-        gauges.update({k: int(v) for k, v in shard.gauges().items() if k.startswith("rerouted_total")})
-    assert gauges['rerouted_total{kind="label",model_id=""}'] > 1000
+        gauges.update({k: int(v) for k, v in shard.gauges().items() if "_total{kind=" in k})
+    labels_in = sum(n for k, n in gauges.items() if k.startswith('join_inputs_total{kind="label"'))
+    assert labels_in == sum(1 for r in traffic.records if r.topic == settings.topics.labels)
+    unnamed = gauges['join_inputs_total{kind="label",model_id=""}']
+    assert unnamed / 2 < gauges['rerouted_total{kind="label",model_id=""}'] < unnamed
 
 
 class _Cluster:

@@ -201,9 +201,11 @@ class ShardProcessor:
         for name, value in self.join.counters.items():
             figures[f"join_{name}_total"] = float(value)
         figures["rerouted_duplicates_dropped_total"] = float(self.inbox.duplicates)
-        for (kind, model_id), value in sorted(self.rerouted.items()):
-            escaped = model_id.replace("\\", "\\\\").replace('"', '\\"')
-            figures[f'rerouted_total{{kind="{kind}",model_id="{escaped}"}}'] = float(value)
+        # Re-routed share per model: sum(rerouted_total) / sum(join_inputs_total) over shards.
+        for name, counts in (("rerouted_total", self.rerouted), ("join_inputs_total", self.join_inputs)):
+            for (kind, model_id), value in sorted(counts.items()):
+                escaped = model_id.replace("\\", "\\\\").replace('"', '\\"')
+                figures[f'{name}{{kind="{kind}",model_id="{escaped}"}}'] = float(value)
         return figures
 
     # -- internals --------------------------------------------------------------------------
@@ -245,6 +247,7 @@ class ShardProcessor:
                 late_rows.append(self._late_row(record, "prediction", event, self.pred_watermark))
                 continue
             self.pred_watermark = max(self.pred_watermark, ts - self.lateness_ms)
+            self.join_inputs[(reroute.PREDICTION, event.model_id)] += 1
             tags = segment_tags(event, self.segment_keys)
             destination = self._join_shard(event.prediction_id)
             if destination != self.shard:  # joined there; windowed and watched here, in this log's order
@@ -357,6 +360,7 @@ class ShardProcessor:
                 late_rows.append(self._late_row(record, "label", event, self.label_watermark))
                 continue
             self.label_watermark = max(self.label_watermark, ts - self.lateness_ms)
+            self.join_inputs[(reroute.LABEL, event.model_id or "")] += 1
             destination = self._join_shard(event.prediction_id)
             if destination != self.shard:
                 forwarded.append(
@@ -377,6 +381,7 @@ class ShardProcessor:
         self.forwarder = reroute.Forwarder(self.shard, topics.partitions, topics.repartition)
         self.inbox = reroute.Inbox(self.shard, topics.partitions)
         self.rerouted: Counter[tuple[str, str]] = Counter()  # (kind, model_id) -> records forwarded
+        self.join_inputs: Counter[tuple[str, str]] = Counter()  # (kind, model_id) -> records accepted
         self.sent_source_watermarks: tuple[int, int] = (NO_TIME, NO_TIME)
 
     def _join_shard(self, prediction_id: str) -> int:
