@@ -34,9 +34,10 @@ def test_topic_specs_partitions_and_compaction() -> None:
     topics = {"partitions": 6, "model_events_partitions": 3, "replication_factor": 2}
     s = Settings.model_validate({"topics": topics})
     specs = {spec.name: spec for spec in topic_specs(s)}
-    assert len(specs) == 10
+    assert len(specs) == 11
     assert {n: specs[n].partitions for n in (s.topics.predictions, s.topics.labels, s.topics.outcomes)} == {
         s.topics.predictions: 6, s.topics.labels: 6, s.topics.outcomes: 6}
+    assert specs[s.topics.repartition].partitions == 6  # re-routed records go to the joining shard
     assert specs[s.topics.model_events].partitions == 3
     assert specs[s.topics.sink].partitions == 1 and specs[s.topics.dead_letters].partitions == 1
     assert all(spec.replication_factor == 2 for spec in specs.values())
