@@ -140,7 +140,7 @@ def test_every_label_joins_whatever_partition_it_was_produced_to() -> None:
 
     metrics = [r for r in pipeline.rows["model_metrics"]
                if r["row_kind"] == "interval" and r["segment"] == "" and r["time"] <= traffic.end_ms]
-    per_model = defaultdict(Counter)
+    per_model: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for r in metrics:
         per_model[r["model_id"]].update(n=r["n_outcomes"], rerouted=r["n_rerouted"],
                                         expired=r["n_expired"], orphans=r["n_orphan_labels"])
