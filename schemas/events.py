@@ -179,6 +179,8 @@ class ErrorKind(StrEnum):
     VALIDATION_ERROR = "validation_error"
     NON_FINITE = "non_finite"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 Base64Bytes = Annotated[

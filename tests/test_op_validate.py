@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import orjson
 import pytest
@@ -159,3 +160,32 @@ def test_never_raises_and_accounts_for_every_record(value: bytes, ts: int) -> No
         for letter in dead:
             assert letter.original == value and letter.error_message
             DeadLetter.model_validate_json(letter.model_dump_json())  # producible as is
+
+
+def test_event_time_ahead_of_the_record_beyond_the_future_bound_is_a_future_timestamp() -> None:
+    decoder = Decoder(1_048_576, max_timestamp_skew_ms=30 * 86_400_000, max_future_skew_ms=300_000)
+    skews = (300_000, 300_001, 2_400_000)
+    ahead = [record(prediction(timestamp=T0 + skew), offset=i) for i, skew in enumerate(skews)]
+    behind = record(prediction(timestamp=T0 - 29 * 86_400_000), offset=3)  # the past bound is unchanged
+    ok, dead = decoder.predictions([*ahead, behind])
+    assert [r.offset for r, _ in ok] == [0, 3]
+    assert [(d.source_offset, d.error_kind) for d in dead] == [
+        (1, ErrorKind.FUTURE_TIMESTAMP),
+        (2, ErrorKind.FUTURE_TIMESTAMP),
+    ]
+    assert dead[1].error_message == (
+        f"timestamp: event time {T0 + 2_400_000} is 2400000 ms ahead of the record timestamp {T0}"
+        " (max 300000 ms)"
+    )
+    # far beyond the symmetric bound it stays timestamp_out_of_range, as before
+    far = decoder.predictions([record(prediction(timestamp=T0 + 31 * 86_400_000))])[1]
+    assert far[0].error_kind is ErrorKind.TIMESTAMP_OUT_OF_RANGE
+
+
+def test_a_decoder_pickled_before_the_future_bound_restores_with_the_symmetric_one() -> None:
+    old = Decoder(max_message_bytes=10, max_timestamp_skew_ms=5)
+    state = old.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[2]
+    del state[1]["max_future_skew_ms"]
+    restored = Decoder.__new__(Decoder)
+    restored.__setstate__(state)
+    assert (restored.max_future_skew_ms, restored.max_timestamp_skew_ms) == (5, 5)

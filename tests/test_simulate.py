@@ -201,3 +201,48 @@ async def consume(settings: Settings, topic: str, expected: int) -> list[Any]:
     finally:
         await consumer.stop()
     return out
+
+
+def test_default_start_never_lies_in_the_future() -> None:
+    now = time.time_ns() // 1_000_000
+    backfill = Scenario(duration_s=600).resolved()  # full speed: the span ending now
+    assert now - 60_000 - 600_000 <= backfill.start_ms() <= now - 600_000
+    paced = Scenario(duration_s=600, speed=10.0).resolved()  # catches up with the wall clock at its end
+    assert paced.start_ms() + 600_000 - 600_000 / 10 <= now
+    assert Scenario(duration_s=600, speed=0.5).resolved().start_ms() <= now  # slower than the clock
+    events = list(generate(backfill.model_copy(update={"label_delay": LabelDelay(median_s=1, max_s=2)})))
+    assert max(e.timestamp_ms for e in events if e.kind != "labels") < now
+
+
+def test_ids_are_namespaced_by_seed_or_by_an_explicit_namespace() -> None:
+    def ids(scenario: Scenario) -> set[str]:
+        return {orjson.loads(e.value)["prediction_id"] for e in generate(scenario) if e.kind == "predictions"}
+
+    base = {"start": START, "duration_s": 5, "rate": 10}
+    assert ids(Scenario(seed=3, **base)) == ids(Scenario(seed=3, **base))
+    assert next(iter(ids(Scenario(seed=3, **base)))).startswith("model-a-3-")
+    assert not ids(Scenario(id_namespace="run1", **base)) & ids(Scenario(id_namespace="run2", **base))
+    with pytest.raises(ValidationError):
+        Scenario(id_namespace="a b")
+
+
+def test_cli_without_seed_gives_each_run_its_own_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(name: str, *flags: str) -> set[str]:
+        out = str(tmp_path / name)
+        assert main(["simulate", *flags, "--duration", "5", "--rate", "10", "--out", out]) == 0
+        assert "prediction ids" in capsys.readouterr().err
+        lines = (tmp_path / name / "predictions.jsonl").read_bytes().splitlines()
+        return {orjson.loads(line)["prediction_id"] for line in lines}
+
+    one, two = run("one"), run("two")
+    assert len(one) == len(two) == 50 and not one & two
+    seeded = run("s1", "--seed", "4")
+    assert seeded == run("s2", "--seed", "4") and all(pid.startswith("model-a-4-") for pid in seeded)
+
+
+def test_produce_refuses_a_full_speed_span_in_the_future() -> None:
+    future = Scenario(start=time.time_ns() // 1_000_000 + 3_600_000, duration_s=10)
+    with pytest.raises(ValueError, match="ends in the future"):
+        asyncio.run(produce(future, Settings()))

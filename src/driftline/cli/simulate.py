@@ -2,12 +2,17 @@
 
 The scenario comes from --scenario FILE (YAML or TOML, see driftline.simulate.Scenario) and/or
 the flags below; flags override the file. The ground truth is printed as JSON on stdout.
+
+Prediction ids are namespaced per run: without a seed (--seed or in the scenario file) each run
+draws a fresh namespace, so two runs never share ids; with a seed the ids are the seed's, and a
+run repeats an earlier one exactly (sent twice, its records are duplicates).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 import time
 from collections import Counter
@@ -17,11 +22,14 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import one_line, require_broker, settings_from_args
+from driftline.demo.training import write_training_table
 from driftline.kafka.admin import ensure_topics
+from driftline.replay.times import format_time
 from driftline.simulate import (
     ConceptDrift,
     CovariateDrift,
+    ProduceStats,
     Scenario,
     ground_truth,
     produce,
@@ -42,12 +50,20 @@ def register(subparsers: Any) -> None:
                     "concept drift, champion/challenger and malformed events. Prints the ground truth.",
     )
     p.add_argument("--scenario", type=Path, help="scenario file (YAML or TOML)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--start", help="event time of the first request (RFC 3339 or epoch ms; default now)")
+    p.add_argument("--seed", type=int, help="reproducible run: same traffic and prediction ids as any "
+                   "run with this seed (default: fresh ids per run)")
+    p.add_argument("--start", help="event time of the first request (RFC 3339 or epoch ms; default: "
+                   "the run ends now)")
     p.add_argument("--duration", type=float, help="simulated seconds (default 3600)")
     p.add_argument("--rate", type=float, help="requests per simulated second (default 50)")
-    p.add_argument("--speed", type=_speed, help="'max' (default), 'realtime', or simulated s per wall s")
+    p.add_argument("--speed", type=_speed, help="'max' (default: back-fills history, never future "
+                   "event times), 'realtime', or simulated s per wall s")
     p.add_argument("--models", type=int, help="number of models (model-1..N) when no scenario file")
+    p.add_argument("--model", metavar="MODEL_ID", help="simulate one model of this id (instead of --models)")
+    p.add_argument("--version", metavar="VERSION", help="model version of the simulated models (default 1)")
+    p.add_argument("--training-table", type=Path, metavar="FILE",
+                   help="write a drift-free training table (Parquet, or CSV by suffix) of the simulated "
+                        "model for `driftline profile build` (label column 'label') and produce nothing")
     p.add_argument("--source", choices=["gaussian", "agrawal", "hyperplane", "sea", "csv"])
     p.add_argument("--csv", type=Path, help="feature rows from this CSV (implies --source csv)")
     p.add_argument("--label-column", help="label column of --csv")
@@ -95,6 +111,10 @@ def build_scenario(args: argparse.Namespace) -> Scenario:
     data = base.model_dump()
     if args.models is not None and not args.scenario:
         data["models"] = [{"model_id": f"model-{i + 1}"} for i in range(args.models)]
+    if args.model is not None:
+        data["models"] = [{**data["models"][0], "model_id": args.model}]
+    if args.version is not None:
+        data["models"] = [{**m, "version": args.version} for m in data["models"]]
     overrides = _model_overrides(args)
     data["models"] = [{**m, **overrides} for m in data["models"]]
     for flag, field in (("seed", "seed"), ("start", "start"), ("duration", "duration_s"), ("rate", "rate"),
@@ -103,6 +123,8 @@ def build_scenario(args: argparse.Namespace) -> Scenario:
         value = getattr(args, flag)
         if value is not None:
             data[field] = int(value) if flag == "start" and value.isdigit() else value
+    if args.seed is None and "seed" not in base.model_fields_set and data.get("id_namespace") is None:
+        data["id_namespace"] = secrets.token_hex(4)  # a fresh namespace: this run's ids are its own
     if args.label_delay_median is not None:
         data["label_delay"]["median_s"] = args.label_delay_median
     if args.label_delay_sigma is not None:
@@ -128,16 +150,31 @@ def handle(args: argparse.Namespace) -> int:
         scenario = build_scenario(args)
         truth = ground_truth(scenario)
     except (ValidationError, ValueError, OSError) as err:
-        print(f"driftline simulate: invalid scenario: {err}", file=sys.stderr)
+        print(f"driftline simulate: invalid scenario: {one_line(err)}", file=sys.stderr)
         return 2
+    if args.training_table is not None:
+        try:
+            rows = write_training_table(scenario, args.training_table)
+        except (ValueError, OSError) as err:
+            print(f"driftline simulate: {one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"driftline simulate: {rows} drift-free training rows to {args.training_table}",
+              file=sys.stderr)
+        return 0
     t0 = time.monotonic()
+    stats = ProduceStats()
     if args.out is not None:
         counts = write_jsonl(scenario, args.out)
         where = str(args.out)
     else:
         settings = settings_from_args(args)
-        ensure_topics(settings)  # co-partitioned predictions/labels before anything is produced
-        counts = asyncio.run(produce(scenario, settings, progress=_progress(t0)))
+        require_broker(settings)
+        try:
+            ensure_topics(settings)  # co-partitioned predictions/labels before anything is produced
+            counts = asyncio.run(produce(scenario, settings, progress=_progress(t0), stats=stats))
+        except ValueError as err:
+            print(f"driftline simulate: {err}", file=sys.stderr)
+            return 2
         where = f"{settings.topics.predictions} / {settings.topics.labels}"
     elapsed = time.monotonic() - t0
     total = sum(counts.values())
@@ -145,6 +182,14 @@ def handle(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     print(f"driftline simulate: {total} records to {where} in {elapsed:.1f}s ({rate:.0f}/s): {kinds}",
           file=sys.stderr)
+    print(f"driftline simulate: {counts.get('predictions', 0)} prediction ids "
+          f"<model>-{scenario.namespace}-<n>-v<version>"
+          + (" (this run's own namespace; --seed N gives reproducible ids)" if scenario.id_namespace else ""),
+          file=sys.stderr)
+    if stats.first_ms is not None and stats.last_ms is not None:
+        left_out = f"; {stats.labels_not_due} labels not due yet left out" if stats.labels_not_due else ""
+        print(f"driftline simulate: event times {format_time(stats.first_ms)} .. "
+              f"{format_time(stats.last_ms)}{left_out}", file=sys.stderr)
     text = orjson.dumps(truth, option=orjson.OPT_INDENT_2)
     if args.ground_truth is not None:
         args.ground_truth.write_bytes(text)

@@ -83,25 +83,26 @@ def ensure_topics(settings: Settings) -> list[str]:
 
     Existing topics are left as they are (their partition counts are not changed).
     """
-    specs = topic_specs(settings)
-    request = {
-        s.name: {"num_partitions": s.partitions, "replication_factor": s.replication_factor,
-                 "configs": s.configs}
-        for s in specs
-    }
+    specs = {s.name: s for s in topic_specs(settings)}
+
+    def request(configs: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
+        return {name: {"num_partitions": specs[name].partitions,
+                       "replication_factor": specs[name].replication_factor, "configs": c}
+                for name, c in configs.items()}
+
     with admin_client(settings) as admin:
-        results = admin.create_topics(request, raise_errors=False)["topics"]
+        results = admin.create_topics(request({n: s.configs for n, s in specs.items()}),
+                                      raise_errors=False)["topics"]
         refused = [
             r["name"] for r in results
             if kafka_errors.for_code(r["error_code"]) is kafka_errors.InvalidConfigurationError
-            and TIMESTAMP_TYPE in request[r["name"]]["configs"]
+            and TIMESTAMP_TYPE in specs[r["name"]].configs
         ]
         if refused:
             log.warning("the broker refused %s for %s: created without it (record timestamps are the "
                         "producers' own)", TIMESTAMP_TYPE, ", ".join(refused))
-            retry = {name: {**request[name], "configs": {k: v for k, v in request[name]["configs"].items()
-                                                         if k != TIMESTAMP_TYPE}} for name in refused}
-            again = admin.create_topics(retry, raise_errors=False)["topics"]
+            without = {n: {k: v for k, v in specs[n].configs.items() if k != TIMESTAMP_TYPE} for n in refused}
+            again = admin.create_topics(request(without), raise_errors=False)["topics"]
             results = [r for r in results if r["name"] not in refused] + list(again)
         created: list[str] = []
         for result in results:
@@ -113,7 +114,7 @@ def ensure_topics(settings: Settings) -> list[str]:
                 raise RuntimeError(f"cannot create topic {result['name']!r}: {detail}")
         # CreateTopics only means "accepted"; wait until the partitions have leaders.
         admin.wait_for_topics(created)
-    order = {s.name: i for i, s in enumerate(specs)}
+    order = {name: i for i, name in enumerate(specs)}
     return sorted(created, key=order.__getitem__)
 
 

@@ -58,9 +58,13 @@ class RawRecord:
 class Decoder:
     """Turns batches of raw records into validated events plus dead letters.
 
-    ``max_timestamp_skew_ms`` bounds ``|event timestamp - record timestamp|``; records whose log
-    timestamp is negative (no timestamp, pre-0.10 message format) skip that check because there is
-    nothing to compare with.
+    ``max_timestamp_skew_ms`` bounds ``|event timestamp - record timestamp|``, and
+    ``max_future_skew_ms`` (if given) how far the event time may be *ahead* of the record
+    timestamp: such a record is a ``future_timestamp`` dead letter, so one producer with a fast
+    clock cannot move a watermark and make everyone else's events late. Both compare the event
+    with its own log timestamp, never with a wall clock, so a replay judges every record alike.
+    Records whose log timestamp is negative (no timestamp, pre-0.10 message format) skip these
+    checks because there is nothing to compare with.
 
     >>> d = Decoder(max_message_bytes=64, max_timestamp_skew_ms=1_000)
     >>> value = b'{"prediction_id":"p","label":"a","timestamp":1}'
@@ -69,13 +73,28 @@ class Decoder:
     ([], 'timestamp_out_of_range')
     >>> d.labels([RawRecord("l", 1, 1, 5_000, None, b"x" * 65)])[1][0].error_kind.value
     'oversized'
+    >>> ahead = b'{"prediction_id":"p","label":"a","timestamp":5400}'
+    >>> strict = Decoder(64, 1_000, max_future_skew_ms=300)
+    >>> dead = strict.labels([RawRecord("l", 1, 2, 5_000, None, ahead)])[1]
+    >>> dead[0].error_kind.value, dead[0].error_message[-47:]
+    ('future_timestamp', 'ahead of the record timestamp 5000 (max 300 ms)')
     """
 
-    __slots__ = ("max_message_bytes", "max_timestamp_skew_ms")
+    __slots__ = ("max_future_skew_ms", "max_message_bytes", "max_timestamp_skew_ms")
 
-    def __init__(self, max_message_bytes: int, max_timestamp_skew_ms: int) -> None:
+    def __init__(
+        self, max_message_bytes: int, max_timestamp_skew_ms: int, max_future_skew_ms: int | None = None
+    ) -> None:
         self.max_message_bytes = max_message_bytes
         self.max_timestamp_skew_ms = max_timestamp_skew_ms
+        self.max_future_skew_ms = max_timestamp_skew_ms if max_future_skew_ms is None else max_future_skew_ms
+
+    def __setstate__(self, state: tuple[None, dict[str, int]]) -> None:
+        slots = dict(state[1])
+        # A decoder pickled before the future bound existed had only the symmetric one.
+        slots.setdefault("max_future_skew_ms", slots["max_timestamp_skew_ms"])
+        for name, value in slots.items():
+            setattr(self, name, value)
 
     def predictions(
         self, records: Sequence[RawRecord]
@@ -128,8 +147,20 @@ class Decoder:
                     )
                     dead.append(_dead(record, value, ErrorKind.TIMESTAMP_OUT_OF_RANGE, message))
                     continue
+                if skew > self.max_future_skew_ms:
+                    message = (
+                        f"timestamp: event time {event.timestamp} is {skew} ms ahead of the record"
+                        f" timestamp {record.timestamp_ms} (max {self.max_future_skew_ms} ms)"
+                    )
+                    dead.append(_dead(record, value, ErrorKind.FUTURE_TIMESTAMP, message))
+                    continue
             good.append((record, event))
         return good, dead
+
+
+def dead_letter(record: RawRecord, kind: ErrorKind, message: str) -> DeadLetter:
+    """The dead letter of a well-formed record rejected later (e.g. a conflicting duplicate)."""
+    return _dead(record, (record.value or b"")[:OVERSIZED_KEPT_BYTES], kind, message)
 
 
 def _dead(record: RawRecord, original: bytes, kind: ErrorKind, message: str) -> DeadLetter:

@@ -4,7 +4,7 @@
 ``write_jsonl`` to files, and ``ground_truth`` says which drift happens when.
 """
 
-from driftline.simulate.output import produce, write_jsonl
+from driftline.simulate.output import ProduceStats, produce, write_jsonl
 from driftline.simulate.scenario import (
     MALFORMED_KINDS,
     ConceptDrift,
@@ -17,6 +17,6 @@ from driftline.simulate.traffic import SimEvent, generate
 from driftline.simulate.truth import ground_truth
 
 __all__ = [
-    "MALFORMED_KINDS", "ConceptDrift", "CovariateDrift", "LabelDelay", "ModelSpec", "Scenario", "SimEvent",
-    "generate", "ground_truth", "produce", "write_jsonl",
+    "MALFORMED_KINDS", "ConceptDrift", "CovariateDrift", "LabelDelay", "ModelSpec", "ProduceStats",
+    "Scenario", "SimEvent", "generate", "ground_truth", "produce", "write_jsonl",
 ]

@@ -3,6 +3,11 @@
 Kafka records carry the simulated event time as their timestamp, so the stream looks as if it had
 been recorded live. With a numeric ``speed`` the records are paced: simulated second ``t`` is sent
 at wall second ``t / speed``.
+
+Nothing is sent with an event time ahead of the wall clock (driftline dead-letters such events,
+``windows.max_future_skew_s``): a full-speed run must lie in the past (the default start makes it
+end now); a paced run waits for each event's time, and labels due after its simulated span are
+left out. :class:`ProduceStats` says what was written and what was left out.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -25,6 +31,19 @@ from driftline.simulate.truth import ground_truth
 
 CHUNK = 5000
 MAX_IN_FLIGHT_CHUNKS = 8
+
+
+@dataclass
+class ProduceStats:
+    """Event-time span of the records written, and the labels left out (due after the span)."""
+
+    first_ms: int | None = None
+    last_ms: int | None = None
+    labels_not_due: int = 0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _topic(settings: Settings, event: SimEvent) -> str:
@@ -42,10 +61,21 @@ async def produce(
     settings: Settings,
     *,
     progress: Callable[[Counter[str]], None] | None = None,
+    stats: ProduceStats | None = None,
 ) -> dict[str, int]:
     """Produce the scenario to ``settings.topics`` (malformed events go to the predictions topic);
-    returns the count per event kind once the broker acknowledged everything."""
+    returns the count per event kind once the broker acknowledged everything. ``stats`` (if given)
+    gets the event-time span written. Raises ValueError for a full-speed run that does not lie in
+    the past."""
     scenario = scenario.resolved()
+    stats = stats if stats is not None else ProduceStats()
+    span_end_ms = scenario.start_ms() + int(scenario.duration_s * 1000)
+    paced = scenario.speed != "max"
+    if not paced and span_end_ms > _now_ms():
+        raise ValueError(
+            "the simulated span ends in the future: at full speed it must lie in the past (omit "
+            "--start to back-fill the span ending now, or pace it with --speed realtime)"
+        )
     counts: Counter[str] = Counter()
     producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
     await producer.start()
@@ -53,7 +83,6 @@ async def produce(
         sender = BatchSender(producer)
         in_flight: list[list[Submitted]] = []
         chunk: list[OutRecord] = []
-        paced = scenario.speed != "max"
         wall0, start_ms = time.monotonic(), scenario.start_ms()
 
         async def send_chunk() -> None:
@@ -68,14 +97,22 @@ async def produce(
                 progress(counts)
 
         for event in generate(scenario):
+            ts = event.timestamp_ms
+            if ts > span_end_ms and (paced or ts > _now_ms()):  # a label not due yet
+                stats.labels_not_due += 1
+                continue
             if paced:
-                due = wall0 + (event.timestamp_ms - start_ms) / 1000 / float(scenario.speed)
-                if due > time.monotonic():
+                due = wall0 + (ts - start_ms) / 1000 / float(scenario.speed)
+                # ... and never before the wall clock reaches the event time
+                wait = max(due - time.monotonic(), (ts - _now_ms()) / 1000)
+                if wait > 0:
                     if chunk:
                         await send_chunk()
-                    await asyncio.sleep(due - time.monotonic())
-            chunk.append(OutRecord(_topic(settings, event), event.key, event.value, event.timestamp_ms))
+                    await asyncio.sleep(wait)
+            chunk.append(OutRecord(_topic(settings, event), event.key, event.value, ts))
             counts[event.kind] += 1
+            stats.first_ms = ts if stats.first_ms is None else min(stats.first_ms, ts)
+            stats.last_ms = ts if stats.last_ms is None else max(stats.last_ms, ts)
             if len(chunk) >= CHUNK:
                 await send_chunk()
         if chunk:

@@ -86,7 +86,16 @@ class ModelSpec(_Spec):
 
 class Scenario(_Spec):
     seed: int = 0
-    start: EpochMillis | None = Field(default=None, description="event time of request 0; default now")
+    id_namespace: str | None = Field(
+        default=None, min_length=1, pattern=r"^[A-Za-z0-9_.]+$",
+        description="middle part of the prediction ids ({model}-{namespace}-{request}-v{version}), so "
+        "separate runs never share ids; default the seed (the same seed gives the same ids)",
+    )
+    start: EpochMillis | None = Field(
+        default=None,
+        description="event time of request 0; default: the run ends now (full speed back-fills the "
+        "span before now, a paced run starts early enough to end at the wall clock)",
+    )
     duration_s: float = Field(default=3600.0, gt=0)
     rate: float = Field(default=50.0, gt=0, description="requests per simulated second (all models)")
     speed: float | Literal["max"] = Field(default="max", description="simulated s per wall s, or 'max'")
@@ -113,12 +122,22 @@ class Scenario(_Spec):
     def n_requests(self) -> int:
         return int(self.duration_s * self.rate)
 
+    @property
+    def namespace(self) -> str:
+        return self.id_namespace if self.id_namespace is not None else str(self.seed)
+
     def start_ms(self) -> int:
-        """The configured start, else now rounded down to the minute."""
+        """The configured start, else the start that makes the run end now, never in the future:
+        at full speed the span ends at the minute now is in; paced at ``speed`` simulated seconds
+        per wall second, simulated time catches up with the wall clock at the end of the run."""
         if self.start is not None:
             return self.start
         now = time.time_ns() // 1_000_000
-        return now - now % 60_000
+        now -= now % 60_000
+        duration_ms = int(self.duration_s * 1000)
+        if self.speed == "max":
+            return now - duration_ms
+        return now - int(duration_ms * max(0.0, 1 - 1 / self.speed))
 
     def resolved(self) -> Scenario:
         """A copy with ``start`` fixed, so generating twice gives the same event times."""

@@ -2,7 +2,8 @@
 
 Request ``i`` happens at event time ``start + i / rate``. Each request goes to one model (by
 traffic share); the champion scores it and, if configured, the challenger scores the same
-features under its own prediction id (``{request}-v{version}``). Labels (one per prediction id,
+features under its own prediction id (``{model}-{namespace}-{request}-v{version}``, the namespace
+being the seed unless the scenario names one). Labels (one per prediction id,
 the same truth and delay for both versions) are emitted once the event time reaches their label
 timestamp, so the stream is in event-time order throughout. Malformed prediction messages are
 inserted at the configured share.
@@ -160,7 +161,7 @@ def generate(scenario: Scenario) -> Iterator[SimEvent]:
         segment = _segment(scenario.segments, rng)
         labelled = rng.random() < scenario.label_coverage
         label_ts = ts + int(_delay_s(scenario.label_delay, rng) * 1000) if labelled else 0
-        request_id = f"{model.spec.model_id}-{scenario.seed}-{i}"
+        request_id = f"{model.spec.model_id}-{scenario.namespace}-{i}"
         for version, accuracy, follows_current in model.versions:
             pid = f"{request_id}-v{version}"
             doc: dict[str, Any] = {
