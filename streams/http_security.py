@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +26,8 @@ from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
 from driftline.config import WorkerSettings
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz"})
 METRICS_PATH = "/metrics"
@@ -88,10 +91,14 @@ def server_ssl_context(worker: WorkerSettings) -> ssl.SSLContext | None:
 
 
 def serving_problem(host: str, worker: WorkerSettings) -> str | None:
-    """What stops a server from starting on ``host`` with these settings (one line), or None."""
+    """What stops a server from starting on ``host`` with these settings (one line), or None.
+    Serving a non-loopback address without tokens (``--insecure``) is allowed, with a warning."""
     refusal = bind_refusal(host, worker)
     if refusal:
         return refusal
+    if not worker.auth_tokens and not is_loopback(host):
+        log.warning("serving on %s WITHOUT authentication (--insecure): anyone who reaches it can "
+                    "write events and read ClickHouse", host or "all interfaces")
     try:
         server_ssl_context(worker)
     except TLSConfigError as err:

@@ -349,6 +349,7 @@ def test_serve_with_insecure_binds_every_interface(kafka_bootstrap: str, tmp_pat
         wait_for(lambda: call(f"http://127.0.0.1:{port}/healthz").status == 200, 120, "serve", proc, log)
         invalid = call(f"http://127.0.0.1:{port}/predictions", method="POST", data=b"{")
         assert invalid.status == 400  # served without a token; nothing produced
+        assert "serving on 0.0.0.0 WITHOUT authentication" in log.read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
