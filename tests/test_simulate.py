@@ -23,6 +23,7 @@ from driftline.simulate import (
     CovariateDrift,
     LabelDelay,
     ModelSpec,
+    ProduceStats,
     Scenario,
     generate,
     ground_truth,
@@ -246,3 +247,17 @@ def test_produce_refuses_a_full_speed_span_in_the_future() -> None:
     future = Scenario(start=time.time_ns() // 1_000_000 + 3_600_000, duration_s=10)
     with pytest.raises(ValueError, match="ends in the future"):
         asyncio.run(produce(future, Settings()))
+
+
+@pytest.mark.integration
+def test_full_speed_back_fill_writes_no_event_time_in_the_future(settings: Settings) -> None:
+    scenario = Scenario(duration_s=60, rate=20, label_delay=LabelDelay(median_s=40, max_s=120))
+    stats = ProduceStats()
+    counts = asyncio.run(produce(scenario, settings, stats=stats))
+    now = time.time_ns() // 1_000_000
+    assert stats.first_ms is not None and stats.last_ms is not None and stats.last_ms <= now
+    assert stats.labels_not_due > 0 and counts["labels"] + stats.labels_not_due == counts["predictions"]
+    for topic in (settings.topics.predictions, settings.topics.labels):
+        records = asyncio.run(consume(settings, topic, 1))
+        values = [orjson.loads(r.value) for r in records]
+        assert values and all(v["timestamp"] <= now for v in values if isinstance(v.get("timestamp"), int))

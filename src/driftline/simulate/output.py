@@ -6,8 +6,9 @@ at wall second ``t / speed``.
 
 Nothing is sent with an event time ahead of the wall clock (driftline dead-letters such events,
 ``windows.max_future_skew_s``): a full-speed run must lie in the past (the default start makes it
-end now); a paced run waits for each event's time, and labels due after its simulated span are
-left out. :class:`ProduceStats` says what was written and what was left out.
+end now); a paced run never sends an event before the wall clock reached its time; labels due
+after the simulated span that are still in the future when their turn comes are left out.
+:class:`ProduceStats` says what was written and what was left out.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ async def produce(
 
         for event in generate(scenario):
             ts = event.timestamp_ms
-            if ts > span_end_ms and (paced or ts > _now_ms()):  # a label not due yet
+            if ts > span_end_ms and ts > _now_ms():  # a label due after the run: not known yet
                 stats.labels_not_due += 1
                 continue
             if paced:
