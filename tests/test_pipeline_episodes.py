@@ -6,6 +6,8 @@ import pickle
 import random
 from typing import Any
 
+from driftline.config import Settings
+from driftline.operators.episodes import DEFAULT_LEARNING, DEFAULT_MIN_EFFECT_SD, DEFAULT_MIN_RATE_RATIO
 from driftline.pipeline.episodes import EpisodeMerger
 
 
@@ -126,3 +128,24 @@ def test_reversal_escalates_and_a_newer_profile_closes() -> None:
     assert m.stale == 1 and m.open_count() == 1 and m.is_open("m", "1", "x")
     closed = [r for r in out.rows if r["status"] == "closed"]
     assert len(closed) == 1 and closed[0]["close_reason"] == "new_profile" and closed[0]["closed_at"] == 2500
+
+
+def test_a_shard_closing_for_a_new_profile_closes_the_episode_and_retires_the_old_profile() -> None:
+    m = merger()
+    m.add(report(0, "opened", 100, 10, 0.8))
+    m.add(report(1, "opened", 200, 20, 0.7))
+    m.add(report(0, "closed", 1100, 50, 0.8, reason="new_profile"))  # shard 0 switched profiles
+    m.add(report(1, "opened", 1500, 60, 0.9, feature="y"))  # shard 1, still on the old profile
+    out = m.advance(2000)
+    assert [(e["feature"], e["event_kind"], e["reason"]) for e in out.events] == [
+        ("x", "opened", "alarm"), ("x", "closed", "new_profile")]
+    assert m.stale == 1 and m.open_count() == 0
+
+
+def test_settings_defaults_are_the_monitor_defaults() -> None:
+    sequential = Settings().sequential
+    assert sequential.min_effect_sd == DEFAULT_MIN_EFFECT_SD
+    assert sequential.learning == DEFAULT_LEARNING
+    assert sequential.min_error_ratio == DEFAULT_MIN_RATE_RATIO
+    # the former per-interval rate limit still loads (old settings files), and means nothing
+    assert Settings(sequential={"alert_interval_s": 60}).sequential == sequential

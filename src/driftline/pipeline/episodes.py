@@ -159,6 +159,7 @@ class EpisodeMerger:
         self.floor = -(2**62)  # applied_until of every model (the clock of advance without a model)
         self.open: dict[EpisodeKey, Episode] = {}
         self.reference: dict[ModelKey, tuple[int, str]] = {}  # newest (effective_from, id) reported
+        self.retired: set[tuple[ModelKey, tuple[int, str]]] = set()  # replaced by a newer profile
         self.duplicates = 0
         self.stale = 0  # reports from a training profile that a newer one replaced
 
@@ -237,7 +238,7 @@ class EpisodeMerger:
         key = (*model, str(r["feature"]))
         reference = (int(r["reference_from"]), str(r["reference_id"]))
         newest = self.reference.get(model)
-        if newest is not None and reference < newest:
+        if (newest is not None and reference < newest) or (model, reference) in self.retired:
             self.stale += 1
             return
         self.reference[model] = reference
@@ -318,6 +319,9 @@ class EpisodeMerger:
         return sum(w * p.magnitude for w, p in zip(weights, parts, strict=True)) / sum(weights)
 
     def _close(self, episode: Episode, r: Mapping[str, Any], reason: str, out: MergeOutput) -> None:
+        if reason == "new_profile":
+            model = (episode.model_id, episode.model_version)
+            self.retired.add((model, (episode.reference_from, episode.reference_id)))
         for part in episode.parts.values():
             part.open = False
         episode.closed_at = int(r["event_time"])
