@@ -320,6 +320,21 @@ def test_query_limits_hold_on_the_worker(worker: Worker) -> None:
     after = _cli(worker, "query", f"SELECT count() AS n FROM numbers({MAX_ROWS + 1})", "--format", "csv")
     assert (after.returncode, after.stdout) == (0, '"n"\n51\n'), after.stderr  # the next answer is clean
 
+    # the failed query's session was replaced; the sink still writes beside it
+    prediction_id = f"after-limit-{uuid.uuid4().hex[:8]}"
+    for path, event in (("/predictions", {**PREDICTION, "prediction_id": prediction_id}),
+                        ("/feedback", {"prediction_id": prediction_id, "label": 1})):
+        reply = call(f"{worker.base}{path}", method="POST", data=orjson.dumps(event), token=TOKEN,
+                     context=worker.context)
+        assert reply.status == 202, reply.body
+    sql = f"SELECT count() AS n FROM outcomes FINAL WHERE prediction_id = '{prediction_id}'"
+
+    def written() -> bool:
+        done = _cli(worker, "query", sql, "--format", "csv")
+        return done.returncode == 0 and done.stdout == '"n"\n1\n'
+
+    wait_for(written, 90, "the outcome written by the sink", worker.proc, worker.log)
+
 
 @pytest.mark.integration
 def test_worker_logs_never_show_tokens(worker: Worker) -> None:
