@@ -5,7 +5,8 @@
 Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (3) the Faust agent
 over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
 topics; then the in-process figures (4) operators, (7) join state, (8) detection (windows vs River
-detectors), (9) sequential detectors vs River on 1M-sample streams and (10) W1 batch scoring. Everything
+detectors), (9) sequential detectors vs River on 1M-sample streams, (10) W1 batch scoring and (11) drift
+episodes vs River on real and synthetic streams. Everything
 runs sequentially so no figure shares the two cores with another benchmark.
 """
 
@@ -30,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0] already;
 
 import bench_broker
 import bench_detection
+import bench_episodes
 import bench_pipeline
 import bench_scorer
 import bench_sequential
@@ -109,6 +111,21 @@ def sequential_figures(quick: bool, seeds: int, tmp: Path) -> list[Figure]:
         out.append(Figure(f"seq_{check['stream']}_{check['figure'].split()[0]}",
                           f"(9) sequential, {check['stream']}: {check['figure']}", check["measured"], unit,
                           f"{sign} {fmt_value(check['target'])}", bool(check["met"]), check["verdict"]))
+    return out
+
+
+def episodes_figures(quick: bool, tmp: Path) -> list[Figure]:
+    """(11): bench_episodes' targets (drift episodes vs River ADWIN on the same rows)."""
+    path = tmp / "episodes.json"
+    bench_episodes.main([*(["--quick"] if quick else []), "--json", str(path)])
+    out = []
+    for check in json.loads(path.read_text())["targets"]:  # stdlib json: the file may hold NaN
+        words = f"{check['part']} {check['figure'].split(' vs ')[0]}".lower()
+        key = "episodes_" + "_".join("".join(c if c.isalnum() else " " for c in words).split()[:8])
+        sign = ">=" if check["higher_is_better"] else "<="
+        detail = check["verdict"] + (f"; {check['note']}" if check["note"] else "")
+        out.append(Figure(key, f"(11) episodes, {check['part']}: {check['figure']}", check["measured"],
+                          check["unit"], f"{sign} {fmt_value(check['target'])}", bool(check["met"]), detail))
     return out
 
 
@@ -224,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         note("(9) sequential detection done")
         figures.append(w1_figure(args.quick, Path(tmp)))
         note("(10) W1 batch scoring done")
+        figures += episodes_figures(args.quick, Path(tmp))
+        note("(11) drift episodes done")
 
     order = ["worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s", "worker_share_of_raw",
              "worker_over_faust", "operators_events_per_s", "operators_seq_events_per_s", "client_p99_us",

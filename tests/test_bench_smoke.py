@@ -78,6 +78,7 @@ def test_run_all_quick_prints_one_table_and_writes_json(bench_path: None, tmp_pa
         assert key in keys
     assert any(k.startswith("detect_") for k in keys)
     assert any(k.startswith("seq_") for k in keys) and "w1_seeds_met" in keys
+    assert any(k.startswith("episodes_") for k in keys)
     assert data["environment"]["cores"] >= 1
 
 
@@ -89,6 +90,16 @@ def test_sequential_quick_prints_every_detector_and_target(bench_path: None,
                  "gradual", "error"):
         assert name in out, name
     assert "false alarms per million quiet samples" in out and "identical to update_many: True" in out
+
+
+def test_episodes_quick_prints_every_part_and_target(bench_path: None,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert _module("bench_episodes").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for name in ("driftline episodes", "River ADWIN", "River PageHinkley", "River KSWIN", "elec2",
+                 "noaa_weather", "abrupt", "gradual", "error rate", "A further change", "Two-phase"):
+        assert name in out, name
+    assert "episodes opened per 10,000 rows vs River ADWIN alarms" in out and "min effect default" in out
 
 
 def test_scorer_quick_prints_the_w1_case(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
