@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from driftline.cli.profile import PublishError, publish_profile
-from driftline.client.http import open_worker, worker_url
+from driftline.client.http import client_ssl_context, open_worker, worker_url
 from driftline.config import Settings, load_settings_or_exit
 from driftline.demo.plan import DemoPlan, build_plan, pace
 from driftline.demo.progress import LIVE_COUNTS_SQL, Progress, metric_sums
@@ -240,7 +240,8 @@ def _start_children(
     """The worker, then (once it owns ClickHouse) the training profiles, then the retrain listener."""
     worker = spawn("worker", ["worker", "--loglevel", "warning"], home / "logs" / "worker.log", env)
     children.append(worker)
-    wait_healthy(worker, f"http://127.0.0.1:{settings.worker.web_port}/healthz", timeout)
+    health = worker_url(settings, "/healthz", host="127.0.0.1")  # https with a certificate configured
+    wait_healthy(worker, health, timeout, client_ssl_context(settings))
     for profile in training_profiles(
         plan.scenario, settings.drift.bins, settings.drift.top_k, plan.scenario.start_ms()
     ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -70,15 +71,16 @@ class StartupError(RuntimeError):
     """A child exited or did not become ready."""
 
 
-def wait_healthy(child: Child, url: str, timeout: float) -> None:
-    """Wait until ``url`` answers 200 (the worker's /healthz once every runner is running)."""
+def wait_healthy(child: Child, url: str, timeout: float, context: ssl.SSLContext | None = None) -> None:
+    """Wait until ``url`` answers 200 (the worker's /healthz once every runner is running);
+    ``context`` verifies an https URL."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not child.running():
             raise StartupError(f"{child.name} exited with code {child.process.returncode}:\n"
                                f"{child.log_tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 if response.status == 200:
                     return
         except OSError:  # not listening yet, or 503 while runners start
