@@ -235,8 +235,9 @@ class EpisodeMonitor:
         self._opener_inflation = np.ones(len(opener.components))  # for serial dependence (see above)
         self._regime: NumericDetector | CategoricalDetector | None = None
         self._map: IntArray | None = None  # opener symbol -> regime symbol
-        self._ring = np.zeros(self.learning, dtype=np.int64)  # slot i % learning: symbol i (recent ones)
-        self._sample = np.zeros(self.learning, dtype=np.int64)  # during an episode, the regime's
+        small = np.int16 if opener._table.shape[0] < 2**15 else np.int32  # symbols: a smaller checkpoint
+        self._ring = np.zeros(self.learning, dtype=small)  # slot i % learning: symbol i (recent ones)
+        self._sample = np.zeros(self.learning, dtype=small)  # during an episode, the regime's
         self._filled = 0  # values so far: the learning sample, or the current block while watching
         self._refine = False  # the learning period follows an event: it refines that event's level
         self._open: _Open | None = None
@@ -372,7 +373,7 @@ class EpisodeMonitor:
         self._filled += syms.size
         if self._filled < self.learning:
             return None
-        sample, self._filled = self._sample.copy(), 0
+        sample, self._filled = self._sample.astype(np.int64), 0
         if self._regime is not None:  # a block while watching the regime: re-measure, may close
             return self._measured(sample, index, escalate=False)
         event = self._measured(sample, index, escalate=not self._refine)
