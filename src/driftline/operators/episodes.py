@@ -27,6 +27,8 @@ Lifecycle
    closes the episode (a return too gradual for the regime bank). This is the reverse test; the gap
    between "opens beyond the minimum effect, with a calibrated false-alarm rate" and "closes when
    a whole sample is within it" is the hysteresis that keeps a wandering stream from churning.
+   (Closing and escalating never ask for less than a learned sample resolves, ``KAPPA /
+   sqrt(learning)`` = 0.045 sd at the default, so a monitor with ``min_effect=0`` behaves too.)
 
 Serial dependence
 -----------------
@@ -459,14 +461,27 @@ class EpisodeMonitor:
     def _escalation(self, magnitude: float) -> str:
         """``"larger"`` / ``"reversal"`` when ``magnitude`` escalates the episode, else ``""``."""
         assert self._open is not None
-        level = self._open.level
+        level, step = self._open.level, self._tolerance()
         if self.kind == "numeric":
-            if magnitude * level < 0 and abs(magnitude) >= self.min_effect:
+            if magnitude * level < 0 and abs(magnitude) >= step:
                 return "reversal"
-            return "larger" if abs(magnitude) >= abs(level) + self.min_effect else ""
+            return "larger" if abs(magnitude) >= abs(level) + step else ""
         if self.kind == "binary":
-            return "larger" if magnitude >= level * self.min_effect else ""
-        return "larger" if magnitude >= level + self.min_effect else ""
+            return "larger" if magnitude >= level * step else ""
+        return "larger" if magnitude >= level + step else ""
+
+    def _tolerance(self) -> float:
+        """The smallest effect the monitor reports: the minimum effect, or what a learned sample
+        resolves (``KAPPA`` standard errors; a sample's PSI against its own population is about
+        ``categories / size``) if larger, so a monitor with no minimum effect closes too."""
+        resolution = KAPPA / math.sqrt(self.learning)
+        opener = self._opener
+        if isinstance(opener, NumericDetector):
+            return max(self.min_effect, resolution)
+        if isinstance(opener, BinaryDetector):
+            return max(self.min_effect, 1.0 + resolution * math.sqrt((1.0 - opener.p0) / opener.p0))
+        assert isinstance(opener, CategoricalDetector)
+        return self.min_effect + len(opener.categories) / self.learning
 
     def _magnitude(self, syms: IntArray) -> float:
         """Effect of the values ``syms`` (opener symbols) against the training reference."""
@@ -480,25 +495,12 @@ class EpisodeMonitor:
         return psi(opener.reference_shares, np.bincount(syms, minlength=k))
 
     def _within_reference(self, sample: IntArray, magnitude: float) -> bool:
-        """The reverse test on a learned sample: back within the minimum effect of the reference.
-
-        Never tighter than the sample can resolve (``KAPPA`` standard errors), so a monitor with no
-        minimum effect closes too.
-        """
-        opener = self._opener
-        resolution = KAPPA / math.sqrt(sample.size)
+        """The reverse test on a learned sample: back within the tolerance of the reference."""
+        opener, tolerance = self._opener, self._tolerance()
         if isinstance(opener, NumericDetector):
             sd = float(np.std(opener._u[sample]))
-            tolerance = max(self.min_effect, resolution)
             return abs(magnitude) < tolerance and abs(sd - 1.0) < tolerance
-        if isinstance(opener, BinaryDetector):
-            p0 = opener.p0
-            return magnitude < max(self.min_effect, 1.0 + resolution * math.sqrt((1.0 - p0) / p0))
-        # a sample's PSI against its own population is ~ (categories - 1) / size: allow for it
-        assert isinstance(opener, CategoricalDetector)
-        seen = np.count_nonzero((np.bincount(sample, minlength=len(opener.categories) + 1) > 0)
-                                | (opener.reference_shares > 0))
-        return bool(magnitude < self.min_effect + (seen - 1) / sample.size)
+        return magnitude < tolerance
 
     def _regime_bank(self, sample: IntArray) -> tuple[NumericDetector | CategoricalDetector, IntArray]:
         """The bank that watches the learned regime, and the map from opener symbols to its own."""
