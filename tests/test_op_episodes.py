@@ -188,13 +188,14 @@ def test_update_many_in_any_chunking_equals_update(cuts: list[int]) -> None:
     assert batched == singles and _state(one) == _state(many)
 
 
-@pytest.mark.parametrize("cut", [3_100, 3_500, 9_000])  # in the learning period, watching the regime, ...
+# learning after the opening, watching the first regime, watching after an escalation
+@pytest.mark.parametrize("cut", [3_100, 5_500, 9_000])
 def test_pickle_mid_episode(cut: int) -> None:
     whole = _numeric(40)
     expected = _feed(whole, _CHANGING, batch=700)
     first = _numeric(40)
     head = _feed(first, _CHANGING[:cut], batch=700)
-    assert first.episode is not None
+    assert first.episode is not None and first.episode.learning == (cut == 3_100)
     resumed = pickle.loads(pickle.dumps(first))
     tail = _feed(resumed, _CHANGING[cut:], batch=300)
     assert head + tail == expected and _state(resumed) == _state(whole)
