@@ -261,3 +261,15 @@ def test_full_speed_back_fill_writes_no_event_time_in_the_future(settings: Setti
         records = asyncio.run(consume(settings, topic, 1))
         values = [orjson.loads(r.value) for r in records]
         assert values and all(v["timestamp"] <= now for v in values if isinstance(v.get("timestamp"), int))
+
+
+def test_cli_files_hold_no_event_time_in_the_future(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--duration", "60", "--rate", "5", "--out", str(tmp_path)]) == 0
+    now = time.time_ns() // 1_000_000
+    err = capsys.readouterr().err
+    assert "event times " in err and "labels not due yet left out" in err
+    lines = [*(tmp_path / "predictions.jsonl").read_bytes().splitlines(),
+             *(tmp_path / "labels.jsonl").read_bytes().splitlines()]
+    assert lines and all(orjson.loads(line)["timestamp"] <= now for line in lines)

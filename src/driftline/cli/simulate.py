@@ -164,7 +164,7 @@ def handle(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     stats = ProduceStats()
     if args.out is not None:
-        counts = write_jsonl(scenario, args.out)
+        counts = write_jsonl(scenario, args.out, stats)
         where = str(args.out)
     else:
         settings = settings_from_args(args)

@@ -125,15 +125,26 @@ async def produce(
     return dict(counts)
 
 
-def write_jsonl(scenario: Scenario, out_dir: Path) -> dict[str, int]:
-    """Write predictions.jsonl (valid and malformed), labels.jsonl and ground_truth.json."""
+def write_jsonl(scenario: Scenario, out_dir: Path, stats: ProduceStats | None = None) -> dict[str, int]:
+    """Write predictions.jsonl (valid and malformed), labels.jsonl and ground_truth.json; as
+    :func:`produce`, labels due after the span and after now are left out (``stats`` says how many,
+    and the span written)."""
     scenario = scenario.resolved()
+    stats = stats if stats is not None else ProduceStats()
+    span_end_ms = scenario.start_ms() + int(scenario.duration_s * 1000)
+    now_ms = _now_ms()
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     with (out_dir / "predictions.jsonl").open("wb") as preds, (out_dir / "labels.jsonl").open("wb") as labels:
         for event in generate(scenario):
+            if event.timestamp_ms > span_end_ms and event.timestamp_ms > now_ms:
+                stats.labels_not_due += 1
+                continue
             (labels if event.kind == "labels" else preds).write(event.value + b"\n")
             counts[event.kind] += 1
+            ts = event.timestamp_ms
+            stats.first_ms = ts if stats.first_ms is None else min(stats.first_ms, ts)
+            stats.last_ms = ts if stats.last_ms is None else max(stats.last_ms, ts)
     truth = orjson.dumps(ground_truth(scenario), option=orjson.OPT_INDENT_2)
     (out_dir / "ground_truth.json").write_bytes(truth)
     return dict(counts)
