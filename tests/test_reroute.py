@@ -356,3 +356,32 @@ def test_a_bounded_replay_counts_every_orphan_and_expiry_by_its_end() -> None:
         expired[r["model_id"]] += r["n_expired"]
     assert orphans == Counter(m for m, t in traffic.orphans.values() if t < end)
     assert expired == Counter(m for m, t in traffic.unlabelled.values() if t + HORIZON_S * 1000 < end)
+
+
+def test_a_resent_prediction_that_needs_rerouting_counts_once_in_the_windows() -> None:
+    """An at-least-once producer with librdkafka's partitioner re-sends predictions: the copies
+    land on the same (CRC32) partition, are re-routed, and count in the windows once, as a re-sent
+    prediction on its murmur2 partition does."""
+    settings = _settings()
+    traffic = _traffic(settings, seed=4, minutes=12)
+    resent: list[RawRecord] = []
+    offsets: Counter[tuple[str, int]] = Counter()
+    for r in traffic.records:
+        copies = 2 if r.topic == settings.topics.predictions and r.offset % 3 == 0 else 1
+        for _ in range(copies):
+            resent.append(RawRecord(r.topic, r.partition, offsets[(r.topic, r.partition)], r.timestamp_ms,
+                                    r.key, r.value))
+            offsets[(r.topic, r.partition)] += 1
+    rerouted_copies = sum(
+        1 for r in resent
+        if r.topic == settings.topics.predictions and r.key and r.partition != kafka_partition(r.key, P)
+    )
+    assert rerouted_copies > 300
+
+    def windows(records: list[RawRecord]) -> dict[str, set[bytes]]:
+        pipeline = InProcessPipeline(settings)
+        for i in range(0, len(records), 500):
+            pipeline.feed(records[i : i + 500])
+        return _canonical({t: pipeline.rows[t] for t in ("feature_windows", "model_drift", "outcomes")})
+
+    assert windows(resent) == windows(traffic.records)

@@ -39,6 +39,7 @@ Exact under replay and SIGKILL, because what a shard receives is a function of t
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -100,6 +101,46 @@ class Forwarder:
                       "marks": [[kind, watermarks[kind], self.sent[(kind, destination)]] for kind in KINDS]}
             out.append(OutboundMessage(self.topic, None, _encode(header), destination))
         return out
+
+
+class ForwardedPredictions:
+    """The ids of predictions a shard forwarded, to tell a re-sent one (same id, time within the
+    horizon of an earlier copy: the join's duplicate rule) before counting it in the windows.
+    A copy is remembered until this partition's watermark passes its time + horizon, after which a
+    further copy inside that horizon would be late anyway; so on one partition this decides
+    exactly as the join does. Copies on different partitions (keyless re-sends) are not seen here.
+
+    >>> ids = ForwardedPredictions()
+    >>> [ids.is_resend("p", ts, horizon_ms=500) for ts in (1_000, 1_400, 1_600)]
+    [False, True, False]
+    >>> ids.forget(watermark=2_200, horizon_ms=500); len(ids)
+    0
+    """
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[int]] = {}  # id -> times of the copies counted, in log order
+        self._expiry: list[tuple[int, str]] = []  # heap of (time, id) of the copies remembered
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def is_resend(self, prediction_id: str, ts: int, horizon_ms: int) -> bool:
+        """Whether this copy repeats a remembered one; if not, it is remembered."""
+        times = self.times.setdefault(prediction_id, [])
+        if any(ts <= t + horizon_ms for t in times):
+            return True
+        times.append(ts)
+        heapq.heappush(self._expiry, (ts, prediction_id))
+        return False
+
+    def forget(self, watermark: int, horizon_ms: int) -> None:
+        """Drop copies whose horizon the watermark has passed."""
+        while self._expiry and self._expiry[0][0] + horizon_ms < watermark:
+            ts, prediction_id = heapq.heappop(self._expiry)
+            times = self.times[prediction_id]
+            times.remove(ts)
+            if not times:
+                del self.times[prediction_id]
 
 
 class Inbox:

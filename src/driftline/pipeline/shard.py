@@ -137,6 +137,7 @@ class ShardProcessor:
         outcomes: list[JoinedOutcome] = []
         forwarded: list[OutboundMessage] = []
         reports = self._apply_predictions(valid_predictions, outcomes, late_rows, forwarded)
+        self.forwarded_ids.forget(self.pred_watermark, self.join.horizon_ms)
         self._emit_episode_reports(reports, out)
         self._apply_labels(valid_labels, outcomes, late_rows, forwarded)
         self._apply_rerouted(rerouted_predictions, rerouted_labels, outcomes)
@@ -194,7 +195,7 @@ class ShardProcessor:
             held_labels=float(self.join.held_count),
             open_windows=float(len(self.open)),
             sequential_detectors=float(self.watch.monitor_count() if self.watch else 0),
-            open_drift_episodes=float(self.watch.open_episodes() if self.watch else 0),
+            open_shard_episodes=float(self.watch.open_episodes() if self.watch else 0),
             prediction_watermark_ms=float(max(self.pred_watermark, 0)),
             label_watermark_ms=float(max(self.label_watermark, 0)),
         )
@@ -254,6 +255,8 @@ class ShardProcessor:
                 forwarded.append(self.forwarder.forward(reroute.PREDICTION, destination, record,
                                                         event.prediction_id))
                 self.rerouted[(reroute.PREDICTION, event.model_id)] += 1
+                if self.forwarded_ids.is_resend(event.prediction_id, ts, self.join.horizon_ms):
+                    continue  # the joining shard counts it as a duplicate; no window counts it twice
             else:
                 joined = self.join.on_prediction(event, tags, digest=_digest(record), source=record)
                 now_duplicates = self.join.counters.get("duplicate_predictions", 0)
@@ -382,6 +385,7 @@ class ShardProcessor:
         self.inbox = reroute.Inbox(self.shard, topics.partitions)
         self.rerouted: Counter[tuple[str, str]] = Counter()  # (kind, model_id) -> records forwarded
         self.join_inputs: Counter[tuple[str, str]] = Counter()  # (kind, model_id) -> records accepted
+        self.forwarded_ids = reroute.ForwardedPredictions()
         self.sent_source_watermarks: tuple[int, int] = (NO_TIME, NO_TIME)
 
     def _join_shard(self, prediction_id: str) -> int:
