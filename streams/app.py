@@ -123,13 +123,25 @@ async def _supervise(runtime: WorkerRuntime, run_seconds: float | None, exit_whe
     os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful path
 
 
+def logging_config(loglevel: str) -> dict[str, Any] | None:
+    """driftline's own lines at ``loglevel``; Kafka, Faust and aiohttp chatter only from WARNING
+    on, unless debugging (merged into mode's logging setup)."""
+    if loglevel.lower() == "debug":
+        return None
+    level = loglevel.upper()
+    quiet = "WARNING" if level == "INFO" else level
+    return {"merge": True, "root": {"level": quiet, "handlers": ["default"]},
+            "loggers": {"driftline": {"level": level}}}
+
+
 def run_worker(runtime: WorkerRuntime, *, run_seconds: float | None = None,
                exit_when_idle: float | None = None, loglevel: str = "info") -> int:
     """Run until SIGTERM/SIGINT (or the limits above); returns the exit code."""
     runtime.prepare_store()
     tune_gc()
     app = create_app(runtime, run_seconds=run_seconds, exit_when_idle=exit_when_idle)
-    worker = app.Worker(loglevel=loglevel, redirect_stdouts=False, quiet=True)
+    worker = app.Worker(loglevel=loglevel, redirect_stdouts=False, quiet=True,
+                        logging_config=logging_config(loglevel))
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

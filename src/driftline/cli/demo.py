@@ -76,24 +76,39 @@ def _clock(timestamp: str | None) -> str:
     return timestamp[11:19] if timestamp else "-"
 
 
-def _features(names: list[str], injected: list[str]) -> str:
-    return ", ".join(name if name in injected else f"[red]{name}[/]" for name in names) or "-"
+def _detected(model: dict[str, Any]) -> str:
+    """Detected features, naming those that were not injected (plain text: logs have no colour)."""
+    text = ", ".join(model["detected_drift"]) or "-"
+    if model["false_detections"]:
+        text += f" ({', '.join(model['false_detections'])} not injected)"
+    return text
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """Injected against detected drift, one block of rows per model version: two columns, so it
+    reads whole in an 80-column log (values wrap, nothing is cut to an ellipsis)."""
+    table = Table(title=f"injected vs detected (drift injected at {summary['injection_time']})",
+                  show_header=False, min_width=66)
+    table.add_column("what", style="bold cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for m in summary["models"]:
+        injected = m["injected_drift"]
+        table.add_row(f"[bold]{m['model_id']} v{m['model_version']}[/]", f"[bold]{m['role']}[/]")
+        table.add_row("injected drift", ", ".join(injected) or "-")
+        table.add_row("detected drift", _detected(m))
+        if m["missed"]:
+            table.add_row("missed", ", ".join(m["missed"]))
+        table.add_row("first detection", _clock(m["first_detection"]))
+        table.add_row("accuracy", f"{_fmt(m['accuracy_before'])} -> {_fmt(m['accuracy_after'])}")
+        reasons = f" ({', '.join(m['trigger_reasons'])})" if m["trigger_reasons"] else ""
+        table.add_row("alarms, triggers", f"{m['detector_alarms']}, {m['retrain_triggers']}{reasons}")
+        table.add_row("retrain jobs ok", str(m["retrain_jobs_succeeded"]), end_section=True)
+    return table
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    """The terminal summary: one row per model version, then dead letters and late events."""
-    table = Table(title=f"injected vs detected (drift injected at {summary['injection_time']})")
-    for name in ("model", "version", "injected drift", "detected drift", "first detection", "accuracy",
-                 "alarms", "triggers", "jobs ok"):
-        table.add_column(name, justify="right" if name in ("alarms", "triggers", "jobs ok") else "left")
-    for m in summary["models"]:
-        accuracy = f"{_fmt(m['accuracy_before'])} -> {_fmt(m['accuracy_after'])}"
-        injected = m["injected_drift"]
-        table.add_row(m["model_id"], f"{m['model_version']} ({m['role']})",
-                      ", ".join(injected) or "-", _features(m["detected_drift"], injected),
-                      _clock(m["first_detection"]), accuracy, str(m["detector_alarms"]),
-                      f"{m['retrain_triggers']} {' '.join(m['trigger_reasons'])}".strip(),
-                      str(m["retrain_jobs_succeeded"]))
+    """The terminal summary: one block per model version, then dead letters and late events."""
+    table = summary_table(summary)
     console.print(table)
     dead = Table(title="dead letters by kind")
     dead.add_column("kind")

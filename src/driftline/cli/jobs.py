@@ -69,7 +69,9 @@ def cmd_retrain_listener(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _export_config(args)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # driftline's own lines from INFO on; Kafka client chatter only from WARNING on
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("driftline").setLevel(logging.INFO)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print("driftline: --max-concurrent must be at least 1", file=sys.stderr)
         return 2

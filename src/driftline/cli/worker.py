@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
                    help="stop gracefully after this many seconds (tests, demos)")
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="stop gracefully once nothing new was consumed for SECONDS and no lag remains")
-    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"),
+                   help="driftline's own log lines from this level on (default info); Kafka, Faust "
+                        "and aiohttp lines from WARNING on, or everything with debug")
     p.add_argument("--insecure", action="store_true",
                    help="serve on a non-loopback address without DRIFTLINE_WORKER_AUTH_TOKENS "
                         "(anyone who reaches the port can read and write; also DRIFTLINE_WORKER_INSECURE)")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 # Counters of the worker's /metrics exposition (prometheus_client appends _total to counters).
@@ -98,6 +102,14 @@ class Progress:
         yield "retrain triggers", f"{self.triggers:,}"
         yield "retrain jobs", f"{self.jobs_succeeded} succeeded, {self.jobs_running} running"
 
+    def line(self) -> str:
+        """The progress for a log: two lines of under 80 columns for typical figures."""
+        return (f"{time.monotonic() - self.started:4.0f}s {self.phase}: {self.produced:,} sent, "
+                f"{self.processed:,} processed (lag {self.lag:,})\n"
+                f"      windows {self.windows_closed:,}, drift {self.drift_detections:,}, alarms "
+                f"{self.alarms:,}, triggers {self.triggers:,}, jobs ok {self.jobs_succeeded}, running "
+                f"{self.jobs_running}")
+
     def render(self) -> Table:
         table = Table(title="driftline demo", show_header=False, min_width=60)
         table.add_column(style="bold cyan")
@@ -109,3 +121,27 @@ class Progress:
 
 def _int(value: object) -> int:
     return int(value) if isinstance(value, int | float | str) and str(value).strip() else 0
+
+
+@contextlib.contextmanager
+def progress_display(console: Console, progress: Progress, interval_s: float = 10.0) -> Iterator[None]:
+    """A live table on a terminal; elsewhere (a log file, CI) one :meth:`Progress.line` every
+    ``interval_s`` and a last one at the end, so the log reads top to bottom."""
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4, get_renderable=progress.render):
+            yield
+        return
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(interval_s):
+            console.print(progress.line(), markup=False, highlight=False, soft_wrap=True)
+
+    reporter = threading.Thread(target=report, name="demo-progress", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join()
+        console.print(progress.line(), markup=False, highlight=False, soft_wrap=True)

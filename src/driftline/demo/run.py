@@ -20,13 +20,12 @@ from typing import Any, TypeVar
 
 import orjson
 from rich.console import Console
-from rich.live import Live
 
 from driftline.cli.profile import PublishError, publish_profile
 from driftline.client.http import client_ssl_context, open_worker, worker_url
 from driftline.config import Settings, load_settings_or_exit
 from driftline.demo.plan import DemoPlan, build_plan, pace
-from driftline.demo.progress import LIVE_COUNTS_SQL, Progress, metric_sums
+from driftline.demo.progress import LIVE_COUNTS_SQL, Progress, metric_sums, progress_display
 from driftline.demo.report import write_report
 from driftline.demo.stack import Child, StartupError, spawn, wait_healthy
 from driftline.demo.summary import build_summary, fetch_rows, queries, query_parameters, rfc3339
@@ -290,7 +289,7 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         timings.mark("startup")
         progress = Progress()
         driver = Driver(plan, settings, progress, children)
-        with Live(console=console, refresh_per_second=4, get_renderable=progress.render):
+        with progress_display(console, progress):
             counts, jobs_done = asyncio.run(driver.run(options, timings))
             progress.phase = "summarizing"
         truth = ground_truth(plan.scenario)
