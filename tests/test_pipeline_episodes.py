@@ -22,8 +22,7 @@ def report(shard: int, kind: str, t: int, count: int, magnitude: float, *, featu
 
 
 def merger() -> EpisodeMerger:
-    return EpisodeMerger(grid_ms=1000, min_effect={"sd": 0.1}, source="features", run_id="r",
-                         config_hash="c")
+    return EpisodeMerger(grid_ms=1000, source="features", run_id="r", config_hash="c")
 
 
 # Three shards see one shift at t ~ 1000 (0.5 sd) and a further one at t ~ 5000 (1.5 sd); shard 2
@@ -38,7 +37,7 @@ REPORTS = [
     report(2, "status", 1999, 140, 0.48),
     report(0, "escalated", 5100, 600, 1.50, reason="larger"),
     report(2, "escalated", 5150, 610, 1.45, reason="larger"),
-    report(1, "escalated", 5300, 650, 1.55, reason="larger"),
+    report(1, "escalated", 5300, 650, 1.65, reason="larger"),
     report(2, "closed", 7000, 800, 0.02, reason="back_to_reference"),
     report(2, "opened", 7500, 850, 1.40),
     report(0, "closed", 8000, 900, 0.01, reason="back_to_reference"),
@@ -71,7 +70,9 @@ def test_one_episode_across_shards_with_a_known_answer() -> None:
     x = [e for e in events if e["feature"] == "x"]
     assert [(e["event_kind"], e["shard"], e["reason"]) for e in x] == [
         ("opened", 0, "alarm"),
-        ("escalated", 0, "larger"),  # shards 2 and 1 report the same further change: no new event
+        # shards 2 and 1 report the same change: no new event, although shard 1's estimate (1.65)
+        # exceeds shard 0's (1.50) by more than the minimum effect (noise, not a further change)
+        ("escalated", 0, "larger"),
         ("closed", 2, "back_to_reference"),  # when the last open shard closes
     ]
     assert len({e["episode_id"] for e in x}) == 1
@@ -79,7 +80,7 @@ def test_one_episode_across_shards_with_a_known_answer() -> None:
     assert final["status"] == "closed" and final["closed_at"] == 8900 and final["opened_at"] == 1010
     assert final["close_reason"] == "back_to_reference" and final["escalations"] == 1
     assert final["shards"] == [0, 1, 2] and final["open_shards"] == []
-    assert final["peak_magnitude"] == 1.55 and final["escalated_at"] == 5100
+    assert final["peak_magnitude"] == 1.65 and final["escalated_at"] == 5100
     assert final["escalated_component"] == "mean+1.50" and final["opened_component"] == "mean+0.45"
     # values seen: shard 0 100..900, shard 1 120..950, shard 2 130..800 and 850..990
     assert final["events_seen"] == 801 + 831 + 671 + 141

@@ -18,7 +18,9 @@ shard, one event per change and one status per grid interval while an episode is
 
 A report's ``event_time`` is the largest event time the model's stream has shown on this shard up
 to the value it reports on (events may arrive slightly out of order): it never decreases along the
-stream, so stage 2 can order reports by time without reordering one shard's reports.
+stream, so stage 2 can order reports by time without reordering one shard's reports, and it is
+never before the shard's watermark (so never behind the progress the shard already announced). A
+status is timed by the event that crossed the grid line and reports the values before it.
 
 Which profile applies: the newest *training* profile whose ``effective_from_ms`` is at or before
 the event time. A model's bank only ever moves forward to a newer profile (an event slightly out
@@ -46,7 +48,7 @@ True
 >>> opened["event_time"] < 2200, round(opened["magnitude"]), opened["unit"]
 (True, 1, 'sd')
 >>> [r["event_time"] for r in reports if r["kind"] == "status"]   # once a second while open
-[2999, 3999, 4999]
+[3000, 4000, 5000]
 """
 
 from __future__ import annotations
@@ -255,7 +257,6 @@ class FeatureWatch:
         features: Sequence[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         reports = []
-        grid = self.status_grid_ms
         for name, monitor in bank.monitors.items():
             raw = [f.get(name) for f in features]
             values: Any
@@ -281,8 +282,7 @@ class FeatureWatch:
                                                     prediction_ids[at]))
                     start = stop
                 if cut is not None and monitor.episode is not None:
-                    as_of = int(running[cut]) // grid * grid - 1
-                    reports.append(self._report(bank, name, monitor, None, as_of, ""))
+                    reports.append(self._report(bank, name, monitor, None, int(running[cut]), ""))
         return reports
 
 

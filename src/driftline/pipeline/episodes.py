@@ -6,11 +6,11 @@ Stage-1 shards each watch a disjoint part of a model's traffic with their own ep
 
 * it **opens** at the first shard's ``opened`` (in canonical order, below);
 * a shard that opens while it is open joins it (the same change, seen in another part of the
-  traffic); the episode **escalates** when a shard escalates (a further change) to an estimate at
-  least the minimum effect further from the reference than the episode's level (its magnitude at
-  opening or at its last escalation), or on the other side of it (``reversal``). Comparing each
-  report with the level, not a mean over shards with the previous mean, makes a further change
-  that every shard reports one escalation, not one per shard;
+  traffic); the episode **escalates** when a shard reports its k-th escalation (a further change,
+  tested by the shard's monitor against the regime it learned: larger by the minimum effect, or a
+  reversal) and the episode has fewer than k escalations. Every shard sees the same further change,
+  each with its own noisy estimate of it: counting changes rather than comparing estimates makes a
+  change one escalation, not one per shard (or per shard whose estimate happened to be higher);
 * it **closes** when every shard that joined it has closed (``back_to_reference``), or at once
   when a shard switched to a newer training profile (``new_profile``: a shard's report of that
   close, or any report from the newer profile; reports from the older one are ignored from then
@@ -26,7 +26,7 @@ row version (a ReplacingMergeTree keeps the latest). Rows and events are therefo
 the reports alone, not of how they interleave or are batched; a report re-sent by a restarted
 shard is recognised by its key or by its time (already applied) and ignored.
 
->>> merger = EpisodeMerger(grid_ms=1000, min_effect={"sd": 0.1}, source="features")
+>>> merger = EpisodeMerger(grid_ms=1000, source="features")
 >>> def report(shard, kind, t, count, magnitude, reason=""):
 ...     return {"shard": shard, "model_id": "m", "model_version": "1", "feature": "x",
 ...             "feature_kind": "numeric", "unit": "sd", "kind": kind, "reason": reason,
@@ -61,9 +61,8 @@ from typing import Any
 # Report kinds in the order they apply when everything else ties: an event before the status
 # sampled after it.
 _KIND_ORDER = {"opened": 0, "escalated": 1, "closed": 2, "status": 3}
-# The value of each unit that means "as in the reference"; PSI has no direction.
+# The value of each unit that means "as in the reference".
 _NEUTRAL = {"sd": 0.0, "rate_ratio": 1.0, "psi": 0.0}
-_SIGNED = {"sd", "rate_ratio"}
 
 ModelKey = tuple[str, str]
 EpisodeKey = tuple[str, str, str]  # model_id, model_version, feature
@@ -91,6 +90,7 @@ class _ShardPart:
     seen_before: int  # values seen in earlier openings of this shard within the episode
     count: int  # the shard's count at its latest report
     magnitude: float
+    escalations: int = 0  # the shard's own escalations within the episode
 
     @property
     def seen(self) -> int:
@@ -112,7 +112,6 @@ class Episode:
     arl: float
     opened_at: int
     opening: dict[str, Any]
-    level: float  # magnitude at opening or at the latest escalation
     last_seen: int = 0
     magnitude: float = 0.0
     peak_magnitude: float = 0.0
@@ -141,16 +140,15 @@ class EpisodeMerger:
     """Model-level drift episodes from shard-level reports (see module docstring).
 
     ``grid_ms``: the event-time grid on which reports are applied and rows written (stage 2's
-    window grid for features, its outcome interval for the error stream). ``min_effect``: the
-    minimum effect of interest per unit. ``source``: ``features`` or ``errors`` (copied to rows).
+    window grid for features, its outcome interval for the error stream). ``source``:
+    ``features`` or ``errors`` (copied to rows).
     """
 
-    def __init__(self, grid_ms: int, min_effect: Mapping[str, float], source: str, run_id: str = "",
+    def __init__(self, grid_ms: int, source: str, run_id: str = "",
                  config_hash: str = "") -> None:
         if grid_ms <= 0:
             raise ValueError("grid_ms must be positive")
         self.grid_ms = grid_ms
-        self.min_effect = dict(min_effect)
         self.source = source
         self.run_id = run_id
         self.config_hash = config_hash
@@ -263,7 +261,7 @@ class EpisodeMerger:
                 feature_kind=str(r["feature_kind"]), unit=str(r["unit"]),
                 reference_id=str(r["reference_id"]), reference_from=int(r["reference_from"]),
                 arl=float(r["arl"]), opened_at=int(r["event_time"]), opening=_evidence(r),
-                level=magnitude, magnitude=magnitude, peak_magnitude=magnitude,
+                magnitude=magnitude, peak_magnitude=magnitude,
             )
             self.open[key] = episode
             changed[episode.episode_id] = episode
@@ -291,21 +289,12 @@ class EpisodeMerger:
             return
         episode.magnitude = self._mean(episode)
         if kind == "escalated":
-            reason = self._escalation(episode, magnitude)
-            if reason:
-                episode.level = magnitude
+            part.escalations += 1
+            if part.escalations > episode.escalations:
+                reason = str(r["reason"])
                 episode.escalations += 1
                 episode.escalation = {"at": int(r["event_time"]), "reason": reason, **_evidence(r)}
                 self._event(episode, "escalated", r, reason, out)
-
-    def _escalation(self, episode: Episode, magnitude: float) -> str:
-        neutral = _NEUTRAL.get(episode.unit, 0.0)
-        before, now = episode.level - neutral, magnitude - neutral
-        if episode.unit in _SIGNED and before * now < 0:
-            return "reversal"
-        if abs(now) >= abs(before) + self.min_effect.get(episode.unit, 0.0):
-            return "larger"
-        return ""
 
     def _peak(self, episode: Episode, value: float) -> None:
         neutral = _NEUTRAL.get(episode.unit, 0.0)

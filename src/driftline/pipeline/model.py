@@ -142,12 +142,9 @@ class ModelProcessor:
     def _init_alerts(self, settings: Settings) -> None:
         """Drift episodes: stage 1's reports merged on the window clock, the error stream's on the
         label clock (one merger each: their clocks differ)."""
-        cfg = settings.sequential
-        min_effect = {"sd": cfg.min_effect_sd, "psi": cfg.min_effect_sd**2,
-                      "rate_ratio": cfg.min_error_ratio - 1}
         grid_ms, interval_ms = episode_grid_ms(settings), settings.windows.metrics_interval_s * 1000
-        self.episodes = EpisodeMerger(grid_ms, min_effect, "features", self.run_id)
-        self.error_episodes = EpisodeMerger(interval_ms, min_effect, "errors", self.run_id)
+        self.episodes = EpisodeMerger(grid_ms, "features", self.run_id)
+        self.error_episodes = EpisodeMerger(interval_ms, "errors", self.run_id)
         # episode events (drift_alerts rows) awaiting the policy window that holds them
         self.pending_alerts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self.error_watch: dict[tuple[str, str], ErrorWatch] = {}

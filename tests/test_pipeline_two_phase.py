@@ -1,0 +1,157 @@
+"""Drift episodes and the retrain policy end to end, through the in-process pipeline.
+
+The issue-12 two-phase scenario: a moderate shift on some features at 1/3 of the run, a larger
+shift on other features at 2/3, both lasting, no retrain in between. Expected: exactly one episode
+per shifted feature (opened after its own shift), none on clean features, exactly two data-drift
+triggers (one per change: a lasting shift does not trigger again, the second change re-arms the
+family although the first condition never cleared). And a stationary stream opens no episode,
+however it is batched.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from driftline.config import Settings
+from driftline.demo.training import training_profiles
+from driftline.operators.validate import RawRecord
+from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.simulate import Scenario, generate
+from driftline.simulate.scenario import CovariateDrift, LabelDelay, ModelSpec
+
+START = 1_767_225_600_000
+DURATION_S = 3600
+PHASE_1_S, PHASE_2_S = DURATION_S // 3, 2 * DURATION_S // 3
+MODERATE = ("x1", "x4")  # 0.5 sd at 1/3
+LARGER = ("x7", "x10")  # 1.5 sd at 2/3
+WINDOW_S = 300
+
+
+def _settings() -> Settings:
+    return Settings(
+        windows={"sizes_s": [WINDOW_S], "allowed_lateness_s": 30, "metrics_interval_s": 300},
+        join={"label_horizon_s": 600},
+        # every drifted window may fire; the cooldown (10 min) is shorter than the gap between
+        # the two changes (20 min), so only the policy's episode rule can keep it to two triggers
+        triggers={"drift_k": 1, "drift_n": 1, "cooldown_s": 600},
+        topics={"partitions": 2},
+    )
+
+
+def _scenario(drift: bool = True, shifts: list[CovariateDrift] | None = None) -> Scenario:
+    if shifts is None:
+        shifts = [CovariateDrift(feature=f, at_s=PHASE_1_S, magnitude=0.5) for f in MODERATE] + [
+            CovariateDrift(feature=f, at_s=PHASE_2_S, magnitude=1.5) for f in LARGER
+        ]
+    return Scenario(
+        seed=23,
+        start=START,
+        duration_s=DURATION_S,
+        rate=20,
+        models=[ModelSpec(model_id="m", n_numeric=12, n_categorical=2, accuracy=0.9,
+                          covariate_drift=shifts if drift else [])],
+        label_delay=LabelDelay(median_s=30, max_s=300),
+    )
+
+
+def _profiles() -> list[bytes]:
+    settings = _settings()
+    made = training_profiles(_scenario(), settings.drift.bins, settings.drift.top_k, effective_from_ms=0)
+    return [p.model_dump_json().encode() for p in made]
+
+
+def _run(stream: list[RawRecord], sizes: list[int], seed: int = 0) -> InProcessPipeline:
+    pipeline = InProcessPipeline(_settings(), profiles=_profiles())
+    rng = random.Random(seed)
+    i = 0
+    while i < len(stream):
+        n = rng.choice(sizes)
+        pipeline.feed(stream[i : i + n])
+        i += n
+    return pipeline
+
+
+def latest_episodes(rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """drift_episodes as FINAL reads it: the row with the highest version per episode."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows.get("drift_episodes", []):
+        if r["episode_id"] not in latest or r["version"] > latest[r["episode_id"]]["version"]:
+            latest[r["episode_id"]] = r
+    return sorted(latest.values(), key=lambda r: (r["opened_at"], r["feature"]))
+
+
+@pytest.fixture(scope="module")
+def two_phase() -> list[RawRecord]:
+    return logged_records(generate(_scenario()), _settings())
+
+
+@pytest.fixture(scope="module")
+def baseline(two_phase: list[RawRecord]) -> InProcessPipeline:
+    return _run(two_phase, [2000])
+
+
+def test_two_phases_one_episode_per_shifted_feature_and_two_triggers(baseline: InProcessPipeline) -> None:
+    episodes = [e for e in latest_episodes(baseline.rows) if e["source"] == "features"]
+    assert sorted(e["feature"] for e in episodes) == sorted(MODERATE + LARGER), episodes
+    phase_1, phase_2 = START + PHASE_1_S * 1000, START + PHASE_2_S * 1000
+    for e in episodes:
+        at = phase_1 if e["feature"] in MODERATE else phase_2
+        assert at <= e["opened_at"] < at + 120_000, e
+        assert e["status"] == "open" and e["escalations"] == 0, e  # both shifts last
+        size = 0.5 if e["feature"] in MODERATE else 1.5
+        assert abs(e["magnitude"] - size) < 0.15, e
+    drift = [orjson.loads(t) for t in baseline.triggers if orjson.loads(t)["reason"] == "drift"]
+    assert len(drift) == 2, [(t["triggered_at"] - START) // 1000 for t in drift]
+    first, second = drift
+    assert phase_1 < first["triggered_at"] <= phase_1 + 2 * WINDOW_S * 1000
+    assert phase_2 < second["triggered_at"] <= phase_2 + 2 * WINDOW_S * 1000
+    ids = {e["feature"]: e["episode_id"] for e in episodes}
+    assert set(first["evidence"]["episodes"]) == {ids[f] for f in MODERATE}
+    # the second trigger names every open episode; the events that re-armed it are phase 2's
+    assert set(second["evidence"]["episodes"]) == set(ids.values())
+    assert {e["feature"] for e in second["evidence"]["episode_events"]} == set(LARGER)
+
+
+def test_two_phases_do_not_depend_on_batching(
+    two_phase: list[RawRecord], baseline: InProcessPipeline
+) -> None:
+    other = _run(two_phase, [1, 13, 500, 3001], seed=4)
+    for table in ("drift_episodes", "drift_alerts"):
+        assert sorted(map(orjson.dumps, other.rows[table])) == sorted(map(orjson.dumps, baseline.rows[table]))
+    assert sorted(other.triggers) == sorted(baseline.triggers)
+
+
+def test_stationary_stream_opens_no_episode_under_random_batching() -> None:
+    stream = logged_records(generate(_scenario(drift=False)), _settings())
+    for seed in (1, 2):
+        pipeline = _run(stream, [1, 7, 300, 4999], seed=seed)
+        assert pipeline.rows["model_drift"]
+        episodes = [e for e in latest_episodes(pipeline.rows) if e["source"] == "features"]
+        assert episodes == [], episodes
+        assert not [t for t in pipeline.triggers if orjson.loads(t)["reason"] == "drift"]
+
+
+def test_a_larger_change_inside_a_lasting_shift_escalates_and_triggers_again() -> None:
+    # x1 moves by 0.5 sd at 1/3 and by another 1.0 sd at 2/3 (the simulator adds them up)
+    shifts = [CovariateDrift(feature="x1", at_s=PHASE_1_S, magnitude=0.5),
+              CovariateDrift(feature="x1", at_s=PHASE_2_S, magnitude=1.0)]
+    stream = logged_records(generate(_scenario(shifts=shifts)), _settings())
+    pipeline = _run(stream, [2000])
+    episodes = [e for e in latest_episodes(pipeline.rows) if e["source"] == "features"]
+    assert [e["feature"] for e in episodes] == ["x1"], episodes
+    episode = episodes[0]
+    phase_2 = START + PHASE_2_S * 1000
+    # one escalation across both shards, soon after the further change
+    assert episode["escalations"] == 1 and episode["escalation_reason"] == "larger", episode
+    assert phase_2 <= episode["escalated_at"] < phase_2 + 300_000, episode
+    assert abs(episode["magnitude"] - 1.5) < 0.15 and episode["status"] == "open", episode
+    events = [(a["event_kind"], a["feature"]) for a in pipeline.rows["drift_alerts"]
+              if a["source"] == "features"]
+    assert events == [("opened", "x1"), ("escalated", "x1")]
+    drift = [orjson.loads(t) for t in pipeline.triggers if orjson.loads(t)["reason"] == "drift"]
+    assert len(drift) == 2 and drift[1]["triggered_at"] > phase_2, drift
+    assert [e["kind"] for e in drift[1]["evidence"]["episode_events"]] == ["escalated"]
