@@ -70,7 +70,8 @@ def test_restart_applies_changed_fdr_and_drift_k_from_the_environment(
     monkeypatch.setenv("DRIFTLINE_DRIFT_FDR_Q", "0.2")
     monkeypatch.setenv("DRIFTLINE_TRIGGERS_DRIFT_K", "1")
     monkeypatch.setenv("DRIFTLINE_TRIGGERS_DRIFT_N", "4")
-    today = _base(drift=load_settings().drift, triggers=load_settings().triggers)
+    from_env = load_settings()
+    today = _base(drift=from_env.drift, triggers=from_env.triggers)
     assert (today.drift.fdr_q, today.triggers.drift_k) == (0.2, 1)
     restart_at = 12_000  # ~ 300 s of traffic: before the drift
     assert records[restart_at].timestamp_ms < START + DRIFT_AT_S * 1000
