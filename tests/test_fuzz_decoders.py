@@ -355,12 +355,14 @@ GARBAGE_KINDS = (
     "too_many_features",
     "far_past",
     "far_future",
+    "ahead_of_record",
     "wrong_types",
     "unknown_schema_version",
     "duplicate_keys",
     "label_nan",
     "label_no_id",
     "not_an_object",
+    "conflicting_duplicate",
 )
 WORKER_MAX_BYTES = 65_536
 
@@ -400,6 +402,8 @@ def garbage(kind: str, i: int, ts: int, rng: random.Random) -> tuple[bool, bytes
         return rng.random() < 0.5, encode({**good, "label": "1", "timestamp": rng.randint(0, 10**9)})
     if kind == "far_future":
         return False, encode({**good, "timestamp": 253_402_300_799_999})
+    if kind == "ahead_of_record":  # an hour ahead of its record: a producer with a fast clock
+        return False, encode({**good, "timestamp": ts + 3_600_000})
     if kind == "wrong_types":
         return False, encode({**good, "features": [1, 2, 3], "timestamp": "yesterday"})
     if kind == "unknown_schema_version":
@@ -421,18 +425,27 @@ async def _produce_mixed(settings: Settings, scenario: Scenario, n_garbage: int,
     producer = AIOKafkaProducer(**{**aiokafka_producer_kwargs(settings), "max_request_size": 4 * 2**20})
     await producer.start()
     counts = {"valid": 0, "garbage": 0}
+    last_prediction: tuple[bytes, bytes] | None = None
     try:
         futures = []
         slot = 0
         for index, event in enumerate(events):
             while slot < len(slots) and slots[slot] == index:
                 kind = GARBAGE_KINDS[slot % len(GARBAGE_KINDS)]
-                to_labels, value = garbage(kind, slot, event.timestamp_ms, rng)
+                key = f"garbage-{slot}".encode()
+                if kind == "conflicting_duplicate" and last_prediction is not None:
+                    # The id of the newest valid prediction with other content: the original counts,
+                    # the re-send is a dead letter.
+                    key, original = last_prediction
+                    doc = orjson.loads(original)
+                    doc["latency_ms"] = float(doc.get("latency_ms") or 0.0) + 1.0
+                    to_labels, value = False, encode(doc)
+                else:
+                    kind = "ahead_of_record" if kind == "conflicting_duplicate" else kind
+                    to_labels, value = garbage(kind, slot, event.timestamp_ms, rng)
                 topic = settings.topics.labels if to_labels else settings.topics.predictions
                 futures.append(
-                    await producer.send(
-                        topic, value, key=f"garbage-{slot}".encode(), timestamp_ms=event.timestamp_ms
-                    )
+                    await producer.send(topic, value, key=key, timestamp_ms=event.timestamp_ms)
                 )
                 counts["garbage"] += 1
                 slot += 1
@@ -440,6 +453,8 @@ async def _produce_mixed(settings: Settings, scenario: Scenario, n_garbage: int,
             futures.append(
                 await producer.send(topic, event.value, key=event.key, timestamp_ms=event.timestamp_ms)
             )
+            if event.kind == "predictions":
+                last_prediction = (event.key, event.value)
             counts["valid"] += 1
             if len(futures) >= 5000:
                 await asyncio.gather(*futures)
