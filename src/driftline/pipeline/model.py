@@ -521,7 +521,9 @@ class ModelProcessor:
                 end = start + self.interval_ms
                 for segment in sorted(counts):
                     perf = self.performance.get((model_id, version, segment))
-                    row = self._metrics_row(model_id, version, segment, "duplicates", end, SegmentTally(), perf)
+                    row = self._metrics_row(
+                        model_id, version, segment, "duplicates", end, SegmentTally(), perf
+                    )
                     row.update(n_duplicate_predictions=counts[segment]["prediction"],
                                n_duplicate_labels=counts[segment]["label"])
                     rows["model_metrics"].append(row)
