@@ -30,7 +30,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy src/driftline streams jobs schemas
+	$(BIN)/python .ci/typecheck.py  # mypy -p driftline over pyproject's package-dir mapping
 	$(BIN)/driftline schemas check
 
 schemas: $(STAMP)

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -118,7 +118,8 @@ class FeatureStats:
         elif not types & _NUMBER_TYPES:
             counts = Counter(values)
             self.missing += counts.pop(None, 0)
-            self._add_counts(_canonical(counts))
+            # The type test above left only str and bool keys once None is popped.
+            self._add_counts(_canonical(cast("Counter[str | bool]", counts)))
         else:
             numbers: list[Any] = []
             labels: list[str | bool] = []

@@ -410,8 +410,8 @@ class ShardProcessor:
             )
             if joined is not None:
                 outcomes.append(joined)
-        for record, event in labels:
-            joined = self.join.on_label(event, rerouted=True, digest=_digest(record), source=record)
+        for record, label in labels:
+            joined = self.join.on_label(label, rerouted=True, digest=_digest(record), source=record)
             if joined is not None:
                 outcomes.append(joined)
         self.totals["rerouted_in"] += len(predictions) + len(labels)
