@@ -24,3 +24,12 @@ def test_every_package_folder_is_listed_and_every_listed_package_exists() -> Non
                 found.add(name)
     assert found - listed == set(), "package folders missing from pyproject"
     assert listed - found == set(), "pyproject lists packages that have no folder"
+
+
+def test_version_is_pyprojects_and_the_package_declares_its_type_hints() -> None:
+    import driftline
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert driftline.__version__ == pyproject["project"]["version"]
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["driftline"]
+    assert (ROOT / "src" / "driftline" / "py.typed").is_file()

@@ -1,3 +1,6 @@
 """driftline: streaming drift monitoring for ML models in production."""
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+# The one version lives in pyproject.toml; the installed package's metadata carries it here.
+__version__ = importlib.metadata.version("driftline")
