@@ -218,6 +218,28 @@ def test_categorical_and_binary_chunking_invariance() -> None:
 # -- delay of a further change, and the two-phase scenario --------------------------------------------
 
 
+@pytest.mark.parametrize(("p0", "p1"), [(0.10, 0.15), (0.10, 0.20)])
+def test_a_single_lasting_error_rate_change_opens_once_and_never_escalates(p0: float, p1: float) -> None:
+    # An escalation is a further change, not a better estimate of the first one nor a burst the
+    # regime's bank meets once per ARL (seeds 18 and 29 of 0.10 -> 0.15 hold one each).
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        mon = EpisodeMonitor.from_rate(p0, arl=ARL, n_reference=20_000)
+        events = _feed(mon, np.concatenate([rng.random(5_000) < p0, rng.random(60_000) < p1]))
+        assert [(e.kind, e.index >= 5_000) for e in events] == [("opened", True)], (seed, events)
+        assert mon.episode is not None and abs(mon.episode.magnitude - p1 / p0) < 0.25, (seed, mon.episode)
+
+
+@pytest.mark.parametrize("shift", [0.3, 0.5])
+def test_a_single_lasting_numeric_shift_opens_once_and_never_escalates(shift: float) -> None:
+    for seed in range(10):
+        mon = _numeric(seed, n_ref=50_000)
+        events = _feed(mon, _stream(70 + seed, (0.0, 5_000), (shift, 60_000)))
+        assert [(e.kind, e.index >= 5_000) for e in events] == [("opened", True)], (seed, events)
+        assert mon.episode is not None and abs(mon.episode.magnitude - shift) < 0.1, (seed, mon.episode)
+
+
+
 def test_delay_on_a_second_change_is_at_most_twice_the_first() -> None:
     """0 -> 0.3 sd, then 0.3 -> 0.6 sd once the regime is learned; mean delays over seeds."""
     first, second = [], []

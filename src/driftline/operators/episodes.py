@@ -14,19 +14,32 @@ Lifecycle
    regime's sample. Nothing is tested while learning: one shift gives one event, however long it
    lasts. At the end the regime's magnitude against the training reference is measured on that
    sample; if it is back within the minimum effect the episode **closes**
-   (``"back_to_reference"``), if it moved further by at least the minimum effect, or changed sign,
-   it **escalates** (``"larger"`` / ``"reversal"``); otherwise the episode's magnitude is updated.
+   (``"back_to_reference"``), otherwise the episode's magnitude (and the level a further change is
+   measured from) is updated: the first learned sample of a change refines the estimate the event
+   gave, it never escalates. (A learned sample after a regime alarm that was not confirmed, see 3,
+   escalates when it moved further by at least the minimum effect, or changed sign: ``"larger"`` /
+   ``"reversal"``.)
 3. **Watching the regime.** A bank of the same kind is calibrated on the learned sample (same
    ``arl``, same minimum effect, its guarantee region sized by ``learning``) and watches for a
-   *further* change against the regime. Its alarm re-enters learning; when the change moves away
-   from the reference by at least the minimum effect (or across it) the alarm is an **escalation**
-   at once, with its own evidence (the CUSUM that fired, its statistic and threshold). A change
-   back towards the reference is judged at the end of that learning period: closed when within the
-   minimum effect, else the new level is learned silently. Meanwhile every block of ``learning``
-   values is measured too: the episode's magnitude follows it, and a block within the minimum effect
-   closes the episode (a return too gradual for the regime bank). This is the reverse test; the gap
-   between "opens beyond the minimum effect, with a calibrated false-alarm rate" and "closes when
-   a whole sample is within it" is the hysteresis that keeps a wandering stream from churning.
+   *further* change against the regime. Its alarm re-enters learning; when the alarm's run shows
+   a change away from the reference by at least the minimum effect, the values right after it are
+   its **replicate**: if they too are larger than the episode's learned level by the minimum
+   effect and by ``KAPPA`` standard errors, the change is an **escalation** (``"larger"``), with the
+   alarm's own evidence (the CUSUM that fired, its statistic and threshold), at the replicate's
+   last value. An escalation means a further change, not a better estimate of the first one: the
+   run that fired a CUSUM is selected for being extreme (a burst that a calibrated bank still
+   meets about once per ARL reads as a large change), a replicate is not. The replicate is sized
+   so that the excess the run shows stands :data:`REPLICATE_SE` standard errors out (at least
+   :data:`MIN_REPLICATE` values, at most half a learning period), which keeps the delay on a second
+   change within twice that on a first one. A change the replicate does not confirm, and a change
+   back towards the reference or across it, is judged at the end of that learning period against
+   the learned level: closed when within the minimum effect, escalated when further from the
+   reference by it or of the other sign, else the new level is learned silently. Meanwhile every
+   block of ``learning`` values is measured too: the episode's magnitude follows it, and a block
+   within the minimum effect closes the episode (a return too gradual for the regime bank). This
+   is the reverse test; the gap between "opens beyond the minimum effect, with a calibrated
+   false-alarm rate" and "closes when a whole sample is within it" is the hysteresis that keeps a
+   wandering stream from churning.
    (Closing and escalating never ask for less than a learned sample resolves, ``KAPPA /
    sqrt(learning)`` = 0.045 sd at the default, so a monitor with ``min_effect=0`` behaves too.)
 
@@ -235,7 +248,7 @@ class EpisodeMonitor:
         self._opener = opener
         self._opener_h = opener.thresholds_fixed  # as calibrated for independent values
         self._opener_inflation = np.ones(len(opener.components))  # for serial dependence (see above)
-        self._regime: NumericDetector | CategoricalDetector | None = None
+        self._regime: _Bank | None = None
         self._map: IntArray | None = None  # opener symbol -> regime symbol
         small = np.int16 if opener._table.shape[0] < 2**15 else np.int32  # symbols: a smaller checkpoint
         self._ring = np.zeros(self.learning, dtype=small)  # slot i % learning: symbol i (recent ones)
@@ -243,6 +256,11 @@ class EpisodeMonitor:
         self._filled = 0  # values so far: the learning sample, or the current block while watching
         self._refine = False  # the learning period follows an event: it refines that event's level
         self._open: _Open | None = None
+
+    _pending: tuple[str, float, float, int] | None = None
+    """A regime alarm away from the reference, awaiting its replicate: evidence, replicate size."""
+    _regime_sd: float = 1.0
+    """Standard deviation of the learned regime's scores (numeric), in reference sd."""
 
     # -- constructors ---------------------------------------------------------------------------
 
@@ -348,7 +366,8 @@ class EpisodeMonitor:
         while pos < total:
             event = None
             if self._open is not None and self._regime is None:  # learning: nothing is tested
-                take = min(self.learning - self._filled, total - pos)
+                end = self.learning if self._pending is None else self._pending[3]
+                take = min(end - self._filled, total - pos)
                 event = self._collect(syms[pos : pos + take], self.n + pos + take - 1)
                 pos += take
             else:
@@ -373,6 +392,8 @@ class EpisodeMonitor:
         """Add values (ending at ``index``) to the regime's sample; when it is full, judge it."""
         self._sample[self._filled : self._filled + syms.size] = syms
         self._filled += syms.size
+        if self._pending is not None and self._filled == self._pending[3]:
+            return self._replicated(self._sample[: self._filled].astype(np.int64), index)
         if self._filled < self.learning:
             return None
         sample, self._filled = self._sample.astype(np.int64), 0
@@ -402,25 +423,63 @@ class EpisodeMonitor:
         """An alarm at ``index``: open, or escalate (or only re-learn); then learn the new regime."""
         mapped = recent if det is self._opener or self._map is None else self._map[recent]
         magnitude = self._magnitude(recent[-_run_length(det, alarm, mapped) :])
-        evidence = (alarm.component, alarm.statistic, alarm.threshold)
         event: EpisodeEvent | None = None
+        self._pending = None
         if self._open is None:
             self._open = _Open(index, magnitude, magnitude, magnitude)
-            event = EpisodeEvent("opened", index, magnitude, self.unit, *evidence, "alarm")
+            event = EpisodeEvent("opened", index, magnitude, self.unit, alarm.component, alarm.statistic,
+                                 alarm.threshold, "alarm")
         else:
-            # only a change away from the reference is judged on the alarm's run; anything else
-            # (back towards it, across it, a scale or category mix change) on the learned sample
-            larger = self._away(alarm.component) and self._escalation(magnitude) == "larger"
-            reason = "larger" if larger else ""
+            # only a change away from the reference can escalate before a learned sample, and only
+            # once the values after the alarm replicate it: the alarm's run is selected for being
+            # extreme (a burst that a calibrated bank still meets once per ARL reads as a large
+            # change), a replicate is not. Anything else (back towards the reference, across it, a
+            # scale or category mix change) is judged on the learned sample.
+            if self._away(alarm.component) and self._escalation(magnitude) == "larger":
+                self._pending = (alarm.component, alarm.statistic, alarm.threshold,
+                                 self._replicate_size(magnitude))
             self._open.saw(magnitude, learned=False)
-            if reason:
-                self._open.level = magnitude
-                self._open.escalations += 1
-                event = EpisodeEvent("escalated", index, magnitude, self.unit, *evidence, reason)
         self._regime, self._map = None, None
         self._filled = 0  # learn the regime after the change
         self._refine = event is not None
         return event
+
+    def _replicate_size(self, magnitude: float) -> int:
+        """Values after a regime alarm that must confirm it: enough that the excess over the level
+        which the alarm's run shows stands :data:`REPLICATE_SE` standard errors out (so a real change
+        even a quarter smaller than its run suggests passes the ``KAPPA``-se test of
+        :meth:`_replicated` nearly always), at least :data:`MIN_REPLICATE`, at most half a learning
+        period (the rest of which is learned as usual)."""
+        assert self._open is not None
+        excess = max(abs(magnitude) - abs(self._open.level), 1e-9)
+        need = math.ceil((REPLICATE_SE * self._sd_at_level() / excess) ** 2)
+        return min(max(need, MIN_REPLICATE), self.learning // 2)
+
+    def _sd_at_level(self) -> float:
+        """Standard deviation of one value at the episode's level, in the monitor's unit."""
+        assert self._open is not None
+        opener = self._opener
+        if isinstance(opener, BinaryDetector):
+            p = min(max(self._open.level * opener.p0, 1e-9), 1.0 - 1e-9)
+            return math.sqrt(p * (1.0 - p)) / opener.p0
+        return self._regime_sd
+
+    def _replicated(self, sample: IntArray, index: int) -> EpisodeEvent | None:
+        """The replicate after a regime alarm is complete (at ``index``): escalate if it confirms,
+        i.e. is larger by the tolerance and stands ``KAPPA`` standard errors above the level."""
+        assert self._open is not None and self._pending is not None
+        component, statistic, threshold, _ = self._pending
+        self._pending = None
+        magnitude = self._magnitude(sample)
+        se = self._sd_at_level() / math.sqrt(sample.size)
+        if self._escalation(magnitude) != "larger" or abs(magnitude) - abs(self._open.level) < KAPPA * se:
+            return None  # not replicated: the learned sample judges the regime as usual
+        self._open.saw(magnitude, learned=False)
+        self._open.level = magnitude
+        self._open.escalations += 1
+        self._refine = True
+        return EpisodeEvent("escalated", index, magnitude, self.unit, component, statistic, threshold,
+                            "larger")
 
     def _measured(self, sample: IntArray, index: int, escalate: bool) -> EpisodeEvent | None:
         """A full sample of the current regime at ``index``: close, escalate or only update."""
@@ -445,7 +504,7 @@ class EpisodeMonitor:
         return EpisodeEvent("escalated", index, magnitude, self.unit, "", 0.0, 0.0, reason)
 
     def _watch_reference(self) -> None:
-        self._open, self._regime, self._map, self._filled = None, None, None, 0
+        self._open, self._regime, self._map, self._filled, self._pending = None, None, None, 0, None
         self._opener.reset()
 
     def _away(self, component: str) -> bool:
@@ -453,9 +512,9 @@ class EpisodeMonitor:
         assert self._open is not None
         if self.kind == "categorical":
             return False
-        up = component.startswith("mean+")
         if self.kind == "binary":
-            return up
+            return True  # the regime's bank tests increases only
+        up = component.startswith("mean+")
         return (up and self._open.level > 0) or (component.startswith("mean-") and self._open.level < 0)
 
     def _escalation(self, magnitude: float) -> str:
@@ -502,7 +561,7 @@ class EpisodeMonitor:
             return abs(magnitude) < tolerance and abs(sd - 1.0) < tolerance
         return magnitude < tolerance
 
-    def _regime_bank(self, sample: IntArray) -> tuple[NumericDetector | CategoricalDetector, IntArray]:
+    def _regime_bank(self, sample: IntArray) -> tuple[_Bank, IntArray]:
         """The bank that watches the learned regime, and the map from opener symbols to its own."""
         opener = self._opener
         if isinstance(opener, CategoricalDetector):
@@ -511,19 +570,24 @@ class EpisodeMonitor:
                                                   min_psi=self.min_effect)
             return cat, cat._symbols([*opener.categories, _OTHER])
         if isinstance(opener, BinaryDetector):
-            # two-sided (the stream may also return below the regime); the minimum rate increase
-            # expressed in the regime's sd: (ratio - 1) p / sqrt(p (1 - p))
+            # the Bernoulli test the opener uses, against the learned rate as an estimate from the
+            # sample (a normal-score bank fits a two-point sample badly: its short bursts alarmed);
+            # a return downwards is left to the block re-measurements (the reverse test)
             p = min(max(float(np.mean(sample)), 1.0 / sample.size), 1.0 - 1.0 / sample.size)
-            effect = min((self.min_effect - 1.0) * math.sqrt(p / (1.0 - p)), 0.5)
-            num = NumericDetector.from_reference(sample.astype(np.float64), arl=self.arl, min_effect=effect)
-            return num, num._symbols(np.array([0.0, 1.0]))
+            rate = BinaryDetector.from_rate(p, arl=self.arl, n_reference=sample.size,
+                                            min_ratio=self.min_effect)
+            return rate, np.arange(2, dtype=np.int64)
         scores = opener._u[sample]
-        effect = min(self.min_effect / max(float(np.std(scores)), 1e-9), 0.5)
+        self._regime_sd = max(float(np.std(scores)), 1e-9)
+        effect = min(self.min_effect / self._regime_sd, 0.5)
         num = NumericDetector.from_reference(scores, arl=self.arl, min_effect=effect)
         return num, num._symbols(opener._u)
 
 
 _OTHER = "__other__"
+MIN_REPLICATE = 20
+REPLICATE_SE = 3 * KAPPA
+"""Fewest values after a regime alarm that can confirm it as an escalation."""
 SERIAL_BATCHES = 20
 """Batches of a learned sample for the batch-means estimate of serial dependence."""
 SERIAL_MIN_INFLATION = 2.0
