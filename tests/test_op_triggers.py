@@ -254,6 +254,24 @@ def test_episode_events_before_a_trigger_do_not_rearm_after_it() -> None:
     assert len(triggers) == 1 and triggers[0].evidence["episodes"] == ["e1", "e2", "e3"]
 
 
+@pytest.mark.parametrize(("k", "n"), [(3, 4), (1, 1)])
+def test_stragglers_of_one_change_within_the_grace_period_do_not_trigger_again(k: int, n: int) -> None:
+    # One change reaches four features some windows apart: e1 opens at 1h and fires the trigger,
+    # e2..e4 open within the grace period (drift_n windows after the trigger) and join that change;
+    # e5, opened after it, is a new change and re-arms.
+    fired = 1 + k  # window 1..k drifted: fires at the end of window k
+    stragglers = [fired + i * n // 3 for i in range(3)]  # from the trigger to the end of the grace
+    notes = [note("e1", "opened", 1)] + [note(f"e{i}", "opened", h, feature=f"x{i}")
+                                         for i, h in enumerate(stragglers, 2)]
+    notes.append(note("e5", "opened", fired + n + 2, feature="y"))
+    triggers = feed_episodes(policy(drift_k=k, drift_n=n, cooldown_s=0), 40, notes)
+    assert [t.triggered_at // H for t in triggers] == [fired, fired + n + 3], stragglers
+    assert triggers[0].evidence["episodes"] == ["e1"]
+    # the second trigger names every open episode, and only e5 as what armed it
+    assert triggers[1].evidence["episodes"] == ["e1", "e2", "e3", "e4", "e5"]
+    assert [e["episode_id"] for e in triggers[1].evidence["episode_events"]] == ["e5"]
+
+
 def test_performance_and_concept_drift_do_not_block_each_other() -> None:
     p = policy(performance_drop=0.1, performance_duration_s=30 * 60, alarm_persist_s=10 * 60,
                cooldown_s=6 * 3600)

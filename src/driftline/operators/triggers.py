@@ -35,10 +35,15 @@ not fire again.
 Episodes re-arm the drift family: a drift episode that *opens* or *escalates* (a further change:
 larger, or of the opposite sign) after the family's last trigger arms it again even though the
 condition never cleared; the cooldown still applies (an escalation during the cooldown fires when
-it ends, if the condition still holds). Under a lasting shift the episodes stay open and produce
-no new events, so the family stays disarmed: one trigger per change, a trigger storm is
-impossible by construction. A drift trigger names the episodes open during its evidence windows
-and the episode events that armed it.
+it ends, if the condition still holds). One change reaches the features it affects at different
+times (a feature whose shift is smaller, or rarer, opens its episode some windows after the
+first), so an episode event within the **grace period** after a trigger, the policy's own
+evidence span (``drift_n`` windows), belongs to the change that trigger reported: it is kept as
+an open episode (named by the next trigger) but does not re-arm. Under a lasting shift the
+episodes stay open and produce no new events, so the family stays disarmed: one trigger per
+change, a trigger storm is impossible by construction (every re-arming is an episode event past
+the grace period, and an episode opens once and escalates only on a further change). A drift
+trigger names the episodes open during its evidence windows and the episode events that armed it.
 
 Feed each family in event-time order: an input older than the latest one already seen for the
 model (e.g. a replayed window) is ignored. Feed windows of one size (``window_size_s``).
@@ -190,13 +195,16 @@ class RetrainPolicy:
         size = window_end_ms - window_start_ms
         horizon = window_start_ms - self.cfg.drift_n * size
         had_episode = bool(state.open_episodes) or bool(episodes)
+        grace_end = None if state.last_fired is None else state.last_fired + self.cfg.drift_n * size
         for note in episodes:
             if note.kind == "closed":
                 state.open_episodes.pop(note.episode_id, None)
-            else:
-                state.open_episodes[note.episode_id] = note
-                state.since_trigger.append(note)
-                state.armed = True  # a new change re-arms, whether or not the condition cleared
+                continue
+            state.open_episodes[note.episode_id] = note
+            if grace_end is not None and note.event_time < grace_end:
+                continue  # a straggler of the change the last trigger reported (grace period)
+            state.since_trigger.append(note)
+            state.armed = True  # a new change re-arms, whether or not the condition cleared
         drifted = drifted or (had_episode and self.episodes_count_as_drift)
         state.windows.append(_Window(window_start_ms, window_end_ms, drifted, dict(evidence)))
         while state.windows[0].start <= horizon:
