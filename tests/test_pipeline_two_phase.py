@@ -42,13 +42,13 @@ def _settings() -> Settings:
     )
 
 
-def _scenario(drift: bool = True, shifts: list[CovariateDrift] | None = None) -> Scenario:
+def _scenario(drift: bool = True, shifts: list[CovariateDrift] | None = None, seed: int = 23) -> Scenario:
     if shifts is None:
         shifts = [CovariateDrift(feature=f, at_s=PHASE_1_S, magnitude=0.5) for f in MODERATE] + [
             CovariateDrift(feature=f, at_s=PHASE_2_S, magnitude=1.5) for f in LARGER
         ]
     return Scenario(
-        seed=23,
+        seed=seed,
         start=START,
         duration_s=DURATION_S,
         rate=20,
@@ -58,14 +58,16 @@ def _scenario(drift: bool = True, shifts: list[CovariateDrift] | None = None) ->
     )
 
 
-def _profiles() -> list[bytes]:
+def _profiles(scenario_seed: int = 23) -> list[bytes]:
     settings = _settings()
-    made = training_profiles(_scenario(), settings.drift.bins, settings.drift.top_k, effective_from_ms=0)
+    made = training_profiles(_scenario(seed=scenario_seed), settings.drift.bins, settings.drift.top_k,
+                             effective_from_ms=0)
     return [p.model_dump_json().encode() for p in made]
 
 
-def _run(stream: list[RawRecord], sizes: list[int], seed: int = 0) -> InProcessPipeline:
-    pipeline = InProcessPipeline(_settings(), profiles=_profiles())
+def _run(stream: list[RawRecord], sizes: list[int], seed: int = 0,
+         scenario_seed: int = 23) -> InProcessPipeline:
+    pipeline = InProcessPipeline(_settings(), profiles=_profiles(scenario_seed))
     rng = random.Random(seed)
     i = 0
     while i < len(stream):
@@ -114,6 +116,44 @@ def test_two_phases_one_episode_per_shifted_feature_and_two_triggers(baseline: I
     # the second trigger names every open episode; the events that re-armed it are phase 2's
     assert set(second["evidence"]["episodes"]) == set(ids.values())
     assert {e["feature"] for e in second["evidence"]["episode_events"]} == set(LARGER)
+
+
+def _drift_triggers(pipeline: InProcessPipeline) -> list[dict[str, Any]]:
+    return [t for t in map(orjson.loads, pipeline.triggers) if t["reason"] == "drift"]
+
+
+@pytest.mark.parametrize("scenario_seed", [5, 11])
+def test_two_phases_give_two_triggers_in_other_seeds(scenario_seed: int) -> None:
+    stream = logged_records(generate(_scenario(seed=scenario_seed)), _settings())
+    pipeline = _run(stream, [2000], scenario_seed=scenario_seed)
+    episodes = [e for e in latest_episodes(pipeline.rows) if e["source"] == "features"]
+    assert sorted(e["feature"] for e in episodes) == sorted(MODERATE + LARGER), episodes
+    drift = _drift_triggers(pipeline)
+    assert len(drift) == 2, [(t["triggered_at"] - START) // 1000 for t in drift]
+    assert START + PHASE_1_S * 1000 < drift[0]["triggered_at"] <= START + (PHASE_1_S + 2 * WINDOW_S) * 1000
+    assert START + PHASE_2_S * 1000 < drift[1]["triggered_at"] <= START + (PHASE_2_S + 2 * WINDOW_S) * 1000
+
+
+def test_a_feature_of_the_first_change_opening_a_window_late_does_not_trigger_again() -> None:
+    # x4's part of the first change starts 330 s after x1's: x1 fires the trigger at the end of the
+    # window it opened in, x4 opens in the next window, within the grace period (drift_n windows);
+    # without it the cooldown (600 s) would only delay a second trigger for the same change.
+    shifts = [CovariateDrift(feature="x1", at_s=PHASE_1_S, magnitude=0.5),
+              CovariateDrift(feature="x4", at_s=PHASE_1_S + 330, magnitude=0.5)] + [
+        CovariateDrift(feature=f, at_s=PHASE_2_S, magnitude=1.5) for f in LARGER]
+    stream = logged_records(generate(_scenario(shifts=shifts)), _settings())
+    pipeline = _run(stream, [2000])
+    episodes = {e["feature"]: e for e in latest_episodes(pipeline.rows) if e["source"] == "features"}
+    assert sorted(episodes) == sorted(MODERATE + LARGER), episodes
+    first_window_end = START + (PHASE_1_S + WINDOW_S) * 1000
+    assert episodes["x1"]["opened_at"] < first_window_end <= episodes["x4"]["opened_at"], episodes
+    assert episodes["x4"]["opened_at"] < first_window_end + WINDOW_S * 1000, episodes
+    drift = _drift_triggers(pipeline)
+    assert [(t["triggered_at"] - START) // 1000 for t in drift] == [PHASE_1_S + WINDOW_S,
+                                                                     PHASE_2_S + WINDOW_S]
+    # the second trigger was armed by phase 2's openings only, and names x4 among the open episodes
+    assert {e["feature"] for e in drift[1]["evidence"]["episode_events"]} == set(LARGER)
+    assert episodes["x4"]["episode_id"] in drift[1]["evidence"]["episodes"]
 
 
 def test_two_phases_do_not_depend_on_batching(
