@@ -217,3 +217,20 @@ def test_elec2_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["profile", "build", "--model", "elec2", "--version", "1", "--data", str(ELEC2),
                  "--label-column", "class", "--no-publish"]) == 0
     assert profile.profile_id in capsys.readouterr().out
+
+
+def test_build_checks_its_input_before_the_broker_and_names_a_missing_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from driftline.local.broker import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS", address)
+    data = _write_csv(tmp_path / "train.csv", _training_rows(20))
+    assert main(["profile", "build", "--model", "m", "--version", "1", "--data", str(data),
+                 "--label-column", "nope"]) == 2  # the input error, not the missing broker
+    capsys.readouterr()
+    assert main(["profile", "build", "--model", "m", "--version", "1", "--data", str(data)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"driftline profile: no Kafka broker reachable at {address}"), err

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def needs_kafka(args: argparse.Namespace) -> bool:
     """Whether the command talks to Kafka as it starts: it is checked for a reachable broker first
-    (``simulate`` checks after validating its scenario, with ``require_broker``)."""
+    (``simulate`` and ``profile build`` check after validating their input, with ``require_broker``)."""
     command = args.command
     if command in ("worker", "serve", "trigger"):
         return True
@@ -50,8 +50,6 @@ def needs_kafka(args: argparse.Namespace) -> bool:
         return getattr(args, "predictions", None) is None
     if command == "jobs":
         return getattr(args, "jobs_command", None) == "retrain-listener"
-    if command == "profile":
-        return getattr(args, "profile_command", None) == "build" and not getattr(args, "no_publish", False)
     return False
 
 

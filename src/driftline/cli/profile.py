@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import require_broker, settings_from_args
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import kafka_python_kwargs
@@ -249,6 +249,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.no_publish:
         print("not published (--no-publish)")
         return 0
+    require_broker(settings)  # after the input checks: a bad column is reported even with no broker
     try:
         record, direct = publish_profile(settings, profile)
     except PublishError as error:
