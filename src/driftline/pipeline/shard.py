@@ -67,7 +67,7 @@ class ShardProcessor:
         self.label_watermark = NO_TIME
         self.open: dict[WindowKey, WindowAccumulator] = {}
         self.buffered: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = {}
-        self.sent_progress: tuple[int, int] = (NO_TIME, NO_TIME)
+        self.sent_progress: tuple[int, ...] = (NO_TIME, NO_TIME, NO_TIME)
         self.totals: Counter[str] = Counter()
         self.configure(settings)
 
@@ -483,10 +483,17 @@ class ShardProcessor:
         return label_watermark if held is None else min(label_watermark, held)
 
     def _emit_progress(self, out: list[OutboundMessage], force: bool) -> None:
-        progress = (self.pred_watermark, self.outcome_progress())
+        outcome_progress = self.outcome_progress()
+        # No duplicate with an earlier event time can still come from this shard: it is found by
+        # the join, so the join's watermarks bound it (and held labels, claimed later). The join's
+        # prediction watermark also moves when another partition's marks arrive, with no local
+        # progress: it takes part in deciding whether progress moved, or it could stay stale.
+        progress = (self.pred_watermark, outcome_progress,
+                    min(outcome_progress, self.join_watermark(reroute.PREDICTION)))
+        sent = (*self.sent_progress, NO_TIME)[:3]  # a checkpoint from before sent a pair
         step = self.progress_step_ms
-        moved = any(new // step != old // step for new, old in zip(progress, self.sent_progress, strict=True))
-        if not (moved or (force and progress != self.sent_progress)):
+        moved = any(new // step != old // step for new, old in zip(progress, sent, strict=True))
+        if not (moved or (force and progress != sent)):
             return
         self.sent_progress = progress
         payload = {
@@ -494,9 +501,7 @@ class ShardProcessor:
             "shard": self.shard,
             "pred_progress": progress[0],
             "outcome_progress": progress[1],
-            # No duplicate with an earlier event time can still come from this shard: it is found
-            # by the join, so the join's watermarks bound it (and held labels, claimed later).
-            "duplicate_progress": min(progress[1], self.join_watermark(reroute.PREDICTION)),
+            "duplicate_progress": progress[2],
         }
         out.extend(records.broadcast(self.model_events_topic, self.model_events_partitions, payload))
 
