@@ -290,3 +290,16 @@ def test_performance_and_concept_drift_do_not_block_each_other() -> None:
     r = policy(performance_drop=0.1, performance_duration_s=0, alarm_persist_s=0)
     assert {t.reason for t in perf(r, [(0, 0.5, True)])} == {TriggerReason.PERFORMANCE,
                                                             TriggerReason.CONCEPT_DRIFT}
+
+
+def test_a_checkpoint_from_when_both_performance_reasons_shared_one_family_restores() -> None:
+    from driftline.operators.triggers import _PerformanceState
+
+    old = _PerformanceState()
+    old.__dict__ = {"last_time": 10, "degraded_since": None, "alarm_first": None, "alarm_last": None,
+                    "alarm_count": 0, "armed": False, "last_fired": 10}  # the pre-split layout
+    restored = pickle.loads(pickle.dumps(old))
+    assert (restored.performance.armed, restored.performance.last_fired) == (False, 10)
+    assert (restored.concept_drift.armed, restored.concept_drift.last_fired) == (False, 10)
+    assert restored.performance is not restored.concept_drift
+    assert not hasattr(restored, "armed")

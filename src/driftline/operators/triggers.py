@@ -119,20 +119,18 @@ class _Window:
 
 
 @dataclass
-class _DriftState:
-    windows: deque[_Window] = field(default_factory=deque)
-    armed: bool = True
-    last_fired: int | None = None
-    open_episodes: dict[str, EpisodeNote] = field(default_factory=dict)  # episode_id -> latest event
-    since_trigger: deque[EpisodeNote] = field(default_factory=lambda: deque(maxlen=MAX_EPISODE_NOTES))
-
-
-@dataclass
 class _Family:
     """Hysteresis and cooldown of one trigger family."""
 
     armed: bool = True
     last_fired: int | None = None
+
+
+@dataclass
+class _DriftState(_Family):
+    windows: deque[_Window] = field(default_factory=deque)
+    open_episodes: dict[str, EpisodeNote] = field(default_factory=dict)  # episode_id -> latest event
+    since_trigger: deque[EpisodeNote] = field(default_factory=lambda: deque(maxlen=MAX_EPISODE_NOTES))
 
 
 @dataclass
@@ -144,6 +142,13 @@ class _PerformanceState:
     alarm_count: int = 0
     performance: _Family = field(default_factory=_Family)
     concept_drift: _Family = field(default_factory=_Family)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "performance" not in state:  # pickled when both reasons shared one family
+            shared = _Family(state.pop("armed", True), state.pop("last_fired", None))
+            state["performance"] = shared
+            state["concept_drift"] = _Family(shared.armed, shared.last_fired)
+        self.__dict__.update(state)
 
 
 class RetrainPolicy:
@@ -210,13 +215,9 @@ class RetrainPolicy:
         while state.windows[0].start <= horizon:
             state.windows.popleft()
         drifted_windows = [w for w in state.windows if w.drifted]
-        if len(drifted_windows) < self.cfg.drift_k:
-            state.armed = True
+        holds = len(drifted_windows) >= self.cfg.drift_k
+        if not self._fires(state, holds, clear=True, now_ms=window_end_ms):
             return None
-        if not state.armed or not self._cooled(state.last_fired, window_end_ms):
-            return None
-        state.armed = False
-        state.last_fired = window_end_ms
         start = drifted_windows[0].start
         message = (f"{len(drifted_windows)} of the last {self.cfg.drift_n} windows of {size // 1000}s "
                    f"drifted (threshold {self.cfg.drift_k})")
