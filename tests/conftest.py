@@ -13,6 +13,7 @@ embedded path and isolates tests by database name; worker subprocesses get their
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,9 @@ from typing import Any
 import pytest
 
 from driftline.config import Settings, TopicSettings
+
+# faults/harness.py holds the helpers of every test that runs real processes (workers, waits).
+sys.path.insert(0, str(Path(__file__).parent / "faults"))
 
 BACKEND = os.environ.get("DRIFTLINE_TEST_BACKEND", "embedded")
 if BACKEND != "embedded":

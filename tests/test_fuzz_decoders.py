@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from harness import Worker, workers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,9 +40,6 @@ from driftline.pipeline.shard import ShardFactory, ShardProcessor
 from driftline.schemas.events import MAX_FEATURES, DeadLetter, ErrorKind, LabelEvent, PredictionEvent
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
-
-sys.path.insert(0, str(Path(__file__).parent / "faults"))
-from harness import Worker, workers
 
 T0 = 1_767_225_600_000
 MAX_BYTES = 262_144

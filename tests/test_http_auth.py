@@ -15,11 +15,10 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from harness import wait_for
 from pydantic import SecretStr
 
 from driftline.client.http import auth_headers, client_ssl_context, worker_url
@@ -72,20 +72,6 @@ def call(url: str, *, token: str | None = None, data: bytes | None = None, metho
         return Reply(err.code, dict(err.headers), err.read())
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
-             proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            raise AssertionError(f"process exited early ({proc.returncode}): {tail}")
-        try:
-            if predicate():
-                return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- settings and the bind rule (no server) --------------------------------------------------------

@@ -11,11 +11,11 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+from harness import wait_for
 
 from driftline.client import DriftlineClient
 from driftline.config import Settings, TopicSettings
@@ -41,21 +41,6 @@ def _request(url: str, content: bytes | None = None) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-def _wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise AssertionError(f"worker exited early: {err[-3000:]}")
-        try:
-            if predicate():
-                return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(600)
@@ -85,7 +70,7 @@ def test_labels_from_librdkafka_and_keyless_labels_join_sdk_predictions(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: _request(f"{base}/healthz")[0] == 200, 60, "/healthz", proc)
+        wait_for(lambda: _request(f"{base}/healthz")[0] == 200, 60, "/healthz", proc)
         settings = Settings(kafka={"bootstrap_servers": kafka_bootstrap}, topics=topics)
         partitions = settings.topics.partitions
         start = int(time.time() * 1000) - 120_000
@@ -116,7 +101,7 @@ def test_labels_from_librdkafka_and_keyless_labels_join_sdk_predictions(
             status, body = _request(f"{base}/query?format=json", b"SELECT count() AS n FROM outcomes FINAL")
             return status == 200 and int(orjson.loads(body)["data"][0]["n"]) == N
 
-        _wait_for(joined, 240, f"{N} outcomes in ClickHouse", proc)
+        wait_for(joined, 240, f"{N} outcomes in ClickHouse", proc)
         status, body = _request(f"{base}/metrics")
         assert status == 200
         rerouted = sum(

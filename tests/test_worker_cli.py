@@ -9,12 +9,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
+from harness import wait_for
 
 from driftline.config import TopicSettings
 from driftline.local.broker import free_port
@@ -40,21 +40,6 @@ def _get(url: str, method: str = "GET", content: bytes | None = None) -> Reply:
         return Reply(err.code, err.read().decode())
 
 
-def _wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise AssertionError(f"worker exited early: {err[-3000:]}")
-        try:
-            if predicate():
-                return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_worker_help_lists_roles() -> None:
@@ -105,7 +90,7 @@ def test_worker_serves_ingests_and_stops_gracefully(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz", proc)
+        wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz", proc)
         now = int(time.time() * 1000)
         preds = [
             {
@@ -128,7 +113,7 @@ def test_worker_serves_ingests_and_stops_gracefully(
             body = q.json()
             return q.status_code == 200 and isinstance(body, dict) and int(body["data"][0]["n"]) == 20
 
-        _wait_for(joined, 40, "20 outcomes in ClickHouse", proc)
+        wait_for(joined, 40, "20 outcomes in ClickHouse", proc)
         metrics = _get(f"{base}/metrics").text
         assert f'driftline_events_in_total{{stage="shard",topic="w{tag}.predictions"}} 20.0' in metrics
         assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics

@@ -26,7 +26,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,6 +415,27 @@ def wait_until(predicate: object, timeout: float, what: str, *, alive: Iterable[
             )
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+             proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+    """Poll ``predicate`` (an OSError, e.g. not listening yet, counts as false) until it holds;
+    fail at ``timeout`` or as soon as ``proc`` exits, with the tail of ``log`` or its stderr."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            if log is not None:
+                tail = log.read_text(errors="replace")
+            else:
+                tail = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AssertionError(f"process exited early ({proc.returncode}): {tail[-3000:]}")
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def kill_after_progress(worker: Worker, records: float, timeout: float = 120) -> None:
