@@ -20,8 +20,9 @@ from collections import Counter
 import orjson
 
 from driftline.config import Settings
+from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import InProcessPipeline, kafka_partition
+from driftline.pipeline.local import InProcessPipeline
 from driftline.runtime import tune_gc
 
 START = 1_767_225_600_000
@@ -57,7 +58,7 @@ def records(
         if kind == "l" and crc_labels:
             partition = zlib.crc32(key) % partitions
         else:
-            partition = kafka_partition(key, partitions)
+            partition = partition_for_key(key, partitions)
         out.append(RawRecord(topic, partition, offsets[(topic, partition)], ts, key, value))
         offsets[(topic, partition)] += 1
     return out

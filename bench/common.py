@@ -29,9 +29,10 @@ from typing import Any
 import orjson
 
 from driftline.config import Settings, TopicSettings
+from driftline.kafka.partitioner import partition_for_key
 from driftline.local.broker import free_port
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import kafka_partition, logged_records
+from driftline.pipeline.local import logged_records
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
 
@@ -186,7 +187,7 @@ def keys_per_partition(partitions: int, tag: str) -> list[bytes]:
     i = 0
     while len(found) < partitions:
         key = f"{tag}-{i}".encode()
-        found.setdefault(kafka_partition(key, partitions), key)
+        found.setdefault(partition_for_key(key, partitions), key)
         i += 1
     return [found[p] for p in range(partitions)]
 

@@ -19,8 +19,9 @@ from collections import Counter
 from typing import Any
 
 from driftline.config import Settings
+from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import InProcessPipeline, kafka_partition
+from driftline.pipeline.local import InProcessPipeline
 from driftline.simulate import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec, Scenario, generate
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
@@ -78,7 +79,7 @@ def simulate_rows(settings: Settings, scenario: Scenario) -> dict[str, list[dict
     records = []
     for event in generate(scenario):
         topic = topics.labels if event.kind == "labels" else topics.predictions
-        partition = kafka_partition(event.key, topics.partitions)
+        partition = partition_for_key(event.key, topics.partitions)
         records.append(RawRecord(topic, partition, offsets[(topic, partition)], event.timestamp_ms,
                                  event.key, event.value))
         offsets[(topic, partition)] += 1

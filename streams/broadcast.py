@@ -11,18 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer_kwargs
 from driftline.kafka.offsets import end_offsets
+from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
-
-
-def to_raw(record: ConsumerRecord[bytes, bytes]) -> RawRecord:
-    """An aiokafka ConsumerRecord as the RawRecord the processors take."""
-    return RawRecord(record.topic, record.partition, record.offset, record.timestamp, record.key,
-                     record.value)
 
 
 class BroadcastReader:

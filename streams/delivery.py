@@ -10,7 +10,7 @@ filled in message order and submitted closed (no linger), a full batch is submit
 started. This costs a fraction of a per-message ``send()`` (a coroutine, a size estimate, a
 partitioner call and a future per message). A message without a partition gets the one
 ``send()`` would give it: the producer's partitioner, or for the default partitioner the same
-murmur2 computed for all keys of a call at once.
+murmur2 (:mod:`driftline.kafka.partitioner`) computed for all keys of a call at once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -32,6 +31,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from driftline.kafka.partitioner import partitions_for_keys
 from driftline.pipeline.stage import OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -48,50 +48,6 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, KafkaTimeoutError | KafkaConnectionError | asyncio.TimeoutError) or (
         isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))
     )
-
-
-_M = np.uint32(0x5BD1E995)
-
-
-def murmur2_many(keys: Sequence[bytes]) -> np.ndarray:
-    """Kafka's murmur2 of each key, vectorised per key length (``aiokafka.partitioner.murmur2``,
-    the default partitioner's hash, costs ~4 us a key in pure Python; this ~0.15 us).
-
-    >>> from aiokafka.partitioner import murmur2
-    >>> keys = [b"", b"a", b"ab", b"abc", b"abcd", b"0123456789-prediction"]
-    >>> murmur2_many(keys).tolist() == [murmur2(k) for k in keys]
-    True
-    """
-    out = np.empty(len(keys), dtype=np.uint32)
-    by_length: dict[int, list[int]] = {}
-    for i, key in enumerate(keys):
-        by_length.setdefault(len(key), []).append(i)
-    with np.errstate(over="ignore"):
-        for length, rows in by_length.items():
-            data = np.frombuffer(b"".join([keys[i] for i in rows]), dtype=np.uint8).reshape(len(rows), length)
-            h = np.full(len(rows), 0x9747B28C ^ length, dtype=np.uint32)
-            whole = length // 4 * 4
-            if whole:
-                words = np.ascontiguousarray(data[:, :whole]).view("<u4")
-                for j in range(whole // 4):
-                    k = words[:, j] * _M
-                    k ^= k >> np.uint32(24)
-                    k *= _M
-                    h *= _M
-                    h ^= k
-            extra = length - whole
-            if extra >= 3:
-                h ^= data[:, whole + 2].astype(np.uint32) << np.uint32(16)
-            if extra >= 2:
-                h ^= data[:, whole + 1].astype(np.uint32) << np.uint32(8)
-            if extra >= 1:
-                h ^= data[:, whole].astype(np.uint32)
-                h *= _M
-            h ^= h >> np.uint32(13)
-            h *= _M
-            h ^= h >> np.uint32(15)
-            out[rows] = h
-    return out
 
 
 async def _partitions(producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]) -> list[int]:
@@ -111,8 +67,8 @@ async def _partitions(producer: AIOKafkaProducer, messages: Sequence[OutboundMes
         if type(choose) is DefaultPartitioner:  # murmur2 of every key at once, same result
             keyed = [i for i in rows if messages[i].key is not None]
             if keyed:
-                hashes = murmur2_many([messages[i].key or b"" for i in keyed])
-                for i, index in zip(keyed, ((hashes & 0x7FFFFFFF) % len(every)).tolist(), strict=True):
+                indices = partitions_for_keys([messages[i].key or b"" for i in keyed], len(every))
+                for i, index in zip(keyed, indices.tolist(), strict=True):
                     out[i] = every[index]
             rows = [i for i in rows if messages[i].key is None]
         for i in rows:

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from driftline.client.batch_sender import BatchSender, OutRecord
 from driftline.config import Settings
+from driftline.kafka.batch import BatchSender, OutRecord
 from driftline.kafka.clients import aiokafka_producer_kwargs
 from driftline.schemas.events import LabelEvent, PredictionEvent
 

@@ -34,9 +34,10 @@ from aiokafka.structs import ConsumerRecord
 from driftline.config import Settings
 from driftline.kafka.admin import CopartitioningError, partition_counts
 from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
-from driftline.streams.broadcast import BroadcastReader, to_raw
+from driftline.streams.broadcast import BroadcastReader
 from driftline.streams.checkpoint import Checkpoint, CheckpointStore
 from driftline.streams.delivery import deliver
 

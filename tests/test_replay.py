@@ -18,8 +18,9 @@ import pytest
 from driftline.cli.main import main
 from driftline.config import DriftSettings, JoinSettings, Settings, TopicSettings, WindowSettings
 from driftline.kafka.admin import ensure_topics
+from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import InProcessPipeline, kafka_partition, logged_records
+from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.replay.engine import RunIdError, check_run_id
 from driftline.replay.files import read_events, to_records
 from driftline.replay.run import replay_files, replay_topics
@@ -123,7 +124,7 @@ def test_file_records_partitioned_ordered_and_bounded(tmp_path: Path) -> None:
     assert [(r.topic, r.key) for r in records[:2]] == [(settings.topics.predictions, b"p1"),
                                                        (settings.topics.labels, b"p1")]
     for r in records:
-        assert r.partition == (kafka_partition(r.key, 3) if r.key else 0)
+        assert r.partition == (partition_for_key(r.key, 3) if r.key else 0)
     per_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
     for r in records:
         per_partition[(r.topic, r.partition)].append(r.offset)

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from driftline.config import Settings
+from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import InProcessPipeline, kafka_partition
+from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.shard import ShardFactory, ShardProcessor
 from driftline.pipeline.stage import OutboundMessage
@@ -106,7 +107,7 @@ def _traffic(settings: Settings, seed: int = 3, minutes: int = 40) -> Traffic:
         if key is None:
             partition = rng.randrange(P)  # keyless: the producer picks any partition
         elif topic == topics.predictions and order % 5:
-            partition = kafka_partition(key, P)  # the SDK: murmur2
+            partition = partition_for_key(key, P)  # the SDK: murmur2
         else:
             partition = crc32_partition(key, P)  # confluent-kafka / librdkafka default
         records.append(RawRecord(topic, partition, offsets[(topic, partition)], ts, key, orjson.dumps(body)))
@@ -131,7 +132,7 @@ def test_every_label_joins_whatever_partition_it_was_produced_to() -> None:
     moved = sum(
         1 for r in traffic.records
         if r.topic == settings.topics.labels and r.key and not r.key.startswith(b"ghost")
-        and r.partition != kafka_partition(r.key, P)
+        and r.partition != partition_for_key(r.key, P)
     )
     assert moved > 1000  # most labels land away from their prediction's partition
     pipeline = _undisturbed(settings, traffic)
@@ -374,7 +375,7 @@ def test_a_resent_prediction_that_needs_rerouting_counts_once_in_the_windows() -
             offsets[(r.topic, r.partition)] += 1
     rerouted_copies = sum(
         1 for r in resent
-        if r.topic == settings.topics.predictions and r.key and r.partition != kafka_partition(r.key, P)
+        if r.topic == settings.topics.predictions and r.key and r.partition != partition_for_key(r.key, P)
     )
     assert rerouted_copies > 300
 

@@ -19,8 +19,8 @@ from harness import wait_for
 
 from driftline.client import DriftlineClient
 from driftline.config import Settings, TopicSettings
+from driftline.kafka.partitioner import partition_for_key
 from driftline.local.broker import free_port
-from driftline.pipeline.local import kafka_partition
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -95,7 +95,7 @@ def test_labels_from_librdkafka_and_keyless_labels_join_sdk_predictions(
         assert producer.flush(60) == 0
         keyed = [(k, p) for k, p in delivered if k is not None]
         assert all(p == zlib.crc32(k) % partitions for k, p in keyed)  # librdkafka: CRC32, not murmur2
-        assert sum(p != kafka_partition(k, partitions) for k, p in keyed) > N // 2
+        assert sum(p != partition_for_key(k, partitions) for k, p in keyed) > N // 2
 
         def joined() -> bool:
             status, body = _request(f"{base}/query?format=json", b"SELECT count() AS n FROM outcomes FINAL")

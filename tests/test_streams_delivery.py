@@ -20,8 +20,9 @@ from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics, partition_counts
 from driftline.kafka.clients import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
 from driftline.kafka.offsets import end_offsets
+from driftline.kafka.partitioner import murmur2_many, partition_for_key
 from driftline.pipeline.stage import OutboundMessage
-from driftline.streams.delivery import _send_all, deliver, murmur2_many
+from driftline.streams.delivery import _send_all, deliver
 
 pytestmark = pytest.mark.integration
 
@@ -136,8 +137,6 @@ def test_order_completeness_and_partitioning_across_topics_and_partitions(settin
 
 
 async def _order_completeness(settings: Settings) -> None:
-    from driftline.pipeline.local import kafka_partition
-
     messages = mixed_messages(settings, 3000)
     producer = await started_producer(settings)
     try:
@@ -151,11 +150,11 @@ async def _order_completeness(settings: Settings) -> None:
     want = expected_log(messages, counts)
     for tp, records in want.items():
         assert got[tp] == records, tp  # every message once, in order, on its partition
-    # Messages without a partition land where the in-process pipeline expects them (kafka_partition).
+    # Messages without a partition land where the in-process pipeline expects them (partition_for_key).
     for m in messages:
         if m.topic == settings.topics.outcomes:
             assert m.key is not None
-            assert (m.key, m.value) in got[(m.topic, kafka_partition(m.key, counts[m.topic]))]
+            assert (m.key, m.value) in got[(m.topic, partition_for_key(m.key, counts[m.topic]))]
     # Keyless messages: the partitioner picks any partition; each arrives once.
     keyless = [(None, m.value) for m in messages if m.key is None]
     landed = [r for (topic, _), rs in got.items() if topic == settings.topics.dead_letters for r in rs]

@@ -3,7 +3,7 @@
 ``log_prediction`` / ``log_label`` only check the ids and append a tuple to a bounded deque
 (about a microsecond). A background thread runs its own asyncio loop with an aiokafka producer:
 it drains the deque in batches, serialises with orjson and produces keyed by ``prediction_id``
-with ``acks=all`` through aiokafka's batch API (see ``batch_sender``). aiokafka was chosen over
+with ``acks=all`` through aiokafka's batch API (see :mod:`driftline.kafka.batch`). aiokafka was chosen over
 kafka-python for throughput: on the embedded broker kafka-python produces ~6k records/s, aiokafka
 ``send`` ~100k/s and the batch API ~250k/s, and every CPU cycle the worker spends holds the GIL
 that the request threads need.
@@ -30,8 +30,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from driftline.client.batch_sender import BatchSender, OutRecord, Submitted
 from driftline.config import Settings, load_settings
+from driftline.kafka.batch import BatchSender, OutRecord, Submitted
 from driftline.kafka.clients import KafkaStartError, aiokafka_producer_kwargs, start_client
 from driftline.schemas.events import SCHEMA_VERSION
 

@@ -11,19 +11,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from kafka.partitioner.default import murmur2
-
 from driftline.config import Settings
+from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.shard import ShardProcessor
 from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.to_rows import RowMapper
-
-
-def kafka_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a keyed record (murmur2, positive)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class LoggedEvent(Protocol):
@@ -42,7 +36,7 @@ def logged_records(events: Iterable[LoggedEvent], settings: Settings) -> list[Ra
     records = []
     for event in events:
         topic = settings.topics.labels if event.kind == "labels" else settings.topics.predictions
-        partition = kafka_partition(event.key, settings.topics.partitions)
+        partition = partition_for_key(event.key, settings.topics.partitions)
         records.append(
             RawRecord(
                 topic, partition, next_offset[(topic, partition)], event.timestamp_ms, event.key, event.value
@@ -106,7 +100,7 @@ class InProcessPipeline:
                 q = (
                     m.partition
                     if m.partition is not None
-                    else kafka_partition(m.key or b"", len(self.models))
+                    else partition_for_key(m.key or b"", len(self.models))
                 )
                 offset = self._model_events_offsets[q]
                 self._model_events_offsets[q] += 1

@@ -44,8 +44,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import orjson
-from kafka.partitioner.default import murmur2
 
+from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage
 
@@ -62,7 +62,7 @@ def join_shard(prediction_id: str, partitions: int) -> int:
     >>> [join_shard(p, 4) for p in ("p-1", "p-2", "p-3")]
     [0, 0, 3]
     """
-    return (murmur2(prediction_id.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF) % partitions
+    return partition_for_key(prediction_id.encode("utf-8", "surrogatepass"), partitions)
 
 
 def _encode(header: Mapping[str, object], payload: bytes = b"") -> bytes:

@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from driftline.config import Settings
+from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.local import kafka_partition
 from driftline.replay.merge import LABELS, PREDICTIONS, PartitionMerger
 from driftline.replay.times import parse_time
 
@@ -169,7 +169,7 @@ def to_records(
         offsets = [0] * partitions
         per_partition: list[list[RawRecord]] = [[] for _ in range(partitions)]
         for event in sorted(events, key=lambda e: e.timestamp_ms):
-            p = kafka_partition(event.key, partitions) if event.key is not None else 0
+            p = partition_for_key(event.key, partitions) if event.key is not None else 0
             record = RawRecord(topic, p, offsets[p], event.timestamp_ms, event.key, event.value)
             offsets[p] += 1
             if (from_ms is None or record.timestamp_ms >= from_ms) and (

@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer_kwargs
 from driftline.kafka.offsets import end_offsets, offset_for_time
+from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.replay.merge import LABELS, PREDICTIONS, PartitionMerger
-from driftline.streams.broadcast import to_raw
 
 OFFSET_METHOD = (
     "offsets: log end from the Fetch high watermark; range start/stop by binary search over record "

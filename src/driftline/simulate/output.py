@@ -23,8 +23,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from driftline.client.batch_sender import BatchSender, OutRecord, Submitted
 from driftline.config import Settings
+from driftline.kafka.batch import BatchSender, OutRecord, Submitted
 from driftline.kafka.clients import aiokafka_producer_kwargs
 from driftline.simulate.scenario import Scenario
 from driftline.simulate.traffic import SimEvent, generate
