@@ -200,6 +200,18 @@ def _event_digest(event: PredictionEvent | LabelEvent) -> bytes:
     return payload_digest(event.model_dump_json().encode())
 
 
+@dataclass(frozen=True, slots=True)
+class JoinChanges:
+    """A join's changes since a checkpoint: the current bytes of every record added or changed
+    (``records``, concatenated), the (id key, event time) of those forgotten again (``gone``), and
+    the state outside the record table (``state``). Records forgotten that were not changed need
+    no entry: forgetting is a function of the watermarks in ``state``."""
+
+    records: bytes
+    gone: list[tuple[bytes, int]]
+    state: dict[str, Any]
+
+
 @dataclass(slots=True)
 class ExpiredPrediction:
     """A prediction that got no label within the horizon (bucketed at ``expired_at``)."""
@@ -350,6 +362,9 @@ class LabelJoin:
         self._pred_wm = _NEVER
         self._label_wm = _NEVER
         self._due: list[str] = []  # predictions that arrived after the labels watermark passed their expiry
+        # (id key, event time) of every record added or changed since the last take_changes(),
+        # while a caller checkpoints incrementally (None: nobody asked, so nothing is kept).
+        self._touched: set[tuple[bytes, int]] | None = None
         self._rebuild_indexes()
 
     def _rebuild_indexes(self) -> None:
@@ -363,6 +378,10 @@ class LabelJoin:
                     self._buckets[bucket] = array("I")
                 self._buckets[bucket].append(_HEAD.unpack_from(group, pos)[1])
         self._bucket_keys = sorted(self._buckets)
+        self._rebuild_small_indexes()
+
+    def _rebuild_small_indexes(self) -> None:
+        """Derived structures of the state outside the record table."""
         self._held_ids: dict[str, list[int]] = {}
         for seq, (pid, _, _) in self._held.items():
             self._held_ids.setdefault(pid, []).append(seq)
@@ -489,6 +508,8 @@ class LabelJoin:
                     tail = _JOINED_TAIL.pack(_PRED.unpack_from(group, body)[1], digest)
                     joined = _closed(key, crc, pred_ts, _JOINED, group[body - DIGEST_SIZE : body], tail)
                     self._groups[gid] = b"".join((group[:pos], joined, group[end:]))
+                    if self._touched is not None:
+                        self._touched.add((key, pred_ts))
                     outcome = self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
                     if rerouted:
                         outcome.rerouted |= REROUTED_LABEL
@@ -630,7 +651,119 @@ class LabelJoin:
         self._pred_wm = state["pred_wm"]
         self._label_wm = state["label_wm"]
         self._due = state["due"]
+        self._touched = None
         self._rebuild_indexes()
+
+    # -- incremental checkpoints --------------------------------------------------------------
+
+    def track_changes(self) -> None:
+        """Remember from now on which records change, for :meth:`take_changes` (idempotent)."""
+        if self._touched is None:
+            self._touched = set()
+
+    def reset_changes(self) -> None:
+        """Forget the changes so far: a full snapshot was just taken."""
+        if self._touched is not None:
+            self._touched = set()
+
+    def take_changes(self) -> JoinChanges:
+        """What changed since tracking started or the last call (see :class:`JoinChanges`).
+
+        >>> import pickle
+        >>> from driftline.schemas.events import LabelEvent, PredictionEvent
+        >>> join = LabelJoin(horizon_ms=60_000, max_pending=10, max_held=10)
+        >>> join.track_changes()
+        >>> _ = join.on_prediction(PredictionEvent(prediction_id="p1", model_id="m", timestamp=1_000,
+        ...                                        prediction=0.5), segment="")
+        >>> base = pickle.dumps(join)
+        >>> label = LabelEvent(prediction_id="p1", label="1", timestamp=2_000)
+        >>> _ = join.reset_changes(), join.on_label(label)
+        >>> changes = join.take_changes()
+        >>> restored = pickle.loads(base)
+        >>> restored.apply_changes(changes)
+        >>> restored.pending_count, restored.on_label(label)
+        (0, None)
+        >>> [d.exact for d in restored.take_duplicates()]
+        [True]
+        """
+        touched = self._touched or set()
+        if self._touched is not None:
+            self._touched = set()
+        records: list[bytes] = []
+        gone: list[tuple[bytes, int]] = []
+        for key, ts in sorted(touched):  # one id's records in event-time order: their arrival order
+            found = self._locate(key, ts)
+            if found is None:
+                gone.append((key, ts))
+            else:
+                gid, pos, end = found
+                records.append(self._groups[gid][pos:end])
+        return JoinChanges(b"".join(records), gone, self._outside_table())
+
+    def apply_changes(self, changes: JoinChanges) -> None:
+        """Bring this join (restored from the checkpoint ``changes`` follows) to the state
+        ``changes`` was taken in; ValueError if the result disagrees with the counts it recorded."""
+        records = changes.records
+        pos = 0
+        while pos < len(records):
+            length, crc = _HEAD.unpack_from(records, pos)
+            record = records[pos : pos + length]
+            pos += length
+            key = _record_key(record)
+            self._put(crc, key, _TS.unpack_from(record, _AT + len(key))[0], record)
+        for key, ts in changes.gone:
+            self._put(zlib.crc32(key), key, ts, None)
+        state = changes.state
+        for name in ("horizon_ms", "max_pending", "max_held", "counters", "duplicates", "orphans"):
+            setattr(self, name, state[name])
+        self._ctx = state["ctx"]
+        self._shapes = [_Shape(keys, kinds) for keys, kinds in state["shapes"]]
+        self._held, self._held_seq = state["held"], state["held_seq"]
+        self._held_meta, self._held_digests = state["held_meta"], state["held_digests"]
+        self._pred_wm, self._label_wm, self._due = state["pred_wm"], state["label_wm"], state["due"]
+        self._rebuild_small_indexes()
+        # Records forgotten since the previous checkpoint: forgetting depends on the cut alone.
+        self._forget(min(self._pred_wm, self._label_wm) - self.horizon_ms)
+        expected = (state["record_count"], state["pending"])
+        if (self._records, self._pending) != expected:
+            raise ValueError(f"join changes do not apply: {self._records} records, {self._pending} pending "
+                             f"after applying them, the checkpoint recorded {expected[0]} and {expected[1]}")
+
+    def _outside_table(self) -> dict[str, Any]:
+        """The state but the record table (small: counters, held labels, interned names, watermarks)."""
+        state = self.__getstate__()
+        for name in ("groups", "low", "split"):
+            del state[name]
+        return state
+
+    def _locate(self, key: bytes, ts: int) -> tuple[int, int, int] | None:
+        """(group, start, end) of the record of id key ``key`` at event time ``ts``, if remembered.
+
+        An id has at most one record per event time: a second prediction within the horizon is a
+        duplicate, so one id's records have distinct (increasing) times."""
+        gid = self._gid(zlib.crc32(key))
+        group = self._groups[gid]
+        at = _AT + len(key)
+        for pos in _find(group, key):
+            if _TS.unpack_from(group, pos + at)[0] == ts:
+                return gid, pos, pos + _HEAD.unpack_from(group, pos)[0]
+        return None
+
+    def _put(self, crc: int, key: bytes, ts: int, record: bytes | None) -> None:
+        """Replace, add (``record``) or drop (None) the record of ``key`` at ``ts``."""
+        found = self._locate(key, ts)
+        if record is not None:
+            self._pending += _TS.unpack_from(record, _AT + len(key))[1] == _PENDING
+        if found is None:
+            if record is not None:
+                self._add(self._gid(crc), crc, record, ts)
+            return
+        gid, pos, end = found
+        group = self._groups[gid]
+        self._pending -= _TS.unpack_from(group, pos + _AT + len(key))[1] == _PENDING
+        if record is None:
+            self._records -= 1
+        self._groups[gid] = b"".join((group[:pos], record or b"", group[end:]))
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -643,6 +776,8 @@ class LabelJoin:
 
     def _add(self, gid: int, crc: int, record: bytes, ts: int) -> None:
         """Append a record (of an id with hash ``crc``, at event time ``ts``) to its group."""
+        if self._touched is not None:
+            self._touched.add((_record_key(record), ts))
         self._groups[gid] += record
         self._records += 1
         second = ts // _BUCKET_MS
@@ -793,6 +928,8 @@ class LabelJoin:
                 digest = group[pos + at + _DIGEST_AT : pos + at + _BODY]
                 closed = _closed(key, crc, ts, _CLOSED, digest)
                 self._groups[gid] = b"".join((group[:pos], closed, group[end:]))
+                if self._touched is not None:
+                    self._touched.add((key, ts))
                 self._pending -= 1
                 return True
         return False
@@ -811,6 +948,8 @@ class LabelJoin:
             digest = group[at + _DIGEST_AT : at + _BODY]
             crc = _HEAD.unpack_from(group, pos)[1]
             parts += (group[kept:pos], _closed(key, crc, pred_ts, _CLOSED, digest))
+            if self._touched is not None:
+                self._touched.add((key, pred_ts))
             kept = end
             self._pending -= 1
             model_id, model_version, segment = self._ctx[_PRED.unpack_from(group, at + _BODY)[1]]
@@ -870,6 +1009,12 @@ class LabelJoin:
                 self._evict_key, self._evict_queue = key, queue
                 return
         raise AssertionError("pending count is positive but no pending record was found")
+
+
+def _record_key(record: bytes) -> bytes:
+    """The id key of a record."""
+    code = _CODE.unpack_from(record, _AT)[0]
+    return record[_AT : _AT + (18 if code == _UUID_CODE else 2 + code)]
 
 
 def _id_key(pid: str) -> bytes:
