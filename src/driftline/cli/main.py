@@ -17,7 +17,7 @@ from driftline.cli.common import (
 # Modules that define `register(subparsers)`; the order is the order shown in --help.
 COMMAND_MODULES = (
     "local", "db", "query", "schemas_cmd", "profile", "worker", "simulate", "serve", "trigger",
-    "jobs", "replay", "backtest", "calibrate", "demo",
+    "jobs", "replay", "backtest", "calibrate", "report", "demo",
 )
 
 
