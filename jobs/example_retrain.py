@@ -37,16 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaProducer
 from river import compose, linear_model, metrics, multiclass, preprocessing
 
 from driftline.config import Settings, load_settings_or_exit
-from driftline.kafka.clients import kafka_python_kwargs
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.schemas.events import RetrainTrigger
 from driftline.store.client import database_name
+from driftline.store.profiles import PublishError, publish_profile
 from driftline.store.query import run_query
-from driftline.store.writer import open_row_writer
 
 MAX_ROWS = 50_000
 MIN_ROWS = 20
@@ -218,27 +216,6 @@ def profile_columns(examples: list[Example], predictions: list[Any]) -> dict[str
     return columns
 
 
-def publish_profile(settings: Settings, profile: ReferenceProfile, run_id: str) -> None:
-    """Profile JSON to the profiles topic (key = model_id) and a ``reference_profiles`` row."""
-    payload = profile.model_dump_json().encode()
-    producer = KafkaProducer(**kafka_python_kwargs(settings), acks="all",
-                             max_request_size=max(settings.kafka.max_message_bytes, len(payload) + 65_536))
-    try:
-        producer.send(settings.topics.profiles, key=profile.model_id.encode(), value=payload).get(timeout=30)
-    finally:
-        producer.close()
-    writer = open_row_writer(settings)
-    try:
-        writer.write("reference_profiles", [{
-            "run_id": run_id, "model_id": profile.model_id, "model_version": profile.model_version,
-            "profile_id": profile.profile_id, "created_at": profile.created_at_ms,
-            "effective_from": profile.effective_from_ms, "source": profile.source,
-            "profile": payload.decode(),
-        }])
-    finally:
-        writer.close()
-
-
 def retrain(settings: Settings, trigger: RetrainTrigger) -> Path:
     """The whole job; returns the artifact directory."""
     examples = fetch_outcomes(settings, trigger)
@@ -265,6 +242,9 @@ def main() -> int:
     except JobError as err:
         print(f"example_retrain: {err}", file=sys.stderr)
         return err.code
+    except PublishError as err:  # the model is written; the listener retries the publishing job
+        print(f"example_retrain: {err}", file=sys.stderr)
+        return 1
     print(f"example_retrain: new model version in {out}")
     return 0
 

@@ -2,7 +2,11 @@
 
 A consumer group on ``topics.retrain_triggers``. Per trigger it runs ``retrain.command`` (through
 ``/bin/sh -c``) or, when that is empty, the Python entry point ``retrain.entrypoint``
-(``module:function`` in a ``python -c`` subprocess). The job gets the trigger JSON on stdin and in
+(``module:function`` in a ``python -c`` subprocess). Neither is set by default: a listener with no
+job configured says so when it starts and records every trigger as ``skipped`` (final, with that
+reason) instead of running anything. The example job (:mod:`driftline.jobs.example_retrain`, a
+toy River model) runs only when asked for explicitly (``example_job=True``, ``driftline jobs
+retrain-listener --example-job``), as the demo does. The job gets the trigger JSON on stdin and in
 ``DRIFTLINE_TRIGGER_JSON``, plus ``DRIFTLINE_TRIGGER_ID``, ``DRIFTLINE_MODEL_ID``,
 ``DRIFTLINE_MODEL_VERSION`` and ``DRIFTLINE_JOB_ATTEMPT``; its output goes to
 ``retrain.logs_dir/<model>/<trigger_id>.attempt<N>.log``.
@@ -65,10 +69,10 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from driftline.config import Settings
-from driftline.jobs.runner import job_preexec
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
 from driftline.kafka.offsets import end_offsets
+from driftline.runtime import tied_child_preexec
 from driftline.schemas.events import RetrainTrigger
 from driftline.store.writer import open_row_writer
 
@@ -78,6 +82,9 @@ DEFAULT_GROUP_ID = "driftline-retrain-listener"
 JOBS_TABLE = "retrain_jobs"
 FINAL_HEADER = "driftline-final"
 POLL_MS = 200
+
+EXAMPLE_ENTRYPOINT = "driftline.jobs.example_retrain:main"
+NO_JOB = "no retrain job configured (set retrain.command or retrain.entrypoint)"
 
 # Runs "module:function" (argv[1]); an int result is the exit code.
 ENTRYPOINT_CODE = (
@@ -117,6 +124,8 @@ def fold_status(history: dict[str, TriggerHistory], event: dict[str, Any], final
     status = event.get("status")
     if status == "succeeded":
         entry.succeeded = True
+    elif status == "skipped":  # no job was configured: final, nothing ran
+        entry.exhausted = entry.exhausted or final
     elif status == "failed":
         entry.failed_attempts = max(entry.failed_attempts, int(event.get("attempt") or 0))
         entry.exhausted = entry.exhausted or final
@@ -169,12 +178,22 @@ def is_final(record: ConsumerRecord[Any, Any]) -> bool:
     return any(key == FINAL_HEADER and value == b"true" for key, value in record.headers or ())
 
 
-def job_argv(settings: Settings) -> list[str]:
-    """The command line of one job, wrapped in the runner."""
-    if settings.retrain.command:
-        job = ["/bin/sh", "-c", settings.retrain.command]
+def job_argv(settings: Settings, *, example_job: bool = False) -> list[str] | None:
+    """The command line of one job, wrapped in the runner: ``retrain.command``, else
+    ``retrain.entrypoint``, else (``example_job``) the example job; None when no job is configured.
+
+    >>> job_argv(Settings(retrain={"command": "", "entrypoint": ""})) is None
+    True
+    >>> job_argv(Settings(retrain={"command": "", "entrypoint": ""}), example_job=True)[-1]
+    'driftline.jobs.example_retrain:main'
+    """
+    cfg = settings.retrain
+    if cfg.command:
+        job = ["/bin/sh", "-c", cfg.command]
+    elif cfg.entrypoint or example_job:
+        job = [sys.executable, "-c", ENTRYPOINT_CODE, cfg.entrypoint or EXAMPLE_ENTRYPOINT]
     else:
-        job = [sys.executable, "-c", ENTRYPOINT_CODE, settings.retrain.entrypoint]
+        return None
     return [sys.executable, "-m", "driftline.jobs.runner", "--", *job]
 
 
@@ -208,7 +227,7 @@ class RetrainListener:
     def __init__(self, settings: Settings, *, group_id: str = DEFAULT_GROUP_ID,
                  max_concurrent: int | None = None, max_triggers: int | None = None,
                  idle_exit_s: float | None = None, once: bool = False,
-                 shutdown_grace_s: float = 30.0) -> None:
+                 shutdown_grace_s: float = 30.0, example_job: bool = False) -> None:
         self.settings = settings
         self.group_id = group_id
         self.max_concurrent = max_concurrent or settings.retrain.max_concurrent
@@ -216,9 +235,9 @@ class RetrainListener:
         self.idle_exit_s = idle_exit_s
         self.once = once
         self.shutdown_grace_s = shutdown_grace_s
-        self.argv = job_argv(settings)
+        self.argv = job_argv(settings, example_job=example_job)
         self.history: dict[str, TriggerHistory] = {}
-        self.stats = {"taken": 0, "succeeded": 0, "failed": 0, "skipped": 0, "invalid": 0}
+        self.stats = {"taken": 0, "succeeded": 0, "failed": 0, "skipped": 0, "invalid": 0, "no_job": 0}
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
         self._inflight: dict[TopicPartition, deque[tuple[int, asyncio.Task[bool]]]] = {}
@@ -242,6 +261,8 @@ class RetrainListener:
         if handled:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+        if self.argv is None:
+            LOG.warning("%s: every retrain trigger is recorded as skipped and nothing runs", NO_JOB)
         try:
             await loop.run_in_executor(self._io, ensure_topics, self.settings)
             self.history = await read_status_history(self.settings)
@@ -384,6 +405,11 @@ class RetrainListener:
         cfg = self.settings.retrain
         history = self.history.setdefault(trigger.trigger_id, TriggerHistory(failed_attempts=failed_before))
         first = failed_before + 1
+        if self.argv is None:
+            await self._status(trigger, 0, "skipped", final=True, message=NO_JOB)
+            history.exhausted = True
+            self.stats["no_job"] += 1
+            return True
         if first > cfg.max_attempts:
             await self._status(trigger, failed_before, "failed", final=True,
                                message=f"no attempts left ({failed_before} of {cfg.max_attempts} failed)")
@@ -417,6 +443,8 @@ class RetrainListener:
     async def _attempt(self, trigger: RetrainTrigger, attempt: int) -> bool:
         """Run one attempt; True on success. Publishes started and succeeded/failed."""
         cfg = self.settings.retrain
+        argv = self.argv
+        assert argv is not None  # _run_trigger records unconfigured triggers without an attempt
         tid = trigger.trigger_id
         log_dir = cfg.logs_dir / _safe_name(trigger.model_id)
         log_path = (log_dir / f"{_safe_name(tid)}.attempt{attempt}.log").resolve()
@@ -427,11 +455,11 @@ class RetrainListener:
         await self._status(trigger, attempt, "started", started_at=started_at, log_path=str(log_path))
         begin = time.monotonic()
         with open(log_path, "ab") as log:
-            log.write(f"# trigger {tid} attempt {attempt} of {cfg.max_attempts}: {self.argv[4:]}\n".encode())
+            log.write(f"# trigger {tid} attempt {attempt} of {cfg.max_attempts}: {argv[4:]}\n".encode())
             log.flush()
             proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                env=env, preexec_fn=job_preexec(os.getpid()),
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                env=env, preexec_fn=tied_child_preexec(os.getpid()),
             )
         self._procs[(tid, attempt)] = proc
         timed_out = False

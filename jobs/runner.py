@@ -3,46 +3,24 @@
 ``python -m driftline.jobs.runner -- ARGV...`` runs ARGV (stdin, stdout and stderr inherited) and
 exits with its exit code (128 + signal number if a signal ended it).
 
-The listener starts the runner through :func:`job_preexec`: the runner leads a new session and
-process group, and the kernel sends it SIGTERM when the listener dies (``PR_SET_PDEATHSIG``),
-even on SIGKILL. The runner answers SIGTERM, SIGINT and SIGHUP by SIGKILLing its whole process
-group: the job and every process the job started (a shell's children included), which a plain
-parent-death signal on the direct child would miss. A timeout is the listener SIGKILLing the
-group (``os.killpg(runner_pid, SIGKILL)``).
+The listener starts the runner through :func:`driftline.runtime.tied_child_preexec`: the runner
+leads a new session and process group, and the kernel sends it SIGTERM when the listener dies
+(``PR_SET_PDEATHSIG``), even on SIGKILL. The runner answers SIGTERM, SIGINT and SIGHUP by
+SIGKILLing its whole process group: the job and every process the job started (a shell's
+children included), which a plain parent-death signal on the direct child would miss. A timeout
+is the listener SIGKILLing the group (``os.killpg(runner_pid, SIGKILL)``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 
-PR_SET_PDEATHSIG = 1
-
-
-def _set_parent_death_signal(sig: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-
-
-def job_preexec(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn``: new session + SIGTERM on parent death (exits if the parent is already gone).
-
-    Linux only (prctl). ``parent_pid`` is the pid of the process that spawns the runner.
-    """
-
-    def preexec() -> None:
-        os.setsid()
-        _set_parent_death_signal(signal.SIGTERM)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
+from driftline.runtime import set_parent_death_signal
 
 
 def _kill_group(signum: int, frame: FrameType | None) -> None:
@@ -57,7 +35,7 @@ def run(argv: Sequence[str]) -> int:
 
     def child_preexec() -> None:
         # Covers the runner being SIGKILLed on its own (not through its group).
-        _set_parent_death_signal(signal.SIGKILL)
+        set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != runner_pid:
             os._exit(1)
 

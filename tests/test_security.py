@@ -283,20 +283,10 @@ def _site_runner(site: str, s: Settings, monkeypatch: pytest.MonkeyPatch) -> Cal
             triggered_at=1,
         )
         return lambda: _suppress(lambda: publish_trigger(s, trigger))
-    if site == "driftline.cli.profile.KafkaProducer":
-        from driftline.cli import profile as cli_profile
+    if site == "driftline.store.profiles.KafkaProducer":
+        from driftline.store import profiles
 
-        monkeypatch.setattr(cli_profile, "ensure_topics", lambda _s: [])
-
-        class CliProfile:
-            model_id = "m"
-
-            def model_dump_json(self) -> str:
-                return "{}"
-
-        return lambda: _suppress(lambda: cli_profile.publish_profile(s, CliProfile()))
-    if site == "driftline.jobs.example_retrain.KafkaProducer":
-        from driftline.jobs.example_retrain import publish_profile
+        monkeypatch.setattr(profiles, "ensure_topics", lambda _s: [])
 
         class Profile:
             model_id = "m"
@@ -304,7 +294,7 @@ def _site_runner(site: str, s: Settings, monkeypatch: pytest.MonkeyPatch) -> Cal
             def model_dump_json(self) -> str:
                 return "{}"
 
-        return lambda: _suppress(lambda: publish_profile(s, Profile(), ""))
+        return lambda: _suppress(lambda: profiles.publish_profile(s, Profile()))  # type: ignore[arg-type]
     raise AssertionError(f"no runner for {site}: add one")
 
 
@@ -384,8 +374,7 @@ SITES = (
     "driftline.kafka.admin.KafkaAdminClient",
     "driftline.store.writer.KafkaProducer",
     "driftline.cli.trigger.KafkaProducer",
-    "driftline.jobs.example_retrain.KafkaProducer",
-    "driftline.cli.profile.KafkaProducer",
+    "driftline.store.profiles.KafkaProducer",
 )
 
 

@@ -295,8 +295,10 @@ class RetrainSettings(_Section):
     command: str = Field(
         "", description="shell command run per trigger (trigger JSON on stdin); empty = entrypoint"
     )
+    # No default job: an unconfigured listener records triggers as skipped rather than train and
+    # publish the example's toy models in production (the demo asks for the example explicitly).
     entrypoint: str = Field(
-        "driftline.jobs.example_retrain:main", description="module:function run per trigger"
+        "", description="module:function run per trigger; both empty = no job (triggers recorded as skipped)"
     )
     max_concurrent: int = Field(2, ge=1, description="retrain jobs running at once")
     max_attempts: int = Field(3, ge=1, description="attempts before a job is marked failed")

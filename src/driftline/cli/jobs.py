@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                           help="consumer group id (default: driftline-retrain-listener)")
     listener.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                           help="on SIGTERM/Ctrl-C, wait this long for running jobs (default: %(default)s)")
+    listener.add_argument("--example-job", action="store_true",
+                          help="with no retrain.command/entrypoint configured, run the example job (a toy "
+                          "River model; for the demo and local trials). Without a job every trigger is "
+                          "recorded as skipped")
     listener.set_defaults(handler=cmd_retrain_listener)
 
     example = sub.add_parser(
@@ -77,7 +81,7 @@ def cmd_retrain_listener(args: argparse.Namespace) -> int:
         return 2
     return run_listener(settings, group_id=args.group or DEFAULT_GROUP_ID, max_concurrent=args.max_concurrent,
                         max_triggers=args.max_triggers, idle_exit_s=args.idle_exit, once=args.once,
-                        shutdown_grace_s=args.grace)
+                        shutdown_grace_s=args.grace, example_job=args.example_job)
 
 
 def cmd_example_retrain(args: argparse.Namespace) -> int:

@@ -17,28 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from driftline.cli.common import require_broker, settings_from_args
 from driftline.config import Settings
-from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import kafka_python_kwargs
 from driftline.operators.profile import (
     FeatureProfile,
     ReferenceProfile,
     build_profile,
     load_profile_table,
 )
-from driftline.pipeline.to_rows import RowMapper
 from driftline.schemas.events import EpochMillis
 from driftline.store.client import StoreError, database_name
 from driftline.store.owner import QueryRejected
+from driftline.store.profiles import PublishError, publish_profile
 from driftline.store.query import run_query
-from driftline.store.writer import ClickHouseRowWriter, open_row_writer
 
 # The value types a feature can have on the wire (PredictionEvent.features).
 WIRE_TYPES = (bool, int, float, str)
@@ -47,10 +42,6 @@ _EPOCH_MILLIS: TypeAdapter[int] = TypeAdapter(EpochMillis)
 
 class InputError(Exception):
     """The training data or the options cannot make a profile (exit code 2)."""
-
-
-class PublishError(Exception):
-    """Kafka or ClickHouse did not take the profile (exit code 1)."""
 
 
 def register(sub: Any) -> None:
@@ -196,38 +187,6 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
     if not profile.features:
         raise InputError(f"{path}: the feature columns hold no usable values (all null)")
     return profile
-
-
-def publish_profile(settings: Settings, profile: ReferenceProfile) -> tuple[str, bool]:
-    """Produce the profile JSON to ``topics.profiles`` and store its ``reference_profiles`` row.
-
-    Returns where the record went (``topic[partition]@offset``) and whether the row was written
-    straight into ClickHouse (else it went through the sink topic). Raises PublishError.
-    """
-    payload = profile.model_dump_json().encode()
-    try:
-        ensure_topics(settings)
-        max_request = max(settings.kafka.max_message_bytes, len(payload) + 65_536)
-        producer = KafkaProducer(**kafka_python_kwargs(settings), acks="all", max_request_size=max_request)
-        try:
-            meta = producer.send(settings.topics.profiles, key=profile.model_id.encode(),
-                                 value=payload).get(timeout=30)
-        finally:
-            producer.close()
-    except (KafkaError, RuntimeError) as error:
-        raise PublishError(f"cannot publish the profile on {settings.topics.profiles}: {error}") from None
-    table, rows = RowMapper(settings.topics).rows(settings.topics.profiles, payload)
-    try:
-        writer = open_row_writer(settings)
-        try:
-            writer.write(table, rows)
-        finally:
-            writer.close()
-    except ValueError as error:  # e.g. no such table: not migrated
-        raise PublishError(f"cannot store the profile: {error} (run `driftline db migrate`)") from None
-    except (StoreError, KafkaError) as error:
-        raise PublishError(f"cannot store the profile in ClickHouse: {error}") from None
-    return f"{meta.topic}[{meta.partition}]@{meta.offset}", isinstance(writer, ClickHouseRowWriter)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import orjson
 from rich.console import Console
 
-from driftline.cli.profile import PublishError, publish_profile
 from driftline.client.http import client_ssl_context, open_worker, worker_url
 from driftline.config import Settings, load_settings_or_exit
 from driftline.demo.plan import DemoPlan, build_plan, pace
@@ -35,6 +34,7 @@ from driftline.local.broker import EmbeddedBroker, free_port, start_broker
 from driftline.simulate import ground_truth, produce
 from driftline.store.client import StoreError
 from driftline.store.owner import QueryRejected
+from driftline.store.profiles import PublishError, publish_profile
 from driftline.store.query import run_query
 
 MARKER = ".driftline-demo"
@@ -247,7 +247,7 @@ def _start_children(
         publish_profile(settings, profile)
     listener = spawn(
         "retrain-listener",
-        ["jobs", "retrain-listener", "--grace", "10"],
+        ["jobs", "retrain-listener", "--grace", "10", "--example-job"],  # the demo's only retrain job
         home / "logs" / "retrain-listener.log",
         env,
     )

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.jobs.runner import job_preexec
+from driftline.runtime import tied_child_preexec
 
 CLI = [sys.executable, "-m", "driftline.cli.main"]
 
@@ -63,7 +63,8 @@ def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str]) -> Ch
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen([*CLI, *args], stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, env=env, preexec_fn=job_preexec(os.getpid()))
+                                   stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=tied_child_preexec(os.getpid()))
     return Child(name, process, log_path)
 
 
