@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftline.operators import sequential as seq
+from driftline.operators.calibration import clear_cache
 from driftline.operators.profile import build_profile
 from driftline.operators.sequential import (
     Alarm,
@@ -39,12 +40,12 @@ ARL = 2_000.0
 REF = 50_000
 
 
-def _count_alarms(det: seq._Bank, xs: object, batch: int = 100_000) -> int:
+def _count_alarms(det: seq.SequentialDetector, xs: object, batch: int = 100_000) -> int:
     values = xs if isinstance(xs, list) else np.asarray(xs)
     return sum(len(det.update_many(values[i : i + batch])) for i in range(0, len(values), batch))
 
 
-def _clone(det: seq._Bank) -> seq._Bank:
+def _clone(det: seq.SequentialDetector) -> seq.SequentialDetector:
     return pickle.loads(pickle.dumps(det))
 
 
@@ -242,7 +243,7 @@ def test_chunking_and_per_element_for_bernoulli_banks(kind: str) -> None:
     rng = np.random.default_rng(32)
     values: list[object]
     if kind == "categorical":
-        det: seq._Bank = CategoricalDetector.from_counts(["a", "b", "c"], [500, 300, 150, 50], arl=1e3)
+        det: seq.SequentialDetector = CategoricalDetector.from_counts(["a", "b", "c"], [500, 300, 150, 50], arl=1e3)
         values = rng.choice(["a", "b", "c", "d", "e"], 6_000, p=[0.3, 0.3, 0.2, 0.1, 0.1]).tolist()
         values[::97] = [None] * len(values[::97])
     else:
@@ -324,14 +325,14 @@ def test_categories_compare_as_category_keys() -> None:
 def test_same_reference_same_thresholds() -> None:
     rng = np.random.default_rng(41)
     ref = rng.poisson(3.0, REF).astype(float)
-    seq._CACHE.clear()
+    clear_cache()
     a = NumericDetector.from_reference(ref, arl=1e6).thresholds
-    seq._CACHE.clear()
+    clear_cache()
     b = NumericDetector.from_reference(rng.permutation(ref), arl=1e6).thresholds
     assert a == b
-    seq._CACHE.clear()
+    clear_cache()
     c1 = CategoricalDetector.from_counts(["a", "b"], [700, 290, 10], arl=1e6).thresholds
-    seq._CACHE.clear()
+    clear_cache()
     assert CategoricalDetector.from_counts(["a", "b"], [700, 290, 10], arl=1e6).thresholds == c1
     assert NumericDetector.from_reference(ref, arl=1e7).thresholds != a
 
@@ -340,7 +341,7 @@ def test_calibration_is_fast() -> None:
     rng = np.random.default_rng(42)
     refs = [rng.normal(size=REF), rng.poisson(2.0, REF).astype(float)]
     for ref in refs:
-        seq._CACHE.clear()
+        clear_cache()
         t = time.process_time()
         NumericDetector.from_reference(ref, arl=1e8)
         assert time.process_time() - t < 0.25  # ~20-30 ms of CPU on one core

@@ -132,7 +132,7 @@ from driftline.operators.sequential import (
     FloatArray,
     IntArray,
     NumericDetector,
-    _Bank,
+    SequentialDetector,
 )
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ class EpisodeMonitor:
         self._opener = opener
         self._opener_h = opener.thresholds_fixed  # as calibrated for independent values
         self._opener_inflation = np.ones(len(opener.components))  # for serial dependence (see above)
-        self._regime: _Bank | None = None
+        self._regime: SequentialDetector | None = None
         self._map: IntArray | None = None  # opener symbol -> regime symbol
         small = np.int16 if opener._table.shape[0] < 2**15 else np.int32  # symbols: a smaller checkpoint
         self._ring = np.zeros(self.learning, dtype=small)  # slot i % learning: symbol i (recent ones)
@@ -293,7 +293,9 @@ class EpisodeMonitor:
                   min_ratio: float = DEFAULT_MIN_RATE_RATIO,
                   learning: int = DEFAULT_LEARNING) -> EpisodeMonitor:
         """A binary error stream (1 = error) against the reference error rate ``p0``."""
-        det = BinaryDetector.from_rate(p0, arl=arl, n_reference=n_reference, min_ratio=min_ratio)
+        # the episode's own learning and regime banks stand in for tightening the reference
+        det = BinaryDetector.from_rate(p0, arl=arl, n_reference=n_reference, min_ratio=min_ratio,
+                                       tighten=False)
         return cls(det, min_effect=min_ratio, learning=learning)
 
     @classmethod
@@ -409,7 +411,7 @@ class EpisodeMonitor:
                 self._regime, self._map = None, None
         return event
 
-    def _watching(self) -> _Bank:
+    def _watching(self) -> SequentialDetector:
         """The bank that tests now: the regime's during an episode, else the opener."""
         return self._regime if self._open is not None and self._regime is not None else self._opener
 
@@ -419,7 +421,8 @@ class EpisodeMonitor:
         older = self._ring[(self.n - have + np.arange(have)) % self.learning]
         return np.concatenate((older, head))[-self.learning :]
 
-    def _alarmed(self, alarm: Alarm, det: _Bank, recent: IntArray, index: int) -> EpisodeEvent | None:
+    def _alarmed(self, alarm: Alarm, det: SequentialDetector, recent: IntArray,
+                 index: int) -> EpisodeEvent | None:
         """An alarm at ``index``: open, or escalate (or only re-learn); then learn the new regime."""
         mapped = recent if det is self._opener or self._map is None else self._map[recent]
         magnitude = self._magnitude(recent[-_run_length(det, alarm, mapped) :])
@@ -561,7 +564,7 @@ class EpisodeMonitor:
             return abs(magnitude) < tolerance and abs(sd - 1.0) < tolerance
         return magnitude < tolerance
 
-    def _regime_bank(self, sample: IntArray) -> tuple[_Bank, IntArray]:
+    def _regime_bank(self, sample: IntArray) -> tuple[SequentialDetector, IntArray]:
         """The bank that watches the learned regime, and the map from opener symbols to its own."""
         opener = self._opener
         if isinstance(opener, CategoricalDetector):
@@ -575,7 +578,7 @@ class EpisodeMonitor:
             # a return downwards is left to the block re-measurements (the reverse test)
             p = min(max(float(np.mean(sample)), 1.0 / sample.size), 1.0 - 1.0 / sample.size)
             rate = BinaryDetector.from_rate(p, arl=self.arl, n_reference=sample.size,
-                                            min_ratio=self.min_effect)
+                                            min_ratio=self.min_effect, tighten=False)
             return rate, np.arange(2, dtype=np.int64)
         scores = opener._u[sample]
         self._regime_sd = max(float(np.std(scores)), 1e-9)
@@ -595,13 +598,13 @@ SERIAL_MIN_INFLATION = 2.0
 with 20 batches, has a relative sd of ~0.3)."""
 
 
-def _inflation(det: _Bank, syms: IntArray) -> FloatArray:
+def _inflation(det: SequentialDetector, syms: IntArray) -> FloatArray:
     """Threshold factors for ``det`` from a no-drift sample: its CUSUMs' variance inflation."""
     phi = det.serial_dependence(syms, SERIAL_BATCHES)
     return np.where(phi >= SERIAL_MIN_INFLATION, np.minimum(phi, syms.size // SERIAL_BATCHES), 1.0)
 
 
-def _run_length(det: _Bank, alarm: Alarm, mapped: IntArray) -> int:
+def _run_length(det: SequentialDetector, alarm: Alarm, mapped: IntArray) -> int:
     """Values since the alarming CUSUM last left zero (its change-point estimate), at most all given.
 
     Walks back from the alarm statistic through that CUSUM's integer increments: while the CUSUM

@@ -118,16 +118,22 @@ def episode_report(
 
 
 @dataclass
-class _Bank:
+class ProfileMonitors:
+    """The episode monitors of one model's active profile, one per feature (by name)."""
+
     profile_index: int
+    """Position of the profile among the model's known profiles (they only move forward)."""
     profile: ReferenceProfile
     monitors: dict[str, EpisodeMonitor]
+
+
+_Bank = ProfileMonitors  # its name in checkpoints written before it was public
 
 
 @dataclass
 class _ModelWatch:
     profiles: list[ReferenceProfile] = field(default_factory=list)
-    bank: _Bank | None = None
+    bank: ProfileMonitors | None = None
     last_time: int = NO_TIME  # largest event time of the model observed so far
 
 
@@ -225,16 +231,16 @@ class FeatureWatch:
             )
         return reports
 
-    def _bank(self, profile: ReferenceProfile, index: int) -> _Bank:
+    def _bank(self, profile: ReferenceProfile, index: int) -> ProfileMonitors:
         arl = feature_arl(self.model_arl, len(profile.features))
         monitors = {
             name: EpisodeMonitor.for_profile(fprofile, arl=arl, min_effect=self.min_effect_sd,
                                              learning=self.learning)
             for name, fprofile in sorted(profile.features.items())
         }
-        return _Bank(index, profile, monitors)
+        return ProfileMonitors(index, profile, monitors)
 
-    def _close_bank(self, bank: _Bank, at: int, prediction_id: str) -> list[dict[str, Any]]:
+    def _close_bank(self, bank: ProfileMonitors, at: int, prediction_id: str) -> list[dict[str, Any]]:
         """A newer profile applies: the open episodes of the old bank end here."""
         reports = []
         for name, monitor in bank.monitors.items():
@@ -243,14 +249,14 @@ class FeatureWatch:
                 reports.append(self._report(bank, name, monitor, event, at, prediction_id))
         return reports
 
-    def _report(self, bank: _Bank, name: str, monitor: EpisodeMonitor, event: EpisodeEvent | None,
+    def _report(self, bank: ProfileMonitors, name: str, monitor: EpisodeMonitor, event: EpisodeEvent | None,
                 at: int, prediction_id: str) -> dict[str, Any]:
         return episode_report(name, monitor.kind, monitor, event, at, prediction_id,
                               bank.profile.profile_id, bank.profile.effective_from_ms)
 
     def _feed(
         self,
-        bank: _Bank,
+        bank: ProfileMonitors,
         running: npt.NDArray[np.int64],
         cuts: npt.NDArray[np.int64],
         prediction_ids: Sequence[str],
