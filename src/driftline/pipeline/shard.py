@@ -18,13 +18,22 @@ import orjson
 
 from driftline.config import Settings, TopicSettings
 from driftline.operators.feature_watch import FeatureWatch
-from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin, payload_digest
+from driftline.operators.join import ExpiredPrediction, JoinChanges, JoinedOutcome, LabelJoin, payload_digest
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
 from driftline.operators.window_stats import WindowAccumulator
 from driftline.pipeline import records, reroute
 from driftline.pipeline.stage import OutboundMessage
-from driftline.pipeline.state import dump_state, load_state, settings_record, warn_if_changed
+from driftline.pipeline.state import (
+    FRESH_STATE_HINT,
+    StateRestoreError,
+    dump_delta,
+    dump_state,
+    load_delta,
+    load_state,
+    settings_record,
+    warn_if_changed,
+)
 from driftline.schemas.events import ErrorKind, LabelEvent, PredictionEvent
 
 NO_TIME = -(2**62)  # watermark before any event
@@ -175,15 +184,47 @@ class ShardProcessor:
     def snapshot(self) -> bytes:
         return dump_state(self)
 
+    # -- incremental checkpoints (driftline.pipeline.state.Incremental, docs/state.md) -------
+
+    def track_changes(self) -> None:
+        """Remember what changes from now on, so that :meth:`checkpoint` can write deltas."""
+        self.join.track_changes()
+
+    def checkpoint(self, base: bool) -> bytes:
+        """A base snapshot, or a delta: the join's changed records and everything else whole
+        (windows, detectors, re-routing counters: small next to millions of pending predictions)."""
+        if base:
+            self.join.reset_changes()
+            return dump_state(self)
+        rest = dict(self.__dict__)
+        del rest["join"]
+        return dump_delta(ShardDelta(rest, self.join.take_changes()))
+
+    def _apply_delta(self, blob: bytes, what: str) -> None:
+        delta = load_delta(blob, what)
+        if not isinstance(delta, ShardDelta):
+            raise StateRestoreError(f"{what}: a delta holds a {type(delta).__name__}, not a ShardDelta")
+        join = self.join
+        self.__setstate__({**delta.rest, "join": join})
+        try:
+            join.apply_changes(delta.join)
+        except ValueError as err:
+            raise StateRestoreError(f"{what}: {err}; {FRESH_STATE_HINT}") from None
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Checkpoints written before sequential detection existed restore without it.
         state.setdefault("watch", None)
         self.__dict__.update(state)
 
     @staticmethod
-    def restore(blob: bytes, settings: Settings, what: str = "stage-1 shard") -> ShardProcessor:
-        """The checkpointed shard, running with ``settings`` (today's, not the checkpoint's)."""
+    def restore(
+        blob: bytes, settings: Settings, what: str = "stage-1 shard", deltas: Sequence[bytes] = ()
+    ) -> ShardProcessor:
+        """The checkpointed shard (a base snapshot and the deltas written after it, in order),
+        running with ``settings`` (today's, not the checkpoint's)."""
         processor = load_state(blob, ShardProcessor, what)
+        for delta in deltas:
+            processor._apply_delta(delta, what)
         warn_if_changed(what, getattr(processor, "settings_record", None), settings)
         processor.configure(settings)
         return processor
@@ -507,6 +548,14 @@ class ShardProcessor:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardDelta:
+    """A stage-1 delta checkpoint: the shard's attributes but the join, and the join's changes."""
+
+    rest: dict[str, Any]
+    join: JoinChanges
+
+
+@dataclass(frozen=True, slots=True)
 class DuplicateRow:
     """An exact re-send, as stage 2 counts it (the source record identifies it)."""
 
@@ -557,8 +606,8 @@ class ShardFactory:
     def create(self, shard: int) -> ShardProcessor:
         return ShardProcessor(shard, self.settings, self.run_id)
 
-    def restore(self, shard: int, blob: bytes) -> ShardProcessor:
-        processor = ShardProcessor.restore(blob, self.settings, f"stage-1 shard {shard}")
+    def restore(self, shard: int, blob: bytes, deltas: Sequence[bytes] = ()) -> ShardProcessor:
+        processor = ShardProcessor.restore(blob, self.settings, f"stage-1 shard {shard}", deltas)
         if processor.shard != shard:
             raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")
         return processor

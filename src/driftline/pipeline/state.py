@@ -12,11 +12,22 @@ blob without the envelope, settings pickled inside) still restores. A newer form
 that does not unpickle into the expected processor, fails with :class:`StateRestoreError`: one
 line saying what to do.
 
+Incremental checkpoints (``docs/state.md``): a processor that can say what changed since its
+last checkpoint (:class:`Incremental`) writes a *base* (the blob above) now and then and *deltas*
+in between: ``b"DLSD" + delta format (1 byte) + zlib(pickle(changes))``, applied by the processor
+itself, in order, on top of the restored base.
+
 >>> blob = dump_state({"seen": 3})
 >>> blob[:5] == b"DLST" + bytes([STATE_FORMAT])
 True
 >>> load_state(blob, dict, "test")
 {'seen': 3}
+>>> load_delta(dump_delta(["changed"]), "test")
+['changed']
+>>> load_state(dump_delta(["changed"]), dict, "test")
+Traceback (most recent call last):
+...
+driftline.pipeline.state.StateRestoreError: test: the checkpoint is a delta, not a base snapshot
 >>> changed_settings({"drift": {"fdr_q": 0.01, "bins": 10}}, {"drift": {"fdr_q": 0.05, "bins": 10}})
 ['drift.fdr_q 0.01 -> 0.05']
 """
@@ -27,13 +38,15 @@ import logging
 import pickle
 import zlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from driftline.config import RESULT_SECTIONS, Settings
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 2
+DELTA_FORMAT = 1
+_DELTA_MAGIC = b"DLSD"
 _MAGIC = b"DLST"
 FRESH_STATE_HINT = (
     "to start from fresh state, point DRIFTLINE_TOPICS_STATE at a new topic "
@@ -53,24 +66,63 @@ def dump_state(processor: object) -> bytes:
     return _MAGIC + bytes([STATE_FORMAT]) + body
 
 
+@runtime_checkable
+class Incremental(Protocol):
+    """A processor whose checkpoints can carry only what changed since its previous one."""
+
+    def track_changes(self) -> None:
+        """From now on, remember what changes (a runner that checkpoints incrementally asks)."""
+        ...
+
+    def checkpoint(self, base: bool) -> bytes:
+        """A base snapshot (``base``: the whole state, :func:`dump_state`) or a delta (what changed
+        since the previous checkpoint, :func:`dump_delta`); either resets what is remembered."""
+        ...
+
+
+def dump_delta(changes: object) -> bytes:
+    """The versioned blob of a processor's changes since its previous checkpoint."""
+    body = zlib.compress(pickle.dumps(changes, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    return _DELTA_MAGIC + bytes([DELTA_FORMAT]) + body
+
+
+def load_delta(blob: bytes, what: str) -> Any:
+    """The changes in a delta blob (the processor checks their type when it applies them)."""
+    if not blob.startswith(_DELTA_MAGIC) or len(blob) <= len(_DELTA_MAGIC):
+        raise StateRestoreError(f"{what}: a checkpoint in a delta's place is not a delta; {FRESH_STATE_HINT}")
+    version = blob[len(_DELTA_MAGIC)]
+    if version > DELTA_FORMAT:
+        raise StateRestoreError(
+            f"{what}: the checkpoint has delta format {version}, newer than this driftline's "
+            f"({DELTA_FORMAT}): run a newer driftline, or {FRESH_STATE_HINT}"
+        )
+    return _unpickle(blob[len(_DELTA_MAGIC) + 1 :], version, what)
+
+
+def _unpickle(body: bytes, version: int, what: str) -> Any:
+    try:
+        return pickle.loads(zlib.decompress(body))
+    except Exception as err:  # any unpickling failure means the same thing to the user
+        raise StateRestoreError(
+            f"{what}: cannot restore its checkpoint (state format {version}: "
+            f"{type(err).__name__}: {err}); {FRESH_STATE_HINT}"
+        ) from None
+
+
 def load_state(blob: bytes, kind: type[T], what: str) -> T:
     """The processor in ``blob``; ``what`` names the shard in errors (e.g. 'stage-1 shard 3')."""
     if blob.startswith(_MAGIC) and len(blob) > len(_MAGIC):
         version, body = blob[len(_MAGIC)], blob[len(_MAGIC) + 1 :]
     else:
         version, body = 1, blob  # format 1: the zlib stream alone
+    if blob.startswith(_DELTA_MAGIC):
+        raise StateRestoreError(f"{what}: the checkpoint is a delta, not a base snapshot")
     if version > STATE_FORMAT:
         raise StateRestoreError(
             f"{what}: the checkpoint has state format {version}, newer than this driftline's "
             f"({STATE_FORMAT}): run a newer driftline, or {FRESH_STATE_HINT}"
         )
-    try:
-        processor = pickle.loads(zlib.decompress(body))
-    except Exception as err:  # any unpickling failure means the same thing to the user
-        raise StateRestoreError(
-            f"{what}: cannot restore its checkpoint (state format {version}: "
-            f"{type(err).__name__}: {err}); {FRESH_STATE_HINT}"
-        ) from None
+    processor = _unpickle(body, version, what)
     if not isinstance(processor, kind):
         raise StateRestoreError(
             f"{what}: the checkpoint holds a {type(processor).__name__}, not a {kind.__name__}"
