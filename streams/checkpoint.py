@@ -1,34 +1,44 @@
-"""Stage checkpoints on the state topic: a processor snapshot plus the input offsets it reflects.
+"""Stage checkpoints on the state topics: a processor snapshot plus the input offsets it reflects.
 
-One message key per shard, ``f"{stage}:{shard}"``, on the single partition of
-``settings.topics.state``. A snapshot larger than one message is cut into chunks of at most
-``MAX_CHUNK_BYTES``; every chunk carries the checkpoint id, its index and count, the CRC-32 and
-size of the whole blob and the offsets, so a reader keeps the last checkpoint whose chunks all
-arrived in order and whose CRC matches. Chunks left behind by a crash mid-save are ignored.
+Full snapshots (:meth:`CheckpointStore.save`, stage 2): one message key per shard,
+``f"{stage}:{shard}"``, on the single partition of ``settings.topics.state``. A snapshot larger
+than one message is cut into chunks of at most ``MAX_CHUNK_BYTES``; every chunk carries the
+checkpoint id, its index and count, the CRC-32 and size of the whole blob and the offsets, so a
+reader keeps the last checkpoint whose chunks all arrived in order and whose CRC matches. Chunks
+left behind by a crash mid-save are ignored. Reading goes from the beginning of the topic to its
+true end (Fetch high watermark, see ``driftline.kafka.offsets``), incrementally: a later
+``load_all`` only reads what was appended since. On Kafka the topic is compacted; the embedded
+broker does not compact, so its reads grow with its history.
 
-Reading goes from the beginning of the topic to its true end (Fetch high watermark, see
-``driftline.kafka.offsets``). It is incremental: the store remembers where it stopped and what it
-assembled, so a later ``load_all`` only reads what was appended since. On Kafka the topic is
-compacted (latest checkpoint per key survives); the embedded broker does not compact, so the
-first read of a long-lived state topic grows with its history.
+Chains (:meth:`CheckpointStore.save_link`, stage 1, see ``docs/state.md``): a base snapshot and
+the deltas after it, each a checkpoint in the same chunked format whose header also names its
+kind and its parent (the checkpoint it follows), in a topic of their own per shard and
+*generation*: ``f"{state}.{stage}-{shard}.g{n}"``. Every base starts generation n + 1 (n the
+highest existing) and, once acknowledged, the older generations' topics are deleted: what is
+kept is bounded by one chain, with no compaction, on Kafka and on the embedded broker alike. A
+reader takes the highest generation holding a complete base, then every delta whose parent is the
+link before it (a torn or repeated save breaks nothing: its parent no longer matches).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 import time
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from kafka.admin import NewTopic
 
 from driftline.config import Settings
+from driftline.kafka.admin import admin_client
 from driftline.kafka.clients import aiokafka_consumer_kwargs
 from driftline.kafka.offsets import end_offsets
 from driftline.pipeline.stage import OutboundMessage
@@ -44,6 +54,8 @@ _ENVELOPE_RESERVE = 8 * 1024  # room for the JSON header (ids, offsets) inside M
 
 Offsets = dict[tuple[str, int], int]
 """(topic, partition) -> next offset to read."""
+FULL, BASE, DELTA = "full", "base", "delta"
+"""Checkpoint kinds: a snapshot on the state topic; a chain's first link; a chain's later link."""
 
 
 class CheckpointError(RuntimeError):
@@ -52,9 +64,20 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
+    """A checkpoint as read back. For a chain: ``blob`` is its base, ``deltas`` the deltas after it
+    in order, ``checkpoint_id`` and ``offsets`` those of its last link."""
+
     checkpoint_id: str
     blob: bytes
     offsets: Offsets
+    kind: str = FULL
+    parent: str | None = None
+    deltas: tuple[bytes, ...] = ()
+    generation: int | None = None
+
+    @property
+    def delta_bytes(self) -> int:
+        return sum(map(len, self.deltas))
 
 
 @dataclass(slots=True)
@@ -64,6 +87,8 @@ class _Assembly:
     crc: int
     size: int
     offsets: Offsets
+    kind: str
+    parent: str | None
     chunks: list[bytes] = field(default_factory=list)
 
 
@@ -71,8 +96,34 @@ def shard_key(stage: str, shard: int) -> str:
     return f"{stage}:{shard}"
 
 
+def chain_topic(state_topic: str, stage: str, shard: int, generation: int) -> str:
+    """The topic of one generation of a shard's checkpoint chain.
+
+    >>> chain_topic("driftline.worker-state", "shard", 3, 12)
+    'driftline.worker-state.shard-3.g12'
+    """
+    return f"{state_topic}.{stage}-{shard}.g{generation}"
+
+
+def chain_generations(state_topic: str, stage: str, topics: Iterable[str]) -> dict[int, list[int]]:
+    """shard -> the generations of its chain topics among ``topics``, highest first.
+
+    >>> topics = ["st", "st.shard-0.g1", "st.shard-0.g3", "st.model-0.g1", "st.shard-2.g0"]
+    >>> chain_generations("st", "shard", topics)
+    {0: [3, 1], 2: [0]}
+    """
+    pattern = re.compile(re.escape(f"{state_topic}.{stage}-") + r"(\d+)\.g(\d+)")
+    out: dict[int, list[int]] = {}
+    for topic in topics:
+        match = pattern.fullmatch(topic)
+        if match:
+            out.setdefault(int(match[1]), []).append(int(match[2]))
+    return {shard: sorted(gens, reverse=True) for shard, gens in sorted(out.items())}
+
+
 def encode_chunks(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, int], int],
-                  max_chunk_bytes: int = MAX_CHUNK_BYTES) -> list[bytes]:
+                  max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL,
+                  parent: str | None = None) -> list[bytes]:
     """The message values of one checkpoint, in order."""
     payload_room = max_chunk_bytes - _ENVELOPE_RESERVE
     if payload_room <= 0:
@@ -82,8 +133,11 @@ def encode_chunks(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, i
     wire_offsets = sorted([t, p, o] for (t, p), o in offsets.items())
     out = []
     for index, piece in enumerate(pieces):
-        header = orjson.dumps({"id": checkpoint_id, "i": index, "n": len(pieces), "crc": crc,
-                               "size": len(blob), "offsets": wire_offsets})
+        fields: dict[str, object] = {"id": checkpoint_id, "i": index, "n": len(pieces), "crc": crc,
+                                     "size": len(blob), "offsets": wire_offsets}
+        if kind != FULL:
+            fields.update(kind=kind, parent=parent)
+        header = orjson.dumps(fields)
         if len(header) > _ENVELOPE_RESERVE - len(_MAGIC) - _HEADER_LEN.size:
             raise ValueError("checkpoint header too large (too many input partitions)")
         out.append(_MAGIC + _HEADER_LEN.pack(len(header)) + header + piece)
@@ -103,10 +157,12 @@ def decode_chunk(value: bytes) -> tuple[dict[str, object], bytes]:
 
 
 class CheckpointAssembler:
-    """Folds state-topic messages, in log order, into the last complete checkpoint per key."""
+    """Folds state-topic messages, in log order, into the last complete checkpoint per key
+    (and, for a chain topic, ``completed``: every complete checkpoint in order)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_all: bool = False) -> None:
         self.latest: dict[str, Checkpoint] = {}
+        self.completed: list[Checkpoint] | None = [] if keep_all else None
         self._open: dict[str, _Assembly] = {}
         self.discarded_chunks = 0
 
@@ -120,6 +176,8 @@ class CheckpointAssembler:
             ckpt_id, index, count = str(header["id"]), int(header["i"]), int(header["n"])  # type: ignore[call-overload]
             crc, size = int(header["crc"]), int(header["size"])  # type: ignore[call-overload]
             offsets = {(str(t), int(p)): int(o) for t, p, o in header["offsets"]}  # type: ignore[attr-defined]
+            kind = str(header.get("kind", FULL))
+            parent = None if header.get("parent") is None else str(header["parent"])
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             self.discarded_chunks += 1
             log.warning("ignoring a malformed checkpoint message for %s", key)
@@ -128,7 +186,7 @@ class CheckpointAssembler:
         if index == 0:
             if current is not None:
                 self.discarded_chunks += len(current.chunks)  # a save that never finished
-            current = self._open[key] = _Assembly(ckpt_id, count, crc, size, offsets)
+            current = self._open[key] = _Assembly(ckpt_id, count, crc, size, offsets, kind, parent)
         elif current is None or current.checkpoint_id != ckpt_id or len(current.chunks) != index:
             self.discarded_chunks += 1
             return
@@ -141,7 +199,36 @@ class CheckpointAssembler:
             self.discarded_chunks += current.count
             log.warning("ignoring checkpoint %s of %s: size/CRC mismatch", ckpt_id, key)
             return
-        self.latest[key] = Checkpoint(ckpt_id, blob, current.offsets)
+        checkpoint = Checkpoint(ckpt_id, blob, current.offsets, current.kind, current.parent)
+        self.latest[key] = checkpoint
+        if self.completed is not None:
+            self.completed.append(checkpoint)
+
+
+def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -> Checkpoint | None:
+    """The chain in a generation's complete checkpoints (log order): its base and every delta whose
+    parent is the link before it; None without a base.
+
+    >>> base, d1 = Checkpoint("b", b"B", {}, BASE), Checkpoint("d1", b"1", {("t", 0): 5}, DELTA, "b")
+    >>> torn_retry = Checkpoint("dx", b"x", {}, DELTA, "gone")
+    >>> chain = assemble_chain([base, d1, d1, torn_retry, Checkpoint("d2", b"2", {("t", 0): 9}, DELTA, "d1")])
+    >>> chain.checkpoint_id, chain.blob, chain.deltas, chain.offsets
+    ('d2', b'B', (b'1', b'2'), {('t', 0): 9})
+    """
+    base: Checkpoint | None = None
+    deltas: list[Checkpoint] = []
+    for link in links:
+        if link.kind == BASE and base is None:
+            base = link
+            continue
+        previous = deltas[-1] if deltas else base
+        if link.kind == DELTA and previous is not None and link.parent == previous.checkpoint_id:
+            deltas.append(link)
+    if base is None:
+        return None
+    last = deltas[-1] if deltas else base
+    return Checkpoint(last.checkpoint_id, base.blob, last.offsets, BASE, None,
+                      tuple(d.blob for d in deltas), generation)
 
 
 class CheckpointStore:
@@ -158,8 +245,10 @@ class CheckpointStore:
         self._assembler = CheckpointAssembler()
         self._next_offset = 0
         self._lock = asyncio.Lock()
+        self._generations: dict[str, int] = {}  # key -> the generation its deltas go to
         self.saved = 0
         self.messages_read = 0
+        self.bytes_read = 0
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self._settings, None))
@@ -178,46 +267,119 @@ class CheckpointStore:
         (they restart an assembly at chunk 0 and drop out-of-order chunks).
         """
         ckpt_id = uuid.uuid4().hex
-        key = shard_key(stage, shard).encode()
-        chunks = [OutboundMessage(self._tp.topic, key, value, self._tp.partition)
-                  for value in encode_chunks(ckpt_id, blob, offsets, self._max_chunk_bytes)]
-        await deliver(self._producer, chunks, what=f"checkpoint chunks of {stage}:{shard}")
+        await self._write(self._tp.topic, stage, shard, ckpt_id, blob, offsets, FULL, None)
         self.saved += 1
         return ckpt_id
 
-    async def load_all(self, stage: str) -> dict[int, Checkpoint]:
-        """The last complete checkpoint of every shard of `stage`, as of the topic's end now."""
+    async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
+                        *, base: bool, parent: str | None) -> str:
+        """Write a base (in a new generation, then delete the older ones) or a delta following
+        ``parent`` (the shard's last checkpoint, in its current generation); returns its id."""
+        key = shard_key(stage, shard)
+        ckpt_id = uuid.uuid4().hex
+        if base:
+            generation, older = await asyncio.to_thread(self._new_generation, stage, shard)
+            topic = chain_topic(self._tp.topic, stage, shard, generation)
+            await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE, None)
+            self._generations[key] = generation
+            if older:
+                await asyncio.to_thread(self._delete_topics, older)
+        else:
+            generation = self._generations.get(key, -1)
+            if generation < 0:
+                raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
+            topic = chain_topic(self._tp.topic, stage, shard, generation)
+            await self._write(topic, stage, shard, ckpt_id, blob, offsets, DELTA, parent)
+        self.saved += 1
+        return ckpt_id
+
+    async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes,
+                     offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None) -> None:
+        key = shard_key(stage, shard).encode()
+        chunks = [OutboundMessage(topic, key, value, 0)
+                  for value in encode_chunks(ckpt_id, blob, offsets, self._max_chunk_bytes, kind, parent)]
+        await deliver(self._producer, chunks, what=f"checkpoint chunks of {stage}:{shard}")
+
+    def _new_generation(self, stage: str, shard: int) -> tuple[int, list[str]]:
+        """Create the topic of the shard's next chain generation; (its number, the older topics)."""
+        with admin_client(self._settings) as admin:
+            existing = chain_generations(self._tp.topic, stage, admin.list_topics()).get(shard, [])
+            generation = max([*existing, self._generations.get(shard_key(stage, shard), -1)]) + 1
+            topic = chain_topic(self._tp.topic, stage, shard, generation)
+            rf = self._settings.topics.replication_factor
+            admin.create_topics([NewTopic(topic, 1, rf)])
+            admin.wait_for_topics([topic])
+        return generation, [chain_topic(self._tp.topic, stage, shard, g) for g in existing]
+
+    def _delete_topics(self, topics: list[str]) -> None:
+        """Drop superseded generations; a failure only leaves them for the next base to delete."""
+        try:
+            with admin_client(self._settings) as admin:
+                admin.delete_topics(topics)
+        except Exception as err:  # the chain just written is complete either way
+            log.warning("could not delete old checkpoint topics %s: %s", topics, err)
+
+    async def load_all(self, stage: str, shards: Iterable[int] | None = None) -> dict[int, Checkpoint]:
+        """The last complete checkpoint of every shard of `stage` (or of ``shards``), as of the
+        topics' ends now: a shard's chain if it has one, else its full snapshot."""
         async with self._lock:
             await self._catch_up()
-        prefix = f"{stage}:"
-        return {int(key[len(prefix):]): ckpt for key, ckpt in self._assembler.latest.items()
-                if key.startswith(prefix) and key[len(prefix):].isdigit()}
+            prefix = f"{stage}:"
+            out = {int(key[len(prefix):]): ckpt for key, ckpt in self._assembler.latest.items()
+                   if key.startswith(prefix) and key[len(prefix):].isdigit()}
+            topics = await asyncio.to_thread(self._list_topics)
+            wanted = None if shards is None else set(shards)
+            for shard, generations in chain_generations(self._tp.topic, stage, topics).items():
+                if wanted is not None and shard not in wanted:
+                    continue
+                for generation in generations:
+                    chain = await self._read_chain(stage, shard, generation)
+                    if chain is not None:
+                        out[shard] = chain
+                        self._generations[shard_key(stage, shard)] = generation
+                        break
+        return out if wanted is None else {s: c for s, c in out.items() if s in wanted}
+
+    def _list_topics(self) -> list[str]:
+        with admin_client(self._settings) as admin:
+            return list(admin.list_topics())
+
+    async def _read_chain(self, stage: str, shard: int, generation: int) -> Checkpoint | None:
+        tp = TopicPartition(chain_topic(self._tp.topic, stage, shard, generation), 0)
+        assembler = CheckpointAssembler(keep_all=True)
+        await self._read(tp, 0, assembler)
+        return assemble_chain(assembler.completed or (), generation)
 
     async def _catch_up(self) -> None:
+        self._next_offset = await self._read(self._tp, self._next_offset, self._assembler)
+
+    async def _read(self, tp: TopicPartition, start: int, assembler: CheckpointAssembler) -> int:
+        """Apply the records of ``tp`` from ``start`` to its true end; returns the next offset."""
         consumer = self._consumer
         if consumer is None:
             raise CheckpointError("CheckpointStore.start() was not called")
-        end = (await end_offsets(consumer, [self._tp]))[self._tp]
-        if self._next_offset >= end:
-            return
-        consumer.assign([self._tp])
-        consumer.seek(self._tp, self._next_offset)
+        end = (await end_offsets(consumer, [tp]))[tp]
+        if start >= end:
+            return start
+        consumer.assign([tp])
+        consumer.seek(tp, start)
         deadline = time.monotonic() + self._read_timeout_s
         try:
-            while self._next_offset < end:
+            while start < end:
                 if time.monotonic() > deadline:
-                    raise CheckpointError(
-                        f"reading {self._tp.topic} stalled at offset {self._next_offset} of {end}")
-                batch = await consumer.getmany(self._tp, timeout_ms=500, max_records=1000)
-                for record in batch.get(self._tp, []):
-                    self._apply(record)
+                    raise CheckpointError(f"reading {tp.topic} stalled at offset {start} of {end}")
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=1000)
+                for record in batch.get(tp, []):
+                    self._apply(assembler, record)
                 # Gaps (compaction, control records) are skipped by the position, not by offsets.
-                self._next_offset = max(self._next_offset, await consumer.position(self._tp))
+                start = max(start, await consumer.position(tp))
         finally:
             consumer.unsubscribe()
+        return start
 
-    def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _apply(self, assembler: CheckpointAssembler, record: ConsumerRecord[bytes, bytes]) -> None:
         self.messages_read += 1
+        self.bytes_read += len(record.value or b"")
         if record.key is None:
             return
-        self._assembler.apply(record.key.decode("utf-8", "replace"), record.value)
+        assembler.apply(record.key.decode("utf-8", "replace"), record.value)

@@ -95,7 +95,7 @@ class WorkerCollector(Collector):
         yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age)
 
     def _processor_gauges(self) -> Iterable[Metric]:
-        return processor_families((r.stage, shard, state.processor.gauges())
+        return processor_families((r.stage, shard, {**state.processor.gauges(), **state.restore_figures})
                                   for r in self.runners for shard, state in sorted(r.shards.items()))
 
     def _sink_metrics(self, sink: SinkRunner) -> Iterable[Metric]:

@@ -11,6 +11,12 @@ and await their acknowledgements -> advance the shard's offsets. Every
 ``worker.checkpoint_interval_s``, on revocation and on stop: flush the producer, then save every
 changed shard. A producer outage blocks the loop inside ``deliver`` with fetching paused.
 
+A processor that can report its changes (``driftline.pipeline.state.Incremental``: stage 1) is
+checkpointed as a chain: a base snapshot, then deltas, then a new base once
+``worker.checkpoint_deltas_per_base`` deltas followed it or their bytes passed
+``worker.checkpoint_delta_ratio`` times its size (``docs/state.md``). Restoring reads the base and
+its deltas; how long that took and how many bytes it read are the shard's ``restore_*`` gauges.
+
 Why batch consumers instead of Faust agents: a trivial Faust agent processes ~5k events/s on the
 embedded broker, aiokafka ``getmany`` reads ~118k msg/s; the processors are written for batches.
 """
@@ -24,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -37,8 +44,9 @@ from driftline.kafka.clients import aiokafka_consumer_kwargs
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
+from driftline.pipeline.state import Incremental
 from driftline.streams.broadcast import BroadcastReader
-from driftline.streams.checkpoint import Checkpoint, CheckpointStore
+from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore
 from driftline.streams.delivery import deliver
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,20 @@ class ShardState:
     checkpoint_id: str | None  # the checkpoint this state equals, while not dirty
     dirty: bool = False
     checkpointed_at: float = field(default_factory=time.time)
+    chain: ChainLength | None = None  # incremental processors: the chain checkpoint_id ends
+    restore_figures: dict[str, float] = field(default_factory=dict)  # for /metrics
+
+
+@dataclass
+class ChainLength:
+    """What a shard's checkpoint chain holds: when to start a new base, what a restore reads."""
+
+    base_bytes: int
+    deltas: int = 0
+    delta_bytes: int = 0
+
+    def base_due(self, deltas_per_base: int, delta_ratio: float) -> bool:
+        return self.deltas >= deltas_per_base or self.delta_bytes > delta_ratio * self.base_bytes
 
 
 @dataclass
@@ -102,6 +124,7 @@ class StageRunner:
         self._stopping = asyncio.Event()
         self._listener_error: BaseException | None = None
         self._last_checkpoint = time.monotonic()
+        self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -238,8 +261,24 @@ class StageRunner:
         for shard in changed:
             state = self.shards[shard]
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
-            state.checkpoint_id = await self.checkpoints.save(self.stage, shard, state.processor.snapshot(),
-                                                              offsets)
+            processor = state.processor
+            if self._incremental(processor):
+                assert isinstance(processor, Incremental)
+                worker = self.settings.worker
+                chain = state.chain
+                base = chain is None or chain.base_due(worker.checkpoint_deltas_per_base,
+                                                       worker.checkpoint_delta_ratio)
+                blob = processor.checkpoint(base)
+                state.checkpoint_id = await self.checkpoints.save_link(
+                    self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id)
+                if base or chain is None:
+                    state.chain = ChainLength(len(blob))
+                else:
+                    chain.deltas += 1
+                    chain.delta_bytes += len(blob)
+            else:
+                state.checkpoint_id = await self.checkpoints.save(self.stage, shard, processor.snapshot(),
+                                                                  offsets)
             state.dirty = False
             state.checkpointed_at = time.time()
             self.stats.checkpoints += 1
@@ -265,7 +304,9 @@ class StageRunner:
                     raise StageRunnerError(f"stage {self.stage}: shard {shard} assigned without {missing}; "
                                            "all members must use the range assignor")
             new = [s for s in shards if s not in self.shards]
-            saved = await self.checkpoints.load_all(self.stage) if new else {}
+            started = time.perf_counter()
+            saved = await self.checkpoints.load_all(self.stage, new) if new else {}
+            self._read_seconds = time.perf_counter() - started
             for shard in new:
                 await self._adopt(consumer, shard, saved.get(shard))
             self._parked.clear()
@@ -280,13 +321,16 @@ class StageRunner:
         elif saved is not None:
             offsets = {tp: saved.offsets[(tp.topic, tp.partition)] for tp in tps
                        if (tp.topic, tp.partition) in saved.offsets}
-            state = ShardState(self.factory.restore(shard, saved.blob), offsets, saved.checkpoint_id)
+            state = self._restore(shard, saved, offsets)
             self.stats.restored_shards += 1
             fresh = True
         else:
             state = ShardState(self.factory.create(shard), {}, None)
             self.stats.created_shards += 1
             fresh = True
+        if fresh and self._incremental(state.processor):
+            assert isinstance(state.processor, Incremental)
+            state.processor.track_changes()
         unknown = [tp for tp in tps if tp not in state.offsets]
         if unknown:
             state.offsets.update(await consumer.beginning_offsets(unknown))
@@ -295,6 +339,35 @@ class StageRunner:
         self.shards[shard] = state
         if fresh and self._broadcast.enabled:
             await self._feed({shard: self._broadcast.retained()})
+
+
+    def _incremental(self, processor: StageProcessor) -> bool:
+        return self.settings.worker.checkpoint_deltas_per_base > 0 and isinstance(processor, Incremental)
+
+    def _restore(self, shard: int, saved: Checkpoint, offsets: dict[TopicPartition, int]) -> ShardState:
+        """The shard from its checkpoint: a full snapshot, or a chain's base and deltas."""
+        started = time.perf_counter()
+        if saved.deltas:
+            processor = cast(_ChainFactory, self.factory).restore(shard, saved.blob, saved.deltas)
+        else:
+            processor = self.factory.restore(shard, saved.blob)
+        seconds = time.perf_counter() - started + self._read_seconds
+        read = len(saved.blob) + saved.delta_bytes
+        chain = None
+        if saved.kind != FULL:
+            chain = ChainLength(len(saved.blob), len(saved.deltas), saved.delta_bytes)
+        log.info("stage %s: shard %d restored from %s in %.2f s (reading checkpoints %.2f s, %.1f MB)",
+                 self.stage, shard, f"a base and {len(saved.deltas)} deltas" if chain else "a full snapshot",
+                 seconds, self._read_seconds, read / 1e6)
+        figures = {"restore_seconds": seconds, "restore_bytes": float(read),
+                   "restore_deltas": float(len(saved.deltas))}
+        return ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures)
+
+
+class _ChainFactory(Protocol):
+    """A factory of incremental processors restores a base with the deltas after it."""
+
+    def restore(self, shard: int, blob: bytes, deltas: Sequence[bytes]) -> StageProcessor: ...
 
 
 class _Rebalance(ConsumerRebalanceListener):

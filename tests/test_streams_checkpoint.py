@@ -10,12 +10,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
-from driftline.kafka.admin import ensure_topics
+from driftline.kafka.admin import admin_client, ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs
 from driftline.streams.checkpoint import (
+    DELTA,
+    FULL,
     MAX_CHUNK_BYTES,
     CheckpointAssembler,
     CheckpointStore,
+    chain_generations,
+    chain_topic,
     decode_chunk,
     encode_chunks,
 )
@@ -94,5 +98,57 @@ async def _store_round_trip(settings: Settings) -> None:
             assert again[1].blob == b"two" and reader.messages_read == read_before + 1
         finally:
             await reader.stop()
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.integration
+def test_chains_rotate_generations_and_restore_base_plus_deltas(settings: Settings) -> None:
+    ensure_topics(settings)
+    asyncio.run(_chain_round_trip(settings))
+
+
+def _chain_topics(settings: Settings, stage: str) -> dict[int, list[int]]:
+    with admin_client(settings) as admin:
+        return chain_generations(settings.topics.state, stage, admin.list_topics())
+
+
+async def _chain_round_trip(settings: Settings) -> None:
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    await producer.start()
+    try:
+        writer = CheckpointStore(settings, producer, max_chunk_bytes=64 * 1024)
+        await writer.start()
+        base = os.urandom(200_000)  # several chunks
+        first = await writer.save_link("st", 2, base, {("preds", 2): 10}, base=True, parent=None)
+        d1 = await writer.save_link("st", 2, b"d1", {("preds", 2): 11}, base=False, parent=first)
+        # A torn delta (a crash mid-save), then the restarted owner's delta on the last complete link.
+        torn = encode_chunks("torn", os.urandom(150_000), {("preds", 2): 99}, 64 * 1024, DELTA, d1)
+        topic = chain_topic(settings.topics.state, "st", 2, 0)
+        await producer.send_and_wait(topic, torn[0], key=b"st:2", partition=0)
+        d2 = await writer.save_link("st", 2, b"d2", {("preds", 2): 12}, base=False, parent=d1)
+        await writer.save("st", 5, b"full", {("preds", 5): 1})  # a full snapshot (e.g. an older worker's)
+        assert _chain_topics(settings, "st") == {2: [0]}
+
+        reader = CheckpointStore(settings, producer)
+        await reader.start()
+        try:
+            loaded = await reader.load_all("st")
+            assert sorted(loaded) == [2, 5] and loaded[5].kind == FULL and loaded[5].blob == b"full"
+            chain = loaded[2]
+            assert (chain.checkpoint_id, chain.blob, chain.deltas) == (d2, base, (b"d1", b"d2"))
+            assert chain.offsets == {("preds", 2): 12} and chain.generation == 0
+            assert sorted(await reader.load_all("st", [5])) == [5]
+
+            # The reader (now the owner) writes on: a new base starts generation 1 and deletes 0.
+            d3 = await reader.save_link("st", 2, b"d3", {("preds", 2): 13}, base=False, parent=d2)
+            assert (await reader.load_all("st", [2]))[2].deltas == (b"d1", b"d2", b"d3")
+            second = await reader.save_link("st", 2, b"B2", {("preds", 2): 14}, base=True, parent=d3)
+            assert _chain_topics(settings, "st") == {2: [1]}
+            again = (await writer.load_all("st"))[2]
+            assert (again.checkpoint_id, again.blob, again.deltas, again.generation) == (second, b"B2", (), 1)
+        finally:
+            await reader.stop()
+            await writer.stop()
     finally:
         await producer.stop()

@@ -316,6 +316,14 @@ class WorkerSettings(_Section):
     checkpoint_interval_s: float = Field(
         5.0, gt=0, description="how often stage state + offsets are checkpointed"
     )
+    checkpoint_deltas_per_base: int = Field(
+        120, ge=0, description="stage-1 checkpoints between two full (base) snapshots carry only what "
+        "changed; at most this many deltas follow a base (0 = every checkpoint is a full snapshot)"
+    )
+    checkpoint_delta_ratio: float = Field(
+        1.0, gt=0, description="a new base snapshot once the deltas since the last one exceed this "
+        "share of its size (bounds restore reading to (1 + ratio) x the state)"
+    )
     batch_max_records: int = Field(5000, ge=1, description="records per consumer fetch (micro-batch)")
     sink_max_buffer_rows: int = Field(200_000, ge=1, description="backpressure: pause consuming beyond this")
     # NoDecode: the env value is parsed by _token_list (a JSON list or comma-separated tokens).
