@@ -219,6 +219,12 @@ class DriftSettings(_Section):
         le=1,
         description="Jensen-Shannon distance at or above which a significant shift counts as drift",
     )
+    effect_threshold: float | None = Field(
+        None,
+        ge=0,
+        description="effect size (reference sd: Wasserstein/sd, Cohen's w for categories) at or above "
+        "which a significant shift counts as drift (None: off; the batch DriftScorer defaults to 0.05)",
+    )
     fdr_q: float = Field(0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate per model")
     min_drifted_features: int = Field(1, ge=1, description="features that must drift for a model verdict")
 

@@ -115,6 +115,7 @@ def build_profile(
     source: Literal["training", "first_window"] = "training",
     task: Task | None = None,
     created_at_ms: int | None = None,
+    feature_stats: Mapping[str, FeatureStats] | None = None,
 ) -> ReferenceProfile:
     """Profile a training table given as columns (lists, numpy/pandas/pyarrow arrays).
 
@@ -122,18 +123,19 @@ def build_profile(
     ``task`` defaults to regression when the label (else prediction) column holds floats, to
     classification otherwise. With both a label and a prediction column the baseline is accuracy,
     or MAE and RMSE. ``created_at_ms`` defaults to now; it is not part of ``profile_id``.
+    ``feature_stats`` are the features already accumulated (e.g. from arrays with
+    :meth:`FeatureStats.add_array`, no Python list per column); ``columns`` then only needs the
+    label and prediction columns.
     """
     data = {name: _as_list(col) for name, col in columns.items()}
     targets = {label_column, prediction_column} - {None}
     missing = targets - data.keys()
     if missing:
         raise ValueError(f"column(s) {sorted(str(m) for m in missing)} not in the table")
+    if feature_stats is None:
+        feature_stats = {name: _stats(values) for name, values in data.items() if name not in targets}
     features = {}
-    for name, values in data.items():
-        if name in targets:
-            continue
-        stats = FeatureStats()
-        stats.add(values)
+    for name, stats in feature_stats.items():
         feature = _feature_profile(stats, bins, top_k)
         if feature is not None:
             features[name] = feature
@@ -249,6 +251,12 @@ def _feature_profile(
     kept = [counts[k] for k in top]
     total = stats.n_categorical
     return FeatureProfile(kind="categorical", categories=top, ref_counts=[*kept, total - sum(kept)], n=total)
+
+
+def _stats(values: list[Any]) -> FeatureStats:
+    stats = FeatureStats()
+    stats.add(values)
+    return stats
 
 
 def _output_profile(values: list[Any], task: Task, bins: int, top_k: int) -> FeatureProfile | None:

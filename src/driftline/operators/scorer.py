@@ -8,13 +8,17 @@ table into a :class:`~driftline.operators.profile.ReferenceProfile`, each window
 give the statistics and the Benjamini-Hochberg verdict.
 
 A table is a mapping of column name to values (lists, numpy arrays), a pandas ``DataFrame`` or a
-pyarrow ``Table``. Values are numbers (numeric features), strings or bools (categorical features);
-``None``, NaN and pandas' ``NA`` count as missing, infinities as invalid. A feature drifts when its
-test (KS numeric, chi-square categorical) is significant after Benjamini-Hochberg across the
-features at ``drift.fdr_q`` *and* the shift is practically large (PSI >= ``drift.psi_threshold``
-or Jensen-Shannon distance >= ``drift.js_threshold``): see :mod:`driftline.operators.drift`. At
-the default thresholds that takes about a quarter of a standard deviation of mean shift, however
-large the tables; lower them to flag smaller (significant) shifts.
+pyarrow ``Table``; numpy, pandas and pyarrow columns are read as arrays (no Python object per
+value). Numbers are numeric features; strings, bools and pandas ``category`` columns categorical;
+``categorical=[...]`` turns integer codes into categories, and an integer column with few distinct
+values left numeric draws a warning. ``None``, NaN and pandas' ``NA`` count as missing,
+infinities as invalid.
+
+A feature drifts when its test (KS numeric, chi-square categorical) is significant after
+Benjamini-Hochberg across the features at ``fdr_q`` (0.01) *and* the shift is large enough to
+matter: by default an effect of at least 0.05 reference standard deviations (Wasserstein distance
+over the reference sd; Cohen's w for categories), or PSI >= 0.2 or JS distance >= 0.1. Each result
+says why in ``reason``. See :mod:`driftline.operators.drift` and :func:`default_settings`.
 
 >>> import numpy as np
 >>> from driftline.config import DriftSettings
@@ -36,29 +40,29 @@ large the tables; lower them to flag smaller (significant) shifts.
 >>> report.drifted, report.drifted_features
 (True, ['age', 'plan'])
 >>> age = report["age"]
->>> age.kind, age.n, age.drifted, age.drifted_by, round(age.psi, 2), round(age.ks, 2)
-('numeric', 2000, True, ('ks', 'psi', 'js'), 0.34, 0.24)
->>> report["income"].drifted, report["income"].p_adj > 0.01
-(False, True)
->>> print(report.table(columns=("feature", "kind", "n", "psi", "js", "drifted")))
-feature  kind            n     psi      js  drifted
-age      numeric      2000  0.3380  0.2431  yes
-income   numeric      2000  0.0053  0.0309  no
-plan     categorical  2000  0.4631  0.2845  yes
-3 features, 2 drifted (age, plan) at fdr_q=0.01, psi >= 0.2 or js >= 0.1
+>>> age.kind, age.n, age.drifted, age.drifted_by, round(age.effect, 2), round(age.ks, 2)
+('numeric', 2000, True, ('ks', 'effect', 'psi', 'js'), 0.59, 0.24)
+>>> report["income"].drifted, report["income"].reason
+(False, 'ks p_adj 0.981 >= fdr_q 0.01')
+>>> print(report.table(columns=("feature", "kind", "n", "effect", "psi", "js", "drifted")))
+feature  kind            n  effect     psi      js  drifted
+age      numeric      2000  0.5861  0.3380  0.2431  yes
+income   numeric      2000  0.0270  0.0053  0.0309  no
+plan     categorical  2000  0.7568  0.4631  0.2845  yes
+3 features, 2 drifted (age, plan) at fdr_q=0.01, effect >= 0.05 sd or psi >= 0.2 or js >= 0.1
 >>> report.to_rows()[2]["feature"], report.to_rows()[2]["chi2_pvalue"] < 1e-12
 ('plan', True)
 
-A shift of 0.15 standard deviations is highly significant at these sizes but below the default
-magnitude floors (PSI 0.2, JS distance 0.1); a lower floor makes it count:
+A shift of 0.15 standard deviations is highly significant at these sizes and above the effect
+floor; the pipeline's ``[drift]`` defaults (no effect floor, PSI 0.2 / JS 0.1) let it pass:
 
 >>> subtle = {**window, "age": rng.normal(41.5, 10, 2_000),
 ...           "plan": rng.choice(["free", "pro", "team"], 2_000, p=[0.6, 0.3, 0.1])}
 >>> r = scorer.score(subtle)
->>> r.drifted_features, round(r["age"].js, 3), r["age"].p_adj < 1e-6
-([], 0.066, True)
->>> DriftScorer(scorer.profile, drift=DriftSettings(js_threshold=0.04)).score(subtle).drifted_features
-['age']
+>>> r.drifted_features, r["age"].reason
+(['age'], 'ks p_adj 1.8e-07 < fdr_q 0.01 and effect 0.155 sd >= 0.05')
+>>> print(DriftScorer(scorer.profile, drift=DriftSettings()).score(subtle)["age"].reason)
+ks p_adj 1.8e-07 < fdr_q 0.01 but psi 0.0239 < 0.2, js 0.0656 < 0.1
 
 The profile is the same object ``driftline profile build`` publishes, so a batch reference can be
 stored, shipped and loaded back into a scorer:
@@ -72,31 +76,54 @@ stored, shipped and loaded back into a scorer:
 from __future__ import annotations
 
 import math
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from driftline.config import DriftSettings
 from driftline.operators.drift import FeatureScore, score_feature, verdicts
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, build_profile
+from driftline.operators.sketch import QuantileSketch
 from driftline.operators.window_stats import FeatureStats, category_key
 
-__all__ = ["DriftScorer", "FeatureResult", "ScoreReport"]
+__all__ = ["DEFAULT_EFFECT_THRESHOLD", "DriftScorer", "FeatureResult", "ScoreReport", "default_settings"]
+
+DEFAULT_EFFECT_THRESHOLD = 0.05
+"""The scorer's effect-size floor, in reference standard deviations (see :func:`default_settings`)."""
+
+FEW_DISTINCT = 10
+"""An integer reference column with at most this many distinct values draws a warning when it is
+scored as numeric: such columns are often category codes."""
 
 _VALUE_TYPES = (bool, int, float, str)
 _NUMERIC_TYPES = frozenset({int, float})
 _CATEGORICAL_TYPES = frozenset({str, bool})
 
+Kind = Literal["numeric", "categorical"]
+
 ROW_FIELDS = (
     "feature", "kind", "n", "missing", "invalid", "psi", "js", "ks", "ks_pvalue", "wasserstein",
-    "chi2", "chi2_pvalue", "out_of_range", "pvalue", "p_adj", "drifted", "drifted_by",
+    "chi2", "chi2_pvalue", "effect", "out_of_range", "pvalue", "p_adj", "drifted", "drifted_by", "reason",
 )
 """The keys of :meth:`ScoreReport.to_rows`, in order."""
 
-DEFAULT_TABLE_COLUMNS = ("feature", "kind", "n", "missing", "psi", "js", "ks", "wasserstein", "pvalue",
-                         "p_adj", "drifted")
+DEFAULT_TABLE_COLUMNS = ("feature", "kind", "n", "missing", "effect", "psi", "js", "p_adj", "drifted",
+                         "reason")
+
+
+def default_settings() -> DriftSettings:
+    """The scorer's default thresholds: the pipeline's, plus the effect floor of 0.05 reference sd.
+
+    A feature drifts when its test is significant after Benjamini-Hochberg at ``fdr_q=0.01`` and
+    its effect is at least 0.05 reference sd (or PSI >= 0.2, or JS distance >= 0.1). The pipeline
+    (``[drift]`` in its settings) leaves the effect floor off: its PSI/JS floors are what
+    ``driftline calibrate`` tunes.
+    """
+    return DriftSettings(effect_threshold=DEFAULT_EFFECT_THRESHOLD)
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -130,51 +157,153 @@ def _is_missing(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
+def _category(value: bool | int | float | str) -> str:
+    """A declared-categorical value as its category: integral floats as the integer (3.0 -> '3')."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return category_key(value) if not isinstance(value, float) else repr(value)
+
+
 @dataclass
 class _Column:
-    """A column as plain Python numbers, strings, bools and None (NaN/NA turned None)."""
+    """One column accumulated into window statistics, with what the type checks need."""
 
-    values: list[Any]
-    numbers: bool  # holds at least one number
-    labels: bool  # holds at least one string or bool
+    stats: FeatureStats
+    integers: bool = False  # the numbers came as integers (category codes, maybe)
+    distinct: int | None = None  # distinct integers, when cheap to know (a small range)
 
 
-def _column(name: str, column: Any) -> _Column:
-    """Convert one table column; ValueError naming the column for values of other types."""
+def _read_column(name: str, column: Any, kind: Kind | None) -> _Column:
+    """Accumulate one table column; ``kind`` forces numeric/categorical, None follows the types.
+
+    numpy, pandas and pyarrow columns take array paths (no Python object per value): floats and
+    integers are numeric, bools, strings and pandas ``category`` columns categorical. Other
+    columns (lists, object arrays) go value by value. ValueError names the column for values of
+    other types.
+    """
     if isinstance(column, str | bytes) or not hasattr(column, "__len__"):
         raise ValueError(f"column {name!r} is not a sequence of values ({type(column).__name__})")
-    if hasattr(column, "dtype"):  # numpy array, pandas/polars Series: typed, so no per-value checks
-        arr = np.asarray(column)
-        if arr.ndim == 1 and arr.dtype.kind in "fiubU":
-            return _from_array(arr)
+    if hasattr(column, "to_pylist") and hasattr(column, "type"):  # pyarrow Array / ChunkedArray
+        return _read_arrow(name, column, kind)
+    dtype = getattr(column, "dtype", None)
+    if dtype is not None:
+        if str(dtype) == "category" and hasattr(column, "cat"):  # pandas categorical
+            return _read_pandas_categorical(name, column, kind)
+        arr = _as_array(column)
+        if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fiubU":
+            return _read_array(name, arr, kind)
     for method in ("tolist", "to_pylist", "to_list"):  # numpy/pandas, pyarrow, polars
         convert = getattr(column, method, None)
         if convert is not None:
-            values = list(convert())
-            break
-    else:
-        values = list(column)
+            return _read_values(name, list(convert()), kind)
+    return _read_values(name, list(column), kind)
+
+
+def _as_array(column: Any) -> np.ndarray[Any, Any] | None:
+    if isinstance(column, np.ndarray):
+        return column
+    dtype = column.dtype
+    if not isinstance(dtype, np.dtype):  # pandas nullable Int64/Float64: NA becomes NaN
+        if getattr(dtype, "kind", "") in "iuf" and hasattr(column, "to_numpy"):
+            return np.asarray(column.to_numpy(dtype=np.float64, na_value=np.nan))
+        return None
+    return np.asarray(column)
+
+
+def _read_array(name: str, arr: np.ndarray[Any, Any], kind: Kind | None) -> _Column:
+    stats = FeatureStats()
+    k = arr.dtype.kind
+    if k == "U":
+        if kind == "numeric":
+            raise ValueError(f"column {name!r} is declared numeric but holds strings (e.g. {str(arr[0])!r})")
+        values, counts = np.unique(arr, return_counts=True)
+        stats.add_counts(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+        return _Column(stats)
+    if k == "b" and kind != "numeric":
+        hits = int(np.count_nonzero(arr))
+        stats.add_counts({"true": hits, "false": arr.size - hits})
+        return _Column(stats)
+    if kind == "categorical":
+        numbers = arr.astype(np.float64, copy=False)
+        present = numbers[~np.isnan(numbers)]
+        values, counts = np.unique(present, return_counts=True)
+        keyed: Counter[str] = Counter()
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            keyed[_category(v)] += c
+        stats.add_counts(keyed, missing=arr.size - present.size)
+        return _Column(stats)
+    stats.add_array(arr)
+    if k not in "iu" or not arr.size:
+        return _Column(stats)
+    lo = int(arr.min())
+    spread = int(arr.max()) - lo
+    distinct = int(np.count_nonzero(np.bincount(arr - lo))) if spread < 1024 else None
+    return _Column(stats, integers=True, distinct=distinct)
+
+
+def _read_pandas_categorical(name: str, column: Any, kind: Kind | None) -> _Column:
+    codes = np.asarray(column.cat.codes, dtype=np.int64)
+    categories = list(column.cat.categories)
+    present = codes >= 0
+    if kind == "numeric":
+        lookup = np.array([*map(float, categories), math.nan])  # code -1 (missing) picks the NaN
+        return _read_array(name, lookup[codes], kind)
+    counts = np.bincount(codes[present], minlength=len(categories)).tolist()
+    keyed: Counter[str] = Counter()
+    for value, c in zip(categories, counts, strict=True):
+        keyed[_category(_plain(name, value))] += c
+    stats = FeatureStats()
+    stats.add_counts(keyed, missing=int(codes.size - np.count_nonzero(present)))
+    return _Column(stats)
+
+
+def _read_arrow(name: str, column: Any, kind: Kind | None) -> _Column:
+    import pyarrow.types as pat  # only reached with a pyarrow column in hand
+
+    t = column.type
+    if pat.is_integer(t) or pat.is_floating(t):
+        return _read_array(name, np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+                           if column.null_count else np.asarray(column.to_numpy()), kind)
+    if kind != "numeric" and (pat.is_string(t) or pat.is_large_string(t) or pat.is_boolean(t)
+                              or pat.is_dictionary(t)):
+        counted = column.value_counts()
+        keyed: Counter[str] = Counter()
+        missing = 0
+        for value, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(),
+                            strict=True):
+            plain = _plain(name, value)
+            if plain is None:
+                missing += c
+            else:
+                keyed[_category(plain)] += c
+        stats = FeatureStats()
+        stats.add_counts(keyed, missing=missing)
+        return _Column(stats)
+    return _read_values(name, column.to_pylist(), kind)
+
+
+def _read_values(name: str, values: list[Any], kind: Kind | None) -> _Column:
+    """The value-by-value path: plain Python numbers, strings, bools and None/NaN/NA."""
     types = set(map(type, values))
     if not types <= {*_VALUE_TYPES, type(None)}:
         values = [_plain(name, v) for v in values]
         types = set(map(type, values))
-    if float in types and types & _CATEGORICAL_TYPES:  # NaN in a string column: pandas' missing
+    if float in types:  # NaN is missing (in a string column, pandas' missing string)
         values = [None if v != v else v for v in values]  # only NaN is unequal to itself
-        types = set(map(type, values))
-    elif float in types:
-        values = _nan_to_none(values)
-    return _Column(values, bool(types & _NUMERIC_TYPES), bool(types & _CATEGORICAL_TYPES))
-
-
-def _from_array(arr: np.ndarray[Any, Any]) -> _Column:
-    values = arr.tolist()
-    if arr.dtype.kind == "f":
-        nan = np.isnan(arr)
-        if nan.any():
-            values = [None if m else v for v, m in zip(values, nan.tolist(), strict=True)]
-        return _Column(values, numbers=not nan.all(), labels=False)
-    numbers = arr.dtype.kind in "iu"
-    return _Column(values, numbers=numbers and arr.size > 0, labels=not numbers and arr.size > 0)
+    if kind == "numeric" and str in types:
+        example = next(v for v in values if isinstance(v, str))
+        raise ValueError(f"column {name!r} is declared numeric but holds strings (e.g. {example!r})")
+    if kind == "numeric" and bool in types:
+        values = [float(v) if isinstance(v, bool) else v for v in values]
+    elif kind == "categorical" and types & _NUMERIC_TYPES:
+        values = [None if v is None or v != v else _category(v) for v in values]
+    stats = FeatureStats()
+    stats.add(values)
+    integers = int in types and float not in types and not types & _CATEGORICAL_TYPES
+    if not integers or kind is not None:
+        return _Column(stats)
+    present = [v for v in values if v is not None]
+    return _Column(stats, integers=True, distinct=len(set(present)) if present else None)
 
 
 def _plain(name: str, v: Any) -> Any:
@@ -190,17 +319,21 @@ def _plain(name: str, v: Any) -> Any:
     )
 
 
-def _nan_to_none(values: list[Any]) -> list[Any]:
-    try:
-        nan = np.isnan(np.array(values, dtype=np.float64))  # None turns NaN: missing either way
-    except OverflowError:  # an int beyond float range
-        return [None if v != v else v for v in values]
-    if not nan.any():
-        return values
-    return [None if m else v for v, m in zip(values, nan.tolist(), strict=True)]
+def _values(name: str, column: Any) -> list[Any]:
+    """A label/prediction column as plain Python values (None for missing)."""
+    if isinstance(column, str | bytes) or not hasattr(column, "__len__"):
+        raise ValueError(f"column {name!r} is not a sequence of values ({type(column).__name__})")
+    for method in ("tolist", "to_pylist", "to_list"):
+        convert = getattr(column, method, None)
+        if convert is not None:
+            values = list(convert())
+            break
+    else:
+        values = list(column)
+    return [_plain(name, v) for v in values]
 
 
-def _read(table: Any, names: Sequence[str], role: str) -> dict[str, _Column]:
+def _check_names(table: Any, names: Sequence[str], role: str) -> None:
     available = _column_names(table)
     absent = [n for n in names if n not in available]
     if absent:
@@ -208,11 +341,12 @@ def _read(table: Any, names: Sequence[str], role: str) -> dict[str, _Column]:
         raise ValueError(
             f"column(s) {', '.join(map(repr, absent))} not in the {role} table (columns: {listed or 'none'})"
         )
-    columns = {n: _column(n, table[n]) for n in names}
-    lengths = {n: len(c.values) for n, c in columns.items()}
+
+
+def _check_lengths(lengths: Mapping[str, int], role: str) -> int:
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"the {role} table's columns differ in length: {lengths}")
-    return columns
+        raise ValueError(f"the {role} table's columns differ in length: {dict(lengths)}")
+    return next(iter(lengths.values()), 0)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -226,8 +360,10 @@ class FeatureResult:
     one); ``missing`` were None/NaN/NA, ``invalid`` infinities in a numeric feature. ``pvalue`` is
     the feature's test (``ks_pvalue`` or ``chi2_pvalue``), ``p_adj`` its Benjamini-Hochberg
     adjustment across the window's features (None: not tested, e.g. fewer than ``drift.min_count``
-    values). ``score`` keeps the full :class:`~driftline.operators.drift.FeatureScore` (histograms,
-    bin labels).
+    values). ``effect`` is the shift in reference sd (Wasserstein / reference sd; Cohen's w for a
+    categorical feature). ``drifted_by`` names the test and the floors crossed, ``reason`` says why
+    the feature did or did not drift, thresholds included. ``score`` keeps the full
+    :class:`~driftline.operators.drift.FeatureScore` (histograms, bin labels).
     """
 
     feature: str
@@ -242,11 +378,13 @@ class FeatureResult:
     wasserstein: float | None
     chi2: float | None
     chi2_pvalue: float | None
+    effect: float | None
     out_of_range: int
     pvalue: float | None
     p_adj: float | None
     drifted: bool
     drifted_by: tuple[str, ...]
+    reason: str
     score: FeatureScore = field(repr=False, compare=False)
 
     def to_row(self) -> dict[str, Any]:
@@ -257,7 +395,13 @@ class FeatureResult:
 
 
 def _result(
-    name: str, score: FeatureScore, stats: FeatureStats, drifted: bool, by: Sequence[str], p_adj: float | None
+    name: str,
+    score: FeatureScore,
+    stats: FeatureStats,
+    drifted: bool,
+    by: Sequence[str],
+    p_adj: float | None,
+    reason: str,
 ) -> FeatureResult:
     return FeatureResult(
         feature=name,
@@ -272,11 +416,13 @@ def _result(
         wasserstein=score.wasserstein,
         chi2=score.chi2_stat,
         chi2_pvalue=score.chi2_pvalue,
+        effect=score.effect,
         out_of_range=score.out_of_range,
         pvalue=score.pvalue,
         p_adj=p_adj,
         drifted=drifted,
         drifted_by=tuple(by),
+        reason=reason,
         score=score,
     )
 
@@ -366,7 +512,7 @@ class ScoreReport:
             results.append(self.prediction)
         cells = [list(columns)] + [[_fmt(getattr(r, c)) for c in columns] for r in results]
         widths = [max(len(row[i]) for row in cells[:1] + cells[1:]) for i in range(len(columns))]
-        left = {"feature", "kind", "drifted", "drifted_by"}
+        left = {"feature", "kind", "drifted", "drifted_by", "reason"}
         lines = []
         for row in cells:
             parts = [
@@ -376,9 +522,10 @@ class ScoreReport:
             lines.append("  ".join(parts).rstrip())
         cfg = self.settings
         names = f" ({', '.join(self.drifted_features)})" if self.drifted_features else ""
+        effect = f"effect >= {cfg.effect_threshold:g} sd or " if cfg.effect_threshold is not None else ""
         lines.append(
             f"{self.n_features} features, {self.n_drifted} drifted{names} at fdr_q={cfg.fdr_q:g}, "
-            f"psi >= {cfg.psi_threshold:g} or js >= {cfg.js_threshold:g}"
+            f"{effect}psi >= {cfg.psi_threshold:g} or js >= {cfg.js_threshold:g}"
         )
         return "\n".join(lines)
 
@@ -394,16 +541,18 @@ class DriftScorer:
 
     Build it from a reference table with :meth:`from_reference`, or wrap an existing profile (for
     instance one written by ``driftline profile build --out``). ``drift`` holds the thresholds
-    (``fdr_q``, ``psi_threshold``, ``js_threshold``, ``min_count``); :meth:`from_reference` also
-    takes ``bins`` and ``top_k`` from it. ``profile`` is the
+    (``fdr_q``, ``effect_threshold``, ``psi_threshold``, ``js_threshold``, ``min_count``; default
+    :func:`default_settings`); :meth:`from_reference` also takes ``bins`` and ``top_k`` from it.
+    ``categorical`` names numeric-typed columns that hold category codes, ``numeric`` bool columns
+    to score as 0/1 numbers. ``profile`` is the
     :class:`~driftline.operators.profile.ReferenceProfile` to publish.
 
     >>> scorer = DriftScorer.from_reference(
     ...     {"x": [0.5 * i for i in range(400)], "y": [1, 2] * 200, "label": [0, 1] * 200},
-    ...     label_column="label", drift=DriftSettings(bins=4),
+    ...     label_column="label", categorical=["y"], drift=DriftSettings(bins=4),
     ... )
-    >>> scorer.features, scorer.profile.features["x"].edges
-    (['x', 'y'], [49.7, 100.0, 149.0])
+    >>> scorer.features, scorer.profile.features["x"].edges, scorer.profile.features["y"].categories
+    (['x', 'y'], [49.7, 100.0, 149.0], ['1', '2'])
     >>> scorer.score({"y": [1, 2]})
     Traceback (most recent call last):
     ...
@@ -420,14 +569,26 @@ class DriftScorer:
         *,
         drift: DriftSettings | None = None,
         prediction_column: str | None = None,
+        categorical: Sequence[str] = (),
+        numeric: Sequence[str] = (),
     ) -> None:
         if prediction_column is not None and profile.prediction is None:
             raise ValueError(
                 f"prediction column {prediction_column!r} given but the profile has no prediction"
             )
+        for names, kind in ((categorical, "categorical"), (numeric, "numeric")):
+            wrong = [n for n in names if n in profile.features and profile.features[n].kind != kind]
+            if wrong:
+                raise ValueError(f"column(s) {wrong} declared {kind} but {kind} is not their profile's kind")
         self.profile = profile
-        self.drift = drift if drift is not None else DriftSettings()
+        self.drift = drift if drift is not None else default_settings()
         self.prediction_column = prediction_column
+        self.categorical = frozenset(categorical)
+        self.numeric = frozenset(numeric)
+        # Decoded once: each window's KS, Wasserstein and range checks compare against these.
+        self._sketches: dict[str, QuantileSketch] = {
+            name: f.reference_sketch() for name, f in profile.features.items() if f.kind == "numeric"
+        }
 
     @classmethod
     def from_reference(
@@ -435,6 +596,8 @@ class DriftScorer:
         table: Any,
         *,
         features: Sequence[str] | None = None,
+        categorical: Sequence[str] = (),
+        numeric: Sequence[str] = (),
         drift: DriftSettings | None = None,
         label_column: str | None = None,
         prediction_column: str | None = None,
@@ -443,12 +606,22 @@ class DriftScorer:
     ) -> DriftScorer:
         """Profile ``table`` (every column but the label and prediction ones, unless ``features``).
 
+        A column's kind follows its type: numbers are numeric; strings, bools and pandas
+        ``category`` columns categorical. ``categorical=[...]`` makes number columns categorical
+        (integer codes: ``3`` and ``3.0`` are category ``'3'``), ``numeric=[...]`` bool columns
+        0/1 numbers. An integer column with at most :data:`FEW_DISTINCT` distinct values left
+        numeric draws a ``UserWarning`` (codes, perhaps; naming it in ``numeric`` silences it).
+
         Raises ValueError for an unknown column, a column holding other values than numbers,
         strings, bools and None/NaN, or a feature without any usable value.
         """
-        cfg = drift if drift is not None else DriftSettings()
-        if isinstance(features, str):
-            raise ValueError(f"features must be a list of column names, not the string {features!r}")
+        cfg = drift if drift is not None else default_settings()
+        for arg, value in (("features", features), ("categorical", categorical), ("numeric", numeric)):
+            if isinstance(value, str):
+                raise ValueError(f"{arg} must be a list of column names, not the string {value!r}")
+        both = sorted(set(categorical) & set(numeric))
+        if both:
+            raise ValueError(f"column(s) {both} declared both categorical and numeric")
         names = _column_names(table)
         targets = [c for c in (label_column, prediction_column) if c is not None]
         if features is None:
@@ -460,28 +633,51 @@ class DriftScorer:
                 raise ValueError(f"column(s) {overlap} cannot be both a feature and the label/prediction")
         if not wanted:
             raise ValueError("the reference table has no feature column")
-        columns = _read(table, [*wanted, *targets], "reference")
+        undeclared = sorted((set(categorical) | set(numeric)) - set(wanted))
+        if undeclared:
+            raise ValueError(f"column(s) {undeclared} declared categorical/numeric but not features")
+        _check_names(table, [*wanted, *targets], "reference")
+        kinds: dict[str, Kind] = {**dict.fromkeys(categorical, "categorical"), **dict.fromkeys(numeric, "numeric")}
+        columns = {name: _read_column(name, table[name], kinds.get(name)) for name in wanted}
+        outputs = {name: _values(name, table[name]) for name in targets}
+        n_rows = _check_lengths(
+            {**{n: c.stats.count for n, c in columns.items()}, **{n: len(v) for n, v in outputs.items()}},
+            "reference",
+        )
         for name in wanted:
-            if columns[name].numbers and columns[name].labels:
+            stats = columns[name].stats
+            if (stats.n or stats.invalid) and stats.n_categorical:
                 raise ValueError(
                     f"column {name!r} of the reference table mixes numbers and strings/bools; a feature "
                     "is either numeric or categorical"
                 )
-        if not any(columns[n].values for n in wanted):
+        if not n_rows:
             raise ValueError("the reference table has no rows")
+        for name in wanted:
+            column = columns[name]
+            if column.integers and column.distinct is not None and column.distinct <= FEW_DISTINCT:
+                warnings.warn(
+                    f"column {name!r} holds integers with {column.distinct} distinct values and is scored "
+                    f"as numeric (KS); if they are codes, pass categorical=[{name!r}] (numeric=[{name!r}] "
+                    "keeps it numeric without this warning)",
+                    UserWarning,
+                    stacklevel=2,
+                )
         profile = build_profile(
             model_id,
             model_version,
-            {name: column.values for name, column in columns.items()},
+            outputs,
             label_column=label_column,
             prediction_column=prediction_column,
             bins=cfg.bins,
             top_k=cfg.top_k,
+            feature_stats={name: column.stats for name, column in columns.items()},
         )
         unusable = [n for n in wanted if n not in profile.features]
         if unusable:
             raise ValueError(f"column(s) {', '.join(map(repr, unusable))} hold no usable value (all missing)")
-        return cls(profile, drift=cfg, prediction_column=prediction_column)
+        return cls(profile, drift=cfg, prediction_column=prediction_column,
+                   categorical=categorical, numeric=numeric)
 
     @property
     def features(self) -> list[str]:
@@ -493,23 +689,30 @@ class DriftScorer:
         names = self.features
         pred = self.prediction_column
         has_pred = pred is not None and pred in _column_names(window)
-        columns = _read(window, [*names, *([pred] if has_pred and pred is not None else [])], "window")
-        n_rows = len(next(iter(columns.values())).values) if columns else 0
-        stats = {name: self._stats(name, self.profile.features[name], columns[name]) for name in names}
-        scores = {name: score_feature(self.profile.features[name], stats[name], self.drift) for name in names}
+        _check_names(window, names, "window")
+        stats = {name: self._stats(name, window[name]) for name in names}
+        pred_values = _values(pred, window[pred]) if has_pred and pred is not None else None
+        lengths = {n: s.count for n, s in stats.items()}
+        if pred is not None and pred_values is not None:
+            lengths[pred] = len(pred_values)
+        n_rows = _check_lengths(lengths, "window")
+        scores = {
+            name: score_feature(self.profile.features[name], stats[name], self.drift, self._sketches.get(name))
+            for name in names
+        }
         verdict = verdicts(scores, self.drift)
         results = {
             name: _result(
                 name, scores[name], stats[name], verdict.features[name].drifted,
-                verdict.features[name].drifted_by, verdict.features[name].p_adj,
+                verdict.features[name].drifted_by, verdict.features[name].p_adj, verdict.features[name].reason,
             )
             for name in names
         }
         prediction = None
-        if has_pred and pred is not None and self.profile.prediction is not None:
-            pstats = self._prediction_stats(self.profile.prediction, columns[pred].values)
+        if pred is not None and pred_values is not None and self.profile.prediction is not None:
+            pstats = self._prediction_stats(self.profile.prediction, pred_values)
             pscore = score_feature(self.profile.prediction, pstats, self.drift)
-            prediction = _result(pred, pscore, pstats, False, (), None)
+            prediction = _result(pred, pscore, pstats, False, (), None, "reported only: not a feature")
         return ScoreReport(
             features=results,
             n_rows=n_rows,
@@ -519,23 +722,22 @@ class DriftScorer:
             prediction=prediction,
         )
 
-    @staticmethod
-    def _stats(name: str, profile: FeatureProfile, column: _Column) -> FeatureStats:
-        values = column.values
-        if profile.kind == "numeric" and column.labels:
-            example = next(v for v in values if isinstance(v, str | bool))
+    def _stats(self, name: str, column: Any) -> FeatureStats:
+        profile = self.profile.features[name]
+        kind: Kind | None = "categorical" if name in self.categorical else "numeric" if name in self.numeric else None
+        stats = _read_column(name, column, kind).stats
+        if profile.kind == "numeric" and stats.n_categorical:
+            example = next(k for k, c in stats.categories.items() if c)
             raise ValueError(
                 f"column {name!r} is numeric in the reference but the window holds strings/bools "
                 f"(e.g. {example!r})"
             )
-        if profile.kind == "categorical" and column.numbers:
-            example = next(v for v in values if type(v) in _NUMERIC_TYPES)
+        if profile.kind == "categorical" and (stats.n or stats.invalid):
+            example = stats.min if stats.n else "inf"
             raise ValueError(
                 f"column {name!r} is categorical in the reference but the window holds numbers "
-                f"(e.g. {example!r}); convert them to strings"
+                f"(e.g. {example!r}); convert them to strings, or pass categorical=[{name!r}] if they are codes"
             )
-        stats = FeatureStats()
-        stats.add(values)
         return stats
 
     @staticmethod
@@ -549,7 +751,8 @@ class DriftScorer:
         return stats
 
     def __repr__(self) -> str:
+        effect = f", effect>={self.drift.effect_threshold:g}sd" if self.drift.effect_threshold is not None else ""
         return (
             f"DriftScorer(profile={self.profile.profile_id!r}, features={len(self.profile.features)}, "
-            f"fdr_q={self.drift.fdr_q:g})"
+            f"fdr_q={self.drift.fdr_q:g}{effect})"
         )

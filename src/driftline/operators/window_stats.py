@@ -133,6 +133,36 @@ class FeatureStats:
             self._add_numbers(_float_array(numbers), 0)
             self._add_counts(_canonical(Counter(labels)))
 
+    def add_array(self, values: FloatArray) -> None:
+        """Add a float array, one value per event: NaN is missing (as None in :meth:`add`), +-inf invalid.
+
+        The array path of batch callers (numpy, pandas, pyarrow columns): no Python objects per value.
+
+        >>> s = FeatureStats()
+        >>> s.add_array(np.array([1.0, np.nan, np.inf, 3.0]))
+        >>> (s.count, s.missing, s.invalid, s.n, s.mean)
+        (4, 1, 1, 2, 2.0)
+        """
+        arr = np.asarray(values, dtype=np.float64)
+        if not arr.size:
+            return
+        n_nan = int(np.count_nonzero(np.isnan(arr)))
+        self.count += arr.size
+        self.missing += n_nan
+        self._add_numbers(arr, n_nan)
+
+    def add_counts(self, counts: Mapping[str, int], missing: int = 0) -> None:
+        """Add category counts (canonical keys, see :func:`category_key`) and ``missing`` null values.
+
+        >>> s = FeatureStats()
+        >>> s.add_counts({"a": 3, "b": 1}, missing=2)
+        >>> (s.count, s.missing, s.n_categorical, s.categories)
+        (6, 2, 4, {'a': 3, 'b': 1})
+        """
+        self.count += sum(counts.values()) + missing
+        self.missing += missing
+        self._add_counts({k: c for k, c in counts.items() if c})
+
     def add_missing(self, n: int) -> None:
         """Count ``n`` events in which the feature was absent."""
         self.count += n
