@@ -44,7 +44,11 @@ _DEFAULT_PARTITIONER = DefaultPartitioner()
 
 
 def is_transient(err: BaseException) -> bool:
-    """Errors worth retrying: the broker is down, slow, or moving leadership."""
+    """Errors worth retrying: the broker is down, slow, or moving leadership.
+
+    >>> is_transient(KafkaConnectionError()), is_transient(MessageSizeTooLargeError())
+    (True, False)
+    """
     return isinstance(err, KafkaTimeoutError | KafkaConnectionError | asyncio.TimeoutError) or (
         isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))
     )

@@ -24,16 +24,18 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from driftline.config import Settings, load_settings
+from driftline.extras import require
 from driftline.kafka.batch import BatchSender, OutRecord, Submitted
 from driftline.kafka.clients import KafkaStartError, aiokafka_producer_kwargs, start_client
 from driftline.schemas.events import SCHEMA_VERSION
+
+if TYPE_CHECKING:  # aiokafka is the [kafka] extra: imported when the client starts, not with driftline.client
+    from aiokafka import AIOKafkaProducer
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class DriftlineClient:
         linger_s: float = 0.005,
         close_timeout: float = 10.0,
     ) -> None:
+        require("kafka", "DriftlineClient (it produces to Kafka with aiokafka)")
         if overflow not in ("drop", "block"):
             raise ValueError(f"overflow must be 'drop' or 'block', got {overflow!r}")
         if buffer_size < 1 or batch_size < 1:
@@ -266,6 +269,8 @@ class DriftlineClient:
 
     async def _connect(self) -> AIOKafkaProducer | None:
         """Start the producer, retrying with backoff; None if the client closes first."""
+        from aiokafka import AIOKafkaProducer
+
         backoff = 0.2
         while True:
             producer = AIOKafkaProducer(**aiokafka_producer_kwargs(self._settings))
@@ -305,6 +310,8 @@ class DriftlineClient:
         return items
 
     async def _send(self, sender: BatchSender, items: list[tuple[Any, ...]]) -> None:
+        from aiokafka.errors import KafkaError
+
         records: list[OutRecord] = []
         for item in items:
             try:

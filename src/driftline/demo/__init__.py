@@ -4,3 +4,7 @@ Modules: ``plan`` (the scenario and the settings of the run), ``stack`` (child p
 ``progress`` (the live display), ``summary`` (queries and pure row -> summary functions),
 ``report`` (HTML with embedded charts) and ``run`` (the orchestration of all of them).
 """
+
+from driftline.extras import require
+
+require("local", "driftline.demo (the embedded local stack)")

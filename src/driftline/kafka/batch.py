@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, NamedTuple
-
-from aiokafka import AIOKafkaProducer
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from driftline.kafka.partitioner import partition_for_key
+
+if TYPE_CHECKING:  # the SDK imports this module without the [kafka] extra; its client starts aiokafka
+    from aiokafka import AIOKafkaProducer
 
 
 class OutRecord(NamedTuple):

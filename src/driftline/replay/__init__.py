@@ -9,3 +9,7 @@
   :mod:`~driftline.replay.incidents`, :mod:`~driftline.replay.results` (rows from ClickHouse),
   :mod:`~driftline.replay.plot`.
 """
+
+from driftline.extras import require
+
+require("worker", "driftline.replay")

@@ -6,3 +6,7 @@
 - ``owner``: the process owning the embedded engine, and its read-only ``POST /query`` handler.
 - ``query``: ``run_query``, routed to the owner while the engine is busy (``driftline query``).
 """
+
+from driftline.extras import require
+
+require("worker", "driftline.store")
