@@ -19,6 +19,7 @@ from harness import (
     Worker,
     assert_same_tables,
     dump_tables,
+    kill_after_progress,
     run_env,
     run_to_idle,
     start_watched,
@@ -73,6 +74,36 @@ def test_ten_sigkills_at_random_points(
     fault_stream: Stream, fault_root: Path, clean_tables: dict[str, list[list[str]]]
 ) -> None:
     _kill_repeatedly(fault_stream, fault_root, clean_tables, kills=10, seed=202)
+
+
+def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
+    fault_stream: Stream, fault_root: Path, clean_tables: dict[str, list[list[str]]]
+) -> None:
+    """Stage 1 checkpoints incrementally: killed after several deltas and no new base, the next
+    incarnation restores the base plus every delta (its restore_deltas gauge says how many) and is
+    killed in turn; the tables still equal the clean run's."""
+    run = "delta_kill"
+    env = run_env(fault_stream, run, fault_root,
+                  DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S="0.3",
+                  DRIFTLINE_WORKER_CHECKPOINT_DELTAS_PER_BASE="1000",
+                  DRIFTLINE_WORKER_CHECKPOINT_DELTA_RATIO="1000")
+    log, home = fault_root / f"{run}.log", fault_root / run / "home"
+    n = fault_stream.counts["predictions"]
+    shards = fault_stream.partitions
+    with workers() as started, RssSampler() as rss:
+        first = start_watched(started, rss, env, log, home=home, idle=None)
+        wait_until(lambda: first.metric_sum("driftline_checkpoints_total", stage="shard") >= 4 * shards,
+                   180, "four checkpoints per shard", alive=[first])
+        first.kill()
+        second = start_watched(started, rss, env, log, home=home, idle=None)
+        wait_until(lambda: second.metric_sum("driftline_stage_restore_bytes", stage="shard") > 0,
+                   180, "stage 1 restored", alive=[second])
+        deltas = second.metric_sum("driftline_stage_restore_deltas", stage="shard")
+        assert deltas >= 3 * shards, f"restored {deltas:.0f} deltas over {shards} shards"
+        kill_after_progress(second, 0.1 * n)
+        run_to_idle(env, log, started, home, rss)
+    print(f"restored {deltas:.0f} deltas; {rss.check()}")
+    assert_same_tables(dump_tables(fault_root, run), clean_tables)
 
 
 def _trigger_ids(stream: Stream, topic: str, wait_ms: int = 3000) -> list[str]:
