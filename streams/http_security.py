@@ -1,8 +1,11 @@
 """Who may call the HTTP endpoints of the worker and of `driftline serve`.
 
 - **Bearer tokens** (``worker.auth_tokens``): every request needs ``Authorization: Bearer <token>``
-  except ``GET /healthz`` (and ``GET /metrics`` with ``worker.metrics_open``); otherwise 401 with
-  ``WWW-Authenticate: Bearer``. Tokens are compared as SHA-256 digests with
+  except ``GET /healthz``, ``GET /ping``, ``GET /replicas_status`` (and ``GET /metrics`` with
+  ``worker.metrics_open``); otherwise 401 with ``WWW-Authenticate: Bearer``. ClickHouse clients
+  of the interface at ``/`` present the token as their password instead (basic auth or
+  ``X-ClickHouse-Key``; any user name) and get ClickHouse's errors (REQUIRED_PASSWORD,
+  AUTHENTICATION_FAILED). Tokens are compared as SHA-256 digests with
   ``hmac.compare_digest`` against every configured token, so the time taken says nothing about
   how much of a token matched, nor which one. Tokens are never logged.
 - **Bind rule**: without tokens only a loopback address may be bound, unless ``--insecure`` (or
@@ -12,13 +15,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import orjson
 from aiohttp import web
@@ -26,10 +31,17 @@ from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
 from driftline.config import WorkerSettings
+from driftline.streams.clickhouse_http import (
+    AUTHENTICATION_FAILED,
+    REQUIRED_PASSWORD,
+    STATUS_PATHS,
+    exception_response,
+    is_clickhouse_request,
+)
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz"}) | STATUS_PATHS  # no data: liveness only
 METRICS_PATH = "/metrics"
 REALM = "driftline"
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -133,6 +145,36 @@ def _unauthorized(error: str, description: str) -> web.Response:
                         content_type="application/json", headers={"WWW-Authenticate": challenge})
 
 
+def presented_token(headers: Mapping[str, str]) -> str:
+    """The token a request presents: a bearer token, the password of basic auth (as ClickHouse
+    clients send it) or ``X-ClickHouse-Key``; "" when none.
+
+    >>> presented_token({"Authorization": "Basic " + base64.b64encode(b"grafana:tok").decode()})
+    'tok'
+    >>> presented_token({"Authorization": "Bearer tok"}), presented_token({"X-ClickHouse-Key": "tok"})
+    ('tok', 'tok')
+    """
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2]
+    return headers.get("X-ClickHouse-Key", "").strip()
+
+
+def _clickhouse_unauthorized(missing: bool) -> web.Response:
+    if missing:
+        return exception_response(REQUIRED_PASSWORD, "a password is required: the worker's token "
+                                  "(DRIFTLINE_WORKER_AUTH_TOKENS)",
+                                  headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+    return exception_response(AUTHENTICATION_FAILED, "Authentication failed: the password is not one of "
+                              "the worker's tokens")
+
+
 def auth_middleware(worker: WorkerSettings) -> Middleware:
     """aiohttp middleware enforcing ``worker.auth_tokens`` on every path but the open ones."""
     matches = token_matcher(worker.auth_tokens)
@@ -142,10 +184,15 @@ def auth_middleware(worker: WorkerSettings) -> Middleware:
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in open_paths and request.method in ("GET", "HEAD"):
             return await handler(request)
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+        presented = presented_token(request.headers)
+        clickhouse = is_clickhouse_request(request)
+        if not presented:
+            if clickhouse:
+                return _clickhouse_unauthorized(missing=True)
             return _unauthorized("", "missing bearer token: send Authorization: Bearer <token>")
-        if not matches(presented.strip()):
+        if not matches(presented):
+            if clickhouse:
+                return _clickhouse_unauthorized(missing=False)
             return _unauthorized("invalid_token", "invalid bearer token")
         return await handler(request)
 

@@ -25,16 +25,13 @@ from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs, start_client
 from driftline.pipeline.stage import StageFactory
 from driftline.store.client import connect, database_name
+from driftline.store.embedded_reader import EmbeddedReader
+from driftline.store.guard import QueryLimits
 from driftline.store.migrate import migrate
-from driftline.store.owner import (
-    QueryHandler,
-    QueryLimits,
-    claim_owner,
-    make_query_handler,
-    release_owner,
-)
+from driftline.store.owner import claim_owner, release_owner
 from driftline.store.writer import ClickHouseRowWriter
 from driftline.streams.checkpoint import CheckpointStore
+from driftline.streams.query_endpoint import QueryHandler, make_query_handler
 from driftline.streams.runner import StageRunner
 from driftline.streams.sink import SinkRunner
 
@@ -62,6 +59,7 @@ class WorkerRuntime:
     runners: list[StageRunner] = field(default_factory=list)
     sink: SinkRunner | None = None
     query_handler: QueryHandler | None = None
+    clickhouse_reader: EmbeddedReader | None = None  # the ClickHouse HTTP interface (embedded engine)
     started_at: float = field(default_factory=time.monotonic)
     _producer: AIOKafkaProducer | None = None
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -101,6 +99,8 @@ class WorkerRuntime:
         self.query_handler = make_query_handler(
             lambda: connect(self.settings, readonly=True, limits=limits.clickhouse_settings()),
             self._engine_lock, limits)
+        if self.settings.clickhouse.embedded:
+            self.clickhouse_reader = EmbeddedReader(self.settings, self._engine_lock, limits)
 
     async def producer(self) -> AIOKafkaProducer:
         """The process's shared producer (stage outputs, checkpoints, HTTP ingest), started once."""

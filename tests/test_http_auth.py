@@ -10,6 +10,7 @@ refused before anything binds, except the one `--insecure` bind, which is reache
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import ssl
@@ -251,7 +252,7 @@ ENDPOINTS = [
     ("POST", "/query?format=json", b"SELECT 1 AS one", 200),
     ("POST", "/predictions", orjson.dumps(PREDICTION), 202),
     ("POST", "/feedback", orjson.dumps({"prediction_id": "auth-1", "label": 1}), 202),
-    ("GET", "/", None, None),  # Faust's own pages are behind the token too
+    ("GET", "/router/", None, None),  # Faust's own pages are behind the token too
 ]
 
 
@@ -273,6 +274,37 @@ def test_every_endpoint_needs_the_token(worker: Worker, method: str, path: str, 
 
 
 @pytest.mark.integration
+def test_clickhouse_interface_takes_the_token_as_its_password(worker: Worker) -> None:
+    """ClickHouse clients send credentials as user and password; the token is the password."""
+    url = f"{worker.base}/?query=SELECT%2042"
+
+    def ask(**headers: str) -> Reply:
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=worker.context) as response:
+                return Reply(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as err:
+            return Reply(err.code, dict(err.headers), err.read())
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    missing, wrong = ask(), ask(Authorization=basic("grafana", WRONG_TOKEN))
+    assert (missing.status, missing.headers["X-ClickHouse-Exception-Code"]) == (401, "194")
+    assert (wrong.status, wrong.headers["X-ClickHouse-Exception-Code"]) == (403, "516")
+    assert missing.body.startswith(b"Code: 194. DB::Exception: ") and b"(REQUIRED_PASSWORD)" in missing.body
+    assert wrong.body.startswith(b"Code: 516. DB::Exception: ") and WRONG_TOKEN.encode() not in wrong.body
+    for credentials in ({"Authorization": basic("grafana", TOKEN)},
+                        {"X-ClickHouse-User": "superset", "X-ClickHouse-Key": OTHER_TOKEN},
+                        {"Authorization": f"Bearer {TOKEN}"}):
+        right = ask(**credentials)
+        assert (right.status, right.body) == (200, b"42\n"), right.body
+    for path in ("/ping", "/replicas_status"):  # liveness, as on a ClickHouse server: no credentials
+        status = call(f"{worker.base}{path}", context=worker.context)
+        assert (status.status, status.body) == (200, b"Ok.\n")
+
+
+@pytest.mark.integration
 def test_healthz_is_open_and_plain_http_or_untrusted_tls_is_refused(worker: Worker) -> None:
     assert call(f"{worker.base}/healthz", context=worker.context).status == 200
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -291,7 +323,7 @@ def test_query_cli_sends_the_token_to_the_owner(worker: Worker) -> None:
 
     refused = _cli(worker, "query", "SELECT 1", DRIFTLINE_WORKER_AUTH_TOKENS=WRONG_TOKEN)
     assert refused.returncode == 1
-    assert "requires a bearer token" in refused.stderr and "a wrong token" in refused.stderr
+    assert "requires a token" in refused.stderr and "a wrong token" in refused.stderr
     assert WRONG_TOKEN not in refused.stderr + refused.stdout
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.store.owner import QueryRejected, check_read_only
+from driftline.store.guard import QueryRejected, check_read_only
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Read-only queries: the owner record, the /query handler, and routing while another process owns chDB."""
+"""Read-only queries: the owner record, the /query handler, and routing while another process owns chDB
+(through its ClickHouse HTTP interface)."""
 
 from __future__ import annotations
 
@@ -20,27 +21,26 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from driftline.config import Settings
 from driftline.store.client import StoreError, connect
+from driftline.store.guard import QueryLimits
 from driftline.store.migrate import migrate
-from driftline.store.owner import (
-    QueryLimits,
-    claim_owner,
-    make_query_handler,
-    owner_path,
-    read_owner,
-    release_owner,
-)
+from driftline.store.owner import claim_owner, owner_path, read_owner, release_owner
 from driftline.store.query import run_query
+from driftline.streams.query_endpoint import make_query_handler
 
 # A process that owns an embedded ClickHouse directory, as the worker does: it migrates, writes two
-# rows, optionally serves /query and records itself as owner, then holds the engine until stdin closes.
+# rows, optionally serves /query and the ClickHouse HTTP interface and records itself as owner, then
+# holds the engine until stdin closes.
 OWNER_SCRIPT = """
 import asyncio, sys, time
 from aiohttp import web
 from driftline.config import Settings
 from driftline.store.client import connect
 from driftline.store.migrate import migrate
-from driftline.store.owner import claim_owner, make_query_handler, release_owner
+from driftline.store.embedded_reader import EmbeddedReader
+from driftline.store.owner import claim_owner, release_owner
 from driftline.store.writer import ClickHouseRowWriter
+from driftline.streams.clickhouse_http import add_clickhouse_interface
+from driftline.streams.query_endpoint import make_query_handler
 
 async def main(serve):
     settings = Settings()
@@ -55,6 +55,8 @@ async def main(serve):
     if serve:
         app = web.Application()
         app.router.add_post("/query", make_query_handler(lambda: connect(settings, readonly=True)))
+        if settings.clickhouse.embedded:
+            add_clickhouse_interface(app, EmbeddedReader(settings))
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -257,6 +259,13 @@ def test_query_while_another_process_owns_the_engine(settings: Settings, worker_
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 400
+        if worker_settings.clickhouse.embedded:  # and so does its ClickHouse interface, as ClickHouse would
+            request = urllib.request.Request(recorded.clickhouse_url, data=b"DROP TABLE model_drift",
+                                             method="POST")
+            with pytest.raises(urllib.error.HTTPError) as readonly:
+                urllib.request.urlopen(request, timeout=10)
+            assert readonly.value.headers["X-ClickHouse-Exception-Code"] == "164"
+            assert readonly.value.read().startswith(b"Code: 164. DB::Exception: ")
 
         if worker_settings.clickhouse.embedded:
             busy = _cli(env, "db", "migrate")

@@ -31,7 +31,7 @@ from driftline.operators.profile import (
 )
 from driftline.schemas.events import EpochMillis
 from driftline.store.client import StoreError, database_name
-from driftline.store.owner import QueryRejected
+from driftline.store.guard import QueryRejected
 from driftline.store.profiles import PublishError, publish_profile
 from driftline.store.query import run_query
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from driftline.cli.common import settings_from_args
 from driftline.store.client import StoreError
-from driftline.store.owner import QueryRejected
+from driftline.store.guard import QueryRejected
 from driftline.store.query import run_query
 
 

@@ -1,36 +1,58 @@
-"""`driftline serve`: a standalone HTTP ingest server (POST /predictions, POST /feedback).
+"""`driftline serve`: a standalone HTTP server for ingest (POST /predictions, POST /feedback) and,
+with ``--clickhouse-http``, read access to the embedded ClickHouse for BI tools.
+
+``--clickhouse-http`` opens the embedded engine read-only and serves ClickHouse's HTTP interface
+at ``/`` plus ``POST /query`` (streams/clickhouse_http.py), recording itself as the engine owner
+so that ``driftline query`` reads through it. It is for when no worker runs (a worker owns the
+engine and serves the same interface itself; chDB lets one process open the directory).
 
 Authentication and TLS are the worker's (``DRIFTLINE_WORKER_AUTH_TOKENS``,
-``DRIFTLINE_WORKER_TLS_CERTFILE``/``_KEYFILE``); ``GET /healthz`` answers without a token.
+``DRIFTLINE_WORKER_TLS_CERTFILE``/``_KEYFILE``); ``GET /healthz`` and ``GET /ping`` answer
+without a token.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import Any
 
 from aiohttp import web
 
 from driftline.cli.common import settings_from_args
+from driftline.client.http import worker_url
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
+from driftline.store.client import StoreError, connect
+from driftline.store.embedded_reader import EmbeddedReader
+from driftline.store.guard import QueryLimits
+from driftline.store.owner import claim_owner, release_owner
+from driftline.streams.clickhouse_http import add_clickhouse_interface
 from driftline.streams.http_ingest import DEFAULT_MAX_BODY_BYTES, add_ingest_routes
 from driftline.streams.http_security import secure_app, server_ssl_context, serving_problem
+from driftline.streams.query_endpoint import make_query_handler
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "serve", help="HTTP ingest server: POST /predictions and /feedback to Kafka",
+        "serve", help="HTTP server: ingest to Kafka, and/or ClickHouse's HTTP interface for BI tools",
         description="Accept prediction and label events over HTTP (one JSON event or an array) and "
-                    "produce them to Kafka keyed by prediction_id. API: infra/openapi.yaml. Requests "
-                    "need a bearer token when DRIFTLINE_WORKER_AUTH_TOKENS is set; HTTPS with "
+                    "produce them to Kafka keyed by prediction_id. With --clickhouse-http also serve "
+                    "the embedded ClickHouse read-only over ClickHouse's HTTP interface at / (Grafana, "
+                    "Superset, Metabase, clickhouse-connect) and POST /query. API: infra/openapi.yaml. "
+                    "Requests need a token when DRIFTLINE_WORKER_AUTH_TOKENS is set; HTTPS with "
                     "DRIFTLINE_WORKER_TLS_CERTFILE and DRIFTLINE_WORKER_TLS_KEYFILE.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help="larger request bodies get 413 (default 16 MiB)")
+    p.add_argument("--clickhouse-http", action="store_true",
+                   help="serve the embedded ClickHouse read-only at / (ClickHouse HTTP interface) and "
+                        "POST /query; fails while a worker owns the engine (it serves them itself)")
+    p.add_argument("--no-ingest", action="store_true",
+                   help="do not serve /predictions and /feedback (no Kafka needed; with --clickhouse-http)")
     p.add_argument("--insecure", action="store_true",
                    help="serve on a non-loopback address without DRIFTLINE_WORKER_AUTH_TOKENS "
                         "(anyone who reaches the port can write events; also DRIFTLINE_WORKER_INSECURE)")
@@ -45,8 +67,41 @@ def build_app(args: argparse.Namespace, settings: Settings) -> web.Application:
     app = web.Application()
     secure_app(app, settings.worker)
     app.router.add_get("/healthz", _healthz)
-    add_ingest_routes(app, settings, max_body_bytes=args.max_body_bytes)
+    if not args.no_ingest:
+        add_ingest_routes(app, settings, max_body_bytes=args.max_body_bytes)
+    if args.clickhouse_http:
+        _add_clickhouse(app, args, settings)
     return app
+
+
+def _add_clickhouse(app: web.Application, args: argparse.Namespace, settings: Settings) -> None:
+    limits = QueryLimits.from_settings(settings)
+    lock = threading.Lock()  # one engine call at a time, as in the worker
+    app.router.add_post("/query", make_query_handler(
+        lambda: connect(settings, readonly=True, limits=limits.clickhouse_settings()), lock, limits))
+    add_clickhouse_interface(app, EmbeddedReader(settings, lock, limits))
+    query_url = worker_url(settings, "/query", host=args.host, port=args.port)
+
+    async def claim(_: web.Application) -> None:
+        claim_owner(settings.home, query_url)
+
+    async def release(_: web.Application) -> None:
+        release_owner(settings.home)
+
+    app.on_startup.append(claim)
+    app.on_cleanup.append(release)
+
+
+def _engine_problem(settings: Settings) -> str | None:
+    """Why the embedded engine cannot be served read-only from here (one line), or None."""
+    if not settings.clickhouse.embedded:
+        return ("--clickhouse-http serves the embedded engine; with a ClickHouse server "
+                f"({settings.clickhouse_url()}) point BI tools at the server itself")
+    try:
+        connect(settings, readonly=True).close()  # EngineBusy while a worker owns it; no database yet
+    except StoreError as err:
+        return str(err)
+    return None
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -54,11 +109,17 @@ def handle(args: argparse.Namespace) -> int:
     if args.insecure:
         worker = settings.worker.model_copy(update={"insecure": True})
         settings = settings.model_copy(update={"worker": worker})
+    if args.no_ingest and not args.clickhouse_http:
+        print("driftline: --no-ingest leaves nothing to serve without --clickhouse-http", file=sys.stderr)
+        return 2
     problem = serving_problem(args.host, settings.worker)
+    if problem is None and args.clickhouse_http:
+        problem = _engine_problem(settings)
     if problem:
         print(f"driftline: {problem}", file=sys.stderr)
         return 2
-    ensure_topics(settings)  # co-partitioned predictions/labels before anything is produced
+    if not args.no_ingest:
+        ensure_topics(settings)  # co-partitioned predictions/labels before anything is produced
     app = build_app(args, settings)
     web.run_app(app, host=args.host, port=args.port, ssl_context=server_ssl_context(settings.worker),
                 print=lambda msg: print(f"driftline serve: {msg}"))

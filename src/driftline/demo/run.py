@@ -33,7 +33,7 @@ from driftline.kafka.admin import ensure_topics
 from driftline.local.broker import EmbeddedBroker, free_port, start_broker
 from driftline.simulate import ground_truth, produce
 from driftline.store.client import StoreError
-from driftline.store.owner import QueryRejected
+from driftline.store.guard import QueryRejected
 from driftline.store.profiles import PublishError, publish_profile
 from driftline.store.query import run_query
 
