@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from harness import wait_for
 from kafka import KafkaProducer
 
 from driftline.config import Settings
@@ -241,11 +242,7 @@ def test_sigkilled_listener_job_reruns_and_succeeds_exactly_once(settings: Setti
 
     first = _start_listener(env, "--group", group)
     try:
-        deadline = time.monotonic() + 30
-        while not (marker.exists() and "start" in marker.read_text()):
-            assert first.poll() is None, first.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "the job never started"
-            time.sleep(0.05)
+        wait_for(lambda: "start" in marker.read_text(), 120, "the job to start", proc=first)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -284,10 +281,11 @@ def test_graceful_stop_waits_for_running_job(settings: Settings, tmp_path: Path,
     produce(s, [trig])
     proc = _start_listener(_listener_env(s, worker_clickhouse_url), "--group", f"g-{uuid.uuid4().hex}")
     try:
-        deadline = time.monotonic() + 30
-        while "started" not in [e["status"] for e in status_events(s) if e["trigger_id"] == trig.trigger_id]:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+        def started() -> bool:
+            mine = [e for e in status_events(s) if e["trigger_id"] == trig.trigger_id]
+            return any(e["status"] == "started" for e in mine)
+
+        wait_for(started, 120, "the job's started status", proc=proc)
         proc.send_signal(signal.SIGTERM)
         code, err = _wait(proc, 30)
     finally:
