@@ -107,6 +107,7 @@ def sequential_figures(quick: bool, seeds: int, tmp: Path) -> list[Figure]:
             continue  # the table keeps the same-run comparison; bench_sequential prints the rest
         higher = check["figure"].startswith("updates")
         unit = "updates/s" if higher else ("per M" if "false" in check["figure"] else "samples")
+        unit = "us" if check["figure"].endswith(" us") else unit
         sign = ">=" if higher else "<="
         out.append(Figure(f"seq_{check['stream']}_{check['figure'].split()[0]}",
                           f"(9) sequential, {check['stream']}: {check['figure']}", check["measured"], unit,

@@ -131,6 +131,8 @@ KAPPA = 2.0
 MAX_CELLS = 512
 """Most cells a numeric reference is kept as (state size and increment table size)."""
 FIXED_POINT_BITS = 24
+CAP_KAPPA = KAPPA + 1.0
+"""Width, in standard errors, of the reference region a tightened design rate stays in."""
 BLOCK_AGREEMENT = 3.0
 """Standard errors by which a block of stream values may differ from the pooled reference rate and
 still join it (:class:`BinaryDetector`'s ``tighten``; 0.3 % of quiet blocks are turned away)."""
@@ -833,12 +835,15 @@ class BinaryDetector(SequentialDetector):
         upper confidence bound of the rate, which a small reference puts far above the rate itself
         (a 1,000-value reference at 0.10: 0.12, so a rise to 0.15 looks a quarter as large as it
         is). The stream is read in blocks that double the pooled sample (the first as long as the
-        reference); a block without an alarm whose rate agrees with the pooled estimate (within
-        :data:`BLOCK_AGREEMENT` standard errors of the difference) joins it and the bank is
-        recalibrated at the pooled bound. The design rate never rises above the first design (the
-        reference's own bound), so a slow ramp that slips into the pooled sample can make the
-        detector no less sensitive than it is without tightening. Blocks end at fixed counts, so
-        chunking still does not matter.
+        reference); a block whose rate agrees with the pooled estimate (within
+        :data:`BLOCK_AGREEMENT` standard errors of the difference) and whose alarms are no more
+        than false alarms at ``arl`` explain (:data:`BLOCK_AGREEMENT` sd above their mean) joins
+        it, and the bank is recalibrated at the pooled bound. The design rate never rises above
+        the reference's own :data:`CAP_KAPPA` standard-error bound, so a slow ramp that slips into
+        the pooled sample moves it no further than a reference one standard error more unlucky
+        than the guarantee region allows, while a reference that was that unlucky (its region
+        misses the rate, 2 % of references) is corrected by the stream. Blocks end at fixed
+        counts, so chunking still does not matter.
 
     Examples
     --------
@@ -883,7 +888,7 @@ class BinaryDetector(SequentialDetector):
     _b: FloatArray
     _errors: float = 0.0  # errors among the reference_n outcomes
     _min_ratio: float = 1.0
-    _first_design: float = 1.0
+    _design_cap: float = 1.0  # the highest design rate tightening may reach
     _block_start: int = 0
     _block_errors: int = 0
     _block_alarms: int = 0
@@ -921,7 +926,9 @@ class BinaryDetector(SequentialDetector):
         else:
             det._errors = p0 * n_reference if errors is None else errors
             design = max(_wilson(det._errors, float(n_reference))[1], min_ratio * p0)
-        det._first_design = design
+        det._design_cap = design
+        if n_reference is not None:  # see tighten: the reference's CAP_KAPPA-se bound
+            det._design_cap = max(design, _wilson(det._errors, float(n_reference), CAP_KAPPA)[1])
         labels, laws = det._design(design)
         det._setup(arl, labels, calibrate_thresholds(laws, arl))
         if tighten and n_reference is not None:
@@ -968,11 +975,13 @@ class BinaryDetector(SequentialDetector):
         size, pooled = self.n - self._block_start, self.reference_n
         rate, p = self._block_errors / size, self._errors / pooled
         se = math.sqrt(max(p * (1.0 - p), 1.0 / pooled) * (1.0 / size + 1.0 / pooled))
-        if self.alarms_total == self._block_alarms and abs(rate - p) <= BLOCK_AGREEMENT * se:
+        expected = size / self.arl  # false alarms a quiet block may hold (Poisson, a few sd)
+        quiet = self.alarms_total - self._block_alarms <= expected + BLOCK_AGREEMENT * math.sqrt(expected)
+        if quiet and abs(rate - p) <= BLOCK_AGREEMENT * se:
             self._errors += self._block_errors
             self.reference_n = pooled + size
             upper = _wilson(self._errors, float(self.reference_n))[1]
-            design = min(max(upper, self._min_ratio * self._errors / self.reference_n), self._first_design)
+            design = min(max(upper, self._min_ratio * self._errors / self.reference_n), self._design_cap)
             labels, laws = self._design(design)
             thresholds = calibrate_thresholds(laws, self.arl)
             if labels != self._labels:
