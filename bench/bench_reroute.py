@@ -70,8 +70,8 @@ def run(settings: Settings, recs: list[RawRecord], batch: int = 5000) -> tuple[f
     for i in range(0, len(recs), batch):
         pipeline.feed(recs[i : i + batch])
     elapsed = time.perf_counter() - t0
-    rerouted = sum(int(v) for s in pipeline.shards for k, v in s.gauges().items()
-                   if k.startswith('rerouted_total{kind="label"'))
+    rerouted = sum(int(g.value) for s in pipeline.shards for g in s.gauges()
+                   if g.name == "rerouted_total" and g.labels["kind"] == "label")
     return elapsed, len(pipeline.rows["outcomes"]), rerouted
 
 

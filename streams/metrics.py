@@ -7,9 +7,10 @@ Series (all prefixed ``driftline_``):
 - ``consumer_lag{stage,topic,partition}`` = true end (Fetch high watermark) - next offset;
 - ``checkpoint_age_seconds{stage,shard}``;
 - ``stage_<name>{stage,shard,...}``: every figure a processor reports through ``gauges()``
-  (late, expired, duplicates, dead letters, pending joins, ...). A name may carry its own labels
-  (``driftline.pipeline.gauges``), e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``;
-  label values are escaped as the text exposition format requires, so any model id round-trips;
+  (late, expired, duplicates, dead letters, pending joins, ...). A gauge may carry its own labels
+  (:class:`driftline.pipeline.gauges.Gauge`), e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``;
+  prometheus_client escapes label values as the text exposition format requires, so any model id
+  round-trips;
 - ``sink_messages_total{topic}``, ``sink_rows_total{table}``, ``sink_rejected_total{source}``,
   ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``.
 """
@@ -17,27 +18,26 @@ Series (all prefixed ``driftline_``):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from driftline.pipeline.gauges import split_gauge_key
+from driftline.pipeline.gauges import Gauge
 from driftline.streams.runner import StageRunner
 from driftline.streams.sink import SinkRunner
 
 # (stage, shard, the processor's gauges()) of every shard a worker runs
-ShardFigures = tuple[str, int, Mapping[str, float]]
+ShardFigures = tuple[str, int, Iterable[Gauge]]
 
 
 def processor_families(figures: Iterable[ShardFigures]) -> list[Metric]:
     """One ``driftline_stage_<name>`` gauge family per figure name, labelled by stage and shard plus
-    the labels the key carries (prometheus_client escapes their values when rendering)."""
+    the gauge's own labels (prometheus_client escapes their values when rendering)."""
     families: dict[str, Metric] = {}
     for stage, shard, gauges in figures:
-        for key, value in gauges.items():
-            name, labels = split_gauge_key(key)
+        for name, value, labels in gauges:
             metric_name = f"driftline_stage_{name}"
             family = families.get(metric_name)
             if family is None:
@@ -95,8 +95,12 @@ class WorkerCollector(Collector):
         yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age)
 
     def _processor_gauges(self) -> Iterable[Metric]:
-        return processor_families((r.stage, shard, {**state.processor.gauges(), **state.restore_figures})
-                                  for r in self.runners for shard, state in sorted(r.shards.items()))
+        figures: list[ShardFigures] = []
+        for r in self.runners:
+            for shard, state in sorted(r.shards.items()):
+                restore = [Gauge(name, value) for name, value in state.restore_figures.items()]
+                figures.append((r.stage, shard, [*state.processor.gauges(), *restore]))
+        return processor_families(figures)
 
     def _sink_metrics(self, sink: SinkRunner) -> Iterable[Metric]:
         messages = CounterMetricFamily("driftline_sink_messages", "messages read by the sink",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.config import Settings
-from driftline.pipeline.gauges import gauge_key, split_gauge_key
+from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
@@ -25,9 +25,8 @@ def _parsed(text: bytes) -> dict[str, list[dict[str, str]]]:
 
 def test_any_label_value_round_trips_through_a_prometheus_parser() -> None:
     for value in (MODEL_ID, "\\", '"', "\n", '\\"', "\\n", "plain", "ünïcode ✓", "a,b=c}{"):
-        key = gauge_key("model_accuracy_ew", model_id=value, model_version=VERSION)
-        assert split_gauge_key(key) == ("model_accuracy_ew", {"model_id": value, "model_version": VERSION})
-        text = render_families(processor_families([("model", 0, {key: 0.5})]))
+        gauge = Gauge("model_accuracy_ew", 0.5, {"model_id": value, "model_version": VERSION})
+        text = render_families(processor_families([("model", 0, [gauge])]))
         samples = _parsed(text)["driftline_stage_model_accuracy_ew"]
         assert samples == [{"stage": "model", "shard": "0", "model_id": value, "model_version": VERSION}]
 

@@ -183,7 +183,7 @@ def test_exact_resends_are_counted_per_model_and_interval_and_change_nothing_els
     assert len(resent) > 100
     assert sum(shard.totals["exact_duplicates"] for shard in pipeline.shards) == len(resent)
     # counted per model, kind and interval: every re-send of an interval that has closed
-    closed_until = min(model.closed_duplicates_until for model in pipeline.models)
+    closed_until = min(model.outcomes.closed_duplicates_until for model in pipeline.models)
     expected: Counter[tuple[str, str, int]] = Counter()
     for r in resent:
         doc = orjson.loads(r.value or b"")

@@ -17,6 +17,7 @@ import pytest
 
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
+from driftline.pipeline.gauges import by_series
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec
@@ -175,6 +176,6 @@ def test_crash_and_restore_from_snapshots_reproduces_every_row(
 def test_gauges_expose_per_model_drift_and_accuracy(baseline: InProcessPipeline) -> None:
     gauges: dict[str, float] = {}
     for model in baseline.models:
-        gauges.update(model.gauges())
+        gauges.update(by_series(model.gauges()))
     assert gauges['model_drifted_features{model_id="m",model_version="1"}'] == 3.0
     assert 0.5 < gauges['model_accuracy_ew{model_id="m",model_version="1"}'] < 0.65

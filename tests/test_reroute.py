@@ -21,6 +21,7 @@ import orjson
 from driftline.config import Settings
 from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
+from driftline.pipeline.gauges import by_series
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.shard import ShardFactory, ShardProcessor
@@ -169,7 +170,7 @@ def test_every_label_joins_whatever_partition_it_was_produced_to() -> None:
             assert r["label_coverage"] == r["n_outcomes"] / (r["n_outcomes"] + failed)
     gauges = Counter[str]()
     for shard in pipeline.shards:
-        gauges.update({k: int(v) for k, v in shard.gauges().items() if "_total{kind=" in k})
+        gauges.update({k: int(v) for k, v in by_series(shard.gauges()).items() if "_total{kind=" in k})
     labels_in = sum(n for k, n in gauges.items() if k.startswith('join_inputs_total{kind="label"'))
     assert labels_in == sum(1 for r in traffic.records if r.topic == settings.topics.labels)
     unnamed = gauges['join_inputs_total{kind="label",model_id=""}']

@@ -6,6 +6,7 @@ import logging
 import pickle
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -145,3 +146,50 @@ class _Format1:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (object.__new__, (ModelProcessor,), self.state)
+
+
+FLAT_BLOB = Path(__file__).parent / "data" / "model_state_flat_v2.bin"
+IDENTITY = ("model_id", "model_version", "segment", "window_size_s", "window_start", "feature", "row_kind",
+            "time", "profile_id", "episode_id")
+
+
+def test_a_stage2_checkpoint_from_before_the_clocks_were_split_restores_and_carries_on() -> None:
+    """tests/data/model_state_flat_v2.bin is stage-2 shard 0 checkpointed (state format 2) by the
+    driftline whose ModelProcessor kept both clocks in one flat ``__dict__`` with windows keyed in
+    seconds, after the first 1,500 records below. Restored, it carries on: the rows written after it
+    are the rows (by identity: which windows, features, intervals) of a run never interrupted."""
+    settings = Settings(topics=TopicSettings(partitions=2, model_events_partitions=1),
+                        windows=WindowSettings(sizes_s=[300], allowed_lateness_s=30, metrics_interval_s=300,
+                                               segment_keys=["region"]),
+                        join=JoinSettings(label_horizon_s=600))
+    drift = CovariateDrift(feature="x1", at_s=900, magnitude=2.0)
+    scenario = Scenario(seed=3, start=1_767_225_600_000, duration_s=1800, rate=2,
+                        models=[ModelSpec(model_id="churn", n_numeric=2, n_categorical=1,
+                                          covariate_drift=[drift])],
+                        label_delay=LabelDelay(median_s=20, max_s=300))
+    log = logged_records(generate(scenario), settings)
+    cut = 1500
+
+    def identities(pipeline: InProcessPipeline) -> set[tuple[Any, ...]]:
+        return {(table, *(row.get(c) for c in IDENTITY))
+                for table, rows in pipeline.rows.items() for row in rows}
+
+    throughout, restarted = InProcessPipeline(settings, "r"), InProcessPipeline(settings, "r")
+    for pipeline in (throughout, restarted):
+        for i in range(0, cut, 500):
+            pipeline.feed(log[i : i + 500])
+    restored = ModelFactory(settings, "r").restore(0, FLAT_BLOB.read_bytes())
+    fresh = restarted.models[0]
+    assert restored.windows.progress == fresh.windows.progress
+    assert restored.outcomes.closed_until == fresh.outcomes.closed_until
+    assert sorted(restored.outcomes.buckets["churn", "1"]) == sorted(fresh.outcomes.buckets["churn", "1"])
+    assert [p.profile_id for p in restored.profiles.by_model["churn", "1"]] == [
+        p.profile_id for p in fresh.profiles.by_model["churn", "1"]]
+    before = identities(restarted)
+    restarted.models = [restored]
+    for pipeline in (throughout, restarted):
+        for i in range(cut, len(log), 500):
+            pipeline.feed(log[i : i + 500])
+    after = identities(restarted) - before
+    assert after and after == identities(throughout) - before
+    assert any(row[0] == "model_drift" for row in after) and any(row[0] == "model_metrics" for row in after)

@@ -26,6 +26,7 @@ from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
 from driftline.kafka.offsets import end_offsets
 from driftline.operators.validate import RawRecord
+from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.stage import OutboundMessage
 from driftline.streams.checkpoint import CheckpointStore
 from driftline.streams.runner import StageRunner
@@ -62,8 +63,8 @@ class CountingProcessor:
     def snapshot(self) -> bytes:
         return orjson.dumps({"shard": self.shard, "counts": self.counts})
 
-    def gauges(self) -> dict[str, float]:
-        return {"keys": float(len(self.counts))}
+    def gauges(self) -> list[Gauge]:
+        return [Gauge("keys", float(len(self.counts)))]
 
 
 class CountingFactory:

@@ -1,25 +1,24 @@
-"""Gauge keys: a processor figure's name with its labels, in Prometheus text exposition form.
+"""Gauges: the point-in-time figures a processor reports for ``/metrics``, with their labels.
 
-Processors report figures as ``{key: value}`` (``StageProcessor.gauges()``); a key may carry
-labels, e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``. Label values are user data
-(model ids), so they are escaped as the exposition format requires (backslash, double quote and
-line feed) and any value survives the trip to ``/metrics``.
+``StageProcessor.gauges()`` returns :class:`Gauge` values: a name, a value and a label set kept
+as a mapping (label values are user data, e.g. model ids, and are escaped only when the
+exposition is rendered). :attr:`Gauge.series` is the series in text exposition form, for logs
+and tests.
 
->>> key = gauge_key("model_accuracy_ew", model_id='churn "eu"', model_version="1")
->>> key
+>>> gauge = Gauge("model_accuracy_ew", 0.9, {"model_id": 'churn "eu"', "model_version": "1"})
+>>> gauge.series
 'model_accuracy_ew{model_id="churn \\\\"eu\\\\"",model_version="1"}'
->>> split_gauge_key(key)
-('model_accuracy_ew', {'model_id': 'churn "eu"', 'model_version': '1'})
+>>> Gauge("open_windows", 3.0).series
+'open_windows'
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
-_NAME = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?$", re.S)
-_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?', re.S)
-_INVALID = re.compile(r"[^A-Za-z0-9_:]")
-_ESCAPED = re.compile(r"\\(.)", re.S)
+NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
 def escape_label_value(value: str) -> str:
@@ -31,31 +30,27 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def unescape_label_value(text: str) -> str:
-    r"""The inverse of ``escape_label_value``.
+class Gauge(NamedTuple):
+    """One figure of a processor: ``name`` (without the ``driftline_stage_`` prefix), ``value``
+    and its own ``labels`` (the exposition adds ``stage`` and ``shard``)."""
 
-    >>> unescape_label_value(escape_label_value('a\\b "c"\nd')) == 'a\\b "c"\nd'
-    True
+    name: str
+    value: float
+    labels: Mapping[str, str] = NO_LABELS
+
+    @property
+    def series(self) -> str:
+        """``name{label="value",...}`` with the values escaped; ``name`` alone without labels."""
+        if not self.labels:
+            return self.name
+        inner = ",".join(f'{k}="{escape_label_value(str(v))}"' for k, v in self.labels.items())
+        return f"{self.name}{{{inner}}}"
+
+
+def by_series(gauges: Iterable[Gauge]) -> dict[str, float]:
+    """``{series: value}`` of gauges (e.g. to look one up in a test).
+
+    >>> by_series([Gauge("late_total", 2.0), Gauge("x", 1.0, {"kind": "label"})])
+    {'late_total': 2.0, 'x{kind="label"}': 1.0}
     """
-    return _ESCAPED.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
-
-
-def gauge_key(name: str, **labels: str) -> str:
-    """``name{label="value",...}`` with the values escaped; ``name`` alone without labels."""
-    if not labels:
-        return name
-    inner = ",".join(f'{label}="{escape_label_value(str(value))}"' for label, value in labels.items())
-    return f"{name}{{{inner}}}"
-
-
-def split_gauge_key(key: str) -> tuple[str, dict[str, str]]:
-    """``'name{a="1"}'`` -> ``('name', {'a': '1'})``; other characters in names become ``_``.
-
-    >>> split_gauge_key("late events")
-    ('late_events', {})
-    """
-    match = _NAME.match(key)
-    if not match:
-        return _INVALID.sub("_", key), {}
-    labels = {k: unescape_label_value(v) for k, v in _LABEL.findall(match.group(2) or "")}
-    return match.group(1), labels
+    return {g.series: g.value for g in gauges}

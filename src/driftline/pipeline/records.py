@@ -1,27 +1,46 @@
-"""Messages on the internal ``model-events`` and ``sink`` topics.
+"""Messages on the internal ``model-events`` and ``sink`` topics: the contract between stage 1
+(:mod:`driftline.pipeline.shard`) and stage 2 (:mod:`driftline.pipeline.model`).
 
 model-events carries everything stage 2 needs about a model, keyed and partitioned by
-model_id so that one stage-2 shard sees all of a model's partials and outcomes in one log:
+model_id so that one stage-2 shard sees all of a model's partials and outcomes in one log.
+Each record is a JSON object whose ``type`` names one of the typed records below; stage 1
+builds them and :func:`encode_model_event` writes them, stage 2 reads them back with
+:func:`decode_model_event` (the wire format is the JSON object, so a record written by an older
+driftline still decodes: fields added later have defaults).
 
-- ``partial``: one stage-1 shard's aggregate of one window for one (model, version, segment);
-- ``outcomes`` / ``expired``: joined outcomes and unlabeled expiries, columnar, per model;
-- ``orphans``: labels no prediction joined, columnar, per model the label names ('' if none);
-- ``duplicates``: exact re-sends of a prediction or label, columnar, per model (identified by
+- :class:`Partial`: one stage-1 shard's aggregate of one window for one (model, version, segment);
+- :class:`Outcomes` / :class:`Expired`: joined outcomes and unlabeled expiries, columnar, per model;
+- :class:`Orphans`: labels no prediction joined, columnar, per model the label names ('' if none);
+- :class:`Duplicates`: exact re-sends of a prediction or label, columnar, per model (identified by
   their source record, so a restarted shard's re-sent copy counts once);
-- ``episodes``: one shard's drift episode reports for one (model, version) (stage 1 watches
-  features per shard; stage 2 merges the shards' reports, :mod:`driftline.pipeline.episodes`);
-- ``progress``: a shard's event-time progress, sent to *every* partition. Everything a shard
+- :class:`EpisodeReports`: one shard's drift episode reports for one (model, version) (stage 1
+  watches features per shard; stage 2 merges the shards' reports, :mod:`driftline.pipeline.episodes`);
+- :class:`Progress`: a shard's event-time progress, sent to *every* partition. Everything a shard
   emits for times before its progress precedes the progress record in each partition.
+
+>>> progress = Progress(shard=1, pred_progress=60_000, outcome_progress=30_000, duplicate_progress=30_000)
+>>> decode_model_event(encode_model_event(progress)) == progress
+True
+>>> old = decode_model_event(b'{"type": "progress", "shard": 0, "pred_progress": 5, "outcome_progress": 3}')
+>>> old.duplicate_progress  # written before duplicates were counted
+3
+>>> decode_model_event(b'{"type": "nonsense", "shard": 0}')
+Traceback (most recent call last):
+...
+ValueError: unknown internal record type 'nonsense'
 """
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
+from driftline.config import Settings
 from driftline.pipeline.stage import OutboundMessage
 
 PARTIAL = "partial"
@@ -32,6 +51,8 @@ DUPLICATES = "duplicates"
 PROGRESS = "progress"
 EPISODES = "episodes"
 
+NO_TIME = -(2**62)  # progress (a watermark) before any event
+
 # Outcome columns carried to stage 2 (the full row goes to the outcomes topic).
 OUTCOME_FIELDS = (
     "prediction_id", "segment", "label_time", "label_delay_ms", "correct", "abs_error", "rerouted"
@@ -41,6 +62,200 @@ ORPHAN_FIELDS = ("prediction_id", "label_time", "reason")
 DUPLICATE_FIELDS = ("kind", "segment", "event_time", "source_partition", "source_offset")
 
 
+class WindowKey(NamedTuple):
+    """One event-time window of one (model, version, segment); ``size`` and ``start`` in ms.
+
+    A tuple, so it sorts, hashes and compares like the plain tuples older checkpoints hold.
+
+    >>> key = WindowKey(300_000, 600_000, "churn", "1", "region=eu")
+    >>> key.end, key.size_s
+    (900000, 300)
+    """
+
+    size: int
+    start: int
+    model_id: str
+    model_version: str
+    segment: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def size_s(self) -> int:
+        return self.size // 1000
+
+    def close_order(self) -> tuple[int, int, str, str, str]:
+        """Windows close in order of end, then size, model, version, segment (both stages)."""
+        return (self.end, self.size, self.model_id, self.model_version, self.segment)
+
+
+def episode_grid_ms(settings: Settings) -> int:
+    """Event-time grid of drift episode status reports (stage 1) and episode rows (stage 2): every
+    window size is a multiple of it, so a window closes on a grid line."""
+    return math.gcd(*settings.windows.sizes_s) * 1000
+
+
+def window_segments(tags: str) -> list[str]:
+    """Windows (and metrics) are kept overall ('') and per single segment tag of an event.
+
+    >>> window_segments("region=eu;tier=gold"), window_segments("")
+    (['', 'region=eu', 'tier=gold'], [''])
+    """
+    return ["", *tags.split(";")] if tags else [""]
+
+
+# -- typed model-events records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """Fields common to every model-events record: the stage-1 shard that sent it."""
+
+    type: ClassVar[str]
+    shard: int
+
+    def payload(self) -> dict[str, Any]:
+        """The record as its JSON object (``type`` first)."""
+        return {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Any:
+        """The record from its JSON object; KeyError/TypeError/ValueError if it does not fit."""
+        values = {f.name: m[f.name] for f in fields(cls) if f.name in m}
+        values["shard"] = int(m["shard"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelRecord(_Record):
+    model_id: str
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(_Record):
+    """No record of the shard with an earlier time follows: windows (``pred_progress``), outcome
+    buckets (``outcome_progress``) and duplicate counts (``duplicate_progress``)."""
+
+    type: ClassVar[str] = PROGRESS
+    pred_progress: int
+    outcome_progress: int
+    duplicate_progress: int
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Progress:
+        pred, outcome = int(m["pred_progress"]), int(m["outcome_progress"])
+        duplicate = int(m.get("duplicate_progress", min(pred, outcome)))
+        return cls(int(m["shard"]), pred, outcome, duplicate)
+
+
+@dataclass(frozen=True, slots=True)
+class Partial(_ModelRecord):
+    """One shard's aggregate of a closed window (:meth:`WindowAccumulator.to_partial` form)."""
+
+    type: ClassVar[str] = PARTIAL
+    segment: str
+    window_size_s: int
+    window_start: int
+    window_end: int
+    partial: dict[str, Any]
+
+    @property
+    def key(self) -> WindowKey:
+        return WindowKey(int(self.window_size_s) * 1000, int(self.window_start), self.model_id,
+                         self.model_version, self.segment)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnarRecord(_ModelRecord):
+    """A columnar record: one list per field of ``columns``, all of one length."""
+
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        return zip(*(getattr(self, name) for name in self.columns), strict=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes(ColumnarRecord):
+    type: ClassVar[str] = OUTCOMES
+    columns: ClassVar[tuple[str, ...]] = OUTCOME_FIELDS
+    prediction_id: list[str]
+    segment: list[str]
+    label_time: list[int]
+    label_delay_ms: list[int]
+    correct: list[int | None]
+    abs_error: list[float | None]
+    rerouted: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Outcomes:
+        if "rerouted" not in m:  # sent before re-routing existed
+            m = {**m, "rerouted": [0] * len(m["prediction_id"])}
+        return super(Outcomes, cls).from_payload(m)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Expired(ColumnarRecord):
+    type: ClassVar[str] = EXPIRED
+    columns: ClassVar[tuple[str, ...]] = EXPIRED_FIELDS
+    prediction_id: list[str]
+    segment: list[str]
+    expired_at: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Orphans(ColumnarRecord):
+    type: ClassVar[str] = ORPHANS
+    columns: ClassVar[tuple[str, ...]] = ORPHAN_FIELDS
+    prediction_id: list[str]
+    label_time: list[int]
+    reason: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicates(ColumnarRecord):
+    type: ClassVar[str] = DUPLICATES
+    columns: ClassVar[tuple[str, ...]] = DUPLICATE_FIELDS
+    kind: list[str]
+    segment: list[str]
+    event_time: list[int]
+    source_partition: list[int]
+    source_offset: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeReports(_ModelRecord):
+    """A shard's drift episode reports (:mod:`driftline.operators.episodes` dicts), in its order."""
+
+    type: ClassVar[str] = EPISODES
+    reports: list[dict[str, Any]]
+
+
+ModelEvent = Progress | Partial | Outcomes | Expired | Orphans | Duplicates | EpisodeReports
+_BY_TYPE: dict[str, type[_Record]] = {
+    cls.type: cls for cls in (Progress, Partial, Outcomes, Expired, Orphans, Duplicates, EpisodeReports)
+}
+
+
+def encode_model_event(record: ModelEvent) -> bytes:
+    return encode(record.payload())
+
+
+def decode_model_event(value: bytes) -> ModelEvent:
+    """The typed record in ``value``; ValueError/KeyError/TypeError for anything else."""
+    m = decode(value)
+    kind = m.get("type")
+    cls = _BY_TYPE.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown internal record type {kind!r}")
+    record: ModelEvent = cls.from_payload(m)
+    return record
+
+
+# -- the wire -----------------------------------------------------------------------------------
 def model_partition(model_id: str, partitions: int) -> int:
     """Stable partition of a model on model-events (independent of any client's partitioner)."""
     return zlib.crc32(model_id.encode()) % partitions
@@ -59,6 +274,11 @@ def decode(value: bytes) -> dict[str, Any]:
 
 def to_model(topic: str, partitions: int, model_id: str, payload: Mapping[str, Any]) -> OutboundMessage:
     return OutboundMessage(topic, model_id.encode(), encode(payload), model_partition(model_id, partitions))
+
+
+def to_model_event(topic: str, partitions: int, record: _ModelRecord) -> OutboundMessage:
+    """A per-model record to its model's partition of model-events."""
+    return to_model(topic, partitions, record.model_id, record.payload())
 
 
 def broadcast(topic: str, partitions: int, payload: Mapping[str, Any]) -> list[OutboundMessage]:

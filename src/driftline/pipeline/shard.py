@@ -23,6 +23,8 @@ from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
 from driftline.operators.window_stats import WindowAccumulator
 from driftline.pipeline import records, reroute
+from driftline.pipeline.gauges import Gauge
+from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, window_segments
 from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.state import (
     FRESH_STATE_HINT,
@@ -36,27 +38,12 @@ from driftline.pipeline.state import (
 )
 from driftline.schemas.events import ErrorKind, LabelEvent, PredictionEvent
 
-NO_TIME = -(2**62)  # watermark before any event
 ACCUMULATE_CHUNK = 2048
-
-# (window size ms, window start ms, model_id, model_version, segment)
-WindowKey = tuple[int, int, str, str, str]
-
-
-def episode_grid_ms(settings: Settings) -> int:
-    """Event-time grid of drift episode status reports (stage 1) and episode rows (stage 2): every
-    window size is a multiple of it, so a window closes on a grid line."""
-    return math.gcd(*settings.windows.sizes_s) * 1000
 
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
     """Canonical ``k=v;k=v`` of the configured segment keys the event carries ('' for none)."""
     return ";".join(f"{k}={event.segment[k]}" for k in keys if k in event.segment)
-
-
-def window_segments(tags: str) -> list[str]:
-    """Windows are kept overall ('') and per single segment tag."""
-    return ["", *tags.split(";")] if tags else [""]
 
 
 class ShardProcessor:
@@ -163,8 +150,8 @@ class ShardProcessor:
             out.extend(records.sink_rows(self.sink_topic, "late_events", late_rows))
         closed = self._close_windows(out)
         self._emit_outcomes(outcomes, expired, out)
-        self._emit_columns(records.ORPHANS, records.ORPHAN_FIELDS, orphans, out)
-        self._emit_columns(records.DUPLICATES, records.DUPLICATE_FIELDS, duplicates, out)
+        self._emit_columns(records.Orphans, orphans, out)
+        self._emit_columns(records.Duplicates, duplicates, out)
         self._emit_progress(out, force=closed > 0)
         out.extend(forwarded)
         self._emit_source_watermarks(out)
@@ -229,25 +216,23 @@ class ShardProcessor:
         processor.configure(settings)
         return processor
 
-    def gauges(self) -> dict[str, float]:
-        figures: dict[str, float] = {f"{k}_total": float(v) for k, v in self.totals.items()}
-        figures.update(
-            pending_predictions=float(self.join.pending_count),
-            held_labels=float(self.join.held_count),
-            open_windows=float(len(self.open)),
-            sequential_detectors=float(self.watch.monitor_count() if self.watch else 0),
-            open_shard_episodes=float(self.watch.open_episodes() if self.watch else 0),
-            prediction_watermark_ms=float(max(self.pred_watermark, 0)),
-            label_watermark_ms=float(max(self.label_watermark, 0)),
-        )
-        for name, value in self.join.counters.items():
-            figures[f"join_{name}_total"] = float(value)
-        figures["rerouted_duplicates_dropped_total"] = float(self.inbox.duplicates)
+    def gauges(self) -> list[Gauge]:
+        figures = [Gauge(f"{k}_total", float(v)) for k, v in self.totals.items()]
+        figures += [
+            Gauge("pending_predictions", float(self.join.pending_count)),
+            Gauge("held_labels", float(self.join.held_count)),
+            Gauge("open_windows", float(len(self.open))),
+            Gauge("sequential_detectors", float(self.watch.monitor_count() if self.watch else 0)),
+            Gauge("open_shard_episodes", float(self.watch.open_episodes() if self.watch else 0)),
+            Gauge("prediction_watermark_ms", float(max(self.pred_watermark, 0))),
+            Gauge("label_watermark_ms", float(max(self.label_watermark, 0))),
+        ]
+        figures += [Gauge(f"join_{name}_total", float(value)) for name, value in self.join.counters.items()]
+        figures.append(Gauge("rerouted_duplicates_dropped_total", float(self.inbox.duplicates)))
         # Re-routed share per model: sum(rerouted_total) / sum(join_inputs_total) over shards.
         for name, counts in (("rerouted_total", self.rerouted), ("join_inputs_total", self.join_inputs)):
             for (kind, model_id), value in sorted(counts.items()):
-                escaped = model_id.replace("\\", "\\\\").replace('"', '\\"')
-                figures[f'{name}{{kind="{kind}",model_id="{escaped}"}}'] = float(value)
+                figures.append(Gauge(name, float(value), {"kind": kind, "model_id": model_id}))
         return figures
 
     # -- internals --------------------------------------------------------------------------
@@ -314,7 +299,8 @@ class ShardProcessor:
             for size in self.sizes_ms:
                 start = ts - ts % size
                 for segment in window_segments(tags):
-                    feats, preds, lats = grouped[(size, start, event.model_id, event.model_version, segment)]
+                    key = WindowKey(size, start, event.model_id, event.model_version, segment)
+                    feats, preds, lats = grouped[key]
                     feats.append(event.features)
                     preds.append(event.prediction)
                     lats.append(event.latency_ms)
@@ -354,11 +340,8 @@ class ShardProcessor:
             if not items:
                 continue
             self.totals["episode_reports"] += len(items)
-            payload = {"type": records.EPISODES, "shard": self.shard, "model_id": model_id,
-                       "model_version": version, "reports": items}
-            out.append(
-                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
-            )
+            reports = records.EpisodeReports(self.shard, model_id, version, items)
+            out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, reports))
 
     def _accumulate(self, key: WindowKey, final: bool) -> None:
         """Add buffered events to the window in chunks of exactly ACCUMULATE_CHUNK (the rest only
@@ -466,29 +449,15 @@ class ShardProcessor:
         out.extend(self.forwarder.progress({reroute.PREDICTION: marks[0], reroute.LABEL: marks[1]}))
 
     def _close_windows(self, out: list[OutboundMessage]) -> int:
-        due = sorted(
-            (key for key in self.open if key[1] + key[0] <= self.pred_watermark),
-            key=lambda k: (k[1] + k[0], k[0], k[2], k[3], k[4]),
-        )
+        # WindowKey._make: keys checkpointed before WindowKey existed are plain (equal) tuples
+        due = sorted((key for key in map(WindowKey._make, self.open) if key.end <= self.pred_watermark),
+                     key=WindowKey.close_order)
         for key in due:
-            size, start, model_id, version, segment = key
             self._accumulate(key, final=True)
             del self.buffered[key]
-            accumulator = self.open.pop(key)
-            payload = {
-                "type": records.PARTIAL,
-                "shard": self.shard,
-                "model_id": model_id,
-                "model_version": version,
-                "segment": segment,
-                "window_size_s": size // 1000,
-                "window_start": start,
-                "window_end": start + size,
-                "partial": accumulator.to_partial(),
-            }
-            out.append(
-                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
-            )
+            partial = records.Partial(self.shard, key.model_id, key.model_version, key.segment, key.size_s,
+                                      key.start, key.end, self.open.pop(key).to_partial())
+            out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, partial))
         return len(due)
 
     def _emit_outcomes(
@@ -498,24 +467,20 @@ class ShardProcessor:
             out.append(
                 OutboundMessage(self.outcomes_topic, o.prediction_id.encode(), outcome_row(o, self.run_id))
             )
-        self._emit_columns(records.OUTCOMES, records.OUTCOME_FIELDS, outcomes, out)
-        self._emit_columns(records.EXPIRED, records.EXPIRED_FIELDS, expired, out)
+        self._emit_columns(records.Outcomes, outcomes, out)
+        self._emit_columns(records.Expired, expired, out)
 
     def _emit_columns(
-        self, kind: str, fields: Sequence[str], items: Sequence[Any], out: list[OutboundMessage]
+        self, kind: type[records.ColumnarRecord], items: Sequence[Any], out: list[OutboundMessage]
     ) -> None:
         """One columnar model-events record per (model, version), models in sorted order."""
         by_model: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for item in items:  # orphan labels name no version
             by_model[(item.model_id, getattr(item, "model_version", ""))].append(item)
         for (model_id, version), rows in sorted(by_model.items()):
-            payload: dict[str, Any] = {"type": kind, "shard": self.shard, "model_id": model_id,
-                                       "model_version": version}
-            for field in fields:
-                payload[field] = [getattr(row, field) for row in rows]
-            out.append(
-                records.to_model(self.model_events_topic, self.model_events_partitions, model_id, payload)
-            )
+            columns = {name: [getattr(row, name) for row in rows] for name in kind.columns}
+            record = kind(self.shard, model_id, version, **columns)
+            out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, record))
 
     def outcome_progress(self) -> int:
         """No outcome with a label time before this can still come from this shard."""
@@ -537,13 +502,7 @@ class ShardProcessor:
         if not (moved or (force and progress != sent)):
             return
         self.sent_progress = progress
-        payload = {
-            "type": records.PROGRESS,
-            "shard": self.shard,
-            "pred_progress": progress[0],
-            "outcome_progress": progress[1],
-            "duplicate_progress": progress[2],
-        }
+        payload = records.Progress(self.shard, *progress).payload()
         out.extend(records.broadcast(self.model_events_topic, self.model_events_partitions, payload))
 
 

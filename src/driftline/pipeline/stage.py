@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from driftline.operators.validate import RawRecord
+from driftline.pipeline.gauges import Gauge
 
 __all__ = ["OutboundMessage", "RawRecord", "StageFactory", "StageProcessor"]
 
@@ -38,8 +39,8 @@ class StageProcessor(Protocol):
         """Serialised state (the runner stores it with the offsets it has fed)."""
         ...
 
-    def gauges(self) -> dict[str, float]:
-        """Point-in-time figures for /metrics (pending joins, open windows, ...)."""
+    def gauges(self) -> list[Gauge]:
+        """Point-in-time figures for /metrics (pending joins, open windows, ...), with their labels."""
         ...
 
 

@@ -1,5 +1,7 @@
-"""What each output topic's message becomes in ClickHouse — one mapping for the live sink and
-for replays, so both write identical rows.
+"""Every ClickHouse row driftline writes is built here: the rows stage 2 computes (windows, drift
+scores, model drift and metrics, first-window reference profiles) and what each output topic's
+message becomes in a table (:class:`RowMapper`, one mapping for the live sink and for replays, so
+both write identical rows). The retrain job's ``reference_profiles`` row is built here too.
 
 >>> from driftline.config import TopicSettings
 >>> mapper = RowMapper(TopicSettings())
@@ -9,11 +11,18 @@ for replays, so both write identical rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from driftline.config import TopicSettings
+from driftline.operators.drift import FeatureScore
+from driftline.operators.profile import FeatureProfile
+from driftline.operators.window_stats import FeatureStats
+from driftline.pipeline.records import WindowKey
 from driftline.schemas.events import DeadLetter, RetrainTrigger
 
 PAYLOAD_LIMIT = 64 * 1024
@@ -125,19 +134,238 @@ class RowMapper:
 
     @staticmethod
     def _profile(value: bytes) -> tuple[str, list[dict[str, Any]]]:
-        p = orjson.loads(value)
-        return "reference_profiles", [
-            {
-                "model_id": p["model_id"],
-                "model_version": p["model_version"],
-                "profile_id": p["profile_id"],
-                "created_at": p.get("created_at_ms", 0),
-                "effective_from": p.get("effective_from_ms", 0),
-                "source": p.get("source", "training"),
-                "profile": value.decode(),
-            }
-        ]
+        return "reference_profiles", [reference_profile_row(value.decode())]
 
     @staticmethod
     def _job_status(value: bytes) -> tuple[str, list[dict[str, Any]]]:
         return "retrain_jobs", [_object(value)]
+
+
+# -- reference_profiles ---------------------------------------------------------------------------
+
+
+def reference_profile_row(profile_json: str, *, created_at: int | None = None,
+                          run_id: str | None = None) -> dict[str, Any]:
+    """The ``reference_profiles`` row of a profile's JSON (``created_at`` overrides the profile's).
+
+    >>> row = reference_profile_row('{"model_id": "m", "model_version": "1", "profile_id": "p"}')
+    >>> row["created_at"], row["effective_from"], row["source"], "run_id" in row
+    (0, 0, 'training', False)
+    """
+    p = orjson.loads(profile_json)
+    row: dict[str, Any] = {} if run_id is None else {"run_id": run_id}
+    row.update(
+        model_id=p["model_id"],
+        model_version=p["model_version"],
+        profile_id=p["profile_id"],
+        created_at=p.get("created_at_ms", 0) if created_at is None else created_at,
+        effective_from=p.get("effective_from_ms", 0),
+        source=p.get("source", "training"),
+        profile=profile_json,
+    )
+    return row
+
+
+# -- windows: feature_windows, drift_scores, model_drift ------------------------------------------
+
+
+def finite(value: Any) -> float | None:
+    """A float for ClickHouse, None for a missing or non-finite value."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def window_columns(run_id: str, key: WindowKey) -> dict[str, Any]:
+    """The columns every row of a window carries."""
+    return {
+        "run_id": run_id,
+        "model_id": key.model_id,
+        "model_version": key.model_version,
+        "window_size_s": key.size_s,
+        "segment": key.segment,
+        "window_start": key.start,
+        "window_end": key.end,
+    }
+
+
+def feature_kind(stats: FeatureStats, profile: FeatureProfile | None) -> str:
+    """The profile's kind of a feature, else what its window values look like."""
+    if profile is not None:
+        return profile.kind
+    return "categorical" if stats.categories and stats.n == 0 else "numeric"
+
+
+def feature_window_row(
+    window: Mapping[str, Any],
+    name: str,
+    kind: str,
+    stats: FeatureStats,
+    score: FeatureScore | None,
+    reference_id: str,
+) -> dict[str, Any]:
+    quantiles = stats.sketch.quantiles(np.array([0.5, 0.9, 0.99])).tolist() if stats.n else [None, None, None]
+    return {
+        **window,
+        "feature": name,
+        "feature_kind": kind,
+        "count": stats.count,
+        "missing": stats.missing,
+        "invalid": stats.invalid,
+        "out_of_range": score.out_of_range if score is not None else 0,
+        "mean": finite(stats.mean) if stats.n else None,
+        "variance": finite(stats.variance) if stats.n else None,
+        "min": finite(stats.min) if stats.n else None,
+        "max": finite(stats.max) if stats.n else None,
+        "p50": finite(quantiles[0]),
+        "p90": finite(quantiles[1]),
+        "p99": finite(quantiles[2]),
+        "bin_edges": [float(e) for e in score.bin_edges] if score is not None else [],
+        "bin_labels": list(score.bin_labels) if score is not None else [],
+        "histogram": [float(v) for v in score.histogram] if score is not None else [],
+        "reference_histogram": [float(v) for v in score.reference_histogram] if score is not None else [],
+        "reference_id": reference_id,
+    }
+
+
+def drift_score_row(
+    window: Mapping[str, Any],
+    name: str,
+    score: FeatureScore,
+    drifted: bool,
+    drifted_by: Sequence[str],
+    p_adj: float | None,
+    reference_id: str,
+    config_hash: str,
+) -> dict[str, Any]:
+    is_categorical = score.kind == "categorical"
+    return {
+        **window,
+        "feature": name,
+        "feature_kind": score.kind,
+        "count": score.count,
+        "psi": finite(score.psi),
+        "ks_stat": finite(score.ks_stat),
+        "ks_pvalue": finite(score.ks_pvalue),
+        "ks_pvalue_adj": None if is_categorical else finite(p_adj),
+        "js_distance": finite(score.js_distance),
+        "wasserstein": finite(score.wasserstein),
+        "chi2_stat": finite(score.chi2_stat),
+        "chi2_pvalue": finite(score.chi2_pvalue),
+        "chi2_pvalue_adj": finite(p_adj) if is_categorical else None,
+        "drifted": int(drifted),
+        "drifted_by": list(drifted_by),
+        "reference_id": reference_id,
+        "config_hash": config_hash,
+    }
+
+
+def model_drift_row(
+    window: Mapping[str, Any],
+    n_events: int,
+    n_features: int,
+    drifted: bool,
+    drifted_features: Sequence[str],
+    reference_id: str,
+    config_hash: str,
+) -> dict[str, Any]:
+    return {
+        **window,
+        "n_events": n_events,
+        "n_features": n_features,
+        "n_drifted": len(drifted_features),
+        "drifted": int(drifted),
+        "drifted_features": list(drifted_features),
+        "reference_id": reference_id,
+        "config_hash": config_hash,
+    }
+
+
+# -- outcome buckets: model_metrics ---------------------------------------------------------------
+
+
+@dataclass
+class IntervalTally:
+    """What one metrics interval of one (model, version, segment) counted."""
+
+    n: int = 0
+    correct: int = 0
+    n_correct_known: int = 0
+    abs_error: float = 0.0
+    sq_error: float = 0.0
+    n_error_known: int = 0
+    expired: int = 0
+    orphans: int = 0
+    rerouted: int = 0
+    delays: list[int] = field(default_factory=list)
+    alarm: bool = False  # the River detector alarmed in this interval
+    sequential_alarm: bool = False  # the sequential error-stream detector alarmed
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsRowContext:
+    """The columns of a model_metrics row that do not come from the interval's tally."""
+
+    run_id: str
+    model_id: str
+    model_version: str
+    segment: str
+    interval_s: int
+    n_outcomes_total: int
+    detector: str
+    baseline: float | None
+
+
+def model_metrics_row(
+    context: MetricsRowContext,
+    kind: str,
+    time: int,
+    tally: IntervalTally | None,
+    figures: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A model_metrics row: ``kind`` 'interval' (with its tally), 'alarm' (no tally) or
+    'duplicates' (an empty tally; the caller sets the duplicate counts); ``figures`` are the
+    online estimators' (``OnlinePerformance.get()``)."""
+    row: dict[str, Any] = {
+        "run_id": context.run_id,
+        "model_id": context.model_id,
+        "model_version": context.model_version,
+        "segment": context.segment,
+        "row_kind": kind,
+        "time": time,
+        "interval_s": context.interval_s,
+        "n_outcomes_total": context.n_outcomes_total,
+        "accuracy_ew": figures.get("accuracy_ew"),
+        "mae_ew": figures.get("mae_ew"),
+        "rmse_ew": figures.get("rmse_ew"),
+        "detector": context.detector,
+        "alarms_total": int(figures.get("alarms_total") or 0),
+        "baseline": context.baseline,
+        "n_duplicate_predictions": 0,  # counted on 'duplicates' rows only
+        "n_duplicate_labels": 0,
+    }
+    if tally is None:
+        row.update(alarm=1, n_outcomes=0, n_expired=0, n_orphan_labels=0, n_rerouted=0)
+        return row
+    # Every join that failed counts against coverage: a prediction no label came for, and a
+    # label no prediction came for (e.g. produced to a partition nothing re-routed it from).
+    resolved = tally.n + tally.expired + tally.orphans
+    delays = np.asarray(tally.delays, dtype=np.float64)
+    p50, p90, p99 = np.percentile(delays, [50, 90, 99]).tolist() if delays.size else (None, None, None)
+    row.update(
+        n_outcomes=tally.n,
+        n_expired=tally.expired,
+        n_orphan_labels=tally.orphans,
+        n_rerouted=tally.rerouted,
+        rerouted_share=(tally.rerouted / tally.n) if tally.n else None,
+        alarm=int(tally.alarm),
+        label_coverage=(tally.n / resolved) if resolved else None,
+        accuracy=(tally.correct / tally.n_correct_known) if tally.n_correct_known else None,
+        mae=(tally.abs_error / tally.n_error_known) if tally.n_error_known else None,
+        rmse=float(np.sqrt(tally.sq_error / tally.n_error_known)) if tally.n_error_known else None,
+        label_delay_p50_ms=p50,
+        label_delay_p90_ms=p90,
+        label_delay_p99_ms=p99,
+    )
+    return row

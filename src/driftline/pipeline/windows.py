@@ -1,0 +1,228 @@
+"""Stage 2's window clock: merge the shards' partials of a window, score it, feed the drift policy.
+
+A window closes once every stage-1 shard's window progress (``pred_progress``) has passed its
+end: its partials are merged in shard order, its features scored against the model's reference
+profile (:mod:`driftline.pipeline.references`), Benjamini-Hochberg verdicts taken across them,
+and the policy window (overall segment, ``triggers.window_size_s``) fed to the retrain policy
+with the drift episode events that happened before its end. The shards' episode reports are
+merged on the same clock (:class:`~driftline.pipeline.episodes.EpisodeMerger`) before any window
+closing at the same time, so every window sees the episode events before its end.
+
+:meth:`WindowClock.close` returns the rows and triggers; it never produces anything itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from driftline.config import Settings
+from driftline.operators.drift import FeatureScore, score_feature, verdicts
+from driftline.operators.profile import FeatureProfile, ReferenceProfile, profile_from_window
+from driftline.operators.triggers import EpisodeNote, RetrainPolicy
+from driftline.operators.window_stats import FeatureStats, MergedWindow, merge_partials
+from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
+from driftline.pipeline.records import NO_TIME, EpisodeReports, Partial, WindowKey, episode_grid_ms
+from driftline.pipeline.references import ProfileBook
+from driftline.pipeline.to_rows import (
+    drift_score_row,
+    feature_kind,
+    feature_window_row,
+    finite,
+    model_drift_row,
+    reference_profile_row,
+    window_columns,
+)
+from driftline.schemas.events import RetrainTrigger
+
+PREDICTION_FEATURE = "__prediction__"
+PREDICTION_VALUE_FEATURE = "__prediction_value__"
+LATENCY_FEATURE = "__latency_ms__"
+
+Rows = dict[str, list[dict[str, Any]]]
+
+
+class WindowClock:
+    """The windows of one stage-2 shard's models (see module docstring)."""
+
+    def __init__(self, partitions: int, settings: Settings, run_id: str, profiles: ProfileBook,
+                 policy: RetrainPolicy) -> None:
+        self.run_id = run_id
+        self.profiles = profiles
+        self.policy = policy
+        self.progress = [NO_TIME] * partitions  # each shard's pred_progress
+        self.closed_until = NO_TIME
+        self.partials: dict[WindowKey, dict[int, dict[str, Any]]] = {}
+        self.episodes: EpisodeMerger | None = None  # made by configure (it needs the grid)
+        # feature episode events (drift_alerts rows) awaiting the policy window that holds them
+        self.pending_alerts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        self.last_drifted: dict[tuple[str, str], int] = {}  # features drifted in the latest policy window
+        self.totals: Counter[str] = Counter()
+        self.configure(settings, settings.config_hash())
+
+    def configure(self, settings: Settings, config_hash: str) -> None:
+        """Values derived from the settings (on creation and every restore)."""
+        self.drift = settings.drift
+        self.config_hash = config_hash
+        self.min_size_ms = min(settings.windows.sizes_s) * 1000
+        self.policy_size_ms = (settings.triggers.window_size_s or min(settings.windows.sizes_s)) * 1000
+        if self.episodes is None:  # new, or a checkpoint from before drift episodes
+            self.episodes = EpisodeMerger(episode_grid_ms(settings), "features", self.run_id)
+            self.pending_alerts = defaultdict(list)
+        self.episodes.config_hash = config_hash
+
+    @property
+    def merger(self) -> EpisodeMerger:
+        assert self.episodes is not None, "configure() makes the merger"
+        return self.episodes
+
+    # -- input ------------------------------------------------------------------------------
+
+    def advance(self, shard: int, pred_progress: int) -> None:
+        self.progress[shard] = max(self.progress[shard], pred_progress)
+
+    def add_partial(self, record: Partial) -> None:
+        if record.window_end <= self.closed_until:
+            self.totals["duplicate_partials"] += 1  # re-sent by a restarted shard
+            return
+        self.partials.setdefault(record.key, {})[record.shard] = record.partial
+
+    def add_episode_reports(self, record: EpisodeReports) -> None:
+        for report in record.reports:
+            self.merger.add({**report, "shard": record.shard, "model_id": record.model_id,
+                             "model_version": record.model_version})
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self) -> tuple[Rows, list[RetrainTrigger]]:
+        """Rows of every window all shards' progress has passed, and the triggers they fired."""
+        rows: Rows = defaultdict(list)
+        triggers: list[RetrainTrigger] = []
+        watermark = min(self.progress)
+        if watermark <= self.closed_until:
+            return rows, triggers
+        # Episode reports first: every window closing now sees the episode events before its end.
+        self._merged(self.merger.advance(watermark), rows)
+        for key in sorted((k for k in self.partials if k.end <= watermark), key=WindowKey.close_order):
+            parts = self.partials.pop(key)
+            merged = merge_partials([parts[s] for s in sorted(parts)])
+            trigger = self._score_window(key, merged, rows)
+            if trigger is not None:
+                triggers.append(trigger)
+            self.totals["windows_closed"] += 1
+        self.closed_until = watermark
+        return rows, triggers
+
+    def _merged(self, merged: MergeOutput, rows: Rows) -> None:
+        """Episode rows and events out; the events wait for the policy window holding them."""
+        rows["drift_episodes"].extend(merged.rows)
+        rows["drift_alerts"].extend(merged.events)
+        self.totals["episode_events"] += len(merged.events)
+        for event in merged.events:
+            self.pending_alerts[(event["model_id"], event["model_version"])].append(event)
+
+    def _take_alerts(self, model_id: str, version: str, end: int) -> list[dict[str, Any]]:
+        """Pending episode events of a model before `end`, in the order they were applied."""
+        pending = self.pending_alerts.get((model_id, version))
+        if not pending:
+            return []
+        taken = [a for a in pending if a["event_time"] < end]
+        self.pending_alerts[(model_id, version)] = [a for a in pending if a["event_time"] >= end]
+        return taken
+
+    def _reference(self, key: WindowKey, merged: MergedWindow, rows: Rows) -> ReferenceProfile | None:
+        """The window's reference profile; a model without one takes its first full overall window
+        of the smallest size as the reference from its end (that window is not scored)."""
+        profile = self.profiles.profile_for(key.model_id, key.model_version, key.start)
+        if (profile is None and key.segment == "" and key.size == self.min_size_ms
+                and merged.n_events >= self.drift.min_count):
+            first = profile_from_window(merged, key.model_id, key.model_version, key.start,
+                                        self.drift.bins, self.drift.top_k)
+            first = first.model_copy(update={"effective_from_ms": key.end})
+            self.profiles.add_first_window(first)
+            row = reference_profile_row(first.model_dump_json(), created_at=key.end)
+            rows["reference_profiles"].append(row)
+        return profile
+
+    def _score_window(self, key: WindowKey, merged: MergedWindow, rows: Rows) -> RetrainTrigger | None:
+        profile = self._reference(key, merged, rows)
+        window = window_columns(self.run_id, key)
+        reference_id = profile.profile_id if profile else ""
+        scores: dict[str, FeatureScore] = {}
+        for name in sorted(merged.features):
+            stats = merged.features[name]
+            fprofile = profile.features.get(name) if profile else None
+            score = score_feature(fprofile, stats, self.drift) if fprofile is not None else None
+            if score is not None:
+                scores[name] = score
+            rows["feature_windows"].append(
+                feature_window_row(window, name, feature_kind(stats, fprofile), stats, score, reference_id)
+            )
+        # The prediction distribution is scored like a feature: class labels against a categorical
+        # reference, regression values (or scores) against a numeric one.
+        prediction_profile = profile.prediction if profile else None
+        label_profile = (
+            prediction_profile if prediction_profile and prediction_profile.kind == "categorical" else None
+        )
+        value_profile = (
+            prediction_profile if prediction_profile and prediction_profile.kind == "numeric" else None
+        )
+        extra: list[tuple[str, str, FeatureStats, FeatureProfile | None]] = [
+            (PREDICTION_FEATURE, "prediction", merged.prediction_label, label_profile),
+            (PREDICTION_VALUE_FEATURE, "prediction", merged.prediction_value, value_profile),
+            (LATENCY_FEATURE, "latency", merged.latency, None),
+        ]
+        prediction_score: FeatureScore | None = None
+        prediction_name = PREDICTION_FEATURE
+        for name, kind, extra_stats, fprofile in extra:
+            if extra_stats.count - extra_stats.missing <= 0:
+                continue
+            score = score_feature(fprofile, extra_stats, self.drift) if fprofile is not None else None
+            if score is not None:
+                prediction_score = score
+                prediction_name = name
+            rows["feature_windows"].append(
+                feature_window_row(window, name, kind, extra_stats, score, reference_id)
+            )
+        if profile is None:
+            return None
+        verdict = verdicts(scores, self.drift)
+        for name, score in scores.items():
+            fv = verdict.features[name]
+            rows["drift_scores"].append(drift_score_row(
+                window, name, score, fv.drifted, fv.drifted_by, fv.p_adj, reference_id, self.config_hash
+            ))
+        if prediction_score is not None:  # reported, not part of the verdict
+            rows["drift_scores"].append(drift_score_row(
+                window, prediction_name, prediction_score, False, [], prediction_score.pvalue, reference_id,
+                self.config_hash,
+            ))
+        rows["model_drift"].append(model_drift_row(
+            window, merged.n_events, len(scores), bool(verdict.drifted), verdict.drifted_features,
+            reference_id, self.config_hash,
+        ))
+        if key.segment != "" or key.size != self.policy_size_ms:
+            return None
+        model_id, version = key.model_id, key.model_version
+        self.last_drifted[(model_id, version)] = len(verdict.drifted_features)
+        alerts = self._take_alerts(model_id, version, key.end)
+        evidence: dict[str, Any] = {
+            "window_size_s": key.size_s,
+            "drifted_features": {n: _score_evidence(scores[n]) for n in verdict.drifted_features},
+            "reference_id": reference_id,
+        }
+        notes = [EpisodeNote(a["episode_id"], a["feature"], a["event_kind"], a["event_time"],
+                             a["magnitude"], a["unit"]) for a in alerts if a["source"] == "features"]
+        if notes:
+            evidence["episode_events"] = [n.evidence() for n in notes]
+        return self.policy.on_drift_window(model_id, version, key.start, key.end, bool(verdict.drifted),
+                                           evidence, notes)
+
+
+def _score_evidence(score: FeatureScore) -> dict[str, float | None]:
+    return {
+        "psi": finite(score.psi),
+        "ks_stat": finite(score.ks_stat),
+        "js_distance": finite(score.js_distance),
+        "chi2_stat": finite(score.chi2_stat),
+    }
