@@ -323,7 +323,7 @@ class WorkerSettings(_Section):
         5.0, gt=0, description="how often stage state + offsets are checkpointed"
     )
     checkpoint_deltas_per_base: int = Field(
-        120, ge=0, description="stage-1 checkpoints between two full (base) snapshots carry only what "
+        720, ge=0, description="stage-1 checkpoints between two full (base) snapshots carry only what "
         "changed; at most this many deltas follow a base (0 = every checkpoint is a full snapshot)"
     )
     checkpoint_delta_ratio: float = Field(
