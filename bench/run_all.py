@@ -97,6 +97,18 @@ def join_state(n: int) -> Figure:
                   f"{n:,} pending, 'mixed' profile (UUID ids); 25-float profile: {floats:.0f} bytes")
 
 
+def join_checkpoints(n: int) -> list[Figure]:
+    """(7b): bench_join_state's checkpoint traffic at 5,000 predictions/s with n pending (incremental
+    chains vs a full snapshot per 5 s; the issue's targets are for 10M pending)."""
+    t = sibling("bench_join_state").measure_checkpoints(n)
+    share, full = t.incremental_bytes_per_s / t.input_bytes_per_s, t.full_bytes_per_s / t.input_bytes_per_s
+    return [Figure("join_checkpoint_share", "(7b) checkpoint bytes/s over input bytes/s", share, "x", "<= 2",
+                   at_most(share, 2.0), f"{n:,} pending, 5,000 pred/s; full snapshots: {full:.1f}x"),
+            Figure("join_restore_s", "(7b) restore: base + deltas", t.restore_s, "s", "<= 60",
+                   at_most(t.restore_s, 60.0),
+                   f"{n:,} pending, {t.restore_deltas} deltas, RSS {t.rss_mb:.0f} MB")]
+
+
 def sequential_figures(quick: bool, seeds: int, tmp: Path) -> list[Figure]:
     """(9): bench_sequential's targets (driftline's CUSUM banks vs River ADWIN, same streams)."""
     path = tmp / "sequential.json"
@@ -244,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         repeat=1 if args.quick else 2,
                                                         with_profile=with_profile))
     note("(4) operators done")
-    figures += [client, *latency, join_state(args.join_n)]
+    figures += [client, *latency, join_state(args.join_n), *join_checkpoints(10 * args.join_n)]
     note("(7) join state done")
     if args.quick:
         figures += bench_detection.measure(1, 1.0, 2400.0, elec2_rows=3_600)
