@@ -44,8 +44,10 @@ def needs_kafka(args: argparse.Namespace) -> bool:
     """Whether the command talks to Kafka as it starts: it is checked for a reachable broker first
     (``simulate`` and ``profile build`` check after validating their input, with ``require_broker``)."""
     command = args.command
-    if command in ("worker", "serve", "trigger"):
+    if command in ("worker", "trigger"):
         return True
+    if command == "serve":
+        return not getattr(args, "no_ingest", False)
     if command == "replay":
         return getattr(args, "predictions", None) is None
     if command == "jobs":

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from driftline.config import Settings
 
 READ_ONLY_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN"})
+# Statements ClickHouse knows that change something: refused as READONLY, any other word as a syntax error.
+WRITE_KEYWORDS = frozenset({
+    "INSERT", "CREATE", "DROP", "ALTER", "DELETE", "UPDATE", "TRUNCATE", "RENAME", "OPTIMIZE", "SET",
+    "USE", "GRANT", "REVOKE", "ATTACH", "DETACH", "EXCHANGE", "KILL", "SYSTEM", "BACKUP", "RESTORE",
+    "UNDROP", "MOVE", "CHECK", "EXISTS", "BEGIN", "COMMIT", "ROLLBACK", "WATCH", "REPLACE", "UNDO",
+})
 
 # ClickHouse error codes a rejection is reported with on the ClickHouse HTTP interface.
 SYNTAX_ERROR = 62
@@ -112,20 +118,21 @@ def check_read_only(sql: str) -> str:
     ``readonly=1``; this check only narrows what reaches the engine (``INTO OUTFILE`` and
     multi-statement input are not stopped by readonly on chDB).
     """
-    code = _code_outside_literals(sql)
-    semicolon = code.find(";")
+    text = _code_outside_literals(sql)
+    semicolon = text.find(";")
     if semicolon >= 0:
-        if code[semicolon + 1 :].strip():
+        if text[semicolon + 1 :].strip():
             raise QueryRejected("only a single statement is accepted", SYNTAX_ERROR)
         sql = sql[:semicolon]
-        code = code[:semicolon]
-    words = _WORD.findall(code)
+        text = text[:semicolon]
+    words = _WORD.findall(text)
     if not words:
         raise QueryRejected("empty query", SYNTAX_ERROR)
     first = words[0].upper()
     if first not in READ_ONLY_KEYWORDS:
         allowed = ", ".join(sorted(READ_ONLY_KEYWORDS))
-        raise QueryRejected(f"only {allowed} statements are accepted, not {first}")
+        code = READONLY if first in WRITE_KEYWORDS else SYNTAX_ERROR
+        raise QueryRejected(f"only {allowed} statements are accepted, not {first}", code)
     if "OUTFILE" in (w.upper() for w in words):
         raise QueryRejected("INTO OUTFILE is not accepted")
     return sql.strip()
