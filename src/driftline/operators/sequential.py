@@ -140,6 +140,7 @@ still join it (:class:`BinaryDetector`'s ``tighten``; 0.3 % of quiet blocks are 
 _ONE = 1 << FIXED_POINT_BITS
 _NEVER = 2**62  # a refinement point no stream reaches
 _MAX_PENDING = 4096  # most values the per-value path defers
+_TIGHTEN_STEP = 1.005  # grid ratio of tightened design rates
 _WINDOW = 2048  # rows per vectorised step of update_many (bounded memory, cache-friendly)
 
 
@@ -838,7 +839,8 @@ class BinaryDetector(SequentialDetector):
         reference); a block whose rate agrees with the pooled estimate (within
         :data:`BLOCK_AGREEMENT` standard errors of the difference) and whose alarms are no more
         than false alarms at ``arl`` explain (:data:`BLOCK_AGREEMENT` sd above their mean) joins
-        it, and the bank is recalibrated at the pooled bound. The design rate never rises above
+        it, and the bank is recalibrated at the pooled bound (rounded up to a 0.5 % grid, so
+        detectors share calibrations and late blocks cost nothing). The design rate never rises above
         the reference's own :data:`CAP_KAPPA` standard-error bound, so a slow ramp that slips into
         the pooled sample moves it no further than a reference one standard error more unlucky
         than the guarantee region allows, while a reference that was that unlucky (its region
@@ -982,13 +984,18 @@ class BinaryDetector(SequentialDetector):
             self.reference_n = pooled + size
             upper = _wilson(self._errors, float(self.reference_n))[1]
             design = min(max(upper, self._min_ratio * self._errors / self.reference_n), self._design_cap)
-            labels, laws = self._design(design)
-            thresholds = calibrate_thresholds(laws, self.arl)
-            if labels != self._labels:
-                self._sums = np.zeros(len(labels), dtype=np.int64)
-            self._labels = labels
-            self._h = np.ceil(np.asarray(thresholds) * _ONE).astype(np.int64)
-            self._derive()
+            # rounded up onto a grid of 0.5 % steps: a late block moves the bound by less than
+            # that, and a design on the grid is calibrated once per process, not per detector
+            design = min(_TIGHTEN_STEP ** math.ceil(math.log(design) / math.log(_TIGHTEN_STEP)),
+                         self._design_cap)
+            if design != self.design_rate:
+                labels, laws = self._design(design)
+                thresholds = calibrate_thresholds(laws, self.arl)
+                if labels != self._labels:
+                    self._sums = np.zeros(len(labels), dtype=np.int64)
+                self._labels = labels
+                self._h = np.ceil(np.asarray(thresholds) * _ONE).astype(np.int64)
+                self._derive()
         self._next_block()
 
     def _build_table(self) -> IntArray:
