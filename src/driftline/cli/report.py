@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -79,6 +80,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.from_time is not None and args.to_time is not None and args.to_time <= args.from_time:
         return _fail("--to must be after --from")
     settings = settings_from_args(args)
+    # clickhouse-connect logs a failed connection itself; the one line below says it already
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
 
     def query(sql: str, parameters: Mapping[str, Any]) -> str:
         return run_query(settings, sql, "json", parameters=parameters)

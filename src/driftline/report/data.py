@@ -155,7 +155,7 @@ QUERIES: dict[str, str] = {
         + _SCOPE
         + " ORDER BY trigger_id, attempt"
     ),
-    # Episodes overlapping the range: opened before its end, not closed before its start.
+    # Episodes overlapping the range: opened before its end, closed (or last seen) after its start.
     "episodes": (
         "SELECT model_version, episode_id, feature, source, status, "
         "toUnixTimestamp64Milli(opened_at) AS opened_ms, "
@@ -164,7 +164,7 @@ QUERIES: dict[str, str] = {
         "FROM drift_episodes FINAL WHERE "
         + _SCOPE
         + " AND toUnixTimestamp64Milli(opened_at) < {to_ms:Int64} "
-        "AND (closed_at IS NULL OR toUnixTimestamp64Milli(closed_at) >= {from_ms:Int64}) "
+        "AND toUnixTimestamp64Milli(ifNull(closed_at, last_seen)) >= {from_ms:Int64} "
         "ORDER BY model_version, opened_ms, feature"
     ),
     "alerts": (

@@ -353,6 +353,7 @@ def model_section(
     h = f"h{heading_level}"
     sub = f"h{heading_level + 1}"
     times = [int(r["start_ms"]) for r in rows["drift"]] + [int(r["time_ms"]) for r in rows["metrics"]]
+    times += [int(r["opened_ms"]) for r in rows["episodes"]]
     lo, hi = (min(times), max(times)) if times else (0, 1)
     several = len(versions) > 1
     parts = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,32 +65,17 @@ def time_label(ms: int, span_ms: int) -> str:
 
 
 def _nice_ticks(lo: int, hi: int, count: int = 8) -> list[int]:
-    """About ``count`` round tick times in [lo, hi] (multiples of a minute, an hour, a day ...)."""
-    steps = [
-        s * 1000
-        for s in (
-            1,
-            5,
-            10,
-            30,
-            60,
-            120,
-            300,
-            600,
-            900,
-            1800,
-            3600,
-            7200,
-            10800,
-            21600,
-            43200,
-            86400,
-            172800,
-            604800,
-        )
-    ]
+    """At most about ``count`` round tick times in [lo, hi] (multiples of a minute, an hour, a day ...).
+
+    >>> [t // 60_000 for t in _nice_ticks(0, 3_600_000)]
+    [0, 10, 20, 30, 40, 50, 60]
+    >>> len(_nice_ticks(0, 50 * 365 * 86_400_000)) <= 9
+    True
+    """
+    steps = [s * 1000 for s in (1, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+                                43200, 86400, 172800, 604800)]
     span = max(hi - lo, 1)
-    step = next((s for s in steps if span / s <= count), steps[-1])
+    step = next((s for s in steps if span / s <= count), math.ceil(span / count / steps[-1]) * steps[-1])
     first = lo + (-lo) % step
     return list(range(first, hi + 1, step))
 

@@ -1,0 +1,258 @@
+"""`driftline report`: the page's numbers against the tables, scopes, one-line errors, and the page
+drawn by a headless Chromium where one is installed.
+
+The tables come from a real run: simulated traffic (covariate and concept drift on a champion and
+its challenger, malformed records, exact re-sends) replayed through the pipeline into an embedded
+ClickHouse directory by `driftline replay`, in a subprocess as a user would run it.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from driftline.demo.training import training_profiles
+from driftline.report.page import drift_heatmap
+from driftline.report.svg import MAX_COLUMNS
+from driftline.simulate import Scenario, write_jsonl
+from driftline.simulate.scenario import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec
+
+START = (int(time.time()) // 86_400 - 1) * 86_400_000  # yesterday 00:00 UTC: inside the tables' TTL
+MIN = 60_000
+RUN = "report-test"
+DUPLICATES = 5
+
+
+def _scenario() -> Scenario:
+    return Scenario(
+        seed=5, start=START, duration_s=1200, rate=20,
+        models=[ModelSpec(model_id="churn", n_numeric=4, n_categorical=2, challenger=True,
+                          covariate_drift=[CovariateDrift(feature="x1", at_s=600, magnitude=1.5)],
+                          concept_drift=ConceptDrift(at_s=600, magnitude=0.5))],
+        label_delay=LabelDelay(median_s=5, max_s=60), malformed_rate=0.01,
+    )
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(DRIFTLINE_HOME=str(home / "home"), DRIFTLINE_CLICKHOUSE_URL=f"chdb://{home / 'ch'}",
+               DRIFTLINE_WINDOWS_SIZES_S="[60]", DRIFTLINE_WINDOWS_METRICS_INTERVAL_S="60",
+               DRIFTLINE_JOIN_LABEL_HORIZON_S="120", DRIFTLINE_TOPICS_PARTITIONS="2")
+    env.update(extra)
+    return env
+
+
+def driftline(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "driftline.cli.main", *args], env=_env(home, **env),
+                          capture_output=True, text=True, timeout=300)
+
+
+def _well_formed(line: bytes) -> bool:
+    """Not one of the simulator's malformed kinds (bad JSON, wrong types, NaN latency, schema)."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return (event.get("schema_version") == 1 and isinstance(event.get("features"), dict)
+            and isinstance(event.get("timestamp"), int) and isinstance(event.get("latency_ms"), float)
+            and not str(event.get("prediction_id")).endswith("-bad"))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded ClickHouse directory holding run RUN (no process keeps it open)."""
+    home = tmp_path_factory.mktemp("report")
+    scenario = _scenario()
+    write_jsonl(scenario, home)
+    predictions = home / "predictions.jsonl"
+    lines = predictions.read_bytes().splitlines()
+    valid = [line for line in lines if _well_formed(line)]
+    # exact re-sends of accepted predictions (an at-least-once producer): counted as duplicates
+    predictions.write_bytes(b"\n".join(lines + valid[100 : 100 + DUPLICATES]) + b"\n")
+    profiles = home / "profiles.jsonl"
+    built = training_profiles(scenario, 10, 20, START)
+    profiles.write_text("".join(p.model_dump_json() + "\n" for p in built))
+    for args in (("db", "migrate"),
+                 ("replay", "--run-id", RUN, "--no-progress", "--predictions", str(predictions),
+                  "--labels", str(home / "labels.jsonl"), "--profiles", str(profiles))):
+        done = driftline(home, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return home
+
+
+def query(home: Path, sql: str) -> list[dict[str, Any]]:
+    """Rows of ``sql`` through `driftline query` (the run id is spliced: a test constant)."""
+    done = driftline(home, "query", "--format", "json", sql.replace("{run}", f"'{RUN}'"))
+    assert done.returncode == 0, done.stderr
+    return list(orjson.loads(done.stdout)["data"])
+
+
+class _Page(html.parser.HTMLParser):
+    """The embedded numbers and the heat map cells of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[str, Any] = {}
+        self.cells: list[dict[str, str]] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        self.tags.append(tag)
+        if values.get("id") == "driftline-report-data":
+            self.data = orjson.loads(values["data-report"])
+        if tag == "rect" and values.get("class") == "cell":
+            self.cells.append(values)
+
+
+def report(home: Path, out: Path, *args: str) -> _Page:
+    done = driftline(home, "report", "--model", "churn", "--run-id", RUN, "--out", str(out), *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out}")
+    parser = _Page()
+    parser.feed(out.read_text(encoding="utf-8"))
+    return parser
+
+
+@pytest.mark.integration
+def test_page_numbers_are_the_tables_numbers(store: Path, tmp_path: Path) -> None:
+    page = report(store, tmp_path / "churn.html")
+    numbers = page.data["models"][0]
+    versions = numbers["versions"]
+    assert list(versions) == ["1", "2"] and numbers["window_s"] == 60 and numbers["run_id"] == RUN
+
+    drift = {r["model_version"]: r for r in query(store, (
+        "SELECT model_version, uniqExact(window_start) AS windows, uniqExact(feature) AS features, "
+        "countIf(drifted = 1) AS n_drifted, groupUniqArrayIf(feature, drifted = 1) AS drifted_features "
+        "FROM drift_scores FINAL WHERE run_id = {run} AND model_id = 'churn' AND segment = '' "
+        "GROUP BY model_version"))}
+    outcomes = {r["model_version"]: r for r in query(store, (
+        "SELECT model_version, count() AS n, avg(correct) AS accuracy FROM outcomes FINAL "
+        "WHERE run_id = {run} AND model_id = 'churn' AND label_time < (SELECT max(time) FROM model_metrics "
+        "WHERE run_id = {run} AND row_kind = 'interval') GROUP BY model_version"))}
+    counted = {(r["model_version"], r["what"]): int(r["n"]) for r in query(store, (
+        "SELECT model_version, 'alarms' AS what, count() AS n FROM model_metrics FINAL WHERE run_id = {run} "
+        "AND row_kind = 'alarm' GROUP BY model_version UNION ALL "
+        "SELECT model_version, 'triggers', count() FROM retrain_triggers FINAL WHERE run_id = {run} "
+        "GROUP BY model_version UNION ALL "
+        "SELECT model_version, 'episodes', count() FROM drift_episodes FINAL WHERE run_id = {run} "
+        "GROUP BY model_version UNION ALL "
+        "SELECT model_version, 'duplicates', sum(n_duplicate_predictions) FROM model_metrics FINAL "
+        "WHERE run_id = {run} AND row_kind = 'duplicates' GROUP BY model_version"))}
+    for version, shown in versions.items():
+        assert shown["windows"] == int(drift[version]["windows"]) == 20
+        assert shown["features"] == int(drift[version]["features"])
+        assert shown["drifted_cells"] == int(drift[version]["n_drifted"]) > 0
+        assert set(shown["drifted_features"]) == set(drift[version]["drifted_features"]) == {"x1"}
+        # outcome-weighted accuracy over the intervals = the share of correct outcomes labeled in
+        # them (the interval the input ends in is not written)
+        assert shown["outcomes"] == int(outcomes[version]["n"])
+        assert shown["accuracy"] == pytest.approx(float(outcomes[version]["accuracy"]), abs=1e-4)
+        for key in ("alarms", "triggers", "episodes"):
+            assert shown[key] == counted.get((version, key), 0), key
+        assert shown["duplicate_predictions"] == counted.get((version, "duplicates"), 0)
+    assert versions["1"]["accuracy"] < versions["2"]["accuracy"]  # the champion lost its concept
+    assert versions["1"]["triggers"] >= 1 and "__error__" in versions["1"]["episode_features"]
+    assert sum(v["duplicate_predictions"] for v in versions.values()) == DUPLICATES
+
+    dead = {r["error_kind"]: (int(r["model"]), int(r["anonymous"])) for r in query(store, (
+        "SELECT error_kind, countIf(model_id = 'churn') AS model, countIf(model_id = '') AS anonymous "
+        "FROM dead_letters FINAL WHERE run_id = {run} GROUP BY error_kind"))}
+    assert {k: (v["model"], v["unattributed"]) for k, v in numbers["dead_letters"].items()} == dead
+    assert sum(sum(v) for v in dead.values()) > 0
+
+    # the drawn heat map is the table: a cell per feature and window, a dot per drifted verdict
+    assert len(page.cells) == sum(int(d["features"]) * int(d["windows"]) for d in drift.values())
+    assert sum(int(c["data-drifted"]) for c in page.cells) == sum(int(d["n_drifted"]) for d in drift.values())
+    assert all(c["data-feature"] == "x1" for c in page.cells if c["data-drifted"] != "0")
+    assert "script" not in page.tags
+
+
+@pytest.mark.integration
+def test_version_and_time_range_narrow_the_page(store: Path, tmp_path: Path) -> None:
+    page = report(store, tmp_path / "v2.html", "--version", "2", "--from", str(START + 5 * MIN),
+                  "--to", str(START + 15 * MIN))
+    numbers = page.data["models"][0]
+    assert list(numbers["versions"]) == ["2"] and numbers["from_ms"] == START + 5 * MIN
+    assert numbers["versions"]["2"]["windows"] == 10
+    assert {int(c["data-start"]) for c in page.cells} == {START + m * MIN for m in range(5, 15)}
+
+    last = report(store, tmp_path / "last.html", "--last", "5m").data["models"][0]
+    newest = max(int(r["end"]) for r in query(store, (
+        "SELECT toUnixTimestamp64Milli(max(window_end)) AS end FROM drift_scores WHERE run_id = {run}")))
+    assert last["from_ms"] == newest - 5 * MIN and last["versions"]["1"]["windows"] == 5
+
+
+@pytest.mark.integration
+def test_errors_are_one_line_and_exit_2(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.html"
+    cases = {
+        ("--model", "nope", "--run-id", RUN):
+            "unknown model 'nope' in run 'report-test'; models with data: churn",
+        ("--model", "churn", "--run-id", RUN, "--version", "9"):
+            "model 'churn' has no version '9' (versions: 1, 2)",
+        ("--model", "churn", "--run-id", RUN, "--from", str(START + 86_400_000)): "has no drift scores",
+        ("--model", "churn"): "unknown model 'churn' in the live pipeline",
+        ("--model", "churn", "--last", "1h", "--from", "0"): "--last replaces --from/--to",
+    }
+    for args, message in cases.items():
+        done = driftline(store, "report", *args, "--out", str(out))
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and message in done.stderr, (args, done.stderr)
+    unreachable = driftline(store, "report", "--model", "churn", "--out", str(out),
+                            DRIFTLINE_CLICKHOUSE_URL="http://127.0.0.1:9")
+    assert unreachable.returncode == 2 and unreachable.stderr.count("\n") == 1, unreachable.stderr
+    assert "cannot reach ClickHouse at http://127.0.0.1:9" in unreachable.stderr
+    assert not out.exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed")
+def test_page_draws_in_headless_chromium(store: Path, tmp_path: Path) -> None:
+    page_path = tmp_path / "churn.html"
+    report(store, page_path)
+    assert CHROMIUM is not None
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*base, "--dump-dom", page_path.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr
+    drawn = _Page()
+    drawn.feed(dom.stdout)
+    # the browser parsed every chart: two heat maps, two line charts, the episode timeline
+    assert drawn.tags.count("svg") == 5 and len(drawn.cells) == 2 * 7 * 20
+    assert drawn.data["models"][0]["model_id"] == "churn"
+    assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr
+    shot = tmp_path / "churn.png"
+    done = subprocess.run([*base, f"--screenshot={shot}", page_path.as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
+
+
+def test_heat_map_merges_windows_beyond_its_width() -> None:
+    """A week of minute windows: columns of consecutive windows, every verdict still counted."""
+    n = 7 * 24 * 60
+    rows: dict[str, list[dict[str, Any]]] = {"model_drift": [], "drift": [
+        {"model_version": "1", "feature": "x1", "feature_kind": "numeric", "start_ms": START + i * MIN,
+         "end_ms": START + (i + 1) * MIN, "count": 100, "psi": i / n, "js_distance": None,
+         "ks_pvalue_adj": None, "chi2_pvalue_adj": None, "drifted": int(i % 7 == 0),
+         "drifted_by": ["psi"] if i % 7 == 0 else []}
+        for i in range(n)]}
+    parser = _Page()
+    parser.feed(drift_heatmap(rows, "1", 60))
+    assert len(parser.cells) <= MAX_COLUMNS
+    assert sum(int(c["data-drifted"]) for c in parser.cells) == sum(r["drifted"] for r in rows["drift"])
+    assert sum(int(c["data-windows"]) for c in parser.cells) == n
