@@ -188,7 +188,8 @@ def _outcome(report: ScoreReport, score_s: float) -> dict[str, Any]:
         "missed": sorted(set(DRIFTED) - flagged),
         "false_flags": sorted(flagged - set(DRIFTED)),
         "drifted_stats": {
-            f: {"psi": report[f].psi, "js": report[f].js, "effect": report[f].effect, "p_adj": report[f].p_adj}
+            f: {"psi": report[f].psi, "js": report[f].js, "effect": report[f].effect,
+                "p_adj": report[f].p_adj}
             for f in DRIFTED
         },
         "clean_max_js": max(r.js or 0.0 for r in report if r.feature not in DRIFTED),
@@ -267,7 +268,8 @@ def print_table(results: list[dict[str, Any]], reference_rows: int, window_rows:
     speed_ok = scipy_s / score_s >= SCORE_SPEEDUP_TARGET
     fit_ok = build_s <= scipy_s
     memory_ok = memory / 1e6 <= MEMORY_TARGET_MB
-    print(f"  score {score_s * 1e3:.1f} ms = {scipy_s / score_s:.1f}x faster than scipy's {scipy_s * 1e3:.1f} ms "
+    print(f"  score {score_s * 1e3:.1f} ms = {scipy_s / score_s:.1f}x faster than scipy's "
+          f"{scipy_s * 1e3:.1f} ms "
           f"[{'met' if speed_ok else 'MISSED'}: >= {SCORE_SPEEDUP_TARGET:g}x]; fit {build_s * 1e3:.1f} ms "
           f"[{'met' if fit_ok else 'MISSED'}: <= scipy's fit + score]; memory added "
           f"{memory / 1e6:.1f} MB [{'met' if memory_ok else 'MISSED'}: <= {MEMORY_TARGET_MB:g} MB]")

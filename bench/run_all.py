@@ -161,7 +161,8 @@ def w1_figures(quick: bool, tmp: Path) -> list[Figure]:
         Figure("w1_score_vs_scipy", "(10) W1 batch scorer: score speed over scipy's per-column tests",
                speedup, "x", f">= {bench_scorer.SCORE_SPEEDUP_TARGET:g} x",
                at_least(speedup, bench_scorer.SCORE_SPEEDUP_TARGET),
-               f"score {score_ms:.1f} ms vs scipy ks_2samp/chi2_contingency {scipy_ms:.1f} ms (medians, same run)"),
+               f"score {score_ms:.1f} ms vs scipy ks_2samp/chi2_contingency {scipy_ms:.1f} ms "
+               "(medians, same run)"),
         Figure("w1_fit_ms", "(10) W1 batch scorer: fit (from_reference, 50k rows)", fit_ms, "ms",
                f"<= {scipy_ms:.1f} ms (scipy fit + score)", at_most(fit_ms, scipy_ms)),
         Figure("w1_memory_mb", "(10) W1 batch scorer: memory added during fit + score", memory, "MB",

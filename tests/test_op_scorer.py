@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -262,3 +263,118 @@ def test_pyarrow_input() -> None:
     ref, win = _table(rng, 3_000), _table(rng, 1_000, shift=0.5)
     scorer = DriftScorer.from_reference(pa.table(ref))
     assert scorer.score(pa.table(win)).to_rows() == DriftScorer.from_reference(ref).score(win).to_rows()
+
+
+# -- decision rule, reasons ------------------------------------------------------------------------
+
+
+def test_default_effect_floor_flags_a_small_significant_shift_and_says_why(scorer: DriftScorer) -> None:
+    rng = np.random.default_rng(14)
+    window = _table(rng, 5_000, shift=0.15)  # 0.15 sd: far under PSI 0.2 / JS 0.1, over 0.05 sd
+    report = scorer.score(window)
+    x = report["x"]
+    assert report.drifted_features == ["x"] and x.drifted_by == ("ks", "effect")
+    assert x.effect == pytest.approx(0.15, abs=0.03)
+    assert x.reason.startswith("ks p_adj ") and x.reason.endswith("sd >= 0.05")
+    assert report["y"].reason.startswith("ks p_adj ") and ">= fdr_q 0.01" in report["y"].reason
+    pipeline = DriftScorer(scorer.profile, drift=DriftSettings()).score(window)["x"]
+    assert not pipeline.drifted and "but psi" in pipeline.reason and "effect" not in pipeline.reason
+    assert "reason" in str(report).splitlines()[0] and "effect >= 0.05 sd" in str(report).splitlines()[-1]
+    assert report.to_rows()[0]["reason"] == x.reason and "effect=" in repr(x)
+
+
+def test_a_significant_shift_below_every_floor_is_not_drift() -> None:
+    rng = np.random.default_rng(15)
+    reference = {"x": rng.normal(0.0, 1.0, 200_000)}
+    report = DriftScorer.from_reference(reference).score({"x": rng.normal(0.03, 1.0, 200_000)})
+    x = report["x"]
+    assert x.p_adj is not None and x.p_adj < 1e-6 and not x.drifted
+    assert x.effect is not None and x.effect < 0.05 and "but effect" in x.reason
+    small = DriftScorer.from_reference(reference).score({"x": rng.normal(3.0, 1.0, 20)})
+    assert small["x"].reason == "not tested: 20 values < min_count 100"
+
+
+def test_categorical_effect_is_cohens_w() -> None:
+    reference = {"c": ["a"] * 500 + ["b"] * 500}
+    window = {"c": ["a"] * 600 + ["b"] * 400}
+    c = DriftScorer.from_reference(reference).score(window)["c"]
+    # Two categories: w is the change of a share (0.1) in sd units of its indicator (0.5).
+    assert c.effect == pytest.approx(0.2) and c.drifted and c.drifted_by == ("chi2", "effect")
+
+
+# -- dtypes ----------------------------------------------------------------------------------------
+
+
+def test_integer_codes_declared_categorical() -> None:
+    rng = np.random.default_rng(16)
+    codes = rng.choice([1, 2, 7], 4_000, p=[0.5, 0.3, 0.2])
+    reference = {"x": rng.normal(0.0, 1.0, 4_000), "region": codes}
+    with pytest.warns(UserWarning, match=r"column 'region' holds integers with 3 distinct values"):
+        DriftScorer.from_reference(reference)
+    scorer = DriftScorer.from_reference(reference, categorical=["region"])
+    region = scorer.profile.features["region"]
+    assert region.kind == "categorical" and region.categories == ["1", "2", "7"]
+    window = {"x": rng.normal(0.0, 1.0, 2_000), "region": rng.choice([1, 2, 7], 2_000, p=[0.2, 0.3, 0.5])}
+    report = scorer.score(window)
+    assert report.drifted_features == ["region"] and report["region"].kind == "categorical"
+    as_lists = scorer.score({k: v.tolist() for k, v in window.items()})
+    as_floats = scorer.score({**window, "region": window["region"].astype(float)})
+    assert as_lists.to_rows() == report.to_rows() == as_floats.to_rows()
+    with pytest.raises(ValueError, match=r"pass categorical=\['color'\] if they are codes"):
+        DriftScorer.from_reference({"color": ["a", "b"] * 100}).score({"color": np.arange(200)})
+    with pytest.raises(ValueError, match="declared both categorical and numeric"):
+        DriftScorer.from_reference(reference, categorical=["region"], numeric=["region"])
+    with pytest.raises(ValueError, match="declared categorical/numeric but not features"):
+        DriftScorer.from_reference(reference, categorical=["nope"])
+
+
+def test_numeric_declaration_silences_the_warning_and_scores_bools_as_numbers() -> None:
+    rng = np.random.default_rng(17)
+    reference = {"k": rng.integers(0, 4, 3_000), "flag": rng.random(3_000) < 0.3}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scorer = DriftScorer.from_reference(reference, numeric=["k", "flag"])
+    kinds = {name: f.kind for name, f in scorer.profile.features.items()}
+    assert kinds == {"k": "numeric", "flag": "numeric"}
+    assert scorer.profile.features["flag"].mean == pytest.approx(0.3, abs=0.03)
+    report = scorer.score({"k": rng.integers(0, 4, 1_000), "flag": rng.random(1_000) < 0.6})
+    assert report["flag"].kind == "numeric" and report.drifted_features == ["flag"]
+    with pytest.raises(ValueError, match="declared numeric but holds strings"):
+        DriftScorer.from_reference({"s": np.array(["a", "b"])}, numeric=["s"])
+
+
+def test_pandas_dtypes_are_respected() -> None:
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(18)
+    n = 3_000
+    frame = pd.DataFrame({
+        "size": pd.Categorical(rng.choice([10, 20, 30], n)),  # integer categories: categorical
+        "ok": pd.array(rng.random(n) < 0.5, dtype="boolean"),
+        "name": pd.array(rng.choice(["ann", "bob"], n), dtype="string"),
+        "v": rng.normal(0.0, 1.0, n).astype(np.float32),
+    })
+    frame.loc[:4, "name"] = pd.NA
+    frame.loc[:2, "ok"] = pd.NA
+    scorer = DriftScorer.from_reference(frame)
+    kinds = {name: f.kind for name, f in scorer.profile.features.items()}
+    assert kinds == {"size": "categorical", "ok": "categorical", "name": "categorical", "v": "numeric"}
+    assert sorted(scorer.profile.features["size"].categories) == ["10", "20", "30"]
+    assert set(scorer.profile.features["ok"].categories) == {"true", "false"}
+    report = scorer.score(frame)
+    assert report.drifted_features == [] and (report["name"].missing, report["ok"].missing) == (5, 3)
+    assert report["size"].effect == pytest.approx(0.0, abs=1e-9)
+
+
+def test_pyarrow_dictionary_and_null_columns() -> None:
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(19)
+    colors = rng.choice(COLORS, 2_000, p=SHARES).tolist()
+    colors[:4] = [None] * 4
+    x = rng.normal(0.0, 1.0, 2_000).tolist()
+    x[:3] = [None] * 3
+    table = pa.table({"color": pa.array(colors).dictionary_encode(), "x": pa.array(x)})
+    scorer = DriftScorer.from_reference(table)
+    report = scorer.score(table)
+    assert (report["color"].missing, report["x"].missing) == (4, 3)
+    assert report.to_rows() == DriftScorer.from_reference({"color": colors, "x": x}).score(
+        {"color": colors, "x": x}).to_rows()

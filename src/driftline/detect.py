@@ -2,8 +2,13 @@
 
 The pipeline runs these very classes; this module is the stable import path for users.
 
-**Batch**: score a window (a table) against a reference (a table), per feature, with
-Benjamini-Hochberg across features (:class:`DriftScorer`).
+**Batch**: score a window (a table: a dict of arrays, a pandas DataFrame, a pyarrow Table)
+against a reference table, per feature (:class:`DriftScorer`). A feature drifts when its test (KS
+numeric, chi-square categorical) is significant after Benjamini-Hochberg across features at
+``fdr_q=0.01`` and its effect is at least 0.05 reference standard deviations (or PSI >= 0.2, or
+JS distance >= 0.1); each result says why in ``reason``. Numbers are numeric features; strings,
+bools and pandas ``category`` columns categorical; ``categorical=[...]`` makes integer codes
+categories. docs/detect.md has the rule, the column types and the speed figures.
 
 >>> import numpy as np
 >>> from driftline.detect import DriftScorer
@@ -14,8 +19,10 @@ Benjamini-Hochberg across features (:class:`DriftScorer`).
 >>> report = scorer.score(window)
 >>> report.drifted_features
 ['amount']
->>> round(report["amount"].psi, 2), report["country"].drifted
-(0.22, False)
+>>> round(report["amount"].psi, 2), round(report["amount"].effect, 2), report["country"].drifted
+(0.22, 0.49, False)
+>>> report["amount"].reason
+'ks p_adj 8.3e-133 < fdr_q 0.01 and effect 0.49 sd >= 0.05, psi 0.218 >= 0.2, js 0.196 >= 0.1'
 
 **Streaming**: one detector per feature, updated per value or per micro-batch, alarming within
 hundreds of values of a change. Each is configured by ``arl``, the mean number of no-drift values
@@ -83,7 +90,7 @@ from driftline.operators.episodes import (
     EpisodeMonitor,
     EpisodeState,
 )
-from driftline.operators.scorer import DriftScorer, FeatureResult, ScoreReport
+from driftline.operators.scorer import DriftScorer, FeatureResult, ScoreReport, default_settings
 from driftline.operators.sequential import (
     Alarm,
     BinaryDetector,
@@ -110,6 +117,7 @@ __all__ = [
     "NumericDetector",
     "ScoreReport",
     "SequentialDetector",
+    "default_settings",
     "detector_for_profile",
     "feature_arl",
 ]

@@ -637,7 +637,8 @@ class DriftScorer:
         if undeclared:
             raise ValueError(f"column(s) {undeclared} declared categorical/numeric but not features")
         _check_names(table, [*wanted, *targets], "reference")
-        kinds: dict[str, Kind] = {**dict.fromkeys(categorical, "categorical"), **dict.fromkeys(numeric, "numeric")}
+        kinds: dict[str, Kind] = {**dict.fromkeys(categorical, "categorical"),
+                                  **dict.fromkeys(numeric, "numeric")}
         columns = {name: _read_column(name, table[name], kinds.get(name)) for name in wanted}
         outputs = {name: _values(name, table[name]) for name in targets}
         n_rows = _check_lengths(
@@ -655,7 +656,8 @@ class DriftScorer:
             raise ValueError("the reference table has no rows")
         for name in wanted:
             column = columns[name]
-            if column.integers and column.distinct is not None and column.distinct <= FEW_DISTINCT:
+            few = column.integers and column.distinct is not None and column.distinct <= FEW_DISTINCT
+            if few and name not in numeric:
                 warnings.warn(
                     f"column {name!r} holds integers with {column.distinct} distinct values and is scored "
                     f"as numeric (KS); if they are codes, pass categorical=[{name!r}] (numeric=[{name!r}] "
@@ -696,18 +698,18 @@ class DriftScorer:
         if pred is not None and pred_values is not None:
             lengths[pred] = len(pred_values)
         n_rows = _check_lengths(lengths, "window")
+        features = self.profile.features
         scores = {
-            name: score_feature(self.profile.features[name], stats[name], self.drift, self._sketches.get(name))
+            name: score_feature(features[name], stats[name], self.drift, self._sketches.get(name))
             for name in names
         }
         verdict = verdicts(scores, self.drift)
-        results = {
-            name: _result(
-                name, scores[name], stats[name], verdict.features[name].drifted,
-                verdict.features[name].drifted_by, verdict.features[name].p_adj, verdict.features[name].reason,
+        results = {}
+        for name in names:
+            v = verdict.features[name]
+            results[name] = _result(
+                name, scores[name], stats[name], v.drifted, v.drifted_by, v.p_adj, v.reason
             )
-            for name in names
-        }
         prediction = None
         if pred is not None and pred_values is not None and self.profile.prediction is not None:
             pstats = self._prediction_stats(self.profile.prediction, pred_values)
@@ -724,7 +726,9 @@ class DriftScorer:
 
     def _stats(self, name: str, column: Any) -> FeatureStats:
         profile = self.profile.features[name]
-        kind: Kind | None = "categorical" if name in self.categorical else "numeric" if name in self.numeric else None
+        kind: Kind | None = (
+            "categorical" if name in self.categorical else "numeric" if name in self.numeric else None
+        )
         stats = _read_column(name, column, kind).stats
         if profile.kind == "numeric" and stats.n_categorical:
             example = next(k for k, c in stats.categories.items() if c)
@@ -733,10 +737,11 @@ class DriftScorer:
                 f"(e.g. {example!r})"
             )
         if profile.kind == "categorical" and (stats.n or stats.invalid):
-            example = stats.min if stats.n else "inf"
+            number: float | str | None = stats.min if stats.n else "inf"
             raise ValueError(
                 f"column {name!r} is categorical in the reference but the window holds numbers "
-                f"(e.g. {example!r}); convert them to strings, or pass categorical=[{name!r}] if they are codes"
+                f"(e.g. {number!r}); convert them to strings, or pass categorical=[{name!r}] if they are "
+                "codes"
             )
         return stats
 
@@ -751,7 +756,8 @@ class DriftScorer:
         return stats
 
     def __repr__(self) -> str:
-        effect = f", effect>={self.drift.effect_threshold:g}sd" if self.drift.effect_threshold is not None else ""
+        floor = self.drift.effect_threshold
+        effect = f", effect>={floor:g}sd" if floor is not None else ""
         return (
             f"DriftScorer(profile={self.profile.profile_id!r}, features={len(self.profile.features)}, "
             f"fdr_q={self.drift.fdr_q:g}{effect})"
