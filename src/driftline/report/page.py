@@ -272,13 +272,19 @@ def episode_timeline(rows: Rows, lo: int, hi: int) -> str:
 # -- HTML ---------------------------------------------------------------------------------------------
 
 
-def table(headers: Sequence[str], body: Iterable[Sequence[Any]], css: str = "") -> str:
+def table(headers: Sequence[str], body: Iterable[Sequence[Any]], css: str = "", caption: str = "") -> str:
+    """An HTML table, or a line saying there is nothing of ``caption``.
+
+    >>> table(["kind", "n"], [], caption="late events")
+    '<p class="none">late events: none</p>'
+    """
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     lines = ["<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in body]
     if not lines:
-        return '<p class="none">none</p>'
+        return f'<p class="none">{esc(caption or headers[0])}: none</p>'
+    title = f"<caption>{esc(caption)}</caption>" if caption else ""
     return (
-        f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
+        f'<div class="scroll"><table class="{css}">{title}<thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(lines)}</tbody></table></div>"
     )
 
@@ -399,6 +405,7 @@ def model_section(
                 for r in rows["triggers"]
             ],
             "triggers",
+            caption="retrain triggers",
         )
     )
     parts.append(f"<{sub}>sequential alerts and episodes</{sub}>")
@@ -435,6 +442,7 @@ def model_section(
                 for r in rows["episodes"]
             ],
             "episodes",
+            caption="drift episodes (one row per lasting shift)",
         )
     )
     parts.append(
@@ -445,28 +453,38 @@ def model_section(
                 for r in rows["alerts"]
             ],
             "alerts",
+            caption="sequential detector events (drift_alerts)",
         )
     )
     parts.append(f"<{sub}>events that did not count</{sub}>")
     dead = summary["dead_letters"]
     parts.append(
         table(
-            ["dead letters: error kind", f"naming {scope.model_id}", "naming no model"],
+            ["error kind", f"naming {scope.model_id}", "naming no model"],
             [[kind, n["model"], n["unattributed"]] for kind, n in dead.items()],
             "dead-letters",
+            caption="dead letters by error kind",
         )
     )
     parts.append(
         table(
-            ["late events: type", "version", "count"],
+            ["event type", "version", "count"],
             [[r["event_type"], r["model_version"] or "(none)", _int(r["n"])] for r in rows["late_events"]],
             "late-events",
+            caption="late events (behind the watermark) by type",
         )
     )
     duplicates = [
         [f"v{v}", s["duplicate_predictions"], s["duplicate_labels"]] for v, s in summary["versions"].items()
     ]
-    parts.append(table(["duplicates (exact re-sends)", "predictions", "labels"], duplicates, "duplicates"))
+    parts.append(
+        table(
+            ["version", "predictions", "labels"],
+            duplicates,
+            "duplicates",
+            caption="exact re-sends (duplicates)",
+        )
+    )
     parts.append(f"<p>Labels no prediction joined (orphan labels): {summary['orphan_labels']}.</p>")
     parts.append("</section>")
     return "\n".join(p for p in parts if p), summary
@@ -480,6 +498,7 @@ h3 { margin-top: 1.4em; font-size: 1.1em; }
 .meta, .explain, .none { color: #555; font-size: 0.9em; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; }
+caption { text-align: left; font-weight: 600; padding: 0 0 0.3em; }
 th, td { border: 1px solid #d5d5d5; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 table.compare td:not(:first-child) { text-align: right; }
