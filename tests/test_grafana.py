@@ -7,6 +7,9 @@ executed on ClickHouse after `migrate`, with rows from a short simulated run of 
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import gzip
 import importlib.util
 import json
 import re
@@ -18,11 +21,17 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from clickhouse_connect.driver.client import Client
+from pydantic import SecretStr
 
 from driftline.config import Settings
 from driftline.store.client import connect, database_name
+from driftline.store.embedded_reader import EmbeddedReader
 from driftline.store.writer import ClickHouseRowWriter
+from driftline.streams.clickhouse_http import add_clickhouse_interface
+from driftline.streams.http_security import secure_app
 
 REPO = Path(__file__).resolve().parents[1]
 GRAFANA = REPO / "infra" / "grafana"
@@ -234,3 +243,68 @@ def test_every_query_runs_on_the_schema_and_returns_data(seeded: tuple[Client, i
     _, alarms = results["Concept-drift alarms"]
     shift = datetime.fromtimestamp(start_ms / 1000 + seed_data.SHIFT_S - 60, UTC)
     assert all(row[0].replace(tzinfo=UTC) >= shift for row in alarms)  # alarms follow the concept drift
+
+
+# -- the embedded mode: the plugin's requests to the worker's ClickHouse HTTP interface --------------
+
+WORKER_TOKEN = "tok-grafana-0123456789"
+# What grafana-clickhouse-datasource sends with protocol "http" (pkg/plugin/driver.go: gzip
+# compression, basic auth, the default database) through clickhouse-go v2's HTTP transport
+# (conn_http.go: POST to / with the SQL as body, default_format=Native, database=...).
+PLUGIN_HEADERS = {
+    "User-Agent": "clickhouse-go/2.34.0 (lv:go/1.24.1; os:linux) grafana/11.6.0 clickhouse-datasource/4.8.2",
+    "Accept-Encoding": "gzip",
+    "Content-Type": "text/plain; charset=utf-8",
+}
+PLUGIN_HANDSHAKE = ("SELECT timeZone()", "SELECT 1", "SELECT version()")  # connect, ping, health check
+
+
+def test_worker_datasource_is_http_to_the_worker_port() -> None:
+    path = GRAFANA / "provisioning" / "datasources" / "driftline-worker.yaml"
+    provisioned = yaml.safe_load(path.read_text())
+    (ds,) = provisioned["datasources"]
+    assert (ds["uid"], ds["type"], ds.get("isDefault")) == ("driftline-worker", PLUGIN, False)
+    assert ds["jsonData"]["protocol"] == "http" and ds["jsonData"]["port"] == Settings().worker.web_port
+    assert ds["jsonData"]["defaultDatabase"] == Settings().clickhouse.database
+    assert re.fullmatch(r"\$\{\w+\}", ds["secureJsonData"]["password"]), "the token: from the environment"
+
+
+def test_plugin_requests_get_the_engines_answers_through_the_interface(
+    seeded: tuple[Client, int], settings: Settings
+) -> None:
+    """Each request the plugin sends for the dashboard (handshake, variables, panels, annotations)
+    is answered with exactly the bytes the engine itself produces for that SQL (Native, gzip)."""
+    if not settings.clickhouse.embedded:
+        pytest.skip("the ClickHouse HTTP interface serves the embedded engine")
+    client, start_ms = seeded
+    dashboard = _dashboard()
+    time_from = datetime.fromtimestamp(start_ms / 1000 - 3600, UTC)
+    time_to = datetime.fromtimestamp(start_ms / 1000 + 86_400, UTC)
+    variables = _resolve_variables(client, dashboard, time_from, time_to)
+    statements = list(PLUGIN_HANDSHAKE)
+    statements += [render(v["query"]["rawSql"], variables, time_from, time_to) for v in _variables(dashboard)]
+    statements += [render(t["rawSql"], variables, time_from, time_to)
+                   for panel in _panels(dashboard) for t in panel["targets"]]
+    statements += [render(a["target"]["rawSql"], variables, time_from, time_to)
+                   for a in _annotation_queries(dashboard)]
+    expected = [bytes(client.raw_query(sql, fmt="Native")) for sql in statements]
+    worker = settings.worker.model_copy(update={"auth_tokens": [SecretStr(WORKER_TOKEN)]})
+    query = {"database": settings.clickhouse.database, "default_format": "Native"}
+
+    async def replay() -> list[tuple[int, dict[str, str], bytes]]:
+        app = web.Application()
+        secure_app(app, worker)
+        add_clickhouse_interface(app, EmbeddedReader(settings))
+        answers = []
+        async with TestClient(TestServer(app), auto_decompress=False) as http:
+            basic = base64.b64encode(f"grafana:{WORKER_TOKEN}".encode()).decode()
+            headers = {**PLUGIN_HEADERS, "Authorization": f"Basic {basic}"}
+            for sql in statements:
+                response = await http.post("/", params=query, data=sql.encode(), headers=headers)
+                answers.append((response.status, dict(response.headers), await response.read()))
+        return answers
+
+    for sql, want, (status, headers, body) in zip(statements, expected, asyncio.run(replay()), strict=True):
+        assert status == 200, (sql, body[:300])
+        assert (headers["X-ClickHouse-Format"], headers["Content-Encoding"]) == ("Native", "gzip"), sql
+        assert gzip.decompress(body) == want, sql
