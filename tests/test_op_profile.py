@@ -18,7 +18,7 @@ from driftline.operators.profile import (
     load_profile_table,
     profile_from_window,
 )
-from driftline.operators.window_stats import WindowAccumulator, merge_partials
+from driftline.operators.window_stats import FeatureStats, WindowAccumulator, merge_partials
 from driftline.schemas.events import Prediction
 
 
@@ -138,3 +138,18 @@ def test_load_profile_table(tmp_path: Path) -> None:
     assert load_profile_table(parquet_path) == {"x": [1.0, 2.0], "c": ["a", None]}
     with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
         load_profile_table(tmp_path / "train.json")
+
+
+def test_profile_from_accumulated_feature_stats_equals_profile_from_columns() -> None:
+    rng = np.random.default_rng(22)
+    columns = {"x": rng.normal(0.0, 1.0, 2_000).tolist(), "c": rng.choice(["a", "b"], 2_000).tolist(),
+               "y": rng.integers(0, 2, 2_000).tolist()}
+    stats = {}
+    for name in ("x", "c"):
+        stats[name] = FeatureStats()
+        stats[name].add(columns[name])
+    direct = build_profile("m", "1", columns, label_column="y", prediction_column=None, bins=10, top_k=5,
+                           created_at_ms=0)
+    accumulated = build_profile("m", "1", {"y": columns["y"]}, label_column="y", prediction_column=None,
+                                bins=10, top_k=5, created_at_ms=0, feature_stats=stats)
+    assert accumulated == direct

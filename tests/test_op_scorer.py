@@ -13,7 +13,8 @@ from driftline.config import DriftSettings
 from driftline.operators.drift import score_feature, verdicts
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.scorer import ROW_FIELDS, DriftScorer, ScoreReport
-from driftline.operators.window_stats import FeatureStats
+from driftline.operators.window_stats import FeatureStats, WindowAccumulator, merge_partials
+from driftline.schemas.events import Prediction
 
 COLORS = ["red", "green", "blue", "grey"]
 SHARES = [0.5, 0.3, 0.15, 0.05]
@@ -378,3 +379,20 @@ def test_pyarrow_dictionary_and_null_columns() -> None:
     assert (report["color"].missing, report["x"].missing) == (4, 3)
     assert report.to_rows() == DriftScorer.from_reference({"color": colors, "x": x}).score(
         {"color": colors, "x": x}).to_rows()
+
+
+def test_score_stats_of_merged_partials_equals_score_of_the_table(scorer: DriftScorer) -> None:
+    """Stage 2's path: statistics accumulated in parts and merged score as the whole table does."""
+    window = _table(np.random.default_rng(20), 4_000, shift=0.3)
+    halves = []
+    for part in (slice(0, 1_500), slice(1_500, 4_000)):
+        acc = WindowAccumulator()
+        rows = [{k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in window.items()}
+                for i in range(part.start, part.stop)]
+        acc.add(rows, [Prediction(label="a")] * len(rows), [None] * len(rows))
+        halves.append(acc.to_partial())
+    merged = merge_partials(halves)
+    from_stats = scorer.score_stats(merged.features)
+    from_table = scorer.score(window)
+    assert from_stats.to_rows() == from_table.to_rows() and from_stats.n_rows == 4_000
+    assert scorer.score_stats({}).n_tested == 0

@@ -155,3 +155,25 @@ def test_merge_partials_counts_features_absent_from_a_shard() -> None:
     merged = merge_partials([a.to_partial(), b.to_partial()])
     assert (merged.features["x"].count, merged.features["x"].missing) == (5, 2)
     assert (merged.features["z"].count, merged.features["z"].missing) == (5, 3)
+
+
+def test_add_array_equals_add_of_the_same_values() -> None:
+    """The batch scorer's array path and the pipeline's value path accumulate the same statistics."""
+    rng = np.random.default_rng(21)
+    values = rng.normal(5.0, 2.0, 3_000)
+    values[:7] = np.nan
+    values[7:9] = [np.inf, -np.inf]
+    listed = [None if math.isnan(v) else v for v in values.tolist()]
+    by_array, by_value = FeatureStats(), FeatureStats()
+    by_array.add_array(values)
+    by_value.add(listed)
+    assert by_array.to_dict() == by_value.to_dict()
+    assert (by_array.count, by_array.missing, by_array.invalid, by_array.n) == (3_000, 7, 2, 2_991)
+
+
+def test_add_counts_equals_add_of_the_same_labels() -> None:
+    labels = ["a"] * 5 + ["b"] * 3 + [True] * 2 + [None] * 4
+    by_counts, by_value = FeatureStats(), FeatureStats()
+    by_counts.add_counts({"a": 5, "b": 3, "true": 2, "never": 0}, missing=4)
+    by_value.add(labels)
+    assert by_counts.to_dict() == by_value.to_dict() and "never" not in by_counts.categories

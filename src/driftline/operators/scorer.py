@@ -698,9 +698,39 @@ class DriftScorer:
         if pred is not None and pred_values is not None:
             lengths[pred] = len(pred_values)
         n_rows = _check_lengths(lengths, "window")
-        features = self.profile.features
+        pstats = None
+        if pred_values is not None and self.profile.prediction is not None:
+            pstats = self._prediction_stats(self.profile.prediction, pred_values)
+        return self.score_stats(stats, n_rows=n_rows, prediction=pstats)
+
+    def score_stats(
+        self,
+        features: Mapping[str, FeatureStats],
+        *,
+        n_rows: int | None = None,
+        prediction: FeatureStats | None = None,
+    ) -> ScoreReport:
+        """Score window statistics already accumulated, e.g. the pipeline's merged partials.
+
+        ``features`` maps feature name to its :class:`FeatureStats`; a profile feature absent from
+        it is scored as never observed (not tested), names the profile lacks are ignored.
+        ``n_rows`` defaults to the largest ``count``; ``prediction`` is scored against the
+        profile's prediction when both exist (reported only).
+
+        >>> scorer = DriftScorer.from_reference({"x": [float(i % 50) for i in range(1_000)]})
+        >>> stats = FeatureStats()
+        >>> stats.add_array(np.arange(1_000, dtype=np.float64) % 50 + 10)
+        >>> report = scorer.score_stats({"x": stats})
+        >>> report.n_rows, report.drifted_features, round(report["x"].effect, 1)
+        (1000, ['x'], 0.7)
+        """
+        names = self.features
+        stats = {name: features.get(name) or FeatureStats() for name in names}
+        if n_rows is None:
+            n_rows = max((st.count for st in stats.values()), default=0)
+        profiles = self.profile.features
         scores = {
-            name: score_feature(features[name], stats[name], self.drift, self._sketches.get(name))
+            name: score_feature(profiles[name], stats[name], self.drift, self._sketches.get(name))
             for name in names
         }
         verdict = verdicts(scores, self.drift)
@@ -710,18 +740,20 @@ class DriftScorer:
             results[name] = _result(
                 name, scores[name], stats[name], v.drifted, v.drifted_by, v.p_adj, v.reason
             )
-        prediction = None
-        if pred is not None and pred_values is not None and self.profile.prediction is not None:
-            pstats = self._prediction_stats(self.profile.prediction, pred_values)
-            pscore = score_feature(self.profile.prediction, pstats, self.drift)
-            prediction = _result(pred, pscore, pstats, False, (), None, "reported only: not a feature")
+        scored_prediction = None
+        if prediction is not None and self.profile.prediction is not None:
+            pscore = score_feature(self.profile.prediction, prediction, self.drift)
+            label = self.prediction_column or "prediction"
+            scored_prediction = _result(
+                label, pscore, prediction, False, (), None, "reported only: not a feature"
+            )
         return ScoreReport(
             features=results,
             n_rows=n_rows,
             drifted=verdict.drifted,
             drifted_features=verdict.drifted_features,
             settings=self.drift,
-            prediction=prediction,
+            prediction=scored_prediction,
         )
 
     def _stats(self, name: str, column: Any) -> FeatureStats:
