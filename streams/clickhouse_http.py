@@ -126,7 +126,7 @@ def _zstd_compress(data: bytes) -> bytes:
 
 
 def _lz4_compress(data: bytes) -> bytes:
-    import lz4.frame  # a dependency of clickhouse-connect
+    import lz4.frame  # type: ignore[import-untyped]  # a dependency of clickhouse-connect
 
     return bytes(lz4.frame.compress(data))
 
