@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from common import Figure, bench_settings, print_figures
 
 from driftline.config import Settings
-from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.kafka.clients import aiokafka_consumer
 from driftline.local.broker import free_port, running_broker
 from driftline.schemas.events import PredictionEvent
 
@@ -42,7 +42,7 @@ BATCH = 5000
 async def _raw_consume(settings: Settings, n: int, timeout_s: float) -> tuple[int, float, int]:
     """(records read, seconds, invalid) for ``n`` records of the predictions topic, decoded."""
     topic = settings.topics.predictions
-    consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(settings, None))
+    consumer = aiokafka_consumer(settings, None)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)

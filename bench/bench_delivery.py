@@ -20,7 +20,7 @@ from common import bench_settings
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.kafka.clients import aiokafka_producer
 from driftline.local.broker import running_broker
 from driftline.pipeline.stage import OutboundMessage
 from driftline.streams.delivery import deliver
@@ -45,7 +45,7 @@ async def per_message(producer: AIOKafkaProducer, batch: Sequence[OutboundMessag
 
 
 async def measure(settings: Settings, msgs: list[OutboundMessage], rounds: int) -> dict[str, float]:
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    producer = aiokafka_producer(settings)
     await producer.start()
     try:
         await deliver(producer, msgs[:100])  # metadata

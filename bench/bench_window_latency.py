@@ -40,7 +40,7 @@ from common import (
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.kafka.clients import aiokafka_producer
 from driftline.local.broker import running_broker
 from driftline.schemas.events import SCHEMA_VERSION
 
@@ -79,7 +79,7 @@ async def _run(settings: Settings, worker: WorkerProcess, windows: int) -> list[
     size_ms = WINDOW_S * 1000
     latencies: list[float] = []
     sent = 0
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    producer = aiokafka_producer(settings)
     await producer.start()
     try:
         for w in range(windows + 2):  # window 0 (the reference) and `windows` timed ones

@@ -70,7 +70,10 @@ from pydantic import ValidationError
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
+from driftline.kafka.clients import (
+    aiokafka_consumer,
+    aiokafka_producer,
+)
 from driftline.kafka.offsets import end_offsets
 from driftline.runtime import tied_child_preexec
 from driftline.schemas.events import RetrainTrigger
@@ -134,7 +137,7 @@ def fold_status(history: dict[str, TriggerHistory], event: dict[str, Any], final
 async def read_status_history(settings: Settings, timeout_s: float = 60.0) -> dict[str, TriggerHistory]:
     """Read the status topic from its beginning up to its true end."""
     topic = settings.topics.retrain_status
-    consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(settings, None))
+    consumer = aiokafka_consumer(settings, None)
     await consumer.start()
     history: dict[str, TriggerHistory] = {}
     try:
@@ -268,7 +271,7 @@ class RetrainListener:
             self.history = await read_status_history(self.settings)
             LOG.info("status history: %d triggers known, %d final", len(self.history),
                      sum(h.final for h in self.history.values()))
-            self._producer = AIOKafkaProducer(**aiokafka_producer_kwargs(self.settings))
+            self._producer = aiokafka_producer(self.settings)
             await self._producer.start()
             try:
                 await self._consume()
@@ -283,7 +286,7 @@ class RetrainListener:
         return 0
 
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self.settings, self.group_id))
+        consumer = aiokafka_consumer(self.settings, self.group_id)
         consumer.subscribe([self.settings.topics.retrain_triggers])
         await consumer.start()
         try:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.config import Settings
-from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.offsets import end_offsets
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
@@ -37,7 +37,7 @@ class BroadcastReader:
         """Assign every partition from the beginning and read up to the current end."""
         if not self._topics:
             return []
-        consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self._settings, None))
+        consumer = aiokafka_consumer(self._settings, None)
         await consumer.start()
         self._consumer = consumer
         self._partitions = [TopicPartition(t, p) for t in self._topics for p in range(partition_counts[t])]

@@ -39,7 +39,7 @@ from kafka.admin import NewTopic
 
 from driftline.config import Settings
 from driftline.kafka.admin import admin_client
-from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.offsets import end_offsets
 from driftline.pipeline.stage import OutboundMessage
 from driftline.streams.delivery import deliver
@@ -251,7 +251,7 @@ class CheckpointStore:
         self.bytes_read = 0
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self._settings, None))
+        consumer = aiokafka_consumer(self._settings, None)
         await consumer.start()
         self._consumer = consumer
 

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from driftline.config import Settings
 from driftline.kafka.batch import BatchSender, OutRecord
-from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.kafka.clients import aiokafka_producer
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 # (method, path) of every route add_ingest_routes registers; infra/openapi.yaml documents them.
@@ -154,7 +154,7 @@ def add_ingest_routes(
         if producer_factory is not None:
             producer = await producer_factory()
         else:
-            owned = producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+            owned = producer = aiokafka_producer(settings)
             await owned.start()
         app[_SENDER] = BatchSender(producer)
         try:

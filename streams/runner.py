@@ -40,7 +40,7 @@ from aiokafka.structs import ConsumerRecord
 
 from driftline.config import Settings
 from driftline.kafka.admin import CopartitioningError, partition_counts
-from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
@@ -137,8 +137,8 @@ class StageRunner:
         counts = await asyncio.to_thread(partition_counts, self.settings,
                                          [*self.input_topics, *self.broadcast_topics])
         self._check_topics(counts)
-        consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self.settings, self.group_id),
-                                    partition_assignment_strategy=(RangePartitionAssignor,))
+        consumer = aiokafka_consumer(self.settings, self.group_id,
+                                     partition_assignment_strategy=(RangePartitionAssignor,))
         await consumer.start()
         self._consumer = consumer
         try:

@@ -26,7 +26,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
 
 from driftline.config import Settings
-from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.kafka.clients import aiokafka_consumer
 from driftline.pipeline.to_rows import RowMapper
 from driftline.store.writer import ClickHouseRowWriter
 
@@ -69,7 +69,7 @@ class SinkRunner:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self.settings, self.group_id))
+        consumer = aiokafka_consumer(self.settings, self.group_id)
         await consumer.start()
         self._consumer = consumer
         try:

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from driftline.client.http import worker_url
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer_kwargs, start_client
+from driftline.kafka.clients import aiokafka_producer, start_client
 from driftline.pipeline.stage import StageFactory
 from driftline.store.client import connect, database_name
 from driftline.store.embedded_reader import EmbeddedReader
@@ -106,7 +106,7 @@ class WorkerRuntime:
         """The process's shared producer (stage outputs, checkpoints, HTTP ingest), started once."""
         async with self._producer_lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(**aiokafka_producer_kwargs(self.settings))
+                producer = aiokafka_producer(self.settings)
                 await start_client(producer, self.settings, "producer")  # stops it if start fails
                 self._producer = producer
             return self._producer

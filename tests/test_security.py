@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import importlib
 import os
 import re
 import signal
@@ -19,12 +20,12 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from driftline.config import ConfigError, Settings, load_settings
@@ -129,8 +130,8 @@ def test_kwarg_factories_carry_sasl_and_tls(secure: Settings, tls_files: dict[st
 
 def test_constructed_aiokafka_clients_hold_the_security_options(secure: Settings) -> None:
     async def build() -> list[Any]:
-        producer = AIOKafkaProducer(**clients.aiokafka_producer_kwargs(secure))
-        consumer = AIOKafkaConsumer(**clients.aiokafka_consumer_kwargs(secure, "g"))
+        producer = clients.aiokafka_producer(secure)
+        consumer = clients.aiokafka_consumer(secure, "g")
         return [producer.client, consumer._client]
 
     for client in asyncio.run(build()):
@@ -167,147 +168,13 @@ def _recorder(cls: str) -> type[_Recorder]:
     return type("Recorder", (_Recorder,), {"calls": [], "connects_in_init": cls in KAFKA_PYTHON_CLASSES})
 
 
-def _run(coro_factory: Callable[[], Any]) -> None:
-    with contextlib.suppress(Exception):
-        asyncio.run(coro_factory())
-
-
-def _site_runner(site: str, s: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """How to make driftline construct the client of `site` (module.Class)."""
-    if site == "driftline.streams.worker.AIOKafkaProducer":
-        from driftline.streams.worker import WorkerRuntime
-
-        return lambda: _run(lambda: WorkerRuntime(s, role="processor").producer())
-    if site == "driftline.streams.runner.AIOKafkaConsumer":
-        from driftline.streams import runner
-
-        monkeypatch.setattr(runner, "partition_counts", lambda _s, topics: dict.fromkeys(topics, 1))
-        return lambda: _run(
-            lambda: runner.StageRunner(
-                s,
-                "shard",
-                "g",
-                ["a", "b"],
-                None,
-                producer=None,
-                checkpoints=None,
-            ).run()
-        )
-    if site == "driftline.streams.sink.AIOKafkaConsumer":
-        from driftline.streams.sink import SinkRunner
-
-        return lambda: _run(lambda: SinkRunner(s, None).run())
-    if site == "driftline.streams.checkpoint.AIOKafkaConsumer":
-        from driftline.streams.checkpoint import CheckpointStore
-
-        return lambda: _run(lambda: CheckpointStore(s, None).start())
-    if site == "driftline.streams.broadcast.AIOKafkaConsumer":
-        from driftline.streams.broadcast import BroadcastReader
-
-        return lambda: _run(lambda: BroadcastReader(s, ["p"]).start({"p": 1}))
-    if site == "driftline.streams.http_ingest.AIOKafkaProducer":
-        from aiohttp import web
-
-        from driftline.streams.http_ingest import add_ingest_routes
-
-        async def ingest() -> None:
-            app = web.Application()
-            add_ingest_routes(app, s)
-            await cast(Any, app.cleanup_ctx[0](app)).__anext__()
-
-        return lambda: _run(ingest)
-    if site == "driftline.client.core.AIOKafkaProducer":
-        from driftline.client import DriftlineClient
-
-        def client() -> None:
-            c = DriftlineClient(s, close_timeout=1)
-            deadline = time.monotonic() + 10
-            while not c_calls() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            c.close()
-
-        return client
-    if site == "driftline.simulate.output.AIOKafkaProducer":
-        from driftline.simulate import Scenario
-        from driftline.simulate.output import produce
-
-        return lambda: _run(lambda: produce(Scenario(duration_s=1, rate=1), s))
-    if site == "driftline.jobs.retrain_listener.AIOKafkaConsumer":
-        from driftline.jobs import retrain_listener as rl
-
-        def listener() -> None:
-            _run(lambda: rl.read_status_history(s))
-            _run(lambda: rl.RetrainListener(s)._consume())
-
-        return listener
-    if site == "driftline.jobs.retrain_listener.AIOKafkaProducer":
-        from driftline.jobs import retrain_listener as rl
-
-        async def history(_s: Settings, timeout_s: float = 0) -> dict[str, Any]:
-            return {}
-
-        monkeypatch.setattr(rl, "ensure_topics", lambda _s: [])
-        monkeypatch.setattr(rl, "read_status_history", history)
-        return lambda: _run(lambda: rl.RetrainListener(s).run())
-    if site == "driftline.replay.kafka_source.AIOKafkaConsumer":
-        from driftline.replay.kafka_source import replay_consumer
-
-        async def replay() -> None:
-            async with replay_consumer(s):
-                pass
-
-        return lambda: _run(replay)
-    if site == "driftline.kafka.admin.KafkaAdminClient":
-        from driftline.kafka.admin import admin_client
-
-        def admin() -> None:
-            with contextlib.suppress(Exception), admin_client(s):
-                pass
-
-        return admin
-    if site == "driftline.store.writer.KafkaProducer":
-        from driftline.store.writer import sink_producer
-
-        return lambda: _suppress(lambda: sink_producer(s))
-    if site == "driftline.cli.trigger.KafkaProducer":
-        from driftline.cli.trigger import publish_trigger
-        from driftline.schemas.events import RetrainTrigger
-
-        trigger = RetrainTrigger(
-            trigger_id="t",
-            model_id="m",
-            model_version="1",
-            reason="manual",
-            window_start=0,
-            window_end=1,
-            triggered_at=1,
-        )
-        return lambda: _suppress(lambda: publish_trigger(s, trigger))
-    if site == "driftline.store.profiles.KafkaProducer":
-        from driftline.store import profiles
-
-        monkeypatch.setattr(profiles, "ensure_topics", lambda _s: [])
-
-        class Profile:
-            model_id = "m"
-
-            def model_dump_json(self) -> str:
-                return "{}"
-
-        return lambda: _suppress(lambda: profiles.publish_profile(s, Profile()))  # type: ignore[arg-type]
-    raise AssertionError(f"no runner for {site}: add one")
-
-
-def _suppress(fn: Callable[[], Any]) -> None:
-    with contextlib.suppress(Exception):
-        fn()
-
-
-def c_calls() -> list[dict[str, Any]]:
-    return _CURRENT[0].calls if _CURRENT else []
-
-
-_CURRENT: list[type[_Recorder]] = []
+# (factory in driftline.kafka.clients, library module, class it builds)
+FACTORIES = (
+    ("aiokafka_producer", "aiokafka", "AIOKafkaProducer"),
+    ("aiokafka_consumer", "aiokafka", "AIOKafkaConsumer"),
+    ("kafka_python_producer", "kafka", "KafkaProducer"),
+    ("kafka_python_admin", "kafka", "KafkaAdminClient"),
+)
 
 
 def construction_sites() -> dict[str, list[str]]:
@@ -347,56 +214,43 @@ def test_every_client_construction_takes_the_security_kwargs() -> None:
         if site in UNSECURED_ON_PURPOSE:
             continue
         for line in lines:
-            if not re.search(r"\*\*\{?\*?\*?(clients\.)?(" + "|".join(KWARG_FACTORIES) + r")\(", line):
+            factory = r"\*\*\{?\*?\*?(clients\.)?(_with_options\()?(" + "|".join(KWARG_FACTORIES) + r")\("
+            if not re.search(factory, line):
                 offenders.append(line)
     assert not offenders, "Kafka clients built without driftline.kafka.clients kwargs:\n" + "\n".join(
         offenders
     )
 
 
-def test_every_construction_site_is_covered_below() -> None:
+def test_kafka_clients_are_built_only_by_the_factories() -> None:
+    """Every other module asks driftline.kafka.clients for its clients, so the security options
+    checked below reach every client driftline creates."""
     found = set(construction_sites()) - UNSECURED_ON_PURPOSE
-    assert found == set(SITES), f"new sites to cover: {found - set(SITES)}; gone: {set(SITES) - found}"
+    assert found == {f"driftline.kafka.clients.{cls}" for _, _, cls in FACTORIES}, construction_sites()
 
 
-SITES = (
-    "driftline.streams.worker.AIOKafkaProducer",
-    "driftline.streams.runner.AIOKafkaConsumer",
-    "driftline.streams.sink.AIOKafkaConsumer",
-    "driftline.streams.checkpoint.AIOKafkaConsumer",
-    "driftline.streams.broadcast.AIOKafkaConsumer",
-    "driftline.streams.http_ingest.AIOKafkaProducer",
-    "driftline.client.core.AIOKafkaProducer",
-    "driftline.simulate.output.AIOKafkaProducer",
-    "driftline.jobs.retrain_listener.AIOKafkaConsumer",
-    "driftline.jobs.retrain_listener.AIOKafkaProducer",
-    "driftline.replay.kafka_source.AIOKafkaConsumer",
-    "driftline.kafka.admin.KafkaAdminClient",
-    "driftline.store.writer.KafkaProducer",
-    "driftline.cli.trigger.KafkaProducer",
-    "driftline.store.profiles.KafkaProducer",
-)
-
-
-@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize(("factory", "library", "cls"), FACTORIES)
 def test_security_options_reach_the_client(
-    site: str, secure: Settings, tls_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    factory: str, library: str, cls: str, secure: Settings, tls_files: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    module_name, cls = site.rsplit(".", 1)
-    module = __import__(module_name, fromlist=[cls])
     recorder = _recorder(cls)
-    monkeypatch.setattr(module, cls, recorder)
-    _CURRENT[:] = [recorder]
-    try:
-        _site_runner(site, secure, monkeypatch)()
-    finally:
-        _CURRENT.clear()
-    assert recorder.calls, f"{site} was not constructed"
-    for kwargs in recorder.calls:
-        if cls in KAFKA_PYTHON_CLASSES:
-            assert_kafka_python_secure(kwargs, tls_files)
-        else:
-            assert_aiokafka_secure(kwargs)
+    monkeypatch.setattr(importlib.import_module(library), cls, recorder)
+    args: tuple[Any, ...] = (secure, "g") if factory == "aiokafka_consumer" else (secure,)
+    with contextlib.suppress(KafkaConnectionError):  # kafka-python clients connect as they are built
+        getattr(clients, factory)(*args)
+    assert len(recorder.calls) == 1, f"{factory} did not build a {cls}"
+    if cls in KAFKA_PYTHON_CLASSES:
+        assert_kafka_python_secure(recorder.calls[0], tls_files)
+    else:
+        assert_aiokafka_secure(recorder.calls[0])
+
+
+def test_callers_add_options_but_never_replace_connection_or_security(secure: Settings) -> None:
+    with pytest.raises(ValueError, match="security_protocol"):
+        clients.kafka_python_producer(secure, security_protocol="PLAINTEXT")
+    with pytest.raises(ValueError, match="bootstrap_servers"):
+        clients.aiokafka_consumer(secure, None, bootstrap_servers="elsewhere:9092")
 
 
 def test_faust_app_credentials(secure: Settings) -> None:

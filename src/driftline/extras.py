@@ -19,6 +19,7 @@ ModuleNotFoundError: x needs the [t] extra (missing: no_such_mod): pip install '
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 _WORKER = (
     "kafka", "aiokafka", "faust", "river", "clickhouse_connect", "aiohttp", "prometheus_client", "rich",
@@ -33,6 +34,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 
 def _installed(module: str) -> bool:
+    if sys.modules.get(module) is not None:  # imported already (faust's lazy module has no __spec__)
+        return True
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

@@ -16,12 +16,11 @@ import sys
 import time
 
 import orjson
-from kafka import KafkaProducer
 
 from driftline.cli.common import settings_from_args
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import kafka_python_kwargs
+from driftline.kafka.clients import kafka_python_producer
 from driftline.operators.triggers import trigger_id
 from driftline.schemas.events import RetrainTrigger, TriggerReason
 from driftline.store.client import StoreError, database_name
@@ -80,7 +79,7 @@ def latest_version(settings: Settings, model_id: str) -> str | None:
 
 def publish_trigger(settings: Settings, trigger: RetrainTrigger) -> None:
     """Produce the trigger (key = model_id), then write its ``retrain_triggers`` row."""
-    producer = KafkaProducer(**kafka_python_kwargs(settings), acks="all")
+    producer = kafka_python_producer(settings, acks="all")
     try:
         producer.send(settings.topics.retrain_triggers, key=trigger.model_id.encode(),
                       value=trigger.model_dump_json().encode()).get(timeout=30)

@@ -31,7 +31,7 @@ import orjson
 from driftline.config import Settings, load_settings
 from driftline.extras import require
 from driftline.kafka.batch import BatchSender, OutRecord, Submitted
-from driftline.kafka.clients import KafkaStartError, aiokafka_producer_kwargs, start_client
+from driftline.kafka.clients import KafkaStartError, aiokafka_producer, start_client
 from driftline.schemas.events import SCHEMA_VERSION
 
 if TYPE_CHECKING:  # aiokafka is the [kafka] extra: imported when the client starts, not with driftline.client
@@ -269,11 +269,10 @@ class DriftlineClient:
 
     async def _connect(self) -> AIOKafkaProducer | None:
         """Start the producer, retrying with backoff; None if the client closes first."""
-        from aiokafka import AIOKafkaProducer
 
         backoff = 0.2
         while True:
-            producer = AIOKafkaProducer(**aiokafka_producer_kwargs(self._settings))
+            producer = aiokafka_producer(self._settings)
             try:
                 await start_client(producer, self._settings, "producer")
                 return producer

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kafka.errors as kafka_errors
-from kafka import KafkaAdminClient
 
 from driftline.config import Settings
-from driftline.kafka.clients import kafka_python_kwargs
+from driftline.kafka.clients import kafka_python_admin
 
 # Compaction keeps the latest value per key; Tansu stores the setting but does not enforce it.
 COMPACTED = {"cleanup.policy": "compact"}
@@ -71,7 +70,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 @contextlib.contextmanager
 def admin_client(settings: Settings, request_timeout_ms: int = 10_000) -> Iterator[Any]:
     """A KafkaAdminClient with driftline's connection and security options, closed on exit."""
-    admin = KafkaAdminClient(**kafka_python_kwargs(settings), request_timeout_ms=request_timeout_ms)
+    admin = kafka_python_admin(settings, request_timeout_ms=request_timeout_ms)
     try:
         yield admin
     finally:

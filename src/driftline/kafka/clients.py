@@ -1,15 +1,23 @@
-"""Client options for every Kafka client driftline creates, from one Settings object.
+"""Every Kafka client driftline creates is built here, from one Settings object.
 
-Security (SASL, TLS) is wired here once, so no client can be created without it.
+Security (SASL, TLS), the bootstrap servers and the client id are wired here once, so no client can
+be created without them: :func:`aiokafka_producer`, :func:`aiokafka_consumer`,
+:func:`kafka_python_producer` and :func:`kafka_python_admin` build the clients; callers add only
+behaviour options (acks, request sizes, assignors), never connection or security ones. The client
+libraries are imported when a client is built, so the SDK imports this module without them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftline.config import Settings
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from kafka import KafkaAdminClient, KafkaProducer
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -119,3 +127,40 @@ async def start_client(client: Any, settings: Settings, what: str) -> None:
         raise KafkaStartError(
             f"cannot start the Kafka {what} for {settings.bootstrap_servers()} ({security}): {hint}"
         ) from err
+
+
+def _with_options(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``base`` plus behaviour ``options``; an option that would replace a connection or security
+    setting is a programming error."""
+    clash = sorted(set(base) & set(options))
+    if clash:
+        raise ValueError(f"{', '.join(clash)} come from Settings, not from the caller")
+    return {**base, **options}
+
+
+def aiokafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
+    """An (unstarted) aiokafka producer: acks=all, security from ``settings``."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(**_with_options(aiokafka_producer_kwargs(settings), options))
+
+
+def aiokafka_consumer(settings: Settings, group_id: str | None, **options: Any) -> AIOKafkaConsumer:
+    """An (unstarted) aiokafka consumer of ``group_id`` (None: no group, manual assignment)."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(**_with_options(aiokafka_consumer_kwargs(settings, group_id), options))
+
+
+def kafka_python_producer(settings: Settings, **options: Any) -> KafkaProducer:
+    """A kafka-python producer (it connects as it is built), security from ``settings``."""
+    from kafka import KafkaProducer
+
+    return KafkaProducer(**_with_options(kafka_python_kwargs(settings), options))
+
+
+def kafka_python_admin(settings: Settings, **options: Any) -> KafkaAdminClient:
+    """A kafka-python admin client (it connects as it is built), security from ``settings``."""
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(**_with_options(kafka_python_kwargs(settings), options))

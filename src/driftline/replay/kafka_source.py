@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.config import Settings
-from driftline.kafka.clients import aiokafka_consumer_kwargs
+from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.offsets import end_offsets, offset_for_time
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
@@ -54,7 +54,7 @@ class Chunk:
 @contextlib.asynccontextmanager
 async def replay_consumer(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
     """A started consumer without a group (manual assignment, no commits)."""
-    consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(settings, None))
+    consumer = aiokafka_consumer(settings, None)
     await consumer.start()
     try:
         yield consumer

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
 from driftline.kafka.batch import BatchSender, OutRecord, Submitted
-from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.kafka.clients import aiokafka_producer
 from driftline.simulate.scenario import Scenario
 from driftline.simulate.traffic import SimEvent, generate
 from driftline.simulate.truth import ground_truth
@@ -78,7 +77,7 @@ async def produce(
             "--start to back-fill the span ending now, or pace it with --speed realtime)"
         )
     counts: Counter[str] = Counter()
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    producer = aiokafka_producer(settings)
     await producer.start()
     try:
         sender = BatchSender(producer)

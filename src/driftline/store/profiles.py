@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import kafka_python_kwargs
+from driftline.kafka.clients import kafka_python_producer
 from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import StoreError
@@ -46,7 +45,7 @@ def publish_profile(settings: Settings, profile: ReferenceProfile, run_id: str =
     try:
         ensure_topics(settings)
         max_request = max(settings.kafka.max_message_bytes, len(payload) + 65_536)
-        producer = KafkaProducer(**kafka_python_kwargs(settings), acks="all", max_request_size=max_request)
+        producer = kafka_python_producer(settings, acks="all", max_request_size=max_request)
         try:
             meta = producer.send(settings.topics.profiles, key=profile.model_id.encode(),
                                  value=payload).get(timeout=PRODUCE_TIMEOUT_S)
@@ -54,7 +53,8 @@ def publish_profile(settings: Settings, profile: ReferenceProfile, run_id: str =
             producer.close()
     except (KafkaError, RuntimeError) as error:
         raise PublishError(f"cannot publish the profile on {settings.topics.profiles}: {error}") from None
-    table, rows = RowMapper(settings.topics, run_id=run_id).rows(settings.topics.profiles, payload)
+    # A live row leaves run_id to the table's default (''), exactly as the sink stores the topic record.
+    table, rows = RowMapper(settings.topics, run_id=run_id or None).rows(settings.topics.profiles, payload)
     try:
         writer = open_row_writer(settings)
         try:

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
 from driftline.config import Settings
-from driftline.kafka.clients import kafka_python_kwargs
+from driftline.kafka.clients import kafka_python_producer
 from driftline.store.client import EngineBusy, connect, database_name
 from driftline.store.owner import read_owner
 
@@ -257,9 +257,7 @@ class KafkaSinkRowWriter:
 def sink_producer(settings: Settings) -> KafkaProducer:
     """A kafka-python producer suited to the sink topic."""
     max_request = max(settings.kafka.max_message_bytes, MAX_SINK_MESSAGE_BYTES + 65_536)
-    return KafkaProducer(
-        **kafka_python_kwargs(settings), acks="all", linger_ms=20, max_request_size=max_request
-    )
+    return kafka_python_producer(settings, acks="all", linger_ms=20, max_request_size=max_request)
 
 
 def open_row_writer(settings: Settings) -> RowWriter:
