@@ -17,6 +17,7 @@ from driftline.store.guard import QueryRejected, check_read_only
         ("DESCRIBE TABLE drift_scores", "DESCRIBE TABLE drift_scores"),
         ("desc outcomes", "desc outcomes"),
         ("EXPLAIN SELECT 1", "EXPLAIN SELECT 1"),
+        ("EXISTS TABLE outcomes", "EXISTS TABLE outcomes"),
         ("(SELECT 1)", "(SELECT 1)"),
         ("SELECT 'a;b', \"c;d\", `e;f`, $$g;h$$", "SELECT 'a;b', \"c;d\", `e;f`, $$g;h$$"),
         ("SELECT 'it''s; fine', 'back\\'slash;'", "SELECT 'it''s; fine', 'back\\'slash;'"),
@@ -56,3 +57,15 @@ def test_read_only_statements(sql: str, statement: str) -> None:
 def test_everything_else_is_rejected(sql: str) -> None:
     with pytest.raises(QueryRejected):
         check_read_only(sql)
+
+
+@pytest.mark.parametrize(("sql", "code"), [
+    ("INSERT INTO outcomes (run_id) VALUES ('x')", 164), ("drop table outcomes", 164),
+    ("SET readonly = 0", 164), ("SELECT 1 INTO OUTFILE '/tmp/x.csv'", 164),
+    ("SELEC 1", 62), ("SELECT 1; SELECT 2", 62), ("SELECT 'unterminated", 62), ("", 62),
+])
+def test_rejections_carry_the_clickhouse_error_code(sql: str, code: int) -> None:
+    """What a ClickHouse server would answer: READONLY for a write, SYNTAX_ERROR otherwise."""
+    with pytest.raises(QueryRejected) as rejected:
+        check_read_only(sql)
+    assert rejected.value.code == code

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from driftline.config import Settings
 
-READ_ONLY_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN"})
+# EXISTS: clickhouse-connect's SQLAlchemy dialect (Superset) asks EXISTS TABLE / EXISTS DATABASE.
+READ_ONLY_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
 # Statements ClickHouse knows that change something: refused as READONLY, any other word as a syntax error.
 WRITE_KEYWORDS = frozenset({
     "INSERT", "CREATE", "DROP", "ALTER", "DELETE", "UPDATE", "TRUNCATE", "RENAME", "OPTIMIZE", "SET",
     "USE", "GRANT", "REVOKE", "ATTACH", "DETACH", "EXCHANGE", "KILL", "SYSTEM", "BACKUP", "RESTORE",
-    "UNDROP", "MOVE", "CHECK", "EXISTS", "BEGIN", "COMMIT", "ROLLBACK", "WATCH", "REPLACE", "UNDO",
+    "UNDROP", "MOVE", "CHECK", "BEGIN", "COMMIT", "ROLLBACK", "WATCH", "REPLACE", "UNDO",
 })
 
 # ClickHouse error codes a rejection is reported with on the ClickHouse HTTP interface.
@@ -114,7 +115,7 @@ def _code_outside_literals(sql: str) -> str:
 def check_read_only(sql: str) -> str:
     """The single read-only statement in `sql` (trailing `;` removed), or raise QueryRejected.
 
-    Accepted: SELECT, WITH, SHOW, DESCRIBE/DESC, EXPLAIN. The client must still run it with
+    Accepted: SELECT, WITH, SHOW, DESCRIBE/DESC, EXPLAIN, EXISTS. The client must still run it with
     ``readonly=1``; this check only narrows what reaches the engine (``INTO OUTFILE`` and
     multi-statement input are not stopped by readonly on chDB).
     """
