@@ -129,8 +129,8 @@ def test_report_embeds_charts_and_the_summary_table() -> None:
     summary = build_summary(TRUTH, ROWS, split_ms=T0 + 10 * MIN)
     page = render_html(summary, TRUTH, ROWS)
     assert page.startswith("<!doctype html>") and "<script" not in page
-    # churn: two heat maps, accuracy, head-to-head; fraud: one heat map
-    assert page.count("data:image/png;base64,") == 5
+    # without the models' reports (tests/test_report.py draws those): churn's head-to-head chart
+    assert page.count("<svg") == 1
     assert "decode_error" in page and "x5" in page
 
 
@@ -215,7 +215,8 @@ def test_fast_demo_detects_the_injected_drift_and_retrains(tmp_path: Path) -> No
     report = Path(summary["report"])
     assert report == (home / "report.html").resolve()
     page = report.read_text()
-    assert page.count("data:image/png;base64,") >= 6
+    # every model's heat map per version, accuracy and coverage; churn's head-to-head
+    assert page.count('class="chart heatmap"') >= 3 and page.count('class="chart lines"') >= 5
     assert summary["exit_codes"] == {"retrain-listener": 0, "worker": 0}
     for name, pid in summary["pids"].items():
         assert not pid_alive(pid), f"{name} (pid {pid}) is still running"
