@@ -302,7 +302,8 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
             lambda statement: run_query(settings, statement, "json", parameters=parameters), queries()
         )
         summary = build_summary(truth, rows, plan.injection_ms)
-        report = write_report(options.report or home / "report.html", summary, truth, rows)
+        report = write_report(options.report or home / "report.html", summary, truth, rows,
+                              lambda sql, values: run_query(settings, sql, "json", parameters=values))
         timings.mark("summary_and_report")
         pids = {"broker": broker.pid, **{child.name: child.pid for child in children}}
         codes = _stop_children(children)
