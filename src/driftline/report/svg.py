@@ -121,9 +121,9 @@ def heatmap(
         f"verdict{'; top strip: model-level verdict' if strip else ''}; grey: no score</text>",
     ]
     for i, psi in enumerate((0.0, 0.1, 0.25, 0.5, 1.0)):  # the colour scale's key, top right
-        x = WIDTH - RIGHT - 5 * 44 + i * 44
-        out.append(f'<rect x="{x}" y="6" width="14" height="10" fill="{psi_colour(psi)}" stroke="#999" '
-                   f'stroke-width="0.5"/><text x="{x + 17}" y="15" class="tick">{psi:g}</text>')
+        key_x = WIDTH - RIGHT - 5 * 44 + i * 44
+        out.append(f'<rect x="{key_x}" y="6" width="14" height="10" fill="{psi_colour(psi)}" stroke="#999" '
+                   f'stroke-width="0.5"/><text x="{key_x + 17}" y="15" class="tick">{psi:g}</text>')
     if model_drifted is not None:
         out.append(f'<text x="{LEFT - 6}" y="{top + strip - 2}" class="label" text-anchor="end">model</text>')
         for i, n in enumerate(model_drifted):
