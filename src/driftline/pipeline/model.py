@@ -243,7 +243,8 @@ def _split_flat_state(flat: dict[str, Any]) -> dict[str, Any]:
                                  closed_duplicates_until=flat["closed_duplicates_until"])
     else:  # a checkpoint from before duplicates were counted
         outcomes.init_duplicates(len(flat["pred_progress"]))
-    state = {name: flat[name] for name in ("shard", "run_id", "published_triggers", "totals") if name in flat}
+    state: dict[str, Any] = {name: flat[name] for name in ("shard", "run_id", "published_triggers", "totals")
+                             if name in flat}
     state.update(profiles=profiles, policy=policy, windows=windows, outcomes=outcomes)
     for name in ("settings", "settings_record"):  # format 1 pickled the settings themselves
         if name in flat:

@@ -129,7 +129,7 @@ class _Record:
 
 
 @dataclass(frozen=True, slots=True)
-class _ModelRecord(_Record):
+class ModelRecord(_Record):
     model_id: str
     model_version: str
 
@@ -152,7 +152,7 @@ class Progress(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class Partial(_ModelRecord):
+class Partial(ModelRecord):
     """One shard's aggregate of a closed window (:meth:`WindowAccumulator.to_partial` form)."""
 
     type: ClassVar[str] = PARTIAL
@@ -169,7 +169,7 @@ class Partial(_ModelRecord):
 
 
 @dataclass(frozen=True, slots=True)
-class ColumnarRecord(_ModelRecord):
+class ColumnarRecord(ModelRecord):
     """A columnar record: one list per field of ``columns``, all of one length."""
 
     columns: ClassVar[tuple[str, ...]] = ()
@@ -194,7 +194,7 @@ class Outcomes(ColumnarRecord):
     def from_payload(cls, m: Mapping[str, Any]) -> Outcomes:
         if "rerouted" not in m:  # sent before re-routing existed
             m = {**m, "rerouted": [0] * len(m["prediction_id"])}
-        return super(Outcomes, cls).from_payload(m)  # type: ignore[no-any-return]
+        return super(Outcomes, cls).from_payload(m)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +227,7 @@ class Duplicates(ColumnarRecord):
 
 
 @dataclass(frozen=True, slots=True)
-class EpisodeReports(_ModelRecord):
+class EpisodeReports(ModelRecord):
     """A shard's drift episode reports (:mod:`driftline.operators.episodes` dicts), in its order."""
 
     type: ClassVar[str] = EPISODES
@@ -276,7 +276,7 @@ def to_model(topic: str, partitions: int, model_id: str, payload: Mapping[str, A
     return OutboundMessage(topic, model_id.encode(), encode(payload), model_partition(model_id, partitions))
 
 
-def to_model_event(topic: str, partitions: int, record: _ModelRecord) -> OutboundMessage:
+def to_model_event(topic: str, partitions: int, record: ModelRecord) -> OutboundMessage:
     """A per-model record to its model's partition of model-events."""
     return to_model(topic, partitions, record.model_id, record.payload())
 

@@ -340,8 +340,8 @@ class ShardProcessor:
             if not items:
                 continue
             self.totals["episode_reports"] += len(items)
-            reports = records.EpisodeReports(self.shard, model_id, version, items)
-            out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, reports))
+            record = records.EpisodeReports(self.shard, model_id, version, items)
+            out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, record))
 
     def _accumulate(self, key: WindowKey, final: bool) -> None:
         """Add buffered events to the window in chunks of exactly ACCUMULATE_CHUNK (the rest only

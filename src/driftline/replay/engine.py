@@ -17,6 +17,7 @@ from typing import Any
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
+from driftline.pipeline.records import WindowKey
 from driftline.runtime import tune_gc
 from driftline.store.writer import RowWriter
 
@@ -113,10 +114,10 @@ class Replayer:
             result.end_ms = end_ms
         self._drain()
         open_windows = {
-            PartialWindow(model_id, version, size_ms // 1000, start, start + size_ms, written=False)
+            PartialWindow(key.model_id, key.model_version, key.size_s, key.start, key.end, written=False)
             for shard in self.pipeline.shards
-            for size_ms, start, model_id, version, segment in shard.open
-            if segment == ""
+            for key in map(WindowKey._make, shard.open)
+            if key.segment == ""
         }
         result.partial_windows = sorted(self._cut_at_start | open_windows)
         self.writer.flush()
