@@ -192,6 +192,10 @@ def _read_column(name: str, column: Any, kind: Kind | None) -> _Column:
         arr = _as_array(column)
         if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fiubU":
             return _read_array(name, arr, kind)
+        if kind != "numeric" and hasattr(column, "value_counts") and hasattr(column, "isna"):
+            counted = _read_pandas_labels(name, column)  # pandas object/string/boolean columns
+            if counted is not None:
+                return counted
     for method in ("tolist", "to_pylist", "to_list"):  # numpy/pandas, pyarrow, polars
         convert = getattr(column, method, None)
         if convert is not None:
@@ -254,6 +258,23 @@ def _read_pandas_categorical(name: str, column: Any, kind: Kind | None) -> _Colu
         keyed[_category(_plain(name, value))] += c
     stats = FeatureStats()
     stats.add_counts(keyed, missing=int(codes.size - np.count_nonzero(present)))
+    return _Column(stats)
+
+
+def _read_pandas_labels(name: str, column: Any) -> _Column | None:
+    """Count a pandas label column with its own hash table; None when it holds numbers or unhashables."""
+    try:
+        counted = column.value_counts(dropna=True)
+    except TypeError:
+        return None
+    values = [_plain(name, v) for v in counted.index.tolist()]
+    if not all(isinstance(v, str | bool) for v in values):
+        return None  # numbers in an object column: the value path sorts out mixing and its errors
+    keyed: Counter[str] = Counter()
+    for value, c in zip(values, counted.tolist(), strict=True):
+        keyed[category_key(value)] += c
+    stats = FeatureStats()
+    stats.add_counts(keyed, missing=len(column) - sum(keyed.values()))
     return _Column(stats)
 
 
