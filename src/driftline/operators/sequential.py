@@ -496,7 +496,7 @@ class SequentialDetector:
         j = int(ratio.argmax())
         return Alarm(start + offset, self._labels[j], int(s[j]) / _ONE, int(self._h[j]) / _ONE, offset)
 
-    _DERIVED = ("_table", "_reach", "_pending", "_rise", "_slack", "_due")
+    _DERIVED: tuple[str, ...] = ("_table", "_reach", "_pending", "_rise", "_slack", "_due")
 
     def __getstate__(self) -> dict[str, Any]:
         self._flush()
@@ -548,6 +548,8 @@ class NumericDetector(SequentialDetector):
     _hi: FloatArray
     _u: FloatArray
     _coef: FloatArray
+    _lo_list: list[float]
+    _hi_list: list[float]
 
     @classmethod
     def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
