@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 import orjson
@@ -162,3 +164,81 @@ def test_module_level_api(settings: Settings) -> None:
         dl.close()
     ((key, value),) = consume(settings, settings.topics.predictions, 1)
     assert key == b"mod-1" and orjson.loads(value)["prediction"] == 0.7
+
+
+# -- the HTTP transport (no Kafka library needed) ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def ingest_server(settings: Settings) -> Iterator[str]:
+    """The worker's HTTP ingest routes on a free loopback port, served from a thread; yields the URL."""
+    from aiohttp import web
+
+    from driftline.streams.http_ingest import add_ingest_routes
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="ingest", daemon=True)
+    thread.start()
+    port = free_port()
+    app = web.Application()
+    add_ingest_routes(app, settings)
+    runner = web.AppRunner(app)
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result(120)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(120)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+@pytest.mark.integration
+def test_http_transport_delivers_every_event_through_the_worker(settings: Settings) -> None:
+    with ingest_server(settings) as url:
+        client = DriftlineClient(settings, transport="http", http_url=url, batch_size=700)
+        log_some(client, "h", 3000)
+        for i in range(0, 3000, 3):
+            assert client.log_label(f"h{i}", "y", model_id="m")
+        assert client.flush(120)
+        client.close()
+    assert client.stats["sent"] == 4000 and client.stats["failed"] == 0
+    predictions = consume(settings, settings.topics.predictions, 3000)
+    labels = consume(settings, settings.topics.labels, 1000)
+    # Keyed by prediction_id as the Kafka transport keys them: co-partitioned with the labels.
+    assert sorted(k for k, _ in predictions) == sorted(f"h{i}".encode() for i in range(3000))
+    assert sorted(k for k, _ in labels) == sorted(f"h{i}".encode() for i in range(0, 3000, 3))
+    for key, value in predictions[:50]:
+        event = PredictionEvent.model_validate_json(value)
+        assert event.prediction_id.encode() == key and event.segment == {"region": "eu"}
+
+
+@pytest.mark.integration
+def test_http_transport_counts_a_rejected_batch_as_failed(settings: Settings) -> None:
+    with ingest_server(settings) as url, DriftlineClient(settings, transport="http", http_url=url) as client:
+        assert client.log_prediction("r1", "m", 1, {"x": 1.0}, 1, timestamp="not a time")
+        assert client.flush(120)
+        assert client.stats["failed"] == 1 and client.stats["sent"] == 0
+        log_some(client, "ok", 3)
+        assert client.flush(120)
+        assert client.stats["sent"] == 3
+
+
+def test_http_transport_without_a_worker_retries_until_close_then_counts_failed() -> None:
+    client = DriftlineClient(transport="http", http_url=f"http://127.0.0.1:{free_port()}", close_timeout=1)
+    log_some(client, "u", 5)
+    assert not client.flush(0.5)  # not acknowledged: still retrying
+    client.close()
+    assert client.stats["failed"] == 5 and client.stats["sent"] == 0
+
+
+def test_http_batches_stay_within_the_workers_limit() -> None:
+    from driftline.client.core import HTTP_MAX_EVENTS
+    from driftline.streams.http_ingest import MAX_BATCH_EVENTS
+
+    assert HTTP_MAX_EVENTS == MAX_BATCH_EVENTS

@@ -83,7 +83,7 @@ def test_extras_in_pyproject_provide_what_driftline_extras_checks() -> None:
     assert set(extras["worker"]) <= set(extras["local"])
 
 
-def test_detect_and_client_import_and_work_with_the_base_dependencies_only() -> None:
+def test_detect_and_the_http_client_work_with_the_base_dependencies_only() -> None:
     result = run_light("""
         import numpy as np
         import driftline, driftline.detect, driftline.client, driftline.client.http
@@ -97,6 +97,16 @@ def test_detect_and_client_import_and_work_with_the_base_dependencies_only() -> 
         assert detector.update_many(rng.normal(3, 1, 500))
         settings = Settings()
         print(driftline.client.http.worker_url(settings, "/predictions"))
+        # The SDK's HTTP transport needs no extra (here: no worker listening, so it retries, then fails).
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        client = driftline.client.DriftlineClient(settings, transport="http", close_timeout=0.5,
+                                                  http_url=f"http://127.0.0.1:{port}")
+        assert client.log_prediction("p1", "m", "1", {"x": 1.0}, 0.5)
+        client.close()
+        assert client.stats["failed"] == 1, client.stats
         for heavy in ("faust", "kafka", "aiokafka", "clickhouse_connect", "river", "chdb", "pyarrow"):
             assert heavy not in sys.modules, heavy
         print("light ok")
@@ -106,7 +116,7 @@ def test_detect_and_client_import_and_work_with_the_base_dependencies_only() -> 
 
 
 @pytest.mark.parametrize(("statement", "extra"), [
-    ("import driftline.client; driftline.client.init()", "kafka"),
+    ("import driftline.client; driftline.client.init()", "kafka"),  # the default transport: Kafka
     ("import driftline.streams.worker", "worker"),
     ("import driftline.jobs.retrain_listener", "worker"),
     ("import driftline.pipeline.local", "worker"),

@@ -1,7 +1,7 @@
 """Which optional dependency group (pip "extra") each part of driftline needs.
 
 ``pip install driftline`` is the library and SDK install: :mod:`driftline.detect` and
-:mod:`driftline.client` (its worker HTTP helpers) with numpy, scipy, pydantic, pydantic-settings and
+:mod:`driftline.client` (over HTTP to the worker) with numpy, scipy, pydantic, pydantic-settings and
 orjson only. The client's Kafka transport needs ``driftline[kafka]``; the worker, pipeline, replay,
 jobs, store and the ``driftline`` command need ``driftline[worker]``; the embedded local stack
 (``make demo``) needs ``driftline[local]``. A part imported without its extra fails at once with an

@@ -1,12 +1,19 @@
 """DriftlineClient: log predictions and labels from a model server without slowing requests.
 
 ``log_prediction`` / ``log_label`` only check the ids and append a tuple to a bounded deque
-(about a microsecond). A background thread runs its own asyncio loop with an aiokafka producer:
-it drains the deque in batches, serialises with orjson and produces keyed by ``prediction_id``
-with ``acks=all`` through aiokafka's batch API (see :mod:`driftline.kafka.batch`). aiokafka was chosen over
-kafka-python for throughput: on the embedded broker kafka-python produces ~6k records/s, aiokafka
-``send`` ~100k/s and the batch API ~250k/s, and every CPU cycle the worker spends holds the GIL
-that the request threads need.
+(about a microsecond). A background thread runs its own asyncio loop: it drains the deque in
+batches, serialises with orjson and sends them by one of two transports.
+
+- ``transport="kafka"`` (default; the ``driftline[kafka]`` extra): an aiokafka producer keyed by
+  ``prediction_id`` with ``acks=all``, through aiokafka's batch API (see
+  :mod:`driftline.kafka.batch`). aiokafka was chosen over kafka-python for throughput: on the
+  embedded broker kafka-python produces ~6k records/s, aiokafka ``send`` ~100k/s and the batch API
+  ~250k/s, and every CPU cycle the worker spends holds the GIL that the request threads need.
+- ``transport="http"`` (no extra: ``pip install driftline`` suffices): each batch is POSTed as a
+  JSON array to the worker's ``/predictions`` and ``/feedback`` (``settings.worker``'s address,
+  token and TLS trust, or ``http_url``); the worker produces it keyed the same way. A batch is
+  acknowledged by the 202 reply; an unreachable or overloaded worker (no reply, 429, 5xx) is retried
+  with backoff, a rejected batch (other 4xx) counts as failed.
 
 Event validation stays the server's job (bad events are dead-lettered there); the client only
 rejects missing ids with ValueError.
@@ -21,6 +28,8 @@ import functools
 import logging
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
@@ -28,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from driftline.client.http import open_worker, worker_url
 from driftline.config import Settings, load_settings
 from driftline.extras import require
 from driftline.kafka.batch import BatchSender, OutRecord, Submitted
@@ -40,6 +50,10 @@ if TYPE_CHECKING:  # aiokafka is the [kafka] extra: imported when the client sta
 log = logging.getLogger(__name__)
 
 Overflow = Literal["drop", "block"]
+Transport = Literal["kafka", "http"]
+HTTP_MAX_EVENTS = 10_000
+"""Events per POST at most: the worker's limit (``driftline.streams.http_ingest.MAX_BATCH_EVENTS``)."""
+HTTP_RETRY_STATUSES = (429, 500, 502, 503, 504)
 _PREDICTION = 0
 _LABEL = 1
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -56,6 +70,8 @@ class DriftlineClient:
     overflow='drop' (default) never waits: when ``buffer_size`` events are waiting, new events
     are dropped and counted. overflow='block' waits for room, at most ``block_timeout`` seconds
     (None = forever), then drops. Use 'drop' inside an asyncio server: 'block' would stall the loop.
+    ``transport``: 'kafka' (default) or 'http' (see the module docstring); ``http_url`` is the
+    worker's base URL for 'http' (default: from ``settings.worker``).
     """
 
     def __init__(
@@ -68,8 +84,13 @@ class DriftlineClient:
         batch_size: int = 5000,
         linger_s: float = 0.005,
         close_timeout: float = 10.0,
+        transport: Transport = "kafka",
+        http_url: str | None = None,
     ) -> None:
-        require("kafka", "DriftlineClient (it produces to Kafka with aiokafka)")
+        if transport not in ("kafka", "http"):
+            raise ValueError(f"transport must be 'kafka' or 'http', got {transport!r}")
+        if transport == "kafka":
+            require("kafka", "DriftlineClient's Kafka transport (transport='http' needs no extra)")
         if overflow not in ("drop", "block"):
             raise ValueError(f"overflow must be 'drop' or 'block', got {overflow!r}")
         if buffer_size < 1 or batch_size < 1:
@@ -82,6 +103,8 @@ class DriftlineClient:
         self._batch_size = batch_size
         self._linger_s = linger_s
         self._close_timeout = close_timeout
+        self._transport = transport
+        self._http_url = http_url.rstrip("/") if http_url else None
 
         self._buffer: deque[tuple[Any, ...]] = deque()
         self._space = threading.Condition()
@@ -256,9 +279,12 @@ class DriftlineClient:
         self._ready.set()
         producer: AIOKafkaProducer | None = None
         try:
-            producer = await self._connect()
-            if producer is not None:
-                await self._pump(producer)
+            if self._transport == "http":
+                await self._pump_http()
+            else:
+                producer = await self._connect()
+                if producer is not None:
+                    await self._pump(producer)
         except asyncio.CancelledError:
             log.warning("driftline client: close timed out, %d events not delivered", len(self._buffer))
         finally:
@@ -327,6 +353,65 @@ class DriftlineClient:
         self._settle(0, rejected)
         for batch in submitted:
             batch.future.add_done_callback(functools.partial(self._on_delivery, batch))
+
+    async def _pump_http(self) -> None:
+        while True:
+            items = self._take(min(self._batch_size, HTTP_MAX_EVENTS))
+            if items:
+                await self._post_items(items)
+            if self._stopping and not self._buffer:
+                break
+            if len(self._buffer) < self._batch_size and not self._stopping:
+                await self._idle(self._linger_s)
+
+    async def _post_items(self, items: list[tuple[Any, ...]]) -> None:
+        """POST the predictions to /predictions and the labels to /feedback, one array each."""
+        by_path: dict[str, list[bytes]] = {}
+        for item in items:
+            try:
+                record = self._encode(item)
+            except (TypeError, orjson.JSONEncodeError) as err:
+                log.warning("driftline client: event %r is not JSON-serialisable: %s", item[1], err)
+                self._settle(0, 1)
+                continue
+            path = "/feedback" if record.topic == self._topics.labels else "/predictions"
+            by_path.setdefault(path, []).append(record.value)
+        for path, values in by_path.items():
+            await self._post(path, values)
+
+    async def _post(self, path: str, values: list[bytes]) -> None:
+        """Until the worker acknowledges (202) or rejects the batch; the close timeout bounds it."""
+        body = b"[" + b",".join(values) + b"]"
+        backoff = 0.2
+        while True:
+            status, detail = await asyncio.to_thread(self._http_post, path, body)
+            if status is not None and 200 <= status < 300:  # 202: produced and acknowledged
+                self._settle(len(values), 0)
+                return
+            if status is not None and status not in HTTP_RETRY_STATUSES:
+                log.warning("driftline client: the worker rejected %d events (%d): %s", len(values), status,
+                            detail)
+                self._settle(0, len(values))
+                return
+            log.warning("driftline client: cannot deliver to the worker (%s), retrying in %.1fs",
+                        detail if status is None else f"{status}: {detail}", backoff)
+            await self._idle(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _http_post(self, path: str, body: bytes) -> tuple[int | None, str]:
+        """(HTTP status or None when no reply came, detail); runs on a helper thread."""
+        url = self._http_url + path if self._http_url else worker_url(self._settings, path)
+        request = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with open_worker(self._settings, request, timeout=30.0) as response:
+                return response.status, ""
+        except urllib.error.HTTPError as err:
+            with contextlib.suppress(OSError):
+                return err.code, err.read(2000).decode(errors="replace")
+            return err.code, ""
+        except OSError as err:  # refused, reset, timed out, TLS: no reply
+            return None, str(err)
 
     def _on_delivery(self, batch: Submitted, future: asyncio.Future[Any]) -> None:
         if self._finished:
