@@ -20,7 +20,7 @@ from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics, partition_counts
 from driftline.kafka.clients import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
 from driftline.kafka.offsets import end_offsets
-from driftline.kafka.partitioner import murmur2_many, partition_for_key
+from driftline.kafka.partitioner import partition_for_key
 from driftline.pipeline.stage import OutboundMessage
 from driftline.streams.delivery import _send_all, deliver
 
@@ -123,12 +123,6 @@ async def started_producer(settings: Settings, **overrides: Any) -> AIOKafkaProd
 def topics_of(settings: Settings) -> list[str]:
     t = settings.topics
     return [t.model_events, t.outcomes, t.dead_letters, t.sink]
-
-
-def test_murmur2_many_matches_the_default_partitioner_hash() -> None:
-    keys = [bytes(range(n)) for n in range(40)] + [b"\xff" * 37, b"pred-1", "ünïcode-ïd".encode()]
-    assert murmur2_many(keys).tolist() == [murmur2(k) for k in keys]
-    assert murmur2_many([]).tolist() == []
 
 
 def test_order_completeness_and_partitioning_across_topics_and_partitions(settings: Settings) -> None:
