@@ -265,5 +265,5 @@ def test_dockerfile_copies_existing_paths_and_runs_the_worker() -> None:
     # Every folder pyproject maps onto a driftline package is in the image.
     for folder in ("src", "streams", "jobs", "schemas", "infra"):
         assert folder in sources
-    assert any(line.startswith("RUN pip install .") for line in lines)
+    assert any(line.startswith("RUN pip install '.[worker]'") for line in lines)  # not the light install
     assert lines[-1] == 'CMD ["driftline", "worker", "--web-host", "0.0.0.0"]'
