@@ -95,7 +95,9 @@ Multiple testing over features is handled by :func:`feature_arl`.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -142,6 +144,19 @@ _NEVER = 2**62  # a refinement point no stream reaches
 _MAX_PENDING = 4096  # most values the per-value path defers
 _TIGHTEN_STEP = 1.005  # grid ratio of tightened design rates
 _WINDOW = 2048  # rows per vectorised step of update_many (bounded memory, cache-friendly)
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """A detector's lookup state, derived from its arrays and shared between equal detectors."""
+
+    table: IntArray  # increments per symbol and CUSUM, fixed point (read-only)
+    reach: list[int]  # per symbol, the largest increment of any CUSUM (the per-value bound)
+    lo: list[float]  # numeric: cell bounds as lists, for bisect per value
+    hi: list[float]
+
+
+_TABLES: weakref.WeakValueDictionary[bytes, _Tables] = weakref.WeakValueDictionary()
 
 
 @dataclass(frozen=True)
@@ -272,11 +287,33 @@ class SequentialDetector:
         self._derive()
 
     def _derive(self) -> None:
-        """Everything rebuilt from the stored arrays (after building, a refinement, or unpickling)."""
-        self._table = self._build_table()
-        self._reach = self._table.max(axis=1).tolist()
+        """Everything rebuilt from the stored arrays (after building, a refinement, or unpickling).
+
+        The lookup tables are shared by every live detector built on the same arrays (one
+        reference watched by many shards, banks or replays holds them once)."""
+        digest = hashlib.blake2b(type(self).__name__.encode(), digest_size=16)
+        for part in self._table_inputs():
+            digest.update(np.ascontiguousarray(part).tobytes())
+            digest.update(b"|")
+        key = digest.digest()
+        tables = _TABLES.get(key)
+        if tables is None:
+            table = self._build_table()
+            table.flags.writeable = False
+            tables = _Tables(table, table.max(axis=1).tolist(), *self._bounds_lists())
+            _TABLES[key] = tables
+        self._tables = tables  # keeps the shared entry alive as long as this detector
+        self._table, self._reach = tables.table, tables.reach
         self._pending = []
         self._arm()
+
+    def _table_inputs(self) -> list[npt.NDArray[Any]]:
+        """The arrays the increment table is a function of."""
+        raise NotImplementedError
+
+    def _bounds_lists(self) -> tuple[list[float], list[float]]:
+        """Per-value lookup lists beside the table (cell bounds, numeric detectors only)."""
+        return [], []
 
     def _arm(self) -> None:
         self._rise = 0
@@ -496,7 +533,7 @@ class SequentialDetector:
         j = int(ratio.argmax())
         return Alarm(start + offset, self._labels[j], int(s[j]) / _ONE, int(self._h[j]) / _ONE, offset)
 
-    _DERIVED: tuple[str, ...] = ("_table", "_reach", "_pending", "_rise", "_slack", "_due")
+    _DERIVED: tuple[str, ...] = ("_tables", "_table", "_reach", "_pending", "_rise", "_slack", "_due")
 
     def __getstate__(self) -> dict[str, Any]:
         self._flush()
@@ -645,9 +682,15 @@ class NumericDetector(SequentialDetector):
         u = self._u[:, None]
         return _quantise(((a * u) * u + b * u) + c)
 
+    def _table_inputs(self) -> list[npt.NDArray[Any]]:
+        return [self._lo, self._hi, self._u, self._coef]
+
+    def _bounds_lists(self) -> tuple[list[float], list[float]]:
+        return self._lo.tolist(), self._hi.tolist()
+
     def _derive(self) -> None:
         super()._derive()
-        self._lo_list, self._hi_list = self._lo.tolist(), self._hi.tolist()  # for bisect per value
+        self._lo_list, self._hi_list = self._tables.lo, self._tables.hi  # for bisect per value
 
     _DERIVED = (*SequentialDetector._DERIVED, "_lo_list", "_hi_list")
 
@@ -798,6 +841,9 @@ class CategoricalDetector(SequentialDetector):
         det._target = np.array(target, dtype=np.int64)
         det._setup(arl, labels, calibrate_thresholds(nulls, arl))
         return det
+
+    def _table_inputs(self) -> list[npt.NDArray[Any]]:
+        return [self._a, self._b, self._target, np.array([len(self.categories)])]
 
     def _build_table(self) -> IntArray:
         table = np.tile(_quantise(self._b), (len(self.categories) + 1, 1))
@@ -999,6 +1045,9 @@ class BinaryDetector(SequentialDetector):
                 self._h = np.ceil(np.asarray(thresholds) * _ONE).astype(np.int64)
                 self._derive()
         self._next_block()
+
+    def _table_inputs(self) -> list[npt.NDArray[Any]]:
+        return [self._a, self._b]
 
     def _build_table(self) -> IntArray:
         return np.stack([_quantise(self._b), _quantise(self._a)])
