@@ -66,7 +66,7 @@ def register(sub: Any) -> None:
         help="the last DURATION before the model's newest event time (instead of --from/--to)",
     )
     parser.add_argument("--run-id", default="", help="a replay/backtest run id (default: the live pipeline)")
-    parser.add_argument("--out", type=Path, help="output file (default: MODEL.html)")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="output file (default: MODEL.html)")
     parser.set_defaults(handler=_report)
 
 
