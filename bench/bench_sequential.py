@@ -35,10 +35,13 @@ updates/s at least ADWIN's; per-value ``update()`` <= 1 us (``time.process_time`
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import pickle
 import platform
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -233,6 +236,20 @@ def run(seeds: int, n: int, change: int, per_element: int,
     return rows, extra
 
 
+def detector_bytes(count: int = 20) -> dict[str, int]:
+    """Memory a numeric detector adds (tracemalloc), the first on a reference and each further one
+    on the same reference (per-shard detectors share their lookup tables), and its pickle."""
+    ref = reference("abrupt", 0)
+    gc.collect()
+    tracemalloc.start()
+    first = NumericDetector.from_reference(ref, arl=ARL)
+    alone, _ = tracemalloc.get_traced_memory()
+    more = [NumericDetector.from_reference(ref, arl=ARL) for _ in range(count)]
+    total, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"first": alone, "each_further": (total - alone) // len(more), "pickled": len(pickle.dumps(first))}
+
+
 def fmt(v: float | None, digits: int = 0) -> str:
     if v is None or v != v:
         return "—"
@@ -307,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      if "final_design_rates" in info else "")
         print(f"  {kind}: {info['cusums']} CUSUMs, built in {np.mean(info['build_ms']):.1f} ms CPU (mean)"
               f"{tightened}")
+    memory = detector_bytes()
+    extra["numeric_detector_bytes"] = memory
+    print(f"  numeric detector memory: {memory['first']:,} bytes the first on a reference, "
+          f"{memory['each_further']:,} each further one on it (shared tables); pickled {memory['pickled']:,}")
     print(f"(total {time.perf_counter() - t0:.0f} s)")
     if args.json is not None:
         payload = {

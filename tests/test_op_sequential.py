@@ -501,3 +501,13 @@ def test_update_path_state_reads_and_pickles_mid_queue() -> None:
     assert np.array_equal(restored._S, twin._S)
     det.reset()
     assert det.statistic == 0.0
+
+
+def test_detectors_on_one_reference_share_their_tables() -> None:
+    ref = np.random.default_rng(70).normal(size=5_000)
+    a, b = (NumericDetector.from_reference(ref, arl=1e5) for _ in range(2))
+    assert a._table is b._table and not a._table.flags.writeable
+    restored = _clone(a)
+    assert restored._table is a._table  # unpickled next to a live twin: shared again
+    other = NumericDetector.from_reference(ref[:4_000], arl=1e5)
+    assert other._table is not a._table
