@@ -122,7 +122,7 @@ def _zstd_compress(data: bytes) -> bytes:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14
     except ImportError:
         from backports import zstd  # installed with clickhouse-connect on older Pythons
-    return bytes(zstd.compress(data))
+    return bytes(zstd.compress(data, level=ZSTD_LEVEL))
 
 
 def _lz4_compress(data: bytes) -> bytes:
@@ -131,9 +131,20 @@ def _lz4_compress(data: bytes) -> bytes:
     return bytes(lz4.frame.compress(data))
 
 
+def _gzip_compress(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=ZLIB_LEVEL)
+
+
+def _deflate_compress(data: bytes) -> bytes:
+    return zlib.compress(data, ZLIB_LEVEL)  # HTTP "deflate" is the zlib format
+
+
+# Fast levels, as ClickHouse's http_zlib_compression_level (3): the server's CPU is the worker's.
+ZLIB_LEVEL = 3
+ZSTD_LEVEL = 1
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": gzip.compress,
-    "deflate": zlib.compress,  # HTTP "deflate" is the zlib format
+    "gzip": _gzip_compress,
+    "deflate": _deflate_compress,
     "zstd": _zstd_compress,
     "lz4": _lz4_compress,
 }
@@ -192,9 +203,10 @@ class ClickHouseInterface:
                                              database=database, params=params, settings=settings)
         except EngineError as err:
             return exception_response(err.code, str(err), headers={"X-ClickHouse-Query-Id": query_id})
-        return self._respond(request, result, fmt, query_id)
+        return await self._respond(request, result, fmt, query_id)
 
-    def _respond(self, request: web.Request, result: ReadResult, fmt: str, query_id: str) -> web.Response:
+    async def _respond(self, request: web.Request, result: ReadResult, fmt: str,
+                       query_id: str) -> web.Response:
         summary = {"read_rows": str(result.read_rows), "read_bytes": str(result.read_bytes),
                    "written_rows": "0", "written_bytes": "0",
                    "total_rows_to_read": str(result.read_rows),
@@ -212,7 +224,7 @@ class ClickHouseInterface:
         encoding = (None if request.query.get("enable_http_compression", "").strip() in ("0", "false")
                     else choose_encoding(request.headers.get("Accept-Encoding", "")))
         if encoding is not None:
-            body = ENCODERS[encoding](body)
+            body = await asyncio.to_thread(ENCODERS[encoding], body)  # off the worker's event loop
             headers["Content-Encoding"] = encoding
         return web.Response(body=body, headers=headers)
 

@@ -137,6 +137,8 @@ def test_clickhouse_connect_reads_through_the_worker(worker: Worker, client: Cli
     assert client.command("SELECT currentDatabase()") == worker.database
     tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
     assert {"outcomes", "drift_scores", "model_metrics", "dead_letters"} <= tables
+    # what Superset's SQLAlchemy dialect (clickhouse-connect's) asks before it reads a table
+    assert (client.command("EXISTS TABLE outcomes"), client.command("EXISTS DATABASE no_such_db")) == (1, 0)
 
     bound = client.query(
         "SELECT number, toString(number) AS s FROM numbers(6) "
@@ -161,7 +163,7 @@ def test_clickhouse_connect_reads_through_the_worker(worker: Worker, client: Cli
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 202
     count = "SELECT count() FROM outcomes FINAL WHERE prediction_id = {id:String}"
-    wait_for(lambda: client.command(count, parameters={"id": prediction_id}) == 1, 90,
+    wait_for(lambda: client.command(count, parameters={"id": prediction_id}) == 1, 180,
              "the outcome written by the sink", worker.proc, worker.log)
 
 
@@ -258,7 +260,7 @@ def test_serve_clickhouse_http_without_a_worker(worker: Worker, tmp_path: Path) 
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: ask(base, "SELECT 1").status == 200, 60, "serve --clickhouse-http", proc, log)
+        wait_for(lambda: ask(base, "SELECT 1").status == 200, 120, "serve --clickhouse-http", proc, log)
         bi = clickhouse_connect.get_client(host="127.0.0.1", port=port, username="bi", password=TOKEN)
         assert bi.command("SELECT count() FROM outcomes") == 0
         bi.close()
