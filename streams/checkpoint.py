@@ -1,23 +1,24 @@
 """Stage checkpoints on the state topics: a processor snapshot plus the input offsets it reflects.
 
-Full snapshots (:meth:`CheckpointStore.save`, stage 2): one message key per shard,
-``f"{stage}:{shard}"``, on the single partition of ``settings.topics.state``. A snapshot larger
-than one message is cut into chunks of at most ``MAX_CHUNK_BYTES``; every chunk carries the
-checkpoint id, its index and count, the CRC-32 and size of the whole blob and the offsets, so a
-reader keeps the last checkpoint whose chunks all arrived in order and whose CRC matches. Chunks
-left behind by a crash mid-save are ignored. Reading goes from the beginning of the topic to its
-true end (Fetch high watermark, see ``driftline.kafka.offsets``), incrementally: a later
-``load_all`` only reads what was appended since. On Kafka the topic is compacted; the embedded
-broker does not compact, so its reads grow with its history.
+A checkpoint is a processor's blob and the input offsets it reflects, cut into chunks of at most
+``MAX_CHUNK_BYTES``; every chunk carries the checkpoint id, its index and count, the CRC-32 and
+size of the whole blob and the offsets, so a reader keeps a checkpoint only when its chunks all
+arrived in order and its CRC matches. Chunks left behind by a crash mid-save are ignored.
 
-Chains (:meth:`CheckpointStore.save_link`, stage 1, see ``docs/state.md``): a base snapshot and
-the deltas after it, each a checkpoint in the same chunked format whose header also names its
-kind and its parent (the checkpoint it follows), in a topic of their own per shard and
-*generation*: ``f"{state}.{stage}-{shard}.g{n}"``. Every base starts generation n + 1 (n the
-highest existing) and, once acknowledged, the older generations' topics are deleted: what is
-kept is bounded by one chain, with no compaction, on Kafka and on the embedded broker alike. A
-reader takes the highest generation holding a complete base, then every delta whose parent is the
-link before it (a torn or repeated save breaks nothing: its parent no longer matches).
+Chains (:meth:`CheckpointStore.save_link`, see ``docs/state.md``): a shard's checkpoints are
+bases (a whole snapshot) and deltas (what changed since the checkpoint before: stage 1), each
+naming its kind and its parent (the checkpoint it follows), in a topic of their own per shard and
+*generation*, ``f"{state}.{stage}-{shard}.g{n}"``, message key ``f"{stage}:{shard}"``. A base goes
+to the current generation until that topic holds ``ROTATE_FACTOR`` times the base and at least
+``rotate_min_bytes``; then it starts generation n + 1 (n the highest existing) and, once
+acknowledged, the older generations' topics are deleted. What is kept is bounded without
+compaction, on Kafka and on the embedded broker alike. A reader takes the highest generation
+holding a complete base, its last complete base, then every delta whose parent is the link before
+it (a torn or repeated save breaks nothing: its parent no longer matches).
+
+Checkpoints written before chains (one full snapshot per shard on ``settings.topics.state``, read
+from its beginning to its true end: Fetch high watermark, see ``driftline.kafka.offsets``) are
+still restored when a shard has no chain yet.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 512 * 1024
 """Upper bound of one checkpoint message value (envelope included)."""
+ROTATE_FACTOR = 2
+ROTATE_MIN_BYTES = 64 * 2**20
+"""A base starts a new generation once the current one holds this many bytes and ROTATE_FACTOR
+bases' worth: small states (stage 2, a base per checkpoint) rotate every few minutes, not at
+every checkpoint; large ones at every other base."""
 _MAGIC = b"DLC1"
 _HEADER_LEN = struct.Struct(">I")
 _ENVELOPE_RESERVE = 8 * 1024  # room for the JSON header (ids, offsets) inside MAX_CHUNK_BYTES
@@ -206,8 +212,8 @@ class CheckpointAssembler:
 
 
 def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -> Checkpoint | None:
-    """The chain in a generation's complete checkpoints (log order): its base and every delta whose
-    parent is the link before it; None without a base.
+    """The chain in a generation's complete checkpoints (log order): its last base and every delta
+    after it whose parent is the link before it; None without a base.
 
     >>> base, d1 = Checkpoint("b", b"B", {}, BASE), Checkpoint("d1", b"1", {("t", 0): 5}, DELTA, "b")
     >>> torn_retry = Checkpoint("dx", b"x", {}, DELTA, "gone")
@@ -218,8 +224,8 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
     base: Checkpoint | None = None
     deltas: list[Checkpoint] = []
     for link in links:
-        if link.kind == BASE and base is None:
-            base = link
+        if link.kind == BASE:
+            base, deltas = link, []
             continue
         previous = deltas[-1] if deltas else base
         if link.kind == DELTA and previous is not None and link.parent == previous.checkpoint_id:
@@ -235,7 +241,8 @@ class CheckpointStore:
     """Saves and loads stage checkpoints; shared by the runners of one process."""
 
     def __init__(self, settings: Settings, producer: AIOKafkaProducer, *,
-                 max_chunk_bytes: int = MAX_CHUNK_BYTES, read_timeout_s: float = 60.0) -> None:
+                 max_chunk_bytes: int = MAX_CHUNK_BYTES, read_timeout_s: float = 60.0,
+                 rotate_min_bytes: int = ROTATE_MIN_BYTES) -> None:
         self._settings = settings
         self._producer = producer
         self._max_chunk_bytes = max_chunk_bytes
@@ -245,7 +252,9 @@ class CheckpointStore:
         self._assembler = CheckpointAssembler()
         self._next_offset = 0
         self._lock = asyncio.Lock()
-        self._generations: dict[str, int] = {}  # key -> the generation its deltas go to
+        self._rotate_min_bytes = rotate_min_bytes
+        self._generations: dict[str, int] = {}  # key -> the generation its checkpoints go to
+        self._generation_bytes: dict[str, int] = {}  # key -> bytes in that generation's topic
         self.saved = 0
         self.messages_read = 0
         self.bytes_read = 0
@@ -260,36 +269,31 @@ class CheckpointStore:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
 
-    async def save(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int]) -> str:
-        """Write a checkpoint and wait until the broker acknowledged every chunk; returns its id.
+    async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
+                        *, base: bool, parent: str | None) -> str:
+        """Write a base or a delta following ``parent`` (the shard's last checkpoint) and wait until
+        the broker acknowledged every chunk; returns its id. A base may start a new generation
+        (then the older ones are deleted once it is acknowledged).
 
         Retries while the broker is unreachable; a retry may repeat chunks, which readers ignore
         (they restart an assembly at chunk 0 and drop out-of-order chunks).
         """
-        ckpt_id = uuid.uuid4().hex
-        await self._write(self._tp.topic, stage, shard, ckpt_id, blob, offsets, FULL, None)
-        self.saved += 1
-        return ckpt_id
-
-    async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
-                        *, base: bool, parent: str | None) -> str:
-        """Write a base (in a new generation, then delete the older ones) or a delta following
-        ``parent`` (the shard's last checkpoint, in its current generation); returns its id."""
         key = shard_key(stage, shard)
         ckpt_id = uuid.uuid4().hex
-        if base:
+        generation = self._generations.get(key, -1)
+        written = self._generation_bytes.get(key, 0)
+        older: list[str] = []
+        if base and (generation < 0 or written >= max(ROTATE_FACTOR * len(blob), self._rotate_min_bytes)):
             generation, older = await asyncio.to_thread(self._new_generation, stage, shard)
-            topic = chain_topic(self._tp.topic, stage, shard, generation)
-            await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE, None)
-            self._generations[key] = generation
-            if older:
-                await asyncio.to_thread(self._delete_topics, older)
-        else:
-            generation = self._generations.get(key, -1)
-            if generation < 0:
-                raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
-            topic = chain_topic(self._tp.topic, stage, shard, generation)
-            await self._write(topic, stage, shard, ckpt_id, blob, offsets, DELTA, parent)
+            written = 0
+        elif generation < 0:
+            raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
+        topic = chain_topic(self._tp.topic, stage, shard, generation)
+        await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE if base else DELTA, parent)
+        self._generations[key] = generation
+        self._generation_bytes[key] = written + len(blob)
+        if older:
+            await asyncio.to_thread(self._delete_topics, older)
         self.saved += 1
         return ckpt_id
 
@@ -329,14 +333,18 @@ class CheckpointStore:
                    if key.startswith(prefix) and key[len(prefix):].isdigit()}
             topics = await asyncio.to_thread(self._list_topics)
             wanted = None if shards is None else set(shards)
+            for shard in wanted or ():  # what this process knew of them may be stale: re-read
+                self._generations.pop(shard_key(stage, shard), None)
+                self._generation_bytes.pop(shard_key(stage, shard), None)
             for shard, generations in chain_generations(self._tp.topic, stage, topics).items():
                 if wanted is not None and shard not in wanted:
                     continue
                 for generation in generations:
-                    chain = await self._read_chain(stage, shard, generation)
+                    chain, size = await self._read_chain(stage, shard, generation)
                     if chain is not None:
                         out[shard] = chain
                         self._generations[shard_key(stage, shard)] = generation
+                        self._generation_bytes[shard_key(stage, shard)] = size
                         break
         return out if wanted is None else {s: c for s, c in out.items() if s in wanted}
 
@@ -344,11 +352,13 @@ class CheckpointStore:
         with admin_client(self._settings) as admin:
             return list(admin.list_topics())
 
-    async def _read_chain(self, stage: str, shard: int, generation: int) -> Checkpoint | None:
+    async def _read_chain(self, stage: str, shard: int, generation: int) -> tuple[Checkpoint | None, int]:
+        """The chain in one generation's topic, and the bytes that topic holds."""
         tp = TopicPartition(chain_topic(self._tp.topic, stage, shard, generation), 0)
         assembler = CheckpointAssembler(keep_all=True)
+        before = self.bytes_read
         await self._read(tp, 0, assembler)
-        return assemble_chain(assembler.completed or (), generation)
+        return assemble_chain(assembler.completed or (), generation), self.bytes_read - before
 
     async def _catch_up(self) -> None:
         self._next_offset = await self._read(self._tp, self._next_offset, self._assembler)

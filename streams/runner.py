@@ -11,11 +11,12 @@ and await their acknowledgements -> advance the shard's offsets. Every
 ``worker.checkpoint_interval_s``, on revocation and on stop: flush the producer, then save every
 changed shard. A producer outage blocks the loop inside ``deliver`` with fetching paused.
 
-A processor that can report its changes (``driftline.pipeline.state.Incremental``: stage 1) is
-checkpointed as a chain: a base snapshot, then deltas, then a new base once
-``worker.checkpoint_deltas_per_base`` deltas followed it or their bytes passed
-``worker.checkpoint_delta_ratio`` times its size (``docs/state.md``). Restoring reads the base and
-its deltas; how long that took and how many bytes it read are the shard's ``restore_*`` gauges.
+Checkpoints form chains (``driftline.streams.checkpoint``, ``docs/state.md``). A processor that
+can report its changes (``driftline.pipeline.state.Incremental``: stage 1) writes a base
+snapshot, then deltas, then a new base once ``worker.checkpoint_deltas_per_base`` deltas followed
+it or their bytes passed ``worker.checkpoint_delta_ratio`` times its size; any other writes a
+base every time. Restoring reads the last base and its deltas; how long that took and how many
+bytes it read are the shard's ``restore_*`` gauges.
 
 Why batch consumers instead of Faust agents: a trivial Faust agent processes ~5k events/s on the
 embedded broker, aiokafka ``getmany`` reads ~118k msg/s; the processors are written for batches.
@@ -262,23 +263,21 @@ class StageRunner:
             state = self.shards[shard]
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
             processor = state.processor
-            if self._incremental(processor):
-                assert isinstance(processor, Incremental)
+            chain = state.chain
+            if isinstance(processor, Incremental):
                 worker = self.settings.worker
-                chain = state.chain
                 base = chain is None or chain.base_due(worker.checkpoint_deltas_per_base,
                                                        worker.checkpoint_delta_ratio)
                 blob = processor.checkpoint(base)
-                state.checkpoint_id = await self.checkpoints.save_link(
-                    self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id)
-                if base or chain is None:
-                    state.chain = ChainLength(len(blob))
-                else:
-                    chain.deltas += 1
-                    chain.delta_bytes += len(blob)
             else:
-                state.checkpoint_id = await self.checkpoints.save(self.stage, shard, processor.snapshot(),
-                                                                  offsets)
+                base, blob = True, processor.snapshot()
+            state.checkpoint_id = await self.checkpoints.save_link(
+                self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id)
+            if base or chain is None:
+                state.chain = ChainLength(len(blob))
+            else:
+                chain.deltas += 1
+                chain.delta_bytes += len(blob)
             state.dirty = False
             state.checkpointed_at = time.time()
             self.stats.checkpoints += 1
@@ -328,8 +327,7 @@ class StageRunner:
             state = ShardState(self.factory.create(shard), {}, None)
             self.stats.created_shards += 1
             fresh = True
-        if fresh and self._incremental(state.processor):
-            assert isinstance(state.processor, Incremental)
+        if fresh and isinstance(state.processor, Incremental):
             state.processor.track_changes()
         unknown = [tp for tp in tps if tp not in state.offsets]
         if unknown:
@@ -340,9 +338,6 @@ class StageRunner:
         if fresh and self._broadcast.enabled:
             await self._feed({shard: self._broadcast.retained()})
 
-
-    def _incremental(self, processor: StageProcessor) -> bool:
-        return self.settings.worker.checkpoint_deltas_per_base > 0 and isinstance(processor, Incremental)
 
     def _restore(self, shard: int, saved: Checkpoint, offsets: dict[TopicPartition, int]) -> ShardState:
         """The shard from its checkpoint: a full snapshot, or a chain's base and deltas."""

@@ -65,8 +65,17 @@ def test_empty_blob_round_trips() -> None:
     assert asm.latest["s:1"].blob == b"" and asm.latest["s:1"].offsets == {}
 
 
+async def _write_full(producer: AIOKafkaProducer, settings: Settings, stage: str, shard: int, ckpt_id: str,
+                      blob: bytes, offsets: dict[tuple[str, int], int]) -> str:
+    """A full snapshot on the state topic, as driftline wrote checkpoints before chains."""
+    for value in encode_chunks(ckpt_id, blob, offsets):
+        key = f"{stage}:{shard}".encode()
+        await producer.send_and_wait(settings.topics.state, value, key=key, partition=0)
+    return ckpt_id
+
+
 @pytest.mark.integration
-def test_store_saves_and_loads_through_the_broker_ignoring_a_torn_save(settings: Settings) -> None:
+def test_full_snapshots_from_before_chains_load_ignoring_a_torn_save(settings: Settings) -> None:
     ensure_topics(settings)
     asyncio.run(_store_round_trip(settings))
 
@@ -75,11 +84,10 @@ async def _store_round_trip(settings: Settings) -> None:
     producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
     await producer.start()
     try:
-        writer = CheckpointStore(settings, producer)
         big = os.urandom(1_200_000)
-        first = await writer.save("st", 0, big, OFFSETS)
-        await writer.save("st", 1, b"one", {("preds", 1): 1})
-        await writer.save("other", 0, b"x", {})
+        first = await _write_full(producer, settings, "st", 0, "first", big, OFFSETS)
+        await _write_full(producer, settings, "st", 1, "one", b"one", {("preds", 1): 1})
+        await _write_full(producer, settings, "other", 0, "x", b"x", {})
         # A torn save of shard 0: only its first chunk reached the topic.
         torn = encode_chunks("torn", os.urandom(1_200_000), {("preds", 0): 1})
         await producer.send_and_wait(settings.topics.state, torn[0], key=b"st:0", partition=0)
@@ -93,7 +101,7 @@ async def _store_round_trip(settings: Settings) -> None:
             assert loaded[1].blob == b"one"
             # Incremental: a later save is seen without re-reading the history.
             read_before = reader.messages_read
-            await writer.save("st", 1, b"two", {("preds", 1): 2})
+            await _write_full(producer, settings, "st", 1, "two", b"two", {("preds", 1): 2})
             again = await reader.load_all("st")
             assert again[1].blob == b"two" and reader.messages_read == read_before + 1
         finally:
@@ -117,7 +125,7 @@ async def _chain_round_trip(settings: Settings) -> None:
     producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
     await producer.start()
     try:
-        writer = CheckpointStore(settings, producer, max_chunk_bytes=64 * 1024)
+        writer = CheckpointStore(settings, producer, max_chunk_bytes=64 * 1024, rotate_min_bytes=0)
         await writer.start()
         base = os.urandom(200_000)  # several chunks
         first = await writer.save_link("st", 2, base, {("preds", 2): 10}, base=True, parent=None)
@@ -127,10 +135,10 @@ async def _chain_round_trip(settings: Settings) -> None:
         topic = chain_topic(settings.topics.state, "st", 2, 0)
         await producer.send_and_wait(topic, torn[0], key=b"st:2", partition=0)
         d2 = await writer.save_link("st", 2, b"d2", {("preds", 2): 12}, base=False, parent=d1)
-        await writer.save("st", 5, b"full", {("preds", 5): 1})  # a full snapshot (e.g. an older worker's)
+        await _write_full(producer, settings, "st", 5, "full", b"full", {("preds", 5): 1})  # pre-chain
         assert _chain_topics(settings, "st") == {2: [0]}
 
-        reader = CheckpointStore(settings, producer)
+        reader = CheckpointStore(settings, producer, rotate_min_bytes=0)
         await reader.start()
         try:
             loaded = await reader.load_all("st")
@@ -147,6 +155,18 @@ async def _chain_round_trip(settings: Settings) -> None:
             assert _chain_topics(settings, "st") == {2: [1]}
             again = (await writer.load_all("st"))[2]
             assert (again.checkpoint_id, again.blob, again.deltas, again.generation) == (second, b"B2", (), 1)
+            # Small bases (a processor that only writes bases) share a generation until it holds
+            # rotate_min_bytes: the reader takes the last base.
+            small = CheckpointStore(settings, producer)
+            await small.start()
+            try:
+                ids = [await small.save_link("st", 7, f"b{i}".encode(), {("preds", 7): i}, base=True,
+                                             parent=None) for i in range(3)]
+                last = (await small.load_all("st", [7]))[7]
+                assert (last.checkpoint_id, last.blob, last.generation) == (ids[-1], b"b2", 0)
+                assert _chain_topics(settings, "st")[7] == [0]
+            finally:
+                await small.stop()
         finally:
             await reader.stop()
             await writer.stop()
