@@ -27,7 +27,8 @@ Target: 6/6 drifted features flagged and no clean feature flagged, on every seed
 Speed, against scipy in the same run on the same tables: scipy's per-column tests (``ks_2samp``
 for numeric columns, ``chi2_contingency`` on the category counts of both tables for categorical
 ones) have no fit; driftline builds the scorer once (``from_reference``, "fit") and scores the
-window (``score``). Each is the best of 3 calls per seed, then the median over seeds; targets:
+window (``score``). Each is the best of 3 calls per seed (scipy's and the scorer's calls
+alternate), then the median over seeds; targets:
 score >= 10x faster than scipy, fit <= scipy's fit + score. Memory added: the peak of
 ``tracemalloc`` (numpy allocations included) over fit + score, beyond the tables already built,
 in a separate untimed pass; target <= 10 MB.
@@ -160,8 +161,14 @@ def run_seed(seed: int, reference_rows: int, window_rows: int) -> dict[str, Any]
     rng = np.random.default_rng(seed)
     reference = make_table(rng, reference_rows, drift=False)
     window = make_table(rng, window_rows, drift=True)
-    scipy_s, pvalues = _best(lambda: scipy_score(reference, window))
     build_s, scorer = _best(lambda: _fit(reference))
+    # scipy and the default scorer alternate, so a busy machine slows both alike.
+    default = DriftScorer(scorer.profile, drift=CONFIGS["default"])
+    scipy_s = score_s = float("inf")
+    for _ in range(REPEATS):
+        scipy_t, pvalues = _best(lambda: scipy_score(reference, window), 1)
+        score_t, report = _best(lambda: default.score(window), 1)
+        scipy_s, score_s = min(scipy_s, scipy_t), min(score_s, score_t)
     drifted = set(DRIFTED)
     flagged = {n for n, p in zip(pvalues, sps.false_discovery_control(list(pvalues.values())), strict=True)
                if p < 0.01}
@@ -173,10 +180,12 @@ def run_seed(seed: int, reference_rows: int, window_rows: int) -> dict[str, Any]
         "memory_added_bytes": memory_added(reference, window),
         "configs": {},
     }
+    out["configs"]["default"] = _outcome(report, score_s)
     for name, cfg in CONFIGS.items():
-        configured = DriftScorer(scorer.profile, drift=cfg)
-        score_s, report = _best(lambda c=configured: c.score(window))
-        out["configs"][name] = _outcome(report, score_s)
+        if name != "default":
+            configured = DriftScorer(scorer.profile, drift=cfg)
+            config_s, config_report = _best(lambda c=configured: c.score(window))
+            out["configs"][name] = _outcome(config_report, config_s)
     return out
 
 
