@@ -400,6 +400,10 @@ def test_alarm_offset_is_the_position_in_the_batch_and_index_in_the_stream() -> 
         assert alarm.offset == alarm.index - 1_000 + skipped and batch[alarm.offset] is not None
     one = _clone(_NUM)
     assert {a.offset for x in _NUM_X.tolist() if (a := one.update(x)) is not None} == {0}
+    cat = CategoricalDetector.from_counts(["x"], [1_000, 0], arl=1e3)
+    values: list[object] = ["x", None, float("nan")] * 10 + [None, "y"] * 40
+    alarm = cat.update_many(values)[0]
+    assert values[alarm.offset] == "y" and alarm.index == 10 + values[30 : alarm.offset].count("y")
 
 
 # -- small references: tightening with quiet stream values ----------------------------------------

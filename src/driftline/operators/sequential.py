@@ -853,13 +853,12 @@ class CategoricalDetector(SequentialDetector):
     def _symbols_at(self, xs: Any) -> tuple[IntArray, IntArray | None]:
         other = len(self.categories)
         get = self._index.get
-        values = list(_iter(xs))
-        at = [i for i, v in enumerate(values) if _missing(v)]
-        if at:
-            at = [i for i, v in enumerate(values) if not _missing(v)]
-            values = [values[i] for i in at]
-        syms = np.fromiter((get(category_key(v), other) for v in values), dtype=np.int64, count=len(values))
-        return syms, np.asarray(at, dtype=np.int64) if at else None
+        syms = np.fromiter((-1 if _missing(v) else get(category_key(v), other) for v in _iter(xs)),
+                           dtype=np.int64)
+        if syms.size and syms.min() < 0:  # skipped values: keep where the others came from
+            at = np.flatnonzero(syms >= 0)
+            return syms[at], at
+        return syms, None
 
     def _symbol(self, x: Any) -> int | None:
         if _missing(x):
