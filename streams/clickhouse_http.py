@@ -8,8 +8,10 @@ protocol to a host and port; the worker answers it at ``/`` of its web port (nex
   ``FORMAT`` in the SQL, else ``default_format`` or ``X-ClickHouse-Format`` (TabSeparated);
   ``database`` or ``X-ClickHouse-Database``; ``param_<name>`` values for ``{name:Type}``.
 - Other query-string parameters are settings, applied as for a ClickHouse ``readonly=1`` user:
-  the current value is accepted, a change is refused (Code 164). The HTTP-only ones below are
-  accepted and have no effect (the result is always computed in full before it is sent).
+  the current value is accepted, a change is refused (Code 164). The HTTP-only ones
+  (``TRANSPORT_PARAMS``: sessions, progress headers, ``wait_end_of_query``…) are accepted and
+  have no effect: the result is always computed in full, in memory (bounded by the row limit),
+  before it is sent.
 - Responses compressed with gzip, deflate, zstd or lz4, the first of these the client lists in
   ``Accept-Encoding`` (unless it sends ``enable_http_compression=0``). A ClickHouse server
   also wants ``enable_http_compression=1``, a setting a readonly user cannot send, so clients
@@ -209,8 +211,7 @@ class ClickHouseInterface:
                        query_id: str) -> web.Response:
         summary = {"read_rows": str(result.read_rows), "read_bytes": str(result.read_bytes),
                    "written_rows": "0", "written_bytes": "0",
-                   "total_rows_to_read": str(result.read_rows),
-                   "result_rows": "0", "result_bytes": str(len(result.body)),
+                   "total_rows_to_read": str(result.read_rows), "result_bytes": str(len(result.body)),
                    "elapsed_ns": str(int(result.elapsed_s * 1e9))}
         headers = {
             "X-ClickHouse-Format": fmt,
