@@ -568,6 +568,16 @@ class NumericDetector(SequentialDetector):
     Values are anything ``float()`` accepts; None and NaN are skipped (not counted), +-inf count as
     the most extreme scores.
 
+    Parameters
+    ----------
+    arl
+        Mean number of no-drift values between two false alarms.
+    min_effect
+        Indifference zone in reference sd of the normal score: mean shifts up to it (and sd
+        factors up to ``1 +- min_effect``) keep the ARL.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
     >>> det = NumericDetector.from_reference(rng.lognormal(size=10_000), arl=1e5)
@@ -578,6 +588,11 @@ class NumericDetector(SequentialDetector):
     >>> alarm = next(a for x in rng.lognormal(1.0, 1.0, 500) if (a := det.update(x)))
     >>> alarm.component, alarm.statistic >= alarm.threshold
     ('mean+0.8', True)
+
+    References
+    ----------
+    Page (1954); Lorden (1971); Jones, Champ & Rigdon (2004) on estimated parameters.
+    docs/detectors.md: the normal score, the design grid and the reference-uncertainty guard.
     """
 
     kind = "numeric"
@@ -753,6 +768,15 @@ def _bernoulli(p0: float, p1: float) -> tuple[float, float]:
 class CategoricalDetector(SequentialDetector):
     """Bernoulli CUSUMs on each category's indicator (rarer and more frequent), "other" included.
 
+    Parameters
+    ----------
+    arl
+        Mean number of no-drift values between two false alarms.
+    min_psi
+        Indifference zone: a category's share may move until its indicator's PSI reaches it.
+
+    Examples
+    --------
     >>> det = CategoricalDetector.from_counts(["red", "blue"], [600, 390, 10], arl=1e5)
     >>> det.components[:4]
     ["category 'red' x1.5", "category 'red' x0.5", "category 'blue' x1.5", "category 'blue' x0.5"]
@@ -761,6 +785,10 @@ class CategoricalDetector(SequentialDetector):
     >>> alarm = next(a for _ in range(100) if (a := det.update("green")))
     >>> alarm.component
     "category '__other__' x4"
+
+    References
+    ----------
+    Page (1954); Wilson (1927) for the rates' confidence bounds. docs/detectors.md has the method.
     """
 
     kind = "categorical"
