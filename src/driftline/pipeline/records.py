@@ -240,7 +240,7 @@ _BY_TYPE: dict[str, type[_Record]] = {
 }
 
 
-def encode_model_event(record: ModelEvent) -> bytes:
+def encode_model_event(record: ModelEvent | ModelRecord) -> bytes:
     return encode(record.payload())
 
 
@@ -272,17 +272,15 @@ def decode(value: bytes) -> dict[str, Any]:
     return result
 
 
-def to_model(topic: str, partitions: int, model_id: str, payload: Mapping[str, Any]) -> OutboundMessage:
-    return OutboundMessage(topic, model_id.encode(), encode(payload), model_partition(model_id, partitions))
-
-
 def to_model_event(topic: str, partitions: int, record: ModelRecord) -> OutboundMessage:
     """A per-model record to its model's partition of model-events."""
-    return to_model(topic, partitions, record.model_id, record.payload())
+    partition = model_partition(record.model_id, partitions)
+    return OutboundMessage(topic, record.model_id.encode(), encode_model_event(record), partition)
 
 
-def broadcast(topic: str, partitions: int, payload: Mapping[str, Any]) -> list[OutboundMessage]:
-    value = encode(payload)
+def broadcast(topic: str, partitions: int, record: Progress) -> list[OutboundMessage]:
+    """A record to every partition of model-events (every stage-2 shard needs a shard's progress)."""
+    value = encode_model_event(record)
     return [OutboundMessage(topic, None, value, q) for q in range(partitions)]
 
 

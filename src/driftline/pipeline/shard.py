@@ -502,8 +502,8 @@ class ShardProcessor:
         if not (moved or (force and progress != sent)):
             return
         self.sent_progress = progress
-        payload = records.Progress(self.shard, *progress).payload()
-        out.extend(records.broadcast(self.model_events_topic, self.model_events_partitions, payload))
+        record = records.Progress(self.shard, *progress)
+        out.extend(records.broadcast(self.model_events_topic, self.model_events_partitions, record))
 
 
 @dataclass(frozen=True, slots=True)
