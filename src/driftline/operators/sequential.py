@@ -434,15 +434,17 @@ class SequentialDetector:
         self._pending = []
         # S_T = C_T - min(-S_0, min_t C_t) over the cumulative sums C of the increments: no
         # running minimum per row is needed, as no earlier value can have alarmed
-        c = self._table[syms].cumsum(axis=0)
+        c = self._table.take(syms, axis=0).cumsum(axis=0)
         sums = c[-1] - np.minimum(c.min(axis=0), -self._sums)
+        slack = int((self._h - sums).min())  # the alarm test and the next bound in one pass
         alarm = None
-        if (sums >= self._h).any():
+        if slack <= 0:
             alarm = self._alarm(self.n - 1, 0, sums)
             sums = np.zeros_like(sums)
+            slack = int(self._h.min())
         self._sums = sums
         self._tally(syms)
-        self._arm()
+        self._rise, self._slack, self._due = 0, slack, min(self._refine_at, self.n + _MAX_PENDING)
         if self.n == self._refine_at:
             self._refine()
         return alarm
