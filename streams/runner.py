@@ -253,7 +253,10 @@ class StageRunner:
     # -- checkpoints ----------------------------------------------------------------------------
 
     async def _checkpoint(self, shards: Sequence[int]) -> None:
-        """Save the changed shards among `shards`, after every output so far is acknowledged."""
+        """Save the changed shards among `shards`, after every output so far is acknowledged.
+
+        Snapshots (and restores) run in a thread, under the lock that keeps batches out, so a
+        large one does not stall the event loop (group heartbeats, /metrics)."""
         self._last_checkpoint = time.monotonic()
         changed = [s for s in shards if s in self.shards and self.shards[s].dirty]
         if not changed:
@@ -268,9 +271,9 @@ class StageRunner:
                 worker = self.settings.worker
                 base = chain is None or chain.base_due(worker.checkpoint_deltas_per_base,
                                                        worker.checkpoint_delta_ratio)
-                blob = processor.checkpoint(base)
+                blob = await asyncio.to_thread(processor.checkpoint, base)
             else:
-                base, blob = True, processor.snapshot()
+                base, blob = True, await asyncio.to_thread(processor.snapshot)
             state.checkpoint_id = await self.checkpoints.save_link(
                 self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id)
             if base or chain is None:
@@ -320,7 +323,7 @@ class StageRunner:
         elif saved is not None:
             offsets = {tp: saved.offsets[(tp.topic, tp.partition)] for tp in tps
                        if (tp.topic, tp.partition) in saved.offsets}
-            state = self._restore(shard, saved, offsets)
+            state = await asyncio.to_thread(self._restore, shard, saved, offsets)
             self.stats.restored_shards += 1
             fresh = True
         else:
