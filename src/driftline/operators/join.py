@@ -743,6 +743,8 @@ class LabelJoin:
         duplicate, so one id's records have distinct (increasing) times."""
         gid = self._gid(zlib.crc32(key))
         group = self._groups[gid]
+        if key not in group:  # a C-level substring test first: a new record's id is not there
+            return None
         at = _AT + len(key)
         for pos in _find(group, key):
             if _TS.unpack_from(group, pos + at)[0] == ts:
