@@ -97,8 +97,11 @@ def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
         consumed = first.predictions_in()
         first.kill()
         second = start_watched(started, rss, env, log, home=home, idle=None)
-        wait_until(lambda: second.metric_sum("driftline_stage_restore_bytes", stage="shard") > 0,
-                   180, "stage 1 restored", alive=[second])
+        def restored() -> int:  # shards restore one after another
+            return sum(1 for name, labels, value in second.metrics()
+                       if name == "driftline_stage_restore_bytes" and labels["stage"] == "shard" and value)
+
+        wait_until(lambda: restored() == shards, 180, "every stage-1 shard restored", alive=[second])
         deltas = second.metric_sum("driftline_stage_restore_deltas", stage="shard")
         assert deltas >= 3 * shards, f"restored {deltas:.0f} deltas over {shards} shards"
         kill_after_progress(second, min(0.1 * n, (n - consumed) / 2))  # it re-reads at least n - consumed
