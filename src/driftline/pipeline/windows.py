@@ -2,9 +2,11 @@
 
 A window closes once every stage-1 shard's window progress (``pred_progress``) has passed its
 end: its partials are merged in shard order, its features scored against the model's reference
-profile (:mod:`driftline.pipeline.references`), Benjamini-Hochberg verdicts taken across them,
-and the policy window (overall segment, ``triggers.window_size_s``) fed to the retrain policy
-with the drift episode events that happened before its end. The shards' episode reports are
+profile (:mod:`driftline.pipeline.references`) by :meth:`DriftScorer.score_stats
+<driftline.operators.scorer.DriftScorer.score_stats>` (the batch API's own scoring and
+Benjamini-Hochberg verdicts, one scorer per profile), and the policy window (overall segment,
+``triggers.window_size_s``) fed to the retrain policy with the drift episode events that happened
+before its end. The shards' episode reports are
 merged on the same clock (:class:`~driftline.pipeline.episodes.EpisodeMerger`) before any window
 closing at the same time, so every window sees the episode events before its end.
 
@@ -17,8 +19,9 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from driftline.config import Settings
-from driftline.operators.drift import FeatureScore, score_feature, verdicts
-from driftline.operators.profile import FeatureProfile, ReferenceProfile, profile_from_window
+from driftline.operators.drift import FeatureScore
+from driftline.operators.profile import ReferenceProfile, profile_from_window
+from driftline.operators.scorer import DriftScorer, ScoreReport
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
 from driftline.operators.window_stats import FeatureStats, MergedWindow, merge_partials
 from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
@@ -70,6 +73,12 @@ class WindowClock:
             self.episodes = EpisodeMerger(episode_grid_ms(settings), "features", self.run_id)
             self.pending_alerts = defaultdict(list)
         self.episodes.config_hash = config_hash
+        self.scorers: dict[str, DriftScorer] = {}  # by profile id; made again for today's settings
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("scorers", None)  # derived from the profiles and settings: not checkpointed
+        return state
 
     @property
     def merger(self) -> EpisodeMerger:
@@ -144,79 +153,84 @@ class WindowClock:
             rows["reference_profiles"].append(row)
         return profile
 
+    def _scorer(self, profile: ReferenceProfile) -> DriftScorer:
+        scorer = self.scorers.get(profile.profile_id)
+        if scorer is None:
+            scorer = self.scorers[profile.profile_id] = DriftScorer(profile, drift=self.drift)
+        return scorer
+
     def _score_window(self, key: WindowKey, merged: MergedWindow, rows: Rows) -> RetrainTrigger | None:
         profile = self._reference(key, merged, rows)
+        report: ScoreReport | None = None
+        # The prediction distribution is scored like a feature (reported, not part of the verdict):
+        # class labels against a categorical reference, regression values (or scores) against a
+        # numeric one.
+        prediction_name = ""
+        if profile is not None:
+            observed = {n: s for n, s in merged.features.items() if n in profile.features}
+            prediction = None
+            if profile.prediction is not None:
+                categorical = profile.prediction.kind == "categorical"
+                prediction_name = PREDICTION_FEATURE if categorical else PREDICTION_VALUE_FEATURE
+                prediction = merged.prediction_label if categorical else merged.prediction_value
+                if prediction.count - prediction.missing <= 0:
+                    prediction_name, prediction = "", None
+            scorer = self._scorer(profile)
+            report = scorer.score_stats(observed, n_rows=merged.n_events, prediction=prediction)
         window = window_columns(self.run_id, key)
         reference_id = profile.profile_id if profile else ""
-        scores: dict[str, FeatureScore] = {}
         for name in sorted(merged.features):
             stats = merged.features[name]
             fprofile = profile.features.get(name) if profile else None
-            score = score_feature(fprofile, stats, self.drift) if fprofile is not None else None
-            if score is not None:
-                scores[name] = score
+            score = report[name].score if report is not None and fprofile is not None else None
             rows["feature_windows"].append(
                 feature_window_row(window, name, feature_kind(stats, fprofile), stats, score, reference_id)
             )
-        # The prediction distribution is scored like a feature: class labels against a categorical
-        # reference, regression values (or scores) against a numeric one.
-        prediction_profile = profile.prediction if profile else None
-        label_profile = (
-            prediction_profile if prediction_profile and prediction_profile.kind == "categorical" else None
-        )
-        value_profile = (
-            prediction_profile if prediction_profile and prediction_profile.kind == "numeric" else None
-        )
-        extra: list[tuple[str, str, FeatureStats, FeatureProfile | None]] = [
-            (PREDICTION_FEATURE, "prediction", merged.prediction_label, label_profile),
-            (PREDICTION_VALUE_FEATURE, "prediction", merged.prediction_value, value_profile),
-            (LATENCY_FEATURE, "latency", merged.latency, None),
+        extra: list[tuple[str, str, FeatureStats]] = [
+            (PREDICTION_FEATURE, "prediction", merged.prediction_label),
+            (PREDICTION_VALUE_FEATURE, "prediction", merged.prediction_value),
+            (LATENCY_FEATURE, "latency", merged.latency),
         ]
-        prediction_score: FeatureScore | None = None
-        prediction_name = PREDICTION_FEATURE
-        for name, kind, extra_stats, fprofile in extra:
-            if extra_stats.count - extra_stats.missing <= 0:
-                continue
-            score = score_feature(fprofile, extra_stats, self.drift) if fprofile is not None else None
-            if score is not None:
-                prediction_score = score
-                prediction_name = name
-            rows["feature_windows"].append(
-                feature_window_row(window, name, kind, extra_stats, score, reference_id)
-            )
-        if profile is None:
+        prediction_score = report.prediction.score if report is not None and report.prediction else None
+        for name, kind, extra_stats in extra:
+            if extra_stats.count - extra_stats.missing > 0:
+                score = prediction_score if name == prediction_name else None
+                rows["feature_windows"].append(
+                    feature_window_row(window, name, kind, extra_stats, score, reference_id)
+                )
+        if report is None:
             return None
-        verdict = verdicts(scores, self.drift)
-        for name, score in scores.items():
-            fv = verdict.features[name]
+        scored = [report[name] for name in sorted(merged.features) if name in report]
+        for result in scored:
             rows["drift_scores"].append(drift_score_row(
-                window, name, score, fv.drifted, fv.drifted_by, fv.p_adj, reference_id, self.config_hash
+                window, result.feature, result.score, result.drifted, result.drifted_by, result.p_adj,
+                reference_id, self.config_hash,
             ))
-        if prediction_score is not None:  # reported, not part of the verdict
+        if prediction_score is not None:
             rows["drift_scores"].append(drift_score_row(
                 window, prediction_name, prediction_score, False, [], prediction_score.pvalue, reference_id,
                 self.config_hash,
             ))
         rows["model_drift"].append(model_drift_row(
-            window, merged.n_events, len(scores), bool(verdict.drifted), verdict.drifted_features,
-            reference_id, self.config_hash,
+            window, merged.n_events, len(scored), report.drifted, report.drifted_features, reference_id,
+            self.config_hash,
         ))
         if key.segment != "" or key.size != self.policy_size_ms:
             return None
         model_id, version = key.model_id, key.model_version
-        self.last_drifted[(model_id, version)] = len(verdict.drifted_features)
+        self.last_drifted[(model_id, version)] = len(report.drifted_features)
         alerts = self._take_alerts(model_id, version, key.end)
         evidence: dict[str, Any] = {
             "window_size_s": key.size_s,
-            "drifted_features": {n: _score_evidence(scores[n]) for n in verdict.drifted_features},
+            "drifted_features": {n: _score_evidence(report[n].score) for n in report.drifted_features},
             "reference_id": reference_id,
         }
         notes = [EpisodeNote(a["episode_id"], a["feature"], a["event_kind"], a["event_time"],
                              a["magnitude"], a["unit"]) for a in alerts if a["source"] == "features"]
         if notes:
             evidence["episode_events"] = [n.evidence() for n in notes]
-        return self.policy.on_drift_window(model_id, version, key.start, key.end, bool(verdict.drifted),
-                                           evidence, notes)
+        return self.policy.on_drift_window(model_id, version, key.start, key.end, report.drifted, evidence,
+                                           notes)
 
 
 def _score_evidence(score: FeatureScore) -> dict[str, float | None]:
