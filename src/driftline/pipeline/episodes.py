@@ -58,6 +58,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftline.pipeline.to_rows import EpisodeRowContext, drift_alert_row, drift_episode_row
+
 # Report kinds in the order they apply when everything else ties: an event before the status
 # sampled after it.
 _KIND_ORDER = {"opened": 0, "escalated": 1, "closed": 2, "status": 3}
@@ -321,68 +323,14 @@ class EpisodeMerger:
     def _event(self, episode: Episode, kind: str, r: Mapping[str, Any], reason: str,
                out: MergeOutput) -> None:
         episode.n_events += 1
-        closing_by_other = kind == "closed" and r["kind"] != "closed"  # new_profile
-        out.events.append({
-            "run_id": self.run_id,
-            "alert_id": _hash(episode.episode_id, episode.n_events),
-            "episode_id": episode.episode_id,
-            "event_kind": kind,
-            "reason": reason,
-            "model_id": episode.model_id,
-            "model_version": episode.model_version,
-            "feature": episode.feature,
-            "feature_kind": episode.feature_kind,
-            "source": self.source,
-            "shard": int(r["shard"]),
-            "component": "" if closing_by_other else str(r["component"]),
-            "event_time": int(r["event_time"]),
-            "prediction_id": str(r["prediction_id"]),
-            "observation_index": max(int(r["count"]) - 1, 0),
-            "statistic": 0.0 if closing_by_other else float(r["statistic"]),
-            "threshold": 0.0 if closing_by_other else float(r["threshold"]),
-            "arl": episode.arl,
-            "magnitude": episode.magnitude if kind == "closed" else float(r["magnitude"]),
-            "unit": episode.unit,
-            "reference_id": episode.reference_id,
-            "config_hash": self.config_hash,
-        })
+        alert_id = _hash(episode.episode_id, episode.n_events)
+        out.events.append(drift_alert_row(self._row_context(), alert_id, episode, kind, reason, r))
 
     def _row(self, e: Episode, version: int) -> dict[str, Any]:
-        escalation = e.escalation
-        return {
-            "run_id": self.run_id,
-            "episode_id": e.episode_id,
-            "model_id": e.model_id,
-            "model_version": e.model_version,
-            "feature": e.feature,
-            "feature_kind": e.feature_kind,
-            "source": self.source,
-            "status": "closed" if e.closed_at is not None else "open",
-            "opened_at": e.opened_at,
-            "last_seen": e.last_seen,
-            "closed_at": e.closed_at,
-            "close_reason": e.close_reason,
-            "events_seen": sum(p.seen for p in e.parts.values()),
-            "magnitude": e.magnitude,
-            "peak_magnitude": e.peak_magnitude,
-            "unit": e.unit,
-            "escalations": e.escalations,
-            "shards": sorted(e.parts),
-            "open_shards": sorted(s for s, p in e.parts.items() if p.open),
-            "opened_component": e.opening["component"],
-            "opened_statistic": e.opening["statistic"],
-            "opened_threshold": e.opening["threshold"],
-            "opened_prediction_id": e.opening["prediction_id"],
-            "escalated_at": escalation.get("at"),
-            "escalation_reason": escalation.get("reason", ""),
-            "escalated_component": escalation.get("component", ""),
-            "escalated_statistic": escalation.get("statistic"),
-            "escalated_threshold": escalation.get("threshold"),
-            "arl": e.arl,
-            "reference_id": e.reference_id,
-            "config_hash": self.config_hash,
-            "version": version,
-        }
+        return drift_episode_row(self._row_context(), e, version)
+
+    def _row_context(self) -> EpisodeRowContext:
+        return EpisodeRowContext(self.run_id, self.source, self.config_hash)
 
 
 def _evidence(r: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from driftline.pipeline.state import (
     settings_record,
     warn_if_changed,
 )
+from driftline.pipeline.to_rows import late_event_row, outcome_row
 from driftline.schemas.events import ErrorKind, LabelEvent, PredictionEvent
 
 ACCUMULATE_CHUNK = 2048
@@ -237,22 +238,6 @@ class ShardProcessor:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _late_row(
-        self, record: RawRecord, kind: str, event: PredictionEvent | LabelEvent, watermark: int
-    ) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "source_topic": record.topic,
-            "source_partition": record.partition,
-            "source_offset": record.offset,
-            "event_type": kind,
-            "prediction_id": event.prediction_id,
-            "model_id": event.model_id or "",
-            "model_version": getattr(event, "model_version", ""),
-            "event_time": event.timestamp,
-            "watermark_time": watermark,
-        }
-
     def _apply_predictions(
         self,
         valid: list[tuple[RawRecord, PredictionEvent]],
@@ -271,7 +256,8 @@ class ShardProcessor:
         for record, event in valid:
             ts = event.timestamp
             if ts < self.pred_watermark:
-                late_rows.append(self._late_row(record, "prediction", event, self.pred_watermark))
+                late_rows.append(
+                    late_event_row(self.run_id, record, "prediction", event, self.pred_watermark))
                 continue
             self.pred_watermark = max(self.pred_watermark, ts - self.lateness_ms)
             self.join_inputs[(reroute.PREDICTION, event.model_id)] += 1
@@ -384,7 +370,7 @@ class ShardProcessor:
         for record, event in valid:
             ts = event.timestamp
             if ts < self.label_watermark:
-                late_rows.append(self._late_row(record, "label", event, self.label_watermark))
+                late_rows.append(late_event_row(self.run_id, record, "label", event, self.label_watermark))
                 continue
             self.label_watermark = max(self.label_watermark, ts - self.lateness_ms)
             self.join_inputs[(reroute.LABEL, event.model_id or "")] += 1
@@ -464,9 +450,8 @@ class ShardProcessor:
         self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction], out: list[OutboundMessage]
     ) -> None:
         for o in outcomes:
-            out.append(
-                OutboundMessage(self.outcomes_topic, o.prediction_id.encode(), outcome_row(o, self.run_id))
-            )
+            row = orjson.dumps(outcome_row(o, self.run_id))
+            out.append(OutboundMessage(self.outcomes_topic, o.prediction_id.encode(), row))
         self._emit_columns(records.Outcomes, outcomes, out)
         self._emit_columns(records.Expired, expired, out)
 
@@ -529,30 +514,6 @@ class DuplicateRow:
 
 def _digest(record: RawRecord) -> bytes:
     return payload_digest(record.value or b"")
-
-
-def outcome_row(o: JoinedOutcome, run_id: str = "") -> bytes:
-    """An outcome as published on the outcomes topic: the columns of the ``outcomes`` table."""
-    return orjson.dumps(
-        {
-            "run_id": run_id,
-            "prediction_id": o.prediction_id,
-            "model_id": o.model_id,
-            "model_version": o.model_version,
-            "segment": o.segment,
-            "prediction_time": o.prediction_time,
-            "label_time": o.label_time,
-            "label_delay_ms": o.label_delay_ms,
-            "predicted_label": o.predicted_label,
-            "predicted_score": o.predicted_score,
-            "predicted_value": o.predicted_value,
-            "label": o.label,
-            "label_value": o.label_value,
-            "correct": o.correct,
-            "abs_error": o.abs_error,
-            "features": o.features_json,
-        }
-    )
 
 
 class ShardFactory:

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from driftline.config import TopicSettings
 from driftline.operators.drift import FeatureScore
+from driftline.operators.join import JoinedOutcome
 from driftline.operators.profile import FeatureProfile
+from driftline.operators.validate import RawRecord
 from driftline.operators.window_stats import FeatureStats
 from driftline.pipeline.records import WindowKey
-from driftline.schemas.events import DeadLetter, RetrainTrigger
+from driftline.schemas.events import DeadLetter, LabelEvent, PredictionEvent, RetrainTrigger
+
+if TYPE_CHECKING:  # episodes imports this module for its rows
+    from driftline.pipeline.episodes import Episode
 
 PAYLOAD_LIMIT = 64 * 1024
 PROFILE_FIELDS = ("model_id", "model_version", "profile_id", "created_at_ms", "effective_from_ms", "source")
@@ -139,6 +144,48 @@ class RowMapper:
     @staticmethod
     def _job_status(value: bytes) -> tuple[str, list[dict[str, Any]]]:
         return "retrain_jobs", [_object(value)]
+
+
+# -- stage 1: outcomes, late_events ---------------------------------------------------------------
+
+
+def outcome_row(o: JoinedOutcome, run_id: str = "") -> dict[str, Any]:
+    """A joined outcome as published on the outcomes topic: the columns of the ``outcomes`` table."""
+    return {
+        "run_id": run_id,
+        "prediction_id": o.prediction_id,
+        "model_id": o.model_id,
+        "model_version": o.model_version,
+        "segment": o.segment,
+        "prediction_time": o.prediction_time,
+        "label_time": o.label_time,
+        "label_delay_ms": o.label_delay_ms,
+        "predicted_label": o.predicted_label,
+        "predicted_score": o.predicted_score,
+        "predicted_value": o.predicted_value,
+        "label": o.label,
+        "label_value": o.label_value,
+        "correct": o.correct,
+        "abs_error": o.abs_error,
+        "features": o.features_json,
+    }
+
+
+def late_event_row(run_id: str, record: RawRecord, kind: str, event: PredictionEvent | LabelEvent,
+                   watermark: int) -> dict[str, Any]:
+    """A ``late_events`` row: ``event`` of ``record`` came behind its partition's ``watermark``."""
+    return {
+        "run_id": run_id,
+        "source_topic": record.topic,
+        "source_partition": record.partition,
+        "source_offset": record.offset,
+        "event_type": kind,
+        "prediction_id": event.prediction_id,
+        "model_id": event.model_id or "",
+        "model_version": getattr(event, "model_version", ""),
+        "event_time": event.timestamp,
+        "watermark_time": watermark,
+    }
 
 
 # -- reference_profiles ---------------------------------------------------------------------------
@@ -369,3 +416,85 @@ def model_metrics_row(
         label_delay_p99_ms=p99,
     )
     return row
+
+
+# -- drift episodes: drift_episodes, drift_alerts -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRowContext:
+    """The columns of an episode's rows that come from the merger, not the episode."""
+
+    run_id: str
+    source: str  # 'features' | 'errors'
+    config_hash: str
+
+
+def drift_episode_row(context: EpisodeRowContext, e: Episode, version: int) -> dict[str, Any]:
+    """The ``drift_episodes`` row of episode ``e`` as of ``version`` (its grid bucket's end)."""
+    escalation = e.escalation
+    return {
+        "run_id": context.run_id,
+        "episode_id": e.episode_id,
+        "model_id": e.model_id,
+        "model_version": e.model_version,
+        "feature": e.feature,
+        "feature_kind": e.feature_kind,
+        "source": context.source,
+        "status": "closed" if e.closed_at is not None else "open",
+        "opened_at": e.opened_at,
+        "last_seen": e.last_seen,
+        "closed_at": e.closed_at,
+        "close_reason": e.close_reason,
+        "events_seen": sum(p.seen for p in e.parts.values()),
+        "magnitude": e.magnitude,
+        "peak_magnitude": e.peak_magnitude,
+        "unit": e.unit,
+        "escalations": e.escalations,
+        "shards": sorted(e.parts),
+        "open_shards": sorted(s for s, p in e.parts.items() if p.open),
+        "opened_component": e.opening["component"],
+        "opened_statistic": e.opening["statistic"],
+        "opened_threshold": e.opening["threshold"],
+        "opened_prediction_id": e.opening["prediction_id"],
+        "escalated_at": escalation.get("at"),
+        "escalation_reason": escalation.get("reason", ""),
+        "escalated_component": escalation.get("component", ""),
+        "escalated_statistic": escalation.get("statistic"),
+        "escalated_threshold": escalation.get("threshold"),
+        "arl": e.arl,
+        "reference_id": e.reference_id,
+        "config_hash": context.config_hash,
+        "version": version,
+    }
+
+
+def drift_alert_row(context: EpisodeRowContext, alert_id: str, e: Episode, kind: str, reason: str,
+                    report: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``drift_alerts`` row of episode ``e``'s event ``kind`` (opened, escalated, closed), set
+    off by a shard's ``report``."""
+    closing_by_other = kind == "closed" and report["kind"] != "closed"  # new_profile
+    return {
+        "run_id": context.run_id,
+        "alert_id": alert_id,
+        "episode_id": e.episode_id,
+        "event_kind": kind,
+        "reason": reason,
+        "model_id": e.model_id,
+        "model_version": e.model_version,
+        "feature": e.feature,
+        "feature_kind": e.feature_kind,
+        "source": context.source,
+        "shard": int(report["shard"]),
+        "component": "" if closing_by_other else str(report["component"]),
+        "event_time": int(report["event_time"]),
+        "prediction_id": str(report["prediction_id"]),
+        "observation_index": max(int(report["count"]) - 1, 0),
+        "statistic": 0.0 if closing_by_other else float(report["statistic"]),
+        "threshold": 0.0 if closing_by_other else float(report["threshold"]),
+        "arl": e.arl,
+        "magnitude": e.magnitude if kind == "closed" else float(report["magnitude"]),
+        "unit": e.unit,
+        "reference_id": e.reference_id,
+        "config_hash": context.config_hash,
+    }
