@@ -1,7 +1,8 @@
-"""Every ClickHouse row driftline writes is built here: the rows stage 2 computes (windows, drift
-scores, model drift and metrics, first-window reference profiles) and what each output topic's
-message becomes in a table (:class:`RowMapper`, one mapping for the live sink and for replays, so
-both write identical rows). The retrain job's ``reference_profiles`` row is built here too.
+"""Every ClickHouse row driftline writes is built here: stage 1's (outcomes, late events), stage
+2's (feature windows, drift scores, model drift, model metrics, first-window reference profiles,
+drift episodes and alerts), and what each output topic's message becomes in a table
+(:class:`RowMapper`, one mapping for the live sink, replays and ``driftline.store.profiles``, so
+all of them write identical rows).
 
 >>> from driftline.config import TopicSettings
 >>> mapper = RowMapper(TopicSettings())
