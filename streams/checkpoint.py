@@ -30,13 +30,15 @@ import struct
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 
 from driftline.config import Settings
 from driftline.kafka.admin import admin_client
@@ -46,6 +48,7 @@ from driftline.pipeline.stage import OutboundMessage
 from driftline.streams.delivery import deliver
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_CHUNK_BYTES = 512 * 1024
 """Upper bound of one checkpoint message value (envelope included)."""
@@ -237,6 +240,23 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
                       tuple(d.blob for d in deltas), generation)
 
 
+async def _until_done(call: Callable[..., T], *args: object) -> T:
+    """``call(*args)`` (a blocking admin request) in a thread, retried with backoff while the broker
+    is unreachable: checkpoints wait for the broker as produced outputs do (``deliver``)."""
+    backoff, last_log = 0.1, 0.0
+    while True:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except (KafkaError, OSError) as err:
+            now = time.monotonic()
+            if now - last_log >= 10:
+                log.warning("checkpoint topics: %s failed (%s); retrying until the broker answers",
+                            getattr(call, "__name__", "request"), err)
+                last_log = now
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
 class CheckpointStore:
     """Saves and loads stage checkpoints; shared by the runners of one process."""
 
@@ -284,7 +304,7 @@ class CheckpointStore:
         written = self._generation_bytes.get(key, 0)
         older: list[str] = []
         if base and (generation < 0 or written >= max(ROTATE_FACTOR * len(blob), self._rotate_min_bytes)):
-            generation, older = await asyncio.to_thread(self._new_generation, stage, shard)
+            generation, older = await _until_done(self._new_generation, stage, shard)
             written = 0
         elif generation < 0:
             raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
@@ -331,7 +351,7 @@ class CheckpointStore:
             prefix = f"{stage}:"
             out = {int(key[len(prefix):]): ckpt for key, ckpt in self._assembler.latest.items()
                    if key.startswith(prefix) and key[len(prefix):].isdigit()}
-            topics = await asyncio.to_thread(self._list_topics)
+            topics = await _until_done(self._list_topics)
             wanted = None if shards is None else set(shards)
             for shard in wanted or ():  # what this process knew of them may be stale: re-read
                 self._generations.pop(shard_key(stage, shard), None)
