@@ -73,6 +73,12 @@ class ChainLength:
     delta_bytes: int = 0
 
     def base_due(self, deltas_per_base: int, delta_ratio: float) -> bool:
+        """Whether the next checkpoint should be a new base.
+
+        >>> chain = ChainLength(base_bytes=1000, deltas=3, delta_bytes=900)
+        >>> chain.base_due(720, 1.0), chain.base_due(3, 1.0), chain.base_due(720, 0.5), chain.base_due(0, 1.0)
+        (False, True, True, True)
+        """
         return self.deltas >= deltas_per_base or self.delta_bytes > delta_ratio * self.base_bytes
 
 
