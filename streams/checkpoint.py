@@ -331,7 +331,9 @@ class CheckpointStore:
             generation = max([*existing, self._generations.get(shard_key(stage, shard), -1)]) + 1
             topic = chain_topic(self._tp.topic, stage, shard, generation)
             rf = self._settings.topics.replication_factor
-            admin.create_topics([NewTopic(topic, 1, rf)])
+            # Kept until the next generation deletes it: time or size retention would drop a base.
+            never = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+            admin.create_topics([NewTopic(topic, 1, rf, topic_configs=never)])
             admin.wait_for_topics([topic])
         return generation, [chain_topic(self._tp.topic, stage, shard, g) for g in existing]
 
