@@ -1,0 +1,398 @@
+"""Multivariate drift: changes in the *joint* distribution that no single feature shows.
+
+Two pure, deterministic operators over numeric features (a table: a dict of arrays, a pandas
+DataFrame or a pyarrow Table; categorical features are left to the per-feature detectors):
+
+**Reconstruction drift** (per event, :class:`ReconstructionDrift`, as NannyML's data-reconstruction
+drift). Each feature is mapped to its reference normal score ``u = Phi^-1(F_mid(x))`` (the mid-rank
+probability integral transform the sequential detectors use; a missing value scores 0, the
+reference median), so every feature is ~N(0, 1) under the reference whatever its law. PCA (numpy
+SVD) on the reference's normal scores keeps the fewest components explaining ``variance`` (default
+0.9) of their variance. An event's reconstruction error is the Euclidean distance between its
+normal scores and their projection on those components. When the correlations change, events leave
+the reference's principal subspace and their error grows although every marginal stays the same.
+The errors feed a :class:`~driftline.operators.sequential.NumericDetector` calibrated on the
+reference's own errors, so a correlation change is caught within hundreds of events at a
+controlled false-alarm rate (``arl``).
+
+**Domain classifier** (per window, :class:`DomainClassifierDrift`, "adversarial validation"). A
+seeded gradient-boosted classifier (scikit-learn's ``HistGradientBoostingClassifier``, the
+``[multivariate]`` extra) learns to tell a reference sample from the window's sample; its
+``folds``-fold cross-validated ROC-AUC is 0.5 when they are indistinguishable (0.8 is the usual
+"clearly drifted" line). The threshold is calibrated, not guessed: under no drift the
+out-of-fold AUC is a Mann-Whitney statistic, with sd ``sqrt((n0 + n1 + 1) / (12 n0 n1))`` if the
+folds were independent; at construction ``null_runs`` runs of the very procedure on two disjoint
+halves of the reference measure how much wider the real null is (the ``inflation`` factor, at
+least 1), and a window drifts when ``auc >= 0.5 + z * inflation * sd`` with ``z`` the normal
+quantile of ``1 - alpha``. The features that separate the samples most are ranked by permutation
+importance: the mean drop of the held-out folds' AUC when one feature's column is shuffled.
+
+Both are exact under replay: every random draw comes from a generator seeded by ``seed`` (and the
+window's ordinal for the domain classifier), never from the clock.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(1)
+>>> def table(rho, n):
+...     a = rng.normal(size=n)
+...     b = rho * a + np.sqrt(1 - rho**2) * rng.normal(size=n)
+...     return {"a": a, "b": b, "c": rng.normal(size=n)}
+>>> monitor = ReconstructionDrift.from_reference(table(0.9, 20_000), arl=1e6)
+>>> monitor.components, monitor.features
+(2, ['a', 'b', 'c'])
+>>> monitor.update_many(table(0.9, 20_000))      # same joint law: quiet
+[]
+>>> alarm = monitor.update_many(table(-0.9, 2_000))[0]   # b's sign flips: marginals unchanged
+>>> alarm.offset < 200
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import ndtri
+
+from driftline.operators.sequential import Alarm, NumericDetector
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def table_columns(table: Any) -> list[str]:
+    """Column names of a mapping, a pandas/polars DataFrame or a pyarrow Table (duck typed)."""
+    if isinstance(table, Mapping):
+        return [str(n) for n in table.keys()]
+    if hasattr(table, "column_names"):  # pyarrow.Table / RecordBatch
+        return [str(n) for n in table.column_names]
+    if hasattr(table, "columns") and hasattr(table, "__getitem__"):  # pandas / polars DataFrame
+        return [str(n) for n in table.columns]
+    raise ValueError(
+        f"expected a table: a mapping of column name to values, a pandas DataFrame or a pyarrow "
+        f"Table, not {type(table).__name__}"
+    )
+
+
+def numeric_matrix(table: Any, features: Sequence[str]) -> FloatArray:
+    """The ``features`` columns of ``table`` as an (n, d) float matrix; None/NA become NaN."""
+    names = set(table_columns(table))
+    missing = [f for f in features if f not in names]
+    if missing:
+        raise ValueError(f"the table lacks feature column(s) {missing}")
+    columns = []
+    for name in features:
+        column = table[name]
+        if hasattr(column, "to_numpy") and not isinstance(column, np.ndarray):
+            try:  # pandas nullable dtypes: NA becomes NaN
+                column = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            except TypeError:  # pyarrow ChunkedArray.to_numpy takes no dtype
+                column = column.to_numpy()
+        values = np.asarray([np.nan if v is None else v for v in column] if isinstance(column, list)
+                            else column)
+        try:
+            columns.append(values.astype(np.float64))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"feature {name!r} is not numeric") from exc
+    if not columns:
+        raise ValueError("at least one numeric feature is needed")
+    lengths = {c.size for c in columns}
+    if len(lengths) != 1:
+        raise ValueError(f"feature columns differ in length: {sorted(lengths)}")
+    return np.column_stack(columns)
+
+
+def numeric_features(table: Any) -> list[str]:
+    """The columns of ``table`` whose values are numbers (bools and strings excluded)."""
+    out = []
+    for name in table_columns(table):
+        values = np.asarray(table[name][:1] if not isinstance(table[name], list) else table[name][:1])
+        if values.dtype.kind in "iuf":
+            out.append(name)
+    return out
+
+
+class NormalScores:
+    """Maps each numeric feature to its reference normal score ``Phi^-1(F_mid(x))``.
+
+    ``F_mid = (L + R + 1) / (2 (n + 1))`` with ``L``/``R`` the reference values below / at or below
+    ``x`` (the mid-rank for ties), so scores stay finite; a missing value scores 0 (the median).
+
+    >>> ns = NormalScores.fit({"x": [1.0, 2.0, 3.0]}, ["x"])
+    >>> [round(float(u), 3) for u in ns.transform({"x": [2.0, 10.0, None]})[:, 0]]
+    [0.0, 1.15, 0.0]
+    """
+
+    def __init__(self, features: Sequence[str], sorted_reference: Sequence[FloatArray]) -> None:
+        self.features = list(features)
+        self._sorted = [np.asarray(s, dtype=np.float64) for s in sorted_reference]
+        self._lists = [s.tolist() for s in self._sorted]
+
+    @classmethod
+    def fit(cls, table: Any, features: Sequence[str]) -> NormalScores:
+        x = numeric_matrix(table, features)
+        cols = []
+        for j, name in enumerate(features):
+            col = x[:, j][~np.isnan(x[:, j])]
+            if col.size < 2:
+                raise ValueError(f"feature {name!r} needs at least 2 reference values")
+            cols.append(np.sort(col))
+        return cls(features, cols)
+
+    def transform_matrix(self, x: FloatArray) -> FloatArray:
+        """Normal scores of an (n, d) matrix whose columns are :attr:`features` in order."""
+        out = np.empty_like(x, dtype=np.float64)
+        for j, ref in enumerate(self._sorted):
+            col = x[:, j]
+            left = np.searchsorted(ref, col, side="left")
+            right = np.searchsorted(ref, col, side="right")
+            u = ndtri((left + right + 1) / (2.0 * (ref.size + 1)))
+            out[:, j] = np.where(np.isnan(col), 0.0, u)
+        return out
+
+    def transform(self, table: Any) -> FloatArray:
+        """Normal scores of a table's features, an (n, d) matrix."""
+        return self.transform_matrix(numeric_matrix(table, self.features))
+
+
+@dataclass(frozen=True)
+class ReconstructionSummary:
+    """A window's reconstruction errors against the reference's."""
+
+    n: int
+    """Events in the window."""
+    mean_error: float
+    """Mean reconstruction error of the window's events."""
+    reference_mean_error: float
+    """Mean reconstruction error of the reference's events."""
+    share_above_p99: float
+    """Share of the window's events whose error exceeds the reference's 99 % quantile (0.01
+    expected without drift)."""
+
+
+class ReconstructionDrift:
+    """Per-event PCA reconstruction error against the reference, watched by a CUSUM detector.
+
+    Build with :meth:`from_reference`; ``update_many(table)`` returns the detector's alarms
+    (``Alarm.offset`` is the row in the table), :meth:`errors` the per-event errors, and
+    :meth:`summarize` a window's errors against the reference's.
+    """
+
+    def __init__(self, scores: NormalScores, mean: FloatArray, basis: FloatArray,
+                 reference_errors: FloatArray, arl: float, variance: float) -> None:
+        self._scores = scores
+        self._mean = mean
+        self._basis = basis  # (d, k), orthonormal columns
+        self.reference_errors = np.sort(reference_errors)
+        self.arl = arl
+        self.variance = variance
+        self.detector = NumericDetector.from_reference(reference_errors, arl=arl)
+
+    @classmethod
+    def from_reference(cls, table: Any, *, features: Sequence[str] | None = None,
+                       variance: float = 0.9, arl: float = 1_000_000.0) -> ReconstructionDrift:
+        """Fit on a reference table (``features``: its numeric columns unless given).
+
+        ``variance``: the share of the normal scores' variance the kept components explain (at
+        least one component is dropped, so the error is never identically 0).
+        """
+        names = list(features) if features is not None else numeric_features(table)
+        if len(names) < 2:
+            raise ValueError("reconstruction drift needs at least 2 numeric features")
+        if not 0.0 < variance < 1.0:
+            raise ValueError("variance must be in (0, 1)")
+        scores = NormalScores.fit(table, names)
+        z = scores.transform(table)
+        mean = z.mean(axis=0)
+        _, s, vt = np.linalg.svd(z - mean, full_matrices=False)
+        explained = np.cumsum(s**2) / max(float(np.sum(s**2)), 1e-300)
+        k = min(int(np.searchsorted(explained, variance) + 1), len(names) - 1)
+        basis = np.ascontiguousarray(vt[:k].T)
+        errors = _reconstruction_errors(z, mean, basis)
+        return cls(scores, mean, basis, errors, arl, variance)
+
+    @property
+    def features(self) -> list[str]:
+        return self._scores.features
+
+    @property
+    def components(self) -> int:
+        """Principal components kept."""
+        return int(self._basis.shape[1])
+
+    def errors(self, table: Any) -> FloatArray:
+        """Each event's reconstruction error (distance from the reference's principal subspace)."""
+        return _reconstruction_errors(self._scores.transform(table), self._mean, self._basis)
+
+    def update_many(self, table: Any) -> list[Alarm]:
+        """Feed a batch of events (in order) to the detector; its alarms."""
+        return self.detector.update_many(self.errors(table))
+
+    def summarize(self, table: Any) -> ReconstructionSummary:
+        """A window's errors against the reference's (does not touch the detector)."""
+        e = self.errors(table)
+        p99 = float(np.quantile(self.reference_errors, 0.99))
+        return ReconstructionSummary(
+            n=int(e.size),
+            mean_error=float(e.mean()) if e.size else math.nan,
+            reference_mean_error=float(self.reference_errors.mean()),
+            share_above_p99=float(np.mean(e > p99)) if e.size else math.nan,
+        )
+
+    def reset(self) -> None:
+        """Clear the detector's evidence."""
+        self.detector.reset()
+
+
+def _reconstruction_errors(z: FloatArray, mean: FloatArray, basis: FloatArray) -> FloatArray:
+    centred = z - mean
+    residual = centred - (centred @ basis) @ basis.T
+    return np.sqrt(np.einsum("ij,ij->i", residual, residual))
+
+
+@dataclass(frozen=True)
+class DomainResult:
+    """A domain classifier's verdict on one window."""
+
+    auc: float
+    """Cross-validated ROC-AUC of telling the window's sample from the reference's (0.5: alike)."""
+    threshold: float
+    """The AUC at or above which the window drifts (calibrated null, see the module docs)."""
+    drifted: bool
+    n_reference: int
+    """Reference rows in the comparison."""
+    n_window: int
+    """Window rows in the comparison."""
+    top_features: list[tuple[str, float]]
+    """Features by permutation importance (mean AUC drop), most separating first, at most
+    ``top_k``, only those with a positive importance."""
+
+
+def _require_sklearn() -> Any:
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "DomainClassifierDrift needs the [multivariate] extra (scikit-learn): "
+            "pip install 'driftline[multivariate]'", name="sklearn",
+        ) from exc
+    return HistGradientBoostingClassifier
+
+
+def auc_score(labels: npt.NDArray[Any], scores: FloatArray) -> float:
+    """ROC-AUC of ``scores`` for binary ``labels`` (Mann-Whitney, ties count 1/2).
+
+    >>> auc_score(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.75
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(labels).astype(bool)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n0 == 0 or n1 == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n0 * n1))
+
+
+def _mann_whitney_sd(n0: int, n1: int) -> float:
+    return math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
+
+
+class DomainClassifierDrift:
+    """Per window, can a seeded gradient-boosted classifier tell the window from the reference?
+
+    ``sample_size`` rows of the window (all if fewer, evenly spaced otherwise) against as many
+    reference rows (a seeded draw), ``folds``-fold stratified cross-validation; ``alpha`` the
+    per-window false-alarm probability the threshold aims at. ``null_runs`` calibrations run at
+    construction (each ``folds`` fits), so building costs about ``null_runs`` windows.
+    Needs scikit-learn (``pip install 'driftline[multivariate]'``).
+    """
+
+    def __init__(self, reference: Any, *, features: Sequence[str] | None = None,
+                 sample_size: int = 1_000, folds: int = 3, alpha: float = 0.001,
+                 null_runs: int = 6, max_iter: int = 60, top_k: int = 5, seed: int = 0) -> None:
+        self._classifier = _require_sklearn()
+        self.features = list(features) if features is not None else numeric_features(reference)
+        if not self.features:
+            raise ValueError("the domain classifier needs at least one numeric feature")
+        self._reference = numeric_matrix(reference, self.features)
+        if self._reference.shape[0] < 2 * folds:
+            raise ValueError("the reference is too small for the domain classifier")
+        self.sample_size = sample_size
+        self.folds = folds
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.top_k = top_k
+        self.seed = seed
+        self.z = float(-ndtri(alpha))
+        self.inflation = self._calibrate(null_runs)
+
+    def _calibrate(self, runs: int) -> float:
+        """The null AUC's sd over the Mann-Whitney formula's, from reference-vs-reference runs."""
+        if runs < 2:
+            return 1.0
+        n = min(self.sample_size, self._reference.shape[0] // 2)
+        aucs = []
+        for run in range(runs):
+            rng = np.random.default_rng([self.seed, 0x6E756C6C, run])
+            rows = rng.permutation(self._reference.shape[0])[: 2 * n]
+            auc, _ = self._cross_validated(self._reference[rows[:n]], self._reference[rows[n:]], rng,
+                                           importances=False)
+            aucs.append(auc)
+        # The spread about 0.5 (the known null mean), so a few runs cannot shrink it by chance
+        # of a shifted mean; never below the independent-folds formula.
+        spread = math.sqrt(float(np.mean((np.asarray(aucs) - 0.5) ** 2)))
+        return max(1.0, spread / _mann_whitney_sd(n, n))
+
+    def threshold(self, n_reference: int, n_window: int) -> float:
+        """The drift threshold on the AUC for samples of these sizes."""
+        return 0.5 + self.z * self.inflation * _mann_whitney_sd(n_reference, n_window)
+
+    def score(self, window: Any, *, ordinal: int = 0) -> DomainResult:
+        """Compare a window (a table) with the reference; ``ordinal`` (e.g. the window's start)
+        seeds the reference draw, so replaying a window gives the same result."""
+        x = numeric_matrix(window, self.features)
+        if x.shape[0] < self.folds:
+            raise ValueError(f"a window needs at least {self.folds} rows")
+        rng = np.random.default_rng([self.seed, ordinal])
+        if x.shape[0] > self.sample_size:
+            x = x[np.linspace(0, x.shape[0] - 1, self.sample_size).astype(np.int64)]
+        n_ref = min(x.shape[0], self._reference.shape[0])
+        ref = self._reference[rng.choice(self._reference.shape[0], n_ref, replace=False)]
+        auc, importance = self._cross_validated(ref, x, rng, importances=True)
+        threshold = self.threshold(n_ref, x.shape[0])
+        ranked = sorted(zip(self.features, importance, strict=True), key=lambda t: (-t[1], t[0]))
+        return DomainResult(
+            auc=auc, threshold=threshold, drifted=auc >= threshold, n_reference=n_ref,
+            n_window=int(x.shape[0]),
+            top_features=[(f, float(v)) for f, v in ranked[: self.top_k] if v > 0],
+        )
+
+    def _cross_validated(self, ref: FloatArray, win: FloatArray, rng: np.random.Generator, *,
+                         importances: bool) -> tuple[float, FloatArray]:
+        x = np.vstack([ref, win])
+        y = np.concatenate([np.zeros(ref.shape[0], np.int64), np.ones(win.shape[0], np.int64)])
+        # Stratified folds: each class's rows shuffled, then dealt round-robin.
+        fold = np.empty(y.size, np.int64)
+        for label in (0, 1):
+            rows = np.flatnonzero(y == label)
+            fold[rng.permutation(rows)] = np.arange(rows.size) % self.folds
+        oof = np.empty(y.size)
+        drops = np.zeros(x.shape[1])
+        for k in range(self.folds):
+            test = fold == k
+            model = self._classifier(max_iter=self.max_iter, random_state=self.seed,
+                                     early_stopping=False)
+            model.fit(x[~test], y[~test])
+            oof[test] = model.predict_proba(x[test])[:, 1]
+            if importances:
+                base = auc_score(y[test], oof[test])
+                for j in range(x.shape[1]):
+                    shuffled = x[test].copy()
+                    shuffled[:, j] = rng.permutation(shuffled[:, j])
+                    drops[j] += base - auc_score(y[test], model.predict_proba(shuffled)[:, 1])
+        return auc_score(y, oof), drops / self.folds
