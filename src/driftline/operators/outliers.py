@@ -1,0 +1,136 @@
+"""Outlier rate: each event's distance from the reference, and the share of outliers per window.
+
+Method. Each numeric feature is mapped to its reference normal score (see
+:class:`~driftline.operators.multivariate.NormalScores`), which bounds every score by the
+reference's extreme ranks, so a wild raw value cannot distort the fit: the scatter of the normal
+scores is a robust (rank-based, van der Waerden) estimate of the features' dependence. An event's
+distance is the Mahalanobis distance ``sqrt(u' S^-1 u)`` of its normal scores ``u`` under that
+scatter ``S`` (ridge ``1e-6`` for collinear features). The threshold is the reference's own
+``quantile`` (default 99.9 %) of its distances, so 0.1 % of reference-like events are outliers by
+construction. Per window, the share of outliers is tested against that rate with an exact
+binomial test (one-sided: more outliers than expected).
+
+``score(event)`` serves one request in a model server (a mapping of feature to value, a few us;
+``bench/bench_multivariate.py`` measures it); ``score_many(table)`` scores a batch.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(2)
+>>> a = rng.normal(size=50_000)
+>>> reference = {"a": a, "b": 0.9 * a + 0.3 * rng.normal(size=50_000)}
+>>> scorer = OutlierScorer.from_reference(reference)
+>>> scorer.is_outlier({"a": 1.0, "b": 0.9}), scorer.is_outlier({"a": 1.5, "b": -1.5})
+(False, True)
+>>> a = rng.normal(size=5_000)
+>>> scorer.window({"a": a, "b": 0.9 * a + 0.3 * rng.normal(size=5_000)}).significant
+False
+>>> result = scorer.window({"a": a, "b": -a})          # the relation breaks
+>>> result.share > 0.5, result.significant
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import binomtest
+
+from driftline.operators.multivariate import FloatArray, NormalScores, numeric_features
+
+RIDGE = 1e-6
+"""Added to the scatter's diagonal, so collinear features still give a finite distance."""
+
+
+@dataclass(frozen=True)
+class OutlierWindow:
+    """A window's outlier count against the reference's rate."""
+
+    n: int
+    """Events in the window."""
+    outliers: int
+    """Events whose distance exceeds the threshold."""
+    share: float
+    """``outliers / n``."""
+    expected: float
+    """The share expected without drift (``1 - quantile``)."""
+    p_value: float
+    """Exact one-sided binomial p-value of at least ``outliers`` outliers."""
+    significant: bool
+    """``p_value < alpha``."""
+
+
+class OutlierScorer:
+    """Robust Mahalanobis distance of an event from the reference; build with :meth:`from_reference`."""
+
+    def __init__(self, scores: NormalScores, centre: FloatArray, precision: FloatArray,
+                 threshold: float, quantile: float) -> None:
+        self._scores = scores
+        self._centre = centre
+        self._precision = precision
+        self._refs = [s.tolist() for s in scores._sorted]
+        self._n1 = np.array([2.0 * (len(r) + 1) for r in self._refs])
+        self.threshold = threshold
+        """Distance above which an event is an outlier (the reference's ``quantile``)."""
+        self.quantile = quantile
+
+    @classmethod
+    def from_reference(cls, table: Any, *, features: Sequence[str] | None = None,
+                       quantile: float = 0.999) -> OutlierScorer:
+        """Fit on a reference table (``features``: its numeric columns unless given)."""
+        if not 0.0 < quantile < 1.0:
+            raise ValueError("quantile must be in (0, 1)")
+        names = list(features) if features is not None else numeric_features(table)
+        if not names:
+            raise ValueError("the outlier scorer needs at least one numeric feature")
+        scores = NormalScores.fit(table, names)
+        z = scores.transform(table)
+        # Ties (discrete features) move the scores' mean off 0: centre on the reference's.
+        centre = z.mean(axis=0)
+        scatter = np.atleast_2d(np.cov(z, rowvar=False)) + RIDGE * np.eye(len(names))
+        precision = np.linalg.inv(scatter)
+        distances = _mahalanobis(z - centre, precision)
+        threshold = float(np.quantile(distances, quantile, method="higher"))
+        return cls(scores, centre, precision, threshold, quantile)
+
+    @property
+    def features(self) -> list[str]:
+        return self._scores.features
+
+    def score(self, event: Mapping[str, Any]) -> float:
+        """One event's distance (a missing or None feature scores as the reference median)."""
+        # Ranks by bisect on plain lists (cheaper than numpy per scalar), then one vectorised
+        # ndtri and one matrix-vector product for the whole event.
+        ranks = []
+        for name, ref in zip(self._scores.features, self._refs, strict=True):
+            x = event.get(name)
+            # A missing value gets the median's rank (score 0 before centring).
+            ranks.append(len(ref) if x is None or x != x else bisect_left(ref, x) + bisect_right(ref, x))
+        u = ndtri((np.array(ranks, dtype=np.float64) + 1.0) / self._n1) - self._centre
+        return math.sqrt(max(float(u @ self._precision @ u), 0.0))
+
+    def is_outlier(self, event: Mapping[str, Any]) -> bool:
+        """Whether one event's distance exceeds :attr:`threshold`."""
+        return self.score(event) > self.threshold
+
+    def score_many(self, table: Any) -> FloatArray:
+        """Every event's distance, for a table."""
+        return _mahalanobis(self._scores.transform(table) - self._centre, self._precision)
+
+    def window(self, table: Any, *, alpha: float = 0.001) -> OutlierWindow:
+        """A window's outlier share with an exact binomial test against ``1 - quantile``."""
+        d = self.score_many(table)
+        n = int(d.size)
+        k = int(np.sum(d > self.threshold))
+        expected = 1.0 - self.quantile
+        p = float(binomtest(k, n, expected, alternative="greater").pvalue) if n else 1.0
+        return OutlierWindow(n=n, outliers=k, share=k / n if n else math.nan, expected=expected,
+                             p_value=p, significant=p < alpha)
+
+
+def _mahalanobis(z: FloatArray, precision: FloatArray) -> FloatArray:
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
