@@ -30,7 +30,7 @@ figures once labels arrive.
 >>> estimator = PerformanceEstimator.fit(scores, labels)
 >>> scores, labels = events(1.0, 5_000)                        # the inputs move
 >>> estimate = estimator.estimate(scores)
->>> realized = np.mean((scores >= 0.5) == labels)
+>>> realized = float(np.mean((scores >= 0.5) == labels))
 >>> abs(estimate.accuracy - realized) < 0.02, estimate.low < estimate.accuracy < estimate.high
 (True, True)
 """
