@@ -11,32 +11,52 @@ from rich.table import Table
 
 from driftline.cli.common import settings_from_args
 from driftline.store.client import StoreError, connect
-from driftline.store.migrate import migrate, status
+from driftline.store.migrate import migrate, plan_sql, status
+
+_CLUSTER_HELP = (
+    "ClickHouse cluster (remote_servers) to create the schema on with ON CLUSTER DDL: replicated "
+    "<table>_local tables and Distributed tables under the public names (docs/scaling.md)"
+)
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("db", help="ClickHouse schema: apply migrations, show their state")
     actions = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    actions.add_parser("migrate", help="apply pending SQL migrations (safe to re-run)").set_defaults(
-        handler=_migrate
+    migrate_parser = actions.add_parser("migrate", help="apply pending SQL migrations (safe to re-run)")
+    migrate_parser.add_argument("--cluster", metavar="NAME", help=_CLUSTER_HELP)
+    migrate_parser.add_argument(
+        "--print",
+        dest="print_sql",
+        action="store_true",
+        help="print every statement a migrate of an empty database runs, without connecting",
     )
-    actions.add_parser("status", help="list migrations: applied, pending or changed").set_defaults(
-        handler=_status
-    )
+    migrate_parser.set_defaults(handler=_migrate)
+    status_parser = actions.add_parser("status", help="list migrations: applied, pending or changed")
+    status_parser.add_argument("--cluster", metavar="NAME", help=_CLUSTER_HELP)
+    status_parser.set_defaults(handler=_status)
 
 
 def _migrate(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.print_sql:
+        try:
+            sys.stdout.write(plan_sql(settings, args.cluster))
+        except StoreError as err:
+            print(f"driftline: {err}", file=sys.stderr)
+            return 1
+        return 0
     try:
         client = connect(settings)
         try:
-            applied = migrate(client, settings)
+            applied = migrate(client, settings, cluster=args.cluster)
         finally:
             client.close()
     except StoreError as err:
         print(f"driftline: {err}", file=sys.stderr)
         return 1
     where = f"{settings.clickhouse_url()} database {settings.clickhouse.database}"
+    if args.cluster:
+        where += f" on cluster {args.cluster}"
     if applied:
         print(f"applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")
     else:
@@ -49,7 +69,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         client = connect(settings)
         try:
-            rows = status(client, settings)
+            rows = status(client, settings, cluster=args.cluster)
         finally:
             client.close()
     except StoreError as err:

@@ -4,6 +4,11 @@ A file is applied whole, then recorded with the checksum of its text; every stat
 ``IF NOT EXISTS``, so a run interrupted mid-file simply re-applies that file. Placeholders
 ``{database}``, ``{ttl_days}`` and ``{aggregate_ttl_days}`` come from Settings at apply time (the
 checksum is of the file, so changing a TTL later does not alter applied tables).
+
+With ``cluster`` set, each statement is rewritten by `driftline.store.cluster_ddl` into ON CLUSTER
+DDL (replicated ``_local`` tables, Distributed tables under the public names) and the bookkeeping
+table is replicated over every node. Choose it at the first migrate: the files' checksums do not
+record the layout, so a database migrated without a cluster stays single-server.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from clickhouse_connect.driver.client import Client
 from driftline.config import Settings
 from driftline.infra import clickhouse_sql_dir
 from driftline.store.client import StoreError, database_name
+from driftline.store.cluster_ddl import (
+    MIGRATIONS_REPLICA_NAME,
+    MIGRATIONS_REPLICATION_PATH,
+    ClusterRewriter,
+    table_names,
+)
 
 _FILE_NAME = re.compile(r"^(\d+)_(\w+)\.sql$")
 # Statements in the SQL files end with `;` at the end of a line (string literals never do).
@@ -77,17 +88,28 @@ def discover(sql_dir: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def _ensure_table(client: Client, database: str) -> None:
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS `{database}`.{MIGRATIONS_TABLE} ("
+def _migrations_table_ddl(database: str, cluster: str | None) -> list[str]:
+    on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
+    engine = (
+        f"ReplicatedReplacingMergeTree('{MIGRATIONS_REPLICATION_PATH}', '{MIGRATIONS_REPLICA_NAME}')"
+        if cluster
+        else "ReplacingMergeTree"
+    )
+    return [
+        f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}",
+        f"CREATE TABLE IF NOT EXISTS `{database}`.{MIGRATIONS_TABLE}{on_cluster} ("
         " version UInt32 COMMENT 'number prefix of the SQL file',"
         " name String COMMENT 'file name without number and extension',"
         " checksum String COMMENT 'sha256 of the file text when it was applied',"
         " applied_at DateTime64(3, 'UTC') COMMENT 'when the file was applied (UTC)'"
-        ") ENGINE = ReplacingMergeTree ORDER BY version"
-        " COMMENT 'SQL migrations applied by driftline db migrate. Read with FINAL.'"
-    )
+        f") ENGINE = {engine} ORDER BY version"
+        " COMMENT 'SQL migrations applied by driftline db migrate. Read with FINAL.'",
+    ]
+
+
+def _ensure_table(client: Client, database: str, cluster: str | None) -> None:
+    for statement in _migrations_table_ddl(database, cluster):
+        client.command(statement)
 
 
 def _applied(client: Client, database: str) -> dict[int, tuple[str, datetime]]:
@@ -96,10 +118,36 @@ def _applied(client: Client, database: str) -> dict[int, tuple[str, datetime]]:
     return {int(version): (str(checksum), applied_at) for version, checksum, applied_at in rows}
 
 
-def status(client: Client, settings: Settings, sql_dir: Path | None = None) -> list[MigrationStatus]:
+def statements(
+    migrations: list[Migration], settings: Settings, cluster: str | None = None, sql_dir: Path | None = None
+) -> dict[str, list[str]]:
+    """The SQL each migration runs, by label: as written, or as ON CLUSTER DDL for `cluster`."""
+    if cluster is None:
+        return {m.label: m.statements(settings) for m in migrations}
+    database = database_name(settings)
+    # Every file's tables, so an ALTER of a table created in an earlier run knows it.
+    known = table_names(sql for m in discover(sql_dir) for sql in m.statements(settings))
+    rewriter = ClusterRewriter(cluster, database, known)
+    return {
+        m.label: [out for sql in m.statements(settings) for out in rewriter.rewrite(sql)] for m in migrations
+    }
+
+
+def plan_sql(settings: Settings, cluster: str | None = None, sql_dir: Path | None = None) -> str:
+    """Every statement `migrate` would run on an empty database, as one SQL script."""
+    database = database_name(settings)
+    blocks = ["-- bookkeeping\n" + ";\n".join(_migrations_table_ddl(database, cluster)) + ";"]
+    for label, sqls in statements(discover(sql_dir), settings, cluster, sql_dir).items():
+        blocks.append(f"-- {label}\n" + ";\n".join(sqls) + ";")
+    return "\n\n".join(blocks) + "\n"
+
+
+def status(
+    client: Client, settings: Settings, sql_dir: Path | None = None, cluster: str | None = None
+) -> list[MigrationStatus]:
     """State of every migration file; creates the bookkeeping table if missing."""
     database = database_name(settings)
-    _ensure_table(client, database)
+    _ensure_table(client, database, cluster)
     applied = _applied(client, database)
     out = []
     for m in discover(sql_dir):
@@ -109,13 +157,16 @@ def status(client: Client, settings: Settings, sql_dir: Path | None = None) -> l
     return out
 
 
-def migrate(client: Client, settings: Settings, sql_dir: Path | None = None) -> list[str]:
+def migrate(
+    client: Client, settings: Settings, sql_dir: Path | None = None, cluster: str | None = None
+) -> list[str]:
     """Apply pending migrations in order; returns the labels applied (empty when up to date).
 
     Raises MigrationError, before applying anything, if an applied file has since been edited.
+    With `cluster`, runs them as ON CLUSTER DDL (see `driftline.store.cluster_ddl`).
     """
     database = database_name(settings)
-    _ensure_table(client, database)
+    _ensure_table(client, database, cluster)
     applied = _applied(client, database)
     migrations = discover(sql_dir)
     changed = [m.label for m in migrations if m.version in applied and applied[m.version][0] != m.checksum]
@@ -123,11 +174,11 @@ def migrate(client: Client, settings: Settings, sql_dir: Path | None = None) -> 
         raise MigrationError(
             f"applied migrations were edited since: {', '.join(changed)}; add a new NNN_name.sql file instead"
         )
+    pending = [m for m in migrations if m.version not in applied]
+    sqls = statements(pending, settings, cluster, sql_dir)
     done = []
-    for m in migrations:
-        if m.version in applied:
-            continue
-        for statement in m.statements(settings):
+    for m in pending:
+        for statement in sqls[m.label]:
             client.command(statement)
         client.insert(
             MIGRATIONS_TABLE,

@@ -1,0 +1,144 @@
+"""`driftline db migrate --cluster`: the ON CLUSTER rewrite of every migration file.
+
+chDB has no cluster (no remote_servers, no Keeper), so the rewrite is checked as text: every
+statement it emits must parse (ClickHouse's own parser, through formatQuery), keep each file's
+columns and keys, and shard by the sorting key the single-server migration gives. It is run for
+real only against a server cluster named by DRIFTLINE_TEST_CLICKHOUSE_CLUSTER (external or
+testcontainers backend).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from driftline.config import Settings
+from driftline.store.client import connect
+from driftline.store.cluster_ddl import REPLICATION_PATH, ClusterDDLError, ClusterRewriter, table_names
+from driftline.store.migrate import discover, migrate, statements
+
+pytestmark = pytest.mark.integration
+
+CLUSTER = "analytics"
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    c = connect(settings)
+    yield c
+    c.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse.database}`")
+    c.close()
+
+
+def _formatted(client: Client, sql: str) -> str:
+    return str(client.query("SELECT formatQuery({q:String})", parameters={"q": sql}).result_rows[0][0])
+
+
+def test_every_statement_of_every_file_parses_as_cluster_ddl(client: Client, settings: Settings) -> None:
+    migrate(client, settings)  # single-server, for the sorting keys to compare with
+    db = settings.clickhouse.database
+    sorting_keys = dict(
+        client.query(
+            "SELECT name, sorting_key FROM system.tables"
+            " WHERE database = {db:String} AND engine LIKE '%MergeTree'",
+            parameters={"db": db},
+        ).result_rows
+    )
+    migrations = discover()
+    rewritten = statements(migrations, settings, CLUSTER)
+    assert list(rewritten) == [m.label for m in migrations]
+    distributed: dict[str, str] = {}
+    for label, sqls in rewritten.items():
+        assert sqls, label
+        for sql in sqls:
+            text = _formatted(client, sql)
+            assert f"ON CLUSTER {CLUSTER}" in text, (label, text[:120])
+            first = text.splitlines()[0]
+            if first.startswith("CREATE TABLE") and "_local ON CLUSTER" in first:
+                assert f"ENGINE = ReplicatedReplacingMergeTree('{REPLICATION_PATH}', '{{replica}}'" in text
+            elif first.startswith("CREATE TABLE"):
+                name = first.split()[5].split(".")[1]
+                assert f"AS {db}.{name}_local" in text
+                distributed[name] = text
+    assert set(distributed) == set(sorting_keys) - {"schema_migrations"}
+    for name, text in distributed.items():
+        engine = f"Distributed('{CLUSTER}', '{db}', '{name}_local', cityHash64({sorting_keys[name]}))"
+        assert f"ENGINE = {engine}" in text, name
+    # retrain_jobs keeps its version column after the replication arguments.
+    jobs = next(s for s in rewritten["009_retrain_jobs"] if "retrain_jobs_local" in s)
+    assert "'{replica}', updated_at)" in jobs
+
+
+def test_views_and_column_alters_reach_both_layers(settings: Settings) -> None:
+    rewritten = statements(discover(), settings, CLUSTER)
+    view = rewritten["011_latest_drift"]
+    assert len(view) == 1 and f"latest_drift ON CLUSTER `{CLUSTER}` AS" in view[0]
+    assert "drift_scores FINAL" in view[0]  # the Distributed public name, so FINAL runs per shard
+    alters = rewritten["016_join_coverage"]
+    db = settings.clickhouse.database
+    assert [sql.split()[2] for sql in alters] == [
+        f"{db}.model_metrics_local", f"{db}.model_metrics", f"{db}.outcomes_local", f"{db}.outcomes",
+    ]
+
+
+def test_materialized_views_and_non_column_alters() -> None:
+    rewriter = ClusterRewriter(CLUSTER, "db", known_tables={"src", "dst"})
+    [view] = rewriter.rewrite(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS db.mv TO db.dst AS SELECT a, 'db.src' AS s FROM db.src"
+    )
+    assert view == (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS db.mv ON CLUSTER `{CLUSTER}` TO db.dst_local"
+        " AS SELECT a, 'db.src' AS s FROM db.src_local"
+    )
+    with pytest.raises(ClusterDDLError, match="needs TO"):
+        rewriter.rewrite("CREATE MATERIALIZED VIEW db.v ENGINE = MergeTree ORDER BY a AS SELECT a FROM db.s")
+    assert rewriter.rewrite("ALTER TABLE db.src MODIFY TTL toDateTime(t) + INTERVAL 1 DAY") == [
+        f"ALTER TABLE db.src_local ON CLUSTER `{CLUSTER}` MODIFY TTL toDateTime(t) + INTERVAL 1 DAY"
+    ]
+    with pytest.raises(ClusterDDLError, match="no cluster form"):
+        rewriter.rewrite("INSERT INTO db.src VALUES (1)")
+    with pytest.raises(ClusterDDLError, match="no replicated form"):
+        rewriter.rewrite("CREATE TABLE db.m (a UInt8) ENGINE = Memory")
+    created = "-- why\nCREATE TABLE IF NOT EXISTS db.x (a UInt8) ENGINE = MergeTree ORDER BY a"
+    assert table_names([created]) == {"x"}
+
+
+def test_cli_prints_the_cluster_ddl_without_a_server(tmp_path: os.PathLike[str]) -> None:
+    env = {**os.environ, "DRIFTLINE_HOME": str(tmp_path), "DRIFTLINE_CLICKHOUSE_URL": "http://127.0.0.1:9"}
+    run = subprocess.run(
+        [sys.executable, "-m", "driftline.cli.main", "db", "migrate", "--cluster", CLUSTER, "--print"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("-- bookkeeping\n")
+    distributed = f"TABLE IF NOT EXISTS driftline.outcomes ON CLUSTER `{CLUSTER}` AS driftline.outcomes_local"
+    assert distributed in run.stdout
+    assert run.stdout.count(f"ON CLUSTER `{CLUSTER}`") > 2 * len(discover())
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DRIFTLINE_TEST_CLICKHOUSE_CLUSTER"),
+    reason="set DRIFTLINE_TEST_CLICKHOUSE_CLUSTER to a cluster of the external/testcontainers ClickHouse",
+)
+def test_migrate_on_a_real_cluster(settings: Settings) -> None:
+    cluster = os.environ["DRIFTLINE_TEST_CLICKHOUSE_CLUSTER"]
+    db = settings.clickhouse.database
+    c = connect(settings)
+    try:
+        assert migrate(c, settings, cluster=cluster) == [m.label for m in discover()]
+        assert migrate(c, settings, cluster=cluster) == []
+        engines = dict(c.query(
+            "SELECT name, engine FROM system.tables WHERE database = {db:String}", parameters={"db": db}
+        ).result_rows)
+        for table in table_names(s for m in discover() for s in m.statements(settings)):
+            assert engines[table] == "Distributed"
+            assert engines[f"{table}_local"].startswith("Replicated")
+        assert engines["latest_drift"] == "View"
+    finally:
+        c.command(f"DROP DATABASE IF EXISTS `{db}` ON CLUSTER `{cluster}` SYNC")
+        c.close()
