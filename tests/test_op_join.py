@@ -302,7 +302,38 @@ def test_bounds_evict_oldest_first_and_count() -> None:
     assert join.held_count == 2 and join.counters["evicted_held"] == 1
     assert join.earliest_held_label_ts() == 20
     expired = join.advance(END, END)
-    assert sorted(e.prediction_id for e in expired) == ["p0", "p4"]
+    assert sorted(e.prediction_id for e in expired if e.reason == "horizon") == ["p0", "p4"]
+
+
+def test_evicted_predictions_are_reported_by_the_next_advance_with_their_reason() -> None:
+    """Nothing is silently dropped: an evicted prediction comes out of advance() like an expired
+    one, at the time it would have expired, with reason 'evicted' -- once."""
+    horizon = HORIZON * 1000
+    join = LabelJoin(horizon, max_pending=3, max_held=10)
+    for i, ts in enumerate((5000, 1000, 3000, 2000, 4000)):
+        join.on_prediction(pred(f"p{i}", ts, model_version="2"), "region=eu")
+    assert join.counters["evicted_pending"] == 2 and len(join.evicted) == 2
+    evicted = join.advance(0, 0)  # no watermark has moved: only the evictions
+    assert [(e.prediction_id, e.model_id, e.model_version, e.segment, e.prediction_time, e.expired_at, e.reason)
+            for e in evicted] == [("p1", "m", "2", "region=eu", 1000, 1000 + horizon, "evicted"),
+                                  ("p3", "m", "2", "region=eu", 2000, 2000 + horizon, "evicted")]
+    assert join.advance(0, 0) == [] and join.evicted == []
+    expired = join.advance(END, END)  # the survivors expire; the evicted ones do not come again
+    assert [(e.prediction_id, e.reason) for e in expired] == [("p2", "horizon"), ("p4", "horizon"),
+                                                              ("p0", "horizon")]
+
+
+def test_evictions_not_yet_reported_survive_a_checkpoint() -> None:
+    join = LabelJoin(HORIZON * 1000, max_pending=1, max_held=10)
+    join.on_prediction(pred("a", 1000), "s")
+    join.on_prediction(pred("b", 2000), "s")
+    restored = pickle.loads(pickle.dumps(join))
+    assert [(e.prediction_id, e.reason) for e in restored.advance(0, 0)] == [("a", "evicted")]
+    old = join.__getstate__()
+    del old["evicted"]  # a checkpoint from before evictions were reported
+    older = LabelJoin.__new__(LabelJoin)
+    older.__setstate__(old)
+    assert older.advance(0, 0) == [] and older.pending_count == 1
 
 
 def test_eviction_under_sustained_overload_stays_exact() -> None:
@@ -310,8 +341,11 @@ def test_eviction_under_sustained_overload_stays_exact() -> None:
     for i in range(2000):
         join.on_prediction(pred(f"p{i}", (i * 7919) % 5000), "s")  # out of order
     assert join.pending_count == 100 and join.counters["evicted_pending"] == 1900
-    survivors = sorted(e.prediction_time for e in join.advance(END, END))
+    out = join.advance(END, END)
+    survivors = sorted(e.prediction_time for e in out if e.reason == "horizon")
     assert survivors == sorted((i * 7919) % 5000 for i in range(2000))[-100:]
+    assert sorted(e.prediction_time for e in out if e.reason == "evicted") == sorted(
+        (i * 7919) % 5000 for i in range(2000))[:-100]
 
 
 def test_outcome_derivations() -> None:

@@ -17,7 +17,7 @@ EXAMPLES: list[records.ModelEvent] = [
     records.Partial(0, "m", "1", "region=eu", 60, 0, 60_000, {"n_events": 3}),
     records.Outcomes(1, "m", "1", ["p1", "p2"], ["", "region=eu"], [5, 7], [1, 2], [1, None], [None, 0.5],
                      [0, 1]),
-    records.Expired(0, "m", "1", ["p3"], [""], [9]),
+    records.Expired(0, "m", "1", ["p3", "p5"], ["", ""], [9, 10], ["horizon", "evicted"]),
     records.Orphans(0, "", "", ["p4"], [11], ["no_prediction"]),
     records.Duplicates(1, "m", "1", ["label"], [""], [13], [1], [42]),
     records.EpisodeReports(0, "m", "1", [{"feature": "x", "kind": "opened", "event_time": 15}]),
@@ -43,6 +43,10 @@ def test_records_written_before_the_typed_records_decode() -> None:
     assert isinstance(outcomes, records.Outcomes) and outcomes.rerouted == [0, 0]
     progress = decode_model_event(b'{"type":"progress","shard":1,"pred_progress":9,"outcome_progress":4}')
     assert progress == records.Progress(1, 9, 4, 4)
+    expired = decode_model_event(  # before evicted predictions were reported: all expired
+        b'{"type":"expired","shard":0,"model_id":"m","model_version":"1","prediction_id":["a","b"],'
+        b'"segment":["",""],"expired_at":[1,2]}')
+    assert expired == records.Expired(0, "m", "1", ["a", "b"], ["", ""], [1, 2], ["horizon", "horizon"])
 
 
 def test_window_keys_equal_the_plain_tuples_older_checkpoints_hold() -> None:

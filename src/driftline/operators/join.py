@@ -32,7 +32,9 @@ Rules, each chosen so that it cannot depend on the interleaving:
 
 Not interleaving-independent, by nature: the bounds. When ``max_pending``/``max_held`` is hit the
 oldest entry (smallest event time) is evicted and counted; how full the state is depends on how far
-one topic runs ahead of the other. ``labels_beyond_horizon`` and ``labels_before_prediction`` are
+one topic runs ahead of the other. An evicted prediction is reported by the next :meth:`LabelJoin.advance`
+like an expired one, with reason ``'evicted'`` and ``expired_at = pred_ts + horizon_ms`` (the
+interval it would have expired in); an evicted label becomes an orphan with reason ``'evicted'``. ``labels_beyond_horizon`` and ``labels_before_prediction`` are
 diagnostics: counted when such a label arrives while its prediction is still remembered; the label
 is also counted in ``orphan_labels`` when it is finally given up.
 
@@ -214,7 +216,8 @@ class JoinChanges:
 
 @dataclass(slots=True)
 class ExpiredPrediction:
-    """A prediction that got no label within the horizon (bucketed at ``expired_at``)."""
+    """A prediction that will get no label (bucketed at ``expired_at``): its horizon passed
+    (``reason`` 'horizon') or it was dropped at the ``max_pending`` bound ('evicted')."""
 
     prediction_id: str
     model_id: str
@@ -222,6 +225,7 @@ class ExpiredPrediction:
     segment: str
     prediction_time: int
     expired_at: int
+    reason: str = "horizon"
 
 
 class _Shape:
@@ -331,8 +335,8 @@ def _predicted_text(event: PredictionEvent) -> str | None:
 class LabelJoin:
     """Joins one shard's predictions with their labels in event time (see the module docstring).
 
-    ``advance`` returns the predictions that expired unlabeled, sorted by
-    ``(expired_at, prediction_id)``. ``counters`` maps each name of :data:`COUNTER_NAMES` to a count.
+    ``advance`` returns the predictions that expired unlabeled or were evicted since the last call,
+    sorted by ``(expired_at, prediction_id)``. ``counters`` maps each name of :data:`COUNTER_NAMES` to a count.
     """
 
     def __init__(self, horizon_ms: int, max_pending: int, max_held: int) -> None:
@@ -359,6 +363,7 @@ class LabelJoin:
         self.orphans: list[OrphanLabel] = []  # given up since the last take_orphans()
         self._held_digests: dict[int, tuple[bytes, Any]] = {}  # seq -> (payload digest, source)
         self.duplicates: list[Duplicate] = []  # met since the last take_duplicates()
+        self.evicted: list[ExpiredPrediction] = []  # pending predictions evicted since the last advance()
         self._pred_wm = _NEVER
         self._label_wm = _NEVER
         self._due: list[str] = []  # predictions that arrived after the labels watermark passed their expiry
@@ -598,6 +603,8 @@ class LabelJoin:
         for gid in gids:
             self._expire(gid, cut, expired)
         self._forget(min(pred_wm, label_wm) - self.horizon_ms)
+        expired += self.evicted
+        self.evicted = []
         expired.sort(key=lambda e: (e.expired_at, e.prediction_id))
         return expired
 
@@ -623,6 +630,7 @@ class LabelJoin:
             "duplicates": self.duplicates,
             "record_format": _RECORD_FORMAT,
             "orphans": self.orphans,
+            "evicted": self.evicted,
             "pred_wm": self._pred_wm,
             "label_wm": self._label_wm,
             "due": self._due,
@@ -648,6 +656,7 @@ class LabelJoin:
         self._held_seq = state["held_seq"]
         self._held_meta = state.get("held_meta", {})  # absent in checkpoints before re-routing
         self.orphans = state.get("orphans", [])
+        self.evicted = state.get("evicted", [])  # absent in checkpoints before evictions were reported
         self._pred_wm = state["pred_wm"]
         self._label_wm = state["label_wm"]
         self._due = state["due"]
@@ -716,6 +725,7 @@ class LabelJoin:
         state = changes.state
         for name in ("horizon_ms", "max_pending", "max_held", "counters", "duplicates", "orphans"):
             setattr(self, name, state[name])
+        self.evicted = state.get("evicted", [])
         self._ctx = state["ctx"]
         self._shapes = [_Shape(keys, kinds) for keys, kinds in state["shapes"]]
         self._held, self._held_seq = state["held"], state["held_seq"]
@@ -916,8 +926,9 @@ class LabelJoin:
         if not seqs:
             del self._held_ids[pid]
 
-    def _close(self, pid: str, pred_ts: int) -> bool:
-        """Close the pending record of ``pid`` at ``pred_ts``; whether there was one."""
+    def _close(self, pid: str, pred_ts: int) -> tuple[str, str, str] | None:
+        """Close the pending record of ``pid`` at ``pred_ts``; its (model, version, segment) if
+        there was one."""
         key = _id_key(pid)
         crc = zlib.crc32(key)
         gid = self._gid(crc)
@@ -933,8 +944,9 @@ class LabelJoin:
                 if self._touched is not None:
                     self._touched.add((key, ts))
                 self._pending -= 1
-                return True
-        return False
+                ctx: tuple[str, str, str] = self._ctx[_PRED.unpack_from(group, pos + at + _BODY)[1]]
+                return ctx
+        return None
 
     def _expire(self, gid: int, cut: int, out: list[ExpiredPrediction]) -> None:
         """Close every pending record of group ``gid`` older than ``cut``, as expired."""
@@ -990,8 +1002,10 @@ class LabelJoin:
             if self._evict_key is None or not self._evict_queue:
                 self._fill_evict_queue()
             ts, pid = self._evict_queue.pop()
-            if self._close(pid, ts):
+            ctx = self._close(pid, ts)
+            if ctx is not None:
                 self.counters["evicted_pending"] += 1
+                self.evicted.append(ExpiredPrediction(pid, *ctx, ts, ts + self.horizon_ms, "evicted"))
                 return
 
     def _fill_evict_queue(self) -> None:

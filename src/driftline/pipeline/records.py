@@ -9,7 +9,8 @@ builds them and :func:`encode_model_event` writes them, stage 2 reads them back 
 driftline still decodes: fields added later have defaults).
 
 - :class:`Partial`: one stage-1 shard's aggregate of one window for one (model, version, segment);
-- :class:`Outcomes` / :class:`Expired`: joined outcomes and unlabeled expiries, columnar, per model;
+- :class:`Outcomes` / :class:`Expired`: joined outcomes and predictions that will get no label
+  (reason 'horizon': expired; 'evicted': dropped at the join's ``max_pending`` bound), columnar, per model;
 - :class:`Orphans`: labels no prediction joined, columnar, per model the label names ('' if none);
 - :class:`Duplicates`: exact re-sends of a prediction or label, columnar, per model (identified by
   their source record, so a restarted shard's re-sent copy counts once);
@@ -57,7 +58,7 @@ NO_TIME = -(2**62)  # progress (a watermark) before any event
 OUTCOME_FIELDS = (
     "prediction_id", "segment", "label_time", "label_delay_ms", "correct", "abs_error", "rerouted"
 )
-EXPIRED_FIELDS = ("prediction_id", "segment", "expired_at")
+EXPIRED_FIELDS = ("prediction_id", "segment", "expired_at", "reason")
 ORPHAN_FIELDS = ("prediction_id", "label_time", "reason")
 DUPLICATE_FIELDS = ("kind", "segment", "event_time", "source_partition", "source_offset")
 
@@ -199,11 +200,26 @@ class Outcomes(ColumnarRecord):
 
 @dataclass(frozen=True, slots=True)
 class Expired(ColumnarRecord):
+    """Predictions that will get no label, each with its reason ('horizon' | 'evicted').
+
+    >>> old = (b'{"type": "expired", "shard": 0, "model_id": "m", "model_version": "1", '
+    ...        b'"prediction_id": ["p"], "segment": [""], "expired_at": [5]}')
+    >>> list(decode_model_event(old).rows())  # sent before evictions were reported
+    [('p', '', 5, 'horizon')]
+    """
+
     type: ClassVar[str] = EXPIRED
     columns: ClassVar[tuple[str, ...]] = EXPIRED_FIELDS
     prediction_id: list[str]
     segment: list[str]
     expired_at: list[int]
+    reason: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Expired:
+        if "reason" not in m:  # sent before evictions were reported: every one expired
+            m = {**m, "reason": ["horizon"] * len(m["prediction_id"])}
+        return super(Expired, cls).from_payload(m)
 
 
 @dataclass(frozen=True, slots=True)

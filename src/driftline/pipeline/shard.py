@@ -144,7 +144,8 @@ class ShardProcessor:
         orphans = self.join.take_orphans()
         duplicates = self._take_duplicates(out)
         self.totals["joined"] += len(outcomes)
-        self.totals["expired_unlabeled"] += len(expired)
+        # evicted ones travel with the expired (reason 'evicted'); join_evicted_pending counts them
+        self.totals["expired_unlabeled"] += sum(e.reason == "horizon" for e in expired)
         self.totals["late"] += len(late_rows)
 
         if late_rows:
