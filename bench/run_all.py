@@ -6,7 +6,7 @@ Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (
 over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
 topics; then the in-process figures (4) operators, (7) join state, (8) detection (windows vs River
 detectors), (9) sequential detectors vs River on 1M-sample streams, (10) W1 batch scoring and (11) drift
-episodes vs River on real and synthetic streams. Everything
+episodes vs River on real and synthetic streams, (12) the operators' per-stage breakdown. Everything
 runs sequentially so no figure shares the two cores with another benchmark.
 """
 
@@ -35,6 +35,7 @@ import bench_episodes
 import bench_pipeline
 import bench_scorer
 import bench_sequential
+import bench_stages
 import bench_window_latency
 import numpy as np
 from common import (
@@ -257,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         repeat=1 if args.quick else 2,
                                                         with_profile=with_profile))
     note("(4) operators done")
+    figures.append(bench_stages.measure(args.n))
+    note("(12) per-stage breakdown done")
     figures += [client, *latency, join_state(args.join_n), *join_checkpoints(10 * args.join_n)]
     note("(7) join state done")
     if args.quick:

@@ -114,3 +114,11 @@ def test_delivery_quick_compares_batches_with_per_message_send(bench_path: None,
     assert _module("bench_delivery").main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "per-message send()" in out and "deliver() batches" in out and "deliver() / per-message" in out
+
+
+def test_stages_quick_names_every_stage(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _module("bench_stages").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("decode + validate", "join", "windows", "detectors", "routing", "produce"):
+        assert f"  {stage} " in out
+    assert "not timed (absent)" not in out

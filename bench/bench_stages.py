@@ -1,0 +1,220 @@
+"""Where stage 1's time goes: microseconds per prediction event, stage by stage (figure 12).
+
+The pure operators (InProcessPipeline, no Kafka) run the bench workload (20 numeric + 5
+categorical features, every prediction labelled, a training profile so the sequential detectors
+watch all 25 features) in micro-batches of ``worker.batch_max_records``, with a timer around each
+stage's entry points. The stages are not separate passes in the shard (one loop decides lateness,
+the join and the window groups per event), so the timers wrap the operators the loop calls;
+time is *exclusive* (a stage called inside another counts for itself only), and what the shard's
+own loop spends between calls is its own row:
+
+- decode + validate: ``Decoder.predictions/labels`` (pydantic ``model_validate_json`` parses and
+  validates in one pass: not separable). "JSON parse alone" is ``orjson.loads`` of the same values,
+  a reference for the parse share;
+- join: ``LabelJoin`` calls (per event: ``on_prediction``/``on_label``; per batch: ``advance``,
+  orphans, duplicates);
+- windows: ``WindowAccumulator.add/to_partial`` and the shard's buffering (``_accumulate``,
+  ``_close_windows``);
+- detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors);
+- routing: ``reroute`` forwarding, the join-shard choice, and the in-process transport
+  (``InProcessPipeline._route``: partitioning outbound records to stage 2 / shards);
+- produce: building outbound records (outcome rows, model-events records, progress, sink rows);
+- shard loop: the rest of ``ShardProcessor.process`` (lateness, segments, window keys);
+- stage 2 and sink rows: ``ModelProcessor.process`` and the sink's row mapping, for completeness.
+
+Each wrapped call costs a timer pair; that cost is measured on a no-op and subtracted per call.
+The un-instrumented run of the same workload is reported beside the sum.
+
+    .venv/bin/python bench/bench_stages.py [--n 100000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from common import Figure, bench_scenario, bench_settings, print_figures, raw_records
+
+from driftline.config import Settings
+from driftline.demo.training import training_profiles
+from driftline.operators import feature_watch, join, validate, window_stats
+from driftline.pipeline import local, model, records, reroute, shard, to_rows
+from driftline.runtime import tune_gc
+
+# (stage, owner, attribute): owner is a class or a module; missing attributes are reported, not fatal
+# (the pipeline's internals move; the breakdown names what it could not time).
+STAGES: list[tuple[str, Any, str]] = [
+    ("decode + validate", validate.Decoder, "predictions"),
+    ("decode + validate", validate.Decoder, "labels"),
+    ("join", join.LabelJoin, "on_prediction"),
+    ("join", join.LabelJoin, "on_label"),
+    ("join", join.LabelJoin, "advance"),
+    ("join", join.LabelJoin, "take_orphans"),
+    ("join", join.LabelJoin, "take_duplicates"),
+    ("windows", window_stats.WindowAccumulator, "add"),
+    ("windows", window_stats.WindowAccumulator, "to_partial"),
+    ("windows", shard.ShardProcessor, "_accumulate"),
+    ("windows", shard.ShardProcessor, "_close_windows"),
+    ("detectors", feature_watch.FeatureWatch, "observe"),
+    ("routing", reroute.Forwarder, "forward"),
+    ("routing", shard.ShardProcessor, "_join_shard"),
+    ("routing", local.InProcessPipeline, "_route"),
+    ("produce", shard.ShardProcessor, "_emit_outcomes"),
+    ("produce", shard.ShardProcessor, "_emit_columns"),
+    ("produce", shard.ShardProcessor, "_emit_progress"),
+    ("produce", shard.ShardProcessor, "_emit_episode_reports"),
+    ("produce", shard.ShardProcessor, "_emit_source_watermarks"),
+    ("produce", records, "sink_rows"),
+    ("produce", shard, "late_event_row"),
+    ("shard loop", shard.ShardProcessor, "process"),
+    ("stage 2", model.ModelProcessor, "process"),
+    ("sink rows", to_rows.RowMapper, "rows"),
+]
+ORDER = ["decode + validate", "join", "windows", "detectors", "routing", "produce", "shard loop", "stage 2",
+         "sink rows"]
+
+
+class StageClock:
+    """Exclusive wall time and call counts per stage, for functions wrapped by :meth:`wrap`."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._stack: list[float] = []  # time spent in wrapped callees of each open call
+
+    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        clock, stack, seconds, calls = time.perf_counter, self._stack, self.seconds, self.calls
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            stack.append(0.0)
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = clock() - t0
+                seconds[stage] += elapsed - stack.pop()
+                calls[stage] += 1
+                if stack:
+                    stack[-1] += elapsed
+
+        return timed
+
+
+@contextmanager
+def instrumented(clock: StageClock) -> Iterator[list[str]]:
+    """Wrap every entry point of STAGES for the duration; yields the ones that do not exist."""
+    saved: list[tuple[Any, str, Any]] = []
+    missing = []
+    for stage, owner, name in STAGES:
+        original = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+        if original is None:
+            missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+            continue
+        if isinstance(original, staticmethod):
+            setattr(owner, name, staticmethod(clock.wrap(stage, original.__func__)))
+        else:
+            setattr(owner, name, clock.wrap(stage, original))
+        saved.append((owner, name, original))
+    try:
+        yield missing
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+def timer_overhead_s(calls: int = 200_000) -> float:
+    """Seconds one wrapped call adds, measured on a no-op."""
+    clock = StageClock()
+
+    def noop() -> None:
+        return None
+
+    timed = clock.wrap("noop", noop)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        noop()
+    bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        timed()
+    return max((time.perf_counter() - t0 - bare) / calls, 0.0)
+
+
+def _workload(settings: Settings, n: int, seed: int) -> tuple[list[validate.RawRecord], list[bytes], int]:
+    scenario = bench_scenario(n, seed)
+    raw = raw_records(settings, scenario)
+    profiles = [p.model_dump_json().encode() for p in training_profiles(
+        scenario, settings.drift.bins, settings.drift.top_k, effective_from_ms=0)]
+    return raw, profiles, sum(1 for r in raw if r.topic == settings.topics.predictions)
+
+
+def _run(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes]) -> float:
+    pipeline = local.InProcessPipeline(settings, profiles=profiles)
+    batch = settings.worker.batch_max_records
+    t0 = time.perf_counter()
+    for i in range(0, len(raw), batch):
+        pipeline.feed(raw[i : i + batch])
+    return time.perf_counter() - t0
+
+
+def measure(n: int, seed: int = 0) -> Figure:
+    """Figure (12): total and per-stage microseconds per prediction event on one core."""
+    tune_gc()
+    settings = bench_settings("127.0.0.1:9", "bs")
+    raw, profiles, n_pred = _workload(settings, n, seed)
+    _run(settings, raw[: min(len(raw), 20_000)], profiles)  # warm-up: imports, caches, calibration paths
+    plain_s = _run(settings, raw, profiles)
+    clock = StageClock()
+    with instrumented(clock) as missing:
+        timed_s = _run(settings, raw, profiles)
+    overhead = timer_overhead_s()
+    per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * overhead, 0.0) / n_pred * 1e6
+                 for stage in ORDER}
+    t0 = time.perf_counter()
+    for r in raw:
+        if r.value:
+            orjson.loads(r.value)
+    parse_us = (time.perf_counter() - t0) / n_pred * 1e6
+    plain_us = plain_s / n_pred * 1e6
+    stage1 = sum(per_event[s] for s in ORDER[:7])
+    detail = (", ".join(f"{stage} {per_event[stage]:.2f}" for stage in ORDER)
+              + f" us/pred event (JSON parse alone {parse_us:.2f}, inside decode + validate); stage 1 sum "
+              f"{stage1:.2f}; un-instrumented total {plain_us:.2f} us/pred event ({n_pred / plain_s:,.0f} "
+              f"pred/s), instrumented {timed_s / n_pred * 1e6:.2f} less {overhead * 1e9:.0f} ns per timed "
+              f"call; {n_pred:,} predictions + labels, batches of {settings.worker.batch_max_records}, "
+              "25 sequential feature detectors")
+    if missing:
+        detail += f"; not timed (absent): {', '.join(missing)} (their time is in the caller's row)"
+    return Figure("stage_breakdown_us", "(12) per-stage breakdown, pure operators (stage 1 sum)", stage1,
+                  "us/pred event", "", None, detail,
+                  {"us_per_event": per_event, "json_parse_us": parse_us, "uninstrumented_us": plain_us,
+                   "instrumented_s": timed_s, "timer_overhead_ns": overhead * 1e9,
+                   "calls": dict(clock.calls), "missing": missing, "predictions": n_pred})
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n = min(args.n, 2_000)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    figure = measure(args.n)
+    print_figures([figure], "per-stage breakdown")
+    for stage, us in figure.extra["us_per_event"].items():
+        print(f"  {stage:<18} {us:8.2f} us/pred event")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
