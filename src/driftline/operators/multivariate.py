@@ -57,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
 
+from driftline.extras import require
 from driftline.operators.sequential import Alarm, NumericDetector
 
 FloatArray = npt.NDArray[np.float64]
@@ -271,13 +272,9 @@ class DomainResult:
 
 
 def _require_sklearn() -> Any:
-    try:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "DomainClassifierDrift needs the [multivariate] extra (scikit-learn): "
-            "pip install 'driftline[multivariate]'", name="sklearn",
-        ) from exc
+    require("multivariate", "DomainClassifierDrift")
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     return HistGradientBoostingClassifier
 
 
