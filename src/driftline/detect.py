@@ -121,3 +121,63 @@ __all__ = [
     "detector_for_profile",
     "feature_arl",
 ]
+
+# Beyond one feature at a time (issue 16). Appended to the module docstring, so `help()` and the
+# doctests see it; docs/multivariate.md has the methods, thresholds and figures.
+from driftline.operators.cbpe import (
+    IsotonicCalibration,
+    PerformanceEstimate,
+    PerformanceEstimator,
+)
+from driftline.operators.multivariate import (
+    DomainClassifierDrift,
+    DomainResult,
+    ReconstructionDrift,
+    ReconstructionSummary,
+)
+from driftline.operators.outliers import OutlierScorer, OutlierWindow
+
+__doc__ = (__doc__ or "") + """
+**Multivariate**: changes in the joint distribution that no single feature shows.
+:class:`ReconstructionDrift` watches each event's PCA reconstruction error (on the reference's
+normal scores) with a calibrated CUSUM; :class:`DomainClassifierDrift` (``pip install
+'driftline[multivariate]'``) tells a window's sample from the reference's with a seeded
+gradient-boosted classifier, a cross-validated ROC-AUC against a calibrated threshold.
+:class:`OutlierScorer` scores one event (a model server's request) or a window's outlier share.
+
+>>> def pairs(rho, n):
+...     a = rng.normal(size=n)
+...     return {"a": a, "b": rho * a + (1 - rho**2) ** 0.5 * rng.normal(size=n), "c": rng.normal(size=n)}
+>>> reference = pairs(0.8, 20_000)
+>>> DriftScorer.from_reference(reference).score(pairs(-0.8, 5_000)).drifted_features  # marginals alike
+[]
+>>> monitor = ReconstructionDrift.from_reference(reference, arl=1e6)
+>>> monitor.update_many(pairs(0.8, 10_000)), monitor.update_many(pairs(-0.8, 1_000))[0].offset < 300
+([], True)
+>>> outliers = OutlierScorer.from_reference(reference)
+>>> outliers.window(pairs(0.8, 5_000)).significant, outliers.window(pairs(-0.8, 5_000)).significant
+(False, True)
+
+**Performance before labels** (CBPE): calibrate a binary classifier's scores on a labelled
+reference, then estimate a window's accuracy, F1 and ROC-AUC from its scores alone.
+
+>>> x = rng.normal(size=20_000)
+>>> estimator = PerformanceEstimator.fit(1 / (1 + np.exp(-3 * x)), rng.random(20_000) < 1 / (1 + np.exp(-x)))
+>>> x = rng.normal(1.0, 1.0, 5_000)                 # the inputs move, the concept does not
+>>> scores, labels = 1 / (1 + np.exp(-3 * x)), rng.random(5_000) < 1 / (1 + np.exp(-x))
+>>> estimate = estimator.estimate(scores)
+>>> abs(estimate.accuracy - float(np.mean((scores >= 0.5) == labels))) < 0.03
+True
+"""
+
+__all__ += [
+    "DomainClassifierDrift",
+    "DomainResult",
+    "IsotonicCalibration",
+    "OutlierScorer",
+    "OutlierWindow",
+    "PerformanceEstimate",
+    "PerformanceEstimator",
+    "ReconstructionDrift",
+    "ReconstructionSummary",
+]

@@ -66,7 +66,7 @@ FloatArray = npt.NDArray[np.float64]
 def table_columns(table: Any) -> list[str]:
     """Column names of a mapping, a pandas/polars DataFrame or a pyarrow Table (duck typed)."""
     if isinstance(table, Mapping):
-        return [str(n) for n in table.keys()]
+        return [str(n) for n in table]
     if hasattr(table, "column_names"):  # pyarrow.Table / RecordBatch
         return [str(n) for n in table.column_names]
     if hasattr(table, "columns") and hasattr(table, "__getitem__"):  # pandas / polars DataFrame
@@ -109,7 +109,9 @@ def numeric_features(table: Any) -> list[str]:
     """The columns of ``table`` whose values are numbers (bools and strings excluded)."""
     out = []
     for name in table_columns(table):
-        values = np.asarray(table[name][:1] if not isinstance(table[name], list) else table[name][:1])
+        values = np.asarray(table[name][:100])
+        if values.dtype == object:  # a list with None: judge by the values present
+            values = np.asarray([v for v in values.tolist() if v is not None])
         if values.dtype.kind in "iuf":
             out.append(name)
     return out
