@@ -314,9 +314,10 @@ def test_evicted_predictions_are_reported_by_the_next_advance_with_their_reason(
         join.on_prediction(pred(f"p{i}", ts, model_version="2"), "region=eu")
     assert join.counters["evicted_pending"] == 2 and len(join.evicted) == 2
     evicted = join.advance(0, 0)  # no watermark has moved: only the evictions
-    assert [(e.prediction_id, e.model_id, e.model_version, e.segment, e.prediction_time, e.expired_at, e.reason)
-            for e in evicted] == [("p1", "m", "2", "region=eu", 1000, 1000 + horizon, "evicted"),
-                                  ("p3", "m", "2", "region=eu", 2000, 2000 + horizon, "evicted")]
+    assert [dataclasses.astuple(e) for e in evicted] == [
+        ("p1", "m", "2", "region=eu", 1000, 1000 + horizon, "evicted"),
+        ("p3", "m", "2", "region=eu", 2000, 2000 + horizon, "evicted"),
+    ]
     assert join.advance(0, 0) == [] and join.evicted == []
     expired = join.advance(END, END)  # the survivors expire; the evicted ones do not come again
     assert [(e.prediction_id, e.reason) for e in expired] == [("p2", "horizon"), ("p4", "horizon"),

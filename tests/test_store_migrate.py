@@ -51,7 +51,7 @@ CONTRACT = {
         "run_id model_id model_version segment row_kind time interval_s n_outcomes n_outcomes_total "
         "n_expired label_coverage accuracy accuracy_ew mae mae_ew rmse rmse_ew baseline "
         "label_delay_p50_ms label_delay_p90_ms label_delay_p99_ms detector alarm alarms_total "
-        "n_orphan_labels n_rerouted rerouted_share n_duplicate_predictions n_duplicate_labels"
+        "n_orphan_labels n_rerouted rerouted_share n_duplicate_predictions n_duplicate_labels n_evicted"
     ),
     "retrain_triggers": (
         "run_id model_id model_version trigger_id reason message window_start window_end "

@@ -1,13 +1,14 @@
 """Stage 2's label clock: outcome buckets, online metrics, the error stream and exact re-sends.
 
-Outcomes, expiries and orphan labels land in event-time buckets of ``windows.metrics_interval_s``
-per (model, version), deduplicated by id. A bucket closes once every stage-1 shard's outcome
-progress has passed its end: its outcomes are applied in canonical ``(label_time, prediction_id)``
-order to River's online estimators and concept-drift detector per segment (``alarm`` rows), the
-sequential error-stream monitor (drift episodes of feature ``__error__``, merged on this clock),
-and the retrain policy's performance and concept-drift families; one ``interval`` row of
-model_metrics per segment. Exact re-sends are counted per interval on their own progress
-(``duplicate_progress``) as ``duplicates`` rows.
+Outcomes, expiries, evicted predictions (dropped at the join's ``max_pending`` bound) and orphan
+labels land in event-time buckets of ``windows.metrics_interval_s`` per (model, version),
+deduplicated by id. A bucket closes once every stage-1 shard's outcome progress has passed its
+end: its outcomes are applied in canonical ``(label_time, prediction_id)`` order to River's online
+estimators and concept-drift detector per segment (``alarm`` rows), the sequential error-stream
+monitor (drift episodes of feature ``__error__``, merged on this clock), and the retrain policy's
+performance and concept-drift families; one ``interval`` row of model_metrics per segment. Exact
+re-sends are counted per interval on their own progress (``duplicate_progress``) as ``duplicates``
+rows.
 
 :meth:`OutcomeClock.close` returns the rows and triggers; it never produces anything itself.
 """
@@ -49,10 +50,12 @@ class Bucket:
     expired: dict[str, str] = field(default_factory=dict)  # prediction_id -> segment tags
     rerouted: set[str] = field(default_factory=set)  # outcomes whose prediction or label was re-routed
     orphans: dict[tuple[str, int], str] = field(default_factory=dict)  # (prediction_id, label_time) -> reason
+    # prediction_id -> segment tags of predictions evicted at the join's max_pending bound
+    evicted: dict[str, str] = field(default_factory=dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # buckets pickled before re-routing existed have neither set
-        self.__dict__.update({"rerouted": set(), "orphans": {}, **state})
+        # buckets pickled before re-routing (or before evictions were reported) lack these
+        self.__dict__.update({"rerouted": set(), "orphans": {}, "evicted": {}, **state})
 
 
 class OutcomeClock:
@@ -126,10 +129,10 @@ class OutcomeClock:
 
     def add_expired(self, record: Expired) -> None:
         model = (record.model_id, record.model_version)
-        for pid, seg, expired_at in record.rows():
+        for pid, seg, expired_at, reason in record.rows():
             bucket = self._bucket(model, expired_at)
             if bucket is not None:
-                bucket.expired[pid] = seg
+                (bucket.evicted if reason == "evicted" else bucket.expired)[pid] = seg
 
     def add_orphans(self, record: Orphans) -> None:
         model = (record.model_id, record.model_version)
@@ -234,6 +237,9 @@ class OutcomeClock:
         for tags in bucket.expired.values():
             for segment in window_segments(tags):
                 tallies[segment].expired += 1
+        for tags in bucket.evicted.values():
+            for segment in window_segments(tags):
+                tallies[segment].evicted += 1
         if bucket.orphans:  # a label names no segment: counted overall only
             tallies[""].orphans += len(bucket.orphans)
         for segment in sorted(tallies):

@@ -344,6 +344,7 @@ class IntervalTally:
     sq_error: float = 0.0
     n_error_known: int = 0
     expired: int = 0
+    evicted: int = 0
     orphans: int = 0
     rerouted: int = 0
     delays: list[int] = field(default_factory=list)
@@ -394,16 +395,18 @@ def model_metrics_row(
         "n_duplicate_labels": 0,
     }
     if tally is None:
-        row.update(alarm=1, n_outcomes=0, n_expired=0, n_orphan_labels=0, n_rerouted=0)
+        row.update(alarm=1, n_outcomes=0, n_expired=0, n_evicted=0, n_orphan_labels=0, n_rerouted=0)
         return row
-    # Every join that failed counts against coverage: a prediction no label came for, and a
-    # label no prediction came for (e.g. produced to a partition nothing re-routed it from).
-    resolved = tally.n + tally.expired + tally.orphans
+    # Every join that failed counts against coverage: a prediction no label came for (or that the
+    # join dropped at its max_pending bound), and a label no prediction came for (e.g. produced to
+    # a partition nothing re-routed it from).
+    resolved = tally.n + tally.expired + tally.evicted + tally.orphans
     delays = np.asarray(tally.delays, dtype=np.float64)
     p50, p90, p99 = np.percentile(delays, [50, 90, 99]).tolist() if delays.size else (None, None, None)
     row.update(
         n_outcomes=tally.n,
         n_expired=tally.expired,
+        n_evicted=tally.evicted,
         n_orphan_labels=tally.orphans,
         n_rerouted=tally.rerouted,
         rerouted_share=(tally.rerouted / tally.n) if tally.n else None,

@@ -112,7 +112,7 @@ QUERIES: dict[str, str] = {
     ),
     "metrics": (
         "SELECT model_version, toUnixTimestamp64Milli(time) AS time_ms, interval_s, n_outcomes, n_expired, "
-        "label_coverage, accuracy, mae, rmse, baseline, alarm FROM model_metrics FINAL WHERE "
+        "n_evicted, label_coverage, accuracy, mae, rmse, baseline, alarm FROM model_metrics FINAL WHERE "
         + _SCOPE
         + " AND segment = '' AND row_kind = 'interval' AND model_version != ''"
         + _in_range("time")

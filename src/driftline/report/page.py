@@ -83,6 +83,7 @@ def version_summary(rows: Rows, version: str) -> dict[str, Any]:
     metrics = [r for r in rows["metrics"] if r["model_version"] == version]
     outcomes = sum(_int(r["n_outcomes"]) for r in metrics)
     expired = sum(_int(r["n_expired"]) for r in metrics)
+    evicted = sum(_int(r["n_evicted"]) for r in metrics)  # dropped at join.max_pending: never labeled
     triggers = [r for r in rows["triggers"] if r["model_version"] == version]
     episodes = [r for r in rows["episodes"] if r["model_version"] == version]
     duplicates = next((r for r in rows["duplicates"] if r["model_version"] == version), {})
@@ -96,9 +97,11 @@ def version_summary(rows: Rows, version: str) -> dict[str, Any]:
         ),
         "outcomes": outcomes,
         "expired": expired,
+        "evicted": evicted,
         "accuracy": _round(weighted_mean((r["accuracy"], _int(r["n_outcomes"])) for r in metrics)),
         "mae": _round(weighted_mean((r["mae"], _int(r["n_outcomes"])) for r in metrics)),
-        "label_coverage": _round(outcomes / (outcomes + expired)) if outcomes + expired else None,
+        "label_coverage": _round(outcomes / (outcomes + expired + evicted)) if outcomes + expired + evicted
+        else None,
         "alarms": sum(1 for r in rows["alarms"] if r["model_version"] == version),
         "triggers": len(triggers),
         "trigger_reasons": dict(sorted(Counter(str(r["reason"]) for r in triggers).items())),
@@ -310,6 +313,7 @@ COMPARISON_ROWS = (
     ("MAE", "mae"),
     ("label coverage", "label_coverage"),
     ("predictions never labeled", "expired"),
+    ("predictions evicted unlabeled (join.max_pending)", "evicted"),
     ("detector alarms", "alarms"),
     ("retrain triggers", "triggers"),
     ("trigger reasons", "trigger_reasons"),
