@@ -92,7 +92,7 @@ class OutlierScorer:
         # Ties (discrete features) move the scores' mean off 0: centre on the reference's.
         centre = z.mean(axis=0)
         scatter = np.atleast_2d(np.cov(z, rowvar=False)) + RIDGE * np.eye(len(names))
-        precision = np.linalg.inv(scatter)
+        precision = np.asarray(np.linalg.inv(scatter), dtype=np.float64)
         distances = _mahalanobis(z - centre, precision)
         threshold = float(np.quantile(distances, quantile, method="higher"))
         return cls(scores, centre, precision, threshold, quantile)

@@ -1,0 +1,220 @@
+"""Multivariate drift, outlier rate and CBPE (issue 16): cost per event and accuracy of the signals.
+
+Four parts, one run (CPU time with ``time.process_time``, so other load on the machine does not
+count; the domain classifier's scikit-learn may use both cores, which process time adds up):
+
+1. **Outlier scorer**, 25 numeric features (5 correlated pairs, 15 independent, half lognormal),
+   reference 20,000 rows: us per event of ``score(event)`` (one request, as in a model server) and
+   of ``score_many`` (per row of a 100,000-row batch); outlier share on clean rows (0.1 % by design)
+   and on rows whose first pair is rotated.
+2. **Reconstruction drift**, same features: us per event of ``update_many``; false alarms over
+   quiet rows at ``arl`` 1e6; delay (events) to the first alarm after the first pair is rotated
+   by 90 degrees (marginals unchanged), per seed.
+3. **Domain classifier**: seconds to build (null calibration) and per window (1,000 rows against
+   1,000 reference rows, 3 folds), AUC on a clean and on a rotated window, the threshold.
+4. **CBPE**: (a) simulated covariate shift keeping the concept, an over-confident logistic model,
+   windows of 5,000 at input means -1 ... 1.5: |estimated - realized| accuracy per window; (b)
+   ``/work/shared/data/elec2.csv`` (read in place): logistic regression (numpy Newton) on the first
+   5,000 rows with ``day, period, nswprice, nswdemand`` (``vicprice``, ``vicdemand`` and
+   ``transfer`` are constant there, see the data README; ``date`` is time), calibrated on the
+   same rows, then every later window of 2,000 rows: estimated vs realized accuracy.
+
+    .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from driftline.operators.cbpe import PerformanceEstimator
+from driftline.operators.multivariate import DomainClassifierDrift, ReconstructionDrift
+from driftline.operators.outliers import OutlierScorer
+
+ELEC2 = Path("/work/shared/data/elec2.csv")
+ELEC2_FEATURES = ("day", "period", "nswprice", "nswdemand")
+N_FEATURES = 25
+PAIRS = 5
+RHO = 0.8
+REFERENCE = 20_000
+ARL = 1_000_000.0
+CBPE_TOLERANCE = 0.03
+
+
+def features_table(rng: np.random.Generator, n: int, *, rotated: bool = False) -> dict[str, Any]:
+    """25 features: 5 correlated pairs (the first rotated by 90 degrees if asked), 15 independent."""
+    table: dict[str, Any] = {}
+    for p in range(PAIRS):
+        a = rng.normal(size=n)
+        b = RHO * a + np.sqrt(1 - RHO**2) * rng.normal(size=n)
+        if rotated and p == 0:
+            a, b = -b, a
+        table[f"pair{p}_a"], table[f"pair{p}_b"] = a, b
+    for j in range(N_FEATURES - 2 * PAIRS):
+        table[f"x{j}"] = rng.lognormal(size=n) if j % 2 else rng.normal(size=n)
+    return table
+
+
+def outliers(quick: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(100)
+    scorer = OutlierScorer.from_reference(features_table(rng, REFERENCE))
+    batch = features_table(rng, 20_000 if quick else 100_000)
+    events = [{k: float(v[i]) for k, v in batch.items()} for i in range(2_000 if quick else 20_000)]
+    per_event = []
+    for _ in range(3):
+        t0 = time.process_time()
+        for event in events:
+            scorer.score(event)
+        per_event.append((time.process_time() - t0) / len(events) * 1e6)
+    t0 = time.process_time()
+    scorer.score_many(batch)
+    batch_us = (time.process_time() - t0) / len(batch["x0"]) * 1e6
+    clean = scorer.window(batch)
+    rotated = scorer.window(features_table(rng, 5_000, rotated=True))
+    return {"score_us_per_event": min(per_event), "score_many_us_per_event": batch_us,
+            "clean_share": clean.share, "clean_significant": clean.significant,
+            "rotated_share": rotated.share, "rotated_p_value": rotated.p_value}
+
+
+def reconstruction(seeds: int, quick: bool) -> dict[str, Any]:
+    quiet_n = 20_000 if quick else 200_000
+    delays, false_alarms, us = [], 0, []
+    for seed in range(seeds):
+        rng = np.random.default_rng(200 + seed)
+        monitor = ReconstructionDrift.from_reference(features_table(rng, REFERENCE), arl=ARL)
+        quiet = features_table(rng, quiet_n)
+        t0 = time.process_time()
+        for start in range(0, quiet_n, 1_000):
+            false_alarms += len(monitor.update_many({k: v[start:start + 1_000] for k, v in quiet.items()}))
+        us.append((time.process_time() - t0) / quiet_n * 1e6)
+        monitor.reset()
+        alarms = monitor.update_many(features_table(rng, 5_000, rotated=True))
+        delays.append(alarms[0].offset if alarms else None)
+    return {"us_per_event": min(us), "components": monitor.components, "quiet_events": quiet_n * seeds,
+            "false_alarms": false_alarms, "delays": delays}
+
+
+def domain(quick: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(300)
+    t0 = time.process_time()
+    classifier = DomainClassifierDrift(features_table(rng, REFERENCE), sample_size=1_000,
+                                       null_runs=3 if quick else 6, seed=1)
+    build_s = time.process_time() - t0
+    t0 = time.process_time()
+    clean = classifier.score(features_table(rng, 1_000), ordinal=1)
+    window_s = time.process_time() - t0
+    rotated = classifier.score(features_table(rng, 1_000, rotated=True), ordinal=2)
+    return {"build_s": build_s, "window_s": window_s, "inflation": classifier.inflation,
+            "threshold": clean.threshold, "clean_auc": clean.auc, "clean_drifted": clean.drifted,
+            "rotated_auc": rotated.auc, "rotated_drifted": rotated.drifted,
+            "rotated_top": rotated.top_features[:3]}
+
+
+def cbpe_simulated(seeds: int) -> dict[str, Any]:
+    errors = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(400 + seed)
+
+        def events(mean: float, n: int, rng: np.random.Generator = rng) -> tuple[np.ndarray, np.ndarray]:
+            x = rng.normal(mean, 1.0, n)
+            labels = rng.random(n) < 1 / (1 + np.exp(-(1.5 * x - 0.5)))
+            return 1 / (1 + np.exp(-(4 * x - 1))), labels
+
+        estimator = PerformanceEstimator.fit(*events(0.0, 20_000))
+        for mean in (-1.0, -0.5, 0.0, 0.3, 0.6, 1.0, 1.5):
+            scores, labels = events(mean, 5_000)
+            realized = float(np.mean((scores >= 0.5) == labels))
+            errors.append(abs(estimator.estimate(scores).accuracy - realized))
+    return {"windows": len(errors), "max_abs_error": max(errors), "mean_abs_error": float(np.mean(errors)),
+            "within": sum(e <= CBPE_TOLERANCE for e in errors)}
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
+    """Weights (intercept first) of an L2-regularised logistic regression, by Newton steps."""
+    xb = np.column_stack([np.ones(len(x)), x])
+    w = np.zeros(xb.shape[1])
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-xb @ w))
+        step = np.linalg.solve((xb * (p * (1 - p))[:, None]).T @ xb + l2 * np.eye(w.size),
+                               xb.T @ (p - y) + l2 * w)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return w
+
+
+def cbpe_elec2(window: int = 2_000) -> dict[str, Any]:
+    data = np.genfromtxt(ELEC2, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    x = np.column_stack([data[f].astype(np.float64) for f in ELEC2_FEATURES])
+    y = (data["class"] == "UP").astype(np.float64)
+    w = fit_logistic(x[:5_000], y[:5_000])
+    scores = 1 / (1 + np.exp(-(np.column_stack([np.ones(len(x)), x]) @ w)))
+    estimator = PerformanceEstimator.fit(scores[:5_000], y[:5_000])
+    rows = []
+    for start in range(5_000, len(y), window):
+        s, labels = scores[start:start + window], y[start:start + window]
+        est = estimator.estimate(s)
+        realized = float(np.mean((s >= 0.5) == labels))
+        rows.append({"start": start, "estimated": est.accuracy, "low": est.low, "high": est.high,
+                     "realized": realized})
+    errors = [abs(r["estimated"] - r["realized"]) for r in rows]
+    return {"windows": rows, "within": sum(e <= CBPE_TOLERANCE for e in errors),
+            "mean_abs_error": float(np.mean(errors)), "max_abs_error": max(errors)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller streams, 1 seed")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    args = parser.parse_args(argv)
+    seeds = 1 if args.quick else args.seeds
+    out: dict[str, Any] = {}
+
+    o = out["outliers"] = outliers(args.quick)
+    print("1. outlier scorer, 25 features")
+    print(f"  score(event): {o['score_us_per_event']:.1f} us/event; score_many: "
+          f"{o['score_many_us_per_event']:.2f} us/event")
+    print(f"  clean share {o['clean_share']:.4%} (expected 0.1 %, significant: {o['clean_significant']}); "
+          f"rotated pair: {o['rotated_share']:.2%}, p {o['rotated_p_value']:.2g}")
+
+    r = out["reconstruction"] = reconstruction(seeds, args.quick)
+    print(f"2. reconstruction drift ({r['components']} of {N_FEATURES} components, arl {ARL:g})")
+    print(f"  update_many: {r['us_per_event']:.2f} us/event; false alarms {r['false_alarms']} over "
+          f"{r['quiet_events']:,} quiet events; delay after rotating one pair: {r['delays']} events")
+
+    d = out["domain"] = domain(args.quick)
+    print("3. domain classifier (1,000 vs 1,000 rows, 3 folds)")
+    print(f"  build {d['build_s']:.1f} s CPU, {d['window_s']:.2f} s CPU per window; inflation "
+          f"{d['inflation']:.2f}, threshold {d['threshold']:.3f}")
+    print(f"  clean AUC {d['clean_auc']:.3f} (drifted {d['clean_drifted']}); rotated AUC "
+          f"{d['rotated_auc']:.3f} (drifted {d['rotated_drifted']}), top {d['rotated_top']}")
+
+    c = out["cbpe_simulated"] = cbpe_simulated(seeds)
+    print("4a. CBPE, simulated covariate shift (windows of 5,000)")
+    print(f"  |estimated - realized| accuracy: max {c['max_abs_error']:.4f}, mean "
+          f"{c['mean_abs_error']:.4f}; within +-{CBPE_TOLERANCE}: {c['within']}/{c['windows']}")
+
+    if ELEC2.exists():
+        e = out["cbpe_elec2"] = cbpe_elec2()
+        print("4b. CBPE on elec2 (model and calibration on rows 0-4,999; windows of 2,000)")
+        for row in e["windows"]:
+            print(f"  rows {row['start']:>6,}: estimated {row['estimated']:.3f} "
+                  f"[{row['low']:.3f}, {row['high']:.3f}]  realized {row['realized']:.3f}  "
+                  f"diff {row['estimated'] - row['realized']:+.3f}")
+        print(f"  within +-{CBPE_TOLERANCE}: {e['within']}/{len(e['windows'])}; mean |diff| "
+              f"{e['mean_abs_error']:.3f}, max {e['max_abs_error']:.3f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
