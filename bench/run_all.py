@@ -6,7 +6,8 @@ Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (
 over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
 topics; then the in-process figures (4) operators, (7) join state, (8) detection (windows vs River
 detectors), (9) sequential detectors vs River on 1M-sample streams, (10) W1 batch scoring and (11) drift
-episodes vs River on real and synthetic streams, (12) the operators' per-stage breakdown. Everything
+episodes vs River on real and synthetic streams, (12) the operators' per-stage breakdown; (13) 1 vs 2
+processor workers (scale-out) runs on the same broker after (6). Everything
 runs sequentially so no figure shares the two cores with another benchmark.
 """
 
@@ -33,6 +34,7 @@ import bench_broker
 import bench_detection
 import bench_episodes
 import bench_pipeline
+import bench_scaleout
 import bench_scorer
 import bench_sequential
 import bench_stages
@@ -253,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency = bench_window_latency.measure(broker.bootstrap_servers, Path(tmp) / "latency-home",
                                                args.windows)
         note("(6) window latency done")
+        scaleout = bench_scaleout.measure(broker.bootstrap_servers, broker.pid, Path(tmp) / "so", args.n)
+        note("(13) scale-out done")
     for with_profile in (False, True):
         figures.append(bench_pipeline.measure_operators(bench_settings("127.0.0.1:9", "ra"), args.n,
                                                         repeat=1 if args.quick else 2,
@@ -260,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     note("(4) operators done")
     figures.append(bench_stages.measure(args.n))
     note("(12) per-stage breakdown done")
-    figures += [client, *latency, join_state(args.join_n), *join_checkpoints(10 * args.join_n)]
+    figures += [client, *latency, scaleout, join_state(args.join_n), *join_checkpoints(10 * args.join_n)]
     note("(7) join state done")
     if args.quick:
         figures += bench_detection.measure(1, 1.0, 2400.0, elec2_rows=3_600)

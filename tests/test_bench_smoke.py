@@ -122,3 +122,11 @@ def test_stages_quick_names_every_stage(bench_path: None, capsys: pytest.Capture
     for stage in ("decode + validate", "join", "windows", "detectors", "routing", "produce"):
         assert f"  {stage} " in out
     assert "not timed (absent)" not in out
+
+
+@pytest.mark.integration
+def test_scaleout_quick_reports_both_runs(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _module("bench_scaleout").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "(13) scale-out" in out and "1 worker(s)" in out and "2 worker(s)" in out
+    assert "pred/processor CPU-s" in out and "busy cores" in out
