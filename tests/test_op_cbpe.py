@@ -71,3 +71,32 @@ def test_expected_auc_edge_cases_and_empty_window() -> None:
     estimator = PerformanceEstimator.fit([0.1, 0.9, 0.2, 0.8], [0, 1, 0, 1])
     empty = estimator.estimate([])
     assert empty.n == 0 and np.isnan(empty.accuracy)
+
+
+def _multiclass(rng: np.random.Generator, mean: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    weights = np.array([[1.5, -1.0, 0.0], [0.0, 1.0, -1.5]])
+    logits = rng.normal(mean, 1.0, (n, 2)) @ weights
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = (rng.random(n)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    sharp = np.exp(2.5 * logits)
+    return sharp / sharp.sum(axis=1, keepdims=True), labels
+
+
+def test_multiclass_accuracy_and_macro_f1_under_covariate_shift() -> None:
+    rng = np.random.default_rng(34)
+    estimator = PerformanceEstimator.fit(*_multiclass(rng, 0.0, 30_000))
+    assert estimator.classes == 3
+    for mean in (-0.8, 0.0, 0.8):
+        scores, labels = _multiclass(rng, mean, 5_000)
+        estimate = estimator.estimate(scores)
+        predicted = scores.argmax(axis=1)
+        assert abs(estimate.accuracy - float(np.mean(predicted == labels))) < 0.03, mean
+        f1s = []
+        for k in range(3):
+            tp = np.sum((predicted == k) & (labels == k))
+            f1s.append(2 * tp / (np.sum(predicted == k) + np.sum(labels == k)))
+        assert abs(estimate.f1 - float(np.mean(f1s))) < 0.04, mean
+    rows = estimator.calibrated(scores)
+    assert rows.shape == (5_000, 3) and np.allclose(rows.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="multiclass"):
+        PerformanceEstimator.fit(np.zeros((4, 3)), [0, 1])

@@ -110,48 +110,111 @@ class PerformanceEstimate:
     high: float
     """Upper end of the band."""
     f1: float
-    """Expected F1 of the positive class (from expected confusion counts)."""
+    """Expected F1 of the positive class (multiclass: macro average), from expected confusion
+    counts."""
     roc_auc: float
-    """Expected ROC-AUC (NaN if the window cannot have both classes)."""
+    """Expected ROC-AUC (multiclass: macro one-vs-rest; NaN if the window cannot have both
+    classes)."""
 
 
 class PerformanceEstimator:
-    """CBPE for a binary classifier: fit on a labelled reference's scores, estimate windows.
+    """CBPE: fit on a labelled reference's scores, estimate windows from scores alone.
 
-    ``threshold``: the model predicts positive when its score is at least this.
+    **Binary**: ``scores`` is 1-D (the positive class's score), labels 0/1 or bool; the model
+    predicts positive when its score is at least ``threshold``. **Multiclass**: ``scores`` is
+    ``(n, K)`` (one column per class), labels are column indices; the model predicts the column
+    with the highest score. Each class's column is calibrated one-vs-rest and the calibrated rows
+    renormalised to sum to 1; F1 and ROC-AUC are then macro averages over the classes.
+
+    >>> rng = np.random.default_rng(5)
+    >>> def events(n):
+    ...     logits = rng.normal(size=(n, 3)) * 2
+    ...     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    ...     labels = (rng.random(n)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    ...     return np.exp(2 * logits) / np.exp(2 * logits).sum(axis=1, keepdims=True), labels
+    >>> estimator = PerformanceEstimator.fit(*events(30_000))
+    >>> scores, labels = events(5_000)
+    >>> estimate = estimator.estimate(scores)
+    >>> abs(estimate.accuracy - float(np.mean(scores.argmax(axis=1) == labels))) < 0.03
+    True
     """
 
-    def __init__(self, calibration: IsotonicCalibration, threshold: float, z: float) -> None:
-        self.calibration = calibration
+    def __init__(self, calibrations: list[IsotonicCalibration], threshold: float, z: float) -> None:
+        self.calibrations = calibrations
+        """One per class column (a single one for a binary classifier)."""
         self.threshold = threshold
         self.z = z
+
+    @property
+    def classes(self) -> int:
+        return max(2, len(self.calibrations))
 
     @classmethod
     def fit(cls, scores: Any, labels: Any, *, threshold: float = 0.5,
             z: float = 1.96) -> PerformanceEstimator:
-        """Calibrate on the reference: the model's scores and the true labels (0/1 or bool)."""
-        return cls(IsotonicCalibration.fit(scores, labels), threshold, z)
+        """Calibrate on the reference: the model's scores and the true labels."""
+        s = np.asarray(scores, dtype=np.float64)
+        y = np.asarray(labels)
+        if s.ndim == 1:
+            return cls([IsotonicCalibration.fit(s, y.astype(np.float64))], threshold, z)
+        if s.ndim != 2 or s.shape[1] < 2 or s.shape[0] != y.size:
+            raise ValueError("multiclass scores must be (n, K >= 2) with one label per row")
+        y = y.astype(np.int64)
+        return cls([IsotonicCalibration.fit(s[:, k], (y == k).astype(np.float64))
+                    for k in range(s.shape[1])], threshold, z)
+
+    def calibrated(self, scores: Any) -> FloatArray:
+        """Calibrated class probabilities: ``(n,)`` of the positive class for a binary model,
+        ``(n, K)`` rows summing to 1 for a multiclass one."""
+        s = np.asarray(scores, dtype=np.float64)
+        if len(self.calibrations) == 1:
+            return self.calibrations[0].predict(s)
+        c = np.column_stack([cal.predict(s[:, k]) for k, cal in enumerate(self.calibrations)])
+        totals = c.sum(axis=1, keepdims=True)
+        # A row every calibration maps to 0 (scores below all reference blocks) is uninformative.
+        return np.where(totals > 0, c / np.where(totals > 0, totals, 1.0), 1.0 / c.shape[1])
 
     def estimate(self, scores: Any) -> PerformanceEstimate:
-        """Estimated performance of a window of scores (no labels)."""
+        """Estimated performance of a window of scores (no labels); rows with a NaN are skipped."""
         s = np.asarray(scores, dtype=np.float64)
-        s = s[~np.isnan(s)]
-        n = int(s.size)
+        multiclass = len(self.calibrations) > 1
+        if multiclass:
+            s = s.reshape(-1, len(self.calibrations))
+            s = s[~np.isnan(s).any(axis=1)]
+        else:
+            s = s[~np.isnan(s)]
+        n = int(s.shape[0])
         if n == 0:
             return PerformanceEstimate(0, *(math.nan,) * 6)
-        c = self.calibration.predict(s)
-        predicted = s >= self.threshold
-        correct = np.where(predicted, c, 1.0 - c)
+        c = self.calibrated(s)
+        if multiclass:
+            predicted_class = s.argmax(axis=1)
+            correct = c[np.arange(n), predicted_class]
+            one_vs_rest = [(predicted_class == k, c[:, k], s[:, k]) for k in range(c.shape[1])]
+        else:
+            predicted = s >= self.threshold
+            correct = np.where(predicted, c, 1.0 - c)
+            one_vs_rest = [(predicted, c, s)]
         accuracy = float(correct.mean())
         sd = math.sqrt(float(np.sum(correct * (1.0 - correct)))) / n
-        tp = float(c[predicted].sum())
-        fp = float((1.0 - c[predicted]).sum())
-        fn = float(c[~predicted].sum())
-        f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else math.nan
+        f1s = [_expected_f1(pred, prob) for pred, prob, _ in one_vs_rest]
+        aucs = [expected_auc(score, prob) for _, prob, score in one_vs_rest]
         return PerformanceEstimate(
             n=n, accuracy=accuracy, accuracy_sd=sd, low=max(0.0, accuracy - self.z * sd),
-            high=min(1.0, accuracy + self.z * sd), f1=f1, roc_auc=expected_auc(s, c),
+            high=min(1.0, accuracy + self.z * sd), f1=_mean(f1s), roc_auc=_mean(aucs),
         )
+
+
+def _expected_f1(predicted: npt.NDArray[np.bool_], probability: FloatArray) -> float:
+    tp = float(probability[predicted].sum())
+    fp = float((1.0 - probability[predicted]).sum())
+    fn = float(probability[~predicted].sum())
+    return 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def expected_auc(scores: FloatArray, probabilities: FloatArray) -> float:
