@@ -110,7 +110,7 @@ class ScaleRun:
                 f"{self.seconds:.1f}s; busy cores {self.busy_cores:.2f} of {os.cpu_count()} ({split})")
 
 
-def _owned_and_consumed(worker: RoleWorker, topic: str) -> tuple[int, float]:
+def _owned_and_consumed(worker: WorkerProcess, topic: str) -> tuple[int, float]:
     owned, consumed = 0, 0.0
     for name, labels, value in worker.metrics():
         if name == "driftline_shards_owned" and labels.get("stage") == "shard":
