@@ -129,6 +129,7 @@ from driftline.operators.cbpe import (
     PerformanceEstimate,
     PerformanceEstimator,
 )
+from driftline.operators.comparison import SequentialComparison, WindowComparison, compare_window
 from driftline.operators.multivariate import (
     DomainClassifierDrift,
     DomainResult,
@@ -168,6 +169,15 @@ reference, then estimate a window's accuracy, F1 and ROC-AUC from its scores alo
 >>> estimate = estimator.estimate(scores)
 >>> abs(estimate.accuracy - float(np.mean((scores >= 0.5) == labels))) < 0.03
 True
+
+**Version comparison**: a challenger's per-event losses beside the champion's (shadow: the same
+requests, ``paired=True``; canary: split traffic): :func:`compare_window` per window, and a
+:class:`SequentialComparison` that decides once, at a controlled error rate however often it looks.
+
+>>> test = SequentialComparison(paired=True)
+>>> errors = rng.random(2_000)
+>>> test.update(errors < 0.10, errors < 0.07)       # the challenger errs on fewer requests
+'challenger_better'
 """
 
 __all__ += [
@@ -180,4 +190,7 @@ __all__ += [
     "PerformanceEstimator",
     "ReconstructionDrift",
     "ReconstructionSummary",
+    "SequentialComparison",
+    "WindowComparison",
+    "compare_window",
 ]
