@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from driftline.config import Settings
 from driftline.store.client import connect
 from driftline.store.cluster_ddl import REPLICATION_PATH, ClusterDDLError, ClusterRewriter, table_names
-from driftline.store.migrate import discover, migrate, statements
+from driftline.store.migrate import MigrationError, discover, migrate, statements
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,12 @@ def test_materialized_views_and_non_column_alters() -> None:
         rewriter.rewrite("CREATE TABLE db.m (a UInt8) ENGINE = Memory")
     created = "-- why\nCREATE TABLE IF NOT EXISTS db.x (a UInt8) ENGINE = MergeTree ORDER BY a"
     assert table_names([created]) == {"x"}
+
+
+def test_embedded_engine_refuses_a_cluster_with_a_reason(client: Client, settings: Settings) -> None:
+    with pytest.raises(MigrationError, match=r"CLUSTER_DOESNT_EXIST|not found") as refused:
+        migrate(client, settings, cluster=CLUSTER)
+    assert "the embedded engine has none" in str(refused.value)
 
 
 def test_cli_prints_the_cluster_ddl_without_a_server(tmp_path: os.PathLike[str]) -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from driftline.config import Settings
 from driftline.infra import clickhouse_sql_dir
@@ -109,7 +110,27 @@ def _migrations_table_ddl(database: str, cluster: str | None) -> list[str]:
 
 def _ensure_table(client: Client, database: str, cluster: str | None) -> None:
     for statement in _migrations_table_ddl(database, cluster):
+        _command(client, statement, cluster)
+
+
+def _command(client: Client, statement: str, cluster: str | None) -> None:
+    """Run one DDL statement; on a cluster, a refusal (no such cluster, no Keeper, a node down)
+    is a MigrationError naming the statement, not a driver traceback."""
+    if cluster is None:
         client.command(statement)
+        return
+    try:
+        client.command(statement)
+    except OperationalError:
+        raise
+    except DatabaseError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MigrationError(
+            f"on cluster {cluster!r}: {reason}\n  statement: {statement[:160]}"
+            + (" ..." if len(statement) > 160 else "")
+            + "\n  --cluster needs a ClickHouse server cluster (remote_servers, Keeper, {shard}/{replica}"
+            " macros); the embedded engine has none"
+        ) from err
 
 
 def _applied(client: Client, database: str) -> dict[int, tuple[str, datetime]]:
@@ -179,7 +200,7 @@ def migrate(
     done = []
     for m in pending:
         for statement in sqls[m.label]:
-            client.command(statement)
+            _command(client, statement, cluster)
         client.insert(
             MIGRATIONS_TABLE,
             [[m.version, m.name, m.checksum, datetime.now(UTC)]],
