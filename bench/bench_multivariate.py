@@ -18,6 +18,9 @@ count; the domain classifier's scikit-learn may use both cores, which process ti
    5,000 rows with ``day, period, nswprice, nswdemand`` (``vicprice``, ``vicdemand`` and
    ``transfer`` are constant there, see the data README; ``date`` is time), calibrated on the
    same rows, then every later window of 2,000 rows: estimated vs realized accuracy.
+5. **Version comparison** (shadow, paired 0/1 errors, hard requests hard for both versions):
+   runs with no difference (30 looks of 500 events, ``alpha`` 0.01) that decide anyway, and
+   windows of 1,000 events until a 10 % vs 8 % challenger is declared better.
 
     .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--json PATH]
 """
@@ -34,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from driftline.operators.cbpe import PerformanceEstimator
+from driftline.operators.comparison import SequentialComparison
 from driftline.operators.multivariate import DomainClassifierDrift, ReconstructionDrift
 from driftline.operators.outliers import OutlierScorer
 
@@ -168,6 +172,25 @@ def cbpe_elec2(window: int = 2_000) -> dict[str, Any]:
             "mean_abs_error": float(np.mean(errors)), "max_abs_error": max(errors)}
 
 
+def comparison(runs: int) -> dict[str, Any]:
+    rng = np.random.default_rng(500)
+
+    def shadow(n: int, p_champion: float, p_challenger: float) -> tuple[np.ndarray, np.ndarray]:
+        u, hard = rng.random(n), rng.random(n) < 0.2
+        scale = np.where(hard, 3.0, 0.5)
+        return (u < p_champion * scale).astype(float), (u < p_challenger * scale).astype(float)
+
+    false_decisions = 0
+    for _ in range(runs):
+        test = SequentialComparison(paired=True, alpha=0.01)
+        false_decisions += any(test.update(*shadow(500, 0.1, 0.1)) for _ in range(30))
+    windows = []
+    for _ in range(max(runs // 10, 5)):
+        test = SequentialComparison(paired=True, alpha=0.01)
+        windows.append(next((w + 1 for w in range(100) if test.update(*shadow(1_000, 0.10, 0.08))), None))
+    return {"null_runs": runs, "false_decisions": false_decisions, "windows_to_decide": windows}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"diff {row['estimated'] - row['realized']:+.3f}")
         print(f"  within +-{CBPE_TOLERANCE}: {e['within']}/{len(e['windows'])}; mean |diff| "
               f"{e['mean_abs_error']:.3f}, max {e['max_abs_error']:.3f}")
+    v = out["comparison"] = comparison(100 if args.quick else 1_000)
+    print("5. version comparison (shadow, paired errors)")
+    print(f"  no difference: {v['false_decisions']}/{v['null_runs']} runs decided (alpha 0.01, 30 looks); "
+          f"10 % vs 8 %: windows of 1,000 to decide {v['windows_to_decide']}")
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2, default=float))
     return 0
