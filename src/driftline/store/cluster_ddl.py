@@ -11,7 +11,8 @@ Layout (what `driftline db migrate --cluster NAME` creates on every node of clus
 
 Views are created on every node over the public names; a materialized view ``TO`` a table reads
 and writes the ``_local`` tables (inserts into a shard's local table trigger it there). ALTERs of
-columns run on both tables; other ALTERs (TTL, indexes, settings) on the local table only.
+columns (ADD/DROP/MODIFY/COMMENT/RENAME COLUMN, what a Distributed table accepts) run on both
+tables; other ALTERs (TTL, indexes, settings) on the local table only.
 
 The statements come after placeholder substitution (``{database}`` is the database name), so the
 ``{database}``/``{table}``/``{shard}``/``{replica}`` left in the replication path are ClickHouse
@@ -60,7 +61,7 @@ _ORDER_BY = re.compile(r"\bORDER\s+BY\s+", re.I)
 _CLAUSE_START = re.compile(r"\s(?:PARTITION\s+BY|PRIMARY\s+KEY|SAMPLE\s+BY|TTL|SETTINGS|COMMENT)\b", re.I)
 _TABLE_COMMENT = re.compile(r"\sCOMMENT\s+(?P<text>'(?:[^'\\]|''|\\.)*')\s*$", re.I | re.S)
 _MV_TARGET = re.compile(r"\bTO\s+" + _NAME, re.I)
-_COLUMN_ACTION = re.compile(r"^(?:ADD|DROP|MODIFY|COMMENT|RENAME|CLEAR)\s+COLUMN\b", re.I)
+_COLUMN_ACTION = re.compile(r"^(?:ADD|DROP|MODIFY|COMMENT|RENAME)\s+COLUMN\b", re.I)
 _LEADING_COMMENTS = re.compile(r"^(?:\s*--[^\n]*\n)*\s*")
 
 
