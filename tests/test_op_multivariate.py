@@ -118,3 +118,24 @@ def test_domain_classifier_without_scikit_learn_names_the_extra(
     monkeypatch.setitem(__import__("sys").modules, "sklearn", None)
     with pytest.raises(ModuleNotFoundError, match=r"\[multivariate\] extra.*driftline\[multivariate\]"):
         DomainClassifierDrift({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+
+
+def test_domain_classifier_splits_categorical_features() -> None:
+    """A category that went with high values now goes with low ones: both marginals unchanged."""
+    rng = np.random.default_rng(17)
+
+    def table(n: int, flipped: bool) -> dict[str, Any]:
+        x = rng.normal(size=n)
+        high = (x > 0) != flipped
+        noise = rng.random(n) < 0.1
+        return {"x": x, "plan": np.where(high != noise, "pro", "free").tolist(),
+                "active": (rng.random(n) < 0.5).tolist()}
+
+    domain = DomainClassifierDrift(table(10_000, False), sample_size=500, null_runs=3, max_iter=30)
+    assert domain.features == ["x", "plan", "active"]
+    assert not domain.score(table(2_000, False), ordinal=1).drifted
+    flipped = domain.score(table(2_000, True), ordinal=2)
+    assert flipped.drifted and {name for name, _ in flipped.top_features[:2]} == {"x", "plan"}
+    unseen = table(500, False)
+    unseen["plan"] = ["enterprise"] * 500  # a category the reference never saw: "other"
+    assert domain.score(unseen, ordinal=3).top_features[0][0] == "plan"

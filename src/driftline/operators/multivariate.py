@@ -49,6 +49,7 @@ True
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,7 @@ from scipy.special import ndtri
 
 from driftline.extras import require
 from driftline.operators.sequential import Alarm, NumericDetector
+from driftline.operators.window_stats import category_key
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -301,24 +303,82 @@ def _mann_whitney_sd(n0: int, n1: int) -> float:
     return math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
 
 
+MAX_CATEGORIES = 254
+"""Categories kept per categorical feature (the most frequent in the reference): the gradient-boosted
+classifier's categorical codes must stay below its 255 bins, and one code is "other"."""
+
+
+class CategoryCodes:
+    """Integer codes of categorical features: the reference's most frequent categories (as
+    :func:`~driftline.operators.window_stats.category_key` strings), then one "other" code for
+    the rest; a missing value is NaN.
+
+    >>> codes = CategoryCodes.fit({"c": ["b", "a", "b", None]}, ["c"])
+    >>> codes.transform({"c": ["a", "b", "z", None]})[:, 0].tolist()
+    [1.0, 0.0, 2.0, nan]
+    """
+
+    def __init__(self, features: Sequence[str], categories: Sequence[Sequence[str]]) -> None:
+        self.features = list(features)
+        self.categories = [list(c) for c in categories]
+        self._index = [{k: i for i, k in enumerate(c)} for c in self.categories]
+
+    @staticmethod
+    def _keys(table: Any, name: str) -> list[str | None]:
+        column = table[name]
+        values = (column.to_pylist() if hasattr(column, "to_pylist")
+                  else column.tolist() if hasattr(column, "tolist") else list(column))
+        return [None if v is None or (isinstance(v, float) and v != v) else category_key(v)
+                for v in values]
+
+    @classmethod
+    def fit(cls, table: Any, features: Sequence[str]) -> CategoryCodes:
+        categories = []
+        for name in features:
+            counts = Counter(k for k in cls._keys(table, name) if k is not None)
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            categories.append([k for k, _ in ranked[:MAX_CATEGORIES]])
+        return cls(features, categories)
+
+    def transform(self, table: Any) -> FloatArray:
+        """An (n, c) matrix of codes."""
+        columns = []
+        for name, index in zip(self.features, self._index, strict=True):
+            other = float(len(index))
+            columns.append(np.array([math.nan if k is None else index.get(k, other)
+                                     for k in self._keys(table, name)], dtype=np.float64))
+        return np.column_stack(columns) if columns else np.empty((0, 0))
+
+
 class DomainClassifierDrift:
     """Per window, can a seeded gradient-boosted classifier tell the window from the reference?
 
-    ``sample_size`` rows of the window (all if fewer, evenly spaced otherwise) against as many
-    reference rows (a seeded draw), ``folds``-fold stratified cross-validation; ``alpha`` the
-    per-window false-alarm probability the threshold aims at. ``null_runs`` calibrations run at
+    ``features``: numeric columns, ``categorical``: categorical ones (codes of the reference's
+    categories, split natively by the classifier); by default every numeric column and every
+    other one (strings, bools) as categorical. ``sample_size`` rows of the window (all if fewer,
+    evenly spaced otherwise) against as many reference rows (a seeded draw), ``folds``-fold
+    stratified cross-validation; ``alpha`` the per-window false-alarm probability the threshold
+    aims at. ``null_runs`` calibrations run at
     construction (each ``folds`` fits), so building costs about ``null_runs`` windows.
     Needs scikit-learn (``pip install 'driftline[multivariate]'``).
     """
 
     def __init__(self, reference: Any, *, features: Sequence[str] | None = None,
-                 sample_size: int = 1_000, folds: int = 3, alpha: float = 0.001,
+                 categorical: Sequence[str] | None = None, sample_size: int = 1_000,
+                 folds: int = 3, alpha: float = 0.001,
                  null_runs: int = 6, max_iter: int = 60, top_k: int = 5, seed: int = 0) -> None:
         self._classifier = _require_sklearn()
-        self.features = list(features) if features is not None else numeric_features(reference)
+        numeric = list(features) if features is not None else numeric_features(reference)
+        if categorical is None:
+            categorical = ([] if features is not None
+                           else [c for c in table_columns(reference) if c not in numeric])
+        self._codes = CategoryCodes.fit(reference, categorical)
+        self.features = numeric + list(categorical)
+        """Every feature the classifier sees: the numeric ones, then the categorical ones."""
         if not self.features:
-            raise ValueError("the domain classifier needs at least one numeric feature")
-        self._reference = numeric_matrix(reference, self.features)
+            raise ValueError("the domain classifier needs at least one feature")
+        self._n_numeric = len(numeric)
+        self._reference = self._matrix(reference)
         if self._reference.shape[0] < 2 * folds:
             raise ValueError("the reference is too small for the domain classifier")
         self.sample_size = sample_size
@@ -354,7 +414,7 @@ class DomainClassifierDrift:
     def score(self, window: Any, *, ordinal: int = 0) -> DomainResult:
         """Compare a window (a table) with the reference; ``ordinal`` (e.g. the window's start)
         seeds the reference draw, so replaying a window gives the same result."""
-        x = numeric_matrix(window, self.features)
+        x = self._matrix(window)
         if x.shape[0] < self.folds:
             raise ValueError(f"a window needs at least {self.folds} rows")
         rng = np.random.default_rng([self.seed, ordinal])
@@ -370,6 +430,14 @@ class DomainClassifierDrift:
             n_window=int(x.shape[0]),
             top_features=[(f, float(v)) for f, v in ranked[: self.top_k] if v > 0],
         )
+
+    def _matrix(self, table: Any) -> FloatArray:
+        parts = []
+        if self._n_numeric:
+            parts.append(numeric_matrix(table, self.features[: self._n_numeric]))
+        if self._codes.features:
+            parts.append(self._codes.transform(table))
+        return np.hstack(parts)
 
     def _cross_validated(self, ref: FloatArray, win: FloatArray, rng: np.random.Generator, *,
                          importances: bool) -> tuple[float, FloatArray]:
@@ -395,8 +463,11 @@ class DomainClassifierDrift:
                importances: bool) -> None:
         for k in range(self.folds):
             test = fold == k
-            model = self._classifier(max_iter=self.max_iter, random_state=self.seed,
-                                     early_stopping=False)
+            model = self._classifier(
+                max_iter=self.max_iter, random_state=self.seed, early_stopping=False,
+                categorical_features=(np.arange(x.shape[1]) >= self._n_numeric
+                                      if self._codes.features else None),
+            )
             model.fit(x[~test], y[~test])
             oof[test] = model.predict_proba(x[test])[:, 1]
             if importances:
