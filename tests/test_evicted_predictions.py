@@ -83,7 +83,8 @@ def test_evicted_predictions_are_counted_per_interval_and_segment_and_against_co
             assert r["label_coverage"] == r["n_outcomes"] / (r["n_outcomes"] + failed)
     assert any(r["n_evicted"] and r["label_coverage"] < 1 for r in overall)
     # a label of an evicted prediction cannot join: it is an orphan label, also counted
-    assert sum(r["n_orphan_labels"] for r in pipeline.rows["model_metrics"] if r["row_kind"] == "interval") > 0
+    assert sum(r["n_orphan_labels"] for r in pipeline.rows["model_metrics"]
+               if r["row_kind"] == "interval") > 0
 
 
 def test_buckets_checkpointed_before_evictions_were_reported_restore() -> None:

@@ -32,11 +32,13 @@ Rules, each chosen so that it cannot depend on the interleaving:
 
 Not interleaving-independent, by nature: the bounds. When ``max_pending``/``max_held`` is hit the
 oldest entry (smallest event time) is evicted and counted; how full the state is depends on how far
-one topic runs ahead of the other. An evicted prediction is reported by the next :meth:`LabelJoin.advance`
-like an expired one, with reason ``'evicted'`` and ``expired_at = pred_ts + horizon_ms`` (the
-interval it would have expired in); an evicted label becomes an orphan with reason ``'evicted'``. ``labels_beyond_horizon`` and ``labels_before_prediction`` are
-diagnostics: counted when such a label arrives while its prediction is still remembered; the label
-is also counted in ``orphan_labels`` when it is finally given up.
+one topic runs ahead of the other. An evicted prediction is reported by the next
+:meth:`LabelJoin.advance` like an expired one, with reason ``'evicted'`` and
+``expired_at = pred_ts + horizon_ms`` (the interval it would have expired in); an evicted label
+becomes an orphan with reason ``'evicted'``. ``labels_beyond_horizon`` and
+``labels_before_prediction`` are diagnostics: counted when such a label arrives while its
+prediction is still remembered; the label is also counted in ``orphan_labels`` when it is finally
+given up.
 
 State is compact, so a shard can hold millions of pending predictions (``bench/bench_join_state.py``
 measures the bytes per pending prediction): each prediction is one packed record -- its id (16 raw
@@ -336,7 +338,8 @@ class LabelJoin:
     """Joins one shard's predictions with their labels in event time (see the module docstring).
 
     ``advance`` returns the predictions that expired unlabeled or were evicted since the last call,
-    sorted by ``(expired_at, prediction_id)``. ``counters`` maps each name of :data:`COUNTER_NAMES` to a count.
+    sorted by ``(expired_at, prediction_id)``. ``counters`` maps each name of :data:`COUNTER_NAMES`
+    to a count.
     """
 
     def __init__(self, horizon_ms: int, max_pending: int, max_held: int) -> None:
