@@ -237,7 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     v = out["comparison"] = comparison(100 if args.quick else 1_000)
     print("5. version comparison (shadow, paired errors)")
     print(f"  no difference: {v['false_decisions']}/{v['null_runs']} runs decided (alpha 0.01, 30 looks); "
-          f"10 % vs 8 %: windows of 1,000 to decide {v['windows_to_decide']}")
+          f"10 % vs 8 %: windows of 1,000 to decide: median "
+          f"{np.median([w for w in v['windows_to_decide'] if w]):.0f}, max "
+          f"{max((w for w in v['windows_to_decide'] if w), default=0)}, undecided "
+          f"{v['windows_to_decide'].count(None)}/{len(v['windows_to_decide'])}")
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2, default=float))
     return 0
