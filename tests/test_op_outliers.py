@@ -43,6 +43,7 @@ def test_broken_relation_and_wild_values_are_outliers(scorer: OutlierScorer) -> 
 def test_one_event_matches_the_batch_and_pickles(scorer: OutlierScorer) -> None:
     table = _reference(np.random.default_rng(24), 50)
     table["c"][3] = np.nan
+    table["a"][4], table["c"][5], table["k"][6] = -40.0, 1e6, 7.0  # beyond the reference's range
     batch = scorer.score_many(table)
     restored = pickle.loads(pickle.dumps(scorer))
     for i in range(50):
@@ -58,3 +59,13 @@ def test_a_small_window_is_not_significant_by_one_outlier(scorer: OutlierScorer)
     assert result.outliers == 1 and not result.significant
     empty = scorer.window({"a": [], "b": [], "c": [], "k": []})
     assert empty.n == 0 and empty.p_value == 1.0
+
+
+def test_a_wild_value_in_one_feature_is_an_outlier_beyond_the_reference_ranks() -> None:
+    """Ranks alone would cap the score at the reference's extreme (here kept as 8,192 order
+    statistics of 200,000 values); the linear extension beyond the range keeps growing."""
+    rng = np.random.default_rng(25)
+    scorer = OutlierScorer.from_reference({"a": rng.normal(size=200_000), "b": rng.normal(size=200_000)})
+    assert not scorer.is_outlier({"a": 3.0, "b": 0.0})
+    distances = [scorer.score({"a": a, "b": 0.0}) for a in (4.5, 6.0, 10.0, 1e6)]
+    assert distances == sorted(distances) and scorer.threshold < distances[1]

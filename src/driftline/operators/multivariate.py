@@ -124,27 +124,43 @@ class NormalScores:
 
     ``F_mid = (L + R + 1) / (2 (n + 1))`` with ``L``/``R`` the reference values below / at or below
     ``x`` (the mid-rank for ties), so scores stay finite; a missing value scores 0 (the median).
+    A reference longer than ``max_points`` is kept as that many evenly spaced order statistics
+    (the CDF off by at most ``1 / max_points``; memory bounded whatever the reference's size).
+
+    Ranks alone cap a score at the reference's extreme rank (~3.8 for 8,192 points), so a wild
+    value would look no stranger than the reference's maximum. Beyond the reference's range a
+    score therefore keeps growing linearly, at the slope between the tail's outermost 1 % of
+    order statistics and the extreme (per unit of the range if those coincide).
 
     >>> ns = NormalScores.fit({"x": [1.0, 2.0, 3.0]}, ["x"])
-    >>> [round(float(u), 3) for u in ns.transform({"x": [2.0, 10.0, None]})[:, 0]]
-    [0.0, 1.15, 0.0]
+    >>> [round(float(u), 3) for u in ns.transform({"x": [2.0, 3.0, 4.0, 1e6, None]})[:, 0]]
+    [0.0, 0.674, 1.825, 674488.877, 0.0]
     """
 
     def __init__(self, features: Sequence[str], sorted_reference: Sequence[FloatArray]) -> None:
         self.features = list(features)
         self._sorted = [np.asarray(s, dtype=np.float64) for s in sorted_reference]
-        self._lists = [s.tolist() for s in self._sorted]
+        self.tails = [_tails(ref) for ref in self._sorted]
+        """Per feature ``(low, high, u_low, u_high, slope_low, slope_high)``: the range, the
+        scores just outside it and the extrapolation slopes (score per unit of x)."""
 
     @classmethod
-    def fit(cls, table: Any, features: Sequence[str]) -> NormalScores:
+    def fit(cls, table: Any, features: Sequence[str], *, max_points: int = 8_192) -> NormalScores:
         x = numeric_matrix(table, features)
         cols = []
         for j, name in enumerate(features):
-            col = x[:, j][~np.isnan(x[:, j])]
+            col = np.sort(x[:, j][~np.isnan(x[:, j])])
             if col.size < 2:
                 raise ValueError(f"feature {name!r} needs at least 2 reference values")
-            cols.append(np.sort(col))
+            if col.size > max_points:
+                col = col[np.round(np.linspace(0, col.size - 1, max_points)).astype(np.int64)]
+            cols.append(col)
         return cls(features, cols)
+
+    @property
+    def sorted_reference(self) -> list[FloatArray]:
+        """Per feature, the sorted reference values (or order statistics) scores are ranked in."""
+        return self._sorted
 
     def transform_matrix(self, x: FloatArray) -> FloatArray:
         """Normal scores of an (n, d) matrix whose columns are :attr:`features` in order."""
@@ -154,12 +170,30 @@ class NormalScores:
             left = np.searchsorted(ref, col, side="left")
             right = np.searchsorted(ref, col, side="right")
             u = ndtri((left + right + 1) / (2.0 * (ref.size + 1)))
+            low, high, u_low, u_high, slope_low, slope_high = self.tails[j]
+            u = np.where(col > high, u_high + (col - high) * slope_high, u)
+            u = np.where(col < low, u_low - (low - col) * slope_low, u)
             out[:, j] = np.where(np.isnan(col), 0.0, u)
         return out
 
     def transform(self, table: Any) -> FloatArray:
         """Normal scores of a table's features, an (n, d) matrix."""
         return self.transform_matrix(numeric_matrix(table, self.features))
+
+
+def _tails(ref: FloatArray) -> tuple[float, float, float, float, float, float]:
+    n = ref.size
+    k = max(1, round(0.01 * n))  # order statistics in the outermost 1 %
+    u_outside = float(ndtri((2 * n + 1) / (2.0 * (n + 1))))  # the score just beyond either end
+    # Scores (by symmetry, magnitudes) of the extreme and of the k-th order statistic from it.
+    rise = float(ndtri(n / (n + 1.0)) - abs(ndtri((k + 1) / (n + 1.0))))
+    fallback = 1.0 / (float(ref[-1] - ref[0]) or 1.0)
+
+    def slope(spread: float) -> float:
+        return rise / spread if spread > 0 and rise > 0 else fallback
+
+    return (float(ref[0]), float(ref[-1]), -u_outside, u_outside,
+            slope(float(ref[k] - ref[0])), slope(float(ref[-1] - ref[n - 1 - k])))
 
 
 @dataclass(frozen=True)
@@ -358,15 +392,17 @@ class DomainClassifierDrift:
     other one (strings, bools) as categorical. ``sample_size`` rows of the window (all if fewer,
     evenly spaced otherwise) against as many reference rows (a seeded draw), ``folds``-fold
     stratified cross-validation; ``alpha`` the per-window false-alarm probability the threshold
-    aims at. ``null_runs`` calibrations run at
-    construction (each ``folds`` fits), so building costs about ``null_runs`` windows.
+    aims at. ``null_runs`` calibrations run at construction (each ``folds`` fits), so building
+    costs about ``null_runs`` windows. A reference longer than ``max_reference`` rows is kept as
+    a seeded sample of that many.
     Needs scikit-learn (``pip install 'driftline[multivariate]'``).
     """
 
     def __init__(self, reference: Any, *, features: Sequence[str] | None = None,
                  categorical: Sequence[str] | None = None, sample_size: int = 1_000,
                  folds: int = 3, alpha: float = 0.001,
-                 null_runs: int = 6, max_iter: int = 60, top_k: int = 5, seed: int = 0) -> None:
+                 null_runs: int = 6, max_iter: int = 60, top_k: int = 5, seed: int = 0,
+                 max_reference: int = 50_000) -> None:
         self._classifier = _require_sklearn()
         numeric = list(features) if features is not None else numeric_features(reference)
         if categorical is None:
@@ -378,7 +414,12 @@ class DomainClassifierDrift:
         if not self.features:
             raise ValueError("the domain classifier needs at least one feature")
         self._n_numeric = len(numeric)
-        self._reference = self._matrix(reference)
+        reference_rows = self._matrix(reference)
+        if reference_rows.shape[0] > max_reference:  # a seeded sample bounds memory
+            keep = np.random.default_rng([seed, 0x726566]).choice(reference_rows.shape[0], max_reference,
+                                                                  replace=False)
+            reference_rows = reference_rows[np.sort(keep)]
+        self._reference = reference_rows
         if self._reference.shape[0] < 2 * folds:
             raise ValueError("the reference is too small for the domain classifier")
         self.sample_size = sample_size

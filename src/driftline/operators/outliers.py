@@ -1,16 +1,17 @@
 """Outlier rate: each event's distance from the reference, and the share of outliers per window.
 
 Method. Each numeric feature is mapped to its reference normal score (see
-:class:`~driftline.operators.multivariate.NormalScores`), which bounds every score by the
-reference's extreme ranks, so a wild raw value cannot distort the fit: the scatter of the normal
-scores is a robust (rank-based, van der Waerden) estimate of the features' dependence. An event's
-distance is the Mahalanobis distance ``sqrt(u' S^-1 u)`` of its normal scores ``u`` under that
-scatter ``S`` (ridge ``1e-6`` for collinear features). The threshold is the reference's own
-``quantile`` (default 99.9 %) of its distances, so 0.1 % of reference-like events are outliers by
-construction. Per window, the share of outliers is tested against that rate with an exact
-binomial test (one-sided: more outliers than expected).
+:class:`~driftline.operators.multivariate.NormalScores`). Inside the reference's range scores are
+rank-based, so the scatter of the reference's scores is a robust (van der Waerden) estimate of the
+features' dependence that no wild reference value can distort; beyond the range a score keeps
+growing linearly, so a wild value in one feature is an outlier too. An event's distance is the
+Mahalanobis distance ``sqrt((u - m)' S^-1 (u - m))`` of its normal scores ``u`` under the
+reference scores' mean ``m`` and scatter ``S`` (ridge ``1e-6`` for collinear features). The
+threshold is the reference's own ``quantile`` (default 99.9 %) of its distances, so 0.1 % of
+reference-like events are outliers by construction. Per window, the share of outliers is tested
+against that rate with an exact binomial test (one-sided: more outliers than expected).
 
-``score(event)`` serves one request in a model server (a mapping of feature to value, a few us;
+``score(event)`` serves one request in a model server (a mapping of feature to value, tens of us;
 ``bench/bench_multivariate.py`` measures it); ``score_many(table)`` scores a batch.
 
 >>> import numpy as np
@@ -72,7 +73,7 @@ class OutlierScorer:
         self._scores = scores
         self._centre = centre
         self._precision = precision
-        self._refs = [s.tolist() for s in scores._sorted]
+        self._refs = [s.tolist() for s in scores.sorted_reference]
         self._n1 = np.array([2.0 * (len(r) + 1) for r in self._refs])
         self.threshold = threshold
         """Distance above which an event is an outlier (the reference's ``quantile``)."""
@@ -102,15 +103,28 @@ class OutlierScorer:
         return self._scores.features
 
     def score(self, event: Mapping[str, Any]) -> float:
-        """One event's distance (a missing or None feature scores as the reference median)."""
+        """One event's distance (a missing or None feature scores as the reference median), the
+        same as :meth:`score_many`'s for that row."""
         # Ranks by bisect on plain lists (cheaper than numpy per scalar), then one vectorised
         # ndtri and one matrix-vector product for the whole event.
         ranks = []
-        for name, ref in zip(self._scores.features, self._refs, strict=True):
+        beyond: list[tuple[int, float]] = []  # outside the reference's range: extrapolated scores
+        for j, (name, ref, tails) in enumerate(zip(self._scores.features, self._refs, self._scores.tails,
+                                                   strict=True)):
             x = event.get(name)
-            # A missing value gets the median's rank (score 0 before centring).
-            ranks.append(len(ref) if x is None or x != x else bisect_left(ref, x) + bisect_right(ref, x))
-        u = ndtri((np.array(ranks, dtype=np.float64) + 1.0) / self._n1) - self._centre
+            if x is None or x != x:  # missing: the median's rank (score 0 before centring)
+                ranks.append(len(ref))
+                continue
+            ranks.append(bisect_left(ref, x) + bisect_right(ref, x))
+            low, high, u_low, u_high, slope_low, slope_high = tails
+            if x > high:
+                beyond.append((j, u_high + (x - high) * slope_high))
+            elif x < low:
+                beyond.append((j, u_low - (low - x) * slope_low))
+        u = ndtri((np.array(ranks, dtype=np.float64) + 1.0) / self._n1)
+        for j, value in beyond:
+            u[j] = value
+        u -= self._centre
         return math.sqrt(max(float(u @ self._precision @ u), 0.0))
 
     def is_outlier(self, event: Mapping[str, Any]) -> bool:
