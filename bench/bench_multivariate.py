@@ -17,7 +17,8 @@ count; the domain classifier's scikit-learn may use both cores, which process ti
    ``/work/shared/data/elec2.csv`` (read in place): logistic regression (numpy Newton) on the first
    5,000 rows with ``day, period, nswprice, nswdemand`` (``vicprice``, ``vicdemand`` and
    ``transfer`` are constant there, see the data README; ``date`` is time), calibrated on the
-   same rows, then every later window of 2,000 rows: estimated vs realized accuracy.
+   same rows, then every later window of 2,000 rows: estimated vs realized accuracy, beside the
+   domain classifier's AUC of the window's inputs against the first 5,000 rows.
 5. **Version comparison** (shadow, paired 0/1 errors, hard requests hard for both versions):
    runs with no difference (30 looks of 500 events, ``alpha`` 0.01) that decide anyway, and
    windows of 1,000 events until a 10 % vs 8 % challenger is declared better.
@@ -160,13 +161,19 @@ def cbpe_elec2(window: int = 2_000) -> dict[str, Any]:
     w = fit_logistic(x[:5_000], y[:5_000])
     scores = 1 / (1 + np.exp(-(np.column_stack([np.ones(len(x)), x]) @ w)))
     estimator = PerformanceEstimator.fit(scores[:5_000], y[:5_000])
+    # Beside each window: can the domain classifier tell its inputs from the first 5,000 rows?
+    domain = DomainClassifierDrift({f: x[:5_000, j] for j, f in enumerate(ELEC2_FEATURES)},
+                                   null_runs=4, seed=0)
     rows = []
     for start in range(5_000, len(y), window):
         s, labels = scores[start:start + window], y[start:start + window]
         est = estimator.estimate(s)
         realized = float(np.mean((s >= 0.5) == labels))
+        verdict = domain.score({f: x[start:start + window, j] for j, f in enumerate(ELEC2_FEATURES)},
+                               ordinal=start)
         rows.append({"start": start, "estimated": est.accuracy, "low": est.low, "high": est.high,
-                     "realized": realized})
+                     "realized": realized, "domain_auc": verdict.auc,
+                     "top_feature": verdict.top_features[0][0] if verdict.top_features else ""})
     errors = [abs(r["estimated"] - r["realized"]) for r in rows]
     return {"windows": rows, "within": sum(e <= CBPE_TOLERANCE for e in errors),
             "mean_abs_error": float(np.mean(errors)), "max_abs_error": max(errors)}
@@ -231,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in e["windows"]:
             print(f"  rows {row['start']:>6,}: estimated {row['estimated']:.3f} "
                   f"[{row['low']:.3f}, {row['high']:.3f}]  realized {row['realized']:.3f}  "
-                  f"diff {row['estimated'] - row['realized']:+.3f}")
+                  f"diff {row['estimated'] - row['realized']:+.3f}  domain AUC {row['domain_auc']:.2f} "
+                  f"({row['top_feature']})")
         print(f"  within +-{CBPE_TOLERANCE}: {e['within']}/{len(e['windows'])}; mean |diff| "
               f"{e['mean_abs_error']:.3f}, max {e['max_abs_error']:.3f}")
     v = out["comparison"] = comparison(100 if args.quick else 1_000)
