@@ -74,7 +74,7 @@ def test_run_all_quick_prints_one_table_and_writes_json(bench_path: None, tmp_pa
     keys = {f["key"] for f in data["figures"]}
     for key in ("worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s",
                 "operators_events_per_s", "client_p99_us", "window_row_p99_s", "join_bytes_per_pending",
-                "worker_share_of_raw"):
+                "worker_share_of_raw", "stage_breakdown_us", "scaleout_speedup"):
         assert key in keys
     assert any(k.startswith("detect_") for k in keys)
     assert any(k.startswith("seq_") for k in keys) and "w1_seeds_met" in keys
