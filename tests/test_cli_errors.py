@@ -86,3 +86,14 @@ def test_simulate_rate_zero_is_one_line(tmp_path: Path) -> None:
     proc = _run(["simulate", "--rate", "0", "--out", str(tmp_path)], _env(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == "driftline simulate: invalid scenario: rate: Input should be greater than 0"
+
+
+def test_an_unexpected_error_is_not_mistaken_for_an_unreachable_broker() -> None:
+    """The classifier of client errors works with the installed kafka-python (3.x has no
+    NoBrokersAvailable; importing it turned every unexpected CLI error into an ImportError)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from driftline.cli.main import _broker_unreachable
+
+    assert not _broker_unreachable(ValueError("boom"))
+    assert _broker_unreachable(KafkaConnectionError("no broker"))

@@ -57,16 +57,18 @@ def needs_kafka(args: argparse.Namespace) -> bool:
 
 def _broker_unreachable(err: BaseException) -> bool:
     """A client library's way of saying that no broker answered at all."""
+    import kafka.errors
     from aiokafka.errors import KafkaConnectionError
-    from kafka.errors import KafkaTimeoutError, NoBrokersAvailable
 
     from driftline.kafka.clients import KafkaStartError
 
     if isinstance(err, KafkaStartError):
         return isinstance(err.__cause__, KafkaConnectionError)
-    if isinstance(err, KafkaTimeoutError):
+    if isinstance(err, kafka.errors.KafkaTimeoutError):
         return "bootstrap" in str(err)
-    return isinstance(err, KafkaConnectionError | NoBrokersAvailable)
+    # kafka-python 2.x raises NoBrokersAvailable; 3.x dropped the class (its errors time out instead)
+    no_brokers = getattr(kafka.errors, "NoBrokersAvailable", KafkaConnectionError)
+    return isinstance(err, (KafkaConnectionError, no_brokers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
