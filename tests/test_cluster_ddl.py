@@ -148,3 +148,11 @@ def test_migrate_on_a_real_cluster(settings: Settings) -> None:
     finally:
         c.command(f"DROP DATABASE IF EXISTS `{db}` ON CLUSTER `{cluster}` SYNC")
         c.close()
+
+
+def test_a_cluster_name_that_is_not_an_identifier_is_refused_before_any_sql() -> None:
+    from driftline.store.migrate import MigrationError, _migrations_table_ddl
+
+    with pytest.raises(MigrationError, match="cluster name"):
+        _migrations_table_ddl("driftline", "c`; DROP TABLE x; --")
+    assert "ON CLUSTER `prod-1`" in _migrations_table_ddl("driftline", "prod-1")[0]

@@ -542,6 +542,18 @@ SAFE_INTERPOLATIONS = {
     ("src/driftline/demo/summary.py", "_REQUEST"),  # a constant SQL expression
     ("src/driftline/demo/run.py", "attempts"),  # settings.retrain.max_attempts, a validated int
     ("src/driftline/replay/results.py", "where"),  # a constant with {name:Type} placeholders
+    # ON CLUSTER DDL: the cluster name is checked against [\w.-]+ (ClusterDDL, _migrations_table_ddl);
+    # everything else is cut out of the project's own migration files (identifiers, ORDER BY keys)
+    ("src/driftline/store/migrate.py", "on_cluster"),
+    ("src/driftline/store/migrate.py", "engine"),  # a constant engine clause
+    ("src/driftline/store/cluster_ddl.py", "self.cluster"),
+    ("src/driftline/store/cluster_ddl.py", "self._on_cluster"),
+    ("src/driftline/store/cluster_ddl.py", "', '.join(key_columns)"),
+    ("src/driftline/store/cluster_ddl.py", "(database or self.database).strip('`')"),
+    ("src/driftline/store/cluster_ddl.py", "_split_name(local)[1].strip('`')"),
+    ("src/driftline/store/cluster_ddl.py", "local"),
+    ("src/driftline/store/cluster_ddl.py", "match.group('ine') or ''"),
+    ("src/driftline/store/cluster_ddl.py", "name"),
 }
 
 

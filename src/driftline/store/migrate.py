@@ -90,6 +90,8 @@ def discover(sql_dir: Path | None = None) -> list[Migration]:
 
 
 def _migrations_table_ddl(database: str, cluster: str | None) -> list[str]:
+    if cluster is not None and not re.fullmatch(r"[\w.-]+", cluster):  # it goes into DDL text
+        raise MigrationError(f"cluster name {cluster!r}: use letters, digits, '_', '-' or '.'")
     on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
     engine = (
         f"ReplicatedReplacingMergeTree('{MIGRATIONS_REPLICATION_PATH}', '{MIGRATIONS_REPLICA_NAME}')"
