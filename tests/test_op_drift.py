@@ -234,3 +234,18 @@ def test_empty_window_scores_nothing() -> None:
     s = score_feature(profile.features["x"], FeatureStats(), CFG)
     assert s.count == 0 and s.psi is None and s.ks_pvalue is None and s.histogram == [0.0] * 10
     assert not verdicts({"x": s}, CFG).drifted
+
+
+def test_kolmogorov_sf_is_quiet_and_finite_where_the_last_term_rounds_to_zero() -> None:
+    """Real-data windows (elec2 against its preceding rows) met (n, d) where n * (1 - d) is an
+    integer up to rounding: the last Birnbaum-Tingey term rounded to log1p(-1) and numpy warned on
+    every score. These are the (n, d) met there."""
+    import warnings
+
+    from driftline.operators.drift import kolmogorov_sf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n, d in ((1600, 0.31625), (1600, 0.300625), (1600, 0.14437499999999998)):
+            p = kolmogorov_sf(d, n)
+            assert p == pytest.approx(sps.kstwo.sf(d, n), rel=1e-6, abs=1e-300)

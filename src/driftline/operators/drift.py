@@ -108,6 +108,7 @@ def _log_binomials(n: int) -> FloatArray:
 def _smirnov_sf(n: int, d: float) -> float:
     """One-sided ``P(D+_n >= d)`` by the Birnbaum-Tingey sum, in logs, vectorised over its terms."""
     j = np.arange(math.ceil(n * (1.0 - d)), dtype=np.float64)  # terms with 1 - d - j/n > 0
+    j = j[-d - j / n > -1.0]  # in floating point the last one can round to 0 (a zero term, log -inf)
     logs = _log_binomials(n)[: j.size] + (n - j) * np.log1p(-d - j / n) + (j - 1.0) * np.log(d + j / n)
     top = float(logs.max())
     return d * math.exp(top) * float(np.exp(logs - top).sum())
