@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -114,19 +114,11 @@ class Decoder:
         good: list[tuple[RawRecord, _EventT]] = []
         dead: list[DeadLetter] = []
         for record in records:
-            value = record.value
-            if value is None:
-                message = "null value (tombstone), expected a JSON object"
-                dead.append(_dead(record, b"", ErrorKind.DECODE_ERROR, message))
+            screened = self.screen(record)
+            if screened is not None:
+                dead.append(screened)
                 continue
-            size = len(value)
-            if size > self.max_message_bytes:
-                message = (
-                    f"payload of {size} bytes exceeds max_message_bytes={self.max_message_bytes}"
-                    f" (first {min(size, OVERSIZED_KEPT_BYTES)} bytes kept)"
-                )
-                dead.append(_dead(record, value[:OVERSIZED_KEPT_BYTES], ErrorKind.OVERSIZED, message))
-                continue
+            value = cast(bytes, record.value)
             try:
                 event = model.model_validate_json(value)
             except ValidationError as err:
@@ -138,24 +130,47 @@ class Decoder:
                 # replayed from the same offset forever.
                 dead.append(_dead(record, value, ErrorKind.VALIDATION_ERROR, f"{type(err).__name__}: {err}"))
                 continue
-            if record.timestamp_ms >= 0:
-                skew = event.timestamp - record.timestamp_ms
-                if abs(skew) > self.max_timestamp_skew_ms:
-                    message = (
-                        f"timestamp: event time {event.timestamp} is {skew} ms from the record"
-                        f" timestamp {record.timestamp_ms} (max skew {self.max_timestamp_skew_ms} ms)"
-                    )
-                    dead.append(_dead(record, value, ErrorKind.TIMESTAMP_OUT_OF_RANGE, message))
-                    continue
-                if skew > self.max_future_skew_ms:
-                    message = (
-                        f"timestamp: event time {event.timestamp} is {skew} ms ahead of the record"
-                        f" timestamp {record.timestamp_ms} (max {self.max_future_skew_ms} ms)"
-                    )
-                    dead.append(_dead(record, value, ErrorKind.FUTURE_TIMESTAMP, message))
-                    continue
+            late_or_early = self.check_time(record, value, event.timestamp)
+            if late_or_early is not None:
+                dead.append(late_or_early)
+                continue
             good.append((record, event))
         return good, dead
+
+    def check_time(self, record: RawRecord, value: bytes, timestamp: int) -> DeadLetter | None:
+        """The dead letter of a valid event whose time is too far from its record's log timestamp
+        (see the class docstring), else None."""
+        if record.timestamp_ms < 0:
+            return None
+        skew = timestamp - record.timestamp_ms
+        if abs(skew) > self.max_timestamp_skew_ms:
+            message = (
+                f"timestamp: event time {timestamp} is {skew} ms from the record"
+                f" timestamp {record.timestamp_ms} (max skew {self.max_timestamp_skew_ms} ms)"
+            )
+            return _dead(record, value, ErrorKind.TIMESTAMP_OUT_OF_RANGE, message)
+        if skew > self.max_future_skew_ms:
+            message = (
+                f"timestamp: event time {timestamp} is {skew} ms ahead of the record"
+                f" timestamp {record.timestamp_ms} (max {self.max_future_skew_ms} ms)"
+            )
+            return _dead(record, value, ErrorKind.FUTURE_TIMESTAMP, message)
+        return None
+
+    def screen(self, record: RawRecord) -> DeadLetter | None:
+        """The dead letter of a tombstone or an oversized record (checked before parsing), else None."""
+        value = record.value
+        if value is None:
+            message = "null value (tombstone), expected a JSON object"
+            return _dead(record, b"", ErrorKind.DECODE_ERROR, message)
+        size = len(value)
+        if size > self.max_message_bytes:
+            message = (
+                f"payload of {size} bytes exceeds max_message_bytes={self.max_message_bytes}"
+                f" (first {min(size, OVERSIZED_KEPT_BYTES)} bytes kept)"
+            )
+            return _dead(record, value[:OVERSIZED_KEPT_BYTES], ErrorKind.OVERSIZED, message)
+        return None
 
 
 def dead_letter(record: RawRecord, kind: ErrorKind, message: str) -> DeadLetter:

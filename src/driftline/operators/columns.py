@@ -1,0 +1,341 @@
+"""Decode a fetched batch at once: the columnar front of stage 1.
+
+:class:`BatchDecoder` accepts and rejects exactly what :class:`~driftline.operators.validate.Decoder`
+accepts and rejects, with the same dead letters (kinds and messages): the pydantic models stay the
+contract. It parses every value with ``orjson`` and checks the common well-formed shape in plain
+Python, feature values column by column (one type test per column of the batch, not per value);
+whatever is unusual (invalid JSON, ``NaN`` tokens, RFC 3339 timestamps, a type pydantic would coerce
+or reject, ...) goes through the pydantic path, record by record, so its messages stay pydantic's.
+Accepted events are real :class:`PredictionEvent`/:class:`LabelEvent` instances, built without a
+second validation, and come out in log order with their event times as an int64 column.
+
+Two differences between the parsers are handled here: ``orjson`` turns an integer literal beyond
+64 bits into a float (pydantic keeps an int), so any float of magnitude 2**63 or more is left to
+pydantic; and ``orjson`` rejects ``NaN``/``Infinity`` tokens and overflowing literals, which pydantic
+accepts (as non-finite floats): a parse error always falls back.
+
+>>> decoder = BatchDecoder(Decoder(max_message_bytes=1024, max_timestamp_skew_ms=60_000))
+>>> batch, dead = decoder.predictions([
+...     RawRecord("p", 0, 7, 1_000, b"a", b'{"prediction_id":"a","model_id":"m","timestamp":1000,'
+...               b'"features":{"x":1,"c":"u"},"prediction":0.5}'),
+...     RawRecord("p", 0, 8, 1_000, b"b", b'{"prediction_id":"b","model_id":"m","timestamp":1000,'
+...               b'"features":{"x":NaN},"prediction":0.5}'),
+...     RawRecord("p", 0, 9, 1_000, b"c", b'{"prediction_id":"c","timestamp":1000,"prediction":1}'),
+... ])
+>>> [(r.offset, e.prediction_id, e.prediction.value) for r, e in zip(batch.records, batch.events)]
+[(7, 'a', 0.5), (8, 'b', 0.5)]
+>>> batch.timestamps.tolist(), dead[0].error_kind.value, dead[0].error_message
+([1000, 1000], 'validation_error', 'model_id: Field required')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from driftline.operators.validate import Decoder, RawRecord
+from driftline.schemas.events import (
+    MAX_FEATURES,
+    MAX_NAME_LENGTH,
+    SCHEMA_VERSION,
+    DeadLetter,
+    LabelEvent,
+    Prediction,
+    PredictionEvent,
+)
+
+Int64Array = npt.NDArray[np.int64]
+
+_MAX_EPOCH_MS = 253_402_300_799_999
+_BIG = 2.0**63  # orjson's float for an integer literal it cannot hold as an int is at least this large
+_ASK = object()  # "let pydantic decide" from a field check
+_NONE = type(None)
+_EXACT_FEATURE_TYPES = frozenset({str, bool, int, _NONE})
+_FEATURE_TYPES = _EXACT_FEATURE_TYPES | {float}
+_PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
+_PREDICTION_REQUIRED = frozenset({"prediction_id", "model_id", "timestamp", "prediction"})
+_LABEL_FIELDS = frozenset(LabelEvent.model_fields)
+_LABEL_REQUIRED = frozenset({"prediction_id", "label", "timestamp"})
+_OUTPUT_FIELDS = frozenset(Prediction.model_fields)
+
+_ModelT = TypeVar("_ModelT", PredictionEvent, LabelEvent, Prediction)
+_EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _built(cls: type[_ModelT], values: dict[str, Any], fields_set: Iterable[str]) -> _ModelT:
+    """An instance of ``cls`` holding ``values`` (every field, in declaration order), as pydantic's
+    validation would have built it from a payload naming ``fields_set``: no second validation."""
+    instance = _new(cls)
+    _set(instance, "__dict__", values)
+    _set(instance, "__pydantic_fields_set__", set(fields_set))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
+
+
+def _is_name(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH
+
+
+def _number(value: Any) -> Any:
+    """A finite JSON number as pydantic's float field holds it, else _ASK."""
+    kind = type(value)
+    if kind is float:
+        return value if -_BIG < value < _BIG else _ASK
+    if kind is int:
+        return float(value)
+    return _ASK
+
+
+def _optional_number(value: Any) -> Any:
+    return None if value is None else _number(value)
+
+
+def _prediction_output(value: Any) -> Prediction | None:
+    """The :class:`Prediction` of a well-formed ``prediction`` field, else None (ask pydantic)."""
+    kind = type(value)
+    if kind is dict:
+        if not value.keys() <= _OUTPUT_FIELDS:
+            return None
+        label = value.get("label")
+        if type(label) not in _EXACT_FEATURE_TYPES:  # str, int, bool or null, as in the schema
+            return None
+        score = _optional_number(value.get("score"))
+        number = _optional_number(value.get("value"))
+        probabilities = value.get("probabilities")
+        if probabilities is not None:
+            if type(probabilities) is not dict:
+                return None
+            probabilities = {k: _number(p) for k, p in probabilities.items()}
+            if _ASK in probabilities.values() or not all(map(_is_name, probabilities)):
+                return None
+        if score is _ASK or number is _ASK:
+            return None
+        values = {"label": label, "score": score, "probabilities": probabilities, "value": number}
+        return _built(Prediction, values, value)
+    # The shorthands: a bare string/bool is a class label, a bare number a regression value.
+    if kind is str or kind is bool:
+        return _built(Prediction, {"label": value, "score": None, "probabilities": None, "value": None},
+                      ("label",))
+    number = _number(value)
+    if number is _ASK:
+        return None
+    return _built(Prediction, {"label": None, "score": None, "probabilities": None, "value": number},
+                  ("value",))
+
+
+def _prediction_event(obj: Any) -> PredictionEvent | None:
+    """The event of a parsed payload of the common well-formed shape, else None (ask pydantic).
+    Feature values are checked apart, per column (:func:`_unusual_feature_rows`)."""
+    if type(obj) is not dict:
+        return None
+    keys = obj.keys()
+    if not (keys <= _PREDICTION_FIELDS and keys >= _PREDICTION_REQUIRED):
+        return None
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    prediction_id = obj["prediction_id"]
+    model_id = obj["model_id"]
+    model_version = obj.get("model_version", "1")
+    timestamp = obj["timestamp"]
+    features = obj.get("features", {})
+    latency = obj.get("latency_ms")
+    segment = obj.get("segment", {})
+    if type(model_version) is int:
+        model_version = str(model_version)
+    if (
+        version != SCHEMA_VERSION or type(version) is not int
+        or not (_is_name(prediction_id) and _is_name(model_id) and _is_name(model_version))
+        or type(timestamp) is not int or not 0 <= timestamp <= _MAX_EPOCH_MS
+        or type(features) is not dict or len(features) > MAX_FEATURES
+        or type(segment) is not dict
+    ):
+        return None
+    if latency is not None:
+        latency = _number(latency)
+        if latency is _ASK or latency < 0:
+            return None
+    if segment and (
+        len(segment) > 16 or not all(map(_is_name, segment))
+        or not all(type(v) is str and len(v) <= MAX_NAME_LENGTH for v in segment.values())
+    ):
+        return None
+    prediction = _prediction_output(obj["prediction"])
+    if prediction is None:
+        return None
+    values = {
+        "schema_version": SCHEMA_VERSION, "prediction_id": prediction_id, "model_id": model_id,
+        "model_version": model_version, "timestamp": timestamp, "features": features,
+        "prediction": prediction, "latency_ms": latency, "segment": segment,
+    }
+    return _built(PredictionEvent, values, keys)
+
+
+def _label_event(obj: Any) -> LabelEvent | None:
+    """The event of a parsed label payload of the common well-formed shape, else None."""
+    if type(obj) is not dict:
+        return None
+    keys = obj.keys()
+    if not (keys <= _LABEL_FIELDS and keys >= _LABEL_REQUIRED):
+        return None
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    prediction_id = obj["prediction_id"]
+    label = obj["label"]
+    timestamp = obj["timestamp"]
+    model_id = obj.get("model_id")
+    kind = type(label)
+    if (
+        version != SCHEMA_VERSION or type(version) is not int
+        or not _is_name(prediction_id)
+        or not (kind is str or kind is bool or kind is int or (kind is float and -_BIG < label < _BIG))
+        or type(timestamp) is not int or not 0 <= timestamp <= _MAX_EPOCH_MS
+        or not (model_id is None or _is_name(model_id))
+    ):
+        return None
+    values = {"schema_version": SCHEMA_VERSION, "prediction_id": prediction_id, "label": label,
+              "timestamp": timestamp, "model_id": model_id}
+    return _built(LabelEvent, values, keys)
+
+
+def _unusual_feature_rows(features: Sequence[dict[str, Any]]) -> set[int]:
+    """Positions of feature maps pydantic must judge: a bad name, too many, a value of another type
+    than str/bool/int/float/null, or a float that may stand for a huge integer literal. Checked per
+    distinct name layout and column, so the common batch costs one type test per column."""
+    layouts: dict[tuple[str, ...], list[int]] = {}
+    for row, names in enumerate(map(tuple, features)):
+        rows = layouts.get(names)
+        if rows is None:
+            layouts[names] = [row]
+        else:
+            rows.append(row)
+    unusual: set[int] = set()
+    for names, rows in layouts.items():
+        if not names:
+            continue
+        if len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH:
+            unusual.update(rows)
+            continue
+        if len(names) == 1:
+            columns: Iterable[Sequence[Any]] = ([features[r][names[0]] for r in rows],)
+        else:
+            columns = zip(*map(itemgetter(*names), [features[r] for r in rows]), strict=True)
+        for column in columns:
+            types = set(map(type, column))
+            if types <= _EXACT_FEATURE_TYPES:
+                continue
+            if types == {float}:
+                huge = np.flatnonzero(np.abs(np.array(column, dtype=np.float64)) >= _BIG)
+                unusual.update(rows[i] for i in huge.tolist())
+                continue
+            unusual.update(
+                rows[i] for i, v in enumerate(column)
+                if type(v) not in _FEATURE_TYPES or (type(v) is float and not -_BIG < v < _BIG)
+            )
+    return unusual
+
+
+@dataclass(slots=True)
+class PredictionBatch:
+    """The accepted prediction events of a batch, in log order, with their records and times."""
+
+    records: list[RawRecord] = field(default_factory=list)
+    events: list[PredictionEvent] = field(default_factory=list)
+    timestamps: Int64Array = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+@dataclass(slots=True)
+class LabelBatch:
+    """The accepted label events of a batch, in log order, with their records and times."""
+
+    records: list[RawRecord] = field(default_factory=list)
+    events: list[LabelEvent] = field(default_factory=list)
+    timestamps: Int64Array = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+class BatchDecoder:
+    """The batch form of ``decoder`` (see the module docstring): the same acceptance, the same
+    dead letters, in the same order."""
+
+    __slots__ = ("decoder",)
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+
+    def predictions(self, records: Sequence[RawRecord]) -> tuple[PredictionBatch, list[DeadLetter]]:
+        """Decode prediction records; the batch and the dead letters keep the input order."""
+        events: list[PredictionEvent | None] = [None] * len(records)
+        candidates: list[int] = []
+        for i, value in enumerate(self._parsed(records)):
+            event = _prediction_event(value)
+            if event is not None:
+                events[i] = event
+                candidates.append(i)
+        if candidates:
+            unusual = _unusual_feature_rows([events[i].features for i in candidates])  # type: ignore[union-attr]
+            for position in unusual:
+                events[candidates[position]] = None
+        records_out, events_out, dead = self._settle(records, events, self.decoder.predictions)
+        return PredictionBatch(records_out, events_out, _times(events_out)), dead
+
+    def labels(self, records: Sequence[RawRecord]) -> tuple[LabelBatch, list[DeadLetter]]:
+        """Decode label records; the batch and the dead letters keep the input order."""
+        events = [_label_event(value) for value in self._parsed(records)]
+        records_out, events_out, dead = self._settle(records, events, self.decoder.labels)
+        return LabelBatch(records_out, events_out, _times(events_out)), dead
+
+    def _parsed(self, records: Sequence[RawRecord]) -> list[Any]:
+        """Each record's parsed value, or None where it is screened out or not JSON orjson reads."""
+        screen, parsed = self.decoder.screen, []
+        for record in records:
+            value = record.value
+            try:
+                parsed.append(None if screen(record) is not None else orjson.loads(value))  # type: ignore[arg-type]
+            except orjson.JSONDecodeError:
+                parsed.append(None)
+        return parsed
+
+    def _settle(
+        self,
+        records: Sequence[RawRecord],
+        events: Sequence[_EventT | None],
+        slow: Callable[[Sequence[RawRecord]], tuple[list[tuple[RawRecord, _EventT]], list[DeadLetter]]],
+    ) -> tuple[list[RawRecord], list[_EventT], list[DeadLetter]]:
+        """Time checks for the fast-path events, ``slow`` (the pydantic path) for the rest, in log
+        order."""
+        check_time = self.decoder.check_time
+        good_records: list[RawRecord] = []
+        good: list[_EventT] = []
+        dead: list[DeadLetter] = []
+        for record, event in zip(records, events, strict=True):
+            if event is None:
+                slow_good, slow_dead = slow((record,))
+                dead.extend(slow_dead)
+                for slow_record, slow_event in slow_good:
+                    good_records.append(slow_record)
+                    good.append(slow_event)
+                continue
+            out_of_range = check_time(record, record.value or b"", event.timestamp)
+            if out_of_range is not None:
+                dead.append(out_of_range)
+                continue
+            good_records.append(record)
+            good.append(event)
+        return good_records, good, dead
+
+
+def _times(events: Sequence[PredictionEvent] | Sequence[LabelEvent]) -> Int64Array:
+    return np.fromiter((e.timestamp for e in events), dtype=np.int64, count=len(events))

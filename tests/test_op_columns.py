@@ -1,0 +1,157 @@
+"""BatchDecoder against Decoder: the same events (values, types, key order, fields set) and the same
+dead letters, in the same order, on randomized payloads that reach every fallback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from driftline.operators.columns import BatchDecoder
+from driftline.operators.validate import Decoder, RawRecord
+
+DECODER = Decoder(max_message_bytes=4096, max_timestamp_skew_ms=60_000, max_future_skew_ms=5_000)
+BATCH = BatchDecoder(DECODER)
+T0 = 1_767_225_600_000
+
+# JSON fragments as text, so payloads can hold what json.dumps would not write: NaN tokens, integers
+# beyond 64 bits, duplicate keys, floats written many ways.
+numbers = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda f: f"{f:.3e}"),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-0", "-0.0", "1E2", "9223372036854775808",
+                     "18446744073709551615", "-9223372036854775809", "123456789012345678901234567890"]),
+)
+texts = st.one_of(
+    st.sampled_from(["", "a", "yes", "x" * 257, "é", "\\ud800", "true"]),
+    st.text(max_size=6),
+).map(lambda s: s if s.startswith("\\") else json.dumps(s)[1:-1]).map(lambda s: f'"{s}"')
+scalars = st.one_of(numbers, texts, st.sampled_from(["true", "false", "null"]))
+values = st.one_of(scalars, st.sampled_from(["[]", "{}", "[1]", '{"a":1}']))
+names = st.sampled_from(["x", "y", "c", "z", "", "n" * 257, "k"])
+
+
+@st.composite
+def objects(draw: st.DrawFn, fields: dict[str, st.SearchStrategy[str]]) -> str:
+    """A JSON object of some of ``fields`` (sometimes an extra or repeated key), in random order."""
+    chosen = [name for name in fields if draw(st.integers(0, 9)) > 0]
+    if draw(st.integers(0, 19)) == 0:
+        chosen.append(draw(st.sampled_from(["extra", *fields])))
+    chosen = draw(st.permutations(chosen))
+    return "{" + ",".join(f'"{name}":{draw(fields.get(name, numbers))}' for name in chosen) + "}"
+
+
+def feature_maps() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.lists(st.tuples(names, st.one_of(numbers, texts, st.sampled_from(["true", "null"]))), max_size=5)
+        .map(lambda kv: "{" + ",".join(f'"{k}":{v}' for k, v in kv) + "}"),
+        # a common layout: the same names, so the column checks see several rows per layout
+        st.tuples(numbers, numbers, texts).map(lambda v: f'{{"x":{v[0]},"y":{v[1]},"c":{v[2]}}}'),
+        values,
+    )
+
+
+plain_numbers = st.one_of(st.integers(-(2**40), 2**40).map(str),
+                          st.floats(-1e6, 1e6, allow_nan=False).map(repr))
+ids = st.from_regex(r"p-[0-9]{1,3}", fullmatch=True).map(lambda s: f'"{s}"')
+
+
+def mostly(valid: st.SearchStrategy[str], other: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """``valid`` nine times in ten: most events then take the fast path, the rest each fallback."""
+    return st.integers(0, 9).flatmap(lambda i: other if i == 0 else valid)
+
+
+timestamps = st.one_of(
+    st.integers(T0 - 100_000, T0 + 100_000).map(str),
+    st.sampled_from([f"{T0}.0", '"2026-01-01T00:00:00Z"', "-1", "true", "1e400", "NaN", "253402300800000"]),
+)
+outputs = st.one_of(
+    scalars,
+    objects({"label": st.one_of(texts, numbers, st.sampled_from(["true", "null"])),
+             "score": st.one_of(numbers, st.just("null")),
+             "value": numbers,
+             "probabilities": st.one_of(st.just('{"a":0.25,"b":0.75}'), st.just('{"a":true}'),
+                                        st.just('{"":1}'), st.just("null")),
+             "other": numbers}),
+)
+prediction_payloads = objects({
+    "schema_version": mostly(st.just("1"), st.sampled_from(["2", "1.0", "true"])),
+    "prediction_id": mostly(ids, texts),
+    "model_id": mostly(st.sampled_from(['"m"', '"n"']), texts),
+    "model_version": mostly(st.sampled_from(['"1"', '"2"', "3"]), st.sampled_from(["true", '""', "1.5"])),
+    "timestamp": mostly(st.integers(T0 - 10_000, T0 + 4_000).map(str), timestamps),
+    "features": mostly(st.tuples(plain_numbers, plain_numbers, texts, st.sampled_from(["true", "null", "1"]))
+                       .map(lambda v: f'{{"x":{v[0]},"y":{v[1]},"c":{v[2]},"b":{v[3]}}}'), feature_maps()),
+    "prediction": mostly(st.one_of(plain_numbers, st.sampled_from(['"yes"', "true", '{"label":"a","score":1}',
+                                                                   '{"label":2,"score":0.5}',
+                                                                   '{"probabilities":{"a":0.25,"b":1}}'])),
+                         outputs),
+    "latency_ms": mostly(plain_numbers.map(lambda v: v.lstrip("-")), st.one_of(numbers, st.just("null"))),
+    "segment": mostly(st.sampled_from(['{"region":"eu"}', "{}"]),
+                      st.sampled_from(['{"region":1}', '{"":"a"}', "null"])),
+})
+label_payloads = objects({
+    "schema_version": mostly(st.just("1"), st.just("2")),
+    "prediction_id": mostly(ids, texts),
+    "label": mostly(st.one_of(plain_numbers, st.sampled_from(['"yes"', "true", "false", "1", "0"])),
+                    st.one_of(scalars, st.just("[1]"))),
+    "timestamp": mostly(st.integers(T0 - 10_000, T0 + 4_000).map(str), timestamps),
+    "model_id": mostly(st.just('"m"'), st.one_of(texts, st.just("null"))),
+})
+
+
+def raw(payloads: list[str | None], topic: str) -> list[RawRecord]:
+    out = []
+    for offset, text in enumerate(payloads):
+        value = None if text is None else text.encode("utf-8", "surrogatepass")
+        out.append(RawRecord(topic, 0, offset, T0 if offset % 7 else -1, b"k", value))
+    return out
+
+
+def assert_same(slow: tuple[list, list], fast_records: list, fast_events: list, fast_dead: list) -> None:
+    slow_good, slow_dead = slow
+    assert [r for r, _ in slow_good] == fast_records
+    for (_, want), got in zip(slow_good, fast_events, strict=True):
+        assert type(got) is type(want)
+        # repr tells 1 from 1.0 and True from 1, and shows the key order
+        assert repr(got.model_dump()) == repr(want.model_dump())
+        assert got.model_fields_set == want.model_fields_set
+        assert got.model_dump_json() == want.model_dump_json()
+        if hasattr(want, "prediction"):
+            assert got.prediction.model_fields_set == want.prediction.model_fields_set
+    assert [d.model_dump() for d in fast_dead] == [d.model_dump() for d in slow_dead]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(prediction_payloads, st.sampled_from(["{", "[]", "null", "x" * 5000]), st.none()),
+                max_size=30))
+def test_predictions_match_the_pydantic_path(payloads: list[str | None]) -> None:
+    records = raw(payloads, "predictions")
+    batch, dead = BATCH.predictions(records)
+    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    assert batch.timestamps.dtype == np.int64
+    assert batch.timestamps.tolist() == [e.timestamp for e in batch.events]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(label_payloads, st.sampled_from(["{", "1", ""]), st.none()), max_size=30))
+def test_labels_match_the_pydantic_path(payloads: list[str | None]) -> None:
+    records = raw(payloads, "labels")
+    batch, dead = BATCH.labels(records)
+    assert_same(DECODER.labels(records), batch.records, batch.events, dead)
+
+
+def test_well_formed_events_take_the_fast_path() -> None:
+    """The common shape is accepted without pydantic's parse (a payload pydantic would reject is
+    never built this way: the differential tests above cover that)."""
+    value = (b'{"prediction_id":"p","model_id":"m","model_version":2,"timestamp":%d,'
+             b'"features":{"x":1,"y":2.5,"c":"a","b":true,"n":null},"prediction":{"label":1,"score":1},'
+             b'"latency_ms":3,"segment":{"region":"eu"}}' % T0)
+    batch, dead = BATCH.predictions([RawRecord("p", 0, 0, T0, None, value)])
+    event = batch.events[0]
+    assert dead == []
+    assert (event.model_version, event.prediction.score, event.latency_ms) == ("2", 1.0, 3.0)
+    assert event.features == {"x": 1, "y": 2.5, "c": "a", "b": True, "n": None}
