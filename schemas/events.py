@@ -153,6 +153,7 @@ class TriggerReason(StrEnum):
     PERFORMANCE = "performance"
     CONCEPT_DRIFT = "concept_drift"
     MANUAL = "manual"
+    COMPARISON = "comparison"
 
 
 class RetrainTrigger(_Event):

@@ -42,7 +42,7 @@ from pydantic_settings import (
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
-RESULT_SECTIONS = ("windows", "join", "drift", "sequential", "performance", "triggers")
+RESULT_SECTIONS = ("windows", "join", "drift", "sequential", "performance", "triggers", "comparison")
 """The sections whose values change results (hashed into ``config_hash``)."""
 
 
@@ -297,6 +297,42 @@ class TriggerSettings(_Section):
     window_size_s: int = Field(0, ge=0, description="window size the policy reads; 0 = the smallest")
 
 
+class ComparisonPair(_Section):
+    """One champion/challenger comparison of a model's versions."""
+
+    model_id: str = Field(min_length=1, description="the model whose versions are compared")
+    champion: str = Field(min_length=1, description="version serving today")
+    challenger: str = Field(min_length=1, description="version that may replace it")
+    mode: Literal["shadow", "canary"] = Field(
+        "canary", description="shadow: both score the same requests; canary: split traffic"
+    )
+
+
+class ComparisonSettings(_Section):
+    """Champion/challenger comparison of model versions on the label clock (off when no pairs)."""
+
+    pairs: list[ComparisonPair] = Field(
+        default_factory=list, description="versions compared: {model_id, champion, challenger, mode}"
+    )
+    champions: dict[str, str] = Field(
+        default_factory=dict,
+        description="model_id -> champion version: every other version of the model is compared to it",
+    )
+    champions_mode: Literal["shadow", "canary"] = Field(
+        "canary", description="mode of the comparisons `champions` makes"
+    )
+    request_separator: str = Field(
+        "", max_length=8, description="shadow pairing: a prediction id is <request id><separator><suffix>; "
+        "outcomes of one request pair up (empty = no request id: shadow compares unpaired)"
+    )
+    effect: float = Field(0.02, gt=0, description="difference worth detecting (accuracy points or MAE units)")
+    alpha: float = Field(0.01, gt=0, lt=1, description="probability of ever deciding without a difference")
+    min_events: int = Field(500, ge=2, description="outcomes per version before any decision")
+    triggers: bool = Field(
+        False, description="a decision on all traffic sends a `comparison` retrain trigger"
+    )
+
+
 class RetrainSettings(_Section):
     command: str = Field(
         "", description="shell command run per trigger (trigger JSON on stdin); empty = entrypoint"
@@ -401,6 +437,7 @@ class Settings(BaseSettings):
     sequential: SequentialSettings = SequentialSettings()
     performance: PerformanceSettings = PerformanceSettings()
     triggers: TriggerSettings = TriggerSettings()
+    comparison: ComparisonSettings = ComparisonSettings()
     retrain: RetrainSettings = RetrainSettings()
     worker: WorkerSettings = WorkerSettings()
 

@@ -22,6 +22,11 @@ Three independent signal families, each with its own hysteresis and cooldown:
   collapses while alarms persist fires both ``concept_drift`` and ``performance``: neither blocks
   the other.
 
+* **comparison** (:meth:`RetrainPolicy.on_comparison`, label clock): the evidence of a
+  champion/challenger comparison that reached its decision (promote the challenger, or roll it
+  back). The sequential test decides once per pair and then stops, so this family needs no
+  hysteresis: one trigger per decision, named after the challenger, the champion in its message.
+
 Stage 2 advances the window clock and the label clock independently and may interleave them in
 any order; because the drift family shares no state with the other two, the triggers produced do
 not depend on that interleaving.
@@ -294,6 +299,34 @@ class RetrainPolicy:
             triggers.append(self._trigger(model_id, model_version, TriggerReason.CONCEPT_DRIFT, start,
                                           time_ms, time_ms, message, details))
         return triggers
+
+    # -- comparison ---------------------------------------------------------------------------
+
+    def on_comparison(self, model_id: str, champion: str, challenger: str, evidence_start_ms: int,
+                      time_ms: int, better: bool, evidence: dict[str, Any]) -> RetrainTrigger:
+        """The trigger of a champion/challenger decision reached at ``time_ms`` on evidence since
+        ``evidence_start_ms``: the challenger is significantly ``better`` (promote it) or worse
+        (roll it back). ``evidence`` (the comparison's figures) is copied into the trigger.
+
+        >>> from driftline.config import TriggerSettings
+        >>> policy = RetrainPolicy(TriggerSettings(), config_hash="abc")
+        >>> t = policy.on_comparison("m", "1", "2", 0, 3_600_000, False, {"difference": -0.05})
+        >>> t.reason.value, t.model_version, t.message
+        ('comparison', '2', 'challenger m v2 is worse than champion v1: roll back v2')
+        """
+        verdict, action = ("better", "promote") if better else ("worse", "roll back")
+        message = (f"challenger {model_id} v{challenger} is {verdict} than champion v{champion}: "
+                   f"{action} v{challenger}")
+        details = {**evidence, "champion": champion, "challenger": challenger,
+                   "recommendation": "promote" if better else "roll_back"}
+        return RetrainTrigger(
+            trigger_id=trigger_id(model_id, challenger, TriggerReason.COMPARISON, evidence_start_ms, time_ms,
+                                  note=f"champion {champion}"),
+            model_id=model_id, model_version=challenger, reason=TriggerReason.COMPARISON, message=message,
+            window_start=evidence_start_ms, window_end=time_ms, triggered_at=time_ms,
+            evidence={**details, "config_hash": self.config_hash}, config_hash=self.config_hash,
+            run_id=self.run_id,
+        )
 
     def _fires(self, family: _Family, holds: bool, clear: bool, now_ms: int) -> bool:
         """Hysteresis and cooldown of one family: whether its condition fires now."""

@@ -6,7 +6,9 @@ deduplicated by id. A bucket closes once every stage-1 shard's outcome progress 
 end: its outcomes are applied in canonical ``(label_time, prediction_id)`` order to River's online
 estimators and concept-drift detector per segment (``alarm`` rows), the sequential error-stream
 monitor (drift episodes of feature ``__error__``, merged on this clock), and the retrain policy's
-performance and concept-drift families; one ``interval`` row of model_metrics per segment. Exact
+performance and concept-drift families; one ``interval`` row of model_metrics per segment; then,
+per model and interval, the champion/challenger comparisons of its versions
+(:mod:`driftline.pipeline.comparison`, ``version_comparison`` rows and ``comparison`` triggers). Exact
 re-sends are counted per interval on their own progress (``duplicate_progress``) as ``duplicates``
 rows.
 
@@ -23,6 +25,7 @@ from driftline.config import Settings
 from driftline.operators.feature_watch import ERROR_FEATURE, ErrorWatch
 from driftline.operators.performance import OnlinePerformance
 from driftline.operators.triggers import RetrainPolicy
+from driftline.pipeline.comparison import Losses, VersionComparisons
 from driftline.pipeline.episodes import EpisodeMerger
 from driftline.pipeline.records import (
     NO_TIME,
@@ -40,6 +43,30 @@ from driftline.schemas.events import RetrainTrigger
 Rows = dict[str, list[dict[str, Any]]]
 # prediction_id -> (segment tags, label_time, label_delay_ms, correct, abs_error)
 OutcomeFigures = tuple[str, int, int, int | None, float | None]
+
+
+class IntervalLosses:
+    """Per-outcome losses of the versions of each model in the intervals closing now, for the
+    version comparisons: 0/1 errors of a classifier (metric 'accuracy'), else absolute errors
+    ('mae')."""
+
+    def __init__(self) -> None:
+        self.by_version: dict[tuple[str, int], dict[str, Losses]] = defaultdict(dict)
+        self.metric: dict[tuple[str, int], str] = {}
+
+    def add(self, model_id: str, version: str, start: int, ordered: list[tuple[str, OutcomeFigures]]) -> None:
+        found: Losses = []
+        classifier = False
+        for pid, (tags, _, _, correct, abs_error) in ordered:
+            if correct is not None:
+                found.append((pid, tags, float(1 - correct)))
+                classifier = True
+            elif abs_error is not None:
+                found.append((pid, tags, float(abs_error)))
+        key = (model_id, start)
+        self.by_version[key][version] = found
+        if classifier or key not in self.metric:
+            self.metric[key] = "accuracy" if classifier else "mae"
 
 
 @dataclass
@@ -77,6 +104,7 @@ class OutcomeClock:
         self.error_episodes: EpisodeMerger | None = None  # made by configure
         self.error_watch: dict[tuple[str, str], ErrorWatch] = {}
         self.totals: Counter[str] = Counter()
+        self.comparisons: VersionComparisons | None = None  # made by configure
         self.configure(settings, settings.config_hash())
 
     def init_duplicates(self, partitions: int) -> None:
@@ -96,6 +124,14 @@ class OutcomeClock:
             self.error_episodes = EpisodeMerger(self.interval_ms, "errors", self.run_id)
             self.error_watch = {}
         self.error_episodes.config_hash = config_hash
+        if self.__dict__.get("comparisons") is None:  # new, or a checkpoint from before comparisons
+            self.comparisons = VersionComparisons()
+        self.comparisons.configure(settings.comparison, self.interval_ms)
+
+    @property
+    def versions(self) -> VersionComparisons:
+        assert self.comparisons is not None, "configure() makes the comparisons"
+        return self.comparisons
 
     @property
     def merger(self) -> EpisodeMerger:
@@ -159,11 +195,19 @@ class OutcomeClock:
         triggers: list[RetrainTrigger] = []
         watermark = min(self.progress)
         if watermark > self.closed_until:
+            # every version of a model closes an interval in the same call: compared once all closed
+            losses = IntervalLosses() if self.versions.active else None
             for model in sorted(self.buckets):
                 buckets = self.buckets[model]
                 for start in sorted(s for s in buckets if s + self.interval_ms <= watermark):
-                    self._close_bucket(model, start, buckets.pop(start), rows, triggers)
+                    self._close_bucket(model, start, buckets.pop(start), rows, triggers, losses)
             self.closed_until = watermark
+            for (model_id, start), by_version in sorted(losses.by_version.items() if losses else ()):
+                assert losses is not None
+                compared, fired = self.versions.close_interval(
+                    self.run_id, model_id, start, losses.metric[(model_id, start)], by_version, self.policy)
+                rows["version_comparison"].extend(compared)
+                triggers.extend(fired)
         self._close_duplicates(rows)
         return rows, triggers
 
@@ -206,11 +250,13 @@ class OutcomeClock:
         return perf
 
     def _close_bucket(self, model: tuple[str, str], start: int, bucket: Bucket, rows: Rows,
-                      triggers: list[RetrainTrigger]) -> None:
+                      triggers: list[RetrainTrigger], losses: IntervalLosses | None) -> None:
         model_id, version = model
         end = start + self.interval_ms
         tallies: dict[str, IntervalTally] = defaultdict(IntervalTally)
         ordered = sorted(bucket.outcomes.items(), key=lambda item: (item[1][1], item[0]))
+        if losses is not None:
+            losses.add(model_id, version, start, ordered)
         for pid, (tags, label_time, delay, correct, abs_error) in ordered:
             regression = correct is None and abs_error is not None
             for segment in window_segments(tags):

@@ -12,6 +12,7 @@ all of them write identical rows).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import numpy as np
 import orjson
 
 from driftline.config import TopicSettings
+from driftline.operators.comparison import SequentialComparison, WindowComparison
 from driftline.operators.drift import FeatureScore
 from driftline.operators.join import JoinedOutcome
 from driftline.operators.profile import FeatureProfile
@@ -501,4 +503,58 @@ def drift_alert_row(context: EpisodeRowContext, alert_id: str, e: Episode, kind:
         "unit": e.unit,
         "reference_id": e.reference_id,
         "config_hash": context.config_hash,
+    }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class ComparisonRowContext:
+    """What every ``version_comparison`` row of one champion/challenger pair shares."""
+
+    run_id: str
+    model_id: str
+    champion: str
+    challenger: str
+    mode: str  # shadow | canary
+    paired: bool
+    interval_s: int
+
+
+def version_comparison_row(context: ComparisonRowContext, segment: str, time: int, metric: str,
+                           window: WindowComparison, n_unpaired: int, test: SequentialComparison,
+                           decided_now: bool, decided_at: int | None) -> dict[str, Any]:
+    """A ``version_comparison`` row: one interval's ``window`` of the pair in ``segment`` and the
+    sequential ``test``'s state after it. ``metric`` 'accuracy' (losses are 0/1 errors) or 'mae'."""
+    def value(loss: float) -> float | None:
+        return _finite(1.0 - loss if metric == "accuracy" else loss)
+
+    return {
+        "run_id": context.run_id,
+        "model_id": context.model_id,
+        "champion_version": context.champion,
+        "challenger_version": context.challenger,
+        "segment": segment,
+        "time": time,
+        "interval_s": context.interval_s,
+        "mode": context.mode,
+        "paired": int(context.paired),
+        "metric": metric,
+        "n_champion": window.n_champion,
+        "n_challenger": window.n_challenger,
+        "n_unpaired": n_unpaired,
+        "champion_value": value(window.champion_loss),
+        "challenger_value": value(window.challenger_loss),
+        "difference": _finite(window.difference),
+        "difference_low": _finite(window.low),
+        "difference_high": _finite(window.high),
+        "n_tested": test.n,
+        "cumulative_difference": _finite(test.difference),
+        "likelihood_ratio": _finite(test.likelihood_ratio),
+        "p_value": test.p_value,
+        "decision": test.decision or "",
+        "decided_now": int(decided_now),
+        "decided_at": decided_at,
     }
