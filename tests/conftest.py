@@ -179,3 +179,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+# The join's tests run twice: all in memory, and with a one-byte memory budget (every pending
+# payload moves to the on-disk pending store as soon as it can): results must not differ.
+_JOIN_TEST_MODULES = ("test_op_join", "test_evicted_predictions")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1].startswith(_JOIN_TEST_MODULES):
+        metafunc.fixturenames.append("join_memory_budget")
+        metafunc.parametrize("join_memory_budget", [0, 1], indirect=True, ids=["in_memory", "spilled"])
+
+
+@pytest.fixture
+def join_memory_budget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Give every LabelJoin made or restored in the test this memory budget (bytes)."""
+    from driftline.operators.join import LabelJoin
+
+    budget: int = request.param
+    if budget:
+        init, setstate = LabelJoin.__init__, LabelJoin.__setstate__
+
+        def init_with_budget(self: LabelJoin, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self.set_memory_budget(budget)
+
+        def setstate_with_budget(self: LabelJoin, state: dict[str, Any]) -> None:
+            setstate(self, state)
+            self.set_memory_budget(budget)
+
+        monkeypatch.setattr(LabelJoin, "__init__", init_with_budget)
+        monkeypatch.setattr(LabelJoin, "__setstate__", setstate_with_budget)
+    return budget

@@ -22,7 +22,7 @@ def _content(join: LabelJoin) -> tuple[Any, ...]:
     """Everything that decides the join's future: its records (one id's records in their order)
     and the state outside the table."""
     records: dict[bytes, list[bytes]] = {}
-    for group in join._groups:
+    for group in join.__getstate__()["groups"]:  # spilled records read back whole
         pos = 0
         while pos < len(group):
             length = int.from_bytes(group[pos : pos + 4], "little")

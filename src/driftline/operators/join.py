@@ -81,10 +81,12 @@ import zlib
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from driftline.operators.pending_store import REF, PendingStore
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 COUNTER_NAMES = (
@@ -130,6 +132,10 @@ _DOUBLE = struct.Struct("<d")
 _UUID_CODE = 0xFFFF
 _UUID_PREFIX = _CODE.pack(_UUID_CODE)
 _HAS_SCORE, _HAS_VALUE, _REROUTED = 1, 2, 4
+_SPILLED = 8
+"""In memory only, never in a checkpoint: the payload after the flags..label length is in the
+pending store, and the record holds its reference instead (see :meth:`LabelJoin.set_memory_budget`)."""
+_NO_BUDGET = 2**62
 _BIGINT_JSON = b"!"  # marks non-float values that orjson cannot encode (ints beyond 64 bits)
 
 
@@ -373,10 +379,21 @@ class LabelJoin:
         # (id key, event time) of every record added or changed since the last take_changes(),
         # while a caller checkpoints incrementally (None: nobody asked, so nothing is kept).
         self._touched: set[tuple[bytes, int]] | None = None
+        self._no_store()
         self._rebuild_indexes()
+
+    def _no_store(self) -> None:
+        """No memory budget: every record whole in memory (a checkpoint never holds a store)."""
+        self._store: PendingStore | None = None
+        self._budget = 0
+        self._check_at = _NO_BUDGET  # record bytes added past which the budget is looked at
+        self._spilling = False
+        self._spilled_key: int | None = None  # newest bucket whose pending payloads were spilled
 
     def _rebuild_indexes(self) -> None:
         """Derived structures: rebuilt from the records rather than checkpointed."""
+        # an upper bound of the bytes of all records (exact here; additions counted, shrinking not)
+        self._estimate = sum(map(len, self._groups))
         # second of event time -> CRC-32 of the id of each record stored with such a time
         self._buckets: dict[int, array[int]] = {}
         for group in self._groups:
@@ -467,6 +484,8 @@ class LabelJoin:
             return outcome
         self._add(gid, crc, self._encode(event, segment, key, crc, rerouted, digest), ts)
         self._pending += 1
+        if self._estimate > self._check_at:
+            self._check_budget()
         if ts + horizon < self._label_wm:  # no label can still come: expire at the next advance
             self._due.append(pid)
         bucket = ts // _BUCKET_MS
@@ -518,7 +537,11 @@ class LabelJoin:
                     self._groups[gid] = b"".join((group[:pos], joined, group[end:]))
                     if self._touched is not None:
                         self._touched.add((key, pred_ts))
-                    outcome = self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
+                    if group[body] & _SPILLED:
+                        record = self._whole(group[pos:end])
+                        outcome = self._outcome_from_record(pid, record, at, len(record), ts, event.label)
+                    else:
+                        outcome = self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
                     if rerouted:
                         outcome.rerouted |= REROUTED_LABEL
                     return outcome
@@ -605,6 +628,8 @@ class LabelJoin:
                 gids.update(map(self._gid, self._buckets[key]))
         for gid in gids:
             self._expire(gid, cut, expired)
+        if self._store is not None:  # every prediction older than the cut has expired or joined
+            self._store.drop_before(cut)
         self._forget(min(pred_wm, label_wm) - self.horizon_ms)
         expired += self.evicted
         self.evicted = []
@@ -614,14 +639,16 @@ class LabelJoin:
     # -- checkpointing ------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
+        groups = self._groups if self._store is None else list(map(self._whole_group, self._groups))
+        return {**self._outside_table(), "groups": groups, "low": self._low, "split": self._split}
+
+    def _outside_table(self) -> dict[str, Any]:
+        """The state but the record table (small: counters, held labels, interned names, watermarks)."""
         return {
             "horizon_ms": self.horizon_ms,
             "max_pending": self.max_pending,
             "max_held": self.max_held,
             "counters": self.counters,
-            "groups": self._groups,
-            "low": self._low,
-            "split": self._split,
             "record_count": self._records,
             "pending": self._pending,
             "ctx": self._ctx,
@@ -664,6 +691,7 @@ class LabelJoin:
         self._label_wm = state["label_wm"]
         self._due = state["due"]
         self._touched = None
+        self._no_store()
         self._rebuild_indexes()
 
     # -- incremental checkpoints --------------------------------------------------------------
@@ -709,7 +737,7 @@ class LabelJoin:
                 gone.append((key, ts))
             else:
                 gid, pos, end = found
-                records.append(self._groups[gid][pos:end])
+                records.append(self._whole(self._groups[gid][pos:end]))
         return JoinChanges(b"".join(records), gone, self._outside_table())
 
     def apply_changes(self, changes: JoinChanges) -> None:
@@ -737,17 +765,12 @@ class LabelJoin:
         self._rebuild_small_indexes()
         # Records forgotten since the previous checkpoint: forgetting depends on the cut alone.
         self._forget(min(self._pred_wm, self._label_wm) - self.horizon_ms)
+        if self._estimate > self._check_at:
+            self._check_budget()
         expected = (state["record_count"], state["pending"])
         if (self._records, self._pending) != expected:
             raise ValueError(f"join changes do not apply: {self._records} records, {self._pending} pending "
                              f"after applying them, the checkpoint recorded {expected[0]} and {expected[1]}")
-
-    def _outside_table(self) -> dict[str, Any]:
-        """The state but the record table (small: counters, held labels, interned names, watermarks)."""
-        state = self.__getstate__()
-        for name in ("groups", "low", "split"):
-            del state[name]
-        return state
 
     def _locate(self, key: bytes, ts: int) -> tuple[int, int, int] | None:
         """(group, start, end) of the record of id key ``key`` at event time ``ts``, if remembered.
@@ -778,7 +801,137 @@ class LabelJoin:
         self._pending -= _TS.unpack_from(group, pos + _AT + len(key))[1] == _PENDING
         if record is None:
             self._records -= 1
+        else:
+            self._estimate += len(record)
         self._groups[gid] = b"".join((group[:pos], record or b"", group[end:]))
+
+    # -- memory budget ------------------------------------------------------------------------
+
+    def set_memory_budget(
+        self, budget_bytes: int, directory: Path | str | None = None, segment_ms: int = 900_000
+    ) -> None:
+        """Keep the records in memory under ``budget_bytes`` (0: no budget, all in memory) by
+        moving the payloads of the oldest pending predictions (context, prediction, features) to a
+        :class:`~driftline.operators.pending_store.PendingStore` in ``directory``, oldest second
+        of event time first. Results and checkpoints are the same either way: a spilled record
+        is read back whole wherever its payload is needed (a join, a checkpoint).
+
+        >>> from driftline.schemas.events import LabelEvent, PredictionEvent
+        >>> join = LabelJoin(horizon_ms=60_000, max_pending=1000, max_held=1000)
+        >>> join.set_memory_budget(1)  # one byte: every pending payload goes to disk
+        >>> _ = join.on_prediction(PredictionEvent(prediction_id="p1", model_id="m", timestamp=1_000,
+        ...                                        features={"x": 0.5, "y": 2.0, "z": 4.0}, prediction=0.9),
+        ...                      segment="")
+        >>> join.spilled_count, join.store_bytes
+        (1, 32)
+        >>> join.on_label(LabelEvent(prediction_id="p1", label="1", timestamp=2_000)).features_json
+        '{"x":0.5,"y":2.0,"z":4.0}'
+        >>> join.set_memory_budget(0)
+        """
+        if budget_bytes < 0:
+            raise ValueError("budget_bytes must be >= 0 (0: no budget)")
+        if not budget_bytes:
+            if self._store is not None:
+                self._groups = list(map(self._whole_group, self._groups))
+                self._store.close()
+            self._no_store()
+            self._estimate = sum(map(len, self._groups))
+            return
+        if self._store is None:
+            self._store = PendingStore(directory, segment_ms)
+        self._budget = budget_bytes
+        self._spilling = False
+        self._check_at = 0  # look at the budget at the next prediction
+
+    @property
+    def spilled_count(self) -> int:
+        """Pending predictions whose payload is in the pending store (walks the table: for tests
+        and metrics, not per event)."""
+        count = 0
+        for group in self._groups:
+            for pos, _, klen in _walk(group):
+                at = pos + _AT + klen
+                count += group[at + 8] == _PENDING and bool(group[at + _BODY] & _SPILLED)
+        return count
+
+    @property
+    def store_bytes(self) -> int:
+        """Bytes of the pending store's segment files (0 without a budget)."""
+        return 0 if self._store is None else self._store.bytes_on_disk
+
+    def _check_budget(self) -> None:
+        """The records may be over the budget: spill the oldest second of pending payloads not
+        spilled yet, one per call (a restore that starts far over the budget catches up over the
+        next predictions instead of stalling the first), until they are under 3/4 of it."""
+        store = self._store
+        if store is None:
+            self._check_at = _NO_BUDGET
+            return
+        if not self._spilling:  # a new round: the exact figure (the estimate ignores shrinking)
+            self._estimate = sum(map(len, self._groups))
+            if self._estimate <= self._budget:
+                self._check_at = self._budget
+                return
+            self._spilling = True
+        keys = self._bucket_keys
+        start = 0 if self._spilled_key is None else bisect.bisect_right(keys, self._spilled_key)
+        if start < len(keys):
+            key = keys[start]
+            for gid in set(map(self._gid, self._buckets[key])):
+                self._estimate -= self._spill_group(store, gid, key)
+            store.flush()
+            self._spilled_key = key
+        if self._estimate <= self._budget * 3 // 4 or start + 1 >= len(keys):
+            # Done, or nothing left to spill (closed records and late arrivals fill the budget):
+            # look again once another eighth of it was added.
+            self._spilling = False
+            self._check_at = max(self._budget, self._estimate + self._budget // 8)
+        else:
+            self._check_at = -1
+
+    def _spill_group(self, store: PendingStore, gid: int, key: int) -> int:
+        """Move the payloads of group ``gid``'s pending records of bucket ``key`` to ``store``;
+        the bytes this saved."""
+        group = self._groups[gid]
+        parts: list[bytes] = []
+        kept = saved = 0
+        for pos, end, klen in _walk(group):
+            at = pos + _AT + klen
+            ts, state = _TS.unpack_from(group, at)
+            head = at + _BODY
+            payload = head + _PRED.size
+            if state != _PENDING or ts // _BUCKET_MS != key or group[head] & _SPILLED or end == payload:
+                continue
+            ref = store.put(ts, group[payload:end])
+            crc = _HEAD.unpack_from(group, pos)[1]
+            flags = bytes((group[head] | _SPILLED,))
+            stub = b"".join((_HEAD.pack(payload - pos + REF.size, crc), group[pos + _AT : head], flags,
+                             group[head + 1 : payload], ref))
+            parts += (group[kept:pos], stub)
+            kept = end
+            saved += end - pos - len(stub)
+        if parts:
+            parts.append(group[kept:])
+            self._groups[gid] = b"".join(parts)
+        return saved
+
+    def _whole(self, record: bytes) -> bytes:
+        """``record`` as it was encoded: a spilled one with its payload read back."""
+        at = _AT + len(_record_key(record))
+        head = at + _BODY
+        if record[at + 8] != _PENDING or not record[head] & _SPILLED or self._store is None:
+            return record
+        payload = self._store.get(record[head + _PRED.size :])
+        crc = _HEAD.unpack_from(record, 0)[1]
+        flags = bytes((record[head] & ~_SPILLED,))
+        return b"".join((_HEAD.pack(head + _PRED.size + len(payload), crc), record[_AT:head], flags,
+                         record[head + 1 : head + _PRED.size], payload))
+
+    def _whole_group(self, group: bytes) -> bytes:
+        """A group with every spilled record read back."""
+        if self._store is None:
+            return group
+        return b"".join(self._whole(group[pos:end]) for pos, end, _ in _walk(group))
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -795,6 +948,7 @@ class LabelJoin:
             self._touched.add((_record_key(record), ts))
         self._groups[gid] += record
         self._records += 1
+        self._estimate += len(record)
         second = ts // _BUCKET_MS
         bucket = self._buckets.get(second)
         if bucket is None:

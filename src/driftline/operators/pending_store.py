@@ -1,0 +1,139 @@
+"""Payloads of pending predictions on disk, for a join past its memory budget.
+
+An append-only log of segment files, one per span of event time (``segment_ms``), in a directory
+of the process's own: :meth:`PendingStore.put` appends a payload to the segment of its event time
+and returns a 20-byte reference (segment, offset, length) the join keeps in memory in its place;
+:meth:`PendingStore.get` reads it back. Nothing is ever rewritten: once every prediction of a span
+has expired or joined, :meth:`PendingStore.drop_before` deletes its whole file (no compaction, no
+per-record deletes). The store is a cache of the join's own records, not a second copy of the
+state: checkpoints carry the records whole, so the directory is created fresh by each process and
+removed when the store is closed or collected (directories of dead processes are removed by the
+next store created beside them).
+
+>>> store = PendingStore(segment_ms=60_000)
+>>> ref = store.put(1_000, b"features")
+>>> store.flush()
+>>> store.get(ref), store.segment_count
+(b'features', 1)
+>>> store.drop_before(60_000), store.segment_count, store.bytes_on_disk
+(1, 0, 0)
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+import weakref
+from pathlib import Path
+
+REF = struct.Struct("<qQI")
+"""A payload's place: segment number, byte offset, length."""
+_PREFIX = "driftline-join-"
+
+
+class PendingStore:
+    """Append-only segment files of payloads, by event time (see the module docstring).
+
+    ``directory``: where the store makes its own directory (default: the system's temporary one).
+    """
+
+    def __init__(self, directory: Path | str | None = None, segment_ms: int = 900_000) -> None:
+        if segment_ms < 1:
+            raise ValueError("segment_ms must be >= 1")
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            _remove_dead_siblings(Path(directory))
+        self.path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=directory))
+        self.segment_ms = segment_ms
+        self._fds: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}  # bytes per segment, written or buffered
+        self._buffers: dict[int, bytearray] = {}  # appended since the last flush
+        self._finalizer = weakref.finalize(self, _remove, self.path, self._fds)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._sizes)
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return sum(self._sizes.values())
+
+    def put(self, ts: int, payload: bytes) -> bytes:
+        """Append ``payload`` (of a prediction at event time ``ts``); its reference. Readable with
+        :meth:`get` after the next :meth:`flush`."""
+        segment = ts // self.segment_ms
+        offset = self._sizes.get(segment)
+        if offset is None:
+            offset = self._sizes[segment] = 0
+        buffer = self._buffers.get(segment)
+        if buffer is None:
+            buffer = self._buffers[segment] = bytearray()
+        buffer += payload
+        self._sizes[segment] = offset + len(payload)
+        return REF.pack(segment, offset, len(payload))
+
+    def flush(self) -> None:
+        """Write what :meth:`put` buffered (one write per segment)."""
+        for segment, buffer in self._buffers.items():
+            fd = self._fds.get(segment)
+            if fd is None:
+                fd = self._fds[segment] = os.open(self._file(segment), os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            view = memoryview(buffer)
+            while view:
+                view = view[os.write(fd, view):]
+        self._buffers = {}
+
+    def get(self, ref: bytes) -> bytes:
+        """The payload ``ref`` (from :meth:`put`) refers to."""
+        segment, offset, length = REF.unpack(ref)
+        fd = self._fds.get(segment)
+        if fd is None:
+            raise KeyError(f"pending store: no segment {segment} (dropped, or not flushed)")
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise OSError(f"pending store segment {segment}: {len(data)} of {length} bytes at {offset}")
+        return data
+
+    def drop_before(self, ts: int) -> int:
+        """Delete every segment whose whole span is older than ``ts``; how many were deleted."""
+        gone = [s for s in self._sizes if (s + 1) * self.segment_ms <= ts]
+        for segment in gone:
+            del self._sizes[segment]
+            self._buffers.pop(segment, None)
+            fd = self._fds.pop(segment, None)
+            if fd is not None:
+                os.close(fd)
+            self._file(segment).unlink(missing_ok=True)
+        return len(gone)
+
+    def close(self) -> None:
+        """Delete the store's directory and everything in it."""
+        self._buffers, self._sizes = {}, {}
+        self._finalizer()
+
+    def _file(self, segment: int) -> Path:
+        return self.path / f"{segment}.seg"
+
+
+def _remove(path: Path, fds: dict[int, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_dead_siblings(directory: Path) -> None:
+    """Remove the store directories of processes that are gone (a SIGKILL leaves them behind)."""
+    for entry in directory.glob(f"{_PREFIX}*"):
+        pid_text = entry.name[len(_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            continue
