@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -191,12 +191,18 @@ def test_bounded_input_writes_every_window_ending_by_its_end(tmp_path: Path) -> 
     assert result.partial_windows == []
     assert _window_starts(to_end.rows) == {START + i * 60_000 for i in range(11)}
 
-    # labels (delays up to 60 s) end the input later: every outcome interval ending by then is written
+    # labels (delays up to 60 s) end the input later, inside an outcome interval: every interval up
+    # to that one is written, so each outcome row is counted by exactly one interval (its label time's)
     with_labels = MemoryWriter()
     result = replay_files(settings, "e", with_labels, predictions, labels)
-    assert result.end_ms is not None and result.end_ms > START + 660_000
-    intervals = {r["time"] for r in with_labels.rows["model_metrics"] if r["row_kind"] == "interval"}
-    assert max(intervals) == result.end_ms - result.end_ms % 60_000
+    assert result.end_ms is not None and result.end_ms % 60_000 != 0
+    intervals = {r["time"]: r["n_outcomes"] for r in with_labels.rows["model_metrics"]
+                 if r["row_kind"] == "interval" and r["segment"] == ""}
+    assert max(intervals) == result.end_ms - result.end_ms % 60_000 + 60_000
+    by_label_time = Counter(o["label_time"] - o["label_time"] % 60_000 + 60_000
+                            for o in with_labels.rows["outcomes"])
+    assert max(o["label_time"] for o in with_labels.rows["outcomes"]) >= max(intervals) - 60_000
+    assert by_label_time == {end: n for end, n in intervals.items() if n}
 
     # a replay from mid-window writes that window with what it has, and says so
     mid = MemoryWriter()

@@ -15,6 +15,7 @@ from driftline.config import Settings
 from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.model import ModelProcessor
+from driftline.pipeline.records import Progress, broadcast
 from driftline.pipeline.shard import ShardProcessor
 from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.to_rows import RowMapper
@@ -79,10 +80,18 @@ class InProcessPipeline:
             self._route(self.shards[shard].process(by_shard[shard]))
 
     def finish(self, end_ms: int) -> None:
-        """The input ended at ``end_ms`` (exclusive): close every window and bucket ending by then
-        (see :meth:`ShardProcessor.finish`); later ones stay open in the shards."""
+        """The input ended at ``end_ms`` (exclusive): close every window ending by then (see
+        :meth:`ShardProcessor.finish`; later ones stay open in the shards) and every outcome
+        interval up to the one the input ends in, included."""
         for shard in self.shards:
             self._route(shard.finish(end_ms))
+        # The interval holding the input's last labels closes too: its outcome rows are written
+        # already, and each one must be counted by an interval (no later label can join it).
+        interval_ms = self.settings.windows.metrics_interval_s * 1000
+        intervals_end = end_ms + (-end_ms) % interval_ms
+        for shard in self.shards:
+            progress = Progress(shard.shard, shard.sent_progress[0], intervals_end, intervals_end)
+            self._route(broadcast(self.settings.topics.model_events, len(self.models), progress))
 
     def _route(self, messages: list[OutboundMessage]) -> None:
         model_batches: dict[int, list[RawRecord]] = defaultdict(list)

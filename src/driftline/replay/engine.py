@@ -104,8 +104,9 @@ class Replayer:
 
     def finish(self, end_ms: int | None = None) -> ReplayResult:
         """End the input at ``end_ms`` (exclusive; default: just after the last record timestamp),
-        close and write every window and outcome bucket ending by then, list the windows left
-        partial, and flush: the rows are durable once this returns."""
+        close and write every window ending by then and every outcome interval up to the one
+        holding the end, list the windows left partial, and flush: the rows are durable once this
+        returns."""
         result = self.result
         if end_ms is None and result.last_ms is not None:
             end_ms = result.last_ms + 1

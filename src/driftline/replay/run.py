@@ -5,9 +5,10 @@ lower, exclusive upper bound; either may be open), keep every record's partition
 per partition, so replaying what a live worker processed reproduces its aggregates), merge the
 two topics of each partition by record timestamp and feed the in-process pipeline in
 micro-batches. The input has a known end — ``to``, else just after the last record timestamp
-read — and when it is reached every window and outcome bucket ending by then is closed and
-written (the live worker would close them once later traffic moved its watermarks past them);
-windows extending past the end are left partial: not written, listed in the result. A replay
+read — and when it is reached every window ending by then is closed and written (the live worker
+would close them once later traffic moved its watermarks past them), and so is every outcome
+interval up to the one the input ends in (its outcome rows are written, so an interval counts
+them); windows extending past the end are left partial: not written, listed in the result. A replay
 starting mid-stream starts with empty state: windows begun before ``from`` are written with the
 events from ``from`` on and listed as partial too.
 """
