@@ -79,6 +79,11 @@ def test_views_and_column_alters_reach_both_layers(settings: Settings) -> None:
     view = rewritten["011_latest_drift"]
     assert len(view) == 1 and f"latest_drift ON CLUSTER `{CLUSTER}` AS" in view[0]
     assert "drift_scores FINAL" in view[0]  # the Distributed public name, so FINAL runs per shard
+    # a view recreated with more columns: replaced in one statement on every node
+    [replaced] = rewritten["020_accuracy_over_time_failed_joins"]
+    assert replaced.startswith("CREATE OR REPLACE VIEW")
+    assert f"accuracy_over_time ON CLUSTER `{CLUSTER}` AS" in replaced
+    assert "n_evicted" in replaced and "model_metrics FINAL" in replaced
     alters = rewritten["016_join_coverage"]
     db = settings.clickhouse.database
     assert [sql.split()[2] for sql in alters] == [
@@ -100,8 +105,13 @@ def test_materialized_views_and_non_column_alters() -> None:
     assert rewriter.rewrite("ALTER TABLE db.src MODIFY TTL toDateTime(t) + INTERVAL 1 DAY") == [
         f"ALTER TABLE db.src_local ON CLUSTER `{CLUSTER}` MODIFY TTL toDateTime(t) + INTERVAL 1 DAY"
     ]
+    dropped = rewriter.rewrite("DROP VIEW IF EXISTS db.v")
+    assert dropped == [f"DROP VIEW IF EXISTS db.v ON CLUSTER `{CLUSTER}`"]
+    assert rewriter.rewrite("drop view db.v sync") == [f"drop view db.v ON CLUSTER `{CLUSTER}` sync"]
     with pytest.raises(ClusterDDLError, match="no cluster form"):
         rewriter.rewrite("INSERT INTO db.src VALUES (1)")
+    with pytest.raises(ClusterDDLError, match="no cluster form"):
+        rewriter.rewrite("DROP TABLE db.src")
     with pytest.raises(ClusterDDLError, match="no replicated form"):
         rewriter.rewrite("CREATE TABLE db.m (a UInt8) ENGINE = Memory")
     created = "-- why\nCREATE TABLE IF NOT EXISTS db.x (a UInt8) ENGINE = MergeTree ORDER BY a"

@@ -9,10 +9,10 @@ Layout (what `driftline db migrate --cluster NAME` creates on every node of clus
   unchanged. Its sharding key is a hash of the table's ``ORDER BY`` key: every row of one identity
   lands on one shard, so ``FINAL`` (run on each shard) still collapses re-inserted rows.
 
-Views are created on every node over the public names; a materialized view ``TO`` a table reads
-and writes the ``_local`` tables (inserts into a shard's local table trigger it there). ALTERs of
-columns (ADD/DROP/MODIFY/COMMENT/RENAME COLUMN, what a Distributed table accepts) run on both
-tables; other ALTERs (TTL, indexes, settings) on the local table only.
+Views are created (or replaced, or dropped) on every node over the public names; a materialized
+view ``TO`` a table reads and writes the ``_local`` tables (inserts into a shard's local table
+trigger it there). ALTERs of columns (ADD/DROP/MODIFY/COMMENT/RENAME COLUMN, what a Distributed
+table accepts) run on both tables; other ALTERs (TTL, indexes, settings) on the local table only.
 
 The statements come after placeholder substitution (``{database}`` is the database name), so the
 ``{database}``/``{table}``/``{shard}``/``{replica}`` left in the replication path are ClickHouse
@@ -34,6 +34,8 @@ Examples:
     COMMENT 'demo'
     >>> rewriter.rewrite("ALTER TABLE driftline.t ADD COLUMN IF NOT EXISTS b String")[0]
     'ALTER TABLE driftline.t_local ON CLUSTER `analytics` ADD COLUMN IF NOT EXISTS b String'
+    >>> rewriter.rewrite("CREATE OR REPLACE VIEW driftline.v AS SELECT a FROM driftline.t")
+    ['CREATE OR REPLACE VIEW driftline.v ON CLUSTER `analytics` AS SELECT a FROM driftline.t']
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ MIGRATIONS_REPLICA_NAME = "{shard}-{replica}"
 
 _NAME = r"(?P<name>(?:`[^`]+`|\w+)(?:\.(?:`[^`]+`|\w+))?)"
 _CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(?P<ine>IF\s+NOT\s+EXISTS\s+)?" + _NAME + r"\s*\(", re.I)
-_CREATE_VIEW = re.compile(r"^CREATE\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _NAME + r"\s+AS\b", re.I)
+_CREATE_VIEW = re.compile(
+    r"^CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _NAME + r"\s+AS\b", re.I
+)
+_DROP_VIEW = re.compile(r"^DROP\s+VIEW\s+(?:IF\s+EXISTS\s+)?" + _NAME + r"(?:\s|$)", re.I)
 _CREATE_MV = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _NAME + r"\s", re.I)
 _ALTER_TABLE = re.compile(r"^ALTER\s+TABLE\s+" + _NAME + r"\s", re.I)
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(?P<engine>\w+)\s*(?P<args>\()?", re.I)
@@ -158,7 +163,7 @@ class ClusterRewriter:
             return self._create_table(sql)
         if _CREATE_MV.match(sql):
             return [self._materialized_view(sql)]
-        if match := _CREATE_VIEW.match(sql):
+        if match := _CREATE_VIEW.match(sql) or _DROP_VIEW.match(sql):
             return [self._after(sql, match.end("name"))]
         if match := _ALTER_TABLE.match(sql):
             return self._alter(sql, match)
