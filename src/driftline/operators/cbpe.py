@@ -38,6 +38,7 @@ figures once labels arrive.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,24 @@ class PerformanceEstimator:
         """One per class column (a single one for a binary classifier)."""
         self.threshold = threshold
         self.z = z
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe state (the calibrations' knots and values).
+
+        >>> est = PerformanceEstimator.fit([0.1, 0.4, 0.6, 0.9], [0, 0, 1, 1])
+        >>> PerformanceEstimator.from_state(est.to_state()).estimate([0.2, 0.8]) == est.estimate([0.2, 0.8])
+        True
+        """
+        return {"threshold": self.threshold, "z": self.z,
+                "calibrations": [{"knots": c.knots.tolist(), "values": c.values.tolist()}
+                                 for c in self.calibrations]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PerformanceEstimator:
+        calibrations = [IsotonicCalibration(np.asarray(c["knots"], dtype=np.float64),
+                                            np.asarray(c["values"], dtype=np.float64))
+                        for c in state["calibrations"]]
+        return cls(calibrations, float(state["threshold"]), float(state["z"]))
 
     @property
     def classes(self) -> int:

@@ -48,6 +48,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -157,6 +158,14 @@ class NormalScores:
             cols.append(col)
         return cls(features, cols)
 
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe state (:meth:`from_state` rebuilds an identical transform)."""
+        return {"features": self.features, "sorted": [pack_array(s) for s in self._sorted]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> NormalScores:
+        return cls([str(f) for f in state["features"]], [unpack_array(s) for s in state["sorted"]])
+
     @property
     def sorted_reference(self) -> list[FloatArray]:
         """Per feature, the sorted reference values (or order statistics) scores are ranked in."""
@@ -228,11 +237,16 @@ class ReconstructionDrift:
         self.arl = arl
         self.variance = variance
         self.detector = NumericDetector.from_reference(reference_errors, arl=arl)
+        self.p99 = float(np.quantile(self.reference_errors, 0.99))
+        """The reference errors' 99 % quantile (``summarize``'s ``share_above_p99`` line)."""
+        self.reference_mean_error = float(self.reference_errors.mean())
 
     @classmethod
     def from_reference(cls, table: Any, *, features: Sequence[str] | None = None,
-                       variance: float = 0.9, arl: float = 1_000_000.0) -> ReconstructionDrift:
-        """Fit on a reference table (``features``: its numeric columns unless given).
+                       variance: float = 0.9, arl: float = 1_000_000.0,
+                       scores: NormalScores | None = None) -> ReconstructionDrift:
+        """Fit on a reference table (``features``: its numeric columns unless given; ``scores``:
+        a normal-score transform already fitted on it, shared with other operators).
 
         ``variance``: the share of the normal scores' variance the kept components explain (at
         least one component is dropped, so the error is never identically 0).
@@ -242,7 +256,9 @@ class ReconstructionDrift:
             raise ValueError("reconstruction drift needs at least 2 numeric features")
         if not 0.0 < variance < 1.0:
             raise ValueError("variance must be in (0, 1)")
-        scores = NormalScores.fit(table, names)
+        if scores is None:
+            scores = NormalScores.fit(table, names)
+        names = scores.features
         z = scores.transform(table)
         mean = z.mean(axis=0)
         _, s, vt = np.linalg.svd(z - mean, full_matrices=False)
@@ -251,6 +267,47 @@ class ReconstructionDrift:
         basis = np.ascontiguousarray(vt[:k].T)
         errors = _reconstruction_errors(z, mean, basis)
         return cls(scores, mean, basis, errors, arl, variance)
+
+    def to_state(self, *, max_errors: int = 2_048) -> dict[str, Any]:
+        """JSON-safe state without the normal scores (shared with other operators; pass them to
+        :meth:`from_state`). The reference errors are kept as at most ``max_errors`` evenly spaced
+        order statistics (the detector is calibrated on those, the 99 % quantile on all)."""
+        errors = self.reference_errors
+        if errors.size > max_errors:
+            errors = errors[np.round(np.linspace(0, errors.size - 1, max_errors)).astype(np.int64)]
+        return {"mean": pack_array(self._mean), "basis": pack_array(self._basis),
+                "reference_errors": pack_array(errors), "p99": self.p99,
+                "reference_mean_error": self.reference_mean_error,
+                "arl": self.arl, "variance": self.variance}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], scores: NormalScores) -> ReconstructionDrift:
+        """The operator :meth:`to_state` described, on ``scores``.
+
+        >>> import orjson
+        >>> rng = np.random.default_rng(3)
+        >>> a = rng.normal(size=5_000)
+        >>> ref = {"a": a, "b": a + rng.normal(size=5_000), "c": rng.normal(size=5_000)}
+        >>> rd = ReconstructionDrift.from_reference(ref)
+        >>> state = orjson.loads(orjson.dumps(rd.to_state()))
+        >>> copy = ReconstructionDrift.from_state(state, NormalScores.from_state(rd.scores.to_state()))
+        >>> bool(np.array_equal(copy.errors(ref), rd.errors(ref))), copy.p99 == rd.p99
+        (True, True)
+        """
+        rd = cls(scores, unpack_array(state["mean"]), unpack_array(state["basis"]),
+                 unpack_array(state["reference_errors"]), float(state["arl"]), float(state["variance"]))
+        rd.p99 = float(state["p99"])
+        rd.reference_mean_error = float(state["reference_mean_error"])
+        return rd
+
+    @property
+    def scores(self) -> NormalScores:
+        """The normal-score transform of the reference."""
+        return self._scores
+
+    def errors_of_scores(self, z: FloatArray) -> FloatArray:
+        """Reconstruction errors of normal scores already computed (``scores.transform``)."""
+        return _reconstruction_errors(z, self._mean, self._basis)
 
     @property
     def features(self) -> list[str]:
@@ -272,12 +329,11 @@ class ReconstructionDrift:
     def summarize(self, table: Any) -> ReconstructionSummary:
         """A window's errors against the reference's (does not touch the detector)."""
         e = self.errors(table)
-        p99 = float(np.quantile(self.reference_errors, 0.99))
         return ReconstructionSummary(
             n=int(e.size),
             mean_error=float(e.mean()) if e.size else math.nan,
-            reference_mean_error=float(self.reference_errors.mean()),
-            share_above_p99=float(np.mean(e > p99)) if e.size else math.nan,
+            reference_mean_error=self.reference_mean_error,
+            share_above_p99=float(np.mean(e > self.p99)) if e.size else math.nan,
         )
 
     def reset(self) -> None:
@@ -287,8 +343,46 @@ class ReconstructionDrift:
 
 def _reconstruction_errors(z: FloatArray, mean: FloatArray, basis: FloatArray) -> FloatArray:
     centred = z - mean
-    residual = centred - (centred @ basis) @ basis.T
-    return np.sqrt(np.einsum("ij,ij->i", residual, residual))
+    residual = centred - rowwise_matmul(rowwise_matmul(centred, basis), basis.T)
+    return np.sqrt(rowwise_dot(residual, residual))
+
+
+def rowwise_matmul(x: FloatArray, m: FloatArray) -> FloatArray:
+    """``x @ m`` computed one column of ``x`` at a time with elementwise operations, so each row's
+    result is bit-identical however the rows are batched (BLAS picks kernels, and with them the
+    rounding, by the matrix's shape; replay and restore must not depend on the batching).
+
+    >>> rowwise_matmul(np.array([[1.0, 2.0]]), np.array([[1.0, 0.0], [0.0, 3.0]])).tolist()
+    [[1.0, 6.0]]
+    """
+    out = np.zeros((x.shape[0], m.shape[1]))
+    for j in range(x.shape[1]):
+        out += x[:, j : j + 1] * m[j]
+    return out
+
+
+def rowwise_dot(x: FloatArray, y: FloatArray) -> FloatArray:
+    """Each row's dot product, summed column by column (batch-independent, as rowwise_matmul)."""
+    out = np.zeros(x.shape[0])
+    for j in range(x.shape[1]):
+        out += x[:, j] * y[:, j]
+    return out
+
+
+def pack_array(values: npt.ArrayLike, dtype: str = "<f8") -> dict[str, Any]:
+    """A compact JSON-safe form of an array: dtype, shape and the little-endian bytes in base64.
+
+    >>> unpack_array(pack_array(np.array([[1.5, -2.0]]))).tolist()
+    [[1.5, -2.0]]
+    """
+    a = np.ascontiguousarray(np.asarray(values), dtype=np.dtype(dtype))
+    return {"dtype": dtype, "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def unpack_array(packed: Mapping[str, Any]) -> FloatArray:
+    """The float64 array :func:`pack_array` encoded."""
+    raw = np.frombuffer(base64.b64decode(packed["b64"]), dtype=np.dtype(str(packed["dtype"])))
+    return raw.reshape([int(n) for n in packed["shape"]]).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,15 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import binomtest
 
-from driftline.operators.multivariate import FloatArray, NormalScores, numeric_features
+from driftline.operators.multivariate import (
+    FloatArray,
+    NormalScores,
+    numeric_features,
+    pack_array,
+    rowwise_dot,
+    rowwise_matmul,
+    unpack_array,
+)
 
 RIDGE = 1e-6
 """Added to the scatter's diagonal, so collinear features still give a finite distance."""
@@ -81,14 +89,17 @@ class OutlierScorer:
 
     @classmethod
     def from_reference(cls, table: Any, *, features: Sequence[str] | None = None,
-                       quantile: float = 0.999) -> OutlierScorer:
-        """Fit on a reference table (``features``: its numeric columns unless given)."""
+                       quantile: float = 0.999, scores: NormalScores | None = None) -> OutlierScorer:
+        """Fit on a reference table (``features``: its numeric columns unless given; ``scores``:
+        a normal-score transform already fitted on it, shared with other operators)."""
         if not 0.0 < quantile < 1.0:
             raise ValueError("quantile must be in (0, 1)")
         names = list(features) if features is not None else numeric_features(table)
         if not names:
             raise ValueError("the outlier scorer needs at least one numeric feature")
-        scores = NormalScores.fit(table, names)
+        if scores is None:
+            scores = NormalScores.fit(table, names)
+        names = scores.features
         z = scores.transform(table)
         # Ties (discrete features) move the scores' mean off 0: centre on the reference's.
         centre = z.mean(axis=0)
@@ -97,6 +108,34 @@ class OutlierScorer:
         distances = _mahalanobis(z - centre, precision)
         threshold = float(np.quantile(distances, quantile, method="higher"))
         return cls(scores, centre, precision, threshold, quantile)
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe state without the normal scores (pass them to :meth:`from_state`).
+
+        >>> import orjson
+        >>> rng = np.random.default_rng(6)
+        >>> ref = {"a": rng.normal(size=2_000), "b": rng.normal(size=2_000)}
+        >>> scorer = OutlierScorer.from_reference(ref)
+        >>> copy = OutlierScorer.from_state(orjson.loads(orjson.dumps(scorer.to_state())), scorer.scores)
+        >>> bool(np.array_equal(copy.score_many(ref), scorer.score_many(ref)))
+        True
+        """
+        return {"centre": pack_array(self._centre), "precision": pack_array(self._precision),
+                "threshold": self.threshold, "quantile": self.quantile}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], scores: NormalScores) -> OutlierScorer:
+        return cls(scores, unpack_array(state["centre"]), unpack_array(state["precision"]),
+                   float(state["threshold"]), float(state["quantile"]))
+
+    @property
+    def scores(self) -> NormalScores:
+        """The normal-score transform of the reference."""
+        return self._scores
+
+    def distances_of_scores(self, z: FloatArray) -> FloatArray:
+        """Distances of normal scores already computed (``scores.transform``)."""
+        return _mahalanobis(z - self._centre, self._precision)
 
     @property
     def features(self) -> list[str]:
@@ -138,13 +177,23 @@ class OutlierScorer:
     def window(self, table: Any, *, alpha: float = 0.001) -> OutlierWindow:
         """A window's outlier share with an exact binomial test against ``1 - quantile``."""
         d = self.score_many(table)
-        n = int(d.size)
-        k = int(np.sum(d > self.threshold))
-        expected = 1.0 - self.quantile
-        p = float(binomtest(k, n, expected, alternative="greater").pvalue) if n else 1.0
-        return OutlierWindow(n=n, outliers=k, share=k / n if n else math.nan, expected=expected,
-                             p_value=p, significant=p < alpha)
+        return outlier_window(int(d.size), int(np.sum(d > self.threshold)), 1.0 - self.quantile,
+                              alpha=alpha)
+
+
+def outlier_window(n: int, outliers: int, expected: float, *, alpha: float = 0.001) -> OutlierWindow:
+    """The binomial test of ``outliers`` among ``n`` events against the rate ``expected`` (e.g.
+    from counts merged over shards).
+
+    >>> w = outlier_window(10_000, 30, 0.001)
+    >>> w.share, w.significant
+    (0.003, True)
+    """
+    p = float(binomtest(outliers, n, expected, alternative="greater").pvalue) if n else 1.0
+    return OutlierWindow(n=n, outliers=outliers, share=outliers / n if n else math.nan,
+                         expected=expected, p_value=p, significant=p < alpha)
 
 
 def _mahalanobis(z: FloatArray, precision: FloatArray) -> FloatArray:
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
+    # Column by column: each row's distance is the same however rows are batched (replay).
+    return np.sqrt(np.maximum(rowwise_dot(z, rowwise_matmul(z, precision)), 0.0))

@@ -100,6 +100,11 @@ class ReferenceProfile(BaseModel):
     features: dict[str, FeatureProfile]
     prediction: FeatureProfile | None = None
     baseline: dict[str, float] = Field(default_factory=dict, description='e.g. {"accuracy": 0.9}')
+    multivariate: dict[str, Any] | None = Field(
+        default=None,
+        description="fitted multivariate state (driftline.operators.model_watch.multivariate_section); "
+        "None: no multivariate monitoring",
+    )
 
 
 def build_profile(
@@ -116,6 +121,7 @@ def build_profile(
     task: Task | None = None,
     created_at_ms: int | None = None,
     feature_stats: Mapping[str, FeatureStats] | None = None,
+    multivariate: dict[str, Any] | None = None,
 ) -> ReferenceProfile:
     """Profile a training table given as columns (lists, numpy/pandas/pyarrow arrays).
 
@@ -125,7 +131,8 @@ def build_profile(
     or MAE and RMSE. ``created_at_ms`` defaults to now; it is not part of ``profile_id``.
     ``feature_stats`` are the features already accumulated (e.g. from arrays with
     :meth:`FeatureStats.add_array`, no Python list per column); ``columns`` then only needs the
-    label and prediction columns.
+    label and prediction columns. ``multivariate``: the section
+    :func:`~driftline.operators.model_watch.multivariate_section` made from the same table.
     """
     data = {name: _as_list(col) for name, col in columns.items()}
     targets = {label_column, prediction_column} - {None}
@@ -158,7 +165,21 @@ def build_profile(
         features=features,
         prediction=prediction,
         baseline=baseline,
+        multivariate=multivariate,
     )
+
+
+def feature_profile_of(values: Sequence[float], bins: int) -> FeatureProfile:
+    """The numeric profile of a sample of numbers (e.g. the reference's reconstruction errors).
+
+    >>> p = feature_profile_of([1.0, 2.0, 3.0, 4.0], 2)
+    >>> p.kind, p.n, sum(p.ref_counts)
+    ('numeric', 4, 4)
+    """
+    profile = _feature_profile(_stats(list(values)), bins, 1, kind="numeric")
+    if profile is None:
+        raise ValueError("no numeric value to profile")
+    return profile
 
 
 def profile_from_window(
@@ -214,7 +235,9 @@ def _identified(**fields: Any) -> ReferenceProfile:
     # The id hashes the content, not the creation time: rebuilding from the same data yields the
     # same id, so re-publishing a profile is idempotent in ClickHouse and on the compacted topic.
     draft = ReferenceProfile(profile_id="", **fields)
-    content = draft.model_dump(mode="json", exclude={"profile_id", "created_at_ms"})
+    # Without a multivariate section the content (and id) is what it was before the section existed.
+    exclude = {"profile_id", "created_at_ms"} | ({"multivariate"} if draft.multivariate is None else set())
+    content = draft.model_dump(mode="json", exclude=exclude)
     digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return draft.model_copy(update={"profile_id": digest})
 

@@ -14,11 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from driftline.config import Settings, TopicSettings
+from driftline.kafka.partitioner import partitions_for_keys
+from driftline.operators.columns import BatchDecoder, Int64Array, LabelBatch, PredictionBatch
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.join import ExpiredPrediction, JoinChanges, JoinedOutcome, LabelJoin, payload_digest
+from driftline.operators.model_watch import MultivariateWatch
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
 from driftline.operators.window_stats import WindowAccumulator
@@ -52,11 +57,14 @@ class ShardProcessor:
 
     stage = "shard"
 
-    def __init__(self, shard: int, settings: Settings, run_id: str = "") -> None:
+    def __init__(self, shard: int, settings: Settings, run_id: str = "", columnar: bool = True) -> None:
         self.shard = shard
         self.run_id = run_id
+        # False: the row path (an event at a time), kept for one release as the columnar path's reference
+        self.columnar = columnar
         self._init_rerouting(settings.topics)
         self.watch: FeatureWatch | None = None
+        self.multivariate: MultivariateWatch | None = None
         self.join = LabelJoin(
             settings.join.label_horizon_s * 1000, settings.join.max_pending, settings.join.max_held_labels
         )
@@ -91,11 +99,17 @@ class ShardProcessor:
             cfg = settings.sequential
             self.watch = FeatureWatch(cfg.false_alarms_per_million, status_grid_ms=episode_grid_ms(settings),
                                       min_effect_sd=cfg.min_effect_sd, learning=cfg.learning)
+        if self.multivariate is None:  # idle until a profile with a multivariate section arrives
+            cfg = settings.sequential
+            self.multivariate = MultivariateWatch(cfg.false_alarms_per_million,
+                                                  status_grid_ms=episode_grid_ms(settings),
+                                                  min_effect_sd=cfg.min_effect_sd, learning=cfg.learning)
         self.decoder = Decoder(
             settings.kafka.max_message_bytes,
             settings.windows.max_timestamp_skew_s * 1000,
             settings.windows.max_future_skew_s * 1000,
         )
+        self.batch_decoder = BatchDecoder(self.decoder)
         self.join.horizon_ms = settings.join.label_horizon_s * 1000
         self.join.max_pending = settings.join.max_pending
         self.join.max_held = settings.join.max_held_labels
@@ -113,15 +127,26 @@ class ShardProcessor:
                 self._on_profile(record.value)
         predictions = [r for r in batch if r.topic == self.predictions_topic]
         labels = [r for r in batch if r.topic == self.labels_topic]
-        valid_predictions, dead = self.decoder.predictions(predictions)
-        valid_labels, dead_labels = self.decoder.labels(labels)
-        dead.extend(dead_labels)
         # Records other shards read and re-routed here (decided on there: only joined here).
         arrived = self.inbox.accept([r for r in batch if r.topic == self.repartition_topic])
-        rerouted_predictions, dead_arrived = self.decoder.predictions(arrived[reroute.PREDICTION])
-        dead.extend(dead_arrived)
-        rerouted_labels, dead_arrived = self.decoder.labels(arrived[reroute.LABEL])
-        dead.extend(dead_arrived)
+        if self.columnar:
+            prediction_batch, dead = self.batch_decoder.predictions(predictions)
+            label_batch, dead_labels = self.batch_decoder.labels(labels)
+            dead.extend(dead_labels)
+            rerouted_in, dead_arrived = self.batch_decoder.predictions(arrived[reroute.PREDICTION])
+            rerouted_predictions = list(zip(rerouted_in.records, rerouted_in.events, strict=True))
+            dead.extend(dead_arrived)
+            rerouted_labels_in, dead_arrived = self.batch_decoder.labels(arrived[reroute.LABEL])
+            rerouted_labels = list(zip(rerouted_labels_in.records, rerouted_labels_in.events, strict=True))
+            dead.extend(dead_arrived)
+        else:
+            valid_predictions, dead = self.decoder.predictions(predictions)
+            valid_labels, dead_labels = self.decoder.labels(labels)
+            dead.extend(dead_labels)
+            rerouted_predictions, dead_arrived = self.decoder.predictions(arrived[reroute.PREDICTION])
+            dead.extend(dead_arrived)
+            rerouted_labels, dead_arrived = self.decoder.labels(arrived[reroute.LABEL])
+            dead.extend(dead_arrived)
         self.totals["predictions_in"] += len(predictions)
         self.totals["labels_in"] += len(labels)
         self.totals["dead_lettered"] += len(dead)
@@ -133,10 +158,16 @@ class ShardProcessor:
         late_rows: list[dict[str, Any]] = []
         outcomes: list[JoinedOutcome] = []
         forwarded: list[OutboundMessage] = []
-        reports = self._apply_predictions(valid_predictions, outcomes, late_rows, forwarded)
+        if self.columnar:
+            reports = self._apply_prediction_batch(prediction_batch, outcomes, late_rows, forwarded)
+        else:
+            reports = self._apply_predictions(valid_predictions, outcomes, late_rows, forwarded)
         self.forwarded_ids.forget(self.pred_watermark, self.join.horizon_ms)
         self._emit_episode_reports(reports, out)
-        self._apply_labels(valid_labels, outcomes, late_rows, forwarded)
+        if self.columnar:
+            self._apply_label_batch(label_batch, outcomes, late_rows, forwarded)
+        else:
+            self._apply_labels(valid_labels, outcomes, late_rows, forwarded)
         self._apply_rerouted(rerouted_predictions, rerouted_labels, outcomes)
         expired = self.join.advance(
             self.join_watermark(reroute.PREDICTION), self.join_watermark(reroute.LABEL)
@@ -203,6 +234,8 @@ class ShardProcessor:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Checkpoints written before sequential detection existed restore without it.
         state.setdefault("watch", None)
+        state.setdefault("columnar", True)
+        state.setdefault("multivariate", None)
         self.__dict__.update(state)
 
     @staticmethod
@@ -254,6 +287,7 @@ class ShardProcessor:
         per_model: dict[tuple[str, str], tuple[list[int], list[str], list[Any]]] = defaultdict(
             lambda: ([], [], [])
         )
+        multivariate_events: dict[tuple[str, str], list[PredictionEvent]] = defaultdict(list)
         for record, event in valid:
             ts = event.timestamp
             if ts < self.pred_watermark:
@@ -283,6 +317,9 @@ class ShardProcessor:
                 times.append(ts)
                 ids.append(event.prediction_id)
                 feats_seen.append(event.features)
+            multivariate = self.multivariate
+            if multivariate is not None and multivariate.watches(event.model_id, event.model_version):
+                multivariate_events[(event.model_id, event.model_version)].append(event)
             for size in self.sizes_ms:
                 start = ts - ts % size
                 for segment in window_segments(tags):
@@ -305,18 +342,183 @@ class ShardProcessor:
         if self.watch is not None:
             for (model_id, version), (times, ids, feats_seen) in sorted(per_model.items()):
                 reports[(model_id, version)] = self.watch.observe(model_id, version, times, ids, feats_seen)
+        for (model_id, version), events in sorted(multivariate_events.items()):
+            assert self.multivariate is not None
+            reports.setdefault((model_id, version), []).extend(self.multivariate.observe(
+                model_id, version, [e.timestamp for e in events], [e.prediction_id for e in events],
+                [e.features for e in events], [e.prediction.score for e in events], self.sizes_ms))
         return reports
 
+    # -- the columnar path: the same decisions as the row path above, a batch at a time ----------
+
+    def _late_mask(
+        self, timestamps: Int64Array, watermark: int
+    ) -> tuple[Int64Array, npt.NDArray[np.bool_], int]:
+        """Each event's watermark as the row path meets it, which events are late, and the watermark
+        after the batch. The watermark before event i is the running max of ``ts - lateness`` over
+        the events before it: a late event (ts < its watermark) cannot raise it, so counting late
+        ones in the running max changes nothing."""
+        marks = np.maximum.accumulate(timestamps - self.lateness_ms)
+        before = np.empty_like(marks)
+        before[0] = watermark
+        np.maximum(marks[:-1], watermark, out=before[1:])
+        return before, timestamps < before, max(watermark, int(marks[-1]))
+
+    def _join_shards(self, prediction_ids: Sequence[str]) -> list[int] | None:
+        """The joining shard of each id (Kafka's partitioner, vectorised); None: all join here."""
+        if self.partitions == 1:
+            return None
+        keys = [pid.encode("utf-8", "surrogatepass") for pid in prediction_ids]
+        return partitions_for_keys(keys, self.partitions).tolist()  # type: ignore[no-any-return]
+
+    def _apply_prediction_batch(
+        self,
+        batch: PredictionBatch,
+        outcomes: list[JoinedOutcome],
+        late_rows: list[dict[str, Any]],
+        forwarded: list[OutboundMessage],
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """:meth:`_apply_predictions` on a decoded batch: lateness and routing as array operations,
+        the join per event (its order decides duplicates), windows and detectors per group."""
+        reports: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        if not len(batch):
+            return reports
+        events, sources = batch.events, batch.records
+        before, late, self.pred_watermark = self._late_mask(batch.timestamps, self.pred_watermark)
+        if late.any():
+            for i in np.flatnonzero(late).tolist():
+                late_rows.append(
+                    late_event_row(self.run_id, sources[i], "prediction", events[i], int(before[i])))
+            accepted: Sequence[int] = np.flatnonzero(~late).tolist()
+        else:
+            accepted = range(len(events))
+        for model_id, count in Counter(events[i].model_id for i in accepted).items():
+            self.join_inputs[(reroute.PREDICTION, model_id)] += count
+        keys = self.segment_keys
+        tags = [segment_tags(e, keys) if e.segment else "" for e in events] if keys else [""] * len(events)
+        destinations = self._join_shards([events[i].prediction_id for i in accepted])
+        join, counters, horizon = self.join, self.join.counters, self.join.horizon_ms
+        duplicates = counters.get("duplicate_predictions", 0)
+        counted: list[int] = []  # events the windows and detectors see, in log order
+        for k, i in enumerate(accepted):
+            event, record = events[i], sources[i]
+            if destinations is not None and destinations[k] != self.shard:
+                forwarded.append(self.forwarder.forward(reroute.PREDICTION, destinations[k], record,
+                                                        event.prediction_id))
+                self.rerouted[(reroute.PREDICTION, event.model_id)] += 1
+                if self.forwarded_ids.is_resend(event.prediction_id, event.timestamp, horizon):
+                    continue  # the joining shard counts it as a duplicate; no window counts it twice
+            else:
+                joined = join.on_prediction(event, tags[i], digest=_digest(record), source=record)
+                now_duplicates = counters.get("duplicate_predictions", 0)
+                if now_duplicates != duplicates:  # counted by the join; excluded from windows
+                    duplicates = now_duplicates
+                    continue
+                if joined is not None:
+                    outcomes.append(joined)
+            counted.append(i)
+        by_model: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i in counted:
+            by_model[(events[i].model_id, events[i].model_version)].append(i)
+        self._window_batch(batch, tags, by_model)
+        if self.watch is not None and self.watch.models:
+            timestamps = batch.timestamps
+            for (model_id, version), rows in sorted(by_model.items()):
+                reports[(model_id, version)] = self.watch.observe(
+                    model_id, version, timestamps[rows].tolist(), [events[i].prediction_id for i in rows],
+                    [events[i].features for i in rows])
+        multivariate = self.multivariate
+        if multivariate is not None:
+            for (model_id, version), rows in sorted(by_model.items()):
+                if multivariate.watches(model_id, version):
+                    chosen = [events[i] for i in rows]
+                    reports.setdefault((model_id, version), []).extend(multivariate.observe(
+                        model_id, version, [e.timestamp for e in chosen], [e.prediction_id for e in chosen],
+                        [e.features for e in chosen], [e.prediction.score for e in chosen], self.sizes_ms))
+        return reports
+
+    def _window_batch(
+        self, batch: PredictionBatch, tags: Sequence[str], by_model: dict[tuple[str, str], list[int]]
+    ) -> None:
+        """Buffer the counted events of each (window, model, version, segment), in log order: the
+        row path's buffers exactly, so chunks (and float sums) are the same."""
+        events, timestamps = batch.events, batch.timestamps
+        for (model_id, version), rows in by_model.items():
+            segments: dict[str, list[int]] = {"": rows}
+            for i in rows:
+                if tags[i]:
+                    for segment in tags[i].split(";"):
+                        segments.setdefault(segment, []).append(i)
+            for segment, members in segments.items():
+                stamps = timestamps[members]
+                for size in self.sizes_ms:
+                    starts = stamps - stamps % size
+                    first = int(starts[0])
+                    if first == int(starts.min()) == int(starts.max()):  # the common case: one window
+                        self._buffer_window(WindowKey(size, first, model_id, version, segment), events,
+                                            members)
+                        continue
+                    for start in np.unique(starts).tolist():
+                        picked = [members[j] for j in np.flatnonzero(starts == start).tolist()]
+                        self._buffer_window(WindowKey(size, start, model_id, version, segment), events,
+                                            picked)
+
+    def _buffer_window(self, key: WindowKey, events: Sequence[PredictionEvent], rows: Sequence[int]) -> None:
+        buffered = self.buffered.get(key)
+        if buffered is None:
+            buffered = self.buffered[key] = ([], [], [])
+            self.open[key] = WindowAccumulator()
+        chosen = [events[i] for i in rows]
+        buffered[0].extend([e.features for e in chosen])
+        buffered[1].extend([e.prediction for e in chosen])
+        buffered[2].extend([e.latency_ms for e in chosen])
+        if len(buffered[0]) >= ACCUMULATE_CHUNK:
+            self._accumulate(key, final=False)
+
+    def _apply_label_batch(
+        self,
+        batch: LabelBatch,
+        outcomes: list[JoinedOutcome],
+        late_rows: list[dict[str, Any]],
+        forwarded: list[OutboundMessage],
+    ) -> None:
+        """:meth:`_apply_labels` on a decoded batch (lateness and routing as array operations)."""
+        if not len(batch):
+            return
+        events, sources = batch.events, batch.records
+        before, late, self.label_watermark = self._late_mask(batch.timestamps, self.label_watermark)
+        if late.any():
+            for i in np.flatnonzero(late).tolist():
+                late_rows.append(late_event_row(self.run_id, sources[i], "label", events[i], int(before[i])))
+            accepted: Sequence[int] = np.flatnonzero(~late).tolist()
+        else:
+            accepted = range(len(events))
+        for model_id, count in Counter(events[i].model_id or "" for i in accepted).items():
+            self.join_inputs[(reroute.LABEL, model_id)] += count
+        destinations = self._join_shards([events[i].prediction_id for i in accepted])
+        for k, i in enumerate(accepted):
+            event, record = events[i], sources[i]
+            if destinations is not None and destinations[k] != self.shard:
+                forwarded.append(
+                    self.forwarder.forward(reroute.LABEL, destinations[k], record, event.prediction_id))
+                self.rerouted[(reroute.LABEL, event.model_id or "")] += 1
+                continue
+            joined = self.join.on_label(event, digest=_digest(record), source=record)
+            if joined is not None:
+                outcomes.append(joined)
+
     def _on_profile(self, value: bytes | None) -> None:
-        if self.watch is None or not value:
+        if (self.watch is None and self.multivariate is None) or not value:
             return
         try:
             profile = ReferenceProfile.model_validate_json(value)
         except ValueError:
             self.totals["bad_profiles"] += 1
             return
-        if self.watch.add_profile(profile):
+        if self.watch is not None and self.watch.add_profile(profile):
             self.totals["profiles_watched"] += 1
+        if self.multivariate is not None and self.multivariate.add_profile(profile):
+            self.totals["multivariate_profiles"] += 1
 
     def _emit_episode_reports(
         self, reports: dict[tuple[str, str], list[dict[str, Any]]], out: list[OutboundMessage]
@@ -442,8 +644,13 @@ class ShardProcessor:
         for key in due:
             self._accumulate(key, final=True)
             del self.buffered[key]
+            aggregate = self.open.pop(key).to_partial()
+            if key.segment == "" and self.multivariate is not None:
+                multivariate = self.multivariate.take(key.size, key.start, key.model_id, key.model_version)
+                if multivariate is not None:
+                    aggregate["multivariate"] = multivariate
             partial = records.Partial(self.shard, key.model_id, key.model_version, key.segment, key.size_s,
-                                      key.start, key.end, self.open.pop(key).to_partial())
+                                      key.start, key.end, aggregate)
             out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, partial))
         return len(due)
 

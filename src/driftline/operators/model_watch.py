@@ -1,0 +1,406 @@
+"""Multivariate monitoring of a model's events against its profile's ``multivariate`` section.
+
+A training profile built from enough numeric rows carries a ``multivariate`` section
+(:func:`multivariate_section`): the fitted state of :class:`~driftline.operators.multivariate.
+ReconstructionDrift` and :class:`~driftline.operators.outliers.OutlierScorer` on one shared
+normal-score transform, the reference's reconstruction errors as a numeric feature profile (what
+the episode monitor is calibrated on), a :class:`~driftline.operators.cbpe.PerformanceEstimator`
+calibration when the table has labels and model scores, and a seeded sample of at most
+``sample_size`` reference rows (float32, base64) for the domain classifier.
+
+:class:`MultivariateWatch` (one per stage-1 stream) maps each accepted event of a model with such
+a profile to its reconstruction error, outlier flag and calibrated probability, and
+
+- feeds the errors, as the pseudo-feature ``__reconstruction__``, to a
+  :class:`~driftline.operators.feature_watch.FeatureWatch` of its own: a correlation change opens
+  a drift episode like any feature's (same reports, merged by stage 2 into ``drift_episodes``);
+- accumulates per (window size, start, model, version) a :class:`MultivariateWindow`: integer
+  (fixed-point) sums, so the merged sums are exact whatever the batching and the shard order,
+  and a bottom-k sample of rows by a hash of the prediction id (deterministic and mergeable: the
+  k smallest hashes of a union are the k smallest of the parts' k smallest).
+
+Every per-event number is computed row by row (``rowwise_matmul``), so a replay, a restore or
+another batching gives identical bits.
+
+>>> rng = np.random.default_rng(7)
+>>> a = rng.normal(size=4_000)
+>>> reference = {"a": a, "b": 0.8 * a + 0.6 * rng.normal(size=4_000), "c": rng.normal(size=4_000)}
+>>> section = multivariate_section(reference, sample_size=200)
+>>> section["features"], section["sample"]["shape"]
+(['a', 'b', 'c'], [200, 3])
+>>> ref = MultivariateReference.from_section(section)
+>>> errors, distances = ref.errors_and_distances(ref.matrix([{"a": 1.0, "b": 0.8, "c": 0.0},
+...                                                          {"a": 2.0, "b": -2.0, "c": 0.0}]))
+>>> bool(errors[0] < ref.reconstruction.p99 < errors[1]), bool(distances[1] > ref.outliers.threshold)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from driftline.operators.cbpe import PerformanceEstimate, PerformanceEstimator
+from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.multivariate import (
+    FloatArray,
+    NormalScores,
+    ReconstructionDrift,
+    numeric_features,
+    numeric_matrix,
+    pack_array,
+    unpack_array,
+)
+from driftline.operators.outliers import OutlierScorer
+from driftline.operators.profile import FeatureProfile, ReferenceProfile, feature_profile_of
+from driftline.operators.window_stats import category_key
+
+RECONSTRUCTION_FEATURE = "__reconstruction__"
+"""The pseudo-feature whose drift episodes are the reconstruction detector's."""
+MIN_ROWS = 500
+"""Fewer numeric reference rows than this: no multivariate section (the 99.9 % outlier quantile
+and the PCA need a few hundred rows)."""
+SAMPLE_SIZE = 1_000
+MAX_POINTS = 1_024
+"""Order statistics kept per feature for the normal scores (CDF error at most 1/1,024): 25
+features fit in about 270 kB of the profile message."""
+ERROR_UNIT = 10**6
+"""Fixed-point scale of summed reconstruction errors (integer sums merge exactly)."""
+PROBABILITY_UNIT = 10**9
+"""Fixed-point scale of summed probabilities."""
+
+
+def multivariate_section(
+    columns: Mapping[str, Any],
+    *,
+    features: Sequence[str] | None = None,
+    scores: Sequence[Any] | None = None,
+    labels: Sequence[Any] | None = None,
+    sample_size: int = SAMPLE_SIZE,
+    seed: int = 0,
+    bins: int = 10,
+) -> dict[str, Any] | None:
+    """The profile's ``multivariate`` section from the training columns, or None when there are
+    fewer than 2 numeric features or :data:`MIN_ROWS` rows.
+
+    ``scores`` (the model's score of the positive class per row) with ``labels``: the CBPE
+    calibration of a binary classifier; the positive class is the label whose rows score highest
+    on average.
+    """
+    names = list(features) if features is not None else numeric_features(columns)
+    if len(names) < 2:
+        return None
+    x = numeric_matrix(columns, names)
+    if x.shape[0] < MIN_ROWS:
+        return None
+    normal = NormalScores.fit(columns, names, max_points=MAX_POINTS)
+    reconstruction = ReconstructionDrift.from_reference(columns, features=names, scores=normal)
+    outliers = OutlierScorer.from_reference(columns, features=names, scores=normal)
+    errors = feature_profile_of(reconstruction.reference_errors.tolist(), bins)
+    rng = np.random.default_rng([seed, 0x73616D70])
+    rows = np.sort(rng.choice(x.shape[0], min(sample_size, x.shape[0]), replace=False))
+    performance = None
+    if scores is not None and labels is not None:
+        estimator = _calibration(scores, labels)
+        performance = estimator.to_state() if estimator is not None else None
+    return {
+        "features": names,
+        "n": int(x.shape[0]),
+        "scores": normal.to_state(),
+        "reconstruction": reconstruction.to_state(),
+        "errors": errors.model_dump(mode="json"),
+        "outliers": outliers.to_state(),
+        "performance": performance,
+        "sample": pack_array(x[rows], "<f4"),
+        "seed": seed,
+    }
+
+
+def _calibration(scores: Sequence[Any], labels: Sequence[Any]) -> PerformanceEstimator | None:
+    pairs = [(float(s), category_key(y)) for s, y in zip(scores, labels, strict=True)
+             if s is not None and y is not None and isinstance(s, int | float) and math.isfinite(s)]
+    classes = sorted({y for _, y in pairs})
+    if len(classes) != 2 or len(pairs) < MIN_ROWS:
+        return None
+    mean_score = {c: np.mean([s for s, y in pairs if y == c]) for c in classes}
+    positive = max(classes, key=lambda c: mean_score[c])
+    return PerformanceEstimator.fit([s for s, _ in pairs], [y == positive for _, y in pairs])
+
+
+class MultivariateReference:
+    """A profile's ``multivariate`` section, decoded: what the per-event figures are computed with."""
+
+    def __init__(self, features: list[str], reconstruction: ReconstructionDrift, outliers: OutlierScorer,
+                 errors: FeatureProfile, estimator: PerformanceEstimator | None, sample: FloatArray,
+                 seed: int) -> None:
+        self.features = features
+        self.reconstruction = reconstruction
+        self.outliers = outliers
+        self.errors = errors
+        self.estimator = estimator
+        self.sample = sample
+        self.seed = seed
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> MultivariateReference:
+        normal = NormalScores.from_state(section["scores"])
+        performance = section.get("performance")
+        return cls(
+            [str(f) for f in section["features"]],
+            ReconstructionDrift.from_state(section["reconstruction"], normal),
+            OutlierScorer.from_state(section["outliers"], normal),
+            FeatureProfile.model_validate(section["errors"]),
+            PerformanceEstimator.from_state(performance) if performance else None,
+            unpack_array(section["sample"]),
+            int(section.get("seed", 0)),
+        )
+
+    def matrix(self, features: Sequence[Mapping[str, Any]]) -> FloatArray:
+        """The events' numeric features as an (n, d) matrix; missing or non-numeric values NaN."""
+        out = np.full((len(features), len(self.features)), np.nan)
+        for i, event in enumerate(features):
+            for j, name in enumerate(self.features):
+                value = event.get(name)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    out[i, j] = value
+        return out
+
+    def errors_and_distances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Per event: the reconstruction error and the outlier distance."""
+        z = self.reconstruction.scores.transform_matrix(x)
+        return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
+
+
+def id_hash(prediction_id: str) -> int:
+    """63-bit hash of a prediction id: the order of the bottom-k window sample.
+
+    >>> id_hash("p1") == id_hash("p1") != id_hash("p2")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(prediction_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+@dataclass
+class MultivariateWindow:
+    """One window's mergeable multivariate sums and bottom-k sample (see module docstring)."""
+
+    reference_id: str = ""
+    n: int = 0
+    error_sum: int = 0  # ERROR_UNIT
+    above_p99: int = 0
+    outliers: int = 0
+    n_scored: int = 0
+    correct_sum: int = 0  # PROBABILITY_UNIT: expected correct predictions
+    correct_var: int = 0  # PROBABILITY_UNIT: sum a (1 - a)
+    tp: int = 0  # PROBABILITY_UNIT: expected true positives, false positives, false negatives
+    fp: int = 0
+    fn: int = 0
+    heap: list[tuple[int, tuple[float, ...]]] = field(default_factory=list)  # (-hash, row)
+
+    def add(self, reference: MultivariateReference, reference_id: str, x: FloatArray,
+            errors: FloatArray, distances: FloatArray, hashes: Sequence[int],
+            cbpe: tuple[FloatArray, npt.NDArray[np.bool_]] | None, k: int) -> None:
+        """Count a group of events (``cbpe``: their calibrated probabilities and predicted
+        classes, scored events only); keep the ``k`` rows with the smallest id hashes."""
+        self.reference_id = reference_id
+        self.n += int(errors.size)
+        self.error_sum += int(np.rint(errors * ERROR_UNIT).astype(np.int64).sum())
+        self.above_p99 += int(np.sum(errors > reference.reconstruction.p99))
+        self.outliers += int(np.sum(distances > reference.outliers.threshold))
+        if cbpe is not None and cbpe[0].size:
+            calibrated, predicted = cbpe
+            correct = np.where(predicted, calibrated, 1.0 - calibrated)
+            self.n_scored += int(calibrated.size)
+            self.correct_sum += _fixed(correct)
+            self.correct_var += _fixed(correct * (1.0 - correct))
+            self.tp += _fixed(calibrated[predicted])
+            self.fp += _fixed(1.0 - calibrated[predicted])
+            self.fn += _fixed(calibrated[~predicted])
+        for i, h in enumerate(hashes):
+            if len(self.heap) < k:
+                heapq.heappush(self.heap, (-h, tuple(x[i].tolist())))
+            elif -h > self.heap[0][0]:
+                heapq.heapreplace(self.heap, (-h, tuple(x[i].tolist())))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-safe partial stage 2 merges (:func:`merge_windows`)."""
+        kept = sorted(self.heap, reverse=True)  # ascending hash
+        width = len(kept[0][1]) if kept else 0
+        rows = np.asarray([row for _, row in kept], dtype=np.float64).reshape(len(kept), width)
+        return {"reference_id": self.reference_id, "n": self.n, "error_sum": self.error_sum,
+                "above_p99": self.above_p99, "outliers": self.outliers, "n_scored": self.n_scored,
+                "correct_sum": self.correct_sum, "correct_var": self.correct_var, "tp": self.tp,
+                "fp": self.fp, "fn": self.fn, "sample_hashes": [-h for h, _ in kept],
+                "sample": pack_array(rows, "<f4")}
+
+
+def _fixed(values: FloatArray) -> int:
+    return int(np.rint(values * PROBABILITY_UNIT).astype(np.int64).sum())
+
+
+SUM_FIELDS = ("n", "error_sum", "above_p99", "outliers", "n_scored", "correct_sum", "correct_var",
+              "tp", "fp", "fn")
+
+
+@dataclass(frozen=True)
+class MergedMultivariate:
+    """A window's multivariate partials merged over shards."""
+
+    reference_id: str
+    sums: dict[str, int]
+    sample: FloatArray
+    """The window's bottom-k rows by id hash (ascending hash), float32 values as float64."""
+
+    @property
+    def mean_error(self) -> float:
+        return self.sums["error_sum"] / ERROR_UNIT / self.sums["n"] if self.sums["n"] else math.nan
+
+    @property
+    def share_above_p99(self) -> float:
+        return self.sums["above_p99"] / self.sums["n"] if self.sums["n"] else math.nan
+
+    def estimate(self, z: float = 1.96) -> PerformanceEstimate | None:
+        """CBPE from the merged sums (accuracy and its band, F1); None without scored events.
+        ROC-AUC needs every score, not sums: it is left NaN."""
+        n = self.sums["n_scored"]
+        if not n:
+            return None
+        unit = float(PROBABILITY_UNIT)
+        accuracy = self.sums["correct_sum"] / unit / n
+        sd = math.sqrt(max(self.sums["correct_var"] / unit, 0.0)) / n
+        tp, fp, fn = (self.sums[k] / unit for k in ("tp", "fp", "fn"))
+        f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else math.nan
+        return PerformanceEstimate(n=n, accuracy=accuracy, accuracy_sd=sd, low=max(0.0, accuracy - z * sd),
+                                   high=min(1.0, accuracy + z * sd), f1=f1, roc_auc=math.nan)
+
+
+def merge_windows(parts: Sequence[Mapping[str, Any]], k: int = SAMPLE_SIZE) -> MergedMultivariate:
+    """Merge shards' :meth:`MultivariateWindow.to_dict` partials (any order: integer sums and the
+    k smallest hashes of the union)."""
+    sums = dict.fromkeys(SUM_FIELDS, 0)
+    hashed: list[tuple[int, FloatArray]] = []
+    reference_id = ""
+    for part in parts:
+        for name in SUM_FIELDS:
+            sums[name] += int(part[name])
+        rows = unpack_array(part["sample"])
+        hashed.extend(zip((int(h) for h in part["sample_hashes"]), rows, strict=True))
+        reference_id = max(reference_id, str(part["reference_id"]))
+    hashed.sort(key=lambda t: t[0])
+    kept = [row for _, row in hashed[:k]]
+    sample = np.vstack(kept) if kept else np.empty((0, 0))
+    return MergedMultivariate(reference_id, sums, sample)
+
+
+@dataclass
+class _ModelProfiles:
+    profiles: list[ReferenceProfile] = field(default_factory=list)
+    active: int = -1  # index of the newest profile applied so far (never moves back)
+
+
+WindowId = tuple[int, int, str, str]  # (size ms, start ms, model, version)
+
+
+class MultivariateWatch:
+    """Stage 1's multivariate state of one stream (see module docstring)."""
+
+    def __init__(self, false_alarms_per_million: float, *, status_grid_ms: int, min_effect_sd: float,
+                 learning: int, sample_size: int = SAMPLE_SIZE) -> None:
+        self.episodes = FeatureWatch(false_alarms_per_million, status_grid_ms=status_grid_ms,
+                                     min_effect_sd=min_effect_sd, learning=learning)
+        self.sample_size = sample_size
+        self.models: dict[tuple[str, str], _ModelProfiles] = {}
+        self.windows: dict[WindowId, MultivariateWindow] = {}
+        self._references: dict[str, MultivariateReference] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_references"] = {}  # decoded from the profiles again when needed
+        return state
+
+    def add_profile(self, profile: ReferenceProfile) -> bool:
+        """Register a training profile with a multivariate section; False otherwise or if known."""
+        if profile.source != "training" or not profile.multivariate:
+            return False
+        model = self.models.setdefault((profile.model_id, profile.model_version), _ModelProfiles())
+        if any(p.profile_id == profile.profile_id for p in model.profiles):
+            return False
+        key = (profile.effective_from_ms, profile.profile_id)
+        position = bisect.bisect([(p.effective_from_ms, p.profile_id) for p in model.profiles], key)
+        if position <= model.active:
+            return False  # older than the one applied: never applies
+        model.profiles.insert(position, profile)
+        errors = FeatureProfile.model_validate(profile.multivariate["errors"])
+        self.episodes.add_profile(profile.model_copy(update={
+            "features": {RECONSTRUCTION_FEATURE: errors}, "multivariate": None, "prediction": None}))
+        return True
+
+    def watches(self, model_id: str, model_version: str) -> bool:
+        model = self.models.get((model_id, model_version))
+        return model is not None and bool(model.profiles)
+
+    def reference(self, profile: ReferenceProfile) -> MultivariateReference:
+        ref = self._references.get(profile.profile_id)
+        if ref is None:
+            assert profile.multivariate is not None
+            ref = MultivariateReference.from_section(profile.multivariate)
+            self._references[profile.profile_id] = ref
+        return ref
+
+    def observe(self, model_id: str, model_version: str, times: Sequence[int], prediction_ids: Sequence[str],
+                features: Sequence[Mapping[str, Any]], scores: Sequence[float | None],
+                sizes_ms: Sequence[int]) -> list[dict[str, Any]]:
+        """Feed one model's accepted events in stream order; the reconstruction episode reports."""
+        model = self.models.get((model_id, model_version))
+        if model is None or not model.profiles or not times:
+            return []
+        stamps = np.asarray(times, dtype=np.int64)
+        effective = np.asarray([p.effective_from_ms for p in model.profiles], dtype=np.int64)
+        wanted = np.searchsorted(effective, stamps, side="right") - 1
+        wanted = np.maximum.accumulate(np.maximum(wanted, model.active))
+        errors_all = np.full(stamps.size, np.nan)
+        for index in np.unique(wanted):
+            if index < 0:
+                continue
+            rows = np.flatnonzero(wanted == index)
+            profile = model.profiles[int(index)]
+            model.active = int(index)
+            ref = self.reference(profile)
+            x = ref.matrix([features[i] for i in rows])
+            errors, distances = ref.errors_and_distances(x)
+            errors_all[rows] = errors
+            calibrated = predicted = None
+            scored = np.asarray([np.nan if scores[i] is None else scores[i] for i in rows], dtype=np.float64)
+            if ref.estimator is not None:
+                keep = ~np.isnan(scored)
+                calibrated = np.full(rows.size, np.nan)
+                calibrated[keep] = ref.estimator.calibrated(scored[keep])
+                predicted = scored >= ref.estimator.threshold
+            hashes = [id_hash(prediction_ids[i]) for i in rows]
+            for size in sizes_ms:
+                starts = stamps[rows] - stamps[rows] % size
+                for start in np.unique(starts):
+                    sel = np.flatnonzero(starts == start)
+                    window = self.windows.setdefault((size, int(start), model_id, model_version),
+                                                     MultivariateWindow())
+                    cbpe = None
+                    if calibrated is not None and predicted is not None:
+                        with_score = sel[~np.isnan(calibrated[sel])]
+                        cbpe = (calibrated[with_score], predicted[with_score])
+                    window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel],
+                               [hashes[i] for i in sel], cbpe, self.sample_size)
+        return self.episodes.observe(model_id, model_version, times, prediction_ids,
+                                     [{RECONSTRUCTION_FEATURE: float(e)} for e in errors_all])
+
+    def take(self, size_ms: int, start: int, model_id: str, model_version: str) -> dict[str, Any] | None:
+        """A closing window's partial (None if no event of it was watched)."""
+        window = self.windows.pop((size_ms, start, model_id, model_version), None)
+        return window.to_dict() if window is not None else None
