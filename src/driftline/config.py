@@ -44,6 +44,8 @@ ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
 RESULT_SECTIONS = ("windows", "join", "drift", "sequential", "performance", "triggers", "comparison")
 """The sections whose values change results (hashed into ``config_hash``)."""
+RESULT_NEUTRAL: dict[str, set[str]] = {"join": {"memory_budget_mb", "spill_dir"}}
+"""Fields of those sections that change where state lives, never results (not hashed)."""
 
 
 class _Section(BaseModel):
@@ -199,6 +201,13 @@ class JoinSettings(_Section):
     max_pending: int = Field(2_000_000, ge=1, description="bound on predictions awaiting a label, per shard")
     max_held_labels: int = Field(
         200_000, ge=1, description="bound on labels awaiting their prediction, per shard"
+    )
+    memory_budget_mb: int = Field(
+        0, ge=0, description="bytes of join records a shard keeps in memory; past it the payloads of the "
+        "oldest pending predictions move to disk (spill_dir). 0 = no budget, all in memory"
+    )
+    spill_dir: Path | None = Field(
+        None, description="where shards past memory_budget_mb keep pending payloads (default: the temp dir)"
     )
 
 
@@ -477,7 +486,7 @@ class Settings(BaseSettings):
 
     def config_hash(self) -> str:
         """Stable hash of everything that changes results (not connection details or secrets)."""
-        relevant = self.model_dump(include=set(RESULT_SECTIONS), mode="json")
+        relevant = self.model_dump(include=set(RESULT_SECTIONS), exclude=RESULT_NEUTRAL, mode="json")
         return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

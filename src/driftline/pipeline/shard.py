@@ -113,6 +113,7 @@ class ShardProcessor:
         self.join.horizon_ms = settings.join.label_horizon_s * 1000
         self.join.max_pending = settings.join.max_pending
         self.join.max_held = settings.join.max_held_labels
+        self.join.set_memory_budget(settings.join.memory_budget_mb * 2**20, settings.join.spill_dir)
         self.lateness_ms = settings.windows.allowed_lateness_s * 1000
         self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
         self.segment_keys = list(settings.windows.segment_keys)

@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from driftline.config import RESULT_SECTIONS, Settings
+from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def load_state(blob: bytes, kind: type[T], what: str) -> T:
 
 def settings_record(settings: Settings) -> dict[str, Any]:
     """The settings that change results, as plain values (what ``config_hash`` hashes)."""
-    return settings.model_dump(include=set(RESULT_SECTIONS), mode="json")
+    return settings.model_dump(include=set(RESULT_SECTIONS), exclude=RESULT_NEUTRAL, mode="json")
 
 
 def changed_settings(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
