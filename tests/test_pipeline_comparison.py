@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 import pytest
 
-from driftline.config import Settings
-from driftline.store.client import connect
-from driftline.store.migrate import migrate
-from driftline.store.writer import ClickHouseRowWriter
+from driftline.config import ComparisonSettings, Settings
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.model import ModelProcessor
+from driftline.store.client import connect
+from driftline.store.migrate import migrate
+from driftline.store.writer import ClickHouseRowWriter
 
 START = 1_767_225_600_000
 INTERVAL_S = 60
@@ -186,10 +186,44 @@ def test_rows_are_written_and_resends_collapse(worse_stream: list[RawRecord], se
         assert client.query(f"SELECT count() FROM {table}").result_rows == [(2 * len(rows),)]
         assert client.query(f"SELECT count() FROM {table} FINAL").result_rows == [(len(rows),)]
         decided = client.query(
-            f"SELECT challenger_version, toUnixTimestamp64Milli(decided_at), decision, n_tested FROM {table} FINAL"
-            " WHERE segment = '' AND decided_now = 1").result_rows
+            "SELECT challenger_version, toUnixTimestamp64Milli(decided_at), decision, n_tested"
+            f" FROM {table} FINAL WHERE segment = '' AND decided_now = 1").result_rows
         [row] = [r for r in rows if r["segment"] == "" and r["decided_now"]]
         assert decided == [("2", row["decided_at"], "challenger_worse", row["n_tested"])]
     finally:
         client.command(f"DROP DATABASE IF EXISTS `{db}`")
         client.close()
+
+
+def test_champions_compare_every_other_version_of_a_regressor() -> None:
+    """``champions``: each version with outcomes against the model's champion; absolute errors
+    (MAE) for a regressor, a much worse challenger decided, an equal one not."""
+    settings = _settings().model_copy(update={"comparison": ComparisonSettings(champions={"m": "1"})})
+    rng = random.Random(3)
+    events = []
+    n = 3_000
+    spread = {"1": 1.0, "2": 1.0, "3": 3.0}  # version 3 errs three times as much
+    for i in range(n):
+        t = START + i * RATE_MS
+        version = "123"[i % 3]
+        truth = rng.gauss(10.0, 2.0)
+        pid = f"q{i}"
+        prediction = {"prediction_id": pid, "model_id": "m", "model_version": version, "timestamp": t,
+                      "features": {"x": truth}, "prediction": truth + rng.gauss(0.0, spread[version])}
+        label = {"prediction_id": pid, "label": truth, "timestamp": t + LABEL_DELAY_MS, "model_id": "m"}
+        events += [Event("predictions", pid.encode(), orjson.dumps(prediction), t),
+                   Event("labels", pid.encode(), orjson.dumps(label), t + LABEL_DELAY_MS)]
+    stream = logged_records(sorted(events, key=lambda e: e.timestamp_ms), settings)
+    pipeline = _run(settings, stream, batch=500, end_ms=START + n * RATE_MS + 60_000)
+    overall = [r for r in pipeline.rows["version_comparison"] if r["segment"] == ""]
+    assert {(r["champion_version"], r["challenger_version"]) for r in overall} == {("1", "2"), ("1", "3")}
+    assert {(r["metric"], r["mode"], r["paired"]) for r in overall} == {("mae", "canary", 0)}
+    last = {r["challenger_version"]: r for r in sorted(overall, key=lambda r: r["time"])}
+    assert last["3"]["decision"] == "challenger_worse" and last["3"]["cumulative_difference"] < -1
+    assert last["2"]["decision"] == ""
+    full = [r for r in overall if r["challenger_version"] == "3" and r["n_challenger"] >= 150]
+    assert len(full) >= 4
+    for row in full:  # E|N(0, s)| = 0.8 s
+        assert row["challenger_value"] == pytest.approx(3.0 * 0.8, rel=0.2)
+        assert row["champion_value"] == pytest.approx(0.8, rel=0.2)
+    assert _triggers(pipeline) == []  # comparison.triggers is off by default
