@@ -525,9 +525,10 @@ class ComparisonRowContext:
 
 def version_comparison_row(context: ComparisonRowContext, segment: str, time: int, metric: str,
                            window: WindowComparison, n_unpaired: int, test: SequentialComparison,
-                           decided_now: bool, decided_at: int | None) -> dict[str, Any]:
-    """A ``version_comparison`` row: one interval's ``window`` of the pair in ``segment`` and the
-    sequential ``test``'s state after it. ``metric`` 'accuracy' (losses are 0/1 errors) or 'mae'."""
+                           decision: str, decided_now: bool, decided_at: int | None) -> dict[str, Any]:
+    """A ``version_comparison`` row: one interval's ``window`` of the pair in ``segment``, the
+    sequential ``test``'s state after it and the pair's latest ``decision`` ('' = none yet).
+    ``metric`` 'accuracy' (losses are 0/1 errors) or 'mae'."""
     def value(loss: float) -> float | None:
         return _finite(1.0 - loss if metric == "accuracy" else loss)
 
@@ -554,7 +555,71 @@ def version_comparison_row(context: ComparisonRowContext, segment: str, time: in
         "cumulative_difference": _finite(test.difference),
         "likelihood_ratio": _finite(test.likelihood_ratio),
         "p_value": test.p_value,
-        "decision": test.decision or "",
+        "decision": decision,
         "decided_now": int(decided_now),
         "decided_at": decided_at,
+    }
+
+
+# -- multivariate drift, outlier rate, estimated performance (stage 2, overall windows) -------------
+
+
+def multivariate_drift_row(
+    window: Mapping[str, Any],
+    n_events: int,
+    mean_error: float,
+    reference_mean_error: float | None,
+    share_above_p99: float,
+    domain: Any,
+    reference_id: str,
+    config_hash: str,
+) -> dict[str, Any]:
+    """A ``multivariate_drift`` row; ``domain`` is a DomainResult, or None when the classifier did
+    not run on this window (other window size, too small a sample, or no scikit-learn)."""
+    return {
+        **window,
+        "n_events": n_events,
+        "mean_error": finite(mean_error),
+        "reference_mean_error": finite(reference_mean_error),
+        "share_above_p99": finite(share_above_p99),
+        "n_sample": domain.n_window if domain is not None else 0,
+        "auc": finite(domain.auc) if domain is not None else None,
+        "auc_threshold": finite(domain.threshold) if domain is not None else None,
+        "drifted": int(domain.drifted) if domain is not None else 0,
+        "top_features": [f for f, _ in domain.top_features] if domain is not None else [],
+        "top_importances": [float(v) for _, v in domain.top_features] if domain is not None else [],
+        "reference_id": reference_id,
+        "config_hash": config_hash,
+    }
+
+
+def outlier_rate_row(window: Mapping[str, Any], result: Any, reference_id: str,
+                     config_hash: str) -> dict[str, Any]:
+    """An ``outlier_rate`` row from an :class:`~driftline.operators.outliers.OutlierWindow`."""
+    return {
+        **window,
+        "n_events": result.n,
+        "outliers": result.outliers,
+        "rate": finite(result.share),
+        "expected_rate": float(result.expected),
+        "p_value": finite(result.p_value),
+        "significant": int(result.significant),
+        "reference_id": reference_id,
+        "config_hash": config_hash,
+    }
+
+
+def estimated_performance_row(window: Mapping[str, Any], estimate: Any, reference_id: str,
+                              config_hash: str) -> dict[str, Any]:
+    """An ``estimated_performance`` row from a :class:`~driftline.operators.cbpe.PerformanceEstimate`."""
+    return {
+        **window,
+        "n_scored": estimate.n,
+        "accuracy": finite(estimate.accuracy),
+        "accuracy_sd": finite(estimate.accuracy_sd),
+        "accuracy_low": finite(estimate.low),
+        "accuracy_high": finite(estimate.high),
+        "f1": finite(estimate.f1),
+        "reference_id": reference_id,
+        "config_hash": config_hash,
     }

@@ -10,6 +10,12 @@ before its end. The shards' episode reports are
 merged on the same clock (:class:`~driftline.pipeline.episodes.EpisodeMerger`) before any window
 closing at the same time, so every window sees the episode events before its end.
 
+A model whose profile has a ``multivariate`` section (:mod:`driftline.operators.model_watch`)
+also gets, per overall window, the shards' multivariate partials merged into a
+``multivariate_drift`` row (mean reconstruction error, share above the reference's 99 % error
+quantile and, on the policy window size, the seeded domain classifier's AUC), an ``outlier_rate``
+row and, for classifiers calibrated with scores, an ``estimated_performance`` row (CBPE).
+
 :meth:`WindowClock.close` returns the rows and triggers; it never produces anything itself.
 """
 
@@ -20,6 +26,9 @@ from typing import Any
 
 from driftline.config import Settings
 from driftline.operators.drift import FeatureScore
+from driftline.operators.model_watch import MergedMultivariate, merge_windows
+from driftline.operators.multivariate import DomainClassifierDrift, unpack_array
+from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
 from driftline.operators.scorer import DriftScorer, ScoreReport
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
@@ -29,10 +38,13 @@ from driftline.pipeline.records import NO_TIME, EpisodeReports, Partial, WindowK
 from driftline.pipeline.references import ProfileBook
 from driftline.pipeline.to_rows import (
     drift_score_row,
+    estimated_performance_row,
     feature_kind,
     feature_window_row,
     finite,
     model_drift_row,
+    multivariate_drift_row,
+    outlier_rate_row,
     reference_profile_row,
     window_columns,
 )
@@ -41,6 +53,8 @@ from driftline.schemas.events import RetrainTrigger
 PREDICTION_FEATURE = "__prediction__"
 PREDICTION_VALUE_FEATURE = "__prediction_value__"
 LATENCY_FEATURE = "__latency_ms__"
+MIN_DOMAIN_ROWS = 200
+"""Fewer sampled window rows than this: no domain classifier (its AUC would be too noisy)."""
 
 Rows = dict[str, list[dict[str, Any]]]
 
@@ -74,10 +88,12 @@ class WindowClock:
             self.pending_alerts = defaultdict(list)
         self.episodes.config_hash = config_hash
         self.scorers: dict[str, DriftScorer] = {}  # by profile id; made again for today's settings
+        self.domain_classifiers: dict[str, DomainClassifierDrift | None] = {}  # by profile id (seeded)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("scorers", None)  # derived from the profiles and settings: not checkpointed
+        state.pop("domain_classifiers", None)
         return state
 
     @property
@@ -116,6 +132,9 @@ class WindowClock:
             parts = self.partials.pop(key)
             merged = merge_partials([parts[s] for s in sorted(parts)])
             trigger = self._score_window(key, merged, rows)
+            multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
+            if multivariate and key.segment == "":
+                self._multivariate_rows(key, merge_windows(multivariate), rows)
             if trigger is not None:
                 triggers.append(trigger)
             self.totals["windows_closed"] += 1
@@ -231,6 +250,52 @@ class WindowClock:
             evidence["episode_events"] = [n.evidence() for n in notes]
         return self.policy.on_drift_window(model_id, version, key.start, key.end, report.drifted, evidence,
                                            notes)
+
+
+    def _multivariate_rows(self, key: WindowKey, merged: MergedMultivariate, rows: Rows) -> None:
+        """An overall window's multivariate_drift, outlier_rate and estimated_performance rows.
+        The domain classifier runs on the retrain policy's window size only (a fit per window)."""
+        profile = next((p for p in self.profiles.by_model.get((key.model_id, key.model_version), [])
+                        if p.profile_id == merged.reference_id), None)
+        section = profile.multivariate if profile is not None else None
+        if profile is None or section is None or not merged.sums["n"]:
+            self.totals["multivariate_without_profile"] += 1
+            return
+        window = window_columns(self.run_id, key)
+        domain = None
+        if key.size == self.policy_size_ms and merged.sample.shape[0] >= MIN_DOMAIN_ROWS:
+            classifier = self._domain_classifier(profile.profile_id, section)
+            if classifier is not None:
+                names = classifier.features
+                domain = classifier.score({n: merged.sample[:, j] for j, n in enumerate(names)},
+                                          ordinal=key.start)
+        reference_error = section["reconstruction"].get("reference_mean_error")
+        rows["multivariate_drift"].append(multivariate_drift_row(
+            window, merged.sums["n"], merged.mean_error, reference_error, merged.share_above_p99, domain,
+            profile.profile_id, self.config_hash))
+        quantile = float(section["outliers"]["quantile"])
+        outliers = outlier_window(merged.sums["n"], merged.sums["outliers"], 1.0 - quantile)
+        rows["outlier_rate"].append(outlier_rate_row(window, outliers, profile.profile_id, self.config_hash))
+        estimate = merged.estimate()
+        if estimate is not None:
+            rows["estimated_performance"].append(
+                estimated_performance_row(window, estimate, profile.profile_id, self.config_hash))
+
+    def _domain_classifier(self, profile_id: str, section: dict[str, Any]) -> DomainClassifierDrift | None:
+        """The profile's classifier (calibrated once per process: seeded, so identical after a
+        restore); None without scikit-learn (the multivariate extra), counted."""
+        if profile_id not in self.domain_classifiers:
+            sample = unpack_array(section["sample"])
+            reference = {n: sample[:, j] for j, n in enumerate(section["features"])}
+            try:
+                classifier: DomainClassifierDrift | None = DomainClassifierDrift(
+                    reference, features=list(section["features"]), categorical=[],
+                    seed=int(section.get("seed", 0)))
+            except ModuleNotFoundError:
+                self.totals["domain_classifier_unavailable"] += 1
+                classifier = None
+            self.domain_classifiers[profile_id] = classifier
+        return self.domain_classifiers[profile_id]
 
 
 def _score_evidence(score: FeatureScore) -> dict[str, float | None]:
