@@ -4,7 +4,8 @@ The traffic comes from ``driftline.simulate`` (seeded), goes through the same st
 worker runs (``InProcessPipeline``, no broker) and lands in ClickHouse through
 ``ClickHouseRowWriter``, so every table holds what a live pipeline would have written:
 
-- model ``churn``, champion version ``1`` and challenger version ``2`` scoring the same requests;
+- model ``churn``, champion version ``1`` and challenger version ``2`` scoring the same requests
+  (compared as a shadow pair, by request id: the simulator's prediction ids end in ``-v<version>``);
 - feature ``x1`` shifts at minute 20 together with a concept drift (accuracy drops, the detector
   alarms, the retrain policy fires);
 - 1 % malformed messages (dead letters) and 90 % label coverage (expired predictions).
@@ -18,7 +19,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from driftline.config import Settings
+from driftline.config import ComparisonPair, Settings
 from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
@@ -68,6 +69,10 @@ def demo_settings(settings: Settings) -> Settings:
             ),
             "join": settings.join.model_copy(update={"label_horizon_s": 600}),
             "triggers": settings.triggers.model_copy(update={"drift_k": 2, "drift_n": 3}),
+            "comparison": settings.comparison.model_copy(update={
+                "pairs": [ComparisonPair(model_id=MODEL_ID, champion="1", challenger="2", mode="shadow")],
+                "request_separator": "-v",
+            }),
         }
     )
 

@@ -48,9 +48,11 @@ def _settings(mode: str = "shadow", triggers: bool = True) -> Settings:
     )
 
 
-def _events(errors: dict[str, float], n: int, seed: int, shadow: bool = True) -> list[Event]:
+def _events(errors: dict[str, float], n: int, seed: int, shadow: bool = True,
+            later: dict[str, float] | None = None) -> list[Event]:
     """Requests every RATE_MS; shadow: every version scores each request (ids ``r<i>#<version>``),
-    canary: each request goes to one version; a label per prediction LABEL_DELAY_MS later."""
+    canary: each request goes to one version; a label per prediction LABEL_DELAY_MS later. The
+    error rates are ``later`` from half-way on, if given."""
     rng = random.Random(seed)
     out = []
     versions = sorted(errors)
@@ -60,7 +62,8 @@ def _events(errors: dict[str, float], n: int, seed: int, shadow: bool = True) ->
         region = "eu" if i % 3 else "us"
         serving = versions if shadow else [versions[i % len(versions)]]
         for version in serving:
-            wrong = rng.random() < errors[version]
+            rates = later if later is not None and i >= n // 2 else errors
+            wrong = rng.random() < rates[version]
             predicted = ("no" if truth == "yes" else "yes") if wrong else truth
             pid = f"r{i}#{version}"
             prediction = {"prediction_id": pid, "model_id": "m", "model_version": version, "timestamp": t,
@@ -227,3 +230,22 @@ def test_champions_compare_every_other_version_of_a_regressor() -> None:
         assert row["challenger_value"] == pytest.approx(3.0 * 0.8, rel=0.2)
         assert row["champion_value"] == pytest.approx(0.8, rel=0.2)
     assert _triggers(pipeline) == []  # comparison.triggers is off by default
+
+
+def test_a_reversal_is_a_decision_of_its_own() -> None:
+    """Worse first, better from half-way: two decisions, two triggers (roll back, then promote);
+    the standing verdict re-reached in between decides nothing anew."""
+    n = 12_000  # twenty intervals
+    settings = _settings()
+    events = _events({"1": 0.10, "2": 0.30}, n, seed=4, later={"1": 0.30, "2": 0.10})
+    stream = logged_records(events, settings)
+    pipeline = _run(settings, stream, batch=800, end_ms=START + n * RATE_MS + 60_000)
+    overall = sorted((r for r in pipeline.rows["version_comparison"] if r["segment"] == ""),
+                     key=lambda r: r["time"])
+    decided = [(r["decision"], r["time"] < START + n * RATE_MS // 2) for r in overall if r["decided_now"]]
+    assert decided == [("challenger_worse", True), ("challenger_better", False)]
+    assert overall[-1]["decision"] == "challenger_better"
+    recommendations = [t["evidence"]["recommendation"] for t in _triggers(pipeline)]
+    assert recommendations == ["roll_back", "promote"]
+    ids = [t["trigger_id"] for t in _triggers(pipeline)]
+    assert len(set(ids)) == 2

@@ -22,13 +22,13 @@ CREATE TABLE IF NOT EXISTS {database}.version_comparison
     difference Nullable(Float64) COMMENT 'how much better the challenger is in this interval: accuracy(challenger) - accuracy(champion), or MAE(champion) - MAE(challenger); positive = challenger better',
     difference_low Nullable(Float64) COMMENT 'lower end of the 95 % confidence interval of difference (paired or Welch normal interval)',
     difference_high Nullable(Float64) COMMENT 'upper end of the 95 % confidence interval of difference',
-    n_tested UInt64 COMMENT 'outcomes per version the sequential test has seen since the comparison began (the smaller arm)',
+    n_tested UInt64 COMMENT 'outcomes per version the sequential test has seen since the comparison began or last decided (the smaller arm)',
     cumulative_difference Nullable(Float64) COMMENT 'difference over everything the test has seen (same sign convention)',
     likelihood_ratio Nullable(Float64) COMMENT 'mixture likelihood ratio of the sequential test (mSPRT) now; decides at 1 / comparison.alpha',
     p_value Float64 COMMENT 'always-valid p-value of no difference: min(1, 1 / largest likelihood ratio so far)',
-    decision LowCardinality(String) COMMENT '''challenger_better'', ''challenger_worse'' or empty (undecided); once decided the test stops',
-    decided_now UInt8 COMMENT '1 on the interval where the decision was reached',
-    decided_at Nullable(DateTime64(3, 'UTC')) COMMENT 'end of the interval where the decision was reached; NULL while undecided'
+    decision LowCardinality(String) COMMENT 'latest decision: ''challenger_better'', ''challenger_worse'' or empty (none yet); after a decision the test starts afresh, a reversal is a new decision',
+    decided_now UInt8 COMMENT '1 on the interval where a new decision (a first one, or a reversal) was reached',
+    decided_at Nullable(DateTime64(3, 'UTC')) COMMENT 'end of the interval where the latest decision was reached; NULL while undecided'
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)

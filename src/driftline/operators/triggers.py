@@ -23,9 +23,10 @@ Three independent signal families, each with its own hysteresis and cooldown:
   the other.
 
 * **comparison** (:meth:`RetrainPolicy.on_comparison`, label clock): the evidence of a
-  champion/challenger comparison that reached its decision (promote the challenger, or roll it
-  back). The sequential test decides once per pair and then stops, so this family needs no
-  hysteresis: one trigger per decision, named after the challenger, the champion in its message.
+  champion/challenger comparison that reached a decision (promote the challenger, or roll it
+  back). The comparison reports a decision only when it is new (a first one, or a reversal), so
+  this family needs no hysteresis: one trigger per decision, named after the challenger, the
+  champion in its message.
 
 Stage 2 advances the window clock and the label clock independently and may interleave them in
 any order; because the drift family shares no state with the other two, the triggers produced do

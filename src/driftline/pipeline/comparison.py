@@ -19,9 +19,12 @@ outcomes of one request pair up within the interval (a request only one version 
 is counted in ``n_unpaired``); otherwise, and for canary pairs, the two versions are independent
 samples (Welch).
 
-A decision on all traffic (segment ``''``) is a ``comparison`` retrain trigger when
-``comparison.triggers`` is on; the test stops at its decision, so there is one trigger per pair.
-The state (the tests, the versions seen) pickles with the stage-2 checkpoint.
+Once the test decides, it starts afresh on the following intervals: a challenger that later turns
+(better after a concept drift the champion does not follow, say) is a decision of its own, while
+the same verdict reached again only confirms the standing one (``decision`` stays, nothing is
+decided anew). A new decision on all traffic (segment ``''``) is a ``comparison`` retrain trigger
+when ``comparison.triggers`` is on: one per decision, never a stream of them. The state (the
+tests, the versions seen) pickles with the stage-2 checkpoint.
 
 >>> from driftline.config import ComparisonSettings, TriggerSettings
 >>> from driftline.operators.triggers import RetrainPolicy
@@ -68,10 +71,12 @@ class Pair:
 
 @dataclass
 class PairTest:
-    """The sequential test of one pair in one segment, and when its evidence began and it decided."""
+    """The sequential test of one pair in one segment: when its evidence began, and the pair's
+    latest decision."""
 
     test: SequentialComparison
-    first_time: int  # start of the first interval fed
+    first_time: int  # start of the first interval fed since the comparison began or last decided
+    decision: str = ""
     decided_at: int | None = None
 
 
@@ -147,21 +152,26 @@ class VersionComparisons:
                 kept = self.tests.get(key)
                 if kept is None:
                     kept = self.tests[key] = PairTest(self._new_test(paired), start)
-                decision = kept.test.update(a_losses, b_losses)
-                if decision is not None:
-                    kept.decided_at = end
+                reached = kept.test.update(a_losses, b_losses)
+                decided_now = reached is not None and reached != kept.decision
+                if decided_now:
+                    kept.decision, kept.decided_at = str(reached), end
                 window = compare_window(a_losses, b_losses, paired=paired)
                 row = version_comparison_row(context, segment, end, metric, window, n_unpaired, kept.test,
-                                             decision is not None, kept.decided_at)
+                                             kept.decision, decided_now, kept.decided_at)
                 rows.append(row)
-                if decision is not None and segment == "" and self.settings.triggers:
+                evidence_start = kept.first_time
+                if reached is not None:  # test afresh: a later reversal is a decision of its own
+                    kept.test.reset()
+                    kept.first_time = end
+                if decided_now and segment == "" and self.settings.triggers:
                     evidence = {k: row[k] for k in (
                         "mode", "paired", "metric", "n_tested", "cumulative_difference", "p_value",
                         "likelihood_ratio", "difference", "difference_low", "difference_high")}
                     evidence["effect"], evidence["alpha"] = kept.test.effect, kept.test.alpha
-                    better = decision == "challenger_better"
+                    better = reached == "challenger_better"
                     triggers.append(policy.on_comparison(model_id, pair.champion, pair.challenger,
-                                                         kept.first_time, end, better, evidence))
+                                                         evidence_start, end, better, evidence))
         return rows, triggers
 
     def _new_test(self, paired: bool) -> SequentialComparison:
