@@ -23,6 +23,7 @@ from rich.table import Table
 
 from driftline.cli.common import require_broker, settings_from_args
 from driftline.config import Settings
+from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import (
     FeatureProfile,
     ReferenceProfile,
@@ -63,6 +64,12 @@ def register(sub: Any) -> None:
     build.add_argument("--prediction-column", metavar="COLUMN",
                        help="the model's predictions on the table: profiled as the prediction "
                        "distribution; with --label-column it gives the baseline metric")
+    build.add_argument("--score-column", metavar="COLUMN",
+                       help="a binary classifier's score of the positive class (not a feature): with "
+                       "--label-column it calibrates the performance estimated before labels (CBPE)")
+    build.add_argument("--no-multivariate", action="store_true",
+                       help="leave out the multivariate section (reconstruction drift, outlier rate, "
+                       "domain classifier, CBPE), otherwise added from 500 rows with 2 numeric features")
     build.add_argument("--feature", dest="features", action="extend", nargs="+", metavar="COLUMN",
                        help="feature column(s) to profile (default: every other column)")
     build.add_argument("--effective-from", type=_epoch_millis, default=0, metavar="TIME",
@@ -178,11 +185,26 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
                                       features=args.features, source=str(path))
     if skipped:
         err.print(f"skipped column(s) {', '.join(skipped)}: not numbers, strings or bools", markup=False)
+    scores = None
+    if args.score_column is not None:
+        if args.score_column not in table:
+            raise InputError(f"column {args.score_column!r} not in {path}")
+        if args.label_column is None:
+            raise InputError("--score-column needs --label-column (the calibration needs the true classes)")
+        scores = table[args.score_column]
+        columns.pop(args.score_column, None)
+    multivariate = None
+    if not args.no_multivariate:
+        outputs = {args.label_column, args.prediction_column}
+        multivariate = multivariate_section(
+            {n: v for n, v in columns.items() if n not in outputs}, scores=scores,
+            labels=columns[args.label_column] if args.label_column is not None else None,
+            bins=args.bins or settings.drift.bins)
     profile = build_profile(
         args.model, args.version, columns,
         label_column=args.label_column, prediction_column=args.prediction_column,
         bins=args.bins or settings.drift.bins, top_k=args.top_k or settings.drift.top_k,
-        effective_from_ms=args.effective_from,
+        effective_from_ms=args.effective_from, multivariate=multivariate,
     )
     if not profile.features:
         raise InputError(f"{path}: the feature columns hold no usable values (all null)")
@@ -266,7 +288,7 @@ def summary_table(profile: ReferenceProfile) -> Table:
         title=f"reference profile of {profile.model_id} version {profile.model_version}",
         caption=f"profile id {profile.profile_id} · {profile.task} · source {profile.source} · "
         f"baseline {baseline} · effective from {_time(profile.effective_from_ms)} · "
-        f"created {_time(profile.created_at_ms)}",
+        f"created {_time(profile.created_at_ms)}" + _multivariate_caption(profile),
     )
     columns: list[tuple[str, JustifyMethod]] = [
         ("feature", "left"), ("kind", "left"), ("bins", "right"), ("n", "right"), ("distribution", "left")
@@ -279,6 +301,14 @@ def summary_table(profile: ReferenceProfile) -> Table:
     for name, feature in rows:
         table.add_row(name, feature.kind, str(len(feature.ref_counts)), str(feature.n), _describe(feature))
     return table
+
+
+def _multivariate_caption(profile: ReferenceProfile) -> str:
+    section = profile.multivariate
+    if not section:
+        return ""
+    cbpe = " + CBPE calibration" if section.get("performance") else ""
+    return f" · multivariate over {len(section['features'])} numeric features{cbpe}"
 
 
 def _describe(feature: FeatureProfile) -> str:
