@@ -1,0 +1,212 @@
+"""The columnar stage 1 against the row path (its reference for one release): on the same logs, in the
+same batches, every shard emits the same messages (topic, key, value, partition) in the same order,
+and stage 2 writes the same rows; also across a snapshot/restore in mid-stream."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from driftline.config import Settings
+from driftline.demo.training import training_profiles
+from driftline.operators.validate import RawRecord
+from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.pipeline.shard import ShardFactory
+from driftline.pipeline.stage import OutboundMessage
+from driftline.simulate import Scenario, generate
+from driftline.simulate.scenario import CovariateDrift, LabelDelay, ModelSpec
+
+T0 = 1_767_225_600_000
+PARTITIONS = 2
+
+
+def _settings(partitions: int = PARTITIONS) -> Settings:
+    return Settings(
+        topics={"partitions": partitions, "model_events_partitions": 2},
+        windows={"sizes_s": [60, 300], "allowed_lateness_s": 5, "metrics_interval_s": 60,
+                 "segment_keys": ["region", "tier"], "max_future_skew_s": 30},
+        join={"label_horizon_s": 120},
+    )
+
+
+Shipped = list[tuple[str, bytes | None, bytes, int | None]]
+
+
+class RecordingPipeline(InProcessPipeline):
+    """Keeps every message a stage emits (both stages, in the order the pipeline routes them)."""
+
+    shipped: Shipped
+
+    def _route(self, messages: list[OutboundMessage]) -> None:
+        self.shipped.extend((m.topic, m.key, m.value, m.partition) for m in messages)
+        super()._route(messages)
+
+
+class Run:
+    """A pipeline whose shards take the row or the columnar path."""
+
+    def __init__(self, settings: Settings, columnar: bool, profiles: Sequence[bytes] = ()) -> None:
+        self.settings = settings
+        RecordingPipeline.shipped = []  # the profiles' messages, during __init__
+        self.pipeline = RecordingPipeline(settings, profiles=profiles)
+        self.pipeline.shipped = []
+        for shard in self.pipeline.shards:
+            shard.columnar = columnar
+
+    @property
+    def shipped(self) -> Shipped:
+        return self.pipeline.shipped
+
+    def restore(self) -> None:
+        """Every shard from its checkpoint (the path it took travels with it)."""
+        factory = ShardFactory(self.settings)
+        for p, shard in enumerate(self.pipeline.shards):
+            self.pipeline.shards[p] = factory.restore(p, shard.snapshot())
+
+    def feed(self, records: Sequence[RawRecord]) -> None:
+        self.pipeline.feed(records)
+
+
+def _both(settings: Settings, batches: Sequence[Sequence[RawRecord]], restore_at: int | None,
+          end_ms: int, profiles: Sequence[bytes] = ()) -> tuple[Run, Run]:
+    runs = Run(settings, False, profiles), Run(settings, True, profiles)
+    for run in runs:
+        for i, batch in enumerate(batches):
+            if i == restore_at:
+                run.restore()
+            run.feed(batch)
+        run.pipeline.finish(end_ms)
+    return runs
+
+
+def assert_same(row: Run, columnar: Run) -> None:
+    assert [s[0] for s in columnar.shipped] == [s[0] for s in row.shipped]  # topics first: a short diff
+    for want, got in zip(row.shipped, columnar.shipped, strict=True):
+        assert got == want
+    assert dict(columnar.pipeline.rows) == dict(row.pipeline.rows)
+    for a, b in zip(row.pipeline.shards, columnar.pipeline.shards, strict=True):
+        assert a.totals == b.totals
+        assert (a.pred_watermark, a.label_watermark) == (b.pred_watermark, b.label_watermark)
+        assert (a.rerouted, a.join_inputs) == (b.rerouted, b.join_inputs)
+
+
+# -- randomized logs ---------------------------------------------------------------------------------
+
+VARIANTS = ["ok"] * 12 + ["malformed", "schema", "non_finite", "future", "late", "nan_feature", "rfc3339",
+                          "huge_int"]
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> tuple[list[RawRecord], int]:
+    """Predictions and labels of two models (two versions, segments), ids from a small pool (exact and
+    conflicting duplicates), times drifting forward with jitter (out of order, some late), and every
+    kind of bad record, each on a random partition (so many are re-routed to the joining shard)."""
+    n = draw(st.integers(1, 80))
+    records: list[RawRecord] = []
+    offsets = [[0, 0] for _ in range(PARTITIONS)]
+    clock = T0
+    for _ in range(n):
+        clock += draw(st.integers(0, 20_000))
+        is_label = draw(st.integers(0, 2)) == 0
+        pid = f"p{draw(st.integers(0, 25))}"
+        ts = clock + draw(st.integers(-8_000, 3_000))
+        variant = draw(st.sampled_from(VARIANTS))
+        record_ts = ts
+        if variant == "late":
+            ts -= draw(st.integers(6_000, 200_000))
+            record_ts = ts
+        elif variant == "future":
+            record_ts = ts - 60_000
+        model = draw(st.sampled_from(["m", "n"]))
+        if is_label:
+            body: dict[str, Any] = {"prediction_id": pid, "timestamp": ts,
+                                    "label": draw(st.sampled_from(["yes", "no", 1, 0, True, 2.5]))}
+            if draw(st.booleans()):
+                body["model_id"] = model
+        else:
+            features: dict[str, Any] = {"x": draw(st.floats(-5, 5)),
+                                        "c": draw(st.sampled_from(["a", "b", True]))}
+            if draw(st.booleans()):
+                features["k"] = draw(st.integers(-3, 3))
+            output = draw(st.sampled_from([{"label": "yes", "score": 0.75}, {"label": "no"}, {"score": 0.25},
+                                           3.5, "yes", {"probabilities": {"yes": 0.5, "no": 0.5}}]))
+            body = {"prediction_id": pid, "model_id": model, "timestamp": ts, "features": features,
+                    "model_version": draw(st.sampled_from(["1", "2"])), "prediction": output,
+                    "latency_ms": draw(st.sampled_from([None, 3, 12.5]))}
+            segment = draw(st.sampled_from([{}, {"region": "eu"}, {"region": "us", "tier": "gold"},
+                                            {"x": "y"}]))
+            if segment:
+                body["segment"] = segment
+        value = orjson.dumps(body)
+        if variant == "malformed":
+            value = value[: len(value) // 2]
+        elif variant == "schema":
+            value = value.replace(b'"timestamp"', b'"time"')
+        elif variant == "non_finite":
+            value = value.replace(b'"timestamp"', b'"latency_ms":NaN,"timestamp"') if not is_label else \
+                value.replace(b'"label":', b'"label":Infinity,"x":')
+        elif variant == "nan_feature" and not is_label:
+            value = value.replace(b'"features":{', b'"features":{"nan":NaN,')
+        elif variant == "rfc3339":
+            value = value.replace(f'"timestamp":{ts}'.encode(), b'"timestamp":"2026-01-01T00:10:00Z"')
+        elif variant == "huge_int" and not is_label:
+            value = value.replace(b'"features":{', b'"features":{"h":123456789012345678901234567890,')
+        partition = draw(st.integers(0, PARTITIONS - 1))
+        topic = f"driftline.{'labels' if is_label else 'predictions'}"
+        if records and draw(st.integers(0, 7)) == 0:  # an exact re-send of an earlier record
+            earlier = draw(st.sampled_from(records))
+            topic, value, record_ts, pid = earlier.topic, earlier.value or b"", earlier.timestamp_ms, \
+                (earlier.key or b"").decode()
+            is_label = topic.endswith("labels")
+        kind = 1 if is_label else 0
+        records.append(RawRecord(topic, partition, offsets[partition][kind], record_ts, pid.encode(), value))
+        offsets[partition][kind] += 1
+    return records, clock + 400_000
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(), cuts=st.lists(st.integers(0, 80), max_size=6), restore=st.integers(-1, 6))
+def test_columnar_path_emits_what_the_row_path_emits(
+    log: tuple[list[RawRecord], int], cuts: list[int], restore: int
+) -> None:
+    records, end_ms = log
+    settings_ = _settings()
+    assert settings_.topics.predictions == "driftline.predictions"
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms)
+    assert_same(row, columnar)
+
+
+# -- a simulated workload with sequential detectors watching -----------------------------------------
+
+
+def test_simulated_drift_with_detectors_matches() -> None:
+    """Two models (one with a challenger version), segments, drift, malformed records, late labels,
+    full windows (several accumulation chunks), and the sequential detectors fed from both paths."""
+    scenario = Scenario(
+        seed=5, start=T0, duration_s=600, rate=20.0, malformed_rate=0.03, label_coverage=0.8,
+        label_delay=LabelDelay(median_s=20, max_s=200),
+        segments={"region": {"eu": 0.6, "us": 0.4}},
+        models=[ModelSpec(model_id="a", n_numeric=4, n_categorical=2, challenger=True,
+                          covariate_drift=[CovariateDrift(feature="x0", at_s=300, magnitude=2.0)]),
+                ModelSpec(model_id="b", n_numeric=2, n_categorical=1)],
+    )
+    settings_ = _settings()
+    settings_.windows.segment_keys = ["region"]
+    records = logged_records(generate(scenario), settings_)
+    train = scenario.model_copy(update={"seed": 6, "malformed_rate": 0.0})
+    profiles = [p.model_dump_json().encode() for p in training_profiles(
+        train, settings_.drift.bins, settings_.drift.top_k, effective_from_ms=0)]
+    batches = [records[i : i + 700] for i in range(0, len(records), 700)]
+    row, columnar = _both(settings_, batches, 4, T0 + 900_000, profiles)
+    assert_same(row, columnar)
+    assert any(s[0] == settings_.topics.model_events for s in row.shipped)
+    assert sum(shard.totals["episode_reports"] for shard in row.pipeline.shards) >= 0
+    assert all(shard.watch is not None and shard.watch.models for shard in columnar.pipeline.shards)
