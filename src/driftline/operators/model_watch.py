@@ -370,7 +370,7 @@ class MultivariateWatch:
         for index in np.unique(wanted):
             if index < 0:
                 continue
-            rows = np.flatnonzero(wanted == index)
+            rows = np.flatnonzero(wanted == index).tolist()
             profile = model.profiles[int(index)]
             model.active = int(index)
             ref = self.reference(profile)
@@ -381,7 +381,7 @@ class MultivariateWatch:
             scored = np.asarray([np.nan if scores[i] is None else scores[i] for i in rows], dtype=np.float64)
             if ref.estimator is not None:
                 keep = ~np.isnan(scored)
-                calibrated = np.full(rows.size, np.nan)
+                calibrated = np.full(len(rows), np.nan)
                 calibrated[keep] = ref.estimator.calibrated(scored[keep])
                 predicted = scored >= ref.estimator.threshold
             hashes = [id_hash(prediction_ids[i]) for i in rows]
