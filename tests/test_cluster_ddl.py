@@ -20,7 +20,8 @@ from clickhouse_connect.driver.client import Client
 from driftline.config import Settings
 from driftline.store.client import connect
 from driftline.store.cluster_ddl import REPLICATION_PATH, ClusterDDLError, ClusterRewriter, table_names
-from driftline.store.migrate import MigrationError, discover, migrate, statements
+from driftline.store.migrate import MigrationError, discover, migrate, plan_sql, statements
+from driftline.streams.worker import WorkerRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +123,28 @@ def test_embedded_engine_refuses_a_cluster_with_a_reason(client: Client, setting
     with pytest.raises(MigrationError, match=r"CLUSTER_DOESNT_EXIST|not found") as refused:
         migrate(client, settings, cluster=CLUSTER)
     assert "the embedded engine has none" in str(refused.value)
+
+
+def test_the_cluster_setting_reaches_db_migrate_and_the_sink(client: Client, settings: Settings,
+                                                             tmp_path: os.PathLike[str]) -> None:
+    """clickhouse.cluster is what a sink migrating at start uses (it has no --cluster flag), and
+    what `db migrate` uses without the flag."""
+    clustered = settings.model_copy(
+        update={"clickhouse": settings.clickhouse.model_copy(update={"cluster": CLUSTER})})
+    assert f"ON CLUSTER `{CLUSTER}`" in plan_sql(clustered)
+    sink = WorkerRuntime(clustered, role="sink")
+    with pytest.raises(MigrationError, match="the embedded engine has none"):
+        sink.prepare_store()
+    env = {**os.environ, "DRIFTLINE_HOME": str(tmp_path), "DRIFTLINE_CLICKHOUSE_URL": "http://127.0.0.1:9",
+           "DRIFTLINE_CLICKHOUSE_CLUSTER": CLUSTER}
+    run = subprocess.run([sys.executable, "-m", "driftline.cli.main", "db", "migrate", "--print"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"driftline.outcomes ON CLUSTER `{CLUSTER}` AS driftline.outcomes_local" in run.stdout
+    refused = subprocess.run([sys.executable, "-m", "driftline.cli.main", "db", "migrate", "--print"],
+                             capture_output=True, text=True, timeout=120,
+                             env={**env, "DRIFTLINE_CLICKHOUSE_CLUSTER": "c`; DROP TABLE x"})
+    assert refused.returncode == 2 and "DRIFTLINE_CLICKHOUSE_CLUSTER" in refused.stderr, refused.stderr
 
 
 def test_cli_prints_the_cluster_ddl_without_a_server(tmp_path: os.PathLike[str]) -> None:

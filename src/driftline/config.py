@@ -133,6 +133,12 @@ class ClickHouseSettings(_Section):
     database: str = Field("driftline", description="database holding driftline's tables")
     ttl_days: int = Field(180, ge=1, description="TTL of per-event tables (outcomes, dead_letters)")
     aggregate_ttl_days: int = Field(730, ge=1, description="TTL of aggregate tables")
+    cluster: str = Field(
+        "",
+        pattern=r"^[\w.-]*$",
+        description="ClickHouse cluster (remote_servers) the migrations run ON CLUSTER on (db migrate and "
+        "the sink at start; docs/scaling.md); empty = one server",
+    )
 
     @field_validator("url")
     @classmethod

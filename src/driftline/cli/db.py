@@ -11,11 +11,12 @@ from rich.table import Table
 
 from driftline.cli.common import settings_from_args
 from driftline.store.client import StoreError, connect
-from driftline.store.migrate import migrate, plan_sql, status
+from driftline.store.migrate import cluster_name, migrate, plan_sql, status
 
 _CLUSTER_HELP = (
     "ClickHouse cluster (remote_servers) to create the schema on with ON CLUSTER DDL: replicated "
-    "<table>_local tables and Distributed tables under the public names (docs/scaling.md)"
+    "<table>_local tables and Distributed tables under the public names (docs/scaling.md); "
+    "default: the clickhouse.cluster setting (DRIFTLINE_CLICKHOUSE_CLUSTER)"
 )
 
 
@@ -55,8 +56,8 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"driftline: {err}", file=sys.stderr)
         return 1
     where = f"{settings.clickhouse_url()} database {settings.clickhouse.database}"
-    if args.cluster:
-        where += f" on cluster {args.cluster}"
+    if cluster := cluster_name(settings, args.cluster):
+        where += f" on cluster {cluster}"
     if applied:
         print(f"applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")
     else:

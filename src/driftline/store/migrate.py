@@ -5,10 +5,11 @@ A file is applied whole, then recorded with the checksum of its text; every stat
 ``{database}``, ``{ttl_days}`` and ``{aggregate_ttl_days}`` come from Settings at apply time (the
 checksum is of the file, so changing a TTL later does not alter applied tables).
 
-With ``cluster`` set, each statement is rewritten by `driftline.store.cluster_ddl` into ON CLUSTER
-DDL (replicated ``_local`` tables, Distributed tables under the public names) and the bookkeeping
-table is replicated over every node. Choose it at the first migrate: the files' checksums do not
-record the layout, so a database migrated without a cluster stays single-server.
+With a cluster (the ``cluster`` argument, else the ``clickhouse.cluster`` setting), each statement
+is rewritten by `driftline.store.cluster_ddl` into ON CLUSTER DDL (replicated ``_local`` tables,
+Distributed tables under the public names) and the bookkeeping table is replicated over every node.
+Choose it at the first migrate: the files' checksums do not record the layout, so a database
+migrated without a cluster stays single-server.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def discover(sql_dir: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def cluster_name(settings: Settings, cluster: str | None = None) -> str | None:
+    """The cluster the migrations run ON CLUSTER on: ``cluster`` (a `--cluster` flag), else the
+    ``clickhouse.cluster`` setting; None for a single server."""
+    return cluster or settings.clickhouse.cluster or None
+
+
 def _migrations_table_ddl(database: str, cluster: str | None) -> list[str]:
     if cluster is not None and not re.fullmatch(r"[\w.-]+", cluster):  # it goes into DDL text
         raise MigrationError(f"cluster name {cluster!r}: use letters, digits, '_', '-' or '.'")
@@ -159,6 +166,7 @@ def statements(
 def plan_sql(settings: Settings, cluster: str | None = None, sql_dir: Path | None = None) -> str:
     """Every statement `migrate` would run on an empty database, as one SQL script."""
     database = database_name(settings)
+    cluster = cluster_name(settings, cluster)
     blocks = ["-- bookkeeping\n" + ";\n".join(_migrations_table_ddl(database, cluster)) + ";"]
     for label, sqls in statements(discover(sql_dir), settings, cluster, sql_dir).items():
         blocks.append(f"-- {label}\n" + ";\n".join(sqls) + ";")
@@ -170,6 +178,7 @@ def status(
 ) -> list[MigrationStatus]:
     """State of every migration file; creates the bookkeeping table if missing."""
     database = database_name(settings)
+    cluster = cluster_name(settings, cluster)
     _ensure_table(client, database, cluster)
     applied = _applied(client, database)
     out = []
@@ -186,9 +195,11 @@ def migrate(
     """Apply pending migrations in order; returns the labels applied (empty when up to date).
 
     Raises MigrationError, before applying anything, if an applied file has since been edited.
-    With `cluster`, runs them as ON CLUSTER DDL (see `driftline.store.cluster_ddl`).
+    With `cluster` (else the ``clickhouse.cluster`` setting), runs them as ON CLUSTER DDL (see
+    `driftline.store.cluster_ddl`).
     """
     database = database_name(settings)
+    cluster = cluster_name(settings, cluster)
     _ensure_table(client, database, cluster)
     applied = _applied(client, database)
     migrations = discover(sql_dir)
