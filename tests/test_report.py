@@ -81,10 +81,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     profiles = home / "profiles.jsonl"
     built = training_profiles(scenario, 10, 20, START)
     profiles.write_text("".join(p.model_dump_json() + "\n" for p in built))
+    # champion and challenger score the same requests (prediction ids end in -v<version>)
+    comparison = {"DRIFTLINE_COMPARISON_PAIRS": '[{"model_id": "churn", "champion": "1", "challenger": "2", '
+                  '"mode": "shadow"}]', "DRIFTLINE_COMPARISON_REQUEST_SEPARATOR": "-v",
+                  "DRIFTLINE_COMPARISON_TRIGGERS": "true"}
     for args in (("db", "migrate"),
                  ("replay", "--run-id", RUN, "--no-progress", "--predictions", str(predictions),
                   "--labels", str(home / "labels.jsonl"), "--profiles", str(profiles))):
-        done = driftline(home, *args)
+        done = driftline(home, *args, **comparison)
         assert done.returncode == 0, done.stdout + done.stderr
     return home
 
@@ -163,6 +167,19 @@ def test_page_numbers_are_the_tables_numbers(store: Path, tmp_path: Path) -> Non
     assert versions["1"]["accuracy"] < versions["2"]["accuracy"]  # the champion lost its concept
     assert versions["1"]["triggers"] >= 1 and "__error__" in versions["1"]["episode_features"]
     assert sum(v["duplicate_predictions"] for v in versions.values()) == DUPLICATES
+
+    # champion vs challenger: the page's pair is the table's (all traffic)
+    compared = query(store, (
+        "SELECT count() AS intervals, "
+        "groupArrayIf((toUnixTimestamp64Milli(time), decision), decided_now = 1) AS decisions, "
+        "sum(n_unpaired) AS unpaired FROM version_comparison FINAL WHERE run_id = {run} "
+        "AND model_id = 'churn' AND segment = '' AND champion_version = '1' AND challenger_version = '2'"))[0]
+    [pair] = numbers["comparisons"]
+    assert (pair["champion"], pair["challenger"], pair["mode"], pair["paired"]) == ("1", "2", "shadow", True)
+    assert pair["intervals"] == int(compared["intervals"]) >= 19 and int(compared["unpaired"]) == 0
+    assert pair["decisions"] == sorted([int(t), d] for t, d in compared["decisions"])
+    # the champion lost its concept half-way: the challenger ends up decided better
+    assert pair["decision"] == "challenger_better" and pair["decisions"][-1][0] >= START + 10 * MIN
 
     dead = {r["error_kind"]: (int(r["model"]), int(r["anonymous"])) for r in query(store, (
         "SELECT error_kind, countIf(model_id = 'churn') AS model, countIf(model_id = '') AS anonymous "

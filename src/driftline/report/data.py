@@ -176,6 +176,19 @@ QUERIES: dict[str, str] = {
         + " GROUP BY model_version, feature, source, kind "
         "ORDER BY model_version, first_ms, feature, kind"
     ),
+    # Champion/challenger pairs on all traffic, per outcome interval; a version scope keeps the
+    # pairs it takes part in.
+    "comparisons": (
+        "SELECT champion_version, challenger_version, mode, paired, metric, "
+        "toUnixTimestamp64Milli(time) AS time_ms, n_champion, n_challenger, champion_value, "
+        "challenger_value, difference, difference_low, difference_high, decision, decided_now, p_value "
+        "FROM version_comparison FINAL WHERE "
+        + _MODEL
+        + " AND ({version:String} = '' OR {version:String} IN (champion_version, challenger_version))"
+        " AND segment = ''"
+        + _in_range("time")
+        + " ORDER BY champion_version, challenger_version, time_ms"
+    ),
     # Dead letters name a model only when their record was readable far enough ('' otherwise).
     "dead_letters": (
         "SELECT error_kind, countIf(model_id = {model:String}) AS model, "

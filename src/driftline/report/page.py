@@ -342,6 +342,71 @@ def comparison_table(summary: dict[str, Any]) -> str:
     return table(["", *(f"v{v}" for v in versions)], body, "compare")
 
 
+def comparison_summary(rows: Rows) -> list[dict[str, Any]]:
+    """Per champion/challenger pair: each version's outcome-weighted accuracy or MAE over the
+    intervals, and the sequential test's decisions in time order (JSON-ready)."""
+    pairs: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows["comparisons"]:
+        pairs[(str(r["champion_version"]), str(r["challenger_version"]))].append(r)
+    out = []
+    for (champion, challenger), intervals in sorted(pairs.items(),
+                                                     key=lambda kv: tuple(map(version_order, kv[0]))):
+        last = intervals[-1]
+        out.append({
+            "champion": champion,
+            "challenger": challenger,
+            "mode": str(last["mode"]),
+            "paired": bool(_int(last["paired"])),
+            "metric": str(last["metric"]),
+            "intervals": len(intervals),
+            "champion_value": _round(weighted_mean((r["champion_value"], _int(r["n_champion"]))
+                                                   for r in intervals)),
+            "challenger_value": _round(weighted_mean((r["challenger_value"], _int(r["n_challenger"]))
+                                                     for r in intervals)),
+            "decision": str(last["decision"]),
+            "decisions": [[int(r["time_ms"]), str(r["decision"])]
+                          for r in intervals if _int(r["decided_now"])],
+        })
+    return out
+
+
+def comparison_charts(rows: Rows, summary: list[dict[str, Any]],
+                      marks: Sequence[tuple[int, str]] = ()) -> str:
+    """One chart per pair: both versions' metric per interval, decisions as verticals; a table of
+    the pairs."""
+    parts = []
+    for pair in summary:
+        champion, challenger = pair["champion"], pair["challenger"]
+        intervals = [r for r in rows["comparisons"]
+                     if r["champion_version"] == champion and r["challenger_version"] == challenger]
+
+        def points(column: str, intervals: list[Row] = intervals) -> list[tuple[int, float]]:
+            return [(int(r["time_ms"]), float(r[column])) for r in intervals if r[column] is not None]
+
+        series = [Series(f"v{champion} (champion)", version_colour(0), points("champion_value")),
+                  Series(f"v{challenger} (challenger)", version_colour(1), points("challenger_value"))]
+        top = 1.0
+        if pair["metric"] == "mae":
+            top = max((v for s in series for _, v in s.points), default=1.0) or 1.0
+        decisions = [(at, f"{decision.replace('_', ' ')}") for at, decision in pair["decisions"]]
+        parts.append(line_chart(
+            f"v{challenger} against champion v{champion}: {pair['metric']} per interval (label time), "
+            "and the sequential test's decisions", pair["metric"], series, decisions, marks, y_max=top))
+    parts.append(table(
+        ["champion", "challenger", "mode", "metric", "intervals", "champion", "challenger", "decisions",
+         "standing"],
+        [[f"v{p['champion']}", f"v{p['challenger']}",
+          p["mode"] + (" (paired by request)" if p["paired"] else ""), p["metric"], p["intervals"],
+          p["champion_value"], p["challenger_value"],
+          "; ".join(f"{d.replace('_', ' ')} at {stamp(at)}" for at, d in p["decisions"]) or "-",
+          p["decision"].replace("_", " ") or "undecided"]
+         for p in summary],
+        "comparisons",
+        caption="champion vs challenger (version_comparison, all traffic)",
+    ))
+    return "".join(parts)
+
+
 def _job_status(rows: Rows, trigger_id: str) -> str:
     attempts = [r for r in rows["jobs"] if r["trigger_id"] == trigger_id]
     if not attempts:
@@ -412,6 +477,17 @@ def model_section(
             caption="retrain triggers",
         )
     )
+    comparisons = comparison_summary(rows)
+    summary["comparisons"] = comparisons
+    if comparisons:
+        parts.append(f"<{sub}>champion vs challenger</{sub}>")
+        parts.append(
+            '<p class="explain">Each pair of versions the comparison settings name, on all traffic: both '
+            "versions' accuracy (or MAE) per outcome interval, and when the always-valid sequential test "
+            "decided that the challenger is better (promote) or worse (roll back). Values are "
+            "outcome-weighted means over the intervals.</p>"
+        )
+        parts.append(comparison_charts(rows, comparisons, marks))
     parts.append(f"<{sub}>sequential alerts and episodes</{sub}>")
     parts.append(episode_timeline(rows, lo, hi))
     parts.append(
