@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from driftline.simulate import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec, Scenario
 
 WINDOW_S = 60
@@ -105,6 +107,10 @@ def demo_env(home: Path, bootstrap: str, web_port: int) -> dict[str, str]:
         "DRIFTLINE_WORKER_WEB_HOST": "127.0.0.1",
         "DRIFTLINE_WORKER_WEB_PORT": str(web_port),
         "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "2",
+        # champion and challenger score the same requests; the simulator's ids end in -v<version>
+        "DRIFTLINE_COMPARISON_PAIRS": orjson.dumps(
+            [{"model_id": DRIFTING_MODEL, "champion": "1", "challenger": "2", "mode": "shadow"}]).decode(),
+        "DRIFTLINE_COMPARISON_REQUEST_SEPARATOR": "-v",
     }
 
 
