@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
+import driftline
 from driftline.cli.main import build_parser
 from driftline.cli.serve import build_app
 from driftline.config import Settings, WorkerSettings
@@ -115,6 +116,7 @@ def _refs(node: Any) -> list[str]:
 def test_openapi_parses_and_matches_the_routes() -> None:
     spec = yaml.safe_load((REPO / "infra" / "openapi.yaml").read_text())
     assert spec["openapi"].startswith("3.1")
+    assert spec["info"]["version"] == driftline.__version__  # the API is the package's, one version
     documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
     assert set(ROUTES) | {("GET", "/healthz")} <= documented  # and the worker's /query, /metrics, /
     # every operation needs the bearer token but the health checks

@@ -51,6 +51,8 @@ def test_worker_help_lists_roles() -> None:
         check=True,
     ).stdout
     assert "--role {all,processor,sink}" in out and "--exit-when-idle" in out
+    words = " ".join(out.split())  # argparse wraps the description
+    assert "POST /query" in words and "ClickHouse's HTTP interface at /" in words
 
 
 def test_worker_serves_ingests_and_stops_gracefully(

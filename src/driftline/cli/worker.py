@@ -15,10 +15,13 @@ ROLE_HELP = ("all = stage 1 + stage 2 + sink (default); processor = the two stag
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "worker", help="run the streaming pipeline (stages, ClickHouse sink, /metrics, /query, ingest)",
+        "worker", help="run the streaming pipeline (stages, ClickHouse sink, /metrics, /query and / for "
+                       "BI tools, ingest)",
         description="Consume predictions and labels, compute drift and performance, write ClickHouse. "
-                    "Serves GET /metrics, GET /healthz, POST /query (sink roles), POST /predictions and "
-                    "POST /feedback. SIGTERM/SIGINT stop it gracefully (final checkpoints, exit 0).",
+                    "Serves GET /metrics, GET /healthz, POST /predictions and POST /feedback; sink roles "
+                    "also POST /query and, with the embedded ClickHouse, ClickHouse's HTTP interface at / "
+                    "(read-only, for Grafana, Superset, Metabase, clickhouse-connect). API: "
+                    "infra/openapi.yaml. SIGTERM/SIGINT stop it gracefully (final checkpoints, exit 0).",
     )
     p.add_argument("--role", choices=("all", "processor", "sink"), default="all", help=ROLE_HELP)
     p.add_argument("--web-host", default=None, help="interface of the web server (default worker.web_host)")
