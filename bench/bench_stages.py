@@ -1,22 +1,25 @@
-"""Where stage 1's time goes: microseconds per prediction event, stage by stage (figure 12).
+"""Where stage 1's time goes: microseconds per prediction event, stage by stage (figure 12), for
+the columnar stage 1 (the default) and the row path (its reference, an event at a time) in one run.
 
 The pure operators (InProcessPipeline, no Kafka) run the bench workload (20 numeric + 5
 categorical features, every prediction labelled, a training profile so the sequential detectors
 watch all 25 features) in micro-batches of ``worker.batch_max_records``, with a timer around each
-stage's entry points. The stages are not separate passes in the shard (one loop decides lateness,
-the join and the window groups per event), so the timers wrap the operators the loop calls;
+stage's entry points. The stages are not separate passes in the shard (the join still goes an event
+at a time, in log order), so the timers wrap the operators the shard calls;
 time is *exclusive* (a stage called inside another counts for itself only), and what the shard's
 own loop spends between calls is its own row:
 
-- decode + validate: ``Decoder.predictions/labels`` (pydantic ``model_validate_json`` parses and
-  validates in one pass: not separable). "JSON parse alone" is ``orjson.loads`` of the same values,
-  a reference for the parse share;
+- decode + validate: ``BatchDecoder.predictions/labels`` (columnar: orjson and shape checks, pydantic
+  for unusual records) or ``Decoder.predictions/labels`` (row path: pydantic ``model_validate_json``
+  parses and validates in one pass). "JSON parse alone" is ``orjson.loads`` of the same values, a
+  reference for the parse share;
 - join: ``LabelJoin`` calls (per event: ``on_prediction``/``on_label``; per batch: ``advance``,
   orphans, duplicates);
-- windows: ``WindowAccumulator.add/to_partial`` and the shard's buffering (``_accumulate``,
-  ``_close_windows``);
+- windows: ``WindowAccumulator.add/to_partial`` and the shard's grouping and buffering
+  (``_window_batch``, ``_accumulate``, ``_close_windows``);
 - detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors);
-- routing: ``reroute`` forwarding, the join-shard choice, and the in-process transport
+- routing: ``reroute`` forwarding, the join-shard choice (``_join_shard`` per event on the row path,
+  ``_join_shards`` per batch on the columnar one), and the in-process transport
   (``InProcessPipeline._route``: partitioning outbound records to stage 2 / shards);
 - produce: building outbound records (outcome rows, model-events records, progress, sink rows);
 - shard loop: the rest of ``ShardProcessor.process`` (lateness, segments, window keys);
@@ -42,7 +45,7 @@ from common import Figure, bench_scenario, bench_settings, print_figures, raw_re
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
-from driftline.operators import feature_watch, join, validate, window_stats
+from driftline.operators import columns, feature_watch, join, validate, window_stats
 from driftline.pipeline import local, model, records, reroute, shard, to_rows
 from driftline.runtime import tune_gc
 
@@ -51,6 +54,8 @@ from driftline.runtime import tune_gc
 STAGES: list[tuple[str, Any, str]] = [
     ("decode + validate", validate.Decoder, "predictions"),
     ("decode + validate", validate.Decoder, "labels"),
+    ("decode + validate", columns.BatchDecoder, "predictions"),
+    ("decode + validate", columns.BatchDecoder, "labels"),
     ("join", join.LabelJoin, "on_prediction"),
     ("join", join.LabelJoin, "on_label"),
     ("join", join.LabelJoin, "advance"),
@@ -59,10 +64,12 @@ STAGES: list[tuple[str, Any, str]] = [
     ("windows", window_stats.WindowAccumulator, "add"),
     ("windows", window_stats.WindowAccumulator, "to_partial"),
     ("windows", shard.ShardProcessor, "_accumulate"),
+    ("windows", shard.ShardProcessor, "_window_batch"),
     ("windows", shard.ShardProcessor, "_close_windows"),
     ("detectors", feature_watch.FeatureWatch, "observe"),
     ("routing", reroute.Forwarder, "forward"),
     ("routing", shard.ShardProcessor, "_join_shard"),
+    ("routing", shard.ShardProcessor, "_join_shards"),
     ("routing", local.InProcessPipeline, "_route"),
     ("produce", shard.ShardProcessor, "_emit_outcomes"),
     ("produce", shard.ShardProcessor, "_emit_columns"),
@@ -153,8 +160,12 @@ def _workload(settings: Settings, n: int, seed: int) -> tuple[list[validate.RawR
     return raw, profiles, sum(1 for r in raw if r.topic == settings.topics.predictions)
 
 
-def _run(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes]) -> float:
+def _run(
+    settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], columnar: bool
+) -> float:
     pipeline = local.InProcessPipeline(settings, profiles=profiles)
+    for processor in pipeline.shards:
+        processor.columnar = columnar
     batch = settings.worker.batch_max_records
     t0 = time.perf_counter()
     for i in range(0, len(raw), batch):
@@ -162,40 +173,58 @@ def _run(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[b
     return time.perf_counter() - t0
 
 
+def _breakdown(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], n_pred: int,
+               columnar: bool, overhead: float) -> dict[str, Any]:
+    """One path's per-stage microseconds per prediction, its un-instrumented figure (best of two runs
+    around the timed one) and what could not be timed."""
+    _run(settings, raw[: min(len(raw), 20_000)], profiles, columnar)  # warm-up: imports, caches, calibration
+    plain_s = _run(settings, raw, profiles, columnar)
+    clock = StageClock()
+    with instrumented(clock) as missing:
+        timed_s = _run(settings, raw, profiles, columnar)
+    plain_s = min(plain_s, _run(settings, raw, profiles, columnar))
+    per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * overhead, 0.0) / n_pred * 1e6
+                 for stage in ORDER}
+    return {"us_per_event": per_event, "stage1_us": sum(per_event[s] for s in ORDER[:7]),
+            "uninstrumented_us": plain_s / n_pred * 1e6, "instrumented_s": timed_s,
+            "calls": dict(clock.calls), "missing": missing}
+
+
 def measure(n: int, seed: int = 0) -> Figure:
-    """Figure (12): total and per-stage microseconds per prediction event on one core."""
+    """Figure (12): total and per-stage microseconds per prediction event on one core, columnar stage 1
+    (the default) beside the row path, measured in the same run."""
     tune_gc()
     settings = bench_settings("127.0.0.1:9", "bs")
     raw, profiles, n_pred = _workload(settings, n, seed)
-    _run(settings, raw[: min(len(raw), 20_000)], profiles)  # warm-up: imports, caches, calibration paths
-    plain_s = _run(settings, raw, profiles)
-    clock = StageClock()
-    with instrumented(clock) as missing:
-        timed_s = _run(settings, raw, profiles)
-    plain_s = min(plain_s, _run(settings, raw, profiles))  # best of two, around the timed run
     overhead = timer_overhead_s()
-    per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * overhead, 0.0) / n_pred * 1e6
-                 for stage in ORDER}
+    row = _breakdown(settings, raw, profiles, n_pred, False, overhead)
+    col = _breakdown(settings, raw, profiles, n_pred, True, overhead)
     t0 = time.perf_counter()
     for r in raw:
         if r.value:
             orjson.loads(r.value)
     parse_us = (time.perf_counter() - t0) / n_pred * 1e6
-    plain_us = plain_s / n_pred * 1e6
-    stage1 = sum(per_event[s] for s in ORDER[:7])
+    per_event = col["us_per_event"]
+    plain_us = col["uninstrumented_us"]
+    row_us = row["uninstrumented_us"]
     detail = (", ".join(f"{stage} {per_event[stage]:.2f}" for stage in ORDER)
               + f" us/pred event (JSON parse alone {parse_us:.2f}, inside decode + validate); stage 1 sum "
-              f"{stage1:.2f}; un-instrumented total {plain_us:.2f} us/pred event ({n_pred / plain_s:,.0f} "
-              f"pred/s), instrumented {timed_s / n_pred * 1e6:.2f} less {overhead * 1e9:.0f} ns per timed "
-              f"call; {n_pred:,} predictions + labels, batches of {settings.worker.batch_max_records}, "
+              f"{col['stage1_us']:.2f} (row path {row['stage1_us']:.2f}); un-instrumented total "
+              f"{plain_us:.2f} us/pred event ({1e6 / plain_us:,.0f} pred/s; row path {row_us:.2f}, "
+              f"{1e6 / row_us:,.0f} pred/s: {row_us / plain_us:.2f}x), instrumented "
+              f"{col['instrumented_s'] / n_pred * 1e6:.2f} less {overhead * 1e9:.0f} ns per timed call; "
+              f"{n_pred:,} predictions + labels, batches of {settings.worker.batch_max_records}, "
               "25 sequential feature detectors")
+    missing = sorted(set(row["missing"]) | set(col["missing"]))
     if missing:
         detail += f"; not timed (absent): {', '.join(missing)} (their time is in the caller's row)"
-    return Figure("stage_breakdown_us", "(12) per-stage breakdown, pure operators (stage 1 sum)", stage1,
-                  "us/pred event", "", None, detail,
-                  {"us_per_event": per_event, "json_parse_us": parse_us, "uninstrumented_us": plain_us,
-                   "instrumented_s": timed_s, "timer_overhead_ns": overhead * 1e9,
-                   "calls": dict(clock.calls), "missing": missing, "predictions": n_pred})
+    return Figure("stage_breakdown_us", "(12) per-stage breakdown, pure operators (stage 1 sum)",
+                  col["stage1_us"], "us/pred event", "", None, detail,
+                  {"us_per_event": per_event, "row_us_per_event": row["us_per_event"],
+                   "json_parse_us": parse_us, "uninstrumented_us": plain_us, "row_uninstrumented_us": row_us,
+                   "instrumented_s": col["instrumented_s"], "timer_overhead_ns": overhead * 1e9,
+                   "calls": col["calls"], "row_calls": row["calls"], "missing": missing,
+                   "predictions": n_pred})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -212,8 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     figure = measure(args.n)
     print_figures([figure], "per-stage breakdown")
-    for stage, us in figure.extra["us_per_event"].items():
-        print(f"  {stage:<18} {us:8.2f} us/pred event")
+    row, col = figure.extra["row_us_per_event"], figure.extra["us_per_event"]
+    print(f"  {'stage':<18} {'row path':>10} {'columnar':>10}  (us/pred event)")
+    for stage in ORDER:
+        print(f"  {stage:<18} {row[stage]:10.2f} {col[stage]:10.2f}")
+    print(f"  {'un-instrumented':<18} {figure.extra['row_uninstrumented_us']:10.2f} "
+          f"{figure.extra['uninstrumented_us']:10.2f}")
     return 0
 
 
