@@ -21,7 +21,25 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_module(argv: Sequence[str]) -> str | None:
+    """The module of the command ``argv`` names, if it names one: only that module is imported
+    (importing all of them costs seconds per run: replay and profile pull in the pipeline).
+
+    >>> _command_module(["--config", "x.toml", "schemas", "--help"]), _command_module(["-h"])
+    ('schemas_cmd', None)
+    """
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            module = "schemas_cmd" if word == "schemas" else word
+            return module if module in COMMAND_MODULES else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command of module ``only``."""
     parser = argparse.ArgumentParser(
         prog="driftline",
         description="Streaming drift monitoring for ML models: Kafka in, ClickHouse out.",
@@ -29,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="TOML config file (also DRIFTLINE_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if only is None else (only,):
         try:
             module = importlib.import_module(f"driftline.cli.{name}")
         except ModuleNotFoundError as err:
@@ -72,7 +90,7 @@ def _broker_unreachable(err: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_module(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
