@@ -1,4 +1,5 @@
-"""Smoke test of the benchmarks: each bench module's main runs with --quick and prints its figures.
+"""Smoke test of the benchmarks: `run_all --quick` runs every benchmark it lists once and prints
+the figures each bench module's main would print; bench_delivery, not in run_all, runs on its own.
 
 No timing assertions: benchmarks report figures, they do not pass or fail on them.
 """
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import orjson
 import pytest
@@ -28,39 +30,6 @@ def bench_path() -> Iterator[None]:
 
 def _module(name: str) -> ModuleType:
     return importlib.import_module(name)
-
-
-def test_detection_quick_prints_every_detector(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_detection").main(["--quick"]) == 0
-    out = capsys.readouterr().out
-    for name in ("driftline verdict", "KS per window", "River ADWIN", "River KSWIN", "River PageHinkley",
-                 "driftline ADWIN (outcomes)", "Elec2"):
-        assert name in out
-    assert "false alarms" in out and "delay" in out
-
-
-@pytest.mark.integration
-def test_pipeline_quick_prints_worker_and_operator_rates(bench_path: None,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_pipeline").main(["--quick"]) == 0
-    out = capsys.readouterr().out
-    assert "(1) full pipeline" in out and "(4) pure operators" in out and "pred events/s" in out
-
-
-@pytest.mark.integration
-def test_broker_quick_prints_raw_and_faust_rates(bench_path: None,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_broker").main(["--quick"]) == 0
-    out = capsys.readouterr().out
-    assert "(2) raw aiokafka getmany" in out and "(3) trivial Faust counting agent" in out
-
-
-@pytest.mark.integration
-def test_window_latency_quick_prints_percentiles(bench_path: None,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_window_latency").main(["--quick"]) == 0
-    out = capsys.readouterr().out
-    assert "p50" in out and "p99" in out and "3 windows" in out
 
 
 @pytest.mark.integration
@@ -86,32 +55,40 @@ def test_run_all_quick_prints_one_table_and_writes_json(bench_path: None, tmp_pa
     for run in ("one", "two"):
         assert scaleout["extra"][run]["predictions"] > 0, scaleout["extra"][run]
     assert "cpu_efficiency" in scaleout["extra"] and "saturated" in scaleout["extra"]
+    _assert_bench_listings(out, data["figures"], capsys)
 
 
-def test_sequential_quick_prints_every_detector_and_target(bench_path: None,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_sequential").main(["--quick"]) == 0
-    out = capsys.readouterr().out
+def _assert_bench_listings(out: str, figures: list[dict[str, Any]],
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """What each bench module's main prints, checked in run_all's run (each ran once, not twice).
+
+    bench_sequential, bench_scorer and bench_episodes: run_all calls their main, so their text is
+    in its output. The others' main prints its figures with common.print_figures: printed here
+    from run_all's JSON, the same figures."""
     for name in ("driftline", "River ADWIN", "River PageHinkley", "River KSWIN", "River DDM", "abrupt",
                  "gradual", "error"):
         assert name in out, name
     assert "false alarms per million quiet samples" in out and "identical to update_many: True" in out
-
-
-def test_episodes_quick_prints_every_part_and_target(bench_path: None,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_episodes").main(["--quick"]) == 0
-    out = capsys.readouterr().out
-    for name in ("driftline episodes", "River ADWIN", "River PageHinkley", "River KSWIN", "elec2",
-                 "noaa_weather", "abrupt", "gradual", "error rate", "A further change", "Two-phase"):
+    assert "W1 batch scoring" in out and "significance only" in out
+    for name in ("driftline episodes", "elec2", "noaa_weather", "error rate", "A further change",
+                 "Two-phase"):
         assert name in out, name
     assert "episodes opened per 10,000 rows vs River ADWIN alarms" in out and "min effect default" in out
 
-
-def test_scorer_quick_prints_the_w1_case(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_scorer").main(["--quick"]) == 0
-    out = capsys.readouterr().out
-    assert "W1 batch scoring" in out and "significance only" in out
+    common = _module("common")
+    common.print_figures([common.Figure(**f) for f in figures])
+    listing = capsys.readouterr().out
+    assert "(1) full pipeline" in listing and "(4) pure operators" in listing and "pred events/s" in listing
+    assert "(2) raw aiokafka getmany" in listing and "(3) trivial Faust counting agent" in listing
+    assert "p50" in listing and "p99" in listing and "3 windows" in listing
+    for name in ("driftline verdict", "KS per window", "River ADWIN", "River KSWIN", "River PageHinkley",
+                 "driftline ADWIN (outcomes)", "Elec2"):
+        assert name in listing, name
+    assert "false alarms" in listing and "delay" in listing
+    stages = next(f for f in figures if f["key"] == "stage_breakdown_us")
+    for stage in ("decode + validate", "join", "windows", "detectors", "routing", "produce"):
+        assert stage in stages["extra"]["us_per_event"], stage
+    assert "not timed (absent)" not in stages["detail"]
 
 
 @pytest.mark.integration
@@ -120,11 +97,3 @@ def test_delivery_quick_compares_batches_with_per_message_send(bench_path: None,
     assert _module("bench_delivery").main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "per-message send()" in out and "deliver() batches" in out and "deliver() / per-message" in out
-
-
-def test_stages_quick_names_every_stage(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module("bench_stages").main(["--quick"]) == 0
-    out = capsys.readouterr().out
-    for stage in ("decode + validate", "join", "windows", "detectors", "routing", "produce"):
-        assert f"  {stage} " in out
-    assert "not timed (absent)" not in out
