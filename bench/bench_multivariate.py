@@ -22,8 +22,10 @@ count; the domain classifier's scikit-learn may use both cores, which process ti
 5. **Version comparison** (shadow, paired 0/1 errors, hard requests hard for both versions):
    runs with no difference (30 looks of 500 events, ``alpha`` 0.01) that decide anyway, and
    windows of 1,000 events until a 10 % vs 8 % challenger is declared better.
+6. **Pipeline cost**: CPU per event of the in-process pipeline with a profile without and with the
+   multivariate section (``--pipeline-only`` runs just this part).
 
-    .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--json PATH]
+    .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--pipeline-only] [--json PATH]
 """
 
 from __future__ import annotations
@@ -198,15 +200,90 @@ def comparison(runs: int) -> dict[str, Any]:
     return {"null_runs": runs, "false_decisions": false_decisions, "windows_to_decide": windows}
 
 
+def pipeline_cost(quick: bool, per_window: int = 10_000) -> dict[str, Any]:
+    """CPU per event of the in-process pipeline (stage 1 + stage 2, one shard) on one model with
+    25 numeric features and scores, with a training profile without and with the multivariate
+    section (reconstruction episodes, outlier rate, CBPE, the domain classifier on every 5-minute
+    window of ``per_window`` events). The classifier's one-off calibration (per profile and
+    process) is timed apart and left out of the per-event figure."""
+    from driftline.config import Settings
+    from driftline.operators.model_watch import multivariate_section
+    from driftline.operators.multivariate import unpack_array
+    from driftline.operators.profile import build_profile
+    from driftline.operators.validate import RawRecord
+    from driftline.pipeline import windows
+    from driftline.pipeline.local import InProcessPipeline
+
+    rng = np.random.default_rng(3)
+    settings = Settings(windows={"sizes_s": [300], "allowed_lateness_s": 30, "metrics_interval_s": 300},
+                        topics={"partitions": 1}, sequential={"enabled": True})
+    reference = {k: np.asarray(v).tolist() for k, v in features_table(rng, REFERENCE).items()}
+    x0 = np.asarray(reference["x0"])
+    scores = 1 / (1 + np.exp(-3 * x0))
+    labels = rng.random(x0.size) < 1 / (1 + np.exp(-2 * x0))
+    common = {"label_column": None, "prediction_column": None, "bins": settings.drift.bins,
+              "top_k": settings.drift.top_k, "created_at_ms": 0}
+    section = multivariate_section(reference, scores=scores.tolist(), labels=labels.tolist())
+    assert section is not None
+    profiles = {"off": build_profile("m", "1", reference, **common),
+                "on": build_profile("m", "1", reference, **common, multivariate=section)}
+    n = 4 * per_window if quick else 12 * per_window
+    start = 1_767_225_600_000
+    times = start + np.sort(rng.integers(0, n // per_window * 300_000, n))
+    table = features_table(rng, n)
+    names = list(table)
+    columns = [np.asarray(table[k]).tolist() for k in names]
+    event_scores = (1 / (1 + np.exp(-3 * np.asarray(table["x0"])))).tolist()
+    records = []
+    for i, t in enumerate(times.tolist()):
+        value = json.dumps({"prediction_id": f"p{i}", "model_id": "m", "timestamp": t,
+                            "features": {k: c[i] for k, c in zip(names, columns, strict=True)},
+                            "prediction": {"label": event_scores[i] >= 0.5, "score": event_scores[i]}})
+        records.append(RawRecord(settings.topics.predictions, 0, i, t, f"p{i}".encode(), value.encode()))
+    out: dict[str, Any] = {"events": n, "per_window": per_window, "features": N_FEATURES}
+    sample = unpack_array(section["sample"])
+    began = time.process_time()
+    DomainClassifierDrift({k: sample[:, j] for j, k in enumerate(section["features"])},
+                          features=list(section["features"]), categorical=[])
+    out["domain_build_s"] = time.process_time() - began
+    min_rows = windows.MIN_DOMAIN_ROWS
+    runs = (("off", profiles["off"]), ("on", profiles["on"]), ("no_classifier", profiles["on"]))
+    for mode, profile in runs:
+        windows.MIN_DOMAIN_ROWS = 10**9 if mode == "no_classifier" else min_rows
+        pipeline = InProcessPipeline(settings, profiles=[profile.model_dump_json().encode()])
+        began = time.process_time()
+        for i in range(0, n, 2_000):
+            pipeline.feed(records[i : i + 2_000])
+        pipeline.finish(int(times[-1]) + 300_000)
+        spent = time.process_time() - began - (out["domain_build_s"] if mode == "on" else 0.0)
+        out[f"{mode}_us_per_event"] = spent / n * 1e6
+        out[f"{mode}_windows"] = len(pipeline.rows.get("multivariate_drift", []))
+    windows.MIN_DOMAIN_ROWS = min_rows
+    out["overhead"] = out["on_us_per_event"] / out["off_us_per_event"] - 1.0
+    out["overhead_no_classifier"] = out["no_classifier_us_per_event"] / out["off_us_per_event"] - 1.0
+    # CPU of one domain-classifier window, and the window size from which all on costs <= 25 %
+    classifier_s = (out["on_us_per_event"] - out["no_classifier_us_per_event"]) * per_window / 1e6
+    out["classifier_s_per_window"] = classifier_s
+    room_us = 0.25 * out["off_us_per_event"] - (out["no_classifier_us_per_event"] - out["off_us_per_event"])
+    out["events_per_window_for_25pct"] = classifier_s * 1e6 / room_us if room_us > 0 else None
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller streams, 1 seed")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    parser.add_argument("--pipeline-only", action="store_true", help="only part 6, the pipeline's cost")
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
     out: dict[str, Any] = {}
+    if args.pipeline_only:
+        print_pipeline_cost(out, args.quick)
+        if args.json is not None:
+            args.json.write_text(json.dumps(out, indent=2, default=float))
+        return 0
 
     o = out["outliers"] = outliers(args.quick)
     print("1. outlier scorer, 25 features")
@@ -249,9 +326,23 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{np.median([w for w in v['windows_to_decide'] if w]):.0f}, max "
           f"{max((w for w in v['windows_to_decide'] if w), default=0)}, undecided "
           f"{v['windows_to_decide'].count(None)}/{len(v['windows_to_decide'])}")
+    print_pipeline_cost(out, args.quick)
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2, default=float))
     return 0
+
+
+def print_pipeline_cost(out: dict[str, Any], quick: bool) -> None:
+    p = out["pipeline"] = pipeline_cost(quick)
+    print(f"6. pipeline cost, stage 1 + 2, {p['features']} features, windows of {p['per_window']:,} events")
+    print(f"  without the multivariate section {p['off_us_per_event']:.1f} us/event; with it (all on) "
+          f"{p['on_us_per_event']:.1f} us/event: {p['overhead']:+.0%} ({p['on_windows']} windows; "
+          f"domain classifier calibration {p['domain_build_s']:.1f} s once per profile, not counted)")
+    needed = p["events_per_window_for_25pct"]
+    print(f"  all but the domain classifier {p['no_classifier_us_per_event']:.1f} us/event: "
+          f"{p['overhead_no_classifier']:+.0%}; the classifier {p['classifier_s_per_window']:.2f} s CPU per "
+          f"window: all on stays within +25 % from "
+          + (f"{needed:,.0f} events per policy window" if needed else "no window size (the rest is over)"))
 
 
 if __name__ == "__main__":

@@ -496,7 +496,7 @@ class DomainClassifierDrift:
                  categorical: Sequence[str] | None = None, sample_size: int = 1_000,
                  folds: int = 3, alpha: float = 0.001,
                  null_runs: int = 6, max_iter: int = 60, top_k: int = 5, seed: int = 0,
-                 max_reference: int = 50_000) -> None:
+                 max_reference: int = 50_000, rank_quiet: bool = True) -> None:
         self._classifier = _require_sklearn()
         numeric = list(features) if features is not None else numeric_features(reference)
         if categorical is None:
@@ -522,6 +522,9 @@ class DomainClassifierDrift:
         self.max_iter = max_iter
         self.top_k = top_k
         self.seed = seed
+        self.rank_quiet = rank_quiet
+        """False: separating features are ranked for drifted windows only (the permutations cost
+        about half as much again as the folds' fits; the pipeline's choice)."""
         self.z = float(-ndtri(alpha))
         self.inflation = self._calibrate(null_runs)
 
@@ -557,8 +560,8 @@ class DomainClassifierDrift:
             x = x[np.linspace(0, x.shape[0] - 1, self.sample_size).astype(np.int64)]
         n_ref = min(x.shape[0], self._reference.shape[0])
         ref = self._reference[rng.choice(self._reference.shape[0], n_ref, replace=False)]
-        auc, importance = self._cross_validated(ref, x, rng, importances=True)
         threshold = self.threshold(n_ref, x.shape[0])
+        auc, importance = self._cross_validated(ref, x, rng, importances=True, threshold=threshold)
         ranked = sorted(zip(self.features, importance, strict=True), key=lambda t: (-t[1], t[0]))
         return DomainResult(
             auc=auc, threshold=threshold, drifted=auc >= threshold, n_reference=n_ref,
@@ -575,7 +578,9 @@ class DomainClassifierDrift:
         return np.hstack(parts)
 
     def _cross_validated(self, ref: FloatArray, win: FloatArray, rng: np.random.Generator, *,
-                         importances: bool) -> tuple[float, FloatArray]:
+                         importances: bool, threshold: float = -math.inf) -> tuple[float, FloatArray]:
+        """Out-of-fold AUC and, if ``importances``, each feature's mean AUC drop when shuffled
+        (zeros when ``rank_quiet`` is off and the AUC stays below ``threshold``)."""
         x = np.vstack([ref, win])
         y = np.concatenate([np.zeros(ref.shape[0], np.int64), np.ones(win.shape[0], np.int64)])
         # Stratified folds: each class's rows shuffled, then dealt round-robin.
@@ -590,12 +595,22 @@ class DomainClassifierDrift:
         from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
         with threadpool_limits(limits=1):
-            self._folds(x, y, fold, oof, drops, rng, importances)
-        return auc_score(y, oof), drops / self.folds
+            models = self._folds(x, y, fold, oof)
+            auc = auc_score(y, oof)
+            if importances and (self.rank_quiet or auc >= threshold):
+                for k, model in enumerate(models):
+                    test = fold == k
+                    base = auc_score(y[test], oof[test])
+                    for j in range(x.shape[1]):
+                        shuffled = x[test].copy()
+                        shuffled[:, j] = rng.permutation(shuffled[:, j])
+                        drops[j] += base - auc_score(y[test], model.predict_proba(shuffled)[:, 1])
+        return auc, drops / self.folds
 
     def _folds(self, x: FloatArray, y: npt.NDArray[np.int64], fold: npt.NDArray[np.int64],
-               oof: FloatArray, drops: FloatArray, rng: np.random.Generator,
-               importances: bool) -> None:
+               oof: FloatArray) -> list[Any]:
+        """Fit one model per fold, fill the out-of-fold scores; the fitted models."""
+        models = []
         for k in range(self.folds):
             test = fold == k
             model = self._classifier(
@@ -605,9 +620,5 @@ class DomainClassifierDrift:
             )
             model.fit(x[~test], y[~test])
             oof[test] = model.predict_proba(x[test])[:, 1]
-            if importances:
-                base = auc_score(y[test], oof[test])
-                for j in range(x.shape[1]):
-                    shuffled = x[test].copy()
-                    shuffled[:, j] = rng.permutation(shuffled[:, j])
-                    drops[j] += base - auc_score(y[test], model.predict_proba(shuffled)[:, 1])
+            models.append(model)
+        return models

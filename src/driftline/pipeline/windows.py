@@ -290,7 +290,7 @@ class WindowClock:
             try:
                 classifier: DomainClassifierDrift | None = DomainClassifierDrift(
                     reference, features=list(section["features"]), categorical=[],
-                    seed=int(section.get("seed", 0)))
+                    seed=int(section.get("seed", 0)), rank_quiet=False)
             except ModuleNotFoundError:
                 self.totals["domain_classifier_unavailable"] += 1
                 classifier = None
