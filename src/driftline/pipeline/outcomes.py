@@ -124,9 +124,10 @@ class OutcomeClock:
             self.error_episodes = EpisodeMerger(self.interval_ms, "errors", self.run_id)
             self.error_watch = {}
         self.error_episodes.config_hash = config_hash
-        if self.__dict__.get("comparisons") is None:  # new, or a checkpoint from before comparisons
-            self.comparisons = VersionComparisons()
-        self.comparisons.configure(settings.comparison, self.interval_ms)
+        comparisons = self.__dict__.get("comparisons")
+        if comparisons is None:  # new, or a checkpoint from before comparisons
+            comparisons = self.comparisons = VersionComparisons()
+        comparisons.configure(settings.comparison, self.interval_ms)
 
     @property
     def versions(self) -> VersionComparisons:
