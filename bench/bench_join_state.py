@@ -21,14 +21,27 @@ process RSS. In-process, the join alone (a shard's
 other state is the same either way).
 
     .venv/bin/python bench/bench_join_state.py --checkpoints 1000000
+
+``--pending N`` measures a join with N pending predictions (25 floats, UUID ids) held under
+``--budget-mb`` (``join.memory_budget_mb``) against the same join all in memory, each in a
+process of its own: RSS, the cost per event of steady traffic (a prediction and the label of
+the oldest pending one, ``--rate`` of each per second) with checkpoint deltas every
+``--interval`` s, the checkpoint bytes per second against the input's (a base every ``--ratio``
+x its size, amortised), and the restore (the base and the most deltas that can follow it, then
+the first prediction), each beside the issue's target for 10M pending. Not included: reading
+the chain from the broker (the worker's ``driftline_stage_restore_seconds`` has it).
+
+    .venv/bin/python bench/bench_join_state.py --pending 1000000 --budget-mb 64
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import random
 import resource
+import sys
 import time
 import tracemalloc
 import uuid
@@ -191,6 +204,146 @@ def measure_checkpoints(pending: int, rate: float = 5_000, interval_s: float = 5
                              interval_s)
 
 
+@dataclass
+class SpillRun:
+    """One join of ``pending`` predictions under ``budget_mb`` (0: all in memory)."""
+
+    pending: int
+    budget_mb: int
+    build_s: float
+    rss_mb: float  # after the steady traffic, less the process's before the join was built
+    peak_rss_mb: float  # the most, checkpoints and restore included
+    table_mb: float  # the join's record table and time index as Python objects (sys.getsizeof)
+    spilled: int
+    store_mb: float
+    event_us: float  # a prediction and a label of steady traffic
+    input_bytes_per_s: float
+    base_bytes: int
+    base_write_s: float
+    delta_bytes: float
+    checkpoint_bytes_per_s: float
+    restore_s: float  # base + the most deltas before the next base + the first prediction
+    restore_deltas: int
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s: float = 5.0,
+                  intervals: int = 4, ratio: float = 1.0) -> SpillRun:
+    """Build ``pending`` predictions (25 floats), then ``intervals`` checkpoint intervals of steady
+    traffic: each prediction comes with the label of the oldest pending one (spilled, past a budget)."""
+    step_ms = max(1, round(1000 / rate))
+    per_interval = int(rate * interval_s)
+    total = pending + per_interval * intervals
+    join = LabelJoin(horizon_ms=10 * total * step_ms, max_pending=total + 1, max_held=1000)
+    if budget_mb:
+        join.set_memory_budget(budget_mb * 2**20)
+    stream = events(total + 1, floats, step_ms=step_ms)  # one more: the first after the restore
+    order = bytearray()  # pending ids, oldest first, 16 raw bytes each (not the join's memory)
+    gc.collect()
+    rss_before = _rss_mb()
+    started = time.perf_counter()
+    for event in (next(stream) for _ in range(pending)):
+        join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
+        order += uuid.UUID(event.prediction_id).bytes
+    build_s = time.perf_counter() - started
+    join.track_changes()
+    started = time.perf_counter()
+    base = dump_state(join)
+    base_write_s = time.perf_counter() - started
+    base_bytes = len(base)
+    deltas: list[bytes] = []
+    busy = 0.0
+    input_bytes = labelled = 0
+    for _ in range(intervals):
+        batch = [next(stream) for _ in range(per_interval)]
+        payloads = [event.model_dump_json().encode() for event in batch]
+        oldest = (str(uuid.UUID(bytes=bytes(order[16 * i : 16 * i + 16])))
+                  for i in range(labelled, labelled + per_interval))
+        labels = [LabelEvent(prediction_id=pid, label="ok", timestamp=event.timestamp)
+                  for pid, event in zip(oldest, batch, strict=True)]
+        label_payloads = [label.model_dump_json().encode() for label in labels]
+        labelled += per_interval
+        started = time.perf_counter()
+        for event, payload, label, label_payload in zip(batch, payloads, labels, label_payloads, strict=True):
+            join.on_prediction(event, segment="region=eu", digest=payload_digest(payload))
+            join.on_label(label, digest=payload_digest(label_payload))
+        busy += time.perf_counter() - started
+        for event in batch:
+            order += uuid.UUID(event.prediction_id).bytes
+        input_bytes += sum(map(len, payloads)) + sum(map(len, label_payloads))
+        deltas.append(dump_delta(join.take_changes()))
+    del batch, payloads, labels, label_payloads
+    gc.collect()
+    rss_mb = _rss_mb() - rss_before - len(order) / 2**20 - sum(map(len, deltas)) / 2**20 - base_bytes / 2**20
+    spilled, store_mb = join.spilled_count, join.store_bytes / 2**20
+    table_mb = (sys.getsizeof(join._groups) + sum(map(sys.getsizeof, join._groups))
+                + sum(sys.getsizeof(a) for a in join._buckets.values())) / 2**20
+    del join
+    gc.collect()
+    delta_bytes = sum(map(len, deltas)) / intervals
+    intervals_per_base = max(1.0, ratio * len(base) / delta_bytes)
+    checkpoint_bytes_per_s = (delta_bytes + len(base) / intervals_per_base) / interval_s
+    started = time.perf_counter()
+    restored = load_state(base, LabelJoin, "bench")
+    if budget_mb:
+        restored.set_memory_budget(budget_mb * 2**20)
+    base_s = time.perf_counter() - started
+    del base
+    started = time.perf_counter()
+    for delta in deltas:
+        changes = load_delta(delta, "bench")
+        assert isinstance(changes, JoinChanges)
+        restored.apply_changes(changes)
+    per_delta_s = (time.perf_counter() - started) / len(deltas)
+    started = time.perf_counter()
+    restored.on_prediction(next(stream), segment="region=eu")
+    first_s = time.perf_counter() - started
+    worst_deltas = max(len(deltas), int(intervals_per_base))
+    restore_s = base_s + per_delta_s * worst_deltas + first_s
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return SpillRun(pending, budget_mb, build_s, rss_mb, peak, table_mb, spilled, store_mb,
+                    busy / (intervals * per_interval) * 1e6, input_bytes / (intervals * interval_s),
+                    base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas)
+
+
+def measure_spill_pair(pending: int, budget_mb: int, **kwargs: Any) -> tuple[SpillRun, SpillRun]:
+    """In memory and under the budget, each in a fresh process (RSS of its own)."""
+    context = multiprocessing.get_context("fork")
+    runs = []
+    for budget in (0, budget_mb):
+        with context.Pool(1) as pool:
+            runs.append(pool.apply(measure_spill, (pending, budget), kwargs))
+    return runs[0], runs[1]
+
+
+def print_spill(memory: SpillRun, spill: SpillRun) -> None:
+    scale = 10_000_000 / spill.pending
+    print(f"pending={spill.pending:,} (25 floats, UUID ids), budget {spill.budget_mb} MB vs all in memory; "
+          f"input {spill.input_bytes_per_s / 1e6:.2f} MB/s")
+    for run in (memory, spill):
+        print(f"  budget {run.budget_mb:>5} MB: build {run.build_s:.0f} s, join RSS {run.rss_mb:.0f} MB "
+              f"(table {run.table_mb:.0f} MB) "
+              f"(peak {run.peak_rss_mb:.0f}), spilled {run.spilled:,} ({run.store_mb:.0f} MB on disk), "
+              f"{run.event_us:.1f} us per prediction+label, base {run.base_bytes / 1e6:.0f} MB "
+              f"in {run.base_write_s:.1f} s, delta {run.delta_bytes / 1e6:.2f} MB, "
+              f"restore {run.restore_s:.1f} s (base + {run.restore_deltas} deltas)")
+    cost = spill.event_us / memory.event_us - 1
+    share = spill.checkpoint_bytes_per_s / spill.input_bytes_per_s
+    # RSS at 10M: the interpreter's own, the budget, and the table beyond it growing linearly.
+    rss_10m = spill.rss_mb - spill.table_mb + spill.budget_mb + (spill.table_mb - spill.budget_mb) * scale
+    rows = (("RSS at 10M (table beyond the budget linear from here)", rss_10m, 2048, "MB"),
+            ("checkpoint bytes/s over input", share, 2.0, "x"),
+            ("restore at 10M (linear from here)", spill.restore_s * scale, 60.0, "s"),
+            ("per-event cost over in-memory", cost * 100, 25.0, "%"))
+    for name, value, target, unit in rows:
+        verdict = "met" if value <= target else f"MISSED by {value - target:.1f} {unit}"
+        print(f"  {name}: {value:.1f} {unit} (target <= {target:g} {unit}): {verdict}")
+
+
 def print_checkpoints(t: CheckpointTraffic) -> None:
     mb = 1e6
     print(f"checkpoints pending={t.pending:,} rate={t.rate:,.0f}/s interval={t.interval_s:g}s "
@@ -213,7 +366,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5_000, help="predictions (and labels) per second")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between checkpoints")
     parser.add_argument("--ratio", type=float, default=1.0, help="worker.checkpoint_delta_ratio")
+    parser.add_argument("--pending", type=int, default=0, metavar="N",
+                        help="measure N pending under --budget-mb against all in memory instead")
+    parser.add_argument("--budget-mb", type=int, default=64, help="join.memory_budget_mb for --pending")
     args = parser.parse_args()
+    if args.pending:
+        print_spill(*measure_spill_pair(args.pending, args.budget_mb, rate=args.rate,
+                                        interval_s=args.interval, ratio=args.ratio))
+        return
     if args.checkpoints:
         print_checkpoints(measure_checkpoints(args.checkpoints, args.rate, args.interval, ratio=args.ratio))
         return

@@ -364,7 +364,7 @@ class StageRunner:
                  self.stage, shard, f"a base and {len(saved.deltas)} deltas" if chain else "a full snapshot",
                  seconds, self._read_seconds, read / 1e6)
         figures = {"restore_seconds": seconds, "restore_bytes": float(read),
-                   "restore_deltas": float(len(saved.deltas))}
+                   "restore_deltas": float(len(saved.deltas)), "restore_read_seconds": self._read_seconds}
         return ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures)
 
 

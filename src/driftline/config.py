@@ -208,7 +208,7 @@ class JoinSettings(_Section):
     max_held_labels: int = Field(
         200_000, ge=1, description="bound on labels awaiting their prediction, per shard"
     )
-    memory_budget_mb: int = Field(
+    memory_budget_mb: float = Field(
         0, ge=0, description="bytes of join records a shard keeps in memory; past it the payloads of the "
         "oldest pending predictions move to disk (spill_dir). 0 = no budget, all in memory"
     )

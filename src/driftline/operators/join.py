@@ -828,10 +828,11 @@ class LabelJoin:
 
         >>> from driftline.schemas.events import LabelEvent, PredictionEvent
         >>> join = LabelJoin(horizon_ms=60_000, max_pending=1000, max_held=1000)
-        >>> join.set_memory_budget(1)  # one byte: every pending payload goes to disk
-        >>> _ = join.on_prediction(PredictionEvent(prediction_id="p1", model_id="m", timestamp=1_000,
-        ...                                        features={"x": 0.5, "y": 2.0, "z": 4.0}, prediction=0.9),
-        ...                      segment="")
+        >>> join.set_memory_budget(1)  # one byte: every payload goes to disk but the newest second's
+        >>> for pid, ts in (("p1", 1_000), ("p2", 3_000)):
+        ...     event = PredictionEvent(prediction_id=pid, model_id="m", timestamp=ts,
+        ...                             features={"x": 0.5, "y": 2.0, "z": 4.0}, prediction=0.9)
+        ...     _ = join.on_prediction(event, segment="")
         >>> join.spilled_count, join.store_bytes
         (1, 32)
         >>> join.on_label(LabelEvent(prediction_id="p1", label="1", timestamp=2_000)).features_json
@@ -871,8 +872,9 @@ class LabelJoin:
 
     def _check_budget(self) -> None:
         """The records may be over the budget: spill the oldest second of pending payloads not
-        spilled yet, one per call (a restore that starts far over the budget catches up over the
-        next predictions instead of stalling the first), until they are under 3/4 of it."""
+        spilled yet (never the newest second), one per call (a restore that starts far over the
+        budget catches up over the next predictions instead of stalling the first), until they are
+        under 3/4 of it."""
         store = self._store
         if store is None:
             self._check_at = _NO_BUDGET
@@ -883,15 +885,17 @@ class LabelJoin:
                 self._check_at = self._budget
                 return
             self._spilling = True
+        # Never the newest second: it is still filling (a second already spilled keeps the records
+        # that arrive in it later in memory).
         keys = self._bucket_keys
         start = 0 if self._spilled_key is None else bisect.bisect_right(keys, self._spilled_key)
-        if start < len(keys):
+        if start < len(keys) - 1:
             key = keys[start]
             for gid in set(map(self._gid, self._buckets[key])):
                 self._estimate -= self._spill_group(store, gid, key)
             store.flush()
             self._spilled_key = key
-        if self._estimate <= self._budget * 3 // 4 or start + 1 >= len(keys):
+        if self._estimate <= self._budget * 3 // 4 or start + 2 >= len(keys):
             # Done, or nothing left to spill (closed records and late arrivals fill the budget):
             # look again once another eighth of it was added.
             self._spilling = False

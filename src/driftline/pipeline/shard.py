@@ -113,7 +113,7 @@ class ShardProcessor:
         self.join.horizon_ms = settings.join.label_horizon_s * 1000
         self.join.max_pending = settings.join.max_pending
         self.join.max_held = settings.join.max_held_labels
-        self.join.set_memory_budget(settings.join.memory_budget_mb * 2**20, settings.join.spill_dir)
+        self.join.set_memory_budget(int(settings.join.memory_budget_mb * 2**20), settings.join.spill_dir)
         self.lateness_ms = settings.windows.allowed_lateness_s * 1000
         self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
         self.segment_keys = list(settings.windows.segment_keys)
@@ -257,6 +257,7 @@ class ShardProcessor:
         figures += [
             Gauge("pending_predictions", float(self.join.pending_count)),
             Gauge("held_labels", float(self.join.held_count)),
+            Gauge("join_store_bytes", float(self.join.store_bytes)),  # pending payloads on disk
             Gauge("open_windows", float(len(self.open))),
             Gauge("sequential_detectors", float(self.watch.monitor_count() if self.watch else 0)),
             Gauge("open_shard_episodes", float(self.watch.open_episodes() if self.watch else 0)),

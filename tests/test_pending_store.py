@@ -1,0 +1,108 @@
+"""The pending store (payloads on disk) and a join past its memory budget."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driftline.operators.join import LabelJoin
+from driftline.operators.pending_store import PendingStore
+from driftline.schemas.events import LabelEvent, PredictionEvent
+
+HORIZON = 60_000
+
+
+def test_payloads_read_back_from_their_segments_and_expiry_deletes_whole_files(tmp_path: Path) -> None:
+    store = PendingStore(tmp_path, segment_ms=1_000)
+    rng = random.Random(3)
+    written = [(ts, rng.randbytes(rng.randrange(1, 300))) for ts in range(0, 5_000, 7)]
+    refs = [store.put(ts, payload) for ts, payload in written]
+    store.flush()
+    assert store.segment_count == 5
+    assert [store.get(ref) for ref in refs] == [payload for _, payload in written]
+    assert store.bytes_on_disk == sum(len(p) for _, p in written)
+    assert store.drop_before(2_500) == 2  # segments [0, 1000) and [1000, 2000): the third is not over
+    assert sorted(f.name for f in store.path.iterdir()) == ["2.seg", "3.seg", "4.seg"]
+    kept = [(ref, payload) for ref, (ts, payload) in zip(refs, written, strict=True) if ts >= 2_000]
+    assert all(store.get(ref) == payload for ref, payload in kept)
+    with pytest.raises(KeyError):
+        store.get(refs[0])
+    store.close()
+    assert not store.path.exists()
+
+
+def test_a_new_store_removes_the_directories_of_dead_processes(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = tmp_path / f"driftline-join-{dead}-x1"
+    left.mkdir()
+    (left / "0.seg").write_bytes(b"payload")
+    alive = tmp_path / f"driftline-join-{os.getpid()}-x2"
+    alive.mkdir()
+    store = PendingStore(tmp_path)
+    assert not left.exists() and alive.exists() and store.path.parent == tmp_path
+    store.close()
+
+
+def _prediction(i: int, ts: int) -> PredictionEvent:
+    features = {f"x{k}": float(i * 31 + k) for k in range(25)} | {"colour": ["red", "blue"][i % 2]}
+    return PredictionEvent(prediction_id=f"{i:08x}-0000-4000-8000-000000000000", model_id="m",
+                           timestamp=ts, features=features, prediction={"label": "a", "score": 0.25})
+
+
+def _stream(join: LabelJoin) -> list[object]:
+    """Predictions one a millisecond over 20 s, labels for two of three 5 s later, watermarks."""
+    out: list[object] = []
+    for i in range(20_000):
+        out.append(join.on_prediction(_prediction(i, i), segment="s"))
+        if i >= 5_000 and (i - 5_000) % 3:
+            out.append(join.on_label(LabelEvent(prediction_id=_prediction(i - 5_000, 0).prediction_id,
+                                                label="a", timestamp=i)))
+        if i % 1_000 == 999:
+            out.extend(join.advance(i - 100, i - 100))
+    return out
+
+
+def test_a_join_past_its_budget_gives_the_same_results_and_checkpoints(tmp_path: Path) -> None:
+    in_memory = LabelJoin(HORIZON, max_pending=100_000, max_held=100)
+    spilling = LabelJoin(HORIZON, max_pending=100_000, max_held=100)
+    spilling.set_memory_budget(200_000, tmp_path)
+    assert _stream(spilling) == _stream(in_memory)
+    assert spilling.spilled_count > 5_000 and spilling.store_bytes > 1_000_000
+    # What stays is ids, times, digests and contexts (~75 bytes a record, over this tiny budget):
+    # less than half of the records whole.
+    assert sum(map(len, spilling._groups)) < sum(map(len, in_memory._groups)) / 2
+    # A checkpoint holds every record whole: byte for byte the in-memory join's.
+    assert spilling.__getstate__()["groups"] == in_memory.__getstate__()["groups"]
+    restored = pickle.loads(pickle.dumps(spilling))
+    assert restored.store_bytes == 0 and restored.spilled_count == 0
+    restored.set_memory_budget(100_000, tmp_path)
+    labels = [LabelEvent(prediction_id=_prediction(i, 0).prediction_id, label="a", timestamp=20_000)
+              for i in range(15_000, 20_000)]
+    assert [restored.on_label(label) for label in labels] == [in_memory.on_label(label) for label in labels]
+
+
+def test_expired_segments_are_deleted_and_removing_the_budget_reads_everything_back(tmp_path: Path) -> None:
+    join = LabelJoin(1_000, max_pending=100_000, max_held=100)
+    join.set_memory_budget(10_000, tmp_path, segment_ms=500)
+    for i in range(3_000):
+        join.on_prediction(_prediction(i, i), segment="s")
+    files = len(list(join._store.path.glob("*.seg")))  # type: ignore[union-attr]
+    assert files >= 4
+    expired = join.advance(0, 2_600)  # labels watermark 2,600: predictions before 1,600 expire
+    assert len(expired) == 1_600
+    assert len(list(join._store.path.glob("*.seg"))) < files  # type: ignore[union-attr]
+    twin = LabelJoin(1_000, max_pending=100_000, max_held=100)
+    for i in range(3_000):
+        twin.on_prediction(_prediction(i, i), segment="s")
+    assert [e.prediction_id for e in twin.advance(0, 2_600)] == [e.prediction_id for e in expired]
+    path = join._store.path  # type: ignore[union-attr]
+    join.set_memory_budget(0)
+    assert join.spilled_count == 0 and not path.exists()
+    assert join._groups == twin._groups
