@@ -35,12 +35,14 @@ names = st.sampled_from(["x", "y", "c", "z", "", "n" * 257, "k"])
 
 
 @st.composite
-def objects(draw: st.DrawFn, fields: dict[str, st.SearchStrategy[str]]) -> str:
-    """A JSON object of some of ``fields`` (sometimes an extra or repeated key), in random order."""
+def objects(draw: st.DrawFn, fields: dict[str, st.SearchStrategy[str]], shuffle: bool = True) -> str:
+    """A JSON object of some of ``fields`` (sometimes an extra or repeated key), in random order or
+    in the order given (then many records of a batch share a key layout: the column checks' case)."""
     chosen = [name for name in fields if draw(st.integers(0, 9)) > 0]
     if draw(st.integers(0, 19)) == 0:
         chosen.append(draw(st.sampled_from(["extra", *fields])))
-    chosen = draw(st.permutations(chosen))
+    if shuffle:
+        chosen = draw(st.permutations(chosen))
     return "{" + ",".join(f'"{name}":{draw(fields.get(name, numbers))}' for name in chosen) + "}"
 
 
@@ -77,7 +79,7 @@ outputs = st.one_of(
                                         st.just('{"":1}'), st.just("null")),
              "other": numbers}),
 )
-prediction_payloads = objects({
+prediction_fields = {
     "schema_version": mostly(st.just("1"), st.sampled_from(["2", "1.0", "true"])),
     "prediction_id": mostly(ids, texts),
     "model_id": mostly(st.sampled_from(['"m"', '"n"']), texts),
@@ -92,15 +94,17 @@ prediction_payloads = objects({
     "latency_ms": mostly(plain_numbers.map(lambda v: v.lstrip("-")), st.one_of(numbers, st.just("null"))),
     "segment": mostly(st.sampled_from(['{"region":"eu"}', "{}"]),
                       st.sampled_from(['{"region":1}', '{"":"a"}', "null"])),
-})
-label_payloads = objects({
+}
+prediction_payloads = st.one_of(objects(prediction_fields), objects(prediction_fields, shuffle=False))
+label_fields = {
     "schema_version": mostly(st.just("1"), st.just("2")),
     "prediction_id": mostly(ids, texts),
     "label": mostly(st.one_of(plain_numbers, st.sampled_from(['"yes"', "true", "false", "1", "0"])),
                     st.one_of(scalars, st.just("[1]"))),
     "timestamp": mostly(st.integers(T0 - 10_000, T0 + 4_000).map(str), timestamps),
     "model_id": mostly(st.just('"m"'), st.one_of(texts, st.just("null"))),
-})
+}
+label_payloads = st.one_of(objects(label_fields), objects(label_fields, shuffle=False))
 
 
 def raw(payloads: list[str | None], topic: str) -> list[RawRecord]:

@@ -3,7 +3,8 @@
 :class:`BatchDecoder` accepts and rejects exactly what :class:`~driftline.operators.validate.Decoder`
 accepts and rejects, with the same dead letters (kinds and messages): the pydantic models stay the
 contract. It parses every value with ``orjson`` and checks the common well-formed shape in plain
-Python, feature values column by column (one type test per column of the batch, not per value);
+Python field by field, column by column (a type set and a min/max per column of the batch where it
+is uniform, not a test per value);
 whatever is unusual (invalid JSON, ``NaN`` tokens, RFC 3339 timestamps, a type pydantic would coerce
 or reject, ...) goes through the pydantic path, record by record, so its messages stay pydantic's.
 Accepted events are real :class:`PredictionEvent`/:class:`LabelEvent` instances, built without a
@@ -58,6 +59,7 @@ _ASK = object()  # "let pydantic decide" from a field check
 _NONE = type(None)
 _EXACT_FEATURE_TYPES = frozenset({str, bool, int, _NONE})
 _FEATURE_TYPES = _EXACT_FEATURE_TYPES | {float}
+_LABEL_TYPES = frozenset({str, bool, int, float})
 _PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
 _PREDICTION_REQUIRED = frozenset({"prediction_id", "model_id", "timestamp", "prediction"})
 _LABEL_FIELDS = frozenset(LabelEvent.model_fields)
@@ -133,76 +135,139 @@ def _prediction_output(value: Any) -> Prediction | None:
                   ("value",))
 
 
-def _prediction_event(obj: Any) -> PredictionEvent | None:
-    """The event of a parsed payload of the common well-formed shape, else None (ask pydantic).
-    Feature values are checked apart, per column (:func:`_unusual_feature_rows`)."""
-    if type(obj) is not dict:
-        return None
-    keys = obj.keys()
-    if not (keys <= _PREDICTION_FIELDS and keys >= _PREDICTION_REQUIRED):
-        return None
-    version = obj.get("schema_version", SCHEMA_VERSION)
-    prediction_id = obj["prediction_id"]
-    model_id = obj["model_id"]
-    model_version = obj.get("model_version", "1")
-    timestamp = obj["timestamp"]
-    features = obj.get("features", {})
-    latency = obj.get("latency_ms")
-    segment = obj.get("segment", {})
-    if type(model_version) is int:
-        model_version = str(model_version)
-    if (
-        version != SCHEMA_VERSION or type(version) is not int
-        or not (_is_name(prediction_id) and _is_name(model_id) and _is_name(model_version))
-        or type(timestamp) is not int or not 0 <= timestamp <= _MAX_EPOCH_MS
-        or type(features) is not dict or len(features) > MAX_FEATURES
-        or type(segment) is not dict
-    ):
-        return None
-    if latency is not None:
-        latency = _number(latency)
-        if latency is _ASK or latency < 0:
-            return None
-    if segment and (
-        len(segment) > 16 or not all(map(_is_name, segment))
-        or not all(type(v) is str and len(v) <= MAX_NAME_LENGTH for v in segment.values())
-    ):
-        return None
-    prediction = _prediction_output(obj["prediction"])
-    if prediction is None:
-        return None
-    values = {
-        "schema_version": SCHEMA_VERSION, "prediction_id": prediction_id, "model_id": model_id,
-        "model_version": model_version, "timestamp": timestamp, "features": features,
-        "prediction": prediction, "latency_ms": latency, "segment": segment,
-    }
-    return _built(PredictionEvent, values, keys)
+def _by_layout(parsed: Sequence[Any]) -> dict[tuple[str, ...], list[int]]:
+    """Positions of the parsed objects per key layout (the keys in their order)."""
+    layouts: dict[tuple[str, ...], list[int]] = {}
+    for i, obj in enumerate(parsed):
+        if type(obj) is dict:
+            names = tuple(obj)
+            rows = layouts.get(names)
+            if rows is None:
+                layouts[names] = [i]
+            else:
+                rows.append(i)
+    return layouts
 
 
-def _label_event(obj: Any) -> LabelEvent | None:
-    """The event of a parsed label payload of the common well-formed shape, else None."""
-    if type(obj) is not dict:
-        return None
-    keys = obj.keys()
-    if not (keys <= _LABEL_FIELDS and keys >= _LABEL_REQUIRED):
-        return None
-    version = obj.get("schema_version", SCHEMA_VERSION)
-    prediction_id = obj["prediction_id"]
-    label = obj["label"]
-    timestamp = obj["timestamp"]
-    model_id = obj.get("model_id")
-    kind = type(label)
-    if (
-        version != SCHEMA_VERSION or type(version) is not int
-        or not _is_name(prediction_id)
-        or not (kind is str or kind is bool or kind is int or (kind is float and -_BIG < label < _BIG))
-        or type(timestamp) is not int or not 0 <= timestamp <= _MAX_EPOCH_MS
-        or not (model_id is None or _is_name(model_id))
-    ):
-        return None
-    values = {"schema_version": SCHEMA_VERSION, "prediction_id": prediction_id, "label": label,
-              "timestamp": timestamp, "model_id": model_id}
-    return _built(LabelEvent, values, keys)
+def _bad_names(column: Sequence[Any]) -> list[int]:
+    """Positions in ``column`` that are not identifiers (str of 1..256 characters)."""
+    if set(map(type, column)) == {str}:
+        lengths = list(map(len, column))
+        if min(lengths) > 0 and max(lengths) <= MAX_NAME_LENGTH:
+            return []
+    return [j for j, v in enumerate(column) if not _is_name(v)]
+
+
+def _bad_times(column: Sequence[Any]) -> list[int]:
+    """Positions in ``column`` that are not epoch milliseconds as a JSON integer in the schema's range."""
+    if set(map(type, column)) == {int} and min(column) >= 0 and max(column) <= _MAX_EPOCH_MS:
+        return []
+    return [j for j, v in enumerate(column) if type(v) is not int or not 0 <= v <= _MAX_EPOCH_MS]
+
+
+def _bad_versions(column: Sequence[Any]) -> list[int]:
+    if set(map(type, column)) == {int} and set(column) == {SCHEMA_VERSION}:
+        return []
+    return [j for j, v in enumerate(column) if type(v) is not int or v != SCHEMA_VERSION]
+
+
+def _segment_ok(segment: dict[Any, Any]) -> bool:
+    return len(segment) <= 16 and all(map(_is_name, segment)) and all(
+        type(v) is str and len(v) <= MAX_NAME_LENGTH for v in segment.values())
+
+
+def _latencies(column: Sequence[Any], bad: set[int]) -> Sequence[Any]:
+    """The latencies as pydantic holds them (float or None); adds the positions it would reject."""
+    types = set(map(type, column))
+    if types == {_NONE} or (types == {float} and min(column) >= 0 and max(column) < _BIG):
+        return column
+    out = [None if v is None else _number(v) for v in column]
+    bad.update(j for j, v in enumerate(out) if v is _ASK or (v is not None and v < 0))
+    return out
+
+
+def _prediction_events(parsed: Sequence[Any]) -> list[PredictionEvent | None]:
+    """The event of each parsed payload of the common well-formed shape, else None (ask pydantic).
+    Checked per key layout and field column (a type set and a min/max per column, where the batch
+    is uniform); feature values are checked apart (:func:`_unusual_feature_rows`)."""
+    events: list[PredictionEvent | None] = [None] * len(parsed)
+    for names, rows in _by_layout(parsed).items():
+        present = frozenset(names)
+        if not (present <= _PREDICTION_FIELDS and present >= _PREDICTION_REQUIRED):
+            continue
+        n = len(rows)
+        columns = dict(zip(names, zip(*map(itemgetter(*names), [parsed[i] for i in rows]), strict=True),
+                           strict=True))
+        bad: set[int] = set()
+        bad.update(_bad_names(columns["prediction_id"]), _bad_names(columns["model_id"]),
+                   _bad_times(columns["timestamp"]))
+        if "schema_version" in columns:
+            bad.update(_bad_versions(columns["schema_version"]))
+        versions: Sequence[Any] = columns.get("model_version", ("1",) * n)
+        if set(map(type, versions)) != {str}:
+            versions = [str(v) if type(v) is int else v for v in versions]
+        bad.update(_bad_names(versions))
+        features: Sequence[Any] | None = columns.get("features")
+        if features is not None and not (set(map(type, features)) == {dict}
+                                         and max(map(len, features)) <= MAX_FEATURES):
+            bad.update(j for j, f in enumerate(features) if type(f) is not dict or len(f) > MAX_FEATURES)
+        segments: Sequence[Any] | None = columns.get("segment")
+        if segments is not None:
+            bad.update(j for j, g in enumerate(segments)
+                       if type(g) is not dict or (g and not _segment_ok(g)))
+        latencies = _latencies(columns["latency_ms"], bad) if "latency_ms" in columns else (None,) * n
+        ids, models, times, outputs = (columns["prediction_id"], columns["model_id"], columns["timestamp"],
+                                       columns["prediction"])
+        for j, i in enumerate(rows):
+            if j in bad:
+                continue
+            prediction = _prediction_output(outputs[j])
+            if prediction is None:
+                continue
+            values = {
+                "schema_version": SCHEMA_VERSION, "prediction_id": ids[j], "model_id": models[j],
+                "model_version": versions[j], "timestamp": times[j],
+                "features": {} if features is None else features[j], "prediction": prediction,
+                "latency_ms": latencies[j], "segment": {} if segments is None else segments[j],
+            }
+            events[i] = _built(PredictionEvent, values, present)
+    return events
+
+
+def _label_events(parsed: Sequence[Any]) -> list[LabelEvent | None]:
+    """The label event of each parsed payload of the common well-formed shape, else None."""
+    events: list[LabelEvent | None] = [None] * len(parsed)
+    for names, rows in _by_layout(parsed).items():
+        present = frozenset(names)
+        if not (present <= _LABEL_FIELDS and present >= _LABEL_REQUIRED):
+            continue
+        n = len(rows)
+        columns = dict(zip(names, zip(*map(itemgetter(*names), [parsed[i] for i in rows]), strict=True),
+                           strict=True))
+        bad: set[int] = set()
+        bad.update(_bad_names(columns["prediction_id"]), _bad_times(columns["timestamp"]))
+        if "schema_version" in columns:
+            bad.update(_bad_versions(columns["schema_version"]))
+        models: Sequence[Any] = columns.get("model_id", (None,) * n)
+        if set(map(type, models)) != {_NONE}:
+            bad.update(j for j, m in enumerate(models) if not (m is None or _is_name(m)))
+        labels = columns["label"]
+        types = set(map(type, labels))
+        if not types <= _LABEL_TYPES or (float in types and not all(-_BIG < v < _BIG for v in labels
+                                                                    if type(v) is float)):
+            bad.update(j for j, v in enumerate(labels) if not _label_ok(v))
+        ids, times = columns["prediction_id"], columns["timestamp"]
+        for j, i in enumerate(rows):
+            if j not in bad:
+                values = {"schema_version": SCHEMA_VERSION, "prediction_id": ids[j], "label": labels[j],
+                          "timestamp": times[j], "model_id": models[j]}
+                events[i] = _built(LabelEvent, values, present)
+    return events
+
+
+def _label_ok(value: Any) -> bool:
+    kind = type(value)
+    return kind is str or kind is bool or kind is int or (kind is float and -_BIG < value < _BIG)
 
 
 def _unusual_feature_rows(features: Sequence[dict[str, Any]]) -> set[int]:
@@ -277,13 +342,8 @@ class BatchDecoder:
 
     def predictions(self, records: Sequence[RawRecord]) -> tuple[PredictionBatch, list[DeadLetter]]:
         """Decode prediction records; the batch and the dead letters keep the input order."""
-        events: list[PredictionEvent | None] = [None] * len(records)
-        candidates: list[int] = []
-        for i, value in enumerate(self._parsed(records)):
-            event = _prediction_event(value)
-            if event is not None:
-                events[i] = event
-                candidates.append(i)
+        events = _prediction_events(self._parsed(records))
+        candidates = [i for i, event in enumerate(events) if event is not None]
         if candidates:
             unusual = _unusual_feature_rows([events[i].features for i in candidates])  # type: ignore[union-attr]
             for position in unusual:
@@ -293,7 +353,7 @@ class BatchDecoder:
 
     def labels(self, records: Sequence[RawRecord]) -> tuple[LabelBatch, list[DeadLetter]]:
         """Decode label records; the batch and the dead letters keep the input order."""
-        events = [_label_event(value) for value in self._parsed(records)]
+        events = _label_events(self._parsed(records))
         records_out, events_out, dead = self._settle(records, events, self.decoder.labels)
         return LabelBatch(records_out, events_out, _times(events_out)), dead
 
