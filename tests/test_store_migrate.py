@@ -76,6 +76,12 @@ CONTRACT = {
         "escalated_at escalation_reason escalated_component escalated_statistic escalated_threshold "
         "arl reference_id config_hash version"
     ),
+    "version_comparison": (
+        "run_id model_id champion_version challenger_version segment time interval_s mode paired metric "
+        "n_champion n_challenger n_unpaired champion_value challenger_value difference difference_low "
+        "difference_high n_tested cumulative_difference likelihood_ratio p_value decision decided_now "
+        "decided_at"
+    ),
 }
 SORTING_KEYS = {
     "dead_letters": "run_id, source_topic, source_partition, source_offset",
@@ -90,6 +96,7 @@ SORTING_KEYS = {
     "reference_profiles": "run_id, model_id, model_version, profile_id",
     "drift_alerts": "run_id, model_id, model_version, alert_id",
     "drift_episodes": "run_id, model_id, model_version, episode_id",
+    "version_comparison": "run_id, model_id, champion_version, challenger_version, segment, time",
 }
 
 
