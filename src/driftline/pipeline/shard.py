@@ -371,7 +371,8 @@ class ShardProcessor:
         if self.partitions == 1:
             return None
         keys = [pid.encode("utf-8", "surrogatepass") for pid in prediction_ids]
-        return partitions_for_keys(keys, self.partitions).tolist()  # type: ignore[no-any-return]
+        shards: list[int] = partitions_for_keys(keys, self.partitions).tolist()
+        return shards
 
     def _apply_prediction_batch(
         self,
