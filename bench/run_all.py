@@ -112,6 +112,24 @@ def join_checkpoints(n: int) -> list[Figure]:
                    f"{n:,} pending, {t.restore_deltas} deltas, RSS {t.rss_mb:.0f} MB")]
 
 
+def join_spill(n: int) -> list[Figure]:
+    """(7c): bench_join_state --pending: n pending under a 64 MB join.memory_budget_mb against all in
+    memory (the issue's targets are for 10M pending: RSS and restore extrapolated linearly)."""
+    bjs = sibling("bench_join_state")
+    memory, spill = bjs.measure_spill_pair(n, 64, intervals=2)
+    scale = 10_000_000 / n
+    rss = spill.rss_mb - spill.table_mb + spill.budget_mb + (spill.table_mb - spill.budget_mb) * scale
+    cost = (spill.event_us / memory.event_us - 1) * 100
+    detail = f"{n:,} pending measured, {spill.spilled:,} spilled ({spill.store_mb:.0f} MB on disk)"
+    return [Figure("join_spill_rss_10m_mb", "(7c) RSS at 10M pending, 64 MB budget", rss, "MB", "<= 2048",
+                   at_most(rss, 2048.0), detail),
+            Figure("join_spill_event_cost_pct", "(7c) per-event cost over in-memory", cost, "%", "<= 25",
+                   at_most(cost, 25.0), f"{spill.event_us:.1f} vs {memory.event_us:.1f} us"),
+            Figure("join_spill_restore_10m_s", "(7c) restore at 10M pending", spill.restore_s * scale, "s",
+                   "<= 60", at_most(spill.restore_s * scale, 60.0),
+                   f"{spill.restore_s:.1f} s at {n:,} (base + {spill.restore_deltas} deltas)")]
+
+
 def sequential_figures(quick: bool, seeds: int, tmp: Path) -> list[Figure]:
     """(9): bench_sequential's targets (driftline's CUSUM banks vs River ADWIN, same streams)."""
     path = tmp / "sequential.json"
@@ -264,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     note("(4) operators done")
     figures.append(bench_stages.measure(args.n))
     note("(12) per-stage breakdown done")
-    figures += [client, *latency, scaleout, join_state(args.join_n), *join_checkpoints(10 * args.join_n)]
+    figures += [client, *latency, scaleout, join_state(args.join_n), *join_checkpoints(10 * args.join_n),
+                *join_spill(10 * args.join_n)]
     note("(7) join state done")
     if args.quick:
         figures += bench_detection.measure(1, 1.0, 2400.0, elec2_rows=3_600)

@@ -140,6 +140,7 @@ def _unpickle(body: bytes | memoryview, version: int, what: str, coded: bool) ->
 
 def load_state(blob: bytes, kind: type[T], what: str) -> T:
     """The processor in ``blob``; ``what`` names the shard in errors (e.g. 'stage-1 shard 3')."""
+    body: bytes | memoryview
     if blob.startswith(_MAGIC) and len(blob) > len(_MAGIC):
         version, body = blob[len(_MAGIC)], memoryview(blob)[len(_MAGIC) + 1 :]
     else:
