@@ -72,6 +72,13 @@ SAMPLE_SIZE = 1_000
 MAX_POINTS = 1_024
 """Order statistics kept per feature for the normal scores (CDF error at most 1/1,024): 25
 features fit in about 270 kB of the profile message."""
+MAX_FEATURES = 100
+"""More numeric features than this: no multivariate section (the precision matrix alone would be
+d^2 floats of the profile message)."""
+SCORES_BUDGET = 300_000
+"""Bytes of base64 the normal scores may take: more features keep fewer order statistics."""
+SAMPLE_BUDGET = 150_000
+"""Bytes of base64 the reference sample may take: more features keep fewer rows."""
 ERROR_UNIT = 10**6
 """Fixed-point scale of summed reconstruction errors (integer sums merge exactly)."""
 PROBABILITY_UNIT = 10**9
@@ -89,19 +96,24 @@ def multivariate_section(
     bins: int = 10,
 ) -> dict[str, Any] | None:
     """The profile's ``multivariate`` section from the training columns, or None when there are
-    fewer than 2 numeric features or :data:`MIN_ROWS` rows.
+    fewer than 2 (or more than :data:`MAX_FEATURES`) numeric features or :data:`MIN_ROWS` rows.
+    With many features the normal scores keep fewer order statistics and the sample fewer rows, so
+    the section stays under about 700 kB at 100 features (the broker's default message limit is 1 MiB).
 
     ``scores`` (the model's score of the positive class per row) with ``labels``: the CBPE
     calibration of a binary classifier; the positive class is the label whose rows score highest
     on average.
     """
     names = list(features) if features is not None else numeric_features(columns)
-    if len(names) < 2:
+    if not 2 <= len(names) <= MAX_FEATURES:
         return None
     x = numeric_matrix(columns, names)
     if x.shape[0] < MIN_ROWS:
         return None
-    normal = NormalScores.fit(columns, names, max_points=MAX_POINTS)
+    # The profile travels as one broker message: the two big parts shrink with the feature count.
+    points = min(MAX_POINTS, max(128, SCORES_BUDGET * 3 // (4 * 8 * len(names))))
+    sample_size = min(sample_size, max(100, SAMPLE_BUDGET * 3 // (4 * 4 * len(names))))
+    normal = NormalScores.fit(columns, names, max_points=points)
     reconstruction = ReconstructionDrift.from_reference(columns, features=names, scores=normal)
     outliers = OutlierScorer.from_reference(columns, features=names, scores=normal)
     errors = feature_profile_of(reconstruction.reference_errors.tolist(), bins)
@@ -209,7 +221,10 @@ class MultivariateWindow:
             errors: FloatArray, distances: FloatArray, hashes: Sequence[int],
             cbpe: tuple[FloatArray, npt.NDArray[np.bool_]] | None, k: int) -> None:
         """Count a group of events (``cbpe``: their calibrated probabilities and predicted
-        classes, scored events only); keep the ``k`` rows with the smallest id hashes."""
+        classes, scored events only); keep the ``k`` rows with the smallest id hashes (of the
+        latest reference's features: a newer profile mid-window restarts the sample)."""
+        if reference_id != self.reference_id:
+            self.heap = []
         self.reference_id = reference_id
         self.n += int(errors.size)
         self.error_sum += int(np.rint(errors * ERROR_UNIT).astype(np.int64).sum())
@@ -282,18 +297,21 @@ class MergedMultivariate:
                                    high=min(1.0, accuracy + z * sd), f1=f1, roc_auc=math.nan)
 
 
-def merge_windows(parts: Sequence[Mapping[str, Any]], k: int = SAMPLE_SIZE) -> MergedMultivariate:
+def merge_windows(parts: Sequence[Mapping[str, Any]], k: int = SAMPLE_SIZE,
+                  reference_id: str | None = None) -> MergedMultivariate:
     """Merge shards' :meth:`MultivariateWindow.to_dict` partials (any order: integer sums and the
-    k smallest hashes of the union)."""
+    k smallest hashes of the union). The sample keeps the rows of ``reference_id`` (the newest
+    profile among the parts'; default: the largest id) only, rows of one set of features."""
     sums = dict.fromkeys(SUM_FIELDS, 0)
     hashed: list[tuple[int, FloatArray]] = []
-    reference_id = ""
+    if reference_id is None:
+        reference_id = max((str(part["reference_id"]) for part in parts), default="")
     for part in parts:
         for name in SUM_FIELDS:
             sums[name] += int(part[name])
-        rows = unpack_array(part["sample"])
-        hashed.extend(zip((int(h) for h in part["sample_hashes"]), rows, strict=True))
-        reference_id = max(reference_id, str(part["reference_id"]))
+        if part["reference_id"] == reference_id:  # rows of one reference's features only
+            rows = unpack_array(part["sample"])
+            hashed.extend(zip((int(h) for h in part["sample_hashes"]), rows, strict=True))
     hashed.sort(key=lambda t: t[0])
     kept = [row for _, row in hashed[:k]]
     sample = np.vstack(kept) if kept else np.empty((0, 0))
@@ -374,6 +392,7 @@ class MultivariateWatch:
             profile = model.profiles[int(index)]
             model.active = int(index)
             ref = self.reference(profile)
+            sample_size = min(self.sample_size, ref.sample.shape[0])  # as many rows as the reference's
             x = ref.matrix([features[i] for i in rows])
             errors, distances = ref.errors_and_distances(x)
             errors_all[rows] = errors
@@ -396,7 +415,7 @@ class MultivariateWatch:
                         with_score = sel[~np.isnan(calibrated[sel])]
                         cbpe = (calibrated[with_score], predicted[with_score])
                     window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel],
-                               [hashes[i] for i in sel], cbpe, self.sample_size)
+                               [hashes[i] for i in sel], cbpe, sample_size)
         return self.episodes.observe(model_id, model_version, times, prediction_ids,
                                      [{RECONSTRUCTION_FEATURE: float(e)} for e in errors_all])
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from driftline.config import Settings
 from driftline.operators.drift import FeatureScore
-from driftline.operators.model_watch import MergedMultivariate, merge_windows
+from driftline.operators.model_watch import merge_windows
 from driftline.operators.multivariate import DomainClassifierDrift, unpack_array
 from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
@@ -134,7 +134,7 @@ class WindowClock:
             trigger = self._score_window(key, merged, rows)
             multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
             if multivariate and key.segment == "":
-                self._multivariate_rows(key, merge_windows(multivariate), rows)
+                self._multivariate_rows(key, multivariate, rows)
             if trigger is not None:
                 triggers.append(trigger)
             self.totals["windows_closed"] += 1
@@ -252,14 +252,21 @@ class WindowClock:
                                            notes)
 
 
-    def _multivariate_rows(self, key: WindowKey, merged: MergedMultivariate, rows: Rows) -> None:
-        """An overall window's multivariate_drift, outlier_rate and estimated_performance rows.
-        The domain classifier runs on the retrain policy's window size only (a fit per window)."""
-        profile = next((p for p in self.profiles.by_model.get((key.model_id, key.model_version), [])
-                        if p.profile_id == merged.reference_id), None)
+    def _multivariate_rows(self, key: WindowKey, parts: list[dict[str, Any]], rows: Rows) -> None:
+        """An overall window's multivariate_drift, outlier_rate and estimated_performance rows from
+        the shards' partials. The domain classifier runs on the retrain policy's window size only
+        (a fit per window)."""
+        # the newest profile the shards used in this window (a new one may apply mid-window)
+        used = {str(p["reference_id"]) for p in parts}
+        known = [p for p in self.profiles.by_model.get((key.model_id, key.model_version), [])
+                 if p.profile_id in used]
+        profile = max(known, key=lambda p: (p.effective_from_ms, p.profile_id), default=None)
         section = profile.multivariate if profile is not None else None
-        if profile is None or section is None or not merged.sums["n"]:
+        if profile is None or section is None:
             self.totals["multivariate_without_profile"] += 1
+            return
+        merged = merge_windows(parts, k=int(section["sample"]["shape"][0]), reference_id=profile.profile_id)
+        if not merged.sums["n"]:
             return
         window = window_columns(self.run_id, key)
         domain = None

@@ -1,0 +1,115 @@
+"""The stage-1 multivariate state: exact under any batching and any split of a model's traffic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftline.operators.model_watch import (
+    RECONSTRUCTION_FEATURE,
+    MultivariateReference,
+    MultivariateWatch,
+    merge_windows,
+    multivariate_section,
+)
+from driftline.operators.profile import ReferenceProfile, build_profile
+
+WINDOW_MS = 60_000
+
+
+def _table(rng: np.random.Generator, n: int, rho: float) -> dict[str, np.ndarray]:
+    a = rng.normal(size=n)
+    return {"a": a, "b": rho * a + np.sqrt(1 - rho**2) * rng.normal(size=n), "c": rng.lognormal(size=n)}
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    rng = np.random.default_rng(1)
+    table = {k: v.tolist() for k, v in _table(rng, 5_000, 0.8).items()}
+    scores = 1 / (1 + np.exp(-3 * np.asarray(table["a"])))
+    labels = rng.random(scores.size) < 1 / (1 + np.exp(-2 * np.asarray(table["a"])))
+    section = multivariate_section(table, scores=scores.tolist(), labels=labels.tolist(), sample_size=300)
+    made = build_profile("m", "1", table, label_column=None, prediction_column=None, bins=10, top_k=5,
+                         created_at_ms=0, multivariate=section)
+    return ReferenceProfile.model_validate_json(made.model_dump_json())  # as the topic carries it
+
+
+def _events(n: int, rho: float) -> tuple[list[int], list[str], list[dict[str, Any]], list[float | None]]:
+    rng = np.random.default_rng(2)
+    table = _table(rng, n, rho)
+    features: list[dict[str, Any]] = [{k: float(v[i]) for k, v in table.items()} for i in range(n)]
+    features[3]["b"] = None  # a missing value scores as the median
+    features[4]["c"] = "text"  # not a number: missing too
+    scores: list[float | None] = [float(1 / (1 + np.exp(-3 * f["a"]))) for f in features]
+    scores[5] = None  # no score: not in the estimate
+    return list(range(0, n * 37, 37)), [f"p{i}" for i in range(n)], features, scores
+
+
+def _watch(profile: ReferenceProfile) -> MultivariateWatch:
+    watch = MultivariateWatch(1.0, status_grid_ms=10_000, min_effect_sd=0.0, learning=200, sample_size=300)
+    assert watch.add_profile(profile) and not watch.add_profile(profile)
+    return watch
+
+
+def _feed(watch: MultivariateWatch, rows: list[int], batch: int, events: Any) -> list[dict[str, Any]]:
+    times, ids, features, scores = events
+    reports = []
+    for lo in range(0, len(rows), batch):
+        part = rows[lo : lo + batch]
+        reports += watch.observe("m", "1", [times[i] for i in part], [ids[i] for i in part],
+                                 [features[i] for i in part], [scores[i] for i in part], [WINDOW_MS])
+    return reports
+
+
+def _windows(watches: list[MultivariateWatch], k: int) -> dict[int, Any]:
+    starts = sorted({start for w in watches for (_, start, _, _) in w.windows})
+    out = {}
+    for start in starts:
+        parts = [p for w in watches if (p := w.take(WINDOW_MS, start, "m", "1")) is not None]
+        merged = merge_windows(parts, k=k)
+        out[start] = (merged.sums, merged.sample.tobytes(), merged.estimate())
+    return out
+
+
+def test_windows_are_identical_under_any_batching_and_split(profile: ReferenceProfile) -> None:
+    events = _events(6_000, 0.8)
+    whole = _watch(profile)
+    _feed(whole, list(range(6_000)), 6_000, events)
+    small = _watch(profile)
+    _feed(small, list(range(6_000)), 97, events)
+    # two shards, each seeing its events in order
+    shards = [_watch(profile), _watch(profile)]
+    for s, watch in enumerate(shards):
+        _feed(watch, [i for i in range(6_000) if i % 2 == s], 500, events)
+    expected = _windows([whole], 300)
+    assert _windows([small], 300) == expected
+    assert _windows(shards, 300) == expected
+    sums, _, estimate = next(iter(expected.values()))
+    assert sums["n"] == 60_000 // 37 + 1 and sums["n_scored"] == sums["n"] - 1  # one event without a score
+    assert estimate is not None and 0.5 < estimate.accuracy < 1
+
+
+def test_a_rotation_opens_a_reconstruction_episode(profile: ReferenceProfile) -> None:
+    watch = _watch(profile)
+    assert _feed(watch, list(range(3_000)), 1_000, _events(3_000, 0.8)) == []
+    times, ids, features, scores = _events(3_000, -0.8)
+    rotated = ([t + 200_000 for t in times], [f"r{i}" for i in ids], features, scores)
+    reports = _feed(watch, list(range(3_000)), 1_000, rotated)
+    opened = [r for r in reports if r["kind"] == "opened"]
+    assert len(opened) == 1 and opened[0]["feature"] == RECONSTRUCTION_FEATURE
+    assert opened[0]["reference_id"] == profile.profile_id
+    assert opened[0]["event_time"] < 200_000 + 300 * 37  # within a few hundred events
+
+
+def test_the_section_round_trips_and_a_profile_without_it_keeps_its_id(profile: ReferenceProfile) -> None:
+    assert profile.multivariate is not None
+    reference = MultivariateReference.from_section(profile.multivariate)
+    assert reference.features == ["a", "b", "c"] and reference.estimator is not None
+    plain = build_profile("m", "1", {"x": [1.0, 2.0, 3.0]}, label_column=None, prediction_column=None,
+                          bins=2, top_k=1, created_at_ms=0)
+    # the id of a profile without the section hashes what it hashed before the section existed
+    assert plain.multivariate is None and "multivariate" not in plain.model_dump(exclude_none=True)
+    assert plain.profile_id == "6f41bf287a4bce40"  # as built before the section existed
+    assert multivariate_section({"x": [1.0] * 1_000}) is None  # one numeric feature: no section
