@@ -121,6 +121,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from driftline.operators.drift import psi
 from driftline.operators.sequential import (
@@ -250,12 +251,26 @@ class EpisodeMonitor:
         self._opener_inflation = np.ones(len(opener.components))  # for serial dependence (see above)
         self._regime: SequentialDetector | None = None
         self._map: IntArray | None = None  # opener symbol -> regime symbol
-        small = np.int16 if opener._table.shape[0] < 2**15 else np.int32  # symbols: a smaller checkpoint
+        symbols = opener._table.shape[0]  # the smallest type that holds them: memory and checkpoints
+        small = np.uint8 if symbols <= 2**8 else np.int16 if symbols < 2**15 else np.int32
         self._ring = np.zeros(self.learning, dtype=small)  # slot i % learning: symbol i (recent ones)
-        self._sample = np.zeros(self.learning, dtype=small)  # during an episode, the regime's
+        # during an episode, the regime's values; allocated when one opens (most monitors never do)
+        self._learned: npt.NDArray[np.integer[Any]] | None = None
         self._filled = 0  # values so far: the learning sample, or the current block while watching
         self._refine = False  # the learning period follows an event: it refines that event's level
         self._open: _Open | None = None
+
+    @property
+    def _sample(self) -> npt.NDArray[np.integer[Any]]:
+        """The regime's values so far (the first ``_filled``), empty while none is being learned."""
+        return self._learned if self._learned is not None else self._ring[:0]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_sample" in state:  # a checkpoint from before the buffer was allocated on first use
+            state = dict(state)
+            sample = state.pop("_sample")
+            state["_learned"] = sample if state.get("_open") is not None else None
+        self.__dict__.update(state)
 
     _pending: tuple[str, float, float, int] | None = None
     """A regime alarm away from the reference, awaiting its replicate: evidence, replicate size."""
@@ -392,13 +407,15 @@ class EpisodeMonitor:
 
     def _collect(self, syms: IntArray, index: int) -> EpisodeEvent | None:
         """Add values (ending at ``index``) to the regime's sample; when it is full, judge it."""
-        self._sample[self._filled : self._filled + syms.size] = syms
+        if self._learned is None:
+            self._learned = np.zeros(self.learning, dtype=self._ring.dtype)
+        self._learned[self._filled : self._filled + syms.size] = syms
         self._filled += syms.size
         if self._pending is not None and self._filled == self._pending[3]:
-            return self._replicated(self._sample[: self._filled].astype(np.int64), index)
+            return self._replicated(self._learned[: self._filled].astype(np.int64), index)
         if self._filled < self.learning:
             return None
-        sample, self._filled = self._sample.astype(np.int64), 0
+        sample, self._filled = self._learned.astype(np.int64), 0
         if self._regime is not None:  # a block while watching the regime: re-measure, may close
             return self._measured(sample, index, escalate=False)
         event = self._measured(sample, index, escalate=not self._refine)
@@ -508,6 +525,7 @@ class EpisodeMonitor:
 
     def _watch_reference(self) -> None:
         self._open, self._regime, self._map, self._filled, self._pending = None, None, None, 0, None
+        self._learned = None
         self._opener.reset()
 
     def _away(self, component: str) -> bool:
@@ -612,6 +630,6 @@ def _run_length(det: SequentialDetector, alarm: Alarm, mapped: IntArray) -> int:
     """
     j = det.components.index(alarm.component)
     steps = det._table[mapped[::-1], j]
-    before = round(alarm.statistic * _ONE) - np.cumsum(steps)
+    before = round(alarm.statistic * _ONE) - np.cumsum(steps, dtype=np.int64)
     start = np.flatnonzero(before <= 0)
     return int(start[0]) + 1 if start.size else int(mapped.size)

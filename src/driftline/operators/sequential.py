@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -146,14 +147,19 @@ _TIGHTEN_STEP = 1.005  # grid ratio of tightened design rates
 _WINDOW = 2048  # rows per vectorised step of update_many (bounded memory, cache-friendly)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Tables:
-    """A detector's lookup state, derived from its arrays and shared between equal detectors."""
+    """What a detector derives from its reference, held once per process for every detector on
+    the same reference (shards, banks and replays watching one profile share it)."""
 
-    table: IntArray  # increments per symbol and CUSUM, fixed point (read-only)
-    reach: list[int]  # per symbol, the largest increment of any CUSUM (the per-value bound)
-    lo: list[float]  # numeric: cell bounds as lists, for bisect per value
-    hi: list[float]
+    table: npt.NDArray[np.int32] | IntArray
+    """Increments per symbol and CUSUM, fixed point (read-only; int32 when they fit, half the
+    bytes of int64: the CUSUMs still sum in int64)."""
+    reference: dict[str, Any]
+    """The detector's reference attributes (arrays read-only), by name: one copy per reference."""
+    per_value: tuple[list[int], list[float], list[float]] | None = None
+    """The per-value path's lists (largest increment per symbol, numeric cell bounds for bisect),
+    built on the first per-value call: a detector fed only batches never holds them (~70 KB)."""
 
 
 _TABLES: weakref.WeakValueDictionary[bytes, _Tables] = weakref.WeakValueDictionary()
@@ -274,8 +280,10 @@ class SequentialDetector:
     _rise: int
     _slack: int
     _due: int
-    _reach: list[int]
+    _reach: list[int] | None  # None until the first per-value call (see _Tables.per_value)
     _refine_at: int = _NEVER  # n at which the subclass's _refine runs (BinaryDetector)
+    _REFERENCE: tuple[str, ...] = ()
+    """Attributes that are a function of the reference only: shared through :class:`_Tables`."""
 
     def _setup(self, arl: float, labels: list[str], thresholds: FloatArray) -> None:
         self.arl = float(arl)
@@ -289,8 +297,9 @@ class SequentialDetector:
     def _derive(self) -> None:
         """Everything rebuilt from the stored arrays (after building, a refinement, or unpickling).
 
-        The lookup tables are shared by every live detector built on the same arrays (one
-        reference watched by many shards, banks or replays holds them once)."""
+        The lookup tables and the reference attributes (:attr:`_REFERENCE`) are shared by every
+        live detector built on the same arrays (one reference watched by many shards, banks or
+        replays holds them once); per detector remain the CUSUM statistics and counters."""
         digest = hashlib.blake2b(type(self).__name__.encode(), digest_size=16)
         for part in self._table_inputs():
             digest.update(np.ascontiguousarray(part).tobytes())
@@ -299,13 +308,27 @@ class SequentialDetector:
         tables = _TABLES.get(key)
         if tables is None:
             table = self._build_table()
+            if table.size and int(np.abs(table).max()) < 2**31:
+                table = table.astype(np.int32)
             table.flags.writeable = False
-            tables = _Tables(table, table.max(axis=1).tolist(), *self._bounds_lists())
+            reference = {name: _frozen(getattr(self, name)) for name in self._REFERENCE}
+            tables = _Tables(table, reference)
             _TABLES[key] = tables
         self._tables = tables  # keeps the shared entry alive as long as this detector
-        self._table, self._reach = tables.table, tables.reach
+        self.__dict__.update(tables.reference)
+        self._labels = [sys.intern(label) for label in self._labels]
+        self._table = tables.table
+        self._reach = tables.per_value[0] if tables.per_value is not None else None
         self._pending = []
         self._arm()
+
+    def _per_value(self) -> list[int]:
+        """The per-value path's lists, built once per reference on first use; the reach list."""
+        tables = self._tables
+        if tables.per_value is None:
+            tables.per_value = (self._table.max(axis=1).tolist(), *self._bounds_lists())
+        self._reach = tables.per_value[0]
+        return self._reach
 
     def _table_inputs(self) -> list[npt.NDArray[Any]]:
         """The arrays the increment table is a function of."""
@@ -412,7 +435,7 @@ class SequentialDetector:
             return None
         self.n += 1
         self._pending.append(sym)
-        rise = self._rise + self._reach[sym]
+        rise = self._rise + (self._reach or self._per_value())[sym]
         self._rise = rise if rise > 0 else 0
         if rise < self._slack and self.n < self._due:
             return None  # no CUSUM can have reached its threshold: the step can wait
@@ -422,7 +445,7 @@ class SequentialDetector:
         """Count one already-mapped symbol; the alarm it raises, if any."""
         self.n += 1
         self._pending.append(sym)
-        rise = self._rise + self._reach[sym]
+        rise = self._rise + (self._reach or self._per_value())[sym]
         self._rise = rise if rise > 0 else 0
         if rise < self._slack and self.n < self._due:
             return None
@@ -434,7 +457,7 @@ class SequentialDetector:
         self._pending = []
         # S_T = C_T - min(-S_0, min_t C_t) over the cumulative sums C of the increments: no
         # running minimum per row is needed, as no earlier value can have alarmed
-        c = self._table.take(syms, axis=0).cumsum(axis=0)
+        c = self._table.take(syms, axis=0).cumsum(axis=0, dtype=np.int64)
         sums = c[-1] - np.minimum(c.min(axis=0), -self._sums)
         slack = int((self._h - sums).min())  # the alarm test and the next bound in one pass
         alarm = None
@@ -499,13 +522,12 @@ class SequentialDetector:
         s0 = self._sums
         for pos in range(0, total, _WINDOW):
             end = min(total, pos + _WINDOW)
-            # Row 0 is a zero and row 1 carries S_0, so after the cumulative sum row t holds
-            # S_0 + C_t (row t is observation pos + t - 1); S_t is C_t minus its running minimum.
+            # Row 0 is a zero and row t >= 1 holds S_0 + C_t (observation pos + t - 1) after the
+            # cumulative sum (in int64, the table may be int32); S_t is C_t minus its running minimum.
             buf = np.empty((end - pos + 1, s0.size), dtype=np.int64)
             buf[0] = 0
-            np.take(self._table, syms[pos:end], axis=0, out=buf[1:])
-            buf[1] += s0
-            np.cumsum(buf, axis=0, out=buf)
+            np.cumsum(self._table.take(syms[pos:end], axis=0), axis=0, dtype=np.int64, out=buf[1:])
+            buf[1:] += s0
             base = 0  # every CUSUM is 0 at row `base` (the start, or the last alarm)
             while True:
                 seg = buf[base:]
@@ -557,6 +579,14 @@ class SequentialDetector:
 _Bank = SequentialDetector  # the class's name before it was public (code that imported it)
 
 
+def _frozen(value: Any) -> Any:
+    """A reference attribute as the shared copy holds it: arrays read-only (own data, no view)."""
+    if isinstance(value, np.ndarray):
+        value = value.copy() if value.base is not None or value.flags.writeable else value
+        value.flags.writeable = False
+    return value
+
+
 def _quantise(z: FloatArray) -> IntArray:
     return np.rint(z * _ONE).astype(np.int64)
 
@@ -602,8 +632,9 @@ class NumericDetector(SequentialDetector):
     _hi: FloatArray
     _u: FloatArray
     _coef: FloatArray
-    _lo_list: list[float]
-    _hi_list: list[float]
+    _lo_list: list[float] | None
+    _hi_list: list[float] | None
+    _REFERENCE = ("_lo", "_hi", "_u", "_coef")
 
     @classmethod
     def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
@@ -707,7 +738,15 @@ class NumericDetector(SequentialDetector):
 
     def _derive(self) -> None:
         super()._derive()
-        self._lo_list, self._hi_list = self._tables.lo, self._tables.hi  # for bisect per value
+        per_value = self._tables.per_value
+        self._lo_list, self._hi_list = (per_value[1], per_value[2]) if per_value else (None, None)
+
+    def _per_value(self) -> list[int]:
+        reach = super()._per_value()
+        per_value = self._tables.per_value
+        assert per_value is not None
+        self._lo_list, self._hi_list = per_value[1], per_value[2]
+        return reach
 
     _DERIVED = (*SequentialDetector._DERIVED, "_lo_list", "_hi_list")
 
@@ -728,9 +767,12 @@ class NumericDetector(SequentialDetector):
         v = float(x)
         if v != v:
             return None
-        hi = self._hi_list
+        if self._hi_list is None:
+            self._per_value()
+        hi, lo = self._hi_list, self._lo_list
+        assert hi is not None and lo is not None
         j = bisect_left(hi, v)  # np.searchsorted(side="left") on a list: ~10x cheaper per value
-        return 2 * j + 1 if j < len(hi) and v >= self._lo_list[j] else 2 * j
+        return 2 * j + 1 if j < len(hi) and v >= lo[j] else 2 * j
 
 
 def _group_cells(lo: FloatArray, hi: FloatArray, counts: IntArray,
@@ -801,6 +843,7 @@ class CategoricalDetector(SequentialDetector):
     _a: FloatArray
     _b: FloatArray
     _target: IntArray
+    _REFERENCE = ("categories", "reference_shares", "_index", "_a", "_b", "_target")
 
     @classmethod
     def from_reference(cls, values: Iterable[Any], *, arl: float = 1_000_000.0,
@@ -873,7 +916,9 @@ class CategoricalDetector(SequentialDetector):
         return det
 
     def _table_inputs(self) -> list[npt.NDArray[Any]]:
-        return [self._a, self._b, self._target, np.array([len(self.categories)])]
+        # the names too: detectors share categories and their index, not only the table
+        return [self._a, self._b, self._target, self.reference_shares, np.array([len(self.categories)]),
+                np.frombuffer("\x00".join(self.categories).encode(), dtype=np.uint8)]
 
     def _build_table(self) -> IntArray:
         table = np.tile(_quantise(self._b), (len(self.categories) + 1, 1))
@@ -965,6 +1010,7 @@ class BinaryDetector(SequentialDetector):
     """Outcomes the reference estimate rests on (stream values joined included); None: exact."""
     _a: FloatArray
     _b: FloatArray
+    _REFERENCE = ("_a", "_b")
     _errors: float = 0.0  # errors among the reference_n outcomes
     _min_ratio: float = 1.0
     _design_cap: float = 1.0  # the highest design rate tightening may reach
