@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -176,6 +176,29 @@ def _segment_ok(segment: dict[Any, Any]) -> bool:
         type(v) is str and len(v) <= MAX_NAME_LENGTH for v in segment.values())
 
 
+def _bad_segments(column: Sequence[Any]) -> list[int]:
+    """Positions in ``column`` that are not segment maps; each distinct map is checked once."""
+    checked: dict[tuple[tuple[Any, Any], ...], bool] = {}
+    bad = []
+    for j, segment in enumerate(column):
+        if type(segment) is not dict:
+            bad.append(j)
+        elif segment:
+            try:
+                items = tuple(segment.items())
+                hash(items)
+            except TypeError:  # a list or object value: not a segment map, checked alone
+                items = ()
+            ok = checked.get(items) if items else None
+            if ok is None:
+                ok = _segment_ok(segment)
+                if items:
+                    checked[items] = ok
+            if not ok:
+                bad.append(j)
+    return bad
+
+
 def _latencies(column: Sequence[Any], bad: set[int]) -> Sequence[Any]:
     """The latencies as pydantic holds them (float or None); adds the positions it would reject."""
     types = set(map(type, column))
@@ -213,8 +236,7 @@ def _prediction_events(parsed: Sequence[Any]) -> list[PredictionEvent | None]:
             bad.update(j for j, f in enumerate(features) if type(f) is not dict or len(f) > MAX_FEATURES)
         segments: Sequence[Any] | None = columns.get("segment")
         if segments is not None:
-            bad.update(j for j, g in enumerate(segments)
-                       if type(g) is not dict or (g and not _segment_ok(g)))
+            bad.update(_bad_segments(segments))
         latencies = _latencies(columns["latency_ms"], bad) if "latency_ms" in columns else (None,) * n
         ids, models, times, outputs = (columns["prediction_id"], columns["model_id"], columns["timestamp"],
                                        columns["prediction"])
@@ -348,22 +370,26 @@ class BatchDecoder:
             unusual = _unusual_feature_rows([events[i].features for i in candidates])  # type: ignore[union-attr]
             for position in unusual:
                 events[candidates[position]] = None
-        records_out, events_out, dead = self._settle(records, events, self.decoder.predictions)
-        return PredictionBatch(records_out, events_out, _times(events_out)), dead
+        records_out, events_out, times, dead = self._settle(records, events, self.decoder.predictions)
+        return PredictionBatch(records_out, events_out, times), dead
 
     def labels(self, records: Sequence[RawRecord]) -> tuple[LabelBatch, list[DeadLetter]]:
         """Decode label records; the batch and the dead letters keep the input order."""
         events = _label_events(self._parsed(records))
-        records_out, events_out, dead = self._settle(records, events, self.decoder.labels)
-        return LabelBatch(records_out, events_out, _times(events_out)), dead
+        records_out, events_out, times, dead = self._settle(records, events, self.decoder.labels)
+        return LabelBatch(records_out, events_out, times), dead
 
     def _parsed(self, records: Sequence[RawRecord]) -> list[Any]:
-        """Each record's parsed value, or None where it is screened out or not JSON orjson reads."""
-        screen, parsed = self.decoder.screen, []
+        """Each record's parsed value, or None where it is screened out (:meth:`Decoder.screen`) or
+        is not JSON orjson reads."""
+        max_bytes, loads, parsed = self.decoder.max_message_bytes, orjson.loads, []
         for record in records:
             value = record.value
+            if value is None or len(value) > max_bytes:
+                parsed.append(None)
+                continue
             try:
-                parsed.append(None if screen(record) is not None else orjson.loads(value))  # type: ignore[arg-type]
+                parsed.append(loads(value))
             except orjson.JSONDecodeError:
                 parsed.append(None)
         return parsed
@@ -373,14 +399,25 @@ class BatchDecoder:
         records: Sequence[RawRecord],
         events: Sequence[_EventT | None],
         slow: Callable[[Sequence[RawRecord]], tuple[list[tuple[RawRecord, _EventT]], list[DeadLetter]]],
-    ) -> tuple[list[RawRecord], list[_EventT], list[DeadLetter]]:
-        """Time checks for the fast-path events, ``slow`` (the pydantic path) for the rest, in log
-        order."""
-        check_time = self.decoder.check_time
+    ) -> tuple[list[RawRecord], list[_EventT], Int64Array, list[DeadLetter]]:
+        """The accepted records, events and event times, and the dead letters, in log order: the
+        time checks (:meth:`Decoder.check_time`) on the fast-path events at once, ``slow`` (the
+        pydantic path) for the rest."""
+        decoder = self.decoder
+        n = len(records)
+        event_ts = np.fromiter((0 if e is None else e.timestamp for e in events), dtype=np.int64, count=n)
+        record_ts = np.fromiter((r.timestamp_ms for r in records), dtype=np.int64, count=n)
+        skew = event_ts - record_ts
+        flagged = (record_ts >= 0) & ((np.abs(skew) > decoder.max_timestamp_skew_ms)
+                                      | (skew > decoder.max_future_skew_ms))
+        missing = [i for i, event in enumerate(events) if event is None]
+        flagged[missing] = True
+        if not flagged.any():
+            return list(records), cast("list[_EventT]", list(events)), event_ts, []
         good_records: list[RawRecord] = []
         good: list[_EventT] = []
         dead: list[DeadLetter] = []
-        for record, event in zip(records, events, strict=True):
+        for record, event, check in zip(records, events, flagged.tolist(), strict=True):
             if event is None:
                 slow_good, slow_dead = slow((record,))
                 dead.extend(slow_dead)
@@ -388,14 +425,12 @@ class BatchDecoder:
                     good_records.append(slow_record)
                     good.append(slow_event)
                 continue
-            out_of_range = check_time(record, record.value or b"", event.timestamp)
-            if out_of_range is not None:
-                dead.append(out_of_range)
-                continue
+            if check:
+                out_of_range = decoder.check_time(record, record.value or b"", event.timestamp)
+                if out_of_range is not None:
+                    dead.append(out_of_range)
+                    continue
             good_records.append(record)
             good.append(event)
-        return good_records, good, dead
-
-
-def _times(events: Sequence[PredictionEvent] | Sequence[LabelEvent]) -> Int64Array:
-    return np.fromiter((e.timestamp for e in events), dtype=np.int64, count=len(events))
+        times = np.fromiter((e.timestamp for e in good), dtype=np.int64, count=len(good))
+        return good_records, good, times, dead
