@@ -198,7 +198,7 @@ def test_bounded_input_writes_every_window_ending_by_its_end(tmp_path: Path) -> 
     assert result.end_ms is not None and result.end_ms % 60_000 != 0
     intervals = {r["time"]: r["n_outcomes"] for r in with_labels.rows["model_metrics"]
                  if r["row_kind"] == "interval" and r["segment"] == ""}
-    assert max(intervals) == result.end_ms - result.end_ms % 60_000 + 60_000
+    assert max(intervals) == result.end_ms - result.end_ms % 60_000 + 60_000 == result.intervals_end_ms
     by_label_time = Counter(o["label_time"] - o["label_time"] % 60_000 + 60_000
                             for o in with_labels.rows["outcomes"])
     assert max(o["label_time"] for o in with_labels.rows["outcomes"]) >= max(intervals) - 60_000
@@ -228,6 +228,8 @@ def test_replay_summary_lists_partial_windows(tmp_path: Path, monkeypatch: pytes
     stamp = lambda ms: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ms / 1000))  # noqa: E731
     assert "windows left partial, extending past the end (not written):\n" \
            f"  m v1 60s {stamp(START + 600_000)} .. {stamp(START + 660_000)}\n" in out, out
+    # the default 300 s metrics interval holding the end closes too
+    assert f"outcome intervals closed up to {stamp(START + 900_000)}: the last one counts" in out, out
 
 
 # -- integration -------------------------------------------------------------------------------------

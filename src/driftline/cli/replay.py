@@ -16,7 +16,8 @@ Semantics (also in --help):
   replay of what a live worker processed reproduces its aggregates.
 - The input ends at --to, else just after the last record timestamp: every window ending by then
   is closed and written; windows extending past the end are listed as partial (not written), as are
-  windows begun before --from (written with the events from --from on).
+  windows begun before --from (written with the events from --from on). Outcome intervals are
+  written up to the one holding the end, so every outcome row is counted by an interval.
 - Rows go to ClickHouse tagged with --run-id (never '' — that is live data); re-running a run id
   replaces its rows (ReplacingMergeTree keys are deterministic). Retrain triggers become rows only.
 """
@@ -148,6 +149,10 @@ def summary_lines(result: ReplayResult) -> list[str]:
     lines = [f"record times {format_time(result.first_ms)} .. {format_time(result.last_ms)}"]
     if result.end_ms is not None:
         lines.append(f"input ends {format_time(result.end_ms)}: every window ending by then is written")
+    intervals_end = result.intervals_end_ms
+    if intervals_end is not None and intervals_end != result.end_ms:
+        lines.append(f"outcome intervals closed up to {format_time(intervals_end)}: the last one counts "
+                     "the outcomes labeled up to the input's end")
     for written, heading in (
         (False, "windows left partial, extending past the end (not written):"),
         (True, "windows begun before --from (written with the events from --from on):"),

@@ -63,6 +63,8 @@ class ReplayResult:
     first_ms: int | None = None
     last_ms: int | None = None
     end_ms: int | None = None  # the input's end: windows ending by then are closed and written
+    # the end of the outcome interval holding the input's end: intervals are written up to it
+    intervals_end_ms: int | None = None
     partial_windows: list[PartialWindow] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -113,6 +115,8 @@ class Replayer:
         if end_ms is not None:
             self.pipeline.finish(end_ms)
             result.end_ms = end_ms
+            interval_ms = self.pipeline.settings.windows.metrics_interval_s * 1000
+            result.intervals_end_ms = end_ms + (-end_ms) % interval_ms
         self._drain()
         open_windows = {
             PartialWindow(key.model_id, key.model_version, key.size_s, key.start, key.end, written=False)
