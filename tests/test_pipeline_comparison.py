@@ -7,6 +7,7 @@ intervals; rows do not depend on batching, and survive crashes and restores of e
 
 from __future__ import annotations
 
+import pickle
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from driftline.config import ComparisonSettings, Settings
+from driftline.config import ComparisonPair, ComparisonSettings, Settings, TriggerSettings
+from driftline.operators.triggers import RetrainPolicy
 from driftline.operators.validate import RawRecord
+from driftline.pipeline.comparison import VersionComparisons
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.model import ModelProcessor
 from driftline.store.client import connect
@@ -249,3 +252,18 @@ def test_a_reversal_is_a_decision_of_its_own() -> None:
     assert recommendations == ["roll_back", "promote"]
     ids = [t["trigger_id"] for t in _triggers(pipeline)]
     assert len(set(ids)) == 2
+
+
+def test_a_reconfigured_pairing_starts_a_fresh_test() -> None:
+    """A restored stage whose shadow pair lost its request separator tests unpaired from then on."""
+    book = VersionComparisons()
+    book.configure(ComparisonSettings(pairs=[ComparisonPair(model_id="m", champion="1", challenger="2",
+                                                            mode="shadow")], request_separator="#"), 60_000)
+    policy = RetrainPolicy(TriggerSettings(), "abc")
+    paired = {"1": [("r1#1", "", 1.0), ("r2#1", "", 0.0)], "2": [("r1#2", "", 0.0)]}
+    [row], _ = book.close_interval("", "m", 0, "accuracy", paired, policy)
+    assert (row["paired"], row["n_champion"], row["n_unpaired"]) == (1, 1, 1)
+    restored = pickle.loads(pickle.dumps(book))
+    restored.configure(ComparisonSettings(pairs=book.settings.pairs), 60_000)
+    [row], _ = restored.close_interval("", "m", 60_000, "accuracy", paired, policy)
+    assert (row["paired"], row["n_champion"], row["n_challenger"], row["n_tested"]) == (0, 2, 1, 1)

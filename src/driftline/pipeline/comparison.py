@@ -150,7 +150,7 @@ class VersionComparisons:
                     n_unpaired = 0
                 key = (model_id, pair.champion, pair.challenger, segment)
                 kept = self.tests.get(key)
-                if kept is None:
+                if kept is None or kept.test.paired != paired:  # new, or its pairing was reconfigured
                     kept = self.tests[key] = PairTest(self._new_test(paired), start)
                 reached = kept.test.update(a_losses, b_losses)
                 decided_now = reached is not None and reached != kept.decision
