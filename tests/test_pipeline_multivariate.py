@@ -7,13 +7,15 @@ Two models with training profiles that carry a multivariate section:
   becomes -0.8. The univariate tests must stay quiet; the reconstruction detector opens a
   ``__reconstruction__`` episode and the domain classifier's AUC crosses its threshold.
 - ``cov``: a binary classifier whose inputs move (covariate shift, the concept fixed): CBPE's
-  estimated accuracy per window within 0.03 of the realized one, with no label sent.
+  estimated accuracy per window within 0.03 of the realized one, computed from scores alone (the
+  labels arrive two minutes later; in ClickHouse, ``estimated_vs_realized`` puts them side by side).
 
 Rows are a function of the logs alone: another batching, and crash/restore, give identical rows.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,9 @@ from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.store.client import connect, database_name
+from driftline.store.migrate import migrate
+from driftline.store.writer import ClickHouseRowWriter
 
 pytest.importorskip("sklearn")
 
@@ -34,6 +39,7 @@ WINDOW_S = 300
 DURATION_S = 2400
 ROTATE_S = 1200
 RATE = 5  # events per second and model
+LABEL_DELAY_MS = 120_000
 FEATURES = ("a", "b", "c", "d", "e")
 
 
@@ -114,9 +120,13 @@ def generated() -> tuple[list[RawRecord], dict[int, float]]:
             value = orjson.dumps({"prediction_id": pid, "model_id": model, "timestamp": t,
                                   "features": row, "prediction": prediction})
             events.append(Logged("predictions", pid.encode(), value, t))
+        label = orjson.dumps({"prediction_id": f"cov-{i}", "model_id": "cov", "label": bool(labels[i]),
+                              "timestamp": t + LABEL_DELAY_MS})
+        events.append(Logged("labels", f"cov-{i}".encode(), label, t + LABEL_DELAY_MS))
         correct.setdefault(t - (t - START) % (WINDOW_S * 1000), []).append(
             bool(scores[i] >= 0.5) == bool(labels[i]))
     realized = {start: float(np.mean(c)) for start, c in correct.items()}
+    events.sort(key=lambda e: e.timestamp_ms)  # labels in their time order among the predictions
     return logged_records(events, _settings()), realized
 
 
@@ -124,7 +134,7 @@ def _run(stream: list[RawRecord], profiles: list[bytes], batch: int) -> InProces
     pipeline = InProcessPipeline(_settings(), profiles=profiles)
     for i in range(0, len(stream), batch):
         pipeline.feed(stream[i : i + batch])
-    pipeline.finish(START + DURATION_S * 1000)
+    pipeline.finish(START + DURATION_S * 1000 + LABEL_DELAY_MS)
     return pipeline
 
 
@@ -189,7 +199,6 @@ def test_cbpe_tracks_realized_accuracy_before_any_label(
     realized = generated[1]
     rows = _for(baseline.rows["estimated_performance"], "cov")
     assert len(rows) == DURATION_S // WINDOW_S
-    assert not baseline.rows.get("outcomes")  # no label was sent
     errors = [abs(r["accuracy"] - realized[r["window_start"]]) for r in rows]
     assert max(errors) <= 0.03, errors
     for r in rows:
@@ -215,9 +224,41 @@ def test_crash_and_restore_reproduce_the_rows(
     batches = [stream[i : i + 1500] for i in range(0, len(stream), 1500)]
     pipeline = InProcessPipeline(_settings(), profiles=profiles)
     deduped = feed_with_crashes(pipeline, batches, {len(batches) // 2 + 1}, every=4)
-    pipeline.finish(START + DURATION_S * 1000)
+    pipeline.finish(START + DURATION_S * 1000 + LABEL_DELAY_MS)
     final = {t: list({orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in rs}.values())
              for t, rs in pipeline.rows.items()}
     assert deduped  # fed through the crash
     for table in ("multivariate_drift", "outlier_rate", "estimated_performance"):
         assert _canonical(final)[table] == _canonical(baseline.rows)[table], table
+
+
+def test_estimated_beside_realized_in_clickhouse(
+    baseline: InProcessPipeline, generated: tuple[list[RawRecord], dict[int, float]], clickhouse_url: str,
+    tmp_path: Any,
+) -> None:
+    # TTLs of ten years: the simulated event times must not expire whatever today is (a century
+    # would overflow DateTime, whose range ends in 2106, and expire everything at once)
+    settings = Settings(home=tmp_path / "home",
+                        clickhouse={"url": clickhouse_url, "database": f"dl_mv_{uuid.uuid4().hex[:8]}",
+                                    "ttl_days": 3_650, "aggregate_ttl_days": 3_650})
+    client = connect(settings)
+    try:
+        migrate(client, settings)
+        writer = ClickHouseRowWriter(client, database_name(settings), close_client=False)
+        for table in ("multivariate_drift", "outlier_rate", "estimated_performance", "outcomes"):
+            writer.write(table, baseline.rows[table])
+        writer.flush()
+        db = database_name(settings)
+        rows = client.query(f"SELECT toUnixTimestamp64Milli(window_start), estimated_accuracy, n_labeled, "
+                            f"realized_accuracy FROM {db}.estimated_vs_realized WHERE model_id = 'cov' "
+                            "ORDER BY window_start").result_rows
+        realized = generated[1]
+        assert len(rows) == DURATION_S // WINDOW_S
+        for start, estimated, n_labeled, accuracy in rows:
+            assert n_labeled > 0
+            assert accuracy == pytest.approx(realized[start]) and abs(estimated - accuracy) <= 0.03
+        drifted = client.query(f"SELECT count() FROM {db}.multivariate_drift FINAL WHERE model_id = 'rot' "
+                               "AND drifted = 1").result_rows[0][0]
+        assert drifted == (DURATION_S - ROTATE_S) // WINDOW_S
+    finally:
+        client.close()
