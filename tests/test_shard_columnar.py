@@ -52,6 +52,7 @@ class Run:
 
     def __init__(self, settings: Settings, columnar: bool, profiles: Sequence[bytes] = ()) -> None:
         self.settings = settings
+        self.columnar = columnar
         RecordingPipeline.shipped = []  # the profiles' messages, during __init__
         self.pipeline = RecordingPipeline(settings, profiles=profiles)
         self.pipeline.shipped = []
@@ -62,9 +63,11 @@ class Run:
     def shipped(self) -> Shipped:
         return self.pipeline.shipped
 
-    def restore(self) -> None:
-        """Every shard from its checkpoint (the path it took travels with it)."""
-        factory = ShardFactory(self.settings)
+    def restore(self, columnar: bool | None = None) -> None:
+        """Every shard from its checkpoint, on the same path or on ``columnar``'s."""
+        if columnar is not None:
+            self.columnar = columnar
+        factory = ShardFactory(self.settings, columnar=self.columnar)
         for p, shard in enumerate(self.pipeline.shards):
             self.pipeline.shards[p] = factory.restore(p, shard.snapshot())
 
@@ -182,6 +185,27 @@ def test_columnar_path_emits_what_the_row_path_emits(
     batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
     row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms)
     assert_same(row, columnar)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(), cut=st.integers(0, 80))
+def test_a_row_path_checkpoint_continues_on_the_columnar_path(
+    log: tuple[list[RawRecord], int], cut: int
+) -> None:
+    """The upgrade: shards checkpointed by the row path restore into the columnar one and go on
+    emitting exactly what the row path would have."""
+    records, end_ms = log
+    row, upgraded = Run(_settings(), False), Run(_settings(), False)
+    for run in (row, upgraded):
+        run.feed(records[:cut])
+    row.restore()
+    upgraded.restore(columnar=True)
+    for run in (row, upgraded):
+        run.feed(records[cut:])
+        run.pipeline.finish(end_ms)
+    assert all(shard.columnar for shard in upgraded.pipeline.shards)
+    assert_same(row, upgraded)
 
 
 # -- a simulated workload with sequential detectors watching -----------------------------------------

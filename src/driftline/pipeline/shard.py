@@ -728,17 +728,20 @@ def _digest(record: RawRecord) -> bytes:
 
 
 class ShardFactory:
-    """Creates or restores stage-1 processors for the runner."""
+    """Creates or restores stage-1 processors for the runner; ``columnar=False`` runs the row path
+    (both keep the same state, so a checkpoint of either restores into either)."""
 
-    def __init__(self, settings: Settings, run_id: str = "") -> None:
+    def __init__(self, settings: Settings, run_id: str = "", columnar: bool = True) -> None:
         self.settings = settings
         self.run_id = run_id
+        self.columnar = columnar
 
     def create(self, shard: int) -> ShardProcessor:
-        return ShardProcessor(shard, self.settings, self.run_id)
+        return ShardProcessor(shard, self.settings, self.run_id, columnar=self.columnar)
 
     def restore(self, shard: int, blob: bytes, deltas: Sequence[bytes] = ()) -> ShardProcessor:
         processor = ShardProcessor.restore(blob, self.settings, f"stage-1 shard {shard}", deltas)
         if processor.shard != shard:
             raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")
+        processor.columnar = self.columnar
         return processor
