@@ -113,3 +113,12 @@ def test_the_section_round_trips_and_a_profile_without_it_keeps_its_id(profile: 
     assert plain.multivariate is None and "multivariate" not in plain.model_dump(exclude_none=True)
     assert plain.profile_id == "6f41bf287a4bce40"  # as built before the section existed
     assert multivariate_section({"x": [1.0] * 1_000}) is None  # one numeric feature: no section
+
+
+def test_wild_values_are_huge_errors_and_outliers_not_overflows(profile: ReferenceProfile) -> None:
+    assert profile.multivariate is not None
+    reference = MultivariateReference.from_section(profile.multivariate)
+    x = reference.matrix([{"a": 1e308, "b": -1e308, "c": 1.0}, {"a": float("inf"), "b": 0.0, "c": 1.0}])
+    errors, distances = reference.errors_and_distances(x)
+    assert np.all(np.isfinite(errors)) and np.all(errors > 100 * reference.reconstruction.p99)
+    assert np.all(distances > reference.outliers.threshold)

@@ -81,6 +81,9 @@ SAMPLE_BUDGET = 150_000
 """Bytes of base64 the reference sample may take: more features keep fewer rows."""
 ERROR_UNIT = 10**6
 """Fixed-point scale of summed reconstruction errors (integer sums merge exactly)."""
+SCORE_CAP = 1_000.0
+"""Normal scores are clipped to +-this: a wild value (1e300, inf) stays a huge error and an outlier
+without overflowing the products or the window's integer sums."""
 PROBABILITY_UNIT = 10**9
 """Fixed-point scale of summed probabilities."""
 
@@ -187,7 +190,7 @@ class MultivariateReference:
 
     def errors_and_distances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Per event: the reconstruction error and the outlier distance."""
-        z = self.reconstruction.scores.transform_matrix(x)
+        z = np.clip(self.reconstruction.scores.transform_matrix(x), -SCORE_CAP, SCORE_CAP)
         return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
 
 
