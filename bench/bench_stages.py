@@ -173,21 +173,28 @@ def _run(
     return time.perf_counter() - t0
 
 
-def _breakdown(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], n_pred: int,
-               columnar: bool, overhead: float) -> dict[str, Any]:
-    """One path's per-stage microseconds per prediction, its un-instrumented figure (best of two runs
-    around the timed one) and what could not be timed."""
-    _run(settings, raw[: min(len(raw), 20_000)], profiles, columnar)  # warm-up: imports, caches, calibration
-    plain_s = _run(settings, raw, profiles, columnar)
-    clock = StageClock()
-    with instrumented(clock) as missing:
-        timed_s = _run(settings, raw, profiles, columnar)
-    plain_s = min(plain_s, _run(settings, raw, profiles, columnar))
-    per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * overhead, 0.0) / n_pred * 1e6
-                 for stage in ORDER}
-    return {"us_per_event": per_event, "stage1_us": sum(per_event[s] for s in ORDER[:7]),
-            "uninstrumented_us": plain_s / n_pred * 1e6, "instrumented_s": timed_s,
-            "calls": dict(clock.calls), "missing": missing}
+def _breakdowns(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], n_pred: int,
+                overhead: float) -> dict[bool, dict[str, Any]]:
+    """Per path (False: row, True: columnar): per-stage microseconds per prediction, the un-instrumented
+    figure (best of two runs around the timed one) and what could not be timed. The two paths' runs
+    alternate, so a load that changes during the bench weighs on both alike."""
+    paths = (False, True)
+    for columnar in paths:  # warm-up: imports, caches, calibration paths
+        _run(settings, raw[: min(len(raw), 20_000)], profiles, columnar)
+    plain = {columnar: _run(settings, raw, profiles, columnar) for columnar in paths}
+    out: dict[bool, dict[str, Any]] = {}
+    for columnar in paths:
+        clock = StageClock()
+        with instrumented(clock) as missing:
+            timed_s = _run(settings, raw, profiles, columnar)
+        per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * overhead, 0.0) / n_pred * 1e6
+                     for stage in ORDER}
+        out[columnar] = {"us_per_event": per_event, "stage1_us": sum(per_event[s] for s in ORDER[:7]),
+                         "instrumented_s": timed_s, "calls": dict(clock.calls), "missing": missing}
+    for columnar in paths:
+        out[columnar]["uninstrumented_us"] = min(plain[columnar], _run(settings, raw, profiles, columnar)) \
+            / n_pred * 1e6
+    return out
 
 
 def measure(n: int, seed: int = 0) -> Figure:
@@ -197,8 +204,8 @@ def measure(n: int, seed: int = 0) -> Figure:
     settings = bench_settings("127.0.0.1:9", "bs")
     raw, profiles, n_pred = _workload(settings, n, seed)
     overhead = timer_overhead_s()
-    row = _breakdown(settings, raw, profiles, n_pred, False, overhead)
-    col = _breakdown(settings, raw, profiles, n_pred, True, overhead)
+    both = _breakdowns(settings, raw, profiles, n_pred, overhead)
+    row, col = both[False], both[True]
     t0 = time.perf_counter()
     for r in raw:
         if r.value:
