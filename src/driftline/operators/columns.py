@@ -382,7 +382,8 @@ class BatchDecoder:
     def _parsed(self, records: Sequence[RawRecord]) -> list[Any]:
         """Each record's parsed value, or None where it is screened out (:meth:`Decoder.screen`) or
         is not JSON orjson reads."""
-        max_bytes, loads, parsed = self.decoder.max_message_bytes, orjson.loads, []
+        max_bytes, loads = self.decoder.max_message_bytes, orjson.loads
+        parsed: list[Any] = []
         for record in records:
             value = record.value
             if value is None or len(value) > max_bytes:
