@@ -118,7 +118,7 @@ def join_spill(n: int) -> list[Figure]:
     bjs = sibling("bench_join_state")
     memory, spill = bjs.measure_spill_pair(n, 64, intervals=2)
     scale = 10_000_000 / n
-    rss = spill.rss_mb - spill.table_mb + spill.budget_mb + (spill.table_mb - spill.budget_mb) * scale
+    rss = spill.rss_mb + spill.table_mb * (scale - 1)  # the table grows linearly (bench_join_state)
     cost = (spill.event_us / memory.event_us - 1) * 100
     detail = f"{n:,} pending measured, {spill.spilled:,} spilled ({spill.store_mb:.0f} MB on disk)"
     return [Figure("join_spill_rss_10m_mb", "(7c) RSS at 10M pending, 64 MB budget", rss, "MB", "<= 2048",
