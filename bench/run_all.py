@@ -6,8 +6,8 @@ Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (
 over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
 topics; then the in-process figures (4) operators, (7) join state, (8) detection (windows vs River
 detectors), (9) sequential detectors vs River on 1M-sample streams, (10) W1 batch scoring and (11) drift
-episodes vs River on real and synthetic streams, (12) the operators' per-stage breakdown; (13) 1 vs 2
-processor workers (scale-out) runs on the same broker after (6). Everything
+episodes vs River on real and synthetic streams, (12) the operators' per-stage breakdown, (14) 1,000
+models on one worker; (13) 1 vs 2 processor workers (scale-out) runs on the same broker after (6). Everything
 runs sequentially so no figure shares the two cores with another benchmark.
 """
 
@@ -297,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         note("(10) W1 batch scoring done")
         figures += episodes_figures(args.quick, Path(tmp))
         note("(11) drift episodes done")
+    bench_models = sibling("bench_models")
+    figures += (bench_models.measure(bench_models.QUICK_MODELS, bench_models.QUICK_N) if args.quick
+                else bench_models.measure(1000, 200_000))
+    note("(14) many models on one worker done")
 
     order = ["worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s", "worker_share_of_raw",
              "worker_over_faust", "operators_events_per_s", "operators_seq_events_per_s", "client_p99_us",

@@ -157,9 +157,11 @@ class _Tables:
     bytes of int64: the CUSUMs still sum in int64)."""
     reference: dict[str, Any]
     """The detector's reference attributes (arrays read-only), by name: one copy per reference."""
-    per_value: tuple[list[int], list[float], list[float]] | None = None
-    """The per-value path's lists (largest increment per symbol, numeric cell bounds for bisect),
-    built on the first per-value call: a detector fed only batches never holds them (~70 KB)."""
+    per_value: tuple[Sequence[int], Sequence[float], Sequence[float]] | None = None
+    """The per-value path's sequences (largest increment per symbol, numeric cell bounds for
+    bisect): memoryviews, which index to Python numbers about as fast as lists do, over the arrays
+    (the bounds are the shared reference arrays themselves: Python lists cost ~70 KB a reference).
+    Built on the first per-value call."""
 
 
 _TABLES: weakref.WeakValueDictionary[bytes, _Tables] = weakref.WeakValueDictionary()
@@ -280,7 +282,7 @@ class SequentialDetector:
     _rise: int
     _slack: int
     _due: int
-    _reach: list[int] | None  # None until the first per-value call (see _Tables.per_value)
+    _reach: Sequence[int] | None  # None until the first per-value call (see _Tables.per_value)
     _refine_at: int = _NEVER  # n at which the subclass's _refine runs (BinaryDetector)
     _REFERENCE: tuple[str, ...] = ()
     """Attributes that are a function of the reference only: shared through :class:`_Tables`."""
@@ -322,11 +324,13 @@ class SequentialDetector:
         self._pending = []
         self._arm()
 
-    def _per_value(self) -> list[int]:
-        """The per-value path's lists, built once per reference on first use; the reach list."""
+    def _per_value(self) -> Sequence[int]:
+        """The per-value path's sequences, built once per reference on first use; the reach."""
         tables = self._tables
         if tables.per_value is None:
-            tables.per_value = (self._table.max(axis=1).tolist(), *self._bounds_lists())
+            reach = self._table.max(axis=1)
+            reach.flags.writeable = False
+            tables.per_value = (_view(reach), *self._bounds_lists())
         self._reach = tables.per_value[0]
         return self._reach
 
@@ -334,9 +338,9 @@ class SequentialDetector:
         """The arrays the increment table is a function of."""
         raise NotImplementedError
 
-    def _bounds_lists(self) -> tuple[list[float], list[float]]:
-        """Per-value lookup lists beside the table (cell bounds, numeric detectors only)."""
-        return [], []
+    def _bounds_lists(self) -> tuple[Sequence[float], Sequence[float]]:
+        """Per-value lookup sequences beside the table (cell bounds, numeric detectors only)."""
+        return (), ()
 
     def _arm(self) -> None:
         self._rise = 0
@@ -579,6 +583,11 @@ class SequentialDetector:
 _Bank = SequentialDetector  # the class's name before it was public (code that imported it)
 
 
+def _view(array: npt.NDArray[Any]) -> Sequence[Any]:
+    """A read-only array as a sequence of Python numbers (for bisect and per-value indexing)."""
+    return memoryview(array).toreadonly()
+
+
 def _frozen(value: Any) -> Any:
     """A reference attribute as the shared copy holds it: arrays read-only (own data, no view)."""
     if isinstance(value, np.ndarray):
@@ -632,8 +641,8 @@ class NumericDetector(SequentialDetector):
     _hi: FloatArray
     _u: FloatArray
     _coef: FloatArray
-    _lo_list: list[float] | None
-    _hi_list: list[float] | None
+    _lo_list: Sequence[float] | None
+    _hi_list: Sequence[float] | None
     _REFERENCE = ("_lo", "_hi", "_u", "_coef")
 
     @classmethod
@@ -733,15 +742,15 @@ class NumericDetector(SequentialDetector):
     def _table_inputs(self) -> list[npt.NDArray[Any]]:
         return [self._lo, self._hi, self._u, self._coef]
 
-    def _bounds_lists(self) -> tuple[list[float], list[float]]:
-        return self._lo.tolist(), self._hi.tolist()
+    def _bounds_lists(self) -> tuple[Sequence[float], Sequence[float]]:
+        return _view(self._lo), _view(self._hi)
 
     def _derive(self) -> None:
         super()._derive()
         per_value = self._tables.per_value
         self._lo_list, self._hi_list = (per_value[1], per_value[2]) if per_value else (None, None)
 
-    def _per_value(self) -> list[int]:
+    def _per_value(self) -> Sequence[int]:
         reach = super()._per_value()
         per_value = self._tables.per_value
         assert per_value is not None
@@ -771,7 +780,7 @@ class NumericDetector(SequentialDetector):
             self._per_value()
         hi, lo = self._hi_list, self._lo_list
         assert hi is not None and lo is not None
-        j = bisect_left(hi, v)  # np.searchsorted(side="left") on a list: ~10x cheaper per value
+        j = bisect_left(hi, v)  # np.searchsorted(side="left") per value: ~10x dearer
         return 2 * j + 1 if j < len(hi) and v >= lo[j] else 2 * j
 
 

@@ -1,0 +1,207 @@
+"""Many models on one worker: 1,000 models x 25 features with Zipf traffic, sequential detection on.
+
+The pure stage-1 + stage-2 operators (``InProcessPipeline``, the processors the worker runs; as
+row (4b) of bench_pipeline.py) over simulated events of ``--models`` models (20 numeric + 5
+categorical features each, every prediction labelled), model ``i`` (0-based) drawing a share of the
+traffic proportional to ``(i + 1) ** -s`` (Zipf, ``s`` = 1.1). Every model has its own training
+profile (built from its own drift-free training traffic, ``--training`` rows each), so every
+feature of every model is a distinct reference: nothing is shared between models, only between
+the shards that see the same model. The worker's default 4 partitions; predictions are keyed by
+their id, so every shard watches every model.
+
+Two figures, measured in one process:
+
+- **RSS** after the run (``/proc/self/statm``; the events fed are held too), target <= 2 GB, with
+  the pipeline's share (RSS after minus before building it) and the monitors it holds.
+- **Per-event cost**, CPU seconds per prediction (``time.process_time``) over the second half of
+  the events, after a first half in which every model's monitors were built (the one-off
+  calibration cost is reported apart), against the same run with all traffic on one model (the
+  first model's own events, as many). Target: within 20 %.
+
+    .venv/bin/python bench/bench_models.py [--models 1000] [--n 200000] [--quick] [--json PATH]
+
+``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 30 models, 6,000 events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common import START_MS, Figure, at_most, bench_settings, print_figures
+
+from driftline.config import Settings
+from driftline.demo.training import LABEL, PREDICTION, training_columns, training_scenario
+from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.operators.validate import RawRecord
+from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.runtime import tune_gc
+from driftline.simulate import Scenario, generate
+from driftline.simulate.scenario import LabelDelay, ModelSpec
+
+ZIPF_S = 1.1
+RSS_TARGET_GB = 2.0
+COST_TARGET = 1.20  # many models' per-event cost over one model's
+RATE = 100.0  # simulated predictions per second (all models)
+QUICK_MODELS, QUICK_N = 30, 6_000  # smoke sizes: building 750 references' monitors takes ~30 CPU-s
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def model_specs(models: int) -> list[ModelSpec]:
+    """``models`` gaussian models, 20 numeric + 5 categorical features, Zipf traffic shares."""
+    return [ModelSpec(model_id=f"m{i:04d}", n_numeric=20, n_categorical=5, traffic_share=(i + 1) ** -ZIPF_S)
+            for i in range(models)]
+
+
+def profiles_of(specs: list[ModelSpec], rows_each: int, settings: Settings) -> list[ReferenceProfile]:
+    """One training profile per model, each from ``rows_each`` rows of its own drift-free traffic."""
+    even = [s.model_copy(update={"traffic_share": 1.0}) for s in specs]  # same sources: same order
+    base = Scenario(seed=0, start=START_MS, duration_s=1.0, rate=RATE, models=even)
+    columns = training_columns(training_scenario(base, rows_each * len(specs)))
+    return [
+        build_profile(model_id, version, cols, label_column=LABEL, prediction_column=PREDICTION,
+                      bins=settings.drift.bins, top_k=settings.drift.top_k, effective_from_ms=0,
+                      source="training", task="classification", created_at_ms=0)
+        for (model_id, version), cols in sorted(columns.items())
+    ]
+
+
+def traffic(specs: list[ModelSpec], n: int, settings: Settings) -> list[RawRecord]:
+    """``n`` predictions (each labelled) over ``specs`` in Zipf shares, as the topics would hold them."""
+    scenario = Scenario(seed=0, start=START_MS, duration_s=n / RATE, rate=RATE, models=specs,
+                        label_delay=LabelDelay(median_s=30, max_s=600), malformed_rate=0.0)
+    return logged_records(generate(scenario), settings)
+
+
+def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawRecord]) -> dict[str, Any]:
+    """Feed ``records`` in two halves; CPU per prediction over the second, RSS and monitors after."""
+    tune_gc()
+    gc.collect()
+    before = rss_bytes()
+    cpu0 = time.process_time()
+    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
+    batch = settings.worker.batch_max_records
+    half = len(records) // 2
+    for i in range(0, half, batch):
+        pipeline.feed(records[i : min(i + batch, half)])
+    warm_cpu = time.process_time() - cpu0
+    cpu1 = time.process_time()
+    for i in range(half, len(records), batch):
+        pipeline.feed(records[i : i + batch])
+    cpu = time.process_time() - cpu1
+    predictions = sum(1 for r in records[half:] if r.topic == settings.topics.predictions)
+    gc.collect()
+    after = rss_bytes()
+    watches = [s.watch for s in pipeline.shards if s.watch is not None]
+    return {
+        "cpu_per_prediction_us": cpu / predictions * 1e6, "predictions_timed": predictions,
+        "warmup_cpu_s": warm_cpu, "rss_bytes": after, "pipeline_rss_bytes": after - before,
+        "monitors": sum(w.monitor_count() for w in watches),
+        "models_watched": len({m for w in watches for m in w.models}),
+    }
+
+
+def child(which: str, data: Path) -> None:
+    """One run in this fresh process (its RSS is the run's alone): prints its figures as JSON.
+
+    ``input_rss_bytes`` is what loading the events and profiles added (a worker does not hold them)."""
+    start = rss_bytes()
+    with (data / f"{which}.pickle").open("rb") as f:
+        profiles, records = pickle.load(f)
+    gc.collect()
+    loaded = rss_bytes()
+    result = run(bench_settings("127.0.0.1:9", "bm"), profiles, records)
+    result["input_rss_bytes"] = loaded - start
+    print(json.dumps(result))
+
+
+def run_in_child(which: str, data: Path) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", which, str(data)], check=True,
+                         capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=200_000, help="prediction events (each with a label)")
+    parser.add_argument("--training", type=int, default=1000, help="training rows per model")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--child", nargs=2, metavar=("WHICH", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.n = min(args.models, QUICK_MODELS), min(args.n, QUICK_N)
+    return args
+
+
+def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) -> list[Figure]:
+    ratio = many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"]
+    worker_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
+    detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions; "
+              f"{many['monitors']:,} monitors over 4 shards; process RSS {many['rss_bytes'] / 1e9:.2f} GB "
+              f"less the events fed ({many['input_rss_bytes'] / 1e9:.2f} GB); the pipeline's own share "
+              f"{many['pipeline_rss_bytes'] / 1e9:.2f} GB "
+              f"(one model: {one['pipeline_rss_bytes'] / 1e6:.0f} MB)")
+    cost = (f"{many['cpu_per_prediction_us']:.1f} vs {one['cpu_per_prediction_us']:.1f} CPU-us per "
+            f"prediction (second half; the first built the monitors: {many['warmup_cpu_s']:.0f} vs "
+            f"{one['warmup_cpu_s']:.0f} CPU-s)")
+    return [
+        Figure("models_rss_gb", f"(14a) RSS, {models:,} models on one worker", worker_gb, "GB",
+               f"<= {RSS_TARGET_GB:g}", at_most(worker_gb, RSS_TARGET_GB), detail, many),
+        Figure("models_cost_ratio", f"(14b) per-event cost, {models:,} models / 1 model", ratio, "x",
+               f"<= {COST_TARGET:g}", at_most(ratio, COST_TARGET), cost, {"one": one, "many": many}),
+    ]
+
+
+def measure(models: int, n: int, training: int = 1000) -> list[Figure]:
+    """Both figures for ``models`` models and ``n`` predictions (each run in a fresh process)."""
+    settings = bench_settings("127.0.0.1:9", "bm")
+    specs = model_specs(models)
+    started = time.perf_counter()
+    profiles = profiles_of(specs, training, settings)
+    records = traffic(specs, n, settings)
+    single = traffic(specs[:1], n, settings)  # one model: as many events, all model 0's
+    print(f"{len(profiles)} profiles and {len(records):,} records generated in "
+          f"{time.perf_counter() - started:.0f}s")
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-models-") as tmp:
+        data = Path(tmp)
+        for which, inputs in (("one", (profiles[:1], single)), ("many", (profiles, records))):
+            with (data / f"{which}.pickle").open("wb") as f:
+                pickle.dump(inputs, f)
+        del records, single
+        one = run_in_child("one", data)
+        many = run_in_child("many", data)
+    return figures_for(models, n, one, many)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child(args.child[0], Path(args.child[1]))
+        return 0
+    figures = measure(args.models, args.n, args.training)
+    print_figures(figures, "many models on one worker")
+    if args.json:
+        args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
