@@ -262,3 +262,16 @@ def test_estimated_beside_realized_in_clickhouse(
         assert drifted == (DURATION_S - ROTATE_S) // WINDOW_S
     finally:
         client.close()
+
+
+def test_a_trigger_carries_the_multivariate_evidence(baseline: InProcessPipeline) -> None:
+    triggers = [orjson.loads(t) for t in baseline.triggers]
+    rot = [t for t in triggers if t["model_id"] == "rot"]
+    # univariate quiet: the reconstruction episode is the drift evidence, the windows' multivariate
+    # verdicts travel with it
+    assert rot, triggers
+    evidence = rot[0]["evidence"]
+    assert any(e["feature"] == "__reconstruction__" for e in evidence["episode_events"])
+    drifted = [w["evidence"]["multivariate"] for w in evidence["windows"] if w["drifted"]]
+    assert drifted and all(m["domain_drifted"] and m["outliers_significant"] for m in drifted), drifted
+    assert all(set(m["top_features"][:2]) == {"a", "b"} for m in drifted)

@@ -131,10 +131,11 @@ class WindowClock:
         for key in sorted((k for k in self.partials if k.end <= watermark), key=WindowKey.close_order):
             parts = self.partials.pop(key)
             merged = merge_partials([parts[s] for s in sorted(parts)])
-            trigger = self._score_window(key, merged, rows)
             multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
+            found = None
             if multivariate and key.segment == "":
-                self._multivariate_rows(key, multivariate, rows)
+                found = self._multivariate_rows(key, multivariate, rows)
+            trigger = self._score_window(key, merged, rows, found)
             if trigger is not None:
                 triggers.append(trigger)
             self.totals["windows_closed"] += 1
@@ -178,7 +179,8 @@ class WindowClock:
             scorer = self.scorers[profile.profile_id] = DriftScorer(profile, drift=self.drift)
         return scorer
 
-    def _score_window(self, key: WindowKey, merged: MergedWindow, rows: Rows) -> RetrainTrigger | None:
+    def _score_window(self, key: WindowKey, merged: MergedWindow, rows: Rows,
+                      multivariate: dict[str, Any] | None = None) -> RetrainTrigger | None:
         profile = self._reference(key, merged, rows)
         report: ScoreReport | None = None
         # The prediction distribution is scored like a feature (reported, not part of the verdict):
@@ -248,14 +250,16 @@ class WindowClock:
                              a["magnitude"], a["unit"]) for a in alerts if a["source"] == "features"]
         if notes:
             evidence["episode_events"] = [n.evidence() for n in notes]
+        if multivariate is not None:
+            evidence["multivariate"] = multivariate
         return self.policy.on_drift_window(model_id, version, key.start, key.end, report.drifted, evidence,
                                            notes)
 
-
-    def _multivariate_rows(self, key: WindowKey, parts: list[dict[str, Any]], rows: Rows) -> None:
+    def _multivariate_rows(self, key: WindowKey, parts: list[dict[str, Any]],
+                           rows: Rows) -> dict[str, Any] | None:
         """An overall window's multivariate_drift, outlier_rate and estimated_performance rows from
-        the shards' partials. The domain classifier runs on the retrain policy's window size only
-        (a fit per window)."""
+        the shards' partials, and their gist for a retrain trigger's evidence. The domain
+        classifier runs on the retrain policy's window size only (a fit per window)."""
         # the newest profile the shards used in this window (a new one may apply mid-window)
         used = {str(p["reference_id"]) for p in parts}
         known = [p for p in self.profiles.by_model.get((key.model_id, key.model_version), [])
@@ -264,10 +268,10 @@ class WindowClock:
         section = profile.multivariate if profile is not None else None
         if profile is None or section is None:
             self.totals["multivariate_without_profile"] += 1
-            return
+            return None
         merged = merge_windows(parts, k=int(section["sample"]["shape"][0]), reference_id=profile.profile_id)
         if not merged.sums["n"]:
-            return
+            return None
         window = window_columns(self.run_id, key)
         domain = None
         if key.size == self.policy_size_ms and merged.sample.shape[0] >= MIN_DOMAIN_ROWS:
@@ -287,6 +291,16 @@ class WindowClock:
         if estimate is not None:
             rows["estimated_performance"].append(
                 estimated_performance_row(window, estimate, profile.profile_id, self.config_hash))
+        evidence: dict[str, Any] = {
+            "share_above_p99": finite(merged.share_above_p99),
+            "outlier_rate": finite(outliers.share), "outliers_significant": outliers.significant,
+        }
+        if domain is not None:
+            evidence.update(domain_auc=finite(domain.auc), domain_threshold=finite(domain.threshold),
+                            domain_drifted=domain.drifted, top_features=[f for f, _ in domain.top_features])
+        if estimate is not None:
+            evidence["estimated_accuracy"] = finite(estimate.accuracy)
+        return evidence
 
     def _domain_classifier(self, profile_id: str, section: dict[str, Any]) -> DomainClassifierDrift | None:
         """The profile's classifier (calibrated once per process: seeded, so identical after a
