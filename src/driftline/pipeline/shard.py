@@ -12,6 +12,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -446,6 +447,8 @@ class ShardProcessor:
         """Buffer the counted events of each (window, model, version, segment), in log order: the
         row path's buffers exactly, so chunks (and float sums) are the same."""
         events, timestamps = batch.events, batch.timestamps
+        columns = ([e.features for e in events], [e.prediction for e in events],
+                   [e.latency_ms for e in events])
         for (model_id, version), rows in by_model.items():
             segments: dict[str, list[int]] = {"": rows}
             for i in rows:
@@ -458,23 +461,29 @@ class ShardProcessor:
                     starts = stamps - stamps % size
                     first = int(starts[0])
                     if first == int(starts.min()) == int(starts.max()):  # the common case: one window
-                        self._buffer_window(WindowKey(size, first, model_id, version, segment), events,
+                        self._buffer_window(WindowKey(size, first, model_id, version, segment), columns,
                                             members)
                         continue
                     for start in np.unique(starts).tolist():
                         picked = [members[j] for j in np.flatnonzero(starts == start).tolist()]
-                        self._buffer_window(WindowKey(size, start, model_id, version, segment), events,
+                        self._buffer_window(WindowKey(size, start, model_id, version, segment), columns,
                                             picked)
 
-    def _buffer_window(self, key: WindowKey, events: Sequence[PredictionEvent], rows: Sequence[int]) -> None:
+    def _buffer_window(
+        self, key: WindowKey, columns: tuple[list[Any], list[Any], list[Any]], rows: Sequence[int]
+    ) -> None:
+        """Append the ``rows`` of the batch's (features, prediction, latency) columns to ``key``'s buffer."""
         buffered = self.buffered.get(key)
         if buffered is None:
             buffered = self.buffered[key] = ([], [], [])
             self.open[key] = WindowAccumulator()
-        chosen = [events[i] for i in rows]
-        buffered[0].extend([e.features for e in chosen])
-        buffered[1].extend([e.prediction for e in chosen])
-        buffered[2].extend([e.latency_ms for e in chosen])
+        if len(rows) == 1:
+            for column, values in zip(buffered, columns, strict=True):
+                column.append(values[rows[0]])
+        else:
+            pick = itemgetter(*rows)  # one C-level gather per column
+            for column, values in zip(buffered, columns, strict=True):
+                column.extend(pick(values))
         if len(buffered[0]) >= ACCUMULATE_CHUNK:
             self._accumulate(key, final=False)
 
