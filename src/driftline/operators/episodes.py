@@ -263,7 +263,7 @@ class EpisodeMonitor:
     @property
     def _sample(self) -> npt.NDArray[np.integer[Any]]:
         """The regime's values so far (the first ``_filled``), empty while none is being learned."""
-        return self._learned if self._learned is not None else self._ring[:0]
+        return self._learned if self._learned is not None else np.zeros(0, dtype=self._ring.dtype)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "_sample" in state:  # a checkpoint from before the buffer was allocated on first use

@@ -271,7 +271,7 @@ class SequentialDetector:
     _labels: list[str]
     _h: IntArray
     _sums: IntArray  # each CUSUM's statistic, fixed point, as of the values before _pending
-    _table: IntArray
+    _table: npt.NDArray[np.int32] | IntArray  # see _Tables.table
     # The per-value fast path defers the vectorised CUSUM step: symbols wait in _pending while
     # _rise stays below _slack, the smallest distance of a CUSUM to its threshold. _rise is a
     # CUSUM of the largest increment of any CUSUM (_reach per symbol), and S_j <= S_j(0) + _rise
@@ -585,7 +585,7 @@ _Bank = SequentialDetector  # the class's name before it was public (code that i
 
 def _view(array: npt.NDArray[Any]) -> Sequence[Any]:
     """A read-only array as a sequence of Python numbers (for bisect and per-value indexing)."""
-    return memoryview(array).toreadonly()
+    return memoryview(array.data).toreadonly()
 
 
 def _frozen(value: Any) -> Any:
