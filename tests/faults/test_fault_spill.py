@@ -43,7 +43,7 @@ def test_sigkill_with_pending_predictions_spilled_to_disk(
     n = fault_stream.counts["predictions"]
     with workers() as started, RssSampler() as rss:
         first = start_watched(started, rss, env, log, home=home, idle=None)
-        wait_until(lambda: _segments(spill_dir) > 0, 180, "pending payloads in a segment file", alive=[first])
+        wait_until(lambda: _segments(spill_dir) > 0, 300, "pending payloads in a segment file", alive=[first])
         kill_after_progress(first, 0.3 * n)
         second = start_watched(started, rss, env, log, home=home, idle=None)
         kill_after_progress(second, 0.1 * n)

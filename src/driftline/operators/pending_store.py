@@ -22,7 +22,6 @@ next store created beside them).
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import struct
@@ -52,10 +51,7 @@ class PendingStore:
         self._fds: dict[int, int] = {}
         self._sizes: dict[int, int] = {}  # bytes per segment, written or buffered
         self._buffers: dict[int, bytearray] = {}  # appended since the last flush
-        # Reads go through a map of each segment (a slice, no system call), remapped once the
-        # segment grew past it.
-        self._maps: dict[int, mmap.mmap] = {}
-        self._finalizer = weakref.finalize(self, _remove, self.path, self._fds, self._maps)
+        self._finalizer = weakref.finalize(self, _remove, self.path, self._fds)
 
     @property
     def segment_count(self) -> int:
@@ -93,18 +89,13 @@ class PendingStore:
     def get(self, ref: bytes) -> bytes:
         """The payload ``ref`` (from :meth:`put`) refers to."""
         segment, offset, length = REF.unpack(ref)
-        end = offset + length
-        view = self._maps.get(segment)
-        if view is None or len(view) < end:
-            fd = self._fds.get(segment)
-            if fd is None:
-                raise KeyError(f"pending store: no segment {segment} (dropped, or not flushed)")
-            if view is not None:
-                view.close()
-            view = self._maps[segment] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            if len(view) < end:
-                raise OSError(f"pending store segment {segment}: {len(view)} bytes, a payload ends at {end}")
-        return view[offset:end]
+        fd = self._fds.get(segment)
+        if fd is None:
+            raise KeyError(f"pending store: no segment {segment} (dropped, or not flushed)")
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise OSError(f"pending store segment {segment}: {len(data)} of {length} bytes at {offset}")
+        return data
 
     def drop_before(self, ts: int) -> int:
         """Delete every segment whose whole span is older than ``ts``; how many were deleted."""
@@ -112,9 +103,6 @@ class PendingStore:
         for segment in gone:
             del self._sizes[segment]
             self._buffers.pop(segment, None)
-            view = self._maps.pop(segment, None)
-            if view is not None:
-                view.close()
             fd = self._fds.pop(segment, None)
             if fd is not None:
                 os.close(fd)
@@ -130,10 +118,7 @@ class PendingStore:
         return self.path / f"{segment}.seg"
 
 
-def _remove(path: Path, fds: dict[int, int], maps: dict[int, mmap.mmap]) -> None:
-    for view in maps.values():
-        view.close()
-    maps.clear()
+def _remove(path: Path, fds: dict[int, int]) -> None:
     for fd in fds.values():
         os.close(fd)
     fds.clear()
