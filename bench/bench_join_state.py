@@ -311,8 +311,9 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
 
 
 def measure_spill_pair(pending: int, budget_mb: int, **kwargs: Any) -> tuple[SpillRun, SpillRun]:
-    """In memory and under the budget, each in a fresh process (RSS of its own)."""
-    context = multiprocessing.get_context("fork")
+    """In memory and under the budget, each in a fresh process (RSS of its own; spawned, not
+    forked: the caller may run threads, e.g. a broker client in run_all)."""
+    context = multiprocessing.get_context("spawn")
     runs = []
     for budget in (0, budget_mb):
         with context.Pool(1) as pool:

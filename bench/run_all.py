@@ -116,7 +116,9 @@ def join_spill(n: int) -> list[Figure]:
     """(7c): bench_join_state --pending: n pending under a 64 MB join.memory_budget_mb against all in
     memory (the issue's targets are for 10M pending: RSS and restore extrapolated linearly)."""
     bjs = sibling("bench_join_state")
-    memory, spill = bjs.measure_spill_pair(n, 64, intervals=2)
+    # Deltas every 5 s of traffic; shorter intervals for a small n (--quick), where 5 s would be
+    # most of the run.
+    memory, spill = bjs.measure_spill_pair(n, 64, intervals=2, interval_s=min(5.0, n / 25_000))
     scale = 10_000_000 / n
     rss = spill.rss_mb + spill.table_mb * (scale - 1)  # the table grows linearly (bench_join_state)
     cost = (spill.event_us / memory.event_us - 1) * 100
