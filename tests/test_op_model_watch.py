@@ -101,6 +101,9 @@ def test_a_rotation_opens_a_reconstruction_episode(profile: ReferenceProfile) ->
     assert len(opened) == 1 and opened[0]["feature"] == RECONSTRUCTION_FEATURE
     assert opened[0]["reference_id"] == profile.profile_id
     assert opened[0]["event_time"] < 200_000 + 300 * 37  # within a few hundred events
+    quiet = _watch(profile)
+    quiet.episodes_enabled = False  # sequential.enabled off: window sums only
+    assert _feed(quiet, list(range(3_000)), 1_000, rotated) == [] and quiet.windows
 
 
 def test_the_section_round_trips_and_a_profile_without_it_keeps_its_id(profile: ReferenceProfile) -> None:

@@ -338,6 +338,8 @@ class MultivariateWatch:
         self.episodes = FeatureWatch(false_alarms_per_million, status_grid_ms=status_grid_ms,
                                      min_effect_sd=min_effect_sd, learning=learning)
         self.sample_size = sample_size
+        self.episodes_enabled = True
+        """False (``sequential.enabled`` off): no reconstruction episodes; window sums still kept."""
         self.models: dict[tuple[str, str], _ModelProfiles] = {}
         self.windows: dict[WindowId, MultivariateWindow] = {}
         self._references: dict[str, MultivariateReference] = {}
@@ -419,6 +421,8 @@ class MultivariateWatch:
                         cbpe = (calibrated[with_score], predicted[with_score])
                     window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel],
                                [hashes[i] for i in sel], cbpe, sample_size)
+        if not self.episodes_enabled:
+            return []
         return self.episodes.observe(model_id, model_version, times, prediction_ids,
                                      [{RECONSTRUCTION_FEATURE: float(e)} for e in errors_all])
 

@@ -105,6 +105,7 @@ class ShardProcessor:
             self.multivariate = MultivariateWatch(cfg.false_alarms_per_million,
                                                   status_grid_ms=episode_grid_ms(settings),
                                                   min_effect_sd=cfg.min_effect_sd, learning=cfg.learning)
+        self.multivariate.episodes_enabled = settings.sequential.enabled
         self.decoder = Decoder(
             settings.kafka.max_message_bytes,
             settings.windows.max_timestamp_skew_s * 1000,
