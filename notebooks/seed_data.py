@@ -8,7 +8,9 @@ worker runs (``InProcessPipeline``, no broker) and lands in ClickHouse through
   (compared as a shadow pair, by request id: the simulator's prediction ids end in ``-v<version>``);
 - feature ``x1`` shifts at minute 20 together with a concept drift (accuracy drops, the detector
   alarms, the retrain policy fires);
-- 1 % malformed messages (dead letters) and 90 % label coverage (expired predictions).
+- 1 % malformed messages (dead letters) and 90 % label coverage (expired predictions);
+- training profiles with the multivariate section and the CBPE calibration (the versions send
+  positive-class scores), so the multivariate tables and ``estimated_vs_realized`` have rows.
 
 Usage: ``seed_clickhouse(Settings())`` or ``python notebooks/seed_data.py`` (uses DRIFTLINE_* env).
 """
@@ -20,6 +22,7 @@ from collections import Counter
 from typing import Any
 
 from driftline.config import ComparisonPair, Settings
+from driftline.demo.training import training_profiles
 from driftline.kafka.partitioner import partition_for_key
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
@@ -50,6 +53,7 @@ def demo_scenario(start_ms: int, duration_s: float = 2400, rate: float = 8) -> S
         models=[
             ModelSpec(
                 model_id=MODEL_ID, n_numeric=4, n_categorical=1, accuracy=0.9, challenger=True,
+                score="positive",
                 covariate_drift=[CovariateDrift(feature=DRIFTED_FEATURE, at_s=SHIFT_S, magnitude=1.5)],
                 concept_drift=ConceptDrift(at_s=SHIFT_S, magnitude=0.5),
             )
@@ -88,7 +92,8 @@ def simulate_rows(settings: Settings, scenario: Scenario) -> dict[str, list[dict
         records.append(RawRecord(topic, partition, offsets[(topic, partition)], event.timestamp_ms,
                                  event.key, event.value))
         offsets[(topic, partition)] += 1
-    pipeline = InProcessPipeline(settings)
+    profiles = training_profiles(scenario, settings.drift.bins, settings.drift.top_k, scenario.start_ms())
+    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
     for i in range(0, len(records), 2000):
         pipeline.feed(records[i : i + 2000])
     return dict(pipeline.rows)

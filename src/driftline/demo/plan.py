@@ -64,7 +64,7 @@ def demo_scenario(p: Pace, now_ms: int, seed: int = 7) -> tuple[Scenario, int]:
     start -= start % (WINDOW_S * 1000)
     churn = ModelSpec(
         model_id=DRIFTING_MODEL, traffic_share=0.5, n_numeric=16, n_categorical=4, accuracy=0.92,
-        challenger=True, challenger_accuracy=0.85,
+        challenger=True, challenger_accuracy=0.85, score="positive",
         covariate_drift=[
             CovariateDrift(feature="x3", at_s=half, magnitude=1.0),
             CovariateDrift(feature="x7", at_s=half, magnitude=1.2, ramp_s=3 * WINDOW_S),
@@ -72,8 +72,9 @@ def demo_scenario(p: Pace, now_ms: int, seed: int = 7) -> tuple[Scenario, int]:
         ],
         concept_drift=ConceptDrift(at_s=half, magnitude=0.4),
     )
-    fraud = ModelSpec(model_id="fraud", traffic_share=0.3, n_numeric=8, n_categorical=2, accuracy=0.95)
-    credit = ModelSpec(model_id="credit", traffic_share=0.2, source="agrawal", accuracy=0.9)
+    fraud = ModelSpec(model_id="fraud", traffic_share=0.3, n_numeric=8, n_categorical=2, accuracy=0.95,
+                      score="positive")
+    credit = ModelSpec(model_id="credit", traffic_share=0.2, source="agrawal", accuracy=0.9, score="positive")
     scenario = Scenario(
         seed=seed, start=start, duration_s=sim_s, rate=p.rate, speed=p.speed,
         models=[churn, fraud, credit],

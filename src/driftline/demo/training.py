@@ -16,11 +16,13 @@ from typing import Any
 
 import orjson
 
+from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.simulate import Scenario, generate
 
 LABEL = "__label__"
 PREDICTION = "__prediction__"
+SCORE = "__score__"
 TRAINING_REQUESTS = 8000
 
 
@@ -35,7 +37,8 @@ def training_scenario(scenario: Scenario, requests: int = TRAINING_REQUESTS) -> 
 
 
 def training_columns(scenario: Scenario) -> dict[tuple[str, str], dict[str, list[Any]]]:
-    """Per (model_id, version): feature columns plus the label and prediction (classes as strings)."""
+    """Per (model_id, version): feature columns plus the label and prediction (classes as strings)
+    and the model's score."""
     predictions: dict[str, dict[str, Any]] = {}
     labels: dict[str, Any] = {}
     for event in generate(scenario):
@@ -50,19 +53,29 @@ def training_columns(scenario: Scenario) -> dict[tuple[str, str], dict[str, list
         for name, value in doc["features"].items():
             table[name].append(value)
         table[PREDICTION].append(str(doc["prediction"]["label"]))
+        table[SCORE].append(doc["prediction"].get("score"))
         table[LABEL].append(str(labels[pid]) if pid in labels else None)
     return {key: dict(table) for key, table in columns.items()}
 
 
 def training_profiles(scenario: Scenario, bins: int, top_k: int,
                       effective_from_ms: int) -> list[ReferenceProfile]:
-    """One training profile per model version of ``scenario`` (deterministic for a scenario)."""
+    """One training profile per model version of ``scenario`` (deterministic for a scenario), with
+    the multivariate section as `driftline profile build` makes it; a model whose scenario sends
+    positive-class scores (``ModelSpec.score``) also gets the CBPE calibration."""
+    positive_scores = {m.model_id for m in scenario.models if m.score == "positive"}
     profiles = []
     for (model_id, version), columns in sorted(training_columns(training_scenario(scenario)).items()):
+        scores = columns.pop(SCORE)
+        features = {n: v for n, v in columns.items() if n not in (LABEL, PREDICTION)}
+        calibrated = model_id in positive_scores
+        multivariate = multivariate_section(
+            features, scores=scores if calibrated else None, labels=columns[LABEL] if calibrated else None,
+            bins=bins)
         profiles.append(build_profile(
             model_id, version, columns, label_column=LABEL, prediction_column=PREDICTION, bins=bins,
             top_k=top_k, effective_from_ms=effective_from_ms, source="training", task="classification",
-            created_at_ms=effective_from_ms,
+            created_at_ms=effective_from_ms, multivariate=multivariate,
         ))
     return profiles
 
@@ -80,6 +93,7 @@ def write_training_table(scenario: Scenario, path: Path, requests: int = TRAININ
     columns = dict(next(iter(tables.values())))
     columns["prediction"] = columns.pop(PREDICTION)
     columns["label"] = columns.pop(LABEL)
+    del columns[SCORE]  # not a feature: `profile build` would read an unnamed extra column as one
     table = pa.table(columns)
     if path.suffix.lower() == ".csv":
         pa_csv.write_csv(table, path)

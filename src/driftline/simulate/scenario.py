@@ -72,6 +72,11 @@ class ModelSpec(_Spec):
     challenger_version: str = "2"
     challenger_accuracy: float = Field(default=0.85, ge=0, le=1, description="follows the current concept")
     latency_median_ms: float = Field(default=15.0, gt=0)
+    score: Literal["confidence", "positive"] = Field(
+        default="confidence",
+        description="a binary model's score: the probability of its predicted label, or of the "
+        "positive (last) class, as CBPE (performance estimated before labels) reads it",
+    )
     covariate_drift: list[CovariateDrift] = []
     concept_drift: ConceptDrift | None = None
 

@@ -121,6 +121,9 @@ class Model:
         correct = self.rng.random() < accuracy
         label = truth if correct else self._other(truth)
         confidence = 0.5 + 0.5 * self.rng.random() ** (0.5 if correct else 2.0)
+        classes = self.source.classes
+        if self.spec.score == "positive" and len(classes) == 2 and label != classes[1]:
+            confidence = 1.0 - confidence
         return {"label": label, "score": round(confidence, 4)}
 
 
