@@ -37,7 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 GRAFANA = REPO / "infra" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "driftline-overview.json"
 PLUGIN = "grafana-clickhouse-datasource"
-VIEWS = {"latest_drift", "accuracy_over_time"}
+VIEWS = {"latest_drift", "accuracy_over_time", "estimated_vs_realized"}
+MULTIVARIATE = ("Domain classifier AUC vs threshold", "Reconstruction error share above q99", "Outlier rate",
+                "Estimated vs realized accuracy")
 INTERVAL_S = 60
 
 
@@ -139,6 +141,7 @@ def test_dashboard_has_the_panels_and_templated_sql_only() -> None:
     assert kinds["Drift episodes"] == "table"
     assert {"Accuracy / MAE", "Label coverage", "Label delay p50 / p99",
             "Dead letters by error kind"} <= set(kinds)
+    assert {kinds[title] for title in MULTIVARIATE} == {"timeseries"}
     assert {v["name"] for v in _variables(dashboard)} == {"model", "version", "window_size"}
     assert {a["name"] for a in _annotation_queries(dashboard)} == {"Concept-drift alarms", "Retrain triggers"}
 
@@ -229,9 +232,11 @@ def test_every_query_runs_on_the_schema_and_returns_data(seeded: tuple[Client, i
     assert {row[columns.index("feature")] for row in drifted} == {seed_data.DRIFTED_FEATURE}
 
     columns, episodes = results["Drift episodes"]
-    # No training profile in the seed: the error stream's episodes (after the concept drift) only.
-    assert {row[columns.index("feature")] for row in episodes} == {"__error__"}, episodes
+    # The shifted feature, the joint distribution (reconstruction) and the error stream, after the shift.
+    assert {row[columns.index("feature")] for row in episodes} == {
+        seed_data.DRIFTED_FEATURE, "__reconstruction__", "__error__"}, episodes
     assert all(row[columns.index("opened_at")].replace(tzinfo=UTC) >= shift_start for row in episodes)
+    _check_multivariate(results, shift_start)
 
     columns, jobs = results["Retrain triggers and jobs"]
     statuses = sorted(row[columns.index("status")] for row in jobs)
@@ -243,6 +248,36 @@ def test_every_query_runs_on_the_schema_and_returns_data(seeded: tuple[Client, i
     _, alarms = results["Concept-drift alarms"]
     shift = datetime.fromtimestamp(start_ms / 1000 + seed_data.SHIFT_S - 60, UTC)
     assert all(row[0].replace(tzinfo=UTC) >= shift for row in alarms)  # alarms follow the concept drift
+
+
+def _by_time(columns: list[str], rows: list[Sequence[Any]], shift_start: datetime,
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows as dicts, split into windows starting before and at or after the shift."""
+    dicts = [dict(zip(columns, row, strict=True)) for row in rows]
+    before = [r for r in dicts if r["time"].replace(tzinfo=UTC) < shift_start]
+    return before, [r for r in dicts if r not in before]
+
+
+def _check_multivariate(results: dict[str, tuple[list[str], list[Sequence[Any]]]],
+                        shift_start: datetime) -> None:
+    """Each multivariate panel shows both versions and tells the windows after x1's shift apart."""
+    for title in MULTIVARIATE:
+        columns, rows = results[title]
+        assert {row[columns.index("model_version")] for row in rows} == {"1", "2"}, title
+    before, after = _by_time(*results["Domain classifier AUC vs threshold"], shift_start)
+    assert before and after
+    assert all(r["auc"] < r["auc_threshold"] for r in before), before
+    assert all(r["auc"] >= r["auc_threshold"] for r in after), after
+    before, after = _by_time(*results["Reconstruction error share above q99"], shift_start)
+    assert max(r["share_above_p99"] for r in before) < min(r["share_above_p99"] for r in after)
+    before, after = _by_time(*results["Outlier rate"], shift_start)
+    assert min(r["p_value"] for r in before) > 0.001 and max(r["p_value"] for r in after) < 0.001
+    before, after = _by_time(*results["Estimated vs realized accuracy"], shift_start)
+    # Before the concept drift the estimate from scores alone matches the labels; after it, the
+    # champion's realized accuracy falls below the band (the concept moved, its scores did not).
+    assert all(abs(r["estimated_accuracy"] - r["realized_accuracy"]) <= 0.03 for r in before), before
+    assert all(r["estimated_low"] <= r["estimated_accuracy"] <= r["estimated_high"] for r in before + after)
+    assert all(r["realized_accuracy"] < r["estimated_low"] for r in after if r["model_version"] == "1"), after
 
 
 # -- the embedded mode: the plugin's requests to the worker's ClickHouse HTTP interface --------------
