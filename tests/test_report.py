@@ -35,7 +35,7 @@ DUPLICATES = 5
 def _scenario() -> Scenario:
     return Scenario(
         seed=5, start=START, duration_s=1200, rate=20,
-        models=[ModelSpec(model_id="churn", n_numeric=4, n_categorical=2, challenger=True,
+        models=[ModelSpec(model_id="churn", n_numeric=4, n_categorical=2, challenger=True, score="positive",
                           covariate_drift=[CovariateDrift(feature="x1", at_s=600, magnitude=1.5)],
                           concept_drift=ConceptDrift(at_s=600, magnitude=0.5))],
         label_delay=LabelDelay(median_s=5, max_s=60), malformed_rate=0.01,
@@ -194,6 +194,47 @@ def test_page_numbers_are_the_tables_numbers(store: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.integration
+def test_multivariate_series_are_the_tables(store: Path, tmp_path: Path) -> None:
+    """The four multivariate series of the page (the training profiles carry the section and the
+    CBPE calibration) are the rows of multivariate_drift, outlier_rate and estimated_vs_realized."""
+    shown = report(store, tmp_path / "mv.html").data["models"][0]["multivariate"]
+    assert list(shown) == ["1", "2"]
+    scope = "WHERE run_id = {run} AND model_id = 'churn'"
+    drift = query(store, (
+        "SELECT model_version, toUnixTimestamp64Milli(window_start) AS t, share_above_p99, auc, "
+        f"auc_threshold, drifted FROM multivariate_drift FINAL {scope} AND segment = '' "
+        "ORDER BY model_version, t"))
+    outliers = query(store, (
+        "SELECT model_version, toUnixTimestamp64Milli(window_start) AS t, rate, p_value "
+        f"FROM outlier_rate FINAL {scope} AND segment = '' ORDER BY model_version, t"))
+    estimated = query(store, (
+        "SELECT model_version, toUnixTimestamp64Milli(window_start) AS t, estimated_accuracy, estimated_low, "
+        f"estimated_high, realized_accuracy FROM estimated_vs_realized {scope} ORDER BY model_version, t"))
+    shift_ms = START + 10 * MIN
+    for version, series in shown.items():
+        assert series["auc"] == [[int(r["t"]), r["auc"], r["auc_threshold"], int(r["drifted"])]
+                                 for r in drift if r["model_version"] == version and r["auc"] is not None]
+        assert series["share_above_p99"] == [[int(r["t"]), r["share_above_p99"]]
+                                             for r in drift if r["model_version"] == version]
+        assert series["outlier_rate"] == [[int(r["t"]), r["rate"], r["p_value"]]
+                                          for r in outliers if r["model_version"] == version]
+        assert series["estimated_accuracy"] == [
+            [int(r["t"]), r["estimated_accuracy"], r["estimated_low"], r["estimated_high"],
+             r["realized_accuracy"]] for r in estimated if r["model_version"] == version]
+        assert len(series["auc"]) == len(series["estimated_accuracy"]) == 20
+        # x1 shifts at minute 10: the classifier tells every later window from the reference, no earlier one
+        drifted = [t for t, _, _, verdict in series["auc"] if verdict]
+        assert drifted == [t for t, *_ in series["auc"] if t >= shift_ms]
+        assert series["auc_drifted_windows"] == 10
+        assert all(p > 0.001 for t, _, p in series["outlier_rate"] if t < shift_ms)
+        # before the concept drift, the estimate from scores alone is the labels' accuracy
+        assert all(abs(est - realized) <= 0.04 for t, est, _, _, realized in series["estimated_accuracy"]
+                   if t < shift_ms), series["estimated_accuracy"]
+    # the champion keeps its old concept: after the drift its labels fall below the estimate's band
+    assert all(realized < low for t, _, low, _, realized in shown["1"]["estimated_accuracy"] if t >= shift_ms)
+
+
+@pytest.mark.integration
 def test_version_and_time_range_narrow_the_page(store: Path, tmp_path: Path) -> None:
     page = report(store, tmp_path / "v2.html", "--version", "2", "--from", str(START + 5 * MIN),
                   "--to", str(START + 15 * MIN))
@@ -256,8 +297,8 @@ def test_page_draws_in_headless_chromium(store: Path, tmp_path: Path) -> None:
     drawn = _Page()
     drawn.feed(dom.stdout)
     # the browser parsed every chart: two heat maps, three line charts (v2 against its champion v1
-    # too), the episode timeline
-    assert drawn.tags.count("svg") == 6 and len(drawn.cells) == 2 * 7 * 20
+    # too), five multivariate charts, the episode timeline
+    assert drawn.tags.count("svg") == 11 and len(drawn.cells) == 2 * 7 * 20
     assert drawn.data["models"][0]["model_id"] == "churn"
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr
     shot = tmp_path / "churn.png"

@@ -189,6 +189,35 @@ QUERIES: dict[str, str] = {
         + _in_range("time")
         + " ORDER BY champion_version, challenger_version, time_ms"
     ),
+    # Multivariate rows (models whose training profile has the section): every window size, since
+    # the domain classifier runs on the retrain policy's size only, which may not be the smallest.
+    "multivariate": (
+        "SELECT model_version, window_size_s, toUnixTimestamp64Milli(window_start) AS start_ms, n_events, "
+        "share_above_p99, n_sample, auc, auc_threshold, drifted, top_features FROM multivariate_drift FINAL "
+        "WHERE "
+        + _SCOPE
+        + " AND segment = ''"
+        + _in_range("window_start")
+        + " ORDER BY model_version, window_size_s, start_ms"
+    ),
+    "outliers": (
+        "SELECT model_version, toUnixTimestamp64Milli(window_start) AS start_ms, n_events, outliers, rate, "
+        "expected_rate, p_value, significant FROM outlier_rate FINAL WHERE "
+        + _SCOPE
+        + " AND segment = '' AND window_size_s = {window_s:UInt32}"
+        + _in_range("window_start")
+        + " ORDER BY model_version, start_ms"
+    ),
+    # CBPE (binary classifiers calibrated in their training profile) beside the labels' accuracy.
+    "estimated": (
+        "SELECT model_version, toUnixTimestamp64Milli(window_start) AS start_ms, n_scored, "
+        "estimated_accuracy, estimated_low, estimated_high, n_labeled, realized_accuracy "
+        "FROM estimated_vs_realized WHERE "
+        + _SCOPE
+        + " AND window_size_s = {window_s:UInt32}"
+        + _in_range("window_start")
+        + " ORDER BY model_version, start_ms"
+    ),
     # Dead letters name a model only when their record was readable far enough ('' otherwise).
     "dead_letters": (
         "SELECT error_kind, countIf(model_id = {model:String}) AS model, "

@@ -407,6 +407,115 @@ def comparison_charts(rows: Rows, summary: list[dict[str, Any]],
     return "".join(parts)
 
 
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def multivariate_summary(rows: Rows, versions: Sequence[str], window_s: int) -> dict[str, Any]:
+    """Per version, the four multivariate series the page draws (JSON-ready; times are window starts):
+    domain classifier ``[start, auc, threshold, drifted]`` (on the window size it ran on, the retrain
+    policy's), reconstruction error share above q99 ``[start, share]``, outlier rate
+    ``[start, rate, p_value]`` and CBPE ``[start, estimated, low, high, realized]`` (realized None
+    while no label arrived). Versions without multivariate rows are left out."""
+    out: dict[str, Any] = {}
+    for v in versions:
+        mv = [r for r in rows["multivariate"] if r["model_version"] == v]
+        classified = [r for r in mv if r["auc"] is not None]
+        outliers = [r for r in rows["outliers"] if r["model_version"] == v]
+        estimated = [r for r in rows["estimated"] if r["model_version"] == v]
+        if not (mv or outliers or estimated):
+            continue
+        out[v] = {
+            "auc_window_s": int(classified[0]["window_size_s"]) if classified else None,
+            "auc": [[int(r["start_ms"]), float(r["auc"]), _float(r["auc_threshold"]), _int(r["drifted"])]
+                    for r in classified],
+            "auc_drifted_windows": sum(_int(r["drifted"]) for r in classified),
+            "share_above_p99": [[int(r["start_ms"]), float(r["share_above_p99"])] for r in mv
+                                if int(r["window_size_s"]) == window_s and r["share_above_p99"] is not None],
+            "outlier_rate": [[int(r["start_ms"]), float(r["rate"]), _float(r["p_value"])]
+                             for r in outliers if r["rate"] is not None],
+            "significant_outlier_windows": sum(_int(r["significant"]) for r in outliers),
+            "estimated_accuracy": [[int(r["start_ms"]), float(r["estimated_accuracy"]),
+                                    _float(r["estimated_low"]), _float(r["estimated_high"]),
+                                    _float(r["realized_accuracy"])]
+                                   for r in estimated if r["estimated_accuracy"] is not None],
+        }
+    return out
+
+
+def _neg_log10(p: float | None) -> float | None:
+    """A p-value as -log10 (0 -> 300, the smallest double's order)."""
+    return None if p is None else -math.log10(max(p, 1e-300))
+
+
+def multivariate_charts(summary: dict[str, Any], versions: Sequence[str], window_s: int,
+                        marks: Sequence[tuple[int, str]] = ()) -> str:
+    """Four charts, every version in each (its colour; dashed: thresholds and bands)."""
+    colours = {v: version_colour(i) for i, v in enumerate(versions)}
+    shown = [v for v in versions if v in summary]
+
+    def points(v: str, key: str, column: int, transform: Any = None) -> list[tuple[int, float]]:
+        out = []
+        for row in summary[v][key]:
+            value = row[column] if transform is None else transform(row[column])
+            if value is not None:
+                out.append((int(row[0]), float(value)))
+        return out
+
+    def expected(level: float, key: str) -> list[Series]:
+        times = [row[0] for v in shown for row in summary[v][key]]
+        if not times:
+            return []
+        line = [(min(times), level), (max(times), level)]
+        return [Series(f"expected {level:g}", "#888", line, style="dashed")]
+
+    auc_sizes = sorted({s["auc_window_s"] for s in summary.values() if s["auc_window_s"] is not None})
+    auc = [Series(f"v{v}", colours[v], points(v, "auc", 1)) for v in shown]
+    auc += [Series(f"v{v} threshold", colours[v], points(v, "auc", 2), style="dashed") for v in shown]
+    shares = [Series(f"v{v}", colours[v], points(v, "share_above_p99", 1)) for v in shown]
+    share_top = max([0.02] + [value for s in shares for _, value in s.points])
+    rates = [Series(f"v{v}", colours[v], points(v, "outlier_rate", 1)) for v in shown]
+    rate_top = max([0.002] + [value for s in rates for _, value in s.points])
+    pvalues = [Series(f"v{v}", colours[v], points(v, "outlier_rate", 2, _neg_log10)) for v in shown]
+    p_top = max([4.0] + [value for s in pvalues for _, value in s.points])
+    estimated = []
+    for v in shown:
+        estimated += [
+            Series(f"v{v} estimated", colours[v], points(v, "estimated_accuracy", 1)),
+            Series(f"v{v} low", colours[v], points(v, "estimated_accuracy", 2), style="dashed"),
+            Series(f"v{v} high", colours[v], points(v, "estimated_accuracy", 3), style="dashed"),
+            Series(f"v{v} realized", colours[v], points(v, "estimated_accuracy", 4), style="dotted"),
+        ]
+    sizes = ", ".join(f"{s} s" for s in auc_sizes)
+    charts = [
+        line_chart(f"domain classifier ROC-AUC per {sizes} window, window vs reference sample "
+                   "(dashed: the AUC at or above which the window drifts)", "AUC", auc, (), marks)
+        if any(s.points for s in auc) else "",
+        line_chart(f"share of events whose reconstruction error exceeds the reference's q99, per "
+                   f"{window_s} s window (1 % expected)", "share above q99",
+                   shares + expected(0.01, "share_above_p99"), (), marks, y_max=share_top * 1.1),
+        line_chart(f"outlier rate per {window_s} s window: robust Mahalanobis distance above the reference's "
+                   "q99.9 (0.1 % expected)", "outlier rate", rates + expected(0.001, "outlier_rate"), (),
+                   marks, y_max=rate_top * 1.1),
+        line_chart("outlier rate's binomial p-value as -log10 p (above 3: p < 0.001, significant)",
+                   "-log10 p", pvalues + expected(3.0, "outlier_rate"), (), marks, y_max=p_top * 1.1),
+        line_chart(f"accuracy estimated before labels (CBPE, solid; dashed: 95 % band) and realized by the "
+                   f"labels (dotted), per {window_s} s window", "accuracy", estimated, (), marks)
+        if any(s.points for s in estimated) else "",
+    ]
+    drawn = "".join(c for c in charts if c)
+    return drawn + table(
+        ["version", "domain classifier drifted windows", "outlier rate significant windows",
+         "estimated accuracy (last)", "realized (last)"],
+        [[f"v{v}", summary[v]["auc_drifted_windows"], summary[v]["significant_outlier_windows"],
+          summary[v]["estimated_accuracy"][-1][1] if summary[v]["estimated_accuracy"] else None,
+          summary[v]["estimated_accuracy"][-1][4] if summary[v]["estimated_accuracy"] else None]
+         for v in shown],
+        "multivariate",
+        caption="multivariate drift, outliers and estimated accuracy",
+    )
+
+
 def _job_status(rows: Rows, trigger_id: str) -> str:
     attempts = [r for r in rows["jobs"] if r["trigger_id"] == trigger_id]
     if not attempts:
@@ -488,6 +597,18 @@ def model_section(
             "outcome-weighted means over the intervals.</p>"
         )
         parts.append(comparison_charts(rows, comparisons, marks))
+    multivariate = multivariate_summary(rows, versions, window_s)
+    summary["multivariate"] = multivariate
+    if multivariate:
+        parts.append(f"<{sub}>multivariate drift, outliers and accuracy before labels</{sub}>")
+        parts.append(
+            '<p class="explain">From the training profile\'s multivariate section: a domain classifier '
+            "telling each window from the reference (0.5 = alike), the share of events off the reference's "
+            "principal subspace (a change in correlations no single feature shows), the share of outliers "
+            "with its binomial test, and, for binary classifiers sending scores, the accuracy estimated "
+            "from the calibrated scores before any label beside the accuracy the labels realized.</p>"
+        )
+        parts.append(multivariate_charts(multivariate, versions, window_s, marks))
     parts.append(f"<{sub}>sequential alerts and episodes</{sub}>")
     parts.append(episode_timeline(rows, lo, hi))
     parts.append(
@@ -588,6 +709,7 @@ svg .note { font-size: 11px; fill: #666; } svg .label { font-size: 11px; fill: #
 svg .tick { font-size: 10px; fill: #444; }
 svg .axis { stroke: #888; stroke-width: 1; } svg .grid { stroke: #e5e5e5; stroke-width: 1; }
 svg .series { fill: none; stroke-width: 1.8; }
+svg .series.dashed { stroke-width: 1; stroke-dasharray: 6 4; } svg .series.dotted { stroke-dasharray: 2 3; }
 svg .trigger { stroke: #d62728; stroke-width: 1.4; stroke-dasharray: 5 3; }
 svg .trigger-label { font-size: 10px; fill: #d62728; }
 svg .mark { stroke: #2ca02c; stroke-width: 1.4; stroke-dasharray: 2 2; }

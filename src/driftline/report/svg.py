@@ -187,6 +187,7 @@ class Series:
     colour: str
     points: Sequence[tuple[int, float]]
     markers: Sequence[int] = ()  # times of alarms, drawn as triangles at the foot of the chart
+    style: str = ""  # "dashed" (a threshold or a band's edge) or "dotted"; solid by default
 
 
 def line_chart(
@@ -248,7 +249,8 @@ def line_chart(
             path = " ".join(
                 f"{'M' if i == 0 else 'L'}{x(t):.1f},{y(v):.1f}" for i, (t, v) in enumerate(s.points)
             )
-            out.append(f'<path d="{path}" class="series" stroke="{s.colour}" data-series="{esc(s.name)}"/>')
+            css = f"series {s.style}".rstrip()
+            out.append(f'<path d="{path}" class="{css}" stroke="{s.colour}" data-series="{esc(s.name)}"/>')
             if len(s.points) == 1:
                 t, v = s.points[0]
                 out.append(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{s.colour}"/>')
@@ -257,10 +259,13 @@ def line_chart(
                 f'<path d="M{x(at):.1f},{bottom - 11} l5,9 h-10 z" fill="{s.colour}" class="alarm">'
                 f"<title>{esc(s.name)} detector alarm at {time_label(at, 0)} UTC</title></path>"
             )
-        out.append(
-            f'<rect x="{legend_x}" y="{height - 14}" width="12" height="4" fill="{s.colour}"/>'
-            f'<text x="{legend_x + 16}" y="{height - 9}" class="tick">{esc(s.name)}</text>'
+        swatch = (
+            f'<line x1="{legend_x}" x2="{legend_x + 12}" y1="{height - 12}" y2="{height - 12}" '
+            f'class="series {s.style}" stroke="{s.colour}"/>'
+            if s.style
+            else f'<rect x="{legend_x}" y="{height - 14}" width="12" height="4" fill="{s.colour}"/>'
         )
+        out.append(swatch + f'<text x="{legend_x + 16}" y="{height - 9}" class="tick">{esc(s.name)}</text>')
         legend_x += 16 + 7 * len(s.name) + 24
     if any(s.markers for s in series):
         out.append(
