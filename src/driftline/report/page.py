@@ -488,8 +488,8 @@ def multivariate_charts(summary: dict[str, Any], versions: Sequence[str], window
         ]
     sizes = ", ".join(f"{s} s" for s in auc_sizes)
     charts = [
-        line_chart(f"domain classifier ROC-AUC per {sizes} window, window vs reference sample "
-                   "(dashed: the AUC at or above which the window drifts)", "AUC", auc, (), marks)
+        line_chart(f"domain classifier ROC-AUC per {sizes} window, window vs reference (dashed: drift "
+                   "threshold)", "AUC", auc, (), marks)
         if any(s.points for s in auc) else "",
         line_chart(f"share of events whose reconstruction error exceeds the reference's q99, per "
                    f"{window_s} s window (1 % expected)", "share above q99",
@@ -499,8 +499,8 @@ def multivariate_charts(summary: dict[str, Any], versions: Sequence[str], window
                    marks, y_max=rate_top * 1.1),
         line_chart("outlier rate's binomial p-value as -log10 p (above 3: p < 0.001, significant)",
                    "-log10 p", pvalues + expected(3.0, "outlier_rate"), (), marks, y_max=p_top * 1.1),
-        line_chart(f"accuracy estimated before labels (CBPE, solid; dashed: 95 % band) and realized by the "
-                   f"labels (dotted), per {window_s} s window", "accuracy", estimated, (), marks)
+        line_chart(f"accuracy per {window_s} s window: CBPE estimate before labels, its 95 % band (dashed), "
+                   "realized (dotted)", "accuracy", estimated, (), marks)
         if any(s.points for s in estimated) else "",
     ]
     drawn = "".join(c for c in charts if c)
