@@ -42,7 +42,8 @@ from pydantic_settings import (
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
-RESULT_SECTIONS = ("windows", "join", "drift", "sequential", "performance", "triggers", "comparison")
+RESULT_SECTIONS = ("windows", "join", "drift", "sequential", "multivariate", "performance", "triggers",
+                   "comparison")
 """The sections whose values change results (hashed into ``config_hash``)."""
 RESULT_NEUTRAL: dict[str, set[str]] = {"join": {"memory_budget_mb", "spill_dir"}}
 """Fields of those sections that change where state lives, never results (not hashed)."""
@@ -292,6 +293,16 @@ class SequentialSettings(_Section):
         return data
 
 
+class MultivariateSettings(_Section):
+    """The domain classifier stage 2 runs per policy window (docs/multivariate.md)."""
+
+    domain_every: int = Field(
+        1, ge=1, description="domain classifier on every k-th policy window (by window start; 1 = all)"
+    )
+    domain_folds: int = Field(2, ge=2, le=10, description="domain classifier cross-validation folds")
+    domain_max_iter: int = Field(20, ge=1, le=1000, description="domain classifier boosting iterations")
+
+
 class PerformanceSettings(_Section):
     fading_factor: float = Field(0.999, gt=0, lt=1, description="recency weight of the online metrics")
     detector: Literal["adwin", "page_hinkley", "kswin", "ddm"] = Field(
@@ -310,6 +321,10 @@ class TriggerSettings(_Section):
         6 * 3600, ge=0, description="no second trigger of a family within this (event time)"
     )
     window_size_s: int = Field(0, ge=0, description="window size the policy reads; 0 = the smallest")
+    use_estimated_performance: bool = Field(
+        False, description="a policy window whose CBPE-estimated accuracy stays performance_drop below the "
+        "profile's baseline for performance_duration_s triggers `performance` (evidence source 'estimated')"
+    )
 
 
 class ComparisonPair(_Section):
@@ -450,6 +465,7 @@ class Settings(BaseSettings):
     join: JoinSettings = JoinSettings()
     drift: DriftSettings = DriftSettings()
     sequential: SequentialSettings = SequentialSettings()
+    multivariate: MultivariateSettings = MultivariateSettings()
     performance: PerformanceSettings = PerformanceSettings()
     triggers: TriggerSettings = TriggerSettings()
     comparison: ComparisonSettings = ComparisonSettings()

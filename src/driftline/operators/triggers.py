@@ -22,6 +22,14 @@ Three independent signal families, each with its own hysteresis and cooldown:
   collapses while alarms persist fires both ``concept_drift`` and ``performance``: neither blocks
   the other.
 
+* **estimated performance** (:meth:`RetrainPolicy.on_estimated_performance`, fed on the window
+  clock when ``use_estimated_performance`` is on): the same rule as **performance** on the
+  accuracy CBPE estimates per policy window from scores alone, so a drop can fire before any
+  label arrives. Its triggers have reason ``performance`` with ``evidence["source"] ==
+  "estimated"``; it is a family of its own (hysteresis, cooldown), sharing no state with the
+  label clock's, so the triggers do not depend on how the two clocks interleave (when labels
+  confirm the drop, the realized family may fire as well).
+
 * **comparison** (:meth:`RetrainPolicy.on_comparison`, label clock): the evidence of a
   champion/challenger comparison that reached a decision (promote the challenger, or roll it
   back). The comparison reports a decision only when it is new (a first one, or a reversal), so
@@ -89,7 +97,8 @@ def trigger_id(model_id: str, model_version: str, reason: str, window_start: int
                note: str = "") -> str:
     """Deterministic id of a trigger: the same inputs give the same id in every process.
 
-    ``note`` distinguishes manual triggers (their free-text reason); the policy leaves it empty.
+    ``note`` distinguishes manual triggers (their free-text reason) and estimated-performance
+    ones ("estimated"); the policy leaves it empty otherwise.
 
     >>> trigger_id("m", "1", "drift", 0, 1000) == trigger_id("m", "1", "drift", 0, 1000)
     True
@@ -157,6 +166,12 @@ class _PerformanceState:
         self.__dict__.update(state)
 
 
+@dataclass
+class _EstimatedState(_Family):
+    last_start: int | None = None
+    degraded_since: int | None = None
+
+
 class RetrainPolicy:
     """Decides, per ``(model_id, model_version)``, when a model needs retraining.
 
@@ -178,6 +193,11 @@ class RetrainPolicy:
         self._thresholds = cfg.model_dump(mode="json")
         self._drift: dict[tuple[str, str], _DriftState] = {}
         self._perf: dict[tuple[str, str], _PerformanceState] = {}
+        self._estimated: dict[tuple[str, str], _EstimatedState] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_estimated", {})  # pickled before the estimated family
+        self.__dict__.update(state)
 
     def configure(self, cfg: TriggerSettings, config_hash: str) -> None:
         """Apply other thresholds to the kept per-model state (a restored stage takes today's)."""
@@ -301,6 +321,56 @@ class RetrainPolicy:
                                           time_ms, time_ms, message, details))
         return triggers
 
+    # -- estimated performance (CBPE) ---------------------------------------------------------
+
+    def on_estimated_performance(self, model_id: str, model_version: str, window_start_ms: int,
+                                 window_end_ms: int, accuracy: float, baseline: float,
+                                 evidence: dict[str, Any]) -> RetrainTrigger | None:
+        """Feed one policy window's estimated accuracy against the baseline (the training
+        profile's accuracy); fires ``performance`` once the estimate has stayed at least
+        ``performance_drop`` below the baseline from the start of the first such window for
+        ``performance_duration_s``. ``evidence`` (the window's figures) is copied under
+        ``observation``.
+
+        >>> from driftline.config import TriggerSettings
+        >>> policy = RetrainPolicy(TriggerSettings(performance_duration_s=600), config_hash="abc")
+        >>> minutes = 60_000
+        >>> [policy.on_estimated_performance("m", "1", t * 5 * minutes, (t + 1) * 5 * minutes, acc, 0.9, {})
+        ...  is not None for t, acc in enumerate([0.89, 0.75, 0.74, 0.72])]
+        [False, False, True, False]
+        >>> policy.on_estimated_performance("m", "1", 0, 1, 0.5, 0.9, {}) is None  # replayed window
+        True
+        """
+        if window_end_ms <= window_start_ms:
+            raise ValueError("window_end_ms must be after window_start_ms")
+        state = self._estimated.setdefault((model_id, model_version), _EstimatedState())
+        if state.last_start is not None and window_start_ms <= state.last_start:
+            return None  # replayed or out-of-order window
+        state.last_start = window_start_ms
+        worse_by = baseline - accuracy
+        if worse_by >= self.cfg.performance_drop:
+            if state.degraded_since is None:
+                state.degraded_since = window_start_ms
+        else:
+            state.degraded_since = None
+        since = state.degraded_since
+        degraded = since is not None and window_end_ms - since >= self.cfg.performance_duration_s * 1000
+        if not self._fires(state, degraded, since is None, window_end_ms):
+            return None
+        assert since is not None
+        message = (f"estimated accuracy {accuracy:.4g} is {worse_by:.4g} below baseline {baseline:.4g} "
+                   f"for {(window_end_ms - since) // 1000}s, before labels (thresholds "
+                   f"{self.cfg.performance_drop} for {self.cfg.performance_duration_s}s)")
+        details: dict[str, Any] = {
+            "source": "estimated",
+            "metric": {"name": "accuracy", "value": accuracy, "reference": baseline, "higher_is_better": True,
+                       "worse_by": worse_by},
+            "degraded_since": since,
+            "observation": evidence,
+        }
+        return self._trigger(model_id, model_version, TriggerReason.PERFORMANCE, since, window_end_ms,
+                             window_end_ms, message, details, note="estimated")
+
     # -- comparison ---------------------------------------------------------------------------
 
     def on_comparison(self, model_id: str, champion: str, challenger: str, evidence_start_ms: int,
@@ -347,10 +417,10 @@ class RetrainPolicy:
         return last_fired is None or now_ms - last_fired >= self.cfg.cooldown_s * 1000
 
     def _trigger(self, model_id: str, model_version: str, reason: TriggerReason, start: int, end: int,
-                 at: int, message: str, details: dict[str, Any]) -> RetrainTrigger:
+                 at: int, message: str, details: dict[str, Any], note: str = "") -> RetrainTrigger:
         evidence = {**details, "thresholds": self._thresholds, "config_hash": self.config_hash}
         return RetrainTrigger(
-            trigger_id=trigger_id(model_id, model_version, reason, start, end),
+            trigger_id=trigger_id(model_id, model_version, reason, start, end, note),
             model_id=model_id, model_version=model_version, reason=reason, message=message,
             window_start=start, window_end=end, triggered_at=at, evidence=evidence,
             config_hash=self.config_hash, run_id=self.run_id,

@@ -80,6 +80,8 @@ class WindowClock:
     def configure(self, settings: Settings, config_hash: str) -> None:
         """Values derived from the settings (on creation and every restore)."""
         self.drift = settings.drift
+        self.domain_settings = settings.multivariate
+        self.use_estimated_performance = settings.triggers.use_estimated_performance
         self.config_hash = config_hash
         self.min_size_ms = min(settings.windows.sizes_s) * 1000
         self.policy_size_ms = (settings.triggers.window_size_s or min(settings.windows.sizes_s)) * 1000
@@ -134,7 +136,9 @@ class WindowClock:
             multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
             found = None
             if multivariate and key.segment == "":
-                found = self._multivariate_rows(key, multivariate, rows)
+                found, estimated = self._multivariate_rows(key, multivariate, rows)
+                if estimated is not None:
+                    triggers.append(estimated)
             trigger = self._score_window(key, merged, rows, found)
             if trigger is not None:
                 triggers.append(trigger)
@@ -256,10 +260,11 @@ class WindowClock:
                                            notes)
 
     def _multivariate_rows(self, key: WindowKey, parts: list[dict[str, Any]],
-                           rows: Rows) -> dict[str, Any] | None:
+                           rows: Rows) -> tuple[dict[str, Any] | None, RetrainTrigger | None]:
         """An overall window's multivariate_drift, outlier_rate and estimated_performance rows from
-        the shards' partials, and their gist for a retrain trigger's evidence. The domain
-        classifier runs on the retrain policy's window size only (a fit per window)."""
+        the shards' partials, their gist for a retrain trigger's evidence and, with
+        ``triggers.use_estimated_performance``, the trigger the estimated accuracy fired. The
+        domain classifier runs on the retrain policy's window size only (a fit per window)."""
         # the newest profile the shards used in this window (a new one may apply mid-window)
         used = {str(p["reference_id"]) for p in parts}
         known = [p for p in self.profiles.by_model.get((key.model_id, key.model_version), [])
@@ -268,13 +273,13 @@ class WindowClock:
         section = profile.multivariate if profile is not None else None
         if profile is None or section is None:
             self.totals["multivariate_without_profile"] += 1
-            return None
+            return None, None
         merged = merge_windows(parts, k=int(section["sample"]["shape"][0]), reference_id=profile.profile_id)
         if not merged.sums["n"]:
-            return None
+            return None, None
         window = window_columns(self.run_id, key)
         domain = None
-        if key.size == self.policy_size_ms and merged.sample.shape[0] >= MIN_DOMAIN_ROWS:
+        if self._runs_domain_classifier(key) and merged.sample.shape[0] >= MIN_DOMAIN_ROWS:
             classifier = self._domain_classifier(profile.profile_id, section)
             if classifier is not None:
                 names = classifier.features
@@ -298,9 +303,30 @@ class WindowClock:
         if domain is not None:
             evidence.update(domain_auc=finite(domain.auc), domain_threshold=finite(domain.threshold),
                             domain_drifted=domain.drifted, top_features=[f for f, _ in domain.top_features])
+        trigger = None
         if estimate is not None:
             evidence["estimated_accuracy"] = finite(estimate.accuracy)
-        return evidence
+            if self.use_estimated_performance and key.size == self.policy_size_ms:
+                trigger = self._estimated_trigger(key, profile, estimate.accuracy, evidence)
+        return evidence, trigger
+
+    def _runs_domain_classifier(self, key: WindowKey) -> bool:
+        """The classifier fits on the policy's window size only, on every ``domain_every``-th
+        window of its grid (counted from the epoch, so a replay picks the same windows)."""
+        return (key.size == self.policy_size_ms
+                and (key.start // key.size) % self.domain_settings.domain_every == 0)
+
+    def _estimated_trigger(self, key: WindowKey, profile: ReferenceProfile, accuracy: float,
+                           evidence: dict[str, Any]) -> RetrainTrigger | None:
+        """Feed the window's estimated accuracy to the retrain policy against the profile's
+        baseline accuracy (none: nothing to compare with, counted)."""
+        baseline = profile.baseline.get("accuracy")
+        if baseline is None:
+            self.totals["estimated_performance_without_baseline"] += 1
+            return None
+        return self.policy.on_estimated_performance(
+            key.model_id, key.model_version, key.start, key.end, accuracy, float(baseline),
+            {**evidence, "window_size_s": key.size_s, "reference_id": profile.profile_id})
 
     def _domain_classifier(self, profile_id: str, section: dict[str, Any]) -> DomainClassifierDrift | None:
         """The profile's classifier (calibrated once per process: seeded, so identical after a
@@ -311,6 +337,7 @@ class WindowClock:
             try:
                 classifier: DomainClassifierDrift | None = DomainClassifierDrift(
                     reference, features=list(section["features"]), categorical=[],
+                    folds=self.domain_settings.domain_folds, max_iter=self.domain_settings.domain_max_iter,
                     seed=int(section.get("seed", 0)), rank_quiet=False)
             except ModuleNotFoundError:
                 self.totals["domain_classifier_unavailable"] += 1
