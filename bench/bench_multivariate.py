@@ -23,7 +23,9 @@ count; the domain classifier's scikit-learn may use both cores, which process ti
    runs with no difference (30 looks of 500 events, ``alpha`` 0.01) that decide anyway, and
    windows of 1,000 events until a 10 % vs 8 % challenger is declared better.
 6. **Pipeline cost**: CPU per event of the in-process pipeline with a profile without and with the
-   multivariate section (``--pipeline-only`` runs just this part).
+   multivariate section, the domain classifier at the default settings (``multivariate.domain_*``)
+   and, in the same run, at the first release's (3 folds, 60 iterations) (``--pipeline-only`` runs
+   just this part).
 
     .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--pipeline-only] [--json PATH]
 """
@@ -200,12 +202,16 @@ def comparison(runs: int) -> dict[str, Any]:
     return {"null_runs": runs, "false_decisions": false_decisions, "windows_to_decide": windows}
 
 
-def pipeline_cost(quick: bool, per_window: int = 10_000) -> dict[str, Any]:
+def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None = None,
+                  repeat: int = 3) -> dict[str, Any]:
     """CPU per event of the in-process pipeline (stage 1 + stage 2, one shard) on one model with
     25 numeric features and scores, with a training profile without and with the multivariate
     section (reconstruction episodes, outlier rate, CBPE, the domain classifier on every 5-minute
-    window of ``per_window`` events). The classifier's one-off calibration (per profile and
-    process) is timed apart and left out of the per-event figure."""
+    window of ``per_window`` events): ``on`` at the default ``multivariate`` settings, ``on_previous``
+    at the first release's (3 folds, 60 iterations), ``no_classifier`` without it. The classifier's
+    one-off calibration (per profile and process) is timed apart and left out of the per-event
+    figure. ``windows_n``: policy windows (default 4 with ``quick``, 12 otherwise); each mode runs
+    ``repeat`` times in turn and keeps its least CPU (the box's other load only adds)."""
     from driftline.config import Settings
     from driftline.operators.model_watch import multivariate_section
     from driftline.operators.multivariate import unpack_array
@@ -217,6 +223,8 @@ def pipeline_cost(quick: bool, per_window: int = 10_000) -> dict[str, Any]:
     rng = np.random.default_rng(3)
     settings = Settings(windows={"sizes_s": [300], "allowed_lateness_s": 30, "metrics_interval_s": 300},
                         topics={"partitions": 1}, sequential={"enabled": True})
+    previous = settings.model_copy(update={"multivariate": settings.multivariate.model_copy(
+        update={"domain_folds": 3, "domain_max_iter": 60})})
     reference = {k: np.asarray(v).tolist() for k, v in features_table(rng, REFERENCE).items()}
     x0 = np.asarray(reference["x0"])
     scores = 1 / (1 + np.exp(-3 * x0))
@@ -227,7 +235,7 @@ def pipeline_cost(quick: bool, per_window: int = 10_000) -> dict[str, Any]:
     assert section is not None
     profiles = {"off": build_profile("m", "1", reference, **common),
                 "on": build_profile("m", "1", reference, **common, multivariate=section)}
-    n = 4 * per_window if quick else 12 * per_window
+    n = (windows_n or (4 if quick else 12)) * per_window
     start = 1_767_225_600_000
     times = start + np.sort(rng.integers(0, n // per_window * 300_000, n))
     table = features_table(rng, n)
@@ -240,33 +248,76 @@ def pipeline_cost(quick: bool, per_window: int = 10_000) -> dict[str, Any]:
                             "features": {k: c[i] for k, c in zip(names, columns, strict=True)},
                             "prediction": {"label": event_scores[i] >= 0.5, "score": event_scores[i]}})
         records.append(RawRecord(settings.topics.predictions, 0, i, t, f"p{i}".encode(), value.encode()))
-    out: dict[str, Any] = {"events": n, "per_window": per_window, "features": N_FEATURES}
+    out: dict[str, Any] = {"events": n, "per_window": per_window, "features": N_FEATURES,
+                           "domain_folds": settings.multivariate.domain_folds,
+                           "domain_max_iter": settings.multivariate.domain_max_iter}
     sample = unpack_array(section["sample"])
-    began = time.process_time()
-    DomainClassifierDrift({k: sample[:, j] for j, k in enumerate(section["features"])},
-                          features=list(section["features"]), categorical=[])
-    out["domain_build_s"] = time.process_time() - began
-    min_rows = windows.MIN_DOMAIN_ROWS
-    runs = (("off", profiles["off"]), ("on", profiles["on"]), ("no_classifier", profiles["on"]))
-    for mode, profile in runs:
-        windows.MIN_DOMAIN_ROWS = 10**9 if mode == "no_classifier" else min_rows
-        pipeline = InProcessPipeline(settings, profiles=[profile.model_dump_json().encode()])
+    window_samples = [features_table(rng, 1_000) for _ in range(3)]
+    for mode, run_settings in (("on", settings), ("on_previous", previous)):
         began = time.process_time()
-        for i in range(0, n, 2_000):
-            pipeline.feed(records[i : i + 2_000])
-        pipeline.finish(int(times[-1]) + 300_000)
-        spent = time.process_time() - began - (out["domain_build_s"] if mode == "on" else 0.0)
-        out[f"{mode}_us_per_event"] = spent / n * 1e6
-        out[f"{mode}_windows"] = len(pipeline.rows.get("multivariate_drift", []))
+        classifier = DomainClassifierDrift({k: sample[:, j] for j, k in enumerate(section["features"])},
+                                           features=list(section["features"]), categorical=[],
+                                           folds=run_settings.multivariate.domain_folds,
+                                           max_iter=run_settings.multivariate.domain_max_iter,
+                                           rank_quiet=False)
+        out[f"{mode}_domain_build_s"] = time.process_time() - began
+        # one window's fit alone (the pipeline's difference of two noisy runs only bounds it)
+        spent = []
+        for ordinal, window_sample in enumerate(window_samples):
+            began = time.process_time()
+            classifier.score(window_sample, ordinal=ordinal)
+            spent.append(time.process_time() - began)
+        out[f"{mode}_domain_window_s"] = min(spent)
+    out["domain_build_s"] = out["on_domain_build_s"]
+    min_rows = windows.MIN_DOMAIN_ROWS
+    runs = (("off", profiles["off"], settings), ("on", profiles["on"], settings),
+            ("on_previous", profiles["on"], previous), ("no_classifier", profiles["on"], settings))
+    for _ in range(repeat):
+        for mode, profile, run_settings in runs:
+            windows.MIN_DOMAIN_ROWS = 10**9 if mode == "no_classifier" else min_rows
+            pipeline = InProcessPipeline(run_settings, profiles=[profile.model_dump_json().encode()])
+            began = time.process_time()
+            for i in range(0, n, 2_000):
+                pipeline.feed(records[i : i + 2_000])
+            pipeline.finish(int(times[-1]) + 300_000)
+            spent = time.process_time() - began - out.get(f"{mode}_domain_build_s", 0.0)
+            us = spent / n * 1e6
+            out[f"{mode}_us_per_event"] = min(us, out.get(f"{mode}_us_per_event", us))
+            out[f"{mode}_windows"] = len(pipeline.rows.get("multivariate_drift", []))
     windows.MIN_DOMAIN_ROWS = min_rows
-    out["overhead"] = out["on_us_per_event"] / out["off_us_per_event"] - 1.0
-    out["overhead_no_classifier"] = out["no_classifier_us_per_event"] / out["off_us_per_event"] - 1.0
+    for mode in ("on", "on_previous", "no_classifier"):
+        suffix = {"on": "", "on_previous": "_previous", "no_classifier": "_no_classifier"}[mode]
+        out[f"overhead{suffix}"] = out[f"{mode}_us_per_event"] / out["off_us_per_event"] - 1.0
     # CPU of one domain-classifier window, and the window size from which all on costs <= 25 %
     classifier_s = (out["on_us_per_event"] - out["no_classifier_us_per_event"]) * per_window / 1e6
     out["classifier_s_per_window"] = classifier_s
+    out["classifier_s_per_window_previous"] = (
+        (out["on_previous_us_per_event"] - out["no_classifier_us_per_event"]) * per_window / 1e6)
     room_us = 0.25 * out["off_us_per_event"] - (out["no_classifier_us_per_event"] - out["off_us_per_event"])
     out["events_per_window_for_25pct"] = classifier_s * 1e6 / room_us if room_us > 0 else None
     return out
+
+
+COST_TARGET = 0.25
+"""All four capabilities on: at most this much CPU per event over a profile without the section."""
+
+
+def measure(quick: bool) -> Any:
+    """bench/run_all.py's row (15): the pipeline's cost with everything on, beside the target
+    (``quick``: 2 policy windows of 10,000 events, one run per mode, a few seconds of CPU)."""
+    from common import Figure
+
+    p = pipeline_cost(quick, windows_n=2 if quick else None, repeat=1 if quick else 3)
+    return Figure(
+        "multivariate_cost_overhead", "(15) multivariate drift + outlier rate + CBPE + domain classifier: "
+        "CPU per event over without", p["overhead"] * 100, "%", f"<= {COST_TARGET:.0%}",
+        p["overhead"] <= COST_TARGET,
+        f"{p['features']} features, windows of {p['per_window']:,} events: {p['off_us_per_event']:.1f} -> "
+        f"{p['on_us_per_event']:.1f} us/event; domain classifier {p['domain_folds']} folds x "
+        f"{p['domain_max_iter']} iterations {p['on_domain_window_s']:.2f} s CPU per window (3 x 60 before: "
+        f"{p['on_previous_domain_window_s']:.2f} s, all on {p['overhead_previous']:+.0%} in the same run)",
+        extra=p,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -335,9 +386,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def print_pipeline_cost(out: dict[str, Any], quick: bool) -> None:
     p = out["pipeline"] = pipeline_cost(quick)
     print(f"6. pipeline cost, stage 1 + 2, {p['features']} features, windows of {p['per_window']:,} events")
-    print(f"  without the multivariate section {p['off_us_per_event']:.1f} us/event; with it (all on) "
+    print(f"  without the multivariate section {p['off_us_per_event']:.1f} us/event; with it (all on, "
+          f"domain classifier {p['domain_folds']} folds x {p['domain_max_iter']} iterations) "
           f"{p['on_us_per_event']:.1f} us/event: {p['overhead']:+.0%} ({p['on_windows']} windows; "
           f"domain classifier calibration {p['domain_build_s']:.1f} s once per profile, not counted)")
+    print(f"  before (3 folds x 60 iterations): {p['on_previous_us_per_event']:.1f} us/event: "
+          f"{p['overhead_previous']:+.0%}, the classifier {p['classifier_s_per_window_previous']:.2f} s CPU "
+          f"per window (calibration {p['on_previous_domain_build_s']:.1f} s)")
+    print(f"  one quiet window's fit alone: {p['on_domain_window_s']:.3f} s CPU now, "
+          f"{p['on_previous_domain_window_s']:.3f} s before")
     needed = p["events_per_window_for_25pct"]
     print(f"  all but the domain classifier {p['no_classifier_us_per_event']:.1f} us/event: "
           f"{p['overhead_no_classifier']:+.0%}; the classifier {p['classifier_s_per_window']:.2f} s CPU per "
