@@ -27,7 +27,8 @@ count; the domain classifier's scikit-learn may use both cores, which process ti
    and, in the same run, at the first release's (3 folds, 60 iterations) (``--pipeline-only`` runs
    just this part).
 
-    .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--pipeline-only] [--json PATH]
+    .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--pipeline-only] [--windows N]
+        [--repeat R] [--json PATH]
 """
 
 from __future__ import annotations
@@ -327,11 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller streams, 1 seed")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     parser.add_argument("--pipeline-only", action="store_true", help="only part 6, the pipeline's cost")
+    parser.add_argument("--windows", type=int, default=None,
+                        help="part 6: policy windows of 10,000 events (default 4 with --quick, 12)")
+    parser.add_argument("--repeat", type=int, default=3, help="part 6: runs per mode (least CPU kept)")
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
     out: dict[str, Any] = {}
     if args.pipeline_only:
-        print_pipeline_cost(out, args.quick)
+        print_pipeline_cost(out, args.quick, args.windows, args.repeat)
         if args.json is not None:
             args.json.write_text(json.dumps(out, indent=2, default=float))
         return 0
@@ -377,14 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{np.median([w for w in v['windows_to_decide'] if w]):.0f}, max "
           f"{max((w for w in v['windows_to_decide'] if w), default=0)}, undecided "
           f"{v['windows_to_decide'].count(None)}/{len(v['windows_to_decide'])}")
-    print_pipeline_cost(out, args.quick)
+    print_pipeline_cost(out, args.quick, args.windows, args.repeat)
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2, default=float))
     return 0
 
 
-def print_pipeline_cost(out: dict[str, Any], quick: bool) -> None:
-    p = out["pipeline"] = pipeline_cost(quick)
+def print_pipeline_cost(out: dict[str, Any], quick: bool, windows_n: int | None = None,
+                        repeat: int = 3) -> None:
+    p = out["pipeline"] = pipeline_cost(quick, windows_n=windows_n, repeat=repeat)
     print(f"6. pipeline cost, stage 1 + 2, {p['features']} features, windows of {p['per_window']:,} events")
     print(f"  without the multivariate section {p['off_us_per_event']:.1f} us/event; with it (all on, "
           f"domain classifier {p['domain_folds']} folds x {p['domain_max_iter']} iterations) "
