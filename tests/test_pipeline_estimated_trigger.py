@@ -4,6 +4,8 @@
 One binary classifier whose profile has a baseline accuracy and a CBPE calibration; from minute
 10 its inputs crowd around the decision boundary (the concept P(y | x) unchanged), so the
 accuracy it can reach falls by about 0.2. No label is ever sent: only the estimate can see it.
+The same stream checks ``multivariate.domain_every`` (the domain classifier on every k-th policy
+window).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ NARROW_S = 600
 RATE = 5  # events per second
 
 
-def _settings(use_estimate: bool) -> Settings:
+def _settings(use_estimate: bool, domain_every: int = 1) -> Settings:
     return Settings(
         windows={"sizes_s": [WINDOW_S], "allowed_lateness_s": 30, "metrics_interval_s": WINDOW_S},
         topics={"partitions": 2},
         triggers={"use_estimated_performance": use_estimate, "performance_duration_s": 0},
+        multivariate={"domain_every": domain_every},
     )
 
 
@@ -76,8 +79,9 @@ def stream() -> list[RawRecord]:
     return records
 
 
-def _run(stream: list[RawRecord], profile: bytes, use_estimate: bool) -> InProcessPipeline:
-    pipeline = InProcessPipeline(_settings(use_estimate), profiles=[profile])
+def _run(stream: list[RawRecord], profile: bytes, use_estimate: bool,
+         domain_every: int = 1) -> InProcessPipeline:
+    pipeline = InProcessPipeline(_settings(use_estimate, domain_every), profiles=[profile])
     for i in range(0, len(stream), 2000):
         pipeline.feed(stream[i : i + 2000])
     pipeline.finish(START + DURATION_S * 1000)
@@ -121,3 +125,13 @@ def test_crash_and_restore_fire_the_same_trigger(stream: list[RawRecord], profil
     pipeline.finish(START + DURATION_S * 1000)
     again = {t["trigger_id"]: t for t in _performance(pipeline)}  # a re-sent trigger keeps its id
     assert list(again.values()) == expected
+
+
+def test_domain_every_skips_the_classifier_on_the_other_windows(stream: list[RawRecord],
+                                                                profile: bytes) -> None:
+    rows = _run(stream, profile, False, domain_every=2).rows["multivariate_drift"]
+    fitted = {r["window_start"]: r["auc"] is not None for r in rows}
+    assert len(fitted) == DURATION_S // WINDOW_S
+    assert fitted == {start: (start // (WINDOW_S * 1000)) % 2 == 0 for start in fitted}
+    every = {r["window_start"]: r["auc"] for r in _run(stream, profile, False).rows["multivariate_drift"]}
+    assert all(every[r["window_start"]] == r["auc"] for r in rows if r["auc"] is not None)  # same fits
