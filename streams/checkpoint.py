@@ -314,6 +314,7 @@ class CheckpointStore:
         self._generation_bytes[key] = written + len(blob)
         if older:
             await asyncio.to_thread(self._delete_topics, older)
+            self._forget_topics(older)
         self.saved += 1
         return ckpt_id
 
@@ -344,6 +345,16 @@ class CheckpointStore:
                 admin.delete_topics(topics)
         except Exception as err:  # the chain just written is complete either way
             log.warning("could not delete old checkpoint topics %s: %s", topics, err)
+
+    def _forget_topics(self, topics: list[str]) -> None:
+        """Stop the producer refreshing metadata of deleted generations: aiokafka asks for every
+        topic it ever produced to, and a broker that creates topics on metadata requests (Tansu;
+        Kafka with auto.create.topics.enable, its default) would bring each one back, empty."""
+        client = self._producer.client
+        gone = set(topics)
+        tracked = [t for t in client._topics if t not in gone]  # aiokafka has no public remove
+        if tracked:  # an empty set would mean "all topics" to aiokafka
+            client.set_topics(tracked)
 
     async def load_all(self, stage: str, shards: Iterable[int] | None = None) -> dict[int, Checkpoint]:
         """The last complete checkpoint of every shard of `stage` (or of ``shards``), as of the
