@@ -14,7 +14,9 @@ A model whose profile has a ``multivariate`` section (:mod:`driftline.operators.
 also gets, per overall window, the shards' multivariate partials merged into a
 ``multivariate_drift`` row (mean reconstruction error, share above the reference's 99 % error
 quantile and, on the policy window size, the seeded domain classifier's AUC), an ``outlier_rate``
-row and, for classifiers calibrated with scores, an ``estimated_performance`` row (CBPE).
+row and, for classifiers calibrated with scores, an ``estimated_performance`` row (CBPE), whose
+policy-window accuracy feeds the retrain policy with ``triggers.use_estimated_performance``. The
+classifier's folds, iterations and cadence are the ``multivariate`` settings.
 
 :meth:`WindowClock.close` returns the rows and triggers; it never produces anything itself.
 """
