@@ -49,6 +49,9 @@ TABLES = (
     "retrain_triggers",
     "drift_alerts",
     "drift_episodes",
+    "multivariate_drift",
+    "outlier_rate",
+    "estimated_performance",
 )
 # Every topic but the recorded input: each run gets its own.
 INTERNAL = tuple(t for t in TopicSettings.topic_fields() if t not in ("predictions", "labels"))

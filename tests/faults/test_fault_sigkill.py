@@ -66,6 +66,9 @@ def _kill_repeatedly(
 def test_three_sigkills_at_random_points(
     fault_stream: Stream, fault_root: Path, clean_tables: dict[str, list[list[str]]]
 ) -> None:
+    # the multivariate tables are compared too: the clean run must have written some
+    for table in ("multivariate_drift", "outlier_rate", "estimated_performance"):
+        assert clean_tables[table], f"the clean run wrote no {table} rows"
     _kill_repeatedly(fault_stream, fault_root, clean_tables, kills=3, seed=101)
 
 
