@@ -125,3 +125,33 @@ def test_wild_values_are_huge_errors_and_outliers_not_overflows(profile: Referen
     errors, distances = reference.errors_and_distances(x)
     assert np.all(np.isfinite(errors)) and np.all(errors > 100 * reference.reconstruction.p99)
     assert np.all(distances > reference.outliers.threshold)
+
+
+def test_the_merged_roc_auc_matches_the_library_on_the_same_scores(profile: ReferenceProfile) -> None:
+    """The pipeline's ROC-AUC comes from integer counts per calibration segment, merged over
+    shards; the library's from every score. They differ only inside rising segments (pairs there
+    count as ties), and agree exactly on scores where the calibration is flat."""
+    assert profile.multivariate is not None
+    estimator = MultivariateReference.from_section(profile.multivariate).estimator
+    assert estimator is not None
+    times, ids, features, scores = events = _events(6_000, 0.8)
+    shards = [_watch(profile), _watch(profile)]
+    for s, watch in enumerate(shards):
+        _feed(watch, [i for i in range(6_000) if i % 2 == s], 700, events)
+    merged = _windows(shards, 300)
+    for start, (_, _, estimate) in merged.items():
+        library = estimator.estimate(_scores_of_window(times, scores, start))
+        assert estimate.n == library.n and 0.6 < library.roc_auc < 1
+        assert estimate.roc_auc == pytest.approx(library.roc_auc, abs=0.002), start
+    # scores only on the calibration's knots: every segment holds equal scores, so no approximation
+    knots = estimator.calibrations[0].knots
+    on_knots: list[float | None] = [float(knots[(i * 7) % knots.size]) for i in range(len(scores))]
+    exact = _watch(profile)
+    _feed(exact, list(range(6_000)), 1_000, (times, ids, features, on_knots))
+    for start, (_, _, estimate) in _windows([exact], 300).items():
+        library = estimator.estimate(_scores_of_window(times, on_knots, start))
+        assert estimate.roc_auc == pytest.approx(library.roc_auc, abs=1e-9)
+
+
+def _scores_of_window(times: list[int], scores: list[float | None], start: int) -> list[float]:
+    return [v for t, v in zip(times, scores, strict=True) if t - t % WINDOW_MS == start and v is not None]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from scipy.stats import rankdata
 
 from driftline.config import Settings
 from driftline.operators.model_watch import multivariate_section
@@ -206,6 +207,39 @@ def test_cbpe_tracks_realized_accuracy_before_any_label(
     # the shift is real: accuracy moves across the run
     assert max(realized.values()) - min(realized.values()) > 0.03
     assert not _for(baseline.rows["estimated_performance"], "rot")  # no scores: no estimate
+    # ROC-AUC from the merged segment counts tracks the realized AUC of the labels sent later
+    realized_auc = _realized_auc(generated[0])
+    auc_errors = [abs(r["roc_auc"] - realized_auc[r["window_start"]]) for r in rows]
+    assert max(auc_errors) <= 0.03, auc_errors
+
+
+def _realized_auc(stream: list[RawRecord]) -> dict[int, float]:
+    """``cov``'s realized ROC-AUC per window start, from the stream's scores and labels
+    (Mann-Whitney, ties 1/2)."""
+    scored: dict[str, tuple[int, float]] = {}
+    labels: dict[str, bool] = {}
+    labels_topic = _settings().topics.labels
+    for record in stream:
+        message = orjson.loads(record.value or b"{}")
+        if message.get("model_id") != "cov":
+            continue
+        if record.topic == labels_topic:
+            labels[message["prediction_id"]] = bool(message["label"])
+        else:
+            t = int(message["timestamp"])
+            scored[message["prediction_id"]] = (t - (t - START) % (WINDOW_S * 1000),
+                                                float(message["prediction"]["score"]))
+    by_window: dict[int, list[tuple[float, bool]]] = {}
+    for pid, (start, score) in scored.items():
+        by_window.setdefault(start, []).append((score, labels[pid]))
+    out = {}
+    for start, pairs in by_window.items():
+        s = np.asarray([p[0] for p in pairs])
+        y = np.asarray([p[1] for p in pairs])
+        ranks = rankdata(s)  # ties share their mean rank
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        out[start] = float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return out
 
 
 def test_rows_do_not_depend_on_batching(
@@ -257,6 +291,9 @@ def test_estimated_beside_realized_in_clickhouse(
         for start, estimated, n_labeled, accuracy in rows:
             assert n_labeled > 0
             assert accuracy == pytest.approx(realized[start]) and abs(estimated - accuracy) <= 0.03
+        with_auc = client.query(f"SELECT count() FROM {db}.estimated_performance FINAL "
+                                "WHERE model_id = 'cov' AND roc_auc > 0.5").result_rows[0][0]
+        assert with_auc == DURATION_S // WINDOW_S
         drifted = client.query(f"SELECT count() FROM {db}.multivariate_drift FINAL WHERE model_id = 'rot' "
                                "AND drifted = 1").result_rows[0][0]
         assert drifted == (DURATION_S - ROTATE_S) // WINDOW_S

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS {database}.estimated_performance
     accuracy_low Nullable(Float64) COMMENT 'accuracy - 1.96 sd',
     accuracy_high Nullable(Float64) COMMENT 'accuracy + 1.96 sd',
     f1 Nullable(Float64) COMMENT 'estimated F1 of the positive class, from expected confusion counts',
+    roc_auc Nullable(Float64) COMMENT 'estimated ROC-AUC: expected share of (positive, negative) pairs the score orders right, from event counts per calibration segment; NULL = no pair',
     reference_id LowCardinality(String) COMMENT 'reference profile whose calibration was used',
     config_hash LowCardinality(String) COMMENT 'hash of the settings that shape results'
 )

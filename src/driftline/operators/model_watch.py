@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftline.operators.cbpe import PerformanceEstimate, PerformanceEstimator
+from driftline.operators.cbpe import PerformanceEstimate, PerformanceEstimator, expected_auc_of_segments
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.multivariate import (
     FloatArray,
@@ -218,23 +218,28 @@ class MultivariateWindow:
     tp: int = 0  # PROBABILITY_UNIT: expected true positives, false positives, false negatives
     fp: int = 0
     fn: int = 0
+    auc_segments: dict[int, list[int]] = field(default_factory=dict)
+    """Per calibration segment (of the latest reference's): [events, sum p, sum p (1 - p)], the
+    sums in PROBABILITY_UNIT; the ROC-AUC estimate's mergeable counts."""
     heap: list[tuple[int, tuple[float, ...]]] = field(default_factory=list)  # (-hash, row)
 
     def add(self, reference: MultivariateReference, reference_id: str, x: FloatArray,
             errors: FloatArray, distances: FloatArray, hashes: Sequence[int],
-            cbpe: tuple[FloatArray, npt.NDArray[np.bool_]] | None, k: int) -> None:
-        """Count a group of events (``cbpe``: their calibrated probabilities and predicted
-        classes, scored events only); keep the ``k`` rows with the smallest id hashes (of the
-        latest reference's features: a newer profile mid-window restarts the sample)."""
+            cbpe: tuple[FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]] | None, k: int) -> None:
+        """Count a group of events (``cbpe``: their calibrated probabilities, predicted classes
+        and calibration segments, scored events only); keep the ``k`` rows with the smallest id
+        hashes (of the latest reference's features: a newer profile mid-window restarts the
+        sample and the segment counts, which only mean something under one calibration)."""
         if reference_id != self.reference_id:
             self.heap = []
+            self.auc_segments = {}
         self.reference_id = reference_id
         self.n += int(errors.size)
         self.error_sum += int(np.rint(errors * ERROR_UNIT).astype(np.int64).sum())
         self.above_p99 += int(np.sum(errors > reference.reconstruction.p99))
         self.outliers += int(np.sum(distances > reference.outliers.threshold))
         if cbpe is not None and cbpe[0].size:
-            calibrated, predicted = cbpe
+            calibrated, predicted, segments = cbpe
             correct = np.where(predicted, calibrated, 1.0 - calibrated)
             self.n_scored += int(calibrated.size)
             self.correct_sum += _fixed(correct)
@@ -242,11 +247,28 @@ class MultivariateWindow:
             self.tp += _fixed(calibrated[predicted])
             self.fp += _fixed(1.0 - calibrated[predicted])
             self.fn += _fixed(calibrated[~predicted])
+            self._count_segments(calibrated, segments)
         for i, h in enumerate(hashes):
             if len(self.heap) < k:
                 heapq.heappush(self.heap, (-h, tuple(x[i].tolist())))
             elif -h > self.heap[0][0]:
                 heapq.heapreplace(self.heap, (-h, tuple(x[i].tolist())))
+
+    def _count_segments(self, calibrated: FloatArray, segments: npt.NDArray[np.int64]) -> None:
+        keys, inverse = np.unique(segments, return_inverse=True)
+        p = np.rint(calibrated * PROBABILITY_UNIT).astype(np.int64)
+        pq = np.rint(calibrated * (1.0 - calibrated) * PROBABILITY_UNIT).astype(np.int64)
+        counts = np.bincount(inverse, minlength=keys.size)
+        p_sums = np.zeros(keys.size, dtype=np.int64)
+        pq_sums = np.zeros(keys.size, dtype=np.int64)
+        np.add.at(p_sums, inverse, p)  # integer adds: exact whatever the grouping
+        np.add.at(pq_sums, inverse, pq)
+        for key, n, p_sum, pq_sum in zip(keys.tolist(), counts.tolist(), p_sums.tolist(), pq_sums.tolist(),
+                                         strict=True):
+            totals = self.auc_segments.setdefault(int(key), [0, 0, 0])
+            totals[0] += n
+            totals[1] += p_sum
+            totals[2] += pq_sum
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-safe partial stage 2 merges (:func:`merge_windows`)."""
@@ -256,7 +278,9 @@ class MultivariateWindow:
         return {"reference_id": self.reference_id, "n": self.n, "error_sum": self.error_sum,
                 "above_p99": self.above_p99, "outliers": self.outliers, "n_scored": self.n_scored,
                 "correct_sum": self.correct_sum, "correct_var": self.correct_var, "tp": self.tp,
-                "fp": self.fp, "fn": self.fn, "sample_hashes": [-h for h, _ in kept],
+                "fp": self.fp, "fn": self.fn,
+                "auc_segments": [[key, *self.auc_segments[key]] for key in sorted(self.auc_segments)],
+                "sample_hashes": [-h for h, _ in kept],
                 "sample": pack_array(rows, "<f4")}
 
 
@@ -276,6 +300,8 @@ class MergedMultivariate:
     sums: dict[str, int]
     sample: FloatArray
     """The window's bottom-k rows by id hash (ascending hash), float32 values as float64."""
+    auc_segments: dict[int, list[int]] = field(default_factory=dict)
+    """``reference_id``'s calibration segments: [events, sum p, sum p (1 - p)] (PROBABILITY_UNIT)."""
 
     @property
     def mean_error(self) -> float:
@@ -286,8 +312,9 @@ class MergedMultivariate:
         return self.sums["above_p99"] / self.sums["n"] if self.sums["n"] else math.nan
 
     def estimate(self, z: float = 1.96) -> PerformanceEstimate | None:
-        """CBPE from the merged sums (accuracy and its band, F1); None without scored events.
-        ROC-AUC needs every score, not sums: it is left NaN."""
+        """CBPE from the merged sums (accuracy and its band, F1; ROC-AUC from the segment counts
+        of ``reference_id``'s events, see :func:`~driftline.operators.cbpe.expected_auc_of_segments`);
+        None without scored events."""
         n = self.sums["n_scored"]
         if not n:
             return None
@@ -296,8 +323,11 @@ class MergedMultivariate:
         sd = math.sqrt(max(self.sums["correct_var"] / unit, 0.0)) / n
         tp, fp, fn = (self.sums[k] / unit for k in ("tp", "fp", "fn"))
         f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else math.nan
+        ordered = [self.auc_segments[key] for key in sorted(self.auc_segments)]
+        roc_auc = expected_auc_of_segments([s[1] / unit for s in ordered], [s[2] / unit for s in ordered],
+                                           [s[0] for s in ordered]) if ordered else math.nan
         return PerformanceEstimate(n=n, accuracy=accuracy, accuracy_sd=sd, low=max(0.0, accuracy - z * sd),
-                                   high=min(1.0, accuracy + z * sd), f1=f1, roc_auc=math.nan)
+                                   high=min(1.0, accuracy + z * sd), f1=f1, roc_auc=roc_auc)
 
 
 def merge_windows(parts: Sequence[Mapping[str, Any]], k: int = SAMPLE_SIZE,
@@ -307,18 +337,23 @@ def merge_windows(parts: Sequence[Mapping[str, Any]], k: int = SAMPLE_SIZE,
     profile among the parts'; default: the largest id) only, rows of one set of features."""
     sums = dict.fromkeys(SUM_FIELDS, 0)
     hashed: list[tuple[int, FloatArray]] = []
+    auc_segments: dict[int, list[int]] = {}
     if reference_id is None:
         reference_id = max((str(part["reference_id"]) for part in parts), default="")
     for part in parts:
         for name in SUM_FIELDS:
             sums[name] += int(part[name])
         if part["reference_id"] == reference_id:  # rows of one reference's features only
+            for key, *counts in part["auc_segments"]:
+                totals = auc_segments.setdefault(int(key), [0, 0, 0])
+                for i, value in enumerate(counts):
+                    totals[i] += int(value)
             rows = unpack_array(part["sample"])
             hashed.extend(zip((int(h) for h in part["sample_hashes"]), rows, strict=True))
     hashed.sort(key=lambda t: t[0])
     kept = [row for _, row in hashed[:k]]
     sample = np.vstack(kept) if kept else np.empty((0, 0))
-    return MergedMultivariate(reference_id, sums, sample)
+    return MergedMultivariate(reference_id, sums, sample, auc_segments)
 
 
 @dataclass
@@ -401,13 +436,14 @@ class MultivariateWatch:
             x = ref.matrix([features[i] for i in rows])
             errors, distances = ref.errors_and_distances(x)
             errors_all[rows] = errors
-            calibrated = predicted = None
+            calibrated = predicted = segments = None
             scored = np.asarray([np.nan if scores[i] is None else scores[i] for i in rows], dtype=np.float64)
             if ref.estimator is not None:
                 keep = ~np.isnan(scored)
                 calibrated = np.full(len(rows), np.nan)
                 calibrated[keep] = ref.estimator.calibrated(scored[keep])
                 predicted = scored >= ref.estimator.threshold
+                segments = ref.estimator.calibrations[0].segments(np.nan_to_num(scored))
             hashes = [id_hash(prediction_ids[i]) for i in rows]
             for size in sizes_ms:
                 starts = stamps[rows] - stamps[rows] % size
@@ -416,9 +452,9 @@ class MultivariateWatch:
                     window = self.windows.setdefault((size, int(start), model_id, model_version),
                                                      MultivariateWindow())
                     cbpe = None
-                    if calibrated is not None and predicted is not None:
+                    if calibrated is not None and predicted is not None and segments is not None:
                         with_score = sel[~np.isnan(calibrated[sel])]
-                        cbpe = (calibrated[with_score], predicted[with_score])
+                        cbpe = (calibrated[with_score], predicted[with_score], segments[with_score])
                     window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel],
                                [hashes[i] for i in sel], cbpe, sample_size)
         if not self.episodes_enabled:

@@ -620,6 +620,7 @@ def estimated_performance_row(window: Mapping[str, Any], estimate: Any, referenc
         "accuracy_low": finite(estimate.low),
         "accuracy_high": finite(estimate.high),
         "f1": finite(estimate.f1),
+        "roc_auc": finite(estimate.roc_auc),
         "reference_id": reference_id,
         "config_hash": config_hash,
     }
