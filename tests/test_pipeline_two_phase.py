@@ -62,8 +62,10 @@ def _scenario(drift: bool = True, shifts: list[CovariateDrift] | None = None, se
 @functools.cache  # the same training profiles for every run of a scenario seed (~2 s each)
 def _profiles(scenario_seed: int = 23) -> tuple[bytes, ...]:
     settings = _settings()
+    # univariate episodes only: a reconstruction episode per phase would be a third kind of
+    # episode these counts do not expect (tests/test_pipeline_multivariate.py covers those)
     made = training_profiles(_scenario(seed=scenario_seed), settings.drift.bins, settings.drift.top_k,
-                             effective_from_ms=0)
+                             effective_from_ms=0, multivariate=False)
     return tuple(p.model_dump_json().encode() for p in made)
 
 
@@ -197,3 +199,23 @@ def test_a_larger_change_inside_a_lasting_shift_escalates_and_triggers_again() -
     drift = [orjson.loads(t) for t in pipeline.triggers if orjson.loads(t)["reason"] == "drift"]
     assert len(drift) == 2 and drift[1]["triggered_at"] > phase_2, drift
     assert [e["kind"] for e in drift[1]["evidence"]["episode_events"]] == ["escalated"]
+
+
+def test_with_the_multivariate_section_still_two_triggers_and_one_reconstruction_episode(
+    two_phase: list[RawRecord],
+) -> None:
+    """The profile's multivariate section adds a reconstruction detector: it may open one episode
+    of its own (the larger second shift moves events off the principal subspace) but must not add
+    triggers to the two the changes deserve."""
+    settings = _settings()
+    profiles = tuple(p.model_dump_json().encode() for p in training_profiles(
+        _scenario(), settings.drift.bins, settings.drift.top_k, effective_from_ms=0))
+    pipeline = InProcessPipeline(settings, profiles=profiles)
+    for i in range(0, len(two_phase), 2000):
+        pipeline.feed(two_phase[i : i + 2000])
+    episodes = [e for e in latest_episodes(pipeline.rows) if e["source"] == "features"]
+    univariate = sorted(e["feature"] for e in episodes if e["feature"] != "__reconstruction__")
+    assert univariate == sorted(MODERATE + LARGER), episodes
+    assert sum(e["feature"] == "__reconstruction__" for e in episodes) <= 1, episodes
+    drift = _drift_triggers(pipeline)
+    assert len(drift) == 2, [(t["triggered_at"] - START) // 1000 for t in drift]

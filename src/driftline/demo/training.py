@@ -59,23 +59,24 @@ def training_columns(scenario: Scenario) -> dict[tuple[str, str], dict[str, list
 
 
 def training_profiles(scenario: Scenario, bins: int, top_k: int,
-                      effective_from_ms: int) -> list[ReferenceProfile]:
+                      effective_from_ms: int, multivariate: bool = True) -> list[ReferenceProfile]:
     """One training profile per model version of ``scenario`` (deterministic for a scenario), with
-    the multivariate section as `driftline profile build` makes it; a model whose scenario sends
-    positive-class scores (``ModelSpec.score``) also gets the CBPE calibration."""
+    the multivariate section as `driftline profile build` makes it (unless ``multivariate`` is
+    False, as `--no-multivariate`); a model whose scenario sends positive-class scores
+    (``ModelSpec.score``) also gets the CBPE calibration."""
     positive_scores = {m.model_id for m in scenario.models if m.score == "positive"}
     profiles = []
     for (model_id, version), columns in sorted(training_columns(training_scenario(scenario)).items()):
         scores = columns.pop(SCORE)
         features = {n: v for n, v in columns.items() if n not in (LABEL, PREDICTION)}
         calibrated = model_id in positive_scores
-        multivariate = multivariate_section(
+        section = None if not multivariate else multivariate_section(
             features, scores=scores if calibrated else None, labels=columns[LABEL] if calibrated else None,
             bins=bins)
         profiles.append(build_profile(
             model_id, version, columns, label_column=LABEL, prediction_column=PREDICTION, bins=bins,
             top_k=top_k, effective_from_ms=effective_from_ms, source="training", task="classification",
-            created_at_ms=effective_from_ms, multivariate=multivariate,
+            created_at_ms=effective_from_ms, multivariate=section,
         ))
     return profiles
 
