@@ -155,3 +155,59 @@ def test_the_merged_roc_auc_matches_the_library_on_the_same_scores(profile: Refe
 
 def _scores_of_window(times: list[int], scores: list[float | None], start: int) -> list[float]:
     return [v for t, v in zip(times, scores, strict=True) if t - t % WINDOW_MS == start and v is not None]
+
+
+def _three_class(rng: np.random.Generator, n: int, shift: float) -> tuple[dict[str, np.ndarray], np.ndarray,
+                                                                        np.ndarray, np.ndarray]:
+    """A 3-class model over-confident about a fixed concept: features, prediction, confidence, label."""
+    a = rng.normal(shift, 1.0, n)
+    table = {"a": a, "b": 0.5 * a + rng.normal(size=n), "c": rng.normal(size=n)}
+    logits = np.column_stack([2 * a, np.zeros(n), -2 * a])
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = (rng.random(n)[:, None] > np.cumsum(truth, axis=1)).sum(axis=1)
+    model = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)
+    return table, model.argmax(axis=1), model.max(axis=1), labels
+
+
+@pytest.fixture(scope="module")
+def confidence_profile() -> ReferenceProfile:
+    table, predicted, confidence, labels = _three_class(np.random.default_rng(3), 8_000, 0.0)
+    section = multivariate_section({k: v.tolist() for k, v in table.items()}, scores=confidence.tolist(),
+                                   labels=[str(y) for y in labels], predictions=[str(p) for p in predicted],
+                                   score_kind="confidence", sample_size=300)
+    assert section is not None and section["score_kind"] == "confidence"
+    made = build_profile("m", "1", {k: v.tolist() for k, v in table.items()}, label_column=None,
+                         prediction_column=None, bins=10, top_k=5, created_at_ms=0, multivariate=section)
+    return ReferenceProfile.model_validate_json(made.model_dump_json())
+
+
+def test_confidence_scores_estimate_multiclass_accuracy_exactly_under_any_split(
+    confidence_profile: ReferenceProfile, profile: ReferenceProfile
+) -> None:
+    assert confidence_profile.multivariate is not None and profile.multivariate is not None
+    assert MultivariateReference.from_section(confidence_profile.multivariate).score_kind == "confidence"
+    assert "score_kind" not in profile.multivariate  # a positive-score section is as before
+    assert MultivariateReference.from_section(profile.multivariate).score_kind == "positive"
+    n = 6_000
+    table, predicted, confidence, labels = _three_class(np.random.default_rng(4), n, 1.0)  # inputs moved
+    features: list[dict[str, Any]] = [{k: float(v[i]) for k, v in table.items()} for i in range(n)]
+    scores: list[float | None] = confidence.tolist()
+    events = ([i * 20 for i in range(n)], [f"p{i}" for i in range(n)], features, scores)
+    whole = _watch(confidence_profile)
+    _feed(whole, list(range(n)), n, events)
+    shards = [_watch(confidence_profile) for _ in range(3)]
+    for s, watch in enumerate(shards):
+        _feed(watch, [i for i in range(n) if i % 3 == s], 211 + s, events)  # odd batches
+    expected = _windows([whole], 300)
+    assert _windows(shards, 300) == expected
+    correct = predicted == labels
+    assert len(expected) == 2
+    for start, (sums, _, estimate) in expected.items():
+        assert sums["tp"] == sums["fp"] == sums["fn"] == 0
+        assert estimate is not None and np.isnan(estimate.f1) and np.isnan(estimate.roc_auc)
+        realized = float(correct[start // 20 : (start + WINDOW_MS) // 20].mean())
+        assert abs(estimate.accuracy - realized) < 0.03, (estimate, realized)
+        assert estimate.low < estimate.accuracy < estimate.high
+    reference = float(np.mean(_three_class(np.random.default_rng(3), 8_000, 0.0)[1]
+                              == _three_class(np.random.default_rng(3), 8_000, 0.0)[3]))
+    assert abs(float(correct.mean()) - reference) > 0.05  # the shift moved the accuracy

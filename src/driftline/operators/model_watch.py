@@ -43,7 +43,7 @@ import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +86,12 @@ SCORE_CAP = 1_000.0
 without overflowing the products or the window's integer sums."""
 PROBABILITY_UNIT = 10**9
 """Fixed-point scale of summed probabilities."""
+ScoreKind = Literal["positive", "confidence"]
+"""What a classifier's score is: the positive class's probability (binary), or the predicted
+class's confidence (any number of classes)."""
+CbpeGroup = tuple[FloatArray, npt.NDArray[np.bool_] | None, npt.NDArray[np.int64] | None]
+"""A group's calibrated probabilities, predicted classes and calibration segments (the last two
+None for confidence scores)."""
 
 
 def multivariate_section(
@@ -94,6 +100,8 @@ def multivariate_section(
     features: Sequence[str] | None = None,
     scores: Sequence[Any] | None = None,
     labels: Sequence[Any] | None = None,
+    predictions: Sequence[Any] | None = None,
+    score_kind: ScoreKind = "positive",
     sample_size: int = SAMPLE_SIZE,
     seed: int = 0,
     bins: int = 10,
@@ -103,9 +111,11 @@ def multivariate_section(
     With many features the normal scores keep fewer order statistics and the sample fewer rows, so
     the section stays under about 700 kB at 100 features (the broker's default message limit is 1 MiB).
 
-    ``scores`` (the model's score of the positive class per row) with ``labels``: the CBPE
-    calibration of a binary classifier; the positive class is the label whose rows score highest
-    on average.
+    ``scores`` with ``labels``: the CBPE calibration. ``score_kind`` "positive": each score is a
+    binary classifier's score of the positive class (the label whose rows score highest on
+    average), calibrated to P(positive). "confidence": each score is the confidence of the
+    predicted class (``predictions``, any number of classes), calibrated to P(prediction correct);
+    the section then records ``"score_kind": "confidence"`` (a section without it is "positive").
     """
     names = list(features) if features is not None else numeric_features(columns)
     if not 2 <= len(names) <= MAX_FEATURES:
@@ -124,9 +134,14 @@ def multivariate_section(
     rows = np.sort(rng.choice(x.shape[0], min(sample_size, x.shape[0]), replace=False))
     performance = None
     if scores is not None and labels is not None:
-        estimator = _calibration(scores, labels)
+        if score_kind == "confidence":
+            if predictions is None:
+                raise ValueError("confidence scores need the predictions (P(prediction == label))")
+            estimator = _confidence_calibration(scores, labels, predictions)
+        else:
+            estimator = _calibration(scores, labels)
         performance = estimator.to_state() if estimator is not None else None
-    return {
+    section = {
         "features": names,
         "n": int(x.shape[0]),
         "scores": normal.to_state(),
@@ -137,6 +152,10 @@ def multivariate_section(
         "sample": pack_array(x[rows], "<f4"),
         "seed": seed,
     }
+    if performance is not None and score_kind == "confidence":
+        # only then: a positive-score section stays byte for byte (and its profile id) as before
+        section["score_kind"] = score_kind
+    return section
 
 
 def _calibration(scores: Sequence[Any], labels: Sequence[Any]) -> PerformanceEstimator | None:
@@ -150,12 +169,23 @@ def _calibration(scores: Sequence[Any], labels: Sequence[Any]) -> PerformanceEst
     return PerformanceEstimator.fit([s for s, _ in pairs], [y == positive for _, y in pairs])
 
 
+def _confidence_calibration(scores: Sequence[Any], labels: Sequence[Any],
+                            predictions: Sequence[Any]) -> PerformanceEstimator | None:
+    rows = [(float(s), category_key(p) == category_key(y))
+            for s, y, p in zip(scores, labels, predictions, strict=True)
+            if s is not None and y is not None and p is not None and isinstance(s, int | float)
+            and math.isfinite(s)]
+    if len(rows) < MIN_ROWS:
+        return None
+    return PerformanceEstimator.fit([s for s, _ in rows], [c for _, c in rows])
+
+
 class MultivariateReference:
     """A profile's ``multivariate`` section, decoded: what the per-event figures are computed with."""
 
     def __init__(self, features: list[str], reconstruction: ReconstructionDrift, outliers: OutlierScorer,
                  errors: FeatureProfile, estimator: PerformanceEstimator | None, sample: FloatArray,
-                 seed: int) -> None:
+                 seed: int, score_kind: ScoreKind = "positive") -> None:
         self.features = features
         self.reconstruction = reconstruction
         self.outliers = outliers
@@ -163,6 +193,9 @@ class MultivariateReference:
         self.estimator = estimator
         self.sample = sample
         self.seed = seed
+        self.score_kind = score_kind
+        """What the estimator calibrates: the positive class's score, or the predicted class's
+        confidence (then it maps a score to P(prediction correct))."""
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> MultivariateReference:
@@ -176,6 +209,7 @@ class MultivariateReference:
             PerformanceEstimator.from_state(performance) if performance else None,
             unpack_array(section["sample"]),
             int(section.get("seed", 0)),
+            "confidence" if section.get("score_kind") == "confidence" else "positive",
         )
 
     def matrix(self, features: Sequence[Mapping[str, Any]]) -> FloatArray:
@@ -225,11 +259,13 @@ class MultivariateWindow:
 
     def add(self, reference: MultivariateReference, reference_id: str, x: FloatArray,
             errors: FloatArray, distances: FloatArray, hashes: Sequence[int],
-            cbpe: tuple[FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]] | None, k: int) -> None:
+            cbpe: CbpeGroup | None, k: int) -> None:
         """Count a group of events (``cbpe``: their calibrated probabilities, predicted classes
-        and calibration segments, scored events only); keep the ``k`` rows with the smallest id
-        hashes (of the latest reference's features: a newer profile mid-window restarts the
-        sample and the segment counts, which only mean something under one calibration)."""
+        and calibration segments, scored events only; for confidence scores the probabilities
+        are P(correct) and there are no classes or segments: accuracy sums only); keep the ``k``
+        rows with the smallest id hashes (of the latest reference's features: a newer profile
+        mid-window restarts the sample and the segment counts, which only mean something under one
+        calibration)."""
         if reference_id != self.reference_id:
             self.heap = []
             self.auc_segments = {}
@@ -240,14 +276,15 @@ class MultivariateWindow:
         self.outliers += int(np.sum(distances > reference.outliers.threshold))
         if cbpe is not None and cbpe[0].size:
             calibrated, predicted, segments = cbpe
-            correct = np.where(predicted, calibrated, 1.0 - calibrated)
+            correct = calibrated if predicted is None else np.where(predicted, calibrated, 1.0 - calibrated)
             self.n_scored += int(calibrated.size)
             self.correct_sum += _fixed(correct)
             self.correct_var += _fixed(correct * (1.0 - correct))
-            self.tp += _fixed(calibrated[predicted])
-            self.fp += _fixed(1.0 - calibrated[predicted])
-            self.fn += _fixed(calibrated[~predicted])
-            self._count_segments(calibrated, segments)
+            if predicted is not None and segments is not None:
+                self.tp += _fixed(calibrated[predicted])
+                self.fp += _fixed(1.0 - calibrated[predicted])
+                self.fn += _fixed(calibrated[~predicted])
+                self._count_segments(calibrated, segments)
         for i, h in enumerate(hashes):
             if len(self.heap) < k:
                 heapq.heappush(self.heap, (-h, tuple(x[i].tolist())))
@@ -442,8 +479,9 @@ class MultivariateWatch:
                 keep = ~np.isnan(scored)
                 calibrated = np.full(len(rows), np.nan)
                 calibrated[keep] = ref.estimator.calibrated(scored[keep])
-                predicted = scored >= ref.estimator.threshold
-                segments = ref.estimator.calibrations[0].segments(np.nan_to_num(scored))
+                if ref.score_kind == "positive":
+                    predicted = scored >= ref.estimator.threshold
+                    segments = ref.estimator.calibrations[0].segments(np.nan_to_num(scored))
             hashes = [id_hash(prediction_ids[i]) for i in rows]
             for size in sizes_ms:
                 starts = stamps[rows] - stamps[rows] % size
@@ -451,10 +489,12 @@ class MultivariateWatch:
                     sel = np.flatnonzero(starts == start)
                     window = self.windows.setdefault((size, int(start), model_id, model_version),
                                                      MultivariateWindow())
-                    cbpe = None
-                    if calibrated is not None and predicted is not None and segments is not None:
+                    cbpe: CbpeGroup | None = None
+                    if calibrated is not None:
                         with_score = sel[~np.isnan(calibrated[sel])]
-                        cbpe = (calibrated[with_score], predicted[with_score], segments[with_score])
+                        cbpe = (calibrated[with_score],
+                                None if predicted is None else predicted[with_score],
+                                None if segments is None else segments[with_score])
                     window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel],
                                [hashes[i] for i in sel], cbpe, sample_size)
         if not self.episodes_enabled:
