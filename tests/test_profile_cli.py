@@ -234,3 +234,32 @@ def test_build_checks_its_input_before_the_broker_and_names_a_missing_broker(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith(f"driftline profile: no Kafka broker reachable at {address}"), err
+
+
+def test_confidence_scores_of_a_multiclass_model_calibrate_p_correct(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from driftline.operators.model_watch import MultivariateReference
+
+    rows = []
+    for i in range(900):  # three classes; the model is right more often the more confident it is
+        confidence = 0.4 + 0.6 * ((i * 7) % 100) / 100
+        label = "abc"[i % 3]
+        right = (i * 13) % 100 < 100 * confidence
+        rows.append({"x": (i * 37) % 100 + 0.5, "w": (i * 11) % 50 * 0.1, "kind": label,
+                     "pred": label if right else "abc"[(i + 1) % 3], "conf": round(confidence, 3)})
+    data = _write_csv(tmp_path / "train.csv", rows)
+    args = ["profile", "build", "--model", "m", "--version", "1", "--data", str(data),
+            "--label-column", "kind", "--score-column", "conf", "--score-kind", "confidence", "--no-publish"]
+    assert main(args) == 2  # the calibration needs the predictions
+    assert "--prediction-column" in capsys.readouterr().err
+    out = tmp_path / "profile.json"
+    assert main([*args, "--prediction-column", "pred", "--out", str(out)]) == 0
+    profile = ReferenceProfile.model_validate_json(out.read_bytes())
+    assert sorted(profile.features) == ["w", "x"]  # the score is no feature
+    assert profile.multivariate is not None
+    assert profile.multivariate["score_kind"] == "confidence"
+    reference = MultivariateReference.from_section(profile.multivariate)
+    assert reference.score_kind == "confidence" and reference.estimator is not None
+    low, high = reference.estimator.calibrated([0.45, 0.95]).tolist()
+    assert 0.3 < low < 0.6 < 0.85 < high  # P(correct) rises with the confidence

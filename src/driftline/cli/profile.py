@@ -65,8 +65,12 @@ def register(sub: Any) -> None:
                        help="the model's predictions on the table: profiled as the prediction "
                        "distribution; with --label-column it gives the baseline metric")
     build.add_argument("--score-column", metavar="COLUMN",
-                       help="a binary classifier's score of the positive class (not a feature): with "
+                       help="the classifier's score (not a feature; see --score-kind): with "
                        "--label-column it calibrates the performance estimated before labels (CBPE)")
+    build.add_argument("--score-kind", choices=("positive", "confidence"), default="positive",
+                       help="what --score-column holds: a binary classifier's score of the positive "
+                       "class (default), or the confidence of the predicted class, any number of "
+                       "classes (needs --prediction-column; estimates accuracy only)")
     build.add_argument("--no-multivariate", action="store_true",
                        help="leave out the multivariate section (reconstruction drift, outlier rate, "
                        "domain classifier, CBPE), otherwise added from 500 rows with 2 numeric features")
@@ -191,6 +195,8 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
             raise InputError(f"column {args.score_column!r} not in {path}")
         if args.label_column is None:
             raise InputError("--score-column needs --label-column (the calibration needs the true classes)")
+        if args.score_kind == "confidence" and args.prediction_column is None:
+            raise InputError("--score-kind confidence needs --prediction-column (P(prediction correct))")
         scores = table[args.score_column]
         columns.pop(args.score_column, None)
     multivariate = None
@@ -199,7 +205,8 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
         multivariate = multivariate_section(
             {n: v for n, v in columns.items() if n not in outputs}, scores=scores,
             labels=columns[args.label_column] if args.label_column is not None else None,
-            bins=args.bins or settings.drift.bins)
+            predictions=columns[args.prediction_column] if args.prediction_column is not None else None,
+            score_kind=args.score_kind, bins=args.bins or settings.drift.bins)
     profile = build_profile(
         args.model, args.version, columns,
         label_column=args.label_column, prediction_column=args.prediction_column,

@@ -59,20 +59,23 @@ def training_columns(scenario: Scenario) -> dict[tuple[str, str], dict[str, list
 
 
 def training_profiles(scenario: Scenario, bins: int, top_k: int,
-                      effective_from_ms: int, multivariate: bool = True) -> list[ReferenceProfile]:
+                      effective_from_ms: int, multivariate: bool = True,
+                      confidence_scores: bool = False) -> list[ReferenceProfile]:
     """One training profile per model version of ``scenario`` (deterministic for a scenario), with
     the multivariate section as `driftline profile build` makes it (unless ``multivariate`` is
     False, as `--no-multivariate`); a model whose scenario sends positive-class scores
-    (``ModelSpec.score``) also gets the CBPE calibration."""
+    (``ModelSpec.score``) also gets the CBPE calibration, and with ``confidence_scores`` one that
+    sends the predicted class's confidence too (as `--score-kind confidence`)."""
     positive_scores = {m.model_id for m in scenario.models if m.score == "positive"}
     profiles = []
     for (model_id, version), columns in sorted(training_columns(training_scenario(scenario)).items()):
         scores = columns.pop(SCORE)
         features = {n: v for n, v in columns.items() if n not in (LABEL, PREDICTION)}
-        calibrated = model_id in positive_scores
+        kind = "positive" if model_id in positive_scores else "confidence"
+        calibrated = kind == "positive" or confidence_scores
         section = None if not multivariate else multivariate_section(
             features, scores=scores if calibrated else None, labels=columns[LABEL] if calibrated else None,
-            bins=bins)
+            predictions=columns[PREDICTION], score_kind=kind, bins=bins)
         profiles.append(build_profile(
             model_id, version, columns, label_column=LABEL, prediction_column=PREDICTION, bins=bins,
             top_k=top_k, effective_from_ms=effective_from_ms, source="training", task="classification",
