@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from driftline.operators.model_watch import multivariate_section
+from driftline.operators.model_watch import ScoreKind, multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.simulate import Scenario, generate
 
@@ -71,7 +71,7 @@ def training_profiles(scenario: Scenario, bins: int, top_k: int,
     for (model_id, version), columns in sorted(training_columns(training_scenario(scenario)).items()):
         scores = columns.pop(SCORE)
         features = {n: v for n, v in columns.items() if n not in (LABEL, PREDICTION)}
-        kind = "positive" if model_id in positive_scores else "confidence"
+        kind: ScoreKind = "positive" if model_id in positive_scores else "confidence"
         calibrated = kind == "positive" or confidence_scores
         section = None if not multivariate else multivariate_section(
             features, scores=scores if calibrated else None, labels=columns[LABEL] if calibrated else None,
