@@ -350,8 +350,9 @@ class MergedMultivariate:
 
     def estimate(self, z: float = 1.96) -> PerformanceEstimate | None:
         """CBPE from the merged sums (accuracy and its band, F1; ROC-AUC from the segment counts
-        of ``reference_id``'s events, see :func:`~driftline.operators.cbpe.expected_auc_of_segments`);
-        None without scored events."""
+        of ``reference_id``'s events, see :func:`~driftline.operators.cbpe.expected_auc_of_segments`;
+        both NaN for confidence scores, which count no TP/FP/FN or segments); None without scored
+        events."""
         n = self.sums["n_scored"]
         if not n:
             return None
