@@ -55,7 +55,7 @@ RSS_TARGET_GB = 2.0
 COST_TARGET = 1.20  # many models' per-event cost over one model's
 RATE = 100.0  # simulated predictions per second (all models)
 WARM_EACH = 24  # warm-up predictions per model: a shard misses a model with probability 0.75**24
-QUICK_MODELS, QUICK_N = 30, 6_000  # smoke sizes: building 750 references' monitors takes ~30 CPU-s
+QUICK_MODELS, QUICK_N = 8, 3_000  # smoke sizes: building 200 references' monitors takes ~8 CPU-s
 
 
 def rss_bytes() -> int:
