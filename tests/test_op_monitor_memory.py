@@ -74,11 +74,15 @@ def test_a_monitor_holds_its_cusums_and_recent_symbols_only() -> None:
     assert _own_bytes(numeric) == 2_000 * 2 + 4 * 8 * cusums
     cat_cusums = len(categorical._opener.components)
     assert _own_bytes(categorical) == 2_000 * 1 + 4 * 8 * cat_cusums
-    # batches never build the per-value sequences; one value does, once per reference
+    # batches never build the per-value sequences; a few values stepped one by one build the
+    # reach only (their symbols are found in one batch), update() of a value also the bounds
     numeric.update_many(np.zeros(10))
     assert det._tables.per_value is None and det._reach is None
-    numeric.update(0.0)
+    numeric.update_each(np.zeros(3))
     assert det._tables.per_value is not None and len(det._tables.per_value[0]) == symbols
+    assert det._tables.bounds is None
+    numeric.update(0.0)
+    assert det._tables.bounds is not None and len(det._tables.bounds[1]) == det._hi.size
 
 
 def test_the_learning_sample_exists_while_an_episode_does() -> None:
@@ -137,3 +141,17 @@ def test_a_few_rows_at_a_time_report_as_one_batch_does(batch: int) -> None:
         reports[size] = _feed(watch, rows, times, size)
     assert any(r["kind"] == "opened" for r in reports[n])
     assert sorted(map(repr, reports[batch])) == sorted(map(repr, reports[n]))
+
+
+def test_update_each_is_update_per_value_with_positions() -> None:
+    rng = np.random.default_rng(7)
+    ref = rng.normal(size=20_000)
+    values = np.concatenate([rng.normal(size=3_000), rng.normal(1.5, 1.0, size=3_000)])
+    values[::97] = np.nan  # skipped, as update() skips them
+    one, each = EpisodeMonitor.from_reference(ref, arl=1e5), EpisodeMonitor.from_reference(ref, arl=1e5)
+    expected = [(i, e) for i, v in enumerate(values.tolist()) if (e := one.update(v)) is not None]
+    got = []
+    for start in range(0, values.size, 5):  # a few at a time, as FeatureWatch feeds quiet models
+        got += [(start + i, e) for i, e in each.update_each(values[start : start + 5])]
+    assert expected and got == expected
+    assert each.n == one.n and each.episode == one.episode

@@ -342,6 +342,21 @@ class EpisodeMonitor:
         sym = self._opener._symbol(x)
         if sym is None:
             return None
+        return self._step(sym)
+
+    def update_each(self, xs: Any) -> list[tuple[int, EpisodeEvent]]:
+        """Count a few values one by one, as :meth:`update` does, with their symbols found in one
+        vectorised call (no per-value lookup lists: what a model with little traffic needs);
+        ``(position in xs, event)`` for each event."""
+        syms, at = self._opener._symbols_at(xs)
+        events = []
+        for i, sym in enumerate(syms.tolist()):
+            event = self._step(sym)
+            if event is not None:
+                events.append((i if at is None else int(at[i]), event))
+        return events
+
+    def _step(self, sym: int) -> EpisodeEvent | None:
         # the scalar path of _count, step for step (a batch of one is ~10x slower)
         event: EpisodeEvent | None = None
         if self._open is not None and self._regime is None:

@@ -291,12 +291,10 @@ class FeatureWatch:
                         reports.append(self._report(bank, name, monitor, event, int(running[at]),
                                                     prediction_ids[at]))
                 elif stop > start:  # a few values (a model with little traffic): one by one
-                    few = values[start:stop]
-                    for at, value in zip(positions[start:stop].tolist(),
-                                         few.tolist() if isinstance(few, np.ndarray) else few, strict=True):
-                        if (one := monitor.update(value)) is not None:
-                            reports.append(self._report(bank, name, monitor, one, int(running[at]),
-                                                        prediction_ids[at]))
+                    for i, one in monitor.update_each(values[start:stop]):
+                        at = int(positions[start + i])
+                        reports.append(self._report(bank, name, monitor, one, int(running[at]),
+                                                    prediction_ids[at]))
                 start = stop
                 if cut is not None and monitor.episode is not None:
                     reports.append(self._report(bank, name, monitor, None, int(running[cut]), ""))
