@@ -121,7 +121,10 @@ def test_the_section_round_trips_and_a_profile_without_it_keeps_its_id(profile: 
 def test_wild_values_are_huge_errors_and_outliers_not_overflows(profile: ReferenceProfile) -> None:
     assert profile.multivariate is not None
     reference = MultivariateReference.from_section(profile.multivariate)
-    x = reference.matrix([{"a": 1e308, "b": -1e308, "c": 1.0}, {"a": float("inf"), "b": 0.0, "c": 1.0}])
+    x = reference.matrix([{"a": 1e308, "b": -1e308, "c": 1.0}, {"a": float("inf"), "b": 0.0, "c": 1.0},
+                          {"a": 10**400, "b": -(10**400), "c": 1}])  # JSON ints have no bound
+    assert x[2].tolist() == [float("inf"), float("-inf"), 1.0]
+    assert np.isnan(reference.matrix([{"a": True, "b": "1", "c": None}])).all()  # not numbers
     errors, distances = reference.errors_and_distances(x)
     assert np.all(np.isfinite(errors)) and np.all(errors > 100 * reference.reconstruction.p99)
     assert np.all(distances > reference.outliers.threshold)

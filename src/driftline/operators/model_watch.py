@@ -213,19 +213,25 @@ class MultivariateReference:
         )
 
     def matrix(self, features: Sequence[Mapping[str, Any]]) -> FloatArray:
-        """The events' numeric features as an (n, d) matrix; missing or non-numeric values NaN."""
-        out = np.full((len(features), len(self.features)), np.nan)
-        for i, event in enumerate(features):
-            for j, name in enumerate(self.features):
-                value = event.get(name)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    out[i, j] = value
-        return out
+        """The events' numeric features as an (n, d) matrix; missing or non-numeric values NaN,
+        integers beyond a float's range +-inf (a huge error, an outlier: not an OverflowError)."""
+        names = self.features
+        # exact types: JSON gives int/float/str/bool/None, and bool is an int subclass to skip
+        rows = [[v if type(v) is float else (_int_float(v) if type(v) is int else math.nan)
+                 for v in map(event.get, names)] for event in features]
+        return np.array(rows, dtype=np.float64).reshape(len(features), len(names))
 
     def errors_and_distances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Per event: the reconstruction error and the outlier distance."""
         z = np.clip(self.reconstruction.scores.transform_matrix(x), -SCORE_CAP, SCORE_CAP)
         return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
+
+
+def _int_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # JSON integers have no bound
+        return math.inf if value > 0 else -math.inf
 
 
 def id_hash(prediction_id: str) -> int:
