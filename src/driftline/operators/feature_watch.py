@@ -54,6 +54,7 @@ True
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,11 +306,14 @@ def _floats(raw: list[Any]) -> npt.NDArray[np.float64]:
     """Numbers as float64; None and anything non-numeric (an invalid value) become NaN."""
     try:
         return np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         out = np.full(len(raw), np.nan)
         for i, v in enumerate(raw):
             if isinstance(v, int | float) and not isinstance(v, str):
-                out[i] = float(v)
+                try:
+                    out[i] = float(v)
+                except OverflowError:  # a JSON integer beyond a float's range: as wild as inf
+                    out[i] = math.inf if v > 0 else -math.inf
         return out
 
 
