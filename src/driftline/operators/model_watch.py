@@ -79,6 +79,12 @@ SCORES_BUDGET = 300_000
 """Bytes of base64 the normal scores may take: more features keep fewer order statistics."""
 SAMPLE_BUDGET = 150_000
 """Bytes of base64 the reference sample may take: more features keep fewer rows."""
+NEAR_CONSTANT_SHARE = 0.99
+"""An auto-selected numeric feature whose most common reference value holds at least this share
+of its values (a constant one included) is left out of the section: its normal scores are (nearly)
+one value, a dimension the PCA fits as never varying, so the reference's errors calibrate nothing
+(elec2's first 17,424 rows: ``vicprice``, ``vicdemand``, ``transfer`` constant, reference error
+0.00) and any later value is a huge error. A 0/1 flag set in 1-99 % of the rows stays."""
 ERROR_UNIT = 10**6
 """Fixed-point scale of summed reconstruction errors (integer sums merge exactly)."""
 SCORE_CAP = 1_000.0
@@ -116,8 +122,16 @@ def multivariate_section(
     average), calibrated to P(positive). "confidence": each score is the confidence of the
     predicted class (``predictions``, any number of classes), calibrated to P(prediction correct);
     the section then records ``"score_kind": "confidence"`` (a section without it is "positive").
+
+    Without ``features``, the numeric columns that vary: :func:`constant_features` are left out
+    (named ``features`` are taken as they are).
     """
-    names = list(features) if features is not None else numeric_features(columns)
+    if features is None:
+        numeric = numeric_features(columns)
+        constant = set(constant_features(columns, numeric))
+        names = [name for name in numeric if name not in constant]
+    else:
+        names = list(features)
     if not 2 <= len(names) <= MAX_FEATURES:
         return None
     x = numeric_matrix(columns, names)
@@ -156,6 +170,27 @@ def multivariate_section(
         # only then: a positive-score section stays byte for byte (and its profile id) as before
         section["score_kind"] = score_kind
     return section
+
+
+def constant_features(columns: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """The ``names`` whose reference values are constant or near-constant: one value holds at
+    least :data:`NEAR_CONSTANT_SHARE` of the non-missing values (so their interquartile range and
+    MAD are 0), or fewer than 2 values are present.
+
+    >>> constant_features({"flat": [0.4] * 100, "rare": [0.0] * 99 + [7.0], "flag": [0, 1] * 50,
+    ...                    "x": list(range(100))}, ["flat", "rare", "flag", "x"])
+    ['flat', 'rare']
+    """
+    if not names:
+        return []
+    x = numeric_matrix(columns, names)
+    out = []
+    for j, name in enumerate(names):
+        values = x[:, j][~np.isnan(x[:, j])]
+        mode_count = np.unique(values, return_counts=True)[1].max() if values.size else 0
+        if values.size < 2 or mode_count >= NEAR_CONSTANT_SHARE * values.size:
+            out.append(name)
+    return out
 
 
 def _calibration(scores: Sequence[Any], labels: Sequence[Any]) -> PerformanceEstimator | None:
