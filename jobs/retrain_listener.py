@@ -4,7 +4,9 @@ A consumer group on ``topics.retrain_triggers``. Per trigger it runs ``retrain.c
 ``/bin/sh -c``) or, when that is empty, the Python entry point ``retrain.entrypoint``
 (``module:function`` in a ``python -c`` subprocess). Neither is set by default: a listener with no
 job configured says so when it starts and records every trigger as ``skipped`` (final, with that
-reason) instead of running anything. The example job (:mod:`driftline.jobs.example_retrain`, a
+reason) instead of running anything. Only triggers whose reason is in ``retrain.reasons`` run the
+job (by default every reason but ``comparison``, which is promote/roll-back evidence, not a reason
+to train); the others are recorded as ``skipped`` with a message naming their reason. The example job (:mod:`driftline.jobs.example_retrain`, a
 toy River model) runs only when asked for explicitly (``example_job=True``, ``driftline jobs
 retrain-listener --example-job``), as the demo does. The job gets the trigger JSON on stdin and in
 ``DRIFTLINE_TRIGGER_JSON``, plus ``DRIFTLINE_TRIGGER_ID``, ``DRIFTLINE_MODEL_ID``,
@@ -127,7 +129,7 @@ def fold_status(history: dict[str, TriggerHistory], event: dict[str, Any], final
     status = event.get("status")
     if status == "succeeded":
         entry.succeeded = True
-    elif status == "skipped":  # no job was configured: final, nothing ran
+    elif status == "skipped":  # no job configured, or not for this reason: final, nothing ran
         entry.exhausted = entry.exhausted or final
     elif status == "failed":
         entry.failed_attempts = max(entry.failed_attempts, int(event.get("attempt") or 0))
@@ -179,6 +181,17 @@ def _fold_record(history: dict[str, TriggerHistory], record: ConsumerRecord[Any,
 def is_final(record: ConsumerRecord[Any, Any]) -> bool:
     """Whether a status record carries the ``driftline-final: true`` header."""
     return any(key == FINAL_HEADER and value == b"true" for key, value in record.headers or ())
+
+
+def not_run_for(trigger: RetrainTrigger, reasons: list[str]) -> str:
+    """Why a trigger was recorded as skipped: its reason is not one ``retrain.reasons`` runs for.
+
+    >>> t = RetrainTrigger(trigger_id="t", model_id="m", model_version="2", reason="comparison",
+    ...                    window_start=0, window_end=1, triggered_at=1)
+    >>> not_run_for(t, ["drift", "performance"])
+    "reason 'comparison' is not in retrain.reasons (drift, performance)"
+    """
+    return f"reason {trigger.reason.value!r} is not in retrain.reasons ({', '.join(reasons)})"
 
 
 def job_argv(settings: Settings, *, example_job: bool = False) -> list[str] | None:
@@ -240,7 +253,8 @@ class RetrainListener:
         self.shutdown_grace_s = shutdown_grace_s
         self.argv = job_argv(settings, example_job=example_job)
         self.history: dict[str, TriggerHistory] = {}
-        self.stats = {"taken": 0, "succeeded": 0, "failed": 0, "skipped": 0, "invalid": 0, "no_job": 0}
+        self.stats = {"taken": 0, "succeeded": 0, "failed": 0, "skipped": 0, "invalid": 0, "no_job": 0,
+                      "not_for_reason": 0}
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
         self._inflight: dict[TopicPartition, deque[tuple[int, asyncio.Task[bool]]]] = {}
@@ -408,6 +422,11 @@ class RetrainListener:
         cfg = self.settings.retrain
         history = self.history.setdefault(trigger.trigger_id, TriggerHistory(failed_attempts=failed_before))
         first = failed_before + 1
+        if trigger.reason.value not in cfg.reasons:
+            await self._status(trigger, 0, "skipped", final=True, message=not_run_for(trigger, cfg.reasons))
+            history.exhausted = True
+            self.stats["not_for_reason"] += 1
+            return True
         if self.argv is None:
             await self._status(trigger, 0, "skipped", final=True, message=NO_JOB)
             history.exhausted = True

@@ -119,7 +119,8 @@ def test_success_once_and_failure_after_max_attempts(settings: Settings, tmp_pat
     listener = RetrainListener(s, group_id=f"g-{uuid.uuid4().hex}", once=True)
     assert asyncio.run(listener.run()) == 0
     assert listener.stats == {
-        "taken": 2, "succeeded": 1, "failed": 1, "skipped": 0, "invalid": 0, "no_job": 0}
+        "taken": 2, "succeeded": 1, "failed": 1, "skipped": 0, "invalid": 0, "no_job": 0,
+        "not_for_reason": 0}
 
     events = status_events(s)
     # the sink inserts status values as retrain_jobs rows: exactly the table's columns
@@ -195,6 +196,37 @@ def test_unconfigured_listener_records_every_trigger_as_skipped(
     assert all(history[t.trigger_id].final for t in (first, second))
 
 
+@pytest.mark.integration
+def test_comparison_triggers_are_recorded_not_run(settings: Settings, tmp_path: Path) -> None:
+    """A comparison trigger (promote/roll-back evidence) runs no retrain job by default: it gets a
+    final ``skipped`` row saying why, while a drift trigger of the same model runs."""
+    marker = tmp_path / "ran"
+    s = with_retrain(settings, tmp_path, f'cat >> "{marker}"; echo >> "{marker}"')
+    ensure_topics(s)
+    migrate(connect(s), s)
+    drift = make_trigger("m1")
+    comparison = RetrainTrigger(
+        trigger_id=trigger_id("m1", "2", TriggerReason.COMPARISON, 0, 3_600_000), model_id="m1",
+        model_version="2", reason=TriggerReason.COMPARISON, message="challenger worse",
+        window_start=0, window_end=3_600_000, triggered_at=3_600_000,
+        evidence={"recommendation": "roll_back"},
+    )
+    produce(s, [comparison, drift])
+    listener = RetrainListener(s, group_id=f"g-{uuid.uuid4().hex}", once=True)
+    assert asyncio.run(listener.run()) == 0
+    assert listener.stats["not_for_reason"] == 1 and listener.stats["succeeded"] == 1
+    ran = [orjson.loads(line) for line in marker.read_text().splitlines() if line.strip()]
+    assert [t["trigger_id"] for t in ran] == [drift.trigger_id]
+    rows = dict(connect(s).query("SELECT trigger_id, message FROM retrain_jobs FINAL "
+                                 "WHERE status = 'skipped'").result_rows)
+    assert rows == {comparison.trigger_id: "reason 'comparison' is not in retrain.reasons "
+                                            "(drift, performance, concept_drift, manual)"}
+    # Asked to, the listener runs for comparisons too (a deploy job reading evidence.recommendation).
+    assert Settings(retrain={"reasons": "drift,comparison"}).retrain.reasons == ["drift", "comparison"]
+    with pytest.raises(ValueError):
+        Settings(retrain={"reasons": ["retrain-please"]})
+
+
 def _listener_env(s: Settings, clickhouse_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update({
@@ -208,7 +240,7 @@ def _listener_env(s: Settings, clickhouse_url: str) -> dict[str, str]:
     for name, value in s.topics.model_dump().items():
         env[f"DRIFTLINE_TOPICS_{name.upper()}"] = str(value)
     for name, value in s.retrain.model_dump(mode="json").items():
-        env[f"DRIFTLINE_RETRAIN_{name.upper()}"] = str(value)
+        env[f"DRIFTLINE_RETRAIN_{name.upper()}"] = orjson.dumps(value).decode() if isinstance(value, list) else str(value)
     return env
 
 

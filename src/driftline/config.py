@@ -49,6 +49,10 @@ RESULT_NEUTRAL: dict[str, set[str]] = {"join": {"memory_budget_mb", "spill_dir"}
 """Fields of those sections that change where state lives, never results (not hashed)."""
 
 
+# The values of driftline.schemas.events.TriggerReason (config does not import the wire schemas).
+TriggerReasonName = Literal["drift", "performance", "concept_drift", "manual", "comparison"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -372,12 +376,27 @@ class RetrainSettings(_Section):
     entrypoint: str = Field(
         "", description="module:function run per trigger; both empty = no job (triggers recorded as skipped)"
     )
+    # A comparison trigger is promote/roll-back evidence for a person or a deploy job, not a
+    # reason to train: the listener records it as skipped (with why) unless asked to run on it.
+    reasons: Annotated[list[TriggerReasonName], NoDecode] = Field(
+        ["drift", "performance", "concept_drift", "manual"],
+        description="trigger reasons the listener runs its job for (a JSON list or comma-separated); "
+        "others are recorded as skipped in retrain_jobs with the reason",
+    )
     max_concurrent: int = Field(2, ge=1, description="retrain jobs running at once")
     max_attempts: int = Field(3, ge=1, description="attempts before a job is marked failed")
     backoff_s: float = Field(2.0, ge=0, description="first retry delay (doubles each attempt)")
     timeout_s: float = Field(3600, gt=0, description="a job running longer is killed")
     artifacts_dir: Path = Field(Path(".driftline/artifacts"), description="where retrain jobs write models")
     logs_dir: Path = Field(Path(".driftline/retrain-logs"), description="one log file per job attempt")
+
+    @field_validator("reasons", mode="before")
+    @classmethod
+    def _reason_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            v = orjson.loads(text) if text.startswith("[") else [t.strip() for t in text.split(",") if t.strip()]
+        return v
 
 
 class WorkerSettings(_Section):
