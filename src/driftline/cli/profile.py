@@ -23,7 +23,8 @@ from rich.table import Table
 
 from driftline.cli.common import require_broker, settings_from_args
 from driftline.config import Settings
-from driftline.operators.model_watch import multivariate_section
+from driftline.operators.model_watch import NEAR_CONSTANT_SHARE, constant_features, multivariate_section
+from driftline.operators.multivariate import numeric_features
 from driftline.operators.profile import (
     FeatureProfile,
     ReferenceProfile,
@@ -202,8 +203,17 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
     multivariate = None
     if not args.no_multivariate:
         outputs = {args.label_column, args.prediction_column}
+        feature_columns = {n: v for n, v in columns.items() if n not in outputs}
+        numeric = numeric_features(feature_columns)
+        constant = constant_features(feature_columns, numeric)
+        if constant:
+            varying = len(numeric) - len(constant)
+            left = ("" if varying >= 2 else
+                    f"; {varying} numeric feature(s) left, fewer than 2: no multivariate section")
+            err.print(f"multivariate section: left out constant feature(s) {', '.join(constant)} (one value "
+                      f"in at least {NEAR_CONSTANT_SHARE:.0%} of the rows){left}", markup=False)
         multivariate = multivariate_section(
-            {n: v for n, v in columns.items() if n not in outputs}, scores=scores,
+            feature_columns, scores=scores,
             labels=columns[args.label_column] if args.label_column is not None else None,
             predictions=columns[args.prediction_column] if args.prediction_column is not None else None,
             score_kind=args.score_kind, bins=args.bins or settings.drift.bins)
