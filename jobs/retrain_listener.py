@@ -6,12 +6,12 @@ A consumer group on ``topics.retrain_triggers``. Per trigger it runs ``retrain.c
 job configured says so when it starts and records every trigger as ``skipped`` (final, with that
 reason) instead of running anything. Only triggers whose reason is in ``retrain.reasons`` run the
 job (by default every reason but ``comparison``, which is promote/roll-back evidence, not a reason
-to train); the others are recorded as ``skipped`` with a message naming their reason. The example job (:mod:`driftline.jobs.example_retrain`, a
-toy River model) runs only when asked for explicitly (``example_job=True``, ``driftline jobs
-retrain-listener --example-job``), as the demo does. The job gets the trigger JSON on stdin and in
-``DRIFTLINE_TRIGGER_JSON``, plus ``DRIFTLINE_TRIGGER_ID``, ``DRIFTLINE_MODEL_ID``,
-``DRIFTLINE_MODEL_VERSION`` and ``DRIFTLINE_JOB_ATTEMPT``; its output goes to
-``retrain.logs_dir/<model>/<trigger_id>.attempt<N>.log``.
+to train); the others are recorded as ``skipped`` with a message naming their reason. The example
+job (:mod:`driftline.jobs.example_retrain`, a toy River model) runs only when asked for explicitly
+(``example_job=True``, ``driftline jobs retrain-listener --example-job``), as the demo does.
+The job gets the trigger JSON on stdin and in ``DRIFTLINE_TRIGGER_JSON``, plus
+``DRIFTLINE_TRIGGER_ID``, ``DRIFTLINE_MODEL_ID``, ``DRIFTLINE_MODEL_VERSION`` and
+``DRIFTLINE_JOB_ATTEMPT``; its output goes to ``retrain.logs_dir/<model>/<trigger_id>.attempt<N>.log``.
 
 Status events (``queued``, ``started``, ``succeeded``, ``failed``) go to
 ``topics.retrain_status`` (JSON of exactly the ``retrain_jobs`` columns, which the sink inserts

@@ -240,7 +240,8 @@ def _listener_env(s: Settings, clickhouse_url: str) -> dict[str, str]:
     for name, value in s.topics.model_dump().items():
         env[f"DRIFTLINE_TOPICS_{name.upper()}"] = str(value)
     for name, value in s.retrain.model_dump(mode="json").items():
-        env[f"DRIFTLINE_RETRAIN_{name.upper()}"] = orjson.dumps(value).decode() if isinstance(value, list) else str(value)
+        text = orjson.dumps(value).decode() if isinstance(value, list) else str(value)
+        env[f"DRIFTLINE_RETRAIN_{name.upper()}"] = text
     return env
 
 

@@ -395,7 +395,8 @@ class RetrainSettings(_Section):
     def _reason_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             text = v.strip()
-            v = orjson.loads(text) if text.startswith("[") else [t.strip() for t in text.split(",") if t.strip()]
+            v = orjson.loads(text) if text.startswith("[") else [t.strip() for t in text.split(",")
+                                                                  if t.strip()]
         return v
 
 
