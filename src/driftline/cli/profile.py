@@ -23,7 +23,12 @@ from rich.table import Table
 
 from driftline.cli.common import require_broker, settings_from_args
 from driftline.config import Settings
-from driftline.operators.model_watch import NEAR_CONSTANT_SHARE, constant_features, multivariate_section
+from driftline.operators.model_watch import (
+    MIN_ROWS,
+    NEAR_CONSTANT_SHARE,
+    constant_features,
+    multivariate_section,
+)
 from driftline.operators.multivariate import numeric_features
 from driftline.operators.profile import (
     FeatureProfile,
@@ -205,7 +210,9 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
         outputs = {args.label_column, args.prediction_column}
         feature_columns = {n: v for n, v in columns.items() if n not in outputs}
         numeric = numeric_features(feature_columns)
-        constant = constant_features(feature_columns, numeric)
+        rows = max((len(v) for v in feature_columns.values()), default=0)
+        # a table too short for a section gets none whatever its columns: nothing to say then
+        constant = constant_features(feature_columns, numeric) if rows >= MIN_ROWS else []
         if constant:
             varying = len(numeric) - len(constant)
             left = ("" if varying >= 2 else
