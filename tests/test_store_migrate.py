@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from pydantic import ValidationError
 
-from driftline.config import Settings
+from driftline.config import MAX_TTL_DAYS, Settings
 from driftline.store.client import StoreError, connect
 from driftline.store.migrate import MigrationError, discover, migrate, status
 
@@ -150,6 +151,26 @@ def test_ttl_comes_from_settings(client: Client, settings: Settings) -> None:
     drift = client.command(f"SHOW CREATE TABLE `{db}`.drift_scores")
     assert "toIntervalDay(7)" in str(outcomes)
     assert "toIntervalDay(400)" in str(drift)
+
+
+def test_longest_ttl_keeps_rows(client: Client, settings: Settings) -> None:
+    """The largest TTL settings accept keeps today's rows through a merge; one past 2106 (as the
+    settings refuse) would have dropped them at once: DateTime wraps around."""
+    db = settings.clickhouse.database
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
+    kept = {}
+    for days in (MAX_TTL_DAYS, 36_500):
+        table = f"`{db}`.ttl_{days}"
+        client.command(f"CREATE TABLE {table} (t DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY t "
+                       f"TTL toDateTime(t) + INTERVAL {days} DAY")
+        client.command(f"INSERT INTO {table} VALUES (now64(3))")
+        client.command(f"OPTIMIZE TABLE {table} FINAL")
+        kept[days] = client.command(f"SELECT count() FROM {table}")
+    assert kept == {MAX_TTL_DAYS: 1, 36_500: 0}
+    with pytest.raises(ValidationError, match="2106"):
+        Settings(clickhouse={"ttl_days": 36_500})
+    with pytest.raises(ValidationError, match="2106"):
+        Settings(clickhouse={"aggregate_ttl_days": MAX_TTL_DAYS + 1})
 
 
 def test_edited_migration_is_refused(client: Client, settings: Settings, tmp_path: Path) -> None:

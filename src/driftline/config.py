@@ -53,6 +53,9 @@ RESULT_NEUTRAL: dict[str, set[str]] = {"join": {"memory_budget_mb", "spill_dir"}
 TriggerReasonName = Literal["drift", "performance", "concept_drift", "manual", "comparison"]
 
 
+MAX_TTL_DAYS = 25_000
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -138,6 +141,16 @@ class ClickHouseSettings(_Section):
     database: str = Field("driftline", description="database holding driftline's tables")
     ttl_days: int = Field(180, ge=1, description="TTL of per-event tables (outcomes, dead_letters)")
     aggregate_ttl_days: int = Field(730, ge=1, description="TTL of aggregate tables")
+
+    @field_validator("ttl_days", "aggregate_ttl_days")
+    @classmethod
+    def _ttl_within_datetime(cls, v: int) -> int:
+        # TTLs are computed in DateTime, which ends in February 2106: a TTL past it wraps around
+        # into the past and ClickHouse drops every row at the next merge.
+        if v > MAX_TTL_DAYS:
+            raise ValueError(f"at most {MAX_TTL_DAYS} days (~68 years): a TTL past 2106 (the end of "
+                             "ClickHouse's DateTime) wraps into the past and would expire every row at once")
+        return v
     cluster: str = Field(
         "",
         pattern=r"^[\w.-]*$",
