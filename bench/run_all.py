@@ -7,7 +7,8 @@ over the *same* produced messages, then (5) the client SDK and (6) window-close 
 topics; then the in-process figures (4) operators, (7) join state, (8) detection (windows vs River
 detectors), (9) sequential detectors vs River on 1M-sample streams, (10) W1 batch scoring and (11) drift
 episodes vs River on real and synthetic streams, (12) the operators' per-stage breakdown, (14) 1,000
-models on one worker, (15) the multivariate section's cost per event; (13) 1 vs 2 processor workers
+models on one worker, (15) the multivariate section's cost per event, (16) CBPE on elec2 and NOAA under
+covariate shift; (13) 1 vs 2 processor workers
 (scale-out) runs on the same broker after (6). Everything
 runs sequentially so no figure shares the two cores with another benchmark.
 """
@@ -306,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     note("(14) many models on one worker done")
     figures.append(sibling("bench_multivariate").measure(args.quick))
     note("(15) multivariate cost done")
+    figures.append(sibling("bench_cbpe_real").measure(args.quick))
+    note("(16) CBPE on real streams done")
 
     order = ["worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s", "worker_share_of_raw",
              "worker_over_faust", "operators_events_per_s", "operators_seq_events_per_s", "client_p99_us",

@@ -49,7 +49,7 @@ def test_run_all_quick_prints_one_table_and_writes_json(bench_path: None, tmp_pa
     assert any(k.startswith("seq_") for k in keys) and "w1_seeds_met" in keys
     assert any(k.startswith("episodes_") for k in keys)
     for key in ("join_spill_rss_10m_mb", "join_spill_restore_10m_s", "models_rss_gb", "models_cost_ratio",
-                "multivariate_cost_overhead"):  # rows (7c), (14), (15)
+                "multivariate_cost_overhead", "cbpe_real_max_abs_diff"):  # rows (7c), (14), (15), (16)
         assert key in keys, key
     assert data["environment"]["cores"] >= 1
     # the scale-out row (13) runs here only (its own --quick run doubled the suite's longest file)
