@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,31 @@ PER_VALUE_BELOW = 8
 """Runs of fewer values are fed value by value: a batch call costs ~25 us whatever its size, a
 value ~3 us (measured), and with many models most runs are a model's one or two events. The
 monitors' results do not depend on how a stream is chunked."""
+
+
+_PROFILES: weakref.WeakValueDictionary[tuple[str, int], ReferenceProfile] = weakref.WeakValueDictionary()
+
+
+def shared_profile(profile: ReferenceProfile) -> ReferenceProfile:
+    """The process's one live copy of a profile equal to ``profile`` (``profile`` itself if none).
+
+    A parsed 25-feature profile holds ~135 KB of Python objects, and every stage-1 shard, stage 2
+    and a restore each parse their own: with 1,000 models that alone is ~0.7 GB. Profiles are
+    never changed in place (a different one is a copy), so equal ones are held once.
+
+    >>> from driftline.operators.profile import build_profile
+    >>> a = build_profile("m", "1", {"x": [1.0, 2.0, 3.0]}, label_column=None,
+    ...                   prediction_column=None, bins=2, top_k=2, created_at_ms=0)
+    >>> b = a.model_copy(deep=True)
+    >>> shared_profile(a) is a, shared_profile(b) is a
+    (True, True)
+    """
+    key = (profile.profile_id, profile.created_at_ms)  # the id hashes everything else
+    known = _PROFILES.get(key)
+    if known is not None and known == profile:
+        return known
+    _PROFILES[key] = profile
+    return profile
 
 
 def episode_report(
@@ -165,6 +191,10 @@ class FeatureWatch:
             state = {"model_arl": state["model_arl"], "status_grid_ms": state["alert_interval_ms"],
                      "min_effect_sd": DEFAULT_MIN_EFFECT_SD, "learning": DEFAULT_LEARNING,
                      "_models": state["_models"]}
+        for watch in state["_models"].values():  # every restored shard parsed its own copies
+            watch.profiles = [shared_profile(p) for p in watch.profiles]
+            if watch.bank is not None:
+                watch.bank.profile = shared_profile(watch.bank.profile)
         self.__dict__.update(state)
 
     def add_profile(self, profile: ReferenceProfile) -> bool:
@@ -181,7 +211,7 @@ class FeatureWatch:
         position = bisect.bisect([(p.effective_from_ms, p.profile_id) for p in watch.profiles], key)
         if position <= active:
             return False
-        watch.profiles.insert(position, profile)
+        watch.profiles.insert(position, shared_profile(profile))
         return True
 
     @property

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from driftline.config import Settings
+from driftline.operators.feature_watch import shared_profile
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.triggers import RetrainPolicy
 from driftline.operators.validate import RawRecord
@@ -169,7 +170,7 @@ class ModelProcessor:
         except ValueError:
             self.totals["bad_profiles"] += 1
             return
-        self.profiles.add(profile)
+        self.profiles.add(shared_profile(profile))  # the stage-1 shards of this process hold it too
 
     def _on_published_trigger(self, value: bytes | None) -> None:
         # A restarted stage re-derives the triggers it fired after its last checkpoint; the ones
