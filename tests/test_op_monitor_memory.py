@@ -74,12 +74,11 @@ def test_a_monitor_holds_its_cusums_and_recent_symbols_only() -> None:
     assert _own_bytes(numeric) == 2_000 * 2 + 4 * 8 * cusums
     cat_cusums = len(categorical._opener.components)
     assert _own_bytes(categorical) == 2_000 * 1 + 4 * 8 * cat_cusums
-    # batches never build the per-value sequences; a few values stepped one by one build the
-    # reach only (their symbols are found in one batch), update() of a value also the bounds
+    # batches and a few values stepped one by one build the reach only (one int per symbol and
+    # reference: a quiet batch waits on its bound), update() of a value also the bounds
     numeric.update_many(np.zeros(10))
-    assert det._tables.per_value is None and det._reach is None
-    numeric.update_each(np.zeros(3))
     assert det._tables.per_value is not None and len(det._tables.per_value[0]) == symbols
+    numeric.update_each(np.zeros(3))
     assert det._tables.bounds is None
     numeric.update(0.0)
     assert det._tables.bounds is not None and len(det._tables.bounds[1]) == det._hi.size

@@ -395,6 +395,8 @@ class EpisodeMonitor:
     def _count(self, syms: IntArray) -> list[EpisodeEvent]:
         events: list[EpisodeEvent] = []
         pos, total = 0, syms.size
+        if self._open is None and self._map is None and total and self._opener.defer_symbols(syms):
+            pos = total  # watching, and no alarm can be among them: counted as they wait
         while pos < total:
             event = None
             if self._open is not None and self._regime is None:  # learning: nothing is tested
