@@ -172,7 +172,54 @@ def feed_with_crashes() -> Any:
     return _feed_with_crashes
 
 
+# -- scheduling under `make test` (-n 3 --dist loadfile --no-loadscope-reorder) ----------------------
+# The fault suite is one xdist work unit: its session fixtures (a proxied broker, the recorded
+# stream, the clean worker run: ~30 s) are then paid by one worker, not by every worker that gets
+# one of its files. Work units run longest first (the files below, measured in CI, then collection
+# order), so no worker starts a two-minute file while the others sit idle at the end. A stale entry
+# here only costs wall time.
+_FAULTS = "tests/faults/"
+_LONGEST_FIRST = (
+    _FAULTS,
+    "tests/test_pipeline_two_phase.py",
+    "tests/test_bench_smoke.py",
+    "tests/test_pipeline_sequential.py",
+    "tests/test_report.py",
+    "tests/test_demo.py",
+    "tests/test_pipeline_e2e.py",
+    "tests/test_fuzz_decoders.py",
+    "tests/test_pipeline_comparison.py",
+    "tests/test_grafana.py",
+    "tests/test_replay.py",
+    "tests/test_retrain_listener.py",
+)
+
+
+def _work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test: its file, or the whole fault suite."""
+    return _FAULTS if nodeid.startswith(_FAULTS) else nodeid.split("::", 1)[0]
+
+
+def _longest_first(item: pytest.Item) -> int:
+    unit = _work_unit(item.nodeid)
+    return next((i for i, name in enumerate(_LONGEST_FIRST) if unit == name), len(_LONGEST_FIRST))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FaultSuiteAsOneUnit(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return FaultSuiteAsOneUnit(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_longest_first)  # stable: collection order within a rank
     if os.environ.get("DRIFTLINE_SOAK") == "1":
         return
     skip = pytest.mark.skip(reason="soak run: set DRIFTLINE_SOAK=1 (long; CI skips it)")
