@@ -43,6 +43,8 @@ import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -231,6 +233,7 @@ class MultivariateReference:
         self.score_kind = score_kind
         """What the estimator calibrates: the positive class's score, or the predicted class's
         confidence (then it maps a score to P(prediction correct))."""
+        self._getter = itemgetter(*features)
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> MultivariateReference:
@@ -251,15 +254,27 @@ class MultivariateReference:
         """The events' numeric features as an (n, d) matrix; missing or non-numeric values NaN,
         integers beyond a float's range +-inf (a huge error, an outlier: not an OverflowError)."""
         names = self.features
+        if len(names) > 1:  # the common batch: every feature present and a float, one type test
+            try:
+                rows = list(map(self._getter, features))
+            except KeyError:
+                pass
+            else:
+                values = list(chain.from_iterable(rows))
+                if set(map(type, values)) <= _FLOAT:
+                    return np.array(values, dtype=np.float64).reshape(len(features), len(names))
         # exact types: JSON gives int/float/str/bool/None, and bool is an int subclass to skip
-        rows = [[v if type(v) is float else (_int_float(v) if type(v) is int else math.nan)
-                 for v in map(event.get, names)] for event in features]
-        return np.array(rows, dtype=np.float64).reshape(len(features), len(names))
+        table = [[v if type(v) is float else (_int_float(v) if type(v) is int else math.nan)
+                  for v in map(event.get, names)] for event in features]
+        return np.array(table, dtype=np.float64).reshape(len(features), len(names))
 
     def errors_and_distances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Per event: the reconstruction error and the outlier distance."""
         z = np.clip(self.reconstruction.scores.transform_matrix(x), -SCORE_CAP, SCORE_CAP)
         return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
+
+
+_FLOAT = frozenset({float})
 
 
 def _int_float(value: int) -> float:
@@ -276,6 +291,17 @@ def id_hash(prediction_id: str) -> int:
     True
     """
     return int.from_bytes(hashlib.blake2b(prediction_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def id_hashes(prediction_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+    """:func:`id_hash` of each id, as an array.
+
+    >>> id_hashes(["p1", "p2"]).tolist() == [id_hash("p1"), id_hash("p2")]
+    True
+    """
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return np.fromiter((from_bytes(blake2b(p.encode(), digest_size=8).digest(), "big") >> 1
+                        for p in prediction_ids), dtype=np.int64, count=len(prediction_ids))
 
 
 @dataclass
@@ -299,7 +325,7 @@ class MultivariateWindow:
     heap: list[tuple[int, tuple[float, ...]]] = field(default_factory=list)  # (-hash, row)
 
     def add(self, reference: MultivariateReference, reference_id: str, x: FloatArray,
-            errors: FloatArray, distances: FloatArray, hashes: Sequence[int],
+            errors: FloatArray, distances: FloatArray, hashes: npt.NDArray[np.int64],
             cbpe: CbpeGroup | None, k: int) -> None:
         """Count a group of events (``cbpe``: their calibrated probabilities, predicted classes
         and calibration segments, scored events only; for confidence scores the probabilities
@@ -326,11 +352,22 @@ class MultivariateWindow:
                 self.fp += _fixed(1.0 - calibrated[predicted])
                 self.fn += _fixed(calibrated[~predicted])
                 self._count_segments(calibrated, segments)
-        for i, h in enumerate(hashes):
-            if len(self.heap) < k:
-                heapq.heappush(self.heap, (-h, tuple(x[i].tolist())))
-            elif -h > self.heap[0][0]:
-                heapq.heapreplace(self.heap, (-h, tuple(x[i].tolist())))
+        self._sample(x, hashes, k)
+
+    def _sample(self, x: FloatArray, hashes: npt.NDArray[np.int64], k: int) -> None:
+        """Keep the k rows of smallest hash: events in order, each pushed while the heap has room,
+        then replacing the largest kept hash if smaller. Once the heap is full only a hash below
+        its largest can enter (that bound only falls), so the others are skipped unseen."""
+        heap, start = self.heap, 0
+        while len(heap) < k and start < hashes.size:
+            heapq.heappush(heap, (-int(hashes[start]), tuple(x[start].tolist())))
+            start += 1
+        if start >= hashes.size or not heap:
+            return
+        below = start + np.flatnonzero(hashes[start:] < -heap[0][0])
+        for i, h in zip(below.tolist(), hashes[below].tolist(), strict=True):
+            if -h > heap[0][0]:
+                heapq.heapreplace(heap, (-h, tuple(x[i].tolist())))
 
     def _count_segments(self, calibrated: FloatArray, segments: npt.NDArray[np.int64]) -> None:
         keys, inverse = np.unique(segments, return_inverse=True)
@@ -504,45 +541,53 @@ class MultivariateWatch:
         wanted = np.searchsorted(effective, stamps, side="right") - 1
         wanted = np.maximum.accumulate(np.maximum(wanted, model.active))
         errors_all = np.full(stamps.size, np.nan)
-        for index in np.unique(wanted):
+        scores_all = np.array(scores, dtype=np.float64)  # None: NaN
+        hashes_all = id_hashes(prediction_ids)
+        for index in np.unique(wanted).tolist():
             if index < 0:
                 continue
-            rows = np.flatnonzero(wanted == index).tolist()
-            profile = model.profiles[int(index)]
-            model.active = int(index)
+            profile = model.profiles[index]
+            model.active = index
             ref = self.reference(profile)
             sample_size = min(self.sample_size, ref.sample.shape[0])  # as many rows as the reference's
-            x = ref.matrix([features[i] for i in rows])
+            if wanted[0] == wanted[-1]:  # the common batch: one profile for every event
+                rows: npt.NDArray[np.intp] | slice = slice(None)
+                x = ref.matrix(features)
+            else:
+                rows = np.flatnonzero(wanted == index)
+                x = ref.matrix([features[i] for i in rows.tolist()])
             errors, distances = ref.errors_and_distances(x)
             errors_all[rows] = errors
+            group_stamps, hashes, scored = stamps[rows], hashes_all[rows], scores_all[rows]
             calibrated = predicted = segments = None
-            scored = np.asarray([np.nan if scores[i] is None else scores[i] for i in rows], dtype=np.float64)
             if ref.estimator is not None:
                 keep = ~np.isnan(scored)
-                calibrated = np.full(len(rows), np.nan)
+                calibrated = np.full(scored.size, np.nan)
                 calibrated[keep] = ref.estimator.calibrated(scored[keep])
                 if ref.score_kind == "positive":
                     predicted = scored >= ref.estimator.threshold
                     segments = ref.estimator.calibrations[0].segments(np.nan_to_num(scored))
-            hashes = [id_hash(prediction_ids[i]) for i in rows]
             for size in sizes_ms:
-                starts = stamps[rows] - stamps[rows] % size
-                for start in np.unique(starts):
-                    sel = np.flatnonzero(starts == start)
-                    window = self.windows.setdefault((size, int(start), model_id, model_version),
+                starts = group_stamps - group_stamps % size
+                window_starts = np.unique(starts).tolist()
+                for start in window_starts:
+                    sel: npt.NDArray[np.intp] | slice = (
+                        slice(None) if len(window_starts) == 1 else np.flatnonzero(starts == start))
+                    window = self.windows.setdefault((size, start, model_id, model_version),
                                                      MultivariateWindow())
                     cbpe: CbpeGroup | None = None
                     if calibrated is not None:
-                        with_score = sel[~np.isnan(calibrated[sel])]
-                        cbpe = (calibrated[with_score],
-                                None if predicted is None else predicted[with_score],
-                                None if segments is None else segments[with_score])
-                    window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel],
-                               [hashes[i] for i in sel], cbpe, sample_size)
+                        chosen = calibrated[sel]
+                        with_score = np.flatnonzero(~np.isnan(chosen))
+                        cbpe = (chosen[with_score],
+                                None if predicted is None else predicted[sel][with_score],
+                                None if segments is None else segments[sel][with_score])
+                    window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel], hashes[sel],
+                               cbpe, sample_size)
         if not self.episodes_enabled:
             return []
         return self.episodes.observe(model_id, model_version, times, prediction_ids,
-                                     [{RECONSTRUCTION_FEATURE: float(e)} for e in errors_all])
+                                     [{RECONSTRUCTION_FEATURE: e} for e in errors_all.tolist()])
 
     def take(self, size_ms: int, start: int, model_id: str, model_version: str) -> dict[str, Any] | None:
         """A closing window's partial (None if no event of it was watched)."""

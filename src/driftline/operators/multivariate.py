@@ -142,6 +142,7 @@ class NormalScores:
         self.features = list(features)
         self._sorted = [np.asarray(s, dtype=np.float64) for s in sorted_reference]
         self.tails = [_tails(ref) for ref in self._sorted]
+        self._flat_scores: _FlatScores | None = None  # built on the first transform
         """Per feature ``(low, high, u_low, u_high, slope_low, slope_high)``: the range, the
         scores just outside it and the extrapolation slopes (score per unit of x)."""
 
@@ -172,22 +173,73 @@ class NormalScores:
         return self._sorted
 
     def transform_matrix(self, x: FloatArray) -> FloatArray:
-        """Normal scores of an (n, d) matrix whose columns are :attr:`features` in order."""
-        out = np.empty_like(x, dtype=np.float64)
+        """Normal scores of an (n, d) matrix whose columns are :attr:`features` in order.
+
+        Per value one binary search (a second only for a value equal to a reference point) and
+        a table look-up: ``left + right + 1`` is an integer in ``[1, 2 n + 1]``, so the ndtri of
+        each possible mid-rank is computed once (the same float division, the same bits). The
+        rest is array operations over all features at once (a feature's order statistics and
+        tables are slices of one flat array).
+        """
+        flat = self._flat()
+        columns = np.ascontiguousarray(x.T, dtype=np.float64)  # (d, n): one searchsorted input per row
+        left = np.empty(columns.shape, dtype=np.int64)
         for j, ref in enumerate(self._sorted):
-            col = x[:, j]
-            left = np.searchsorted(ref, col, side="left")
-            right = np.searchsorted(ref, col, side="right")
-            u = ndtri((left + right + 1) / (2.0 * (ref.size + 1)))
-            low, high, u_low, u_high, slope_low, slope_high = self.tails[j]
-            u = np.where(col > high, u_high + (col - high) * slope_high, u)
-            u = np.where(col < low, u_low - (low - col) * slope_low, u)
-            out[:, j] = np.where(np.isnan(col), 0.0, u)
-        return out
+            left[j] = np.searchsorted(ref, columns[j], side="left")
+        ranks = 2 * left + 1  # left + right + 1 where no reference point equals the value
+        at_left = flat.values[np.minimum(left, flat.last) + flat.value_offsets]
+        tied_features, tied_rows = np.nonzero(at_left == columns)
+        for j in np.unique(tied_features).tolist():
+            rows = tied_rows[tied_features == j]
+            right = np.searchsorted(self._sorted[j], columns[j, rows], side="right")
+            ranks[j, rows] = left[j, rows] + right + 1
+        u = flat.scores[ranks + flat.score_offsets]
+        wild_features, wild_rows = np.nonzero(~((columns >= flat.low) & (columns <= flat.high)))  # or NaN
+        if wild_features.size:
+            wild = columns[wild_features, wild_rows]
+            low, high, u_low, u_high, slope_low, slope_high = flat.tails[:, wild_features]
+            u[wild_features, wild_rows] = np.where(
+                wild > high, u_high + (wild - high) * slope_high,
+                np.where(wild < low, u_low - (low - wild) * slope_low, 0.0))
+        return np.ascontiguousarray(u.T)  # C order as before: BLAS on it (the PCA fit) rounds by layout
+
+    def _flat(self) -> _FlatScores:
+        if self._flat_scores is None:
+            self._flat_scores = _FlatScores.of(self._sorted, self.tails)
+        return self._flat_scores
 
     def transform(self, table: Any) -> FloatArray:
         """Normal scores of a table's features, an (n, d) matrix."""
         return self.transform_matrix(numeric_matrix(table, self.features))
+
+
+@dataclass(frozen=True)
+class _FlatScores:
+    """:class:`NormalScores`' per-feature arrays laid end to end, for array operations over all
+    features at once: the order statistics, and ``ndtri(k / (2 (n + 1)))`` for every integer
+    ``k`` in ``[0, 2 n + 1]`` (the mid-rank scores); offsets and per-feature constants as (d, 1)."""
+
+    values: FloatArray
+    value_offsets: npt.NDArray[np.int64]
+    last: npt.NDArray[np.int64]
+    scores: FloatArray
+    score_offsets: npt.NDArray[np.int64]
+    low: FloatArray
+    high: FloatArray
+    tails: FloatArray
+    """(6, d): low, high, u_low, u_high, slope_low, slope_high."""
+
+    @classmethod
+    def of(cls, sorted_reference: Sequence[FloatArray],
+           tails: Sequence[tuple[float, float, float, float, float, float]]) -> _FlatScores:
+        sizes = np.asarray([ref.size for ref in sorted_reference], dtype=np.int64)
+        tables = [ndtri(np.arange(2 * n + 2, dtype=np.int64) / (2.0 * (n + 1))) for n in sizes.tolist()]
+        table_sizes = 2 * sizes + 2
+        constants = np.asarray(tails, dtype=np.float64).T
+        return cls(np.concatenate(sorted_reference), (np.cumsum(sizes) - sizes)[:, None],
+                   (sizes - 1)[:, None], np.concatenate(tables),
+                   (np.cumsum(table_sizes) - table_sizes)[:, None],
+                   constants[0][:, None], constants[1][:, None], constants)
 
 
 def _tails(ref: FloatArray) -> tuple[float, float, float, float, float, float]:
