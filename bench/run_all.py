@@ -104,8 +104,9 @@ def join_state(n: int) -> Figure:
 
 def join_checkpoints(n: int) -> list[Figure]:
     """(7b): bench_join_state's checkpoint traffic at 5,000 predictions/s with n pending (incremental
-    chains vs a full snapshot per 5 s; the issue's targets are for 10M pending)."""
-    t = sibling("bench_join_state").measure_checkpoints(n)
+    chains vs a full snapshot per 5 s; the issue's targets are for 10M pending). Shorter intervals
+    for a small n (--quick), as in (7c): 5 s of traffic would be five times the pending."""
+    t = sibling("bench_join_state").measure_checkpoints(n, interval_s=min(5.0, n / 25_000))
     share, full = t.incremental_bytes_per_s / t.input_bytes_per_s, t.full_bytes_per_s / t.input_bytes_per_s
     return [Figure("join_checkpoint_share", "(7b) checkpoint bytes/s over input bytes/s", share, "x", "<= 2",
                    at_most(share, 2.0), f"{n:,} pending, 5,000 pred/s; full snapshots: {full:.1f}x"),
