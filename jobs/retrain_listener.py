@@ -60,6 +60,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -183,7 +184,7 @@ def is_final(record: ConsumerRecord[Any, Any]) -> bool:
     return any(key == FINAL_HEADER and value == b"true" for key, value in record.headers or ())
 
 
-def not_run_for(trigger: RetrainTrigger, reasons: list[str]) -> str:
+def not_run_for(trigger: RetrainTrigger, reasons: Sequence[str]) -> str:
     """Why a trigger was recorded as skipped: its reason is not one ``retrain.reasons`` runs for.
 
     >>> t = RetrainTrigger(trigger_id="t", model_id="m", model_version="2", reason="comparison",
