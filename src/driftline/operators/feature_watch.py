@@ -298,16 +298,20 @@ class FeatureWatch:
         features: Sequence[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         reports = []
+        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        columns = _float_columns(features, numeric)
+        every = np.arange(len(features))
         for name, monitor in bank.monitors.items():
-            raw = [f.get(name) for f in features]
             values: Any
             if monitor.kind == "numeric":
-                numbers = _floats(raw)
-                positions = np.flatnonzero(np.isfinite(numbers))
-                values = numbers[positions]
+                numbers = columns[name] if columns is not None else _floats([f.get(name) for f in features])
+                finite = np.isfinite(numbers)
+                positions = every if finite.all() else np.flatnonzero(finite)
+                values = numbers if positions is every else numbers[positions]
             else:
                 # Missing values and values no category can be (numbers with a fraction, objects)
                 # are not watched: windows count them as missing/invalid.
+                raw = [f.get(name) for f in features]
                 kept = [(i, v) for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
                 positions = np.asarray([i for i, _ in kept], dtype=np.int64)
                 values = [v for _, v in kept]  # the monitor maps them with category_key
@@ -330,6 +334,22 @@ class FeatureWatch:
                 if cut is not None and monitor.episode is not None:
                     reports.append(self._report(bank, name, monitor, None, int(running[cut]), ""))
         return reports
+
+
+def _float_columns(features: Sequence[dict[str, Any]],
+                   names: list[str]) -> dict[str, npt.NDArray[np.float64]] | None:
+    """The numeric features' values as float64 columns, all converted in one call (a model's few
+    events otherwise pay a conversion per feature); None when a value does not convert as a
+    number (then each column is converted by :func:`_floats`, as the values allow)."""
+    if not names:
+        return {}
+    try:
+        grid = np.asarray([[f.get(name) for name in names] for f in features], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if grid.shape != (len(features), len(names)):  # values that are sequences of one length
+        return None
+    return dict(zip(names, np.ascontiguousarray(grid.T), strict=True))
 
 
 def _floats(raw: list[Any]) -> npt.NDArray[np.float64]:
