@@ -37,6 +37,23 @@ def test_payloads_read_back_from_their_segments_and_expiry_deletes_whole_files(t
     assert not store.path.exists()
 
 
+def test_payloads_read_back_before_and_after_their_write(tmp_path: Path) -> None:
+    """Appends are buffered and written in pieces: a reference reads the same either side of it,
+    and a batch appended in one piece reads back one by one."""
+    store = PendingStore(tmp_path, segment_ms=1_000)
+    rng = random.Random(5)
+    written = [rng.randbytes(rng.randrange(0, 2_000)) for _ in range(1_500)]  # ~1.5 MB: one write on the way
+    refs = [store.put(500, payload) for payload in written[:1_000]]
+    refs += store.put_many(900, written[1_000:])
+    segment = store.path / "0.seg"
+    assert segment.stat().st_size > 0  # part of it written already
+    assert [store.get(ref) for ref in refs] == written
+    store.flush()
+    assert [store.get(ref) for ref in refs] == written
+    assert store.bytes_on_disk == segment.stat().st_size == sum(map(len, written))
+    store.close()
+
+
 def test_a_new_store_removes_the_directories_of_dead_processes(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -93,6 +110,7 @@ def test_expired_segments_are_deleted_and_removing_the_budget_reads_everything_b
     join.set_memory_budget(10_000, tmp_path, segment_ms=500)
     for i in range(3_000):
         join.on_prediction(_prediction(i, i), segment="s")
+    join._store.flush()  # type: ignore[union-attr]  # appends are written in pieces of a MB
     files = len(list(join._store.path.glob("*.seg")))  # type: ignore[union-attr]
     assert files >= 4
     expired = join.advance(0, 2_600)  # labels watermark 2,600: predictions before 1,600 expire

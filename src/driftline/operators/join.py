@@ -136,6 +136,7 @@ _SPILLED = 8
 """In memory only, never in a checkpoint: the payload after the flags..label length is in the
 pending store, and the record holds its reference instead (see :meth:`LabelJoin.set_memory_budget`)."""
 _NO_BUDGET = 2**62
+_STUB_LENGTH = struct.Struct("<I")  # a record's length, rewritten in place when it is spilled or read back
 _BIGINT_JSON = b"!"  # marks non-float values that orjson cannot encode (ints beyond 64 bits)
 
 
@@ -389,6 +390,11 @@ class LabelJoin:
         self._check_at = _NO_BUDGET  # record bytes added past which the budget is looked at
         self._spilling = False
         self._spilled_key: int | None = None  # newest bucket whose pending payloads were spilled
+        # Over the budget at the last look: a new pending record goes to the store as it comes.
+        self._through = False
+        # Buckets that may hold whole pending records (added while not over the budget), once the
+        # first pass over every bucket is done; None: not known (each bucket from _spilled_key on).
+        self._unspilled: set[int] | None = None
 
     def _rebuild_indexes(self) -> None:
         """Derived structures, from the records (a base checkpoint keeps the time index)."""
@@ -482,7 +488,12 @@ class LabelJoin:
                 REROUTED_LABEL if label_rerouted else 0
             )
             return outcome
-        self._add(gid, crc, self._encode(event, segment, key, crc, rerouted, digest), ts)
+        record = self._encode(event, segment, key, crc, rerouted, digest)
+        if self._through:
+            record = self._spill_record(record, ts)
+        elif self._unspilled is not None:
+            self._unspilled.add(ts // _BUCKET_MS)
+        self._add(gid, crc, record, ts)
         self._pending += 1
         if self._estimate > self._check_at:
             self._check_budget()
@@ -537,8 +548,11 @@ class LabelJoin:
                     self._groups[gid] = b"".join((group[:pos], joined, group[end:]))
                     if self._touched is not None:
                         self._touched.add((key, pred_ts))
-                    if group[body] & _SPILLED:
-                        record = self._whole(group[pos:end])
+                    store = self._store
+                    if group[body] & _SPILLED and store is not None:
+                        # the stub to the flags..label length, then the payload: all the outcome reads
+                        payload_at = body + _PRED.size
+                        record = group[pos:payload_at] + store.get(group[payload_at:end])
                         outcome = self._outcome_from_record(pid, record, at, len(record), ts, event.label)
                     else:
                         outcome = self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
@@ -630,6 +644,7 @@ class LabelJoin:
             self._expire(gid, cut, expired)
         if self._store is not None:  # every prediction older than the cut has expired or joined
             self._store.drop_before(cut)
+            self._store.flush()
         self._forget(min(pred_wm, label_wm) - self.horizon_ms)
         expired += self.evicted
         self.evicted = []
@@ -775,6 +790,7 @@ class LabelJoin:
         self._rebuild_small_indexes()
         # Records forgotten since the previous checkpoint: forgetting depends on the cut alone.
         self._forget(min(self._pred_wm, self._label_wm) - self.horizon_ms)
+        self._unspilled = None  # the records put back are whole, in any bucket
         if self._estimate > self._check_at:
             self._check_budget()
         expected = (state["record_count"], state["pending"])
@@ -821,20 +837,21 @@ class LabelJoin:
         self, budget_bytes: int, directory: Path | str | None = None, segment_ms: int = 900_000
     ) -> None:
         """Keep the records in memory under ``budget_bytes`` (0: no budget, all in memory) by
-        moving the payloads of the oldest pending predictions (context, prediction, features) to a
-        :class:`~driftline.operators.pending_store.PendingStore` in ``directory``, oldest second
+        moving the payloads of pending predictions (context, prediction, features) to a
+        :class:`~driftline.operators.pending_store.PendingStore` in ``directory``: over the
+        budget, those of new predictions as they come, and those kept whole before, oldest second
         of event time first. Results and checkpoints are the same either way: a spilled record
         is read back whole wherever its payload is needed (a join, a checkpoint).
 
         >>> from driftline.schemas.events import LabelEvent, PredictionEvent
         >>> join = LabelJoin(horizon_ms=60_000, max_pending=1000, max_held=1000)
-        >>> join.set_memory_budget(1)  # one byte: every payload goes to disk but the newest second's
+        >>> join.set_memory_budget(1)  # one byte: every payload goes to disk
         >>> for pid, ts in (("p1", 1_000), ("p2", 3_000)):
         ...     event = PredictionEvent(prediction_id=pid, model_id="m", timestamp=ts,
         ...                             features={"x": 0.5, "y": 2.0, "z": 4.0}, prediction=0.9)
         ...     _ = join.on_prediction(event, segment="")
         >>> join.spilled_count, join.store_bytes
-        (1, 32)
+        (2, 64)
         >>> join.on_label(LabelEvent(prediction_id="p1", label="1", timestamp=2_000)).features_json
         '{"x":0.5,"y":2.0,"z":4.0}'
         >>> join.set_memory_budget(0)
@@ -851,7 +868,8 @@ class LabelJoin:
         if self._store is None:
             self._store = PendingStore(directory, segment_ms)
         self._budget = budget_bytes
-        self._spilling = False
+        self._spilling = self._through = False
+        self._unspilled = None
         self._check_at = 0  # look at the budget at the next prediction
 
     @property
@@ -871,31 +889,45 @@ class LabelJoin:
         return 0 if self._store is None else self._store.bytes_on_disk
 
     def _check_budget(self) -> None:
-        """The records may be over the budget: spill the oldest second of pending payloads not
-        spilled yet (never the newest second), one per call (a restore that starts far over the
-        budget catches up over the next predictions instead of stalling the first), until they are
-        under 3/4 of it."""
+        """The records may be over the budget. If so, new pending records go to the store as they
+        come (:meth:`_spill_record`, until a look finds the records under the budget), and the
+        oldest second holding whole pending payloads is spilled (never the newest second), one
+        per call (a restore that starts far over the budget catches up over the next predictions
+        instead of stalling the first), until the records are under 3/4 of it. A second is walked
+        again only if whole pending records were added to it since (:attr:`_unspilled`): spilling
+        finds a record by walking its group, several records, so once per record at most."""
         store = self._store
         if store is None:
             self._check_at = _NO_BUDGET
             return
         if not self._spilling:  # a new round: the exact figure (the estimate ignores shrinking)
             self._estimate = sum(map(len, self._groups))
-            if self._estimate <= self._budget:
+            self._through = self._estimate > self._budget
+            if not self._through:
                 self._check_at = self._budget
                 return
             self._spilling = True
         # Never the newest second: it is still filling (a second already spilled keeps the records
-        # that arrive in it later in memory).
+        # that arrive in it later in memory until they are looked at again).
         keys = self._bucket_keys
-        start = 0 if self._spilled_key is None else bisect.bisect_right(keys, self._spilled_key)
-        if start < len(keys) - 1:
-            key = keys[start]
-            for gid in set(map(self._gid, self._buckets[key])):
-                self._estimate -= self._spill_group(store, gid, key)
-            store.flush()
-            self._spilled_key = key
-        if self._estimate <= self._budget * 3 // 4 or start + 2 >= len(keys):
+        if self._unspilled is None:
+            start = 0 if self._spilled_key is None else bisect.bisect_right(keys, self._spilled_key)
+            if start < len(keys) - 1:
+                key = keys[start]
+                self._estimate -= self._spill_bucket(store, key)
+                self._spilled_key = key
+            done = start + 2 >= len(keys)
+            if done:  # every bucket looked at once: from now on only those with whole records added
+                self._unspilled = set(keys[-1:])
+        else:
+            newest = keys[-1] if keys else None
+            self._unspilled.intersection_update(self._buckets)  # forgotten ones are gone
+            waiting = sorted(k for k in self._unspilled if k != newest)
+            if waiting:
+                self._unspilled.discard(waiting[0])
+                self._estimate -= self._spill_bucket(store, waiting[0])
+            done = len(waiting) <= 1
+        if self._estimate <= self._budget * 3 // 4 or done:
             # Done, or nothing left to spill (closed records and late arrivals fill the budget):
             # look again once another eighth of it was added.
             self._spilling = False
@@ -903,43 +935,83 @@ class LabelJoin:
         else:
             self._check_at = -1
 
-    def _spill_group(self, store: PendingStore, gid: int, key: int) -> int:
-        """Move the payloads of group ``gid``'s pending records of bucket ``key`` to ``store``;
-        the bytes this saved."""
-        group = self._groups[gid]
-        parts: list[bytes] = []
-        kept = saved = 0
-        for pos, end, klen in _walk(group):
-            at = pos + _AT + klen
-            ts, state = _TS.unpack_from(group, at)
-            head = at + _BODY
-            payload = head + _PRED.size
-            if state != _PENDING or ts // _BUCKET_MS != key or group[head] & _SPILLED or end == payload:
-                continue
-            ref = store.put(ts, group[payload:end])
-            crc = _HEAD.unpack_from(group, pos)[1]
-            flags = bytes((group[head] | _SPILLED,))
-            stub = b"".join((_HEAD.pack(payload - pos + REF.size, crc), group[pos + _AT : head], flags,
-                             group[head + 1 : payload], ref))
-            parts += (group[kept:pos], stub)
-            kept = end
-            saved += end - pos - len(stub)
-        if parts:
-            parts.append(group[kept:])
-            self._groups[gid] = b"".join(parts)
+    def _spill_bucket(self, store: PendingStore, key: int) -> int:
+        """Move the payloads of bucket ``key``'s pending records not spilled yet to ``store`` (one
+        append for the whole second); the bytes this saved. A record becomes a stub: its head with
+        the length changed, id key, time, digest, the flags (+ _SPILLED) to label length, and the
+        payload's reference."""
+        low, split = self._low, self._split
+        high = 2 * low - 1
+        low -= 1
+        gids = {crc & low if crc & low >= split else crc & high for crc in self._buckets[key]}
+        first, last = key * _BUCKET_MS, (key + 1) * _BUCKET_MS
+        groups, unpack_head, unpack_ts = self._groups, _HEAD.unpack_from, _TS.unpack_from
+        payloads: list[bytes] = []
+        found: list[tuple[int, list[tuple[int, int, int]]]] = []  # (group, [(start, end, flags at)])
+        for gid in gids:
+            group = groups[gid]
+            spots: list[tuple[int, int, int]] = []
+            pos, size = 0, len(group)
+            while pos < size:  # as _walk, inline
+                end = pos + unpack_head(group, pos)[0]
+                code = group[pos + _AT] | group[pos + _AT + 1] << 8
+                at = pos + _AT + (18 if code == _UUID_CODE else 2 + code)
+                ts, state = unpack_ts(group, at)
+                head = at + _BODY
+                if (state == _PENDING and first <= ts < last and not group[head] & _SPILLED
+                        and end > head + _PRED.size):
+                    spots.append((pos, end, head))
+                    payloads.append(group[head + _PRED.size : end])
+                pos = end
+            if spots:
+                found.append((gid, spots))
+        if not payloads:
+            return 0
+        refs = iter(store.put_many(last - 1, payloads))
+        stub_tail = _PRED.size + REF.size
+        saved = 0
+        for gid, spots in found:
+            group = groups[gid]
+            out = bytearray()
+            kept = 0
+            for pos, end, head in spots:
+                out += group[kept:pos]
+                stub = len(out)
+                out += group[pos : head + _PRED.size]
+                out += next(refs)
+                _STUB_LENGTH.pack_into(out, stub, head - pos + stub_tail)
+                out[stub + head - pos] |= _SPILLED
+                kept = end
+                saved += end - head - stub_tail
+            out += group[kept:]
+            groups[gid] = bytes(out)
         return saved
+
+    def _spill_record(self, record: bytes, ts: int) -> bytes:
+        """A new pending record (at event time ``ts``) with its payload moved to the store."""
+        code = record[_AT] | record[_AT + 1] << 8
+        head = _AT + (18 if code == _UUID_CODE else 2 + code) + _BODY
+        payload_at = head + _PRED.size
+        if len(record) == payload_at or self._store is None:
+            return record
+        stub = bytearray(record[:payload_at])
+        stub += self._store.put(ts, record[payload_at:])
+        _STUB_LENGTH.pack_into(stub, 0, len(stub))
+        stub[head] |= _SPILLED
+        return bytes(stub)
 
     def _whole(self, record: bytes) -> bytes:
         """``record`` as it was encoded: a spilled one with its payload read back."""
-        at = _AT + len(_record_key(record))
-        head = at + _BODY
-        if record[at + 8] != _PENDING or not record[head] & _SPILLED or self._store is None:
+        code = record[_AT] | record[_AT + 1] << 8
+        head = _AT + (18 if code == _UUID_CODE else 2 + code) + _BODY
+        if record[head - _BODY + 8] != _PENDING or not record[head] & _SPILLED or self._store is None:
             return record
-        payload = self._store.get(record[head + _PRED.size :])
-        crc = _HEAD.unpack_from(record, 0)[1]
-        flags = bytes((record[head] & ~_SPILLED,))
-        return b"".join((_HEAD.pack(head + _PRED.size + len(payload), crc), record[_AT:head], flags,
-                         record[head + 1 : head + _PRED.size], payload))
+        payload_at = head + _PRED.size
+        whole = bytearray(record[:payload_at])
+        whole += self._store.get(record[payload_at:])
+        _STUB_LENGTH.pack_into(whole, 0, len(whole))
+        whole[head] &= ~_SPILLED
+        return bytes(whole)
 
     def _whole_group(self, group: bytes) -> bytes:
         """A group with every spilled record read back."""

@@ -3,18 +3,22 @@
 An append-only log of segment files, one per span of event time (``segment_ms``), in a directory
 of the process's own: :meth:`PendingStore.put` appends a payload to the segment of its event time
 and returns a 20-byte reference (segment, offset, length) the join keeps in memory in its place;
-:meth:`PendingStore.get` reads it back. Nothing is ever rewritten: once every prediction of a span
-has expired or joined, :meth:`PendingStore.drop_before` deletes its whole file (no compaction, no
-per-record deletes). The store is a cache of the join's own records, not a second copy of the
-state: checkpoints carry the records whole, so the directory is created fresh by each process and
-removed when the store is closed or collected (directories of dead processes are removed by the
-next store created beside them).
+:meth:`PendingStore.get` reads it back (with ``pread``, or from the append buffer: appends are
+written in pieces of ``FLUSH_BYTES``, or at :meth:`PendingStore.flush`). Nothing is ever
+rewritten: once every prediction of a span has expired or joined,
+:meth:`PendingStore.drop_before` deletes its whole file (no compaction, no per-record deletes).
+The store is a cache of the join's own records, not a second copy of the state: checkpoints carry
+the records whole, so the directory is created fresh by each process and removed when the store
+is closed or collected (directories of dead processes are removed by the next store created
+beside them).
 
 >>> store = PendingStore(segment_ms=60_000)
 >>> ref = store.put(1_000, b"features")
->>> store.flush()
 >>> store.get(ref), store.segment_count
 (b'features', 1)
+>>> store.flush()
+>>> store.get(ref)
+b'features'
 >>> store.drop_before(60_000), store.segment_count, store.bytes_on_disk
 (1, 0, 0)
 >>> store.close()
@@ -32,6 +36,8 @@ from pathlib import Path
 REF = struct.Struct("<qQI")
 """A payload's place: segment number, byte offset, length."""
 _PREFIX = "driftline-join-"
+FLUSH_BYTES = 1 << 20
+"""Appends buffered past this are written (one write per segment)."""
 
 
 class PendingStore:
@@ -51,6 +57,8 @@ class PendingStore:
         self._fds: dict[int, int] = {}
         self._sizes: dict[int, int] = {}  # bytes per segment, written or buffered
         self._buffers: dict[int, bytearray] = {}  # appended since the last flush
+        self._written: dict[int, int] = {}  # bytes per segment in its file
+        self._buffered = 0
         self._finalizer = weakref.finalize(self, _remove, self.path, self._fds)
 
     @property
@@ -62,18 +70,48 @@ class PendingStore:
         return sum(self._sizes.values())
 
     def put(self, ts: int, payload: bytes) -> bytes:
-        """Append ``payload`` (of a prediction at event time ``ts``); its reference. Readable with
-        :meth:`get` after the next :meth:`flush`."""
+        """Append ``payload`` (of a prediction at event time ``ts``); its reference."""
         segment = ts // self.segment_ms
-        offset = self._sizes.get(segment)
-        if offset is None:
-            offset = self._sizes[segment] = 0
+        offset = self._sizes.get(segment, 0)
         buffer = self._buffers.get(segment)
         if buffer is None:
             buffer = self._buffers[segment] = bytearray()
         buffer += payload
-        self._sizes[segment] = offset + len(payload)
-        return REF.pack(segment, offset, len(payload))
+        size = len(payload)
+        self._sizes[segment] = offset + size
+        self._buffered += size
+        if self._buffered > FLUSH_BYTES:
+            self.flush()
+        return REF.pack(segment, offset, size)
+
+    def put_many(self, ts: int, payloads: list[bytes]) -> list[bytes]:
+        """Append ``payloads`` (of predictions at event times up to ``ts``: they go to the segment
+        of ``ts``, deleted no earlier than each one's own) in one piece; their references, in order.
+
+        >>> store = PendingStore(segment_ms=1_000)
+        >>> refs = store.put_many(999, [b"ab", b"", b"cde"])
+        >>> store.flush()
+        >>> [store.get(ref) for ref in refs], store.bytes_on_disk
+        ([b'ab', b'', b'cde'], 5)
+        >>> store.close()
+        """
+        segment = ts // self.segment_ms
+        offset = self._sizes.get(segment, 0)
+        pack = REF.pack
+        refs = []
+        for payload in payloads:
+            size = len(payload)
+            refs.append(pack(segment, offset, size))
+            offset += size
+        buffer = self._buffers.get(segment)
+        if buffer is None:
+            buffer = self._buffers[segment] = bytearray()
+        buffer += b"".join(payloads)
+        self._buffered += offset - self._sizes.get(segment, 0)
+        self._sizes[segment] = offset
+        if self._buffered > FLUSH_BYTES:
+            self.flush()
+        return refs
 
     def flush(self) -> None:
         """Write what :meth:`put` buffered (one write per segment)."""
@@ -84,15 +122,21 @@ class PendingStore:
             view = memoryview(buffer)
             while view:
                 view = view[os.write(fd, view):]
+            self._written[segment] = self._sizes[segment]
         self._buffers = {}
+        self._buffered = 0
 
     def get(self, ref: bytes) -> bytes:
         """The payload ``ref`` (from :meth:`put`) refers to."""
         segment, offset, length = REF.unpack(ref)
-        fd = self._fds.get(segment)
-        if fd is None:
-            raise KeyError(f"pending store: no segment {segment} (dropped, or not flushed)")
-        data = os.pread(fd, length, offset)
+        written = self._written.get(segment)
+        if written is None or offset >= written:  # still in the append buffer
+            buffer = self._buffers.get(segment)
+            if buffer is None or segment not in self._sizes:
+                raise KeyError(f"pending store: no segment {segment} (dropped)")
+            at = offset - (written or 0)
+            return bytes(buffer[at : at + length])
+        data = os.pread(self._fds[segment], length, offset)
         if len(data) != length:
             raise OSError(f"pending store segment {segment}: {len(data)} of {length} bytes at {offset}")
         return data
@@ -102,7 +146,8 @@ class PendingStore:
         gone = [s for s in self._sizes if (s + 1) * self.segment_ms <= ts]
         for segment in gone:
             del self._sizes[segment]
-            self._buffers.pop(segment, None)
+            self._written.pop(segment, None)
+            self._buffered -= len(self._buffers.pop(segment, b""))
             fd = self._fds.pop(segment, None)
             if fd is not None:
                 os.close(fd)
@@ -111,7 +156,7 @@ class PendingStore:
 
     def close(self) -> None:
         """Delete the store's directory and everything in it."""
-        self._buffers, self._sizes = {}, {}
+        self._buffers, self._sizes, self._written, self._buffered = {}, {}, {}, 0
         self._finalizer()
 
     def _file(self, segment: int) -> Path:
