@@ -127,9 +127,17 @@ def report(home: Path, out: Path, *args: str) -> _Page:
     return parser
 
 
+@pytest.fixture(scope="module")
+def churn_page(store: Path) -> tuple[Path, _Page]:
+    """The default page of run RUN's churn (every version, whole run), drawn once for the tests
+    that read it."""
+    out = store / "churn.html"
+    return out, report(store, out)
+
+
 @pytest.mark.integration
-def test_page_numbers_are_the_tables_numbers(store: Path, tmp_path: Path) -> None:
-    page = report(store, tmp_path / "churn.html")
+def test_page_numbers_are_the_tables_numbers(store: Path, churn_page: tuple[Path, _Page]) -> None:
+    page = churn_page[1]
     numbers = page.data["models"][0]
     versions = numbers["versions"]
     assert list(versions) == ["1", "2"] and numbers["window_s"] == 60 and numbers["run_id"] == RUN
@@ -194,10 +202,10 @@ def test_page_numbers_are_the_tables_numbers(store: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.integration
-def test_multivariate_series_are_the_tables(store: Path, tmp_path: Path) -> None:
+def test_multivariate_series_are_the_tables(store: Path, churn_page: tuple[Path, _Page]) -> None:
     """The four multivariate series of the page (the training profiles carry the section and the
     CBPE calibration) are the rows of multivariate_drift, outlier_rate and estimated_vs_realized."""
-    shown = report(store, tmp_path / "mv.html").data["models"][0]["multivariate"]
+    shown = churn_page[1].data["models"][0]["multivariate"]
     assert list(shown) == ["1", "2"]
     scope = "WHERE run_id = {run} AND model_id = 'churn'"
     drift = query(store, (
@@ -284,9 +292,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 @pytest.mark.integration
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed")
-def test_page_draws_in_headless_chromium(store: Path, tmp_path: Path) -> None:
-    page_path = tmp_path / "churn.html"
-    report(store, page_path)
+def test_page_draws_in_headless_chromium(churn_page: tuple[Path, _Page], tmp_path: Path) -> None:
+    page_path = churn_page[0]
     assert CHROMIUM is not None
     base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
             "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}",
