@@ -5,28 +5,36 @@
 Target: estimated accuracy within +-0.03 of the realized accuracy in every window, before any label.
 Per stream (``/work/shared/data``, read in place):
 
-1. **Model and calibration**, all inside the first 5,000 rows (the period the issue trains on): a
-   seeded scikit-learn ``HistGradientBoostingClassifier`` fitted on rows 0-2,499; rows 2,500-4,999
-   are split by whole days (elec2: 48 half-hours; NOAA: 7-day weeks, its rows being days): in fold
-   0 the even days calibrate and the odd days form the **pool**, in fold 1 the other way round
-   (both reported: which half calibrates moves the pool's own error by 0.03-0.04). The
-   calibration is the pipeline's own:
-   :func:`~driftline.operators.model_watch.multivariate_section` with the scores and labels (what
-   ``driftline profile build --score-column --label-column`` stores), its estimator from
-   :class:`~driftline.operators.model_watch.MultivariateReference`.
-2. **Why this pool** (the "pool check" lines): on elec2 the estimate is off by 0.05-0.07 on each
-   unshifted 500-row block of rows 5,000-6,999 (3-4 sd of a block's sampling noise, in both
-   directions: the concept moves within days), by 0.009 / 0.029 on the pools; so rows after 5,000
-   are no concept-keeping pool, while days interleaved with the calibration days share its period,
-   hence its concept, and no row of them trained the model. (NOAA's blocks after 5,000 are off by
-   0.00-0.04, about as much as its pools: its concept moves slowly.)
-3. **Covariate shifts**: windows of 1,000 rows drawn with replacement from the pool with weights
-   ``exp(a * z)``, ``z`` one feature standardised on the pool (elec2: ``nswdemand`` and ``period``;
-   NOAA: temperature ``feat_1`` and visibility ``feat_4``), ``a`` from -1 to 1 (``a = +-1`` keeps
-   about 37 % effective rows and moves the feature's mean by about 1 sd), ``--seeds`` windows per
-   strength and fold: estimated vs realized accuracy, ``max |diff|``, "met" or "missed by", and
-   the largest ``|diff|`` beyond the fold's unshifted pool diff (what the shift itself adds).
-4. **Contrast, chronological**: every later window of 1,000 rows in stream order, where the
+1. **Before: split calibration** (H2's design, kept for the comparison): a seeded scikit-learn
+   ``HistGradientBoostingClassifier`` fitted on rows 0-2,499; rows 2,500-4,999 split by whole days
+   (elec2: 48 half-hours; NOAA: 7-day weeks, its rows being days): in fold 0 the even days
+   calibrate and the odd days form the **pool**, in fold 1 the other way round. The calibration is
+   the pipeline's own: :func:`~driftline.operators.model_watch.multivariate_section` with the
+   scores and labels (what ``driftline profile build --score-column --label-column`` stores), its
+   estimator from :class:`~driftline.operators.model_watch.MultivariateReference`.
+2. **After: cross-fitted** over all of rows 0-4,999, day ``d`` in fold ``d % 5``: fold ``k``'s
+   model is fitted on the other 4 folds (about 4,000 rows) and scores fold ``k``; its calibration
+   is fitted (same pipeline code) on the other folds' out-of-fold scores, each fold ``j`` scored by
+   a model fitted on the folds other than ``j`` and ``k``, so no label of fold ``k`` reaches its
+   calibration (about 4,000 calibration rows instead of 1,250). Windows are drawn (a) from one
+   fold's rows (a single model per window; about 21 days) and (b) from all 5,000 rows, each row
+   with its own fold's model and calibration (1,000 and 2,000 rows). What a user runs is the
+   model fitted on all 5,000 rows with ``profile build --score-column`` holding every row's
+   out-of-fold score; that production pair estimates the chronological contrast (4.).
+3. **Why these pools** (the "pool check" lines): on elec2 the estimate is off by 0.05-0.07 on each
+   unshifted 500-row block of rows 5,000-6,999 (the concept moves within days), so rows after
+   5,000 are no concept-keeping pool; days interleaved with the calibration days share its period.
+   Per day, though, elec2's estimate is off by far more than binomial noise (sd 0.15 against 0.05:
+   the label is the price against its last 24 hours), so a pool of ~21 days carries sd ~0.03 of
+   its own; the bench prints this figure per stream.
+4. **Covariate shifts**: windows drawn with replacement from the pool with weights ``exp(a * z)``,
+   ``z`` one feature standardised on the pool (elec2: ``nswdemand`` and ``period``; NOAA:
+   temperature ``feat_1`` and visibility ``feat_4``), ``a`` from -1 to 1 (``a = +-1`` keeps about
+   37 % effective rows and moves the feature's mean by about 1 sd), ``--seeds`` windows per
+   strength and fold (5 x ``--seeds`` for the whole-period pool): estimated vs realized accuracy,
+   ``max |diff|`` beside a window's own sampling sd, "met" or "missed by", and the largest
+   ``|diff|`` beyond the pool's unshifted diff (what the shift itself adds).
+5. **Contrast, chronological**: every later window of 1,000 rows in stream order, where the
    concept drifts (``P(y | x)`` moves, which CBPE assumes away): the same figures, no target.
 """
 
@@ -35,7 +43,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,10 @@ TRAIN_ROWS = 2_500
 WINDOW = 1_000
 TOLERANCE = 0.03
 STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+FOLDS = 5
+"""Cross-fitting folds: whole days of the period, day ``d`` in fold ``d % FOLDS``."""
+PERIOD_WINDOWS = (1_000, 2_000)
+"""Window sizes drawn from all the period's cross-fitted rows."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,9 @@ def load(stream: Stream) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]
     return x, np.array([r[label] == stream.positive for r in rows])
 
 
-def model_scores(x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
-    """Positive-class scores of every row from a seeded classifier fitted on rows 0 to TRAIN_ROWS."""
+def model_scores(x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_], train: npt.NDArray[np.int64],
+                 scored: slice | npt.NDArray[np.int64] = slice(None)) -> npt.NDArray[np.float64]:
+    """Positive-class scores of the ``scored`` rows from a seeded classifier fitted on the ``train`` rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -97,8 +111,18 @@ def model_scores(x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> npt.ND
                                            random_state=0)
     # One thread: OpenMP threads spin on a loaded 2-core box (10 s instead of 0.7 s per fit).
     with threadpool_limits(limits=1):
-        model.fit(x[:TRAIN_ROWS], y[:TRAIN_ROWS])
-        return np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
+        model.fit(x[train], y[train])
+        return np.asarray(model.predict_proba(x[scored])[:, 1], dtype=np.float64)
+
+
+def calibrate(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
+              rows: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> MultivariateReference:
+    """The pipeline's own calibration of ``scores`` (one per row of ``rows``) against the rows' labels."""
+    section = multivariate_section(
+        {f: x[rows, j].tolist() for j, f in enumerate(stream.features)},
+        scores=scores.tolist(), labels=[stream.positive if v else "other" for v in y[rows]])
+    assert section is not None and section["performance"] is not None
+    return MultivariateReference.from_section(section)
 
 
 def accuracy_gap(ref: MultivariateReference, scores: npt.NDArray[np.float64],
@@ -108,24 +132,51 @@ def accuracy_gap(ref: MultivariateReference, scores: npt.NDArray[np.float64],
     estimate = ref.estimator.estimate(scores)
     realized = float(np.mean((scores >= ref.estimator.threshold) == labels))
     return {"estimated": estimate.accuracy, "realized": realized, "diff": estimate.accuracy - realized,
-            "in_band": estimate.low <= realized <= estimate.high}
+            "sd": estimate.accuracy_sd, "in_band": estimate.low <= realized <= estimate.high}
 
 
-def measure_stream(stream: Stream, seeds: int) -> dict[str, Any]:
-    x, y = load(stream)
-    scores = model_scores(x, y)
+Gap = Callable[[npt.NDArray[np.int64]], dict[str, Any]]
+"""Estimated vs realized accuracy of a window, given its rows."""
+
+
+def shifted_windows(stream: Stream, x: npt.NDArray[np.float64], pool: npt.NDArray[np.int64], gap_of: Gap,
+                    pool_diff: float, fold: int | str, seeds: int, key: Sequence[int],
+                    size: int = WINDOW) -> list[dict[str, Any]]:
+    """Windows of ``size`` rows drawn from ``pool`` with weights ``exp(a z)`` per shifted feature,
+    strength ``a`` and seed (``key`` is added to each window's seed)."""
+    windows = []
+    for feature in stream.shifted:
+        values = x[pool, stream.features.index(feature)]
+        z = (values - values.mean()) / values.std()
+        for strength in STRENGTHS:
+            weights = np.exp(strength * z)
+            weights /= weights.sum()
+            for seed in range(seeds):
+                rng = np.random.default_rng(
+                    [seed, int(strength * 10) + 100, stream.shifted.index(feature), *key])
+                picks = rng.choice(pool.size, size, p=weights)
+                gap = gap_of(pool[picks])
+                windows.append({"fold": fold, "feature": feature, "strength": strength, "seed": seed,
+                                "mean_shift_sd": float(np.mean(z[picks])),
+                                "beyond_pool": gap["diff"] - pool_diff, **gap})
+    return windows
+
+
+def scores_gap(ref: MultivariateReference, scores: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> Gap:
+    return lambda rows: accuracy_gap(ref, scores[rows], y[rows])
+
+
+def measure_split(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
+                  seeds: int) -> dict[str, Any]:
+    """Before: one model on rows 0-2,499, calibration on half the days of rows 2,500-4,999 (2 folds)."""
+    scores = model_scores(x, y, np.arange(TRAIN_ROWS))
     held_out = np.arange(TRAIN_ROWS, PERIOD_ROWS)
     odd_day = (held_out // stream.day_rows) % 2 == 1
     folds, shifted, chronological = [], [], []
     # Fold 0: even days calibrate, odd days are the pool; fold 1 the other way round.
     for fold, (calibration, pool) in enumerate(((held_out[~odd_day], held_out[odd_day]),
                                                 (held_out[odd_day], held_out[~odd_day]))):
-        section = multivariate_section(
-            {f: x[calibration, j].tolist() for j, f in enumerate(stream.features)},
-            scores=scores[calibration].tolist(),
-            labels=[stream.positive if v else "other" for v in y[calibration]])
-        assert section is not None and section["performance"] is not None
-        ref = MultivariateReference.from_section(section)
+        ref = calibrate(stream, x, y, calibration, scores[calibration])
         pool_gap = accuracy_gap(ref, scores[pool], y[pool])
         folds.append({
             "fold": fold, "calibration_rows": int(calibration.size), "pool_rows": int(pool.size),
@@ -133,26 +184,100 @@ def measure_stream(stream: Stream, seeds: int) -> dict[str, Any]:
             "pool": pool_gap,
             "after_period": [{"start": s, **accuracy_gap(ref, scores[s:s + 500], y[s:s + 500])}
                              for s in range(PERIOD_ROWS, PERIOD_ROWS + 2_000, 500)]})
-        for feature in stream.shifted:
-            values = x[pool, stream.features.index(feature)]
-            z = (values - values.mean()) / values.std()
-            for strength in STRENGTHS:
-                weights = np.exp(strength * z)
-                weights /= weights.sum()
-                for seed in range(seeds):
-                    rng = np.random.default_rng(
-                        [seed, int(strength * 10) + 100, stream.shifted.index(feature), fold])
-                    rows = pool[rng.choice(pool.size, WINDOW, p=weights)]
-                    gap = accuracy_gap(ref, scores[rows], y[rows])
-                    shifted.append({"fold": fold, "feature": feature, "strength": strength, "seed": seed,
-                                    "mean_shift_sd": float(np.mean(z[np.searchsorted(pool, rows)])),
-                                    "beyond_pool": gap["diff"] - pool_gap["diff"], **gap})
+        shifted += shifted_windows(stream, x, pool, scores_gap(ref, scores, y), pool_gap["diff"], fold, seeds,
+                                   [fold])
         chronological += [
             {"fold": fold, "start": s, **accuracy_gap(ref, scores[s:s + WINDOW], y[s:s + WINDOW])}
             for s in range(PERIOD_ROWS, y.size, WINDOW) if y.size - s >= WINDOW // 2]
-    return {"stream": stream.name, "rows": int(y.size), "folds": folds, "shifted": shifted,
-            "shifted_summary": summary(shifted), "chronological": chronological,
-            "chronological_summary": summary(chronological)}
+    return {"folds": folds, "shifted": shifted, "shifted_summary": summary(shifted),
+            "chronological": chronological, "chronological_summary": summary(chronological)}
+
+
+def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
+                     seeds: int) -> dict[str, Any]:
+    """After: cross-fitting over FOLDS day-interleaved folds of rows 0-4,999.
+
+    For fold ``k`` the model is fitted on the other folds and scores fold ``k`` (the pool); the
+    calibration is fitted on out-of-fold scores of the other folds, each fold ``j`` scored by a
+    model fitted on the folds other than ``j`` and ``k`` (so no label of fold ``k`` reaches its
+    calibration, not even through a model). The production reading, what a user runs: the model
+    fitted on all 5,000 rows, calibrated on every row's out-of-fold score (``profile build
+    --score-column`` holding those), estimating the chronological windows after 5,000.
+    """
+    period = np.arange(PERIOD_ROWS)
+    fold_of = (period // stream.day_rows) % FOLDS
+    cache: dict[frozenset[int], npt.NDArray[np.float64]] = {}
+
+    def scores_without(*excluded: int) -> npt.NDArray[np.float64]:
+        """Scores of the period's rows from the model fitted on the folds not ``excluded``."""
+        key = frozenset(excluded)
+        if key not in cache:
+            cache[key] = model_scores(x, y, period[~np.isin(fold_of, list(key))], period)
+        return cache[key]
+
+    folds, shifted = [], []
+    # Every period row's chance of a correct prediction (its fold's model and calibration), and the outcome.
+    expected, correct = np.empty(PERIOD_ROWS), np.empty(PERIOD_ROWS)
+    for k in range(FOLDS):
+        pool, calibration = period[fold_of == k], period[fold_of != k]
+        calibration_scores = np.empty(calibration.size)
+        for j in range(FOLDS):
+            if j != k:
+                calibration_scores[fold_of[calibration] == j] = scores_without(k, j)[calibration][
+                    fold_of[calibration] == j]
+        ref = calibrate(stream, x, y, calibration, calibration_scores)
+        scores = np.full(y.size, np.nan)
+        scores[period] = scores_without(k)
+        pool_gap = accuracy_gap(ref, scores[pool], y[pool])
+        assert ref.estimator is not None
+        predicted = scores[pool] >= ref.estimator.threshold
+        calibrated = ref.estimator.calibrated(scores[pool])
+        expected[pool] = np.where(predicted, calibrated, 1.0 - calibrated)
+        correct[pool] = predicted == y[pool]
+        folds.append({"fold": k, "calibration_rows": int(calibration.size), "pool_rows": int(pool.size),
+                      "pool": pool_gap})
+        shifted += shifted_windows(stream, x, pool, scores_gap(ref, scores, y), pool_gap["diff"], k, seeds,
+                                   [k, 1])
+    def period_gap(rows: npt.NDArray[np.int64]) -> dict[str, Any]:
+        estimated, realized = float(expected[rows].mean()), float(correct[rows].mean())
+        sd = math.sqrt(float(np.sum(expected[rows] * (1.0 - expected[rows])))) / rows.size
+        return {"estimated": estimated, "realized": realized, "diff": estimated - realized, "sd": sd,
+                "in_band": abs(estimated - realized) <= 1.96 * sd}
+
+    whole = period_gap(period)
+    # FOLDS times the seeds: as many windows as the per-fold pools give, for a like-for-like max.
+    period_windows = {size: shifted_windows(stream, x, period, period_gap, whole["diff"], "all",
+                                            seeds * FOLDS, [size, 2], size) for size in PERIOD_WINDOWS}
+    # Rows of one day share more than their scores: elec2's label is the price against its last
+    # 24 hours, so a day's estimate is off by more than its binomial noise, in both directions.
+    day = period // stream.day_rows
+    rows_per_day = np.bincount(day)
+    day_diff = np.bincount(day, expected - correct) / rows_per_day
+    day_binomial = np.sqrt(np.bincount(day, expected * (1.0 - expected))) / rows_per_day
+    window_days = WINDOW / stream.day_rows
+    day_noise = {"days": int(rows_per_day.size), "day_rows": stream.day_rows,
+                 "day_diff_sd": float(day_diff.std()),
+                 "day_binomial_sd": float(np.sqrt(np.mean(day_binomial ** 2))), "window_days": window_days,
+                 "window_sd_from_days": float(day_diff.std() / math.sqrt(window_days))}
+    out_of_fold = np.empty(PERIOD_ROWS)
+    for j in range(FOLDS):
+        out_of_fold[fold_of == j] = scores_without(j)[fold_of == j]
+    production = calibrate(stream, x, y, period, out_of_fold)
+    later = np.arange(PERIOD_ROWS, y.size)
+    scores = np.concatenate([np.full(PERIOD_ROWS, np.nan), model_scores(x, y, period, later)])
+    chronological = [{"start": s, **accuracy_gap(production, scores[s:s + WINDOW], y[s:s + WINDOW])}
+                     for s in range(PERIOD_ROWS, y.size, WINDOW) if y.size - s >= WINDOW // 2]
+    return {"folds": folds, "shifted": shifted, "shifted_summary": summary(shifted),
+            "period": whole, "day_noise": day_noise,
+            "period_windows": {str(size): {"windows": w, "summary": summary(w)}
+                               for size, w in period_windows.items()},
+            "chronological": chronological, "chronological_summary": summary(chronological)}
+
+
+def measure_stream(stream: Stream, seeds: int) -> dict[str, Any]:
+    x, y = load(stream)
+    return {"stream": stream.name, "rows": int(y.size), "split": measure_split(stream, x, y, seeds),
+            "crossfit": measure_crossfit(stream, x, y, seeds)}
 
 
 def summary(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -161,6 +286,7 @@ def summary(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     beyond = [abs(w["beyond_pool"]) for w in windows if "beyond_pool" in w]
     return {"windows": len(windows), "max_abs_diff": worst, "mean_abs_diff": float(diffs.mean()),
             "max_abs_beyond_pool": max(beyond) if beyond else None,
+            "mean_sd": float(np.mean([w["sd"] for w in windows])),
             "within": int(np.sum(diffs <= TOLERANCE)), "in_band": sum(bool(w["in_band"]) for w in windows),
             "met": worst <= TOLERANCE, "verdict": verdict(worst)}
 
@@ -169,10 +295,28 @@ def verdict(worst: float) -> str:
     return "met" if worst <= TOLERANCE else f"missed by {worst - TOLERANCE:.3f}"
 
 
+def summary_line(label: str, s: dict[str, Any]) -> str:
+    beyond = ("" if s["max_abs_beyond_pool"] is None else
+              f"; beyond the unshifted pool's own diff: max {s['max_abs_beyond_pool']:.3f}")
+    return (f"  {label}: max |diff| {s['max_abs_diff']:.3f}, mean {s['mean_abs_diff']:.3f} (a window's own "
+            f"sampling sd {s['mean_sd']:.3f}); within +-{TOLERANCE}: {s['within']}/{s['windows']}; realized "
+            f"inside the 95 % band: {s['in_band']}/{s['windows']}{beyond} -> {s['verdict']}")
+
+
+def report_windows(windows: Sequence[dict[str, Any]]) -> None:
+    print(f"  covariate shift keeping the concept (windows of {WINDOW:,} from the pool, weights exp(a z)):")
+    for w in windows:
+        print(f"    fold {w['fold']} {w['feature']:>9} a={w['strength']:+.1f} seed {w['seed']}: "
+              f"mean z {w['mean_shift_sd']:+.2f}, estimated {w['estimated']:.3f} "
+              f"realized {w['realized']:.3f} diff {w['diff']:+.3f}")
+
+
 def report(result: dict[str, Any]) -> None:
-    print(f"{result['stream']}: model on rows 0-{TRAIN_ROWS - 1:,}; rows {TRAIN_ROWS:,}-{PERIOD_ROWS - 1:,} "
-          "split by days: fold 0 calibrates on the even days (pool: odd days), fold 1 the other way")
-    for f in result["folds"]:
+    split, crossfit = result["split"], result["crossfit"]
+    print(f"{result['stream']}, before (split): model on rows 0-{TRAIN_ROWS - 1:,}; rows "
+          f"{TRAIN_ROWS:,}-{PERIOD_ROWS - 1:,} split by days: fold 0 calibrates on the even days (pool: odd "
+          "days), fold 1 the other way")
+    for f in split["folds"]:
         pool = f["pool"]
         blocks = ", ".join(f"{b['start']:,}: {b['estimated']:.2f}/{b['realized']:.2f}"
                            for b in f["after_period"])
@@ -180,54 +324,85 @@ def report(result: dict[str, Any]) -> None:
               f"{f['calibration_accuracy']:.3f}, on the {f['pool_rows']:,} pool rows {pool['realized']:.3f} "
               f"(estimated {pool['estimated']:.3f}, diff {pool['diff']:+.3f}); rows after {PERIOD_ROWS:,}, "
               f"500-row blocks, estimated/realized: {blocks}")
-    print(f"  covariate shift keeping the concept (windows of {WINDOW:,} from the pool, weights exp(a z)):")
-    for w in result["shifted"]:
-        print(f"    fold {w['fold']} {w['feature']:>9} a={w['strength']:+.1f} seed {w['seed']}: "
-              f"mean z {w['mean_shift_sd']:+.2f}, estimated {w['estimated']:.3f} "
-              f"realized {w['realized']:.3f} diff {w['diff']:+.3f}")
-    for what in ("shifted", "chronological"):
-        s = result[f"{what}_summary"]
-        label = ("covariate shift" if what == "shifted"
-                 else f"chronological rows {PERIOD_ROWS:,}+ (concept drift, contrast)")
-        beyond = ("" if s["max_abs_beyond_pool"] is None else
-                  f"; beyond the unshifted pool's own diff: max {s['max_abs_beyond_pool']:.3f}")
-        print(f"  {label}: max |diff| {s['max_abs_diff']:.3f}, mean {s['mean_abs_diff']:.3f}; within "
-              f"+-{TOLERANCE}: {s['within']}/{s['windows']}; realized inside the 95 % band: "
-              f"{s['in_band']}/{s['windows']}{beyond} -> {s['verdict']}")
+    report_windows(split["shifted"])
+    print(f"{result['stream']}, after (cross-fitted): rows 0-{PERIOD_ROWS - 1:,} in {FOLDS} folds of whole "
+          f"days (day d in fold d % {FOLDS}); fold k's model fitted on the other folds, its calibration on "
+          "their out-of-fold scores")
+    for f in crossfit["folds"]:
+        pool = f["pool"]
+        print(f"  fold {f['fold']} pool check: calibration on {f['calibration_rows']:,} out-of-fold rows; "
+              f"accuracy on the {f['pool_rows']:,} pool rows {pool['realized']:.3f} (estimated "
+              f"{pool['estimated']:.3f}, diff {pool['diff']:+.3f})")
+    report_windows(crossfit["shifted"])
+    noise = crossfit["day_noise"]
+    whole = crossfit["period"]
+    print(f"  all {PERIOD_ROWS:,} period rows, each by its fold's model and calibration: estimated "
+          f"{whole['estimated']:.3f}, realized {whole['realized']:.3f} (diff {whole['diff']:+.3f}); per day "
+          f"({noise['day_rows']} rows, {noise['days']} of them) estimated - realized has sd "
+          f"{noise['day_diff_sd']:.3f} against a binomial {noise['day_binomial_sd']:.3f}: a window of "
+          f"{WINDOW:,} rows from {noise['window_days']:.0f} days carries sd "
+          f"{noise['window_sd_from_days']:.3f} from its days alone")
+    print(f"{result['stream']} summary:")
+    print(summary_line("before (split), covariate shift", split["shifted_summary"]))
+    print(summary_line("after (cross-fitted), covariate shift", crossfit["shifted_summary"]))
+    for size, w in crossfit["period_windows"].items():
+        print(summary_line(f"after, windows of {int(size):,} from all the period's cross-fitted rows",
+                           w["summary"]))
+    print(summary_line(f"before (split), chronological rows {PERIOD_ROWS:,}+ (concept drift, contrast)",
+                       split["chronological_summary"]))
+    print(summary_line(f"after (model on rows 0-{PERIOD_ROWS - 1:,}, out-of-fold calibration), chronological "
+                       f"rows {PERIOD_ROWS:,}+ (concept drift, contrast)", crossfit["chronological_summary"]))
 
 
 def run(quick: bool, seeds: int) -> list[dict[str, Any]]:
-    return [measure_stream(stream, 1 if quick else seeds) for stream in STREAMS]
+    # --quick: elec2 alone (the row's target), one window per strength: the cross-fitting's 16 fits
+    # per stream are most of the cost.
+    return [measure_stream(stream, 1 if quick else seeds) for stream in (STREAMS[:1] if quick else STREAMS)]
 
 
 def measure(quick: bool) -> Any:
-    """bench/run_all.py's row (16): elec2's covariate-shift max |diff| against +-0.03."""
+    """bench/run_all.py's row (16): elec2's covariate-shift max |diff| against +-0.03, cross-fitted
+    windows of WINDOW rows from the whole period (the split design's figure beside it)."""
     from common import Figure
 
     label = ("(16) CBPE on elec2, covariate shift keeping the concept: max |estimated - realized| "
-             "accuracy")
+             f"accuracy, windows of {WINDOW:,}, cross-fitted over the first {PERIOD_ROWS:,} rows")
     missing = [str(DATA / s.file) for s in STREAMS if not (DATA / s.file).is_file()]
     if missing:
         return Figure("cbpe_real_max_abs_diff", label, None, "", f"<= {TOLERANCE}", None,
                       f"not measured: {', '.join(missing)} not present")
     results = {r["stream"]: r for r in run(quick, 3)}
-    elec2, noaa = results["elec2"], results["noaa_weather"]
-    s = elec2["shifted_summary"]
+
+    def figures(r: dict[str, Any]) -> str:
+        crossfit = r["crossfit"]
+        whole, wide = (crossfit["period_windows"][str(size)]["summary"] for size in PERIOD_WINDOWS)
+        before, per_fold = r["split"]["shifted_summary"], crossfit["shifted_summary"]
+        return (f"{whole['within']}/{whole['windows']} within; windows of {PERIOD_WINDOWS[1]:,} "
+                f"{wide['max_abs_diff']:.3f} ({wide['within']}/{wide['windows']}); one fold's pool (every "
+                f"{FOLDS}th day) {per_fold['max_abs_diff']:.3f} (its days alone: sd "
+                f"{crossfit['day_noise']['window_sd_from_days']:.3f}); before (split calibration) "
+                f"{before['max_abs_diff']:.3f} ({before['within']}/{before['windows']}); chronological "
+                f"(concept drift) {crossfit['chronological_summary']['max_abs_diff']:.2f}")
+
+    elec2 = results["elec2"]
+    s = elec2["crossfit"]["period_windows"][str(WINDOW)]["summary"]
+    noaa = results.get("noaa_weather")
     return Figure(
         "cbpe_real_max_abs_diff", label, s["max_abs_diff"], "", f"<= {TOLERANCE}", s["met"],
-        f"{s['within']}/{s['windows']} windows of {WINDOW:,} within (2 calibration folds), beyond the "
-        f"unshifted pool's diff {s['max_abs_beyond_pool']:.3f}; NOAA "
-        f"{noaa['shifted_summary']['max_abs_diff']:.3f} ({noaa['shifted_summary']['verdict']}); "
-        f"chronological (concept drift) elec2 {elec2['chronological_summary']['max_abs_diff']:.2f}, "
-        f"NOAA {noaa['chronological_summary']['max_abs_diff']:.2f}",
-        {name: {"shifted": r["shifted_summary"], "chronological": r["chronological_summary"]}
+        f"elec2: {figures(elec2)}; NOAA: " + (
+            f"{noaa['crossfit']['period_windows'][str(WINDOW)]['summary']['max_abs_diff']:.3f}, "
+            f"{figures(noaa)}" if noaa is not None else "not in --quick"),
+        {name: {"split": r["split"]["shifted_summary"], "crossfit": r["crossfit"]["shifted_summary"],
+                **{f"crossfit_period_{size}": w["summary"]
+                   for size, w in r["crossfit"]["period_windows"].items()},
+                "chronological": r["crossfit"]["chronological_summary"]}
          for name, r in results.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 window per shift strength")
+    parser.add_argument("--quick", action="store_true", help="elec2 only, 1 window per shift strength")
     parser.add_argument("--seeds", type=int, default=3, help="windows per shift strength")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this file")
     args = parser.parse_args(argv)
