@@ -259,6 +259,14 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
                  "day_diff_sd": float(day_diff.std()),
                  "day_binomial_sd": float(np.sqrt(np.mean(day_binomial ** 2))), "window_days": window_days,
                  "window_sd_from_days": float(day_diff.std() / math.sqrt(window_days))}
+    # A shift can only move the estimate's error if the error differs along the shifted feature:
+    # P(y | score, feature) != P(y | score) means the score is not sufficient, whatever the calibration.
+    by_quintile = {}
+    for feature in stream.shifted:
+        values = x[period, stream.features.index(feature)]
+        quintile = np.searchsorted(np.quantile(values, [0.2, 0.4, 0.6, 0.8]), values)
+        by_quintile[feature] = [float(np.mean(expected[quintile == q] - correct[quintile == q]))
+                                for q in range(5)]
     out_of_fold = np.empty(PERIOD_ROWS)
     for j in range(FOLDS):
         out_of_fold[fold_of == j] = scores_without(j)[fold_of == j]
@@ -268,7 +276,7 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
     chronological = [{"start": s, **accuracy_gap(production, scores[s:s + WINDOW], y[s:s + WINDOW])}
                      for s in range(PERIOD_ROWS, y.size, WINDOW) if y.size - s >= WINDOW // 2]
     return {"folds": folds, "shifted": shifted, "shifted_summary": summary(shifted),
-            "period": whole, "day_noise": day_noise,
+            "period": whole, "day_noise": day_noise, "diff_by_quintile": by_quintile,
             "period_windows": {str(size): {"windows": w, "summary": summary(w)}
                                for size, w in period_windows.items()},
             "chronological": chronological, "chronological_summary": summary(chronological)}
@@ -342,6 +350,9 @@ def report(result: dict[str, Any]) -> None:
           f"{noise['day_diff_sd']:.3f} against a binomial {noise['day_binomial_sd']:.3f}: a window of "
           f"{WINDOW:,} rows from {noise['window_days']:.0f} days carries sd "
           f"{noise['window_sd_from_days']:.3f} from its days alone")
+    quintiles = "; ".join(f"{feature} {', '.join(f'{d:+.3f}' for d in diffs)}"
+                          for feature, diffs in crossfit["diff_by_quintile"].items())
+    print(f"  estimated - realized by quintile of the shifted feature (low to high): {quintiles}")
     print(f"{result['stream']} summary:")
     print(summary_line("before (split), covariate shift", split["shifted_summary"]))
     print(summary_line("after (cross-fitted), covariate shift", crossfit["shifted_summary"]))
