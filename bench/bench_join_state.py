@@ -24,7 +24,7 @@ other state is the same either way).
 
 ``--pending N`` measures a join with N pending predictions (25 floats, UUID ids) held under
 ``--budget-mb`` (``join.memory_budget_mb``) against the same join all in memory, each in a
-process of its own: RSS, the cost per event of steady traffic (a prediction and the label of
+process of its own: RSS, the CPU time per event of steady traffic (a prediction and the label of
 the oldest pending one, ``--rate`` of each per second) with checkpoint deltas every
 ``--interval`` s, the checkpoint bytes per second against the input's (a base every ``--ratio``
 x its size, amortised), and the restore (the base and the most deltas that can follow it, then
@@ -216,7 +216,8 @@ class SpillRun:
     table_mb: float  # the join's record table and time index as Python objects (sys.getsizeof)
     spilled: int
     store_mb: float
-    event_us: float  # a prediction and a label of steady traffic
+    event_us: float  # a prediction and a label of steady traffic (wall)
+    event_cpu_us: float  # the same in this process's CPU time, system calls included
     input_bytes_per_s: float
     base_bytes: int
     base_write_s: float
@@ -224,6 +225,23 @@ class SpillRun:
     checkpoint_bytes_per_s: float
     restore_s: float  # base + the most deltas before the next base + the first prediction
     restore_deltas: int
+    base_load_s: float  # unpickling the base (wall)
+    delta_apply_s: float  # one delta: unpickling and applying it (wall)
+    restore_cpu_s: float  # restore_s in this process's CPU time (what an idle core takes)
+    delta_changes: float  # records changed per delta (new, joined, gone)
+    interval_s: float  # traffic between two deltas
+
+    def ratio_for(self, seconds: float, pending: int) -> float:
+        """The ``worker.checkpoint_delta_ratio`` whose worst restore at ``pending`` takes ``seconds``
+        (every part linear in the pending count but a delta's cost; 0: the base alone takes longer)."""
+        scale = pending / self.pending
+        room = seconds - self.base_load_s * scale
+        return max(0.0, room / self.delta_apply_s * self.delta_bytes / (self.base_bytes * scale))
+
+    def checkpoint_bytes_per_s_at(self, ratio: float, pending: int) -> float:
+        """Checkpoint bytes per second at ``pending`` with bases every ``ratio`` x their size of deltas."""
+        base = self.base_bytes * pending / self.pending
+        return (self.delta_bytes + base / max(1.0, ratio * base / self.delta_bytes)) / self.interval_s
 
 
 def _rss_mb() -> float:
@@ -256,7 +274,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
     base_write_s = time.perf_counter() - started
     base_bytes = len(base)
     deltas: list[bytes] = []
-    busy = 0.0
+    busy = busy_cpu = 0.0
     input_bytes = labelled = 0
     for _ in range(intervals):
         batch = [next(stream) for _ in range(per_interval)]
@@ -267,11 +285,12 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
                   for pid, event in zip(oldest, batch, strict=True)]
         label_payloads = [label.model_dump_json().encode() for label in labels]
         labelled += per_interval
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for event, payload, label, label_payload in zip(batch, payloads, labels, label_payloads, strict=True):
             join.on_prediction(event, segment="region=eu", digest=payload_digest(payload))
             join.on_label(label, digest=payload_digest(label_payload))
         busy += time.perf_counter() - started
+        busy_cpu += time.process_time() - cpu
         for event in batch:
             order += uuid.UUID(event.prediction_id).bytes
         input_bytes += sum(map(len, payloads)) + sum(map(len, label_payloads))
@@ -287,27 +306,42 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
     delta_bytes = sum(map(len, deltas)) / intervals
     intervals_per_base = max(1.0, ratio * len(base) / delta_bytes)
     checkpoint_bytes_per_s = (delta_bytes + len(base) / intervals_per_base) / interval_s
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     restored = load_state(base, LabelJoin, "bench")
     if budget_mb:
         restored.set_memory_budget(budget_mb * 2**20)
-    base_s = time.perf_counter() - started
+    base_s, base_cpu = time.perf_counter() - started, time.process_time() - cpu
     del base
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
+    changed = 0
     for delta in deltas:
         changes = load_delta(delta, "bench")
         assert isinstance(changes, JoinChanges)
+        changed += len(changes.gone) + _record_count(changes.records)
         restored.apply_changes(changes)
     per_delta_s = (time.perf_counter() - started) / len(deltas)
-    started = time.perf_counter()
+    per_delta_cpu = (time.process_time() - cpu) / len(deltas)
+    started, cpu = time.perf_counter(), time.process_time()
     restored.on_prediction(next(stream), segment="region=eu")
-    first_s = time.perf_counter() - started
+    first_s, first_cpu = time.perf_counter() - started, time.process_time() - cpu
     worst_deltas = max(len(deltas), int(intervals_per_base))
     restore_s = base_s + per_delta_s * worst_deltas + first_s
+    restore_cpu_s = base_cpu + per_delta_cpu * worst_deltas + first_cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return SpillRun(pending, budget_mb, build_s, rss_mb, peak, table_mb, spilled, store_mb,
-                    busy / (intervals * per_interval) * 1e6, input_bytes / (intervals * interval_s),
-                    base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas)
+                    busy / (intervals * per_interval) * 1e6, busy_cpu / (intervals * per_interval) * 1e6,
+                    input_bytes / (intervals * interval_s),
+                    base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas,
+                    base_s, per_delta_s, restore_cpu_s, changed / len(deltas), interval_s)
+
+
+def _record_count(records: bytes) -> int:
+    """Records in a delta's concatenated records (each starts with its length)."""
+    count = pos = 0
+    while pos < len(records):
+        pos += int.from_bytes(records[pos : pos + 4], "little")
+        count += 1
+    return count
 
 
 def measure_spill_pair(pending: int, budget_mb: int, **kwargs: Any) -> tuple[SpillRun, SpillRun]:
@@ -321,6 +355,13 @@ def measure_spill_pair(pending: int, budget_mb: int, **kwargs: Any) -> tuple[Spi
     return runs[0], runs[1]
 
 
+def event_cost_pct(memory: SpillRun, spill: SpillRun) -> float:
+    """How much more a prediction and its label cost under the budget than all in memory, in %:
+    CPU time (spilling's writes and reads included: page-cache system calls), not wall time,
+    which on a shared machine moves with the others' load between the two runs."""
+    return (spill.event_cpu_us / memory.event_cpu_us - 1) * 100
+
+
 def print_spill(memory: SpillRun | None, spill: SpillRun) -> None:
     scale = 10_000_000 / spill.pending
     print(f"pending={spill.pending:,} (25 floats, UUID ids), budget {spill.budget_mb} MB vs all in memory; "
@@ -329,9 +370,14 @@ def print_spill(memory: SpillRun | None, spill: SpillRun) -> None:
         print(f"  budget {run.budget_mb:>5} MB: build {run.build_s:.0f} s, join RSS {run.rss_mb:.0f} MB "
               f"(table {run.table_mb:.0f} MB) "
               f"(peak {run.peak_rss_mb:.0f}), spilled {run.spilled:,} ({run.store_mb:.0f} MB on disk), "
-              f"{run.event_us:.1f} us per prediction+label, base {run.base_bytes / 1e6:.0f} MB "
+              f"{run.event_cpu_us:.1f} us CPU ({run.event_us:.1f} wall) per prediction+label, "
+              f"base {run.base_bytes / 1e6:.0f} MB "
               f"in {run.base_write_s:.1f} s, delta {run.delta_bytes / 1e6:.2f} MB, "
               f"restore {run.restore_s:.1f} s (base + {run.restore_deltas} deltas)")
+        per_change_us = run.delta_apply_s / run.delta_changes * 1e6
+        print(f"    restore: base {run.base_load_s:.2f} s, a delta of {run.delta_changes:,.0f} changed "
+              f"records {run.delta_apply_s:.3f} s ({per_change_us:.1f} us each), "
+              f"worst case {run.restore_s:.1f} s wall, {run.restore_cpu_s:.1f} s CPU")
     share = spill.checkpoint_bytes_per_s / spill.input_bytes_per_s
     # RSS at 10M: the table (records kept whole up to the budget, the rest's ids, times and
     # references) grows linearly; what the process holds besides does not (conservative: the part
@@ -342,10 +388,15 @@ def print_spill(memory: SpillRun | None, spill: SpillRun) -> None:
         ("checkpoint bytes/s over input", share, 2.0, "x"),
         ("restore at 10M (linear from here)", spill.restore_s * scale, 60.0, "s"))
     if memory is not None:
-        rows += (("per-event cost over in-memory", (spill.event_us / memory.event_us - 1) * 100, 25.0, "%"),)
+        rows += (("per-event CPU cost over in-memory", event_cost_pct(memory, spill), 25.0, "%"),)
     for name, value, target, unit in rows:
         verdict = "met" if value <= target else f"MISSED by {value - target:.1f} {unit}"
         print(f"  {name}: {value:.1f} {unit} (target <= {target:g} {unit}): {verdict}")
+    ratio = spill.ratio_for(60.0, 10_000_000)
+    at_ratio = spill.checkpoint_bytes_per_s_at(ratio, 10_000_000) / spill.input_bytes_per_s
+    print(f"  worker.checkpoint_delta_ratio for a 60 s restore at 10M (this load): {ratio:.2f}, "
+          f"checkpoint bytes then {at_ratio:.1f}x input" if ratio else
+          "  no worker.checkpoint_delta_ratio gives a 60 s restore at 10M: the base alone takes longer")
 
 
 def print_checkpoints(t: CheckpointTraffic) -> None:

@@ -167,7 +167,18 @@ def decode_chunk(value: bytes) -> tuple[dict[str, object], bytes]:
 
 class CheckpointAssembler:
     """Folds state-topic messages, in log order, into the last complete checkpoint per key
-    (and, for a chain topic, ``completed``: every complete checkpoint in order)."""
+    (and, for a chain topic, ``completed``: the last complete base and every complete checkpoint
+    after it, in order: all :func:`assemble_chain` reads. Earlier links are let go as a later base
+    completes, so a restore holds one base, not every base of the generation).
+
+    >>> assembler = CheckpointAssembler(keep_all=True)
+    >>> for ckpt_id, kind, parent in (("b1", BASE, None), ("d1", DELTA, "b1"), ("b2", BASE, None),
+    ...                               ("d2", DELTA, "b2")):
+    ...     for value in encode_chunks(ckpt_id, ckpt_id.encode(), {}, kind=kind, parent=parent):
+    ...         assembler.apply("stage1:0", value)
+    >>> [link.checkpoint_id for link in assembler.completed or ()], assembler.latest["stage1:0"].blob
+    (['b2', 'd2'], b'd2')
+    """
 
     def __init__(self, keep_all: bool = False) -> None:
         self.latest: dict[str, Checkpoint] = {}
@@ -211,6 +222,8 @@ class CheckpointAssembler:
         checkpoint = Checkpoint(ckpt_id, blob, current.offsets, current.kind, current.parent)
         self.latest[key] = checkpoint
         if self.completed is not None:
+            if checkpoint.kind == BASE:
+                self.completed.clear()
             self.completed.append(checkpoint)
 
 
