@@ -15,8 +15,9 @@ own loop spends between calls is its own row:
   reference for the parse share;
 - join: ``LabelJoin`` calls (per event: ``on_prediction``/``on_label``; per batch: ``advance``,
   orphans, duplicates);
-- windows: ``WindowAccumulator.add/to_partial`` and the shard's grouping and buffering
-  (``_window_batch``, ``_accumulate``, ``_close_windows``);
+- windows: ``WindowAccumulator.add/add_chunk/to_partial``, the batch's column blocks
+  (``EventColumns.of``) and the shard's grouping and buffering (``_window_batch``, ``_accumulate``,
+  ``_close_windows``);
 - detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors);
 - routing: ``reroute`` forwarding, the join-shard choice (``_join_shard`` per event on the row path,
   ``_join_shards`` per batch on the columnar one), and the in-process transport
@@ -26,7 +27,9 @@ own loop spends between calls is its own row:
 - stage 2 and sink rows: ``ModelProcessor.process`` and the sink's row mapping, for completeness.
 
 Each wrapped call costs a timer pair; that cost is measured on a no-op and subtracted per call.
-The un-instrumented run of the same workload is reported beside the sum.
+The un-instrumented run of the same workload is reported beside the sum. Every figure is this
+process's CPU time (``time.process_time``), not wall time: on the shared 2-core box other processes'
+load stretched wall-time figures 2-3x from one run to the next, CPU time moves far less.
 
     .venv/bin/python bench/bench_stages.py [--n 100000] [--quick]
 """
@@ -49,6 +52,8 @@ from driftline.operators import columns, feature_watch, join, validate, window_s
 from driftline.pipeline import local, model, records, reroute, shard, to_rows
 from driftline.runtime import tune_gc
 
+CLOCK = time.process_time  # see the module docstring: CPU time, steady under the box's other load
+
 # (stage, owner, attribute): owner is a class or a module; missing attributes are reported, not fatal
 # (the pipeline's internals move; the breakdown names what it could not time).
 STAGES: list[tuple[str, Any, str]] = [
@@ -62,6 +67,8 @@ STAGES: list[tuple[str, Any, str]] = [
     ("join", join.LabelJoin, "take_orphans"),
     ("join", join.LabelJoin, "take_duplicates"),
     ("windows", window_stats.WindowAccumulator, "add"),
+    ("windows", window_stats.WindowAccumulator, "add_chunk"),
+    ("windows", window_stats.EventColumns, "of"),
     ("windows", window_stats.WindowAccumulator, "to_partial"),
     ("windows", shard.ShardProcessor, "_accumulate"),
     ("windows", shard.ShardProcessor, "_window_batch"),
@@ -87,7 +94,7 @@ ORDER = ["decode + validate", "join", "windows", "detectors", "routing", "produc
 
 
 class StageClock:
-    """Exclusive wall time and call counts per stage, for functions wrapped by :meth:`wrap`."""
+    """Exclusive CPU time and call counts per stage, for functions wrapped by :meth:`wrap`."""
 
     def __init__(self) -> None:
         self.seconds: defaultdict[str, float] = defaultdict(float)
@@ -95,7 +102,7 @@ class StageClock:
         self._stack: list[float] = []  # time spent in wrapped callees of each open call
 
     def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        clock, stack, seconds, calls = time.perf_counter, self._stack, self.seconds, self.calls
+        clock, stack, seconds, calls = CLOCK, self._stack, self.seconds, self.calls
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             stack.append(0.0)
@@ -124,6 +131,8 @@ def instrumented(clock: StageClock) -> Iterator[list[str]]:
             continue
         if isinstance(original, staticmethod):
             setattr(owner, name, staticmethod(clock.wrap(stage, original.__func__)))
+        elif isinstance(original, classmethod):
+            setattr(owner, name, classmethod(clock.wrap(stage, original.__func__)))
         else:
             setattr(owner, name, clock.wrap(stage, original))
         saved.append((owner, name, original))
@@ -142,14 +151,14 @@ def timer_overhead_s(calls: int = 200_000) -> float:
         return None
 
     timed = clock.wrap("noop", noop)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for _ in range(calls):
         noop()
-    bare = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    bare = CLOCK() - t0
+    t0 = CLOCK()
     for _ in range(calls):
         timed()
-    return max((time.perf_counter() - t0 - bare) / calls, 0.0)
+    return max((CLOCK() - t0 - bare) / calls, 0.0)
 
 
 def _workload(settings: Settings, n: int, seed: int) -> tuple[list[validate.RawRecord], list[bytes], int]:
@@ -167,10 +176,10 @@ def _run(
     for processor in pipeline.shards:
         processor.columnar = columnar
     batch = settings.worker.batch_max_records
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for i in range(0, len(raw), batch):
         pipeline.feed(raw[i : i + batch])
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def _breakdowns(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], n_pred: int,
@@ -206,11 +215,11 @@ def measure(n: int, seed: int = 0) -> Figure:
     overhead = timer_overhead_s()
     both = _breakdowns(settings, raw, profiles, n_pred, overhead)
     row, col = both[False], both[True]
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for r in raw:
         if r.value:
             orjson.loads(r.value)
-    parse_us = (time.perf_counter() - t0) / n_pred * 1e6
+    parse_us = (CLOCK() - t0) / n_pred * 1e6
     per_event = col["us_per_event"]
     plain_us = col["uninstrumented_us"]
     row_us = row["uninstrumented_us"]

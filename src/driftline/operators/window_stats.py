@@ -29,9 +29,13 @@ from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from driftline.operators.sketch import FloatArray, QuantileSketch
 from driftline.schemas.events import FeatureValue, Prediction
+
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp] | npt.NDArray[np.int32]
 
 MAX_CATEGORIES = 1000
 OVERFLOW = "__overflow__"
@@ -168,6 +172,23 @@ class FeatureStats:
         self.count += n
         self.missing += n
 
+    def add_column(self, column: ReducedColumn) -> None:
+        """Add one value per event in reduced form: exactly what :meth:`add` does with the values.
+
+        >>> s, t = FeatureStats(), FeatureStats()
+        >>> s.add([1.0, None, "a", float("nan"), True])
+        >>> t.add_column(ColumnBlock.of([1.0, None, "a", float("nan"), True]).reduce())
+        >>> s.to_dict() == t.to_dict()
+        True
+        """
+        self.count += column.n
+        self.missing += column.missing
+        if column.numbers is not None:
+            # the numbers array holds NaN for each missing and categorical value: not invalid ones
+            self._add_numbers(column.numbers, column.missing + sum(column.counts.values()))
+        if column.counts:
+            self._add_counts(column.counts)
+
     def merge(self, other: FeatureStats) -> None:
         """Add ``other`` into this (Chan et al.'s parallel mean/M2 update for the moments)."""
         self.count += other.count
@@ -272,6 +293,244 @@ def _columns(
     return [(name, [f.get(name) for f in features]) for name in names]
 
 
+@dataclass(frozen=True, slots=True)
+class ReducedColumn:
+    """One chunk of a value column as :meth:`FeatureStats.add_column` takes it: ``n`` events,
+    ``missing`` of them absent or null, ``counts`` of the categorical ones by canonical key, and
+    the values as float64 with NaN for each missing and categorical one (None when no value is a
+    number)."""
+
+    n: int
+    missing: int
+    counts: dict[str, int]
+    numbers: FloatArray | None
+
+
+class ColumnBlock:
+    """One value column (a feature, the prediction's label or value, the latency) of ``n`` events in
+    arrays: numbers as float64 (NaN where not a number), category codes (``len(keys)`` where not a
+    category) into the canonical ``keys``, the missing (absent or null) and the present (the event
+    carries the name, even as null) masks; an array is None where it would hold nothing.
+
+    >>> block = ColumnBlock.of(["a", 2, None, True, "true"])
+    >>> block.take(np.array([0, 3, 4])).reduce()
+    ReducedColumn(n=3, missing=0, counts={'a': 1, 'true': 2}, numbers=array([nan, nan, nan]))
+    """
+
+    __slots__ = ("codes", "keys", "missing", "n", "numbers", "present")
+
+    def __init__(self, n: int, numbers: FloatArray | None, missing: BoolArray | None,
+                 codes: IntArray | None, keys: Sequence[str], present: BoolArray | None) -> None:
+        self.n = n
+        self.numbers = numbers
+        self.missing = missing
+        self.codes = codes
+        self.keys = keys
+        self.present = present
+
+    @classmethod
+    def of(cls, values: Sequence[Any], present: BoolArray | None = None) -> ColumnBlock:
+        """The block of ``values`` (None: absent or null), classified as :meth:`FeatureStats.add` does."""
+        n = len(values)
+        types = set(map(type, values))
+        if not types & _CATEGORICAL_TYPES:
+            missing = None
+            if _NONE in types:
+                missing = np.fromiter((v is None for v in values), dtype=bool, count=n)
+            return cls(n, _float_array(values), missing, None, (), present)
+        if not types & _NUMBER_TYPES:
+            distinct = dict.fromkeys(values)  # True and "true" stay apart here, as in a Counter
+            distinct.pop(None, None)
+            index = {v: i for i, v in enumerate(distinct)}
+            index[None] = len(index)
+            codes = np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=n)
+            missing = codes == len(distinct) if _NONE in types else None
+            return cls(n, None, missing, codes, [category_key(v) for v in distinct], present)
+        # Numbers and categories in one column: classified value by value (an int 1 and True would
+        # be one key of a dict).
+        numbers: list[Any] = []
+        code_of: dict[str, int] = {}
+        codes_list: list[int] = []
+        missing_list: list[bool] = []
+        for v in values:
+            if v is None:
+                numbers.append(None)
+                codes_list.append(-1)
+                missing_list.append(True)
+            elif isinstance(v, str | bool):
+                numbers.append(None)
+                codes_list.append(code_of.setdefault(category_key(v), len(code_of)))
+                missing_list.append(False)
+            else:
+                numbers.append(v)
+                codes_list.append(-1)
+                missing_list.append(False)
+        codes = np.array(codes_list, dtype=np.int32)
+        codes[codes < 0] = len(code_of)
+        return cls(n, _float_array(numbers), np.array(missing_list, dtype=bool), codes, list(code_of),
+                   present)
+
+    @classmethod
+    def absent(cls, n: int) -> ColumnBlock:
+        """A name none of ``n`` events carries."""
+        return cls(n, None, np.ones(n, dtype=bool), None, (), np.zeros(n, dtype=bool))
+
+    def any_present(self) -> bool:
+        return self.present is None or bool(self.present.any())
+
+    def take(self, rows: IntArray) -> ColumnBlock:
+        """The block of the events at ``rows``."""
+        return ColumnBlock(len(rows), None if self.numbers is None else self.numbers[rows],
+                           None if self.missing is None else self.missing[rows],
+                           None if self.codes is None else self.codes[rows], self.keys,
+                           None if self.present is None else self.present[rows])
+
+    def slice(self, start: int, stop: int) -> ColumnBlock:
+        """The block of the events ``start:stop`` (views)."""
+        return ColumnBlock(stop - start, None if self.numbers is None else self.numbers[start:stop],
+                           None if self.missing is None else self.missing[start:stop],
+                           None if self.codes is None else self.codes[start:stop], self.keys,
+                           None if self.present is None else self.present[start:stop])
+
+    def reduce(self) -> ReducedColumn:
+        return _reduce([self])
+
+
+def _reduce(blocks: Sequence[ColumnBlock]) -> ReducedColumn:
+    """The blocks (consecutive events of one column) as one chunk."""
+    n = missing = 0
+    counts: dict[str, int] = {}
+    for block in blocks:
+        n += block.n
+        if block.missing is not None:
+            missing += int(np.count_nonzero(block.missing))
+        if block.codes is not None:
+            keys = block.keys
+            for code, c in enumerate(np.bincount(block.codes, minlength=len(keys)).tolist()[:len(keys)]):
+                if c:
+                    key = keys[code]
+                    counts[key] = counts.get(key, 0) + c
+    numbers: FloatArray | None = None
+    if any(block.numbers is not None for block in blocks):
+        # always a fresh array, as the row path's np.array of the chunk's values
+        numbers = np.concatenate([np.full(block.n, np.nan) if block.numbers is None else block.numbers
+                                  for block in blocks])
+    return ReducedColumn(n, missing, counts, numbers)
+
+
+@dataclass(slots=True)
+class EventColumns:
+    """Consecutive events of one batch as column blocks: one per feature name any of them carries,
+    the prediction's class label, its value (the score where there is no regression value) and the
+    latency; what :class:`WindowBuffer` holds and :meth:`WindowAccumulator.add_chunk` adds.
+
+    >>> from driftline.schemas.events import Prediction
+    >>> cols = EventColumns.of([{"x": 1.0}, {"x": 3.0, "c": "a"}], [Prediction(label=1)] * 2, [5.0, None])
+    >>> acc, ref = WindowAccumulator(), WindowAccumulator()
+    >>> acc.add_chunk([cols.take(np.array([1])), cols.slice(0, 1)])
+    >>> ref.add([{"x": 3.0, "c": "a"}, {"x": 1.0}], [Prediction(label=1)] * 2, [None, 5.0])
+    >>> acc.to_partial() == ref.to_partial()
+    True
+    """
+
+    n: int
+    features: dict[str, ColumnBlock]
+    label: ColumnBlock
+    value: ColumnBlock
+    latency: ColumnBlock
+
+    @classmethod
+    def of(
+        cls,
+        features: Sequence[Mapping[str, FeatureValue]],
+        predictions: Sequence[Prediction],
+        latencies: Sequence[float | None],
+    ) -> EventColumns:
+        """The columns of three parallel sequences, one entry per event (as :meth:`WindowAccumulator.add`)."""
+        n = len(features)
+        layouts = set(map(tuple, features))
+        blocks: dict[str, ColumnBlock] = {}
+        if len(layouts) == 1:  # the common case: every event carries the same names
+            names = next(iter(layouts))
+            if len(names) == 1:
+                blocks[names[0]] = ColumnBlock.of([f[names[0]] for f in features])
+            elif names:
+                # One C-level gather per event and a C-level transpose, as WindowAccumulator.add.
+                for name, column in zip(names, zip(*map(itemgetter(*names), features), strict=True),
+                                        strict=True):
+                    blocks[name] = ColumnBlock.of(column)
+        else:
+            for name in sorted(set().union(*layouts)):
+                present = np.fromiter((name in f for f in features), dtype=bool, count=n)
+                blocks[name] = ColumnBlock.of([f.get(name) for f in features],
+                                              None if present.all() else present)
+        labels: list[Any] = [p.label for p in predictions]
+        if int in set(map(type, labels)):  # integer class labels are categories, not numbers
+            labels = [str(v) if type(v) is int else v for v in labels]
+        return cls(n, blocks, ColumnBlock.of(labels),
+                   ColumnBlock.of([p.score if p.value is None else p.value for p in predictions]),
+                   ColumnBlock.of(latencies))
+
+    def take(self, rows: IntArray) -> EventColumns:
+        """The events at ``rows``, in that order."""
+        return EventColumns(len(rows), {name: b.take(rows) for name, b in self.features.items()},
+                            self.label.take(rows), self.value.take(rows), self.latency.take(rows))
+
+    def slice(self, start: int, stop: int) -> EventColumns:
+        return EventColumns(stop - start, {name: b.slice(start, stop) for name, b in self.features.items()},
+                            self.label.slice(start, stop), self.value.slice(start, stop),
+                            self.latency.slice(start, stop))
+
+
+class WindowBuffer:
+    """Events of one window not yet added to its accumulator, as column blocks in log order: they
+    are added in chunks of exactly ``chunk`` events (the rest when the window closes), so float sums
+    round the same however the log was batched.
+
+    >>> from driftline.schemas.events import Prediction
+    >>> buffer, acc = WindowBuffer(), WindowAccumulator()
+    >>> buffer.append(EventColumns.of([{"x": 1.0}] * 3, [Prediction(value=1.0)] * 3, [None] * 3))
+    >>> buffer.drain(acc, chunk=2, final=False), buffer.n, acc.n_events
+    (2, 1, 2)
+    """
+
+    __slots__ = ("n", "parts")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.parts: list[EventColumns] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, part: EventColumns) -> None:
+        if part.n:
+            self.parts.append(part)
+            self.n += part.n
+
+    def drain(self, accumulator: WindowAccumulator, chunk: int, final: bool) -> int:
+        """Add every whole ``chunk`` of events (and, if ``final``, the rest) to ``accumulator``;
+        returns how many events were added."""
+        added = 0
+        while self.n >= chunk or (final and self.n):
+            size = min(chunk, self.n)
+            taken: list[EventColumns] = []
+            need = size
+            while need:
+                part = self.parts[0]
+                if part.n <= need:
+                    taken.append(self.parts.pop(0))
+                    need -= part.n
+                else:
+                    taken.append(part.slice(0, need))
+                    self.parts[0] = part.slice(need, part.n)
+                    need = 0
+            accumulator.add_chunk(taken)
+            self.n -= size
+            added += size
+        return added
+
+
 class WindowAccumulator:
     """All per-feature, prediction and latency statistics of one window of one model/segment.
 
@@ -317,6 +576,28 @@ class WindowAccumulator:
         self.prediction_label.add(labels)
         self.prediction_value.add([p.score if p.value is None else p.value for p in predictions])
         self.latency.add(latencies)
+        self.n_events += n
+
+    def add_chunk(self, chunk: Sequence[EventColumns]) -> None:
+        """Add the events of ``chunk`` (column blocks, in order) at once: the same statistics, bit
+        for bit, as one :meth:`add` of the same events as rows."""
+        n = sum(part.n for part in chunk)
+        if not n:
+            return
+        names = {name for part in chunk for name, block in part.features.items() if block.any_present()}
+        for name, known in self.features.items():
+            if name not in names:
+                known.add_missing(n)
+        for name in sorted(names):
+            stats = self.features.get(name)
+            if stats is None:
+                stats = self.features[name] = FeatureStats()
+                stats.add_missing(self.n_events)
+            stats.add_column(_reduce([part.features.get(name) or ColumnBlock.absent(part.n)
+                                      for part in chunk]))
+        self.prediction_label.add_column(_reduce([part.label for part in chunk]))
+        self.prediction_value.add_column(_reduce([part.value for part in chunk]))
+        self.latency.add_column(_reduce([part.latency for part in chunk]))
         self.n_events += n
 
     def merge(self, other: WindowAccumulator) -> None:

@@ -12,7 +12,6 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from driftline.operators.join import ExpiredPrediction, JoinChanges, JoinedOutco
 from driftline.operators.model_watch import MultivariateWatch
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
-from driftline.operators.window_stats import WindowAccumulator
+from driftline.operators.window_stats import EventColumns, WindowAccumulator, WindowBuffer
 from driftline.pipeline import records, reroute
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, window_segments
@@ -72,7 +71,7 @@ class ShardProcessor:
         self.pred_watermark = NO_TIME
         self.label_watermark = NO_TIME
         self.open: dict[WindowKey, WindowAccumulator] = {}
-        self.buffered: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = {}
+        self.buffered: dict[WindowKey, WindowBuffer] = {}
         self.sent_progress: tuple[int, ...] = (NO_TIME, NO_TIME, NO_TIME)
         self.totals: Counter[str] = Counter()
         self.configure(settings)
@@ -239,6 +238,7 @@ class ShardProcessor:
         state.setdefault("watch", None)
         state.setdefault("columnar", True)
         state.setdefault("multivariate", None)
+        state["buffered"] = {key: _window_buffer(b) for key, b in state.get("buffered", {}).items()}
         self.__dict__.update(state)
 
     @staticmethod
@@ -333,15 +333,7 @@ class ShardProcessor:
                     preds.append(event.prediction)
                     lats.append(event.latency_ms)
         for key, (feats, preds, lats) in grouped.items():
-            buffered = self.buffered.get(key)
-            if buffered is None:
-                buffered = self.buffered[key] = ([], [], [])
-                self.open[key] = WindowAccumulator()
-            buffered[0].extend(feats)
-            buffered[1].extend(preds)
-            buffered[2].extend(lats)
-            if len(buffered[0]) >= ACCUMULATE_CHUNK:
-                self._accumulate(key, final=False)
+            self._buffer_window(key, EventColumns.of(feats, preds, lats))
         reports: dict[tuple[str, str], list[dict[str, Any]]] = {}
         if self.watch is not None:
             for (model_id, version), (times, ids, feats_seen) in sorted(per_model.items()):
@@ -448,8 +440,10 @@ class ShardProcessor:
         """Buffer the counted events of each (window, model, version, segment), in log order: the
         row path's buffers exactly, so chunks (and float sums) are the same."""
         events, timestamps = batch.events, batch.timestamps
-        columns = ([e.features for e in events], [e.prediction for e in events],
-                   [e.latency_ms for e in events])
+        # The batch's columns once; each window gathers its rows from them.
+        columns = EventColumns.of([e.features for e in events], [e.prediction for e in events],
+                                  [e.latency_ms for e in events])
+        everyone = len(events)
         for (model_id, version), rows in by_model.items():
             segments: dict[str, list[int]] = {"": rows}
             for i in rows:
@@ -462,30 +456,25 @@ class ShardProcessor:
                     starts = stamps - stamps % size
                     first = int(starts[0])
                     if first == int(starts.min()) == int(starts.max()):  # the common case: one window
-                        self._buffer_window(WindowKey(size, first, model_id, version, segment), columns,
-                                            members)
+                        key = WindowKey(size, first, model_id, version, segment)
+                        if len(members) == everyone:
+                            self._buffer_window(key, columns)
+                        else:
+                            self._buffer_window(key, columns.take(np.array(members, dtype=np.intp)))
                         continue
                     for start in np.unique(starts).tolist():
-                        picked = [members[j] for j in np.flatnonzero(starts == start).tolist()]
-                        self._buffer_window(WindowKey(size, start, model_id, version, segment), columns,
-                                            picked)
+                        picked = np.array(members, dtype=np.intp)[np.flatnonzero(starts == start)]
+                        self._buffer_window(WindowKey(size, start, model_id, version, segment),
+                                            columns.take(picked))
 
-    def _buffer_window(
-        self, key: WindowKey, columns: tuple[list[Any], list[Any], list[Any]], rows: Sequence[int]
-    ) -> None:
-        """Append the ``rows`` of the batch's (features, prediction, latency) columns to ``key``'s buffer."""
+    def _buffer_window(self, key: WindowKey, events: EventColumns) -> None:
+        """Append ``events`` to ``key``'s buffer; add whole chunks to its accumulator."""
         buffered = self.buffered.get(key)
         if buffered is None:
-            buffered = self.buffered[key] = ([], [], [])
+            buffered = self.buffered[key] = WindowBuffer()
             self.open[key] = WindowAccumulator()
-        if len(rows) == 1:
-            for column, values in zip(buffered, columns, strict=True):
-                column.append(values[rows[0]])
-        else:
-            pick = itemgetter(*rows)  # one C-level gather per column
-            for column, values in zip(buffered, columns, strict=True):
-                column.extend(pick(values))
-        if len(buffered[0]) >= ACCUMULATE_CHUNK:
+        buffered.append(events)
+        if len(buffered) >= ACCUMULATE_CHUNK:
             self._accumulate(key, final=False)
 
     def _apply_label_batch(
@@ -548,13 +537,7 @@ class ShardProcessor:
     def _accumulate(self, key: WindowKey, final: bool) -> None:
         """Add buffered events to the window in chunks of exactly ACCUMULATE_CHUNK (the rest only
         when the window closes): float sums then round identically however the log was batched."""
-        feats, preds, lats = self.buffered[key]
-        accumulator = self.open[key]
-        n = len(feats) if final else len(feats) - len(feats) % ACCUMULATE_CHUNK
-        for i in range(0, n, ACCUMULATE_CHUNK):
-            j = min(i + ACCUMULATE_CHUNK, n)
-            accumulator.add(feats[i:j], preds[i:j], lats[i:j])
-        del feats[:n], preds[:n], lats[:n]
+        self.buffered[key].drain(self.open[key], ACCUMULATE_CHUNK, final)
 
     def _take_duplicates(self, out: list[OutboundMessage]) -> list[DuplicateRow]:
         """The join's duplicates of this batch: a conflicting one (same id, other payload) becomes a
@@ -731,6 +714,16 @@ class DuplicateRow:
     event_time: int
     source_partition: int
     source_offset: int
+
+
+def _window_buffer(buffered: WindowBuffer | tuple[list[Any], list[Any], list[Any]]) -> WindowBuffer:
+    """A window's buffer; a checkpoint from before column blocks holds (features, predictions,
+    latencies) lists."""
+    if isinstance(buffered, WindowBuffer):
+        return buffered
+    buffer = WindowBuffer()
+    buffer.append(EventColumns.of(*buffered))
+    return buffer
 
 
 def _digest(record: RawRecord) -> bytes:
