@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,27 @@ def query(home: Path, sql: str) -> list[dict[str, Any]]:
     return list(orjson.loads(done.stdout)["data"])
 
 
+QUERIES = textwrap.dedent("""
+    import sys, orjson
+    from driftline.config import Settings
+    from driftline.store.query import run_query
+    settings = Settings()
+    rows = [orjson.loads(run_query(settings, sql))["data"] for sql in sys.argv[1:]]
+    sys.stdout.buffer.write(orjson.dumps(rows))
+""")
+
+
+def queries(home: Path, *sqls: str) -> list[list[dict[str, Any]]]:
+    """The rows of each statement, as `query` reads them (`driftline query`'s own run_query), in
+    one process: a process per statement cost more than the statements."""
+    spliced = [sql.replace("{run}", f"'{RUN}'") for sql in sqls]
+    done = subprocess.run([sys.executable, "-c", QUERIES, *spliced], env=_env(home), capture_output=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    rows: list[list[dict[str, Any]]] = orjson.loads(done.stdout)
+    return rows
+
+
 class _Page(html.parser.HTMLParser):
     """The embedded numbers and the heat map cells of a report page."""
 
@@ -142,15 +164,14 @@ def test_page_numbers_are_the_tables_numbers(store: Path, churn_page: tuple[Path
     versions = numbers["versions"]
     assert list(versions) == ["1", "2"] and numbers["window_s"] == 60 and numbers["run_id"] == RUN
 
-    drift = {r["model_version"]: r for r in query(store, (
+    drift_rows, outcome_rows, counted_rows, [compared], dead_rows = queries(
+        store,
         "SELECT model_version, uniqExact(window_start) AS windows, uniqExact(feature) AS features, "
         "countIf(drifted = 1) AS n_drifted, groupUniqArrayIf(feature, drifted = 1) AS drifted_features "
         "FROM drift_scores FINAL WHERE run_id = {run} AND model_id = 'churn' AND segment = '' "
-        "GROUP BY model_version"))}
-    outcomes = {r["model_version"]: r for r in query(store, (
+        "GROUP BY model_version",
         "SELECT model_version, count() AS n, avg(correct) AS accuracy FROM outcomes FINAL "
-        "WHERE run_id = {run} AND model_id = 'churn' GROUP BY model_version"))}
-    counted = {(r["model_version"], r["what"]): int(r["n"]) for r in query(store, (
+        "WHERE run_id = {run} AND model_id = 'churn' GROUP BY model_version",
         "SELECT model_version, 'alarms' AS what, count() AS n FROM model_metrics FINAL WHERE run_id = {run} "
         "AND row_kind = 'alarm' GROUP BY model_version UNION ALL "
         "SELECT model_version, 'triggers', count() FROM retrain_triggers FINAL WHERE run_id = {run} "
@@ -158,7 +179,17 @@ def test_page_numbers_are_the_tables_numbers(store: Path, churn_page: tuple[Path
         "SELECT model_version, 'episodes', count() FROM drift_episodes FINAL WHERE run_id = {run} "
         "GROUP BY model_version UNION ALL "
         "SELECT model_version, 'duplicates', sum(n_duplicate_predictions) FROM model_metrics FINAL "
-        "WHERE run_id = {run} AND row_kind = 'duplicates' GROUP BY model_version"))}
+        "WHERE run_id = {run} AND row_kind = 'duplicates' GROUP BY model_version",
+        # champion vs challenger (all traffic)
+        "SELECT count() AS intervals, "
+        "groupArrayIf((toUnixTimestamp64Milli(time), decision), decided_now = 1) AS decisions, "
+        "sum(n_unpaired) AS unpaired FROM version_comparison FINAL WHERE run_id = {run} "
+        "AND model_id = 'churn' AND segment = '' AND champion_version = '1' AND challenger_version = '2'",
+        "SELECT error_kind, countIf(model_id = 'churn') AS model, countIf(model_id = '') AS anonymous "
+        "FROM dead_letters FINAL WHERE run_id = {run} GROUP BY error_kind")
+    drift = {r["model_version"]: r for r in drift_rows}
+    outcomes = {r["model_version"]: r for r in outcome_rows}
+    counted = {(r["model_version"], r["what"]): int(r["n"]) for r in counted_rows}
     for version, shown in versions.items():
         assert shown["windows"] == int(drift[version]["windows"]) == 20
         assert shown["features"] == int(drift[version]["features"])
@@ -175,12 +206,7 @@ def test_page_numbers_are_the_tables_numbers(store: Path, churn_page: tuple[Path
     assert versions["1"]["triggers"] >= 1 and "__error__" in versions["1"]["episode_features"]
     assert sum(v["duplicate_predictions"] for v in versions.values()) == DUPLICATES
 
-    # champion vs challenger: the page's pair is the table's (all traffic)
-    compared = query(store, (
-        "SELECT count() AS intervals, "
-        "groupArrayIf((toUnixTimestamp64Milli(time), decision), decided_now = 1) AS decisions, "
-        "sum(n_unpaired) AS unpaired FROM version_comparison FINAL WHERE run_id = {run} "
-        "AND model_id = 'churn' AND segment = '' AND champion_version = '1' AND challenger_version = '2'"))[0]
+    # champion vs challenger: the page's pair is the table's
     [pair] = numbers["comparisons"]
     assert (pair["champion"], pair["challenger"], pair["mode"], pair["paired"]) == ("1", "2", "shadow", True)
     assert pair["intervals"] == int(compared["intervals"]) >= 19 and int(compared["unpaired"]) == 0
@@ -188,9 +214,7 @@ def test_page_numbers_are_the_tables_numbers(store: Path, churn_page: tuple[Path
     # the champion lost its concept half-way: the challenger ends up decided better
     assert pair["decision"] == "challenger_better" and pair["decisions"][-1][0] >= START + 10 * MIN
 
-    dead = {r["error_kind"]: (int(r["model"]), int(r["anonymous"])) for r in query(store, (
-        "SELECT error_kind, countIf(model_id = 'churn') AS model, countIf(model_id = '') AS anonymous "
-        "FROM dead_letters FINAL WHERE run_id = {run} GROUP BY error_kind"))}
+    dead = {r["error_kind"]: (int(r["model"]), int(r["anonymous"])) for r in dead_rows}
     assert {k: (v["model"], v["unattributed"]) for k, v in numbers["dead_letters"].items()} == dead
     assert sum(sum(v) for v in dead.values()) > 0
 
@@ -208,16 +232,15 @@ def test_multivariate_series_are_the_tables(store: Path, churn_page: tuple[Path,
     shown = churn_page[1].data["models"][0]["multivariate"]
     assert list(shown) == ["1", "2"]
     scope = "WHERE run_id = {run} AND model_id = 'churn'"
-    drift = query(store, (
+    drift, outliers, estimated = queries(
+        store,
         "SELECT model_version, toUnixTimestamp64Milli(window_start) AS t, share_above_p99, auc, "
         f"auc_threshold, drifted FROM multivariate_drift FINAL {scope} AND segment = '' "
-        "ORDER BY model_version, t"))
-    outliers = query(store, (
+        "ORDER BY model_version, t",
         "SELECT model_version, toUnixTimestamp64Milli(window_start) AS t, rate, p_value "
-        f"FROM outlier_rate FINAL {scope} AND segment = '' ORDER BY model_version, t"))
-    estimated = query(store, (
+        f"FROM outlier_rate FINAL {scope} AND segment = '' ORDER BY model_version, t",
         "SELECT model_version, toUnixTimestamp64Milli(window_start) AS t, estimated_accuracy, estimated_low, "
-        f"estimated_high, realized_accuracy FROM estimated_vs_realized {scope} ORDER BY model_version, t"))
+        f"estimated_high, realized_accuracy FROM estimated_vs_realized {scope} ORDER BY model_version, t")
     shift_ms = START + 10 * MIN
     for version, series in shown.items():
         assert series["auc"] == [[int(r["t"]), r["auc"], r["auc_threshold"], int(r["drifted"])]
