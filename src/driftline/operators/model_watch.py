@@ -270,7 +270,8 @@ class MultivariateReference:
 
     def errors_and_distances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Per event: the reconstruction error and the outlier distance."""
-        z = np.clip(self.reconstruction.scores.transform_matrix(x), -SCORE_CAP, SCORE_CAP)
+        # (n, d) in F order (a view of the feature-major scores): rowwise_matmul's layout, no copy
+        z = np.clip(self.reconstruction.scores.scores_by_feature(x), -SCORE_CAP, SCORE_CAP).T
         return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
 
 

@@ -173,21 +173,25 @@ class NormalScores:
         return self._sorted
 
     def transform_matrix(self, x: FloatArray) -> FloatArray:
-        """Normal scores of an (n, d) matrix whose columns are :attr:`features` in order.
+        """Normal scores of an (n, d) matrix whose columns are :attr:`features` in order."""
+        # C order: BLAS (in the PCA fit) picks its rounding by the layout
+        return np.ascontiguousarray(self.scores_by_feature(x).T)
+
+    def scores_by_feature(self, x: FloatArray) -> FloatArray:
+        """:meth:`transform_matrix` transposed, (d, n): one contiguous row per feature.
 
         Per value one binary search (a second only for a value equal to a reference point) and
         a table look-up: ``left + right + 1`` is an integer in ``[1, 2 n + 1]``, so the ndtri of
-        each possible mid-rank is computed once (the same float division, the same bits). The
-        rest is array operations over all features at once (a feature's order statistics and
-        tables are slices of one flat array).
+        each possible mid-rank is computed once (the same float division, the same bits). All
+        features at once: the search is a branchless bisection over every value of the (d, n)
+        matrix together (a feature's order statistics are a row of one padded array), about
+        twice as fast as a ``searchsorted`` per feature on values in random order.
         """
         flat = self._flat()
-        columns = np.ascontiguousarray(x.T, dtype=np.float64)  # (d, n): one searchsorted input per row
-        left = np.empty(columns.shape, dtype=np.int64)
-        for j, ref in enumerate(self._sorted):
-            left[j] = np.searchsorted(ref, columns[j], side="left")
+        columns = np.ascontiguousarray(x.T, dtype=np.float64)  # (d, n)
+        left = flat.count_below(columns)
         ranks = 2 * left + 1  # left + right + 1 where no reference point equals the value
-        at_left = flat.values[np.minimum(left, flat.last) + flat.value_offsets]
+        at_left = flat.padded[np.minimum(left, flat.width - 1) + flat.row_offsets]
         tied_features, tied_rows = np.nonzero(at_left == columns)
         for j in np.unique(tied_features).tolist():
             rows = tied_rows[tied_features == j]
@@ -201,7 +205,7 @@ class NormalScores:
             u[wild_features, wild_rows] = np.where(
                 wild > high, u_high + (wild - high) * slope_high,
                 np.where(wild < low, u_low - (low - wild) * slope_low, 0.0))
-        return np.ascontiguousarray(u.T)  # C order as before: BLAS on it (the PCA fit) rounds by layout
+        return u
 
     def _flat(self) -> _FlatScores:
         if self._flat_scores is None:
@@ -216,12 +220,19 @@ class NormalScores:
 @dataclass(frozen=True)
 class _FlatScores:
     """:class:`NormalScores`' per-feature arrays laid end to end, for array operations over all
-    features at once: the order statistics, and ``ndtri(k / (2 (n + 1)))`` for every integer
-    ``k`` in ``[0, 2 n + 1]`` (the mid-rank scores); offsets and per-feature constants as (d, 1)."""
+    features at once: the order statistics (row ``j`` of a (d, width) array, padded with +inf to
+    a power-of-two width), and ``ndtri(k / (2 (n + 1)))`` for every integer ``k`` in
+    ``[0, 2 n + 1]`` (the mid-rank scores); offsets and per-feature constants as (d, 1).
 
-    values: FloatArray
-    value_offsets: npt.NDArray[np.int64]
-    last: npt.NDArray[np.int64]
+    >>> flat = _FlatScores.of([np.array([1.0, 2.0, 2.0]), np.array([0.0, 5.0])], [(0.0,) * 6] * 2)
+    >>> flat.count_below(np.array([[0.5, 2.0, 3.0, np.inf], [5.0, 6.0, -1.0, 0.0]])).tolist()
+    [[0, 1, 3, 3], [1, 2, 0, 0]]
+    """
+
+    padded: FloatArray
+    """Flat (d * width): row j holds feature j's order statistics, then +inf."""
+    width: int
+    row_offsets: npt.NDArray[np.intp]
     scores: FloatArray
     score_offsets: npt.NDArray[np.int64]
     low: FloatArray
@@ -233,13 +244,36 @@ class _FlatScores:
     def of(cls, sorted_reference: Sequence[FloatArray],
            tails: Sequence[tuple[float, float, float, float, float, float]]) -> _FlatScores:
         sizes = np.asarray([ref.size for ref in sorted_reference], dtype=np.int64)
+        width = 1 << max(0, int(sizes.max()) - 1).bit_length()  # a power of two >= every size
+        padded = np.full((sizes.size, width), np.inf)
+        for j, ref in enumerate(sorted_reference):
+            padded[j, : ref.size] = ref
         tables = [ndtri(np.arange(2 * n + 2, dtype=np.int64) / (2.0 * (n + 1))) for n in sizes.tolist()]
         table_sizes = 2 * sizes + 2
         constants = np.asarray(tails, dtype=np.float64).T
-        return cls(np.concatenate(sorted_reference), (np.cumsum(sizes) - sizes)[:, None],
-                   (sizes - 1)[:, None], np.concatenate(tables),
-                   (np.cumsum(table_sizes) - table_sizes)[:, None],
+        return cls(padded.ravel(), width, (np.arange(sizes.size, dtype=np.intp) * width)[:, None],
+                   np.concatenate(tables), (np.cumsum(table_sizes) - table_sizes)[:, None],
                    constants[0][:, None], constants[1][:, None], constants)
+
+    def count_below(self, columns: FloatArray) -> npt.NDArray[np.intp]:
+        """Per value of the (d, n) ``columns``, how many of its feature's reference points are
+        below it (``searchsorted`` side "left"; 0 for NaN, whose score is fixed apart)."""
+        base = np.zeros(columns.shape, dtype=np.intp)
+        probe = np.empty(columns.shape, dtype=np.intp)
+        values = np.empty(columns.shape, dtype=np.float64)
+        below = np.empty(columns.shape, dtype=np.bool_)
+        step = self.width // 2
+        while step:  # invariant: the first base points of the row are below the value
+            np.add(base, self.row_offsets + (step - 1), out=probe)
+            np.take(self.padded, probe, out=values)
+            np.less(values, columns, out=below)
+            np.add(base, step, out=base, where=below)
+            step //= 2
+        np.add(base, self.row_offsets, out=probe)  # the last point: all width points may be below
+        np.take(self.padded, probe, out=values)
+        np.less(values, columns, out=below)
+        np.add(base, 1, out=base, where=below)
+        return base
 
 
 def _tails(ref: FloatArray) -> tuple[float, float, float, float, float, float]:
@@ -407,17 +441,26 @@ def rowwise_matmul(x: FloatArray, m: FloatArray) -> FloatArray:
     >>> rowwise_matmul(np.array([[1.0, 2.0]]), np.array([[1.0, 0.0], [0.0, 3.0]])).tolist()
     [[1.0, 6.0]]
     """
-    out = np.zeros((x.shape[0], m.shape[1]))
-    for j in range(x.shape[1]):
-        out += x[:, j : j + 1] * m[j]
-    return out
+    # Feature-major (one contiguous row per column of x): the same products summed in the same
+    # order, about twice as fast as broadcasting over strided columns; an F-order x is not copied.
+    by_column = np.ascontiguousarray(x.T)
+    weights = np.ascontiguousarray(m)[:, :, None]
+    out = np.zeros((m.shape[1], x.shape[0]))
+    term = np.empty_like(out)
+    for j in range(by_column.shape[0]):
+        np.multiply(weights[j], by_column[j], out=term)
+        out += term
+    return out.T
 
 
 def rowwise_dot(x: FloatArray, y: FloatArray) -> FloatArray:
     """Each row's dot product, summed column by column (batch-independent, as rowwise_matmul)."""
+    xs, ys = np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
     out = np.zeros(x.shape[0])
-    for j in range(x.shape[1]):
-        out += x[:, j] * y[:, j]
+    term = np.empty_like(out)
+    for j in range(xs.shape[0]):
+        np.multiply(xs[j], ys[j], out=term)
+        out += term
     return out
 
 
