@@ -214,3 +214,54 @@ def test_confidence_scores_estimate_multiclass_accuracy_exactly_under_any_split(
     reference = float(np.mean(_three_class(np.random.default_rng(3), 8_000, 0.0)[1]
                               == _three_class(np.random.default_rng(3), 8_000, 0.0)[3]))
     assert abs(float(correct.mean()) - reference) > 0.05  # the shift moved the accuracy
+
+
+def _mid_rank_scores(ref: np.ndarray, tails: tuple[float, ...], column: np.ndarray) -> np.ndarray:
+    """The normal score by its definition, one feature at a time (what the bisection must equal)."""
+    from scipy.special import ndtri
+
+    left = np.searchsorted(ref, column, side="left")
+    right = np.searchsorted(ref, column, side="right")
+    u = ndtri((left + right + 1) / (2.0 * (ref.size + 1)))
+    low, high, u_low, u_high, slope_low, slope_high = tails
+    u = np.where(column > high, u_high + (column - high) * slope_high, u)
+    u = np.where(column < low, u_low - (low - column) * slope_low, u)
+    return np.where(np.isnan(column), 0.0, u)
+
+
+def test_normal_scores_equal_their_definition_bit_for_bit_under_any_batching() -> None:
+    from driftline.operators.multivariate import NormalScores
+
+    rng = np.random.default_rng(5)
+    # ties (an integer feature, a mostly constant one), different reference sizes (padding)
+    reference = {"a": rng.normal(size=3_000), "k": rng.integers(0, 6, 3_000).astype(float),
+                 "z": np.r_[np.zeros(40), np.ones(2_960)],
+                 "s": np.r_[rng.lognormal(size=700), [np.nan] * 2_300]}
+    for points in (1_024, 300):
+        scores = NormalScores.fit(reference, list(reference), max_points=points)
+        x = np.column_stack([rng.normal(size=5_000) * 4, rng.integers(-2, 9, 5_000).astype(float),
+                             rng.integers(-1, 3, 5_000).astype(float), rng.lognormal(size=5_000) * 3])
+        for wild in (np.nan, np.inf, -np.inf, 1e300, -1e300):
+            x[rng.random(x.shape) < 0.01] = wild
+        x[0] = [ref[0] for ref in scores.sorted_reference]  # the reference's extremes
+        x[1] = [ref[-1] for ref in scores.sorted_reference]
+        expected = np.column_stack([_mid_rank_scores(ref, scores.tails[j], x[:, j])
+                                    for j, ref in enumerate(scores.sorted_reference)])
+        whole = scores.transform_matrix(x)
+        assert whole.tobytes() == expected.tobytes()
+        parts = np.vstack([scores.transform_matrix(x[lo : lo + 333]) for lo in range(0, 5_000, 333)])
+        assert parts.tobytes() == whole.tobytes()
+
+
+def test_a_batch_out_of_time_order_across_windows_equals_events_one_at_a_time(
+        profile: ReferenceProfile) -> None:
+    times, ids, features, scores = _events(3_000, 0.8)
+    rng = np.random.default_rng(9)
+    times = [t + int(rng.integers(-20_000, 1)) for t in times]  # late within the lateness: out of order
+    for i in range(0, 3_000, 7):
+        features[i] = {**features[i], "c": int(i % 4)}  # integers take the slow path of the matrix
+    events = (times, ids, features, scores)
+    batched, single = _watch(profile), _watch(profile)
+    reports = _feed(batched, list(range(3_000)), 1_500, events)
+    assert reports == _feed(single, list(range(3_000)), 1, events)
+    assert len(batched.windows) > 1 and _windows([batched], 300) == _windows([single], 300)
