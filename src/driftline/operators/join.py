@@ -790,7 +790,7 @@ class LabelJoin:
         self._rebuild_small_indexes()
         # Records forgotten since the previous checkpoint: forgetting depends on the cut alone.
         self._forget(min(self._pred_wm, self._label_wm) - self.horizon_ms)
-        self._unspilled = None  # the records put back are whole, in any bucket
+        self._unspilled = self._spilled_key = None  # the records put back are whole, in any second
         if self._estimate > self._check_at:
             self._check_budget()
         expected = (state["record_count"], state["pending"])
