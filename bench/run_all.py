@@ -134,7 +134,7 @@ def join_spill(n: int) -> list[Figure]:
             Figure("join_spill_restore_10m_s", "(7c) restore at 10M pending", spill.restore_s * scale, "s",
                    "<= 60", at_most(spill.restore_s * scale, 60.0),
                    f"{spill.restore_s:.1f} s at {n:,} (base + {spill.restore_deltas} deltas; "
-                   f"{spill.restore_cpu_s:.1f} s of it CPU time)")]
+                   f"{spill.restore_cpu_s:.2f} s of it CPU time)")]
 
 
 def sequential_figures(quick: bool, seeds: int, tmp: Path) -> list[Figure]:
