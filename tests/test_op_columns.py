@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftline.operators.columns import BatchDecoder
+from driftline.operators.columns import BatchDecoder, PredictionBatch
 from driftline.operators.validate import Decoder, RawRecord
 
 DECODER = Decoder(max_message_bytes=4096, max_timestamp_skew_ms=60_000, max_future_skew_ms=5_000)
@@ -138,6 +138,19 @@ def test_predictions_match_the_pydantic_path(payloads: list[str | None]) -> None
     assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
     assert batch.timestamps.dtype == np.int64
     assert batch.timestamps.tolist() == [e.timestamp for e in batch.events]
+    assert_columns_are_the_features(batch)
+
+
+def assert_columns_are_the_features(batch: PredictionBatch) -> None:
+    """The columns a batch carries hold every event's features, value for value (repr: 1 is not 1.0)."""
+    if batch.features is None:
+        return
+    columns = batch.features
+    for name, column, numbers in zip(columns.names, columns.columns, columns.numbers, strict=True):
+        assert repr(list(column)) == repr([e.features[name] for e in batch.events])
+        if numbers is not None:
+            assert numbers.dtype == np.float64 and numbers.tolist() == list(column)
+    assert all(list(e.features) == list(columns.names) for e in batch.events)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -159,3 +172,21 @@ def test_well_formed_events_take_the_fast_path() -> None:
     assert dead == []
     assert (event.model_version, event.prediction.score, event.latency_ms) == ("2", 1.0, 3.0)
     assert event.features == {"x": 1, "y": 2.5, "c": "a", "b": True, "n": None}
+
+
+def test_a_clean_batch_carries_its_feature_columns() -> None:
+    """The columns checked for the fast path travel with the batch (the windows reuse them) only when
+    they are exactly the accepted events' features: not when a record was dropped or fell back."""
+    def value(i: int, features: bytes = b'{"x":1.5,"c":"a","k":3}') -> bytes:
+        return (b'{"prediction_id":"p%d","model_id":"m","timestamp":%d,"features":%s,"prediction":0.5}'
+                % (i, T0 + i, features))
+    clean = [RawRecord("p", 0, i, T0, None, value(i)) for i in range(4)]
+    batch, dead = BATCH.predictions(clean)
+    assert dead == [] and batch.features is not None
+    assert batch.features.names == ("x", "c", "k")
+    assert batch.features.numbers[0] is not None and batch.features.numbers[0].tolist() == [1.5] * 4
+    assert batch.features.numbers[1] is None and batch.features.numbers[2] is None  # str, int
+    assert_columns_are_the_features(batch)
+    for odd in (b"{", value(9, b'{"x":NaN,"c":"a","k":3}'), value(9, b'{"x":1.5}')):
+        batch, _ = BATCH.predictions([*clean, RawRecord("p", 0, 9, T0, None, odd)])
+        assert batch.features is None

@@ -52,6 +52,7 @@ from driftline.schemas.events import (
 )
 
 Int64Array = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 _MAX_EPOCH_MS = 253_402_300_799_999
 _BIG = 2.0**63  # orjson's float for an integer literal it cannot hold as an int is at least this large
@@ -292,10 +293,13 @@ def _label_ok(value: Any) -> bool:
     return kind is str or kind is bool or kind is int or (kind is float and -_BIG < value < _BIG)
 
 
-def _unusual_feature_rows(features: Sequence[dict[str, Any]]) -> set[int]:
+def _unusual_feature_rows(
+    features: Sequence[dict[str, Any]], shared: list[FeatureColumns],
+) -> set[int]:
     """Positions of feature maps pydantic must judge: a bad name, too many, a value of another type
     than str/bool/int/float/null, or a float that may stand for a huge integer literal. Checked per
-    distinct name layout and column, so the common batch costs one type test per column."""
+    distinct name layout and column, so the common batch costs one type test per column. When every
+    map has one layout and none is unusual, its columns are appended to ``shared``."""
     layouts: dict[tuple[str, ...], list[int]] = {}
     for row, names in enumerate(map(tuple, features)):
         rows = layouts.get(names)
@@ -311,22 +315,37 @@ def _unusual_feature_rows(features: Sequence[dict[str, Any]]) -> set[int]:
             unusual.update(rows)
             continue
         if len(names) == 1:
-            columns: Iterable[Sequence[Any]] = ([features[r][names[0]] for r in rows],)
+            columns: Sequence[Sequence[Any]] = ([features[r][names[0]] for r in rows],)
         else:
-            columns = zip(*map(itemgetter(*names), [features[r] for r in rows]), strict=True)
+            columns = list(zip(*map(itemgetter(*names), [features[r] for r in rows]), strict=True))
+        numbers: list[FloatArray | None] = []
         for column in columns:
             types = set(map(type, column))
+            numbers.append(None)
             if types <= _EXACT_FEATURE_TYPES:
                 continue
             if types == {float}:
-                huge = np.flatnonzero(np.abs(np.array(column, dtype=np.float64)) >= _BIG)
+                numbers[-1] = array = np.array(column, dtype=np.float64)
+                huge = np.flatnonzero(np.abs(array) >= _BIG)
                 unusual.update(rows[i] for i in huge.tolist())
                 continue
             unusual.update(
                 rows[i] for i, v in enumerate(column)
                 if type(v) not in _FEATURE_TYPES or (type(v) is float and not -_BIG < v < _BIG)
             )
+        if len(layouts) == 1 and not unusual:
+            shared.append(FeatureColumns(names, columns, numbers))
     return unusual
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureColumns:
+    """The feature values of a batch whose events all carry the same ``names``: one column per name
+    (a value per event, in batch order) and, where every value is a float, the column as float64."""
+
+    names: tuple[str, ...]
+    columns: Sequence[Sequence[Any]]
+    numbers: Sequence[FloatArray | None]
 
 
 @dataclass(slots=True)
@@ -336,6 +355,8 @@ class PredictionBatch:
     records: list[RawRecord] = field(default_factory=list)
     events: list[PredictionEvent] = field(default_factory=list)
     timestamps: Int64Array = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # the events' features as columns, when the checks built them for exactly these events
+    features: FeatureColumns | None = None
 
     def __len__(self) -> int:
         return len(self.events)
@@ -366,12 +387,15 @@ class BatchDecoder:
         """Decode prediction records; the batch and the dead letters keep the input order."""
         events = _prediction_events(self._parsed(records))
         candidates = [i for i, event in enumerate(events) if event is not None]
+        shared: list[FeatureColumns] = []
         if candidates:
-            unusual = _unusual_feature_rows([events[i].features for i in candidates])  # type: ignore[union-attr]
+            unusual = _unusual_feature_rows([events[i].features for i in candidates], shared)  # type: ignore[union-attr]
             for position in unusual:
                 events[candidates[position]] = None
         records_out, events_out, times, dead = self._settle(records, events, self.decoder.predictions)
-        return PredictionBatch(records_out, events_out, times), dead
+        # The checked columns are the batch's when every record was a candidate and none was dropped.
+        features = shared[0] if shared and len(events_out) == len(candidates) == len(records) else None
+        return PredictionBatch(records_out, events_out, times, features), dead
 
     def labels(self, records: Sequence[RawRecord]) -> tuple[LabelBatch, list[DeadLetter]]:
         """Decode label records; the batch and the dead letters keep the input order."""

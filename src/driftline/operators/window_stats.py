@@ -329,9 +329,13 @@ class ColumnBlock:
         self.present = present
 
     @classmethod
-    def of(cls, values: Sequence[Any], present: BoolArray | None = None) -> ColumnBlock:
-        """The block of ``values`` (None: absent or null), classified as :meth:`FeatureStats.add` does."""
+    def of(cls, values: Sequence[Any], present: BoolArray | None = None,
+           floats: FloatArray | None = None) -> ColumnBlock:
+        """The block of ``values`` (None: absent or null), classified as :meth:`FeatureStats.add` does;
+        ``floats``, when given, is ``values`` as float64 (all floats: the decoder's checks built it)."""
         n = len(values)
+        if floats is not None:
+            return cls(n, floats, None, None, (), present)
         types = set(map(type, values))
         if not types & _CATEGORICAL_TYPES:
             missing = None
@@ -445,12 +449,19 @@ class EventColumns:
         features: Sequence[Mapping[str, FeatureValue]],
         predictions: Sequence[Prediction],
         latencies: Sequence[float | None],
+        columns: tuple[Sequence[str], Sequence[Sequence[Any]], Sequence[FloatArray | None]] | None = None,
     ) -> EventColumns:
-        """The columns of three parallel sequences, one entry per event (as :meth:`WindowAccumulator.add`)."""
+        """The columns of three parallel sequences, one entry per event (as :meth:`WindowAccumulator.add`).
+        ``columns``: the features already as (names, a column per name, the float64 form of each
+        all-float column or None), every event carrying every name, as the batch decoder checked them.
+        """
         n = len(features)
-        layouts = set(map(tuple, features))
         blocks: dict[str, ColumnBlock] = {}
-        if len(layouts) == 1:  # the common case: every event carries the same names
+        layouts = set(map(tuple, features)) if columns is None else set()
+        if columns is not None:
+            for name, column, floats in zip(*columns, strict=True):
+                blocks[name] = ColumnBlock.of(column, floats=floats)
+        elif len(layouts) == 1:  # the common case: every event carries the same names
             names = next(iter(layouts))
             if len(names) == 1:
                 blocks[names[0]] = ColumnBlock.of([f[names[0]] for f in features])

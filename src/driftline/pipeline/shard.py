@@ -441,8 +441,10 @@ class ShardProcessor:
         row path's buffers exactly, so chunks (and float sums) are the same."""
         events, timestamps = batch.events, batch.timestamps
         # The batch's columns once; each window gathers its rows from them.
-        columns = EventColumns.of([e.features for e in events], [e.prediction for e in events],
-                                  [e.latency_ms for e in events])
+        checked = batch.features
+        columns = EventColumns.of(
+            [e.features for e in events], [e.prediction for e in events], [e.latency_ms for e in events],
+            None if checked is None else (checked.names, checked.columns, checked.numbers))
         everyone = len(events)
         for (model_id, version), rows in by_model.items():
             segments: dict[str, list[int]] = {"": rows}
