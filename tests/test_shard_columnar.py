@@ -234,3 +234,30 @@ def test_simulated_drift_with_detectors_matches() -> None:
     assert any(s[0] == settings_.topics.model_events for s in row.shipped)
     assert sum(shard.totals["episode_reports"] for shard in row.pipeline.shards) >= 0
     assert all(shard.watch is not None and shard.watch.models for shard in columnar.pipeline.shards)
+
+
+def test_a_checkpoint_with_list_window_buffers_restores() -> None:
+    """Checkpoints written before column blocks hold each window's buffered events as (features,
+    predictions, latencies) lists: they restore into blocks that add up to the same statistics."""
+    from driftline.operators.window_stats import WindowAccumulator, WindowBuffer
+    from driftline.pipeline.records import WindowKey
+    from driftline.pipeline.shard import ACCUMULATE_CHUNK, ShardProcessor
+    from driftline.pipeline.state import dump_state
+    from driftline.schemas.events import Prediction
+
+    feats: list[dict[str, Any]] = [{"x": i / 3, "c": "ab"[i % 2]} if i % 5 else {"x": None}
+                                   for i in range(50)]
+    preds = [Prediction(label=i % 3, score=i / 50) for i in range(50)]
+    lats: list[float | None] = [None if i % 4 else float(i) for i in range(50)]
+    settings_ = _settings()
+    shard = ShardProcessor(0, settings_)
+    key = WindowKey(60_000, T0, "m", "1", "")
+    shard.open[key] = WindowAccumulator()
+    shard.buffered = {key: (list(feats), list(preds), list(lats))}  # type: ignore[dict-item]
+    restored = ShardProcessor.restore(dump_state(shard), settings_)
+    buffer = restored.buffered[key]
+    assert isinstance(buffer, WindowBuffer) and len(buffer) == 50
+    buffer.drain(restored.open[key], ACCUMULATE_CHUNK, final=True)
+    want = WindowAccumulator()
+    want.add(feats, preds, lats)
+    assert repr(restored.open[key].to_partial()) == repr(want.to_partial())
