@@ -124,13 +124,17 @@ def join_spill(n: int) -> list[Figure]:
     memory, spill = bjs.measure_spill_pair(n, 64, intervals=2, interval_s=min(5.0, n / 25_000))
     scale = 10_000_000 / n
     rss = spill.rss_mb + spill.table_mb * (scale - 1)  # the table grows linearly (bench_join_state)
-    cost = bjs.event_cost_pct(memory, spill)  # CPU time: wall time moves with the others' load
+    # CPU time, both joins taking turns in one process: wall time, and two processes' CPU time,
+    # move with the others' load
+    event_cost = bjs.measure_event_cost_spawned(n, 64, steady=min(100_000, n))
+    cost = event_cost.pct
     detail = f"{n:,} pending measured, {spill.spilled:,} spilled ({spill.store_mb:.0f} MB on disk)"
     return [Figure("join_spill_rss_10m_mb", "(7c) RSS at 10M pending, 64 MB budget", rss, "MB", "<= 2048",
                    at_most(rss, 2048.0), detail),
             Figure("join_spill_event_cost_pct", "(7c) per-event CPU cost over in-memory", cost, "%", "<= 25",
-                   at_most(cost, 25.0), f"{spill.event_cpu_us:.1f} vs {memory.event_cpu_us:.1f} us CPU "
-                   f"({spill.event_us:.1f} vs {memory.event_us:.1f} us wall)"),
+                   at_most(cost, 25.0), f"{event_cost.budget_us:.1f} vs {event_cost.memory_us:.1f} us CPU "
+                   f"taking turns; one run each: {spill.event_cpu_us:.1f} vs {memory.event_cpu_us:.1f} us "
+                   f"CPU, {spill.event_us:.1f} vs {memory.event_us:.1f} us wall"),
             Figure("join_spill_restore_10m_s", "(7c) restore at 10M pending", spill.restore_s * scale, "s",
                    "<= 60", at_most(spill.restore_s * scale, 60.0),
                    f"{spill.restore_s:.1f} s at {n:,} (base + {spill.restore_deltas} deltas; "
