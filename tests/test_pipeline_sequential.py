@@ -65,7 +65,11 @@ def _scenario() -> Scenario:
 @pytest.fixture(scope="module")
 def profiles() -> list[bytes]:
     settings = _settings()
-    made = training_profiles(_scenario(), settings.drift.bins, settings.drift.top_k, effective_from_ms=0)
+    # univariate: the multivariate section's stage-1 detectors were a quarter of each run's CPU here;
+    # their rows under batching and crash/restore are tests/test_pipeline_multivariate.py's, their
+    # episodes beside these tests/test_pipeline_two_phase.py's
+    made = training_profiles(_scenario(), settings.drift.bins, settings.drift.top_k, effective_from_ms=0,
+                             multivariate=False)
     return [p.model_dump_json().encode() for p in made]
 
 
