@@ -124,3 +124,25 @@ def test_expired_segments_are_deleted_and_removing_the_budget_reads_everything_b
     join.set_memory_budget(0)
     assert join.spilled_count == 0 and not path.exists()
     assert join._groups == twin._groups
+
+
+def test_past_the_budget_new_payloads_spill_as_they_come_and_a_restore_catches_up(tmp_path: Path) -> None:
+    budget = 2_000_000  # ~8,000 whole records of _prediction, or ~25,000 spilled ones
+    join = LabelJoin(HORIZON, max_pending=100_000, max_held=100)
+    join.set_memory_budget(budget, tmp_path)
+    twin = LabelJoin(HORIZON, max_pending=100_000, max_held=100)
+    for i in range(20_000):
+        for j in (join, twin):
+            j.on_prediction(_prediction(i, i), segment="s")
+    assert sum(map(len, twin._groups)) > 2 * budget
+    assert sum(map(len, join._groups)) <= budget * 9 // 8
+    assert join.spilled_count > 15_000
+    restored = pickle.loads(pickle.dumps(join))  # records whole, over the budget
+    restored.set_memory_budget(budget, tmp_path)
+    for i in range(20_000, 22_000):  # a second of event time spilled per prediction: all caught up
+        for j in (restored, twin):
+            j.on_prediction(_prediction(i, i), segment="s")
+    assert sum(map(len, restored._groups)) <= budget * 9 // 8
+    labels = [LabelEvent(prediction_id=_prediction(i, 0).prediction_id, label="a", timestamp=i + 1)
+              for i in range(0, 22_000, 7)]
+    assert [restored.on_label(label) for label in labels] == [twin.on_label(label) for label in labels]
