@@ -395,6 +395,7 @@ class LabelJoin:
         # Buckets that may hold whole pending records (added while not over the budget), once the
         # first pass over every bucket is done; None: not known (each bucket from _spilled_key on).
         self._unspilled: set[int] | None = None
+        self._unspilled_heap: list[int] = []  # the same seconds, oldest first
 
     def _rebuild_indexes(self) -> None:
         """Derived structures, from the records (a base checkpoint keeps the time index)."""
@@ -491,8 +492,9 @@ class LabelJoin:
         record = self._encode(event, segment, key, crc, rerouted, digest)
         if self._through:
             record = self._spill_record(record, ts)
-        elif self._unspilled is not None:
+        elif self._unspilled is not None and ts // _BUCKET_MS not in self._unspilled:
             self._unspilled.add(ts // _BUCKET_MS)
+            heapq.heappush(self._unspilled_heap, ts // _BUCKET_MS)
         self._add(gid, crc, record, ts)
         self._pending += 1
         if self._estimate > self._check_at:
@@ -918,15 +920,17 @@ class LabelJoin:
                 self._spilled_key = key
             done = start + 2 >= len(keys)
             if done:  # every bucket looked at once: from now on only those with whole records added
-                self._unspilled = set(keys[-1:])
+                self._unspilled, self._unspilled_heap = set(keys[-1:]), keys[-1:]
         else:
             newest = keys[-1] if keys else None
-            self._unspilled.intersection_update(self._buckets)  # forgotten ones are gone
-            waiting = sorted(k for k in self._unspilled if k != newest)
-            if waiting:
-                self._unspilled.discard(waiting[0])
-                self._estimate -= self._spill_bucket(store, waiting[0])
-            done = len(waiting) <= 1
+            heap = self._unspilled_heap
+            while heap and heap[0] not in self._buckets:  # forgotten since
+                self._unspilled.discard(heapq.heappop(heap))
+            if heap and heap[0] != newest:
+                key = heapq.heappop(heap)
+                self._unspilled.discard(key)
+                self._estimate -= self._spill_bucket(store, key)
+            done = not heap or heap[0] == newest
         if self._estimate <= self._budget * 3 // 4 or done:
             # Done, or nothing left to spill (closed records and late arrivals fill the budget):
             # look again once another eighth of it was added.
