@@ -780,11 +780,12 @@ class NumericDetector(SequentialDetector):
         x = np.asarray(xs, dtype=np.float64).ravel()
         if x.size <= _FEW:  # a quiet model's few values: the vectorised steps cost ~10 us a call
             hi, lo, cells = self._hi, self._lo, self._hi.size
-            syms, kept = [], []
+            syms: list[int] = []
+            kept: list[int] = []
             for i, v in enumerate(x.tolist()):
                 if v == v:
-                    j = int(hi.searchsorted(v))
-                    syms.append(2 * j + 1 if j < cells and v >= lo[j] else 2 * j)
+                    cell = int(hi.searchsorted(v))
+                    syms.append(2 * cell + 1 if cell < cells and v >= lo[cell] else 2 * cell)
                     kept.append(i)
             found = np.array(syms, dtype=np.int64)
             return found, None if len(kept) == x.size else np.array(kept, dtype=np.int64)
@@ -1165,16 +1166,6 @@ class BinaryDetector(SequentialDetector):
 
     def _symbols_at(self, xs: Any) -> tuple[IntArray, IntArray | None]:
         x = np.asarray(xs, dtype=np.float64).ravel()
-        if x.size <= _FEW:  # a quiet model's few values: the vectorised steps cost ~10 us a call
-            hi, lo, cells = self._hi, self._lo, self._hi.size
-            syms, kept = [], []
-            for i, v in enumerate(x.tolist()):
-                if v == v:
-                    j = int(hi.searchsorted(v))
-                    syms.append(2 * j + 1 if j < cells and v >= lo[j] else 2 * j)
-                    kept.append(i)
-            found = np.array(syms, dtype=np.int64)
-            return found, None if len(kept) == x.size else np.array(kept, dtype=np.int64)
         keep = ~np.isnan(x)
         if keep.all():
             return (x != 0).astype(np.int64), None
