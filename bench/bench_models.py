@@ -22,8 +22,8 @@ Two figures, measured in one process:
     .venv/bin/python bench/bench_models.py [--models 1000] [--n 200000] [--quick] [--json PATH]
 
 Below 1,000 models the verdicts are about 1,000: the RSS is extrapolated linearly in models (the
-run's per-model increment over the one-model run), and the cost ratio, which grows with models,
-can only miss (above the target already) or stay without a verdict.
+run's per-model increment over the one-model run) and the cost ratio, which grows with models, is
+the run's; either can only miss (over the target already) or stay without a verdict.
 
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
 """
@@ -175,7 +175,11 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) 
     worker_gb = measured_gb + per_model_bytes * short / 1e9
     rss_label = f"(14a) RSS, {models:,} models on one worker"
     cost_met = at_most(ratio, COST_TARGET)
+    rss_met = at_most(worker_gb, RSS_TARGET_GB)
     if short:
+        # the per-model increment moves with models and events (measured 1.5, 2.9, 1.9 MB at 8, 30, 300):
+        # an extrapolation under the target is no verdict, one over it is a miss
+        rss_met = False if rss_met is False else None
         rss_label = f"(14a) RSS, {TARGET_MODELS:,} models on one worker (extrapolated from {models:,})"
         cost_met = False if cost_met is False else None  # fewer models cost less: only a miss is known
     detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions; "
@@ -189,7 +193,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) 
             f"{one['warmup_cpu_s']:.0f} CPU-s)")
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
-               at_most(worker_gb, RSS_TARGET_GB), detail, {**many, "measured_gb": measured_gb}),
+               rss_met, detail, {**many, "measured_gb": measured_gb}),
         Figure("models_cost_ratio", f"(14b) per-event cost, {models:,} models / 1 model", ratio, "x",
                f"<= {COST_TARGET:g} at {TARGET_MODELS:,}", cost_met, cost, {"one": one, "many": many}),
     ]
