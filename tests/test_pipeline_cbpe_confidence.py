@@ -9,7 +9,6 @@ and another batching gives identical rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.simulate.traffic import SimEvent
 
 START = 1_767_225_600_000
 WINDOW_S = 300
@@ -28,13 +28,6 @@ DURATION_S = 1800
 RATE = 10
 LABEL_DELAY_MS = 120_000
 
-
-@dataclass(frozen=True)
-class Logged:
-    kind: str
-    key: bytes
-    value: bytes
-    timestamp_ms: int
 
 
 def _settings() -> Settings:
@@ -77,17 +70,17 @@ def generated() -> tuple[list[RawRecord], dict[int, float]]:
     x = rng.normal(size=n) + np.clip((times - START) / (DURATION_S * 1000) * 1.5, 0, None)
     w = rng.normal(size=n)
     predicted, confidence, labels = _model(rng, x)
-    events: list[Logged] = []
+    events: list[SimEvent] = []
     correct: dict[int, list[bool]] = {}
     for i, t in enumerate(times.tolist()):
         pid = f"mc-{i}"
         value = orjson.dumps({"prediction_id": pid, "model_id": "mc", "timestamp": t,
                               "features": {"x": float(x[i]), "w": float(w[i])},
                               "prediction": {"label": f"c{predicted[i]}", "score": float(confidence[i])}})
-        events.append(Logged("predictions", pid.encode(), value, t))
+        events.append(SimEvent("predictions", pid.encode(), value, t))
         label = orjson.dumps({"prediction_id": pid, "model_id": "mc", "label": f"c{labels[i]}",
                               "timestamp": t + LABEL_DELAY_MS})
-        events.append(Logged("labels", pid.encode(), label, t + LABEL_DELAY_MS))
+        events.append(SimEvent("labels", pid.encode(), label, t + LABEL_DELAY_MS))
         correct.setdefault(t - (t - START) % (WINDOW_S * 1000), []).append(bool(predicted[i] == labels[i]))
     events.sort(key=lambda e: e.timestamp_ms)
     return logged_records(events, _settings()), {s: float(np.mean(c)) for s, c in correct.items()}

@@ -16,7 +16,6 @@ Rows are a function of the logs alone: another batching, and crash/restore, give
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.simulate.traffic import SimEvent
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
 from driftline.store.writer import ClickHouseRowWriter
@@ -43,13 +43,6 @@ RATE = 5  # events per second and model
 LABEL_DELAY_MS = 120_000
 FEATURES = ("a", "b", "c", "d", "e")
 
-
-@dataclass(frozen=True)
-class Logged:
-    kind: str
-    key: bytes
-    value: bytes
-    timestamp_ms: int
 
 
 def _settings() -> Settings:
@@ -109,7 +102,7 @@ def generated() -> tuple[list[RawRecord], dict[int, float]]:
     cov = _cov_rows(rng, n, 0.0)
     cov["x"] = cov["x"] + shift
     scores, labels = _cov_outputs(rng, cov["x"])
-    events: list[Logged] = []
+    events: list[SimEvent] = []
     correct: dict[int, list[bool]] = {}
     for i, t in enumerate(times.tolist()):
         for model, row, prediction in (
@@ -120,10 +113,10 @@ def generated() -> tuple[list[RawRecord], dict[int, float]]:
             pid = f"{model}-{i}"
             value = orjson.dumps({"prediction_id": pid, "model_id": model, "timestamp": t,
                                   "features": row, "prediction": prediction})
-            events.append(Logged("predictions", pid.encode(), value, t))
+            events.append(SimEvent("predictions", pid.encode(), value, t))
         label = orjson.dumps({"prediction_id": f"cov-{i}", "model_id": "cov", "label": bool(labels[i]),
                               "timestamp": t + LABEL_DELAY_MS})
-        events.append(Logged("labels", f"cov-{i}".encode(), label, t + LABEL_DELAY_MS))
+        events.append(SimEvent("labels", f"cov-{i}".encode(), label, t + LABEL_DELAY_MS))
         correct.setdefault(t - (t - START) % (WINDOW_S * 1000), []).append(
             bool(scores[i] >= 0.5) == bool(labels[i]))
     realized = {start: float(np.mean(c)) for start, c in correct.items()}
