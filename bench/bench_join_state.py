@@ -52,6 +52,7 @@ from typing import Any
 from driftline.operators.join import JoinChanges, LabelJoin, payload_digest
 from driftline.pipeline.state import dump_delta, dump_state, load_delta, load_state
 from driftline.schemas.events import LabelEvent, PredictionEvent
+from driftline.streams.runner import ChainLength, RestoreCosts
 
 FEATURES = 25
 COLOURS = ("red", "green", "blue", "amber")
@@ -230,18 +231,9 @@ class SpillRun:
     restore_cpu_s: float  # restore_s in this process's CPU time (what an idle core takes)
     delta_changes: float  # records changed per delta (new, joined, gone)
     interval_s: float  # traffic between two deltas
-
-    def ratio_for(self, seconds: float, pending: int) -> float:
-        """The ``worker.checkpoint_delta_ratio`` whose worst restore at ``pending`` takes ``seconds``
-        (every part linear in the pending count but a delta's cost; 0: the base alone takes longer)."""
-        scale = pending / self.pending
-        room = seconds - self.base_load_s * scale
-        return max(0.0, room / self.delta_apply_s * self.delta_bytes / (self.base_bytes * scale))
-
-    def checkpoint_bytes_per_s_at(self, ratio: float, pending: int) -> float:
-        """Checkpoint bytes per second at ``pending`` with bases every ``ratio`` x their size of deltas."""
-        base = self.base_bytes * pending / self.pending
-        return (self.delta_bytes + base / max(1.0, ratio * base / self.delta_bytes)) / self.interval_s
+    base_write_cpu_s: float = 0.0  # base_write_s in CPU time
+    base_load_cpu_s: float = 0.0  # base_load_s in CPU time
+    delta_apply_cpu_s: float = 0.0  # delta_apply_s in CPU time
 
 
 def _rss_mb() -> float:
@@ -269,9 +261,9 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
         order += uuid.UUID(event.prediction_id).bytes
     build_s = time.perf_counter() - started
     join.track_changes()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     base = dump_state(join)
-    base_write_s = time.perf_counter() - started
+    base_write_s, base_write_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     base_bytes = len(base)
     deltas: list[bytes] = []
     busy = busy_cpu = 0.0
@@ -332,7 +324,59 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
                     busy / (intervals * per_interval) * 1e6, busy_cpu / (intervals * per_interval) * 1e6,
                     input_bytes / (intervals * interval_s),
                     base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas,
-                    base_s, per_delta_s, restore_cpu_s, changed / len(deltas), interval_s)
+                    base_s, per_delta_s, restore_cpu_s, changed / len(deltas), interval_s,
+                    base_write_cpu_s, base_cpu, per_delta_cpu)
+
+
+@dataclass
+class BoundedChain:
+    """A chain at ``pending`` under ``worker.restore_target_s`` (the runner's :meth:`ChainLength.base_due`),
+    its costs those a worker would have measured in this run's restore (CPU time; the read speed
+    is :class:`RestoreCosts`' default: the bench reads no broker)."""
+
+    pending: int
+    target_s: float
+    deltas: int  # per base
+    checkpoint_bytes_per_s: float  # deltas and their base, amortised
+    restore_cpu_s: float  # the worst restore (a base and ``deltas``), CPU time, reading included
+    restore_wall_s: float  # the same in this run's wall time (the machine's load included)
+    base_stall_s: float  # writing the base (wall): batches wait that long
+
+
+def bounded_chain(run: SpillRun, pending: int = 10_000_000, target_s: float = 60.0,
+                  deltas_per_base: int = 720, ratio: float = 1.0) -> BoundedChain:
+    """The chain the runner keeps at ``pending`` (this run's figures scaled linearly but a delta's)."""
+    scale = pending / run.pending
+    base_bytes = int(run.base_bytes * scale)
+    changed = int(run.delta_changes)
+    costs = RestoreCosts(run.base_load_cpu_s / (run.base_bytes / 1e6), run.delta_apply_cpu_s / changed)
+    read_s = RestoreCosts().seconds(base_bytes, 0, 0) - RestoreCosts().cpu_seconds(base_bytes, 0)
+    stall = run.base_write_s * scale
+    chain = ChainLength(base_bytes, base_write_s=stall)
+    while not chain.base_due(deltas_per_base, ratio, target_s, costs, changed, chain.deltas * run.interval_s):
+        chain.deltas += 1
+        chain.delta_bytes += int(run.delta_bytes)
+        chain.changed += changed
+    n = chain.deltas
+    bytes_per_s = (base_bytes + n * run.delta_bytes) / ((n + 1) * run.interval_s)
+    delta_read_s = n * run.delta_bytes / 1e6 / costs.read_mb_per_s
+    return BoundedChain(pending, target_s, n, bytes_per_s, chain.restore_seconds(costs),
+                        run.base_load_s * scale + n * run.delta_apply_s + read_s + delta_read_s, stall)
+
+
+def print_bounded(run: SpillRun, pending: int = 10_000_000, target_s: float = 60.0) -> BoundedChain:
+    chain = bounded_chain(run, pending, target_s)
+    share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
+    measured = "measured" if pending == run.pending else f"scaled from {run.pending:,}"
+    print(f"  restore bound worker.restore_target_s={target_s:g} at {pending:,} pending ({measured}): "
+          f"a base every {chain.deltas} deltas; base write (batches stalled) {chain.base_stall_s:.0f} s")
+    rows = (("checkpoint bytes/s over input", share, 2.0, "x"),
+            ("worst restore, CPU time + reading at 100 MB/s", chain.restore_cpu_s, target_s, "s"),
+            ("worst restore, this run's wall time + reading", chain.restore_wall_s, target_s, "s"))
+    for name, value, target, unit in rows:
+        verdict = "met" if value <= target else f"MISSED by {value - target:.1f} {unit}"
+        print(f"    {name}: {value:.1f} {unit} (target <= {target:g} {unit}): {verdict}")
+    return chain
 
 
 def _record_count(records: bytes) -> int:
@@ -449,11 +493,7 @@ def print_spill(memory: SpillRun | None, spill: SpillRun, cost: EventCost | None
     for name, value, target, unit in rows:
         verdict = "met" if value <= target else f"MISSED by {value - target:.1f} {unit}"
         print(f"  {name}: {value:.1f} {unit} (target <= {target:g} {unit}): {verdict}")
-    ratio = spill.ratio_for(60.0, 10_000_000)
-    at_ratio = spill.checkpoint_bytes_per_s_at(ratio, 10_000_000) / spill.input_bytes_per_s
-    print(f"  worker.checkpoint_delta_ratio for a 60 s restore at 10M (this load): {ratio:.2f}, "
-          f"checkpoint bytes then {at_ratio:.1f}x input" if ratio else
-          "  no worker.checkpoint_delta_ratio gives a 60 s restore at 10M: the base alone takes longer")
+    print_bounded(spill)
 
 
 def print_checkpoints(t: CheckpointTraffic) -> None:

@@ -10,7 +10,9 @@ Series (all prefixed ``driftline_``):
   (late, expired, duplicates, dead letters, pending joins, ...). A gauge may carry its own labels
   (:class:`driftline.pipeline.gauges.Gauge`), e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``;
   prometheus_client escapes label values as the text exposition format requires, so any model id
-  round-trips;
+  round-trips; ``stage_restore_{seconds,cpu_seconds,read_seconds,bytes,deltas}`` describe the shard's
+  last restore, ``stage_restore_estimate_seconds`` what restoring its checkpoint chain would take
+  now (stage 1, the figure ``worker.restore_target_s`` bounds: ``streams/runner.py``);
 - ``sink_messages_total{topic}``, ``sink_rows_total{table}``, ``sink_rejected_total{source}``,
   ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``.
 """

@@ -13,10 +13,13 @@ changed shard. A producer outage blocks the loop inside ``deliver`` with fetchin
 
 Checkpoints form chains (``driftline.streams.checkpoint``, ``docs/state.md``). A processor that
 can report its changes (``driftline.pipeline.state.Incremental``: stage 1) writes a base
-snapshot, then deltas, then a new base once ``worker.checkpoint_deltas_per_base`` deltas followed
-it or their bytes passed ``worker.checkpoint_delta_ratio`` times its size; any other writes a
+snapshot, then deltas, then a new base once restoring the chain would take longer than
+``worker.restore_target_s`` (:class:`RestoreCosts`: the base's bytes and the deltas' changed
+records at the costs this process measured), ``worker.checkpoint_deltas_per_base`` deltas followed
+it, or their bytes passed ``worker.checkpoint_delta_ratio`` times its size; any other writes a
 base every time. Restoring reads the last base and its deltas; how long that took and how many
-bytes it read are the shard's ``restore_*`` gauges.
+bytes it read are the shard's ``restore_*`` gauges, the estimate for the chain as it stands
+``restore_estimate_seconds``.
 
 Why batch consumers instead of Faust agents: a trivial Faust agent processes ~5k events/s on the
 embedded broker, aiokafka ``getmany`` reads ~118k msg/s; the processors are written for batches.
@@ -64,6 +67,64 @@ class ShardState:
     restore_figures: dict[str, float] = field(default_factory=dict)  # for /metrics
 
 
+BYTES_PER_CHANGE = 132
+"""A delta's bytes per changed record at steady traffic (a new 25-feature record ~220 bytes, a
+joined one ~50): how many changes a restored chain's deltas carry, for :meth:`RestoreCosts.measured`."""
+BASE_TIME_SHARE = 0.1
+"""The restore bound starts a base only once ``base write time / BASE_TIME_SHARE`` passed since the
+last one: a base is written under the lock that keeps batches out, so this bounds the share of
+time bases stall the worker, at the price of a restore estimate over the target (reported)."""
+MIN_MEASURED_S = 1.0
+"""A restore predicted to take less tells nothing of per-byte and per-record costs (fixed costs
+dominate), so it does not recalibrate them."""
+MIN_READ_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreCosts:
+    """What restoring a stage-1 chain costs this process: a base per MB unpickled, a delta per
+    changed record applied (a lookup and a splice each), both in CPU time, and the MB per second
+    reading the chain from the broker. The defaults are conservative figures from a loaded
+    2-core machine (docs/state.md); a restore this process ran recalibrates them.
+
+    >>> costs = RestoreCosts()  # 10M pending: a 2.2 GB base and 1M changed records (20 deltas)
+    >>> round(costs.seconds(base_bytes=2_200_000_000, delta_bytes=150_000_000, changed=1_000_000), 1)
+    51.1
+    >>> measured = costs.measured(base_bytes=270_000_000, changed=1_650_000, cpu_s=9.0)
+    >>> round(measured.change_s * 1e6, 2), round(measured.base_s_per_mb * 1e3, 2)  # ~half the defaults
+    (4.82, 3.86)
+    >>> costs.measured(base_bytes=1000, changed=10, cpu_s=0.2) == costs  # too small to tell
+    True
+    >>> costs.read(bytes_read=500_000_000, seconds=2.0).read_mb_per_s
+    250.0
+    """
+
+    base_s_per_mb: float = 0.008
+    change_s: float = 10e-6
+    read_mb_per_s: float = 100.0
+
+    def cpu_seconds(self, base_bytes: int, changed: int) -> float:
+        return base_bytes / 1e6 * self.base_s_per_mb + changed * self.change_s
+
+    def seconds(self, base_bytes: int, delta_bytes: int, changed: int) -> float:
+        """A restore of a base of ``base_bytes``, deltas of ``delta_bytes`` carrying ``changed`` records."""
+        return self.cpu_seconds(base_bytes, changed) + (base_bytes + delta_bytes) / 1e6 / self.read_mb_per_s
+
+    def measured(self, base_bytes: int, changed: int, cpu_s: float) -> RestoreCosts:
+        """These costs scaled by a restore's CPU time over what they predicted for it."""
+        predicted = self.cpu_seconds(base_bytes, changed)
+        if predicted < MIN_MEASURED_S or cpu_s <= 0:
+            return self
+        scale = cpu_s / predicted
+        return RestoreCosts(self.base_s_per_mb * scale, self.change_s * scale, self.read_mb_per_s)
+
+    def read(self, bytes_read: int, seconds: float) -> RestoreCosts:
+        """These costs with the read speed of a load of chains (a large enough one)."""
+        if bytes_read < MIN_READ_BYTES or seconds <= 0:
+            return self
+        return RestoreCosts(self.base_s_per_mb, self.change_s, bytes_read / 1e6 / seconds)
+
+
 @dataclass
 class ChainLength:
     """What a shard's checkpoint chain holds: when to start a new base, what a restore reads."""
@@ -71,15 +132,38 @@ class ChainLength:
     base_bytes: int
     deltas: int = 0
     delta_bytes: int = 0
+    changed: int = 0  # records the deltas carry: a restore applies each
+    base_write_s: float = 0.0  # wall time writing the base stalled batches (0: another process wrote it)
+    started: float = field(default_factory=time.monotonic)
 
-    def base_due(self, deltas_per_base: int, delta_ratio: float) -> bool:
-        """Whether the next checkpoint should be a new base.
+    def restore_seconds(self, costs: RestoreCosts, next_changed: int = 0) -> float:
+        """The estimated restore of this chain (and a next delta of ``next_changed`` records)."""
+        return costs.seconds(self.base_bytes, self.delta_bytes, self.changed + next_changed)
+
+    def base_due(self, deltas_per_base: int, delta_ratio: float, restore_target_s: float = 0.0,
+                 costs: RestoreCosts = RestoreCosts(), next_changed: int = 0,
+                 elapsed_s: float = float("inf")) -> bool:
+        """Whether the next checkpoint (a delta of ``next_changed`` records, ``elapsed_s`` after
+        the base) should be a new base: the deltas would pass ``restore_target_s`` of estimated
+        restore, ``deltas_per_base`` or ``delta_ratio`` x the base's bytes. The restore bound
+        waits for ``base_write_s / BASE_TIME_SHARE`` after the base, and needs a delta to cut.
 
         >>> chain = ChainLength(base_bytes=1000, deltas=3, delta_bytes=900)
         >>> chain.base_due(720, 1.0), chain.base_due(3, 1.0), chain.base_due(720, 0.5), chain.base_due(0, 1.0)
         (False, True, True, True)
+        >>> big = ChainLength(base_bytes=2_200_000_000, deltas=19, delta_bytes=140_000_000,
+        ...                   changed=950_000, base_write_s=100.0)
+        >>> [big.base_due(720, 1.0, 60.0, next_changed=n) for n in (50_000, 10**6)]
+        [False, True]
+        >>> big.base_due(720, 1.0, 60.0, next_changed=1_000_000, elapsed_s=900.0)  # bases would stall > 10 %
+        False
         """
-        return self.deltas >= deltas_per_base or self.delta_bytes > delta_ratio * self.base_bytes
+        if self.deltas >= deltas_per_base or self.delta_bytes > delta_ratio * self.base_bytes:
+            return True
+        if not restore_target_s or self.deltas == 0:
+            return False
+        return (self.restore_seconds(costs, next_changed) > restore_target_s
+                and elapsed_s * BASE_TIME_SHARE >= self.base_write_s)
 
 
 @dataclass
@@ -132,6 +216,7 @@ class StageRunner:
         self._listener_error: BaseException | None = None
         self._last_checkpoint = time.monotonic()
         self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
+        self.restore_costs = RestoreCosts()  # recalibrated by every restore this runner runs
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -273,20 +358,27 @@ class StageRunner:
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
             processor = state.processor
             chain = state.chain
+            incremental = isinstance(processor, Incremental)
+            started, changed = time.monotonic(), 0
             if isinstance(processor, Incremental):
                 worker = self.settings.worker
-                base = chain is None or chain.base_due(worker.checkpoint_deltas_per_base,
-                                                       worker.checkpoint_delta_ratio)
+                changed = processor.changed_records()
+                base = chain is None or chain.base_due(
+                    worker.checkpoint_deltas_per_base, worker.checkpoint_delta_ratio, worker.restore_target_s,
+                    self.restore_costs, changed, started - chain.started)
                 blob = await asyncio.to_thread(processor.checkpoint, base)
             else:
                 base, blob = True, await asyncio.to_thread(processor.snapshot)
             state.checkpoint_id = await self.checkpoints.save_link(
                 self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id)
             if base or chain is None:
-                state.chain = ChainLength(len(blob))
+                chain = state.chain = ChainLength(len(blob), base_write_s=time.monotonic() - started)
             else:
                 chain.deltas += 1
                 chain.delta_bytes += len(blob)
+                chain.changed += changed
+            if incremental:
+                state.restore_figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
             state.dirty = False
             state.checkpointed_at = time.time()
             self.stats.checkpoints += 1
@@ -312,9 +404,11 @@ class StageRunner:
                     raise StageRunnerError(f"stage {self.stage}: shard {shard} assigned without {missing}; "
                                            "all members must use the range assignor")
             new = [s for s in shards if s not in self.shards]
-            started = time.perf_counter()
+            started, read_before = time.perf_counter(), self.checkpoints.bytes_read
             saved = await self.checkpoints.load_all(self.stage, new) if new else {}
             self._read_seconds = time.perf_counter() - started
+            self.restore_costs = self.restore_costs.read(self.checkpoints.bytes_read - read_before,
+                                                         self._read_seconds)
             for shard in new:
                 await self._adopt(consumer, shard, saved.get(shard))
             self._parked.clear()
@@ -350,21 +444,28 @@ class StageRunner:
 
     def _restore(self, shard: int, saved: Checkpoint, offsets: dict[TopicPartition, int]) -> ShardState:
         """The shard from its checkpoint: a full snapshot, or a chain's base and deltas."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()  # this thread: the restore alone
         if saved.deltas:
             processor = cast(_ChainFactory, self.factory).restore(shard, saved.blob, saved.deltas)
         else:
             processor = self.factory.restore(shard, saved.blob)
+        cpu_s = time.thread_time() - cpu
         seconds = time.perf_counter() - started + self._read_seconds
         read = len(saved.blob) + saved.delta_bytes
         chain = None
         if saved.kind != FULL:
-            chain = ChainLength(len(saved.blob), len(saved.deltas), saved.delta_bytes)
+            changed = saved.delta_bytes // BYTES_PER_CHANGE
+            chain = ChainLength(len(saved.blob), len(saved.deltas), saved.delta_bytes, changed)
+            if isinstance(processor, Incremental):
+                self.restore_costs = self.restore_costs.measured(len(saved.blob), changed, cpu_s)
         log.info("stage %s: shard %d restored from %s in %.2f s (reading checkpoints %.2f s, %.1f MB)",
                  self.stage, shard, f"a base and {len(saved.deltas)} deltas" if chain else "a full snapshot",
                  seconds, self._read_seconds, read / 1e6)
         figures = {"restore_seconds": seconds, "restore_bytes": float(read),
-                   "restore_deltas": float(len(saved.deltas)), "restore_read_seconds": self._read_seconds}
+                   "restore_deltas": float(len(saved.deltas)), "restore_read_seconds": self._read_seconds,
+                   "restore_cpu_seconds": cpu_s}
+        if chain is not None and isinstance(processor, Incremental):
+            figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
         return ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures)
 
 

@@ -429,6 +429,11 @@ class WorkerSettings(_Section):
         1.0, gt=0, description="a new base snapshot once the deltas since the last one exceed this "
         "share of its size (bounds restore reading to (1 + ratio) x the state)"
     )
+    restore_target_s: float = Field(
+        60.0, ge=0, description="a new base snapshot once restoring the chain (base + deltas since, as "
+        "this process measured them, CPU time plus reading) would take longer than this (an RTO; "
+        "0 = no bound: deltas_per_base and delta_ratio only)"
+    )
     batch_max_records: int = Field(5000, ge=1, description="records per consumer fetch (micro-batch)")
     sink_max_buffer_rows: int = Field(200_000, ge=1, description="backpressure: pause consuming beyond this")
     # NoDecode: the env value is parsed by _token_list (a JSON list or comma-separated tokens).

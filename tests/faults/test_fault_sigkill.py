@@ -107,6 +107,9 @@ def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
         wait_until(lambda: restored() == shards, 180, "every stage-1 shard restored", alive=[second])
         deltas = second.metric_sum("driftline_stage_restore_deltas", stage="shard")
         assert deltas >= 3 * shards, f"restored {deltas:.0f} deltas over {shards} shards"
+        estimates = [value for name, labels, value in second.metrics()
+                     if name == "driftline_stage_restore_estimate_seconds" and labels["stage"] == "shard"]
+        assert len(estimates) == shards and all(0 < e < 60 for e in estimates), estimates  # under the target
         kill_after_progress(second, min(0.1 * n, (n - consumed) / 2))  # it re-reads at least n - consumed
         run_to_idle(env, log, started, home, rss)
     print(f"restored {deltas:.0f} deltas; {rss.check()}")

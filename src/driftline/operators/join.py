@@ -728,6 +728,12 @@ class LabelJoin:
         if self._touched is None:
             self._touched = set()
 
+    @property
+    def changed_count(self) -> int:
+        """Records touched since the last checkpoint: what the next delta carries (and a restore
+        applies, one lookup and splice each)."""
+        return len(self._touched) if self._touched is not None else 0
+
     def reset_changes(self) -> None:
         """Forget the changes so far: a full snapshot was just taken."""
         if self._touched is not None:

@@ -212,6 +212,10 @@ class ShardProcessor:
         """Remember what changes from now on, so that :meth:`checkpoint` can write deltas."""
         self.join.track_changes()
 
+    def changed_records(self) -> int:
+        """The join's records the next delta carries (the runner's restore-time estimate)."""
+        return self.join.changed_count
+
     def checkpoint(self, base: bool) -> bytes:
         """A base snapshot, or a delta: the join's changed records and everything else whole
         (windows, detectors, re-routing counters: small next to millions of pending predictions)."""

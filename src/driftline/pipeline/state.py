@@ -105,6 +105,10 @@ class Incremental(Protocol):
         """From now on, remember what changes (a runner that checkpoints incrementally asks)."""
         ...
 
+    def changed_records(self) -> int:
+        """How many records the next delta would carry: each costs a restore one apply."""
+        ...
+
     def checkpoint(self, base: bool) -> bytes:
         """A base snapshot (``base``: the whole state, :func:`dump_state`) or a delta (what changed
         since the previous checkpoint, :func:`dump_delta`); either resets what is remembered."""
