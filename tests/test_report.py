@@ -257,6 +257,7 @@ def test_multivariate_series_are_the_tables(store: Path, churn_page: tuple[Path,
         drifted = [t for t, _, _, verdict in series["auc"] if verdict]
         assert drifted == [t for t, *_ in series["auc"] if t >= shift_ms]
         assert series["auc_drifted_windows"] == 10
+        assert series["auc_missing"] == {}  # every policy window has its 200 sampled rows
         assert all(p > 0.001 for t, _, p in series["outlier_rate"] if t < shift_ms)
         # before the concept drift, the estimate from scores alone is the labels' accuracy
         assert all(abs(est - realized) <= 0.04 for t, est, _, _, realized in series["estimated_accuracy"]

@@ -318,6 +318,11 @@ class MultivariateSettings(_Section):
     )
     domain_folds: int = Field(2, ge=2, le=10, description="domain classifier cross-validation folds")
     domain_max_iter: int = Field(20, ge=1, le=1000, description="domain classifier boosting iterations")
+    domain_window_s: int = Field(
+        0, ge=0, description="window size the domain classifier runs on (one of windows.sizes_s); "
+        "0 = the retrain policy's. A model whose windows of that size hold fewer than 200 sampled "
+        "rows gets no AUC (multivariate_drift.domain_status 'too_few_rows'): give it a larger one"
+    )
 
 
 class PerformanceSettings(_Section):
@@ -527,6 +532,17 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
         return tuple(sources)
 
+    @model_validator(mode="after")
+    def _window_sizes_exist(self) -> Settings:
+        # A size no window has would leave the policy (or the classifier) with nothing to read,
+        # silently: no trigger, no AUC.
+        sizes = self.windows.sizes_s
+        for name, size in (("triggers.window_size_s", self.triggers.window_size_s),
+                           ("multivariate.domain_window_s", self.multivariate.domain_window_s)):
+            if size and size not in sizes:
+                raise ValueError(f"{name} = {size} is not one of windows.sizes_s {sizes} (0 = the default)")
+        return self
+
     # -- derived values -------------------------------------------------------------------------
 
     def clickhouse_url(self) -> str:
@@ -557,9 +573,10 @@ class ConfigError(Exception):
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    dotted = ".".join(loc) or "<root>"
+    dotted = ".".join(loc) or "settings"
     env_name = ENV_PREFIX + "_".join(p.upper() for p in loc[:2]) if loc else ""
-    msg = first["msg"]
+    # pydantic prefixes a validator's own message with its error type; the message says it all
+    msg = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     hint = f" [env {env_name}]" if env_name else ""
     form = _json_form(loc[0], loc[1]) if len(loc) >= 2 and first["type"] != "value_error" else None

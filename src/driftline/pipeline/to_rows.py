@@ -571,11 +571,12 @@ def multivariate_drift_row(
     reference_mean_error: float | None,
     share_above_p99: float,
     domain: Any,
+    domain_status: str,
     reference_id: str,
     config_hash: str,
 ) -> dict[str, Any]:
     """A ``multivariate_drift`` row; ``domain`` is a DomainResult, or None when the classifier did
-    not run on this window (other window size, too small a sample, or no scikit-learn)."""
+    not run on this window, ``domain_status`` says why ('scored' when it ran)."""
     return {
         **window,
         "n_events": n_events,
@@ -588,6 +589,7 @@ def multivariate_drift_row(
         "drifted": int(domain.drifted) if domain is not None else 0,
         "top_features": [f for f, _ in domain.top_features] if domain is not None else [],
         "top_importances": [float(v) for _, v in domain.top_features] if domain is not None else [],
+        "domain_status": domain_status,
         "reference_id": reference_id,
         "config_hash": config_hash,
     }

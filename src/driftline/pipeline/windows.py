@@ -87,6 +87,7 @@ class WindowClock:
         self.config_hash = config_hash
         self.min_size_ms = min(settings.windows.sizes_s) * 1000
         self.policy_size_ms = (settings.triggers.window_size_s or min(settings.windows.sizes_s)) * 1000
+        self.domain_size_ms = (settings.multivariate.domain_window_s * 1000) or self.policy_size_ms
         if self.episodes is None:  # new, or a checkpoint from before drift episodes
             self.episodes = EpisodeMerger(episode_grid_ms(settings), "features", self.run_id)
             self.pending_alerts = defaultdict(list)
@@ -281,16 +282,19 @@ class WindowClock:
             return None, None
         window = window_columns(self.run_id, key)
         domain = None
-        if self._runs_domain_classifier(key) and merged.sample.shape[0] >= MIN_DOMAIN_ROWS:
+        status = self._domain_status(key, merged.sample.shape[0])
+        if status == "scored":
             classifier = self._domain_classifier(profile.profile_id, section)
-            if classifier is not None:
+            if classifier is None:
+                status = "no_scikit_learn"
+            else:
                 names = classifier.features
                 domain = classifier.score({n: merged.sample[:, j] for j, n in enumerate(names)},
                                           ordinal=key.start)
         reference_error = section["reconstruction"].get("reference_mean_error")
         rows["multivariate_drift"].append(multivariate_drift_row(
             window, merged.sums["n"], merged.mean_error, reference_error, merged.share_above_p99, domain,
-            profile.profile_id, self.config_hash))
+            status, profile.profile_id, self.config_hash))
         quantile = float(section["outliers"]["quantile"])
         outliers = outlier_window(merged.sums["n"], merged.sums["outliers"], 1.0 - quantile)
         rows["outlier_rate"].append(outlier_rate_row(window, outliers, profile.profile_id, self.config_hash))
@@ -312,11 +316,18 @@ class WindowClock:
                 trigger = self._estimated_trigger(key, profile, estimate.accuracy, evidence)
         return evidence, trigger
 
-    def _runs_domain_classifier(self, key: WindowKey) -> bool:
-        """The classifier fits on the policy's window size only, on every ``domain_every``-th
-        window of its grid (counted from the epoch, so a replay picks the same windows)."""
-        return (key.size == self.policy_size_ms
-                and (key.start // key.size) % self.domain_settings.domain_every == 0)
+    def _domain_status(self, key: WindowKey, n_sample: int) -> str:
+        """'scored' if the classifier runs on this window, else why not (``domain_status``): it
+        fits on one window size (``multivariate.domain_window_s``, default the policy's), on every
+        ``domain_every``-th window of its grid (counted from the epoch, so a replay picks the
+        same windows), given at least ``MIN_DOMAIN_ROWS`` sampled rows."""
+        if key.size != self.domain_size_ms:
+            return "other_window_size"
+        if (key.start // key.size) % self.domain_settings.domain_every:
+            return "domain_every"
+        if n_sample < MIN_DOMAIN_ROWS:
+            return "too_few_rows"
+        return "scored"
 
     def _estimated_trigger(self, key: WindowKey, profile: ReferenceProfile, accuracy: float,
                            evidence: dict[str, Any]) -> RetrainTrigger | None:

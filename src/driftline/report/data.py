@@ -193,8 +193,8 @@ QUERIES: dict[str, str] = {
     # the domain classifier runs on the retrain policy's size only, which may not be the smallest.
     "multivariate": (
         "SELECT model_version, window_size_s, toUnixTimestamp64Milli(window_start) AS start_ms, n_events, "
-        "share_above_p99, n_sample, auc, auc_threshold, drifted, top_features FROM multivariate_drift FINAL "
-        "WHERE "
+        "share_above_p99, n_sample, auc, auc_threshold, drifted, top_features, domain_status "
+        "FROM multivariate_drift FINAL WHERE "
         + _SCOPE
         + " AND segment = ''"
         + _in_range("window_start")

@@ -430,6 +430,11 @@ def multivariate_summary(rows: Rows, versions: Sequence[str], window_s: int) -> 
             "auc": [[int(r["start_ms"]), float(r["auc"]), _float(r["auc_threshold"]), _int(r["drifted"])]
                     for r in classified],
             "auc_drifted_windows": sum(_int(r["drifted"]) for r in classified),
+            # the classifier's own window size without an AUC, and why (a low-traffic model's
+            # windows all say too_few_rows; other window sizes are expected not to have one)
+            "auc_missing": dict(sorted(Counter(
+                str(r["domain_status"] or "before_migration_021") for r in mv
+                if r["auc"] is None and r["domain_status"] != "other_window_size").items())),
             "share_above_p99": [[int(r["start_ms"]), float(r["share_above_p99"])] for r in mv
                                 if int(r["window_size_s"]) == window_s and r["share_above_p99"] is not None],
             "outlier_rate": [[int(r["start_ms"]), float(r["rate"]), _float(r["p_value"])]
@@ -505,9 +510,11 @@ def multivariate_charts(summary: dict[str, Any], versions: Sequence[str], window
     ]
     drawn = "".join(c for c in charts if c)
     return drawn + table(
-        ["version", "domain classifier drifted windows", "outlier rate significant windows",
-         "estimated accuracy (last)", "realized (last)"],
-        [[f"v{v}", summary[v]["auc_drifted_windows"], summary[v]["significant_outlier_windows"],
+        ["version", "domain classifier drifted windows", "windows without an AUC (why)",
+         "outlier rate significant windows", "estimated accuracy (last)", "realized (last)"],
+        [[f"v{v}", summary[v]["auc_drifted_windows"],
+          ", ".join(f"{n} {why}" for why, n in summary[v]["auc_missing"].items()) or "none",
+          summary[v]["significant_outlier_windows"],
           summary[v]["estimated_accuracy"][-1][1] if summary[v]["estimated_accuracy"] else None,
           summary[v]["estimated_accuracy"][-1][4] if summary[v]["estimated_accuracy"] else None]
          for v in shown],
