@@ -359,13 +359,13 @@ class StageRunner:
             processor = state.processor
             chain = state.chain
             incremental = isinstance(processor, Incremental)
-            started, changed = time.monotonic(), 0
+            started, records = time.monotonic(), 0
             if isinstance(processor, Incremental):
                 worker = self.settings.worker
-                changed = processor.changed_records()
+                records = processor.changed_records()
                 base = chain is None or chain.base_due(
                     worker.checkpoint_deltas_per_base, worker.checkpoint_delta_ratio, worker.restore_target_s,
-                    self.restore_costs, changed, started - chain.started)
+                    self.restore_costs, records, started - chain.started)
                 blob = await asyncio.to_thread(processor.checkpoint, base)
             else:
                 base, blob = True, await asyncio.to_thread(processor.snapshot)
@@ -376,7 +376,7 @@ class StageRunner:
             else:
                 chain.deltas += 1
                 chain.delta_bytes += len(blob)
-                chain.changed += changed
+                chain.changed += records
             if incremental:
                 state.restore_figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
             state.dirty = False
