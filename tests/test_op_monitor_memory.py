@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from driftline.operators.episodes import EpisodeMonitor
+from driftline.operators.episodes import RING_FIRST, EpisodeMonitor
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.sequential import NumericDetector, SequentialDetector
@@ -68,12 +68,18 @@ def test_a_monitor_holds_its_cusums_and_recent_symbols_only() -> None:
     det = numeric._opener
     symbols, cusums = det._table.shape
     assert det._table.dtype == np.int32 and symbols == 2 * det._lo.size + 1
-    # recent symbols (2,000 of them, int16 for >256 symbols, uint8 below), thresholds and sums,
-    # the opener's calibrated thresholds and serial-dependence factors: no learning sample yet
+    # recent symbols (RING_FIRST slots until more values come, int16 for >256 symbols, uint8
+    # below), thresholds and sums, the opener's calibrated thresholds and serial-dependence
+    # factors: no learning sample yet
     assert numeric._learned is None and categorical._learned is None
-    assert _own_bytes(numeric) == 2_000 * 2 + 4 * 8 * cusums
+    assert _own_bytes(numeric) == RING_FIRST * 2 + 4 * 8 * cusums
     cat_cusums = len(categorical._opener.components)
-    assert _own_bytes(categorical) == 2_000 * 1 + 4 * 8 * cat_cusums
+    assert _own_bytes(categorical) == RING_FIRST * 1 + 4 * 8 * cat_cusums
+    as_reference = list("aaaabbbccd")  # the reference's shares: no episode (no learning sample)
+    categorical.update_many(as_reference * 10)
+    assert _own_bytes(categorical) == 100 * 1 + 4 * 8 * cat_cusums  # grown to hold 100
+    categorical.update_many(as_reference * 300)
+    assert _own_bytes(categorical) == 2_000 * 1 + 4 * 8 * cat_cusums  # at most `learning`
     # batches and a few values stepped one by one build the reach only (one int per symbol and
     # reference: a quiet batch waits on its bound), update() of a value also the bounds
     numeric.update_many(np.zeros(10))
@@ -82,6 +88,40 @@ def test_a_monitor_holds_its_cusums_and_recent_symbols_only() -> None:
     assert det._tables.bounds is None
     numeric.update(0.0)
     assert det._tables.bounds is not None and len(det._tables.bounds[1]) == det._hi.size
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_ring_grown_as_values_come_reports_as_a_full_one(seed: int) -> None:
+    # the same stream (shifts that open, escalate and close episodes, NaN skipped) through one
+    # monitor whose ring starts with RING_FIRST slots and one given all `learning` slots up front,
+    # in random pieces by update, update_each and update_many: same events, same recent symbols
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(size=20_000)
+    stream = np.concatenate((rng.normal(size=700), rng.normal(1.2, 1.0, size=2_500),
+                             rng.normal(size=4_000), rng.normal(-0.8, 1.0, size=3_000)))
+    stream[rng.random(stream.size) < 0.01] = np.nan
+    grown = EpisodeMonitor.from_reference(reference, arl=1e5, learning=300)
+    full = EpisodeMonitor.from_reference(reference, arl=1e5, learning=300)
+    full._ring = np.zeros(full.learning, dtype=full._ring.dtype)
+    assert grown._ring.size == RING_FIRST
+    events: dict[int, list[Any]] = {id(grown): [], id(full): []}
+    start = 0
+    while start < stream.size:
+        size = int(rng.choice([1, 2, 5, 40, 333, 1_000]))
+        piece = stream[start : start + size]
+        way = int(rng.integers(3)) if size < 50 else 2
+        for monitor in (grown, full):
+            if way == 0:
+                events[id(monitor)] += [e for v in piece.tolist() if (e := monitor.update(v)) is not None]
+            elif way == 1:
+                events[id(monitor)] += [e for _, e in monitor.update_each(piece)]
+            else:
+                events[id(monitor)] += monitor.update_many(piece)
+        assert grown._recent(np.zeros(0, dtype=np.int64)).tolist() == full._recent(
+            np.zeros(0, dtype=np.int64)).tolist()
+        start += size
+    assert {e.kind for e in events[id(full)]} >= {"opened", "closed"}
+    assert events[id(grown)] == events[id(full)] and grown._ring.size == grown.learning
 
 
 def test_the_learning_sample_exists_while_an_episode_does() -> None:

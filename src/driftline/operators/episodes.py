@@ -150,6 +150,9 @@ DEFAULT_MIN_RATE_RATIO = 1.1
 DEFAULT_LEARNING = 2_000
 """Values a new regime is learned from after an opening or a further change (see above)."""
 
+RING_FIRST = 32
+"""Slots of a new monitor's ring of recent symbols (it doubles as values come, up to ``learning``)."""
+
 
 @dataclass(frozen=True)
 class EpisodeEvent:
@@ -253,7 +256,9 @@ class EpisodeMonitor:
         self._map: IntArray | None = None  # opener symbol -> regime symbol
         symbols = opener._table.shape[0]  # the smallest type that holds them: memory and checkpoints
         small = np.uint8 if symbols <= 2**8 else np.int16 if symbols < 2**15 else np.int32
-        self._ring = np.zeros(self.learning, dtype=small)  # slot i % learning: symbol i (recent ones)
+        # slot i % learning: symbol i (recent ones); grown as values come, up to ``learning`` slots
+        # (a quiet model's monitors see a few values per shard: most never need 2,000)
+        self._ring = np.zeros(min(RING_FIRST, self.learning), dtype=small)
         # during an episode, the regime's values; allocated when one opens (most monitors never do)
         self._learned: npt.NDArray[np.integer[Any]] | None = None
         self._filled = 0  # values so far: the learning sample, or the current block while watching
@@ -368,6 +373,8 @@ class EpisodeMonitor:
                 event = self._alarmed(alarm, det, self._recent(np.array([sym], dtype=np.int64)), self.n)
             elif self._open is not None:
                 event = self._collect(np.array([sym], dtype=np.int64), self.n)
+        if self.n >= self._ring.size < self.learning:
+            self._ring_room(self.n + 1)
         self._ring[self.n % self.learning] = sym
         self.n += 1
         return event
@@ -417,10 +424,21 @@ class EpisodeMonitor:
                     event = self._collect(chunk[:used], self.n + pos - 1)
             if event is not None:
                 events.append(event)
+        self._ring_room(self.n + total)
         last = syms[-self.learning :]
         self._ring[(self.n + total - last.size + np.arange(last.size)) % self.learning] = last
         self.n += total
         return events
+
+    def _ring_room(self, count: int) -> None:
+        """Slots for the first ``count`` symbols (doubling, at most ``learning``). Below ``learning``
+        slots every symbol so far sits at its own index, which is its slot in the full ring too."""
+        size = self._ring.size
+        if count <= size or size >= self.learning:
+            return
+        grown = np.zeros(min(self.learning, max(count, 2 * size)), dtype=self._ring.dtype)
+        grown[:size] = self._ring
+        self._ring = grown
 
     def _collect(self, syms: IntArray, index: int) -> EpisodeEvent | None:
         """Add values (ending at ``index``) to the regime's sample; when it is full, judge it."""
