@@ -36,6 +36,18 @@ Per stream (``/work/shared/data``, read in place):
    ``|diff|`` beyond the pool's unshifted diff (what the shift itself adds).
 5. **Contrast, chronological**: every later window of 1,000 rows in stream order, where the
    concept drifts (``P(y | x)`` moves, which CBPE assumes away): the same figures, no target.
+6. **Noise floor and bias** (cross-fitted whole-period windows). A window's realized accuracy
+   carries binomial noise, sd ``sqrt(p (1 - p) / n)`` (0.012 at 1,000 rows and p = 0.81) that no
+   estimate made before labels can predict, so the max over 150 windows of ``|diff|`` has a floor
+   even for a perfect estimator: per window size the bench draws each window's labels from the
+   estimator's own probabilities (:data:`FLOOR_DRAWS` times) and prints that max (median, 95th
+   percentile). The estimator's own part, its bias under each shift, is the weighted mean of
+   ``expected - correct`` over the period (no window noise), with a standard error over days.
+   **Acceptance size**, a rule of the reference alone: the smallest ``n`` at which the binomial sd
+   is at most :data:`NOISE_SD` (+-0.03 is then 3 sd); the 1,000- and 2,000-row lines stay beside it.
+7. **Calibrations**: the cross-fitted design runs twice, with the score-only (isotonic) calibration
+   and with ``calibration="auto"`` (the feature-aware one where its cross-validated Brier score on
+   the calibration rows is lower; what ``profile build --cbpe-calibration auto`` stores).
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftline.operators.cbpe import Calibration
 from driftline.operators.model_watch import MultivariateReference, multivariate_section
 
 DATA = Path("/work/shared/data")
@@ -65,7 +78,16 @@ STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 FOLDS = 5
 """Cross-fitting folds: whole days of the period, day ``d`` in fold ``d % FOLDS``."""
 PERIOD_WINDOWS = (1_000, 2_000)
-"""Window sizes drawn from all the period's cross-fitted rows."""
+"""Window sizes drawn from all the period's cross-fitted rows (the acceptance size is added)."""
+NOISE_SD = 0.01
+"""The acceptance rule: windows of the smallest n at which the realized accuracy's binomial sd,
+sqrt(p (1 - p) / n) with p the period's accuracy, is at most this (so +-TOLERANCE is 3 sd). No
+estimator made before labels can predict that noise; on smaller windows it alone breaks +-0.03."""
+FLOOR_DRAWS = 200
+"""Parametric bootstrap draws of the noise floor."""
+CALIBRATIONS: tuple[Calibration, ...] = ("score", "auto")
+"""Score-only (isotonic) calibration, then the profile builder's selection by cross-validated Brier
+score between it and the feature-aware one."""
 
 
 @dataclass(frozen=True)
@@ -116,20 +138,23 @@ def model_scores(x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_], train: np
 
 
 def calibrate(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
-              rows: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> MultivariateReference:
+              rows: npt.NDArray[np.int64], scores: npt.NDArray[np.float64],
+              calibration: Calibration = "score") -> MultivariateReference:
     """The pipeline's own calibration of ``scores`` (one per row of ``rows``) against the rows' labels."""
     section = multivariate_section(
-        {f: x[rows, j].tolist() for j, f in enumerate(stream.features)},
-        scores=scores.tolist(), labels=[stream.positive if v else "other" for v in y[rows]])
+        {f: x[rows, j].tolist() for j, f in enumerate(stream.features)}, features=stream.features,
+        scores=scores.tolist(), labels=[stream.positive if v else "other" for v in y[rows]],
+        calibration=calibration)
     assert section is not None and section["performance"] is not None
     return MultivariateReference.from_section(section)
 
 
 def accuracy_gap(ref: MultivariateReference, scores: npt.NDArray[np.float64],
-                 labels: npt.NDArray[np.bool_]) -> dict[str, float]:
-    """The estimate from scores alone, beside the realized accuracy of the same rows."""
+                 labels: npt.NDArray[np.bool_], x: npt.NDArray[np.float64]) -> dict[str, float]:
+    """The estimate before labels (scores, and features for a feature-aware calibration), beside the
+    realized accuracy of the same rows."""
     assert ref.estimator is not None
-    estimate = ref.estimator.estimate(scores)
+    estimate = ref.estimator.estimate(scores, x)
     realized = float(np.mean((scores >= ref.estimator.threshold) == labels))
     return {"estimated": estimate.accuracy, "realized": realized, "diff": estimate.accuracy - realized,
             "sd": estimate.accuracy_sd, "in_band": estimate.low <= realized <= estimate.high}
@@ -162,39 +187,46 @@ def shifted_windows(stream: Stream, x: npt.NDArray[np.float64], pool: npt.NDArra
     return windows
 
 
-def scores_gap(ref: MultivariateReference, scores: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> Gap:
-    return lambda rows: accuracy_gap(ref, scores[rows], y[rows])
+def scores_gap(ref: MultivariateReference, scores: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
+               x: npt.NDArray[np.float64]) -> Gap:
+    return lambda rows: accuracy_gap(ref, scores[rows], y[rows], x[rows])
 
 
 def measure_split(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
-                  seeds: int) -> dict[str, Any]:
+                  seeds: int, calibration: Calibration = "score") -> dict[str, Any]:
     """Before: one model on rows 0-2,499, calibration on half the days of rows 2,500-4,999 (2 folds)."""
     scores = model_scores(x, y, np.arange(TRAIN_ROWS))
     held_out = np.arange(TRAIN_ROWS, PERIOD_ROWS)
     odd_day = (held_out // stream.day_rows) % 2 == 1
     folds, shifted, chronological = [], [], []
     # Fold 0: even days calibrate, odd days are the pool; fold 1 the other way round.
-    for fold, (calibration, pool) in enumerate(((held_out[~odd_day], held_out[odd_day]),
-                                                (held_out[odd_day], held_out[~odd_day]))):
-        ref = calibrate(stream, x, y, calibration, scores[calibration])
-        pool_gap = accuracy_gap(ref, scores[pool], y[pool])
+    for fold, (calibration_rows, pool) in enumerate(((held_out[~odd_day], held_out[odd_day]),
+                                                     (held_out[odd_day], held_out[~odd_day]))):
+        ref = calibrate(stream, x, y, calibration_rows, scores[calibration_rows], calibration)
+        pool_gap = accuracy_gap(ref, scores[pool], y[pool], x[pool])
         folds.append({
-            "fold": fold, "calibration_rows": int(calibration.size), "pool_rows": int(pool.size),
-            "calibration_accuracy": float(np.mean((scores[calibration] >= 0.5) == y[calibration])),
+            "fold": fold, "calibration_rows": int(calibration_rows.size), "pool_rows": int(pool.size),
+            "calibration_accuracy": float(np.mean((scores[calibration_rows] >= 0.5) == y[calibration_rows])),
             "pool": pool_gap,
-            "after_period": [{"start": s, **accuracy_gap(ref, scores[s:s + 500], y[s:s + 500])}
+            "after_period": [{"start": s, **accuracy_gap(ref, scores[s:s + 500], y[s:s + 500], x[s:s + 500])}
                              for s in range(PERIOD_ROWS, PERIOD_ROWS + 2_000, 500)]})
-        shifted += shifted_windows(stream, x, pool, scores_gap(ref, scores, y), pool_gap["diff"], fold, seeds,
-                                   [fold])
+        shifted += shifted_windows(stream, x, pool, scores_gap(ref, scores, y, x), pool_gap["diff"], fold,
+                                   seeds, [fold])
         chronological += [
-            {"fold": fold, "start": s, **accuracy_gap(ref, scores[s:s + WINDOW], y[s:s + WINDOW])}
+            {"fold": fold, "start": s, **accuracy_gap(ref, scores[s:s + WINDOW], y[s:s + WINDOW],
+                                                      x[s:s + WINDOW])}
             for s in range(PERIOD_ROWS, y.size, WINDOW) if y.size - s >= WINDOW // 2]
     return {"folds": folds, "shifted": shifted, "shifted_summary": summary(shifted),
             "chronological": chronological, "chronological_summary": summary(chronological)}
 
 
+ScoreCache = dict[frozenset[int], npt.NDArray[np.float64]]
+"""Period scores by the set of folds a model was fitted without (shared by the calibrations)."""
+
+
 def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_],
-                     seeds: int) -> dict[str, Any]:
+                     seeds: int, calibration: Calibration = "score",
+                     cache: ScoreCache | None = None) -> dict[str, Any]:
     """After: cross-fitting over FOLDS day-interleaved folds of rows 0-4,999.
 
     For fold ``k`` the model is fitted on the other folds and scores fold ``k`` (the pool); the
@@ -206,7 +238,7 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
     """
     period = np.arange(PERIOD_ROWS)
     fold_of = (period // stream.day_rows) % FOLDS
-    cache: dict[frozenset[int], npt.NDArray[np.float64]] = {}
+    cache = {} if cache is None else cache
 
     def scores_without(*excluded: int) -> npt.NDArray[np.float64]:
         """Scores of the period's rows from the model fitted on the folds not ``excluded``."""
@@ -219,35 +251,46 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
     # Every period row's chance of a correct prediction (its fold's model and calibration), and the outcome.
     expected, correct = np.empty(PERIOD_ROWS), np.empty(PERIOD_ROWS)
     for k in range(FOLDS):
-        pool, calibration = period[fold_of == k], period[fold_of != k]
-        calibration_scores = np.empty(calibration.size)
+        pool, calibration_rows = period[fold_of == k], period[fold_of != k]
+        calibration_scores = np.empty(calibration_rows.size)
         for j in range(FOLDS):
             if j != k:
-                calibration_scores[fold_of[calibration] == j] = scores_without(k, j)[calibration][
-                    fold_of[calibration] == j]
-        ref = calibrate(stream, x, y, calibration, calibration_scores)
+                calibration_scores[fold_of[calibration_rows] == j] = scores_without(k, j)[calibration_rows][
+                    fold_of[calibration_rows] == j]
+        ref = calibrate(stream, x, y, calibration_rows, calibration_scores, calibration)
         scores = np.full(y.size, np.nan)
         scores[period] = scores_without(k)
-        pool_gap = accuracy_gap(ref, scores[pool], y[pool])
+        pool_gap = accuracy_gap(ref, scores[pool], y[pool], x[pool])
         assert ref.estimator is not None
         predicted = scores[pool] >= ref.estimator.threshold
-        calibrated = ref.estimator.calibrated(scores[pool])
+        calibrated = ref.estimator.calibrated(scores[pool], x[pool])
         expected[pool] = np.where(predicted, calibrated, 1.0 - calibrated)
         correct[pool] = predicted == y[pool]
-        folds.append({"fold": k, "calibration_rows": int(calibration.size), "pool_rows": int(pool.size),
-                      "pool": pool_gap})
-        shifted += shifted_windows(stream, x, pool, scores_gap(ref, scores, y), pool_gap["diff"], k, seeds,
+        folds.append({"fold": k, "calibration_rows": int(calibration_rows.size), "pool_rows": int(pool.size),
+                      "pool": pool_gap, "calibration": ref.estimator.calibration,
+                      "selection": ref.estimator.selection})
+        shifted += shifted_windows(stream, x, pool, scores_gap(ref, scores, y, x), pool_gap["diff"], k, seeds,
                                    [k, 1])
+    # Labels drawn from the estimator's own probabilities: what a perfect estimator's windows read.
+    noise_rng = np.random.default_rng([FLOOR_DRAWS, 0x6E6F])
+
     def period_gap(rows: npt.NDArray[np.int64]) -> dict[str, Any]:
         estimated, realized = float(expected[rows].mean()), float(correct[rows].mean())
         sd = math.sqrt(float(np.sum(expected[rows] * (1.0 - expected[rows])))) / rows.size
+        drawn = (noise_rng.random((FLOOR_DRAWS, rows.size)) < expected[rows]).mean(axis=1)
         return {"estimated": estimated, "realized": realized, "diff": estimated - realized, "sd": sd,
-                "in_band": abs(estimated - realized) <= 1.96 * sd}
+                "in_band": abs(estimated - realized) <= 1.96 * sd, "null_diffs": estimated - drawn}
 
     whole = period_gap(period)
+    del whole["null_diffs"]
+    # The acceptance size, by a rule of the reference's accuracy alone (no tuning to the stream).
+    accuracy = float(correct.mean())
+    acceptance = math.ceil(accuracy * (1.0 - accuracy) / NOISE_SD**2)
+    sizes = sorted({*PERIOD_WINDOWS, acceptance})
     # FOLDS times the seeds: as many windows as the per-fold pools give, for a like-for-like max.
     period_windows = {size: shifted_windows(stream, x, period, period_gap, whole["diff"], "all",
-                                            seeds * FOLDS, [size, 2], size) for size in PERIOD_WINDOWS}
+                                            seeds * FOLDS, [size, 2], size) for size in sizes}
+    floors = {size: noise_floor(windows) for size, windows in period_windows.items()}
     # Rows of one day share more than their scores: elec2's label is the price against its last
     # 24 hours, so a day's estimate is off by more than its binomial noise, in both directions.
     day = period // stream.day_rows
@@ -260,7 +303,7 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
                  "day_binomial_sd": float(np.sqrt(np.mean(day_binomial ** 2))), "window_days": window_days,
                  "window_sd_from_days": float(day_diff.std() / math.sqrt(window_days))}
     # A shift can only move the estimate's error if the error differs along the shifted feature:
-    # P(y | score, feature) != P(y | score) means the score is not sufficient, whatever the calibration.
+    # P(y | score, feature) != P(y | score) means the score is not sufficient for that calibration.
     by_quintile = {}
     for feature in stream.shifted:
         values = x[period, stream.features.index(feature)]
@@ -270,22 +313,63 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
     out_of_fold = np.empty(PERIOD_ROWS)
     for j in range(FOLDS):
         out_of_fold[fold_of == j] = scores_without(j)[fold_of == j]
-    production = calibrate(stream, x, y, period, out_of_fold)
+    production = calibrate(stream, x, y, period, out_of_fold, calibration)
     later = np.arange(PERIOD_ROWS, y.size)
     scores = np.concatenate([np.full(PERIOD_ROWS, np.nan), model_scores(x, y, period, later)])
-    chronological = [{"start": s, **accuracy_gap(production, scores[s:s + WINDOW], y[s:s + WINDOW])}
+    chronological = [{"start": s, **accuracy_gap(production, scores[s:s + WINDOW], y[s:s + WINDOW],
+                                                 x[s:s + WINDOW])}
                      for s in range(PERIOD_ROWS, y.size, WINDOW) if y.size - s >= WINDOW // 2]
-    return {"folds": folds, "shifted": shifted, "shifted_summary": summary(shifted),
+    assert production.estimator is not None
+    return {"calibration": calibration, "production_calibration": production.estimator.calibration,
+            "production_selection": production.estimator.selection,
+            "folds": folds, "shifted": shifted, "shifted_summary": summary(shifted),
             "period": whole, "day_noise": day_noise, "diff_by_quintile": by_quintile,
-            "period_windows": {str(size): {"windows": w, "summary": summary(w)}
+            "accuracy": accuracy, "acceptance_rows": acceptance,
+            "bias": shift_bias(stream, x[period], expected - correct, day),
+            "period_windows": {str(size): {"windows": w, "summary": summary(w), "floor": floors[size]}
                                for size, w in period_windows.items()},
             "chronological": chronological, "chronological_summary": summary(chronological)}
 
 
+def noise_floor(windows: list[dict[str, Any]]) -> dict[str, float]:
+    """What a perfect estimator would read on these windows (their rows' labels drawn from the
+    estimator's own probabilities, :data:`FLOOR_DRAWS` times): the max ``|diff|`` over the windows
+    (median and 95th percentile over the draws) and the windows within +-TOLERANCE (mean). Takes
+    the draws out of the windows."""
+    null = np.abs(np.vstack([w.pop("null_diffs") for w in windows]))  # (windows, draws)
+    worst = null.max(axis=0)
+    return {"max_abs_diff_median": float(np.median(worst)),
+            "max_abs_diff_p95": float(np.quantile(worst, 0.95)),
+            "within_mean": float(np.mean(np.sum(null <= TOLERANCE, axis=0))), "windows": len(windows)}
+
+
+def shift_bias(stream: Stream, x: npt.NDArray[np.float64], error: npt.NDArray[np.float64],
+               day: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """The estimator's bias under each shift: the mean ``estimated - realized`` of all windows a
+    shift can draw, i.e. the ``exp(a z)``-weighted mean of the rows' ``expected - correct`` (no
+    window noise), with its standard error over the period's days as clusters (the rows are one
+    finite sample of days, whose errors share more than binomial noise)."""
+    by_shift = []
+    for feature in stream.shifted:
+        values = x[:, stream.features.index(feature)]
+        z = (values - values.mean()) / values.std()
+        for strength in STRENGTHS:
+            weights = np.exp(strength * z)
+            bias = float(np.sum(weights * error) / weights.sum())
+            by_day = np.bincount(day, weights * (error - bias))
+            se = math.sqrt(float(np.sum(by_day**2))) / float(weights.sum())
+            by_shift.append({"feature": feature, "strength": strength, "bias": bias, "se": se})
+    worst = max(by_shift, key=lambda b: abs(b["bias"]))
+    return {"by_shift": by_shift, "max_abs": abs(worst["bias"]), "worst": worst}
+
+
 def measure_stream(stream: Stream, seeds: int) -> dict[str, Any]:
     x, y = load(stream)
+    cache: ScoreCache = {}
+    crossfit = {calibration: measure_crossfit(stream, x, y, seeds, calibration, cache)
+                for calibration in CALIBRATIONS}
     return {"stream": stream.name, "rows": int(y.size), "split": measure_split(stream, x, y, seeds),
-            "crossfit": measure_crossfit(stream, x, y, seeds)}
+            "crossfit": crossfit["score"], "crossfit_auto": crossfit["auto"]}
 
 
 def summary(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -309,6 +393,14 @@ def summary_line(label: str, s: dict[str, Any]) -> str:
     return (f"  {label}: max |diff| {s['max_abs_diff']:.3f}, mean {s['mean_abs_diff']:.3f} (a window's own "
             f"sampling sd {s['mean_sd']:.3f}); within +-{TOLERANCE}: {s['within']}/{s['windows']}; realized "
             f"inside the 95 % band: {s['in_band']}/{s['windows']}{beyond} -> {s['verdict']}")
+
+
+def floor_line(floor: dict[str, Any]) -> str:
+    return (f"      noise floor (a perfect estimator: these windows' labels drawn from its own "
+            f"probabilities, {FLOOR_DRAWS} draws): max |diff| {floor['max_abs_diff_median']:.3f} (median; "
+            f"95 % of draws <= "
+            f"{floor['max_abs_diff_p95']:.3f}), within +-{TOLERANCE}: {floor['within_mean']:.1f}/"
+            f"{floor['windows']} on average")
 
 
 def report_windows(windows: Sequence[dict[str, Any]]) -> None:
@@ -353,12 +445,32 @@ def report(result: dict[str, Any]) -> None:
     quintiles = "; ".join(f"{feature} {', '.join(f'{d:+.3f}' for d in diffs)}"
                           for feature, diffs in crossfit["diff_by_quintile"].items())
     print(f"  estimated - realized by quintile of the shifted feature (low to high): {quintiles}")
+    auto = result["crossfit_auto"]
+    chosen = ", ".join(f"{f['calibration']} (Brier {f['selection']['brier']['score']:.4f} score-only, "
+                       f"{f['selection']['brier']['features']:.4f} feature-aware)" for f in auto["folds"])
+    print(f"  calibration: auto (cross-validated Brier score on each fold's calibration rows) chose: "
+          f"{chosen}")
+    quintiles = "; ".join(f"{feature} {', '.join(f'{d:+.3f}' for d in diffs)}"
+                          for feature, diffs in auto["diff_by_quintile"].items())
+    print(f"  auto: estimated - realized by quintile of the shifted feature (low to high): {quintiles}")
     print(f"{result['stream']} summary:")
     print(summary_line("before (split), covariate shift", split["shifted_summary"]))
-    print(summary_line("after (cross-fitted), covariate shift", crossfit["shifted_summary"]))
-    for size, w in crossfit["period_windows"].items():
-        print(summary_line(f"after, windows of {int(size):,} from all the period's cross-fitted rows",
-                           w["summary"]))
+    print(f"  acceptance window (rule: the smallest n whose realized accuracy has binomial sd "
+          f"sqrt(p(1-p)/n) <= {NOISE_SD}, p = the period's accuracy {crossfit['accuracy']:.3f}; so "
+          f"+-{TOLERANCE} is 3 sd): {crossfit['acceptance_rows']:,} rows")
+    for name, run in (("score-only", crossfit), ("auto", auto)):
+        bias = run["bias"]
+        worst = bias["worst"]
+        print(f"  cross-fitted, {name} calibration: bias under the shifts (exact weighted mean of "
+              f"estimated - realized): max |bias| {bias['max_abs']:.3f} ({worst['feature']} "
+              f"a={worst['strength']:+.1f}; its standard error over the {crossfit['day_noise']['days']} "
+              f"days as clusters {worst['se']:.3f})")
+        print(summary_line("  one fold's pool, covariate shift", run["shifted_summary"]))
+        for size, w in run["period_windows"].items():
+            accept = " (acceptance)" if int(size) == crossfit["acceptance_rows"] else ""
+            print(summary_line(f"  windows of {int(size):,}{accept} from all the period's cross-fitted rows",
+                               w["summary"]))
+            print(floor_line(w["floor"]))
     print(summary_line(f"before (split), chronological rows {PERIOD_ROWS:,}+ (concept drift, contrast)",
                        split["chronological_summary"]))
     print(summary_line(f"after (model on rows 0-{PERIOD_ROWS - 1:,}, out-of-fold calibration), chronological "
@@ -373,39 +485,55 @@ def run(quick: bool, seeds: int) -> list[dict[str, Any]]:
 
 def measure(quick: bool) -> Any:
     """bench/run_all.py's row (16): elec2's covariate-shift max |diff| against +-0.03, cross-fitted
-    windows of WINDOW rows from the whole period (the split design's figure beside it)."""
+    windows of the acceptance size (the rule of :data:`NOISE_SD`) from the whole period; beside it
+    the 1,000-row windows, each with what a perfect estimator would read (the noise floor), the
+    shifts' bias, the feature-aware ("auto") calibration and the split design."""
     from common import Figure
 
     label = ("(16) CBPE on elec2, covariate shift keeping the concept: max |estimated - realized| "
-             f"accuracy, windows of {WINDOW:,}, cross-fitted over the first {PERIOD_ROWS:,} rows")
+             f"accuracy, windows of the acceptance size (binomial sd <= {NOISE_SD}), cross-fitted over the "
+             f"first {PERIOD_ROWS:,} rows")
     missing = [str(DATA / s.file) for s in STREAMS if not (DATA / s.file).is_file()]
     if missing:
         return Figure("cbpe_real_max_abs_diff", label, None, "", f"<= {TOLERANCE}", None,
                       f"not measured: {', '.join(missing)} not present")
     results = {r["stream"]: r for r in run(quick, 3)}
 
+    def sized(run: dict[str, Any], size: int) -> str:
+        w = run["period_windows"][str(size)]
+        s, floor = w["summary"], w["floor"]
+        return (f"{s['max_abs_diff']:.3f} ({s['within']}/{s['windows']} within; a perfect estimator "
+                f"{floor['max_abs_diff_median']:.3f}, 95 % <= {floor['max_abs_diff_p95']:.3f})")
+
     def figures(r: dict[str, Any]) -> str:
-        crossfit = r["crossfit"]
-        whole, wide = (crossfit["period_windows"][str(size)]["summary"] for size in PERIOD_WINDOWS)
-        before, per_fold = r["split"]["shifted_summary"], crossfit["shifted_summary"]
-        return (f"{whole['within']}/{whole['windows']} within; windows of {PERIOD_WINDOWS[1]:,} "
-                f"{wide['max_abs_diff']:.3f} ({wide['within']}/{wide['windows']}); one fold's pool (every "
-                f"{FOLDS}th day) {per_fold['max_abs_diff']:.3f} (its days alone: sd "
-                f"{crossfit['day_noise']['window_sd_from_days']:.3f}); before (split calibration) "
-                f"{before['max_abs_diff']:.3f} ({before['within']}/{before['windows']}); chronological "
-                f"(concept drift) {crossfit['chronological_summary']['max_abs_diff']:.2f}")
+        crossfit, auto = r["crossfit"], r["crossfit_auto"]
+        accept = crossfit["acceptance_rows"]
+        before = r["split"]["shifted_summary"]
+        bias = crossfit["bias"]
+
+        def auto_max(size: int) -> float:
+            return float(auto["period_windows"][str(size)]["summary"]["max_abs_diff"])
+
+        return (f"windows of {accept:,} (acceptance) {sized(crossfit, accept)}; of {WINDOW:,} "
+                f"{sized(crossfit, WINDOW)}; of {PERIOD_WINDOWS[1]:,} {sized(crossfit, PERIOD_WINDOWS[1])}; "
+                f"shift bias max {bias['max_abs']:.3f} (se over days {bias['worst']['se']:.3f}); "
+                f"calibration auto (chose {', '.join(f['calibration'] for f in auto['folds'])}): "
+                f"{accept:,} {auto_max(accept):.3f}, {WINDOW:,} {auto_max(WINDOW):.3f}; before (split "
+                f"calibration) {before['max_abs_diff']:.3f}; chronological (concept drift) "
+                f"{crossfit['chronological_summary']['max_abs_diff']:.2f}")
 
     elec2 = results["elec2"]
-    s = elec2["crossfit"]["period_windows"][str(WINDOW)]["summary"]
+    s = elec2["crossfit"]["period_windows"][str(elec2["crossfit"]["acceptance_rows"])]["summary"]
     noaa = results.get("noaa_weather")
     return Figure(
         "cbpe_real_max_abs_diff", label, s["max_abs_diff"], "", f"<= {TOLERANCE}", s["met"],
-        f"elec2: {figures(elec2)}; NOAA: " + (
-            f"{noaa['crossfit']['period_windows'][str(WINDOW)]['summary']['max_abs_diff']:.3f}, "
-            f"{figures(noaa)}" if noaa is not None else "not in --quick"),
+        f"elec2: {figures(elec2)}; NOAA: " + (figures(noaa) if noaa is not None else "not in --quick"),
         {name: {"split": r["split"]["shifted_summary"], "crossfit": r["crossfit"]["shifted_summary"],
-                **{f"crossfit_period_{size}": w["summary"]
-                   for size, w in r["crossfit"]["period_windows"].items()},
+                "acceptance_rows": r["crossfit"]["acceptance_rows"],
+                **{f"{prefix}_period_{size}": {**w["summary"], "floor": w["floor"]}
+                   for prefix, key in (("crossfit", "crossfit"), ("auto", "crossfit_auto"))
+                   for size, w in r[key]["period_windows"].items()},
+                "bias": {k: v for k, v in r["crossfit"]["bias"].items() if k != "by_shift"},
                 "chronological": r["crossfit"]["chronological_summary"]}
          for name, r in results.items()})
 

@@ -40,12 +40,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from driftline.extras import require
+from driftline.operators.multivariate import pack_array, unpack_array
+
 FloatArray = npt.NDArray[np.float64]
+Calibration = Literal["score", "features", "auto"]
+"""How a binary (or confidence) score is calibrated: on the score alone (isotonic), on the score
+and the event's features (:class:`FeatureAwareCalibration`), or whichever of the two has the lower
+cross-validated Brier score on the reference (:func:`select_calibration`)."""
 
 
 class IsotonicCalibration:
@@ -108,6 +115,188 @@ class IsotonicCalibration:
         return np.searchsorted(self.knots, s, side="right").astype(np.int64)
 
 
+class FeatureAwareCalibration:
+    """P(positive | score, features): shallow gradient-boosted trees, non-decreasing in the score.
+
+    CBPE needs ``P(prediction correct | x)``. A map of the score alone equals it only if the score
+    is sufficient; where the model's error also depends on a feature (it under-uses one), a shift
+    along that feature moves ``P(y | score)`` although ``P(y | x)`` is kept, and every score-only
+    calibration turns biased. This one is fitted on ``(score, features)`` by scikit-learn's
+    ``HistGradientBoostingClassifier`` (seeded, no early stopping, a monotone-increasing
+    constraint on the score so it stays a calibration of it); the fitted trees are kept as arrays
+    and evaluated in numpy, row by row (the same bits whatever the batching, no scikit-learn
+    needed to predict). Missing or non-finite feature values (NaN) go where the trees sent the
+    reference's missing values.
+
+    >>> rng = np.random.default_rng(3)
+    >>> def events(shift, n):
+    ...     x = rng.normal(size=(n, 2)) + [0.0, shift]
+    ...     y = rng.random(n) < 1 / (1 + np.exp(-(2 * x[:, 0] + x[:, 1])))  # the concept: fixed
+    ...     return 1 / (1 + np.exp(-2 * x[:, 0])), x, y                      # the model ignores x1
+    >>> scores, x, y = events(0.0, 20_000)
+    >>> by_features = FeatureAwareCalibration.fit(scores, x, y)
+    >>> by_score = IsotonicCalibration.fit(scores, y)
+    >>> scores, x, y = events(1.0, 20_000)                                   # x1 moves
+    >>> bias = lambda p: round(float(np.mean(p - y)), 2)                     # mean P(y) - y
+    >>> abs(bias(by_features.predict(scores, x))) <= 0.01, bias(by_score.predict(scores))
+    (True, -0.13)
+    """
+
+    def __init__(self, baseline: float, feature: npt.NDArray[np.int64], threshold: FloatArray,
+                 missing_left: npt.NDArray[np.bool_], left: npt.NDArray[np.int64],
+                 right: npt.NDArray[np.int64], value: FloatArray, depth: int, columns: int) -> None:
+        self.baseline = baseline
+        """Log-odds every tree adds to."""
+        self.feature = feature
+        """(trees, nodes): the column a node splits on (0: the score, ``j + 1``: feature ``j``);
+        -1 at a leaf (and on padding)."""
+        self.threshold = threshold
+        self.missing_left = missing_left
+        self.left = left
+        self.right = right
+        self.value = value
+        """(trees, nodes): a leaf's log-odds contribution."""
+        self.depth = depth
+        self.columns = columns
+        """The score and the feature columns the trees were fitted on."""
+
+    @classmethod
+    def fit(cls, scores: Any, features: Any, labels: Any, *, seed: int = 0, max_iter: int = 50,
+            max_depth: int = 2, learning_rate: float = 0.2,
+            min_leaf_share: float = 0.05) -> FeatureAwareCalibration:
+        """Fit on the reference: the model's scores, the events' features ``(n, d)`` and the labels
+        (positive 1/True). Small by default (50 trees of depth 2, leaves of at least 5 % of the
+        rows): a calibration should correct the score where a feature says it is off by a few
+        points, not learn the concept again; the cost per event grows with trees x depth."""
+        x = _design(scores, features)
+        y = np.asarray(labels).astype(bool)
+        if y.shape != (x.shape[0],) or x.shape[0] < 2 or np.all(y) or not np.any(y):
+            raise ValueError("a feature-aware calibration needs one label per row and both classes")
+        require("multivariate", "FeatureAwareCalibration.fit")
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+        model = HistGradientBoostingClassifier(
+            max_iter=max_iter, max_depth=max_depth, learning_rate=learning_rate,
+            min_samples_leaf=max(20, int(x.shape[0] * min_leaf_share)), l2_regularization=1.0,
+            monotonic_cst=[1] + [0] * (x.shape[1] - 1), early_stopping=False, random_state=seed)
+        # One thread: a few thousand rows, where OpenMP's threads cost more than they save.
+        with threadpool_limits(limits=1):
+            model.fit(x, y)
+        trees = [predictors[0].nodes for predictors in model._predictors]
+        width = max(t.size for t in trees)
+
+        def padded(field: str, fill: float, dtype: Any) -> Any:
+            out = np.full((len(trees), width), fill, dtype=dtype)
+            for i, nodes in enumerate(trees):
+                out[i, :nodes.size] = nodes[field]
+            return out
+
+        feature = padded("feature_idx", -1, np.int64)
+        feature[padded("is_leaf", 1, np.bool_)] = -1
+        return cls(float(np.asarray(model._baseline_prediction).ravel()[0]), feature,
+                   padded("num_threshold", 0.0, np.float64), padded("missing_go_to_left", 0, np.bool_),
+                   padded("left", 0, np.int64), padded("right", 0, np.int64),
+                   padded("value", 0.0, np.float64), int(max(int(t["depth"].max()) for t in trees)),
+                   x.shape[1])
+
+    def predict(self, scores: Any, features: Any) -> FloatArray:
+        """Calibrated probabilities of the positive class."""
+        x = _design(scores, features)
+        if x.shape[1] != self.columns:
+            raise ValueError(f"expected {self.columns - 1} feature columns, got {x.shape[1] - 1}")
+        out = np.empty(x.shape[0])
+        for start in range(0, x.shape[0], _CHUNK):  # (rows, trees) index arrays stay small
+            out[start:start + _CHUNK] = self._log_odds(x[start:start + _CHUNK])
+        return np.asarray(1.0 / (1.0 + np.exp(-out)), dtype=np.float64)
+
+    def _log_odds(self, x: FloatArray) -> FloatArray:
+        # (trees, rows) of flat node indices: one take per array and level, each tree's row contiguous
+        trees, width = self.feature.shape
+        rows, columns = x.shape
+        flat_x = np.ascontiguousarray(x).ravel()
+        node = np.repeat(np.arange(trees, dtype=np.int64) * width, rows).reshape(trees, rows)
+        row_start = np.arange(rows, dtype=np.int64) * columns
+        for _ in range(self.depth):
+            column = self.feature.take(node)
+            value = flat_x.take(row_start + np.maximum(column, 0))
+            go_left = np.where(np.isnan(value), self.missing_left.take(node),
+                               value <= self.threshold.take(node))
+            child = np.where(go_left, self.left.take(node), self.right.take(node))
+            node = np.where(column < 0, node, child + (node - node % width))
+        leaves = self.value.take(node)
+        raw = np.full(rows, self.baseline)
+        for leaf in leaves:  # tree by tree, in order: a fixed sum per row
+            raw += leaf
+        return raw
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe state (the trees' arrays packed as base64).
+
+        >>> rng = np.random.default_rng(1)
+        >>> x = rng.normal(size=(600, 2))
+        >>> cal = FeatureAwareCalibration.fit(x[:, 0], x, rng.random(600) < 0.5 + 0.3 * np.tanh(x[:, 1]))
+        >>> again = FeatureAwareCalibration.from_state(cal.to_state())
+        >>> bool(np.array_equal(again.predict(x[:, 0], x), cal.predict(x[:, 0], x)))
+        True
+        """
+        return {"baseline": self.baseline, "depth": self.depth, "columns": self.columns,
+                "feature": pack_array(self.feature, "<i4"), "threshold": pack_array(self.threshold),
+                "missing_left": pack_array(self.missing_left, "<u1"), "left": pack_array(self.left, "<i4"),
+                "right": pack_array(self.right, "<i4"), "value": pack_array(self.value)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> FeatureAwareCalibration:
+        def ints(key: str) -> npt.NDArray[np.int64]:
+            return unpack_array(state[key]).astype(np.int64)
+
+        return cls(float(state["baseline"]), ints("feature"), unpack_array(state["threshold"]),
+                   unpack_array(state["missing_left"]).astype(bool), ints("left"), ints("right"),
+                   unpack_array(state["value"]), int(state["depth"]), int(state["columns"]))
+
+
+_CHUNK = 4_096
+
+
+def _design(scores: Any, features: Any) -> FloatArray:
+    """``[score, features...]`` per row; non-finite feature values NaN (the trees' missing value)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+    f = np.asarray(features, dtype=np.float64)
+    f = f.reshape(s.shape[0], -1) if f.size or s.shape[0] == 0 else np.empty((s.shape[0], 0))
+    x = np.hstack([s, f])
+    x[:, 1:][~np.isfinite(x[:, 1:])] = np.nan
+    return x
+
+
+def brier_scores(scores: Any, labels: Any, features: Any, *, folds: int = 5,
+                 seed: int = 0) -> dict[str, float]:
+    """Cross-validated Brier score (mean squared error of the probability; lower is better) of
+    the score-only and the feature-aware calibration on a labelled reference: each of ``folds``
+    contiguous blocks of rows predicted by calibrations fitted on the others. A proper score that,
+    unlike the log-loss, stays finite where an isotonic map says 0 or 1. Blocks, not shuffled
+    rows: a reference is mostly in time order, and rows of one period share more than their
+    features (shuffled folds would reward a calibration that learns the period).
+
+    >>> rng = np.random.default_rng(2)
+    >>> x = rng.normal(size=(3_000, 2))
+    >>> y = rng.random(3_000) < 1 / (1 + np.exp(-(x[:, 0] + x[:, 1])))
+    >>> b = brier_scores(1 / (1 + np.exp(-x[:, 0])), y, x)
+    >>> b["features"] < b["score"]
+    True
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    x = np.asarray(features, dtype=np.float64).reshape(s.size, -1)
+    fold = np.arange(s.size) * folds // s.size
+    by_score, by_features = np.empty(s.size), np.empty(s.size)
+    for k in range(folds):
+        test, train = fold == k, fold != k
+        by_score[test] = IsotonicCalibration.fit(s[train], y[train]).predict(s[test])
+        by_features[test] = FeatureAwareCalibration.fit(s[train], x[train], y[train], seed=seed).predict(
+            s[test], x[test])
+    return {"score": float(np.mean((by_score - y) ** 2)), "features": float(np.mean((by_features - y) ** 2))}
+
+
 @dataclass(frozen=True)
 class PerformanceEstimate:
     """Estimated performance of one window, from scores alone."""
@@ -152,11 +341,25 @@ class PerformanceEstimator:
     True
     """
 
-    def __init__(self, calibrations: list[IsotonicCalibration], threshold: float, z: float) -> None:
+    def __init__(self, calibrations: list[IsotonicCalibration], threshold: float, z: float,
+                 by_features: FeatureAwareCalibration | None = None,
+                 selection: Mapping[str, Any] | None = None) -> None:
         self.calibrations = calibrations
-        """One per class column (a single one for a binary classifier)."""
+        """One per class column (a single one for a binary classifier). With :attr:`by_features`
+        still fitted: its segments order the ROC-AUC estimate's pairs."""
         self.threshold = threshold
         self.z = z
+        self.by_features = by_features
+        """The feature-aware calibration (binary or confidence scores), which then gives the
+        probabilities: :meth:`calibrated` and :meth:`estimate` need the events' features."""
+        self.selection = dict(selection) if selection is not None else None
+        """How ``calibration="auto"`` chose: the cross-validated Brier scores (see
+        :func:`brier_scores`) and the choice."""
+
+    @property
+    def calibration(self) -> Literal["score", "features"]:
+        """What the probabilities are calibrated on."""
+        return "features" if self.by_features is not None else "score"
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state (the calibrations' knots and values).
@@ -165,39 +368,80 @@ class PerformanceEstimator:
         >>> PerformanceEstimator.from_state(est.to_state()).estimate([0.2, 0.8]) == est.estimate([0.2, 0.8])
         True
         """
-        return {"threshold": self.threshold, "z": self.z,
-                "calibrations": [{"knots": c.knots.tolist(), "values": c.values.tolist()}
-                                 for c in self.calibrations]}
+        state: dict[str, Any] = {"threshold": self.threshold, "z": self.z,
+                                 "calibrations": [{"knots": c.knots.tolist(), "values": c.values.tolist()}
+                                                  for c in self.calibrations]}
+        # Only when used: a score-only state (and its profile's id) stays byte for byte as before.
+        if self.by_features is not None:
+            state["by_features"] = self.by_features.to_state()
+        if self.selection is not None:
+            state["selection"] = self.selection
+        return state
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> PerformanceEstimator:
         calibrations = [IsotonicCalibration(np.asarray(c["knots"], dtype=np.float64),
                                             np.asarray(c["values"], dtype=np.float64))
                         for c in state["calibrations"]]
-        return cls(calibrations, float(state["threshold"]), float(state["z"]))
+        by_features = state.get("by_features")
+        return cls(calibrations, float(state["threshold"]), float(state["z"]),
+                   FeatureAwareCalibration.from_state(by_features) if by_features else None,
+                   state.get("selection"))
 
     @property
     def classes(self) -> int:
         return max(2, len(self.calibrations))
 
     @classmethod
-    def fit(cls, scores: Any, labels: Any, *, threshold: float = 0.5,
-            z: float = 1.96) -> PerformanceEstimator:
-        """Calibrate on the reference: the model's scores and the true labels."""
+    def fit(cls, scores: Any, labels: Any, *, threshold: float = 0.5, z: float = 1.96,
+            features: Any = None, calibration: Calibration = "score", seed: int = 0) -> PerformanceEstimator:
+        """Calibrate on the reference: the model's scores and the true labels.
+
+        ``calibration`` "features" (binary scores only) calibrates on the score and ``features``
+        (``(n, d)``, the events' numeric features, NaN where missing) with a
+        :class:`FeatureAwareCalibration`; "auto" takes it only if its cross-validated Brier score
+        on the reference is lower than the score-only map's (recorded in :attr:`selection`).
+
+        >>> rng = np.random.default_rng(6)
+        >>> x = rng.normal(size=(4_000, 2))
+        >>> y = rng.random(4_000) < 1 / (1 + np.exp(-(2 * x[:, 0] + x[:, 1])))
+        >>> est = PerformanceEstimator.fit(1 / (1 + np.exp(-2 * x[:, 0])), y, features=x, calibration="auto")
+        >>> est.calibration, est.selection["calibration"]
+        ('features', 'features')
+        """
         s = np.asarray(scores, dtype=np.float64)
         y = np.asarray(labels)
         if s.ndim == 1:
-            return cls([IsotonicCalibration.fit(s, y.astype(np.float64))], threshold, z)
+            isotonic = [IsotonicCalibration.fit(s, y.astype(np.float64))]
+            if calibration == "score":
+                return cls(isotonic, threshold, z)
+            if features is None:
+                raise ValueError(f"calibration={calibration!r} needs the reference's features")
+            selection: dict[str, Any] | None = None
+            if calibration == "auto":
+                selection = {"brier": brier_scores(s, y, features, seed=seed)}
+                selection["calibration"] = min(("score", "features"), key=selection["brier"].__getitem__)
+                if selection["calibration"] == "score":
+                    return cls(isotonic, threshold, z, None, selection)
+            return cls(isotonic, threshold, z, FeatureAwareCalibration.fit(s, features, y, seed=seed),
+                       selection)
         if s.ndim != 2 or s.shape[1] < 2 or s.shape[0] != y.size:
             raise ValueError("multiclass scores must be (n, K >= 2) with one label per row")
+        if calibration == "features":
+            raise ValueError("a feature-aware calibration is for binary or confidence scores (1-D)")
         y = y.astype(np.int64)
         return cls([IsotonicCalibration.fit(s[:, k], (y == k).astype(np.float64))
                     for k in range(s.shape[1])], threshold, z)
 
-    def calibrated(self, scores: Any) -> FloatArray:
+    def calibrated(self, scores: Any, features: Any = None) -> FloatArray:
         """Calibrated class probabilities: ``(n,)`` of the positive class for a binary model,
-        ``(n, K)`` rows summing to 1 for a multiclass one."""
+        ``(n, K)`` rows summing to 1 for a multiclass one. ``features`` (``(n, d)``): what a
+        feature-aware calibration needs (ignored otherwise)."""
         s = np.asarray(scores, dtype=np.float64)
+        if self.by_features is not None:
+            if features is None:
+                raise ValueError("this estimator is calibrated on the features too: pass them")
+            return self.by_features.predict(s, features)
         if len(self.calibrations) == 1:
             return self.calibrations[0].predict(s)
         c = np.column_stack([cal.predict(s[:, k]) for k, cal in enumerate(self.calibrations)])
@@ -205,19 +449,23 @@ class PerformanceEstimator:
         # A row every calibration maps to 0 (scores below all reference blocks) is uninformative.
         return np.where(totals > 0, c / np.where(totals > 0, totals, 1.0), 1.0 / c.shape[1])
 
-    def estimate(self, scores: Any) -> PerformanceEstimate:
-        """Estimated performance of a window of scores (no labels); rows with a NaN are skipped."""
+    def estimate(self, scores: Any, features: Any = None) -> PerformanceEstimate:
+        """Estimated performance of a window of scores (no labels; ``features`` for a
+        feature-aware calibration); rows with a NaN score are skipped."""
         s = np.asarray(scores, dtype=np.float64)
         multiclass = len(self.calibrations) > 1
         if multiclass:
             s = s.reshape(-1, len(self.calibrations))
             s = s[~np.isnan(s).any(axis=1)]
         else:
-            s = s[~np.isnan(s)]
+            scored = ~np.isnan(s)
+            s = s[scored]
+            if features is not None:
+                features = np.asarray(features, dtype=np.float64).reshape(scored.size, -1)[scored]
         n = int(s.shape[0])
         if n == 0:
             return PerformanceEstimate(0, *(math.nan,) * 6)
-        c = self.calibrated(s)
+        c = self.calibrated(s, features)
         if multiclass:
             predicted_class = s.argmax(axis=1)
             correct = c[np.arange(n), predicted_class]

@@ -50,7 +50,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from driftline.operators.cbpe import PerformanceEstimate, PerformanceEstimator, expected_auc_of_segments
+from driftline.operators.cbpe import (
+    Calibration,
+    PerformanceEstimate,
+    PerformanceEstimator,
+    expected_auc_of_segments,
+)
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.multivariate import (
     FloatArray,
@@ -110,6 +115,7 @@ def multivariate_section(
     labels: Sequence[Any] | None = None,
     predictions: Sequence[Any] | None = None,
     score_kind: ScoreKind = "positive",
+    calibration: Calibration = "score",
     sample_size: int = SAMPLE_SIZE,
     seed: int = 0,
     bins: int = 10,
@@ -124,6 +130,8 @@ def multivariate_section(
     average), calibrated to P(positive). "confidence": each score is the confidence of the
     predicted class (``predictions``, any number of classes), calibrated to P(prediction correct);
     the section then records ``"score_kind": "confidence"`` (a section without it is "positive").
+    ``calibration`` (see :meth:`~driftline.operators.cbpe.PerformanceEstimator.fit`): "features"
+    or "auto" may calibrate on the score and the section's features.
 
     Without ``features``, the numeric columns that vary: :func:`constant_features` are left out
     (named ``features`` are taken as they are).
@@ -153,9 +161,9 @@ def multivariate_section(
         if score_kind == "confidence":
             if predictions is None:
                 raise ValueError("confidence scores need the predictions (P(prediction == label))")
-            estimator = _confidence_calibration(scores, labels, predictions)
+            estimator = _confidence_calibration(scores, labels, predictions, x, calibration, seed)
         else:
-            estimator = _calibration(scores, labels)
+            estimator = _calibration(scores, labels, x, calibration, seed)
         performance = estimator.to_state() if estimator is not None else None
     section = {
         "features": names,
@@ -195,26 +203,30 @@ def constant_features(columns: Mapping[str, Any], names: Sequence[str]) -> list[
     return out
 
 
-def _calibration(scores: Sequence[Any], labels: Sequence[Any]) -> PerformanceEstimator | None:
-    pairs = [(float(s), category_key(y)) for s, y in zip(scores, labels, strict=True)
+def _calibration(scores: Sequence[Any], labels: Sequence[Any], x: FloatArray,
+                 calibration: Calibration, seed: int) -> PerformanceEstimator | None:
+    pairs = [(i, float(s), category_key(y)) for i, (s, y) in enumerate(zip(scores, labels, strict=True))
              if s is not None and y is not None and isinstance(s, int | float) and math.isfinite(s)]
-    classes = sorted({y for _, y in pairs})
+    classes = sorted({y for _, _, y in pairs})
     if len(classes) != 2 or len(pairs) < MIN_ROWS:
         return None
-    mean_score = {c: np.mean([s for s, y in pairs if y == c]) for c in classes}
+    mean_score = {c: np.mean([s for _, s, y in pairs if y == c]) for c in classes}
     positive = max(classes, key=lambda c: mean_score[c])
-    return PerformanceEstimator.fit([s for s, _ in pairs], [y == positive for _, y in pairs])
+    return PerformanceEstimator.fit([s for _, s, _ in pairs], [y == positive for _, _, y in pairs],
+                                    features=x[[i for i, _, _ in pairs]], calibration=calibration, seed=seed)
 
 
-def _confidence_calibration(scores: Sequence[Any], labels: Sequence[Any],
-                            predictions: Sequence[Any]) -> PerformanceEstimator | None:
-    rows = [(float(s), category_key(p) == category_key(y))
-            for s, y, p in zip(scores, labels, predictions, strict=True)
+def _confidence_calibration(scores: Sequence[Any], labels: Sequence[Any], predictions: Sequence[Any],
+                            x: FloatArray, calibration: Calibration,
+                            seed: int) -> PerformanceEstimator | None:
+    rows = [(i, float(s), category_key(p) == category_key(y))
+            for i, (s, y, p) in enumerate(zip(scores, labels, predictions, strict=True))
             if s is not None and y is not None and p is not None and isinstance(s, int | float)
             and math.isfinite(s)]
     if len(rows) < MIN_ROWS:
         return None
-    return PerformanceEstimator.fit([s for s, _ in rows], [c for _, c in rows])
+    return PerformanceEstimator.fit([s for _, s, _ in rows], [c for _, _, c in rows],
+                                    features=x[[i for i, _, _ in rows]], calibration=calibration, seed=seed)
 
 
 class MultivariateReference:
@@ -564,7 +576,8 @@ class MultivariateWatch:
             if ref.estimator is not None:
                 keep = ~np.isnan(scored)
                 calibrated = np.full(scored.size, np.nan)
-                calibrated[keep] = ref.estimator.calibrated(scored[keep])
+                calibrated[keep] = ref.estimator.calibrated(
+                    scored[keep], x[keep] if ref.estimator.by_features is not None else None)
                 if ref.score_kind == "positive":
                     predicted = scored >= ref.estimator.threshold
                     segments = ref.estimator.calibrations[0].segments(np.nan_to_num(scored))
