@@ -4,7 +4,9 @@ the reference says it calibrates better."""
 
 from __future__ import annotations
 
+import csv
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,3 +180,30 @@ def test_the_pipeline_estimates_windows_with_the_features(profile: ReferenceProf
         library = estimator.estimate(scores[rows], x_missing[rows])
         assert estimate is not None and estimate.n == library.n
         assert estimate.accuracy == pytest.approx(library.accuracy, abs=1e-8)
+
+
+def test_profile_build_records_the_auto_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from driftline.cli.main import main
+
+    scores, x, labels = _events(np.random.default_rng(17), 3_000, 0.0)
+    data = tmp_path / "train.csv"
+    with data.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["a", "b", "score", "label"])
+        writer.writerows([float(r[0]), float(r[1]), float(s), "yes" if y else "no"]
+                         for r, s, y in zip(x, scores, labels, strict=True))
+    args = ["profile", "build", "--model", "m", "--version", "1", "--data", str(data), "--no-publish"]
+    assert main([*args, "--cbpe-calibration", "auto"]) == 2  # nothing to calibrate without scores
+    assert "--cbpe-calibration needs --score-column" in capsys.readouterr().err
+    out = tmp_path / "profile.json"
+    assert main([*args, "--label-column", "label", "--score-column", "score", "--cbpe-calibration", "auto",
+                 "--out", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # the caption wraps
+    assert "CBPE calibration on the score and the features (auto: cross-validated Brier" in printed
+    profile = ReferenceProfile.model_validate_json(out.read_bytes())
+    assert profile.multivariate is not None
+    performance = profile.multivariate["performance"]
+    assert performance["selection"]["calibration"] == "features" and performance["by_features"]
+    estimator = MultivariateReference.from_section(profile.multivariate).estimator
+    assert estimator is not None and estimator.by_features is not None
+    assert estimator.by_features.columns == 1 + len(profile.multivariate["features"])

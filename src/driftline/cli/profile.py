@@ -77,6 +77,13 @@ def register(sub: Any) -> None:
                        help="what --score-column holds: a binary classifier's score of the positive "
                        "class (default), or the confidence of the predicted class, any number of "
                        "classes (needs --prediction-column; estimates accuracy only)")
+    build.add_argument("--cbpe-calibration", choices=("score", "features", "auto"), default="score",
+                       help="how --score-column is calibrated for CBPE: on the score alone (isotonic, "
+                       "default), on the score and the numeric features (shallow gradient-boosted trees, "
+                       "monotone in the score: unbiased when the model's error depends on a feature it "
+                       "under-uses and the inputs shift along it), or auto: the features only if their "
+                       "cross-validated Brier score on the table (contiguous blocks of rows) is lower; "
+                       "the choice and both scores are recorded in the profile")
     build.add_argument("--no-multivariate", action="store_true",
                        help="leave out the multivariate section (reconstruction drift, outlier rate, "
                        "domain classifier, CBPE), otherwise added from 500 rows with 2 numeric features")
@@ -205,6 +212,8 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
             raise InputError("--score-kind confidence needs --prediction-column (P(prediction correct))")
         scores = table[args.score_column]
         columns.pop(args.score_column, None)
+    elif args.cbpe_calibration != "score":
+        raise InputError("--cbpe-calibration needs --score-column and --label-column (what it calibrates)")
     multivariate = None
     if not args.no_multivariate:
         outputs = {args.label_column, args.prediction_column}
@@ -223,7 +232,8 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
             feature_columns, scores=scores,
             labels=columns[args.label_column] if args.label_column is not None else None,
             predictions=columns[args.prediction_column] if args.prediction_column is not None else None,
-            score_kind=args.score_kind, bins=args.bins or settings.drift.bins)
+            score_kind=args.score_kind, calibration=args.cbpe_calibration,
+            bins=args.bins or settings.drift.bins)
     profile = build_profile(
         args.model, args.version, columns,
         label_column=args.label_column, prediction_column=args.prediction_column,
@@ -331,7 +341,16 @@ def _multivariate_caption(profile: ReferenceProfile) -> str:
     section = profile.multivariate
     if not section:
         return ""
-    cbpe = " + CBPE calibration" if section.get("performance") else ""
+    performance = section.get("performance")
+    cbpe = ""
+    if performance:
+        on_features = " on the score and the features" if performance.get("by_features") else ""
+        cbpe = f" + CBPE calibration{on_features}"
+        selection = performance.get("selection")
+        if selection:
+            brier = selection["brier"]
+            cbpe += (f" (auto: cross-validated Brier {brier['score']:.4f} score-only, "
+                     f"{brier['features']:.4f} with the features)")
     return f" · multivariate over {len(section['features'])} numeric features{cbpe}"
 
 
