@@ -28,8 +28,12 @@ process of its own: RSS, the CPU time per event of steady traffic (a prediction 
 the oldest pending one, ``--rate`` of each per second) with checkpoint deltas every
 ``--interval`` s, the checkpoint bytes per second against the input's (a base every ``--ratio``
 x its size, amortised), and the restore (the base and the most deltas that can follow it, then
-the first prediction), each beside the issue's target for 10M pending. Not included: reading
-the chain from the broker (the worker's ``driftline_stage_restore_seconds`` has it).
+the first prediction), each beside the issue's target for 10M pending. Then the chain the runner
+keeps at 10M under ``worker.restore_target_s`` (:func:`bounded_chain`: the runner's own
+``ChainLength.base_due`` with the costs this run's restore measured): deltas per base, checkpoint
+bytes per second against the input's, the worst restore in CPU time and in this run's wall time,
+and how long writing a base stalls batches. Not measured: reading the chain from the broker (taken
+at ``RestoreCosts``' default 100 MB/s; the worker's ``driftline_stage_restore_read_seconds`` has it).
 
     .venv/bin/python bench/bench_join_state.py --pending 1000000 --budget-mb 64
 """
@@ -481,7 +485,7 @@ def print_spill(memory: SpillRun | None, spill: SpillRun, cost: EventCost | None
     rows: tuple[tuple[str, float, float, str], ...] = (
         ("RSS at 10M (the table linear from here)", rss_10m, 2048, "MB"),
         ("checkpoint bytes/s over input", share, 2.0, "x"),
-        ("restore at 10M (linear from here)", spill.restore_s * scale, 60.0, "s"))
+        ("restore at 10M, --ratio bound alone (linear from here)", spill.restore_s * scale, 60.0, "s"))
     if memory is not None:
         apart = spill.event_cpu_us / memory.event_cpu_us * 100 - 100
         print(f"  per event, CPU, one run each: {apart:+.0f} % "
