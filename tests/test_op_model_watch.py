@@ -265,3 +265,40 @@ def test_a_batch_out_of_time_order_across_windows_equals_events_one_at_a_time(
     reports = _feed(batched, list(range(3_000)), 1_500, events)
     assert reports == _feed(single, list(range(3_000)), 1, events)
     assert len(batched.windows) > 1 and _windows([batched], 300) == _windows([single], 300)
+
+
+def _float_columns(features: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """What the decoder carries: a float64 column per feature whose every value is a JSON float."""
+    names = sorted({name for f in features for name in f})
+    columns = {name: [f.get(name) for f in features] for name in names}
+    return {name: np.array(values, dtype=np.float64) for name, values in columns.items()
+            if all(type(v) is float for v in values)}
+
+
+def test_float_columns_give_the_state_and_reports_of_the_feature_maps(profile: ReferenceProfile) -> None:
+    """Stage 1 hands the decoder's columns over: the same windows, samples and episode reports as
+    from each event's features, with a second profile taking effect mid-batch and batches where a
+    feature is missing, None, text or an integer (read from the maps)."""
+    quiet, rotated = _events(2_000, 0.8), _events(2_000, -0.8)
+    times = quiet[0] + [t + 100_000 for t in rotated[0]]
+    ids = quiet[1] + [f"r{i}" for i in rotated[1]]
+    features, scores = quiet[2] + rotated[2], quiet[3] + rotated[3]
+    for i in range(2_500, 4_000, 11):
+        features[i] = {**features[i], "c": int(i % 4)}
+    newer = profile.model_copy(update={"profile_id": f"{profile.profile_id}-2",
+                                       "effective_from_ms": times[2_700]})
+    by_maps, by_columns = _watch(profile), _watch(profile)
+    assert by_maps.add_profile(newer) and by_columns.add_profile(newer)
+    reports: list[list[dict[str, Any]]] = [[], []]
+    given: set[tuple[str, ...]] = set()
+    for lo in range(0, 4_000, 600):
+        part = slice(lo, lo + 600)
+        batch = (times[part], ids[part], features[part], scores[part], [WINDOW_MS])
+        reports[0] += by_maps.observe("m", "1", *batch)
+        columns = _float_columns(features[part])
+        given.add(tuple(sorted(columns)))
+        reports[1] += by_columns.observe("m", "1", *batch, columns)
+    assert given == {("a", "b", "c"), ("a",), ("a", "b")}  # all, some or one from the columns
+    assert reports[0] == reports[1] and any(r["kind"] == "opened" for r in reports[0])
+    assert sorted(by_maps.windows) == sorted(by_columns.windows)
+    assert _windows([by_maps], 300) == _windows([by_columns], 300)

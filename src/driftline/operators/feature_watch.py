@@ -56,7 +56,7 @@ from __future__ import annotations
 import bisect
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,9 +234,11 @@ class FeatureWatch:
         times: Sequence[int],
         prediction_ids: Sequence[str],
         features: Sequence[dict[str, Any]],
+        columns: Mapping[str, npt.NDArray[np.float64]] | None = None,
     ) -> list[dict[str, Any]]:
         """Feed one model's events in stream order; returns the episode reports, in stream order
-        per feature (features in name order)."""
+        per feature (features in name order). ``columns``: numeric features as float64 columns
+        the caller already has (a value per event), left out of ``features``."""
         watch = self._models.get((model_id, model_version))
         if watch is None or not watch.profiles or not times:
             return []
@@ -261,8 +263,9 @@ class FeatureWatch:
                     reports.extend(self._close_bank(watch.bank, int(running[lo]), prediction_ids[lo]))
                 watch.bank = self._bank(watch.profiles[int(index)], int(index))
             cuts = crossings[(crossings >= lo) & (crossings < hi)] - lo
+            part = None if columns is None else {name: column[lo:hi] for name, column in columns.items()}
             reports.extend(
-                self._feed(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi], features[lo:hi])
+                self._feed(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi], features[lo:hi], part)
             )
         return reports
 
@@ -296,15 +299,20 @@ class FeatureWatch:
         cuts: npt.NDArray[np.int64],
         prediction_ids: Sequence[str],
         features: Sequence[dict[str, Any]],
+        given: Mapping[str, npt.NDArray[np.float64]] | None,
     ) -> list[dict[str, Any]]:
         reports = []
-        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        numeric = [name for name, monitor in bank.monitors.items()
+                   if monitor.kind == "numeric" and (given is None or name not in given)]
         columns = _float_columns(features, numeric)
+        if given and columns is not None:
+            columns = {**columns, **given}
         every = np.arange(len(features))
         for name, monitor in bank.monitors.items():
             values: Any
             if monitor.kind == "numeric":
-                numbers = columns[name] if columns is not None else _floats([f.get(name) for f in features])
+                numbers = (columns[name] if columns is not None else given[name] if given and name in given
+                           else _floats([f.get(name) for f in features]))
                 finite = np.isfinite(numbers)
                 positions = every if finite.all() else np.flatnonzero(finite)
                 values = numbers if positions is every else numbers[positions]

@@ -262,13 +262,34 @@ class MultivariateReference:
             "confidence" if section.get("score_kind") == "confidence" else "positive",
         )
 
-    def matrix(self, features: Sequence[Mapping[str, Any]]) -> FloatArray:
+    def matrix(self, features: Sequence[Mapping[str, Any]],
+               columns: Mapping[str, FloatArray] | None = None) -> FloatArray:
         """The events' numeric features as an (n, d) matrix; missing or non-numeric values NaN,
-        integers beyond a float's range +-inf (a huge error, an outlier: not an OverflowError)."""
+        integers beyond a float's range +-inf (a huge error, an outlier: not an OverflowError).
+
+        ``columns``: float64 columns (one value per event, every value a JSON float) the caller
+        already has, e.g. the decoder's; the features among them are taken as they are, the
+        others read from ``features``. The result is then in F order (a view of the feature-major
+        stack :meth:`errors_and_distances` works on); the values are the same either way.
+        """
         names = self.features
+        if columns:
+            given = [j for j, name in enumerate(names) if name in columns]
+            if given:
+                stacked = np.empty((len(names), len(features)), dtype=np.float64)
+                for j in given:
+                    stacked[j] = columns[names[j]]
+                others = sorted(set(range(len(names))) - set(given))
+                if others:
+                    stacked[others] = self._rows_matrix(features, [names[j] for j in others]).T
+                return stacked.T
+        return self._rows_matrix(features, names)
+
+    def _rows_matrix(self, features: Sequence[Mapping[str, Any]], names: Sequence[str]) -> FloatArray:
         if len(names) > 1:  # the common batch: every feature present and a float, one type test
+            getter = self._getter if names is self.features else itemgetter(*names)
             try:
-                rows = list(map(self._getter, features))
+                rows = list(map(getter, features))
             except KeyError:
                 pass
             else:
@@ -544,8 +565,11 @@ class MultivariateWatch:
 
     def observe(self, model_id: str, model_version: str, times: Sequence[int], prediction_ids: Sequence[str],
                 features: Sequence[Mapping[str, Any]], scores: Sequence[float | None],
-                sizes_ms: Sequence[int]) -> list[dict[str, Any]]:
-        """Feed one model's accepted events in stream order; the reconstruction episode reports."""
+                sizes_ms: Sequence[int], columns: Mapping[str, FloatArray] | None = None,
+                ) -> list[dict[str, Any]]:
+        """Feed one model's accepted events in stream order; the reconstruction episode reports.
+        ``columns``: float64 feature columns of these events the caller has (see
+        :meth:`MultivariateReference.matrix`); the same state and reports as without."""
         model = self.models.get((model_id, model_version))
         if model is None or not model.profiles or not times:
             return []
@@ -565,10 +589,11 @@ class MultivariateWatch:
             sample_size = min(self.sample_size, ref.sample.shape[0])  # as many rows as the reference's
             if wanted[0] == wanted[-1]:  # the common batch: one profile for every event
                 rows: npt.NDArray[np.intp] | slice = slice(None)
-                x = ref.matrix(features)
+                x = ref.matrix(features, columns)
             else:
                 rows = np.flatnonzero(wanted == index)
-                x = ref.matrix([features[i] for i in rows.tolist()])
+                x = ref.matrix([features[i] for i in rows.tolist()],
+                               {name: column[rows] for name, column in columns.items()} if columns else None)
             errors, distances = ref.errors_and_distances(x)
             errors_all[rows] = errors
             group_stamps, hashes, scored = stamps[rows], hashes_all[rows], scores_all[rows]
@@ -600,8 +625,9 @@ class MultivariateWatch:
                                cbpe, sample_size)
         if not self.episodes_enabled:
             return []
-        return self.episodes.observe(model_id, model_version, times, prediction_ids,
-                                     [{RECONSTRUCTION_FEATURE: e} for e in errors_all.tolist()])
+        # the errors as the pseudo-feature's column: no feature map per event
+        return self.episodes.observe(model_id, model_version, times, prediction_ids, [{}] * len(times),
+                                     {RECONSTRUCTION_FEATURE: errors_all})
 
     def take(self, size_ms: int, start: int, model_id: str, model_version: str) -> dict[str, Any] | None:
         """A closing window's partial (None if no event of it was watched)."""
