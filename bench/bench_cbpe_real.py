@@ -477,6 +477,67 @@ def report(result: dict[str, Any]) -> None:
                        f"rows {PERIOD_ROWS:,}+ (concept drift, contrast)", crossfit["chronological_summary"]))
 
 
+def calibration_cost(features: int = 25, events: int = 20_000, batch: int = 500) -> dict[str, float]:
+    """CPU per event of the feature-aware calibration against the score-only one: the estimator's
+    ``calibrated`` alone, and stage 1's whole :class:`MultivariateWatch` ``observe`` (reconstruction,
+    outliers, CBPE, sample) on ``features`` numeric features in batches of ``batch`` events."""
+    import time
+
+    from driftline.operators.model_watch import MultivariateWatch
+    from driftline.operators.profile import ReferenceProfile, build_profile
+
+    rng = np.random.default_rng(9)
+    names = [f"f{j}" for j in range(features)]
+
+    def table(n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        x = rng.normal(size=(n, features))
+        scores = 1 / (1 + np.exp(-2 * x[:, 0]))
+        return x, scores, rng.random(n) < 1 / (1 + np.exp(-(2 * x[:, 0] + x[:, 1])))
+
+    x, scores, labels = table(5_000)
+    columns = {name: x[:, j].tolist() for j, name in enumerate(names)}
+    x, scores, _ = table(events)
+    rows = [dict(zip(names, r, strict=True)) for r in x.tolist()]
+    ids = [f"p{i}" for i in range(events)]
+    prepared = {}
+    for calibration in ("score", "features"):
+        section = multivariate_section(columns, scores=scores[:5_000].tolist(), labels=labels.tolist(),
+                                       calibration=calibration)
+        assert section is not None
+        profile = ReferenceProfile.model_validate_json(build_profile(
+            "m", "1", columns, label_column=None, prediction_column=None, bins=10, top_k=5, created_at_ms=0,
+            multivariate=section).model_dump_json())
+        estimator = MultivariateReference.from_section(section).estimator
+        assert estimator is not None and estimator.calibration == calibration
+        prepared[calibration] = (profile, estimator)
+    cost: dict[str, float] = {}
+    for _ in range(3):  # alternating rounds, the least CPU of each: a loaded box only adds
+        for calibration, (profile, estimator) in prepared.items():
+            watch = MultivariateWatch(1.0, status_grid_ms=10_000, min_effect_sd=0.0, learning=200)
+            watch.add_profile(profile)
+            start = time.process_time()
+            for lo in range(0, events, batch):
+                estimator.calibrated(scores[lo:lo + batch], x[lo:lo + batch])
+            calibrated = (time.process_time() - start) / events * 1e6
+            start = time.process_time()
+            for lo in range(0, events, batch):
+                watch.observe("m", "1", list(range(lo, lo + batch)), ids[lo:lo + batch], rows[lo:lo + batch],
+                              scores[lo:lo + batch].tolist(), [60_000])
+            observe = (time.process_time() - start) / events * 1e6
+            for key, value in (("calibrated", calibrated), ("observe", observe)):
+                name = f"{calibration}_{key}_us"
+                cost[name] = min(cost.get(name, math.inf), value)
+    return cost
+
+
+def cost_line(cost: dict[str, float]) -> str:
+    score, features = cost["score_observe_us"], cost["features_observe_us"]
+    return (f"CBPE calibration cost per event (25 features, batches of 500, CPU, least of 3 rounds): "
+            f"calibrated() {cost['score_calibrated_us']:.2f} us score-only, "
+            f"{cost['features_calibrated_us']:.2f} us feature-aware; stage 1's whole "
+            f"MultivariateWatch.observe {score:.1f} us -> {features:.1f} us ({features / score - 1:+.0%})")
+
+
 def run(quick: bool, seeds: int) -> list[dict[str, Any]]:
     # --quick: elec2 alone (the row's target) with all its windows, so its figures are the full run's:
     # the cross-fitting's 16 model fits per stream are most of the cost, the windows little.
@@ -525,9 +586,11 @@ def measure(quick: bool) -> Any:
     elec2 = results["elec2"]
     s = elec2["crossfit"]["period_windows"][str(elec2["crossfit"]["acceptance_rows"])]["summary"]
     noaa = results.get("noaa_weather")
+    cost = calibration_cost()
     return Figure(
         "cbpe_real_max_abs_diff", label, s["max_abs_diff"], "", f"<= {TOLERANCE}", s["met"],
-        f"elec2: {figures(elec2)}; NOAA: " + (figures(noaa) if noaa is not None else "not in --quick"),
+        f"elec2: {figures(elec2)}; NOAA: " + (figures(noaa) if noaa is not None else "not in --quick")
+        + f"; {cost_line(cost)}",
         {name: {"split": r["split"]["shifted_summary"], "crossfit": r["crossfit"]["shifted_summary"],
                 "acceptance_rows": r["crossfit"]["acceptance_rows"],
                 **{f"{prefix}_period_{size}": {**w["summary"], "floor": w["floor"]}
@@ -535,7 +598,7 @@ def measure(quick: bool) -> Any:
                    for size, w in r[key]["period_windows"].items()},
                 "bias": {k: v for k, v in r["crossfit"]["bias"].items() if k != "by_shift"},
                 "chronological": r["crossfit"]["chronological_summary"]}
-         for name, r in results.items()})
+         for name, r in results.items()} | {"calibration_cost": cost})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -548,6 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(args.quick, args.seeds)
     for result in results:
         report(result)
+    print(cost_line(calibration_cost()))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
