@@ -4,17 +4,17 @@ the columnar stage 1 (the default) and the row path (its reference, an event at 
 The pure operators (InProcessPipeline, no Kafka) run the bench workload (20 numeric + 5
 categorical features, every prediction labelled, a training profile so the sequential detectors
 watch all 25 features) in micro-batches of ``worker.batch_max_records``, with a timer around each
-stage's entry points. The stages are not separate passes in the shard (the join still goes an event
-at a time, in log order), so the timers wrap the operators the shard calls;
+stage's entry points. The stages are not separate passes in the shard (the join goes through the
+events in log order), so the timers wrap the operators the shard calls;
 time is *exclusive* (a stage called inside another counts for itself only), and what the shard's
 own loop spends between calls is its own row:
 
-- decode + validate: ``BatchDecoder.predictions/labels`` (columnar: orjson and shape checks, pydantic
-  for unusual records) or ``Decoder.predictions/labels`` (row path: pydantic ``model_validate_json``
-  parses and validates in one pass). "JSON parse alone" is ``orjson.loads`` of the same values, a
-  reference for the parse share;
-- join: ``LabelJoin`` calls (per event: ``on_prediction``/``on_label``; per batch: ``advance``,
-  orphans, duplicates);
+- decode + validate: ``BatchDecoder.predictions/labels`` (columnar: orjson and shape checks into
+  columns, no event object; pydantic for unusual records) or ``Decoder.predictions/labels`` (row
+  path: pydantic ``model_validate_json`` parses and validates in one pass). "JSON parse alone" is
+  ``orjson.loads`` of the same values, a reference for the parse share;
+- join: ``LabelJoin`` calls (per event on the row path: ``on_prediction``/``on_label``; per batch:
+  ``on_predictions``/``on_labels`` on the decoded columns, ``advance``, orphans, duplicates);
 - windows: ``WindowAccumulator.add/add_chunk/to_partial``, the batch's column blocks
   (``EventColumns.of``) and the shard's grouping and buffering (``_window_batch``, ``_accumulate``,
   ``_close_windows``);
@@ -65,6 +65,8 @@ STAGES: list[tuple[str, Any, str]] = [
     ("decode + validate", columns.BatchDecoder, "labels"),
     ("join", join.LabelJoin, "on_prediction"),
     ("join", join.LabelJoin, "on_label"),
+    ("join", join.LabelJoin, "on_predictions"),
+    ("join", join.LabelJoin, "on_labels"),
     ("join", join.LabelJoin, "advance"),
     ("join", join.LabelJoin, "take_orphans"),
     ("join", join.LabelJoin, "take_duplicates"),

@@ -4,6 +4,7 @@ and stage 2 writes the same rows; also across a snapshot/restore in mid-stream."
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -184,6 +185,26 @@ def test_columnar_path_emits_what_the_row_path_emits(
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
     batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
     row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms)
+    assert_same(row, columnar)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(), cuts=st.lists(st.integers(0, 80), max_size=6))
+def test_one_partition_columnar_path_emits_what_the_row_path_emits(
+    log: tuple[list[RawRecord], int], cuts: list[int]
+) -> None:
+    """One partition: nothing is re-routed, so the join's batch entries take the batch's whole
+    columns (the path two partitions never reach)."""
+    records, end_ms = log
+    offsets: dict[str, int] = {}
+    single = []
+    for record in records:
+        offsets[record.topic] = offsets.get(record.topic, -1) + 1
+        single.append(dataclasses.replace(record, partition=0, offset=offsets[record.topic]))
+    bounds = sorted({0, len(single), *(c for c in cuts if c < len(single))})
+    batches = [single[a:b] for a, b in itertools.pairwise(bounds)]
+    row, columnar = _both(_settings(1), batches, None, end_ms)
     assert_same(row, columnar)
 
 

@@ -31,10 +31,10 @@ accepts (as non-finite floats): a parse error always falls back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence, Set
+from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -210,18 +210,45 @@ def _latencies(column: Sequence[Any], bad: set[int]) -> Sequence[Any]:
     return out
 
 
-def _prediction_events(parsed: Sequence[Any]) -> list[PredictionEvent | None]:
-    """The event of each parsed payload of the common well-formed shape, else None (ask pydantic).
-    Checked per key layout and field column (a type set and a min/max per column, where the batch
-    is uniform); feature values are checked apart (:func:`_unusual_feature_rows`)."""
-    events: list[PredictionEvent | None] = [None] * len(parsed)
+@dataclass(slots=True)
+class _Group:
+    """Fast-path values of some records of a batch (one key layout): a column per field, a value
+    per record at ``rows`` (the records' positions in the batch), pydantic's fields set ``present``."""
+
+    rows: list[int]
+    columns: dict[str, Sequence[Any]]
+    present: frozenset[str]
+
+    def keep(self, dropped: set[int]) -> _Group:
+        """The group without the records at positions ``dropped`` of ``rows``."""
+        if not dropped:
+            return self
+        kept = [j for j in range(len(self.rows)) if j not in dropped]
+        return _Group([self.rows[j] for j in kept],
+                      {name: [column[j] for j in kept] for name, column in self.columns.items()},
+                      self.present)
+
+
+def _transposed(parsed: Sequence[Any], names: tuple[str, ...], rows: list[int]) -> dict[str, Sequence[Any]]:
+    """The objects at ``rows`` (all with the key layout ``names``) as one column per key."""
+    if len(names) == 1:
+        return {names[0]: [parsed[i][names[0]] for i in rows]}
+    values = zip(*map(itemgetter(*names), [parsed[i] for i in rows]), strict=True)
+    return dict(zip(names, values, strict=True))
+
+
+def _prediction_groups(parsed: Sequence[Any]) -> list[_Group]:
+    """The fast-path columns of the parsed payloads of the common well-formed shape, one group per
+    key layout; a payload in none of them is left to pydantic. Checked per field column (a type set
+    and a min/max per column, where the batch is uniform); feature values are checked apart
+    (:func:`_unusual_feature_rows`)."""
+    groups = []
     for names, rows in _by_layout(parsed).items():
         present = frozenset(names)
         if not (present <= _PREDICTION_FIELDS and present >= _PREDICTION_REQUIRED):
             continue
         n = len(rows)
-        columns = dict(zip(names, zip(*map(itemgetter(*names), [parsed[i] for i in rows]), strict=True),
-                           strict=True))
+        columns = _transposed(parsed, names, rows)
         bad: set[int] = set()
         bad.update(_bad_names(columns["prediction_id"]), _bad_names(columns["model_id"]),
                    _bad_times(columns["timestamp"]))
@@ -231,42 +258,36 @@ def _prediction_events(parsed: Sequence[Any]) -> list[PredictionEvent | None]:
         if set(map(type, versions)) != {str}:
             versions = [str(v) if type(v) is int else v for v in versions]
         bad.update(_bad_names(versions))
-        features: Sequence[Any] | None = columns.get("features")
-        if features is not None and not (set(map(type, features)) == {dict}
-                                         and max(map(len, features)) <= MAX_FEATURES):
+        features: Sequence[Any] = columns.get("features", ())
+        if features and not (set(map(type, features)) == {dict}
+                             and max(map(len, features)) <= MAX_FEATURES):
             bad.update(j for j, f in enumerate(features) if type(f) is not dict or len(f) > MAX_FEATURES)
-        segments: Sequence[Any] | None = columns.get("segment")
-        if segments is not None:
+        segments: Sequence[Any] = columns.get("segment", ())
+        if segments:
             bad.update(_bad_segments(segments))
         latencies = _latencies(columns["latency_ms"], bad) if "latency_ms" in columns else (None,) * n
-        ids, models, times, outputs = (columns["prediction_id"], columns["model_id"], columns["timestamp"],
-                                       columns["prediction"])
-        for j, i in enumerate(rows):
-            if j in bad:
-                continue
-            prediction = _prediction_output(outputs[j])
-            if prediction is None:
-                continue
-            values = {
-                "schema_version": SCHEMA_VERSION, "prediction_id": ids[j], "model_id": models[j],
-                "model_version": versions[j], "timestamp": times[j],
-                "features": {} if features is None else features[j], "prediction": prediction,
-                "latency_ms": latencies[j], "segment": {} if segments is None else segments[j],
-            }
-            events[i] = _built(PredictionEvent, values, present)
-    return events
+        outputs = list(map(_prediction_output, columns["prediction"]))
+        bad.update(j for j, output in enumerate(outputs) if output is None)
+        out = {
+            "prediction_id": columns["prediction_id"], "model_id": columns["model_id"],
+            "model_version": versions,
+            "timestamp": columns["timestamp"], "features": features or [{} for _ in range(n)],
+            "prediction": outputs, "latency_ms": latencies, "segment": segments or [{} for _ in range(n)],
+        }
+        groups.append(_Group(rows, out, present).keep(bad))
+    return groups
 
 
-def _label_events(parsed: Sequence[Any]) -> list[LabelEvent | None]:
-    """The label event of each parsed payload of the common well-formed shape, else None."""
-    events: list[LabelEvent | None] = [None] * len(parsed)
+def _label_groups(parsed: Sequence[Any]) -> list[_Group]:
+    """The fast-path columns of the label payloads of the common well-formed shape (as
+    :func:`_prediction_groups`)."""
+    groups = []
     for names, rows in _by_layout(parsed).items():
         present = frozenset(names)
         if not (present <= _LABEL_FIELDS and present >= _LABEL_REQUIRED):
             continue
         n = len(rows)
-        columns = dict(zip(names, zip(*map(itemgetter(*names), [parsed[i] for i in rows]), strict=True),
-                           strict=True))
+        columns = _transposed(parsed, names, rows)
         bad: set[int] = set()
         bad.update(_bad_names(columns["prediction_id"]), _bad_times(columns["timestamp"]))
         if "schema_version" in columns:
@@ -279,13 +300,10 @@ def _label_events(parsed: Sequence[Any]) -> list[LabelEvent | None]:
         if not types <= _LABEL_TYPES or (float in types and not all(-_BIG < v < _BIG for v in labels
                                                                     if type(v) is float)):
             bad.update(j for j, v in enumerate(labels) if not _label_ok(v))
-        ids, times = columns["prediction_id"], columns["timestamp"]
-        for j, i in enumerate(rows):
-            if j not in bad:
-                values = {"schema_version": SCHEMA_VERSION, "prediction_id": ids[j], "label": labels[j],
-                          "timestamp": times[j], "model_id": models[j]}
-                events[i] = _built(LabelEvent, values, present)
-    return events
+        out = {"prediction_id": columns["prediction_id"], "label": labels, "timestamp": columns["timestamp"],
+               "model_id": models}
+        groups.append(_Group(rows, out, present).keep(bad))
+    return groups
 
 
 def _label_ok(value: Any) -> bool:
@@ -348,30 +366,97 @@ class FeatureColumns:
     numbers: Sequence[FloatArray | None]
 
 
+_PREDICTION_COLUMNS = ("prediction_id", "model_id", "model_version", "timestamp", "features", "prediction",
+                       "latency_ms", "segment")
+_LABEL_COLUMNS = ("prediction_id", "label", "timestamp", "model_id")
+
+
 @dataclass(slots=True)
 class PredictionBatch:
-    """The accepted prediction events of a batch, in log order, with their records and times."""
+    """The accepted prediction events of a batch, in log order, as columns (a value per event): no
+    event object is built unless asked for (:meth:`event`, :attr:`events`)."""
 
-    records: list[RawRecord] = field(default_factory=list)
-    events: list[PredictionEvent] = field(default_factory=list)
-    timestamps: Int64Array = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    records: list[RawRecord]
+    prediction_ids: Sequence[str]
+    model_ids: Sequence[str]
+    model_versions: Sequence[str]
+    timestamps: Int64Array
+    feature_maps: Sequence[dict[str, Any]]
+    predictions: Sequence[Prediction]
+    latencies: Sequence[float | None]
+    segments: Sequence[dict[str, str]]
+    # per event, the fields its payload named (pydantic's model_fields_set)
+    fields_set: Sequence[Set[str]]
     # the events' features as columns, when the checks built them for exactly these events
     features: FeatureColumns | None = None
 
+    @classmethod
+    def empty(cls) -> PredictionBatch:
+        return cls([], (), (), (), np.zeros(0, dtype=np.int64), (), (), (), (), ())
+
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.records)
+
+    def event(self, i: int) -> PredictionEvent:
+        """Event ``i`` as the pydantic model (built without a second validation)."""
+        values = {
+            "schema_version": SCHEMA_VERSION, "prediction_id": self.prediction_ids[i],
+            "model_id": self.model_ids[i],
+            "model_version": self.model_versions[i], "timestamp": int(self.timestamps[i]),
+            "features": self.feature_maps[i], "prediction": self.predictions[i],
+            "latency_ms": self.latencies[i],
+            "segment": self.segments[i],
+        }
+        return _built(PredictionEvent, values, self.fields_set[i])
+
+    @property
+    def events(self) -> list[PredictionEvent]:
+        return [self.event(i) for i in range(len(self))]
 
 
 @dataclass(slots=True)
 class LabelBatch:
-    """The accepted label events of a batch, in log order, with their records and times."""
+    """The accepted label events of a batch, in log order, as columns (a value per event)."""
 
-    records: list[RawRecord] = field(default_factory=list)
-    events: list[LabelEvent] = field(default_factory=list)
-    timestamps: Int64Array = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    records: list[RawRecord]
+    prediction_ids: Sequence[str]
+    labels: Sequence[bool | int | float | str]
+    timestamps: Int64Array
+    model_ids: Sequence[str | None]
+    fields_set: Sequence[Set[str]]
+
+    @classmethod
+    def empty(cls) -> LabelBatch:
+        return cls([], (), (), np.zeros(0, dtype=np.int64), (), ())
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.records)
+
+    def event(self, i: int) -> LabelEvent:
+        """Event ``i`` as the pydantic model (built without a second validation)."""
+        values = {"schema_version": SCHEMA_VERSION, "prediction_id": self.prediction_ids[i],
+                  "label": self.labels[i], "timestamp": int(self.timestamps[i]),
+                  "model_id": self.model_ids[i]}
+        return _built(LabelEvent, values, self.fields_set[i])
+
+    @property
+    def events(self) -> list[LabelEvent]:
+        return [self.event(i) for i in range(len(self))]
+
+
+def _without_unusual_features(groups: list[_Group], shared: list[FeatureColumns]) -> list[_Group]:
+    """The groups without the records whose features pydantic must judge (checked in batch order,
+    :func:`_unusual_feature_rows`)."""
+    if len(groups) == 1:
+        (group,) = groups
+        return [group.keep(_unusual_feature_rows(group.columns["features"], shared))]
+    order = sorted((row, g, j) for g, group in enumerate(groups) for j, row in enumerate(group.rows))
+    unusual = _unusual_feature_rows([groups[g].columns["features"][j] for _, g, j in order], shared)
+    dropped: list[set[int]] = [set() for _ in groups]
+    for position in unusual:
+        _, g, j = order[position]
+        dropped[g].add(j)
+    return [group.keep(d) for group, d in zip(groups, dropped, strict=True)]
 
 
 class BatchDecoder:
@@ -385,31 +470,45 @@ class BatchDecoder:
 
     def predictions(self, records: Sequence[RawRecord]) -> tuple[PredictionBatch, list[DeadLetter]]:
         """Decode prediction records; the batch and the dead letters keep the input order."""
-        events = _prediction_events(self._parsed(records))
-        candidates = [i for i, event in enumerate(events) if event is not None]
+        if not records:
+            return PredictionBatch.empty(), []
+        groups = [g for g in _prediction_groups(self._parsed(records)) if g.rows]
         shared: list[FeatureColumns] = []
-        if candidates:
-            unusual = _unusual_feature_rows([events[i].features for i in candidates], shared)  # type: ignore[union-attr]
-            for position in unusual:
-                events[candidates[position]] = None
-        records_out, events_out, times, dead = self._settle(records, events, self.decoder.predictions)
+        if groups:
+            groups = _without_unusual_features(groups, shared)
+        candidates = sum(len(g.rows) for g in groups)
+        records_out, columns, fields_set, times, dead = self._settle(
+            records, groups, self.decoder.predictions, _PREDICTION_COLUMNS)
         # The checked columns are the batch's when every record was a candidate and none was dropped.
-        features = shared[0] if shared and len(events_out) == len(candidates) == len(records) else None
-        return PredictionBatch(records_out, events_out, times, features), dead
+        features = shared[0] if shared and len(records_out) == candidates == len(records) else None
+        batch = PredictionBatch(records_out, columns["prediction_id"], columns["model_id"],
+                                columns["model_version"], times, columns["features"], columns["prediction"],
+                                columns["latency_ms"], columns["segment"], fields_set, features)
+        return batch, dead
 
     def labels(self, records: Sequence[RawRecord]) -> tuple[LabelBatch, list[DeadLetter]]:
         """Decode label records; the batch and the dead letters keep the input order."""
-        events = _label_events(self._parsed(records))
-        records_out, events_out, times, dead = self._settle(records, events, self.decoder.labels)
-        return LabelBatch(records_out, events_out, times), dead
+        if not records:
+            return LabelBatch.empty(), []
+        groups = [g for g in _label_groups(self._parsed(records)) if g.rows]
+        records_out, columns, fields_set, times, dead = self._settle(
+            records, groups, self.decoder.labels, _LABEL_COLUMNS)
+        batch = LabelBatch(records_out, columns["prediction_id"], columns["label"], times,
+                           columns["model_id"], fields_set)
+        return batch, dead
 
     def _parsed(self, records: Sequence[RawRecord]) -> list[Any]:
         """Each record's parsed value, or None where it is screened out (:meth:`Decoder.screen`) or
         is not JSON orjson reads."""
         max_bytes, loads = self.decoder.max_message_bytes, orjson.loads
+        values = [record.value for record in records]
+        if None not in values and max(map(len, values)) <= max_bytes:  # type: ignore[arg-type]
+            try:
+                return list(map(loads, values))  # type: ignore[arg-type]
+            except orjson.JSONDecodeError:
+                pass  # one at a time below: only the bad one is None
         parsed: list[Any] = []
-        for record in records:
-            value = record.value
+        for value in values:
             if value is None or len(value) > max_bytes:
                 parsed.append(None)
                 continue
@@ -422,40 +521,56 @@ class BatchDecoder:
     def _settle(
         self,
         records: Sequence[RawRecord],
-        events: Sequence[_EventT | None],
-        slow: Callable[[Sequence[RawRecord]], tuple[list[tuple[RawRecord, _EventT]], list[DeadLetter]]],
-    ) -> tuple[list[RawRecord], list[_EventT], Int64Array, list[DeadLetter]]:
-        """The accepted records, events and event times, and the dead letters, in log order: the
-        time checks (:meth:`Decoder.check_time`) on the fast-path events at once, ``slow`` (the
-        pydantic path) for the rest."""
+        groups: Sequence[_Group],
+        slow: Callable[[Sequence[RawRecord]], tuple[list[tuple[RawRecord, Any]], list[DeadLetter]]],
+        names: tuple[str, ...],
+    ) -> tuple[list[RawRecord], dict[str, Sequence[Any]], Sequence[Set[str]], Int64Array, list[DeadLetter]]:
+        """The accepted records, their columns, fields sets and event times, and the dead letters,
+        in log order: the time checks (:meth:`Decoder.check_time`) on the fast-path records at once,
+        ``slow`` (the pydantic path) for the rest."""
         decoder = self.decoder
         n = len(records)
-        event_ts = np.fromiter((0 if e is None else e.timestamp for e in events), dtype=np.int64, count=n)
+        event_ts = np.zeros(n, dtype=np.int64)
+        flagged = np.ones(n, dtype=bool)
+        for group in groups:
+            event_ts[group.rows] = group.columns["timestamp"]
+            flagged[group.rows] = False
         record_ts = np.fromiter((r.timestamp_ms for r in records), dtype=np.int64, count=n)
         skew = event_ts - record_ts
-        flagged = (record_ts >= 0) & ((np.abs(skew) > decoder.max_timestamp_skew_ms)
-                                      | (skew > decoder.max_future_skew_ms))
-        missing = [i for i, event in enumerate(events) if event is None]
-        flagged[missing] = True
-        if not flagged.any():
-            return list(records), cast("list[_EventT]", list(events)), event_ts, []
+        flagged |= (record_ts >= 0) & ((np.abs(skew) > decoder.max_timestamp_skew_ms)
+                                       | (skew > decoder.max_future_skew_ms))
+        if len(groups) == 1 and not flagged.any():  # the common batch: its one group's columns
+            (group,) = groups
+            return list(records), group.columns, (group.present,) * n, event_ts, []
+        where: list[tuple[_Group, int] | None] = [None] * n
+        for group in groups:
+            for j, row in enumerate(group.rows):
+                where[row] = (group, j)
+        out: dict[str, list[Any]] = {name: [] for name in names}
+        appends = [(name, out[name].append) for name in names]
+        fields_set: list[Set[str]] = []
         good_records: list[RawRecord] = []
-        good: list[_EventT] = []
         dead: list[DeadLetter] = []
-        for record, event, check in zip(records, events, flagged.tolist(), strict=True):
-            if event is None:
+        for record, place, check in zip(records, where, flagged.tolist(), strict=True):
+            if place is None:
                 slow_good, slow_dead = slow((record,))
                 dead.extend(slow_dead)
-                for slow_record, slow_event in slow_good:
+                for slow_record, event in slow_good:
                     good_records.append(slow_record)
-                    good.append(slow_event)
+                    for name, append in appends:
+                        append(getattr(event, name))
+                    fields_set.append(event.model_fields_set)
                 continue
+            group, j = place
+            columns = group.columns
             if check:
-                out_of_range = decoder.check_time(record, record.value or b"", event.timestamp)
+                out_of_range = decoder.check_time(record, record.value or b"", columns["timestamp"][j])
                 if out_of_range is not None:
                     dead.append(out_of_range)
                     continue
             good_records.append(record)
-            good.append(event)
-        times = np.fromiter((e.timestamp for e in good), dtype=np.int64, count=len(good))
-        return good_records, good, times, dead
+            for name, append in appends:
+                append(columns[name][j])
+            fields_set.append(group.present)
+        times = np.array(out["timestamp"], dtype=np.int64).reshape(-1)
+        return good_records, dict(out), fields_set, times, dead

@@ -87,7 +87,7 @@ from typing import Any
 import orjson
 
 from driftline.operators.pending_store import REF, PendingStore
-from driftline.schemas.events import LabelEvent, PredictionEvent
+from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
 
 COUNTER_NAMES = (
     "duplicate_predictions",
@@ -331,8 +331,7 @@ def _label_value(value: bool | int | float | str) -> float | None:
 _BINARY = {"1": ("1", "0"), "0": ("1", "0"), "true": ("true", "false"), "false": ("true", "false")}
 
 
-def _predicted_text(event: PredictionEvent) -> str | None:
-    prediction = event.prediction
+def _predicted_text(prediction: Prediction) -> str | None:
     if prediction.label is not None:
         return normalise_label(prediction.label)
     if prediction.probabilities:
@@ -454,9 +453,62 @@ class LabelJoin:
         ``digest``: :func:`payload_digest` of the record's payload (default: of the event's JSON);
         ``source`` is handed back in the :class:`Duplicate` if this prediction is one.
         """
-        pid, ts, horizon = event.prediction_id, event.timestamp, self.horizon_ms
         if digest is None:
             digest = _event_digest(event)
+        ctx = (event.model_id, event.model_version, segment)
+        return self._predict(event.prediction_id, event.timestamp, ctx, event.prediction, event.features,
+                             rerouted, digest, source)
+
+    def on_predictions(
+        self,
+        prediction_ids: Sequence[str],
+        timestamps: Sequence[int],
+        contexts: Sequence[tuple[str, str, str]],
+        predictions: Sequence[Prediction],
+        features: Sequence[Mapping[str, Any]],
+        digests: Sequence[bytes],
+        sources: Sequence[Any],
+        rerouted: bool = False,
+    ) -> tuple[list[JoinedOutcome], list[int]]:
+        """:meth:`on_prediction` for each event of decoded columns, in order (a value per event;
+        ``contexts``: (model id, model version, segment tags)): the outcomes, in order, and the
+        positions of the events that were duplicate predictions.
+
+        >>> join = LabelJoin(horizon_ms=60_000, max_pending=10, max_held=10)
+        >>> _ = join.on_label(LabelEvent(prediction_id="b", label=1, timestamp=2_000))
+        >>> outcomes, duplicates = join.on_predictions(
+        ...     ["a", "b", "a"], [1_000, 1_500, 1_200], [("m", "1", "")] * 3, [Prediction(value=1.0)] * 3,
+        ...     [{"x": 0.5}] * 3, [payload_digest(p) for p in (b"a", b"b", b"a")], [None] * 3)
+        >>> [(o.prediction_id, o.abs_error) for o in outcomes], duplicates, join.pending_count
+        ([('b', 0.0)], [2], 1)
+        """
+        counters, predict = self.counters, self._predict
+        duplicates: list[int] = []
+        outcomes: list[JoinedOutcome] = []
+        seen = counters["duplicate_predictions"]
+        for i, (pid, ts, ctx, prediction, values, digest, source) in enumerate(zip(
+                prediction_ids, timestamps, contexts, predictions, features, digests, sources, strict=True)):
+            outcome = predict(pid, ts, ctx, prediction, values, rerouted, digest, source)
+            if outcome is not None:
+                outcomes.append(outcome)
+            elif counters["duplicate_predictions"] != seen:
+                seen = counters["duplicate_predictions"]
+                duplicates.append(i)
+        return outcomes, duplicates
+
+    def _predict(
+        self,
+        pid: str,
+        ts: int,
+        ctx: tuple[str, str, str],
+        prediction: Prediction,
+        features: Mapping[str, Any],
+        rerouted: bool,
+        digest: bytes,
+        source: Any,
+    ) -> JoinedOutcome | None:
+        """:meth:`on_prediction` of an event's values."""
+        horizon = self.horizon_ms
         key = _id_key(pid)
         crc = zlib.crc32(key)
         gid = crc & (self._low - 1)  # self._gid(crc), inline
@@ -470,26 +522,24 @@ class LabelJoin:
                     self.counters["duplicate_predictions"] += 1
                     first = group[pos + at + _DIGEST_AT : pos + at + _BODY]
                     self.duplicates.append(Duplicate(
-                        "prediction", pid, ts, first in (digest, UNKNOWN_DIGEST), first, digest,
-                        event.model_id, event.model_version, segment, source,
+                        "prediction", pid, ts, first in (digest, UNKNOWN_DIGEST), first, digest, *ctx, source,
                     ))
                     return None
-        winner = self._claim_held(pid, ts, (event.model_id, event.model_version, segment))
+        winner = self._claim_held(pid, ts, ctx) if self._held_ids else None
         if winner is not None:
-            ctx_id = self._ctx_id((event.model_id, event.model_version, segment))
+            ctx_id = self._ctx_id(ctx)
             tail = _JOINED_TAIL.pack(ctx_id, winner[3])
             self._add(gid, crc, _closed(key, crc, ts, _JOINED, digest, tail), ts)
             label_ts, label, label_rerouted, _ = winner
-            ctx = (event.model_id, event.model_version, segment)
-            score, value = event.prediction.score, event.prediction.value
-            features_json = features_to_json(event.features)
-            text = _predicted_text(event)
+            score, value = prediction.score, prediction.value
+            features_json = features_to_json(features)
+            text = _predicted_text(prediction)
             outcome = _outcome(pid, ctx, ts, text, score, value, features_json, label_ts, label)
             outcome.rerouted = (REROUTED_PREDICTION if rerouted else 0) | (
                 REROUTED_LABEL if label_rerouted else 0
             )
             return outcome
-        record = self._encode(event, segment, key, crc, rerouted, digest)
+        record = self._encode(ts, ctx, prediction, features, key, crc, rerouted, digest)
         if self._through:
             record = self._spill_record(record, ts)
         elif self._unspilled is not None and ts // _BUCKET_MS not in self._unspilled:
@@ -515,9 +565,55 @@ class LabelJoin:
 
         ``digest`` and ``source`` as for :meth:`on_prediction`.
         """
-        pid, ts, horizon = event.prediction_id, event.timestamp, self.horizon_ms
         if digest is None:
             digest = _event_digest(event)
+        return self._label(event.prediction_id, event.timestamp, event.label, event.model_id, rerouted,
+                           digest, source)
+
+    def on_labels(
+        self,
+        prediction_ids: Sequence[str],
+        timestamps: Sequence[int],
+        labels: Sequence[bool | int | float | str],
+        model_ids: Sequence[str | None],
+        digests: Sequence[bytes],
+        sources: Sequence[Any],
+        rerouted: bool = False,
+    ) -> list[JoinedOutcome]:
+        """:meth:`on_label` for each event of decoded columns, in order (a value per event): the
+        outcomes, in order.
+
+        >>> join = LabelJoin(horizon_ms=60_000, max_pending=10, max_held=10)
+        >>> _ = join.on_prediction(PredictionEvent(prediction_id="a", model_id="m", timestamp=1_000,
+        ...                                        prediction={"label": "yes"}), segment="")
+        >>> outcomes = join.on_labels(["a", "a", "b"], [1_500, 1_600, 1_700], ["yes", "no", "no"], [None] * 3,
+        ...                           [payload_digest(p) for p in (b"1", b"2", b"3")], [None] * 3)
+        >>> [(o.prediction_id, o.correct) for o in outcomes], join.counters["duplicate_labels"]
+        ([('a', 1)], 1)
+        >>> join.held_count
+        1
+        """
+        label = self._label
+        outcomes: list[JoinedOutcome] = []
+        for pid, ts, value, model_id, digest, source in zip(
+                prediction_ids, timestamps, labels, model_ids, digests, sources, strict=True):
+            outcome = label(pid, ts, value, model_id, rerouted, digest, source)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    def _label(
+        self,
+        pid: str,
+        ts: int,
+        label: bool | int | float | str,
+        model_id: str | None,
+        rerouted: bool,
+        digest: bytes,
+        source: Any,
+    ) -> JoinedOutcome | None:
+        """:meth:`on_label` of an event's values."""
+        horizon = self.horizon_ms
         key = _id_key(pid)
         crc = zlib.crc32(key)
         gid = crc & (self._low - 1)  # self._gid(crc), inline
@@ -540,7 +636,7 @@ class LabelJoin:
                             ctx_id, first = _JOINED_TAIL.unpack_from(group, body)
                             self._add_duplicate("label", pid, ts, first, digest, ctx_id, source)
                         else:
-                            self._orphan(pid, event.model_id or "", ts, "no_prediction")
+                            self._orphan(pid, model_id or "", ts, "no_prediction")
                         return None
                     self._pending -= 1
                     end = pos + length
@@ -555,9 +651,9 @@ class LabelJoin:
                         # the stub to the flags..label length, then the payload: all the outcome reads
                         payload_at = body + _PRED.size
                         record = group[pos:payload_at] + store.get(group[payload_at:end])
-                        outcome = self._outcome_from_record(pid, record, at, len(record), ts, event.label)
+                        outcome = self._outcome_from_record(pid, record, at, len(record), ts, label)
                     else:
-                        outcome = self._outcome_from_record(pid, group, pos + at, end, ts, event.label)
+                        outcome = self._outcome_from_record(pid, group, pos + at, end, ts, label)
                     if rerouted:
                         outcome.rerouted |= REROUTED_LABEL
                     return outcome
@@ -569,13 +665,13 @@ class LabelJoin:
             else:
                 self.counters["labels_beyond_horizon"] += 1
         if ts < self._pred_wm:  # its prediction could only come late now
-            self._orphan(pid, event.model_id or "", ts, "no_prediction")
+            self._orphan(pid, model_id or "", ts, "no_prediction")
             return None
         seq = self._held_seq
         self._held_seq += 1
-        self._held[seq] = (pid, ts, event.label)
-        if event.model_id or rerouted:
-            self._held_meta[seq] = (event.model_id or "", rerouted)
+        self._held[seq] = (pid, ts, label)
+        if model_id or rerouted:
+            self._held_meta[seq] = (model_id or "", rerouted)
         self._held_digests[seq] = (digest, source)
         self._held_ids.setdefault(pid, []).append(seq)
         heapq.heappush(self._held_heap, (ts, seq))
@@ -1089,11 +1185,18 @@ class LabelJoin:
         return ctx_id
 
     def _encode(
-        self, event: PredictionEvent, segment: str, key: bytes, crc: int, rerouted: bool, digest: bytes
+        self,
+        ts: int,
+        ctx: tuple[str, str, str],
+        prediction: Prediction,
+        features: Mapping[str, Any],
+        key: bytes,
+        crc: int,
+        rerouted: bool,
+        digest: bytes,
     ) -> bytes:
         """The record of a pending prediction whose id key is ``key`` (hash ``crc``)."""
-        ctx_id = self._ctx_id((event.model_id, event.model_version, segment))
-        features = event.features
+        ctx_id = self._ctx_id(ctx)
         values = tuple(features.values())
         layout = (tuple(features), tuple(map(type, values)))
         shape_id = self._shape_ids.get(layout)
@@ -1104,10 +1207,9 @@ class LabelJoin:
             shape_id, packed = _NO_SHAPE, features_to_json(features).encode()
         else:
             packed = self._shapes[shape_id].encode(values)
-        prediction = event.prediction
-        text = _predicted_text(event)
+        text = _predicted_text(prediction)
         label = b"" if text is None else text.encode()
-        parts = [b"", key, _TS.pack(event.timestamp, _PENDING) + digest, b""]
+        parts = [b"", key, _TS.pack(ts, _PENDING) + digest, b""]
         flags = _REROUTED if rerouted else 0
         if prediction.score is not None:
             flags |= _HAS_SCORE

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,11 @@ ACCUMULATE_CHUNK = 2048
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
     """Canonical ``k=v;k=v`` of the configured segment keys the event carries ('' for none)."""
-    return ";".join(f"{k}={event.segment[k]}" for k in keys if k in event.segment)
+    return _segment_tags(event.segment, keys)
+
+
+def _segment_tags(segment: Mapping[str, str], keys: Sequence[str]) -> str:
+    return ";".join(f"{k}={segment[k]}" for k in keys if k in segment)
 
 
 class ShardProcessor:
@@ -136,10 +140,8 @@ class ShardProcessor:
             label_batch, dead_labels = self.batch_decoder.labels(labels)
             dead.extend(dead_labels)
             rerouted_in, dead_arrived = self.batch_decoder.predictions(arrived[reroute.PREDICTION])
-            rerouted_predictions = list(zip(rerouted_in.records, rerouted_in.events, strict=True))
             dead.extend(dead_arrived)
             rerouted_labels_in, dead_arrived = self.batch_decoder.labels(arrived[reroute.LABEL])
-            rerouted_labels = list(zip(rerouted_labels_in.records, rerouted_labels_in.events, strict=True))
             dead.extend(dead_arrived)
         else:
             valid_predictions, dead = self.decoder.predictions(predictions)
@@ -170,7 +172,10 @@ class ShardProcessor:
             self._apply_label_batch(label_batch, outcomes, late_rows, forwarded)
         else:
             self._apply_labels(valid_labels, outcomes, late_rows, forwarded)
-        self._apply_rerouted(rerouted_predictions, rerouted_labels, outcomes)
+        if self.columnar:
+            self._apply_rerouted_batches(rerouted_in, rerouted_labels_in, outcomes)
+        else:
+            self._apply_rerouted(rerouted_predictions, rerouted_labels, outcomes)
         expired = self.join.advance(
             self.join_watermark(reroute.PREDICTION), self.join_watermark(reroute.LABEL)
         )
@@ -380,82 +385,99 @@ class ShardProcessor:
         forwarded: list[OutboundMessage],
     ) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """:meth:`_apply_predictions` on a decoded batch: lateness and routing as array operations,
-        the join per event (its order decides duplicates), windows and detectors per group."""
+        the join on the batch's columns (in log order: it decides duplicates), windows and detectors
+        per group. No event object is built but for a late event's row."""
         reports: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        if not len(batch):
+        n = len(batch)
+        if not n:
             return reports
-        events, sources = batch.events, batch.records
+        sources, ids, models = batch.records, batch.prediction_ids, batch.model_ids
+        versions = batch.model_versions
         before, late, self.pred_watermark = self._late_mask(batch.timestamps, self.pred_watermark)
+        times: list[int] = batch.timestamps.tolist()
         if late.any():
             for i in np.flatnonzero(late).tolist():
                 late_rows.append(
-                    late_event_row(self.run_id, sources[i], "prediction", events[i], int(before[i])))
-            accepted: Sequence[int] = np.flatnonzero(~late).tolist()
+                    late_event_row(self.run_id, sources[i], "prediction", batch.event(i), int(before[i])))
+            accepted: list[int] | None = np.flatnonzero(~late).tolist()
         else:
-            accepted = range(len(events))
-        for model_id, count in Counter(events[i].model_id for i in accepted).items():
+            accepted = None  # every event
+        for model_id, count in Counter(models if accepted is None else [models[i] for i in accepted]).items():
             self.join_inputs[(reroute.PREDICTION, model_id)] += count
         keys = self.segment_keys
-        tags = [segment_tags(e, keys) if e.segment else "" for e in events] if keys else [""] * len(events)
-        destinations = self._join_shards([events[i].prediction_id for i in accepted])
-        join, counters, horizon = self.join, self.join.counters, self.join.horizon_ms
-        duplicates = counters.get("duplicate_predictions", 0)
-        counted: list[int] = []  # events the windows and detectors see, in log order
-        for k, i in enumerate(accepted):
-            event, record = events[i], sources[i]
-            if destinations is not None and destinations[k] != self.shard:
-                forwarded.append(self.forwarder.forward(reroute.PREDICTION, destinations[k], record,
-                                                        event.prediction_id))
-                self.rerouted[(reroute.PREDICTION, event.model_id)] += 1
-                if self.forwarded_ids.is_resend(event.prediction_id, event.timestamp, horizon):
-                    continue  # the joining shard counts it as a duplicate; no window counts it twice
-            else:
-                joined = join.on_prediction(event, tags[i], digest=_digest(record), source=record)
-                now_duplicates = counters.get("duplicate_predictions", 0)
-                if now_duplicates != duplicates:  # counted by the join; excluded from windows
-                    duplicates = now_duplicates
+        tags = [_segment_tags(s, keys) if s else "" for s in batch.segments] if keys else [""] * n
+        rows: Sequence[int] = range(n) if accepted is None else accepted
+        destinations = self._join_shards(ids if accepted is None else [ids[i] for i in accepted])
+        excluded: set[int] = set()  # events the windows and detectors do not count
+        if destinations is None:
+            local: Sequence[int] = rows
+        else:
+            local = []
+            horizon = self.join.horizon_ms
+            for i, destination in zip(rows, destinations, strict=True):
+                if destination == self.shard:
+                    local.append(i)
                     continue
-                if joined is not None:
-                    outcomes.append(joined)
-            counted.append(i)
-        by_model: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for i in counted:
-            by_model[(events[i].model_id, events[i].model_version)].append(i)
+                forwarded.append(self.forwarder.forward(reroute.PREDICTION, destination, sources[i], ids[i]))
+                self.rerouted[(reroute.PREDICTION, models[i])] += 1
+                if self.forwarded_ids.is_resend(ids[i], times[i], horizon):
+                    excluded.add(i)  # the joining shard counts it as a duplicate; no window counts it twice
+        if local:
+            whole = len(local) == n
+            pick = (lambda column: column) if whole else (lambda column: [column[i] for i in local])
+            joined, duplicates = self.join.on_predictions(
+                pick(ids), pick(times), pick(list(zip(models, versions, tags, strict=True))),
+                pick(batch.predictions), pick(batch.feature_maps),
+                [payload_digest(sources[i].value or b"") for i in local], pick(sources))
+            outcomes.extend(joined)
+            excluded.update(local[d] for d in duplicates)  # counted by the join; excluded from windows
+        counted: Sequence[int] = rows if not excluded else [i for i in rows if i not in excluded]
+        if len(set(models)) == 1 and len(set(versions)) == 1:
+            by_model: Mapping[tuple[str, str], Sequence[int]] = {(models[0], versions[0]): counted} \
+                if counted else {}
+        else:
+            grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
+            for i in counted:
+                grouped[(models[i], versions[i])].append(i)
+            by_model = grouped
         self._window_batch(batch, tags, by_model)
+        features = batch.feature_maps
         if self.watch is not None and self.watch.models:
             timestamps = batch.timestamps
-            for (model_id, version), rows in sorted(by_model.items()):
+            for (model_id, version), members in sorted(by_model.items()):
                 reports[(model_id, version)] = self.watch.observe(
-                    model_id, version, timestamps[rows].tolist(), [events[i].prediction_id for i in rows],
-                    [events[i].features for i in rows])
+                    model_id, version, timestamps[members].tolist(), [ids[i] for i in members],
+                    [features[i] for i in members])
         multivariate = self.multivariate
         if multivariate is not None:
             for (model_id, version), rows in sorted(by_model.items()):
                 if multivariate.watches(model_id, version):
-                    chosen = [events[i] for i in rows]
                     reports.setdefault((model_id, version), []).extend(multivariate.observe(
-                        model_id, version, [e.timestamp for e in chosen], [e.prediction_id for e in chosen],
-                        [e.features for e in chosen], [e.prediction.score for e in chosen], self.sizes_ms))
+                        model_id, version, batch.timestamps[rows].tolist(), [ids[i] for i in rows],
+                        [features[i] for i in rows], [batch.predictions[i].score for i in rows],
+                        self.sizes_ms))
         return reports
 
     def _window_batch(
-        self, batch: PredictionBatch, tags: Sequence[str], by_model: dict[tuple[str, str], list[int]]
+        self, batch: PredictionBatch, tags: Sequence[str], by_model: Mapping[tuple[str, str], Sequence[int]]
     ) -> None:
         """Buffer the counted events of each (window, model, version, segment), in log order: the
         row path's buffers exactly, so chunks (and float sums) are the same."""
-        events, timestamps = batch.events, batch.timestamps
+        timestamps = batch.timestamps
         # The batch's columns once; each window gathers its rows from them.
         checked = batch.features
         columns = EventColumns.of(
-            [e.features for e in events], [e.prediction for e in events], [e.latency_ms for e in events],
+            batch.feature_maps, batch.predictions, batch.latencies,
             None if checked is None else (checked.names, checked.columns, checked.numbers))
-        everyone = len(events)
+        everyone = len(batch)
         for (model_id, version), rows in by_model.items():
-            segments: dict[str, list[int]] = {"": rows}
+            segments: dict[str, Sequence[int]] = {"": rows}
+            tagged: dict[str, list[int]] = {}
             for i in rows:
                 if tags[i]:
                     for segment in tags[i].split(";"):
-                        segments.setdefault(segment, []).append(i)
+                        tagged.setdefault(segment, []).append(i)
+            segments.update(tagged)
             for segment, members in segments.items():
                 stamps = timestamps[members]
                 for size in self.sizes_ms:
@@ -490,30 +512,67 @@ class ShardProcessor:
         late_rows: list[dict[str, Any]],
         forwarded: list[OutboundMessage],
     ) -> None:
-        """:meth:`_apply_labels` on a decoded batch (lateness and routing as array operations)."""
-        if not len(batch):
+        """:meth:`_apply_labels` on a decoded batch (lateness and routing as array operations, the
+        join on the batch's columns)."""
+        n = len(batch)
+        if not n:
             return
-        events, sources = batch.events, batch.records
+        sources, ids, models = batch.records, batch.prediction_ids, batch.model_ids
         before, late, self.label_watermark = self._late_mask(batch.timestamps, self.label_watermark)
         if late.any():
             for i in np.flatnonzero(late).tolist():
-                late_rows.append(late_event_row(self.run_id, sources[i], "label", events[i], int(before[i])))
-            accepted: Sequence[int] = np.flatnonzero(~late).tolist()
+                late_rows.append(
+                    late_event_row(self.run_id, sources[i], "label", batch.event(i), int(before[i])))
+            rows: Sequence[int] = np.flatnonzero(~late).tolist()
         else:
-            accepted = range(len(events))
-        for model_id, count in Counter(events[i].model_id or "" for i in accepted).items():
+            rows = range(n)
+        for model_id, count in Counter(models[i] or "" for i in rows).items():
             self.join_inputs[(reroute.LABEL, model_id)] += count
-        destinations = self._join_shards([events[i].prediction_id for i in accepted])
-        for k, i in enumerate(accepted):
-            event, record = events[i], sources[i]
-            if destinations is not None and destinations[k] != self.shard:
-                forwarded.append(
-                    self.forwarder.forward(reroute.LABEL, destinations[k], record, event.prediction_id))
-                self.rerouted[(reroute.LABEL, event.model_id or "")] += 1
-                continue
-            joined = self.join.on_label(event, digest=_digest(record), source=record)
-            if joined is not None:
-                outcomes.append(joined)
+        destinations = self._join_shards([ids[i] for i in rows])
+        if destinations is None:
+            local: Sequence[int] = rows
+        else:
+            local = []
+            for i, destination in zip(rows, destinations, strict=True):
+                if destination == self.shard:
+                    local.append(i)
+                    continue
+                forwarded.append(self.forwarder.forward(reroute.LABEL, destination, sources[i], ids[i]))
+                self.rerouted[(reroute.LABEL, models[i] or "")] += 1
+        if local:
+            outcomes.extend(self._join_labels(batch, local))
+
+    def _join_labels(
+        self, batch: LabelBatch, rows: Sequence[int], rerouted: bool = False
+    ) -> list[JoinedOutcome]:
+        """The join's outcomes of the labels at ``rows`` of ``batch``, in order."""
+        sources = batch.records
+        digests = [payload_digest(sources[i].value or b"") for i in rows]
+        if len(rows) == len(batch):
+            return self.join.on_labels(batch.prediction_ids, batch.timestamps.tolist(), batch.labels,
+                                       batch.model_ids, digests, sources, rerouted)
+        return self.join.on_labels([batch.prediction_ids[i] for i in rows], batch.timestamps[rows].tolist(),
+                                   [batch.labels[i] for i in rows], [batch.model_ids[i] for i in rows],
+                                   digests, [sources[i] for i in rows], rerouted)
+
+    def _apply_rerouted_batches(
+        self, predictions: PredictionBatch, labels: LabelBatch, outcomes: list[JoinedOutcome]
+    ) -> None:
+        """:meth:`_apply_rerouted` on decoded batches."""
+        if len(predictions):
+            keys = self.segment_keys
+            tags = [_segment_tags(s, keys) if s else "" for s in predictions.segments] if keys \
+                else [""] * len(predictions)
+            contexts = list(zip(predictions.model_ids, predictions.model_versions, tags, strict=True))
+            digests = [payload_digest(r.value or b"") for r in predictions.records]
+            joined, _ = self.join.on_predictions(
+                predictions.prediction_ids, predictions.timestamps.tolist(), contexts,
+                predictions.predictions, predictions.feature_maps, digests, predictions.records,
+                rerouted=True)
+            outcomes.extend(joined)
+        if len(labels):
+            outcomes.extend(self._join_labels(labels, range(len(labels)), rerouted=True))
+        self.totals["rerouted_in"] += len(predictions) + len(labels)
 
     def _on_profile(self, value: bytes | None) -> None:
         if (self.watch is None and self.multivariate is None) or not value:

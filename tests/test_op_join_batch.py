@@ -1,0 +1,105 @@
+"""LabelJoin's batch entries (``on_predictions``/``on_labels``, fed decoded columns) against a loop of
+the per-event calls: the same outcomes, duplicates, orphans, expiries, counters and state, under
+random batching of random logs (reused ids, exact and conflicting re-sends, labels before their
+prediction, out-of-order times, tight bounds so eviction happens)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from driftline.operators.join import LabelJoin, payload_digest
+from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
+
+HORIZON = 5_000
+
+outputs = st.one_of(
+    st.builds(Prediction, label=st.sampled_from(["a", "b", 1, True])),
+    st.builds(Prediction, score=st.floats(0, 1)),
+    st.builds(Prediction, value=st.floats(-10, 10)),
+    st.builds(Prediction, probabilities=st.just({"a": 0.25, "b": 0.75})),
+)
+feature_maps = st.one_of(
+    st.fixed_dictionaries({"x": st.floats(allow_nan=True), "c": st.sampled_from(["u", "v"])}),
+    st.fixed_dictionaries({"x": st.integers(-(2**70), 2**70), "c": st.none()}),
+    st.dictionaries(st.sampled_from(["x", "y", "z"]), st.one_of(st.floats(-1, 1), st.booleans()), max_size=3),
+)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> tuple[str, Any, bytes]:
+    """('prediction' | 'label', the event, its payload)."""
+    pid = draw(st.sampled_from([f"p{i}" for i in range(5)]))
+    ts = draw(st.integers(0, 12_000))
+    if draw(st.booleans()):
+        event: Any = PredictionEvent(
+            prediction_id=pid, model_id=draw(st.sampled_from(["m", "n"])),
+            model_version=draw(st.sampled_from("12")), timestamp=ts, prediction=draw(outputs),
+            features=draw(feature_maps))
+        kind = "prediction"
+    else:
+        event = LabelEvent(prediction_id=pid, timestamp=ts,
+                           label=draw(st.sampled_from(["a", "b", 1, 0.5, True])),
+                           model_id=draw(st.sampled_from([None, "m"])))
+        kind = "label"
+    # a re-send carries the same payload (exact), another event of the same id another one
+    return kind, event, event.model_dump_json().encode() if draw(st.booleans()) else b"%d" % ts
+
+
+def _runs(log: list[tuple[str, Any, bytes]], cuts: list[int]) -> list[list[tuple[str, Any, bytes]]]:
+    """The log cut at ``cuts`` and wherever the kind changes: each run is one batch call."""
+    runs: list[list[tuple[str, Any, bytes]]] = []
+    for i, item in enumerate(log):
+        if not runs or i in cuts or runs[-1][0][0] != item[0]:
+            runs.append([])
+        runs[-1].append(item)
+    return runs
+
+
+@settings(max_examples=200, deadline=None)
+@given(log=st.lists(events(), max_size=60), cuts=st.lists(st.integers(0, 60), max_size=8),
+       rerouted=st.booleans(), bounds=st.sampled_from([(1000, 1000), (3, 2)]))
+def test_batch_entries_equal_the_per_event_calls(
+    log: list[tuple[str, Any, bytes]], cuts: list[int], rerouted: bool, bounds: tuple[int, int]
+) -> None:
+    one, batched = LabelJoin(HORIZON, *bounds), LabelJoin(HORIZON, *bounds)
+    marks = {"prediction": -(2**40), "label": -(2**40)}
+    for n, run in enumerate(_runs(log, set(cuts))):
+        kind = run[0][0]
+        digests = [payload_digest(payload) for _, _, payload in run]
+        sources = [(n, i) for i in range(len(run))]
+        want, want_duplicates = [], []
+        for i, (_, event, _) in enumerate(run):
+            before = one.counters["duplicate_predictions"]
+            if kind == "prediction":
+                segment = "region=eu" if event.model_id == "m" else ""
+                outcome = one.on_prediction(event, segment, rerouted, digests[i], sources[i])
+                if one.counters["duplicate_predictions"] != before:
+                    want_duplicates.append(i)
+            else:
+                outcome = one.on_label(event, rerouted, digests[i], sources[i])
+            if outcome is not None:
+                want.append(outcome)
+        events_ = [event for _, event, _ in run]
+        ids, times = [e.prediction_id for e in events_], [e.timestamp for e in events_]
+        if kind == "prediction":
+            contexts = [(e.model_id, e.model_version, "region=eu" if e.model_id == "m" else "")
+                        for e in events_]
+            got, duplicates = batched.on_predictions(
+                ids, times, contexts, [e.prediction for e in events_], [e.features for e in events_], digests,
+                sources, rerouted)
+            assert duplicates == want_duplicates
+        else:
+            got = batched.on_labels(ids, times, [e.label for e in events_], [e.model_id for e in events_],
+                                    digests, sources, rerouted)
+        assert got == want
+        marks[kind] = max(marks[kind], max(times) - 1_000)
+        assert batched.advance(marks["prediction"], marks["label"]) == one.advance(marks["prediction"],
+                                                                                    marks["label"])
+        assert batched.take_duplicates() == one.take_duplicates()
+        assert batched.take_orphans() == one.take_orphans()
+        assert batched.counters == one.counters
+    assert pickle.dumps(batched) == pickle.dumps(one)
