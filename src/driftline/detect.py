@@ -125,6 +125,7 @@ __all__ = [
 # Beyond one feature at a time (issue 16). Appended to the module docstring, so `help()` and the
 # doctests see it; docs/multivariate.md has the methods, thresholds and figures.
 from driftline.operators.cbpe import (
+    FeatureAwareCalibration,
     IsotonicCalibration,
     PerformanceEstimate,
     PerformanceEstimator,
@@ -183,6 +184,7 @@ requests, ``paired=True``; canary: split traffic): :func:`compare_window` per wi
 __all__ += [
     "DomainClassifierDrift",
     "DomainResult",
+    "FeatureAwareCalibration",
     "IsotonicCalibration",
     "OutlierScorer",
     "OutlierWindow",
