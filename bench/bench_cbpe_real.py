@@ -395,12 +395,13 @@ def summary_line(label: str, s: dict[str, Any]) -> str:
             f"inside the 95 % band: {s['in_band']}/{s['windows']}{beyond} -> {s['verdict']}")
 
 
-def floor_line(floor: dict[str, Any]) -> str:
+def floor_line(floor: dict[str, Any], measured: float) -> str:
+    noise = "inside" if measured <= floor["max_abs_diff_p95"] else "above"
     return (f"      noise floor (a perfect estimator: these windows' labels drawn from its own "
             f"probabilities, {FLOOR_DRAWS} draws): max |diff| {floor['max_abs_diff_median']:.3f} (median; "
-            f"95 % of draws <= "
-            f"{floor['max_abs_diff_p95']:.3f}), within +-{TOLERANCE}: {floor['within_mean']:.1f}/"
-            f"{floor['windows']} on average")
+            f"95 % of draws <= {floor['max_abs_diff_p95']:.3f}), within +-{TOLERANCE}: "
+            f"{floor['within_mean']:.1f}/{floor['windows']} on average; the measured {measured:.3f} is "
+            f"{noise} what noise alone gives")
 
 
 def report_windows(windows: Sequence[dict[str, Any]]) -> None:
@@ -470,7 +471,7 @@ def report(result: dict[str, Any]) -> None:
             accept = " (acceptance)" if int(size) == crossfit["acceptance_rows"] else ""
             print(summary_line(f"  windows of {int(size):,}{accept} from all the period's cross-fitted rows",
                                w["summary"]))
-            print(floor_line(w["floor"]))
+            print(floor_line(w["floor"], w["summary"]["max_abs_diff"]))
     print(summary_line(f"before (split), chronological rows {PERIOD_ROWS:,}+ (concept drift, contrast)",
                        split["chronological_summary"]))
     print(summary_line(f"after (model on rows 0-{PERIOD_ROWS - 1:,}, out-of-fold calibration), chronological "
