@@ -349,7 +349,7 @@ def shift_bias(stream: Stream, x: npt.NDArray[np.float64], error: npt.NDArray[np
     shift can draw, i.e. the ``exp(a z)``-weighted mean of the rows' ``expected - correct`` (no
     window noise), with its standard error over the period's days as clusters (the rows are one
     finite sample of days, whose errors share more than binomial noise)."""
-    by_shift = []
+    by_shift: list[dict[str, Any]] = []
     for feature in stream.shifted:
         values = x[:, stream.features.index(feature)]
         z = (values - values.mean()) / values.std()
