@@ -20,6 +20,11 @@ predicts positive and ``1 - c(s_i)`` when negative. Then, from the scores alone:
 A concept change (``P(y | x)`` moves) is exactly what CBPE cannot see; compare with the realized
 figures once labels arrive.
 
+``c(s)`` stays right under covariate shift only if the score is sufficient (``P(y | s, x) =
+P(y | s)``). Where the model's error also depends on a feature and the inputs move along it,
+:class:`FeatureAwareCalibration` calibrates on the score and the features
+(``PerformanceEstimator.fit(..., features=x, calibration="features" | "auto")``).
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(4)
 >>> def events(mean, n):
