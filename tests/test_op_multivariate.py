@@ -19,6 +19,7 @@ from driftline.operators.multivariate import (
     DomainClassifierDrift,
     NormalScores,
     ReconstructionDrift,
+    _FlatScores,
     auc_score,
     numeric_matrix,
 )
@@ -139,3 +140,38 @@ def test_domain_classifier_splits_categorical_features() -> None:
     unseen = table(500, False)
     unseen["plan"] = ["enterprise"] * 500  # a category the reference never saw: "other"
     assert domain.score(unseen, ordinal=3).top_features[0][0] == "plan"
+
+
+def test_the_grid_started_search_counts_like_searchsorted() -> None:
+    """count_below starts each value's bisection in its grid cell: the count is searchsorted's
+    (side "left") for ties, NaN (0), +-inf, values beyond the reference, a feature with one value
+    and one whose last point is far out (most points share a cell: the full bisection)."""
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        d = int(rng.integers(1, 6))
+        refs = []
+        for j in range(d):
+            size = int(rng.integers(2, 300))
+            kind = (trial + j) % 5
+            if kind == 0:
+                ref = rng.normal(size=size)
+            elif kind == 1:
+                ref = np.round(rng.lognormal(size=size), 1)  # many ties
+            elif kind == 2:
+                ref = np.full(size, 3.5)  # no spread: one cell
+            elif kind == 3:
+                ref = np.append(rng.normal(size=size - 1), 1e300)  # one far point
+            else:
+                ref = rng.integers(0, 4, size).astype(np.float64)
+            refs.append(np.sort(ref))
+        flat = _FlatScores.of(refs, [(float(r[0]), float(r[-1]), 0.0, 0.0, 1.0, 1.0) for r in refs])
+        n = 500
+        columns = np.empty((d, n))
+        for j, ref in enumerate(refs):
+            values = np.concatenate([rng.choice(ref, n // 2), rng.normal(scale=3, size=n // 2)])
+            values[rng.integers(0, n, 10)] = rng.choice([np.nan, np.inf, -np.inf, 1e308, -1e308, 0.0], 10)
+            columns[j] = values
+        counts = flat.count_below(columns)
+        for j, ref in enumerate(refs):
+            expected = np.where(np.isnan(columns[j]), 0, np.searchsorted(ref, columns[j], side="left"))
+            assert counts[j].tolist() == expected.tolist(), (trial, j)

@@ -217,12 +217,22 @@ class NormalScores:
         return self.transform_matrix(numeric_matrix(table, self.features))
 
 
+GRID_CELLS_PER_POINT = 4
+"""Cells of :class:`_FlatScores`' value grid per order statistic (of the widest feature)."""
+
+
 @dataclass(frozen=True)
 class _FlatScores:
     """:class:`NormalScores`' per-feature arrays laid end to end, for array operations over all
-    features at once: the order statistics (row ``j`` of a (d, width) array, padded with +inf to
-    a power-of-two width), and ``ndtri(k / (2 (n + 1)))`` for every integer ``k`` in
-    ``[0, 2 n + 1]`` (the mid-rank scores); offsets and per-feature constants as (d, 1).
+    features at once: the order statistics (row ``j`` of a (d, stride) array, padded with +inf),
+    and ``ndtri(k / (2 (n + 1)))`` for every integer ``k`` in ``[0, 2 n + 1]`` (the mid-rank
+    scores); offsets and per-feature constants as (d, 1).
+
+    The search starts from a grid: ``[low, high]`` of each feature cut into ``cells`` equal cells,
+    and per cell how many order statistics fall in earlier cells. A value's cell is computed by
+    the same float operations as the points', which are monotone, so every point of an earlier
+    cell is below the value and every point of a later cell is not: the count lies within the
+    value's cell, and the bisection needs only as many steps as the fullest cell's count has bits.
 
     >>> flat = _FlatScores.of([np.array([1.0, 2.0, 2.0]), np.array([0.0, 5.0])], [(0.0,) * 6] * 2)
     >>> flat.count_below(np.array([[0.5, 2.0, 3.0, np.inf], [5.0, 6.0, -1.0, 0.0]])).tolist()
@@ -230,8 +240,10 @@ class _FlatScores:
     """
 
     padded: FloatArray
-    """Flat (d * width): row j holds feature j's order statistics, then +inf."""
+    """Flat (d * stride): row j holds feature j's order statistics, then +inf (at least as many
+    as it has points: a search starting in a row's last cell stays in the row)."""
     width: int
+    """A power of two >= every feature's number of points."""
     row_offsets: npt.NDArray[np.intp]
     scores: FloatArray
     score_offsets: npt.NDArray[np.int64]
@@ -239,41 +251,73 @@ class _FlatScores:
     high: FloatArray
     tails: FloatArray
     """(6, d): low, high, u_low, u_high, slope_low, slope_high."""
+    cells: int
+    grid_scale: FloatArray
+    """(d, 1): cells per unit of the feature (0 for a feature without a spread)."""
+    cell_offsets: npt.NDArray[np.intp]
+    first: npt.NDArray[np.intp]
+    """Flat (d * cells): the position in ``padded`` of the cell's first point (the row's offset
+    plus the points in earlier cells)."""
+    steps: int
+    """Bisection steps: bits of the largest count of points in one cell."""
 
     @classmethod
     def of(cls, sorted_reference: Sequence[FloatArray],
            tails: Sequence[tuple[float, float, float, float, float, float]]) -> _FlatScores:
         sizes = np.asarray([ref.size for ref in sorted_reference], dtype=np.int64)
         width = 1 << max(0, int(sizes.max()) - 1).bit_length()  # a power of two >= every size
-        padded = np.full((sizes.size, width), np.inf)
+        cells = GRID_CELLS_PER_POINT * width
+        constants = np.asarray(tails, dtype=np.float64).T
+        low, high = constants[0][:, None], constants[1][:, None]
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            scale = cells / (high - low)
+        scale[~np.isfinite(scale) | (scale <= 0)] = 0.0  # one value (or inf) only: one cell
+        counts = np.stack([np.bincount(_cells(ref[None, :], low[j : j + 1], scale[j : j + 1], cells)[0],
+                                       minlength=cells) for j, ref in enumerate(sorted_reference)])
+        steps = int(counts.max()).bit_length()
+        stride = width + (1 << steps)  # probes reach 2 ** steps - 2 past a cell's first point
+        padded = np.full((sizes.size, stride), np.inf)
         for j, ref in enumerate(sorted_reference):
             padded[j, : ref.size] = ref
+        row_offsets = (np.arange(sizes.size, dtype=np.intp) * stride)[:, None]
+        first = np.zeros((sizes.size, cells), dtype=np.intp)
+        np.cumsum(counts[:, :-1], axis=1, out=first[:, 1:])
+        first += row_offsets
         tables = [ndtri(np.arange(2 * n + 2, dtype=np.int64) / (2.0 * (n + 1))) for n in sizes.tolist()]
         table_sizes = 2 * sizes + 2
-        constants = np.asarray(tails, dtype=np.float64).T
-        return cls(padded.ravel(), width, (np.arange(sizes.size, dtype=np.intp) * width)[:, None],
-                   np.concatenate(tables), (np.cumsum(table_sizes) - table_sizes)[:, None],
-                   constants[0][:, None], constants[1][:, None], constants)
+        return cls(padded.ravel(), width, row_offsets, np.concatenate(tables),
+                   (np.cumsum(table_sizes) - table_sizes)[:, None], low, high, constants, cells, scale,
+                   (np.arange(sizes.size, dtype=np.intp) * cells)[:, None], first.ravel(), steps)
 
     def count_below(self, columns: FloatArray) -> npt.NDArray[np.intp]:
         """Per value of the (d, n) ``columns``, how many of its feature's reference points are
         below it (``searchsorted`` side "left"; 0 for NaN, whose score is fixed apart)."""
-        base = np.zeros(columns.shape, dtype=np.intp)
+        cell = _cells(columns, self.low, self.grid_scale, self.cells)
+        cell += self.cell_offsets
+        base = np.take(self.first, cell)  # invariant: the points of the row before base are below
         probe = np.empty(columns.shape, dtype=np.intp)
         values = np.empty(columns.shape, dtype=np.float64)
         below = np.empty(columns.shape, dtype=np.bool_)
-        step = self.width // 2
-        while step:  # invariant: the first base points of the row are below the value
-            np.add(base, self.row_offsets + (step - 1), out=probe)
+        step = (1 << self.steps) // 2  # 2 ** steps > the count in any one cell
+        while step:
+            np.add(base, step - 1, out=probe)
             np.take(self.padded, probe, out=values)
             np.less(values, columns, out=below)
             np.add(base, step, out=base, where=below)
             step //= 2
-        np.add(base, self.row_offsets, out=probe)  # the last point: all width points may be below
-        np.take(self.padded, probe, out=values)
-        np.less(values, columns, out=below)
-        np.add(base, 1, out=base, where=below)
+        base -= self.row_offsets
         return base
+
+
+def _cells(values: FloatArray, low: FloatArray, scale: FloatArray, cells: int) -> npt.NDArray[np.intp]:
+    """The grid cell of each value (row j: feature j's ``low`` and ``scale``); NaN in cell 0.
+    Monotone in the value: a subtraction, a product and clipping, each rounding monotonically."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, inf * 0: NaN, cell 0
+        position = np.subtract(values, low)
+        np.multiply(position, scale, out=position)
+    np.fmax(position, 0.0, out=position)  # fmax/fmin: NaN gives the bound
+    np.fmin(position, cells - 1.0, out=position)
+    return position.astype(np.intp)
 
 
 def _tails(ref: FloatArray) -> tuple[float, float, float, float, float, float]:
