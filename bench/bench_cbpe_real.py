@@ -43,6 +43,9 @@ Per stream (``/work/shared/data``, read in place):
    estimator's own probabilities (:data:`FLOOR_DRAWS` times) and prints that max (median, 95th
    percentile). The estimator's own part, its bias under each shift, is the weighted mean of
    ``expected - correct`` over the period (no window noise), with a standard error over days.
+   Rows of one day (block) share more than binomial noise (elec2's label is the price against its
+   last 24 hours), so a second floor adds a random effect per day, its sd the days' spread of
+   ``estimated - realized`` beyond their binomial sd, drawn once per draw for all windows.
    **Acceptance size**, a rule of the reference alone: the smallest ``n`` at which the binomial sd
    is at most :data:`NOISE_SD` (+-0.03 is then 3 sd); the 1,000- and 2,000-row lines stay beside it.
 7. **Calibrations**: the cross-fitted design runs twice, with the score-only (isotonic) calibration
@@ -271,18 +274,31 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
                       "selection": ref.estimator.selection})
         shifted += shifted_windows(stream, x, pool, scores_gap(ref, scores, y, x), pool_gap["diff"], k, seeds,
                                    [k, 1])
-    # Labels drawn from the estimator's own probabilities: what a perfect estimator's windows read.
+    # Rows of one day share more than their scores: elec2's label is the price against its last
+    # 24 hours, so a day's estimate is off by more than its binomial noise, in both directions.
+    day = period // stream.day_rows
+    rows_per_day = np.bincount(day)
+    day_diff = np.bincount(day, expected - correct) / rows_per_day
+    day_binomial = np.sqrt(np.bincount(day, expected * (1.0 - expected))) / rows_per_day
+    # The days' own spread beyond their binomial noise: a random effect per day.
+    day_sd = math.sqrt(max(0.0, float(day_diff.var() - np.mean(day_binomial**2))))
+    # Labels drawn from the estimator's own probabilities: what a perfect estimator's windows read;
+    # then with a day effect too, drawn once per draw (all windows share the period's days).
     noise_rng = np.random.default_rng([FLOOR_DRAWS, 0x6E6F])
+    day_effects = noise_rng.normal(0.0, day_sd, (FLOOR_DRAWS, rows_per_day.size))
 
     def period_gap(rows: npt.NDArray[np.int64]) -> dict[str, Any]:
         estimated, realized = float(expected[rows].mean()), float(correct[rows].mean())
         sd = math.sqrt(float(np.sum(expected[rows] * (1.0 - expected[rows])))) / rows.size
         drawn = (noise_rng.random((FLOOR_DRAWS, rows.size)) < expected[rows]).mean(axis=1)
+        with_days = np.clip(expected[rows] - day_effects[:, day[rows]], 0.0, 1.0)
+        drawn_days = (noise_rng.random((FLOOR_DRAWS, rows.size)) < with_days).mean(axis=1)
         return {"estimated": estimated, "realized": realized, "diff": estimated - realized, "sd": sd,
-                "in_band": abs(estimated - realized) <= 1.96 * sd, "null_diffs": estimated - drawn}
+                "in_band": abs(estimated - realized) <= 1.96 * sd, "null_diffs": estimated - drawn,
+                "null_day_diffs": estimated - drawn_days}
 
     whole = period_gap(period)
-    del whole["null_diffs"]
+    del whole["null_diffs"], whole["null_day_diffs"]
     # The acceptance size, by a rule of the reference's accuracy alone (no tuning to the stream).
     accuracy = float(correct.mean())
     acceptance = math.ceil(accuracy * (1.0 - accuracy) / NOISE_SD**2)
@@ -291,17 +307,13 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
     period_windows = {size: shifted_windows(stream, x, period, period_gap, whole["diff"], "all",
                                             seeds * FOLDS, [size, 2], size) for size in sizes}
     floors = {size: noise_floor(windows) for size, windows in period_windows.items()}
-    # Rows of one day share more than their scores: elec2's label is the price against its last
-    # 24 hours, so a day's estimate is off by more than its binomial noise, in both directions.
-    day = period // stream.day_rows
-    rows_per_day = np.bincount(day)
-    day_diff = np.bincount(day, expected - correct) / rows_per_day
-    day_binomial = np.sqrt(np.bincount(day, expected * (1.0 - expected))) / rows_per_day
+    day_floors = {size: noise_floor(windows, "null_day_diffs") for size, windows in period_windows.items()}
     window_days = WINDOW / stream.day_rows
     day_noise = {"days": int(rows_per_day.size), "day_rows": stream.day_rows,
                  "day_diff_sd": float(day_diff.std()),
                  "day_binomial_sd": float(np.sqrt(np.mean(day_binomial ** 2))), "window_days": window_days,
-                 "window_sd_from_days": float(day_diff.std() / math.sqrt(window_days))}
+                 "window_sd_from_days": float(day_diff.std() / math.sqrt(window_days)),
+                 "day_effect_sd": day_sd}
     # A shift can only move the estimate's error if the error differs along the shifted feature:
     # P(y | score, feature) != P(y | score) means the score is not sufficient for that calibration.
     by_quintile = {}
@@ -326,17 +338,18 @@ def measure_crossfit(stream: Stream, x: npt.NDArray[np.float64], y: npt.NDArray[
             "period": whole, "day_noise": day_noise, "diff_by_quintile": by_quintile,
             "accuracy": accuracy, "acceptance_rows": acceptance,
             "bias": shift_bias(stream, x[period], expected - correct, day),
-            "period_windows": {str(size): {"windows": w, "summary": summary(w), "floor": floors[size]}
+            "period_windows": {str(size): {"windows": w, "summary": summary(w), "floor": floors[size],
+                                           "floor_days": day_floors[size]}
                                for size, w in period_windows.items()},
             "chronological": chronological, "chronological_summary": summary(chronological)}
 
 
-def noise_floor(windows: list[dict[str, Any]]) -> dict[str, float]:
+def noise_floor(windows: list[dict[str, Any]], key: str = "null_diffs") -> dict[str, float]:
     """What a perfect estimator would read on these windows (their rows' labels drawn from the
-    estimator's own probabilities, :data:`FLOOR_DRAWS` times): the max ``|diff|`` over the windows
-    (median and 95th percentile over the draws) and the windows within +-TOLERANCE (mean). Takes
-    the draws out of the windows."""
-    null = np.abs(np.vstack([w.pop("null_diffs") for w in windows]))  # (windows, draws)
+    estimator's own probabilities, :data:`FLOOR_DRAWS` times; ``null_day_diffs``: with a random
+    effect per day as well): the max ``|diff|`` over the windows (median and 95th percentile over
+    the draws) and the windows within +-TOLERANCE (mean). Takes the draws out of the windows."""
+    null = np.abs(np.vstack([w.pop(key) for w in windows]))  # (windows, draws)
     worst = null.max(axis=0)
     return {"max_abs_diff_median": float(np.median(worst)),
             "max_abs_diff_p95": float(np.quantile(worst, 0.95)),
@@ -472,6 +485,12 @@ def report(result: dict[str, Any]) -> None:
             print(summary_line(f"  windows of {int(size):,}{accept} from all the period's cross-fitted rows",
                                w["summary"]))
             print(floor_line(w["floor"], w["summary"]["max_abs_diff"]))
+            days = w["floor_days"]
+            print(f"      with a random effect per day (sd {run['day_noise']['day_effect_sd']:.3f}, the "
+                  f"days' "
+                  f"spread beyond binomial): a perfect estimator's max {days['max_abs_diff_median']:.3f} "
+                  f"(median; 95 % <= {days['max_abs_diff_p95']:.3f}), within +-{TOLERANCE}: "
+                  f"{days['within_mean']:.1f}/{days['windows']}")
     print(summary_line(f"before (split), chronological rows {PERIOD_ROWS:,}+ (concept drift, contrast)",
                        split["chronological_summary"]))
     print(summary_line(f"after (model on rows 0-{PERIOD_ROWS - 1:,}, out-of-fold calibration), chronological "
@@ -564,8 +583,11 @@ def measure(quick: bool) -> Any:
     def sized(run: dict[str, Any], size: int) -> str:
         w = run["period_windows"][str(size)]
         s, floor = w["summary"], w["floor"]
+        days = w["floor_days"]
         return (f"{s['max_abs_diff']:.3f} ({s['within']}/{s['windows']} within; a perfect estimator "
-                f"{floor['max_abs_diff_median']:.3f}, 95 % <= {floor['max_abs_diff_p95']:.3f})")
+                f"{floor['max_abs_diff_median']:.3f}, 95 % <= {floor['max_abs_diff_p95']:.3f}; with the "
+                f"days' own spread {days['max_abs_diff_median']:.3f}, 95 % <= "
+                f"{days['max_abs_diff_p95']:.3f})")
 
     def figures(r: dict[str, Any]) -> str:
         crossfit, auto = r["crossfit"], r["crossfit_auto"]
