@@ -36,6 +36,9 @@ and how long writing a base stalls batches. Not measured: reading the chain from
 at ``RestoreCosts``' default 100 MB/s; the worker's ``driftline_stage_restore_read_seconds`` has it).
 
     .venv/bin/python bench/bench_join_state.py --pending 1000000 --budget-mb 64
+
+``--base-write N`` times writing a base of N pending (``dump_state``), all in memory and under
+``--budget-mb``: how long a runner's checkpoint keeps batches out before the broker write.
 """
 
 from __future__ import annotations
@@ -387,6 +390,21 @@ def print_bounded(run: SpillRun, pending: int = 10_000_000, target_s: float = 60
     return bounded_chain(run, pending, target_s)
 
 
+def measure_base_write(pending: int, budget_mb: int) -> tuple[int, float, float]:
+    """(bytes, wall s, CPU s) of a base of ``pending`` predictions (25 floats) under ``budget_mb``
+    (0: all in memory): what a runner's checkpoint stalls batches for before the broker write."""
+    join = LabelJoin(horizon_ms=10 * pending * 1000, max_pending=pending + 1, max_held=1000)
+    if budget_mb:
+        join.set_memory_budget(budget_mb * 2**20)
+    for event in events(pending, floats, step_ms=1):
+        join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
+    join.track_changes()
+    gc.collect()
+    started, cpu = time.perf_counter(), time.process_time()
+    size = len(dump_state(join))
+    return size, time.perf_counter() - started, time.process_time() - cpu
+
+
 def _record_count(records: bytes) -> int:
     """Records in a delta's concatenated records (each starts with its length)."""
     count = pos = 0
@@ -529,9 +547,17 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=0, metavar="N",
                         help="measure N pending under --budget-mb against all in memory instead")
     parser.add_argument("--budget-mb", type=int, default=64, help="join.memory_budget_mb for --pending")
+    parser.add_argument("--base-write", type=int, default=0, metavar="N",
+                        help="time writing a base of N pending, all in memory and under --budget-mb")
     parser.add_argument("--budget-only", action="store_true",
                         help="--pending: skip the in-memory run (no per-event comparison)")
     args = parser.parse_args()
+    if args.base_write:
+        for budget in (0, args.budget_mb):
+            size, wall, cpu = measure_base_write(args.base_write, budget)
+            print(f"{args.base_write:,} pending, budget {budget} MB: base {size / 1e6:.0f} MB written in "
+                  f"{wall:.1f} s wall, {cpu:.1f} s CPU (batches wait that long, and for the broker write)")
+        return
     if args.pending:
         options = {"rate": args.rate, "interval_s": args.interval, "ratio": args.ratio}
         if args.budget_only:
