@@ -8,6 +8,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,17 @@ def events(draw: st.DrawFn) -> tuple[str, Any, bytes]:
     return kind, event, event.model_dump_json().encode() if draw(st.booleans()) else b"%d" % ts
 
 
+def _columns(features: list[dict[str, Any]]) -> tuple[Any, ...] | None:
+    """The feature maps as the decoder's columns, if they share one layout."""
+    layouts = {tuple(f) for f in features}
+    if len(layouts) != 1 or not next(iter(layouts)):
+        return None
+    names = next(iter(layouts))
+    columns = [[f[name] for f in features] for name in names]
+    numbers = [np.array(c, dtype=np.float64) if set(map(type, c)) == {float} else None for c in columns]
+    return names, columns, numbers
+
+
 def _runs(log: list[tuple[str, Any, bytes]], cuts: list[int]) -> list[list[tuple[str, Any, bytes]]]:
     """The log cut at ``cuts`` and wherever the kind changes: each run is one batch call."""
     runs: list[list[tuple[str, Any, bytes]]] = []
@@ -61,10 +73,13 @@ def _runs(log: list[tuple[str, Any, bytes]], cuts: list[int]) -> list[list[tuple
 
 @settings(max_examples=200, deadline=None)
 @given(log=st.lists(events(), max_size=60), cuts=st.lists(st.integers(0, 60), max_size=8),
-       rerouted=st.booleans(), bounds=st.sampled_from([(1000, 1000), (3, 2)]))
+       rerouted=st.booleans(), bounds=st.sampled_from([(1000, 1000), (3, 2)]), use_columns=st.booleans())
 def test_batch_entries_equal_the_per_event_calls(
-    log: list[tuple[str, Any, bytes]], cuts: list[int], rerouted: bool, bounds: tuple[int, int]
+    log: list[tuple[str, Any, bytes]], cuts: list[int], rerouted: bool, bounds: tuple[int, int],
+    use_columns: bool,
 ) -> None:
+    """``use_columns``: a run of one feature layout also hands its features over as columns (as the
+    decoder's), packed at once."""
     one, batched = LabelJoin(HORIZON, *bounds), LabelJoin(HORIZON, *bounds)
     marks = {"prediction": -(2**40), "label": -(2**40)}
     for n, run in enumerate(_runs(log, set(cuts))):
@@ -90,7 +105,7 @@ def test_batch_entries_equal_the_per_event_calls(
                         for e in events_]
             got, duplicates = batched.on_predictions(
                 ids, times, contexts, [e.prediction for e in events_], [e.features for e in events_], digests,
-                sources, rerouted)
+                sources, rerouted, columns=_columns([e.features for e in events_]) if use_columns else None)
             assert duplicates == want_duplicates
         else:
             got = batched.on_labels(ids, times, [e.label for e in events_], [e.model_id for e in events_],

@@ -84,6 +84,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from driftline.operators.pending_store import REF, PendingStore
@@ -138,6 +140,7 @@ pending store, and the record holds its reference instead (see :meth:`LabelJoin.
 _NO_BUDGET = 2**62
 _STUB_LENGTH = struct.Struct("<I")  # a record's length, rewritten in place when it is spilled or read back
 _BIGINT_JSON = b"!"  # marks non-float values that orjson cannot encode (ints beyond 64 bits)
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(slots=True)
@@ -279,6 +282,49 @@ class _Shape:
         if self._order is not None:
             values = self._order(values)
         return dict(zip(self.keys, values, strict=True))
+
+
+_Layout = tuple[tuple[str, ...], tuple[type, ...]]  # feature names and value types, in order
+
+
+def _packed_features(
+    names: Sequence[str], columns: Sequence[Sequence[Any]], numbers: Sequence[FloatArray | None]
+) -> tuple[_Layout, list[bytes]] | None:
+    """The layout of features given as columns (a value per event, every event carrying every name)
+    and each event's encoding in it (:meth:`_Shape.encode`, at once: the floats as one float64
+    block); None if the events' value types differ (then each event has its own layout).
+
+    >>> layout, packed = _packed_features(("x", "c"), ([0.5, 1.5], ["a", "b"]), (np.array([0.5, 1.5]), None))
+    >>> layout, packed[1] == _Shape(*layout).encode((1.5, "b"))
+    ((('x', 'c'), (<class 'float'>, <class 'str'>)), True)
+    """
+    if not names:
+        return None
+    kinds: list[type] = []
+    arrays: list[FloatArray] = []  # the float columns, in order
+    for column, floats in zip(columns, numbers, strict=True):
+        types = {float} if floats is not None else set(map(type, column))
+        if len(types) != 1:
+            return None
+        kinds.append(types.pop())
+        if kinds[-1] is float:
+            arrays.append(np.asarray(column, dtype=np.float64) if floats is None else floats)
+    layout = (tuple(names), tuple(kinds))
+    shape = _Shape(*layout)
+    n = len(columns[0])
+    if arrays:
+        block = np.column_stack(arrays).astype("<f8", copy=False).tobytes()
+        step = shape.floats.size
+        packed = [block[i * step : (i + 1) * step] for i in range(n)]
+    else:
+        packed = [b""] * n
+    if shape.other_pos:
+        try:
+            others = list(map(orjson.dumps, zip(*[columns[p] for p in shape.other_pos], strict=True)))
+        except TypeError:  # an int beyond 64 bits: encoded event by event
+            return None
+        packed = [a + b for a, b in zip(packed, others, strict=True)]
+    return layout, packed
 
 
 def _getter(positions: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
@@ -469,10 +515,13 @@ class LabelJoin:
         digests: Sequence[bytes],
         sources: Sequence[Any],
         rerouted: bool = False,
+        columns: tuple[Sequence[str], Sequence[Sequence[Any]], Sequence[FloatArray | None]] | None = None,
     ) -> tuple[list[JoinedOutcome], list[int]]:
         """:meth:`on_prediction` for each event of decoded columns, in order (a value per event;
         ``contexts``: (model id, model version, segment tags)): the outcomes, in order, and the
-        positions of the events that were duplicate predictions.
+        positions of the events that were duplicate predictions. ``columns``: ``features`` as
+        (names, a column per name, each all-float column as float64 or None), every event carrying
+        every name: the features of a batch of one layout are then packed at once.
 
         >>> join = LabelJoin(horizon_ms=60_000, max_pending=10, max_held=10)
         >>> _ = join.on_label(LabelEvent(prediction_id="b", label=1, timestamp=2_000))
@@ -486,9 +535,11 @@ class LabelJoin:
         duplicates: list[int] = []
         outcomes: list[JoinedOutcome] = []
         seen = counters["duplicate_predictions"]
+        encoded = None if columns is None else _packed_features(*columns)
         for i, (pid, ts, ctx, prediction, values, digest, source) in enumerate(zip(
                 prediction_ids, timestamps, contexts, predictions, features, digests, sources, strict=True)):
-            outcome = predict(pid, ts, ctx, prediction, values, rerouted, digest, source)
+            outcome = predict(pid, ts, ctx, prediction, values, rerouted, digest, source,
+                              None if encoded is None else (encoded[0], encoded[1][i]))
             if outcome is not None:
                 outcomes.append(outcome)
             elif counters["duplicate_predictions"] != seen:
@@ -506,8 +557,10 @@ class LabelJoin:
         rerouted: bool,
         digest: bytes,
         source: Any,
+        packed: tuple[_Layout, bytes] | None = None,
     ) -> JoinedOutcome | None:
-        """:meth:`on_prediction` of an event's values."""
+        """:meth:`on_prediction` of an event's values (``packed``: its features' layout and encoding,
+        :func:`_packed_features`)."""
         horizon = self.horizon_ms
         key = _id_key(pid)
         crc = zlib.crc32(key)
@@ -539,7 +592,7 @@ class LabelJoin:
                 REROUTED_LABEL if label_rerouted else 0
             )
             return outcome
-        record = self._encode(ts, ctx, prediction, features, key, crc, rerouted, digest)
+        record = self._encode(ts, ctx, prediction, features, key, crc, rerouted, digest, packed)
         if self._through:
             record = self._spill_record(record, ts)
         elif self._unspilled is not None and ts // _BUCKET_MS not in self._unspilled:
@@ -1194,19 +1247,26 @@ class LabelJoin:
         crc: int,
         rerouted: bool,
         digest: bytes,
+        encoded: tuple[_Layout, bytes] | None = None,
     ) -> bytes:
-        """The record of a pending prediction whose id key is ``key`` (hash ``crc``)."""
+        """The record of a pending prediction whose id key is ``key`` (hash ``crc``); ``encoded``:
+        its features' layout and their encoding in that layout, when the caller has them."""
         ctx_id = self._ctx_id(ctx)
-        values = tuple(features.values())
-        layout = (tuple(features), tuple(map(type, values)))
+        if encoded is None:
+            values = tuple(features.values())
+            layout: _Layout = (tuple(features), tuple(map(type, values)))
+        else:
+            layout = encoded[0]
         shape_id = self._shape_ids.get(layout)
         if shape_id is None and len(self._shapes) < _MAX_SHAPES:
             shape_id = self._shape_ids[layout] = len(self._shapes)
             self._shapes.append(_Shape(*layout))
         if shape_id is None:
             shape_id, packed = _NO_SHAPE, features_to_json(features).encode()
-        else:
+        elif encoded is None:
             packed = self._shapes[shape_id].encode(values)
+        else:
+            packed = encoded[1]
         text = _predicted_text(prediction)
         label = b"" if text is None else text.encode()
         parts = [b"", key, _TS.pack(ts, _PENDING) + digest, b""]

@@ -425,10 +425,12 @@ class ShardProcessor:
         if local:
             whole = len(local) == n
             pick = (lambda column: column) if whole else (lambda column: [column[i] for i in local])
+            checked = batch.features if whole else None  # the decoder's columns: these events' features
             joined, duplicates = self.join.on_predictions(
                 pick(ids), pick(times), pick(list(zip(models, versions, tags, strict=True))),
                 pick(batch.predictions), pick(batch.feature_maps),
-                [payload_digest(sources[i].value or b"") for i in local], pick(sources))
+                [payload_digest(sources[i].value or b"") for i in local], pick(sources),
+                columns=None if checked is None else (checked.names, checked.columns, checked.numbers))
             outcomes.extend(joined)
             excluded.update(local[d] for d in duplicates)  # counted by the join; excluded from windows
         counted: Sequence[int] = rows if not excluded else [i for i in rows if i not in excluded]
