@@ -317,7 +317,7 @@ class MultivariateSettings(_Section):
         1, ge=1, description="domain classifier on every k-th policy window (by window start; 1 = all)"
     )
     domain_folds: int = Field(2, ge=2, le=10, description="domain classifier cross-validation folds")
-    domain_max_iter: int = Field(20, ge=1, le=1000, description="domain classifier boosting iterations")
+    domain_max_iter: int = Field(10, ge=1, le=1000, description="domain classifier boosting iterations")
     domain_window_s: int = Field(
         0, ge=0, description="window size the domain classifier runs on (one of windows.sizes_s); "
         "0 = the retrain policy's. A model whose windows of that size hold fewer than 200 sampled "
