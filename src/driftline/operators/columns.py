@@ -7,8 +7,10 @@ Python field by field, column by column (a type set and a min/max per column of 
 is uniform, not a test per value);
 whatever is unusual (invalid JSON, ``NaN`` tokens, RFC 3339 timestamps, a type pydantic would coerce
 or reject, ...) goes through the pydantic path, record by record, so its messages stay pydantic's.
-Accepted events are real :class:`PredictionEvent`/:class:`LabelEvent` instances, built without a
-second validation, and come out in log order with their event times as an int64 column.
+Accepted events come out in log order as columns (:class:`PredictionBatch`, :class:`LabelBatch`: ids,
+model keys, event times as int64, feature maps, outputs, ...), the values pydantic's models would
+hold; no event object is built per event (:meth:`PredictionBatch.event` builds one on request, without
+a second validation: for a late event's row, and for the tests that compare with pydantic's).
 
 Two differences between the parsers are handled here: ``orjson`` turns an integer literal beyond
 64 bits into a float (pydantic keeps an int), so any float of magnitude 2**63 or more is left to
@@ -23,8 +25,8 @@ accepts (as non-finite floats): a parse error always falls back.
 ...               b'"features":{"x":NaN},"prediction":0.5}'),
 ...     RawRecord("p", 0, 9, 1_000, b"c", b'{"prediction_id":"c","timestamp":1000,"prediction":1}'),
 ... ])
->>> [(r.offset, e.prediction_id, e.prediction.value) for r, e in zip(batch.records, batch.events)]
-[(7, 'a', 0.5), (8, 'b', 0.5)]
+>>> [r.offset for r in batch.records], batch.prediction_ids, [p.value for p in batch.predictions]
+([7, 8], ['a', 'b'], [0.5, 0.5])
 >>> batch.timestamps.tolist(), dead[0].error_kind.value, dead[0].error_message
 ([1000, 1000], 'validation_error', 'model_id: Field required')
 """
