@@ -419,6 +419,8 @@ class CheckpointStore:
             return start
         consumer.assign([tp])
         consumer.seek(tp, start)
+        # A stall is no progress for read_timeout_s, not a long read: a 10M-pending base is
+        # 2.7 GB, over a minute at the embedded broker's ~37 MB/s.
         deadline = time.monotonic() + self._read_timeout_s
         try:
             while start < end:
@@ -428,7 +430,9 @@ class CheckpointStore:
                 for record in batch.get(tp, []):
                     self._apply(assembler, record)
                 # Gaps (compaction, control records) are skipped by the position, not by offsets.
-                start = max(start, await consumer.position(tp))
+                position = await consumer.position(tp)
+                if position > start:
+                    start, deadline = position, time.monotonic() + self._read_timeout_s
         finally:
             consumer.unsubscribe()
         return start

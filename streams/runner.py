@@ -87,9 +87,9 @@ class RestoreCosts:
     reading the chain from the broker. The defaults are conservative figures from a loaded
     2-core machine (docs/state.md); a restore this process ran recalibrates them.
 
-    >>> costs = RestoreCosts()  # 10M pending: a 2.2 GB base and 1M changed records (20 deltas)
-    >>> round(costs.seconds(base_bytes=2_200_000_000, delta_bytes=150_000_000, changed=1_000_000), 1)
-    51.1
+    >>> costs = RestoreCosts()  # 1M pending: a 270 MB base and 300,000 changed records (6 deltas)
+    >>> round(costs.seconds(base_bytes=270_000_000, delta_bytes=40_000_000, changed=300_000), 1)
+    20.7
     >>> measured = costs.measured(base_bytes=270_000_000, changed=1_650_000, cpu_s=9.0)
     >>> round(measured.change_s * 1e6, 2), round(measured.base_s_per_mb * 1e3, 2)  # ~half the defaults
     (4.82, 3.86)
@@ -101,7 +101,7 @@ class RestoreCosts:
 
     base_s_per_mb: float = 0.008
     change_s: float = 10e-6
-    read_mb_per_s: float = 100.0
+    read_mb_per_s: float = 20.0
 
     def cpu_seconds(self, base_bytes: int, changed: int) -> float:
         return base_bytes / 1e6 * self.base_s_per_mb + changed * self.change_s
@@ -146,21 +146,25 @@ class ChainLength:
         """Whether the next checkpoint (a delta of ``next_changed`` records, ``elapsed_s`` after
         the base) should be a new base: the deltas would pass ``restore_target_s`` of estimated
         restore, ``deltas_per_base`` or ``delta_ratio`` x the base's bytes. The restore bound
-        waits for ``base_write_s / BASE_TIME_SHARE`` after the base, and needs a delta to cut.
+        waits for ``base_write_s / BASE_TIME_SHARE`` after the base, and needs deltas to cut: a
+        base whose own restore passes the target is not rewritten (the estimate says so).
 
         >>> chain = ChainLength(base_bytes=1000, deltas=3, delta_bytes=900)
         >>> chain.base_due(720, 1.0), chain.base_due(3, 1.0), chain.base_due(720, 0.5), chain.base_due(0, 1.0)
         (False, True, True, True)
+        >>> kafka = RestoreCosts(base_s_per_mb=0.0015, change_s=8e-6, read_mb_per_s=100.0)  # as measured
         >>> big = ChainLength(base_bytes=2_200_000_000, deltas=19, delta_bytes=140_000_000,
         ...                   changed=950_000, base_write_s=100.0)
-        >>> [big.base_due(720, 1.0, 60.0, next_changed=n) for n in (50_000, 10**6)]
+        >>> [big.base_due(720, 1.0, 60.0, kafka, next_changed=n) for n in (50_000, 4_000_000)]
         [False, True]
-        >>> big.base_due(720, 1.0, 60.0, next_changed=1_000_000, elapsed_s=900.0)  # bases would stall > 10 %
+        >>> big.base_due(720, 1.0, 60.0, kafka, 4_000_000, elapsed_s=900.0)  # bases would stall > 10 %
         False
         """
         if self.deltas >= deltas_per_base or self.delta_bytes > delta_ratio * self.base_bytes:
             return True
         if not restore_target_s or self.deltas == 0:
+            return False
+        if costs.seconds(self.base_bytes, 0, 0) >= restore_target_s:
             return False
         return (self.restore_seconds(costs, next_changed) > restore_target_s
                 and elapsed_s * BASE_TIME_SHARE >= self.base_write_s)

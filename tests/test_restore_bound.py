@@ -60,15 +60,16 @@ def test_the_ratio_stays_an_upper_bound_under_a_generous_target() -> None:
 
 
 def test_a_base_over_the_target_alone_is_not_rewritten_for_nothing() -> None:
-    chain = ChainLength(base_bytes=20 * GB)  # ~400 s to restore at the defaults
-    assert not chain.base_due(720, 1.0, 60.0, RestoreCosts(), next_changed=50_000)
+    chain = ChainLength(base_bytes=2 * GB, deltas=10, delta_bytes=66_000_000, changed=500_000)
+    assert not chain.base_due(720, 1.0, 60.0, RestoreCosts(), next_changed=50_000)  # ~116 s alone
+    assert chain.base_due(720, 1.0, 60.0, RestoreCosts(read_mb_per_s=200.0), next_changed=5_000_000)
 
 
 def test_bases_stall_the_worker_at_most_their_share_of_the_time() -> None:
-    costs = RestoreCosts()
-    chain = ChainLength(base_bytes=3 * GB, base_write_s=120.0)  # over the target with a delta or two
+    costs = RestoreCosts(read_mb_per_s=100.0)
+    chain = ChainLength(base_bytes=1_500_000_000, base_write_s=60.0)  # ~27 s alone, ~60 deltas to 60 s
     deltas = _grow(chain, costs, 60.0, 50_000, 6_600_000, interval_s=5.0)
-    assert deltas * 5.0 >= 120.0 / BASE_TIME_SHARE
+    assert deltas * 5.0 >= 60.0 / BASE_TIME_SHARE
     assert chain.restore_seconds(costs) > 60.0  # the estimate says the target is missed
 
 
