@@ -392,16 +392,17 @@ class MultivariateWindow:
         """Keep the k rows of smallest hash: events in order, each pushed while the heap has room,
         then replacing the largest kept hash if smaller. Once the heap is full only a hash below
         its largest can enter (that bound only falls), so the others are skipped unseen."""
-        heap, start = self.heap, 0
-        while len(heap) < k and start < hashes.size:
-            heapq.heappush(heap, (-int(hashes[start]), tuple(x[start].tolist())))
-            start += 1
+        heap = self.heap
+        start = min(max(k - len(heap), 0), hashes.size)
+        # rows to Python floats in one call per group (a call per row costs more than the heap)
+        for h, row in zip(hashes[:start].tolist(), x[:start].tolist(), strict=True):
+            heapq.heappush(heap, (-h, tuple(row)))
         if start >= hashes.size or not heap:
             return
         below = start + np.flatnonzero(hashes[start:] < -heap[0][0])
-        for i, h in zip(below.tolist(), hashes[below].tolist(), strict=True):
+        for h, row in zip(hashes[below].tolist(), x[below].tolist(), strict=True):
             if -h > heap[0][0]:
-                heapq.heapreplace(heap, (-h, tuple(x[i].tolist())))
+                heapq.heapreplace(heap, (-h, tuple(row)))
 
     def _count_segments(self, calibrated: FloatArray, segments: npt.NDArray[np.int64]) -> None:
         keys, inverse = np.unique(segments, return_inverse=True)
