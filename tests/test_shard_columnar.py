@@ -255,6 +255,9 @@ def test_simulated_drift_with_detectors_matches() -> None:
     assert any(s[0] == settings_.topics.model_events for s in row.shipped)
     assert sum(shard.totals["episode_reports"] for shard in row.pipeline.shards) >= 0
     assert all(shard.watch is not None and shard.watch.models for shard in columnar.pipeline.shards)
+    # the training profiles carry the multivariate section: its windows were compared too
+    assert all(s.multivariate is not None and s.multivariate.models for s in columnar.pipeline.shards)
+    assert row.pipeline.rows["multivariate_drift"] and row.pipeline.rows["outlier_rate"]
 
 
 def test_a_checkpoint_with_list_window_buffers_restores() -> None:

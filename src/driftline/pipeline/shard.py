@@ -452,12 +452,19 @@ class ShardProcessor:
                     [features[i] for i in members])
         multivariate = self.multivariate
         if multivariate is not None:
+            # the decoder's float64 columns: the event matrix without reading each event's features
+            checked = batch.features
+            floats = {} if checked is None else {
+                name: column for name, column in zip(checked.names, checked.numbers, strict=True)
+                if column is not None}
             for (model_id, version), rows in sorted(by_model.items()):
                 if multivariate.watches(model_id, version):
+                    columns = floats if len(rows) == n else {
+                        name: column[rows] for name, column in floats.items()}
                     reports.setdefault((model_id, version), []).extend(multivariate.observe(
                         model_id, version, batch.timestamps[rows].tolist(), [ids[i] for i in rows],
                         [features[i] for i in rows], [batch.predictions[i].score for i in rows],
-                        self.sizes_ms))
+                        self.sizes_ms, columns))
         return reports
 
     def _window_batch(
