@@ -58,6 +58,7 @@ import math
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -344,6 +345,10 @@ class FeatureWatch:
         return reports
 
 
+_NUMBER_OR_NONE = frozenset({int, float, type(None)})
+"""The value types a numeric feature's detector reads as numbers (None: missing, as NaN)."""
+
+
 def _float_columns(features: Sequence[dict[str, Any]],
                    names: list[str]) -> dict[str, npt.NDArray[np.float64]] | None:
     """The numeric features' values as float64 columns, all converted in one call (a model's few
@@ -351,8 +356,12 @@ def _float_columns(features: Sequence[dict[str, Any]],
     number (then each column is converted by :func:`_floats`, as the values allow)."""
     if not names:
         return {}
+    rows = [[f.get(name) for name in names] for f in features]
+    # numpy would read "3.5" and True as numbers; the window statistics count them as invalid
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_OR_NONE:
+        return None
     try:
-        grid = np.asarray([[f.get(name) for name in names] for f in features], dtype=np.float64)
+        grid = np.asarray(rows, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return None
     if grid.shape != (len(features), len(names)):  # values that are sequences of one length
@@ -361,18 +370,25 @@ def _float_columns(features: Sequence[dict[str, Any]],
 
 
 def _floats(raw: list[Any]) -> npt.NDArray[np.float64]:
-    """Numbers as float64; None and anything non-numeric (an invalid value) become NaN."""
+    """Numbers as float64; None and anything non-numeric (an invalid value: a string, a bool, an
+    object) become NaN.
+
+    >>> _floats([1, 2.5, None, "3.5", True]).tolist()
+    [1.0, 2.5, nan, nan, nan]
+    """
     try:
-        return np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        out = np.full(len(raw), np.nan)
-        for i, v in enumerate(raw):
-            if isinstance(v, int | float) and not isinstance(v, str):
-                try:
-                    out[i] = float(v)
-                except OverflowError:  # a JSON integer beyond a float's range: as wild as inf
-                    out[i] = math.inf if v > 0 else -math.inf
-        return out
+        if set(map(type, raw)) <= _NUMBER_OR_NONE:
+            return np.asarray(raw, dtype=np.float64)
+    except OverflowError:  # a JSON integer beyond a float's range: handled one by one below
+        pass
+    out = np.full(len(raw), np.nan)
+    for i, v in enumerate(raw):
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            try:
+                out[i] = float(v)
+            except OverflowError:  # a JSON integer beyond a float's range: as wild as inf
+                out[i] = math.inf if v > 0 else -math.inf
+    return out
 
 
 class ErrorWatch:

@@ -1,0 +1,55 @@
+"""A numeric feature's detector reads the values the window statistics read as numbers.
+
+numpy converts "3.5" and True to floats; the windows count such values as invalid (not numbers),
+so the sequential detector must not see them either: a stream of numeric strings and bools on a
+numeric feature opens no episode, whatever their values, and the numbers beside them are watched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.profile import build_profile
+
+
+def _watch() -> FeatureWatch:
+    rng = np.random.default_rng(3)
+    profile = build_profile("m", "1", {"x": rng.normal(size=5000), "y": rng.normal(size=5000)},
+                            label_column=None, prediction_column=None, bins=10, top_k=5, created_at_ms=0)
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000)
+    watch.add_profile(profile)
+    return watch
+
+
+def _opened(reports: list[dict[str, object]]) -> list[str]:
+    return [str(r["feature"]) for r in reports if r["kind"] == "opened"]
+
+
+def test_strings_and_bools_on_a_numeric_feature_are_not_numbers() -> None:
+    rng = np.random.default_rng(4)
+    n = 4000
+    # x arrives as far-off numeric strings and bools (numpy would read 9.0 and 1.0), y as numbers
+    # shifted by 1 sd: only y may open an episode, in one batch and in batches of one alike
+    x = [("9.0" if i % 3 else True) for i in range(n)]
+    y = rng.normal(1.0, 1.0, n).tolist()
+    features = [{"x": a, "y": b} for a, b in zip(x, y, strict=True)]
+    times = list(range(n))
+    ids = [f"p{i}" for i in range(n)]
+    whole = _watch().observe("m", "1", times, ids, features)
+    assert set(_opened(whole)) == {"y"}, _opened(whole)
+    one_by_one = _watch()
+    reports: list[dict[str, object]] = []
+    for i in range(n):
+        reports += one_by_one.observe("m", "1", times[i:i + 1], ids[i:i + 1], features[i:i + 1])
+    assert reports == whole
+
+
+def test_a_mixed_column_keeps_its_numbers() -> None:
+    rng = np.random.default_rng(5)
+    n = 4000
+    shifted = rng.normal(1.0, 1.0, n).tolist()
+    # x shifts by 1 sd; every tenth value is a string, which must not hide the numbers around it
+    features = [{"x": ("bad" if i % 10 == 0 else v), "y": 0.0 + rng.normal()} for i, v in enumerate(shifted)]
+    reports = _watch().observe("m", "1", list(range(n)), [f"p{i}" for i in range(n)], features)
+    assert "x" in _opened(reports)
