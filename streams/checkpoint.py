@@ -30,7 +30,7 @@ import struct
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -60,6 +60,9 @@ every checkpoint; large ones at every other base."""
 _MAGIC = b"DLC1"
 _HEADER_LEN = struct.Struct(">I")
 _ENVELOPE_RESERVE = 8 * 1024  # room for the JSON header (ids, offsets) inside MAX_CHUNK_BYTES
+DELIVER_GROUP_BYTES = 64 * 2**20
+"""A checkpoint's chunks are built and delivered this many bytes at a time (a base of gigabytes
+would otherwise exist twice: the blob and its messages)."""
 
 Offsets = dict[tuple[str, int], int]
 """(topic, partition) -> next offset to read."""
@@ -134,23 +137,42 @@ def encode_chunks(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, i
                   max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL,
                   parent: str | None = None) -> list[bytes]:
     """The message values of one checkpoint, in order."""
+    return [value for group in chunk_groups(checkpoint_id, blob, offsets, max_chunk_bytes, kind, parent)
+            for value in group]
+
+
+def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, int], int],
+                 max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL, parent: str | None = None,
+                 group_bytes: int = DELIVER_GROUP_BYTES) -> Iterator[list[bytes]]:
+    """The message values of one checkpoint, in order, a list of about ``group_bytes`` at a time:
+    a writer that sends each group before asking for the next holds one group of messages beside
+    the blob, not a second copy of the blob (each chunk is cut from a view of it).
+
+    >>> groups = list(chunk_groups("c", bytes(100_000), {}, max_chunk_bytes=10_000, group_bytes=30_000))
+    >>> [len(group) for group in groups], [v for g in groups for v in g] == encode_chunks(
+    ...     "c", bytes(100_000), {}, max_chunk_bytes=10_000)
+    ([2, 2, 2, 2, 2, 2], True)
+    """
     payload_room = max_chunk_bytes - _ENVELOPE_RESERVE
     if payload_room <= 0:
         raise ValueError(f"max_chunk_bytes must exceed {_ENVELOPE_RESERVE}")
-    pieces = [blob[i:i + payload_room] for i in range(0, len(blob), payload_room)] or [b""]
+    count = max(1, -(-len(blob) // payload_room))
+    per_group = max(1, group_bytes // max_chunk_bytes)
     crc = zlib.crc32(blob)
     wire_offsets = sorted([t, p, o] for (t, p), o in offsets.items())
-    out = []
-    for index, piece in enumerate(pieces):
-        fields: dict[str, object] = {"id": checkpoint_id, "i": index, "n": len(pieces), "crc": crc,
-                                     "size": len(blob), "offsets": wire_offsets}
-        if kind != FULL:
-            fields.update(kind=kind, parent=parent)
-        header = orjson.dumps(fields)
-        if len(header) > _ENVELOPE_RESERVE - len(_MAGIC) - _HEADER_LEN.size:
-            raise ValueError("checkpoint header too large (too many input partitions)")
-        out.append(_MAGIC + _HEADER_LEN.pack(len(header)) + header + piece)
-    return out
+    chain = {} if kind == FULL else {"kind": kind, "parent": parent}
+    with memoryview(blob) as view:
+        for first in range(0, count, per_group):
+            group = []
+            for index in range(first, min(first + per_group, count)):
+                header = orjson.dumps({"id": checkpoint_id, "i": index, "n": count, "crc": crc,
+                                       "size": len(blob), "offsets": wire_offsets, **chain})
+                if len(header) > _ENVELOPE_RESERVE - len(_MAGIC) - _HEADER_LEN.size:
+                    raise ValueError("checkpoint header too large (too many input partitions)")
+                piece = view[index * payload_room:(index + 1) * payload_room]
+                group.append(b"".join((_MAGIC, _HEADER_LEN.pack(len(header)), header, piece)))
+                piece.release()
+            yield group
 
 
 def decode_chunk(value: bytes) -> tuple[dict[str, object], bytes]:
@@ -275,7 +297,8 @@ class CheckpointStore:
 
     def __init__(self, settings: Settings, producer: AIOKafkaProducer, *,
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, read_timeout_s: float = 60.0,
-                 rotate_min_bytes: int = ROTATE_MIN_BYTES) -> None:
+                 rotate_min_bytes: int = ROTATE_MIN_BYTES,
+                 deliver_group_bytes: int = DELIVER_GROUP_BYTES) -> None:
         self._settings = settings
         self._producer = producer
         self._max_chunk_bytes = max_chunk_bytes
@@ -286,6 +309,7 @@ class CheckpointStore:
         self._next_offset = 0
         self._lock = asyncio.Lock()
         self._rotate_min_bytes = rotate_min_bytes
+        self._deliver_group_bytes = deliver_group_bytes
         self._generations: dict[str, int] = {}  # key -> the generation its checkpoints go to
         self._generation_bytes: dict[str, int] = {}  # key -> bytes in that generation's topic
         self.saved = 0
@@ -333,10 +357,14 @@ class CheckpointStore:
 
     async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes,
                      offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None) -> None:
+        """Deliver the chunks a group at a time (each acknowledged before the next is built); the
+        checkpoint counts once its last chunk is acknowledged, as when they were sent at once."""
         key = shard_key(stage, shard).encode()
-        chunks = [OutboundMessage(topic, key, value, 0)
-                  for value in encode_chunks(ckpt_id, blob, offsets, self._max_chunk_bytes, kind, parent)]
-        await deliver(self._producer, chunks, what=f"checkpoint chunks of {stage}:{shard}")
+        for group in chunk_groups(ckpt_id, blob, offsets, self._max_chunk_bytes, kind, parent,
+                                  self._deliver_group_bytes):
+            messages = [OutboundMessage(topic, key, value, 0) for value in group]
+            del group
+            await deliver(self._producer, messages, what=f"checkpoint chunks of {stage}:{shard}")
 
     def _new_generation(self, stage: str, shard: int) -> tuple[int, list[str]]:
         """Create the topic of the shard's next chain generation; (its number, the older topics)."""

@@ -48,7 +48,7 @@ from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
-from driftline.pipeline.state import Incremental
+from driftline.pipeline.state import Incremental, release_free_memory
 from driftline.streams.broadcast import BroadcastReader
 from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore
 from driftline.streams.delivery import deliver
@@ -357,6 +357,7 @@ class StageRunner:
         if not changed:
             return
         await self.producer.flush()
+        wrote_base = False
         for shard in changed:
             state = self.shards[shard]
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
@@ -375,17 +376,22 @@ class StageRunner:
                 base, blob = True, await asyncio.to_thread(processor.snapshot)
             state.checkpoint_id = await self.checkpoints.save_link(
                 self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id)
+            size = len(blob)
+            del blob  # a base can be gigabytes: not kept while the next shard's is built
             if base or chain is None:
-                chain = state.chain = ChainLength(len(blob), base_write_s=time.monotonic() - started)
+                chain = state.chain = ChainLength(size, base_write_s=time.monotonic() - started)
+                wrote_base = True
             else:
                 chain.deltas += 1
-                chain.delta_bytes += len(blob)
+                chain.delta_bytes += size
                 chain.changed += records
             if incremental:
                 state.restore_figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
             state.dirty = False
             state.checkpointed_at = time.time()
             self.stats.checkpoints += 1
+        if wrote_base:  # building it left the heap holding its size again in freed blocks
+            await asyncio.to_thread(release_free_memory)
 
     # -- rebalancing ----------------------------------------------------------------------------
 
@@ -413,8 +419,11 @@ class StageRunner:
             self._read_seconds = time.perf_counter() - started
             self.restore_costs = self.restore_costs.read(self.checkpoints.bytes_read - read_before,
                                                          self._read_seconds)
-            for shard in new:
-                await self._adopt(consumer, shard, saved.get(shard))
+            restored = bool(saved)
+            for shard in new:  # each base let go once restored: one alive at a time
+                await self._adopt(consumer, shard, saved.pop(shard, None))
+            if restored:  # the bases read and unpickled left their size in freed heap blocks
+                await asyncio.to_thread(release_free_memory)
             self._parked.clear()
             log.info("stage %s: shards %s assigned", self.stage, shards)
 

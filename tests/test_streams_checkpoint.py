@@ -20,6 +20,7 @@ from driftline.streams.checkpoint import (
     CheckpointStore,
     chain_generations,
     chain_topic,
+    chunk_groups,
     decode_chunk,
     encode_chunks,
 )
@@ -56,6 +57,16 @@ def test_incomplete_or_corrupt_checkpoints_keep_the_last_complete_one() -> None:
     for c in encode_chunks("next", b"next", {("preds", 0): 5}):
         asm.apply("s:0", c)
     assert asm.latest["s:0"].blob == b"next" and asm.discarded_chunks >= 4
+
+
+def test_chunk_groups_cut_the_same_messages_a_group_at_a_time() -> None:
+    blob = os.urandom(1_300_000)
+    for kind, parent in ((FULL, None), (DELTA, "b1")):
+        groups = list(chunk_groups("c1", blob, OFFSETS, 64 * 1024, kind, parent, group_bytes=200 * 1024))
+        assert [len(group) for group in groups] == [3] * 7 + [2]  # 23 chunks of 56 KiB
+        assert [value for group in groups for value in group] == encode_chunks("c1", blob, OFFSETS, 64 * 1024,
+                                                                               kind, parent)
+    assert list(chunk_groups("e", b"", {})) == [encode_chunks("e", b"", {})]
 
 
 def test_empty_blob_round_trips() -> None:
@@ -125,9 +136,10 @@ async def _chain_round_trip(settings: Settings) -> None:
     producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
     await producer.start()
     try:
-        writer = CheckpointStore(settings, producer, max_chunk_bytes=64 * 1024, rotate_min_bytes=0)
+        writer = CheckpointStore(settings, producer, max_chunk_bytes=64 * 1024, rotate_min_bytes=0,
+                                 deliver_group_bytes=128 * 1024)
         await writer.start()
-        base = os.urandom(200_000)  # several chunks
+        base = os.urandom(200_000)  # several chunks, delivered two at a time
         first = await writer.save_link("st", 2, base, {("preds", 2): 10}, base=True, parent=None)
         d1 = await writer.save_link("st", 2, b"d1", {("preds", 2): 11}, base=False, parent=first)
         # A torn delta (a crash mid-save), then the restarted owner's delta on the last complete link.

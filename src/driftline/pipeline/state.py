@@ -48,11 +48,14 @@ driftline.pipeline.state.StateRestoreError: test: the checkpoint is a delta, not
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
 import logging
 import pickle
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
@@ -86,15 +89,41 @@ def dump_state(processor: object) -> bytes:
 
 
 def _envelope(head: bytes, obj: object, raw_above: int) -> bytes:
-    """``head`` + codec + the body of ``obj``'s pickle (one copy of a large pickle, not three)."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(data) <= raw_above:
-        return head + _ZLIB + zlib.compress(data, 1)
+    """``head`` + codec + the body of ``obj``'s pickle, pickled straight into the buffer returned
+    (a large base exists once in memory while it is built, not as a pickle and its copy)."""
     out = io.BytesIO()
     out.write(head + _RAW)
-    out.write(data)
-    del data
-    return out.getvalue()
+    pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    if out.tell() - len(head) - 1 > raw_above:
+        return out.getvalue()  # the buffer itself, trimmed to size: no copy
+    with out.getbuffer() as view:
+        compressed = zlib.compress(view[len(head) + 1 :], 1)
+    return head + _ZLIB + compressed
+
+
+def release_free_memory() -> bool:
+    """Give memory the allocator keeps after a large free back to the system (glibc's
+    ``malloc_trim``): a base's build leaves gigabytes of freed small blocks in the heap, which
+    the RSS would otherwise keep until the next base. False (nothing done) without glibc.
+
+    >>> release_free_memory() in (True, False)
+    True
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return None
+    return trim
 
 
 @runtime_checkable
