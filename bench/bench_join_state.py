@@ -38,7 +38,11 @@ at ``RestoreCosts``' default 100 MB/s; the worker's ``driftline_stage_restore_re
     .venv/bin/python bench/bench_join_state.py --pending 1000000 --budget-mb 64
 
 ``--base-write N`` times writing a base of N pending (``dump_state``), all in memory and under
-``--budget-mb``: how long a runner's checkpoint keeps batches out before the broker write.
+``--budget-mb``: how long a runner's checkpoint keeps batches out before the broker write, and the
+process RSS around it (each in a fresh process): with the join built, the peak while the base is
+pickled and cut into the checkpoint store's message groups, after, and after ``malloc_trim``.
+
+    .venv/bin/python bench/bench_join_state.py --base-write 1000000
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.operators.join import JoinChanges, LabelJoin, payload_digest
-from driftline.pipeline.state import dump_delta, dump_state, load_delta, load_state
+from driftline.pipeline.state import dump_delta, dump_state, load_delta, load_state, release_free_memory
 from driftline.schemas.events import LabelEvent, PredictionEvent
 from driftline.streams.runner import BASE_TIME_SHARE, ChainLength, RestoreCosts
 
@@ -393,9 +397,43 @@ def print_bounded(run: SpillRun, pending: int = 10_000_000, target_s: float = 60
     return bounded_chain(run, pending, target_s)
 
 
-def measure_base_write(pending: int, budget_mb: int) -> tuple[int, float, float]:
-    """(bytes, wall s, CPU s) of a base of ``pending`` predictions (25 floats) under ``budget_mb``
-    (0: all in memory): what a runner's checkpoint stalls batches for before the broker write."""
+@dataclass(frozen=True)
+class BaseWrite:
+    """Writing one base: its size, the stall, and the process memory around it (MB)."""
+
+    bytes: int
+    wall_s: float  # dump_state alone: batches wait that long before the broker write
+    cpu_s: float
+    rss_built_mb: float  # the join built, before the base
+    peak_rss_mb: float  # the most while the base was pickled, chunked and its messages built
+    rss_after_mb: float  # the base's messages delivered and the blob let go
+    rss_trimmed_mb: float  # then release_free_memory (malloc_trim)
+
+
+def _status_mb(field_name: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field_name)
+
+
+def _reset_peak_rss() -> None:
+    """Restart VmHWM from the current RSS (Linux >= 4.0), so the peak is the base's own."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def measure_base_write(pending: int, budget_mb: int,
+                       dump: Callable[[object], bytes] = dump_state,
+                       encode: Callable[[bytes], Iterator[list[bytes]]] | None = None) -> BaseWrite:
+    """A base of ``pending`` predictions (25 floats) under ``budget_mb`` (0: all in memory), written
+    as a runner does: ``dump`` (the envelope), then ``encode`` (default: the checkpoint store's
+    :func:`chunk_groups`, each group dropped as a delivered group is). Run it in a fresh process
+    (:func:`measure_base_write_spawned`): the peak is the process's."""
+    from driftline.streams.checkpoint import chunk_groups
+
+    groups = encode or (lambda blob: chunk_groups("bench", blob, {("preds", 0): pending}, kind="base"))
     join = LabelJoin(horizon_ms=10 * pending * 1000, max_pending=pending + 1, max_held=1000)
     if budget_mb:
         join.set_memory_budget(budget_mb * 2**20)
@@ -403,9 +441,33 @@ def measure_base_write(pending: int, budget_mb: int) -> tuple[int, float, float]
         join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
     join.track_changes()
     gc.collect()
+    release_free_memory()  # what the build freed is not the base's
+    rss_built = _status_mb("VmRSS")
+    _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
-    size = len(dump_state(join))
-    return size, time.perf_counter() - started, time.process_time() - cpu
+    blob = dump(join)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    size = len(blob)
+    for group in groups(blob):
+        del group  # delivered
+    del blob
+    gc.collect()
+    peak, rss_after = _status_mb("VmHWM"), _status_mb("VmRSS")
+    release_free_memory()
+    return BaseWrite(size, wall, cpu, rss_built, peak, rss_after, _status_mb("VmRSS"))
+
+
+def measure_base_write_spawned(pending: int, budget_mb: int) -> BaseWrite:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure_base_write, (pending, budget_mb))
+
+
+def print_base_write(pending: int, budget_mb: int, run: BaseWrite, label: str = "") -> None:
+    print(f"{label}{pending:,} pending, budget {budget_mb} MB: base {run.bytes / 1e6:.0f} MB written in "
+          f"{run.wall_s:.1f} s wall, {run.cpu_s:.1f} s CPU; RSS {run.rss_built_mb:.0f} MB built, "
+          f"peak {run.peak_rss_mb:.0f} (+{run.peak_rss_mb - run.rss_built_mb:.0f}, "
+          f"{(run.peak_rss_mb - run.rss_built_mb) * 2**20 / run.bytes:.2f}x the base), "
+          f"after {run.rss_after_mb:.0f}, after malloc_trim {run.rss_trimmed_mb:.0f}")
 
 
 async def _chain_read(settings: Any, blob: bytes) -> tuple[float, float]:
@@ -611,9 +673,7 @@ def main() -> None:
         return
     if args.base_write:
         for budget in (0, args.budget_mb):
-            size, wall, cpu = measure_base_write(args.base_write, budget)
-            print(f"{args.base_write:,} pending, budget {budget} MB: base {size / 1e6:.0f} MB written in "
-                  f"{wall:.1f} s wall, {cpu:.1f} s CPU (batches wait that long, and for the broker write)")
+            print_base_write(args.base_write, budget, measure_base_write_spawned(args.base_write, budget))
         return
     if args.pending:
         options = {"rate": args.rate, "interval_s": args.interval, "ratio": args.ratio}
