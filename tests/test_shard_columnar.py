@@ -9,12 +9,14 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
+from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.shard import ShardFactory
@@ -105,12 +107,22 @@ VARIANTS = ["ok"] * 12 + ["malformed", "schema", "non_finite", "future", "late",
                           "huge_int"]
 
 
+ODD_NUMBERS = ["3.5", True, False, None, 2, 2**60 + 1]
+"""Values a numeric feature may hold that the decoder's float64 columns do not: a column holding one
+is read from the feature maps (a string or a bool as NaN, None missing, ints as numbers)."""
+
+
 @st.composite
-def logs(draw: st.DrawFn) -> tuple[list[RawRecord], int]:
+def logs(draw: st.DrawFn, mixed: bool = False) -> tuple[list[RawRecord], int]:
     """Predictions and labels of two models (two versions, segments), ids from a small pool (exact and
     conflicting duplicates), times drifting forward with jitter (out of order, some late), and every
-    kind of bad record, each on a random partition (so many are re-routed to the joining shard)."""
+    kind of bad record, each on a random partition (so many are re-routed to the joining shard).
+    ``mixed``: in some logs the numeric feature ``x`` sometimes holds a value of :data:`ODD_NUMBERS`;
+    ``k`` is in every event, none or some (one layout per batch is what gives the decoder's columns)."""
     n = draw(st.integers(1, 80))
+    with_k = draw(st.sampled_from(["always", "never", "some"])) if mixed else "some"
+    odd = mixed and draw(st.booleans())
+    variants = ["ok"] if mixed and draw(st.booleans()) else VARIANTS  # clean logs: whole-batch columns
     records: list[RawRecord] = []
     offsets = [[0, 0] for _ in range(PARTITIONS)]
     clock = T0
@@ -119,7 +131,7 @@ def logs(draw: st.DrawFn) -> tuple[list[RawRecord], int]:
         is_label = draw(st.integers(0, 2)) == 0
         pid = f"p{draw(st.integers(0, 25))}"
         ts = clock + draw(st.integers(-8_000, 3_000))
-        variant = draw(st.sampled_from(VARIANTS))
+        variant = draw(st.sampled_from(variants))
         record_ts = ts
         if variant == "late":
             ts -= draw(st.integers(6_000, 200_000))
@@ -133,9 +145,11 @@ def logs(draw: st.DrawFn) -> tuple[list[RawRecord], int]:
             if draw(st.booleans()):
                 body["model_id"] = model
         else:
-            features: dict[str, Any] = {"x": draw(st.floats(-5, 5)),
-                                        "c": draw(st.sampled_from(["a", "b", True]))}
-            if draw(st.booleans()):
+            x: Any = draw(st.floats(-5, 5))
+            if odd and draw(st.integers(0, 9)) == 0:
+                x = draw(st.sampled_from(ODD_NUMBERS))
+            features: dict[str, Any] = {"x": x, "c": draw(st.sampled_from(["a", "b", True]))}
+            if with_k == "always" or (with_k == "some" and draw(st.booleans())):
                 features["k"] = draw(st.integers(-3, 3))
             output = draw(st.sampled_from([{"label": "yes", "score": 0.75}, {"label": "no"}, {"score": 0.25},
                                            3.5, "yes", {"probabilities": {"yes": 0.5, "no": 0.5}}]))
@@ -185,6 +199,37 @@ def test_columnar_path_emits_what_the_row_path_emits(
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
     batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
     row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms)
+    assert_same(row, columnar)
+
+
+def _detector_profiles() -> list[bytes]:
+    """Training profiles of both models and versions of :func:`logs`: ``x`` far off the logs'
+    values (so the detectors alarm within a few events and report episodes), ``k`` and ``c`` near."""
+    rng = np.random.default_rng(7)
+    table = {"x": rng.normal(8.0, 0.5, 2000), "k": rng.integers(-3, 4, 2000).tolist(),
+             "c": rng.choice(["a", "b", "true"], 2000, p=[0.8, 0.1, 0.1]).tolist()}
+    return [build_profile(model, version, table, label_column=None, prediction_column=None, bins=10,
+                          top_k=5, created_at_ms=0).model_dump_json().encode()
+            for model in ("m", "n") for version in ("1", "2")]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(mixed=True), cuts=st.lists(st.integers(0, 80), max_size=6), restore=st.integers(-1, 6))
+def test_detectors_read_the_decoder_columns_as_the_feature_maps(
+    log: tuple[list[RawRecord], int], cuts: list[int], restore: int
+) -> None:
+    """The sequential detectors on: the columnar path hands them the decoder's float64 columns where
+    a batch's numeric feature is all floats, the feature maps where a value is a string, a bool, None
+    or an integer; the episode reports are the row path's."""
+    records, end_ms = log
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    settings_ = _settings()
+    # alarms within the few events a log holds per model: episodes open, report and learn
+    settings_.sequential.false_alarms_per_million, settings_.sequential.learning = 1e5, 100
+    row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms, _detector_profiles())
+    assert all(shard.watch is not None and shard.watch.models for shard in columnar.pipeline.shards)
     assert_same(row, columnar)
 
 

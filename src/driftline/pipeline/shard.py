@@ -444,19 +444,22 @@ class ShardProcessor:
             by_model = grouped
         self._window_batch(batch, tags, by_model)
         features = batch.feature_maps
+        # the decoder's float64 columns (a feature whose values are all floats): the detectors read
+        # them instead of each event's feature map
+        checked = batch.features
+        floats = {} if checked is None else {
+            name: column for name, column in zip(checked.names, checked.numbers, strict=True)
+            if column is not None}
         if self.watch is not None and self.watch.models:
             timestamps = batch.timestamps
             for (model_id, version), members in sorted(by_model.items()):
+                gathered = floats if len(members) == n else {
+                    name: column[members] for name, column in floats.items()}
                 reports[(model_id, version)] = self.watch.observe(
                     model_id, version, timestamps[members].tolist(), [ids[i] for i in members],
-                    [features[i] for i in members])
+                    [features[i] for i in members], gathered)
         multivariate = self.multivariate
         if multivariate is not None:
-            # the decoder's float64 columns: the event matrix without reading each event's features
-            checked = batch.features
-            floats = {} if checked is None else {
-                name: column for name, column in zip(checked.names, checked.numbers, strict=True)
-                if column is not None}
             for (model_id, version), rows in sorted(by_model.items()):
                 if multivariate.watches(model_id, version):
                     columns = floats if len(rows) == n else {
