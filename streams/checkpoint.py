@@ -148,10 +148,10 @@ def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, in
     a writer that sends each group before asking for the next holds one group of messages beside
     the blob, not a second copy of the blob (each chunk is cut from a view of it).
 
-    >>> groups = list(chunk_groups("c", bytes(100_000), {}, max_chunk_bytes=10_000, group_bytes=30_000))
+    >>> groups = list(chunk_groups("c", bytes(100_000), {}, max_chunk_bytes=20_000, group_bytes=60_000))
     >>> [len(group) for group in groups], [v for g in groups for v in g] == encode_chunks(
-    ...     "c", bytes(100_000), {}, max_chunk_bytes=10_000)
-    ([2, 2, 2, 2, 2, 2], True)
+    ...     "c", bytes(100_000), {}, max_chunk_bytes=20_000)
+    ([3, 3, 3], True)
     """
     payload_room = max_chunk_bytes - _ENVELOPE_RESERVE
     if payload_room <= 0:

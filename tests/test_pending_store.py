@@ -96,7 +96,7 @@ def test_a_join_past_its_budget_gives_the_same_results_and_checkpoints(tmp_path:
     # less than half of the records whole.
     assert sum(map(len, spilling._groups)) < sum(map(len, in_memory._groups)) / 2
     # A checkpoint holds every record whole: byte for byte the in-memory join's.
-    assert spilling.__getstate__()["groups"] == in_memory.__getstate__()["groups"]
+    assert list(spilling.__getstate__()["groups"]) == in_memory.__getstate__()["groups"]
     restored = pickle.loads(pickle.dumps(spilling))
     assert restored.store_bytes == 0 and restored.spilled_count == 0
     restored.set_memory_budget(100_000, tmp_path)

@@ -7,9 +7,11 @@ import pickle
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import pytest
 
+from driftline.operators.join import LabelJoin
 from driftline.pipeline.state import (
     RAW_ABOVE,
     STATE_FORMAT,
@@ -18,6 +20,7 @@ from driftline.pipeline.state import (
     load_state,
     release_free_memory,
 )
+from driftline.schemas.events import LabelEvent, PredictionEvent
 
 
 def test_a_large_base_is_its_pickle_behind_the_envelope_and_a_small_one_its_zlib() -> None:
@@ -56,3 +59,28 @@ def test_release_free_memory_gives_a_fragmented_heap_back() -> None:
     out = subprocess.run([sys.executable, "-c", _FRAGMENTED_HEAP], capture_output=True, text=True, check=True)
     before, after, _ = map(float, out.stdout.split())
     assert before > 250 and after < before - 200, (before, after)
+
+
+def _prediction(i: int) -> PredictionEvent:
+    features = {f"x{k}": float(i * 31 + k) for k in range(25)}
+    return PredictionEvent(prediction_id=f"{i:08x}-0000-4000-8000-000000000000", model_id="m",
+                           timestamp=i, features=features, prediction={"label": "a", "score": 0.25})
+
+
+def test_a_spilling_joins_base_restores_equal_to_the_same_join_in_memory(tmp_path: Path) -> None:
+    """Its spilled records are read back group by group as the base pickles (not all first): the
+    restored join holds every record whole, as the in-memory join does, and joins the same."""
+    spilling = LabelJoin(60_000, max_pending=100_000, max_held=100)
+    spilling.set_memory_budget(300_000, tmp_path)
+    in_memory = LabelJoin(60_000, max_pending=100_000, max_held=100)
+    for i in range(8_000):
+        for join in (spilling, in_memory):
+            join.on_prediction(_prediction(i), segment="s")
+    assert spilling.spilled_count > 4_000
+    restored = load_state(dump_state(spilling), LabelJoin, "test")
+    twin = load_state(dump_state(in_memory), LabelJoin, "test")
+    assert restored.__getstate__() == twin.__getstate__() == in_memory.__getstate__()
+    assert restored.spilled_count == 0 and spilling.spilled_count > 4_000  # the original still spills
+    labels = [LabelEvent(prediction_id=_prediction(i).prediction_id, label="a", timestamp=9_000)
+              for i in range(0, 8_000, 7)]
+    assert [restored.on_label(label) for label in labels] == [in_memory.on_label(label) for label in labels]

@@ -79,7 +79,7 @@ import operator
 import struct
 import zlib
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -384,6 +384,31 @@ def _predicted_text(prediction: Prediction) -> str | None:
         probabilities = prediction.probabilities
         return max(probabilities, key=probabilities.__getitem__)  # first of equal maxima
     return None
+
+
+class _WholeGroups:
+    """A spilling join's record groups as its checkpoint pickles them: each group is made whole
+    (its spilled payloads read back) only when the pickler reaches it, so a base of millions of
+    spilled records holds one whole group beside its pickle, not every record whole. It unpickles
+    as the list of whole groups an in-memory join pickles (the join must not change meanwhile: a
+    checkpoint pickles it while batches are kept out).
+
+    >>> import pickle
+    >>> join = LabelJoin(1_000, max_pending=10, max_held=10)
+    >>> pickle.loads(pickle.dumps(_WholeGroups(join))) == join._groups
+    True
+    """
+
+    __slots__ = ("_join",)
+
+    def __init__(self, join: LabelJoin) -> None:
+        self._join = join
+
+    def __iter__(self) -> Iterator[bytes]:
+        return map(self._join._whole_group, self._join._groups)
+
+    def __reduce__(self) -> tuple[type[list[bytes]], tuple[()], None, Iterator[bytes]]:
+        return list, (), None, iter(self)
 
 
 class LabelJoin:
@@ -805,7 +830,7 @@ class LabelJoin:
     # -- checkpointing ------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        groups = self._groups if self._store is None else list(map(self._whole_group, self._groups))
+        groups = self._groups if self._store is None else _WholeGroups(self)
         # The time index too: rebuilding it walks every record in Python (~2 us each), longer
         # than reading it (4 bytes a record).
         return {**self._outside_table(), "groups": groups, "low": self._low, "split": self._split,
