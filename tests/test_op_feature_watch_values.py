@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from driftline.operators.episodes import EpisodeMonitor
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.profile import build_profile
+from driftline.operators.sequential import feature_arl
 
 
 def _watch() -> FeatureWatch:
@@ -53,3 +55,23 @@ def test_a_mixed_column_keeps_its_numbers() -> None:
     features = [{"x": ("bad" if i % 10 == 0 else v), "y": 0.0 + rng.normal()} for i, v in enumerate(shifted)]
     reports = _watch().observe("m", "1", list(range(n)), [f"p{i}" for i in range(n)], features)
     assert "x" in _opened(reports)
+
+
+def test_a_categorical_batch_of_strings_counts_as_values_one_by_one() -> None:
+    """A batch whose categorical values are all strings is mapped in one call (each string its own
+    key); the events are those of the monitor fed value by value, unseen categories included."""
+    rng = np.random.default_rng(6)
+    table = {"c": rng.choice(["a", "b", "c", "d"], 5000, p=[0.4, 0.3, 0.2, 0.1]).tolist()}
+    profile = build_profile("m", "1", table, label_column=None, prediction_column=None, bins=10, top_k=5,
+                            created_at_ms=0)
+    n = 6000
+    values = rng.choice(["a", "b", "c", "d"], n, p=[0.4, 0.3, 0.2, 0.1]).tolist()
+    values[2000:] = rng.choice(["a", "b", "zz", "true"], n - 2000, p=[0.2, 0.2, 0.5, 0.1]).tolist()
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9)
+    watch.add_profile(profile)
+    reports = watch.observe("m", "1", list(range(n)), [f"p{i}" for i in range(n)], [{"c": v} for v in values])
+    reference = EpisodeMonitor.for_profile(profile.features["c"], arl=feature_arl(watch.model_arl, 1),
+                                           min_effect=watch.min_effect_sd, learning=watch.learning)
+    events = [e for v in values if (e := reference.update(v)) is not None]
+    assert events and [(r["kind"], r["count"], r["magnitude"]) for r in reports] == [
+        (e.kind, e.index + 1, e.magnitude) for e in events]

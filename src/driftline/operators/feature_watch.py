@@ -254,15 +254,19 @@ class FeatureWatch:
         floor = watch.bank.profile_index if watch.bank is not None else -1
         wanted = np.maximum.accumulate(np.maximum(wanted, floor))  # never move back
         reports: list[dict[str, Any]] = []
-        for index in np.unique(wanted):
+        first, last = int(wanted[0]), int(wanted[-1])  # never decreasing: one profile unless these differ
+        for index in [first] if first == last else np.unique(wanted).tolist():
             if index < 0:
                 continue
-            rows = np.flatnonzero(wanted == index)
-            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            if first == last:
+                lo, hi = 0, len(wanted)
+            else:
+                rows = np.flatnonzero(wanted == index)
+                lo, hi = int(rows[0]), int(rows[-1]) + 1
             if watch.bank is None or watch.bank.profile_index != index:
                 if watch.bank is not None:
                     reports.extend(self._close_bank(watch.bank, int(running[lo]), prediction_ids[lo]))
-                watch.bank = self._bank(watch.profiles[int(index)], int(index))
+                watch.bank = self._bank(watch.profiles[index], index)
             cuts = crossings[(crossings >= lo) & (crossings < hi)] - lo
             part = None if columns is None else {name: column[lo:hi] for name, column in columns.items()}
             reports.extend(
@@ -321,9 +325,12 @@ class FeatureWatch:
                 # Missing values and values no category can be (numbers with a fraction, objects)
                 # are not watched: windows count them as missing/invalid.
                 raw = [f.get(name) for f in features]
-                kept = [(i, v) for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
-                positions = np.asarray([i for i, _ in kept], dtype=np.int64)
-                values = [v for _, v in kept]  # the monitor maps them with category_key
+                if set(map(type, raw)) <= _CATEGORY_TYPES:  # the common batch: every value counts
+                    positions, values = every, raw
+                else:
+                    kept = [(i, v) for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
+                    positions = np.asarray([i for i, _ in kept], dtype=np.int64)
+                    values = [v for _, v in kept]  # the monitor maps them with category_key
             # Values before each grid crossing, then the open episode's status as of the crossing.
             start = 0
             for cut in [*cuts.tolist(), None]:
@@ -345,6 +352,8 @@ class FeatureWatch:
         return reports
 
 
+_CATEGORY_TYPES = frozenset({str, int, bool})
+"""The value types a categorical feature's detector counts (others are missing or invalid)."""
 _NUMBER_OR_NONE = frozenset({int, float, type(None)})
 """The value types a numeric feature's detector reads as numbers (None: missing, as NaN)."""
 

@@ -102,6 +102,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -965,6 +966,8 @@ class CategoricalDetector(SequentialDetector):
     def _symbols_at(self, xs: Any) -> tuple[IntArray, IntArray | None]:
         other = len(self.categories)
         get = self._index.get
+        if type(xs) is list and set(map(type, xs)) <= _STR:  # the common batch: a string is its own key
+            return np.fromiter(map(get, xs, repeat(other, len(xs))), dtype=np.int64, count=len(xs)), None
         syms = np.fromiter((-1 if _missing(v) else get(category_key(v), other) for v in _iter(xs)),
                            dtype=np.int64)
         if syms.size and syms.min() < 0:  # skipped values: keep where the others came from
@@ -1183,6 +1186,9 @@ def _near(p1: float, others: list[float]) -> bool:
     """Whether rate ``p1`` is within 20 % of one of ``others`` in both ``p`` and ``1 - p`` (a duplicate)."""
     return any(abs(math.log(p1 / q)) < math.log(1.2) and abs(math.log((1 - p1) / (1 - q))) < math.log(1.2)
                for q in others)
+
+
+_STR = frozenset({str})
 
 
 def _missing(v: Any) -> bool:
