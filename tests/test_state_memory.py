@@ -6,7 +6,9 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import weakref
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from driftline.pipeline.state import (
     STATE_FORMAT,
     dump_delta,
     dump_state,
+    load_delta,
     load_state,
     release_free_memory,
 )
@@ -84,3 +87,46 @@ def test_a_spilling_joins_base_restores_equal_to_the_same_join_in_memory(tmp_pat
     labels = [LabelEvent(prediction_id=_prediction(i).prediction_id, label="a", timestamp=9_000)
               for i in range(0, 8_000, 7)]
     assert [restored.on_label(label) for label in labels] == [in_memory.on_label(label) for label in labels]
+
+
+class _Item:
+    __slots__ = ("__weakref__", "value")
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[type[_Item], tuple[int]]:
+        return _Item, (self.value,)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Item) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Fresh:
+    """Items made as they are asked for; records how many earlier ones were still alive."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.most_alive = 0
+
+    def fresh_items(self) -> Iterator[_Item]:
+        made: list[weakref.ref[_Item]] = []
+        for value in range(self.count):
+            self.most_alive = max(self.most_alive, sum(ref() is not None for ref in made))
+            item = _Item(value)
+            made.append(weakref.ref(item))
+            yield item
+            del item
+
+
+def test_the_envelope_lets_each_fresh_item_go_once_pickled() -> None:
+    """A pickler's memo would keep every item until the end (a spilling join's whole table)."""
+    fresh = _Fresh(3_000)
+    shared = [1, 2]
+    state = {"groups": fresh, "a": shared, "b": shared}
+    restored = load_delta(dump_delta(state), "test")
+    assert restored["groups"] == [_Item(v) for v in range(3_000)]
+    assert restored["a"] is restored["b"]  # the rest of the state is memoized as before
+    assert fresh.most_alive <= 2

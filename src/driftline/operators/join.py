@@ -407,6 +407,8 @@ class _WholeGroups:
     def __iter__(self) -> Iterator[bytes]:
         return map(self._join._whole_group, self._join._groups)
 
+    fresh_items = __iter__  # a checkpoint's pickler does not memoize them (pipeline.state)
+
     def __reduce__(self) -> tuple[type[list[bytes]], tuple[()], None, Iterator[bytes]]:
         return list, (), None, iter(self)
 

@@ -55,7 +55,7 @@ import io
 import logging
 import pickle
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
@@ -93,12 +93,32 @@ def _envelope(head: bytes, obj: object, raw_above: int) -> bytes:
     (a large base exists once in memory while it is built, not as a pickle and its copy)."""
     out = io.BytesIO()
     out.write(head + _RAW)
-    pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     if out.tell() - len(head) - 1 > raw_above:
         return out.getvalue()  # the buffer itself, trimmed to size: no copy
     with out.getbuffer() as view:
         compressed = zlib.compress(view[len(head) + 1 :], 1)
     return head + _ZLIB + compressed
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles an object with a ``fresh_items()`` method (items made as the pickler reaches them
+    and referenced nowhere else, e.g. a spilling join's groups read back whole) as the list of
+    those items, without memoizing them: the memo would keep every item alive until the whole
+    pickle is written, i.e. the whole table a second time beside the blob."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        fresh_items = None if isinstance(obj, type) else getattr(obj, "fresh_items", None)
+        if fresh_items is None:
+            return NotImplemented
+        return list, (), None, self._unmemoized(fresh_items())
+
+    def _unmemoized(self, items: Iterator[Any]) -> Iterator[Any]:
+        self.fast = True  # no memo while the list's items are saved (they are read one by one)
+        try:
+            yield from items
+        finally:
+            self.fast = False
 
 
 def release_free_memory() -> bool:
