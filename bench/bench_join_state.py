@@ -462,6 +462,30 @@ def measure_base_write_spawned(pending: int, budget_mb: int) -> BaseWrite:
         return pool.apply(measure_base_write, (pending, budget_mb))
 
 
+def measure_base_restore(pending: int, budget_mb: int) -> tuple[float, float, float, float]:
+    """RSS (MB) around restoring a base of ``pending`` (in a fresh process): with the base's blob
+    alone in memory, the peak while it unpickles, after the blob is let go, after malloc_trim."""
+    join = LabelJoin(horizon_ms=10 * pending * 1000, max_pending=pending + 1, max_held=1000)
+    if budget_mb:
+        join.set_memory_budget(budget_mb * 2**20)
+    for event in events(pending, floats, step_ms=1):
+        join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
+    blob = dump_state(join)
+    del join
+    gc.collect()
+    release_free_memory()
+    rss_blob = _status_mb("VmRSS")
+    _reset_peak_rss()
+    restored = load_state(blob, LabelJoin, "bench")
+    if budget_mb:
+        restored.set_memory_budget(budget_mb * 2**20)  # as a restored shard is: payloads spill again
+    del blob
+    gc.collect()
+    peak, after = _status_mb("VmHWM"), _status_mb("VmRSS")
+    release_free_memory()
+    return rss_blob, peak, after, _status_mb("VmRSS")
+
+
 def print_base_write(pending: int, budget_mb: int, run: BaseWrite, label: str = "") -> None:
     print(f"{label}{pending:,} pending, budget {budget_mb} MB: base {run.bytes / 1e6:.0f} MB written in "
           f"{run.wall_s:.1f} s wall, {run.cpu_s:.1f} s CPU; RSS {run.rss_built_mb:.0f} MB built, "
@@ -674,6 +698,11 @@ def main() -> None:
     if args.base_write:
         for budget in (0, args.budget_mb):
             print_base_write(args.base_write, budget, measure_base_write_spawned(args.base_write, budget))
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            restore = pool.apply(measure_base_restore, (args.base_write, args.budget_mb))
+        blob_mb, peak, after, trimmed = restore
+        print(f"restoring it (budget {args.budget_mb} MB): RSS {blob_mb:.0f} MB with the base read, peak "
+              f"{peak:.0f}, after {after:.0f} (the blob let go), after malloc_trim {trimmed:.0f}")
         return
     if args.pending:
         options = {"rate": args.rate, "interval_s": args.interval, "ratio": args.ratio}
