@@ -18,7 +18,9 @@ own loop spends between calls is its own row:
 - windows: ``WindowAccumulator.add/add_chunk/to_partial``, the batch's column blocks
   (``EventColumns.of``) and the shard's grouping and buffering (``_window_batch``, ``_accumulate``,
   ``_close_windows``);
-- detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors);
+- detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors, on the decoder's columns on the
+  columnar path; each run's new shards build their banks of monitors in it, from the process's
+  fresh copy after the first);
 - routing: ``reroute`` forwarding, the join-shard choice (``_join_shard`` per event on the row path,
   ``_join_shards`` per batch on the columnar one), and the in-process transport
   (``InProcessPipeline._route``: partitioning outbound records to stage 2 / shards);

@@ -252,10 +252,13 @@ class FeatureWatch:
         prediction_ids: Sequence[str],
         features: Sequence[dict[str, Any]],
         columns: Mapping[str, npt.NDArray[np.float64]] | None = None,
+        values: Mapping[str, Sequence[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Feed one model's events in stream order; returns the episode reports, in stream order
         per feature (features in name order). ``columns``: numeric features as float64 columns
-        the caller already has (a value per event), left out of ``features``."""
+        the caller already has (a value per event), left out of ``features``; ``values``: other
+        features' values per event the caller already has (a categorical feature reads them
+        instead of each event's map)."""
         watch = self._models.get((model_id, model_version))
         if watch is None or not watch.profiles or not times:
             return []
@@ -285,9 +288,9 @@ class FeatureWatch:
                 watch.bank = self._bank(watch.profiles[index], index)
             cuts = crossings[(crossings >= lo) & (crossings < hi)] - lo
             part = None if columns is None else {name: column[lo:hi] for name, column in columns.items()}
-            reports.extend(
-                self._feed(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi], features[lo:hi], part)
-            )
+            given = None if values is None else {name: column[lo:hi] for name, column in values.items()}
+            reports.extend(self._feed(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi],
+                                      features[lo:hi], part, given))
         return reports
 
     def _bank(self, profile: ReferenceProfile, index: int) -> ProfileMonitors:
@@ -331,6 +334,7 @@ class FeatureWatch:
         prediction_ids: Sequence[str],
         features: Sequence[dict[str, Any]],
         given: Mapping[str, npt.NDArray[np.float64]] | None,
+        given_values: Mapping[str, Sequence[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         reports = []
         numeric = [name for name, monitor in bank.monitors.items()
@@ -350,7 +354,8 @@ class FeatureWatch:
             else:
                 # Missing values and values no category can be (numbers with a fraction, objects)
                 # are not watched: windows count them as missing/invalid.
-                raw = [f.get(name) for f in features]
+                raw = (list(given_values[name]) if given_values and name in given_values
+                       else [f.get(name) for f in features])
                 if set(map(type, raw)) <= _CATEGORY_TYPES:  # the common batch: every value counts
                     positions, values = every, raw
                 else:

@@ -452,12 +452,17 @@ class ShardProcessor:
             if column is not None}
         if self.watch is not None and self.watch.models:
             timestamps = batch.timestamps
+            others = {} if checked is None else {  # the other features' value columns
+                name: column for name, column in zip(checked.names, checked.columns, strict=True)
+                if name not in floats}
             for (model_id, version), members in sorted(by_model.items()):
-                gathered = floats if len(members) == n else {
-                    name: column[members] for name, column in floats.items()}
+                whole = len(members) == n
                 reports[(model_id, version)] = self.watch.observe(
                     model_id, version, timestamps[members].tolist(), [ids[i] for i in members],
-                    [features[i] for i in members], gathered)
+                    [features[i] for i in members],
+                    floats if whole else {name: column[members] for name, column in floats.items()},
+                    others if whole else {
+                        name: [column[i] for i in members] for name, column in others.items()})
         multivariate = self.multivariate
         if multivariate is not None:
             for (model_id, version), rows in sorted(by_model.items()):
