@@ -71,3 +71,14 @@ def test_another_profile_or_setting_gets_its_own_bank() -> None:
     original = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000)
     original.add_profile(profile)
     assert got != _reports(original, events)
+
+
+def test_the_multivariate_watchs_copy_does_not_displace_the_shared_profile() -> None:
+    """The multivariate watch registers a copy of each profile (same id, its reconstruction feature
+    only): every shard's parse of the profile is still held once."""
+    profile = _profile(3)
+    parses = [profile.model_copy(deep=True) for _ in range(2)]
+    shared = feature_watch.shared_profile(parses[0])
+    reconstruction = profile.model_copy(update={"features": {"__reconstruction__": profile.features["x"]}})
+    assert feature_watch.shared_profile(reconstruction) is reconstruction
+    assert feature_watch.shared_profile(parses[1]) is shared

@@ -84,7 +84,8 @@ value ~3 us (measured), and with many models most runs are a model's one or two 
 monitors' results do not depend on how a stream is chunked."""
 
 
-_PROFILES: weakref.WeakValueDictionary[tuple[str, int], ReferenceProfile] = weakref.WeakValueDictionary()
+_PROFILES: weakref.WeakValueDictionary[tuple[str, int, tuple[str, ...]], ReferenceProfile] = \
+    weakref.WeakValueDictionary()
 
 
 def shared_profile(profile: ReferenceProfile) -> ReferenceProfile:
@@ -101,7 +102,9 @@ def shared_profile(profile: ReferenceProfile) -> ReferenceProfile:
     >>> shared_profile(a) is a, shared_profile(b) is a
     (True, True)
     """
-    key = (profile.profile_id, profile.created_at_ms)  # the id hashes everything else
+    # the id hashes everything else; the names tell the multivariate watch's copy (same id, its one
+    # feature) from the profile, so neither displaces the other
+    key = (profile.profile_id, profile.created_at_ms, tuple(profile.features))
     known = _PROFILES.get(key)
     if known is not None and known == profile:
         return known
