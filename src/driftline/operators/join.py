@@ -389,7 +389,8 @@ def _predicted_text(prediction: Prediction) -> str | None:
 class _WholeGroups:
     """A spilling join's record groups as its checkpoint pickles them: each group is made whole
     (its spilled payloads read back) only when the pickler reaches it, so a base of millions of
-    spilled records holds one whole group beside its pickle, not every record whole. It unpickles
+    spilled records holds one whole group beside its pickle, not every record whole (with the
+    checkpoint's pickler, which does not memoize ``fresh_items``: a memo keeps them all). It unpickles
     as the list of whole groups an in-memory join pickles (the join must not change meanwhile: a
     checkpoint pickles it while batches are kept out).
 
