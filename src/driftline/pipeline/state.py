@@ -108,10 +108,11 @@ class _Pickler(pickle.Pickler):
     pickle is written, i.e. the whole table a second time beside the blob."""
 
     def reducer_override(self, obj: Any) -> Any:
-        fresh_items = None if isinstance(obj, type) else getattr(obj, "fresh_items", None)
+        # Looked up on the class: an instance's __getattr__ (a proxy) must not make up the method.
+        fresh_items = None if isinstance(obj, type) else getattr(type(obj), "fresh_items", None)
         if fresh_items is None:
             return NotImplemented
-        return list, (), None, self._unmemoized(fresh_items())
+        return list, (), None, self._unmemoized(fresh_items(obj))
 
     def _unmemoized(self, items: Iterator[Any]) -> Iterator[Any]:
         self.fast = True  # no memo while the list's items are saved (they are read one by one)
