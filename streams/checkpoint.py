@@ -16,6 +16,10 @@ compaction, on Kafka and on the embedded broker alike. A reader takes the highes
 holding a complete base, its last complete base, then every delta whose parent is the link before
 it (a torn or repeated save breaks nothing: its parent no longer matches).
 
+Local copies (``worker.state_dir``, :class:`LocalBases`): each base a process writes is also kept
+as a file, with the chain position it stands for; a restore that finds the chain's last base in it
+reads only the links after that base from the topic.
+
 Checkpoints written before chains (one full snapshot per shard on ``settings.topics.state``, read
 from its beginning to its true end: Fetch high watermark, see ``driftline.kafka.offsets``) are
 still restored when a shard has no chain yet.
@@ -24,7 +28,9 @@ still restored when a shard has no chain yet.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import re
 import struct
 import time
@@ -32,6 +38,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import orjson
@@ -64,6 +71,12 @@ DELIVER_GROUP_BYTES = 64 * 2**20
 """A checkpoint's chunks are built and delivered this many bytes at a time (a base of gigabytes
 would otherwise exist twice: the blob and its messages)."""
 
+_LOCAL_MAGIC = b"DLLB"
+_LOCAL_TRAILER = struct.Struct(">I4s")  # a local base's last bytes: its trailer's length, the magic
+_LOCAL_FORMAT = 1
+LOCAL_WRITE_PIECE = 64 * 2**20
+"""A local copy of a base is written (and its CRC computed) this many bytes at a time."""
+
 Offsets = dict[tuple[str, int], int]
 """(topic, partition) -> next offset to read."""
 FULL, BASE, DELTA = "full", "base", "delta"
@@ -86,6 +99,11 @@ class Checkpoint:
     parent: str | None = None
     deltas: tuple[bytes, ...] = ()
     generation: int | None = None
+    broker_bytes: int = 0
+    """A chain: the bytes read from its topic (less than base + deltas when the base was local)."""
+    local_bytes: int = 0
+    """A chain: the base's bytes read from its local copy (0: the base came from the topic)."""
+    local_read_seconds: float = 0.0
 
     @property
     def delta_bytes(self) -> int:
@@ -141,6 +159,18 @@ def encode_chunks(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, i
             for value in group]
 
 
+def chunk_count(size: int, max_chunk_bytes: int = MAX_CHUNK_BYTES) -> int:
+    """How many chunks a blob of ``size`` bytes is cut into.
+
+    >>> chunk_count(0), chunk_count(100_000, 20_000), len(encode_chunks("c", bytes(100_000), {}, 20_000))
+    (1, 9, 9)
+    """
+    payload_room = max_chunk_bytes - _ENVELOPE_RESERVE
+    if payload_room <= 0:
+        raise ValueError(f"max_chunk_bytes must exceed {_ENVELOPE_RESERVE}")
+    return max(1, -(-size // payload_room))
+
+
 def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, int], int],
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL, parent: str | None = None,
                  group_bytes: int = DELIVER_GROUP_BYTES) -> Iterator[list[bytes]]:
@@ -153,10 +183,8 @@ def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, in
     ...     "c", bytes(100_000), {}, max_chunk_bytes=20_000)
     ([3, 3, 3], True)
     """
+    count = chunk_count(len(blob), max_chunk_bytes)
     payload_room = max_chunk_bytes - _ENVELOPE_RESERVE
-    if payload_room <= 0:
-        raise ValueError(f"max_chunk_bytes must exceed {_ENVELOPE_RESERVE}")
-    count = max(1, -(-len(blob) // payload_room))
     per_group = max(1, group_bytes // max_chunk_bytes)
     crc = zlib.crc32(blob)
     wire_offsets = sorted([t, p, o] for (t, p), o in offsets.items())
@@ -275,6 +303,220 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
                       tuple(d.blob for d in deltas), generation)
 
 
+@dataclass(frozen=True, slots=True)
+class LocalBase:
+    """The chain position a local copy of a base stands for (the copy's trailer): whose base it is
+    (state topic, stage, shard), where it is (generation, the topic offset of its last chunk) and
+    which (checkpoint id, chunk count, size, CRC-32 and offsets, as its chunks' headers say)."""
+
+    state_topic: str
+    stage: str
+    shard: int
+    generation: int
+    checkpoint_id: str
+    last_chunk: int
+    chunks: int
+    size: int
+    crc: int
+    offsets: Offsets
+    generation_bytes: int
+    """What the generation's topic held once this base was in it (rotation counts it)."""
+
+    def to_json(self) -> bytes:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["offsets"] = sorted([t, p, o] for (t, p), o in self.offsets.items())
+        return orjson.dumps({"format": _LOCAL_FORMAT, **fields})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> LocalBase:
+        """ValueError unless ``raw`` is a trailer this code wrote.
+
+        >>> position = LocalBase("st", "shard", 2, 0, "b1", 9, 2, 5, 7, {("preds", 2): 3}, 5)
+        >>> LocalBase.from_json(position.to_json()) == position
+        True
+        """
+        try:
+            fields = orjson.loads(raw)
+            if not isinstance(fields, dict) or fields.pop("format", None) != _LOCAL_FORMAT:
+                raise ValueError("not a local base trailer")
+            fields["offsets"] = {(str(t), int(p)): int(o) for t, p, o in fields["offsets"]}
+            return cls(**fields)
+        except (orjson.JSONDecodeError, TypeError, KeyError) as err:
+            raise ValueError(f"bad local base trailer: {err}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class StagedCopy:
+    """A base's blob written to a temporary file, not yet kept (no trailer, not renamed)."""
+
+    path: Path
+    crc: int
+
+
+class LocalBases:
+    """Each shard's last base, also kept as a file in a directory (``worker.state_dir``), so a restart
+    on the same disk need not read it from the broker.
+
+    A file, ``{state topic}.{stage}-{shard}.base``, is the blob followed by a trailer
+    (:class:`LocalBase`, its length and ``DLLB``): written to ``….base.tmp``, fsynced, then renamed
+    over the shard's previous one, so a file is whole or absent. A reader takes a file only if its
+    trailer names the shard asked for and its size is the blob's plus the trailer's; the blob's CRC
+    is checked when it is read. Every IO error is logged and counted (``failures``) and means no
+    copy: a checkpoint never fails because of one.
+
+    >>> import tempfile
+    >>> copies = LocalBases(Path(tempfile.mkdtemp()))
+    >>> staged = copies.stage("st", "shard", 0, b"hello")
+    >>> position = LocalBase("st", "shard", 0, 3, "b1", 9, 1, 5, staged.crc, {("preds", 0): 7}, 5)
+    >>> copies.keep(staged, position), copies.find("st", "shard", 0) == position, copies.read(position)
+    (True, True, b'hello')
+    >>> copies.find("st", "shard", 1), copies.find("other", "shard", 0), copies.failures
+    (None, None, 0)
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.failures = 0
+        self._last_warning = 0.0
+
+    def path(self, state_topic: str, stage: str, shard: int) -> Path:
+        return self.directory / f"{state_topic}.{stage}-{shard}.base"
+
+    def stage(self, state_topic: str, stage: str, shard: int, blob: bytes) -> StagedCopy | None:
+        """Write ``blob`` to the shard's temporary file (a piece at a time, its CRC computed on the
+        way: no copy of the blob); None after an IO error."""
+        tmp = self.path(state_topic, stage, shard).with_suffix(".base.tmp")
+        crc = 0
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as out, memoryview(blob) as view:
+                for start in range(0, len(blob), LOCAL_WRITE_PIECE):
+                    piece = view[start:start + LOCAL_WRITE_PIECE]
+                    out.write(piece)
+                    crc = zlib.crc32(piece, crc)
+                    piece.release()
+        except OSError as err:
+            self._failed(f"writing {tmp}", err)
+            self.discard(tmp)
+            return None
+        return StagedCopy(tmp, crc)
+
+    def keep(self, staged: StagedCopy, position: LocalBase) -> bool:
+        """Append the trailer, fsync and rename the staged file over the shard's copy."""
+        final = self.path(position.state_topic, position.stage, position.shard)
+        trailer = position.to_json()
+        try:
+            with open(staged.path, "ab") as out:
+                out.write(trailer + _LOCAL_TRAILER.pack(len(trailer), _LOCAL_MAGIC))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(staged.path, final)
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a crash
+            finally:
+                os.close(directory)
+        except OSError as err:
+            self._failed(f"keeping {final}", err)
+            self.discard(staged.path)
+            return False
+        return True
+
+    def discard(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:  # its directory is what failed: nothing was left there
+            log.debug("could not remove %s: %s", path, err)
+
+    def find(self, state_topic: str, stage: str, shard: int) -> LocalBase | None:
+        """The position of the shard's copy, None if there is none or it is truncated, foreign
+        (another state topic, stage or shard) or not a copy at all."""
+        path = self.path(state_topic, stage, shard)
+        try:
+            with open(path, "rb") as copy:
+                size = copy.seek(0, os.SEEK_END)
+                if size < _LOCAL_TRAILER.size:
+                    raise ValueError("shorter than a trailer")
+                copy.seek(size - _LOCAL_TRAILER.size)
+                length, magic = _LOCAL_TRAILER.unpack(copy.read(_LOCAL_TRAILER.size))
+                if magic != _LOCAL_MAGIC or length > size - _LOCAL_TRAILER.size:
+                    raise ValueError("no trailer")
+                copy.seek(size - _LOCAL_TRAILER.size - length)
+                position = LocalBase.from_json(copy.read(length))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            log.warning("not using the local base %s: %s", path, err)
+            return None
+        if (position.state_topic, position.stage, position.shard) != (state_topic, stage, shard):
+            log.warning("not using the local base %s: it is %s's %s-%d", path, position.state_topic,
+                        position.stage, position.shard)
+            return None
+        if position.size + length + _LOCAL_TRAILER.size != size:
+            log.warning("not using the local base %s: %d bytes, its trailer says %d", path, size,
+                        position.size + length + _LOCAL_TRAILER.size)
+            return None
+        return position
+
+    def read(self, position: LocalBase) -> bytes | None:
+        """The blob of the copy ``position`` was found in, None unless its size and CRC match."""
+        path = self.path(position.state_topic, position.stage, position.shard)
+        try:
+            with open(path, "rb") as copy:
+                blob = copy.read(position.size)
+        except OSError as err:
+            self._failed(f"reading {path}", err)
+            return None
+        if len(blob) != position.size or zlib.crc32(blob) != position.crc:
+            log.warning("not using the local base %s: size/CRC mismatch", path)
+            return None
+        return blob
+
+    def _failed(self, what: str, err: OSError) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._last_warning >= 60:  # a full disk fails every base: say so once a minute
+            log.warning("local copy of a base checkpoint: %s failed (%s); going on without it "
+                        "(restores read the base from the broker)", what, err)
+            self._last_warning = now
+
+
+class _NotTheLocalBase(Exception):
+    """The topic does not hold a local copy's base where the copy says."""
+
+
+class _AfterLocalBase(CheckpointAssembler):
+    """Assembles a chain topic read from a local base's last chunk on: that first record must be the
+    base's last chunk (same id, count, size, CRC, offsets), else :class:`_NotTheLocalBase`; the base
+    then counts as complete (``local_link``, its blob still to be read from the copy) and the links
+    after it are assembled as usual, a later complete base replacing it."""
+
+    def __init__(self, local: LocalBase) -> None:
+        super().__init__(keep_all=True)
+        self.local = local
+        self.local_link = Checkpoint(local.checkpoint_id, b"", dict(local.offsets), BASE)
+        self.confirmed = False
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        if self.confirmed:
+            super().apply(key, value)
+            return
+        local = self.local
+        try:
+            header, _ = decode_chunk(value or b"")
+        except (ValueError, orjson.JSONDecodeError) as err:
+            raise _NotTheLocalBase(f"offset {local.last_chunk} holds no checkpoint chunk ({err})") from None
+        wire_offsets = sorted([t, p, o] for (t, p), o in local.offsets.items())
+        expected = {"id": local.checkpoint_id, "i": local.chunks - 1, "n": local.chunks, "crc": local.crc,
+                    "size": local.size, "kind": BASE, "offsets": wire_offsets}
+        found = {name: header.get(name) for name in expected}
+        if found != expected:
+            raise _NotTheLocalBase(f"offset {local.last_chunk} holds checkpoint {found['id']} chunk "
+                                   f"{found['i']}, not the last chunk of base {local.checkpoint_id}")
+        self.confirmed = True
+        self.completed = [self.local_link]
+
+
 async def _until_done(call: Callable[..., T], *args: object) -> T:
     """``call(*args)`` (a blocking admin request) in a thread, retried with backoff while the broker
     is unreachable: checkpoints wait for the broker as produced outputs do (``deliver``)."""
@@ -312,19 +554,32 @@ class CheckpointStore:
         self._deliver_group_bytes = deliver_group_bytes
         self._generations: dict[str, int] = {}  # key -> the generation its checkpoints go to
         self._generation_bytes: dict[str, int] = {}  # key -> bytes in that generation's topic
+        state_dir = settings.worker.state_dir
+        self.local = None if state_dir is None else LocalBases(state_dir)
+        # Finds where a base just written ends, beside reads of the main consumer (load_all).
+        self._probe: AIOKafkaConsumer | None = None
+        self._probe_lock = asyncio.Lock()
         self.saved = 0
         self.messages_read = 0
         self.bytes_read = 0
+        self.local_bytes_read = 0
+        self.local_copy_failures: dict[str, int] = {}  # stage -> bases kept without a local copy
 
     async def start(self) -> None:
         consumer = aiokafka_consumer(self._settings, None)
         await consumer.start()
         self._consumer = consumer
+        if self.local is not None:
+            probe = aiokafka_consumer(self._settings, None)
+            await probe.start()
+            self._probe = probe
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+        for name in ("_consumer", "_probe"):
+            consumer = getattr(self, name)
+            if consumer is not None:
+                setattr(self, name, None)
+                await consumer.stop()
 
     async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
                         *, base: bool, parent: str | None) -> str:
@@ -346,7 +601,24 @@ class CheckpointStore:
         elif generation < 0:
             raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
         topic = chain_topic(self._tp.topic, stage, shard, generation)
-        await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE if base else DELTA, parent)
+        # A base's local copy is written from the same blob while its chunks are delivered.
+        copy = (asyncio.ensure_future(asyncio.to_thread(self.local.stage, self._tp.topic, stage, shard, blob))
+                if base and self.local is not None else None)
+        delivered = False
+        try:
+            await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE if base else DELTA, parent)
+            delivered = True
+        finally:
+            staged = None if copy is None else await copy
+            if staged is None and copy is not None:
+                self._count_copy_failure(stage)
+            elif staged is not None and not delivered and self.local is not None:
+                self.local.discard(staged.path)
+        if staged is not None:
+            position = LocalBase(self._tp.topic, stage, shard, generation, ckpt_id, -1,
+                                 chunk_count(len(blob), self._max_chunk_bytes), len(blob), staged.crc,
+                                 dict(offsets), written + len(blob))
+            await self._keep_local_copy(staged, position)
         self._generations[key] = generation
         self._generation_bytes[key] = written + len(blob)
         if older:
@@ -354,6 +626,28 @@ class CheckpointStore:
             self._forget_topics(older)
         self.saved += 1
         return ckpt_id
+
+    async def _keep_local_copy(self, staged: StagedCopy, position: LocalBase) -> None:
+        """Keep the staged copy of a base just acknowledged, recording where its last chunk is: the
+        last record of its topic now (this process is the chain's one writer; a restore checks)."""
+        assert self.local is not None and self._probe is not None
+        tp = TopicPartition(chain_topic(position.state_topic, position.stage, position.shard,
+                                        position.generation), 0)
+        try:
+            async with self._probe_lock:
+                end = (await end_offsets(self._probe, [tp]))[tp]
+        except (KafkaError, OSError, TimeoutError) as err:
+            log.warning("no local copy of %s's base: its end offset is unknown (%s)", tp.topic, err)
+            self.local.discard(staged.path)
+            self._count_copy_failure(position.stage)
+            return
+        position = dataclasses.replace(position, last_chunk=end - 1)
+        kept = await asyncio.to_thread(self.local.keep, staged, position)
+        if not kept:
+            self._count_copy_failure(position.stage)
+
+    def _count_copy_failure(self, stage: str) -> None:
+        self.local_copy_failures[stage] = self.local_copy_failures.get(stage, 0) + 1
 
     async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes,
                      offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None) -> None:
@@ -427,12 +721,54 @@ class CheckpointStore:
             return list(admin.list_topics())
 
     async def _read_chain(self, stage: str, shard: int, generation: int) -> tuple[Checkpoint | None, int]:
-        """The chain in one generation's topic, and the bytes that topic holds."""
+        """The chain in one generation's topic, and the bytes that topic holds. Its base comes from
+        the local copy when that is the chain's last base; else the whole topic is read."""
         tp = TopicPartition(chain_topic(self._tp.topic, stage, shard, generation), 0)
+        if self.local is not None:
+            local = await asyncio.to_thread(self.local.find, self._tp.topic, stage, shard)
+            if local is not None and local.generation == generation:
+                found = await self._read_chain_after(tp, local)
+                if found is not None:
+                    return found
         assembler = CheckpointAssembler(keep_all=True)
         before = self.bytes_read
         await self._read(tp, 0, assembler)
-        return assemble_chain(assembler.completed or (), generation), self.bytes_read - before
+        read = self.bytes_read - before
+        chain = assemble_chain(assembler.completed or (), generation)
+        return (None if chain is None else dataclasses.replace(chain, broker_bytes=read)), read
+
+    async def _read_chain_after(self, tp: TopicPartition, local: LocalBase) -> tuple[Checkpoint, int] | None:
+        """The chain read from ``local``'s last chunk on, its base from the copy; None (read it all)
+        unless the topic holds that base where the copy says and the copy's blob is whole."""
+        assembler = _AfterLocalBase(local)
+        before = self.bytes_read
+        try:
+            await self._read(tp, local.last_chunk, assembler)
+            if not assembler.confirmed:
+                raise _NotTheLocalBase(f"the topic ends before offset {local.last_chunk}")
+        except _NotTheLocalBase as err:
+            log.warning("not using the local base of %s: %s; reading the whole chain", tp.topic, err)
+            return None
+        read = self.bytes_read - before
+        links = list(assembler.completed or ())
+        local_bytes, seconds = 0, 0.0
+        if links and links[0] is assembler.local_link:
+            started = time.perf_counter()
+            blob = await asyncio.to_thread(self.local.read, local) if self.local is not None else None
+            if blob is None:
+                return None
+            seconds = time.perf_counter() - started
+            links[0] = dataclasses.replace(links[0], blob=blob)
+            local_bytes = len(blob)
+            self.local_bytes_read += local_bytes
+        else:  # a newer base completed after the copy's: read from the topic with what followed
+            log.info("the local base of %s is older than the chain's last base: not used", tp.topic)
+        chain = assemble_chain(links, local.generation)
+        if chain is None:
+            return None
+        chain = dataclasses.replace(chain, broker_bytes=read, local_bytes=local_bytes,
+                                    local_read_seconds=seconds)
+        return chain, local.generation_bytes + read
 
     async def _catch_up(self) -> None:
         self._next_offset = await self._read(self._tp, self._next_offset, self._assembler)

@@ -5,14 +5,16 @@ Series (all prefixed ``driftline_``):
   dead-letter topic, joined = the outcomes topic), ``batches_total``, ``checkpoints_total``,
   ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
 - ``consumer_lag{stage,topic,partition}`` = true end (Fetch high watermark) - next offset;
-- ``checkpoint_age_seconds{stage,shard}``;
+- ``checkpoint_age_seconds{stage,shard}``; ``checkpoint_local_copy_failures_total{stage}``: bases
+  kept without their local copy (``worker.state_dir``: disk full, IO error);
 - ``stage_<name>{stage,shard,...}``: every figure a processor reports through ``gauges()``
   (late, expired, duplicates, dead letters, pending joins, ...). A gauge may carry its own labels
   (:class:`driftline.pipeline.gauges.Gauge`), e.g. ``model_accuracy_ew{model_id="m",model_version="1"}``;
   prometheus_client escapes label values as the text exposition format requires, so any model id
   round-trips; ``stage_restore_{seconds,cpu_seconds,read_seconds,bytes,deltas}`` describe the shard's
-  last restore, ``stage_restore_estimate_seconds`` what restoring its checkpoint chain would take
-  now (stage 1, the figure ``worker.restore_target_s`` bounds: ``streams/runner.py``);
+  last restore (a chain's also ``_broker_bytes`` and ``_local_bytes``: where its base came from),
+  ``stage_restore_estimate_seconds`` what restoring its checkpoint chain would take now (stage 1,
+  the figure ``worker.restore_target_s`` bounds: ``streams/runner.py``);
 - ``sink_messages_total{topic}``, ``sink_rows_total{table}``, ``sink_rejected_total{source}``,
   ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``.
 """
@@ -76,8 +78,13 @@ class WorkerCollector(Collector):
                                 labels=["stage", "topic", "partition"])
         age = GaugeMetricFamily("driftline_checkpoint_age_seconds", "seconds since the shard's checkpoint",
                                 labels=["stage", "shard"])
+        copy_failures = CounterMetricFamily("driftline_checkpoint_local_copy_failures",
+                                            "base checkpoints kept without a local copy (IO error)",
+                                            labels=["stage"])
         now = time.time()
         for r in self.runners:
+            if r.checkpoints.local is not None:
+                copy_failures.add_metric([r.stage], r.checkpoints.local_copy_failures.get(r.stage, 0))
             for topic, n in r.stats.records_in.items():
                 events.add_metric([r.stage, topic], n)
             for topic, n in r.stats.messages_out.items():
@@ -94,7 +101,7 @@ class WorkerCollector(Collector):
         if self.sink is not None:
             for tp, n in sorted(self.sink.lag().items()):
                 lag.add_metric(["sink", tp.topic, str(tp.partition)], n)
-        yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age)
+        yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age, copy_failures)
 
     def _processor_gauges(self) -> Iterable[Metric]:
         figures: list[ShardFigures] = []

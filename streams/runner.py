@@ -417,8 +417,9 @@ class StageRunner:
             started, read_before = time.perf_counter(), self.checkpoints.bytes_read
             saved = await self.checkpoints.load_all(self.stage, new) if new else {}
             self._read_seconds = time.perf_counter() - started
+            local_s = sum(ckpt.local_read_seconds for ckpt in saved.values())  # not the broker's speed
             self.restore_costs = self.restore_costs.read(self.checkpoints.bytes_read - read_before,
-                                                         self._read_seconds)
+                                                         self._read_seconds - local_s)
             restored = bool(saved)
             for shard in new:  # each base let go once restored: one alive at a time
                 await self._adopt(consumer, shard, saved.pop(shard, None))
@@ -471,12 +472,19 @@ class StageRunner:
             chain = ChainLength(len(saved.blob), len(saved.deltas), saved.delta_bytes, changed)
             if isinstance(processor, Incremental):
                 self.restore_costs = self.restore_costs.measured(len(saved.blob), changed, cpu_s)
-        log.info("stage %s: shard %d restored from %s in %.2f s (reading checkpoints %.2f s, %.1f MB)",
+        source = ""  # a chain's base may come from its local copy (worker.state_dir)
+        if chain is not None:
+            source = (f": {saved.broker_bytes / 1e6:.1f} MB from the broker, "
+                      f"{saved.local_bytes / 1e6:.1f} MB from the local copy of the base")
+        log.info("stage %s: shard %d restored from %s in %.2f s (reading checkpoints %.2f s, %.1f MB%s)",
                  self.stage, shard, f"a base and {len(saved.deltas)} deltas" if chain else "a full snapshot",
-                 seconds, self._read_seconds, read / 1e6)
+                 seconds, self._read_seconds, read / 1e6, source)
         figures = {"restore_seconds": seconds, "restore_bytes": float(read),
                    "restore_deltas": float(len(saved.deltas)), "restore_read_seconds": self._read_seconds,
                    "restore_cpu_seconds": cpu_s}
+        if chain is not None:
+            figures |= {"restore_broker_bytes": float(saved.broker_bytes),
+                        "restore_local_bytes": float(saved.local_bytes)}
         if chain is not None and isinstance(processor, Incremental):
             figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
         return ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures)

@@ -439,6 +439,11 @@ class WorkerSettings(_Section):
         "this process measured them, CPU time plus reading) would take longer than this (an RTO; "
         "0 = no bound: deltas_per_base and delta_ratio only)"
     )
+    state_dir: Path | None = Field(
+        None, description="keep a local copy of each base checkpoint here (one file per shard), so a "
+        "restart on this disk reads only the deltas after it from the broker (docs/state.md); unset = "
+        "no copies: a restore reads the whole chain from the state topics"
+    )
     batch_max_records: int = Field(5000, ge=1, description="records per consumer fetch (micro-batch)")
     sink_max_buffer_rows: int = Field(200_000, ge=1, description="backpressure: pause consuming beyond this")
     # NoDecode: the env value is parsed by _token_list (a JSON list or comma-separated tokens).
