@@ -356,7 +356,17 @@ class MultivariateWindow:
     auc_segments: dict[int, list[int]] = field(default_factory=dict)
     """Per calibration segment (of the latest reference's): [events, sum p, sum p (1 - p)], the
     sums in PROBABILITY_UNIT; the ROC-AUC estimate's mergeable counts."""
-    heap: list[tuple[int, tuple[float, ...]]] = field(default_factory=list)  # (-hash, row)
+    sample_hashes: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64),
+                                                 compare=False)
+    """The bottom-k sample's id hashes, ascending (equal hashes: rows in descending order)."""
+    sample_rows: FloatArray = field(default_factory=lambda: np.empty((0, 0)), compare=False)
+    """The sample's rows, in the order of :attr:`sample_hashes`."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        heap = state.pop("heap", None)  # a checkpoint written when the sample was a heap
+        self.__dict__.update(state)
+        if heap is not None:
+            self._set_sample(sorted(heap, reverse=True))
 
     def add(self, reference: MultivariateReference, reference_id: str, x: FloatArray,
             errors: FloatArray, distances: FloatArray, hashes: npt.NDArray[np.int64],
@@ -368,7 +378,8 @@ class MultivariateWindow:
         mid-window restarts the sample and the segment counts, which only mean something under one
         calibration)."""
         if reference_id != self.reference_id:
-            self.heap = []
+            self.sample_hashes = np.empty(0, np.int64)
+            self.sample_rows = np.empty((0, x.shape[1]))
             self.auc_segments = {}
         self.reference_id = reference_id
         self.n += int(errors.size)
@@ -389,20 +400,48 @@ class MultivariateWindow:
         self._sample(x, hashes, k)
 
     def _sample(self, x: FloatArray, hashes: npt.NDArray[np.int64], k: int) -> None:
-        """Keep the k rows of smallest hash: events in order, each pushed while the heap has room,
-        then replacing the largest kept hash if smaller. Once the heap is full only a hash below
-        its largest can enter (that bound only falls), so the others are skipped unseen."""
-        heap = self.heap
-        start = min(max(k - len(heap), 0), hashes.size)
-        # rows to Python floats in one call per group (a call per row costs more than the heap)
-        for h, row in zip(hashes[:start].tolist(), x[:start].tolist(), strict=True):
-            heapq.heappush(heap, (-h, tuple(row)))
-        if start >= hashes.size or not heap:
+        """Keep the k rows of smallest hash. Once the sample is full only a hash below its largest
+        can enter (that bound only falls), so the others are skipped unseen; the candidates and
+        the kept rows are merged by one stable sort of their hashes. Equal hashes (an id reused
+        within a window) take the order of a heap of ``(-hash, row)`` fed the events one by one,
+        which kept the sample before: a newcomer equal to the largest kept hash stays out, and
+        the smallest row of the largest hash leaves first."""
+        kept = self.sample_hashes
+        if kept.size >= k:
+            if not hashes.size or not kept.size:
+                return
+            candidates = np.flatnonzero(hashes < kept[-1])
+            if not candidates.size:
+                return
+            hashes, x = hashes[candidates], x[candidates]
+        merged = np.concatenate([kept, hashes])
+        order = np.argsort(merged, kind="stable")
+        ordered = merged[order]
+        if ordered.size > 1 and bool(np.any(ordered[1:] == ordered[:-1])):
+            self._sample_ties(x, hashes, k)
             return
-        below = start + np.flatnonzero(hashes[start:] < -heap[0][0])
-        for h, row in zip(hashes[below].tolist(), x[below].tolist(), strict=True):
-            if -h > heap[0][0]:
+        order = order[:k]
+        self.sample_hashes = ordered[:k]
+        self.sample_rows = np.concatenate([self.sample_rows.reshape(kept.size, x.shape[1]), x])[order]
+
+    def _sample_ties(self, x: FloatArray, hashes: npt.NDArray[np.int64], k: int) -> None:
+        """:meth:`_sample` one event at a time on a heap of ``(-hash, row)``: the order among
+        equal hashes (rare: an id reused within one window)."""
+        heap = [(-h, tuple(row)) for h, row in zip(self.sample_hashes.tolist(), self.sample_rows.tolist(),
+                                                    strict=True)]
+        heapq.heapify(heap)
+        for h, row in zip(hashes.tolist(), x.tolist(), strict=True):
+            if len(heap) < k:
+                heapq.heappush(heap, (-h, tuple(row)))
+            elif -h > heap[0][0]:
                 heapq.heapreplace(heap, (-h, tuple(row)))
+        self._set_sample(sorted(heap, reverse=True))
+
+    def _set_sample(self, kept: list[tuple[int, tuple[float, ...]]]) -> None:
+        """The sample from ``(-hash, row)`` pairs in ascending hash order."""
+        width = len(kept[0][1]) if kept else 0
+        self.sample_hashes = np.asarray([-h for h, _ in kept], dtype=np.int64)
+        self.sample_rows = np.asarray([row for _, row in kept], dtype=np.float64).reshape(len(kept), width)
 
     def _count_segments(self, calibrated: FloatArray, segments: npt.NDArray[np.int64]) -> None:
         keys, inverse = np.unique(segments, return_inverse=True)
@@ -422,16 +461,13 @@ class MultivariateWindow:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-safe partial stage 2 merges (:func:`merge_windows`)."""
-        kept = sorted(self.heap, reverse=True)  # ascending hash
-        width = len(kept[0][1]) if kept else 0
-        rows = np.asarray([row for _, row in kept], dtype=np.float64).reshape(len(kept), width)
         return {"reference_id": self.reference_id, "n": self.n, "error_sum": self.error_sum,
                 "above_p99": self.above_p99, "outliers": self.outliers, "n_scored": self.n_scored,
                 "correct_sum": self.correct_sum, "correct_var": self.correct_var, "tp": self.tp,
                 "fp": self.fp, "fn": self.fn,
                 "auc_segments": [[key, *self.auc_segments[key]] for key in sorted(self.auc_segments)],
-                "sample_hashes": [-h for h, _ in kept],
-                "sample": pack_array(rows, "<f4")}
+                "sample_hashes": self.sample_hashes.tolist(),
+                "sample": pack_array(self.sample_rows, "<f4")}
 
 
 def _fixed(values: FloatArray) -> int:
@@ -487,7 +523,8 @@ def merge_windows(parts: Sequence[Mapping[str, Any]], k: int = SAMPLE_SIZE,
     k smallest hashes of the union). The sample keeps the rows of ``reference_id`` (the newest
     profile among the parts'; default: the largest id) only, rows of one set of features."""
     sums = dict.fromkeys(SUM_FIELDS, 0)
-    hashed: list[tuple[int, FloatArray]] = []
+    hashes: list[npt.NDArray[np.int64]] = []
+    samples: list[FloatArray] = []
     auc_segments: dict[int, list[int]] = {}
     if reference_id is None:
         reference_id = max((str(part["reference_id"]) for part in parts), default="")
@@ -500,11 +537,17 @@ def merge_windows(parts: Sequence[Mapping[str, Any]], k: int = SAMPLE_SIZE,
                 for i, value in enumerate(counts):
                     totals[i] += int(value)
             rows = unpack_array(part["sample"])
-            hashed.extend(zip((int(h) for h in part["sample_hashes"]), rows, strict=True))
-    hashed.sort(key=lambda t: t[0])
-    kept = [row for _, row in hashed[:k]]
-    sample = np.vstack(kept) if kept else np.empty((0, 0))
-    return MergedMultivariate(reference_id, sums, sample, auc_segments)
+            part_hashes = np.asarray(part["sample_hashes"], dtype=np.int64)
+            if rows.shape[0] != part_hashes.size:
+                raise ValueError("a partial's sample and its hashes differ in length")
+            if part_hashes.size:
+                hashes.append(part_hashes)
+                samples.append(rows)
+    if not hashes or k <= 0:
+        return MergedMultivariate(reference_id, sums, np.empty((0, 0)), auc_segments)
+    # stable: equal hashes keep the parts' order, then each part's
+    kept = np.argsort(np.concatenate(hashes), kind="stable")[:k]
+    return MergedMultivariate(reference_id, sums, np.concatenate(samples)[kept], auc_segments)
 
 
 @dataclass
