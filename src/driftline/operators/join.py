@@ -76,6 +76,7 @@ import heapq
 import json
 import math
 import operator
+import pickle
 import struct
 import zlib
 from array import array
@@ -88,7 +89,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from driftline.operators.pending_store import REF, PendingStore
+from driftline.operators.pending_store import REF, PendingStore, PinnedSegments
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
 
 COUNTER_NAMES = (
@@ -391,22 +392,25 @@ class _WholeGroups:
     (its spilled payloads read back) only when the pickler reaches it, so a base of millions of
     spilled records holds one whole group beside its pickle, not every record whole (with the
     checkpoint's pickler, which does not memoize ``fresh_items``: a memo keeps them all). It unpickles
-    as the list of whole groups an in-memory join pickles (the join must not change meanwhile: a
-    checkpoint pickles it while batches are kept out).
+    as the list of whole groups an in-memory join pickles. ``groups`` must not change meanwhile:
+    a checkpoint pickles a join while batches are kept out, a base a copy of its groups
+    (:meth:`LabelJoin.base_copy`), reading payloads with ``read``.
 
     >>> import pickle
     >>> join = LabelJoin(1_000, max_pending=10, max_held=10)
-    >>> pickle.loads(pickle.dumps(_WholeGroups(join))) == join._groups
+    >>> pickle.loads(pickle.dumps(_WholeGroups(join._groups, bytes))) == join._groups
     True
     """
 
-    __slots__ = ("_join",)
+    __slots__ = ("_groups", "_read")
 
-    def __init__(self, join: LabelJoin) -> None:
-        self._join = join
+    def __init__(self, groups: list[bytes], read: Callable[[bytes], bytes]) -> None:
+        self._groups = groups
+        self._read = read
 
     def __iter__(self) -> Iterator[bytes]:
-        return map(self._join._whole_group, self._join._groups)
+        read = self._read
+        return (_whole_group(group, read) for group in self._groups)
 
     fresh_items = __iter__  # a checkpoint's pickler does not memoize them (pipeline.state)
 
@@ -459,6 +463,7 @@ class LabelJoin:
     def _no_store(self) -> None:
         """No memory budget: every record whole in memory (a checkpoint never holds a store)."""
         self._store: PendingStore | None = None
+        self._pinned: PinnedSegments | None = None  # a base copy's view of the store it was taken from
         self._budget = 0
         self._check_at = _NO_BUDGET  # record bytes added past which the budget is looked at
         self._spilling = False
@@ -833,11 +838,49 @@ class LabelJoin:
     # -- checkpointing ------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        groups = self._groups if self._store is None else _WholeGroups(self)
+        store = self._store if self._pinned is None else self._pinned
+        groups = self._groups if store is None else _WholeGroups(self._groups, store.get)
         # The time index too: rebuilding it walks every record in Python (~2 us each), longer
         # than reading it (4 bytes a record).
         return {**self._outside_table(), "groups": groups, "low": self._low, "split": self._split,
                 "buckets": self._buckets}
+
+    def base_copy(self) -> LabelJoin:
+        """A copy of this join as it is now, to pickle a base from (in another thread too) while
+        this join goes on: it pickles as this join would now. Its record table is a copy of the
+        list of groups (each an immutable ``bytes``: pointers, not records) and of the time
+        index's arrays; the state outside the table (small) is copied by pickling it. A spilling
+        join's store is pinned (:meth:`PendingStore.pin`): the copy reads its payloads back from
+        the segments as they are now, which the store keeps until :meth:`release_copy`. The
+        changes tracked so far are forgotten: the next delta follows the base.
+
+        >>> from driftline.schemas.events import PredictionEvent
+        >>> join = LabelJoin(horizon_ms=60_000, max_pending=10, max_held=10)
+        >>> def predict(pid: str, ts: int) -> None:
+        ...     _ = join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", timestamp=ts,
+        ...                                            prediction=0.5), segment="")
+        >>> predict("p1", 1_000)
+        >>> before = pickle.dumps(join)
+        >>> copy = join.base_copy()
+        >>> predict("p2", 2_000)
+        >>> pickle.dumps(copy) == before, copy.pending_count, join.pending_count
+        (True, 1, 2)
+        >>> copy.release_copy()
+        """
+        pinned = None if self._store is None else self._store.pin()
+        state = pickle.loads(pickle.dumps(self._outside_table(), pickle.HIGHEST_PROTOCOL))
+        copy = LabelJoin.__new__(LabelJoin)
+        copy.__setstate__({**state, "groups": list(self._groups), "low": self._low, "split": self._split,
+                           "buckets": {second: crcs[:] for second, crcs in self._buckets.items()}})
+        copy._pinned = pinned
+        self.reset_changes()
+        return copy
+
+    def release_copy(self) -> None:
+        """This copy (:meth:`base_copy`) was pickled: its store may delete what it kept since."""
+        if self._pinned is not None:
+            self._pinned.release()
+            self._pinned = None
 
     def _outside_table(self) -> dict[str, Any]:
         """The state but the record table (small: counters, held labels, interned names, watermarks)."""
@@ -1189,22 +1232,11 @@ class LabelJoin:
 
     def _whole(self, record: bytes) -> bytes:
         """``record`` as it was encoded: a spilled one with its payload read back."""
-        code = record[_AT] | record[_AT + 1] << 8
-        head = _AT + (18 if code == _UUID_CODE else 2 + code) + _BODY
-        if record[head - _BODY + 8] != _PENDING or not record[head] & _SPILLED or self._store is None:
-            return record
-        payload_at = head + _PRED.size
-        whole = bytearray(record[:payload_at])
-        whole += self._store.get(record[payload_at:])
-        _STUB_LENGTH.pack_into(whole, 0, len(whole))
-        whole[head] &= ~_SPILLED
-        return bytes(whole)
+        return record if self._store is None else _whole_record(record, self._store.get)
 
     def _whole_group(self, group: bytes) -> bytes:
         """A group with every spilled record read back."""
-        if self._store is None:
-            return group
-        return b"".join(self._whole(group[pos:end]) for pos, end, _ in _walk(group))
+        return group if self._store is None else _whole_group(group, self._store.get)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -1468,6 +1500,25 @@ class LabelJoin:
                 self._evict_key, self._evict_queue = key, queue
                 return
         raise AssertionError("pending count is positive but no pending record was found")
+
+
+def _whole_record(record: bytes, read: Callable[[bytes], bytes]) -> bytes:
+    """``record`` as it was encoded: a spilled one with its payload read back by ``read``."""
+    code = record[_AT] | record[_AT + 1] << 8
+    head = _AT + (18 if code == _UUID_CODE else 2 + code) + _BODY
+    if record[head - _BODY + 8] != _PENDING or not record[head] & _SPILLED:
+        return record
+    payload_at = head + _PRED.size
+    whole = bytearray(record[:payload_at])
+    whole += read(record[payload_at:])
+    _STUB_LENGTH.pack_into(whole, 0, len(whole))
+    whole[head] &= ~_SPILLED
+    return bytes(whole)
+
+
+def _whole_group(group: bytes, read: Callable[[bytes], bytes]) -> bytes:
+    """A group with every spilled record read back by ``read``."""
+    return b"".join(_whole_record(group[pos:end], read) for pos, end, _ in _walk(group))
 
 
 def _record_key(record: bytes) -> bytes:

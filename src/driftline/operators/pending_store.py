@@ -12,6 +12,12 @@ the records whole, so the directory is created fresh by each process and removed
 is closed or collected (directories of dead processes are removed by the next store created
 beside them).
 
+A base checkpoint is pickled from a copy of the join while the join goes on (``docs/state.md``):
+:meth:`PendingStore.pin` writes the buffer and returns :class:`PinnedSegments`, which reads the
+payloads of every segment written so far from another thread until released: meanwhile
+:meth:`PendingStore.drop_before` unlinks expired segments as before but keeps their files open
+(the space is freed at the release).
+
 >>> store = PendingStore(segment_ms=60_000)
 >>> ref = store.put(1_000, b"features")
 >>> store.get(ref), store.segment_count
@@ -59,7 +65,10 @@ class PendingStore:
         self._buffers: dict[int, bytearray] = {}  # appended since the last flush
         self._written: dict[int, int] = {}  # bytes per segment in its file
         self._buffered = 0
-        self._finalizer = weakref.finalize(self, _remove, self.path, self._fds)
+        self._pins = 0  # PinnedSegments not released yet
+        self._kept_open: list[int] = []  # descriptors of segments dropped while pinned
+        self._closing = False  # close() was called while pinned: done at the last release
+        self._finalizer = weakref.finalize(self, _remove, self.path, self._fds, self._kept_open)
 
     @property
     def segment_count(self) -> int:
@@ -150,23 +159,87 @@ class PendingStore:
             self._buffered -= len(self._buffers.pop(segment, b""))
             fd = self._fds.pop(segment, None)
             if fd is not None:
-                os.close(fd)
+                if self._pins:  # a pinned copy may still read it: the file goes, its data stays
+                    self._kept_open.append(fd)
+                else:
+                    os.close(fd)
             self._file(segment).unlink(missing_ok=True)
         return len(gone)
 
+    def pin(self) -> PinnedSegments:
+        """Write the buffer, and keep every payload stored so far readable through the returned
+        :class:`PinnedSegments` (from any thread) until it is released.
+
+        >>> store = PendingStore(segment_ms=1_000)
+        >>> ref = store.put(500, b"kept")
+        >>> pinned = store.pin()
+        >>> store.drop_before(1_000), store.segment_count  # the file is gone for the store ...
+        (1, 0)
+        >>> pinned.get(ref)  # ... and still readable through the pin
+        b'kept'
+        >>> pinned.release()
+        >>> store.close()
+        """
+        self.flush()
+        self._pins += 1
+        return PinnedSegments(self, dict(self._fds))
+
+    def _unpin(self) -> None:
+        self._pins -= 1
+        if self._pins:
+            return
+        for fd in self._kept_open:
+            os.close(fd)
+        self._kept_open.clear()
+        if self._closing:
+            self._finalizer()
+
     def close(self) -> None:
-        """Delete the store's directory and everything in it."""
+        """Delete the store's directory and everything in it (once no pin is left)."""
         self._buffers, self._sizes, self._written, self._buffered = {}, {}, {}, 0
-        self._finalizer()
+        if self._pins:
+            self._closing = True
+        else:
+            self._finalizer()
 
     def _file(self, segment: int) -> Path:
         return self.path / f"{segment}.seg"
 
 
-def _remove(path: Path, fds: dict[int, int]) -> None:
-    for fd in fds.values():
+class PinnedSegments:
+    """The payloads a :class:`PendingStore` held when pinned, readable from another thread while
+    the store goes on: the store's own descriptors of those segments, which it does not close
+    while pinned (a dropped segment's file is unlinked, its descriptor kept open until
+    :meth:`release`). Every reference given out before the pin is in a file (the pin wrote the
+    buffer), and appends go after it (nothing is rewritten), so a read is one ``pread`` touching
+    nothing the store changes."""
+
+    __slots__ = ("_fds", "_store")
+
+    def __init__(self, store: PendingStore, fds: dict[int, int]) -> None:
+        self._store: PendingStore | None = store
+        self._fds = fds
+
+    def get(self, ref: bytes) -> bytes:
+        """The payload ``ref`` (given out by the store before the pin) refers to."""
+        segment, offset, length = REF.unpack(ref)
+        data = os.pread(self._fds[segment], length, offset)
+        if len(data) != length:
+            raise OSError(f"pinned store segment {segment}: {len(data)} of {length} bytes at {offset}")
+        return data
+
+    def release(self) -> None:
+        """Let the store close what it dropped meanwhile (idempotent; on the store's thread)."""
+        store, self._store = self._store, None
+        if store is not None:
+            store._unpin()
+
+
+def _remove(path: Path, fds: dict[int, int], kept_open: list[int]) -> None:
+    for fd in [*fds.values(), *kept_open]:
         os.close(fd)
     fds.clear()
+    kept_open.clear()
     shutil.rmtree(path, ignore_errors=True)
 
 

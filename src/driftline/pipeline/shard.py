@@ -9,6 +9,7 @@ a restored shard re-emits exactly what it emitted before a crash.
 from __future__ import annotations
 
 import math
+import pickle
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, wind
 from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.state import (
     FRESH_STATE_HINT,
+    BaseCopy,
     StateRestoreError,
     dump_delta,
     dump_state,
@@ -230,6 +232,16 @@ class ShardProcessor:
         rest = dict(self.__dict__)
         del rest["join"]
         return dump_delta(ShardDelta(rest, self.join.take_changes()))
+
+    def base_copy(self) -> BaseCopy:
+        """This shard as it is now, for a base written while it goes on: everything but the join
+        copied by pickling it (what a delta pickles: small next to the join's records), and the
+        join's own copy (:meth:`LabelJoin.base_copy`: a list copy of its groups)."""
+        rest = {**self.__dict__, "join": None}  # the same keys in the same order: the same pickle
+        copy = ShardProcessor.__new__(ShardProcessor)
+        copy.__dict__.update(pickle.loads(pickle.dumps(rest, pickle.HIGHEST_PROTOCOL)))
+        copy.join = join = self.join.base_copy()
+        return BaseCopy(copy, join.release_copy)
 
     def _apply_delta(self, blob: bytes, what: str) -> None:
         delta = load_delta(blob, what)

@@ -164,6 +164,40 @@ class Incremental(Protocol):
         since the previous checkpoint, :func:`dump_delta`); either resets what is remembered."""
         ...
 
+    def base_copy(self) -> BaseCopy:
+        """A copy of the whole state as it is now, to write a base from while this processor goes
+        on; resets what is remembered (the next delta follows that base)."""
+        ...
+
+
+class BaseCopy:
+    """A processor's state at one moment (``state``, a copy that nothing changes any more), for a
+    base written while the processor goes on: :meth:`dump` is the base blob (:func:`dump_state`),
+    and may run in another thread; :meth:`release` (on the processor's thread, once dumped) lets
+    the processor free what the copy kept, through ``release``.
+
+    >>> copy = BaseCopy({"seen": 3}, release=lambda: print("released"))
+    >>> load_state(copy.dump(), dict, "test")
+    {'seen': 3}
+    >>> copy.release()
+    released
+    """
+
+    __slots__ = ("_release", "_state")
+
+    def __init__(self, state: object, release: Callable[[], None]) -> None:
+        self._state = state
+        self._release: Callable[[], None] | None = release
+
+    def dump(self) -> bytes:
+        return dump_state(self._state)
+
+    def release(self) -> None:
+        """Idempotent."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
 
 def dump_delta(changes: object) -> bytes:
     """The versioned blob of a processor's changes since its previous checkpoint."""
