@@ -302,20 +302,3 @@ def test_float_columns_give_the_state_and_reports_of_the_feature_maps(profile: R
     assert reports[0] == reports[1] and any(r["kind"] == "opened" for r in reports[0])
     assert sorted(by_maps.windows) == sorted(by_columns.windows)
     assert _windows([by_maps], 300) == _windows([by_columns], 300)
-
-
-def test_the_fused_products_give_each_operators_own_figures(profile: ReferenceProfile) -> None:
-    """errors_and_distances computes both operators' products in one, in blocks of rows: the
-    same bits as each operator on its own, whatever the batch's size."""
-    assert profile.multivariate is not None
-    reference = MultivariateReference.from_section(profile.multivariate)
-    assert reference._fused is not None  # the section's operators share their centre
-    _, _, features, _ = _events(1_300, -0.8)
-    features[7] = {"a": 1e300, "b": -np.inf, "c": None}
-    x = reference.matrix(features)
-    z = np.clip(reference.reconstruction.scores.transform_matrix(x), -1_000.0, 1_000.0)
-    expected = (reference.reconstruction.errors_of_scores(z), reference.outliers.distances_of_scores(z))
-    for rows in (slice(None), slice(0, 1), slice(3, 700)):
-        errors, distances = reference.errors_and_distances(x[rows])
-        assert errors.tobytes() == expected[0][rows].tobytes()
-        assert distances.tobytes() == expected[1][rows].tobytes()

@@ -64,8 +64,6 @@ from driftline.operators.multivariate import (
     numeric_features,
     numeric_matrix,
     pack_array,
-    rowwise_dot,
-    rowwise_matmul,
     unpack_array,
 )
 from driftline.operators.outliers import OutlierScorer
@@ -94,9 +92,6 @@ of its values (a constant one included) is left out of the section: its normal s
 one value, a dimension the PCA fits as never varying, so the reference's errors calibrate nothing
 (elec2's first 17,424 rows: ``vicprice``, ``vicdemand``, ``transfer`` constant, reference error
 0.00) and any later value is a huge error. A 0/1 flag set in 1-99 % of the rows stays."""
-ROW_BLOCK = 512
-"""Events per block of the per-event products: with 25 features the (44, 512) partial sums stay in
-a core's L2 cache (whole batches of 2,000 events measured about 25 % slower)."""
 ERROR_UNIT = 10**6
 """Fixed-point scale of summed reconstruction errors (integer sums merge exactly)."""
 SCORE_CAP = 1_000.0
@@ -251,10 +246,6 @@ class MultivariateReference:
         """What the estimator calibrates: the positive class's score, or the predicted class's
         confidence (then it maps a score to P(prediction correct))."""
         self._getter = itemgetter(*features)
-        # Both operators centre on the reference's mean scores (the same bits when the section was
-        # built by multivariate_section): one product with [components | precision] serves both.
-        self._fused = (np.ascontiguousarray(np.hstack([reconstruction.basis, outliers.precision]))
-                       if np.array_equal(reconstruction.mean, outliers.centre) else None)
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> MultivariateReference:
@@ -314,22 +305,7 @@ class MultivariateReference:
         """Per event: the reconstruction error and the outlier distance."""
         # (n, d) in F order (a view of the feature-major scores): rowwise_matmul's layout, no copy
         z = np.clip(self.reconstruction.scores.scores_by_feature(x), -SCORE_CAP, SCORE_CAP).T
-        if self._fused is None:
-            return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
-        # The operators' own sums, term for term (each output column of rowwise_matmul sums its
-        # products in the same order whatever the other columns), in blocks of rows that keep
-        # the partial sums in the core's cache.
-        mean, basis = self.reconstruction.mean, self.reconstruction.basis
-        k = basis.shape[1]
-        errors, distances = np.empty(z.shape[0]), np.empty(z.shape[0])
-        for lo in range(0, z.shape[0], ROW_BLOCK):
-            rows = slice(lo, lo + ROW_BLOCK)
-            centred = z[rows] - mean
-            products = rowwise_matmul(centred, self._fused)
-            residual = centred - rowwise_matmul(products[:, :k], basis.T)
-            errors[rows] = np.sqrt(rowwise_dot(residual, residual))
-            distances[rows] = np.sqrt(np.maximum(rowwise_dot(centred, products[:, k:]), 0.0))
-        return errors, distances
+        return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
 
 
 _FLOAT = frozenset({float})

@@ -445,16 +445,6 @@ class ReconstructionDrift:
         return self._scores.features
 
     @property
-    def mean(self) -> FloatArray:
-        """The reference's mean normal scores (errors are distances of ``z - mean``)."""
-        return self._mean
-
-    @property
-    def basis(self) -> FloatArray:
-        """The kept principal components, (d, k) with orthonormal columns."""
-        return self._basis
-
-    @property
     def components(self) -> int:
         """Principal components kept."""
         return int(self._basis.shape[1])

@@ -133,16 +133,6 @@ class OutlierScorer:
         """The normal-score transform of the reference."""
         return self._scores
 
-    @property
-    def centre(self) -> FloatArray:
-        """The reference's mean normal scores."""
-        return self._centre
-
-    @property
-    def precision(self) -> FloatArray:
-        """The inverse of the reference scores' scatter (with the ridge)."""
-        return self._precision
-
     def distances_of_scores(self, z: FloatArray) -> FloatArray:
         """Distances of normal scores already computed (``scores.transform``)."""
         return _mahalanobis(z - self._centre, self._precision)
