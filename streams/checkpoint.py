@@ -559,6 +559,7 @@ class CheckpointStore:
         # Finds where a base just written ends, beside reads of the main consumer (load_all).
         self._probe: AIOKafkaConsumer | None = None
         self._probe_lock = asyncio.Lock()
+        self._keeping: dict[str, asyncio.Task[None]] = {}  # key -> its copy's fsync and rename
         self.saved = 0
         self.messages_read = 0
         self.bytes_read = 0
@@ -575,6 +576,7 @@ class CheckpointStore:
             self._probe = probe
 
     async def stop(self) -> None:
+        await self.local_copies_kept()
         for name in ("_consumer", "_probe"):
             consumer = getattr(self, name)
             if consumer is not None:
@@ -602,6 +604,8 @@ class CheckpointStore:
             raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
         topic = chain_topic(self._tp.topic, stage, shard, generation)
         # A base's local copy is written from the same blob while its chunks are delivered.
+        if base:
+            await self._kept(key)  # the previous copy's temporary file is the one staged next
         copy = (asyncio.ensure_future(asyncio.to_thread(self.local.stage, self._tp.topic, stage, shard, blob))
                 if base and self.local is not None else None)
         delivered = False
@@ -627,10 +631,23 @@ class CheckpointStore:
         self.saved += 1
         return ckpt_id
 
+    async def local_copies_kept(self) -> None:
+        """Wait until the local copies of the bases written so far are renamed in place."""
+        for key in list(self._keeping):
+            await self._kept(key)
+
+    async def _kept(self, key: str) -> None:
+        keeping = self._keeping.pop(key, None)
+        if keeping is not None:
+            await keeping
+
     async def _keep_local_copy(self, staged: StagedCopy, position: LocalBase) -> None:
         """Keep the staged copy of a base just acknowledged, recording where its last chunk is: the
-        last record of its topic now (this process is the chain's one writer; a restore checks)."""
-        assert self.local is not None and self._probe is not None
+        last record of its topic now (this process is the chain's one writer; a restore checks).
+        The fsync and rename go on in the background: the checkpoint counts without them (a copy
+        not yet renamed when the process dies is an older one, which a restore does not use)."""
+        local = self.local
+        assert local is not None and self._probe is not None
         tp = TopicPartition(chain_topic(position.state_topic, position.stage, position.shard,
                                         position.generation), 0)
         try:
@@ -638,13 +655,16 @@ class CheckpointStore:
                 end = (await end_offsets(self._probe, [tp]))[tp]
         except (KafkaError, OSError, TimeoutError) as err:
             log.warning("no local copy of %s's base: its end offset is unknown (%s)", tp.topic, err)
-            self.local.discard(staged.path)
+            local.discard(staged.path)
             self._count_copy_failure(position.stage)
             return
         position = dataclasses.replace(position, last_chunk=end - 1)
-        kept = await asyncio.to_thread(self.local.keep, staged, position)
-        if not kept:
-            self._count_copy_failure(position.stage)
+
+        async def keep() -> None:
+            if not await asyncio.to_thread(local.keep, staged, position):
+                self._count_copy_failure(position.stage)
+
+        self._keeping[shard_key(position.stage, position.shard)] = asyncio.ensure_future(keep())
 
     def _count_copy_failure(self, stage: str) -> None:
         self.local_copy_failures[stage] = self.local_copy_failures.get(stage, 0) + 1

@@ -105,6 +105,7 @@ def test_a_copy_of_an_older_base_is_ignored(settings: Settings, tmp_path: Path) 
             writer = await _store(settings, producer, state_dir, rotate_min_bytes=rotate, **SMALL)
             first = await writer.save_link("st", shard, os.urandom(200_000), {("preds", shard): 1}, base=True,
                                            parent=None)
+            await writer.local_copies_kept()
             copy = state_dir / f"{settings.topics.state}.st-{shard}.base"
             aside.mkdir(exist_ok=True)
             shutil.copy(copy, aside / copy.name)
