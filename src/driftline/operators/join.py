@@ -286,6 +286,9 @@ class _Shape:
 
 
 _Layout = tuple[tuple[str, ...], tuple[type, ...]]  # feature names and value types, in order
+# A label that joined a pending record: (prediction id, bytes holding the record, where its body
+# starts and the record ends in them, label time, label, whether the label was re-routed)
+_Joined = tuple[str, bytes, int, int, int, bool | int | float | str, bool]
 
 
 def _packed_features(
@@ -385,6 +388,21 @@ def _predicted_text(prediction: Prediction) -> str | None:
         probabilities = prediction.probabilities
         return max(probabilities, key=probabilities.__getitem__)  # first of equal maxima
     return None
+
+
+def _pending_tail(prediction: Prediction) -> tuple[int, int, bytes]:
+    """What a pending record keeps of a prediction: its flags (score, value), the length of its
+    class text (:data:`_NO_LABEL`: none) and the bytes after the record's fixed part, before the
+    features (score and value as doubles if set, the class text)."""
+    text = _predicted_text(prediction)
+    label = b"" if text is None else text.encode()
+    flags, numbers = 0, b""
+    if prediction.score is not None:
+        flags, numbers = _HAS_SCORE, _DOUBLE.pack(prediction.score)
+    if prediction.value is not None:
+        flags |= _HAS_VALUE
+        numbers += _DOUBLE.pack(prediction.value)
+    return flags, _NO_LABEL if text is None else len(label), numbers + label
 
 
 class _WholeGroups:
@@ -535,8 +553,9 @@ class LabelJoin:
         if digest is None:
             digest = _event_digest(event)
         ctx = (event.model_id, event.model_version, segment)
-        return self._predict(event.prediction_id, event.timestamp, ctx, event.prediction, event.features,
-                             rerouted, digest, source)
+        outcomes, _ = self.on_predictions([event.prediction_id], [event.timestamp], [ctx], [event.prediction],
+                                          [event.features], [digest], [source], rerouted)
+        return outcomes[0] if outcomes else None
 
     def on_predictions(
         self,
@@ -564,24 +583,75 @@ class LabelJoin:
         >>> [(o.prediction_id, o.abs_error) for o in outcomes], duplicates, join.pending_count
         ([('b', 0.0)], [2], 1)
         """
-        counters, predict = self.counters, self._predict
         duplicates: list[int] = []
         outcomes: list[JoinedOutcome] = []
-        seen = counters["duplicate_predictions"]
         encoded = None if columns is None else _packed_features(*columns)
-        for i, (pid, ts, ctx, prediction, values, digest, source) in enumerate(zip(
-                prediction_ids, timestamps, contexts, predictions, features, digests, sources, strict=True)):
-            outcome = predict(pid, ts, ctx, prediction, values, rerouted, digest, source,
-                              None if encoded is None else (encoded[0], encoded[1][i]))
-            if outcome is not None:
-                outcomes.append(outcome)
-            elif counters["duplicate_predictions"] != seen:
-                seen = counters["duplicate_predictions"]
+        tails = list(map(_pending_tail, predictions))
+        if encoded is None:
+            packs: Sequence[tuple[_Layout, bytes, int | None] | None] = [None] * len(tails)
+        else:  # one layout: its shape id is looked up once (interned with its first pending record)
+            layout, known = encoded[0], self._shape_ids.get(encoded[0])
+            packs = [(layout, packed, known) for packed in encoded[1]]
+        horizon, crc32, encode, add = self.horizon_ms, zlib.crc32, self._encode, self._add
+        for i, (pid, ts, ctx, prediction, values, digest, source, tail, packed) in enumerate(zip(
+                prediction_ids, timestamps, contexts, predictions, features, digests, sources, tails, packs,
+                strict=True)):
+            key = _id_key(pid)
+            crc = crc32(key)
+            gid = crc & (self._low - 1)  # self._gid(crc), inline
+            if gid < self._split:
+                gid = crc & (2 * self._low - 1)
+            group = self._groups[gid]
+            # a C-level substring test first: most ids are new
+            if key in group and self._duplicate_prediction(group, key, pid, ts, ctx, digest, source):
                 duplicates.append(i)
+                continue
+            if self._held_ids:
+                outcome = self._claimed(gid, key, crc, pid, ts, ctx, prediction, values, rerouted, digest)
+                if outcome is not None:
+                    outcomes.append(outcome)
+                    continue
+            record = encode(ts, ctx, values, key, crc, rerouted, digest, tail, packed)
+            bucket = ts // _BUCKET_MS
+            if self._through:
+                record = self._spill_record(record, ts)
+            elif self._unspilled is not None and bucket not in self._unspilled:
+                self._unspilled.add(bucket)
+                heapq.heappush(self._unspilled_heap, bucket)
+            add(gid, crc, record, ts)
+            self._pending += 1
+            if self._estimate > self._check_at:
+                self._check_budget()
+            if ts + horizon < self._label_wm:  # no label can still come: expire at the next advance
+                self._due.append(pid)
+            if self._evict_key is not None and bucket <= self._evict_key:
+                self._evict_key = None
+            while self._pending > self.max_pending:
+                self._evict_oldest_pending()
         return outcomes, duplicates
 
-    def _predict(
+    def _duplicate_prediction(
+        self, group: bytes, key: bytes, pid: str, ts: int, ctx: tuple[str, str, str], digest: bytes,
+        source: Any,
+    ) -> bool:
+        """Whether a prediction (id key ``key``, at ``ts``) is a duplicate of a record of ``group``;
+        if so it is counted and reported."""
+        at = _AT + len(key)
+        for pos in _find(group, key):
+            if ts <= _TS.unpack_from(group, pos + at)[0] + self.horizon_ms:
+                self.counters["duplicate_predictions"] += 1
+                first = group[pos + at + _DIGEST_AT : pos + at + _BODY]
+                self.duplicates.append(Duplicate(
+                    "prediction", pid, ts, first in (digest, UNKNOWN_DIGEST), first, digest, *ctx, source,
+                ))
+                return True
+        return False
+
+    def _claimed(
         self,
+        gid: int,
+        key: bytes,
+        crc: int,
         pid: str,
         ts: int,
         ctx: tuple[str, str, str],
@@ -589,60 +659,20 @@ class LabelJoin:
         features: Mapping[str, Any],
         rerouted: bool,
         digest: bytes,
-        source: Any,
-        packed: tuple[_Layout, bytes] | None = None,
     ) -> JoinedOutcome | None:
-        """:meth:`on_prediction` of an event's values (``packed``: its features' layout and encoding,
-        :func:`_packed_features`)."""
-        horizon = self.horizon_ms
-        key = _id_key(pid)
-        crc = zlib.crc32(key)
-        gid = crc & (self._low - 1)  # self._gid(crc), inline
-        if gid < self._split:
-            gid = crc & (2 * self._low - 1)
-        group = self._groups[gid]
-        if key in group:  # a C-level substring test first: most ids are new
-            at = _AT + len(key)
-            for pos in _find(group, key):
-                if ts <= _TS.unpack_from(group, pos + at)[0] + horizon:
-                    self.counters["duplicate_predictions"] += 1
-                    first = group[pos + at + _DIGEST_AT : pos + at + _BODY]
-                    self.duplicates.append(Duplicate(
-                        "prediction", pid, ts, first in (digest, UNKNOWN_DIGEST), first, digest, *ctx, source,
-                    ))
-                    return None
-        winner = self._claim_held(pid, ts, ctx) if self._held_ids else None
-        if winner is not None:
-            ctx_id = self._ctx_id(ctx)
-            tail = _JOINED_TAIL.pack(ctx_id, winner[3])
-            self._add(gid, crc, _closed(key, crc, ts, _JOINED, digest, tail), ts)
-            label_ts, label, label_rerouted, _ = winner
-            score, value = prediction.score, prediction.value
-            features_json = features_to_json(features)
-            text = _predicted_text(prediction)
-            outcome = _outcome(pid, ctx, ts, text, score, value, features_json, label_ts, label)
-            outcome.rerouted = (REROUTED_PREDICTION if rerouted else 0) | (
-                REROUTED_LABEL if label_rerouted else 0
-            )
-            return outcome
-        record = self._encode(ts, ctx, prediction, features, key, crc, rerouted, digest, packed)
-        if self._through:
-            record = self._spill_record(record, ts)
-        elif self._unspilled is not None and ts // _BUCKET_MS not in self._unspilled:
-            self._unspilled.add(ts // _BUCKET_MS)
-            heapq.heappush(self._unspilled_heap, ts // _BUCKET_MS)
-        self._add(gid, crc, record, ts)
-        self._pending += 1
-        if self._estimate > self._check_at:
-            self._check_budget()
-        if ts + horizon < self._label_wm:  # no label can still come: expire at the next advance
-            self._due.append(pid)
-        bucket = ts // _BUCKET_MS
-        if self._evict_key is not None and bucket <= self._evict_key:
-            self._evict_key = None
-        while self._pending > self.max_pending:
-            self._evict_oldest_pending()
-        return None
+        """The outcome of a new prediction that a held label joins (its record added, joined), or
+        None if none does."""
+        winner = self._claim_held(pid, ts, ctx)
+        if winner is None:
+            return None
+        tail = _JOINED_TAIL.pack(self._ctx_id(ctx), winner[3])
+        self._add(gid, crc, _closed(key, crc, ts, _JOINED, digest, tail), ts)
+        label_ts, label, label_rerouted, _ = winner
+        outcome = _outcome(pid, ctx, ts, _predicted_text(prediction), prediction.score, prediction.value,
+                           features_to_json(features), label_ts, normalise_label(label), _label_value(label))
+        outcome.rerouted = (REROUTED_PREDICTION if rerouted else 0) | (
+            REROUTED_LABEL if label_rerouted else 0)
+        return outcome
 
     def on_label(
         self, event: LabelEvent, rerouted: bool = False, digest: bytes | None = None, source: Any = None
@@ -653,8 +683,10 @@ class LabelJoin:
         """
         if digest is None:
             digest = _event_digest(event)
-        return self._label(event.prediction_id, event.timestamp, event.label, event.model_id, rerouted,
-                           digest, source)
+        joined: list[_Joined] = []
+        self._label(event.prediction_id, event.timestamp, event.label, event.model_id, rerouted, digest,
+                    source, joined)
+        return self._outcomes(joined)[0] if joined else None
 
     def on_labels(
         self,
@@ -680,13 +712,11 @@ class LabelJoin:
         1
         """
         label = self._label
-        outcomes: list[JoinedOutcome] = []
+        joined: list[_Joined] = []
         for pid, ts, value, model_id, digest, source in zip(
                 prediction_ids, timestamps, labels, model_ids, digests, sources, strict=True):
-            outcome = label(pid, ts, value, model_id, rerouted, digest, source)
-            if outcome is not None:
-                outcomes.append(outcome)
-        return outcomes
+            label(pid, ts, value, model_id, rerouted, digest, source, joined)
+        return self._outcomes(joined)
 
     def _label(
         self,
@@ -697,8 +727,10 @@ class LabelJoin:
         rerouted: bool,
         digest: bytes,
         source: Any,
-    ) -> JoinedOutcome | None:
-        """:meth:`on_label` of an event's values."""
+        joined: list[_Joined],
+    ) -> None:
+        """:meth:`on_label` of an event's values; a label that joins adds its pending record to
+        ``joined`` (:meth:`_outcomes` makes the outcomes of a batch at once)."""
         horizon = self.horizon_ms
         key = _id_key(pid)
         crc = zlib.crc32(key)
@@ -723,13 +755,13 @@ class LabelJoin:
                             self._add_duplicate("label", pid, ts, first, digest, ctx_id, source)
                         else:
                             self._orphan(pid, model_id or "", ts, "no_prediction")
-                        return None
+                        return
                     self._pending -= 1
                     end = pos + length
                     body = pos + at + _BODY
                     tail = _JOINED_TAIL.pack(_PRED.unpack_from(group, body)[1], digest)
-                    joined = _closed(key, crc, pred_ts, _JOINED, group[body - DIGEST_SIZE : body], tail)
-                    self._groups[gid] = b"".join((group[:pos], joined, group[end:]))
+                    closed = _closed(key, crc, pred_ts, _JOINED, group[body - DIGEST_SIZE : body], tail)
+                    self._groups[gid] = b"".join((group[:pos], closed, group[end:]))
                     if self._touched is not None:
                         self._touched.add((key, pred_ts))
                     store = self._store
@@ -737,12 +769,10 @@ class LabelJoin:
                         # the stub to the flags..label length, then the payload: all the outcome reads
                         payload_at = body + _PRED.size
                         record = group[pos:payload_at] + store.get(group[payload_at:end])
-                        outcome = self._outcome_from_record(pid, record, at, len(record), ts, label)
+                        joined.append((pid, record, at, len(record), ts, label, rerouted))
                     else:
-                        outcome = self._outcome_from_record(pid, group, pos + at, end, ts, label)
-                    if rerouted:
-                        outcome.rerouted |= REROUTED_LABEL
-                    return outcome
+                        joined.append((pid, group, pos + at, end, ts, label, rerouted))
+                    return
                 seen.append(pred_ts)
             pos += length
         if seen:
@@ -752,7 +782,7 @@ class LabelJoin:
                 self.counters["labels_beyond_horizon"] += 1
         if ts < self._pred_wm:  # its prediction could only come late now
             self._orphan(pid, model_id or "", ts, "no_prediction")
-            return None
+            return
         seq = self._held_seq
         self._held_seq += 1
         self._held[seq] = (pid, ts, label)
@@ -767,7 +797,6 @@ class LabelJoin:
                 self.orphans.append(self._held_orphan(oldest, oldest_ts, "evicted"))
                 self._drop_held(oldest)
                 self.counters["evicted_held"] += 1
-        return None
 
     def take_duplicates(self) -> list[Duplicate]:
         """The duplicates met since the last call, in the order they were met."""
@@ -1301,75 +1330,81 @@ class LabelJoin:
         self,
         ts: int,
         ctx: tuple[str, str, str],
-        prediction: Prediction,
         features: Mapping[str, Any],
         key: bytes,
         crc: int,
         rerouted: bool,
         digest: bytes,
-        encoded: tuple[_Layout, bytes] | None = None,
+        tail: tuple[int, int, bytes],
+        encoded: tuple[_Layout, bytes, int | None] | None = None,
     ) -> bytes:
-        """The record of a pending prediction whose id key is ``key`` (hash ``crc``); ``encoded``:
-        its features' layout and their encoding in that layout, when the caller has them."""
-        ctx_id = self._ctx_id(ctx)
+        """The record of a pending prediction whose id key is ``key`` (hash ``crc``); ``tail``:
+        :func:`_pending_tail` of its prediction; ``encoded``: its features' layout, their encoding in
+        that layout and the layout's shape id if known, when the caller has them."""
         if encoded is None:
             values = tuple(features.values())
             layout: _Layout = (tuple(features), tuple(map(type, values)))
+            shape_id = self._shape_id(layout)
         else:
-            layout = encoded[0]
-        shape_id = self._shape_ids.get(layout)
-        if shape_id is None and len(self._shapes) < _MAX_SHAPES:
-            shape_id = self._shape_ids[layout] = len(self._shapes)
-            self._shapes.append(_Shape(*layout))
-        if shape_id is None:
-            shape_id, packed = _NO_SHAPE, features_to_json(features).encode()
+            layout, packed, shape_id = encoded  # type: ignore[assignment]
+            if shape_id is None:
+                shape_id = self._shape_id(layout)
+        if shape_id == _NO_SHAPE:
+            packed = features_to_json(features).encode()
         elif encoded is None:
             packed = self._shapes[shape_id].encode(values)
-        else:
-            packed = encoded[1]
-        text = _predicted_text(prediction)
-        label = b"" if text is None else text.encode()
-        parts = [b"", key, _TS.pack(ts, _PENDING) + digest, b""]
-        flags = _REROUTED if rerouted else 0
-        if prediction.score is not None:
-            flags |= _HAS_SCORE
-            parts.append(_DOUBLE.pack(prediction.score))
-        if prediction.value is not None:
-            flags |= _HAS_VALUE
-            parts.append(_DOUBLE.pack(prediction.value))
-        parts[3] = _PRED.pack(flags, ctx_id, shape_id, _NO_LABEL if text is None else len(label))
-        parts.append(label)
-        parts.append(packed)
-        parts[0] = _HEAD.pack(_AT + sum(map(len, parts)), crc)
-        return b"".join(parts)
+        flags, label_len, prediction = tail
+        body = b"".join((key, _TS.pack(ts, _PENDING), digest,
+                         _PRED.pack(flags | _REROUTED if rerouted else flags, self._ctx_id(ctx), shape_id,
+                                    label_len),
+                         prediction, packed))
+        return _HEAD.pack(_AT + len(body), crc) + body
 
-    def _outcome_from_record(
-        self, pid: str, group: bytes, start: int, end: int, label_ts: int, label: bool | int | float | str
-    ) -> JoinedOutcome:
-        """The outcome of the pending record whose body is ``group[start:end]``."""
-        pred_ts = _TS.unpack_from(group, start)[0]
-        offset = start + _BODY
-        flags, ctx_id, shape_id, label_len = _PRED.unpack_from(group, offset)
-        offset += _PRED.size
-        score = value = None
-        if flags & _HAS_SCORE:
-            score = _DOUBLE.unpack_from(group, offset)[0]
-            offset += 8
-        if flags & _HAS_VALUE:
-            value = _DOUBLE.unpack_from(group, offset)[0]
-            offset += 8
-        text = None
-        if label_len != _NO_LABEL:
-            text = group[offset : offset + label_len].decode()
-            offset += label_len
-        if shape_id == _NO_SHAPE:
-            features_json = group[offset:end].decode()
-        else:
-            features_json = features_to_json(self._shapes[shape_id].decode(group, offset, end))
-        ctx = self._ctx[ctx_id]
-        outcome = _outcome(pid, ctx, pred_ts, text, score, value, features_json, label_ts, label)
-        outcome.rerouted = REROUTED_PREDICTION if flags & _REROUTED else 0
-        return outcome
+    def _shape_id(self, layout: _Layout) -> int:
+        """The interned id of a feature layout (:data:`_NO_SHAPE` once :data:`_MAX_SHAPES` are)."""
+        shape_id = self._shape_ids.get(layout)
+        if shape_id is None:
+            if len(self._shapes) >= _MAX_SHAPES:
+                return _NO_SHAPE
+            shape_id = self._shape_ids[layout] = len(self._shapes)
+            self._shapes.append(_Shape(*layout))
+        return shape_id
+
+    def _outcomes(self, joined: Sequence[_Joined]) -> list[JoinedOutcome]:
+        """The outcomes of labels that joined pending records (:meth:`_label`), in order; each
+        distinct label's text and value are found once."""
+        labels: dict[tuple[type, bool | int | float | str], tuple[str, float | None]] = {}
+        outcomes = []
+        ctxs, shapes = self._ctx, self._shapes
+        ts_of, pred_of, double = _TS.unpack_from, _PRED.unpack_from, _DOUBLE.unpack_from
+        for pid, data, start, end, label_ts, label, rerouted in joined:
+            pred_ts = ts_of(data, start)[0]
+            offset = start + _BODY
+            flags, ctx_id, shape_id, label_len = pred_of(data, offset)
+            offset += _PRED.size
+            score = value = None
+            if flags & _HAS_SCORE:
+                score = double(data, offset)[0]
+                offset += 8
+            if flags & _HAS_VALUE:
+                value = double(data, offset)[0]
+                offset += 8
+            text = None
+            if label_len != _NO_LABEL:
+                text = data[offset : offset + label_len].decode()
+                offset += label_len
+            if shape_id == _NO_SHAPE:
+                features_json = data[offset:end].decode()
+            else:
+                features_json = features_to_json(shapes[shape_id].decode(data, offset, end))
+            seen = labels.get((label.__class__, label))
+            if seen is None:
+                seen = labels[(label.__class__, label)] = (normalise_label(label), _label_value(label))
+            outcome = _outcome(pid, ctxs[ctx_id], pred_ts, text, score, value, features_json, label_ts, *seen)
+            outcome.rerouted = (REROUTED_PREDICTION if flags & _REROUTED else 0) | (
+                REROUTED_LABEL if rerouted else 0)
+            outcomes.append(outcome)
+        return outcomes
 
     def _claim_held(
         self, pid: str, pred_ts: int, ctx: tuple[str, str, str]
@@ -1616,10 +1651,11 @@ def _outcome(
     value: float | None,
     features_json: str,
     label_ts: int,
-    label: bool | int | float | str,
+    label_text: str,
+    label_value: float | None,
 ) -> JoinedOutcome:
-    label_text = normalise_label(label)
-    label_value = _label_value(label)
+    """The outcome of a prediction with a label (``label_text``: :func:`normalise_label` of it,
+    ``label_value``: :func:`_label_value`)."""
     # A value and no class: regression. The outcomes table keeps a regression's truth in
     # label_value only and a class in label only (label is LowCardinality: no float texts there).
     regression = value is not None and predicted is None
@@ -1632,20 +1668,7 @@ def _outcome(
         correct = int(predicted == label_text)
     abs_error = abs(value - label_value) if value is not None and label_value is not None else None
     model_id, model_version, segment = ctx
-    return JoinedOutcome(
-        prediction_id=pid,
-        model_id=model_id,
-        model_version=model_version,
-        segment=segment,
-        prediction_time=pred_ts,
-        label_time=label_ts,
-        label_delay_ms=label_ts - pred_ts,
-        predicted_label=predicted or "",
-        predicted_score=score,
-        predicted_value=value,
-        label="" if regression else label_text,
-        label_value=label_value if regression else None,
-        correct=correct,
-        abs_error=abs_error,
-        features_json=features_json,
-    )
+    # positional, in field order (pid, model, version, segment, times, delay, prediction, label, ...)
+    return JoinedOutcome(pid, model_id, model_version, segment, pred_ts, label_ts, label_ts - pred_ts,
+                         predicted or "", score, value, "" if regression else label_text,
+                         label_value if regression else None, correct, abs_error, features_json)
