@@ -33,16 +33,28 @@ The un-instrumented run of the same workload is reported beside the sum. Every f
 process's CPU time (``time.process_time``), not wall time: on the shared 2-core box other processes'
 load stretched wall-time figures 2-3x from one run to the next, CPU time moves far less.
 
-    .venv/bin/python bench/bench_stages.py [--n 100000] [--quick]
+The join is the largest stage, and its figure above moves with the rest of the pipeline. Figure
+(12b) times it alone: every ``LabelJoin`` call the columnar run made, shard by shard, is replayed
+on fresh joins (best of ``--rounds``). ``--join-baseline FILE`` (another revision's join, e.g.
+``git show REV:src/driftline/operators/join.py > /tmp/join_rev.py``) replays the same calls on that
+module too, in alternating rounds of one process, checks that both give the same results and end
+states, and reports the ratio: an A/B of a join change on the box's load of the moment.
+
+    .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import pickle
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -252,13 +264,114 @@ def measure(n: int, seed: int = 0) -> Figure:
                    "predictions": n_pred})
 
 
+# LabelJoin's entry points the shard calls that change it (read-only ones need no replay)
+JOIN_CALLS = ("on_prediction", "on_predictions", "on_label", "on_labels", "advance", "take_orphans",
+              "take_duplicates", "set_memory_budget", "track_changes", "reset_changes", "take_changes")
+# One join's life: its bounds at its first call, then each call (name, args, kwargs) in order.
+JoinLog = tuple[tuple[int, int, int], list[tuple[str, tuple[Any, ...], dict[str, Any]]]]
+
+
+def _join_logs(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes]) -> list[JoinLog]:
+    """Every LabelJoin call of a columnar run of the workload, per join."""
+    logs: dict[int, JoinLog] = {}
+    saved = {name: join.LabelJoin.__dict__[name] for name in JOIN_CALLS}
+
+    def logged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: join.LabelJoin, *args: Any, **kwargs: Any) -> Any:
+            if id(self) not in logs:
+                logs[id(self)] = ((self.horizon_ms, self.max_pending, self.max_held), [])
+            logs[id(self)][1].append((name, args, kwargs))
+            return fn(self, *args, **kwargs)
+        return call
+
+    for name, fn in saved.items():
+        setattr(join.LabelJoin, name, logged(name, fn))
+    try:
+        _run(settings, raw, profiles, True)
+    finally:
+        for name, fn in saved.items():
+            setattr(join.LabelJoin, name, fn)
+    return list(logs.values())
+
+
+def _replay(module: ModuleType, logs: Sequence[JoinLog]) -> tuple[defaultdict[str, float], list[Any]]:
+    """CPU seconds per call name of replaying ``logs`` on fresh joins of ``module``, and what the calls
+    returned (as text) with each join's end state."""
+    seconds: defaultdict[str, float] = defaultdict(float)
+    results: list[Any] = []
+    for bounds, calls in logs:
+        replayed = module.LabelJoin(*bounds)
+        for name, args, kwargs in calls:
+            fn = getattr(replayed, name)
+            t0 = CLOCK()
+            out = fn(*args, **kwargs)
+            seconds[name] += CLOCK() - t0
+            results.append(repr(out))
+        results.append(pickle.dumps((replayed._groups, replayed.counters, replayed._held, replayed._ctx)))
+    return seconds, results
+
+
+def _module_from(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("join_baseline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure_join(n: int, rounds: int, baseline: Path | None = None, seed: int = 0) -> Figure:
+    """Figure (12b): the join's calls of a columnar run, replayed alone (best of ``rounds``), in us per
+    prediction event (its label included); with ``baseline``, beside that join module's."""
+    tune_gc()
+    settings = bench_settings("127.0.0.1:9", "bs")
+    raw, profiles, n_pred = _workload(settings, n, seed)
+    logs = _join_logs(settings, raw, profiles)
+    modules: dict[str, ModuleType] = {"this": join}
+    if baseline is not None:
+        modules["baseline"] = _module_from(baseline)
+    results = {label: _replay(module, logs)[1] for label, module in modules.items()}  # also a warm-up
+    best: dict[str, dict[str, float]] = {label: {} for label in modules}
+    order = list(modules)
+    for r in range(rounds):  # alternating, so a load that changes meanwhile weighs on both alike
+        for label in order if r % 2 == 0 else order[::-1]:
+            for name, spent in _replay(modules[label], logs)[0].items():
+                best[label][name] = min(best[label].get(name, spent), spent)
+
+    def us(label: str, *names: str) -> float:
+        return sum(v for k, v in best[label].items() if not names or k in names) / n_pred * 1e6
+
+    value = us("this")
+    calls = sum(len(log) for _, log in logs)
+    detail = (f"on_predictions {us('this', 'on_predictions'):.2f}, on_labels {us('this', 'on_labels'):.2f}, "
+              f"the rest {value - us('this', 'on_predictions', 'on_labels'):.2f} us/pred event; best of "
+              f"{rounds} rounds of {calls:,} replayed calls on {len(logs)} shards' joins, {n_pred:,} "
+              "predictions + labels")
+    extra: dict[str, Any] = {"us_per_event": {k: v / n_pred * 1e6 for k, v in best["this"].items()}}
+    if baseline is not None:
+        same = results["baseline"] == results["this"]
+        base = us("baseline")
+        detail += (f"; baseline {baseline.name} {base:.2f} (on_predictions "
+                   f"{us('baseline', 'on_predictions'):.2f}, on_labels {us('baseline', 'on_labels'):.2f}): "
+                   f"{value / base:.3f}x, rounds alternating, "
+                   f"results and end states {'identical' if same else 'DIFFERENT'}")
+        extra.update(baseline_us=base, ratio=value / base, identical=same)
+    return Figure("join_replayed_us", "(12b) join calls replayed alone", value, "us/pred event", "", None,
+                  detail, extra)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--rounds", type=int, default=7, help="replays of the join's calls (best of)")
+    parser.add_argument("--join-baseline", type=Path, default=None,
+                        help="another revision's operators/join.py: its replayed calls beside this one's")
     args = parser.parse_args(argv)
     if args.quick:
         args.n = min(args.n, 2_000)
+        args.rounds = min(args.rounds, 2)
     return args
 
 
@@ -273,7 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {stage:<18} {row[stage]:10.2f} {col[stage]:10.2f}  {ratio:.2f}")
     print(f"  {'un-instrumented':<18} {figure.extra['row_uninstrumented_us']:10.2f} "
           f"{figure.extra['uninstrumented_us']:10.2f}")
-    return 0
+    replayed = measure_join(args.n, args.rounds, args.join_baseline)
+    print_figures([replayed], "join alone")
+    return 0 if replayed.extra.get("identical", True) else 1
 
 
 if __name__ == "__main__":
