@@ -173,7 +173,7 @@ def chunk_count(size: int, max_chunk_bytes: int = MAX_CHUNK_BYTES) -> int:
 
 def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, int], int],
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL, parent: str | None = None,
-                 group_bytes: int = DELIVER_GROUP_BYTES) -> Iterator[list[bytes]]:
+                 group_bytes: int = DELIVER_GROUP_BYTES, crc: int | None = None) -> Iterator[list[bytes]]:
     """The message values of one checkpoint, in order, a list of about ``group_bytes`` at a time:
     a writer that sends each group before asking for the next holds one group of messages beside
     the blob, not a second copy of the blob (each chunk is cut from a view of it).
@@ -186,7 +186,7 @@ def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, in
     count = chunk_count(len(blob), max_chunk_bytes)
     payload_room = max_chunk_bytes - _ENVELOPE_RESERVE
     per_group = max(1, group_bytes // max_chunk_bytes)
-    crc = zlib.crc32(blob)
+    crc = zlib.crc32(blob) if crc is None else crc  # a caller that has it saves a pass over the blob
     wire_offsets = sorted([t, p, o] for (t, p), o in offsets.items())
     chain = {} if kind == FULL else {"kind": kind, "parent": parent}
     with memoryview(blob) as view:
@@ -366,7 +366,7 @@ class LocalBases:
 
     >>> import tempfile
     >>> copies = LocalBases(Path(tempfile.mkdtemp()))
-    >>> staged = copies.stage("st", "shard", 0, b"hello")
+    >>> staged = copies.stage("st", "shard", 0, b"hello", zlib.crc32(b"hello"))
     >>> position = LocalBase("st", "shard", 0, 3, "b1", 9, 1, 5, staged.crc, {("preds", 0): 7}, 5)
     >>> copies.keep(staged, position), copies.find("st", "shard", 0) == position, copies.read(position)
     (True, True, b'hello')
@@ -382,18 +382,16 @@ class LocalBases:
     def path(self, state_topic: str, stage: str, shard: int) -> Path:
         return self.directory / f"{state_topic}.{stage}-{shard}.base"
 
-    def stage(self, state_topic: str, stage: str, shard: int, blob: bytes) -> StagedCopy | None:
-        """Write ``blob`` to the shard's temporary file (a piece at a time, its CRC computed on the
-        way: no copy of the blob); None after an IO error."""
+    def stage(self, state_topic: str, stage: str, shard: int, blob: bytes, crc: int) -> StagedCopy | None:
+        """Write ``blob`` (whose CRC-32 is ``crc``) to the shard's temporary file, a piece at a time
+        (no copy of the blob); None after an IO error."""
         tmp = self.path(state_topic, stage, shard).with_suffix(".base.tmp")
-        crc = 0
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as out, memoryview(blob) as view:
                 for start in range(0, len(blob), LOCAL_WRITE_PIECE):
                     piece = view[start:start + LOCAL_WRITE_PIECE]
                     out.write(piece)
-                    crc = zlib.crc32(piece, crc)
                     piece.release()
         except OSError as err:
             self._failed(f"writing {tmp}", err)
@@ -606,11 +604,15 @@ class CheckpointStore:
         # A base's local copy is written from the same blob while its chunks are delivered.
         if base:
             await self._kept(key)  # the previous copy's temporary file is the one staged next
-        copy = (asyncio.ensure_future(asyncio.to_thread(self.local.stage, self._tp.topic, stage, shard, blob))
-                if base and self.local is not None else None)
+        copy, crc = None, None
+        if base and self.local is not None:
+            crc = await asyncio.to_thread(zlib.crc32, blob)  # once for the chunks' headers and the copy
+            copy = asyncio.ensure_future(
+                asyncio.to_thread(self.local.stage, self._tp.topic, stage, shard, blob, crc))
         delivered = False
         try:
-            await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE if base else DELTA, parent)
+            await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE if base else DELTA, parent,
+                              crc)
             delivered = True
         finally:
             staged = None if copy is None else await copy
@@ -670,12 +672,13 @@ class CheckpointStore:
         self.local_copy_failures[stage] = self.local_copy_failures.get(stage, 0) + 1
 
     async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes,
-                     offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None) -> None:
+                     offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None,
+                     crc: int | None = None) -> None:
         """Deliver the chunks a group at a time (each acknowledged before the next is built); the
         checkpoint counts once its last chunk is acknowledged, as when they were sent at once."""
         key = shard_key(stage, shard).encode()
         for group in chunk_groups(ckpt_id, blob, offsets, self._max_chunk_bytes, kind, parent,
-                                  self._deliver_group_bytes):
+                                  self._deliver_group_bytes, crc):
             messages = [OutboundMessage(topic, key, value, 0) for value in group]
             del group
             await deliver(self._producer, messages, what=f"checkpoint chunks of {stage}:{shard}")

@@ -133,7 +133,7 @@ def _rewrite_trailer(path: Path, **changes: object) -> None:
     assert position is not None
     blob = copies.read(position)
     assert blob is not None
-    staged = copies.stage(state_topic, stage, int(shard), blob)
+    staged = copies.stage(state_topic, stage, int(shard), blob, position.crc)
     assert staged is not None and copies.keep(staged, replace(position, **changes))  # type: ignore[arg-type]
 
 
