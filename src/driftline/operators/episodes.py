@@ -425,10 +425,17 @@ class EpisodeMonitor:
             if event is not None:
                 events.append(event)
         self._ring_room(self.n + total)
-        last = syms[-self.learning :]
-        self._ring[(self.n + total - last.size + np.arange(last.size)) % self.learning] = last
+        self._ring_put(syms[-self.learning :], self.n + total)
         self.n += total
         return events
+
+    def _ring_put(self, last: IntArray, count: int) -> None:
+        """Put the last symbols of the first ``count`` in their slots (``i % learning`` for the
+        ``i``-th): at most two slices, as the slots wrap around once at most."""
+        at = (count - last.size) % self.learning
+        head = min(last.size, self.learning - at)
+        self._ring[at : at + head] = last[:head]
+        self._ring[: last.size - head] = last[head:]
 
     def _ring_room(self, count: int) -> None:
         """Slots for the first ``count`` symbols (doubling, at most ``learning``). Below ``learning``
