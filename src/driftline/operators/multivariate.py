@@ -296,15 +296,16 @@ class _FlatScores:
         cell = _cells(columns, self.low, self.grid_scale, self.cells)
         cell += self.cell_offsets
         base = np.take(self.first, cell)  # invariant: the points of the row before base are below
-        probe = np.empty(columns.shape, dtype=np.intp)
         values = np.empty(columns.shape, dtype=np.float64)
         below = np.empty(columns.shape, dtype=np.bool_)
+        moves = np.empty(columns.shape, dtype=np.intp)
         step = (1 << self.steps) // 2  # 2 ** steps > the count in any one cell
         while step:
-            np.add(base, step - 1, out=probe)
-            np.take(self.padded, probe, out=values)
+            np.take(self.padded[step - 1 :], base, out=values)  # the points at base + step - 1
             np.less(values, columns, out=below)
-            np.add(base, step, out=base, where=below)
+            # a product and a plain add: a masked add (where=) costs about twice as much
+            np.multiply(below, step, out=moves)
+            base += moves
             step //= 2
         base -= self.row_offsets
         return base
