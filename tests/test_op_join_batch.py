@@ -5,6 +5,7 @@ prediction, out-of-order times, tight bounds so eviction happens)."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from typing import Any
 
@@ -118,3 +119,33 @@ def test_batch_entries_equal_the_per_event_calls(
         assert batched.take_orphans() == one.take_orphans()
         assert batched.counters == one.counters
     assert pickle.dumps(batched) == pickle.dumps(one)
+
+
+def test_labels_equal_in_value_but_not_in_type_keep_their_own_text() -> None:
+    """A batch's labels are normalised once per distinct label: True, 1, 1.0 and "1" are equal or
+    hash alike but each keeps its own text and value, as when they come one by one."""
+    labels: list[bool | int | float | str] = [True, 1, 1.0, "1", 0.5, True, "true"]
+    ids = [f"p{i}" for i in range(len(labels))]
+    one, batched = LabelJoin(HORIZON, 100, 100), LabelJoin(HORIZON, 100, 100)
+    for join in (one, batched):
+        for i, pid in enumerate(ids):
+            prediction = Prediction(label="1") if i % 2 else Prediction(score=0.75)
+            join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", timestamp=1_000,
+                                               prediction=prediction, features={"x": 1.0}), "")
+    want = [one.on_label(LabelEvent(prediction_id=pid, label=label, timestamp=2_000))
+            for pid, label in zip(ids, labels, strict=True)]
+    got = batched.on_labels(ids, [2_000] * len(ids), labels, [None] * len(ids),
+                            [payload_digest(LabelEvent(prediction_id=pid, label=label, timestamp=2_000)
+                                            .model_dump_json().encode())
+                             for pid, label in zip(ids, labels, strict=True)],
+                            [None] * len(ids))
+    assert got == want
+    assert [(o.label, o.correct) for o in got] == [
+        ("true", 1), ("1", 1), ("1", 1), ("1", 1), ("0.5", None), ("true", 0), ("true", 1)]
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_payload_digest_is_the_8_byte_blake2b_of_the_payload(payloads: list[bytes]) -> None:
+    large = bytes(range(256)) * 64
+    for payload in [*payloads, large, *payloads]:  # the same digest again after others
+        assert payload_digest(payload) == hashlib.blake2b(payload, digest_size=8).digest()
