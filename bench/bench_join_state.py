@@ -43,6 +43,13 @@ process RSS around it (each in a fresh process): with the join built, the peak w
 pickled and cut into the checkpoint store's message groups, after, and after ``malloc_trim``.
 
     .venv/bin/python bench/bench_join_state.py --base-write 1000000
+
+``--local-restore N`` writes a base of N pending and three deltas through the checkpoint store on a
+fresh embedded broker and reads the chain back as a restart does: from the broker, and with the
+base's local copy (``worker.state_dir``), warm and with its pages evicted; the read speeds and a
+linear extrapolation to 10M.
+
+    .venv/bin/python bench/bench_join_state.py --local-restore 1000000
 """
 
 from __future__ import annotations
@@ -540,6 +547,145 @@ def measure_chain_read(megabytes: int) -> tuple[float, float]:
         return asyncio.run(_chain_read(settings, blob))
 
 
+@dataclass(frozen=True)
+class LocalRestore:
+    """Writing a base (and a few deltas) and reading the chain back, from the broker and from the
+    base's local copy; each figure once per round (seconds), the rounds alternating the order."""
+
+    base_bytes: int
+    write_s: tuple[float, ...]  # save_link of the base, no local copy
+    write_local_s: tuple[float, ...]  # the same with a local copy written beside its delivery
+    keep_s: tuple[float, ...]  # then until the copy is fsynced and renamed (background: batches go on)
+    topic_s: tuple[float, ...]  # load_all reading the chain from the broker
+    local_s: tuple[float, ...]  # load_all with the copy in the page cache (just written)
+    local_cold_s: tuple[float, ...]  # load_all with the copy's pages evicted first
+    broker_bytes_local: int  # what the local path still read from the broker
+    unpickle_s: float  # restoring the join from the blob (the same on both paths)
+
+
+def _median(values: tuple[float, ...]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+async def _local_restore(settings: Any, state_dir: Any, blob: bytes, deltas: list[bytes],
+                         rounds: int) -> dict[str, Any]:
+    import os
+
+    from aiokafka import AIOKafkaProducer
+
+    from driftline.kafka.clients import aiokafka_producer_kwargs
+    from driftline.streams.checkpoint import CheckpointStore
+
+    local_settings = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"state_dir": state_dir})})
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    await producer.start()
+    names = ("write_s", "write_local_s", "keep_s", "topic_s", "local_s", "local_cold_s")
+    figures: dict[str, Any] = {name: [] for name in names}
+    shard = copied = 0
+    try:
+        for round_ in range(rounds):
+            writes = [("write_s", settings), ("write_local_s", local_settings)]
+            for name, where in writes[::-1] if round_ % 2 else writes:
+                gc.collect()
+                writer = CheckpointStore(where, producer)
+                await writer.start()
+                started = time.perf_counter()
+                link = await writer.save_link("bench", shard, blob, {("preds", shard): 1}, base=True,
+                                              parent=None)
+                figures[name].append(time.perf_counter() - started)
+                if where is local_settings:
+                    await writer.local_copies_kept()
+                    figures["keep_s"].append(time.perf_counter() - started - figures[name][-1])
+                    copied = shard
+                for i, delta in enumerate(deltas):
+                    link = await writer.save_link("bench", shard, delta, {("preds", shard): 2 + i},
+                                                  base=False, parent=link)
+                await writer.stop()
+                shard += 1
+        copy = state_dir / f"{settings.topics.state}.bench-{copied}.base"
+        reads = [("topic_s", settings), ("local_s", local_settings), ("local_cold_s", local_settings)]
+        for round_ in range(rounds):
+            for name, where in reads[round_ % 3:] + reads[:round_ % 3]:
+                if name == "local_cold_s":  # evict the copy's pages: read from the disk, not the page cache
+                    fd = os.open(copy, os.O_RDONLY)
+                    os.fsync(fd)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    os.close(fd)
+                reader = CheckpointStore(where, producer)
+                await reader.start()
+                gc.collect()
+                started = time.perf_counter()
+                chain = (await reader.load_all("bench", [copied]))[copied]
+                figures[name].append(time.perf_counter() - started)
+                await reader.stop()
+                assert chain.blob == blob and list(chain.deltas) == deltas
+                assert (chain.local_bytes > 0) == (where is local_settings)
+                if name == "local_s":
+                    figures["broker_bytes_local"] = chain.broker_bytes
+                del chain
+        return {name: tuple(value) if isinstance(value, list) else value for name, value in figures.items()}
+    finally:
+        await producer.stop()
+
+
+def measure_local_restore(pending: int, deltas: int = 3, rounds: int = 3) -> LocalRestore:
+    """A base of ``pending`` predictions (25 floats, all in memory) and ``deltas`` deltas of 8 MB (a
+    delta at 5,000 predictions/s) written through the checkpoint store on a fresh embedded broker,
+    then read back by ``load_all`` as a restarted worker's runner does: from the topic, and with the
+    base's local copy (``worker.state_dir``; warm, then with its pages evicted), ``rounds`` times."""
+    import asyncio
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from driftline.config import Settings
+    from driftline.kafka.admin import ensure_topics
+    from driftline.local.broker import running_broker
+
+    join = LabelJoin(horizon_ms=10 * pending * 1000, max_pending=pending + 1, max_held=1000)
+    for event in events(pending, floats, step_ms=1):
+        join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
+    blob = dump_state(join)
+    del join
+    gc.collect()
+    release_free_memory()
+    started = time.perf_counter()
+    restored = load_state(blob, LabelJoin, "bench")
+    unpickle_s = time.perf_counter() - started
+    del restored
+    gc.collect()
+    release_free_memory()
+    links = [os.urandom(8 * 10**6) for _ in range(deltas)]
+    with tempfile.TemporaryDirectory(prefix="driftline-local-") as tmp, running_broker() as broker:
+        settings = Settings(home=Path(tmp), kafka={"bootstrap_servers": broker.bootstrap_servers})
+        ensure_topics(settings)
+        figures = asyncio.run(_local_restore(settings, Path(tmp) / "state", blob, links, rounds))
+    return LocalRestore(len(blob), unpickle_s=unpickle_s, **figures)
+
+
+def print_local_restore(pending: int, run: LocalRestore) -> None:
+    mb = run.base_bytes / 1e6
+
+    def spread(values: tuple[float, ...]) -> str:
+        return f"{_median(values):.1f} s ({min(values):.1f}-{max(values):.1f})"
+
+    print(f"{pending:,} pending, base {mb:.0f} MB + 3 deltas of 8 MB, medians of {len(run.write_s)} rounds "
+          f"(min-max):")
+    print(f"  base written in {spread(run.write_s)}, with its local copy {spread(run.write_local_s)} "
+          f"(then {spread(run.keep_s)} to fsync and rename it, batches going on)")
+    topic, local, cold = _median(run.topic_s), _median(run.local_s), _median(run.local_cold_s)
+    print(f"  chain read back from the broker in {spread(run.topic_s)}, {mb / topic:.0f} MB/s of base; "
+          f"with the local copy {spread(run.local_s)}, {mb / local:.0f} MB/s "
+          f"({run.broker_bytes_local / 1e6:.0f} MB from the broker); its pages evicted "
+          f"{spread(run.local_cold_s)}, {mb / cold:.0f} MB/s: {topic / local:.1f}x / {topic / cold:.1f}x "
+          f"faster; unpickling the base {run.unpickle_s:.1f} s on either path")
+    scale = 10_000_000 / pending
+    print(f"  extrapolated linearly to 10,000,000 pending (not measured): base {mb * scale / 1e3:.1f} GB, "
+          f"read from the broker {topic * scale:.0f} s, from the local copy {local * scale:.0f} s "
+          f"(evicted {cold * scale:.0f} s), unpickling {run.unpickle_s * scale:.0f} s")
+
+
 def _record_count(records: bytes) -> int:
     """Records in a delta's concatenated records (each starts with its length)."""
     count = pos = 0
@@ -686,9 +832,14 @@ def main() -> None:
                         help="time writing a base of N pending, all in memory and under --budget-mb")
     parser.add_argument("--chain-read", type=int, default=0, metavar="MB",
                         help="write and read back a base of MB megabytes on an embedded broker")
+    parser.add_argument("--local-restore", type=int, default=0, metavar="N",
+                        help="restore a base of N pending from an embedded broker and from its local copy")
     parser.add_argument("--budget-only", action="store_true",
                         help="--pending: skip the in-memory run (no per-event comparison)")
     args = parser.parse_args()
+    if args.local_restore:
+        print_local_restore(args.local_restore, measure_local_restore(args.local_restore))
+        return
     if args.chain_read:
         write_s, read_s = measure_chain_read(args.chain_read)
         print(f"a {args.chain_read} MB base on the embedded broker: written in {write_s:.1f} s "
