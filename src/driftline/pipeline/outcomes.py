@@ -155,8 +155,11 @@ class OutcomeClock:
 
     def add_outcomes(self, record: Outcomes) -> None:
         model = (record.model_id, record.model_version)
+        interval = self.interval_ms
+        start, bucket = None, None  # the bucket of the previous outcome: most follow in the same one
         for pid, seg, label_time, delay, correct, abs_error, rerouted in record.rows():
-            bucket = self._bucket(model, label_time)
+            if label_time - label_time % interval != start:
+                start, bucket = label_time - label_time % interval, self._bucket(model, label_time)
             if bucket is None:
                 self.totals["duplicate_outcomes"] += 1
                 continue
@@ -258,11 +261,18 @@ class OutcomeClock:
         ordered = sorted(bucket.outcomes.items(), key=lambda item: (item[1][1], item[0]))
         if losses is not None:
             losses.add(model_id, version, start, ordered)
+        # per (segment tags, regression): each segment's online estimators, tally and totals key,
+        # looked up at the first outcome that has them (in the order one by one would create them)
+        targets: dict[tuple[str, bool], list[tuple[str, OnlinePerformance, IntervalTally,
+                                                   tuple[str, str, str]]]] = {}
         for pid, (tags, label_time, delay, correct, abs_error) in ordered:
             regression = correct is None and abs_error is not None
-            for segment in window_segments(tags):
-                perf = self._perf(model_id, version, segment, regression)
-                tally = tallies[segment]
+            found = targets.get((tags, regression))
+            if found is None:
+                found = targets[(tags, regression)] = [
+                    (segment, self._perf(model_id, version, segment, regression), tallies[segment],
+                     (model_id, version, segment)) for segment in window_segments(tags)]
+            for segment, perf, tally, total_key in found:
                 tally.n += 1
                 tally.rerouted += pid in bucket.rerouted
                 tally.delays.append(delay)
@@ -273,7 +283,7 @@ class OutcomeClock:
                     tally.abs_error += abs_error
                     tally.sq_error += abs_error * abs_error
                     tally.n_error_known += 1
-                self.outcomes_total[(model_id, version, segment)] += 1
+                self.outcomes_total[total_key] += 1
                 if perf.update(correct, abs_error):
                     tally.alarm = True
                     rows["model_metrics"].append(
