@@ -79,6 +79,8 @@ def test_a_restore_from_the_local_copy_equals_one_from_the_topic(settings: Setti
         remote = await _load(settings, producer, None, 2)
         assert _same_chain(local, remote) and local.blob == base and local.deltas == (b"d0", b"d1", b"d2")
         assert (local.local_bytes, remote.local_bytes) == (len(base), 0)
+        moved = await _load(settings, producer, tmp_path / "another-workers-state", 2)  # the shard moved
+        assert _same_chain(moved, remote) and moved.local_bytes == 0
         # From the topic: the base's last chunk (checked against the copy) and the deltas, not the base.
         assert local.broker_bytes < 64 * 1024 + 3 * 9 * 1024 < len(base) < remote.broker_bytes
 
