@@ -323,9 +323,8 @@ def _packed_features(
     shape = _Shape(*layout)
     n = len(columns[0])
     if arrays:
-        block = np.column_stack(arrays).astype("<f8", copy=False).tobytes()
-        step = shape.floats.size
-        packed = [block[i * step : (i + 1) * step] for i in range(n)]
+        block = np.column_stack(arrays).astype("<f8", copy=False)
+        packed = block.view(f"V{shape.floats.size}").ravel().tolist()  # each row's bytes, in C
     else:
         packed = [b""] * n
     if shape.other_pos:
@@ -333,7 +332,7 @@ def _packed_features(
             others = list(map(orjson.dumps, zip(*[columns[p] for p in shape.other_pos], strict=True)))
         except TypeError:  # an int beyond 64 bits: encoded event by event
             return None
-        packed = [a + b for a, b in zip(packed, others, strict=True)]
+        packed = list(map(operator.add, packed, others))
     return layout, packed
 
 
@@ -1353,12 +1352,10 @@ class LabelJoin:
         that layout and the layout's shape id if known, when the caller has them."""
         if encoded is None:
             values = tuple(features.values())
-            layout: _Layout = (tuple(features), tuple(map(type, values)))
-            shape_id = self._shape_id(layout)
+            shape_id = self._shape_id((tuple(features), tuple(map(type, values))))
         else:
-            layout, packed, shape_id = encoded  # type: ignore[assignment]
-            if shape_id is None:
-                shape_id = self._shape_id(layout)
+            layout, packed, known = encoded
+            shape_id = self._shape_id(layout) if known is None else known
         if shape_id == _NO_SHAPE:
             packed = features_to_json(features).encode()
         elif encoded is None:
