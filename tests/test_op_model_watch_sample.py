@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.operators.model_watch import MultivariateWindow, merge_windows
+from driftline.operators.model_watch import MultivariateWindow, id_hash, id_hashes, merge_windows
 
 
 def _heap_sample(batches: list[tuple[np.ndarray, np.ndarray]], k: int) -> list[tuple[int, tuple[float, ...]]]:
@@ -82,3 +82,14 @@ def test_merged_samples_keep_the_smallest_hashes_in_order() -> None:
                                strict=True)]
     pairs.sort(key=lambda t: t[0])
     assert merge_windows(tied, k=500).sample.tolist() == [row for _, row in pairs[:500]]
+
+
+def test_the_batch_hashes_are_each_ids_hash() -> None:
+    rng = np.random.default_rng(8)
+    alphabet = [*"abcXYZ019-_", "é", "ß", "中", "\U0001F600"]
+    ids = ["".join(rng.choice(alphabet, int(rng.integers(0, 40)))) for _ in range(2_000)]
+    ids += ["0b9f6c2e-4a51-4c0e-9d3a-8f1e2b7c6d5a", "p1", "p1"]
+    hashes = id_hashes(ids)
+    assert hashes.dtype == np.int64 and bool(np.all(hashes >= 0))
+    assert hashes.tolist() == [id_hash(p) for p in ids]
+    assert id_hashes([]).shape == (0,)
