@@ -373,7 +373,7 @@ def bounded_chain(run: SpillRun, pending: int = 10_000_000, target_s: float = 60
                          read_mb_per_s)
     read_s = base_bytes / 1e6 / read_mb_per_s
     base_stall_s = run.base_write_s * scale
-    chain = ChainLength(base_bytes, base_write_s=base_stall_s if stall else 0.0)
+    chain = ChainLength(base_bytes, base_hold_s=base_stall_s if stall else 0.0)
     while not chain.base_due(deltas_per_base, ratio, target_s, costs, changed, chain.deltas * run.interval_s):
         chain.deltas += 1
         chain.delta_bytes += int(run.delta_bytes)

@@ -17,7 +17,10 @@ snapshot, then deltas, then a new base once restoring the chain would take longe
 ``worker.restore_target_s`` (:class:`RestoreCosts`: the base's bytes and the deltas' changed
 records at the costs this process measured), ``worker.checkpoint_deltas_per_base`` deltas followed
 it, or their bytes passed ``worker.checkpoint_delta_ratio`` times its size; any other writes a
-base every time. Restoring reads the last base and its deltas; how long that took and how many
+base every time. A stage-1 base is taken from a copy of the shard (``base_copy``, under the lock:
+a list copy of the join's groups) and pickled and written while batches go on; no other link of
+that shard is written until the broker acknowledged it, and revocation and stop wait for it.
+Restoring reads the last base and its deltas; how long that took and how many
 bytes it read are the shard's ``restore_*`` gauges, the estimate for the chain as it stands
 ``restore_estimate_seconds``.
 
@@ -48,7 +51,7 @@ from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
-from driftline.pipeline.state import Incremental, release_free_memory
+from driftline.pipeline.state import BaseCopy, Incremental, release_free_memory
 from driftline.streams.broadcast import BroadcastReader
 from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore
 from driftline.streams.delivery import deliver
@@ -65,15 +68,17 @@ class ShardState:
     checkpointed_at: float = field(default_factory=time.time)
     chain: ChainLength | None = None  # incremental processors: the chain checkpoint_id ends
     restore_figures: dict[str, float] = field(default_factory=dict)  # for /metrics
+    base_in_flight: asyncio.Task[None] | None = None  # a base written beside batches, not acknowledged yet
 
 
 BYTES_PER_CHANGE = 132
 """A delta's bytes per changed record at steady traffic (a new 25-feature record ~220 bytes, a
 joined one ~50): how many changes a restored chain's deltas carry, for :meth:`RestoreCosts.measured`."""
 BASE_TIME_SHARE = 0.1
-"""The restore bound starts a base only once ``base write time / BASE_TIME_SHARE`` passed since the
-last one: a base is written under the lock that keeps batches out, so this bounds the share of
-time bases stall the worker, at the price of a restore estimate over the target (reported)."""
+"""The restore bound starts a base only once ``base hold time / BASE_TIME_SHARE`` passed since the
+last one, the hold being how long batches were kept out for it (copying the shard; before the
+base, or a processor without ``base_copy``, the whole write): this bounds the share of time bases
+stall the worker, at the price of a restore estimate over the target (reported)."""
 MIN_MEASURED_S = 1.0
 """A restore predicted to take less tells nothing of per-byte and per-record costs (fixed costs
 dominate), so it does not recalibrate them."""
@@ -133,7 +138,7 @@ class ChainLength:
     deltas: int = 0
     delta_bytes: int = 0
     changed: int = 0  # records the deltas carry: a restore applies each
-    base_write_s: float = 0.0  # wall time writing the base stalled batches (0: another process wrote it)
+    base_hold_s: float = 0.0  # wall time the base held batches (0: another process wrote it)
     started: float = field(default_factory=time.monotonic)
 
     def restore_seconds(self, costs: RestoreCosts, next_changed: int = 0) -> float:
@@ -146,7 +151,7 @@ class ChainLength:
         """Whether the next checkpoint (a delta of ``next_changed`` records, ``elapsed_s`` after
         the base) should be a new base: the deltas would pass ``restore_target_s`` of estimated
         restore, ``deltas_per_base`` or ``delta_ratio`` x the base's bytes. The restore bound
-        waits for ``base_write_s / BASE_TIME_SHARE`` after the base, and needs deltas to cut: a
+        waits for ``base_hold_s / BASE_TIME_SHARE`` after the base, and needs deltas to cut: a
         base whose own restore passes the target is not rewritten (the estimate says so).
 
         >>> chain = ChainLength(base_bytes=1000, deltas=3, delta_bytes=900)
@@ -154,7 +159,7 @@ class ChainLength:
         (False, True, True, True)
         >>> kafka = RestoreCosts(base_s_per_mb=0.0015, change_s=8e-6, read_mb_per_s=100.0)  # as measured
         >>> big = ChainLength(base_bytes=2_200_000_000, deltas=19, delta_bytes=140_000_000,
-        ...                   changed=950_000, base_write_s=100.0)
+        ...                   changed=950_000, base_hold_s=100.0)
         >>> [big.base_due(720, 1.0, 60.0, kafka, next_changed=n) for n in (50_000, 4_000_000)]
         [False, True]
         >>> big.base_due(720, 1.0, 60.0, kafka, 4_000_000, elapsed_s=900.0)  # bases would stall > 10 %
@@ -167,7 +172,7 @@ class ChainLength:
         if costs.seconds(self.base_bytes, 0, 0) >= restore_target_s:
             return False
         return (self.restore_seconds(costs, next_changed) > restore_target_s
-                and elapsed_s * BASE_TIME_SHARE >= self.base_write_s)
+                and elapsed_s * BASE_TIME_SHARE >= self.base_hold_s)
 
 
 @dataclass
@@ -218,6 +223,7 @@ class StageRunner:
         self._lock = asyncio.Lock()  # one of: a batch, a rebalance callback, a checkpoint
         self._stopping = asyncio.Event()
         self._listener_error: BaseException | None = None
+        self._base_error: BaseException | None = None  # a base written beside batches failed
         self._last_checkpoint = time.monotonic()
         self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
         self.restore_costs = RestoreCosts()  # recalibrated by every restore this runner runs
@@ -245,7 +251,7 @@ class StageRunner:
             while not self._stopping.is_set():
                 await self._step(consumer)
             async with self._lock:
-                await self._checkpoint(list(self.shards))
+                await self._checkpoint(list(self.shards), beside_batches=False)
             await _leave_group(consumer)
         finally:
             self.running = False
@@ -268,6 +274,7 @@ class StageRunner:
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
         if self._listener_error is not None:
             raise StageRunnerError(f"stage {self.stage}: rebalance failed") from self._listener_error
+        self._raise_base_error()
         broadcast = await self._broadcast.poll()
         batch = await consumer.getmany(timeout_ms=self.poll_timeout_ms,
                                        max_records=self.settings.worker.batch_max_records)
@@ -281,7 +288,7 @@ class StageRunner:
                 await self._feed(self._group(consumer, batch))
                 self.stats.batches += 1
             if time.monotonic() - self._last_checkpoint >= self.settings.worker.checkpoint_interval_s:
-                await self._checkpoint(list(self.shards))
+                await self._checkpoint(list(self.shards), beside_batches=True)
 
     def _group(self, consumer: AIOKafkaConsumer,
                batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> dict[int, list[RawRecord]]:
@@ -347,13 +354,20 @@ class StageRunner:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    async def _checkpoint(self, shards: Sequence[int]) -> None:
+    async def _checkpoint(self, shards: Sequence[int], *, beside_batches: bool) -> None:
         """Save the changed shards among `shards`, after every output so far is acknowledged.
 
         Snapshots (and restores) run in a thread, under the lock that keeps batches out, so a
-        large one does not stall the event loop (group heartbeats, /metrics)."""
+        large one does not stall the event loop (group heartbeats, /metrics). A stage-1 base
+        is taken from a copy (``base_copy``) and, ``beside_batches``, written while batches go
+        on: a shard with a base in flight writes no link until it is acknowledged (its next
+        delta then carries every change since the copy). Otherwise (revocation, stop) every
+        base of `shards`, in flight or new, is acknowledged before this returns."""
         self._last_checkpoint = time.monotonic()
-        changed = [s for s in shards if s in self.shards and self.shards[s].dirty]
+        if not beside_batches:
+            await self._settle(shards)
+        changed = [s for s in shards if s in self.shards and self.shards[s].dirty
+                   and self.shards[s].base_in_flight is None]
         if not changed:
             return
         await self.producer.flush()
@@ -363,7 +377,6 @@ class StageRunner:
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
             processor = state.processor
             chain = state.chain
-            incremental = isinstance(processor, Incremental)
             started, records = time.monotonic(), 0
             if isinstance(processor, Incremental):
                 worker = self.settings.worker
@@ -371,7 +384,14 @@ class StageRunner:
                 base = chain is None or chain.base_due(
                     worker.checkpoint_deltas_per_base, worker.checkpoint_delta_ratio, worker.restore_target_s,
                     self.restore_costs, records, started - chain.started)
-                blob = await asyncio.to_thread(processor.checkpoint, base)
+                if base:
+                    copy = await asyncio.to_thread(processor.base_copy)
+                    state.dirty = False
+                    state.restore_figures["base_in_flight"] = 1.0
+                    state.base_in_flight = asyncio.create_task(
+                        self._write_base(shard, state, copy, offsets, time.monotonic() - started))
+                    continue
+                blob = await asyncio.to_thread(processor.checkpoint, False)
             else:
                 base, blob = True, await asyncio.to_thread(processor.snapshot)
             state.checkpoint_id = await self.checkpoints.save_link(
@@ -379,26 +399,68 @@ class StageRunner:
             size = len(blob)
             del blob  # a base can be gigabytes: not kept while the next shard's is built
             if base or chain is None:
-                chain = state.chain = ChainLength(size, base_write_s=time.monotonic() - started)
+                chain = state.chain = ChainLength(size, base_hold_s=time.monotonic() - started)
                 wrote_base = True
             else:
                 chain.deltas += 1
                 chain.delta_bytes += size
                 chain.changed += records
-            if incremental:
                 state.restore_figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
             state.dirty = False
             state.checkpointed_at = time.time()
             self.stats.checkpoints += 1
         if wrote_base:  # building it left the heap holding its size again in freed blocks
             await asyncio.to_thread(release_free_memory)
+        if not beside_batches:
+            await self._settle(shards)
+
+    async def _write_base(self, shard: int, state: ShardState, copy: BaseCopy,
+                          offsets: dict[tuple[str, int], int], hold_s: float) -> None:
+        """Pickle and write the base ``copy`` (taken at ``offsets``) while batches go on, then make
+        it the shard's last link. A failure is the runner's (raised by its loop): the changes since
+        the copy were handed to this base, so no delta can follow the previous link any more."""
+        started = time.monotonic()
+        try:
+            try:
+                blob = await asyncio.to_thread(copy.dump)
+            finally:
+                copy.release()  # on this (the processor's) thread
+            state.checkpoint_id = await self.checkpoints.save_link(
+                self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id)
+            size = len(blob)
+            del blob
+            chain = state.chain = ChainLength(size, base_hold_s=hold_s)
+            state.restore_figures.update(
+                restore_estimate_seconds=chain.restore_seconds(self.restore_costs),
+                base_hold_seconds=hold_s, base_write_seconds=time.monotonic() - started)
+            state.checkpointed_at = time.time()
+            self.stats.checkpoints += 1
+            await asyncio.to_thread(release_free_memory)
+        except Exception as err:
+            log.exception("stage %s: writing the base of shard %d failed", self.stage, shard)
+            self._base_error = err  # raised by the loop's next step, or by _settle
+        finally:
+            state.base_in_flight = None
+            state.restore_figures["base_in_flight"] = 0.0
+
+    async def _settle(self, shards: Sequence[int]) -> None:
+        """Wait until the bases in flight of `shards` are acknowledged (or raise their failure)."""
+        tasks = [task for s in shards if s in self.shards
+                 and (task := self.shards[s].base_in_flight) is not None]
+        if tasks:
+            await asyncio.gather(*tasks)
+        self._raise_base_error()
+
+    def _raise_base_error(self) -> None:
+        if self._base_error is not None:
+            raise StageRunnerError(f"stage {self.stage}: writing a base failed") from self._base_error
 
     # -- rebalancing ----------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
             shards = sorted({tp.partition for tp in revoked} & set(self.shards))
-            await self._checkpoint(shards)
+            await self._checkpoint(shards, beside_batches=False)
             for shard in shards:
                 self._parked[shard] = self.shards.pop(shard)
 

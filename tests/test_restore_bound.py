@@ -67,7 +67,7 @@ def test_a_base_over_the_target_alone_is_not_rewritten_for_nothing() -> None:
 
 def test_bases_stall_the_worker_at_most_their_share_of_the_time() -> None:
     costs = RestoreCosts(read_mb_per_s=100.0)
-    chain = ChainLength(base_bytes=1_500_000_000, base_write_s=60.0)  # ~27 s alone, ~60 deltas to 60 s
+    chain = ChainLength(base_bytes=1_500_000_000, base_hold_s=60.0)  # ~27 s alone, ~60 deltas to 60 s
     deltas = _grow(chain, costs, 60.0, 50_000, 6_600_000, interval_s=5.0)
     assert deltas * 5.0 >= 60.0 / BASE_TIME_SHARE
     assert chain.restore_seconds(costs) > 60.0  # the estimate says the target is missed
