@@ -25,19 +25,27 @@ count; the domain classifier's scikit-learn may use both cores, which process ti
 6. **Pipeline cost**: CPU per event of the in-process pipeline with a profile without and with the
    multivariate section, the domain classifier at the default settings (``multivariate.domain_*``)
    and, in the same run, at the first release's (3 folds, 60 iterations) (``--pipeline-only`` runs
-   just this part).
+   just this part). ``--against REV`` adds a fourth arm: all four on with the section's operator
+   modules (``multivariate``, ``outliers``, ``cbpe``, ``model_watch``) of git revision REV swapped
+   in, paired with the others in the same rounds: a one-process A/B of a change to them.
 
     .venv/bin/python bench/bench_multivariate.py [--seeds 3] [--quick] [--pipeline-only] [--windows N]
-        [--rounds R] [--python-gc] [--json PATH]
+        [--rounds R] [--python-gc] [--against REV] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import inspect
 import json
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -203,9 +211,68 @@ def comparison(runs: int) -> dict[str, Any]:
     return {"null_runs": runs, "false_decisions": false_decisions, "windows_to_decide": windows}
 
 
+OPERATOR_MODULES = ("driftline.operators.multivariate", "driftline.operators.outliers",
+                    "driftline.operators.cbpe", "driftline.operators.model_watch")
+"""The multivariate section's operators, in import order (each imports only earlier ones of them)."""
+
+
+def operators_at(revision: str) -> dict[str, ModuleType]:
+    """The section's operator modules as of git ``revision``, loaded beside the current ones: while
+    one loads, the revision's earlier ones stand under their usual names, so it imports those."""
+    root = Path(__file__).resolve().parents[1]
+    loaded: dict[str, ModuleType] = {}
+    saved = {name: importlib.import_module(name) for name in OPERATOR_MODULES}
+    try:
+        for name in OPERATOR_MODULES:
+            path = "src/" + name.replace(".", "/") + ".py"
+            source = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=root, check=True,
+                                    capture_output=True, text=True).stdout
+            module = ModuleType(name)  # its own name: dataclasses resolve annotations through it
+            module.__file__ = f"{revision}:{path}"
+            sys.modules[name] = module
+            exec(compile(source, module.__file__, "exec"), module.__dict__)  # the repository's own code
+            loaded[name] = module
+    finally:
+        sys.modules.update(saved)
+    return loaded
+
+
+def swaps(modules: dict[str, ModuleType]) -> list[tuple[ModuleType, str, Any, Any]]:
+    """(module, name, current, revision's) for every function and class a revision's operator
+    module defines under a name the current one has, in every loaded driftline module holding the
+    current object under that name (the operator module itself and those importing it by name;
+    import the pipeline first)."""
+    import driftline.pipeline.local  # noqa: F401 (shard and windows import the operators by name)
+
+    holders = [m for n, m in sorted(sys.modules.items()) if n.startswith("driftline") and m is not None]
+    out = []
+    for name, old in modules.items():
+        current = vars(sys.modules[name])
+        for attr, value in vars(old).items():
+            if not (inspect.isclass(value) or inspect.isfunction(value)) or value.__module__ != name:
+                continue
+            now = current.get(attr)
+            if now is None:
+                continue
+            out.extend((holder, attr, now, value) for holder in holders if vars(holder).get(attr) is now)
+    return out
+
+
+@contextlib.contextmanager
+def swapped(pairs: list[tuple[ModuleType, str, Any, Any]]) -> Iterator[None]:
+    """The revision's objects in place of the current ones (:func:`swaps`) while the block runs."""
+    for holder, attr, _, value in pairs:
+        setattr(holder, attr, value)
+    try:
+        yield
+    finally:
+        for holder, attr, now, _ in pairs:
+            setattr(holder, attr, now)
+
+
 def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None = None,
                   rounds: int | None = None, previous_too: bool = True,
-                  worker_gc: bool = True) -> dict[str, Any]:
+                  worker_gc: bool = True, against: str | None = None) -> dict[str, Any]:
     """CPU per event of the in-process pipeline (stage 1 + stage 2, one shard) on one model with
     25 numeric features and scores, with a training profile without and with the multivariate
     section (reconstruction episodes, outlier rate, CBPE, the domain classifier on every 5-minute
@@ -226,6 +293,8 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
     ``worker_gc``: the collector tuned as the worker and replay tune it (``tune_gc``); with CPython's
     defaults the bench would pay collections over the input records that production never holds.
     Each timed run starts after a full collection, so one run's garbage is not charged to the next.
+    ``against``: a git revision whose operator modules run a fourth arm, ``on_against`` (all four
+    on, its pipelines built and fed with them swapped in: :func:`swapped`).
     """
     import gc
 
@@ -277,10 +346,16 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
     sample = unpack_array(section["sample"])
     window_samples = [features_table(rng, 1_000) for _ in range(3)]
     classifiers = (("on", settings), ("on_previous", previous)) if previous_too else (("on", settings),)
+    revision_modules = operators_at(against) if against else {}
+    revision = swaps(revision_modules)
+    if against:
+        classifiers += (("on_against", settings),)
     built: dict[str, DomainClassifierDrift] = {}
     for mode, run_settings in classifiers:
         began = time.process_time()
-        classifier = DomainClassifierDrift({k: sample[:, j] for j, k in enumerate(section["features"])},
+        domain_classifier = (revision_modules["driftline.operators.multivariate"].DomainClassifierDrift
+                             if mode == "on_against" else DomainClassifierDrift)
+        classifier = domain_classifier({k: sample[:, j] for j, k in enumerate(section["features"])},
                                            features=list(section["features"]), categorical=[],
                                            folds=run_settings.multivariate.domain_folds,
                                            max_iter=run_settings.multivariate.domain_max_iter,
@@ -300,6 +375,13 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
             ("no_classifier", profiles["on"], settings)]
     if previous_too:
         runs.append(("on_previous", profiles["on"], previous))
+    if against:
+        runs.append(("on_against", profiles["on"], settings))
+
+    def arm(mode: str) -> contextlib.AbstractContextManager[None]:
+        """The revision's operators for its arm, the current ones for the others."""
+        return swapped(revision) if mode == "on_against" else contextlib.nullcontext()
+
     # the classifier's CPU timed where it runs (a difference of two whole runs moves with the load)
     scored: dict[str, list[float]] = {mode: [] for mode in built}
     for mode, classifier in built.items():
@@ -314,7 +396,8 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
         by batch, so a burst of load on the box lands on all of them alike."""
         pipelines = {}
         for mode, profile, run_settings in order:
-            pipeline = InProcessPipeline(run_settings, profiles=[profile.model_dump_json().encode()])
+            with arm(mode):
+                pipeline = InProcessPipeline(run_settings, profiles=[profile.model_dump_json().encode()])
             if mode in built:  # built above as stage 2 builds it: its one-off calibration is not timed
                 for model in pipeline.models:
                     model.windows.domain_classifiers[profile.profile_id] = built[mode]
@@ -327,14 +410,18 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
             for step in [*batches, None]:  # None: close the part's windows
                 for mode, pipeline in pipelines.items():
                     windows.MIN_DOMAIN_ROWS = 10**9 if mode == "no_classifier" else min_rows
-                    began = time.process_time()
-                    if step is None:
-                        pipeline.finish(end_ms)
-                    else:
-                        pipeline.feed(step)
-                    spent[mode][part] += time.process_time() - began
+                    with arm(mode):
+                        began = time.process_time()
+                        if step is None:
+                            pipeline.finish(end_ms)
+                        else:
+                            pipeline.feed(step)
+                        spent[mode][part] += time.process_time() - began
         for mode, pipeline in pipelines.items():
             out[f"{mode}_windows"] = len(pipeline.rows.get("multivariate_drift", []))
+        if "on_against" in pipelines:  # a change meant to keep the outputs: every table the same
+            same = dict(pipelines["on"].rows) == dict(pipelines["on_against"].rows)
+            out["against_rows_identical"] = out.get("against_rows_identical", True) and same
         return {mode: (first_s / split * 1e6, steady_s / (n - split) * 1e6)
                 for mode, (first_s, steady_s) in spent.items()}
 
@@ -360,7 +447,7 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
             gc.set_threshold(*thresholds)
     off = np.asarray(us["off"])
     for mode, suffix in (("off", ""), ("on", ""), ("on_previous", "_previous"),
-                         ("no_classifier", "_no_classifier")):
+                         ("no_classifier", "_no_classifier"), ("on_against", "_against")):
         if mode not in us:
             continue
         out[f"{mode}_us_per_event"] = float(np.median(us[mode]))
@@ -372,6 +459,10 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
             out[f"overhead{suffix}"] = float(median)
             out[f"overhead{suffix}_iqr"] = (float(low), float(high))
             out[f"overhead{suffix}_runs"] = ratios.tolist()
+    if against:  # per event, now against the revision, paired
+        ratios = np.asarray(us["on"]) / np.asarray(us["on_against"]) - 1.0
+        out["against"] = against
+        out["now_vs_against_iqr"] = np.percentile(ratios, [25, 50, 75]).tolist()
     # CPU of one domain-classifier window (median over the timed rounds), and the window size
     # from which all on costs <= 25 %
     for mode in built:
@@ -454,11 +545,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="part 6: paired rounds, each mode once per round (default 15, 5 with --quick)")
     parser.add_argument("--python-gc", action="store_true",
                         help="part 6: CPython's default collector instead of the worker's tune_gc")
+    parser.add_argument("--against", default=None, metavar="REV",
+                        help="part 6: a fourth arm with the operator modules of git revision REV")
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
     out: dict[str, Any] = {}
     if args.pipeline_only:
-        print_pipeline_cost(out, args.quick, args.windows, args.rounds, not args.python_gc)
+        print_pipeline_cost(out, args.quick, args.windows, args.rounds, not args.python_gc, args.against)
         if args.json is not None:
             args.json.write_text(json.dumps(out, indent=2, default=float))
         return 0
@@ -504,15 +597,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{np.median([w for w in v['windows_to_decide'] if w]):.0f}, max "
           f"{max((w for w in v['windows_to_decide'] if w), default=0)}, undecided "
           f"{v['windows_to_decide'].count(None)}/{len(v['windows_to_decide'])}")
-    print_pipeline_cost(out, args.quick, args.windows, args.rounds, not args.python_gc)
+    print_pipeline_cost(out, args.quick, args.windows, args.rounds, not args.python_gc, args.against)
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2, default=float))
     return 0
 
 
 def print_pipeline_cost(out: dict[str, Any], quick: bool, windows_n: int | None = None,
-                        rounds: int | None = None, worker_gc: bool = True) -> None:
-    p = out["pipeline"] = pipeline_cost(quick, windows_n=windows_n, rounds=rounds, worker_gc=worker_gc)
+                        rounds: int | None = None, worker_gc: bool = True,
+                        against: str | None = None) -> None:
+    p = out["pipeline"] = pipeline_cost(quick, windows_n=windows_n, rounds=rounds, worker_gc=worker_gc,
+                                        against=against)
     print(f"6. pipeline cost, stage 1 + 2, {p['features']} features, {p['events']:,} events per run, "
           f"windows of {p['per_window']:,} events, {p['rounds']} paired rounds, "
           + ("the worker's GC settings" if worker_gc else "CPython's default GC"))
@@ -535,6 +630,12 @@ def print_pipeline_cost(out: dict[str, Any], quick: bool, windows_n: int | None 
           f"{overhead_text(p, '_no_classifier')}; the classifier (timed in the pipeline) "
           f"{p['classifier_s_per_window']:.3f} s CPU per window: all on stays within +25 % from "
           + (f"{needed:,.0f} events per policy window" if needed else "no window size (the rest is over)"))
+    if against:
+        low, median, high = (100 * v for v in p["now_vs_against_iqr"])
+        print(f"  all on with {against}'s operators {p['on_against_us_per_event']:.1f} us/event: "
+              f"{overhead_text(p, '_against')}, its classifier {p['on_against_classifier_s']:.3f} s CPU per "
+              f"window; per event now / {against}: {median:+.1f} % (IQR {low:+.1f} .. {high:+.1f} %); "
+              "every table's rows " + ("identical" if p["against_rows_identical"] else "DIFFERENT"))
 
 
 if __name__ == "__main__":
