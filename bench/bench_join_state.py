@@ -464,6 +464,71 @@ def measure_base_write(pending: int, budget_mb: int,
     return BaseWrite(size, wall, cpu, rss_built, peak, rss_after, _status_mb("VmRSS"))
 
 
+@dataclass(frozen=True)
+class BaseHold:
+    """How long batches are held per base: the whole pickle under the lock (before), or the copy
+    (:meth:`LabelJoin.base_copy`, after), with the pickle in a thread while the join goes on."""
+
+    bytes: int
+    pickle_s: float  # dump_state of the join: what held batches before (the broker write came on top)
+    pickle_cpu_s: float
+    copy_s: float  # base_copy: what holds batches now
+    copy_cpu_s: float
+    beside_s: float  # the copy pickled in a thread while the main thread took events
+    events_beside: int  # predictions + labels the join took meanwhile
+    equal: bool  # the copy's base is the one the join would have written at the copy
+
+
+def measure_base_hold(pending: int, budget_mb: int, rate: float = 5_000) -> BaseHold:
+    """:class:`BaseHold` at ``pending`` predictions (25 floats) under ``budget_mb`` (0: all in
+    memory): the join's pickle timed as the runner held batches for it, then a copy taken and
+    pickled in a thread while the main thread feeds a prediction and a label of the oldest
+    pending one per step, until the pickle is done."""
+    import threading
+
+    step_ms = max(1, round(1000 / rate))
+    join = LabelJoin(horizon_ms=10 * 2 * pending * step_ms, max_pending=2 * pending + 1, max_held=1000)
+    if budget_mb:
+        join.set_memory_budget(budget_mb * 2**20)
+    stream = events(2 * pending, floats, step_ms=step_ms)
+    order: list[str] = []
+    for event in (next(stream) for _ in range(pending)):
+        join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
+        order.append(event.prediction_id)
+    join.track_changes()
+    gc.collect()
+    started, cpu = time.perf_counter(), time.process_time()
+    before = dump_state(join)
+    pickle_s, pickle_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    started, cpu = time.perf_counter(), time.thread_time()
+    copy = join.base_copy()
+    copy_s, copy_cpu_s = time.perf_counter() - started, time.thread_time() - cpu
+    out: list[bytes] = []
+    writer = threading.Thread(target=lambda: out.append(dump_state(copy)))
+    started = time.perf_counter()
+    writer.start()
+    taken = 0
+    while writer.is_alive():
+        event = next(stream)
+        join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
+        join.on_label(LabelEvent(prediction_id=order[taken], label=1, timestamp=event.timestamp))
+        join.advance(event.timestamp, event.timestamp)
+        taken += 1
+    writer.join()
+    beside_s = time.perf_counter() - started
+    copy.release_copy()
+    return BaseHold(len(before), pickle_s, pickle_cpu_s, copy_s, copy_cpu_s, beside_s, 2 * taken,
+                    out[0] == before)
+
+
+def print_base_hold(pending: int, budget_mb: int, run: BaseHold) -> None:
+    print(f"{pending:,} pending, budget {budget_mb} MB, base {run.bytes / 1e6:.0f} MB: batches held "
+          f"{run.pickle_s * 1e3:,.0f} ms ({run.pickle_cpu_s * 1e3:,.0f} ms CPU) to pickle it under the lock "
+          f"(plus the broker write) before; {run.copy_s * 1e3:,.1f} ms ({run.copy_cpu_s * 1e3:,.1f} ms CPU) "
+          f"to copy now: {run.pickle_s / run.copy_s:,.0f}x less. The copy pickled in a thread in "
+          f"{run.beside_s:.1f} s while the join took {run.events_beside:,} events; same base: {run.equal}")
+
+
 def measure_base_write_spawned(pending: int, budget_mb: int) -> BaseWrite:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(measure_base_write, (pending, budget_mb))
@@ -830,6 +895,8 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=int, default=64, help="join.memory_budget_mb for --pending")
     parser.add_argument("--base-write", type=int, default=0, metavar="N",
                         help="time writing a base of N pending, all in memory and under --budget-mb")
+    parser.add_argument("--base-hold", type=int, default=0, metavar="N",
+                        help="how long a base holds batches at N pending: pickled under the lock vs copied")
     parser.add_argument("--chain-read", type=int, default=0, metavar="MB",
                         help="write and read back a base of MB megabytes on an embedded broker")
     parser.add_argument("--local-restore", type=int, default=0, metavar="N",
@@ -845,6 +912,12 @@ def main() -> None:
         print(f"a {args.chain_read} MB base on the embedded broker: written in {write_s:.1f} s "
               f"({args.chain_read / write_s:.0f} MB/s), read back in {read_s:.1f} s "
               f"({args.chain_read / read_s:.0f} MB/s)")
+        return
+    if args.base_hold:
+        for budget in (0, args.budget_mb):
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                run = pool.apply(measure_base_hold, (args.base_hold, budget))
+            print_base_hold(args.base_hold, budget, run)
         return
     if args.base_write:
         for budget in (0, args.budget_mb):
