@@ -245,7 +245,7 @@ def swaps(modules: dict[str, ModuleType]) -> list[tuple[ModuleType, str, Any, An
     import driftline.pipeline.local  # noqa: F401 (shard and windows import the operators by name)
 
     holders = [m for n, m in sorted(sys.modules.items()) if n.startswith("driftline") and m is not None]
-    out = []
+    out: list[tuple[ModuleType, str, Any, Any]] = []
     for name, old in modules.items():
         current = vars(sys.modules[name])
         for attr, value in vars(old).items():
@@ -345,7 +345,8 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
                            "domain_max_iter": settings.multivariate.domain_max_iter}
     sample = unpack_array(section["sample"])
     window_samples = [features_table(rng, 1_000) for _ in range(3)]
-    classifiers = (("on", settings), ("on_previous", previous)) if previous_too else (("on", settings),)
+    classifiers: tuple[tuple[str, Settings], ...] = (
+        (("on", settings), ("on_previous", previous)) if previous_too else (("on", settings),))
     revision_modules = operators_at(against) if against else {}
     revision = swaps(revision_modules)
     if against:
