@@ -476,7 +476,7 @@ class BaseHold:
     copy_cpu_s: float
     beside_s: float  # the copy pickled in a thread while the main thread took events
     events_beside: int  # predictions + labels the join took meanwhile
-    equal: bool  # the copy's base is the one the join would have written at the copy
+    equal: bool  # the copy's base restores the records the join's base at the copy held
 
 
 def measure_base_hold(pending: int, budget_mb: int, rate: float = 5_000) -> BaseHold:
@@ -508,8 +508,9 @@ def measure_base_hold(pending: int, budget_mb: int, rate: float = 5_000) -> Base
     started = time.perf_counter()
     writer.start()
     taken = 0
-    while writer.is_alive():
-        event = next(stream)
+    for event in stream:  # up to ``pending`` more (then the thread has the GIL to itself)
+        if not writer.is_alive():
+            break
         join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
         join.on_label(LabelEvent(prediction_id=order[taken], label=1, timestamp=event.timestamp))
         join.advance(event.timestamp, event.timestamp)
@@ -517,8 +518,8 @@ def measure_base_hold(pending: int, budget_mb: int, rate: float = 5_000) -> Base
     writer.join()
     beside_s = time.perf_counter() - started
     copy.release_copy()
-    return BaseHold(len(before), pickle_s, pickle_cpu_s, copy_s, copy_cpu_s, beside_s, 2 * taken,
-                    out[0] == before)
+    equal = load_state(out.pop(), LabelJoin, "copy")._groups == load_state(before, LabelJoin, "join")._groups
+    return BaseHold(len(before), pickle_s, pickle_cpu_s, copy_s, copy_cpu_s, beside_s, 2 * taken, equal)
 
 
 def print_base_hold(pending: int, budget_mb: int, run: BaseHold) -> None:

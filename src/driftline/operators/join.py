@@ -417,7 +417,9 @@ class _WholeGroups:
     checkpoint's pickler, which does not memoize ``fresh_items``: a memo keeps them all). It unpickles
     as the list of whole groups an in-memory join pickles. ``groups`` must not change meanwhile:
     a checkpoint pickles a join while batches are kept out, a base a copy of its groups
-    (:meth:`LabelJoin.base_copy`), reading payloads with ``read``.
+    (:meth:`LabelJoin.base_copy`), reading payloads with ``read`` (None: groups as they are, one
+    by one through Python, so that a thread pickling a copy lets the live join's thread run: the
+    pickler's own loop over a list never lets go of the GIL).
 
     >>> import pickle
     >>> join = LabelJoin(1_000, max_pending=10, max_held=10)
@@ -427,12 +429,14 @@ class _WholeGroups:
 
     __slots__ = ("_groups", "_read")
 
-    def __init__(self, groups: list[bytes], read: Callable[[bytes], bytes]) -> None:
+    def __init__(self, groups: list[bytes], read: Callable[[bytes], bytes] | None) -> None:
         self._groups = groups
         self._read = read
 
     def __iter__(self) -> Iterator[bytes]:
         read = self._read
+        if read is None:
+            return (group for group in self._groups)
         return (_whole_group(group, read) for group in self._groups)
 
     fresh_items = __iter__  # a checkpoint's pickler does not memoize them (pipeline.state)
@@ -487,6 +491,7 @@ class LabelJoin:
         """No memory budget: every record whole in memory (a checkpoint never holds a store)."""
         self._store: PendingStore | None = None
         self._pinned: PinnedSegments | None = None  # a base copy's view of the store it was taken from
+        self._copy = False  # a base copy (base_copy): pickled in a thread while the join goes on
         self._budget = 0
         self._check_at = _NO_BUDGET  # record bytes added past which the budget is looked at
         self._spilling = False
@@ -877,7 +882,9 @@ class LabelJoin:
 
     def __getstate__(self) -> dict[str, Any]:
         store = self._store if self._pinned is None else self._pinned
-        groups = self._groups if store is None else _WholeGroups(self._groups, store.get)
+        groups: list[bytes] | _WholeGroups = self._groups
+        if store is not None or self._copy:
+            groups = _WholeGroups(self._groups, None if store is None else store.get)
         # The time index too: rebuilding it walks every record in Python (~2 us each), longer
         # than reading it (4 bytes a record).
         return {**self._outside_table(), "groups": groups, "low": self._low, "split": self._split,
@@ -889,8 +896,10 @@ class LabelJoin:
         list of groups (each an immutable ``bytes``: pointers, not records) and of the time
         index's arrays; the state outside the table (small) is copied by pickling it. A spilling
         join's store is pinned (:meth:`PendingStore.pin`): the copy reads its payloads back from
-        the segments as they are now, which the store keeps until :meth:`release_copy`. The
-        changes tracked so far are forgotten: the next delta follows the base.
+        the segments as they are now, which the store keeps until :meth:`release_copy`. The copy's
+        groups are pickled one by one through Python (:class:`_WholeGroups`), so the pickling
+        thread lets this join's thread run. The changes tracked so far are forgotten: the next
+        delta follows the base.
 
         >>> from driftline.schemas.events import PredictionEvent
         >>> join = LabelJoin(horizon_ms=60_000, max_pending=10, max_held=10)
@@ -898,10 +907,11 @@ class LabelJoin:
         ...     _ = join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", timestamp=ts,
         ...                                            prediction=0.5), segment="")
         >>> predict("p1", 1_000)
-        >>> before = pickle.dumps(join)
+        >>> before = pickle.loads(pickle.dumps(join))
         >>> copy = join.base_copy()
         >>> predict("p2", 2_000)
-        >>> pickle.dumps(copy) == before, copy.pending_count, join.pending_count
+        >>> restored = pickle.loads(pickle.dumps(copy))
+        >>> restored._groups == before._groups, restored.pending_count, join.pending_count
         (True, 1, 2)
         >>> copy.release_copy()
         """
@@ -910,7 +920,7 @@ class LabelJoin:
         copy = LabelJoin.__new__(LabelJoin)
         copy.__setstate__({**state, "groups": list(self._groups), "low": self._low, "split": self._split,
                            "buckets": {second: crcs[:] for second, crcs in self._buckets.items()}})
-        copy._pinned = pinned
+        copy._pinned, copy._copy = pinned, True
         self.reset_changes()
         return copy
 
