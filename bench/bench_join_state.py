@@ -392,7 +392,7 @@ def print_bounded(run: SpillRun, pending: int = 10_000_000, target_s: float = 60
         chain = bounded_chain(run, pending, target_s, stall=stall, read_mb_per_s=read)
         share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
         how = (f"base write (batches stalled) {chain.base_stall_s:.0f} s, bases <= {BASE_TIME_SHARE:.0%} "
-               "of the time" if stall else "if bases were written beside batches (not built)")
+               "of the time" if stall else "bases written beside batches (stage 1 now)")
         print(f"  restore bound worker.restore_target_s={target_s:g} at {pending:,} pending ({measured}), "
               f"chain read at {read:g} MB/s: a base every {chain.deltas} deltas; {how}")
         rows = (("checkpoint bytes/s over input", share, 2.0, "x"),
