@@ -8,8 +8,8 @@ the group id only spreads shards over members.
 
 Loop: ``getmany`` -> records grouped by shard -> ``processor.process`` -> produce the outputs
 and await their acknowledgements -> advance the shard's offsets. Every
-``worker.checkpoint_interval_s``, on revocation and on stop: save every changed shard (its
-outputs so far are acknowledged). A producer outage blocks the loop inside ``deliver`` with fetching paused.
+``worker.checkpoint_interval_s``, on revocation and on stop: flush the producer, then save every
+changed shard. A producer outage blocks the loop inside ``deliver`` with fetching paused.
 
 Checkpoints form chains (``driftline.streams.checkpoint``, ``docs/state.md``). A processor that
 can report its changes (``driftline.pipeline.state.Incremental``: stage 1) writes a base
@@ -370,8 +370,7 @@ class StageRunner:
                    and self.shards[s].base_in_flight is None]
         if not changed:
             return
-        # Every output was acknowledged before its batch ended (deliver awaits each one), so no
-        # flush: it would also wait for the chunks of a base being written beside batches.
+        await self.producer.flush()
         wrote_base = False
         for shard in changed:
             state = self.shards[shard]
