@@ -39,6 +39,10 @@ IntArray = npt.NDArray[np.intp] | npt.NDArray[np.int32]
 
 MAX_CATEGORIES = 1000
 OVERFLOW = "__overflow__"
+MAX_ABS_VALUE = 1e100
+"""A number beyond this magnitude is invalid, as NaN and +-inf are: no real feature, score or
+latency gets near it, and bounding it keeps every sum of squares finite (a window's M2 is at most
+``n * (2 * MAX_ABS_VALUE)**2``; one 1e155 would overflow it to inf)."""
 
 _NONE = type(None)
 _CATEGORICAL_TYPES = frozenset({str, bool})
@@ -65,6 +69,15 @@ def _to_float(value: Any) -> float:
         return math.inf if value > 0 else -math.inf
 
 
+def valid_numbers(values: FloatArray) -> BoolArray:
+    """Where ``values`` holds a number that counts: finite and within ``MAX_ABS_VALUE``.
+
+    >>> valid_numbers(np.array([1.0, -1e100, 1e101, np.inf, np.nan])).tolist()
+    [True, True, False, False, False]
+    """
+    return np.less_equal(np.abs(values), MAX_ABS_VALUE)  # NaN compares false
+
+
 def _float_array(values: Sequence[Any]) -> FloatArray:
     try:
         return np.array(values, dtype=np.float64)  # None becomes NaN; the caller counts Nones apart
@@ -76,13 +89,13 @@ class FeatureStats:
     """Counts, exact moments, a quantile sketch and category counts of one feature in one window.
 
     ``count`` is every event of the window, ``missing`` the absent or null values, ``invalid`` the
-    NaN/inf ones; ``n`` finite numbers feed ``mean``/``m2``/``min``/``max``/``sketch``; strings and
+    NaN, infinite or beyond ``MAX_ABS_VALUE`` ones; ``n`` valid numbers feed ``mean``/``m2``/``min``/``max``/``sketch``; strings and
     bools feed ``categories`` (at most ``MAX_CATEGORIES`` distinct, the rest in ``"__overflow__"``).
 
     >>> s = FeatureStats()
-    >>> s.add([1.0, 2, 3.0, None, float("inf"), "red"])
+    >>> s.add([1.0, 2, 3.0, None, float("inf"), "red", 1e308])
     >>> (s.count, s.missing, s.invalid, s.n, s.mean, s.variance, s.min, s.max, s.categories)
-    (6, 1, 1, 3, 2.0, 1.0, 1.0, 3.0, {'red': 1})
+    (7, 1, 2, 3, 2.0, 1.0, 1.0, 3.0, {'red': 1})
     """
 
     __slots__ = ("categories", "count", "invalid", "m2", "max", "mean", "min", "missing", "n", "sketch")
@@ -101,7 +114,7 @@ class FeatureStats:
 
     @property
     def variance(self) -> float | None:
-        """Sample variance of the finite numbers (None below two)."""
+        """Sample variance of the valid numbers (None below two)."""
         return self.m2 / (self.n - 1) if self.n > 1 else None
 
     @property
@@ -138,14 +151,15 @@ class FeatureStats:
             self._add_counts(_canonical(Counter(labels)))
 
     def add_array(self, values: FloatArray) -> None:
-        """Add a float array, one value per event: NaN is missing (as None in :meth:`add`), +-inf invalid.
+        """Add a float array, one value per event: NaN is missing (as None in :meth:`add`), +-inf and
+        numbers beyond ``MAX_ABS_VALUE`` invalid.
 
         The array path of batch callers (numpy, pandas, pyarrow columns): no Python objects per value.
 
         >>> s = FeatureStats()
-        >>> s.add_array(np.array([1.0, np.nan, np.inf, 3.0]))
+        >>> s.add_array(np.array([1.0, np.nan, np.inf, 3.0, -1e200]))
         >>> (s.count, s.missing, s.invalid, s.n, s.mean)
-        (4, 1, 1, 2, 2.0)
+        (5, 1, 2, 2, 2.0)
         """
         arr = np.asarray(values, dtype=np.float64)
         if not arr.size:
@@ -214,12 +228,22 @@ class FeatureStats:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureStats:
+        """The statistics of :meth:`to_dict`; ValueError naming the field if ``d`` could not come from
+        there (a moment that is null, i.e. was not finite, or beyond what valid numbers give).
+
+        >>> FeatureStats.from_dict({**FeatureStats().to_dict(), "m2": None})
+        Traceback (most recent call last):
+        ...
+        ValueError: m2 is None, not a finite number
+        """
         s = cls()
         s.count, s.missing, s.invalid = int(d["count"]), int(d["missing"]), int(d["invalid"])
         s.n = int(d["n"])
-        s.mean, s.m2 = float(d["mean"]), float(d["m2"])
-        s.min = None if d["min"] is None else float(d["min"])
-        s.max = None if d["max"] is None else float(d["max"])
+        s.mean, s.m2 = _moment(d, "mean"), _moment(d, "m2")
+        s.min = None if d["min"] is None else _moment(d, "min")
+        s.max = None if d["max"] is None else _moment(d, "max")
+        if s.m2 < 0.0:
+            raise ValueError(f"m2 is negative ({s.m2})")
         s.sketch = QuantileSketch.from_dict(d["sketch"])
         s.categories = {str(k): int(v) for k, v in d["categories"].items()}
         return s
@@ -228,15 +252,15 @@ class FeatureStats:
         return f"FeatureStats(count={self.count}, n={self.n}, categories={len(self.categories)})"
 
     def _add_numbers(self, arr: FloatArray, n_none: int) -> None:
-        finite = np.isfinite(arr)
-        n_finite = int(np.count_nonzero(finite))
-        self.invalid += arr.size - n_finite - n_none
-        if not n_finite:
+        valid = valid_numbers(arr)
+        n_valid = int(np.count_nonzero(valid))
+        self.invalid += arr.size - n_valid - n_none
+        if not n_valid:
             return
-        vals = arr if n_finite == arr.size else arr[finite]
+        vals = arr if n_valid == arr.size else arr[valid]
         mean = float(vals.mean())
         m2 = float(np.square(vals - mean).sum())
-        self._merge_moments(n_finite, mean, m2, float(vals.min()), float(vals.max()))
+        self._merge_moments(n_valid, mean, m2, float(vals.min()), float(vals.max()))
         self.sketch.add_many(vals)
 
     def _merge_moments(self, n: int, mean: float, m2: float, lo: float | None, hi: float | None) -> None:
@@ -268,6 +292,19 @@ class FeatureStats:
             cats[OVERFLOW] = cats.get(OVERFLOW, 0) + sum(c for _, c in new[room:])
             new = new[:room]
         cats.update(new)
+
+
+def _moment(d: Mapping[str, Any], name: str) -> float:
+    """Field ``name`` of a serialized :class:`FeatureStats` as a float that merges without overflow."""
+    value = d[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    number = float(value)
+    # m2 sums squares: at most n * (2 * MAX_ABS_VALUE)**2, far below float's range; a mean of valid
+    # numbers may round a little past MAX_ABS_VALUE, hence twice the bound
+    if not (math.isfinite(number) if name == "m2" else abs(number) <= 2 * MAX_ABS_VALUE):
+        raise ValueError(f"{name} is {value!r}, beyond what valid numbers give")
+    return number
 
 
 def _canonical(counts: Mapping[str | bool, int]) -> dict[str, int]:
@@ -639,12 +676,24 @@ class WindowAccumulator:
 
     @classmethod
     def from_partial(cls, d: Mapping[str, Any]) -> WindowAccumulator:
+        """The accumulator of :meth:`to_partial`; ValueError saying where ``d`` is malformed.
+
+        >>> WindowAccumulator.from_partial({"n_events": 1, "features": {"x": {"count": 1}}})
+        Traceback (most recent call last):
+        ...
+        ValueError: malformed window partial: feature 'x': KeyError: 'missing'
+        """
         acc = cls()
-        acc.n_events = int(d["n_events"])
-        acc.features = {str(k): FeatureStats.from_dict(v) for k, v in d["features"].items()}
-        acc.prediction_label = FeatureStats.from_dict(d["prediction_label"])
-        acc.prediction_value = FeatureStats.from_dict(d["prediction_value"])
-        acc.latency = FeatureStats.from_dict(d["latency"])
+        where = "n_events"
+        try:
+            acc.n_events = int(d["n_events"])
+            for name, stats in d["features"].items():
+                where = f"feature {str(name)!r}"
+                acc.features[str(name)] = FeatureStats.from_dict(stats)
+            for where in ("prediction_label", "prediction_value", "latency"):
+                setattr(acc, where, FeatureStats.from_dict(d[where]))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+            raise ValueError(f"malformed window partial: {where}: {type(err).__name__}: {err}") from None
         return acc
 
 
