@@ -5,6 +5,8 @@ Series (all prefixed ``driftline_``):
   dead-letter topic, joined = the outcomes topic), ``batches_total``, ``checkpoints_total``,
   ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
 - ``consumer_lag{stage,topic,partition}`` = true end (Fetch high watermark) - next offset;
+- ``checkpoint_offset{stage,topic,partition}``: where a restart resumes (the last checkpoint's next
+  offset, as a Kafka committed offset), so end offset minus it is what a crash now would read again;
 - ``checkpoint_age_seconds{stage,shard}``; ``checkpoint_local_copy_failures_total{stage}``: bases
   kept without their local copy (``worker.state_dir``: disk full, IO error);
 - ``stage_<name>{stage,shard,...}``: every figure a processor reports through ``gauges()``
@@ -78,6 +80,8 @@ class WorkerCollector(Collector):
                                 labels=["stage", "topic", "partition"])
         age = GaugeMetricFamily("driftline_checkpoint_age_seconds", "seconds since the shard's checkpoint",
                                 labels=["stage", "shard"])
+        resume = GaugeMetricFamily("driftline_checkpoint_offset", "next offset of the last checkpoint",
+                                   labels=["stage", "topic", "partition"])
         copy_failures = CounterMetricFamily("driftline_checkpoint_local_copy_failures",
                                             "base checkpoints kept without a local copy (IO error)",
                                             labels=["stage"])
@@ -98,10 +102,12 @@ class WorkerCollector(Collector):
                 lag.add_metric([r.stage, tp.topic, str(tp.partition)], n)
             for shard, state in sorted(r.shards.items()):
                 age.add_metric([r.stage, str(shard)], max(0.0, now - state.checkpointed_at))
+                for tp, offset in sorted(state.checkpointed_offsets.items()):
+                    resume.add_metric([r.stage, tp.topic, str(tp.partition)], offset)
         if self.sink is not None:
             for tp, n in sorted(self.sink.lag().items()):
                 lag.add_metric(["sink", tp.topic, str(tp.partition)], n)
-        yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age, copy_failures)
+        yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age, resume, copy_failures)
 
     def _processor_gauges(self) -> Iterable[Metric]:
         figures: list[ShardFigures] = []

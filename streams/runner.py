@@ -69,6 +69,7 @@ class ShardState:
     chain: ChainLength | None = None  # incremental processors: the chain checkpoint_id ends
     restore_figures: dict[str, float] = field(default_factory=dict)  # for /metrics
     base_in_flight: asyncio.Task[None] | None = None  # a base written beside batches, not acknowledged yet
+    checkpointed_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # where a restart resumes
 
 
 BYTES_PER_CHANGE = 132
@@ -408,6 +409,7 @@ class StageRunner:
                 state.restore_figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
             state.dirty = False
             state.checkpointed_at = time.time()
+            state.checkpointed_offsets = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
             self.stats.checkpoints += 1
         if wrote_base:  # building it left the heap holding its size again in freed blocks
             await asyncio.to_thread(release_free_memory)
@@ -434,6 +436,7 @@ class StageRunner:
                 restore_estimate_seconds=chain.restore_seconds(self.restore_costs),
                 base_hold_seconds=hold_s, base_write_seconds=time.monotonic() - started)
             state.checkpointed_at = time.time()
+            state.checkpointed_offsets = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
             self.stats.checkpoints += 1
             await asyncio.to_thread(release_free_memory)
         except Exception as err:
@@ -549,7 +552,8 @@ class StageRunner:
                         "restore_local_bytes": float(saved.local_bytes)}
         if chain is not None and isinstance(processor, Incremental):
             figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
-        return ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures)
+        return ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures,
+                          checkpointed_offsets=dict(offsets))
 
 
 class _ChainFactory(Protocol):
