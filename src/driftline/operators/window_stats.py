@@ -89,8 +89,9 @@ class FeatureStats:
     """Counts, exact moments, a quantile sketch and category counts of one feature in one window.
 
     ``count`` is every event of the window, ``missing`` the absent or null values, ``invalid`` the
-    NaN, infinite or beyond ``MAX_ABS_VALUE`` ones; ``n`` valid numbers feed ``mean``/``m2``/``min``/``max``/``sketch``; strings and
-    bools feed ``categories`` (at most ``MAX_CATEGORIES`` distinct, the rest in ``"__overflow__"``).
+    NaN, infinite or beyond ``MAX_ABS_VALUE`` ones; ``n`` valid numbers feed
+    ``mean``/``m2``/``min``/``max``/``sketch``; strings and bools feed ``categories`` (at most
+    ``MAX_CATEGORIES`` distinct, the rest in ``"__overflow__"``).
 
     >>> s = FeatureStats()
     >>> s.add([1.0, 2, 3.0, None, float("inf"), "red", 1e308])

@@ -29,7 +29,7 @@ from driftline.config import Settings
 from driftline.operators.feature_watch import shared_profile
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.triggers import RetrainPolicy
-from driftline.operators.validate import RawRecord
+from driftline.operators.validate import RawRecord, dead_letter
 from driftline.pipeline import records
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.outcomes import Bucket, OutcomeClock
@@ -45,7 +45,7 @@ from driftline.pipeline.state import (
     warn_if_changed,
 )
 from driftline.pipeline.windows import WindowClock
-from driftline.schemas.events import RetrainTrigger
+from driftline.schemas.events import ErrorKind, RetrainTrigger
 
 __all__ = ["Bucket", "ModelFactory", "ModelProcessor"]  # Bucket: pickled under this module until 0.1
 
@@ -83,6 +83,7 @@ class ModelProcessor:
         self.config_hash = settings.config_hash()
         self.profiles_topic = settings.topics.profiles
         self.sink_topic = settings.topics.sink
+        self.dead_letters_topic = settings.topics.dead_letters
         self.triggers_topic = settings.topics.retrain_triggers
         self.n_source_shards = settings.topics.partitions
         self.policy.configure(settings.triggers, self.config_hash)
@@ -101,6 +102,7 @@ class ModelProcessor:
     # -- the stage protocol -----------------------------------------------------------------
 
     def process(self, batch: Sequence[RawRecord]) -> list[OutboundMessage]:
+        dead: list[OutboundMessage] = []
         for record in batch:
             if record.topic == self.profiles_topic:
                 self._on_profile(record.value)
@@ -109,12 +111,16 @@ class ModelProcessor:
             else:
                 try:
                     self._route(records.decode_model_event(record.value or b""))
-                except (ValueError, KeyError, TypeError):
-                    # Internal topic written only by stage 1: a bad record is a bug, not user input.
+                except (ValueError, KeyError, TypeError) as err:
+                    # Internal topic written only by stage 1: a bad record is a bug, not user input;
+                    # it is dead-lettered with the reason, never raised (it would be read again at
+                    # every restart).
                     self.totals["bad_internal_records"] += 1
+                    dead.append(self._dead_letter(record, err))
         window_rows, window_triggers = self.windows.close()
         outcome_rows, outcome_triggers = self.outcomes.close()
-        out = [self._trigger_message(t) for t in (*window_triggers, *outcome_triggers)]
+        out: list[OutboundMessage | None] = [*dead]
+        out.extend(self._trigger_message(t) for t in (*window_triggers, *outcome_triggers))
         for table in sorted(window_rows.keys() | outcome_rows.keys()):
             rows = window_rows.get(table, []) + outcome_rows.get(table, [])
             out.extend(records.sink_rows(self.sink_topic, table, rows))
@@ -203,6 +209,13 @@ class ModelProcessor:
                 self.outcomes.add_orphans(record)
             case records.Duplicates():
                 self.outcomes.add_duplicates(record)
+
+    def _dead_letter(self, record: RawRecord, err: Exception) -> OutboundMessage:
+        json = isinstance(err, orjson.JSONDecodeError)
+        kind = ErrorKind.DECODE_ERROR if json else ErrorKind.VALIDATION_ERROR
+        letter = dead_letter(record, kind, f"internal record: {type(err).__name__}: {err}")
+        value = letter.model_dump_json().encode()
+        return OutboundMessage(self.dead_letters_topic, letter.original_key, value)
 
     def _trigger_message(self, trigger: RetrainTrigger) -> OutboundMessage | None:
         self.totals["triggers"] += 1

@@ -34,7 +34,7 @@ from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
 from driftline.operators.scorer import DriftScorer, ScoreReport
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
-from driftline.operators.window_stats import FeatureStats, MergedWindow, merge_partials
+from driftline.operators.window_stats import FeatureStats, MergedWindow, WindowAccumulator, merge_partials
 from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
 from driftline.pipeline.records import NO_TIME, EpisodeReports, Partial, WindowKey, episode_grid_ms
 from driftline.pipeline.references import ProfileBook
@@ -115,6 +115,9 @@ class WindowClock:
         if record.window_end <= self.closed_until:
             self.totals["duplicate_partials"] += 1  # re-sent by a restarted shard
             return
+        # A malformed partial raises ValueError here, where it can be dead-lettered, not when its
+        # window closes (there it would stop every window of the shard at every restart).
+        WindowAccumulator.from_partial(record.partial)
         self.partials.setdefault(record.key, {})[record.shard] = record.partial
 
     def add_episode_reports(self, record: EpisodeReports) -> None:

@@ -1,0 +1,178 @@
+"""A huge but finite number (1e308, or anything whose square overflows, ~1e155) is a valid JSON
+feature value. Beyond ``MAX_ABS_VALUE`` it is *invalid*, as NaN and inf are: counted in the
+``invalid`` column, kept out of every distribution and moment, and the event still counts. Before,
+one such value overflowed stage 1's window M2 to inf, the partial carried it as null, and stage 2
+raised TypeError on it at every restart (a poison pill)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from driftline.config import Settings
+from driftline.demo.training import training_profiles
+from driftline.operators.validate import RawRecord
+from driftline.operators.window_stats import (
+    MAX_ABS_VALUE,
+    ColumnBlock,
+    EventColumns,
+    FeatureStats,
+    WindowAccumulator,
+    merge_partials,
+)
+from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.pipeline.model import ModelProcessor
+from driftline.pipeline.records import Partial, Progress, encode_model_event
+from driftline.schemas.events import Prediction
+from driftline.simulate import Scenario, generate
+from driftline.simulate.scenario import LabelDelay, ModelSpec
+
+START = 1_767_225_600_000
+EXTREMES = [1e308, -1e308, 1e200, -1e156, 1e101]
+"""Numbers beyond the bound: the first four overflow a square, 1e101 only just passes the bound."""
+
+
+def _wire(partial: dict[str, Any]) -> dict[str, Any]:
+    """The partial as stage 2 receives it (JSON through the broker: inf/NaN would become null)."""
+    return dict(orjson.loads(orjson.dumps(partial)))
+
+
+def test_every_feature_stats_path_counts_extreme_numbers_as_invalid() -> None:
+    values: list[Any] = [1.0, 2.0, *EXTREMES, 3.0, None, 10**400]
+    rows, column, array = FeatureStats(), FeatureStats(), FeatureStats()
+    rows.add(values)
+    column.add_column(ColumnBlock.of(values).reduce())
+    array.add_array(np.array([math.nan if v is None else float(min(v, 1e308)) for v in values]))
+    for stats in (rows, column, array):
+        assert (stats.count, stats.missing, stats.invalid, stats.n) == (10, 1, 6, 3)
+        assert (stats.mean, stats.variance, stats.min, stats.max) == (2.0, 1.0, 1.0, 3.0)
+        assert stats.sketch.count == 3 and abs(stats.sketch.quantile(1.0) - 3.0) < 0.02
+    assert rows.to_dict() == column.to_dict()
+
+
+def test_numbers_at_the_bound_keep_finite_moments_through_merges() -> None:
+    stats = FeatureStats()
+    stats.add_array(np.tile([MAX_ABS_VALUE, -MAX_ABS_VALUE], 50_000))
+    assert stats.invalid == 0 and stats.n == 100_000
+    merged = merge_partials([_wire(_partial_of(stats))] * 64)
+    x = merged.features["x"]
+    assert x.n == 6_400_000 and math.isfinite(x.m2) and x.variance is not None and math.isfinite(x.variance)
+
+
+def _partial_of(stats: FeatureStats) -> dict[str, Any]:
+    acc = WindowAccumulator()
+    acc.features["x"] = stats
+    acc.n_events = stats.count
+    return acc.to_partial()
+
+
+def test_extreme_predictions_and_latencies_are_invalid_not_infinite() -> None:
+    acc = WindowAccumulator()
+    acc.add([{"x": 1e308}, {"x": 1.0}, {"x": 2.0}],
+            [Prediction(value=1e308), Prediction(value=1.0), Prediction(score=-1e300)],
+            [1e308, 5.0, 7.0])
+    chunked = WindowAccumulator()
+    chunked.add_chunk([EventColumns.of([{"x": 1e308}, {"x": 1.0}, {"x": 2.0}],
+                                       [Prediction(value=1e308), Prediction(value=1.0),
+                                        Prediction(score=-1e300)],
+                                       [1e308, 5.0, 7.0])])
+    assert acc.to_partial() == chunked.to_partial()
+    merged = merge_partials([_wire(acc.to_partial()), _wire(chunked.to_partial())])
+    assert merged.n_events == 6
+    assert (merged.features["x"].invalid, merged.features["x"].mean) == (2, 1.5)
+    assert (merged.prediction_value.invalid, merged.prediction_value.mean) == (4, 1.0)
+    assert (merged.latency.invalid, merged.latency.mean) == (2, 6.0)
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("m2", None, "m2 is None, not a finite number"),
+    ("mean", "1.0", "mean is '1.0', not a finite number"),
+    ("max", 1e300, "max is 1e+300, beyond what valid numbers give"),
+    ("m2", -1.0, "m2 is negative (-1.0)"),
+])
+def test_a_malformed_partial_is_a_value_error_naming_the_field(field: str, value: Any, reason: str) -> None:
+    acc = WindowAccumulator()
+    acc.add([{"x": 1.0}, {"x": 2.0}], [Prediction(value=1.0)] * 2, [1.0, 2.0])
+    partial = _wire(acc.to_partial())
+    partial["features"]["x"][field] = value
+    with pytest.raises(ValueError, match="malformed window partial: feature 'x'") as err:
+        WindowAccumulator.from_partial(partial)
+    assert reason in str(err.value)
+
+
+def test_stage_two_dead_letters_a_malformed_partial_and_closes_the_window() -> None:
+    settings = Settings(topics={"partitions": 1, "model_events_partitions": 1}, windows={"sizes_s": [60]})
+    model = ModelProcessor(0, settings)
+    topic = settings.topics.model_events
+    acc = WindowAccumulator()
+    acc.add([{"x": 1.0}, {"x": 3.0}], [Prediction(value=1.0)] * 2, [1.0, 2.0])
+    good = acc.to_partial()
+    bad = _wire(good)
+    bad["features"]["x"]["m2"] = None  # what an overflowed M2 looked like on the wire
+    values = [
+        encode_model_event(Partial(0, "m", "1", "", 60, 0, 60_000, bad)),
+        encode_model_event(Partial(0, "m", "1", "", 60, 60_000, 120_000, good)),
+        encode_model_event(Progress(0, 120_000, 120_000, 120_000)),
+    ]
+    out = model.process([RawRecord(topic, 0, i, 5, None, v) for i, v in enumerate(values)])
+    dead = [orjson.loads(m.value) for m in out if m.topic == settings.topics.dead_letters]
+    assert len(dead) == 1 and dead[0]["source_offset"] == 0 and dead[0]["error_kind"] == "validation_error"
+    assert "feature 'x'" in dead[0]["error_message"] and "m2 is None" in dead[0]["error_message"]
+    sink = [orjson.loads(m.value) for m in out if m.topic == settings.topics.sink]
+    windows = [r for msg in sink if msg["table"] == "feature_windows" for r in msg["rows"]]
+    assert {(r["feature"], r["window_start"]) for r in windows if r["feature"] == "x"} == {("x", 60_000)}
+    assert model.totals["bad_internal_records"] == 1
+
+
+def _scenario_records(settings: Settings) -> tuple[list[RawRecord], list[bytes], Scenario]:
+    scenario = Scenario(seed=11, start=START, duration_s=900, rate=10,
+                        models=[ModelSpec(model_id="m", n_numeric=4, n_categorical=1, accuracy=0.9)],
+                        label_delay=LabelDelay(median_s=20, max_s=60))
+    profiles = [p.model_dump_json().encode()
+                for p in training_profiles(scenario, settings.drift.bins, settings.drift.top_k,
+                                           effective_from_ms=0)]
+    return logged_records(generate(scenario), settings), profiles, scenario
+
+
+def _run(settings: Settings, records: list[RawRecord], profiles: list[bytes]) -> InProcessPipeline:
+    pipeline = InProcessPipeline(settings, profiles=profiles)
+    for i in range(0, len(records), 500):
+        pipeline.feed(records[i : i + 500])
+    pipeline.finish(START + 3_600_000)
+    return pipeline
+
+
+def _rows(pipeline: InProcessPipeline, table: str, skip: str) -> list[dict[str, Any]]:
+    return sorted((r for r in pipeline.rows[table] if r["feature"] != skip),
+                  key=lambda r: (r["feature"], r["segment"], r["window_start"]))
+
+
+def test_extreme_values_in_one_feature_leave_every_other_feature_as_without_them() -> None:
+    settings = Settings(windows={"sizes_s": [300], "allowed_lateness_s": 30, "metrics_interval_s": 300},
+                        join={"label_horizon_s": 600})
+    records, profiles, _ = _scenario_records(settings)
+    predictions = [i for i, r in enumerate(records) if r.topic == settings.topics.predictions]
+    first = orjson.loads(records[predictions[0]].value or b"")
+    numeric = next(k for k, v in first["features"].items() if isinstance(v, float))
+    # a few extreme values spread over the windows, as a buggy upstream transform would emit them
+    spoiled = list(records)
+    picked = predictions[7::len(predictions) // 12][: 12]
+    for n, at in enumerate(picked):
+        event = orjson.loads(records[at].value or b"")
+        event["features"][numeric] = EXTREMES[n % len(EXTREMES)]
+        spoiled[at] = dataclasses.replace(records[at], value=orjson.dumps(event))
+    clean, dirty = _run(settings, records, profiles), _run(settings, spoiled, profiles)
+    assert not dirty.rows.get("dead_letters"), "a valid event was dead-lettered"
+    for table in ("feature_windows", "drift_scores"):
+        assert _rows(dirty, table, numeric) == _rows(clean, table, numeric), table
+    mine = [r for r in dirty.rows["feature_windows"] if r["feature"] == numeric and r["segment"] == ""]
+    assert sum(int(r["invalid"]) for r in mine) == len(picked)
+    assert sum(int(r["count"]) for r in mine) == len(predictions)  # the events still count
+    assert all(r["max"] is None or abs(r["max"]) < 1e3 for r in mine), "an extreme entered the moments"
+    scores = [r for r in dirty.rows["drift_scores"] if r["feature"] == numeric]
+    assert scores and all(r["psi"] is None or math.isfinite(r["psi"]) for r in scores)
