@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 # The CI suite: everything but the long soak runs (DRIFTLINE_SOAK=1 enables them).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 test-all: $(STAMP)
 	DRIFTLINE_SOAK=1 $(BIN)/python -m pytest -q
