@@ -1,0 +1,84 @@
+"""The domain classifier's own bin thresholds equal scikit-learn's, and so do its verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from sklearn.ensemble._hist_gradient_boosting.binning import _BinMapper
+
+from driftline.operators import multivariate
+from driftline.operators.multivariate import DomainClassifierDrift, bin_thresholds
+
+
+def tables() -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(11)
+    n = 1_000
+    yield rng.normal(size=(n, 25))
+    yield np.column_stack([rng.lognormal(size=n), rng.standard_cauchy(size=n) * 1e200,
+                           rng.normal(size=n).round(2), np.linspace(-1.0, 1.0, n)])
+    tied = rng.normal(size=(n, 3))
+    tied[: n // 2, 1] = 0.5  # half the rows one value: repeated quantiles
+    yield tied
+    yield np.column_stack([rng.normal(size=n), rng.integers(0, 10, n).astype(float)])  # few values
+    with_nan = rng.normal(size=(n, 2))
+    with_nan[3, 0] = np.nan
+    yield with_nan
+    yield np.column_stack([rng.normal(size=n), np.where(rng.random(n) < 0.5, -0.0, 0.0) + rng.normal(size=n)])
+    yield np.column_stack([rng.normal(size=n), np.full(n, np.inf)])
+
+
+@pytest.mark.parametrize("max_bins", [63, 255, 15])
+def test_bin_thresholds_are_the_librarys_or_none(max_bins: int) -> None:
+    taken = 0
+    for x in tables():
+        ours = bin_thresholds(x, max_bins)
+        theirs = _BinMapper(n_bins=max_bins + 1, random_state=0).fit(x).bin_thresholds_
+        if ours is None:
+            continue
+        taken += 1
+        assert len(ours) == len(theirs)
+        for mine, library in zip(ours, theirs, strict=True):
+            assert mine.dtype == library.dtype
+            assert np.array_equal(mine, library)
+    assert taken >= 2  # the common case (continuous columns) is taken
+
+
+def test_domain_classifier_verdicts_equal_with_the_librarys_binning() -> None:
+    rng = np.random.default_rng(5)
+
+    def table(n: int, rotated: bool = False) -> dict[str, np.ndarray]:
+        a = rng.normal(size=n)
+        b = 0.8 * a + 0.6 * rng.normal(size=n)
+        if rotated:
+            a, b = -b, a
+        out = {"a": a, "b": b, "plan": rng.integers(0, 5, n).astype(float)}
+        out.update({f"x{j}": rng.lognormal(size=n) for j in range(6)})
+        out["kind"] = np.array(["a", "b", "c"])[rng.integers(0, 3, n)]  # categorical: the library bins
+        return out
+
+    reference = table(3_000)
+    windows = [table(1_000, rotated=bool(i % 2)) for i in range(4)]
+
+    def verdicts() -> list[object]:
+        out: list[object] = []
+        for features in (None, ["a", "b", *[f"x{j}" for j in range(6)]]):
+            classifier = DomainClassifierDrift(reference, features=features, folds=2, max_iter=10,
+                                               null_runs=3, seed=1, rank_quiet=False)
+            out.append(classifier.inflation)
+            out.extend(classifier.score(w, ordinal=i) for i, w in enumerate(windows))
+        return out
+
+    classifier_class = multivariate._binned_classifier()
+    agrees = classifier_class.agrees
+    try:
+        ours = verdicts()
+        assert classifier_class.agrees is True
+        classifier_class.agrees = False  # the library's binning for every fit
+        assert verdicts() == ours
+    finally:
+        classifier_class.agrees = agrees
