@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,11 @@ import pytest
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
+from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.performance import IntervalMetrics, OnlinePerformance
+from driftline.operators.profile import build_profile
+from driftline.operators.scorer import DriftScorer
+from driftline.operators.sequential import NumericDetector
 from driftline.operators.validate import RawRecord
 from driftline.operators.window_stats import (
     MAX_ABS_VALUE,
@@ -27,7 +33,7 @@ from driftline.operators.window_stats import (
 )
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.model import ModelProcessor
-from driftline.pipeline.records import Partial, Progress, encode_model_event
+from driftline.pipeline.records import Outcomes, Partial, Progress, encode_model_event
 from driftline.schemas.events import Prediction
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
@@ -176,3 +182,128 @@ def test_extreme_values_in_one_feature_leave_every_other_feature_as_without_them
     assert all(r["max"] is None or abs(r["max"]) < 1e3 for r in mine), "an extreme entered the moments"
     scores = [r for r in dirty.rows["drift_scores"] if r["feature"] == numeric]
     assert scores and all(r["psi"] is None or math.isfinite(r["psi"]) for r in scores)
+
+
+def _feature_watch() -> FeatureWatch:
+    rng = np.random.default_rng(3)
+    profile = build_profile("m", "1", {"x": rng.normal(size=5000), "y": rng.normal(size=5000)},
+                            label_column=None, prediction_column=None, bins=10, top_k=5, created_at_ms=0)
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000)
+    watch.add_profile(profile)
+    return watch
+
+
+def test_the_sequential_detectors_skip_extreme_values_as_they_skip_inf() -> None:
+    rng = np.random.default_rng(4)
+    n = 4000
+    x = rng.normal(size=n).tolist()
+    extreme = [EXTREMES[i % 4] if i % 5 == 0 else v for i, v in enumerate(x)]  # every fifth: wild
+    as_inf = [math.inf if i % 5 == 0 else v for i, v in enumerate(x)]
+    y = rng.normal(size=n).tolist()
+    times, ids = list(range(n)), [f"p{i}" for i in range(n)]
+    reports = [_feature_watch().observe("m", "1", times, ids,
+                                        [{"x": a, "y": b} for a, b in zip(col, y, strict=True)])
+               for col in (extreme, as_inf)]
+    assert reports[0] == reports[1]
+    assert not [r for r in reports[0] if r["kind"] == "opened"]
+
+
+def test_a_numeric_detector_fed_extreme_values_directly_stays_finite() -> None:
+    detector = NumericDetector.from_reference(np.random.default_rng(1).normal(size=1000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow anywhere would raise here
+        alarms = detector.update_many(np.array(EXTREMES * 20))
+    assert alarms and all(math.isfinite(a.statistic) for a in alarms)  # they are far off: alarms
+
+
+def _metrics(abs_errors: list[float | None]) -> dict[str, Any]:
+    settings = Settings(topics={"partitions": 1, "model_events_partitions": 1},
+                        windows={"metrics_interval_s": 60})
+    model = ModelProcessor(0, settings)
+    n = len(abs_errors)
+    outcomes = Outcomes(0, "m", "1", [f"p{i}" for i in range(n)], [""] * n, [1_000 + i for i in range(n)],
+                        [5] * n, [None] * n, abs_errors, [0] * n)
+    values = [encode_model_event(outcomes), encode_model_event(Progress(0, 120_000, 120_000, 120_000))]
+    out = model.process([RawRecord(settings.topics.model_events, 0, i, 0, None, v)
+                         for i, v in enumerate(values)])
+    rows = [r for m in out if m.topic == settings.topics.sink
+            for msg in [orjson.loads(m.value)] if msg["table"] == "model_metrics" for r in msg["rows"]]
+    (row,) = [r for r in rows if r["row_kind"] == "interval" and r["segment"] == ""]
+    return dict(row)
+
+
+def test_a_regression_error_beyond_the_bound_counts_the_outcome_but_no_error() -> None:
+    clean = _metrics([1.0, 2.0, 4.0])
+    wild = _metrics([1.0, 1e300, 2.0, 1e200, 4.0])  # |1e300 - 0|: a wild prediction or label
+    assert (clean["n_outcomes"], wild["n_outcomes"]) == (3, 5)
+    for metric in ("mae", "rmse", "mae_ew", "rmse_ew"):
+        assert wild[metric] == pytest.approx(clean[metric]), metric
+    performance, interval = OnlinePerformance("regression"), IntervalMetrics()
+    for error in (1.0, 1e300, 3.0):
+        performance.update(None, error)
+        interval.update(None, error)
+    assert performance.get()["rmse_ew"] == pytest.approx(math.sqrt(5.0), rel=0.01)
+    assert interval.get() == {"n": 3, "accuracy": None, "mae": 2.0, "rmse": math.sqrt(5.0)}
+
+
+def test_batch_scoring_and_profiles_read_extreme_values_as_invalid() -> None:
+    rng = np.random.default_rng(8)
+    reference, window = rng.normal(size=5000), rng.normal(0.3, 1.0, 2000)
+    wild_reference, wild_window = reference.copy(), window.copy()
+    wild_reference[::50], wild_window[::40] = 1e308, -1e200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tame = DriftScorer.from_reference({"x": reference[wild_reference == reference]}).score(
+            {"x": window[wild_window == window]})
+        wild = DriftScorer.from_reference({"x": wild_reference}).score({"x": wild_window})
+    for field in ("n", "ks", "psi", "js", "effect", "drifted"):
+        assert getattr(wild["x"], field) == getattr(tame["x"], field), field
+    profile = build_profile("m", "1", {"x": wild_reference.tolist(), "y": [1e300, *[1.0] * 99],
+                                       "p": [1e300, *[2.0] * 99]},
+                            label_column="y", prediction_column="p", bins=10, top_k=5, created_at_ms=0)
+    assert profile.baseline == {"mae": 1.0, "rmse": 1.0}  # the wild pair measures no error
+    assert profile.features["x"].max is not None and profile.features["x"].max < 10
+
+
+@dataclasses.dataclass(frozen=True)
+class _Logged:
+    kind: str
+    key: bytes
+    value: bytes
+    timestamp_ms: int
+
+
+def _regression_run(values: list[float], labels: list[float]) -> InProcessPipeline:
+    settings = Settings(windows={"sizes_s": [300], "allowed_lateness_s": 30, "metrics_interval_s": 300},
+                        join={"label_horizon_s": 600})
+    events = []
+    for i, (value, label) in enumerate(zip(values, labels, strict=True)):
+        t = START + 1_000 * i
+        events.append(_Logged("predictions", f"p{i}".encode(), orjson.dumps(
+            {"prediction_id": f"p{i}", "model_id": "r", "timestamp": t, "features": {"x": float(i)},
+             "prediction": {"value": value}}), t))
+        events.append(_Logged("labels", f"p{i}".encode(), orjson.dumps(
+            {"prediction_id": f"p{i}", "label": label, "timestamp": t + 500}), t + 500))
+    pipeline = InProcessPipeline(settings)
+    pipeline.feed(logged_records(events, settings))
+    pipeline.finish(START + 3_600_000)
+    return pipeline
+
+
+def test_a_regression_outcome_with_an_extreme_value_counts_without_an_error() -> None:
+    rng = np.random.default_rng(2)
+    values, labels = rng.normal(size=40).tolist(), rng.normal(size=40).tolist()
+    wild_values, wild_labels = list(values), list(labels)
+    wild_values[0], wild_labels[0] = 1e300, 1e300  # the very first outcome: equal, yet no error of 0
+    wild_values[9], wild_labels[17] = -1e308, 1e200
+    clean, wild = _regression_run(values, labels), _regression_run(wild_values, wild_labels)
+    assert not wild.rows.get("dead_letters")
+    errors = {r["prediction_id"]: r["abs_error"] for r in wild.rows["outcomes"]}
+    assert len(errors) == 40 and [errors[f"p{i}"] for i in (0, 9, 17)] == [None, None, None]
+    keep = [i for i in range(40) if i not in (0, 9, 17)]
+    (row,) = [r for r in wild.rows["model_metrics"] if r["row_kind"] == "interval" and r["n_outcomes"]]
+    assert row["n_outcomes"] == 40
+    assert row["mae"] == pytest.approx(float(np.mean([abs(values[i] - labels[i]) for i in keep])))
+    assert row["mae_ew"] is not None and math.isfinite(row["mae_ew"])
+    (clean_row,) = [r for r in clean.rows["model_metrics"] if r["row_kind"] == "interval" and r["n_outcomes"]]
+    assert clean_row["mae_ew"] is not None

@@ -75,6 +75,7 @@ from driftline.operators.episodes import (
 )
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.sequential import feature_arl
+from driftline.operators.window_stats import valid_numbers
 
 ERROR_FEATURE = "__error__"
 NO_TIME = -(2**62)
@@ -351,8 +352,8 @@ class FeatureWatch:
             if monitor.kind == "numeric":
                 numbers = (columns[name] if columns is not None else given[name] if given and name in given
                            else _floats([f.get(name) for f in features]))
-                finite = np.isfinite(numbers)
-                positions = every if finite.all() else np.flatnonzero(finite)
+                valid = valid_numbers(numbers)  # NaN, inf and beyond the bound: invalid, not watched
+                positions = every if valid.all() else np.flatnonzero(valid)
                 values = numbers if positions is every else numbers[positions]
             else:
                 # Missing values and values no category can be (numbers with a fraction, objects)

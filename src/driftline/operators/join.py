@@ -90,6 +90,7 @@ import numpy.typing as npt
 import orjson
 
 from driftline.operators.pending_store import REF, PendingStore, PinnedSegments
+from driftline.operators.window_stats import MAX_ABS_VALUE
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
 
 COUNTER_NAMES = (
@@ -1683,7 +1684,9 @@ def _outcome(
         positive, negative = _BINARY[label_text]
         predicted = positive if score >= 0.5 else negative
         correct = int(predicted == label_text)
-    abs_error = abs(value - label_value) if value is not None and label_value is not None else None
+    abs_error = None
+    if value is not None and label_value is not None and max(abs(value), abs(label_value)) <= MAX_ABS_VALUE:
+        abs_error = abs(value - label_value)  # an invalid value (beyond the bound) measures no error
     model_id, model_version, segment = ctx
     # positional, in field order (pid, model, version, segment, times, delay, prediction, label, ...)
     return JoinedOutcome(pid, model_id, model_version, segment, pred_ts, label_ts, label_ts - pred_ts,

@@ -19,6 +19,8 @@ from river import drift
 from river.base import BinaryDriftDetector, DriftDetector
 from river.stats.base import Univariate
 
+from driftline.operators.window_stats import MAX_ABS_VALUE
+
 Task = Literal["classification", "regression"]
 DetectorName = Literal["adwin", "page_hinkley", "kswin", "ddm"]
 
@@ -81,7 +83,7 @@ class IntervalMetrics:
         if correct is not None:
             self._labelled += 1
             self._correct += correct
-        if abs_error is not None:
+        if abs_error is not None and abs_error <= MAX_ABS_VALUE:  # beyond: an invalid value's error
             self._errors += 1
             self._sum += abs_error
             self._sq_sum += abs_error * abs_error
@@ -164,7 +166,7 @@ class OnlinePerformance:
             self._mean.update(float(correct))
             error = 1.0 - correct
         else:
-            if abs_error is None or not math.isfinite(abs_error):
+            if abs_error is None or not abs_error <= MAX_ABS_VALUE:  # NaN, inf or an invalid value's
                 return False
             self._mean.update(abs_error)
             self._square.update(abs_error * abs_error)

@@ -31,7 +31,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from driftline.operators.sketch import QuantileSketch
-from driftline.operators.window_stats import OVERFLOW, FeatureStats, MergedWindow, category_key
+from driftline.operators.window_stats import (
+    OVERFLOW,
+    FeatureStats,
+    MergedWindow,
+    category_key,
+    float_array,
+    valid_numbers,
+)
 
 OTHER_LABEL = "__other__"
 
@@ -297,9 +304,9 @@ def _baseline(labels: list[Any], predictions: list[Any], task: Task) -> dict[str
         if not pairs:
             return {}
         return {"accuracy": sum(category_key(y) == category_key(p) for y, p in pairs) / len(pairs)}
-    arr = np.array(pairs, dtype=np.float64).reshape(-1, 2)
+    arr = float_array([v for pair in pairs for v in pair]).reshape(-1, 2)
+    arr = arr[valid_numbers(arr).all(axis=1)]  # as the join: a pair with an invalid value measures nothing
     err = arr[:, 1] - arr[:, 0]
-    err = err[np.isfinite(err)]
     if not err.size:
         return {}
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt(np.square(err).mean()))}

@@ -78,7 +78,12 @@ def valid_numbers(values: FloatArray) -> BoolArray:
     return np.less_equal(np.abs(values), MAX_ABS_VALUE)  # NaN compares false
 
 
-def _float_array(values: Sequence[Any]) -> FloatArray:
+def float_array(values: Sequence[Any]) -> FloatArray:
+    """``values`` as float64: None becomes NaN, an integer beyond float's range +-inf (invalid).
+
+    >>> float_array([1, None, -10**400]).tolist()
+    [1.0, nan, -inf]
+    """
     try:
         return np.array(values, dtype=np.float64)  # None becomes NaN; the caller counts Nones apart
     except OverflowError:
@@ -132,7 +137,7 @@ class FeatureStats:
             # One C-level conversion for the common all-numeric column; Nones turn into NaN there.
             n_none = values.count(None) if _NONE in types else 0
             self.missing += n_none
-            self._add_numbers(_float_array(values), n_none)
+            self._add_numbers(float_array(values), n_none)
         elif not types & _NUMBER_TYPES:
             counts = Counter(values)
             self.missing += counts.pop(None, 0)
@@ -148,7 +153,7 @@ class FeatureStats:
                     labels.append(v)
                 else:
                     numbers.append(v)
-            self._add_numbers(_float_array(numbers), 0)
+            self._add_numbers(float_array(numbers), 0)
             self._add_counts(_canonical(Counter(labels)))
 
     def add_array(self, values: FloatArray) -> None:
@@ -379,7 +384,7 @@ class ColumnBlock:
             missing = None
             if _NONE in types:
                 missing = np.fromiter((v is None for v in values), dtype=bool, count=n)
-            return cls(n, _float_array(values), missing, None, (), present)
+            return cls(n, float_array(values), missing, None, (), present)
         if not types & _NUMBER_TYPES:
             distinct = dict.fromkeys(values)  # True and "true" stay apart here, as in a Counter
             distinct.pop(None, None)
@@ -409,7 +414,7 @@ class ColumnBlock:
                 missing_list.append(False)
         codes = np.array(codes_list, dtype=np.int32)
         codes[codes < 0] = len(code_of)
-        return cls(n, _float_array(numbers), np.array(missing_list, dtype=bool), codes, list(code_of),
+        return cls(n, float_array(numbers), np.array(missing_list, dtype=bool), codes, list(code_of),
                    present)
 
     @classmethod

@@ -25,6 +25,7 @@ from driftline.config import Settings
 from driftline.operators.feature_watch import ERROR_FEATURE, ErrorWatch
 from driftline.operators.performance import OnlinePerformance
 from driftline.operators.triggers import RetrainPolicy
+from driftline.operators.window_stats import MAX_ABS_VALUE
 from driftline.pipeline.comparison import Losses, VersionComparisons
 from driftline.pipeline.episodes import EpisodeMerger
 from driftline.pipeline.records import (
@@ -61,7 +62,7 @@ class IntervalLosses:
             if correct is not None:
                 found.append((pid, tags, float(1 - correct)))
                 classifier = True
-            elif abs_error is not None:
+            elif abs_error is not None and abs_error <= MAX_ABS_VALUE:
                 found.append((pid, tags, float(abs_error)))
         key = (model_id, start)
         self.by_version[key][version] = found
@@ -241,7 +242,9 @@ class OutcomeClock:
     def _perf(self, model_id: str, version: str, segment: str, regression: bool) -> OnlinePerformance:
         key = (model_id, version, segment)
         perf = self.performance.get(key)
-        if perf is None:
+        # A regression model's first outcome may carry no error (an invalid prediction or label):
+        # the estimators made for it, still empty, are the regression ones once an error comes.
+        if perf is None or (regression and perf.task == "classification" and not perf.n):
             cfg = self.performance_settings
             # DDM watches a binary error stream; regression errors are continuous, so ADWIN instead.
             detector = "adwin" if regression and cfg.detector == "ddm" else cfg.detector
@@ -279,7 +282,7 @@ class OutcomeClock:
                 if correct is not None:
                     tally.correct += correct
                     tally.n_correct_known += 1
-                if abs_error is not None:
+                if abs_error is not None and abs_error <= MAX_ABS_VALUE:  # beyond: not an error measure
                     tally.abs_error += abs_error
                     tally.sq_error += abs_error * abs_error
                     tally.n_error_known += 1
