@@ -50,6 +50,13 @@ base's local copy (``worker.state_dir``), warm and with its pages evicted; the r
 linear extrapolation to 10M.
 
     .venv/bin/python bench/bench_join_state.py --local-restore 1000000
+
+``--flush-hold MB`` writes a base of MB through the checkpoint store on a fresh embedded broker, as
+a runner writes one beside batches, and every 0.5 s delivers a batch of outputs and then times a
+``producer.flush()``: what a flush before another shard's checkpoint holds batches for while the
+base is in flight (``docs/state.md``).
+
+    .venv/bin/python bench/bench_join_state.py --flush-hold 270
 """
 
 from __future__ import annotations
@@ -614,6 +621,91 @@ def measure_chain_read(megabytes: int) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
+class FlushHold:
+    """What a producer flush before a checkpoint costs while another shard's base is in flight:
+    each figure once per simulated checkpoint of the other shard (seconds)."""
+
+    base_bytes: int
+    base_write_s: float  # save_link of the base, timed from its task
+    flush_s: tuple[float, ...]  # producer.flush() while the base was in flight: batches held
+    deliver_s: tuple[float, ...]  # delivering a batch of outputs meanwhile (what a batch pays anyway)
+
+
+async def _flush_hold(settings: Any, blob: bytes, interval_s: float) -> FlushHold:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from driftline.kafka.clients import aiokafka_producer_kwargs
+    from driftline.pipeline.stage import OutboundMessage
+    from driftline.streams.checkpoint import CheckpointStore
+    from driftline.streams.delivery import deliver
+
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    await producer.start()
+    try:
+        store = CheckpointStore(settings, producer)
+        await store.start()
+        # The shard's topic exists already (a base after the first): the write is the chunks alone.
+        await store.save_link("bench", 0, b"first", {("preds", 0): 1}, base=True, parent=None)
+        outputs = [OutboundMessage(settings.topics.outcomes, str(i).encode(), b"x" * 200) for i in range(500)]
+        started = time.perf_counter()
+        write = asyncio.ensure_future(
+            store.save_link("bench", 0, blob, {("preds", 0): 2}, base=True, parent=None))
+        write.add_done_callback(lambda _: setattr(write, "seconds", time.perf_counter() - started))
+        flush_s: list[float] = []
+        deliver_s: list[float] = []
+        while not write.done():
+            await asyncio.sleep(interval_s)  # a batch's worth of time between two checkpoints
+            if write.done():
+                break
+            began = time.perf_counter()
+            await deliver(producer, outputs, what="bench outputs")
+            deliver_s.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            await producer.flush()
+            flush_s.append(time.perf_counter() - began)
+        await write
+        await store.stop()
+        return FlushHold(len(blob), write.seconds, tuple(flush_s), tuple(deliver_s))  # type: ignore[attr-defined]
+    finally:
+        await producer.stop()
+
+
+def measure_flush_hold(megabytes: int, interval_s: float = 0.5) -> FlushHold:
+    """:class:`FlushHold` with a base of ``megabytes`` written through the checkpoint store on a
+    fresh embedded broker, a checkpoint of another shard every ``interval_s``."""
+    import asyncio
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from driftline.config import Settings
+    from driftline.kafka.admin import ensure_topics
+    from driftline.local.broker import running_broker
+
+    blob = os.urandom(megabytes * 10**6)
+    with tempfile.TemporaryDirectory(prefix="driftline-flush-") as tmp, running_broker() as broker:
+        settings = Settings(home=Path(tmp), kafka={"bootstrap_servers": broker.bootstrap_servers})
+        ensure_topics(settings)
+        return asyncio.run(_flush_hold(settings, blob, interval_s))
+
+
+def print_flush_hold(run: FlushHold) -> None:
+    flushes, delivers = sorted(run.flush_s), sorted(run.deliver_s)
+    if not flushes:
+        print(f"a {run.base_bytes / 1e6:.0f} MB base written in {run.base_write_s:.1f} s: "
+              "no checkpoint fell inside")
+        return
+    print(f"a {run.base_bytes / 1e6:.0f} MB base in flight for {run.base_write_s:.1f} s: "
+          f"{len(flushes)} checkpoints of another shard; the producer flush before each held batches median "
+          f"{_median(run.flush_s) * 1e3:,.0f} ms, max {flushes[-1] * 1e3:,.0f} ms, "
+          f"{sum(flushes):.1f} s in all ({sum(flushes) / run.base_write_s:.0%} of the write); "
+          f"a batch of 500 outputs delivered meanwhile in median {_median(run.deliver_s) * 1e3:,.0f} ms, "
+          f"max {delivers[-1] * 1e3:,.0f} ms")
+
+
+@dataclass(frozen=True)
 class LocalRestore:
     """Writing a base (and a few deltas) and reading the chain back, from the broker and from the
     base's local copy; each figure once per round (seconds), the rounds alternating the order."""
@@ -898,6 +990,8 @@ def main() -> None:
                         help="time writing a base of N pending, all in memory and under --budget-mb")
     parser.add_argument("--base-hold", type=int, default=0, metavar="N",
                         help="how long a base holds batches at N pending: pickled under the lock vs copied")
+    parser.add_argument("--flush-hold", type=int, default=0, metavar="MB",
+                        help="how long a producer flush holds batches while a base of MB is in flight")
     parser.add_argument("--chain-read", type=int, default=0, metavar="MB",
                         help="write and read back a base of MB megabytes on an embedded broker")
     parser.add_argument("--local-restore", type=int, default=0, metavar="N",
@@ -907,6 +1001,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.local_restore:
         print_local_restore(args.local_restore, measure_local_restore(args.local_restore))
+        return
+    if args.flush_hold:
+        print_flush_hold(measure_flush_hold(args.flush_hold))
         return
     if args.chain_read:
         write_s, read_s = measure_chain_read(args.chain_read)
