@@ -104,6 +104,8 @@ class Checkpoint:
     local_bytes: int = 0
     """A chain: the base's bytes read from its local copy (0: the base came from the topic)."""
     local_read_seconds: float = 0.0
+    base_id: str | None = None
+    """A chain: the checkpoint id of its base."""
 
     @property
     def delta_bytes(self) -> int:
@@ -284,8 +286,8 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
     >>> base, d1 = Checkpoint("b", b"B", {}, BASE), Checkpoint("d1", b"1", {("t", 0): 5}, DELTA, "b")
     >>> torn_retry = Checkpoint("dx", b"x", {}, DELTA, "gone")
     >>> chain = assemble_chain([base, d1, d1, torn_retry, Checkpoint("d2", b"2", {("t", 0): 9}, DELTA, "d1")])
-    >>> chain.checkpoint_id, chain.blob, chain.deltas, chain.offsets
-    ('d2', b'B', (b'1', b'2'), {('t', 0): 9})
+    >>> chain.checkpoint_id, chain.blob, chain.deltas, chain.offsets, chain.base_id
+    ('d2', b'B', (b'1', b'2'), {('t', 0): 9}, 'b')
     """
     base: Checkpoint | None = None
     deltas: list[Checkpoint] = []
@@ -300,7 +302,7 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
         return None
     last = deltas[-1] if deltas else base
     return Checkpoint(last.checkpoint_id, base.blob, last.offsets, BASE, None,
-                      tuple(d.blob for d in deltas), generation)
+                      tuple(d.blob for d in deltas), generation, base_id=base.checkpoint_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +560,7 @@ class CheckpointStore:
         self._probe: AIOKafkaConsumer | None = None
         self._probe_lock = asyncio.Lock()
         self._keeping: dict[str, asyncio.Task[None]] = {}  # key -> its copy's fsync and rename
+        self._local_bases: dict[str, str] = {}  # key -> the base whose local copy is whole (or being kept)
         self.saved = 0
         self.messages_read = 0
         self.bytes_read = 0
@@ -620,6 +623,8 @@ class CheckpointStore:
                 self._count_copy_failure(stage)
             elif staged is not None and not delivered and self.local is not None:
                 self.local.discard(staged.path)
+        if base:  # the chain's last base is this one now: its copy is kept below, or there is none
+            self._local_bases.pop(key, None)
         if staged is not None:
             position = LocalBase(self._tp.topic, stage, shard, generation, ckpt_id, -1,
                                  chunk_count(len(blob), self._max_chunk_bytes), len(blob), staged.crc,
@@ -632,6 +637,12 @@ class CheckpointStore:
             self._forget_topics(older)
         self.saved += 1
         return ckpt_id
+
+    def has_local_base(self, stage: str, shard: int, checkpoint_id: str | None) -> bool:
+        """Whether the base ``checkpoint_id`` of the shard has a local copy a restore here would
+        read (kept, or being kept, by this process, or read by its restore), so restoring it costs
+        a read of the disk, not the broker. False without ``worker.state_dir``."""
+        return checkpoint_id is not None and self._local_bases.get(shard_key(stage, shard)) == checkpoint_id
 
     async def local_copies_kept(self) -> None:
         """Wait until the local copies of the bases written so far are renamed in place."""
@@ -661,12 +672,16 @@ class CheckpointStore:
             self._count_copy_failure(position.stage)
             return
         position = dataclasses.replace(position, last_chunk=end - 1)
+        key = shard_key(position.stage, position.shard)
+        self._local_bases[key] = position.checkpoint_id
 
         async def keep() -> None:
             if not await asyncio.to_thread(local.keep, staged, position):
                 self._count_copy_failure(position.stage)
+                if self._local_bases.get(key) == position.checkpoint_id:
+                    del self._local_bases[key]
 
-        self._keeping[shard_key(position.stage, position.shard)] = asyncio.ensure_future(keep())
+        self._keeping[key] = asyncio.ensure_future(keep())
 
     def _count_copy_failure(self, stage: str) -> None:
         self.local_copy_failures[stage] = self.local_copy_failures.get(stage, 0) + 1
@@ -784,6 +799,7 @@ class CheckpointStore:
             links[0] = dataclasses.replace(links[0], blob=blob)
             local_bytes = len(blob)
             self.local_bytes_read += local_bytes
+            self._local_bases[shard_key(local.stage, local.shard)] = local.checkpoint_id
         else:  # a newer base completed after the copy's: read from the topic with what followed
             log.info("the local base of %s is older than the chain's last base: not used", tp.topic)
         chain = assemble_chain(links, local.generation)

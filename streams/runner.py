@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -84,18 +85,22 @@ MIN_MEASURED_S = 1.0
 """A restore predicted to take less tells nothing of per-byte and per-record costs (fixed costs
 dominate), so it does not recalibrate them."""
 MIN_READ_BYTES = 64 * 2**20
+"""A read of fewer bytes (broker or local copy) is mostly latency: it does not recalibrate a speed."""
 
 
 @dataclass(frozen=True, slots=True)
 class RestoreCosts:
     """What restoring a stage-1 chain costs this process: a base per MB unpickled, a delta per
-    changed record applied (a lookup and a splice each), both in CPU time, and the MB per second
-    reading the chain from the broker. The defaults are conservative figures from a loaded
-    2-core machine (docs/state.md); a restore this process ran recalibrates them.
+    changed record applied (a lookup and a splice each), both in CPU time, the MB per second
+    reading the chain from the broker, and the MB per second reading a base from its local copy
+    (``worker.state_dir``: the CRC check included). The defaults are conservative figures from a
+    loaded 2-core machine (docs/state.md); a restore this process ran recalibrates them.
 
     >>> costs = RestoreCosts()  # 1M pending: a 270 MB base and 300,000 changed records (6 deltas)
     >>> round(costs.seconds(base_bytes=270_000_000, delta_bytes=40_000_000, changed=300_000), 1)
     20.7
+    >>> round(costs.seconds(270_000_000, 40_000_000, 300_000, local_base=True), 1)  # the base on disk
+    8.1
     >>> measured = costs.measured(base_bytes=270_000_000, changed=1_650_000, cpu_s=9.0)
     >>> round(measured.change_s * 1e6, 2), round(measured.base_s_per_mb * 1e3, 2)  # ~half the defaults
     (4.82, 3.86)
@@ -103,18 +108,26 @@ class RestoreCosts:
     True
     >>> costs.read(bytes_read=500_000_000, seconds=2.0).read_mb_per_s
     250.0
+    >>> costs.local_read(bytes_read=810_000_000, seconds=0.9).local_read_mb_per_s
+    900.0
     """
 
     base_s_per_mb: float = 0.008
     change_s: float = 10e-6
     read_mb_per_s: float = 20.0
+    local_read_mb_per_s: float = 300.0
 
     def cpu_seconds(self, base_bytes: int, changed: int) -> float:
         return base_bytes / 1e6 * self.base_s_per_mb + changed * self.change_s
 
-    def seconds(self, base_bytes: int, delta_bytes: int, changed: int) -> float:
-        """A restore of a base of ``base_bytes``, deltas of ``delta_bytes`` carrying ``changed`` records."""
-        return self.cpu_seconds(base_bytes, changed) + (base_bytes + delta_bytes) / 1e6 / self.read_mb_per_s
+    def base_read_mb_per_s(self, local_base: bool) -> float:
+        return self.local_read_mb_per_s if local_base else self.read_mb_per_s
+
+    def seconds(self, base_bytes: int, delta_bytes: int, changed: int, local_base: bool = False) -> float:
+        """A restore of a base of ``base_bytes``, deltas of ``delta_bytes`` carrying ``changed``
+        records; the base read from its local copy if ``local_base`` (the deltas from the broker)."""
+        return (self.cpu_seconds(base_bytes, changed) + base_bytes / 1e6 / self.base_read_mb_per_s(local_base)
+                + delta_bytes / 1e6 / self.read_mb_per_s)
 
     def measured(self, base_bytes: int, changed: int, cpu_s: float) -> RestoreCosts:
         """These costs scaled by a restore's CPU time over what they predicted for it."""
@@ -122,13 +135,20 @@ class RestoreCosts:
         if predicted < MIN_MEASURED_S or cpu_s <= 0:
             return self
         scale = cpu_s / predicted
-        return RestoreCosts(self.base_s_per_mb * scale, self.change_s * scale, self.read_mb_per_s)
+        return dataclasses.replace(self, base_s_per_mb=self.base_s_per_mb * scale,
+                                   change_s=self.change_s * scale)
 
     def read(self, bytes_read: int, seconds: float) -> RestoreCosts:
-        """These costs with the read speed of a load of chains (a large enough one)."""
+        """These costs with the broker read speed of a load of chains (a large enough one)."""
         if bytes_read < MIN_READ_BYTES or seconds <= 0:
             return self
-        return RestoreCosts(self.base_s_per_mb, self.change_s, bytes_read / 1e6 / seconds)
+        return dataclasses.replace(self, read_mb_per_s=bytes_read / 1e6 / seconds)
+
+    def local_read(self, bytes_read: int, seconds: float) -> RestoreCosts:
+        """These costs with the read speed of the local copies of bases a load read (enough bytes)."""
+        if bytes_read < MIN_READ_BYTES or seconds <= 0:
+            return self
+        return dataclasses.replace(self, local_read_mb_per_s=bytes_read / 1e6 / seconds)
 
 
 @dataclass
@@ -141,10 +161,12 @@ class ChainLength:
     changed: int = 0  # records the deltas carry: a restore applies each
     base_hold_s: float = 0.0  # wall time the base held batches (0: another process wrote it)
     started: float = field(default_factory=time.monotonic)
+    base_id: str | None = None  # the base's checkpoint id
+    local_base: bool = False  # a restore here reads the base from its local copy (worker.state_dir)
 
     def restore_seconds(self, costs: RestoreCosts, next_changed: int = 0) -> float:
         """The estimated restore of this chain (and a next delta of ``next_changed`` records)."""
-        return costs.seconds(self.base_bytes, self.delta_bytes, self.changed + next_changed)
+        return costs.seconds(self.base_bytes, self.delta_bytes, self.changed + next_changed, self.local_base)
 
     def base_due(self, deltas_per_base: int, delta_ratio: float, restore_target_s: float = 0.0,
                  costs: RestoreCosts = RestoreCosts(), next_changed: int = 0,
@@ -165,12 +187,15 @@ class ChainLength:
         [False, True]
         >>> big.base_due(720, 1.0, 60.0, kafka, 4_000_000, elapsed_s=900.0)  # bases would stall > 10 %
         False
+        >>> big.local_base = True  # the base is read from its local copy at 300 MB/s, not 100
+        >>> big.base_due(720, 1.0, 60.0, kafka, next_changed=4_000_000)
+        False
         """
         if self.deltas >= deltas_per_base or self.delta_bytes > delta_ratio * self.base_bytes:
             return True
         if not restore_target_s or self.deltas == 0:
             return False
-        if costs.seconds(self.base_bytes, 0, 0) >= restore_target_s:
+        if costs.seconds(self.base_bytes, 0, 0, self.local_base) >= restore_target_s:
             return False
         return (self.restore_seconds(costs, next_changed) > restore_target_s
                 and elapsed_s * BASE_TIME_SHARE >= self.base_hold_s)
@@ -382,6 +407,8 @@ class StageRunner:
             if isinstance(processor, Incremental):
                 worker = self.settings.worker
                 records = processor.changed_records()
+                if chain is not None:  # its copy may have failed since (kept in the background)
+                    chain.local_base = self.checkpoints.has_local_base(self.stage, shard, chain.base_id)
                 base = chain is None or chain.base_due(
                     worker.checkpoint_deltas_per_base, worker.checkpoint_delta_ratio, worker.restore_target_s,
                     self.restore_costs, records, started - chain.started)
@@ -400,13 +427,13 @@ class StageRunner:
             size = len(blob)
             del blob  # a base can be gigabytes: not kept while the next shard's is built
             if base or chain is None:
-                chain = state.chain = ChainLength(size, base_hold_s=time.monotonic() - started)
+                chain = self._new_chain(shard, state, size, time.monotonic() - started)
                 wrote_base = True
             else:
                 chain.deltas += 1
                 chain.delta_bytes += size
                 chain.changed += records
-                state.restore_figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
+                self._estimate(state, chain)
             state.dirty = False
             state.checkpointed_at = time.time()
             state.checkpointed_offsets = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
@@ -431,10 +458,9 @@ class StageRunner:
                 self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id)
             size = len(blob)
             del blob
-            chain = state.chain = ChainLength(size, base_hold_s=hold_s)
-            state.restore_figures.update(
-                restore_estimate_seconds=chain.restore_seconds(self.restore_costs),
-                base_hold_seconds=hold_s, base_write_seconds=time.monotonic() - started)
+            self._new_chain(shard, state, size, hold_s)
+            state.restore_figures.update(base_hold_seconds=hold_s,
+                                         base_write_seconds=time.monotonic() - started)
             state.checkpointed_at = time.time()
             state.checkpointed_offsets = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
             self.stats.checkpoints += 1
@@ -445,6 +471,22 @@ class StageRunner:
         finally:
             state.base_in_flight = None
             state.restore_figures["base_in_flight"] = 0.0
+
+    def _new_chain(self, shard: int, state: ShardState, base_bytes: int, hold_s: float) -> ChainLength:
+        """The shard's chain once its base ``state.checkpoint_id`` was acknowledged."""
+        base_id = state.checkpoint_id
+        local = self.checkpoints.has_local_base(self.stage, shard, base_id)
+        chain = state.chain = ChainLength(base_bytes, base_hold_s=hold_s, base_id=base_id, local_base=local)
+        self._estimate(state, chain)
+        return chain
+
+    def _estimate(self, state: ShardState, chain: ChainLength) -> None:
+        """The restore figures of the shard's chain as it stands, for /metrics."""
+        costs = self.restore_costs
+        state.restore_figures.update(
+            restore_estimate_seconds=chain.restore_seconds(costs),
+            restore_base_local=float(chain.local_base),
+            restore_base_read_mb_per_s=costs.base_read_mb_per_s(chain.local_base))
 
     async def _settle(self, shards: Sequence[int]) -> None:
         """Wait until the bases in flight of `shards` are acknowledged (or raise their failure)."""
@@ -483,8 +525,9 @@ class StageRunner:
             saved = await self.checkpoints.load_all(self.stage, new) if new else {}
             self._read_seconds = time.perf_counter() - started
             local_s = sum(ckpt.local_read_seconds for ckpt in saved.values())  # not the broker's speed
-            self.restore_costs = self.restore_costs.read(self.checkpoints.bytes_read - read_before,
-                                                         self._read_seconds - local_s)
+            self.restore_costs = self.restore_costs.read(
+                self.checkpoints.bytes_read - read_before, self._read_seconds - local_s).local_read(
+                sum(ckpt.local_bytes for ckpt in saved.values()), local_s)
             restored = bool(saved)
             for shard in new:  # each base let go once restored: one alive at a time
                 await self._adopt(consumer, shard, saved.pop(shard, None))
@@ -534,7 +577,9 @@ class StageRunner:
         chain = None
         if saved.kind != FULL:
             changed = saved.delta_bytes // BYTES_PER_CHANGE
-            chain = ChainLength(len(saved.blob), len(saved.deltas), saved.delta_bytes, changed)
+            chain = ChainLength(len(saved.blob), len(saved.deltas), saved.delta_bytes, changed,
+                                base_id=saved.base_id,
+                                local_base=self.checkpoints.has_local_base(self.stage, shard, saved.base_id))
             if isinstance(processor, Incremental):
                 self.restore_costs = self.restore_costs.measured(len(saved.blob), changed, cpu_s)
         source = ""  # a chain's base may come from its local copy (worker.state_dir)
@@ -550,10 +595,11 @@ class StageRunner:
         if chain is not None:
             figures |= {"restore_broker_bytes": float(saved.broker_bytes),
                         "restore_local_bytes": float(saved.local_bytes)}
+        state = ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures,
+                           checkpointed_offsets=dict(offsets))
         if chain is not None and isinstance(processor, Incremental):
-            figures["restore_estimate_seconds"] = chain.restore_seconds(self.restore_costs)
-        return ShardState(processor, offsets, saved.checkpoint_id, chain=chain, restore_figures=figures,
-                          checkpointed_offsets=dict(offsets))
+            self._estimate(state, chain)
+        return state
 
 
 class _ChainFactory(Protocol):

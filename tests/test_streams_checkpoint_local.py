@@ -211,3 +211,41 @@ def test_a_copy_that_cannot_be_written_is_counted_and_the_checkpoint_kept(
         assert (restored.blob, restored.deltas, restored.local_bytes) == (b"base", (b"d",), 0)
 
     _run(settings, scenario)
+
+
+def test_the_store_tells_which_base_a_restore_here_reads_from_disk(
+        settings: Settings, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_bytes(b"")
+
+    async def scenario(producer: AIOKafkaProducer) -> None:
+        writer = await _store(settings, producer, state_dir)
+        base = await writer.save_link("st", 0, b"base", {("preds", 0): 1}, base=True, parent=None)
+        delta = await writer.save_link("st", 0, b"d", {("preds", 0): 2}, base=False, parent=base)
+        assert writer.has_local_base("st", 0, base)
+        assert not writer.has_local_base("st", 0, delta) and not writer.has_local_base("st", 1, base)
+        await writer.stop()
+
+        reader = await _store(settings, producer, state_dir)  # a restart on the same disk
+        chain = (await reader.load_all("st", [0]))[0]
+        assert (chain.base_id, chain.local_bytes) == (base, 4) and reader.has_local_base("st", 0, base)
+        newer = await reader.save_link("st", 0, b"base2", {("preds", 0): 3}, base=True,
+                                       parent=chain.checkpoint_id)
+        assert reader.has_local_base("st", 0, newer) and not reader.has_local_base("st", 0, base)
+        await reader.stop()
+
+        remote = await _store(settings, producer, None)  # no state_dir: every base from the broker
+        chain = (await remote.load_all("st", [0]))[0]
+        assert chain.base_id == newer and not remote.has_local_base("st", 0, newer)
+        other = await remote.save_link("st", 1, b"b1", {("preds", 1): 1}, base=True, parent=None)
+        assert not remote.has_local_base("st", 1, other)
+        await remote.stop()
+
+        failing = await _store(settings, producer, not_a_dir / "state")  # its copies cannot be written
+        lost = await failing.save_link("st", 2, b"b2", {("preds", 2): 1}, base=True, parent=None)
+        await failing.local_copies_kept()
+        assert failing.local_copy_failures == {"st": 1} and not failing.has_local_base("st", 2, lost)
+        await failing.stop()
+
+    _run(settings, scenario)

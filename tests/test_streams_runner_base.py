@@ -280,3 +280,43 @@ async def _batches_go_on_while_a_base_is_written(s: Settings) -> None:
     keys = await _outputs(s)
     assert len(keys) == len(set(keys)), "an output was produced twice without a failure"
     assert _totals(keys) == _simulated_totals(s, await _input_keys(s))
+
+
+def test_the_restore_estimate_prices_a_base_with_a_local_copy_at_the_local_read_speed(
+    base_settings: Settings, tmp_path: Any,
+) -> None:
+    asyncio.run(_restore_estimate_with_a_local_copy(base_settings, tmp_path / "state"))
+
+
+def _base_figures(run: _Run) -> dict[int, tuple[float, float, float]]:
+    """Per shard: whether the estimate reads the base locally, at what speed, and the estimate."""
+    return {shard: (f["restore_base_local"], f["restore_base_read_mb_per_s"], f["restore_estimate_seconds"])
+            for shard, state in run.runner.shards.items()
+            if "restore_base_local" in (f := state.restore_figures)}
+
+
+async def _restore_estimate_with_a_local_copy(s: Settings, state_dir: Any) -> None:
+    local = s.model_copy(update={"worker": s.worker.model_copy(update={"state_dir": state_dir})})
+    shards = s.topics.partitions
+    await _produce(s, 200)
+    async with _Run(local) as run:  # every shard writes its base and keeps a copy of it
+        await _wait(lambda: len(_base_figures(run)) == shards, "a base acknowledged for every shard")
+        costs = run.runner.restore_costs
+        for shard, (is_local, speed, estimate) in _base_figures(run).items():
+            chain = run.runner.shards[shard].chain
+            assert chain is not None and is_local == 1.0 and speed == costs.local_read_mb_per_s
+            assert chain.local_base and estimate == chain.restore_seconds(costs)
+            broker = costs.seconds(chain.base_bytes, chain.delta_bytes, chain.changed)
+            assert estimate < broker
+        run.runner.stop()
+        await asyncio.wait_for(run.task, 60)
+    async with _Run(local) as run:  # a restart on the same disk: the bases come from their copies
+        await _wait(lambda: len(_base_figures(run)) == shards, "every shard restored")
+        assert all(state.restore_figures["restore_local_bytes"] > 0 for state in run.runner.shards.values())
+        assert all(is_local == 1.0 for is_local, _, _ in _base_figures(run).values())
+        run.runner.stop()
+        await asyncio.wait_for(run.task, 60)
+    async with _Run(s) as run:  # no state_dir: read from the broker, priced at the broker's speed
+        await _wait(lambda: len(_base_figures(run)) == shards, "every shard restored")
+        speed = run.runner.restore_costs.read_mb_per_s
+        assert all(figures[:2] == (0.0, speed) for figures in _base_figures(run).values())
