@@ -23,7 +23,9 @@ classifier's folds, iterations and cadence are the ``multivariate`` settings.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from driftline.config import Settings
@@ -60,6 +62,8 @@ MIN_DOMAIN_ROWS = 200
 
 Rows = dict[str, list[dict[str, Any]]]
 
+log = logging.getLogger(__name__)
+
 
 class WindowClock:
     """The windows of one stage-2 shard's models (see module docstring)."""
@@ -94,6 +98,24 @@ class WindowClock:
         self.episodes.config_hash = config_hash
         self.scorers: dict[str, DriftScorer] = {}  # by profile id; made again for today's settings
         self.domain_classifiers: dict[str, DomainClassifierDrift | None] = {}  # by profile id (seeded)
+        self._drop_malformed_partials()
+
+    def _drop_malformed_partials(self) -> None:
+        """Drop the restored partials that cannot be merged: a checkpoint of a version that did not
+        check them on arrival may hold one (a window moment that overflowed), and merging it would
+        raise at every restart. Counted in ``malformed_partials`` and logged; new partials never
+        get here (:meth:`add_partial` refuses them, to be dead-lettered)."""
+        for key, parts in list(self.partials.items()):
+            for shard, partial in list(parts.items()):
+                try:
+                    check_partial(partial)
+                except (ValueError, KeyError, TypeError) as err:
+                    del parts[shard]
+                    self.totals["malformed_partials"] += 1
+                    log.warning("dropped the restored window partial of shard %d for %s: %s: %s",
+                                shard, key, type(err).__name__, err)
+            if not parts:
+                del self.partials[key]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -115,9 +137,9 @@ class WindowClock:
         if record.window_end <= self.closed_until:
             self.totals["duplicate_partials"] += 1  # re-sent by a restarted shard
             return
-        # A malformed partial raises ValueError here, where it can be dead-lettered, not when its
-        # window closes (there it would stop every window of the shard at every restart).
-        WindowAccumulator.from_partial(record.partial)
+        # A malformed partial raises here, where it can be dead-lettered, not when its window
+        # closes (there it would stop every window of the shard at every restart).
+        check_partial(record.partial)
         self.partials.setdefault(record.key, {})[record.shard] = record.partial
 
     def add_episode_reports(self, record: EpisodeReports) -> None:
@@ -360,6 +382,13 @@ class WindowClock:
                 classifier = None
             self.domain_classifiers[profile_id] = classifier
         return self.domain_classifiers[profile_id]
+
+
+def check_partial(partial: Mapping[str, Any]) -> None:
+    """Raise ValueError, KeyError or TypeError unless a shard's window partial can be merged."""
+    WindowAccumulator.from_partial(partial)
+    if "multivariate" in partial:
+        merge_windows([partial["multivariate"]], k=0)
 
 
 def _score_evidence(score: FeatureScore) -> dict[str, float | None]:
