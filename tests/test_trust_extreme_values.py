@@ -340,3 +340,18 @@ def test_a_restored_checkpoint_holding_a_malformed_partial_drops_it_instead_of_r
     windows = [r for m in out if m.topic == settings.topics.sink for msg in [orjson.loads(m.value)]
                if msg["table"] == "feature_windows" for r in msg["rows"] if r["feature"] == "x"]
     assert [(r["count"], r["mean"]) for r in windows] == [(2, 2.0)]  # shard 1's events
+
+
+def test_numbers_at_the_bound_score_without_overflow() -> None:
+    rng = np.random.default_rng(0)
+    reference, window = rng.normal(size=5000), rng.normal(size=2000)
+    reference[::100], reference[1::100] = MAX_ABS_VALUE, -MAX_ABS_VALUE
+    window[::50], window[3::50] = MAX_ABS_VALUE, -0.9 * MAX_ABS_VALUE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow anywhere would raise here
+        report = DriftScorer.from_reference({"x": reference, "y": rng.normal(size=5000) * 1e99}).score(
+            {"x": window, "y": rng.normal(size=2000) * 1e99})
+    for name in ("x", "y"):
+        score = report[name]
+        assert score.n == 2000
+        assert all(math.isfinite(v) for v in (score.ks, score.psi, score.js, score.effect))
