@@ -258,15 +258,20 @@ class FeatureStats:
         return f"FeatureStats(count={self.count}, n={self.n}, categories={len(self.categories)})"
 
     def _add_numbers(self, arr: FloatArray, n_none: int) -> None:
-        valid = valid_numbers(arr)
-        n_valid = int(np.count_nonzero(valid))
-        self.invalid += arr.size - n_valid - n_none
-        if not n_valid:
+        finite = np.isfinite(arr)
+        n_finite = int(np.count_nonzero(finite))
+        vals = arr if n_finite == arr.size else arr[finite]
+        lo, hi = (float(vals.min()), float(vals.max())) if n_finite else (0.0, 0.0)
+        if lo < -MAX_ABS_VALUE or hi > MAX_ABS_VALUE:  # the bound costs nothing more unless crossed
+            vals = vals[valid_numbers(vals)]
+            if vals.size:
+                lo, hi = float(vals.min()), float(vals.max())
+        self.invalid += arr.size - vals.size - n_none
+        if not vals.size:
             return
-        vals = arr if n_valid == arr.size else arr[valid]
         mean = float(vals.mean())
         m2 = float(np.square(vals - mean).sum())
-        self._merge_moments(n_valid, mean, m2, float(vals.min()), float(vals.max()))
+        self._merge_moments(vals.size, mean, m2, lo, hi)
         self.sketch.add_many(vals)
 
     def _merge_moments(self, n: int, mean: float, m2: float, lo: float | None, hi: float | None) -> None:
