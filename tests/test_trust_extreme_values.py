@@ -17,6 +17,7 @@ import pytest
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
+from driftline.operators.cbpe import PerformanceEstimator
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.performance import IntervalMetrics, OnlinePerformance
 from driftline.operators.profile import build_profile
@@ -355,3 +356,15 @@ def test_numbers_at_the_bound_score_without_overflow() -> None:
         score = report[name]
         assert score.n == 2000
         assert all(math.isfinite(v) for v in (score.ks, score.psi, score.js, score.effect))
+
+
+def test_performance_estimated_from_extreme_scores_stays_finite() -> None:
+    rng = np.random.default_rng(6)
+    scores = rng.uniform(size=4000)
+    estimator = PerformanceEstimator.fit(scores, (rng.uniform(size=4000) < scores).astype(int))
+    window = np.concatenate([rng.uniform(size=500), EXTREMES])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimate = estimator.estimate(window)
+    assert estimate.n == 505
+    assert all(math.isfinite(v) for v in (estimate.accuracy, estimate.accuracy_sd, estimate.roc_auc))
