@@ -1,4 +1,4 @@
-"""The domain classifier's own bin thresholds equal scikit-learn's, and so do its verdicts."""
+"""The domain classifier's own bin thresholds and bins equal scikit-learn's, and so do its verdicts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytest.importorskip("sklearn")
 from sklearn.ensemble._hist_gradient_boosting.binning import _BinMapper
 
 from driftline.operators import multivariate
-from driftline.operators.multivariate import DomainClassifierDrift, bin_thresholds
+from driftline.operators.multivariate import DomainClassifierDrift, quantile_bins
 
 
 def tables() -> Iterator[np.ndarray]:
@@ -33,18 +33,22 @@ def tables() -> Iterator[np.ndarray]:
 
 
 @pytest.mark.parametrize("max_bins", [63, 255, 15])
-def test_bin_thresholds_are_the_librarys_or_none(max_bins: int) -> None:
+def test_quantile_bins_are_the_librarys_or_none(max_bins: int) -> None:
     taken = 0
     for x in tables():
-        ours = bin_thresholds(x, max_bins)
-        theirs = _BinMapper(n_bins=max_bins + 1, random_state=0).fit(x).bin_thresholds_
+        ours = quantile_bins(x, max_bins)
+        mapper = _BinMapper(n_bins=max_bins + 1, random_state=0, n_threads=1).fit(x)
         if ours is None:
             continue
         taken += 1
-        assert len(ours) == len(theirs)
-        for mine, library in zip(ours, theirs, strict=True):
+        thresholds, binned = ours
+        assert len(thresholds) == len(mapper.bin_thresholds_)
+        for mine, library in zip(thresholds, mapper.bin_thresholds_, strict=True):
             assert mine.dtype == library.dtype
             assert np.array_equal(mine, library)
+        library_bins = mapper.transform(x)
+        assert binned.dtype == library_bins.dtype and binned.flags.f_contiguous
+        assert np.array_equal(binned, library_bins)
     assert taken >= 2  # the common case (continuous columns) is taken
 
 
