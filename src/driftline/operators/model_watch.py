@@ -304,7 +304,8 @@ class MultivariateReference:
     def errors_and_distances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Per event: the reconstruction error and the outlier distance."""
         # (n, d) in F order (a view of the feature-major scores): rowwise_matmul's layout, no copy
-        z = np.clip(self.reconstruction.scores.scores_by_feature(x), -SCORE_CAP, SCORE_CAP).T
+        u = self.reconstruction.scores.scores_by_feature(x)  # a new array: clipped in place
+        z = np.clip(u, -SCORE_CAP, SCORE_CAP, out=u).T
         return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
 
 
@@ -454,14 +455,23 @@ class MultivariateWindow:
         self.sample_rows = np.asarray([row for _, row in kept], dtype=np.float64).reshape(len(kept), width)
 
     def _count_segments(self, calibrated: FloatArray, segments: npt.NDArray[np.int64]) -> None:
-        keys, inverse = np.unique(segments, return_inverse=True)
         p = np.rint(calibrated * PROBABILITY_UNIT).astype(np.int64)
         pq = np.rint(calibrated * (1.0 - calibrated) * PROBABILITY_UNIT).astype(np.int64)
-        counts = np.bincount(inverse, minlength=keys.size)
-        p_sums = np.zeros(keys.size, dtype=np.int64)
-        pq_sums = np.zeros(keys.size, dtype=np.int64)
-        np.add.at(p_sums, inverse, p)  # integer adds: exact whatever the grouping
-        np.add.at(pq_sums, inverse, pq)
+        if segments.size * PROBABILITY_UNIT < 2**53:
+            # Segments are small non-negative indices; summed as float64 the integers (each at
+            # most PROBABILITY_UNIT) stay exact below 2 ** 53, so these are the integer sums.
+            counts = np.bincount(segments)
+            keys = np.flatnonzero(counts)
+            counts = counts[keys]
+            p_sums = np.bincount(segments, weights=p)[keys].astype(np.int64)
+            pq_sums = np.bincount(segments, weights=pq)[keys].astype(np.int64)
+        else:
+            keys, inverse = np.unique(segments, return_inverse=True)
+            counts = np.bincount(inverse, minlength=keys.size)
+            p_sums = np.zeros(keys.size, dtype=np.int64)
+            pq_sums = np.zeros(keys.size, dtype=np.int64)
+            np.add.at(p_sums, inverse, p)  # integer adds: exact whatever the grouping
+            np.add.at(pq_sums, inverse, pq)
         for key, n, p_sum, pq_sum in zip(keys.tolist(), counts.tolist(), p_sums.tolist(), pq_sums.tolist(),
                                          strict=True):
             totals = self.auc_segments.setdefault(int(key), [0, 0, 0])
@@ -634,7 +644,8 @@ class MultivariateWatch:
         errors_all = np.full(stamps.size, np.nan)
         scores_all = np.array(scores, dtype=np.float64)  # None: NaN
         hashes_all = id_hashes(prediction_ids)
-        for index in np.unique(wanted).tolist():
+        # nondecreasing: one profile for the whole batch when the first and last agree
+        for index in ([int(wanted[0])] if wanted[0] == wanted[-1] else np.unique(wanted).tolist()):
             if index < 0:
                 continue
             profile = model.profiles[index]
@@ -662,7 +673,8 @@ class MultivariateWatch:
                     segments = ref.estimator.calibrations[0].segments(np.nan_to_num(scored))
             for size in sizes_ms:
                 starts = group_stamps - group_stamps % size
-                window_starts = np.unique(starts).tolist()
+                first, last = int(starts.min()), int(starts.max())  # cheaper than a sort: one window
+                window_starts = [first] if first == last else np.unique(starts).tolist()
                 for start in window_starts:
                     sel: npt.NDArray[np.intp] | slice = (
                         slice(None) if len(window_starts) == 1 else np.flatnonzero(starts == start))

@@ -479,12 +479,14 @@ class ShardProcessor:
         if multivariate is not None:
             for (model_id, version), rows in sorted(by_model.items()):
                 if multivariate.watches(model_id, version):
-                    columns = floats if len(rows) == n else {
+                    whole = len(rows) == n  # every event in order: the batch's own lists, no copies
+                    columns = floats if whole else {
                         name: column[rows] for name, column in floats.items()}
                     reports.setdefault((model_id, version), []).extend(multivariate.observe(
-                        model_id, version, batch.timestamps[rows].tolist(), [ids[i] for i in rows],
-                        [features[i] for i in rows], [batch.predictions[i].score for i in rows],
-                        self.sizes_ms, columns))
+                        model_id, version, times if whole else [times[i] for i in rows],
+                        ids if whole else [ids[i] for i in rows],
+                        features if whole else [features[i] for i in rows],
+                        [batch.predictions[i].score for i in rows], self.sizes_ms, columns))
         return reports
 
     def _window_batch(
