@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 
 import numpy as np
@@ -75,6 +76,8 @@ def test_domain_classifier_verdicts_equal_with_the_librarys_binning() -> None:
                                                null_runs=3, seed=1, rank_quiet=False)
             out.append(classifier.inflation)
             out.extend(classifier.score(w, ordinal=i) for i, w in enumerate(windows))
+            copy = pickle.loads(pickle.dumps(classifier))  # no local class held: it pickles
+            assert copy.score(windows[1], ordinal=1) == out[-3]
         return out
 
     classifier_class = multivariate._binned_classifier()

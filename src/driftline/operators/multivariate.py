@@ -752,7 +752,7 @@ class DomainClassifierDrift:
                  null_runs: int = 6, max_iter: int = 60, top_k: int = 5, seed: int = 0,
                  max_reference: int = 50_000, rank_quiet: bool = True, max_bins: int = 63,
                  max_leaf_nodes: int = 15, learning_rate: float = 0.2) -> None:
-        self._classifier = _require_sklearn()
+        _require_sklearn()  # the class itself is looked up per fit: an instance pickles without it
         numeric = list(features) if features is not None else numeric_features(reference)
         if categorical is None:
             categorical = ([] if features is not None
@@ -871,7 +871,7 @@ class DomainClassifierDrift:
         models = []
         for k in range(self.folds):
             test = fold == k
-            model = self._classifier(
+            model = _binned_classifier()(
                 max_iter=self.max_iter, max_bins=self.max_bins, max_leaf_nodes=self.max_leaf_nodes,
                 learning_rate=self.learning_rate, random_state=self.seed, early_stopping=False,
                 categorical_features=(np.arange(x.shape[1]) >= self._n_numeric
