@@ -567,7 +567,7 @@ def _binned_classifier() -> Any:
     the same thresholds and bins."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    class BinnedClassifier(HistGradientBoostingClassifier):  # type: ignore[misc]
+    class BinnedClassifier(HistGradientBoostingClassifier):
         agrees: bool | None = None
         """Whether :func:`quantile_bins` gave the library's thresholds and bins on the first
         training data both binned (None: not compared yet); False keeps the library's binning."""
