@@ -8,8 +8,10 @@ the group id only spreads shards over members.
 
 Loop: ``getmany`` -> records grouped by shard -> ``processor.process`` -> produce the outputs
 and await their acknowledgements -> advance the shard's offsets. Every
-``worker.checkpoint_interval_s``, on revocation and on stop: flush the producer, then save every
-changed shard. A producer outage blocks the loop inside ``deliver`` with fetching paused.
+``worker.checkpoint_interval_s``, on revocation and on stop: save every changed shard (no producer
+flush first: every output was acknowledged already, and a flush would wait for another shard's
+base in flight, ``docs/state.md``). A producer outage blocks the loop inside ``deliver`` with
+fetching paused.
 
 Checkpoints form chains (``driftline.streams.checkpoint``, ``docs/state.md``). A processor that
 can report its changes (``driftline.pipeline.state.Incremental``: stage 1) writes a base
@@ -396,7 +398,6 @@ class StageRunner:
                    and self.shards[s].base_in_flight is None]
         if not changed:
             return
-        await self.producer.flush()
         wrote_base = False
         for shard in changed:
             state = self.shards[shard]
