@@ -190,3 +190,47 @@ def test_a_clean_batch_carries_its_feature_columns() -> None:
     for odd in (b"{", value(9, b'{"x":NaN,"c":"a","k":3}'), value(9, b'{"x":1.5}')):
         batch, _ = BATCH.predictions([*clean, RawRecord("p", 0, 9, T0, None, odd)])
         assert batch.features is None
+
+
+# One layout per field: the prediction outputs and segment maps are then checked a column at a time
+# (a type set and a min/max per field); each kind of odd value must still be judged as pydantic does.
+ONE_LAYOUT_OUTPUTS = {
+    "label": st.one_of(texts, numbers, st.sampled_from(["true", "false", "null", "[1]"])),
+    "score": st.one_of(numbers, st.sampled_from(["null", "true", '"0.5"'])),
+    "value": st.one_of(numbers, st.sampled_from(["null", "false"])),
+    "probabilities": st.sampled_from(['{"a":0.25,"b":0.75}', '{"a":true}', "null"]),
+}
+PLAIN_OUTPUTS = {
+    "label": st.sampled_from(['"a"', "1", "true", "null"]),
+    "score": st.one_of(st.floats(0, 1).map(repr), st.sampled_from(["1", "0", "null"])),
+    "value": st.floats(-1e6, 1e6).map(repr),
+    "probabilities": st.just("null"),
+}
+SEGMENT_VALUES = st.one_of(texts, st.sampled_from(["1", "null", '"' + "v" * 257 + '"']))
+PLAIN_SEGMENT_VALUES = st.sampled_from(['"eu"', '"us"'])
+
+
+@st.composite
+def one_layout_batches(draw: st.DrawFn) -> list[str]:
+    """Prediction payloads whose ``prediction`` objects share one key layout and whose segment maps
+    share one set of names; the values vary (mostly plain, sometimes each kind of odd one)."""
+    layout = draw(st.permutations(draw(st.lists(st.sampled_from(sorted(ONE_LAYOUT_OUTPUTS)), unique=True))))
+    segment_names = draw(st.lists(st.sampled_from(["region", "tier", "", "n" * 257]), unique=True, max_size=3))
+    payloads = []
+    for i in range(draw(st.integers(1, 12))):
+        odd = draw(st.integers(0, 5)) == 0
+        outputs = ONE_LAYOUT_OUTPUTS if odd else PLAIN_OUTPUTS
+        segment_values = SEGMENT_VALUES if odd else PLAIN_SEGMENT_VALUES
+        fields = ",".join(f'"{name}":{draw(outputs[name])}' for name in layout)
+        segment = ",".join(f'"{name}":{draw(segment_values)}' for name in segment_names)
+        payloads.append(f'{{"prediction_id":"p-{i}","model_id":"m","timestamp":{T0},"features":{{"x":1.5}},'
+                        f'"prediction":{{{fields}}},"segment":{{{segment}}}}}')
+    return payloads
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(one_layout_batches())
+def test_one_layout_columns_match_the_pydantic_path(payloads: list[str]) -> None:
+    records = raw(payloads, "predictions")
+    batch, dead = BATCH.predictions(records)
+    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)

@@ -35,12 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import orjson
+from pydantic import BaseModel
 
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.schemas.events import (
@@ -63,6 +65,7 @@ _NONE = type(None)
 _EXACT_FEATURE_TYPES = frozenset({str, bool, int, _NONE})
 _FEATURE_TYPES = _EXACT_FEATURE_TYPES | {float}
 _LABEL_TYPES = frozenset({str, bool, int, float})
+_NUMBER_OR_NULL = frozenset({int, float, _NONE})
 _PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
 _PREDICTION_REQUIRED = frozenset({"prediction_id", "model_id", "timestamp", "prediction"})
 _LABEL_FIELDS = frozenset(LabelEvent.model_fields)
@@ -72,8 +75,13 @@ _OUTPUT_FIELDS = frozenset(Prediction.model_fields)
 _ModelT = TypeVar("_ModelT", PredictionEvent, LabelEvent, Prediction)
 _EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
 
+_record_time = attrgetter("timestamp_ms")
 _new = object.__new__
 _set = object.__setattr__
+# pydantic's per-instance slots, set directly (a member descriptor's __set__)
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _built(cls: type[_ModelT], values: dict[str, Any], fields_set: Iterable[str]) -> _ModelT:
@@ -138,6 +146,51 @@ def _prediction_output(value: Any) -> Prediction | None:
                   ("value",))
 
 
+def _prediction_outputs(column: Sequence[Any]) -> list[Prediction | None]:
+    """:func:`_prediction_output` of each value. The common column, objects of one key layout
+    without ``probabilities``, is checked per field (a type set and a min/max per field) and its
+    outputs are built in one loop; any other column value by value."""
+    if not column or set(map(type, column)) != {dict}:
+        return list(map(_prediction_output, column))
+    layouts = set(map(tuple, column))
+    if len(layouts) != 1:
+        return list(map(_prediction_output, column))
+    (names,) = layouts
+    present = frozenset(names)
+    if not present <= _OUTPUT_FIELDS or "probabilities" in present:
+        return list(map(_prediction_output, column))
+    n = len(column)
+    fields = _transposed(column, names, None) if names else {}
+    labels = fields.get("label", (None,) * n)
+    scores = _number_column(fields.get("score", (None,) * n))
+    values = _number_column(fields.get("value", (None,) * n))
+    if scores is None or values is None or not set(map(type, labels)) <= _EXACT_FEATURE_TYPES:
+        return list(map(_prediction_output, column))
+    # _built's steps, a step at a time over the column
+    out: list[Prediction | None] = [_new(Prediction) for _ in range(n)]
+    for instance, label, score, value in zip(out, labels, scores, values, strict=True):
+        _set(instance, "__dict__", {"label": label, "score": score, "probabilities": None, "value": value})
+    for instance in out:
+        _set_fields(instance, set(present))
+        _set_extra(instance, None)
+        _set_private(instance, None)
+    return out
+
+
+def _number_column(column: Sequence[Any]) -> Sequence[Any] | None:
+    """A column of optional numbers as pydantic's optional float field holds them (floats finite
+    and below 2**63 in magnitude as they are, ints as floats, nulls), or None if any value is not."""
+    types = set(map(type, column))
+    if not types <= _NUMBER_OR_NULL:
+        return None
+    if types == {_NONE}:
+        return column
+    numbers = [v for v in column if v is not None] if _NONE in types else column
+    if float in types and not (min(numbers) > -_BIG and max(numbers) < _BIG):
+        return None
+    return column if int not in types else [None if v is None else float(v) for v in column]
+
+
 def _by_layout(parsed: Sequence[Any]) -> dict[tuple[str, ...], list[int]]:
     """Positions of the parsed objects per key layout (the keys in their order)."""
     layouts: dict[tuple[str, ...], list[int]] = {}
@@ -180,7 +233,15 @@ def _segment_ok(segment: dict[Any, Any]) -> bool:
 
 
 def _bad_segments(column: Sequence[Any]) -> list[int]:
-    """Positions in ``column`` that are not segment maps; each distinct map is checked once."""
+    """Positions in ``column`` that are not segment maps: none when the keys and values of all the
+    maps together pass the checks at once, else each distinct map is checked once."""
+    if set(map(type, column)) == {dict} and max(map(len, column)) <= 16:
+        keys = list(chain.from_iterable(column))
+        values = list(chain.from_iterable(map(dict.values, column)))
+        if not keys or (set(map(type, keys)) == set(map(type, values)) == {str}
+                        and min(map(len, keys)) > 0 and max(map(len, keys)) <= MAX_NAME_LENGTH
+                        and max(map(len, values)) <= MAX_NAME_LENGTH):
+            return []
     checked: dict[tuple[tuple[Any, Any], ...], bool] = {}
     bad = []
     for j, segment in enumerate(column):
@@ -231,11 +292,15 @@ class _Group:
                       self.present)
 
 
-def _transposed(parsed: Sequence[Any], names: tuple[str, ...], rows: list[int]) -> dict[str, Sequence[Any]]:
-    """The objects at ``rows`` (all with the key layout ``names``) as one column per key."""
+def _transposed(
+    parsed: Sequence[Any], names: tuple[str, ...], rows: list[int] | None
+) -> dict[str, Sequence[Any]]:
+    """The objects at ``rows`` (None: all of them; all with the key layout ``names``) as one column
+    per key."""
+    objects = parsed if rows is None or len(rows) == len(parsed) else [parsed[i] for i in rows]
     if len(names) == 1:
-        return {names[0]: [parsed[i][names[0]] for i in rows]}
-    values = zip(*map(itemgetter(*names), [parsed[i] for i in rows]), strict=True)
+        return {names[0]: [obj[names[0]] for obj in objects]}
+    values = zip(*map(itemgetter(*names), objects), strict=True)
     return dict(zip(names, values, strict=True))
 
 
@@ -268,7 +333,7 @@ def _prediction_groups(parsed: Sequence[Any]) -> list[_Group]:
         if segments:
             bad.update(_bad_segments(segments))
         latencies = _latencies(columns["latency_ms"], bad) if "latency_ms" in columns else (None,) * n
-        outputs = list(map(_prediction_output, columns["prediction"]))
+        outputs = _prediction_outputs(columns["prediction"])
         bad.update(j for j, output in enumerate(outputs) if output is None)
         out = {
             "prediction_id": columns["prediction_id"], "model_id": columns["model_id"],
@@ -321,12 +386,16 @@ def _unusual_feature_rows(
     distinct name layout and column, so the common batch costs one type test per column. When every
     map has one layout and none is unusual, its columns are appended to ``shared``."""
     layouts: dict[tuple[str, ...], list[int]] = {}
-    for row, names in enumerate(map(tuple, features)):
-        rows = layouts.get(names)
-        if rows is None:
-            layouts[names] = [row]
-        else:
-            rows.append(row)
+    distinct = set(map(tuple, features))
+    if len(distinct) == 1:  # the common batch: one layout, no loop over the events
+        layouts[distinct.pop()] = list(range(len(features)))
+    else:
+        for row, names in enumerate(map(tuple, features)):
+            rows = layouts.get(names)
+            if rows is None:
+                layouts[names] = [row]
+            else:
+                rows.append(row)
     unusual: set[int] = set()
     for names, rows in layouts.items():
         if not names:
@@ -334,10 +403,7 @@ def _unusual_feature_rows(
         if len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH:
             unusual.update(rows)
             continue
-        if len(names) == 1:
-            columns: Sequence[Sequence[Any]] = ([features[r][names[0]] for r in rows],)
-        else:
-            columns = list(zip(*map(itemgetter(*names), [features[r] for r in rows]), strict=True))
+        columns: Sequence[Sequence[Any]] = list(_transposed(features, names, rows).values())
         numbers: list[FloatArray | None] = []
         for column in columns:
             types = set(map(type, column))
@@ -537,7 +603,7 @@ class BatchDecoder:
         for group in groups:
             event_ts[group.rows] = group.columns["timestamp"]
             flagged[group.rows] = False
-        record_ts = np.fromiter((r.timestamp_ms for r in records), dtype=np.int64, count=n)
+        record_ts = np.fromiter(map(_record_time, records), dtype=np.int64, count=n)
         skew = event_ts - record_ts
         flagged |= (record_ts >= 0) & ((np.abs(skew) > decoder.max_timestamp_skew_ms)
                                        | (skew > decoder.max_future_skew_ms))
