@@ -13,7 +13,7 @@ import pickle
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ from driftline.pipeline.to_rows import late_event_row, outcome_row
 from driftline.schemas.events import ErrorKind, LabelEvent, PredictionEvent
 
 ACCUMULATE_CHUNK = 2048
+_T = TypeVar("_T")
 
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
@@ -381,13 +382,33 @@ class ShardProcessor:
         np.maximum(marks[:-1], watermark, out=before[1:])
         return before, timestamps < before, max(watermark, int(marks[-1]))
 
-    def _join_shards(self, prediction_ids: Sequence[str]) -> list[int] | None:
+    def _join_shards(self, prediction_ids: Sequence[str]) -> npt.NDArray[np.int64] | None:
         """The joining shard of each id (Kafka's partitioner, vectorised); None: all join here."""
         if self.partitions == 1:
             return None
         keys = [pid.encode("utf-8", "surrogatepass") for pid in prediction_ids]
-        shards: list[int] = partitions_for_keys(keys, self.partitions).tolist()
-        return shards
+        return partitions_for_keys(keys, self.partitions)
+
+    def _local_rows(
+        self, prediction_ids: Sequence[str], rows: Sequence[int]
+    ) -> tuple[Sequence[int], list[tuple[int, int]]]:
+        """The ``rows`` this shard joins, and (row, joining shard) of the others, both in log order."""
+        destinations = self._join_shards(
+            prediction_ids if len(rows) == len(prediction_ids) else [prediction_ids[i] for i in rows])
+        if destinations is None:
+            return rows, []
+        elsewhere = np.flatnonzero(destinations != self.shard)
+        if not len(elsewhere):
+            return rows, []
+        positions = np.asarray(rows, dtype=np.intp)
+        away = list(zip(positions[elsewhere].tolist(), destinations[elsewhere].tolist(), strict=True))
+        return positions[destinations == self.shard].tolist(), away
+
+    @staticmethod
+    def _digests(sources: Sequence[RawRecord], rows: Sequence[int], whole: bool) -> list[bytes]:
+        """The join's :func:`payload_digest` of the records at ``rows`` (``whole``: all of them)."""
+        values = [r.value or b"" for r in sources] if whole else [sources[i].value or b"" for i in rows]
+        return list(map(payload_digest, values))
 
     def _apply_prediction_batch(
         self,
@@ -419,29 +440,25 @@ class ShardProcessor:
         keys = self.segment_keys
         tags = [_segment_tags(s, keys) if s else "" for s in batch.segments] if keys else [""] * n
         rows: Sequence[int] = range(n) if accepted is None else accepted
-        destinations = self._join_shards(ids if accepted is None else [ids[i] for i in accepted])
         excluded: set[int] = set()  # events the windows and detectors do not count
-        if destinations is None:
-            local: Sequence[int] = rows
-        else:
-            local = []
-            horizon = self.join.horizon_ms
-            for i, destination in zip(rows, destinations, strict=True):
-                if destination == self.shard:
-                    local.append(i)
-                    continue
-                forwarded.append(self.forwarder.forward(reroute.PREDICTION, destination, sources[i], ids[i]))
-                self.rerouted[(reroute.PREDICTION, models[i])] += 1
-                if self.forwarded_ids.is_resend(ids[i], times[i], horizon):
-                    excluded.add(i)  # the joining shard counts it as a duplicate; no window counts it twice
+        local, away = self._local_rows(ids, rows)
+        horizon = self.join.horizon_ms
+        for i, destination in away:
+            forwarded.append(self.forwarder.forward(reroute.PREDICTION, destination, sources[i], ids[i]))
+            self.rerouted[(reroute.PREDICTION, models[i])] += 1
+            if self.forwarded_ids.is_resend(ids[i], times[i], horizon):
+                excluded.add(i)  # the joining shard counts it as a duplicate; no window counts it twice
         if local:
             whole = len(local) == n
-            pick = (lambda column: column) if whole else (lambda column: [column[i] for i in local])
             checked = batch.features if whole else None  # the decoder's columns: these events' features
+            if len(set(tags)) == 1 and len(set(models)) == 1 and len(set(versions)) == 1:
+                contexts: Sequence[tuple[str, str, str]] = [(models[0], versions[0], tags[0])] * len(local)
+            else:
+                contexts = _picked(list(zip(models, versions, tags, strict=True)), local, whole)
             joined, duplicates = self.join.on_predictions(
-                pick(ids), pick(times), pick(list(zip(models, versions, tags, strict=True))),
-                pick(batch.predictions), pick(batch.feature_maps),
-                [payload_digest(sources[i].value or b"") for i in local], pick(sources),
+                _picked(ids, local, whole), _picked(times, local, whole), contexts,
+                _picked(batch.predictions, local, whole), _picked(batch.feature_maps, local, whole),
+                self._digests(sources, local, whole), _picked(sources, local, whole),
                 columns=None if checked is None else (checked.names, checked.columns, checked.numbers))
             outcomes.extend(joined)
             excluded.update(local[d] for d in duplicates)  # counted by the join; excluded from windows
@@ -468,10 +485,10 @@ class ShardProcessor:
                 name: column for name, column in zip(checked.names, checked.columns, strict=True)
                 if name not in floats}
             for (model_id, version), members in sorted(by_model.items()):
-                whole = len(members) == n
+                whole = len(members) == n  # every event in order: the batch's own lists, no copies
                 reports[(model_id, version)] = self.watch.observe(
-                    model_id, version, timestamps[members].tolist(), [ids[i] for i in members],
-                    [features[i] for i in members],
+                    model_id, version, times if whole else timestamps[members].tolist(),
+                    _picked(ids, members, whole), _picked(features, members, whole),
                     floats if whole else {name: column[members] for name, column in floats.items()},
                     others if whole else {
                         name: [column[i] for i in members] for name, column in others.items()})
@@ -557,19 +574,12 @@ class ShardProcessor:
             rows: Sequence[int] = np.flatnonzero(~late).tolist()
         else:
             rows = range(n)
-        for model_id, count in Counter(models[i] or "" for i in rows).items():
-            self.join_inputs[(reroute.LABEL, model_id)] += count
-        destinations = self._join_shards([ids[i] for i in rows])
-        if destinations is None:
-            local: Sequence[int] = rows
-        else:
-            local = []
-            for i, destination in zip(rows, destinations, strict=True):
-                if destination == self.shard:
-                    local.append(i)
-                    continue
-                forwarded.append(self.forwarder.forward(reroute.LABEL, destination, sources[i], ids[i]))
-                self.rerouted[(reroute.LABEL, models[i] or "")] += 1
+        for model_id, count in Counter(_picked(models, rows, len(rows) == n)).items():
+            self.join_inputs[(reroute.LABEL, model_id or "")] += count
+        local, away = self._local_rows(ids, rows)
+        for i, destination in away:
+            forwarded.append(self.forwarder.forward(reroute.LABEL, destination, sources[i], ids[i]))
+            self.rerouted[(reroute.LABEL, models[i] or "")] += 1
         if local:
             outcomes.extend(self._join_labels(batch, local))
 
@@ -578,7 +588,7 @@ class ShardProcessor:
     ) -> list[JoinedOutcome]:
         """The join's outcomes of the labels at ``rows`` of ``batch``, in order."""
         sources = batch.records
-        digests = [payload_digest(sources[i].value or b"") for i in rows]
+        digests = self._digests(sources, rows, len(rows) == len(batch))
         if len(rows) == len(batch):
             return self.join.on_labels(batch.prediction_ids, batch.timestamps.tolist(), batch.labels,
                                        batch.model_ids, digests, sources, rerouted)
@@ -595,7 +605,7 @@ class ShardProcessor:
             tags = [_segment_tags(s, keys) if s else "" for s in predictions.segments] if keys \
                 else [""] * len(predictions)
             contexts = list(zip(predictions.model_ids, predictions.model_versions, tags, strict=True))
-            digests = [payload_digest(r.value or b"") for r in predictions.records]
+            digests = self._digests(predictions.records, range(len(predictions)), True)
             joined, _ = self.join.on_predictions(
                 predictions.prediction_ids, predictions.timestamps.tolist(), contexts,
                 predictions.predictions, predictions.feature_maps, digests, predictions.records,
@@ -789,6 +799,11 @@ class ShardProcessor:
         self.sent_progress = progress
         record = records.Progress(self.shard, *progress)
         out.extend(records.broadcast(self.model_events_topic, self.model_events_partitions, record))
+
+
+def _picked(column: Sequence[_T], rows: Sequence[int], whole: bool) -> Sequence[_T]:
+    """``column`` at ``rows``; ``whole``: ``rows`` is every position, in order (the column itself)."""
+    return column if whole else [column[i] for i in rows]
 
 
 @dataclass(frozen=True, slots=True)
