@@ -14,13 +14,17 @@ own loop spends between calls is its own row:
   path: pydantic ``model_validate_json`` parses and validates in one pass). "JSON parse alone" is
   ``orjson.loads`` of the same values, a reference for the parse share;
 - join: ``LabelJoin`` calls (per event on the row path: ``on_prediction``/``on_label``; per batch:
-  ``on_predictions``/``on_labels`` on the decoded columns, ``advance``, orphans, duplicates);
+  ``on_predictions``/``on_labels`` on the decoded columns, ``advance``, orphans, duplicates) and the
+  payload digests the shard hands it (``ShardProcessor._digests``; per event on the row path, inside
+  the shard loop);
 - windows: ``WindowAccumulator.add/add_chunk/to_partial``, the batch's column blocks
   (``EventColumns.of``) and the shard's grouping and buffering (``_window_batch``, ``_accumulate``,
   ``_close_windows``);
 - detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors, on the decoder's columns on the
   columnar path; each run's new shards build their banks of monitors in it, from the process's
   fresh copy after the first);
+- multivariate: ``MultivariateWatch.observe`` (the stage-1 multivariate detectors: the bench's training
+  profiles carry a multivariate section);
 - routing: ``reroute`` forwarding, the join-shard choice (``_join_shard`` per event on the row path,
   ``_join_shards`` per batch on the columnar one), and the in-process transport
   (``InProcessPipeline._route``: partitioning outbound records to stage 2 / shards);
@@ -62,7 +66,7 @@ from common import Figure, at_most, bench_scenario, bench_settings, print_figure
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
-from driftline.operators import columns, feature_watch, join, validate, window_stats
+from driftline.operators import columns, feature_watch, join, model_watch, validate, window_stats
 from driftline.pipeline import local, model, records, reroute, shard, to_rows
 from driftline.runtime import tune_gc
 
@@ -92,6 +96,8 @@ STAGES: list[tuple[str, Any, str]] = [
     ("windows", shard.ShardProcessor, "_window_batch"),
     ("windows", shard.ShardProcessor, "_close_windows"),
     ("detectors", feature_watch.FeatureWatch, "observe"),
+    ("multivariate", model_watch.MultivariateWatch, "observe"),
+    ("join", shard.ShardProcessor, "_digests"),
     ("routing", reroute.Forwarder, "forward"),
     ("routing", shard.ShardProcessor, "_join_shard"),
     ("routing", shard.ShardProcessor, "_join_shards"),
@@ -107,8 +113,9 @@ STAGES: list[tuple[str, Any, str]] = [
     ("stage 2", model.ModelProcessor, "process"),
     ("sink rows", to_rows.RowMapper, "rows"),
 ]
-ORDER = ["decode + validate", "join", "windows", "detectors", "routing", "produce", "shard loop", "stage 2",
-         "sink rows"]
+ORDER = ["decode + validate", "join", "windows", "detectors", "multivariate", "routing", "produce",
+         "shard loop", "stage 2", "sink rows"]
+STAGE1 = ORDER[: ORDER.index("stage 2")]
 
 
 class StageClock:
@@ -216,7 +223,7 @@ def _breakdowns(settings: Settings, raw: Sequence[validate.RawRecord], profiles:
             timed_s = _run(settings, raw, profiles, columnar)
         per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * overhead, 0.0) / n_pred * 1e6
                      for stage in ORDER}
-        out[columnar] = {"us_per_event": per_event, "stage1_us": sum(per_event[s] for s in ORDER[:7]),
+        out[columnar] = {"us_per_event": per_event, "stage1_us": sum(per_event[s] for s in STAGE1),
                          "instrumented_s": timed_s, "calls": dict(clock.calls), "missing": missing}
     for columnar in paths:
         out[columnar]["uninstrumented_us"] = min(plain[columnar], _run(settings, raw, profiles, columnar)) \
