@@ -649,10 +649,13 @@ async def _flush_hold(settings: Any, blob: bytes, interval_s: float) -> FlushHol
         # The shard's topic exists already (a base after the first): the write is the chunks alone.
         await store.save_link("bench", 0, b"first", {("preds", 0): 1}, base=True, parent=None)
         outputs = [OutboundMessage(settings.topics.outcomes, str(i).encode(), b"x" * 200) for i in range(500)]
-        started = time.perf_counter()
-        write = asyncio.ensure_future(
-            store.save_link("bench", 0, blob, {("preds", 0): 2}, base=True, parent=None))
-        write.add_done_callback(lambda _: setattr(write, "seconds", time.perf_counter() - started))
+
+        async def timed_write() -> float:
+            began = time.perf_counter()
+            await store.save_link("bench", 0, blob, {("preds", 0): 2}, base=True, parent=None)
+            return time.perf_counter() - began
+
+        write = asyncio.ensure_future(timed_write())
         flush_s: list[float] = []
         deliver_s: list[float] = []
         while not write.done():
@@ -665,9 +668,9 @@ async def _flush_hold(settings: Any, blob: bytes, interval_s: float) -> FlushHol
             began = time.perf_counter()
             await producer.flush()
             flush_s.append(time.perf_counter() - began)
-        await write
+        write_s = await write
         await store.stop()
-        return FlushHold(len(blob), write.seconds, tuple(flush_s), tuple(deliver_s))  # type: ignore[attr-defined]
+        return FlushHold(len(blob), write_s, tuple(flush_s), tuple(deliver_s))
     finally:
         await producer.stop()
 
@@ -1029,8 +1032,7 @@ def main() -> None:
     if args.pending:
         options = {"rate": args.rate, "interval_s": args.interval, "ratio": args.ratio}
         if args.budget_only:
-            run = measure_spill(args.pending, args.budget_mb, **options)
-            print_spill(None, run)
+            print_spill(None, measure_spill(args.pending, args.budget_mb, **options))
         else:
             memory, spill = measure_spill_pair(args.pending, args.budget_mb, **options)
             cost = measure_event_cost_spawned(args.pending, args.budget_mb, rate=args.rate)
