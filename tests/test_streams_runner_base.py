@@ -90,7 +90,7 @@ class IncrementalCounterFactory:
     def restore(self, shard: int, blob: bytes, deltas: Sequence[bytes] = ()) -> IncrementalCounter:
         state = load_state(blob, dict, f"test shard {shard}")
         assert state["shard"] == shard
-        counts = Counter(state["counts"])
+        counts: Counter[str] = Counter(state["counts"])
         for delta in deltas:
             assert delta[:1] == b"D"
             counts.update({key: value - counts[key] for key, value in orjson.loads(delta[1:]).items()})
