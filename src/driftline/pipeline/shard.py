@@ -13,6 +13,7 @@ import pickle
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -48,6 +49,8 @@ from driftline.schemas.events import ErrorKind, LabelEvent, PredictionEvent
 
 ACCUMULATE_CHUNK = 2048
 _T = TypeVar("_T")
+_model_id = attrgetter("model_id")
+_model_version = attrgetter("model_version")
 
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
@@ -759,9 +762,9 @@ class ShardProcessor:
     def _emit_outcomes(
         self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction], out: list[OutboundMessage]
     ) -> None:
-        for o in outcomes:
-            row = orjson.dumps(outcome_row(o, self.run_id))
-            out.append(OutboundMessage(self.outcomes_topic, o.prediction_id.encode(), row))
+        topic, run_id, dumps = self.outcomes_topic, self.run_id, orjson.dumps
+        out.extend([OutboundMessage(topic, o.prediction_id.encode(), dumps(outcome_row(o, run_id)))
+                    for o in outcomes])
         self._emit_columns(records.Outcomes, outcomes, out)
         self._emit_columns(records.Expired, expired, out)
 
@@ -769,11 +772,21 @@ class ShardProcessor:
         self, kind: type[records.ColumnarRecord], items: Sequence[Any], out: list[OutboundMessage]
     ) -> None:
         """One columnar model-events record per (model, version), models in sorted order."""
-        by_model: dict[tuple[str, str], list[Any]] = defaultdict(list)
-        for item in items:  # orphan labels name no version
-            by_model[(item.model_id, getattr(item, "model_version", ""))].append(item)
+        if not items:
+            return
+        by_model: dict[tuple[str, str], Sequence[Any]]
+        models = list(map(_model_id, items))
+        versions = list(map(_model_version, items)) if hasattr(items[0], "model_version") \
+            else [""] * len(items)  # orphan labels name no version
+        if models.count(models[0]) == len(models) and versions.count(versions[0]) == len(versions):
+            by_model = {(models[0], versions[0]): items}  # the common batch: one model
+        else:
+            grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
+            for item, model_id, version in zip(items, models, versions, strict=True):
+                grouped[(model_id, version)].append(item)
+            by_model = grouped
         for (model_id, version), rows in sorted(by_model.items()):
-            columns = {name: [getattr(row, name) for row in rows] for name in kind.columns}
+            columns = {name: list(map(attrgetter(name), rows)) for name in kind.columns}
             record = kind(self.shard, model_id, version, **columns)
             out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, record))
 
