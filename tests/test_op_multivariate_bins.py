@@ -31,6 +31,13 @@ def tables() -> Iterator[np.ndarray]:
     yield with_nan
     yield np.column_stack([rng.normal(size=n), np.where(rng.random(n) < 0.5, -0.0, 0.0) + rng.normal(size=n)])
     yield np.column_stack([rng.normal(size=n), np.full(n, np.inf)])
+    wild = rng.normal(size=(n, 2))  # infinite values far from every quantile: bins 0 and 62
+    wild[:2, 0] = [np.inf, -np.inf]
+    yield wild
+    small = rng.normal(size=(70, 2))  # an infinite value next to the top quantile: NaN there
+    small[:3, 1] = np.inf
+    small[3:5, 0] = -np.inf
+    yield small
 
 
 @pytest.mark.parametrize("max_bins", [63, 255, 15])
@@ -50,7 +57,7 @@ def test_quantile_bins_are_the_librarys_or_none(max_bins: int) -> None:
         library_bins = mapper.transform(x)
         assert binned.dtype == library_bins.dtype and binned.flags.f_contiguous
         assert np.array_equal(binned, library_bins)
-    assert taken >= 2  # the common case (continuous columns) is taken
+    assert taken >= 3  # the common case (continuous columns) is taken
 
 
 def test_domain_classifier_verdicts_equal_with_the_librarys_binning() -> None:

@@ -612,7 +612,7 @@ def quantile_bins(x: FloatArray, max_bins: int) -> tuple[list[FloatArray], npt.N
     (uint8, F order). All columns in one sort and one ``percentile`` call (the same elementwise
     arithmetic per column as one call per column); the bins from where each threshold falls in
     the sorted column. None if any column has a missing value, at most ``max_bins`` distinct
-    values or a repeated threshold (the library's own code handles those).
+    values, a repeated or a non-finite threshold (the library's own code handles those).
 
     >>> x = np.column_stack([np.arange(100.0), np.arange(100.0) ** 2])
     >>> thresholds, binned = quantile_bins(x, 4)
@@ -630,8 +630,9 @@ def quantile_bins(x: FloatArray, max_bins: int) -> tuple[list[FloatArray], npt.N
     if np.any(distinct <= max_bins):
         return None
     percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
-    thresholds = np.percentile(ordered, percentiles, axis=0, method="averaged_inverted_cdf")
-    if np.any(thresholds[1:] == thresholds[:-1]):
+    with np.errstate(invalid="ignore"):  # inf - inf next to a quantile: NaN, left to the library
+        thresholds = np.percentile(ordered, percentiles, axis=0, method="averaged_inverted_cdf")
+    if np.any(thresholds[1:] == thresholds[:-1]) or not np.isfinite(thresholds).all():
         return None
     np.clip(thresholds, None, ALMOST_INF, out=thresholds)
     # A value's bin counts the thresholds below it: in the sorted column, those whose number of
