@@ -259,6 +259,9 @@ class SpillRun:
     base_write_cpu_s: float = 0.0  # base_write_s in CPU time
     base_load_cpu_s: float = 0.0  # base_load_s in CPU time
     delta_apply_cpu_s: float = 0.0  # delta_apply_s in CPU time
+    rss_built_mb: float = 0.0  # the join built, before the base (less the process's before)
+    base_peak_rss_mb: float = 0.0  # the process's peak while the base was pickled (VmHWM)
+    rss_trimmed_mb: float = 0.0  # rss_mb after release_free_memory, as the runner does after a base
 
 
 def _rss_mb() -> float:
@@ -285,10 +288,14 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
         join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
         order += uuid.UUID(event.prediction_id).bytes
     build_s = time.perf_counter() - started
+    gc.collect()
+    rss_built = _rss_mb() - rss_before - len(order) / 2**20
     join.track_changes()
+    _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     base = dump_state(join)
     base_write_s, base_write_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    base_peak = _status_mb("VmHWM")
     base_bytes = len(base)
     deltas: list[bytes] = []
     busy = busy_cpu = 0.0
@@ -314,7 +321,10 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
         deltas.append(dump_delta(join.take_changes()))
     del batch, payloads, labels, label_payloads
     gc.collect()
-    rss_mb = _rss_mb() - rss_before - len(order) / 2**20 - sum(map(len, deltas)) / 2**20 - base_bytes / 2**20
+    held_mb = len(order) / 2**20 + sum(map(len, deltas)) / 2**20 + base_bytes / 2**20
+    rss_mb = _rss_mb() - rss_before - held_mb
+    release_free_memory()
+    rss_trimmed = _rss_mb() - rss_before - held_mb
     spilled, store_mb = join.spilled_count, join.store_bytes / 2**20
     table_mb = (sys.getsizeof(join._groups) + sum(map(sys.getsizeof, join._groups))
                 + sum(sys.getsizeof(a) for a in join._buckets.values())) / 2**20
@@ -350,7 +360,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
                     input_bytes / (intervals * interval_s),
                     base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas,
                     base_s, per_delta_s, restore_cpu_s, changed / len(deltas), interval_s,
-                    base_write_cpu_s, base_cpu, per_delta_cpu)
+                    base_write_cpu_s, base_cpu, per_delta_cpu, rss_built, base_peak, rss_trimmed)
 
 
 @dataclass
@@ -937,6 +947,9 @@ def print_spill(memory: SpillRun | None, spill: SpillRun, cost: EventCost | None
               f"base {run.base_bytes / 1e6:.0f} MB "
               f"in {run.base_write_s:.1f} s, delta {run.delta_bytes / 1e6:.2f} MB, "
               f"restore {run.restore_s:.1f} s (base + {run.restore_deltas} deltas)")
+        print(f"    join RSS built {run.rss_built_mb:.0f} MB, after the steady traffic {run.rss_mb:.0f} MB "
+              f"({run.rss_trimmed_mb:.0f} after malloc_trim, as the runner trims after a base); "
+              f"process peak while the base was pickled {run.base_peak_rss_mb:.0f} MB")
         per_change_us = run.delta_apply_s / run.delta_changes * 1e6
         print(f"    restore: base {run.base_load_s:.2f} s, a delta of {run.delta_changes:,.0f} changed "
               f"records {run.delta_apply_s:.3f} s ({per_change_us:.1f} us each), "
@@ -945,9 +958,9 @@ def print_spill(memory: SpillRun | None, spill: SpillRun, cost: EventCost | None
     # RSS at 10M: the table (records kept whole up to the budget, the rest's ids, times and
     # references) grows linearly; what the process holds besides does not (conservative: the part
     # under the budget does not grow either).
-    rss_10m = spill.rss_mb + spill.table_mb * (scale - 1)
+    rss_10m = spill.rss_trimmed_mb + spill.table_mb * (scale - 1)
     rows: tuple[tuple[str, float, float, str], ...] = (
-        ("RSS at 10M (the table linear from here)", rss_10m, 2048, "MB"),
+        ("join RSS at 10M, trimmed (the table linear from here)", rss_10m, 2048, "MB"),
         ("checkpoint bytes/s over input", share, 2.0, "x"),
         ("restore at 10M, --ratio bound alone (linear from here)", spill.restore_s * scale, 60.0, "s"))
     if memory is not None:
