@@ -71,7 +71,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.operators.join import JoinChanges, LabelJoin, payload_digest
@@ -262,11 +262,27 @@ class SpillRun:
     rss_built_mb: float = 0.0  # the join built, before the base (less the process's before)
     base_peak_rss_mb: float = 0.0  # the process's peak while the base was pickled (VmHWM)
     rss_trimmed_mb: float = 0.0  # rss_mb after release_free_memory, as the runner does after a base
+    table_parts: dict[str, float] = field(default_factory=dict)  # bytes per pending prediction, by structure
 
 
 def _rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def table_parts(join: LabelJoin) -> dict[str, float]:
+    """Bytes per pending prediction of each structure of the join's table (``sys.getsizeof``)."""
+    groups, buckets = join._groups, join._buckets
+    record_bytes = sum(map(len, groups))
+    parts = {
+        "records": record_bytes,
+        "bytes headers of the groups": sum(map(sys.getsizeof, groups)) - record_bytes,
+        "list of groups": sys.getsizeof(groups),
+        "time index": sum(map(sys.getsizeof, buckets.values())) + sys.getsizeof(buckets)
+        + sys.getsizeof(join._bucket_keys),
+    }
+    pending = max(1, join.pending_count)
+    return {name: size / pending for name, size in parts.items()}
 
 
 def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s: float = 5.0,
@@ -326,6 +342,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
     release_free_memory()
     rss_trimmed = _rss_mb() - rss_before - held_mb
     spilled, store_mb = join.spilled_count, join.store_bytes / 2**20
+    parts = table_parts(join)
     table_mb = (sys.getsizeof(join._groups) + sum(map(sys.getsizeof, join._groups))
                 + sum(sys.getsizeof(a) for a in join._buckets.values())) / 2**20
     del join
@@ -360,7 +377,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
                     input_bytes / (intervals * interval_s),
                     base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas,
                     base_s, per_delta_s, restore_cpu_s, changed / len(deltas), interval_s,
-                    base_write_cpu_s, base_cpu, per_delta_cpu, rss_built, base_peak, rss_trimmed)
+                    base_write_cpu_s, base_cpu, per_delta_cpu, rss_built, base_peak, rss_trimmed, parts)
 
 
 @dataclass
@@ -950,6 +967,9 @@ def print_spill(memory: SpillRun | None, spill: SpillRun, cost: EventCost | None
         print(f"    join RSS built {run.rss_built_mb:.0f} MB, after the steady traffic {run.rss_mb:.0f} MB "
               f"({run.rss_trimmed_mb:.0f} after malloc_trim, as the runner trims after a base); "
               f"process peak while the base was pickled {run.base_peak_rss_mb:.0f} MB")
+        print("    table per pending prediction: "
+              + ", ".join(f"{name} {size:.1f} B" for name, size in run.table_parts.items())
+              + f"; total {sum(run.table_parts.values()):.1f} B")
         per_change_us = run.delta_apply_s / run.delta_changes * 1e6
         print(f"    restore: base {run.base_load_s:.2f} s, a delta of {run.delta_changes:,.0f} changed "
               f"records {run.delta_apply_s:.3f} s ({per_change_us:.1f} us each), "
