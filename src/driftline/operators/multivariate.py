@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import ndtri
 
 from driftline.extras import require
@@ -562,9 +563,9 @@ def _binned_classifier() -> Any:
     features at once (:func:`quantile_bins`) instead of a joblib task per feature for the
     thresholds and a binary search per value: 0.9 against 4 ms of a 10 ms fit on 1,000 rows of
     25 features, the same thresholds, bins and models. Data :func:`quantile_bins` leaves to the
-    library (missing values, few distinct values, repeated quantiles, categorical features,
-    weights) is binned by its own code, and so is everything until the first fit shows both give
-    the same thresholds and bins."""
+    library (missing values, repeated quantiles, categorical features, weights) is binned by its
+    own code, and so is everything until the first fit shows both give the same thresholds and
+    bins."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     class BinnedClassifier(HistGradientBoostingClassifier):
@@ -606,20 +607,21 @@ ALMOST_INF = 1e300
 
 def quantile_bins(x: FloatArray, max_bins: int) -> tuple[list[FloatArray], npt.NDArray[np.uint8]] | None:
     """Each column's bin thresholds and the bins of its values as scikit-learn's histogram
-    gradient boosting finds them for a column with more than ``max_bins`` distinct values and no
-    missing one: the ``max_bins - 1`` inner percentiles by numpy's "averaged_inverted_cdf"
-    method, capped at :data:`ALMOST_INF`, and per value the number of thresholds below it
-    (uint8, F order). All columns in one sort and one ``percentile`` call (the same elementwise
+    gradient boosting finds them for columns without missing values: for a column with more than
+    ``max_bins`` distinct values the ``max_bins - 1`` inner percentiles by numpy's
+    "averaged_inverted_cdf" method, else the midpoints of its distinct values (none for one
+    value), capped at :data:`ALMOST_INF`; per value the number of thresholds below it (uint8, F
+    order). The many-valued columns in one sort and one ``percentile`` call (the same elementwise
     arithmetic per column as one call per column); the bins from where each threshold falls in
-    the sorted column. None if any column has a missing value, at most ``max_bins`` distinct
-    values, a repeated or a non-finite threshold (the library's own code handles those).
+    the sorted column. None if a column has a missing value or a repeated or non-finite
+    percentile (the library's own code handles those).
 
-    >>> x = np.column_stack([np.arange(100.0), np.arange(100.0) ** 2])
+    >>> x = np.column_stack([np.arange(100.0), np.arange(100.0) ** 2, np.arange(100.0) % 3])
     >>> thresholds, binned = quantile_bins(x, 4)
-    >>> [t.tolist() for t in thresholds], binned[[0, 24, 25, 99]].tolist()
-    ([[24.5, 49.5, 74.5], [600.5, 2450.5, 5550.5]], [[0, 0], [0, 0], [1, 1], [3, 3]])
-    >>> quantile_bins(x, 100) is None                   # 100 distinct values: midpoints instead
-    True
+    >>> [t.tolist() for t in thresholds]
+    [[24.5, 49.5, 74.5], [600.5, 2450.5, 5550.5], [0.5, 1.5]]
+    >>> binned[[0, 24, 25, 99]].tolist()
+    [[0, 0, 0], [0, 0, 0], [1, 1, 1], [3, 3, 0]]
     """
     if x.ndim != 2 or x.shape[0] < 2 or not 2 <= max_bins <= 255 or np.isnan(x).any():
         return None
@@ -627,24 +629,37 @@ def quantile_bins(x: FloatArray, max_bins: int) -> tuple[list[FloatArray], npt.N
     order = np.argsort(x, axis=0)
     ordered = np.take_along_axis(x, order, axis=0)
     distinct = 1 + np.count_nonzero(ordered[1:] != ordered[:-1], axis=0)
-    if np.any(distinct <= max_bins):
-        return None
-    percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
-    with np.errstate(invalid="ignore"):  # inf - inf next to a quantile: NaN, left to the library
-        thresholds = np.percentile(ordered, percentiles, axis=0, method="averaged_inverted_cdf")
-    if np.any(thresholds[1:] == thresholds[:-1]) or not np.isfinite(thresholds).all():
-        return None
-    np.clip(thresholds, None, ALMOST_INF, out=thresholds)
+    thresholds: list[FloatArray] = [np.empty(0) for _ in range(d)]  # one value: no threshold
+    many = np.flatnonzero(distinct > max_bins)
+    if many.size:
+        percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
+        with np.errstate(invalid="ignore"):  # inf - inf next to a quantile: NaN, left to the library
+            quantiles = np.percentile(ordered[:, many], percentiles, axis=0, method="averaged_inverted_cdf")
+        if np.any(quantiles[1:] == quantiles[:-1]) or not np.isfinite(quantiles).all():
+            return None
+        np.clip(quantiles, None, ALMOST_INF, out=quantiles)
+        for i, j in enumerate(many.tolist()):
+            thresholds[j] = np.ascontiguousarray(quantiles[:, i])
+    for j in np.flatnonzero(distinct <= max_bins).tolist():
+        values = np.unique(ordered[:, j]).astype(np.float64)  # the library's calls, as it makes them
+        if values.size != distinct[j]:
+            return None  # equal values told apart (0.0 and -0.0): the library decides
+        if values.size > 1:
+            midpoints = sliding_window_view(values, 2).mean(axis=1)
+            unique = np.unique(midpoints)
+            if unique.shape[0] != midpoints.shape[0]:
+                midpoints = unique
+            np.clip(midpoints, None, ALMOST_INF, out=midpoints)
+            thresholds[j] = midpoints
     # A value's bin counts the thresholds below it: in the sorted column, those whose number of
     # values at or below them is at most the value's rank.
-    ends = np.empty(thresholds.shape, dtype=np.intp)
-    for j in range(d):
-        ends[:, j] = np.searchsorted(ordered[:, j], thresholds[:, j], side="right")
-    steps = np.zeros((n + 1, d), dtype=np.uint8)
-    np.add.at(steps, (ends, np.arange(d)), 1)
+    steps = np.empty((n, d), dtype=np.uint8)
+    for j, column_thresholds in enumerate(thresholds):
+        ends = np.searchsorted(ordered[:, j], column_thresholds, side="right")
+        steps[:, j] = np.bincount(ends, minlength=n + 1)[:n]
     binned = np.empty((n, d), dtype=np.uint8, order="F")
-    np.put_along_axis(binned, order, np.cumsum(steps[:n], axis=0, dtype=np.uint8), axis=0)
-    return [np.ascontiguousarray(thresholds[:, j]) for j in range(d)], binned
+    np.put_along_axis(binned, order, np.cumsum(steps, axis=0, dtype=np.uint8), axis=0)
+    return thresholds, binned
 
 
 @functools.cache
