@@ -397,17 +397,20 @@ class BoundedChain:
 
 def bounded_chain(run: SpillRun, pending: int = 10_000_000, target_s: float = 60.0,
                   deltas_per_base: int = 720, ratio: float = 1.0, stall: bool = True,
-                  read_mb_per_s: float = RestoreCosts().read_mb_per_s) -> BoundedChain:
+                  read_mb_per_s: float = RestoreCosts().read_mb_per_s,
+                  local_base: bool = False) -> BoundedChain:
     """The chain the runner keeps at ``pending`` (this run's figures scaled linearly but a delta's);
-    ``stall=False``: as if a base were written beside batches (no ``BASE_TIME_SHARE`` wait)."""
+    ``stall=False``: as if a base were written beside batches (no ``BASE_TIME_SHARE`` wait);
+    ``local_base``: the base read from its local copy (``worker.state_dir``) at
+    :class:`RestoreCosts`' local read speed, the deltas from the broker at ``read_mb_per_s``."""
     scale = pending / run.pending
     base_bytes = int(run.base_bytes * scale)
     changed = int(run.delta_changes)
     costs = RestoreCosts(run.base_load_cpu_s / (run.base_bytes / 1e6), run.delta_apply_cpu_s / changed,
                          read_mb_per_s)
-    read_s = base_bytes / 1e6 / read_mb_per_s
+    read_s = base_bytes / 1e6 / costs.base_read_mb_per_s(local_base)
     base_stall_s = run.base_write_s * scale
-    chain = ChainLength(base_bytes, base_hold_s=base_stall_s if stall else 0.0)
+    chain = ChainLength(base_bytes, base_hold_s=base_stall_s if stall else 0.0, local_base=local_base)
     while not chain.base_due(deltas_per_base, ratio, target_s, costs, changed, chain.deltas * run.interval_s):
         chain.deltas += 1
         chain.delta_bytes += int(run.delta_bytes)
@@ -422,13 +425,17 @@ def bounded_chain(run: SpillRun, pending: int = 10_000_000, target_s: float = 60
 def print_bounded(run: SpillRun, pending: int = 10_000_000, target_s: float = 60.0) -> BoundedChain:
     measured = "measured" if pending == run.pending else f"scaled from {run.pending:,}"
     default_read = RestoreCosts().read_mb_per_s
-    for stall, read in ((True, default_read), (False, default_read), (False, 5 * default_read)):
-        chain = bounded_chain(run, pending, target_s, stall=stall, read_mb_per_s=read)
+    local_read = RestoreCosts().local_read_mb_per_s
+    for stall, read, local in ((True, default_read, False), (False, default_read, False),
+                               (False, 5 * default_read, False), (False, default_read, True)):
+        chain = bounded_chain(run, pending, target_s, stall=stall, read_mb_per_s=read, local_base=local)
         share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
         how = (f"base write (batches stalled) {chain.base_stall_s:.0f} s, bases <= {BASE_TIME_SHARE:.0%} "
                "of the time" if stall else "bases written beside batches (stage 1 now)")
+        where = (f"the base from its local copy (worker.state_dir) at {local_read:g} MB/s, "
+                 f"deltas at {read:g} MB/s" if local else f"chain read at {read:g} MB/s")
         print(f"  restore bound worker.restore_target_s={target_s:g} at {pending:,} pending ({measured}), "
-              f"chain read at {read:g} MB/s: a base every {chain.deltas} deltas; {how}")
+              f"{where}: a base every {chain.deltas} deltas; {how}")
         rows = (("checkpoint bytes/s over input", share, 2.0, "x"),
                 ("worst restore, CPU time + reading", chain.restore_cpu_s, target_s, "s"),
                 ("worst restore, this run's wall time + reading", chain.restore_wall_s, target_s, "s"))
