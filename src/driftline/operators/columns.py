@@ -76,6 +76,7 @@ _ModelT = TypeVar("_ModelT", PredictionEvent, LabelEvent, Prediction)
 _EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
 
 _record_time = attrgetter("timestamp_ms")
+_record_value = attrgetter("value")
 _new = object.__new__
 _set = object.__setattr__
 # pydantic's per-instance slots, set directly (a member descriptor's __set__)
@@ -360,7 +361,10 @@ def _label_groups(parsed: Sequence[Any]) -> list[_Group]:
         if "schema_version" in columns:
             bad.update(_bad_versions(columns["schema_version"]))
         models: Sequence[Any] = columns.get("model_id", (None,) * n)
-        if set(map(type, models)) != {_NONE}:
+        model_types = set(map(type, models))
+        if model_types == {str}:
+            bad.update(_bad_names(models))
+        elif model_types != {_NONE}:
             bad.update(j for j, m in enumerate(models) if not (m is None or _is_name(m)))
         labels = columns["label"]
         types = set(map(type, labels))
@@ -569,7 +573,7 @@ class BatchDecoder:
         """Each record's parsed value, or None where it is screened out (:meth:`Decoder.screen`) or
         is not JSON orjson reads."""
         max_bytes, loads = self.decoder.max_message_bytes, orjson.loads
-        values = [record.value for record in records]
+        values = list(map(_record_value, records))
         if None not in values and max(map(len, values)) <= max_bytes:  # type: ignore[arg-type]
             try:
                 return list(map(loads, values))  # type: ignore[arg-type]

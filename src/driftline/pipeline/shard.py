@@ -134,13 +134,15 @@ class ShardProcessor:
 
     def process(self, batch: Sequence[RawRecord]) -> list[OutboundMessage]:
         out: list[OutboundMessage] = []
+        by_topic: dict[str, list[RawRecord]] = defaultdict(list)
         for record in batch:
-            if record.topic == self.profiles_topic:
-                self._on_profile(record.value)
-        predictions = [r for r in batch if r.topic == self.predictions_topic]
-        labels = [r for r in batch if r.topic == self.labels_topic]
+            by_topic[record.topic].append(record)
+        for record in by_topic.get(self.profiles_topic, ()):
+            self._on_profile(record.value)
+        predictions = by_topic.get(self.predictions_topic, [])
+        labels = by_topic.get(self.labels_topic, [])
         # Records other shards read and re-routed here (decided on there: only joined here).
-        arrived = self.inbox.accept([r for r in batch if r.topic == self.repartition_topic])
+        arrived = self.inbox.accept(by_topic.get(self.repartition_topic, []))
         if self.columnar:
             prediction_batch, dead = self.batch_decoder.predictions(predictions)
             label_batch, dead_labels = self.batch_decoder.labels(labels)
@@ -521,16 +523,17 @@ class ShardProcessor:
             batch.feature_maps, batch.predictions, batch.latencies,
             None if checked is None else (checked.names, checked.columns, checked.numbers))
         everyone = len(batch)
+        untagged = tags.count("") == len(tags)  # no event carries a segment key
         for (model_id, version), rows in by_model.items():
             segments: dict[str, Sequence[int]] = {"": rows}
             tagged: dict[str, list[int]] = {}
-            for i in rows:
+            for i in () if untagged else rows:
                 if tags[i]:
                     for segment in tags[i].split(";"):
                         tagged.setdefault(segment, []).append(i)
             segments.update(tagged)
             for segment, members in segments.items():
-                stamps = timestamps[members]
+                stamps = timestamps if len(members) == everyone else timestamps[members]
                 for size in self.sizes_ms:
                     starts = stamps - stamps % size
                     first = int(starts[0])
