@@ -194,6 +194,10 @@ def _number_column(column: Sequence[Any]) -> Sequence[Any] | None:
 
 def _by_layout(parsed: Sequence[Any]) -> dict[tuple[str, ...], list[int]]:
     """Positions of the parsed objects per key layout (the keys in their order)."""
+    if set(map(type, parsed)) == {dict}:
+        distinct = set(map(tuple, parsed))
+        if len(distinct) == 1:  # the common batch: no loop over the objects
+            return {distinct.pop(): list(range(len(parsed)))}
     layouts: dict[tuple[str, ...], list[int]] = {}
     for i, obj in enumerate(parsed):
         if type(obj) is dict:
