@@ -303,10 +303,20 @@ class MultivariateReference:
 
     def errors_and_distances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Per event: the reconstruction error and the outlier distance."""
+        z = self._scores(x)
+        return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
+
+    def errors_and_outliers(self, x: FloatArray) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Per event: the reconstruction error and whether the outlier distance exceeds the
+        threshold (:meth:`~driftline.operators.outliers.OutlierScorer.outliers_of_scores`: the
+        flags of :meth:`errors_and_distances`, without most of the distances' cost)."""
+        z = self._scores(x)
+        return self.reconstruction.errors_of_scores(z), self.outliers.outliers_of_scores(z)
+
+    def _scores(self, x: FloatArray) -> FloatArray:
         # (n, d) in F order (a view of the feature-major scores): rowwise_matmul's layout, no copy
         u = self.reconstruction.scores.scores_by_feature(x)  # a new array: clipped in place
-        z = np.clip(u, -SCORE_CAP, SCORE_CAP, out=u).T
-        return self.reconstruction.errors_of_scores(z), self.outliers.distances_of_scores(z)
+        return np.clip(u, -SCORE_CAP, SCORE_CAP, out=u).T
 
 
 _FLOAT = frozenset({float})
@@ -380,9 +390,10 @@ class MultivariateWindow:
             self._set_sample(sorted(heap, reverse=True))
 
     def add(self, reference: MultivariateReference, reference_id: str, x: FloatArray,
-            errors: FloatArray, distances: FloatArray, hashes: npt.NDArray[np.int64],
+            errors: FloatArray, outliers: npt.NDArray[np.bool_], hashes: npt.NDArray[np.int64],
             cbpe: CbpeGroup | None, k: int) -> None:
-        """Count a group of events (``cbpe``: their calibrated probabilities, predicted classes
+        """Count a group of events (``outliers``: whether each one's distance exceeds the
+        reference's threshold; ``cbpe``: their calibrated probabilities, predicted classes
         and calibration segments, scored events only; for confidence scores the probabilities
         are P(correct) and there are no classes or segments: accuracy sums only); keep the ``k``
         rows with the smallest id hashes (of the latest reference's features: a newer profile
@@ -396,7 +407,7 @@ class MultivariateWindow:
         self.n += int(errors.size)
         self.error_sum += int(np.rint(errors * ERROR_UNIT).astype(np.int64).sum())
         self.above_p99 += int(np.sum(errors > reference.reconstruction.p99))
-        self.outliers += int(np.sum(distances > reference.outliers.threshold))
+        self.outliers += int(np.count_nonzero(outliers))
         if cbpe is not None and cbpe[0].size:
             calibrated, predicted, segments = cbpe
             correct = calibrated if predicted is None else np.where(predicted, calibrated, 1.0 - calibrated)
@@ -659,7 +670,7 @@ class MultivariateWatch:
                 rows = np.flatnonzero(wanted == index)
                 x = ref.matrix([features[i] for i in rows.tolist()],
                                {name: column[rows] for name, column in columns.items()} if columns else None)
-            errors, distances = ref.errors_and_distances(x)
+            errors, outliers = ref.errors_and_outliers(x)
             errors_all[rows] = errors
             group_stamps, hashes, scored = stamps[rows], hashes_all[rows], scores_all[rows]
             calibrated = predicted = segments = None
@@ -687,7 +698,7 @@ class MultivariateWatch:
                         cbpe = (chosen[with_score],
                                 None if predicted is None else predicted[sel][with_score],
                                 None if segments is None else segments[sel][with_score])
-                    window.add(ref, profile.profile_id, x[sel], errors[sel], distances[sel], hashes[sel],
+                    window.add(ref, profile.profile_id, x[sel], errors[sel], outliers[sel], hashes[sel],
                                cbpe, sample_size)
         if not self.episodes_enabled:
             return []

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy.special import ndtri
 from scipy.stats import binomtest
 
@@ -81,6 +82,7 @@ class OutlierScorer:
         self._scores = scores
         self._centre = centre
         self._precision = precision
+        self._abs_precision = np.abs(precision)  # the products' error bound (outliers_of_scores)
         self._refs = [s.tolist() for s in scores.sorted_reference]
         self._n1 = np.array([2.0 * (len(r) + 1) for r in self._refs])
         self.threshold = threshold
@@ -136,6 +138,45 @@ class OutlierScorer:
     def distances_of_scores(self, z: FloatArray) -> FloatArray:
         """Distances of normal scores already computed (``scores.transform``)."""
         return _mahalanobis(z - self._centre, self._precision)
+
+    def outliers_of_scores(self, z: FloatArray) -> npt.NDArray[np.bool_]:
+        """Whether each row's distance exceeds :attr:`threshold`: exactly
+        ``distances_of_scores(z) > threshold``, at a fraction of its cost.
+
+        The squared distances come from matrix products (BLAS: any summation order), whose
+        error is at most ``gamma_d * |u - m|' |S^-1| |u - m|`` (``gamma_d ~ d * 2^-53``) per row,
+        as is that of the column-by-column distances; a row whose squared distance is further
+        than twice that (with room for rounding the threshold and the square root) from the
+        threshold's square is decided by the products, and the few closer ones by the
+        column-by-column distance itself, so every flag is the exact one on any machine.
+
+        >>> rng = np.random.default_rng(4)
+        >>> a = rng.normal(size=5_000)
+        >>> scorer = OutlierScorer.from_reference({"a": a, "b": a + rng.normal(size=5_000)})
+        >>> z = scorer.scores.transform({"a": rng.normal(size=2_000), "b": rng.normal(size=2_000)})
+        >>> exact = scorer.distances_of_scores(z) > scorer.threshold
+        >>> bool(np.array_equal(scorer.outliers_of_scores(z), exact)), int(exact.sum()) > 0
+        (True, True)
+        """
+        centred = np.ascontiguousarray(z - self._centre)
+        magnitude = np.abs(centred)
+        squared = np.empty(centred.shape[0])
+        bound = np.empty(centred.shape[0])
+        # Blocks small enough that BLAS runs them on the calling thread: OpenBLAS threads a
+        # product of m x n x k >= 2^18 and its idle threads then spin, CPU the caller pays.
+        rows = max(1, 200_000 // max(1, centred.shape[1] ** 2))
+        for start in range(0, centred.shape[0], rows):
+            block, size = centred[start : start + rows], magnitude[start : start + rows]
+            squared[start : start + rows] = np.einsum("ij,ij->i", block @ self._precision, block)
+            bound[start : start + rows] = np.einsum("ij,ij->i", size @ self._abs_precision, size)
+        limit = self.threshold * self.threshold
+        eps = float(np.finfo(np.float64).eps)
+        margin = 8.0 * (centred.shape[1] + 2) * eps * bound + 8.0 * eps * limit
+        flags = squared > limit
+        close = np.flatnonzero(np.abs(squared - limit) <= margin)
+        if close.size:
+            flags[close] = _mahalanobis(centred[close], self._precision) > self.threshold
+        return flags
 
     @property
     def features(self) -> list[str]:
