@@ -215,7 +215,8 @@ def one_layout_batches(draw: st.DrawFn) -> list[str]:
     """Prediction payloads whose ``prediction`` objects share one key layout and whose segment maps
     share one set of names; the values vary (mostly plain, sometimes each kind of odd one)."""
     layout = draw(st.permutations(draw(st.lists(st.sampled_from(sorted(ONE_LAYOUT_OUTPUTS)), unique=True))))
-    segment_names = draw(st.lists(st.sampled_from(["region", "tier", "", "n" * 257]), unique=True, max_size=3))
+    segment_names = draw(st.lists(st.sampled_from(["region", "tier", "", "n" * 257]), unique=True,
+                                  max_size=3))
     payloads = []
     for i in range(draw(st.integers(1, 12))):
         odd = draw(st.integers(0, 5)) == 0

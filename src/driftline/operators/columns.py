@@ -577,7 +577,7 @@ class BatchDecoder:
         """Each record's parsed value, or None where it is screened out (:meth:`Decoder.screen`) or
         is not JSON orjson reads."""
         max_bytes, loads = self.decoder.max_message_bytes, orjson.loads
-        values = list(map(_record_value, records))
+        values: list[bytes | None] = list(map(_record_value, records))
         if None not in values and max(map(len, values)) <= max_bytes:  # type: ignore[arg-type]
             try:
                 return list(map(loads, values))  # type: ignore[arg-type]

@@ -777,7 +777,7 @@ class ShardProcessor:
         """One columnar model-events record per (model, version), models in sorted order."""
         if not items:
             return
-        by_model: dict[tuple[str, str], Sequence[Any]]
+        by_model: Mapping[tuple[str, str], Sequence[Any]]
         models = list(map(_model_id, items))
         versions = list(map(_model_version, items)) if hasattr(items[0], "model_version") \
             else [""] * len(items)  # orphan labels name no version
