@@ -217,8 +217,8 @@ class OutlierScorer:
 
     def window(self, table: Any, *, alpha: float = 0.001) -> OutlierWindow:
         """A window's outlier share with an exact binomial test against ``1 - quantile``."""
-        d = self.score_many(table)
-        return outlier_window(int(d.size), int(np.sum(d > self.threshold)), 1.0 - self.quantile,
+        flags = self.outliers_of_scores(self._scores.transform(table))  # the distances' flags
+        return outlier_window(int(flags.size), int(np.count_nonzero(flags)), 1.0 - self.quantile,
                               alpha=alpha)
 
 
