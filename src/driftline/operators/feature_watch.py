@@ -75,7 +75,7 @@ from driftline.operators.episodes import (
 )
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.sequential import feature_arl
-from driftline.operators.window_stats import valid_numbers
+from driftline.operators.window_stats import MAX_ABS_VALUE, valid_numbers
 
 ERROR_FEATURE = "__error__"
 NO_TIME = -(2**62)
@@ -266,6 +266,9 @@ class FeatureWatch:
         watch = self._models.get((model_id, model_version))
         if watch is None or not watch.profiles or not times:
             return []
+        floor = watch.bank.profile_index if watch.bank is not None else -1
+        if len(times) < PER_VALUE_BELOW:
+            return self._observe_few(watch, floor, times, prediction_ids, features, columns, values)
         stamps = np.asarray(times, dtype=np.int64)
         running = np.maximum.accumulate(np.maximum(stamps, watch.last_time))
         previous = np.concatenate(([watch.last_time], running[:-1]))
@@ -274,7 +277,6 @@ class FeatureWatch:
         watch.last_time = int(running[-1])
         effective = np.asarray([p.effective_from_ms for p in watch.profiles], dtype=np.int64)
         wanted = np.searchsorted(effective, stamps, side="right") - 1
-        floor = watch.bank.profile_index if watch.bank is not None else -1
         wanted = np.maximum.accumulate(np.maximum(wanted, floor))  # never move back
         reports: list[dict[str, Any]] = []
         first, last = int(wanted[0]), int(wanted[-1])  # never decreasing: one profile unless these differ
@@ -295,6 +297,103 @@ class FeatureWatch:
             given = None if values is None else {name: column[lo:hi] for name, column in values.items()}
             reports.extend(self._feed(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi],
                                       features[lo:hi], part, given))
+        return reports
+
+    def _observe_few(
+        self,
+        watch: _ModelWatch,
+        floor: int,
+        times: Sequence[int],
+        prediction_ids: Sequence[str],
+        features: Sequence[dict[str, Any]],
+        columns: Mapping[str, npt.NDArray[np.float64]] | None,
+        values: Mapping[str, Sequence[Any]] | None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`observe` for a model's few events (most groups with many models), step for step
+        on Python ints and lists: its dozen numpy calls on arrays of one or two values cost more
+        than the values themselves."""
+        grid = self.status_grid_ms
+        effective = [p.effective_from_ms for p in watch.profiles]
+        running: list[int] = []
+        crossings: list[int] = []  # rows that cross the grid
+        wanted: list[int] = []  # the profile each row wants, never moving back
+        latest, index = watch.last_time, floor
+        for row, stamp in enumerate(times):
+            time = stamp if stamp > latest else latest
+            if time // grid > latest // grid:
+                crossings.append(row)
+            running.append(time)
+            latest = time
+            index = max(index, bisect.bisect_right(effective, stamp) - 1)
+            wanted.append(index)
+        watch.last_time = latest
+        reports: list[dict[str, Any]] = []
+        lo = 0
+        while lo < len(wanted):
+            index = wanted[lo]
+            hi = lo + 1
+            while hi < len(wanted) and wanted[hi] == index:
+                hi += 1
+            if index >= 0:
+                if watch.bank is None or watch.bank.profile_index != index:
+                    if watch.bank is not None:
+                        reports.extend(self._close_bank(watch.bank, running[lo], prediction_ids[lo]))
+                    watch.bank = self._bank(watch.profiles[index], index)
+                part = None if columns is None else {name: column[lo:hi] for name, column in columns.items()}
+                given = None if values is None else {name: column[lo:hi] for name, column in values.items()}
+                cuts = [c - lo for c in crossings if lo <= c < hi]
+                reports.extend(self._feed_few(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi],
+                                              features[lo:hi], part, given))
+            lo = hi
+        return reports
+
+    def _feed_few(
+        self,
+        bank: ProfileMonitors,
+        running: list[int],
+        cuts: list[int],
+        prediction_ids: Sequence[str],
+        features: Sequence[dict[str, Any]],
+        given: Mapping[str, npt.NDArray[np.float64]] | None,
+        given_values: Mapping[str, Sequence[Any]] | None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`_feed` for fewer than :data:`PER_VALUE_BELOW` events (every run value by value),
+        on lists: the same values counted, the same reports."""
+        reports = []
+        numeric = [name for name, monitor in bank.monitors.items()
+                   if monitor.kind == "numeric" and (given is None or name not in given)]
+        columns = _float_columns(features, numeric)
+        if given and columns is not None:
+            columns = {**columns, **given}
+        count = len(features)
+        every = list(range(count))
+        for name, monitor in bank.monitors.items():
+            positions: list[int]
+            if monitor.kind == "numeric":
+                numbers = (columns[name] if columns is not None else given[name] if given and name in given
+                           else _floats([f.get(name) for f in features])).tolist()
+                # as valid_numbers: NaN, inf and beyond the bound are not watched
+                positions = [i for i, v in enumerate(numbers) if abs(v) <= MAX_ABS_VALUE]
+                kept: list[Any] = numbers if len(positions) == count else [numbers[i] for i in positions]
+            else:
+                raw = (list(given_values[name]) if given_values and name in given_values
+                       else [f.get(name) for f in features])
+                if set(map(type, raw)) <= _CATEGORY_TYPES:
+                    positions, kept = every, raw
+                else:
+                    positions = [i for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
+                    kept = [raw[i] for i in positions]
+            start = 0
+            for cut in [*cuts, None]:
+                stop = len(positions) if cut is None else bisect.bisect_left(positions, cut)
+                if stop > start:
+                    for i, one in monitor.update_each(kept[start:stop]):
+                        at = positions[start + i]
+                        reports.append(self._report(bank, name, monitor, one, running[at],
+                                                    prediction_ids[at]))
+                start = stop
+                if cut is not None and monitor.episode is not None:
+                    reports.append(self._report(bank, name, monitor, None, running[cut], ""))
         return reports
 
     def _bank(self, profile: ReferenceProfile, index: int) -> ProfileMonitors:

@@ -778,18 +778,22 @@ class NumericDetector(SequentialDetector):
     _DERIVED = (*SequentialDetector._DERIVED, "_lo_list", "_hi_list")
 
     def _symbols_at(self, xs: Any) -> tuple[IntArray, IntArray | None]:
-        x = np.asarray(xs, dtype=np.float64).ravel()
-        if x.size <= _FEW:  # a quiet model's few values: the vectorised steps cost ~10 us a call
+        if type(xs) is list and len(xs) <= _FEW and set(map(type, xs)) <= _FLOAT:
+            few: list[float] | None = xs  # already what float64's tolist() would give
+        else:
+            x = np.asarray(xs, dtype=np.float64).ravel()
+            few = x.tolist() if x.size <= _FEW else None
+        if few is not None:  # a quiet model's few values: the vectorised steps cost ~10 us a call
             hi, lo, cells = self._hi, self._lo, self._hi.size
             syms: list[int] = []
             kept: list[int] = []
-            for i, v in enumerate(x.tolist()):
+            for i, v in enumerate(few):
                 if v == v:
                     cell = int(hi.searchsorted(v))
                     syms.append(2 * cell + 1 if cell < cells and v >= lo[cell] else 2 * cell)
                     kept.append(i)
             found = np.array(syms, dtype=np.int64)
-            return found, None if len(kept) == x.size else np.array(kept, dtype=np.int64)
+            return found, None if len(kept) == len(few) else np.array(kept, dtype=np.int64)
         keep = ~np.isnan(x)
         at = None
         if not keep.all():
@@ -1189,6 +1193,7 @@ def _near(p1: float, others: list[float]) -> bool:
 
 
 _STR = frozenset({str})
+_FLOAT = frozenset({float})
 
 
 def _missing(v: Any) -> bool:
