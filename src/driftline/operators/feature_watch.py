@@ -339,8 +339,10 @@ class FeatureWatch:
                     if watch.bank is not None:
                         reports.extend(self._close_bank(watch.bank, running[lo], prediction_ids[lo]))
                     watch.bank = self._bank(watch.profiles[index], index)
-                part = None if columns is None else {name: column[lo:hi] for name, column in columns.items()}
-                given = None if values is None else {name: column[lo:hi] for name, column in values.items()}
+                part, given = columns, values  # one profile for every event: no slices
+                if hi - lo < len(wanted):
+                    part = None if columns is None else {n: c[lo:hi] for n, c in columns.items()}
+                    given = None if values is None else {n: v[lo:hi] for n, v in values.items()}
                 cuts = [c - lo for c in crossings if lo <= c < hi]
                 reports.extend(self._feed_few(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi],
                                               features[lo:hi], part, given))
