@@ -694,7 +694,10 @@ class MultivariateWatch:
                     cbpe: CbpeGroup | None = None
                     if calibrated is not None:
                         chosen = calibrated[sel]
-                        with_score = np.flatnonzero(~np.isnan(chosen))
+                        scored_rows = ~np.isnan(chosen)
+                        # every event scored (the common batch): the group's own arrays, no copies
+                        with_score: npt.NDArray[np.intp] | slice = (
+                            slice(None) if scored_rows.all() else np.flatnonzero(scored_rows))
                         cbpe = (chosen[with_score],
                                 None if predicted is None else predicted[sel][with_score],
                                 None if segments is None else segments[sel][with_score])

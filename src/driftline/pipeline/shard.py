@@ -508,7 +508,8 @@ class ShardProcessor:
                         model_id, version, times if whole else [times[i] for i in rows],
                         ids if whole else [ids[i] for i in rows],
                         features if whole else [features[i] for i in rows],
-                        [batch.predictions[i].score for i in rows], self.sizes_ms, columns))
+                        [p.score for p in batch.predictions] if whole
+                        else [batch.predictions[i].score for i in rows], self.sizes_ms, columns))
         return reports
 
     def _window_batch(
