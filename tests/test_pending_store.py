@@ -54,6 +54,42 @@ def test_payloads_read_back_before_and_after_their_write(tmp_path: Path) -> None
     store.close()
 
 
+def test_references_are_short_where_their_values_fit_and_long_elsewhere(tmp_path: Path) -> None:
+    """12 bytes for a segment number of 32 bits (the join keeps one per spilled prediction), 20 for
+    one past it (e.g. epoch milliseconds in 100 ms segments); both read back, before and after a
+    write and through a pin, and a store holds both at once."""
+    store = PendingStore(tmp_path, segment_ms=100)
+    epoch_ms = 1_767_225_600_000
+    written = [(ts, f"payload {ts}".encode()) for ts in (-250, 0, 99, 150, epoch_ms, epoch_ms + 120)]
+    refs = [store.put(ts, payload) for ts, payload in written]
+    refs += store.put_many(epoch_ms + 130, [b"a", b"bc"]) + store.put_many(5, [b"d"])
+    payloads = [payload for _, payload in written] + [b"a", b"bc", b"d"]
+    assert [len(ref) for ref in refs] == [12, 12, 12, 12, 20, 20, 20, 20, 12]
+    assert [store.get(ref) for ref in refs] == payloads
+    pinned = store.pin()
+    assert [pinned.get(ref) for ref in refs] == payloads
+    pinned.release()
+    assert [store.get(ref) for ref in refs] == payloads
+    store.close()
+
+
+def test_a_join_spilling_with_long_references_gives_the_same_results_and_checkpoints(tmp_path: Path) -> None:
+    """Segment numbers past 32 bits (20-byte references in the records) change nothing either."""
+    epoch_ms = 1_767_225_600_000
+    joins = [LabelJoin(HORIZON, max_pending=10_000, max_held=100) for _ in range(2)]
+    joins[1].set_memory_budget(1, tmp_path, segment_ms=100)
+    outs: list[list[object]] = [[], []]
+    for join, out in zip(joins, outs, strict=True):
+        for i in range(2_000):
+            out.append(join.on_prediction(_prediction(i, epoch_ms + i), segment="s"))
+            if i >= 500 and i % 2:
+                out.append(join.on_label(LabelEvent(prediction_id=_prediction(i - 500, 0).prediction_id,
+                                                    label="a", timestamp=epoch_ms + i)))
+        out.extend(join.advance(epoch_ms + 1_900, epoch_ms + 1_900))
+    assert outs[1] == outs[0] and joins[1].spilled_count > 1_000
+    assert list(joins[1].__getstate__()["groups"]) == joins[0].__getstate__()["groups"]
+
+
 def test_a_new_store_removes_the_directories_of_dead_processes(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()

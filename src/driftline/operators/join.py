@@ -89,7 +89,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from driftline.operators.pending_store import REF, PendingStore, PinnedSegments
+from driftline.operators.pending_store import PendingStore, PinnedSegments
 from driftline.operators.window_stats import MAX_ABS_VALUE
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
 
@@ -1247,7 +1247,6 @@ class LabelJoin:
         if not payloads:
             return 0
         refs = iter(store.put_many(last - 1, payloads))
-        stub_tail = _PRED.size + REF.size
         saved = 0
         for gid, spots in found:
             group = groups[gid]
@@ -1257,7 +1256,9 @@ class LabelJoin:
                 out += group[kept:pos]
                 stub = len(out)
                 out += group[pos : head + _PRED.size]
-                out += next(refs)
+                ref = next(refs)
+                out += ref
+                stub_tail = _PRED.size + len(ref)
                 _STUB_LENGTH.pack_into(out, stub, head - pos + stub_tail)
                 out[stub + head - pos] |= _SPILLED
                 kept = end
