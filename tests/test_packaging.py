@@ -23,7 +23,21 @@ def test_every_package_folder_is_listed_and_every_listed_package_exists() -> Non
             if not remapped and "__pycache__" not in relative.parts:
                 found.add(name)
     assert found - listed == set(), "package folders missing from pyproject"
-    assert listed - found == set(), "pyproject lists packages that have no folder"
+    # Data-only folders (migrations, Grafana provisioning) are listed too, so setuptools ships them
+    # as package data; each must exist and its package-data patterns must match files in it.
+    data = tool["package-data"]
+    for name in listed - found:
+        folder = _folder(name, mapping)
+        assert folder.is_dir(), f"pyproject lists {name}, which has no folder"
+        assert name in data, f"{name} has no __init__.py and no package-data: nothing of it is shipped"
+        assert all(any(folder.glob(pattern)) for pattern in data[name]), (name, data[name])
+
+
+def _folder(name: str, mapping: dict[str, str]) -> Path:
+    """The folder of package `name` under the longest package-dir mapping that holds it."""
+    package = max((p for p in mapping if name == p or name.startswith(p + ".")), key=len)
+    rest = name[len(package):].lstrip(".")
+    return ROOT / mapping[package] / Path(*rest.split(".")) if rest else ROOT / mapping[package]
 
 
 def test_version_is_pyprojects_and_the_package_declares_its_type_hints() -> None:
