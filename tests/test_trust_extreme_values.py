@@ -341,6 +341,15 @@ def test_a_restored_checkpoint_holding_a_malformed_partial_drops_it_instead_of_r
     windows = [r for m in out if m.topic == settings.topics.sink for msg in [orjson.loads(m.value)]
                if msg["table"] == "feature_windows" for r in msg["rows"] if r["feature"] == "x"]
     assert [(r["count"], r["mean"]) for r in windows] == [(2, 2.0)]  # shard 1's events
+    # ... and the dropped partial is a dead-letter row saying which shard and window, and why
+    (dead,) = [orjson.loads(m.value) for m in out if m.topic == settings.topics.dead_letters]
+    assert dead["source_topic"] == settings.topics.model_events
+    assert dead["source_offset"] < 0  # no position: a digest of shard and window, one row each
+    assert "stage-1 shard 0" in dead["error_message"] and "m2 is None" in dead["error_message"]
+    assert dead["source_timestamp"] == 60_000
+    later = restored.process([RawRecord(settings.topics.model_events, 0, 2, 0, None,
+                                        encode_model_event(Progress(0, 120_000, 120_000, 120_000)))])
+    assert not [m for m in later if m.topic == settings.topics.dead_letters]  # once
 
 
 def test_numbers_at_the_bound_score_without_overflow() -> None:

@@ -19,6 +19,7 @@ owns the checkpoint (snapshot, restore with today's settings). Results depend on
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -84,6 +85,7 @@ class ModelProcessor:
         self.profiles_topic = settings.topics.profiles
         self.sink_topic = settings.topics.sink
         self.dead_letters_topic = settings.topics.dead_letters
+        self.model_events_topic = settings.topics.model_events
         self.triggers_topic = settings.topics.retrain_triggers
         self.n_source_shards = settings.topics.partitions
         self.policy.configure(settings.triggers, self.config_hash)
@@ -102,7 +104,8 @@ class ModelProcessor:
     # -- the stage protocol -----------------------------------------------------------------
 
     def process(self, batch: Sequence[RawRecord]) -> list[OutboundMessage]:
-        dead: list[OutboundMessage] = []
+        dead = [self._dropped_partial_letter(*dropped) for dropped in self.windows.dropped_partials]
+        self.windows.dropped_partials.clear()
         for record in batch:
             if record.topic == self.profiles_topic:
                 self._on_profile(record.value)
@@ -216,6 +219,22 @@ class ModelProcessor:
         letter = dead_letter(record, kind, f"internal record: {type(err).__name__}: {err}")
         value = letter.model_dump_json().encode()
         return OutboundMessage(self.dead_letters_topic, letter.original_key, value)
+
+    def _dropped_partial_letter(self, shard: int, key: tuple[Any, ...], partial: dict[str, Any],
+                                why: str) -> OutboundMessage:
+        """The dead letter of a partial a restored checkpoint held but could not merge. Its Kafka
+        record is long consumed, so the letter names the stage-1 shard and window, and its offset is
+        a negative digest of them: one row per partial in ``dead_letters`` (keyed by position), the
+        same row again if a crash makes this restore run twice."""
+        size_ms, start_ms, model_id, version, segment = key[:5]
+        digest = hashlib.blake2b(repr((shard, *key[:5])).encode(), digest_size=8).digest()
+        offset = -1 - (int.from_bytes(digest, "big") >> 2)
+        record = RawRecord(self.model_events_topic, self.shard, offset, int(start_ms) + int(size_ms), None,
+                           orjson.dumps(partial))
+        message = (f"restored window partial of stage-1 shard {shard}, model {model_id!r} v{version} "
+                   f"segment {segment!r}, window {int(size_ms) // 1000} s at {start_ms}: {why}")
+        letter = dead_letter(record, ErrorKind.VALIDATION_ERROR, message)
+        return OutboundMessage(self.dead_letters_topic, None, letter.model_dump_json().encode())
 
     def _trigger_message(self, trigger: RetrainTrigger) -> OutboundMessage | None:
         self.totals["triggers"] += 1

@@ -98,13 +98,16 @@ class WindowClock:
         self.episodes.config_hash = config_hash
         self.scorers: dict[str, DriftScorer] = {}  # by profile id; made again for today's settings
         self.domain_classifiers: dict[str, DomainClassifierDrift | None] = {}  # by profile id (seeded)
+        # (stage-1 shard, window, partial, why) dropped on restore: the model processor dead-letters them
+        self.dropped_partials: list[tuple[int, tuple[Any, ...], dict[str, Any], str]] = []
         self._drop_malformed_partials()
 
     def _drop_malformed_partials(self) -> None:
         """Drop the restored partials that cannot be merged: a checkpoint of a version that did not
         check them on arrival may hold one (a window moment that overflowed), and merging it would
-        raise at every restart. Counted in ``malformed_partials`` and logged; new partials never
-        get here (:meth:`add_partial` refuses them, to be dead-lettered)."""
+        raise at every restart. Counted in ``malformed_partials``, logged and kept in
+        ``dropped_partials`` for a dead-letter row; new partials never get here (:meth:`add_partial`
+        refuses them, to be dead-lettered)."""
         for key, parts in list(self.partials.items()):
             for shard, partial in list(parts.items()):
                 try:
@@ -112,6 +115,7 @@ class WindowClock:
                 except (ValueError, KeyError, TypeError) as err:
                     del parts[shard]
                     self.totals["malformed_partials"] += 1
+                    self.dropped_partials.append((shard, tuple(key), partial, f"{type(err).__name__}: {err}"))
                     log.warning("dropped the restored window partial of shard %d for %s: %s: %s",
                                 shard, key, type(err).__name__, err)
             if not parts:
@@ -121,6 +125,7 @@ class WindowClock:
         state = self.__dict__.copy()
         state.pop("scorers", None)  # derived from the profiles and settings: not checkpointed
         state.pop("domain_classifiers", None)
+        state.pop("dropped_partials", None)  # dead-lettered before the next checkpoint
         return state
 
     @property
