@@ -237,8 +237,15 @@ class WindowClock:
             report = scorer.score_stats(observed, n_rows=merged.n_events, prediction=prediction)
         window = window_columns(self.run_id, key)
         reference_id = profile.profile_id if profile else ""
-        for name in sorted(merged.features):
-            stats = merged.features[name]
+        # A profile feature no event of the window carried is a row of missing values (and a
+        # not-tested score), so a feature that stops arriving shows instead of vanishing.
+        features = dict(merged.features)
+        for name in profile.features if profile else ():
+            if name not in features:
+                features[name] = absent = FeatureStats()
+                absent.add_missing(merged.n_events)
+        for name in sorted(features):
+            stats = features[name]
             fprofile = profile.features.get(name) if profile else None
             score = report[name].score if report is not None and fprofile is not None else None
             rows["feature_windows"].append(
@@ -258,7 +265,7 @@ class WindowClock:
                 )
         if report is None:
             return None
-        scored = [report[name] for name in sorted(merged.features) if name in report]
+        scored = [report[name] for name in sorted(features) if name in report]
         for result in scored:
             rows["drift_scores"].append(drift_score_row(
                 window, result.feature, result.score, result.drifted, result.drifted_by, result.p_adj,
