@@ -52,6 +52,7 @@ from driftline.replay.kafka_source import OFFSET_METHOD
 from driftline.replay.run import ReplayInputError, ReplayPlan, replay_files, replay_topics
 from driftline.replay.times import format_time, parse_time
 from driftline.store.client import StoreError
+from driftline.store.migrate import status
 from driftline.store.writer import ClickHouseRowWriter, RowWriter, open_row_writer
 
 EPILOG = """\
@@ -147,6 +148,10 @@ def summary_lines(result: ReplayResult) -> list[str]:
     if result.first_ms is None or result.last_ms is None:
         return ["no records in the range"]
     lines = [f"record times {format_time(result.first_ms)} .. {format_time(result.last_ms)}"]
+    if result.rows["drift_episodes"]:
+        lines.append(f"drift episodes: {len(result.episode_ids):,} (the {result.rows['drift_episodes']:,} "
+                     "drift_episodes rows are their versions, kept current while each lasts; read "
+                     "the table with FINAL)")
     if result.end_ms is not None:
         lines.append(f"input ends {format_time(result.end_ms)}: every window ending by then is written")
     intervals_end = result.intervals_end_ms
@@ -192,8 +197,15 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     where = (f"ClickHouse {settings.clickhouse_url()} database {settings.clickhouse.database}"
              if isinstance(writer, ClickHouseRowWriter) else f"the sink topic {settings.topics.sink}")
-    console.print(f"writing rows to {where}")
+    console.print(f"writing rows to {where}", soft_wrap=True)
     try:
+        # Checked before reading any input: otherwise a whole replay runs, then fails at its first write.
+        if isinstance(writer, ClickHouseRowWriter):
+            pending = [f"{m.version:03d}_{m.name}" for m in status(writer.client, settings)
+                       if m.state == "pending"]
+            if pending:
+                raise ReplayInputError(f"{len(pending)} ClickHouse migration(s) not applied "
+                                       f"({pending[0]}, ...): run `driftline db migrate` first")
         result = _run(args, settings, writer, console)
     except (ReplayInputError, OSError, TimeoutError, StoreError) as err:
         print(f"driftline replay: {err}", file=sys.stderr)

@@ -67,6 +67,9 @@ class ReplayResult:
     intervals_end_ms: int | None = None
     partial_windows: list[PartialWindow] = field(default_factory=list)
     elapsed_s: float = 0.0
+    # An episode's row is re-written while it lasts (a new version each time): the rows written
+    # are versions, the ids the episodes a query with FINAL reads.
+    episode_ids: set[str] = field(default_factory=set)
 
     @property
     def events_per_s(self) -> float:
@@ -135,6 +138,8 @@ class Replayer:
             produced = rows.pop(table)
             if table == "feature_windows" and self._from_ms is not None:
                 self._note_cut_at_start(produced, self._from_ms)
+            if table == "drift_episodes":
+                self.result.episode_ids.update(row["episode_id"] for row in produced)
             self.writer.write(table, produced)
             self.result.rows[table] += len(produced)
         self.result.triggers += len(self.pipeline.triggers)

@@ -115,6 +115,10 @@ class ClickHouseRowWriter:
         self._contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
         self._buffered = 0
 
+    @property
+    def client(self) -> Client:
+        return self._client
+
     def _schema(self, table: str) -> dict[str, _Column]:
         schema = self._schemas.get(table)
         if schema is None:

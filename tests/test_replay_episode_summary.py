@@ -1,0 +1,96 @@
+"""What `driftline replay` tells a new user: the drift episodes apart from the drift_episodes rows
+written (an episode's row is re-written while it lasts, so replaying elec2 printed "drift_episodes
+820" for 9 episodes, which reads as a flood of alarms), and an unmigrated store before the replay
+runs rather than after."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from driftline.cli.main import main
+from driftline.cli.replay import summary_lines
+from driftline.config import Settings
+from driftline.operators.profile import build_profile
+from driftline.operators.validate import RawRecord
+from driftline.replay.engine import Replayer
+
+START = 1_767_225_600_000
+SETTINGS = Settings(
+    topics={"partitions": 1},
+    windows={"sizes_s": [300], "allowed_lateness_s": 0, "metrics_interval_s": 300},
+)
+
+
+class KeepRows:
+    """A RowWriter that keeps the rows."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.rows[table].extend(dict(r) for r in rows)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _records() -> list[RawRecord]:
+    """Two events a second for 40 minutes; ``load`` shifts by 2 sd after 10 minutes, for good."""
+    rng = random.Random(11)
+    out = []
+    for i in range(2 * 2400):
+        ts = START + i * 500
+        shift = 2.0 if i >= 1200 else 0.0
+        value = orjson.dumps({
+            "schema_version": 1, "prediction_id": f"p{i}", "model_id": "grid", "model_version": "1",
+            "timestamp": ts, "features": {"load": rng.gauss(shift, 1), "price": rng.gauss(0, 1)},
+            "prediction": {"label": "up", "score": 0.7},
+        })
+        out.append(RawRecord("driftline.predictions", 0, i, ts, f"p{i}".encode(), value))
+    return out
+
+
+def _profile() -> bytes:
+    rng = random.Random(5)
+    columns = {name: [rng.gauss(0, 1) for _ in range(3000)] for name in ("load", "price")}
+    return build_profile("grid", "1", columns, label_column=None, prediction_column=None, bins=10,
+                         top_k=10, created_at_ms=START).model_dump_json().encode()
+
+
+def test_replay_summary_counts_episodes_not_row_versions() -> None:
+    writer = KeepRows()
+    replayer = Replayer(SETTINGS, "episodes", writer, [_profile()])
+    records = _records()
+    for i in range(0, len(records), 500):
+        replayer.feed(records[i : i + 500])
+    result = replayer.finish()
+    written = writer.rows["drift_episodes"]
+    episodes = {row["episode_id"] for row in written}
+    assert "load" in {row["feature"] for row in written}
+    assert result.rows["drift_episodes"] == len(written) > len(episodes) >= 1
+    assert result.episode_ids == episodes
+    expected = (f"drift episodes: {len(episodes):,} (the {len(written):,} drift_episodes rows are their "
+                "versions, kept current while each lasts; read the table with FINAL)")
+    assert expected in summary_lines(result)
+
+
+def test_replay_into_an_unmigrated_store_stops_before_reading_its_input(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to replay the whole input, then fail at the first write ("unknown table")."""
+    monkeypatch.setenv("DRIFTLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_URL", f"chdb://{tmp_path / 'ch'}")
+    missing_input = tmp_path / "never-read.jsonl"
+    code = main(["replay", "--run-id", "r", "--no-progress", "--predictions", str(missing_input)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "migration(s) not applied (001_dead_letters, ...): run `driftline db migrate` first" in err, err
