@@ -71,6 +71,8 @@ drives expiry, eviction and forgetting.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 import hashlib
 import heapq
 import json
@@ -412,38 +414,121 @@ def _pending_tail(prediction: Prediction) -> tuple[int, int, bytes]:
 
 
 class _WholeGroups:
-    """A spilling join's record groups as its checkpoint pickles them: each group is made whole
-    (its spilled payloads read back) only when the pickler reaches it, so a base of millions of
-    spilled records holds one whole group beside its pickle, not every record whole (with the
-    checkpoint's pickler, which does not memoize ``fresh_items``: a memo keeps them all). It unpickles
-    as the list of whole groups an in-memory join pickles. ``groups`` must not change meanwhile:
-    a checkpoint pickles a join while batches are kept out, a base a copy of its groups
-    (:meth:`LabelJoin.base_copy`), reading payloads with ``read`` (None: groups as they are, one
-    by one through Python, so that a thread pickling a copy lets the live join's thread run: the
-    pickler's own loop over a list never lets go of the GIL).
+    """A join's record groups as its checkpoint pickles them: a spilling join's groups are made
+    whole (their spilled payloads read back) only when the pickler reaches each, so a base of
+    millions of spilled records holds one whole group beside its pickle, not every record whole
+    (with the checkpoint's pickler, which does not memoize ``fresh_items``: a memo keeps them all).
+    It unpickles as :class:`_RestoredGroups`, which a restore under a memory budget spills as the
+    groups arrive. ``groups`` must not change meanwhile: a checkpoint pickles a join while batches
+    are kept out, a base a copy of its groups (:meth:`LabelJoin.base_copy`), reading payloads with
+    ``read`` (None: groups as they are). ``one_by_one``: through Python, so that a thread pickling a
+    copy lets the live join's thread run (the pickler's own loop over a list never lets go of the
+    GIL).
 
     >>> import pickle
     >>> join = LabelJoin(1_000, max_pending=10, max_held=10)
-    >>> pickle.loads(pickle.dumps(_WholeGroups(join._groups, bytes))) == join._groups
+    >>> pickle.loads(pickle.dumps(_WholeGroups(join._groups, bytes))).groups == join._groups
     True
     """
 
-    __slots__ = ("_groups", "_read")
+    __slots__ = ("_groups", "_one_by_one", "_read")
 
-    def __init__(self, groups: list[bytes], read: Callable[[bytes], bytes] | None) -> None:
+    def __init__(self, groups: list[bytes], read: Callable[[bytes], bytes] | None,
+                 one_by_one: bool = True) -> None:
         self._groups = groups
         self._read = read
+        self._one_by_one = one_by_one
 
     def __iter__(self) -> Iterator[bytes]:
         read = self._read
         if read is None:
-            return (group for group in self._groups)
+            return (group for group in self._groups) if self._one_by_one else iter(self._groups)
         return (_whole_group(group, read) for group in self._groups)
 
     fresh_items = __iter__  # a checkpoint's pickler does not memoize them (pipeline.state)
 
-    def __reduce__(self) -> tuple[type[list[bytes]], tuple[()], None, Iterator[bytes]]:
-        return list, (), None, iter(self)
+    def __reduce__(self) -> tuple[type[_RestoredGroups], tuple[()], None, Iterator[bytes]]:
+        return _RestoredGroups, (), None, iter(self)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to the groups it pickles (a list, or another join's)."""
+        if not isinstance(other, _WholeGroups | list):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class _RestoreBudget:
+    budget: int
+    directory: Path | str | None
+    segment_ms: int
+
+
+_RESTORE_BUDGET: contextvars.ContextVar[_RestoreBudget | None] = contextvars.ContextVar(
+    "driftline_join_restore_budget", default=None)
+
+
+@contextlib.contextmanager
+def restoring_under_budget(budget_bytes: int, directory: Path | str | None = None,
+                           segment_ms: int = 900_000) -> Iterator[None]:
+    """Joins unpickled inside (a base checkpoint's, in this thread) keep their records under
+    ``budget_bytes`` while their groups arrive: pending payloads go to a new
+    :class:`~driftline.operators.pending_store.PendingStore` in ``directory`` once the groups
+    kept whole fill 3/4 of the budget, so a restore's peak is the table of stubs plus the
+    budget, not every record whole (0: no budget, nothing changes). The join then runs with
+    that store and budget (:meth:`LabelJoin.set_memory_budget` with the same budget keeps them).
+
+    >>> from driftline.schemas.events import PredictionEvent
+    >>> join = LabelJoin(horizon_ms=60_000, max_pending=1000, max_held=1000)
+    >>> for i in range(100):
+    ...     _ = join.on_prediction(PredictionEvent(prediction_id=f"p{i}", model_id="m", timestamp=i,
+    ...                                            features={"x": 0.5}, prediction=0.9), segment="")
+    >>> blob = pickle.dumps(join)
+    >>> with restoring_under_budget(1):
+    ...     restored = pickle.loads(blob)
+    >>> restored.spilled_count, pickle.loads(pickle.dumps(restored))._groups == join._groups
+    (100, True)
+    >>> restored.set_memory_budget(0)
+    """
+    token = _RESTORE_BUDGET.set(_RestoreBudget(budget_bytes, directory, segment_ms) if budget_bytes else None)
+    try:
+        yield
+    finally:
+        _RESTORE_BUDGET.reset(token)
+
+
+class _RestoredGroups:
+    """A base's record table as it unpickles: pickle hands it the groups a thousand at a time
+    (``extend``). Under :func:`restoring_under_budget`, groups are kept whole while they fit in 3/4
+    of the budget and every other group's pending payloads go to ``store`` as it arrives."""
+
+    __slots__ = ("groups", "room", "store")
+
+    def __init__(self) -> None:
+        self.groups: list[bytes] = []
+        budget = _RESTORE_BUDGET.get()
+        self.store = None if budget is None else PendingStore(budget.directory, budget.segment_ms)
+        self.room = 0 if budget is None else budget.budget * 3 // 4
+
+    def extend(self, groups: list[bytes]) -> None:
+        store = self.store
+        if store is None:
+            self.groups.extend(groups)
+            return
+        for group in groups:
+            if len(group) <= self.room:
+                self.room -= len(group)
+            else:
+                group = _stub_group(group, store)
+            self.groups.append(group)
+
+    def append(self, group: bytes) -> None:
+        self.extend([group])
+
+
+_WholeGroups.fresh_container = _RestoredGroups  # type: ignore[attr-defined]
 
 
 class LabelJoin:
@@ -883,9 +968,7 @@ class LabelJoin:
 
     def __getstate__(self) -> dict[str, Any]:
         store = self._store if self._pinned is None else self._pinned
-        groups: list[bytes] | _WholeGroups = self._groups
-        if store is not None or self._copy:
-            groups = _WholeGroups(self._groups, None if store is None else store.get)
+        groups = _WholeGroups(self._groups, None if store is None else store.get, one_by_one=self._copy)
         # The time index too: rebuilding it walks every record in Python (~2 us each), longer
         # than reading it (4 bytes a record).
         return {**self._outside_table(), "groups": groups, "low": self._low, "split": self._split,
@@ -960,7 +1043,11 @@ class LabelJoin:
         self.max_pending = state["max_pending"]
         self.max_held = state["max_held"]
         self.counters = state["counters"]
-        self._groups = state["groups"]
+        groups = state["groups"]
+        restored = groups if isinstance(groups, _RestoredGroups) else None  # absent before format 4
+        if isinstance(groups, _WholeGroups):  # a state from __getstate__, not unpickled
+            groups = list(groups)
+        self._groups = groups if restored is None else restored.groups
         if state.get("record_format", 1) == 1:  # a checkpoint from before payload digests
             self._groups = [_upgrade_v1_group(group) for group in self._groups]
         self._held_digests = state.get("held_digests", {})
@@ -981,6 +1068,8 @@ class LabelJoin:
         self._due = state["due"]
         self._touched = None
         self._no_store()
+        if restored is not None and restored.store is not None:
+            self._adopt_store(restored.store)
         buckets = state.get("buckets")  # absent in checkpoints before it was kept
         if buckets is None or state.get("record_format", 1) == 1:
             self._rebuild_indexes()
@@ -1046,13 +1135,17 @@ class LabelJoin:
         """Bring this join (restored from the checkpoint ``changes`` follows) to the state
         ``changes`` was taken in; ValueError if the result disagrees with the counts it recorded."""
         records = changes.records
+        stub = self._store is not None and self._unspilled is not None  # restored under a budget
         pos = 0
         while pos < len(records):
             length, crc = _HEAD.unpack_from(records, pos)
             record = records[pos : pos + length]
             pos += length
             key = _record_key(record)
-            self._put(crc, key, _TS.unpack_from(record, _AT + len(key))[0], record)
+            ts, state = _TS.unpack_from(record, _AT + len(key))
+            if stub and state == _PENDING:  # so no second needs walking for whole records after
+                record = self._spill_record(record, ts)
+            self._put(crc, key, ts, record)
         for key, ts in changes.gone:
             self._put(zlib.crc32(key), key, ts, None)
         state = changes.state
@@ -1067,7 +1160,8 @@ class LabelJoin:
         self._rebuild_small_indexes()
         # Records forgotten since the previous checkpoint: forgetting depends on the cut alone.
         self._forget(min(self._pred_wm, self._label_wm) - self.horizon_ms)
-        self._unspilled = self._spilled_key = None  # the records put back are whole, in any second
+        if not stub:
+            self._unspilled = self._spilled_key = None  # the records put back are whole, in any second
         if self._estimate > self._check_at:
             self._check_budget()
         expected = (state["record_count"], state["pending"])
@@ -1110,6 +1204,16 @@ class LabelJoin:
 
     # -- memory budget ------------------------------------------------------------------------
 
+    def _adopt_store(self, store: PendingStore) -> None:
+        """Run with the store a restore under a budget (:func:`restoring_under_budget`) spilled
+        into: every pending record not kept whole is a stub, and those kept whole fit in 3/4 of
+        the budget, so no second needs walking (:attr:`_unspilled` empty)."""
+        budget = _RESTORE_BUDGET.get()
+        assert budget is not None
+        self._store, self._budget = store, budget.budget
+        self._check_at = 0  # look at the budget at the next prediction
+        self._unspilled, self._unspilled_heap = set(), []
+
     def set_memory_budget(
         self, budget_bytes: int, directory: Path | str | None = None, segment_ms: int = 900_000
     ) -> None:
@@ -1142,6 +1246,8 @@ class LabelJoin:
             self._no_store()
             self._estimate = sum(map(len, self._groups))
             return
+        if self._store is not None and budget_bytes == self._budget:
+            return  # restored under this budget (restoring_under_budget), or set again: as it is
         if self._store is None:
             self._store = PendingStore(directory, segment_ms)
         self._budget = budget_bytes
@@ -1573,6 +1679,36 @@ def _whole_record(record: bytes, read: Callable[[bytes], bytes]) -> bytes:
 def _whole_group(group: bytes, read: Callable[[bytes], bytes]) -> bytes:
     """A group with every spilled record read back by ``read``."""
     return b"".join(_whole_record(group[pos:end], read) for pos, end, _ in _walk(group))
+
+
+def _stub_group(group: bytes, store: PendingStore) -> bytes:
+    """``group`` with the payload of every pending record not spilled yet moved to ``store`` (each
+    to the segment of its own event time) and the record made a stub, as :meth:`LabelJoin._spill_bucket`
+    makes them."""
+    unpack_head, unpack_ts = _HEAD.unpack_from, _TS.unpack_from
+    out = bytearray()
+    kept = pos = 0
+    size = len(group)
+    while pos < size:  # as _walk, inline
+        end = pos + unpack_head(group, pos)[0]
+        code = group[pos + _AT] | group[pos + _AT + 1] << 8
+        at = pos + _AT + (18 if code == _UUID_CODE else 2 + code)
+        ts, state = unpack_ts(group, at)
+        head = at + _BODY
+        if state == _PENDING and not group[head] & _SPILLED and end > head + _PRED.size:
+            out += group[kept:pos]
+            stub = len(out)
+            out += group[pos : head + _PRED.size]
+            ref = store.put(ts, group[head + _PRED.size : end])
+            out += ref
+            _STUB_LENGTH.pack_into(out, stub, head - pos + _PRED.size + len(ref))
+            out[stub + head - pos] |= _SPILLED
+            kept = end
+        pos = end
+    if not kept:
+        return group
+    out += group[kept:]
+    return bytes(out)
 
 
 def _record_key(record: bytes) -> bytes:

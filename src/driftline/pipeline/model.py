@@ -39,6 +39,7 @@ from driftline.pipeline.references import ProfileBook
 from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.state import (
     FRESH_STATE_HINT,
+    BlobFile,
     StateRestoreError,
     dump_state,
     load_state,
@@ -133,7 +134,7 @@ class ModelProcessor:
         return dump_state(self)
 
     @staticmethod
-    def restore(blob: bytes, settings: Settings, what: str = "stage-2 shard") -> ModelProcessor:
+    def restore(blob: bytes | BlobFile, settings: Settings, what: str = "stage-2 shard") -> ModelProcessor:
         """The checkpointed shard, running with ``settings`` (today's, not the checkpoint's)."""
         processor = load_state(blob, ModelProcessor, what)
         recorded = processor.__dict__.get("settings_record")
@@ -295,7 +296,7 @@ class ModelFactory:
     def create(self, shard: int) -> ModelProcessor:
         return ModelProcessor(shard, self.settings, self.run_id)
 
-    def restore(self, shard: int, blob: bytes) -> ModelProcessor:
+    def restore(self, shard: int, blob: bytes | BlobFile) -> ModelProcessor:
         processor = ModelProcessor.restore(blob, self.settings, f"stage-2 shard {shard}")
         if processor.shard != shard:
             raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")

@@ -24,7 +24,14 @@ from driftline.config import Settings, TopicSettings
 from driftline.kafka.partitioner import partitions_for_keys
 from driftline.operators.columns import BatchDecoder, Int64Array, LabelBatch, PredictionBatch
 from driftline.operators.feature_watch import FeatureWatch
-from driftline.operators.join import ExpiredPrediction, JoinChanges, JoinedOutcome, LabelJoin, payload_digest
+from driftline.operators.join import (
+    ExpiredPrediction,
+    JoinChanges,
+    JoinedOutcome,
+    LabelJoin,
+    payload_digest,
+    restoring_under_budget,
+)
 from driftline.operators.model_watch import MultivariateWatch
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
@@ -36,6 +43,7 @@ from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.state import (
     FRESH_STATE_HINT,
     BaseCopy,
+    BlobFile,
     StateRestoreError,
     dump_delta,
     dump_state,
@@ -270,13 +278,17 @@ class ShardProcessor:
 
     @staticmethod
     def restore(
-        blob: bytes, settings: Settings, what: str = "stage-1 shard", deltas: Sequence[bytes] = ()
+        blob: bytes | BlobFile, settings: Settings, what: str = "stage-1 shard", deltas: Sequence[bytes] = ()
     ) -> ShardProcessor:
         """The checkpointed shard (a base snapshot and the deltas written after it, in order),
-        running with ``settings`` (today's, not the checkpoint's)."""
-        processor = load_state(blob, ShardProcessor, what)
-        for delta in deltas:
-            processor._apply_delta(delta, what)
+        running with ``settings`` (today's, not the checkpoint's). Under a join memory budget the
+        join spills while its records arrive (``restoring_under_budget``): a restore's peak is
+        the table of stubs plus the budget, not every record whole."""
+        budget = int(settings.join.memory_budget_mb * 2**20)
+        with restoring_under_budget(budget, settings.join.spill_dir):
+            processor = load_state(blob, ShardProcessor, what)
+            for delta in deltas:
+                processor._apply_delta(delta, what)
         warn_if_changed(what, getattr(processor, "settings_record", None), settings)
         processor.configure(settings)
         return processor
@@ -870,7 +882,7 @@ class ShardFactory:
     def create(self, shard: int) -> ShardProcessor:
         return ShardProcessor(shard, self.settings, self.run_id, columnar=self.columnar)
 
-    def restore(self, shard: int, blob: bytes, deltas: Sequence[bytes] = ()) -> ShardProcessor:
+    def restore(self, shard: int, blob: bytes | BlobFile, deltas: Sequence[bytes] = ()) -> ShardProcessor:
         processor = ShardProcessor.restore(blob, self.settings, f"stage-1 shard {shard}", deltas)
         if processor.shard != shard:
             raise ValueError(f"checkpoint of shard {processor.shard} offered for shard {shard}")

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.gauges import Gauge
+from driftline.pipeline.state import BlobFile
 
 __all__ = ["OutboundMessage", "RawRecord", "StageFactory", "StageProcessor"]
 
@@ -49,4 +50,4 @@ class StageFactory(Protocol):
 
     def create(self, shard: int) -> StageProcessor: ...
 
-    def restore(self, shard: int, blob: bytes) -> StageProcessor: ...
+    def restore(self, shard: int, blob: bytes | BlobFile) -> StageProcessor: ...

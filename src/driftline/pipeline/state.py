@@ -10,8 +10,12 @@ changed since the checkpoint was taken.
 A state blob is ``b"DLST" + format version (1 byte) + codec (1 byte) + body``: codec ``z`` is
 zlib(pickle(processor)), ``r`` the pickle itself, for blobs over :data:`RAW_ABOVE` (a join's
 records compress by ~13 % at ~20 MB/s, so zlib on a 10-million-prediction state costs minutes
-at each end and saves little). Format 2 (no codec byte, always zlib) and format 1 (the blob
-without the envelope, settings pickled inside) still restore. A newer format, or a blob
+at each end and saves little). Format 4 is format 3 whose join tables unpickle through a class
+that can spill them as they arrive (``driftline.operators.join.restoring_under_budget``); format 3,
+format 2 (no codec byte, always zlib) and format 1 (the blob without the envelope, settings
+pickled inside) still restore. A base may also be restored from a file (:class:`BlobFile`: a
+local copy, or chunks spooled as they were read), unpickled a frame at a time, never whole in
+memory. A newer format, or a blob
 that does not unpickle into the expected processor, fails with :class:`StateRestoreError`: one
 line saying what to do.
 
@@ -56,13 +60,13 @@ import logging
 import pickle
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
 
 from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 DELTA_FORMAT = 2
 RAW_ABOVE = 8 * 2**20
 """Base pickles larger than this are stored without compression (see the module docstring)."""
@@ -103,16 +107,18 @@ def _envelope(head: bytes, obj: object, raw_above: int) -> bytes:
 
 class _Pickler(pickle.Pickler):
     """Pickles an object with a ``fresh_items()`` method (items made as the pickler reaches them
-    and referenced nowhere else, e.g. a spilling join's groups read back whole) as the list of
-    those items, without memoizing them: the memo would keep every item alive until the whole
-    pickle is written, i.e. the whole table a second time beside the blob."""
+    and referenced nowhere else, e.g. a spilling join's groups read back whole) as the container
+    its class names in ``fresh_container`` (default ``list``) of those items, not memoized: the memo
+    would keep every item alive until the whole pickle is written, i.e. the whole table a second
+    time beside the blob."""
 
     def reducer_override(self, obj: Any) -> Any:
         # Looked up on the class: an instance's __getattr__ (a proxy) must not make up the method.
         fresh_items = None if isinstance(obj, type) else getattr(type(obj), "fresh_items", None)
         if fresh_items is None:
             return NotImplemented
-        return list, (), None, self._unmemoized(fresh_items(obj))
+        make = getattr(type(obj), "fresh_container", list)  # what the items unpickle into
+        return make, (), None, self._unmemoized(fresh_items(obj))
 
     def _unmemoized(self, items: Iterator[Any]) -> Iterator[Any]:
         self.fast = True  # no memo while the list's items are saved (they are read one by one)
@@ -232,8 +238,52 @@ def _unpickle(body: bytes | memoryview, version: int, what: str, coded: bool) ->
         ) from None
 
 
-def load_state(blob: bytes, kind: type[T], what: str) -> T:
+class BlobFile:
+    """A blob held in a file, ``size`` bytes from ``offset`` (a base's local copy, or its chunks
+    spooled to disk as they were read from the broker), whose integrity the caller checked:
+    :func:`load_state` unpickles a raw base from it a frame at a time, so a restore never holds
+    the blob in memory. Owns ``file`` (:meth:`close`).
+
+    >>> import tempfile
+    >>> file = tempfile.TemporaryFile()
+    >>> _ = file.write(b"head" + dump_state({"seen": 3}))
+    >>> blob = BlobFile(file, file.tell() - 4, offset=4)
+    >>> load_state(blob, dict, "test"), blob.read() == dump_state({"seen": 3})
+    ({'seen': 3}, True)
+    >>> blob.close()
+    """
+
+    __slots__ = ("file", "offset", "size")
+
+    def __init__(self, file: BinaryIO, size: int, offset: int = 0) -> None:
+        self.file = file
+        self.size = size
+        self.offset = offset
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self) -> bytes:
+        """The whole blob (for what is small or not a raw base)."""
+        self.file.seek(self.offset)
+        return self.file.read(self.size)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+_HEAD_SIZE = len(_MAGIC) + 2  # magic, format, codec
+
+
+def load_state(blob: bytes | BlobFile, kind: type[T], what: str) -> T:
     """The processor in ``blob``; ``what`` names the shard in errors (e.g. 'stage-1 shard 3')."""
+    if isinstance(blob, BlobFile):
+        blob.file.seek(blob.offset)
+        head = blob.file.read(_HEAD_SIZE)
+        if not (head[: len(_MAGIC)] == _MAGIC and 3 <= head[len(_MAGIC)] <= STATE_FORMAT
+                and head[-1:] == _RAW and blob.size > _HEAD_SIZE):
+            return load_state(blob.read(), kind, what)  # small, zlib or an older format
+        return _checked(_streamed(blob.file, head[len(_MAGIC)], what), kind, what)
     body: bytes | memoryview
     if blob.startswith(_MAGIC) and len(blob) > len(_MAGIC):
         version, body = blob[len(_MAGIC)], memoryview(blob)[len(_MAGIC) + 1 :]
@@ -246,7 +296,21 @@ def load_state(blob: bytes, kind: type[T], what: str) -> T:
             f"{what}: the checkpoint has state format {version}, newer than this driftline's "
             f"({STATE_FORMAT}): run a newer driftline, or {FRESH_STATE_HINT}"
         )
-    processor = _unpickle(body, version, what, version >= 3)
+    return _checked(_unpickle(body, version, what, version >= 3), kind, what)
+
+
+def _streamed(file: BinaryIO, version: int, what: str) -> Any:
+    """The pickle read from ``file`` on (a frame at a time)."""
+    try:
+        return pickle.load(file)
+    except Exception as err:  # as _unpickle: any failure means the same thing to the user
+        raise StateRestoreError(
+            f"{what}: cannot restore its checkpoint (state format {version}: "
+            f"{type(err).__name__}: {err}); {FRESH_STATE_HINT}"
+        ) from None
+
+
+def _checked(processor: Any, kind: type[T], what: str) -> T:
     if not isinstance(processor, kind):
         raise StateRestoreError(
             f"{what}: the checkpoint holds a {type(processor).__name__}, not a {kind.__name__}"
