@@ -28,18 +28,20 @@ still restored when a shard has no chain yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import struct
+import tempfile
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -52,6 +54,7 @@ from driftline.kafka.admin import admin_client
 from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.offsets import end_offsets
 from driftline.pipeline.stage import OutboundMessage
+from driftline.pipeline.state import BlobFile
 from driftline.streams.delivery import deliver
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,11 @@ _LOCAL_TRAILER = struct.Struct(">I4s")  # a local base's last bytes: its trailer
 _LOCAL_FORMAT = 1
 LOCAL_WRITE_PIECE = 64 * 2**20
 """A local copy of a base is written (and its CRC computed) this many bytes at a time."""
+SPOOL_ABOVE = 64 * 2**20
+"""A chain's base larger than this is restored from a file, never whole in memory: read from the
+broker, its chunks are written to a temporary file as they arrive (in ``worker.state_dir``, else
+``join.spill_dir``, else the temporary directory), its CRC computed on the way; a local copy is
+read from where it is. Smaller ones are read into memory, as before."""
 
 Offsets = dict[tuple[str, int], int]
 """(topic, partition) -> next offset to read."""
@@ -93,7 +101,8 @@ class Checkpoint:
     in order, ``checkpoint_id`` and ``offsets`` those of its last link."""
 
     checkpoint_id: str
-    blob: bytes
+    blob: bytes | BlobFile
+    """In memory, or (a base over the reader's ``spool_above``) in a file, never whole in memory."""
     offsets: Offsets
     kind: str = FULL
     parent: str | None = None
@@ -122,6 +131,34 @@ class _Assembly:
     kind: str
     parent: str | None
     chunks: list[bytes] = field(default_factory=list)
+    received: int = 0
+    spool: BinaryIO | None = None
+    """A large base's chunks go to this file, not ``chunks``, their CRC computed as they come."""
+    running_crc: int = 0
+
+    def add(self, payload: bytes) -> None:
+        self.received += 1
+        if self.spool is None:
+            self.chunks.append(payload)
+            return
+        self.spool.write(payload)
+        self.running_crc = zlib.crc32(payload, self.running_crc)
+
+    def discard(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+    def blob(self) -> bytes | BlobFile | None:
+        """The blob its chunks make, None unless its size and CRC are the headers'."""
+        if self.spool is not None:
+            size = self.spool.tell()
+            if size != self.size or self.running_crc != self.crc:
+                self.spool.close()
+                return None
+            self.spool.flush()
+            return BlobFile(self.spool, size)
+        blob = b"".join(self.chunks)
+        return blob if len(blob) == self.size and zlib.crc32(blob) == self.crc else None
 
 
 def shard_key(stage: str, shard: int) -> str:
@@ -232,16 +269,33 @@ class CheckpointAssembler:
     (['b2', 'd2'], b'd2')
     """
 
-    def __init__(self, keep_all: bool = False) -> None:
+    def __init__(self, keep_all: bool = False, spool_above: int | None = None,
+                 spool_dir: Path | None = None) -> None:
         self.latest: dict[str, Checkpoint] = {}
         self.completed: list[Checkpoint] | None = [] if keep_all else None
         self._open: dict[str, _Assembly] = {}
         self.discarded_chunks = 0
+        self._spool_above = spool_above
+        self._spool_dir = spool_dir
+
+    def _spool_file(self) -> BinaryIO | None:
+        """A temporary file (deleted once closed) for a large base's chunks; None (keep them in
+        memory) if the directory cannot hold one."""
+        directory = self._spool_dir
+        try:
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+            return tempfile.TemporaryFile(dir=directory)  # a BlobFile owns it once complete
+        except OSError as err:
+            log.warning("reading a large base into memory: no temporary file in %s (%s)", directory, err)
+            return None
 
     def apply(self, key: str, value: bytes | None) -> None:
         if value is None:  # tombstone: the key was deleted
             self.latest.pop(key, None)
-            self._open.pop(key, None)
+            gone = self._open.pop(key, None)
+            if gone is not None:
+                gone.discard()
             return
         try:
             header, payload = decode_chunk(value)
@@ -257,17 +311,20 @@ class CheckpointAssembler:
         current = self._open.get(key)
         if index == 0:
             if current is not None:
-                self.discarded_chunks += len(current.chunks)  # a save that never finished
+                self.discarded_chunks += current.received  # a save that never finished
+                current.discard()
             current = self._open[key] = _Assembly(ckpt_id, count, crc, size, offsets, kind, parent)
-        elif current is None or current.checkpoint_id != ckpt_id or len(current.chunks) != index:
+            if kind == BASE and self._spool_above is not None and size > self._spool_above:
+                current.spool = self._spool_file()
+        elif current is None or current.checkpoint_id != ckpt_id or current.received != index:
             self.discarded_chunks += 1
             return
-        current.chunks.append(payload)
-        if len(current.chunks) < current.count:
+        current.add(payload)
+        if current.received < current.count:
             return
         del self._open[key]
-        blob = b"".join(current.chunks)
-        if len(blob) != current.size or zlib.crc32(blob) != current.crc:
+        blob = current.blob()
+        if blob is None:
             self.discarded_chunks += current.count
             log.warning("ignoring checkpoint %s of %s: size/CRC mismatch", ckpt_id, key)
             return
@@ -275,6 +332,9 @@ class CheckpointAssembler:
         self.latest[key] = checkpoint
         if self.completed is not None:
             if checkpoint.kind == BASE:
+                for link in self.completed:  # a later base completed: their spooled files go
+                    if isinstance(link.blob, BlobFile):
+                        link.blob.close()
                 self.completed.clear()
             self.completed.append(checkpoint)
 
@@ -302,7 +362,8 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
         return None
     last = deltas[-1] if deltas else base
     return Checkpoint(last.checkpoint_id, base.blob, last.offsets, BASE, None,
-                      tuple(d.blob for d in deltas), generation, base_id=base.checkpoint_id)
+                      tuple(d.blob for d in deltas if isinstance(d.blob, bytes)), generation,
+                      base_id=base.checkpoint_id)  # a delta is never spooled (a base is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,17 +521,33 @@ class LocalBases:
 
     def read(self, position: LocalBase) -> bytes | None:
         """The blob of the copy ``position`` was found in, None unless its size and CRC match."""
+        blob = self.open(position)
+        if blob is None:
+            return None
+        with contextlib.closing(blob):
+            return blob.read()
+
+    def open(self, position: LocalBase) -> BlobFile | None:
+        """The blob of the copy ``position`` was found in, as a file (a restore unpickles it a frame
+        at a time), None unless its size and CRC match: checked reading it once, a piece at a time,
+        through the descriptor returned (a copy renamed over it meanwhile is another file)."""
         path = self.path(position.state_topic, position.stage, position.shard)
         try:
-            with open(path, "rb") as copy:
-                blob = copy.read(position.size)
+            file = open(path, "rb")  # noqa: SIM115 (the BlobFile returned owns it)
         except OSError as err:
             self._failed(f"reading {path}", err)
             return None
-        if len(blob) != position.size or zlib.crc32(blob) != position.crc:
+        try:
+            size, crc = _size_and_crc(file, position.size)
+        except OSError as err:
+            file.close()
+            self._failed(f"reading {path}", err)
+            return None
+        if size != position.size or crc != position.crc:
+            file.close()
             log.warning("not using the local base %s: size/CRC mismatch", path)
             return None
-        return blob
+        return BlobFile(file, size)
 
     def _failed(self, what: str, err: OSError) -> None:
         self.failures += 1
@@ -479,6 +556,21 @@ class LocalBases:
             log.warning("local copy of a base checkpoint: %s failed (%s); going on without it "
                         "(restores read the base from the broker)", what, err)
             self._last_warning = now
+
+
+def _size_and_crc(file: BinaryIO, size: int) -> tuple[int, int]:
+    """How many of the first ``size`` bytes of ``file`` there are, and their CRC-32 (read a
+    :data:`LOCAL_WRITE_PIECE` at a time into one buffer)."""
+    buffer = bytearray(min(size, LOCAL_WRITE_PIECE))
+    read = crc = 0
+    with memoryview(buffer) as view:
+        while read < size:
+            got = file.readinto(view[: min(len(buffer), size - read)])  # type: ignore[attr-defined]
+            if not got:
+                break
+            crc = zlib.crc32(view[:got], crc)
+            read += got
+    return read, crc
 
 
 class _NotTheLocalBase(Exception):
@@ -491,8 +583,9 @@ class _AfterLocalBase(CheckpointAssembler):
     then counts as complete (``local_link``, its blob still to be read from the copy) and the links
     after it are assembled as usual, a later complete base replacing it."""
 
-    def __init__(self, local: LocalBase) -> None:
-        super().__init__(keep_all=True)
+    def __init__(self, local: LocalBase, spool_above: int | None = None,
+                 spool_dir: Path | None = None) -> None:
+        super().__init__(keep_all=True, spool_above=spool_above, spool_dir=spool_dir)
         self.local = local
         self.local_link = Checkpoint(local.checkpoint_id, b"", dict(local.offsets), BASE)
         self.confirmed = False
@@ -540,7 +633,7 @@ class CheckpointStore:
     def __init__(self, settings: Settings, producer: AIOKafkaProducer, *,
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, read_timeout_s: float = 60.0,
                  rotate_min_bytes: int = ROTATE_MIN_BYTES,
-                 deliver_group_bytes: int = DELIVER_GROUP_BYTES) -> None:
+                 deliver_group_bytes: int = DELIVER_GROUP_BYTES, spool_above: int = SPOOL_ABOVE) -> None:
         self._settings = settings
         self._producer = producer
         self._max_chunk_bytes = max_chunk_bytes
@@ -556,6 +649,8 @@ class CheckpointStore:
         self._generation_bytes: dict[str, int] = {}  # key -> bytes in that generation's topic
         state_dir = settings.worker.state_dir
         self.local = None if state_dir is None else LocalBases(state_dir)
+        self._spool_above = spool_above
+        self._spool_dir = state_dir if state_dir is not None else settings.join.spill_dir
         # Finds where a base just written ends, beside reads of the main consumer (load_all).
         self._probe: AIOKafkaConsumer | None = None
         self._probe_lock = asyncio.Lock()
@@ -768,7 +863,8 @@ class CheckpointStore:
                 found = await self._read_chain_after(tp, local)
                 if found is not None:
                     return found
-        assembler = CheckpointAssembler(keep_all=True)
+        assembler = CheckpointAssembler(keep_all=True, spool_above=self._spool_above,
+                                        spool_dir=self._spool_dir)
         before = self.bytes_read
         await self._read(tp, 0, assembler)
         read = self.bytes_read - before
@@ -778,7 +874,7 @@ class CheckpointStore:
     async def _read_chain_after(self, tp: TopicPartition, local: LocalBase) -> tuple[Checkpoint, int] | None:
         """The chain read from ``local``'s last chunk on, its base from the copy; None (read it all)
         unless the topic holds that base where the copy says and the copy's blob is whole."""
-        assembler = _AfterLocalBase(local)
+        assembler = _AfterLocalBase(local, self._spool_above, self._spool_dir)
         before = self.bytes_read
         try:
             await self._read(tp, local.last_chunk, assembler)
@@ -792,7 +888,10 @@ class CheckpointStore:
         local_bytes, seconds = 0, 0.0
         if links and links[0] is assembler.local_link:
             started = time.perf_counter()
-            blob = await asyncio.to_thread(self.local.read, local) if self.local is not None else None
+            copies = self.local
+            assert copies is not None  # a local base was found in them
+            read_blob = copies.read if local.size <= self._spool_above else copies.open
+            blob = await asyncio.to_thread(read_blob, local)
             if blob is None:
                 return None
             seconds = time.perf_counter() - started

@@ -54,7 +54,7 @@ from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
-from driftline.pipeline.state import BaseCopy, Incremental, release_free_memory
+from driftline.pipeline.state import BaseCopy, BlobFile, Incremental, release_free_memory
 from driftline.streams.broadcast import BroadcastReader
 from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore
 from driftline.streams.delivery import deliver
@@ -531,7 +531,12 @@ class StageRunner:
                 sum(ckpt.local_bytes for ckpt in saved.values()), local_s)
             restored = bool(saved)
             for shard in new:  # each base let go once restored: one alive at a time
-                await self._adopt(consumer, shard, saved.pop(shard, None))
+                checkpoint = saved.pop(shard, None)
+                try:
+                    await self._adopt(consumer, shard, checkpoint)
+                finally:
+                    if checkpoint is not None and isinstance(checkpoint.blob, BlobFile):
+                        checkpoint.blob.close()  # its file (a spooled base's is deleted)
             if restored:  # the bases read and unpickled left their size in freed heap blocks
                 await asyncio.to_thread(release_free_memory)
             self._parked.clear()
@@ -606,7 +611,7 @@ class StageRunner:
 class _ChainFactory(Protocol):
     """A factory of incremental processors restores a base with the deltas after it."""
 
-    def restore(self, shard: int, blob: bytes, deltas: Sequence[bytes]) -> StageProcessor: ...
+    def restore(self, shard: int, blob: bytes | BlobFile, deltas: Sequence[bytes]) -> StageProcessor: ...
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -68,8 +68,8 @@ def test_a_restore_under_a_budget_peaks_at_the_table_of_stubs_plus_the_budget(
         tmp_path: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole records (~240 B each here) are never all in memory: what the restore allocated at
     its peak is the restored table (stubs, ~70 B a pending one) plus the budget plus a constant
-    (pickle's batch of 1,000 groups, the store's append buffer), at three times the records as at the first size; restoring the
-    same base without a budget holds every record whole."""
+    (pickle's batch of 1,000 groups, the store's append buffer), with three times the records as
+    with the first; restoring the same base without a budget holds every record whole."""
     join = build_join(count)
     monkeypatch.setattr(state, "RAW_ABOVE", 0)  # stored raw, as bases over 8 MiB are
     blob = dump_state(join)

@@ -1,0 +1,105 @@
+"""A chain's large base is restored from a file, never whole in memory (docs/state.md, "At
+10,000,000 pending"): read from the broker its chunks go to a temporary file as they arrive, their
+CRC computed on the way; a local copy is read where it is, after its CRC is checked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from driftline.config import Settings
+from driftline.kafka.admin import ensure_topics
+from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.pipeline.state import BlobFile
+from driftline.streams.checkpoint import BASE, DELTA, CheckpointAssembler, CheckpointStore, encode_chunks
+
+SMALL = {"max_chunk_bytes": 64 * 1024, "deliver_group_bytes": 128 * 1024}
+
+
+def _settings(settings: Settings, state_dir: Path | None, spill_dir: Path) -> Settings:
+    return settings.model_copy(update={
+        "worker": settings.worker.model_copy(update={"state_dir": state_dir}),
+        "join": settings.join.model_copy(update={"spill_dir": spill_dir})})
+
+
+def test_the_assembler_spools_a_large_base_and_checks_its_crc(tmp_path: Path) -> None:
+    """Chunks of a base over ``spool_above`` go to a file (nothing left in the directory: it is
+    unlinked); a flipped byte fails the running CRC as it failed the whole blob's; a later base
+    closes the earlier one's file; deltas and small bases stay in memory."""
+    base, later = os.urandom(200_000), os.urandom(50_000)
+    assembler = CheckpointAssembler(keep_all=True, spool_above=100_000, spool_dir=tmp_path)
+    for value in encode_chunks("b1", base, {}, 20_000, BASE):
+        assembler.apply("k", value)
+    for value in encode_chunks("d1", b"delta", {}, 20_000, DELTA, "b1"):
+        assembler.apply("k", value)
+    links = list(assembler.completed or ())
+    spooled = links[0].blob
+    assert isinstance(spooled, BlobFile) and spooled.read() == base and links[1].blob == b"delta"
+    assert os.listdir(tmp_path) == []
+    for value in encode_chunks("b2", later, {}, 20_000, BASE):  # small: in memory
+        assembler.apply("k", value)
+    assert [link.blob for link in assembler.completed or ()] == [later] and spooled.file.closed
+
+    torn = CheckpointAssembler(keep_all=True, spool_above=100_000, spool_dir=tmp_path)
+    values = encode_chunks("b3", base, {}, 20_000, BASE)
+    values[4] = values[4][:-1] + bytes([values[4][-1] ^ 1])
+    for value in values:
+        torn.apply("k", value)
+    assert torn.completed == [] and torn.discarded_chunks == len(values)
+
+
+def _run(settings: Settings, scenario: object) -> None:
+    ensure_topics(settings)
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+        await producer.start()
+        try:
+            await scenario(producer)  # type: ignore[operator]
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.integration
+def test_a_large_base_restores_from_a_file_from_the_broker_and_from_its_local_copy(
+        settings: Settings, tmp_path: Path) -> None:
+    """The same chain read three ways: from the broker (spooled), from the local copy (the copy's
+    file itself), and from the broker again once the copy is corrupt (never used)."""
+    state_dir, spill_dir = tmp_path / "state", tmp_path / "spill"
+
+    async def load(producer: AIOKafkaProducer, state: Path | None) -> tuple[object, tuple[bytes, ...], int]:
+        reader = CheckpointStore(_settings(settings, state, spill_dir), producer, spool_above=100_000)
+        await reader.start()
+        try:
+            chain = (await reader.load_all("st", [1]))[1]
+        finally:
+            await reader.stop()
+        assert isinstance(chain.blob, BlobFile)
+        with chain.blob.file:
+            return chain.blob.read(), chain.deltas, chain.local_bytes
+
+    async def scenario(producer: AIOKafkaProducer) -> None:
+        writer = CheckpointStore(_settings(settings, state_dir, spill_dir), producer, **SMALL)
+        await writer.start()
+        base = os.urandom(300_000)
+        link = await writer.save_link("st", 1, base, {("preds", 1): 10}, base=True, parent=None)
+        await writer.save_link("st", 1, b"d0", {("preds", 1): 11}, base=False, parent=link)
+        await writer.stop()
+        assert await load(producer, None) == (base, (b"d0",), 0)
+        assert await load(producer, state_dir) == (base, (b"d0",), len(base))
+        copy = next(state_dir.iterdir())
+        with open(copy, "r+b") as file:
+            file.seek(1_000)
+            byte = file.read(1)
+            file.seek(1_000)
+            file.write(bytes([byte[0] ^ 1]))
+        assert await load(producer, state_dir) == (base, (b"d0",), 0)
+        assert os.listdir(spill_dir) == []  # the spooled files are gone with their blobs
+
+    _run(settings, scenario)
