@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import print_table, settings_from_args
 from driftline.replay.backtest import (
     KINDS,
     Alarm,
@@ -109,9 +109,9 @@ def handle(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"runs {', '.join(args.run_ids)}: {len(windows)} windows of {size}s, "
                   f"{len(incidents)} incident(s){'' if incidents else ' (every window is quiet)'}")
-    console.print(_alarm_table(false_alarms(windows, alarms, incidents), alarms))
+    print_table(_alarm_table(false_alarms(windows, alarms, incidents), alarms))
     if incidents:
-        console.print(_detection_table(detections(args.run_ids, alarms, incidents)))
+        print_table(_detection_table(detections(args.run_ids, alarms, incidents)))
     if args.plot is not None:
         png = render_png(windows, alarms, incidents, args.run_ids, args.metric)
         write_plot(args.plot, png, f"driftline backtest: {', '.join(args.run_ids)}")

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import print_table, settings_from_args
 from driftline.replay.calibrate import Calibrated, FeatureThresholds, calibrate, toml_snippet
 from driftline.replay.incidents import load_incidents
 from driftline.replay.results import load_scores, window_size
@@ -75,7 +74,7 @@ def handle(args: argparse.Namespace) -> int:
     basis = (f"outside the incidents in {args.incidents}" if args.incidents
              else "all windows (no incidents file)")
     snippet = toml_snippet(results, args.run_id, args.target_far, f"{basis}; {size}s windows")
-    Console(stderr=True).print(_table(results))
+    print_table(_table(results), stderr=True)
     sys.stdout.write(snippet)
     if args.out is not None:
         args.out.write_text(snippet)

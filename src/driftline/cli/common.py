@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import socket
 
+from rich.console import Console
+from rich.table import Table
+
 from driftline.config import Settings, load_settings_or_exit
 
 CONNECT_TIMEOUT_S = 3.0
@@ -80,3 +83,16 @@ def require_broker(settings: Settings) -> None:
     retries for a while and ends in a traceback."""
     if not broker_reachable(settings):
         raise BrokerUnreachableError(unreachable_broker(settings))
+
+
+def print_table(table: Table, *, stderr: bool = False) -> None:
+    """Print ``table`` with every value whole. On a terminal it fits the width, folding a long value
+    over lines; elsewhere (a pipe, a file, a CI log: 80 columns to rich) it takes the width it needs,
+    one line a row, as rich would otherwise cut values short ("ele…") to fit 80 columns."""
+    for column in table.columns:
+        column.overflow = "fold"
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        natural = Console(width=100_000, stderr=stderr).measure(table).maximum
+        console = Console(stderr=stderr, width=max(console.width, natural))
+    console.print(table)

@@ -7,10 +7,9 @@ import sys
 from typing import Any
 
 import orjson
-from rich.console import Console
 from rich.table import Table
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import print_table, settings_from_args
 from driftline.store.client import StoreError
 from driftline.store.guard import QueryRejected
 from driftline.store.query import run_query
@@ -35,7 +34,7 @@ def _query(args: argparse.Namespace) -> int:
     if args.format != "table":
         sys.stdout.write(text)
         return 0
-    Console().print(render_table(orjson.loads(text)))
+    print_table(render_table(orjson.loads(text)))
     return 0
 
 
