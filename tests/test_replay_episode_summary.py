@@ -82,6 +82,20 @@ def test_replay_summary_counts_episodes_not_row_versions() -> None:
     expected = (f"drift episodes: {len(episodes):,} (the {len(written):,} drift_episodes rows are their "
                 "versions, kept current while each lasts; read the table with FINAL)")
     assert expected in summary_lines(result)
+    assert not result.first_window_references
+
+
+def test_replay_summary_says_a_model_without_training_profile_gets_no_episodes() -> None:
+    """Replaying elec2 without --profiles wrote 0 drift episodes and said nothing about why."""
+    writer = KeepRows()
+    replayer = Replayer(SETTINGS, "no-profile", writer)
+    records = _records()
+    for i in range(0, len(records), 500):
+        replayer.feed(records[i : i + 500])
+    result = replayer.finish()
+    assert not writer.rows["drift_episodes"] and result.first_window_references == {("grid", "1")}
+    assert any(line.startswith("no training profile for grid v1: its first full window is the reference")
+               for line in summary_lines(result))
 
 
 def test_replay_into_an_unmigrated_store_stops_before_reading_its_input(

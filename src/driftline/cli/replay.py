@@ -148,6 +148,12 @@ def summary_lines(result: ReplayResult) -> list[str]:
     if result.first_ms is None or result.last_ms is None:
         return ["no records in the range"]
     lines = [f"record times {format_time(result.first_ms)} .. {format_time(result.last_ms)}"]
+    if result.first_window_references:
+        models = ", ".join(f"{m} v{v}" for m, v in sorted(result.first_window_references))
+        lines.append(f"no training profile for {models}: its first full window is the reference its "
+                     "windows are scored against, and drift episodes (the per-event feature monitors) run "
+                     "only against a training profile (`driftline profile build --out FILE`, then "
+                     "--profiles FILE)")
     if result.rows["drift_episodes"]:
         lines.append(f"drift episodes: {len(result.episode_ids):,} (the {result.rows['drift_episodes']:,} "
                      "drift_episodes rows are their versions, kept current while each lasts; read "

@@ -70,6 +70,8 @@ class ReplayResult:
     # An episode's row is re-written while it lasts (a new version each time): the rows written
     # are versions, the ids the episodes a query with FINAL reads.
     episode_ids: set[str] = field(default_factory=set)
+    # (model_id, model_version) that took their first window as the reference: no training profile
+    first_window_references: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def events_per_s(self) -> float:
@@ -140,6 +142,10 @@ class Replayer:
                 self._note_cut_at_start(produced, self._from_ms)
             if table == "drift_episodes":
                 self.result.episode_ids.update(row["episode_id"] for row in produced)
+            elif table == "reference_profiles":
+                self.result.first_window_references.update(
+                    (row["model_id"], row["model_version"]) for row in produced
+                    if row["source"] == "first_window")
             self.writer.write(table, produced)
             self.result.rows[table] += len(produced)
         self.result.triggers += len(self.pipeline.triggers)
