@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,31 @@ def test_replay_summary_says_a_model_without_training_profile_gets_no_episodes()
     """Replaying elec2 without --profiles wrote 0 drift episodes and said nothing about why."""
     writer = KeepRows()
     replayer = Replayer(SETTINGS, "no-profile", writer)
-    records = _records()
+    records = sorted(_records() + _low_traffic(), key=lambda r: r.timestamp_ms)
+    records = [replace(r, offset=i) for i, r in enumerate(records)]
     for i in range(0, len(records), 500):
         replayer.feed(records[i : i + 500])
     result = replayer.finish()
     assert not writer.rows["drift_episodes"] and result.first_window_references == {("grid", "1")}
-    assert any(line.startswith("no training profile for grid v1: its first full window is the reference")
-               for line in summary_lines(result))
+    lines = summary_lines(result)
+    assert any(line.startswith("no training profile for grid v1: its first full window is the "
+                               "reference") for line in lines), lines
+    # a model whose windows never reach drift.min_count events never gets a reference: it says so
+    assert result.models_never_scored == [("quiet", "2")]
+    assert any(line.startswith("never scored, no reference: quiet v2 (no training profile") for line in lines)
+
+
+def _low_traffic() -> list[RawRecord]:
+    """A model with one event a minute: 5 a window, under drift.min_count."""
+    out = []
+    for i in range(40):
+        ts = START + i * 60_000 + 250
+        value = orjson.dumps({
+            "schema_version": 1, "prediction_id": f"q{i}", "model_id": "quiet", "model_version": "2",
+            "timestamp": ts, "features": {"load": 0.5}, "prediction": {"label": "up", "score": 0.7},
+        })
+        out.append(RawRecord("driftline.predictions", 0, 0, ts, f"q{i}".encode(), value))
+    return out
 
 
 def test_replay_into_an_unmigrated_store_stops_before_reading_its_input(

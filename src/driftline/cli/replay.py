@@ -154,6 +154,11 @@ def summary_lines(result: ReplayResult) -> list[str]:
                      "windows are scored against, and drift episodes (the per-event feature monitors) run "
                      "only against a training profile (`driftline profile build --out FILE`, then "
                      "--profiles FILE)")
+    if result.models_never_scored:
+        models = ", ".join(f"{m} v{v}" for m, v in result.models_never_scored)
+        lines.append(f"never scored, no reference: {models} (no training profile, and no window of the "
+                     "smallest size held drift.min_count events to become the reference; its events are "
+                     "in feature_windows)")
     if result.rows["drift_episodes"]:
         lines.append(f"drift episodes: {len(result.episode_ids):,} (the {result.rows['drift_episodes']:,} "
                      "drift_episodes rows are their versions, kept current while each lasts; read "

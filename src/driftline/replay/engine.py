@@ -72,6 +72,14 @@ class ReplayResult:
     episode_ids: set[str] = field(default_factory=set)
     # (model_id, model_version) that took their first window as the reference: no training profile
     first_window_references: set[tuple[str, str]] = field(default_factory=set)
+    # (model_id, model_version) with feature_windows rows, and those with a scored window
+    # (model_drift): a model with events but no reference is never scored
+    models_seen: set[tuple[str, str]] = field(default_factory=set)
+    models_scored: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def models_never_scored(self) -> list[tuple[str, str]]:
+        return sorted(self.models_seen - self.models_scored)
 
     @property
     def events_per_s(self) -> float:
@@ -142,6 +150,10 @@ class Replayer:
                 self._note_cut_at_start(produced, self._from_ms)
             if table == "drift_episodes":
                 self.result.episode_ids.update(row["episode_id"] for row in produced)
+            elif table == "feature_windows":
+                self.result.models_seen.update((row["model_id"], row["model_version"]) for row in produced)
+            elif table == "model_drift":
+                self.result.models_scored.update((row["model_id"], row["model_version"]) for row in produced)
             elif table == "reference_profiles":
                 self.result.first_window_references.update(
                     (row["model_id"], row["model_version"]) for row in produced
