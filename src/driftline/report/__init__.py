@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from driftline.report.data import QueryFn, ReportScope, fetch, known_models, read_extent
+from driftline.report.data import QueryFn, ReportScope, fetch, has_events, known_models, read_extent
 from driftline.report.page import Page, model_section, scope_line
 
 __all__ = ["ModelReport", "NoReportData", "ReportScope", "build_model_report", "read_model_report"]
@@ -48,8 +48,15 @@ def read_model_report(query: QueryFn, scope: ReportScope, last_ms: int | None = 
                     f"model {scope.model_id!r} has no version {scope.version!r} "
                     f"(versions: {', '.join(whole.versions)})"
                 )
-        models = known_models(query, scope.run_id)
         run = f"run {scope.run_id!r}" if scope.run_id else "the live pipeline (run id '')"
+        if has_events(query, scope):
+            raise NoReportData(
+                f"model {scope.model_id!r} has events in {run} (feature_windows) but nothing scored and "
+                "no outcomes: no reference profile (build one with `driftline profile build`; without "
+                "one, a window of the smallest size needs drift.min_count events to become the "
+                "reference) and no labels joined"
+            )
+        models = known_models(query, scope.run_id)
         known = f"models with data: {', '.join(models)}" if models else "no model has data there"
         raise NoReportData(f"unknown model {scope.model_id!r} in {run}; {known}")
     if last_ms is not None and extent.last_ms is not None:

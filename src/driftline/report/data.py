@@ -84,6 +84,9 @@ EXTENT_SQL = (
     + " AND model_version != '' GROUP BY model_version"
 )
 
+# Windows of a model that has events but nothing scored or measured (no reference, no outcomes).
+SEEN_SQL = "SELECT count() AS n FROM feature_windows WHERE " + _SCOPE
+
 # The models of the run, for the message about an unknown one.
 MODELS_SQL = (
     "SELECT DISTINCT model_id FROM (SELECT model_id FROM model_drift WHERE run_id = {run_id:String} "
@@ -255,6 +258,12 @@ def read_extent(query: QueryFn, scope: ReportScope) -> Extent:
     ends = [int(r["last_ms"]) for r in rows if r["last_ms"] is not None]
     versions = sorted({str(r["model_version"]) for r in rows}, key=version_order)
     return Extent(versions, min(sizes, default=0), max(ends, default=None))
+
+
+def has_events(query: QueryFn, scope: ReportScope) -> bool:
+    """True if the model has feature_windows rows in ``scope``'s run (whatever else it lacks)."""
+    rows = _rows(query, SEEN_SQL, scope.parameters())
+    return bool(rows) and int(rows[0]["n"]) > 0
 
 
 def known_models(query: QueryFn, run_id: str) -> list[str]:
