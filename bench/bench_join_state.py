@@ -600,6 +600,77 @@ def measure_base_restore(pending: int, budget_mb: int) -> tuple[float, float, fl
     return rss_blob, peak, after, _status_mb("VmRSS")
 
 
+@dataclass
+class RestorePeak:
+    """RSS (MB) of one restore of a base (``streamed``: from a file under the budget; else the blob
+    in memory, unpickled whole, the budget set after) in a fresh process."""
+
+    pending: int
+    budget_mb: int
+    streamed: bool
+    base_mb: float
+    rss_before_mb: float  # the process before the restore (with the blob, when in memory)
+    peak_mb: float
+    rss_after_mb: float  # the restored join, the blob let go, after malloc_trim
+    wall_s: float
+    cpu_s: float
+    spilled: int
+
+
+def measure_restore_peak(pending: int, budget_mb: int, streamed: bool) -> RestorePeak:
+    """A base of ``pending`` predictions (25 floats, UUID ids; built in memory: its bytes are the
+    same under any budget) restored as a shard's restore does, in this process (run it fresh)."""
+    import tempfile
+
+    from driftline.operators.join import restoring_under_budget
+    from driftline.pipeline.state import BlobFile
+
+    join = LabelJoin(horizon_ms=10 * pending * 1000, max_pending=pending + 1, max_held=1000)
+    for event in events(pending, floats, step_ms=1):
+        join.on_prediction(event, segment="region=eu", digest=payload_digest(event.prediction_id.encode()))
+    blob = dump_state(join)
+    base_mb = len(blob) / 2**20
+    del join
+    with tempfile.TemporaryFile() as file:
+        source: bytes | BlobFile = blob
+        if streamed:
+            file.write(blob)
+            file.flush()
+            source = BlobFile(file, len(blob))
+            del blob
+        gc.collect()
+        release_free_memory()
+        rss_before = _status_mb("VmRSS")
+        _reset_peak_rss()
+        started, cpu = time.perf_counter(), time.process_time()
+        with restoring_under_budget(budget_mb * 2**20 if streamed else 0):
+            restored = load_state(source, LabelJoin, "bench")
+        restored.set_memory_budget(budget_mb * 2**20)
+        if not streamed:  # the records spill at the next predictions: as many as it takes
+            restored._check_at = -1
+            while restored._spilling or restored._check_at < 0:
+                restored._check_budget()
+        wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        del source
+        if not streamed:
+            del blob
+        gc.collect()
+        peak = _status_mb("VmHWM")
+        release_free_memory()
+        after = _status_mb("VmRSS")
+    return RestorePeak(pending, budget_mb, streamed, base_mb, rss_before, peak, after, wall_s, cpu_s,
+                       restored.spilled_count)
+
+
+def print_restore_peak(run: RestorePeak) -> None:
+    how = "from a file, spilling as its groups arrive" if run.streamed else "in memory, spilled after"
+    print(f"{run.pending:,} pending, base {run.base_mb:.0f} MB, budget {run.budget_mb} MB, restored {how}: "
+          f"RSS {run.rss_before_mb:.0f} MB before, peak {run.peak_mb:.0f} "
+          f"(+{run.peak_mb - run.rss_before_mb:.0f}), "
+          f"after {run.rss_after_mb:.0f}; {run.wall_s:.1f} s wall, {run.cpu_s:.1f} s CPU; "
+          f"{run.spilled:,} spilled")
+
+
 def print_base_write(pending: int, budget_mb: int, run: BaseWrite, label: str = "") -> None:
     print(f"{label}{pending:,} pending, budget {budget_mb} MB: base {run.bytes / 1e6:.0f} MB written in "
           f"{run.wall_s:.1f} s wall, {run.cpu_s:.1f} s CPU; RSS {run.rss_built_mb:.0f} MB built, "
@@ -629,10 +700,20 @@ async def _chain_read(settings: Any, blob: bytes) -> tuple[float, float]:
         chain = (await reader.load_all("bench", [0]))[0]
         read_s = time.perf_counter() - started
         await reader.stop()
-        assert chain.blob == blob
+        assert _blob_bytes(chain.blob) == blob
         return write_s, read_s
     finally:
         await producer.stop()
+
+
+def _blob_bytes(blob: Any) -> bytes:
+    """A chain's base as bytes (one over checkpoint.SPOOL_ABOVE is read from a file)."""
+    from driftline.pipeline.state import BlobFile
+
+    if isinstance(blob, BlobFile):
+        with blob.file:
+            return blob.read()
+    return bytes(blob)
 
 
 def measure_chain_read(megabytes: int) -> tuple[float, float]:
@@ -814,7 +895,7 @@ async def _local_restore(settings: Any, state_dir: Any, blob: bytes, deltas: lis
                 chain = (await reader.load_all("bench", [copied]))[copied]
                 figures[name].append(time.perf_counter() - started)
                 await reader.stop()
-                assert chain.blob == blob and list(chain.deltas) == deltas
+                assert _blob_bytes(chain.blob) == blob and list(chain.deltas) == deltas
                 assert (chain.local_bytes > 0) == (where is local_settings)
                 if name == "local_s":
                     figures["broker_bytes_local"] = chain.broker_bytes
@@ -1039,6 +1120,9 @@ def main() -> None:
                         help="write and read back a base of MB megabytes on an embedded broker")
     parser.add_argument("--local-restore", type=int, default=0, metavar="N",
                         help="restore a base of N pending from an embedded broker and from its local copy")
+    parser.add_argument("--base-restore", type=int, default=0, metavar="N",
+                        help="peak RSS restoring a base of N pending: in memory, then from a file under "
+                        "the budget")
     parser.add_argument("--budget-only", action="store_true",
                         help="--pending: skip the in-memory run (no per-event comparison)")
     args = parser.parse_args()
@@ -1059,6 +1143,12 @@ def main() -> None:
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 run = pool.apply(measure_base_hold, (args.base_hold, budget))
             print_base_hold(args.base_hold, budget, run)
+        return
+    if args.base_restore:
+        for streamed in (False, True):
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                peak = pool.apply(measure_restore_peak, (args.base_restore, args.budget_mb, streamed))
+            print_restore_peak(peak)
         return
     if args.base_write:
         for budget in (0, args.budget_mb):

@@ -210,7 +210,7 @@ def chunk_count(size: int, max_chunk_bytes: int = MAX_CHUNK_BYTES) -> int:
     return max(1, -(-size // payload_room))
 
 
-def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, int], int],
+def chunk_groups(checkpoint_id: str, blob: bytes | BlobFile, offsets: Mapping[tuple[str, int], int],
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL, parent: str | None = None,
                  group_bytes: int = DELIVER_GROUP_BYTES, crc: int | None = None) -> Iterator[list[bytes]]:
     """The message values of one checkpoint, in order, a list of about ``group_bytes`` at a time:
@@ -225,10 +225,13 @@ def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, in
     count = chunk_count(len(blob), max_chunk_bytes)
     payload_room = max_chunk_bytes - _ENVELOPE_RESERVE
     per_group = max(1, group_bytes // max_chunk_bytes)
-    crc = zlib.crc32(blob) if crc is None else crc  # a caller that has it saves a pass over the blob
+    if crc is None:  # a caller that has it saves a pass over the blob
+        crc = blob_crc(blob)
     wire_offsets = sorted([t, p, o] for (t, p), o in offsets.items())
     chain = {} if kind == FULL else {"kind": kind, "parent": parent}
-    with memoryview(blob) as view:
+    with contextlib.ExitStack() as stack:
+        # A blob in a file is read a chunk at a time (never whole in memory), one in memory sliced.
+        view = None if isinstance(blob, BlobFile) else stack.enter_context(memoryview(blob))
         for first in range(0, count, per_group):
             group = []
             for index in range(first, min(first + per_group, count)):
@@ -236,10 +239,28 @@ def chunk_groups(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, in
                                        "size": len(blob), "offsets": wire_offsets, **chain})
                 if len(header) > _ENVELOPE_RESERVE - len(_MAGIC) - _HEADER_LEN.size:
                     raise ValueError("checkpoint header too large (too many input partitions)")
-                piece = view[index * payload_room:(index + 1) * payload_room]
+                start = index * payload_room
+                if view is None:
+                    assert isinstance(blob, BlobFile)
+                    group.append(b"".join((_MAGIC, _HEADER_LEN.pack(len(header)), header,
+                                           blob.pread(start, payload_room))))
+                    continue
+                piece = view[start:start + payload_room]
                 group.append(b"".join((_MAGIC, _HEADER_LEN.pack(len(header)), header, piece)))
                 piece.release()
             yield group
+
+
+def blob_crc(blob: bytes | BlobFile) -> int:
+    """The CRC-32 of a blob (one in a file: its own if known, else read a piece at a time)."""
+    if not isinstance(blob, BlobFile):
+        return zlib.crc32(blob)
+    if blob.crc is not None:
+        return blob.crc
+    crc = 0
+    for start in range(0, len(blob), LOCAL_WRITE_PIECE):
+        crc = zlib.crc32(blob.pread(start, LOCAL_WRITE_PIECE), crc)
+    return crc
 
 
 def decode_chunk(value: bytes) -> tuple[dict[str, object], bytes]:
@@ -276,12 +297,12 @@ class CheckpointAssembler:
         self._open: dict[str, _Assembly] = {}
         self.discarded_chunks = 0
         self._spool_above = spool_above
-        self._spool_dir = spool_dir
+        self.spool_dir = spool_dir
 
     def _spool_file(self) -> BinaryIO | None:
         """A temporary file (deleted once closed) for a large base's chunks; None (keep them in
         memory) if the directory cannot hold one."""
-        directory = self._spool_dir
+        directory = self.spool_dir
         try:
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -445,17 +466,20 @@ class LocalBases:
     def path(self, state_topic: str, stage: str, shard: int) -> Path:
         return self.directory / f"{state_topic}.{stage}-{shard}.base"
 
-    def stage(self, state_topic: str, stage: str, shard: int, blob: bytes, crc: int) -> StagedCopy | None:
+    def stage(self, state_topic: str, stage: str, shard: int, blob: bytes | BlobFile,
+              crc: int) -> StagedCopy | None:
         """Write ``blob`` (whose CRC-32 is ``crc``) to the shard's temporary file, a piece at a time
         (no copy of the blob); None after an IO error."""
         tmp = self.path(state_topic, stage, shard).with_suffix(".base.tmp")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as out, memoryview(blob) as view:
+            with open(tmp, "wb") as out:
                 for start in range(0, len(blob), LOCAL_WRITE_PIECE):
-                    piece = view[start:start + LOCAL_WRITE_PIECE]
-                    out.write(piece)
-                    piece.release()
+                    if isinstance(blob, BlobFile):
+                        out.write(blob.pread(start, LOCAL_WRITE_PIECE))
+                        continue
+                    with memoryview(blob) as view, view[start:start + LOCAL_WRITE_PIECE] as piece:
+                        out.write(piece)
         except OSError as err:
             self._failed(f"writing {tmp}", err)
             self.discard(tmp)
@@ -650,7 +674,8 @@ class CheckpointStore:
         state_dir = settings.worker.state_dir
         self.local = None if state_dir is None else LocalBases(state_dir)
         self._spool_above = spool_above
-        self._spool_dir = state_dir if state_dir is not None else settings.join.spill_dir
+        self.spool_dir = state_dir if state_dir is not None else settings.join.spill_dir
+        """Where large bases are spooled, read or written (None: the temporary directory)."""
         # Finds where a base just written ends, beside reads of the main consumer (load_all).
         self._probe: AIOKafkaConsumer | None = None
         self._probe_lock = asyncio.Lock()
@@ -679,11 +704,12 @@ class CheckpointStore:
                 setattr(self, name, None)
                 await consumer.stop()
 
-    async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
-                        *, base: bool, parent: str | None) -> str:
+    async def save_link(self, stage: str, shard: int, blob: bytes | BlobFile,
+                        offsets: Mapping[tuple[str, int], int], *, base: bool, parent: str | None) -> str:
         """Write a base or a delta following ``parent`` (the shard's last checkpoint) and wait until
         the broker acknowledged every chunk; returns its id. A base may start a new generation
-        (then the older ones are deleted once it is acknowledged).
+        (then the older ones are deleted once it is acknowledged). A blob in a file
+        (:func:`~driftline.pipeline.state.dump_state_to_file`) is read a chunk at a time.
 
         Retries while the broker is unreachable; a retry may repeat chunks, which readers ignore
         (they restart an assembly at chunk 0 and drop out-of-order chunks).
@@ -704,7 +730,7 @@ class CheckpointStore:
             await self._kept(key)  # the previous copy's temporary file is the one staged next
         copy, crc = None, None
         if base and self.local is not None:
-            crc = await asyncio.to_thread(zlib.crc32, blob)  # once for the chunks' headers and the copy
+            crc = await asyncio.to_thread(blob_crc, blob)  # once for the chunks' headers and the copy
             copy = asyncio.ensure_future(
                 asyncio.to_thread(self.local.stage, self._tp.topic, stage, shard, blob, crc))
         delivered = False
@@ -781,7 +807,7 @@ class CheckpointStore:
     def _count_copy_failure(self, stage: str) -> None:
         self.local_copy_failures[stage] = self.local_copy_failures.get(stage, 0) + 1
 
-    async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes,
+    async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes | BlobFile,
                      offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None,
                      crc: int | None = None) -> None:
         """Deliver the chunks a group at a time (each acknowledged before the next is built); the
@@ -864,7 +890,7 @@ class CheckpointStore:
                 if found is not None:
                     return found
         assembler = CheckpointAssembler(keep_all=True, spool_above=self._spool_above,
-                                        spool_dir=self._spool_dir)
+                                        spool_dir=self.spool_dir)
         before = self.bytes_read
         await self._read(tp, 0, assembler)
         read = self.bytes_read - before
@@ -874,7 +900,7 @@ class CheckpointStore:
     async def _read_chain_after(self, tp: TopicPartition, local: LocalBase) -> tuple[Checkpoint, int] | None:
         """The chain read from ``local``'s last chunk on, its base from the copy; None (read it all)
         unless the topic holds that base where the copy says and the copy's blob is whole."""
-        assembler = _AfterLocalBase(local, self._spool_above, self._spool_dir)
+        assembler = _AfterLocalBase(local, self._spool_above, self.spool_dir)
         before = self.bytes_read
         try:
             await self._read(tp, local.last_chunk, assembler)

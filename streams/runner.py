@@ -451,12 +451,16 @@ class StageRunner:
         the copy were handed to this base, so no delta can follow the previous link any more."""
         started = time.monotonic()
         try:
-            try:
-                blob = await asyncio.to_thread(copy.dump)
+            try:  # pickled into a file beside the spooled bases: never whole in memory
+                blob = await asyncio.to_thread(copy.dump_to_file, self.checkpoints.spool_dir)
             finally:
                 copy.release()  # on this (the processor's) thread
-            state.checkpoint_id = await self.checkpoints.save_link(
-                self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id)
+            try:
+                state.checkpoint_id = await self.checkpoints.save_link(
+                    self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id)
+            finally:
+                if isinstance(blob, BlobFile):
+                    blob.close()  # the temporary file goes
             size = len(blob)
             del blob
             self._new_chain(shard, state, size, hold_s)

@@ -8,6 +8,7 @@ import gc
 import sys
 import tempfile
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,30 @@ def test_a_format_3_base_written_before_restores(tmp_path: Path) -> None:
         labels = [_label(i) for i in range(1, 600, 3)]
         assert [restored.on_label(label) for label in labels] == [fresh.on_label(label) for label in labels]
         restored.set_memory_budget(0)
+
+
+@pytest.mark.parametrize("budget", [0, 1])
+def test_a_base_pickled_into_a_file_is_dump_state_byte_for_byte_and_never_whole_in_memory(
+        tmp_path: Path, budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``BaseCopy.dump_to_file`` (what the runner writes a base from): the same bytes as ``dump``,
+    and what it allocated at its peak is a constant (a frame, a group read back), not the blob."""
+    join = build_join(30_000)
+    if budget:
+        join.set_memory_budget(budget, tmp_path)
+    monkeypatch.setattr(state, "RAW_ABOVE", 0)  # stored raw, as bases over 8 MiB are
+    copied = join.base_copy()
+    copy = state.BaseCopy(copied, release=copied.release_copy)
+    expected = copy.dump()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        blob = copy.dump_to_file(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(blob, BlobFile) and len(expected) > 5 * 2**20
+    with blob.file:
+        assert blob.read() == expected and blob.crc == zlib.crc32(expected)
+    assert peak < 2**20
+    copy.release()
+    join.set_memory_budget(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,9 @@ def _run(settings: Settings, scenario: object) -> None:
 @pytest.mark.integration
 def test_a_large_base_restores_from_a_file_from_the_broker_and_from_its_local_copy(
         settings: Settings, tmp_path: Path) -> None:
-    """The same chain read three ways: from the broker (spooled), from the local copy (the copy's
-    file itself), and from the broker again once the copy is corrupt (never used)."""
+    """A base written from a file, its chain read three ways: from the broker (spooled), from the
+    local copy (the copy's file itself), and from the broker again once the copy is corrupt (never
+    used)."""
     state_dir, spill_dir = tmp_path / "state", tmp_path / "spill"
 
     async def load(producer: AIOKafkaProducer, state: Path | None) -> tuple[object, tuple[bytes, ...], int]:
@@ -88,7 +90,10 @@ def test_a_large_base_restores_from_a_file_from_the_broker_and_from_its_local_co
         writer = CheckpointStore(_settings(settings, state_dir, spill_dir), producer, **SMALL)
         await writer.start()
         base = os.urandom(300_000)
-        link = await writer.save_link("st", 1, base, {("preds", 1): 10}, base=True, parent=None)
+        with tempfile.TemporaryFile() as file:  # written from a file, as the runner writes bases
+            file.write(base)
+            link = await writer.save_link("st", 1, BlobFile(file, len(base)), {("preds", 1): 10}, base=True,
+                                          parent=None)
         await writer.save_link("st", 1, b"d0", {("preds", 1): 11}, base=False, parent=link)
         await writer.stop()
         assert await load(producer, None) == (base, (b"d0",), 0)

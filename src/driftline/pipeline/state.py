@@ -57,9 +57,12 @@ import ctypes.util
 import functools
 import io
 import logging
+import os
 import pickle
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
 
 from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
@@ -90,6 +93,66 @@ class StateRestoreError(ValueError):
 def dump_state(processor: object) -> bytes:
     """The versioned state blob of a processor."""
     return _envelope(_MAGIC + bytes([STATE_FORMAT]), processor, RAW_ABOVE)
+
+
+def dump_state_to_file(processor: object, directory: Path | None = None) -> bytes | BlobFile:
+    """:func:`dump_state` of ``processor``, byte for byte, pickled into a temporary file in
+    ``directory`` (deleted once closed; default: the temporary directory) with its CRC-32
+    computed as it is written: a base of gigabytes is never whole in memory. A blob of at most
+    :data:`RAW_ABOVE` (zlib'd, as :func:`dump_state` does) is returned as ``bytes``, and so is
+    the blob when the file cannot be written (a full disk, a directory that cannot hold one: logged).
+
+    >>> state = {"seen": list(range(10))}
+    >>> dump_state_to_file(state) == dump_state(state)
+    True
+    >>> big = bytes(9 * 2**20)
+    >>> on_disk = dump_state_to_file(big)
+    >>> on_disk.read() == dump_state(big), on_disk.crc == zlib.crc32(dump_state(big))
+    (True, True)
+    >>> on_disk.close()
+    """
+    try:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (the BlobFile returned owns it)
+    except OSError as err:
+        log.warning("pickling a base in memory: no temporary file in %s (%s)", directory, err)
+        return dump_state(processor)
+    try:
+        out = _CrcWriter(file)
+        head = _MAGIC + bytes([STATE_FORMAT])
+        out.write(head + _RAW)
+        _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(processor)
+        file.flush()
+        blob = BlobFile(file, out.size, crc=out.crc)
+        if out.size - len(head) - 1 > RAW_ABOVE:
+            return blob
+        with memoryview(blob.read()) as whole:
+            compressed = head + _ZLIB + zlib.compress(whole[len(head) + 1 :], 1)
+    except OSError as err:
+        file.close()
+        log.warning("pickling a base in memory: writing it to %s failed (%s)", directory, err)
+        return dump_state(processor)
+    except BaseException:
+        file.close()
+        raise
+    file.close()
+    return compressed
+
+
+class _CrcWriter:
+    """Writes to ``file``, counting the bytes and their CRC-32 on the way."""
+
+    __slots__ = ("crc", "file", "size")
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.crc = self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        return self.file.write(data)
 
 
 def _envelope(head: bytes, obj: object, raw_above: int) -> bytes:
@@ -198,6 +261,10 @@ class BaseCopy:
     def dump(self) -> bytes:
         return dump_state(self._state)
 
+    def dump_to_file(self, directory: Path | None = None) -> bytes | BlobFile:
+        """:meth:`dump` pickled into a temporary file (:func:`dump_state_to_file`)."""
+        return dump_state_to_file(self._state, directory)
+
     def release(self) -> None:
         """Idempotent."""
         release, self._release = self._release, None
@@ -253,12 +320,14 @@ class BlobFile:
     >>> blob.close()
     """
 
-    __slots__ = ("file", "offset", "size")
+    __slots__ = ("crc", "file", "offset", "size")
 
-    def __init__(self, file: BinaryIO, size: int, offset: int = 0) -> None:
+    def __init__(self, file: BinaryIO, size: int, offset: int = 0, crc: int | None = None) -> None:
         self.file = file
         self.size = size
         self.offset = offset
+        self.crc = crc
+        """Its CRC-32, if known (written by :func:`dump_state_to_file`)."""
 
     def __len__(self) -> int:
         return self.size
@@ -267,6 +336,12 @@ class BlobFile:
         """The whole blob (for what is small or not a raw base)."""
         self.file.seek(self.offset)
         return self.file.read(self.size)
+
+    def pread(self, start: int, size: int) -> bytes:
+        """``size`` bytes from ``start`` in the blob, at most to its end; leaves the file's position
+        alone (threads may read pieces of the same blob at once)."""
+        size = max(0, min(size, self.size - start))
+        return os.pread(self.file.fileno(), size, self.offset + start) if size else b""
 
     def close(self) -> None:
         self.file.close()
