@@ -240,6 +240,10 @@ def test_summary_and_progress_read_whole_in_an_80_column_log() -> None:
     text = log.getvalue()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
     assert "c1, x3, x5 (x5 not injected)" in text and "missed" in text and "challenger" in text
+    # the drift episodes the shift opened, not only the windows it drifted
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if "│" in line]
+    assert ["drift episodes", "2: c1, x3; first 14:23:27; 1 escalation"] in rows, text
+    assert ["error episodes", "1"] in rows and ["drift episodes", "0"] in rows, text
 
     progress = Progress(phase="producing", produced=1_234_567, processed=1_200_000, lag=34_567,
                         windows_closed=120, drift_detections=42, alarms=3, triggers=2, jobs_succeeded=1)

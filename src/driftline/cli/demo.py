@@ -84,6 +84,17 @@ def _detected(model: dict[str, Any]) -> str:
     return text
 
 
+def _episodes(model: dict[str, Any]) -> str:
+    """The model's feature drift episodes (one per shifted feature however long the shift lasts):
+    how many, their features, when the first opened, escalations."""
+    n = model["drift_episodes"]
+    if not n:
+        return "0"
+    text = f"{n}: {', '.join(model['episode_features'])}; first {_clock(model['first_episode'])}"
+    escalations = model["escalations"]
+    return text + (f"; {escalations} escalation{'s' if escalations > 1 else ''}" if escalations else "")
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """Injected against detected drift, one block of rows per model version: two columns, so it
     reads whole in an 80-column log (values wrap, nothing is cut to an ellipsis)."""
@@ -99,6 +110,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         if m["missed"]:
             table.add_row("missed", ", ".join(m["missed"]))
         table.add_row("first detection", _clock(m["first_detection"]))
+        table.add_row("drift episodes", _episodes(m))
+        if m["error_episodes"]:
+            table.add_row("error episodes", str(m["error_episodes"]))
         table.add_row("accuracy", f"{_fmt(m['accuracy_before'])} -> {_fmt(m['accuracy_after'])}")
         reasons = f" ({', '.join(m['trigger_reasons'])})" if m["trigger_reasons"] else ""
         table.add_row("alarms, triggers", f"{m['detector_alarms']}, {m['retrain_triggers']}{reasons}")
