@@ -6,7 +6,7 @@ runs rather than after."""
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -127,3 +127,40 @@ def test_replay_into_an_unmigrated_store_stops_before_reading_its_input(
     err = capsys.readouterr().err
     assert code == 1
     assert "migration(s) not applied (001_dead_letters, ...): run `driftline db migrate` first" in err, err
+
+
+def test_replay_summary_says_what_did_not_count_and_where() -> None:
+    """Rejected events, exact re-sends and labels that joined nothing, in the summary beside the
+    rows: they had been visible only by querying dead_letters and model_metrics."""
+    records = _records()[:1200]
+    resent = records[100:105]
+    bad = [replace(records[200], value=b'{"schema_version": 1, "prediction_id": "broken"')]
+    orphans = [RawRecord("driftline.labels", 0, i, START + 1000 * i + 1, f"nobody-{i}".encode(),
+                         orjson.dumps({"schema_version": 1, "prediction_id": f"nobody-{i}", "label": "up",
+                                       "timestamp": START + 1000 * i + 1, "model_id": "grid"}))
+               for i in range(7)]
+    stream = sorted(records + resent + bad + orphans, key=lambda r: r.timestamp_ms)
+    offsets: Counter[str] = Counter()
+    ordered = []
+    for r in stream:
+        ordered.append(replace(r, offset=offsets[r.topic]))
+        offsets[r.topic] += 1
+    writer = KeepRows()
+    replayer = Replayer(SETTINGS.model_copy(update={"join": SETTINGS.join.model_copy(
+        update={"label_horizon_s": 60})}), "not-counted", writer, [_profile()])
+    for i in range(0, len(ordered), 300):
+        replayer.feed(ordered[i : i + 300])
+    result = replayer.finish(START + 1_200_000)
+    assert result.dead_letters == Counter(r["error_kind"] for r in writer.rows["dead_letters"])
+    assert sum(result.dead_letters.values()) == 1
+    overall = [r for r in writer.rows["model_metrics"] if r["segment"] == ""]
+    assert result.not_joined["n_duplicate_predictions"] == 5 == sum(
+        r.get("n_duplicate_predictions") or 0 for r in overall)
+    assert result.not_joined["n_orphan_labels"] == 7
+    assert result.not_joined["n_expired"] == sum(r.get("n_expired") or 0 for r in overall) > 0
+    lines = summary_lines(result)
+    [kind] = result.dead_letters
+    assert f"dead letters: 1 ({kind} 1); a dead_letters row each, with its reason" in lines, lines
+    assert any(line.startswith("not joined (model_metrics counts, all traffic): ") and "7 labels joined no "
+               "prediction; exact re-sends counted, not applied: 5 predictions, 0 labels" in line
+               for line in lines), lines

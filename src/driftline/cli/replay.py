@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,35 @@ def _summary(result: ReplayResult, run_id: str) -> Table:
 MAX_PARTIAL_LINES = 20
 
 
+def _by_kind(counts: Counter[str]) -> str:
+    return f"{sum(counts.values()):,} ({', '.join(f'{k} {n:,}' for k, n in sorted(counts.items()))})"
+
+
+def not_counted_lines(result: ReplayResult) -> list[str]:
+    """What did not count and where it is: rejected and late events (a row each, with the reason),
+    and the failed joins and exact re-sends model_metrics counts."""
+    lines = []
+    if result.dead_letters:
+        lines.append(f"dead letters: {_by_kind(result.dead_letters)}; a dead_letters row each, with its "
+                     "reason")
+    if result.late_events:
+        lines.append(f"late events: {_by_kind(result.late_events)}; each a late_events row")
+    joins = result.not_joined
+    if any(joins.values()):
+        lines.append(
+            f"not joined (model_metrics counts, all traffic): {joins['n_expired']:,} predictions expired "
+            f"without a label, {joins['n_evicted']:,} evicted at join.max_pending, "
+            f"{joins['n_orphan_labels']:,} labels joined no prediction; exact re-sends counted, not applied: "
+            f"{joins['n_duplicate_predictions']:,} predictions, {joins['n_duplicate_labels']:,} labels")
+    return lines
+
+
 def summary_lines(result: ReplayResult) -> list[str]:
     """The record times, the input's end, and the windows the input covers only in part."""
     if result.first_ms is None or result.last_ms is None:
         return ["no records in the range"]
     lines = [f"record times {format_time(result.first_ms)} .. {format_time(result.last_ms)}"]
+    lines.extend(not_counted_lines(result))
     if result.first_window_references:
         models = ", ".join(f"{m} v{v}" for m, v in sorted(result.first_window_references))
         lines.append(f"no training profile for {models}: its first full window is the reference its "

@@ -21,6 +21,10 @@ from driftline.pipeline.records import WindowKey
 from driftline.runtime import tune_gc
 from driftline.store.writer import RowWriter
 
+# model_metrics counters of events that did not become (or re-become) an outcome
+NOT_JOINED_COLUMNS = ("n_expired", "n_evicted", "n_orphan_labels", "n_duplicate_predictions",
+                      "n_duplicate_labels")
+
 
 class RunIdError(ValueError):
     """The run id would not isolate the replay's rows."""
@@ -76,6 +80,12 @@ class ReplayResult:
     # (model_drift): a model with events but no reference is never scored
     models_seen: set[tuple[str, str]] = field(default_factory=set)
     models_scored: set[tuple[str, str]] = field(default_factory=set)
+
+    # What did not count, as the tables hold it: dead letters by error_kind, late events by
+    # event_type, and the all-traffic model_metrics counters of failed joins and exact re-sends
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    late_events: Counter[str] = field(default_factory=Counter)
+    not_joined: Counter[str] = field(default_factory=Counter)
 
     @property
     def models_never_scored(self) -> list[tuple[str, str]]:
@@ -150,6 +160,12 @@ class Replayer:
                 self._note_cut_at_start(produced, self._from_ms)
             if table == "drift_episodes":
                 self.result.episode_ids.update(row["episode_id"] for row in produced)
+            elif table == "dead_letters":
+                self.result.dead_letters.update(row["error_kind"] for row in produced)
+            elif table == "late_events":
+                self.result.late_events.update(row["event_type"] for row in produced)
+            elif table == "model_metrics":
+                self._count_not_joined(produced)
             elif table == "feature_windows":
                 self.result.models_seen.update((row["model_id"], row["model_version"]) for row in produced)
             elif table == "model_drift":
@@ -162,6 +178,14 @@ class Replayer:
             self.result.rows[table] += len(produced)
         self.result.triggers += len(self.pipeline.triggers)
         self.pipeline.triggers.clear()
+
+    def _count_not_joined(self, rows: list[dict[str, Any]]) -> None:
+        counts = self.result.not_joined
+        for row in rows:
+            if row.get("segment", "") != "" or row.get("row_kind") == "alarm":
+                continue
+            for column in NOT_JOINED_COLUMNS:
+                counts[column] += int(row.get(column) or 0)
 
     def _note_cut_at_start(self, rows: list[dict[str, Any]], from_ms: int) -> None:
         for row in rows:
