@@ -62,12 +62,12 @@ def murmur2_many(keys: Sequence[bytes]) -> np.ndarray:
     True
     """
     out = np.empty(len(keys), dtype=np.uint32)
-    by_length: dict[int, list[int]] = {}
-    for i, key in enumerate(keys):
-        by_length.setdefault(len(key), []).append(i)
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
     with np.errstate(over="ignore"):  # uint32 arithmetic wraps, as the hash intends
-        for length, rows in by_length.items():
-            data = np.frombuffer(b"".join([keys[i] for i in rows]), dtype=np.uint8).reshape(len(rows), length)
+        for length in np.unique(lengths).tolist():
+            rows = np.flatnonzero(lengths == length)
+            same = keys if len(rows) == len(keys) else map(keys.__getitem__, rows.tolist())
+            data = np.frombuffer(b"".join(same), dtype=np.uint8).reshape(len(rows), length)
             h = np.full(len(rows), _SEED ^ length, dtype=np.uint32)
             whole = length // 4 * 4
             if whole:

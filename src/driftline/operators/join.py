@@ -84,6 +84,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -413,6 +414,35 @@ def _pending_tail(prediction: Prediction) -> tuple[int, int, bytes]:
     return flags, _NO_LABEL if text is None else len(label), numbers + label
 
 
+def _pending_tails(predictions: Sequence[Prediction]) -> list[tuple[int, int, bytes]]:
+    """:func:`_pending_tail` of each prediction: the common batch (class labels and scores, no value)
+    at once, each distinct label's text found once.
+
+    >>> outputs = [Prediction(label=1, score=0.25), Prediction(label=True, score=0.5), Prediction(value=2.0)]
+    >>> _pending_tails(outputs[:2]) == list(map(_pending_tail, outputs[:2]))
+    True
+    """
+    n = len(predictions)
+    if not n:
+        return []
+    labels = list(map(_get_label, predictions))
+    # a class label decides the text whatever the probabilities
+    if (set(map(_get_value, predictions)) != {None} or set(map(type, map(_get_score, predictions))) != {float}
+            or None in labels):
+        return list(map(_pending_tail, predictions))
+    scores = np.fromiter(map(_get_score, predictions), dtype="<f8", count=n)
+    kinds = list(map(type, labels))
+    texts = {key: normalise_label(key[1]).encode() for key in set(zip(kinds, labels, strict=True))}
+    label_bytes = list(map(texts.__getitem__, zip(kinds, labels, strict=True)))
+    tails = map(operator.add, scores.view("V8").tolist(), label_bytes)
+    return list(zip(repeat(_HAS_SCORE, n), map(len, label_bytes), tails, strict=True))
+
+
+_get_label = operator.attrgetter("label")
+_get_score = operator.attrgetter("score")
+_get_value = operator.attrgetter("value")
+
+
 class _WholeGroups:
     """A join's record groups as its checkpoint pickles them: a spilling join's groups are made
     whole (their spilled payloads read back) only when the pickler reaches each, so a base of
@@ -682,13 +712,13 @@ class LabelJoin:
         duplicates: list[int] = []
         outcomes: list[JoinedOutcome] = []
         encoded = None if columns is None else _packed_features(*columns)
-        tails = list(map(_pending_tail, predictions))
+        tails = _pending_tails(predictions)
         if encoded is None:
             packs: Sequence[tuple[_Layout, bytes, int | None] | None] = [None] * len(tails)
         else:  # one layout: its shape id is looked up once (interned with its first pending record)
             layout, known = encoded[0], self._shape_ids.get(encoded[0])
             packs = [(layout, packed, known) for packed in encoded[1]]
-        keys = list(map(_id_key, prediction_ids))
+        keys = _id_keys(prediction_ids)
         crcs = list(map(zlib.crc32, keys))
         horizon, encode, add = self.horizon_ms, self._encode, self._add
         for i, (pid, key, crc, ts, ctx, prediction, values, digest, source, tail, packed) in enumerate(zip(
@@ -810,7 +840,7 @@ class LabelJoin:
         """
         label = self._label
         joined: list[_Joined] = []
-        keys = list(map(_id_key, prediction_ids))
+        keys = _id_keys(prediction_ids)
         for pid, key, crc, ts, value, model_id, digest, source in zip(
                 prediction_ids, keys, map(zlib.crc32, keys), timestamps, labels, model_ids, digests, sources,
                 strict=True):
@@ -1737,6 +1767,22 @@ def _id_key(pid: str) -> bytes:
     if len(data) >= _UUID_CODE:
         raise ValueError("prediction id longer than 65534 bytes")
     return _CODE.pack(len(data)) + data
+
+
+def _id_keys(pids: Sequence[str]) -> list[bytes]:
+    """:func:`_id_key` of each id: a batch without an id of a UUID's length (36) is encoded without a
+    Python call per id.
+
+    >>> ids = ["p", "0b9f6c2e-4a51-4c0e-9d3a-8f1e2b7c6d5a", "é"]
+    >>> _id_keys(ids) == list(map(_id_key, ids)) and _id_keys(ids[::2]) == list(map(_id_key, ids[::2]))
+    True
+    """
+    if not pids or 36 in set(map(len, pids)):
+        return list(map(_id_key, pids))
+    data = list(map(str.encode, pids, repeat("utf-8"), repeat("surrogatepass")))
+    if max(map(len, data)) >= _UUID_CODE:
+        return list(map(_id_key, pids))  # raises for the long one
+    return list(map(operator.add, map(_CODE.pack, map(len, data)), data))
 
 
 def _pid(key: bytes) -> str:

@@ -13,6 +13,7 @@ import pickle
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -59,6 +60,7 @@ ACCUMULATE_CHUNK = 2048
 _T = TypeVar("_T")
 _model_id = attrgetter("model_id")
 _model_version = attrgetter("model_version")
+_record_value = attrgetter("value")
 
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
@@ -403,7 +405,7 @@ class ShardProcessor:
         """The joining shard of each id (Kafka's partitioner, vectorised); None: all join here."""
         if self.partitions == 1:
             return None
-        keys = [pid.encode("utf-8", "surrogatepass") for pid in prediction_ids]
+        keys = list(map(str.encode, prediction_ids, repeat("utf-8"), repeat("surrogatepass")))
         return partitions_for_keys(keys, self.partitions)
 
     def _local_rows(
@@ -424,7 +426,9 @@ class ShardProcessor:
     @staticmethod
     def _digests(sources: Sequence[RawRecord], rows: Sequence[int], whole: bool) -> list[bytes]:
         """The join's :func:`payload_digest` of the records at ``rows`` (``whole``: all of them)."""
-        values = [r.value or b"" for r in sources] if whole else [sources[i].value or b"" for i in rows]
+        values = list(map(_record_value, sources if whole else map(sources.__getitem__, rows)))
+        if None in values:
+            values = [value or b"" for value in values]
         return list(map(payload_digest, values))
 
     def _apply_prediction_batch(

@@ -1,0 +1,44 @@
+"""The join's batch shortcuts against the per-value functions they stand for: the pending tails of a
+batch against :func:`_pending_tail` of each prediction, the id keys of a batch against :func:`_id_key`
+of each id."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from driftline.operators.join import (
+    _id_key,
+    _id_keys,
+    _pending_tail,
+    _pending_tails,
+)
+from driftline.schemas.events import Prediction
+
+labels = st.one_of(st.sampled_from([0, 1, True, False, "yes", "1", 2**70, -3]), st.text(max_size=4))
+predictions = st.one_of(
+    st.builds(Prediction, label=labels, score=st.floats(-1e300, 1e300)),
+    st.builds(Prediction, label=labels, score=st.sampled_from([0.0, -0.0, 0.5, 1.0])),
+    st.builds(Prediction, score=st.floats(0, 1)),
+    st.builds(Prediction, label=labels),
+    st.builds(Prediction, value=st.floats(-10, 10)),
+    st.builds(Prediction, label=labels, probabilities=st.just({"a": 0.25, "b": 0.75})),
+)
+
+
+@given(st.lists(predictions, max_size=12), st.booleans())
+def test_pending_tails_equal_each_predictions(batch: list[Prediction], common_only: bool) -> None:
+    if common_only:  # the shape the batch form takes at once
+        batch = [p for p in batch if p.label is not None and p.score is not None and p.value is None
+                 and p.probabilities is None]
+    assert _pending_tails(batch) == list(map(_pending_tail, batch))
+
+
+ids = st.one_of(st.text(min_size=1, max_size=40), st.uuids().map(str),
+                st.uuids().map(lambda u: str(u).upper()),
+                st.sampled_from(["x" * 36, "-" * 36, "\ud800", "é" * 36]))
+
+
+@given(st.lists(ids, max_size=10))
+def test_id_keys_equal_each_ids(batch: list[str]) -> None:
+    assert _id_keys(batch) == list(map(_id_key, batch))
