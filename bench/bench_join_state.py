@@ -74,8 +74,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.operators.join import JoinChanges, LabelJoin, payload_digest
-from driftline.pipeline.state import dump_delta, dump_state, load_delta, load_state, release_free_memory
+from driftline.operators.join import JoinChanges, LabelJoin, payload_digest, restoring_under_budget
+from driftline.pipeline.state import (
+    BlobFile,
+    dump_delta,
+    dump_state,
+    dump_state_to_file,
+    load_delta,
+    load_state,
+    release_free_memory,
+)
 from driftline.schemas.events import LabelEvent, PredictionEvent
 from driftline.streams.runner import BASE_TIME_SHARE, ChainLength, RestoreCosts
 
@@ -263,6 +271,8 @@ class SpillRun:
     base_peak_rss_mb: float = 0.0  # the process's peak while the base was pickled (VmHWM)
     rss_trimmed_mb: float = 0.0  # rss_mb after release_free_memory, as the runner does after a base
     table_parts: dict[str, float] = field(default_factory=dict)  # bytes per pending prediction, by structure
+    restore_peak_rss_mb: float = 0.0  # the process's peak while base and deltas were restored
+    rss_before_restore_mb: float = 0.0  # the process then (the join built and dropped)
 
 
 def _rss_mb() -> float:
@@ -309,7 +319,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
     join.track_changes()
     _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
-    base = dump_state(join)
+    base = dump_state_to_file(join)  # as the runner writes a base: into a file, never whole in memory
     base_write_s, base_write_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     base_peak = _status_mb("VmHWM")
     base_bytes = len(base)
@@ -337,7 +347,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
         deltas.append(dump_delta(join.take_changes()))
     del batch, payloads, labels, label_payloads
     gc.collect()
-    held_mb = len(order) / 2**20 + sum(map(len, deltas)) / 2**20 + base_bytes / 2**20
+    held_mb = (len(order) + sum(map(len, deltas)) + (base_bytes if isinstance(base, bytes) else 0)) / 2**20
     rss_mb = _rss_mb() - rss_before - held_mb
     release_free_memory()
     rss_trimmed = _rss_mb() - rss_before - held_mb
@@ -350,11 +360,17 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
     delta_bytes = sum(map(len, deltas)) / intervals
     intervals_per_base = max(1.0, ratio * len(base) / delta_bytes)
     checkpoint_bytes_per_s = (delta_bytes + len(base) / intervals_per_base) / interval_s
+    release_free_memory()
+    rss_before_restore = _rss_mb()
+    _reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
-    restored = load_state(base, LabelJoin, "bench")
+    with restoring_under_budget(budget_mb * 2**20):  # as ShardProcessor.restore: spilled as it comes
+        restored = load_state(base, LabelJoin, "bench")
     if budget_mb:
         restored.set_memory_budget(budget_mb * 2**20)
     base_s, base_cpu = time.perf_counter() - started, time.process_time() - cpu
+    if isinstance(base, BlobFile):
+        base.close()
     del base
     started, cpu = time.perf_counter(), time.process_time()
     changed = 0
@@ -363,6 +379,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
         assert isinstance(changes, JoinChanges)
         changed += len(changes.gone) + _record_count(changes.records)
         restored.apply_changes(changes)
+    restore_peak = _status_mb("VmHWM")
     per_delta_s = (time.perf_counter() - started) / len(deltas)
     per_delta_cpu = (time.process_time() - cpu) / len(deltas)
     started, cpu = time.perf_counter(), time.process_time()
@@ -377,7 +394,8 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
                     input_bytes / (intervals * interval_s),
                     base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas,
                     base_s, per_delta_s, restore_cpu_s, changed / len(deltas), interval_s,
-                    base_write_cpu_s, base_cpu, per_delta_cpu, rss_built, base_peak, rss_trimmed, parts)
+                    base_write_cpu_s, base_cpu, per_delta_cpu, rss_built, base_peak, rss_trimmed, parts,
+                    restore_peak, rss_before_restore)
 
 
 @dataclass
@@ -1054,7 +1072,9 @@ def print_spill(memory: SpillRun | None, spill: SpillRun, cost: EventCost | None
               f"restore {run.restore_s:.1f} s (base + {run.restore_deltas} deltas)")
         print(f"    join RSS built {run.rss_built_mb:.0f} MB, after the steady traffic {run.rss_mb:.0f} MB "
               f"({run.rss_trimmed_mb:.0f} after malloc_trim, as the runner trims after a base); "
-              f"process peak while the base was pickled {run.base_peak_rss_mb:.0f} MB")
+              f"process peak while the base was pickled {run.base_peak_rss_mb:.0f} MB; while base and "
+              f"deltas were restored {run.restore_peak_rss_mb:.0f} MB "
+              f"(+{run.restore_peak_rss_mb - run.rss_before_restore_mb:.0f} over the process before)")
         print("    table per pending prediction: "
               + ", ".join(f"{name} {size:.1f} B" for name, size in run.table_parts.items())
               + f"; total {sum(run.table_parts.values()):.1f} B")
