@@ -63,6 +63,9 @@ watermark) and find the bounds by reading record timestamps — never ListOffset
 Rows are written with --run-id ('' is live and refused); re-running a run id is idempotent.
 The input ends at --to (else just after its last record): every window ending by then is written;
 windows extending past the end are listed in the summary as partial and not written.
+The summary also gives the drift episodes (drift_episodes rows are their versions), what did not
+count (dead letters, late events, failed joins, exact re-sends) and the models that had no
+training profile or were never scored (docs/real-data.md).
 """
 
 
