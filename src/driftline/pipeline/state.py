@@ -149,10 +149,12 @@ class _CrcWriter:
         self.file = file
         self.crc = self.size = 0
 
-    def write(self, data: bytes) -> int:
-        self.crc = zlib.crc32(data, self.crc)
-        self.size += len(data)
-        return self.file.write(data)
+    def write(self, data: bytes | pickle.PickleBuffer) -> int:
+        # pickle hands a large buffer (a numpy array's, protocol 5) over as a PickleBuffer: no len()
+        with memoryview(data) as view:
+            self.crc = zlib.crc32(view, self.crc)
+            self.size += view.nbytes
+            return self.file.write(view)
 
 
 def _envelope(head: bytes, obj: object, raw_above: int) -> bytes:
