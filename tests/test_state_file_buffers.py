@@ -22,3 +22,15 @@ def test_a_base_with_large_arrays_pickles_into_a_file_as_in_memory() -> None:
         assert on_disk.read() == blob and on_disk.crc == zlib.crc32(blob)
     finally:
         on_disk.close()
+
+
+def test_every_buffer_layout_pickles_into_a_file_as_in_memory() -> None:
+    grid = np.ones((2000, 700))
+    for obj in ({"m": grid}, {"m": np.asfortranarray(grid)}, {"m": grid[:, ::2]},
+                {"b": bytearray(RAW_ABOVE + 10)}):
+        on_disk = dump_state_to_file(obj)
+        try:
+            assert (on_disk if isinstance(on_disk, bytes) else on_disk.read()) == dump_state(obj)
+        finally:
+            if isinstance(on_disk, BlobFile):
+                on_disk.close()
