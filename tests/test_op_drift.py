@@ -249,3 +249,60 @@ def test_kolmogorov_sf_is_quiet_and_finite_where_the_last_term_rounds_to_zero() 
         for n, d in ((1600, 0.31625), (1600, 0.300625), (1600, 0.14437499999999998)):
             p = kolmogorov_sf(d, n)
             assert p == pytest.approx(sps.kstwo.sf(d, n), rel=1e-6, abs=1e-300)
+
+
+def _pomeranz_pairs(rng: np.random.Generator, count: int) -> list[tuple[float, int]]:
+    """(d, n) where scipy's kstwo.sf takes Pomeranz's recursion (n <= 140, 0.754693 < n d^2 <= 4),
+    half of them gaps between two empirical CDFs (what windows give), half anywhere in the range."""
+    pairs: list[tuple[float, int]] = []
+    while len(pairs) < count:
+        n = int(rng.integers(2, 141))
+        if len(pairs) % 2:
+            a, b = int(rng.integers(1, 2_000)), int(rng.integers(1, 300))
+            d = abs(int(rng.integers(0, a + 1)) / a - int(rng.integers(0, b + 1)) / b)
+        else:
+            d = float(np.sqrt(rng.uniform(0.754693, 4.0) / n))
+        t = n * d
+        if 1.0 < t < n - 1 and d < 0.5 and 0.754693 < t * d <= 4.0:
+            pairs.append((d, n))
+    return pairs
+
+
+def test_kstwo_sf_on_pomeranz_branch_is_scipys_to_the_bit() -> None:
+    """The p-value below KS_EXACT_BELOW runs its own copy of scipy's Pomeranz recursion: it must
+    give scipy's bits (the cdf is a long double there: the sf is taken before rounding)."""
+    from scipy.stats._ksstats import kolmogn
+
+    from driftline.operators.drift import _kstwo_sf
+
+    _kstwo_sf.cache_clear()
+    for d, n in _pomeranz_pairs(np.random.default_rng(19), 200):
+        expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
+        assert _kstwo_sf(d, n) == expected, (d, n)
+        assert kolmogorov_sf(d, n) == expected
+
+
+def test_score_feature_with_a_prepared_reference_equals_one_without() -> None:
+    """The scorer prepares each profile once (bin shares, labels, the sketch's buckets): scores are
+    those of score_feature on the bare profile, numeric and categorical, empty windows too, and
+    each score owns its lists."""
+    from dataclasses import asdict
+
+    from driftline.operators.drift import PreparedReference
+
+    rng = np.random.default_rng(20)
+    cats = np.array(["a", "b", "c"])
+    profile = _profile({"x": rng.normal(0, 1, 3_000), "c": rng.choice(cats, 3_000)})
+    prepared = {name: PreparedReference.of(f) for name, f in profile.features.items()}
+    for size in (0, 1, 7, 60, 500):
+        window = _window({"x": rng.normal(0.3, 1, size), "c": rng.choice(cats, size)}) if size else {
+            "x": FeatureStats(), "c": FeatureStats()}
+        for name, fprofile in profile.features.items():
+            bare = score_feature(fprofile, window[name], CFG)
+            with_sketch = score_feature(fprofile, window[name], CFG, fprofile.reference_sketch()
+                                        if fprofile.kind == "numeric" else None)
+            got = score_feature(fprofile, window[name], CFG, prepared[name])
+            assert repr(asdict(got)) == repr(asdict(bare)) == repr(asdict(with_sketch))
+            got.reference_histogram.append(9.0)
+            got.bin_labels.append("x")
+            assert score_feature(fprofile, window[name], CFG, prepared[name]) == bare

@@ -85,9 +85,8 @@ from typing import Any, Literal
 import numpy as np
 
 from driftline.config import DriftSettings
-from driftline.operators.drift import FeatureScore, score_feature, verdicts
+from driftline.operators.drift import FeatureScore, PreparedReference, score_feature, verdicts
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, build_profile
-from driftline.operators.sketch import QuantileSketch
 from driftline.operators.window_stats import FeatureStats, category_key
 
 __all__ = ["DEFAULT_EFFECT_THRESHOLD", "DriftScorer", "FeatureResult", "ScoreReport", "default_settings"]
@@ -606,10 +605,10 @@ class DriftScorer:
         self.prediction_column = prediction_column
         self.categorical = frozenset(categorical)
         self.numeric = frozenset(numeric)
-        # Decoded once: each window's KS, Wasserstein and range checks compare against these.
-        self._sketches: dict[str, QuantileSketch] = {
-            name: f.reference_sketch() for name, f in profile.features.items() if f.kind == "numeric"
-        }
+        # Derived once: each window's histograms, KS, Wasserstein and range checks compare against these.
+        self._references = {name: PreparedReference.of(f) for name, f in profile.features.items()}
+        self._prediction_reference = (None if profile.prediction is None
+                                      else PreparedReference.of(profile.prediction))
 
     @classmethod
     def from_reference(
@@ -751,7 +750,7 @@ class DriftScorer:
             n_rows = max((st.count for st in stats.values()), default=0)
         profiles = self.profile.features
         scores = {
-            name: score_feature(profiles[name], stats[name], self.drift, self._sketches.get(name))
+            name: score_feature(profiles[name], stats[name], self.drift, self._references[name])
             for name in names
         }
         verdict = verdicts(scores, self.drift)
@@ -763,7 +762,8 @@ class DriftScorer:
             )
         scored_prediction = None
         if prediction is not None and self.profile.prediction is not None:
-            pscore = score_feature(self.profile.prediction, prediction, self.drift)
+            pscore = score_feature(self.profile.prediction, prediction, self.drift,
+                                   self._prediction_reference)
             label = self.prediction_column or "prediction"
             scored_prediction = _result(
                 label, pscore, prediction, False, (), None, "reported only: not a feature"

@@ -191,14 +191,16 @@ class QuantileSketch:
         cum = np.concatenate(([0], np.cumsum(counts)))
         return cum[np.searchsorted(reps, xs, side="right")] / n
 
-    def histogram(self, edges: FloatArray) -> IntArray:
+    def histogram(self, edges: FloatArray,
+                  buckets: tuple[IntArray, FloatArray, IntArray] | None = None) -> IntArray:
         """Counts in ``(-inf, e0), [e0, e1), ..., [ek, inf)``.
 
         A bucket counts in the bin that holds its upper bound; a value equal to an edge therefore
         lands in the bin the edge opens (values up to ``2a`` below the edge may join it).
+        ``buckets``: this sketch's :meth:`buckets` when the caller already has them.
         """
         edges = np.asarray(edges, dtype=np.float64)
-        ords, _, counts = self.buckets()
+        ords, _, counts = self.buckets() if buckets is None else buckets
         bins = np.searchsorted(edges, self._bounds(ords)[1], side="right")
         out = np.zeros(edges.size + 1, dtype=np.int64)
         np.add.at(out, bins, counts)
