@@ -15,6 +15,7 @@ from driftline.operators.window_stats import (
     FeatureStats,
     WindowAccumulator,
     WindowBuffer,
+    merge_accumulators,
     merge_partials,
 )
 from driftline.schemas.events import Prediction
@@ -157,6 +158,30 @@ def test_merge_partials_counts_features_absent_from_a_shard() -> None:
     merged = merge_partials([a.to_partial(), b.to_partial()])
     assert (merged.features["x"].count, merged.features["x"].missing) == (5, 2)
     assert (merged.features["z"].count, merged.features["z"].missing) == (5, 3)
+
+
+def test_merge_accumulators_of_parsed_partials_is_merge_partials_and_leaves_them_as_they_were() -> None:
+    """Stage 2 merges the partials as parsed when they arrived (not parsing them again): the
+    merged window is merge_partials' to the bit, and the parsed partials are not changed by it."""
+    partials = []
+    for seed in range(4):
+        acc = WindowAccumulator()
+        acc.add(*_events(seed, 300 + 100 * seed))
+        partials.append(orjson.loads(orjson.dumps(acc.to_partial())))
+    partials[2]["features"].pop("c")  # a feature one shard never saw
+    parsed = [WindowAccumulator.from_partial(p) for p in partials]
+    merged = merge_accumulators(parsed)
+    expected = merge_partials(partials)
+    fresh = [WindowAccumulator.from_partial(p).to_partial() for p in partials]
+    assert [p.to_partial() for p in parsed] == fresh
+
+    def as_partial(m: object) -> dict:
+        acc = WindowAccumulator()
+        for name in ("n_events", "features", "prediction_label", "prediction_value", "latency"):
+            setattr(acc, name, getattr(m, name))
+        return acc.to_partial()
+
+    assert repr(as_partial(merged)) == repr(as_partial(expected))
 
 
 def test_add_array_equals_add_of_the_same_values() -> None:

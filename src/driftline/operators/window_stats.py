@@ -721,7 +721,12 @@ class MergedWindow:
 
 def merge_partials(partials: Sequence[Mapping[str, Any]]) -> MergedWindow:
     """Merge partials in the given order (stage 2 passes shard order for deterministic floats)."""
+    return merge_accumulators([WindowAccumulator.from_partial(partial) for partial in partials])
+
+
+def merge_accumulators(parts: Sequence[WindowAccumulator]) -> MergedWindow:
+    """Merge parsed partials in the given order, as :func:`merge_partials` (``parts`` unchanged)."""
     acc = WindowAccumulator()
-    for partial in partials:
-        acc.merge(WindowAccumulator.from_partial(partial))
+    for part in parts:
+        acc.merge(part)
     return MergedWindow(acc.n_events, acc.features, acc.prediction_label, acc.prediction_value, acc.latency)

@@ -36,7 +36,7 @@ from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
 from driftline.operators.scorer import DriftScorer, ScoreReport
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
-from driftline.operators.window_stats import FeatureStats, MergedWindow, WindowAccumulator, merge_partials
+from driftline.operators.window_stats import FeatureStats, MergedWindow, WindowAccumulator, merge_accumulators
 from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
 from driftline.pipeline.records import NO_TIME, EpisodeReports, Partial, WindowKey, episode_grid_ms
 from driftline.pipeline.references import ProfileBook
@@ -100,6 +100,9 @@ class WindowClock:
         self.domain_classifiers: dict[str, DomainClassifierDrift | None] = {}  # by profile id (seeded)
         # (stage-1 shard, window, partial, why) dropped on restore: the model processor dead-letters them
         self.dropped_partials: list[tuple[int, tuple[Any, ...], dict[str, Any], str]] = []
+        # the partials as parsed when checked, so a window's close does not parse them again (its
+        # merge was a third of closing a small window); not checkpointed: a restore parses again
+        self.parsed: dict[WindowKey, dict[int, WindowAccumulator]] = {}
         self._drop_malformed_partials()
 
     def _drop_malformed_partials(self) -> None:
@@ -111,7 +114,7 @@ class WindowClock:
         for key, parts in list(self.partials.items()):
             for shard, partial in list(parts.items()):
                 try:
-                    check_partial(partial)
+                    self.parsed.setdefault(key, {})[shard] = check_partial(partial)
                 except (ValueError, KeyError, TypeError) as err:
                     del parts[shard]
                     self.totals["malformed_partials"] += 1
@@ -126,6 +129,7 @@ class WindowClock:
         state.pop("scorers", None)  # derived from the profiles and settings: not checkpointed
         state.pop("domain_classifiers", None)
         state.pop("dropped_partials", None)  # dead-lettered before the next checkpoint
+        state.pop("parsed", None)
         return state
 
     @property
@@ -144,8 +148,9 @@ class WindowClock:
             return
         # A malformed partial raises here, where it can be dead-lettered, not when its window
         # closes (there it would stop every window of the shard at every restart).
-        check_partial(record.partial)
+        parsed = check_partial(record.partial)
         self.partials.setdefault(record.key, {})[record.shard] = record.partial
+        self.parsed.setdefault(record.key, {})[record.shard] = parsed
 
     def add_episode_reports(self, record: EpisodeReports) -> None:
         for report in record.reports:
@@ -165,7 +170,9 @@ class WindowClock:
         self._merged(self.merger.advance(watermark), rows)
         for key in sorted((k for k in self.partials if k.end <= watermark), key=WindowKey.close_order):
             parts = self.partials.pop(key)
-            merged = merge_partials([parts[s] for s in sorted(parts)])
+            parsed = self.parsed.pop(key, {})
+            merged = merge_accumulators([parsed.get(s) or WindowAccumulator.from_partial(parts[s])
+                                         for s in sorted(parts)])
             multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
             found = None
             if multivariate and key.segment == "":
@@ -396,11 +403,12 @@ class WindowClock:
         return self.domain_classifiers[profile_id]
 
 
-def check_partial(partial: Mapping[str, Any]) -> None:
-    """Raise ValueError, KeyError or TypeError unless a shard's window partial can be merged."""
-    WindowAccumulator.from_partial(partial)
+def check_partial(partial: Mapping[str, Any]) -> WindowAccumulator:
+    """A shard's window partial parsed; ValueError, KeyError or TypeError unless it can be merged."""
+    parsed = WindowAccumulator.from_partial(partial)
     if "multivariate" in partial:
         merge_windows([partial["multivariate"]], k=0)
+    return parsed
 
 
 def _score_evidence(score: FeatureScore) -> dict[str, float | None]:
