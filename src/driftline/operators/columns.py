@@ -33,9 +33,10 @@ accepts (as non-finite floats): a parse error always falls back.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
@@ -167,14 +168,14 @@ def _prediction_outputs(column: Sequence[Any]) -> list[Prediction | None]:
     values = _number_column(fields.get("value", (None,) * n))
     if scores is None or values is None or not set(map(type, labels)) <= _EXACT_FEATURE_TYPES:
         return list(map(_prediction_output, column))
-    # _built's steps, a step at a time over the column
-    out: list[Prediction | None] = [_new(Prediction) for _ in range(n)]
-    for instance, label, score, value in zip(out, labels, scores, values, strict=True):
-        _set(instance, "__dict__", {"label": label, "score": score, "probabilities": None, "value": value})
-    for instance in out:
-        _set_fields(instance, set(present))
-        _set_extra(instance, None)
-        _set_private(instance, None)
+    # _built's steps, a step at a time over the column, each a C-level map
+    out: list[Prediction | None] = list(map(_new, repeat(Prediction, n)))
+    values_of = [{"label": label, "score": score, "probabilities": None, "value": value}
+                 for label, score, value in zip(labels, scores, values, strict=True)]
+    deque(map(_set, out, repeat("__dict__"), values_of), maxlen=0)
+    deque(map(_set_fields, out, map(set, repeat(present, n))), maxlen=0)
+    deque(map(_set_extra, out, repeat(None)), maxlen=0)
+    deque(map(_set_private, out, repeat(None)), maxlen=0)
     return out
 
 
