@@ -206,7 +206,7 @@ def _pomeranz_cdf(n: int, x: float) -> np.floating[Any]:
         reversed_powers = gpower if i in (1, last) else (twogpower if i % 2 else onem2gpower)
         length = j2 - k1 + 1
         if length > 0:
-            conv = correlate(v0[k1 - v0s : k1 - v0s + length], reversed_powers[npwrs - length :], 2)
+            conv = correlate(v0[k1 - v0s : k1 - v0s + length], reversed_powers[npwrs - length :], "full")
             v1[: j2 - j1 + 1] = conv[j1 - k1 : j2 - k1 + 1]
             if 0 < v1.max() < _EM128:  # scale to avoid underflow
                 v1 *= _EP128
