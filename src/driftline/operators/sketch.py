@@ -30,6 +30,7 @@ True
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,10 @@ IntArray = npt.NDArray[np.int64]
 _ORDINAL_OFFSET = 1 << 40
 
 
+_NO_COUNTS: IntArray = np.zeros(0, dtype=np.int64)
+_NO_COUNTS.flags.writeable = False
+
+
 class _Store:
     """Dense integer counts for consecutive bucket keys ``offset .. offset + len(counts) - 1``."""
 
@@ -52,7 +57,7 @@ class _Store:
     def __init__(self, max_buckets: int) -> None:
         self.max_buckets = max_buckets
         self.offset = 0
-        self.counts: IntArray = np.zeros(0, dtype=np.int64)
+        self.counts: IntArray = _NO_COUNTS  # never written in place: a store replaces its counts
 
     @property
     def total(self) -> int:
@@ -103,6 +108,14 @@ def _roundest(lower: float, upper: float, start: float) -> float:
     return upper
 
 
+@lru_cache(maxsize=16)
+def _log_gamma(relative_accuracy: float) -> tuple[float, float]:
+    """``log(gamma)`` and its inverse for a relative accuracy: a window's statistics make several
+    sketches per feature (every partial parsed, every merge), nearly all with the default."""
+    log_gamma = math.log((1.0 + relative_accuracy) / (1.0 - relative_accuracy))
+    return log_gamma, 1.0 / log_gamma
+
+
 class QuantileSketch:
     """Relative-error quantiles, CDF and histograms of a stream of finite floats."""
 
@@ -115,8 +128,7 @@ class QuantileSketch:
             raise ValueError("max_buckets must be positive")
         self.relative_accuracy = relative_accuracy
         self.max_buckets = max_buckets
-        self._log_gamma = math.log((1.0 + relative_accuracy) / (1.0 - relative_accuracy))
-        self._inv_log_gamma = 1.0 / self._log_gamma
+        self._log_gamma, self._inv_log_gamma = _log_gamma(relative_accuracy)
         self.zero = 0
         self._pos = _Store(max_buckets)
         self._neg = _Store(max_buckets)

@@ -242,7 +242,7 @@ class FeatureStats:
         ...
         ValueError: m2 is None, not a finite number
         """
-        s = cls()
+        s = cls.__new__(cls)  # every field is set below: no default sketch made to be replaced
         s.count, s.missing, s.invalid = int(d["count"]), int(d["missing"]), int(d["invalid"])
         s.n = int(d["n"])
         s.mean, s.m2 = _moment(d, "mean"), _moment(d, "m2")
