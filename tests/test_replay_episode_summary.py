@@ -20,7 +20,7 @@ from driftline.cli.replay import summary_lines
 from driftline.config import Settings
 from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
-from driftline.replay.engine import Replayer
+from driftline.replay.engine import Replayer, ReplayResult
 
 START = 1_767_225_600_000
 SETTINGS = Settings(
@@ -164,3 +164,13 @@ def test_replay_summary_says_what_did_not_count_and_where() -> None:
     assert any(line.startswith("not joined (model_metrics counts, all traffic): ") and "7 labels joined no "
                "prediction; exact re-sends counted, not applied: 5 predictions, 0 labels" in line
                for line in lines), lines
+
+
+def test_not_joined_line_points_at_the_rows_when_the_pipeline_writes_them() -> None:
+    result = ReplayResult(records=10, first_ms=START, last_ms=START + 1)
+    result.not_joined.update(n_orphan_labels=2)
+    [line] = [x for x in summary_lines(result) if x.startswith("not joined")]
+    assert not line.endswith("unjoined_events")
+    result.rows["unjoined_events"] = 2
+    [line] = [x for x in summary_lines(result) if x.startswith("not joined")]
+    assert line.endswith("0 labels; a row each in unjoined_events")

@@ -166,7 +166,8 @@ def not_counted_lines(result: ReplayResult) -> list[str]:
             f"not joined (model_metrics counts, all traffic): {joins['n_expired']:,} predictions expired "
             f"without a label, {joins['n_evicted']:,} evicted at join.max_pending, "
             f"{joins['n_orphan_labels']:,} labels joined no prediction; exact re-sends counted, not applied: "
-            f"{joins['n_duplicate_predictions']:,} predictions, {joins['n_duplicate_labels']:,} labels")
+            f"{joins['n_duplicate_predictions']:,} predictions, {joins['n_duplicate_labels']:,} labels"
+            + ("; a row each in unjoined_events" if result.rows["unjoined_events"] else ""))
     return lines
 
 
