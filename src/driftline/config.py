@@ -226,6 +226,11 @@ class JoinSettings(_Section):
     max_held_labels: int = Field(
         200_000, ge=1, description="bound on labels awaiting their prediction, per shard"
     )
+    expired_rows: bool = Field(
+        True, description="write an unjoined_events row per prediction that got no label within the "
+        "horizon; false where most predictions never get a label by design (sampled labelling): they "
+        "stay counted in model_metrics.n_expired"
+    )
     memory_budget_mb: float = Field(
         0, ge=0, description="bytes of join records a shard keeps in memory; past it the payloads of the "
         "oldest pending predictions move to disk (spill_dir). 0 = no budget, all in memory"

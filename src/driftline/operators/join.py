@@ -183,6 +183,14 @@ class OrphanLabel:
     model_id: str
     label_time: int
     reason: str
+    source_partition: int = -1  # the label's record, where its source has one (-1: unknown)
+    source_offset: int = -1
+
+
+def _record_position(source: Any) -> tuple[int, int]:
+    """(partition, offset) of a source record (a Kafka record), (-1, -1) for anything else."""
+    partition, offset = getattr(source, "partition", -1), getattr(source, "offset", -1)
+    return (partition, offset) if isinstance(partition, int) and isinstance(offset, int) else (-1, -1)
 
 
 @dataclass(slots=True)
@@ -884,7 +892,7 @@ class LabelJoin:
                             ctx_id, first = _JOINED_TAIL.unpack_from(group, body)
                             self._add_duplicate("label", pid, ts, first, digest, ctx_id, source)
                         else:
-                            self._orphan(pid, model_id or "", ts, "no_prediction")
+                            self._orphan(pid, model_id or "", ts, "no_prediction", source)
                         return
                     self._pending -= 1
                     end = pos + length
@@ -911,7 +919,7 @@ class LabelJoin:
             else:
                 self.counters["labels_beyond_horizon"] += 1
         if ts < self._pred_wm:  # its prediction could only come late now
-            self._orphan(pid, model_id or "", ts, "no_prediction")
+            self._orphan(pid, model_id or "", ts, "no_prediction", source)
             return
         seq = self._held_seq
         self._held_seq += 1
@@ -947,12 +955,14 @@ class LabelJoin:
         orphans, self.orphans = self.orphans, []
         return orphans
 
-    def _orphan(self, pid: str, model_id: str, ts: int, reason: str) -> None:
+    def _orphan(self, pid: str, model_id: str, ts: int, reason: str, source: Any) -> None:
         self.counters["orphan_labels"] += 1
-        self.orphans.append(OrphanLabel(pid, model_id, ts, reason))
+        self.orphans.append(OrphanLabel(pid, model_id, ts, reason, *_record_position(source)))
 
     def _held_orphan(self, seq: int, ts: int, reason: str) -> OrphanLabel:
-        return OrphanLabel(self._held[seq][0], self._held_meta.get(seq, ("", False))[0], ts, reason)
+        source = self._held_digests.get(seq, (UNKNOWN_DIGEST, None))[1]
+        return OrphanLabel(self._held[seq][0], self._held_meta.get(seq, ("", False))[0], ts, reason,
+                           *_record_position(source))
 
     def advance(self, pred_watermark_ms: int, label_watermark_ms: int) -> list[ExpiredPrediction]:
         """Apply both watermarks (they never move back): orphan, expire and forget state."""

@@ -38,12 +38,20 @@ from driftline.pipeline.records import (
     window_segments,
 )
 from driftline.pipeline.references import ProfileBook
-from driftline.pipeline.to_rows import IntervalTally, MetricsRowContext, model_metrics_row
+from driftline.pipeline.to_rows import (
+    ORPHAN_REASONS,
+    IntervalTally,
+    MetricsRowContext,
+    model_metrics_row,
+    unjoined_event_row,
+)
 from driftline.schemas.events import RetrainTrigger
 
 Rows = dict[str, list[dict[str, Any]]]
 # prediction_id -> (segment tags, label_time, label_delay_ms, correct, abs_error)
 OutcomeFigures = tuple[str, int, int, int | None, float | None]
+# an exact re-send: (segment tags, prediction id, event time); segment tags alone before they were rows
+Resend = tuple[str, str, int] | str
 
 
 class IntervalLosses:
@@ -77,13 +85,17 @@ class Bucket:
     outcomes: dict[str, OutcomeFigures] = field(default_factory=dict)
     expired: dict[str, str] = field(default_factory=dict)  # prediction_id -> segment tags
     rerouted: set[str] = field(default_factory=set)  # outcomes whose prediction or label was re-routed
-    orphans: dict[tuple[str, int], str] = field(default_factory=dict)  # (prediction_id, label_time) -> reason
+    # (prediction_id, label_time, source partition, offset) -> reason; (prediction_id, label_time) in
+    # buckets checkpointed before orphan labels were rows
+    orphans: dict[tuple[Any, ...], str] = field(default_factory=dict)
     # prediction_id -> segment tags of predictions evicted at the join's max_pending bound
     evicted: dict[str, str] = field(default_factory=dict)
+    # prediction_id -> when the join gave an expired or evicted prediction up (prediction time + horizon)
+    given_up_at: dict[str, int] = field(default_factory=dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # buckets pickled before re-routing (or before evictions were reported) lack these
-        self.__dict__.update({"rerouted": set(), "orphans": {}, "evicted": {}, **state})
+        # buckets pickled before re-routing (or before evictions, or their times, were reported) lack these
+        self.__dict__.update({"rerouted": set(), "orphans": {}, "evicted": {}, "given_up_at": {}, **state})
 
 
 class OutcomeClock:
@@ -110,10 +122,11 @@ class OutcomeClock:
 
     def init_duplicates(self, partitions: int) -> None:
         """Exact re-sends per (model, version) and interval start, by source record (kind,
-        partition, offset) -> segment tags; closed on the shards' duplicate progress."""
+        partition, offset) -> (segment tags, prediction id, event time); closed on the shards'
+        duplicate progress."""
         self.duplicate_progress = [NO_TIME] * partitions
         self.closed_duplicates_until = NO_TIME
-        self.duplicates: dict[tuple[str, str], dict[int, dict[tuple[str, int, int], str]]] = defaultdict(dict)
+        self.duplicates: dict[tuple[str, str], dict[int, dict[tuple[str, int, int], Resend]]] = defaultdict(dict)
 
     def configure(self, settings: Settings, config_hash: str) -> None:
         """Values derived from the settings (on creation and every restore)."""
@@ -121,6 +134,7 @@ class OutcomeClock:
         self.sequential = settings.sequential
         self.min_count = settings.drift.min_count
         self.interval_ms = settings.windows.metrics_interval_s * 1000
+        self.expired_rows = settings.join.expired_rows
         if self.error_episodes is None:  # new, or a checkpoint from before drift episodes
             self.error_episodes = EpisodeMerger(self.interval_ms, "errors", self.run_id)
             self.error_watch = {}
@@ -174,22 +188,23 @@ class OutcomeClock:
             bucket = self._bucket(model, expired_at)
             if bucket is not None:
                 (bucket.evicted if reason == "evicted" else bucket.expired)[pid] = seg
+                bucket.given_up_at[pid] = expired_at
 
     def add_orphans(self, record: Orphans) -> None:
         model = (record.model_id, record.model_version)
-        for pid, label_time, reason in record.rows():
+        for pid, label_time, reason, partition, offset in record.rows():
             bucket = self._bucket(model, label_time)
             if bucket is not None:
-                bucket.orphans[(pid, label_time)] = reason
+                bucket.orphans[(pid, label_time, partition, offset)] = reason
 
     def add_duplicates(self, record: Duplicates) -> None:
         intervals = self.duplicates[(record.model_id, record.model_version)]
-        for dup_kind, seg, event_time, partition, offset in record.rows():
+        for dup_kind, seg, event_time, partition, offset, pid in record.rows():
             start = event_time - event_time % self.interval_ms
             if start + self.interval_ms <= self.closed_duplicates_until:
                 self.totals["duplicates_after_close"] += 1  # cannot happen: shards hold progress
                 continue
-            intervals.setdefault(start, {})[(dup_kind, partition, offset)] = seg
+            intervals.setdefault(start, {})[(dup_kind, partition, offset)] = (seg, pid, event_time)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -226,10 +241,15 @@ class OutcomeClock:
             intervals = self.duplicates[(model_id, version)]
             for start in sorted(s for s in intervals if s + self.interval_ms <= watermark):
                 counts: dict[str, Counter[str]] = defaultdict(Counter)
-                for (dup_kind, _, _), tags in intervals.pop(start).items():
+                end = start + self.interval_ms
+                for (dup_kind, partition, offset), resend in sorted(intervals.pop(start).items()):
+                    # a checkpoint from before re-sends were rows holds the segment tags only
+                    tags, pid, event_time = (resend, "", end) if isinstance(resend, str) else resend
                     for segment in window_segments(tags):
                         counts[segment][dup_kind] += 1
-                end = start + self.interval_ms
+                    rows["unjoined_events"].append(unjoined_event_row(
+                        self.run_id, model_id, version, dup_kind, "exact_resend", pid, tags, event_time, end,
+                        (partition, offset)))
                 for segment in sorted(counts):
                     row = self._metrics_row(model_id, version, segment, "duplicates", end, IntervalTally())
                     row.update(n_duplicate_predictions=counts[segment]["prediction"],
@@ -302,6 +322,7 @@ class OutcomeClock:
                 tallies[segment].evicted += 1
         if bucket.orphans:  # a label names no segment: counted overall only
             tallies[""].orphans += len(bucket.orphans)
+        self._unjoined_rows(model_id, version, end, bucket, rows)
         for segment in sorted(tallies):
             tally = tallies[segment]
             row = self._metrics_row(model_id, version, segment, "interval", end, tally)
@@ -309,6 +330,24 @@ class OutcomeClock:
             current = self.performance.get((model_id, version, segment))
             if segment == "" and current is not None and tally.n > 0:
                 triggers.extend(self._performance_policy(model_id, version, end, start, current, tally))
+
+    def _unjoined_rows(self, model_id: str, version: str, end: int, bucket: Bucket, rows: Rows) -> None:
+        """An ``unjoined_events`` row per prediction that got no label (unless ``join.expired_rows``
+        is off) or was evicted, and per label no prediction joined, in a canonical order."""
+        out: list[dict[str, Any]] = []
+        given_up = bucket.given_up_at
+        expired = sorted(bucket.expired.items()) if self.expired_rows else []
+        for reason, predictions in (("no_label", expired), ("evicted", sorted(bucket.evicted.items()))):
+            for pid, tags in predictions:
+                out.append(unjoined_event_row(self.run_id, model_id, version, "prediction", reason, pid, tags,
+                                              given_up.get(pid, end), end))
+        for key, reason in sorted(bucket.orphans.items()):
+            pid, label_time, *source = key
+            out.append(unjoined_event_row(self.run_id, model_id, version, "label",
+                                          ORPHAN_REASONS.get(reason, reason), pid, "", label_time, end,
+                                          (source[0], source[1]) if source else (-1, -1)))
+        if out:
+            rows["unjoined_events"].extend(out)
 
     def _watch_errors(self, model_id: str, version: str, end: int, ordered: list[tuple[str, OutcomeFigures]],
                       tallies: dict[str, IntervalTally], rows: Rows) -> None:

@@ -59,8 +59,8 @@ OUTCOME_FIELDS = (
     "prediction_id", "segment", "label_time", "label_delay_ms", "correct", "abs_error", "rerouted"
 )
 EXPIRED_FIELDS = ("prediction_id", "segment", "expired_at", "reason")
-ORPHAN_FIELDS = ("prediction_id", "label_time", "reason")
-DUPLICATE_FIELDS = ("kind", "segment", "event_time", "source_partition", "source_offset")
+ORPHAN_FIELDS = ("prediction_id", "label_time", "reason", "source_partition", "source_offset")
+DUPLICATE_FIELDS = ("kind", "segment", "event_time", "source_partition", "source_offset", "prediction_id")
 
 
 class WindowKey(NamedTuple):
@@ -229,6 +229,17 @@ class Orphans(ColumnarRecord):
     prediction_id: list[str]
     label_time: list[int]
     reason: list[str]
+    # the label's record (-1: unknown): two labels of one id and time are two orphans, and a record
+    # sent again after a restart stays one
+    source_partition: list[int] = field(default_factory=list)
+    source_offset: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Orphans:
+        if "source_partition" not in m:  # sent before orphan labels were rows
+            unknown = [-1] * len(m["prediction_id"])
+            m = {**m, "source_partition": unknown, "source_offset": unknown}
+        return super(Orphans, cls).from_payload(m)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +251,13 @@ class Duplicates(ColumnarRecord):
     event_time: list[int]
     source_partition: list[int]
     source_offset: list[int]
+    prediction_id: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Duplicates:
+        if "prediction_id" not in m:  # sent before re-sends were rows with their ids
+            m = {**m, "prediction_id": [""] * len(m["kind"])}
+        return super(Duplicates, cls).from_payload(m)
 
 
 @dataclass(frozen=True, slots=True)

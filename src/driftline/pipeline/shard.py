@@ -676,7 +676,7 @@ class ShardProcessor:
             record: RawRecord = d.source
             if d.exact:
                 exact.append(DuplicateRow(d.model_id, d.model_version, d.kind, d.segment, d.event_time,
-                                          record.partition, record.offset))
+                                          record.partition, record.offset, d.prediction_id))
                 continue
             message = (f"{d.kind} {d.prediction_id!r}: payload hash {d.digest.hex()} differs from "
                        f"{d.first_digest.hex()} of the {d.kind} accepted first (kept); hashes are "
@@ -858,6 +858,7 @@ class DuplicateRow:
     event_time: int
     source_partition: int
     source_offset: int
+    prediction_id: str
 
 
 def _window_buffer(buffered: WindowBuffer | tuple[list[Any], list[Any], list[Any]]) -> WindowBuffer:

@@ -194,6 +194,23 @@ def late_event_row(run_id: str, record: RawRecord, kind: str, event: PredictionE
 # -- reference_profiles ---------------------------------------------------------------------------
 
 
+ORPHAN_REASONS = {"no_prediction": "no_prediction", "evicted": "held_label_evicted"}
+"""The join's reason for a label it gave up -> unjoined_events.reason."""
+
+
+def unjoined_event_row(run_id: str, model_id: str, model_version: str, event_type: str, reason: str,
+                       prediction_id: str, segment: str, time: int, metrics_time: int,
+                       source: tuple[int, int] = (-1, -1)) -> dict[str, Any]:
+    """An ``unjoined_events`` row: one event the join did not turn into an outcome, and why.
+
+    >>> unjoined_event_row("", "m", "", "label", "no_prediction", "p1", "", 5, 300_000)["reason"]
+    'no_prediction'
+    """
+    return {"run_id": run_id, "model_id": model_id, "model_version": model_version, "event_type": event_type,
+            "reason": reason, "prediction_id": prediction_id, "segment": segment, "time": time,
+            "metrics_time": metrics_time, "source_partition": source[0], "source_offset": source[1]}
+
+
 def reference_profile_row(profile_json: str, *, created_at: int | None = None,
                           run_id: str | None = None) -> dict[str, Any]:
     """The ``reference_profiles`` row of a profile's JSON (``created_at`` overrides the profile's).
