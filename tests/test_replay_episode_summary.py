@@ -21,6 +21,7 @@ from driftline.config import Settings
 from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.replay.engine import Replayer, ReplayResult
+from driftline.store.migrate import discover
 
 START = 1_767_225_600_000
 SETTINGS = Settings(
@@ -127,6 +128,12 @@ def test_replay_into_an_unmigrated_store_stops_before_reading_its_input(
     err = capsys.readouterr().err
     assert code == 1
     assert "migration(s) not applied (001_dead_letters, ...): run `driftline db migrate` first" in err, err
+    # then migrated, the same replay runs
+    assert main(["db", "migrate"]) == 0
+    assert f"applied {len(discover())} migration(s)" in capsys.readouterr().out
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(r.value + b"\n" for r in _records()[:400]))
+    assert main(["replay", "--run-id", "r", "--no-progress", "--predictions", str(events)]) == 0
 
 
 def test_replay_summary_says_what_did_not_count_and_where() -> None:

@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import DatabaseError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -53,7 +54,7 @@ from driftline.replay.kafka_source import OFFSET_METHOD
 from driftline.replay.run import ReplayInputError, ReplayPlan, replay_files, replay_topics
 from driftline.replay.times import format_time, parse_time
 from driftline.store.client import StoreError
-from driftline.store.migrate import status
+from driftline.store.migrate import pending
 from driftline.store.writer import ClickHouseRowWriter, RowWriter, open_row_writer
 
 EPILOG = """\
@@ -241,11 +242,13 @@ def handle(args: argparse.Namespace) -> int:
     try:
         # Checked before reading any input: otherwise a whole replay runs, then fails at its first write.
         if isinstance(writer, ClickHouseRowWriter):
-            pending = [f"{m.version:03d}_{m.name}" for m in status(writer.client, settings)
-                       if m.state == "pending"]
-            if pending:
-                raise ReplayInputError(f"{len(pending)} ClickHouse migration(s) not applied "
-                                       f"({pending[0]}, ...): run `driftline db migrate` first")
+            try:
+                not_applied = pending(writer.client, settings)
+            except DatabaseError:  # not allowed to read the bookkeeping: the first write will tell
+                not_applied = []
+            if not_applied:
+                raise ReplayInputError(f"{len(not_applied)} ClickHouse migration(s) not applied "
+                                       f"({not_applied[0]}, ...): run `driftline db migrate` first")
         result = _run(args, settings, writer, console)
     except (ReplayInputError, OSError, TimeoutError, StoreError) as err:
         print(f"driftline replay: {err}", file=sys.stderr)

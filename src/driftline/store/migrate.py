@@ -189,6 +189,18 @@ def status(
     return out
 
 
+def pending(client: Client, settings: Settings, sql_dir: Path | None = None) -> list[str]:
+    """Labels of the migrations not applied, reading only (a user allowed to insert and select
+    can ask; :func:`status` creates the bookkeeping table): without that table, all of them."""
+    database = database_name(settings)
+    found = client.query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+        parameters={"db": database, "table": MIGRATIONS_TABLE},
+    ).result_rows
+    applied = _applied(client, database) if found and int(found[0][0]) else {}
+    return [m.label for m in discover(sql_dir) if m.version not in applied]
+
+
 def migrate(
     client: Client, settings: Settings, sql_dir: Path | None = None, cluster: str | None = None
 ) -> list[str]:
