@@ -36,3 +36,17 @@ def test_stderr_tables_too(capsys: pytest.CaptureFixture[str]) -> None:
     captured = capsys.readouterr()
     assert captured.out == "" and "…" not in captured.err
     assert "4 of the last 4 windows of 300s drifted (threshold 3); episodes: 6" in captured.err
+
+
+def test_query_notes_tables_read_without_final() -> None:
+    """A new user's `SELECT * FROM drift_episodes` shows an episode's versions as rows until they
+    merge; `driftline query` says so on stderr (its output stays the result)."""
+    from driftline.cli.query import driftline_tables, read_without_final
+
+    tables = driftline_tables()
+    assert {"drift_episodes", "drift_alerts", "outcomes", "dead_letters", "model_metrics"} <= tables
+    assert "latest_drift" not in tables  # a view, FINAL inside
+    sql = ("SELECT e.feature FROM driftline.drift_episodes AS e JOIN `outcomes` FINAL USING (model_id) "
+           "WHERE e.model_id IN (SELECT model_id FROM model_metrics) AND 1 IN (SELECT 1 FROM latest_drift)")
+    assert read_without_final(sql, tables) == ["drift_episodes", "model_metrics"]
+    assert read_without_final("select * from drift_episodes final", tables) == []

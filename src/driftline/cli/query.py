@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 from rich.table import Table
 
 from driftline.cli.common import print_table, settings_from_args
+from driftline.infra import clickhouse_sql_dir
 from driftline.store.client import StoreError
 from driftline.store.guard import QueryRejected
 from driftline.store.query import run_query
@@ -23,6 +25,31 @@ def register(sub: Any) -> None:
     parser.set_defaults(handler=_query)
 
 
+# "FROM/JOIN [db.]table [FINAL]" in a statement (names optionally back-quoted)
+_TABLE_READ = re.compile(r"\b(?:FROM|JOIN)\s+(?:`?\w+`?\.)?`?(\w+)`?(\s+FINAL\b)?", re.IGNORECASE)
+_CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \{database\}\.(\w+)")
+
+
+def driftline_tables() -> frozenset[str]:
+    """The tables the migrations create: every one a ReplacingMergeTree, read with FINAL."""
+    return frozenset(name for path in clickhouse_sql_dir().glob("*.sql")
+                     for name in _CREATED_TABLE.findall(path.read_text()))
+
+
+def read_without_final(sql: str, tables: frozenset[str]) -> list[str]:
+    """The driftline tables ``sql`` reads without FINAL, in order.
+
+    >>> read_without_final("SELECT * FROM drift_episodes WHERE x IN (SELECT y FROM outcomes FINAL)",
+    ...                    frozenset({"drift_episodes", "outcomes"}))
+    ['drift_episodes']
+    """
+    out = []
+    for match in _TABLE_READ.finditer(sql):
+        if match.group(1) in tables and not match.group(2) and match.group(1) not in out:
+            out.append(match.group(1))
+    return out
+
+
 def _query(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     fmt = "json" if args.format == "table" else args.format
@@ -31,6 +58,11 @@ def _query(args: argparse.Namespace) -> int:
     except (StoreError, QueryRejected) as err:
         print(f"driftline: {err}", file=sys.stderr)
         return 1
+    for table in read_without_final(args.sql, driftline_tables()):
+        # without FINAL a ReplacingMergeTree shows every version not merged yet: an episode's
+        # updates read as many episodes
+        print(f"driftline: note: {table} read without FINAL may hold a row several times (each "
+              f"version not merged yet); write FROM {table} FINAL", file=sys.stderr)
     if args.format != "table":
         sys.stdout.write(text)
         return 0
