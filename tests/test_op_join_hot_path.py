@@ -1,8 +1,11 @@
-"""The join's batch shortcuts against the per-value functions they stand for: the pending tails of a
-batch against :func:`_pending_tail` of each prediction, the id keys of a batch against :func:`_id_key`
-of each id."""
+"""The join's shortcuts against the functions they stand for: the features JSON of an outcome written
+from a record's bytes (:meth:`_Shape.json`) against :func:`features_to_json` of the decoded dict, the
+pending tails of a batch against :func:`_pending_tail` of each prediction, the id keys of a batch
+against :func:`_id_key` of each id."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,8 +15,38 @@ from driftline.operators.join import (
     _id_keys,
     _pending_tail,
     _pending_tails,
+    _Shape,
+    features_to_json,
 )
 from driftline.schemas.events import Prediction
+
+names = st.text(min_size=1, max_size=8)
+texts = st.one_of(st.sampled_from(["", ",", "a,b", '"', '","', "\\", "é", "\u2028", "}", "[1,2]"]),
+                  st.text(max_size=6))
+float_values = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e16, 1e-7, 5e-324, 1.5e300]))
+other_values = st.one_of(texts, st.booleans(), st.none(), st.integers(-(2**64), 2**64),
+                         st.integers(-(2**80), 2**80))
+
+
+Layout = tuple[tuple[str, ...], tuple[Any, ...]]
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> Layout:
+    """Distinct names and a value each, floats and other values in any order."""
+    keys = tuple(draw(st.lists(names, max_size=8, unique=True)))
+    return keys, tuple(draw(st.one_of(float_values, other_values)) for _ in keys)
+
+
+@given(st.lists(layouts(), min_size=1, max_size=20))
+def test_features_json_from_the_record_equals_the_dicts(cases: list[Layout]) -> None:
+    for keys, values in cases:
+        shape = _Shape(keys, tuple(map(type, values)))
+        data = b"head" + shape.encode(values) + b"tail"
+        end = len(data) - 4
+        expected = features_to_json(dict(zip(keys, values, strict=True)))
+        assert shape.json(data, 4, end) == features_to_json(shape.decode(data, 4, end)) == expected
+
 
 labels = st.one_of(st.sampled_from([0, 1, True, False, "yes", "1", 2**70, -3]), st.text(max_size=4))
 predictions = st.one_of(

@@ -73,6 +73,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import contextvars
+import functools
 import hashlib
 import heapq
 import json
@@ -292,6 +293,33 @@ class _Shape:
             text = json.dumps(others, separators=(",", ":"), ensure_ascii=False)
             return packed + _BIGINT_JSON + text.encode()
 
+    def json(self, data: bytes, offset: int, end: int) -> str:
+        """:func:`features_to_json` of :meth:`decode`, without the dict: each value's JSON text as
+        orjson writes it in a list (the floats' from their tuple, the others' as encoded) between
+        the keys' texts (:func:`_json_template`); through the dict where an other value is an int
+        beyond 64 bits or a string holding a comma (the texts would not split at the commas).
+
+        >>> shape = _Shape(("c", "x", "d"), (str, float, str))
+        >>> [shape.json(data, 0, len(data)) for data in (shape.encode(("a", 0.5, "b")),
+        ...                                              shape.encode(("a,b", float("nan"), "é")))]
+        ['{"c":"a","x":0.5,"d":"b"}', '{"c":"a,b","x":null,"d":"é"}']
+        """
+        texts: list[bytes] = []
+        if self.float_pos:
+            texts = orjson.dumps(self.floats.unpack_from(data, offset))[1:-1].split(b",")
+        if self.other_pos:
+            others = data[offset + self.floats.size : end]
+            if others[:1] == _BIGINT_JSON:
+                return features_to_json(self.decode(data, offset, end))
+            texts += others[1:-1].split(b",")
+            if len(texts) != len(self.keys):
+                return features_to_json(self.decode(data, offset, end))
+            if self._order is not None:
+                texts = list(self._order(texts))
+        parts = _json_template(self).copy()
+        parts[1::2] = texts
+        return b"".join(parts).decode()
+
     def decode(self, data: bytes, offset: int, end: int) -> dict[str, Any]:
         values = self.floats.unpack_from(data, offset)
         if self.other_pos:
@@ -301,6 +329,20 @@ class _Shape:
         if self._order is not None:
             values = self._order(values)
         return dict(zip(self.keys, values, strict=True))
+
+
+@functools.lru_cache(maxsize=_MAX_SHAPES)
+def _json_template(shape: _Shape) -> list[bytes | None]:
+    """The JSON object text of a shape's keys with a None in place of each value (orjson's key
+    texts); cached per shape object (an identity hash: no hashing of the keys per call).
+
+    >>> _json_template(_Shape(("x", "y"), (float, str))), _json_template(_Shape((), ()))
+    ([b'{"x":', None, b',"y":', None, b'}'], [b'{}'])
+    """
+    parts: list[bytes | None] = []
+    for i, key in enumerate(shape.keys):
+        parts += [(b"," if i else b"{") + orjson.dumps(key) + b":", None]
+    return [*parts, b"}"] if parts else [b"{}"]
 
 
 _Layout = tuple[tuple[str, ...], tuple[type, ...]]  # feature names and value types, in order
@@ -1561,7 +1603,7 @@ class LabelJoin:
             if shape_id == _NO_SHAPE:
                 features_json = data[offset:end].decode()
             else:
-                features_json = features_to_json(shapes[shape_id].decode(data, offset, end))
+                features_json = shapes[shape_id].json(data, offset, end)
             seen = labels.get((label.__class__, label))
             if seen is None:
                 seen = labels[(label.__class__, label)] = (normalise_label(label), _label_value(label))
