@@ -332,16 +332,16 @@ class _Shape:
 
 
 @functools.lru_cache(maxsize=_MAX_SHAPES)
-def _json_template(shape: _Shape) -> list[bytes | None]:
-    """The JSON object text of a shape's keys with a None in place of each value (orjson's key
-    texts); cached per shape object (an identity hash: no hashing of the keys per call).
+def _json_template(shape: _Shape) -> list[bytes]:
+    """The JSON object text of a shape's keys, in parts, with an empty part in place of each value
+    (orjson's key texts); cached per shape object (an identity hash: no hashing of the keys per call).
 
     >>> _json_template(_Shape(("x", "y"), (float, str))), _json_template(_Shape((), ()))
-    ([b'{"x":', None, b',"y":', None, b'}'], [b'{}'])
+    ([b'{"x":', b'', b',"y":', b'', b'}'], [b'{}'])
     """
-    parts: list[bytes | None] = []
+    parts: list[bytes] = []
     for i, key in enumerate(shape.keys):
-        parts += [(b"," if i else b"{") + orjson.dumps(key) + b":", None]
+        parts += [(b"," if i else b"{") + orjson.dumps(key) + b":", b""]
     return [*parts, b"}"] if parts else [b"{}"]
 
 
