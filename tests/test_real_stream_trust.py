@@ -107,6 +107,10 @@ def test_noaa_with_faults_every_event_accounted_episodes_few_policy_keeps_firing
     overall = [r for r in rows["model_metrics"] if r["segment"] == ""]
     assert sum(r.get("n_duplicate_predictions") or 0 for r in overall) == 50
     assert sum(r.get("n_orphan_labels") or 0 for r in overall) == 30
+    unjoined = defaultdict(int)
+    for row in rows["unjoined_events"]:
+        unjoined[(row["event_type"], row["reason"])] += 1
+    assert unjoined == {("prediction", "exact_resend"): 50, ("label", "no_prediction"): 30}
     assert result.models_never_scored == [("ghost", "1")]
     lines = summary_lines(result)
     assert ("dead letters: 30 (conflicting_duplicate 20, validation_error 10); a dead_letters row each, "
