@@ -29,6 +29,10 @@ CONTRACT = {
         "run_id source_topic source_partition source_offset event_type prediction_id model_id "
         "model_version event_time watermark_time"
     ),
+    "unjoined_events": (
+        "run_id model_id model_version event_type reason prediction_id segment time metrics_time "
+        "source_partition source_offset"
+    ),
     "outcomes": (
         "run_id model_id model_version prediction_id segment prediction_time label_time "
         "label_delay_ms predicted_label predicted_score predicted_value label label_value correct "
@@ -88,6 +92,8 @@ SORTING_KEYS = {
     "dead_letters": "run_id, source_topic, source_partition, source_offset",
     "late_events": "run_id, source_topic, source_partition, source_offset",
     "outcomes": "run_id, model_id, model_version, prediction_id",
+    "unjoined_events": ("run_id, model_id, model_version, event_type, reason, prediction_id, time, "
+                        "source_partition, source_offset"),
     "feature_windows": "run_id, model_id, model_version, window_size_s, segment, feature, window_start",
     "drift_scores": "run_id, model_id, model_version, window_size_s, segment, feature, window_start",
     "model_drift": "run_id, model_id, model_version, window_size_s, segment, window_start",

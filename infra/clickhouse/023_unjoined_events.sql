@@ -14,8 +14,8 @@ CREATE TABLE IF NOT EXISTS {database}.unjoined_events
     segment LowCardinality(String) COMMENT 'canonical segment tags k=v;k=v of the prediction; empty for labels and none',
     time DateTime64(3, 'UTC') COMMENT 'when the join gave the event up, in event time: prediction time + horizon (no_label, evicted), label time (no_prediction, held_label_evicted), the re-sent event''s own time (exact_resend)',
     metrics_time DateTime64(3, 'UTC') COMMENT 'end of the model_metrics interval that counts it (n_expired, n_evicted, n_orphan_labels, n_duplicate_*)',
-    source_partition Int32 COMMENT 'exact_resend: Kafka partition of the re-sent record; -1 otherwise',
-    source_offset Int64 COMMENT 'exact_resend: Kafka offset of the re-sent record; -1 otherwise'
+    source_partition Int32 COMMENT 'labels and re-sends: Kafka partition of the record the join read (its event type''s topic, or the re-routing topic for a re-routed one); -1 for predictions given up',
+    source_offset Int64 COMMENT 'Kafka offset of that record; -1 for predictions given up'
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)

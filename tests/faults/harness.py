@@ -45,6 +45,7 @@ TABLES = (
     "outcomes",
     "dead_letters",
     "late_events",
+    "unjoined_events",
     "reference_profiles",
     "retrain_triggers",
     "drift_alerts",
