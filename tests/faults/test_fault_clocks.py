@@ -40,6 +40,10 @@ QUERY = textwrap.dedent("""
         "duplicates": client.query(
             "SELECT sum(n_duplicate_predictions), sum(n_duplicate_labels), max(time) "
             f"FROM {db}.model_metrics FINAL WHERE row_kind = 'duplicates' AND segment = ''").result_rows,
+        "resends": client.query(f"SELECT event_type, count() FROM {db}.unjoined_events FINAL "
+                                "WHERE reason = 'exact_resend' GROUP BY event_type ORDER BY event_type").result_rows,
+        "unjoined": [list(map(str, r)) for r in client.query(
+            f"SELECT * FROM {db}.unjoined_events FINAL WHERE reason != 'exact_resend' ORDER BY ALL").result_rows],
         "metrics": [list(map(str, r)) for r in client.query(
             f"SELECT * EXCEPT (n_duplicate_predictions, n_duplicate_labels) FROM {db}.model_metrics FINAL "
             "WHERE row_kind != 'duplicates' ORDER BY ALL").result_rows],
@@ -166,3 +170,6 @@ def test_fast_clock_and_duplicates_change_no_row_of_the_normal_traffic(
     # every re-send is counted, but those of the intervals still open when the stream went idle
     assert 0.8 * extra["resent"] <= int(n_predictions) + int(n_labels) <= extra["resent"]
     assert int(n_predictions) > 0 and int(n_labels) > 0
+    # each counted re-send is an unjoined_events row of its own, and nothing else unjoined changed
+    assert got["resends"] == [["label", int(n_labels)], ["prediction", int(n_predictions)]]
+    assert got["unjoined"] == clean["unjoined"]
