@@ -40,10 +40,12 @@ QUERY = textwrap.dedent("""
         "duplicates": client.query(
             "SELECT sum(n_duplicate_predictions), sum(n_duplicate_labels), max(time) "
             f"FROM {db}.model_metrics FINAL WHERE row_kind = 'duplicates' AND segment = ''").result_rows,
-        "resends": client.query(f"SELECT event_type, count() FROM {db}.unjoined_events FINAL "
-                                "WHERE reason = 'exact_resend' GROUP BY event_type ORDER BY event_type").result_rows,
+        "resends": client.query(
+            f"SELECT event_type, count() FROM {db}.unjoined_events FINAL "
+            "WHERE reason = 'exact_resend' GROUP BY event_type ORDER BY event_type").result_rows,
         "unjoined": [list(map(str, r)) for r in client.query(
-            f"SELECT * FROM {db}.unjoined_events FINAL WHERE reason != 'exact_resend' ORDER BY ALL").result_rows],
+            f"SELECT * FROM {db}.unjoined_events FINAL WHERE reason != 'exact_resend' "
+            "ORDER BY ALL").result_rows],
         "metrics": [list(map(str, r)) for r in client.query(
             f"SELECT * EXCEPT (n_duplicate_predictions, n_duplicate_labels) FROM {db}.model_metrics FINAL "
             "WHERE row_kind != 'duplicates' ORDER BY ALL").result_rows],

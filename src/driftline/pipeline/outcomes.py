@@ -126,7 +126,8 @@ class OutcomeClock:
         duplicate progress."""
         self.duplicate_progress = [NO_TIME] * partitions
         self.closed_duplicates_until = NO_TIME
-        self.duplicates: dict[tuple[str, str], dict[int, dict[tuple[str, int, int], Resend]]] = defaultdict(dict)
+        self.duplicates: dict[tuple[str, str], dict[int, dict[tuple[str, int, int], Resend]]] = \
+            defaultdict(dict)
 
     def configure(self, settings: Settings, config_hash: str) -> None:
         """Values derived from the settings (on creation and every restore)."""
