@@ -571,8 +571,6 @@ def test_malformed_messages_through_the_worker_are_all_dead_lettered(
         f"valid events/s: clean {clean['rate']:.0f}, with {n_garbage} malformed {dirty['rate']:.0f} "
         f"(ratio {ratio:.2f}); dead letters by kind: {dirty['dead']}"
     )
-    # Loose on purpose: two shared cores make one short run noisy, and this garbage is byte-heavy
-    # (64 KiB oversized payloads, 5,001-feature documents, 20k-deep nesting: ~5x the valid bytes),
-    # so 0.34-0.42 is what it measures here. bench/soak.py garbage holds the strict 20% bound for
-    # the simulator's malformed kinds at 10% of traffic (measured 0.86).
-    assert ratio > 0.2
+    # Printed, not asserted: the two runs' speeds depend on what else the machine runs at each
+    # moment (a suite on a busy machine must not fail on it). The throughput bound under malformed
+    # traffic is a benchmark: bench/soak.py garbage (the simulator's malformed kinds at 10 %).
