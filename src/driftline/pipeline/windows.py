@@ -204,11 +204,14 @@ class WindowClock:
         return taken
 
     def _reference(self, key: WindowKey, merged: MergedWindow, rows: Rows) -> ReferenceProfile | None:
-        """The window's reference profile; a model without one takes its first full overall window
-        of the smallest size as the reference from its end (that window is not scored)."""
+        """The window's reference profile. A model without one takes a window as its reference
+        from the window's end (that window is not scored): an overall window of the smallest size
+        holding ``drift.min_count`` events or, while the model has no reference at all, a longer one
+        holding them (a model too slow for the smallest size; windows close by end, then size)."""
         profile = self.profiles.profile_for(key.model_id, key.model_version, key.start)
-        if (profile is None and key.segment == "" and key.size == self.min_size_ms
-                and merged.n_events >= self.drift.min_count):
+        if (profile is None and key.segment == "" and merged.n_events >= self.drift.min_count
+                and (key.size == self.min_size_ms
+                     or self.profiles.profile_for(key.model_id, key.model_version) is None)):
             first = profile_from_window(merged, key.model_id, key.model_version, key.start,
                                         self.drift.bins, self.drift.top_k)
             first = first.model_copy(update={"effective_from_ms": key.end})
