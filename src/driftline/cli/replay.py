@@ -186,8 +186,8 @@ def summary_lines(result: ReplayResult) -> list[str]:
                      "--profiles FILE)")
     if result.models_never_scored:
         models = ", ".join(f"{m} v{v}" for m, v in result.models_never_scored)
-        lines.append(f"never scored, no reference: {models} (no training profile, and no window of the "
-                     "smallest size held drift.min_count events to become the reference; its events are "
+        lines.append(f"never scored, no reference: {models} (no training profile, and no window of any "
+                     "size held drift.min_count events to become the reference; its events are "
                      "in feature_windows)")
     if result.rows["drift_episodes"]:
         lines.append(f"drift episodes: {len(result.episode_ids):,} (the {result.rows['drift_episodes']:,} "

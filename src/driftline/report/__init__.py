@@ -53,8 +53,7 @@ def read_model_report(query: QueryFn, scope: ReportScope, last_ms: int | None = 
             raise NoReportData(
                 f"model {scope.model_id!r} has events in {run} (feature_windows) but nothing scored and "
                 "no outcomes: no reference profile (build one with `driftline profile build`; without "
-                "one, a window of the smallest size needs drift.min_count events to become the "
-                "reference) and no labels joined"
+                "one, a window needs drift.min_count events to become the reference) and no labels joined"
             )
         models = known_models(query, scope.run_id)
         known = f"models with data: {', '.join(models)}" if models else "no model has data there"
