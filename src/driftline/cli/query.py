@@ -62,7 +62,7 @@ def _query(args: argparse.Namespace) -> int:
         # without FINAL a ReplacingMergeTree shows every version not merged yet: an episode's
         # updates read as many episodes
         print(f"driftline: note: {table} read without FINAL may hold a row several times (each "
-              f"version not merged yet); write FROM {table} FINAL", file=sys.stderr)
+              f"version not merged yet); put FINAL after {table} in the statement", file=sys.stderr)
     if args.format != "table":
         sys.stdout.write(text)
         return 0
