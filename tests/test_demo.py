@@ -69,6 +69,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
     "jobs": [_job("t1", 1, "failed"), _job("t1", 2, "succeeded"), _job("t2", 1, "started")],
     "dead_letters": [{"error_kind": "decode_error", "n": "3"}, {"error_kind": "validation_error", "n": "2"}],
     "late_events": [{"event_type": "label", "n": "4"}],
+    "unjoined": [{"reason": "exact_resend", "n": "2"}, {"reason": "no_label", "n": "7"}],
     "episodes": [{"model_id": "churn", "model_version": "1", "feature": f, "source": src, "status": "open",
                   "escalations": esc, "time_ms": str(T0 + ms)}
                  for f, src, esc, ms in (("x3", "features", 1, 10 * MIN + 7000),
@@ -105,6 +106,7 @@ def test_summary_compares_injected_and_detected_drift_per_model_version() -> Non
     assert fraud["injection_time"] is None
     assert summary["dead_letters"] == {"decode_error": 3, "validation_error": 2}
     assert summary["late_events"] == 4
+    assert summary["unjoined_events"] == {"exact_resend": 2, "no_label": 7}
 
 
 def test_detections_and_accuracy_helpers() -> None:
@@ -119,7 +121,7 @@ def test_detections_and_accuracy_helpers() -> None:
 def test_queries_read_the_live_run_with_final_and_bound_values() -> None:
     sql = queries()
     assert set(sql) == {"drift", "metrics", "triggers", "jobs", "dead_letters", "late_events", "head_to_head",
-                        "episodes"}
+                        "episodes", "unjoined"}
     assert all("FINAL" in q and "run_id = ''" in q for q in sql.values())
     assert "{window_s:UInt32}" in sql["drift"] and "{models:Array(String)}" in sql["head_to_head"]
     assert query_parameters(60, 30, ["ch'urn"]) == {"window_s": 60, "interval_s": 30, "models": ["ch'urn"]}
@@ -240,6 +242,7 @@ def test_summary_and_progress_read_whole_in_an_80_column_log() -> None:
     text = log.getvalue()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
     assert "c1, x3, x5 (x5 not injected)" in text and "missed" in text and "challenger" in text
+    assert "not joined (a row each in unjoined_events): exact_resend 2, no_label 7" in text, text
     # the drift episodes the shift opened, not only the windows it drifted
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if "│" in line]
     assert ["drift episodes", "2: c1, x3; first 14:23:27; 1 escalation"] in rows, text

@@ -134,6 +134,10 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(f"events produced: {sum(events.values()):,} "
                   f"({', '.join(f'{k} {v:,}' for k, v in sorted(events.items()))}); "
                   f"late events: {summary['late_events']}")
+    unjoined = summary.get("unjoined_events") or {}
+    if unjoined:
+        console.print("not joined (a row each in unjoined_events): "
+                      + ", ".join(f"{reason} {n:,}" for reason, n in unjoined.items()))
     timings = ", ".join(f"{k} {v:g}s" for k, v in summary["timings_s"].items())
     console.print(f"simulated {summary['simulated_seconds']:.0f} s of traffic at x{summary['speed']:g}; "
                   f"timings: {timings}")

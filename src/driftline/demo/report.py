@@ -49,7 +49,8 @@ def render_html(summary: dict[str, Any], truth: dict[str, Any], rows: Rows,
     )
     dead = table(["kind", "dead letters"], [[k, n] for k, n in summary["dead_letters"].items()])
     intro = (f'<p class="meta">Drift injected at {summary["injection_time"]} (event time). '
-             f"Late events: {summary['late_events']}.</p>")
+             f"Late events: {summary['late_events']}. Not joined (a row each in unjoined_events): "
+             f"{', '.join(f'{k} {n}' for k, n in summary.get('unjoined_events', {}).items()) or 'none'}.</p>")
     sections = ["<h2>injected against detected</h2>", overview, "<h2>dead letters</h2>", dead]
     numbers = []
     by_model = {report.scope.model_id: report for report in reports}

@@ -63,6 +63,11 @@ def queries() -> dict[str, str]:
             "SELECT event_type, count() AS n FROM late_events FINAL WHERE run_id = '' "
             "GROUP BY event_type ORDER BY event_type"
         ),
+        # events the join did not turn into an outcome, a row each (unjoined_events), by reason
+        "unjoined": (
+            "SELECT reason, count() AS n FROM unjoined_events FINAL WHERE run_id = '' "
+            "GROUP BY reason ORDER BY reason"
+        ),
         # Champion and challenger scored the same requests: accuracy per interval on the requests
         # that have a labeled outcome for more than one version.
         "head_to_head": (
@@ -223,4 +228,5 @@ def build_summary(truth: dict[str, Any], rows: Rows, split_ms: int) -> dict[str,
         "dead_letters": counts_by(rows["dead_letters"], "error_kind"),
         "late_events": sum(late.values()),
         "late_events_by_type": late,
+        "unjoined_events": counts_by(rows.get("unjoined", []), "reason"),
     }
