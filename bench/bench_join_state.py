@@ -329,6 +329,8 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
     for _ in range(intervals):
         batch = [next(stream) for _ in range(per_interval)]
         payloads = [event.model_dump_json().encode() for event in batch]
+        for event in batch:  # first: with fewer pending than an interval's labels, some label this batch
+            order += uuid.UUID(event.prediction_id).bytes
         oldest = (str(uuid.UUID(bytes=bytes(order[16 * i : 16 * i + 16])))
                   for i in range(labelled, labelled + per_interval))
         labels = [LabelEvent(prediction_id=pid, label="ok", timestamp=event.timestamp)
@@ -341,8 +343,6 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
             join.on_label(label, digest=payload_digest(label_payload))
         busy += time.perf_counter() - started
         busy_cpu += time.process_time() - cpu
-        for event in batch:
-            order += uuid.UUID(event.prediction_id).bytes
         input_bytes += sum(map(len, payloads)) + sum(map(len, label_payloads))
         deltas.append(dump_delta(join.take_changes()))
     del batch, payloads, labels, label_payloads
