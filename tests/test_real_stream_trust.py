@@ -12,7 +12,6 @@ import csv
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +23,13 @@ from driftline.operators.profile import build_profile
 from driftline.replay.run import replay_files
 from driftline.simulate import Scenario, write_jsonl
 from driftline.simulate.scenario import ModelSpec
+from driftline.store.writer import MemoryRowWriter
 
 NOAA = Path("/work/shared/data/noaa_weather.csv")
 START = 1_767_225_600_000
 ROWS = 18_159
 COOLDOWN_S = 1800
 pytestmark = pytest.mark.skipif(not NOAA.exists(), reason="needs /work/shared/data/noaa_weather.csv")
-
-
-class KeepRows:
-    """A RowWriter that keeps the rows."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-
-    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.rows[table].extend(dict(r) for r in rows)
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def _derive(src: Path, out: Path) -> None:
@@ -92,7 +76,7 @@ def test_noaa_with_faults_every_event_accounted_episodes_few_policy_keeps_firing
     write_jsonl(scenario, tmp_path / "noaa")
     _derive(tmp_path / "noaa", tmp_path / "derived")
     settings = Settings(triggers={"cooldown_s": COOLDOWN_S})
-    writer = KeepRows()
+    writer = MemoryRowWriter()
     result = replay_files(settings, "noaa-faults", writer, tmp_path / "derived" / "predictions.jsonl",
                           tmp_path / "derived" / "labels.jsonl", profiles=[_profile()])
     rows = writer.rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +28,10 @@ from driftline.simulate import Scenario, generate, produce, write_jsonl
 from driftline.simulate.scenario import CovariateDrift, LabelDelay, ModelSpec
 from driftline.store.client import connect
 from driftline.store.migrate import migrate
-from driftline.store.writer import open_row_writer
+from driftline.store.writer import MemoryRowWriter, open_row_writer
 
 # Yesterday 00:00 UTC: recent enough for the tables' TTL, minute-aligned for the windows.
 START = (int(time.time()) // 86_400 - 1) * 86_400_000
-
-
-class MemoryWriter:
-    """A RowWriter that keeps the rows."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.flushed = 0
-
-    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.rows[table].extend(dict(r) for r in rows)
-
-    def flush(self) -> None:
-        self.flushed += 1
-
-    def close(self) -> None:
-        self.flush()
 
 
 def _configure(base: Settings, psi_threshold: float = 0.2, js_threshold: float = 0.1) -> Settings:
@@ -177,7 +160,7 @@ def test_bounded_input_writes_every_window_ending_by_its_end(tmp_path: Path) -> 
     live.feed(records)
     assert START + 540_000 not in _window_starts(live.rows)  # what the live pipeline holds open
 
-    writer = MemoryWriter()
+    writer = MemoryRowWriter()
     result = replay_files(settings, "e", writer, predictions, None)
     assert result.end_ms == last_ms + 1
     assert _window_starts(writer.rows) == {START + i * 60_000 for i in range(10)}
@@ -186,14 +169,14 @@ def test_bounded_input_writes_every_window_ending_by_its_end(tmp_path: Path) -> 
             for w in result.partial_windows] == [("m", 60, START + 600_000, START + 660_000, False)]
     assert writer.flushed
 
-    to_end = MemoryWriter()
+    to_end = MemoryRowWriter()
     result = replay_files(settings, "e", to_end, predictions, None, to_ms=START + 660_000)
     assert result.partial_windows == []
     assert _window_starts(to_end.rows) == {START + i * 60_000 for i in range(11)}
 
     # labels (delays up to 60 s) end the input later, inside an outcome interval: every interval up
     # to that one is written, so each outcome row is counted by exactly one interval (its label time's)
-    with_labels = MemoryWriter()
+    with_labels = MemoryRowWriter()
     result = replay_files(settings, "e", with_labels, predictions, labels)
     assert result.end_ms is not None and result.end_ms % 60_000 != 0
     intervals = {r["time"]: r["n_outcomes"] for r in with_labels.rows["model_metrics"]
@@ -205,7 +188,7 @@ def test_bounded_input_writes_every_window_ending_by_its_end(tmp_path: Path) -> 
     assert by_label_time == {end: n for end, n in intervals.items() if n}
 
     # a replay from mid-window writes that window with what it has, and says so
-    mid = MemoryWriter()
+    mid = MemoryRowWriter()
     result = replay_files(settings, "e", mid, predictions, None, from_ms=START + 90_000,
                           to_ms=START + 600_000)
     assert [(w.window_start, w.written) for w in result.partial_windows] == [(START + 60_000, True)]
@@ -252,13 +235,13 @@ def test_topic_replay_equals_direct_pipeline_and_file_replay(produced: tuple[Set
     assert direct["model_drift"] and direct["dead_letters"] and direct["outcomes"]
     assert any(r["drifted"] for r in direct["model_drift"])
 
-    from_topics = MemoryWriter()
+    from_topics = MemoryRowWriter()
     result = asyncio.run(replay_topics(settings, "r1", from_topics, batch_size=3000))
     assert result.records == sum(1 for _ in generate(scenario))
     assert _canonical(from_topics.rows) == _canonical(direct)
 
     write_jsonl(scenario, tmp_path)
-    from_files = MemoryWriter()
+    from_files = MemoryRowWriter()
     replay_files(settings, "r1", from_files, tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl")
     assert _canonical(from_files.rows) == _canonical(direct)
 
@@ -271,14 +254,14 @@ def test_time_bounds_include_from_and_exclude_to(produced: tuple[Settings, Scena
     assert any(r.timestamp_ms == lo for r in everything) and any(r.timestamp_ms == hi for r in everything)
     inside = [r for r in everything if lo <= r.timestamp_ms < hi]
 
-    writer = MemoryWriter()
+    writer = MemoryRowWriter()
     result = asyncio.run(replay_topics(settings, "bounded", writer, lo, hi))
     assert (result.records, result.first_ms) == (len(inside), lo)
     assert result.last_ms is not None and result.last_ms < hi
     assert _canonical(writer.rows) == _canonical(_direct_rows(settings, inside, "bounded", hi))
 
     write_jsonl(scenario, tmp_path)
-    files = MemoryWriter()
+    files = MemoryRowWriter()
     replay_files(settings, "bounded", files, tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl",
                  lo, hi)
     assert _canonical(files.rows) == _canonical(writer.rows)

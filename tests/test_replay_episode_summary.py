@@ -6,11 +6,9 @@ runs rather than after."""
 from __future__ import annotations
 
 import random
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -22,28 +20,13 @@ from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.replay.engine import Replayer, ReplayResult
 from driftline.store.migrate import discover
+from driftline.store.writer import MemoryRowWriter
 
 START = 1_767_225_600_000
 SETTINGS = Settings(
     topics={"partitions": 1},
     windows={"sizes_s": [300], "allowed_lateness_s": 0, "metrics_interval_s": 300},
 )
-
-
-class KeepRows:
-    """A RowWriter that keeps the rows."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-
-    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.rows[table].extend(dict(r) for r in rows)
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def _records() -> list[RawRecord]:
@@ -70,7 +53,7 @@ def _profile() -> bytes:
 
 
 def test_replay_summary_counts_episodes_not_row_versions() -> None:
-    writer = KeepRows()
+    writer = MemoryRowWriter()
     replayer = Replayer(SETTINGS, "episodes", writer, [_profile()])
     records = _records()
     for i in range(0, len(records), 500):
@@ -89,7 +72,7 @@ def test_replay_summary_counts_episodes_not_row_versions() -> None:
 
 def test_replay_summary_says_a_model_without_training_profile_gets_no_episodes() -> None:
     """Replaying elec2 without --profiles wrote 0 drift episodes and said nothing about why."""
-    writer = KeepRows()
+    writer = MemoryRowWriter()
     replayer = Replayer(SETTINGS, "no-profile", writer)
     records = sorted(_records() + _low_traffic(), key=lambda r: r.timestamp_ms)
     records = [replace(r, offset=i) for i, r in enumerate(records)]
@@ -152,7 +135,7 @@ def test_replay_summary_says_what_did_not_count_and_where() -> None:
     for r in stream:
         ordered.append(replace(r, offset=offsets[r.topic]))
         offsets[r.topic] += 1
-    writer = KeepRows()
+    writer = MemoryRowWriter()
     replayer = Replayer(SETTINGS.model_copy(update={"join": SETTINGS.join.model_copy(
         update={"label_horizon_s": 60})}), "not-counted", writer, [_profile()])
     for i in range(0, len(ordered), 300):

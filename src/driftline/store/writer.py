@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,30 @@ class RowWriter(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class MemoryRowWriter:
+    """A :class:`RowWriter` that keeps the rows in memory, per table: a replay or backtest whose
+    rows the caller reads itself (a notebook, a test) without a ClickHouse.
+
+    >>> writer = MemoryRowWriter()
+    >>> writer.write("late_events", [{"prediction_id": "p"}]); writer.flush()
+    >>> dict(writer.rows), writer.flushed
+    ({'late_events': [{'prediction_id': 'p'}]}, 1)
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.flushed = 0
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.rows[table].extend(dict(r) for r in rows)
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+    def close(self) -> None:
+        self.flush()
 
 
 # -- direct ClickHouse writer ----------------------------------------------------------------------
