@@ -33,8 +33,19 @@ from driftline.operators.multivariate import numeric_features
 from driftline.operators.profile import (
     FeatureProfile,
     ReferenceProfile,
+    SeasonSection,
     build_profile,
     load_profile_table,
+)
+from driftline.operators.seasonal import (
+    DAILY,
+    Season,
+    cycle_strengths,
+    describe,
+    fit_season,
+    parse_season,
+    standardise_columns,
+    strong_cycles,
 )
 from driftline.schemas.events import EpochMillis
 from driftline.store.client import StoreError, database_name
@@ -92,6 +103,17 @@ def register(sub: Any) -> None:
     build.add_argument("--effective-from", type=_epoch_millis, default=0, metavar="TIME",
                        help="event time (RFC 3339 or epoch ms) from which windows use this profile "
                        "(default: always)")
+    build.add_argument("--time-column", metavar="COLUMN",
+                       help="each row's event time (epoch ms, RFC 3339 or a timestamp; not a feature): "
+                       "a strong daily cycle in the training data is then reported (and recorded in the "
+                       "profile); with --season the profile learns the cycle")
+    build.add_argument("--season", type=_season, metavar="CYCLE",
+                       help="daily, weekly or a period in seconds (needs --time-column): windows, the "
+                       "per-event detectors and the multivariate monitor compare each event with its "
+                       "time's slot of the cycle, so a stream that only repeats its training cycle is "
+                       "not drift (default: one pooled reference)")
+    build.add_argument("--season-slots", type=_int_in(1, 10_000), metavar="N",
+                       help="slots the --season period is cut into (default: one an hour)")
     build.add_argument("--bins", type=_int_in(2, 1000), metavar="N",
                        help="quantile bins per numeric feature (default: drift.bins)")
     build.add_argument("--top-k", type=_int_in(1, 1_000_000), metavar="K",
@@ -120,6 +142,13 @@ def _epoch_millis(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither epoch milliseconds nor an RFC 3339 time (1970..9999)"
         ) from None
+
+
+def _season(text: str) -> Season:
+    try:
+        return parse_season(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _int_in(low: int, high: int) -> Any:
@@ -197,6 +226,7 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
         table = load_profile_table(path)
     except (ValueError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(f"cannot read {path}: {_first_line(error)}") from None
+    times = _times(table, args, str(path))
     columns, skipped = select_columns(table, label_column=args.label_column,
                                       prediction_column=args.prediction_column,
                                       features=args.features, source=str(path))
@@ -214,10 +244,13 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
         columns.pop(args.score_column, None)
     elif args.cbpe_calibration != "score":
         raise InputError("--cbpe-calibration needs --score-column and --label-column (what it calibrates)")
+    outputs = {args.label_column, args.prediction_column}
+    season, detected = _season_section(args, {n: v for n, v in columns.items() if n not in outputs}, times)
     multivariate = None
     if not args.no_multivariate:
-        outputs = {args.label_column, args.prediction_column}
         feature_columns = {n: v for n, v in columns.items() if n not in outputs}
+        if season is not None and times is not None:  # the section learns the standardised features
+            feature_columns = standardise_columns(season, feature_columns, times)
         numeric = numeric_features(feature_columns)
         rows = max((len(v) for v in feature_columns.values()), default=0)
         # a table too short for a section gets none whatever its columns: nothing to say then
@@ -239,10 +272,59 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
         label_column=args.label_column, prediction_column=args.prediction_column,
         bins=args.bins or settings.drift.bins, top_k=args.top_k or settings.drift.top_k,
         effective_from_ms=args.effective_from, multivariate=multivariate,
+        season=season, detected_cycle=detected,
     )
     if not profile.features:
         raise InputError(f"{path}: the feature columns hold no usable values (all null)")
     return profile
+
+
+def _times(table: dict[str, list[Any]], args: argparse.Namespace, source: str) -> list[int] | None:
+    """The rows' event times in epoch ms (the column taken out of ``table``), None without one."""
+    if args.time_column is None:
+        if args.season is not None:
+            raise InputError("--season needs --time-column (the cycle is read from each row's event time)")
+        return None
+    if args.time_column not in table:
+        raise InputError(f"column {args.time_column!r} not in {source}")
+    times = []
+    for row, value in enumerate(table.pop(args.time_column)):
+        if isinstance(value, datetime):
+            value = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+            times.append(int(value.timestamp() * 1000))
+            continue
+        try:
+            times.append(_EPOCH_MILLIS.validate_python(int(value) if isinstance(value, float) else value))
+        except (ValidationError, TypeError, ValueError):
+            raise InputError(f"{source}: row {row + 1} of {args.time_column!r} is not a time: "
+                             f"{value!r}") from None
+    return times
+
+
+def _season_section(args: argparse.Namespace, features: dict[str, list[Any]], times: list[int] | None,
+                    ) -> tuple[SeasonSection | None, dict[str, float] | None]:
+    """The season asked for, or (no --season) the strong daily cycles found; both said on stdout."""
+    if times is None:
+        return None, None
+    if args.season is None:
+        strong = strong_cycles(cycle_strengths(features, times, DAILY))
+        if not strong:
+            return None, None
+        print(f"training data: {describe(strong, DAILY.period_s)}; the profile compares every window and "
+              "event with the whole day: pass --season daily to compare each with its hour")
+        return None, strong
+    season = args.season if args.season_slots is None else Season(period_s=args.season.period_s,
+                                                                    slots=args.season_slots)
+    try:
+        section = fit_season(features, times, season, bins=args.bins or settings_from_args(args).drift.bins)
+    except ValueError as error:
+        raise InputError(f"--season: {error}") from None
+    followed = {name: f.strength for name, f in section.features.items()}
+    left = sorted(set(features) - set(followed))
+    print(f"season: {season.period_s} s in {season.slots} slots; following it: "
+          + (", ".join(f"{n} ({s:.0%} of its variance)" for n, s in sorted(followed.items())) or "no feature")
+          + (f"; pooled (categorical, or too few values in a slot): {', '.join(left)}" if left else ""))
+    return section, None
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -322,7 +404,7 @@ def summary_table(profile: ReferenceProfile) -> Table:
         title=f"reference profile of {profile.model_id} version {profile.model_version}",
         caption=f"profile id {profile.profile_id} · {profile.task} · source {profile.source} · "
         f"baseline {baseline} · effective from {_time(profile.effective_from_ms)} · "
-        f"created {_time(profile.created_at_ms)}" + _multivariate_caption(profile),
+        f"created {_time(profile.created_at_ms)}" + _multivariate_caption(profile) + _season_caption(profile),
     )
     columns: list[tuple[str, JustifyMethod]] = [
         ("feature", "left"), ("kind", "left"), ("bins", "right"), ("n", "right"), ("distribution", "left")
@@ -352,6 +434,15 @@ def _multivariate_caption(profile: ReferenceProfile) -> str:
             cbpe += (f" (auto: cross-validated Brier {brier['score']:.4f} score-only, "
                      f"{brier['features']:.4f} with the features)")
     return f" · multivariate over {len(section['features'])} numeric features{cbpe}"
+
+
+def _season_caption(profile: ReferenceProfile) -> str:
+    if profile.season is not None:
+        names = ", ".join(sorted(profile.season.features)) or "no feature"
+        return f" · season {profile.season.period_s} s in {profile.season.slots} slots ({names})"
+    if profile.detected_cycle:
+        return f" · strong daily cycle, no season: {', '.join(sorted(profile.detected_cycle))}"
+    return ""
 
 
 def _describe(feature: FeatureProfile) -> str:

@@ -74,6 +74,7 @@ from driftline.operators.episodes import (
     EpisodeMonitor,
 )
 from driftline.operators.profile import ReferenceProfile
+from driftline.operators.seasonal import standardise
 from driftline.operators.sequential import feature_arl
 from driftline.operators.window_stats import MAX_ABS_VALUE, valid_numbers
 
@@ -128,19 +129,20 @@ def episode_report(
     if event is not None:
         kind, reason, count = event.kind, event.reason, event.index + 1
         magnitude = peak = event.magnitude
+        unit = event.unit  # a numeric change reads as a location (sd) or a scale (sd_ratio) one
         component, statistic, threshold = event.component, event.statistic, event.threshold
     else:
         state = monitor.episode
         assert state is not None
         kind, reason, count = "status", "", monitor.n
-        magnitude, peak = state.magnitude, state.peak_magnitude
+        magnitude, peak, unit = state.magnitude, state.peak_magnitude, state.unit
         component, statistic, threshold = "", 0.0, 0.0
     return {
         "kind": kind,
         "reason": reason,
         "feature": feature,
         "feature_kind": feature_kind,
-        "unit": monitor.unit,
+        "unit": unit,
         "event_time": int(event_time),
         "count": int(count),
         "magnitude": float(magnitude),
@@ -369,6 +371,7 @@ class FeatureWatch:
             columns = {**columns, **given}
         count = len(features)
         every = list(range(count))
+        season = bank.profile.season
         for name, monitor in bank.monitors.items():
             positions: list[int]
             if monitor.kind == "numeric":
@@ -377,6 +380,8 @@ class FeatureWatch:
                 # as valid_numbers: NaN, inf and beyond the bound are not watched
                 positions = [i for i, v in enumerate(numbers) if abs(v) <= MAX_ABS_VALUE]
                 kept: list[Any] = numbers if len(positions) == count else [numbers[i] for i in positions]
+                if season is not None and name in season.features:
+                    kept = standardise(season, name, kept, [running[i] for i in positions]).tolist()
             else:
                 raw = (list(given_values[name]) if given_values and name in given_values
                        else [f.get(name) for f in features])
@@ -406,9 +411,11 @@ class FeatureWatch:
                                      or template.features == profile.features):
             _FRESH_BANKS.move_to_end(key)
             return ProfileMonitors(index, profile, pickle.loads(template.monitors))
+        # a seasonal feature's monitor watches its standardised values against their residual profile
+        seasonal = profile.season.features if profile.season is not None else {}
         monitors = {
-            name: EpisodeMonitor.for_profile(fprofile, arl=arl, min_effect=self.min_effect_sd,
-                                             learning=self.learning)
+            name: EpisodeMonitor.for_profile(seasonal[name].residual if name in seasonal else fprofile,
+                                             arl=arl, min_effect=self.min_effect_sd, learning=self.learning)
             for name, fprofile in sorted(profile.features.items())
         }
         _FRESH_BANKS[key] = _FreshBank(profile.features, pickle.dumps(monitors, pickle.HIGHEST_PROTOCOL))
@@ -447,6 +454,7 @@ class FeatureWatch:
         columns = _float_columns(features, numeric)
         if given and columns is not None:
             columns = {**columns, **given}
+        season = bank.profile.season
         every = np.arange(len(features))
         for name, monitor in bank.monitors.items():
             values: Any
@@ -456,6 +464,8 @@ class FeatureWatch:
                 valid = valid_numbers(numbers)  # NaN, inf and beyond the bound: invalid, not watched
                 positions = every if valid.all() else np.flatnonzero(valid)
                 values = numbers if positions is every else numbers[positions]
+                if season is not None and name in season.features:
+                    values = standardise(season, name, values, running[positions])
             else:
                 # Missing values and values no category can be (numbers with a fraction, objects)
                 # are not watched: windows count them as missing/invalid.

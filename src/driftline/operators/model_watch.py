@@ -68,6 +68,7 @@ from driftline.operators.multivariate import (
 )
 from driftline.operators.outliers import OutlierScorer
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, feature_profile_of
+from driftline.operators.seasonal import standardise_matrix
 from driftline.operators.window_stats import category_key
 
 RECONSTRUCTION_FEATURE = "__reconstruction__"
@@ -623,7 +624,8 @@ class MultivariateWatch:
         model.profiles.insert(position, profile)
         errors = FeatureProfile.model_validate(profile.multivariate["errors"])
         self.episodes.add_profile(profile.model_copy(update={
-            "features": {RECONSTRUCTION_FEATURE: errors}, "multivariate": None, "prediction": None}))
+            "features": {RECONSTRUCTION_FEATURE: errors}, "multivariate": None, "prediction": None,
+            "season": None}))
         return True
 
     def watches(self, model_id: str, model_version: str) -> bool:
@@ -670,6 +672,8 @@ class MultivariateWatch:
                 rows = np.flatnonzero(wanted == index)
                 x = ref.matrix([features[i] for i in rows.tolist()],
                                {name: column[rows] for name, column in columns.items()} if columns else None)
+            if profile.season is not None:  # the section was fitted on the standardised features
+                x = standardise_matrix(profile.season, ref.features, x, stamps[rows])
             errors, outliers = ref.errors_and_outliers(x)
             errors_all[rows] = errors
             group_stamps, hashes, scored = stamps[rows], hashes_all[rows], scores_all[rows]

@@ -92,6 +92,30 @@ class FeatureProfile(BaseModel):
         return [f"< {e[0]}", *(f"[{lo}, {hi})" for lo, hi in pairwise(e)), f">= {e[-1]}"]
 
 
+class SeasonalFeature(BaseModel):
+    """One numeric feature's cycle (:mod:`driftline.operators.seasonal`): its level and scale
+    per slot, and the distribution of its standardised values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: list[float] = Field(description="the feature's mean per slot")
+    std: list[float] = Field(description="sd per slot of the values around the interpolated level")
+    n: list[int] = Field(description="training values per slot")
+    strength: float = Field(description="share of the feature's variance its level cycle explains")
+    residual: FeatureProfile = Field(description="profile of the standardised training values")
+
+
+class SeasonSection(BaseModel):
+    """A profile's cycle: ``period_s`` seconds in ``slots`` slots from 00:00 UTC, and the numeric
+    features that follow it (the others keep their pooled reference)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    period_s: int = Field(gt=0)
+    slots: int = Field(gt=0)
+    features: dict[str, SeasonalFeature]
+
+
 class ReferenceProfile(BaseModel):
     """Everything drift scoring needs about one model version; ``profile_id`` hashes the content."""
 
@@ -112,6 +136,16 @@ class ReferenceProfile(BaseModel):
         description="fitted multivariate state (driftline.operators.model_watch.multivariate_section); "
         "None: no multivariate monitoring",
     )
+    season: SeasonSection | None = Field(
+        default=None,
+        description="the training's cycle (driftline.operators.seasonal): windows, detectors and the "
+        "multivariate section compare like with like; None: one pooled reference",
+    )
+    detected_cycle: dict[str, float] | None = Field(
+        default=None,
+        description="features with a strong cycle found at build (share of variance) when no season "
+        "was asked for: a hint, nothing uses it",
+    )
 
 
 def build_profile(
@@ -129,6 +163,8 @@ def build_profile(
     created_at_ms: int | None = None,
     feature_stats: Mapping[str, FeatureStats] | None = None,
     multivariate: dict[str, Any] | None = None,
+    season: SeasonSection | None = None,
+    detected_cycle: dict[str, float] | None = None,
 ) -> ReferenceProfile:
     """Profile a training table given as columns (lists, numpy/pandas/pyarrow arrays).
 
@@ -140,6 +176,9 @@ def build_profile(
     :meth:`FeatureStats.add_array`, no Python list per column); ``columns`` then only needs the
     label and prediction columns. ``multivariate``: the section
     :func:`~driftline.operators.model_watch.multivariate_section` made from the same table.
+    ``season``: the table's cycle (:func:`driftline.operators.seasonal.fit_season`; the
+    multivariate section is then made from its standardised columns); ``detected_cycle``: the
+    strong cycles found when no season was asked for.
     """
     data = {name: _as_list(col) for name, col in columns.items()}
     targets = {label_column, prediction_column} - {None}
@@ -173,7 +212,14 @@ def build_profile(
         prediction=prediction,
         baseline=baseline,
         multivariate=multivariate,
+        season=season,
+        detected_cycle=detected_cycle,
     )
+
+
+def numeric_profile(stats: FeatureStats, bins: int) -> FeatureProfile | None:
+    """The numeric profile of accumulated values (None when none was a number)."""
+    return _feature_profile(stats, bins, 1, kind="numeric")
 
 
 def feature_profile_of(values: Sequence[float], bins: int) -> FeatureProfile:
@@ -242,8 +288,9 @@ def _identified(**fields: Any) -> ReferenceProfile:
     # The id hashes the content, not the creation time: rebuilding from the same data yields the
     # same id, so re-publishing a profile is idempotent in ClickHouse and on the compacted topic.
     draft = ReferenceProfile(profile_id="", **fields)
-    # Without a multivariate section the content (and id) is what it was before the section existed.
-    exclude = {"profile_id", "created_at_ms"} | ({"multivariate"} if draft.multivariate is None else set())
+    # Without the optional sections the content (and id) is what it was before the sections existed.
+    exclude = {"profile_id", "created_at_ms"} | {
+        name for name in ("multivariate", "season", "detected_cycle") if getattr(draft, name) is None}
     content = draft.model_dump(mode="json", exclude=exclude)
     digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return draft.model_copy(update={"profile_id": digest})

@@ -35,6 +35,7 @@ from driftline.operators.multivariate import DomainClassifierDrift, unpack_array
 from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
 from driftline.operators.scorer import DriftScorer, ScoreReport
+from driftline.operators.seasonal import WindowReferences
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
 from driftline.operators.window_stats import FeatureStats, MergedWindow, WindowAccumulator, merge_accumulators
 from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
@@ -97,6 +98,8 @@ class WindowClock:
             self.pending_alerts = defaultdict(list)
         self.episodes.config_hash = config_hash
         self.scorers: dict[str, DriftScorer] = {}  # by profile id; made again for today's settings
+        # a seasonal profile's scorers, per phase of its period and window size
+        self.seasonal_scorers = WindowReferences(lambda p: DriftScorer(p, drift=self.drift))
         self.domain_classifiers: dict[str, DomainClassifierDrift | None] = {}  # by profile id (seeded)
         # (stage-1 shard, window, partial, why) dropped on restore: the model processor dead-letters them
         self.dropped_partials: list[tuple[int, tuple[Any, ...], dict[str, Any], str]] = []
@@ -127,6 +130,7 @@ class WindowClock:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("scorers", None)  # derived from the profiles and settings: not checkpointed
+        state.pop("seasonal_scorers", None)
         state.pop("domain_classifiers", None)
         state.pop("dropped_partials", None)  # dead-lettered before the next checkpoint
         state.pop("parsed", None)
@@ -243,7 +247,9 @@ class WindowClock:
                 prediction = merged.prediction_label if categorical else merged.prediction_value
                 if prediction.count - prediction.missing <= 0:
                     prediction_name, prediction = "", None
-            scorer = self._scorer(profile)
+            # a seasonal profile: the window against what the cycle predicts for its span
+            scorer = (self._scorer(profile) if profile.season is None
+                      else self.seasonal_scorers.get(profile, key.start, key.end))
             report = scorer.score_stats(observed, n_rows=merged.n_events, prediction=prediction)
         window = window_columns(self.run_id, key)
         reference_id = profile.profile_id if profile else ""

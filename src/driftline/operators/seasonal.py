@@ -1,0 +1,329 @@
+"""Seasonal references: a training profile that learned a cycle (hour of day by default).
+
+A stream that repeats the daily cycle it had in training is not drifting, yet an hour of it is
+not the whole day: scored against the pooled training distribution every hour window drifts and
+the per-event detectors see the cycle as a shift that never ends. A profile with a season
+compares like with like. Per numeric feature it keeps, for each of ``slots`` slots of the period
+(counted from 00:00 UTC of the event time), the slot's mean and standard deviation; between slot
+centres both are interpolated linearly (so a smooth cycle leaves no saw-tooth at slot edges).
+Consumers then see:
+
+* the per-event detectors and the multivariate monitor: the value standardised by its time's
+  level and scale, ``z = (x - level(t)) / scale(t)``, against the *residual* profile (the
+  training values standardised the same way); a level shift reads in residual sd, a tripled
+  variance as ``scale*3``;
+* window scoring: a window against the reference the cycle predicts for its span (the residual
+  distribution put back at the level and scale of each moment of the window, weighted by the
+  training's traffic per slot, see :func:`window_features`).
+
+Categorical features, and numeric ones whose level and scale cannot be estimated in every slot,
+are left as they are (the pooled reference). All of it is a pure function of the event times and
+values, so replay and the worker compute the same.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> t = np.arange(0, 2 * DAY_S, 60) * 1000                      # two days, one value a minute
+>>> x = 10 + 3 * np.sin(2 * np.pi * t / 1000 / DAY_S) + rng.normal(size=t.size)
+>>> section = fit_season({"load": x}, t, DAILY, bins=10)
+>>> round(section.features["load"].strength, 2), round(float(np.std(standardise(section, "load", x, t))), 2)
+(0.82, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftline.operators.profile import (
+    FeatureProfile,
+    ReferenceProfile,
+    SeasonalFeature,
+    SeasonSection,
+    feature_profile_of,
+    numeric_profile,
+)
+from driftline.operators.window_stats import FeatureStats
+
+FloatArray = npt.NDArray[np.float64]
+T = TypeVar("T")
+
+DAY_S = 86_400
+WEEK_S = 7 * DAY_S
+MIN_PER_SLOT = 10
+"""A slot needs this many training values of a feature for its level and scale to be estimated."""
+STRONG_CYCLE = 0.2
+"""Share of a feature's variance its cycle explains from which profile build calls the cycle
+strong (and says so when no season was asked for)."""
+MIXTURE_VALUES = 20_000
+"""At most this many values stand for a window's seasonal reference (fewer when training had fewer)."""
+
+
+class Season(BaseModel):
+    """A cycle: ``period_s`` seconds cut into ``slots`` equal slots, counted from the Unix epoch
+    (so a daily period starts at 00:00 UTC)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    period_s: int = Field(gt=0)
+    slots: int = Field(gt=0)
+
+    @property
+    def slot_ms(self) -> float:
+        return self.period_s * 1000 / self.slots
+
+    def positions(self, times_ms: npt.ArrayLike) -> FloatArray:
+        """Each time's place in the period, in slots: ``[0, slots)``."""
+        t = np.asarray(times_ms, dtype=np.int64)
+        return (t % (self.period_s * 1000)) / self.slot_ms
+
+    def slot_of(self, times_ms: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        return np.minimum(self.positions(times_ms).astype(np.int64), self.slots - 1)
+
+
+DAILY = Season(period_s=DAY_S, slots=24)
+WEEKLY = Season(period_s=WEEK_S, slots=7 * 24)
+NAMED = {"daily": DAILY, "weekly": WEEKLY}
+
+
+def season_of(section: SeasonSection) -> Season:
+    return Season(period_s=section.period_s, slots=section.slots)
+
+
+def level_scale(section: SeasonSection, feature: SeasonalFeature,
+                times_ms: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """A seasonal feature's interpolated level and scale at each time."""
+    season = season_of(section)
+    return (_interpolated(season, np.asarray(feature.mean), times_ms),
+            _interpolated(season, np.asarray(feature.std), times_ms))
+
+
+def standardise(section: SeasonSection, name: str, values: npt.ArrayLike,
+                times_ms: npt.ArrayLike) -> FloatArray:
+    """``values`` of feature ``name`` as residuals at their times (unchanged if not seasonal)."""
+    x = np.asarray(values, dtype=np.float64)
+    feature = section.features.get(name)
+    if feature is None or not x.size:
+        return x
+    level, scale = level_scale(section, feature, times_ms)
+    return (x - level) / scale
+
+
+def standardise_columns(section: SeasonSection, columns: Mapping[str, Any],
+                        times_ms: npt.ArrayLike) -> dict[str, Any]:
+    """A training table with its seasonal numeric columns as residuals (others as they are)."""
+    out: dict[str, Any] = dict(columns)
+    for name in section.features:
+        values = _numbers(columns[name]) if name in columns else None
+        if values is not None:
+            out[name] = standardise(section, name, values, times_ms)
+    return out
+
+
+def parse_season(text: str, slots: int | None = None) -> Season:
+    """``daily``, ``weekly`` or a period in seconds; ``slots`` overrides the default (hours)."""
+    named = NAMED.get(text.strip().lower())
+    if named is not None:
+        return named if slots is None else Season(period_s=named.period_s, slots=slots)
+    try:
+        period = int(text)
+    except ValueError:
+        raise ValueError(f"season {text!r}: expected daily, weekly or a period in seconds") from None
+    if period <= 0:
+        raise ValueError(f"season {text!r}: the period must be positive")
+    return Season(period_s=period, slots=slots if slots is not None else max(1, min(24, period // 3600)))
+
+
+def cycle_strengths(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Season) -> dict[str, float]:
+    """Per numeric feature, the share of its variance the season's level cycle explains (0 for a
+    feature some slot has too few values of, or that does not vary)."""
+    t = np.asarray(times_ms, dtype=np.int64)
+    out = {}
+    for name, column in columns.items():
+        x = _numbers(column)
+        if x is None or x.size != t.size:
+            continue
+        fitted = _fit_level(x, t, season)
+        out[name] = 0.0 if fitted is None else fitted[1]
+    return out
+
+
+def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Season, *,
+               bins: int) -> SeasonSection:
+    """The season of a training table: every numeric column (one value per time) whose level and
+    scale every slot can estimate follows the cycle."""
+    t = np.asarray(times_ms, dtype=np.int64)
+    features = {}
+    for name, column in columns.items():
+        x = _numbers(column)
+        if x is None or x.size != t.size:
+            continue
+        fitted = _fit_level(x, t, season)
+        if fitted is None:
+            continue
+        mean, strength, counts = fitted
+        keep = np.isfinite(x)
+        around = x[keep] - _interpolated(season, mean, t[keep])
+        slot = season.slot_of(t[keep])
+        squares = np.bincount(slot, weights=around**2, minlength=season.slots)
+        std = np.sqrt(squares / np.maximum(counts - 1, 1))
+        if not (std > 0).all():
+            continue  # a value fixed within a slot (e.g. the time of day itself): nothing to standardise
+        z = around / _interpolated(season, std, t[keep])
+        features[name] = SeasonalFeature(mean=mean.tolist(), std=std.tolist(), n=counts.tolist(),
+                                         strength=round(strength, 6),
+                                         residual=feature_profile_of(z.tolist(), bins))
+    return SeasonSection(period_s=season.period_s, slots=season.slots, features=features)
+
+
+def window_features(section: SeasonSection, start_ms: int, end_ms: int,
+                    bins_of: Mapping[str, int]) -> dict[str, FeatureProfile]:
+    """The reference the cycle predicts for a window ``[start_ms, end_ms)``: per seasonal feature a
+    FeatureProfile of the residual distribution placed at the level and scale of moments spread
+    over the window (four a slot, at least four), each weighted by the training's values in its
+    slot (traffic that follows the cycle weighs as it did in training). ``bins_of``: the bins of
+    each feature's pooled profile, so the window is binned as finely as without a season."""
+    season = season_of(section)
+    size = max(1, end_ms - start_ms)
+    points = 4 * max(1, math.ceil(size / season.slot_ms))
+    grid = start_ms + (np.arange(points) + 0.5) * size / points
+    out = {}
+    for name, feature in section.features.items():
+        if name not in bins_of:
+            continue
+        sketch = feature.residual.reference_sketch()
+        total = min(MIXTURE_VALUES, feature.residual.n)
+        weights = np.asarray(feature.n, dtype=np.float64)[season.slot_of(grid.astype(np.int64))]
+        shares = _apportion(total, weights)
+        level, scale = level_scale(section, feature, grid.astype(np.int64))
+        values = []
+        for count, mu, sd in zip(shares.tolist(), level.tolist(), scale.tolist(), strict=True):
+            if count:
+                z = sketch.quantiles((np.arange(count) + 0.5) / count)
+                values.append(mu + sd * z)
+        stats = FeatureStats()
+        stats.add_array(np.concatenate(values))
+        profile = numeric_profile(stats, bins_of[name])
+        if profile is not None:
+            out[name] = profile
+    return out
+
+
+class WindowReferences(Generic[T]):
+    """What is derived from seasonal window references (e.g. a scorer), made once per (profile,
+    phase of the period, window size) and kept for the most recent ``capacity`` of them. A window
+    shorter than a slot is placed on a quarter-slot grid (its reference barely moves within a
+    quarter slot), so a day of 5-minute windows needs ``4 * slots`` references, not one a window."""
+
+    def __init__(self, make: Callable[[ReferenceProfile], T], capacity: int = 256) -> None:
+        self.make = make
+        self.capacity = capacity
+        self._known: OrderedDict[tuple[str, int, int], T] = OrderedDict()
+
+    def get(self, profile: ReferenceProfile, start_ms: int, end_ms: int) -> T:
+        """``make`` of ``profile`` with its seasonal features replaced by the window's references
+        (the same ``profile_id``); ``profile`` needs a season."""
+        section = profile.season
+        assert section is not None
+        season = season_of(section)
+        period_ms = season.period_s * 1000
+        size = end_ms - start_ms
+        phase = start_ms % period_ms
+        if size < season.slot_ms:
+            quarter = season.slot_ms / 4
+            phase = int(round(phase / quarter) * quarter) % period_ms
+        key = (profile.profile_id, phase, size)
+        known = self._known.get(key)
+        if known is not None:
+            self._known.move_to_end(key)
+            return known
+        bins = {name: len(f.edges) + 1 for name, f in profile.features.items() if f.kind == "numeric"}
+        start = start_ms - start_ms % period_ms + phase
+        features = window_features(section, start, start + size, bins)
+        made = self.make(profile.model_copy(update={"features": {**profile.features, **features}}))
+        self._known[key] = made
+        if len(self._known) > self.capacity:
+            self._known.popitem(last=False)
+        return made
+
+
+def _fit_level(x: FloatArray, t: npt.NDArray[np.int64], season: Season
+               ) -> tuple[FloatArray, float, npt.NDArray[np.int64]] | None:
+    """Per-slot means, the share of variance they explain (interpolated), and the counts; None
+    when a slot has fewer than MIN_PER_SLOT values or the feature does not vary."""
+    keep = np.isfinite(x)
+    x, t = x[keep], t[keep]
+    slot = season.slot_of(t)
+    counts = np.bincount(slot, minlength=season.slots)
+    if (counts < MIN_PER_SLOT).any():
+        return None
+    total = float(np.var(x))
+    if not total > 0:
+        return None
+    mean = np.bincount(slot, weights=x, minlength=season.slots) / counts
+    around = x - _interpolated(season, mean, t)
+    strength = max(0.0, 1.0 - float(np.var(around)) / total)
+    return mean, strength, counts
+
+
+def _interpolated(season: Season, per_slot: FloatArray, times_ms: npt.ArrayLike) -> FloatArray:
+    """Linear interpolation between slot centres, around the period's end."""
+    p = season.positions(times_ms) - 0.5
+    below = np.floor(p)
+    frac = p - below
+    lo = below.astype(np.int64) % season.slots
+    hi = (lo + 1) % season.slots
+    return (1 - frac) * per_slot[lo] + frac * per_slot[hi]
+
+
+def _apportion(total: int, weights: FloatArray) -> npt.NDArray[np.int64]:
+    """``total`` split in proportion to ``weights`` (largest remainders; the sum is exact)."""
+    exact = total * weights / weights.sum()
+    shares = np.floor(exact).astype(np.int64)
+    rest = total - int(shares.sum())
+    if rest > 0:
+        shares[np.argsort(-(exact - shares), kind="stable")[:rest]] += 1
+    return shares
+
+
+def _numbers(column: Any) -> FloatArray | None:
+    """A column of numbers (None/NaN missing) as floats; None for a column of other values."""
+    values = column.tolist() if hasattr(column, "tolist") else list(column)
+    if any(isinstance(v, bool | str) for v in values):
+        return None
+    try:
+        return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def strong_cycles(strengths: Mapping[str, float]) -> dict[str, float]:
+    """The features whose cycle explains at least :data:`STRONG_CYCLE` of their variance."""
+    return {name: round(s, 3) for name, s in sorted(strengths.items()) if s >= STRONG_CYCLE}
+
+
+def describe(strengths: Mapping[str, float], period_s: int) -> str:
+    """One line naming the strong cycles, e.g. for the profile build's stdout."""
+    strong = strong_cycles(strengths)
+    cycle = "daily" if period_s == DAY_S else "weekly" if period_s == WEEK_S else f"{period_s} s"
+    named = ", ".join(f"{n} ({s:.0%} of its variance)" for n, s in strong.items())
+    return f"{named}: a strong {cycle} cycle"
+
+
+
+
+def standardise_matrix(section: SeasonSection, names: Sequence[str], x: FloatArray,
+                       times_ms: npt.ArrayLike) -> FloatArray:
+    """An (n, d) matrix of features ``names`` with its seasonal columns standardised (a copy)."""
+    seasonal = [j for j, name in enumerate(names) if name in section.features]
+    if not seasonal:
+        return x
+    out = np.array(x, dtype=np.float64)
+    for j in seasonal:
+        out[:, j] = standardise(section, names[j], out[:, j], times_ms)
+    return out

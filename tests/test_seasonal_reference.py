@@ -1,0 +1,138 @@
+"""A stationary daily cycle is not drift; a change on top of the cycle is (docs/real-data.md, finding 4).
+
+The stream is one event per 20 s of ``load = 10 + 3 sin(2 pi t / day) + N(0, 1)`` beside a
+stationary ``other = N(5, 1)``, profiled on two whole days and replayed (the very stage code the
+worker runs) over the next days. With a seasonal profile nothing opens and nothing fires; with the
+pooled profile of the same days the cycle itself reads as drift (the contrast the docs give). On
+top of the cycle a tripled noise sd, a level shift of 1 sd and a 4-hour phase shift are each found
+within a few hundred events.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftline.cli.main import main
+from driftline.config import Settings
+from driftline.operators.model_watch import multivariate_section
+from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.operators.seasonal import DAILY, fit_season, standardise_columns
+from driftline.replay.run import replay_files
+from driftline.store.writer import MemoryRowWriter
+
+DAY_S = 86_400
+STEP_S = 20
+START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+CHANGE_S = 2 * DAY_S + 8 * 3600  # the third day, 08:00: the cycle's mean is rising there
+
+
+def _stream(seed: int, first_s: int, days: float, *, sd_factor: float = 1.0, shift: float = 0.0,
+            phase_h: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Times (ms) and columns; the change (sd, level or phase) applies from CHANGE_S on."""
+    rng = np.random.default_rng(seed)
+    t = first_s + np.arange(0, int(days * DAY_S), STEP_S)
+    after = t >= CHANGE_S
+    noise = rng.normal(size=t.size) * np.where(after, sd_factor, 1.0)
+    phase = np.where(after, phase_h * 3600, 0)
+    load = 10 + 3 * np.sin(2 * np.pi * (t - phase) / DAY_S) + noise + np.where(after, shift, 0.0)
+    return START + t * 1000, {"load": load, "other": rng.normal(5, 1, size=t.size)}
+
+
+def _profile(*, seasonal: bool) -> ReferenceProfile:
+    times, columns = _stream(1, 0, 2)
+    season = fit_season(columns, times, DAILY, bins=10) if seasonal else None
+    watched = standardise_columns(season, columns, times) if season is not None else columns
+    return build_profile("m", "1", columns, label_column=None, prediction_column=None, bins=10, top_k=10,
+                         created_at_ms=START, multivariate=multivariate_section(watched, bins=10),
+                         season=season)
+
+
+def _replay(tmp_path: Path, profile: ReferenceProfile, **change: float) -> dict[str, Any]:
+    times, columns = _stream(2, 2 * DAY_S, 3 if not change else 1.5, **change)
+    path = tmp_path / "predictions.jsonl"
+    with path.open("w") as f:
+        for i, (ts, load, other) in enumerate(zip(times.tolist(), columns["load"].tolist(),
+                                                  columns["other"].tolist(), strict=True)):
+            event = {"prediction_id": f"p{i}", "model_id": "m", "model_version": "1", "timestamp": ts,
+                     "features": {"load": load, "other": other}, "prediction": {"label": "a"}}
+            f.write(json.dumps(event) + "\n")
+    writer = MemoryRowWriter()
+    replay_files(Settings(), "season", writer, path, None, profiles=[profile.model_dump_json().encode()])
+    latest: dict[str, dict[str, Any]] = {}
+    for row in writer.rows["drift_episodes"]:
+        if row["episode_id"] not in latest or row["version"] >= latest[row["episode_id"]]["version"]:
+            latest[row["episode_id"]] = row
+    hours = [r for r in writer.rows["model_drift"] if r["segment"] == "" and r["window_size_s"] == 3600]
+    return {"episodes": sorted(latest.values(), key=lambda e: e["opened_at"]),
+            "triggers": writer.rows["retrain_triggers"], "hours": hours}
+
+
+def _events_after_change(episode: dict[str, Any]) -> float:
+    return ((episode["opened_at"] - START) / 1000 - CHANGE_S) / STEP_S
+
+
+def test_stationary_cycle_with_seasonal_profile_opens_nothing_and_fires_nothing(tmp_path: Path) -> None:
+    seasonal = _replay(tmp_path, _profile(seasonal=True))
+    assert seasonal["episodes"] == []
+    assert seasonal["triggers"] == []
+    assert len(seasonal["hours"]) >= 70 and not any(r["drifted"] for r in seasonal["hours"])
+
+
+def test_stationary_cycle_with_pooled_profile_reads_the_cycle_as_drift(tmp_path: Path) -> None:
+    """The contrast docs/real-data.md gives: without a season an hour of the cycle is not the day."""
+    pooled = _replay(tmp_path, _profile(seasonal=False))
+    assert pooled["triggers"]
+    assert sum(r["drifted"] for r in pooled["hours"]) > 0.9 * len(pooled["hours"])
+
+
+@pytest.mark.parametrize(("change", "component"), [
+    ({"sd_factor": 3.0}, "scale*"),
+    ({"shift": 1.0}, "mean+"),
+    ({"phase_h": 4.0}, "mean"),
+])
+def test_a_change_on_top_of_the_cycle_opens_an_episode_within_a_few_hundred_events(
+        tmp_path: Path, change: dict[str, float], component: str) -> None:
+    result = _replay(tmp_path, _profile(seasonal=True), **change)
+    load = [e for e in result["episodes"] if e["feature"] == "load"]
+    assert load, result["episodes"]
+    assert 0 <= _events_after_change(load[0]) < 300, load[0]
+    assert load[0]["opened_component"].startswith(component), load[0]
+    # nothing before the change
+    assert all(_events_after_change(e) >= 0 for e in result["episodes"]), result["episodes"]
+
+
+def _write_training_csv(path: Path) -> Path:
+    times, columns = _stream(1, 0, 2)
+    with path.open("w") as f:
+        f.write("ts,load,other\n")
+        for row in zip(times.tolist(), columns["load"].tolist(), columns["other"].tolist(), strict=True):
+            f.write(",".join(map(str, row)) + "\n")
+    return path
+
+
+def test_profile_build_reports_a_strong_cycle_and_learns_it_when_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_HOME", str(tmp_path / "home"))
+    data = _write_training_csv(tmp_path / "train.csv")
+    base = ["profile", "build", "--model", "m", "--version", "1", "--data", str(data), "--no-publish"]
+
+    assert main([*base, "--time-column", "ts", "--out", str(tmp_path / "hint.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "load (82% of its variance): a strong daily cycle" in out and "--season daily" in out
+    hint = ReferenceProfile.model_validate_json((tmp_path / "hint.jsonl").read_text())
+    assert hint.season is None and hint.detected_cycle is not None and set(hint.detected_cycle) == {"load"}
+    assert "ts" not in hint.features
+
+    assert main([*base, "--time-column", "ts", "--season", "daily", "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert "season: 86400 s in 24 slots; following it: load (82% of its variance)" in capsys.readouterr().out
+    learned = ReferenceProfile.model_validate_json((tmp_path / "s.jsonl").read_text())
+    assert learned.season is not None and set(learned.season.features) == {"load", "other"}
+    assert learned.multivariate is not None
+
+    assert main([*base, "--season", "daily"]) == 2
+    assert "--season needs --time-column" in capsys.readouterr().err
