@@ -308,3 +308,49 @@ def test_without_a_minimum_effect_episodes_still_close() -> None:
     mon = _numeric(90, min_effect=0.0)
     events = _feed(mon, _stream(90, (0.0, 5_000), (0.4, 6_000), (0.0, 8_000)))
     assert [(e.kind, e.reason) for e in events] == [("opened", "alarm"), ("closed", "back_to_reference")]
+
+
+# -- what changed: location or scale, and a stuck sensor --------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "make", "unit", "low", "high"), [
+    ("stuck", lambda rng, n: np.full(n, 0.2), "sd_ratio", 0.0, 0.05),
+    ("variance x3", lambda rng, n: rng.normal(0.0, 3.0, n), "sd_ratio", 1.5, 3.5),
+    ("variance x1/3", lambda rng, n: rng.normal(0.0, 1 / 3, n), "sd_ratio", 0.2, 0.5),
+    ("mean +0.5", lambda rng, n: rng.normal(0.5, 1.0, n), "sd", 0.35, 0.65),
+    ("mean -0.5", lambda rng, n: rng.normal(-0.5, 1.0, n), "sd", -0.65, -0.35),
+])
+def test_episode_names_the_change_and_stays_open_while_it_lasts(name: str, make: Any, unit: str,
+                                                                low: float, high: float) -> None:
+    """A change in scale reads as one (the sd over the reference's: 0 for a stuck value), a change in
+    location as a signed shift in sd; the episode stays open for as long as the change lasts. Before,
+    every numeric magnitude was a mean shift: a stuck value near the middle read as ~0.08 sd."""
+    rng = np.random.default_rng(7)
+    mon = _numeric(3)
+    events = _feed(mon, np.concatenate([rng.normal(size=10_000), make(rng, 12_000)]))
+    assert [e.kind for e in events] == ["opened"], (name, events)
+    assert events[0].index >= 10_000
+    state = mon.episode
+    assert state is not None and state.unit == unit, (name, state)
+    assert low <= state.magnitude <= high, (name, state)
+    assert low <= state.peak_magnitude <= high or unit == "sd", (name, state)  # the peak in the same unit
+
+
+def test_stuck_after_a_drift_does_not_close_back_to_reference() -> None:
+    """A sensor whose values wander across the reference's range and then stick near its middle: the
+    learned block holding the end of the wander and the start of the stuck run has the reference's
+    mean and sd as a whole, and closed the episode back_to_reference (NOAA feat_1, docs/real-data.md
+    finding 2). Its latest half is nothing like the reference: the episode stays open, read as a
+    scale change to ~0."""
+    rng = np.random.default_rng(11)
+    mon = _numeric(5, learning=2_000)
+    before = np.concatenate([rng.normal(size=5_000), rng.normal(-1.5, 1.0, 3_000)])
+    events = _feed(mon, before)
+    assert [e.kind for e in events] == ["opened"]
+    # the next learned block: reference-like values, then the sensor sticks for its last ~12 %
+    wander = rng.normal(size=20_000)
+    stuck = np.full(20_000, 0.05)
+    events = _feed(mon, np.concatenate([wander[: 1_760], stuck]))
+    assert [e.kind for e in events if e.kind == "closed"] == [], events
+    state = mon.episode
+    assert state is not None and state.unit == "sd_ratio" and state.magnitude < 0.05, state

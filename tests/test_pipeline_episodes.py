@@ -150,3 +150,28 @@ def test_settings_defaults_are_the_monitor_defaults() -> None:
     assert sequential.min_error_ratio == DEFAULT_MIN_RATE_RATIO
     # the former per-interval rate limit still loads (old settings files), and means nothing
     assert Settings(sequential={"alert_interval_s": 60}).sequential == sequential
+
+
+def test_a_scale_change_reads_in_its_own_unit_by_the_larger_weight() -> None:
+    """Shards report a stuck sensor's episode first as a location shift, then (their learned samples)
+    as a scale change, sd over the reference's ~0: the row follows the unit most of the open shards'
+    values are read in, averages the estimates in that unit only (not a mean of 0.08 sd and 0.0
+    ratios) and restarts its peak in it. Before, every row kept the opening's unit."""
+    def scale(r: dict[str, Any], value: float) -> dict[str, Any]:
+        return {**r, "unit": "sd_ratio", "magnitude": value, "peak_magnitude": value}
+
+    m = merger()
+    for r in [report(0, "opened", 1010, 100, -1.2), report(1, "opened", 1100, 100, -1.0),
+              report(0, "status", 1999, 150, -1.1), report(1, "status", 1999, 150, -1.0)]:
+        m.add(r)
+    first = m.advance(2000).rows[-1]
+    assert (first["unit"], round(first["magnitude"], 2)) == ("sd", -1.05)
+    m.add(scale(report(0, "status", 2999, 2_000, 0.08), 0.0))  # shard 0 has seen more values
+    m.add(report(1, "status", 2999, 300, 0.08))
+    row = m.advance(3000).rows[-1]
+    assert (row["unit"], row["magnitude"], row["peak_magnitude"], row["status"]) == (
+        "sd_ratio", 0.0, 0.0, "open")
+    m.add(scale(report(1, "status", 3999, 2_500, 0.0), 0.02))
+    row = m.advance(4000).rows[-1]
+    # a ratio's peak is the one furthest from 1 by its log: 0 (stuck) stays it
+    assert row["unit"] == "sd_ratio" and 0.0 < row["magnitude"] < 0.02 and row["peak_magnitude"] == 0.0

@@ -13,12 +13,13 @@ Lifecycle
 2. **Learning.** The next ``learning`` values (:data:`DEFAULT_LEARNING` = 2,000) are the new
    regime's sample. Nothing is tested while learning: one shift gives one event, however long it
    lasts. At the end the regime's magnitude against the training reference is measured on that
-   sample; if it is back within the minimum effect the episode **closes**
-   (``"back_to_reference"``), otherwise the episode's magnitude (and the level a further change is
-   measured from) is updated: the first learned sample of a change refines the estimate the event
-   gave, it never escalates. (A learned sample after a regime alarm that was not confirmed, see 3,
-   escalates when it moved further by at least the minimum effect, or changed sign: ``"larger"`` /
-   ``"reversal"``.)
+   sample; if it is back within the minimum effect the episode **closes** (``"back_to_reference"``;
+   the sample as a whole and its latest half: a sample that ends in a stuck value can have the
+   reference's mean and sd as a whole), otherwise the episode's magnitude (and the level a further
+   change is measured from) is updated: the first learned sample of a change refines the estimate
+   the event gave, it never escalates. (A learned sample after a regime alarm that was not
+   confirmed, see 3, escalates when it moved further by at least the minimum effect, or changed
+   sign: ``"larger"`` / ``"reversal"``.)
 3. **Watching the regime.** A bank of the same kind is calibrated on the learned sample (same
    ``arl``, same minimum effect, its guarantee region sized by ``learning``) and watches for a
    *further* change against the regime. Its alarm re-enters learning; when the alarm's run shows
@@ -67,7 +68,10 @@ Magnitude
 ---------
 In units a user reads, always against the **training** reference: numeric features the mean of the
 reference normal score (``unit="sd"``, a signed shift in reference standard deviations; exactly
-that for a normal feature); categorical features the PSI of the category shares (``"psi"``);
+that for a normal feature) when the change is in location, its standard deviation
+(``unit="sd_ratio"``: 0 for a stuck sensor, ~3 for a tripled noise sd) when it is in scale (the
+larger of ``|shift|`` and ``|log ratio|``; at an alarm, the kind of CUSUM that fired; escalations
+are still measured by the shift); categorical features the PSI of the category shares (``"psi"``);
 binary error streams the error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the
 run of the CUSUM that fired (the values since it last left zero, at most ``learning`` of them: the
 CUSUM's own change-point estimate); after a learning period on the learned sample.
@@ -169,7 +173,8 @@ class EpisodeEvent:
     magnitude: float
     """Effect against the training reference at that point, in :attr:`unit`."""
     unit: str
-    """``"sd"`` (signed mean shift in reference sd), ``"psi"`` or ``"rate_ratio"``."""
+    """``"sd"`` (signed mean shift in reference sd), ``"sd_ratio"`` (the values' sd over the
+    reference's: a numeric change in scale), ``"psi"`` or ``"rate_ratio"``."""
     component: str
     """The CUSUM that fired (``""`` for a decision at the end of a learning period)."""
     statistic: float
@@ -189,12 +194,15 @@ class EpisodeState:
     n_seen: int
     """Values counted since it opened (the opening value included)."""
     magnitude: float
-    """Current estimate against the training reference, in the monitor's unit."""
+    """Current estimate against the training reference, in :attr:`unit`."""
     peak_magnitude: float
-    """Largest ``|magnitude|`` so far (signed as at the peak)."""
+    """Largest ``|magnitude|`` so far in that unit (signed as at the peak; a ratio by its log)."""
     escalations: int
     learning: bool
     """Whether the monitor is learning the current regime (no further change is tested meanwhile)."""
+    unit: str = "sd"
+    """What changed, as :attr:`EpisodeEvent.unit` says: for a numeric feature ``"sd"`` (location)
+    or ``"sd_ratio"`` (scale), as its latest estimate shows."""
 
 
 @dataclass
@@ -205,13 +213,40 @@ class _Open:
     peak: float
     escalations: int = 0
     measured: bool = False  # whether a learned sample has measured the regime yet
+    # What a user reads: the change's unit (numeric: "sd" a location shift, "sd_ratio" a scale
+    # change) and its size in it. The location magnitude above is what escalations are measured
+    # by. "" (a checkpoint from before): the monitor's unit, the location magnitude.
+    unit: str = ""
+    shown: float = 0.0
+    shown_peak: float = 0.0
 
-    def saw(self, magnitude: float, learned: bool) -> None:
-        """A new estimate; the peak follows learned samples (an alarm's run is a biased estimate)."""
+    def saw(self, magnitude: float, learned: bool, shown: tuple[str, float]) -> None:
+        """A new estimate; the peak follows learned samples (an alarm's run is a biased estimate).
+        The shown peak restarts when the kind of change does (a peak is in one unit)."""
+        measured = self.measured
         self.magnitude = magnitude
         if learned and (not self.measured or abs(magnitude) > abs(self.peak)):
             self.peak = magnitude
             self.measured = True
+        unit, value = shown
+        if unit != self.unit:
+            self.unit, self.shown_peak = unit, value
+        elif learned and (not measured or _size(unit, value) > _size(unit, self.shown_peak)):
+            self.shown_peak = value
+        self.shown = value
+
+    def shown_as(self, default_unit: str) -> tuple[str, float, float]:
+        """(unit, magnitude, peak) as a user reads them."""
+        if not self.unit:
+            return default_unit, self.magnitude, self.peak
+        return self.unit, self.shown, self.shown_peak
+
+
+def _size(unit: str, value: float) -> float:
+    """How far ``value`` (in ``unit``) is from "as in the reference": a ratio by its log."""
+    if unit == "sd_ratio":
+        return abs(math.log(max(value, 1e-12)))
+    return abs(value)
 
 
 class EpisodeMonitor:
@@ -344,8 +379,9 @@ class EpisodeMonitor:
         ep = self._open
         if ep is None:
             return None
-        return EpisodeState(ep.opened_index, self.n - ep.opened_index, ep.magnitude, ep.peak,
-                            ep.escalations, self._regime is None)
+        unit, magnitude, peak = ep.shown_as(self.unit)
+        return EpisodeState(ep.opened_index, self.n - ep.opened_index, magnitude, peak,
+                            ep.escalations, self._regime is None, unit)
 
     def update(self, x: Any) -> EpisodeEvent | None:
         """Count one value (None/NaN skipped); the event it causes, if any."""
@@ -392,14 +428,15 @@ class EpisodeMonitor:
         """End the open episode (e.g. a new profile applies); its closing event, None if none is open."""
         if self._open is None:
             return None
-        event = EpisodeEvent("closed", self.n - 1, self._open.magnitude, self.unit, "", 0.0, 0.0, reason)
+        unit, magnitude, _ = self._open.shown_as(self.unit)
+        event = EpisodeEvent("closed", self.n - 1, magnitude, unit, "", 0.0, 0.0, reason)
         self._watch_reference()
         return event
 
     def __repr__(self) -> str:
         ep = self.episode
         state = ("no episode" if ep is None
-                 else f"episode since {ep.opened_index}, {ep.magnitude:+.3g} {self.unit}")
+                 else f"episode since {ep.opened_index}, {ep.magnitude:+.3g} {ep.unit}")
         return f"EpisodeMonitor(kind={self.kind!r}, arl={self.arl:g}, n={self.n}, {state})"
 
     # -- internals ------------------------------------------------------------------------------
@@ -490,12 +527,15 @@ class EpisodeMonitor:
                  index: int) -> EpisodeEvent | None:
         """An alarm at ``index``: open, or escalate (or only re-learn); then learn the new regime."""
         mapped = recent if det is self._opener or self._map is None else self._map[recent]
-        magnitude = self._magnitude(recent[-_run_length(det, alarm, mapped) :])
+        run = recent[-_run_length(det, alarm, mapped) :]
+        magnitude = self._magnitude(run)
+        shown = self._shown(run, magnitude, scale=alarm.component.startswith("scale"))
         event: EpisodeEvent | None = None
         self._pending = None
         if self._open is None:
             self._open = _Open(index, magnitude, magnitude, magnitude)
-            event = EpisodeEvent("opened", index, magnitude, self.unit, alarm.component, alarm.statistic,
+            self._open.saw(magnitude, learned=False, shown=shown)
+            event = EpisodeEvent("opened", index, shown[1], shown[0], alarm.component, alarm.statistic,
                                  alarm.threshold, "alarm")
         else:
             # only a change away from the reference can escalate before a learned sample, and only
@@ -506,7 +546,7 @@ class EpisodeMonitor:
             if self._away(alarm.component) and self._escalation(magnitude) == "larger":
                 self._pending = (alarm.component, alarm.statistic, alarm.threshold,
                                  self._replicate_size(magnitude))
-            self._open.saw(magnitude, learned=False)
+            self._open.saw(magnitude, learned=False, shown=shown)
         self._regime, self._map = None, None
         self._filled = 0  # learn the regime after the change
         self._refine = event is not None
@@ -542,26 +582,29 @@ class EpisodeMonitor:
         se = self._sd_at_level() / math.sqrt(sample.size)
         if self._escalation(magnitude) != "larger" or abs(magnitude) - abs(self._open.level) < KAPPA * se:
             return None  # not replicated: the learned sample judges the regime as usual
-        self._open.saw(magnitude, learned=False)
+        unit, shown = self._shown(sample, magnitude)
+        self._open.saw(magnitude, learned=False, shown=(unit, shown))
         self._open.level = magnitude
         self._open.escalations += 1
         self._refine = True
-        return EpisodeEvent("escalated", index, magnitude, self.unit, component, statistic, threshold,
-                            "larger")
+        return EpisodeEvent("escalated", index, shown, unit, component, statistic, threshold, "larger")
 
     def _measured(self, sample: IntArray, index: int, escalate: bool) -> EpisodeEvent | None:
         """A full sample of the current regime at ``index``: close, escalate or only update."""
         assert self._open is not None
         magnitude = self._magnitude(sample)
+        unit, shown = self._shown(sample, magnitude)
         if self._within_reference(sample, magnitude):
+            # in the unit the episode was read in, so its last figure compares with its others
+            unit, shown = self._shown(sample, magnitude, scale=self._open.unit == "sd_ratio")
             self._watch_reference()
             # the stream as it is when within the reference: its serial dependence raises the
             # opener's thresholds for good (only ever upwards), so the same cycle does not reopen
             np.maximum(self._opener_inflation, _inflation(self._opener, sample), out=self._opener_inflation)
             self._opener.scale_thresholds(self._opener_h, self._opener_inflation)
-            return EpisodeEvent("closed", index, magnitude, self.unit, "", 0.0, 0.0, "back_to_reference")
+            return EpisodeEvent("closed", index, shown, unit, "", 0.0, 0.0, "back_to_reference")
         reason = self._escalation(magnitude) if escalate else ""
-        self._open.saw(magnitude, learned=True)
+        self._open.saw(magnitude, learned=True, shown=(unit, shown))
         if self._refine:  # the same change, measured on its own sample rather than the alarm's run
             self._open.level = magnitude
             self._refine = False
@@ -569,7 +612,7 @@ class EpisodeMonitor:
             return None
         self._open.level = magnitude
         self._open.escalations += 1
-        return EpisodeEvent("escalated", index, magnitude, self.unit, "", 0.0, 0.0, reason)
+        return EpisodeEvent("escalated", index, shown, unit, "", 0.0, 0.0, reason)
 
     def _watch_reference(self) -> None:
         self._open, self._regime, self._map, self._filled, self._pending = None, None, None, 0, None
@@ -598,18 +641,20 @@ class EpisodeMonitor:
             return "larger" if magnitude >= level * step else ""
         return "larger" if magnitude >= level + step else ""
 
-    def _tolerance(self) -> float:
-        """The smallest effect the monitor reports: the minimum effect, or what a learned sample
-        resolves (``KAPPA`` standard errors; a sample's PSI against its own population is about
-        ``categories / size``) if larger, so a monitor with no minimum effect closes too."""
-        resolution = KAPPA / math.sqrt(self.learning)
+    def _tolerance(self, size: int | None = None) -> float:
+        """The smallest effect the monitor reports: the minimum effect, or what a sample of
+        ``size`` values (default: a learned sample) resolves (``KAPPA`` standard errors; a sample's
+        PSI against its own population is about ``categories / size``) if larger, so a monitor
+        with no minimum effect closes too."""
+        size = self.learning if size is None else size
+        resolution = KAPPA / math.sqrt(size)
         opener = self._opener
         if isinstance(opener, NumericDetector):
             return max(self.min_effect, resolution)
         if isinstance(opener, BinaryDetector):
             return max(self.min_effect, 1.0 + resolution * math.sqrt((1.0 - opener.p0) / opener.p0))
         assert isinstance(opener, CategoricalDetector)
-        return self.min_effect + len(opener.categories) / self.learning
+        return self.min_effect + len(opener.categories) / size
 
     def _magnitude(self, syms: IntArray) -> float:
         """Effect of the values ``syms`` (opener symbols) against the training reference."""
@@ -623,12 +668,35 @@ class EpisodeMonitor:
         return psi(opener.reference_shares, np.bincount(syms, minlength=k))
 
     def _within_reference(self, sample: IntArray, magnitude: float) -> bool:
-        """The reverse test on a learned sample: back within the tolerance of the reference."""
-        opener, tolerance = self._opener, self._tolerance()
-        if isinstance(opener, NumericDetector):
-            sd = float(np.std(opener._u[sample]))
+        """The reverse test on a learned sample: back within the tolerance of the reference, the
+        sample as a whole and its latest half. A whole sample can look like the reference while
+        its end is nothing like it: a feature drifting across its reference's range, then stuck
+        at a value near the reference's middle, gave a sample of the right mean and sd; an
+        episode must not close ``back_to_reference`` on it."""
+        latest = sample[sample.size // 2 :]
+        return (self._within(sample, magnitude, self._tolerance())
+                and self._within(latest, self._magnitude(latest), self._tolerance(latest.size)))
+
+    def _within(self, sample: IntArray, magnitude: float, tolerance: float) -> bool:
+        if isinstance(self._opener, NumericDetector):
+            sd = float(np.std(self._opener._u[sample]))
             return abs(magnitude) < tolerance and abs(sd - 1.0) < tolerance
         return magnitude < tolerance
+
+    def _shown(self, syms: IntArray, magnitude: float, scale: bool | None = None) -> tuple[str, float]:
+        """(unit, magnitude) a user reads for the values ``syms`` whose location effect is
+        ``magnitude``. A numeric change is in location (``"sd"``: the mean shift in reference sd)
+        or in scale (``"sd_ratio"``: the values' sd over the reference's; 0 for a stuck sensor).
+        ``scale`` says which when known (at an alarm the CUSUM that fired: its run is too short
+        to tell); else the larger effect does, a mean shift ``d`` against an sd factor ``exp(d)``
+        (the designs' own scale: means ``+- m`` and sd factors ``1 +- m``)."""
+        opener = self._opener
+        if not isinstance(opener, NumericDetector):
+            return self.unit, magnitude
+        sd = float(np.std(opener._u[syms]))
+        if scale is None:
+            scale = _size("sd_ratio", sd) > abs(magnitude)
+        return ("sd_ratio", sd) if scale else ("sd", magnitude)
 
     def _regime_bank(self, sample: IntArray) -> tuple[SequentialDetector, IntArray]:
         """The bank that watches the learned regime, and the map from opener symbols to its own."""

@@ -17,7 +17,10 @@ Stage-1 shards each watch a disjoint part of a model's traffic with their own ep
   on);
 * ``status`` reports (a shard's open episode sampled on the event-time grid) keep ``last_seen``,
   ``events_seen`` and ``magnitude`` current. The row's magnitude is the mean of the open shards'
-  estimates weighted by the values each has seen in the episode.
+  estimates weighted by the values each has seen in the episode. A numeric feature's change is in
+  location (unit ``sd``) or in scale (``sd_ratio``, e.g. 0 for a stuck sensor), as each shard's
+  latest estimate says: the row takes the unit of the larger weight and averages the estimates in
+  it (its peak restarts when the unit changes).
 
 Determinism: reports are buffered and applied in the order ``(event_time, feature, shard, count,
 kind)`` only once the clock (every shard's progress) has passed the end of their grid bucket, and
@@ -63,8 +66,9 @@ from driftline.pipeline.to_rows import EpisodeRowContext, drift_alert_row, drift
 # Report kinds in the order they apply when everything else ties: an event before the status
 # sampled after it.
 _KIND_ORDER = {"opened": 0, "escalated": 1, "closed": 2, "status": 3}
-# The value of each unit that means "as in the reference".
-_NEUTRAL = {"sd": 0.0, "rate_ratio": 1.0, "psi": 0.0}
+# The value of each unit that means "as in the reference"; ratios compare by their log.
+_NEUTRAL = {"sd": 0.0, "sd_ratio": 1.0, "rate_ratio": 1.0, "psi": 0.0}
+_RATIOS = {"sd_ratio"}
 
 ModelKey = tuple[str, str]
 EpisodeKey = tuple[str, str, str]  # model_id, model_version, feature
@@ -93,6 +97,7 @@ class _ShardPart:
     count: int  # the shard's count at its latest report
     magnitude: float
     escalations: int = 0  # the shard's own escalations within the episode
+    unit: str = ""  # of magnitude; "" (a checkpoint from before units could change): the episode's
 
     @property
     def seen(self) -> int:
@@ -267,7 +272,7 @@ class EpisodeMerger:
             )
             self.open[key] = episode
             changed[episode.episode_id] = episode
-            episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude)
+            episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude, unit=episode.unit)
             episode.last_seen = int(r["event_time"])
             self._event(episode, "opened", r, "alarm", out)
             return
@@ -281,15 +286,23 @@ class EpisodeMerger:
                 part.seen_before, part.open, part.opened_count = part.seen, True, count
         if part is None or not part.open:
             return  # the shard's own episode closed, or was opened under the previous one
-        part.count, part.magnitude = count, magnitude
-        self._peak(episode, magnitude)
-        self._peak(episode, float(r.get("peak_magnitude", magnitude)))
+        unit = str(r.get("unit") or episode.unit)
+        part.count, part.magnitude, part.unit = count, magnitude, unit
         if kind == "closed":
+            if unit == episode.unit:
+                self._peak(episode, magnitude)
+                self._peak(episode, float(r.get("peak_magnitude", magnitude)))
             part.open = False
             if r["reason"] == "new_profile" or not any(p.open for p in episode.parts.values()):
                 self._close(episode, r, str(r["reason"]), out)
             return
-        episode.magnitude = self._mean(episode)
+        was = episode.unit
+        episode.unit, episode.magnitude = self._mean(episode)
+        if episode.unit != was:  # the change is now read in another unit: its peak starts again
+            episode.peak_magnitude = episode.magnitude
+        if unit == episode.unit:
+            self._peak(episode, magnitude)
+            self._peak(episode, float(r.get("peak_magnitude", magnitude)))
         if kind == "escalated":
             part.escalations += 1
             if part.escalations > episode.escalations:
@@ -299,15 +312,20 @@ class EpisodeMerger:
                 self._event(episode, "escalated", r, reason, out)
 
     def _peak(self, episode: Episode, value: float) -> None:
-        neutral = _NEUTRAL.get(episode.unit, 0.0)
-        if math.isfinite(value) and abs(value - neutral) > abs(episode.peak_magnitude - neutral):
+        if math.isfinite(value) and _size(episode.unit, value) > _size(episode.unit, episode.peak_magnitude):
             episode.peak_magnitude = value
 
     @staticmethod
-    def _mean(episode: Episode) -> float:
+    def _mean(episode: Episode) -> tuple[str, float]:
+        """The unit of the larger weight among the open shards' estimates (the episode's own on a
+        tie) and their weighted mean in it."""
         parts = [p for p in episode.parts.values() if p.open] or list(episode.parts.values())
-        weights = [max(p.count - p.opened_count + 1, 1) for p in parts]
-        return sum(w * p.magnitude for w, p in zip(weights, parts, strict=True)) / sum(weights)
+        by_unit: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for p in parts:
+            by_unit[p.unit or episode.unit].append((max(p.count - p.opened_count + 1, 1), p.magnitude))
+        unit = max(sorted(by_unit), key=lambda u: (sum(w for w, _ in by_unit[u]), u == episode.unit))
+        weighted = by_unit[unit]
+        return unit, sum(w * m for w, m in weighted) / sum(w for w, _ in weighted)
 
     def _close(self, episode: Episode, r: Mapping[str, Any], reason: str, out: MergeOutput) -> None:
         if reason == "new_profile":
@@ -331,6 +349,13 @@ class EpisodeMerger:
 
     def _row_context(self) -> EpisodeRowContext:
         return EpisodeRowContext(self.run_id, self.source, self.config_hash)
+
+
+def _size(unit: str, value: float) -> float:
+    """How far ``value`` is from "as in the reference" in ``unit`` (a ratio by its log)."""
+    if unit in _RATIOS:
+        return abs(math.log(max(value, 1e-12)))
+    return abs(value - _NEUTRAL.get(unit, 0.0))
 
 
 def _evidence(r: Mapping[str, Any]) -> dict[str, Any]:
