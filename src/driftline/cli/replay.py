@@ -8,10 +8,14 @@ Semantics (also in --help):
   search over record timestamps (the broker's offsets_for_times is not used: the embedded broker
   answers it by append time). Every partition of both topics is read with a group-less consumer.
   Reference profiles: the whole profiles topic, as live.
-- From files (--predictions/--labels, JSONL or Parquet, see driftline.replay.files): partitions
-  as Kafka's default partitioner assigns them by prediction_id, record timestamp = event
-  timestamp, ordered by timestamp. Reference profiles: --profiles FILE (JSONL), else none (each
-  model's first full window becomes its reference, as live without a training profile).
+- From files (--predictions/--labels, JSONL or Parquet, see driftline.replay.files): partitions as
+  Kafka's default partitioner assigns them by prediction_id, record timestamp = event timestamp,
+  ordered by timestamp: no event is late. An export of live traffic keeps its late events with
+  --file-order (the file's order is the arrival order; record timestamp = the latest event
+  timestamp so far) or --record-time FIELD (each event's record timestamp, e.g. the Kafka record
+  timestamp the export kept, records ordered by it): they are then counted as late. Reference
+  profiles: --profiles FILE (JSONL), else none (each model's first full window becomes its
+  reference, as live without a training profile).
 - Partitions are kept and the two topics of each partition merged by record timestamp, so a
   replay of what a live worker processed reproduces its aggregates.
 - The input ends at --to, else just after the last record timestamp: every window ending by then
@@ -49,7 +53,7 @@ from rich.text import Text
 from driftline.cli.common import settings_from_args
 from driftline.config import Settings
 from driftline.replay.engine import ReplayResult, RunIdError, check_run_id
-from driftline.replay.files import read_profiles
+from driftline.replay.files import Arrival, read_profiles
 from driftline.replay.kafka_source import OFFSET_METHOD
 from driftline.replay.run import ReplayInputError, ReplayPlan, replay_files, replay_topics
 from driftline.replay.times import format_time, parse_time
@@ -61,6 +65,8 @@ EPILOG = """\
 time bounds: record timestamps in [--from, --to) (inclusive lower, exclusive upper; RFC 3339 or
 epoch ms). Topic replays fix each partition's stop offset at start (log end from the Fetch high
 watermark) and find the bounds by reading record timestamps — never ListOffsets/offsets_for_times.
+File replays order events by their own timestamps, so none is late; --file-order or
+--record-time FIELD keeps an export's arrival, and its late events count as late_events rows.
 Rows are written with --run-id ('' is live and refused); re-running a run id is idempotent.
 The input ends at --to (else just after its last record): every window ending by then is written;
 windows extending past the end are listed in the summary as partial and not written.
@@ -88,6 +94,13 @@ def register(sub: Any) -> None:
     p.add_argument("--labels", type=Path, metavar="FILE", help="label events export (with --predictions)")
     p.add_argument("--profiles", type=Path, metavar="FILE",
                    help="reference profiles (JSONL) for a file replay; topic replays read the profiles topic")
+    arrival = p.add_mutually_exclusive_group()
+    arrival.add_argument("--file-order", action="store_true",
+                         help="file replay: the files' order is the arrival order (late events stay late); "
+                              "record timestamp = latest event timestamp so far")
+    arrival.add_argument("--record-time", metavar="FIELD",
+                         help="file replay: each event's record (arrival) timestamp is in FIELD, e.g. the "
+                              "Kafka record timestamp an export kept; records ordered by it")
     p.add_argument("--batch-size", type=int, default=5000, help="records per micro-batch (default 5000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=handle)
@@ -128,7 +141,8 @@ def _run(args: argparse.Namespace, settings: Settings, writer: RowWriter, consol
             profiles = read_profiles(args.profiles) if args.profiles else []
             return replay_files(settings, args.run_id, writer, args.predictions, args.labels,
                                 args.from_time, args.to_time, profiles=profiles,
-                                batch_size=args.batch_size, on_plan=on_plan, on_progress=on_progress)
+                                batch_size=args.batch_size, on_plan=on_plan, on_progress=on_progress,
+                                arrival=Arrival(args.file_order, args.record_time))
         return asyncio.run(replay_topics(settings, args.run_id, writer, args.from_time, args.to_time,
                                          batch_size=args.batch_size, on_plan=on_plan,
                                          on_progress=on_progress))
@@ -221,8 +235,10 @@ def handle(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         check_run_id(args.run_id)
-        if (args.labels or args.profiles) and args.predictions is None:
-            raise ReplayInputError("--labels and --profiles go with --predictions FILE (a file replay)")
+        if (args.labels or args.profiles or args.file_order or args.record_time) and args.predictions is None:
+            raise ReplayInputError("--labels, --profiles, --file-order and --record-time go with "
+                                   "--predictions FILE (a file replay; a topic replay keeps its "
+                                   "records' order)")
         if args.from_time is not None and args.to_time is not None and args.to_time <= args.from_time:
             raise ReplayInputError("--to must be after --from")
         if args.batch_size < 1:

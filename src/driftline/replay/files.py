@@ -14,17 +14,41 @@ Formats (chosen by suffix):
 
 Each event becomes a record the way Kafka's default partitioner would have stored it: key =
 ``prediction_id``, partition = murmur2(key) mod ``topics.partitions``, record timestamp = the
-event's ``timestamp``. Events are ordered by timestamp (a stable sort: file order among equal
-times) and numbered per partition from offset 0. An event whose prediction_id or timestamp
+event's ``timestamp``. Events are ordered by record timestamp (a stable sort: file order among
+equal times) and numbered per partition from offset 0. An event whose prediction_id or timestamp
 cannot be read (it will be dead-lettered) keeps its place: the timestamp of the line before it
 and, without a key, partition 0.
+
+Ordered by their own timestamps, events are never late: a late event (older than what its
+partition had already seen by ``windows.allowed_lateness_s``) is one that *arrived* after newer
+ones. An export of live traffic keeps its arrival in one of two ways, and ``Arrival`` says which
+to replay (``driftline replay --file-order`` / ``--record-time FIELD``):
+
+- ``Arrival(file_order=True)``: the file's order is the order of arrival (an export written as
+  the events were consumed); a record's timestamp is the latest event timestamp of the file up
+  to it (the clock of the stream when it arrived).
+- ``Arrival(field="kafka_timestamp")``: each event carries its arrival time in that field (e.g.
+  the Kafka record timestamp an export kept, epoch ms or RFC 3339); records are ordered by it
+  (file order among equal times) and it is their record timestamp. The field is the export's,
+  not the event's: it is taken out of the record's value (an event has no such field). An event
+  without it keeps the record timestamp of the line before it.
+
+Either way late events are then counted as late (``late_events`` rows), as a replay of the
+topic these records were in counts them.
+
+>>> lines = [{"prediction_id": p, "timestamp": t} for p, t in (("a", 1000), ("b", 90_000), ("c", 5000))]
+>>> docs = [(orjson.dumps(d), d) for d in lines]
+>>> [e.timestamp_ms for e in _events(docs, Arrival())]   # event times: sorted later, c before b
+[1000, 90000, 5000]
+>>> [e.timestamp_ms for e in _events(docs, Arrival(file_order=True))]   # c arrived after b
+[1000, 90000, 90000]
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,8 +68,22 @@ NESTED_FIELDS = ("features", "segment", "prediction")
 
 class FileEvent(NamedTuple):
     key: bytes | None
-    timestamp_ms: int
+    timestamp_ms: int  # the record timestamp (see Arrival)
     value: bytes
+
+
+class Arrival(NamedTuple):
+    """How the records of an export arrived (module docstring): by default at their own event
+    timestamps, in that order (no event is late)."""
+
+    file_order: bool = False
+    """The file's order is the arrival order; record timestamp = latest event timestamp so far."""
+    field: str | None = None
+    """The field (column) holding each event's record timestamp, records ordered by it."""
+
+
+AT_EVENT_TIME = Arrival()
+"""The default: records at their events' own timestamps, in that order."""
 
 
 def event_time(value: Any) -> int | None:
@@ -67,8 +105,10 @@ def event_time(value: Any) -> int | None:
     return None
 
 
-def read_events(path: Path) -> list[FileEvent]:
-    """The events of one export file, in file order."""
+def read_events(path: Path, arrival: Arrival = AT_EVENT_TIME) -> list[FileEvent]:
+    """The events of one export file, in file order, with their record timestamps."""
+    if arrival.file_order and arrival.field is not None:
+        raise ValueError("the arrival is the file order or a record time field, not both")
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         docs = _jsonl(path)
@@ -76,18 +116,36 @@ def read_events(path: Path) -> list[FileEvent]:
         docs = _parquet(path)
     else:
         raise ValueError(f"{path}: unknown format; use {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)}")
+    return _events(docs, arrival)
+
+
+def _events(docs: Iterable[tuple[bytes, Any]], arrival: Arrival) -> list[FileEvent]:
     out: list[FileEvent] = []
-    previous_ts = 0
+    previous_ts: int | None = None
+    field = arrival.field or "timestamp"
     for value, doc in docs:
         key: bytes | None = None
         ts: int | None = None
         if isinstance(doc, dict):
             pid = doc.get("prediction_id")
             key = pid.encode() if isinstance(pid, str) else None
-            ts = event_time(doc.get("timestamp"))
-        previous_ts = previous_ts if ts is None else ts
-        out.append(FileEvent(key, previous_ts, value))
+            ts = event_time(doc.get(field))
+            if arrival.field is not None and arrival.field in doc:
+                value = _without(doc, arrival.field, value)
+        if ts is None or previous_ts is None:
+            previous_ts = ts if previous_ts is None else previous_ts
+        else:  # in file order the clock never goes back: a late event arrives at the latest time
+            previous_ts = max(previous_ts, ts) if arrival.file_order else ts
+        out.append(FileEvent(key, 0 if previous_ts is None else previous_ts, value))
     return out
+
+
+def _without(doc: dict[str, Any], field: str, value: bytes) -> bytes:
+    """The event's value without the export's ``field`` (the NaN/Infinity tokens kept)."""
+    rest = {k: v for k, v in doc.items() if k != field}
+    if b"NaN" in value or b"Infinity" in value:
+        return json.dumps(rest, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(rest)
 
 
 def read_profiles(path: Path) -> list[bytes]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
 from driftline.replay.engine import Replayer, ReplayResult, check_run_id
-from driftline.replay.files import read_events, to_records
+from driftline.replay.files import AT_EVENT_TIME, Arrival, read_events, to_records
 from driftline.replay.kafka_source import (
     PartitionRange,
     RangeReader,
@@ -123,11 +123,13 @@ def replay_files(
     batch_size: int = DEFAULT_BATCH,
     on_plan: Callable[[ReplayPlan], None] | None = None,
     on_progress: Progress = _noop,
+    arrival: Arrival = AT_EVENT_TIME,
 ) -> ReplayResult:
-    """Replay exported events (see :mod:`driftline.replay.files`) with the given profiles."""
+    """Replay exported events (see :mod:`driftline.replay.files`) with the given profiles;
+    ``arrival`` says how they arrived (by default at their own timestamps: none is late)."""
     check_run_id(run_id)
-    labels = read_events(labels_path) if labels_path is not None else []
-    records = to_records(settings, read_events(predictions_path), labels, from_ms, to_ms)
+    labels = read_events(labels_path, arrival) if labels_path is not None else []
+    records = to_records(settings, read_events(predictions_path, arrival), labels, from_ms, to_ms)
     if on_plan is not None:
         on_plan(ReplayPlan(len(records), (), len(profiles)))
     replayer = Replayer(settings, run_id, writer, profiles, from_ms)
