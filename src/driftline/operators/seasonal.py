@@ -181,37 +181,47 @@ def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Seas
     return SeasonSection(period_s=season.period_s, slots=season.slots, features=features)
 
 
-def window_features(section: SeasonSection, start_ms: int, end_ms: int,
-                    bins_of: Mapping[str, int]) -> dict[str, FeatureProfile]:
+def window_features(section: SeasonSection, start_ms: int, end_ms: int, bins_of: Mapping[str, int],
+                    residuals: dict[str, FloatArray] | None = None) -> dict[str, FeatureProfile]:
     """The reference the cycle predicts for a window ``[start_ms, end_ms)``: per seasonal feature a
     FeatureProfile of the residual distribution placed at the level and scale of moments spread
     over the window (four a slot, at least four), each weighted by the training's values in its
     slot (traffic that follows the cycle weighs as it did in training). ``bins_of``: the bins of
-    each feature's pooled profile, so the window is binned as finely as without a season."""
+    each feature's pooled profile, so the window is binned as finely as without a season.
+    ``residuals``: a cache of :func:`residual_quantiles` by feature (filled as needed)."""
     season = season_of(section)
     size = max(1, end_ms - start_ms)
     points = 4 * max(1, math.ceil(size / season.slot_ms))
-    grid = start_ms + (np.arange(points) + 0.5) * size / points
+    grid = (start_ms + (np.arange(points) + 0.5) * size / points).astype(np.int64)
+    cache = residuals if residuals is not None else {}
     out = {}
     for name, feature in section.features.items():
         if name not in bins_of:
             continue
-        sketch = feature.residual.reference_sketch()
-        total = min(MIXTURE_VALUES, feature.residual.n)
-        weights = np.asarray(feature.n, dtype=np.float64)[season.slot_of(grid.astype(np.int64))]
-        shares = _apportion(total, weights)
-        level, scale = level_scale(section, feature, grid.astype(np.int64))
+        quantiles = cache.get(name)
+        if quantiles is None:
+            quantiles = cache[name] = residual_quantiles(feature)
+        total = quantiles.size
+        shares = _apportion(total, np.asarray(feature.n, dtype=np.float64)[season.slot_of(grid)])
+        level, scale = level_scale(section, feature, grid)
         values = []
         for count, mu, sd in zip(shares.tolist(), level.tolist(), scale.tolist(), strict=True):
-            if count:
-                z = sketch.quantiles((np.arange(count) + 0.5) / count)
-                values.append(mu + sd * z)
+            if count:  # every residual quantile of a finer grid, at this moment's level and scale
+                picked = ((np.arange(count) + 0.5) * total / count).astype(np.int64)
+                values.append(mu + sd * quantiles[picked])
         stats = FeatureStats()
         stats.add_array(np.concatenate(values))
         profile = numeric_profile(stats, bins_of[name])
         if profile is not None:
             out[name] = profile
     return out
+
+
+def residual_quantiles(feature: SeasonalFeature) -> FloatArray:
+    """Evenly spaced quantiles of a feature's residual profile (as many as training had values,
+    at most :data:`MIXTURE_VALUES`): the residual distribution as a sample."""
+    total = min(MIXTURE_VALUES, feature.residual.n)
+    return feature.residual.reference_sketch().quantiles((np.arange(total) + 0.5) / total)
 
 
 class WindowReferences(Generic[T]):
@@ -224,6 +234,7 @@ class WindowReferences(Generic[T]):
         self.make = make
         self.capacity = capacity
         self._known: OrderedDict[tuple[str, int, int], T] = OrderedDict()
+        self._residuals: dict[str, dict[str, FloatArray]] = {}  # by profile id, then feature
 
     def get(self, profile: ReferenceProfile, start_ms: int, end_ms: int) -> T:
         """``make`` of ``profile`` with its seasonal features replaced by the window's references
@@ -244,7 +255,8 @@ class WindowReferences(Generic[T]):
             return known
         bins = {name: len(f.edges) + 1 for name, f in profile.features.items() if f.kind == "numeric"}
         start = start_ms - start_ms % period_ms + phase
-        features = window_features(section, start, start + size, bins)
+        residuals = self._residuals.setdefault(profile.profile_id, {})
+        features = window_features(section, start, start + size, bins, residuals)
         made = self.make(profile.model_copy(update={"features": {**profile.features, **features}}))
         self._known[key] = made
         if len(self._known) > self.capacity:
