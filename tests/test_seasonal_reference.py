@@ -22,7 +22,7 @@ from driftline.cli.main import main
 from driftline.config import Settings
 from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile
-from driftline.operators.seasonal import DAILY, fit_season, standardise_columns
+from driftline.operators.seasonal import DAILY, cycle_strengths, fit_season, standardise_columns
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.replay.run import replay_files
 from driftline.simulate import SimEvent
@@ -182,3 +182,12 @@ def test_seasonal_rows_do_not_depend_on_batching_or_a_crash(feed_with_crashes: A
     crashed = _canonical(pipeline.rows)
     for table in ("drift_episodes", "drift_scores", "model_drift", "multivariate_drift", "drift_alerts"):
         assert crashed[table] == baseline[table], table
+
+
+def test_a_constant_feature_is_neither_seasonal_nor_a_strong_cycle() -> None:
+    """elec2's imputed vicprice (one value for months): its variance rounds to ~1e-35, which read
+    as a cycle explaining 100 % of it."""
+    times, columns = _stream(1, 0, 2)
+    columns["imputed"] = np.full(times.size, 0.003467)
+    assert cycle_strengths(columns, times, DAILY)["imputed"] == 0.0
+    assert set(fit_season(columns, times, DAILY, bins=10).features) == {"load", "other"}

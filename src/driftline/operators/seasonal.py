@@ -172,7 +172,7 @@ def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Seas
         slot = season.slot_of(t[keep])
         squares = np.bincount(slot, weights=around**2, minlength=season.slots)
         std = np.sqrt(squares / np.maximum(counts - 1, 1))
-        if not (std > 0).all():
+        if not (std > 1e-9 * np.std(x[keep])).all():
             continue  # a value fixed within a slot (e.g. the time of day itself): nothing to standardise
         z = around / _interpolated(season, std, t[keep])
         features[name] = SeasonalFeature(mean=mean.tolist(), std=std.tolist(), n=counts.tolist(),
@@ -275,7 +275,7 @@ def _fit_level(x: FloatArray, t: npt.NDArray[np.int64], season: Season
     if (counts < MIN_PER_SLOT).any():
         return None
     total = float(np.var(x))
-    if not total > 0:
+    if not total > 0 or x.min() == x.max():  # a constant's variance may round to 1e-35
         return None
     mean = np.bincount(slot, weights=x, minlength=season.slots) / counts
     around = x - _interpolated(season, mean, t)
