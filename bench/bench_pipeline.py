@@ -6,17 +6,22 @@
     worker's ``/metrics`` (``driftline_events_in_total``, stage shard), from the first scrape that
     shows consumption (startup excluded: process start, ClickHouse migration, group joins) to the
     first that shows all N. Labels are consumed in the same interval (reported as detail).
-    Target >= 20,000 events/s.
+    Target >= 20,000 events/s. The detail splits the worker's CPU in that interval: its main thread
+    (the event loop: stage 1 and 2 processors, Kafka clients, /metrics) and its other threads
+    (checkpoint copies and writes, the sink's row mapping and ClickHouse inserts, chDB's own pools),
+    and counts the checkpoints written. ``--worker-setting checkpoint_interval_s=600`` (any
+    ``worker.*`` setting, repeatable) runs the worker with it, e.g. to see what checkpoints cost.
 (4) InProcessPipeline over the same kind of pre-generated RawRecords (no Kafka), fed in batches of
     ``worker.batch_max_records``: prediction events per second on one core. Target >= 200,000.
 
-    .venv/bin/python bench/bench_pipeline.py [--n 100000] [--quick]
+    .venv/bin/python bench/bench_pipeline.py [--n 100000] [--quick] [--worker-setting NAME=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -53,6 +58,15 @@ def produce_workload(settings: Settings, n: int, seed: int = 0) -> tuple[dict[st
     return counts, time.perf_counter() - started
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid``'s main thread (Linux /proc; NaN if gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout_s: float = 300.0) -> Figure:
     """Run the worker over topics already holding ``n`` predictions; figure (1).
 
@@ -63,7 +77,8 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
     # idle, so a short value can stop the worker before it starts; 15 s outlasts the join. The
     # worker is stopped with SIGTERM once all predictions are in.
     with WorkerProcess(settings, exit_when_idle=15.0) as worker:
-        samples: list[tuple[float, float, float, float]] = []  # (time, predictions, labels, worker CPU s)
+        # (time, predictions, labels, worker CPU s, main thread CPU s, stage-1 checkpoints)
+        samples: list[tuple[float, float, float, float, float, float]] = []
         deadline = time.monotonic() + timeout_s
         while True:
             worker.check_alive()
@@ -76,18 +91,22 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
                 time.sleep(SCRAPE_EVERY_S)
                 continue
             now, cpu = time.perf_counter(), worker.cpu_seconds()
+            main = main_thread_cpu_seconds(worker.proc.pid)
             ins = {labels.get("topic"): v for name, labels, v in metrics
                    if name == "driftline_events_in_total" and labels.get("stage") == "shard"}
-            samples.append((now, ins.get(pred_topic, 0.0), ins.get(label_topic, 0.0), cpu))
+            checkpoints = sum(v for name, labels, v in metrics
+                              if name == "driftline_checkpoints_total" and labels.get("stage") == "shard")
+            samples.append((now, ins.get(pred_topic, 0.0), ins.get(label_topic, 0.0), cpu, main, checkpoints))
             if samples[-1][1] >= n:
                 break
             time.sleep(SCRAPE_EVERY_S)
         # From the last scrape that showed nothing consumed (startup over, within one scrape interval)
         # to the first that showed all N: conservative by at most two scrape intervals.
         first = next(i for i, s in enumerate(samples) if s[1] > 0)
-        t0, p0, l0, c0 = samples[first - 1] if first > 0 else (worker.started_at, 0.0, 0.0, 0.0)
+        t0, p0, l0, c0, m0, k0 = samples[first - 1] if first > 0 else (worker.started_at, 0.0, 0.0, 0.0,
+                                                                        0.0, 0.0)
         startup_s = t0 - worker.started_at
-        t1, p1, l1, c1 = samples[-1]
+        t1, p1, l1, c1, m1, k1 = samples[-1]
         worker.stop()
         exit_code = worker.proc.returncode
     elapsed = t1 - t0
@@ -95,12 +114,15 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
     records_rate = (p1 - p0 + l1 - l0) / elapsed if elapsed > 0 else None
     detail = (f"{int(p1 - p0):,} predictions + {int(l1 - l0):,} labels in {elapsed:.2f}s after "
               f"{startup_s:.1f}s startup; {records_rate or 0:,.0f} records/s incl. labels; worker used "
-              f"{c1 - c0:.2f} CPU-s ({(p1 - p0) / max(c1 - c0, 1e-9):,.0f} pred/CPU-s); exit {exit_code}")
+              f"{c1 - c0:.2f} CPU-s ({(p1 - p0) / max(c1 - c0, 1e-9):,.0f} pred/CPU-s: main thread "
+              f"{m1 - m0:.2f}, other threads {c1 - c0 - (m1 - m0):.2f}), {int(k1 - k0)} stage-1 checkpoints; "
+              f"exit {exit_code}")
     return Figure("worker_events_per_s", "(1) full pipeline, driftline worker (1 process, all roles)",
                   rate, "pred events/s", f">= {WORKER_TARGET:,.0f}", at_least(rate, WORKER_TARGET), detail,
                   {"elapsed_s": elapsed, "startup_s": startup_s, "records_per_s": records_rate,
                    "predictions": n, "labels": produced.get("labels", 0), "exit_code": exit_code,
-                   "worker_cpu_s": c1 - c0, "labels_consumed": l1 - l0})
+                   "worker_cpu_s": c1 - c0, "main_thread_cpu_s": m1 - m0, "checkpoints": k1 - k0,
+                   "labels_consumed": l1 - l0})
 
 
 def measure_operators(settings: Settings, n: int, seed: int = 0, repeat: int = 1,
@@ -144,6 +166,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--worker-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a worker.* setting of figure (1)'s worker, e.g. checkpoint_interval_s=600")
     args = parser.parse_args(argv)
     if args.quick:
         args.n = min(args.n, 2_000)
@@ -154,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp, running_broker() as broker:
-        settings = bench_settings(broker.bootstrap_servers, "bp", Path(tmp) / "home")
+        worker = dict(item.split("=", 1) for item in args.worker_setting)
+        settings = bench_settings(broker.bootstrap_servers, "bp", Path(tmp) / "home",
+                                  **({"worker": worker} if worker else {}))
         produced, seconds = produce_workload(settings, args.n)
         print(f"produced {produced} in {seconds:.1f}s")
         figures.append(measure_worker(settings, args.n, produced))
