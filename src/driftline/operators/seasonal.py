@@ -25,8 +25,10 @@ values, so replay and the worker compute the same.
 >>> t = np.arange(0, 2 * DAY_S, 60) * 1000                      # two days, one value a minute
 >>> x = 10 + 3 * np.sin(2 * np.pi * t / 1000 / DAY_S) + rng.normal(size=t.size)
 >>> section = fit_season({"load": x}, t, DAILY, bins=10)
->>> round(section.features["load"].strength, 2), round(float(np.std(standardise(section, "load", x, t))), 2)
-(0.82, 1.0)
+>>> residual = standardise(section, "load", x, t)      # the cycle gone: the noise, at the mean level
+>>> strength = section.features["load"].strength
+>>> round(strength, 2), round(float(residual.mean()), 1), round(float(residual.std()), 1)
+(0.82, 10.0, 1.0)
 """
 
 from __future__ import annotations
@@ -105,13 +107,22 @@ def level_scale(section: SeasonSection, feature: SeasonalFeature,
 
 def standardise(section: SeasonSection, name: str, values: npt.ArrayLike,
                 times_ms: npt.ArrayLike) -> FloatArray:
-    """``values`` of feature ``name`` as residuals at their times (unchanged if not seasonal)."""
+    """``values`` of feature ``name`` as residuals at their times (unchanged if not seasonal):
+    ``(x - level(t)) / scale(t)``, placed at the slots' average level and scale."""
     x = np.asarray(values, dtype=np.float64)
     feature = section.features.get(name)
     if feature is None or not x.size:
         return x
     level, scale = level_scale(section, feature, times_ms)
-    return (x - level) / scale
+    center, spread = _typical(feature)
+    return center + spread * (x - level) / scale
+
+
+def _typical(feature: SeasonalFeature) -> tuple[float, float]:
+    """The level and scale a residual is placed at: the slots' average. Residuals are values of the
+    feature's own size rather than z-scores around 0, whose relative-error sketch would need ~8x
+    the buckets (a profile's size); the detectors read ranks, so the placing changes nothing."""
+    return float(np.mean(feature.mean)), float(np.mean(feature.std))
 
 
 def standardise_columns(section: SeasonSection, columns: Mapping[str, Any],
@@ -174,10 +185,10 @@ def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Seas
         std = np.sqrt(squares / np.maximum(counts - 1, 1))
         if not (std > 1e-9 * np.std(x[keep])).all():
             continue  # a value fixed within a slot (e.g. the time of day itself): nothing to standardise
-        z = around / _interpolated(season, std, t[keep])
+        residual = float(np.mean(mean)) + float(np.mean(std)) * around / _interpolated(season, std, t[keep])
         features[name] = SeasonalFeature(mean=mean.tolist(), std=std.tolist(), n=counts.tolist(),
                                          strength=round(strength, 6),
-                                         residual=feature_profile_of(z.tolist(), bins))
+                                         residual=feature_profile_of(residual.tolist(), bins))
     return SeasonSection(period_s=season.period_s, slots=season.slots, features=features)
 
 
@@ -202,13 +213,14 @@ def window_features(section: SeasonSection, start_ms: int, end_ms: int, bins_of:
         if quantiles is None:
             quantiles = cache[name] = residual_quantiles(feature)
         total = quantiles.size
+        center, spread = _typical(feature)
         shares = _apportion(total, np.asarray(feature.n, dtype=np.float64)[season.slot_of(grid)])
         level, scale = level_scale(section, feature, grid)
         values = []
         for count, mu, sd in zip(shares.tolist(), level.tolist(), scale.tolist(), strict=True):
             if count:  # every residual quantile of a finer grid, at this moment's level and scale
                 picked = ((np.arange(count) + 0.5) * total / count).astype(np.int64)
-                values.append(mu + sd * quantiles[picked])
+                values.append(mu + sd * (quantiles[picked] - center) / spread)
         stats = FeatureStats()
         stats.add_array(np.concatenate(values))
         profile = numeric_profile(stats, bins_of[name])
