@@ -245,7 +245,9 @@ class DriftSettings(_Section):
         10, ge=2, le=1000, description="quantile bins per numeric feature in a reference profile"
     )
     top_k: int = Field(20, ge=1, description="categories kept per categorical feature (+ 'other')")
-    min_count: int = Field(100, ge=1, description="windows with fewer values get scores but no verdict")
+    min_count: int = Field(
+        100, ge=1, description="windows with fewer values get statistics but no p-value or verdict"
+    )
     psi_threshold: float = Field(
         0.2,
         ge=0,
