@@ -20,9 +20,17 @@ import pytest
 
 from driftline.cli.main import main
 from driftline.config import Settings
+from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile
-from driftline.operators.seasonal import DAILY, cycle_strengths, fit_season, standardise_columns
+from driftline.operators.seasonal import (
+    DAILY,
+    Season,
+    cycle_strengths,
+    fit_season,
+    parse_season,
+    standardise_columns,
+)
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.replay.run import replay_files
 from driftline.simulate import SimEvent
@@ -193,3 +201,30 @@ def test_a_constant_feature_is_neither_seasonal_nor_a_strong_cycle() -> None:
     columns["imputed"] = np.full(times.size, 0.003467)
     assert cycle_strengths(columns, times, DAILY)["imputed"] == 0.0
     assert set(fit_season(columns, times, DAILY, bins=10).features) == {"load", "other"}
+
+
+def test_feature_watch_reports_the_same_fed_one_event_at_a_time() -> None:
+    """The few-events path (a model's one or two events per batch) standardises as the batch path."""
+    profile = _profile(seasonal=True)
+    times, columns = _stream(4, 2 * DAY_S, 0.5, sd_factor=3.0)  # 00:00-12:00, the change at 08:00
+    events = [{"load": a, "other": b} for a, b in zip(columns["load"].tolist(), columns["other"].tolist(),
+                                                      strict=True)]
+    ids = [f"p{i}" for i in range(len(events))]
+    stamps = times.tolist()
+    batch, single = (FeatureWatch(1.0, status_grid_ms=3_600_000) for _ in range(2))
+    for watch in (batch, single):
+        watch.add_profile(profile)
+    together = batch.observe("m", "1", stamps, ids, events)
+    one_by_one = [r for i in range(len(events))
+                  for r in single.observe("m", "1", stamps[i:i + 1], ids[i:i + 1], events[i:i + 1])]
+    assert together == one_by_one
+    assert any(r["kind"] == "opened" and r["feature"] == "load" and r["component"].startswith("scale*")
+               for r in together)
+
+
+def test_parse_season() -> None:
+    assert parse_season("daily") == DAILY
+    assert parse_season("weekly", 7) == Season(period_s=7 * DAY_S, slots=7)
+    assert parse_season("7200") == Season(period_s=7200, slots=2)
+    with pytest.raises(ValueError, match="expected daily, weekly or a period in seconds"):
+        parse_season("hourly")
