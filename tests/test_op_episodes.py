@@ -319,6 +319,8 @@ def test_without_a_minimum_effect_episodes_still_close() -> None:
     ("variance x1/3", lambda rng, n: rng.normal(0.0, 1 / 3, n), "sd_ratio", 0.2, 0.5),
     ("mean +0.5", lambda rng, n: rng.normal(0.5, 1.0, n), "sd", 0.35, 0.65),
     ("mean -0.5", lambda rng, n: rng.normal(-0.5, 1.0, n), "sd", -0.65, -0.35),
+    # beyond the reference's range: a scale CUSUM fires first (far out in a tail), still a shift
+    ("mean +6", lambda rng, n: rng.normal(6.0, 1.0, n), "sd", 3.5, 4.5),
 ])
 def test_episode_names_the_change_and_stays_open_while_it_lasts(name: str, make: Any, unit: str,
                                                                 low: float, high: float) -> None:
@@ -329,7 +331,7 @@ def test_episode_names_the_change_and_stays_open_while_it_lasts(name: str, make:
     mon = _numeric(3)
     events = _feed(mon, np.concatenate([rng.normal(size=10_000), make(rng, 12_000)]))
     assert [e.kind for e in events] == ["opened"], (name, events)
-    assert events[0].index >= 10_000
+    assert events[0].index >= 10_000 and events[0].unit == unit, (name, events)
     state = mon.episode
     assert state is not None and state.unit == unit, (name, state)
     assert low <= state.magnitude <= high, (name, state)

@@ -529,7 +529,10 @@ class EpisodeMonitor:
         mapped = recent if det is self._opener or self._map is None else self._map[recent]
         run = recent[-_run_length(det, alarm, mapped) :]
         magnitude = self._magnitude(run)
-        shown = self._shown(run, magnitude, scale=alarm.component.startswith("scale"))
+        # a mean CUSUM names a location change; a scale CUSUM also fires first on a large mean
+        # shift (values far out in a tail), so its run's values say which
+        shown = self._shown(run, magnitude, scale=None if alarm.component.startswith("scale") else False,
+                            run=True)
         event: EpisodeEvent | None = None
         self._pending = None
         if self._open is None:
@@ -683,20 +686,33 @@ class EpisodeMonitor:
             return abs(magnitude) < tolerance and abs(sd - 1.0) < tolerance
         return magnitude < tolerance
 
-    def _shown(self, syms: IntArray, magnitude: float, scale: bool | None = None) -> tuple[str, float]:
+    def _shown(self, syms: IntArray, magnitude: float, scale: bool | None = None,
+               run: bool = False) -> tuple[str, float]:
         """(unit, magnitude) a user reads for the values ``syms`` whose location effect is
         ``magnitude``. A numeric change is in location (``"sd"``: the mean shift in reference sd)
-        or in scale (``"sd_ratio"``: the values' sd over the reference's; 0 for a stuck sensor).
-        ``scale`` says which when known (at an alarm the CUSUM that fired: its run is too short
-        to tell); else the larger effect does, a mean shift ``d`` against an sd factor ``exp(d)``
-        (the designs' own scale: means ``+- m`` and sd factors ``1 +- m``)."""
+        or in scale (``"sd_ratio"``: the values' spread over the reference's; the sd ratio for a
+        normal feature, 0 for a stuck sensor). ``scale`` says which when known (``False`` at a
+        mean CUSUM's alarm); else the larger effect does, a shift ``d`` against a spread factor
+        ``exp(d)`` (the designs' own scale: means ``+- m`` and sd factors ``1 +- m``). An alarm's
+        ``run`` (tens of values) is read by its mean and sd; a learned sample by its median and
+        quartiles (interquartile range over a normal's): a tripled spread of a skewed feature
+        pushes its long tail past the reference's end, where scores saturate, and moved the mean
+        score by 2.5 (NOAA feat_4). Values mostly past one of the reference's ends have a location
+        only, and a few equal values (a run of one far out in a tail) measure no spread."""
         opener = self._opener
         if not isinstance(opener, NumericDetector):
             return self.unit, magnitude
-        sd = float(np.std(opener._u[syms]))
+        u = opener._u[syms]
+        if run:
+            centre, spread = magnitude, float(np.std(u))
+        else:
+            q1, centre, q3 = (float(q) for q in np.quantile(u, (0.25, 0.5, 0.75)))
+            spread = (q3 - q1) / NORMAL_IQR
         if scale is None:
-            scale = _size("sd_ratio", sd) > abs(magnitude)
-        return ("sd_ratio", sd) if scale else ("sd", magnitude)
+            beyond = max(float(np.mean(u <= opener._u.min())), float(np.mean(u >= opener._u.max())))
+            scale = (_size("sd_ratio", spread) > abs(centre) and beyond < 0.5
+                     and (spread > 0 or syms.size >= MIN_REPLICATE))
+        return ("sd_ratio", spread) if scale else ("sd", magnitude)
 
     def _regime_bank(self, sample: IntArray) -> tuple[SequentialDetector, IntArray]:
         """The bank that watches the learned regime, and the map from opener symbols to its own."""
@@ -722,6 +738,8 @@ class EpisodeMonitor:
 
 
 _OTHER = "__other__"
+NORMAL_IQR = 1.3489795003921634
+"""Interquartile range of a standard normal."""
 MIN_REPLICATE = 20
 REPLICATE_SE = 3 * KAPPA
 """Fewest values after a regime alarm that can confirm it as an escalation."""
