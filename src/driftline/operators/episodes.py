@@ -68,13 +68,13 @@ Magnitude
 ---------
 In units a user reads, always against the **training** reference: numeric features the mean of the
 reference normal score (``unit="sd"``, a signed shift in reference standard deviations; exactly
-that for a normal feature) when the change is in location, its standard deviation
-(``unit="sd_ratio"``: 0 for a stuck sensor, ~3 for a tripled noise sd) when it is in scale (the
-larger of ``|shift|`` and ``|log ratio|``; at an alarm, the kind of CUSUM that fired; escalations
-are still measured by the shift); categorical features the PSI of the category shares (``"psi"``);
-binary error streams the error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the
-run of the CUSUM that fired (the values since it last left zero, at most ``learning`` of them: the
-CUSUM's own change-point estimate); after a learning period on the learned sample.
+that for a normal feature) when the change is in location, its spread (``unit="sd_ratio"``, the sd
+ratio for a normal feature: 0 for a stuck sensor, ~3 for a tripled noise sd) when it is in scale
+(the larger effect says which, see ``_shown``; escalations are still measured by the shift);
+categorical features the PSI of the category shares (``"psi"``); binary error streams the
+error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the run of the CUSUM that fired
+(the values since it last left zero, at most ``learning`` of them: the CUSUM's own change-point
+estimate); after a learning period on the learned sample.
 
 Minimum effect
 --------------
@@ -695,10 +695,10 @@ class EpisodeMonitor:
         mean CUSUM's alarm); else the larger effect does, a shift ``d`` against a spread factor
         ``exp(d)`` (the designs' own scale: means ``+- m`` and sd factors ``1 +- m``). An alarm's
         ``run`` (tens of values) is read by its mean and sd; a learned sample by its median and
-        quartiles (interquartile range over a normal's): a tripled spread of a skewed feature
-        pushes its long tail past the reference's end, where scores saturate, and moved the mean
-        score by 2.5 (NOAA feat_4). Values mostly past one of the reference's ends have a location
-        only, and a few equal values (a run of one far out in a tail) measure no spread."""
+        quartiles (interquartile range over a normal's): scores saturate past the reference's
+        ends, so a tripled sd read 2.45 by the scores' sd and reads 2.98 by their quartiles. Values
+        mostly past one of the reference's ends have a location only, and a few equal values (a
+        run of one far out in a tail) measure no spread."""
         opener = self._opener
         if not isinstance(opener, NumericDetector):
             return self.unit, magnitude
