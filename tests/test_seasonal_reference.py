@@ -149,6 +149,9 @@ def test_profile_build_reports_a_strong_cycle_and_learns_it_when_asked(
 
     assert main([*base, "--season", "daily"]) == 2
     assert "--season needs --time-column" in capsys.readouterr().err
+    # a column that is not the rows' times (here values of ~10 ms): less than a period, refused
+    assert main([*base, "--time-column", "load", "--season", "daily"]) == 2
+    assert "span 0 s, less than one period (86400 s)" in capsys.readouterr().err
 
 
 def _records(**change: float) -> list[Any]:

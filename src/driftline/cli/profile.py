@@ -315,6 +315,10 @@ def _season_section(args: argparse.Namespace, features: dict[str, list[Any]], ti
         return None, strong
     season = args.season if args.season_slots is None else Season(period_s=args.season.period_s,
                                                                     slots=args.season_slots)
+    span_s = (max(times) - min(times)) / 1000 if times else 0.0
+    if span_s < season.period_s:
+        raise InputError(f"--season: the rows' times ({args.time_column}) span {span_s:.0f} s, less than "
+                         f"one period ({season.period_s} s): train on whole cycles, two or more")
     try:
         section = fit_season(features, times, season, bins=args.bins or settings_from_args(args).drift.bins)
     except ValueError as error:
