@@ -88,6 +88,13 @@ MIN_MEASURED_S = 1.0
 dominate), so it does not recalibrate them."""
 MIN_READ_BYTES = 64 * 2**20
 """A read of fewer bytes (broker or local copy) is mostly latency: it does not recalibrate a speed."""
+RATIO_FLOOR_BYTES = MIN_READ_BYTES
+"""``worker.checkpoint_delta_ratio`` starts a base only once the chain (base + deltas) holds more:
+a smaller chain is read in about a second, and the restore bound still prices it. Without the
+floor a state that grows from empty (a worker catching up, the bench's burst) or whose deltas
+carry its windows and detectors whole (~2 MB a shard with a training profile, more than a
+1 MB base of few pending predictions) wrote a base at every other checkpoint: in bench row (1)
+bases took ~30 % of the worker's CPU and held batches while copied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,13 +182,18 @@ class ChainLength:
                  elapsed_s: float = float("inf")) -> bool:
         """Whether the next checkpoint (a delta of ``next_changed`` records, ``elapsed_s`` after
         the base) should be a new base: the deltas would pass ``restore_target_s`` of estimated
-        restore, ``deltas_per_base`` or ``delta_ratio`` x the base's bytes. The restore bound
+        restore, ``deltas_per_base`` or ``delta_ratio`` x the base's bytes (in a chain of more
+        than ``RATIO_FLOOR_BYTES``). The restore bound
         waits for ``base_hold_s / BASE_TIME_SHARE`` after the base, and needs deltas to cut: a
         base whose own restore passes the target is not rewritten (the estimate says so).
 
-        >>> chain = ChainLength(base_bytes=1000, deltas=3, delta_bytes=900)
+        >>> MB = 2**20
+        >>> chain = ChainLength(base_bytes=100 * MB, deltas=3, delta_bytes=90 * MB)
         >>> chain.base_due(720, 1.0), chain.base_due(3, 1.0), chain.base_due(720, 0.5), chain.base_due(0, 1.0)
         (False, True, True, True)
+        >>> small = ChainLength(base_bytes=MB, deltas=3, delta_bytes=6 * MB)  # under RATIO_FLOOR_BYTES
+        >>> small.base_due(720, 1.0), small.base_due(3, 1.0)
+        (False, True)
         >>> kafka = RestoreCosts(base_s_per_mb=0.0015, change_s=8e-6, read_mb_per_s=100.0)  # as measured
         >>> big = ChainLength(base_bytes=2_200_000_000, deltas=19, delta_bytes=140_000_000,
         ...                   changed=950_000, base_hold_s=100.0)
@@ -193,7 +205,10 @@ class ChainLength:
         >>> big.base_due(720, 1.0, 60.0, kafka, next_changed=4_000_000)
         False
         """
-        if self.deltas >= deltas_per_base or self.delta_bytes > delta_ratio * self.base_bytes:
+        if self.deltas >= deltas_per_base:
+            return True
+        if (self.delta_bytes > delta_ratio * self.base_bytes
+                and self.base_bytes + self.delta_bytes > RATIO_FLOOR_BYTES):
             return True
         if not restore_target_s or self.deltas == 0:
             return False

@@ -24,6 +24,7 @@ from driftline.operators.validate import RawRecord
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.state import BaseCopy, dump_state, load_state
+from driftline.streams import runner
 from driftline.streams.checkpoint import CheckpointStore
 from driftline.streams.runner import StageRunner
 
@@ -119,7 +120,10 @@ class GatedStore(CheckpointStore):
 
 
 @pytest.fixture
-def base_settings(settings: Settings) -> Settings:
+def base_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # These counters' states are bytes: their later bases come from the delta ratio, which now
+    # applies only to chains over RATIO_FLOOR_BYTES; the bases in flight are what is tested here.
+    monkeypatch.setattr(runner, "RATIO_FLOOR_BYTES", 0)
     s = settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"session_timeout_ms": 3000, "heartbeat_interval_ms": 500,
                                                    "rebalance_timeout_ms": 3000}),

@@ -439,7 +439,8 @@ class WorkerSettings(_Section):
     )
     checkpoint_delta_ratio: float = Field(
         1.0, gt=0, description="a new base snapshot once the deltas since the last one exceed this "
-        "share of its size (bounds restore reading to (1 + ratio) x the state)"
+        "share of its size and the chain (base + deltas) holds over 64 MiB (bounds restore reading "
+        "to (1 + ratio) x the state, or 64 MiB)"
     )
     restore_target_s: float = Field(
         60.0, ge=0, description="a new base snapshot once restoring the chain (base + deltas since, as "
