@@ -28,7 +28,7 @@ import numpy as np
 from driftline.config import Settings
 from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile
-from driftline.operators.seasonal import DAILY, fit_season, standardise_columns
+from driftline.operators.seasonal import DAILY, fit_season, seasonal_multivariate_section
 from driftline.replay.run import replay_files
 from driftline.store.writer import MemoryRowWriter
 
@@ -48,10 +48,11 @@ def load(rows: int | None) -> tuple[list[str], dict[str, np.ndarray], list[str]]
 
 def profile(columns: dict[str, np.ndarray], times: np.ndarray, *, seasonal: bool) -> ReferenceProfile:
     season = fit_season(columns, times, DAILY, bins=10) if seasonal else None
-    watched = standardise_columns(season, columns, times) if season is not None else columns
+    multivariate = (seasonal_multivariate_section(season, columns, times, bins=10) if season is not None
+                    else multivariate_section(columns, bins=10))
     return build_profile("elec", "1", {n: c.tolist() for n, c in columns.items()}, label_column=None,
                          prediction_column=None, bins=10, top_k=10, created_at_ms=START,
-                         multivariate=multivariate_section(watched, bins=10), season=season)
+                         multivariate=multivariate, season=season)
 
 
 def replay(events: Path, reference: ReferenceProfile) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from driftline.operators.seasonal import (
     cycle_strengths,
     fit_season,
     parse_season,
+    seasonal_multivariate_section,
     standardise_columns,
 )
 from driftline.pipeline.local import InProcessPipeline, logged_records
@@ -57,10 +58,10 @@ def _stream(seed: int, first_s: int, days: float, *, sd_factor: float = 1.0, shi
 def _profile(*, seasonal: bool) -> ReferenceProfile:
     times, columns = _stream(1, 0, 2)
     season = fit_season(columns, times, DAILY, bins=10) if seasonal else None
-    watched = standardise_columns(season, columns, times) if season is not None else columns
+    multivariate = (seasonal_multivariate_section(season, columns, times, bins=10) if season is not None
+                    else multivariate_section(columns, bins=10))
     return build_profile("m", "1", columns, label_column=None, prediction_column=None, bins=10, top_k=10,
-                         created_at_ms=START, multivariate=multivariate_section(watched, bins=10),
-                         season=season)
+                         created_at_ms=START, multivariate=multivariate, season=season)
 
 
 def _replay(tmp_path: Path, profile: ReferenceProfile, **change: float) -> dict[str, Any]:
@@ -231,3 +232,24 @@ def test_parse_season() -> None:
     assert parse_season("7200") == Season(period_s=7200, slots=2)
     with pytest.raises(ValueError, match="expected daily, weekly or a period in seconds"):
         parse_season("hourly")
+
+
+def test_build_profile_refuses_a_multivariate_section_fit_on_other_values_than_its_season() -> None:
+    """A section fit on the raw columns beside a season would see every standardised event as off
+    its cycle; one fit on residuals without the season, every raw event. Both are refused; the
+    section made by seasonal_multivariate_section is the one fit on the standardised columns."""
+    times, columns = _stream(1, 0, 2)
+    season = fit_season(columns, times, DAILY, bins=10)
+    kwargs: dict[str, Any] = dict(label_column=None, prediction_column=None, bins=10, top_k=10,
+                                  created_at_ms=START)
+    with pytest.raises(ValueError, match="seasonal_multivariate_section"):
+        build_profile("m", "1", columns, multivariate=multivariate_section(columns, bins=10), season=season,
+                      **kwargs)
+    made = seasonal_multivariate_section(season, columns, times, bins=10)
+    assert made is not None and made["season_id"] == season.season_id()
+    with pytest.raises(ValueError, match="season"):
+        build_profile("m", "1", columns, multivariate=made, season=None, **kwargs)
+    by_hand = multivariate_section(standardise_columns(season, columns, times), bins=10)
+    assert by_hand is not None and {**by_hand, "season_id": season.season_id()} == made
+    profile = build_profile("m", "1", columns, multivariate=made, season=season, **kwargs)
+    assert profile.multivariate == made

@@ -44,6 +44,7 @@ from driftline.operators.seasonal import (
     describe,
     fit_season,
     parse_season,
+    seasonal_multivariate_section,
     standardise_columns,
     strong_cycles,
 )
@@ -248,7 +249,7 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
     season, detected = _season_section(args, {n: v for n, v in columns.items() if n not in outputs}, times)
     multivariate = None
     if not args.no_multivariate:
-        feature_columns = {n: v for n, v in columns.items() if n not in outputs}
+        raw_columns = feature_columns = {n: v for n, v in columns.items() if n not in outputs}
         if season is not None and times is not None:  # the section learns the standardised features
             feature_columns = standardise_columns(season, feature_columns, times)
         numeric = numeric_features(feature_columns)
@@ -261,12 +262,15 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
                     f"; {varying} numeric feature(s) left, fewer than 2: no multivariate section")
             err.print(f"multivariate section: left out constant feature(s) {', '.join(constant)} (one value "
                       f"in at least {NEAR_CONSTANT_SHARE:.0%} of the rows){left}", markup=False)
-        multivariate = multivariate_section(
-            feature_columns, scores=scores,
+        options: dict[str, Any] = dict(
+            scores=scores,
             labels=columns[args.label_column] if args.label_column is not None else None,
             predictions=columns[args.prediction_column] if args.prediction_column is not None else None,
             score_kind=args.score_kind, calibration=args.cbpe_calibration,
             bins=args.bins or settings.drift.bins)
+        multivariate = (seasonal_multivariate_section(season, raw_columns, times, **options)
+                        if season is not None and times is not None
+                        else multivariate_section(feature_columns, **options))
     profile = build_profile(
         args.model, args.version, columns,
         label_column=args.label_column, prediction_column=args.prediction_column,

@@ -115,6 +115,12 @@ class SeasonSection(BaseModel):
     slots: int = Field(gt=0)
     features: dict[str, SeasonalFeature]
 
+    def season_id(self) -> str:
+        """A digest of the cycle: a multivariate section made from columns standardised by it
+        records it (``"season_id"``), so a section fit on other values is refused."""
+        content = self.model_dump(mode="json")
+        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
 
 class ReferenceProfile(BaseModel):
     """Everything drift scoring needs about one model version; ``profile_id`` hashes the content."""
@@ -176,10 +182,13 @@ def build_profile(
     :meth:`FeatureStats.add_array`, no Python list per column); ``columns`` then only needs the
     label and prediction columns. ``multivariate``: the section
     :func:`~driftline.operators.model_watch.multivariate_section` made from the same table.
-    ``season``: the table's cycle (:func:`driftline.operators.seasonal.fit_season`; the
-    multivariate section is then made from its standardised columns); ``detected_cycle``: the
-    strong cycles found when no season was asked for.
+    ``season``: the table's cycle (:func:`driftline.operators.seasonal.fit_season`); a
+    multivariate section over any of its features must then be made by
+    :func:`driftline.operators.seasonal.seasonal_multivariate_section` (from the standardised
+    columns, which the monitor compares with standardised events), else ValueError; ``detected_cycle``:
+    the strong cycles found when no season was asked for.
     """
+    _check_multivariate_season(multivariate, season)
     data = {name: _as_list(col) for name, col in columns.items()}
     targets = {label_column, prediction_column} - {None}
     missing = targets - data.keys()
@@ -215,6 +224,26 @@ def build_profile(
         season=season,
         detected_cycle=detected_cycle,
     )
+
+
+def _check_multivariate_season(multivariate: Mapping[str, Any] | None, season: SeasonSection | None) -> None:
+    """Refuse a multivariate section fit on other values than the monitor will see: raw columns
+    under a season (every event would read as off its cycle), or residuals without that season."""
+    if multivariate is None:
+        return
+    named = set(multivariate.get("features", []))
+    cyclic = sorted(set(season.features) & named) if season is not None else []
+    expected = season.season_id() if season is not None and cyclic else None
+    made = multivariate.get("season_id")
+    if made == expected:
+        return
+    if expected is not None:
+        raise ValueError(
+            f"the multivariate section was not made from the columns standardised by this season "
+            f"({', '.join(cyclic)} follow its cycle): make it with "
+            "driftline.operators.seasonal.seasonal_multivariate_section(season, columns, times_ms)")
+    raise ValueError(f"the multivariate section was made under a season (season_id {made}) the profile does "
+                     "not have: pass that season, or make the section from the raw columns")
 
 
 def numeric_profile(stats: FeatureStats, bins: int) -> FeatureProfile | None:

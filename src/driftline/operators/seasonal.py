@@ -136,6 +136,21 @@ def standardise_columns(section: SeasonSection, columns: Mapping[str, Any],
     return out
 
 
+def seasonal_multivariate_section(section: SeasonSection, columns: Mapping[str, Any], times_ms: npt.ArrayLike,
+                                  **options: Any) -> dict[str, Any] | None:
+    """:func:`~driftline.operators.model_watch.multivariate_section` (``options`` as there) of a
+    training table whose seasonal columns are standardised first, as the monitor standardises each
+    event; the section records the season (``season_id``), which
+    :func:`~driftline.operators.profile.build_profile` checks."""
+    # imported here: model_watch standardises with this module (a module-level import is a cycle)
+    from driftline.operators.model_watch import multivariate_section
+
+    made = multivariate_section(standardise_columns(section, columns, times_ms), **options)
+    if made is None or not set(section.features) & set(made["features"]):
+        return made  # no seasonal feature in the section: it is the pooled one, as before
+    return {**made, "season_id": section.season_id()}
+
+
 def parse_season(text: str, slots: int | None = None) -> Season:
     """``daily``, ``weekly`` or a period in seconds; ``slots`` overrides the default (hours)."""
     named = NAMED.get(text.strip().lower())
