@@ -1861,28 +1861,16 @@ def _stub_records(buf: bytes, pos: npt.NDArray[np.int64], ends: npt.NDArray[np.i
     lengths = rec_end - payload_at
     stamps = data[at[rec][:, None] + np.arange(8)].view("<i8").ravel()
     segments = stamps // store.segment_ms
-    # Which bytes are payloads: runs of False (the rest) and True (a payload) in turn, one byte
-    # each (index arrays would be eight, and a running sum is several times slower).
-    edges = np.empty(2 * rec.size + 2, np.int64)
-    edges[0], edges[1:-1:2], edges[2:-1:2], edges[-1] = 0, payload_at, rec_end, data.size
-    turns = np.arange(2 * rec.size + 1) % 2 == 1
-    in_payload = np.repeat(turns, np.diff(edges))
-    payloads = data[in_payload]  # in record order
-    # Each segment's payloads as one block (records in order within it), and their references.
+    # Each segment's payloads as one block (records in order within it): slices of ``buf``
+    # joined (faster here than numpy's per-byte indexing); and their references.
     order = np.argsort(segments, kind="stable")
     bounds = np.flatnonzero(np.diff(segments[order])) + 1
-    if not bounds.size:
-        block = payloads
-    elif (lengths == lengths[0]).all():  # one layout: a row per payload
-        block = payloads.reshape(rec.size, int(lengths[0]))[order].ravel()
-    else:
-        block = payloads[_spans(np.cumsum(lengths)[order] - lengths[order], lengths[order])]
     sorted_lengths = lengths[order]
-    cuts = np.concatenate(([0], np.cumsum(sorted_lengths)))
+    froms, tos = payload_at[order].tolist(), rec_end[order].tolist()
     ref_rows: list[npt.NDArray[np.uint8]] = []
     for first, last in zip([0, *bounds.tolist()], [*bounds.tolist(), rec.size], strict=True):
-        ts = int(stamps[order[first]])
-        ref_rows.append(store.put_block(ts, block[cuts[first] : cuts[last]], sorted_lengths[first:last]))
+        block = b"".join([buf[a:b] for a, b in zip(froms[first:last], tos[first:last], strict=True)])
+        ref_rows.append(store.put_block(int(stamps[order[first]]), block, sorted_lengths[first:last]))
     width = ref_rows[0].shape[1]
     if all(rows.shape[1] == width for rows in ref_rows):
         refs = np.empty((rec.size, width), np.uint8)
@@ -1899,13 +1887,17 @@ def _stub_records(buf: bytes, pos: npt.NDArray[np.int64], ends: npt.NDArray[np.i
     # The groups without the payloads, each record's reference where its payload began.
     removed = np.cumsum(lengths) - lengths  # payload bytes before each record's
     added = np.cumsum(widths) - widths
-    kept = np.diff(edges)[::2]  # the runs between payloads
-    runs = np.empty(2 * rec.size + 1, np.int64)
-    runs[::2], runs[1::2] = kept, widths
-    is_ref = np.repeat(turns, runs)
-    out = np.empty(is_ref.size, np.uint8)
-    out[is_ref] = refs
-    out[~is_ref] = data[~in_payload]
+    # Runs of bytes kept and of payloads (then of references) in turn: one boolean a byte.
+    edges = np.empty(2 * rec.size + 2, np.int64)
+    edges[0], edges[1:-1:2], edges[2:-1:2], edges[-1] = 0, payload_at, rec_end, data.size
+    runs = np.diff(edges)
+    turns = np.arange(2 * rec.size + 1) % 2 == 0
+    kept = data[np.repeat(turns, runs)]
+    runs[1::2] = widths
+    is_kept = np.repeat(turns, runs)
+    out = np.empty(is_kept.size, np.uint8)
+    out[is_kept] = kept
+    out[~is_kept] = refs
     start = rec_pos - removed + added
     size = payload_at - rec_pos + widths
     for byte in range(4):
@@ -1919,12 +1911,12 @@ def _stub_records(buf: bytes, pos: npt.NDArray[np.int64], ends: npt.NDArray[np.i
     return [whole[a:b] for a, b in zip(starts.tolist(), new_ends.tolist(), strict=True)]
 
 
+_FOUR = np.arange(4)
+
+
 def _u32_at(data: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """The little-endian uint32 at each offset ``at`` of ``data``."""
-    value = data[at].astype(np.int64)
-    for byte in range(1, 4):
-        value |= data[at + byte].astype(np.int64) << 8 * byte
-    return value
+    return data[at[:, None] + _FOUR].view("<u4").ravel().astype(np.int64)
 
 
 def _spans(starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
