@@ -25,7 +25,9 @@ from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.seasonal import (
     DAILY,
+    REFERENCE_BYTES_PER_FEATURE,
     Season,
+    WindowReferences,
     cycle_strengths,
     fit_season,
     parse_season,
@@ -253,3 +255,37 @@ def test_build_profile_refuses_a_multivariate_section_fit_on_other_values_than_i
     assert by_hand is not None and {**by_hand, "season_id": season.season_id()} == made
     profile = build_profile("m", "1", columns, multivariate=made, season=season, **kwargs)
     assert profile.multivariate == made
+
+
+def test_window_references_are_made_once_a_day_for_several_seasonal_models() -> None:
+    """Three daily models' 5-minute and hourly windows need 3 x 120 references a day: a second day
+    makes none (a cache of 256 entries made every window's again, a day cycling through all of
+    them), and a small budget in bytes still bounds what is held."""
+    times, columns = _stream(1, 0, 2)
+    profiles = []
+    for model in range(3):
+        season = fit_season(columns, times, DAILY, bins=10)
+        profiles.append(build_profile(f"m{model}", "1", columns, label_column=None, prediction_column=None,
+                                      bins=10, top_k=10, created_at_ms=START, season=season))
+    made: list[str] = []
+
+    def make(profile: ReferenceProfile) -> str:
+        made.append(profile.profile_id)
+        return profile.profile_id
+
+    def a_day(references: WindowReferences[str], day: int) -> None:
+        for end in range(START + day * DAY_S * 1000 + 300_000, START + (day + 1) * DAY_S * 1000 + 1, 300_000):
+            for size in (300_000, 3_600_000):
+                if end % size == 0:
+                    for profile in profiles:
+                        assert references.get(profile, end - size, end) == profile.profile_id
+
+    references: WindowReferences[str] = WindowReferences(make)
+    a_day(references, 0)
+    assert len(made) == len(references) == 3 * (96 + 24)
+    a_day(references, 1)
+    assert len(made) == 3 * (96 + 24)
+    small: WindowReferences[str] = WindowReferences(make, budget_bytes=20 * REFERENCE_BYTES_PER_FEATURE)
+    a_day(small, 0)
+    per_reference = len(profiles[0].season.features) if profiles[0].season is not None else 0
+    assert small.held_bytes <= 20 * REFERENCE_BYTES_PER_FEATURE and len(small) == 20 // per_reference

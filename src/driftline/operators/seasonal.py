@@ -251,17 +251,36 @@ def residual_quantiles(feature: SeasonalFeature) -> FloatArray:
     return feature.residual.reference_sketch().quantiles((np.arange(total) + 0.5) / total)
 
 
+REFERENCES_BUDGET_BYTES = 256 * 2**20
+"""What the cached window references of a worker may hold in memory (estimated by
+:data:`REFERENCE_BYTES_PER_FEATURE`): ~300 daily references of 100 seasonal features, ~100
+daily models of 10 a day each (~120 references)."""
+REFERENCE_BYTES_PER_FEATURE = 8 * 1024
+"""Memory of one seasonal feature in a cached window scorer (measured: 41 kB for 5 features,
+207 kB for 25; the JSON of the features is ~15x smaller, no measure of it)."""
+
+
 class WindowReferences(Generic[T]):
     """What is derived from seasonal window references (e.g. a scorer), made once per (profile,
-    phase of the period, window size) and kept for the most recent ``capacity`` of them. A window
-    shorter than a slot is placed on a quarter-slot grid (its reference barely moves within a
-    quarter slot), so a day of 5-minute windows needs ``4 * slots`` references, not one a window."""
+    phase of the period, window size) and kept, least recently used first out, while they hold at
+    most ``budget_bytes``. A window shorter than a slot is placed on a quarter-slot grid (its
+    reference barely moves within a quarter slot), so a day of 5-minute windows needs ``4 * slots``
+    references, not one a window; with hourly windows beside them ~120 a daily profile. A budget
+    in bytes rather than entries: a reference is made in 20-150 ms (5-25 features) and a day cycles
+    through all of a profile's, so a cache smaller than the models' day rebuilds every window (256
+    entries did from three seasonal models on)."""
 
-    def __init__(self, make: Callable[[ReferenceProfile], T], capacity: int = 256) -> None:
+    def __init__(self, make: Callable[[ReferenceProfile], T],
+                 budget_bytes: int = REFERENCES_BUDGET_BYTES) -> None:
         self.make = make
-        self.capacity = capacity
-        self._known: OrderedDict[tuple[str, int, int], T] = OrderedDict()
+        self.budget_bytes = budget_bytes
+        self.held_bytes = 0
+        self.made = 0  # references made (a cache miss each)
+        self._known: OrderedDict[tuple[str, int, int], tuple[T, int]] = OrderedDict()
         self._residuals: dict[str, dict[str, FloatArray]] = {}  # by profile id, then feature
+
+    def __len__(self) -> int:
+        return len(self._known)
 
     def get(self, profile: ReferenceProfile, start_ms: int, end_ms: int) -> T:
         """``make`` of ``profile`` with its seasonal features replaced by the window's references
@@ -279,15 +298,19 @@ class WindowReferences(Generic[T]):
         known = self._known.get(key)
         if known is not None:
             self._known.move_to_end(key)
-            return known
+            return known[0]
         bins = {name: len(f.edges) + 1 for name, f in profile.features.items() if f.kind == "numeric"}
         start = start_ms - start_ms % period_ms + phase
         residuals = self._residuals.setdefault(profile.profile_id, {})
         features = window_features(section, start, start + size, bins, residuals)
         made = self.make(profile.model_copy(update={"features": {**profile.features, **features}}))
-        self._known[key] = made
-        if len(self._known) > self.capacity:
-            self._known.popitem(last=False)
+        self.made += 1
+        cost = REFERENCE_BYTES_PER_FEATURE * max(1, len(features))
+        self._known[key] = (made, cost)
+        self.held_bytes += cost
+        while self.held_bytes > self.budget_bytes and len(self._known) > 1:
+            _, (_, freed) = self._known.popitem(last=False)
+            self.held_bytes -= freed
         return made
 
 
