@@ -289,3 +289,32 @@ def test_window_references_are_made_once_a_day_for_several_seasonal_models() -> 
     a_day(small, 0)
     per_reference = len(profiles[0].season.features) if profiles[0].season is not None else 0
     assert small.held_bytes <= 20 * REFERENCE_BYTES_PER_FEATURE and len(small) == 20 // per_reference
+
+
+def test_feature_windows_show_the_reference_a_seasonal_window_was_scored_against(tmp_path: Path) -> None:
+    """A seasonal feature's feature_windows row carries the bins and reference histogram of the
+    window's own reference (what its score compared it with), not the pooled profile's: beside an
+    hour's counts a BI user sees that hour's expected distribution (regression guard: 99d6f84 already
+    wrote it; the pooled one is only in reference_profiles)."""
+    profile = _profile(seasonal=True)
+    times, columns = _stream(2, 2 * DAY_S, 0.25)
+    path = tmp_path / "predictions.jsonl"
+    with path.open("w") as f:
+        for i, (ts, load) in enumerate(zip(times.tolist(), columns["load"].tolist(), strict=True)):
+            f.write(json.dumps({"prediction_id": f"p{i}", "model_id": "m", "model_version": "1",
+                                "timestamp": ts, "features": {"load": load},
+                                "prediction": {"label": "a"}}) + "\n")
+    writer = MemoryRowWriter()
+    replay_files(Settings(), "season", writer, path, None, profiles=[profile.model_dump_json().encode()])
+    rows = [r for r in writer.rows["feature_windows"] if r["feature"] == "load"]
+    assert {r["window_size_s"] for r in rows} == {300, 3600} and len(rows) > 24
+    references: WindowReferences[ReferenceProfile] = WindowReferences(lambda p: p)
+    pooled = profile.features["load"]
+    for row in rows:
+        expected = references.get(profile, row["window_start"], row["window_end"]).features["load"]
+        shares = np.asarray(expected.ref_counts, dtype=np.float64) / sum(expected.ref_counts)
+        assert row["bin_edges"] == pytest.approx(expected.edges)
+        assert row["reference_histogram"] == pytest.approx(shares.tolist())
+        assert row["bin_edges"] != pytest.approx(pooled.edges)
+    hours = [tuple(r["bin_edges"]) for r in rows if r["window_size_s"] == 3600]
+    assert len(hours) >= 4 and len(set(hours)) == len(hours)  # each hour its own reference
