@@ -356,3 +356,28 @@ def test_stuck_after_a_drift_does_not_close_back_to_reference() -> None:
     assert [e.kind for e in events if e.kind == "closed"] == [], events
     state = mon.episode
     assert state is not None and state.unit == "sd_ratio" and state.magnitude < 0.05, state
+
+
+def test_a_shift_that_then_sticks_escalates_once_as_a_change_of_kind() -> None:
+    """A location shift learned as such, then the sensor sticks near the shifted mean: its mean
+    moves little, so no "larger" escalation, yet what changed is new (a scale collapse). The episode
+    escalates once with reason "kind" (NOAA feat_1 stuck inside its open episode changed unit
+    silently and lost its trigger); the stuck run going on does not escalate again."""
+    rng = np.random.default_rng(5)
+    mon = _numeric(7, learning=2_000)
+    shifted = _feed(mon, np.concatenate([rng.normal(size=5_000), rng.normal(-1.5, 1.0, 6_000)]))
+    assert [e.kind for e in shifted] == ["opened"]
+    state = mon.episode
+    assert state is not None and state.unit == "sd"
+    stuck = _feed(mon, np.full(12_000, -1.5))
+    assert [(e.kind, e.reason, e.unit) for e in stuck] == [("escalated", "kind", "sd_ratio")], stuck
+    state = mon.episode
+    assert state is not None and state.escalations == 1 and state.unit == "sd_ratio"
+
+
+def test_a_steady_shift_never_escalates_as_a_change_of_kind() -> None:
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        mon = _numeric(seed, learning=2_000)
+        events = _feed(mon, np.concatenate([rng.normal(size=5_000), rng.normal(0.8, 1.0, 30_000)]))
+        assert [e.kind for e in events] == ["opened"], events

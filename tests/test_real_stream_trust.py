@@ -124,6 +124,9 @@ def test_noaa_with_faults_every_event_accounted_episodes_few_policy_keeps_firing
     assert not [e for e in feat_1 if e["status"] == "closed" and e["closed_at"] >= stuck_at], feat_1
     stuck = [e for e in feat_1 if e["status"] == "open"]
     assert len(stuck) == 1 and stuck[0]["unit"] == "sd_ratio" and stuck[0]["magnitude"] < 0.05, feat_1
+    # and the episode says the change became another: an escalation of kind (its alert, and a
+    # trigger past the cooldown), not a unit changed silently
+    assert stuck[0]["escalation_reason"] == "kind" and stuck[0]["escalated_at"] >= stuck_at, stuck
     # the tripled variance: an episode opening or escalating after it (feat_4 had drifted +1.2 sd,
     # so its regime bank's mean CUSUM fires: an escalation, read as a shift; each shard sees ~1,000
     # values after it, fewer than a learning period, so no learned sample reads its spread)

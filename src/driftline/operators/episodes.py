@@ -19,7 +19,8 @@ Lifecycle
    change is measured from) is updated: the first learned sample of a change refines the estimate
    the event gave, it never escalates. (A learned sample after a regime alarm that was not
    confirmed, see 3, escalates when it moved further by at least the minimum effect, or changed
-   sign: ``"larger"`` / ``"reversal"``.)
+   sign: ``"larger"`` / ``"reversal"``; a numeric one also when it reads the change in a unit no
+   learned sample of the episode read it in, clearly: ``"kind"``, e.g. a shift that then sticks.)
 3. **Watching the regime.** A bank of the same kind is calibrated on the learned sample (same
    ``arl``, same minimum effect, its guarantee region sized by ``learning``) and watches for a
    *further* change against the regime. Its alarm re-enters learning; when the alarm's run shows
@@ -182,8 +183,8 @@ class EpisodeEvent:
     threshold: float
     """Its threshold, in nats (0.0 when not applicable)."""
     reason: str
-    """opened: ``"alarm"``; escalated: ``"larger"`` | ``"reversal"``; closed: ``"back_to_reference"``
-    or the reason given to :meth:`EpisodeMonitor.close`."""
+    """opened: ``"alarm"``; escalated: ``"larger"`` | ``"reversal"`` | ``"kind"``; closed:
+    ``"back_to_reference"`` or the reason given to :meth:`EpisodeMonitor.close`."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,9 @@ class _Open:
     unit: str = ""
     shown: float = 0.0
     shown_peak: float = 0.0
+    # Units learned samples have read the change in: a further change of kind (a shift that then
+    # sticks, a location change whose noise then triples) escalates once, never on a flip back.
+    kinds: tuple[str, ...] = ()
 
     def saw(self, magnitude: float, learned: bool, shown: tuple[str, float]) -> None:
         """A new estimate; the peak follows learned samples (an alarm's run is a biased estimate).
@@ -607,6 +611,10 @@ class EpisodeMonitor:
             self._opener.scale_thresholds(self._opener_h, self._opener_inflation)
             return EpisodeEvent("closed", index, shown, unit, "", 0.0, 0.0, "back_to_reference")
         reason = self._escalation(magnitude) if escalate else ""
+        if escalate and not reason and self._new_kind(unit, shown):
+            reason = "kind"
+        if unit not in self._open.kinds:
+            self._open.kinds = (*self._open.kinds, unit)
         self._open.saw(magnitude, learned=True, shown=(unit, shown))
         if self._refine:  # the same change, measured on its own sample rather than the alarm's run
             self._open.level = magnitude
@@ -616,6 +624,14 @@ class EpisodeMonitor:
         self._open.level = magnitude
         self._open.escalations += 1
         return EpisodeEvent("escalated", index, shown, unit, "", 0.0, 0.0, reason)
+
+    def _new_kind(self, unit: str, shown: float) -> bool:
+        """Whether a learned sample reads the change in a unit no learned sample of the episode
+        has, clearly (by the minimum effect in that unit): a numeric episode's location shift that
+        becomes a stuck sensor or a noisier one is a further change, though its mean moved little."""
+        assert self._open is not None
+        return (self.kind == "numeric" and bool(self._open.kinds) and unit not in self._open.kinds
+                and _size(unit, shown) >= self._tolerance())
 
     def _watch_reference(self) -> None:
         self._open, self._regime, self._map, self._filled, self._pending = None, None, None, 0, None
