@@ -153,6 +153,15 @@ class ReferenceProfile(BaseModel):
         "was asked for: a hint, nothing uses it",
     )
 
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # A checkpoint pickled before a field existed lacks it: the field's default, which is what
+        # a profile without it means (``season``: one pooled reference).
+        values = state.get("__dict__", {})
+        for name, field in type(self).model_fields.items():
+            if name not in values and not field.is_required():
+                values[name] = field.get_default(call_default_factory=True)
+        super().__setstate__(state)
+
 
 def build_profile(
     model_id: str,
