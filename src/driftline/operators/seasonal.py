@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -169,14 +169,21 @@ def cycle_strengths(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season:
     """Per numeric feature, the share of its variance the season's level cycle explains (0 for a
     feature some slot has too few values of, or that does not vary)."""
     t = np.asarray(times_ms, dtype=np.int64)
-    out = {}
+    return {name: 0.0 if fitted is None else fitted[1]
+            for name, _, fitted in _fitted_levels(columns, t, season)}
+
+
+LevelFit = tuple[FloatArray, float, npt.NDArray[np.int64]]
+"""Per-slot means, the share of variance they explain, the counts per slot (:func:`_fit_level`)."""
+
+
+def _fitted_levels(columns: Mapping[str, Any], t: npt.NDArray[np.int64], season: Season
+                   ) -> Iterator[tuple[str, FloatArray, LevelFit | None]]:
+    """Each numeric column of one value per time, its values and its level fit (:func:`_fit_level`)."""
     for name, column in columns.items():
         x = _numbers(column)
-        if x is None or x.size != t.size:
-            continue
-        fitted = _fit_level(x, t, season)
-        out[name] = 0.0 if fitted is None else fitted[1]
-    return out
+        if x is not None and x.size == t.size:
+            yield name, x, _fit_level(x, t, season)
 
 
 def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Season, *,
@@ -185,11 +192,7 @@ def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Seas
     scale every slot can estimate follows the cycle."""
     t = np.asarray(times_ms, dtype=np.int64)
     features = {}
-    for name, column in columns.items():
-        x = _numbers(column)
-        if x is None or x.size != t.size:
-            continue
-        fitted = _fit_level(x, t, season)
+    for name, x, fitted in _fitted_levels(columns, t, season):
         if fitted is None:
             continue
         mean, strength, counts = fitted
