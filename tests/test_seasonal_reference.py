@@ -11,6 +11,7 @@ within a few hundred events.
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.seasonal import (
     DAILY,
+    MIXTURE_VALUES,
     REFERENCE_BYTES_PER_FEATURE,
     Season,
     WindowReferences,
@@ -285,10 +287,42 @@ def test_window_references_are_made_once_a_day_for_several_seasonal_models() -> 
     assert len(made) == len(references) == 3 * (96 + 24)
     a_day(references, 1)
     assert len(made) == 3 * (96 + 24)
-    small: WindowReferences[str] = WindowReferences(make, budget_bytes=20 * REFERENCE_BYTES_PER_FEATURE)
+    budget = 3 * _residual_bytes(profiles[0]) + 20 * REFERENCE_BYTES_PER_FEATURE  # the residuals count too
+    small: WindowReferences[str] = WindowReferences(make, budget_bytes=budget)
     a_day(small, 0)
     per_reference = len(profiles[0].season.features) if profiles[0].season is not None else 0
-    assert small.held_bytes <= 20 * REFERENCE_BYTES_PER_FEATURE and len(small) == 20 // per_reference
+    assert small.held_bytes <= budget and len(small) == 20 // per_reference
+
+
+def _residual_bytes(profile: ReferenceProfile) -> int:
+    """What a profile's residual quantiles hold (``residual_quantiles``: as many floats as training
+    had values, at most MIXTURE_VALUES a feature)."""
+    assert profile.season is not None
+    return sum(8 * min(MIXTURE_VALUES, f.residual.n) for f in profile.season.features.values())
+
+
+def test_window_references_drop_a_profile_versions_residuals_with_its_last_reference() -> None:
+    """A worker that sees profile versions come and go keeps the residual quantiles (~160 kB a
+    feature) of the profiles it still holds references of, not of every profile it ever saw (~4 MB
+    a 25-feature profile, never freed before): eight versions through a budget of one reference
+    leave about one version's residuals in memory, not eight."""
+    times, columns = _stream(1, 0, 2)
+    base = build_profile("m", "1", columns, label_column=None, prediction_column=None, bins=10, top_k=10,
+                         created_at_ms=START, season=fit_season(columns, times, DAILY, bins=10))
+    versions = [base.model_copy(update={"model_version": str(v), "profile_id": f"p{v}"}) for v in range(8)]
+    residuals = _residual_bytes(base)
+    references: WindowReferences[str] = WindowReferences(lambda p: p.profile_id,
+                                                         budget_bytes=REFERENCE_BYTES_PER_FEATURE)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for version in versions:
+            assert references.get(version, START, START + 3_600_000) == version.profile_id
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(references) == 1 and references.held_bytes >= residuals
+    assert residuals <= held < 2 * residuals, (held, residuals)
 
 
 def test_feature_windows_show_the_reference_a_seasonal_window_was_scored_against(tmp_path: Path) -> None:

@@ -271,16 +271,22 @@ class WindowReferences(Generic[T]):
     references, not one a window; with hourly windows beside them ~120 a daily profile. A budget
     in bytes rather than entries: a reference is made in 20-150 ms (5-25 features) and a day cycles
     through all of a profile's, so a cache smaller than the models' day rebuilds every window (256
-    entries did from three seasonal models on)."""
+    entries did from three seasonal models on).
+
+    A profile's residual quantiles (up to :data:`MIXTURE_VALUES` floats a feature, ~160 kB; what
+    its references are made from) count in the budget too and go with its last reference: a
+    worker that sees model versions come and go keeps the residuals of the profiles it still
+    scores with, not of every profile it ever saw (~4 MB a 25-feature profile)."""
 
     def __init__(self, make: Callable[[ReferenceProfile], T],
                  budget_bytes: int = REFERENCES_BUDGET_BYTES) -> None:
         self.make = make
         self.budget_bytes = budget_bytes
-        self.held_bytes = 0
+        self.held_bytes = 0  # the references' estimate and the residuals' arrays
         self.made = 0  # references made (a cache miss each)
         self._known: OrderedDict[tuple[str, int, int], tuple[T, int]] = OrderedDict()
         self._residuals: dict[str, dict[str, FloatArray]] = {}  # by profile id, then feature
+        self._references_of: dict[str, int] = {}  # references held, by profile id
 
     def __len__(self) -> int:
         return len(self._known)
@@ -305,16 +311,31 @@ class WindowReferences(Generic[T]):
         bins = {name: len(f.edges) + 1 for name, f in profile.features.items() if f.kind == "numeric"}
         start = start_ms - start_ms % period_ms + phase
         residuals = self._residuals.setdefault(profile.profile_id, {})
+        residual_bytes = _nbytes(residuals)
         features = window_features(section, start, start + size, bins, residuals)
         made = self.make(profile.model_copy(update={"features": {**profile.features, **features}}))
         self.made += 1
         cost = REFERENCE_BYTES_PER_FEATURE * max(1, len(features))
         self._known[key] = (made, cost)
-        self.held_bytes += cost
+        self._references_of[profile.profile_id] = self._references_of.get(profile.profile_id, 0) + 1
+        self.held_bytes += cost + _nbytes(residuals) - residual_bytes
         while self.held_bytes > self.budget_bytes and len(self._known) > 1:
-            _, (_, freed) = self._known.popitem(last=False)
-            self.held_bytes -= freed
+            (evicted, _, _), (_, freed) = self._known.popitem(last=False)
+            self.held_bytes -= freed + self._release(evicted)
         return made
+
+    def _release(self, profile_id: str) -> int:
+        """One reference of ``profile_id`` gone: with its last, its residuals go; their bytes."""
+        left = self._references_of[profile_id] - 1
+        if left:
+            self._references_of[profile_id] = left
+            return 0
+        del self._references_of[profile_id]
+        return _nbytes(self._residuals.pop(profile_id, {}))
+
+
+def _nbytes(arrays: Mapping[str, FloatArray]) -> int:
+    return sum(a.nbytes for a in arrays.values())
 
 
 def _fit_level(x: FloatArray, t: npt.NDArray[np.int64], season: Season
