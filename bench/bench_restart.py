@@ -1,0 +1,186 @@
+"""Restart after SIGKILL at N pending predictions: the real worker, the embedded broker.
+
+Issue 19's target: "restart to first processed event after SIGKILL <= 60 s" (at 10M pending per
+worker). This bench measures it at ``--n`` (default 1,000,000) pending predictions:
+
+1. produces N predictions (25 numeric features, UUID-like ids) whose labels never come, to a fresh
+   broker's topics, and runs ``driftline worker`` over them;
+2. waits until every stage-1 shard has checkpointed past them (``driftline_checkpoint_offset`` of
+   every predictions partition at its end offset: the chain's base and deltas cover all N), then
+   SIGKILLs the worker;
+3. produces a few fresh predictions, each with its label, later in event time (they wait in the
+   topics), and starts the worker again;
+4. prints the time from the second process's start to its first fresh prediction fed to a shard
+   (``driftline_events_in_total``) and to its first outcome (``driftline_stage_joined_total``),
+   the restore gauges of every shard (``driftline_stage_restore_*``), peak RSS (VmHWM) of both
+   processes and the load average.
+
+Not part of ``make bench`` (producing and consuming 1M predictions takes minutes here). Run it as
+
+    .venv/bin/python bench/bench_restart.py [--n 1000000] [--state-dir] [--quick]
+
+``--state-dir`` gives the worker a ``worker.state_dir`` (local copies of the bases, docs/state.md
+"Restoring from a local copy"); without it a restore reads the whole chain from the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from common import (
+    START_MS,
+    Figure,
+    WorkerProcess,
+    at_most,
+    bench_settings,
+    environment,
+    environment_line,
+    print_figures,
+)
+from kafka import KafkaConsumer, TopicPartition
+
+from driftline.config import Settings
+from driftline.kafka.admin import ensure_topics
+from driftline.local.broker import running_broker
+from driftline.simulate import Scenario, produce
+from driftline.simulate.scenario import LabelDelay, ModelSpec
+
+TARGET_S = 60.0
+RATE = 1000.0  # predictions per simulated second: 1M span 1,000 s, far inside the 1-day horizon
+FRESH = 200  # fresh labelled predictions produced after the kill
+SCRAPE_EVERY_S = 0.2
+
+
+def scenario(n: int, *, seed: int, start_ms: int, labelled: bool) -> Scenario:
+    """One model, 25 numeric features; every prediction labelled 1 s later, or none labelled."""
+    spec = ModelSpec(model_id="bench", n_numeric=25, n_categorical=0)
+    return Scenario(seed=seed, id_namespace=f"restart{seed}", start=start_ms, duration_s=n / RATE,
+                    rate=RATE, models=[spec], label_delay=LabelDelay(distribution="fixed", median_s=1.0),
+                    label_coverage=1.0 if labelled else 0.0, malformed_rate=0.0)
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
+        return {tp.partition: int(offset) for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def metric(worker: WorkerProcess, name: str, **labels: str) -> float:
+    return sum(v for n, lab, v in worker.metrics()
+               if n == name and all(lab.get(k) == want for k, want in labels.items()))
+
+
+def checkpointed_past(worker: WorkerProcess, topic: str, ends: dict[int, int]) -> bool:
+    """Every partition of ``topic``: the stage-1 checkpoint's next offset is at its end."""
+    resumes = {int(lab["partition"]): v for n, lab, v in worker.metrics()
+               if n == "driftline_checkpoint_offset" and lab.get("stage") == "shard"
+               and lab.get("topic") == topic}
+    return all(resumes.get(p, -1) >= end for p, end in ends.items())
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set so far (Linux /proc)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure(n: int, state_dir: bool, timeout_s: float) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="driftline-restart-") as tmp, \
+            running_broker(log_path=Path(tmp) / "broker.log") as broker:
+        home = Path(tmp) / "home"
+        worker_section = {"state_dir": str(Path(tmp) / "state")} if state_dir else {}
+        settings = bench_settings(broker.bootstrap_servers, "restart", home, worker=worker_section)
+        ensure_topics(settings)
+        topic = settings.topics.predictions
+        started = time.perf_counter()
+        asyncio.run(produce(scenario(n, seed=1, start_ms=START_MS, labelled=False), settings))
+        produce_s = time.perf_counter() - started
+        ends = end_offsets(settings, topic)
+        with WorkerProcess(settings, log_path=Path(tmp) / "first.log") as first:
+            first.wait_until(lambda: first.events_in(topic) >= n, timeout_s, f"{n:,} predictions consumed",
+                             every=SCRAPE_EVERY_S)
+            consumed_s = time.perf_counter() - first.started_at
+            first.wait_until(lambda: checkpointed_past(first, topic, ends), timeout_s,
+                             "checkpoints past every prediction", every=SCRAPE_EVERY_S)
+            pending = metric(first, "driftline_stage_pending_predictions", stage="shard")
+            checkpoints = metric(first, "driftline_checkpoints_total", stage="shard")
+            first_rss = peak_rss_mb(first.proc.pid)
+            load_at_kill = load()
+            first.proc.kill()
+            first.proc.wait(30)
+        fresh_start = START_MS + int(n / RATE * 1000) + 60_000
+        asyncio.run(produce(scenario(FRESH, seed=2, start_ms=fresh_start, labelled=True), settings))
+        with WorkerProcess(settings, log_path=Path(tmp) / "second.log") as second:
+            second.wait_until(lambda: second.events_in(topic) > 0, timeout_s, "a fresh prediction fed",
+                              every=0.05)
+            to_first_event = time.perf_counter() - second.started_at
+            second.wait_until(lambda: metric(second, "driftline_stage_joined_total", stage="shard") > 0,
+                              timeout_s, "a fresh outcome", every=0.05)
+            to_first_outcome = time.perf_counter() - second.started_at
+            gauges = [(n_, lab, v) for n_, lab, v in second.metrics()
+                      if n_.startswith("driftline_stage_restore_") and lab.get("stage") == "shard"]
+            restored = metric(second, "driftline_stage_pending_predictions", stage="shard")
+            second_rss = peak_rss_mb(second.proc.pid)
+            load_after = load()
+    by_shard: dict[str, dict[str, float]] = {}
+    for name, lab, v in gauges:
+        by_shard.setdefault(lab.get("shard", "?"), {})[name.removeprefix("driftline_stage_restore_")] = v
+    for shard, figures in sorted(by_shard.items()):
+        shown = (f"{k} {v / 1e6:.1f} MB" if k.endswith("bytes") else f"{k} {v:.2f}"
+                 for k, v in sorted(figures.items()))
+        print(f"shard {shard}: " + ", ".join(shown))
+    slowest = max((f.get("seconds", 0.0) for f in by_shard.values()), default=None)
+    cpu = sum(f.get("cpu_seconds", 0.0) for f in by_shard.values())
+    read = sum(f.get("read_seconds", 0.0) for f in by_shard.values())
+    mb = sum(f.get("bytes", 0.0) for f in by_shard.values()) / 1e6
+    detail = (f"{int(pending):,} pending at the kill ({int(restored):,} after the restore), produced "
+              f"in {produce_s:.0f} s, consumed {consumed_s:.0f} s after start, {int(checkpoints)} stage-1 "
+              f"checkpoints; first fresh event fed after {to_first_event:.1f} s; restore: slowest shard "
+              f"{slowest or 0:.1f} s, {mb:.0f} MB read ({read:.1f} s reading, summed), {cpu:.1f} CPU-s "
+              f"summed over shards; peak RSS "
+              f"{first_rss:.0f} MB before the kill, {second_rss:.0f} MB after the restart; load "
+              f"{load_at_kill} at the kill, {load_after} after; state_dir {'set' if state_dir else 'unset'}")
+    return [Figure("restart_to_first_outcome_s", f"restart after SIGKILL at {n:,} pending -> first outcome",
+                   to_first_outcome, "s", f"<= {TARGET_S:.0f} (at 10M)", at_most(to_first_outcome, TARGET_S),
+                   detail, {"pending": pending, "to_first_event_s": to_first_event, "peak_rss_mb": first_rss,
+                            "restart_peak_rss_mb": second_rss, "restore_cpu_s": cpu, "restore_mb": mb})]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=1_000_000, help="pending predictions before the kill")
+    parser.add_argument("--state-dir", action="store_true", help="keep local copies of the bases")
+    parser.add_argument("--quick", action="store_true", help="20,000 pending (a smoke run)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for each step")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    n = 20_000 if args.quick else args.n
+    print(environment_line(environment()))
+    print(f"load before: {load()}")
+    print_figures(measure(n, args.state_dir, args.timeout), "restart after SIGKILL")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
