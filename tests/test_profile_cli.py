@@ -8,18 +8,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pyarrow import parquet
+from rich.console import Console
 
 from driftline.cli.main import main
-from driftline.cli.profile import select_columns
+from driftline.cli.profile import select_columns, summary_table
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer_kwargs
 from driftline.kafka.offsets import end_offsets
-from driftline.operators.profile import ReferenceProfile
+from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.operators.seasonal import DAILY, cycle_strengths, fit_season, strong_cycles
 from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect
 from driftline.store.migrate import migrate
@@ -263,3 +266,34 @@ def test_confidence_scores_of_a_multiclass_model_calibrate_p_correct(
     assert reference.score_kind == "confidence" and reference.estimator is not None
     low, high = reference.estimator.calibrated([0.45, 0.95]).tolist()
     assert 0.3 < low < 0.6 < 0.85 < high  # P(correct) rises with the confidence
+
+
+def test_summary_of_a_seasonal_profile_says_windows_meet_their_hours_reference() -> None:
+    """`profile show` (and build) of a seasonal profile: a seasonal feature's row shows the pooled
+    bins, so it says so and that a window is compared with its hour's reference; the caption gives
+    the season and each feature's cycle strength. A profile built without a season over a strong
+    cycle names it (the build's hint, kept in ``detected_cycle``)."""
+    hour_ms = 3_600_000
+    times = np.arange(0, 2 * 24 * hour_ms, 60_000) + 1_767_225_600_000
+    rng = np.random.default_rng(0)
+    columns = {"load": 10 + 3 * np.sin(2 * np.pi * times / (24 * hour_ms)) + rng.normal(size=times.size),
+               "plan": ["abc"[i % 3] for i in range(times.size)]}
+    common: dict[str, Any] = dict(label_column=None, prediction_column=None, bins=10, top_k=10,
+                                  created_at_ms=0)
+
+    def shown(profile: ReferenceProfile) -> str:
+        console = Console(record=True, width=400)
+        console.print(summary_table(profile))
+        return " ".join(console.export_text().split())
+
+    season = fit_season(columns, times, DAILY, bins=10)
+    seasonal = shown(build_profile("m", "1", columns, season=season, **common))
+    assert "season daily (86400 s) in 24 slots of 3600 s; the cycle of load (82% of its variance)" in seasonal
+    assert "│ load │ numeric, seasonal │ 10 │ 2880 │ pooled mean 9.9" in seasonal
+    assert "compared with its hour's reference" in seasonal
+    assert "│ plan │ categorical │" in seasonal  # a categorical feature keeps its pooled reference
+
+    strong = strong_cycles(cycle_strengths(columns, times, DAILY))
+    hinted = shown(build_profile("m", "1", columns, detected_cycle=strong, **common))
+    assert "strong daily cycle in load (82% of its variance), yet no season" in hinted
+    assert "--season daily" in hinted and "numeric, seasonal" not in hinted

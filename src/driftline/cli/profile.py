@@ -44,7 +44,10 @@ from driftline.operators.seasonal import (
     describe,
     fit_season,
     parse_season,
+    period_name,
+    season_of,
     seasonal_multivariate_section,
+    slot_name,
     standardise_columns,
     strong_cycles,
 )
@@ -422,8 +425,15 @@ def summary_table(profile: ReferenceProfile) -> Table:
     rows = sorted(profile.features.items())
     if profile.prediction is not None:
         rows.append(("(prediction)", profile.prediction))
+    section = profile.season
     for name, feature in rows:
-        table.add_row(name, feature.kind, str(len(feature.ref_counts)), str(feature.n), _describe(feature))
+        kind: str = feature.kind
+        described = _describe(feature)
+        if section is not None and name in section.features:  # its bins are the pooled day's, not a window's
+            kind = f"{kind}, seasonal"
+            described = (f"pooled {described}; a window is compared with its "
+                         f"{slot_name(season_of(section))}'s reference")
+        table.add_row(name, kind, str(len(feature.ref_counts)), str(feature.n), described)
     return table
 
 
@@ -445,12 +455,23 @@ def _multivariate_caption(profile: ReferenceProfile) -> str:
 
 
 def _season_caption(profile: ReferenceProfile) -> str:
-    if profile.season is not None:
-        names = ", ".join(sorted(profile.season.features)) or "no feature"
-        return f" · season {profile.season.period_s} s in {profile.season.slots} slots ({names})"
+    """The season and what follows it (the rows show pooled bins: a reader must know windows are
+    compared with their slot's), or the strong cycles a profile without one was built over."""
+    caption = ""
+    section = profile.season
+    if section is not None:
+        followed = ", ".join(f"{name} ({feature.strength:.0%} of its variance)"
+                             for name, feature in sorted(section.features.items())) or "no feature"
+        caption += (f" · season {period_name(section.period_s)} ({section.period_s} s) in {section.slots} "
+                    f"slots of {season_of(section).slot_ms / 1000:g} s; the cycle of {followed}: their "
+                    "windows and events are compared with their slot's reference, not the pooled bins shown")
     if profile.detected_cycle:
-        return f" · strong daily cycle, no season: {', '.join(sorted(profile.detected_cycle))}"
-    return ""
+        cycles = ", ".join(f"{name} ({strength:.0%} of its variance)"
+                           for name, strength in sorted(profile.detected_cycle.items()))
+        hint = "" if section is not None else (", yet no season: every window is compared with the whole day "
+                                               "(profile build --season daily compares each with its hour)")
+        caption += f" · training showed a strong daily cycle in {cycles}{hint}"
+    return caption
 
 
 def _describe(feature: FeatureProfile) -> str:

@@ -396,9 +396,19 @@ def strong_cycles(strengths: Mapping[str, float]) -> dict[str, float]:
 def describe(strengths: Mapping[str, float], period_s: int) -> str:
     """One line naming the strong cycles, e.g. for the profile build's stdout."""
     strong = strong_cycles(strengths)
-    cycle = "daily" if period_s == DAY_S else "weekly" if period_s == WEEK_S else f"{period_s} s"
     named = ", ".join(f"{n} ({s:.0%} of its variance)" for n, s in strong.items())
-    return f"{named}: a strong {cycle} cycle"
+    return f"{named}: a strong {period_name(period_s)} cycle"
+
+
+def period_name(period_s: int) -> str:
+    """``daily``, ``weekly`` or the period in seconds (``3600 s``)."""
+    return "daily" if period_s == DAY_S else "weekly" if period_s == WEEK_S else f"{period_s} s"
+
+
+def slot_name(season: Season) -> str:
+    """What one slot is called in a sentence: ``hour``, ``day`` or ``900 s slot``."""
+    named = {3600_000.0: "hour", DAY_S * 1000.0: "day"}.get(season.slot_ms)
+    return named if named is not None else f"{season.slot_ms / 1000:g} s slot"
 
 
 
