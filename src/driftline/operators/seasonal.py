@@ -256,8 +256,9 @@ def residual_quantiles(feature: SeasonalFeature) -> FloatArray:
 
 REFERENCES_BUDGET_BYTES = 256 * 2**20
 """What the cached window references of a worker may hold in memory (estimated by
-:data:`REFERENCE_BYTES_PER_FEATURE`): ~300 daily references of 100 seasonal features, ~100
-daily models of 10 a day each (~120 references)."""
+:data:`REFERENCE_BYTES_PER_FEATURE`, with the profiles' residual quantiles): ~320 references of
+100 seasonal features, or the day of ~25 daily models of 10 (~120 references, ~9.4 MiB, and up
+to 1.6 MB of residuals each; bench_seasonal_references holds 40 MiB for 4)."""
 REFERENCE_BYTES_PER_FEATURE = 8 * 1024
 """Memory of one seasonal feature in a cached window scorer (measured: 41 kB for 5 features,
 207 kB for 25; the JSON of the features is ~15x smaller, no measure of it)."""
