@@ -101,3 +101,14 @@ def test_delivery_quick_compares_batches_with_per_message_send(bench_path: None,
     assert _module("bench_delivery").main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "per-message send()" in out and "deliver() batches" in out and "deliver() / per-message" in out
+
+
+@pytest.mark.integration
+def test_restart_quick_restores_every_pending_prediction(bench_path: None,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_restart is not in run_all (minutes at 1M): its smoke run kills a worker at 10,000
+    pending and restarts it; the restarted worker holds them all and joins fresh traffic."""
+    assert _module("bench_restart").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "10,000 pending at the kill (10,000 after the restore)" in out, out
+    assert "first outcome" in out and "shard 3: " in out, out
