@@ -364,12 +364,13 @@ class EpisodeMonitor:
 
     @classmethod
     def for_profile(cls, profile: FeatureProfile, *, arl: float, min_effect: float = DEFAULT_MIN_EFFECT_SD,
-                    learning: int = DEFAULT_LEARNING) -> EpisodeMonitor:
+                    learning: int = DEFAULT_LEARNING, n_reference: int | None = None) -> EpisodeMonitor:
         """The monitor for one feature of a reference profile; ``min_effect`` in reference sd
-        (a categorical feature gets ``min_psi = min_effect**2``, see the module docstring)."""
+        (a categorical feature gets ``min_psi = min_effect**2``, see the module docstring);
+        ``n_reference``: what a numeric reference is worth if not its ``n`` values."""
         if profile.kind == "numeric":
             det: NumericDetector | CategoricalDetector = NumericDetector.from_sketch(
-                profile.reference_sketch(), profile.n, arl=arl, min_effect=min_effect)
+                profile.reference_sketch(), n_reference or profile.n, arl=arl, min_effect=min_effect)
             return cls(det, min_effect=min_effect, learning=learning)
         det = CategoricalDetector.from_counts(profile.categories, profile.ref_counts, arl=arl,
                                               min_psi=min_effect**2)

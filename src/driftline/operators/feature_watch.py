@@ -74,7 +74,7 @@ from driftline.operators.episodes import (
     EpisodeMonitor,
 )
 from driftline.operators.profile import ReferenceProfile
-from driftline.operators.seasonal import standardise
+from driftline.operators.seasonal import reference_size, standardise
 from driftline.operators.sequential import feature_arl
 from driftline.operators.window_stats import MAX_ABS_VALUE, valid_numbers
 
@@ -412,10 +412,14 @@ class FeatureWatch:
             _FRESH_BANKS.move_to_end(key)
             return ProfileMonitors(index, profile, pickle.loads(template.monitors))
         # a seasonal feature's monitor watches its standardised values against their residual profile
-        seasonal = profile.season.features if profile.season is not None else {}
+        season = profile.season
+        seasonal = season.features if season is not None else {}
         monitors = {
-            name: EpisodeMonitor.for_profile(seasonal[name].residual if name in seasonal else fprofile,
-                                             arl=arl, min_effect=self.min_effect_sd, learning=self.learning)
+            name: EpisodeMonitor.for_profile(
+                seasonal[name].residual, arl=arl, min_effect=self.min_effect_sd, learning=self.learning,
+                n_reference=reference_size(season, seasonal[name]),
+            ) if season is not None and name in seasonal else EpisodeMonitor.for_profile(
+                fprofile, arl=arl, min_effect=self.min_effect_sd, learning=self.learning)
             for name, fprofile in sorted(profile.features.items())
         }
         _FRESH_BANKS[key] = _FreshBank(profile.features, pickle.dumps(monitors, pickle.HIGHEST_PROTOCOL))

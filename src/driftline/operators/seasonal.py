@@ -41,6 +41,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.stats import f as f_distribution
 
 from driftline.operators.profile import (
     FeatureProfile,
@@ -59,6 +60,9 @@ DAY_S = 86_400
 WEEK_S = 7 * DAY_S
 MIN_PER_SLOT = 10
 """A slot needs this many training values of a feature for its level and scale to be estimated."""
+CYCLE_P = 1e-6
+"""A feature's cycle is learned only when its slots' means differ at this significance (one-way
+ANOVA): a stationary feature stays pooled."""
 STRONG_CYCLE = 0.2
 """Share of a feature's variance its cycle explains from which profile build calls the cycle
 strong (and says so when no season was asked for)."""
@@ -193,7 +197,7 @@ def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Seas
     t = np.asarray(times_ms, dtype=np.int64)
     features = {}
     for name, x, fitted in _fitted_levels(columns, t, season):
-        if fitted is None:
+        if fitted is None or not _cycle_is_real(x, t, season):
             continue
         mean, strength, counts = fitted
         keep = np.isfinite(x)
@@ -203,6 +207,7 @@ def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Seas
         std = np.sqrt(squares / np.maximum(counts - 1, 1))
         if not (std > 1e-9 * np.std(x[keep])).all():
             continue  # a value fixed within a slot (e.g. the time of day itself): nothing to standardise
+        std = np.exp(_smoothed(np.log(std), season))
         residual = float(np.mean(mean)) + float(np.mean(std)) * around / _interpolated(season, std, t[keep])
         features[name] = SeasonalFeature(mean=mean.tolist(), std=std.tolist(), n=counts.tolist(),
                                          strength=round(strength, 6),
@@ -352,10 +357,49 @@ def _fit_level(x: FloatArray, t: npt.NDArray[np.int64], season: Season
     total = float(np.var(x))
     if not total > 0 or x.min() == x.max():  # a constant's variance may round to 1e-35
         return None
-    mean = np.bincount(slot, weights=x, minlength=season.slots) / counts
+    mean = _smoothed(np.bincount(slot, weights=x, minlength=season.slots) / counts, season)
     around = x - _interpolated(season, mean, t)
     strength = max(0.0, 1.0 - float(np.var(around)) / total)
     return mean, strength, counts
+
+
+def _harmonics(slots: int) -> int:
+    """Harmonics of the period a cycle keeps: ``slots // 8``, at least one (3 of a day's 24 hours,
+    21 of a week's 168, so a weekly season keeps its daily shape)."""
+    return max(1, slots // 8)
+
+
+def _smoothed(per_slot: FloatArray, season: Season) -> FloatArray:
+    """Per-slot estimates kept to the period's first :func:`_harmonics`. Each slot's own mean or sd
+    is estimated from its few values: the events of a busy stream would meet that sampling error,
+    hour after hour, as a shift of their own; a smooth cycle loses nothing."""
+    spectrum = np.fft.rfft(per_slot)
+    spectrum[_harmonics(season.slots) + 1 :] = 0
+    return np.fft.irfft(spectrum, n=season.slots)
+
+
+def reference_size(section: SeasonSection, feature: SeasonalFeature) -> int:
+    """How many values a seasonal feature's residual reference is worth to a detector: the level it
+    is measured from is a curve of ``2 h + 1`` parameters (``h`` harmonics) fitted to the training's
+    values, each known as well as a mean of ``n / (2 h + 1)`` of them. Sized by the whole residual
+    sample, a detector of a busy stream would take that curve's error for a shift."""
+    return max(2, feature.residual.n // (2 * _harmonics(section.slots) + 1))
+
+
+def _cycle_is_real(x: FloatArray, t: npt.NDArray[np.int64], season: Season) -> bool:
+    """Whether the slots' means differ by more than their values' spread explains (one-way
+    analysis of variance, p < :data:`CYCLE_P`). A feature without a cycle stays pooled: standardised
+    by slot it would only gain the slots' estimation error."""
+    keep = np.isfinite(x)
+    x, slot = x[keep], season.slot_of(t[keep])
+    counts = np.bincount(slot, minlength=season.slots)
+    means = np.bincount(slot, weights=x, minlength=season.slots) / counts
+    between = float(np.sum(counts * (means - x.mean()) ** 2))
+    within = float(np.sum((x - means[slot]) ** 2))
+    dfb, dfw = season.slots - 1, x.size - season.slots
+    if dfb <= 0 or dfw <= 0 or not within > 0:
+        return between > 0
+    return float(f_distribution.sf((between / dfb) / (within / dfw), dfb, dfw)) < CYCLE_P
 
 
 def _interpolated(season: Season, per_slot: FloatArray, times_ms: npt.ArrayLike) -> FloatArray:
