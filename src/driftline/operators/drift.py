@@ -254,16 +254,20 @@ def ks_wasserstein_from_sketches(ref: QuantileSketch, cur: QuantileSketch) -> tu
     return _ks_wasserstein(ref.buckets(), cur.buckets())
 
 
-def _ks_wasserstein(ref: Buckets, cur: Buckets, pvalue: bool = True) -> tuple[float, float, float]:
+def _ks_wasserstein(ref: Buckets, cur: Buckets, pvalue: bool = True,
+                    ref_size: int | None = None) -> tuple[float, float, float]:
     """(KS statistic, its p-value, Wasserstein distance); the p-value NaN unless ``pvalue`` (for a
-    window too small to be tested it would be most of the cost: the exact small-n branch)."""
+    window too small to be tested it would be most of the cost: the exact small-n branch).
+    ``ref_size``: what the reference is worth in the p-value when less than the values its sketch
+    holds (a seasonal window reference: :func:`driftline.operators.seasonal.window_reference_size`)."""
     n, m = int(ref[2].sum()), int(cur[2].sum())
     if not n or not m:
         return math.nan, math.nan, math.nan
     reps, a, b = _aligned_buckets(ref, cur)
     gap = np.abs(np.cumsum(a) / n - np.cumsum(b) / m)
     d = float(gap.max())
-    return d, _ks_pvalue(d, n, m) if pvalue else math.nan, float(np.dot(gap[:-1], np.diff(reps)))
+    tested = n if ref_size is None else max(1, min(n, ref_size))
+    return d, _ks_pvalue(d, tested, m) if pvalue else math.nan, float(np.dot(gap[:-1], np.diff(reps)))
 
 
 def chi_square(
@@ -444,7 +448,9 @@ def score_feature(
     if prepared.sketch.relative_accuracy != stats.sketch.relative_accuracy:
         raise ValueError("sketches must share relative_accuracy to be compared bucket by bucket")
     ref_buckets = prepared.buckets
-    stat, p, w = _ks_wasserstein(ref_buckets, cur_buckets, pvalue=tested)
+    # profile.n is the sketch's count, except for a seasonal window reference: fewer, what the
+    # fitted cycle it is drawn from is worth
+    stat, p, w = _ks_wasserstein(ref_buckets, cur_buckets, pvalue=tested, ref_size=profile.n)
     score.ks_stat, score.ks_pvalue, score.wasserstein = _finite(stat), _finite(p), _finite(w)
     if score.wasserstein is not None and profile.std:
         score.effect = score.wasserstein / profile.std
