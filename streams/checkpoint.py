@@ -16,6 +16,14 @@ compaction, on Kafka and on the embedded broker alike. A reader takes the highes
 holding a complete base, its last complete base, then every delta whose parent is the link before
 it (a torn or repeated save breaks nothing: its parent no longer matches).
 
+Where a restore starts reading: every chunk of a chain names (``"from"``) the offset of the first
+chunk of the last base its writer saw acknowledged in that generation (0 before there is one) and
+(``"from_bytes"``) what the generation held before that offset. A reader fetches the topic's last
+record and reads from the offset it names: the last complete base and its deltas, not the bases
+before it. A base's first offset is the topic's end just before its first chunk is sent (this
+process is the chain's one writer), or, after a restore, where the restored base was read. Chunks
+written before this field (no ``"from"``), or nothing assembling from there, mean reading from 0.
+
 Local copies (``worker.state_dir``, :class:`LocalBases`): each base a process writes is also kept
 as a file, with the chain position it stands for; a restore that finds the chain's last base in it
 reads only the links after that base from the topic.
@@ -115,6 +123,8 @@ class Checkpoint:
     local_read_seconds: float = 0.0
     base_id: str | None = None
     """A chain: the checkpoint id of its base."""
+    base_offset: int | None = None
+    """A chain: the topic offset of its base's first chunk (None: not known, e.g. an old local copy)."""
 
     @property
     def delta_bytes(self) -> int:
@@ -130,6 +140,10 @@ class _Assembly:
     offsets: Offsets
     kind: str
     parent: str | None
+    first_offset: int | None = None
+    """The topic offset of its chunk 0 (None: the reader did not say)."""
+    bytes_before: int = 0
+    """What the reader had applied before its chunk 0 (bytes of message values)."""
     chunks: list[bytes] = field(default_factory=list)
     received: int = 0
     spool: BinaryIO | None = None
@@ -190,11 +204,40 @@ def chain_generations(state_topic: str, stage: str, topics: Iterable[str]) -> di
     return {shard: sorted(gens, reverse=True) for shard, gens in sorted(out.items())}
 
 
+@dataclass(frozen=True, slots=True)
+class ReadFrom:
+    """Where a reader of a chain topic should start: the offset of the first chunk of the last base
+    acknowledged in the generation, and the bytes the generation held before it (rotation counts
+    them). ``ReadFrom(0, 0)``: the whole topic."""
+
+    offset: int
+    held: int
+
+    def header(self) -> dict[str, int]:
+        return {"from": self.offset, "from_bytes": self.held}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, object], end: int) -> ReadFrom | None:
+        """The position a chunk's header names, None if it names none (a chunk written before the
+        field) or one outside [0, ``end``).
+
+        >>> ReadFrom.from_header({"from": 7, "from_bytes": 900}, 10), ReadFrom.from_header({}, 10)
+        (ReadFrom(offset=7, held=900), None)
+        >>> ReadFrom.from_header({"from": 10, "from_bytes": 0}, 10), ReadFrom.from_header({"from": "x"}, 10)
+        (None, None)
+        """
+        offset, held = header.get("from"), header.get("from_bytes", 0)
+        if type(offset) is not int or type(held) is not int or not 0 <= offset < end or held < 0:
+            return None
+        return cls(offset, held)
+
+
 def encode_chunks(checkpoint_id: str, blob: bytes, offsets: Mapping[tuple[str, int], int],
                   max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL,
-                  parent: str | None = None) -> list[bytes]:
+                  parent: str | None = None, read_from: ReadFrom | None = None) -> list[bytes]:
     """The message values of one checkpoint, in order."""
-    return [value for group in chunk_groups(checkpoint_id, blob, offsets, max_chunk_bytes, kind, parent)
+    return [value for group in chunk_groups(checkpoint_id, blob, offsets, max_chunk_bytes, kind, parent,
+                                            read_from=read_from)
             for value in group]
 
 
@@ -212,10 +255,12 @@ def chunk_count(size: int, max_chunk_bytes: int = MAX_CHUNK_BYTES) -> int:
 
 def chunk_groups(checkpoint_id: str, blob: bytes | BlobFile, offsets: Mapping[tuple[str, int], int],
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, kind: str = FULL, parent: str | None = None,
-                 group_bytes: int = DELIVER_GROUP_BYTES, crc: int | None = None) -> Iterator[list[bytes]]:
+                 group_bytes: int = DELIVER_GROUP_BYTES, crc: int | None = None,
+                 read_from: ReadFrom | None = None) -> Iterator[list[bytes]]:
     """The message values of one checkpoint, in order, a list of about ``group_bytes`` at a time:
     a writer that sends each group before asking for the next holds one group of messages beside
-    the blob, not a second copy of the blob (each chunk is cut from a view of it).
+    the blob, not a second copy of the blob (each chunk is cut from a view of it). A chain's chunks
+    carry ``read_from`` (where a reader of their topic starts), if given.
 
     >>> groups = list(chunk_groups("c", bytes(100_000), {}, max_chunk_bytes=20_000, group_bytes=60_000))
     >>> [len(group) for group in groups], [v for g in groups for v in g] == encode_chunks(
@@ -228,7 +273,9 @@ def chunk_groups(checkpoint_id: str, blob: bytes | BlobFile, offsets: Mapping[tu
     if crc is None:  # a caller that has it saves a pass over the blob
         crc = blob_crc(blob)
     wire_offsets = sorted([t, p, o] for (t, p), o in offsets.items())
-    chain = {} if kind == FULL else {"kind": kind, "parent": parent}
+    chain: dict[str, object] = {} if kind == FULL else {"kind": kind, "parent": parent}
+    if read_from is not None:
+        chain |= read_from.header()
     with contextlib.ExitStack() as stack:
         # A blob in a file is read a chunk at a time (never whole in memory), one in memory sliced.
         view = None if isinstance(blob, BlobFile) else stack.enter_context(memoryview(blob))
@@ -298,6 +345,11 @@ class CheckpointAssembler:
         self.discarded_chunks = 0
         self._spool_above = spool_above
         self.spool_dir = spool_dir
+        self.bytes_applied = 0
+        """Bytes of message values applied so far."""
+        self.positions: dict[str, tuple[int | None, int]] = {}
+        """Checkpoint id -> (offset of its chunk 0, ``bytes_applied`` before it), of every complete
+        checkpoint of ``completed`` (a chain reader: where its base is)."""
 
     def _spool_file(self) -> BinaryIO | None:
         """A temporary file (deleted once closed) for a large base's chunks; None (keep them in
@@ -311,7 +363,10 @@ class CheckpointAssembler:
             log.warning("reading a large base into memory: no temporary file in %s (%s)", directory, err)
             return None
 
-    def apply(self, key: str, value: bytes | None) -> None:
+    def apply(self, key: str, value: bytes | None, offset: int | None = None) -> None:
+        """Fold one message (``offset``: its topic offset, if the caller knows it)."""
+        before = self.bytes_applied
+        self.bytes_applied += len(value or b"")
         if value is None:  # tombstone: the key was deleted
             self.latest.pop(key, None)
             gone = self._open.pop(key, None)
@@ -334,7 +389,8 @@ class CheckpointAssembler:
             if current is not None:
                 self.discarded_chunks += current.received  # a save that never finished
                 current.discard()
-            current = self._open[key] = _Assembly(ckpt_id, count, crc, size, offsets, kind, parent)
+            current = self._open[key] = _Assembly(ckpt_id, count, crc, size, offsets, kind, parent,
+                                                  offset, before)
             if kind == BASE and self._spool_above is not None and size > self._spool_above:
                 current.spool = self._spool_file()
         elif current is None or current.checkpoint_id != ckpt_id or current.received != index:
@@ -349,7 +405,8 @@ class CheckpointAssembler:
             self.discarded_chunks += current.count
             log.warning("ignoring checkpoint %s of %s: size/CRC mismatch", ckpt_id, key)
             return
-        checkpoint = Checkpoint(ckpt_id, blob, current.offsets, current.kind, current.parent)
+        checkpoint = Checkpoint(ckpt_id, blob, current.offsets, current.kind, current.parent,
+                                base_offset=current.first_offset)
         self.latest[key] = checkpoint
         if self.completed is not None:
             if checkpoint.kind == BASE:
@@ -357,7 +414,9 @@ class CheckpointAssembler:
                     if isinstance(link.blob, BlobFile):
                         link.blob.close()
                 self.completed.clear()
+                self.positions.clear()
             self.completed.append(checkpoint)
+            self.positions[ckpt_id] = (current.first_offset, current.bytes_before)
 
 
 def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -> Checkpoint | None:
@@ -384,7 +443,8 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
     last = deltas[-1] if deltas else base
     return Checkpoint(last.checkpoint_id, base.blob, last.offsets, BASE, None,
                       tuple(d.blob for d in deltas if isinstance(d.blob, bytes)), generation,
-                      base_id=base.checkpoint_id)  # a delta is never spooled (a base is)
+                      base_id=base.checkpoint_id,  # a delta is never spooled (a base is)
+                      base_offset=base.base_offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +465,8 @@ class LocalBase:
     offsets: Offsets
     generation_bytes: int
     """What the generation's topic held once this base was in it (rotation counts it)."""
+    first_chunk: int | None = None
+    """The topic offset of the base's first chunk (None: a copy written before it was recorded)."""
 
     def to_json(self) -> bytes:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -611,12 +673,13 @@ class _AfterLocalBase(CheckpointAssembler):
                  spool_dir: Path | None = None) -> None:
         super().__init__(keep_all=True, spool_above=spool_above, spool_dir=spool_dir)
         self.local = local
-        self.local_link = Checkpoint(local.checkpoint_id, b"", dict(local.offsets), BASE)
+        self.local_link = Checkpoint(local.checkpoint_id, b"", dict(local.offsets), BASE,
+                                     base_offset=local.first_chunk)
         self.confirmed = False
 
-    def apply(self, key: str, value: bytes | None) -> None:
+    def apply(self, key: str, value: bytes | None, offset: int | None = None) -> None:
         if self.confirmed:
-            super().apply(key, value)
+            super().apply(key, value, offset)
             return
         local = self.local
         try:
@@ -631,7 +694,21 @@ class _AfterLocalBase(CheckpointAssembler):
             raise _NotTheLocalBase(f"offset {local.last_chunk} holds checkpoint {found['id']} chunk "
                                    f"{found['i']}, not the last chunk of base {local.checkpoint_id}")
         self.confirmed = True
-        self.completed = [self.local_link]
+        self.completed = [self.local_link]  # its position is the copy's, not in ``positions``
+
+
+class _LastHeader(CheckpointAssembler):
+    """Keeps the header of the last message applied (None: it was no checkpoint chunk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header: dict[str, object] | None = None
+
+    def apply(self, key: str, value: bytes | None, offset: int | None = None) -> None:
+        try:
+            self.header = decode_chunk(value or b"")[0]
+        except (ValueError, orjson.JSONDecodeError):
+            self.header = None
 
 
 async def _until_done(call: Callable[..., T], *args: object) -> T:
@@ -671,12 +748,14 @@ class CheckpointStore:
         self._deliver_group_bytes = deliver_group_bytes
         self._generations: dict[str, int] = {}  # key -> the generation its checkpoints go to
         self._generation_bytes: dict[str, int] = {}  # key -> bytes in that generation's topic
+        self._read_from: dict[str, ReadFrom] = {}  # key -> its last acknowledged base's position
         state_dir = settings.worker.state_dir
         self.local = None if state_dir is None else LocalBases(state_dir)
         self._spool_above = spool_above
         self.spool_dir = state_dir if state_dir is not None else settings.join.spill_dir
         """Where large bases are spooled, read or written (None: the temporary directory)."""
-        # Finds where a base just written ends, beside reads of the main consumer (load_all).
+        # Finds where a base starts and (with local copies) ends, beside reads of the main
+        # consumer (load_all).
         self._probe: AIOKafkaConsumer | None = None
         self._probe_lock = asyncio.Lock()
         self._keeping: dict[str, asyncio.Task[None]] = {}  # key -> its copy's fsync and rename
@@ -691,10 +770,9 @@ class CheckpointStore:
         consumer = aiokafka_consumer(self._settings, None)
         await consumer.start()
         self._consumer = consumer
-        if self.local is not None:
-            probe = aiokafka_consumer(self._settings, None)
-            await probe.start()
-            self._probe = probe
+        probe = aiokafka_consumer(self._settings, None)
+        await probe.start()
+        self._probe = probe
 
     async def stop(self) -> None:
         await self.local_copies_kept()
@@ -719,12 +797,15 @@ class CheckpointStore:
         generation = self._generations.get(key, -1)
         written = self._generation_bytes.get(key, 0)
         older: list[str] = []
+        read_from = self._read_from.get(key, ReadFrom(0, 0))
         if base and (generation < 0 or written >= max(ROTATE_FACTOR * len(blob), self._rotate_min_bytes)):
             generation, older = await _until_done(self._new_generation, stage, shard)
-            written = 0
+            written, read_from = 0, ReadFrom(0, 0)
         elif generation < 0:
             raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
         topic = chain_topic(self._tp.topic, stage, shard, generation)
+        # Where this base's first chunk will be: the topic's end now (every chunk lands after it).
+        first_chunk = await self._end_offset(topic) if base else None
         # A base's local copy is written from the same blob while its chunks are delivered.
         if base:
             await self._kept(key)  # the previous copy's temporary file is the one staged next
@@ -736,7 +817,7 @@ class CheckpointStore:
         delivered = False
         try:
             await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE if base else DELTA, parent,
-                              crc)
+                              crc, read_from)
             delivered = True
         finally:
             staged = None if copy is None else await copy
@@ -749,10 +830,15 @@ class CheckpointStore:
         if staged is not None:
             position = LocalBase(self._tp.topic, stage, shard, generation, ckpt_id, -1,
                                  chunk_count(len(blob), self._max_chunk_bytes), len(blob), staged.crc,
-                                 dict(offsets), written + len(blob))
+                                 dict(offsets), written + len(blob), first_chunk)
             await self._keep_local_copy(staged, position)
         self._generations[key] = generation
         self._generation_bytes[key] = written + len(blob)
+        # Links after an acknowledged base tell readers to start at it. Its first offset unknown,
+        # they name the previous base's (it lies before this one: a longer read, never a wrong one).
+        if base and first_chunk is not None:
+            read_from = ReadFrom(first_chunk, written)
+        self._read_from[key] = read_from
         if older:
             await asyncio.to_thread(self._delete_topics, older)
             self._forget_topics(older)
@@ -804,17 +890,30 @@ class CheckpointStore:
 
         self._keeping[key] = asyncio.ensure_future(keep())
 
+    async def _end_offset(self, topic: str) -> int | None:
+        """The end offset of a chain topic (its next record's offset), None if the broker did not
+        answer (the caller goes on without it)."""
+        assert self._probe is not None, "CheckpointStore.start() was not called"
+        tp = TopicPartition(topic, 0)
+        try:
+            async with self._probe_lock:
+                return (await end_offsets(self._probe, [tp]))[tp]
+        except (KafkaError, OSError, TimeoutError) as err:
+            log.warning("where the base written to %s starts is unknown (%s): its readers will read "
+                        "from the previous base on", topic, err)
+            return None
+
     def _count_copy_failure(self, stage: str) -> None:
         self.local_copy_failures[stage] = self.local_copy_failures.get(stage, 0) + 1
 
     async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes | BlobFile,
                      offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None,
-                     crc: int | None = None) -> None:
+                     crc: int | None = None, read_from: ReadFrom | None = None) -> None:
         """Deliver the chunks a group at a time (each acknowledged before the next is built); the
         checkpoint counts once its last chunk is acknowledged, as when they were sent at once."""
         key = shard_key(stage, shard).encode()
         for group in chunk_groups(ckpt_id, blob, offsets, self._max_chunk_bytes, kind, parent,
-                                  self._deliver_group_bytes, crc):
+                                  self._deliver_group_bytes, crc, read_from):
             messages = [OutboundMessage(topic, key, value, 0) for value in group]
             del group
             await deliver(self._producer, messages, what=f"checkpoint chunks of {stage}:{shard}")
@@ -863,15 +962,17 @@ class CheckpointStore:
             for shard in wanted or ():  # what this process knew of them may be stale: re-read
                 self._generations.pop(shard_key(stage, shard), None)
                 self._generation_bytes.pop(shard_key(stage, shard), None)
+                self._read_from.pop(shard_key(stage, shard), None)
             for shard, generations in chain_generations(self._tp.topic, stage, topics).items():
                 if wanted is not None and shard not in wanted:
                     continue
                 for generation in generations:
-                    chain, size = await self._read_chain(stage, shard, generation)
+                    chain, size, read_from = await self._read_chain(stage, shard, generation)
                     if chain is not None:
                         out[shard] = chain
                         self._generations[shard_key(stage, shard)] = generation
                         self._generation_bytes[shard_key(stage, shard)] = size
+                        self._read_from[shard_key(stage, shard)] = read_from
                         break
         return out if wanted is None else {s: c for s, c in out.items() if s in wanted}
 
@@ -879,9 +980,13 @@ class CheckpointStore:
         with admin_client(self._settings) as admin:
             return list(admin.list_topics())
 
-    async def _read_chain(self, stage: str, shard: int, generation: int) -> tuple[Checkpoint | None, int]:
-        """The chain in one generation's topic, and the bytes that topic holds. Its base comes from
-        the local copy when that is the chain's last base; else the whole topic is read."""
+    async def _read_chain(self, stage: str, shard: int,
+                          generation: int) -> tuple[Checkpoint | None, int, ReadFrom]:
+        """The chain in one generation's topic, the bytes that topic holds and where the chain's base
+        is (links written next name it). Its base comes from the local copy when that is the chain's
+        last base; else the topic is read from where its last record says the last acknowledged base
+        starts, or from 0 if that record says nothing (written before chunks did) or nothing
+        assembles from there."""
         tp = TopicPartition(chain_topic(self._tp.topic, stage, shard, generation), 0)
         if self.local is not None:
             local = await asyncio.to_thread(self.local.find, self._tp.topic, stage, shard)
@@ -889,15 +994,51 @@ class CheckpointStore:
                 found = await self._read_chain_after(tp, local)
                 if found is not None:
                     return found
+        before = self.bytes_read
+        start = await self._last_read_from(tp)
+        chain: Checkpoint | None = None
+        if start is None:
+            log.info("reading %s from offset 0: its last record names no start (written by an older "
+                     "version)", tp.topic)
+        elif start.offset > 0:
+            chain, size, read_from = await self._read_chain_from(tp, generation, start)
+            if chain is None:
+                log.warning("reading %s from offset 0: no complete base from offset %d, where its last "
+                            "record says the last base starts", tp.topic, start.offset)
+        if chain is None:
+            chain, size, read_from = await self._read_chain_from(tp, generation, ReadFrom(0, 0))
+        read = self.bytes_read - before
+        return (None if chain is None else dataclasses.replace(chain, broker_bytes=read)), size, read_from
+
+    async def _last_read_from(self, tp: TopicPartition) -> ReadFrom | None:
+        """Where the last record of a chain topic says a reader starts (an empty topic: at 0), None
+        if it says nothing."""
+        consumer = self._consumer
+        if consumer is None:
+            raise CheckpointError("CheckpointStore.start() was not called")
+        end = (await end_offsets(consumer, [tp]))[tp]
+        if end == 0:
+            return ReadFrom(0, 0)
+        last = _LastHeader()
+        await self._read(tp, end - 1, last, end)
+        return None if last.header is None else ReadFrom.from_header(last.header, end)
+
+    async def _read_chain_from(self, tp: TopicPartition, generation: int,
+                               start: ReadFrom) -> tuple[Checkpoint | None, int, ReadFrom]:
+        """The chain in a topic read from ``start`` on, the bytes the topic holds and where its base is."""
         assembler = CheckpointAssembler(keep_all=True, spool_above=self._spool_above,
                                         spool_dir=self.spool_dir)
         before = self.bytes_read
-        await self._read(tp, 0, assembler)
-        read = self.bytes_read - before
+        await self._read(tp, start.offset, assembler)
+        size = start.held + self.bytes_read - before
         chain = assemble_chain(assembler.completed or (), generation)
-        return (None if chain is None else dataclasses.replace(chain, broker_bytes=read)), read
+        if chain is None or chain.base_id is None:
+            return None, size, start
+        offset, applied = assembler.positions.get(chain.base_id, (None, 0))
+        return chain, size, start if offset is None else ReadFrom(offset, start.held + applied)
 
-    async def _read_chain_after(self, tp: TopicPartition, local: LocalBase) -> tuple[Checkpoint, int] | None:
+    async def _read_chain_after(self, tp: TopicPartition,
+                                local: LocalBase) -> tuple[Checkpoint, int, ReadFrom] | None:
         """The chain read from ``local``'s last chunk on, its base from the copy; None (read it all)
         unless the topic holds that base where the copy says and the copy's blob is whole."""
         assembler = _AfterLocalBase(local, self._spool_above, self.spool_dir)
@@ -907,11 +1048,13 @@ class CheckpointStore:
             if not assembler.confirmed:
                 raise _NotTheLocalBase(f"the topic ends before offset {local.last_chunk}")
         except _NotTheLocalBase as err:
-            log.warning("not using the local base of %s: %s; reading the whole chain", tp.topic, err)
+            log.warning("not using the local base of %s: %s; reading the chain from the topic", tp.topic, err)
             return None
         read = self.bytes_read - before
         links = list(assembler.completed or ())
         local_bytes, seconds = 0, 0.0
+        # Where the chain's base is: the copy's (a copy that does not say: read from 0 next time).
+        read_from = ReadFrom(0, 0)
         if links and links[0] is assembler.local_link:
             started = time.perf_counter()
             copies = self.local
@@ -925,24 +1068,33 @@ class CheckpointStore:
             local_bytes = len(blob)
             self.local_bytes_read += local_bytes
             self._local_bases[shard_key(local.stage, local.shard)] = local.checkpoint_id
+            if local.first_chunk is not None:
+                read_from = ReadFrom(local.first_chunk, max(0, local.generation_bytes - local.size))
         else:  # a newer base completed after the copy's: read from the topic with what followed
             log.info("the local base of %s is older than the chain's last base: not used", tp.topic)
         chain = assemble_chain(links, local.generation)
         if chain is None:
             return None
+        if links[0] is not assembler.local_link and chain.base_id is not None:
+            offset, applied = assembler.positions.get(chain.base_id, (None, 0))
+            if offset is not None:
+                read_from = ReadFrom(offset, local.generation_bytes + applied)
         chain = dataclasses.replace(chain, broker_bytes=read, local_bytes=local_bytes,
                                     local_read_seconds=seconds)
-        return chain, local.generation_bytes + read
+        return chain, local.generation_bytes + read, read_from
 
     async def _catch_up(self) -> None:
         self._next_offset = await self._read(self._tp, self._next_offset, self._assembler)
 
-    async def _read(self, tp: TopicPartition, start: int, assembler: CheckpointAssembler) -> int:
-        """Apply the records of ``tp`` from ``start`` to its true end; returns the next offset."""
+    async def _read(self, tp: TopicPartition, start: int, assembler: CheckpointAssembler,
+                    end: int | None = None) -> int:
+        """Apply the records of ``tp`` from ``start`` to its true end (or ``end``); returns the next
+        offset."""
         consumer = self._consumer
         if consumer is None:
             raise CheckpointError("CheckpointStore.start() was not called")
-        end = (await end_offsets(consumer, [tp]))[tp]
+        if end is None:
+            end = (await end_offsets(consumer, [tp]))[tp]
         if start >= end:
             return start
         consumer.assign([tp])
@@ -970,4 +1122,4 @@ class CheckpointStore:
         self.bytes_read += len(record.value or b"")
         if record.key is None:
             return
-        assembler.apply(record.key.decode("utf-8", "replace"), record.value)
+        assembler.apply(record.key.decode("utf-8", "replace"), record.value, record.offset)
