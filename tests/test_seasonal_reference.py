@@ -10,6 +10,7 @@ within a few hundred events.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tracemalloc
 from pathlib import Path
@@ -23,7 +24,7 @@ from driftline.cli.main import main
 from driftline.config import Settings
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.model_watch import multivariate_section
-from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.operators.profile import ReferenceProfile, SeasonSection, build_profile
 from driftline.operators.seasonal import (
     DAILY,
     MIXTURE_VALUES,
@@ -35,6 +36,7 @@ from driftline.operators.seasonal import (
     parse_season,
     seasonal_multivariate_section,
     standardise_columns,
+    utc_offsets_ms,
 )
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.replay.run import replay_files
@@ -401,3 +403,95 @@ def test_feature_windows_show_the_reference_a_seasonal_window_was_scored_against
         assert row["bin_edges"] != pytest.approx(pooled.edges)
     hours = [tuple(r["bin_edges"]) for r in rows if r["window_size_s"] == 3600]
     assert len(hours) >= 4 and len(set(hours)) == len(hours)  # each hour its own reference
+
+
+BERLIN_DST_MS = 1_774_746_000_000  # 2026-03-29T01:00Z: Berlin's clocks go from 02:00 to 03:00
+
+
+def _berlin_stream(seed: int, first_ms: int, days: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A stationary cycle of Berlin's local time (one value per 20 s): in UTC it moves an hour
+    earlier at the change."""
+    rng = np.random.default_rng(seed)
+    t = first_ms + np.arange(0, int(days * DAY_S), STEP_S, dtype=np.int64) * 1000
+    local_s = (t + utc_offsets_ms("Europe/Berlin", t)) / 1000
+    load = 10 + 3 * np.sin(2 * np.pi * local_s / DAY_S) + rng.normal(size=t.size)
+    return t, {"load": load, "other": rng.normal(5, 1, size=t.size)}
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "UTC"])
+def test_a_local_time_cycle_across_a_daylight_saving_change(tmp_path: Path, zone: str) -> None:
+    """Trained on two days before Berlin's spring change and replayed across it: with the season in
+    Berlin's local time the stream stays the cycle it was (nothing opens, no hour drifts); in UTC
+    the change reads as a 1 h phase shift (up to 0.8 sd) and opens an episode after it."""
+    first = BERLIN_DST_MS - 3 * DAY_S * 1000 - 3_600_000  # 2026-03-26T00:00Z
+    times, columns = _berlin_stream(1, first, 2)
+    season = fit_season(columns, times, parse_season("daily", timezone=zone), bins=10)
+    assert season.timezone == zone and set(season.features) == {"load"}
+    profile = build_profile("m", "1", columns, label_column=None, prediction_column=None, bins=10, top_k=10,
+                            created_at_ms=first, season=season,
+                            multivariate=seasonal_multivariate_section(season, columns, times, bins=10))
+    live_times, live = _berlin_stream(2, first + 2 * DAY_S * 1000, 2.5)
+    path = tmp_path / "predictions.jsonl"
+    with path.open("wb") as f:
+        for i, (ts, load, other) in enumerate(zip(live_times.tolist(), live["load"].tolist(),
+                                                  live["other"].tolist(), strict=True)):
+            f.write(orjson.dumps({"prediction_id": f"p{i}", "model_id": "m", "model_version": "1",
+                                  "timestamp": ts, "features": {"load": load, "other": other},
+                                  "prediction": {"label": "a"}}) + b"\n")
+    writer = MemoryRowWriter()
+    replay_files(Settings(), "dst", writer, path, None, profiles=[profile.model_dump_json().encode()])
+    opened = [(r["feature"], r["event_time"]) for r in writer.rows["drift_alerts"]
+              if r.get("event_kind") == "opened"]
+    hours = [r for r in writer.rows["model_drift"] if r["segment"] == "" and r["window_size_s"] == 3600]
+    load_hours = [r["window_start"] for r in hours if "load" in r["drifted_features"]]
+    assert len(hours) >= 55
+    if zone == "Europe/Berlin":
+        assert opened == [] and load_hours == [], (opened, load_hours)
+    else:
+        assert any(f == "load" and t >= BERLIN_DST_MS for f, t in opened), opened
+        assert all(t >= BERLIN_DST_MS for _, t in opened), opened
+        assert all(t >= BERLIN_DST_MS for t in load_hours), load_hours
+
+
+def test_a_season_in_local_time_is_stored_and_a_utc_one_reads_as_before(tmp_path: Path) -> None:
+    """The zone goes into the profile (and back); a UTC season writes no zone, so its JSON, its
+    season_id (which the multivariate section records) and the profile's id are a profile's of
+    before zones; a pickled section of before zones (a stage-2 checkpoint) reads as UTC."""
+    times, columns = _stream(1, 0, 2)
+    utc = fit_season(columns, times, DAILY, bins=10)
+    assert "timezone" not in utc.model_dump() and "timezone" not in utc.model_dump_json()
+    before = {"period_s": utc.period_s, "slots": utc.slots,
+              "features": utc.model_dump(mode="json")["features"]}  # a section's fields before zones
+    digest = hashlib.sha256(orjson.dumps(before, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    assert utc.season_id() == digest
+    berlin = fit_season(columns, times, parse_season("daily", timezone="Europe/Berlin"), bins=10)
+    assert berlin.timezone == "Europe/Berlin" and berlin.season_id() != utc.season_id()
+    profile = build_profile("m", "1", columns, label_column=None, prediction_column=None, bins=10, top_k=10,
+                            created_at_ms=START, season=berlin)
+    again = ReferenceProfile.model_validate_json(profile.model_dump_json())
+    assert again == profile and again.season is not None and again.season.timezone == "Europe/Berlin"
+    state = utc.__getstate__()
+    del state["__dict__"]["timezone"]
+    old = SeasonSection.__new__(SeasonSection)
+    old.__setstate__(state)
+    assert old.timezone == "UTC" and old == utc
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        parse_season("daily", timezone="Mars/Olympus")
+
+
+def test_profile_build_season_tz(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_HOME", str(tmp_path / "home"))
+    data = _write_training_csv(tmp_path / "train.csv")
+    base = ["profile", "build", "--model", "m", "--version", "1", "--data", str(data), "--no-publish",
+            "--time-column", "ts"]
+    out = tmp_path / "p.jsonl"
+    assert main([*base, "--season", "daily", "--season-tz", "Europe/Berlin", "--out", str(out)]) == 0
+    assert "24 slots of Europe/Berlin local time" in capsys.readouterr().out
+    profile = ReferenceProfile.model_validate_json(out.read_text())
+    assert profile.season is not None and profile.season.timezone == "Europe/Berlin"
+    with pytest.raises(SystemExit):
+        main([*base, "--season", "daily", "--season-tz", "Mars/Olympus"])
+    assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
+    assert main([*base, "--season-tz", "Europe/Berlin"]) == 2
+    assert "--season-tz needs --season" in capsys.readouterr().err

@@ -118,6 +118,10 @@ def register(sub: Any) -> None:
                        "not drift (default: one pooled reference)")
     build.add_argument("--season-slots", type=_int_in(1, 10_000), metavar="N",
                        help="slots the --season period is cut into (default: one an hour)")
+    build.add_argument("--season-tz", type=_time_zone, default="UTC", metavar="ZONE",
+                       help="IANA time zone whose local time the --season slots follow, e.g. Europe/Berlin "
+                       "(default: UTC): traffic that follows local time keeps its hours across a "
+                       "daylight-saving change, which in UTC reads as a 1 h phase shift twice a year")
     build.add_argument("--bins", type=_int_in(2, 1000), metavar="N",
                        help="quantile bins per numeric feature (default: drift.bins)")
     build.add_argument("--top-k", type=_int_in(1, 1_000_000), metavar="K",
@@ -153,6 +157,14 @@ def _season(text: str) -> Season:
         return parse_season(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _time_zone(text: str) -> str:
+    try:
+        return Season(period_s=DAILY.period_s, slots=DAILY.slots, timezone=text.strip()).timezone
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError("; ".join(str(e["msg"]).removeprefix("Value error, ")
+                                                   for e in error.errors())) from None
 
 
 def _int_in(low: int, high: int) -> Any:
@@ -311,6 +323,8 @@ def _times(table: dict[str, list[Any]], args: argparse.Namespace, source: str) -
 def _season_section(args: argparse.Namespace, features: dict[str, list[Any]], times: list[int] | None,
                     ) -> tuple[SeasonSection | None, dict[str, float] | None]:
     """The season asked for, or (no --season) the strong daily cycles found; both said on stdout."""
+    if args.season is None and args.season_tz != "UTC":
+        raise InputError("--season-tz needs --season (the zone whose local time the season's slots follow)")
     if times is None:
         return None, None
     if args.season is None:
@@ -320,8 +334,8 @@ def _season_section(args: argparse.Namespace, features: dict[str, list[Any]], ti
         print(f"training data: {describe(strong, DAILY.period_s)}; the profile compares every window and "
               "event with the whole day: pass --season daily to compare each with its hour")
         return None, strong
-    season = args.season if args.season_slots is None else Season(period_s=args.season.period_s,
-                                                                    slots=args.season_slots)
+    season = Season(period_s=args.season.period_s, timezone=args.season_tz,
+                    slots=args.season.slots if args.season_slots is None else args.season_slots)
     span_s = (max(times) - min(times)) / 1000 if times else 0.0
     if span_s < season.period_s:
         raise InputError(f"--season: the rows' times ({args.time_column}) span {span_s:.0f} s, less than "
@@ -332,7 +346,8 @@ def _season_section(args: argparse.Namespace, features: dict[str, list[Any]], ti
         raise InputError(f"--season: {error}") from None
     followed = {name: f.strength for name, f in section.features.items()}
     left = sorted(set(features) - set(followed))
-    print(f"season: {season.period_s} s in {season.slots} slots; following it: "
+    zone = "" if season.timezone == "UTC" else f" of {season.timezone} local time"
+    print(f"season: {season.period_s} s in {season.slots} slots{zone}; following it: "
           + (", ".join(f"{n} ({s:.0%} of its variance)" for n, s in sorted(followed.items())) or "no feature")
           + (f"; pooled (categorical, or too few values in a slot): {', '.join(left)}" if left else ""))
     return section, None
@@ -462,8 +477,9 @@ def _season_caption(profile: ReferenceProfile) -> str:
     if section is not None:
         followed = ", ".join(f"{name} ({feature.strength:.0%} of its variance)"
                              for name, feature in sorted(section.features.items())) or "no feature"
+        zone = "" if section.timezone == "UTC" else f" of {section.timezone} local time"
         caption += (f" · season {period_name(section.period_s)} ({section.period_s} s) in {section.slots} "
-                    f"slots of {season_of(section).slot_ms / 1000:g} s; the cycle of {followed}: their "
+                    f"slots of {season_of(section).slot_ms / 1000:g} s{zone}; the cycle of {followed}: their "
                     "windows and events are compared with their slot's reference, not the pooled bins shown")
     if profile.detected_cycle:
         cycles = ", ".join(f"{name} ({strength:.0%} of its variance)"

@@ -25,10 +25,19 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from driftline.operators.sketch import QuantileSketch
 from driftline.operators.window_stats import (
@@ -106,14 +115,40 @@ class SeasonalFeature(BaseModel):
 
 
 class SeasonSection(BaseModel):
-    """A profile's cycle: ``period_s`` seconds in ``slots`` slots from 00:00 UTC, and the numeric
-    features that follow it (the others keep their pooled reference)."""
+    """A profile's cycle: ``period_s`` seconds in ``slots`` slots from 00:00 of ``timezone``'s
+    local time (UTC unless named), and the numeric features that follow it (the others keep their
+    pooled reference)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     period_s: int = Field(gt=0)
     slots: int = Field(gt=0)
     features: dict[str, SeasonalFeature]
+    timezone: str = Field(default="UTC", description="IANA zone whose local time the slots follow")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if name != "UTC":
+            try:
+                ZoneInfo(name)
+            except (ValueError, ZoneInfoNotFoundError):
+                raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Europe/Berlin)") from None
+        return name
+
+    @model_serializer(mode="wrap")
+    def _utc_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A UTC section is written as before zones existed: its JSON, season_id and the profile's
+        # id are those of a profile built before (its multivariate section's season_id still matches).
+        data: dict[str, Any] = handler(self)
+        if self.timezone == "UTC":
+            data.pop("timezone", None)
+        return data
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # pickled (a stage-2 checkpoint) before zones existed: UTC
+        state.get("__dict__", {}).setdefault("timezone", "UTC")
+        super().__setstate__(state)
 
     def season_id(self) -> str:
         """A digest of the cycle: a multivariate section made from columns standardised by it

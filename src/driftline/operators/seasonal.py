@@ -36,11 +36,14 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.stats import f as f_distribution
 
 from driftline.operators.profile import (
@@ -71,25 +74,70 @@ MIXTURE_VALUES = 20_000
 
 
 class Season(BaseModel):
-    """A cycle: ``period_s`` seconds cut into ``slots`` equal slots, counted from the Unix epoch
-    (so a daily period starts at 00:00 UTC)."""
+    """A cycle: ``period_s`` seconds cut into ``slots`` equal slots, counted from the Unix epoch in
+    ``timezone``'s local time (so a daily period starts at local midnight; UTC by default). Traffic
+    that follows local time keeps its hours across a daylight-saving change only on a local clock:
+    in UTC the change reads as a 1 h phase shift, twice a year."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     period_s: int = Field(gt=0)
     slots: int = Field(gt=0)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if name != "UTC":
+            _zone(name)
+        return name
 
     @property
     def slot_ms(self) -> float:
         return self.period_s * 1000 / self.slots
 
-    def positions(self, times_ms: npt.ArrayLike) -> FloatArray:
-        """Each time's place in the period, in slots: ``[0, slots)``."""
+    def local_ms(self, times_ms: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Each time (ms since the epoch, UTC) on the season's local clock: plus its UTC offset."""
         t = np.asarray(times_ms, dtype=np.int64)
+        return t if self.timezone == "UTC" else t + utc_offsets_ms(self.timezone, t)
+
+    def positions(self, times_ms: npt.ArrayLike, *, local: bool = False) -> FloatArray:
+        """Each time's place in the period, in slots: ``[0, slots)``; ``local``: the times are on
+        the local clock already (:meth:`local_ms`)."""
+        t = np.asarray(times_ms, dtype=np.int64) if local else self.local_ms(times_ms)
         return (t % (self.period_s * 1000)) / self.slot_ms
 
-    def slot_of(self, times_ms: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        return np.minimum(self.positions(times_ms).astype(np.int64), self.slots - 1)
+    def slot_of(self, times_ms: npt.ArrayLike, *, local: bool = False) -> npt.NDArray[np.int64]:
+        return np.minimum(self.positions(times_ms, local=local).astype(np.int64), self.slots - 1)
+
+
+OFFSET_STEP_MS = 900_000
+"""UTC offsets are looked up once per quarter hour of UTC time: every zone's changes since 1970
+fall on a quarter hour (the IANA data's older odd-second offsets ended before)."""
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Europe/Berlin)") from None
+
+
+@lru_cache(maxsize=1 << 16)
+def _offset_ms(name: str, quarter: int) -> int:
+    moment = datetime.fromtimestamp(quarter * (OFFSET_STEP_MS // 1000), tz=UTC).astimezone(_zone(name))
+    offset = moment.utcoffset()
+    return 0 if offset is None else int(offset.total_seconds() * 1000)
+
+
+def utc_offsets_ms(timezone: str, times_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``timezone``'s UTC offset at each time, in ms (a batch of events spans few quarter hours:
+    one lookup each, cached)."""
+    quarters, where = np.unique(times_ms // OFFSET_STEP_MS, return_inverse=True)
+    offsets = np.fromiter((_offset_ms(timezone, int(q)) for q in quarters.tolist()), dtype=np.int64,
+                          count=quarters.size)
+    return offsets[where.reshape(times_ms.shape)]
 
 
 DAILY = Season(period_s=DAY_S, slots=24)
@@ -98,7 +146,7 @@ NAMED = {"daily": DAILY, "weekly": WEEKLY}
 
 
 def season_of(section: SeasonSection) -> Season:
-    return Season(period_s=section.period_s, slots=section.slots)
+    return Season(period_s=section.period_s, slots=section.slots, timezone=section.timezone)
 
 
 def level_scale(section: SeasonSection, feature: SeasonalFeature,
@@ -155,18 +203,20 @@ def seasonal_multivariate_section(section: SeasonSection, columns: Mapping[str, 
     return {**made, "season_id": section.season_id()}
 
 
-def parse_season(text: str, slots: int | None = None) -> Season:
-    """``daily``, ``weekly`` or a period in seconds; ``slots`` overrides the default (hours)."""
+def parse_season(text: str, slots: int | None = None, timezone: str = "UTC") -> Season:
+    """``daily``, ``weekly`` or a period in seconds; ``slots`` overrides the default (hours);
+    ``timezone``: the IANA zone whose local time the slots follow."""
     named = NAMED.get(text.strip().lower())
     if named is not None:
-        return named if slots is None else Season(period_s=named.period_s, slots=slots)
+        return Season(period_s=named.period_s, slots=named.slots if slots is None else slots, timezone=timezone)
     try:
         period = int(text)
     except ValueError:
         raise ValueError(f"season {text!r}: expected daily, weekly or a period in seconds") from None
     if period <= 0:
         raise ValueError(f"season {text!r}: the period must be positive")
-    return Season(period_s=period, slots=slots if slots is not None else max(1, min(24, period // 3600)))
+    return Season(period_s=period, slots=slots if slots is not None else max(1, min(24, period // 3600)),
+                  timezone=timezone)
 
 
 def cycle_strengths(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Season) -> dict[str, float]:
@@ -212,21 +262,26 @@ def fit_season(columns: Mapping[str, Any], times_ms: npt.ArrayLike, season: Seas
         features[name] = SeasonalFeature(mean=mean.tolist(), std=std.tolist(), n=counts.tolist(),
                                          strength=round(strength, 6),
                                          residual=feature_profile_of(residual.tolist(), bins))
-    return SeasonSection(period_s=season.period_s, slots=season.slots, features=features)
+    return SeasonSection(period_s=season.period_s, slots=season.slots, features=features,
+                         timezone=season.timezone)
 
 
 def window_features(section: SeasonSection, start_ms: int, end_ms: int, bins_of: Mapping[str, int],
-                    residuals: dict[str, FloatArray] | None = None) -> dict[str, FeatureProfile]:
+                    residuals: dict[str, FloatArray] | None = None, *,
+                    local: bool = False) -> dict[str, FeatureProfile]:
     """The reference the cycle predicts for a window ``[start_ms, end_ms)``: per seasonal feature a
     FeatureProfile of the residual distribution placed at the level and scale of moments spread
     over the window (four a slot, at least four), each weighted by the training's values in its
     slot (traffic that follows the cycle weighs as it did in training). ``bins_of``: the bins of
     each feature's pooled profile, so the window is binned as finely as without a season.
-    ``residuals``: a cache of :func:`residual_quantiles` by feature (filled as needed)."""
+    ``residuals``: a cache of :func:`residual_quantiles` by feature (filled as needed). ``local``:
+    ``start_ms`` is on the season's local clock already (:meth:`Season.local_ms`); the window's
+    moments are spread over its local span (one of a daylight-saving change is an hour off at most)."""
     season = season_of(section)
     size = max(1, end_ms - start_ms)
     points = 4 * max(1, math.ceil(size / season.slot_ms))
-    grid = (start_ms + (np.arange(points) + 0.5) * size / points).astype(np.int64)
+    begin = start_ms if local else int(season.local_ms(np.array([start_ms]))[0])
+    grid = (begin + (np.arange(points) + 0.5) * size / points).astype(np.int64)  # local clock
     cache = residuals if residuals is not None else {}
     out = {}
     for name, feature in section.features.items():
@@ -237,8 +292,9 @@ def window_features(section: SeasonSection, start_ms: int, end_ms: int, bins_of:
             quantiles = cache[name] = residual_quantiles(feature)
         total = quantiles.size
         center, spread = _typical(feature)
-        shares = _apportion(total, np.asarray(feature.n, dtype=np.float64)[season.slot_of(grid)])
-        level, scale = level_scale(section, feature, grid)
+        shares = _apportion(total, np.asarray(feature.n, dtype=np.float64)[season.slot_of(grid, local=True)])
+        level = _interpolated(season, np.asarray(feature.mean), grid, local=True)
+        scale = _interpolated(season, np.asarray(feature.std), grid, local=True)
         values = []
         for count, mu, sd in zip(shares.tolist(), level.tolist(), scale.tolist(), strict=True):
             if count:  # every residual quantile of a finer grid, at this moment's level and scale
@@ -321,7 +377,7 @@ class WindowReferences(Generic[T]):
         season = season_of(section)
         period_ms = season.period_s * 1000
         size = end_ms - start_ms
-        phase = start_ms % period_ms
+        phase = int(season.local_ms(np.array([start_ms]))[0]) % period_ms  # the local clock's
         if size < season.slot_ms:
             quarter = season.slot_ms / 4
             phase = int(round(phase / quarter) * quarter) % period_ms
@@ -331,10 +387,10 @@ class WindowReferences(Generic[T]):
             self._known.move_to_end(key)
             return known[0]
         bins = {name: len(f.edges) + 1 for name, f in profile.features.items() if f.kind == "numeric"}
-        start = start_ms - start_ms % period_ms + phase
         residuals = self._residuals.setdefault(profile.profile_id, {})
         residual_bytes = _nbytes(residuals)
-        features = window_features(section, start, start + size, bins, residuals)
+        # made of the key alone (phase on the local clock, size): the same whichever window asked first
+        features = window_features(section, phase, phase + size, bins, residuals, local=True)
         made = self.make(profile.model_copy(update={"features": {**profile.features, **features}}))
         self.made += 1
         cost = REFERENCE_BYTES_PER_FEATURE * max(1, len(features))
@@ -418,9 +474,11 @@ def _cycle_is_real(x: FloatArray, t: npt.NDArray[np.int64], season: Season) -> b
     return float(f_distribution.sf((between / dfb) / (within / dfw), dfb, dfw)) < CYCLE_P
 
 
-def _interpolated(season: Season, per_slot: FloatArray, times_ms: npt.ArrayLike) -> FloatArray:
-    """Linear interpolation between slot centres, around the period's end."""
-    p = season.positions(times_ms) - 0.5
+def _interpolated(season: Season, per_slot: FloatArray, times_ms: npt.ArrayLike, *,
+                  local: bool = False) -> FloatArray:
+    """Linear interpolation between slot centres, around the period's end (``local``: as in
+    :meth:`Season.positions`)."""
+    p = season.positions(times_ms, local=local) - 0.5
     below = np.floor(p)
     frac = p - below
     lo = below.astype(np.int64) % season.slots
