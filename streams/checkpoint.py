@@ -798,14 +798,15 @@ class CheckpointStore:
         written = self._generation_bytes.get(key, 0)
         older: list[str] = []
         read_from = self._read_from.get(key, ReadFrom(0, 0))
+        first_chunk: int | None = None  # where a base's first chunk lands (any lower offset is safe)
         if base and (generation < 0 or written >= max(ROTATE_FACTOR * len(blob), self._rotate_min_bytes)):
             generation, older = await _until_done(self._new_generation, stage, shard)
-            written, read_from = 0, ReadFrom(0, 0)
+            written, read_from, first_chunk = 0, ReadFrom(0, 0), 0
         elif generation < 0:
             raise CheckpointError(f"a delta checkpoint of {key} without a base before it")
         topic = chain_topic(self._tp.topic, stage, shard, generation)
-        # Where this base's first chunk will be: the topic's end now (every chunk lands after it).
-        first_chunk = await self._end_offset(topic) if base else None
+        if base and first_chunk is None:  # the topic's end now: every chunk of the base lands after it
+            first_chunk = await self._end_offset(topic)
         # A base's local copy is written from the same blob while its chunks are delivered.
         if base:
             await self._kept(key)  # the previous copy's temporary file is the one staged next
