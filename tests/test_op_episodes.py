@@ -381,3 +381,30 @@ def test_a_steady_shift_never_escalates_as_a_change_of_kind() -> None:
         mon = _numeric(seed, learning=2_000)
         events = _feed(mon, np.concatenate([rng.normal(size=5_000), rng.normal(0.8, 1.0, 30_000)]))
         assert [e.kind for e in events] == ["opened"], events
+
+
+def test_a_spread_that_grows_within_a_scale_episode_escalates_by_its_ratio() -> None:
+    """An episode of a doubled noise sd whose noise then grows to x5, the mean unmoved: a further
+    change in scale, escalated "larger" and read by its sd ratio. Before, a scale episode's
+    escalations were judged on the location, which did not move: no escalation, the episode's
+    reading moved silently from ~2 to ~5."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        mon = _numeric(seed, learning=2_000)
+        events = _feed(mon, np.concatenate([rng.normal(size=5_000), rng.normal(0.0, 2.0, 8_000)]))
+        assert [(e.kind, e.unit) for e in events] == [("opened", "sd_ratio")], (seed, events)
+        state = mon.episode
+        assert state is not None and 1.6 <= state.magnitude <= 2.5, (seed, state)
+        grown = _feed(mon, rng.normal(0.0, 5.0, 8_000))
+        read = [(e.kind, e.reason, e.unit) for e in grown]
+        assert read == [("escalated", "larger", "sd_ratio")], (seed, grown)
+        assert grown[0].magnitude > 3.0 and grown[0].index < 13_000 + 4_000, (seed, grown)
+
+
+def test_a_steady_spread_change_never_escalates() -> None:
+    """The ratio rule does not turn a lasting scale change's sampling noise into escalations."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        mon = _numeric(seed, learning=2_000)
+        events = _feed(mon, np.concatenate([rng.normal(size=5_000), rng.normal(0.0, 2.0, 40_000)]))
+        assert [e.kind for e in events] == ["opened"], (seed, events)

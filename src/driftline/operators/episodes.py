@@ -71,7 +71,10 @@ In units a user reads, always against the **training** reference: numeric featur
 reference normal score (``unit="sd"``, a signed shift in reference standard deviations; exactly
 that for a normal feature) when the change is in location, its spread (``unit="sd_ratio"``, the sd
 ratio for a normal feature: 0 for a stuck sensor, ~3 for a tripled noise sd) when it is in scale
-(the larger effect says which, see ``_shown``; escalations are still measured by the shift);
+(the larger effect says which, see ``_shown``). A learned sample that reads a change in scale,
+in an episode whose last event read one, escalates by its spread (``"larger"`` when the log of
+its sd ratio is further from 0 by the minimum effect, ``"reversal"`` across 1: x2 -> x5 though
+the mean did not move); every other escalation is measured by the shift;
 categorical features the PSI of the category shares (``"psi"``); binary error streams the
 error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the run of the CUSUM that fired
 (the values since it last left zero, at most ``learning`` of them: the CUSUM's own change-point
@@ -223,6 +226,10 @@ class _Open:
     # Units learned samples have read the change in: a further change of kind (a shift that then
     # sticks, a location change whose noise then triples) escalates once, never on a flip back.
     kinds: tuple[str, ...] = ()
+    # The spread (log of the sd_ratio reading) at the last opened/escalated event when that event
+    # read a change in scale: what a further change in scale is measured from (None: it read a
+    # location shift, or a checkpoint from before).
+    spread_level: float | None = None
 
     def saw(self, magnitude: float, learned: bool, shown: tuple[str, float]) -> None:
         """A new estimate; the peak follows learned samples (an alarm's run is a biased estimate).
@@ -249,7 +256,7 @@ class _Open:
 def _size(unit: str, value: float) -> float:
     """How far ``value`` (in ``unit``) is from "as in the reference": a ratio by its log."""
     if unit == "sd_ratio":
-        return abs(math.log(max(value, 1e-12)))
+        return abs(math.log(max(value, _TINY)))
     return abs(value)
 
 
@@ -542,6 +549,7 @@ class EpisodeMonitor:
         self._pending = None
         if self._open is None:
             self._open = _Open(index, magnitude, magnitude, magnitude)
+            self._set_level(magnitude, shown)
             self._open.saw(magnitude, learned=False, shown=shown)
             event = EpisodeEvent("opened", index, shown[1], shown[0], alarm.component, alarm.statistic,
                                  alarm.threshold, "alarm")
@@ -559,6 +567,14 @@ class EpisodeMonitor:
         self._filled = 0  # learn the regime after the change
         self._refine = event is not None
         return event
+
+    def _set_level(self, magnitude: float, shown: tuple[str, float]) -> None:
+        """What a further change is measured from: the location ``magnitude``, and the spread
+        when the event's values read a change in scale (``shown``: their unit and reading)."""
+        assert self._open is not None
+        unit, value = shown
+        self._open.level = magnitude
+        self._open.spread_level = math.log(max(value, _TINY)) if unit == "sd_ratio" else None
 
     def _replicate_size(self, magnitude: float) -> int:
         """Values after a regime alarm that must confirm it: enough that the excess over the level
@@ -592,7 +608,7 @@ class EpisodeMonitor:
             return None  # not replicated: the learned sample judges the regime as usual
         unit, shown = self._shown(sample, magnitude)
         self._open.saw(magnitude, learned=False, shown=(unit, shown))
-        self._open.level = magnitude
+        self._set_level(magnitude, (unit, shown))
         self._open.escalations += 1
         self._refine = True
         return EpisodeEvent("escalated", index, shown, unit, component, statistic, threshold, "larger")
@@ -611,18 +627,26 @@ class EpisodeMonitor:
             np.maximum(self._opener_inflation, _inflation(self._opener, sample), out=self._opener_inflation)
             self._opener.scale_thresholds(self._opener_h, self._opener_inflation)
             return EpisodeEvent("closed", index, shown, unit, "", 0.0, 0.0, "back_to_reference")
-        reason = self._escalation(magnitude) if escalate else ""
-        if escalate and not reason and self._new_kind(unit, shown):
-            reason = "kind"
+        reason = ""
+        if escalate:
+            # a change in scale, in an episode whose last event read one, is measured by its
+            # spread (x2 -> x5 is a larger change though the mean did not move); else by location
+            spread_level = self._open.spread_level
+            if unit == "sd_ratio" and spread_level is not None:
+                reason = self._escalation(math.log(max(shown, _TINY)), spread_level)
+            else:
+                reason = self._escalation(magnitude)
+            if not reason and self._new_kind(unit, shown):
+                reason = "kind"
         if unit not in self._open.kinds:
             self._open.kinds = (*self._open.kinds, unit)
         self._open.saw(magnitude, learned=True, shown=(unit, shown))
         if self._refine:  # the same change, measured on its own sample rather than the alarm's run
-            self._open.level = magnitude
+            self._set_level(magnitude, (unit, shown))
             self._refine = False
         if not reason:
             return None
-        self._open.level = magnitude
+        self._set_level(magnitude, (unit, shown))
         self._open.escalations += 1
         return EpisodeEvent("escalated", index, shown, unit, "", 0.0, 0.0, reason)
 
@@ -649,10 +673,13 @@ class EpisodeMonitor:
         up = component.startswith("mean+")
         return (up and self._open.level > 0) or (component.startswith("mean-") and self._open.level < 0)
 
-    def _escalation(self, magnitude: float) -> str:
-        """``"larger"`` / ``"reversal"`` when ``magnitude`` escalates the episode, else ``""``."""
+    def _escalation(self, magnitude: float, level: float | None = None) -> str:
+        """``"larger"`` / ``"reversal"`` when ``magnitude`` escalates the episode, else ``""``;
+        against ``level`` (a numeric spread's log) if given, else the episode's level."""
         assert self._open is not None
-        level, step = self._open.level, self._tolerance()
+        step = self._tolerance()
+        if level is None:
+            level = self._open.level
         if self.kind == "numeric":
             if magnitude * level < 0 and abs(magnitude) >= step:
                 return "reversal"
@@ -720,16 +747,21 @@ class EpisodeMonitor:
         if not isinstance(opener, NumericDetector):
             return self.unit, magnitude
         u = opener._u[syms]
-        if run:
-            centre, spread = magnitude, float(np.std(u))
-        else:
-            q1, centre, q3 = (float(q) for q in np.quantile(u, (0.25, 0.5, 0.75)))
-            spread = (q3 - q1) / NORMAL_IQR
+        centre, spread = self._centre_spread(u, magnitude, run)
         if scale is None:
             beyond = max(float(np.mean(u <= opener._u.min())), float(np.mean(u >= opener._u.max())))
             scale = (_size("sd_ratio", spread) > abs(centre) and beyond < 0.5
                      and (spread > 0 or syms.size >= MIN_REPLICATE))
         return ("sd_ratio", spread) if scale else ("sd", magnitude)
+
+    @staticmethod
+    def _centre_spread(u: FloatArray, magnitude: float, run: bool) -> tuple[float, float]:
+        """Location and spread of the scores ``u`` (see :meth:`_shown`): an alarm's run by their
+        mean (``magnitude``) and sd, a learned sample by their median and quartiles."""
+        if run:
+            return magnitude, float(np.std(u))
+        q1, centre, q3 = (float(q) for q in np.quantile(u, (0.25, 0.5, 0.75)))
+        return centre, (q3 - q1) / NORMAL_IQR
 
     def _regime_bank(self, sample: IntArray) -> tuple[SequentialDetector, IntArray]:
         """The bank that watches the learned regime, and the map from opener symbols to its own."""
@@ -755,6 +787,8 @@ class EpisodeMonitor:
 
 
 _OTHER = "__other__"
+_TINY = 1e-12
+"""Floor of a spread before its log (a stuck value's is 0)."""
 NORMAL_IQR = 1.3489795003921634
 """Interquartile range of a standard normal."""
 MIN_REPLICATE = 20
