@@ -175,3 +175,21 @@ def test_a_scale_change_reads_in_its_own_unit_by_the_larger_weight() -> None:
     row = m.advance(4000).rows[-1]
     # a ratio's peak is the one furthest from 1 by its log: 0 (stuck) stays it
     assert row["unit"] == "sd_ratio" and 0.0 < row["magnitude"] < 0.02 and row["peak_magnitude"] == 0.0
+
+
+def test_an_alert_reads_its_magnitude_in_the_unit_the_shard_read_it_in() -> None:
+    """The episode's row reads a scale change (most of its shards' values), one shard escalates on
+    a shift: the drift_alerts row carries that shard's magnitude in sd, not in the row's sd_ratio
+    (elec2's nswprice read "larger sd_ratio -1.72": a -1.72 sd shift labelled a ratio)."""
+    m = merger()
+    for r in [report(0, "opened", 1010, 100, 2.0), report(1, "opened", 1100, 100, 2.1)]:
+        m.add({**r, "unit": "sd_ratio"})
+    opened = m.advance(2000)
+    read = [(e["event_kind"], e["unit"], e["magnitude"]) for e in opened.events]
+    assert read == [("opened", "sd_ratio", 2.0)]
+    m.add({**report(1, "status", 2400, 3_000, 2.2), "unit": "sd_ratio"})  # shard 1 has seen more
+    m.add(report(0, "escalated", 2500, 900, -1.72, reason="larger"))
+    escalated = m.advance(3000)
+    assert escalated.rows[-1]["unit"] == "sd_ratio"  # shard 1 still reads the scale change, by weight
+    assert [(e["event_kind"], e["unit"], e["magnitude"]) for e in escalated.events] == [
+        ("escalated", "sd", -1.72)]

@@ -517,7 +517,9 @@ def drift_alert_row(context: EpisodeRowContext, alert_id: str, e: Episode, kind:
         "threshold": 0.0 if closing_by_other else float(report["threshold"]),
         "arl": e.arl,
         "magnitude": e.magnitude if kind == "closed" else float(report["magnitude"]),
-        "unit": e.unit,
+        # the unit of that magnitude: the shard's reading, which the episode's row (the unit of
+        # most of its shards' values) may not share (an escalation in scale of a shift episode)
+        "unit": e.unit if kind == "closed" else str(report.get("unit") or e.unit),
         "reference_id": e.reference_id,
         "config_hash": context.config_hash,
     }
