@@ -515,3 +515,85 @@ def test_detectors_on_one_reference_share_their_tables() -> None:
     assert restored._table is a._table  # unpickled next to a live twin: shared again
     other = NumericDetector.from_reference(ref[:4_000], arl=1e5)
     assert other._table is not a._table
+
+
+_Seen = tuple[int, str, float, float]  # an alarm's index, component, statistic and threshold
+
+
+def _page_recursion(det: seq.SequentialDetector, syms: np.ndarray) -> tuple[list[_Seen], list[int]]:
+    """Page's CUSUM step value by value in Python integers (``S = max(0, S + z)``, every CUSUM
+    back to 0 after an alarm): the definition the vectorised step must reproduce bit for bit."""
+    table, h, labels = det._table.tolist(), det.thresholds_fixed.tolist(), det.components
+    one = 2**seq.FIXED_POINT_BITS
+    s = det._S.tolist()
+    alarms = []
+    for i, sym in enumerate(syms.tolist()):
+        s = [max(0, a + z) for a, z in zip(s, table[sym], strict=True)]
+        if any(a >= b for a, b in zip(s, h, strict=True)):
+            j = max(range(len(s)), key=lambda k: s[k] / h[k])
+            alarms.append((det.n + i, labels[j], s[j] / one, h[j] / one))
+            s = [0] * len(s)
+    return alarms, s
+
+
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test_update_many_is_pages_recursion(kind: str) -> None:
+    """Alarms (where, which CUSUM, statistic) and the final statistics of the vectorised step equal
+    the scalar recursion's, over several windows with alarms mid-window, on the last value of
+    one and in runs; batches of one per-value call (the deferred path) and of many."""
+    rng = np.random.default_rng(71)
+    det: seq.SequentialDetector
+    values: object
+    if kind == "numeric":
+        det = NumericDetector.from_reference(rng.normal(size=3_000), arl=500.0)
+        parts = [rng.normal(size=2_500), rng.normal(1.0, 1.0, 900), rng.normal(size=1_700),
+                 rng.normal(0.0, 2.5, 1_200), np.full(40, 9.0), rng.normal(size=3_000)]
+        values = np.concatenate(parts)
+    else:
+        det = CategoricalDetector.from_counts(["a", "b", "c"], [500, 300, 150, 50], arl=500.0)
+        values = np.concatenate([rng.choice(["a", "b", "c", "d"], 5_000, p=[0.5, 0.3, 0.15, 0.05]),
+                                 rng.choice(["a", "b", "c", "d"], 3_000, p=[0.2, 0.3, 0.2, 0.3])]).tolist()
+    syms = det._symbols(values)
+    expected, final = _page_recursion(det, syms)
+    assert len(expected) >= 20 and len({i // seq._WINDOW for i, *_ in expected}) >= 2
+    whole = _clone(det)
+    got = [(a.index, a.component, a.statistic, a.threshold) for a in whole.update_many(values)]
+    assert got == expected and whole._S.tolist() == final
+    stepped = _clone(det)  # the per-value path: deferred values settled at the bound
+    ones = [(a.index, a.component, a.statistic, a.threshold) for v in values if (a := stepped.update(v))]
+    assert ones == expected and stepped._S.tolist() == final
+
+
+def _searched_symbols(det: NumericDetector, x: np.ndarray) -> np.ndarray:
+    """A value's symbol by its definition: the first cell whose upper bound is not below it,
+    ``2 j + 1`` inside ``[lo_j, hi_j]``, ``2 j`` in the gap before it."""
+    j = np.searchsorted(det._hi, x, side="left")
+    inside = (j < det._hi.size) & (x >= det._lo[np.minimum(j, det._hi.size - 1)])
+    return 2 * j + inside
+
+
+@pytest.mark.parametrize("source", ["sample", "atoms", "sketch", "signed zeros", "infinite"])
+def test_symbol_edges_give_each_value_its_cell(source: str) -> None:
+    """The one-search symbols equal search-then-compare at every cell bound, one float either side
+    of it, and between: shared bounds (a sketch's buckets), atoms, zeros of both signs, infinities."""
+    rng = np.random.default_rng(72)
+    if source == "sample":
+        det = NumericDetector.from_reference(rng.normal(size=20_000), arl=1e5)
+    elif source == "atoms":
+        det = NumericDetector.from_reference(rng.poisson(3.0, 5_000).astype(float), arl=1e5)
+    elif source == "sketch":
+        sketch = QuantileSketch()
+        sketch.add_many(np.concatenate([rng.lognormal(size=5_000), -rng.lognormal(size=2_000),
+                                        np.zeros(300)]))
+        det = NumericDetector.from_sketch(sketch, 7_300, arl=1e5)
+    elif source == "signed zeros":
+        det = NumericDetector.from_reference([-1.0, -0.0, 0.0, 0.0, 2.0, 5e-324, -5e-324], arl=1e3)
+    else:
+        det = NumericDetector.from_reference([-np.inf, -1.0, 0.0, 1.0, np.inf, np.inf], arl=1e3)
+    bounds = np.concatenate([det._lo, det._hi, [0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324]])
+    spread = float(np.abs(det._hi[np.isfinite(det._hi)]).max())
+    x = np.concatenate([bounds, np.nextafter(bounds, np.inf), np.nextafter(bounds, -np.inf),
+                        (det._lo + det._hi) / 2, rng.normal(size=2_000) * spread])
+    x = x[~np.isnan(x)]
+    assert (source == "infinite") == (det._edges.size == 0)  # prev(-inf) is not below -inf: searched
+    assert det._symbols_at(x)[0].tolist() == _searched_symbols(det, x).tolist()
