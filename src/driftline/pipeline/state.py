@@ -25,7 +25,8 @@ in between: ``b"DLSD" + delta format (1 byte) + codec (1 byte) + body`` (format 
 codec byte), applied by the processor itself, in order, on top of the restored base. Deltas are
 stored raw above :data:`RAW_DELTA_ABOVE` (1 MiB): a stage-1 delta is mostly the join's packed
 records, and zlib took ~0.19 s of CPU per 8 MB delta at every checkpoint (and 0.03 s to undo at
-a restore) to save ~10 % of its bytes.
+a restore) to save ~10 % of its bytes. Delta format 3: what a chain holds already and never changes
+(a shard's reference profiles) is named in a delta, not pickled again (:class:`ChainShared`).
 
 >>> blob = dump_state({"seen": 3})
 >>> blob[:5] == b"DLST" + bytes([STATE_FORMAT])
@@ -52,6 +53,7 @@ driftline.pipeline.state.StateRestoreError: test: the checkpoint is a delta, not
 
 from __future__ import annotations
 
+import copyreg
 import ctypes
 import ctypes.util
 import functools
@@ -61,7 +63,7 @@ import os
 import pickle
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
 
@@ -70,7 +72,7 @@ from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 4
-DELTA_FORMAT = 2
+DELTA_FORMAT = 3
 RAW_ABOVE = 8 * 2**20
 """Base pickles larger than this are stored without compression (see the module docstring)."""
 RAW_DELTA_ABOVE = 2**20
@@ -272,6 +274,103 @@ class BaseCopy:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+class ChainShared:
+    """Objects of one immutable type (``kind``: a class that pickles through ``__reduce__``, not
+    a builtin such as a tuple; e.g. the reference profiles a shard's detectors hold) that a chain
+    of checkpoints pickles once: the base holds them whole, and a delta names each by ``key``
+    instead of pickling it again; a delta pickles whole only those its chain does not hold yet
+    (:meth:`dumps`). The restoring side replays the same chain (:meth:`restart` on the base's
+    state, :meth:`loads` for each delta in order), so it knows the same objects by the same names.
+
+    >>> from fractions import Fraction
+    >>> shared = ChainShared(Fraction, key=str)
+    >>> third = Fraction(1, 3)
+    >>> _ = shared.restart({"third": third})  # a base holding it: a delta names it
+    >>> body, fresh = shared.dumps({"again": third, "new": Fraction(1, 7)})
+    >>> pickle.loads(fresh)  # the delta carries the new one whole, the other by name
+    {'1/7': Fraction(1, 7)}
+    >>> restoring = ChainShared(Fraction, key=str)
+    >>> _ = restoring.restart({"third": third})
+    >>> restoring.loads(body, fresh)
+    {'again': Fraction(1, 3), 'new': Fraction(1, 7)}
+    >>> ChainShared(Fraction, key=str).loads(body, b"")
+    Traceback (most recent call last):
+    ...
+    driftline.pipeline.state.StateRestoreError: a delta names a shared object its chain does not hold: '1/3'
+    """
+
+    __slots__ = ("_seen", "key", "kind", "known")
+
+    def __init__(self, kind: type, key: Callable[[Any], Hashable]) -> None:
+        self.kind = kind
+        self.key = key
+        """The name of an object's content (equal names: equal objects; a hash of a canonical form)."""
+        self.known: dict[Hashable, Any] = {}
+        """The objects the chain holds so far (its base's and its deltas'), by key."""
+        self._seen: dict[int, tuple[Any, Hashable]] = {}  # id -> (the object, kept alive; its key)
+
+    def restart(self, state: object) -> bytes:
+        """A base of ``state`` is written (or was restored): the chain holds its objects of
+        ``kind`` and no others. Returns ``state`` pickled with them named (for :meth:`loads`:
+        a copy of ``state`` that shares them)."""
+        self.known, self._seen = {}, {}
+        body, _ = self.dumps(state)
+        return body
+
+    def dumps(self, state: object) -> tuple[bytes, bytes]:
+        """``state`` pickled with every object of ``kind`` named by its key, and the pickle
+        (``b""`` for none) of the objects among them the chain does not hold yet, which it then
+        holds (the delta carrying both is the next link)."""
+        fresh: dict[Hashable, Any] = {}
+        known, seen = self.known, self._seen
+
+        def named(obj: Any) -> tuple[Callable[[Hashable], Any], tuple[Hashable]]:
+            found = seen.get(id(obj))
+            if found is None:  # each object's key is computed once (until the next base)
+                found = seen[id(obj)] = (obj, self.key(obj))
+            key = found[1]
+            if key not in known:
+                fresh[key] = obj
+            return _chain_shared, (key,)
+
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = {**copyreg.dispatch_table, self.kind: named}  # consulted for kind only
+        pickler.dump(state)
+        self.known = {**known, **fresh}
+        return out.getvalue(), pickle.dumps(fresh, pickle.HIGHEST_PROTOCOL) if fresh else b""
+
+    def loads(self, body: bytes, fresh: bytes) -> Any:
+        """What :meth:`dumps` pickled, its named objects the ones the chain holds (``fresh``'s
+        first added to them). A name the chain does not hold is a :class:`StateRestoreError`."""
+        if fresh:
+            self.known = {**self.known, **pickle.loads(fresh)}
+        return _SharedUnpickler(io.BytesIO(body), self.known).load()
+
+
+def _chain_shared(key: Hashable) -> Any:
+    """What a delta's named object unpickles through outside :meth:`ChainShared.loads`: never."""
+    raise StateRestoreError(f"a delta names a shared object ({key!r}) outside its chain's restore")
+
+
+class _SharedUnpickler(pickle.Unpickler):
+    def __init__(self, file: BinaryIO, known: Mapping[Hashable, Any]) -> None:
+        super().__init__(file)
+        self._known = known
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == _chain_shared.__name__:
+            return self._resolve
+        return super().find_class(module, name)
+
+    def _resolve(self, key: Hashable) -> Any:
+        try:
+            return self._known[key]
+        except KeyError:
+            raise StateRestoreError(
+                f"a delta names a shared object its chain does not hold: {key!r}") from None
 
 
 def dump_delta(changes: object) -> bytes:
