@@ -1,0 +1,129 @@
+"""What a restore reads of a chain topic holding two bases (issue 19), on the embedded broker.
+
+A generation holds up to ``ROTATE_FACTOR`` (2) bases. This bench writes one shard's generation as
+a worker does (base 1, deltas, base 2, deltas: ``--mb`` MB a base, incompressible) through
+``CheckpointStore`` on a fresh embedded broker, then restores it ``--rounds`` times, alternating in
+one process two ways of reading it:
+
+- ``last base``: ``load_all`` as a worker restores (from where the topic's last record says the last
+  base starts);
+- ``from 0``: the same topic read from offset 0 and assembled the same way (what the reader did
+  before issue 19, and still does for chunks that name no start).
+
+It prints, per way, the bytes read from the broker and the median wall and CPU seconds (the
+reading process's CPU time; the broker is another process), and checks both restore the same chain.
+
+    .venv/bin/python bench/bench_restore_read.py [--mb 70] [--deltas 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from common import environment, environment_line
+
+from driftline.config import Settings
+from driftline.kafka.admin import ensure_topics
+from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.local.broker import running_broker
+from driftline.pipeline.state import BlobFile
+from driftline.streams.checkpoint import Checkpoint, CheckpointStore, ReadFrom, chain_topic
+
+STAGE, SHARD = "bench", 0
+
+
+def _blob(chain: Checkpoint) -> bytes:
+    blob = chain.blob
+    if isinstance(blob, BlobFile):
+        with blob.file:
+            return blob.read()
+    return bytes(blob)
+
+
+async def _write(store: CheckpointStore, megabytes: int, deltas: int) -> bytes:
+    """Base 1, ``deltas`` deltas, base 2, ``deltas`` deltas; returns base 2."""
+    link = ""
+    last = b""
+    for n in range(2):
+        last = os.urandom(megabytes * 10**6)
+        link = await store.save_link(STAGE, SHARD, last, {("preds", 0): n * 100}, base=True, parent=None)
+        for i in range(deltas):
+            link = await store.save_link(STAGE, SHARD, os.urandom(200_000), {("preds", 0): n * 100 + i + 1},
+                                         base=False, parent=link)
+    return last
+
+
+async def _read(store: CheckpointStore, settings: Settings, way: str) -> tuple[Checkpoint, float, float, int]:
+    """(chain, wall s, CPU s, bytes read) of one restore ``way``."""
+    before = store.bytes_read
+    wall, cpu = time.perf_counter(), time.process_time()
+    if way == "last base":
+        chain: Checkpoint | None = (await store.load_all(STAGE, [SHARD]))[SHARD]
+    else:
+        tp = TopicPartition(chain_topic(settings.topics.state, STAGE, SHARD, 0), 0)
+        chain, _, _ = await store._read_chain_from(tp, 0, ReadFrom(0, 0))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert chain is not None
+    return chain, wall, cpu, store.bytes_read - before
+
+
+async def _main(settings: Settings, megabytes: int, deltas: int, rounds: int) -> None:
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    await producer.start()
+    try:
+        writer = CheckpointStore(settings, producer)
+        await writer.start()
+        try:
+            last = await _write(writer, megabytes, deltas)
+        finally:
+            await writer.stop()
+        reader = CheckpointStore(settings, producer)
+        await reader.start()
+        figures: dict[str, list[tuple[float, float, int]]] = {"last base": [], "from 0": []}
+        try:
+            for _ in range(rounds):
+                chains = {}
+                for way, runs in figures.items():
+                    chain, wall, cpu, read = await _read(reader, settings, way)
+                    assert _blob(chain) == last and len(chain.deltas) == deltas
+                    chains[way] = (chain.checkpoint_id, chain.deltas, chain.offsets)
+                    runs.append((wall, cpu, read))
+                assert chains["last base"] == chains["from 0"], "the two reads restored different chains"
+        finally:
+            await reader.stop()
+        chain_mb = (megabytes * 10**6 + deltas * 200_000) / 1e6
+        print(f"a generation of two {megabytes} MB bases, {deltas} deltas after each; the chain restored "
+              f"is {chain_mb:.1f} MB; {rounds} alternating rounds, medians:")
+        for way, runs in figures.items():
+            wall = statistics.median(r[0] for r in runs)
+            cpu = statistics.median(r[1] for r in runs)
+            print(f"  {way:>9}: {runs[0][2] / 1e6:7.1f} MB from the broker, {wall:5.2f} s wall, "
+                  f"{cpu:5.2f} CPU-s")
+    finally:
+        await producer.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--mb", type=int, default=70, help="MB a base (70: a 1M-pending shard's)")
+    parser.add_argument("--deltas", type=int, default=4, help="deltas after each base")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two reads")
+    args = parser.parse_args(argv)
+    print(environment_line(environment()))
+    with tempfile.TemporaryDirectory(prefix="driftline-restore-read-") as tmp, running_broker() as broker:
+        settings = Settings(home=Path(tmp), kafka={"bootstrap_servers": broker.bootstrap_servers})
+        ensure_topics(settings)
+        asyncio.run(_main(settings, args.mb, args.deltas, args.rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
