@@ -235,3 +235,39 @@ def test_one_layout_columns_match_the_pydantic_path(payloads: list[str]) -> None
     records = raw(payloads, "predictions")
     batch, dead = BATCH.predictions(records)
     assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+
+
+def test_a_huge_integer_among_float_features_is_judged_by_pydantic() -> None:
+    """A feature column of floats is checked as one float64 array; an integer literal beyond 64 bits
+    (orjson reads a float, pydantic an int) or a float beyond 2**63 in it is still left to pydantic."""
+    def value(i: int, x: bytes) -> bytes:
+        return (b'{"prediction_id":"p%d","model_id":"m","timestamp":%d,"features":{"x":%s,"c":"a"},'
+                b'"prediction":0.5}' % (i, T0, x))
+    for odd in (b"18446744073709551616", b"-18446744073709551616", b"9.3e18", b"-1e300"):
+        records = raw([value(i, b"1.5").decode() for i in range(5)] + [value(5, odd).decode()], "predictions")
+        batch, dead = BATCH.predictions(records)
+        assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+        assert batch.features is None  # the odd record took pydantic's path
+        assert batch.events[5].features["x"] == json.loads(odd)
+
+
+def test_values_that_are_json_only_side_by_side_are_each_judged_alone() -> None:
+    """The batch is parsed in one call; values that are not JSON alone but would read as the right
+    count of objects once joined by commas (an unclosed object closed by the next value, a value
+    holding two objects) must still each be dead-lettered as when parsed one by one."""
+    def value(i: int) -> str:
+        return (f'{{"prediction_id":"p{i}","model_id":"m","timestamp":{T0},"features":{{"x":1.5}},'
+                '"prediction":0.5}')
+    opened = f'{{"prediction_id":"p2","model_id":"m","timestamp":{T0},"prediction":0.5,"features":{{"x":1.5'
+    payloads = [value(1), opened, '"y":2.5}}', f"{value(4)},{value(5)}", value(6)]
+    assert len(json.loads("[" + ",".join(payloads) + "]")) == len(payloads)  # the trap: it reads as 5
+    records = raw(payloads, "predictions")
+    batch, dead = BATCH.predictions(records)
+    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    assert [r.offset for r in batch.records] == [0, 4] and [d.source_offset for d in dead] == [1, 2, 3]
+    labels = [f'{{"prediction_id":"a","label":1,"timestamp":{T0}', '"model_id":"m"}', "1,2",
+              f'{{"prediction_id":"b","label":1,"timestamp":{T0}}}']
+    records = raw(labels, "labels")
+    batch_labels, dead = BATCH.labels(records)
+    assert_same(DECODER.labels(records), batch_labels.records, batch_labels.events, dead)
+    assert [r.offset for r in batch_labels.records] == [3]

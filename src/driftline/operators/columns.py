@@ -33,11 +33,12 @@ accepts (as non-finite floats): a parse error always falls back.
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -76,8 +77,6 @@ _OUTPUT_FIELDS = frozenset(Prediction.model_fields)
 _ModelT = TypeVar("_ModelT", PredictionEvent, LabelEvent, Prediction)
 _EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
 
-_record_time = attrgetter("timestamp_ms")
-_record_value = attrgetter("value")
 _new = object.__new__
 _set = object.__setattr__
 # pydantic's per-instance slots, set directly (a member descriptor's __set__)
@@ -154,15 +153,15 @@ def _prediction_outputs(column: Sequence[Any]) -> list[Prediction | None]:
     outputs are built in one loop; any other column value by value."""
     if not column or set(map(type, column)) != {dict}:
         return list(map(_prediction_output, column))
-    layouts = set(map(tuple, column))
-    if len(layouts) != 1:
-        return list(map(_prediction_output, column))
-    (names,) = layouts
+    names = tuple(column[0])
     present = frozenset(names)
-    if not present <= _OUTPUT_FIELDS or "probabilities" in present:
+    if set(map(len, column)) != {len(names)} or not present <= _OUTPUT_FIELDS or "probabilities" in present:
         return list(map(_prediction_output, column))
     n = len(column)
-    fields = _transposed(column, names, None) if names else {}
+    try:  # as many keys each, all of the first's: one key set (the order does not matter here)
+        fields = _transposed(column, names, None) if names else {}
+    except KeyError:
+        return list(map(_prediction_output, column))
     labels = fields.get("label", (None,) * n)
     scores = _number_column(fields.get("score", (None,) * n))
     values = _number_column(fields.get("value", (None,) * n))
@@ -193,12 +192,30 @@ def _number_column(column: Sequence[Any]) -> Sequence[Any] | None:
     return column if int not in types else [None if v is None else float(v) for v in column]
 
 
+def _columns_by_key_set(
+    parsed: Sequence[Any], fields: frozenset[str], required: frozenset[str]
+) -> list[tuple[frozenset[str], list[int], dict[str, Sequence[Any]]]]:
+    """The parsed objects whose keys are some of ``fields`` and all of ``required``, grouped by key
+    set: per group the keys, the objects' positions and one column per key (the key order within an
+    object does not matter: each value is read by its name)."""
+    if parsed and set(map(type, parsed)) == {dict}:
+        names = tuple(parsed[0])
+        present = frozenset(names)
+        if set(map(len, parsed)) == {len(names)} and required <= present <= fields:
+            try:  # the common batch: one key set, checked by the transposition itself
+                return [(present, list(range(len(parsed))), _transposed(parsed, names, None))]
+            except KeyError:  # some object has other keys (as many): grouped below
+                pass
+    groups = []
+    for names, rows in _by_layout(parsed).items():
+        present = frozenset(names)
+        if required <= present <= fields:
+            groups.append((present, rows, _transposed(parsed, names, rows)))
+    return groups
+
+
 def _by_layout(parsed: Sequence[Any]) -> dict[tuple[str, ...], list[int]]:
     """Positions of the parsed objects per key layout (the keys in their order)."""
-    if set(map(type, parsed)) == {dict}:
-        distinct = set(map(tuple, parsed))
-        if len(distinct) == 1:  # the common batch: no loop over the objects
-            return {distinct.pop(): list(range(len(parsed)))}
     layouts: dict[tuple[str, ...], list[int]] = {}
     for i, obj in enumerate(parsed):
         if type(obj) is dict:
@@ -242,11 +259,13 @@ def _bad_segments(column: Sequence[Any]) -> list[int]:
     """Positions in ``column`` that are not segment maps: none when the keys and values of all the
     maps together pass the checks at once, else each distinct map is checked once."""
     if set(map(type, column)) == {dict} and max(map(len, column)) <= 16:
-        keys = list(chain.from_iterable(column))
+        keys = list(chain.from_iterable(column))  # a parsed JSON object's keys are str
+        if not keys:
+            return []
+        key_lengths = list(map(len, keys))
         values = list(chain.from_iterable(map(dict.values, column)))
-        if not keys or (set(map(type, keys)) == set(map(type, values)) == {str}
-                        and min(map(len, keys)) > 0 and max(map(len, keys)) <= MAX_NAME_LENGTH
-                        and max(map(len, values)) <= MAX_NAME_LENGTH):
+        if (min(key_lengths) > 0 and max(key_lengths) <= MAX_NAME_LENGTH and set(map(type, values)) == {str}
+                and max(map(len, values)) <= MAX_NAME_LENGTH):
             return []
     checked: dict[tuple[tuple[Any, Any], ...], bool] = {}
     bad = []
@@ -316,12 +335,8 @@ def _prediction_groups(parsed: Sequence[Any]) -> list[_Group]:
     and a min/max per column, where the batch is uniform); feature values are checked apart
     (:func:`_unusual_feature_rows`)."""
     groups = []
-    for names, rows in _by_layout(parsed).items():
-        present = frozenset(names)
-        if not (present <= _PREDICTION_FIELDS and present >= _PREDICTION_REQUIRED):
-            continue
+    for present, rows, columns in _columns_by_key_set(parsed, _PREDICTION_FIELDS, _PREDICTION_REQUIRED):
         n = len(rows)
-        columns = _transposed(parsed, names, rows)
         bad: set[int] = set()
         bad.update(_bad_names(columns["prediction_id"]), _bad_names(columns["model_id"]),
                    _bad_times(columns["timestamp"]))
@@ -355,12 +370,8 @@ def _label_groups(parsed: Sequence[Any]) -> list[_Group]:
     """The fast-path columns of the label payloads of the common well-formed shape (as
     :func:`_prediction_groups`)."""
     groups = []
-    for names, rows in _by_layout(parsed).items():
-        present = frozenset(names)
-        if not (present <= _LABEL_FIELDS and present >= _LABEL_REQUIRED):
-            continue
+    for present, rows, columns in _columns_by_key_set(parsed, _LABEL_FIELDS, _LABEL_REQUIRED):
         n = len(rows)
-        columns = _transposed(parsed, names, rows)
         bad: set[int] = set()
         bad.update(_bad_names(columns["prediction_id"]), _bad_times(columns["timestamp"]))
         if "schema_version" in columns:
@@ -395,9 +406,9 @@ def _unusual_feature_rows(
     distinct name layout and column, so the common batch costs one type test per column. When every
     map has one layout and none is unusual, its columns are appended to ``shared``."""
     layouts: dict[tuple[str, ...], list[int]] = {}
-    distinct = set(map(tuple, features))
-    if len(distinct) == 1:  # the common batch: one layout, no loop over the events
-        layouts[distinct.pop()] = list(range(len(features)))
+    first = list(features[0]) if features else []
+    if list(map(list, features)).count(first) == len(features):  # the common batch: one layout
+        layouts[tuple(first)] = list(range(len(features)))
     else:
         for row, names in enumerate(map(tuple, features)):
             rows = layouts.get(names)
@@ -420,9 +431,9 @@ def _unusual_feature_rows(
             if types <= _EXACT_FEATURE_TYPES:
                 continue
             if types == {float}:
-                numbers[-1] = array = np.array(column, dtype=np.float64)
-                huge = np.flatnonzero(np.abs(array) >= _BIG)
-                unusual.update(rows[i] for i in huge.tolist())
+                numbers[-1] = array = np.fromiter(column, dtype=np.float64, count=len(column))
+                if not (array.min() > -_BIG and array.max() < _BIG):  # (orjson reads no NaN)
+                    unusual.update(rows[i] for i in np.flatnonzero(np.abs(array) >= _BIG).tolist())
                 continue
             unusual.update(
                 rows[i] for i, v in enumerate(column)
@@ -536,6 +547,33 @@ def _without_unusual_features(groups: list[_Group], shared: list[FeatureColumns]
     return [group.keep(d) for group, d in zip(groups, dropped, strict=True)]
 
 
+# Between two values of a batch parsed as one JSON array: a string no payload can hold (drawn at
+# start-up, never written anywhere), so a value is known to have parsed on its own terms when
+# every other element of the array is this string (see _parsed_together).
+_MARK = secrets.token_hex(8)
+_SEPARATOR = b',"' + _MARK.encode() + b'",'
+
+
+def _parsed_together(values: Sequence[bytes]) -> list[Any] | None:
+    """Each value parsed as JSON, all in one ``orjson`` call over ``[v1,MARK,v2,MARK,...]``, or
+    None when that array does not parse as 2n-1 elements with the mark at every odd position (then
+    some value is not JSON on its own: the caller parses them one at a time).
+
+    The marks make the one call judge each value as a parse of that value alone would. No payload
+    can produce the mark, so each of the n-1 marks found at an odd position of the array is a
+    separator's, parsed at the array's top level: the bytes between two marks were parsed from the
+    start of an element to its end, one whole element, which is what ``orjson.loads`` of those bytes
+    accepts. Without the marks, unbalanced values could pair up into the right count of elements
+    (``[1`` and ``2]`` merge, ``3,4`` splits) and hand a record another record's bytes."""
+    try:
+        parsed: list[Any] = orjson.loads(b"[" + _SEPARATOR.join(values) + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if len(parsed) != 2 * len(values) - 1 or parsed[1::2].count(_MARK) != len(values) - 1:
+        return None
+    return parsed[::2]
+
+
 class BatchDecoder:
     """The batch form of ``decoder`` (see the module docstring): the same acceptance, the same
     dead letters, in the same order."""
@@ -578,13 +616,17 @@ class BatchDecoder:
         """Each record's parsed value, or None where it is screened out (:meth:`Decoder.screen`) or
         is not JSON orjson reads."""
         max_bytes, loads = self.decoder.max_message_bytes, orjson.loads
-        values: list[bytes | None] = list(map(_record_value, records))
-        if None not in values and max(map(len, values)) <= max_bytes:  # type: ignore[arg-type]
-            try:
-                return list(map(loads, values))  # type: ignore[arg-type]
-            except orjson.JSONDecodeError:
-                pass  # one at a time below: only the bad one is None
-        parsed: list[Any] = []
+        values: list[bytes | None] = [record.value for record in records]
+        try:
+            together = max(map(len, values)) <= max_bytes  # type: ignore[arg-type]
+        except TypeError:  # a record without a value (None has no len)
+            together = False
+        if together:
+            parsed = _parsed_together(values)  # type: ignore[arg-type]
+            if parsed is not None:
+                return parsed
+            # one at a time below: only the bad ones are None
+        parsed = []
         for value in values:
             if value is None or len(value) > max_bytes:
                 parsed.append(None)
@@ -607,12 +649,16 @@ class BatchDecoder:
         ``slow`` (the pydantic path) for the rest."""
         decoder = self.decoder
         n = len(records)
-        event_ts = np.zeros(n, dtype=np.int64)
-        flagged = np.ones(n, dtype=bool)
-        for group in groups:
-            event_ts[group.rows] = group.columns["timestamp"]
-            flagged[group.rows] = False
-        record_ts = np.fromiter(map(_record_time, records), dtype=np.int64, count=n)
+        if len(groups) == 1 and len(groups[0].rows) == n:  # the common batch: every record is in it
+            event_ts = np.fromiter(groups[0].columns["timestamp"], dtype=np.int64, count=n)
+            flagged = np.zeros(n, dtype=bool)
+        else:
+            event_ts = np.zeros(n, dtype=np.int64)
+            flagged = np.ones(n, dtype=bool)
+            for group in groups:
+                event_ts[group.rows] = group.columns["timestamp"]
+                flagged[group.rows] = False
+        record_ts = np.array([record.timestamp_ms for record in records], dtype=np.int64)
         skew = event_ts - record_ts
         flagged |= (record_ts >= 0) & ((np.abs(skew) > decoder.max_timestamp_skew_ms)
                                        | (skew > decoder.max_future_skew_ms))

@@ -1,0 +1,127 @@
+"""Decode + validate alone: ``BatchDecoder.predictions/labels`` on the bench workload's batches, in
+CPU microseconds per prediction event (its label's decode included), optionally A/B against another
+revision's ``columns.py``.
+
+The workload is bench_stages' (20 numeric + 5 categorical features, every prediction labelled), cut
+as the in-process pipeline cuts it: micro-batches of ``worker.batch_max_records`` records, split by
+partition and topic (about 625 records a call at 4 partitions). Each round decodes every batch once
+and keeps no result (the next batch frees the last, as the shard does); the figure is the best round.
+
+``--baseline FILE`` (e.g. ``git show REV:src/driftline/operators/columns.py > /tmp/columns_rev.py``)
+decodes the same batches with that module too, in alternating rounds of one process (so a change of
+the box's load weighs on both alike), checks that both give the same events and dead letters, and
+reports the ratio.
+
+    .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from common import bench_scenario, bench_settings, raw_records
+
+from driftline.operators import columns
+from driftline.operators.validate import Decoder, RawRecord
+from driftline.runtime import tune_gc
+
+CLOCK = time.process_time  # CPU time: steadier than wall time on a shared box
+Batch = tuple[str, list[RawRecord]]  # ("predictions" or "labels", the records of one call)
+
+
+def workload_batches(n: int, seed: int = 0) -> tuple[Decoder, list[Batch], int]:
+    """The shard's decoder, the decode calls of the bench workload and its count of predictions."""
+    settings = bench_settings("127.0.0.1:9", "bd")
+    raw = raw_records(settings, bench_scenario(n, seed))
+    decoder = Decoder(settings.kafka.max_message_bytes, settings.windows.max_timestamp_skew_s * 1000,
+                      settings.windows.max_future_skew_s * 1000)
+    kinds = {settings.topics.predictions: "predictions", settings.topics.labels: "labels"}
+    batches: list[Batch] = []
+    step = settings.worker.batch_max_records
+    for start in range(0, len(raw), step):
+        calls: dict[tuple[int, str], list[RawRecord]] = defaultdict(list)
+        for record in raw[start : start + step]:
+            calls[(record.partition, kinds[record.topic])].append(record)
+        batches.extend((kind, records) for (_, kind), records in sorted(calls.items()))
+    return decoder, batches, sum(1 for r in raw if r.topic == settings.topics.predictions)
+
+
+def decode_round(module: ModuleType, decoder: Decoder, batches: Sequence[Batch]) -> dict[str, float]:
+    """CPU seconds of one pass over the batches, per kind; the results are dropped as they come."""
+    batch_decoder = module.BatchDecoder(decoder)
+    seconds = {"predictions": 0.0, "labels": 0.0}
+    for kind, records in batches:
+        decode = getattr(batch_decoder, kind)
+        t0 = CLOCK()
+        decode(records)
+        seconds[kind] += CLOCK() - t0
+    return seconds
+
+
+def _comparable(result: tuple[Any, list[Any]]) -> tuple[list[Any], list[Any], list[Any]]:
+    batch, dead = result
+    return ([(r.topic, r.partition, r.offset) for r in batch.records],
+            [repr(e.model_dump()) for e in batch.events], [d.model_dump() for d in dead])
+
+
+def same_results(a: ModuleType, b: ModuleType, decoder: Decoder, batches: Sequence[Batch]) -> bool:
+    """Whether both modules' decoders accept the same events (values and types) and dead letters."""
+    first, second = a.BatchDecoder(decoder), b.BatchDecoder(decoder)
+    return all(_comparable(getattr(first, kind)(records)) == _comparable(getattr(second, kind)(records))
+               for kind, records in batches)
+
+
+def load_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("columns_baseline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=50_000, help="prediction events (each with a label)")
+    parser.add_argument("--rounds", type=int, default=7, help="passes over the batches per module (best of)")
+    parser.add_argument("--baseline", type=Path, default=None, help="another revision's columns.py")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    args = parser.parse_args(argv)
+    n, rounds = (2_000, 2) if args.quick else (args.n, args.rounds)
+    tune_gc()
+    decoder, batches, n_pred = workload_batches(n)
+    modules = {"tree": columns}
+    if args.baseline is not None:
+        modules["baseline"] = load_module(args.baseline)
+        if not same_results(modules["baseline"], columns, decoder, batches):
+            print("the baseline and the tree decode the batches differently")
+            return 1
+    best: dict[str, dict[str, float]] = {name: {} for name in modules}
+    for i in range(rounds):
+        names = list(modules) if i % 2 == 0 else list(reversed(modules))
+        for name in names:
+            for kind, seconds in decode_round(modules[name], decoder, batches).items():
+                best[name][kind] = min(best[name].get(kind, seconds), seconds)
+    print(f"decode + validate, CPU us per prediction event (best of {rounds}; {n_pred:,} predictions "
+          f"+ labels, {len(batches)} calls):")
+    for name, kinds in best.items():
+        us = {kind: seconds / n_pred * 1e6 for kind, seconds in kinds.items()}
+        print(f"  {name}: predictions {us['predictions']:.2f} + labels {us['labels']:.2f} "
+              f"= {sum(us.values()):.2f}")
+    if "baseline" in best:
+        ratio = sum(best["tree"].values()) / sum(best["baseline"].values())
+        print(f"  tree / baseline: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
