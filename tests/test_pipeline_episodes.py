@@ -193,3 +193,43 @@ def test_an_alert_reads_its_magnitude_in_the_unit_the_shard_read_it_in() -> None
     assert escalated.rows[-1]["unit"] == "sd_ratio"  # shard 1 still reads the scale change, by weight
     assert [(e["event_kind"], e["unit"], e["magnitude"]) for e in escalated.events] == [
         ("escalated", "sd", -1.72)]
+
+
+def test_a_shard_back_in_the_episode_on_a_change_of_another_kind_escalates_it() -> None:
+    """Shard 0 closes back to the reference while shard 1 holds the episode open (a shift); shard 0
+    then opens again on a scale change (a stuck sensor): that is a further change, escalated once
+    with reason "kind" (NOAA feat_1: before, the stuck sensor joined the open shift silently, and
+    the retrain policy heard of it only when shard 1's own learned sample escalated, 2.2 h later).
+    A shard that opens again on the episode's own kind of change only rejoins it."""
+    m = merger()
+    for r in [report(0, "opened", 1010, 100, 1.2), report(1, "opened", 1100, 100, 1.1),
+              report(0, "closed", 2100, 2_100, 0.02, reason="back_to_reference")]:
+        m.add(r)
+    assert [e["event_kind"] for e in m.advance(3000).events] == ["opened"]
+    m.add(report(0, "opened", 3100, 2_300, 1.0))  # the shift again: rejoins
+    assert m.advance(4000).events == []
+    m.add(report(0, "closed", 4100, 4_300, 0.0, reason="back_to_reference"))
+    m.add({**report(0, "opened", 5100, 5_300, 0.0), "unit": "sd_ratio"})
+    m.add({**report(0, "opened", 5200, 5_300, 0.0), "shard": 2, "unit": "sd_ratio"})  # new: joins
+    out = m.advance(6000)
+    assert [(e["event_kind"], e["reason"], e["unit"], e["shard"]) for e in out.events] == [
+        ("escalated", "kind", "sd_ratio", 0)]
+    assert out.rows[-1]["escalations"] == 1 and out.rows[-1]["status"] == "open"
+    # shard 1's own learned sample reading the same change later is that change, not another
+    m.add({**report(1, "escalated", 6100, 6_000, 0.0, reason="kind"), "unit": "sd_ratio"})
+    assert m.advance(7000).events == []
+
+
+def test_a_closed_episode_reads_its_shards_closing_estimates() -> None:
+    """The closed row's magnitude is the closing shards' (back within the reference), not the last
+    status of the shards open before (NOAA feat_3 closed back_to_reference reading +1.56 sd)."""
+    m = merger()
+    for r in [report(0, "opened", 1010, 100, 1.5), report(1, "opened", 1100, 100, 1.6),
+              report(0, "status", 1999, 900, 1.5), report(1, "status", 1999, 900, 1.6),
+              report(0, "closed", 2100, 2_100, 0.02, reason="back_to_reference"),
+              report(1, "closed", 2200, 2_100, -0.04, reason="back_to_reference")]:
+        m.add(r)
+    out = m.advance(3000)
+    row = out.rows[-1]
+    assert row["status"] == "closed" and abs(row["magnitude"]) < 0.05, row
+    assert out.events[-1]["event_kind"] == "closed" and abs(out.events[-1]["magnitude"]) < 0.05

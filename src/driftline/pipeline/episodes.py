@@ -128,6 +128,9 @@ class Episode:
     close_reason: str = ""
     n_events: int = 0  # events logged for this episode (numbers their ids)
     parts: dict[int, _ShardPart] = field(default_factory=dict)
+    # Units the change was opened or escalated (reason "kind") in: a shard back in the episode
+    # reading another is a change of kind (empty: a checkpoint from before; then the row's unit).
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass
@@ -268,7 +271,7 @@ class EpisodeMerger:
                 feature_kind=str(r["feature_kind"]), unit=str(r["unit"]),
                 reference_id=str(r["reference_id"]), reference_from=int(r["reference_from"]),
                 arl=float(r["arl"]), opened_at=int(r["event_time"]), opening=_evidence(r),
-                magnitude=magnitude, peak_magnitude=magnitude,
+                magnitude=magnitude, peak_magnitude=magnitude, kinds=(str(r["unit"]),),
             )
             self.open[key] = episode
             changed[episode.episode_id] = episode
@@ -279,14 +282,21 @@ class EpisodeMerger:
         changed[episode.episode_id] = episode
         episode.last_seen = max(episode.last_seen, int(r["event_time"]))
         part = episode.parts.get(shard)
+        unit = str(r.get("unit") or episode.unit)
+        kinds = episode.kinds or (episode.unit,)
         if kind == "opened":
             if part is None:
                 part = episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude)
             elif not part.open:
                 part.seen_before, part.open, part.opened_count = part.seen, True, count
+                if unit not in kinds:
+                    # the shard was back to the reference and opens again on a change of another
+                    # kind while others hold the episode open (NOAA feat_1: a shard's spurious
+                    # shift closed, then the sensor stuck): a further change, not the same one
+                    kind, r = "escalated", {**r, "reason": "kind"}
+                    part.escalations = episode.escalations
         if part is None or not part.open:
             return  # the shard's own episode closed, or was opened under the previous one
-        unit = str(r.get("unit") or episode.unit)
         part.count, part.magnitude, part.unit = count, magnitude, unit
         if kind == "closed":
             if unit == episode.unit:
@@ -294,6 +304,11 @@ class EpisodeMerger:
                 self._peak(episode, float(r.get("peak_magnitude", magnitude)))
             part.open = False
             if r["reason"] == "new_profile" or not any(p.open for p in episode.parts.values()):
+                if r["reason"] != "new_profile":
+                    # the closed row reads its shards' closing estimates, not the last status of
+                    # the shards that were open before (NOAA feat_3 closed back_to_reference at
+                    # +1.56 sd)
+                    episode.unit, episode.magnitude = self._mean(episode)
                 self._close(episode, r, str(r["reason"]), out)
             return
         was = episode.unit
@@ -307,6 +322,8 @@ class EpisodeMerger:
             part.escalations += 1
             if part.escalations > episode.escalations:
                 reason = str(r["reason"])
+                if reason == "kind":
+                    episode.kinds = (*kinds, unit) if unit not in kinds else kinds
                 episode.escalations += 1
                 episode.escalation = {"at": int(r["event_time"]), "reason": reason, **_evidence(r)}
                 self._event(episode, "escalated", r, reason, out)
