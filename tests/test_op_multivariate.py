@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.special import ndtri
 
 from driftline.operators.multivariate import (
     DomainClassifierDrift,
@@ -175,3 +176,58 @@ def test_the_grid_started_search_counts_like_searchsorted() -> None:
         for j, ref in enumerate(refs):
             expected = np.where(np.isnan(columns[j]), 0, np.searchsorted(ref, columns[j], side="left"))
             assert counts[j].tolist() == expected.tolist(), (trial, j)
+
+
+def _references(rng: np.random.Generator, trial: int, d: int) -> list[np.ndarray]:
+    refs = []
+    for j in range(d):
+        size = int(rng.integers(2, 300))
+        kind = (trial + j) % 6
+        if kind == 0:
+            ref = rng.normal(size=size)
+        elif kind == 1:
+            ref = np.round(rng.lognormal(size=size), 1)  # many ties
+        elif kind == 2:
+            ref = np.full(size, 3.5)  # no spread: one cell
+        elif kind == 3:
+            ref = np.append(rng.normal(size=size - 1), 1e300)  # one far point
+        elif kind == 4:
+            ref = np.concatenate([rng.integers(-2, 3, size).astype(np.float64), [-0.0, np.inf, np.inf]])
+        else:
+            ref = rng.integers(0, 4, size).astype(np.float64)
+        refs.append(np.sort(ref))
+    return refs
+
+
+def test_tied_values_count_the_points_at_most_them_like_searchsorted() -> None:
+    """count_at_most (the tied values' second count) is searchsorted's side "right": repeated
+    points, signed zeros, +inf points (equal to the row's +inf padding), one far point."""
+    rng = np.random.default_rng(12)
+    for trial in range(40):
+        d = int(rng.integers(1, 6))
+        refs = _references(rng, trial, d)
+        flat = _FlatScores.of(refs, [(float(r[0]), float(r[-1]), 0.0, 0.0, 1.0, 1.0) for r in refs])
+        features = rng.integers(0, d, 600)
+        values = np.array([rng.choice(refs[j]) if rng.random() < 0.7 else rng.normal(scale=3)
+                           for j in features.tolist()])
+        values[rng.integers(0, values.size, 10)] = rng.choice([np.inf, -np.inf, 0.0, -0.0, 1e308], 10)
+        expected = [int(np.searchsorted(refs[j], v, side="right"))
+                    for j, v in zip(features.tolist(), values.tolist(), strict=True)]
+        assert flat.count_at_most(values, features).tolist() == expected, trial
+
+
+def test_scores_with_ties_are_the_mid_rank_scores() -> None:
+    """scores_by_feature's ranks, ``left + right + 1`` per value, from searchsorted per feature."""
+    rng = np.random.default_rng(13)
+    refs = _references(rng, 0, 6)
+    scores = NormalScores([f"f{j}" for j in range(6)], refs)
+    x = np.stack([np.concatenate([rng.choice(ref, 700), rng.normal(size=300)]) for ref in refs], axis=1)
+    x[rng.integers(0, 1000, 20), rng.integers(0, 6, 20)] = np.nan
+    with np.errstate(invalid="ignore"):  # inf - inf beyond a reference with +inf points
+        u = scores.scores_by_feature(x)
+    for j, ref in enumerate(refs):
+        inside = (x[:, j] >= scores.tails[j][0]) & (x[:, j] <= scores.tails[j][1])
+        ranks = np.searchsorted(ref, x[:, j], side="left") + np.searchsorted(ref, x[:, j], side="right") + 1
+        expected = ndtri(ranks / (2.0 * (ref.size + 1)))
+        assert u[j][inside].tolist() == expected[inside].tolist(), j
+        assert (np.isnan(x[:, j]) <= (u[j] == 0.0)).all()

@@ -195,10 +195,10 @@ class NormalScores:
         ranks = 2 * left + 1  # left + right + 1 where no reference point equals the value
         at_left = flat.padded[np.minimum(left, flat.width - 1) + flat.row_offsets]
         tied_features, tied_rows = np.nonzero(at_left == columns)
-        for j in np.unique(tied_features).tolist():
-            rows = tied_rows[tied_features == j]
-            right = np.searchsorted(self._sorted[j], columns[j, rows], side="right")
-            ranks[j, rows] = left[j, rows] + right + 1
+        if tied_features.size:  # every tied value of every feature in one search
+            tied = columns[tied_features, tied_rows]
+            right = flat.count_at_most(tied, tied_features)
+            ranks[tied_features, tied_rows] = left[tied_features, tied_rows] + right + 1
         u = flat.scores[ranks + flat.score_offsets]
         wild_features, wild_rows = np.nonzero(~((columns >= flat.low) & (columns <= flat.high)))  # or NaN
         if wild_features.size:
@@ -262,6 +262,8 @@ class _FlatScores:
     plus the points in earlier cells)."""
     steps: int
     """Bisection steps: bits of the largest count of points in one cell."""
+    sizes: npt.NDArray[np.int64]
+    """Each feature's number of points."""
 
     @classmethod
     def of(cls, sorted_reference: Sequence[FloatArray],
@@ -289,7 +291,7 @@ class _FlatScores:
         table_sizes = 2 * sizes + 2
         return cls(padded.ravel(), width, row_offsets, np.concatenate(tables),
                    (np.cumsum(table_sizes) - table_sizes)[:, None], low, high, constants, cells, scale,
-                   (np.arange(sizes.size, dtype=np.intp) * cells)[:, None], first.ravel(), steps)
+                   (np.arange(sizes.size, dtype=np.intp) * cells)[:, None], first.ravel(), steps, sizes)
 
     def count_below(self, columns: FloatArray) -> npt.NDArray[np.intp]:
         """Per value of the (d, n) ``columns``, how many of its feature's reference points are
@@ -310,6 +312,35 @@ class _FlatScores:
             step //= 2
         base -= self.row_offsets
         return base
+
+    def count_at_most(self, values: FloatArray, features: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Per value (of feature ``features[i]``), how many of its feature's reference points are
+        at most it (``searchsorted`` side "right"), for values that are not NaN.
+
+        The search of :meth:`count_below` with ``<=``: every point of an earlier cell is below the
+        value and every point of a later cell above it, so the count lies within the value's cell.
+
+        >>> flat = _FlatScores.of([np.array([1.0, 2.0, 2.0]), np.array([0.0, 5.0])], [(0.0,) * 6] * 2)
+        >>> flat.count_at_most(np.array([2.0, 1.0, 5.0, 0.0, 3.0]), np.array([0, 0, 1, 1, 0])).tolist()
+        [3, 1, 2, 1, 3]
+        """
+        offsets = self.row_offsets[:, 0][features]
+        cell = _cells(values, self.low[:, 0][features], self.grid_scale[:, 0][features], self.cells)
+        cell += self.cell_offsets[:, 0][features]
+        base = np.take(self.first, cell)
+        points = np.empty(values.shape, dtype=np.float64)
+        at_most = np.empty(values.shape, dtype=np.bool_)
+        moves = np.empty(values.shape, dtype=np.intp)
+        step = (1 << self.steps) // 2
+        while step:
+            np.take(self.padded[step - 1 :], base, out=points)
+            np.less_equal(points, values, out=at_most)
+            np.multiply(at_most, step, out=moves)
+            base += moves
+            step //= 2
+        base -= offsets
+        # a point +inf equals the +inf padding after it: count the feature's points at most
+        return np.minimum(base, self.sizes[features], out=base)
 
 
 def _cells(values: FloatArray, low: FloatArray, scale: FloatArray, cells: int) -> npt.NDArray[np.intp]:
