@@ -11,6 +11,9 @@ Stage-1 shards each watch a disjoint part of a model's traffic with their own ep
   reversal) and the episode has fewer than k escalations. Every shard sees the same further change,
   each with its own noisy estimate of it: counting changes rather than comparing estimates makes a
   change one escalation, not one per shard (or per shard whose estimate happened to be higher);
+  a shard that closed and opens again while the episode is open, on a change of a kind (unit) the
+  episode was neither opened nor escalated in, escalates it too (reason ``kind``: a sensor that
+  sticks in part of the traffic while other shards still read the old shift);
 * it **closes** when every shard that joined it has closed (``back_to_reference``), or at once
   when a shard switched to a newer training profile (``new_profile``: a shard's report of that
   close, or any report from the newer profile; reports from the older one are ignored from then
