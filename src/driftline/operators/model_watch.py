@@ -68,7 +68,7 @@ from driftline.operators.multivariate import (
 )
 from driftline.operators.outliers import OutlierScorer
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, feature_profile_of
-from driftline.operators.seasonal import standardise_matrix
+from driftline.operators.seasonal import multivariate_reference_size, standardise_matrix
 from driftline.operators.window_stats import category_key
 
 RECONSTRUCTION_FEATURE = "__reconstruction__"
@@ -623,6 +623,9 @@ class MultivariateWatch:
             return False  # older than the one applied: never applies
         model.profiles.insert(position, profile)
         errors = FeatureProfile.model_validate(profile.multivariate["errors"])
+        worth = multivariate_reference_size(profile, 0)
+        if worth is not None:  # errors of values standardised by fitted curves: sized as the curves
+            errors = errors.model_copy(update={"n": min(errors.n, worth)})
         self.episodes.add_profile(profile.model_copy(update={
             "features": {RECONSTRUCTION_FEATURE: errors}, "multivariate": None, "prediction": None,
             "season": None}))

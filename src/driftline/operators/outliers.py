@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
-from scipy.stats import binomtest
+from scipy.stats import binomtest, nbinom
 
 from driftline.operators.multivariate import (
     FloatArray,
@@ -222,15 +222,28 @@ class OutlierScorer:
                               alpha=alpha)
 
 
-def outlier_window(n: int, outliers: int, expected: float, *, alpha: float = 0.001) -> OutlierWindow:
+def outlier_window(n: int, outliers: int, expected: float, *, alpha: float = 0.001,
+                   reference_size: int | None = None) -> OutlierWindow:
     """The binomial test of ``outliers`` among ``n`` events against the rate ``expected`` (e.g.
-    from counts merged over shards).
+    from counts merged over shards). ``reference_size``: the rate is known only as well as from
+    that many events (a seasonal profile's, whose threshold was met by values standardised with a
+    fitted curve: :func:`driftline.operators.seasonal.outlier_reference_size`); the rate then has a gamma
+    spread (shape ``expected * reference_size``, the outliers such a reference holds) and the
+    count is negative binomial, of the same mean and more spread.
 
     >>> w = outlier_window(10_000, 30, 0.001)
     >>> w.share, w.significant
     (0.003, True)
+    >>> outlier_window(10_000, 30, 0.001, reference_size=2_000).significant
+    False
     """
-    p = float(binomtest(outliers, n, expected, alternative="greater").pvalue) if n else 1.0
+    if not n or not outliers:
+        p = 1.0
+    elif reference_size is None:
+        p = float(binomtest(outliers, n, expected, alternative="greater").pvalue)
+    else:
+        shape = max(expected * reference_size, 1e-9)
+        p = float(nbinom.sf(outliers - 1, shape, reference_size / (reference_size + n)))
     return OutlierWindow(n=n, outliers=outliers, share=outliers / n if n else math.nan,
                          expected=expected, p_value=p, significant=p < alpha)
 

@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from scipy.stats import chi2 as chi2_distribution
 from scipy.stats import f as f_distribution
 
 from driftline.operators.profile import (
@@ -208,7 +209,8 @@ def parse_season(text: str, slots: int | None = None, timezone: str = "UTC") -> 
     ``timezone``: the IANA zone whose local time the slots follow."""
     named = NAMED.get(text.strip().lower())
     if named is not None:
-        return Season(period_s=named.period_s, slots=named.slots if slots is None else slots, timezone=timezone)
+        return Season(period_s=named.period_s, slots=named.slots if slots is None else slots,
+                      timezone=timezone)
     try:
         period = int(text)
     except ValueError:
@@ -317,11 +319,48 @@ def window_reference_size(section: SeasonSection, feature: SeasonalFeature, span
     shorter than the period, ``n`` for a whole period (only the mean level is left). Counted as
     every training value, a busy stream's hour windows met that error as a shift (5 of 23 drifted
     in bench_seasonal_sparse)."""
+    return curve_worth(section, feature.residual.n, span_ms)
+
+
+def curve_worth(section: SeasonSection, n: int, span_ms: float) -> int:
+    """What ``n`` training values standardised by the section's fitted curves are worth to a test
+    of a span of ``span_ms`` (:func:`window_reference_size`; at least 2)."""
     season = season_of(section)
     periods = max(0.0, span_ms) / (season.period_s * 1000)
     harmonic = np.arange(1, _harmonics(season.slots) + 1, dtype=np.float64)
     kept = 1.0 + 2.0 * float(np.sum(np.sinc(harmonic * periods) ** 2))
-    return max(2, int(feature.residual.n / kept))
+    return max(2, int(n / kept))
+
+
+def multivariate_reference_size(profile: ReferenceProfile, span_ms: float) -> int | None:
+    """What the multivariate section's training rows are worth when the section was fit on
+    features standardised by the season (:func:`curve_worth`); None when it was not (then every
+    row counts)."""
+    section, multivariate = profile.season, profile.multivariate
+    if section is None or multivariate is None or not set(section.features) & set(multivariate["features"]):
+        return None
+    return curve_worth(section, int(multivariate["n"]), span_ms)
+
+
+def outlier_reference_size(profile: ReferenceProfile, span_ms: float) -> int | None:
+    """How many events the outlier rate of a seasonal multivariate section is known as well as from
+    (:func:`~driftline.operators.outliers.outlier_window`'s ``reference_size``), None without a
+    season over its features. Its threshold is a distance ``R`` far in the tail (``R^2`` the
+    chi-square quantile of the rate over the section's features), met by values standardised with
+    fitted curves whose scale is off by a relative ``e`` (sd ``1 / sqrt(2 m)``, ``m``
+    :func:`multivariate_reference_size`) and level by ``d`` sd (sd ``1 / sqrt(m)``): the tail rate
+    moves by a factor of about ``exp(R^2 e + R d)``. The rate is taken as known as from the events
+    whose gamma spread has that log sd. Sized by ``m`` alone (a mean's error) the test would
+    allow ~10x too much at a 0.1 % rate; sized by every training row, a busy stream's hours met
+    the curves' scale error (0.84 for 1.0 at 03:00 in bench_seasonal_sparse) as outliers."""
+    worth = multivariate_reference_size(profile, span_ms)
+    if worth is None or profile.multivariate is None:
+        return None
+    rate = 1.0 - float(profile.multivariate["outliers"]["quantile"])
+    r2 = float(chi2_distribution.isf(rate, len(profile.multivariate["features"])))
+    log_sd = math.sqrt(r2 * r2 / (2 * worth) + r2 / worth)
+    shape = 1.0 / math.expm1(log_sd * log_sd)
+    return max(1, int(shape / rate))
 
 
 def residual_quantiles(feature: SeasonalFeature) -> FloatArray:

@@ -35,7 +35,7 @@ from driftline.operators.multivariate import DomainClassifierDrift, unpack_array
 from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
 from driftline.operators.scorer import DriftScorer, ScoreReport
-from driftline.operators.seasonal import WindowReferences
+from driftline.operators.seasonal import WindowReferences, outlier_reference_size
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
 from driftline.operators.window_stats import FeatureStats, MergedWindow, WindowAccumulator, merge_accumulators
 from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
@@ -349,7 +349,10 @@ class WindowClock:
             window, merged.sums["n"], merged.mean_error, reference_error, merged.share_above_p99, domain,
             status, profile.profile_id, self.config_hash))
         quantile = float(section["outliers"]["quantile"])
-        outliers = outlier_window(merged.sums["n"], merged.sums["outliers"], 1.0 - quantile)
+        # a seasonal section's threshold is met by values standardised with fitted curves: its
+        # rate is known only as well as those curves allow (outlier_reference_size)
+        outliers = outlier_window(merged.sums["n"], merged.sums["outliers"], 1.0 - quantile,
+                                  reference_size=outlier_reference_size(profile, key.size))
         rows["outlier_rate"].append(outlier_rate_row(window, outliers, profile.profile_id, self.config_hash))
         estimate = merged.estimate()
         if estimate is not None:
