@@ -2,7 +2,8 @@
 
 :class:`BatchDecoder` accepts and rejects exactly what :class:`~driftline.operators.validate.Decoder`
 accepts and rejects, with the same dead letters (kinds and messages): the pydantic models stay the
-contract. It parses every value with ``orjson`` and checks the common well-formed shape in plain
+contract. It parses the batch's values with one ``orjson`` call (each on its own terms: see
+:func:`_parsed_together`; one by one when that fails) and checks the common well-formed shape in plain
 Python field by field, column by column (a type set and a min/max per column of the batch where it
 is uniform, not a test per value);
 whatever is unusual (invalid JSON, ``NaN`` tokens, RFC 3339 timestamps, a type pydantic would coerce
@@ -79,7 +80,8 @@ _EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
 
 _new = object.__new__
 _set = object.__setattr__
-# pydantic's per-instance slots, set directly (a member descriptor's __set__)
+# pydantic's per-instance slots and __dict__, set directly (their descriptors' __set__: no attribute lookup)
+_set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
@@ -148,7 +150,7 @@ def _prediction_output(value: Any) -> Prediction | None:
 
 
 def _prediction_outputs(column: Sequence[Any]) -> list[Prediction | None]:
-    """:func:`_prediction_output` of each value. The common column, objects of one key layout
+    """:func:`_prediction_output` of each value. The common column, objects of one key set
     without ``probabilities``, is checked per field (a type set and a min/max per field) and its
     outputs are built in one loop; any other column value by value."""
     if not column or set(map(type, column)) != {dict}:
@@ -171,7 +173,7 @@ def _prediction_outputs(column: Sequence[Any]) -> list[Prediction | None]:
     out: list[Prediction | None] = list(map(_new, repeat(Prediction, n)))
     values_of = [{"label": label, "score": score, "probabilities": None, "value": value}
                  for label, score, value in zip(labels, scores, values, strict=True)]
-    deque(map(_set, out, repeat("__dict__"), values_of), maxlen=0)
+    deque(map(_set_dict, out, values_of), maxlen=0)
     deque(map(_set_fields, out, map(set, repeat(present, n))), maxlen=0)
     deque(map(_set_extra, out, repeat(None)), maxlen=0)
     deque(map(_set_private, out, repeat(None)), maxlen=0)
@@ -300,7 +302,7 @@ def _latencies(column: Sequence[Any], bad: set[int]) -> Sequence[Any]:
 
 @dataclass(slots=True)
 class _Group:
-    """Fast-path values of some records of a batch (one key layout): a column per field, a value
+    """Fast-path values of some records of a batch (one key set): a column per field, a value
     per record at ``rows`` (the records' positions in the batch), pydantic's fields set ``present``."""
 
     rows: list[int]
@@ -320,7 +322,7 @@ class _Group:
 def _transposed(
     parsed: Sequence[Any], names: tuple[str, ...], rows: list[int] | None
 ) -> dict[str, Sequence[Any]]:
-    """The objects at ``rows`` (None: all of them; all with the key layout ``names``) as one column
+    """The objects at ``rows`` (None: all of them; all holding the keys ``names``) as one column
     per key."""
     objects = parsed if rows is None or len(rows) == len(parsed) else [parsed[i] for i in rows]
     if len(names) == 1:
@@ -331,7 +333,7 @@ def _transposed(
 
 def _prediction_groups(parsed: Sequence[Any]) -> list[_Group]:
     """The fast-path columns of the parsed payloads of the common well-formed shape, one group per
-    key layout; a payload in none of them is left to pydantic. Checked per field column (a type set
+    key set; a payload in none of them is left to pydantic. Checked per field column (a type set
     and a min/max per column, where the batch is uniform); feature values are checked apart
     (:func:`_unusual_feature_rows`)."""
     groups = []
@@ -423,7 +425,12 @@ def _unusual_feature_rows(
         if len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH:
             unusual.update(rows)
             continue
-        columns: Sequence[Sequence[Any]] = list(_transposed(features, names, rows).values())
+        if len(layouts) == 1:  # every map holds these names in this order: its values row after row
+            k = len(names)
+            flat = list(chain.from_iterable(map(dict.values, features)))
+            columns: Sequence[Sequence[Any]] = [flat[j::k] for j in range(k)]
+        else:
+            columns = list(_transposed(features, names, rows).values())
         numbers: list[FloatArray | None] = []
         for column in columns:
             types = set(map(type, column))
