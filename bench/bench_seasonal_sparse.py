@@ -5,7 +5,8 @@
 Training: two days of ``load = 10 + 3 sin(2 pi t / day) + N(0, 1)`` and ``other = N(5, 1)`` (no
 cycle), one value per ``--train-step`` seconds; live: the same stationary stream, one event per
 ``--live-step`` seconds. Prints, for the pooled and the ``daily`` seasonal profile, the episodes
-opened, the drift triggers, the hour windows drifted and the windows in which ``other`` drifted.
+opened, the drift triggers, the hour windows drifted, the windows in which ``other`` drifted and
+the multivariate outlier-rate windows (300 s and 3600 s) found significant.
 Nothing changes in the stream, so every episode and trigger is a false alarm.
 """
 
@@ -59,10 +60,12 @@ def run(seasonal: bool, train_step: float, live_step: float, live_days: float) -
                     if r.get("event_kind") == "opened")
     hours = [r for r in rows["model_drift"] if r["segment"] == "" and r["window_size_s"] == 3600]
     other = sum(1 for r in rows["drift_scores"] if r["feature"] == "other" and r["drifted"])
+    outliers = [r for r in rows["outlier_rate"] if r["segment"] == ""]
     following = sorted(season.features) if season is not None else []
     return (f"{'seasonal' if seasonal else 'pooled':8}  {live_times.size:,} events  episodes opened "
             f"{len(opened)} {opened}  triggers {len(rows['retrain_triggers'])}  hour windows drifted "
-            f"{sum(r['drifted'] for r in hours)}/{len(hours)}  windows with other drifted {other}"
+            f"{sum(r['drifted'] for r in hours)}/{len(hours)}  windows with other drifted {other}  "
+            f"outlier-rate windows significant {sum(r['significant'] for r in outliers)}/{len(outliers)}"
             + (f"  following the cycle: {', '.join(following)}" if seasonal else ""))
 
 
