@@ -4,6 +4,7 @@ dead letters, in the same order, on randomized payloads that reach every fallbac
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from driftline.operators.columns import BatchDecoder, PredictionBatch
 from driftline.operators.validate import Decoder, RawRecord
+from driftline.schemas.events import DeadLetter, PredictionEvent
 
 DECODER = Decoder(max_message_bytes=4096, max_timestamp_skew_ms=60_000, max_future_skew_ms=5_000)
 BATCH = BatchDecoder(DECODER)
@@ -107,7 +109,7 @@ label_fields = {
 label_payloads = st.one_of(objects(label_fields), objects(label_fields, shuffle=False))
 
 
-def raw(payloads: list[str | None], topic: str) -> list[RawRecord]:
+def raw(payloads: Sequence[str | None], topic: str) -> list[RawRecord]:
     out = []
     for offset, text in enumerate(payloads):
         value = None if text is None else text.encode("utf-8", "surrogatepass")
@@ -271,3 +273,44 @@ def test_values_that_are_json_only_side_by_side_are_each_judged_alone() -> None:
     batch_labels, dead = BATCH.labels(records)
     assert_same(DECODER.labels(records), batch_labels.records, batch_labels.events, dead)
     assert [r.offset for r in batch_labels.records] == [3]
+
+
+class SlowPathLog(Decoder):
+    """A decoder that notes the offsets of the records the batch decoder hands to pydantic."""
+
+    __slots__ = ("offsets",)
+
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args)
+        self.offsets: list[int] = []
+
+    def predictions(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[tuple[RawRecord, PredictionEvent]], list[DeadLetter]]:
+        self.offsets.extend(r.offset for r in records)
+        return super().predictions(records)
+
+
+def test_objects_are_grouped_by_key_set_whatever_the_key_order() -> None:
+    """Top-level objects and prediction outputs are grouped by key set, read by name: objects of one
+    set in any order share a group; as many keys but another set (an extra key for a missing one)
+    form their own group, so each record is still judged as pydantic judges it."""
+    def payload(*fields: str) -> str:
+        return "{" + ",".join(fields) + "}"
+    model, time, features = '"model_id":"m"', f'"timestamp":{T0}', '"features":{"x":1.5}'
+    output = '"prediction":{"label":"a","score":0.5}'
+    payloads = [payload(f'"prediction_id":"p{i}"', model, time, features, output) for i in range(3)]
+    payloads += [
+        payload(output, features, time, model, '"prediction_id":"p3"'),  # reversed
+        payload('"prediction_id":"p4"', model, time, features, '"prediction":{"score":1,"label":"b"}'),
+        payload('"prediction_id":"p5"', model, '"extra":1', features, output),  # no timestamp
+        payload('"prediction_id":"p6"', model, time, features, '"prediction":{"label":"a","value":2}'),
+    ]
+    records = raw(payloads, "predictions")
+    slow = SlowPathLog(4096, 60_000, 5_000)
+    batch, dead = BatchDecoder(slow).predictions(records)
+    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    assert slow.offsets == [5]  # only the record without a timestamp needed pydantic
+    assert [r.offset for r in batch.records] == [0, 1, 2, 3, 4, 6] and [d.source_offset for d in dead] == [5]
+    assert batch.events[4].prediction.label == "b" and batch.events[4].prediction.score == 1.0
+    assert batch.events[5].prediction.value == 2.0
