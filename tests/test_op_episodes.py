@@ -398,13 +398,18 @@ def test_a_spread_that_grows_within_a_scale_episode_escalates_by_its_ratio() -> 
         grown = _feed(mon, rng.normal(0.0, 5.0, 8_000))
         read = [(e.kind, e.reason, e.unit) for e in grown]
         assert read == [("escalated", "larger", "sd_ratio")], (seed, grown)
-        assert grown[0].magnitude > 3.0 and grown[0].index < 13_000 + 4_000, (seed, grown)
+        assert grown[0].magnitude > 3.0, (seed, grown)
+        # confirmed by a replicate after the regime bank's scale alarm, as a further shift is, not
+        # at the end of a learning period (2,000 values): ~190-380 values after the change here
+        assert grown[0].component.startswith("scale*") and grown[0].index < 13_000 + 1_000, (seed, grown)
 
 
-def test_a_steady_spread_change_never_escalates() -> None:
-    """The ratio rule does not turn a lasting scale change's sampling noise into escalations."""
+@pytest.mark.parametrize("factor", [2.0, 0.5])
+def test_a_steady_spread_change_never_escalates(factor: float) -> None:
+    """The ratio rule and the scale replicates do not turn a lasting scale change's sampling noise
+    into escalations."""
     for seed in range(3):
         rng = np.random.default_rng(seed)
         mon = _numeric(seed, learning=2_000)
-        events = _feed(mon, np.concatenate([rng.normal(size=5_000), rng.normal(0.0, 2.0, 40_000)]))
+        events = _feed(mon, np.concatenate([rng.normal(size=5_000), rng.normal(0.0, factor, 40_000)]))
         assert [e.kind for e in events] == ["opened"], (seed, events)

@@ -74,7 +74,9 @@ ratio for a normal feature: 0 for a stuck sensor, ~3 for a tripled noise sd) whe
 (the larger effect says which, see ``_shown``). A learned sample that reads a change in scale,
 in an episode whose last event read one, escalates by its spread (``"larger"`` when the log of
 its sd ratio is further from 0 by the minimum effect, ``"reversal"`` across 1: x2 -> x5 though
-the mean did not move); every other escalation is measured by the shift;
+the mean did not move), and a regime bank's scale alarm away from the reference (wider in a wider
+regime) is confirmed by a replicate as a shift is (its spread's log by :data:`SPREAD_SE`); every
+other escalation is measured by the shift;
 categorical features the PSI of the category shares (``"psi"``); binary error streams the
 error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the run of the CUSUM that fired
 (the values since it last left zero, at most ``learning`` of them: the CUSUM's own change-point
@@ -562,6 +564,11 @@ class EpisodeMonitor:
             if self._away(alarm.component) and self._escalation(magnitude) == "larger":
                 self._pending = (alarm.component, alarm.statistic, alarm.threshold,
                                  self._replicate_size(magnitude))
+            elif (self._spread_away(alarm.component) and shown[0] == "sd_ratio"
+                  and self._escalation(_log_ratio(shown[1]), self._open.spread_level) == "larger"):
+                # the same for a scale change in an episode that reads one: its spread's log
+                self._pending = (alarm.component, alarm.statistic, alarm.threshold,
+                                 self._replicate_size(_log_ratio(shown[1]), spread=True))
             self._open.saw(magnitude, learned=False, shown=shown)
         self._regime, self._map = None, None
         self._filled = 0  # learn the regime after the change
@@ -574,17 +581,21 @@ class EpisodeMonitor:
         assert self._open is not None
         unit, value = shown
         self._open.level = magnitude
-        self._open.spread_level = math.log(max(value, _TINY)) if unit == "sd_ratio" else None
+        self._open.spread_level = _log_ratio(value) if unit == "sd_ratio" else None
 
-    def _replicate_size(self, magnitude: float) -> int:
+    def _replicate_size(self, magnitude: float, spread: bool = False) -> int:
         """Values after a regime alarm that must confirm it: enough that the excess over the level
         which the alarm's run shows stands :data:`REPLICATE_SE` standard errors out (so a real change
         even a quarter smaller than its run suggests passes the ``KAPPA``-se test of
         :meth:`_replicated` nearly always), at least :data:`MIN_REPLICATE`, at most half a learning
         period (the rest of which is learned as usual)."""
         assert self._open is not None
-        excess = max(abs(magnitude) - abs(self._open.level), 1e-9)
-        need = math.ceil((REPLICATE_SE * self._sd_at_level() / excess) ** 2)
+        if spread:  # ``magnitude`` is the log of a spread; one value's share of its se: SPREAD_SE
+            assert self._open.spread_level is not None
+            excess, sd = abs(magnitude) - abs(self._open.spread_level), SPREAD_SE
+        else:
+            excess, sd = abs(magnitude) - abs(self._open.level), self._sd_at_level()
+        need = math.ceil((REPLICATE_SE * sd / max(excess, 1e-9)) ** 2)
         return min(max(need, MIN_REPLICATE), self.learning // 2)
 
     def _sd_at_level(self) -> float:
@@ -603,10 +614,16 @@ class EpisodeMonitor:
         component, statistic, threshold, _ = self._pending
         self._pending = None
         magnitude = self._magnitude(sample)
-        se = self._sd_at_level() / math.sqrt(sample.size)
-        if self._escalation(magnitude) != "larger" or abs(magnitude) - abs(self._open.level) < KAPPA * se:
-            return None  # not replicated: the learned sample judges the regime as usual
         unit, shown = self._shown(sample, magnitude)
+        if component.startswith("scale*"):  # a scale change, by its spread (see _alarmed)
+            spread, level = _log_ratio(shown), self._open.spread_level
+            if (unit != "sd_ratio" or level is None or self._escalation(spread, level) != "larger"
+                    or abs(spread) - abs(level) < KAPPA * SPREAD_SE / math.sqrt(sample.size)):
+                return None
+        else:
+            se = self._sd_at_level() / math.sqrt(sample.size)
+            if self._escalation(magnitude) != "larger" or abs(magnitude) - abs(self._open.level) < KAPPA * se:
+                return None  # not replicated: the learned sample judges the regime as usual
         self._open.saw(magnitude, learned=False, shown=(unit, shown))
         self._set_level(magnitude, (unit, shown))
         self._open.escalations += 1
@@ -633,7 +650,7 @@ class EpisodeMonitor:
             # spread (x2 -> x5 is a larger change though the mean did not move); else by location
             spread_level = self._open.spread_level
             if unit == "sd_ratio" and spread_level is not None:
-                reason = self._escalation(math.log(max(shown, _TINY)), spread_level)
+                reason = self._escalation(_log_ratio(shown), spread_level)
             else:
                 reason = self._escalation(magnitude)
             if not reason and self._new_kind(unit, shown):
@@ -662,6 +679,16 @@ class EpisodeMonitor:
         self._open, self._regime, self._map, self._filled, self._pending = None, None, None, 0, None
         self._learned = None
         self._opener.reset()
+
+    def _spread_away(self, component: str) -> bool:
+        """Whether a regime bank's alarm is a scale change away from the reference (wider in a
+        wider regime, narrower in a narrower one) in an episode whose last event read one."""
+        assert self._open is not None
+        level = self._open.spread_level
+        if self.kind != "numeric" or level is None or not component.startswith("scale*"):
+            return False
+        factor = float(component.partition("*")[2])
+        return (factor > 1.0 and level > 0.0) or (factor < 1.0 and level < 0.0)
 
     def _away(self, component: str) -> bool:
         """Whether a regime bank's alarm is a mean change away from the reference."""
@@ -789,6 +816,13 @@ class EpisodeMonitor:
 _OTHER = "__other__"
 _TINY = 1e-12
 """Floor of a spread before its log (a stuck value's is 0)."""
+SPREAD_SE = 1.165
+"""Standard error of the log of a spread read by quartiles, times the root of the values' count
+(a normal sample's interquartile range: ``sqrt(2 (0.1875 - 0.0625)) / phi(0.674) / 1.349``)."""
+
+
+def _log_ratio(spread: float) -> float:
+    return math.log(max(spread, _TINY))
 NORMAL_IQR = 1.3489795003921634
 """Interquartile range of a standard normal."""
 MIN_REPLICATE = 20
