@@ -5,8 +5,11 @@ numeric + 5 categorical features, every prediction labelled, a training profile)
 batches of ``worker.batch_max_records``; every ``--every`` batches each shard is checkpointed as
 the worker does (``streams.runner``): a base (``base_copy`` then its dump) when
 ``ChainLength.base_due`` says so, else a delta (``checkpoint(False)``). Reported: bases and deltas
-written and their CPU time, with ``RATIO_FLOOR_BYTES`` at 0 (``worker.checkpoint_delta_ratio``
-alone, as before it) and at its value, in alternating rounds of one process.
+written, their CPU time and the mean delta's size, with ``RATIO_FLOOR_BYTES`` at 0
+(``worker.checkpoint_delta_ratio`` alone, as before it) and at its value, in alternating rounds of
+one process; then what a delta is made of (its pickled parts, as the shard builds it) and the
+input's bytes per prediction (its label included). ``--every 10`` is a delta per shard every
+25,000 predictions: 5 s at 5,000 predictions/s.
 
     .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2]
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import time
 from collections.abc import Sequence
 
@@ -30,8 +34,9 @@ CLOCK = time.process_time
 
 
 def checkpoint_cpu(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int,
-                   floor: int) -> dict[str, tuple[int, float]]:
-    """{"base"/"delta": (how many, CPU seconds)} of a run with ``RATIO_FLOOR_BYTES = floor``."""
+                   floor: int) -> dict[str, tuple[int, float, int]]:
+    """{"base"/"delta": (how many, CPU seconds, bytes)} of a run with ``RATIO_FLOOR_BYTES = floor``;
+    "parts": the last delta's parts (count 0, CPU 0, bytes) for :func:`delta_parts`."""
     saved = runner.RATIO_FLOOR_BYTES
     runner.RATIO_FLOOR_BYTES = floor
     try:
@@ -39,7 +44,7 @@ def checkpoint_cpu(settings: Settings, raw: Sequence[RawRecord], profiles: list[
         for shard in pipeline.shards:
             shard.track_changes()
         chains: dict[int, runner.ChainLength] = {}
-        out = {"base": [0, 0.0], "delta": [0, 0.0]}
+        out = {"base": [0, 0.0, 0], "delta": [0, 0.0, 0]}
         worker, batch = settings.worker, settings.worker.batch_max_records
         for k, i in enumerate(range(0, len(raw), batch)):
             pipeline.feed(raw[i : i + batch])
@@ -61,13 +66,14 @@ def checkpoint_cpu(settings: Settings, raw: Sequence[RawRecord], profiles: list[
                 kind = "base" if base else "delta"
                 out[kind][0] += 1
                 out[kind][1] += CLOCK() - t0
+                out[kind][2] += len(blob)
                 if base:
                     chains[index] = runner.ChainLength(len(blob))
                 elif chain is not None:
                     chain.deltas += 1
                     chain.delta_bytes += len(blob)
                     chain.changed += changed
-        return {kind: (int(n), float(s)) for kind, (n, s) in out.items()}
+        return {kind: (int(n), float(s), int(b)) for kind, (n, s, b) in out.items()}
     finally:
         runner.RATIO_FLOOR_BYTES = saved
 
@@ -91,13 +97,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             got = checkpoint_cpu(settings, raw, profiles, args.every, floor)
             total = got["base"][1] + got["delta"][1]
             totals.setdefault(floor, []).append(total)
+            deltas = max(1, got["delta"][0])
             print(f"  RATIO_FLOOR_BYTES {floor >> 20:>3} MiB: {got['base'][0]} bases "
-                  f"({got['base'][1]:.2f} CPU-s), {got['delta'][0]} deltas ({got['delta'][1]:.2f} CPU-s): "
+                  f"({got['base'][1]:.2f} CPU-s), {got['delta'][0]} deltas ({got['delta'][1]:.2f} CPU-s, "
+                  f"{got['delta'][1] / deltas * 1000:.1f} ms and {got['delta'][2] / deltas / 1e6:.3f} MB "
+                  "a delta): "
                   f"{total:.2f} CPU-s")
     before, after = min(totals[0]), min(totals[runner.RATIO_FLOOR_BYTES])
     print(f"checkpoint CPU, best of {args.rounds}: {before:.2f} -> {after:.2f} CPU-s "
           f"({after / before:.2f}x); load {os.getloadavg()[0]:.1f}")
+    delta_parts(settings, raw, profiles, args.every)
+    predictions = sum(r.topic == settings.topics.predictions for r in raw)
+    per_prediction = sum(len(r.value or b"") for r in raw) / predictions
+    print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
     return 0
+
+
+def delta_parts(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int) -> None:
+    """What shard 0's delta after the run's last ``every`` batches is made of, in MB: the shard
+    but its join (the reference profiles named: ``ShardProcessor._rest``), by attribute, and the
+    join's changes, pickled; and the delta blob itself (compressed)."""
+    pipeline = local.InProcessPipeline(settings, profiles=profiles)
+    shard = pipeline.shards[0]
+    batch = settings.worker.batch_max_records
+    last = (len(raw) - 1) // batch // every * every  # the first batch of the last delta
+    for k, i in enumerate(range(0, len(raw), batch)):
+        if k == last:
+            shard.checkpoint(True)
+            shard.track_changes()
+        pipeline.feed(raw[i : i + batch])
+    shared = shard._shared_profiles
+    parts = {name: len(shared.dumps(value)[0]) for name, value in shard._rest().items()}
+    rest = len(shared.dumps(shard._rest())[0])
+    join = len(pickle.dumps(shard.join.take_changes(), pickle.HIGHEST_PROTOCOL))
+    shard.join.track_changes()
+    big = ", ".join(f"{name} {size / 1e6:.3f}" for name, size in sorted(parts.items(), key=lambda kv: -kv[1])
+                    if size > 20_000)
+    print(f"a delta of shard 0 (after {len(raw) - last * batch:,} records of every shard): "
+          f"the rest {rest / 1e6:.3f} MB pickled ({big}), the join's changes {join / 1e6:.3f} MB")
 
 
 if __name__ == "__main__":
