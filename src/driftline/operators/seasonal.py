@@ -154,8 +154,9 @@ def level_scale(section: SeasonSection, feature: SeasonalFeature,
                 times_ms: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """A seasonal feature's interpolated level and scale at each time."""
     season = season_of(section)
-    return (_interpolated(season, np.asarray(feature.mean), times_ms),
-            _interpolated(season, np.asarray(feature.std), times_ms))
+    local = season.local_ms(times_ms)  # once for both curves
+    return (_interpolated(season, np.asarray(feature.mean), local, local=True),
+            _interpolated(season, np.asarray(feature.std), local, local=True))
 
 
 def standardise(section: SeasonSection, name: str, values: npt.ArrayLike,
