@@ -506,3 +506,24 @@ def test_profile_build_season_tz(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
     assert main([*base, "--season-tz", "Europe/Berlin"]) == 2
     assert "--season-tz needs --season" in capsys.readouterr().err
+
+
+def test_only_a_seasonal_window_reference_counts_as_fewer_values_than_its_sketch_holds() -> None:
+    """The KS p-value takes ``profile.n`` as the reference's size when it is below the sketch's
+    count (drift._ks_wasserstein's ref_size): a built profile's numeric features, pooled or
+    residual, have n equal to that count, so only the window references (n: what the curve is
+    worth) score differently."""
+    profile = _profile(seasonal=True)
+    assert profile.season is not None
+    features = [*profile.features.values(), *(f.residual for f in profile.season.features.values())]
+    for feature in features:
+        if feature.kind == "numeric":
+            assert feature.n == int(feature.reference_sketch().buckets()[2].sum())
+    references: WindowReferences[ReferenceProfile] = WindowReferences(lambda p: p)
+    hour = references.get(profile, START, START + 3_600_000).features["load"]
+    day = references.get(profile, START, START + DAY_S * 1000).features["load"]
+    n = profile.season.features["load"].residual.n
+    # an hour: about n / (2 h + 1) (its span already averages a little); a whole day: the
+    # harmonics' errors average out, the reference is worth every training value
+    assert n // 7 <= hour.n < n // 6 and day.n == n
+    assert int(hour.reference_sketch().buckets()[2].sum()) == min(n, MIXTURE_VALUES)
