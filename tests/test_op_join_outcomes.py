@@ -91,3 +91,43 @@ def test_outcomes_of_a_batch_of_mixed_layouts_keep_their_order() -> None:
                               [payload_digest(b"l" + p.encode()) for p in order], [None] * 12)
     assert [o.prediction_id for o in outcomes] == order
     assert [o.features_json for o in outcomes] == [features_to_json(features[int(p[1:])]) for p in order]
+
+
+predictions = st.builds(
+    Prediction,
+    label=st.one_of(st.none(), st.sampled_from(["1", "yes", 0, True])),
+    score=st.one_of(st.none(), st.sampled_from([0.0, 0.25, 0.5, 0.9])),
+    probabilities=st.one_of(st.none(), st.just({"yes": 0.2, "no": 0.8})),
+    value=st.one_of(st.none(), st.sampled_from([-2.5, 0.0, 1.0, 1e300])),
+)
+label_values = st.sampled_from(
+    ["1", "0", "true", "false", "yes", 1, 0, 0.5, True, False, "2.5", "1e300", "nan"])
+
+
+def _predict(join: LabelJoin, prediction: Prediction, rerouted: bool) -> list[Any]:
+    return join.on_predictions(["p"], [1_000], [("m", "1", "s")], [prediction], [{"x": 0.5, "c": "u"}],
+                               [payload_digest(b"p")], [None], rerouted)[0]
+
+
+def _label(join: LabelJoin, label: Any, rerouted: bool) -> list[Any]:
+    return join.on_labels(["p"], [3_000], [label], [None], [payload_digest(b"l")], [None], rerouted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(predictions, label_values, st.booleans(), st.booleans())
+def test_an_outcome_is_the_same_whichever_side_came_first(
+    prediction: Prediction, label: Any, pred_rerouted: bool, label_rerouted: bool
+) -> None:
+    """A label that meets its pending prediction (the batch path, its outcome made inline) and a held
+    label that a prediction claims (``_outcome``) give the same outcome, for every kind of output."""
+    outcomes = []
+    for label_first in (False, True):
+        join = LabelJoin(horizon_ms=10_000, max_pending=10, max_held=10)
+        if label_first:
+            made = _label(join, label, label_rerouted) + _predict(join, prediction, pred_rerouted)
+        else:
+            made = _predict(join, prediction, pred_rerouted) + _label(join, label, label_rerouted)
+        assert len(made) == 1
+        outcomes.append(made[0])
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0].rerouted == (1 if pred_rerouted else 0) | (2 if label_rerouted else 0)

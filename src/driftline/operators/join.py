@@ -136,6 +136,7 @@ _RECORD_FORMAT = 2  # 1: before payload digests
 UNKNOWN_DIGEST = bytes(DIGEST_SIZE)
 """Digest of records restored from a checkpoint that predates digests: any duplicate of it is exact."""
 _PRED = struct.Struct("<BIHI")
+_JOINED_STATE = bytes([_JOINED])
 _DOUBLE = struct.Struct("<d")
 _UUID_CODE = 0xFFFF
 _UUID_PREFIX = _CODE.pack(_UUID_CODE)
@@ -969,10 +970,49 @@ class LabelJoin:
         label = self._label
         joined: list[_Joined] = []
         keys = _id_keys(prediction_ids)
+        # A label that joins a pending record, the common case, is handled here (as _label does,
+        # inline, with the closed record spliced from the pending one's bytes); any other goes
+        # through _label, which walks its group again.
+        groups, store, touched, horizon = self._groups, self._store, self._touched, self.horizon_ms
+        low, split = self._low - 1, self._split
+        high = 2 * low + 1
+        unpack_head, unpack_ts, pack_head = _HEAD.unpack_from, _TS.unpack_from, _HEAD.pack
         for pid, key, crc, ts, value, model_id, digest, source in zip(
                 prediction_ids, keys, map(zlib.crc32, keys), timestamps, labels, model_ids, digests, sources,
                 strict=True):
-            label(pid, key, crc, ts, value, model_id, rerouted, digest, source, joined)
+            gid = crc & low  # self._gid(crc), inline
+            if gid < split:
+                gid = crc & high
+            group = groups[gid]
+            pos, size, at = 0, len(group), _AT + len(key)
+            while pos < size:  # the first record of this id whose interval holds the label decides
+                length = unpack_head(group, pos)[0]
+                if group.startswith(key, pos + _AT):
+                    pred_ts, state = unpack_ts(group, pos + at)
+                    if pred_ts <= ts <= pred_ts + horizon:
+                        break
+                pos += length
+            if pos >= size or state != _PENDING:
+                label(pid, key, crc, ts, value, model_id, rerouted, digest, source, joined)
+                continue
+            self._pending -= 1
+            end = pos + length
+            body = pos + at + _BODY
+            # the closed record: head, id key, time, state, payload digest, ctx id (as in the
+            # pending record's _PRED), the label's digest (_closed with a _JOINED_TAIL)
+            groups[gid] = b"".join((group[:pos], pack_head(at + _BODY + _JOINED_TAIL.size, crc),
+                                    group[pos + _AT : body - DIGEST_SIZE - 1], _JOINED_STATE,
+                                    group[body - DIGEST_SIZE : body], group[body + 1 : body + 5], digest,
+                                    group[end:]))
+            if touched is not None:
+                touched.add((key, pred_ts))
+            if group[body] & _SPILLED and store is not None:
+                # the stub to the flags..label length, then the payload: all the outcome reads
+                payload_at = body + _PRED.size
+                record = group[pos:payload_at] + store.get(group[payload_at:end])
+                joined.append((pid, record, at, len(record), ts, value, rerouted))
+            else:
+                joined.append((pid, group, pos + at, end, ts, value, rerouted))
         return self._outcomes(joined)
 
     def _label(
@@ -1668,7 +1708,7 @@ class LabelJoin:
         labels: dict[tuple[type, bool | int | float | str], tuple[str, float | None]] = {}
         ctxs = self._ctx
         ts_of, pred_of, double = _TS.unpack_from, _PRED.unpack_from, _DOUBLE.unpack_from
-        rows = []
+        outcomes = []
         shape_ids: list[int] = []
         features: list[bytes] = []
         for pid, data, start, end, label_ts, label, rerouted in joined:
@@ -1692,14 +1732,27 @@ class LabelJoin:
             seen = labels.get((label.__class__, label))
             if seen is None:
                 seen = labels[(label.__class__, label)] = (normalise_label(label), _label_value(label))
+            label_text, label_value = seen
+            # _outcome, inline (a call per label); the features' JSON is set below, for the batch at once
+            regression = value is not None and text is None
+            correct = abs_error = None
+            if text is not None:
+                correct = int(text == label_text)
+            elif score is not None and label_text in _BINARY:
+                positive, negative = _BINARY[label_text]
+                text = positive if score >= 0.5 else negative
+                correct = int(text == label_text)
+            if (value is not None and label_value is not None
+                    and max(abs(value), abs(label_value)) <= MAX_ABS_VALUE):
+                abs_error = abs(value - label_value)
+            model_id, model_version, segment = ctxs[ctx_id]
             bits = (REROUTED_PREDICTION if flags & _REROUTED else 0) | (REROUTED_LABEL if rerouted else 0)
-            rows.append((pid, ctxs[ctx_id], pred_ts, text, score, value, label_ts, seen, bits))
-        outcomes = []
-        for (pid, ctx, pred_ts, text, score, value, label_ts, seen, rerouted_bits), features_json in zip(
-                rows, self._features_jsons(shape_ids, features), strict=True):
-            outcome = _outcome(pid, ctx, pred_ts, text, score, value, features_json, label_ts, *seen)
-            outcome.rerouted = rerouted_bits
-            outcomes.append(outcome)
+            outcomes.append(JoinedOutcome(
+                pid, model_id, model_version, segment, pred_ts, label_ts, label_ts - pred_ts, text or "",
+                score, value, "" if regression else label_text, label_value if regression else None, correct,
+                abs_error, "", bits))
+        for outcome, features_json in zip(outcomes, self._features_jsons(shape_ids, features), strict=True):
+            outcome.features_json = features_json
         return outcomes
 
     def _features_jsons(self, shape_ids: list[int], features: list[bytes]) -> list[str]:
