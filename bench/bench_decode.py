@@ -8,9 +8,9 @@ partition and topic (about 625 records a call at 4 partitions). Each round decod
 and keeps no result (the next batch frees the last, as the shard does); the figure is the best round.
 
 ``--baseline FILE`` (e.g. ``git show REV:src/driftline/operators/columns.py > /tmp/columns_rev.py``)
-decodes the same batches with that module too, in alternating rounds of one process (so a change of
-the box's load weighs on both alike), checks that both give the same events and dead letters, and
-reports the ratio.
+decodes the same batches with that module too, batch by batch in turns (so a change of the box's
+load weighs on both alike: whole rounds in turns moved the ratio by +-15 % at a load of 10), checks
+that both give the same events and dead letters, and reports the ratio.
 
     .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--quick]
 """
@@ -54,15 +54,22 @@ def workload_batches(n: int, seed: int = 0) -> tuple[Decoder, list[Batch], int]:
     return decoder, batches, sum(1 for r in raw if r.topic == settings.topics.predictions)
 
 
-def decode_round(module: ModuleType, decoder: Decoder, batches: Sequence[Batch]) -> dict[str, float]:
-    """CPU seconds of one pass over the batches, per kind; the results are dropped as they come."""
-    batch_decoder = module.BatchDecoder(decoder)
-    seconds = {"predictions": 0.0, "labels": 0.0}
+def decode_round(modules: dict[str, ModuleType], decoder: Decoder,
+                 batches: Sequence[Batch]) -> dict[str, dict[str, float]]:
+    """CPU seconds of one pass over the batches, per module and kind. Every batch is decoded by each
+    module in turn, the order swapped from one batch of a kind to the next: a change of the box's load, or
+    the cache warmed by the previous call, weighs on all alike. The results are dropped as they come."""
+    decoders = {name: module.BatchDecoder(decoder) for name, module in modules.items()}
+    seconds = {name: {"predictions": 0.0, "labels": 0.0} for name in modules}
+    names = list(modules)
+    turns = {"predictions": 0, "labels": 0}
     for kind, records in batches:
-        decode = getattr(batch_decoder, kind)
-        t0 = CLOCK()
-        decode(records)
-        seconds[kind] += CLOCK() - t0
+        turns[kind] += 1  # (per kind: batches of the two kinds alternate)
+        for name in names if turns[kind] % 2 == 0 else reversed(names):
+            decode = getattr(decoders[name], kind)
+            t0 = CLOCK()
+            decode(records)
+            seconds[name][kind] += CLOCK() - t0
     return seconds
 
 
@@ -92,7 +99,7 @@ def load_module(path: Path) -> ModuleType:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000, help="prediction events (each with a label)")
-    parser.add_argument("--rounds", type=int, default=7, help="passes over the batches per module (best of)")
+    parser.add_argument("--rounds", type=int, default=7, help="passes over the batches (best of)")
     parser.add_argument("--baseline", type=Path, default=None, help="another revision's columns.py")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     args = parser.parse_args(argv)
@@ -106,10 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("the baseline and the tree decode the batches differently")
             return 1
     best: dict[str, dict[str, float]] = {name: {} for name in modules}
-    for i in range(rounds):
-        names = list(modules) if i % 2 == 0 else list(reversed(modules))
-        for name in names:
-            for kind, seconds in decode_round(modules[name], decoder, batches).items():
+    for _ in range(rounds):
+        for name, kinds in decode_round(modules, decoder, batches).items():
+            for kind, seconds in kinds.items():
                 best[name][kind] = min(best[name].get(kind, seconds), seconds)
     print(f"decode + validate, CPU us per prediction event (best of {rounds}; {n_pred:,} predictions "
           f"+ labels, {len(batches)} calls):")
