@@ -7,9 +7,11 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from driftline.operators import columns
 from driftline.operators.columns import BatchDecoder, PredictionBatch
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.schemas.events import DeadLetter, PredictionEvent
@@ -314,3 +316,20 @@ def test_objects_are_grouped_by_key_set_whatever_the_key_order() -> None:
     assert [r.offset for r in batch.records] == [0, 1, 2, 3, 4, 6] and [d.source_offset for d in dead] == [5]
     assert batch.events[4].prediction.label == "b" and batch.events[4].prediction.score == 1.0
     assert batch.events[5].prediction.value == 2.0
+
+
+def test_a_batch_beyond_the_byte_cap_is_parsed_value_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-call parse copies the batch's values into one array; past a byte cap it is skipped
+    (no second copy of a large fetch), with the same results."""
+    payloads = [f'{{"prediction_id":"p{i}","label":1,"timestamp":{T0}}}' for i in range(4)]
+    records = raw(payloads, "labels")
+    want = BATCH.labels(records)
+    monkeypatch.setattr(columns, "_TOGETHER_MAX_BYTES", sum(len(p) for p in payloads) - 1)
+
+    def refused(values: Sequence[bytes]) -> None:
+        raise AssertionError("parsed together past the cap")
+    monkeypatch.setattr(columns, "_parsed_together", refused)
+    batch, dead = BATCH.labels(records)
+    assert_same(([(r, e) for r, e in zip(want[0].records, want[0].events, strict=True)], want[1]),
+                batch.records, batch.events, dead)
+    assert len(batch) == 4

@@ -559,6 +559,9 @@ def _without_unusual_features(groups: list[_Group], shared: list[FeatureColumns]
 # every other element of the array is this string (see _parsed_together).
 _MARK = secrets.token_hex(8)
 _SEPARATOR = b',"' + _MARK.encode() + b'",'
+# The one call copies the batch's values into one array: beyond this many bytes they are parsed one
+# by one (no second copy of a large fetch in memory; the call saves ~0.2 us a record, not a copy).
+_TOGETHER_MAX_BYTES = 16 << 20
 
 
 def _parsed_together(values: Sequence[bytes]) -> list[Any] | None:
@@ -625,7 +628,8 @@ class BatchDecoder:
         max_bytes, loads = self.decoder.max_message_bytes, orjson.loads
         values: list[bytes | None] = [record.value for record in records]
         try:
-            together = max(map(len, values)) <= max_bytes  # type: ignore[arg-type]
+            lengths = list(map(len, values))  # type: ignore[arg-type]
+            together = max(lengths) <= max_bytes and sum(lengths) <= _TOGETHER_MAX_BYTES
         except TypeError:  # a record without a value (None has no len)
             together = False
         if together:
