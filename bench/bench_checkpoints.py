@@ -11,12 +11,18 @@ one process; then what a delta is made of (its pickled parts, as the shard build
 input's bytes per prediction (its label included). ``--every 10`` is a delta per shard every
 25,000 predictions: 5 s at 5,000 predictions/s.
 
-    .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2]
+``--issue19``: issue 19's checkpoint bytes over input at 10M pending, 5,000 predictions/s and 5 s
+intervals (``bench_join_state``'s join-only run at 300,000 pending under a 16 MB budget, scaled by
+``bounded_chain``, bases read from their local copy), the join alone and with 4 shards' non-join
+part of a delta as measured here added to each interval (a few minutes).
+
+    .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2] [--issue19]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import time
@@ -28,6 +34,7 @@ from driftline.config import Settings
 from driftline.demo.training import training_profiles
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import local
+from driftline.pipeline.state import dump_delta
 from driftline.streams import runner
 
 CLOCK = time.process_time
@@ -83,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
     parser.add_argument("--every", type=int, default=4, help="batches between two checkpoints")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--issue19", action="store_true", help="restate issue 19's bytes figure (minutes)")
     args = parser.parse_args(argv)
     settings = bench_settings("127.0.0.1:9", "bc")
     scenario = bench_scenario(args.n, 0)
@@ -106,17 +114,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     before, after = min(totals[0]), min(totals[runner.RATIO_FLOOR_BYTES])
     print(f"checkpoint CPU, best of {args.rounds}: {before:.2f} -> {after:.2f} CPU-s "
           f"({after / before:.2f}x); load {os.getloadavg()[0]:.1f}")
-    delta_parts(settings, raw, profiles, args.every)
+    rest = delta_parts(settings, raw, profiles, args.every)
     predictions = sum(r.topic == settings.topics.predictions for r in raw)
     per_prediction = sum(len(r.value or b"") for r in raw) / predictions
     print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
+    if args.issue19:
+        issue19(rest, shards=settings.topics.partitions)
     return 0
 
 
-def delta_parts(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int) -> None:
+def issue19(rest_bytes: int, shards: int) -> None:
+    """Checkpoint bytes over input at 10M pending: the join alone, and with ``shards`` x
+    ``rest_bytes`` more a delta interval."""
+    import bench_join_state  # its imports only for this row
+
+    run = bench_join_state.measure_spill(300_000, 16)
+    print(f"issue 19 (10M pending, {run.interval_s:g} s intervals, bases from their local copy): input "
+          f"{run.input_bytes_per_s / 1e6:.2f} MB/s, the join's delta {run.delta_bytes / 1e6:.2f} MB "
+          "an interval")
+    for extra in (0, shards * rest_bytes):
+        chain = bench_join_state.bounded_chain(dataclasses.replace(run, delta_bytes=run.delta_bytes + extra),
+                                               local_base=True, stall=False)
+        print(f"  + {extra / 1e6:.2f} MB of {shards} shards' non-join parts an interval: a base every "
+              f"{chain.deltas} deltas, {chain.checkpoint_bytes_per_s / run.input_bytes_per_s:.2f}x the "
+              f"input's bytes (target 2x); load {os.getloadavg()[0]:.1f}")
+
+
+def delta_parts(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int) -> int:
     """What shard 0's delta after the run's last ``every`` batches is made of, in MB: the shard
     but its join (the reference profiles named: ``ShardProcessor._rest``), by attribute, and the
-    join's changes, pickled; and the delta blob itself (compressed)."""
+    join's changes, pickled. Returns the non-join part's bytes as a delta stores it (compressed)."""
     pipeline = local.InProcessPipeline(settings, profiles=profiles)
     shard = pipeline.shards[0]
     batch = settings.worker.batch_max_records
@@ -128,13 +155,16 @@ def delta_parts(settings: Settings, raw: Sequence[RawRecord], profiles: list[byt
         pipeline.feed(raw[i : i + batch])
     shared = shard._shared_profiles
     parts = {name: len(shared.dumps(value)[0]) for name, value in shard._rest().items()}
-    rest = len(shared.dumps(shard._rest())[0])
+    body = shared.dumps(shard._rest())[0]
+    rest, stored = len(body), len(dump_delta(body))
     join = len(pickle.dumps(shard.join.take_changes(), pickle.HIGHEST_PROTOCOL))
     shard.join.track_changes()
     big = ", ".join(f"{name} {size / 1e6:.3f}" for name, size in sorted(parts.items(), key=lambda kv: -kv[1])
                     if size > 20_000)
     print(f"a delta of shard 0 (after {len(raw) - last * batch:,} records of every shard): "
-          f"the rest {rest / 1e6:.3f} MB pickled ({big}), the join's changes {join / 1e6:.3f} MB")
+          f"the rest {rest / 1e6:.3f} MB pickled ({big}; {stored / 1e6:.3f} MB stored), "
+          f"the join's changes {join / 1e6:.3f} MB pickled")
+    return stored
 
 
 if __name__ == "__main__":
