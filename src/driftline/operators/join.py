@@ -137,6 +137,16 @@ UNKNOWN_DIGEST = bytes(DIGEST_SIZE)
 """Digest of records restored from a checkpoint that predates digests: any duplicate of it is exact."""
 _PRED = struct.Struct("<BIHI")
 _JOINED_STATE = bytes([_JOINED])
+_PENDING_HEADS: dict[int, struct.Struct] = {}
+"""A pending record's fixed part (_HEAD, id key, _TS, digest, _PRED) per id key length."""
+
+
+def _pending_head(key_length: int) -> struct.Struct:
+    """:data:`_PENDING_HEADS`' entry for ``key_length``, made on first use."""
+    head = _PENDING_HEADS.get(key_length)
+    if head is None:
+        head = _PENDING_HEADS[key_length] = struct.Struct(f"<II{key_length}sqB{DIGEST_SIZE}sBIHI")
+    return head
 _DOUBLE = struct.Struct("<d")
 _UUID_CODE = 0xFFFF
 _UUID_PREFIX = _CODE.pack(_UUID_CODE)
@@ -849,7 +859,8 @@ class LabelJoin:
             packs = [(layout, packed, known) for packed in encoded[1]]
         keys = _id_keys(prediction_ids)
         crcs = list(map(zlib.crc32, keys))
-        horizon, encode, add = self.horizon_ms, self._encode, self._add
+        horizon, encode = self.horizon_ms, self._encode
+        groups, buckets, touched, ctx_ids = self._groups, self._buckets, self._touched, self._ctx_ids
         for i, (pid, key, crc, ts, ctx, prediction, values, digest, source, tail, packed) in enumerate(zip(
                 prediction_ids, keys, crcs, timestamps, contexts, predictions, features, digests, sources,
                 tails, packs, strict=True)):
@@ -866,14 +877,38 @@ class LabelJoin:
                 if outcome is not None:
                     outcomes.append(outcome)
                     continue
-            record = encode(ts, ctx, values, key, crc, rerouted, digest, tail, packed)
+            shape_id = None if packed is None else packed[2]
+            if shape_id is None:
+                record = encode(ts, ctx, values, key, crc, rerouted, digest, tail, packed)
+            else:  # _encode of a batch's known layout, inline (a call per prediction)
+                flags, label_len, output = tail
+                ctx_id = ctx_ids.get(ctx)
+                if ctx_id is None:
+                    ctx_id = self._ctx_id(ctx)
+                head = _PENDING_HEADS.get(len(key)) or _pending_head(len(key))
+                features_bytes = packed[1]
+                record = head.pack(head.size + len(output) + len(features_bytes), crc, key, ts, _PENDING,
+                                   digest, flags | _REROUTED if rerouted else flags, ctx_id, shape_id,
+                                   label_len) + output + features_bytes
             bucket = ts // _BUCKET_MS
             if self._through:
                 record = self._spill_record(record, ts)
             elif self._unspilled is not None and bucket not in self._unspilled:
                 self._unspilled.add(bucket)
                 heapq.heappush(self._unspilled_heap, bucket)
-            add(gid, crc, record, ts)
+            # _add, inline
+            if touched is not None:
+                touched.add((key, ts))
+            groups[gid] += record
+            self._records += 1
+            self._estimate += len(record)
+            crcs_at = buckets.get(bucket)
+            if crcs_at is None:
+                buckets[bucket] = crcs_at = array("I")
+                bisect.insort(self._bucket_keys, bucket)
+            crcs_at.append(crc)
+            while self._records > _LOAD * len(groups):
+                self._split_group()
             self._pending += 1
             if self._estimate > self._check_at:
                 self._check_budget()
