@@ -18,8 +18,6 @@ that both give the same events and dead letters, and reports the ratio.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from common import bench_scenario, bench_settings, raw_records
+from common import bench_scenario, bench_settings, module_from_file, raw_records
 
 from driftline.operators import columns
 from driftline.operators.validate import Decoder, RawRecord
@@ -86,15 +84,6 @@ def same_results(a: ModuleType, b: ModuleType, decoder: Decoder, batches: Sequen
                for kind, records in batches)
 
 
-def load_module(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("columns_baseline", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -108,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     decoder, batches, n_pred = workload_batches(n)
     modules = {"tree": columns}
     if args.baseline is not None:
-        modules["baseline"] = load_module(args.baseline)
+        modules["baseline"] = module_from_file(args.baseline, "columns_baseline")
         if not same_results(modules["baseline"], columns, decoder, batches):
             print("the baseline and the tree decode the batches differently")
             return 1

@@ -25,10 +25,8 @@ not.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import pickle
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,22 +35,13 @@ from typing import Any
 
 import numpy as np
 from bench_stages import _run, _workload
-from common import bench_settings
+from common import bench_settings, module_from_file
 
 from driftline.operators import multivariate, sequential
 from driftline.runtime import tune_gc
 
 CLOCK = time.process_time
 
-
-def _module_from(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Recorder:
@@ -154,8 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sides = {"current": (sequential, multivariate)}
     if args.sequential or args.multivariate:
         sides["baseline"] = (
-            _module_from(args.sequential, "sequential_baseline") if args.sequential else sequential,
-            _module_from(args.multivariate, "multivariate_baseline") if args.multivariate else multivariate)
+            module_from_file(args.sequential, "sequential_baseline") if args.sequential else sequential,
+            module_from_file(args.multivariate, "multivariate_baseline") if args.multivariate
+            else multivariate)
     best: dict[str, dict[str, float]] = {side: {} for side in sides}
     results: dict[str, list[Any]] = {}
     for _ in range(args.rounds):

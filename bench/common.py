@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -132,6 +133,18 @@ def sibling(name: str) -> ModuleType:
     if str(BENCH_DIR) not in sys.path:
         sys.path.insert(0, str(BENCH_DIR))
     return importlib.import_module(name)
+
+
+def module_from_file(path: Path, name: str) -> ModuleType:
+    """Load another revision's copy of a module (e.g. ``git show REV:src/driftline/operators/join.py``)
+    under ``name``, beside the installed one: the A/B benches time both on the same input."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 # -- settings and workloads ------------------------------------------------------------------------
