@@ -50,9 +50,7 @@ states, and reports the ratio: an A/B of a join change on the box's load of the 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pickle
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -62,7 +60,15 @@ from types import ModuleType
 from typing import Any
 
 import orjson
-from common import Figure, at_most, bench_scenario, bench_settings, print_figures, raw_records
+from common import (
+    Figure,
+    at_most,
+    bench_scenario,
+    bench_settings,
+    module_from_file,
+    print_figures,
+    raw_records,
+)
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
@@ -318,15 +324,6 @@ def _replay(module: ModuleType, logs: Sequence[JoinLog]) -> tuple[defaultdict[st
     return seconds, results
 
 
-def _module_from(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("join_baseline", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
 
 def measure_join(n: int, rounds: int, baseline: Path | None = None, seed: int = 0) -> Figure:
     """Figure (12b): the join's calls of a columnar run, replayed alone (best of ``rounds``), in us per
@@ -337,7 +334,7 @@ def measure_join(n: int, rounds: int, baseline: Path | None = None, seed: int = 
     logs = _join_logs(settings, raw, profiles)
     modules: dict[str, ModuleType] = {"this": join}
     if baseline is not None:
-        modules["baseline"] = _module_from(baseline)
+        modules["baseline"] = module_from_file(baseline, "join_baseline")
     results = {label: _replay(module, logs)[1] for label, module in modules.items()}  # also a warm-up
     best: dict[str, dict[str, float]] = {label: {} for label in modules}
     order = list(modules)
