@@ -251,7 +251,8 @@ class ShardProcessor:
             self._shared_profiles.restart(self._rest())
             return dump_state(self)
         rest, profiles = self._shared_profiles.dumps(self._rest())
-        return dump_delta(ShardDelta(rest, self.join.take_changes(), profiles))
+        records = self.changed_records()  # in the header: the runner's restore estimate reads it
+        return dump_delta(ShardDelta(rest, self.join.take_changes(), profiles), records)
 
     def base_copy(self) -> BaseCopy:
         """This shard as it is now, for a base written while it goes on: everything but the join

@@ -29,7 +29,9 @@ MB). Without it, deltas are stored raw above :data:`RAW_DELTA_ABOVE` (1 MiB): a 
 is mostly the join's packed records, and zlib took ~0.19 s of CPU per 8 MB delta at every
 checkpoint (and 0.03 s to undo at a restore) to save ~10 % of its bytes. Delta format 3: what a
 chain holds already and never changes (a shard's reference profiles) is named in a delta, not
-pickled again (:class:`ChainShared`).
+pickled again (:class:`ChainShared`). Delta format 4: the codec byte is followed by the count of
+records a restore applies from it (8 bytes, big-endian; :func:`delta_records`), so the runner's
+restore estimate does not depend on how well the codec compressed them.
 
 >>> blob = dump_state({"seen": 3})
 >>> blob[:5] == b"DLST" + bytes([STATE_FORMAT])
@@ -65,6 +67,7 @@ import io
 import logging
 import os
 import pickle
+import struct
 import tempfile
 import zlib
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -76,13 +79,15 @@ from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 4
-DELTA_FORMAT = 3
+DELTA_FORMAT = 4
 RAW_ABOVE = 8 * 2**20
 """Base pickles larger than this are stored without compression (see the module docstring)."""
 RAW_DELTA_ABOVE = 2**20
 """Delta pickles larger than this are stored without compression (see the module docstring)."""
 _ZLIB, _RAW, _LZ4 = b"z", b"r", b"l"
 _DELTA_MAGIC = b"DLSD"
+_DELTA_HEAD = len(_DELTA_MAGIC) + 2  # magic, format, codec
+_RECORDS = struct.Struct(">Q")  # delta format 4: the records it carries, after the codec byte
 _MAGIC = b"DLST"
 FRESH_STATE_HINT = (
     "to start from fresh state, point DRIFTLINE_TOPICS_STATE at a new topic "
@@ -163,17 +168,19 @@ class _CrcWriter:
             return self.file.write(view)
 
 
-def _envelope(head: bytes, obj: object, raw_above: int) -> bytes:
-    """``head`` + codec + the body of ``obj``'s pickle, pickled straight into the buffer returned
-    (a large base exists once in memory while it is built, not as a pickle and its copy)."""
+def _envelope(head: bytes, obj: object, raw_above: int, after_codec: bytes = b"") -> bytes:
+    """``head`` + codec + ``after_codec`` + the body of ``obj``'s pickle, pickled straight into
+    the buffer returned (a large base exists once in memory while it is built, not as a pickle
+    and its copy)."""
     out = io.BytesIO()
-    out.write(head + _RAW)
+    out.write(head + _RAW + after_codec)
     _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    if out.tell() - len(head) - 1 > raw_above:
+    start = len(head) + 1 + len(after_codec)
+    if out.tell() - start > raw_above:
         return out.getvalue()  # the buffer itself, trimmed to size: no copy
     with out.getbuffer() as view:
-        compressed = zlib.compress(view[len(head) + 1 :], 1)
-    return head + _ZLIB + compressed
+        compressed = zlib.compress(view[start:], 1)
+    return head + _ZLIB + after_codec + compressed
 
 
 class _Pickler(pickle.Pickler):
@@ -377,18 +384,39 @@ class _SharedUnpickler(pickle.Unpickler):
                 f"a delta names a shared object its chain does not hold: {key!r}") from None
 
 
-def dump_delta(changes: object) -> bytes:
+def dump_delta(changes: object, records: int = 0) -> bytes:
     """The versioned blob of a processor's changes since its previous checkpoint: LZ4 (a frame)
     where the ``lz4`` package is installed (the worker's ``clickhouse-connect`` requires it), else
-    zlib up to :data:`RAW_DELTA_ABOVE` and raw above."""
+    zlib up to :data:`RAW_DELTA_ABOVE` and raw above. ``records``: how many records a restore
+    applies from it (:meth:`Incremental.changed_records`), in its header (:func:`delta_records`).
+
+    >>> delta_records(dump_delta(["changed"], records=7))
+    7
+    """
     head = _DELTA_MAGIC + bytes([DELTA_FORMAT])
+    count = _RECORDS.pack(records)
     lz4 = _lz4_frame()
     if lz4 is None:
-        return _envelope(head, changes, RAW_DELTA_ABOVE)
+        return _envelope(head, changes, RAW_DELTA_ABOVE, count)
     out = io.BytesIO()
     _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(changes)
     with out.getbuffer() as view:
-        return head + _LZ4 + lz4.compress(view, store_size=False)
+        return head + _LZ4 + count + lz4.compress(view, store_size=False)
+
+
+def delta_records(blob: bytes) -> int | None:
+    """The records a delta's restore applies, as its writer counted them (delta format 4 on), read
+    from its header: whatever its codec, without unpacking it. None: an older delta (or no delta).
+
+    >>> delta_records(b"DLSD\x03l...") is None
+    True
+    """
+    if not blob.startswith(_DELTA_MAGIC) or len(blob) < _DELTA_HEAD + _RECORDS.size:
+        return None
+    if blob[len(_DELTA_MAGIC)] < 4:
+        return None
+    count: int = _RECORDS.unpack_from(blob, _DELTA_HEAD)[0]
+    return count
 
 
 @functools.cache
@@ -410,21 +438,24 @@ def load_delta(blob: bytes, what: str) -> Any:
             f"{what}: the checkpoint has delta format {version}, newer than this driftline's "
             f"({DELTA_FORMAT}): run a newer driftline, or {FRESH_STATE_HINT}"
         )
-    return _unpickle(memoryview(blob)[len(_DELTA_MAGIC) + 1 :], version, what, version >= 2)
+    skip = _RECORDS.size if version >= 4 else 0  # the record count after the codec byte
+    return _unpickle(memoryview(blob)[len(_DELTA_MAGIC) + 1 :], version, what, version >= 2, skip)
 
 
-def _unpickle(body: bytes | memoryview, version: int, what: str, coded: bool) -> Any:
-    """``coded``: the body starts with its codec byte (else it is zlib)."""
+def _unpickle(body: bytes | memoryview, version: int, what: str, coded: bool, skip: int = 0) -> Any:
+    """``coded``: the body starts with its codec byte (else it is zlib); ``skip``: bytes between
+    the codec byte and the pickle's."""
     try:
+        start = coded + skip
         if not coded or body[:1] == _ZLIB:
-            return pickle.loads(zlib.decompress(memoryview(body)[coded:]))
+            return pickle.loads(zlib.decompress(memoryview(body)[start:]))
         if body[:1] == _RAW:
-            return pickle.loads(memoryview(body)[1:])
+            return pickle.loads(memoryview(body)[start:])
         if body[:1] == _LZ4:
             lz4 = _lz4_frame()
             if lz4 is None:
                 raise StateRestoreError(f"{what}: its checkpoint is LZ4-compressed: install the lz4 package")
-            return pickle.loads(lz4.decompress(memoryview(body)[1:]))
+            return pickle.loads(lz4.decompress(memoryview(body)[start:]))
         raise ValueError(f"unknown codec {body[:1]!r}")
     except StateRestoreError:
         raise
