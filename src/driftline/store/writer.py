@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -138,6 +138,7 @@ class ClickHouseRowWriter:
         self._schemas: dict[str, dict[str, _Column]] = {}
         self._batches: dict[tuple[str, tuple[str, ...]], _Batch] = {}
         self._contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
+        self._layouts: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}  # (table, row keys) -> columns
         self._buffered = 0
 
     @property
@@ -165,22 +166,59 @@ class ClickHouseRowWriter:
         if not rows:
             return
         schema = self._schema(table)
-        # Convert everything first so that a bad row leaves the buffer untouched.
-        staged = []
+        # Rows carrying the same keys (a mapper's rows of one kind all do) are converted a column at
+        # a time: one comprehension per column instead of a few calls per cell (the sink spent ~25 us
+        # a row here, more than the event loop's share of a prediction outside the operators).
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
         for row in rows:
-            keys = tuple(name for name in schema if name in row)
-            staged.append((keys, self._convert(table, schema, keys, row)))
-        for keys, values in staged:
+            layout = self._layouts.get((table, tuple(row)))
+            if layout is None:
+                layout = self._layout(table, schema, row)
+            group = groups.get(layout)
+            if group is None:
+                groups[layout] = [row]
+            else:
+                group.append(row)
+        # Convert everything first so that a bad row leaves the buffer untouched.
+        staged: list[tuple[tuple[str, ...], list[list[Any]], int]] = []
+        for keys, group in groups.items():
+            columns = []
+            for name in keys:
+                column = schema[name]
+                values = [row[name] for row in group]
+                if not column.nullable and any(value is None for value in values):
+                    self._refuse(table, schema, rows)  # raises what the first bad row raises
+                convert = column.convert
+                columns.append([convert(value) for value in values] if convert else values)
+            staged.append((keys, columns, len(group)))
+        for keys, columns, n in staged:
             batch = self._batches.get((table, keys))
             if batch is None:
                 batch = _Batch([schema[name] for name in keys], [[] for _ in keys])
                 self._batches[(table, keys)] = batch
-            for column_values, value in zip(batch.data, values, strict=True):
-                column_values.append(value)
-            batch.rows += 1
-        self._buffered += len(staged)
+            for column_values, values in zip(batch.data, columns, strict=True):
+                column_values.extend(values)
+            batch.rows += n
+        self._buffered += len(rows)
         if self._buffered >= self._max_buffer_rows:
             self.flush()
+
+    def _layout(self, table: str, schema: dict[str, _Column], row: Mapping[str, Any]) -> tuple[str, ...]:
+        """The columns a row of these keys fills, in table order (cached per key order); raises for
+        an unknown key."""
+        keys = tuple(name for name in schema if name in row)
+        if len(keys) != len(row):
+            self._refuse(table, schema, [row])
+        if len(self._layouts) >= MAX_INSERT_CONTEXTS * 4:
+            self._layouts.clear()
+        self._layouts[(table, tuple(row))] = keys
+        return keys
+
+    def _refuse(self, table: str, schema: dict[str, _Column], rows: Sequence[Mapping[str, Any]]) -> NoReturn:
+        """Raise the ValueError of the first bad row, exactly as converting row by row would."""
+        for row in rows:
+            self._convert(table, schema, tuple(name for name in schema if name in row), row)
+        raise AssertionError("_refuse called without a bad row")  # pragma: no cover
 
     def _convert(self, table: str, schema: dict[str, _Column], keys: tuple[str, ...],
                  row: Mapping[str, Any]) -> list[Any]:
