@@ -350,21 +350,30 @@ def _sample_general(walks: list[_Walk], grid: FloatArray, paths: int,
     z_all = np.concatenate([walk.z for walk in walks])
     theta = np.array([walk.theta for walk in walks])
 
-    def table(weights: list[FloatArray]) -> FloatArray:
-        # one CDF per walk, shifted by its index, so one searchsorted serves every walk
-        return np.concatenate([np.cumsum(wt) / wt.sum() + k for k, wt in enumerate(weights)])
+    def table(weights: list[FloatArray]) -> tuple[FloatArray, IntArray]:
+        # one CDF per walk, shifted by its index, so one searchsorted serves every walk; and the
+        # index most draws find in it, by bucket (_lookup)
+        cdf = np.concatenate([np.cumsum(wt) / wt.sum() + k for k, wt in enumerate(weights)])
+        return cdf, _lookup(cdf, offset)
 
     tilted = table([walk.w * np.exp(walk.theta * (walk.z - walk.z.max())) for walk in walks])
     null = table([walk.w for walk in walks])
     positive = table([np.where(walk.z > 0, walk.w, 0.0) for walk in walks])
     p_pos = np.array([float(walk.w[walk.z > 0].sum()) for walk in walks])
 
-    def draw(cdf: FloatArray, dr: IntArray, shape: tuple[int, ...]) -> FloatArray:
-        u = rng.random(shape) + (dr if len(shape) == 1 else dr[:, None])
-        idx = np.searchsorted(cdf, u, side="right")
-        lo = offset[dr] if len(shape) == 1 else offset[dr][:, None]
-        hi = offset[dr + 1] - 1 if len(shape) == 1 else (offset[dr + 1] - 1)[:, None]
-        return z_all[np.clip(idx, lo, hi)]
+    def draw(cdf_lut: tuple[FloatArray, IntArray], dr: IntArray, shape: tuple[int, ...]) -> FloatArray:
+        # the value at searchsorted(cdf, u + walk) clipped to the walk's slice, looked up by the
+        # bucket of u (exact: see _lookup); only draws in a bucket across a CDF step are searched
+        cdf, lut = cdf_lut
+        u = rng.random(shape)
+        walk = dr if len(shape) == 1 else np.broadcast_to(dr[:, None], shape)
+        idx = lut[(u * _BUCKETS).astype(np.intp) + walk * _BUCKETS]
+        ambiguous = np.flatnonzero(idx < 0)
+        if ambiguous.size:
+            at = walk.ravel()[ambiguous]
+            found = np.searchsorted(cdf, u.ravel()[ambiguous] + at, side="right")
+            idx.ravel()[ambiguous] = np.clip(found, offset[at], offset[at + 1] - 1)
+        return z_all[idx]
 
     d = np.repeat(np.arange(n_w), paths)
     total = d.size
@@ -402,3 +411,23 @@ def _sample_general(walks: list[_Walk], grid: FloatArray, paths: int,
     eu_neg = np.array([float(walk.w[walk.z <= 0] @ -walk.z[walk.z <= 0]) for walk in walks])
     eu = eu_neg + p_pos * undershoot.reshape(n_w, paths).mean(axis=1)
     return p_pos, lr, w_tau, eu
+
+
+_BUCKETS = 1 << 12  # lookup buckets of a uniform draw per walk (a power of 2: u * _BUCKETS is exact)
+
+
+def _lookup(cdf: FloatArray, offset: IntArray) -> IntArray:
+    """Per walk ``k`` and bucket ``b``: the value index every ``u`` in ``[b, b + 1) / _BUCKETS``
+    draws, ``searchsorted(cdf, u + k, side="right")`` clipped to the walk's slice, or -1 where
+    two draws of the bucket may differ.
+
+    Exact, not approximate: ``k + b / _BUCKETS`` is a float, so ``u + k`` rounds into
+    ``[k + b / _BUCKETS, k + (b + 1) / _BUCKETS]`` and the (monotone) search of both ends
+    bounds every draw of the bucket; a bucket whose ends agree draws that index whatever ``u``.
+    """
+    walks = offset.size - 1
+    edges = (np.arange(walks)[:, None] + np.arange(_BUCKETS + 1)[None, :] / _BUCKETS).ravel()
+    lo = offset[:-1, None]
+    hi = offset[1:, None] - 1
+    found = np.clip(np.searchsorted(cdf, edges, side="right").reshape(walks, _BUCKETS + 1), lo, hi)
+    return np.where(found[:, :-1] == found[:, 1:], found[:, :-1], -1).ravel()
