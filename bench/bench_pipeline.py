@@ -14,7 +14,8 @@
 (4) InProcessPipeline over the same kind of pre-generated RawRecords (no Kafka), fed in batches of
     ``worker.batch_max_records``: prediction events per second on one core. Target >= 200,000.
 
-    .venv/bin/python bench/bench_pipeline.py [--n 100000] [--quick] [--worker-setting NAME=VALUE ...]
+    .venv/bin/python bench/bench_pipeline.py [--n 100000] [--quick] [--worker-only]
+        [--worker-setting NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--worker-only", action="store_true",
+                        help="figure (1) only (A/B runs of the worker: (4) and (4b) do not change)")
     parser.add_argument("--worker-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a worker.* setting of figure (1)'s worker, e.g. checkpoint_interval_s=600")
     args = parser.parse_args(argv)
@@ -184,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         produced, seconds = produce_workload(settings, args.n)
         print(f"produced {produced} in {seconds:.1f}s")
         figures.append(measure_worker(settings, args.n, produced))
-    figures.append(measure_operators(bench_settings("127.0.0.1:9", "bp"), args.n))
-    figures.append(measure_operators(bench_settings("127.0.0.1:9", "bp"), args.n, with_profile=True))
+    if not args.worker_only:
+        figures.append(measure_operators(bench_settings("127.0.0.1:9", "bp"), args.n))
+        figures.append(measure_operators(bench_settings("127.0.0.1:9", "bp"), args.n, with_profile=True))
     print_figures(figures, "pipeline throughput")
     return 0
 
