@@ -24,6 +24,7 @@ from faust.app.base import BootStrategy
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
+from driftline.operators.calibration import share_calibrations
 from driftline.runtime import tune_gc
 from driftline.streams.http_security import server_ssl_context
 from driftline.streams.web import install_routes
@@ -150,6 +151,8 @@ def run_worker(runtime: WorkerRuntime, *, run_seconds: float | None = None,
     """Run until SIGTERM/SIGINT (or the limits above); returns the exit code."""
     runtime.prepare_store()
     tune_gc()
+    state_dir = runtime.settings.worker.state_dir  # processes on this disk calibrate a reference once
+    share_calibrations(None if state_dir is None else state_dir / "calibrations")
     app = create_app(runtime, run_seconds=run_seconds, exit_when_idle=exit_when_idle)
     worker = faust_worker(app, loglevel)
     try:

@@ -1,9 +1,13 @@
 """CUSUM threshold calibration: the importance sampler's bucket lookup draws exactly what a search
-of the CDF would, so thresholds stay what they were (pinned bit for bit)."""
+of the CDF would, so thresholds stay what they were (pinned bit for bit); calibrations shared
+through a directory are the same thresholds, read instead of sampled."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from driftline.operators import calibration
 from driftline.operators.calibration import _BUCKETS, IncrementLaw, _lookup, calibrate_thresholds
@@ -52,3 +56,35 @@ def test_sampled_thresholds_are_the_ones_calibrated_before_the_lookup() -> None:
     got = calibrate_thresholds(_laws(), arl=1e5)
     pinned = ["0x1.32c53295f33abp+2", "0x1.7606755e9c0f3p+2", "0x1.dbf5c74407f8cp+1", "0x1.13cd926eb48afp+3"]
     assert [float(h).hex() for h in got] == pinned
+
+
+def test_a_shared_directory_gives_another_process_the_same_thresholds_without_sampling(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    laws = _laws()
+    try:
+        calibration.share_calibrations(tmp_path)
+        calibration.clear_cache()
+        first = calibrate_thresholds(laws, arl=1e5)
+        files = list(tmp_path.iterdir())
+        assert len(files) == 1 and files[0].stat().st_size == 8 * len(laws)
+        calibration.clear_cache()  # as another process (or this one restarted) would start
+
+        def no_sampling(*args: object) -> None:
+            raise AssertionError("sampled again")
+
+        monkeypatch.setattr(calibration, "_sampled_arl", no_sampling)
+        assert np.array_equal(calibrate_thresholds(laws, arl=1e5), first)
+        # a malformed file is calibrated again, and rewritten
+        files[0].write_bytes(b"\0" * 8)
+        calibration.clear_cache()
+        with pytest.raises(AssertionError, match="sampled again"):
+            calibrate_thresholds(laws, arl=1e5)
+        monkeypatch.undo()
+        calibration.clear_cache()
+        assert np.array_equal(calibrate_thresholds(laws, arl=1e5), first)
+        assert files[0].stat().st_size == 8 * len(laws)
+        assert [f.name for f in tmp_path.iterdir()] == [files[0].name]  # no part files left
+    finally:
+        calibration.share_calibrations(None)
+        calibration.clear_cache()
+

@@ -450,7 +450,8 @@ class WorkerSettings(_Section):
     state_dir: Path | None = Field(
         None, description="keep a local copy of each base checkpoint here (one file per shard), so a "
         "restart on this disk reads only the deltas after it from the broker (docs/state.md); unset = "
-        "no copies: a restore reads the whole chain from the state topics"
+        "no copies: a restore reads the whole chain from the state topics. Also where the processes on this "
+        "disk share the sequential detectors' calibrations (calibrations/: a reference calibrated once)"
     )
     batch_max_records: int = Field(5000, ge=1, description="records per consumer fetch (micro-batch)")
     sink_max_buffer_rows: int = Field(200_000, ge=1, description="backpressure: pause consuming beyond this")

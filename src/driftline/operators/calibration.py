@@ -58,10 +58,13 @@ a Bernoulli design for a rate doubling from 0.05 (two-valued: importance samplin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +81,8 @@ _GRID = np.arange(-4, 7) * 0.25  # threshold grid around the formula's h, in uni
 _CACHE: OrderedDict[tuple[str, float], FloatArray] = OrderedDict()
 _CACHE_SIZE = 32_768  # a bank's thresholds, ~400 bytes: every shard of a worker watching 1,000
 # models x 25 features finds each reference's calibration here (a miss costs 5-50 ms of CPU)
+_SHARED: list[Path] = []  # the directory calibrations are shared through (share_calibrations), if any
+_SHARED_VERSION = 1  # in the shared files' names: bump it when the same laws calibrate differently
 MIN_THRESHOLD = 2.0**-24
 """Smallest threshold (nats): one fixed-point unit of the detectors' integer CUSUMs."""
 
@@ -114,6 +119,10 @@ def calibrate_thresholds(nulls: list[IncrementLaw], arl: float) -> FloatArray:
     if cached is not None:
         _CACHE.move_to_end(key)
         return cached.copy()
+    shared = _read_shared(key, len(nulls))
+    if shared is not None:
+        _remember(key, shared)
+        return shared.copy()
     target = len(nulls) * float(arl)
     rng = np.random.default_rng(int.from_bytes(digest.digest()[:8], "little"))
     h = np.empty(len(nulls))
@@ -132,15 +141,71 @@ def calibrate_thresholds(nulls: list[IncrementLaw], arl: float) -> FloatArray:
         for (j, walk), grid, arl_grid in zip(sampled, grids, arls, strict=True):
             h[j] = _pick_threshold(grid, arl_grid, target, walk.theta)
     h = np.maximum(h, MIN_THRESHOLD)
-    _CACHE[key] = h
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    _remember(key, h)
+    _write_shared(key, h)
     return h.copy()
 
 
 def clear_cache() -> None:
-    """Forget every cached calibration (the next bank is calibrated from scratch)."""
+    """Forget every cached calibration (the next bank is calibrated from scratch, or read from the
+    shared directory)."""
     _CACHE.clear()
+
+
+def share_calibrations(directory: Path | None) -> None:
+    """Share calibrations with every process that shares ``directory`` (None: this process only).
+
+    A calibration depends only on its laws (the reference and the design settings) and ``arl``, and
+    costs ~30 ms of CPU per feature (importance sampling): every processor process of a host would
+    otherwise calibrate every model's banks again (1,000 models x 25 features: ~12 CPU-minutes
+    each), and again when it restarts. Each result is one small file named by its key (the laws'
+    digest and ``arl``), written once and renamed into place, so readers never see half a file;
+    a missing, unreadable or malformed file is calibrated again. Thresholds are the same either
+    way (the simulation is seeded from the same digest).
+    """
+    _SHARED.clear()
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        _SHARED.append(directory)
+
+
+def _remember(key: tuple[str, float], h: FloatArray) -> None:
+    _CACHE[key] = h
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+
+
+def _shared_path(key: tuple[str, float]) -> Path | None:
+    if not _SHARED:
+        return None
+    return _SHARED[0] / f"v{_SHARED_VERSION}-{key[0]}-{key[1].hex()}.f8"
+
+
+def _read_shared(key: tuple[str, float], size: int) -> FloatArray | None:
+    path = _shared_path(key)
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:  # not calibrated yet (or unreadable: calibrated again)
+        return None
+    if len(data) != 8 * size:
+        return None
+    h = np.frombuffer(data, dtype="<f8").astype(np.float64)
+    return h if bool(np.all(h >= MIN_THRESHOLD)) else None  # (NaN fails it too)
+
+
+def _write_shared(key: tuple[str, float], h: FloatArray) -> None:
+    path = _shared_path(key)
+    if path is None:
+        return
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    try:
+        part.write_bytes(h.astype("<f8").tobytes())
+        os.replace(part, path)
+    except OSError:  # a full or read-only disk: this process keeps it in memory only
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
 
 
 def _pick_threshold(grid: FloatArray, arl_grid: FloatArray, target: float, theta: float) -> float:
