@@ -14,6 +14,7 @@ the calibration still means something.
 from __future__ import annotations
 
 import itertools
+import math
 import pickle
 import time
 from collections.abc import Callable
@@ -597,3 +598,13 @@ def test_symbol_edges_give_each_value_its_cell(source: str) -> None:
     x = x[~np.isnan(x)]
     assert (source == "infinite") == (det._edges.size == 0)  # prev(-inf) is not below -inf: searched
     assert det._symbols_at(x)[0].tolist() == _searched_symbols(det, x).tolist()
+    # a quiet model's few values (a list, NaN among them: skipped, their positions left out)
+    few = [float(v) for v in x[: 7 * 40]]
+    for lo in range(0, len(few), 7):
+        chunk = few[lo : lo + 7]
+        if lo % 14:
+            chunk[lo % 5] = math.nan
+        syms, at = det._symbols_at(chunk)
+        kept = [i for i, v in enumerate(chunk) if v == v]
+        assert syms.tolist() == _searched_symbols(det, np.array([chunk[i] for i in kept])).tolist()
+        assert (at is None) == (len(kept) == len(chunk)) and (at is None or at.tolist() == kept)

@@ -799,7 +799,14 @@ class NumericDetector(SequentialDetector):
         else:
             x = np.asarray(xs, dtype=np.float64).ravel()
             few = x.tolist() if x.size <= _FEW else None
-        if few is not None:  # a quiet model's few values: the vectorised steps cost ~10 us a call
+        if few is not None and self._edges.size:  # a quiet model's few values: one search, no
+            # array round trip (the vectorised steps cost ~10 us a call, a search per value ~2 us)
+            if all(v == v for v in few):
+                return self._edges.searchsorted(few, side="left"), None
+            kept = [i for i, v in enumerate(few) if v == v]
+            return (self._edges.searchsorted([few[i] for i in kept], side="left"),
+                    np.array(kept, dtype=np.int64))
+        if few is not None:
             hi, lo, cells = self._hi, self._lo, self._hi.size
             syms: list[int] = []
             kept: list[int] = []
