@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -46,6 +46,8 @@ from driftline.pipeline.state import (
     BaseCopy,
     BlobFile,
     ChainShared,
+    ItemChanges,
+    ItemMarks,
     StateRestoreError,
     dump_delta,
     dump_state,
@@ -97,6 +99,8 @@ class ShardProcessor:
         self.totals: Counter[str] = Counter()
         self.configure(settings)
         self._shared_profiles = _chain_profiles()
+        self._touched: set[tuple[str, str]] = set()  # models whose items changed since the last checkpoint
+        self._item_marks = self._marked_items()
 
     def configure(self, settings: Settings) -> None:
         """Set every value derived from the settings: on creation and on every restore, so a
@@ -242,17 +246,71 @@ class ShardProcessor:
         return self.join.changed_count
 
     def checkpoint(self, base: bool) -> bytes:
-        """A base snapshot, or a delta: the join's changed records and everything else whole
-        (windows, detectors, re-routing counters), but the reference profiles the detectors hold:
-        a profile the chain holds already (in its base or an earlier delta) is named, not
-        pickled again (~0.4 MB a delta on the bench workload; :class:`ChainShared`)."""
+        """A base snapshot, or a delta: the join's changed records, the per-model items (windows,
+        detectors: :data:`_ITEMS`) of the models that saw an event or a profile since the previous
+        checkpoint and the keys of those gone (:class:`ItemChanges`), everything else whole
+        (re-routing counters, watermarks); the reference profiles the detectors hold are named
+        when the chain holds them already (in its base or an earlier delta), not pickled again
+        (~0.4 MB a delta on the bench workload; :class:`ChainShared`)."""
         if base:
             self.join.reset_changes()
             self._shared_profiles.restart(self._rest())
+            self._item_marks = self._marked_items()
             return dump_state(self)
-        rest, profiles = self._shared_profiles.dumps(self._rest())
+        rest, profiles = self._shared_profiles.dumps(self._changed_items(self._rest()))
+        self._item_marks = self._marked_items()
         records = self.changed_records()  # in the header: the runner's restore estimate reads it
         return dump_delta(ShardDelta(rest, self.join.take_changes(), profiles), records)
+
+    def _marked_items(self) -> dict[tuple[str, ...], ItemMarks]:
+        """Every per-model dict as it is now (the next delta's items are told from it); forgets
+        which models were touched."""
+        self._touched = set()
+        return {path: ItemMarks(items) for path, _ in _ITEMS
+                if isinstance(items := _at(self.__dict__, path), dict)}
+
+    def _changed_items(self, rest: dict[str, Any]) -> dict[str, Any]:
+        """``rest`` with each per-model dict replaced by its changes since the marks, in copies of
+        the objects holding it (``shells``: the detectors without their items) where it is nested."""
+        touched, shells = self._touched, dict[int, Any]()
+        for path, model_of in _ITEMS:
+            items = _at(self.__dict__, path)
+            marks = self._item_marks.get(path)
+            if not isinstance(items, dict) or marks is None:
+                continue
+
+            def is_touched(key: Any, model_of: Callable[[Any], tuple[str, str]] = model_of) -> bool:
+                return model_of(key) in touched
+
+            changes = marks.changes(items, is_touched)
+            if changes is items:
+                continue  # a new dict (e.g. the detectors were replaced): whole
+            holder: dict[str, Any] = rest
+            for name in path[:-1]:  # a shell of each object on the way, made once
+                inner = holder[name]
+                shell = shells.get(id(inner))
+                if shell is None:
+                    shell = object.__new__(type(inner))
+                    shell.__dict__.update(inner.__dict__)
+                    shells[id(inner)] = shells[id(shell)] = shell
+                holder[name] = shell
+                holder = shell.__dict__
+            holder[path[-1]] = changes
+        return rest
+
+    def _apply_items(self, rest: dict[str, Any], what: str) -> None:
+        """Each :class:`ItemChanges` in a delta's ``rest`` applied to this shard's dict at its place,
+        which then takes it (format 1-3 deltas hold whole dicts: nothing to do)."""
+        for path, _ in _ITEMS:
+            changes = _at(rest, path)
+            if not isinstance(changes, ItemChanges):
+                continue
+            restored = _at(self.__dict__, path)
+            if not isinstance(restored, dict):
+                raise StateRestoreError(f"{what}: a delta changes {'.'.join(path)}, which its chain "
+                                        f"does not hold; {FRESH_STATE_HINT}")
+            holder = rest if len(path) == 1 else _at(rest, path[:-1]).__dict__
+            holder[path[-1]] = changes.apply(restored)
 
     def base_copy(self) -> BaseCopy:
         """This shard as it is now, for a base written while it goes on: everything but the join
@@ -260,6 +318,7 @@ class ShardProcessor:
         profiles, never changed in place, are shared), and the join's own copy
         (:meth:`LabelJoin.base_copy`: a list copy of its groups)."""
         rest = self._rest(join=None)  # the same keys in the same order: the same pickle
+        self._item_marks = self._marked_items()  # the next delta follows this base
         copy = ShardProcessor.__new__(ShardProcessor)
         copy.__dict__.update(self._shared_profiles.loads(self._shared_profiles.restart(rest), b""))
         copy.join = join = self.join.base_copy()
@@ -280,6 +339,7 @@ class ShardProcessor:
                 rest = self._shared_profiles.loads(rest, getattr(delta, "profiles", b""))
             except StateRestoreError as err:
                 raise StateRestoreError(f"{what}: {err}; {FRESH_STATE_HINT}") from None
+        self._apply_items(rest, what)
         join = self.join
         self.__setstate__({**rest, "join": join})
         try:
@@ -299,6 +359,7 @@ class ShardProcessor:
         self.__dict__.update(state)
         if "_shared_profiles" not in self.__dict__:  # unpickled (a delta applied keeps its own)
             self._shared_profiles = _chain_profiles()
+            self._item_marks = self._marked_items()
 
     @staticmethod
     def restore(
@@ -315,6 +376,7 @@ class ShardProcessor:
             processor._shared_profiles.restart(processor._rest())
             for delta in deltas:
                 processor._apply_delta(delta, what)
+            processor._item_marks = processor._marked_items()  # its next delta follows the last one
         warn_if_changed(what, getattr(processor, "settings_record", None), settings)
         processor.configure(settings)
         return processor
@@ -397,6 +459,7 @@ class ShardProcessor:
                     feats.append(event.features)
                     preds.append(event.prediction)
                     lats.append(event.latency_ms)
+        self._touched.update((key.model_id, key.model_version) for key in grouped)  # the next delta's items
         for key, (feats, preds, lats) in grouped.items():
             self._buffer_window(key, EventColumns.of(feats, preds, lats))
         reports: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -516,6 +579,7 @@ class ShardProcessor:
             for i in counted:
                 grouped[(models[i], versions[i])].append(i)
             by_model = grouped
+        self._touched.update(by_model)  # their windows and detectors change: the next delta's items
         self._window_batch(batch, tags, by_model)
         features = batch.feature_maps
         # the decoder's float64 columns (a feature whose values are all floats): the detectors read
@@ -670,6 +734,7 @@ class ShardProcessor:
         except ValueError:
             self.totals["bad_profiles"] += 1
             return
+        self._touched.add((profile.model_id, profile.model_version))
         if self.watch is not None and self.watch.add_profile(profile):
             self.totals["profiles_watched"] += 1
         if self.multivariate is not None and self.multivariate.add_profile(profile):
@@ -875,7 +940,37 @@ class ShardDelta:
     profiles: bytes = b""
 
 
-_NOT_PICKLED = frozenset({"_shared_profiles"})  # what the chain holds: rebuilt with it
+_NOT_PICKLED = frozenset({"_shared_profiles", "_touched", "_item_marks"})  # rebuilt with the chain
+
+
+def _window_model(key: tuple[Any, ...]) -> tuple[str, str]:
+    return key[2], key[3]  # (size, start, model, version[, segment])
+
+
+def _same(key: tuple[str, str]) -> tuple[str, str]:
+    return key
+
+
+_ITEMS: tuple[tuple[tuple[str, ...], Callable[[Any], tuple[str, str]]], ...] = (
+    (("open",), _window_model),
+    (("buffered",), _window_model),
+    (("watch", "_models"), _same),
+    (("multivariate", "models"), _same),
+    (("multivariate", "windows"), _window_model),
+    (("multivariate", "episodes", "_models"), _same),
+)
+"""The per-model dicts a delta carries as :class:`ItemChanges` (their place: a shard's attribute,
+then attributes of the objects it holds) and the model of an item's key: an item's state changes
+only with its model's events and profiles (the shard marks those models, ``_touched``); a window
+closed is a key gone."""
+
+
+def _at(root: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """What ``path`` names from ``root`` (a dict of attributes), None where it breaks off."""
+    found: Any = root.get(path[0])
+    for name in path[1:]:
+        found = getattr(found, "__dict__", {}).get(name)
+    return found
 
 
 def _profile_key(profile: ReferenceProfile) -> bytes:

@@ -384,6 +384,67 @@ class _SharedUnpickler(pickle.Unpickler):
                 f"a delta names a shared object its chain does not hold: {key!r}") from None
 
 
+class ItemChanges(dict[Any, Any]):
+    """In a delta, a processor's dict of per-model items as changes since the previous checkpoint:
+    the items changed or added (this dict itself, so a ``__setstate__`` that normalises a restored
+    dict's items does theirs alike) and the keys gone (:attr:`removed`). :meth:`apply` makes the
+    restored dict (the base's with the earlier deltas') what the writer's was.
+
+    >>> restored = {"a": 1, "b": 2, "c": 3}
+    >>> ItemChanges({"b": 20, "d": 4}, removed=["c"]).apply(restored)
+    {'a': 1, 'b': 20, 'd': 4}
+    """
+
+    def __init__(self, items: Mapping[Any, Any] | None = None, removed: list[Any] | None = None) -> None:
+        super().__init__(items or {})
+        self.removed: list[Any] = [] if removed is None else removed
+
+    def apply(self, restored: dict[Any, Any]) -> dict[Any, Any]:
+        """``restored`` changed in place (kept keys keep their place: the writer's order) and returned."""
+        for key in self.removed:
+            restored.pop(key, None)
+        restored.update(self)
+        return restored
+
+
+class ItemMarks:
+    """One dict of per-model items as the previous checkpoint saw it (the dict itself and its keys),
+    for :meth:`changes`.
+
+    >>> windows = {("m", 1): "open", ("n", 1): "open"}
+    >>> marks = ItemMarks(windows)
+    >>> windows[("m", 2)] = "new"; del windows[("n", 1)]; windows[("m", 1)] = "moved"
+    >>> changes = marks.changes(windows, lambda key: key[0] == "m")
+    >>> dict(changes), changes.removed
+    ({('m', 1): 'moved', ('m', 2): 'new'}, [('n', 1)])
+    >>> ItemMarks({}).changes(windows, lambda key: False) is windows  # another dict: whole
+    True
+    """
+
+    __slots__ = ("container", "keys")
+
+    def __init__(self, container: dict[Any, Any]) -> None:
+        self.container = container
+        self.keys = set(container)
+
+    def changes(self, current: dict[Any, Any], touched: Callable[[Any], bool]) -> dict[Any, Any]:
+        """``current``'s items added since, or whose key is ``touched`` (its state may have changed),
+        and the keys removed since (:class:`ItemChanges`); ``current`` itself (to be pickled whole)
+        if it is not the dict marked (replaced since)."""
+        if current is not self.container:
+            return current
+        keys, changes, added = self.keys, ItemChanges(), 0
+        for key, item in current.items():
+            if key not in keys:
+                changes[key] = item
+                added += 1
+            elif touched(key):
+                changes[key] = item
+        if len(current) - added != len(keys):  # some of the marked keys are gone
+            changes.removed = [k for k in keys if k not in current]
+        return changes
+
+
 def dump_delta(changes: object, records: int = 0) -> bytes:
     """The versioned blob of a processor's changes since its previous checkpoint: LZ4 (a frame)
     where the ``lz4`` package is installed (the worker's ``clickhouse-connect`` requires it), else
