@@ -7,12 +7,21 @@ training profile, the next 10,000 the traffic, half-hourly): the same stream fed
 episodes open, escalate and close on these streams), and the CPU time per event of each.
 
     .venv/bin/python bench/bench_feature_watch_groups.py
+
+``--zipf MODELS``: instead, bench_models' profiles of MODELS models (20 numeric + 5 categorical
+features) and Zipf traffic over them in shard batches of 120 events (~4 events a model and batch),
+fed to one FeatureWatch as a shard feeds it (float columns and value lists sliced per group);
+prints CPU per group and per event. ``--build MODELS``: CPU to build a model's bank in a fresh
+process, with no calibration shared and then with a calibration directory another process filled
+(``calibration.share_calibrations``, what ``worker.state_dir`` gives a worker's processes).
 """
 
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +90,91 @@ def measure(path: Path, skip: set[str]) -> tuple[bool, int, float, float]:
     return _by_feature(grouped) == _by_feature(whole), len(whole), whole_s / n * 1e6, grouped_s / n * 1e6
 
 
+def _zipf_profiles(models: int) -> list[ReferenceProfile]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_models import model_specs, profiles_of
+    from common import bench_settings
+    return profiles_of(model_specs(models), 1000, bench_settings("127.0.0.1:9", "bm"))
+
+
+def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int, float, float]:
+    """(groups, CPU us a group, CPU us an event) of FeatureWatch.observe under Zipf traffic."""
+    profiles = _zipf_profiles(models)
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=60_000)
+    for profile in profiles:
+        watch.add_profile(profile)
+    rng = np.random.default_rng(0)
+    share = np.arange(1, models + 1) ** -1.1
+    share /= share.sum()
+    names = sorted(profiles[0].features)
+    numeric = [n for n in names if profiles[0].features[n].kind == "numeric"]
+    categorical = [n for n in names if n not in numeric]
+    fed = []
+    for b in range(batches + 5):
+        model = rng.choice(models, size=batch, p=share)
+        floats = {n: rng.normal(size=batch) for n in numeric}
+        others = {n: [str(c) for c in rng.choice(profiles[0].features[n].categories[:3], size=batch)]
+                  for n in categorical}
+        maps = [{n: others[n][i] for n in categorical} for i in range(batch)]
+        times = list(range(b * batch * 10, (b + 1) * batch * 10, 10))
+        fed.append((model, floats, others, maps, times, [f"p{b}-{i}" for i in range(batch)]))
+
+    def feed(part: list[Any]) -> tuple[int, int]:
+        groups = events = 0
+        for model, floats, others, maps, times, ids in part:
+            for m in np.unique(model).tolist():
+                rows = np.flatnonzero(model == m)
+                p = profiles[m]
+                watch.observe(p.model_id, p.model_version, [times[i] for i in rows], [ids[i] for i in rows],
+                              [maps[i] for i in rows], {n: c[rows] for n, c in floats.items()},
+                              {n: [c[i] for i in rows] for n, c in others.items()})
+                groups, events = groups + 1, events + rows.size
+        return groups, events
+
+    feed(fed[:5])  # every bank built
+    started = time.process_time()
+    groups, events = feed(fed[5:])
+    spent = time.process_time() - started
+    return groups, spent / groups * 1e6, spent / events * 1e6
+
+
+def build_banks(models: int, shared: Path | None) -> float:
+    """CPU seconds a model's bank costs to build in this process (``shared``: calibrations there)."""
+    from driftline.operators import calibration
+    profiles = _zipf_profiles(models)
+    calibration.share_calibrations(shared)
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=60_000)
+    started = time.process_time()
+    for profile in profiles:
+        watch.add_profile(profile)
+        watch.observe(profile.model_id, profile.model_version, [0], ["p"], [{}])  # builds the bank
+    return (time.process_time() - started) / len(profiles)
+
+
+def _build_in_child(models: int, shared: Path | None) -> float:
+    args = [sys.executable, __file__, "--build-child", str(models), *([str(shared)] if shared else [])]
+    return float(subprocess.run(args, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--build-child"]:
+        print(build_banks(int(argv[1]), Path(argv[2]) if len(argv) > 2 else None))
+        return 0
+    if argv[:1] == ["--build"]:
+        models = int(argv[1])
+        with tempfile.TemporaryDirectory() as tmp:
+            cold = _build_in_child(models, None)
+            _build_in_child(models, Path(tmp))  # fills the directory
+            warm = _build_in_child(models, Path(tmp))
+        print(f"{models} banks (25 features): {cold:.3f} CPU-s a bank alone, {warm:.3f} with the "
+              f"calibrations another process shared ({cold / warm:.0f}x)")
+        return 0
+    if argv[:1] == ["--zipf"]:
+        groups, per_group, per_event = zipf_groups(int(argv[1]))
+        print(f"{groups} groups under Zipf traffic over {argv[1]} models: {per_group:.0f} CPU-us a group, "
+              f"{per_event:.1f} an event")
+        return 0
     missing = [str(DATA / f) for f in STREAMS if not (DATA / f).is_file()]
     if missing:
         print(f"data not found: {missing}")
