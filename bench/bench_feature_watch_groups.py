@@ -90,16 +90,28 @@ def measure(path: Path, skip: set[str]) -> tuple[bool, int, float, float]:
     return _by_feature(grouped) == _by_feature(whole), len(whole), whole_s / n * 1e6, grouped_s / n * 1e6
 
 
-def _zipf_profiles(models: int) -> list[ReferenceProfile]:
+def _zipf_profiles(models: int, rows: int = 1000) -> tuple[list[ReferenceProfile], list[dict[str, Any]]]:
+    """bench_models' profiles of ``models`` models, and each one's training columns (drift-free)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_models import model_specs, profiles_of
+    from bench_models import START_MS, model_specs
     from common import bench_settings
-    return profiles_of(model_specs(models), 1000, bench_settings("127.0.0.1:9", "bm"))
+
+    from driftline.demo.training import LABEL, PREDICTION, training_columns, training_scenario
+    from driftline.simulate import Scenario
+    settings = bench_settings("127.0.0.1:9", "bm")
+    even = [s.model_copy(update={"traffic_share": 1.0}) for s in model_specs(models)]
+    base = Scenario(seed=0, start=START_MS, duration_s=1.0, rate=100.0, models=even)
+    columns = sorted(training_columns(training_scenario(base, rows * models)).items())
+    profiles = [build_profile(model_id, version, cols, label_column=LABEL, prediction_column=PREDICTION,
+                              bins=settings.drift.bins, top_k=settings.drift.top_k, effective_from_ms=0,
+                              source="training", task="classification", created_at_ms=0)
+                for (model_id, version), cols in columns]
+    return profiles, [cols for _, cols in columns]
 
 
 def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int, float, float]:
     """(groups, CPU us a group, CPU us an event) of FeatureWatch.observe under Zipf traffic."""
-    profiles = _zipf_profiles(models)
+    profiles, training = _zipf_profiles(models)
     watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=60_000)
     for profile in profiles:
         watch.add_profile(profile)
@@ -110,11 +122,12 @@ def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int,
     numeric = [n for n in names if profiles[0].features[n].kind == "numeric"]
     categorical = [n for n in names if n not in numeric]
     fed = []
-    for b in range(batches + 5):
+    for b in range(batches + 5):  # each event a training row of its model: no drift
         model = rng.choice(models, size=batch, p=share)
-        floats = {n: rng.normal(size=batch) for n in numeric}
-        others = {n: [str(c) for c in rng.choice(profiles[0].features[n].categories[:3], size=batch)]
-                  for n in categorical}
+        row = [int(u * len(training[m][names[0]])) for m, u in zip(model, rng.random(batch), strict=True)]
+        floats = {n: np.array([training[m][n][r] for m, r in zip(model, row, strict=True)], dtype=np.float64)
+                  for n in numeric}
+        others = {n: [training[m][n][r] for m, r in zip(model, row, strict=True)] for n in categorical}
         maps = [{n: others[n][i] for n in categorical} for i in range(batch)]
         times = list(range(b * batch * 10, (b + 1) * batch * 10, 10))
         fed.append((model, floats, others, maps, times, [f"p{b}-{i}" for i in range(batch)]))
@@ -141,7 +154,7 @@ def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int,
 def build_banks(models: int, shared: Path | None) -> float:
     """CPU seconds a model's bank costs to build in this process (``shared``: calibrations there)."""
     from driftline.operators import calibration
-    profiles = _zipf_profiles(models)
+    profiles, _ = _zipf_profiles(models)
     calibration.share_calibrations(shared)
     watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=60_000)
     started = time.process_time()
