@@ -803,9 +803,9 @@ class NumericDetector(SequentialDetector):
             # array round trip (the vectorised steps cost ~10 us a call, a search per value ~2 us)
             if all(v == v for v in few):
                 return self._edges.searchsorted(few, side="left"), None
-            kept = [i for i, v in enumerate(few) if v == v]
-            return (self._edges.searchsorted([few[i] for i in kept], side="left"),
-                    np.array(kept, dtype=np.int64))
+            valid = [i for i, v in enumerate(few) if v == v]
+            return (self._edges.searchsorted([few[i] for i in valid], side="left"),
+                    np.array(valid, dtype=np.int64))
         if few is not None:
             hi, lo, cells = self._hi, self._lo, self._hi.size
             syms: list[int] = []
