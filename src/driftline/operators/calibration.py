@@ -37,9 +37,10 @@ of CUSUMs below ``K`` would buy ~0.5-1 nat of threshold, but it grows with the t
 pilot measured at a low ARL would not be conservative, and it is not applied.
 
 The simulation is seeded from a hash of its inputs, so the same reference always gives the same
-thresholds, and results are cached per (reference content, ``arl``). Building a detector takes a
-few milliseconds of CPU (a continuous numeric feature ~5-25 ms, a discrete one ~25 ms, a binary
-stream ~10 ms, a 20-category feature ~50 ms), independent of ``arl``.
+thresholds, and results are cached per (reference content, ``arl``) in the process and, with
+:func:`share_calibrations`, in a directory the processes of a host share. Calibrating is most of
+what building a detector costs: ~0.6-0.9 CPU-s for a 25-feature bank of bench_models' profiles
+(~30 ms a feature, mostly importance sampling), ~0.03 s once calibrated.
 
 
 A mean+0.4 design on normal scores (increments ``0.4 u - 0.08``, near normal: the formula), and
