@@ -30,9 +30,19 @@ def _profile(seed: int = 0, rows: int = 5_000) -> ReferenceProfile:
 
 def _own_bytes(monitor: EpisodeMonitor) -> int:
     """Bytes of the arrays a monitor holds that no other monitor on its reference holds."""
-    shared = {id(v) for v in monitor._opener._tables.reference.values()} | {id(monitor._opener._table)}
+    tables = monitor._opener._tables
+    shared = {id(v) for v in tables.reference.values()}
+    shared |= {id(tables.table), id(getattr(tables, "edges", None))}  # the symbol edges: numeric only
     parts = [*monitor.__dict__.values(), *monitor._opener.__dict__.values()]
-    return sum(v.nbytes for v in parts if isinstance(v, np.ndarray) and id(v) not in shared)
+    return sum(v.nbytes for v in parts if isinstance(v, np.ndarray) and id(_memory_of(v)) not in shared)
+
+
+def _memory_of(array: np.ndarray) -> object:
+    """The array that owns ``array``'s memory (a view, such as the table's transpose the batch step
+    reads, holds none of its own)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 def _feed(watch: FeatureWatch, rows: list[dict[str, Any]], times: list[int],
