@@ -144,7 +144,10 @@ def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int,
                 groups, events = groups + 1, events + rows.size
         return groups, events
 
-    feed(fed[:5])  # every bank built
+    feed(fed[:5])
+    for m, p in enumerate(profiles):  # every bank built (a rare model may be missing from the first batches)
+        first = {n: training[m][n][0] for n in names}
+        watch.observe(p.model_id, p.model_version, [0], ["warm"], [first])
     started = time.process_time()
     groups, events = feed(fed[5:])
     spent = time.process_time() - started
