@@ -16,7 +16,14 @@ intervals (``bench_join_state``'s join-only run at 300,000 pending under a 16 MB
 ``bounded_chain``, bases read from their local copy), the join alone and with 4 shards' non-join
 part of a delta as measured here added to each interval (a few minutes).
 
+``--models N``: N models (20 + 5 features each, a training profile each) under Zipf traffic (model
+k's share ~ 1/(k+1)^``--zipf``), and the per-model items A/B: each round runs the same checkpoints
+twice, deltas carrying every model's windows and detectors (``_changed_items`` off: delta format 3's
+content) and only the models that moved (on), alternating, and prints the deltas' CPU and bytes a
+shard.
+
     .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2] [--issue19]
+    .venv/bin/python bench/bench_checkpoints.py --models 200 --n 50000 --every 1 --rounds 3
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from driftline.config import Settings
 from driftline.demo.training import training_profiles
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import local
+from driftline.pipeline.shard import ShardProcessor
 from driftline.pipeline.state import dump_delta
 from driftline.streams import runner
 
@@ -91,8 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=4, help="batches between two checkpoints")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--issue19", action="store_true", help="restate issue 19's bytes figure (minutes)")
+    parser.add_argument("--models", type=int, default=0, help="N models under Zipf traffic: the items A/B")
+    parser.add_argument("--zipf", type=float, default=1.0, help="--models: model k's share ~ 1/(k+1)^zipf")
     args = parser.parse_args(argv)
     settings = bench_settings("127.0.0.1:9", "bc")
+    if args.models:
+        return items_ab(settings, args.n, args.models, args.zipf, args.every, args.rounds)
     scenario = bench_scenario(args.n, 0)
     raw = raw_records(settings, scenario)
     profiles = [p.model_dump_json().encode() for p in training_profiles(
@@ -120,6 +132,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
     if args.issue19:
         issue19(rest, shards=settings.topics.partitions)
+    return 0
+
+
+def items_ab(settings: Settings, n: int, models: int, zipf: float, every: int, rounds: int) -> int:
+    """Deltas with every model's items against only the moved ones', alternating in one process."""
+    base = bench_scenario(n, 0)
+    spec = base.models[0]
+    scenario = base.model_copy(update={"models": [
+        spec.model_copy(update={"model_id": f"m{k:04d}", "traffic_share": 1 / (k + 1) ** zipf})
+        for k in range(models)]})
+    raw = raw_records(settings, scenario)
+    even = scenario.model_copy(update={"models": [  # each model's profile from as many rows (a tail
+        m.model_copy(update={"traffic_share": 1.0}) for m in scenario.models]})  # model's would be tiny)
+    profiles = [p.model_dump_json().encode() for p in training_profiles(
+        even, settings.drift.bins, settings.drift.top_k, effective_from_ms=0)]
+    shards = settings.topics.partitions
+    print(f"load {os.getloadavg()[0]:.1f}; {n:,} predictions + labels of {models} models (Zipf {zipf:g}), "
+          f"{shards} shards, a checkpoint every {every} batches of {settings.worker.batch_max_records}")
+    items = ShardProcessor._changed_items
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(rounds):
+        for mode in ("every model", "moved models"):
+            if mode == "every model":
+                ShardProcessor._changed_items = lambda self, rest: rest  # type: ignore[method-assign]
+            try:
+                got = checkpoint_cpu(settings, raw, profiles, every, runner.RATIO_FLOOR_BYTES)
+            finally:
+                ShardProcessor._changed_items = items  # type: ignore[method-assign]
+            count, cpu, size = got["delta"]
+            count = max(count, 1)
+            ms, mb = cpu / count * 1000, size / count / 1e6
+            print(f"  {mode:>12}: {got['base'][0]} bases ({got['base'][1]:.2f} CPU-s), "
+                  f"{got['delta'][0]} deltas: {ms:.1f} ms and {mb:.3f} MB a delta of a shard")
+            low = best.get(mode, (ms, mb))
+            best[mode] = (min(low[0], ms), mb)
+    (ms0, mb0), (ms1, mb1) = best["every model"], best["moved models"]
+    print(f"a shard's delta, best of {rounds}: {ms0:.1f} -> {ms1:.1f} ms CPU, {mb0:.3f} -> {mb1:.3f} MB; "
+          f"load {os.getloadavg()[0]:.1f}")
     return 0
 
 
