@@ -150,21 +150,7 @@ def test_the_grid_started_search_counts_like_searchsorted() -> None:
     rng = np.random.default_rng(11)
     for trial in range(40):
         d = int(rng.integers(1, 6))
-        refs = []
-        for j in range(d):
-            size = int(rng.integers(2, 300))
-            kind = (trial + j) % 5
-            if kind == 0:
-                ref = rng.normal(size=size)
-            elif kind == 1:
-                ref = np.round(rng.lognormal(size=size), 1)  # many ties
-            elif kind == 2:
-                ref = np.full(size, 3.5)  # no spread: one cell
-            elif kind == 3:
-                ref = np.append(rng.normal(size=size - 1), 1e300)  # one far point
-            else:
-                ref = rng.integers(0, 4, size).astype(np.float64)
-            refs.append(np.sort(ref))
+        refs = _references(rng, trial, d)
         flat = _FlatScores.of(refs, [(float(r[0]), float(r[-1]), 0.0, 0.0, 1.0, 1.0) for r in refs])
         n = 500
         columns = np.empty((d, n))
