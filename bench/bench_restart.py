@@ -28,9 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from common import (
@@ -47,14 +48,20 @@ from kafka import KafkaConsumer, TopicPartition
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
+from driftline.kafka.batch import BatchSender, OutRecord, Submitted
+from driftline.kafka.clients import aiokafka_producer
 from driftline.local.broker import running_broker
 from driftline.simulate import Scenario, produce
 from driftline.simulate.scenario import LabelDelay, ModelSpec
+from driftline.simulate.traffic import generate
 
 TARGET_S = 60.0
 RATE = 1000.0  # predictions per simulated second: 1M span 1,000 s, far inside the 1-day horizon
 FRESH = 200  # fresh labelled predictions produced after the kill
 SCRAPE_EVERY_S = 0.2
+POOL = 20_000  # predictions drawn by the simulator; later ones reuse their features (pending_records)
+PRODUCE_CHUNK = 5000
+IN_FLIGHT_BATCHES = 64
 
 
 def scenario(n: int, *, seed: int, start_ms: int, labelled: bool) -> Scenario:
@@ -63,6 +70,51 @@ def scenario(n: int, *, seed: int, start_ms: int, labelled: bool) -> Scenario:
     return Scenario(seed=seed, id_namespace=f"restart{seed}", start=start_ms, duration_s=n / RATE,
                     rate=RATE, models=[spec], label_delay=LabelDelay(distribution="fixed", median_s=1.0),
                     label_coverage=1.0 if labelled else 0.0, malformed_rate=0.0)
+
+
+def pending_records(n: int, settings: Settings, *, seed: int, start_ms: int) -> Iterator[OutRecord]:
+    """The records ``produce(scenario(n, labelled=False))`` writes, made ~20x cheaper for large ``n``:
+    the simulator draws every prediction's 25 features (~50 us of CPU each: 8 min of one core at
+    10M, ~40 min at this machine's load), so only the first ``POOL`` are drawn and later ones reuse
+    a drawn prediction's features under their own id and event time (one prediction every ms, as
+    the scenario's). Every prediction is distinct by id, so all ``n`` stay pending the same way."""
+    topic = settings.topics.predictions
+    pool = [e for e in generate(scenario(min(n, POOL), seed=seed, start_ms=start_ms, labelled=False)
+                                .resolved()) if e.kind == "predictions"]
+    for i in range(n):
+        drawn = pool[i % len(pool)]
+        if i < len(pool):
+            yield OutRecord(topic, drawn.key, drawn.value, drawn.timestamp_ms)
+            continue
+        key = drawn.key.replace(b"-%d-v1" % (i % len(pool)), b"-%d-v1" % i, 1)
+        ts = start_ms + (drawn.timestamp_ms - start_ms) + (i - i % len(pool))
+        value = drawn.value.replace(drawn.key, key, 1).replace(
+            b'"timestamp":%d' % drawn.timestamp_ms, b'"timestamp":%d' % ts, 1)
+        yield OutRecord(topic, key, value, ts)
+
+
+async def produce_pending(n: int, settings: Settings, *, seed: int, start_ms: int) -> None:
+    """Send :func:`pending_records` in chunks, a few chunks in flight (as ``simulate.produce``)."""
+    producer = aiokafka_producer(settings)
+    await producer.start()
+    try:
+        sender = BatchSender(producer)
+        in_flight: list[Submitted] = []
+        chunk: list[OutRecord] = []
+        for record in pending_records(n, settings, seed=seed, start_ms=start_ms):
+            chunk.append(record)
+            if len(chunk) < PRODUCE_CHUNK:
+                continue
+            submitted, _ = await sender.send(chunk)
+            chunk.clear()
+            in_flight.extend(submitted)
+            while len(in_flight) > IN_FLIGHT_BATCHES:
+                await in_flight.pop(0).future
+        submitted, _ = await sender.send(chunk)
+        for batch in [*in_flight, *submitted]:
+            await batch.future
+    finally:
+        await producer.stop()
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -98,32 +150,54 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def progress(what: str) -> None:
+    """A line on stderr as each long step ends (a 10M run takes most of an hour)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
 def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(n: int, state_dir: bool, timeout_s: float) -> list[Figure]:
+def join_section(n: int, budget_mb: float, spill_dir: Path) -> dict[str, object]:
+    """The join settings of the run: every pending prediction kept (``max_pending`` at least ``n``:
+    the default 2M per shard would evict at 10M over 4 shards, and the restart would restore fewer),
+    and the memory budget per shard if one is given."""
+    section: dict[str, object] = {"max_pending": max(n, Settings().join.max_pending)}
+    if budget_mb > 0:
+        section |= {"memory_budget_mb": budget_mb, "spill_dir": str(spill_dir)}
+    return section
+
+
+def measure(n: int, state_dir: bool, timeout_s: float, budget_mb: float = 0.0) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="driftline-restart-") as tmp, \
             running_broker(log_path=Path(tmp) / "broker.log") as broker:
         home = Path(tmp) / "home"
         worker_section = {"state_dir": str(Path(tmp) / "state")} if state_dir else {}
-        settings = bench_settings(broker.bootstrap_servers, "restart", home, worker=worker_section)
+        settings = bench_settings(broker.bootstrap_servers, "restart", home, worker=worker_section,
+                                  join=join_section(n, budget_mb, Path(tmp) / "spill"))
         ensure_topics(settings)
         topic = settings.topics.predictions
-        started = time.perf_counter()
-        asyncio.run(produce(scenario(n, seed=1, start_ms=START_MS, labelled=False), settings))
-        produce_s = time.perf_counter() - started
-        ends = end_offsets(settings, topic)
+        # the worker consumes while the predictions are produced: at 10M either alone takes minutes
         with WorkerProcess(settings, log_path=Path(tmp) / "first.log") as first:
+            started = time.perf_counter()
+            asyncio.run(produce_pending(n, settings, seed=1, start_ms=START_MS))
+            produce_s = time.perf_counter() - started
+            progress(f"{n:,} predictions produced in {produce_s:.0f} s")
+            ends = end_offsets(settings, topic)
             first.wait_until(lambda: first.events_in(topic) >= n, timeout_s, f"{n:,} predictions consumed",
                              every=SCRAPE_EVERY_S)
             consumed_s = time.perf_counter() - first.started_at
+            progress(f"consumed {consumed_s:.0f} s after the worker's start (RSS peak "
+                     f"{peak_rss_mb(first.proc.pid):.0f} MB)")
             first.wait_until(lambda: checkpointed_past(first, topic, ends), timeout_s,
                              "checkpoints past every prediction", every=SCRAPE_EVERY_S)
             pending = metric(first, "driftline_stage_pending_predictions", stage="shard")
             checkpoints = metric(first, "driftline_checkpoints_total", stage="shard")
             first_rss = peak_rss_mb(first.proc.pid)
             load_at_kill = load()
+            progress(f"checkpointed past every prediction; killing (RSS peak {first_rss:.0f} MB, load "
+                     f"{load_at_kill})")
             first.proc.kill()
             first.proc.wait(30)
         fresh_start = START_MS + int(n / RATE * 1000) + 60_000
@@ -155,13 +229,15 @@ def measure(n: int, state_dir: bool, timeout_s: float) -> list[Figure]:
     broker_mb = sum(f.get("broker_bytes", 0.0) for f in by_shard.values()) / 1e6
     mb = sum(f.get("bytes", 0.0) for f in by_shard.values()) / 1e6
     detail = (f"{int(pending):,} pending at the kill ({int(restored):,} after the restore), produced "
-              f"in {produce_s:.0f} s, consumed {consumed_s:.0f} s after start, {int(checkpoints)} stage-1 "
+              f"in {produce_s:.0f} s while the worker consumed them, all consumed {consumed_s:.0f} s "
+              f"after its start, {int(checkpoints)} stage-1 "
               f"checkpoints; first fresh event fed after {to_first_event:.1f} s; restore: slowest shard "
               f"{slowest or 0:.1f} s: the chains read in {read:.1f} s ({broker_mb:.0f} MB from the broker "
               f"for {mb:.0f} MB of bases and deltas), then {rebuild:.1f} s rebuilding the shards "
               f"({cpu:.1f} CPU-s); peak RSS "
               f"{first_rss:.0f} MB before the kill, {second_rss:.0f} MB after the restart; load "
-              f"{load_at_kill} at the kill, {load_after} after; state_dir {'set' if state_dir else 'unset'}")
+              f"{load_at_kill} at the kill, {load_after} after; state_dir {'set' if state_dir else 'unset'}, "
+              f"budget {f'{budget_mb:g} MB a shard' if budget_mb > 0 else 'none'}")
     return [Figure("restart_to_first_outcome_s", f"restart after SIGKILL at {n:,} pending -> first outcome",
                    to_first_outcome, "s", f"<= {TARGET_S:.0f} (at 10M)", at_most(to_first_outcome, TARGET_S),
                    detail, {"pending": pending, "to_first_event_s": to_first_event, "peak_rss_mb": first_rss,
@@ -174,6 +250,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=1_000_000, help="pending predictions before the kill")
     parser.add_argument("--state-dir", action="store_true", help="keep local copies of the bases")
     parser.add_argument("--quick", action="store_true", help="10,000 pending (a smoke run)")
+    parser.add_argument("--budget-mb", type=float, default=0.0,
+                        help="join.memory_budget_mb per shard (docs/state.md: 64 at 10M); 0 = none")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for each step")
     return parser.parse_args(argv)
 
@@ -183,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = 10_000 if args.quick else args.n
     print(environment_line(environment()))
     print(f"load before: {load()}")
-    print_figures(measure(n, args.state_dir, args.timeout), "restart after SIGKILL")
+    print_figures(measure(n, args.state_dir, args.timeout, args.budget_mb), "restart after SIGKILL")
     return 0
 
 
