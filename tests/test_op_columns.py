@@ -333,3 +333,19 @@ def test_a_batch_beyond_the_byte_cap_is_parsed_value_by_value(monkeypatch: pytes
     assert_same(([(r, e) for r, e in zip(want[0].records, want[0].events, strict=True)], want[1]),
                 batch.records, batch.events, dead)
     assert len(batch) == 4
+
+
+def test_a_feature_column_of_floats_with_one_int_is_not_a_float_column() -> None:
+    """The feature checks read the value types of the whole batch at once; a column whose types
+    differ from the first event's in a later event only (an int among floats, a float among strs)
+    must still be judged column by column: its values as parsed, no float64 copy."""
+    def value(i: int, x: str, c: str) -> str:
+        return (f'{{"prediction_id":"p{i}","model_id":"m","timestamp":{T0},"features":{{"x":{x},"c":{c},'
+                f'"y":0.25}},"prediction":0.5}}')
+    records = raw([value(0, "1.5", '"a"'), value(1, "2.5", '"b"'), value(2, "3", "4.5")], "predictions")
+    batch, dead = BATCH.predictions(records)
+    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    assert batch.features is not None and batch.features.names == ("x", "c", "y")
+    assert batch.features.numbers[0] is None and batch.features.numbers[1] is None
+    assert batch.features.numbers[2] is not None and batch.features.numbers[2].tolist() == [0.25] * 3
+    assert_columns_are_the_features(batch)

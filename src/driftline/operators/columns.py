@@ -265,7 +265,13 @@ def _bad_segments(column: Sequence[Any]) -> list[int]:
         if not keys:
             return []
         key_lengths = list(map(len, keys))
-        values = list(chain.from_iterable(map(dict.values, column)))
+        names = keys[: len(column[0])]
+        if names and keys == names * len(column):  # one layout (see _unusual_feature_rows): by name
+            read = itemgetter(*names)
+            values = list(map(read, column)) if len(names) == 1 \
+                else list(chain.from_iterable(map(read, column)))
+        else:
+            values = list(chain.from_iterable(map(dict.values, column)))
         if (min(key_lengths) > 0 and max(key_lengths) <= MAX_NAME_LENGTH and set(map(type, values)) == {str}
                 and max(map(len, values)) <= MAX_NAME_LENGTH):
             return []
@@ -409,8 +415,12 @@ def _unusual_feature_rows(
     map has one layout and none is unusual, its columns are appended to ``shared``."""
     layouts: dict[tuple[str, ...], list[int]] = {}
     first = list(features[0]) if features else []
-    if list(map(list, features)).count(first) == len(features):  # the common batch: one layout
-        layouts[tuple(first)] = list(range(len(features)))
+    # The common batch: one layout. All the maps' keys in a row are ``first`` repeated exactly when
+    # every map holds ``first`` in that order (each map as long as the first, and a map's keys are
+    # distinct, so no map can straddle two repeats).
+    n = len(features)
+    if set(map(len, features)) <= {len(first)} and list(chain.from_iterable(features)) == first * n:
+        layouts[tuple(first)] = list(range(n))
     else:
         for row, names in enumerate(map(tuple, features)):
             rows = layouts.get(names)
@@ -425,22 +435,28 @@ def _unusual_feature_rows(
         if len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH:
             unusual.update(rows)
             continue
+        k = len(names)
         if len(layouts) == 1:  # every map holds these names in this order: its values row after row
-            k = len(names)
             flat = list(chain.from_iterable(map(dict.values, features)))
             columns: Sequence[Sequence[Any]] = [flat[j::k] for j in range(k)]
+            first_types = list(map(type, flat[:k]))
+            # one type per column, the first map's, when the values' types repeat the first map's
+            # (one comparison over the batch instead of a type set per column)
+            kinds = [{kind} for kind in first_types] if list(map(type, flat)) == first_types * n \
+                else [set(map(type, column)) for column in columns]
         else:
             columns = list(_transposed(features, names, rows).values())
-        numbers: list[FloatArray | None] = []
-        for column in columns:
-            types = set(map(type, column))
-            numbers.append(None)
-            if types <= _EXACT_FEATURE_TYPES:
-                continue
-            if types == {float}:
-                numbers[-1] = array = np.fromiter(column, dtype=np.float64, count=len(column))
-                if not (array.min() > -_BIG and array.max() < _BIG):  # (orjson reads no NaN)
-                    unusual.update(rows[i] for i in np.flatnonzero(np.abs(array) >= _BIG).tolist())
+            kinds = [set(map(type, column)) for column in columns]
+        numbers: list[FloatArray | None] = [None] * k
+        floats = [j for j, types in enumerate(kinds) if types == {float}]
+        if floats:  # the float columns as one block, its range checked at once
+            block = np.array([columns[j] for j in floats], dtype=np.float64).reshape(len(floats), -1)
+            for j, array in zip(floats, block, strict=True):
+                numbers[j] = array
+            if not (block.min() > -_BIG and block.max() < _BIG):  # (orjson reads no NaN)
+                unusual.update(rows[i] for i in np.flatnonzero((np.abs(block) >= _BIG).any(axis=0)).tolist())
+        for column, types in zip(columns, kinds, strict=True):
+            if types <= _EXACT_FEATURE_TYPES or types == {float}:
                 continue
             unusual.update(
                 rows[i] for i, v in enumerate(column)
