@@ -12,7 +12,11 @@ decodes the same batches with that module too, batch by batch in turns (so a cha
 load weighs on both alike: whole rounds in turns moved the ratio by +-15 % at a load of 10), checks
 that both give the same events and dead letters, and reports the ratio.
 
-    .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--quick]
+``--steps`` also splits the tree's prediction decode into its steps (the one JSON parse, the field
+checks and columns with the outputs' objects, the feature checks, the time checks and gathering, and
+freeing what the call built once it is dropped), each the best of the rounds.
+
+    .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--steps] [--quick]
 """
 
 from __future__ import annotations
@@ -84,12 +88,36 @@ def same_results(a: ModuleType, b: ModuleType, decoder: Decoder, batches: Sequen
                for kind, records in batches)
 
 
+def prediction_steps(decoder: Decoder, batches: Sequence[Batch]) -> dict[str, float]:
+    """CPU seconds of one pass over the prediction batches, per step of ``BatchDecoder.predictions``
+    (its private steps called in its order: a bench may lean on them, a test may not)."""
+    batch_decoder = columns.BatchDecoder(decoder)
+    seconds = dict.fromkeys(("parse", "fields and outputs", "features", "times and gather", "free"), 0.0)
+    for kind, records in batches:
+        if kind != "predictions":
+            continue
+        t0 = CLOCK()
+        parsed = batch_decoder._parsed(records)
+        t1 = CLOCK()
+        groups = [g for g in columns._prediction_groups(parsed) if g.rows]
+        t2 = CLOCK()
+        groups = columns._without_unusual_features(groups, [])
+        t3 = CLOCK()
+        settled = batch_decoder._settle(records, groups, decoder.predictions, columns._PREDICTION_COLUMNS)
+        t4 = CLOCK()
+        del parsed, groups, settled
+        t5 = CLOCK()
+        for step, spent in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            seconds[step] += spent
+    return seconds
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000, help="prediction events (each with a label)")
     parser.add_argument("--rounds", type=int, default=7, help="passes over the batches (best of)")
     parser.add_argument("--baseline", type=Path, default=None, help="another revision's columns.py")
+    parser.add_argument("--steps", action="store_true", help="where the tree's prediction decode goes")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     args = parser.parse_args(argv)
     n, rounds = (2_000, 2) if args.quick else (args.n, args.rounds)
@@ -115,6 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "baseline" in best:
         ratio = sum(best["tree"].values()) / sum(best["baseline"].values())
         print(f"  tree / baseline: {ratio:.3f}")
+    if args.steps:
+        steps: dict[str, float] = {}
+        for _ in range(rounds):
+            for step, seconds in prediction_steps(decoder, batches).items():
+                steps[step] = min(steps.get(step, seconds), seconds)
+        print(f"  the tree's predictions by step (best of {rounds} each): " + ", ".join(
+            f"{step} {seconds / n_pred * 1e6:.2f}" for step, seconds in steps.items()))
     return 0
 
 
