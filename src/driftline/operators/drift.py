@@ -462,6 +462,28 @@ def score_feature(
     return score
 
 
+def count_feature(profile: FeatureProfile, stats: FeatureStats) -> FeatureScore:
+    """An under-filled window's feature: the values it would compare (``count``, as
+    :func:`score_feature` counts them) and no distribution statistic (all None, histograms empty).
+
+    A window of fewer events than ``drift.min_count`` cannot test any feature (a feature's values
+    are at most the window's events), so its PSI, JS, KS and Wasserstein would be numbers nobody
+    should read; with many small models computing them was most of the pipeline's cost.
+    :func:`verdicts` of these scores is what it is of the full ones: nothing tested, nothing drifted.
+
+    >>> from driftline.operators.profile import build_profile
+    >>> ref = build_profile("m", "1", {"c": ["a", "b"] * 50}, label_column=None,
+    ...                     prediction_column=None, bins=10, top_k=5, created_at_ms=0)
+    >>> win = FeatureStats()
+    >>> win.add(["a"] * 9 + [None])
+    >>> s = count_feature(ref.features["c"], win)
+    >>> s.count, s.psi, s.histogram
+    (9, None, [])
+    """
+    count = stats.n if profile.kind == "numeric" else stats.n_categorical
+    return FeatureScore(kind=profile.kind, count=count)
+
+
 @dataclass
 class FeatureVerdict:
     """One feature's verdict; ``reason`` says which test and which floors decided it, in words."""

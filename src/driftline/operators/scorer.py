@@ -85,7 +85,7 @@ from typing import Any, Literal
 import numpy as np
 
 from driftline.config import DriftSettings
-from driftline.operators.drift import FeatureScore, PreparedReference, score_feature, verdicts
+from driftline.operators.drift import FeatureScore, PreparedReference, count_feature, score_feature, verdicts
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, build_profile
 from driftline.operators.window_stats import FeatureStats, category_key
 
@@ -744,6 +744,31 @@ class DriftScorer:
         >>> report.n_rows, report.drifted_features, round(report["x"].effect, 1)
         (1000, ['x'], 0.7)
         """
+        return self._report(features, n_rows, prediction, distributions=True)
+
+    def count_stats(
+        self,
+        features: Mapping[str, FeatureStats],
+        *,
+        n_rows: int | None = None,
+        prediction: FeatureStats | None = None,
+    ) -> ScoreReport:
+        """:meth:`score_stats` of an under-filled window (fewer rows than ``drift.min_count``):
+        every result has its count and verdict (not tested, so not drifted; the same verdicts
+        :meth:`score_stats` gives there) and no distribution statistic (PSI, JS, KS, Wasserstein,
+        histograms: None or empty), which is all the cost of scoring.
+
+        >>> scorer = DriftScorer.from_reference({"x": [float(i % 50) for i in range(1_000)]})
+        >>> stats = FeatureStats()
+        >>> stats.add_array(np.arange(20, dtype=np.float64))
+        >>> report = scorer.count_stats({"x": stats})
+        >>> report.n_rows, report["x"].n, report["x"].psi, report["x"].reason
+        (20, 20, None, 'not tested: 20 values < min_count 100')
+        """
+        return self._report(features, n_rows, prediction, distributions=False)
+
+    def _report(self, features: Mapping[str, FeatureStats], n_rows: int | None,
+                prediction: FeatureStats | None, *, distributions: bool) -> ScoreReport:
         names = self.features
         stats = {name: features.get(name) or FeatureStats() for name in names}
         if n_rows is None:
@@ -751,6 +776,7 @@ class DriftScorer:
         profiles = self.profile.features
         scores = {
             name: score_feature(profiles[name], stats[name], self.drift, self._references[name])
+            if distributions else count_feature(profiles[name], stats[name])
             for name in names
         }
         verdict = verdicts(scores, self.drift)
@@ -762,8 +788,9 @@ class DriftScorer:
             )
         scored_prediction = None
         if prediction is not None and self.profile.prediction is not None:
-            pscore = score_feature(self.profile.prediction, prediction, self.drift,
-                                   self._prediction_reference)
+            reference = self.profile.prediction
+            pscore = (score_feature(reference, prediction, self.drift, self._prediction_reference)
+                      if distributions else count_feature(reference, prediction))
             label = self.prediction_column or "prediction"
             scored_prediction = _result(
                 label, pscore, prediction, False, (), None, "reported only: not a feature"

@@ -336,7 +336,11 @@ def model_drift_row(
     drifted_features: Sequence[str],
     reference_id: str,
     config_hash: str,
+    *,
+    score_status: str = "scored",
 ) -> dict[str, Any]:
+    """``score_status``: 'scored', or 'under_filled' (fewer events than ``drift.min_count``: the
+    window's drift_scores rows carry counts and verdicts, no distribution statistics)."""
     return {
         **window,
         "n_events": n_events,
@@ -344,6 +348,7 @@ def model_drift_row(
         "n_drifted": len(drifted_features),
         "drifted": int(drifted),
         "drifted_features": list(drifted_features),
+        "score_status": score_status,
         "reference_id": reference_id,
         "config_hash": config_hash,
     }

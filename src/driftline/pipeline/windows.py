@@ -233,6 +233,7 @@ class WindowClock:
     def _score_window(self, key: WindowKey, merged: MergedWindow, rows: Rows,
                       multivariate: dict[str, Any] | None = None) -> RetrainTrigger | None:
         profile = self._reference(key, merged, rows)
+        under_filled = merged.n_events < self.drift.min_count
         report: ScoreReport | None = None
         # The prediction distribution is scored like a feature (reported, not part of the verdict):
         # class labels against a categorical reference, regression values (or scores) against a
@@ -250,7 +251,12 @@ class WindowClock:
             # a seasonal profile: the window against what the cycle predicts for its span
             scorer = (self._scorer(profile) if profile.season is None
                       else self.seasonal_scorers.get(profile, key.start, key.end))
-            report = scorer.score_stats(observed, n_rows=merged.n_events, prediction=prediction)
+            # An under-filled window (fewer events than drift.min_count, so no feature can be
+            # tested) gets its counts and verdicts without distribution statistics: with many small
+            # models most windows are that small, and scoring them was most of the cost.
+            # The per-event detectors still watch every event.
+            scoring = scorer.count_stats if under_filled else scorer.score_stats
+            report = scoring(observed, n_rows=merged.n_events, prediction=prediction)
         window = window_columns(self.run_id, key)
         reference_id = profile.profile_id if profile else ""
         # A profile feature no event of the window carried is a row of missing values (and a
@@ -294,7 +300,7 @@ class WindowClock:
             ))
         rows["model_drift"].append(model_drift_row(
             window, merged.n_events, len(scored), report.drifted, report.drifted_features, reference_id,
-            self.config_hash,
+            self.config_hash, score_status="under_filled" if under_filled else "scored",
         ))
         if key.segment != "" or key.size != self.policy_size_ms:
             return None
