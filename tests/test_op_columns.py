@@ -349,3 +349,18 @@ def test_a_feature_column_of_floats_with_one_int_is_not_a_float_column() -> None
     assert batch.features.numbers[0] is None and batch.features.numbers[1] is None
     assert batch.features.numbers[2] is not None and batch.features.numbers[2].tolist() == [0.25] * 3
     assert_columns_are_the_features(batch)
+
+
+def test_feature_maps_with_the_same_names_in_another_order_carry_no_columns() -> None:
+    """The batch's feature columns are built only when every map holds the same names in the same
+    order (the columns' names are each map's order); the same names reordered, or a map with fewer
+    names, are still accepted, value by value, without columns."""
+    def value(i: int, features: str) -> str:
+        return (f'{{"prediction_id":"p{i}","model_id":"m","timestamp":{T0},"features":{features},'
+                '"prediction":0.5}')
+    for other in ('{"c":"b","x":2.5}', '{"x":2.5}', "{}"):
+        records = raw([value(0, '{"x":1.5,"c":"a"}'), value(1, other), value(2, '{"x":3.5,"c":"a"}')],
+                      "predictions")
+        batch, dead = BATCH.predictions(records)
+        assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+        assert len(batch) == 3 and batch.features is None
