@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from driftline.operators.join import JoinChanges, LabelJoin, _record_key
+from driftline.operators.join import JoinChanges, LabelJoin, _id_key, _record_key
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 HORIZON = 5_000
@@ -147,5 +147,91 @@ def test_a_join_that_does_not_track_keeps_nothing() -> None:
     join = LabelJoin(HORIZON, max_pending=10, max_held=10)
     event = PredictionEvent(prediction_id="a", model_id="m", timestamp=1, prediction=0.5)
     join.on_prediction(event, segment="")
-    assert join._touched is None and join.take_changes().records == b""
-    assert pickle.loads(pickle.dumps(join))._touched is None
+    assert join._added is None and join.take_changes().records == b"" and not join._closings
+    assert pickle.loads(pickle.dumps(join))._added is None
+
+
+def _closing_keys(closings: bytes) -> list[tuple[bytes, int]]:
+    """(id key, event time) of each closing of a delta (format 5)."""
+    out, pos = [], 0
+    while pos < len(closings):
+        code = int.from_bytes(closings[pos : pos + 2], "little")
+        key = closings[pos : pos + (18 if code == 0xFFFF else 2 + code)]
+        ts, state = int.from_bytes(closings[pos + len(key) : pos + len(key) + 8], "little", signed=True), \
+            closings[pos + len(key) + 8]
+        out.append((key, ts))
+        pos += len(key) + 9 + (8 if state == 1 else 0)  # a joined one's label digest
+    return out
+
+
+def _as_format_4(changes: JoinChanges, live: LabelJoin) -> JoinChanges:
+    """``changes`` as delta format 4 wrote them (taken from ``live`` just now): every closed record
+    whole among the records (or gone, if forgotten since), and no ``closings`` field at all, as a
+    format-4 pickle unpickles (the dataclass's state then holds three fields)."""
+    extra: list[bytes] = []
+    gone = list(changes.gone)
+    for key, ts in _closing_keys(changes.closings):
+        found = live._locate(key, ts)
+        if found is None:
+            gone.append((key, ts))
+        else:
+            gid, start, end = found
+            extra.append(live._whole(live._groups[gid][start:end]))
+    old = JoinChanges.__new__(JoinChanges)
+    old.__setstate__([changes.records + b"".join(extra), gone, changes.state])  # type: ignore[attr-defined]
+    return old
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_chain_mixing_format_4_and_closings_restores_the_join(seed: int) -> None:
+    """Deltas of an upgraded worker follow those its previous version wrote (closed records whole,
+    no closings), and either kind follows the other."""
+    rng = random.Random(seed)
+    events = _events(rng, 4_000)
+    join = LabelJoin(HORIZON, max_pending=60, max_held=50)
+    join.track_changes()
+    base = pickle.dumps(join)
+    chain: list[JoinChanges] = []
+    kinds = set()
+    for i, item in enumerate(events):
+        _feed(join, item, [])
+        if rng.random() < 0.02:
+            changes = pickle.loads(pickle.dumps(join.take_changes()))
+            old = rng.random() < 0.5
+            kinds.add((old, bool(changes.closings)))
+            chain.append(_as_format_4(changes, join) if old else changes)
+            restored: LabelJoin = pickle.loads(base)
+            for link in chain:
+                restored.apply_changes(link)
+            assert _content(restored) == _content(join), f"after event {i}"
+    assert {(True, True), (False, True)} <= kinds  # both kinds, each with records the chain held closed
+
+
+def test_a_record_the_chain_holds_comes_back_as_its_closing_alone() -> None:
+    """Labels and expiry of predictions the base holds: the delta carries a closing each (id key,
+    time, state, label digest: 35 or 27 bytes with a UUID id), no record; one added and joined in
+    the same interval comes whole, as it is then; the header's count is every one of them."""
+    join = LabelJoin(HORIZON, max_pending=100, max_held=10)
+    join.track_changes()
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(30)]
+    for i, pid in enumerate(ids[:20]):
+        join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", timestamp=1_000 + i,
+                                           features={"x": 0.5}, prediction=0.5), segment="s")
+    base = pickle.dumps(join)
+    join.reset_changes()
+    for pid in ids[:10]:
+        join.on_label(LabelEvent(prediction_id=pid, label="1", timestamp=2_000))
+    join.advance(1_000 + HORIZON + 15, 1_000 + HORIZON + 15)  # expires ids[10:15] (time 1,010-1,014)
+    for i, pid in enumerate(ids[20:]):
+        join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", timestamp=9_000 + i,
+                                           features={"x": 0.5}, prediction=0.5), segment="s")
+        join.on_label(LabelEvent(prediction_id=pid, label="1", timestamp=9_500))
+    assert join.changed_count == 10 + 5 + 10
+    changes = join.take_changes()
+    assert len(changes.closings) == 10 * 35 + 5 * 27
+    assert sorted(_closing_keys(changes.closings)) == sorted(
+        (_id_key(pid), 1_000 + i) for i, pid in enumerate(ids[:15]))
+    assert len(changes.records) == 10 * 55  # joined records whole: head, key, time, digest, tail
+    restored: LabelJoin = pickle.loads(base)
+    restored.apply_changes(changes)
+    assert _content(restored) == _content(join)

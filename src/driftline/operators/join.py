@@ -247,14 +247,18 @@ def _event_digest(event: PredictionEvent | LabelEvent) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class JoinChanges:
-    """A join's changes since a checkpoint: the current bytes of every record added or changed
-    (``records``, concatenated), the (id key, event time) of those forgotten again (``gone``), and
-    the state outside the record table (``state``). Records forgotten that were not changed need
-    no entry: forgetting is a function of the watermarks in ``state``."""
+    """A join's changes since a checkpoint: the current bytes of every record added
+    (``records``, concatenated), the (id key, event time) of those forgotten again (``gone``),
+    the state outside the record table (``state``), and a closing (:func:`_closing`: id key, time,
+    state, label digest; 21-35 bytes where the closed record takes 43-63) of every record the
+    chain held pending that was closed since (``closings``, concatenated; delta format 5: before,
+    such a record came whole in ``records``). Records forgotten that were not added need no
+    entry: forgetting is a function of the watermarks in ``state``."""
 
     records: bytes
     gone: list[tuple[bytes, int]]
     state: dict[str, Any]
+    closings: bytes = b""
 
 
 @dataclass(slots=True)
@@ -736,9 +740,12 @@ class LabelJoin:
         self._pred_wm = _NEVER
         self._label_wm = _NEVER
         self._due: list[str] = []  # predictions that arrived after the labels watermark passed their expiry
-        # (id key, event time) of every record added or changed since the last take_changes(),
-        # while a caller checkpoints incrementally (None: nobody asked, so nothing is kept).
-        self._touched: set[tuple[bytes, int]] | None = None
+        # While a caller checkpoints incrementally (None: nobody asked, so nothing is kept): the
+        # (id key, event time) of every record added since the last take_changes() (a delta
+        # carries its current bytes), and a closing (:func:`_closing`) of every record the chain
+        # held already that was closed since (its key, time, new state and label digest).
+        self._added: set[tuple[bytes, int]] | None = None
+        self._closings: list[bytes] = []
         self._no_store()
         self._rebuild_indexes()
 
@@ -860,7 +867,7 @@ class LabelJoin:
         keys = _id_keys(prediction_ids)
         crcs = list(map(zlib.crc32, keys))
         horizon, encode = self.horizon_ms, self._encode
-        groups, buckets, touched, ctx_ids = self._groups, self._buckets, self._touched, self._ctx_ids
+        groups, buckets, added, ctx_ids = self._groups, self._buckets, self._added, self._ctx_ids
         for i, (pid, key, crc, ts, ctx, prediction, values, digest, source, tail, packed) in enumerate(zip(
                 prediction_ids, keys, crcs, timestamps, contexts, predictions, features, digests, sources,
                 tails, packs, strict=True)):
@@ -897,8 +904,8 @@ class LabelJoin:
                 self._unspilled.add(bucket)
                 heapq.heappush(self._unspilled_heap, bucket)
             # _add, inline
-            if touched is not None:
-                touched.add((key, ts))
+            if added is not None:
+                added.add((key, ts))
             groups[gid] += record
             self._records += 1
             self._estimate += len(record)
@@ -1008,7 +1015,7 @@ class LabelJoin:
         # A label that joins a pending record, the common case, is handled here (as _label does,
         # inline, with the closed record spliced from the pending one's bytes); any other goes
         # through _label, which walks its group again.
-        groups, store, touched, horizon = self._groups, self._store, self._touched, self.horizon_ms
+        groups, store, added, horizon = self._groups, self._store, self._added, self.horizon_ms
         low, split = self._low - 1, self._split
         high = 2 * low + 1
         unpack_head, unpack_ts, pack_head = _HEAD.unpack_from, _TS.unpack_from, _HEAD.pack
@@ -1039,8 +1046,8 @@ class LabelJoin:
                                     group[pos + _AT : body - DIGEST_SIZE - 1], _JOINED_STATE,
                                     group[body - DIGEST_SIZE : body], group[body + 1 : body + 5], digest,
                                     group[end:]))
-            if touched is not None:
-                touched.add((key, pred_ts))
+            if added is not None and (key, pred_ts) not in added:  # _note_closing, inline
+                self._closings.append(_closing(key, pred_ts, _JOINED, digest))
             if group[body] & _SPILLED and store is not None:
                 # the stub to the flags..label length, then the payload: all the outcome reads
                 payload_at = body + _PRED.size
@@ -1095,8 +1102,7 @@ class LabelJoin:
                     tail = _JOINED_TAIL.pack(_PRED.unpack_from(group, body)[1], digest)
                     closed = _closed(key, crc, pred_ts, _JOINED, group[body - DIGEST_SIZE : body], tail)
                     self._groups[gid] = b"".join((group[:pos], closed, group[end:]))
-                    if self._touched is not None:
-                        self._touched.add((key, pred_ts))
+                    self._note_closing(key, pred_ts, _JOINED, digest)
                     store = self._store
                     if group[body] & _SPILLED and store is not None:
                         # the stub to the flags..label length, then the payload: all the outcome reads
@@ -1301,7 +1307,7 @@ class LabelJoin:
         self._pred_wm = state["pred_wm"]
         self._label_wm = state["label_wm"]
         self._due = state["due"]
-        self._touched = None
+        self._added, self._closings = None, []
         self._no_store()
         if restored is not None and restored.store is not None:
             self._adopt_store(restored.store)
@@ -1318,19 +1324,27 @@ class LabelJoin:
 
     def track_changes(self) -> None:
         """Remember from now on which records change, for :meth:`take_changes` (idempotent)."""
-        if self._touched is None:
-            self._touched = set()
+        if self._added is None:
+            self._added = set()
 
     @property
     def changed_count(self) -> int:
-        """Records touched since the last checkpoint: what the next delta carries (and a restore
-        applies, one lookup and splice each)."""
-        return len(self._touched) if self._touched is not None else 0
+        """Records changed since the last checkpoint: what the next delta carries (and a restore
+        applies, one lookup and splice each): those added, whole, and those closed, as closings."""
+        return len(self._added) + len(self._closings) if self._added is not None else 0
 
     def reset_changes(self) -> None:
         """Forget the changes so far: a full snapshot was just taken."""
-        if self._touched is not None:
-            self._touched = set()
+        if self._added is not None:
+            self._added, self._closings = set(), []
+
+    def _note_closing(self, key: bytes, ts: int, state: int, label_digest: bytes = b"") -> None:
+        """The record of ``key`` at ``ts`` was just closed (pending to ``state``): a closing for the
+        next delta, unless the record was added since the last checkpoint (then the delta carries
+        it whole, as it is then)."""
+        added = self._added
+        if added is not None and (key, ts) not in added:
+            self._closings.append(_closing(key, ts, state, label_digest))
 
     def take_changes(self) -> JoinChanges:
         """What changed since tracking started or the last call (see :class:`JoinChanges`).
@@ -1345,6 +1359,8 @@ class LabelJoin:
         >>> label = LabelEvent(prediction_id="p1", label="1", timestamp=2_000)
         >>> _ = join.reset_changes(), join.on_label(label)
         >>> changes = join.take_changes()
+        >>> changes.records, len(changes.closings)  # p1 was in the base: its closing alone
+        (b'', 21)
         >>> restored = pickle.loads(base)
         >>> restored.apply_changes(changes)
         >>> restored.pending_count, restored.on_label(label)
@@ -1352,23 +1368,26 @@ class LabelJoin:
         >>> [d.exact for d in restored.take_duplicates()]
         [True]
         """
-        touched = self._touched or set()
-        if self._touched is not None:
-            self._touched = set()
+        added = self._added or set()
+        closings = self._closings
+        if self._added is not None:
+            self._added, self._closings = set(), []
         records: list[bytes] = []
         gone: list[tuple[bytes, int]] = []
-        for key, ts in sorted(touched):  # one id's records in event-time order: their arrival order
+        for key, ts in sorted(added):  # one id's records in event-time order: their arrival order
             found = self._locate(key, ts)
             if found is None:
                 gone.append((key, ts))
             else:
                 gid, pos, end = found
                 records.append(self._whole(self._groups[gid][pos:end]))
-        return JoinChanges(b"".join(records), gone, self._outside_table())
+        return JoinChanges(b"".join(records), gone, self._outside_table(), b"".join(closings))
 
     def apply_changes(self, changes: JoinChanges) -> None:
         """Bring this join (restored from the checkpoint ``changes`` follows) to the state
         ``changes`` was taken in; ValueError if the result disagrees with the counts it recorded."""
+        # first: a record closed, forgotten and added again in one interval comes whole after it
+        self._apply_closings(getattr(changes, "closings", b""))  # absent before delta format 5
         records = changes.records
         stub = self._store is not None and self._unspilled is not None  # restored under a budget
         if stub and records:  # pending records as stubs, so no second needs walking for whole ones after
@@ -1409,6 +1428,32 @@ class LabelJoin:
         if (self._records, self._pending) != expected:
             raise ValueError(f"join changes do not apply: {self._records} records, {self._pending} pending "
                              f"after applying them, the checkpoint recorded {expected[0]} and {expected[1]}")
+
+    def _apply_closings(self, closings: bytes) -> None:
+        """Close the pending records ``closings`` name (:func:`_closing`) as the live join closed
+        them: the closed record keeps the pending one's head CRC, payload digest and context id."""
+        pos, size = 0, len(closings)
+        while pos < size:
+            code = closings[pos] | closings[pos + 1] << 8
+            key = closings[pos : pos + (18 if code == _UUID_CODE else 2 + code)]
+            pos += len(key)
+            ts, state = _TS.unpack_from(closings, pos)
+            pos += _TS.size
+            found = self._locate(key, ts)
+            at = -1 if found is None else found[1] + _AT + len(key)
+            group = b"" if found is None else self._groups[found[0]]
+            if found is None or group[at + 8] != _PENDING or state not in (_JOINED, _CLOSED):
+                raise ValueError(f"join changes do not apply: no pending record of {_pid(key)!r} at {ts} "
+                                 "to close")
+            gid, start, end = found
+            tail = b""
+            if state == _JOINED:  # the context id as in the pending record's _PRED, the label's digest
+                tail = group[at + _BODY + 1 : at + _BODY + 5] + closings[pos : pos + DIGEST_SIZE]
+                pos += DIGEST_SIZE
+            crc = _HEAD.unpack_from(group, start)[1]
+            closed = _closed(key, crc, ts, state, group[at + _DIGEST_AT : at + _BODY], tail)
+            self._groups[gid] = b"".join((group[:start], closed, group[end:]))
+            self._pending -= 1
 
     def _locate(self, key: bytes, ts: int) -> tuple[int, int, int] | None:
         """(group, start, end) of the record of id key ``key`` at event time ``ts``, if remembered.
@@ -1646,8 +1691,8 @@ class LabelJoin:
 
     def _add(self, gid: int, crc: int, record: bytes, ts: int) -> None:
         """Append a record (of an id with hash ``crc``, at event time ``ts``) to its group."""
-        if self._touched is not None:
-            self._touched.add((_record_key(record), ts))
+        if self._added is not None:
+            self._added.add((_record_key(record), ts))
         self._groups[gid] += record
         self._records += 1
         self._estimate += len(record)
@@ -1856,8 +1901,7 @@ class LabelJoin:
                 digest = group[pos + at + _DIGEST_AT : pos + at + _BODY]
                 closed = _closed(key, crc, ts, _CLOSED, digest)
                 self._groups[gid] = b"".join((group[:pos], closed, group[end:]))
-                if self._touched is not None:
-                    self._touched.add((key, ts))
+                self._note_closing(key, ts, _CLOSED)
                 self._pending -= 1
                 ctx: tuple[str, str, str] = self._ctx[_PRED.unpack_from(group, pos + at + _BODY)[1]]
                 return ctx
@@ -1877,8 +1921,7 @@ class LabelJoin:
             digest = group[at + _DIGEST_AT : at + _BODY]
             crc = _HEAD.unpack_from(group, pos)[1]
             parts += (group[kept:pos], _closed(key, crc, pred_ts, _CLOSED, digest))
-            if self._touched is not None:
-                self._touched.add((key, pred_ts))
+            self._note_closing(key, pred_ts, _CLOSED)
             kept = end
             self._pending -= 1
             model_id, model_version, segment = self._ctx[_PRED.unpack_from(group, at + _BODY)[1]]
@@ -2172,6 +2215,30 @@ def _closed(key: bytes, crc: int, ts: int, state: int, digest: bytes, tail: byte
         return _CLOSED_UUID.pack(_CLOSED_UUID.size, crc, key, ts, state, digest)
     size = _AT + len(key) + _BODY + len(tail)
     return b"".join((_HEAD.pack(size, crc), key, _TS.pack(ts, state), digest, tail))
+
+
+def _closing(key: bytes, ts: int, state: int, label_digest: bytes = b"") -> bytes:
+    """What a delta says of a record its chain holds pending and that was closed since: the id key,
+    event time and new state (:data:`_TS`), and a joined one's label digest; the rest of the closed
+    record (head CRC, payload digest, context id) a restore takes from the pending one."""
+    return b"".join((key, _TS.pack(ts, state), label_digest))
+
+
+def _closing_keys(closings: bytes) -> list[tuple[bytes, int]]:
+    """(id key, event time) of each of concatenated closings (:func:`_closing`).
+
+    >>> _closing_keys(_closing(_id_key("a"), 5, _JOINED, bytes(8)) + _closing(_id_key("b"), 7, _CLOSED))
+    [(b'\\x01\\x00a', 5), (b'\\x01\\x00b', 7)]
+    """
+    out = []
+    pos, size = 0, len(closings)
+    while pos < size:
+        code = closings[pos] | closings[pos + 1] << 8
+        key = closings[pos : pos + (18 if code == _UUID_CODE else 2 + code)]
+        ts, state = _TS.unpack_from(closings, pos + len(key))
+        out.append((key, ts))
+        pos += len(key) + _TS.size + (DIGEST_SIZE if state == _JOINED else 0)
+    return out
 
 
 def _upgrade_v1_group(group: bytes) -> bytes:

@@ -31,7 +31,11 @@ checkpoint (and 0.03 s to undo at a restore) to save ~10 % of its bytes. Delta f
 chain holds already and never changes (a shard's reference profiles) is named in a delta, not
 pickled again (:class:`ChainShared`). Delta format 4: the codec byte is followed by the count of
 records a restore applies from it (8 bytes, big-endian; :func:`delta_records`), so the runner's
-restore estimate does not depend on how well the codec compressed them.
+restore estimate does not depend on how well the codec compressed them. Delta format 5: the
+same envelope; a stage-1 delta names a join record its chain held pending and that was closed
+since by a *closing* (id key, time, state, label digest) instead of carrying it whole
+(``driftline.operators.join.JoinChanges``); a reader of format 4 would drop the closings, so it
+refuses the format instead.
 
 >>> blob = dump_state({"seen": 3})
 >>> blob[:5] == b"DLST" + bytes([STATE_FORMAT])
@@ -79,7 +83,7 @@ from driftline.config import RESULT_NEUTRAL, RESULT_SECTIONS, Settings
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 4
-DELTA_FORMAT = 4
+DELTA_FORMAT = 5
 RAW_ABOVE = 8 * 2**20
 """Base pickles larger than this are stored without compression (see the module docstring)."""
 RAW_DELTA_ABOVE = 2**20
