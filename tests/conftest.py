@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,35 @@ def _feed_with_crashes(
 def feed_with_crashes() -> Any:
     """The crash/restore driver of the in-process determinism tests (see _feed_with_crashes)."""
     return _feed_with_crashes
+
+
+def _run_with_producer(settings: Settings, scenario: Callable[[Any], Awaitable[None]]) -> None:
+    """Create ``settings``' topics, then run ``scenario`` with one started aiokafka producer (stopped
+    after it, whatever it raised) in a fresh event loop."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from driftline.kafka.admin import ensure_topics
+    from driftline.kafka.clients import aiokafka_producer_kwargs
+
+    ensure_topics(settings)
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+        await producer.start()
+        try:
+            await scenario(producer)
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def run_with_producer() -> Callable[[Settings, Callable[[Any], Awaitable[None]]], None]:
+    """The checkpoint tests' driver: ``run_with_producer(settings, scenario)`` (see _run_with_producer)."""
+    return _run_with_producer
 
 
 # -- scheduling under `make test` (-n 3 --dist loadfile --no-loadscope-reorder) ----------------------

@@ -3,7 +3,6 @@ the base from its copy only when the copy is the chain's last base, whole and it
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
@@ -14,11 +13,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
-from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer_kwargs
 from driftline.streams.checkpoint import Checkpoint, CheckpointStore, LocalBases
 
 pytestmark = pytest.mark.integration
+
+# tests/conftest.py's run_with_producer fixture
+RunWithProducer = Callable[[Settings, Callable[[AIOKafkaProducer], Awaitable[None]]], None]
 
 SMALL = {"max_chunk_bytes": 64 * 1024, "deliver_group_bytes": 128 * 1024}
 
@@ -48,21 +48,8 @@ def _same_chain(a: Checkpoint, b: Checkpoint) -> bool:
         b.checkpoint_id, b.blob, b.deltas, b.offsets, b.generation)
 
 
-def _run(settings: Settings, scenario: Callable[[AIOKafkaProducer], Awaitable[None]]) -> None:
-    ensure_topics(settings)
-
-    async def main() -> None:
-        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
-        await producer.start()
-        try:
-            await scenario(producer)
-        finally:
-            await producer.stop()
-
-    asyncio.run(main())
-
-
-def test_a_restore_from_the_local_copy_equals_one_from_the_topic(settings: Settings, tmp_path: Path) -> None:
+def test_a_restore_from_the_local_copy_equals_one_from_the_topic(settings: Settings, tmp_path: Path,
+                                                                 run_with_producer: RunWithProducer) -> None:
     state_dir = tmp_path / "state"
 
     async def scenario(producer: AIOKafkaProducer) -> None:
@@ -93,10 +80,11 @@ def test_a_restore_from_the_local_copy_equals_one_from_the_topic(settings: Setti
         again = await _load(settings, producer, state_dir, 2)
         assert (again.checkpoint_id, again.blob, again.local_bytes) == (later, b"B2" * 50_000, 100_000)
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
-def test_a_copy_of_an_older_base_is_ignored(settings: Settings, tmp_path: Path) -> None:
+def test_a_copy_of_an_older_base_is_ignored(settings: Settings, tmp_path: Path,
+                                            run_with_producer: RunWithProducer) -> None:
     """A copy left from an earlier base, in the same generation or an older one, is not used: the
     chain's last base is read from the topic (a crash between a base's acknowledgement and its
     copy's rename, or a copy that failed, leaves one)."""
@@ -123,7 +111,7 @@ def test_a_copy_of_an_older_base_is_ignored(settings: Settings, tmp_path: Path) 
             assert _same_chain(local, remote) and local.blob == newer and local.deltas == (b"d",)
             assert local.local_bytes == 0 and local.generation == (0 if rotate else 1)
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
 def _rewrite_trailer(path: Path, **changes: object) -> None:
@@ -139,7 +127,8 @@ def _rewrite_trailer(path: Path, **changes: object) -> None:
     assert staged is not None and copies.keep(staged, replace(position, **changes))  # type: ignore[arg-type]
 
 
-def test_a_corrupt_truncated_or_foreign_copy_is_ignored(settings: Settings, tmp_path: Path) -> None:
+def test_a_corrupt_truncated_or_foreign_copy_is_ignored(settings: Settings, tmp_path: Path,
+                                                        run_with_producer: RunWithProducer) -> None:
     state_dir = tmp_path / "state"
 
     def flip_a_blob_byte(path: Path) -> None:
@@ -193,11 +182,11 @@ def test_a_corrupt_truncated_or_foreign_copy_is_ignored(settings: Settings, tmp_
             assert _same_chain(local, remote), spoil.__name__
             assert local.local_bytes == 0, spoil.__name__
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
 def test_a_copy_that_cannot_be_written_is_counted_and_the_checkpoint_kept(
-        settings: Settings, tmp_path: Path) -> None:
+        settings: Settings, tmp_path: Path, run_with_producer: RunWithProducer) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_bytes(b"")
 
@@ -210,11 +199,11 @@ def test_a_copy_that_cannot_be_written_is_counted_and_the_checkpoint_kept(
         restored = await _load(settings, producer, not_a_dir / "state", 0)
         assert (restored.blob, restored.deltas, restored.local_bytes) == (b"base", (b"d",), 0)
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
 def test_the_store_tells_which_base_a_restore_here_reads_from_disk(
-        settings: Settings, tmp_path: Path) -> None:
+        settings: Settings, tmp_path: Path, run_with_producer: RunWithProducer) -> None:
     state_dir = tmp_path / "state"
     not_a_dir = tmp_path / "file"
     not_a_dir.write_bytes(b"")
@@ -248,4 +237,4 @@ def test_the_store_tells_which_base_a_restore_here_reads_from_disk(
         assert failing.local_copy_failures == {"st": 1} and not failing.has_local_base("st", 2, lost)
         await failing.stop()
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)

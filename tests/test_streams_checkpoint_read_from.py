@@ -4,7 +4,6 @@ older writer's) or nothing assembles from where they point."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,8 +12,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
-from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer_kwargs
 from driftline.streams.checkpoint import (
     BASE,
     DELTA,
@@ -28,25 +25,14 @@ from driftline.streams.checkpoint import (
 
 pytestmark = pytest.mark.integration
 
+# tests/conftest.py's run_with_producer fixture
+RunWithProducer = Callable[[Settings, Callable[[AIOKafkaProducer], Awaitable[None]]], None]
+
 CHUNK = 64 * 1024
 SMALL = {"max_chunk_bytes": CHUNK, "deliver_group_bytes": 128 * 1024}
 BASE_BYTES = 300_000
 BASE_CHUNKS = chunk_count(BASE_BYTES, CHUNK)  # six
 SLACK = CHUNK  # the last record, read to learn where to start, and the chunks' headers
-
-
-def _run(settings: Settings, scenario: Callable[[AIOKafkaProducer], Awaitable[None]]) -> None:
-    ensure_topics(settings)
-
-    async def main() -> None:
-        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
-        await producer.start()
-        try:
-            await scenario(producer)
-        finally:
-            await producer.stop()
-
-    asyncio.run(main())
 
 
 async def _store(settings: Settings, producer: AIOKafkaProducer,
@@ -83,7 +69,8 @@ async def _two_bases(writer: CheckpointStore) -> tuple[bytes, bytes, str]:
     return first, second, link
 
 
-def test_a_restore_reads_the_last_base_and_its_deltas_not_the_base_before(settings: Settings) -> None:
+def test_a_restore_reads_the_last_base_and_its_deltas_not_the_base_before(
+        settings: Settings, run_with_producer: RunWithProducer) -> None:
     async def scenario(producer: AIOKafkaProducer) -> None:
         writer = await _store(settings, producer)
         try:
@@ -110,10 +97,11 @@ def test_a_restore_reads_the_last_base_and_its_deltas_not_the_base_before(settin
         assert (after.checkpoint_id, after.blob, after.deltas) == (link, second, (b"b0", b"b1", b"b2"))
         assert after.broker_bytes < len(second) + SLACK
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
-def test_a_third_base_cut_off_mid_write_restores_the_base_before_it(settings: Settings) -> None:
+def test_a_third_base_cut_off_mid_write_restores_the_base_before_it(
+        settings: Settings, run_with_producer: RunWithProducer) -> None:
     async def scenario(producer: AIOKafkaProducer) -> None:
         writer = await _store(settings, producer)
         try:
@@ -133,10 +121,11 @@ def test_a_third_base_cut_off_mid_write_restores_the_base_before_it(settings: Se
         assert (chain.checkpoint_id, chain.blob, chain.deltas) == (last, second, (b"b0", b"b1"))
         assert chain.broker_bytes < len(second) + 3 * CHUNK + SLACK < 2 * len(second)
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
-def test_chunks_naming_no_start_are_read_from_the_beginning(settings: Settings) -> None:
+def test_chunks_naming_no_start_are_read_from_the_beginning(settings: Settings,
+                                                            run_with_producer: RunWithProducer) -> None:
     async def scenario(producer: AIOKafkaProducer) -> None:
         # As the writer before issue 19 wrote them: no "from" in any chunk.
         topic = chain_topic(settings.topics.state, "st", 2, 0)
@@ -151,10 +140,11 @@ def test_chunks_naming_no_start_are_read_from_the_beginning(settings: Settings) 
         assert (chain.checkpoint_id, chain.blob, chain.deltas) == ("d2", second, (b"d2",))
         assert chain.broker_bytes > len(first) + len(second)
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
-def test_a_start_where_nothing_assembles_falls_back_to_reading_from_the_beginning(settings: Settings) -> None:
+def test_a_start_where_nothing_assembles_falls_back_to_reading_from_the_beginning(
+        settings: Settings, run_with_producer: RunWithProducer) -> None:
     async def scenario(producer: AIOKafkaProducer) -> None:
         topic = chain_topic(settings.topics.state, "st", 2, 0)
         base = os.urandom(BASE_BYTES)
@@ -168,11 +158,11 @@ def test_a_start_where_nothing_assembles_falls_back_to_reading_from_the_beginnin
         chain = await _load(settings, producer, 2)
         assert (chain.checkpoint_id, chain.blob, chain.deltas, chain.base_offset) == ("d1", base, (b"d1",), 0)
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
 
 
 def test_a_restore_from_the_local_copy_tells_the_next_links_where_the_base_starts(
-        settings: Settings, tmp_path: Path) -> None:
+        settings: Settings, tmp_path: Path, run_with_producer: RunWithProducer) -> None:
     state_dir = tmp_path / "state"
 
     async def scenario(producer: AIOKafkaProducer) -> None:
@@ -192,4 +182,4 @@ def test_a_restore_from_the_local_copy_tells_the_next_links_where_the_base_start
         assert (remote.checkpoint_id, remote.blob, remote.deltas) == (link, second, (b"b0", b"b1", b"b2"))
         assert remote.broker_bytes < len(second) + SLACK
 
-    _run(settings, scenario)
+    run_with_producer(settings, scenario)
