@@ -32,7 +32,11 @@ own loop spends between calls is its own row:
 - shard loop: the rest of ``ShardProcessor.process`` (lateness, segments, window keys);
 - stage 2 and sink rows: ``ModelProcessor.process`` and the sink's row mapping, for completeness.
 
-Each wrapped call costs a timer pair; that cost is measured on a no-op and subtracted per call.
+Each wrapped call costs a timer pair; that cost is measured on a no-op and subtracted per call,
+each part from the stage it lands in: the part between the two clock reads from the callee's stage,
+the part around them (the wrapper's call and bookkeeping, ~60 % of it here) from its caller's.
+(Until this split, all of it came off the callee, which left that part in the caller's stage: in
+routing, whose ``_route`` calls the sink's row mapping once per outcome, ~2 us per prediction.)
 The un-instrumented run of the same workload is reported beside the sum. Every figure is this
 process's CPU time (``time.process_time``), not wall time: on the shared 2-core box other processes'
 load stretched wall-time figures 2-3x from one run to the next, CPU time moves far less.
@@ -44,12 +48,28 @@ on fresh joins (best of ``--rounds``). ``--join-baseline FILE`` (another revisio
 module too, in alternating rounds of one process, checks that both give the same results and end
 states, and reports the ratio: an A/B of a join change on the box's load of the moment.
 
+Figure (12c), with ``--shard-baseline FILE`` (another revision's ``pipeline/shard.py``) and
+optionally ``--local-baseline FILE`` (its ``pipeline/local.py``, the in-process transport): the
+columnar run on this revision's shard and transport beside the baseline's, in alternating
+instrumented rounds of one process (best of ``--rounds`` per stage), with a digest of every message
+either emits (topic, key, value, partition, in order) and of the rows they write: an A/B of a change
+around the operators (routing, produce, shard loop), which must leave every output as it was.
+
+Figure (12d), with ``--outcome-encoding``: the outcomes topic's messages (one per outcome, its row's
+JSON) of every batch of the columnar run, built as the shard builds them (``orjson.dumps`` per row)
+and from one ``dumps`` of the batch's rows split at each row's first key; same bytes, CPU time best
+of ``--rounds`` alternating, the columnar Outcomes record added to both. The batch's one call is
+no cheaper (1.01x and 1.13x the per-row figure in two runs at load ~14): the split copies every
+row's text once more, and the rows still are one dict each.
+
     .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline FILE]
+        [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import pickle
 import time
 from collections import Counter, defaultdict
@@ -57,7 +77,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from common import (
@@ -124,16 +144,30 @@ ORDER = ["decode + validate", "join", "windows", "detectors", "multivariate", "r
 STAGE1 = ORDER[: ORDER.index("stage 2")]
 
 
-class StageClock:
-    """Exclusive CPU time and call counts per stage, for functions wrapped by :meth:`wrap`."""
+class TimerCost(NamedTuple):
+    """What one wrapped call adds: ``inside`` the callee's timed interval, ``outside`` it (in the
+    caller's), in seconds."""
 
-    def __init__(self) -> None:
+    inside: float
+    outside: float
+
+    @property
+    def total(self) -> float:
+        return self.inside + self.outside
+
+
+class StageClock:
+    """Exclusive CPU time and call counts per stage, for functions wrapped by :meth:`wrap`; a wrapped
+    call's ``outside`` cost (:class:`TimerCost`) is taken off its caller's stage."""
+
+    def __init__(self, outside_s: float = 0.0) -> None:
+        self.outside_s = outside_s
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.calls: Counter[str] = Counter()
         self._stack: list[float] = []  # time spent in wrapped callees of each open call
 
     def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        clock, stack, seconds, calls = CLOCK, self._stack, self.seconds, self.calls
+        clock, stack, seconds, calls, outside = CLOCK, self._stack, self.seconds, self.calls, self.outside_s
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             stack.append(0.0)
@@ -145,17 +179,17 @@ class StageClock:
                 seconds[stage] += elapsed - stack.pop()
                 calls[stage] += 1
                 if stack:
-                    stack[-1] += elapsed
+                    stack[-1] += elapsed + outside
 
         return timed
 
 
 @contextmanager
-def instrumented(clock: StageClock) -> Iterator[list[str]]:
-    """Wrap every entry point of STAGES for the duration; yields the ones that do not exist."""
+def instrumented(clock: StageClock, stages: Sequence[tuple[str, Any, str]] = STAGES) -> Iterator[list[str]]:
+    """Wrap every entry point of ``stages`` for the duration; yields the ones that do not exist."""
     saved: list[tuple[Any, str, Any]] = []
     missing = []
-    for stage, owner, name in STAGES:
+    for stage, owner, name in stages:
         original = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
         if original is None:
             missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
@@ -174,8 +208,9 @@ def instrumented(clock: StageClock) -> Iterator[list[str]]:
             setattr(owner, name, original)
 
 
-def timer_overhead_s(calls: int = 200_000) -> float:
-    """Seconds one wrapped call adds, measured on a no-op."""
+def timer_cost(calls: int = 200_000) -> TimerCost:
+    """What one wrapped call adds, measured on a no-op: between its clock reads (the no-op's
+    recorded time less its bare call) and around them (the rest)."""
     clock = StageClock()
 
     def noop() -> None:
@@ -185,11 +220,13 @@ def timer_overhead_s(calls: int = 200_000) -> float:
     t0 = CLOCK()
     for _ in range(calls):
         noop()
-    bare = CLOCK() - t0
+    bare = (CLOCK() - t0) / calls
     t0 = CLOCK()
     for _ in range(calls):
         timed()
-    return max((CLOCK() - t0 - bare) / calls, 0.0)
+    total = max((CLOCK() - t0) / calls - bare, 0.0)
+    inside = min(max(clock.seconds["noop"] / calls - bare, 0.0), total)
+    return TimerCost(inside, total - inside)
 
 
 def _workload(settings: Settings, n: int, seed: int) -> tuple[list[validate.RawRecord], list[bytes], int]:
@@ -201,9 +238,10 @@ def _workload(settings: Settings, n: int, seed: int) -> tuple[list[validate.RawR
 
 
 def _run(
-    settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], columnar: bool
+    settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], columnar: bool,
+    pipeline_class: type[local.InProcessPipeline] = local.InProcessPipeline,
 ) -> float:
-    pipeline = local.InProcessPipeline(settings, profiles=profiles)
+    pipeline = pipeline_class(settings, profiles=profiles)
     for processor in pipeline.shards:
         processor.columnar = columnar
     batch = settings.worker.batch_max_records
@@ -214,7 +252,7 @@ def _run(
 
 
 def _breakdowns(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes], n_pred: int,
-                overhead: float) -> dict[bool, dict[str, Any]]:
+                cost: TimerCost) -> dict[bool, dict[str, Any]]:
     """Per path (False: row, True: columnar): per-stage microseconds per prediction, the un-instrumented
     figure (best of two runs around the timed one) and what could not be timed. The two paths' runs
     alternate, so a load that changes during the bench weighs on both alike."""
@@ -224,10 +262,10 @@ def _breakdowns(settings: Settings, raw: Sequence[validate.RawRecord], profiles:
     plain = {columnar: _run(settings, raw, profiles, columnar) for columnar in paths}
     out: dict[bool, dict[str, Any]] = {}
     for columnar in paths:
-        clock = StageClock()
+        clock = StageClock(cost.outside)
         with instrumented(clock) as missing:
             timed_s = _run(settings, raw, profiles, columnar)
-        per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * overhead, 0.0) / n_pred * 1e6
+        per_event = {stage: max(clock.seconds[stage] - clock.calls[stage] * cost.inside, 0.0) / n_pred * 1e6
                      for stage in ORDER}
         out[columnar] = {"us_per_event": per_event, "stage1_us": sum(per_event[s] for s in STAGE1),
                          "instrumented_s": timed_s, "calls": dict(clock.calls), "missing": missing}
@@ -243,8 +281,8 @@ def measure(n: int, seed: int = 0) -> Figure:
     tune_gc()
     settings = bench_settings("127.0.0.1:9", "bs")
     raw, profiles, n_pred = _workload(settings, n, seed)
-    overhead = timer_overhead_s()
-    both = _breakdowns(settings, raw, profiles, n_pred, overhead)
+    cost = timer_cost()
+    both = _breakdowns(settings, raw, profiles, n_pred, cost)
     row, col = both[False], both[True]
     t0 = CLOCK()
     for r in raw:
@@ -259,7 +297,8 @@ def measure(n: int, seed: int = 0) -> Figure:
               f"{col['stage1_us']:.2f} (row path {row['stage1_us']:.2f}); un-instrumented total "
               f"{plain_us:.2f} us/pred event ({1e6 / plain_us:,.0f} pred/s; row path {row_us:.2f}, "
               f"{1e6 / row_us:,.0f} pred/s: {row_us / plain_us:.2f}x), instrumented "
-              f"{col['instrumented_s'] / n_pred * 1e6:.2f} less {overhead * 1e9:.0f} ns per timed call; "
+              f"{col['instrumented_s'] / n_pred * 1e6:.2f} less {cost.total * 1e9:.0f} ns per timed call "
+              f"({cost.inside * 1e9:.0f} of it off the callee's stage); "
               f"{n_pred:,} predictions + labels, batches of {settings.worker.batch_max_records}, "
               "25 sequential feature detectors")
     missing = sorted(set(row["missing"]) | set(col["missing"]))
@@ -272,7 +311,7 @@ def measure(n: int, seed: int = 0) -> Figure:
                   col["stage1_us"], "us/pred event", f"<= {TARGET_US:.2f} (120,000 pred/s/core)", met, detail,
                   {"us_per_event": per_event, "row_us_per_event": row["us_per_event"],
                    "json_parse_us": parse_us, "uninstrumented_us": plain_us, "row_uninstrumented_us": row_us,
-                   "instrumented_s": col["instrumented_s"], "timer_overhead_ns": overhead * 1e9,
+                   "instrumented_s": col["instrumented_s"], "timer_overhead_ns": cost.total * 1e9,
                    "calls": col["calls"], "row_calls": row["calls"], "missing": missing,
                    "predictions": n_pred})
 
@@ -365,6 +404,164 @@ def measure_join(n: int, rounds: int, baseline: Path | None = None, seed: int = 
                   detail, extra)
 
 
+def _recording(pipeline_class: type[local.InProcessPipeline], digest: Any) -> type[local.InProcessPipeline]:
+    """``pipeline_class`` feeding every message it routes into ``digest``, and its rows at the end."""
+
+    class Recording(pipeline_class):  # type: ignore[misc,valid-type]
+        def _route(self, messages: list[Any]) -> None:
+            for m in messages:
+                digest.update(pickle.dumps((m.topic, m.key, m.value, m.partition)))
+            super()._route(messages)
+
+    return Recording
+
+
+def _outputs_digest(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes],
+                    pipeline_class: type[local.InProcessPipeline]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    recording = _recording(pipeline_class, digest)
+    pipeline = recording(settings, profiles=profiles)
+    batch = settings.worker.batch_max_records
+    for i in range(0, len(raw), batch):
+        pipeline.feed(raw[i : i + batch])
+    digest.update(pickle.dumps(sorted((table, orjson.dumps(rows, option=orjson.OPT_SORT_KEYS))
+                                      for table, rows in pipeline.rows.items())))
+    return digest.hexdigest()
+
+
+def measure_shard_baseline(n: int, rounds: int, shard_file: Path, local_file: Path | None,
+                           seed: int = 0) -> Figure:
+    """Figure (12c): stage 1 around the operators on this revision's shard (and transport) beside a
+    baseline's, per stage, alternating instrumented rounds (best of ``rounds``); outputs digested."""
+    tune_gc()
+    settings = bench_settings("127.0.0.1:9", "bs")
+    raw, profiles, n_pred = _workload(settings, n, seed)
+    base_shard = module_from_file(shard_file, "shard_baseline")
+    base_local = module_from_file(local_file, "local_baseline") if local_file is not None else None
+    if base_local is not None:
+        base_local.ShardProcessor = base_shard.ShardProcessor  # type: ignore[attr-defined]
+        base_class: type[local.InProcessPipeline] = base_local.InProcessPipeline
+    else:
+        class BaseShards(local.InProcessPipeline):
+            def __init__(self, settings: Settings, run_id: str = "", profiles: Any = ()) -> None:
+                saved = local.ShardProcessor
+                local.ShardProcessor = base_shard.ShardProcessor  # type: ignore[misc]
+                try:
+                    super().__init__(settings, run_id, profiles)
+                finally:
+                    local.ShardProcessor = saved  # type: ignore[misc]
+        base_class = BaseShards
+    swaps: dict[Any, Any] = {shard.ShardProcessor: base_shard.ShardProcessor, shard: base_shard}
+    if base_local is not None:
+        swaps[local.InProcessPipeline] = base_class
+    variants: dict[str, tuple[type[local.InProcessPipeline], list[tuple[str, Any, str]]]] = {
+        "this": (local.InProcessPipeline, STAGES),
+        "baseline": (base_class, [(stage, swaps.get(owner, owner), name) for stage, owner, name in STAGES]),
+    }
+    digests = {label: _outputs_digest(settings, raw, profiles, cls) for label, (cls, _) in variants.items()}
+    cost = timer_cost()
+    best: dict[str, dict[str, float]] = {label: {} for label in variants}
+    plain: dict[str, float] = {}
+    order = list(variants)
+    for r in range(rounds):  # alternating, so a load that changes meanwhile weighs on both alike
+        for label in order if r % 2 == 0 else order[::-1]:
+            cls, stages = variants[label]
+            plain[label] = min(plain.get(label, float("inf")), _run(settings, raw, profiles, True, cls))
+            clock = StageClock(cost.outside)
+            with instrumented(clock, stages):
+                _run(settings, raw, profiles, True, cls)
+            for stage in ORDER:
+                spent = max(clock.seconds[stage] - clock.calls[stage] * cost.inside, 0.0) / n_pred * 1e6
+                best[label][stage] = min(best[label].get(stage, spent), spent)
+    same = digests["this"] == digests["baseline"]
+    around = ("routing", "produce", "shard loop")
+    this_us, base_us = (sum(best[label][s] for s in around) for label in ("this", "baseline"))
+    this, base = best["this"], best["baseline"]
+    stage1 = {label: sum(best[label][s] for s in STAGE1) for label in variants}
+    plain_us = {label: seconds / n_pred * 1e6 for label, seconds in plain.items()}
+    detail = (", ".join(f"{s} {base[s]:.2f} -> {this[s]:.2f} ({this[s] / base[s]:.2f}x)"
+                        for s in around if base[s])
+              + f" us/pred event; the three {base_us:.2f} -> {this_us:.2f} ({this_us / base_us:.2f}x); "
+              f"stage 1 sum {stage1['baseline']:.2f} -> {stage1['this']:.2f}; "
+              f"un-instrumented {plain_us['baseline']:.2f} -> {plain_us['this']:.2f}; "
+              f"best of {rounds} alternating rounds, {n_pred:,} predictions + labels; outputs "
+              f"{'identical' if same else 'DIFFERENT'} (digest {digests['this'][:12]})")
+    return Figure("around_operators_us", "(12c) routing + produce + shard loop, this vs baseline", this_us,
+                  "us/pred event", "", None, detail,
+                  {"this": best["this"], "baseline": best["baseline"], "identical": same,
+                   "plain_s": plain})
+
+
+def _outcome_batches(settings: Settings, raw: Sequence[validate.RawRecord],
+                     profiles: list[bytes]) -> list[list[Any]]:
+    """The outcomes each shard emitted, call by call, in a columnar run."""
+    batches: list[list[Any]] = []
+    emit = shard.ShardProcessor._emit_outcomes
+
+    def kept(self: shard.ShardProcessor, outcomes: list[Any], expired: list[Any], out: list[Any]) -> None:
+        batches.append(list(outcomes))
+        emit(self, outcomes, expired, out)
+
+    shard.ShardProcessor._emit_outcomes = kept  # type: ignore[method-assign]
+    try:
+        _run(settings, raw, profiles, True)
+    finally:
+        shard.ShardProcessor._emit_outcomes = emit  # type: ignore[method-assign]
+    return [b for b in batches if b]
+
+
+def _outcome_messages_split(processor: shard.ShardProcessor, outcomes: list[Any]) -> list[Any]:
+    """The outcome messages ``_emit_outcomes`` builds, from one dumps of the rows split per row."""
+    rows = [to_rows.outcome_row(o, processor.run_id) for o in outcomes]
+    if len(rows) < 2:
+        values = [orjson.dumps(row) for row in rows]
+    else:  # flat rows, run_id first: a bare '},{"run_id":' only ever ends one row and starts the next
+        head = b'{"run_id":'
+        parts = orjson.dumps(rows)[1:-1].split(b"}," + head)
+        values = [head + part + b"}" for part in parts]
+        values[0], values[-1] = parts[0] + b"}", head + parts[-1]
+    return [shard.OutboundMessage(processor.outcomes_topic, o.prediction_id.encode(), value)
+            for o, value in zip(outcomes, values, strict=True)]
+
+
+def measure_outcome_encoding(n: int, rounds: int, seed: int = 0) -> Figure:
+    """Figure (12d): the outcome messages of a columnar run, per row (the shard's) vs one dumps per batch."""
+    tune_gc()
+    settings = bench_settings("127.0.0.1:9", "bs")
+    raw, profiles, n_pred = _workload(settings, n, seed)
+    batches = _outcome_batches(settings, raw, profiles)
+    processor = shard.ShardProcessor(0, settings, run_id="bench-run")
+
+    def per_row(outcomes: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        processor._emit_outcomes(outcomes, [], out)
+        return out
+
+    def split(outcomes: list[Any]) -> list[Any]:
+        out = _outcome_messages_split(processor, outcomes)
+        processor._emit_columns(records.Outcomes, outcomes, out)  # stage 2's columns, as the shard adds
+        return out
+
+    variants = {"per row": per_row, "per batch": split}
+    same = all(per_row(b) == split(b) for b in batches)
+    best: dict[str, float] = {}
+    order = list(variants)
+    for r in range(rounds):
+        for label in order if r % 2 == 0 else order[::-1]:
+            build = variants[label]
+            t0 = CLOCK()
+            for outcomes in batches:
+                build(outcomes)
+            best[label] = min(best.get(label, float("inf")), CLOCK() - t0)
+    us = {label: seconds / n_pred * 1e6 for label, seconds in best.items()}
+    count = sum(map(len, batches))
+    detail = (f"one dumps per batch, split {us['per batch']:.2f} us/pred event "
+              f"({us['per batch'] / us['per row']:.2f}x); {count:,} outcomes in {len(batches)} batches, best "
+              f"of {rounds} alternating rounds; messages {'identical' if same else 'DIFFERENT'}")
+    return Figure("outcome_messages_us", "(12d) outcome messages, orjson.dumps per row", us["per row"],
+                  "us/pred event", "", None, detail, {"us": us, "identical": same})
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
@@ -372,6 +569,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7, help="replays of the join's calls (best of)")
     parser.add_argument("--join-baseline", type=Path, default=None,
                         help="another revision's operators/join.py: its replayed calls beside this one's")
+    parser.add_argument("--shard-baseline", type=Path, default=None,
+                        help="another revision's pipeline/shard.py: stage 1 on it beside this one's (12c)")
+    parser.add_argument("--outcome-encoding", action="store_true",
+                        help="the outcome messages per row vs one dumps per batch (12d), alone")
+    parser.add_argument("--local-baseline", type=Path, default=None,
+                        help="with --shard-baseline: that revision's pipeline/local.py (the transport)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n = min(args.n, 2_000)
@@ -381,6 +584,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.outcome_encoding:
+        encoded = measure_outcome_encoding(args.n, args.rounds)
+        print_figures([encoded], "outcome messages")
+        return 0 if encoded.extra["identical"] else 1
+    if args.shard_baseline is not None:  # the A/B alone
+        compared = measure_shard_baseline(args.n, args.rounds, args.shard_baseline, args.local_baseline)
+        print_figures([compared], "around the operators, A/B")
+        return 0 if compared.extra["identical"] else 1
     figure = measure(args.n)
     print_figures([figure], "per-stage breakdown")
     row, col = figure.extra["row_us_per_event"], figure.extra["us_per_event"]

@@ -1,0 +1,53 @@
+"""bench_stages' per-stage clock: a stage's time is exclusive of the wrapped calls it makes, and of
+the timer cost each of those calls adds around its own timed interval (which lands in the caller)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench_stages() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("bench_stages")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.parametrize("outside", [0.0, 1.0])
+def test_a_callers_stage_excludes_its_callees_and_their_outside_cost(
+    bench_stages: ModuleType, monkeypatch: pytest.MonkeyPatch, outside: float
+) -> None:
+    now = [0.0]  # a clock that moves only where the functions below work
+
+    def work(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(bench_stages, "CLOCK", lambda: now[0])
+    clock = bench_stages.StageClock(outside)
+    callee = clock.wrap("callee", lambda: work(5.0))
+
+    def body() -> None:
+        work(2.0)
+        callee()
+        callee()
+        work(3.0)
+
+    clock.wrap("caller", body)()
+    assert dict(clock.seconds) == {"callee": 10.0, "caller": 5.0 - 2 * outside}
+    assert dict(clock.calls) == {"callee": 2, "caller": 1}
+
+
+def test_the_timer_cost_splits_into_parts_that_add_up(bench_stages: ModuleType) -> None:
+    cost = bench_stages.timer_cost(calls=2_000)
+    assert cost.inside >= 0.0 and cost.outside >= 0.0
+    assert cost.total == cost.inside + cost.outside
