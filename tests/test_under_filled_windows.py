@@ -75,6 +75,7 @@ def test_under_filled_window_has_counts_and_null_statistics_and_a_filled_one_is_
     windows = {(r["window_start"], r["feature"]): r for r in pipeline.rows["feature_windows"]}
     assert windows[(small, "x")]["count"] == 40 and windows[(small, "x")]["mean"] is not None
     assert windows[(small, "x")]["histogram"] == [] and windows[(filled, "x")]["histogram"] != []
+    assert windows[(small, "x")]["p50"] is None and windows[(filled, "x")]["p50"] is not None
 
 
 def test_count_stats_gives_the_verdicts_of_score_stats_below_min_count() -> None:

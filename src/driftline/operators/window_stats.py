@@ -209,13 +209,15 @@ class FeatureStats:
         if column.counts:
             self._add_counts(column.counts)
 
-    def merge(self, other: FeatureStats) -> None:
-        """Add ``other`` into this (Chan et al.'s parallel mean/M2 update for the moments)."""
+    def merge(self, other: FeatureStats, sketch: bool = True) -> None:
+        """Add ``other`` into this (Chan et al.'s parallel mean/M2 update for the moments); without
+        ``sketch``, all but the quantile sketch (left as it is)."""
         self.count += other.count
         self.missing += other.missing
         self.invalid += other.invalid
         self._merge_moments(other.n, other.mean, other.m2, other.min, other.max)
-        self.sketch.merge(other.sketch)
+        if sketch:
+            self.sketch.merge(other.sketch)
         self._add_counts(other.categories)
 
     def to_dict(self) -> dict[str, Any]:
@@ -659,8 +661,9 @@ class WindowAccumulator:
         self.latency.add_column(_reduce([part.latency for part in chunk]))
         self.n_events += n
 
-    def merge(self, other: WindowAccumulator) -> None:
-        """Add ``other`` (a later shard's partial) into this one."""
+    def merge(self, other: WindowAccumulator, sketches: bool = True) -> None:
+        """Add ``other`` (a later shard's partial) into this one; without ``sketches``, all but the
+        quantile sketches (see :func:`merge_accumulators`)."""
         for name, stats in self.features.items():
             if name not in other.features:
                 stats.add_missing(other.n_events)
@@ -669,10 +672,10 @@ class WindowAccumulator:
             if mine is None:
                 mine = self.features[name] = FeatureStats()
                 mine.add_missing(self.n_events)
-            mine.merge(theirs)
-        self.prediction_label.merge(other.prediction_label)
-        self.prediction_value.merge(other.prediction_value)
-        self.latency.merge(other.latency)
+            mine.merge(theirs, sketches)
+        self.prediction_label.merge(other.prediction_label, sketches)
+        self.prediction_value.merge(other.prediction_value, sketches)
+        self.latency.merge(other.latency, sketches)
         self.n_events += other.n_events
 
     def to_partial(self) -> dict[str, Any]:
@@ -724,9 +727,13 @@ def merge_partials(partials: Sequence[Mapping[str, Any]]) -> MergedWindow:
     return merge_accumulators([WindowAccumulator.from_partial(partial) for partial in partials])
 
 
-def merge_accumulators(parts: Sequence[WindowAccumulator]) -> MergedWindow:
-    """Merge parsed partials in the given order, as :func:`merge_partials` (``parts`` unchanged)."""
+def merge_accumulators(parts: Sequence[WindowAccumulator], *, sketches: bool = True) -> MergedWindow:
+    """Merge parsed partials in the given order, as :func:`merge_partials` (``parts`` unchanged).
+
+    Without ``sketches`` the merged window's quantile sketches stay empty (everything else is
+    merged): an under-filled window, whose quantiles and distribution statistics are not computed,
+    skips merging a sketch per feature and shard."""
     acc = WindowAccumulator()
     for part in parts:
-        acc.merge(part)
+        acc.merge(part, sketches)
     return MergedWindow(acc.n_events, acc.features, acc.prediction_label, acc.prediction_value, acc.latency)

@@ -272,7 +272,9 @@ def feature_window_row(
     score: FeatureScore | None,
     reference_id: str,
 ) -> dict[str, Any]:
-    quantiles = stats.sketch.quantiles(np.array([0.5, 0.9, 0.99])).tolist() if stats.n else [None, None, None]
+    # an under-filled window's stats have no sketch merged (count 0): no quantiles
+    quantiles = (stats.sketch.quantiles(np.array([0.5, 0.9, 0.99])).tolist() if stats.n and stats.sketch.count
+                 else [None, None, None])
     return {
         **window,
         "feature": name,

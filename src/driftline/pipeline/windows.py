@@ -175,8 +175,10 @@ class WindowClock:
         for key in sorted((k for k in self.partials if k.end <= watermark), key=WindowKey.close_order):
             parts = self.partials.pop(key)
             parsed = self.parsed.pop(key, {})
-            merged = merge_accumulators([parsed.get(s) or WindowAccumulator.from_partial(parts[s])
-                                         for s in sorted(parts)])
+            shards = [parsed.get(s) or WindowAccumulator.from_partial(parts[s]) for s in sorted(parts)]
+            # an under-filled window (see _score_window) reads no quantile: its sketches are not merged
+            filled = sum(shard.n_events for shard in shards) >= self.drift.min_count
+            merged = merge_accumulators(shards, sketches=filled)
             multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
             found = None
             if multivariate and key.segment == "":
