@@ -27,6 +27,13 @@ run's per-model increment over the one-model run) and the cost ratio, which grow
 the run's; either can only miss (over the target already) or stay without a verdict.
 
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
+
+``--under-filled`` (no targets; ``--n`` windows, default 300 with it): stage 2's cost of closing
+an under-filled window (fewer events than ``drift.min_count``, 1-26 here, over 4 shards'
+partials, against one of this bench's 25-feature profiles) as it was (sketches merged, every
+feature scored) and as it is (counts and moments merged,
+:meth:`~driftline.operators.scorer.DriftScorer.count_stats`), with the window's rows built either
+way; in one process, alternating rounds, thread CPU, best of 5.
 """
 
 from __future__ import annotations
@@ -49,9 +56,14 @@ from common import START_MS, Figure, at_most, bench_settings, print_figures
 from driftline.config import Settings
 from driftline.demo.training import LABEL, PREDICTION, training_columns, training_scenario
 from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
+from driftline.operators.window_stats import WindowAccumulator, merge_accumulators
 from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.pipeline.records import WindowKey
+from driftline.pipeline.to_rows import drift_score_row, feature_window_row, model_drift_row, window_columns
 from driftline.runtime import tune_gc
+from driftline.schemas.events import Prediction
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
 
@@ -120,9 +132,11 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         written += _sink(pipeline)
     warm_cpu = time.process_time() - cpu0
     closed = _windows_closed(pipeline)
+    under_filled = 0
     cpu1 = time.process_time()
     for i in range(warm, len(records), batch):
         pipeline.feed(records[i : i + batch])
+        under_filled += _under_filled(pipeline)
         written += _sink(pipeline)
     cpu = time.process_time() - cpu1
     closed = _windows_closed(pipeline) - closed
@@ -135,7 +149,7 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         "warmup_cpu_s": warm_cpu, "rss_bytes": after, "pipeline_rss_bytes": after - before,
         "monitors": sum(w.monitor_count() for w in watches),
         "models_watched": len({m for w in watches for m in w.models}), "rows_written": written,
-        "windows_closed": closed,
+        "windows_closed": closed, "windows_under_filled": under_filled,
     }
 
 
@@ -144,6 +158,12 @@ def _windows_closed(pipeline: InProcessPipeline) -> int:
     partial, its merge, 25 features scored and written) is the same for a window of 3 events as
     for one of 30,000, so with many models it is paid every few predictions."""
     return sum(model.windows.totals["windows_closed"] for model in pipeline.models)
+
+
+def _under_filled(pipeline: InProcessPipeline) -> int:
+    """Windows of the rows not yet sunk that had fewer than ``drift.min_count`` events: written
+    with counts only, no distribution statistics (``model_drift.score_status``)."""
+    return sum(1 for row in pipeline.rows.get("model_drift", ()) if row.get("score_status") == "under_filled")
 
 
 def _sink(pipeline: InProcessPipeline) -> int:
@@ -183,6 +203,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--training", type=int, default=1000, help="training rows per model")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--under-filled", action="store_true",
+                        help="stage 2's cost of an under-filled window, before vs now (module docstring)")
     parser.add_argument("--child", nargs=2, metavar=("WHICH", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -215,7 +237,8 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) 
     cost = (f"{many['cpu_per_prediction_us']:.1f} vs {one['cpu_per_prediction_us']:.1f} CPU-us per "
             f"prediction (after a warm-up that built the monitors: {many['warmup_cpu_s']:.0f} vs "
             f"{one['warmup_cpu_s']:.0f} CPU-s); windows closed {many['windows_closed']:,} vs "
-            f"{one['windows_closed']:,}, one per {_per(many)} vs {_per(one)} predictions")
+            f"{one['windows_closed']:,}, one per {_per(many)} vs {_per(one)} predictions; "
+            f"{many.get('windows_under_filled', 0):,} under-filled (< drift.min_count events: not scored)")
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
                rss_met, detail, {**many, "measured_gb": measured_gb}),
@@ -250,10 +273,67 @@ def measure(models: int, n: int, training: int = 1000) -> list[Figure]:
     return figures_for(models, n, one, many)
 
 
+def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
+    """``n`` windows of 1-26 events of model 0 (its own traffic), each as 4 shards' partials."""
+    spec = model_specs(1)[0].model_copy(update={"traffic_share": 1.0})
+    base = Scenario(seed=1, start=START_MS, duration_s=1.0, rate=RATE, models=[spec])
+    columns = next(iter(training_columns(training_scenario(base, 26 * n)).values()))
+    names = [c for c in columns if c not in (LABEL, PREDICTION) and not c.startswith("__")]
+    rows = [{c: columns[c][i] for c in names} for i in range(26 * n)]
+    windows = []
+    for w in range(n):
+        size = 1 + w % 26
+        shards = [WindowAccumulator() for _ in range(4)]
+        for i in range(size):
+            row = rows[w * 26 + i]
+            shards[i % 4].add([row], [Prediction(label=str(columns[PREDICTION][w * 26 + i]))], [5.0])
+        windows.append(shards)
+    return windows
+
+
+def close_under_filled(windows: list[list[WindowAccumulator]], scorer: DriftScorer, *, scored: bool) -> int:
+    """Stage 2's work on each window (merge, score, rows) as before (``scored``) or now; rows built."""
+    rows = 0
+    for w, shards in enumerate(windows):
+        merged = merge_accumulators(shards, sketches=scored)
+        observed = {n: s for n, s in merged.features.items() if n in scorer.profile.features}
+        score = scorer.score_stats if scored else scorer.count_stats
+        report = score(observed, n_rows=merged.n_events, prediction=merged.prediction_label)
+        window = window_columns("", WindowKey(60_000, START_MS + w * 60_000, "m0000", "1", ""))
+        out = [feature_window_row(window, r.feature, r.kind, merged.features[r.feature], r.score, "p")
+               for r in report if r.feature in merged.features]
+        out += [drift_score_row(window, r.feature, r.score, r.drifted, r.drifted_by, r.p_adj, "p", "h")
+                for r in report]
+        out.append(model_drift_row(window, merged.n_events, len(report), report.drifted,
+                                   report.drifted_features, "p", "h"))
+        rows += len(out)
+    return rows
+
+
+def measure_under_filled(n: int, rounds: int = 5) -> None:
+    """Print the per-window stage-2 CPU of under-filled windows, before vs now (see module docstring)."""
+    settings = bench_settings("127.0.0.1:9", "bm")
+    profile = profiles_of(model_specs(1), 1000, settings)[0]
+    scorer = DriftScorer(profile, drift=settings.drift)
+    windows = under_filled_windows(n)
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(rounds):
+        for scored in (True, False):
+            t = time.thread_time()
+            close_under_filled(windows, scorer, scored=scored)
+            best[scored] = min(best[scored], time.thread_time() - t)
+    before, now = (best[s] / n * 1e3 for s in (True, False))
+    print(f"under-filled window (1-26 events, 4 shards, 25 features), stage 2 merge + score + rows: "
+          f"{before:.2f} ms before, {now:.2f} ms now ({now / before:.2f}x), best of {rounds}, {n} windows")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         child(args.child[0], Path(args.child[1]))
+        return 0
+    if args.under_filled:
+        measure_under_filled(args.n if args.n != 200_000 else 300)
         return 0
     figures = measure(args.models, args.n, args.training)
     print_figures(figures, "many models on one worker")
