@@ -56,6 +56,8 @@ from driftline.simulate.scenario import LabelDelay, ModelSpec
 from driftline.simulate.traffic import generate
 
 TARGET_S = 60.0
+TARGET_PENDING = 10_000_000
+TARGET_RSS_MB = 2048.0
 RATE = 1000.0  # predictions per simulated second: 1M span 1,000 s, far inside the 1-day horizon
 FRESH = 200  # fresh labelled predictions produced after the kill
 SCRAPE_EVERY_S = 0.2
@@ -239,10 +241,21 @@ def measure(n: int, state_dir: bool, timeout_s: float, budget_mb: float = 0.0) -
               f"{load_at_kill} at the kill, {load_after} after; state_dir {'set' if state_dir else 'unset'}, "
               f"budget {f'{budget_mb:g} MB a shard' if budget_mb > 0 else 'none'}")
     return [Figure("restart_to_first_outcome_s", f"restart after SIGKILL at {n:,} pending -> first outcome",
-                   to_first_outcome, "s", f"<= {TARGET_S:.0f} (at 10M)", at_most(to_first_outcome, TARGET_S),
+                   to_first_outcome, "s", f"<= {TARGET_S:.0f} (at 10M)",
+                   at_target_scale(n, to_first_outcome, TARGET_S),
                    detail, {"pending": pending, "to_first_event_s": to_first_event, "peak_rss_mb": first_rss,
                             "restart_peak_rss_mb": second_rss, "restore_cpu_s": cpu, "restore_mb": mb,
-                            "restore_read_s": read, "restore_broker_mb": broker_mb})]
+                            "restore_read_s": read, "restore_broker_mb": broker_mb}),
+            Figure("restart_peak_rss_mb", f"worker peak RSS at {n:,} pending (before the kill, after)",
+                   max(first_rss, second_rss), "MB", f"<= {TARGET_RSS_MB:.0f} (at 10M)",
+                   at_target_scale(n, max(first_rss, second_rss), TARGET_RSS_MB),
+                   f"{first_rss:.0f} MB before the kill, {second_rss:.0f} MB after the restart; budget "
+                   f"{f'{budget_mb:g} MB a shard' if budget_mb > 0 else 'none'}")]
+
+
+def at_target_scale(n: int, value: float, target: float) -> bool | None:
+    """Issue 19's targets are for 10M pending: a smaller run has no verdict (None), not "met"."""
+    return at_most(value, target) if n >= TARGET_PENDING else None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
