@@ -137,8 +137,8 @@ def join_spill(n: int) -> list[Figure]:
                    at_most(cost, 25.0), f"{event_cost.budget_us:.1f} vs {event_cost.memory_us:.1f} us CPU "
                    f"taking turns; one run each: {spill.event_cpu_us:.1f} vs {memory.event_cpu_us:.1f} us "
                    f"CPU, {spill.event_us:.1f} vs {memory.event_us:.1f} us wall"),
-            Figure("join_spill_restore_10m_s", "(7c) restore at 10M pending", chain.restore_wall_s, "s",
-                   "<= 60", at_most(chain.restore_wall_s, 60.0),
+            Figure("join_spill_restore_10m_s", "(7c) join restore at 10M (scaled; no process start)",
+                   chain.restore_wall_s, "s", "<= 60", at_most(chain.restore_wall_s, 60.0),
                    f"worker.restore_target_s 60: a base every {chain.deltas} deltas, worst restore "
                    f"{chain.restore_cpu_s:.0f} s CPU + reading, {chain.restore_wall_s:.0f} s at this load; "
                    f"checkpoints {chain.checkpoint_bytes_per_s / spill.input_bytes_per_s:.1f}x input; "
