@@ -188,6 +188,43 @@ def test_update_many_in_any_chunking_equals_update(cuts: list[int]) -> None:
     assert batched == singles and _state(one) == _state(many)
 
 
+def _deferred(mon: EpisodeMonitor) -> tuple[object, ...]:
+    """The per-value fast path's bookkeeping (values waiting, the bound), before any flush."""
+    det = mon._watching()
+    return (mon.n, mon._ring.size, det.n, list(det._pending), det._rise, det._slack, det._due,
+            det._sums.tobytes())
+
+
+def test_update_each_in_small_groups_equals_update_value_by_value() -> None:
+    """A quiet model's path (a few values per call, the head that cannot alarm deferred in one
+    loop) leaves every monitor as update() per value does, bound and waiting values included,
+    through openings, escalations and closings; skipped values keep their positions."""
+    rng = np.random.default_rng(42)
+    numeric = _CHANGING.copy()
+    numeric[rng.choice(numeric.size, 40, replace=False)] = np.nan
+    cats = rng.choice(list("abcd"), 9_000, p=[0.4, 0.3, 0.2, 0.1]).astype(object)
+    cats[3_000:6_000] = rng.choice(list("abcde"), 3_000, p=[0.2, 0.3, 0.2, 0.1, 0.2])
+    cats[rng.choice(cats.size, 20, replace=False)] = None
+    errs = (rng.random(9_000) < np.where((np.arange(9_000) >= 3_000) & (np.arange(9_000) < 5_000), 0.25, 0.1))
+    errs = errs.astype(float)
+    cases = [(_numeric(40), numeric.tolist()),
+             (EpisodeMonitor.from_categories(rng.choice(list("abcd"), 10_000, p=[0.4, 0.3, 0.2, 0.1]),
+                                             arl=ARL, learning=1_000), cats.tolist()),
+             (EpisodeMonitor.from_rate(0.1, arl=ARL, learning=1_000), errs.tolist())]
+    for base, xs in cases:
+        one, each = pickle.loads(pickle.dumps(base)), pickle.loads(pickle.dumps(base))
+        singles, grouped, lo = [], [], 0
+        while lo < len(xs):
+            hi = min(len(xs), lo + int(rng.integers(1, 8)))
+            singles += [(i, e) for i in range(lo, hi) if (e := one.update(xs[i])) is not None]
+            grouped += [(lo + i, e) for i, e in each.update_each(xs[lo:hi])]
+            assert _deferred(each) == _deferred(one), lo
+            lo = hi
+        kinds = {e.kind for _, e in singles}
+        assert {"opened", "closed"} <= kinds, (base.kind, kinds)
+        assert grouped == singles and _state(one) == _state(each)
+
+
 # learning after the opening, watching the first regime, watching after an escalation
 @pytest.mark.parametrize("cut", [3_100, 5_500, 9_000])
 def test_pickle_mid_episode(cut: int) -> None:

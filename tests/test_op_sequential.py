@@ -319,6 +319,10 @@ def test_categories_compare_as_category_keys() -> None:
     assert det.categories == ["1", "false", "true"]  # 1 and "1" are one category, True is "true"
     assert det._symbol(1) == det._symbol("1") == 0 and det._symbol(True) == 2
     assert det._symbol("unseen") == 3  # other
+    # a few values as lists (a quiet model's path): as the array path, skipped values left out
+    for few in (["1", "true", "unseen"], [1, None, True, "false", float("nan"), "x"], []):
+        syms, at = det._symbols_at(few)
+        assert det._symbol_list(few) == (syms.tolist(), None if at is None else at.tolist())
 
 
 # -- calibration: deterministic, cached, fast -------------------------------------------------------
@@ -508,6 +512,32 @@ def test_update_path_state_reads_and_pickles_mid_queue() -> None:
     assert det.statistic == 0.0
 
 
+def test_defer_each_leaves_the_state_update_symbol_leaves() -> None:
+    """A few symbols at a time: the head defer_each counts, then update_symbol per value, is
+    update_symbol per value, bound, waiting symbols and alarms included: at the pending cap (a
+    run of symbols no CUSUM rises on), at a binary bank's refinement point and through alarms."""
+    rng = np.random.default_rng(63)
+    binary = BinaryDetector.from_reference(rng.random(1_000) < 0.1, arl=1e3)
+    assert binary._refine_at < 12_000
+    errors = rng.random(12_000) < 0.1
+    errors[2_000:7_000] = False  # no CUSUM rises on a run of no errors: only the cap stops it
+    errors[9_000:] = rng.random(3_000) < 0.4  # the error rate x4: alarms
+    numeric = np.asarray(_NUM._symbols(_NUM_X[:12_000]))
+    for det, syms in ((_clone(_NUM), numeric), (binary, errors.astype(np.int64))):
+        one, each = _clone(det), _clone(det)
+        singles, grouped, lo = [], [], 0
+        while lo < syms.size:
+            hi = min(syms.size, lo + int(rng.integers(1, 8)))
+            group = syms[lo:hi].tolist()
+            singles += [a for s in group if (a := one.update_symbol(s)) is not None]
+            head = each.defer_each(group)
+            grouped += [a for s in group[head:] if (a := each.update_symbol(s)) is not None]
+            assert (each.n, each._pending, each._rise, each._slack, each._due, each._sums.tobytes()) == (
+                one.n, one._pending, one._rise, one._slack, one._due, one._sums.tobytes()), lo
+            lo = hi
+        assert grouped == singles and singles
+
+
 def test_detectors_on_one_reference_share_their_tables() -> None:
     ref = np.random.default_rng(70).normal(size=5_000)
     a, b = (NumericDetector.from_reference(ref, arl=1e5) for _ in range(2))
@@ -608,3 +638,8 @@ def test_symbol_edges_give_each_value_its_cell(source: str) -> None:
         kept = [i for i, v in enumerate(chunk) if v == v]
         assert syms.tolist() == _searched_symbols(det, np.array([chunk[i] for i in kept])).tolist()
         assert (at is None) == (len(kept) == len(chunk)) and (at is None or at.tolist() == kept)
+        assert det._symbol_list(chunk) == (syms.tolist(), None if at is None else kept)
+    # the list path (a bisect per value) at every bound and beside it, in groups of a few
+    values = x.tolist()
+    listed = [s for lo in range(0, len(values), 7) for s in det._symbol_list(values[lo : lo + 7])[0]]
+    assert listed == det._symbols_at(x)[0].tolist()

@@ -405,16 +405,39 @@ class EpisodeMonitor:
         return self._step(sym)
 
     def update_each(self, xs: Any) -> list[tuple[int, EpisodeEvent]]:
-        """Count a few values one by one, as :meth:`update` does, with their symbols found in one
-        vectorised call (no per-value lookup lists: what a model with little traffic needs);
-        ``(position in xs, event)`` for each event."""
-        syms, at = self._opener._symbols_at(xs)
-        events = []
-        for i, sym in enumerate(syms.tolist()):
-            event = self._step(sym)
+        """Count a few values one by one, as :meth:`update` does, in the same state after each;
+        ``(position in xs, event)`` for each event. What a model with little traffic needs: the
+        symbols found together on Python lists (no arrays), and while watching the reference the
+        head of values on which no CUSUM can alarm counted in one loop of the opener's bound
+        (:meth:`~driftline.operators.sequential.SequentialDetector.defer_each`), not a step each."""
+        values, at = self._opener._symbol_list(xs)
+        events: list[tuple[int, EpisodeEvent]] = []
+        i, total = 0, len(values)
+        while i < total:
+            if self._open is None and self._map is None:
+                # watching the reference: the values no CUSUM can alarm on only wait in the
+                # opener, as _step would leave them one by one (the opener's bound, step for step)
+                i += self._defer(values[i:] if i else values)
+                if i == total:
+                    break
+            event = self._step(values[i])  # at the bound: the opener settles (or it is an episode)
             if event is not None:
-                events.append((i if at is None else int(at[i]), event))
+                events.append((i if at is None else at[i], event))
+            i += 1
         return events
+
+    def _defer(self, values: list[int]) -> int:
+        """Count the head of ``values`` the opener only defers (see update_each); how many."""
+        first = self._opener.defer_each(values)
+        if first:
+            n, learning = self.n, self.learning
+            while self._ring.size < min(n + first, learning):  # doubling, as _step grows it
+                self._ring_room(self._ring.size + 1)
+            ring = self._ring  # a slot each: cheaper than a slice from a list for a few
+            for k in range(first):
+                ring[(n + k) % learning] = values[k]
+            self.n = n + first
+        return first
 
     def _step(self, sym: int) -> EpisodeEvent | None:
         # the scalar path of _count, step for step (a batch of one is ~10x slower)
