@@ -14,7 +14,12 @@ input's bytes per prediction (its label included). ``--every 10`` is a delta per
 ``--issue19``: issue 19's checkpoint bytes over input at 10M pending, 5,000 predictions/s and 5 s
 intervals (``bench_join_state``'s join-only run at 300,000 pending under a 16 MB budget, scaled by
 ``bounded_chain``, bases read from their local copy), the join alone and with 4 shards' non-join
-part of a delta as measured here added to each interval (a few minutes).
+part of a delta as measured here added to each interval, deltas as delta format 4 wrote them
+(a closed record whole) and with closings (format 5), alternating, ``--rounds`` each (minutes).
+
+``--closings``: the join's changes as delta format 4 wrote them (a record the chain held and
+closed since whole) against closings (format 5), alternating in one process: CPU and bytes a
+shard's delta.
 
 ``--models N``: N models (20 + 5 features each, a training profile each) under Zipf traffic (model
 k's share ~ 1/(k+1)^``--zipf``), and the per-model items A/B: each round runs the same checkpoints
@@ -23,6 +28,7 @@ content) and only the models that moved (on), alternating, and prints the deltas
 shard.
 
     .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2] [--issue19]
+    .venv/bin/python bench/bench_checkpoints.py --closings --n 100000 --every 10
     .venv/bin/python bench/bench_checkpoints.py --models 200 --n 50000 --every 1 --rounds 3
 """
 
@@ -39,6 +45,7 @@ from common import bench_scenario, bench_settings, raw_records
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
+from driftline.operators.join import JoinChanges, LabelJoin, _closing_keys
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import local
 from driftline.pipeline.shard import ShardProcessor
@@ -99,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=4, help="batches between two checkpoints")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--issue19", action="store_true", help="restate issue 19's bytes figure (minutes)")
+    parser.add_argument("--closings", action="store_true",
+                        help="deltas as format 4 wrote them against closings (format 5), alternating")
     parser.add_argument("--models", type=int, default=0, help="N models under Zipf traffic: the items A/B")
     parser.add_argument("--zipf", type=float, default=1.0, help="--models: model k's share ~ 1/(k+1)^zipf")
     args = parser.parse_args(argv)
@@ -111,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario, settings.drift.bins, settings.drift.top_k, effective_from_ms=0)]
     print(f"load {os.getloadavg()[0]:.1f}; {args.n:,} predictions + labels, 4 shards, a checkpoint every "
           f"{args.every} batches of {settings.worker.batch_max_records}")
+    if args.closings:
+        return closings_ab(settings, raw, profiles, args.every, args.rounds)
     totals: dict[int, list[float]] = {}
     for _ in range(args.rounds):
         for floor in (0, runner.RATIO_FLOOR_BYTES):
@@ -131,7 +142,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_prediction = sum(len(r.value or b"") for r in raw) / predictions
     print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
     if args.issue19:
-        issue19(rest, shards=settings.topics.partitions)
+        issue19(rest, shards=settings.topics.partitions, rounds=args.rounds)
+    return 0
+
+
+def closings_ab(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int,
+                rounds: int) -> int:
+    """The join's changes as delta format 4 wrote them (:func:`format_4_changes`) against closings
+    (format 5), alternating in this process: CPU and bytes a shard's delta."""
+    take = LabelJoin.take_changes
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(rounds):
+        for form in ("format 4", "closings"):
+            if form == "format 4":
+                LabelJoin.take_changes = format_4_changes  # type: ignore[method-assign]
+            try:
+                got = checkpoint_cpu(settings, raw, profiles, every, runner.RATIO_FLOOR_BYTES)
+            finally:
+                LabelJoin.take_changes = take  # type: ignore[method-assign]
+            count, cpu, size = got["delta"]
+            ms, mb = cpu / max(count, 1) * 1000, size / max(count, 1) / 1e6
+            print(f"  {form:>8}: {got['delta'][0]} deltas: {ms:.1f} ms and {mb:.3f} MB a delta of a shard")
+            low = best.get(form, (ms, mb))
+            best[form] = (min(low[0], ms), mb)
+    (ms0, mb0), (ms1, mb1) = best["format 4"], best["closings"]
+    print(f"a shard's delta, best of {rounds}: {ms0:.1f} -> {ms1:.1f} ms CPU, {mb0:.3f} -> {mb1:.3f} MB; "
+          f"load {os.getloadavg()[0]:.1f}")
     return 0
 
 
@@ -173,21 +209,55 @@ def items_ab(settings: Settings, n: int, models: int, zipf: float, every: int, r
     return 0
 
 
-def issue19(rest_bytes: int, shards: int) -> None:
+def issue19(rest_bytes: int, shards: int, rounds: int = 2) -> None:
     """Checkpoint bytes over input at 10M pending: the join alone, and with ``shards`` x
-    ``rest_bytes`` more a delta interval."""
+    ``rest_bytes`` more a delta interval; deltas with closings (delta format 5) and as format 4
+    wrote them (:func:`format_4_changes`), alternating in this process, ``rounds`` each."""
     import bench_join_state  # its imports only for this row
 
-    run = bench_join_state.measure_spill(300_000, 16)
-    print(f"issue 19 (10M pending, {run.interval_s:g} s intervals, bases from their local copy): input "
-          f"{run.input_bytes_per_s / 1e6:.2f} MB/s, the join's delta {run.delta_bytes / 1e6:.2f} MB "
-          "an interval")
+    take = LabelJoin.take_changes
+    best: dict[str, list[tuple[float, float, int, int]]] = {}
+    for _ in range(rounds):
+        for form in ("format 4", "closings"):
+            if form == "format 4":
+                LabelJoin.take_changes = format_4_changes  # type: ignore[method-assign]
+            try:
+                run = bench_join_state.measure_spill(300_000, 16)
+            finally:
+                LabelJoin.take_changes = take  # type: ignore[method-assign]
+            print(f"issue 19, {form} (10M pending, {run.interval_s:g} s intervals, bases from their local "
+                  f"copy): input {run.input_bytes_per_s / 1e6:.2f} MB/s, the join's delta "
+                  f"{run.delta_bytes / 1e6:.2f} MB an interval, applied in {run.delta_apply_cpu_s:.2f} CPU-s")
+            for extra in (0, shards * rest_bytes):
+                more = dataclasses.replace(run, delta_bytes=run.delta_bytes + extra)
+                chain = bench_join_state.bounded_chain(more, local_base=True, stall=False)
+                share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
+                best.setdefault(form, []).append((share, run.delta_bytes, chain.deltas, extra))
+                print(f"  + {extra / 1e6:.2f} MB of {shards} shards' non-join parts an interval: a base "
+                      f"every {chain.deltas} deltas, {share:.2f}x the input's bytes (target 2x); "
+                      f"load {os.getloadavg()[0]:.1f}")
     for extra in (0, shards * rest_bytes):
-        chain = bench_join_state.bounded_chain(dataclasses.replace(run, delta_bytes=run.delta_bytes + extra),
-                                               local_base=True, stall=False)
-        print(f"  + {extra / 1e6:.2f} MB of {shards} shards' non-join parts an interval: a base every "
-              f"{chain.deltas} deltas, {chain.checkpoint_bytes_per_s / run.input_bytes_per_s:.2f}x the "
-              f"input's bytes (target 2x); load {os.getloadavg()[0]:.1f}")
+        old, new = (min(row for row in best[form] if row[3] == extra) for form in ("format 4", "closings"))
+        print(f"issue 19, best of {rounds}, + {extra / 1e6:.2f} MB non-join: {old[0]:.2f}x -> {new[0]:.2f}x "
+              f"the input (join's delta {old[1] / 1e6:.2f} -> {new[1] / 1e6:.2f} MB, a base every "
+              f"{old[2]} -> {new[2]} deltas)")
+
+
+def format_4_changes(join: LabelJoin) -> JoinChanges:
+    """:meth:`LabelJoin.take_changes` as delta format 4 wrote them: every record added or closed
+    since the last checkpoint whole (or gone, if forgotten since), in (id key, time) order."""
+    touched = set(join._added or ()) | set(_closing_keys(b"".join(join._closings)))
+    join.reset_changes()
+    records: list[bytes] = []
+    gone: list[tuple[bytes, int]] = []
+    for key, ts in sorted(touched):
+        found = join._locate(key, ts)
+        if found is None:
+            gone.append((key, ts))
+        else:
+            gid, pos, end = found
+            records.append(join._whole(join._groups[gid][pos:end]))
+    return JoinChanges(b"".join(records), gone, join._outside_table())
 
 
 def delta_parts(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int) -> int:
