@@ -11,14 +11,20 @@ episodes open, escalate and close on these streams), and the CPU time per event 
 ``--zipf MODELS``: instead, bench_models' profiles of MODELS models (20 numeric + 5 categorical
 features) and Zipf traffic over them in shard batches of 120 events (~4 events a model and batch),
 fed to one FeatureWatch as a shard feeds it (float columns and value lists sliced per group);
-prints CPU per group and per event. ``--build MODELS``: CPU to build a model's bank in a fresh
-process, with no calibration shared and then with a calibration directory another process filled
-(``calibration.share_calibrations``, what ``worker.state_dir`` gives a worker's processes).
+prints CPU per group and per event; ``--zipf MODELS --ab COMMIT``: FeatureWatch (with its
+episodes and sequential modules) as of COMMIT against today's on that traffic in one process,
+alternating, best of 9 CPU per event, and whether their reports are equal. ``--build MODELS``:
+CPU to build a model's bank in a fresh process, with no calibration shared and then with a
+calibration directory another process filled (``calibration.share_calibrations``, what
+``worker.state_dir`` gives a worker's processes).
 """
 
 from __future__ import annotations
 
 import csv
+import gc
+import math
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -109,12 +115,12 @@ def _zipf_profiles(models: int, rows: int = 1000) -> tuple[list[ReferenceProfile
     return profiles, [cols for _, cols in columns]
 
 
-def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int, float, float]:
-    """(groups, CPU us a group, CPU us an event) of FeatureWatch.observe under Zipf traffic."""
+Fed = list[tuple[Any, ...]]
+
+
+def _zipf_traffic(models: int, batches: int, batch: int) -> tuple[list[ReferenceProfile], list[Any], Fed]:
+    """Profiles, training columns and ``batches + 5`` shard batches of Zipf traffic (no drift)."""
     profiles, training = _zipf_profiles(models)
-    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=60_000)
-    for profile in profiles:
-        watch.add_profile(profile)
     rng = np.random.default_rng(0)
     share = np.arange(1, models + 1) ** -1.1
     share /= share.sum()
@@ -131,27 +137,93 @@ def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int,
         maps = [{n: others[n][i] for n in categorical} for i in range(batch)]
         times = list(range(b * batch * 10, (b + 1) * batch * 10, 10))
         fed.append((model, floats, others, maps, times, [f"p{b}-{i}" for i in range(batch)]))
+    return profiles, training, fed
 
-    def feed(part: list[Any]) -> tuple[int, int]:
-        groups = events = 0
-        for model, floats, others, maps, times, ids in part:
-            for m in np.unique(model).tolist():
-                rows = np.flatnonzero(model == m)
-                p = profiles[m]
-                watch.observe(p.model_id, p.model_version, [times[i] for i in rows], [ids[i] for i in rows],
-                              [maps[i] for i in rows], {n: c[rows] for n, c in floats.items()},
-                              {n: [c[i] for i in rows] for n, c in others.items()})
-                groups, events = groups + 1, events + rows.size
-        return groups, events
 
-    feed(fed[:5])
+def _zipf_feed(watch: Any, profiles: list[ReferenceProfile], part: Fed,
+               reports: list[dict[str, Any]] | None = None) -> tuple[int, int]:
+    """Feed shard batches to ``watch`` a model's group at a time: (groups, events)."""
+    groups = events = 0
+    for model, floats, others, maps, times, ids in part:
+        for m in np.unique(model).tolist():
+            rows = np.flatnonzero(model == m)
+            p = profiles[m]
+            got = watch.observe(p.model_id, p.model_version, [times[i] for i in rows], [ids[i] for i in rows],
+                                [maps[i] for i in rows], {n: c[rows] for n, c in floats.items()},
+                                {n: [c[i] for i in rows] for n, c in others.items()})
+            if reports is not None:
+                reports.extend(got)
+            groups, events = groups + 1, events + rows.size
+    return groups, events
+
+
+def _zipf_watch(watch_class: Any, profiles: list[ReferenceProfile], training: list[Any], warm: Fed) -> Any:
+    """A FeatureWatch with every model's bank built and ``warm`` fed (not timed)."""
+    watch = watch_class(false_alarms_per_million=1.0, status_grid_ms=60_000)
+    for profile in profiles:
+        watch.add_profile(profile)
+    _zipf_feed(watch, profiles, warm)
+    names = sorted(profiles[0].features)
     for m, p in enumerate(profiles):  # every bank built (a rare model may be missing from the first batches)
         first = {n: training[m][n][0] for n in names}
         watch.observe(p.model_id, p.model_version, [0], ["warm"], [first])
+    return watch
+
+
+def zipf_groups(models: int, batches: int = 200, batch: int = 120) -> tuple[int, float, float]:
+    """(groups, CPU us a group, CPU us an event) of FeatureWatch.observe under Zipf traffic."""
+    profiles, training, fed = _zipf_traffic(models, batches, batch)
+    watch = _zipf_watch(FeatureWatch, profiles, training, fed[:5])
     started = time.process_time()
-    groups, events = feed(fed[5:])
+    groups, events = _zipf_feed(watch, profiles, fed[5:])
     spent = time.process_time() - started
     return groups, spent / groups * 1e6, spent / events * 1e6
+
+
+_BASE_MODULES = ("sequential", "episodes", "feature_watch")
+
+
+def _baseline_watch_class(commit: str, into: Path) -> Any:
+    """FeatureWatch as of ``commit``: its sequential, episodes and feature_watch modules copied
+    (``git show``) under their own names, importing one another, beside today's in this process."""
+    import importlib
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(into))
+    for name in _BASE_MODULES:
+        text = subprocess.run(["git", "show", f"{commit}:src/driftline/operators/{name}.py"], cwd=root,
+                              check=True, capture_output=True, text=True).stdout
+        for other in _BASE_MODULES:
+            text = text.replace(f"driftline.operators.{other} ", f"base_{other} ")
+        (into / f"base_{name}.py").write_text(text)
+    return importlib.import_module("base_feature_watch").FeatureWatch
+
+
+def zipf_ab(models: int, commit: str, rounds: int = 9, batches: int = 40,
+            batch: int = 120) -> tuple[bool, int, int, float, float]:
+    """FeatureWatch as of ``commit`` against today's on the same Zipf traffic, in one process:
+    (reports equal, groups, events, best-of-``rounds`` CPU us an event old, new). Each round
+    feeds the same batches to a fresh copy (unpickled) of either warmed watch, alternating
+    which goes first, with the garbage collector off while timed (as timeit)."""
+    profiles, training, fed = _zipf_traffic(models, batches, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        old_class = _baseline_watch_class(commit, Path(tmp))
+        frozen = [pickle.dumps(_zipf_watch(cls, profiles, training, fed[:5]), pickle.HIGHEST_PROTOCOL)
+                  for cls in (old_class, FeatureWatch)]
+    best = [math.inf, math.inf]
+    reports: list[list[dict[str, Any]]] = [[], []]
+    groups = events = 0
+    for r in range(rounds):
+        for side in (r % 2, 1 - r % 2):
+            watch = pickle.loads(frozen[side])
+            got: list[dict[str, Any]] = []
+            gc.collect()
+            gc.disable()
+            started = time.process_time()
+            groups, events = _zipf_feed(watch, profiles, fed[5:], got)
+            best[side] = min(best[side], time.process_time() - started)
+            gc.enable()
+            reports[side] = got
+    return reports[0] == reports[1], groups, events, best[0] / events * 1e6, best[1] / events * 1e6
 
 
 def build_banks(models: int, shared: Path | None) -> float:
@@ -186,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{models} banks (25 features): {cold:.3f} CPU-s a bank alone, {warm:.3f} with the "
               f"calibrations another process shared ({cold / warm:.0f}x)")
         return 0
+    if argv[:1] == ["--zipf"] and argv[2:3] == ["--ab"]:
+        equal, groups, events, old_us, new_us = zipf_ab(int(argv[1]), argv[3])
+        print(f"{groups} groups, {events} events under Zipf traffic over {argv[1]} models: CPU us an event "
+              f"(best of 9, alternating) {old_us:.1f} at {argv[3]}, {new_us:.1f} now "
+              f"({new_us / old_us:.2f}x); reports equal: {equal}")
+        return 0 if equal else 1
     if argv[:1] == ["--zipf"]:
         groups, per_group, per_event = zipf_groups(int(argv[1]))
         print(f"{groups} groups under Zipf traffic over {argv[1]} models: {per_group:.0f} CPU-us a group, "
