@@ -75,6 +75,8 @@ def test_under_filled_window_has_counts_and_null_statistics_and_a_filled_one_is_
     windows = {(r["window_start"], r["feature"]): r for r in pipeline.rows["feature_windows"]}
     assert windows[(small, "x")]["count"] == 40 and windows[(small, "x")]["mean"] is not None
     assert windows[(small, "x")]["histogram"] == [] and windows[(filled, "x")]["histogram"] != []
+    # the reference's bins and shares are still shown beside the window's counts
+    assert windows[(small, "x")]["reference_histogram"] == windows[(filled, "x")]["reference_histogram"] != []
     assert windows[(small, "x")]["p50"] is None and windows[(filled, "x")]["p50"] is not None
 
 

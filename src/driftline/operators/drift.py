@@ -462,9 +462,11 @@ def score_feature(
     return score
 
 
-def count_feature(profile: FeatureProfile, stats: FeatureStats) -> FeatureScore:
+def count_feature(profile: FeatureProfile, stats: FeatureStats,
+                  reference: PreparedReference | None = None) -> FeatureScore:
     """An under-filled window's feature: the values it would compare (``count``, as
-    :func:`score_feature` counts them) and no distribution statistic (all None, histograms empty).
+    :func:`score_feature` counts them), the reference's bins and shares (what the window is shown
+    beside) and no distribution statistic of the window (all None, its histogram empty).
 
     A window of fewer events than ``drift.min_count`` cannot test any feature (a feature's values
     are at most the window's events), so its PSI, JS, KS and Wasserstein would be numbers nobody
@@ -477,11 +479,15 @@ def count_feature(profile: FeatureProfile, stats: FeatureStats) -> FeatureScore:
     >>> win = FeatureStats()
     >>> win.add(["a"] * 9 + [None])
     >>> s = count_feature(ref.features["c"], win)
-    >>> s.count, s.psi, s.histogram
-    (9, None, [])
+    >>> s.count, s.psi, s.histogram, s.reference_histogram
+    (9, None, [], [0.5, 0.5, 0.0])
     """
+    prepared = reference if reference is not None and reference.profile is profile \
+        else PreparedReference.of(profile)
     count = stats.n if profile.kind == "numeric" else stats.n_categorical
-    return FeatureScore(kind=profile.kind, count=count)
+    return FeatureScore(kind=profile.kind, count=count,
+                        reference_histogram=list(prepared.reference_histogram),
+                        bin_edges=list(prepared.bin_edges), bin_labels=list(prepared.bin_labels))
 
 
 @dataclass

@@ -776,7 +776,7 @@ class DriftScorer:
         profiles = self.profile.features
         scores = {
             name: score_feature(profiles[name], stats[name], self.drift, self._references[name])
-            if distributions else count_feature(profiles[name], stats[name])
+            if distributions else count_feature(profiles[name], stats[name], self._references[name])
             for name in names
         }
         verdict = verdicts(scores, self.drift)
@@ -790,7 +790,7 @@ class DriftScorer:
         if prediction is not None and self.profile.prediction is not None:
             reference = self.profile.prediction
             pscore = (score_feature(reference, prediction, self.drift, self._prediction_reference)
-                      if distributions else count_feature(reference, prediction))
+                      if distributions else count_feature(reference, prediction, self._prediction_reference))
             label = self.prediction_column or "prediction"
             scored_prediction = _result(
                 label, pscore, prediction, False, (), None, "reported only: not a feature"
