@@ -17,10 +17,11 @@ worker). This bench measures it at ``--n`` (default 1,000,000) pending predictio
 
 Not part of ``make bench`` (producing and consuming 1M predictions takes minutes here). Run it as
 
-    .venv/bin/python bench/bench_restart.py [--n 1000000] [--state-dir] [--quick]
+    .venv/bin/python bench/bench_restart.py [--n 1000000] [--budget-mb 64] [--state-dir] [--quick]
 
 ``--state-dir`` gives the worker a ``worker.state_dir`` (local copies of the bases, docs/state.md
 "Restoring from a local copy"); without it a restore reads the whole chain from the broker.
+``--budget-mb`` sets ``join.memory_budget_mb`` (64 is what docs/state.md measured at 10M).
 """
 
 from __future__ import annotations
