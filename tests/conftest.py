@@ -116,23 +116,39 @@ def _unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def _settings_on_backend(kafka_bootstrap: str, clickhouse_url: str, home: Path,
+                         containers: dict[str, str]) -> Settings:
+    """Settings on the selected backend, with topics and database of their own."""
+    tag = _unique()
+    topics = {name: f"t{tag}.{name}" for name in TopicSettings.topic_fields()}
+    clickhouse: dict[str, object] = {"url": clickhouse_url, "database": f"dl_{tag}"}
+    if containers.get("clickhouse_user"):
+        clickhouse["username"] = containers["clickhouse_user"]
+        clickhouse["password"] = containers["clickhouse_password"]
+    return Settings(
+        home=home,
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        topics=topics,
+        clickhouse=clickhouse,
+    )
+
+
 @pytest.fixture
 def settings(
     kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path, _containers: dict[str, str]
 ) -> Settings:
     """Settings on the selected backend, with topics and database unique to this test."""
-    tag = _unique()
-    topics = {name: f"t{tag}.{name}" for name in TopicSettings.topic_fields()}
-    clickhouse: dict[str, object] = {"url": clickhouse_url, "database": f"dl_{tag}"}
-    if _containers.get("clickhouse_user"):
-        clickhouse["username"] = _containers["clickhouse_user"]
-        clickhouse["password"] = _containers["clickhouse_password"]
-    return Settings(
-        home=tmp_path / "home",
-        kafka={"bootstrap_servers": kafka_bootstrap},
-        topics=topics,
-        clickhouse=clickhouse,
-    )
+    return _settings_on_backend(kafka_bootstrap, clickhouse_url, tmp_path / "home", _containers)
+
+
+@pytest.fixture(scope="module")
+def module_settings(
+    kafka_bootstrap: str, _session_clickhouse_url: str, tmp_path_factory: pytest.TempPathFactory,
+    _containers: dict[str, str],
+) -> Settings:
+    """As ``settings``, one per test module: for a module fixture that writes rows its tests only read."""
+    home = tmp_path_factory.mktemp("module") / "home"
+    return _settings_on_backend(kafka_bootstrap, _session_clickhouse_url, home, _containers)
 
 
 def _feed_with_crashes(

@@ -129,6 +129,12 @@ def replay_synthetic(base: Settings, run_id: str) -> Settings:
     return settings
 
 
+@pytest.fixture(scope="module")
+def replayed(module_settings: Settings) -> Settings:
+    """One replay for the module's tests: they only read its rows (run id "bt")."""
+    return replay_synthetic(module_settings, "bt")
+
+
 def config_file(settings: Settings, path: Path) -> Path:
     path.write_text(f'home = "{settings.home}"\n[clickhouse]\nurl = "{settings.clickhouse.url}"\n'
                     f'database = "{settings.clickhouse.database}"\n')
@@ -136,9 +142,9 @@ def config_file(settings: Settings, path: Path) -> Path:
 
 
 @pytest.mark.integration
-def test_compare_finds_the_known_drift_within_one_window(settings: Settings, tmp_path: Path,
+def test_compare_finds_the_known_drift_within_one_window(replayed: Settings, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    configured = replay_synthetic(settings, "bt")
+    configured = replayed
     size = window_size(configured, ["bt"], None)
     assert size == 60
     windows = load_windows(configured, ["bt"], size)
@@ -164,21 +170,21 @@ def test_compare_finds_the_known_drift_within_one_window(settings: Settings, tmp
 
 
 @pytest.mark.integration
-def test_calibrated_threshold_meets_the_target_on_the_quiet_part(settings: Settings, tmp_path: Path,
+def test_calibrated_threshold_meets_the_target_on_the_quiet_part(replayed: Settings, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    configured = replay_synthetic(settings, "cal")
+    configured = replayed
     drift_ms = START + DRIFT_S * 1000
     incidents = tmp_path / "incidents.csv"
     incidents.write_text(f"model_id,start,end,features\nm,{drift_ms},,x1\n")
     out = tmp_path / "snippet.toml"
     target = 100.0
     cfg = config_file(configured, tmp_path / "c.toml")
-    code = main(["--config", str(cfg), "calibrate", "--run-id", "cal", "--target-far", str(target),
+    code = main(["--config", str(cfg), "calibrate", "--run-id", "bt", "--target-far", str(target),
                  "--incidents", str(incidents), "--out", str(out)])
     assert code == 0
     assert capsys.readouterr().out == out.read_text()
     snippet = load_settings(out).drift
-    scores = load_scores(configured, "cal", 60)
+    scores = load_scores(configured, "bt", 60)
     quiet = [s for s in scores if not (s.feature == "x1" and s.window_end > drift_ms)]
     events: dict[str, int] = {}
     for s in quiet:
