@@ -1,6 +1,7 @@
 """All benchmarks in one run, one table: every figure beside its target, plus reports/bench.json.
 
     .venv/bin/python bench/run_all.py [--quick] [--n 100000] [--json reports/bench.json]
+                                      [--part all|broker|in-process]
 
 Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (3) the Faust agent
 over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
@@ -22,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from driftline.local.broker import running_broker
 CLIENT_TARGET_US = 50.0
 JOIN_TARGET_BYTES = 300.0
 RAW_SHARE_TARGET = 0.5
+PARTS = ("all", "broker", "in-process")  # --part: all rows, those on the embedded broker, those without
 
 
 def client_latency(bootstrap: str, calls: int) -> Figure:
@@ -255,22 +257,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per stream kind for (8)")
     parser.add_argument("--seq-seeds", type=int, default=10, help="seeds per stream for (9)")
     parser.add_argument("--json", type=Path, default=REPO / "reports" / "bench.json", help="JSON output")
+    parser.add_argument("--part", choices=PARTS, default="all",
+                        help="the rows on the embedded broker, those without one, or all (the smoke tests "
+                             "run the two parts in two files, so two test workers share them)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.windows, args.client_calls, args.join_n, args.seeds = 2_000, 3, 2_000, 2_000, 1
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    env = environment()
-    print(environment_line(env), flush=True)
-    started = time.perf_counter()
-    figures: list[Figure] = []
-
-    def note(what: str) -> None:
-        print(f"[{time.perf_counter() - started:6.1f}s] {what}", flush=True)
-
+def broker_figures(args: argparse.Namespace, note: Callable[[str], None]) -> list[Figure]:
+    """The rows on one embedded broker: (1)-(3) over the same produced messages, (5), (6) and (13)."""
     with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp, running_broker() as broker:
         settings = bench_settings(broker.bootstrap_servers, "ra", Path(tmp) / "home")
         produced, seconds = bench_pipeline.produce_workload(settings, args.n)
@@ -282,7 +279,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         note("(2) raw consume done")
         faust = bench_broker.measure_faust(settings, args.n)
         note("(3) Faust agent done")
-        figures += [worker, raw, faust, *ratio_figures(worker, raw, faust)]
         client = client_latency(broker.bootstrap_servers, args.client_calls)
         note("(5) client done")
         latency = bench_window_latency.measure(broker.bootstrap_servers, Path(tmp) / "latency-home",
@@ -290,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         note("(6) window latency done")
         scaleout = bench_scaleout.measure(broker.bootstrap_servers, broker.pid, Path(tmp) / "so", args.n)
         note("(13) scale-out done")
+    return [worker, raw, faust, *ratio_figures(worker, raw, faust), client, *latency, scaleout]
+
+
+def in_process_figures(args: argparse.Namespace, note: Callable[[str], None]) -> list[Figure]:
+    """The rows without a broker: (4), (7)-(12), (14)-(16)."""
+    figures: list[Figure] = []
     for with_profile in (False, True):
         figures.append(bench_pipeline.measure_operators(bench_settings("127.0.0.1:9", "ra"), args.n,
                                                         repeat=1 if args.quick else 2,
@@ -297,8 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     note("(4) operators done")
     figures.append(bench_stages.measure(args.n))
     note("(12) per-stage breakdown done")
-    figures += [client, *latency, scaleout, join_state(args.join_n), *join_checkpoints(10 * args.join_n),
-                *join_spill(10 * args.join_n)]
+    figures += [join_state(args.join_n), *join_checkpoints(10 * args.join_n), *join_spill(10 * args.join_n)]
     note("(7) join state done")
     if args.quick:
         figures += bench_detection.measure(1, 1.0, 2400.0, elec2_rows=3_600)
@@ -320,6 +321,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     note("(15) multivariate cost done")
     figures.append(sibling("bench_cbpe_real").measure(args.quick))
     note("(16) CBPE on real streams done")
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = environment()
+    print(environment_line(env), flush=True)
+    started = time.perf_counter()
+
+    def note(what: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {what}", flush=True)
+
+    figures: list[Figure] = []
+    if args.part in ("all", "broker"):
+        figures += broker_figures(args, note)
+    if args.part in ("all", "in-process"):
+        figures += in_process_figures(args, note)
 
     order = ["worker_events_per_s", "raw_consume_decode_per_s", "faust_agent_per_s", "worker_share_of_raw",
              "worker_over_faust", "operators_events_per_s", "operators_seq_events_per_s", "client_p99_us",
@@ -332,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
+        "part": args.part,
         "seconds": total,
         "environment": env,
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],

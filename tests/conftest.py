@@ -227,7 +227,8 @@ _FAULTS = "tests/faults/"
 _LONGEST_FIRST = (
     _FAULTS,
     "tests/test_pipeline_two_phase.py",
-    "tests/test_bench_smoke.py",
+    "tests/test_bench_smoke_in_process.py",  # run_all --quick's in-process rows
+    "tests/test_bench_smoke.py",  # its rows on the broker, bench_delivery, bench_restart
     "tests/test_pipeline_sequential.py",
     "tests/test_report.py",
     "tests/test_demo.py",

@@ -1,0 +1,112 @@
+"""Smoke test of the benchmarks without a broker: `run_all --quick --part in-process` runs each of
+them once and prints the figures each bench module's main would print. The rows on the embedded
+broker run in test_bench_smoke.py: one file is one xdist work unit, so two test workers share
+run_all --quick. No timing assertions: benchmarks report figures, they do not pass or fail on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench_path() -> Iterator[None]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+@pytest.mark.timeout(900)  # ~120 s on an idle 2-core box; a busy one takes over the suite's 300 s
+def test_run_all_quick_in_process_part_prints_one_table_and_writes_json(
+        bench_path: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "bench.json"
+    assert _module("run_all").main(["--quick", "--part", "in-process", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "driftline benchmarks" in out and "python" in out
+    data = orjson.loads(report.read_bytes())
+    assert data["part"] == "in-process"
+    keys = {f["key"] for f in data["figures"]}
+    for key in ("operators_events_per_s", "join_bytes_per_pending", "stage_breakdown_us"):
+        assert key in keys, key
+    assert "worker_events_per_s" not in keys  # the broker part's
+    assert any(k.startswith("detect_") for k in keys)
+    assert any(k.startswith("seq_") for k in keys) and "w1_seeds_met" in keys
+    assert any(k.startswith("episodes_") for k in keys)
+    for key in ("join_spill_rss_10m_mb", "join_spill_restore_10m_s", "models_rss_gb", "models_cost_ratio",
+                "multivariate_cost_overhead", "cbpe_real_max_abs_diff"):  # rows (7c), (14), (15), (16)
+        assert key in keys, key
+    assert data["environment"]["cores"] >= 1
+    _assert_bench_listings(out, data["figures"], capsys)
+
+
+def _assert_bench_listings(out: str, figures: list[dict[str, Any]],
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """What each bench module's main prints, checked in run_all's run (each ran once, not twice).
+
+    bench_sequential, bench_scorer and bench_episodes: run_all calls their main, so their text is
+    in its output. The others' main prints its figures with common.print_figures: printed here
+    from run_all's JSON, the same figures."""
+    for name in ("driftline", "River ADWIN", "River PageHinkley", "River KSWIN", "River DDM", "abrupt",
+                 "gradual", "error"):
+        assert name in out, name
+    assert "false alarms per million quiet samples" in out and "identical to update_many: True" in out
+    assert "W1 batch scoring" in out and "significance only" in out
+    for name in ("driftline episodes", "elec2", "noaa_weather", "error rate", "A further change",
+                 "Two-phase"):
+        assert name in out, name
+    assert "episodes opened per 10,000 rows vs River ADWIN alarms" in out and "min effect default" in out
+
+    common = _module("common")
+    common.print_figures([common.Figure(**f) for f in figures])
+    listing = capsys.readouterr().out
+    assert "(4) pure operators" in listing and "pred events/s" in listing
+    for name in ("driftline verdict", "KS per window", "River ADWIN", "River KSWIN", "River PageHinkley",
+                 "driftline ADWIN (outcomes)", "Elec2"):
+        assert name in listing, name
+    assert "false alarms" in listing and "delay" in listing
+    stages = next(f for f in figures if f["key"] == "stage_breakdown_us")
+    for stage in ("decode + validate", "join", "windows", "detectors", "routing", "produce"):
+        assert stage in stages["extra"]["us_per_event"], stage
+    assert "not timed (absent)" not in stages["detail"]
+
+
+def test_run_all_without_part_runs_both_parts_into_one_table(bench_path: None, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The two smoke tests run a part each: the default run (no --part) must still run both, broker
+    rows first, into one table and one JSON (the parts stubbed: they are what the smoke tests run)."""
+    run_all, common = _module("run_all"), _module("common")
+    ran: list[str] = []
+
+    def part(name: str, key: str) -> Callable[[argparse.Namespace, Callable[[str], None]], list[Any]]:
+        def figures(args: argparse.Namespace, note: Callable[[str], None]) -> list[Any]:
+            ran.append(name)
+            return [common.Figure(key, f"({name}) stub", 1.0, "x")]
+        return figures
+
+    monkeypatch.setattr(run_all, "broker_figures", part("broker", "stub_broker"))
+    monkeypatch.setattr(run_all, "in_process_figures", part("in-process", "stub_in_process"))
+    report = tmp_path / "bench.json"
+    assert run_all.main(["--quick", "--json", str(report)]) == 0
+    assert ran == ["broker", "in-process"]
+    data = orjson.loads(report.read_bytes())
+    assert data["part"] == "all" and [f["key"] for f in data["figures"]] == ["stub_broker", "stub_in_process"]
+    out = capsys.readouterr().out
+    assert out.count("driftline benchmarks") == 1 and "(broker) stub" in out and "(in-process) stub" in out
