@@ -142,7 +142,32 @@ def aiokafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     """An (unstarted) aiokafka producer: acks=all, security from ``settings``."""
     from aiokafka import AIOKafkaProducer
 
-    return AIOKafkaProducer(**_with_options(aiokafka_producer_kwargs(settings), options))
+    producer = AIOKafkaProducer(**_with_options(aiokafka_producer_kwargs(settings), options))
+    _track_sent_topics(producer)
+    return producer
+
+
+def _track_sent_topics(producer: AIOKafkaProducer) -> None:
+    """Make the producer's metadata requests name every topic it sends to.
+
+    aiokafka adds a topic to the list its metadata requests name (``client.add_topic``) only when a
+    send finds the topic missing from its cluster metadata. A topic it learnt of from a request for
+    all topics (the bootstrap's; any refresh while that list is empty) is used untracked, and the
+    first topic that is tracked turns every later refresh into a request for the tracked topics
+    alone, so the untracked topic's partitions drop out of the metadata. A batch waiting for such a
+    partition has no leader, and the sender then asks for metadata again as each answer arrives,
+    with no backoff, until the batch expires: measured in a worker at 300-600 requests a second
+    for over a minute, the main thread's CPU several times the run's (docs/scaling.md). Adding the
+    topic before every send (a no-op once tracked) closes that.
+    """
+    client = producer.client
+    wait_on_metadata = client._wait_on_metadata  # every send, send_batch and partitions_for goes through it
+
+    async def tracked(topic: str) -> Any:
+        await client.add_topic(topic)
+        return await wait_on_metadata(topic)
+
+    client._wait_on_metadata = tracked
 
 
 def aiokafka_consumer(settings: Settings, group_id: str | None, **options: Any) -> AIOKafkaConsumer:

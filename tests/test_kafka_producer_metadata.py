@@ -1,0 +1,48 @@
+"""The producers driftline builds keep every topic they send to in their metadata requests.
+
+A topic aiokafka learnt of from a request for all topics was sent to untracked; once any other topic
+was tracked, refreshes named only that one, the untracked topic's partitions lost their leader, and
+a batch waiting for one made the sender ask for metadata again and again with no backoff (a worker
+burnt several times its CPU on it: docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import TopicPartition
+from kafka.admin import NewTopic
+
+from driftline.config import Settings
+from driftline.kafka.admin import admin_client
+from driftline.kafka.clients import aiokafka_producer
+
+
+def _create(settings: Settings, topic: str) -> None:
+    with admin_client(settings) as admin:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+
+
+async def _leader_after_another_topic(settings: Settings, known: str, later: str) -> int | None:
+    """Send to ``known`` (it existed when the producer started), then to ``later`` (created after),
+    refresh, and return the leader the producer's metadata gives ``known``'s partition."""
+    producer = aiokafka_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(known, b"before")
+        await asyncio.to_thread(_create, settings, later)
+        await producer.send_and_wait(later, b"new topic: aiokafka tracks it")
+        await producer.client.force_metadata_update()
+        leader: int | None = producer.client.cluster.leader_for_partition(TopicPartition(known, 0))
+        return leader
+    finally:
+        await producer.stop()
+
+
+def test_a_topic_sent_to_keeps_its_leader_once_another_is_tracked(kafka_bootstrap: str) -> None:
+    settings = Settings(kafka={"bootstrap_servers": kafka_bootstrap})
+    tag = uuid.uuid4().hex[:8]
+    known, later = f"meta-{tag}.known", f"meta-{tag}.later"
+    _create(settings, known)
+    assert asyncio.run(_leader_after_another_topic(settings, known, later)) is not None
