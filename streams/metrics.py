@@ -18,7 +18,10 @@ Series (all prefixed ``driftline_``):
   ``stage_restore_estimate_seconds`` what restoring its checkpoint chain would take now (stage 1,
   the figure ``worker.restore_target_s`` bounds: ``streams/runner.py``);
 - ``sink_messages_total{topic}``, ``sink_rows_total{table}``, ``sink_rejected_total{source}``,
-  ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``.
+  ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``;
+- ``kafka_metadata_requests_total{client}``: the process's aiokafka metadata requests (producer,
+  consumer): a few dozen a run; a steady rate means a client asks again and again for a partition
+  without a known leader.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from driftline.kafka.metadata_requests import metadata_requests
 from driftline.pipeline.gauges import Gauge
 from driftline.streams.runner import StageRunner
 from driftline.streams.sink import SinkRunner
@@ -63,6 +67,15 @@ class WorkerCollector(Collector):
         yield from self._processor_gauges()
         if self.sink is not None:
             yield from self._sink_metrics(self.sink)
+        yield self._metadata_requests()
+
+    def _metadata_requests(self) -> Metric:
+        family = CounterMetricFamily("driftline_kafka_metadata_requests",
+                                     "cluster metadata requests of the process's Kafka clients",
+                                     labels=["client"])
+        for kind, n in sorted(metadata_requests().items()):
+            family.add_metric([kind], n)
+        return family
 
     def _stage_metrics(self) -> Iterable[Metric]:
         events = CounterMetricFamily("driftline_events_in", "records fed to processors",

@@ -1,4 +1,5 @@
-"""The producers driftline builds keep every topic they send to in their metadata requests.
+"""The producers driftline builds keep every topic they send to in their metadata requests, and
+``/metrics`` counts the metadata requests of the process's clients.
 
 A topic aiokafka learnt of from a request for all topics was sent to untracked; once any other topic
 was tracked, refreshes named only that one, the untracked topic's partitions lost their leader, and
@@ -13,10 +14,13 @@ import uuid
 
 from aiokafka import TopicPartition
 from kafka.admin import NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.config import Settings
 from driftline.kafka.admin import admin_client
 from driftline.kafka.clients import aiokafka_producer
+from driftline.kafka.metadata_requests import metadata_requests
+from driftline.streams.metrics import render
 
 
 def _create(settings: Settings, topic: str) -> None:
@@ -46,3 +50,29 @@ def test_a_topic_sent_to_keeps_its_leader_once_another_is_tracked(kafka_bootstra
     known, later = f"meta-{tag}.known", f"meta-{tag}.later"
     _create(settings, known)
     assert asyncio.run(_leader_after_another_topic(settings, known, later)) is not None
+
+
+def _scraped_metadata_requests() -> dict[str, float]:
+    text = render([], None).decode()
+    return {sample.labels["client"]: sample.value for family in text_string_to_metric_families(text)
+            if family.name == "driftline_kafka_metadata_requests" for sample in family.samples}
+
+
+def test_metrics_count_the_metadata_requests_of_a_producer(kafka_bootstrap: str) -> None:
+    settings = Settings(kafka={"bootstrap_servers": kafka_bootstrap})
+    topic = f"meta-{uuid.uuid4().hex[:8]}.counted"
+    before = metadata_requests().get("producer", 0)
+
+    async def send_and_refresh() -> None:
+        producer = aiokafka_producer(settings)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"x")  # an unknown topic: one request at least
+            await producer.client.force_metadata_update()  # and one more
+        finally:
+            await producer.stop()
+
+    asyncio.run(send_and_refresh())
+    sent = metadata_requests()["producer"]
+    assert sent >= before + 2
+    assert _scraped_metadata_requests()["producer"] == sent

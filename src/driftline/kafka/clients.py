@@ -14,6 +14,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from driftline.config import Settings
+from driftline.kafka.metadata_requests import count_metadata_requests
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -144,6 +145,7 @@ def aiokafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
 
     producer = AIOKafkaProducer(**_with_options(aiokafka_producer_kwargs(settings), options))
     _track_sent_topics(producer)
+    count_metadata_requests(producer.client, "producer")
     return producer
 
 
@@ -174,7 +176,9 @@ def aiokafka_consumer(settings: Settings, group_id: str | None, **options: Any) 
     """An (unstarted) aiokafka consumer of ``group_id`` (None: no group, manual assignment)."""
     from aiokafka import AIOKafkaConsumer
 
-    return AIOKafkaConsumer(**_with_options(aiokafka_consumer_kwargs(settings, group_id), options))
+    consumer = AIOKafkaConsumer(**_with_options(aiokafka_consumer_kwargs(settings, group_id), options))
+    count_metadata_requests(consumer._client, "consumer")  # aiokafka has no public handle on it
+    return consumer
 
 
 def kafka_python_producer(settings: Settings, **options: Any) -> KafkaProducer:
