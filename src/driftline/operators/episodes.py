@@ -232,6 +232,10 @@ class _Open:
     # read a change in scale: what a further change in scale is measured from (None: it read a
     # location shift, or a checkpoint from before).
     spread_level: float | None = None
+    # The spread (log of the sd ratio) the episode's events last told a user, whatever the unit
+    # the episode reads now (None: no event read the change in scale). A location episode whose
+    # noise grows is measured against it: its row says "sd", its spread is told by an escalation.
+    spread_told: float | None = None
 
     def saw(self, magnitude: float, learned: bool, shown: tuple[str, float]) -> None:
         """A new estimate; the peak follows learned samples (an alarm's run is a biased estimate).
@@ -540,7 +544,7 @@ class EpisodeMonitor:
         sample, self._filled = self._learned.astype(np.int64), 0
         if self._regime is not None:  # a block while watching the regime: re-measure, may close
             return self._measured(sample, index, escalate=False)
-        event = self._measured(sample, index, escalate=not self._refine)
+        event = self._measured(sample, index, escalate=not self._refine, learned=True)
         if self._open is not None:
             try:
                 self._regime, self._map = self._regime_bank(sample)
@@ -575,6 +579,7 @@ class EpisodeMonitor:
         if self._open is None:
             self._open = _Open(index, magnitude, magnitude, magnitude)
             self._set_level(magnitude, shown)
+            self._told(shown)
             self._open.saw(magnitude, learned=False, shown=shown)
             event = EpisodeEvent("opened", index, shown[1], shown[0], alarm.component, alarm.statistic,
                                  alarm.threshold, "alarm")
@@ -597,6 +602,12 @@ class EpisodeMonitor:
         self._filled = 0  # learn the regime after the change
         self._refine = event is not None
         return event
+
+    def _told(self, shown: tuple[str, float]) -> None:
+        """An event told a user ``shown`` (unit, reading): remember the spread when it read one."""
+        assert self._open is not None
+        if shown[0] == "sd_ratio":
+            self._open.spread_told = _log_ratio(shown[1])
 
     def _set_level(self, magnitude: float, shown: tuple[str, float]) -> None:
         """What a further change is measured from: the location ``magnitude``, and the spread
@@ -651,10 +662,14 @@ class EpisodeMonitor:
         self._set_level(magnitude, (unit, shown))
         self._open.escalations += 1
         self._refine = True
+        self._told((unit, shown))
         return EpisodeEvent("escalated", index, shown, unit, component, statistic, threshold, "larger")
 
-    def _measured(self, sample: IntArray, index: int, escalate: bool) -> EpisodeEvent | None:
-        """A full sample of the current regime at ``index``: close, escalate or only update."""
+    def _measured(self, sample: IntArray, index: int, escalate: bool,
+                  learned: bool = False) -> EpisodeEvent | None:
+        """A full sample of the current regime at ``index``: close, escalate or only update.
+        ``learned``: the sample after an event or alarm (not a block re-measured while watching),
+        whose spread a location episode also reports when no event told it (see _spread_told)."""
         assert self._open is not None
         magnitude = self._magnitude(sample)
         unit, shown = self._shown(sample, magnitude)
@@ -678,17 +693,81 @@ class EpisodeMonitor:
                 reason = self._escalation(magnitude)
             if not reason and self._new_kind(unit, shown):
                 reason = "kind"
+        told = self._spread_untold(sample) if learned and not reason and unit == "sd" else None
         if unit not in self._open.kinds:
             self._open.kinds = (*self._open.kinds, unit)
         self._open.saw(magnitude, learned=True, shown=(unit, shown))
         if self._refine:  # the same change, measured on its own sample rather than the alarm's run
             self._set_level(magnitude, (unit, shown))
             self._refine = False
+        if told is not None:
+            # the location is still the larger change (the row reads it), the spread is news
+            reason, ratio = told
+            self._open.spread_told = _log_ratio(ratio)
+            if "sd_ratio" not in self._open.kinds:
+                self._open.kinds = (*self._open.kinds, "sd_ratio")
+            self._open.escalations += 1
+            return EpisodeEvent("escalated", index, ratio, "sd_ratio", "", 0.0, 0.0, reason)
         if not reason:
             return None
         self._set_level(magnitude, (unit, shown))
         self._open.escalations += 1
+        self._told((unit, shown))
         return EpisodeEvent("escalated", index, shown, unit, "", 0.0, 0.0, reason)
+
+    def _spread_untold(self, sample: IntArray) -> tuple[str, float] | None:
+        """(reason, sd ratio) when a learned sample of a location episode reads a spread its
+        events have not told: further from the spread last told (the reference's, 1, when none
+        was) by the minimum effect and by ``KAPPA`` standard errors, in its log (``"kind"`` the
+        first time, then ``"larger"`` / ``"reversal"``). A shift of +2 sd whose noise triples, at
+        once or later, is a mean shift *and* a noisier sensor; acting on the shift alone is the
+        wrong diagnosis. Read by quartiles as :meth:`_shown` does, but judged on what the
+        reference's cells allow: a quartile's symbol places its value anywhere between its
+        neighbours' scores (the reference's cells hold ~1/512 of it each, ~0.2 sd wide at 2.7 sd,
+        and the symbol past an end is unbounded), so the test takes the end of that interval
+        nearest the spread told. A pure shift of 3 sd, whose upper quartile sits in the coarse
+        tail, read 0.5-1.25 at the point and must not report a spread."""
+        assert self._open is not None
+        opener = self._opener
+        if not isinstance(opener, NumericDetector):
+            return None
+        u, last = opener._u, opener._u.size - 1
+        s1, s3 = (int(q) for q in np.quantile(sample, (0.25, 0.75), method="inverted_cdf"))
+        lowest = max(float(u[max(s3 - 1, 0)] - u[min(s1 + 1, last)]), 0.0)
+        highest = math.inf if s1 == 0 or s3 == last else float(u[s3 + 1] - u[s1 - 1])
+        low, high = _log_ratio(lowest / NORMAL_IQR), math.log(highest / NORMAL_IQR)
+        told = self._open.spread_told
+        base = 0.0 if told is None else told
+        if low >= base:
+            spread = low
+        elif high <= base:
+            spread = high
+        else:
+            return None  # the cells cannot tell it from the spread told
+        if abs(spread - base) < KAPPA * self._spread_se(u[sample]):
+            return None
+        if told is None:
+            reason = "kind" if abs(spread) >= self._tolerance() else ""
+        else:
+            reason = self._escalation(spread, told)
+        return (reason, float(u[s3] - u[s1]) / NORMAL_IQR) if reason else None
+
+    @staticmethod
+    def _spread_se(scores: FloatArray) -> float:
+        """Standard error of the log of the spread of ``scores`` (a learned sample's), read by
+        quartiles: :data:`SPREAD_SE` over the root of their count for independent values, or the
+        batch-means estimate (:data:`SERIAL_BATCHES` batches' log spreads) if larger. A real
+        stream's spread wanders with its cycles: NOAA's feat_4, a location episode, read 15 %
+        wider than its reference on one shard's learned sample, ~6 iid standard errors, and
+        within a few of the batch-means one."""
+        iid = SPREAD_SE / math.sqrt(scores.size)
+        size = scores.size // SERIAL_BATCHES
+        if size < MIN_REPLICATE:  # batches too small to read quartiles from
+            return iid
+        batches = scores[: size * SERIAL_BATCHES].reshape(SERIAL_BATCHES, size)
+        q1, q3 = np.quantile(batches, (0.25, 0.75), axis=1)
+        logs = np.log(np.maximum((q3 - q1) / NORMAL_IQR, _TINY))
+        return max(iid, float(np.std(logs, ddof=1)) / math.sqrt(SERIAL_BATCHES))
 
     def _new_kind(self, unit: str, shown: float) -> bool:
         """Whether a learned sample reads the change in a unit no learned sample of the episode
