@@ -76,7 +76,10 @@ in an episode whose last event read one, escalates by its spread (``"larger"`` w
 its sd ratio is further from 0 by the minimum effect, ``"reversal"`` across 1: x2 -> x5 though
 the mean did not move), and a regime bank's scale alarm away from the reference (wider in a wider
 regime) is confirmed by a replicate as a shift is (its spread's log by :data:`SPREAD_SE`); every
-other escalation is measured by the shift;
+other escalation is measured by the shift. A location episode whose spread changes too (+2 sd
+and noisier, at once or later) tells the spread once, on the learned sample that reads it, as an
+escalation in ``sd_ratio`` (``"kind"``, then ``"larger"`` / ``"reversal"`` from the spread told;
+see ``_spread_untold``), while its state keeps reading the location;
 categorical features the PSI of the category shares (``"psi"``); binary error streams the
 error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the run of the CUSUM that fired
 (the values since it last left zero, at most ``learning`` of them: the CUSUM's own change-point
