@@ -9,8 +9,9 @@
     Target >= 20,000 events/s. The detail splits the worker's CPU in that interval: its main thread
     (the event loop: stage 1 and 2 processors, Kafka clients, /metrics) and its other threads
     (checkpoint copies and writes, the sink's row mapping and ClickHouse inserts, chDB's own pools),
-    and counts the checkpoints written. ``--worker-setting checkpoint_interval_s=600`` (any
-    ``worker.*`` setting, repeatable) runs the worker with it, e.g. to see what checkpoints cost.
+    and counts the checkpoints written and the Kafka metadata requests.
+    ``--worker-setting checkpoint_interval_s=600`` (any ``worker.*`` setting, repeatable) runs the
+    worker with it, e.g. to see what checkpoints cost.
 (4) InProcessPipeline over the same kind of pre-generated RawRecords (no Kafka), fed in batches of
     ``worker.batch_max_records``: prediction events per second on one core. Target >= 200,000.
 
@@ -89,6 +90,17 @@ def wait_drained(worker: WorkerProcess, settings: Settings, labels: int, deadlin
     return float("nan")
 
 
+def metadata_requests_sent(worker: WorkerProcess) -> float:
+    """The worker's Kafka metadata requests so far (all clients; NaN if /metrics does not answer).
+    A few dozen a run; thousands mean a client re-asked for a partition without a known leader, the
+    storm that once cost the main thread several times its CPU (docs/scaling.md)."""
+    try:
+        metrics = worker.metrics()
+    except OSError:
+        return float("nan")
+    return sum(v for name, _, v in metrics if name == "driftline_kafka_metadata_requests_total")
+
+
 def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout_s: float = 300.0) -> Figure:
     """Run the worker over topics already holding ``n`` predictions; figure (1).
 
@@ -130,6 +142,7 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
         startup_s = t0 - worker.started_at
         t1, p1, l1, c1, m1, k1 = samples[-1]
         drained_cpu = wait_drained(worker, settings, produced.get("labels", 0), deadline)
+        metadata_requests = metadata_requests_sent(worker)
         worker.stop()
         exit_code = worker.proc.returncode
     elapsed = t1 - t0
@@ -140,13 +153,15 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
               f"{c1 - c0:.2f} CPU-s ({(p1 - p0) / max(c1 - c0, 1e-9):,.0f} pred/CPU-s: main thread "
               f"{m1 - m0:.2f}, other threads {c1 - c0 - (m1 - m0):.2f}), {int(k1 - k0)} stage-1 checkpoints; "
               f"until drained (every label joined, outcomes written): {drained_cpu - c0:.2f} CPU-s, "
-              f"{n / max(drained_cpu - c0, 1e-9):,.0f} pred/CPU-s; exit {exit_code}")
+              f"{n / max(drained_cpu - c0, 1e-9):,.0f} pred/CPU-s; {metadata_requests:,.0f} Kafka metadata "
+              f"requests; exit {exit_code}")
     return Figure("worker_events_per_s", "(1) full pipeline, driftline worker (1 process, all roles)",
                   rate, "pred events/s", f">= {WORKER_TARGET:,.0f}", at_least(rate, WORKER_TARGET), detail,
                   {"elapsed_s": elapsed, "startup_s": startup_s, "records_per_s": records_rate,
                    "predictions": n, "labels": produced.get("labels", 0), "exit_code": exit_code,
                    "worker_cpu_s": c1 - c0, "main_thread_cpu_s": m1 - m0, "checkpoints": k1 - k0,
-                   "labels_consumed": l1 - l0, "drained_cpu_s": drained_cpu - c0})
+                   "labels_consumed": l1 - l0, "drained_cpu_s": drained_cpu - c0,
+                   "metadata_requests": metadata_requests})
 
 
 def measure_operators(settings: Settings, n: int, seed: int = 0, repeat: int = 1,
