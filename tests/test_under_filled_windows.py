@@ -13,6 +13,7 @@ from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
 from driftline.operators.window_stats import FeatureStats
 from driftline.pipeline.local import InProcessPipeline
+from driftline.pipeline.stage import OutboundMessage
 
 START = 1_767_225_600_000  # on an hour boundary
 WINDOW_MS = 300_000
@@ -94,3 +95,113 @@ def test_count_stats_gives_the_verdicts_of_score_stats_below_min_count() -> None
         same = ("n", "missing", "p_adj", "drifted", "reason")
         assert [getattr(full[name], f) for f in same] == [getattr(cheap[name], f) for f in same]
     assert (full.drifted, full.drifted_features) == (cheap.drifted, cheap.drifted_features)
+
+
+def _many_models_records(settings: Settings) -> list[RawRecord]:
+    """Three models over four minutes, skewed traffic: 10 s windows of a few events per shard,
+    60 s ones of a few hundred, and windows one shard holds many of and the other few. Numeric
+    features with negatives, zeros, nulls, a feature some events lack, and a categorical one."""
+    rng = np.random.default_rng(19)
+    out = []
+    offsets: Counter[int] = Counter()
+    n = 1_600
+    times = np.sort(rng.integers(0, 240_000, size=n))
+    models = rng.choice(3, size=n, p=[0.7, 0.25, 0.05])
+    for i in range(n):
+        ts = START + int(times[i])
+        features: dict[str, object] = {
+            "x": float(rng.normal(2.0, 1.0)), "z": float(np.round(rng.normal(), 1)),
+            "c": str(rng.choice(["a", "b", "c"])), "y": None if i % 11 == 0 else float(rng.lognormal())}
+        if i % 5:
+            features["w"] = int(rng.integers(-3, 4))
+        value = orjson.dumps({
+            "prediction_id": f"p{i}", "model_id": f"m{models[i]}", "timestamp": ts, "features": features,
+            "prediction": {"label": str(i % 2), "score": float(rng.random())}, "latency_ms": 3.0 + i % 7})
+        # m0: one shard holds all its events; m1's 60 s windows (~100 events) fill over both shards
+        # from one's ~65 (a sketch) and the other's ~35 (values) or from two shares of values
+        partition = 0 if models[i] == 0 else int(rng.random() < (0.35 if models[i] == 1 else 0.5))
+        out.append(RawRecord(settings.topics.predictions, partition, offsets[partition], ts, None, value))
+        offsets[partition] += 1
+    return out
+
+
+def _many_models_rows(values_below: int | None) -> tuple[bytes, int]:
+    """Every table's rows of the run (``values_below``: the shards' threshold, None for today's
+    default) and how many partials carried values in place of sketches."""
+    settings = Settings(
+        topics={"partitions": 2, "model_events_partitions": 1},
+        windows={"sizes_s": [10, 60], "allowed_lateness_s": 5, "metrics_interval_s": 10},
+        drift={"min_count": 60},
+        sequential={"enabled": False},
+    )
+    pipeline = InProcessPipeline(settings)
+    for shard in pipeline.shards:
+        shard.values_below = settings.drift.min_count if values_below is None else values_below
+    records = _many_models_records(settings)
+    sent = []
+    original = pipeline._route
+
+    def route(messages: list[OutboundMessage]) -> None:
+        sent.extend(m.value for m in messages if m.value is not None and b'"values":' in m.value)
+        original(messages)
+
+    pipeline._route = route  # type: ignore[method-assign]
+    pipeline.feed(records)
+    pipeline.finish(START + 300_000)
+    tables = {name: rows for name, rows in sorted(pipeline.rows.items())}
+    return orjson.dumps(tables, option=orjson.OPT_SORT_KEYS), len(sent)
+
+
+def test_values_in_place_of_sketches_leave_every_row_as_it_was() -> None:
+    """A shard's partial of few events carries their values; stage 2 builds the same sketches from
+    them: every table's rows equal a run whose shards always send sketches."""
+    sketches, none = _many_models_rows(values_below=0)
+    values, sent = _many_models_rows(values_below=None)
+    assert none == 0 and sent > 20
+    assert values == sketches
+    for table in (b'"p50":', b'"ks_stat":'):
+        assert table in values  # filled windows' quantiles and scores are among the rows compared
+
+
+def test_partials_of_either_form_merge_alike() -> None:
+    """Old partials (sketches) are still read, alone or beside new ones (values), in any mix."""
+    from driftline.operators.window_stats import ValuesWindow, WindowAccumulator, merge_partials
+    from driftline.schemas.events import Prediction
+    rng = np.random.default_rng(5)
+    batches = []
+    for k in (3, 17, 1, 9):
+        rows = [{"x": float(v), "c": "ab"[int(v > 0)]} for v in rng.normal(size=k)]
+        if k == 17:
+            rows[2]["x"] = float("inf")
+        batches.append((rows, [Prediction(label="1", score=float(rng.random()))] * k, [None] * k))
+    old, new = [], []
+    for rows, predictions, latencies in batches:
+        for kind, into in ((WindowAccumulator, old), (ValuesWindow, new)):
+            acc = kind()
+            acc.add(rows, predictions, latencies)
+            into.append(orjson.loads(orjson.dumps(acc.to_partial())))
+    assert all("values" in p["features"]["x"] and "sketch" not in p["features"]["x"] for p in new)
+    expected = merge_partials(old)
+    for mix in ([new[0], old[1], new[2], old[3]], new):
+        merged = merge_partials(mix)
+        for name in ("x", "c"):
+            assert merged.features[name].to_dict() == expected.features[name].to_dict()
+        assert merged.prediction_value.to_dict() == expected.prediction_value.to_dict()
+        assert merged.features["x"].sketch.count == expected.features["x"].sketch.count > 0
+
+
+def test_a_partial_whose_values_are_not_its_numbers_is_refused() -> None:
+    """Values that could not be the window's valid numbers make the partial malformed (dead-lettered
+    on arrival), not a sketch built from garbage when the window fills."""
+    import pytest
+
+    from driftline.operators.window_stats import ValuesWindow
+    from driftline.pipeline.windows import check_partial
+    from driftline.schemas.events import Prediction
+    acc = ValuesWindow()
+    acc.add([{"x": 1.5}, {"x": -2.0}], [Prediction(label="1")] * 2, [None, None])
+    partial = acc.to_partial()
+    assert check_partial(partial).features["x"].n == 2
+    for bad in ([1.5], [1.5, "a"], [1.5, 1e101], [1.5, None], "1.5,-2.0", [1.5, 2]):
+        with pytest.raises(ValueError, match="valid numbers"):
+            check_partial({**partial, "features": {"x": {**partial["features"]["x"], "values": bad}}})

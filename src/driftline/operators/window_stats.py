@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -217,6 +217,8 @@ class FeatureStats:
         self.invalid += other.invalid
         self._merge_moments(other.n, other.mean, other.m2, other.min, other.max)
         if sketch:
+            if isinstance(other, SketchValues):
+                other.settle()
             self.sketch.merge(other.sketch)
         self._add_counts(other.categories)
 
@@ -244,7 +246,14 @@ class FeatureStats:
         ...
         ValueError: m2 is None, not a finite number
         """
-        s = cls.__new__(cls)  # every field is set below: no default sketch made to be replaced
+        s = cls._fields_from(d)
+        s.sketch = QuantileSketch.from_dict(d["sketch"])
+        return s
+
+    @classmethod
+    def _fields_from(cls, d: Mapping[str, Any]) -> Self:
+        """A new instance with every field of ``d`` but the sketch (left unset) checked and set."""
+        s = cls.__new__(cls)  # every field is set here or by the caller: no default sketch made
         s.count, s.missing, s.invalid = int(d["count"]), int(d["missing"]), int(d["invalid"])
         s.n = int(d["n"])
         s.mean, s.m2 = _moment(d, "mean"), _moment(d, "m2")
@@ -252,9 +261,14 @@ class FeatureStats:
         s.max = None if d["max"] is None else _moment(d, "max")
         if s.m2 < 0.0:
             raise ValueError(f"m2 is negative ({s.m2})")
-        s.sketch = QuantileSketch.from_dict(d["sketch"])
         s.categories = {str(k): int(v) for k, v in d["categories"].items()}
         return s
+
+    @staticmethod
+    def parse(d: Mapping[str, Any]) -> FeatureStats:
+        """The statistics of a partial's feature in either form: with its ``sketch`` (every
+        version) or its ``values`` (:class:`SketchValues`, a shard's few events)."""
+        return FeatureStats.from_dict(d) if "sketch" in d else SketchValues.from_dict(d)
 
     def __repr__(self) -> str:
         return f"FeatureStats(count={self.count}, n={self.n}, categories={len(self.categories)})"
@@ -274,6 +288,9 @@ class FeatureStats:
         mean = float(vals.mean())
         m2 = float(np.square(vals - mean).sum())
         self._merge_moments(vals.size, mean, m2, lo, hi)
+        self._sketch_values(vals)
+
+    def _sketch_values(self, vals: FloatArray) -> None:
         self.sketch.add_many(vals)
 
     def _merge_moments(self, n: int, mean: float, m2: float, lo: float | None, hi: float | None) -> None:
@@ -305,6 +322,69 @@ class FeatureStats:
             cats[OVERFLOW] = cats.get(OVERFLOW, 0) + sum(c for _, c in new[room:])
             new = new[:room]
         cats.update(new)
+
+
+class SketchValues(FeatureStats):
+    """A :class:`FeatureStats` whose quantile sketch is not built yet: it holds the valid numbers
+    (in order) the sketch would be built from, and ships them as ``values`` in place of
+    ``sketch``.
+
+    A shard holding few events of a window sends their values: fewer bytes than a sketch's
+    buckets, and no sketch built, encoded, parsed, when stage 2 finds the window under-filled
+    (no quantile read). Merged with sketches (a filled window), its sketch is built from the
+    values as the shard would have: one ``add_many`` of them into an empty sketch, so it equals
+    the sketch a :class:`FeatureStats` of one chunk holds, bucket for bucket. Everything else
+    (counts, moments, categories) is computed and shipped as :class:`FeatureStats` does.
+
+    >>> s, t = FeatureStats(), SketchValues()
+    >>> s.add([3.0, None, -1.5, "a", float("nan")]); t.add([3.0, None, -1.5, "a", float("nan")])
+    >>> wire = t.to_dict()
+    >>> wire["values"], "sketch" in wire
+    ([3.0, -1.5], False)
+    >>> u = FeatureStats.parse(wire)
+    >>> u.settle(); u.to_dict() == s.to_dict()
+    True
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        # an array as stage 1 adds them; a list as parsed (no array made unless a sketch is built)
+        self.values: FloatArray | list[float] | None = None
+
+    def _sketch_values(self, vals: FloatArray) -> None:
+        # a second chunk (a window of more events than a chunk) keeps them in order after the first
+        self.values = vals if self.values is None else np.concatenate([self.values, vals])
+
+    def settle(self) -> None:
+        """Build the sketch from the values (once): the sketch ``to_dict`` then ships."""
+        if self.values is not None:
+            self.sketch.add_many(np.asarray(self.values, dtype=np.float64))
+            self.values = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.values is None and self.sketch.count:
+            return super().to_dict()
+        d = super().to_dict()
+        del d["sketch"]
+        values = self.values
+        d["values"] = [] if values is None else values if isinstance(values, list) else values.tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SketchValues:
+        """The statistics of :meth:`to_dict` (``values`` in place of ``sketch``); ValueError unless
+        the values are the ``n`` valid numbers the moments describe."""
+        s = cls._fields_from(d)
+        s.sketch = QuantileSketch()
+        values = d["values"]
+        # a few numbers: checked in Python (an array and its test cost more than the list's loop)
+        if (type(values) is not list or len(values) != s.n
+                or not all(type(v) is float and -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE for v in values)):
+            raise ValueError(f"values are not the window's {s.n} valid numbers")
+        s.values = values if values else None
+        return s
 
 
 def _moment(d: Mapping[str, Any], name: str) -> float:
@@ -600,13 +680,15 @@ class WindowAccumulator:
     """
 
     __slots__ = ("features", "latency", "n_events", "prediction_label", "prediction_value")
+    stats_type: ClassVar[type[FeatureStats]] = FeatureStats
+    """What each column's statistics are (a class attribute: no state to checkpoint)."""
 
     def __init__(self) -> None:
         self.n_events = 0
         self.features: dict[str, FeatureStats] = {}
-        self.prediction_label = FeatureStats()
-        self.prediction_value = FeatureStats()
-        self.latency = FeatureStats()
+        self.prediction_label = self.stats_type()
+        self.prediction_value = self.stats_type()
+        self.latency = self.stats_type()
 
     def add(
         self,
@@ -628,7 +710,7 @@ class WindowAccumulator:
             stats = self.features.get(name)
             if stats is None:
                 # A feature first seen now was absent from every earlier event of the window.
-                stats = self.features[name] = FeatureStats()
+                stats = self.features[name] = self.stats_type()
                 stats.add_missing(self.n_events)
             stats.add(column)
         labels: list[Any] = [p.label for p in predictions]
@@ -652,7 +734,7 @@ class WindowAccumulator:
         for name in sorted(names):
             stats = self.features.get(name)
             if stats is None:
-                stats = self.features[name] = FeatureStats()
+                stats = self.features[name] = self.stats_type()
                 stats.add_missing(self.n_events)
             stats.add_column(_reduce([part.features.get(name) or ColumnBlock.absent(part.n)
                                       for part in chunk]))
@@ -670,7 +752,7 @@ class WindowAccumulator:
         for name, theirs in other.features.items():
             mine = self.features.get(name)
             if mine is None:
-                mine = self.features[name] = FeatureStats()
+                mine = self.features[name] = self.stats_type()
                 mine.add_missing(self.n_events)
             mine.merge(theirs, sketches)
         self.prediction_label.merge(other.prediction_label, sketches)
@@ -703,12 +785,20 @@ class WindowAccumulator:
             acc.n_events = int(d["n_events"])
             for name, stats in d["features"].items():
                 where = f"feature {str(name)!r}"
-                acc.features[str(name)] = FeatureStats.from_dict(stats)
+                acc.features[str(name)] = FeatureStats.parse(stats)
             for where in ("prediction_label", "prediction_value", "latency"):
-                setattr(acc, where, FeatureStats.from_dict(d[where]))
+                setattr(acc, where, FeatureStats.parse(d[where]))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise ValueError(f"malformed window partial: {where}: {type(err).__name__}: {err}") from None
         return acc
+
+
+class ValuesWindow(WindowAccumulator):
+    """A window's accumulator whose partial carries its columns' valid numbers in place of quantile
+    sketches (:class:`SketchValues`): what a shard sends for a window it holds few events of."""
+
+    __slots__ = ()
+    stats_type = SketchValues
 
 
 @dataclass

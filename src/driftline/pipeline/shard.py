@@ -36,7 +36,7 @@ from driftline.operators.join import (
 from driftline.operators.model_watch import MultivariateWatch
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
-from driftline.operators.window_stats import EventColumns, WindowAccumulator, WindowBuffer
+from driftline.operators.window_stats import EventColumns, ValuesWindow, WindowAccumulator, WindowBuffer
 from driftline.pipeline import records, reroute
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, window_segments
@@ -143,6 +143,7 @@ class ShardProcessor:
         self.join.set_memory_budget(int(settings.join.memory_budget_mb * 2**20), settings.join.spill_dir)
         self.lateness_ms = settings.windows.allowed_lateness_s * 1000
         self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
+        self.values_below = settings.drift.min_count  # a window's partial: values below this many events
         self.segment_keys = list(settings.windows.segment_keys)
         self.progress_step_ms = math.gcd(*self.sizes_ms, settings.windows.metrics_interval_s * 1000)
 
@@ -856,9 +857,15 @@ class ShardProcessor:
         due = sorted((key for key in map(WindowKey._make, self.open) if key.end <= self.pred_watermark),
                      key=WindowKey.close_order)
         for key in due:
-            self._accumulate(key, final=True)
-            del self.buffered[key]
-            aggregate = self.open.pop(key).to_partial()
+            accumulator = self.open.pop(key)
+            buffered = self.buffered.pop(key)
+            if not accumulator.n_events and len(buffered) < self.values_below:
+                # Few events, none added yet: their values travel in place of sketches (smaller, and
+                # stage 2 builds no sketch for a window under-filled over all shards); stage 2 builds
+                # from them exactly the sketches this accumulator would have (see ValuesWindow).
+                accumulator = ValuesWindow()
+            buffered.drain(accumulator, ACCUMULATE_CHUNK, final=True)
+            aggregate = accumulator.to_partial()
             if key.segment == "" and self.multivariate is not None:
                 multivariate = self.multivariate.take(key.size, key.start, key.model_id, key.model_version)
                 if multivariate is not None:
