@@ -34,6 +34,13 @@ partials, against one of this bench's 25-feature profiles) as it was (sketches m
 feature scored) and as it is (counts and moments merged,
 :meth:`~driftline.operators.scorer.DriftScorer.count_stats`), with the window's rows built either
 way; in one process, alternating rounds, thread CPU, best of 5.
+
+``--partials`` (no targets; ``--n`` windows, default 300 with it): a window of 1-26 events over 4
+shards, each shard's partial made and encoded (stage 1) and decoded and parsed (stage 2) with
+quantile sketches vs with the values in place of sketches (what a shard holding fewer than
+``drift.min_count`` events of a window sends), alternating in one process, thread CPU, best of 5;
+then ``--models`` (default 100 with it) models' run of ``--n`` x 50 predictions (default 20,000)
+with shards sending sketches always vs values, alternating runs, best of 3.
 """
 
 from __future__ import annotations
@@ -58,10 +65,18 @@ from driftline.demo.training import LABEL, PREDICTION, training_columns, trainin
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
-from driftline.operators.window_stats import WindowAccumulator, merge_accumulators
+from driftline.operators.window_stats import (
+    EventColumns,
+    ValuesWindow,
+    WindowAccumulator,
+    WindowBuffer,
+    merge_accumulators,
+)
 from driftline.pipeline.local import InProcessPipeline, logged_records
-from driftline.pipeline.records import WindowKey
+from driftline.pipeline.records import Partial, WindowKey, decode_model_event, encode_model_event
+from driftline.pipeline.shard import ACCUMULATE_CHUNK
 from driftline.pipeline.to_rows import drift_score_row, feature_window_row, model_drift_row, window_columns
+from driftline.pipeline.windows import check_partial
 from driftline.runtime import tune_gc
 from driftline.schemas.events import Prediction
 from driftline.simulate import Scenario, generate
@@ -118,13 +133,16 @@ def traffic(specs: list[ModelSpec], n: int, settings: Settings) -> tuple[list[Ra
 
 
 def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawRecord],
-        warm: int) -> dict[str, Any]:
-    """Feed the first ``warm`` records, then the rest timed (CPU per prediction); RSS and monitors after."""
+        warm: int, values_below: int | None = None) -> dict[str, Any]:
+    """Feed the first ``warm`` records, then the rest timed (CPU per prediction); RSS and monitors
+    after. ``values_below``: the shards' threshold for a partial of values (0: sketches always)."""
     tune_gc()
     gc.collect()
     before = rss_bytes()
     cpu0 = time.process_time()
     pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
+    for shard in pipeline.shards if values_below is not None else ():
+        shard.values_below = values_below
     batch = settings.worker.batch_max_records
     written = 0
     for i in range(0, warm, batch):
@@ -203,6 +221,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--training", type=int, default=1000, help="training rows per model")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--partials", action="store_true",
+                        help="a small window's partial, sketches vs values (module docstring)")
     parser.add_argument("--under-filled", action="store_true",
                         help="stage 2's cost of an under-filled window, before vs now (module docstring)")
     parser.add_argument("--child", nargs=2, metavar=("WHICH", "DATA"), help=argparse.SUPPRESS)
@@ -327,6 +347,93 @@ def measure_under_filled(n: int, rounds: int = 5) -> None:
           f"{before:.2f} ms before, {now:.2f} ms now ({now / before:.2f}x), best of {rounds}, {n} windows")
 
 
+def partial_windows(n: int) -> list[list[list[EventColumns]]]:
+    """``n`` windows of 1-26 events of model 0 over 4 shards, as each shard buffered them: one
+    column part per event (with many models a batch rarely holds two events of one model)."""
+    spec = model_specs(1)[0].model_copy(update={"traffic_share": 1.0})
+    base = Scenario(seed=1, start=START_MS, duration_s=1.0, rate=RATE, models=[spec])
+    columns = next(iter(training_columns(training_scenario(base, 26 * n)).values()))
+    names = [c for c in columns if c not in (LABEL, PREDICTION) and not c.startswith("__")]
+    windows = []
+    for w in range(n):
+        shards: list[list[EventColumns]] = [[] for _ in range(4)]
+        for i in range(w * 26, w * 26 + 1 + w % 26):
+            prediction = Prediction(label=str(columns[PREDICTION][i]))
+            shards[i % 4].append(EventColumns.of([{c: columns[c][i] for c in names}], [prediction], [5.0]))
+        windows.append(shards)
+    return windows
+
+
+def stage1_partials(windows: list[list[list[EventColumns]]], kind: type[WindowAccumulator]) -> list[bytes]:
+    """Each shard's close of each window (its buffered events added, the partial made and encoded),
+    with accumulators of ``kind``: the model-events records stage 1 sends."""
+    out = []
+    for w, shards in enumerate(windows):
+        for shard, parts in enumerate(shards):
+            if not parts:
+                continue
+            buffered, accumulator = WindowBuffer(), kind()
+            for part in parts:
+                buffered.append(part)
+            buffered.drain(accumulator, ACCUMULATE_CHUNK, final=True)
+            start = START_MS + w * 60_000
+            out.append(encode_model_event(Partial(shard, "m0000", "1", "", 60, start, start + 60_000,
+                                                  accumulator.to_partial())))
+    return out
+
+
+def stage2_parse(sent: list[bytes]) -> int:
+    """Stage 2's arrival of each partial: decoded and parsed (:func:`check_partial`)."""
+    events = 0
+    for value in sent:
+        record = decode_model_event(value)
+        assert isinstance(record, Partial)
+        events += check_partial(record.partial).n_events
+    return events
+
+
+def measure_partials(n: int, rounds: int = 5) -> None:
+    """Print stage 1's CPU a window of 1-26 events (4 shards' partials made and encoded) and stage
+    2's (decoded and parsed) with sketches (``WindowAccumulator``) vs values (``ValuesWindow``),
+    alternating in one process, thread CPU, best of ``rounds``."""
+    windows = partial_windows(n)
+    best: dict[tuple[str, str], float] = {}
+    sizes: dict[str, int] = {}
+    for _ in range(rounds):
+        for name, kind in (("sketches", WindowAccumulator), ("values", ValuesWindow)):
+            t = time.thread_time()
+            sent = stage1_partials(windows, kind)
+            t1 = time.thread_time()
+            stage2_parse(sent)
+            t2 = time.thread_time()
+            best[(name, "1")] = min(best.get((name, "1"), float("inf")), t1 - t)
+            best[(name, "2")] = min(best.get((name, "2"), float("inf")), t2 - t1)
+            sizes[name] = sum(map(len, sent))
+    for stage, what in (("1", "add + partial + encode"), ("2", "decode + parse")):
+        old, new = (best[(k, stage)] / n * 1e3 for k in ("sketches", "values"))
+        print(f"window of 1-26 events (4 shards, 25 features), stage {stage} {what}: {old:.3f} ms with "
+              f"sketches, {new:.3f} ms with values ({new / old:.2f}x), best of {rounds}, {n} windows")
+    print(f"partial bytes a window: {sizes['sketches'] / n:,.0f} with sketches, {sizes['values'] / n:,.0f} "
+          f"with values")
+
+
+def measure_values_ab(models: int, n: int, rounds: int = 3) -> None:
+    """Print the many-model run's CPU per prediction with sketches always (values_below 0) vs
+    values below ``drift.min_count`` (today), alternating runs in one process, best of ``rounds``."""
+    settings = bench_settings("127.0.0.1:9", "bm")
+    specs = model_specs(models)
+    profiles = profiles_of(specs, 1000, settings)
+    records, warm = traffic(specs, n, settings)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, below in (("sketches", 0), ("values", settings.drift.min_count)):
+            result = run(settings, profiles, records, warm, values_below=below)
+            best[name] = min(best.get(name, float("inf")), result["cpu_per_prediction_us"])
+    print(f"{models} models, {n:,} predictions: {best['sketches']:.1f} CPU-us a prediction with sketches, "
+          f"{best['values']:.1f} with values ({best['values'] / best['sketches']:.2f}x), best of {rounds} "
+          f"alternating, {result['windows_closed']:,} windows closed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -334,6 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.under_filled:
         measure_under_filled(args.n if args.n != 200_000 else 300)
+        return 0
+    if args.partials:
+        measure_partials(args.n if args.n != 200_000 else 300)
+        measure_values_ab(args.models if args.models != TARGET_MODELS else 100,
+                          20_000 if args.n == 200_000 else args.n * 50)
         return 0
     figures = measure(args.models, args.n, args.training)
     print_figures(figures, "many models on one worker")
