@@ -512,30 +512,88 @@ def test_update_path_state_reads_and_pickles_mid_queue() -> None:
     assert det.statistic == 0.0
 
 
+def _bound_state(det: seq.SequentialDetector) -> tuple[object, ...]:
+    """The per-value path's bookkeeping: values waiting, the bank's bound and the groups'."""
+    return (det.n, det._pending, det._rise, det._slack, det._rises, det._slacks, det._due,
+            det._sums.tobytes())
+
+
+class _Settled:
+    """The sums a settle of a detector would leave, by Page's step in Python, apart from it
+    (reading its state would settle it): with no alarm among the waiting values, every
+    S_j = max(0, S_j + z). Stepped on from the last call while the detector has not settled."""
+
+    def __init__(self) -> None:
+        self.table: np.ndarray | None = None
+        self.rows: list[list[int]] = []
+        self.base: np.ndarray | None = None
+        self.done, self.sums = 0, list[int]()
+
+    def of(self, det: seq.SequentialDetector) -> list[int]:
+        if det._table is not self.table:  # built, or refined (a binary bank's new design rate)
+            self.table, self.rows, self.base = det._table, det._table.tolist(), None
+        if det._sums is not self.base or len(det._pending) < self.done:  # settled since
+            self.base, self.done, self.sums = det._sums, 0, det._sums.tolist()
+        for sym in det._pending[self.done:]:
+            self.sums = [s + z if s + z > 0 else 0 for s, z in zip(self.sums, self.rows[sym], strict=True)]
+        self.done = len(det._pending)
+        return self.sums
+
+
 def test_defer_each_leaves_the_state_update_symbol_leaves() -> None:
     """A few symbols at a time: the head defer_each counts, then update_symbol per value, is
-    update_symbol per value, bound, waiting symbols and alarms included: at the pending cap (a
-    run of symbols no CUSUM rises on), at a binary bank's refinement point and through alarms."""
+    update_symbol per value, bounds, waiting symbols and alarms included, and both are the exact
+    batch step (the same alarms, the same sums had they settled after every call): with the bounds
+    per group of CUSUMs (a numeric bank's mean+, mean-, scale*0.67 and scale*1.5 groups, each
+    alarming; a categorical bank's lanes for its frequent categories and the one the rarer
+    share, both alarming), at the pending cap (thresholds no stream reaches), and with one
+    bound for the bank (binary) at its refinement point and through alarms."""
     rng = np.random.default_rng(63)
     binary = BinaryDetector.from_reference(rng.random(1_000) < 0.1, arl=1e3)
     assert binary._refine_at < 12_000
     errors = rng.random(12_000) < 0.1
     errors[2_000:7_000] = False  # no CUSUM rises on a run of no errors: only the cap stops it
     errors[9_000:] = rng.random(3_000) < 0.4  # the error rate x4: alarms
-    numeric = np.asarray(_NUM._symbols(_NUM_X[:12_000]))
-    for det, syms in ((_clone(_NUM), numeric), (binary, errors.astype(np.int64))):
-        one, each = _clone(det), _clone(det)
-        singles, grouped, lo = [], [], 0
+    numeric = NumericDetector.from_reference(rng.normal(size=5_000), arl=1e3)
+    moves = [(0.0, 1.0), (0.6, 1.0), (0.0, 1.0), (-0.6, 1.0), (0.0, 1.0), (0.0, 1.8), (0.0, 1.0), (0.0, 0.4)]
+    x = np.concatenate([rng.normal(mean, sd, 1_000) for mean, sd in moves])
+    capped = _clone(numeric)  # thresholds 1,000 times as high: only the cap settles
+    capped.scale_thresholds(capped.thresholds_fixed, np.full(len(capped.components), 1e3))
+    shares = [0.35, 0.25, 0.15, 0.1, 0.1, 0.05]
+    categorical = CategoricalDetector.from_reference(rng.choice(list("abcdef"), 5_000, p=shares).tolist(),
+                                                     arl=1e3)
+    cats = rng.choice(list("abcdef"), 9_000, p=shares)
+    cats[3_000:4_500] = rng.choice(list("abcdef"), 1_500, p=[0.35, 0.25, 0.15, 0.1, 0.0, 0.15])  # 'f' x3
+    cats[6_000:7_500] = rng.choice(list("abcdef"), 1_500, p=[0.2, 0.4, 0.15, 0.1, 0.1, 0.05])  # 'b' up
+    cases = [(numeric, numeric._symbols(x)), (capped, capped._symbols(rng.normal(size=6_000))),
+             (categorical, categorical._symbols(cats.tolist())), (binary, errors.astype(np.int64))]
+    for det, syms in cases:
+        one, each, exact = _clone(det), _clone(det), _clone(det)
+        settled = _Settled()
+        singles, grouped, batched, lo, longest = [], [], [], 0, 0
         while lo < syms.size:
             hi = min(syms.size, lo + int(rng.integers(1, 8)))
             group = syms[lo:hi].tolist()
             singles += [a for s in group if (a := one.update_symbol(s)) is not None]
             head = each.defer_each(group)
             grouped += [a for s in group[head:] if (a := each.update_symbol(s)) is not None]
-            assert (each.n, each._pending, each._rise, each._slack, each._due, each._sums.tobytes()) == (
-                one.n, one._pending, one._rise, one._slack, one._due, one._sums.tobytes()), lo
+            batched += exact.run_symbols(syms[lo:hi])[0]
+            assert _bound_state(each) == _bound_state(one), (det.kind, lo)
+            assert settled.of(each) == exact._sums.tolist(), (det.kind, lo)
+            longest = max(longest, len(each._pending))
             lo = hi
-        assert grouped == singles and singles
+        assert grouped == singles == batched
+        found = [(a.index, a.component, a.statistic, a.threshold) for a in grouped]
+        assert found == [(a.index, a.component, a.statistic, a.threshold) for a in batched]
+        keys = dict(zip(det.components, det._group_keys(), strict=True))
+        alarmed = {keys[a.component] for a in grouped}
+        if det is capped:
+            assert not grouped and longest > seq._MAX_PENDING - 8  # only the cap settled
+        elif det is binary:
+            assert each._lanes is None and singles and det.reference_n != each.reference_n  # refined
+        else:  # every group of the bank alarmed (the categorical: an own lane and the shared)
+            assert each._lanes is not None
+            assert alarmed == set(keys.values()) if det is numeric else {1, -1} <= alarmed, alarmed
 
 
 def test_detectors_on_one_reference_share_their_tables() -> None:
