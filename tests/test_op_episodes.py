@@ -189,10 +189,11 @@ def test_update_many_in_any_chunking_equals_update(cuts: list[int]) -> None:
 
 
 def _deferred(mon: EpisodeMonitor) -> tuple[object, ...]:
-    """The per-value fast path's bookkeeping (values waiting, the bound), before any flush."""
+    """The per-value fast path's bookkeeping (values waiting, the bounds: the bank's and its
+    groups'), before any flush."""
     det = mon._watching()
-    return (mon.n, mon._ring.size, det.n, list(det._pending), det._rise, det._slack, det._due,
-            det._sums.tobytes())
+    return (mon.n, mon._ring.size, det.n, list(det._pending), det._rise, det._slack, det._rises,
+            det._slacks, det._due, det._sums.tobytes())
 
 
 def test_update_each_in_small_groups_equals_update_value_by_value() -> None:
