@@ -16,7 +16,11 @@ episodes and sequential modules) as of COMMIT against today's on that traffic in
 alternating, best of 9 CPU per event, and whether their reports are equal. ``--build MODELS``:
 CPU to build a model's bank in a fresh process, with no calibration shared and then with a
 calibration directory another process filled (``calibration.share_calibrations``, what
-``worker.state_dir`` gives a worker's processes).
+``worker.state_dir`` gives a worker's processes). ``--monitors COMMIT``: the sequential part alone,
+less noisy: a model's 25 episode monitors (20 numeric on normal, lognormal and discrete references,
+5 categorical on 8 categories, arl 2.5e7 each) fed no-drift values in groups of 1-7 through
+``EpisodeMonitor.update_each``, as of COMMIT against today's, alternating, best of 9 CPU per value
+of a monitor, and whether their events are equal.
 """
 
 from __future__ import annotations
@@ -226,6 +230,63 @@ def zipf_ab(models: int, commit: str, rounds: int = 9, batches: int = 40,
     return reports[0] == reports[1], groups, events, best[0] / events * 1e6, best[1] / events * 1e6
 
 
+def _monitor_streams(values: int) -> tuple[list[tuple[str, list[Any]]], list[list[Any]]]:
+    """25 features' references (kind, values) and no-drift streams of ``values`` each."""
+    rng = np.random.default_rng(7)
+    draws = [lambda n: rng.normal(size=n), lambda n: rng.lognormal(0.0, 1.0, n),
+             lambda n: rng.poisson(4.0, n).astype(np.float64), lambda n: rng.gamma(2.0, 1.0, n)]
+    references: list[tuple[str, list[Any]]] = []
+    streams: list[list[Any]] = []
+    for f in range(20):
+        draw = draws[f % len(draws)]
+        references.append(("numeric", draw(5_000).tolist()))
+        streams.append(draw(values).tolist())
+    shares = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02])
+    for _ in range(5):
+        names = list("abcdefgh")
+        references.append(("categorical", rng.choice(names, 5_000, p=shares).tolist()))
+        streams.append(rng.choice(names, values, p=shares).tolist())
+    return references, streams
+
+
+def monitors_ab(commit: str, rounds: int = 9, values: int = 20_000) -> tuple[bool, float, float]:
+    """A model's 25 episode monitors fed in groups of 1-7 (update_each) as of ``commit`` and
+    today, in one process alternating: (events equal, best CPU us a value of a monitor old, new)."""
+    from driftline.operators.episodes import EpisodeMonitor
+    from driftline.operators.sequential import feature_arl
+    references, streams = _monitor_streams(values)
+    arl = feature_arl(1e6, len(references))
+    with tempfile.TemporaryDirectory() as tmp:
+        _baseline_watch_class(commit, Path(tmp))
+        import base_episodes  # written by _baseline_watch_class
+    frozen = []
+    for cls in (base_episodes.EpisodeMonitor, EpisodeMonitor):
+        monitors = [cls.from_reference(ref, arl=arl) if kind == "numeric"
+                    else cls.from_categories(ref, arl=arl) for kind, ref in references]
+        frozen.append(pickle.dumps(monitors, pickle.HIGHEST_PROTOCOL))
+    rng, cuts, lo = np.random.default_rng(0), [], 0
+    while lo < values:
+        cuts.append((lo, hi := min(values, lo + int(rng.integers(1, 8)))))
+        lo = hi
+    best = [math.inf, math.inf]
+    events: list[list[Any]] = [[], []]
+    for r in range(rounds):
+        for side in (r % 2, 1 - r % 2):
+            monitors = pickle.loads(frozen[side])
+            got: list[Any] = []
+            gc.collect()
+            gc.disable()
+            started = time.process_time()
+            for lo, hi in cuts:
+                for monitor, stream in zip(monitors, streams, strict=True):
+                    got += monitor.update_each(stream[lo:hi])
+            best[side] = min(best[side], time.process_time() - started)
+            gc.enable()
+            events[side] = [(i, e.kind, e.index, e.component, e.statistic, e.magnitude) for i, e in got]
+    per = values * len(streams) / 1e6
+    return events[0] == events[1], best[0] / per, best[1] / per
+
+
 def build_banks(models: int, shared: Path | None) -> float:
     """CPU seconds a model's bank costs to build in this process (``shared``: calibrations there)."""
     from driftline.operators import calibration
@@ -258,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{models} banks (25 features): {cold:.3f} CPU-s a bank alone, {warm:.3f} with the "
               f"calibrations another process shared ({cold / warm:.0f}x)")
         return 0
+    if argv[:1] == ["--monitors"]:
+        equal, old_us, new_us = monitors_ab(argv[1])
+        print(f"25 monitors in groups of 1-7 (update_each): CPU us a value of a monitor (best of 9, "
+              f"alternating) {old_us:.3f} at {argv[1]}, {new_us:.3f} now ({new_us / old_us:.2f}x); "
+              f"events equal: {equal}")
+        return 0 if equal else 1
     if argv[:1] == ["--zipf"] and argv[2:3] == ["--ab"]:
         equal, groups, events, old_us, new_us = zipf_ab(int(argv[1]), argv[3])
         print(f"{groups} groups, {events} events under Zipf traffic over {argv[1]} models: CPU us an event "
