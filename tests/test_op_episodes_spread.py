@@ -7,6 +7,8 @@ The spread is now told once, as an escalation in ``sd_ratio``; a pure shift neve
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -55,13 +57,17 @@ def test_a_shift_that_is_also_noisier_tells_its_spread_once(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_shift_whose_noise_grows_later_escalates_by_its_spread(seed: int) -> None:
-    """Mean +2 sd, then sd x3 5,000 values later: one escalation, reason "kind", in sd_ratio, within a
-    learning period and the regime bank's delay of the change (~2,010 values here)."""
+    """Mean +2 sd, then sd x3 5,000 values later: one escalation, reason "kind", in sd_ratio, over the
+    15,000 values of the new regime. Confirmed by a replicate after the regime bank's scale alarm,
+    as a further shift is, not at the end of a learning period: 46-188 values after the change in
+    bench_episode_spread's 24 runs (2,008-2,034 on the learned sample alone); the learned sample
+    after it refines the spread told (a replicate's tens of values read x3 as 1.9-3.7), never
+    escalates again."""
     mon, events = _events(seed, (2.0, 1.0, 5_000), (2.0, 3.0, 15_000))
     assert [(e.kind, e.unit) for e in events] == [("opened", "sd"), ("escalated", "sd_ratio")], events
     grown = events[1]
-    assert grown.reason == "kind" and grown.magnitude >= 2.0, grown
-    assert 0 <= grown.index - 2 * BEFORE <= LEARNING + 1_000, grown
+    assert grown.reason == "kind" and grown.magnitude >= 1.5, grown
+    assert grown.component.startswith("scale*") and 0 <= grown.index - 2 * BEFORE <= 1_000, grown
     state = mon.episode
     assert state is not None and state.escalations == 1, state
 
@@ -82,3 +88,19 @@ def test_a_shift_whose_noise_narrows_tells_it() -> None:
     told = _spread_told(events)
     assert [(e.kind, e.reason) for e in told] == [("escalated", "kind")], events
     assert 0.4 <= told[0].magnitude <= 0.6, told
+
+
+def test_telling_the_spread_is_the_same_per_value_and_in_batches() -> None:
+    """The spread's escalations (the replicate's and the learned sample's) depend on the values only,
+    not on how they were batched."""
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(size=BEFORE), rng.normal(2.0, 1.0, 3_000),
+                             rng.normal(2.0, 3.0, 3_000), rng.normal(2.0, 6.0, 4_000)])
+    one, many = _monitor(4), _monitor(4)
+    per_value = [(mon_event.kind, mon_event.index, mon_event.unit, mon_event.reason)
+                 for x in values if (mon_event := one.update(x)) is not None]
+    cuts = [0, 7, 1_000, 5_003, 5_004, 8_100, 8_120, 9_999, values.size]
+    batched = [(e.kind, e.index, e.unit, e.reason) for a, b in itertools.pairwise(cuts)
+               for e in many.update_many(values[a:b])]
+    assert per_value == batched and ("escalated", "sd_ratio") in {(k, u) for k, _, u, _ in batched}
+    assert one.episode == many.episode

@@ -79,7 +79,8 @@ regime) is confirmed by a replicate as a shift is (its spread's log by :data:`SP
 other escalation is measured by the shift. A location episode whose spread changes too (+2 sd
 and noisier, at once or later) tells the spread once, on the learned sample that reads it, as an
 escalation in ``sd_ratio`` (``"kind"``, then ``"larger"`` / ``"reversal"`` from the spread told;
-see ``_spread_untold``), while its state keeps reading the location;
+see ``_spread_untold``; a regime bank's scale alarm wider than told is confirmed by a replicate,
+``_spread_grows``), while its state keeps reading the location;
 categorical features the PSI of the category shares (``"psi"``); binary error streams the
 error-rate ratio (``"rate_ratio"``). At an alarm it is measured on the run of the CUSUM that fired
 (the values since it last left zero, at most ``learning`` of them: the CUSUM's own change-point
@@ -340,6 +341,8 @@ class EpisodeMonitor:
     _pending: tuple[str, float, float, int] | None = None
     """A regime alarm away from the reference, awaiting its replicate: evidence, replicate size."""
     _regime_sd: float = 1.0
+    _refine_spread: bool = False
+    """The learning period follows a spread told by a replicate: it refines the spread told."""
     """Standard deviation of the learned regime's scores (numeric), in reference sd."""
 
     # -- constructors ---------------------------------------------------------------------------
@@ -600,6 +603,10 @@ class EpisodeMonitor:
                 # the same for a scale change in an episode that reads one: its spread's log
                 self._pending = (alarm.component, alarm.statistic, alarm.threshold,
                                  self._replicate_size(_log_ratio(shown[1]), spread=True))
+            elif (spread := self._spread_grows(alarm.component, run)) is not None:
+                # a location episode's noise grows: its replicate may tell the spread (_spread_untold)
+                self._pending = (alarm.component, alarm.statistic, alarm.threshold,
+                                 self._replicate_size(spread, spread=True))
             self._open.saw(magnitude, learned=False, shown=shown)
         self._regime, self._map = None, None
         self._filled = 0  # learn the regime after the change
@@ -628,8 +635,10 @@ class EpisodeMonitor:
         period (the rest of which is learned as usual)."""
         assert self._open is not None
         if spread:  # ``magnitude`` is the log of a spread; one value's share of its se: SPREAD_SE
-            assert self._open.spread_level is not None
-            excess, sd = abs(magnitude) - abs(self._open.spread_level), SPREAD_SE
+            level = self._open.spread_level
+            if level is None:  # a location episode: from the spread it told, if any
+                level = self._open.spread_told or 0.0
+            excess, sd = abs(magnitude) - abs(level), SPREAD_SE
         else:
             excess, sd = abs(magnitude) - abs(self._open.level), self._sd_at_level()
         need = math.ceil((REPLICATE_SE * sd / max(excess, 1e-9)) ** 2)
@@ -652,6 +661,10 @@ class EpisodeMonitor:
         self._pending = None
         magnitude = self._magnitude(sample)
         unit, shown = self._shown(sample, magnitude)
+        if component.startswith("scale*") and self._open.spread_level is None:
+            # a location episode's noise grew (see _spread_grows): told as _measured tells it
+            return self._spread_event(self._spread_untold(sample), index, component, statistic,
+                                      threshold)
         if component.startswith("scale*"):  # a scale change, by its spread (see _alarmed)
             spread, level = _log_ratio(shown), self._open.spread_level
             if (unit != "sd_ratio" or level is None or self._escalation(spread, level) != "larger"
@@ -696,7 +709,14 @@ class EpisodeMonitor:
                 reason = self._escalation(magnitude)
             if not reason and self._new_kind(unit, shown):
                 reason = "kind"
-        told = self._spread_untold(sample) if learned and not reason and unit == "sd" else None
+        told = None
+        if learned and self._refine_spread:
+            # the learned sample after a spread told by a replicate: the same change, measured on
+            # its own sample (the replicate's tens of values read x3 as 1.9-3.7), never a further one
+            self._refine_spread = False
+            self._open.spread_told = self._spread_read(sample)[0]
+        elif learned and not reason and unit == "sd":
+            told = self._spread_untold(sample)
         if unit not in self._open.kinds:
             self._open.kinds = (*self._open.kinds, unit)
         self._open.saw(magnitude, learned=True, shown=(unit, shown))
@@ -705,18 +725,44 @@ class EpisodeMonitor:
             self._refine = False
         if told is not None:
             # the location is still the larger change (the row reads it), the spread is news
-            reason, ratio = told
-            self._open.spread_told = _log_ratio(ratio)
-            if "sd_ratio" not in self._open.kinds:
-                self._open.kinds = (*self._open.kinds, "sd_ratio")
-            self._open.escalations += 1
-            return EpisodeEvent("escalated", index, ratio, "sd_ratio", "", 0.0, 0.0, reason)
+            return self._spread_event(told, index)
         if not reason:
             return None
         self._set_level(magnitude, (unit, shown))
         self._open.escalations += 1
         self._told((unit, shown))
         return EpisodeEvent("escalated", index, shown, unit, "", 0.0, 0.0, reason)
+
+    def _spread_event(self, told: tuple[str, float] | None, index: int, component: str = "",
+                      statistic: float = 0.0, threshold: float = 0.0) -> EpisodeEvent | None:
+        """The escalation that tells a location episode's spread (``told``: reason, sd ratio)."""
+        assert self._open is not None
+        if told is None:
+            return None
+        reason, ratio = told
+        self._open.spread_told = _log_ratio(ratio)
+        if "sd_ratio" not in self._open.kinds:
+            self._open.kinds = (*self._open.kinds, "sd_ratio")
+        self._open.escalations += 1
+        if component:  # after a replicate: the learned sample that follows refines, as after a shift's
+            self._refine = self._refine_spread = True
+        return EpisodeEvent("escalated", index, ratio, "sd_ratio", component, statistic, threshold, reason)
+
+    def _spread_grows(self, component: str, run: IntArray) -> float | None:
+        """The log of the spread of a regime alarm's ``run`` (by their sd) when the alarm is a
+        scale CUSUM's in a location episode and the run reads the spread further from the one told
+        (1 if none) by the minimum effect, in the CUSUM's direction; else None."""
+        assert self._open is not None
+        opener = self._opener
+        if (not isinstance(opener, NumericDetector) or self._open.spread_level is not None
+                or not component.startswith("scale*")):
+            return None
+        base = self._open.spread_told or 0.0
+        spread = _log_ratio(float(np.std(opener._u[run])))
+        wider = float(component.partition("*")[2]) > 1.0
+        if (spread - base if wider else base - spread) < self._tolerance():
+            return None
+        return spread
 
     def _spread_untold(self, sample: IntArray) -> tuple[str, float] | None:
         """(reason, sd ratio) when a learned sample of a location episode reads a spread its
@@ -734,11 +780,7 @@ class EpisodeMonitor:
         opener = self._opener
         if not isinstance(opener, NumericDetector):
             return None
-        u, last = opener._u, opener._u.size - 1
-        s1, s3 = (int(q) for q in np.quantile(sample, (0.25, 0.75), method="inverted_cdf"))
-        lowest = max(float(u[max(s3 - 1, 0)] - u[min(s1 + 1, last)]), 0.0)
-        highest = math.inf if s1 == 0 or s3 == last else float(u[s3 + 1] - u[s1 - 1])
-        low, high = _log_ratio(lowest / NORMAL_IQR), math.log(highest / NORMAL_IQR)
+        point, low, high = self._spread_read(sample)
         told = self._open.spread_told
         base = 0.0 if told is None else told
         if low >= base:
@@ -747,13 +789,25 @@ class EpisodeMonitor:
             spread = high
         else:
             return None  # the cells cannot tell it from the spread told
-        if abs(spread - base) < KAPPA * self._spread_se(u[sample]):
+        if abs(spread - base) < KAPPA * self._spread_se(opener._u[sample]):
             return None
         if told is None:
             reason = "kind" if abs(spread) >= self._tolerance() else ""
         else:
             reason = self._escalation(spread, told)
-        return (reason, float(u[s3] - u[s1]) / NORMAL_IQR) if reason else None
+        return (reason, math.exp(point)) if reason else None
+
+    def _spread_read(self, sample: IntArray) -> tuple[float, float, float]:
+        """The log of a sample's spread by its quartiles' scores, and the lowest and highest it can
+        be given their cells (see :meth:`_spread_untold`)."""
+        opener = self._opener
+        assert isinstance(opener, NumericDetector)
+        u, last = opener._u, opener._u.size - 1
+        s1, s3 = (int(q) for q in np.quantile(sample, (0.25, 0.75), method="inverted_cdf"))
+        lowest = max(float(u[max(s3 - 1, 0)] - u[min(s1 + 1, last)]), 0.0)
+        highest = math.inf if s1 == 0 or s3 == last else float(u[s3 + 1] - u[s1 - 1])
+        point = _log_ratio(float(u[s3] - u[s1]) / NORMAL_IQR)
+        return point, _log_ratio(lowest / NORMAL_IQR), math.log(highest / NORMAL_IQR)
 
     @staticmethod
     def _spread_se(scores: FloatArray) -> float:
@@ -782,7 +836,7 @@ class EpisodeMonitor:
 
     def _watch_reference(self) -> None:
         self._open, self._regime, self._map, self._filled, self._pending = None, None, None, 0, None
-        self._learned = None
+        self._learned, self._refine_spread = None, False
         self._opener.reset()
 
     def _spread_away(self, component: str) -> bool:
