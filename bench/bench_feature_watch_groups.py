@@ -20,7 +20,8 @@ calibration directory another process filled (``calibration.share_calibrations``
 less noisy: a model's 25 episode monitors (20 numeric on normal, lognormal and discrete references,
 5 categorical on 8 categories, arl 2.5e7 each) fed no-drift values in groups of 1-7 through
 ``EpisodeMonitor.update_each``, as of COMMIT against today's, alternating, best of 9 CPU per value
-of a monitor, and whether their events are equal.
+of a monitor, and whether their events are equal; ``--settles COMMIT``: how many values a numeric
+and a categorical monitor of those count per settle of their CUSUMs (``_settle``), then and now.
 """
 
 from __future__ import annotations
@@ -287,6 +288,45 @@ def monitors_ab(commit: str, rounds: int = 9, values: int = 20_000) -> tuple[boo
     return events[0] == events[1], best[0] / per, best[1] / per
 
 
+def settle_intervals(commit: str, values: int = 20_000) -> dict[str, tuple[float, float]]:
+    """Per feature kind, the mean values between two settles of the opener's queue, as of
+    ``commit`` and today (same monitors and values as :func:`monitors_ab`, groups of 1-7)."""
+    from driftline.operators.episodes import EpisodeMonitor
+    from driftline.operators.sequential import feature_arl
+    references, streams = _monitor_streams(values)
+    arl = feature_arl(1e6, len(references))
+    with tempfile.TemporaryDirectory() as tmp:
+        _baseline_watch_class(commit, Path(tmp))
+        import base_episodes  # written by _baseline_watch_class
+    rng, cuts, lo = np.random.default_rng(0), [], 0
+    while lo < values:
+        cuts.append((lo, hi := min(values, lo + int(rng.integers(1, 8)))))
+        lo = hi
+    out: dict[str, tuple[float, float]] = {}
+    for kind in ("numeric", "categorical"):
+        found = []
+        for cls in (base_episodes.EpisodeMonitor, EpisodeMonitor):
+            settles = counted = 0
+            for k, (ref_kind, ref) in enumerate(references):
+                if ref_kind != kind:
+                    continue
+                monitor = (cls.from_reference(ref, arl=arl) if kind == "numeric"
+                           else cls.from_categories(ref, arl=arl))
+                opener, tally = monitor._opener, [0]
+                settle = opener._settle
+
+                def counting(settle: Any = settle, tally: list[int] = tally) -> Any:
+                    tally[0] += 1
+                    return settle()
+                opener._settle = counting
+                for lo, hi in cuts:
+                    monitor.update_each(streams[k][lo:hi])
+                settles, counted = settles + tally[0], counted + values
+            found.append(counted / max(settles, 1))
+        out[kind] = (found[0], found[1])
+    return out
+
+
 def build_banks(models: int, shared: Path | None) -> float:
     """CPU seconds a model's bank costs to build in this process (``shared``: calibrations there)."""
     from driftline.operators import calibration
@@ -318,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             warm = _build_in_child(models, Path(tmp))
         print(f"{models} banks (25 features): {cold:.3f} CPU-s a bank alone, {warm:.3f} with the "
               f"calibrations another process shared ({cold / warm:.0f}x)")
+        return 0
+    if argv[:1] == ["--settles"]:
+        for kind, (old, new) in settle_intervals(argv[1]).items():
+            print(f"{kind}: a settle every {old:.1f} values at {argv[1]}, every {new:.1f} now")
         return 0
     if argv[:1] == ["--monitors"]:
         equal, old_us, new_us = monitors_ab(argv[1])
