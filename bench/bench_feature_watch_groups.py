@@ -21,7 +21,9 @@ less noisy: a model's 25 episode monitors (20 numeric on normal, lognormal and d
 5 categorical on 8 categories, arl 2.5e7 each) fed no-drift values in groups of 1-7 through
 ``EpisodeMonitor.update_each``, as of COMMIT against today's, alternating, best of 9 CPU per value
 of a monitor, and whether their events are equal; ``--settles COMMIT``: how many values a numeric
-and a categorical monitor of those count per settle of their CUSUMs (``_settle``), then and now.
+and a categorical monitor of those count per settle of their CUSUMs (``_settle``), then and now;
+``--lanes``: today's monitors with the per-value bound kept per group of CUSUMs against the same
+code with one bound per bank (each kind's ``_group_keys`` made one group), alternating, best of 10.
 """
 
 from __future__ import annotations
@@ -327,6 +329,44 @@ def settle_intervals(commit: str, values: int = 20_000) -> dict[str, tuple[float
     return out
 
 
+def lanes_on_off(values: int = 12_000, rounds: int = 10) -> dict[str, tuple[float, float]]:
+    """Per feature kind, best CPU us a value of a monitor through update_each in groups of 1-7
+    with the bounds per group of CUSUMs and with one bound per bank, alternating in this process."""
+    from driftline.operators import sequential
+    from driftline.operators.episodes import EpisodeMonitor
+    references, streams = _monitor_streams(values)
+    arl = sequential.feature_arl(1e6, len(references))
+    rng, cuts, lo = np.random.default_rng(0), [], 0
+    while lo < values:
+        cuts.append((lo, hi := min(values, lo + int(rng.integers(1, 8)))))
+        lo = hi
+    out: dict[str, tuple[float, float]] = {}
+    kinds: list[tuple[str, Any]] = [("numeric", sequential.NumericDetector),
+                                    ("categorical", sequential.CategoricalDetector)]
+    for kind, cls in kinds:
+        grouped = cls._group_keys
+        picked = [k for k, (ref_kind, _) in enumerate(references) if ref_kind == kind]
+        best = {True: math.inf, False: math.inf}
+        for r in range(rounds):
+            for on in ((True, False) if r % 2 else (False, True)):
+                cls._group_keys = grouped if on else sequential.SequentialDetector._group_keys
+                sequential._TABLES.clear()  # the lanes are built per reference: again, as set now
+                monitors = [EpisodeMonitor.from_reference(references[k][1], arl=arl) if kind == "numeric"
+                            else EpisodeMonitor.from_categories(references[k][1], arl=arl) for k in picked]
+                gc.collect()
+                gc.disable()
+                started = time.process_time()
+                for lo, hi in cuts:
+                    for k, monitor in zip(picked, monitors, strict=True):
+                        monitor.update_each(streams[k][lo:hi])
+                best[on] = min(best[on], time.process_time() - started)
+                gc.enable()
+        cls._group_keys = grouped
+        per = values * len(picked) / 1e6
+        out[kind] = (best[True] / per, best[False] / per)
+    return out
+
+
 def build_banks(models: int, shared: Path | None) -> float:
     """CPU seconds a model's bank costs to build in this process (``shared``: calibrations there)."""
     from driftline.operators import calibration
@@ -358,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
             warm = _build_in_child(models, Path(tmp))
         print(f"{models} banks (25 features): {cold:.3f} CPU-s a bank alone, {warm:.3f} with the "
               f"calibrations another process shared ({cold / warm:.0f}x)")
+        return 0
+    if argv[:1] == ["--lanes"]:
+        for kind, (on, off) in lanes_on_off().items():
+            print(f"{kind}: CPU us a value of a monitor (best of 10, alternating) {on:.3f} with a bound per "
+                  f"group of CUSUMs, {off:.3f} with one per bank ({on / off:.2f}x)")
         return 0
     if argv[:1] == ["--settles"]:
         for kind, (old, new) in settle_intervals(argv[1]).items():
