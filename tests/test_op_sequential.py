@@ -514,7 +514,8 @@ def test_update_path_state_reads_and_pickles_mid_queue() -> None:
 
 def _bound_state(det: seq.SequentialDetector) -> tuple[object, ...]:
     """The per-value path's bookkeeping: values waiting, the bank's bound and the groups'."""
-    return (det.n, det._pending, det._rise, det._slack, det._rises, det._slacks, det._due,
+    slacks = det._lane_slacks() if det._lanes is not None else []  # found on first use: now
+    return (det.n, det._pending, det._rise, det._slack, det._rises, slacks, det._due,
             det._sums.tobytes())
 
 
