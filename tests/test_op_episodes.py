@@ -192,8 +192,9 @@ def _deferred(mon: EpisodeMonitor) -> tuple[object, ...]:
     """The per-value fast path's bookkeeping (values waiting, the bounds: the bank's and its
     groups'), before any flush."""
     det = mon._watching()
+    slacks = det._lane_slacks() if det._lanes is not None else []  # found on first use: now
     return (mon.n, mon._ring.size, det.n, list(det._pending), det._rise, det._slack, det._rises,
-            det._slacks, det._due, det._sums.tobytes())
+            slacks, det._due, det._sums.tobytes())
 
 
 def test_update_each_in_small_groups_equals_update_value_by_value() -> None:
