@@ -142,6 +142,20 @@ def test_constructed_aiokafka_clients_hold_the_security_options(secure: Settings
         assert isinstance(client._ssl_context, ssl.SSLContext)
 
 
+class _RecordedNetworkClient:
+    """The network client an aiokafka producer/consumer holds: the factories wrap its metadata
+    calls (topic tracking, the metadata request counter), so the stand-in has them too."""
+
+    async def _wait_on_metadata(self, topic: str) -> None:
+        raise KafkaConnectionError("recorded, not connecting")
+
+    async def add_topic(self, topic: str) -> None:
+        return None
+
+    async def _metadata_update(self, cluster_metadata: Any, topics: Any) -> None:
+        return None
+
+
 class _Recorder:
     """Stands in for a Kafka client class: records the kwargs, then fails like an unreachable broker
     (kafka-python clients connect in the constructor, aiokafka ones in ``start``)."""
@@ -153,6 +167,7 @@ class _Recorder:
         type(self).calls.append(kwargs)
         if self.connects_in_init:
             raise KafkaConnectionError("recorded, not connecting")
+        self.client = self._client = _RecordedNetworkClient()
 
     async def start(self) -> None:
         raise KafkaConnectionError("recorded, not connecting")
