@@ -285,6 +285,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("join_memory_budget", [0, 1], indirect=True, ids=["in_memory", "spilled"])
 
 
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench_path() -> Iterator[None]:
+    """bench/ on sys.path while the test module runs, so its scripts import as modules."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
 @pytest.fixture
 def join_memory_budget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Give every LabelJoin made or restored in the test this memory budget (bytes)."""

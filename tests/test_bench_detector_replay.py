@@ -4,23 +4,12 @@ modules, loaded from their files as another revision's would be) with the same r
 from __future__ import annotations
 
 import importlib
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATORS = ROOT / "src" / "driftline" / "operators"
-
-
-@pytest.fixture
-def bench_path() -> Iterator[None]:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
 
 
 def test_replay_against_a_baseline_reports_and_compares(bench_path: None,

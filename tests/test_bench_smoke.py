@@ -8,24 +8,11 @@ No timing assertions: benchmarks report figures, they do not pass or fail on the
 from __future__ import annotations
 
 import importlib
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import orjson
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-@pytest.fixture(scope="module")
-def bench_path() -> Iterator[None]:
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def _module(name: str) -> ModuleType:
