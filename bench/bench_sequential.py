@@ -259,6 +259,9 @@ def fmt(v: float | None, digits: int = 0) -> str:
 def verdict(ok: bool, measured: float, target: float, higher_is_better: bool) -> str:
     if ok:
         return "met"
+    base = measured if higher_is_better else target
+    if base == 0:  # e.g. River's delay in this run was 0 (it fired at the change): no ratio to give
+        return f"missed ({measured:g} against {target:g})"
     miss = (target / measured - 1) if higher_is_better else (measured / target - 1)
     return f"missed by {100 * miss:.0f}%"
 
