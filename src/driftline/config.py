@@ -246,7 +246,12 @@ class DriftSettings(_Section):
     )
     top_k: int = Field(20, ge=1, description="categories kept per categorical feature (+ 'other')")
     min_count: int = Field(
-        100, ge=1, description="windows with fewer values get statistics but no p-value or verdict"
+        100,
+        ge=1,
+        description=(
+            "a feature with fewer values gets statistics but no p-value or verdict; a pipeline window "
+            "with fewer events is under-filled (counts and moments, no distribution statistics)"
+        ),
     )
     psi_threshold: float = Field(
         0.2,
