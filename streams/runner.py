@@ -258,8 +258,7 @@ class StageRunner:
     """Runs one stage (a group of shard processors) until ``stop()``."""
 
     def __init__(self, settings: Settings, stage_name: str, group_id: str, input_topics: Sequence[str],
-                 factory: StageFactory | asyncio.Future[StageFactory],
-                 broadcast_topics: Sequence[str] = (), *,
+                 factory: StageFactory, broadcast_topics: Sequence[str] = (), *,
                  producer: AIOKafkaProducer, checkpoints: CheckpointStore,
                  poll_timeout_ms: int = 200) -> None:
         if not input_topics:
@@ -269,9 +268,7 @@ class StageRunner:
         self.group_id = group_id
         self.input_topics = list(input_topics)
         self.broadcast_topics = list(broadcast_topics)
-        # A factory still being built (its pipeline imports, ~1 CPU-s) is awaited at the first
-        # assignment: the build overlaps the group join, which is mostly waiting (docs/state.md).
-        self._factory = factory
+        self.factory = factory
         self.producer = producer
         self.checkpoints = checkpoints
         self.poll_timeout_ms = poll_timeout_ms
@@ -289,18 +286,6 @@ class StageRunner:
         self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
         self.restore_costs = RestoreCosts()  # recalibrated by every restore this runner runs
         self.running = False
-
-    @property
-    def factory(self) -> StageFactory:
-        """The stage's factory (once built: see :meth:`_built_factory`)."""
-        if isinstance(self._factory, asyncio.Future):
-            return self._factory.result()  # raises if not built yet
-        return self._factory
-
-    async def _built_factory(self) -> StageFactory:
-        if isinstance(self._factory, asyncio.Future):
-            self._factory = await self._factory
-        return self._factory
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -579,8 +564,6 @@ class StageRunner:
                 self.checkpoints.bytes_read - read_before, self._read_seconds - local_s).local_read(
                 sum(ckpt.local_bytes for ckpt in saved.values()), local_s)
             restored = bool(saved)
-            if new:  # the chains were read while it was built
-                await self._built_factory()
             for shard in new:  # each base let go once restored: one alive at a time
                 checkpoint = saved.pop(shard, None)
                 try:

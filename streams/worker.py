@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,10 +49,6 @@ def default_factories(settings: Settings) -> tuple[StageFactory, StageFactory]:
     from driftline.pipeline.shard import ShardFactory
 
     return ShardFactory(settings), ModelFactory(settings)
-
-
-async def _element(built: Awaitable[tuple[StageFactory, StageFactory]], index: int) -> StageFactory:
-    return (await built)[index]
 
 
 @dataclass
@@ -116,11 +112,6 @@ class WorkerRuntime:
             return self._producer
 
     async def start(self) -> None:
-        # The stages' factories import the pipeline (~1 CPU-s, seconds of wall time on a loaded
-        # machine): built in a thread while the runners' consumers join their groups (waiting on
-        # the coordinator), each runner awaits its own at its first assignment.
-        built = asyncio.ensure_future(asyncio.to_thread(self.factories, self.settings)) \
-            if self.runs_processors else None
         created = await asyncio.to_thread(ensure_topics, self.settings)
         if created:
             log.info("created topics: %s", ", ".join(created))
@@ -131,8 +122,7 @@ class WorkerRuntime:
             producer = await self.producer()
             self._store = CheckpointStore(self.settings, producer)
             await self._store.start()
-            assert built is not None
-            shard_factory, model_factory = (asyncio.ensure_future(_element(built, i)) for i in (0, 1))
+            shard_factory, model_factory = self.factories(self.settings)
             t = self.settings.topics
             self.runners = [
                 # repartition: records another shard read and re-routed to the one joining them

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -28,7 +28,7 @@ from driftline.kafka.offsets import end_offsets
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.stage import OutboundMessage
-from driftline.streams.checkpoint import Checkpoint, CheckpointStore
+from driftline.streams.checkpoint import CheckpointStore
 from driftline.streams.runner import StageRunner
 
 pytestmark = pytest.mark.integration
@@ -321,45 +321,3 @@ async def _two_runners_in_one_group_split_copartitioned_shards(stage_settings: S
     outputs = await read_all(s, s.topics.outcomes)
     assert set(outputs) == simulate(s, await input_log(s))
 
-
-
-def test_a_factory_still_being_built_is_awaited_at_the_first_assignment(stage_settings: Settings) -> None:
-    """The worker builds the stages' factories while the runners join their groups: a runner given
-    a future joins at once and creates its shards only once the future holds the factory."""
-    asyncio.run(_a_factory_still_being_built_is_awaited_at_the_first_assignment(stage_settings))
-
-
-async def _a_factory_still_being_built_is_awaited_at_the_first_assignment(s: Settings) -> None:
-    await produce_inputs(s, 300)
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
-    await producer.start()
-    store = CheckpointStore(s, producer)
-    await store.start()
-    factory: asyncio.Future[CountingFactory] = asyncio.get_running_loop().create_future()
-    runner = StageRunner(s, STAGE, f"g-{s.topics.state}", [s.topics.predictions, s.topics.labels],
-                         factory, producer=producer, checkpoints=store)
-    load_all = store.load_all
-
-    async def loaded_before_the_factory(stage: str,
-                                        shards: Iterable[int] | None = None) -> dict[int, Checkpoint]:
-        saved = await load_all(stage, shards)
-        assert not factory.done()  # joined and read the checkpoints first: the factory comes after
-        asyncio.get_running_loop().call_soon(factory.set_result, CountingFactory(s.topics.outcomes, 0.0))
-        return saved
-
-    store.load_all = loaded_before_the_factory  # type: ignore[method-assign]
-    task = asyncio.create_task(runner.run())
-    try:
-        deadline = time.monotonic() + 60
-        while sum(runner.stats.records_in.values()) < 600 and not task.done() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert sum(runner.stats.records_in.values()) == 600
-        assert runner.stats.created_shards == 4 and isinstance(runner.factory, CountingFactory)
-        runner.stop()
-        await asyncio.wait_for(task, 30)
-    finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await store.stop()
-        await producer.stop()
