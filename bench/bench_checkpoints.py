@@ -248,15 +248,7 @@ def format_4_changes(join: LabelJoin) -> JoinChanges:
     since the last checkpoint whole (or gone, if forgotten since), in (id key, time) order."""
     touched = set(join._added or ()) | set(_closing_keys(b"".join(join._closings)))
     join.reset_changes()
-    records: list[bytes] = []
-    gone: list[tuple[bytes, int]] = []
-    for key, ts in sorted(touched):
-        found = join._locate(key, ts)
-        if found is None:
-            gone.append((key, ts))
-        else:
-            gid, pos, end = found
-            records.append(join._whole(join._groups[gid][pos:end]))
+    records, gone = join.current_records(sorted(touched))
     return JoinChanges(b"".join(records), gone, join._outside_table())
 
 

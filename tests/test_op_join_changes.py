@@ -168,15 +168,8 @@ def _as_format_4(changes: JoinChanges, live: LabelJoin) -> JoinChanges:
     """``changes`` as delta format 4 wrote them (taken from ``live`` just now): every closed record
     whole among the records (or gone, if forgotten since), and no ``closings`` field at all, as a
     format-4 pickle unpickles (the dataclass's state then holds three fields)."""
-    extra: list[bytes] = []
-    gone = list(changes.gone)
-    for key, ts in _closing_keys(changes.closings):
-        found = live._locate(key, ts)
-        if found is None:
-            gone.append((key, ts))
-        else:
-            gid, start, end = found
-            extra.append(live._whole(live._groups[gid][start:end]))
+    extra, closed_gone = live.current_records(_closing_keys(changes.closings))
+    gone = [*changes.gone, *closed_gone]
     old = JoinChanges.__new__(JoinChanges)
     old.__setstate__([changes.records + b"".join(extra), gone, changes.state])  # type: ignore[attr-defined]
     return old

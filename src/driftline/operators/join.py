@@ -83,7 +83,7 @@ import pickle
 import struct
 import zlib
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -1372,16 +1372,24 @@ class LabelJoin:
         closings = self._closings
         if self._added is not None:
             self._added, self._closings = set(), []
+        # one id's records in event-time order: their arrival order
+        records, gone = self.current_records(sorted(added))
+        return JoinChanges(b"".join(records), gone, self._outside_table(), b"".join(closings))
+
+    def current_records(self, keys: Iterable[tuple[bytes, int]]
+                        ) -> tuple[list[bytes], list[tuple[bytes, int]]]:
+        """The current whole bytes of the records named by (id key, event time), in ``keys``' order,
+        and the keys of those the table no longer holds."""
         records: list[bytes] = []
         gone: list[tuple[bytes, int]] = []
-        for key, ts in sorted(added):  # one id's records in event-time order: their arrival order
+        for key, ts in keys:
             found = self._locate(key, ts)
             if found is None:
                 gone.append((key, ts))
             else:
                 gid, pos, end = found
                 records.append(self._whole(self._groups[gid][pos:end]))
-        return JoinChanges(b"".join(records), gone, self._outside_table(), b"".join(closings))
+        return records, gone
 
     def apply_changes(self, changes: JoinChanges) -> None:
         """Bring this join (restored from the checkpoint ``changes`` follows) to the state
