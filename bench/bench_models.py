@@ -28,6 +28,12 @@ the run's; either can only miss (over the target already) or stay without a verd
 
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
 
+``--calibrations DIR`` (default ``driftline-bench-calibrations`` in the temp directory; ``none``: in
+the process only): the sequential detectors' calibrations are shared through ``DIR`` as a worker's
+``worker.state_dir/calibrations`` shares them, so only the first run calibrates (~0.8 CPU-s a model,
+~13 CPU-minutes at 1,000) and later runs' warm-ups read the thresholds (the same either way: the
+sampling is seeded from the reference). The warm-up figure says which it was.
+
 ``--under-filled`` (no targets; ``--n`` windows, default 300 with it): stage 2's cost of closing
 an under-filled window (fewer events than ``drift.min_count``, 1-26 here, over 4 shards'
 partials, against one of this bench's 25-feature profiles) as it was (sketches merged, every
@@ -63,6 +69,7 @@ from common import START_MS, Figure, at_most, bench_settings, print_figures
 
 from driftline.config import Settings
 from driftline.demo.training import LABEL, PREDICTION, training_columns, training_scenario
+from driftline.operators import calibration
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
@@ -90,6 +97,7 @@ COST_TARGET = 1.20  # many models' per-event cost over one model's
 RATE = 100.0  # simulated predictions per second (all models)
 WARM_EACH = 24  # warm-up predictions per model: a shard misses a model with probability 0.75**24
 QUICK_MODELS, QUICK_N = 8, 3_000  # smoke sizes: building 200 references' monitors takes ~8 CPU-s
+CALIBRATIONS = Path(tempfile.gettempdir()) / "driftline-bench-calibrations"  # shared across runs
 
 
 def rss_bytes() -> int:
@@ -194,7 +202,7 @@ def _sink(pipeline: InProcessPipeline) -> int:
     return written
 
 
-def child(which: str, data: Path) -> None:
+def child(which: str, data: Path, calibrations: Path | None) -> None:
     """One run in this fresh process (its RSS is the run's alone): prints its figures as JSON.
 
     ``input_rss_bytes`` is what loading the events and profiles added (a worker does not hold them)."""
@@ -203,13 +211,21 @@ def child(which: str, data: Path) -> None:
         profiles, (records, warm) = pickle.load(f)
     gc.collect()
     loaded = rss_bytes()
+    shared_before = _calibrations_shared(calibrations)
     result = run(bench_settings("127.0.0.1:9", "bm"), profiles, records, warm)
     result["input_rss_bytes"] = loaded - start
+    result["calibrations_found"] = shared_before  # banks' thresholds earlier runs left in the directory
+    result["calibrations_added"] = _calibrations_shared(calibrations) - shared_before
     print(json.dumps(result))
 
 
-def run_in_child(which: str, data: Path) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", which, str(data)], check=True,
+def _calibrations_shared(directory: Path | None) -> int:
+    return sum(1 for _ in directory.glob("*.f8")) if directory is not None and directory.is_dir() else 0
+
+
+def run_in_child(which: str, data: Path, calibrations: Path | None) -> dict[str, Any]:
+    shared = ["--calibrations", str(calibrations) if calibrations is not None else "none"]
+    out = subprocess.run([sys.executable, __file__, *shared, "--child", which, str(data)], check=True,
                          capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -222,6 +238,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--training", type=int, default=1000, help="training rows per model")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--calibrations", type=_directory, default=CALIBRATIONS,
+                        help="share the detectors' calibrations across runs here ('none': this process only)")
     parser.add_argument("--partials", action="store_true",
                         help="a small window's partial, sketches vs values (module docstring)")
     parser.add_argument("--under-filled", action="store_true",
@@ -231,6 +249,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.models, args.n = min(args.models, QUICK_MODELS), min(args.n, QUICK_N)
     return args
+
+
+def _directory(text: str) -> Path | None:
+    return None if text == "none" else Path(text)
 
 
 def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) -> list[Figure]:
@@ -257,9 +279,10 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) 
               f"further model; measured {measured_gb:.2f} GB")
     cost = (f"{many['cpu_per_prediction_us']:.1f} vs {one['cpu_per_prediction_us']:.1f} CPU-us per "
             f"prediction (after a warm-up that built the monitors: {many['warmup_cpu_s']:.0f} vs "
-            f"{one['warmup_cpu_s']:.0f} CPU-s); windows closed {many['windows_closed']:,} vs "
-            f"{one['windows_closed']:,}, one per {_per(many)} vs {_per(one)} predictions; "
-            f"{many.get('windows_under_filled', 0):,} under-filled (< drift.min_count events: not scored)")
+            f"{one['warmup_cpu_s']:.0f} CPU-s, {_calibrated(many)}); windows closed "
+            f"{many['windows_closed']:,} vs {one['windows_closed']:,}, one per {_per(many)} vs {_per(one)} "
+            f"predictions; {many.get('windows_under_filled', 0):,} under-filled (< drift.min_count events: "
+            f"not scored)")
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
                rss_met, detail, {**many, "measured_gb": measured_gb}),
@@ -268,13 +291,21 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) 
     ]
 
 
+def _calibrated(run: dict[str, Any]) -> str:
+    """Whether the warm-up calibrated the banks or read what an earlier run shared."""
+    added, found = run.get("calibrations_added", 0), run.get("calibrations_found", 0)
+    return f"{added:,} calibrations made, {found:,} read from earlier runs"
+
+
 def _per(run: dict[str, Any]) -> str:
     closed = run.get("windows_closed", 0)
     return f"{run['predictions_timed'] / closed:,.0f}" if closed else "-"
 
 
-def measure(models: int, n: int, training: int = 1000) -> list[Figure]:
-    """Both figures for ``models`` models and ``n`` predictions (each run in a fresh process)."""
+def measure(models: int, n: int, training: int = 1000,
+            calibrations: Path | None = CALIBRATIONS) -> list[Figure]:
+    """Both figures for ``models`` models and ``n`` predictions (each run in a fresh process;
+    ``calibrations``: the directory the runs share calibrations through, None: none)."""
     settings = bench_settings("127.0.0.1:9", "bm")
     specs = model_specs(models)
     started = time.perf_counter()
@@ -289,8 +320,8 @@ def measure(models: int, n: int, training: int = 1000) -> list[Figure]:
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
         del records, single
-        one = run_in_child("one", data)
-        many = run_in_child("many", data)
+        one = run_in_child("one", data, calibrations)
+        many = run_in_child("many", data, calibrations)
     return figures_for(models, n, one, many)
 
 
@@ -442,8 +473,9 @@ def measure_values_ab(models: int, n: int, rounds: int = 3) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    calibration.share_calibrations(args.calibrations)
     if args.child:
-        child(args.child[0], Path(args.child[1]))
+        child(args.child[0], Path(args.child[1]), args.calibrations)
         return 0
     if args.under_filled:
         measure_under_filled(args.n if args.n != 200_000 else 300)
@@ -453,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_values_ab(args.models if args.models != TARGET_MODELS else 50,
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
-    figures = measure(args.models, args.n, args.training)
+    figures = measure(args.models, args.n, args.training, args.calibrations)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))
