@@ -28,6 +28,12 @@ Local copies (``worker.state_dir``, :class:`LocalBases`): each base a process wr
 as a file, with the chain position it stands for; a restore that finds the chain's last base in it
 reads only the links after that base from the topic.
 
+What a restore holds in memory: a chain's base over ``SPOOL_ABOVE`` and its deltas over
+``SPOOL_DELTAS_ABOVE`` are written to unlinked files as their chunks arrive (CRC checked on the
+way) and read back when the shard is rebuilt, one delta at a time (:class:`ChainDeltas`); a base
+is written from its file a ``DELIVER_GROUP_BYTES`` group of chunks at a time, its local copy file
+to file by the kernel.
+
 Checkpoints written before chains (one full snapshot per shard on ``settings.topics.state``, read
 from its beginning to its true end: Fetch high watermark, see ``driftline.kafka.offsets``) are
 still restored when a shard has no chain yet.
@@ -46,7 +52,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -78,20 +84,30 @@ every checkpoint; large ones at every other base."""
 _MAGIC = b"DLC1"
 _HEADER_LEN = struct.Struct(">I")
 _ENVELOPE_RESERVE = 8 * 1024  # room for the JSON header (ids, offsets) inside MAX_CHUNK_BYTES
-DELIVER_GROUP_BYTES = 64 * 2**20
+DELIVER_GROUP_BYTES = 8 * 2**20
 """A checkpoint's chunks are built and delivered this many bytes at a time (a base of gigabytes
-would otherwise exist twice: the blob and its messages)."""
+would otherwise exist twice: the blob and its messages). Each group is held twice while it is
+delivered (the messages and the producer's record batches), by every shard with a base in flight:
+64 MB groups cost a worker writing 4 bases at once ~0.5 GB; the producer sends ~1 MB requests
+one after the other either way, so smaller groups cost one round trip per group."""
 
 _LOCAL_MAGIC = b"DLLB"
 _LOCAL_TRAILER = struct.Struct(">I4s")  # a local base's last bytes: its trailer's length, the magic
 _LOCAL_FORMAT = 1
-LOCAL_WRITE_PIECE = 64 * 2**20
-"""A local copy of a base is written (and its CRC computed) this many bytes at a time."""
+LOCAL_WRITE_PIECE = 8 * 2**20
+"""A local copy of a base is written (and its CRC computed) this many bytes at a time, where the
+kernel does not copy it file to file (``copy_file_range``). 64 MB pieces cost each base write 64 MB
+of transient memory per shard, for no faster a copy or CRC."""
 SPOOL_ABOVE = 64 * 2**20
 """A chain's base larger than this is restored from a file, never whole in memory: read from the
 broker, its chunks are written to a temporary file as they arrive (in ``worker.state_dir``, else
 ``join.spill_dir``, else the temporary directory), its CRC computed on the way; a local copy is
 read from where it is. Smaller ones are read into memory, as before."""
+SPOOL_DELTAS_ABOVE = 64 * 1024
+"""A chain's delta larger than this is written to a file shared by the chain's deltas as its chunks
+arrive (:class:`DeltaSpool`) and read back when the restore applies it: the chains of every shard
+are read before the first is rebuilt, and their deltas held in memory were ~600 MB at 10M pending.
+Smaller ones (at most ~46 MB for the 720 deltas a chain may hold) stay in memory."""
 
 Offsets = dict[tuple[str, int], int]
 """(topic, partition) -> next offset to read."""
@@ -114,7 +130,9 @@ class Checkpoint:
     offsets: Offsets
     kind: str = FULL
     parent: str | None = None
-    deltas: tuple[bytes, ...] = ()
+    deltas: Sequence[bytes] = ()
+    """In memory (a tuple), or (a chain with deltas over the reader's ``spool_deltas_above``)
+    :class:`ChainDeltas`: each read from a file as it is asked for, never all in memory at once."""
     generation: int | None = None
     broker_bytes: int = 0
     """A chain: the bytes read from its topic (less than base + deltas when the base was local)."""
@@ -125,10 +143,123 @@ class Checkpoint:
     """A chain: the checkpoint id of its base."""
     base_offset: int | None = None
     """A chain: the topic offset of its base's first chunk (None: not known, e.g. an old local copy)."""
+    spooled_delta: SpooledDelta | None = None
+    """A delta as assembled by a chain reader that spools deltas: where it is (``blob`` is empty)."""
 
     @property
     def delta_bytes(self) -> int:
-        return sum(map(len, self.deltas))
+        return sum(size for _, size in delta_heads(self.deltas))
+
+    def close(self) -> None:
+        """Let go of the files its base and deltas are read from, if any (a spooled base's and
+        deltas' are deleted)."""
+        if isinstance(self.blob, BlobFile):
+            self.blob.close()
+        if isinstance(self.deltas, ChainDeltas):
+            self.deltas.close()
+
+
+DELTA_HEAD_BYTES = 64
+"""What :func:`delta_heads` keeps of a spooled delta's first bytes: its envelope (magic, format,
+codec, the records it carries) is in there."""
+
+
+class DeltaSpool:
+    """One unlinked file a chain reader writes its large deltas to as their chunks arrive (each at
+    a place it reserved by its size when its first chunk came), so a restore holds one delta at a
+    time, not the chain's: at 10M pending a worker read 611 MB of deltas into memory before
+    rebuilding its first shard. Shared by the deltas of one chain; closed with the last of them."""
+
+    __slots__ = ("end", "file")
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.end = 0
+
+    def reserve(self, size: int) -> int:
+        start, self.end = self.end, self.end + size
+        return start
+
+    def write(self, offset: int, payload: bytes) -> None:
+        fd = self.file.fileno()
+        with memoryview(payload) as view:
+            while view:
+                written = os.pwrite(fd, view, offset)
+                offset += written
+                view = view[written:]
+
+    def read(self, offset: int, size: int) -> bytes:
+        data = os.pread(self.file.fileno(), size, offset)
+        if len(data) != size:
+            raise CheckpointError(f"a spooled delta's file ended {size - len(data)} bytes short")
+        return data
+
+    def reset(self) -> None:
+        """Nothing written so far is needed any more (a later base completed): start again at 0."""
+        self.end = 0
+        self.file.truncate(0)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledDelta:
+    """A complete delta in a :class:`DeltaSpool` (its CRC checked), and its first bytes."""
+
+    spool: DeltaSpool
+    offset: int
+    size: int
+    head: bytes
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ChainDeltas(Sequence[bytes]):
+    """A chain's deltas in order, some in memory, some in a :class:`DeltaSpool`: each spooled one is
+    read when it is asked for (``for delta in deltas`` holds one at a time). :meth:`close` deletes
+    the file.
+
+    >>> spool = DeltaSpool(tempfile.TemporaryFile())
+    >>> spool.write(spool.reserve(3), b"two")
+    >>> deltas = ChainDeltas([b"one", SpooledDelta(spool, 0, 3, b"tw")])
+    >>> list(deltas), len(deltas), list(delta_heads(deltas))
+    ([b'one', b'two'], 2, [(b'one', 3), (b'tw', 3)])
+    >>> deltas.close(); spool.file.closed
+    True
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[bytes | SpooledDelta]) -> None:
+        self._items = list(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> bytes:  # type: ignore[override]
+        item = self._items[index]
+        return item if isinstance(item, bytes) else item.spool.read(item.offset, item.size)
+
+    def heads(self) -> Iterator[tuple[bytes, int]]:
+        """(each delta's first bytes, at least :data:`DELTA_HEAD_BYTES` of them, and its size), no
+        spooled delta read."""
+        for item in self._items:
+            yield (item, len(item)) if isinstance(item, bytes) else (item.head, item.size)
+
+    def close(self) -> None:
+        for spool in {id(i.spool): i.spool for i in self._items if isinstance(i, SpooledDelta)}.values():
+            spool.close()
+
+
+def delta_heads(deltas: Sequence[bytes]) -> Iterator[tuple[bytes, int]]:
+    """(first bytes, size) of each of a chain's deltas: the whole delta when it is in memory, its
+    first :data:`DELTA_HEAD_BYTES` when it is spooled (enough for ``pipeline.state.delta_records``),
+    without reading a spooled one."""
+    if isinstance(deltas, ChainDeltas):
+        return deltas.heads()
+    return ((delta, len(delta)) for delta in deltas)
 
 
 @dataclass(slots=True)
@@ -149,9 +280,22 @@ class _Assembly:
     spool: BinaryIO | None = None
     """A large base's chunks go to this file, not ``chunks``, their CRC computed as they come."""
     running_crc: int = 0
+    delta_spool: DeltaSpool | None = None
+    """A large delta's chunks go to this shared file from ``spooled_at`` on, not ``chunks``."""
+    spooled_at: int = 0
+    spooled: int = 0
+    head: bytes = b""
 
     def add(self, payload: bytes) -> None:
         self.received += 1
+        if self.delta_spool is not None:
+            if self.spooled + len(payload) <= self.size:  # past it: the size check fails below
+                self.delta_spool.write(self.spooled_at + self.spooled, payload)
+            if not self.spooled:
+                self.head = bytes(payload[:DELTA_HEAD_BYTES])
+            self.spooled += len(payload)
+            self.running_crc = zlib.crc32(payload, self.running_crc)
+            return
         if self.spool is None:
             self.chunks.append(payload)
             return
@@ -162,8 +306,12 @@ class _Assembly:
         if self.spool is not None:
             self.spool.close()
 
-    def blob(self) -> bytes | BlobFile | None:
+    def blob(self) -> bytes | BlobFile | SpooledDelta | None:
         """The blob its chunks make, None unless its size and CRC are the headers'."""
+        if self.delta_spool is not None:
+            if self.spooled != self.size or self.running_crc != self.crc:
+                return None
+            return SpooledDelta(self.delta_spool, self.spooled_at, self.size, self.head)
         if self.spool is not None:
             size = self.spool.tell()
             if size != self.size or self.running_crc != self.crc:
@@ -338,12 +486,14 @@ class CheckpointAssembler:
     """
 
     def __init__(self, keep_all: bool = False, spool_above: int | None = None,
-                 spool_dir: Path | None = None) -> None:
+                 spool_dir: Path | None = None, spool_deltas_above: int | None = None) -> None:
         self.latest: dict[str, Checkpoint] = {}
         self.completed: list[Checkpoint] | None = [] if keep_all else None
         self._open: dict[str, _Assembly] = {}
         self.discarded_chunks = 0
         self._spool_above = spool_above
+        self._spool_deltas_above = spool_deltas_above
+        self._delta_spool: DeltaSpool | None = None
         self.spool_dir = spool_dir
         self.bytes_applied = 0
         """Bytes of message values applied so far."""
@@ -362,6 +512,35 @@ class CheckpointAssembler:
         except OSError as err:
             log.warning("reading a large base into memory: no temporary file in %s (%s)", directory, err)
             return None
+
+    def _deltas_file(self) -> DeltaSpool | None:
+        """The file this reader's large deltas go to (made on first use); None (keep them in
+        memory) if the directory cannot hold one."""
+        if self._delta_spool is None:
+            file = self._spool_file()
+            self._delta_spool = None if file is None else DeltaSpool(file)
+        return self._delta_spool
+
+    def _retire_deltas_file(self) -> None:
+        """The deltas spooled so far are no link of the chain any more (a later base completed):
+        the next ones go to a new file, and this one is closed unless a delta in it is still some
+        key's latest checkpoint or still arriving."""
+        spool, self._delta_spool = self._delta_spool, None
+        if spool is None:
+            return
+        if any(a.delta_spool is spool for a in self._open.values()) or any(
+                c.spooled_delta is not None and c.spooled_delta.spool is spool for c in self.latest.values()):
+            return  # closed once those are let go
+        spool.close()
+
+    def close(self) -> None:
+        """Let go of every file this reader spooled to (its links are not used)."""
+        for assembly in self._open.values():
+            assembly.discard()
+        for link in self.completed or ():
+            link.close()
+        if self._delta_spool is not None:
+            self._delta_spool.close()
 
     def apply(self, key: str, value: bytes | None, offset: int | None = None) -> None:
         """Fold one message (``offset``: its topic offset, if the caller knows it)."""
@@ -393,6 +572,10 @@ class CheckpointAssembler:
                                                   offset, before)
             if kind == BASE and self._spool_above is not None and size > self._spool_above:
                 current.spool = self._spool_file()
+            elif kind == DELTA and self._spool_deltas_above is not None and size > self._spool_deltas_above:
+                current.delta_spool = self._deltas_file()
+                if current.delta_spool is not None:
+                    current.spooled_at = current.delta_spool.reserve(size)
         elif current is None or current.checkpoint_id != ckpt_id or current.received != index:
             self.discarded_chunks += 1
             return
@@ -405,8 +588,10 @@ class CheckpointAssembler:
             self.discarded_chunks += current.count
             log.warning("ignoring checkpoint %s of %s: size/CRC mismatch", ckpt_id, key)
             return
-        checkpoint = Checkpoint(ckpt_id, blob, current.offsets, current.kind, current.parent,
-                                base_offset=current.first_offset)
+        spooled = blob if isinstance(blob, SpooledDelta) else None
+        checkpoint = Checkpoint(ckpt_id, b"" if isinstance(blob, SpooledDelta) else blob, current.offsets,
+                                current.kind, current.parent, base_offset=current.first_offset,
+                                spooled_delta=spooled)
         self.latest[key] = checkpoint
         if self.completed is not None:
             if checkpoint.kind == BASE:
@@ -415,6 +600,7 @@ class CheckpointAssembler:
                         link.blob.close()
                 self.completed.clear()
                 self.positions.clear()
+                self._retire_deltas_file()
             self.completed.append(checkpoint)
             self.positions[ckpt_id] = (current.first_offset, current.bytes_before)
 
@@ -441,10 +627,17 @@ def assemble_chain(links: Iterable[Checkpoint], generation: int | None = None) -
     if base is None:
         return None
     last = deltas[-1] if deltas else base
-    return Checkpoint(last.checkpoint_id, base.blob, last.offsets, BASE, None,
-                      tuple(d.blob for d in deltas if isinstance(d.blob, bytes)), generation,
-                      base_id=base.checkpoint_id,  # a delta is never spooled (a base is)
-                      base_offset=base.base_offset)
+    # a delta is in memory or in its reader's DeltaSpool, never a BlobFile (a base may be)
+    items: list[bytes | SpooledDelta] = []
+    for delta in deltas:
+        if delta.spooled_delta is not None:
+            items.append(delta.spooled_delta)
+        elif isinstance(delta.blob, bytes):
+            items.append(delta.blob)
+    blobs: Sequence[bytes] = (ChainDeltas(items) if any(isinstance(i, SpooledDelta) for i in items)
+                              else tuple(i for i in items if isinstance(i, bytes)))
+    return Checkpoint(last.checkpoint_id, base.blob, last.offsets, BASE, None, blobs, generation,
+                      base_id=base.checkpoint_id, base_offset=base.base_offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,7 +729,8 @@ class LocalBases:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as out:
-                for start in range(0, len(blob), LOCAL_WRITE_PIECE):
+                copied = _copy_in_kernel(blob, out) if isinstance(blob, BlobFile) else 0
+                for start in range(copied, len(blob), LOCAL_WRITE_PIECE):
                     if isinstance(blob, BlobFile):
                         out.write(blob.pread(start, LOCAL_WRITE_PIECE))
                         continue
@@ -644,6 +838,25 @@ class LocalBases:
             self._last_warning = now
 
 
+def _copy_in_kernel(blob: BlobFile, out: BinaryIO) -> int:
+    """Copy ``blob`` to ``out`` (an empty file) file to file in the kernel (``copy_file_range``:
+    no buffer in this process); how many bytes it copied: fewer (the rest to copy by hand) if the
+    call is missing or refused (another file system on an old kernel, no such system call)."""
+    copy = getattr(os, "copy_file_range", None)
+    if copy is None:
+        return 0
+    out.flush()
+    done = 0
+    with contextlib.suppress(OSError):
+        while done < len(blob):
+            copied = copy(blob.file.fileno(), out.fileno(), len(blob) - done, blob.offset + done)
+            if copied <= 0:
+                break
+            done += copied
+    out.seek(done)  # where a copy by hand goes on (the kernel moved the descriptor's position)
+    return done
+
+
 def _size_and_crc(file: BinaryIO, size: int) -> tuple[int, int]:
     """How many of the first ``size`` bytes of ``file`` there are, and their CRC-32 (read a
     :data:`LOCAL_WRITE_PIECE` at a time into one buffer)."""
@@ -670,8 +883,9 @@ class _AfterLocalBase(CheckpointAssembler):
     after it are assembled as usual, a later complete base replacing it."""
 
     def __init__(self, local: LocalBase, spool_above: int | None = None,
-                 spool_dir: Path | None = None) -> None:
-        super().__init__(keep_all=True, spool_above=spool_above, spool_dir=spool_dir)
+                 spool_dir: Path | None = None, spool_deltas_above: int | None = None) -> None:
+        super().__init__(keep_all=True, spool_above=spool_above, spool_dir=spool_dir,
+                         spool_deltas_above=spool_deltas_above)
         self.local = local
         self.local_link = Checkpoint(local.checkpoint_id, b"", dict(local.offsets), BASE,
                                      base_offset=local.first_chunk)
@@ -734,7 +948,8 @@ class CheckpointStore:
     def __init__(self, settings: Settings, producer: AIOKafkaProducer, *,
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, read_timeout_s: float = 60.0,
                  rotate_min_bytes: int = ROTATE_MIN_BYTES,
-                 deliver_group_bytes: int = DELIVER_GROUP_BYTES, spool_above: int = SPOOL_ABOVE) -> None:
+                 deliver_group_bytes: int = DELIVER_GROUP_BYTES, spool_above: int = SPOOL_ABOVE,
+                 spool_deltas_above: int = SPOOL_DELTAS_ABOVE) -> None:
         self._settings = settings
         self._producer = producer
         self._max_chunk_bytes = max_chunk_bytes
@@ -752,6 +967,7 @@ class CheckpointStore:
         state_dir = settings.worker.state_dir
         self.local = None if state_dir is None else LocalBases(state_dir)
         self._spool_above = spool_above
+        self._spool_deltas_above = spool_deltas_above
         self.spool_dir = state_dir if state_dir is not None else settings.join.spill_dir
         """Where large bases are spooled, read or written (None: the temporary directory)."""
         # Finds where a base starts and (with local copies) ends, beside reads of the main
@@ -1028,12 +1244,13 @@ class CheckpointStore:
                                start: ReadFrom) -> tuple[Checkpoint | None, int, ReadFrom]:
         """The chain in a topic read from ``start`` on, the bytes the topic holds and where its base is."""
         assembler = CheckpointAssembler(keep_all=True, spool_above=self._spool_above,
-                                        spool_dir=self.spool_dir)
+                                        spool_dir=self.spool_dir, spool_deltas_above=self._spool_deltas_above)
         before = self.bytes_read
         await self._read(tp, start.offset, assembler)
         size = start.held + self.bytes_read - before
         chain = assemble_chain(assembler.completed or (), generation)
         if chain is None or chain.base_id is None:
+            assembler.close()
             return None, size, start
         offset, applied = assembler.positions.get(chain.base_id, (None, 0))
         return chain, size, start if offset is None else ReadFrom(offset, start.held + applied)
@@ -1042,7 +1259,7 @@ class CheckpointStore:
                                 local: LocalBase) -> tuple[Checkpoint, int, ReadFrom] | None:
         """The chain read from ``local``'s last chunk on, its base from the copy; None (read it all)
         unless the topic holds that base where the copy says and the copy's blob is whole."""
-        assembler = _AfterLocalBase(local, self._spool_above, self.spool_dir)
+        assembler = _AfterLocalBase(local, self._spool_above, self.spool_dir, self._spool_deltas_above)
         before = self.bytes_read
         try:
             await self._read(tp, local.last_chunk, assembler)
@@ -1050,6 +1267,7 @@ class CheckpointStore:
                 raise _NotTheLocalBase(f"the topic ends before offset {local.last_chunk}")
         except _NotTheLocalBase as err:
             log.warning("not using the local base of %s: %s; reading the chain from the topic", tp.topic, err)
+            assembler.close()
             return None
         read = self.bytes_read - before
         links = list(assembler.completed or ())
@@ -1063,6 +1281,7 @@ class CheckpointStore:
             read_blob = copies.read if local.size <= self._spool_above else copies.open
             blob = await asyncio.to_thread(read_blob, local)
             if blob is None:
+                assembler.close()
                 return None
             seconds = time.perf_counter() - started
             links[0] = dataclasses.replace(links[0], blob=blob)
@@ -1075,6 +1294,7 @@ class CheckpointStore:
             log.info("the local base of %s is older than the chain's last base: not used", tp.topic)
         chain = assemble_chain(links, local.generation)
         if chain is None:
+            assembler.close()
             return None
         if links[0] is not assembler.local_link and chain.base_id is not None:
             offset, applied = assembler.positions.get(chain.base_id, (None, 0))

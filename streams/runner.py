@@ -56,7 +56,7 @@ from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
 from driftline.pipeline.state import BaseCopy, BlobFile, Incremental, delta_records, release_free_memory
 from driftline.streams.broadcast import BroadcastReader
-from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore
+from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore, delta_heads
 from driftline.streams.delivery import deliver
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ def chain_records(deltas: Sequence[bytes]) -> int:
     >>> chain_records([dump_delta(["a"], records=1_000), b"DLSD\x03z" + bytes(1_318)])
     1010
     """
-    return sum(len(d) // BYTES_PER_CHANGE if (n := delta_records(d)) is None else n for d in deltas)
+    return sum(size // BYTES_PER_CHANGE if (n := delta_records(head)) is None else n
+               for head, size in delta_heads(deltas))  # a spooled delta is not read for it
 
 
 BASE_TIME_SHARE = 0.1
@@ -569,8 +570,8 @@ class StageRunner:
                 try:
                     await self._adopt(consumer, shard, checkpoint)
                 finally:
-                    if checkpoint is not None and isinstance(checkpoint.blob, BlobFile):
-                        checkpoint.blob.close()  # its file (a spooled base's is deleted)
+                    if checkpoint is not None:
+                        checkpoint.close()  # its files (a spooled base's and deltas' are deleted)
             if restored:  # the bases read and unpickled left their size in freed heap blocks
                 await asyncio.to_thread(release_free_memory)
             self._parked.clear()

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
+from driftline.pipeline.state import BlobFile
 from driftline.streams.checkpoint import Checkpoint, CheckpointStore, LocalBases
 
 pytestmark = pytest.mark.integration
@@ -238,3 +239,30 @@ def test_the_store_tells_which_base_a_restore_here_reads_from_disk(
         await failing.stop()
 
     run_with_producer(settings, scenario)
+
+
+@pytest.mark.parametrize("kernel", ["copy_file_range", "refused midway", "missing"])
+def test_a_base_in_a_file_is_staged_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  kernel: str) -> None:
+    """A base in a file (as the runner writes them) is copied to its local copy by the kernel, file
+    to file (no buffer in the worker); where the call is refused midway or missing, the rest is
+    copied by hand from where it stopped: the same bytes every way, the blob's offset honoured."""
+    blob = os.urandom(3 * 2**20 + 17)
+    with open(tmp_path / "spooled", "w+b") as file:
+        file.write(b"head" + blob)
+        if kernel == "missing":
+            monkeypatch.delattr(os, "copy_file_range", raising=False)
+        elif kernel == "refused midway":
+            real = os.copy_file_range
+            calls = []
+
+            def refuse_second(src: int, dst: int, count: int, offset_src: int | None = None) -> int:
+                calls.append(count)
+                if len(calls) > 1:
+                    raise OSError(18, "cross-device")
+                return real(src, dst, min(count, 2**20), offset_src)
+
+            monkeypatch.setattr(os, "copy_file_range", refuse_second)
+        copies = LocalBases(tmp_path / "state")
+        staged = copies.stage("st", "shard", 0, BlobFile(file, len(blob), offset=4), 0)
+    assert staged is not None and staged.path.read_bytes() == blob
