@@ -17,6 +17,7 @@ from driftline.operators.window_stats import (
     WindowBuffer,
     merge_accumulators,
     merge_partials,
+    values_partial,
 )
 from driftline.schemas.events import Prediction
 
@@ -284,3 +285,64 @@ def test_column_blocks_survive_a_pickle() -> None:
     buffer.drain(a, 8, final=True)
     restored.drain(b, 8, final=True)
     assert len(restored) == 0 and repr(a.to_partial()) == repr(b.to_partial())
+
+
+def _values_form_vs_one_chunk(seed: int, n: int, categories: int = 6) -> None:
+    """A window's events, as random batches' column blocks, in the values form (orjson and back,
+    parsed) merge to what one chunk of them in an accumulator merges to: every column's counts,
+    moments (repr: -0.0 apart from 0.0), categories and sketch."""
+    feats, preds, lats = _odd_events(seed, n, categories)
+    rng = random.Random(seed + 2)
+    parts: list[EventColumns] = []
+    start = 0
+    while start < n:
+        stop = min(n, start + rng.randint(1, 5))
+        columns = EventColumns.of(feats[start:stop], preds[start:stop], lats[start:stop])
+        rows = sorted(rng.sample(range(stop - start), rng.randint(0, stop - start)))
+        parts.append(columns if rng.random() < 0.3 else columns.take(np.array(rows, dtype=np.intp)))
+        start = stop
+    accumulated = WindowAccumulator()
+    accumulated.add_chunk(parts)
+    wire = orjson.loads(orjson.dumps(values_partial(parts)))
+    assert wire["form"] == "values" and "mean" not in wire["latency"]
+    parsed = WindowAccumulator.from_partial(wire)
+    assert parsed.n_events == accumulated.n_events == sum(p.n for p in parts)
+    got, expected = merge_accumulators([parsed]), merge_accumulators([accumulated])
+    assert sorted(got.features) == sorted(expected.features)
+    for name in expected.features:
+        assert repr(got.features[name].to_dict()) == repr(expected.features[name].to_dict()), name
+    for name in ("prediction_label", "prediction_value", "latency"):
+        assert repr(getattr(got, name).to_dict()) == repr(getattr(expected, name).to_dict()), name
+
+
+def test_values_form_is_the_partial_of_one_chunk() -> None:
+    for seed in range(40):
+        _values_form_vs_one_chunk(seed, n=1 + seed * 3)
+
+
+def test_values_form_past_the_category_cap() -> None:
+    _values_form_vs_one_chunk(5, n=1500, categories=3 * MAX_CATEGORIES)
+
+
+def test_values_form_moments_are_numpys_of_each_column_alone() -> None:
+    """Columns with as many values are reduced as one matrix's rows: each row's mean and M2 must be
+    what numpy gives the row as its own array (pairwise sums past 8 and 128 values, -0.0, huge
+    and tiny magnitudes), or filled windows' rows would change."""
+    from driftline.operators.window_stats import _set_moments, _values_stats
+
+    rng = np.random.default_rng(11)
+    for length in [*range(1, 40), 127, 128, 129, 255, 257, 1000, 2047]:
+        columns = []
+        for _ in range(int(rng.integers(1, 5))):
+            x = rng.normal(size=length) * 10.0 ** rng.integers(-300, 99, size=length)
+            x[rng.random(length) < 0.2] = -0.0
+            columns.append(x.tolist())
+        built: list = []
+        for values in columns:
+            _values_stats(length, built, {"missing": 0, "invalid": 0, "values": values, "categories": {}})
+        _set_moments(built)
+        for values, stats in zip(columns, built, strict=True):
+            alone = FeatureStats()
+            alone.add_array(np.array(values))
+            assert repr((stats.mean, stats.m2, stats.min, stats.max)) == \
+                repr((alone.mean, alone.m2, alone.min, alone.max)), length

@@ -4,14 +4,17 @@ verdicts but no distribution statistics; a window that fills, even across shards
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import orjson
+import pytest
 
 from driftline.config import Settings
 from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
-from driftline.operators.window_stats import FeatureStats
+from driftline.operators.window_stats import FeatureStats, SketchValues, WindowAccumulator, WindowBuffer
+from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.stage import OutboundMessage
 
@@ -110,10 +113,14 @@ def _many_models_records(settings: Settings) -> list[RawRecord]:
     for i in range(n):
         ts = START + int(times[i])
         features: dict[str, object] = {
-            "x": float(rng.normal(2.0, 1.0)), "z": float(np.round(rng.normal(), 1)),
+            "x": float(rng.normal(2.0, 1.0)), "z": float(np.round(rng.normal(), 1)),  # -0.0 and 0.0
             "c": str(rng.choice(["a", "b", "c"])), "y": None if i % 11 == 0 else float(rng.lognormal())}
         if i % 5:
             features["w"] = int(rng.integers(-3, 4))
+        if i % 37 == 0:
+            features["x"] = -2e100 if i % 2 else 1e300  # beyond MAX_ABS_VALUE: invalid
+        # numbers, labels and nulls in one column
+        features["m"] = [None, True, "q", 1.5, -3, float(rng.normal(0.0, 1e-300))][i % 6]
         value = orjson.dumps({
             "prediction_id": f"p{i}", "model_id": f"m{models[i]}", "timestamp": ts, "features": features,
             "prediction": {"label": str(i % 2), "score": float(rng.random())}, "latency_ms": 3.0 + i % 7})
@@ -125,9 +132,28 @@ def _many_models_records(settings: Settings) -> list[RawRecord]:
     return out
 
 
-def _many_models_rows(values_below: int | None) -> tuple[bytes, int]:
+def _per_column_values(parts: list) -> dict:
+    """The partial of few events as shards sent it before the values form: a SketchValues per
+    column (counts, moments, values); stage 2 still reads it."""
+    class PerColumnValues(WindowAccumulator):
+        __slots__ = ()
+        stats_type = SketchValues
+
+    buffered, accumulator = WindowBuffer(), PerColumnValues()
+    for part in parts:
+        buffered.append(part)
+    buffered.drain(accumulator, shard_module.ACCUMULATE_CHUNK, final=True)
+    return accumulator.to_partial()
+
+
+def _many_models_rows(values_below: int | None, monkeypatch: pytest.MonkeyPatch | None = None,
+                      form: Callable[[list], dict] | None = None) -> tuple[bytes, int]:
     """Every table's rows of the run (``values_below``: the shards' threshold, None for today's
-    default) and how many partials carried values in place of sketches."""
+    default; ``form``: what a partial of few events is made with, today's values form if None)
+    and how many partials carried values in place of sketches."""
+    if form is not None:
+        assert monkeypatch is not None
+        monkeypatch.setattr(shard_module, "values_partial", form)
     settings = Settings(
         topics={"partitions": 2, "model_events_partitions": 1},
         windows={"sizes_s": [10, 60], "allowed_lateness_s": 5, "metrics_interval_s": 10},
@@ -142,7 +168,8 @@ def _many_models_rows(values_below: int | None) -> tuple[bytes, int]:
     original = pipeline._route
 
     def route(messages: list[OutboundMessage]) -> None:
-        sent.extend(m.value for m in messages if m.value is not None and b'"values":' in m.value)
+        sent.extend(m.value for m in messages if m.value is not None and b'"values":' in m.value
+                    and b'"type":"partial"' in m.value)
         original(messages)
 
     pipeline._route = route  # type: ignore[method-assign]
@@ -152,56 +179,85 @@ def _many_models_rows(values_below: int | None) -> tuple[bytes, int]:
     return orjson.dumps(tables, option=orjson.OPT_SORT_KEYS), len(sent)
 
 
-def test_values_in_place_of_sketches_leave_every_row_as_it_was() -> None:
-    """A shard's partial of few events carries their values; stage 2 builds the same sketches from
-    them: every table's rows equal a run whose shards always send sketches."""
+def test_values_in_place_of_sketches_leave_every_row_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard's partial of few events carries their counts and values; stage 2 computes the same
+    moments and builds the same sketches from them: every table's rows equal a run whose shards
+    always send sketches, and one whose shards send the moments beside the values (the form
+    before)."""
     sketches, none = _many_models_rows(values_below=0)
     values, sent = _many_models_rows(values_below=None)
     assert none == 0 and sent > 20
     assert values == sketches
-    for table in (b'"p50":', b'"ks_stat":'):
+    for table in (b'"p50":', b'"ks_stat":', b'"mean":', b'"invalid":'):
         assert table in values  # filled windows' quantiles and scores are among the rows compared
+    per_column, sent_before = _many_models_rows(None, monkeypatch, _per_column_values)
+    assert sent_before == sent and per_column == values
 
 
-def test_partials_of_either_form_merge_alike() -> None:
-    """Old partials (sketches) are still read, alone or beside new ones (values), in any mix."""
-    from driftline.operators.window_stats import ValuesWindow, WindowAccumulator, merge_partials
+def _three_forms() -> tuple[list[dict], list[dict], list[dict]]:
+    """Four shards' partials of one window with sketches, per-column values (the form before) and
+    in the values form (what shards send now), as stage 2 receives them."""
+    from driftline.operators.window_stats import EventColumns, values_partial
     from driftline.schemas.events import Prediction
     rng = np.random.default_rng(5)
-    batches = []
+    sketches, per_column, values_form = [], [], []
     for k in (3, 17, 1, 9):
         rows = [{"x": float(v), "c": "ab"[int(v > 0)]} for v in rng.normal(size=k)]
         if k == 17:
             rows[2]["x"] = float("inf")
-        batches.append((rows, [Prediction(label="1", score=float(rng.random()))] * k, [None] * k))
-    old, new = [], []
-    for rows, predictions, latencies in batches:
-        for kind, into in ((WindowAccumulator, old), (ValuesWindow, new)):
-            acc = kind()
-            acc.add(rows, predictions, latencies)
-            into.append(orjson.loads(orjson.dumps(acc.to_partial())))
-    assert all("values" in p["features"]["x"] and "sketch" not in p["features"]["x"] for p in new)
-    expected = merge_partials(old)
-    for mix in ([new[0], old[1], new[2], old[3]], new):
+        parts = [EventColumns.of(rows, [Prediction(label="1", score=float(rng.random()))] * k, [None] * k)]
+        acc = WindowAccumulator()
+        acc.add_chunk(parts)
+        for partial, into in ((acc.to_partial(), sketches), (_per_column_values(parts), per_column),
+                              (values_partial(parts), values_form)):
+            into.append(orjson.loads(orjson.dumps(partial)))
+    return sketches, per_column, values_form
+
+
+def test_partials_of_every_form_merge_alike() -> None:
+    """Partials with sketches and with per-column values are still read, alone or beside ones in
+    the values form, in any mix; every column's counts, moments, categories and sketch agree."""
+    from driftline.operators.window_stats import merge_partials
+    sketches, per_column, values_form = _three_forms()
+    assert all("values" in p["features"]["x"] and "sketch" not in p["features"]["x"] for p in per_column)
+    assert all(p["form"] == "values" and "mean" not in p["features"]["x"] for p in values_form)
+    expected = merge_partials(sketches)
+    for mix in ([values_form[0], sketches[1], per_column[2], values_form[3]], per_column, values_form):
         merged = merge_partials(mix)
         for name in ("x", "c"):
-            assert merged.features[name].to_dict() == expected.features[name].to_dict()
-        assert merged.prediction_value.to_dict() == expected.prediction_value.to_dict()
+            assert repr(merged.features[name].to_dict()) == repr(expected.features[name].to_dict())
+        assert repr(merged.prediction_value.to_dict()) == repr(expected.prediction_value.to_dict())
         assert merged.features["x"].sketch.count == expected.features["x"].sketch.count > 0
 
 
 def test_a_partial_whose_values_are_not_its_numbers_is_refused() -> None:
     """Values that could not be the window's valid numbers make the partial malformed (dead-lettered
     on arrival), not a sketch built from garbage when the window fills."""
-    import pytest
-
-    from driftline.operators.window_stats import ValuesWindow
+    from driftline.operators.window_stats import EventColumns, values_partial
     from driftline.pipeline.windows import check_partial
     from driftline.schemas.events import Prediction
-    acc = ValuesWindow()
-    acc.add([{"x": 1.5}, {"x": -2.0}], [Prediction(label="1")] * 2, [None, None])
-    partial = acc.to_partial()
-    assert check_partial(partial).features["x"].n == 2
-    for bad in ([1.5], [1.5, "a"], [1.5, 1e101], [1.5, None], "1.5,-2.0", [1.5, 2]):
-        with pytest.raises(ValueError, match="valid numbers"):
-            check_partial({**partial, "features": {"x": {**partial["features"]["x"], "values": bad}}})
+    parts = [EventColumns.of([{"x": 1.5}, {"x": -2.0}], [Prediction(label="1")] * 2, [None, None])]
+    for partial in (_per_column_values(parts), values_partial(parts)):
+        assert check_partial(partial).features["x"].n == 2
+        for bad in ([1.5, "a"], [1.5, 1e101], [1.5, None], "1.5,-2.0", [1.5, 2]):
+            with pytest.raises(ValueError, match="valid numbers"):
+                check_partial({**partial, "features": {"x": {**partial["features"]["x"], "values": bad}}})
+        with pytest.raises(ValueError, match=r"valid numbers|2 events"):
+            check_partial({**partial, "features": {"x": {**partial["features"]["x"], "values": [1.5]}}})
+
+
+def test_a_values_form_partial_whose_counts_are_not_its_events_is_refused() -> None:
+    from driftline.operators.window_stats import EventColumns, values_partial
+    from driftline.pipeline.windows import check_partial
+    from driftline.schemas.events import Prediction
+    partial = values_partial([EventColumns.of([{"x": 1.5, "c": "a"}, {"x": None, "c": "b"}],
+                                              [Prediction(label="1")] * 2, [None, 3.0])])
+    assert check_partial(partial).features["c"].categories == {"a": 1, "b": 1}
+    x, c = partial["features"]["x"], partial["features"]["c"]
+    for column in ({"x": {**x, "missing": 0}}, {"x": {**x, "invalid": -1, "missing": 2}},
+                   {"c": {**c, "categories": {"a": 1, "b": 2}}},
+                   {"c": {**c, "categories": {"a": 3, "b": -1}}}):
+        with pytest.raises(ValueError, match="not the window's 2 events"):
+            check_partial({**partial, "features": {**partial["features"], **column}})
+    with pytest.raises(ValueError, match="unknown form"):
+        check_partial({**partial, "form": "columns"})

@@ -21,9 +21,10 @@ floating-point mean/M2 merge is deterministic for a fixed order).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, ClassVar, Self, cast
@@ -47,6 +48,7 @@ latency gets near it, and bounding it keeps every sum of squares finite (a windo
 _NONE = type(None)
 _CATEGORICAL_TYPES = frozenset({str, bool})
 _NUMBER_TYPES = frozenset({int, float})
+_FLOAT = frozenset({float})
 
 
 def category_key(value: str | int | bool) -> str:
@@ -333,8 +335,10 @@ class SketchValues(FeatureStats):
     buckets, and no sketch built, encoded, parsed, when stage 2 finds the window under-filled
     (no quantile read). Merged with sketches (a filled window), its sketch is built from the
     values as the shard would have: one ``add_many`` of them into an empty sketch, so it equals
-    the sketch a :class:`FeatureStats` of one chunk holds, bucket for bucket. Everything else
-    (counts, moments, categories) is computed and shipped as :class:`FeatureStats` does.
+    the sketch a :class:`FeatureStats` of one chunk holds, bucket for bucket. Stage 2 reads it
+    from a partial of :data:`VALUES_FORM` (what shards send now: no moments, stage 2 computes
+    them) and from the form shards sent before it, this class's :meth:`to_dict` (counts, moments
+    and categories as :class:`FeatureStats` ships them, ``values`` in place of ``sketch``).
 
     >>> s, t = FeatureStats(), SketchValues()
     >>> s.add([3.0, None, -1.5, "a", float("nan")]); t.add([3.0, None, -1.5, "a", float("nan")])
@@ -359,9 +363,16 @@ class SketchValues(FeatureStats):
 
     def settle(self) -> None:
         """Build the sketch from the values (once): the sketch ``to_dict`` then ships."""
+        if self.sketch is _UNBUILT:
+            self.sketch = QuantileSketch()
         if self.values is not None:
             self.sketch.add_many(np.asarray(self.values, dtype=np.float64))
             self.values = None
+
+    def merge(self, other: FeatureStats, sketch: bool = True) -> None:
+        if sketch:
+            self.settle()  # a sketch of its own to merge into (a parsed one shares _UNBUILT)
+        super().merge(other, sketch)
 
     def to_dict(self) -> dict[str, Any]:
         if self.values is None and self.sketch.count:
@@ -377,7 +388,7 @@ class SketchValues(FeatureStats):
         """The statistics of :meth:`to_dict` (``values`` in place of ``sketch``); ValueError unless
         the values are the ``n`` valid numbers the moments describe."""
         s = cls._fields_from(d)
-        s.sketch = QuantileSketch()
+        s.sketch = _UNBUILT
         values = d["values"]
         # a few numbers: checked in Python (an array and its test cost more than the list's loop)
         if (type(values) is not list or len(values) != s.n
@@ -385,6 +396,125 @@ class SketchValues(FeatureStats):
             raise ValueError(f"values are not the window's {s.n} valid numbers")
         s.values = values if values else None
         return s
+
+
+_UNBUILT = QuantileSketch()
+"""The empty sketch every parsed :class:`SketchValues` shares until :meth:`SketchValues.settle`
+gives it its own (most are never merged with sketches): never added to."""
+
+VALUES_FORM = "values"
+"""The ``form`` of a partial whose columns carry their counts and valid numbers only (no moments,
+no sketch): what :func:`values_partial` makes of a window a shard holds few events of. A partial
+without ``form`` carries a :meth:`FeatureStats.to_dict` per column (with its ``sketch`` or, as
+:class:`SketchValues`, its ``values``)."""
+
+
+def values_partial(parts: Sequence[EventColumns]) -> dict[str, Any]:
+    """The partial of a window's events ``parts`` (column blocks in log order, none accumulated) in
+    :data:`VALUES_FORM`: per column its ``missing`` and ``invalid`` counts, its valid ``values`` in
+    order and its ``categories`` (every column counts every event). Parsed, it is the partial a
+    :class:`WindowAccumulator` of one chunk of these events sends, bit for bit: stage 2 computes the
+    moments from the values with numpy as :meth:`FeatureStats.add_column` does, and builds a sketch
+    from them only if the window fills (:class:`SketchValues`).
+
+    Plain lists and dicts, no statistics object per column: a shard closes a window of a handful
+    of events per few predictions when many models share it (docs/scaling.md, Many models).
+
+    >>> from driftline.schemas.events import Prediction
+    >>> cols = EventColumns.of([{"x": 2.0, "c": "a"}, {"x": float("inf")}], [Prediction(label=1)] * 2,
+    ...                        [None, 4.0])
+    >>> partial = values_partial([cols])
+    >>> partial["features"]["x"], partial["features"]["c"]["categories"]
+    ({'missing': 0, 'invalid': 1, 'values': [2.0], 'categories': {}}, {'a': 1})
+    >>> acc = WindowAccumulator()
+    >>> acc.add_chunk([cols])
+    >>> parsed, whole = merge_partials([partial]), merge_accumulators([acc])
+    >>> parsed.features["x"].to_dict() == whole.features["x"].to_dict()  # its sketch built, too
+    True
+    """
+    names = sorted({name for part in parts for name, block in part.features.items() if block.any_present()})
+    return {
+        "form": VALUES_FORM,
+        "n_events": sum(part.n for part in parts),
+        "features": {name: _values_column([(part.n, part.features.get(name)) for part in parts])
+                     for name in names},
+        "prediction_label": _values_column([(part.n, part.label) for part in parts]),
+        "prediction_value": _values_column([(part.n, part.value) for part in parts]),
+        "latency": _values_column([(part.n, part.latency) for part in parts]),
+    }
+
+
+def _values_column(blocks: Sequence[tuple[int, ColumnBlock | None]]) -> dict[str, Any]:
+    """One column of :func:`values_partial` from its blocks (events, block; None: a name none of
+    them carries). A few values each: Python lists cost less here than numpy's calls per array."""
+    n = missing = 0
+    values: list[float] = []
+    counts: dict[str, int] = {}
+    for size, block in blocks:
+        n += size
+        if block is None:
+            missing += size
+            continue
+        if block.missing is not None:
+            missing += int(np.count_nonzero(block.missing))
+        if block.codes is not None:
+            keys = block.keys
+            for code in block.codes.tolist():
+                if code < len(keys):  # len(keys) marks a missing or numeric value
+                    counts[keys[code]] = counts.get(keys[code], 0) + 1
+        if block.numbers is not None:
+            # NaN (a missing, categorical or NaN value) compares false: only valid numbers pass
+            values += [v for v in block.numbers.tolist() if -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE]
+    n_categorical = sum(counts.values())
+    if len(counts) > MAX_CATEGORIES:  # the cap FeatureStats applies (a min_count beyond 1,000)
+        capped = FeatureStats()
+        capped._add_counts(counts)
+        counts = capped.categories
+    return {"missing": missing, "invalid": n - missing - n_categorical - len(values), "values": values,
+            "categories": dict(sorted(counts.items()))}
+
+
+def _values_stats(count: int, built: list[SketchValues], d: Mapping[str, Any]) -> SketchValues:
+    """A column of :data:`VALUES_FORM` (``count`` events) as statistics, appended to ``built``, its
+    moments not yet set (see :func:`_set_moments`); ValueError unless its counts add up to
+    ``count`` and its values are valid numbers."""
+    s = SketchValues.__new__(SketchValues)
+    s.count, s.missing, s.invalid = count, int(d["missing"]), int(d["invalid"])
+    categories = d["categories"]
+    s.categories = {str(k): int(v) for k, v in categories.items()} if categories else {}
+    values = d["values"]
+    # the values' bounds are checked on the moments' min and max (see _set_moments)
+    if type(values) is not list or (values and not set(map(type, values)) <= _FLOAT):
+        raise ValueError("values are not valid numbers")
+    s.n = len(values)
+    if (s.missing < 0 or s.invalid < 0 or (categories and min(s.categories.values()) < 0)
+            or s.missing + s.invalid + s.n + sum(s.categories.values()) != count):
+        raise ValueError(f"missing, invalid, values and categories are not the window's {count} events")
+    s.mean, s.m2, s.min, s.max = 0.0, 0.0, None, None
+    s.sketch = _UNBUILT
+    s.values = values if values else None
+    built.append(s)
+    return s
+
+
+def _set_moments(stats: Sequence[SketchValues]) -> None:
+    """Set each column's moments from its values: bit for bit what :meth:`FeatureStats._add_numbers`
+    computes from them as one array. The columns with as many values are reduced as the rows of one
+    matrix, each row's sums numpy's pairwise sum along it, as of a 1-D array (a test compares)."""
+    by_length: dict[int, list[SketchValues]] = {}
+    for s in stats:
+        if s.n:
+            by_length.setdefault(s.n, []).append(s)
+    for group in by_length.values():
+        rows = np.array([s.values for s in group], dtype=np.float64)
+        lows, highs = rows.min(axis=1), rows.max(axis=1)
+        if not (lows.min() >= -MAX_ABS_VALUE and highs.max() <= MAX_ABS_VALUE):  # NaN fails too
+            raise ValueError("values are not valid numbers: beyond MAX_ABS_VALUE")
+        means = rows.mean(axis=1)
+        m2s = np.square(rows - means[:, None]).sum(axis=1)
+        for s, mean, m2, lo, hi in zip(group, means.tolist(), m2s.tolist(), lows.tolist(), highs.tolist(),
+                                       strict=True):
+            s.mean, s.m2, s.min, s.max = mean, m2, lo, hi
 
 
 def _moment(d: Mapping[str, Any], name: str) -> float:
@@ -783,22 +913,24 @@ class WindowAccumulator:
         where = "n_events"
         try:
             acc.n_events = int(d["n_events"])
+            form = d.get("form")
+            built: list[SketchValues] = []  # the values form's columns, their moments set at the end
+            if form is None:
+                parse: Callable[[Mapping[str, Any]], FeatureStats] = FeatureStats.parse
+            elif form == VALUES_FORM:
+                parse = functools.partial(_values_stats, acc.n_events, built)
+            else:
+                raise ValueError(f"unknown form {form!r}")
             for name, stats in d["features"].items():
                 where = f"feature {str(name)!r}"
-                acc.features[str(name)] = FeatureStats.parse(stats)
+                acc.features[str(name)] = parse(stats)
             for where in ("prediction_label", "prediction_value", "latency"):
-                setattr(acc, where, FeatureStats.parse(d[where]))
+                setattr(acc, where, parse(d[where]))
+            where = "values"
+            _set_moments(built)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise ValueError(f"malformed window partial: {where}: {type(err).__name__}: {err}") from None
         return acc
-
-
-class ValuesWindow(WindowAccumulator):
-    """A window's accumulator whose partial carries its columns' valid numbers in place of quantile
-    sketches (:class:`SketchValues`): what a shard sends for a window it holds few events of."""
-
-    __slots__ = ()
-    stats_type = SketchValues
 
 
 @dataclass

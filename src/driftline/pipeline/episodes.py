@@ -6,24 +6,36 @@ Stage-1 shards each watch a disjoint part of a model's traffic with their own ep
 
 * it **opens** at the first shard's ``opened`` (in canonical order, below);
 * a shard that opens while it is open joins it (the same change, seen in another part of the
-  traffic); the episode **escalates** when a shard reports its k-th escalation (a further change,
-  tested by the shard's monitor against the regime it learned: larger by the minimum effect, or a
-  reversal) and the episode has fewer than k escalations. Every shard sees the same further change,
-  each with its own noisy estimate of it: counting changes rather than comparing estimates makes a
-  change one escalation, not one per shard (or per shard whose estimate happened to be higher);
-  a shard that closed and opens again while the episode is open, on a change of a kind (unit) the
-  episode was neither opened nor escalated in, escalates it too (reason ``kind``: a sensor that
+  traffic); the episode **escalates** when a shard reports its k-th escalation *in a unit* (a
+  further change, tested by the shard's monitor against the regime it learned: larger by the
+  minimum effect, or a reversal, or a change of kind; its unit says what changed: the location,
+  ``sd``, or the spread, ``sd_ratio``) and the episode has fewer than k escalations in that unit.
+  Every shard sees the same further change, each with its own noisy estimate of it: counting
+  changes rather than comparing estimates makes a change one escalation, not one per shard (or
+  per shard whose estimate happened to be higher). Counting them by unit keeps one shard's
+  escalation of one kind from standing for another shard's of another kind (NOAA feat_4 during
+  development: one shard's spurious spread, x1.15 on a cycle, stood for the fault's growing
+  shift on the others); within a unit, a shard's k-th escalation that no other shard sees still
+  stands for the others' k-th (the row has told an escalation in that unit already). A shard
+  that closed and opens again while the episode is open, on a change of a kind (unit) the
+  episode was neither opened nor escalated in (by any shard), escalates it too (reason ``kind``: a sensor that
   sticks in part of the traffic while other shards still read the old shift);
 * it **closes** when every shard that joined it has closed (``back_to_reference``), or at once
   when a shard switched to a newer training profile (``new_profile``: a shard's report of that
   close, or any report from the newer profile; reports from the older one are ignored from then
   on);
 * ``status`` reports (a shard's open episode sampled on the event-time grid) keep ``last_seen``,
-  ``events_seen`` and ``magnitude`` current. The row's magnitude is the mean of the open shards'
-  estimates weighted by the values each has seen in the episode. A numeric feature's change is in
-  location (unit ``sd``) or in scale (``sd_ratio``, e.g. 0 for a stuck sensor), as each shard's
-  latest estimate says: the row takes the unit of the larger weight and averages the estimates in
-  it (its peak restarts when the unit changes).
+  ``events_seen`` and ``magnitude`` current. A numeric feature's change is in location (unit
+  ``sd``) or in scale (``sd_ratio``, e.g. 0 for a stuck sensor), as each shard's state reads it:
+  its opening, statuses and closing, and its escalations in the unit its state reads. An
+  escalation in another unit tells that change (a location episode telling its spread: its
+  ``drift_alerts`` row reads x3 in ``sd_ratio``) but is not the shard's state, which still reads
+  the location (if the state did change kind, the shard's next status says so). The row takes
+  the unit of the larger weight (values seen in the episode) among the open shards' readings,
+  the unit it opened in on a tie; its magnitude is the weighted mean of the readings in that
+  unit; its peak the furthest from "as in the reference" any shard read in that unit during the
+  episode (kept per unit, so a row whose shards' weights move it between units and back loses
+  no peak). All three are functions of the shards' readings, not of the order they came in.
 
 Determinism: reports are buffered and applied in the order ``(event_time, feature, shard, count,
 kind)`` only once the clock (every shard's progress) has passed the end of their grid bucket, and
@@ -98,13 +110,22 @@ class _ShardPart:
     opened_count: int  # the shard's count at its (latest) opening
     seen_before: int  # values seen in earlier openings of this shard within the episode
     count: int  # the shard's count at its latest report
-    magnitude: float
-    escalations: int = 0  # the shard's own escalations within the episode
+    magnitude: float  # the shard's latest reading of the change (its state), in ``unit``
+    escalations: int = 0  # the shard's own escalations within the episode, in any unit
     unit: str = ""  # of magnitude; "" (a checkpoint from before units could change): the episode's
+    # the shard's own escalations by the unit they read the change in (None: a checkpoint from
+    # before escalations were counted by unit; see escalated)
+    by_unit: dict[str, int] | None = None
 
     @property
     def seen(self) -> int:
         return self.seen_before + self.count - self.opened_count + 1
+
+    def escalated(self, unit: str) -> dict[str, int]:
+        """The shard's escalations by unit (an old checkpoint's count read as in ``unit``)."""
+        if self.by_unit is None:
+            self.by_unit = {unit: self.escalations} if self.escalations else {}
+        return self.by_unit
 
 
 @dataclass
@@ -131,9 +152,31 @@ class Episode:
     close_reason: str = ""
     n_events: int = 0  # events logged for this episode (numbers their ids)
     parts: dict[int, _ShardPart] = field(default_factory=dict)
-    # Units the change was opened or escalated (reason "kind") in: a shard back in the episode
-    # reading another is a change of kind (empty: a checkpoint from before; then the row's unit).
+    # Units the change was opened or escalated in: a shard back in the episode reading another is
+    # a change of kind (empty: a checkpoint from before; then the row's unit).
     kinds: tuple[str, ...] = ()
+    # The episode's escalations by the unit they read the change in: in each, the most any one
+    # shard reported (None: a checkpoint from before; see escalated).
+    by_unit: dict[str, int] | None = None
+    # The largest reading any shard reported in each unit (a ratio's by its log): the row's
+    # peak is its unit's (None: a checkpoint from before; see peaks).
+    peak_by_unit: dict[str, float] | None = None
+
+    def escalated(self) -> dict[str, int]:
+        """Escalations by unit (an old checkpoint's read as in the unit it opened in)."""
+        if self.by_unit is None:
+            self.by_unit = {self.opened_unit: self.escalations} if self.escalations else {}
+        return self.by_unit
+
+    def peaks(self) -> dict[str, float]:
+        """Peak readings by unit (an old checkpoint's row peak read as in its row's unit)."""
+        if self.peak_by_unit is None:
+            self.peak_by_unit = {self.unit: self.peak_magnitude}
+        return self.peak_by_unit
+
+    @property
+    def opened_unit(self) -> str:
+        return self.kinds[0] if self.kinds else self.unit
 
 
 @dataclass
@@ -268,18 +311,21 @@ class EpisodeMerger:
         if episode is None:
             if kind != "opened":
                 return  # a shard's report on an episode the model-level one no longer covers
+            unit = str(r["unit"])
             episode = Episode(
                 episode_id=_hash(self.source, *key, r["reference_id"], shard, count, r["event_time"]),
                 model_id=model[0], model_version=model[1], feature=key[2],
-                feature_kind=str(r["feature_kind"]), unit=str(r["unit"]),
+                feature_kind=str(r["feature_kind"]), unit=unit,
                 reference_id=str(r["reference_id"]), reference_from=int(r["reference_from"]),
                 arl=float(r["arl"]), opened_at=int(r["event_time"]), opening=_evidence(r),
-                magnitude=magnitude, peak_magnitude=magnitude, kinds=(str(r["unit"]),),
+                magnitude=magnitude, peak_magnitude=magnitude, kinds=(unit,), by_unit={},
+                peak_by_unit={},
             )
             self.open[key] = episode
             changed[episode.episode_id] = episode
-            episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude, unit=episode.unit)
+            episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude, unit=unit, by_unit={})
             episode.last_seen = int(r["event_time"])
+            self._saw(episode, unit, r)
             self._event(episode, "opened", r, "alarm", out)
             return
         changed[episode.episode_id] = episode
@@ -287,65 +333,90 @@ class EpisodeMerger:
         part = episode.parts.get(shard)
         unit = str(r.get("unit") or episode.unit)
         kinds = episode.kinds or (episode.unit,)
+        changed_in = _changed_in(r, unit)
         if kind == "opened":
             if part is None:
-                part = episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude)
+                part = episode.parts[shard] = _ShardPart(True, count, 0, count, magnitude, unit=unit,
+                                                         by_unit={})
             elif not part.open:
                 part.seen_before, part.open, part.opened_count = part.seen, True, count
                 if unit not in kinds:
                     # the shard was back to the reference and opens again on a change of another
                     # kind while others hold the episode open (NOAA feat_1: a shard's spurious
-                    # shift closed, then the sensor stuck): a further change, not the same one
-                    kind, r = "escalated", {**r, "reason": "kind"}
-                    part.escalations = episode.escalations
+                    # shift closed, then the sensor stuck): a further change, not the same one;
+                    # the shard's count in that unit starts from the episode's, so it is one
+                    kind, r, changed_in = "escalated", {**r, "reason": "kind"}, unit
+                    own = part.escalated(episode.opened_unit)
+                    own[unit] = max(own.get(unit, 0), episode.escalated().get(unit, 0))
         if part is None or not part.open:
             return  # the shard's own episode closed, or was opened under the previous one
-        part.count, part.magnitude, part.unit = count, magnitude, unit
+        part.count = count
+        if r["kind"] != "escalated" or unit == (part.unit or episode.unit):
+            # the shard's state: its opening, status and closing read it, and so does an escalation
+            # in the unit it reads. An escalation in another unit tells that change (a location
+            # episode telling its spread, x3) while the shard's state still reads the location; if
+            # its state did change kind (a shift that then sticks), its next status says so.
+            part.magnitude, part.unit = magnitude, unit
+        self._saw(episode, unit, r)
         if kind == "closed":
-            if unit == episode.unit:
-                self._peak(episode, magnitude)
-                self._peak(episode, float(r.get("peak_magnitude", magnitude)))
             part.open = False
             if r["reason"] == "new_profile" or not any(p.open for p in episode.parts.values()):
                 if r["reason"] != "new_profile":
                     # the closed row reads its shards' closing estimates, not the last status of
                     # the shards that were open before (NOAA feat_3 closed back_to_reference at
                     # +1.56 sd)
-                    episode.unit, episode.magnitude = self._mean(episode)
+                    self._read(episode)
                 self._close(episode, r, str(r["reason"]), out)
             return
-        was = episode.unit
-        episode.unit, episode.magnitude = self._mean(episode)
-        if episode.unit != was:  # the change is now read in another unit: its peak starts again
-            episode.peak_magnitude = episode.magnitude
-        if unit == episode.unit:
-            self._peak(episode, magnitude)
-            self._peak(episode, float(r.get("peak_magnitude", magnitude)))
+        self._read(episode)
         if kind == "escalated":
+            # counted by what changed (_changed_in): every shard sees the same further change, so
+            # in each the episode has escalated as often as the shard that escalated most in it;
+            # one shard's escalation of one (its spread told) does not stand for another's of
+            # another (the shift growing)
+            own = part.escalated(episode.opened_unit)  # before the total moves (old checkpoints)
             part.escalations += 1
-            if part.escalations > episode.escalations:
+            own[changed_in] = own.get(changed_in, 0) + 1
+            escalated = episode.escalated()
+            if own[changed_in] > escalated.get(changed_in, 0):
+                escalated[changed_in] = own[changed_in]
                 reason = str(r["reason"])
-                if reason == "kind":
-                    episode.kinds = (*kinds, unit) if unit not in kinds else kinds
+                # any reason: a change escalated in a unit is a kind of change the episode has
+                # told (by reason "kind" only, which of two shards' escalations in one unit came
+                # first decided whether it was)
+                if changed_in not in kinds:
+                    episode.kinds = (*kinds, changed_in)
                 episode.escalations += 1
                 episode.escalation = {"at": int(r["event_time"]), "reason": reason, **_evidence(r)}
                 self._event(episode, "escalated", r, reason, out)
 
-    def _peak(self, episode: Episode, value: float) -> None:
-        if math.isfinite(value) and _size(episode.unit, value) > _size(episode.unit, episode.peak_magnitude):
-            episode.peak_magnitude = value
+    @staticmethod
+    def _saw(episode: Episode, unit: str, r: Mapping[str, Any]) -> None:
+        """A shard's report's readings (its magnitude and its own peak) in ``unit``: the episode's
+        peak in that unit is the furthest from "as in the reference" any shard read."""
+        peaks = episode.peaks()
+        for value in (float(r["magnitude"]), float(r.get("peak_magnitude", r["magnitude"]))):
+            if math.isfinite(value) and (unit not in peaks or _size(unit, value) > _size(unit, peaks[unit])):
+                peaks[unit] = value
+        episode.peak_magnitude = peaks.get(episode.unit, episode.magnitude)
 
     @staticmethod
-    def _mean(episode: Episode) -> tuple[str, float]:
-        """The unit of the larger weight among the open shards' estimates (the episode's own on a
-        tie) and their weighted mean in it."""
+    def _read(episode: Episode) -> None:
+        """The row's unit, magnitude and peak from its shards' readings: the unit of the larger
+        weight among the open shards' (the one the episode opened in on a tie), their weighted
+        mean in it, and the furthest reading any shard gave in it. A function of the readings
+        alone, not of the order they came in."""
         parts = [p for p in episode.parts.values() if p.open] or list(episode.parts.values())
         by_unit: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for p in parts:
             by_unit[p.unit or episode.unit].append((max(p.count - p.opened_count + 1, 1), p.magnitude))
-        unit = max(sorted(by_unit), key=lambda u: (sum(w for w, _ in by_unit[u]), u == episode.unit))
+        opened = episode.opened_unit
+        unit = max(sorted(by_unit), key=lambda u: (sum(w for w, _ in by_unit[u]), u == opened))
         weighted = by_unit[unit]
-        return unit, sum(w * m for w, m in weighted) / sum(w for w, _ in weighted)
+        # fsum: exactly rounded, so the same whatever order the shards joined in
+        episode.unit = unit
+        episode.magnitude = math.fsum(w * m for w, m in weighted) / sum(w for w, _ in weighted)
+        episode.peak_magnitude = episode.peaks().get(unit, episode.magnitude)
 
     def _close(self, episode: Episode, r: Mapping[str, Any], reason: str, out: MergeOutput) -> None:
         if reason == "new_profile":
@@ -376,6 +447,23 @@ def _size(unit: str, value: float) -> float:
     if unit in _RATIOS:
         return abs(math.log(max(value, 1e-12)))
     return abs(value - _NEUTRAL.get(unit, 0.0))
+
+
+def _changed_in(r: Mapping[str, Any], unit: str) -> str:
+    """What a shard's escalation says changed, as a unit: a numeric feature's location (``sd``)
+    or spread (``sd_ratio``), else the report's unit. The CUSUM confirmed by a replicate says
+    which (a mean CUSUM's escalation is measured by the shift even when its values read in
+    ``sd_ratio``: elec2's nswprice, a scale episode, escalated on one drop in price as -1.72 sd on
+    one shard and x2.44 on another); a change of kind, and a learned sample's escalation (no
+    component), by the unit it reads."""
+    if unit not in ("sd", "sd_ratio") or r.get("reason") == "kind":
+        return unit
+    component = str(r.get("component", ""))
+    if component.startswith("mean"):
+        return "sd"
+    if component.startswith("scale"):
+        return "sd_ratio"
+    return unit
 
 
 def _evidence(r: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from driftline.operators.join import (
 from driftline.operators.model_watch import MultivariateWatch
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
-from driftline.operators.window_stats import EventColumns, ValuesWindow, WindowAccumulator, WindowBuffer
+from driftline.operators.window_stats import EventColumns, WindowAccumulator, WindowBuffer, values_partial
 from driftline.pipeline import records, reroute
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, window_segments
@@ -640,15 +640,16 @@ class ShardProcessor:
             segments.update(tagged)
             for segment, members in segments.items():
                 stamps = timestamps if len(members) == everyone else timestamps[members]
+                # the members' events, gathered once for every window size they fall in whole (the
+                # buffers only read them); with many models a batch holds a few events of each
+                taken = columns if len(members) == everyone else None
                 for size in self.sizes_ms:
                     starts = stamps - stamps % size
                     first = int(starts[0])
                     if first == int(starts.min()) == int(starts.max()):  # the common case: one window
-                        key = WindowKey(size, first, model_id, version, segment)
-                        if len(members) == everyone:
-                            self._buffer_window(key, columns)
-                        else:
-                            self._buffer_window(key, columns.take(np.array(members, dtype=np.intp)))
+                        if taken is None:
+                            taken = columns.take(np.array(members, dtype=np.intp))
+                        self._buffer_window(WindowKey(size, first, model_id, version, segment), taken)
                         continue
                     for start in np.unique(starts).tolist():
                         picked = np.array(members, dtype=np.intp)[np.flatnonzero(starts == start)]
@@ -860,12 +861,14 @@ class ShardProcessor:
             accumulator = self.open.pop(key)
             buffered = self.buffered.pop(key)
             if not accumulator.n_events and len(buffered) < self.values_below:
-                # Few events, none added yet: their values travel in place of sketches (smaller, and
-                # stage 2 builds no sketch for a window under-filled over all shards); stage 2 builds
-                # from them exactly the sketches this accumulator would have (see ValuesWindow).
-                accumulator = ValuesWindow()
-            buffered.drain(accumulator, ACCUMULATE_CHUNK, final=True)
-            aggregate = accumulator.to_partial()
+                # Few events, none added yet: their counts and values travel in place of moments and
+                # sketches (smaller, no statistics object per column; stage 2 builds no sketch for a
+                # window under-filled over all shards); stage 2 computes from them exactly the
+                # moments and sketches this accumulator would have (see values_partial).
+                aggregate = values_partial(buffered.parts)
+            else:
+                buffered.drain(accumulator, ACCUMULATE_CHUNK, final=True)
+                aggregate = accumulator.to_partial()
             if key.segment == "" and self.multivariate is not None:
                 multivariate = self.multivariate.take(key.size, key.start, key.model_id, key.model_version)
                 if multivariate is not None:
