@@ -32,7 +32,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import (
@@ -153,6 +155,69 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def status_mb(pid: int, field_name: str) -> float:
+    """A /proc/<pid>/status figure in MB (VmRSS: resident now; VmHWM: the peak so far)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+@dataclass
+class RssTrace:
+    """The worker's VmRSS sampled while it consumes, with the stage-1 pending count and how many
+    bases were in flight at each sample: where the memory goes (what grows with the pending
+    predictions, what a base being written adds)."""
+
+    pid: int
+    every_s: float = 1.0
+    samples: list[tuple[float, float, float]] = field(default_factory=list)  # (pending, bases, RSS MB)
+    _last: float = 0.0
+
+    def sample(self, worker: WorkerProcess) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        pending = bases = 0.0
+        for name, labels, value in worker.metrics():
+            if labels.get("stage") != "shard":
+                continue
+            if name == "driftline_stage_pending_predictions":
+                pending += value
+            elif name == "driftline_stage_base_in_flight":
+                bases += value
+        self.samples.append((pending, bases, status_mb(self.pid, "VmRSS")))
+
+    def summary(self) -> str:
+        """The least-squares line of RSS over pending with no base in flight (fixed MB + bytes a
+        pending prediction) and the highest sample with and without bases in flight."""
+        quiet = [(p, r) for p, b, r in self.samples if b == 0 and p > 0]
+        busy = [(p, b, r) for p, b, r in self.samples if b > 0]
+        parts = [f"{len(self.samples)} RSS samples"]
+        if len(quiet) >= 2:
+            mean_p = sum(p for p, _ in quiet) / len(quiet)
+            mean_r = sum(r for _, r in quiet) / len(quiet)
+            var = sum((p - mean_p) ** 2 for p, _ in quiet)
+            if var > 0:
+                slope = sum((p - mean_p) * (r - mean_r) for p, r in quiet) / var
+                parts.append(f"no base in flight: RSS ~ {mean_r - slope * mean_p:.0f} MB + "
+                             f"{slope * 2**20:.0f} B a pending prediction")
+            high = max(quiet, key=lambda s: s[1])
+            parts.append(f"highest without a base {high[1]:.0f} MB at {high[0]:,.0f} pending")
+            top = max(p for p, _ in quiet)
+            at = [min(quiet, key=lambda s, q=q: abs(s[0] - q * top)) for q in (0.1, 0.25, 0.5, 0.75, 1.0)]
+            parts.append("without a base, (pending, MB): " + " ".join(f"({p:,.0f}, {r:.0f})" for p, r in at))
+        if busy:
+            high_b = max(busy, key=lambda s: s[2])
+            parts.append(f"highest with bases in flight {high_b[2]:.0f} MB ({high_b[1]:.0f} bases) at "
+                         f"{high_b[0]:,.0f} pending")
+        return "; ".join(parts)
+
+
 def progress(what: str) -> None:
     """A line on stderr as each long step ends (a 10M run takes most of an hour)."""
     print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
@@ -183,21 +248,35 @@ def measure(n: int, state_dir: bool, timeout_s: float, budget_mb: float = 0.0) -
         topic = settings.topics.predictions
         # the worker consumes while the predictions are produced: at 10M either alone takes minutes
         with WorkerProcess(settings, log_path=Path(tmp) / "first.log") as first:
+            trace = RssTrace(first.proc.pid)
+
+            def traced(predicate: Callable[[], bool]) -> Callable[[], bool]:
+                def check() -> bool:
+                    trace.sample(first)
+                    return predicate()
+                return check
+
             started = time.perf_counter()
-            asyncio.run(produce_pending(n, settings, seed=1, start_ms=START_MS))
+            # produced in a thread, so the worker's memory is sampled meanwhile
+            with ThreadPoolExecutor(1) as pool:
+                producing = pool.submit(asyncio.run, produce_pending(n, settings, seed=1, start_ms=START_MS))
+                first.wait_until(traced(producing.done), timeout_s, f"{n:,} predictions produced",
+                                 every=SCRAPE_EVERY_S)
+                producing.result()
             produce_s = time.perf_counter() - started
             progress(f"{n:,} predictions produced in {produce_s:.0f} s")
             ends = end_offsets(settings, topic)
-            first.wait_until(lambda: first.events_in(topic) >= n, timeout_s, f"{n:,} predictions consumed",
-                             every=SCRAPE_EVERY_S)
+            first.wait_until(traced(lambda: first.events_in(topic) >= n), timeout_s,
+                             f"{n:,} predictions consumed", every=SCRAPE_EVERY_S)
             consumed_s = time.perf_counter() - first.started_at
             progress(f"consumed {consumed_s:.0f} s after the worker's start (RSS peak "
                      f"{peak_rss_mb(first.proc.pid):.0f} MB)")
-            first.wait_until(lambda: checkpointed_past(first, topic, ends), timeout_s,
+            first.wait_until(traced(lambda: checkpointed_past(first, topic, ends)), timeout_s,
                              "checkpoints past every prediction", every=SCRAPE_EVERY_S)
             pending = metric(first, "driftline_stage_pending_predictions", stage="shard")
             checkpoints = metric(first, "driftline_checkpoints_total", stage="shard")
             first_rss = peak_rss_mb(first.proc.pid)
+            rss_at_kill = status_mb(first.proc.pid, "VmRSS")
             load_at_kill = load()
             progress(f"checkpointed past every prediction; killing (RSS peak {first_rss:.0f} MB, load "
                      f"{load_at_kill})")
@@ -209,6 +288,7 @@ def measure(n: int, state_dir: bool, timeout_s: float, budget_mb: float = 0.0) -
             second.wait_until(lambda: second.events_in(topic) > 0, timeout_s, "a fresh prediction fed",
                               every=0.05)
             to_first_event = time.perf_counter() - second.started_at
+            restored_rss = status_mb(second.proc.pid, "VmRSS")  # the shards restored, the heap trimmed
             second.wait_until(lambda: metric(second, "driftline_stage_joined_total", stage="shard") > 0,
                               timeout_s, "a fresh outcome", every=0.05)
             to_first_outcome = time.perf_counter() - second.started_at
@@ -224,6 +304,10 @@ def measure(n: int, state_dir: bool, timeout_s: float, budget_mb: float = 0.0) -
         shown = (f"{k} {v / 1e6:.1f} MB" if k.endswith("bytes") else f"{k} {v:.2f}"
                  for k, v in sorted(figures.items()))
         print(f"shard {shard}: " + ", ".join(shown))
+    print(f"memory before the kill: {trace.summary()}; VmRSS at the kill {rss_at_kill:.0f} MB, peak "
+          f"{first_rss:.0f}")
+    print(f"memory after the restart: VmRSS {restored_rss:.0f} MB at the first fresh event, peak "
+          f"{second_rss:.0f} (the restore)")
     slowest = max((f.get("seconds", 0.0) for f in by_shard.values()), default=None)
     cpu = sum(f.get("cpu_seconds", 0.0) for f in by_shard.values())
     # one load reads every shard's chain: read_seconds is that load's, the same in every shard
