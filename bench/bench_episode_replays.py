@@ -8,7 +8,9 @@
 * ``elec2``: elec2 (45,312 rows), profile of rows 0-4,999, default settings.
 
 Prints each episode (opened / closed at, in seconds from the first event; reason; unit;
-magnitude and peak; escalations), the alerts by kind and reason, each escalation, the triggers'
+magnitude and peak; escalations), how often a row's unit changed between its versions and how
+many versions show a peak smaller than an earlier one in that unit (restarted), the alerts by
+kind and reason, each escalation, the triggers'
 times and the replay's CPU time. Data are read from ``/work/shared/data``; nothing is copied.
 
     .venv/bin/python bench/bench_episode_replays.py noaa|elec2
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
+import math
 import sys
 import tempfile
 import time
@@ -96,6 +100,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             if e["escalations"] else "0"
         print(f"{e['feature']:12s} {at(e['opened_at']):>7s} {at(e['closed_at']):>7s} {e['close_reason']:18s} "
               f"{e['unit']:8s} {e['magnitude']:+9.2f} {e['peak_magnitude']:+6.2f} {escalated}")
+    # what a user watching the rows sees change: the unit, and the peak shown in a unit smaller
+    # than one an earlier version showed in it (restarted when the row came back to that unit)
+    flips, shrunk = [], 0
+    versions: dict[str, list[dict[str, Any]]] = {}
+    for r in rows["drift_episodes"]:
+        versions.setdefault(r["episode_id"], []).append(r)
+    for rs in versions.values():
+        rs.sort(key=lambda r: r["version"])
+        shown: dict[str, float] = {}  # the largest peak shown so far, by unit
+        for before, after in itertools.pairwise(rs):
+            if before["unit"] != after["unit"]:
+                flips.append(f"{after['feature']} {before['unit']}->{after['unit']} "
+                             f"at {at(after['version'])}")
+        for r in rs:
+            size = _size(r["unit"], r["peak_magnitude"])
+            shrunk += size < shown.get(r["unit"], 0.0) - 1e-9
+            shown[r["unit"]] = max(shown.get(r["unit"], 0.0), size)
+    print(f"row unit changes {len(flips)}" + (f" ({', '.join(flips)})" if flips else "")
+          + f"; row versions whose peak shrank in its unit {shrunk}")
     alerts = rows.get("drift_alerts", [])
     counts = Counter(f"{a['event_kind']} {a['reason']}" for a in alerts)
     print("alerts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -107,6 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     triggers = sorted(t["triggered_at"] for t in rows["retrain_triggers"])
     print(f"triggers {len(triggers)} at " + ", ".join(at(t) for t in triggers))
     return 0
+
+
+def _size(unit: str, value: float) -> float:
+    """How far a reading is from "as in the reference" (a ratio by its log)."""
+    return abs(math.log(max(value, 1e-12))) if unit.endswith("_ratio") else abs(value)
 
 
 if __name__ == "__main__":
