@@ -43,17 +43,20 @@ way; in one process, alternating rounds, thread CPU, best of 5.
 
 ``--partials`` (no targets; ``--n`` windows, default 300 with it): a window of 1-26 events over 4
 shards, each shard's partial made and encoded (stage 1) and decoded and parsed (stage 2) with
-quantile sketches vs with the values in place of sketches (what a shard holding fewer than
-``drift.min_count`` events of a window sends), alternating in one process, thread CPU, best of 5;
-then ``--models`` (default 50 with it) models' run of ``--n`` x 50 predictions (default 20,000),
-windows of 10 and 60 s (about as many windows per prediction as 1,000 models' default windows),
-with shards sending sketches always vs values, alternating runs (order flipped each round), best of 3.
+quantile sketches, with a :class:`SketchValues` per column (values in place of sketches: what a
+shard holding fewer than ``drift.min_count`` events of a window sent before the values form) and
+in the values form (counts and values only, :func:`values_partial`: what it sends now),
+alternating in one process, thread CPU, best of 5; then ``--models`` (default 50 with it) models'
+run of ``--n`` x 50 predictions (default 20,000), windows of 10 and 60 s (about as many windows per
+prediction as 1,000 models' default windows), with shards sending the per-column values vs the
+values form, alternating runs (order flipped each round), best of 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import pickle
@@ -61,7 +64,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +79,13 @@ from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
 from driftline.operators.window_stats import (
     EventColumns,
-    ValuesWindow,
+    SketchValues,
     WindowAccumulator,
     WindowBuffer,
     merge_accumulators,
+    values_partial,
 )
+from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.records import Partial, WindowKey, decode_model_event, encode_model_event
 from driftline.pipeline.shard import ACCUMULATE_CHUNK
@@ -240,6 +246,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--calibrations", type=_directory, default=CALIBRATIONS,
                         help="share the detectors' calibrations across runs here ('none': this process only)")
+    parser.add_argument("--baseline", type=Path,
+                        help="--partials: an earlier window_stats.py (git show REV:src/driftline/operators/"
+                             "window_stats.py > FILE) makes and reads the per-column values")
     parser.add_argument("--partials", action="store_true",
                         help="a small window's partial, sketches vs values (module docstring)")
     parser.add_argument("--under-filled", action="store_true",
@@ -396,79 +405,142 @@ def partial_windows(n: int) -> list[list[list[EventColumns]]]:
     return windows
 
 
-def stage1_partials(windows: list[list[list[EventColumns]]], kind: type[WindowAccumulator]) -> list[bytes]:
-    """Each shard's close of each window (its buffered events added, the partial made and encoded),
-    with accumulators of ``kind``: the model-events records stage 1 sends."""
+class PerColumnValues(WindowAccumulator):
+    """The values partial as shards sent it before ``values_partial`` (8b4c91b..): a
+    :class:`SketchValues` per column, its counts and moments computed and its values in place of a
+    sketch. Stage 2 still reads it; here it is the baseline."""
+
+    __slots__ = ()
+    stats_type = SketchValues
+
+
+def with_sketches(parts: list[EventColumns]) -> dict[str, Any]:
+    """A shard's partial of ``parts`` with sketches (any window it holds min_count events of)."""
+    return _accumulated(parts, WindowAccumulator(), WindowBuffer())
+
+
+def per_column_values(parts: list[EventColumns]) -> dict[str, Any]:
+    """A shard's partial of few events before the values form (the baseline: see PerColumnValues)."""
+    return _accumulated(parts, PerColumnValues(), WindowBuffer())
+
+
+def _accumulated(parts: list[EventColumns], accumulator: Any, buffered: Any) -> dict[str, Any]:
+    for part in parts:
+        buffered.append(part)
+    buffered.drain(accumulator, ACCUMULATE_CHUNK, final=True)
+    partial: dict[str, Any] = accumulator.to_partial()
+    return partial
+
+
+Form = tuple[Callable[[list[EventColumns]], dict[str, Any]], Callable[[Mapping[str, Any]], Any]]
+
+
+def partial_forms(baseline: Path | None) -> dict[str, Form]:
+    """Each form's stage 1 (a shard's partial of its events) and stage 2 (:func:`check_partial`);
+    with ``baseline`` (a copy of an earlier ``window_stats.py``), the per-column values made and
+    parsed by that code, both stages as they were."""
+    forms: dict[str, Form] = {"sketches": (with_sketches, check_partial),
+                              "per-column values": (per_column_values, check_partial),
+                              "values form": (values_partial, check_partial)}
+    if baseline is not None:
+        spec = importlib.util.spec_from_file_location("window_stats_baseline", baseline)
+        assert spec is not None and spec.loader is not None
+        base = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # (its dataclasses look it up)
+        spec.loader.exec_module(base)
+        base_values = getattr(base, "ValuesWindow", None) or type(
+            "PerColumnValues", (base.WindowAccumulator,), {"__slots__": (), "stats_type": base.SketchValues})
+        forms["per-column values"] = (lambda parts: _accumulated(parts, base_values(), base.WindowBuffer()),
+                                      base.WindowAccumulator.from_partial)
+    return forms
+
+
+def stage1_partials(windows: list[list[list[EventColumns]]],
+                    form: Callable[[list[EventColumns]], dict[str, Any]]) -> list[bytes]:
+    """Each shard's close of each window (its buffered events made into a partial of ``form``,
+    encoded): the model-events records stage 1 sends."""
     out = []
     for w, shards in enumerate(windows):
         for shard, parts in enumerate(shards):
             if not parts:
                 continue
-            buffered, accumulator = WindowBuffer(), kind()
-            for part in parts:
-                buffered.append(part)
-            buffered.drain(accumulator, ACCUMULATE_CHUNK, final=True)
             start = START_MS + w * 60_000
             out.append(encode_model_event(Partial(shard, "m0000", "1", "", 60, start, start + 60_000,
-                                                  accumulator.to_partial())))
+                                                  form(parts))))
     return out
 
 
-def stage2_parse(sent: list[bytes]) -> int:
-    """Stage 2's arrival of each partial: decoded and parsed (:func:`check_partial`)."""
+def stage2_parse(sent: list[bytes], parse: Callable[[Mapping[str, Any]], Any] = check_partial) -> int:
+    """Stage 2's arrival of each partial: decoded and parsed (``parse``, :func:`check_partial`)."""
     events = 0
     for value in sent:
         record = decode_model_event(value)
         assert isinstance(record, Partial)
-        events += check_partial(record.partial).n_events
+        events += int(parse(record.partial).n_events)
     return events
 
 
-def measure_partials(n: int, rounds: int = 5) -> None:
+def measure_partials(n: int, rounds: int = 5, baseline: Path | None = None) -> None:
     """Print stage 1's CPU a window of 1-26 events (4 shards' partials made and encoded) and stage
-    2's (decoded and parsed) with sketches (``WindowAccumulator``) vs values (``ValuesWindow``),
-    alternating in one process, thread CPU, best of ``rounds``."""
+    2's (decoded and parsed) in each of :func:`partial_forms`, alternating in one process, thread
+    CPU, best of ``rounds``; the ratios are the values form's to the per-column values (before it)."""
     windows = partial_windows(n)
+    forms = partial_forms(baseline)
     best: dict[tuple[str, str], float] = {}
     sizes: dict[str, int] = {}
-    for _ in range(rounds):
-        for name, kind in (("sketches", WindowAccumulator), ("values", ValuesWindow)):
+    for r in range(rounds):
+        for name, (make, parse) in forms.items() if r % 2 == 0 else reversed(forms.items()):
             t = time.thread_time()
-            sent = stage1_partials(windows, kind)
+            sent = stage1_partials(windows, make)
             t1 = time.thread_time()
-            stage2_parse(sent)
+            stage2_parse(sent, parse)
             t2 = time.thread_time()
             best[(name, "1")] = min(best.get((name, "1"), float("inf")), t1 - t)
             best[(name, "2")] = min(best.get((name, "2"), float("inf")), t2 - t1)
             sizes[name] = sum(map(len, sent))
+    made_by = f"the code in {baseline}" if baseline is not None else "today's code"
+    print(f"per-column values made and read by {made_by}")
     for stage, what in (("1", "add + partial + encode"), ("2", "decode + parse")):
-        old, new = (best[(k, stage)] / n * 1e3 for k in ("sketches", "values"))
-        print(f"window of 1-26 events (4 shards, 25 features), stage {stage} {what}: {old:.3f} ms with "
-              f"sketches, {new:.3f} ms with values ({new / old:.2f}x), best of {rounds}, {n} windows")
-    print(f"partial bytes a window: {sizes['sketches'] / n:,.0f} with sketches, {sizes['values'] / n:,.0f} "
-          f"with values")
+        ms = {name: best[(name, stage)] / n * 1e3 for name in forms}
+        old, new = ms["per-column values"], ms["values form"]
+        print(f"window of 1-26 events (4 shards, 25 features), stage {stage} {what}: "
+              + ", ".join(f"{v:.3f} ms {k}" for k, v in ms.items())
+              + f" ({new / old:.2f}x), best of {rounds}, {n} windows")
+    print("partial bytes a window: " + ", ".join(f"{v / n:,.0f} {k}" for k, v in sizes.items()))
+
+
+@contextmanager
+def few_events_form(form: Callable[[list[EventColumns]], dict[str, Any]]) -> Iterator[None]:
+    """Shards send the partial of a window they hold few events of in ``form`` meanwhile."""
+    saved = shard_module.values_partial
+    shard_module.values_partial = form
+    try:
+        yield
+    finally:
+        shard_module.values_partial = saved
 
 
 def measure_values_ab(models: int, n: int, rounds: int = 3) -> None:
-    """Print the many-model run's CPU per prediction with sketches always (values_below 0) vs
-    values below ``drift.min_count`` (today), alternating runs in one process (the order flips
-    each round), best of ``rounds``. Windows of 10 and 60 s: with fewer models than issue 19's
-    1,000, windows close about as often per prediction as there (one per ~26 at 1,000 models)."""
+    """Print the many-model run's CPU per prediction with shards sending few events' partials in
+    the per-column values (before) vs the values form (today), alternating runs in one process
+    (the order flips each round), best of ``rounds``. Windows of 10 and 60 s: with fewer models
+    than issue 19's 1,000, windows close about as often per prediction as there (one per ~26 at
+    1,000 models)."""
     settings = bench_settings("127.0.0.1:9", "bm", windows={"sizes_s": [10, 60]})
     specs = model_specs(models)
     profiles = profiles_of(specs, 1000, settings)
     records, warm = traffic(specs, n, settings)
-    seen: dict[str, list[float]] = {"sketches": [], "values": []}
-    forms = [("sketches", 0), ("values", settings.drift.min_count)]
+    forms = [("per-column values", per_column_values), ("values form", values_partial)]
+    seen: dict[str, list[float]] = {name: [] for name, _ in forms}
     for r in range(rounds):
-        for name, below in forms if r % 2 == 0 else forms[::-1]:
-            result = run(settings, profiles, records, warm, values_below=below)
+        for name, form in forms if r % 2 == 0 else forms[::-1]:
+            with few_events_form(form):
+                result = run(settings, profiles, records, warm)
             seen[name].append(result["cpu_per_prediction_us"])
-    old, new = min(seen["sketches"]), min(seen["values"])
+    old, new = (min(seen[name]) for name, _ in forms)
     rounds_seen = ", ".join(f"{k} {' '.join(f'{v:.0f}' for v in vs)}" for k, vs in seen.items())
-    print(f"{models} models, {n:,} predictions: {old:.1f} CPU-us a prediction with sketches, {new:.1f} with "
-          f"values ({new / old:.2f}x), best of {rounds} alternating, {result['windows_closed']:,} windows "
-          f"closed; every round: {rounds_seen}")
+    print(f"{models} models, {n:,} predictions: {old:.1f} CPU-us a prediction with per-column values, "
+          f"{new:.1f} with the values form ({new / old:.2f}x), best of {rounds} alternating, "
+          f"{result['windows_closed']:,} windows closed; every round: {rounds_seen}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -481,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_under_filled(args.n if args.n != 200_000 else 300)
         return 0
     if args.partials:
-        measure_partials(args.n if args.n != 200_000 else 300)
+        measure_partials(args.n if args.n != 200_000 else 300, baseline=args.baseline)
         measure_values_ab(args.models if args.models != TARGET_MODELS else 50,
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
