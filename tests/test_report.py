@@ -94,13 +94,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def query(home: Path, sql: str) -> list[dict[str, Any]]:
-    """Rows of ``sql`` through `driftline query` (the run id is spliced: a test constant)."""
-    done = driftline(home, "query", "--format", "json", sql.replace("{run}", f"'{RUN}'"))
-    assert done.returncode == 0, done.stderr
-    return list(orjson.loads(done.stdout)["data"])
-
-
 QUERIES = textwrap.dedent("""
     import sys, orjson
     from driftline.config import Settings
@@ -122,6 +115,32 @@ def queries(home: Path, *sqls: str) -> list[list[dict[str, Any]]]:
     return rows
 
 
+IN_ONE_PROCESS = textwrap.dedent("""
+    import contextlib, io, sys, orjson
+    from driftline.cli.main import main
+    done = []
+    for argv in orjson.loads(sys.argv[1]):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 1
+        done.append([code, out.getvalue(), err.getvalue()])
+    sys.stdout.buffer.write(orjson.dumps(done))
+""")
+
+
+def commands(home: Path, *argvs: list[str]) -> list[tuple[int, str, str]]:
+    """Exit code, stdout and stderr of each `driftline` command line, run one after the other by the
+    CLI's main in ONE process: each process start cost more than its command. A real process per
+    command stays where the process is the point (the page of churn_page, the unreachable store)."""
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, orjson.dumps(argvs).decode()],
+                          env=_env(home), capture_output=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return [(code, out, err) for code, out, err in orjson.loads(done.stdout)]
+
+
 class _Page(html.parser.HTMLParser):
     """The embedded numbers and the heat map cells of a report page."""
 
@@ -140,13 +159,23 @@ class _Page(html.parser.HTMLParser):
             self.cells.append(values)
 
 
-def report(home: Path, out: Path, *args: str) -> _Page:
-    done = driftline(home, "report", "--model", "churn", "--run-id", RUN, "--out", str(out), *args)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"wrote {out}")
+def report_argv(out: Path, *args: str) -> list[str]:
+    return ["report", "--model", "churn", "--run-id", RUN, "--out", str(out), *args]
+
+
+def drawn(out: Path, code: int, stdout: str, stderr: str) -> _Page:
+    """The page a successful `driftline report --out OUT` wrote."""
+    assert code == 0, stderr
+    assert stdout.startswith(f"wrote {out}")
     parser = _Page()
     parser.feed(out.read_text(encoding="utf-8"))
     return parser
+
+
+def report(home: Path, out: Path, *args: str) -> _Page:
+    """The page of `driftline report` run as its own process."""
+    done = driftline(home, *report_argv(out, *args))
+    return drawn(out, done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +297,13 @@ def test_multivariate_series_are_the_tables(store: Path, churn_page: tuple[Path,
 
 @pytest.mark.integration
 def test_version_and_time_range_narrow_the_page(store: Path, tmp_path: Path) -> None:
-    page = report(store, tmp_path / "v2.html", "--version", "2", "--from", str(START + 5 * MIN),
-                  "--to", str(START + 15 * MIN))
+    narrowed, last_5m = tmp_path / "v2.html", tmp_path / "last.html"
+    by_version, by_last = commands(
+        store,
+        report_argv(narrowed, "--version", "2", "--from", str(START + 5 * MIN),
+                    "--to", str(START + 15 * MIN)),
+        report_argv(last_5m, "--last", "5m"))
+    page = drawn(narrowed, *by_version)
     numbers = page.data["models"][0]
     assert list(numbers["versions"]) == ["2"] and numbers["from_ms"] == START + 5 * MIN
     assert numbers["versions"]["2"]["windows"] == 10
@@ -277,15 +311,17 @@ def test_version_and_time_range_narrow_the_page(store: Path, tmp_path: Path) -> 
 
     # --last ends at the newest time of a window or interval (the replay's last outcome interval
     # holds the labels of its last minute: it ends after the last drift window)
-    last = report(store, tmp_path / "last.html", "--last", "5m").data["models"][0]
-    newest = max(int(r["end"]) for r in query(store, (
+    last = drawn(last_5m, *by_last).data["models"][0]
+    ends, starts = queries(
+        store,
         "SELECT toUnixTimestamp64Milli(max(window_end)) AS end FROM drift_scores WHERE run_id = {run} "
         "UNION ALL SELECT toUnixTimestamp64Milli(max(time)) FROM model_metrics WHERE run_id = {run} "
-        "AND model_version != ''")))
-    [windows] = query(store, (
-        "SELECT uniqExact(window_start) AS n FROM drift_scores WHERE run_id = {run} AND model_version = '1' "
-        f"AND toUnixTimestamp64Milli(window_start) >= {newest - 5 * MIN}"))
-    assert last["from_ms"] == newest - 5 * MIN and last["versions"]["1"]["windows"] == int(windows["n"]) >= 4
+        "AND model_version != ''",
+        "SELECT DISTINCT toUnixTimestamp64Milli(window_start) AS start FROM drift_scores "
+        "WHERE run_id = {run} AND model_version = '1'")
+    newest = max(int(r["end"]) for r in ends)
+    windows = sum(int(r["start"]) >= newest - 5 * MIN for r in starts)
+    assert last["from_ms"] == newest - 5 * MIN and last["versions"]["1"]["windows"] == windows >= 4
 
 
 @pytest.mark.integration
@@ -300,10 +336,11 @@ def test_errors_are_one_line_and_exit_2(store: Path, tmp_path: Path) -> None:
         ("--model", "churn"): "unknown model 'churn' in the live pipeline",
         ("--model", "churn", "--last", "1h", "--from", "0"): "--last replaces --from/--to",
     }
-    for args, message in cases.items():
-        done = driftline(store, "report", *args, "--out", str(out))
-        assert done.returncode == 2, (args, done.stderr)
-        assert done.stderr.count("\n") == 1 and message in done.stderr, (args, done.stderr)
+    outcomes = commands(store, *(["report", *args, "--out", str(out)] for args in cases))
+    for (args, message), (code, _, stderr) in zip(cases.items(), outcomes, strict=True):
+        assert code == 2, (args, stderr)
+        assert stderr.count("\n") == 1 and message in stderr, (args, stderr)
+    # ... and as a process of its own: exit status 2, one line on stderr
     unreachable = driftline(store, "report", "--model", "churn", "--out", str(out),
                             DRIFTLINE_CLICKHOUSE_URL="http://127.0.0.1:9")
     assert unreachable.returncode == 2 and unreachable.stderr.count("\n") == 1, unreachable.stderr
