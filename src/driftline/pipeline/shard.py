@@ -24,7 +24,7 @@ import orjson
 from driftline.config import Settings, TopicSettings
 from driftline.kafka.partitioner import partitions_for_keys
 from driftline.operators.columns import BatchDecoder, Int64Array, LabelBatch, PredictionBatch
-from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch
 from driftline.operators.join import (
     ExpiredPrediction,
     JoinChanges,
@@ -125,6 +125,8 @@ class ShardProcessor:
             cfg = settings.sequential
             self.watch = FeatureWatch(cfg.false_alarms_per_million, status_grid_ms=episode_grid_ms(settings),
                                       min_effect_sd=cfg.min_effect_sd, learning=cfg.learning)
+        if self.watch is not None:  # a model's few events wait to be fed as one batch (see process)
+            self.watch.batch_events = BATCH_EVENTS
         if self.multivariate is None:  # idle until a profile with a multivariate section arrives
             cfg = settings.sequential
             self.multivariate = MultivariateWatch(cfg.false_alarms_per_million,
@@ -192,6 +194,7 @@ class ShardProcessor:
         else:
             reports = self._apply_predictions(valid_predictions, outcomes, late_rows, forwarded)
         self.forwarded_ids.forget(self.pred_watermark, self.join.horizon_ms)
+        self._feed_held_events(reports)
         self._emit_episode_reports(reports, out)
         if self.columnar:
             self._apply_label_batch(label_batch, outcomes, late_rows, forwarded)
@@ -741,6 +744,17 @@ class ShardProcessor:
             self.totals["profiles_watched"] += 1
         if self.multivariate is not None and self.multivariate.add_profile(profile):
             self.totals["multivariate_profiles"] += 1
+
+    def _feed_held_events(self, reports: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        """The watch holds a model's few events to feed them as one batch; those whose reports
+        this batch's progress (the prediction watermark) would pass are fed now, so their reports
+        go out before it: stage 2 applies reports up to the shards' progress, and every window
+        closing by then sees them."""
+        if self.watch is None:
+            return
+        for key, fed in self.watch.flush_due(self.pred_watermark).items():
+            self._touched.add(key)  # its monitors changed: the next delta carries them
+            reports.setdefault(key, []).extend(fed)
 
     def _emit_episode_reports(
         self, reports: dict[tuple[str, str], list[dict[str, Any]]], out: list[OutboundMessage]
