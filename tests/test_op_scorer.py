@@ -396,3 +396,34 @@ def test_score_stats_of_merged_partials_equals_score_of_the_table(scorer: DriftS
     from_table = scorer.score(window)
     assert from_stats.to_rows() == from_table.to_rows() and from_stats.n_rows == 4_000
     assert scorer.score_stats({}).n_tested == 0
+
+
+def test_feature_result_is_what_the_dataclass_makes() -> None:
+    """``_result`` fills a FeatureResult's dict directly (the frozen dataclass's __init__ was most
+    of scoring a small window): every field, in field order, equal to what the constructor makes,
+    scored and under-filled, drifted and not."""
+    import dataclasses
+
+    from driftline.operators.scorer import FeatureResult
+
+    rng = np.random.default_rng(3)
+    reference = {"x": rng.normal(size=2_000).tolist(), "c": rng.choice(["a", "b", "c"], 2_000).tolist()}
+    scorer = DriftScorer.from_reference(reference)
+    names = [f.name for f in dataclasses.fields(FeatureResult)]
+    for size, shift in ((2_000, 1.0), (2_000, 0.0), (30, 0.0)):
+        window = {"x": (rng.normal(size=size) + shift).tolist(), "c": rng.choice(["a", "b"], size).tolist()}
+        for report in (scorer.score(window), scorer.count_stats(
+                {n: _stats(v) for n, v in window.items()}, n_rows=size)):
+            for result in report:
+                made = FeatureResult(**{n: getattr(result, n) for n in names})
+                assert list(vars(result)) == list(vars(made)) == names
+                assert result == made and hash(result) == hash(made) and repr(result) == repr(made)
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    result.n = 0  # type: ignore[misc]
+    assert scorer.score({"x": (rng.normal(size=2_000) + 1.0).tolist(), "c": ["a"] * 2_000}).drifted_features
+
+
+def _stats(values: list[Any]) -> FeatureStats:
+    stats = FeatureStats()
+    stats.add(values)
+    return stats
