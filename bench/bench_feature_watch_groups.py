@@ -13,7 +13,15 @@ features) and Zipf traffic over them in shard batches of 120 events (~4 events a
 fed to one FeatureWatch as a shard feeds it (float columns and value lists sliced per group);
 prints CPU per group and per event; ``--zipf MODELS --ab COMMIT``: FeatureWatch (with its
 episodes and sequential modules) as of COMMIT against today's on that traffic in one process,
-alternating, best of 9 CPU per event, and whether their reports are equal. ``--build MODELS``:
+alternating, best of 9 CPU per event, and whether their reports are equal; ``--zipf MODELS
+--batched N [N ...]``: today's FeatureWatch holding a model's events until N make a batch
+(``batch_events``, flushed as a shard flushes it: ``flush_due`` after each shard batch, the
+watermark its last event time) against the same watch feeding every group at once, on that
+traffic in one process, alternating, best of 7 CPU per event, and whether each one's reports
+equal, per model and feature, those fed at once; ``--pipeline MODELS N``: bench_models' whole
+pipeline (stage 1 and 2 in process, windows of 10 and 60 s) on N predictions over MODELS models,
+the shards' watches holding events (``BATCH_EVENTS``) against feeding them at once, alternating
+runs, best of 3 CPU us a prediction. ``--build MODELS``:
 CPU to build a model's bank in a fresh process, with no calibration shared and then with a
 calibration directory another process filled (``calibration.share_calibrations``, what
 ``worker.state_dir`` gives a worker's processes). ``--monitors COMMIT``: the sequential part alone,
@@ -148,10 +156,15 @@ def _zipf_traffic(models: int, batches: int, batch: int) -> tuple[list[Reference
 
 
 def _zipf_feed(watch: Any, profiles: list[ReferenceProfile], part: Fed,
-               reports: list[dict[str, Any]] | None = None) -> tuple[int, int]:
-    """Feed shard batches to ``watch`` a model's group at a time: (groups, events)."""
+               reports: list[dict[str, Any]] | None = None, flush: bool = False) -> tuple[int, int]:
+    """Feed shard batches to ``watch`` a model's group at a time: (groups, events); ``flush``:
+    after each batch, the held events a shard would feed (``flush_due``), and all at the end."""
     groups = events = 0
     for model, floats, others, maps, times, ids in part:
+        if flush:  # the previous batch's progress, as a shard feeds what it holds before announcing it
+            for got in watch.flush_due(times[0] - 1).values():
+                if reports is not None:
+                    reports.extend(got)
         for m in np.unique(model).tolist():
             rows = np.flatnonzero(model == m)
             p = profiles[m]
@@ -161,6 +174,10 @@ def _zipf_feed(watch: Any, profiles: list[ReferenceProfile], part: Fed,
             if reports is not None:
                 reports.extend(got)
             groups, events = groups + 1, events + rows.size
+    if flush:
+        for got in watch.flush().values():
+            if reports is not None:
+                reports.extend(got)
     return groups, events
 
 
@@ -231,6 +248,72 @@ def zipf_ab(models: int, commit: str, rounds: int = 9, batches: int = 40,
             gc.enable()
             reports[side] = got
     return reports[0] == reports[1], groups, events, best[0] / events * 1e6, best[1] / events * 1e6
+
+
+def _per_model_feature(reports: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Reports per (reference, feature): the order a watch holding events keeps (across models
+    they come in another order)."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for report in reports:
+        out.setdefault((str(report["reference_id"]), str(report["feature"])), []).append(report)
+    return out
+
+
+def zipf_batched(models: int, sizes: list[int], rounds: int = 7, batches: int = 100,
+                 batch: int = 120) -> list[tuple[int, bool, float]]:
+    """Today's FeatureWatch feeding every group at once (``batch_events`` 0) and holding events
+    until each of ``sizes`` make a batch, on the same Zipf traffic in one process, the order of
+    the sides rotated each round: per side (batch_events, reports equal to 0's per reference and
+    feature, best-of-``rounds`` CPU us an event)."""
+    profiles, training, fed = _zipf_traffic(models, batches, batch)
+    sides = [0, *sizes]
+    frozen = []
+    for size in sides:
+        watch = _zipf_watch(FeatureWatch, profiles, training, fed[:5])
+        watch.flush()
+        watch.batch_events = size
+        frozen.append(pickle.dumps(watch, pickle.HIGHEST_PROTOCOL))
+    best = [math.inf] * len(sides)
+    reports: list[list[dict[str, Any]]] = [[] for _ in sides]
+    events = 0
+    for r in range(rounds):
+        for k in range(len(sides)):
+            side = (k + r) % len(sides)
+            watch = pickle.loads(frozen[side])
+            got: list[dict[str, Any]] = []
+            gc.collect()
+            gc.disable()
+            started = time.process_time()
+            _, events = _zipf_feed(watch, profiles, fed[5:], got, flush=True)
+            best[side] = min(best[side], time.process_time() - started)
+            gc.enable()
+            reports[side] = got
+    want = _per_model_feature(reports[0])
+    return [(size, _per_model_feature(reports[k]) == want, best[k] / events * 1e6)
+            for k, size in enumerate(sides)]
+
+
+def pipeline_batched(models: int, n: int, rounds: int = 3) -> tuple[list[float], list[float]]:
+    """bench_models' run (CPU us a prediction) with the shards' watches feeding every group at once
+    and holding events (:data:`~driftline.operators.feature_watch.BATCH_EVENTS`), alternating runs
+    in this process, the order flipped each round: (at once, held) per round."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_models import model_specs, profiles_of, run, traffic
+    from common import bench_settings
+
+    from driftline.operators.feature_watch import BATCH_EVENTS
+    from driftline.pipeline import shard
+    settings = bench_settings("127.0.0.1:9", "bm", windows={"sizes_s": [10, 60]})
+    specs = model_specs(models)
+    profiles = profiles_of(specs, 1000, settings)
+    records, warm = traffic(specs, n, settings)
+    seen: dict[int, list[float]] = {0: [], BATCH_EVENTS: []}
+    for r in range(rounds):
+        for size in (0, BATCH_EVENTS) if r % 2 == 0 else (BATCH_EVENTS, 0):
+            shard.BATCH_EVENTS = size  # read by each shard as it is made
+            seen[size].append(run(settings, profiles, records, warm)["cpu_per_prediction_us"])
+    shard.BATCH_EVENTS = BATCH_EVENTS
+    return seen[0], seen[BATCH_EVENTS]
 
 
 def _monitor_streams(values: int) -> tuple[list[tuple[str, list[Any]]], list[list[Any]]]:
@@ -414,6 +497,22 @@ def main(argv: list[str] | None = None) -> int:
               f"alternating) {old_us:.3f} at {argv[1]}, {new_us:.3f} now ({new_us / old_us:.2f}x); "
               f"events equal: {equal}")
         return 0 if equal else 1
+    if argv[:1] == ["--pipeline"]:
+        at_once, held = pipeline_batched(int(argv[1]), int(argv[2]))
+        print(f"{argv[1]} models, {int(argv[2]):,} predictions, whole pipeline: CPU us a prediction (best of "
+              f"{len(held)}, alternating) fed at once {min(at_once):.1f}, held {min(held):.1f} "
+              f"({min(held) / min(at_once):.2f}x); rounds {' '.join(f'{v:.0f}' for v in at_once)} vs "
+              f"{' '.join(f'{v:.0f}' for v in held)}")
+        return 0
+    if argv[:1] == ["--zipf"] and argv[2:3] == ["--batched"]:
+        found = zipf_batched(int(argv[1]), [int(n) for n in argv[3:]])
+        at_once = found[0][2]
+        print(f"Zipf traffic over {argv[1]} models, shard batches of 120: CPU us an event (best of 7, "
+              f"alternating) fed at once {at_once:.1f}")
+        for size, equal, per_event in found[1:]:
+            print(f"  held until {size} events: {per_event:.1f} ({per_event / at_once:.2f}x); "
+                  f"reports equal: {equal}")
+        return 0 if all(equal for _, equal, _ in found) else 1
     if argv[:1] == ["--zipf"] and argv[2:3] == ["--ab"]:
         equal, groups, events, old_us, new_us = zipf_ab(int(argv[1]), argv[3])
         print(f"{groups} groups, {events} events under Zipf traffic over {argv[1]} models: CPU us an event "

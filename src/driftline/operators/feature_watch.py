@@ -61,7 +61,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -79,11 +79,17 @@ from driftline.operators.sequential import feature_arl
 from driftline.operators.window_stats import MAX_ABS_VALUE, valid_numbers
 
 ERROR_FEATURE = "__error__"
+_T = TypeVar("_T")
 NO_TIME = -(2**62)
 PER_VALUE_BELOW = 8
 """Runs of fewer values are fed value by value: a batch call costs ~25 us whatever its size, a
 value ~3 us (measured), and with many models most runs are a model's one or two events. The
 monitors' results do not depend on how a stream is chunked."""
+BATCH_EVENTS = 32
+"""What a stage-1 shard's watch holds of a model before feeding it (``batch_events``): a model's
+few events of a shard batch wait, in stream order, until this many make one vectorised batch (or
+a flush point comes, :meth:`FeatureWatch.flush_due`). Measured in
+``bench/bench_feature_watch_groups.py --zipf 40 --batched``; docs/detectors.md, Per-value speed."""
 
 
 _PROFILES: weakref.WeakValueDictionary[tuple[str, int, tuple[str, ...]], ReferenceProfile] = \
@@ -185,26 +191,53 @@ _FRESH_BANKS: OrderedDict[tuple[str, tuple[str, ...], float, float, int], _Fresh
 
 
 @dataclass
+class _Held:
+    """A model's events held back for one batch, in stream order: what its bank's monitors read
+    of them (numeric features as float64 columns, the others' values), a part per call."""
+
+    since: int
+    """Running time of the first event held: no report on these events is timed earlier."""
+    times: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    numbers: list[Mapping[str, npt.NDArray[np.float64]]] = field(default_factory=list)
+    values: list[Mapping[str, list[Any]]] = field(default_factory=list)
+
+
+@dataclass
 class _ModelWatch:
     profiles: list[ReferenceProfile] = field(default_factory=list)
     bank: ProfileMonitors | None = None
-    last_time: int = NO_TIME  # largest event time of the model observed so far
+    last_time: int = NO_TIME  # largest event time of the model fed to its bank so far
+    held: _Held | None = None  # events observed, not yet fed (a class default: older pickles lack it)
 
 
 class FeatureWatch:
     """Per-model banks of feature episode monitors for one stream (see module docstring)."""
 
     def __init__(self, false_alarms_per_million: float, *, status_grid_ms: int,
-                 min_effect_sd: float = DEFAULT_MIN_EFFECT_SD, learning: int = DEFAULT_LEARNING) -> None:
+                 min_effect_sd: float = DEFAULT_MIN_EFFECT_SD, learning: int = DEFAULT_LEARNING,
+                 batch_events: int = 0) -> None:
         if status_grid_ms <= 0:
             raise ValueError("status_grid_ms must be positive")
         self.model_arl = 1_000_000.0 / false_alarms_per_million
         self.status_grid_ms = status_grid_ms
         self.min_effect_sd = min_effect_sd
         self.learning = learning
+        self.batch_events = batch_events
+        """0: every observed event is fed at once; n: a model's events are held until n make a
+        batch or :meth:`flush_due` / :meth:`flush` feeds them (see :meth:`observe`)."""
         self._models: dict[tuple[str, str], _ModelWatch] = {}
+        self._holding: dict[tuple[str, str], int] | None = {}  # model -> its held events' since
+        self._earliest = NO_TIME  # at most every held model's since (a bound: may be below)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # what is held is in the models' own state; the index of it is rebuilt when needed (a
+        # delta checkpoint restores the models' dict after this object)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_holding", "_earliest")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {**state, "_holding": None, "_earliest": NO_TIME}
+        state.setdefault("batch_events", 0)  # a checkpoint from before held events
         if "status_grid_ms" not in state:
             # A checkpoint from before episodes (bare detectors, alarms rate-limited per interval):
             # its profiles are kept, monitors start afresh with the next event.
@@ -213,7 +246,8 @@ class FeatureWatch:
                 watch.bank, watch.last_time = None, NO_TIME
             state = {"model_arl": state["model_arl"], "status_grid_ms": state["alert_interval_ms"],
                      "min_effect_sd": DEFAULT_MIN_EFFECT_SD, "learning": DEFAULT_LEARNING,
-                     "_models": state["_models"]}
+                     "_models": state["_models"], "batch_events": 0, "_holding": None,
+                     "_earliest": NO_TIME}
         for watch in state["_models"].values():  # every restored shard parsed its own copies
             watch.profiles = [shared_profile(p) for p in watch.profiles]
             if watch.bank is not None:
@@ -234,6 +268,9 @@ class FeatureWatch:
         position = bisect.bisect([(p.effective_from_ms, p.profile_id) for p in watch.profiles], key)
         if position <= active:
             return False
+        # Events held (see observe) were all before the next profile's effective_from when they
+        # came, so they belong to the active bank whatever arrives now, as they would have fed:
+        # they stay held (a flush feeds them to that bank, never to one this profile makes).
         watch.profiles.insert(position, shared_profile(profile))
         return True
 
@@ -264,10 +301,144 @@ class FeatureWatch:
         per feature (features in name order). ``columns``: numeric features as float64 columns
         the caller already has (a value per event), left out of ``features``; ``values``: other
         features' values per event the caller already has (a categorical feature reads them
-        instead of each event's map)."""
-        watch = self._models.get((model_id, model_version))
+        instead of each event's map).
+
+        With ``batch_events`` set, events that all belong to the model's active bank (no newer
+        profile is effective at any of their times) are held instead, and fed with the model's
+        next ones as one batch once ``batch_events`` are held, or by :meth:`flush_due` /
+        :meth:`flush`; anything else feeds what is held first. The reports are the same, in the
+        same order per feature, only returned later: the monitors' results do not depend on how
+        a stream is chunked, and a report's time and id are the event's, not the call's."""
+        key = (model_id, model_version)
+        watch = self._models.get(key)
         if watch is None or not watch.profiles or not times:
             return []
+        bank = watch.bank
+        # a group of batch_events or more with nothing held before it is a batch already
+        holds = watch.held is not None or len(times) < self.batch_events
+        if self.batch_events and bank is not None and holds:
+            following = bank.profile_index + 1  # the next profile, if any: these wait if before it
+            if following == len(watch.profiles) or max(times) < watch.profiles[following].effective_from_ms:
+                held = self._hold(key, watch, bank, times, prediction_ids, features, columns, values)
+                return self._feed_held(key, watch) if len(held.times) >= self.batch_events else []
+        reports = self._feed_held(key, watch) if watch.held is not None else []
+        reports.extend(self._observe_now(watch, times, prediction_ids, features, columns, values))
+        return reports
+
+    def flush_due(self, watermark: int) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Feed every model's held events whose reports stage 2 could otherwise miss: those held
+        since before ``watermark``'s grid line (stage 2 applies a model's reports up to the grid
+        line before the shards' progress and takes a later one for a re-sent duplicate; a window
+        closes on a grid line). A shard calls this before it announces ``watermark`` as its
+        progress, so a report comes before the progress past it, and so before its window's
+        close. The reports per model fed (a model fed may have none)."""
+        boundary = watermark - watermark % self.status_grid_ms
+        if boundary <= self._earliest:
+            return {}
+        holding = self._held_models()
+        due = sorted(key for key, since in holding.items() if since < boundary)
+        out = {key: self._feed_held(key, self._models[key]) for key in due}
+        self._earliest = min(holding.values(), default=boundary)
+        return out
+
+    def flush(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Feed every model's held events (the end of a bounded stream); the reports per model fed."""
+        return {key: self._feed_held(key, self._models[key]) for key in sorted(self._held_models())}
+
+    def held_events(self) -> int:
+        return sum(len(w.held.times) for w in self._models.values() if w.held is not None)
+
+    def _held_models(self) -> dict[tuple[str, str], int]:
+        holding = self._holding
+        if holding is None:  # unpickled: rebuilt from the models' own state
+            holding = self._holding = {key: w.held.since for key, w in self._models.items()
+                                       if w.held is not None}
+            self._earliest = min(holding.values(), default=NO_TIME)
+        return holding
+
+    def _hold(
+        self,
+        key: tuple[str, str],
+        watch: _ModelWatch,
+        bank: ProfileMonitors,
+        times: Sequence[int],
+        prediction_ids: Sequence[str],
+        features: Sequence[dict[str, Any]],
+        columns: Mapping[str, npt.NDArray[np.float64]] | None,
+        values: Mapping[str, Sequence[Any]] | None,
+    ) -> _Held:
+        """Keep these events, as the bank's monitors will read them (as :meth:`_feed` reads a
+        value: each numeric one converted alone, so the columns of parts concatenate exactly)."""
+        held = watch.held
+        if held is None:
+            since = max(watch.last_time, times[0])
+            held = watch.held = _Held(since)
+            holding = self._held_models()
+            holding[key] = since
+            self._earliest = min(self._earliest, since)
+        numbers: dict[str, npt.NDArray[np.float64]] = {}
+        others: dict[str, list[Any]] = {}
+        missing: list[str] = []
+        for name, monitor in bank.monitors.items():
+            if monitor.kind != "numeric":
+                others[name] = (list(values[name]) if values and name in values
+                                else [f.get(name) for f in features])
+            elif columns and name in columns:
+                numbers[name] = columns[name]
+            else:
+                missing.append(name)
+        if missing:
+            found = _float_columns(features, missing)
+            numbers.update(found if found is not None
+                           else {name: _floats([f.get(name) for f in features]) for name in missing})
+        held.times.extend(times)
+        held.ids.extend(prediction_ids)
+        held.numbers.append(numbers)
+        held.values.append(others)
+        return held
+
+    def _feed_held(self, key: tuple[str, str], watch: _ModelWatch) -> list[dict[str, Any]]:
+        """Feed a model's held events to the bank they belong to (see :meth:`add_profile`), as
+        :meth:`_observe_now` would have fed them to it, in one call."""
+        held, bank = watch.held, watch.bank
+        watch.held = None
+        if self._holding is not None:
+            self._holding.pop(key, None)
+        if held is None:
+            return []
+        assert bank is not None, "events are held for a model's bank only"
+        grid = self.status_grid_ms
+        running: list[int] = []
+        crossings: list[int] = []
+        latest = watch.last_time
+        for row, stamp in enumerate(held.times):
+            time = stamp if stamp > latest else latest
+            if time // grid > latest // grid:
+                crossings.append(row)
+            running.append(time)
+            latest = time
+        watch.last_time = latest
+        count = len(running)
+        numbers = {name: parts[0] if len(parts) == 1 else np.concatenate(parts)
+                   for name, parts in _by_name(held.numbers).items()}
+        values = {name: parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
+                  for name, parts in _by_name(held.values).items()}
+        rows = [_NO_FEATURES] * count  # every value the monitors read is in numbers and values
+        if count < PER_VALUE_BELOW:
+            return self._feed_few(bank, running, crossings, held.ids, rows, numbers, values)
+        return self._feed(bank, np.asarray(running, dtype=np.int64), np.asarray(crossings, dtype=np.int64),
+                          held.ids, rows, numbers, values)
+
+    def _observe_now(
+        self,
+        watch: _ModelWatch,
+        times: Sequence[int],
+        prediction_ids: Sequence[str],
+        features: Sequence[dict[str, Any]],
+        columns: Mapping[str, npt.NDArray[np.float64]] | None,
+        values: Mapping[str, Sequence[Any]] | None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`observe` of events fed at once (nothing held before them)."""
         floor = watch.bank.profile_index if watch.bank is not None else -1
         if len(times) < PER_VALUE_BELOW:
             return self._observe_few(watch, floor, times, prediction_ids, features, columns, values)
@@ -500,6 +671,14 @@ class FeatureWatch:
                 if cut is not None and monitor.episode is not None:
                     reports.append(self._report(bank, name, monitor, None, int(running[cut]), ""))
         return reports
+
+
+_NO_FEATURES: dict[str, Any] = {}  # an event's map when its values come as columns
+
+
+def _by_name(parts: Sequence[Mapping[str, _T]]) -> dict[str, list[_T]]:
+    """Each name's items over ``parts`` (every part holds every name), in order."""
+    return {name: [part[name] for part in parts] for name in parts[0]} if parts else {}
 
 
 _CATEGORY_TYPES = frozenset({str, int, bool})

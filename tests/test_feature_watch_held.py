@@ -1,0 +1,306 @@
+"""FeatureWatch with ``batch_events``: a model's few events are held and fed later as one batch.
+
+Many models under Zipf traffic, cut into random shard batches, with newer profiles taking over
+mid-stream (some known from the start, some arriving while events are held) and the watch pickled
+and restored mid-stream: the reports, per model and feature, and the monitors' states at the end
+equal those of a watch that feeds every event at once, and no report comes after the shard's
+progress passed its grid line (where stage 2 would take it for a re-sent duplicate). In the
+pipeline, where stage 1 feeds what it holds before its progress passes it: every table's rows
+(and the monitors' states) equal a run that feeds each event at once, for ten models under Zipf
+traffic, shifts opening episodes, crashes restored from delta chains, and the end of the input."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftline.config import JoinSettings, Settings, TopicSettings, WindowSettings
+from driftline.demo.training import training_profiles
+from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.operators.validate import RawRecord
+from driftline.pipeline import shard as shard_module
+from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.pipeline.shard import ShardFactory
+from driftline.simulate import Scenario, generate
+from driftline.simulate.scenario import CovariateDrift, LabelDelay, ModelSpec
+
+MODELS = 6
+EVENTS = 5000
+GRID_MS = 20_000
+LATENESS_MS = 3000
+STEP_MS = 200  # ~ 5 events a second over all models
+SWITCH_MS = EVENTS * STEP_MS // 2  # the newer profiles' effective_from
+LATE_PROFILE_AT = 0.6  # share of the stream after which models 0 and 1 get a newer profile
+
+
+def _profile(model: int, seed: int, effective_from_ms: int) -> ReferenceProfile:
+    rng = np.random.default_rng(seed)
+    table = {"x": rng.normal(size=3000), "y": rng.exponential(size=3000),
+             "c": rng.choice(["a", "b", "c"], 3000, p=[0.6, 0.3, 0.1]).tolist()}
+    return build_profile(f"m{model}", "1", table, label_column=None, prediction_column=None, bins=10,
+                         top_k=5, created_at_ms=seed, effective_from_ms=effective_from_ms, source="training")
+
+
+def _stream() -> tuple[list[int], list[int], list[str], list[dict[str, Any]]]:
+    """(model, time, id, features) of each event: Zipf over models, times out of order by less
+    than the lateness, a shift in x on models 0, 2 and 4 for the second half, odd values."""
+    rng = np.random.default_rng(3)
+    share = np.arange(1, MODELS + 1) ** -1.2
+    models = rng.choice(MODELS, size=EVENTS, p=share / share.sum()).tolist()
+    times = (np.arange(EVENTS) * STEP_MS + rng.integers(0, LATENESS_MS // 2, EVENTS)).tolist()
+    shifted = (np.arange(EVENTS) > EVENTS // 2) & (np.asarray(models) % 2 == 0)
+    x = rng.normal(np.where(shifted, 1.5, 0.0)).tolist()
+    y = rng.exponential(size=EVENTS).tolist()
+    c = rng.choice(["a", "b", "c", "zz"], EVENTS, p=[0.4, 0.3, 0.1, 0.2]).tolist()
+    odd: list[Any] = [None, float("nan"), float("inf"), 1e101, "3.5", True, 2**1100]
+    features: list[dict[str, Any]] = []
+    for i in range(EVENTS):
+        row: dict[str, Any] = {"x": x[i], "y": y[i], "c": c[i]}
+        if i % 37 == 5:
+            row["x"] = odd[i % len(odd)]
+        if i % 53 == 7:
+            row["c"] = [None, 3, 2.5, False][i % 4]
+        if i % 41 == 3:
+            del row["y"]
+        features.append(row)
+    return models, times, [f"p{i}" for i in range(EVENTS)], features
+
+
+def _group(features: list[dict[str, Any]], as_columns: bool
+           ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, list[Any]] | None]:
+    """A group's features as a stage-1 shard hands them: float64 columns for all-float features
+    and value lists for the others (``as_columns``), or each event's map."""
+    if not as_columns:
+        return features, None, None
+    columns: dict[str, Any] = {}
+    values: dict[str, list[Any]] = {}
+    for name in ("x", "y", "c"):
+        column = [f.get(name) for f in features]
+        if all(type(v) is float for v in column):
+            columns[name] = np.asarray(column, dtype=np.float64)
+        else:
+            values[name] = column
+    return [{k: v for k, v in f.items() if k not in columns} for f in features], columns, values
+
+
+def _state(watch: FeatureWatch) -> dict[tuple[str, str], Any]:
+    """Each model's active profile, last time and monitors' state (what pickling keeps)."""
+    out = {}
+    for key, model in watch._models.items():
+        bank = model.bank
+        assert model.held is None
+        out[key] = (model.last_time, None if bank is None else bank.profile_index,
+                    None if bank is None else _plain(bank.monitors))
+    return out
+
+
+def _plain(x: Any) -> Any:
+    """``x``'s state as plain values, arrays by dtype and bytes (their pickles differ in which
+    dtype objects they share, not in what they hold)."""
+    if isinstance(x, np.ndarray | np.generic):
+        return ("array", x.dtype.str, np.shape(x), x.tobytes())
+    if isinstance(x, float) and x != x:
+        return "nan"
+    if x is None or isinstance(x, str | bytes | int | float):
+        return x
+    if isinstance(x, dict):
+        return ("dict", tuple((_plain(k), _plain(v)) for k, v in x.items()))
+    if isinstance(x, list | tuple):
+        return (type(x).__name__, tuple(map(_plain, x)))
+    if isinstance(x, set | frozenset):
+        return ("set", tuple(sorted(map(repr, map(_plain, x)))))
+    return (type(x).__qualname__, _plain(x.__getstate__()))
+
+
+Reports = list[tuple[str, dict[str, Any]]]  # (model, report)
+
+
+def _by_model_feature(reports: Reports) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for model, report in reports:
+        out.setdefault((model, report["feature"]), []).append(report)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_held_events_give_the_reports_and_states_of_events_fed_at_once(seed: int) -> None:
+    models, times, ids, features = _stream()
+    early = [_profile(m, 10 + m, 0) for m in range(MODELS)]
+    newer = [_profile(m, 20 + m, SWITCH_MS) for m in (2, 3)]  # known from the start
+    late = [_profile(m, 30 + m, SWITCH_MS + m * 40_000) for m in (0, 1)]  # arrive mid-stream
+    watches = {held: FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS,
+                                  batch_events=24 if held else 0) for held in (False, True)}
+    for watch in watches.values():
+        for profile in early + newer:
+            watch.add_profile(profile)
+    got: dict[bool, Reports] = {False: [], True: []}
+    rng = np.random.default_rng(seed)
+    watermark, announced, lo, restores, most_held = -(2**62), -(2**62), 0, 0, 0
+    fed_late = False
+    while lo < EVENTS:
+        hi = min(EVENTS, lo + int(rng.choice([1, 3, 12, 40, 150])))
+        if not fed_late and lo >= EVENTS * LATE_PROFILE_AT:
+            fed_late = True
+            for watch in watches.values():
+                for profile in late:
+                    watch.add_profile(profile)
+        by_model: dict[int, list[int]] = {}
+        for i in range(lo, hi):
+            if times[i] >= watermark:  # as a shard: a late event is not watched
+                by_model.setdefault(models[i], []).append(i)
+            watermark = max(watermark, times[i] - LATENESS_MS)
+        as_columns = bool(rng.integers(2))
+        for held, watch in watches.items():
+            out: Reports = []
+            for m, rows in sorted(by_model.items()):
+                group, columns, values = _group([features[i] for i in rows], as_columns)
+                reports = watch.observe(f"m{m}", "1", [times[i] for i in rows], [ids[i] for i in rows],
+                                        group, columns, values)
+                out += [(f"m{m}", r) for r in reports]
+            if held:
+                for (model, _), reports in watch.flush_due(watermark).items():
+                    out += [(model, r) for r in reports]
+                boundary = announced - announced % GRID_MS
+                late_reports = [r for _, r in out if r["event_time"] < boundary]
+                assert not late_reports, "a report after the progress passed its grid line"
+                most_held = max(most_held, watch.held_events())
+            got[held] += out
+        announced = watermark  # the shard's progress after this batch
+        if rng.random() < 0.1:  # a checkpoint restored: what is held travels with it
+            watches[True] = pickle.loads(pickle.dumps(watches[True], pickle.HIGHEST_PROTOCOL))
+            restores += 1
+        lo = hi
+    for (model, _), reports in watches[True].flush().items():
+        got[True] += [(model, r) for r in reports]
+    assert restores >= 3 and most_held >= 24  # held up to a batch
+    whole = _by_model_feature(got[False])
+    kinds = {r["kind"] for reports in whole.values() for r in reports}
+    assert {"opened", "status", "closed"} <= kinds, kinds  # every kind of report, a profile switch closing
+    assert any(r["reason"] == "new_profile" for reports in whole.values() for r in reports)
+    assert _by_model_feature(got[True]) == whole
+    assert _state(watches[True]) == _state(watches[False])
+
+
+def test_a_newer_profile_effective_at_the_next_events_feeds_what_is_held_first() -> None:
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS, batch_events=100)
+    watch.add_profile(_profile(0, 1, 0))
+    assert watch.observe("m0", "1", [0, 10], ["a", "b"], [{"x": 0.1}, {"x": 0.2}]) == []
+    assert watch.observe("m0", "1", [20], ["c"], [{"x": 0.3}]) == []  # the bank is built: held
+    assert watch.held_events() == 1
+    watch.add_profile(_profile(0, 2, 30))
+    assert watch.held_events() == 1  # held for the active bank: a profile arriving changes nothing
+    watch.observe("m0", "1", [40], ["d"], [{"x": 0.4}])  # the newer profile applies: fed at once
+    model = watch._models[("m0", "1")]
+    assert watch.held_events() == 0 and model.bank is not None and model.bank.profile_index == 1
+    assert model.last_time == 40
+
+
+def test_flush_due_feeds_the_models_held_before_the_watermarks_grid_line() -> None:
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000, batch_events=100)
+    for m in range(3):
+        watch.add_profile(_profile(m, 1, 0))
+        watch.observe(f"m{m}", "1", [0], ["first"], [{"x": 0.0}])  # builds the bank
+    for m, t in enumerate([900, 1000, 1999]):
+        watch.observe(f"m{m}", "1", [t], [f"p{m}"], [{"x": 0.0}])
+    assert watch.flush_due(999) == {} and watch.held_events() == 3
+    assert list(watch.flush_due(1500)) == [("m0", "1")] and watch.held_events() == 2
+    assert list(pickle.loads(pickle.dumps(watch)).flush_due(2000)) == [("m1", "1"), ("m2", "1")]
+
+
+# -- in the pipeline ------------------------------------------------------------------------
+
+PIPELINE_START = (int(time.time()) // 86_400 - 1) * 86_400_000
+PIPELINE_BATCH = 300
+PIPELINE_MODELS = 10
+
+
+def _pipeline_settings() -> Settings:
+    return Settings(
+        topics=TopicSettings(partitions=2, model_events_partitions=2),
+        windows=WindowSettings(sizes_s=[60], allowed_lateness_s=10, metrics_interval_s=60),
+        join=JoinSettings(label_horizon_s=600),
+    )
+
+
+def _pipeline_scenario() -> Scenario:
+    drift = [CovariateDrift(feature="x1", at_s=200, magnitude=2.0)]
+    return Scenario(
+        seed=8, start=PIPELINE_START, duration_s=480, rate=10,
+        models=[ModelSpec(model_id=f"m{i}", traffic_share=1.0 / (i + 1) ** 1.3, n_numeric=2, n_categorical=1,
+                          covariate_drift=drift if i % 2 == 0 else [])
+                for i in range(PIPELINE_MODELS)],
+        label_delay=LabelDelay(median_s=60, max_s=300),
+    )
+
+
+@pytest.fixture(scope="module")
+def inputs() -> tuple[list[list[RawRecord]], list[bytes]]:
+    settings = _pipeline_settings()
+    scenario = _pipeline_scenario()
+    profiles = [p.model_dump_json().encode() for p in training_profiles(
+        scenario, settings.drift.bins, settings.drift.top_k, 0, multivariate=False)]
+    records = logged_records(generate(scenario), settings)
+    return [records[i : i + PIPELINE_BATCH] for i in range(0, len(records), PIPELINE_BATCH)], profiles
+
+
+def _rows(pipeline: InProcessPipeline) -> dict[str, list[str]]:
+    return {table: sorted(map(repr, rows)) for table, rows in pipeline.rows.items() if rows}
+
+
+def test_held_events_leave_every_row_as_events_fed_at_once(
+    inputs: tuple[list[list[RawRecord]], list[bytes]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches, profiles = inputs
+    settings = _pipeline_settings()
+    end = PIPELINE_START + 480_000 - 30_000  # windows after it stay open: what they hold stays held
+    monkeypatch.setattr(shard_module, "BATCH_EVENTS", 0)
+    at_once = InProcessPipeline(settings, "r", profiles=profiles)
+    for batch in batches:
+        at_once.feed(batch)
+    at_once.finish(end)
+    monkeypatch.undo()
+
+    run = InProcessPipeline(settings, "r", profiles=profiles)
+    for shard in run.shards:
+        shard.track_changes()
+    factory = ShardFactory(settings, "r")
+    chains: list[list[bytes]] = [[] for _ in run.shards]
+    most_held = 0
+    for n, batch in enumerate(batches):
+        run.feed(batch)
+        most_held = max(most_held, *(s.watch.held_events() for s in run.shards if s.watch is not None))
+        for p, shard in enumerate(run.shards):  # a base every 8th checkpoint, deltas between
+            chains[p] = [shard.checkpoint(base=True)] if n % 8 == 0 else [*chains[p], shard.checkpoint(False)]
+        # a crash right after each checkpoint: every shard from its chain, holding what it held (a
+        # model whose held events were fed without an event of its own in the batch is in the delta)
+        live = [_held(shard.watch) for shard in run.shards]
+        run.shards = [factory.restore(p, chain[0], chain[1:]) for p, chain in enumerate(chains)]
+        assert [_held(shard.watch) for shard in run.shards] == live
+        for shard in run.shards:
+            shard.track_changes()
+    run.finish(end)
+    assert most_held >= 20
+    rows = _rows(at_once)
+    assert len(rows["drift_episodes"]) >= 3 and rows["drift_alerts"], sorted(rows)
+    assert _rows(run) == rows
+    for shard, other in zip(run.shards, at_once.shards, strict=True):  # the monitors' states too
+        assert shard.watch is not None and other.watch is not None
+        shard.watch.flush()  # what the windows still open hold
+        assert _monitors(shard.watch) == _monitors(other.watch)
+
+
+def _held(watch: FeatureWatch | None) -> dict[tuple[str, str], tuple[int, list[str]]]:
+    """Each model's last time fed and the ids of the events it holds."""
+    assert watch is not None
+    return {key: (model.last_time, model.held.ids if model.held else [])
+            for key, model in watch._models.items()}
+
+
+def _monitors(watch: FeatureWatch) -> dict[tuple[str, str], Any]:
+    return {key: (model.last_time, _plain(model.bank.monitors) if model.bank else None)
+            for key, model in watch._models.items()}
