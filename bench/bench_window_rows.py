@@ -1,0 +1,200 @@
+"""Stage 2's and the sink's cost per small window (issue 19: 1,000 models close a window every ~26
+predictions), today's code against a base commit's, in one process.
+
+1. **Per window**: bench_models' under-filled windows (1-26 events over 4 shards' partials, one of
+   its 25-feature profiles), each merged, counted (``DriftScorer.count_stats``) and turned into its
+   ~52 rows, with the row and scoring code of ``--base`` (``to_rows``, ``scorer``, ``sketch`` as
+   ``git show`` has them, loaded by path) and of the checkout, alternating rounds, thread CPU,
+   best of ``--rounds``; the two sides' rows compared (equal or the run fails).
+2. **The sink's part** of those windows with today's code, split: the rows encoded into sink
+   messages (``records.sink_rows``), decoded by the sink (``RowMapper``), converted by
+   ``ClickHouseRowWriter.write`` and inserted (``flush``, into an embedded chDB; process CPU, as
+   chDB inserts on its own threads). bench_models' figure 14b leaves this part out (its rows are
+   counted, not written).
+3. With ``--models M`` (> 0): bench_models' run of ``M`` models and ``--n`` x ``M`` predictions on
+   windows of 10 and 60 s (about 1,000 models' windows per prediction), with the base's three
+   functions that differ swapped in and out (``to_rows.finite``, ``sketch._Store.total``,
+   ``scorer._result``), alternating runs with the order flipped each round, CPU-us a prediction.
+
+    .venv/bin/python bench/bench_window_rows.py [--base COMMIT] [--n 200] [--rounds 7] [--models 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import bench_models as bm
+import orjson
+
+from driftline.operators import calibration, scorer, sketch
+from driftline.operators.window_stats import WindowAccumulator, merge_accumulators
+from driftline.pipeline import records, to_rows
+from driftline.pipeline.records import WindowKey
+from driftline.pipeline.to_rows import RowMapper
+from driftline.store.client import connect, database_name
+from driftline.store.migrate import migrate
+from driftline.store.writer import ClickHouseRowWriter
+
+BASE = "9bddfe5"  # before math.isfinite in finite(), the empty store's total and _result's one update
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def at_base(commit: str, path: str, name: str) -> ModuleType:
+    """The module at ``path`` as of ``commit``, loaded under ``name`` (its imports are today's)."""
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], check=True, capture_output=True, text=True,
+                            cwd=ROOT).stdout
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
+    return module
+
+
+class Sides:
+    """The base's and today's row, scoring and sketch modules, and the functions a run swaps."""
+
+    def __init__(self, commit: str) -> None:
+        self.rows = {"base": at_base(commit, "src/driftline/pipeline/to_rows.py", "base_to_rows"),
+                     "now": to_rows}
+        self.scorers = {"base": at_base(commit, "src/driftline/operators/scorer.py", "base_scorer"),
+                        "now": scorer}
+        base_sketch = at_base(commit, "src/driftline/operators/sketch.py", "base_sketch")
+        self.swapped: dict[str, tuple[Any, ...]] = {
+            "base": (self.rows["base"].finite, base_sketch._Store.total, self.scorers["base"]._result),
+            "now": (to_rows.finite, sketch._Store.total, scorer._result),
+        }
+
+    def use(self, side: str) -> None:
+        """Make today's modules run ``side``'s versions of the functions that changed (the window
+        statistics are today's classes, so the sketch's total is swapped on them)."""
+        to_rows.finite, sketch._Store.total, scorer._result = self.swapped[side]  # type: ignore[method-assign]
+
+
+def close_windows(windows: list[list[WindowAccumulator]], rows: ModuleType,
+                  count: Callable[..., Any]) -> dict[str, list[dict[str, Any]]]:
+    """Stage 2's work on each under-filled window (merge, count_stats, rows), as WindowClock does it."""
+    tables: dict[str, list[dict[str, Any]]] = {"feature_windows": [], "drift_scores": [], "model_drift": []}
+    for w, shards in enumerate(windows):
+        merged = merge_accumulators(shards, sketches=False)
+        report = count(merged.features, n_rows=merged.n_events, prediction=merged.prediction_label)
+        window = rows.window_columns("", WindowKey(60_000, bm.START_MS + w * 60_000, "m0000", "1", ""))
+        tables["feature_windows"] += [
+            rows.feature_window_row(window, r.feature, r.kind, merged.features[r.feature], r.score, "p")
+            for r in report if r.feature in merged.features]
+        tables["drift_scores"] += [
+            rows.drift_score_row(window, r.feature, r.score, r.drifted, r.drifted_by, r.p_adj, "p", "h")
+            for r in report]
+        tables["model_drift"].append(rows.model_drift_row(
+            window, merged.n_events, len(report), report.drifted, report.drifted_features, "p", "h",
+            score_status="under_filled"))
+    return tables
+
+
+def per_window(sides: Sides, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """Print stage 2's ms a window, base vs today (alternating, thread CPU); today's rows."""
+    settings = bm.bench_settings("127.0.0.1:9", "bm")
+    profile = bm.profiles_of(bm.model_specs(1), 1000, settings)[0]
+    windows = bm.under_filled_windows(n)
+    counts = {side: module.DriftScorer(profile, drift=settings.drift).count_stats
+              for side, module in sides.scorers.items()}
+    out = {}
+    for side in ("base", "now"):
+        sides.use(side)
+        out[side] = close_windows(windows, sides.rows[side], counts[side])
+    if orjson.dumps(out["base"]) != orjson.dumps(out["now"]):
+        raise SystemExit("the base's and today's rows differ")
+    best = {"base": float("inf"), "now": float("inf")}
+    for r in range(rounds):
+        for side in ("base", "now") if r % 2 == 0 else ("now", "base"):
+            sides.use(side)
+            t = time.thread_time()
+            close_windows(windows, sides.rows[side], counts[side])
+            best[side] = min(best[side], time.thread_time() - t)
+    sides.use("now")
+    old, new = (best[s] / n * 1e3 for s in ("base", "now"))
+    rows = sum(len(t) for t in out["now"].values())
+    print(f"under-filled window (1-26 events, 4 shards, 25 features), stage 2 merge + count_stats + "
+          f"{rows / n:.0f} rows: {old:.3f} ms at the base, {new:.3f} ms now ({new / old:.2f}x), best of "
+          f"{rounds} alternating, {n} windows; rows identical", flush=True)
+    return out["now"]
+
+
+def sink_part(tables: dict[str, list[dict[str, Any]]], n: int, rounds: int) -> None:
+    """Print the sink's ms a window for these rows (today's code), split into its steps."""
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-window-rows-") as home:
+        settings = bm.bench_settings("127.0.0.1:9", "bm", home=Path(home))
+        client = connect(settings)
+        migrate(client, settings)
+        writer = ClickHouseRowWriter(client, database_name(settings))
+        best: dict[str, float] = {}
+        for _ in range(rounds):
+            t = time.process_time()
+            messages = [m for table, rows in tables.items() for m in records.sink_rows("s", table, rows)]
+            best["encode"] = min(best.get("encode", float("inf")), time.process_time() - t)
+            t = time.process_time()
+            decoded = [RowMapper._sink(m.value) for m in messages]
+            best["decode"] = min(best.get("decode", float("inf")), time.process_time() - t)
+            t = time.process_time()
+            for table, rows in decoded:
+                writer.write(table, rows)
+            best["write"] = min(best.get("write", float("inf")), time.process_time() - t)
+            t = time.process_time()
+            writer.flush()
+            best["flush"] = min(best.get("flush", float("inf")), time.process_time() - t)
+        writer.close()
+    parts = ", ".join(f"{k} {v / n * 1e3:.3f}" for k, v in best.items())
+    print(f"the sink's part of those windows' rows (today's code, process CPU, best of {rounds}): "
+          f"{sum(best.values()) / n * 1e3:.3f} ms a window ({parts})", flush=True)
+
+
+def run_ab(sides: Sides, models: int, n: int, rounds: int) -> None:
+    """Print bench_models' run CPU-us a prediction, base vs today, alternating runs."""
+    settings = bm.bench_settings("127.0.0.1:9", "bm", windows={"sizes_s": [10, 60]})
+    specs = bm.model_specs(models)
+    profiles = bm.profiles_of(specs, 1000, settings)
+    events, warm = bm.traffic(specs, n, settings)
+    seen: dict[str, list[float]] = {"base": [], "now": []}
+    result: dict[str, Any] = {}
+    for r in range(rounds):
+        for side in ("base", "now") if r % 2 == 0 else ("now", "base"):
+            sides.use(side)
+            result = bm.run(settings, profiles, events, warm)
+            seen[side].append(result["cpu_per_prediction_us"])
+    sides.use("now")
+    old, new = min(seen["base"]), min(seen["now"])
+    every = "; ".join(f"{k} {' '.join(f'{v:.0f}' for v in vs)}" for k, vs in seen.items())
+    print(f"{models} models, {n:,} predictions, windows of 10 and 60 s ({result['windows_closed']:,} windows "
+          f"closed, {result['windows_under_filled']:,} under-filled): {old:.1f} CPU-us a prediction at the "
+          f"base, {new:.1f} now ({new / old:.2f}x), best of {rounds} alternating; every round: {every}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--base", default=BASE, help="the commit to compare with")
+    parser.add_argument("--n", type=int, default=200, help="windows (per-window figures)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--models", type=int, default=0, help="also the many-model run, of this many")
+    parser.add_argument("--run-n", type=int, default=20_000, help="predictions of the many-model run")
+    parser.add_argument("--run-rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    calibration.share_calibrations(bm.CALIBRATIONS)
+    sides = Sides(args.base)
+    tables = per_window(sides, args.n, args.rounds)
+    sink_part(tables, args.n, max(args.rounds // 2, 1))
+    if args.models > 0:
+        run_ab(sides, args.models, args.run_n, args.run_rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
