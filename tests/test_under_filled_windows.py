@@ -228,6 +228,12 @@ def test_partials_of_every_form_merge_alike() -> None:
             assert repr(merged.features[name].to_dict()) == repr(expected.features[name].to_dict())
         assert repr(merged.prediction_value.to_dict()) == repr(expected.prediction_value.to_dict())
         assert merged.features["x"].sketch.count == expected.features["x"].sketch.count > 0
+    # parsed into one another too (a SketchValues as the target): the shared unbuilt sketch stays empty
+    from driftline.operators.window_stats import _UNBUILT, WindowAccumulator
+    target = WindowAccumulator.from_partial(values_form[0])
+    for partial in (sketches[1], per_column[2], values_form[3]):
+        target.merge(WindowAccumulator.from_partial(partial))
+    assert _UNBUILT.count == 0 and target.features["x"].sketch.count == expected.features["x"].sketch.count
 
 
 def test_a_partial_whose_values_are_not_its_numbers_is_refused() -> None:
