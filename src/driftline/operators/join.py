@@ -1397,23 +1397,14 @@ class LabelJoin:
         # first: a record closed, forgotten and added again in one interval comes whole after it
         self._apply_closings(getattr(changes, "closings", b""))  # absent before delta format 5
         records = changes.records
+        starts = _record_starts(records)
         stub = self._store is not None and self._unspilled is not None  # restored under a budget
-        if stub and records:  # pending records as stubs, so no second needs walking for whole ones after
-            starts, pos = [], 0
-            while pos < len(records):
-                starts.append(pos)
-                pos += _HEAD.unpack_from(records, pos)[0]
+        if stub and starts:  # pending records as stubs, so no second needs walking for whole ones after
             assert self._store is not None
             ends = np.array([len(records)])
             records = _stub_records(records, np.array(starts, np.int64), ends, self._store)[0]
-        pos = 0
-        while pos < len(records):
-            length, crc = _HEAD.unpack_from(records, pos)
-            record = records[pos : pos + length]
-            pos += length
-            key = _record_key(record)
-            ts = _TS.unpack_from(record, _AT + len(key))[0]
-            self._put(crc, key, ts, record)
+            starts = _record_starts(records)
+        self._put_records(records, starts)
         for key, ts in changes.gone:
             self._put(zlib.crc32(key), key, ts, None)
         state = changes.state
@@ -1437,31 +1428,219 @@ class LabelJoin:
             raise ValueError(f"join changes do not apply: {self._records} records, {self._pending} pending "
                              f"after applying them, the checkpoint recorded {expected[0]} and {expected[1]}")
 
+    def _put_records(self, records: bytes, starts: list[int]) -> None:
+        """:meth:`_put` of each of a delta's records (concatenated, starting at ``starts``), in
+        order, with the same result byte for byte but without Python per record where it can:
+        a record whose id is in its group (rare: a chain holds a delta's new records only when
+        one was forgotten and added again) goes through :meth:`_put`; the others are appended.
+        Appending them all after the splits their count calls for leaves every group's records
+        in the order :meth:`_add` one by one leaves them (a split keeps the order of the records
+        it moves, and each group gets its new records last, in the delta's order), and each
+        second of the time index gets their id hashes in that order too."""
+        count = len(starts)
+        if not count:
+            return
+        data = np.frombuffer(records, np.uint8)
+        pos = np.array(starts, np.int64)
+        lengths = _u32_at(data, pos)
+        crcs = _u32_at(data, pos + 4)
+        code = data[pos + _AT].astype(np.int64) | data[pos + _AT + 1].astype(np.int64) << 8
+        at = pos + _AT + np.where(code == _UUID_CODE, 18, 2 + code)
+        stamps = _i64_at(data, at)
+        pending = data[at + 8] == _PENDING
+        ends = (pos + lengths).tolist()
+        recs = list(map(records.__getitem__, map(slice, starts, ends)))
+        keys = list(map(records.__getitem__, map(slice, (pos + _AT).tolist(), at.tolist())))
+        groups = self._groups
+        new = np.ones(count, bool)
+        holding = map(groups.__getitem__, self._gids(crcs).tolist())
+        present = np.fromiter(map(operator.contains, holding, keys), bool, count)
+        stamp_list = stamps.tolist()
+        for i in np.flatnonzero(present).tolist():  # a C-level substring test first, as _locate
+            if self._locate(keys[i], stamp_list[i]) is not None:
+                self._put(int(crcs[i]), keys[i], stamp_list[i], recs[i])
+                new[i] = False
+        add = np.flatnonzero(new)
+        if not add.size:
+            return
+        if self._added is not None:
+            self._added.update(zip(map(keys.__getitem__, add.tolist()), stamps[add].tolist(), strict=True))
+        self._records += add.size
+        self._pending += int(np.count_nonzero(pending[add]))
+        self._estimate += int(lengths[add].sum())
+        splits = -(-self._records // _LOAD) - len(groups)  # as many as _add's would have made
+        if splits > 0:
+            self._split_groups(splits)
+        # The new records of each group, joined in the delta's order, appended to it.
+        gids = self._gids(crcs[add])
+        order = np.argsort(gids, kind="stable")
+        sorted_gids = gids[order]
+        first = np.flatnonzero(np.concatenate(([True], sorted_gids[1:] != sorted_gids[:-1])))
+        ordered = list(map(recs.__getitem__, add[order].tolist()))
+        bounds = [*first.tolist(), add.size]
+        tails = ordered if len(first) == add.size else list(
+            map(b"".join, map(ordered.__getitem__, map(slice, bounds[:-1], bounds[1:]))))
+        targets = sorted_gids[first].tolist()
+        grown = map(operator.add, map(groups.__getitem__, targets), tails)
+        for gid, group in zip(targets, grown, strict=True):
+            groups[gid] = group
+        # The time index: each second's id hashes in the delta's order, new seconds as _add makes them.
+        seconds = stamps[add] // _BUCKET_MS
+        added_crcs = crcs[add].astype(np.uint32)
+        found, first_at = np.unique(seconds, return_index=True)
+        for second in found[np.argsort(first_at)].tolist():
+            bucket = self._buckets.get(second)
+            if bucket is None:
+                self._buckets[second] = bucket = array("I")
+                bisect.insort(self._bucket_keys, second)
+            bucket.frombytes(added_crcs[seconds == second].tobytes())
+
+    def _split_groups(self, count: int) -> None:
+        """:meth:`_split_group` ``count`` times, the groups of each run of the split pointer (up to
+        where the table doubles) parsed and cut together."""
+        groups = self._groups
+        while count:
+            low, at = self._low, self._split
+            runs = min(count, low - at)
+            olds = groups[at : at + runs]
+            sizes = np.fromiter(map(len, olds), np.int64, runs)
+            buf = b"".join(olds)
+            data = np.frombuffer(buf, np.uint8)
+            starts = _group_record_starts(data, sizes)
+            lengths = _u32_at(data, starts)
+            owner = np.searchsorted(np.cumsum(sizes), starts, side="right")
+            # each group's records that stay, then those that move, each in their order
+            piece = 2 * owner + (_u32_at(data, starts + 4) & low != 0)
+            order = np.argsort(piece, kind="stable")
+            whole = b"".join(map(buf.__getitem__, map(slice, starts[order].tolist(),
+                                                      (starts + lengths)[order].tolist())))
+            ends = np.cumsum(np.bincount(piece, lengths, minlength=2 * runs).astype(np.int64)).tolist()
+            parts = list(map(whole.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+            groups[at : at + runs] = parts[0::2]
+            groups.extend(parts[1::2])
+            self._split = at + runs
+            if self._split == low:
+                self._low, self._split = 2 * low, 0
+            count -= runs
+
+    def _gids(self, crcs: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """:meth:`_gid` of each id hash."""
+        gids = crcs & (self._low - 1)
+        return np.where(gids < self._split, crcs & (2 * self._low - 1), gids)
+
     def _apply_closings(self, closings: bytes) -> None:
         """Close the pending records ``closings`` name (:func:`_closing`) as the live join closed
-        them: the closed record keeps the pending one's head CRC, payload digest and context id."""
-        pos, size = 0, len(closings)
-        while pos < size:
-            code = closings[pos] | closings[pos + 1] << 8
-            key = closings[pos : pos + (18 if code == _UUID_CODE else 2 + code)]
-            pos += len(key)
-            ts, state = _TS.unpack_from(closings, pos)
-            pos += _TS.size
-            found = self._locate(key, ts)
-            at = -1 if found is None else found[1] + _AT + len(key)
-            group = b"" if found is None else self._groups[found[0]]
-            if found is None or group[at + 8] != _PENDING or state not in (_JOINED, _CLOSED):
-                raise ValueError(f"join changes do not apply: no pending record of {_pid(key)!r} at {ts} "
-                                 "to close")
-            gid, start, end = found
-            tail = b""
-            if state == _JOINED:  # the context id as in the pending record's _PRED, the label's digest
-                tail = group[at + _BODY + 1 : at + _BODY + 5] + closings[pos : pos + DIGEST_SIZE]
-                pos += DIGEST_SIZE
-            crc = _HEAD.unpack_from(group, start)[1]
-            closed = _closed(key, crc, ts, state, group[at + _DIGEST_AT : at + _BODY], tail)
-            self._groups[gid] = b"".join((group[:start], closed, group[end:]))
-            self._pending -= 1
+        them: the closed record keeps the pending one's head CRC, payload digest and context id.
+        The closings of distinct groups are applied together (:meth:`_close_records`); a group
+        named twice takes its second closing in a second round, and so on."""
+        if not closings:
+            return
+        starts, klens = _closing_starts(closings)
+        data = np.frombuffer(closings, np.uint8)
+        pos = np.array(starts, np.int64)
+        klen = np.array(klens, np.int64)
+        stamps = _i64_at(data, pos + klen)
+        states = data[pos + klen + 8]
+        ends = (pos + klen).tolist()
+        keys = list(map(closings.__getitem__, map(slice, starts, ends)))
+        digest_at = (pos + klen + _TS.size).tolist()
+        digest_to = [at + DIGEST_SIZE for at in digest_at]
+        digests = list(map(closings.__getitem__, map(slice, digest_at, digest_to)))
+        crcs = np.fromiter(map(zlib.crc32, keys), np.int64, len(keys))
+        gids = self._gids(crcs)
+        order = np.argsort(gids, kind="stable")
+        sorted_gids = gids[order]
+        first = np.concatenate(([True], sorted_gids[1:] != sorted_gids[:-1]))
+        run_start = np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))
+        rank = np.empty(len(keys), np.int64)
+        rank[order] = np.arange(len(keys)) - run_start
+        for turn in range(int(rank.max()) + 1):
+            chosen = np.flatnonzero(rank == turn)
+            self._close_records(gids[chosen], [keys[i] for i in chosen.tolist()], stamps[chosen],
+                                states[chosen], [digests[i] for i in chosen.tolist()])
+
+    def _close_records(self, gids: npt.NDArray[np.int64], keys: list[bytes], stamps: npt.NDArray[np.int64],
+                       states: npt.NDArray[np.uint8], label_digests: list[bytes]) -> None:
+        """Close the pending record of each (``keys``, ``stamps``) in its group ``gids`` (distinct)
+        as :meth:`_close_one` does, the groups parsed and rebuilt together: the record is found
+        as the first occurrence of its id key in its group that starts a record of that event
+        time; any other case (an id with an earlier record there, or none) goes through
+        :meth:`_close_one`."""
+        groups = self._groups
+        gid_list = gids.tolist()
+        olds = list(map(groups.__getitem__, gid_list))
+        found = np.fromiter(map(bytes.find, olds, keys), np.int64, len(keys))
+        sizes = np.fromiter(map(len, olds), np.int64, len(olds))
+        buf = bytearray().join(olds)
+        data = np.frombuffer(buf, np.uint8)  # patched in place below
+        group_ends = np.cumsum(sizes)
+        cand = group_ends - sizes + found - _AT  # where the record would start
+        klen = np.fromiter(map(len, keys), np.int64, len(keys))
+        ok = (found >= _AT) & np.isin(states, (_JOINED, _CLOSED))
+        records = _group_record_starts(data, sizes)
+        if records.size:  # the key where a record of the group starts, then its time and state
+            at = np.searchsorted(records, cand)
+            ok &= (at < records.size) & (records[np.minimum(at, records.size - 1)] == cand)
+            maybe = np.flatnonzero(ok)
+            ts_at = cand[maybe] + _AT + klen[maybe]
+            ok[maybe] = (_i64_at(data, ts_at) == stamps[maybe]) & (data[ts_at + 8] == _PENDING)
+        else:
+            ok[:] = False
+        slow = np.flatnonzero(~ok).tolist()
+        fast = np.flatnonzero(ok)
+        if fast.size:
+            cand, klen, new_states = cand[fast], klen[fast], states[fast]
+            ts_at = cand + _AT + klen
+            joined = new_states == _JOINED
+            body = ts_at + _BODY  # where the pending record's _PRED starts: the closed one ends there
+            rec_end = cand + _u32_at(data, cand)
+            # a closed record: the pending one's head (its length changed), id key, time (its
+            # state changed) and payload digest, then a joined one's context id and label digest
+            tail_size = np.where(joined, _JOINED_TAIL.size, 0)
+            # A joined record's tail is written where its pending _PRED began (the context id moved
+            # one byte back, the label's digest after it) and the rest of the pending record cut.
+            room = ~joined | (rec_end - body >= _JOINED_TAIL.size)
+            if not room.all():  # a pending record without payload: shorter than the joined tail
+                slow += fast[~room].tolist()
+                keep = np.flatnonzero(room)
+                fast, cand, klen, new_states = fast[keep], cand[keep], klen[keep], new_states[keep]
+                ts_at, joined, body, rec_end, tail_size = (ts_at[keep], joined[keep], body[keep],
+                                                           rec_end[keep], tail_size[keep])
+            new_length = body - cand + tail_size
+            for byte in range(4):
+                data[cand + byte] = new_length >> 8 * byte & 0xFF
+            data[ts_at + 8] = new_states
+            tail_at = body[joined]
+            data[tail_at[:, None] + _FOUR] = data[tail_at[:, None] + 1 + _FOUR]
+            label = b"".join([label_digests[i] for i in fast[joined].tolist()])
+            data[tail_at[:, None] + 4 + _EIGHT] = np.frombuffer(label, np.uint8).reshape(-1, DIGEST_SIZE)
+            patched = bytes(buf)
+            group_starts = (group_ends - sizes)[fast].tolist()
+            heads = map(patched.__getitem__, map(slice, group_starts, (body + tail_size).tolist()))
+            rests = map(patched.__getitem__, map(slice, rec_end.tolist(), group_ends[fast].tolist()))
+            # any(): setitem returns None, so every group is put (a loop in C)
+            any(map(groups.__setitem__, gids[fast].tolist(), map(operator.add, heads, rests)))
+            self._pending -= fast.size
+        for i in slow:
+            self._close_one(keys[i], int(stamps[i]), int(states[i]), label_digests[i])
+
+    def _close_one(self, key: bytes, ts: int, state: int, label_digest: bytes) -> None:
+        """Close the pending record of ``key`` at ``ts`` (``state``: joined or closed) as the live
+        join closed it; ValueError if there is none."""
+        found = self._locate(key, ts)
+        at = -1 if found is None else found[1] + _AT + len(key)
+        group = b"" if found is None else self._groups[found[0]]
+        if found is None or group[at + 8] != _PENDING or state not in (_JOINED, _CLOSED):
+            raise ValueError(f"join changes do not apply: no pending record of {_pid(key)!r} at {ts} "
+                             "to close")
+        gid, start, end = found
+        tail = b""
+        if state == _JOINED:  # the context id as in the pending record's _PRED, the label's digest
+            tail = group[at + _BODY + 1 : at + _BODY + 5] + label_digest
+        crc = _HEAD.unpack_from(group, start)[1]
+        closed = _closed(key, crc, ts, state, group[at + _DIGEST_AT : at + _BODY], tail)
+        self._groups[gid] = b"".join((group[:start], closed, group[end:]))
+        self._pending -= 1
 
     def _locate(self, key: bytes, ts: int) -> tuple[int, int, int] | None:
         """(group, start, end) of the record of id key ``key`` at event time ``ts``, if remembered.
@@ -2064,17 +2243,8 @@ def _stub_groups(groups: list[bytes], store: PendingStore) -> list[bytes]:
     """
     sizes = np.fromiter(map(len, groups), np.int64, len(groups))
     buf = b"".join(groups)
-    data = np.frombuffer(buf, np.uint8)
-    ends = np.cumsum(sizes)
-    rounds = []  # the start of each group's first record, then of its second, ...
-    cur, limit = ends[sizes > 0] - sizes[sizes > 0], ends[sizes > 0]
-    while cur.size:
-        rounds.append(cur)
-        cur = cur + _u32_at(data, cur)
-        more = cur < limit
-        cur, limit = cur[more], limit[more]
-    pos = np.sort(np.concatenate(rounds)) if rounds else np.zeros(0, np.int64)
-    return _stub_records(buf, pos, ends, store)
+    starts = _group_record_starts(np.frombuffer(buf, np.uint8), sizes)
+    return _stub_records(buf, starts, np.cumsum(sizes), store)
 
 
 def _stub_records(buf: bytes, pos: npt.NDArray[np.int64], ends: npt.NDArray[np.int64],
@@ -2161,6 +2331,52 @@ def _spans(starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> npt
     return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
 
 
+def _i64_at(data: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The little-endian int64 at each offset ``at`` of ``data``."""
+    return data[at[:, None] + _EIGHT].view("<i8").ravel()
+
+
+_EIGHT = np.arange(8)
+_STATE_BYTES = tuple(bytes([state]) for state in (_PENDING, _JOINED, _CLOSED))
+
+
+def _group_record_starts(data: npt.NDArray[np.uint8], sizes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Where each record starts in ``data``, groups of ``sizes`` bytes one after the other: one
+    record of every group per round (a group holds a few), in order."""
+    ends = np.cumsum(sizes)
+    rounds = []
+    cur, limit = ends[sizes > 0] - sizes[sizes > 0], ends[sizes > 0]
+    while cur.size:
+        rounds.append(cur)
+        cur = cur + _u32_at(data, cur)
+        more = cur < limit
+        cur, limit = cur[more], limit[more]
+    return np.sort(np.concatenate(rounds)) if rounds else np.zeros(0, np.int64)
+
+
+def _record_starts(records: bytes) -> list[int]:
+    """Where each of concatenated records starts."""
+    starts = []
+    pos, size, unpack = 0, len(records), _STUB_LENGTH.unpack_from
+    while pos < size:
+        starts.append(pos)
+        pos += unpack(records, pos)[0]
+    return starts
+
+
+def _closing_starts(closings: bytes) -> tuple[list[int], list[int]]:
+    """Where each of concatenated closings (:func:`_closing`) starts, and its id key's length."""
+    starts, key_lengths = [], []
+    pos, size = 0, len(closings)
+    while pos < size:
+        code = closings[pos] | closings[pos + 1] << 8
+        klen = 18 if code == _UUID_CODE else 2 + code
+        starts.append(pos)
+        key_lengths.append(klen)
+        pos += klen + _TS.size + (DIGEST_SIZE if closings[pos + klen + 8] == _JOINED else 0)
+    return starts, key_lengths
+
+
 def _record_key(record: bytes) -> bytes:
     """The id key of a record."""
     code = _CODE.unpack_from(record, _AT)[0]
@@ -2238,15 +2454,9 @@ def _closing_keys(closings: bytes) -> list[tuple[bytes, int]]:
     >>> _closing_keys(_closing(_id_key("a"), 5, _JOINED, bytes(8)) + _closing(_id_key("b"), 7, _CLOSED))
     [(b'\\x01\\x00a', 5), (b'\\x01\\x00b', 7)]
     """
-    out = []
-    pos, size = 0, len(closings)
-    while pos < size:
-        code = closings[pos] | closings[pos + 1] << 8
-        key = closings[pos : pos + (18 if code == _UUID_CODE else 2 + code)]
-        ts, state = _TS.unpack_from(closings, pos + len(key))
-        out.append((key, ts))
-        pos += len(key) + _TS.size + (DIGEST_SIZE if state == _JOINED else 0)
-    return out
+    starts, key_lengths = _closing_starts(closings)
+    return [(closings[pos : pos + klen], _TS.unpack_from(closings, pos + klen)[0])
+            for pos, klen in zip(starts, key_lengths, strict=True)]
 
 
 def _upgrade_v1_group(group: bytes) -> bytes:
