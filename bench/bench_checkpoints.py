@@ -14,8 +14,10 @@ input's bytes per prediction (its label included). ``--every 10`` is a delta per
 ``--issue19``: issue 19's checkpoint bytes over input at 10M pending, 5,000 predictions/s and 5 s
 intervals (``bench_join_state``'s join-only run at 300,000 pending under a 16 MB budget, scaled by
 ``bounded_chain``, bases read from their local copy), the join alone and with 4 shards' non-join
-part of a delta as measured here added to each interval, deltas as delta format 4 wrote them
-(a closed record whole) and with closings (format 5), alternating, ``--rounds`` each (minutes).
+part of a delta as measured here added to each interval; the run's base restored and its deltas
+applied ``--rounds`` times, with ``--baseline FILE`` (an older ``join.py``: ``git show
+<commit>:src/driftline/operators/join.py > FILE``) alternating that one's ``apply_changes`` with
+today's in this process (CPU time, best of the rounds, the same table checked) (minutes).
 
 ``--closings``: the join's changes as delta format 4 wrote them (a record the chain held and
 closed since whole) against closings (format 5), alternating in one process: CPU and bytes a
@@ -28,6 +30,7 @@ content) and only the models that moved (on), alternating, and prints the deltas
 shard.
 
     .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2] [--issue19]
+    .venv/bin/python bench/bench_checkpoints.py --n 100000 --every 10 --issue19 --baseline /tmp/join_old.py
     .venv/bin/python bench/bench_checkpoints.py --closings --n 100000 --every 10
     .venv/bin/python bench/bench_checkpoints.py --models 200 --n 50000 --every 1 --rounds 3
 """
@@ -106,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=4, help="batches between two checkpoints")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--issue19", action="store_true", help="restate issue 19's bytes figure (minutes)")
+    parser.add_argument("--baseline", help="--issue19: an older join module (git show <commit>:src/driftline/"
+                        "operators/join.py > FILE) whose apply_changes to alternate with today's")
     parser.add_argument("--closings", action="store_true",
                         help="deltas as format 4 wrote them against closings (format 5), alternating")
     parser.add_argument("--models", type=int, default=0, help="N models under Zipf traffic: the items A/B")
@@ -142,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_prediction = sum(len(r.value or b"") for r in raw) / predictions
     print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
     if args.issue19:
-        issue19(rest, shards=settings.topics.partitions, rounds=args.rounds)
+        issue19(rest, shards=settings.topics.partitions, rounds=args.rounds, baseline=args.baseline)
     return 0
 
 
@@ -209,38 +214,41 @@ def items_ab(settings: Settings, n: int, models: int, zipf: float, every: int, r
     return 0
 
 
-def issue19(rest_bytes: int, shards: int, rounds: int = 2) -> None:
+def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None = None) -> None:
     """Checkpoint bytes over input at 10M pending: the join alone, and with ``shards`` x
-    ``rest_bytes`` more a delta interval; deltas with closings (delta format 5) and as format 4
-    wrote them (:func:`format_4_changes`), alternating in this process, ``rounds`` each."""
+    ``rest_bytes`` more a delta interval. One run of ``bench_join_state``'s join (300,000 pending, 16
+    MB budget); its base restored and deltas applied ``rounds`` times by today's
+    ``apply_changes`` and, with ``baseline`` (an older join module's file), by that one's,
+    alternating in this process (the same table left, checked): the chain each allows."""
     import bench_join_state  # its imports only for this row
 
-    take = LabelJoin.take_changes
-    best: dict[str, list[tuple[float, float, int, int]]] = {}
-    for _ in range(rounds):
-        for form in ("format 4", "closings"):
-            if form == "format 4":
-                LabelJoin.take_changes = format_4_changes  # type: ignore[method-assign]
-            try:
-                run = bench_join_state.measure_spill(300_000, 16)
-            finally:
-                LabelJoin.take_changes = take  # type: ignore[method-assign]
-            print(f"issue 19, {form} (10M pending, {run.interval_s:g} s intervals, bases from their local "
-                  f"copy): input {run.input_bytes_per_s / 1e6:.2f} MB/s, the join's delta "
-                  f"{run.delta_bytes / 1e6:.2f} MB an interval, applied in {run.delta_apply_cpu_s:.2f} CPU-s")
-            for extra in (0, shards * rest_bytes):
-                more = dataclasses.replace(run, delta_bytes=run.delta_bytes + extra)
-                chain = bench_join_state.bounded_chain(more, local_base=True, stall=False)
-                share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
-                best.setdefault(form, []).append((share, run.delta_bytes, chain.deltas, extra))
-                print(f"  + {extra / 1e6:.2f} MB of {shards} shards' non-join parts an interval: a base "
-                      f"every {chain.deltas} deltas, {share:.2f}x the input's bytes (target 2x); "
-                      f"load {os.getloadavg()[0]:.1f}")
-    for extra in (0, shards * rest_bytes):
-        old, new = (min(row for row in best[form] if row[3] == extra) for form in ("format 4", "closings"))
-        print(f"issue 19, best of {rounds}, + {extra / 1e6:.2f} MB non-join: {old[0]:.2f}x -> {new[0]:.2f}x "
-              f"the input (join's delta {old[1] / 1e6:.2f} -> {new[1] / 1e6:.2f} MB, a base every "
-              f"{old[2]} -> {new[2]} deltas)")
+    appliers: dict[str, bench_join_state.Applier] = {}
+    if baseline:
+        appliers["baseline"] = bench_join_state.baseline_applier(baseline)
+    appliers["today"] = LabelJoin.apply_changes
+    run = bench_join_state.measure_spill(300_000, 16, appliers=appliers, ab_rounds=rounds)
+    base_mb = run.base_bytes / 1e6
+    print(f"issue 19 (10M pending, {run.interval_s:g} s intervals, bases from their local copy): input "
+          f"{run.input_bytes_per_s / 1e6:.2f} MB/s, the join's delta {run.delta_bytes / 1e6:.2f} MB an "
+          f"interval ({run.delta_changed_all:,.0f} changed records: added, closings, gone); best of "
+          f"{rounds}: the base restored in {run.base_ab_cpu_s:.2f} CPU-s "
+          f"({run.base_ab_cpu_s / base_mb * 1e3:.2f} ms a MB of {base_mb:.0f} MB), a delta unpickled in "
+          f"{run.delta_load_cpu_s:.3f} CPU-s")
+    for name, apply_s in run.apply_ab_cpu_s.items():
+        print(f"  {name}: a delta applied in {apply_s:.3f} CPU-s "
+              f"({apply_s / run.delta_changed_all * 1e6:.2f} us a changed record)")
+        for extra in (0, shards * rest_bytes):
+            more = dataclasses.replace(run, delta_bytes=run.delta_bytes + extra,
+                                       delta_apply_cpu_s=apply_s + run.delta_load_cpu_s,
+                                       base_load_cpu_s=run.base_ab_cpu_s)
+            chain = bench_join_state.bounded_chain(more, local_base=True, stall=False)
+            share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
+            print(f"    + {extra / 1e6:.2f} MB of {shards} shards' non-join parts an interval: a base "
+                  f"every {chain.deltas} deltas, {share:.2f}x the input's bytes (target 2x); "
+                  f"load {os.getloadavg()[0]:.1f}")
+    if baseline:
+        old, new = run.apply_ab_cpu_s["baseline"], run.apply_ab_cpu_s["today"]
+        print(f"issue 19: a delta's apply {old:.3f} -> {new:.3f} CPU-s ({new / old:.2f}x), same table")
 
 
 def format_4_changes(join: LabelJoin) -> JoinChanges:

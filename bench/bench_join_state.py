@@ -63,18 +63,27 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
+import importlib.util
 import multiprocessing
 import random
 import resource
 import sys
 import time
 import tracemalloc
+import types
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.operators.join import JoinChanges, LabelJoin, payload_digest, restoring_under_budget
+from driftline.operators.join import (
+    JoinChanges,
+    LabelJoin,
+    _closing_starts,
+    payload_digest,
+    restoring_under_budget,
+)
 from driftline.pipeline.state import (
     BlobFile,
     dump_delta,
@@ -273,6 +282,84 @@ class SpillRun:
     table_parts: dict[str, float] = field(default_factory=dict)  # bytes per pending prediction, by structure
     restore_peak_rss_mb: float = 0.0  # the process's peak while base and deltas were restored
     rss_before_restore_mb: float = 0.0  # the process then (the join built and dropped)
+    delta_changed_all: float = 0.0  # records a delta's header counts (added, closings, gone)
+    apply_ab_cpu_s: dict[str, float] = field(default_factory=dict)  # a delta, by applier, best of rounds
+    delta_load_cpu_s: float = 0.0  # a delta unpickled (LZ4 and pickle), best of the A/B's rounds
+    base_ab_cpu_s: float = 0.0  # the base restored (under the budget), best of the A/B's restores
+
+
+Applier = Callable[[LabelJoin, JoinChanges], None]
+
+
+def baseline_applier(path: str) -> Applier:
+    """``LabelJoin.apply_changes`` as the join module at ``path`` (an older copy: ``git show
+    <commit>:src/driftline/operators/join.py > path``) applies a delta, with that module's own
+    lookups and splices bound to the join for the call."""
+    spec = importlib.util.spec_from_file_location("driftline_join_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    old = vars(module.LabelJoin)
+    methods = ("_apply_closings", "_put", "_locate", "_put_records", "_gids", "_close_records", "_close_one")
+    names = [name for name in methods if name in old]
+
+    def apply(join: LabelJoin, changes: JoinChanges) -> None:
+        for name in names:
+            setattr(join, name, types.MethodType(old[name], join))
+        try:
+            old["apply_changes"](join, changes)
+        finally:
+            for name in names:
+                delattr(join, name)
+
+    return apply
+
+
+def _table_digest(join: LabelJoin) -> str:
+    """SHA-256 of the record table as it is laid out: groups in order, the time index in order."""
+    digest = hashlib.sha256()
+    for group in join._groups:
+        digest.update(len(group).to_bytes(4, "little") + group)
+    for second, crcs in join._buckets.items():
+        digest.update(second.to_bytes(8, "little", signed=True) + crcs.tobytes())
+    digest.update(repr((join._low, join._split, join._records, join._pending, join._bucket_keys)).encode())
+    return digest.hexdigest()
+
+
+def apply_ab(base: bytes | BlobFile, deltas: list[bytes], budget_mb: int, appliers: Mapping[str, Applier],
+             rounds: int) -> tuple[dict[str, float], float, float]:
+    """The base restored under ``budget_mb`` and ``deltas`` applied by each of ``appliers`` in turn
+    (the order flipped every round), ``rounds`` each, in this process: the CPU time of a delta's
+    apply by applier, of a delta's unpickling (LZ4 and pickle: the same for all) and of the base
+    restore, best of the rounds. Every applier must leave the same table (:func:`_table_digest`),
+    else AssertionError."""
+    best: dict[str, float] = {}
+    base_best = load_best = float("inf")
+    digests: set[str] = set()
+    for turn in range(rounds):
+        names = list(appliers) if turn % 2 == 0 else list(appliers)[::-1]
+        for name in names:
+            gc.collect()
+            cpu = time.process_time()
+            with restoring_under_budget(budget_mb * 2**20):
+                join = load_state(base, LabelJoin, "bench")
+            if budget_mb:
+                join.set_memory_budget(budget_mb * 2**20)
+            base_best = min(base_best, time.process_time() - cpu)
+            cpu = time.process_time()
+            changes = [load_delta(delta, "bench") for delta in deltas]
+            load_best = min(load_best, (time.process_time() - cpu) / len(deltas))
+            cpu = time.process_time()
+            for change in changes:
+                appliers[name](join, change)
+            best[name] = min(best.get(name, float("inf")), (time.process_time() - cpu) / len(deltas))
+            digests.add(_table_digest(join))
+            if join._store is not None:
+                join._store.close()
+            del join, changes
+    assert len(digests) == 1, f"the appliers left different tables: {sorted(digests)}"
+    return best, load_best, base_best
 
 
 def _rss_mb() -> float:
@@ -296,9 +383,11 @@ def table_parts(join: LabelJoin) -> dict[str, float]:
 
 
 def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s: float = 5.0,
-                  intervals: int = 4, ratio: float = 1.0) -> SpillRun:
+                  intervals: int = 4, ratio: float = 1.0, appliers: Mapping[str, Applier] | None = None,
+                  ab_rounds: int = 3) -> SpillRun:
     """Build ``pending`` predictions (25 floats), then ``intervals`` checkpoint intervals of steady
-    traffic: each prediction comes with the label of the oldest pending one (spilled, past a budget)."""
+    traffic: each prediction comes with the label of the oldest pending one (spilled, past a budget).
+    ``appliers``: the restore's deltas also applied by each of them in turn (:func:`apply_ab`)."""
     step_ms = max(1, round(1000 / rate))
     per_interval = int(rate * interval_s)
     total = pending + per_interval * intervals
@@ -369,15 +458,21 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
     if budget_mb:
         restored.set_memory_budget(budget_mb * 2**20)
     base_s, base_cpu = time.perf_counter() - started, time.process_time() - cpu
+    ab, load_ab, base_ab = ({}, 0.0, 0.0) if not appliers else apply_ab(base, deltas, budget_mb, appliers,
+                                                                         ab_rounds)
     if isinstance(base, BlobFile):
         base.close()
     del base
+    changed = changed_all = 0  # counted first: not part of the apply
+    for delta in deltas:
+        changes = load_delta(delta, "bench")
+        changed += len(changes.gone) + _record_count(changes.records)
+        changed_all += (len(changes.gone) + _record_count(changes.records)
+                        + len(_closing_starts(changes.closings)[0]))
     started, cpu = time.perf_counter(), time.process_time()
-    changed = 0
     for delta in deltas:
         changes = load_delta(delta, "bench")
         assert isinstance(changes, JoinChanges)
-        changed += len(changes.gone) + _record_count(changes.records)
         restored.apply_changes(changes)
     restore_peak = _status_mb("VmHWM")
     per_delta_s = (time.perf_counter() - started) / len(deltas)
@@ -395,7 +490,7 @@ def measure_spill(pending: int, budget_mb: int, rate: float = 5_000, interval_s:
                     base_bytes, base_write_s, delta_bytes, checkpoint_bytes_per_s, restore_s, worst_deltas,
                     base_s, per_delta_s, restore_cpu_s, changed / len(deltas), interval_s,
                     base_write_cpu_s, base_cpu, per_delta_cpu, rss_built, base_peak, rss_trimmed, parts,
-                    restore_peak, rss_before_restore)
+                    restore_peak, rss_before_restore, changed_all / len(deltas), ab, load_ab, base_ab)
 
 
 @dataclass
