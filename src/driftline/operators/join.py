@@ -1482,8 +1482,7 @@ class LabelJoin:
             map(b"".join, map(ordered.__getitem__, map(slice, bounds[:-1], bounds[1:]))))
         targets = sorted_gids[first].tolist()
         grown = map(operator.add, map(groups.__getitem__, targets), tails)
-        for gid, group in zip(targets, grown, strict=True):
-            groups[gid] = group
+        any(map(groups.__setitem__, targets, grown))  # every group put (setitem returns None): a loop in C
         # The time index: each second's id hashes in the delta's order, new seconds as _add makes them.
         seconds = stamps[add] // _BUCKET_MS
         added_crcs = crcs[add].astype(np.uint32)
