@@ -549,12 +549,16 @@ def verdicts(scores: Mapping[str, FeatureScore], cfg: DriftSettings) -> ModelVer
     crossed, e.g. ``["ks", "effect", "psi"]``; ``reason`` says it in words, floors included.
     """
     names = [n for n, s in scores.items() if s.count >= cfg.min_count and s.pvalue is not None]
-    adjusted = benjamini_hochberg(np.array([scores[n].pvalue for n in names], dtype=np.float64))
-    p_adj = dict(zip(names, adjusted.tolist(), strict=True))
+    p_adj: dict[str, float] = {}
+    if names:  # none in an under-filled window
+        adjusted = benjamini_hochberg(np.array([scores[n].pvalue for n in names], dtype=np.float64))
+        p_adj = dict(zip(names, adjusted.tolist(), strict=True))
     features: dict[str, FeatureVerdict] = {}
     for name, s in scores.items():
         p = p_adj.get(name)
-        large = [measure for measure, value, limit in _floors(s, cfg) if value is not None and value >= limit]
+        # a feature not tested (every feature of an under-filled window) has no floors to weigh
+        large = [] if p is None else [
+            measure for measure, value, limit in _floors(s, cfg) if value is not None and value >= limit]
         drifted = p is not None and p < cfg.fdr_q and bool(large)
         features[name] = FeatureVerdict(
             drifted, [s.test, *large] if drifted else [], p, _reason(s, cfg, p, large if drifted else [])
