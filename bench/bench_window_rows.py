@@ -3,18 +3,19 @@ predictions), today's code against a base commit's, in one process.
 
 1. **Per window**: bench_models' under-filled windows (1-26 events over 4 shards' partials, one of
    its 25-feature profiles), each merged, counted (``DriftScorer.count_stats``) and turned into its
-   ~52 rows, with the row and scoring code of ``--base`` (``to_rows``, ``scorer``, ``sketch`` as
-   ``git show`` has them, loaded by path) and of the checkout, alternating rounds, thread CPU,
-   best of ``--rounds``; the two sides' rows compared (equal or the run fails).
+   ~52 rows, with the row and scoring code of ``--base`` (``to_rows``, ``scorer``, ``sketch``,
+   ``drift.verdicts`` as ``git show`` has them, loaded by path) and of the checkout, alternating
+   rounds, thread CPU, best of ``--rounds``; the two sides' rows compared (equal or the run fails).
 2. **The sink's part** of those windows with today's code, split: the rows encoded into sink
    messages (``records.sink_rows``), decoded by the sink (``RowMapper``), converted by
    ``ClickHouseRowWriter.write`` and inserted (``flush``, into an embedded chDB; process CPU, as
    chDB inserts on its own threads). bench_models' figure 14b leaves this part out (its rows are
    counted, not written).
 3. With ``--models M`` (> 0): bench_models' run of ``M`` models and ``--n`` x ``M`` predictions on
-   windows of 10 and 60 s (about 1,000 models' windows per prediction), with the base's three
-   functions that differ swapped in and out (``to_rows.finite``, ``sketch._Store.total``,
-   ``scorer._result``), alternating runs with the order flipped each round, CPU-us a prediction.
+   windows of 10 and 60 s (about 1,000 models' windows per prediction), with the base's functions
+   that differ swapped in and out (``to_rows.finite``, ``sketch._Store.total``, ``scorer._result``,
+   ``drift.verdicts`` as the scorer calls it), alternating runs with the order flipped each round,
+   CPU-us a prediction.
 
     .venv/bin/python bench/bench_window_rows.py [--base COMMIT] [--n 200] [--rounds 7] [--models 50]
 """
@@ -44,7 +45,8 @@ from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
 from driftline.store.writer import ClickHouseRowWriter
 
-BASE = "9bddfe5"  # before math.isfinite in finite(), the empty store's total and _result's one update
+BASE = "9bddfe5"  # before math.isfinite in finite(), the empty store's total, _result's one update
+# and verdicts without floors for untested features
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,15 +71,18 @@ class Sides:
         self.scorers = {"base": at_base(commit, "src/driftline/operators/scorer.py", "base_scorer"),
                         "now": scorer}
         base_sketch = at_base(commit, "src/driftline/operators/sketch.py", "base_sketch")
+        base_verdicts = at_base(commit, "src/driftline/operators/drift.py", "base_drift").verdicts
+        self.scorers["base"].verdicts = base_verdicts  # it imported today's
         self.swapped: dict[str, tuple[Any, ...]] = {
-            "base": (self.rows["base"].finite, base_sketch._Store.total, self.scorers["base"]._result),
-            "now": (to_rows.finite, sketch._Store.total, scorer._result),
+            "base": (self.rows["base"].finite, base_sketch._Store.total, self.scorers["base"]._result,
+                     base_verdicts),
+            "now": (to_rows.finite, sketch._Store.total, scorer._result, scorer.verdicts),
         }
 
     def use(self, side: str) -> None:
         """Make today's modules run ``side``'s versions of the functions that changed (the window
         statistics are today's classes, so the sketch's total is swapped on them)."""
-        to_rows.finite, sketch._Store.total, scorer._result = self.swapped[side]  # type: ignore[method-assign]
+        to_rows.finite, sketch._Store.total, scorer._result, scorer.verdicts = self.swapped[side]
 
 
 def close_windows(windows: list[list[WindowAccumulator]], rows: ModuleType,
