@@ -55,7 +55,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, overload
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -224,8 +224,8 @@ class ChainDeltas(Sequence[bytes]):
     >>> spool = DeltaSpool(tempfile.TemporaryFile())
     >>> spool.write(spool.reserve(3), b"two")
     >>> deltas = ChainDeltas([b"one", SpooledDelta(spool, 0, 3, b"tw")])
-    >>> list(deltas), len(deltas), list(delta_heads(deltas))
-    ([b'one', b'two'], 2, [(b'one', 3), (b'tw', 3)])
+    >>> list(deltas), len(deltas), list(delta_heads(deltas)), list(deltas[1:])
+    ([b'one', b'two'], 2, [(b'one', 3), (b'tw', 3)], [b'two'])
     >>> deltas.close(); spool.file.closed
     True
     """
@@ -238,7 +238,15 @@ class ChainDeltas(Sequence[bytes]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def __getitem__(self, index: int) -> bytes:  # type: ignore[override]
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ChainDeltas: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | ChainDeltas:
+        if isinstance(index, slice):
+            return ChainDeltas(self._items[index])
         item = self._items[index]
         return item if isinstance(item, bytes) else item.spool.read(item.offset, item.size)
 
