@@ -85,11 +85,12 @@ PER_VALUE_BELOW = 8
 """Runs of fewer values are fed value by value: a batch call costs ~25 us whatever its size, a
 value ~3 us (measured), and with many models most runs are a model's one or two events. The
 monitors' results do not depend on how a stream is chunked."""
-BATCH_EVENTS = 32
+BATCH_EVENTS = 64
 """What a stage-1 shard's watch holds of a model before feeding it (``batch_events``): a model's
 few events of a shard batch wait, in stream order, until this many make one vectorised batch (or
-a flush point comes, :meth:`FeatureWatch.flush_due`). Measured in
-``bench/bench_feature_watch_groups.py --zipf 40 --batched``; docs/detectors.md, Per-value speed."""
+a flush point comes, :meth:`FeatureWatch.flush_due`). ``bench/bench_feature_watch_groups.py --zipf
+40 --batched 16 32 64 128``: 0.77x / 0.63x / 0.44x / 0.33x the CPU an event of feeding each group
+at once; 64 keeps what a model holds small (docs/detectors.md, Per-value speed)."""
 
 
 _PROFILES: weakref.WeakValueDictionary[tuple[str, int, tuple[str, ...]], ReferenceProfile] = \
