@@ -318,3 +318,25 @@ def join_memory_budget(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         monkeypatch.setattr(LabelJoin, "__init__", init_with_budget)
         monkeypatch.setattr(LabelJoin, "__setstate__", setstate_with_budget)
     return budget
+
+
+def _watch_feature_maps(x: list[Any], y: list[Any], c: list[Any], odd: list[Any]) -> list[dict[str, Any]]:
+    """Feature maps of numeric x, y and categorical c, with the odd values a monitor must take in its
+    stride: every 37th x one of ``odd``, every 53rd c not a string, every 41st y missing."""
+    features: list[dict[str, Any]] = []
+    for i in range(len(x)):
+        row: dict[str, Any] = {"x": x[i], "y": y[i], "c": c[i]}
+        if i % 37 == 5:
+            row["x"] = odd[i % len(odd)]
+        if i % 53 == 7:
+            row["c"] = [None, 3, 2.5, False][i % 4]
+        if i % 41 == 3:
+            del row["y"]
+        features.append(row)
+    return features
+
+
+@pytest.fixture
+def watch_feature_maps() -> Callable[[list[Any], list[Any], list[Any], list[Any]], list[dict[str, Any]]]:
+    """The feature-watch tests' event maps (x, y, c with odd values): one builder, shared."""
+    return _watch_feature_maps

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from driftline.pipeline.shard import ShardFactory
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import CovariateDrift, LabelDelay, ModelSpec
 
+FeatureMaps = Callable[[list[Any], list[Any], list[Any], list[Any]], list[dict[str, Any]]]  # conftest's
 MODELS = 6
 EVENTS = 5000
 GRID_MS = 20_000
@@ -46,7 +48,7 @@ def _profile(model: int, seed: int, effective_from_ms: int) -> ReferenceProfile:
                          top_k=5, created_at_ms=seed, effective_from_ms=effective_from_ms, source="training")
 
 
-def _stream() -> tuple[list[int], list[int], list[str], list[dict[str, Any]]]:
+def _stream(feature_maps: FeatureMaps) -> tuple[list[int], list[int], list[str], list[dict[str, Any]]]:
     """(model, time, id, features) of each event: Zipf over models, times out of order by less
     than the lateness, a shift in x on models 0, 2 and 4 for the second half, odd values."""
     rng = np.random.default_rng(3)
@@ -58,17 +60,7 @@ def _stream() -> tuple[list[int], list[int], list[str], list[dict[str, Any]]]:
     y = rng.exponential(size=EVENTS).tolist()
     c = rng.choice(["a", "b", "c", "zz"], EVENTS, p=[0.4, 0.3, 0.1, 0.2]).tolist()
     odd: list[Any] = [None, float("nan"), float("inf"), 1e101, "3.5", True, 2**1100]
-    features: list[dict[str, Any]] = []
-    for i in range(EVENTS):
-        row: dict[str, Any] = {"x": x[i], "y": y[i], "c": c[i]}
-        if i % 37 == 5:
-            row["x"] = odd[i % len(odd)]
-        if i % 53 == 7:
-            row["c"] = [None, 3, 2.5, False][i % 4]
-        if i % 41 == 3:
-            del row["y"]
-        features.append(row)
-    return models, times, [f"p{i}" for i in range(EVENTS)], features
+    return models, times, [f"p{i}" for i in range(EVENTS)], feature_maps(x, y, c, odd)
 
 
 def _group(features: list[dict[str, Any]], as_columns: bool
@@ -128,8 +120,9 @@ def _by_model_feature(reports: Reports) -> dict[tuple[str, str], list[dict[str, 
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_held_events_give_the_reports_and_states_of_events_fed_at_once(seed: int) -> None:
-    models, times, ids, features = _stream()
+def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
+        seed: int, watch_feature_maps: FeatureMaps) -> None:
+    models, times, ids, features = _stream(watch_feature_maps)
     early = [_profile(m, 10 + m, 0) for m in range(MODELS)]
     newer = [_profile(m, 20 + m, SWITCH_MS) for m in (2, 3)]  # known from the start
     late = [_profile(m, 30 + m, SWITCH_MS + m * 40_000) for m in (0, 1)]  # arrive mid-stream

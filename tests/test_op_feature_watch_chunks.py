@@ -4,6 +4,7 @@ out-of-order times, status grid crossings and a newer profile taking over mid-st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.profile import ReferenceProfile, build_profile
 
+FeatureMaps = Callable[[list[Any], list[Any], list[Any], list[Any]], list[dict[str, Any]]]  # conftest's
 N = 3000
 SWITCH_MS = 1_400_000  # the second profile's effective_from
 
@@ -27,24 +29,14 @@ def _profiles() -> list[ReferenceProfile]:
     return out
 
 
-def _stream() -> tuple[list[int], list[str], list[dict[str, Any]]]:
+def _stream(feature_maps: FeatureMaps) -> tuple[list[int], list[str], list[dict[str, Any]]]:
     rng = np.random.default_rng(12)
     times = (np.arange(N) * 600 + rng.integers(-2000, 2000, N)).tolist()  # out of order by up to 4 s
     x = rng.normal(np.where(np.arange(N) > N // 3, 1.5, 0.0)).tolist()  # shifts: episodes open
     y = rng.exponential(size=N).tolist()
     c = rng.choice(["a", "b", "c", "zz"], N, p=[0.3, 0.3, 0.1, 0.3]).tolist()
     odd: list[Any] = [None, float("nan"), float("inf"), 1e101, "3.5", True]
-    features: list[dict[str, Any]] = []
-    for i in range(N):
-        row: dict[str, Any] = {"x": x[i], "y": y[i], "c": c[i]}
-        if i % 37 == 5:
-            row["x"] = odd[i % len(odd)]
-        if i % 53 == 7:
-            row["c"] = [None, 3, 2.5, False][i % 4]
-        if i % 41 == 3:
-            del row["y"]
-        features.append(row)
-    return times, [f"p{i}" for i in range(N)], features
+    return times, [f"p{i}" for i in range(N)], feature_maps(x, y, c, odd)
 
 
 def _watch() -> FeatureWatch:
@@ -73,8 +65,9 @@ def _observe(watch: FeatureWatch, times: list[int], ids: list[str], features: li
 
 @pytest.mark.parametrize("as_columns", [False, True])
 @pytest.mark.parametrize("largest", [1, 3, 7, 20])
-def test_reports_do_not_depend_on_group_sizes(largest: int, as_columns: bool) -> None:
-    times, ids, features = _stream()
+def test_reports_do_not_depend_on_group_sizes(largest: int, as_columns: bool,
+                                               watch_feature_maps: FeatureMaps) -> None:
+    times, ids, features = _stream(watch_feature_maps)
     whole = _observe(_watch(), times, ids, features, as_columns)
     kinds = {r["kind"] for r in whole}
     assert {"opened", "status", "closed"} <= kinds, kinds  # the stream exercises every report
