@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from driftline.config import Settings, TopicSettings
@@ -340,3 +341,28 @@ def _watch_feature_maps(x: list[Any], y: list[Any], c: list[Any], odd: list[Any]
 def watch_feature_maps() -> Callable[[list[Any], list[Any], list[Any], list[Any]], list[dict[str, Any]]]:
     """The feature-watch tests' event maps (x, y, c with odd values): one builder, shared."""
     return _watch_feature_maps
+
+
+def _shard_feature_split(features: list[dict[str, Any]], as_columns: bool
+                         ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, list[Any]] | None]:
+    """x, y, c as a stage-1 shard hands them to a feature watch: float64 columns for all-float
+    features and value lists for the others, the maps without them (``as_columns``); else each
+    event's whole map."""
+    if not as_columns:
+        return features, None, None
+    columns: dict[str, Any] = {}
+    values: dict[str, list[Any]] = {}
+    for name in ("x", "y", "c"):
+        column = [f.get(name) for f in features]
+        if all(type(v) is float for v in column):
+            columns[name] = np.asarray(column, dtype=np.float64)
+        else:
+            values[name] = column
+    return [{k: v for k, v in f.items() if k not in columns} for f in features], columns, values
+
+
+@pytest.fixture
+def shard_feature_split() -> Callable[..., tuple[list[dict[str, Any]], dict[str, Any] | None,
+                                                 dict[str, list[Any]] | None]]:
+    """The feature-watch tests' split of event maps into a shard's columns: one helper, shared."""
+    return _shard_feature_split

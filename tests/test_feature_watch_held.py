@@ -63,23 +63,6 @@ def _stream(feature_maps: FeatureMaps) -> tuple[list[int], list[int], list[str],
     return models, times, [f"p{i}" for i in range(EVENTS)], feature_maps(x, y, c, odd)
 
 
-def _group(features: list[dict[str, Any]], as_columns: bool
-           ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, list[Any]] | None]:
-    """A group's features as a stage-1 shard hands them: float64 columns for all-float features
-    and value lists for the others (``as_columns``), or each event's map."""
-    if not as_columns:
-        return features, None, None
-    columns: dict[str, Any] = {}
-    values: dict[str, list[Any]] = {}
-    for name in ("x", "y", "c"):
-        column = [f.get(name) for f in features]
-        if all(type(v) is float for v in column):
-            columns[name] = np.asarray(column, dtype=np.float64)
-        else:
-            values[name] = column
-    return [{k: v for k, v in f.items() if k not in columns} for f in features], columns, values
-
-
 def _state(watch: FeatureWatch) -> dict[tuple[str, str], Any]:
     """Each model's active profile, last time and monitors' state (what pickling keeps)."""
     out = {}
@@ -121,7 +104,7 @@ def _by_model_feature(reports: Reports) -> dict[tuple[str, str], list[dict[str, 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
-        seed: int, watch_feature_maps: FeatureMaps) -> None:
+        seed: int, watch_feature_maps: FeatureMaps, shard_feature_split: Callable[..., Any]) -> None:
     models, times, ids, features = _stream(watch_feature_maps)
     early = [_profile(m, 10 + m, 0) for m in range(MODELS)]
     newer = [_profile(m, 20 + m, SWITCH_MS) for m in (2, 3)]  # known from the start
@@ -151,7 +134,7 @@ def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
         for held, watch in watches.items():
             out: Reports = []
             for m, rows in sorted(by_model.items()):
-                group, columns, values = _group([features[i] for i in rows], as_columns)
+                group, columns, values = shard_feature_split([features[i] for i in rows], as_columns)
                 reports = watch.observe(f"m{m}", "1", [times[i] for i in rows], [ids[i] for i in rows],
                                         group, columns, values)
                 out += [(f"m{m}", r) for r in reports]

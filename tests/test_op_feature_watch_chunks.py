@@ -47,35 +47,24 @@ def _watch() -> FeatureWatch:
 
 
 def _observe(watch: FeatureWatch, times: list[int], ids: list[str], features: list[dict[str, Any]],
-             as_columns: bool) -> list[dict[str, Any]]:
-    if not as_columns:
-        return watch.observe("m", "1", times, ids, features)
-    # as a stage-1 shard hands them: float64 columns for all-float features, value lists for others
-    columns: dict[str, Any] = {}
-    values: dict[str, list[Any]] = {}
-    for name in ("x", "y", "c"):
-        column = [f.get(name) for f in features]
-        if all(type(v) is float for v in column):
-            columns[name] = np.asarray(column, dtype=np.float64)
-        else:
-            values[name] = column
-    rest = [{k: v for k, v in f.items() if k not in columns} for f in features]
-    return watch.observe("m", "1", times, ids, rest, columns, values)
+             as_columns: bool, split: Callable[..., Any]) -> list[dict[str, Any]]:
+    group, columns, values = split(features, as_columns)
+    return watch.observe("m", "1", times, ids, group, columns, values)
 
 
 @pytest.mark.parametrize("as_columns", [False, True])
 @pytest.mark.parametrize("largest", [1, 3, 7, 20])
-def test_reports_do_not_depend_on_group_sizes(largest: int, as_columns: bool,
-                                               watch_feature_maps: FeatureMaps) -> None:
+def test_reports_do_not_depend_on_group_sizes(largest: int, as_columns: bool, watch_feature_maps: FeatureMaps,
+                                               shard_feature_split: Callable[..., Any]) -> None:
     times, ids, features = _stream(watch_feature_maps)
-    whole = _observe(_watch(), times, ids, features, as_columns)
+    whole = _observe(_watch(), times, ids, features, as_columns, shard_feature_split)
     kinds = {r["kind"] for r in whole}
     assert {"opened", "status", "closed"} <= kinds, kinds  # the stream exercises every report
     rng = np.random.default_rng(largest)
     watch, reports, lo = _watch(), [], 0
     while lo < N:
         hi = min(N, lo + int(rng.integers(1, largest + 1)))
-        reports += _observe(watch, times[lo:hi], ids[lo:hi], features[lo:hi], as_columns)
+        reports += _observe(watch, times[lo:hi], ids[lo:hi], features[lo:hi], as_columns, shard_feature_split)
         lo = hi
     assert _by_feature(reports) == _by_feature(whole)  # a call's reports are in order per feature
 
