@@ -94,7 +94,7 @@ async def _main(settings: Settings, megabytes: int, deltas: int, rounds: int) ->
                 for way, runs in figures.items():
                     chain, wall, cpu, read = await _read(reader, settings, way)
                     assert _blob(chain) == last and len(chain.deltas) == deltas
-                    chains[way] = (chain.checkpoint_id, chain.deltas, chain.offsets)
+                    chains[way] = (chain.checkpoint_id, list(chain.deltas), chain.offsets)  # ChainDeltas: by value
                     runs.append((wall, cpu, read))
                 assert chains["last base"] == chains["from 0"], "the two reads restored different chains"
         finally:
