@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer
+from driftline.pipeline.records import ColumnBlock
 from driftline.pipeline.to_rows import RowMapper
 from driftline.store.writer import ClickHouseRowWriter
 
@@ -142,25 +143,27 @@ class SinkRunner:
 
     def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Convert and buffer the batch's rows (in the writer, under the engine lock)."""
-        per_table: dict[str, list[dict[str, Any]]] = {}
+        # Column blocks, not row dicts: a sink message of the columns form (records.sink_rows) goes
+        # to the writer as it was decoded.
+        per_table: dict[str, list[ColumnBlock]] = {}
         for tp, records in batch.items():
             for record in records:
                 self.stats.messages_in[tp.topic] += 1
                 if record.value is None:
                     continue
                 try:
-                    table, rows = self._mapper.rows(tp.topic, record.value)
+                    table, blocks = self._mapper.blocks(tp.topic, record.value)
                 except (ValueError, ValidationError) as err:
                     self._reject(tp.topic, record, err)
                     continue
-                per_table.setdefault(table, []).extend(rows)
+                per_table.setdefault(table, []).extend(blocks)
         with self._lock:
-            for table, table_rows in per_table.items():
+            for table, table_blocks in per_table.items():
                 try:
-                    self.writer.write(table, table_rows)
-                    self.stats.rows_written[table] += len(table_rows)
+                    self.writer.write_blocks(table, table_blocks)
+                    self.stats.rows_written[table] += sum(block.n for block in table_blocks)
                 except ValueError:
-                    self._write_each(table, table_rows)
+                    self._write_each(table, [row for block in table_blocks for row in block.rows()])
 
     def _write_each(self, table: str, table_rows: list[dict[str, Any]]) -> None:
         for row in table_rows:

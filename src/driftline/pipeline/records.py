@@ -318,6 +318,49 @@ def broadcast(topic: str, partitions: int, record: Progress) -> list[OutboundMes
     return [OutboundMessage(topic, None, value, q) for q in range(partitions)]
 
 
+class ColumnBlock(NamedTuple):
+    """``n`` rows that carry the same columns (``names``, in this order), a list of values per column."""
+
+    names: tuple[str, ...]
+    columns: list[list[Any]]
+    n: int
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The block's rows, as dicts (keys in ``names``' order)."""
+        names = self.names
+        if not names:
+            return [{} for _ in range(self.n)]
+        return [dict(zip(names, values, strict=True)) for values in zip(*self.columns, strict=True)]
+
+
+def row_blocks(rows: Sequence[Mapping[str, Any]]) -> list[ColumnBlock]:
+    """``rows`` as runs of consecutive rows with the same keys in the same order, each a
+    :class:`ColumnBlock` (a table's rows from one builder are one block).
+
+    >>> [tuple(b) for b in row_blocks([{"a": 1, "b": 2}, {"a": 3, "b": None}, {"a": 4}])]
+    [(('a', 'b'), [[1, 3], [2, None]], 2), (('a',), [[4]], 1)]
+    >>> [r for b in row_blocks([{"a": 1}, {}, {"a": 2}]) for r in b.rows()]
+    [{'a': 1}, {}, {'a': 2}]
+    """
+    blocks: list[ColumnBlock] = []
+    start, names = 0, None
+    for i, row in enumerate(rows):
+        keys = tuple(row)
+        if keys != names:
+            if names is not None:
+                blocks.append(_block(names, rows[start:i]))
+            start, names = i, keys
+    if names is not None:
+        blocks.append(_block(names, rows[start:]))
+    return blocks
+
+
+def _block(names: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> ColumnBlock:
+    # every row has exactly these keys in this order, so its values line up with names
+    columns = zip(*[row.values() for row in rows], strict=True)
+    return ColumnBlock(names, [list(column) for column in columns], len(rows))
+
+
 def sink_rows(
     topic: str, table: str, rows: Sequence[Mapping[str, Any]], chunk: int = 2000
 ) -> list[OutboundMessage]:

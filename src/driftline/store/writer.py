@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, overload
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -112,6 +112,29 @@ class _Column:
     convert: Callable[[Any], Any] | None
 
 
+class _BlockRows(Sequence[Mapping[str, Any]]):
+    """A column block's rows, made only if a refused row has to be found (``_refuse``)."""
+
+    def __init__(self, names: Sequence[str], columns: Sequence[list[Any]], n: int) -> None:
+        self._names, self._columns, self._n = names, columns, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._n))]
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return {name: column[index] for name, column in zip(self._names, self._columns, strict=True)}
+
+
 @dataclass
 class _Batch:
     columns: list[_Column]
@@ -181,20 +204,49 @@ class ClickHouseRowWriter:
             else:
                 group.append(row)
         # Convert everything first so that a bad row leaves the buffer untouched.
-        staged: list[tuple[tuple[str, ...], list[list[Any]], int]] = []
-        for keys, group in groups.items():
-            columns = []
-            for name in keys:
-                column = schema[name]
-                values = [row[name] for row in group]
-                if not column.nullable and any(value is None for value in values):
-                    self._refuse(table, schema, rows)  # raises what the first bad row raises
-                convert = column.convert
-                if convert is _json_text:  # a String column: its cells are nearly all str, kept as they are
-                    columns.append([v if type(v) is str else _json_text(v) for v in values])
-                else:
-                    columns.append([convert(value) for value in values] if convert else values)
-            staged.append((keys, columns, len(group)))
+        staged = [(keys, self._converted(table, schema, keys, [[row[name] for row in group] for name in keys],
+                                         rows), len(group))
+                  for keys, group in groups.items()]
+        self._buffer(table, schema, staged)
+
+    def write_blocks(self, table: str,
+                     blocks: Sequence[tuple[Sequence[str], Sequence[list[Any]], int]]) -> None:
+        """Buffer rows given as column blocks (``names``, a list of values per name, ``n`` rows;
+        :class:`~driftline.pipeline.records.ColumnBlock`): what :meth:`write` does with the same
+        rows, without a dict per row. Nothing of the call is buffered if any row is refused."""
+        if not blocks:
+            return
+        schema = self._schema(table)
+        staged = []
+        for names, columns, n in blocks:
+            if not n:
+                continue
+            by_name = dict(zip(names, columns, strict=True))
+            keys = self._layouts.get((table, tuple(names)))
+            if keys is None:
+                keys = self._layout(table, schema, by_name)
+            staged.append((keys, self._converted(table, schema, keys, [by_name[name] for name in keys],
+                                                 _BlockRows(names, columns, n)), n))
+        self._buffer(table, schema, staged)
+
+    def _converted(self, table: str, schema: dict[str, _Column], keys: tuple[str, ...],
+                   columns: list[list[Any]], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """``keys``' columns converted for the insert; raises for a None in a non-Nullable column
+        what converting ``rows`` (the call's rows) row by row would."""
+        out = []
+        for name, values in zip(keys, columns, strict=True):
+            column = schema[name]
+            if not column.nullable and any(value is None for value in values):
+                self._refuse(table, schema, rows)  # raises what the first bad row raises
+            convert = column.convert
+            if convert is _json_text:  # a String column: its cells are nearly all str, kept as they are
+                out.append([v if type(v) is str else _json_text(v) for v in values])
+            else:
+                out.append([convert(value) for value in values] if convert else values)
+        return out
+
+    def _buffer(self, table: str, schema: dict[str, _Column],
+                staged: list[tuple[tuple[str, ...], list[list[Any]], int]]) -> None:
         for keys, columns, n in staged:
             batch = self._batches.get((table, keys))
             if batch is None:
@@ -203,7 +255,7 @@ class ClickHouseRowWriter:
             for column_values, values in zip(batch.data, columns, strict=True):
                 column_values.extend(values)
             batch.rows += n
-        self._buffered += len(rows)
+            self._buffered += n
         if self._buffered >= self._max_buffer_rows:
             self.flush()
 
