@@ -47,6 +47,7 @@ from driftline.store.writer import ClickHouseRowWriter
 
 BASE = "9bddfe5"  # before math.isfinite in finite(), the empty store's total, _result's one update
 # and verdicts without floors for untested features
+SINK_BASE = "6281b56"  # before sink messages of column blocks
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -134,32 +135,73 @@ def per_window(sides: Sides, n: int, rounds: int) -> dict[str, list[dict[str, An
     return out["now"]
 
 
-def sink_part(tables: dict[str, list[dict[str, Any]]], n: int, rounds: int) -> None:
-    """Print the sink's ms a window for these rows (today's code), split into its steps."""
+def sink_part(tables: dict[str, list[dict[str, Any]]], n: int, rounds: int, base: str) -> None:
+    """Print the sink's ms a window for these rows, ``base``'s code (sink messages of rows, each
+    decoded to row dicts, ``ClickHouseRowWriter.write``) against today's (messages of column blocks
+    handed to ``write_blocks`` as decoded), split into its steps, alternating rounds, process CPU;
+    the columns each side buffers compared (equal or the run fails)."""
+    old_records = at_base(base, "src/driftline/pipeline/records.py", "base_records")
+    old_rows = at_base(base, "src/driftline/pipeline/to_rows.py", "base_sink_to_rows")
+    old_writer = at_base(base, "src/driftline/store/writer.py", "base_writer")
+    mapper = RowMapper(bm.bench_settings("127.0.0.1:9", "bm").topics)
+    sink_topic = mapper.topics[0]
+
+    def encode(side: str) -> list[Any]:
+        module = old_records if side == "base" else records
+        return [m for table, rows in tables.items() for m in module.sink_rows(sink_topic, table, rows)]
+
+    def decode(side: str, messages: list[Any]) -> dict[str, list[Any]]:
+        per_table: dict[str, list[Any]] = {}  # as the sink's _stage gathers a batch
+        for m in messages:
+            table, got = (old_rows.RowMapper._sink(m.value) if side == "base"
+                          else mapper.blocks(sink_topic, m.value))
+            per_table.setdefault(table, []).extend(got)
+        return per_table
+
+    def write(side: str, writer: Any, per_table: dict[str, list[Any]]) -> None:
+        for table, got in per_table.items():
+            writer.write(table, got) if side == "base" else writer.write_blocks(table, got)
+
     with tempfile.TemporaryDirectory(prefix="driftline-bench-window-rows-") as home:
         settings = bm.bench_settings("127.0.0.1:9", "bm", home=Path(home))
         client = connect(settings)
         migrate(client, settings)
-        writer = ClickHouseRowWriter(client, database_name(settings))
-        best: dict[str, float] = {}
-        for _ in range(rounds):
-            t = time.process_time()
-            messages = [m for table, rows in tables.items() for m in records.sink_rows("s", table, rows)]
-            best["encode"] = min(best.get("encode", float("inf")), time.process_time() - t)
-            t = time.process_time()
-            decoded = [RowMapper._sink(m.value) for m in messages]
-            best["decode"] = min(best.get("decode", float("inf")), time.process_time() - t)
-            t = time.process_time()
-            for table, rows in decoded:
-                writer.write(table, rows)
-            best["write"] = min(best.get("write", float("inf")), time.process_time() - t)
-            t = time.process_time()
-            writer.flush()
-            best["flush"] = min(best.get("flush", float("inf")), time.process_time() - t)
-        writer.close()
-    parts = ", ".join(f"{k} {v / n * 1e3:.3f}" for k, v in best.items())
-    print(f"the sink's part of those windows' rows (today's code, process CPU, best of {rounds}): "
-          f"{sum(best.values()) / n * 1e3:.3f} ms a window ({parts})", flush=True)
+        database = database_name(settings)
+        writers = {"base": old_writer.ClickHouseRowWriter(client, database, close_client=False),
+                   "now": ClickHouseRowWriter(client, database, close_client=False)}
+        buffered = {}
+        for side in ("base", "now"):
+            write(side, writers[side], decode(side, encode(side)))
+            buffered[side] = {key: [list(c) for c in b.data] for key, b in writers[side]._batches.items()}
+            writers[side].flush()
+        if buffered["base"] != buffered["now"]:
+            raise SystemExit("the columns the base's and today's sink buffered differ")
+        best: dict[str, dict[str, float]] = {"base": {}, "now": {}}
+        for r in range(rounds):
+            for side in ("base", "now") if r % 2 == 0 else ("now", "base"):
+                seen, t0 = best[side], time.process_time()
+                messages = encode(side)
+                t1 = time.process_time()
+                per_table = decode(side, messages)
+                t2 = time.process_time()
+                write(side, writers[side], per_table)
+                t3 = time.process_time()
+                writers[side].flush()
+                t4 = time.process_time()
+                took = {"encode": t1 - t0, "decode": t2 - t1, "write": t3 - t2, "flush": t4 - t3}
+                for step, cpu in took.items():
+                    seen[step] = min(seen.get(step, float("inf")), cpu)
+        for writer in writers.values():
+            writer.close()
+    size = {side: sum(len(m.value) for m in encode(side)) / n / 1e3 for side in ("base", "now")}
+    for side in ("base", "now"):
+        parts = ", ".join(f"{k} {v / n * 1e3:.3f}" for k, v in best[side].items())
+        print(f"the sink's part of those windows' rows, {'base ' + base if side == 'base' else 'now'}: "
+              f"{sum(best[side].values()) / n * 1e3:.3f} ms a window ({parts}), {size[side]:.1f} KB of "
+              f"sink messages a window", flush=True)
+    old, new = (sum(best[side].values()) for side in ("base", "now"))
+    print(f"  now / base: {new / old:.2f}x (process CPU, best of {rounds} alternating; buffered columns "
+          f"identical)", flush=True)
 
 
 def run_ab(sides: Sides, models: int, n: int, rounds: int) -> None:
@@ -186,6 +228,7 @@ def run_ab(sides: Sides, models: int, n: int, rounds: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--base", default=BASE, help="the commit to compare with")
+    parser.add_argument("--sink-base", default=SINK_BASE, help="the commit to compare the sink's part with")
     parser.add_argument("--n", type=int, default=200, help="windows (per-window figures)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--models", type=int, default=0, help="also the many-model run, of this many")
@@ -195,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     calibration.share_calibrations(bm.CALIBRATIONS)
     sides = Sides(args.base)
     tables = per_window(sides, args.n, args.rounds)
-    sink_part(tables, args.n, max(args.rounds // 2, 1))
+    sink_part(tables, args.n, args.rounds, args.sink_base)
     if args.models > 0:
         run_ab(sides, args.models, args.run_n, args.run_rounds)
     return 0

@@ -35,6 +35,7 @@ from driftline.operators.window_stats import (
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.records import Outcomes, Partial, Progress, encode_model_event
+from driftline.pipeline.to_rows import RowMapper
 from driftline.schemas.events import Prediction
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
@@ -130,8 +131,8 @@ def test_stage_two_dead_letters_a_malformed_partial_and_closes_the_window() -> N
     dead = [orjson.loads(m.value) for m in out if m.topic == settings.topics.dead_letters]
     assert len(dead) == 1 and dead[0]["source_offset"] == 0 and dead[0]["error_kind"] == "validation_error"
     assert "feature 'x'" in dead[0]["error_message"] and "m2 is None" in dead[0]["error_message"]
-    sink = [orjson.loads(m.value) for m in out if m.topic == settings.topics.sink]
-    windows = [r for msg in sink if msg["table"] == "feature_windows" for r in msg["rows"]]
+    sink = [RowMapper._sink(m.value) for m in out if m.topic == settings.topics.sink]
+    windows = [r for table, rows in sink if table == "feature_windows" for r in rows]
     assert {(r["feature"], r["window_start"]) for r in windows if r["feature"] == "x"} == {("x", 60_000)}
     assert model.totals["bad_internal_records"] == 1
 
@@ -228,7 +229,7 @@ def _metrics(abs_errors: list[float | None]) -> dict[str, Any]:
     out = model.process([RawRecord(settings.topics.model_events, 0, i, 0, None, v)
                          for i, v in enumerate(values)])
     rows = [r for m in out if m.topic == settings.topics.sink
-            for msg in [orjson.loads(m.value)] if msg["table"] == "model_metrics" for r in msg["rows"]]
+            for table, msg_rows in [RowMapper._sink(m.value)] if table == "model_metrics" for r in msg_rows]
     (row,) = [r for r in rows if r["row_kind"] == "interval" and r["segment"] == ""]
     return dict(row)
 
@@ -338,8 +339,8 @@ def test_a_restored_checkpoint_holding_a_malformed_partial_drops_it_instead_of_r
     out = restored.process([RawRecord(settings.topics.model_events, 0, i, 0, None,
                                       encode_model_event(Progress(shard, 60_000, 60_000, 60_000)))
                             for i, shard in enumerate((0, 1))])
-    windows = [r for m in out if m.topic == settings.topics.sink for msg in [orjson.loads(m.value)]
-               if msg["table"] == "feature_windows" for r in msg["rows"] if r["feature"] == "x"]
+    windows = [r for m in out if m.topic == settings.topics.sink for table, rows in [RowMapper._sink(m.value)]
+               if table == "feature_windows" for r in rows if r["feature"] == "x"]
     assert [(r["count"], r["mean"]) for r in windows] == [(2, 2.0)]  # shard 1's events
     # ... and the dropped partial is a dead-letter row saying which shard and window, and why
     (dead,) = [orjson.loads(m.value) for m in out if m.topic == settings.topics.dead_letters]

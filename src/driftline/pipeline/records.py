@@ -364,8 +364,17 @@ def _block(names: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> ColumnB
 def sink_rows(
     topic: str, table: str, rows: Sequence[Mapping[str, Any]], chunk: int = 2000
 ) -> list[OutboundMessage]:
-    """Rows for the ClickHouse sink, chunked to keep messages well under the broker's limit."""
+    """Rows for the ClickHouse sink, chunked to keep messages well under the broker's limit.
+
+    A message carries its rows as columns, ``{"table": t, "blocks": [{"names": [...], "n": n,
+    "columns": [[...], ...]}, ...]}`` (:func:`row_blocks`; rows in order): with many models most
+    windows are small, and the sink decoded and regrouped each one's ~50 rows of ~20 keys apiece.
+    The sink still reads the older ``{"table": t, "rows": [...]}``
+    (:meth:`~driftline.pipeline.to_rows.RowMapper.blocks`).
+    """
     return [
-        OutboundMessage(topic, table.encode(), encode({"table": table, "rows": list(rows[i : i + chunk])}))
+        OutboundMessage(topic, table.encode(), encode({"table": table, "blocks": [
+            {"names": block.names, "n": block.n, "columns": block.columns}
+            for block in row_blocks(rows[i : i + chunk])]}))
         for i in range(0, len(rows), chunk)
     ]
