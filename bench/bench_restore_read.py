@@ -13,7 +13,14 @@ one process two ways of reading it:
 It prints, per way, the bytes read from the broker and the median wall and CPU seconds (the
 reading process's CPU time; the broker is another process), and checks both restore the same chain.
 
+``--timed-deltas MB``: a 1 MB base and ``--deltas`` deltas of MB each written as a worker does, then
+read back ``--rounds`` times by ``CheckpointStore.time_delta_read`` (what a live worker learns of
+the broker's read speed once its chain's deltas hold 64 MiB): the MB/s each round, and the median.
+A 10M-pending shard's delta is ~2.4 MB (``bench_checkpoints --issue19``: ~9.6 MB an interval, 4
+shards), so ``--timed-deltas 2.4 --deltas 28`` is the first read a worker times.
+
     .venv/bin/python bench/bench_restore_read.py [--mb 70] [--deltas 4] [--rounds 3]
+    .venv/bin/python bench/bench_restore_read.py --timed-deltas 2.4 --deltas 28 --rounds 5
 """
 
 from __future__ import annotations
@@ -94,7 +101,7 @@ async def _main(settings: Settings, megabytes: int, deltas: int, rounds: int) ->
                 for way, runs in figures.items():
                     chain, wall, cpu, read = await _read(reader, settings, way)
                     assert _blob(chain) == last and len(chain.deltas) == deltas
-                    chains[way] = (chain.checkpoint_id, list(chain.deltas), chain.offsets)  # ChainDeltas: by value
+                    chains[way] = (chain.checkpoint_id, list(chain.deltas), chain.offsets)  # by value
                     runs.append((wall, cpu, read))
                 assert chains["last base"] == chains["from 0"], "the two reads restored different chains"
         finally:
@@ -111,13 +118,55 @@ async def _main(settings: Settings, megabytes: int, deltas: int, rounds: int) ->
         await producer.stop()
 
 
+async def _timed_deltas(settings: Settings, delta_mb: float, deltas: int,
+                        rounds: int) -> list[tuple[int, float]]:
+    """(bytes, seconds) of ``rounds`` reads of ``deltas`` deltas of ``delta_mb`` MB after a base."""
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    await producer.start()
+    store = CheckpointStore(settings, producer)
+    await store.start()
+    try:
+        link = await store.save_link(STAGE, SHARD, os.urandom(10**6), {("preds", 0): 0}, base=True,
+                                     parent=None)
+        for i in range(deltas):
+            link = await store.save_link(STAGE, SHARD, os.urandom(int(delta_mb * 1e6)),
+                                         {("preds", 0): i + 1}, base=False, parent=link)
+        out = []
+        for _ in range(rounds):
+            timed = await store.time_delta_read(STAGE, SHARD)
+            assert timed is not None and timed[0] >= deltas * delta_mb * 1e6, timed
+            out.append(timed)
+        return out
+    finally:
+        await store.stop()
+        await producer.stop()
+
+
+def timed_delta_reads(delta_mb: float, deltas: int, rounds: int) -> list[float]:
+    """MB/s of each of ``rounds`` timed reads of ``deltas`` deltas of ``delta_mb`` MB, on a fresh
+    embedded broker (as ``--timed-deltas``)."""
+    with tempfile.TemporaryDirectory(prefix="driftline-restore-read-") as tmp, running_broker() as broker:
+        settings = Settings(home=Path(tmp), kafka={"bootstrap_servers": broker.bootstrap_servers})
+        ensure_topics(settings)
+        reads = asyncio.run(_timed_deltas(settings, delta_mb, deltas, rounds))
+    return [read / 1e6 / seconds for read, seconds in reads]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--mb", type=int, default=70, help="MB a base (70: a 1M-pending shard's)")
     parser.add_argument("--deltas", type=int, default=4, help="deltas after each base")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two reads")
+    parser.add_argument("--timed-deltas", type=float, default=0.0,
+                        help="MB a delta: time reading --deltas of them back as a live worker does")
     args = parser.parse_args(argv)
     print(environment_line(environment()))
+    if args.timed_deltas:
+        speeds = timed_delta_reads(args.timed_deltas, args.deltas, args.rounds)
+        each = ", ".join(f"{s:.0f}" for s in speeds)
+        print(f"{args.deltas} deltas of {args.timed_deltas:g} MB read back by time_delta_read, {args.rounds} "
+              f"rounds: {each} MB/s (median {statistics.median(speeds):.0f}); load {os.getloadavg()[0]:.1f}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="driftline-restore-read-") as tmp, running_broker() as broker:
         settings = Settings(home=Path(tmp), kafka={"bootstrap_servers": broker.bootstrap_servers})
         ensure_topics(settings)

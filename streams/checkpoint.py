@@ -984,6 +984,11 @@ class CheckpointStore:
         self._probe_lock = asyncio.Lock()
         self._keeping: dict[str, asyncio.Task[None]] = {}  # key -> its copy's fsync and rename
         self._local_bases: dict[str, str] = {}  # key -> the base whose local copy is whole (or being kept)
+        # key -> (topic, offset) where the deltas after its last base written here start, for
+        # time_delta_read; read on a consumer of its own, beside load_all and the probe.
+        self._deltas_from: dict[str, tuple[str, int]] = {}
+        self._timer: AIOKafkaConsumer | None = None
+        self._timer_lock = asyncio.Lock()
         self.saved = 0
         self.messages_read = 0
         self.bytes_read = 0
@@ -1000,7 +1005,7 @@ class CheckpointStore:
 
     async def stop(self) -> None:
         await self.local_copies_kept()
-        for name in ("_consumer", "_probe"):
+        for name in ("_consumer", "_probe", "_timer"):
             consumer = getattr(self, name)
             if consumer is not None:
                 setattr(self, name, None)
@@ -1052,6 +1057,12 @@ class CheckpointStore:
                 self.local.discard(staged.path)
         if base:  # the chain's last base is this one now: its copy is kept below, or there is none
             self._local_bases.pop(key, None)
+            # Its deltas follow its last chunk (a retried chunk only moves them later: a read
+            # from here then reads a few of the base's chunks too, counted as read).
+            if first_chunk is None:
+                self._deltas_from.pop(key, None)
+            else:
+                self._deltas_from[key] = (topic, first_chunk + chunk_count(len(blob), self._max_chunk_bytes))
         if staged is not None:
             position = LocalBase(self._tp.topic, stage, shard, generation, ckpt_id, -1,
                                  chunk_count(len(blob), self._max_chunk_bytes), len(blob), staged.crc,
@@ -1114,6 +1125,44 @@ class CheckpointStore:
                     del self._local_bases[key]
 
         self._keeping[key] = asyncio.ensure_future(keep())
+
+    async def time_delta_read(self, stage: str, shard: int) -> tuple[int, float] | None:
+        """Read the deltas written here after the shard's last base back from the broker, as a
+        restore would (no assembly), and return (bytes read, seconds): what a live worker that
+        never restored knows of the broker's read speed (``RestoreCosts.read``). None when where
+        they start is unknown (no base written by this process, or the broker did not say where
+        its chunks land) or nothing follows it. On a consumer of its own: load_all and a base's
+        write are not held up; the read competes with the worker's batches, so it errs slow."""
+        where = self._deltas_from.get(shard_key(stage, shard))
+        if where is None:
+            return None
+        topic, start = where
+        tp = TopicPartition(topic, 0)
+        async with self._timer_lock:
+            if self._timer is None:
+                timer = aiokafka_consumer(self._settings, None)
+                await timer.start()
+                self._timer = timer
+            consumer = self._timer
+            end = (await end_offsets(consumer, [tp]))[tp]
+            if start >= end:
+                return None
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            read, started = 0, time.perf_counter()
+            deadline = time.monotonic() + self._read_timeout_s
+            try:
+                while start < end:
+                    if time.monotonic() > deadline:
+                        raise CheckpointError(f"timing the read of {topic}: stalled at {start} of {end}")
+                    batch = await consumer.getmany(tp, timeout_ms=500, max_records=1000)
+                    read += sum(len(record.value or b"") for record in batch.get(tp, []))
+                    position = await consumer.position(tp)
+                    if position > start:
+                        start, deadline = position, time.monotonic() + self._read_timeout_s
+            finally:
+                consumer.unsubscribe()
+            return read, time.perf_counter() - started
 
     async def _end_offset(self, topic: str) -> int | None:
         """The end offset of a chain topic (its next record's offset), None if the broker did not
@@ -1188,6 +1237,7 @@ class CheckpointStore:
                 self._generations.pop(shard_key(stage, shard), None)
                 self._generation_bytes.pop(shard_key(stage, shard), None)
                 self._read_from.pop(shard_key(stage, shard), None)
+                self._deltas_from.pop(shard_key(stage, shard), None)  # its next base says again
             for shard, generations in chain_generations(self._tp.topic, stage, topics).items():
                 if wanted is not None and shard not in wanted:
                     continue

@@ -119,7 +119,9 @@ class RestoreCosts:
     changed record applied (a lookup and a splice each), both in CPU time, the MB per second
     reading the chain from the broker, and the MB per second reading a base from its local copy
     (``worker.state_dir``: the CRC check included). The defaults are conservative figures from a
-    loaded 2-core machine (docs/state.md); a restore this process ran recalibrates them.
+    loaded 2-core machine (docs/state.md); a restore this process ran recalibrates them, and the
+    broker's read speed is also set by reading a chain's deltas back once they hold
+    :data:`MIN_READ_BYTES` (``StageRunner._time_read``: a worker that never restored knows it too).
 
     >>> costs = RestoreCosts()  # 1M pending: a 270 MB base and 300,000 changed records (6 deltas)
     >>> round(costs.seconds(base_bytes=270_000_000, delta_bytes=40_000_000, changed=300_000), 1)
@@ -188,6 +190,7 @@ class ChainLength:
     started: float = field(default_factory=time.monotonic)
     base_id: str | None = None  # the base's checkpoint id
     local_base: bool = False  # a restore here reads the base from its local copy (worker.state_dir)
+    read_timed: bool = False  # its deltas were read back to time the broker (StageRunner._time_read)
 
     def restore_seconds(self, costs: RestoreCosts, next_changed: int = 0) -> float:
         """The estimated restore of this chain (and a next delta of ``next_changed`` records)."""
@@ -290,6 +293,7 @@ class StageRunner:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+        self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
     def stop(self) -> None:
         """Ask ``run`` to finish: it checkpoints every shard and returns."""
         self._stopping.set()
@@ -297,6 +301,8 @@ class StageRunner:
     async def run(self) -> None:
         counts = await asyncio.to_thread(partition_counts, self.settings,
                                          [*self.input_topics, *self.broadcast_topics])
+        if self._read_timing is not None:
+            self._read_timing.cancel()  # only a measurement
         self._check_topics(counts)
         consumer = aiokafka_consumer(self.settings, self.group_id,
                                      partition_assignment_strategy=(RangePartitionAssignor,))
@@ -475,6 +481,7 @@ class StageRunner:
         if not beside_batches:
             await self._settle(shards)
 
+                self._time_read(shard, chain)
     async def _write_base(self, shard: int, state: ShardState, copy: BaseCopy,
                           offsets: dict[tuple[str, int], int], hold_s: float) -> None:
         """Pickle and write the base ``copy`` (taken at ``offsets``) while batches go on, then make
@@ -525,6 +532,30 @@ class StageRunner:
             restore_base_read_mb_per_s=costs.base_read_mb_per_s(chain.local_base))
 
     async def _settle(self, shards: Sequence[int]) -> None:
+    def _time_read(self, shard: int, chain: ChainLength) -> None:
+        """Once the deltas of the shard's chain hold :data:`MIN_READ_BYTES`, read them back from the
+        broker in the background to learn its read speed (once a chain, one read at a time): a
+        worker that never restored would otherwise price every delta's read at the default
+        ``RestoreCosts.read_mb_per_s``, which sets how many deltas a base allows (issue 19)."""
+        if chain.read_timed or chain.delta_bytes < MIN_READ_BYTES or self._read_timing is not None:
+            return
+        chain.read_timed = True
+        self._read_timing = asyncio.create_task(self._timed_read(shard))
+
+    async def _timed_read(self, shard: int) -> None:
+        try:
+            timed = await self.checkpoints.time_delta_read(self.stage, shard)
+            if timed is not None:
+                read, seconds = timed
+                self.restore_costs = self.restore_costs.read(read, seconds)
+                log.info("stage %s: shard %d's deltas read back, %.1f MB in %.2f s: the restore estimate "
+                         "reads the broker at %.0f MB/s", self.stage, shard, read / 1e6, seconds,
+                         self.restore_costs.read_mb_per_s)
+        except Exception as err:  # a measurement: the estimate keeps its speed
+            log.warning("stage %s: timing the read of shard %d's deltas failed (%s)", self.stage, shard, err)
+        finally:
+            self._read_timing = None
+
         """Wait until the bases in flight of `shards` are acknowledged (or raise their failure)."""
         tasks = [task for s in shards if s in self.shards
                  and (task := self.shards[s].base_in_flight) is not None]
