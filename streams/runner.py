@@ -289,20 +289,20 @@ class StageRunner:
         self._last_checkpoint = time.monotonic()
         self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
         self.restore_costs = RestoreCosts()  # recalibrated by every restore this runner runs
+        self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-        self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
     def stop(self) -> None:
         """Ask ``run`` to finish: it checkpoints every shard and returns."""
         self._stopping.set()
+        if self._read_timing is not None:
+            self._read_timing.cancel()  # only a measurement
 
     async def run(self) -> None:
         counts = await asyncio.to_thread(partition_counts, self.settings,
                                          [*self.input_topics, *self.broadcast_topics])
-        if self._read_timing is not None:
-            self._read_timing.cancel()  # only a measurement
         self._check_topics(counts)
         consumer = aiokafka_consumer(self.settings, self.group_id,
                                      partition_assignment_strategy=(RangePartitionAssignor,))
@@ -472,6 +472,7 @@ class StageRunner:
                 chain.delta_bytes += size
                 chain.changed += records
                 self._estimate(state, chain)
+                self._time_read(shard, chain)
             state.dirty = False
             state.checkpointed_at = time.time()
             state.checkpointed_offsets = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
@@ -481,7 +482,6 @@ class StageRunner:
         if not beside_batches:
             await self._settle(shards)
 
-                self._time_read(shard, chain)
     async def _write_base(self, shard: int, state: ShardState, copy: BaseCopy,
                           offsets: dict[tuple[str, int], int], hold_s: float) -> None:
         """Pickle and write the base ``copy`` (taken at ``offsets``) while batches go on, then make
@@ -523,15 +523,6 @@ class StageRunner:
         self._estimate(state, chain)
         return chain
 
-    def _estimate(self, state: ShardState, chain: ChainLength) -> None:
-        """The restore figures of the shard's chain as it stands, for /metrics."""
-        costs = self.restore_costs
-        state.restore_figures.update(
-            restore_estimate_seconds=chain.restore_seconds(costs),
-            restore_base_local=float(chain.local_base),
-            restore_base_read_mb_per_s=costs.base_read_mb_per_s(chain.local_base))
-
-    async def _settle(self, shards: Sequence[int]) -> None:
     def _time_read(self, shard: int, chain: ChainLength) -> None:
         """Once the deltas of the shard's chain hold :data:`MIN_READ_BYTES`, read them back from the
         broker in the background to learn its read speed (once a chain, one read at a time): a
@@ -556,6 +547,15 @@ class StageRunner:
         finally:
             self._read_timing = None
 
+    def _estimate(self, state: ShardState, chain: ChainLength) -> None:
+        """The restore figures of the shard's chain as it stands, for /metrics."""
+        costs = self.restore_costs
+        state.restore_figures.update(
+            restore_estimate_seconds=chain.restore_seconds(costs),
+            restore_base_local=float(chain.local_base),
+            restore_base_read_mb_per_s=costs.base_read_mb_per_s(chain.local_base))
+
+    async def _settle(self, shards: Sequence[int]) -> None:
         """Wait until the bases in flight of `shards` are acknowledged (or raise their failure)."""
         tasks = [task for s in shards if s in self.shards
                  and (task := self.shards[s].base_in_flight) is not None]
