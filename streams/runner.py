@@ -24,7 +24,9 @@ a list copy of the join's groups) and pickled and written while batches go on; n
 that shard is written until the broker acknowledged it, and revocation and stop wait for it.
 Restoring reads the last base and its deltas; how long that took and how many
 bytes it read are the shard's ``restore_*`` gauges, the estimate for the chain as it stands
-``restore_estimate_seconds``.
+``restore_estimate_seconds``. The shards of an assignment are rebuilt one after the other, the
+smallest chain first; each takes batches as soon as it is rebuilt, while the others are rebuilt
+in the background with their partitions paused (``on_assigned``).
 
 Why batch consumers instead of Faust agents: a trivial Faust agent processes ~5k events/s on the
 embedded broker, aiokafka ``getmany`` reads ~118k msg/s; the processors are written for batches.
@@ -279,6 +281,10 @@ class StageRunner:
         self.stats = RunnerStats()
         self.shards: dict[int, ShardState] = {}
         self._parked: dict[int, ShardState] = {}  # revoked, checkpointed; reused if handed back unchanged
+        # Assigned shards whose chains are still being rebuilt (their partitions paused), and the
+        # task rebuilding them while the shards already restored take batches (on_assigned).
+        self._restoring: set[int] = set()
+        self._restore_task: asyncio.Task[None] | None = None
         self._broadcast = BroadcastReader(settings, broadcast_topics,
                                           max_records=settings.worker.batch_max_records)
         self._consumer: AIOKafkaConsumer | None = None
@@ -315,11 +321,14 @@ class StageRunner:
             self.running = True
             while not self._stopping.is_set():
                 await self._step(consumer)
+            await self._restored()  # the shards still rebuilding, then every shard is checkpointed
             async with self._lock:
                 await self._checkpoint(list(self.shards), beside_batches=False)
             await _leave_group(consumer)
         finally:
             self.running = False
+            if self._restore_task is not None:
+                self._restore_task.cancel()  # a rebuild under way ends in its thread, then is dropped
             self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -363,6 +372,8 @@ class StageRunner:
             if tp not in assigned:
                 continue  # revoked while the batch was in flight; the new owner reads it again
             state = self.shards.get(tp.partition)
+            if state is None and tp.partition in self._restoring:
+                continue  # paused while it is rebuilt; its restore seeks back to its checkpoint
             if state is None:
                 raise StageRunnerError(f"stage {self.stage}: records for {tp} but no processor for shard")
             expected = state.offsets.get(tp, 0)
@@ -401,8 +412,8 @@ class StageRunner:
         partitions = consumer.assignment()
         if blocked:
             consumer.pause(*partitions)
-        else:
-            consumer.resume(*partitions)
+        else:  # a shard still being rebuilt stays paused until its restore seeks and resumes it
+            consumer.resume(*(tp for tp in partitions if tp.partition not in self._restoring))
 
     def lag(self) -> dict[TopicPartition, int]:
         """Per owned input partition: true end (Fetch high watermark) minus the next offset to feed."""
@@ -570,6 +581,7 @@ class StageRunner:
     # -- rebalancing ----------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._restored()  # a shard is handed on restored, never halfway through its rebuild
         async with self._lock:
             shards = sorted({tp.partition for tp in revoked} & set(self.shards))
             await self._checkpoint(shards, beside_batches=False)
@@ -577,8 +589,16 @@ class StageRunner:
                 self._parked[shard] = self.shards.pop(shard)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Adopt the newly assigned shards: every chain is read first (one load), then the shards
+        are rebuilt one after the other, the smallest chain first. The first is adopted before
+        this returns; the others are rebuilt by a task (:meth:`_restore_rest`) while the shards
+        already adopted take batches, their partitions paused until each is adopted (its
+        offsets sought, then resumed). Each shard's state and offsets are its checkpoint's
+        whichever shard goes first, so the order changes when outputs appear, not which
+        (docs/state.md, "Shards take batches as they are restored")."""
         consumer = self._consumer
         assert consumer is not None
+        await self._restored()  # a rebuild of an earlier assignment (revocation waits for it too)
         async with self._lock:
             self.stats.rebalances += 1
             shards = sorted({tp.partition for tp in assigned})
@@ -596,20 +616,87 @@ class StageRunner:
                 self.checkpoints.bytes_read - read_before, self._read_seconds - local_s).local_read(
                 sum(ckpt.local_bytes for ckpt in saved.values()), local_s)
             restored = bool(saved)
-            for shard in new:  # each base let go once restored: one alive at a time
-                checkpoint = saved.pop(shard, None)
-                try:
-                    await self._adopt(consumer, shard, checkpoint)
-                finally:
-                    if checkpoint is not None:
-                        checkpoint.close()  # its files (a spooled base's and deltas' are deleted)
-            if restored:  # the bases read and unpickled left their size in freed heap blocks
-                await asyncio.to_thread(release_free_memory)
+            # parked shards handed back unchanged and shards without a checkpoint cost nothing;
+            # then the chains, smallest first: the first shard takes batches soonest
+            later = sorted((s for s in new if s in saved and not self._parked_fits(s, saved[s])),
+                           key=lambda s: (_chain_bytes(saved[s]), s))
+            now = [s for s in new if s not in later] + later[:1]
+            later = later[1:]
+            self._restoring = set(later)
+            if later:
+                consumer.pause(*(TopicPartition(t, s) for s in later for t in self.input_topics))
+            try:
+                for shard in now:  # each base let go once restored: one alive at a time
+                    checkpoint = saved.pop(shard, None)
+                    try:
+                        await self._adopt(consumer, shard, checkpoint)
+                    finally:
+                        if checkpoint is not None:
+                            checkpoint.close()  # its files (a spooled base's and deltas' are deleted)
+            except BaseException:
+                self._restoring = set()
+                for checkpoint in saved.values():
+                    checkpoint.close()
+                raise
+            if later:
+                self._restore_task = asyncio.create_task(
+                    self._restore_rest(consumer, [(s, saved.pop(s)) for s in later]))
+            elif restored:
+                await asyncio.to_thread(release_free_memory)  # the bases unpickled left freed heap blocks
             self._parked.clear()
-            log.info("stage %s: shards %s assigned", self.stage, shards)
+            log.info("stage %s: shards %s assigned%s", self.stage, shards,
+                     f" ({sorted(later)} restoring while the others take batches)" if later else "")
+
+    def _parked_fits(self, shard: int, saved: Checkpoint) -> bool:
+        """Whether the parked state of ``shard`` is its checkpoint ``saved`` (no restore needed)."""
+        parked = self._parked.get(shard)
+        return parked is not None and saved.checkpoint_id == parked.checkpoint_id
+
+    async def _restored(self) -> None:
+        """Wait for the shards still being rebuilt (:meth:`_restore_rest`) to be adopted."""
+        task = self._restore_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)  # a cancelled waiter leaves the rebuild to finish
+
+    async def _restore_rest(self, consumer: AIOKafkaConsumer, chains: list[tuple[int, Checkpoint]]) -> None:
+        """Rebuild ``chains``' shards one after the other in a thread, outside the lock (the
+        shards already adopted take batches meanwhile), each adopted under the lock as soon as
+        it is rebuilt. A failure is the rebalance's (raised by the loop's next step)."""
+        waiting = list(chains)
+        try:
+            while waiting:
+                shard, checkpoint = waiting.pop(0)  # the thread closes it, even if this task is cancelled
+                offsets = {tp: checkpoint.offsets[(tp.topic, tp.partition)] for tp in self._tps(shard)
+                           if (tp.topic, tp.partition) in checkpoint.offsets}
+                state = await asyncio.to_thread(self._restore_closing, shard, checkpoint, offsets)
+                async with self._lock:
+                    self.stats.restored_shards += 1
+                    await self._install(consumer, shard, state, fresh=True)
+                    self._restoring.discard(shard)
+            await asyncio.to_thread(release_free_memory)  # the bases unpickled left freed heap blocks
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.exception("stage %s: restoring shards failed", self.stage)
+            self._listener_error = err
+        finally:
+            for _, checkpoint in waiting:
+                checkpoint.close()
+            self._restoring = set()
+
+    def _restore_closing(self, shard: int, saved: Checkpoint,
+                         offsets: dict[TopicPartition, int]) -> ShardState:
+        """:meth:`_restore`, then the checkpoint's files let go (in the restoring thread)."""
+        try:
+            return self._restore(shard, saved, offsets)
+        finally:
+            saved.close()
+
+    def _tps(self, shard: int) -> list[TopicPartition]:
+        return [TopicPartition(t, shard) for t in self.input_topics]
 
     async def _adopt(self, consumer: AIOKafkaConsumer, shard: int, saved: Checkpoint | None) -> None:
-        tps = [TopicPartition(t, shard) for t in self.input_topics]
+        tps = self._tps(shard)
         parked = self._parked.get(shard)
         fresh = False
         if parked is not None and (saved.checkpoint_id if saved else None) == parked.checkpoint_id:
@@ -624,6 +711,12 @@ class StageRunner:
             state = ShardState(self.factory.create(shard), {}, None)
             self.stats.created_shards += 1
             fresh = True
+        await self._install(consumer, shard, state, fresh)
+
+    async def _install(self, consumer: AIOKafkaConsumer, shard: int, state: ShardState, fresh: bool) -> None:
+        """Make ``state`` the shard's: its partitions sought to its offsets (and resumed: a shard
+        rebuilt after the others was paused), the retained broadcast records fed if it is new."""
+        tps = self._tps(shard)
         if fresh and isinstance(state.processor, Incremental):
             state.processor.track_changes()
         unknown = [tp for tp in tps if tp not in state.offsets]
@@ -632,9 +725,10 @@ class StageRunner:
         for tp in tps:
             consumer.seek(tp, state.offsets[tp])
         self.shards[shard] = state
+        if shard in self._restoring and not self.stats.blocked:
+            consumer.resume(*tps)
         if fresh and self._broadcast.enabled:
             await self._feed({shard: self._broadcast.retained()})
-
 
     def _restore(self, shard: int, saved: Checkpoint, offsets: dict[TopicPartition, int]) -> ShardState:
         """The shard from its checkpoint: a full snapshot, or a chain's base and deltas."""
@@ -672,6 +766,11 @@ class StageRunner:
         if chain is not None and isinstance(processor, Incremental):
             self._estimate(state, chain)
         return state
+
+
+def _chain_bytes(saved: Checkpoint) -> int:
+    """The bytes a restore of ``saved`` rebuilds from: what orders the shards' restores."""
+    return len(saved.blob) + saved.delta_bytes
 
 
 class _ChainFactory(Protocol):
