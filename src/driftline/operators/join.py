@@ -859,11 +859,14 @@ class LabelJoin:
         outcomes: list[JoinedOutcome] = []
         encoded = None if columns is None else _packed_features(*columns)
         tails = _pending_tails(predictions)
+        layout: _Layout | None = None
+        known: int | None = None  # the layout's shape id
+        packs: Sequence[bytes | None]
         if encoded is None:
-            packs: Sequence[tuple[_Layout, bytes, int | None] | None] = [None] * len(tails)
+            packs = [None] * len(tails)
         else:  # one layout: its shape id is looked up once (interned with its first pending record)
-            layout, known = encoded[0], self._shape_ids.get(encoded[0])
-            packs = [(layout, packed, known) for packed in encoded[1]]
+            layout, packs = encoded
+            known = self._shape_ids.get(layout)
         keys = _id_keys(prediction_ids)
         crcs = list(map(zlib.crc32, keys))
         horizon, encode = self.horizon_ms, self._encode
@@ -884,16 +887,21 @@ class LabelJoin:
                 if outcome is not None:
                     outcomes.append(outcome)
                     continue
-            shape_id = None if packed is None else packed[2]
-            if shape_id is None:
-                record = encode(ts, ctx, values, key, crc, rerouted, digest, tail, packed)
+            if packed is not None and known is None:
+                # the batch's layout is new: interned with its first pending record (as _encode
+                # does), so that every later one of the batch takes the inline path below
+                known = self._shape_id(cast(_Layout, layout))
+            if packed is None or known == _NO_SHAPE:
+                record = encode(ts, ctx, values, key, crc, rerouted, digest, tail,
+                                None if packed is None else (cast(_Layout, layout), packed, known))
             else:  # _encode of a batch's known layout, inline (a call per prediction)
+                shape_id = known
                 flags, label_len, output = tail
                 ctx_id = ctx_ids.get(ctx)
                 if ctx_id is None:
                     ctx_id = self._ctx_id(ctx)
                 head = _PENDING_HEADS.get(len(key)) or _pending_head(len(key))
-                features_bytes = packed[1]
+                features_bytes = packed
                 record = head.pack(head.size + len(output) + len(features_bytes), crc, key, ts, _PENDING,
                                    digest, flags | _REROUTED if rerouted else flags, ctx_id, shape_id,
                                    label_len) + output + features_bytes
