@@ -6,18 +6,23 @@ predictions), today's code against a base commit's, in one process.
    ~52 rows, with the row and scoring code of ``--base`` (``to_rows``, ``scorer``, ``sketch``,
    ``drift.verdicts`` as ``git show`` has them, loaded by path) and of the checkout, alternating
    rounds, thread CPU, best of ``--rounds``; the two sides' rows compared (equal or the run fails).
-2. **The sink's part** of those windows with today's code, split: the rows encoded into sink
-   messages (``records.sink_rows``), decoded by the sink (``RowMapper``), converted by
-   ``ClickHouseRowWriter.write`` and inserted (``flush``, into an embedded chDB; process CPU, as
-   chDB inserts on its own threads). bench_models' figure 14b leaves this part out (its rows are
-   counted, not written).
+2. **The sink's part** of those windows, the code of ``--sink-base`` (sink messages of rows,
+   decoded to row dicts, ``ClickHouseRowWriter.write``) against today's (messages of column
+   blocks, ``RowMapper.blocks``, ``write_blocks``), split into its steps: encoding the sink
+   messages (``records.sink_rows``), decoding them, converting and buffering (``write``) and
+   inserting (``flush``, into an embedded chDB; process CPU, as chDB inserts on its own threads),
+   alternating rounds, the columns each side buffers compared. bench_models' figure 14b leaves
+   the write and flush out (its rows are counted, not written). Then the sink's CPU a window by
+   windows a flush (``--flush-every``): a flush has a fixed cost of several ms per table
+   (``streams.sink.FLUSH_INTERVAL_S``).
 3. With ``--models M`` (> 0): bench_models' run of ``M`` models and ``--n`` x ``M`` predictions on
    windows of 10 and 60 s (about 1,000 models' windows per prediction), with the base's functions
    that differ swapped in and out (``to_rows.finite``, ``sketch._Store.total``, ``scorer._result``,
    ``drift.verdicts`` as the scorer calls it), alternating runs with the order flipped each round,
    CPU-us a prediction.
 
-    .venv/bin/python bench/bench_window_rows.py [--base COMMIT] [--n 200] [--rounds 7] [--models 50]
+    .venv/bin/python bench/bench_window_rows.py [--base COMMIT] [--sink-base COMMIT] [--n 200] [--rounds 7]
+        [--flush-every 1 5 20 200] [--models 50]
 """
 
 from __future__ import annotations
@@ -204,6 +209,37 @@ def sink_part(tables: dict[str, list[dict[str, Any]]], n: int, rounds: int, base
           f"identical)", flush=True)
 
 
+def flush_cadence(tables: dict[str, list[dict[str, Any]]], n: int, rounds: int, every: Sequence[int]) -> None:
+    """Print the sink's CPU a window (today's code: blocks decoded, written, flushed) when each flush
+    holds ``k`` windows' rows, for each ``k`` of ``every``, alternating, best of ``rounds``."""
+    mapper = RowMapper(bm.bench_settings("127.0.0.1:9", "bm").topics)
+    sink_topic = mapper.topics[0]
+    each = {table: len(rows) // n for table, rows in tables.items()}  # a window's rows (all alike here)
+    windows = [{table: rows[w * each[table]:(w + 1) * each[table]] for table, rows in tables.items()}
+               for w in range(n)]
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-window-rows-") as home:
+        settings = bm.bench_settings("127.0.0.1:9", "bm", home=Path(home))
+        client = connect(settings)
+        migrate(client, settings)
+        writer = ClickHouseRowWriter(client, database_name(settings))
+        best = dict.fromkeys(every, float("inf"))
+        for r in range(rounds):
+            for k in every if r % 2 == 0 else list(reversed(every)):
+                t = time.process_time()
+                for first in range(0, n, k):
+                    for window in windows[first:first + k]:  # a batch of k windows' messages
+                        for table, rows in window.items():
+                            for m in records.sink_rows(sink_topic, table, rows):
+                                writer.write_blocks(*mapper.blocks(sink_topic, m.value))
+                    writer.flush()
+                best[k] = min(best[k], time.process_time() - t)
+        writer.close()
+    figures = ", ".join(f"{k}: {best[k] / n * 1e3:.2f} ms ({best[k] / -(-n // k) * 1e3:.1f} a flush)"
+                        for k in every)
+    print(f"the sink's CPU a window (encode, decode, write, flush) by windows a flush, best of {rounds} "
+          f"alternating, {n} windows: {figures}", flush=True)
+
+
 def run_ab(sides: Sides, models: int, n: int, rounds: int) -> None:
     """Print bench_models' run CPU-us a prediction, base vs today, alternating runs."""
     settings = bm.bench_settings("127.0.0.1:9", "bm", windows={"sizes_s": [10, 60]})
@@ -232,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="windows (per-window figures)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--models", type=int, default=0, help="also the many-model run, of this many")
+    parser.add_argument("--flush-every", type=int, nargs="*", default=[1, 5, 20, 200],
+                        help="windows a flush (part 3; none: skipped)")
     parser.add_argument("--run-n", type=int, default=20_000, help="predictions of the many-model run")
     parser.add_argument("--run-rounds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -239,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sides = Sides(args.base)
     tables = per_window(sides, args.n, args.rounds)
     sink_part(tables, args.n, args.rounds, args.sink_base)
+    if args.flush_every:
+        flush_cadence(tables, args.n, max(args.rounds // 2, 1), args.flush_every)
     if args.models > 0:
         run_ab(sides, args.models, args.run_n, args.run_rounds)
     return 0

@@ -1,22 +1,26 @@
 """SinkRunner: the only writer of ClickHouse. Topics in, rows out, offsets committed after.
 
 Consumer group ``driftline-sink`` over the sink, outcomes, dead-letter, profiles,
-retrain-trigger and retrain-status topics. Each ``getmany`` batch becomes rows per table, which
-are written and flushed through the ClickHouseRowWriter; only then are the batch's offsets
-committed (at-least-once; every table is a ReplacingMergeTree keyed by a deterministic id, so a
-replayed batch collapses under FINAL). While ClickHouse is unreachable the same batch is retried
-forever with backoff (logged once a minute) and fetching is paused: memory stays bounded and
-nothing is skipped. A message that cannot be turned into rows (malformed JSON, unknown column)
-is not a ClickHouse outage: it is logged, counted as rejected and passed over.
+retrain-trigger and retrain-status topics. Each ``getmany`` batch becomes rows per table, staged
+in the ClickHouseRowWriter; the staged rows are flushed (inserted) once the oldest of them has
+waited ``flush_interval_s`` (:data:`FLUSH_INTERVAL_S`), and only then are the offsets of the
+batches they came from committed (at-least-once; every table is a ReplacingMergeTree keyed by a
+deterministic id, so a replayed batch collapses under FINAL). While ClickHouse is unreachable the
+same rows are retried forever with backoff (logged once a minute) and fetching is paused: memory
+stays bounded and nothing is skipped. A message that cannot be turned into rows (malformed JSON,
+unknown column) is not a ClickHouse outage: it is logged, counted as rejected and passed over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,14 @@ log = logging.getLogger(__name__)
 SINK_GROUP = "driftline-sink"
 MAX_BACKOFF_S = 10.0
 LOG_EVERY_S = 60.0
+FLUSH_INTERVAL_S = 0.5
+"""How long staged rows wait for more before they are inserted. An insert into the embedded
+ClickHouse costs ~8 ms CPU whatever its size (clickhouse-connect's Native block, chDB's INSERT
+and its new part), one per table and column set: a flush of one small window's three tables
+~26 ms CPU, of 20 such windows ~48 ms, of 200 ~170 ms (bench_window_rows.py --flush-every). The sink
+flushed every fetched batch, so with many models (issue 19: at 1,000 a window closes every ~26
+predictions) it paid that fixed cost several times a second. Half a second of waiting leaves a
+window's rows inside the 2 s from its close to ClickHouse (issue 15)."""
 
 @dataclass
 class SinkStats:
@@ -45,13 +57,16 @@ class SinkStats:
     write_failures: int = 0
     commit_failures: int = 0
     batches: int = 0
+    flushes: int = 0
     blocked: bool = False
 
 
 class SinkRunner:
     def __init__(self, settings: Settings, writer: ClickHouseRowWriter, *, group_id: str = SINK_GROUP,
-                 lock: threading.Lock | None = None, poll_timeout_ms: int = 500) -> None:
-        """`lock` serialises writer calls with other users of the same engine (the /query handler)."""
+                 lock: threading.Lock | None = None, poll_timeout_ms: int = 500,
+                 flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+        """`lock` serialises writer calls with other users of the same engine (the /query handler);
+        ``flush_interval_s`` 0 flushes every fetched batch."""
         self.settings = settings
         self.writer = writer
         self.group_id = group_id
@@ -64,6 +79,9 @@ class SinkRunner:
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
+        self.flush_interval_s = flush_interval_s
+        self._staged: dict[TopicPartition, int] = {}  # next offset of each partition, rows staged not flushed
+        self._staged_since = 0.0  # time.monotonic() of the oldest staged batch
         self.running = False
 
     def stop(self) -> None:
@@ -77,10 +95,15 @@ class SinkRunner:
             consumer.subscribe(self.topics)
             self.running = True
             while not self._stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=self.poll_timeout_ms,
+                batch = await consumer.getmany(timeout_ms=self._poll_ms(),
                                                max_records=self.settings.worker.batch_max_records)
                 if batch:
-                    await self._handle(consumer, batch)
+                    await self._retrying(functools.partial(self._stage, batch))
+                    self._note_staged(batch)
+                if self._staged and time.monotonic() - self._staged_since >= self.flush_interval_s:
+                    await self._flush_and_commit(consumer)
+            if self._staged:  # stopping: what was staged goes in now, if ClickHouse takes it at once
+                await self._flush_and_commit(consumer, retry=False)
         finally:
             self.running = False
             self._consumer = None
@@ -102,11 +125,33 @@ class SinkRunner:
                 out[tp] = max(0, highwater - self._positions[tp])
         return out
 
-    async def _handle(self, consumer: AIOKafkaConsumer,
-                      batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        await self._write(batch)
-        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "")
-                   for tp, records in batch.items() if records}
+    def _poll_ms(self) -> int:
+        """The fetch's timeout: the poll timeout, or less when staged rows are due before it ends."""
+        if not self._staged:
+            return self.poll_timeout_ms
+        due = self._staged_since + self.flush_interval_s - time.monotonic()
+        return max(0, min(self.poll_timeout_ms, math.ceil(due * 1000)))
+
+    def _note_staged(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        if not self._staged:
+            self._staged_since = time.monotonic()
+        self._staged.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+        self.stats.batches += 1
+
+    async def _flush_and_commit(self, consumer: AIOKafkaConsumer, *, retry: bool = True) -> None:
+        """Insert every staged row, then commit the offsets of the batches they came from."""
+        if retry:
+            await self._retrying(self._flush)
+        else:
+            try:
+                await asyncio.to_thread(self._flush)
+            except Exception as err:  # stopping: the rows are read again by the next sink
+                self.stats.write_failures += 1
+                log.warning("sink: the flush on stopping failed (%s); its rows will be written again", err)
+                return
+        self.stats.flushes += 1
+        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self._staged.items()}
+        self._staged = {}
         self._positions.update({tp: meta.offset for tp, meta in offsets.items()})
         try:
             await consumer.commit(offsets)
@@ -114,20 +159,16 @@ class SinkRunner:
             # A rebalance took the partitions away; their new owner re-writes them (idempotent).
             self.stats.commit_failures += 1
             log.warning("sink: commit after write failed (%s); the rows will be written again", err)
-        self.stats.batches += 1
 
-    async def _write(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Stage every row of the batch in the writer and flush it, retrying until it succeeds."""
+    async def _retrying(self, step: Callable[[], None]) -> None:
+        """Run ``step`` (staging a batch, or flushing) in a thread until it succeeds: while
+        ClickHouse fails, retry with backoff and pause fetching."""
         backoff, last_log, failing = 0.2, 0.0, False
-        staged = False
         while True:
             try:
-                if not staged:
-                    await asyncio.to_thread(self._stage, batch)
-                    staged = True
-                await asyncio.to_thread(self._flush)
+                await asyncio.to_thread(step)
                 break
-            except Exception as err:  # ClickHouse unreachable or failing: keep the batch, retry
+            except Exception as err:  # ClickHouse unreachable or failing: keep the rows, retry
                 self.stats.write_failures += 1
                 if not failing:
                     failing = True
