@@ -104,3 +104,24 @@ def test_telling_the_spread_is_the_same_per_value_and_in_batches() -> None:
                for e in many.update_many(values[a:b])]
     assert per_value == batched and ("escalated", "sd_ratio") in {(k, u) for k, _, u, _ in batched}
     assert one.episode == many.episode
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_change_as_large_in_location_as_in_spread_keeps_its_unit(seed: int) -> None:
+    """Mean +0.5 sd and sd x0.61 (a log spread of -0.5): each learned sample reads the two effects
+    within a few hundredths of each other. Before, the larger one named the unit afresh every
+    learning period and the episode's state flipped between ``sd`` and ``sd_ratio`` 5-10 times in
+    30,000 values with no event (elec2's nswdemand: each flip a drift_episodes row changing unit).
+    The unit it reads is kept until the other effect is larger by the minimum effect: the state
+    stays a location shift and its spread is told once, as an escalation."""
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(size=BEFORE), rng.normal(0.5, np.exp(-0.5), 30_000)])
+    mon = _monitor(seed)
+    units, events = [], []
+    for i in range(0, values.size, 1_000):
+        events += mon.update_many(values[i : i + 1_000])
+        if mon.episode is not None:
+            units.append(mon.episode.unit)
+    assert units and units[-1] == "sd", units
+    assert sum(a != b for a, b in itertools.pairwise(units)) == 0, units
+    assert [(e.kind, e.unit) for e in events] == [("opened", "sd"), ("escalated", "sd_ratio")], events

@@ -174,3 +174,28 @@ def test_a_checkpoint_from_before_counts_by_unit_restores() -> None:
     assert [(e["event_kind"], e["reason"], e["unit"]) for e in out.events] == [
         ("escalated", "kind", "sd_ratio")]
     assert (out.rows[-1]["escalations"], out.rows[-1]["peak_magnitude"]) == (2, 1.6)
+
+
+def test_a_row_keeps_its_unit_until_another_holds_a_clear_majority() -> None:
+    """Two shards of four read a location shift, two a spread, and their weights (values seen in
+    the episode) overtake each other by a few values from one status to the next. Before, the row
+    took whichever unit weighed more at the moment and changed unit with every bucket, no event
+    telling why. It keeps the unit it showed until another holds a clear majority (more than 1.5
+    times the shown unit's weight): here when shard 0 closes (2 shards' weight against 1's)."""
+    m = merger()
+    for shard in range(4):
+        m.add(report(shard, "opened", 1010 + shard, 0, 1.0))
+    for step in range(1, 7):  # shards 2 and 3 read the spread, one step ahead then one behind
+        lead = 10 if step % 2 else -10
+        t = 1000 * step + 1500
+        m.add(report(0, "status", t, 1000 * step, 1.0))
+        m.add(report(1, "status", t, 1000 * step, 1.0))
+        m.add(report(2, "status", t, 1000 * step + lead, 1.8, unit="sd_ratio"))
+        m.add(report(3, "status", t, 1000 * step + lead, 1.8, unit="sd_ratio"))
+    rows = m.advance(8000).rows
+    assert [r["unit"] for r in rows] == ["sd"] * 7, [(r["version"], r["unit"]) for r in rows]
+    assert rows[-1]["magnitude"] == 1.0
+    m.add(report(0, "closed", 8100, 7000, 0.0, reason="back_to_reference"))
+    m.add(report(1, "status", 8500, 7000, 1.0))
+    row = m.advance(9000).rows[-1]
+    assert (row["status"], row["unit"], round(row["magnitude"], 9)) == ("open", "sd_ratio", 1.8), row

@@ -688,7 +688,7 @@ class EpisodeMonitor:
         whose spread a location episode also reports when no event told it (see _spread_told)."""
         assert self._open is not None
         magnitude = self._magnitude(sample)
-        unit, shown = self._shown(sample, magnitude)
+        unit, shown = self._shown(sample, magnitude, keep=self._open.unit)
         if self._within_reference(sample, magnitude):
             # in the unit the episode was read in, so its last figure compares with its others
             unit, shown = self._shown(sample, magnitude, scale=self._open.unit == "sd_ratio")
@@ -917,7 +917,7 @@ class EpisodeMonitor:
         return magnitude < tolerance
 
     def _shown(self, syms: IntArray, magnitude: float, scale: bool | None = None,
-               run: bool = False) -> tuple[str, float]:
+               run: bool = False, keep: str = "") -> tuple[str, float]:
         """(unit, magnitude) a user reads for the values ``syms`` whose location effect is
         ``magnitude``. A numeric change is in location (``"sd"``: the mean shift in reference sd)
         or in scale (``"sd_ratio"``: the values' spread over the reference's; the sd ratio for a
@@ -928,7 +928,12 @@ class EpisodeMonitor:
         quartiles (interquartile range over a normal's): scores saturate past the reference's
         ends, so a tripled sd read 2.45 by the scores' sd and reads 2.98 by their quartiles. Values
         mostly past one of the reference's ends have a location only, and a few equal values (a
-        run of one far out in a tail) measure no spread."""
+        run of one far out in a tail) measure no spread. ``keep``: the unit the episode reads now
+        (a learned sample's): the other effect must be larger by the minimum effect to change it,
+        so a change about as much in location as in spread does not flip between the two from
+        one learning period to the next (elec2's nswdemand: 0.007 sd against x1.03, -0.53 sd
+        against x0.73, 0.007 sd against x1.09 on one shard; each flip a row's unit changing with
+        no event)."""
         opener = self._opener
         if not isinstance(opener, NumericDetector):
             return self.unit, magnitude
@@ -936,7 +941,10 @@ class EpisodeMonitor:
         centre, spread = self._centre_spread(u, magnitude, run)
         if scale is None:
             beyond = max(float(np.mean(u <= opener._u.min())), float(np.mean(u >= opener._u.max())))
-            scale = (_size("sd_ratio", spread) > abs(centre) and beyond < 0.5
+            # the margin by which the spread must exceed the location: the minimum effect when
+            # that moves the unit off the one kept, against it when it moves the unit back to it
+            margin = {"sd": 1.0, "sd_ratio": -1.0}.get(keep, 0.0) * self._tolerance()
+            scale = (_size("sd_ratio", spread) > abs(centre) + margin and beyond < 0.5
                      and (spread > 0 or syms.size >= MIN_REPLICATE))
         return ("sd_ratio", spread) if scale else ("sd", magnitude)
 

@@ -30,12 +30,18 @@ Stage-1 shards each watch a disjoint part of a model's traffic with their own ep
   its opening, statuses and closing, and its escalations in the unit its state reads. An
   escalation in another unit tells that change (a location episode telling its spread: its
   ``drift_alerts`` row reads x3 in ``sd_ratio``) but is not the shard's state, which still reads
-  the location (if the state did change kind, the shard's next status says so). The row takes
-  the unit of the larger weight (values seen in the episode) among the open shards' readings,
-  the unit it opened in on a tie; its magnitude is the weighted mean of the readings in that
-  unit; its peak the furthest from "as in the reference" any shard read in that unit during the
-  episode (kept per unit, so a row whose shards' weights move it between units and back loses
-  no peak). All three are functions of the shards' readings, not of the order they came in.
+  the location (if the state did change kind, the shard's next status says so). The row keeps
+  the unit it showed until another unit holds a clear majority of the open shards' weight (values
+  seen in the episode): more than ``UNIT_MAJORITY`` (1.5) times the weight reading the shown unit
+  (all of it when no open shard reads the shown unit any more), judged against the unit the row
+  showed at the end of the previous bucket; it opens in its first shard's unit. Two shards of
+  four in each unit, their weights a few values apart, would otherwise move the row back and
+  forth with every status; a user reads one unit until most of the traffic reads another. (A
+  shard's own reading keeps its unit too, see ``EpisodeMonitor._shown``.) Its magnitude is the
+  weighted mean of the readings in that unit; its peak the furthest from "as in the reference"
+  any shard read in that unit during the episode (kept per unit, so a row whose shards' weights
+  move it between units and back loses no peak). All three are functions of the shards'
+  readings and the unit shown before the bucket, not of the order the bucket's reports came in.
 
 Determinism: reports are buffered and applied in the order ``(event_time, feature, shard, count,
 kind)`` only once the clock (every shard's progress) has passed the end of their grid bucket, and
@@ -84,6 +90,10 @@ _KIND_ORDER = {"opened": 0, "escalated": 1, "closed": 2, "status": 3}
 # The value of each unit that means "as in the reference"; ratios compare by their log.
 _NEUTRAL = {"sd": 0.0, "sd_ratio": 1.0, "rate_ratio": 1.0, "psi": 0.0}
 _RATIOS = {"sd_ratio"}
+# A row's unit changes only when another unit's weight is more than this many times the shown
+# unit's (60 % of the two): hysteresis against shards whose weights are about even (2 of 4
+# shards in each unit: kept; 3 of 4, or 2 of 3: changed).
+UNIT_MAJORITY = 1.5
 
 ModelKey = tuple[str, str]
 EpisodeKey = tuple[str, str, str]  # model_id, model_version, feature
@@ -161,6 +171,9 @@ class Episode:
     # The largest reading any shard reported in each unit (a ratio's by its log): the row's
     # peak is its unit's (None: a checkpoint from before; see peaks).
     peak_by_unit: dict[str, float] | None = None
+    # The unit of the row written at the end of the previous bucket: the unit a reading must hold
+    # a clear majority against to change the row's ("": a checkpoint from before; then its unit).
+    shown_unit: str = ""
 
     def escalated(self) -> dict[str, int]:
         """Escalations by unit (an old checkpoint's read as in the unit it opened in)."""
@@ -280,6 +293,7 @@ class EpisodeMerger:
         rows = []
         for episode in sorted(changed.values(), key=lambda e: (e.feature, e.opened_at, e.episode_id)):
             rows.append(self._row(episode, version))
+            episode.shown_unit = episode.unit
             key = (episode.model_id, episode.model_version, episode.feature)
             if episode.closed_at is not None and self.open.get(key) is episode:
                 del self.open[key]
@@ -319,7 +333,7 @@ class EpisodeMerger:
                 reference_id=str(r["reference_id"]), reference_from=int(r["reference_from"]),
                 arl=float(r["arl"]), opened_at=int(r["event_time"]), opening=_evidence(r),
                 magnitude=magnitude, peak_magnitude=magnitude, kinds=(unit,), by_unit={},
-                peak_by_unit={},
+                peak_by_unit={}, shown_unit=unit,
             )
             self.open[key] = episode
             changed[episode.episode_id] = episode
@@ -402,16 +416,19 @@ class EpisodeMerger:
 
     @staticmethod
     def _read(episode: Episode) -> None:
-        """The row's unit, magnitude and peak from its shards' readings: the unit of the larger
-        weight among the open shards' (the one the episode opened in on a tie), their weighted
-        mean in it, and the furthest reading any shard gave in it. A function of the readings
-        alone, not of the order they came in."""
+        """The row's unit, magnitude and peak from its shards' readings: the unit it showed at the
+        end of the previous bucket unless another holds a clear majority of the open shards'
+        weight (the heaviest other; the one the episode opened in on a tie), their weighted mean
+        in it, and the furthest reading any shard gave in it. A function of the readings and the
+        unit shown before the bucket, not of the order the bucket's reports came in."""
         parts = [p for p in episode.parts.values() if p.open] or list(episode.parts.values())
         by_unit: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for p in parts:
             by_unit[p.unit or episode.unit].append((max(p.count - p.opened_count + 1, 1), p.magnitude))
-        opened = episode.opened_unit
-        unit = max(sorted(by_unit), key=lambda u: (sum(w for w, _ in by_unit[u]), u == opened))
+        if not episode.shown_unit:
+            episode.shown_unit = episode.unit  # a checkpoint from before: its row's unit
+        unit = _majority_unit({u: sum(w for w, _ in ws) for u, ws in by_unit.items()},
+                              episode.shown_unit, episode.opened_unit)
         weighted = by_unit[unit]
         # fsum: exactly rounded, so the same whatever order the shards joined in
         episode.unit = unit
@@ -440,6 +457,24 @@ class EpisodeMerger:
 
     def _row_context(self) -> EpisodeRowContext:
         return EpisodeRowContext(self.run_id, self.source, self.config_hash)
+
+
+def _majority_unit(weights: Mapping[str, int], shown: str, opened: str) -> str:
+    """The unit a row reads given each unit's weight: ``shown`` until the heaviest other unit
+    (``opened`` first, then by name, on a tie) weighs more than ``UNIT_MAJORITY`` times it.
+
+    >>> _majority_unit({"sd": 100, "sd_ratio": 140}, "sd", "sd")  # about even: kept
+    'sd'
+    >>> _majority_unit({"sd": 100, "sd_ratio": 200}, "sd", "sd")  # a clear majority
+    'sd_ratio'
+    >>> _majority_unit({"sd_ratio": 5}, "sd", "sd")  # no open shard reads the shown unit
+    'sd_ratio'
+    """
+    others = sorted(u for u in weights if u != shown)
+    if not others:
+        return shown
+    heaviest = max(others, key=lambda u: (weights[u], u == opened))
+    return heaviest if weights[heaviest] > UNIT_MAJORITY * weights.get(shown, 0) else shown
 
 
 def _size(unit: str, value: float) -> float:
