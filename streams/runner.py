@@ -564,7 +564,8 @@ class StageRunner:
         state.restore_figures.update(
             restore_estimate_seconds=chain.restore_seconds(costs),
             restore_base_local=float(chain.local_base),
-            restore_base_read_mb_per_s=costs.base_read_mb_per_s(chain.local_base))
+            restore_base_read_mb_per_s=costs.base_read_mb_per_s(chain.local_base),
+            restore_delta_read_mb_per_s=costs.read_mb_per_s)  # the default until a read is timed
 
     async def _settle(self, shards: Sequence[int]) -> None:
         """Wait until the bases in flight of `shards` are acknowledged (or raise their failure)."""

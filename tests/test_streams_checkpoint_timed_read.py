@@ -14,9 +14,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
-from driftline.pipeline.stage import StageFactory
+from driftline.pipeline.stage import StageFactory, StageProcessor
 from driftline.streams.checkpoint import CheckpointStore, chunk_count
-from driftline.streams.runner import MIN_READ_BYTES, ChainLength, RestoreCosts, StageRunner
+from driftline.streams.runner import MIN_READ_BYTES, ChainLength, RestoreCosts, ShardState, StageRunner
 
 # tests/conftest.py's run_with_producer fixture
 RunWithProducer = Callable[[Settings, Callable[[AIOKafkaProducer], Awaitable[None]]], None]
@@ -86,6 +86,9 @@ def test_a_live_worker_times_a_chains_deltas_once_they_hold_enough(tmp_path: Pat
         assert runner._read_timing is not None
         await runner._read_timing
         assert runner.restore_costs.read_mb_per_s == 100.0 and timer.calls == [("s1", 0)]
+        state = ShardState(cast(StageProcessor, None), {}, None)
+        runner._estimate(state, chain)  # /metrics says which speed the estimate uses
+        assert state.restore_figures["restore_delta_read_mb_per_s"] == 100.0
         runner._time_read(0, chain)  # once a chain
         assert runner._read_timing is None and len(timer.calls) == 1
         runner._time_read(1, ChainLength(10**9, deltas=20, delta_bytes=MIN_READ_BYTES))  # the next chain
