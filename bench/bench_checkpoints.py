@@ -17,7 +17,11 @@ intervals (``bench_join_state``'s join-only run at 300,000 pending under a 16 MB
 part of a delta as measured here added to each interval; the run's base restored and its deltas
 applied ``--rounds`` times, with ``--baseline FILE`` (an older ``join.py``: ``git show
 <commit>:src/driftline/operators/join.py > FILE``) alternating that one's ``apply_changes`` with
-today's in this process (CPU time, best of the rounds, the same table checked) (minutes).
+today's in this process (CPU time, best of the rounds, the same table checked) (minutes). Each
+chain is priced with deltas read from the broker at ``RestoreCosts``' default speed (what a worker
+that never restored used until the timed read) and at each ``--read-mb-per-s``; ``--time-read N``
+adds the speed a live worker learns (``CheckpointStore.time_delta_read`` on a fresh embedded broker
+reading back 64 MiB of deltas of this run's size a shard, median of N reads).
 
 ``--closings``: the join's changes as delta format 4 wrote them (a record the chain held and
 closed since whole) against closings (format 5), alternating in one process: CPU and bytes a
@@ -31,6 +35,7 @@ shard.
 
     .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2] [--issue19]
     .venv/bin/python bench/bench_checkpoints.py --n 100000 --every 10 --issue19 --baseline /tmp/join_old.py
+    .venv/bin/python bench/bench_checkpoints.py --n 100000 --every 10 --issue19 --rounds 2 --time-read 5
     .venv/bin/python bench/bench_checkpoints.py --closings --n 100000 --every 10
     .venv/bin/python bench/bench_checkpoints.py --models 200 --n 50000 --every 1 --rounds 3
 """
@@ -111,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--issue19", action="store_true", help="restate issue 19's bytes figure (minutes)")
     parser.add_argument("--baseline", help="--issue19: an older join module (git show <commit>:src/driftline/"
                         "operators/join.py > FILE) whose apply_changes to alternate with today's")
+    parser.add_argument("--read-mb-per-s", type=float, nargs="*", default=[],
+                        help="--issue19: broker read speeds (MB/s) for the deltas, beside the default")
+    parser.add_argument("--time-read", type=int, default=0,
+                        help="--issue19: time N reads of 64 MiB of deltas (embedded broker), use the median")
     parser.add_argument("--closings", action="store_true",
                         help="deltas as format 4 wrote them against closings (format 5), alternating")
     parser.add_argument("--models", type=int, default=0, help="N models under Zipf traffic: the items A/B")
@@ -147,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_prediction = sum(len(r.value or b"") for r in raw) / predictions
     print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
     if args.issue19:
-        issue19(rest, shards=settings.topics.partitions, rounds=args.rounds, baseline=args.baseline)
+        issue19(rest, shards=settings.topics.partitions, rounds=args.rounds, baseline=args.baseline,
+                read_speeds=args.read_mb_per_s, time_reads=args.time_read)
     return 0
 
 
@@ -214,12 +224,15 @@ def items_ab(settings: Settings, n: int, models: int, zipf: float, every: int, r
     return 0
 
 
-def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None = None) -> None:
+def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None = None,
+            read_speeds: Sequence[float] = (), time_reads: int = 0) -> None:
     """Checkpoint bytes over input at 10M pending: the join alone, and with ``shards`` x
     ``rest_bytes`` more a delta interval. One run of ``bench_join_state``'s join (300,000 pending, 16
     MB budget); its base restored and deltas applied ``rounds`` times by today's
     ``apply_changes`` and, with ``baseline`` (an older join module's file), by that one's,
-    alternating in this process (the same table left, checked): the chain each allows."""
+    alternating in this process (the same table left, checked): the chain each allows, its deltas
+    read at the default speed and at each of ``read_speeds`` (MB/s), and with ``time_reads`` at
+    the median of that many timed reads of deltas of this run's size a shard (an embedded broker)."""
     import bench_join_state  # its imports only for this row
 
     appliers: dict[str, bench_join_state.Applier] = {}
@@ -234,6 +247,18 @@ def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None 
           f"{rounds}: the base restored in {run.base_ab_cpu_s:.2f} CPU-s "
           f"({run.base_ab_cpu_s / base_mb * 1e3:.2f} ms a MB of {base_mb:.0f} MB), a delta unpickled in "
           f"{run.delta_load_cpu_s:.3f} CPU-s")
+    speeds = [runner.RestoreCosts().read_mb_per_s, *read_speeds]
+    if time_reads:
+        import statistics
+
+        from bench_restore_read import timed_delta_reads
+
+        shard_delta_mb = (run.delta_bytes + shards * rest_bytes) / shards / 1e6
+        count = int(runner.MIN_READ_BYTES / 1e6 / shard_delta_mb) + 1
+        timed = timed_delta_reads(shard_delta_mb, count, time_reads)
+        speeds.append(statistics.median(timed))
+        print(f"  {count} deltas of {shard_delta_mb:.2f} MB (a shard's) read back by time_delta_read: "
+              f"{', '.join(f'{s:.0f}' for s in timed)} MB/s; load {os.getloadavg()[0]:.1f}")
     for name, apply_s in run.apply_ab_cpu_s.items():
         print(f"  {name}: a delta applied in {apply_s:.3f} CPU-s "
               f"({apply_s / run.delta_changed_all * 1e6:.2f} us a changed record)")
@@ -241,11 +266,14 @@ def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None 
             more = dataclasses.replace(run, delta_bytes=run.delta_bytes + extra,
                                        delta_apply_cpu_s=apply_s + run.delta_load_cpu_s,
                                        base_load_cpu_s=run.base_ab_cpu_s)
-            chain = bench_join_state.bounded_chain(more, local_base=True, stall=False)
-            share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
-            print(f"    + {extra / 1e6:.2f} MB of {shards} shards' non-join parts an interval: a base "
-                  f"every {chain.deltas} deltas, {share:.2f}x the input's bytes (target 2x); "
-                  f"load {os.getloadavg()[0]:.1f}")
+            for speed in speeds:
+                chain = bench_join_state.bounded_chain(more, local_base=True, stall=False,
+                                                       read_mb_per_s=speed)
+                share = chain.checkpoint_bytes_per_s / run.input_bytes_per_s
+                print(f"    + {extra / 1e6:.2f} MB of {shards} shards' non-join parts an interval, deltas "
+                      f"read at {speed:.0f} MB/s: a base every {chain.deltas} deltas, {share:.2f}x the "
+                      f"input's bytes (target 2x); restore estimate {chain.restore_cpu_s:.1f} s CPU + "
+                      f"reading, {chain.restore_wall_s:.1f} s this run's wall + reading (target 60 s)")
     if baseline:
         old, new = run.apply_ab_cpu_s["baseline"], run.apply_ab_cpu_s["today"]
         print(f"issue 19: a delta's apply {old:.3f} -> {new:.3f} CPU-s ({new / old:.2f}x), same table")
