@@ -40,7 +40,9 @@ def _settings(**overrides: object) -> Settings:
     return Settings(
         windows={"sizes_s": [WINDOW_S], "allowed_lateness_s": 30, "metrics_interval_s": 300},
         join={"label_horizon_s": 600},
-        triggers={"drift_k": 1, "drift_n": 1},
+        # no cooldown: the lasting shift is one trigger by the policy's hysteresis alone (the
+        # default 6 h cooldown outlasts this hour and would hide its loss)
+        triggers={"drift_k": 1, "drift_n": 1, "cooldown_s": 0},
         topics={"partitions": 2},
         **overrides,
     )
