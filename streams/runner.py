@@ -106,6 +106,10 @@ MIN_MEASURED_S = 1.0
 dominate), so it does not recalibrate them."""
 MIN_READ_BYTES = 64 * 2**20
 """A read of fewer bytes (broker or local copy) is mostly latency: it does not recalibrate a speed."""
+READ_TIMING_EVERY_S = 600.0
+"""A runner times the broker's read of a chain's deltas (:meth:`StageRunner._time_read`) at most
+this often, whichever shard's: the speed is the broker's, not a shard's, and each timing reads
+64 MiB back (every chain of 4 shards at 10M would be ~1 MB/s of reads beside ~2 MB/s of deltas)."""
 RATIO_FLOOR_BYTES = MIN_READ_BYTES
 """``worker.checkpoint_delta_ratio`` starts a base only once the chain (base + deltas) holds more:
 a smaller chain is read in about a second, and the restore bound still prices it. Without the
@@ -296,6 +300,7 @@ class StageRunner:
         self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
         self.restore_costs = RestoreCosts()  # recalibrated by every restore this runner runs
         self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
+        self._read_timed_at = -float("inf")  # when the last one started (time.monotonic)
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -536,12 +541,15 @@ class StageRunner:
 
     def _time_read(self, shard: int, chain: ChainLength) -> None:
         """Once the deltas of the shard's chain hold :data:`MIN_READ_BYTES`, read them back from the
-        broker in the background to learn its read speed (once a chain, one read at a time): a
-        worker that never restored would otherwise price every delta's read at the default
-        ``RestoreCosts.read_mb_per_s``, which sets how many deltas a base allows (issue 19)."""
-        if chain.read_timed or chain.delta_bytes < MIN_READ_BYTES or self._read_timing is not None:
+        broker in the background to learn its read speed (once a chain, one read at a time, at
+        most every :data:`READ_TIMING_EVERY_S`): a worker that never restored would otherwise price
+        every delta's read at the default ``RestoreCosts.read_mb_per_s``, which sets how many
+        deltas a base allows (issue 19)."""
+        if (chain.read_timed or chain.delta_bytes < MIN_READ_BYTES or self._read_timing is not None
+                or time.monotonic() - self._read_timed_at < READ_TIMING_EVERY_S):
             return
         chain.read_timed = True
+        self._read_timed_at = time.monotonic()
         self._read_timing = asyncio.create_task(self._timed_read(shard))
 
     async def _timed_read(self, shard: int) -> None:

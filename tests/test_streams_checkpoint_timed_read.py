@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
 from driftline.pipeline.stage import StageFactory, StageProcessor
+from driftline.streams import runner as runner_module
 from driftline.streams.checkpoint import CheckpointStore, chunk_count
 from driftline.streams.runner import MIN_READ_BYTES, ChainLength, RestoreCosts, ShardState, StageRunner
 
@@ -74,7 +75,8 @@ def _runner(tmp_path: Path, timer: _Timer) -> StageRunner:
                        producer=cast(Any, None), checkpoints=cast(CheckpointStore, timer))
 
 
-def test_a_live_worker_times_a_chains_deltas_once_they_hold_enough(tmp_path: Path) -> None:
+def test_a_live_worker_times_a_chains_deltas_once_they_hold_enough(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:
         timer = _Timer((200_000_000, 2.0))
         runner = _runner(tmp_path, timer)
@@ -91,7 +93,11 @@ def test_a_live_worker_times_a_chains_deltas_once_they_hold_enough(tmp_path: Pat
         assert state.restore_figures["restore_delta_read_mb_per_s"] == 100.0
         runner._time_read(0, chain)  # once a chain
         assert runner._read_timing is None and len(timer.calls) == 1
-        runner._time_read(1, ChainLength(10**9, deltas=20, delta_bytes=MIN_READ_BYTES))  # the next chain
+        other = ChainLength(10**9, deltas=20, delta_bytes=MIN_READ_BYTES)
+        runner._time_read(1, other)  # another shard's chain, READ_TIMING_EVERY_S after the last timing
+        assert runner._read_timing is None and len(timer.calls) == 1
+        monkeypatch.setattr(runner_module, "READ_TIMING_EVERY_S", 0.0)  # ... passed
+        runner._time_read(1, other)
         assert runner._read_timing is not None
         await runner._read_timing
         assert timer.calls == [("s1", 0), ("s1", 1)]
