@@ -292,6 +292,11 @@ def measure(n: int, state_dir: bool, timeout_s: float, budget_mb: float = 0.0) -
             second.wait_until(lambda: metric(second, "driftline_stage_joined_total", stage="shard") > 0,
                               timeout_s, "a fresh outcome", every=0.05)
             to_first_outcome = time.perf_counter() - second.started_at
+            # the shards take batches as each is restored (StageRunner.on_assigned): the last later
+            shards = settings.topics.partitions
+            second.wait_until(lambda: metric(second, "driftline_shards_owned", stage="shard") >= shards,
+                              timeout_s, "every shard restored", every=0.05)
+            to_all_restored = time.perf_counter() - second.started_at
             gauges = [(n_, lab, v) for n_, lab, v in second.metrics()
                       if n_.startswith("driftline_stage_restore_") and lab.get("stage") == "shard"]
             restored = metric(second, "driftline_stage_pending_predictions", stage="shard")
@@ -318,7 +323,8 @@ def measure(n: int, state_dir: bool, timeout_s: float, budget_mb: float = 0.0) -
     detail = (f"{int(pending):,} pending at the kill ({int(restored):,} after the restore), produced "
               f"in {produce_s:.0f} s while the worker consumed them, all consumed {consumed_s:.0f} s "
               f"after its start, {int(checkpoints)} stage-1 "
-              f"checkpoints; first fresh event fed after {to_first_event:.1f} s; restore: slowest shard "
+              f"checkpoints; first fresh event fed after {to_first_event:.1f} s, every shard restored "
+              f"after {to_all_restored:.1f} s; restore: slowest shard "
               f"{slowest or 0:.1f} s: the chains read in {read:.1f} s ({broker_mb:.0f} MB from the broker "
               f"for {mb:.0f} MB of bases and deltas), then {rebuild:.1f} s rebuilding the shards "
               f"({cpu:.1f} CPU-s); peak RSS "
