@@ -926,10 +926,15 @@ class ShardProcessor:
             out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, record))
 
     def outcome_progress(self) -> int:
-        """No outcome with a label time before this can still come from this shard."""
+        """No outcome with a label time before this can still come from this shard, nor an expiry
+        before its time: a prediction still to come (at or after the join's prediction watermark)
+        expires at its time plus the horizon, which labels read ahead may have passed (before,
+        its ``expired`` record reached stage 2 after the interval closed and was lost)."""
         held = self.join.earliest_held_label_ts()
         label_watermark = self.join_watermark(reroute.LABEL)
-        return label_watermark if held is None else min(label_watermark, held)
+        predictions = self.join_watermark(reroute.PREDICTION)
+        expiries = NO_TIME if predictions == NO_TIME else predictions + self.join.horizon_ms
+        return min(label_watermark, expiries) if held is None else min(label_watermark, expiries, held)
 
     def _emit_progress(self, out: list[OutboundMessage], force: bool) -> None:
         outcome_progress = self.outcome_progress()
