@@ -376,10 +376,8 @@ class ShardProcessor:
         budget = int(settings.join.memory_budget_mb * 2**20)
         with restoring_under_budget(budget, settings.join.spill_dir):
             processor = load_state(blob, ShardProcessor, what)
-            # the profiles the base holds, which its deltas (and the ones this shard writes next) name;
-            # not the forwarded ids (ids and times: no profile), which this would pickle for nothing
-            # (the largest part of the rest: ~40 B a prediction within the horizon)
-            processor._shared_profiles.restart(processor._rest(forwarded_ids=None))
+            # the profiles the base holds, which its deltas (and the ones this shard writes next) name
+            processor._shared_profiles.restart(processor._rest())
             for delta in deltas:
                 processor._apply_delta(delta, what)
             processor._item_marks = processor._marked_items()  # its next delta follows the last one
