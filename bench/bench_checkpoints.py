@@ -48,6 +48,7 @@ import os
 import pickle
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from common import bench_scenario, bench_settings, raw_records
 
@@ -59,6 +60,9 @@ from driftline.pipeline import local
 from driftline.pipeline.shard import ShardProcessor
 from driftline.pipeline.state import dump_delta
 from driftline.streams import runner
+
+if TYPE_CHECKING:
+    import bench_join_state
 
 CLOCK = time.process_time
 
@@ -274,9 +278,31 @@ def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None 
                       f"read at {speed:.0f} MB/s: a base every {chain.deltas} deltas, {share:.2f}x the "
                       f"input's bytes (target 2x); restore estimate {chain.restore_cpu_s:.1f} s CPU + "
                       f"reading, {chain.restore_wall_s:.1f} s this run's wall + reading (target 60 s)")
+                if extra:
+                    per_shard(more, run, shards, speed)
     if baseline:
         old, new = run.apply_ab_cpu_s["baseline"], run.apply_ab_cpu_s["today"]
         print(f"issue 19: a delta's apply {old:.3f} -> {new:.3f} CPU-s ({new / old:.2f}x), same table")
+
+
+def per_shard(whole: bench_join_state.SpillRun, run: bench_join_state.SpillRun, shards: int,
+              speed: float) -> None:
+    """The chain each of ``shards`` shards keeps as the runner bounds it: ``worker.restore_target_s``
+    a shard's chain (1/``shards`` of the pending, the delta, its changes and its apply), not the
+    worker's; the worker's restore is then up to ``shards`` x one shard's (rebuilt one after the
+    other; the first takes batches after its own)."""
+    import bench_join_state
+
+    one = dataclasses.replace(whole, delta_bytes=whole.delta_bytes / shards,
+                              delta_changes=whole.delta_changes / shards,
+                              delta_apply_cpu_s=whole.delta_apply_cpu_s / shards,
+                              delta_apply_s=whole.delta_apply_s / shards)
+    chain = bench_join_state.bounded_chain(one, pending=10_000_000 // shards, local_base=True, stall=False,
+                                           read_mb_per_s=speed)
+    share = chain.checkpoint_bytes_per_s / (run.input_bytes_per_s / shards)
+    print(f"      as the runner bounds it, a shard's chain (1/{shards}): a base every {chain.deltas} deltas, "
+          f"{share:.2f}x the input's bytes; restore estimate {chain.restore_cpu_s:.1f} s a shard, "
+          f"{shards * chain.restore_cpu_s:.0f} s the worker's {shards}")
 
 
 def format_4_changes(join: LabelJoin) -> JoinChanges:
