@@ -35,17 +35,15 @@ accepts (as non-finite floats): a parse error always falls back.
 from __future__ import annotations
 
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import chain
 from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-from pydantic import BaseModel
 
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.schemas.events import (
@@ -80,11 +78,6 @@ _EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
 
 _new = object.__new__
 _set = object.__setattr__
-# pydantic's per-instance slots and __dict__, set directly (their descriptors' __set__: no attribute lookup)
-_set_dict = BaseModel.__dict__["__dict__"].__set__
-_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _built(cls: type[_ModelT], values: dict[str, Any], fields_set: Iterable[str]) -> _ModelT:
@@ -149,10 +142,46 @@ def _prediction_output(value: Any) -> Prediction | None:
                   ("value",))
 
 
-def _prediction_outputs(column: Sequence[Any]) -> list[Prediction | None]:
+class OutputColumns(Sequence[Prediction]):
+    """The outputs of a batch of one key set without ``probabilities`` (the common column) as
+    columns: each event's class label, score and value, and the fields its payload named. Read by
+    index it is the :class:`Prediction` pydantic would have built, made on request; the stage-1
+    readers (the join's pending records, the windows, the multivariate scores) read the columns, so
+    the common batch builds no object per output (~1 us an event, and its freeing).
+
+    >>> outputs = OutputColumns([1, None], [0.5, None], [None, 2.0], frozenset({"label", "score"}))
+    >>> outputs[0], len(outputs), outputs[0].model_fields_set == {"label", "score"}
+    (Prediction(label=1, score=0.5, probabilities=None, value=None), 2, True)
+    """
+
+    __slots__ = ("labels", "present", "scores", "values")
+
+    def __init__(self, labels: Sequence[Any], scores: Sequence[float | None], values: Sequence[float | None],
+                 present: frozenset[str]) -> None:
+        self.labels = labels
+        self.scores = scores
+        self.values = values
+        self.present = present
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return _built(Prediction, {"label": self.labels[i], "score": self.scores[i], "probabilities": None,
+                                   "value": self.values[i]}, self.present)
+
+    def take(self, rows: Sequence[int]) -> OutputColumns:
+        """The outputs at ``rows``, in that order."""
+        return OutputColumns([self.labels[i] for i in rows], [self.scores[i] for i in rows],
+                             [self.values[i] for i in rows], self.present)
+
+
+def _prediction_outputs(column: Sequence[Any]) -> Sequence[Prediction | None]:
     """:func:`_prediction_output` of each value. The common column, objects of one key set
-    without ``probabilities``, is checked per field (a type set and a min/max per field) and its
-    outputs are built in one loop; any other column value by value."""
+    without ``probabilities``, is checked per field (a type set and a min/max per field) and comes
+    out as :class:`OutputColumns` (no None in it); any other column value by value."""
     if not column or set(map(type, column)) != {dict}:
         return list(map(_prediction_output, column))
     names = tuple(column[0])
@@ -169,15 +198,7 @@ def _prediction_outputs(column: Sequence[Any]) -> list[Prediction | None]:
     values = _number_column(fields.get("value", (None,) * n))
     if scores is None or values is None or not set(map(type, labels)) <= _EXACT_FEATURE_TYPES:
         return list(map(_prediction_output, column))
-    # _built's steps, a step at a time over the column, each a C-level map
-    out: list[Prediction | None] = list(map(_new, repeat(Prediction, n)))
-    values_of = [{"label": label, "score": score, "probabilities": None, "value": value}
-                 for label, score, value in zip(labels, scores, values, strict=True)]
-    deque(map(_set_dict, out, values_of), maxlen=0)
-    deque(map(_set_fields, out, map(set, repeat(present, n))), maxlen=0)
-    deque(map(_set_extra, out, repeat(None)), maxlen=0)
-    deque(map(_set_private, out, repeat(None)), maxlen=0)
-    return out
+    return OutputColumns(labels, scores, values, present)
 
 
 def _number_column(column: Sequence[Any]) -> Sequence[Any] | None:
@@ -363,7 +384,8 @@ def _prediction_groups(parsed: Sequence[Any]) -> list[_Group]:
             bad.update(_bad_segments(segments))
         latencies = _latencies(columns["latency_ms"], bad) if "latency_ms" in columns else (None,) * n
         outputs = _prediction_outputs(columns["prediction"])
-        bad.update(j for j, output in enumerate(outputs) if output is None)
+        if not isinstance(outputs, OutputColumns):  # (which holds no None)
+            bad.update(j for j, output in enumerate(outputs) if output is None)
         out = {
             "prediction_id": columns["prediction_id"], "model_id": columns["model_id"],
             "model_version": versions,
@@ -493,6 +515,7 @@ class PredictionBatch:
     model_versions: Sequence[str]
     timestamps: Int64Array
     feature_maps: Sequence[dict[str, Any]]
+    # OutputColumns for the common batch (its readers take the columns; an object is made on read)
     predictions: Sequence[Prediction]
     latencies: Sequence[float | None]
     segments: Sequence[dict[str, str]]

@@ -93,6 +93,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from driftline.operators.columns import OutputColumns
 from driftline.operators.pending_store import PendingStore, PinnedSegments
 from driftline.operators.window_stats import MAX_ABS_VALUE
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
@@ -561,12 +562,15 @@ def _pending_tails(predictions: Sequence[Prediction]) -> list[tuple[int, int, by
     n = len(predictions)
     if not n:
         return []
-    labels = list(map(_get_label, predictions))
+    if isinstance(predictions, OutputColumns):  # the decoder's columns: no object per output
+        labels, score_column, values = list(predictions.labels), predictions.scores, predictions.values
+    else:
+        labels = list(map(_get_label, predictions))
+        score_column, values = list(map(_get_score, predictions)), list(map(_get_value, predictions))
     # a class label decides the text whatever the probabilities
-    if (set(map(_get_value, predictions)) != {None} or set(map(type, map(_get_score, predictions))) != {float}
-            or None in labels):
+    if set(values) != {None} or set(map(type, score_column)) != {float} or None in labels:
         return list(map(_pending_tail, predictions))
-    scores = np.fromiter(map(_get_score, predictions), dtype="<f8", count=n)
+    scores = np.fromiter(score_column, dtype="<f8", count=n)
     kinds = list(map(type, labels))
     texts = {key: normalise_label(key[1]).encode() for key in set(zip(kinds, labels, strict=True))}
     label_bytes = list(map(texts.__getitem__, zip(kinds, labels, strict=True)))
@@ -871,8 +875,10 @@ class LabelJoin:
         crcs = list(map(zlib.crc32, keys))
         horizon, encode = self.horizon_ms, self._encode
         groups, buckets, added, ctx_ids = self._groups, self._buckets, self._added, self._ctx_ids
-        for i, (pid, key, crc, ts, ctx, prediction, values, digest, source, tail, packed) in enumerate(zip(
-                prediction_ids, keys, crcs, timestamps, contexts, predictions, features, digests, sources,
+        # (predictions read by index, where a held label claims one: the decoder's columns make
+        # an object per output only when read)
+        for i, (pid, key, crc, ts, ctx, values, digest, source, tail, packed) in enumerate(zip(
+                prediction_ids, keys, crcs, timestamps, contexts, features, digests, sources,
                 tails, packs, strict=True)):
             gid = crc & (self._low - 1)  # self._gid(crc), inline
             if gid < self._split:
@@ -883,7 +889,7 @@ class LabelJoin:
                 duplicates.append(i)
                 continue
             if self._held_ids:
-                outcome = self._claimed(gid, key, crc, pid, ts, ctx, prediction, values, rerouted, digest)
+                outcome = self._claimed(gid, key, crc, pid, ts, ctx, predictions[i], values, rerouted, digest)
                 if outcome is not None:
                     outcomes.append(outcome)
                     continue

@@ -23,7 +23,7 @@ import orjson
 
 from driftline.config import Settings, TopicSettings
 from driftline.kafka.partitioner import partitions_for_keys
-from driftline.operators.columns import BatchDecoder, Int64Array, LabelBatch, PredictionBatch
+from driftline.operators.columns import BatchDecoder, Int64Array, LabelBatch, OutputColumns, PredictionBatch
 from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch
 from driftline.operators.join import (
     ExpiredPrediction,
@@ -57,7 +57,7 @@ from driftline.pipeline.state import (
     warn_if_changed,
 )
 from driftline.pipeline.to_rows import late_event_row, outcome_row
-from driftline.schemas.events import ErrorKind, LabelEvent, PredictionEvent
+from driftline.schemas.events import ErrorKind, LabelEvent, Prediction, PredictionEvent
 
 ACCUMULATE_CHUNK = 2048
 _T = TypeVar("_T")
@@ -569,7 +569,7 @@ class ShardProcessor:
                 contexts = _picked(list(zip(models, versions, tags, strict=True)), local, whole)
             joined, duplicates = self.join.on_predictions(
                 _picked(ids, local, whole), _picked(times, local, whole), contexts,
-                _picked(batch.predictions, local, whole), _picked(batch.feature_maps, local, whole),
+                _picked_outputs(batch.predictions, local, whole), _picked(batch.feature_maps, local, whole),
                 self._digests(sources, local, whole), _picked(sources, local, whole),
                 columns=None if checked is None else (checked.names, checked.columns, checked.numbers))
             outcomes.extend(joined)
@@ -616,8 +616,7 @@ class ShardProcessor:
                         model_id, version, times if whole else [times[i] for i in rows],
                         ids if whole else [ids[i] for i in rows],
                         features if whole else [features[i] for i in rows],
-                        [p.score for p in batch.predictions] if whole
-                        else [batch.predictions[i].score for i in rows], self.sizes_ms, columns))
+                        _scores(batch.predictions, rows, whole), self.sizes_ms, columns))
         return reports
 
     def _window_batch(
@@ -955,6 +954,20 @@ class ShardProcessor:
 def _picked(column: Sequence[_T], rows: Sequence[int], whole: bool) -> Sequence[_T]:
     """``column`` at ``rows``; ``whole``: ``rows`` is every position, in order (the column itself)."""
     return column if whole else [column[i] for i in rows]
+
+
+def _picked_outputs(outputs: Sequence[Prediction], rows: Sequence[int], whole: bool) -> Sequence[Prediction]:
+    """:func:`_picked` of a batch's outputs, the decoder's columns kept as columns (no object per output)."""
+    if not whole and isinstance(outputs, OutputColumns):
+        return outputs.take(rows)
+    return _picked(outputs, rows, whole)
+
+
+def _scores(outputs: Sequence[Prediction], rows: Sequence[int], whole: bool) -> list[float | None]:
+    """The score of each output at ``rows`` (``whole``: every output, in order)."""
+    if isinstance(outputs, OutputColumns):
+        return list(outputs.scores) if whole else [outputs.scores[i] for i in rows]
+    return [p.score for p in outputs] if whole else [outputs[i].score for i in rows]
 
 
 @dataclass(frozen=True, slots=True)
