@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Self, cast
 import numpy as np
 import numpy.typing as npt
 
+from driftline.operators.columns import OutputColumns
 from driftline.operators.sketch import FloatArray, QuantileSketch
 from driftline.schemas.events import FeatureValue, Prediction
 
@@ -735,12 +736,16 @@ class EventColumns:
                 present = np.fromiter((name in f for f in features), dtype=bool, count=n)
                 blocks[name] = ColumnBlock.of([f.get(name) for f in features],
                                               None if present.all() else present)
-        labels: list[Any] = [p.label for p in predictions]
+        if isinstance(predictions, OutputColumns):  # the batch decoder's columns: no object per output
+            labels: list[Any] = list(predictions.labels)
+            values = [score if value is None else value
+                      for score, value in zip(predictions.scores, predictions.values, strict=True)]
+        else:
+            labels = [p.label for p in predictions]
+            values = [p.score if p.value is None else p.value for p in predictions]
         if int in set(map(type, labels)):  # integer class labels are categories, not numbers
             labels = [str(v) if type(v) is int else v for v in labels]
-        return cls(n, blocks, ColumnBlock.of(labels),
-                   ColumnBlock.of([p.score if p.value is None else p.value for p in predictions]),
-                   ColumnBlock.of(latencies))
+        return cls(n, blocks, ColumnBlock.of(labels), ColumnBlock.of(values), ColumnBlock.of(latencies))
 
     def take(self, rows: IntArray) -> EventColumns:
         """The events at ``rows``, in that order."""
