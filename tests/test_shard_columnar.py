@@ -112,17 +112,34 @@ ODD_NUMBERS = ["3.5", True, False, None, 2, 2**60 + 1]
 is read from the feature maps (a string or a bool as NaN, None missing, ints as numbers)."""
 
 
+UNIFORM_OUTPUTS = [("label", "score"), ("score",), ("value",), ("label",), ("label", "score", "value")]
+"""Key sets of a log whose prediction outputs all have one (:func:`logs` ``uniform``): the batch
+decoder keeps such a batch's outputs as columns (``OutputColumns``), read by the join, the windows
+and the multivariate scores instead of an object per output."""
+
+
 @st.composite
-def logs(draw: st.DrawFn, mixed: bool = False) -> tuple[list[RawRecord], int]:
+def _uniform_output(draw: st.DrawFn, names: tuple[str, ...]) -> dict[str, Any]:
+    values = {"label": st.sampled_from(["yes", "no", 1, 0, True]),
+              "score": st.one_of(st.floats(0, 1), st.sampled_from([0, 1, None])),
+              "value": st.one_of(st.floats(-1e3, 1e3), st.integers(-5, 5), st.none())}
+    return {name: draw(values[name]) for name in names}
+
+
+@st.composite
+def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False) -> tuple[list[RawRecord], int]:
     """Predictions and labels of two models (two versions, segments), ids from a small pool (exact and
     conflicting duplicates), times drifting forward with jitter (out of order, some late), and every
     kind of bad record, each on a random partition (so many are re-routed to the joining shard).
     ``mixed``: in some logs the numeric feature ``x`` sometimes holds a value of :data:`ODD_NUMBERS`;
-    ``k`` is in every event, none or some (one layout per batch is what gives the decoder's columns)."""
+    ``k`` is in every event, none or some (one layout per batch is what gives the decoder's columns).
+    ``uniform``: every prediction's output has the key set of one of :data:`UNIFORM_OUTPUTS`."""
     n = draw(st.integers(1, 80))
+    output_names = draw(st.sampled_from(UNIFORM_OUTPUTS)) if uniform else None
     with_k = draw(st.sampled_from(["always", "never", "some"])) if mixed else "some"
     odd = mixed and draw(st.booleans())
-    variants = ["ok"] if mixed and draw(st.booleans()) else VARIANTS  # clean logs: whole-batch columns
+    # clean logs: whole-batch columns
+    variants = ["ok"] if (mixed or uniform) and draw(st.booleans()) else VARIANTS
     records: list[RawRecord] = []
     offsets = [[0, 0] for _ in range(PARTITIONS)]
     clock = T0
@@ -152,7 +169,8 @@ def logs(draw: st.DrawFn, mixed: bool = False) -> tuple[list[RawRecord], int]:
             if with_k == "always" or (with_k == "some" and draw(st.booleans())):
                 features["k"] = draw(st.integers(-3, 3))
             output = draw(st.sampled_from([{"label": "yes", "score": 0.75}, {"label": "no"}, {"score": 0.25},
-                                           3.5, "yes", {"probabilities": {"yes": 0.5, "no": 0.5}}]))
+                                           3.5, "yes", {"probabilities": {"yes": 0.5, "no": 0.5}}])) \
+                if output_names is None else draw(_uniform_output(output_names))
             body = {"prediction_id": pid, "model_id": model, "timestamp": ts, "features": features,
                     "model_version": draw(st.sampled_from(["1", "2"])), "prediction": output,
                     "latency_ms": draw(st.sampled_from([None, 3, 12.5]))}
@@ -199,6 +217,28 @@ def test_columnar_path_emits_what_the_row_path_emits(
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
     batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
     row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms)
+    assert_same(row, columnar)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(uniform=True), cuts=st.lists(st.integers(0, 80), max_size=6), restore=st.integers(-1, 6),
+       partitions=st.sampled_from([1, PARTITIONS]))
+def test_outputs_kept_as_columns_give_what_the_row_path_gives(
+    log: tuple[list[RawRecord], int], cuts: list[int], restore: int, partitions: int
+) -> None:
+    """Outputs of one key set (class labels, scores, regression values as ints or floats, nulls): the
+    columnar path reads them as the decoder's columns (the join's pending records, the windows'
+    label and value columns, an output held until a label claims it), the row path as objects."""
+    records, end_ms = log
+    if partitions == 1:
+        offsets: dict[str, int] = {}
+        for i, record in enumerate(records):
+            offsets[record.topic] = offsets.get(record.topic, -1) + 1
+            records[i] = dataclasses.replace(record, partition=0, offset=offsets[record.topic])
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    row, columnar = _both(_settings(partitions), batches, restore if restore >= 0 else None, end_ms)
     assert_same(row, columnar)
 
 
