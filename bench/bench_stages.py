@@ -62,8 +62,13 @@ of ``--rounds`` alternating, the columnar Outcomes record added to both. The bat
 no cheaper (1.01x and 1.13x the per-row figure in two runs at load ~14): the split copies every
 row's text once more, and the rows still are one dict each.
 
+Figure (12e), with ``--eager-outputs``: the columnar run with the decoder's outputs as columns
+(``OutputColumns``, read as columns by the join, the windows and the multivariate scores) beside the
+same run with a ``Prediction`` object built per output (the decoder before), alternating rounds of one
+process, per stage and un-instrumented, with a digest of every message and row both emit.
+
     .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline FILE]
-        [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding]
+        [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding] [--eager-outputs]
 """
 
 from __future__ import annotations
@@ -72,9 +77,10 @@ import argparse
 import hashlib
 import pickle
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -89,6 +95,7 @@ from common import (
     print_figures,
     raw_records,
 )
+from pydantic import BaseModel
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
@@ -562,6 +569,77 @@ def measure_outcome_encoding(n: int, rounds: int, seed: int = 0) -> Figure:
                   "us/pred event", "", None, detail, {"us": us, "identical": same})
 
 
+def _eager_outputs(column: Sequence[Any]) -> Sequence[Any]:
+    """``columns._prediction_outputs`` before the outputs stayed columns (f10e243's decoder): the
+    common column's :class:`Prediction` objects built at once, each a C-level map over the column."""
+    made = _OUTPUTS_AS_COLUMNS(column)
+    if not isinstance(made, columns.OutputColumns):
+        return made
+    n = len(made)
+    out = list(map(object.__new__, repeat(columns.Prediction, n)))
+    values_of = [{"label": label, "score": score, "probabilities": None, "value": value}
+                 for label, score, value in zip(made.labels, made.scores, made.values, strict=True)]
+    fields = BaseModel.__dict__  # pydantic's per-instance slots and __dict__, set directly
+    deque(map(fields["__dict__"].__set__, out, values_of), maxlen=0)
+    deque(map(fields["__pydantic_fields_set__"].__set__, out, map(set, repeat(made.present, n))), maxlen=0)
+    deque(map(fields["__pydantic_extra__"].__set__, out, repeat(None)), maxlen=0)
+    deque(map(fields["__pydantic_private__"].__set__, out, repeat(None)), maxlen=0)
+    return out
+
+
+_OUTPUTS_AS_COLUMNS = columns._prediction_outputs
+
+
+@contextmanager
+def _outputs(eager: bool) -> Iterator[None]:
+    """The batch decoder making an object per output (``eager``) or keeping its columns."""
+    columns._prediction_outputs = _eager_outputs if eager else _OUTPUTS_AS_COLUMNS  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        columns._prediction_outputs = _OUTPUTS_AS_COLUMNS  # type: ignore[assignment]
+
+
+def measure_eager_outputs(n: int, rounds: int, seed: int = 0) -> Figure:
+    """Figure (12e): the columnar run with the decoder's outputs as columns (this revision) beside the
+    same run with a :class:`Prediction` object built per output (before), alternating rounds of one
+    process (best of ``rounds`` per stage, instrumented, and un-instrumented); outputs digested."""
+    tune_gc()
+    settings = bench_settings("127.0.0.1:9", "bs")
+    raw, profiles, n_pred = _workload(settings, n, seed)
+    digests: dict[str, str] = {}
+    for label, eager in (("objects", True), ("columns", False)):
+        with _outputs(eager):
+            digests[label] = _outputs_digest(settings, raw, profiles, local.InProcessPipeline)
+    cost = timer_cost()
+    best: dict[str, dict[str, float]] = {"objects": {}, "columns": {}}
+    plain: dict[str, float] = {}
+    order = list(best)
+    for r in range(rounds):  # alternating, so a load that changes meanwhile weighs on both alike
+        for label in order if r % 2 == 0 else order[::-1]:
+            with _outputs(label == "objects"):
+                plain[label] = min(plain.get(label, float("inf")), _run(settings, raw, profiles, True))
+                clock = StageClock(cost.outside)
+                with instrumented(clock):
+                    _run(settings, raw, profiles, True)
+            for stage in ORDER:
+                spent = max(clock.seconds[stage] - clock.calls[stage] * cost.inside, 0.0) / n_pred * 1e6
+                best[label][stage] = min(best[label].get(stage, spent), spent)
+    same = digests["objects"] == digests["columns"]
+    old, new = best["objects"], best["columns"]
+    stage1 = {label: sum(best[label][s] for s in STAGE1) for label in best}
+    plain_us = {label: seconds / n_pred * 1e6 for label, seconds in plain.items()}
+    detail = (", ".join(f"{s} {old[s]:.2f} -> {new[s]:.2f}" for s in STAGE1 if old[s])
+              + f" us/pred event; stage 1 sum {stage1['objects']:.2f} -> {stage1['columns']:.2f} "
+              f"({stage1['columns'] / stage1['objects']:.2f}x); un-instrumented {plain_us['objects']:.2f} "
+              f"-> {plain_us['columns']:.2f} ({plain_us['columns'] / plain_us['objects']:.2f}x); best of "
+              f"{rounds} alternating rounds, {n_pred:,} predictions + labels; outputs "
+              f"{'identical' if same else 'DIFFERENT'} (digest {digests['columns'][:12]})")
+    return Figure("outputs_as_columns_us", "(12e) stage 1, outputs as columns vs an object per output",
+                  plain_us["columns"], "us/pred event", "", None, detail,
+                  {"objects": old, "columns": new, "identical": same, "plain_us": plain_us})
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
@@ -573,6 +651,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="another revision's pipeline/shard.py: stage 1 on it beside this one's (12c)")
     parser.add_argument("--outcome-encoding", action="store_true",
                         help="the outcome messages per row vs one dumps per batch (12d), alone")
+    parser.add_argument("--eager-outputs", action="store_true",
+                        help="stage 1 with the decoder's outputs as columns vs an object per output (12e)")
     parser.add_argument("--local-baseline", type=Path, default=None,
                         help="with --shard-baseline: that revision's pipeline/local.py (the transport)")
     args = parser.parse_args(argv)
@@ -588,6 +668,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoded = measure_outcome_encoding(args.n, args.rounds)
         print_figures([encoded], "outcome messages")
         return 0 if encoded.extra["identical"] else 1
+    if args.eager_outputs:
+        outputs = measure_eager_outputs(args.n, args.rounds)
+        print_figures([outputs], "outputs as columns, A/B")
+        return 0 if outputs.extra["identical"] else 1
     if args.shard_baseline is not None:  # the A/B alone
         compared = measure_shard_baseline(args.n, args.rounds, args.shard_baseline, args.local_baseline)
         print_figures([compared], "around the operators, A/B")
