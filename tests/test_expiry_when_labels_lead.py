@@ -15,8 +15,12 @@ from collections import Counter
 import orjson
 
 from driftline.config import Settings
+from driftline.operators.triggers import RetrainPolicy
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
+from driftline.pipeline.outcomes import OutcomeClock
+from driftline.pipeline.records import Expired, Orphans, Progress
+from driftline.pipeline.references import ProfileBook
 
 START = 1_767_225_600_000
 HORIZON_S = 60
@@ -55,3 +59,16 @@ def test_an_expiry_behind_the_labels_watermark_is_counted_and_listed() -> None:
     assert sum(r["n_expired"] for r in overall) == 1, overall
     unjoined = [(r["prediction_id"], r["reason"], r["time"]) for r in pipeline.rows["unjoined_events"]]
     assert unjoined == [("lonely", "no_label", START + 500_000 + HORIZON_S * 1000)]
+
+
+def test_stage_two_counts_an_expiry_or_orphan_of_a_closed_interval() -> None:
+    """Whatever brings one (a restarted shard's re-send, a shard whose progress ran ahead), an
+    expiry or orphan label whose interval stage 2 closed already is counted, not dropped unseen."""
+    settings = Settings(topics={"partitions": 1}, windows={"metrics_interval_s": 60})  # type: ignore[arg-type]
+    clock = OutcomeClock(0, 1, settings, "", ProfileBook(), RetrainPolicy(settings.triggers, "h"))
+    clock.advance(Progress(0, START + 120_000, START + 120_000, START + 120_000))
+    clock.close()
+    clock.add_expired(Expired(0, "m", "1", ["p1", "p2"], ["", ""], [START + 5_000, START + 130_000],
+                              ["horizon", "evicted"]))
+    clock.add_orphans(Orphans(0, "m", "", ["q"], [START + 7_000], ["no_prediction"], [0], [3]))
+    assert clock.totals["given_up_after_close"] == 2  # p1 and q; p2's interval is open

@@ -187,16 +187,23 @@ class OutcomeClock:
         model = (record.model_id, record.model_version)
         for pid, seg, expired_at, reason in record.rows():
             bucket = self._bucket(model, expired_at)
-            if bucket is not None:
-                (bucket.evicted if reason == "evicted" else bucket.expired)[pid] = seg
-                bucket.given_up_at[pid] = expired_at
+            if bucket is None:
+                # re-sent by a restarted shard; else a shard's outcome progress passed an expiry
+                # still to come (labels read ahead before ShardProcessor.outcome_progress waited
+                # for predictions): counted, never dropped unseen
+                self.totals["given_up_after_close"] += 1
+                continue
+            (bucket.evicted if reason == "evicted" else bucket.expired)[pid] = seg
+            bucket.given_up_at[pid] = expired_at
 
     def add_orphans(self, record: Orphans) -> None:
         model = (record.model_id, record.model_version)
         for pid, label_time, reason, partition, offset in record.rows():
             bucket = self._bucket(model, label_time)
-            if bucket is not None:
-                bucket.orphans[(pid, label_time, partition, offset)] = reason
+            if bucket is None:
+                self.totals["given_up_after_close"] += 1  # as add_expired's
+                continue
+            bucket.orphans[(pid, label_time, partition, offset)] = reason
 
     def add_duplicates(self, record: Duplicates) -> None:
         intervals = self.duplicates[(record.model_id, record.model_version)]
