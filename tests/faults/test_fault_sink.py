@@ -2,7 +2,7 @@
 
 (c) What is faulted: the embedded ClickHouse *storage* of the `--role sink` process. Every insert
 fails inside ClickHouse for the outage (see ``harness.clickhouse_storage_down``), which drives
-the sink's real retry path: ``SinkRunner._write`` keeps the batch, retries with backoff, pauses
+the sink's real retry path: ``SinkRunner._retrying`` keeps the rows, retries with backoff, pauses
 fetching (``driftline_sink_blocked`` = 1, ``driftline_sink_write_failures_total`` grows) and
 commits nothing until the write succeeds. SIGSTOP of the sink would not: a stopped process runs
 no code at all. A ClickHouse *server* cut at the network level is not reproducible here (no
