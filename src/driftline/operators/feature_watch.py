@@ -189,6 +189,11 @@ model's bank when the model's first events reach it (~10 ms for 25 features: the
 designs), a copy of the first costs ~1 ms. A copy is what a restore from a checkpoint would give,
 so the monitors behave alike."""
 _FRESH_BANKS: OrderedDict[tuple[str, tuple[str, ...], float, float, int], _FreshBank] = OrderedDict()
+TEMPLATE_PROTOCOL = 4
+"""Pickle protocol of the new banks kept: protocol 5 loads each array as a view on a buffer of its
+own (~650 bytes for a CUSUM bank's 6 thresholds, against ~170 owning its data under 4), and a
+monitor holds 5 such arrays: a copied 25-feature bank is ~139 KB live under 5, ~78 KB under 4 (and
+loads ~15 % faster), once per shard and model."""
 
 
 @dataclass
@@ -594,7 +599,7 @@ class FeatureWatch:
                 fprofile, arl=arl, min_effect=self.min_effect_sd, learning=self.learning)
             for name, fprofile in sorted(profile.features.items())
         }
-        _FRESH_BANKS[key] = _FreshBank(profile.features, pickle.dumps(monitors, pickle.HIGHEST_PROTOCOL))
+        _FRESH_BANKS[key] = _FreshBank(profile.features, pickle.dumps(monitors, TEMPLATE_PROTOCOL))
         _FRESH_BANKS.move_to_end(key)
         if len(_FRESH_BANKS) > FRESH_BANKS:
             _FRESH_BANKS.popitem(last=False)

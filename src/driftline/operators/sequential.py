@@ -176,6 +176,17 @@ class _Tables:
     per batch; see :meth:`NumericDetector._symbol_edges`). None when the reference has none."""
     edge_view: Sequence[float] | None = None
     """The edges as a sequence of Python floats (a memoryview: no copy), for bisect on a few values."""
+    columns: npt.NDArray[np.int32] | IntArray = field(init=False)
+    """``table.T``: one view for every detector on the reference (a view each is ~110 bytes)."""
+    labels: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
+    """The detectors' CUSUM labels, one list per distinct set (never changed in place: a
+    refinement assigns a new list), so the detectors on the reference share it."""
+    thresholds: dict[bytes, IntArray] = field(default_factory=dict)
+    """The detectors' calibrated thresholds (``_h``, read-only: a detector only ever assigns a
+    new array), one array per distinct set, so every shard's detector on the reference shares it."""
+
+    def __post_init__(self) -> None:
+        self.columns = self.table.T
 
 
 @dataclass(frozen=True)
@@ -366,9 +377,15 @@ class SequentialDetector:
             _TABLES[key] = tables
         self._tables = tables  # keeps the shared entry alive as long as this detector
         self.__dict__.update(tables.reference)
-        self._labels = [sys.intern(label) for label in self._labels]
+        labels = tables.labels.get(tuple(self._labels))
+        if labels is None:
+            labels = [sys.intern(label) for label in self._labels]
+            tables.labels[tuple(labels)] = labels
+        self._labels = labels
+        self._h = tables.thresholds.setdefault(self._h.tobytes(), self._h)
+        self._h.flags.writeable = False
         self._table = tables.table
-        self._columns = tables.table.T
+        self._columns = tables.columns
         self._reach, self._lanes = tables.per_value if tables.per_value is not None else (None, None)
         self._pending = []
         self._arm()
@@ -787,7 +804,7 @@ class SequentialDetector:
         if "_S" in state:  # a checkpoint from before the per-value fast path
             state = dict(state)
             state["_sums"] = state.pop("_S")
-        self.__dict__.update(state)
+        set_state(self, state)
         self._derive()
 
     def __repr__(self) -> str:
@@ -812,6 +829,18 @@ def _lane_layout(keys: tuple[object, ...]) -> tuple[IntArray, IntArray] | None:
     starts = np.searchsorted(group[order], np.arange(groups))
     order.flags.writeable = starts.flags.writeable = False
     return order, starts
+
+
+def set_state(obj: object, state: dict[str, Any]) -> None:
+    """``obj``'s attributes from an unpickled ``state``, held compactly: set one by one, so the
+    instance dict shares its keys with the class's other instances (~280 bytes for a detector's
+    24 attributes, ~830 as ``__dict__.update`` leaves it), and each array a copy owning its data
+    (protocol 5, a checkpoint's, loads an array as a view on a buffer of its own: ~650 bytes for a
+    bank's 6 thresholds, ~170 copied)."""
+    for name, value in state.items():
+        if isinstance(value, np.ndarray) and value.base is not None:
+            value = value.copy()
+        setattr(obj, name, value)
 
 
 def _view(array: npt.NDArray[Any]) -> Sequence[Any]:
