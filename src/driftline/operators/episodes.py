@@ -148,6 +148,7 @@ from driftline.operators.sequential import (
     IntArray,
     NumericDetector,
     SequentialDetector,
+    set_state,
 )
 
 if TYPE_CHECKING:
@@ -336,7 +337,7 @@ class EpisodeMonitor:
             state = dict(state)
             sample = state.pop("_sample")
             state["_learned"] = sample if state.get("_open") is not None else None
-        self.__dict__.update(state)
+        set_state(self, state)  # compact: 1,000 models x 4 shards hold 100,000 monitors
 
     _pending: tuple[str, float, float, int] | None = None
     """A regime alarm away from the reference, awaiting its replicate: evidence, replicate size."""
