@@ -22,6 +22,9 @@ Not part of ``make bench`` (producing and consuming 1M predictions takes minutes
 ``--state-dir`` gives the worker a ``worker.state_dir`` (local copies of the bases, docs/state.md
 "Restoring from a local copy"); without it a restore reads the whole chain from the broker.
 ``--budget-mb`` sets ``join.memory_budget_mb`` (64 is what docs/state.md measured at 10M).
+``--probe DIR`` has both workers write what their memory holds into ``DIR`` every 30 s
+(``bench/memory_probe/sitecustomize.py``: resident heap, glibc's and pymalloc's figures, the
+joins' tables, object types); the workers run a little slower meanwhile.
 """
 
 from __future__ import annotations
@@ -357,11 +360,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-mb", type=float, default=0.0,
                         help="join.memory_budget_mb per shard (docs/state.md: 64 at 10M); 0 = none")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for each step")
+    parser.add_argument("--probe", type=Path, default=None,
+                        help="directory the workers dump what their memory holds into, every 30 s")
     return parser.parse_args(argv)
+
+
+def probe_workers(directory: Path) -> None:
+    """Workers started from now on load ``bench/memory_probe/sitecustomize.py`` (they inherit this
+    process's environment) and dump their memory's parts into ``directory``."""
+    probe = Path(__file__).resolve().parent / "memory_probe"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe), os.environ.get("PYTHONPATH")]))
+    os.environ["BENCH_MEMORY_PROBE_DIR"] = str(directory.resolve())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.probe is not None:
+        probe_workers(args.probe)
     n = 10_000 if args.quick else args.n
     print(environment_line(environment()))
     print(f"load before: {load()}")
