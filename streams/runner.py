@@ -110,6 +110,11 @@ READ_TIMING_EVERY_S = 600.0
 """A runner times the broker's read of a chain's deltas (:meth:`StageRunner._time_read`) at most
 this often, whichever shard's: the speed is the broker's, not a shard's, and each timing reads
 64 MiB back (every chain of 4 shards at 10M would be ~1 MB/s of reads beside ~2 MB/s of deltas)."""
+TRIM_AFTER_DELTA_BYTES = 8 * 2**20
+"""A delta this large (the one after a base: every record added while the base was written, whole,
+with their tracked keys and the delta's pickle) leaves that much freed in glibc's heap, which the
+RSS keeps until the next base's trim unless the heap is trimmed after it too (issue 19: a live
+worker's heap grew by ~200 MB over its in-use bytes at 1-1.5M pending; docs/state.md)."""
 RATIO_FLOOR_BYTES = MIN_READ_BYTES
 """``worker.checkpoint_delta_ratio`` starts a base only once the chain (base + deltas) holds more:
 a smaller chain is read in about a second, and the restore bound still prices it. Without the
@@ -452,6 +457,7 @@ class StageRunner:
         if not changed:
             return
         wrote_base = False
+        large_delta = False  # the delta after a base carries every record added while it was written
         for shard in changed:
             state = self.shards[shard]
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
@@ -487,13 +493,14 @@ class StageRunner:
                 chain.deltas += 1
                 chain.delta_bytes += size
                 chain.changed += records
+                large_delta |= size > TRIM_AFTER_DELTA_BYTES
                 self._estimate(state, chain)
                 self._time_read(shard, chain)
             state.dirty = False
             state.checkpointed_at = time.time()
             state.checkpointed_offsets = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
             self.stats.checkpoints += 1
-        if wrote_base:  # building it left the heap holding its size again in freed blocks
+        if wrote_base or large_delta:  # building it left the heap holding its size again in freed blocks
             await asyncio.to_thread(release_free_memory)
         if not beside_batches:
             await self._settle(shards)
