@@ -41,6 +41,9 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from driftline.pipeline.state import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread: each would keep a heap of its own (issue 19)
     from driftline.streams.app import run_worker
     from driftline.streams.http_security import serving_problem
     from driftline.streams.worker import WorkerRuntime
