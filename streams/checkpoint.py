@@ -52,7 +52,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar, overload
@@ -1147,21 +1147,10 @@ class CheckpointStore:
             end = (await end_offsets(consumer, [tp]))[tp]
             if start >= end:
                 return None
-            consumer.assign([tp])
-            consumer.seek(tp, start)
             read, started = 0, time.perf_counter()
-            deadline = time.monotonic() + self._read_timeout_s
-            try:
-                while start < end:
-                    if time.monotonic() > deadline:
-                        raise CheckpointError(f"timing the read of {topic}: stalled at {start} of {end}")
-                    batch = await consumer.getmany(tp, timeout_ms=500, max_records=1000)
-                    read += sum(len(record.value or b"") for record in batch.get(tp, []))
-                    position = await consumer.position(tp)
-                    if position > start:
-                        start, deadline = position, time.monotonic() + self._read_timeout_s
-            finally:
-                consumer.unsubscribe()
+            async with contextlib.aclosing(self._records(consumer, tp, start, end)) as batches:
+                async for records, _ in batches:
+                    read += sum(len(record.value or b"") for record in records)
             return read, time.perf_counter() - started
 
     async def _end_offset(self, topic: str) -> int | None:
@@ -1376,6 +1365,18 @@ class CheckpointStore:
             end = (await end_offsets(consumer, [tp]))[tp]
         if start >= end:
             return start
+        position = start
+        async with contextlib.aclosing(self._records(consumer, tp, start, end)) as batches:
+            async for records, position in batches:  # noqa: B007 (the last one is returned)
+                for record in records:
+                    self._apply(assembler, record)
+        return position
+
+    async def _records(self, consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
+                       ) -> AsyncGenerator[tuple[list[ConsumerRecord[bytes, bytes]], int], None]:
+        """The records of ``tp`` from ``start`` up to ``end``, a fetched batch at a time with the
+        consumer's position after it, on ``consumer`` (assigned ``tp`` alone meanwhile: close the
+        generator, e.g. by ``contextlib.aclosing``, so a caller's error unassigns it at once)."""
         consumer.assign([tp])
         consumer.seek(tp, start)
         # A stall is no progress for read_timeout_s, not a long read: a 10M-pending base is
@@ -1386,15 +1387,13 @@ class CheckpointStore:
                 if time.monotonic() > deadline:
                     raise CheckpointError(f"reading {tp.topic} stalled at offset {start} of {end}")
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=1000)
-                for record in batch.get(tp, []):
-                    self._apply(assembler, record)
                 # Gaps (compaction, control records) are skipped by the position, not by offsets.
                 position = await consumer.position(tp)
                 if position > start:
                     start, deadline = position, time.monotonic() + self._read_timeout_s
+                yield batch.get(tp, []), start
         finally:
             consumer.unsubscribe()
-        return start
 
     def _apply(self, assembler: CheckpointAssembler, record: ConsumerRecord[bytes, bytes]) -> None:
         self.messages_read += 1
