@@ -218,7 +218,7 @@ def release_free_memory() -> bool:
     >>> release_free_memory() in (True, False)
     True
     """
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)
@@ -239,27 +239,26 @@ def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
     process starts its threads. Nothing is done (False) without glibc, or when the environment
     sets ``MALLOC_ARENA_MAX`` (glibc read it already: the operator's choice stands).
 
-    >>> limit_malloc_arenas() in (True, False)
-    True
+    >>> os.environ["MALLOC_ARENA_MAX"] = "4"  # the operator's setting
+    >>> limit_malloc_arenas()
+    False
+    >>> del os.environ["MALLOC_ARENA_MAX"]
     """
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt: Callable[[int, int], int] = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
-        return False
-    return bool(mallopt(_M_ARENA_MAX, count))
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, count))
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str) -> Callable[..., int] | None:
+    """glibc's function ``name``, or None without glibc (musl, macOS, Windows)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        function: Callable[..., int] = getattr(libc, name)
+    except (OSError, AttributeError):
         return None
-    return trim
+    return function
 
 
 @runtime_checkable
