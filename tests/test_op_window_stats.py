@@ -11,6 +11,7 @@ import orjson
 from driftline.operators.window_stats import (
     MAX_CATEGORIES,
     OVERFLOW,
+    ColumnBlock,
     EventColumns,
     FeatureStats,
     WindowAccumulator,
@@ -346,3 +347,66 @@ def test_values_form_moments_are_numpys_of_each_column_alone() -> None:
             alone.add_array(np.array(values))
             assert repr((stats.mean, stats.m2, stats.min, stats.max)) == \
                 repr((alone.mean, alone.m2, alone.min, alone.max)), length
+
+
+def _column_events(block_list: list, name: str) -> list:
+    """Per event of ``block_list`` (one column's blocks in order): its number, category key, or
+    None where missing; "absent" where the event lacks the name."""
+    out: list = []
+    for block in block_list:
+        for i in range(block.n):
+            if block.present is not None and not block.present[i]:
+                out.append("absent")
+            elif block.missing is not None and block.missing[i]:
+                out.append(None)
+            elif block.codes is not None and block.codes[i] < len(block.keys):
+                out.append(block.keys[block.codes[i]])
+            else:
+                out.append(repr(float(block.numbers[i])))
+    return out
+
+
+def test_a_buffer_of_many_small_appends_joins_them_in_order() -> None:
+    """Appends of 0-3 events each (many models: a few of each per batch) are joined as they
+    arrive, so the buffer holds a few parts, not one per append; every event's values stay in log
+    order (a join that dropped or reordered events fails the per-event comparison before the
+    statistics could hide it), and the chunks' partial and the values form are the row form's."""
+    from driftline.operators.window_stats import MERGE_PARTS
+
+    for seed in range(4):
+        feats, preds, lats = _odd_events(seed, 1500)
+        rng = random.Random(seed + 5)
+        joined, single = WindowBuffer(), WindowBuffer()
+        kept: list[int] = []
+        appended: list[EventColumns] = []
+        start = 0
+        while start < len(feats):
+            stop = min(len(feats), start + rng.randint(1, 8))
+            rows = sorted(rng.sample(range(stop - start), rng.randint(0, min(3, stop - start))))
+            part = EventColumns.of(feats[start:stop], preds[start:stop], lats[start:stop]).take(
+                np.array(rows, dtype=np.intp))
+            joined.append(part)
+            appended.append(part)
+            kept.extend(start + r for r in rows)
+            assert len(joined.parts) <= MERGE_PARTS + 4
+            start = stop
+        single.parts, single.n = [p for p in appended if p.n], sum(p.n for p in appended)
+        assert len(joined) == len(kept) and len(joined.parts) < len(single.parts) // 20
+        names = {name for part in appended for name in part.features}
+        for name in sorted(names):
+            def blocks(parts: list[EventColumns], name: str = name) -> list:
+                return [p.features.get(name) or ColumnBlock.absent(p.n) for p in parts]
+            assert _column_events(blocks(joined.parts), name) == _column_events(blocks(single.parts), name)
+        for column in ("label", "value", "latency"):
+            assert (_column_events([getattr(p, column) for p in joined.parts], column)
+                    == _column_events([getattr(p, column) for p in single.parts], column))
+        assert repr(values_partial(joined.parts)) == repr(values_partial(single.parts))
+        a, b = WindowAccumulator(), WindowAccumulator()
+        joined.drain(a, 512, final=True)
+        single.drain(b, 512, final=True)
+        rows_acc = WindowAccumulator()
+        for i in range(0, len(kept), 512):
+            part_rows = kept[i : i + 512]
+            rows_acc.add([feats[j] for j in part_rows], [preds[j] for j in part_rows],
+                         [lats[j] for j in part_rows])
+        assert repr(a.to_partial()) == repr(b.to_partial()) == repr(rows_acc.to_partial())

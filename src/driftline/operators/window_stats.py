@@ -660,6 +660,54 @@ class ColumnBlock:
     def reduce(self) -> ReducedColumn:
         return _reduce([self])
 
+    @classmethod
+    def concat(cls, blocks: Sequence[ColumnBlock]) -> ColumnBlock:
+        """The blocks (consecutive events of one column, in order) as one block of fresh arrays: what
+        :func:`_reduce` makes of any run of its events is what it makes of the same run of ``blocks``
+        (the category codes renumbered into the blocks' keys joined, in first-seen order).
+
+        >>> joined = ColumnBlock.concat([ColumnBlock.of(["b", None]), ColumnBlock.of([2.0]),
+        ...                              ColumnBlock.of(["a", "b", True])])
+        >>> joined.keys, joined.codes.tolist(), joined.missing.tolist()
+        (['b', 'a', 'true'], [0, 3, 3, 1, 0, 2], [False, True, False, False, False, False])
+        >>> joined.slice(1, 4).reduce()
+        ReducedColumn(n=3, missing=1, counts={'a': 1}, numbers=array([nan,  2., nan]))
+        """
+        if len(blocks) == 1:
+            return blocks[0]
+        n = sum(block.n for block in blocks)
+        numbers = None
+        if any(block.numbers is not None for block in blocks):
+            # NaN where a block holds no number: as _reduce fills such a block
+            numbers = np.concatenate([np.full(block.n, np.nan) if block.numbers is None else block.numbers
+                                      for block in blocks])
+        codes: IntArray | None = None
+        keys: list[str] = []
+        if any(block.codes is not None for block in blocks):
+            index: dict[str, int] = {}
+            for block in blocks:
+                if block.codes is not None:
+                    for key in block.keys:
+                        index.setdefault(key, len(index))
+            keys = list(index)
+            other = len(keys)  # the code of a missing or numeric value
+            codes = np.concatenate([
+                np.full(block.n, other, dtype=np.int32) if block.codes is None
+                else np.array([index[key] for key in block.keys] + [other], dtype=np.int32)[block.codes]
+                for block in blocks])
+        return cls(n, numbers, _joined_mask([block.missing for block in blocks], blocks, False), codes, keys,
+                   _joined_mask([block.present for block in blocks], blocks, True))
+
+
+def _joined_mask(masks: Sequence[BoolArray | None], blocks: Sequence[ColumnBlock],
+                 default: bool) -> BoolArray | None:
+    """The blocks' masks as one (a None mask: ``default`` for each of its block's events; None if
+    every mask is)."""
+    if all(mask is None for mask in masks):
+        return None
+    return np.concatenate([np.full(block.n, default) if mask is None else mask
+                           for mask, block in zip(masks, blocks, strict=True)])
+
 
 def _reduce(blocks: Sequence[ColumnBlock]) -> ReducedColumn:
     """The blocks (consecutive events of one column) as one chunk."""
@@ -757,11 +805,30 @@ class EventColumns:
                             self.label.slice(start, stop), self.value.slice(start, stop),
                             self.latency.slice(start, stop))
 
+    @classmethod
+    def concat(cls, parts: Sequence[EventColumns]) -> EventColumns:
+        """The events of ``parts`` (consecutive, in order) as one: each column's blocks joined
+        (:meth:`ColumnBlock.concat`), a name a part lacks absent from its events, as
+        :meth:`WindowAccumulator.add_chunk` reads such a part."""
+        names = dict.fromkeys(name for part in parts for name in part.features)
+        return cls(sum(part.n for part in parts),
+                   {name: ColumnBlock.concat([part.features.get(name) or ColumnBlock.absent(part.n)
+                                              for part in parts])
+                    for name in names},
+                   ColumnBlock.concat([part.label for part in parts]),
+                   ColumnBlock.concat([part.value for part in parts]),
+                   ColumnBlock.concat([part.latency for part in parts]))
+
+
+MERGE_PARTS = 8
+"""A :class:`WindowBuffer` holding this many parts joins its last ones (see ``_merge_tail``)."""
+
 
 class WindowBuffer:
     """Events of one window not yet added to its accumulator, as column blocks in log order: they
     are added in chunks of exactly ``chunk`` events (the rest when the window closes), so float sums
-    round the same however the log was batched.
+    round the same however the log was batched. Small parts are joined as they arrive (at most
+    ~``MERGE_PARTS`` are held): the chunks' statistics are the same whatever the parts.
 
     >>> from driftline.schemas.events import Prediction
     >>> buffer, acc = WindowBuffer(), WindowAccumulator()
@@ -783,6 +850,23 @@ class WindowBuffer:
         if part.n:
             self.parts.append(part)
             self.n += part.n
+            if len(self.parts) >= MERGE_PARTS:
+                self._merge_tail()
+
+    def _merge_tail(self) -> None:
+        """Join the last part and each part before it that holds at most twice the events of the
+        parts after it into one. The parts' sizes then fall geometrically: ``MERGE_PARTS`` or a few
+        more parts whatever the window holds, each event copied a few times (~5 for appends of
+        1-3 events up to a 2,048-event chunk). A window of many appends of a few events (many
+        models: a few of each a batch) then costs about the bytes of its values, not a block's
+        arrays per column and append."""
+        parts = self.parts
+        first, tail = len(parts) - 1, parts[-1].n
+        while first and parts[first - 1].n <= 2 * tail:
+            first -= 1
+            tail += parts[first].n
+        if first < len(parts) - 1:
+            parts[first:] = [EventColumns.concat(parts[first:])]
 
     def drain(self, accumulator: WindowAccumulator, chunk: int, final: bool) -> int:
         """Add every whole ``chunk`` of events (and, if ``final``, the rest) to ``accumulator``;
