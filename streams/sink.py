@@ -7,8 +7,24 @@ waited ``flush_interval_s`` (:data:`FLUSH_INTERVAL_S`), and only then are the of
 batches they came from committed (at-least-once; every table is a ReplacingMergeTree keyed by a
 deterministic id, so a replayed batch collapses under FINAL). While ClickHouse is unreachable the
 same rows are retried forever with backoff (logged once a minute) and fetching is paused: memory
-stays bounded and nothing is skipped. A message that cannot be turned into rows (malformed JSON,
-unknown column) is not a ClickHouse outage: it is logged, counted as rejected and passed over.
+stays bounded and nothing is skipped.
+
+What is not an outage does not count and is not dropped either: it becomes a ``dead_letters``
+row keyed by the message's own topic, partition and offset, staged and flushed with the batch's
+other rows (so committed only once durable, and a replay lands on the same row):
+
+- ``sink_unreadable``: a message that cannot be turned into rows (not JSON, not of a sink
+  message's form, a malformed block, an outcome or dead letter of the wrong shape);
+- ``invalid_profile``: a message of the profiles topic that is not a valid reference profile (the
+  workers skip it; this is where the user learns why the model has no drift scores);
+- ``sink_refused``: rows of a message that the writer's check (an unknown table or column, None
+  in a non-Nullable column, an unreadable time) or ClickHouse (a value its column cannot hold)
+  refuses; the message's other rows are written. A flush failing with an error of a value while
+  ClickHouse still answers ``SELECT 1`` (``SinkRunner._refusal``) writes the staged messages again
+  one at a time, halving a refused message's rows until the refused ones are found.
+
+A dead-letter row that is itself refused is the last resort: logged and counted in
+``stats.rejected``, never written again (nothing loops).
 """
 
 from __future__ import annotations
@@ -17,6 +33,8 @@ import asyncio
 import functools
 import logging
 import math
+import re
+import struct
 import threading
 import time
 from collections import Counter
@@ -24,16 +42,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 from pydantic import ValidationError
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer
+from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.records import ColumnBlock
-from driftline.pipeline.to_rows import RowMapper
-from driftline.store.writer import ClickHouseRowWriter
+from driftline.pipeline.to_rows import PAYLOAD_LIMIT, RowMapper
+from driftline.store.writer import ClickHouseRowWriter, RowRefused
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +69,28 @@ and its new part), one per table and column set: a flush of one small window's t
 flushed every fetched batch, so with many models (issue 19: at 1,000 a window closes every ~26
 predictions) it paid that fixed cost several times a second. Half a second of waiting leaves a
 window's rows inside the 2 s from its close to ClickHouse (issue 15)."""
+DEAD_LETTERS = "dead_letters"
+UNREADABLE = "sink_unreadable"
+INVALID_PROFILE = "invalid_profile"
+REFUSED = "sink_refused"
+MAX_REASON_CHARS = 2000  # of an error's text in error_message
+MAX_QUOTED_ROW_CHARS = 1000  # of the first refused row, quoted in error_message
+# Errors of a value a column cannot hold: the writer's checks and clickhouse-connect's native
+# encoder raise these ...
+_VALUE_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, struct.error, DataError)
+# ... and the server these codes: CANNOT_PARSE_TEXT, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
+# TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, INCORRECT_DATA,
+# VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, VIOLATED_CONSTRAINT, NO_SUCH_COLUMN_IN_TABLE, THERE_IS_NO_COLUMN
+_VALUE_CODES = frozenset({6, 27, 53, 69, 70, 117, 321, 469, 16, 8})
+_CODE = re.compile(r"Code: (\d+)")
+
 
 @dataclass
 class SinkStats:
     messages_in: Counter[str] = field(default_factory=Counter)  # per topic
     rows_written: Counter[str] = field(default_factory=Counter)  # per table
-    rejected: Counter[str] = field(default_factory=Counter)  # per topic
+    dead_lettered: Counter[str] = field(default_factory=Counter)  # messages, per topic read
+    rejected: Counter[str] = field(default_factory=Counter)  # dead letters not written either, per topic
     write_failures: int = 0
     commit_failures: int = 0
     batches: int = 0
@@ -82,6 +119,10 @@ class SinkRunner:
         self.flush_interval_s = flush_interval_s
         self._staged: dict[TopicPartition, int] = {}  # next offset of each partition, rows staged not flushed
         self._staged_since = 0.0  # time.monotonic() of the oldest staged batch
+        self._staged_records: list[ConsumerRecord[bytes, bytes]] = []  # what the staged rows came from
+        self._one_by_one = False  # a flush was refused: write the staged records again one at a time
+        self._staged_dead: dict[tuple[str, int, int], dict[str, Any]] = {}  # by topic, partition, offset
+        self._profiles_topic = settings.topics.profiles
         self.running = False
 
     def stop(self) -> None:
@@ -98,8 +139,8 @@ class SinkRunner:
                 batch = await consumer.getmany(timeout_ms=self._poll_ms(),
                                                max_records=self.settings.worker.batch_max_records)
                 if batch:
-                    await self._retrying(functools.partial(self._stage, batch))
                     self._note_staged(batch)
+                    await self._retrying(functools.partial(self._stage, batch))
                 if self._staged and time.monotonic() - self._staged_since >= self.flush_interval_s:
                     await self._flush_and_commit(consumer)
             if self._staged:  # stopping: what was staged goes in now, if ClickHouse takes it at once
@@ -136,6 +177,7 @@ class SinkRunner:
         if not self._staged:
             self._staged_since = time.monotonic()
         self._staged.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+        self._staged_records.extend(record for records in batch.values() for record in records)
         self.stats.batches += 1
 
     async def _flush_and_commit(self, consumer: AIOKafkaConsumer, *, retry: bool = True) -> None:
@@ -150,8 +192,12 @@ class SinkRunner:
                 log.warning("sink: the flush on stopping failed (%s); its rows will be written again", err)
                 return
         self.stats.flushes += 1
+        for row in self._staged_dead.values():
+            self._noted(row)
         offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self._staged.items()}
         self._staged = {}
+        self._staged_records = []
+        self._staged_dead = {}
         self._positions.update({tp: meta.offset for tp, meta in offsets.items()})
         try:
             await consumer.commit(offsets)
@@ -183,46 +229,173 @@ class SinkRunner:
             self._set_blocked(False)
 
     def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Convert and buffer the batch's rows (in the writer, under the engine lock)."""
+        """Convert and buffer the batch's rows, and the dead letters of what it cannot write (in
+        the writer, under the engine lock)."""
         # Column blocks, not row dicts: a sink message of the columns form (records.sink_rows) goes
         # to the writer as it was decoded.
-        per_table: dict[str, list[ColumnBlock]] = {}
+        per_table: dict[str, list[tuple[ConsumerRecord[bytes, bytes], list[ColumnBlock]]]] = {}
+        dead: list[dict[str, Any]] = []
         for tp, records in batch.items():
             for record in records:
                 self.stats.messages_in[tp.topic] += 1
-                if record.value is None:
-                    continue
-                try:
-                    table, blocks = self._mapper.blocks(tp.topic, record.value)
-                except (ValueError, ValidationError) as err:
-                    self._reject(tp.topic, record, err)
-                    continue
-                per_table.setdefault(table, []).extend(blocks)
+                mapped = self._map(record, dead)
+                if mapped is not None:
+                    per_table.setdefault(mapped[0], []).append((record, mapped[1]))
         with self._lock:
-            for table, table_blocks in per_table.items():
-                try:
-                    self.writer.write_blocks(table, table_blocks)
-                    self.stats.rows_written[table] += sum(block.n for block in table_blocks)
-                except ValueError:
-                    self._write_each(table, [row for block in table_blocks for row in block.rows()])
+            if self._one_by_one:  # the next flush writes every staged record again anyway
+                return
+            try:
+                for table, sources in per_table.items():
+                    table_blocks = [block for _, blocks in sources for block in blocks]
+                    try:
+                        self.writer.write_blocks(table, table_blocks)
+                        self.stats.rows_written[table] += sum(block.n for block in table_blocks)
+                    except RowRefused:  # the writer's check refused a row: find it, a message at a time
+                        for record, blocks in sources:
+                            dead.extend(self._write_checked(table, record, blocks))
+                self._write_dead(dead)
+            except Exception as err:  # a write that flushed a full buffer, refused by ClickHouse
+                if not self._refusal(err):
+                    raise
+                self._one_by_one = True
 
-    def _write_each(self, table: str, table_rows: list[dict[str, Any]]) -> None:
-        for row in table_rows:
+    def _map(self, record: ConsumerRecord[bytes, bytes],
+             dead: list[dict[str, Any]]) -> tuple[str, list[ColumnBlock]] | None:
+        """The record's table and rows; None for a tombstone, or (with its dead letter added to
+        ``dead``) for a record that cannot become rows."""
+        if record.value is None:
+            return None
+        try:
+            if record.topic == self._profiles_topic:
+                # What the workers check before they use a profile: one they skip is not written
+                # as if it were in use, it is dead-lettered (once: this is one consumer group).
+                ReferenceProfile.model_validate_json(record.value)
+            return self._mapper.blocks(record.topic, record.value)
+        except Exception as err:  # mapping is pure (no I/O): whatever fails is the message's fault
+            kind = INVALID_PROFILE if record.topic == self._profiles_topic else UNREADABLE
+            dead.append(dead_letter_row(record, kind, reason(err), _model_id(record.value)))
+            return None
+
+    def _write_checked(self, table: str, record: ConsumerRecord[bytes, bytes],
+                       blocks: list[ColumnBlock]) -> list[dict[str, Any]]:
+        """Buffer a record's rows the writer's check accepts; the dead letter of those it refuses."""
+        try:
+            self.writer.write_blocks(table, blocks)
+            self.stats.rows_written[table] += sum(block.n for block in blocks)
+            return []
+        except RowRefused:
+            pass
+        rows = [row for block in blocks for row in block.rows()]
+        refused: list[tuple[int, dict[str, Any], Exception]] = []
+        for index, row in enumerate(rows):
             try:
                 self.writer.write(table, [row])
                 self.stats.rows_written[table] += 1
-            except ValueError as err:
-                self.stats.rejected[table] += 1
-                log.error("sink: rejected a %s row: %s", table, err)
+            except RowRefused as err:
+                refused.append((index, row, err))
+        return [refused_row(record, table, len(rows), refused)] if refused else []
 
-    def _reject(self, topic: str, record: ConsumerRecord[bytes, bytes], err: Exception) -> None:
-        self.stats.rejected[topic] += 1
-        log.error("sink: rejected %s[%d]@%d: %s", topic, record.partition, record.offset,
-                  str(err).splitlines()[0] if str(err) else type(err).__name__)
+    def _write_dead(self, dead: list[dict[str, Any]]) -> None:
+        if not dead:
+            return
+        try:
+            self.writer.write(DEAD_LETTERS, dead)
+            written = dead
+        except RowRefused:  # some dead letter the writer's check refuses: the others go in
+            written = []
+            for row in dead:
+                try:
+                    self.writer.write(DEAD_LETTERS, [row])
+                    written.append(row)
+                except RowRefused as err:
+                    self._last_resort(row, err)
+        self._staged_dead.update((_position(row), row) for row in written)
+
+    def _last_resort(self, row: dict[str, Any], err: Exception) -> None:
+        """A dead letter that cannot be written either: logged and counted, not tried again."""
+        self.stats.rejected[row["source_topic"]] += 1
+        log.error("sink: dropped %s[%d]@%d (%s: %s); its dead letter was refused too: %s",
+                  row["source_topic"], row["source_partition"], row["source_offset"], row["error_kind"],
+                  row["error_message"], reason(err))
+
+    def _refusal(self, err: Exception) -> bool:
+        """Whether a failed write or flush refused a value (a row's fault) rather than failed to
+        reach ClickHouse: an error of a value, and ClickHouse still answers."""
+        if isinstance(err, RowRefused):
+            return True
+        if isinstance(err, OperationalError):
+            return False
+        if not isinstance(err, _VALUE_ERRORS):
+            code = _CODE.search(str(err)) if isinstance(err, DatabaseError) else None
+            if code is None or int(code.group(1)) not in _VALUE_CODES:
+                return False
+        try:
+            self.writer.client.query("SELECT 1")
+        except Exception:  # a failing engine can raise the same errors: an outage, retried
+            return False
+        return True
 
     def _flush(self) -> None:
         with self._lock:
+            if not self._one_by_one:
+                try:
+                    self.writer.flush()
+                    return
+                except Exception as err:
+                    if not self._refusal(err):
+                        raise
+                    log.warning("sink: ClickHouse refused a staged row (%s); writing the %d staged "
+                                "messages one at a time", reason(err), len(self._staged_records))
+                    self._one_by_one = True
+            # Restartable: an outage in here leaves _one_by_one set, and the retry starts over
+            # (rows written twice collapse under FINAL).
+            self._write_one_by_one()
+            self._one_by_one = False
+
+    def _write_one_by_one(self) -> None:
+        self.writer.discard()
+        self._staged_dead = {}
+        for record in self._staged_records:
+            dead: list[dict[str, Any]] = []
+            mapped = self._map(record, dead)
+            if mapped is not None:
+                table, blocks = mapped
+                rows = [row for block in blocks for row in block.rows()]
+                refused = self._isolate(table, list(enumerate(rows)))
+                if refused:
+                    dead.append(refused_row(record, table, len(rows), refused))
+            for row in dead:
+                refused_dead = self._isolate(DEAD_LETTERS, [(0, row)])
+                if refused_dead:
+                    self._last_resort(row, refused_dead[0][2])
+                else:
+                    self._staged_dead[_position(row)] = row
+
+    def _noted(self, row: dict[str, Any]) -> None:
+        """Count and log a dead letter written (flushed)."""
+        self.stats.dead_lettered[row["source_topic"]] += 1
+        log.warning("sink: %s[%d]@%d is a dead letter (%s): %s", row["source_topic"],
+                    row["source_partition"], row["source_offset"], row["error_kind"], row["error_message"])
+
+    def _isolate(self, table: str, rows: list[tuple[int, dict[str, Any]]]
+                 ) -> list[tuple[int, dict[str, Any], Exception]]:
+        """Write and flush ``rows`` (index, row); when refused, each half again: the refused rows
+        with their errors (a few inserts per refused row, not one per row)."""
+        if not rows:
+            return []
+        try:
+            self.writer.write(table, [row for _, row in rows])
             self.writer.flush()
+            self.stats.rows_written[table] += len(rows)
+            return []
+        except Exception as err:
+            self.writer.discard()
+            if not self._refusal(err):
+                raise
+            if len(rows) == 1:
+                return [(rows[0][0], rows[0][1], err)]
+        middle = len(rows) // 2
+        return self._isolate(table, rows[:middle]) + self._isolate(table, rows[middle:])
 
     def _set_blocked(self, blocked: bool) -> None:
         self.stats.blocked = blocked
@@ -233,3 +406,61 @@ class SinkRunner:
             consumer.pause(*consumer.assignment())
         else:
             consumer.resume(*consumer.assignment())
+
+
+def reason(err: Exception) -> str:
+    """An error's text on one line, bounded; a validation error's as field: problem pairs."""
+    if isinstance(err, ValidationError):
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors()]
+        text = f"not a valid {err.title}: " + "; ".join(problems)
+    else:
+        text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + " ..."
+
+
+def _position(row: dict[str, Any]) -> tuple[str, int, int]:
+    """Where a dead letter's record is: its key (a record staged twice is noted once)."""
+    return row["source_topic"], row["source_partition"], row["source_offset"]
+
+
+def _model_id(value: Any) -> str:
+    """The model a message (or a row) names, when it names one."""
+    if isinstance(value, bytes | bytearray):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return ""
+    model = value.get("model_id") if isinstance(value, dict) else None
+    return model[:256] if isinstance(model, str) else ""
+
+
+def dead_letter_row(record: ConsumerRecord[bytes, bytes], kind: str, message: str,
+                    model_id: str = "") -> dict[str, Any]:
+    """The ``dead_letters`` row of a record the sink cannot write, keyed by where the record is."""
+    value = record.value or b""
+    if len(value) > PAYLOAD_LIMIT:
+        message += f" [payload: the first {PAYLOAD_LIMIT} of {len(value)} bytes]"
+    return {
+        "source_topic": record.topic,
+        "source_partition": record.partition,
+        "source_offset": record.offset,
+        "source_timestamp": max(0, record.timestamp),
+        "error_kind": kind,
+        "error_message": message,
+        "payload": value[:PAYLOAD_LIMIT].decode("utf-8", errors="replace"),
+        "payload_size": len(value),
+        "model_id": model_id,
+    }
+
+
+def refused_row(record: ConsumerRecord[bytes, bytes], table: str, n_rows: int,
+                refused: list[tuple[int, dict[str, Any], Exception]]) -> dict[str, Any]:
+    """The dead letter of a message some of whose rows were refused: how many, the first one's
+    reason, and the row itself (quoted, bounded)."""
+    index, row, err = refused[0]
+    quoted = orjson.dumps(row, default=repr).decode()
+    if len(quoted) > MAX_QUOTED_ROW_CHARS:
+        quoted = quoted[:MAX_QUOTED_ROW_CHARS] + " ..."
+    message = (f"{len(refused)} of {n_rows} {table} rows refused, the other rows are written; "
+               f"first refused, row {index}: {reason(err)}; the row: {quoted}")
+    return dead_letter_row(record, REFUSED, message, _model_id(row) or _model_id(record.value))

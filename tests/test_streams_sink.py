@@ -1,10 +1,12 @@
-"""SinkRunner on the embedded broker and ClickHouse: every topic becomes rows; duplicates vanish."""
+"""SinkRunner on the embedded broker and ClickHouse: every topic becomes rows; duplicates vanish;
+what cannot be written is a dead_letters row with the reason, and the rows around it land."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import time
+from collections import Counter
 
 import orjson
 import pytest
@@ -13,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from driftline.config import Settings, TopicSettings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.pipeline import records
 from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
@@ -49,7 +52,28 @@ def messages(settings: Settings) -> list[tuple[str, bytes]]:
             (t.retrain_status, orjson.dumps(job)),
             (t.sink, orjson.dumps({"table": "late_events", "rows": [late]}))]
     poison = [(t.outcomes, b"not json"), (t.sink, b'{"table": "late_events"}')]
-    return once + poison + once  # every good message twice: at-least-once delivery
+    return once + poison + refused(settings) + once + refused(settings)  # at-least-once: twice
+
+
+def refused(settings: Settings) -> list[tuple[str, bytes]]:
+    """Messages the sink turns into rows of which some are refused, and invalid profiles."""
+    t = settings.topics
+
+    def late(i: int, **changed: object) -> dict[str, object]:
+        return {"run_id": "", "source_topic": t.labels, "source_partition": 1, "source_offset": 100 + i,
+                "event_type": "label", "prediction_id": f"r{i}", "model_id": "m", "model_version": "",
+                "event_time": T0, "watermark_time": T0 + 1, **changed}
+
+    # the writer's check refuses an unknown column (rows form) ...
+    checked = {"table": "late_events", "rows": [late(1), late(2, bogus=1), late(3)]}
+    # ... ClickHouse a value its Int32 column cannot hold, only when the rows are inserted (blocks form)
+    (inserted,) = records.sink_rows(t.sink, "late_events",
+                                    [late(4), late(5), late(6, source_partition="abc"), late(7)])
+    no_task = {"model_id": "m2", "model_version": "1", "profile_id": "p2", "created_at_ms": T0,
+               "effective_from_ms": T0, "source": "training", "features": {}}
+    no_model = {"model_version": "1", "profile_id": "p3"}  # the row mapping alone would raise KeyError
+    return [(t.sink, orjson.dumps(checked)), (t.sink, inserted.value),
+            (t.profiles, orjson.dumps(no_task)), (t.profiles, orjson.dumps(no_model))]
 
 
 def test_sink_writes_every_topic_and_duplicates_collapse(settings: Settings) -> None:
@@ -60,31 +84,88 @@ def test_sink_writes_every_topic_and_duplicates_collapse(settings: Settings) -> 
     migrate(client, s)
     writer = ClickHouseRowWriter(client, database_name(s), close_client=False)
     sink = SinkRunner(s, writer, group_id=f"sink-{s.topics.sink}", poll_timeout_ms=200)
-    asyncio.run(_run(s, sink))
-    assert sink.stats.rejected[s.topics.outcomes] == 1 and sink.stats.rejected[s.topics.sink] == 1
+    asyncio.run(_run(s, sink, len(messages(s))))
+    assert not sink.stats.rejected, sink.stats
     counts = {table: client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0]
-              for table in ("outcomes", "dead_letters", "reference_profiles", "retrain_triggers",
-                            "retrain_jobs", "late_events")}
+              for table in ("outcomes", "reference_profiles", "retrain_triggers", "retrain_jobs")}
     assert counts == dict.fromkeys(counts, 1), counts
-    query = "SELECT payload, payload_size, model_id FROM dead_letters FINAL"
-    payload, size, model = client.query(query).result_rows[0]
+    query = "SELECT payload, payload_size, model_id FROM dead_letters FINAL WHERE source_topic = {t:String}"
+    payload, size, model = client.query(query, parameters={"t": s.topics.predictions}).result_rows[0]
     assert (payload, size, model) == ('{"model_id":"m","bad":', 22, "")
+    ids = client.query("SELECT prediction_id FROM late_events FINAL ORDER BY prediction_id").result_rows
+    assert [i for (i,) in ids] == ["p9", "r1", "r3", "r4", "r5", "r7"]  # the refused rows' neighbours land
+    dead = client.query("SELECT source_topic, error_kind, error_message, payload, model_id FROM dead_letters"
+                        " FINAL WHERE source_topic != {t:String} ORDER BY source_topic, source_offset",
+                        parameters={"t": s.topics.predictions}).result_rows
+    t = s.topics
+    kinds = Counter((topic, kind, model) for topic, kind, _, _, model in dead)
+    assert kinds == {(t.outcomes, "sink_unreadable", ""): 1, (t.sink, "sink_unreadable", ""): 1,
+                     (t.sink, "sink_refused", "m"): 4,  # two messages, each sent twice: 4 offsets
+                     (t.profiles, "invalid_profile", "m2"): 2, (t.profiles, "invalid_profile", ""): 2}, kinds
+    messages_of = {(topic, kind, model): message for topic, kind, message, _, model in dead}
+    assert messages_of[(t.outcomes, "sink_unreadable", "")].startswith("not JSON")
+    assert "task: Field required" in messages_of[(t.profiles, "invalid_profile", "m2")]
+    refusals = [message for topic, kind, message, _, _ in dead if kind == "sink_refused"]
+    assert refusals[0].startswith("1 of 3 late_events rows refused") and "bogus" in refusals[0]
+    assert refusals[1].startswith("1 of 4 late_events rows refused") and '"prediction_id":"r6"' in refusals[1]
+    assert refusals[2:] == refusals[:2]
+    assert sink.stats.dead_lettered[t.sink] >= 5 and sink.stats.dead_lettered[t.profiles] >= 4
+    # Every offset read again (a sink that wrote and crashed before committing): the same rows.
+    table_counts = "SELECT count() FROM {table:Identifier} FINAL"
+    before = {table: client.query(table_counts, parameters={"table": table}).result_rows[0][0]
+              for table in ("dead_letters", "late_events", "reference_profiles")}
+    again = SinkRunner(s, writer, group_id=f"again-{s.topics.sink}", poll_timeout_ms=200)
+    asyncio.run(_consume(again, len(messages(s))))
+    after = {table: client.query(table_counts, parameters={"table": table}).result_rows[0][0]
+             for table in before}
+    assert after == before == {"dead_letters": 11, "late_events": 6, "reference_profiles": 1}, (before, after)
     evidence = client.query("SELECT evidence FROM retrain_triggers FINAL").result_rows[0][0]
     assert orjson.loads(evidence) == {"psi": 0.4}
 
 
-async def _run(s: Settings, sink: SinkRunner) -> None:
+def test_a_refused_dead_letter_is_logged_and_counted_once_and_the_sink_moves_on(settings: Settings) -> None:
+    """The last resort: ClickHouse refuses the dead letters themselves (a constraint here), at the
+    flush. The sink writes the staged messages one at a time, drops the dead letters with a log
+    line and a count, writes the good rows and commits: nothing loops."""
+    s = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={
+        "session_timeout_ms": 3000, "heartbeat_interval_ms": 500, "rebalance_timeout_ms": 3000})})
+    ensure_topics(s)
+    client = connect(s)
+    migrate(client, s)
+    client.command("ALTER TABLE dead_letters ADD CONSTRAINT no_sink CHECK error_kind NOT LIKE 'sink%'")
+    writer = ClickHouseRowWriter(client, database_name(s), close_client=False)
+    sink = SinkRunner(s, writer, group_id=f"sink-{s.topics.sink}", poll_timeout_ms=200)
+    t = s.topics
+    late = {"run_id": "", "source_topic": t.labels, "source_partition": 1, "source_offset": 4,
+            "event_type": "label", "prediction_id": "p9", "model_id": "m", "model_version": "",
+            "event_time": T0, "watermark_time": T0 + 1}
+    sent = [(t.outcomes, b"not json"), (t.sink, orjson.dumps({"table": "late_events", "rows": [late]})),
+            (t.sink, b"{}")]
+    asyncio.run(_run(s, sink, len(sent), sent))
+    assert sink.stats.rejected == {t.outcomes: 1, t.sink: 1}, sink.stats
+    assert not sink.stats.dead_lettered
+    assert client.query("SELECT count() FROM late_events FINAL").result_rows[0][0] == 1
+    assert client.query("SELECT count() FROM dead_letters FINAL").result_rows[0][0] == 0
+
+
+async def _run(s: Settings, sink: SinkRunner, n_messages: int,
+               sent: list[tuple[str, bytes]] | None = None) -> None:
     producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
     await producer.start()
     try:
-        for topic, value in messages(s):
+        for topic, value in messages(s) if sent is None else sent:
             await producer.send_and_wait(topic, value, key=b"k")
     finally:
         await producer.stop()
+    await _consume(sink, n_messages)
+
+
+async def _consume(sink: SinkRunner, n_messages: int) -> None:
+    """Run ``sink`` until it has read ``n_messages`` and committed up to the end of its topics."""
     task = asyncio.create_task(sink.run())
     try:
         deadline = time.monotonic() + 40
-        while sum(sink.stats.messages_in.values()) < 14 or any(sink.lag().values()):
+        while sum(sink.stats.messages_in.values()) < n_messages or any(sink.lag().values()):
             assert not task.done(), task.exception()
             assert time.monotonic() < deadline, sink.stats
             await asyncio.sleep(0.1)

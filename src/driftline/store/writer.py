@@ -32,6 +32,11 @@ _DATETIME64 = re.compile(r"^DateTime64\((\d)")
 _NULLABLE = re.compile(r"^Nullable\((.*)\)$")
 
 
+class RowRefused(ValueError):
+    """A row the writer will not buffer: an unknown table or column, None in a non-Nullable column,
+    a time it cannot read. Nothing of the refused call is buffered."""
+
+
 class RowWriter(Protocol):
     """Where pipeline rows go. Rows are durable only once ``flush`` returns."""
 
@@ -148,7 +153,7 @@ class ClickHouseRowWriter:
     Column types come from ``system.columns``, cached per table for the writer's life. A key
     missing from a row leaves that column to its ClickHouse default: rows are grouped by the set
     of keys they carry, and each group is inserted with just those columns. Unknown keys, and None
-    in a non-Nullable column, raise ValueError at ``write`` (nothing of that call is buffered).
+    in a non-Nullable column, raise :class:`RowRefused` at ``write`` (nothing of that call is buffered).
     Buffers reaching ``max_buffer_rows`` are flushed by ``write``. ``close`` flushes and, if
     ``close_client``, closes the client.
     """
@@ -178,7 +183,7 @@ class ClickHouseRowWriter:
                 parameters={"db": self._database, "t": table},
             ).result_rows
             if not rows:
-                raise ValueError(f"unknown table {self._database}.{table}")
+                raise RowRefused(f"unknown table {self._database}.{table}")
             schema = {
                 name: _Column(name, type_name, "Nullable(" in type_name, _converter(type_name))
                 for name, type_name in rows
@@ -241,8 +246,13 @@ class ClickHouseRowWriter:
             convert = column.convert
             if convert is _json_text:  # a String column: its cells are nearly all str, kept as they are
                 out.append([v if type(v) is str else _json_text(v) for v in values])
+            elif convert is None:
+                out.append(values)
             else:
-                out.append([convert(value) for value in values] if convert else values)
+                try:
+                    out.append([convert(value) for value in values])
+                except (ValueError, TypeError, OverflowError):  # e.g. a time it cannot read
+                    self._refuse(table, schema, rows)
         return out
 
     def _buffer(self, table: str, schema: dict[str, _Column],
@@ -280,13 +290,16 @@ class ClickHouseRowWriter:
                  row: Mapping[str, Any]) -> list[Any]:
         if len(keys) != len(row):
             unknown = ", ".join(sorted(set(row) - set(schema)))
-            raise ValueError(f"{self._database}.{table} has no column(s) {unknown}")
+            raise RowRefused(f"{self._database}.{table} has no column(s) {unknown}")
         values = []
         for name in keys:
             column, value = schema[name], row[name]
             if value is None and not column.nullable:
-                raise ValueError(f"{self._database}.{table}.{name} is not Nullable; omit it or give a value")
-            values.append(column.convert(value) if column.convert else value)
+                raise RowRefused(f"{self._database}.{table}.{name} is not Nullable; omit it or give a value")
+            try:
+                values.append(column.convert(value) if column.convert else value)
+            except (ValueError, TypeError, OverflowError) as err:
+                raise RowRefused(f"{self._database}.{table}.{name}: {err}") from err
         return values
 
     def flush(self) -> None:
@@ -297,6 +310,14 @@ class ClickHouseRowWriter:
             del self._batches[key]
             self._buffered -= batch.rows
             batch.data.clear()  # the context still refers to this list until its next insert
+
+    def discard(self) -> None:
+        """Drop every buffered row not inserted yet: a flush refused for a bad row buffered among
+        good ones, whose caller writes the rows again in smaller groups to find it. The insert
+        contexts go too: one whose insert failed part way is not reused."""
+        self._batches.clear()
+        self._contexts.clear()
+        self._buffered = 0
 
     def _insert_context(self, key: tuple[str, tuple[str, ...]], batch: _Batch) -> InsertContext:
         """One reused InsertContext per (table, columns).
