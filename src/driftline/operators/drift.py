@@ -362,9 +362,11 @@ def _finite(x: float) -> float | None:
 @dataclass(frozen=True)
 class PreparedReference:
     """What scoring a window needs of one feature's reference profile, derived once per profile:
-    its bin shares, edges and labels and (numeric) its sketch's buckets. Every window of a model
-    is scored against the same profile; with many models of little traffic each window is cheap
-    and these, made afresh per window, were a third of its scoring."""
+    its bin shares, edges and labels and (numeric) its sketch's buckets and relative accuracy. Every
+    window of a model is scored against the same profile; with many models of little traffic each
+    window is cheap and these, made afresh per window, were a third of its scoring. The decoded
+    sketch itself is not kept: its buckets are all scoring reads (it was ~110 KB of a 25-feature
+    model's ~260 KB here; issue 19)."""
 
     profile: FeatureProfile
     ref_hist: FloatArray
@@ -372,7 +374,7 @@ class PreparedReference:
     edges: FloatArray
     bin_edges: tuple[float, ...]
     bin_labels: tuple[str, ...]
-    sketch: QuantileSketch | None
+    relative_accuracy: float | None
     buckets: Buckets | None
 
     @classmethod
@@ -382,9 +384,10 @@ class PreparedReference:
         ref_hist = ref_counts / ref_counts.sum()
         if profile.kind == "numeric" and sketch is None:
             sketch = profile.reference_sketch()
-        buckets = sketch.buckets() if profile.kind == "numeric" and sketch is not None else None
+        kept = sketch if profile.kind == "numeric" else None
         return cls(profile, ref_hist, tuple(ref_hist.tolist()), np.asarray(profile.edges, dtype=np.float64),
-                   tuple(profile.edges), tuple(profile.bin_labels), sketch, buckets)
+                   tuple(profile.edges), tuple(profile.bin_labels),
+                   None if kept is None else kept.relative_accuracy, None if kept is None else kept.buckets())
 
 
 def score_feature(
@@ -444,8 +447,8 @@ def score_feature(
         score.chi2_stat, score.chi2_pvalue = _finite(stat), _finite(p) if tested else None
         score.effect = _finite(math.sqrt(stat / score.count)) if math.isfinite(stat) else None
         return score
-    assert prepared.sketch is not None and prepared.buckets is not None and cur_buckets is not None
-    if prepared.sketch.relative_accuracy != stats.sketch.relative_accuracy:
+    assert prepared.buckets is not None and cur_buckets is not None
+    if prepared.relative_accuracy != stats.sketch.relative_accuracy:
         raise ValueError("sketches must share relative_accuracy to be compared bucket by bucket")
     ref_buckets = prepared.buckets
     # profile.n is the sketch's count, except for a seasonal window reference: fewer, what the
