@@ -1,4 +1,5 @@
-"""`driftline worker` as a subprocess: endpoints, HTTP ingest through both stages, graceful SIGTERM."""
+"""`driftline worker` as a subprocess: endpoints, HTTP ingest through both stages, a malformed
+reference profile visible as one dead_letters row (both stages' shards skip it), graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 from harness import wait_for
+from kafka import KafkaProducer
 
 from driftline.config import TopicSettings
 from driftline.local.broker import free_port
@@ -94,6 +96,11 @@ def test_worker_serves_ingests_and_stops_gracefully(
     try:
         wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz", proc)
         now = int(time.time() * 1000)
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        no_task = {"model_id": "m", "model_version": "1", "profile_id": "bad", "created_at_ms": now,
+                   "effective_from_ms": now, "source": "training", "features": {}}
+        producer.send(f"w{tag}.profiles", orjson.dumps(no_task), key=b"m").get(10)
+        producer.close()
         preds = [
             {
                 "prediction_id": f"p{i}",
@@ -115,7 +122,18 @@ def test_worker_serves_ingests_and_stops_gracefully(
             body = q.json()
             return q.status_code == 200 and isinstance(body, dict) and int(body["data"][0]["n"]) == 20
 
-        wait_for(joined, 40, "20 outcomes in ClickHouse", proc)
+        wait_for(joined, 40, "20 outcomes in ClickHouse", proc)  # the worker runs on past the bad profile
+
+        def dead_profiles() -> list[object]:
+            sql = (b"SELECT error_kind, error_message, model_id FROM dead_letters FINAL"
+                   b" WHERE source_topic LIKE '%.profiles'")
+            q = _get(f"{base}/query?format=json", method="POST", content=sql)
+            body = q.json()
+            return body["data"] if q.status_code == 200 and isinstance(body, dict) else []
+
+        wait_for(lambda: bool(dead_profiles()), 40, "the bad profile's dead letter", proc)
+        assert dead_profiles() == [{"error_kind": "invalid_profile", "model_id": "m",
+                                    "error_message": "not a valid ReferenceProfile: task: Field required"}]
         metrics = _get(f"{base}/metrics").text
         assert f'driftline_events_in_total{{stage="shard",topic="w{tag}.predictions"}} 20.0' in metrics
         assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics

@@ -178,6 +178,9 @@ class ModelProcessor:
         try:
             profile = ReferenceProfile.model_validate_json(value)
         except ValueError:
+            # Skipped and counted here; the sink, which reads the profiles topic too (one consumer
+            # group, not a shard each), makes it the one dead_letters row the user sees
+            # (error_kind 'invalid_profile', with the validation errors).
             self.totals["bad_profiles"] += 1
             return
         self.profiles.add(shared_profile(profile))  # the stage-1 shards of this process hold it too

@@ -735,7 +735,7 @@ class ShardProcessor:
             return
         try:
             profile = ReferenceProfile.model_validate_json(value)
-        except ValueError:
+        except ValueError:  # the sink dead-letters it, once (invalid_profile): see ModelProcessor
             self.totals["bad_profiles"] += 1
             return
         self._touched.add((profile.model_id, profile.model_version))
