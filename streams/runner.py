@@ -40,9 +40,9 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, cast, overload
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -101,9 +101,12 @@ BASE_TIME_SHARE = 0.1
 last one, the hold being how long batches were kept out for it (copying the shard; before the
 base, or a processor without ``base_copy``, the whole write): this bounds the share of time bases
 stall the worker, at the price of a restore estimate over the target (reported)."""
-MIN_MEASURED_S = 1.0
-"""A restore predicted to take less tells nothing of per-byte and per-record costs (fixed costs
-dominate), so it does not recalibrate them."""
+MIN_MEASURED_BASE_BYTES = 32 * 2**20
+"""The bases this process restored must hold this many bytes (summed over its restores) before
+their CPU time sets the cost per MB of a base: in a smaller sample fixed costs (the settings, the
+shared profiles) weigh in, and one small shard's base could price a 600 MB one."""
+MIN_MEASURED_CHANGES = 20_000
+"""Likewise the changed records its restores applied before their CPU time sets the cost of one."""
 MIN_READ_BYTES = 64 * 2**20
 """A read of fewer bytes (broker or local copy) is mostly latency: it does not recalibrate a speed."""
 READ_TIMING_EVERY_S = 600.0
@@ -130,7 +133,8 @@ class RestoreCosts:
     changed record applied (a lookup and a splice each), both in CPU time, the MB per second
     reading the chain from the broker, and the MB per second reading a base from its local copy
     (``worker.state_dir``: the CRC check included). The defaults are conservative figures from a
-    loaded 2-core machine (docs/state.md); a restore this process ran recalibrates them, and the
+    loaded 2-core machine (docs/state.md), for a first start; the restores this process ran set
+    the CPU costs (:class:`RestoreSample`: a base's and its deltas' CPU time apart), and the
     broker's read speed is also set by reading a chain's deltas back once they hold
     :data:`MIN_READ_BYTES` (``StageRunner._time_read``: a worker that never restored knows it too).
 
@@ -139,10 +143,10 @@ class RestoreCosts:
     20.1
     >>> round(costs.seconds(270_000_000, 40_000_000, 300_000, local_base=True), 1)  # the base on disk
     7.5
-    >>> measured = costs.measured(base_bytes=270_000_000, changed=1_650_000, cpu_s=9.0)
-    >>> round(measured.change_s * 1e6, 2), round(measured.base_s_per_mb * 1e3, 2)  # ~0.6 x the defaults
-    (4.69, 4.69)
-    >>> costs.measured(base_bytes=1000, changed=10, cpu_s=0.2) == costs  # too small to tell
+    >>> measured = costs.measured(RestoreSample(270_000_000, 5.4, 300_000, 3.0))  # 20 ms a MB, 10 us
+    >>> round(measured.base_s_per_mb * 1e3, 2), round(measured.change_s * 1e6, 2)
+    (20.0, 10.0)
+    >>> costs.measured(RestoreSample(1_000_000, 0.2, 100, 0.1)) == costs  # too small to tell
     True
     >>> costs.read(bytes_read=500_000_000, seconds=2.0).read_mb_per_s
     250.0
@@ -167,14 +171,14 @@ class RestoreCosts:
         return (self.cpu_seconds(base_bytes, changed) + base_bytes / 1e6 / self.base_read_mb_per_s(local_base)
                 + delta_bytes / 1e6 / self.read_mb_per_s)
 
-    def measured(self, base_bytes: int, changed: int, cpu_s: float) -> RestoreCosts:
-        """These costs scaled by a restore's CPU time over what they predicted for it."""
-        predicted = self.cpu_seconds(base_bytes, changed)
-        if predicted < MIN_MEASURED_S or cpu_s <= 0:
-            return self
-        scale = cpu_s / predicted
-        return dataclasses.replace(self, base_s_per_mb=self.base_s_per_mb * scale,
-                                   change_s=self.change_s * scale)
+    def measured(self, sample: RestoreSample) -> RestoreCosts:
+        """These costs with the CPU costs of ``sample``'s restores where it holds enough of each."""
+        costs = self
+        if sample.base_measured:
+            costs = dataclasses.replace(costs, base_s_per_mb=sample.base_cpu_s / (sample.base_bytes / 1e6))
+        if sample.delta_measured:
+            costs = dataclasses.replace(costs, change_s=sample.delta_cpu_s / sample.changed)
+        return costs
 
     def read(self, bytes_read: int, seconds: float) -> RestoreCosts:
         """These costs with the broker read speed of a load of chains (a large enough one)."""
@@ -187,6 +191,71 @@ class RestoreCosts:
         if bytes_read < MIN_READ_BYTES or seconds <= 0:
             return self
         return dataclasses.replace(self, local_read_mb_per_s=bytes_read / 1e6 / seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreSample:
+    """What this process's restores of stage-1 chains took, summed: the bases' bytes and the CPU
+    time unpickling them (the restoring thread's, up to the first delta asked for), the changed
+    records the deltas carried and the CPU time loading and applying them. It prices a restore
+    (:meth:`RestoreCosts.measured`) once it holds :data:`MIN_MEASURED_BASE_BYTES` of bases or
+    :data:`MIN_MEASURED_CHANGES` records, each part apart: at 10M pending a restore cost ~16-22
+    ms a MB with its deltas, ~2-3x the 8 ms default (docs/state.md).
+
+    >>> sample = RestoreSample().plus(40 * 2**20, 0.9, 5_000, 0.04).plus(40 * 2**20, 0.8, 5_000, 0.05)
+    >>> sample.base_measured, sample.delta_measured, round(sample.base_cpu_s, 2)
+    (True, False, 1.7)
+    """
+
+    base_bytes: int = 0
+    base_cpu_s: float = 0.0
+    changed: int = 0
+    delta_cpu_s: float = 0.0
+
+    @property
+    def base_measured(self) -> bool:
+        return self.base_bytes >= MIN_MEASURED_BASE_BYTES and self.base_cpu_s > 0
+
+    @property
+    def delta_measured(self) -> bool:
+        return self.changed >= MIN_MEASURED_CHANGES and self.delta_cpu_s > 0
+
+    def plus(self, base_bytes: int, base_cpu_s: float, changed: int, delta_cpu_s: float) -> RestoreSample:
+        return RestoreSample(self.base_bytes + base_bytes, self.base_cpu_s + base_cpu_s,
+                             self.changed + changed, self.delta_cpu_s + delta_cpu_s)
+
+
+class TimedDeltas(Sequence[bytes]):
+    """A chain's deltas as handed to a processor's restore, noting the restoring thread's CPU time
+    when they are first iterated: what came before is the base's unpickling, what comes after the
+    deltas' (a restore applies its deltas in order after loading its base). ``cpu_at`` stays None
+    if the restore never iterates them (no deltas asked for: all of it is the base's).
+
+    >>> deltas = TimedDeltas([b"a", b"b"])
+    >>> deltas.cpu_at is None, list(deltas), deltas.cpu_at is not None, len(deltas), deltas[1]
+    (True, [b'a', b'b'], True, 2, b'b')
+    """
+
+    def __init__(self, deltas: Sequence[bytes]) -> None:
+        self._deltas = deltas
+        self.cpu_at: float | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.cpu_at is None:
+            self.cpu_at = time.thread_time()
+        return iter(self._deltas)
+
+    def __len__(self) -> int:
+        return len(self._deltas)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        return self._deltas[index]
 
 
 @dataclass
@@ -303,7 +372,8 @@ class StageRunner:
         self._base_error: BaseException | None = None  # a base written beside batches failed
         self._last_checkpoint = time.monotonic()
         self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
-        self.restore_costs = RestoreCosts()  # recalibrated by every restore this runner runs
+        self.restore_costs = RestoreCosts()  # the defaults until this runner's restores and reads say
+        self.restore_sample = RestoreSample()  # every restore this runner ran: its CPU costs
         self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
         self._read_timed_at = -float("inf")  # when the last one started (time.monotonic)
         self.running = False
@@ -580,7 +650,11 @@ class StageRunner:
             restore_estimate_seconds=chain.restore_seconds(costs),
             restore_base_local=float(chain.local_base),
             restore_base_read_mb_per_s=costs.base_read_mb_per_s(chain.local_base),
-            restore_delta_read_mb_per_s=costs.read_mb_per_s)  # the default until a read is timed
+            restore_delta_read_mb_per_s=costs.read_mb_per_s,  # the default until a read is timed
+            restore_base_cpu_ms_per_mb=costs.base_s_per_mb * 1e3,  # the defaults until a restore says
+            restore_delta_cpu_us_per_record=costs.change_s * 1e6,
+            restore_base_cpu_measured=float(self.restore_sample.base_measured),
+            restore_delta_cpu_measured=float(self.restore_sample.delta_measured))
 
     async def _settle(self, shards: Sequence[int]) -> None:
         """Wait until the bases in flight of `shards` are acknowledged (or raise their failure)."""
@@ -749,11 +823,14 @@ class StageRunner:
     def _restore(self, shard: int, saved: Checkpoint, offsets: dict[TopicPartition, int]) -> ShardState:
         """The shard from its checkpoint: a full snapshot, or a chain's base and deltas."""
         started, cpu = time.perf_counter(), time.thread_time()  # this thread: the restore alone
+        timed = TimedDeltas(saved.deltas)  # where the base's unpickling ends and the deltas' begin
         if saved.deltas:
-            processor = cast(_ChainFactory, self.factory).restore(shard, saved.blob, saved.deltas)
+            processor = cast(_ChainFactory, self.factory).restore(shard, saved.blob, timed)
         else:
             processor = self.factory.restore(shard, saved.blob)
-        cpu_s = time.thread_time() - cpu
+        ended = time.thread_time()
+        cpu_s = ended - cpu
+        base_cpu_s = (ended if timed.cpu_at is None else timed.cpu_at) - cpu
         seconds = time.perf_counter() - started + self._read_seconds
         read = len(saved.blob) + saved.delta_bytes
         chain = None
@@ -763,17 +840,22 @@ class StageRunner:
                                 base_id=saved.base_id,
                                 local_base=self.checkpoints.has_local_base(self.stage, shard, saved.base_id))
             if isinstance(processor, Incremental):
-                self.restore_costs = self.restore_costs.measured(len(saved.blob), changed, cpu_s)
+                self.restore_sample = self.restore_sample.plus(len(saved.blob), base_cpu_s, changed,
+                                                               cpu_s - base_cpu_s)
+                self.restore_costs = self.restore_costs.measured(self.restore_sample)
         source = ""  # a chain's base may come from its local copy (worker.state_dir)
         if chain is not None:
             source = (f": {saved.broker_bytes / 1e6:.1f} MB from the broker, "
                       f"{saved.local_bytes / 1e6:.1f} MB from the local copy of the base")
-        log.info("stage %s: shard %d restored from %s in %.2f s (reading checkpoints %.2f s, %.1f MB%s)",
-                 self.stage, shard, f"a base and {len(saved.deltas)} deltas" if chain else "a full snapshot",
-                 seconds, self._read_seconds, read / 1e6, source)
+        log.info("stage %s: shard %d restored from %s in %.2f s (reading checkpoints %.2f s, %.1f MB%s; "
+                 "%.2f CPU-s, the base's %.2f); the restore estimate prices %.2f ms a MB of base, %.2f us "
+                 "a changed record", self.stage, shard,
+                 f"a base and {len(saved.deltas)} deltas" if chain else "a full snapshot",
+                 seconds, self._read_seconds, read / 1e6, source, cpu_s, base_cpu_s,
+                 self.restore_costs.base_s_per_mb * 1e3, self.restore_costs.change_s * 1e6)
         figures = {"restore_seconds": seconds, "restore_bytes": float(read),
                    "restore_deltas": float(len(saved.deltas)), "restore_read_seconds": self._read_seconds,
-                   "restore_cpu_seconds": cpu_s}
+                   "restore_cpu_seconds": cpu_s, "restore_base_cpu_seconds": base_cpu_s}
         if chain is not None:
             figures |= {"restore_broker_bytes": float(saved.broker_bytes),
                         "restore_local_bytes": float(saved.local_bytes)}

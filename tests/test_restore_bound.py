@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from driftline.config import Settings
-from driftline.streams.runner import BASE_TIME_SHARE, ChainLength, RestoreCosts
+from driftline.streams.runner import BASE_TIME_SHARE, ChainLength, RestoreCosts, RestoreSample
 
 GB = 1_000_000_000
 
@@ -37,9 +37,10 @@ def test_a_base_comes_before_the_estimated_restore_passes_the_target() -> None:
 
 def test_slower_measured_costs_mean_more_frequent_bases() -> None:
     fast = RestoreCosts(base_s_per_mb=0.002, change_s=5e-6, read_mb_per_s=200.0)
-    slow = fast.measured(base_bytes=270_000_000, changed=1_650_000, cpu_s=2 * fast.cpu_seconds(270_000_000,
-                                                                                               1_650_000))
+    slow = fast.measured(RestoreSample(270_000_000, 270 * 2 * fast.base_s_per_mb, 1_650_000,
+                                       1_650_000 * 2 * fast.change_s))
     assert slow.change_s == pytest.approx(2 * fast.change_s)
+    assert slow.base_s_per_mb == pytest.approx(2 * fast.base_s_per_mb)
     runs = [_grow(ChainLength(base_bytes=GB), costs, 60.0, 50_000, 6_600_000, 5.0) for costs in (fast, slow)]
     assert runs[1] < runs[0]
 
@@ -75,8 +76,11 @@ def test_bases_stall_the_worker_at_most_their_share_of_the_time() -> None:
 
 def test_costs_recalibrate_from_large_restores_and_reads_only() -> None:
     costs = RestoreCosts()
-    assert costs.measured(base_bytes=1_000_000, changed=100, cpu_s=0.5) == costs
+    assert costs.measured(RestoreSample(1_000_000, 0.5, 100, 0.5)) == costs
     assert costs.read(bytes_read=10_000_000, seconds=1.0) == costs
-    faster = costs.measured(base_bytes=GB, changed=2_000_000, cpu_s=costs.cpu_seconds(GB, 2_000_000) / 4)
+    faster = costs.measured(RestoreSample(GB, 1000 * costs.base_s_per_mb / 4, 2_000_000, 0.0))
     assert faster.base_s_per_mb == pytest.approx(costs.base_s_per_mb / 4)
+    assert faster.change_s == costs.change_s  # no delta CPU measured: the default stands
+    slow = costs.measured(RestoreSample(0, 0.0, 50_000, 50_000 * 20e-6))
+    assert slow.change_s == pytest.approx(20e-6) and slow.base_s_per_mb == costs.base_s_per_mb
     assert faster.read(bytes_read=GB, seconds=4.0).read_mb_per_s == pytest.approx(250.0)
