@@ -353,23 +353,49 @@ class SinkRunner:
             self._one_by_one = False
 
     def _write_one_by_one(self) -> None:
+        """Write the staged records again in halves until the refused rows are found: a few
+        inserts per refused row (not one per staged message), then the dead letters likewise."""
         self.writer.discard()
         self._staged_dead = {}
+        dead: list[dict[str, Any]] = []
+        group: list[tuple[ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]] = []
         for record in self._staged_records:
-            dead: list[dict[str, Any]] = []
             mapped = self._map(record, dead)
             if mapped is not None:
-                table, blocks = mapped
-                rows = [row for block in blocks for row in block.rows()]
-                refused = self._isolate(table, list(enumerate(rows)))
-                if refused:
-                    dead.append(refused_row(record, table, len(rows), refused))
-            for row in dead:
-                refused_dead = self._isolate(DEAD_LETTERS, [(0, row)])
-                if refused_dead:
-                    self._last_resort(row, refused_dead[0][2])
-                else:
-                    self._staged_dead[_position(row)] = row
+                group.append((record, mapped[0], [row for block in mapped[1] for row in block.rows()]))
+        self._write_halves(group, dead)
+        refused_dead = self._isolate(DEAD_LETTERS, list(enumerate(dead)))
+        for _, row, err in refused_dead:
+            self._last_resort(row, err)
+        last_resorts = {index for index, _, _ in refused_dead}
+        self._staged_dead = {_position(row): row for i, row in enumerate(dead) if i not in last_resorts}
+
+    def _write_halves(self, group: list[tuple[ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]],
+                      dead: list[dict[str, Any]]) -> None:
+        """Write and flush the records' rows; when refused, each half again; for one record, find
+        its refused rows (:meth:`_isolate`) and add its dead letter to ``dead``."""
+        if not group:
+            return
+        if len(group) == 1:
+            record, table, rows = group[0]
+            refused = self._isolate(table, list(enumerate(rows)))
+            if refused:
+                dead.append(refused_row(record, table, len(rows), refused))
+            return
+        try:
+            for _, table, rows in group:
+                self.writer.write(table, rows)
+            self.writer.flush()
+            for _, table, rows in group:
+                self.stats.rows_written[table] += len(rows)
+            return
+        except Exception as err:
+            self.writer.discard()  # rows of tables inserted before the refusal go in again: collapsed
+            if not self._refusal(err):
+                raise
+        middle = len(group) // 2
+        self._write_halves(group[:middle], dead)
+        self._write_halves(group[middle:], dead)
 
     def _noted(self, row: dict[str, Any]) -> None:
         """Count and log a dead letter written (flushed)."""

@@ -1,0 +1,79 @@
+"""A flush ClickHouse refuses for one row among many staged messages (the embedded ClickHouse, the
+sink's staging and flush called directly: no consumer): the refused row is found in halves, in
+fewer inserts than one per message; an outage in the middle of that search starts it over and
+nothing is lost or left out; a refused message's neighbours all land."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from driftline.config import Settings
+from driftline.pipeline import records
+from driftline.store.client import connect, database_name
+from driftline.store.migrate import migrate
+from driftline.store.writer import ClickHouseRowWriter
+from driftline.streams.sink import SinkRunner
+
+pytestmark = pytest.mark.integration
+
+T0 = (int(time.time()) - 3600) * 1000  # recent: per-event tables have a TTL
+MESSAGES = 40
+BAD = 23  # the message holding the row ClickHouse refuses
+
+
+class FailingFlushes(ClickHouseRowWriter):
+    """The real writer, whose flushes number ``fail_at`` (counting from 1) fail as an outage does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flushes = 0
+        self.fail_at: set[int] = set()
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes in self.fail_at:
+            raise OperationalError("connection refused (injected)")
+        super().flush()
+
+
+def _batch(settings: Settings) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    topic = settings.topics.sink
+    out = []
+    for m in range(MESSAGES):
+        rows = [{"run_id": "", "source_topic": "labels", "source_partition": 0, "source_offset": 10 * m + i,
+                 "event_type": "label", "prediction_id": f"p{m}-{i}", "model_id": "m", "model_version": "",
+                 "event_time": T0, "watermark_time": T0 + 1} for i in range(3)]
+        if m == BAD:
+            rows[1]["source_partition"] = "abc"  # Int32: refused when inserted, not when buffered
+        (message,) = records.sink_rows(topic, "late_events", rows)
+        out.append(ConsumerRecord(topic, 0, m, T0, 0, None, message.value, None, 0, len(message.value), []))
+    return {TopicPartition(topic, 0): out}
+
+
+def test_a_refused_row_is_found_in_halves_and_an_outage_meanwhile_starts_over(settings: Settings) -> None:
+    client = connect(settings)
+    migrate(client, settings)
+    writer = FailingFlushes(client, database_name(settings), close_client=False)
+    sink = SinkRunner(settings, writer)
+    batch = _batch(settings)
+    sink._note_staged(batch)
+    sink._stage(batch)
+    writer.fail_at = {4}  # the first flush is refused; the search's third insert meets an outage
+    with pytest.raises(OperationalError):
+        sink._flush()
+    searched_from = writer.flushes
+    sink._flush()  # what the sink's retry does: the search again, from the start
+    inserts = writer.flushes - searched_from
+    assert inserts < MESSAGES, inserts  # halves, not a message at a time
+    ids = {i for (i,) in client.query("SELECT prediction_id FROM late_events FINAL").result_rows}
+    assert ids == {f"p{m}-{i}" for m in range(MESSAGES) for i in range(3)} - {f"p{BAD}-1"}
+    dead = client.query("SELECT source_offset, error_kind, error_message FROM dead_letters FINAL").result_rows
+    assert [(offset, kind) for offset, kind, _ in dead] == [(BAD, "sink_refused")]
+    assert dead[0][2].startswith("1 of 3 late_events rows refused") and f'"p{BAD}-1"' in dead[0][2]
+    assert not sink._one_by_one and not sink.stats.rejected
