@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from driftline.operators.join import LabelJoin, _stub_group, _stub_groups, _whole_group
+from driftline.operators.join import LabelJoin
+from driftline.operators.join.spill import _stub_group, _stub_groups, _whole_group
 from driftline.operators.pending_store import REF, SHORT_REF, PendingStore, unpack_ref
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
@@ -80,7 +81,7 @@ def test_a_segment_past_4_gib_gets_long_references_in_a_batch_as_one_by_one(tmp_
 
 def _refs(groups: list[bytes]) -> list[bytes]:
     """The store references of every stub in ``groups``."""
-    from driftline.operators.join import _AT, _BODY, _PENDING, _PRED, _SPILLED, _walk
+    from driftline.operators.join.records import _AT, _BODY, _PENDING, _PRED, _SPILLED, _walk
 
     out = []
     for group in groups:

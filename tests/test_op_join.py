@@ -9,6 +9,7 @@ import math
 import pickle
 import random
 import tracemalloc
+import types
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from driftline.operators import join as join_module
 from driftline.operators.join import ExpiredPrediction, JoinedOutcome, LabelJoin
+from driftline.operators.join import table as join_table
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 HORIZON = 20
@@ -409,8 +411,18 @@ def test_features_json_round_trips_including_nan_and_big_ints() -> None:
         assert '"big":1180591620717411303424' in out.features_json
 
 
+def set_in_join_modules(monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
+    """Set module constants of the join wherever one of its modules binds them (imported by name)."""
+    modules = [module for module in vars(join_module).values() if isinstance(module, types.ModuleType)]
+    for name, value in values.items():
+        bound = [module for module in modules if name in vars(module)]
+        assert bound, name
+        for module in bound:
+            monkeypatch.setattr(module, name, value)
+
+
 def test_many_feature_layouts_fall_back_to_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(join_module, "_MAX_SHAPES", 3)
+    set_in_join_modules(monkeypatch, _MAX_SHAPES=3)
     join = LabelJoin(HORIZON, 100, 10)
     for i in range(6):
         join.on_prediction(pred(f"p{i}", 0, features={f"k{i}": float(i)}), "s")
@@ -436,12 +448,9 @@ def test_pickle_is_compact() -> None:
 def tiny_groups() -> Iterator[None]:
     """One record per group and a single group to start (every insert splits, every forget merges),
     and a time index of 7 ms buckets (the test's event times span many)."""
-    saved = join_module._MIN_GROUPS, join_module._LOAD, join_module._BUCKET_MS
-    join_module._MIN_GROUPS, join_module._LOAD, join_module._BUCKET_MS = 1, 1, 7
-    try:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        set_in_join_modules(monkeypatch, _MIN_GROUPS=1, _LOAD=1, _BUCKET_MS=7)
         yield
-    finally:
-        join_module._MIN_GROUPS, join_module._LOAD, join_module._BUCKET_MS = saved
 
 
 UUIDS = [str(uuid.UUID(int=i * 0x9E3779B97F4A7C15 + 1)) for i in range(6)]
@@ -526,8 +535,8 @@ def test_many_ids_grow_and_shrink_the_table_with_oracle_results() -> None:
         if i == 1000:
             driver.join = pickle.loads(pickle.dumps(driver.join))
     result = driver.finish()
-    assert most > join_module._MIN_GROUPS  # the table grew ...
-    assert len(driver.join._groups) == join_module._MIN_GROUPS  # ... and shrank once all was forgotten
+    assert most > join_table._MIN_GROUPS  # the table grew ...
+    assert len(driver.join._groups) == join_table._MIN_GROUPS  # ... and shrank once all was forgotten
     joined, expired, duplicates, duplicate_labels, orphans = oracle(preds, labels, 10)
     assert sorted((o.prediction_id, o.prediction_time, o.label_time) for o in result.outcomes) == joined
     assert sorted((e.prediction_id, e.prediction_time, e.expired_at) for e in result.expired) == expired

@@ -16,13 +16,9 @@ from typing import Any
 
 import pytest
 
-from driftline.operators.join import (
-    JoinChanges,
-    LabelJoin,
-    _closing_starts,
-    _record_key,
-    restoring_under_budget,
-)
+from driftline.operators.join import JoinChanges, LabelJoin, restoring_under_budget
+from driftline.operators.join.changes import _closing_starts
+from driftline.operators.join.records import _record_key
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 HORIZON = 4_000

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from driftline.config import JoinSettings, Settings, TopicSettings, WindowSettings
-from driftline.operators.join import LabelJoin, _record_key
+from driftline.operators.join import LabelJoin
+from driftline.operators.join.records import _record_key
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.shard import ShardFactory

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from driftline.operators.join import JoinChanges, LabelJoin, _id_key, _record_key
+from driftline.operators.join import JoinChanges, LabelJoin
+from driftline.operators.join.records import _id_key, _record_key
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 HORIZON = 5_000

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.operators import join as join_module
 from driftline.operators.join import UNKNOWN_DIGEST, Duplicate, LabelJoin, payload_digest
+from driftline.operators.join import records as join_records
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 HORIZON = 20
@@ -222,15 +222,15 @@ def _format_1(join: LabelJoin) -> dict[str, Any]:
     old_groups = []
     for group in state["groups"]:
         parts = []
-        for pos, end, klen in join_module._walk(group):
-            at = pos + join_module._AT + klen
-            crc = join_module._HEAD.unpack_from(group, pos)[1]
-            ts_state = group[at : at + join_module._TS.size]
-            joined = join_module._TS.unpack_from(group, at)[1] == join_module._JOINED
-            rest = b"" if joined else group[at + join_module._BODY : end]
-            size = join_module._AT + klen + join_module._TS.size + len(rest)
+        for pos, end, klen in join_records._walk(group):
+            at = pos + join_records._AT + klen
+            crc = join_records._HEAD.unpack_from(group, pos)[1]
+            ts_state = group[at : at + join_records._TS.size]
+            joined = join_records._TS.unpack_from(group, at)[1] == join_records._JOINED
+            rest = b"" if joined else group[at + join_records._BODY : end]
+            size = join_records._AT + klen + join_records._TS.size + len(rest)
             parts.append(
-                join_module._HEAD.pack(size, crc) + group[pos + join_module._AT : at] + ts_state + rest
+                join_records._HEAD.pack(size, crc) + group[pos + join_records._AT : at] + ts_state + rest
             )
         old_groups.append(b"".join(parts))
     for name in ("record_format", "held_digests", "duplicates"):

@@ -10,14 +10,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftline.operators.join import (
-    _id_key,
-    _id_keys,
-    _pending_tail,
-    _pending_tails,
-    _Shape,
-    features_to_json,
-)
+from driftline.operators.join.features import _Shape, features_to_json
+from driftline.operators.join.outputs import _pending_tail, _pending_tails
+from driftline.operators.join.records import _id_key, _id_keys
 from driftline.schemas.events import Prediction
 
 names = st.text(min_size=1, max_size=8)

@@ -15,13 +15,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.operators.join import (
-    LabelJoin,
-    _floats_json,
-    _Shape,
-    features_to_json,
-    payload_digest,
-)
+from driftline.operators.join import LabelJoin, features_to_json, payload_digest
+from driftline.operators.join.features import _floats_json, _Shape
 from driftline.schemas.events import Prediction
 
 floats = st.floats(allow_nan=True, allow_infinity=True)
