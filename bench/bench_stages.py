@@ -333,7 +333,7 @@ JoinLog = tuple[tuple[int, int, int], list[tuple[str, tuple[Any, ...], dict[str,
 def _join_logs(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes]) -> list[JoinLog]:
     """Every LabelJoin call of a columnar run of the workload, per join."""
     logs: dict[int, JoinLog] = {}
-    saved = {name: join.LabelJoin.__dict__[name] for name in JOIN_CALLS}
+    saved = {name: getattr(join.LabelJoin, name) for name in JOIN_CALLS}  # some inherited: the join package layers LabelJoin
 
     def logged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(self: join.LabelJoin, *args: Any, **kwargs: Any) -> Any:
