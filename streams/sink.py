@@ -21,7 +21,7 @@ other rows (so committed only once durable, and a replay lands on the same row):
   in a non-Nullable column, an unreadable time) or ClickHouse (a value its column cannot hold)
   refuses; the message's other rows are written. A flush failing with an error of a value while
   ClickHouse still answers ``SELECT 1`` (``SinkRunner._refusal``) writes the staged messages again
-  one at a time, halving a refused message's rows until the refused ones are found.
+  in halves, then a refused message's rows in halves, until the refused rows are found.
 
 A dead-letter row that is itself refused is the last resort: logged and counted in
 ``stats.rejected``, never written again (nothing loops).
@@ -120,7 +120,7 @@ class SinkRunner:
         self._staged: dict[TopicPartition, int] = {}  # next offset of each partition, rows staged not flushed
         self._staged_since = 0.0  # time.monotonic() of the oldest staged batch
         self._staged_records: list[ConsumerRecord[bytes, bytes]] = []  # what the staged rows came from
-        self._one_by_one = False  # a flush was refused: write the staged records again one at a time
+        self._searching = False  # a flush was refused: write the staged records again in halves
         self._staged_dead: dict[tuple[str, int, int], dict[str, Any]] = {}  # by topic, partition, offset
         self._profiles_topic = settings.topics.profiles
         self.running = False
@@ -242,7 +242,7 @@ class SinkRunner:
                 if mapped is not None:
                     per_table.setdefault(mapped[0], []).append((record, mapped[1]))
         with self._lock:
-            if self._one_by_one:  # the next flush writes every staged record again anyway
+            if self._searching:  # the next flush writes every staged record again anyway
                 return
             try:
                 for table, sources in per_table.items():
@@ -257,7 +257,7 @@ class SinkRunner:
             except Exception as err:  # a write that flushed a full buffer, refused by ClickHouse
                 if not self._refusal(err):
                     raise
-                self._one_by_one = True
+                self._searching = True
 
     def _map(self, record: ConsumerRecord[bytes, bytes],
              dead: list[dict[str, Any]]) -> tuple[str, list[ColumnBlock]] | None:
@@ -337,7 +337,7 @@ class SinkRunner:
 
     def _flush(self) -> None:
         with self._lock:
-            if not self._one_by_one:
+            if not self._searching:
                 try:
                     self.writer.flush()
                     return
@@ -345,14 +345,14 @@ class SinkRunner:
                     if not self._refusal(err):
                         raise
                     log.warning("sink: ClickHouse refused a staged row (%s); writing the %d staged "
-                                "messages one at a time", reason(err), len(self._staged_records))
-                    self._one_by_one = True
-            # Restartable: an outage in here leaves _one_by_one set, and the retry starts over
+                                "messages again in halves to find it", reason(err), len(self._staged_records))
+                    self._searching = True
+            # Restartable: an outage in here leaves _searching set, and the retry starts over
             # (rows written twice collapse under FINAL).
-            self._write_one_by_one()
-            self._one_by_one = False
+            self._search_refused()
+            self._searching = False
 
-    def _write_one_by_one(self) -> None:
+    def _search_refused(self) -> None:
         """Write the staged records again in halves until the refused rows are found: a few
         inserts per refused row (not one per staged message), then the dead letters likewise."""
         self.writer.discard()

@@ -76,4 +76,4 @@ def test_a_refused_row_is_found_in_halves_and_an_outage_meanwhile_starts_over(se
     dead = client.query("SELECT source_offset, error_kind, error_message FROM dead_letters FINAL").result_rows
     assert [(offset, kind) for offset, kind, _ in dead] == [(BAD, "sink_refused")]
     assert dead[0][2].startswith("1 of 3 late_events rows refused") and f'"p{BAD}-1"' in dead[0][2]
-    assert not sink._one_by_one and not sink.stats.rejected
+    assert not sink._searching and not sink.stats.rejected
