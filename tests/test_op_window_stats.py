@@ -370,11 +370,13 @@ def test_a_buffer_of_many_small_appends_joins_them_in_order() -> None:
     """Appends of 0-3 events each (many models: a few of each per batch) are joined as they
     arrive, so the buffer holds a few parts, not one per append; every event's values stay in log
     order (a join that dropped or reordered events fails the per-event comparison before the
-    statistics could hide it), and the chunks' partial and the values form are the row form's."""
+    statistics could hide it), and the chunks' partial and the values form are the row form's.
+    Odd seeds take every part from one batch's columns (their blocks share the category keys)."""
     from driftline.operators.window_stats import MERGE_PARTS
 
-    for seed in range(4):
+    for seed in range(6):
         feats, preds, lats = _odd_events(seed, 1500)
+        whole = EventColumns.of(feats, preds, lats)
         rng = random.Random(seed + 5)
         joined, single = WindowBuffer(), WindowBuffer()
         kept: list[int] = []
@@ -383,8 +385,11 @@ def test_a_buffer_of_many_small_appends_joins_them_in_order() -> None:
         while start < len(feats):
             stop = min(len(feats), start + rng.randint(1, 8))
             rows = sorted(rng.sample(range(stop - start), rng.randint(0, min(3, stop - start))))
-            part = EventColumns.of(feats[start:stop], preds[start:stop], lats[start:stop]).take(
-                np.array(rows, dtype=np.intp))
+            if seed % 2:
+                part = whole.take(np.array(rows, dtype=np.intp) + start)
+            else:
+                part = EventColumns.of(feats[start:stop], preds[start:stop], lats[start:stop]).take(
+                    np.array(rows, dtype=np.intp))
             joined.append(part)
             appended.append(part)
             kept.extend(start + r for r in rows)

@@ -675,28 +675,52 @@ class ColumnBlock:
         """
         if len(blocks) == 1:
             return blocks[0]
-        n = sum(block.n for block in blocks)
+        n = 0
+        only_numbers = True  # the common column: numbers only, none missing (one concatenate)
+        for block in blocks:
+            n += block.n
+            if (block.numbers is None or block.codes is not None or block.missing is not None
+                    or block.present is not None):
+                only_numbers = False
+        if only_numbers:
+            return cls(n, np.concatenate([block.numbers for block in blocks]), None, None, (), None)
         numbers = None
         if any(block.numbers is not None for block in blocks):
             # NaN where a block holds no number: as _reduce fills such a block
             numbers = np.concatenate([np.full(block.n, np.nan) if block.numbers is None else block.numbers
                                       for block in blocks])
-        codes: IntArray | None = None
-        keys: list[str] = []
-        if any(block.codes is not None for block in blocks):
-            index: dict[str, int] = {}
-            for block in blocks:
-                if block.codes is not None:
-                    for key in block.keys:
-                        index.setdefault(key, len(index))
-            keys = list(index)
-            other = len(keys)  # the code of a missing or numeric value
-            codes = np.concatenate([
-                np.full(block.n, other, dtype=np.int32) if block.codes is None
-                else np.array([index[key] for key in block.keys] + [other], dtype=np.int32)[block.codes]
-                for block in blocks])
+        codes, keys = _joined_codes(blocks)
         return cls(n, numbers, _joined_mask([block.missing for block in blocks], blocks, False), codes, keys,
                    _joined_mask([block.present for block in blocks], blocks, True))
+
+
+def _joined_codes(blocks: Sequence[ColumnBlock]) -> tuple[IntArray | None, list[str]]:
+    """The blocks' category codes as one array into their keys joined in first-seen order (None,
+    [] if no block holds a category)."""
+    coded = [block for block in blocks if block.codes is not None]
+    if not coded:
+        return None, []
+    keys = coded[0].keys
+    if len(coded) == len(blocks) and all(block.keys is keys or block.keys == keys for block in coded):
+        # one batch's blocks share their keys (take and slice keep them): the codes as they are
+        return np.concatenate([block.codes for block in coded]), list(keys)
+    index: dict[str, int] = {}
+    for block in coded:
+        for key in block.keys:
+            index.setdefault(key, len(index))
+    other = len(index)  # the code of a missing or numeric value
+    remaps: dict[int, IntArray] = {}  # by id of the keys: blocks of one batch share them
+    pieces: list[IntArray] = []
+    for block in blocks:
+        if block.codes is None:
+            pieces.append(np.full(block.n, other, dtype=np.int32))
+            continue
+        remap = remaps.get(id(block.keys))
+        if remap is None:
+            remap = remaps[id(block.keys)] = np.array([index[key] for key in block.keys] + [other],
+                                                      dtype=np.int32)
+        pieces.append(remap[block.codes])
+    return np.concatenate(pieces), list(index)
 
 
 def _joined_mask(masks: Sequence[BoolArray | None], blocks: Sequence[ColumnBlock],
