@@ -3,7 +3,7 @@
 Consumer group ``driftline-sink`` over the sink, outcomes, dead-letter, profiles,
 retrain-trigger and retrain-status topics. Each ``getmany`` batch becomes rows per table, staged
 in the ClickHouseRowWriter; the staged rows are flushed (inserted) once the oldest of them has
-waited ``flush_interval_s`` (:data:`FLUSH_INTERVAL_S`), and only then are the offsets of the
+waited ``worker.sink_flush_interval_s`` (:data:`FLUSH_INTERVAL_S`), and only then are the offsets of the
 batches they came from committed (at-least-once; every table is a ReplacingMergeTree keyed by a
 deterministic id, so a replayed batch collapses under FINAL). While ClickHouse is unreachable the
 same rows are retried forever with backoff (logged once a minute) and fetching is paused: memory
@@ -49,7 +49,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 from pydantic import ValidationError
 
-from driftline.config import Settings
+from driftline.config import Settings, WorkerSettings
 from driftline.kafka.clients import aiokafka_consumer
 from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.records import ColumnBlock
@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
 SINK_GROUP = "driftline-sink"
 MAX_BACKOFF_S = 10.0
 LOG_EVERY_S = 60.0
-FLUSH_INTERVAL_S = 0.5
-"""How long staged rows wait for more before they are inserted. An insert into the embedded
+FLUSH_INTERVAL_S: float = WorkerSettings.model_fields["sink_flush_interval_s"].default
+"""How long staged rows wait for more before they are inserted: the default of
+``worker.sink_flush_interval_s`` (``DRIFTLINE_WORKER_SINK_FLUSH_INTERVAL_S``). An insert into the embedded
 ClickHouse costs ~8 ms CPU whatever its size (clickhouse-connect's Native block, chDB's INSERT
 and its new part), one per table and column set: a flush of one small window's three tables
 ~26 ms CPU, of 20 such windows ~48 ms, of 200 ~170 ms (bench_window_rows.py --flush-every). The sink
@@ -101,9 +102,9 @@ class SinkStats:
 class SinkRunner:
     def __init__(self, settings: Settings, writer: ClickHouseRowWriter, *, group_id: str = SINK_GROUP,
                  lock: threading.Lock | None = None, poll_timeout_ms: int = 500,
-                 flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+                 flush_interval_s: float | None = None) -> None:
         """`lock` serialises writer calls with other users of the same engine (the /query handler);
-        ``flush_interval_s`` 0 flushes every fetched batch."""
+        ``flush_interval_s`` (default: the setting) 0 flushes every fetched batch."""
         self.settings = settings
         self.writer = writer
         self.group_id = group_id
@@ -116,7 +117,8 @@ class SinkRunner:
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
-        self.flush_interval_s = flush_interval_s
+        self.flush_interval_s = (settings.worker.sink_flush_interval_s if flush_interval_s is None
+                                 else flush_interval_s)
         self._staged: dict[TopicPartition, int] = {}  # next offset of each partition, rows staged not flushed
         self._staged_since = 0.0  # time.monotonic() of the oldest staged batch
         self._staged_records: list[ConsumerRecord[bytes, bytes]] = []  # what the staged rows came from

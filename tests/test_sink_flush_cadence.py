@@ -132,3 +132,10 @@ def test_the_fetch_waits_no_longer_than_the_oldest_staged_rows_may(settings: Set
     assert runner._poll_ms() == 500 and runner._staged == {TopicPartition("t", 0): 8}
     runner.flush_interval_s = 0.0
     assert runner._poll_ms() == 0
+
+
+def test_the_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SinkRunner(Settings(), FakeWriter([])).flush_interval_s == sink_module.FLUSH_INTERVAL_S == 0.5  # type: ignore[arg-type]
+    monkeypatch.setenv("DRIFTLINE_WORKER_SINK_FLUSH_INTERVAL_S", "2.5")
+    assert SinkRunner(Settings(), FakeWriter([])).flush_interval_s == 2.5  # type: ignore[arg-type]
+    assert SinkRunner(Settings(), FakeWriter([]), flush_interval_s=0.0).flush_interval_s == 0.0  # type: ignore[arg-type]
