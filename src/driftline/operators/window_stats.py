@@ -703,7 +703,8 @@ def _joined_codes(blocks: Sequence[ColumnBlock]) -> tuple[IntArray | None, list[
     keys = coded[0].keys
     if len(coded) == len(blocks) and all(block.keys is keys or block.keys == keys for block in coded):
         # one batch's blocks share their keys (take and slice keep them): the codes as they are
-        return np.concatenate([block.codes for block in coded]), list(keys)
+        same = [block.codes for block in blocks if block.codes is not None]
+        return cast("IntArray", np.concatenate(same)), list(keys)
     index: dict[str, int] = {}
     for block in coded:
         for key in block.keys:
@@ -720,7 +721,7 @@ def _joined_codes(blocks: Sequence[ColumnBlock]) -> tuple[IntArray | None, list[
             remap = remaps[id(block.keys)] = np.array([index[key] for key in block.keys] + [other],
                                                       dtype=np.int32)
         pieces.append(remap[block.codes])
-    return np.concatenate(pieces), list(index)
+    return cast("IntArray", np.concatenate(pieces)), list(index)
 
 
 def _joined_mask(masks: Sequence[BoolArray | None], blocks: Sequence[ColumnBlock],
