@@ -21,7 +21,10 @@ today's in this process (CPU time, best of the rounds, the same table checked) (
 chain is priced with deltas read from the broker at ``RestoreCosts``' default speed (what a worker
 that never restored used until the timed read) and at each ``--read-mb-per-s``; ``--time-read N``
 adds the speed a live worker learns (``CheckpointStore.time_delta_read`` on a fresh embedded broker
-reading back 64 MiB of deltas of this run's size a shard, median of N reads).
+reading back 64 MiB of deltas of this run's size a shard, median of N reads). With the shards'
+non-join parts, each shard's chain is also priced as the runner bounds it (``restore_target_s`` a
+shard) and with the worker bounded (the target divided among its shards), at this run's CPU costs
+and at each ``--cpu-scale`` times them.
 
 ``--closings``: the join's changes as delta format 4 wrote them (a record the chain held and
 closed since whole) against closings (format 5), alternating in one process: CPU and bytes a
@@ -36,6 +39,8 @@ shard.
     .venv/bin/python bench/bench_checkpoints.py [--n 100000] [--every 4] [--rounds 2] [--issue19]
     .venv/bin/python bench/bench_checkpoints.py --n 100000 --every 10 --issue19 --baseline /tmp/join_old.py
     .venv/bin/python bench/bench_checkpoints.py --n 100000 --every 10 --issue19 --rounds 2 --time-read 5
+    .venv/bin/python bench/bench_checkpoints.py --n 100000 --every 10 --issue19 --rounds 1 --cpu-scale 3 \
+        --read-mb-per-s 60
     .venv/bin/python bench/bench_checkpoints.py --closings --n 100000 --every 10
     .venv/bin/python bench/bench_checkpoints.py --models 200 --n 50000 --every 1 --rounds 3
 """
@@ -124,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="--issue19: broker read speeds (MB/s) for the deltas, beside the default")
     parser.add_argument("--time-read", type=int, default=0,
                         help="--issue19: time N reads of 64 MiB of deltas (embedded broker), use the median")
+    parser.add_argument("--cpu-scale", type=float, nargs="*", default=[],
+                        help="--issue19: also price each shard's chain, bounded per shard and per worker, "
+                        "at this run's CPU costs times each of these")
     parser.add_argument("--closings", action="store_true",
                         help="deltas as format 4 wrote them against closings (format 5), alternating")
     parser.add_argument("--models", type=int, default=0, help="N models under Zipf traffic: the items A/B")
@@ -161,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
     if args.issue19:
         issue19(rest, shards=settings.topics.partitions, rounds=args.rounds, baseline=args.baseline,
-                read_speeds=args.read_mb_per_s, time_reads=args.time_read)
+                read_speeds=args.read_mb_per_s, time_reads=args.time_read, cpu_scales=args.cpu_scale)
     return 0
 
 
@@ -229,7 +237,7 @@ def items_ab(settings: Settings, n: int, models: int, zipf: float, every: int, r
 
 
 def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None = None,
-            read_speeds: Sequence[float] = (), time_reads: int = 0) -> None:
+            read_speeds: Sequence[float] = (), time_reads: int = 0, cpu_scales: Sequence[float] = ()) -> None:
     """Checkpoint bytes over input at 10M pending: the join alone, and with ``shards`` x
     ``rest_bytes`` more a delta interval. One run of ``bench_join_state``'s join (300,000 pending, 16
     MB budget); its base restored and deltas applied ``rounds`` times by today's
@@ -279,30 +287,41 @@ def issue19(rest_bytes: int, shards: int, rounds: int = 2, baseline: str | None 
                       f"input's bytes (target 2x); restore estimate {chain.restore_cpu_s:.1f} s CPU + "
                       f"reading, {chain.restore_wall_s:.1f} s this run's wall + reading (target 60 s)")
                 if extra:
-                    per_shard(more, run, shards, speed)
+                    per_shard(more, run, shards, speed, (1.0, *cpu_scales))
     if baseline:
         old, new = run.apply_ab_cpu_s["baseline"], run.apply_ab_cpu_s["today"]
         print(f"issue 19: a delta's apply {old:.3f} -> {new:.3f} CPU-s ({new / old:.2f}x), same table")
 
 
 def per_shard(whole: bench_join_state.SpillRun, run: bench_join_state.SpillRun, shards: int,
-              speed: float) -> None:
+              speed: float, cpu_scales: Sequence[float] = (1.0,), target_s: float = 60.0) -> None:
     """The chain each of ``shards`` shards keeps as the runner bounds it: ``worker.restore_target_s``
     a shard's chain (1/``shards`` of the pending, the delta, its changes and its apply), not the
     worker's; the worker's restore is then up to ``shards`` x one shard's (rebuilt one after the
-    other; the first takes batches after its own)."""
+    other; the first takes batches after its own). Beside it, the worker bounded instead: each
+    shard's chain at ``target_s / shards``, so all of them rebuilt in turn fit the target. Each
+    with this run's CPU costs times each of ``cpu_scales`` (the live 10M worker restored at ~16-22
+    ms a MB with deltas, ~3x this bench's base)."""
     import bench_join_state
 
     one = dataclasses.replace(whole, delta_bytes=whole.delta_bytes / shards,
                               delta_changes=whole.delta_changes / shards,
                               delta_apply_cpu_s=whole.delta_apply_cpu_s / shards,
                               delta_apply_s=whole.delta_apply_s / shards)
-    chain = bench_join_state.bounded_chain(one, pending=10_000_000 // shards, local_base=True, stall=False,
-                                           read_mb_per_s=speed)
-    share = chain.checkpoint_bytes_per_s / (run.input_bytes_per_s / shards)
-    print(f"      as the runner bounds it, a shard's chain (1/{shards}): a base every {chain.deltas} deltas, "
-          f"{share:.2f}x the input's bytes; restore estimate {chain.restore_cpu_s:.1f} s a shard, "
-          f"{shards * chain.restore_cpu_s:.0f} s the worker's {shards}")
+    for scale in cpu_scales:
+        scaled = dataclasses.replace(one, delta_apply_cpu_s=one.delta_apply_cpu_s * scale,
+                                     base_load_cpu_s=one.base_load_cpu_s * scale)
+        base_ms = scaled.base_load_cpu_s / (scaled.base_bytes / 1e6) * 1e3
+        cpu = f" (CPU costs x {scale:g}: the base {base_ms:.1f} ms a MB)"
+        for bound, what in ((target_s, "as the runner bounds it, a shard's chain"),
+                            (target_s / shards, "the worker bounded, target/shards a shard's chain")):
+            chain = bench_join_state.bounded_chain(scaled, pending=10_000_000 // shards, target_s=bound,
+                                                   local_base=True, stall=False, read_mb_per_s=speed)
+            share = chain.checkpoint_bytes_per_s / (run.input_bytes_per_s / shards)
+            print(f"      {what} ({bound:g} s, 1/{shards}){cpu if scale != 1.0 else ''}: a base every "
+                  f"{chain.deltas} deltas, {share:.2f}x the input's bytes; restore estimate "
+                  f"{chain.restore_cpu_s:.1f} s a shard, {shards * chain.restore_cpu_s:.0f} s the worker's "
+                  f"{shards}")
 
 
 def format_4_changes(join: LabelJoin) -> JoinChanges:
