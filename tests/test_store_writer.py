@@ -244,6 +244,9 @@ def test_sink_messages_are_chunked_and_insert_back(store: tuple[Settings, Client
     assert producer.closed and len(producer.messages) >= 4
     assert all(len(value) < MAX_SINK_MESSAGE_BYTES and key == b"dead_letters" and topic == "sink-topic"
                for topic, key, value in producer.messages)
+    # the columns form stage 2 writes: one block of 37-38 rows a message (150 rows halved twice)
+    assert [[block["n"] for block in orjson.loads(value)["blocks"]] for _, _, value in producer.messages] == [
+        [37], [38], [37], [38]]
     writer = ClickHouseRowWriter(client, settings.clickhouse.database, close_client=False)
     mapper = RowMapper(TopicSettings(sink="sink-topic"))
     written = 0

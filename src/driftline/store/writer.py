@@ -22,10 +22,12 @@ from kafka.producer.future import FutureRecordMetadata
 
 from driftline.config import Settings
 from driftline.kafka.clients import kafka_python_producer
+from driftline.pipeline.records import row_blocks
 from driftline.store.client import EngineBusy, connect, database_name
 from driftline.store.owner import read_owner
 
 MAX_SINK_MESSAGE_BYTES = 900_000
+SINK_CHUNK_ROWS = 2000  # rows a sink message holds at most (as records.sink_rows), fewer if large
 MAX_INSERT_CONTEXTS = 64  # distinct (table, column set) pairs a writer keeps an InsertContext for
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATETIME64 = re.compile(r"^DateTime64\((\d)")
@@ -354,7 +356,10 @@ class ClickHouseRowWriter:
 
 
 class KafkaSinkRowWriter:
-    """Publishes ``{"table": t, "rows": [...]}`` JSON messages (< 900 KB each) for the sink to insert.
+    """Publishes sink messages of column blocks (``{"table": t, "blocks": [{"names": [...], "n": n,
+    "columns": [...]}, ...]}``, the form stage 2 writes: :func:`~driftline.pipeline.records.sink_rows`)
+    for the sink to insert, < 900 KB each: up to :data:`SINK_CHUNK_ROWS` rows a message, halved
+    until the message fits.
 
     Messages are keyed by table. ``flush`` waits for the broker to acknowledge every message sent
     so far and raises the first send error. ``close`` flushes and closes the producer.
@@ -366,21 +371,23 @@ class KafkaSinkRowWriter:
         self._pending: list[FutureRecordMetadata] = []
 
     def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        prefix = b'{"table":' + orjson.dumps(table) + b',"rows":['
-        room = MAX_SINK_MESSAGE_BYTES - len(prefix) - 2
-        chunk: list[bytes] = []
-        size = 0
-        for row in rows:
-            encoded = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-            if len(encoded) > room:
-                raise ValueError(f"a {table} row is {len(encoded)} bytes, over the sink message limit")
-            if chunk and size + len(encoded) + 1 > room:
-                self._send(table, prefix + b",".join(chunk) + b"]}")
-                chunk, size = [], 0
-            chunk.append(encoded)
-            size += len(encoded) + 1
-        if chunk:
-            self._send(table, prefix + b",".join(chunk) + b"]}")
+        for start in range(0, len(rows), SINK_CHUNK_ROWS):
+            self._send_rows(table, rows[start : start + SINK_CHUNK_ROWS])
+
+    def _send_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        value = orjson.dumps(
+            {"table": table, "blocks": [{"names": block.names, "n": block.n, "columns": block.columns}
+                                        for block in row_blocks(rows)]},
+            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+        )
+        if len(value) <= MAX_SINK_MESSAGE_BYTES:
+            self._send(table, value)
+        elif len(rows) == 1:
+            raise ValueError(f"a {table} row is {len(value)} bytes, over the sink message limit")
+        else:
+            middle = len(rows) // 2
+            self._send_rows(table, rows[:middle])
+            self._send_rows(table, rows[middle:])
 
     def _send(self, table: str, value: bytes) -> None:
         self._pending.append(self._producer.send(self._topic, key=table.encode(), value=value))
