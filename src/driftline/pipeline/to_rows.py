@@ -264,8 +264,10 @@ def late_event_row(run_id: str, record: RawRecord, kind: str, event: PredictionE
 # -- reference_profiles ---------------------------------------------------------------------------
 
 
-ORPHAN_REASONS = {"no_prediction": "no_prediction", "evicted": "held_label_evicted"}
-"""The join's reason for a label it gave up -> unjoined_events.reason."""
+ORPHAN_REASONS = {"no_prediction": "no_prediction", "evicted": "held_label_evicted",
+                  "prediction_evicted": "evicted"}
+"""The join's reason for a label it gave up -> unjoined_events.reason (a label of a prediction evicted
+at ``join.max_pending`` is an 'evicted' row, as its prediction is)."""
 
 
 def unjoined_event_row(run_id: str, model_id: str, model_version: str, event_type: str, reason: str,
