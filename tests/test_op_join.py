@@ -326,6 +326,31 @@ def test_evicted_predictions_are_reported_by_the_next_advance_with_their_reason(
                                                               ("p0", "horizon")]
 
 
+def test_a_label_of_an_evicted_prediction_is_given_up_as_such() -> None:
+    """A label inside an evicted prediction's interval is an orphan with reason
+    'prediction_evicted' (its prediction came, the bound dropped it), not 'no_prediction': known
+    from the closed record the join keeps anyway, for as long as the prediction would not have
+    expired; after that such a label is late (under the labels watermark), never fed."""
+    horizon = HORIZON * 1000
+    join = LabelJoin(horizon, max_pending=2, max_held=10)
+    for i, ts in enumerate((1000, 2000, 3000, 4000)):  # p0 and p1 are evicted
+        join.on_prediction(pred(f"p{i}", ts), "s")
+    assert join.counters["evicted_pending"] == 2
+    join.on_labels(["p0", "ghost", "p1"], [1500, 1600, 2000 + horizon], ["a"] * 3, ["m"] * 3,
+                   [b"\0" * 8] * 3, [None] * 3)
+    assert join.on_label(label("p1", 2500)) is None
+    join.advance(pred_watermark_ms=2000, label_watermark_ms=0)  # the ghost's prediction can no longer come
+    orphans = [(o.prediction_id, o.label_time, o.model_id, o.reason) for o in join.take_orphans()]
+    assert orphans == [("p0", 1500, "m", "prediction_evicted"),
+                       ("p1", 2000 + horizon, "m", "prediction_evicted"),
+                       ("p1", 2500, "", "prediction_evicted"), ("ghost", 1600, "m", "no_prediction")]
+    assert join.counters["orphan_labels"] == 4 and join.held_count == 0
+    # p2 expires; were a label of it fed all the same (late), it would not be taken for an eviction
+    join.advance(pred_watermark_ms=2000, label_watermark_ms=3001 + horizon)
+    join.on_label(label("p2", 3000 + horizon))
+    assert [o.reason for o in join.take_orphans()] == ["no_prediction"]
+
+
 def test_evictions_not_yet_reported_survive_a_checkpoint() -> None:
     join = LabelJoin(HORIZON * 1000, max_pending=1, max_held=10)
     join.on_prediction(pred("a", 1000), "s")

@@ -25,7 +25,8 @@ Rules, each chosen so that it cannot depend on the interleaving:
   digest of its label. Ids are remembered as long as expiry needs them (below); a re-send after
   that is late by construction (its time is under both watermarks) and lands in ``late_events``.
 - **Held labels** wait for their prediction until ``pred_watermark > label_ts`` and are then
-  ``orphan_labels``. A label matching an evicted prediction is an orphan too.
+  ``orphan_labels``. A label matching an evicted prediction is an orphan too, with reason
+  ``'prediction_evicted'``.
 - **Expiry**: a pending prediction is expired (unlabeled) once ``label_watermark > pred_ts +
   horizon_ms``, with ``expired_at = pred_ts + horizon_ms``; its id is forgotten once both watermarks
   passed that time (it is still needed to recognise duplicate predictions and labels until then).
@@ -34,8 +35,10 @@ Not interleaving-independent, by nature: the bounds. When ``max_pending``/``max_
 oldest entry (smallest event time) is evicted and counted; how full the state is depends on how far
 one topic runs ahead of the other. An evicted prediction is reported by the next
 :meth:`LabelJoin.advance` like an expired one, with reason ``'evicted'`` and
-``expired_at = pred_ts + horizon_ms`` (the interval it would have expired in); an evicted label
-becomes an orphan with reason ``'evicted'``. ``labels_beyond_horizon`` and
+``expired_at = pred_ts + horizon_ms`` (the interval it would have expired in), and a label of it
+becomes an orphan with reason ``'prediction_evicted'`` (told by its closed record, kept anyway until
+forgotten: no state of its own; a label that comes after the prediction would have expired is late);
+an evicted label becomes an orphan with reason ``'evicted'``. ``labels_beyond_horizon`` and
 ``labels_before_prediction`` are diagnostics: counted when such a label arrives while its
 prediction is still remembered; the label is also counted in ``orphan_labels`` when it is finally
 given up.
@@ -515,8 +518,10 @@ class LabelJoin(TrackedTable):
                             body = pos + at + _BODY
                             ctx_id, first = _JOINED_TAIL.unpack_from(group, body)
                             self._add_duplicate("label", pid, ts, first, digest, ctx_id, source)
-                        else:
-                            self._orphan(pid, model_id or "", ts, "no_prediction", source)
+                        else:  # closed: evicted, unless it expired (then the label is late: not fed)
+                            evicted = pred_ts >= self._label_wm - horizon  # expiry closes older ones only
+                            reason = "prediction_evicted" if evicted else "no_prediction"
+                            self._orphan(pid, model_id or "", ts, reason, source)
                         return
                     self._pending -= 1
                     end = pos + length

@@ -19,7 +19,8 @@ COUNTER_NAMES = (
 
 @dataclass(slots=True)
 class OrphanLabel:
-    """A label no prediction joined (``reason`` 'no_prediction'), or one dropped to keep the held
+    """A label no prediction joined (``reason`` 'no_prediction'), one whose prediction the join
+    evicted at its ``max_pending`` bound ('prediction_evicted'), or one dropped to keep the held
     labels under their bound ('evicted'). ``model_id`` is the one the label names, '' if none."""
 
     prediction_id: str
