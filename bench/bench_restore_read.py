@@ -19,8 +19,15 @@ the broker's read speed once its chain's deltas hold 64 MiB): the MB/s each roun
 A 10M-pending shard's delta is ~2.4 MB (``bench_checkpoints --issue19``: ~9.6 MB an interval, 4
 shards), so ``--timed-deltas 2.4 --deltas 28`` is the first read a worker times.
 
+``--threads-ab PENDING``: whether rebuilding two shards in two threads beats one after the other
+(issue 19: a worker's last shard is live after the sum of their rebuilds). One ``LabelJoin`` of
+PENDING pending predictions (25 float features) dumped as a base; then, alternating ``--rounds``
+times in this process, two ``load_state`` of it one after the other and two at once in two
+threads: wall time (best of the rounds) and the ratio. No broker.
+
     .venv/bin/python bench/bench_restore_read.py [--mb 70] [--deltas 4] [--rounds 3]
     .venv/bin/python bench/bench_restore_read.py --timed-deltas 2.4 --deltas 28 --rounds 5
+    .venv/bin/python bench/bench_restore_read.py --threads-ab 200000 --rounds 3
 """
 
 from __future__ import annotations
@@ -152,6 +159,46 @@ def timed_delta_reads(delta_mb: float, deltas: int, rounds: int) -> list[float]:
     return [read / 1e6 / seconds for read, seconds in reads]
 
 
+def threads_ab(pending: int, rounds: int) -> None:
+    """``--threads-ab``: two restores of one base, one after the other against two threads at once."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench_join_state import events, floats
+
+    from driftline.operators.join import LabelJoin
+    from driftline.pipeline.state import dump_state, load_state
+
+    join = LabelJoin(horizon_ms=10 * pending * 1000, max_pending=pending + 1, max_held=1000)
+    for event in events(pending, floats, step_ms=1):
+        join.on_prediction(event, segment="region=eu")
+    blob = dump_state(join)
+    del join
+    gc.collect()
+
+    def restore() -> None:
+        load_state(blob, LabelJoin, "bench")  # let go at once: one join alive a thread
+
+    walls: dict[str, list[float]] = {"one after the other": [], "two threads": []}
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(rounds):
+            for way in walls:
+                gc.collect()
+                started = time.perf_counter()
+                if way == "two threads":
+                    for future in [pool.submit(restore), pool.submit(restore)]:
+                        future.result()
+                else:
+                    restore()
+                    restore()
+                walls[way].append(time.perf_counter() - started)
+    best = {way: min(times) for way, times in walls.items()}
+    print(f"two restores of a {len(blob) / 1e6:.0f} MB base ({pending:,} pending), best of {rounds} "
+          f"(wall): " + ", ".join(f"{way} {seconds:.2f} s" for way, seconds in best.items())
+          + f"; two threads / one after the other {best['two threads'] / best['one after the other']:.2f}x; "
+          f"load {os.getloadavg()[0]:.1f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--mb", type=int, default=70, help="MB a base (70: a 1M-pending shard's)")
@@ -159,8 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two reads")
     parser.add_argument("--timed-deltas", type=float, default=0.0,
                         help="MB a delta: time reading --deltas of them back as a live worker does")
+    parser.add_argument("--threads-ab", type=int, default=0,
+                        help="PENDING: two restores of a join's base one after the other vs in two threads")
     args = parser.parse_args(argv)
     print(environment_line(environment()))
+    if args.threads_ab:
+        threads_ab(args.threads_ab, args.rounds)
+        return 0
     if args.timed_deltas:
         speeds = timed_delta_reads(args.timed_deltas, args.deltas, args.rounds)
         each = ", ".join(f"{s:.0f}" for s in speeds)
