@@ -56,7 +56,7 @@ class TrackedTable(SpillingTable):
     _closings: list[bytes]
 
     def track_changes(self) -> None:
-        """Remember from now on which records change, for :meth:`take_changes` (idempotent)."""
+        """Remember from now on which records change, for :meth:`LabelJoin.take_changes` (idempotent)."""
         if self._added is None:
             self._added = set()
 

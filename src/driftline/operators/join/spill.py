@@ -272,8 +272,8 @@ def _whole_group(group: bytes, read: Callable[[bytes], bytes]) -> bytes:
 
 def _stub_group(group: bytes, store: PendingStore) -> bytes:
     """``group`` with the payload of every pending record not spilled yet moved to ``store`` (each
-    to the segment of its own event time) and the record made a stub, as :meth:`LabelJoin._spill_bucket`
-    makes them."""
+    to the segment of its own event time) and the record made a stub, as
+    :meth:`SpillingTable._spill_bucket` makes them."""
     unpack_head, unpack_ts = _HEAD.unpack_from, _TS.unpack_from
     out = bytearray()
     kept = pos = 0
