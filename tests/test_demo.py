@@ -175,11 +175,14 @@ def test_prepare_home_refuses_to_wipe_a_foreign_directory(tmp_path: Path) -> Non
 @pytest.mark.timeout(660)
 def test_fast_demo_detects_the_injected_drift_and_retrains(tmp_path: Path) -> None:
     # No wall-clock bound here (a busy machine doubles the run time): how long the demo takes is
-    # in its summary's timings_s.
+    # in its summary's timings_s. 30 s of traffic instead of --fast's 40: 22 one-minute windows, 11
+    # after the injection, where the checks below need 5 (one run at load ~18 drifted 9-10 windows
+    # per injected feature, accuracy 0.92 -> 0.59, 3 triggers and jobs); the demo's CPU 107 -> 85 s.
     home = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     proc = subprocess.run([sys.executable, "-m", "driftline.cli.main", "demo", "--json", "--fast",
-                           "--home", str(home)], capture_output=True, timeout=600, env=env, cwd=tmp_path)
+                           "--duration", "30", "--home", str(home)],
+                          capture_output=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()[-4000:]
     progress = [line for line in proc.stderr.decode().splitlines() if " sent, " in line]
     assert progress and all(len(line) <= 80 for line in progress), proc.stderr.decode()[-4000:]
