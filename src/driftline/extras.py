@@ -23,7 +23,7 @@ import sys
 
 _WORKER = (
     "kafka", "aiokafka", "faust", "river", "clickhouse_connect", "aiohttp", "prometheus_client", "rich",
-    "pyarrow", "yaml", "lz4",
+    "pyarrow", "yaml", "lz4", "msgspec",
 )
 EXTRAS: dict[str, tuple[str, ...]] = {
     "kafka": ("aiokafka",),
