@@ -2,11 +2,15 @@
 
 :class:`BatchDecoder` accepts and rejects exactly what :class:`~driftline.operators.validate.Decoder`
 accepts and rejects, with the same dead letters (kinds and messages): the pydantic models stay the
-contract. It parses the batch's values with one ``orjson`` call (each on its own terms: see
-:func:`_parsed_together`; one by one when that fails) and checks the common well-formed shape in plain
-Python field by field, column by column (a type set and a min/max per column of the batch where it
-is uniform, not a test per value);
-whatever is unusual (invalid JSON, ``NaN`` tokens, RFC 3339 timestamps, a type pydantic would coerce
+contract. A batch whose every payload has the common shape (one set of fields, an output object
+without probabilities, ...) is first decoded in one compiled pass into typed structs and read out
+as columns (:mod:`~driftline.operators.struct_decode`, with ``msgspec``: no dict per event, and the
+field checks done while parsing). Any other batch is parsed with one ``orjson`` call (each value on
+its own terms: see :func:`_parsed_together`; one by one when that fails) and the common well-formed
+shape is checked in plain Python field by field, column by column (a type set and a min/max per
+column of the batch where it is uniform, not a test per value); either way the feature maps are
+checked per layout here, and the event times against the records' times.
+Whatever is unusual (invalid JSON, ``NaN`` tokens, RFC 3339 timestamps, a type pydantic would coerce
 or reject, ...) goes through the pydantic path, record by record, so its messages stay pydantic's.
 Accepted events come out in log order as columns (:class:`PredictionBatch`, :class:`LabelBatch`: ids,
 model keys, event times as int64, feature maps, outputs, ...), the values pydantic's models would
@@ -45,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from driftline.operators import struct_decode
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.schemas.events import (
     MAX_FEATURES,
@@ -352,10 +357,9 @@ def _transposed(
     """The objects at ``rows`` (None: all of them; all holding the keys ``names``) as one column
     per key."""
     objects = parsed if rows is None or len(rows) == len(parsed) else [parsed[i] for i in rows]
-    if len(names) == 1:
-        return {names[0]: [obj[names[0]] for obj in objects]}
-    values = zip(*map(itemgetter(*names), objects), strict=True)
-    return dict(zip(names, values, strict=True))
+    # a list per key read straight from the objects: no tuple per object to transpose (zip over
+    # itemgetter's tuples cost 0.51 against 0.39 us a prediction, 0.22 against 0.16 a label)
+    return {name: [obj[name] for obj in objects] for name in names}
 
 
 def _prediction_groups(parsed: Sequence[Any]) -> list[_Group]:
@@ -423,6 +427,41 @@ def _label_groups(parsed: Sequence[Any]) -> list[_Group]:
     return groups
 
 
+def _struct_prediction_groups(
+    fields: struct_decode.Columns, outputs: struct_decode.Columns
+) -> list[_Group] | None:
+    """The one group of a batch :func:`struct_decode.prediction_columns` decoded (its types and
+    ranges checked there), without the records whose latency is a float of magnitude 2**63 or more
+    (as :func:`_prediction_groups`); None (the orjson path) where a score or value is one."""
+    (columns, present), (output_columns, output_present) = fields, outputs
+    scores = _number_column(output_columns["score"])
+    values = _number_column(output_columns["value"])
+    if scores is None or values is None:
+        return None
+    bad: set[int] = set()
+    latencies = _latencies(columns["latency_ms"], bad)
+    out = {
+        "prediction_id": columns["prediction_id"], "model_id": columns["model_id"],
+        "model_version": columns["model_version"], "timestamp": columns["timestamp"],
+        "features": columns["features"],
+        "prediction": OutputColumns(output_columns["label"], scores, values, output_present),
+        "latency_ms": latencies, "segment": columns["segment"],
+    }
+    return [_Group(list(range(len(columns["prediction_id"]))), out, present).keep(bad)]
+
+
+def _label_group(columns: dict[str, list[Any]], present: frozenset[str]) -> _Group:
+    """The one group of a batch :func:`struct_decode.label_columns` decoded, without the records
+    whose label is a float of magnitude 2**63 or more (as :func:`_label_groups`)."""
+    labels = columns["label"]
+    bad: set[int] = set()
+    if float in set(map(type, labels)) and not all(-_BIG < v < _BIG for v in labels if type(v) is float):
+        bad.update(j for j, v in enumerate(labels) if not _label_ok(v))
+    out: dict[str, Sequence[Any]] = {"prediction_id": columns["prediction_id"], "label": labels,
+                                     "timestamp": columns["timestamp"], "model_id": columns["model_id"]}
+    return _Group(list(range(len(labels))), out, present).keep(bad)
+
+
 def _label_ok(value: Any) -> bool:
     kind = type(value)
     return kind is str or kind is bool or kind is int or (kind is float and -_BIG < value < _BIG)
@@ -472,7 +511,10 @@ def _unusual_feature_rows(
         numbers: list[FloatArray | None] = [None] * k
         floats = [j for j, types in enumerate(kinds) if types == {float}]
         if floats:  # the float columns as one block, its range checked at once
-            block = np.array([columns[j] for j in floats], dtype=np.float64).reshape(len(floats), -1)
+            # one flat pass (np.array of a list of lists first discovers the nesting: 0.63 against
+            # 0.53 us a prediction for 20 columns), the same doubles
+            block = np.fromiter(chain.from_iterable(columns[j] for j in floats), dtype=np.float64,
+                                count=len(floats) * len(rows)).reshape(len(floats), len(rows))
             for j, array in zip(floats, block, strict=True):
                 numbers[j] = array
             if not (block.min() > -_BIG and block.max() < _BIG):  # (orjson reads no NaN)
@@ -636,7 +678,11 @@ class BatchDecoder:
         """Decode prediction records; the batch and the dead letters keep the input order."""
         if not records:
             return PredictionBatch.empty(), []
-        groups = [g for g in _prediction_groups(self._parsed(records)) if g.rows]
+        decoded = struct_decode.prediction_columns([record.value for record in records],
+                                                   self.decoder.max_message_bytes)
+        groups = _struct_prediction_groups(*decoded) if decoded is not None else None
+        if groups is None:  # not all of the common shape: parsed by orjson, unusual records by pydantic
+            groups = [g for g in _prediction_groups(self._parsed(records)) if g.rows]
         shared: list[FeatureColumns] = []
         if groups:
             groups = _without_unusual_features(groups, shared)
@@ -654,7 +700,12 @@ class BatchDecoder:
         """Decode label records; the batch and the dead letters keep the input order."""
         if not records:
             return LabelBatch.empty(), []
-        groups = [g for g in _label_groups(self._parsed(records)) if g.rows]
+        decoded = struct_decode.label_columns([record.value for record in records],
+                                              self.decoder.max_message_bytes)
+        if decoded is not None:
+            groups = [_label_group(*decoded)]
+        else:  # not all of the common shape: parsed by orjson, unusual records by pydantic
+            groups = [g for g in _label_groups(self._parsed(records)) if g.rows]
         records_out, columns, fields_set, times, dead = self._settle(
             records, groups, self.decoder.labels, _LABEL_COLUMNS)
         batch = LabelBatch(records_out, columns["prediction_id"], columns["label"], times,
