@@ -12,9 +12,11 @@ decodes the same batches with that module too, batch by batch in turns (so a cha
 load weighs on both alike: whole rounds in turns moved the ratio by +-15 % at a load of 10), checks
 that both give the same events and dead letters, and reports the ratio.
 
-``--steps`` also splits the tree's prediction decode into its steps (the one JSON parse, the field
-checks and columns with the outputs' objects, the feature checks, the time checks and gathering, and
-freeing what the call built once it is dropped), each the best of the rounds.
+``--steps`` also splits the tree's prediction decode into its steps (the compiled pass of a batch of
+the common shape, ``struct_decode``, parsing and checking the fields into columns; for a batch it
+does not take, the one orjson parse and the field checks and columns with the outputs; then the
+feature checks, the time checks and gathering, and freeing what the call built once it is
+dropped), each the best of the rounds.
 
     .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--steps] [--quick]
 """
@@ -31,7 +33,7 @@ from typing import Any
 
 from common import bench_scenario, bench_settings, module_from_file, raw_records
 
-from driftline.operators import columns
+from driftline.operators import columns, struct_decode
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.runtime import tune_gc
 
@@ -92,23 +94,29 @@ def prediction_steps(decoder: Decoder, batches: Sequence[Batch]) -> dict[str, fl
     """CPU seconds of one pass over the prediction batches, per step of ``BatchDecoder.predictions``
     (its private steps called in its order: a bench may lean on them, a test may not)."""
     batch_decoder = columns.BatchDecoder(decoder)
-    seconds = dict.fromkeys(("parse", "fields and outputs", "features", "times and gather", "free"), 0.0)
+    seconds = dict.fromkeys(("compiled pass", "orjson parse", "fields and outputs", "features",
+                             "times and gather", "free"), 0.0)
     for kind, records in batches:
         if kind != "predictions":
             continue
         t0 = CLOCK()
-        parsed = batch_decoder._parsed(records)
+        decoded = struct_decode.prediction_columns([r.value for r in records], decoder.max_message_bytes)
+        groups = columns._struct_prediction_groups(*decoded) if decoded is not None else None
         t1 = CLOCK()
-        groups = [g for g in columns._prediction_groups(parsed) if g.rows]
+        parsed = None if groups is not None else batch_decoder._parsed(records)
         t2 = CLOCK()
-        groups = columns._without_unusual_features(groups, [])
+        if groups is None:
+            groups = [g for g in columns._prediction_groups(parsed) if g.rows]
         t3 = CLOCK()
-        settled = batch_decoder._settle(records, groups, decoder.predictions, columns._PREDICTION_COLUMNS)
+        groups = columns._without_unusual_features(groups, [])
         t4 = CLOCK()
-        del parsed, groups, settled
+        settled = batch_decoder._settle(records, groups, decoder.predictions, columns._PREDICTION_COLUMNS)
         t5 = CLOCK()
-        for step, spent in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-            seconds[step] += spent
+        del decoded, parsed, groups, settled
+        t6 = CLOCK()
+        spent = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
+        for step, part in zip(seconds, spent, strict=True):
+            seconds[step] += part
     return seconds
 
 

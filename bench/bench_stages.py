@@ -99,7 +99,15 @@ from pydantic import BaseModel
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
-from driftline.operators import columns, feature_watch, join, model_watch, validate, window_stats
+from driftline.operators import (
+    columns,
+    feature_watch,
+    join,
+    model_watch,
+    struct_decode,
+    validate,
+    window_stats,
+)
 from driftline.pipeline import local, model, records, reroute, shard, to_rows
 from driftline.runtime import tune_gc
 
@@ -333,7 +341,8 @@ JoinLog = tuple[tuple[int, int, int], list[tuple[str, tuple[Any, ...], dict[str,
 def _join_logs(settings: Settings, raw: Sequence[validate.RawRecord], profiles: list[bytes]) -> list[JoinLog]:
     """Every LabelJoin call of a columnar run of the workload, per join."""
     logs: dict[int, JoinLog] = {}
-    saved = {name: getattr(join.LabelJoin, name) for name in JOIN_CALLS}  # some inherited: the join package layers LabelJoin
+    # (some inherited: the join package layers LabelJoin)
+    saved = {name: getattr(join.LabelJoin, name) for name in JOIN_CALLS}
 
     def logged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(self: join.LabelJoin, *args: Any, **kwargs: Any) -> Any:
@@ -588,16 +597,24 @@ def _eager_outputs(column: Sequence[Any]) -> Sequence[Any]:
 
 
 _OUTPUTS_AS_COLUMNS = columns._prediction_outputs
+_COMPILED_PASS = struct_decode.prediction_columns
+
+
+def _no_compiled_pass(values: Sequence[bytes | None], max_bytes: int) -> None:
+    return None
 
 
 @contextmanager
 def _outputs(eager: bool) -> Iterator[None]:
-    """The batch decoder making an object per output (``eager``) or keeping its columns."""
+    """The batch decoder making an object per output (``eager``) or keeping its columns, both on the
+    orjson path (the compiled pass, which came after, makes its columns itself)."""
     columns._prediction_outputs = _eager_outputs if eager else _OUTPUTS_AS_COLUMNS  # type: ignore[assignment]
+    struct_decode.prediction_columns = _no_compiled_pass  # type: ignore[assignment]
     try:
         yield
     finally:
         columns._prediction_outputs = _OUTPUTS_AS_COLUMNS  # type: ignore[assignment]
+        struct_decode.prediction_columns = _COMPILED_PASS
 
 
 def measure_eager_outputs(n: int, rounds: int, seed: int = 0) -> Figure:

@@ -4,12 +4,13 @@
 accepts and rejects, with the same dead letters (kinds and messages): the pydantic models stay the
 contract. A batch whose every payload has the common shape (one set of fields, an output object
 without probabilities, ...) is first decoded in one compiled pass into typed structs and read out
-as columns (:mod:`~driftline.operators.struct_decode`, with ``msgspec``: no dict per event, and the
-field checks done while parsing). Any other batch is parsed with one ``orjson`` call (each value on
-its own terms: see :func:`_parsed_together`; one by one when that fails) and the common well-formed
-shape is checked in plain Python field by field, column by column (a type set and a min/max per
-column of the batch where it is uniform, not a test per value); either way the feature maps are
-checked per layout here, and the event times against the records' times.
+as columns (:mod:`~driftline.operators.struct_decode`, with ``msgspec``: no dict per payload, only
+its feature map, and the field checks done while parsing). Any other batch is parsed with one
+``orjson`` call (each value on its own terms: see :func:`_parsed_together`; one by one when that
+fails) and the common well-formed shape is checked in plain Python field by field, column by
+column (a type set and a min/max per column of the batch where it is uniform, not a test per
+value); either way the feature maps are checked per layout here, and the event times against the
+records' times.
 Whatever is unusual (invalid JSON, ``NaN`` tokens, RFC 3339 timestamps, a type pydantic would coerce
 or reject, ...) goes through the pydantic path, record by record, so its messages stay pydantic's.
 Accepted events come out in log order as columns (:class:`PredictionBatch`, :class:`LabelBatch`: ids,

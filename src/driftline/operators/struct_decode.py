@@ -1,5 +1,6 @@
 """The common batch's values parsed and type-checked in one compiled pass (``msgspec``), column by
-column, without a dict per event: the first try of :class:`~driftline.operators.columns.BatchDecoder`.
+column, without a dict per payload (the feature maps stay dicts): the first try of
+:class:`~driftline.operators.columns.BatchDecoder`.
 
 Each value is decoded on its own into a typed struct that holds exactly the schema's common shape:
 every field of its JSON type and range (names of 1..256 characters; a timestamp as a JSON integer
