@@ -1,0 +1,125 @@
+"""Stage 1's window buffers with many models: parts joined as they arrive vs one part per append.
+
+With many models a batch holds a few events of each, so each open window's :class:`WindowBuffer`
+gets an append of 1-3 events per batch and holds it until 2,048 events or the window closes.
+Joined (``window_stats.MERGE_PARTS`` = 8, what runs) it holds a few parts; unjoined (the limit set
+past any buffer) one part, and a block's arrays per column, per append, as before 97d5edd.
+
+Runs bench_models' pipeline (``--models`` models x 25 features, each its own profile, a warm-up
+of 24 predictions per model, then ``--n`` Zipf predictions, 4 shards) once per form and round in
+this process, alternating the forms (order flipped each round), and prints for each form:
+
+- stage 1's CPU per prediction (thread CPU inside the shards' ``process``, the timed part after
+  the warm-up) and the whole pipeline's, best of ``--rounds``;
+- the bytes the shards' window buffers hold at the end (deep size, see bench_model_memory), KB a
+  model;
+- a SHA-256 of every output row (stage 2's windows' statistics): equal for both forms.
+
+    .venv/bin/python bench/bench_models_buffer.py [--models 300] [--n 30000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import bench_models as bm
+import orjson
+from bench_model_memory import DeepSizes
+from common import bench_settings
+
+from driftline.config import Settings
+from driftline.operators import calibration, window_stats
+from driftline.operators.validate import RawRecord
+from driftline.pipeline.local import InProcessPipeline
+
+FORMS = {"joined": window_stats.MERGE_PARTS, "unjoined": 1 << 62}
+
+
+def _timed(process: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t = time.thread_time()
+        try:
+            return process(*args, **kwargs)
+        finally:
+            spent[0] += time.thread_time() - t
+    return timed
+
+
+def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], warm: int,
+             merge_parts: int) -> dict[str, Any]:
+    """One run with ``merge_parts``: stage 1's and the pipeline's CPU a prediction (after the
+    warm-up), the buffers' bytes at the end, the rows' digest."""
+    window_stats.MERGE_PARTS = merge_parts
+    pipeline = InProcessPipeline(settings, profiles=blobs)
+    batch = settings.worker.batch_max_records
+    digest = hashlib.sha256()
+
+    def sink() -> None:
+        for table in sorted(pipeline.rows):
+            for row in pipeline.rows[table]:
+                digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+                                           default=repr))
+        pipeline.rows.clear()
+
+    for i in range(0, warm, batch):
+        pipeline.feed(records[i : min(i + batch, warm)])
+        sink()
+    spent = [0.0]
+    for shard in pipeline.shards:
+        shard.process = _timed(shard.process, spent)  # type: ignore[method-assign]
+    t = time.thread_time()
+    for i in range(warm, len(records), batch):
+        pipeline.feed(records[i : i + batch])
+        sink()
+    total = time.thread_time() - t
+    predictions = sum(1 for r in records[warm:] if r.topic == settings.topics.predictions)
+    buffered = DeepSizes()([shard.buffered for shard in pipeline.shards])
+    parts = sum(len(b.parts) for shard in pipeline.shards for b in shard.buffered.values())
+    windows = sum(len(shard.buffered) for shard in pipeline.shards)
+    return {"stage1_us": spent[0] / predictions * 1e6, "total_us": total / predictions * 1e6,
+            "buffered_bytes": buffered, "parts": parts, "windows": windows, "digest": digest.hexdigest()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--models", type=int, default=300)
+    parser.add_argument("--n", type=int, default=30_000, help="Zipf predictions after the warm-up")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    calibration.share_calibrations(bm.CALIBRATIONS)
+    settings = bench_settings("127.0.0.1:9", "bm")
+    specs = bm.model_specs(args.models)
+    blobs = [p.model_dump_json().encode() for p in bm.profiles_of(specs, 1000, settings)]
+    records, warm = bm.traffic(specs, args.n, settings)
+    best: dict[str, dict[str, Any]] = {}
+    for r in range(args.rounds):
+        for form in FORMS if r % 2 == 0 else reversed(FORMS):
+            got = run_once(settings, blobs, records, warm, FORMS[form])
+            print(f"round {r} {form}: stage 1 {got['stage1_us']:.1f} us, pipeline {got['total_us']:.1f} us a "
+                  f"prediction; buffers {got['buffered_bytes'] / args.models / 1024:.1f} KB a model "
+                  f"({got['parts']:,} parts in {got['windows']:,} windows); rows {got['digest'][:16]}",
+                  flush=True)
+            if form in best:
+                assert got["digest"] == best[form]["digest"], "a form's rows changed between rounds"
+                for key in ("stage1_us", "total_us"):
+                    best[form][key] = min(best[form][key], got[key])
+            else:
+                best[form] = got
+    window_stats.MERGE_PARTS = FORMS["joined"]
+    joined, unjoined = best["joined"], best["unjoined"]
+    print(f"{args.models} models, {args.n:,} predictions, best of {args.rounds}: stage 1 "
+          f"{unjoined['stage1_us']:.1f} -> {joined['stage1_us']:.1f} us a prediction "
+          f"({joined['stage1_us'] / unjoined['stage1_us']:.2f}x), pipeline {unjoined['total_us']:.1f} -> "
+          f"{joined['total_us']:.1f} ({joined['total_us'] / unjoined['total_us']:.2f}x); window buffers "
+          f"{unjoined['buffered_bytes'] / args.models / 1024:.1f} -> "
+          f"{joined['buffered_bytes'] / args.models / 1024:.1f} KB a model; rows "
+          f"{'identical' if joined['digest'] == unjoined['digest'] else 'DIFFER'}")
+    return 0 if joined["digest"] == unjoined["digest"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
