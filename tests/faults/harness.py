@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 import psutil
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from driftline.config import TopicSettings
 from driftline.local.broker import broker_binary, free_port, wait_for_metadata
@@ -56,6 +58,8 @@ TABLES = (
 )
 # Every topic but the recorded input: each run gets its own.
 INTERNAL = tuple(t for t in TopicSettings.topic_fields() if t not in ("predictions", "labels"))
+# Stage 2's shards: run_env leaves the model-events topic at its default partitions.
+MODEL_EVENTS_PARTITIONS: int = TopicSettings.model_fields["model_events_partitions"].default
 
 # Generous ceilings (bytes): a worker with the embedded ClickHouse engine settles around 300-500 MB
 # here; a runaway buffer (a sink that kept fetching while blocked, say) goes far past these.
@@ -440,6 +444,56 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 120) -> list[ConsumerRecord]:
+    """Every record of ``topic``, partition by partition in offset order.
+
+    Read until each partition's position reaches the high watermark of a Fetch response (the
+    embedded broker's ListOffsets(LATEST) answer is wrong, its Fetch high watermark is right), not
+    until the consumer has seen nothing for a few seconds: that cost those seconds at every read
+    and, on a loaded machine, could take a stalled fetch for the end of the topic.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        records: dict[TopicPartition, list[ConsumerRecord]] = {tp: [] for tp in tps}
+        deadline = time.monotonic() + timeout
+        while True:
+            for tp, batch in consumer.poll(timeout_ms=200).items():
+                records[tp].extend(batch)
+            ends = {tp: consumer.highwater(tp) for tp in tps}
+            if all(end is not None and consumer.position(tp) >= end for tp, end in ends.items()):
+                return [record for tp in tps for record in records[tp]]
+            assert time.monotonic() < deadline, f"{topic}: not read to its end in {timeout} s"
+    finally:
+        consumer.close()
+
+
+def stop_when_idle(worker: Worker, partitions: int, timeout: float = 300, quiet_s: float = 5) -> None:
+    """``--exit-when-idle quiet_s``, armed from now: once the worker runs every shard of both stages
+    (each restored: ``partitions`` of stage 1, the model-events topic's of stage 2), has no lag and
+    consumed nothing new for ``quiet_s``, SIGTERM it (the path idle exit takes) and expect exit 0.
+    For a processor that must not exit while idle earlier in a test."""
+    shards = {"shard": partitions, "model": MODEL_EVENTS_PARTITIONS}
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    while True:
+        assert worker.alive(), f"{worker.role} worker exited ({worker.process.returncode}):\n{worker.tail()}"
+        assert time.monotonic() < deadline, f"{worker.role} worker did not go idle"
+        metrics = worker.metrics()
+        seen = sum(v for n, _, v in metrics if n == "driftline_events_in_total")
+        lag = sum(v for n, _, v in metrics if n == "driftline_consumer_lag")
+        owned = {lab.get("stage"): v for n, lab, v in metrics if n == "driftline_shards_owned"}
+        if owned != shards or lag or seen != last:
+            last, since = seen, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.2)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.tail()
 
 
 def kill_after_progress(worker: Worker, records: float, timeout: float = 120) -> None:

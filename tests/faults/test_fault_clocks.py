@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import Stream, dump_tables, run_env, run_to_idle, workers
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from harness import Stream, dump_tables, read_topic, run_env, run_to_idle, workers
+from kafka import KafkaProducer
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -67,15 +67,8 @@ def _query(root: Path, run: str) -> dict[str, list[list[object]]]:
 
 
 def _read_all(stream: Stream, topic: str) -> list[tuple[int, int, bytes | None, bytes]]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=stream.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000
-    )
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(stream.partitions)])
-        consumer.seek_to_beginning()
-        return [(m.partition, m.timestamp, m.key, m.value) for m in consumer]
-    finally:
-        consumer.close()
+    return [(m.partition, m.timestamp, m.key, m.value)
+            for m in read_topic(stream.bootstrap, topic, stream.partitions)]
 
 
 def _valid(value: bytes, model: type[PredictionEvent] | type[LabelEvent]) -> bool:

@@ -17,6 +17,7 @@ from harness import (
     dump_tables,
     run_env,
     start_watched,
+    stop_when_idle,
     wait_until,
     workers,
 )
@@ -37,9 +38,10 @@ def _failover(
     n = stream.counts["predictions"]
     with workers() as started, RssSampler() as rss:
         sink = start_watched(started, rss, env, log, role="sink", idle=None, home=root / run / "sink-home")
-        # Idle exit well beyond the victim's group join: the survivor may finish its own shards first.
+        # No idle exit while the victim lives: the survivor may finish its own shards first. It is
+        # stopped once idle after taking every shard (stop_when_idle below).
         survivor = start_watched(
-            started, rss, env, log, role="processor", idle=30, home=root / run / "a-home"
+            started, rss, env, log, role="processor", idle=None, home=root / run / "a-home"
         )
         for i in range(rounds):
             victim = start_watched(
@@ -71,7 +73,7 @@ def _failover(
             "the survivor to take every shard",
             alive=[survivor],
         )
-        assert survivor.wait(300) == 0, survivor.tail()
+        stop_when_idle(survivor, stream.partitions)
         drain_sink(sink)
     print(f"{rounds} failover(s); {rss.check()}")
     assert_same_tables(dump_tables(root, run), clean)

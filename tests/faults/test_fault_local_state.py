@@ -20,13 +20,14 @@ from harness import (
     assert_same_tables,
     dump_tables,
     kill_after_progress,
+    read_topic,
     run_env,
     run_to_idle,
     start_watched,
     wait_until,
     workers,
 )
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -44,14 +45,8 @@ def _shard_figures(worker: Worker, name: str) -> dict[str, float]:
 
 
 def _read_all(stream: Stream, topic: str) -> list[Record]:
-    consumer = KafkaConsumer(bootstrap_servers=stream.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(stream.partitions)])
-        consumer.seek_to_beginning()
-        return [(topic, m.partition, m.timestamp, m.key, m.value, list(m.headers or ())) for m in consumer]
-    finally:
-        consumer.close()
+    return [(topic, m.partition, m.timestamp, m.key, m.value, list(m.headers or ()))
+            for m in read_topic(stream.bootstrap, topic, stream.partitions)]
 
 
 class ChunkedCopy:

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Stream, dump_tables, run_env, run_to_idle, workers
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from harness import Stream, dump_tables, read_topic, run_env, run_to_idle, workers
+from kafka import KafkaProducer
 from test_fault_sigkill import _kill_repeatedly
 
 from driftline.config import Settings
@@ -22,13 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def _read_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, bytes | None, bytes]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        consumer.seek_to_beginning()
-        return [(m.timestamp, m.key, m.value) for m in consumer]
-    finally:
-        consumer.close()
+    return [(m.timestamp, m.key, m.value) for m in read_topic(bootstrap, topic, partitions)]
 
 
 @pytest.fixture(scope="module")
