@@ -219,14 +219,20 @@ def run_with_producer() -> Callable[[Settings, Callable[[Any], Awaitable[None]]]
 
 
 # -- scheduling under `make test` (-n 3 --dist loadfile --no-loadscope-reorder) ----------------------
-# The fault suite is one xdist work unit: its session fixtures (a proxied broker, the recorded
-# stream, the clean worker run: ~30 s) are then paid by one worker, not by every worker that gets
-# one of its files. Work units run longest first (the files below, measured in CI, then collection
-# order), so no worker starts a two-minute file while the others sit idle at the end. A stale entry
-# here only costs wall time.
+# The fault tests compared with the clean run are one xdist work unit: their session fixtures (a
+# proxied broker, the recorded stream, the clean worker run: ~30 s) are then paid by one worker, not
+# by every worker that gets one of their files. The fault tests on streams of their own (comparison
+# and episodes need only a broker; reroute the recorded stream and its own clean run) are a second
+# unit beside it: as one unit the fault suite was the suite's critical path (~720 of CI's 736 s of
+# pytest). Work units run longest first (the units below, measured in CI, then collection order), so
+# no worker starts a two-minute file while the others sit idle at the end. A stale entry here only
+# costs wall time.
 _FAULTS = "tests/faults/"
+_FAULTS_OWN_STREAMS = "tests/faults/ on streams of their own"
+_OWN_STREAM_FILES = tuple(f"{_FAULTS}test_fault_{name}.py" for name in ("comparison", "episodes", "reroute"))
 _LONGEST_FIRST = (
     _FAULTS,
+    _FAULTS_OWN_STREAMS,
     "tests/test_bench_smoke_in_process.py",  # run_all --quick's in-process rows
     "tests/test_demo.py",
     "tests/test_fuzz_decoders.py",
@@ -243,7 +249,9 @@ _LONGEST_FIRST = (
 
 
 def _work_unit(nodeid: str) -> str:
-    """The xdist work unit of a test: its file, or the whole fault suite."""
+    """The xdist work unit of a test: its file, or one of the fault suite's two units."""
+    if nodeid.startswith(_OWN_STREAM_FILES):
+        return _FAULTS_OWN_STREAMS
     return _FAULTS if nodeid.startswith(_FAULTS) else nodeid.split("::", 1)[0]
 
 
@@ -258,11 +266,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    class FaultSuiteAsOneUnit(LoadFileScheduling):
+    class FaultSuiteInTwoUnits(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _work_unit(nodeid)
 
-    return FaultSuiteAsOneUnit(config, log)
+    return FaultSuiteInTwoUnits(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
