@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from driftline.config import Settings, TopicSettings
 from driftline.kafka.partitioner import partitions_for_keys
@@ -39,6 +38,7 @@ from driftline.operators.validate import Decoder, RawRecord, dead_letter
 from driftline.operators.window_stats import EventColumns, WindowAccumulator, WindowBuffer, values_partial
 from driftline.pipeline import records, reroute
 from driftline.pipeline.gauges import Gauge
+from driftline.pipeline.outcome_messages import outcome_messages
 from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, window_segments
 from driftline.pipeline.stage import OutboundMessage
 from driftline.pipeline.state import (
@@ -56,7 +56,7 @@ from driftline.pipeline.state import (
     settings_record,
     warn_if_changed,
 )
-from driftline.pipeline.to_rows import late_event_row, outcome_row
+from driftline.pipeline.to_rows import late_event_row
 from driftline.schemas.events import ErrorKind, LabelEvent, Prediction, PredictionEvent
 
 ACCUMULATE_CHUNK = 2048
@@ -894,9 +894,9 @@ class ShardProcessor:
     def _emit_outcomes(
         self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction], out: list[OutboundMessage]
     ) -> None:
-        topic, run_id, dumps = self.outcomes_topic, self.run_id, orjson.dumps
-        out.extend([OutboundMessage(topic, o.prediction_id.encode(), dumps(outcome_row(o, run_id)))
-                    for o in outcomes])
+        topic = self.outcomes_topic
+        out.extend([OutboundMessage(topic, o.prediction_id.encode(), message)
+                    for o, message in zip(outcomes, outcome_messages(outcomes, self.run_id), strict=True)])
         self._emit_columns(records.Outcomes, outcomes, out)
         self._emit_columns(records.Expired, expired, out)
 
