@@ -90,7 +90,7 @@ def load(name: str, rows: int | None) -> dict[str, np.ndarray]:
 def real_streams(quick: bool) -> list[dict[str, Any]]:
     out = []
     for name in REAL:
-        data = load(name, 9_000 if quick else None)
+        data = load(name, 7_000 if quick else None)  # quick: 2,000 rows after the reference
         arl = feature_arl(MODEL_ARL, len(data))
         counts: dict[str, float] = {"opened": 0, "escalated": 0, "closed": 0, RAW: 0}
         counts |= dict.fromkeys(RIVER, 0)
@@ -331,12 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the synthetic parts")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 9,000 real rows, 1 seed, W2 on 40,000 samples (change at 20,000)")
+                        help="smoke run: 7,000 real rows, 1 seed, W2 on 20,000 samples (change at 10,000)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
     seeds, n, change, kswin = args.seeds, seqb.N, seqb.CHANGE, seqb.KSWIN_QUIET
     if args.quick:
-        seeds, n, change, kswin = 1, 40_000, 20_000, seqb.QUICK_KSWIN
+        seeds, n, change, kswin = 1, 20_000, 10_000, seqb.QUICK_KSWIN
     t0 = time.perf_counter()
     real = real_streams(args.quick)
     rows = w2(seeds, n, change, kswin)

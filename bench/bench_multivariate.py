@@ -307,7 +307,7 @@ def pipeline_cost(quick: bool, per_window: int = 10_000, windows_n: int | None =
     from driftline.pipeline.local import InProcessPipeline
     from driftline.runtime import tune_gc
 
-    rounds = rounds or (5 if quick else 15)
+    rounds = rounds or (2 if quick else 15)
     rng = np.random.default_rng(3)
     settings = Settings(windows={"sizes_s": [300], "allowed_lateness_s": 30, "metrics_interval_s": 300},
                         topics={"partitions": 1}, sequential={"enabled": True})
@@ -515,10 +515,11 @@ def overhead_text(p: dict[str, Any], suffix: str = "") -> str:
 def measure(quick: bool) -> Any:
     """bench/run_all.py's row (15): the pipeline's cost with everything on, beside the target: the
     median of 15 paired ratios and its quartiles, met only if the upper quartile is within the
-    target (``quick``: 5 pairs, no before: a smoke figure)."""
+    target (``quick``: 2 pairs of 4,000-event windows, no before: a smoke figure, ~4 CPU-s instead of
+    ~13 at 10,000)."""
     from common import Figure
 
-    p = pipeline_cost(quick, previous_too=not quick)
+    p = pipeline_cost(quick, per_window=4_000 if quick else 10_000, previous_too=not quick)
     before = (f"; 3 x 60 before: {p['on_previous_domain_window_s']:.2f} s, all on "
               f"{overhead_text(p, '_previous')}" if "overhead_previous" in p else "")
     return Figure(
@@ -543,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=None,
                         help="part 6: policy windows of 10,000 events per run (default 1)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="part 6: paired rounds, each mode once per round (default 15, 5 with --quick)")
+                        help="part 6: paired rounds, each mode once per round (default 15, 2 with --quick)")
     parser.add_argument("--python-gc", action="store_true",
                         help="part 6: CPython's default collector instead of the worker's tune_gc")
     parser.add_argument("--against", default=None, metavar="REV",
