@@ -218,6 +218,47 @@ def run_with_producer() -> Callable[[Settings, Callable[[Any], Awaitable[None]]]
     return _run_with_producer
 
 
+async def _produce_keyed(settings: Settings, n_per_topic: int, start: int = 0, n_keys: int = 40) -> None:
+    """Produce records ``start .. start + n_per_topic`` (value ``x``, key ``k{i % n_keys}``) to the
+    predictions topic, then the same to the labels topic: the runner tests' input."""
+    from aiokafka import AIOKafkaProducer
+
+    from driftline.kafka.clients import aiokafka_producer_kwargs
+
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+    await producer.start()
+    try:
+        for topic in (settings.topics.predictions, settings.topics.labels):
+            for i in range(start, start + n_per_topic):
+                await producer.send(topic, b"x", key=f"k{i % n_keys}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+def produce_keyed() -> Callable[..., Awaitable[None]]:
+    """``await produce_keyed(settings, n_per_topic, start=0, n_keys=40)`` (see _produce_keyed)."""
+    return _produce_keyed
+
+
+async def _wait_async(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``predicate`` from a coroutine every 50 ms; fail at the deadline, naming ``what``."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def wait_async() -> Callable[..., Awaitable[None]]:
+    """``await wait_async(predicate, what, timeout_s=60)`` (see _wait_async)."""
+    return _wait_async
+
+
 # -- scheduling under `make test` (-n 3 --dist loadfile --no-loadscope-reorder) ----------------------
 # The fault tests compared with the clean run are one xdist work unit: their session fixtures (a
 # proxied broker, the recorded stream, the clean worker run: ~30 s) are then paid by one worker, not

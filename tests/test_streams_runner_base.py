@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -31,6 +30,8 @@ from driftline.streams.runner import StageRunner
 pytestmark = pytest.mark.integration
 
 STAGE = "basestage"
+Producing = Callable[..., Awaitable[None]]  # conftest produce_keyed
+Waiting = Callable[..., Awaitable[None]]  # conftest wait_async
 TOTAL_EVERY = 7
 N_KEYS = 40
 
@@ -134,25 +135,6 @@ def base_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settin
     return s
 
 
-async def _produce(settings: Settings, n_per_topic: int, start: int = 0) -> None:
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
-    await producer.start()
-    try:
-        for topic in (settings.topics.predictions, settings.topics.labels):
-            for i in range(start, start + n_per_topic):
-                await producer.send(topic, b"x", key=f"k{i % N_KEYS}".encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def _wait(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def _outputs(settings: Settings) -> list[bytes]:
     consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(settings, None))
     await consumer.start()
@@ -239,21 +221,21 @@ async def _input_keys(settings: Settings) -> dict[int, list[str]]:
 
 
 def test_batches_go_on_while_a_base_is_written_and_its_shard_writes_no_link_until_it_is_acked(
-    base_settings: Settings,
+    base_settings: Settings, produce_keyed: Producing, wait_async: Waiting,
 ) -> None:
-    asyncio.run(_batches_go_on_while_a_base_is_written(base_settings))
+    asyncio.run(_batches_go_on_while_a_base_is_written(base_settings, produce_keyed, wait_async))
 
 
-async def _batches_go_on_while_a_base_is_written(s: Settings) -> None:
-    await _produce(s, 400)
+async def _batches_go_on_while_a_base_is_written(s: Settings, produce: Producing, wait: Waiting) -> None:
+    await produce(s, 400)
     async with _Run(s) as run:
         run.store.gate.clear()  # every base waits
         shards = s.topics.partitions
-        await _wait(lambda: len(run.in_flight()) == shards, "a base in flight for every shard")
+        await wait(lambda: len(run.in_flight()) == shards, "a base in flight for every shard")
         fed_at_copy = run.fed()
-        await _produce(s, 1500, start=400)
+        await produce(s, 1500, start=400)
         # batches go on: records fed past the copy while no base was acknowledged
-        await _wait(lambda: run.fed() >= fed_at_copy + 2 * 1500, "every new record fed, bases in flight")
+        await wait(lambda: run.fed() >= fed_at_copy + 2 * 1500, "every new record fed, bases in flight")
         assert len(run.in_flight()) == shards and run.store.links == []
         assert all(base for _, base in run.store.started), "a delta begun while its shard's base was out"
         run.store.gate.set()
@@ -263,18 +245,18 @@ async def _batches_go_on_while_a_base_is_written(s: Settings) -> None:
             return all(any(sh == shard and not base and parent == bases.get(shard)
                            for sh, base, _, parent, _ in run.store.links) for shard in range(shards))
 
-        await _wait(deltas_after_bases, "a delta following each shard's base")
+        await wait(deltas_after_bases, "a delta following each shard's base")
         first_bases = [link for link in run.store.links if link[1]][:shards]
         # each base holds the offsets of its copy, taken before the records that came after
         assert sum(sum(offsets.values()) for *_, offsets in first_bases) <= fed_at_copy < run.fed()
         # stop waits for a base in flight: the next bases are held, then stop is asked
         run.store.gate.clear()
-        await _produce(s, 300, start=1900)
-        await _wait(lambda: bool(run.in_flight()), "a later base in flight")
+        await produce(s, 300, start=1900)
+        await wait(lambda: bool(run.in_flight()), "a later base in flight")
         held = run.in_flight()
         bases = Counter(shard for shard, base, *_ in run.store.links if base)
         run.runner.stop()
-        await _wait(lambda: run.runner._stopping.is_set() and run.runner._lock.locked(), "stop's checkpoint")
+        await wait(lambda: run.runner._stopping.is_set() and run.runner._lock.locked(), "stop's checkpoint")
         assert not run.task.done()
         run.store.gate.set()
         await asyncio.wait_for(run.task, 60)
@@ -287,9 +269,10 @@ async def _batches_go_on_while_a_base_is_written(s: Settings) -> None:
 
 
 def test_the_restore_estimate_prices_a_base_with_a_local_copy_at_the_local_read_speed(
-    base_settings: Settings, tmp_path: Any,
+    base_settings: Settings, tmp_path: Any, produce_keyed: Producing, wait_async: Waiting,
 ) -> None:
-    asyncio.run(_restore_estimate_with_a_local_copy(base_settings, tmp_path / "state"))
+    asyncio.run(_restore_estimate_with_a_local_copy(base_settings, tmp_path / "state", produce_keyed,
+                                                    wait_async))
 
 
 def _base_figures(run: _Run) -> dict[int, tuple[float, float, float]]:
@@ -299,12 +282,13 @@ def _base_figures(run: _Run) -> dict[int, tuple[float, float, float]]:
             if "restore_base_local" in (f := state.restore_figures)}
 
 
-async def _restore_estimate_with_a_local_copy(s: Settings, state_dir: Any) -> None:
+async def _restore_estimate_with_a_local_copy(s: Settings, state_dir: Any, produce: Producing,
+                                              wait: Waiting) -> None:
     local = s.model_copy(update={"worker": s.worker.model_copy(update={"state_dir": state_dir})})
     shards = s.topics.partitions
-    await _produce(s, 200)
+    await produce(s, 200)
     async with _Run(local) as run:  # every shard writes its base and keeps a copy of it
-        await _wait(lambda: len(_base_figures(run)) == shards, "a base acknowledged for every shard")
+        await wait(lambda: len(_base_figures(run)) == shards, "a base acknowledged for every shard")
         costs = run.runner.restore_costs
         for shard, (is_local, speed, estimate) in _base_figures(run).items():
             chain = run.runner.shards[shard].chain
@@ -315,12 +299,12 @@ async def _restore_estimate_with_a_local_copy(s: Settings, state_dir: Any) -> No
         run.runner.stop()
         await asyncio.wait_for(run.task, 60)
     async with _Run(local) as run:  # a restart on the same disk: the bases come from their copies
-        await _wait(lambda: len(_base_figures(run)) == shards, "every shard restored")
+        await wait(lambda: len(_base_figures(run)) == shards, "every shard restored")
         assert all(state.restore_figures["restore_local_bytes"] > 0 for state in run.runner.shards.values())
         assert all(is_local == 1.0 for is_local, _, _ in _base_figures(run).values())
         run.runner.stop()
         await asyncio.wait_for(run.task, 60)
     async with _Run(s) as run:  # no state_dir: read from the broker, priced at the broker's speed
-        await _wait(lambda: len(_base_figures(run)) == shards, "every shard restored")
+        await wait(lambda: len(_base_figures(run)) == shards, "every shard restored")
         speed = run.runner.restore_costs.read_mb_per_s
         assert all(figures[:2] == (0.0, speed) for figures in _base_figures(run).values())

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -31,6 +31,8 @@ from driftline.streams.runner import RestoreCosts, StageRunner
 pytestmark = pytest.mark.integration
 
 STAGE = "coststage"
+Producing = Callable[..., Awaitable[None]]  # conftest produce_keyed
+Waiting = Callable[..., Awaitable[None]]  # conftest wait_async
 N_KEYS = 40
 BURN_S = 0.05  # CPU time a slow restore spends on each delta
 TARGET_S = 0.005  # worker.restore_target_s: ~10x the default-priced chains of these counters, ~1/10 of BURN_S
@@ -127,25 +129,6 @@ def cost_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settin
     return s
 
 
-async def _produce(settings: Settings, n: int, start: int) -> None:
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
-    await producer.start()
-    try:
-        for topic in (settings.topics.predictions, settings.topics.labels):
-            for i in range(start, start + n):
-                await producer.send(topic, b"x", key=f"k{i % N_KEYS}".encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def _wait(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 class _Run:
     """One runner with its own producer and recording store, run as a task."""
 
@@ -178,17 +161,19 @@ class _Run:
         await asyncio.wait_for(self.task, 60)
 
 
-def test_a_restart_prices_the_restore_bound_at_its_own_restores_cpu_costs(cost_settings: Settings) -> None:
-    asyncio.run(_restart_prices_at_measured_costs(cost_settings))
+def test_a_restart_prices_the_restore_bound_at_its_own_restores_cpu_costs(
+    cost_settings: Settings, produce_keyed: Producing, wait_async: Waiting,
+) -> None:
+    asyncio.run(_restart_prices_at_measured_costs(cost_settings, produce_keyed, wait_async))
 
 
-async def _restart_prices_at_measured_costs(s: Settings) -> None:
+async def _restart_prices_at_measured_costs(s: Settings, produce: Producing, wait: Waiting) -> None:
     shards = range(s.topics.partitions)
-    await _produce(s, 200, start=0)
+    await produce(s, 200, start=0)
     async with _Run(s, CountingFactory()) as run:
-        await _wait(lambda: all(run.links(shard) for shard in shards), "a base for every shard")
-        await _produce(s, 200, start=200)
-        await _wait(lambda: all(False in run.links(shard) for shard in shards), "a delta a shard")
+        await wait(lambda: all(run.links(shard) for shard in shards), "a base for every shard")
+        await produce(s, 200, start=200)
+        await wait(lambda: all(False in run.links(shard) for shard in shards), "a delta a shard")
         await run.stop()
         # the control: at the default costs these chains are far inside the target, no base by it
         assert all(run.links(shard)[1:] == [False] * (len(run.links(shard)) - 1) for shard in shards)
@@ -196,7 +181,7 @@ async def _restart_prices_at_measured_costs(s: Settings) -> None:
                    and state.restore_figures["restore_delta_cpu_measured"] == 0.0
                    for state in run.runner.shards.values())
     async with _Run(s, CountingFactory(burn_per_delta_s=BURN_S)) as run:
-        await _wait(lambda: len(run.runner.shards) == len(shards) and not run.runner._restoring,
+        await wait(lambda: len(run.runner.shards) == len(shards) and not run.runner._restoring,
                     "every shard restored")
         costs, sample = run.runner.restore_costs, run.runner.restore_sample
         assert sample.delta_cpu_s >= BURN_S * len(shards)  # the burn is the deltas', timed apart
@@ -212,8 +197,8 @@ async def _restart_prices_at_measured_costs(s: Settings) -> None:
             assert figures["restore_delta_cpu_us_per_record"] >= 1000.0  # /metrics shows a measured figure
         assert figures["restore_delta_cpu_us_per_record"] == pytest.approx(costs.change_s * 1e6)
         written = len(run.store.links)
-        await _produce(s, 200, start=400)
-        await _wait(lambda: all(any(sh == shard for sh, _ in run.store.links[written:]) for shard in shards),
+        await produce(s, 200, start=400)
+        await wait(lambda: all(any(sh == shard for sh, _ in run.store.links[written:]) for shard in shards),
                     "a link a shard after the restart")
         first_after = {shard: next(base for sh, base in run.store.links[written:] if sh == shard)
                        for shard in shards}
