@@ -15,24 +15,20 @@ both sides; today's turns them into dead letters). Alternating rounds, thread CP
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
+from common import module_at_revision
 
 from driftline.config import Settings
 from driftline.pipeline import records
 from driftline.store import writer as writer_now
 from driftline.streams import sink
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = "b2f0a1f"  # before the sink's dead letters
 SCHEMA = [
     ("run_id", "String"), ("model_id", "LowCardinality(String)"), ("model_version", "LowCardinality(String)"),
@@ -49,16 +45,6 @@ DEAD_LETTERS = [
 ]
 
 
-def at_base(commit: str, path: str, name: str) -> ModuleType:
-    """The module at ``path`` as of ``commit``, loaded under ``name`` (its imports are today's)."""
-    source = subprocess.run(["git", "show", f"{commit}:{path}"], check=True, capture_output=True, text=True,
-                            cwd=ROOT).stdout
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
-    return module
 
 
 def writer_of(module: ModuleType) -> Any:
@@ -98,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     settings = Settings()
-    base_sink = at_base(args.base, "streams/sink.py", "base_sink")
-    base_writer = at_base(args.base, "src/driftline/store/writer.py", "base_writer")
+    base_sink = module_at_revision(args.base, "streams/sink.py", "base_sink")
+    base_writer = module_at_revision(args.base, "src/driftline/store/writer.py", "base_writer")
     batch = batch_of(settings, args.messages, args.rows, args.bad)
     sides = {"base": (base_sink.SinkRunner, base_writer), "now": (sink.SinkRunner, writer_now)}
     runners = {side: runner(settings, writer_of(module)) for side, (runner, module) in sides.items()}

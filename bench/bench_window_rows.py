@@ -28,9 +28,6 @@ predictions), today's code against a base commit's, in one process.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +37,7 @@ from typing import Any
 
 import bench_models as bm
 import orjson
+from common import module_at_revision
 
 from driftline.operators import calibration, scorer, sketch
 from driftline.operators.window_stats import WindowAccumulator, merge_accumulators
@@ -53,31 +51,20 @@ from driftline.store.writer import ClickHouseRowWriter
 BASE = "9bddfe5"  # before math.isfinite in finite(), the empty store's total, _result's one update
 # and verdicts without floors for untested features
 SINK_BASE = "6281b56"  # before sink messages of column blocks
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def at_base(commit: str, path: str, name: str) -> ModuleType:
-    """The module at ``path`` as of ``commit``, loaded under ``name`` (its imports are today's)."""
-    source = subprocess.run(["git", "show", f"{commit}:{path}"], check=True, capture_output=True, text=True,
-                            cwd=ROOT).stdout
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
-    return module
 
 
 class Sides:
     """The base's and today's row, scoring and sketch modules, and the functions a run swaps."""
 
     def __init__(self, commit: str) -> None:
-        self.rows = {"base": at_base(commit, "src/driftline/pipeline/to_rows.py", "base_to_rows"),
+        self.rows = {"base": module_at_revision(commit, "src/driftline/pipeline/to_rows.py", "base_to_rows"),
                      "now": to_rows}
-        self.scorers = {"base": at_base(commit, "src/driftline/operators/scorer.py", "base_scorer"),
-                        "now": scorer}
-        base_sketch = at_base(commit, "src/driftline/operators/sketch.py", "base_sketch")
-        base_verdicts = at_base(commit, "src/driftline/operators/drift.py", "base_drift").verdicts
+        base_scorer = module_at_revision(commit, "src/driftline/operators/scorer.py", "base_scorer")
+        self.scorers = {"base": base_scorer, "now": scorer}
+        base_sketch = module_at_revision(commit, "src/driftline/operators/sketch.py", "base_sketch")
+        base_verdicts = module_at_revision(commit, "src/driftline/operators/drift.py", "base_drift").verdicts
         self.scorers["base"].verdicts = base_verdicts  # it imported today's
         self.swapped: dict[str, tuple[Any, ...]] = {
             "base": (self.rows["base"].finite, base_sketch._Store.total, self.scorers["base"]._result,
@@ -145,9 +132,9 @@ def sink_part(tables: dict[str, list[dict[str, Any]]], n: int, rounds: int, base
     decoded to row dicts, ``ClickHouseRowWriter.write``) against today's (messages of column blocks
     handed to ``write_blocks`` as decoded), split into its steps, alternating rounds, process CPU;
     the columns each side buffers compared (equal or the run fails)."""
-    old_records = at_base(base, "src/driftline/pipeline/records.py", "base_records")
-    old_rows = at_base(base, "src/driftline/pipeline/to_rows.py", "base_sink_to_rows")
-    old_writer = at_base(base, "src/driftline/store/writer.py", "base_writer")
+    old_records = module_at_revision(base, "src/driftline/pipeline/records.py", "base_records")
+    old_rows = module_at_revision(base, "src/driftline/pipeline/to_rows.py", "base_sink_to_rows")
+    old_writer = module_at_revision(base, "src/driftline/store/writer.py", "base_writer")
     mapper = RowMapper(bm.bench_settings("127.0.0.1:9", "bm").topics)
     sink_topic = mapper.topics[0]
 

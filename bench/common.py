@@ -147,6 +147,19 @@ def module_from_file(path: Path, name: str) -> ModuleType:
     return module
 
 
+def module_at_revision(commit: str, path: str, name: str) -> ModuleType:
+    """The module at ``path`` as of ``commit`` (``git show``), loaded under ``name``; its imports are
+    today's, so a file of an older revision runs against the current package."""
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], check=True, capture_output=True, text=True,
+                            cwd=BENCH_DIR.parent).stdout
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
+    return module
+
+
 # -- settings and workloads ------------------------------------------------------------------------
 
 
