@@ -63,10 +63,11 @@ def queries() -> dict[str, str]:
             "SELECT event_type, count() AS n FROM late_events FINAL WHERE run_id = '' "
             "GROUP BY event_type ORDER BY event_type"
         ),
-        # events the join did not turn into an outcome, a row each (unjoined_events), by reason
+        # events the join did not turn into an outcome, a row each (unjoined_events), by reason; a
+        # label of an evicted prediction is an 'evicted' row too, counted apart from the predictions
         "unjoined": (
-            "SELECT reason, count() AS n FROM unjoined_events FINAL WHERE run_id = '' "
-            "GROUP BY reason ORDER BY reason"
+            "SELECT if(event_type = 'label' AND reason = 'evicted', 'evicted_label', reason) AS reason, "
+            "count() AS n FROM unjoined_events FINAL WHERE run_id = '' GROUP BY reason ORDER BY reason"
         ),
         # Champion and challenger scored the same requests: accuracy per interval on the requests
         # that have a labeled outcome for more than one version.
