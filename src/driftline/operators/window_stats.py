@@ -673,8 +673,6 @@ class ColumnBlock:
         >>> joined.slice(1, 4).reduce()
         ReducedColumn(n=3, missing=1, counts={'a': 1}, numbers=array([nan,  2., nan]))
         """
-        if len(blocks) == 1:
-            return blocks[0]
         n = 0
         only_numbers = True  # the common column: numbers only, none missing (one concatenate)
         for block in blocks:
@@ -703,8 +701,7 @@ def _joined_codes(blocks: Sequence[ColumnBlock]) -> tuple[IntArray | None, list[
     keys = coded[0].keys
     if len(coded) == len(blocks) and all(block.keys is keys or block.keys == keys for block in coded):
         # one batch's blocks share their keys (take and slice keep them): the codes as they are
-        same = [block.codes for block in blocks if block.codes is not None]
-        return cast("IntArray", np.concatenate(same)), list(keys)
+        return cast("IntArray", np.concatenate([block.codes for block in coded])), list(keys)
     index: dict[str, int] = {}
     for block in coded:
         for key in block.keys:
