@@ -496,7 +496,7 @@ class LabelJoin(TrackedTable):
         joined: list[_Joined],
     ) -> None:
         """:meth:`on_label` of an event's values (``key``: :func:`_id_key` of its id, ``crc`` that
-        key's CRC-32); a label that joins adds its pending record to ``joined`` (:meth:`_outcomes`
+        key's CRC-32); a label that joins adds its pending record to ``joined`` (:func:`_outcomes`
         makes the outcomes of a batch at once)."""
         horizon = self.horizon_ms
         gid = crc & (self._low - 1)  # self._gid(crc), inline

@@ -106,6 +106,7 @@ def _outcomes(joined: Sequence[_Joined], ctxs: list[tuple[str, str, str]], shape
         outcome.features_json = features_json
     return outcomes
 
+
 def _features_jsons(shapes: list[_Shape], shape_ids: list[int], features: list[bytes]) -> list[str]:
     """The features' JSON text of each record (its features as encoded in shape ``shape_ids[i]``),
     each shape's records at once (:meth:`_Shape.jsons`)."""
