@@ -239,10 +239,11 @@ def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
     process starts its threads. Nothing is done (False) without glibc, or when the environment
     sets ``MALLOC_ARENA_MAX`` (glibc read it already: the operator's choice stands).
 
+    >>> saved = os.environ.get("MALLOC_ARENA_MAX")
     >>> os.environ["MALLOC_ARENA_MAX"] = "4"  # the operator's setting
     >>> limit_malloc_arenas()
     False
-    >>> del os.environ["MALLOC_ARENA_MAX"]
+    >>> _ = os.environ.pop("MALLOC_ARENA_MAX") if saved is None else os.environ.update(MALLOC_ARENA_MAX=saved)
     """
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
