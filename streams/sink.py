@@ -288,14 +288,20 @@ class SinkRunner:
         except RowRefused:
             pass
         rows = [row for block in blocks for row in block.rows()]
+        refused = self._write_each(table, rows)
+        self.stats.rows_written[table] += len(rows) - len(refused)
+        return [refused_row(record, table, len(rows), refused)] if refused else []
+
+    def _write_each(self, table: str, rows: list[dict[str, Any]]
+                    ) -> list[tuple[int, dict[str, Any], Exception]]:
+        """Buffer the rows one at a time: those the writer's check refuses, (index, row, error)."""
         refused: list[tuple[int, dict[str, Any], Exception]] = []
         for index, row in enumerate(rows):
             try:
                 self.writer.write(table, [row])
-                self.stats.rows_written[table] += 1
             except RowRefused as err:
                 refused.append((index, row, err))
-        return [refused_row(record, table, len(rows), refused)] if refused else []
+        return refused
 
     def _write_dead(self, dead: list[dict[str, Any]]) -> None:
         if not dead:
@@ -304,13 +310,11 @@ class SinkRunner:
             self.writer.write(DEAD_LETTERS, dead)
             written = dead
         except RowRefused:  # some dead letter the writer's check refuses: the others go in
-            written = []
-            for row in dead:
-                try:
-                    self.writer.write(DEAD_LETTERS, [row])
-                    written.append(row)
-                except RowRefused as err:
-                    self._last_resort(row, err)
+            refused = self._write_each(DEAD_LETTERS, dead)
+            for _, row, err in refused:
+                self._last_resort(row, err)
+            dropped = {index for index, _, _ in refused}
+            written = [row for index, row in enumerate(dead) if index not in dropped]
         self._staged_dead.update((_position(row), row) for row in written)
 
     def _last_resort(self, row: dict[str, Any], err: Exception) -> None:
