@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,6 +91,17 @@ def test_each_malformed_label_keeps_its_reason() -> None:
         assert (batch.prediction_ids, _reasons(dead)) == (["p"], [(1, kind, message)])
         assert _reasons(DECODER.labels(records)[1]) == [(1, kind, message)]
 
+
+def test_without_msgspec_the_fallback_keeps_every_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(struct_decode, "msgspec", None)  # (a light install: no compiled pass)
+    assert struct_decode.prediction_columns([GOOD], 4096) is None
+    assert struct_decode.label_columns([GOOD_LABEL], 4096) is None
+    for bad, kind, message in BAD_PREDICTIONS:
+        batch, dead = BatchDecoder(DECODER).predictions(_records([GOOD, bad]))
+        assert (batch.prediction_ids, _reasons(dead)) == (["p"], [(1, kind, message)])
+    for bad, kind, message in BAD_LABELS:
+        batch, dead = BatchDecoder(DECODER).labels(_records([GOOD_LABEL, bad]))
+        assert (batch.prediction_ids, _reasons(dead)) == (["p"], [(1, kind, message)])
 
 def test_the_compiled_pass_takes_only_batches_of_the_common_shape() -> None:
     if struct_decode.msgspec is None:  # (a light install: nothing to check)
