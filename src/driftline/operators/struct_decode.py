@@ -117,22 +117,31 @@ def _named(
     return columns, frozenset(present)
 
 
+def _common(values: Sequence[bytes | None], max_bytes: int, kind: str) -> Columns | None:
+    """One kind's payloads decoded and named as columns, or None (no msgspec, or not the common shape)."""
+    if msgspec is None:
+        return None
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    if kind == "prediction":
+        decode, required, optional = _PREDICTION_DECODE, _PREDICTION_REQUIRED, _PREDICTION_OPTIONAL
+    else:
+        decode, required, optional = _LABEL_DECODE, _LABEL_REQUIRED, _LABEL_OPTIONAL
+    events = _decoded(decode, values, max_bytes)
+    return None if events is None else _named(events, required, optional)
+
+
 def prediction_columns(values: Sequence[bytes | None], max_bytes: int) -> tuple[Columns, Columns] | None:
     """The prediction payloads as columns and fields named, and their outputs likewise (defaults in
     place of the fields left out), or None when the batch is not all of the common shape."""
-    if msgspec is None:
-        return None
-    events = _decoded(_PREDICTION_DECODE, values, max_bytes)
-    if events is None:
-        return None
-    named = _named(events, _PREDICTION_REQUIRED, _PREDICTION_OPTIONAL)
+    named = _common(values, max_bytes, "prediction")
     if named is None:
         return None
     columns, present = named
     outputs = _named(columns["prediction"], (), _OUTPUT_FIELDS)
     if outputs is None:
         return None
-    n = len(events)
+    n = len(columns["prediction"])
     for name, default in (("schema_version", SCHEMA_VERSION), ("model_version", "1"), ("latency_ms", None)):
         if name not in present:
             columns[name] = [default] * n
@@ -149,15 +158,10 @@ def prediction_columns(values: Sequence[bytes | None], max_bytes: int) -> tuple[
 def label_columns(values: Sequence[bytes | None], max_bytes: int) -> Columns | None:
     """The label payloads as columns (``model_id`` None where left out) and the fields named, or
     None when the batch is not all of the common shape."""
-    if msgspec is None:
-        return None
-    events = _decoded(_LABEL_DECODE, values, max_bytes)
-    if events is None:
-        return None
-    named = _named(events, _LABEL_REQUIRED, _LABEL_OPTIONAL)
+    named = _common(values, max_bytes, "label")
     if named is None:
         return None
     columns, present = named
     if "model_id" not in present:
-        columns["model_id"] = [None] * len(events)
+        columns["model_id"] = [None] * len(columns["prediction_id"])
     return columns, present
