@@ -4,6 +4,7 @@ encoder wrote them (floats of every magnitude, strings with every kind of escape
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,3 +39,9 @@ def test_a_float_of_a_large_magnitude_is_written_with_orjson_s_sign() -> None:
     assert b'"predicted_score":2e+16,' in outcome_messages([far], "")[0]
     assert outcome_messages([near], "") == [orjson.dumps(outcome_row(near, ""))]
     assert messages_module._plain(0.25) and not messages_module._plain(2e16)
+
+
+def test_without_msgspec_orjson_writes_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    o = JoinedOutcome("p", "m", "1", "", 1, 2, 1, "a", 0.9, None, "a", None, 1, None, '{"x":1.5}')
+    monkeypatch.setattr(messages_module, "msgspec", None)  # (a light install)
+    assert outcome_messages([o], "run") == [orjson.dumps(outcome_row(o, "run"))]
