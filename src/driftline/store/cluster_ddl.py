@@ -274,3 +274,46 @@ def table_names(statements: Iterable[str]) -> set[str]:
         if match:
             names.add(_split_name(match.group("name"))[1].strip("`"))
     return names
+
+
+_NOT_A_COLUMN = re.compile(r"^(?:INDEX|CONSTRAINT|PROJECTION)\s", re.I)
+_COMPUTED = re.compile(r"\s(?:MATERIALIZED|ALIAS)\s", re.I)
+_COLUMN = r"(?P<column>`[^`]+`|\w+)"
+_ADD_COLUMN = re.compile(r"^ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _COLUMN, re.I)
+_DROP_COLUMN = re.compile(r"^DROP\s+COLUMN\s+(?:IF\s+EXISTS\s+)?" + _COLUMN, re.I)
+_RENAME_COLUMN = re.compile(
+    r"^RENAME\s+COLUMN\s+(?:IF\s+EXISTS\s+)?" + _COLUMN + r"\s+TO\s+(?P<to>`[^`]+`|\w+)", re.I
+)
+
+
+def table_columns(statements: Iterable[str]) -> dict[str, set[str]]:
+    """The columns an insert may name (not MATERIALIZED or ALIAS) of each table, by bare name, after
+    the CREATE TABLE and ALTER TABLE ... ADD/DROP/RENAME COLUMN statements, in their order.
+
+    >>> {table: sorted(names) for table, names in table_columns([
+    ...     "CREATE TABLE db.a (x UInt8, y String COMMENT 'p, (q)', w UInt8 ALIAS x, INDEX i x TYPE minmax)"
+    ...     " ENGINE = MergeTree ORDER BY x",
+    ...     "ALTER TABLE db.a ADD COLUMN IF NOT EXISTS z UInt8 DEFAULT 0, DROP COLUMN y",
+    ... ]).items()}
+    {'a': ['x', 'z']}
+    """
+    columns: dict[str, set[str]] = {}
+    for statement in statements:
+        sql = _LEADING_COMMENTS.sub("", statement).strip()
+        if match := _CREATE_TABLE.match(sql):
+            end = _matching_paren(_mask_strings(sql), match.end() - 1)
+            names = columns[_split_name(match.group("name"))[1].strip("`")] = set()
+            for entry in _split_top_level(sql[match.end() : end]):
+                if not _NOT_A_COLUMN.match(entry) and not _COMPUTED.search(_mask_strings(entry)):
+                    names.add(entry.split(None, 1)[0].strip("`"))
+        elif match := _ALTER_TABLE.match(sql):
+            names = columns.setdefault(_split_name(match.group("name"))[1].strip("`"), set())
+            for action in _split_top_level(sql[match.end("name") :]):
+                if (added := _ADD_COLUMN.match(action)) and not _COMPUTED.search(_mask_strings(action)):
+                    names.add(added.group("column").strip("`"))
+                elif dropped := _DROP_COLUMN.match(action):
+                    names.discard(dropped.group("column").strip("`"))
+                elif renamed := _RENAME_COLUMN.match(action):
+                    names.discard(renamed.group("column").strip("`"))
+                    names.add(renamed.group("to").strip("`"))
+    return columns
