@@ -74,6 +74,8 @@ class ShardState:
     chain: ChainLength | None = None  # incremental processors: the chain checkpoint_id ends
     restore_figures: dict[str, float] = field(default_factory=dict)  # for /metrics
     base_in_flight: asyncio.Task[None] | None = None  # a base written beside batches, not acknowledged yet
+    base_waiting_since: float | None = None  # due for a base since (time.monotonic), waiting for its turn
+    base_waited_deltas: int = 0  # deltas written instead of that base (its chain grew meanwhile)
     checkpointed_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # where a restart resumes
 
 
@@ -528,6 +530,8 @@ class StageRunner:
             return
         wrote_base = False
         large_delta = False  # the delta after a base carries every record added while it was written
+        due = {shard: records for shard in changed if (records := self._base_due(shard)) is not None}
+        turn = self._base_turn(due, changed)
         for shard in changed:
             state = self.shards[shard]
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
@@ -535,20 +539,17 @@ class StageRunner:
             chain = state.chain
             started, records = time.monotonic(), 0
             if isinstance(processor, Incremental):
-                worker = self.settings.worker
                 records = processor.changed_records()
-                if chain is not None:  # its copy may have failed since (kept in the background)
-                    chain.local_base = self.checkpoints.has_local_base(self.stage, shard, chain.base_id)
-                base = chain is None or chain.base_due(
-                    worker.checkpoint_deltas_per_base, worker.checkpoint_delta_ratio, worker.restore_target_s,
-                    self.restore_costs, records, started - chain.started)
+                base = chain is None or shard == turn
                 if base:
                     copy = await asyncio.to_thread(processor.base_copy)
                     state.dirty = False
-                    state.restore_figures["base_in_flight"] = 1.0
+                    self._base_started(shard, state)
                     state.base_in_flight = asyncio.create_task(
                         self._write_base(shard, state, copy, offsets, time.monotonic() - started))
                     continue
+                if shard in due:  # another shard's base first: this chain grows by a delta meanwhile
+                    self._base_deferred(state)
                 blob = await asyncio.to_thread(processor.checkpoint, False)
             else:
                 base, blob = True, await asyncio.to_thread(processor.snapshot)
@@ -586,6 +587,9 @@ class StageRunner:
                 blob = await asyncio.to_thread(copy.dump_to_file, self.checkpoints.spool_dir)
             finally:
                 copy.release()  # on this (the processor's) thread
+                # The groups the copy alone kept (those batches replaced meanwhile) are freed now,
+                # not when the broker acknowledges the base: give the heap back while it is written.
+                trim_cpu_s = await asyncio.to_thread(_trim_cpu_seconds)
             try:
                 state.checkpoint_id = await self.checkpoints.save_link(
                     self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id)
@@ -595,18 +599,77 @@ class StageRunner:
             size = len(blob)
             del blob
             self._new_chain(shard, state, size, hold_s)
-            state.restore_figures.update(base_hold_seconds=hold_s,
-                                         base_write_seconds=time.monotonic() - started)
+            written_s = time.monotonic() - started
+            state.restore_figures.update(base_hold_seconds=hold_s, base_write_seconds=written_s)
             state.checkpointed_at = time.time()
             state.checkpointed_offsets = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
             self.stats.checkpoints += 1
-            await asyncio.to_thread(release_free_memory)
+            trim_cpu_s += await asyncio.to_thread(_trim_cpu_seconds)
+            log.info("stage %s: shard %d's base acknowledged, %.1f MB written in %.1f s beside batches "
+                     "(heap trims %.1f ms CPU)", self.stage, shard, size / 1e6, written_s, trim_cpu_s * 1e3)
         except Exception as err:
             log.exception("stage %s: writing the base of shard %d failed", self.stage, shard)
             self._base_error = err  # raised by the loop's next step, or by _settle
         finally:
             state.base_in_flight = None
             state.restore_figures["base_in_flight"] = 0.0
+
+    def _base_due(self, shard: int) -> int | None:
+        """The changed records of the shard's next link if it is due for a base (its chain passed a
+        bound, :meth:`ChainLength.base_due`), else None; a shard without a chain is not counted
+        here (its first base is never deferred, :meth:`_base_turn`)."""
+        state = self.shards[shard]
+        processor, chain = state.processor, state.chain
+        if not isinstance(processor, Incremental) or chain is None:
+            return None
+        worker = self.settings.worker
+        records = processor.changed_records()
+        # Its local copy may have failed since (kept in the background).
+        chain.local_base = self.checkpoints.has_local_base(self.stage, shard, chain.base_id)
+        elapsed_s = time.monotonic() - chain.started
+        if chain.base_due(worker.checkpoint_deltas_per_base, worker.checkpoint_delta_ratio,
+                          worker.restore_target_s, self.restore_costs, records, elapsed_s):
+            return records
+        return None
+
+    def _base_turn(self, due: dict[int, int], changed: Sequence[int]) -> int | None:
+        """Which shard of ``due`` (shard: the changed records of its next link) starts its base
+        now: at most one base is in flight per runner (issue 19: under uniform traffic every
+        shard's chain crosses its bound at once, and each base's copy keeps the groups batches
+        replace alive while it is written). None while any base is in flight or a shard of
+        ``changed`` without a chain starts its first one (it cannot write a delta: never waits);
+        else the shard due the longest, then the one whose estimated restore is the longest,
+        so a shard waits for at most one base of each other shard (docs/state.md)."""
+        if not due or any(state.base_in_flight is not None for state in self.shards.values()):
+            return None
+        if any(self.shards[s].chain is None and isinstance(self.shards[s].processor, Incremental)
+               for s in changed):
+            return None
+        now = time.monotonic()
+
+        def order(shard: int) -> tuple[float, float, int]:
+            state = self.shards[shard]
+            chain = cast(ChainLength, state.chain)
+            since = now if state.base_waiting_since is None else state.base_waiting_since
+            return since, -chain.restore_seconds(self.restore_costs, due[shard]), shard
+
+        return min(due, key=order)
+
+    def _base_deferred(self, state: ShardState) -> None:
+        """The shard is due for a base but writes a delta: another shard's base goes first."""
+        if state.base_waiting_since is None:
+            state.base_waiting_since = time.monotonic()
+        state.base_waited_deltas += 1
+        state.restore_figures["base_waiting"] = 1.0
+        state.restore_figures["bases_deferred"] = state.restore_figures.get("bases_deferred", 0.0) + 1
+
+    def _base_started(self, shard: int, state: ShardState) -> None:
+        if state.base_waiting_since is not None:
+            log.info("stage %s: shard %d's base starts after waiting %.1f s for other shards' bases "
+                     "(%d deltas written meanwhile)", self.stage, shard,
+                     time.monotonic() - state.base_waiting_since, state.base_waited_deltas)
+        state.base_waiting_since, state.base_waited_deltas = None, 0
+        state.restore_figures.update(base_in_flight=1.0, base_waiting=0.0)
 
     def _new_chain(self, shard: int, state: ShardState, base_bytes: int, hold_s: float) -> ChainLength:
         """The shard's chain once its base ``state.checkpoint_id`` was acknowledged."""
@@ -864,6 +927,13 @@ class StageRunner:
         if chain is not None and isinstance(processor, Incremental):
             self._estimate(state, chain)
         return state
+
+
+def _trim_cpu_seconds() -> float:
+    """Trim the heap (:func:`release_free_memory`) and return the CPU seconds it took (this thread)."""
+    started = time.thread_time()
+    release_free_memory()
+    return time.thread_time() - started
 
 
 def _chain_bytes(saved: Checkpoint) -> int:

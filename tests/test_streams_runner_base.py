@@ -228,7 +228,7 @@ def test_batches_go_on_while_a_base_is_written_and_its_shard_writes_no_link_unti
 
 async def _batches_go_on_while_a_base_is_written(s: Settings, produce: Producing, wait: Waiting) -> None:
     await produce(s, 400)
-    async with _Run(s) as run:
+    async with _TurnRun(s, "restarted") as run:
         run.store.gate.clear()  # every base waits
         shards = s.topics.partitions
         await wait(lambda: len(run.in_flight()) == shards, "a base in flight for every shard")
@@ -308,3 +308,115 @@ async def _restore_estimate_with_a_local_copy(s: Settings, state_dir: Any, produ
         await wait(lambda: len(_base_figures(run)) == shards, "every shard restored")
         speed = run.runner.restore_costs.read_mb_per_s
         assert all(figures[:2] == (0.0, speed) for figures in _base_figures(run).values())
+
+
+class TurnStore(GatedStore):
+    """A gated store that, once ``watching``, records how many of the runner's shards had a base
+    in flight as each base write began (the shard writing it included)."""
+
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+        super().__init__(settings, producer)
+        self.runner: StageRunner | None = None
+        self.watching = False
+        self.in_flight_at_base: list[int] = []
+
+    async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
+                        *, base: bool, parent: str | None) -> str:
+        if base and self.watching and self.runner is not None:
+            self.in_flight_at_base.append(
+                sum(state.base_in_flight is not None for state in self.runner.shards.values()))
+        return await super().save_link(stage, shard, blob, offsets, base=base, parent=parent)
+
+
+class _TurnRun(_Run):
+    """A run on a :class:`TurnStore`, in a consumer group of its own (``group``): a restart after
+    a crash does not wait for the crashed member's session to time out."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        super().__init__(settings)
+        self.group = group
+
+    async def __aenter__(self) -> _TurnRun:
+        s = self.settings
+        self.producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+        await self.producer.start()
+        self.store = self.turns = TurnStore(s, self.producer)
+        await self.store.start()
+        self.runner = StageRunner(s, STAGE, f"{self.group}-{s.topics.state}",
+                                  [s.topics.predictions, s.topics.labels],
+                                  IncrementalCounterFactory(s.topics.outcomes), producer=self.producer,
+                                  checkpoints=self.store)
+        self.turns.runner = self.runner
+        self.task = asyncio.create_task(self.runner.run())
+        return self
+
+
+def test_shards_due_for_a_base_together_take_turns_one_base_in_flight_and_a_crash_restores_exactly(
+    base_settings: Settings, produce_keyed: Producing, wait_async: Waiting,
+) -> None:
+    """Every shard's chain is due for a base at every other checkpoint (one delta a base): only one
+    base is in flight at a time after the first bases (a shard without a chain cannot wait), the
+    others write deltas and say they wait (``base_waiting``), every shard gets its base in turn,
+    and a crash with bases deferred restores counts that give the same totals as the input."""
+    s = base_settings.model_copy(update={
+        "worker": base_settings.worker.model_copy(update={"checkpoint_deltas_per_base": 1})})
+    asyncio.run(_shards_take_turns(s, produce_keyed, wait_async))
+
+
+async def _shards_take_turns(s: Settings, produce: Producing, wait: Waiting) -> None:
+    shards = s.topics.partitions
+    produced = 200
+    await produce(s, produced)
+    feeding = asyncio.Event()
+
+    async def keep_producing() -> None:  # every shard keeps changing, so each has a link to write
+        nonlocal produced
+        while feeding.is_set():
+            await produce(s, 40, start=produced)
+            produced += 40
+
+    async with _TurnRun(s, "crashed") as run:
+        await wait(lambda: len(run.runner.shards) == shards and not run.in_flight()
+                   and all(state.chain is not None for state in run.runner.shards.values()),
+                   "every shard's first base acknowledged")
+        run.turns.watching = True
+        run.store.gate.clear()  # the next base is held: every other shard comes due meanwhile
+        closed_at = len(run.store.links)
+        feeding.set()
+        producer = asyncio.create_task(keep_producing())
+
+        def deltas_since_closed(shard: int) -> int:
+            return sum(sh == shard and not base for sh, base, *_ in run.store.links[closed_at:])
+
+        await wait(lambda: bool(run.in_flight()) and all(
+            shard in run.in_flight() or deltas_since_closed(shard) >= 2 for shard in range(shards)),
+            "a base held and every other shard two checkpoints on")
+        held = run.in_flight()
+        assert len(held) == 1, f"bases in flight at once: shards {held}"
+        figures = {shard: state.restore_figures for shard, state in run.runner.shards.items()}
+        waiting = [shard for shard in range(shards) if figures[shard].get("base_waiting") == 1.0]
+        assert sorted(waiting) == sorted(set(range(shards)) - set(held))
+        assert all(figures[shard]["bases_deferred"] >= 1 for shard in waiting)
+        bases_before = Counter(shard for shard, base, *_ in run.store.links if base)
+        run.store.gate.set()
+        await wait(lambda: all(sum(sh == shard and base for sh, base, *_ in run.store.links)
+                               > bases_before[shard] for shard in range(shards)),
+                   "a base acknowledged for every shard in turn")
+        assert max(run.turns.in_flight_at_base) == 1, run.turns.in_flight_at_base
+        # a crash (no checkpoint at the end) with a base held in flight and the others deferred
+        run.store.gate.clear()
+        closed_at = len(run.store.links)
+        await wait(lambda: bool(run.in_flight()) and all(
+            shard in run.in_flight() or deltas_since_closed(shard) >= 2 for shard in range(shards)),
+            "a base held again and every other shard two deltas on")
+        feeding.clear()
+        await producer
+    await produce(s, 200, start=produced)
+    produced += 200
+    async with _TurnRun(s, "restarted") as run:
+        await wait(lambda: run.fed() == 2 * produced, "every record fed after the restart")
+        restored = [state.restore_figures.get("restore_deltas", -1.0) for state in run.runner.shards.values()]
+        assert min(restored) >= 1 and max(restored) >= 2, f"deltas each shard restored: {restored}"
+        run.runner.stop()
+        await asyncio.wait_for(run.task, 60)
+    assert _totals(await _outputs(s)) == _simulated_totals(s, await _input_keys(s))
