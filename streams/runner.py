@@ -21,7 +21,9 @@ records at the costs this process measured), ``worker.checkpoint_deltas_per_base
 it, or their bytes passed ``worker.checkpoint_delta_ratio`` times its size; any other writes a
 base every time. A stage-1 base is taken from a copy of the shard (``base_copy``, under the lock:
 a list copy of the join's groups) and pickled and written while batches go on; no other link of
-that shard is written until the broker acknowledged it, and revocation and stop wait for it.
+that shard is written until the broker acknowledged it, and revocation and stop wait for it. At
+most one such base is in flight per runner: a shard due for one meanwhile writes a delta and
+waits for its turn (``_base_turn``; a shard's first base never waits).
 Restoring reads the last base and its deltas; how long that took and how many
 bytes it read are the shard's ``restore_*`` gauges, the estimate for the chain as it stands
 ``restore_estimate_seconds``. The shards of an assignment are rebuilt one after the other, the
