@@ -415,3 +415,31 @@ def test_a_buffer_of_many_small_appends_joins_them_in_order() -> None:
             rows_acc.add([feats[j] for j in part_rows], [preds[j] for j in part_rows],
                          [lats[j] for j in part_rows])
         assert repr(a.to_partial()) == repr(b.to_partial()) == repr(rows_acc.to_partial())
+
+
+def test_joined_codes_renumber_as_block_by_block() -> None:
+    """ColumnBlock.concat's one-gather renumbering gives each event the code block-by-block
+    remapping gives, into the same keys in the same first-seen order (blocks of differing keys,
+    blocks without categories, blocks sharing one batch's keys)."""
+    rng = random.Random(3)
+    for _ in range(40):
+        blocks = []
+        for _ in range(rng.randint(2, 9)):
+            values = [rng.choice(["a", "b", "c", "d", "e", None, 1.5, True])
+                      if rng.random() < 0.8 else rng.random() for _ in range(rng.randint(1, 6))]
+            blocks.append(ColumnBlock.of(values))
+        blocks.append(blocks[0].slice(0, 1))  # shares the first block's keys
+        index: dict[str, int] = {}
+        for block in blocks:
+            for key in block.keys if block.codes is not None else ():
+                index.setdefault(key, len(index))
+        expected: list[int] = []
+        for block in blocks:
+            codes = block.codes.tolist() if block.codes is not None else [len(block.keys)] * block.n
+            expected.extend(index[block.keys[c]] if c < len(block.keys) else len(index) for c in codes)
+        joined = ColumnBlock.concat(blocks)
+        if joined.codes is None:
+            assert not index
+            continue
+        assert joined.keys == list(index) and joined.codes.tolist() == expected
+        assert joined.codes.dtype == np.int32
