@@ -31,13 +31,17 @@ from numpy._core.multiarray import correlate  # np.convolve's kernel, without it
 from scipy import special
 from scipy.special import rel_entr
 
-# kolmogn: kstwo.sf's own formula, without rv_continuous's checks; the rest: Pomeranz's scaling
-from scipy.stats._ksstats import _E128, _EM128, _EP128, kolmogn
-
 from driftline.config import DriftSettings
 from driftline.operators.profile import FeatureProfile
 from driftline.operators.sketch import FloatArray, IntArray, QuantileSketch
 from driftline.operators.window_stats import FeatureStats
+
+# Pomeranz's scaling, scipy.stats._ksstats' constants (tests/test_op_drift.py checks they are its
+# bits): importing that module imports all of scipy.stats, ~1 CPU-s of every process's start-up,
+# while only _kstwo_sf's rare fallback needs it (kolmogn, imported there).
+_E128 = 128
+_EP128 = np.ldexp(np.longdouble(1), _E128)
+_EM128 = np.ldexp(np.longdouble(1), -_E128)
 
 PSI_EPS = 1e-4
 """Floor of a bin's share in PSI, so an empty bin on one side contributes a finite term."""
@@ -164,6 +168,9 @@ def _kstwo_sf(d: float, n: int) -> float:
         # in scipy's precision: the scaling constants are long doubles, so may the cdf be
         cdf = np.clip(_pomeranz_cdf(n, d), 0.0, 1.0)
         return float(np.clip(1.0 - cdf, 0.0, 1.0))
+    # kstwo.sf's own formula, without rv_continuous's checks
+    from scipy.stats._ksstats import kolmogn
+
     return float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
 
 

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
-from scipy.stats import binomtest, nbinom
 
 from driftline.operators.multivariate import (
     FloatArray,
@@ -237,6 +236,9 @@ def outlier_window(n: int, outliers: int, expected: float, *, alpha: float = 0.0
     >>> outlier_window(10_000, 30, 0.001, reference_size=2_000).significant
     False
     """
+    # scipy.stats costs ~1 CPU-s to import: paid by the first window with outliers, not at start-up
+    from scipy.stats import binomtest, nbinom
+
     if not n or not outliers:
         p = 1.0
     elif reference_size is None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from river import drift
 from river.base import BinaryDriftDetector, DriftDetector
 from river.stats.base import Univariate
 
@@ -107,6 +106,10 @@ def make_detector(name: DetectorName, delta: float) -> DriftDetector | BinaryDri
     >>> type(make_detector("kswin", 0.005)).__name__
     'KSWIN'
     """
+    # river.drift imports scipy.stats and, where installed, scikit-learn (its datasets): ~1.5 CPU-s
+    # a worker would pay at start-up; a model's first outcome pays it instead.
+    from river import drift
+
     if name == "adwin":
         return drift.ADWIN(delta=delta)
     if name == "page_hinkley":

@@ -44,8 +44,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy.stats import chi2 as chi2_distribution
-from scipy.stats import f as f_distribution
 
 from driftline.operators.profile import (
     FeatureProfile,
@@ -357,6 +355,9 @@ def outlier_reference_size(profile: ReferenceProfile, span_ms: float) -> int | N
     worth = multivariate_reference_size(profile, span_ms)
     if worth is None or profile.multivariate is None:
         return None
+    # scipy.stats costs ~1 CPU-s to import: a worker that builds no seasonal reference never does
+    from scipy.stats import chi2 as chi2_distribution
+
     rate = 1.0 - float(profile.multivariate["outliers"]["quantile"])
     r2 = float(chi2_distribution.isf(rate, len(profile.multivariate["features"])))
     log_sd = math.sqrt(r2 * r2 / (2 * worth) + r2 / worth)
@@ -511,6 +512,8 @@ def _cycle_is_real(x: FloatArray, t: npt.NDArray[np.int64], season: Season) -> b
     dfb, dfw = season.slots - 1, x.size - season.slots
     if dfb <= 0 or dfw <= 0 or not within > 0:
         return between > 0
+    from scipy.stats import f as f_distribution  # only in a seasonal profile's building
+
     return float(f_distribution.sf((between / dfb) / (within / dfw), dfb, dfw)) < CYCLE_P
 
 

@@ -1,0 +1,52 @@
+"""A worker's start-up imports only what starting needs: the costly modules wait for their first use.
+
+scipy.stats (~1 CPU-s), river.drift (which brings scikit-learn's and its datasets' imports where they
+are installed) and pandas are imported by the statistic, detector or DataFrame that needs them, so a
+worker restarted after a crash or a rebalance is ready ~1.6 CPU-s sooner (bench/bench_worker_startup.py).
+An edit that imports one of them at module level again fails here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+LAZY = ("scipy.stats", "river.drift", "sklearn", "pandas")
+"""Modules a worker's start-up must not import."""
+
+WORKER_START = ("driftline.cli.main", "driftline.cli.worker", "driftline.streams.app",
+                "driftline.pipeline.model")
+"""The entry point, the worker command and what it imports before its first poll (the stages' factories)."""
+
+
+def test_a_worker_start_up_imports_none_of_the_cold_modules() -> None:
+    code = (f"import sys\nimport {', '.join(WORKER_START)}\n"
+            f"print(' '.join(m for m in {LAZY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=True)
+    assert proc.stdout.split() == [], f"imported at start-up: {proc.stdout.strip()}"
+
+
+def test_the_lazy_paths_still_reach_their_modules() -> None:
+    """The functions that import on first use work (each is checked against scipy or River elsewhere)."""
+    from driftline.operators.drift import _kstwo_sf
+    from driftline.operators.outliers import outlier_window
+    from driftline.operators.performance import make_detector
+
+    assert type(make_detector("adwin", 0.002)).__name__ == "ADWIN"
+    assert outlier_window(10_000, 30, 0.001).significant
+    assert 0.0 < _kstwo_sf(0.05, 2000) < 1.0  # kolmogn's branch (not Pomeranz's)
+
+
+def test_pomeranz_scaling_constants_are_scipys() -> None:
+    """drift.py keeps its own copies of scipy.stats._ksstats' constants (importing it imports scipy.stats)."""
+    from scipy.stats import _ksstats
+
+    from driftline.operators import drift
+
+    for name in ("_E128", "_EP128", "_EM128"):
+        ours, theirs = getattr(drift, name), getattr(_ksstats, name)
+        assert type(ours) is type(theirs) and ours == theirs, name
+    assert drift._EP128.dtype == np.longdouble
