@@ -16,9 +16,16 @@ Series (all prefixed ``driftline_``):
   round-trips; ``stage_restore_{seconds,cpu_seconds,read_seconds,bytes,deltas}`` describe the shard's
   last restore (a chain's also ``_broker_bytes`` and ``_local_bytes``: where its base came from),
   ``stage_restore_estimate_seconds`` what restoring its checkpoint chain would take now (stage 1,
-  the figure ``worker.restore_target_s`` bounds: ``streams/runner.py``);
-- ``sink_messages_total{topic}``, ``sink_rows_total{table}``, ``sink_rejected_total{source}``,
-  ``sink_write_failures_total``, ``sink_blocked``, and the sink's ``consumer_lag{stage="sink"}``;
+  the figure ``worker.restore_target_s`` bounds: ``streams/runner.py``), priced at
+  ``stage_restore_base_cpu_ms_per_mb`` and ``stage_restore_delta_cpu_us_per_record`` (the defaults
+  until the worker's own restores measure them: ``stage_restore_{base,delta}_cpu_measured`` 1) and
+  read at ``stage_restore_{base,delta}_read_mb_per_s`` (``stage_restore_base_local`` 1: the base
+  from its local copy); ``stage_restore_base_cpu_seconds`` is the base's unpickling in the last restore;
+- ``sink_messages_total{topic}``, ``sink_rows_total{table}`` (counted once flushed; the sink's own
+  dead letters under ``dead_letters``), ``sink_rejected_total{source}``, ``sink_write_failures_total``,
+  ``sink_blocked``, ``sink_schema_behind{table}`` (1 while the table lacks a column this version's
+  migrations create: the sink waits for ``driftline db migrate``, nothing is dead-lettered), and the
+  sink's ``consumer_lag{stage="sink"}``;
 - ``kafka_metadata_requests_total{client}``: the process's aiokafka metadata requests (producer,
   consumer): a few dozen a run; a steady rate means a client asks again and again for a partition
   without a known leader.
@@ -146,7 +153,12 @@ class WorkerCollector(Collector):
                                        value=sink.stats.write_failures)
         blocked = GaugeMetricFamily("driftline_sink_blocked", "1 while ClickHouse is unreachable",
                                     value=float(sink.stats.blocked))
-        yield from (messages, written, rejected, failures, blocked)
+        behind = GaugeMetricFamily("driftline_sink_schema_behind",
+                                   "1 while the table lacks columns this version's migrations create",
+                                   labels=["table"])
+        for table, flag in sorted(sink.stats.schema_behind.items()):
+            behind.add_metric([table], flag)
+        yield from (messages, written, rejected, failures, blocked, behind)
 
 
 class _Families(Collector):

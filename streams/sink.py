@@ -54,7 +54,7 @@ from driftline.kafka.clients import aiokafka_consumer
 from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.records import ColumnBlock
 from driftline.pipeline.to_rows import PAYLOAD_LIMIT, RowMapper
-from driftline.store.writer import ClickHouseRowWriter, RowRefused
+from driftline.store.writer import ClickHouseRowWriter, RowRefused, SchemaBehind
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,18 @@ MAX_QUOTED_ROW_CHARS = 1000  # of the first refused row, quoted in error_message
 _VALUE_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, struct.error, DataError)
 # ... and the server these codes: CANNOT_PARSE_TEXT, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
 # TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, INCORRECT_DATA,
-# VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, VIOLATED_CONSTRAINT, NO_SUCH_COLUMN_IN_TABLE, THERE_IS_NO_COLUMN
-_VALUE_CODES = frozenset({6, 27, 53, 69, 70, 117, 321, 469, 16, 8})
+# VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, VIOLATED_CONSTRAINT. Not NO_SUCH_COLUMN_IN_TABLE (16) nor
+# THERE_IS_NO_COLUMN (8): a column the table lacks is the schema's, not the row's; the writer names
+# it (SchemaBehind: the sink waits for `driftline db migrate`; RowRefused: a column this version
+# does not know either), and one it cannot name is retried as an outage.
+_VALUE_CODES = frozenset({6, 27, 53, 69, 70, 117, 321, 469})
 _CODE = re.compile(r"Code: (\d+)")
 
 
 @dataclass
 class SinkStats:
     messages_in: Counter[str] = field(default_factory=Counter)  # per topic
-    rows_written: Counter[str] = field(default_factory=Counter)  # per table
+    rows_written: Counter[str] = field(default_factory=Counter)  # per table, once flushed (dead letters too)
     dead_lettered: Counter[str] = field(default_factory=Counter)  # messages, per topic read
     rejected: Counter[str] = field(default_factory=Counter)  # dead letters not written either, per topic
     write_failures: int = 0
@@ -97,6 +100,8 @@ class SinkStats:
     batches: int = 0
     flushes: int = 0
     blocked: bool = False
+    # 1 while a table lacks columns this version's migrations create (the sink waits), 0 once written
+    schema_behind: dict[str, int] = field(default_factory=dict)
 
 
 class SinkRunner:
@@ -124,6 +129,7 @@ class SinkRunner:
         self._staged_records: list[ConsumerRecord[bytes, bytes]] = []  # what the staged rows came from
         self._searching = False  # a flush was refused: write the staged records again in halves
         self._staged_dead: dict[tuple[str, int, int], dict[str, Any]] = {}  # by topic, partition, offset
+        self._staged_rows: Counter[str] = Counter()  # rows buffered per table, counted once flushed
         self._profiles_topic = settings.topics.profiles
         self.running = False
 
@@ -194,6 +200,10 @@ class SinkRunner:
                 log.warning("sink: the flush on stopping failed (%s); its rows will be written again", err)
                 return
         self.stats.flushes += 1
+        self.stats.rows_written.update(self._staged_rows)
+        self._staged_rows = Counter()
+        for table in self.stats.schema_behind:
+            self.stats.schema_behind[table] = 0
         for row in self._staged_dead.values():
             self._noted(row)
         offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self._staged.items()}
@@ -221,14 +231,24 @@ class SinkRunner:
                 if not failing:
                     failing = True
                     self._set_blocked(True)
+                if isinstance(err, SchemaBehind):
+                    self._note_behind(err)
                 now = time.monotonic()
                 if now - last_log >= LOG_EVERY_S:
-                    log.error("sink: writing to ClickHouse failed (%s); retrying until it succeeds", err)
+                    if isinstance(err, SchemaBehind):
+                        log.error("sink: %s; retrying until it succeeds", err)
+                    else:
+                        log.error("sink: writing to ClickHouse failed (%s); retrying until it succeeds", err)
                     last_log = now
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         if failing:
             self._set_blocked(False)
+
+    def _note_behind(self, err: SchemaBehind) -> None:
+        if not self.stats.schema_behind.get(err.table):
+            log.error("sink: %s", err)
+        self.stats.schema_behind[err.table] = 1
 
     def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Convert and buffer the batch's rows, and the dead letters of what it cannot write (in
@@ -251,11 +271,14 @@ class SinkRunner:
                     table_blocks = [block for _, blocks in sources for block in blocks]
                     try:
                         self.writer.write_blocks(table, table_blocks)
-                        self.stats.rows_written[table] += sum(block.n for block in table_blocks)
+                        self._staged_rows[table] += sum(block.n for block in table_blocks)
                     except RowRefused:  # the writer's check refused a row: find it, a message at a time
                         for record, blocks in sources:
                             dead.extend(self._write_checked(table, record, blocks))
                 self._write_dead(dead)
+            except SchemaBehind as err:  # the flush writes every staged record again (and waits)
+                self._note_behind(err)
+                self._searching = True
             except Exception as err:  # a write that flushed a full buffer, refused by ClickHouse
                 if not self._refusal(err):
                     raise
@@ -283,13 +306,13 @@ class SinkRunner:
         """Buffer a record's rows the writer's check accepts; the dead letter of those it refuses."""
         try:
             self.writer.write_blocks(table, blocks)
-            self.stats.rows_written[table] += sum(block.n for block in blocks)
+            self._staged_rows[table] += sum(block.n for block in blocks)
             return []
         except RowRefused:
             pass
         rows = [row for block in blocks for row in block.rows()]
         refused = self._write_each(table, rows)
-        self.stats.rows_written[table] += len(rows) - len(refused)
+        self._staged_rows[table] += len(rows) - len(refused)
         return [refused_row(record, table, len(rows), refused)] if refused else []
 
     def _write_each(self, table: str, rows: list[dict[str, Any]]
@@ -315,6 +338,7 @@ class SinkRunner:
                 self._last_resort(row, err)
             dropped = {index for index, _, _ in refused}
             written = [row for index, row in enumerate(dead) if index not in dropped]
+        self._staged_rows[DEAD_LETTERS] += len(written)
         self._staged_dead.update((_position(row), row) for row in written)
 
     def _last_resort(self, row: dict[str, Any], err: Exception) -> None:
@@ -363,6 +387,7 @@ class SinkRunner:
         inserts per refused row (not one per staged message), then the dead letters likewise."""
         self.writer.discard()
         self._staged_dead = {}
+        self._staged_rows = Counter()
         dead: list[dict[str, Any]] = []
         group: list[tuple[ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]] = []
         for record in self._staged_records:
@@ -393,7 +418,7 @@ class SinkRunner:
                 self.writer.write(table, rows)
             self.writer.flush()
             for _, table, rows in group:
-                self.stats.rows_written[table] += len(rows)
+                self._staged_rows[table] += len(rows)
             return
         except Exception as err:
             self.writer.discard()  # rows of tables inserted before the refusal go in again: collapsed
@@ -418,7 +443,7 @@ class SinkRunner:
         try:
             self.writer.write(table, [row for _, row in rows])
             self.writer.flush()
-            self.stats.rows_written[table] += len(rows)
+            self._staged_rows[table] += len(rows)
             return []
         except Exception as err:
             self.writer.discard()

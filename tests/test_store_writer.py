@@ -26,8 +26,12 @@ from driftline.store.migrate import migrate
 from driftline.store.owner import claim_owner, owner_path
 from driftline.store.writer import (
     MAX_SINK_MESSAGE_BYTES,
+    SCHEMA_REFRESH_S,
     ClickHouseRowWriter,
     KafkaSinkRowWriter,
+    RowRefused,
+    SchemaBehind,
+    migration_columns,
     open_row_writer,
 )
 
@@ -298,3 +302,60 @@ def test_open_row_writer_uses_the_sink_topic_while_another_process_owns_the_engi
     direct.flush()
     back = _read_back(client, settings.clickhouse.database, "model_drift")
     assert sorted(r["segment"] for r in back) == ["", "region=eu"]
+
+
+def test_the_migrations_columns_are_the_tables(store: tuple[Settings, Client]) -> None:
+    """What the writer takes for "this version's columns" (parsed from the migration files) is what
+    `db migrate` builds: a table it misreads would make the sink wait forever or dead-letter rows."""
+    settings, client = store
+    built: dict[str, set[str]] = {}
+    for table, name in client.query(
+            "SELECT table, name FROM system.columns WHERE database = {db:String}"
+            " AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')",
+            parameters={"db": settings.clickhouse.database}).result_rows:
+        built.setdefault(table, set()).add(name)
+    known = migration_columns()
+    assert {table: set(names) for table, names in known.items()} == {
+        table: names for table, names in built.items() if table in known}
+    engines = dict(client.query("SELECT name, engine FROM system.tables WHERE database = {db:String}",
+                                parameters={"db": settings.clickhouse.database}).result_rows)
+    assert {engines[table] for table in set(built) - set(known) - {"schema_migrations"}} == {"View"}
+
+
+def test_a_column_added_meanwhile_is_written_and_one_behind_waits(store: tuple[Settings, Client]) -> None:
+    """The writer reads a table's columns again when a row names one it lacks: a column a migration
+    added under a running writer is written (not refused), one the table lacks but the migrations
+    create is SchemaBehind (nothing buffered), one nobody knows a RowRefused."""
+    settings, client = store
+    db = settings.clickhouse.database
+    late = dict(ROWS["late_events"])
+    ClickHouseRowWriter(client, db, close_client=False).write("late_events", [late])  # (nothing flushed)
+    client.command("ALTER TABLE late_events DROP COLUMN watermark_time")  # an upgrade before migrate
+    writer = ClickHouseRowWriter(client, db, close_client=False)
+    with pytest.raises(SchemaBehind, match=r"late_events lacks column\(s\) watermark_time.*db migrate"):
+        writer.write("late_events", [dict(late, prediction_id="p2")])
+    with pytest.raises(RowRefused, match=r"no column\(s\) bogus; .*upgrade the sink\?"):
+        writer.write("late_events", [dict(late, watermark_time=None, bogus=1)])
+    assert writer._buffered == 0
+    client.command("ALTER TABLE late_events ADD COLUMN watermark_time DateTime64(3, 'UTC')")
+    writer._read_at["late_events"] -= SCHEMA_REFRESH_S  # (rather than wait a second)
+    writer.write("late_events", [dict(late, prediction_id="p3")])
+    writer.flush()
+    assert [row["prediction_id"] for row in _read_back(client, db, "late_events")] == ["p3"]
+
+
+def test_an_insert_into_a_column_dropped_since_is_schema_behind(store: tuple[Settings, Client]) -> None:
+    """Rows buffered while the column was there, the column dropped before the flush: the insert's
+    refusal is SchemaBehind (the batch kept), and once the column is back the same flush lands it."""
+    settings, client = store
+    db = settings.clickhouse.database
+    writer = ClickHouseRowWriter(client, db, close_client=False)
+    writer.write("late_events", [ROWS["late_events"]])
+    client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
+    writer._read_at["late_events"] -= SCHEMA_REFRESH_S
+    with pytest.raises(SchemaBehind, match="watermark_time"):
+        writer.flush()
+    assert writer._buffered == 1
+    client.command("ALTER TABLE late_events ADD COLUMN watermark_time DateTime64(3, 'UTC')")
+    writer.flush()
+    assert [row["prediction_id"] for row in _read_back(client, db, "late_events", final=False)] == ["p1"]

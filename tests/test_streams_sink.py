@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections import Counter
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +23,9 @@ from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
 from driftline.store.writer import ClickHouseRowWriter
+from driftline.streams.metrics import render
 from driftline.streams.sink import SinkRunner
+from driftline.streams.worker import WorkerRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -107,9 +112,15 @@ def test_sink_writes_every_topic_and_duplicates_collapse(settings: Settings) -> 
     assert "task: Field required" in messages_of[(t.profiles, "invalid_profile", "m2")]
     refusals = [message for topic, kind, message, _, _ in dead if kind == "sink_refused"]
     assert refusals[0].startswith("1 of 3 late_events rows refused") and "bogus" in refusals[0]
+    assert "upgrade the sink?" in refusals[0]  # a column no migration of this version creates
     assert refusals[1].startswith("1 of 4 late_events rows refused") and '"prediction_id":"r6"' in refusals[1]
     assert refusals[2:] == refusals[:2]
     assert sink.stats.dead_lettered[t.sink] >= 5 and sink.stats.dead_lettered[t.profiles] >= 4
+    # Each row counted once it is flushed, whichever path wrote it (the refused "inserted" message's
+    # rows were found by a search that writes the staged messages again): 2 dead letters from the
+    # dead-letter topic + the sink's own 10 (2 unreadable, 4 refused, 4 invalid profiles); late rows
+    # p9 twice, r1 r3 r4 r5 r7 twice.
+    assert (sink.stats.rows_written["dead_letters"], sink.stats.rows_written["late_events"]) == (12, 12)
     # Every offset read again (a sink that wrote and crashed before committing): the same rows.
     table_counts = "SELECT count() FROM {table:Identifier} FINAL"
     before = {table: client.query(table_counts, parameters={"table": table}).result_rows[0][0]
@@ -119,6 +130,7 @@ def test_sink_writes_every_topic_and_duplicates_collapse(settings: Settings) -> 
     after = {table: client.query(table_counts, parameters={"table": table}).result_rows[0][0]
              for table in before}
     assert after == before == {"dead_letters": 11, "late_events": 6, "reference_profiles": 1}, (before, after)
+    assert (again.stats.rows_written["dead_letters"], again.stats.rows_written["late_events"]) == (12, 12)
     evidence = client.query("SELECT evidence FROM retrain_triggers FINAL").result_rows[0][0]
     assert orjson.loads(evidence) == {"psi": 0.4}
 
@@ -146,6 +158,79 @@ def test_a_refused_dead_letter_is_logged_and_counted_once_and_the_sink_moves_on(
     assert not sink.stats.dead_lettered
     assert client.query("SELECT count() FROM late_events FINAL").result_rows[0][0] == 1
     assert client.query("SELECT count() FROM dead_letters FINAL").result_rows[0][0] == 0
+
+
+WATERMARK_TIME = ("watermark_time DateTime64(3, 'UTC') COMMENT "
+                  "'partition watermark the event fell behind (UTC)'")  # as migration 002 has it
+
+
+def test_a_table_behind_its_migrations_makes_the_sink_wait_and_resume_after_migrate(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """A column this version's migrations create, missing from the table (an upgrade before `db
+    migrate`; here dropped under the running sink): the sink waits, says so (log, gauge), writes no
+    dead letter and commits nothing; once the column is back the rows land once and it goes on."""
+    s = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={
+        "session_timeout_ms": 3000, "heartbeat_interval_ms": 500, "rebalance_timeout_ms": 3000})})
+    ensure_topics(s)
+    client = connect(s)
+    migrate(client, s)
+    writer = ClickHouseRowWriter(client, database_name(s), close_client=False)
+    sink = SinkRunner(s, writer, group_id=f"sink-{s.topics.sink}", poll_timeout_ms=200)
+    t = s.topics
+
+    def late(i: int) -> tuple[str, bytes]:
+        row = {"run_id": "", "source_topic": t.labels, "source_partition": 0, "source_offset": i,
+               "event_type": "label", "prediction_id": f"w{i}", "model_id": "m", "model_version": "",
+               "event_time": T0, "watermark_time": T0 + 1}
+        (message,) = records.sink_rows(t.sink, "late_events", [row])
+        return t.sink, message.value
+
+    def count(sql: str) -> int:
+        return int(client.query(sql).result_rows[0][0])
+
+    async def scenario() -> None:
+        task = asyncio.create_task(sink.run())
+        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+        await producer.start()
+
+        async def until(done: Any, what: str) -> None:
+            deadline = time.monotonic() + 40
+            while not done():
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, (what, sink.stats)
+                await asyncio.sleep(0.1)
+
+        try:
+            await producer.send_and_wait(*late(0), key=b"k")  # the writer reads the table's columns
+            await until(lambda: count("SELECT count() FROM late_events") == 1, "the first row")
+            client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
+            for i in (1, 2, 3):
+                await producer.send_and_wait(*late(i), key=b"k")
+            await until(lambda: sink.stats.schema_behind.get("late_events") == 1, "waiting")
+            await until(lambda: sink.stats.write_failures >= 3, "retrying")
+            assert count("SELECT count() FROM late_events") == 1
+            assert count("SELECT count() FROM dead_letters") == 0
+            assert any(sink.lag().values()), "nothing committed while the rows wait"
+            assert b'driftline_sink_schema_behind{table="late_events"} 1.0' in render([], sink)
+            health = WorkerRuntime.health(SimpleNamespace(  # type: ignore[arg-type]  # the parts it reads
+                runners=[], sink=sink, failure=None, role="sink"))
+            assert (health["ok"], health["ready"], health["sink_schema_behind"]) == (
+                True, False, ["late_events"])
+            client.command(f"ALTER TABLE late_events ADD COLUMN IF NOT EXISTS {WATERMARK_TIME}")  # migrate
+            await until(lambda: not any(sink.lag().values()) and sink.stats.schema_behind["late_events"] == 0,
+                        "resumed")
+        finally:
+            await producer.stop()
+            sink.stop()
+            await asyncio.wait_for(task, 20)
+
+    with caplog.at_level(logging.ERROR, logger="driftline.streams.sink"):
+        asyncio.run(scenario())
+    assert count("SELECT count() FROM late_events") == 4  # each row once, without FINAL
+    assert count("SELECT count() FROM dead_letters") == 0 and not sink.stats.rejected
+    assert b'driftline_sink_schema_behind{table="late_events"} 0.0' in render([], sink)
+    assert any("late_events lacks column(s) watermark_time" in r.message and "driftline db migrate"
+               in r.message for r in caplog.records), caplog.text
 
 
 async def _run(s: Settings, sink: SinkRunner, n_messages: int,

@@ -6,8 +6,10 @@ Rows are mappings of column name -> value. Times may be epoch milliseconds (int)
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any, NoReturn, Protocol, overload
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from clickhouse_connect.driver.insert import InsertContext
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
@@ -23,7 +26,9 @@ from kafka.producer.future import FutureRecordMetadata
 from driftline.config import Settings
 from driftline.kafka.clients import kafka_python_producer
 from driftline.pipeline.records import row_blocks
-from driftline.store.client import EngineBusy, connect, database_name
+from driftline.store.client import EngineBusy, StoreError, connect, database_name
+from driftline.store.cluster_ddl import table_columns
+from driftline.store.migrate import discover
 from driftline.store.owner import read_owner
 
 MAX_SINK_MESSAGE_BYTES = 900_000
@@ -32,11 +37,33 @@ MAX_INSERT_CONTEXTS = 64  # distinct (table, column set) pairs a writer keeps an
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATETIME64 = re.compile(r"^DateTime64\((\d)")
 _NULLABLE = re.compile(r"^Nullable\((.*)\)$")
+SCHEMA_REFRESH_S = 1.0  # a table's columns are read again at most this often (an unknown column each row)
 
 
 class RowRefused(ValueError):
     """A row the writer will not buffer: an unknown table or column, None in a non-Nullable column,
     a time it cannot read. Nothing of the refused call is buffered."""
+
+
+class SchemaBehind(StoreError):
+    """A table lacks a column (or is missing) that the packaged migrations create: ``driftline db
+    migrate`` has not run since an upgrade. Not the row's fault: the caller keeps the rows and
+    tries again (the sink waits as for an outage). Nothing of the refused call is buffered."""
+
+    def __init__(self, database: str, table: str, missing: Sequence[str]) -> None:
+        self.table = table
+        self.missing = tuple(missing)
+        what = f"lacks column(s) {', '.join(missing)}" if missing else "does not exist"
+        super().__init__(f"{database}.{table} {what}, which this version's migrations create: run "
+                         "`driftline db migrate`; the rows wait (nothing is dropped)")
+
+
+@functools.cache
+def migration_columns() -> dict[str, frozenset[str]]:
+    """The columns the packaged migrations give each table (what this version writes)."""
+    settings = Settings()  # the placeholders (database, TTLs) do not change a column's name
+    statements = (sql for migration in discover() for sql in migration.statements(settings))
+    return {table: frozenset(names) for table, names in table_columns(statements).items()}
 
 
 class RowWriter(Protocol):
@@ -152,16 +179,21 @@ class _Batch:
 class ClickHouseRowWriter:
     """Buffers rows per table and inserts them column-oriented on ``flush``.
 
-    Column types come from ``system.columns``, cached per table for the writer's life. A key
+    Column types come from ``system.columns``, cached per table and read again when a row names a
+    column the cache lacks or an insert fails for a column gone (:data:`SCHEMA_REFRESH_S`). A key
     missing from a row leaves that column to its ClickHouse default: rows are grouped by the set
-    of keys they carry, and each group is inserted with just those columns. Unknown keys, and None
-    in a non-Nullable column, raise :class:`RowRefused` at ``write`` (nothing of that call is buffered).
+    of keys they carry, and each group is inserted with just those columns. A key the table lacks
+    but this version's migrations create (:func:`migration_columns`) raises :class:`SchemaBehind`;
+    any other unknown key, and None in a non-Nullable column, :class:`RowRefused` (at ``write``:
+    nothing of that call is buffered; at ``flush``: the batch is kept).
     Buffers reaching ``max_buffer_rows`` are flushed by ``write``. ``close`` flushes and, if
     ``close_client``, closes the client.
     """
 
     def __init__(self, client: Client, database: str, *, max_buffer_rows: int = 100_000,
-                 close_client: bool = True) -> None:
+                 close_client: bool = True,
+                 known_columns: Mapping[str, frozenset[str]] | None = None) -> None:
+        """``known_columns``: the columns this version writes, by table (default: the migrations')."""
         self._client = client
         self._database = database
         self._max_buffer_rows = max_buffer_rows
@@ -171,6 +203,8 @@ class ClickHouseRowWriter:
         self._contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
         self._layouts: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}  # (table, row keys) -> columns
         self._buffered = 0
+        self._known_columns = known_columns
+        self._read_at: dict[str, float] = {}  # time.monotonic() each table's columns were read
 
     @property
     def client(self) -> Client:
@@ -185,13 +219,40 @@ class ClickHouseRowWriter:
                 parameters={"db": self._database, "t": table},
             ).result_rows
             if not rows:
-                raise RowRefused(f"unknown table {self._database}.{table}")
+                if table in self._known():
+                    raise SchemaBehind(self._database, table, ())
+                raise RowRefused(f"unknown table {self._database}.{table}; unknown to this sink's schema too:"
+                                 " upgrade the sink?")
+            self._read_at[table] = time.monotonic()
             schema = {
                 name: _Column(name, type_name, "Nullable(" in type_name, _converter(type_name))
                 for name, type_name in rows
             }
             self._schemas[table] = schema
         return schema
+
+    def _known(self) -> Mapping[str, frozenset[str]]:
+        return migration_columns() if self._known_columns is None else self._known_columns
+
+    def _read_again(self, table: str) -> dict[str, _Column]:
+        """The table's columns read again (unless read within :data:`SCHEMA_REFRESH_S`): a column a
+        migration added meanwhile is written, one dropped is noticed."""
+        read_at = self._read_at.get(table)  # (None: columns given, not read)
+        if read_at is not None and time.monotonic() - read_at >= SCHEMA_REFRESH_S:
+            self._schemas.pop(table, None)
+            self._layouts = {key: keys for key, keys in self._layouts.items() if key[0] != table}
+            self._contexts = {key: context for key, context in self._contexts.items() if key[0] != table}
+        return self._schema(table)
+
+    def _lacking(self, table: str, names: Sequence[str]) -> Exception:
+        """What a table lacking ``names`` raises: :class:`SchemaBehind` if this version's migrations
+        create them all, else :class:`RowRefused` naming the ones it does not know."""
+        known = self._known().get(table, frozenset())
+        unknown = [name for name in names if name not in known]
+        if not unknown:
+            return SchemaBehind(self._database, table, names)
+        return RowRefused(f"{self._database}.{table} has no column(s) {', '.join(unknown)}; unknown to this "
+                          "sink's schema too: upgrade the sink?")
 
     def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
@@ -200,21 +261,30 @@ class ClickHouseRowWriter:
         # Rows carrying the same keys (a mapper's rows of one kind all do) are converted a column at
         # a time: one comprehension per column instead of a few calls per cell (the sink spent ~25 us
         # a row here, more than the event loop's share of a prediction outside the operators).
-        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
-        for row in rows:
-            layout = self._layouts.get((table, tuple(row)))
-            if layout is None:
-                layout = self._layout(table, schema, row)
-            group = groups.get(layout)
-            if group is None:
-                groups[layout] = [row]
-            else:
-                group.append(row)
+        groups = self._grouped(table, rows)
+        if self._schemas[table] is not schema:  # a row's key made the columns be read again: the
+            schema = self._schemas[table]  # layouts found before may name a column dropped since
+            groups = self._grouped(table, rows)
         # Convert everything first so that a bad row leaves the buffer untouched.
         staged = [(keys, self._converted(table, schema, keys, [[row[name] for row in group] for name in keys],
                                          rows), len(group))
                   for keys, group in groups.items()]
         self._buffer(table, schema, staged)
+
+    def _grouped(self, table: str, rows: Sequence[Mapping[str, Any]]
+                 ) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:
+        """The rows by the columns they fill (:meth:`_layout`)."""
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for row in rows:
+            layout = self._layouts.get((table, tuple(row)))
+            if layout is None:
+                layout = self._layout(table, row)
+            group = groups.get(layout)
+            if group is None:
+                groups[layout] = [row]
+            else:
+                group.append(row)
+        return groups
 
     def write_blocks(self, table: str,
                      blocks: Sequence[tuple[Sequence[str], Sequence[list[Any]], int]]) -> None:
@@ -224,17 +294,30 @@ class ClickHouseRowWriter:
         if not blocks:
             return
         schema = self._schema(table)
-        staged = []
-        for names, columns, n in blocks:
+        layouts = self._block_layouts(table, blocks)
+        if self._schemas[table] is not schema:  # read again for a block's key (as in write)
+            schema = self._schemas[table]
+            layouts = self._block_layouts(table, blocks)
+        staged = [(keys, self._converted(table, schema, keys, [by_name[name] for name in keys],
+                                         _BlockRows(names, columns, n)), n)
+                  for keys, by_name, (names, columns, n) in layouts]
+        self._buffer(table, schema, staged)
+
+    def _block_layouts(self, table: str, blocks: Sequence[tuple[Sequence[str], Sequence[list[Any]], int]]
+                       ) -> list[tuple[tuple[str, ...], dict[str, list[Any]],
+                                       tuple[Sequence[str], Sequence[list[Any]], int]]]:
+        """Each non-empty block's columns filled (:meth:`_layout`), its columns by name, and itself."""
+        out = []
+        for block in blocks:
+            names, columns, n = block
             if not n:
                 continue
             by_name = dict(zip(names, columns, strict=True))
             keys = self._layouts.get((table, tuple(names)))
             if keys is None:
-                keys = self._layout(table, schema, by_name)
-            staged.append((keys, self._converted(table, schema, keys, [by_name[name] for name in keys],
-                                                 _BlockRows(names, columns, n)), n))
-        self._buffer(table, schema, staged)
+                keys = self._layout(table, by_name)
+            out.append((keys, by_name, block))
+        return out
 
     def _converted(self, table: str, schema: dict[str, _Column], keys: tuple[str, ...],
                    columns: list[list[Any]], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
@@ -271,12 +354,16 @@ class ClickHouseRowWriter:
         if self._buffered >= self._max_buffer_rows:
             self.flush()
 
-    def _layout(self, table: str, schema: dict[str, _Column], row: Mapping[str, Any]) -> tuple[str, ...]:
+    def _layout(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
         """The columns a row of these keys fills, in table order (cached per key order); raises for
-        an unknown key."""
+        a key the table lacks, once its columns are read again."""
+        schema = self._schemas[table]
         keys = tuple(name for name in schema if name in row)
         if len(keys) != len(row):
-            self._refuse(table, schema, [row])
+            schema = self._read_again(table)
+            keys = tuple(name for name in schema if name in row)
+            if len(keys) != len(row):
+                self._refuse(table, schema, [row])
         if len(self._layouts) >= MAX_INSERT_CONTEXTS * 4:
             self._layouts.clear()
         self._layouts[(table, tuple(row))] = keys
@@ -291,8 +378,7 @@ class ClickHouseRowWriter:
     def _convert(self, table: str, schema: dict[str, _Column], keys: tuple[str, ...],
                  row: Mapping[str, Any]) -> list[Any]:
         if len(keys) != len(row):
-            unknown = ", ".join(sorted(set(row) - set(schema)))
-            raise RowRefused(f"{self._database}.{table} has no column(s) {unknown}")
+            raise self._lacking(table, sorted(set(row) - set(schema)))
         values = []
         for name in keys:
             column, value = schema[name], row[name]
@@ -308,10 +394,29 @@ class ClickHouseRowWriter:
         # A failed insert keeps its batch (and those after it) for a retry.
         for key in list(self._batches):
             batch = self._batches[key]
-            self._client.insert(data=batch.data, context=self._insert_context(key, batch))
+            try:
+                self._client.insert(data=batch.data, context=self._insert_context(key, batch))
+            except DatabaseError as err:
+                if not isinstance(err, OperationalError):
+                    self._check_columns(key, err)
+                raise
             del self._batches[key]
             self._buffered -= batch.rows
             batch.data.clear()  # the context still refers to this list until its next insert
+
+    def _check_columns(self, key: tuple[str, tuple[str, ...]], err: DatabaseError) -> None:
+        """After a refused insert: raise what a column of the batch gone from the table means
+        (:meth:`_lacking`), if one is; else return (the caller raises ``err``)."""
+        table, names = key
+        try:
+            schema = self._read_again(table)
+        except SchemaBehind:
+            raise
+        except Exception:  # ClickHouse failing: the insert's own error tells
+            return
+        missing = [name for name in names if name not in schema]
+        if missing:
+            raise self._lacking(table, missing) from err
 
     def discard(self) -> None:
         """Drop every buffered row not inserted yet: a flush refused for a bad row buffered among
