@@ -186,8 +186,11 @@ class WorkerRuntime:
         if self.sink is not None:
             parts["sink"] = self.sink.running
         ok = self.failure is None and all(bool(v) for v in parts.values())
+        # Not a liveness failure (a restart does not migrate): the sink waits for `db migrate`.
+        behind = sorted(t for t, flag in self.sink.stats.schema_behind.items() if flag) if self.sink else []
         return {"ok": ok, "role": self.role, "runners": parts,
-                "failure": repr(self.failure) if self.failure else None}
+                "failure": repr(self.failure) if self.failure else None,
+                "ready": ok and not behind, "sink_schema_behind": behind}
 
     def progress(self) -> tuple[int, int]:
         """(records consumed so far, total lag): the worker is idle when the first stops moving and
