@@ -25,6 +25,14 @@ other rows (so committed only once durable, and a replay lands on the same row):
 
 A dead-letter row that is itself refused is the last resort: logged and counted in
 ``stats.rejected``, never written again (nothing loops).
+
+A table behind this version's schema is not a row's fault either: a column the migrations create
+that the table lacks (:class:`~driftline.store.writer.SchemaBehind`: ``driftline db migrate`` not
+run since an upgrade, or the column dropped) makes the sink wait and retry as for an outage,
+logging an ERROR that names the table and columns, with ``stats.schema_behind[table]`` 1
+(``driftline_sink_schema_behind``) until a flush lands. A column no migration of this version
+knows (a newer worker's, or garbage) is a ``sink_refused`` dead letter ("upgrade the sink?").
+``stats.rows_written`` counts rows once flushed, the sink's own dead letters under ``dead_letters``.
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ class WorkerRuntime:
         if self.sink is not None:
             parts["sink"] = self.sink.running
         ok = self.failure is None and all(bool(v) for v in parts.values())
-        # Not a liveness failure (a restart does not migrate): the sink waits for `db migrate`.
+        # Not a liveness failure: the sink is alive and waits for the table (`db migrate`, or a
+        # dropped column added back), then goes on by itself.
         behind = sorted(t for t, flag in self.sink.stats.schema_behind.items() if flag) if self.sink else []
         return {"ok": ok, "role": self.role, "runners": parts,
                 "failure": repr(self.failure) if self.failure else None,

@@ -47,15 +47,17 @@ class RowRefused(ValueError):
 
 class SchemaBehind(StoreError):
     """A table lacks a column (or is missing) that the packaged migrations create: ``driftline db
-    migrate`` has not run since an upgrade. Not the row's fault: the caller keeps the rows and
-    tries again (the sink waits as for an outage). Nothing of the refused call is buffered."""
+    migrate`` has not run since an upgrade (a sink role migrates at its start; other writers do
+    not), or the column was dropped since. Not the row's fault: the caller keeps the rows and tries
+    again (the sink waits as for an outage). Nothing of the refused call is buffered."""
 
     def __init__(self, database: str, table: str, missing: Sequence[str]) -> None:
         self.table = table
         self.missing = tuple(missing)
         what = f"lacks column(s) {', '.join(missing)}" if missing else "does not exist"
         super().__init__(f"{database}.{table} {what}, which this version's migrations create: run "
-                         "`driftline db migrate`; the rows wait (nothing is dropped)")
+                         "`driftline db migrate` (with every migration applied, it was dropped or renamed "
+                         "since: add it back); the rows wait (nothing is dropped)")
 
 
 @functools.cache
