@@ -1,7 +1,8 @@
 """A flush ClickHouse refuses for one row among many staged messages (the embedded ClickHouse, the
 sink's staging and flush called directly: no consumer): the refused row is found in halves, in
 fewer inserts than one per message; an outage in the middle of that search starts it over and
-nothing is lost or left out; a refused message's neighbours all land."""
+nothing is lost or left out; a refused message's neighbours all land. A table behind its
+migrations is not a refusal: the flush waits."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from driftline.config import Settings
 from driftline.pipeline import records
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
-from driftline.store.writer import ClickHouseRowWriter
+from driftline.store.writer import SCHEMA_REFRESH_S, ClickHouseRowWriter, SchemaBehind
 from driftline.streams.sink import SinkRunner
 
 pytestmark = pytest.mark.integration
@@ -77,3 +78,31 @@ def test_a_refused_row_is_found_in_halves_and_an_outage_meanwhile_starts_over(se
     assert [(offset, kind) for offset, kind, _ in dead] == [(BAD, "sink_refused")]
     assert dead[0][2].startswith("1 of 3 late_events rows refused") and f'"p{BAD}-1"' in dead[0][2]
     assert not sink._searching and not sink.stats.rejected
+
+
+def test_a_sink_started_on_a_table_behind_its_migrations_stages_then_waits(settings: Settings) -> None:
+    """A writer that never saw the column (a sink whose table lacks one its migrations create): the
+    batch is staged for a rewrite, each flush raises SchemaBehind (an outage to the sink's retry)
+    writing nothing, and once the column is there the next flush writes every row, no dead letter."""
+    client = connect(settings)
+    migrate(client, settings)
+    client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
+    writer = ClickHouseRowWriter(client, database_name(settings), close_client=False)
+    sink = SinkRunner(settings, writer)
+    batch = _batch(settings)
+    batch = {tp: [ConsumerRecord(r.topic, r.partition, r.offset, r.timestamp, 0, None,
+                                 r.value.replace(b'"abc"', b"1"), None, 0, len(r.value), [])
+                  for r in records] for tp, records in batch.items()}  # no bad value this time
+    sink._note_staged(batch)
+    sink._stage(batch)
+    assert sink._searching and sink.stats.schema_behind == {"late_events": 1}
+    for _ in range(2):
+        with pytest.raises(SchemaBehind, match=r"late_events lacks column\(s\) watermark_time"):
+            sink._flush()
+    assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 0
+    client.command("ALTER TABLE late_events ADD COLUMN watermark_time DateTime64(3, 'UTC')")
+    writer._read_at["late_events"] -= SCHEMA_REFRESH_S  # (rather than wait a second)
+    sink._flush()
+    assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 3 * MESSAGES
+    assert client.query("SELECT count() FROM dead_letters").result_rows[0][0] == 0
+    assert sink._staged_rows == {"late_events": 3 * MESSAGES} and not sink._staged_dead
