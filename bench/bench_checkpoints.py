@@ -327,7 +327,7 @@ def per_shard(whole: bench_join_state.SpillRun, run: bench_join_state.SpillRun, 
 def format_4_changes(join: LabelJoin) -> JoinChanges:
     """:meth:`LabelJoin.take_changes` as delta format 4 wrote them: every record added or closed
     since the last checkpoint whole (or gone, if forgotten since), in (id key, time) order."""
-    touched = set(join._added or ()) | set(_closing_keys(b"".join(join._closings)))
+    touched = set(join.added_keys()) | set(_closing_keys(b"".join(join._closings)))
     join.reset_changes()
     records, gone = join.current_records(sorted(touched))
     return JoinChanges(b"".join(records), gone, join._outside_table())

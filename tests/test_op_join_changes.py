@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from driftline.operators.join import JoinChanges, LabelJoin
-from driftline.operators.join.records import _id_key, _record_key
+from driftline.operators.join.records import _id_key, _record_key, _record_starts
 from driftline.schemas.events import LabelEvent, PredictionEvent
 
 HORIZON = 5_000
@@ -229,3 +229,42 @@ def test_a_record_the_chain_holds_comes_back_as_its_closing_alone() -> None:
     restored: LabelJoin = pickle.loads(base)
     restored.apply_changes(changes)
     assert _content(restored) == _content(join)
+
+
+def test_tracking_carries_each_added_record_once_and_closes_only_those_the_chain_holds() -> None:
+    """The tracked keys (``added_keys``, one ``bytes`` a record): a record forgotten and added again
+    since the last checkpoint is carried once, whole; a batch of labels (``on_labels``, whose join
+    checks the tracked keys inline) closes those the chain holds as closings and leaves those added
+    since to the records; the count is each of them once, and the delta restores the join."""
+    join = LabelJoin(HORIZON, max_pending=100, max_held=10)
+    join.track_changes()
+
+    def predict(pid: str, ts: int) -> None:
+        join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", timestamp=ts,
+                                           features={"x": 0.5}, prediction=0.5), segment="s")
+
+    held = [str(uuid.UUID(int=i + 1)) for i in range(4)]
+    for i, pid in enumerate(held):
+        predict(pid, 20_000 + i)
+    base = pickle.dumps(join)
+    join.reset_changes()
+    predict("again", 1_000)
+    join.advance(1_000 + HORIZON + 1, 1_000 + HORIZON + 1)  # expired, then forgotten: not in the table
+    predict("again", 1_000)  # the same id key and time added again
+    fresh = ["n1", str(uuid.UUID(int=99))]
+    for i, pid in enumerate(fresh):
+        predict(pid, 20_100 + i)
+    assert join.added_keys() == sorted([(_id_key("again"), 1_000), *(
+        (_id_key(pid), 20_100 + i) for i, pid in enumerate(fresh))])
+    pids = [*held[:2], *fresh]
+    join.on_labels(pids, [20_500] * 4, ["1"] * 4, [None] * 4, [bytes(8)] * 4, [None] * 4)
+    assert join.changed_count == 3 + 2
+    changes = join.take_changes()
+    assert sorted(_closing_keys(changes.closings)) == sorted((_id_key(pid), 20_000 + i)
+                                                            for i, pid in enumerate(held[:2]))
+    assert [_record_key(changes.records[pos:]) for pos in _record_starts(changes.records)] == sorted(
+        map(_id_key, ["again", *fresh]))
+    restored: LabelJoin = pickle.loads(base)
+    restored.apply_changes(changes)
+    assert _content(restored) == _content(join)
+    assert join.changed_count == 0 and join.added_keys() == []

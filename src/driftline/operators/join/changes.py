@@ -26,6 +26,8 @@ from driftline.operators.join.records import (
     _UUID_CODE,
     DIGEST_SIZE,
     _closed,
+    _key_and_time,
+    _keyed_time,
     _pid,
 )
 from driftline.operators.join.scan import _EIGHT, _FOUR, _group_record_starts, _i64_at, _u32_at
@@ -60,6 +62,11 @@ class TrackedTable(SpillingTable):
         if self._added is None:
             self._added = set()
 
+    def added_keys(self) -> list[tuple[bytes, int]]:
+        """The (id key, event time) of each record added since the last checkpoint, sorted: one id's
+        records in event-time order, their arrival order (none while changes are not tracked)."""
+        return sorted(map(_key_and_time, self._added or ()))
+
     @property
     def changed_count(self) -> int:
         """Records changed since the last checkpoint: what the next delta carries (and a restore
@@ -76,7 +83,7 @@ class TrackedTable(SpillingTable):
         next delta, unless the record was added since the last checkpoint (then the delta carries
         it whole, as it is then)."""
         added = self._added
-        if added is not None and (key, ts) not in added:
+        if added is not None and _keyed_time(key, ts) not in added:
             self._closings.append(_closing(key, ts, state, label_digest))
 
     def current_records(self, keys: Iterable[tuple[bytes, int]]

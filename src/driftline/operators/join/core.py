@@ -184,10 +184,11 @@ class LabelJoin(TrackedTable):
         self._label_wm = _NEVER
         self._due: list[str] = []  # predictions that arrived after the labels watermark passed their expiry
         # While a caller checkpoints incrementally (None: nobody asked, so nothing is kept): the
-        # (id key, event time) of every record added since the last take_changes() (a delta
-        # carries its current bytes), and a closing (:func:`_closing`) of every record the chain
-        # held already that was closed since (its key, time, new state and label digest).
-        self._added: set[tuple[bytes, int]] | None = None
+        # id key and event time (:func:`_keyed_time`) of every record added since the last
+        # take_changes() (a delta carries its current bytes), and a closing (:func:`_closing`) of
+        # every record the chain held already that was closed since (its key, time, new state and
+        # label digest).
+        self._added: set[bytes] | None = None
         self._closings: list[bytes] = []
         self._no_store()
         self._rebuild_indexes()
@@ -328,8 +329,8 @@ class LabelJoin(TrackedTable):
                 self._unspilled.add(bucket)
                 heapq.heappush(self._unspilled_heap, bucket)
             # _add, inline
-            if added is not None:
-                added.add((key, ts))
+            if added is not None:  # _keyed_time(key, ts): how the record starts after its head
+                added.add(record[_AT : _AT + len(key) + 8])
             groups[gid] += record
             self._records += 1
             self._estimate += len(record)
@@ -471,7 +472,7 @@ class LabelJoin(TrackedTable):
                                     group[pos + _AT : body - DIGEST_SIZE - 1], _JOINED_STATE,
                                     group[body - DIGEST_SIZE : body], group[body + 1 : body + 5], digest,
                                     group[end:]))
-            if added is not None and (key, pred_ts) not in added:  # _note_closing, inline
+            if added is not None and group[pos + _AT : pos + at + 8] not in added:  # _note_closing, inline
                 self._closings.append(_closing(key, pred_ts, _JOINED, digest))
             if group[body] & _SPILLED and store is not None:
                 # the stub to the flags..label length, then the payload: all the outcome reads
@@ -774,12 +775,11 @@ class LabelJoin(TrackedTable):
         >>> [d.exact for d in restored.take_duplicates()]
         [True]
         """
-        added = self._added or set()
+        added = self.added_keys()  # one id's records in event-time order: their arrival order
         closings = self._closings
         if self._added is not None:
             self._added, self._closings = set(), []
-        # one id's records in event-time order: their arrival order
-        records, gone = self.current_records(sorted(added))
+        records, gone = self.current_records(added)
         return JoinChanges(b"".join(records), gone, self._outside_table(), b"".join(closings))
 
     def apply_changes(self, changes: JoinChanges) -> None:

@@ -12,7 +12,7 @@ from array import array
 import numpy as np
 import numpy.typing as npt
 
-from driftline.operators.join.records import _AT, _HEAD, _PENDING, _TS, _UUID_CODE, _find, _record_key, _walk
+from driftline.operators.join.records import _AT, _HEAD, _PENDING, _TS, _UUID_CODE, _find, _walk
 from driftline.operators.join.scan import _group_record_starts, _i64_at, _u32_at
 
 _BUCKET_MS = 1000
@@ -36,9 +36,9 @@ class RecordTable:
     _estimate: int  # an upper bound of the bytes of all records (additions counted, shrinking not)
     _buckets: dict[int, array[int]]  # second of event time -> CRC-32 of the id of each record at it
     _bucket_keys: list[int]
-    # (id key, event time) of every record added since the last checkpoint, while a caller
-    # checkpoints incrementally (None: nobody asked, so nothing is kept)
-    _added: set[tuple[bytes, int]] | None
+    # The id key and event time (:func:`~.records._keyed_time`) of every record added since the
+    # last checkpoint, while a caller checkpoints incrementally (None: nobody asked, so nothing is kept)
+    _added: set[bytes] | None
 
     def _rebuild_indexes(self) -> None:
         """Derived structures, from the records (a base checkpoint keeps the time index)."""
@@ -76,7 +76,8 @@ class RecordTable:
         pending = data[at + 8] == _PENDING
         ends = (pos + lengths).tolist()
         recs = list(map(records.__getitem__, map(slice, starts, ends)))
-        keys = list(map(records.__getitem__, map(slice, (pos + _AT).tolist(), at.tolist())))
+        key_at = (pos + _AT).tolist()
+        keys = list(map(records.__getitem__, map(slice, key_at, at.tolist())))
         groups = self._groups
         new = np.ones(count, bool)
         holding = map(groups.__getitem__, self._gids(crcs).tolist())
@@ -89,8 +90,10 @@ class RecordTable:
         add = np.flatnonzero(new)
         if not add.size:
             return
-        if self._added is not None:
-            self._added.update(zip(map(keys.__getitem__, add.tolist()), stamps[add].tolist(), strict=True))
+        if self._added is not None:  # each record's id key and time, as _keyed_time makes them
+            add_list = add.tolist()
+            self._added.update(map(records.__getitem__, map(
+                slice, map(key_at.__getitem__, add_list), (at[add] + 8).tolist())))
         self._records += add.size
         self._pending += int(np.count_nonzero(pending[add]))
         self._estimate += int(lengths[add].sum())
@@ -195,8 +198,9 @@ class RecordTable:
 
     def _add(self, gid: int, crc: int, record: bytes, ts: int) -> None:
         """Append a record (of an id with hash ``crc``, at event time ``ts``) to its group."""
-        if self._added is not None:
-            self._added.add((_record_key(record), ts))
+        if self._added is not None:  # its id key and time (_keyed_time): how the record starts
+            code = record[_AT] | record[_AT + 1] << 8
+            self._added.add(record[_AT : _AT + (18 if code == _UUID_CODE else 2 + code) + 8])
         self._groups[gid] += record
         self._records += 1
         self._estimate += len(record)
