@@ -193,9 +193,7 @@ class ClickHouseRowWriter:
     """
 
     def __init__(self, client: Client, database: str, *, max_buffer_rows: int = 100_000,
-                 close_client: bool = True,
-                 known_columns: Mapping[str, frozenset[str]] | None = None) -> None:
-        """``known_columns``: the columns this version writes, by table (default: the migrations')."""
+                 close_client: bool = True) -> None:
         self._client = client
         self._database = database
         self._max_buffer_rows = max_buffer_rows
@@ -205,7 +203,6 @@ class ClickHouseRowWriter:
         self._contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
         self._layouts: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}  # (table, row keys) -> columns
         self._buffered = 0
-        self._known_columns = known_columns
         self._read_at: dict[str, float] = {}  # time.monotonic() each table's columns were read
 
     @property
@@ -221,7 +218,7 @@ class ClickHouseRowWriter:
                 parameters={"db": self._database, "t": table},
             ).result_rows
             if not rows:
-                if table in self._known():
+                if table in migration_columns():
                     raise SchemaBehind(self._database, table, ())
                 raise RowRefused(f"unknown table {self._database}.{table}; unknown to this sink's schema too:"
                                  " upgrade the sink?")
@@ -232,9 +229,6 @@ class ClickHouseRowWriter:
             }
             self._schemas[table] = schema
         return schema
-
-    def _known(self) -> Mapping[str, frozenset[str]]:
-        return migration_columns() if self._known_columns is None else self._known_columns
 
     def _read_again(self, table: str) -> dict[str, _Column]:
         """The table's columns read again (unless read within :data:`SCHEMA_REFRESH_S`): a column a
@@ -249,7 +243,7 @@ class ClickHouseRowWriter:
     def _lacking(self, table: str, names: Sequence[str]) -> Exception:
         """What a table lacking ``names`` raises: :class:`SchemaBehind` if this version's migrations
         create them all, else :class:`RowRefused` naming the ones it does not know."""
-        known = self._known().get(table, frozenset())
+        known = migration_columns().get(table, frozenset())
         unknown = [name for name in names if name not in known]
         if not unknown:
             return SchemaBehind(self._database, table, names)
