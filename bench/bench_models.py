@@ -32,7 +32,9 @@ the run's; either can only miss (over the target already) or stay without a verd
 the process only): the sequential detectors' calibrations are shared through ``DIR`` as a worker's
 ``worker.state_dir/calibrations`` shares them, so only the first run calibrates (~0.8 CPU-s a model,
 ~13 CPU-minutes at 1,000) and later runs' warm-ups read the thresholds (the same either way: the
-sampling is seeded from the reference). The warm-up figure says which it was.
+sampling is seeded from the reference). The warm-up figure says which it was. A model's profile
+does not depend on how many models run (see :func:`profiles_of`), so a run of more models than an
+earlier one calibrates only the models past those (a 1,000-model run after a 300-model one: 700).
 
 ``--under-filled`` (no targets; ``--n`` windows, default 300 with it): stage 2's cost of closing
 an under-filled window (fewer events than ``drift.min_count``, 1-26 here, over 4 shards'
@@ -119,16 +121,35 @@ def model_specs(models: int) -> list[ModelSpec]:
 
 
 def profiles_of(specs: list[ModelSpec], rows_each: int, settings: Settings) -> list[ReferenceProfile]:
-    """One training profile per model, each from ``rows_each`` rows of its own drift-free traffic."""
+    """One training profile per model, each from the first ``rows_each`` rows of its own drift-free
+    traffic.
+
+    Model ``i``'s rows come from its own source (seeded by its index) in its own order, so its first
+    ``rows_each`` rows, and so its profile and its detectors' calibrations, are the same whatever the
+    number of models: a 1,000-model run reads the calibrations a 300-model run shared for its first
+    300 models. (Cut from even traffic with room to spare: every model gets ``rows_each``.)"""
     even = [s.model_copy(update={"traffic_share": 1.0}) for s in specs]  # same sources: same order
     base = Scenario(seed=0, start=START_MS, duration_s=1.0, rate=RATE, models=even)
-    columns = training_columns(training_scenario(base, rows_each * len(specs)))
-    return [
-        build_profile(model_id, version, cols, label_column=LABEL, prediction_column=PREDICTION,
-                      bins=settings.drift.bins, top_k=settings.drift.top_k, effective_from_ms=0,
-                      source="training", task="classification", created_at_ms=0)
-        for (model_id, version), cols in sorted(columns.items())
-    ]
+    columns = training_columns(training_scenario(base, _with_room(rows_each, len(specs))))
+    profiles = []
+    for (model_id, version), cols in sorted(columns.items()):
+        if len(cols[LABEL]) < rows_each:
+            raise RuntimeError(f"{model_id} drew {len(cols[LABEL])} training rows, fewer than {rows_each}")
+        first = {name: values[:rows_each] for name, values in cols.items()}
+        profiles.append(build_profile(
+            model_id, version, first, label_column=LABEL, prediction_column=PREDICTION,
+            bins=settings.drift.bins, top_k=settings.drift.top_k, effective_from_ms=0,
+            source="training", task="classification", created_at_ms=0))
+    return profiles
+
+
+def _with_room(rows_each: int, models: int) -> int:
+    """Even traffic over ``models`` long enough that each draws ``rows_each`` rows (a model's draws
+    are binomial: the mean less 8 standard deviations still clears it)."""
+    total = rows_each * models
+    while (total / models) - 8 * (total / models) ** 0.5 < rows_each:
+        total = int(total * 1.05) + models
+    return total
 
 
 def traffic(specs: list[ModelSpec], n: int, settings: Settings) -> tuple[list[RawRecord], int]:

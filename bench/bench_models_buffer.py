@@ -15,15 +15,24 @@ this process, alternating the forms (order flipped each round), and prints for e
   model;
 - a SHA-256 of every output row (stage 2's windows' statistics): equal for both forms.
 
-    .venv/bin/python bench/bench_models_buffer.py [--models 300] [--n 30000] [--rounds 3]
+    .venv/bin/python bench/bench_models_buffer.py [--models 300] [--n 30000] [--rounds 3] [--baseline FILE]
+
+``--baseline FILE`` (an earlier window_stats.py: ``git show REV:src/driftline/operators/window_stats.py
+> FILE``) adds a third form, ``joined before``: the shards buffer, join and add with that file's
+classes (its ``MERGE_PARTS``), the rest as today; its rows must equal the others'.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import bench_models as bm
@@ -34,9 +43,33 @@ from common import bench_settings
 from driftline.config import Settings
 from driftline.operators import calibration, window_stats
 from driftline.operators.validate import RawRecord
+from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline
 
 FORMS = {"joined": window_stats.MERGE_PARTS, "unjoined": 1 << 62}
+BUFFER_NAMES = ("EventColumns", "WindowAccumulator", "WindowBuffer", "values_partial")  # what shards use
+
+
+def load_baseline(path: Path) -> ModuleType:
+    """An earlier window_stats.py as a module of its own."""
+    spec = importlib.util.spec_from_file_location("window_stats_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # (its dataclasses look it up)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def buffers_of(module: ModuleType | None) -> Iterator[None]:
+    """The shards buffer and add events with ``module``'s classes meanwhile (None: today's)."""
+    saved = {name: getattr(shard_module, name) for name in BUFFER_NAMES}
+    for name in BUFFER_NAMES if module is not None else ():
+        setattr(shard_module, name, getattr(module, name))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(shard_module, name, value)
 
 
 def _timed(process: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
@@ -89,7 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=300)
     parser.add_argument("--n", type=int, default=30_000, help="Zipf predictions after the warm-up")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="an earlier window_stats.py: the 'joined before' form")
     args = parser.parse_args(argv)
+    baseline = load_baseline(args.baseline) if args.baseline is not None else None
+    forms: dict[str, tuple[int, ModuleType | None]] = {name: (parts, None) for name, parts in FORMS.items()}
+    if baseline is not None:
+        forms["joined before"] = (baseline.MERGE_PARTS, baseline)
     calibration.share_calibrations(bm.CALIBRATIONS)
     settings = bench_settings("127.0.0.1:9", "bm")
     specs = bm.model_specs(args.models)
@@ -97,8 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     records, warm = bm.traffic(specs, args.n, settings)
     best: dict[str, dict[str, Any]] = {}
     for r in range(args.rounds):
-        for form in FORMS if r % 2 == 0 else reversed(FORMS):
-            got = run_once(settings, blobs, records, warm, FORMS[form])
+        for form in forms if r % 2 == 0 else reversed(forms):
+            merge_parts, module = forms[form]
+            with buffers_of(module):
+                got = run_once(settings, blobs, records, warm, merge_parts)
             print(f"round {r} {form}: stage 1 {got['stage1_us']:.1f} us, pipeline {got['total_us']:.1f} us a "
                   f"prediction; buffers {got['buffered_bytes'] / args.models / 1024:.1f} KB a model "
                   f"({got['parts']:,} parts in {got['windows']:,} windows); rows {got['digest'][:16]}",
@@ -118,7 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{unjoined['buffered_bytes'] / args.models / 1024:.1f} -> "
           f"{joined['buffered_bytes'] / args.models / 1024:.1f} KB a model; rows "
           f"{'identical' if joined['digest'] == unjoined['digest'] else 'DIFFER'}")
-    return 0 if joined["digest"] == unjoined["digest"] else 1
+    same = joined["digest"] == unjoined["digest"]
+    if "joined before" in best:
+        before = best["joined before"]
+        same = same and before["digest"] == joined["digest"]
+        print(f"joined before -> now: stage 1 {before['stage1_us']:.1f} -> {joined['stage1_us']:.1f} us a "
+              f"prediction ({joined['stage1_us'] / before['stage1_us']:.2f}x; before/unjoined "
+              f"{before['stage1_us'] / unjoined['stage1_us']:.2f}x), pipeline {before['total_us']:.1f} -> "
+              f"{joined['total_us']:.1f}; window buffers "
+              f"{before['buffered_bytes'] / args.models / 1024:.1f} -> "
+              f"{joined['buffered_bytes'] / args.models / 1024:.1f} KB a model; rows "
+              f"{'identical' if before['digest'] == joined['digest'] else 'DIFFER'}")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
