@@ -20,9 +20,10 @@ Series (all prefixed ``driftline_``):
   ``stage_restore_base_cpu_ms_per_mb`` and ``stage_restore_delta_cpu_us_per_record`` (the defaults
   until the worker's own restores measure them: ``stage_restore_{base,delta}_cpu_measured`` 1) and
   read at ``stage_restore_{base,delta}_read_mb_per_s`` (``stage_restore_base_local`` 1: the base
-  from its local copy); ``stage_restore_base_cpu_seconds`` is the base's unpickling in the last restore ``stage_base_waiting``
-  (1 while the shard's base is due but another shard's base is in flight: one at a time per worker)
-  and ``stage_bases_deferred`` (deltas written instead of a due base, since the start);
+  from its local copy); ``stage_restore_base_cpu_seconds`` is the base's unpickling in the last restore;
+  ``stage_base_waiting`` (1 while the shard's base is due but another shard's base is in flight:
+  one at a time per worker) and ``stage_bases_deferred`` (deltas
+  written instead of a due base, since the start);
 - ``sink_messages_total{topic}``, ``sink_rows_total{table}`` (counted once flushed; the sink's own
   dead letters under ``dead_letters``), ``sink_rejected_total{source}``, ``sink_write_failures_total``,
   ``sink_blocked``, ``sink_schema_behind{table}`` (1 while the table lacks a column this version's
