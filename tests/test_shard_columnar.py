@@ -126,20 +126,51 @@ def _uniform_output(draw: st.DrawFn, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: draw(values[name]) for name in names}
 
 
+SPECIAL_FLOATS = [-0.0, 0.0, 5e-324, -1.5e-310, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1]
+"""Floats whose bits a packing could lose: signed zero, subnormals, the extremes."""
+SPELLINGS = ["plain"] * 4 + ["reordered", "blank", "repeated", "escaped"]
+"""How a feature object may be written (:func:`_spelled_features`): the decoder reads a batch of one
+spelling as value rows only when every object names the same keys in the same order, once each."""
+_FEATURES_AT = "@features@"  # where a log's prediction gets its spelled feature object
+
+
+def _spelled_features(features: dict[str, Any], spelling: str) -> bytes:
+    """``features`` as a JSON object: ``plain`` as orjson writes it; ``reordered`` the keys in the
+    other order; ``blank`` a blank before each colon; ``repeated`` ``x`` twice (the last value counts,
+    at the first one's place); ``escaped`` the key ``x`` written as an escape."""
+    items = list(features.items())
+    if spelling == "reordered":
+        items.reverse()
+    parts = [orjson.dumps(k) + (b" :" if spelling == "blank" else b":") + orjson.dumps(v) for k, v in items]
+    if spelling == "repeated":
+        parts.insert(0, b'"x":0.5')
+    elif spelling == "escaped":
+        parts = [b'"\\u0078":' + orjson.dumps(v) if k == "x" else part
+                 for (k, v), part in zip(items, parts, strict=True)]
+    return b"{" + b",".join(parts) + b"}"
+
+
 @st.composite
-def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False) -> tuple[list[RawRecord], int]:
+def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False,
+         spelled: bool = False) -> tuple[list[RawRecord], int]:
     """Predictions and labels of two models (two versions, segments), ids from a small pool (exact and
     conflicting duplicates), times drifting forward with jitter (out of order, some late), and every
     kind of bad record, each on a random partition (so many are re-routed to the joining shard).
     ``mixed``: in some logs the numeric feature ``x`` sometimes holds a value of :data:`ODD_NUMBERS`;
     ``k`` is in every event, none or some (one layout per batch is what gives the decoder's columns).
-    ``uniform``: every prediction's output has the key set of one of :data:`UNIFORM_OUTPUTS`."""
+    ``uniform``: every prediction's output has the key set of one of :data:`UNIFORM_OUTPUTS`.
+    ``spelled``: no bad record, ``k`` and a segment in every event (batches of one shape),
+    ``x`` often one of :data:`SPECIAL_FLOATS`, ``c`` a text with a colon or a quote in it, and the
+    feature objects written one of :data:`SPELLINGS` ways (one spelling per log, or one per event:
+    any, or in either key order)."""
     n = draw(st.integers(1, 80))
     output_names = draw(st.sampled_from(UNIFORM_OUTPUTS)) if uniform else None
-    with_k = draw(st.sampled_from(["always", "never", "some"])) if mixed else "some"
+    with_k = draw(st.sampled_from(["always", "never", "some"])) if mixed else "always" if spelled else "some"
+    spelling = draw(st.sampled_from([*SPELLINGS, "either order", "either order", "any"])) if spelled \
+        else "plain"
     odd = mixed and draw(st.booleans())
     # clean logs: whole-batch columns
-    variants = ["ok"] if (mixed or uniform) and draw(st.booleans()) else VARIANTS
+    variants = ["ok"] if spelled or ((mixed or uniform) and draw(st.booleans())) else VARIANTS
     records: list[RawRecord] = []
     offsets = [[0, 0] for _ in range(PARTITIONS)]
     clock = T0
@@ -165,20 +196,28 @@ def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False) -> tuple[l
             x: Any = draw(st.floats(-5, 5))
             if odd and draw(st.integers(0, 9)) == 0:
                 x = draw(st.sampled_from(ODD_NUMBERS))
-            features: dict[str, Any] = {"x": x, "c": draw(st.sampled_from(["a", "b", True]))}
+            if spelled and draw(st.booleans()):
+                x = draw(st.sampled_from(SPECIAL_FLOATS))
+            texts = ["a", "b", True, "p: q", 'u","v'] if spelled else ["a", "b", True]
+            features: dict[str, Any] = {"x": x, "c": draw(st.sampled_from(texts))}
             if with_k == "always" or (with_k == "some" and draw(st.booleans())):
                 features["k"] = draw(st.integers(-3, 3))
             output = draw(st.sampled_from([{"label": "yes", "score": 0.75}, {"label": "no"}, {"score": 0.25},
                                            3.5, "yes", {"probabilities": {"yes": 0.5, "no": 0.5}}])) \
                 if output_names is None else draw(_uniform_output(output_names))
-            body = {"prediction_id": pid, "model_id": model, "timestamp": ts, "features": features,
+            body = {"prediction_id": pid, "model_id": model, "timestamp": ts,
+                    "features": _FEATURES_AT if spelled else features,
                     "model_version": draw(st.sampled_from(["1", "2"])), "prediction": output,
                     "latency_ms": draw(st.sampled_from([None, 3, 12.5]))}
             segment = draw(st.sampled_from([{}, {"region": "eu"}, {"region": "us", "tier": "gold"},
                                             {"x": "y"}]))
-            if segment:
+            if segment or spelled:  # (spelled: in every event, so that batches keep one shape)
                 body["segment"] = segment
         value = orjson.dumps(body)
+        if spelled and not is_label:
+            written = draw(st.sampled_from(SPELLINGS)) if spelling == "any" else \
+                draw(st.sampled_from(["plain", "reordered"])) if spelling == "either order" else spelling
+            value = value.replace(orjson.dumps(_FEATURES_AT), _spelled_features(features, written))
         if variant == "malformed":
             value = value[: len(value) // 2]
         elif variant == "schema":
@@ -239,6 +278,33 @@ def test_outputs_kept_as_columns_give_what_the_row_path_gives(
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
     batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
     row, columnar = _both(_settings(partitions), batches, restore if restore >= 0 else None, end_ms)
+    assert_same(row, columnar)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(uniform=True, spelled=True), cuts=st.lists(st.integers(0, 80), max_size=6),
+       restore=st.integers(-1, 6), partitions=st.sampled_from([1, PARTITIONS]), detectors=st.booleans())
+def test_feature_rows_give_what_the_feature_maps_give(
+    log: tuple[list[RawRecord], int], cuts: list[int], restore: int, partitions: int, detectors: bool
+) -> None:
+    """Feature objects of one layout are read as value rows, no dict per event (the join packs its
+    records from the float columns; a late event's row, a held label's claim or a re-routed event
+    reads an event's map): signed zeros, subnormals and extremes, texts with a colon or a quote,
+    keys written in another order, with blanks, twice or escaped (then read as dicts), on one or
+    two partitions (the joining shard takes part of a batch), with or without the detectors."""
+    records, end_ms = log
+    if partitions == 1:
+        offsets: dict[str, int] = {}
+        for i, record in enumerate(records):
+            offsets[record.topic] = offsets.get(record.topic, -1) + 1
+            records[i] = dataclasses.replace(record, partition=0, offset=offsets[record.topic])
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    settings_ = _settings(partitions)
+    settings_.sequential.false_alarms_per_million, settings_.sequential.learning = 1e5, 100
+    row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms,
+                          _detector_profiles() if detectors else ())
     assert_same(row, columnar)
 
 

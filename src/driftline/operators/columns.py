@@ -44,13 +44,14 @@ from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from driftline.operators import struct_decode
+from driftline.operators.feature_rows import FeatureRows
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.schemas.events import (
     MAX_FEATURES,
@@ -476,12 +477,15 @@ def _unusual_feature_rows(
     distinct name layout and column, so the common batch costs one type test per column. When every
     map has one layout and none is unusual, its columns are appended to ``shared``."""
     layouts: dict[tuple[str, ...], list[int]] = {}
-    first = list(features[0]) if features else []
-    # The common batch: one layout. All the maps' keys in a row are ``first`` repeated exactly when
-    # every map holds ``first`` in that order (each map as long as the first, and a map's keys are
-    # distinct, so no map can straddle two repeats).
     n = len(features)
-    if set(map(len, features)) <= {len(first)} and list(chain.from_iterable(features)) == first * n:
+    rows_of_one_layout = isinstance(features, FeatureRows)
+    first = list(features[0]) if features and not rows_of_one_layout else []
+    if rows_of_one_layout:  # read so by the compiled pass: no dict to walk
+        layouts[cast(FeatureRows, features).names] = list(range(n))
+    elif set(map(len, features)) <= {len(first)} and list(chain.from_iterable(features)) == first * n:
+        # The common batch: one layout. All the maps' keys in a row are ``first`` repeated exactly
+        # when every map holds ``first`` in that order (each map as long as the first, and a map's
+        # keys are distinct, so no map can straddle two repeats).
         layouts[tuple(first)] = list(range(n))
     else:
         for row, names in enumerate(map(tuple, features)):
@@ -499,7 +503,8 @@ def _unusual_feature_rows(
             continue
         k = len(names)
         if len(layouts) == 1:  # every map holds these names in this order: its values row after row
-            flat = list(chain.from_iterable(map(dict.values, features)))
+            flat = list(chain.from_iterable(cast(FeatureRows, features).rows if rows_of_one_layout
+                                            else map(dict.values, features)))
             columns: Sequence[Sequence[Any]] = [flat[j::k] for j in range(k)]
             first_types = list(map(type, flat[:k]))
             # one type per column, the first map's, when the values' types repeat the first map's

@@ -1,6 +1,9 @@
 """The common batch's values parsed and type-checked in one compiled pass (``msgspec``), column by
-column, without a dict per payload (the feature maps stay dicts): the first try of
-:class:`~driftline.operators.columns.BatchDecoder`.
+column, without a dict per payload: the first try of :class:`~driftline.operators.columns.BatchDecoder`.
+A batch whose feature objects all name the same keys in the same order, each value a JSON scalar,
+is read without a dict per event too: a tuple of values per event (:class:`FeatureRows`, a dict
+made only when an event's map is read; see :func:`_feature_maps`); other batches' feature maps
+are dicts.
 
 Each value is decoded on its own into a typed struct that holds exactly the schema's common shape:
 every field of its JSON type and range (names of 1..256 characters; a timestamp as a JSON integer
@@ -28,10 +31,15 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
+import numpy as np
+import numpy.typing as npt
+
+from driftline.operators.feature_rows import FeatureRows
 from driftline.schemas.events import MAX_NAME_LENGTH, SCHEMA_VERSION
 
 Columns = tuple[dict[str, list[Any]], frozenset[str]]  # a list per field, and the fields the payloads named
@@ -64,8 +72,9 @@ if msgspec is not None:
         prediction: _Output
         schema_version: Literal[1] | UnsetType = UNSET  # (SCHEMA_VERSION)
         model_version: Name | UnsetType = UNSET
-        # (names, count and value types are checked per layout by the caller, column by column)
-        features: dict[str, Any] | UnsetType = UNSET
+        # kept as its JSON text, read by :func:`_feature_maps` (names, count and value types are
+        # checked per layout by the caller, column by column)
+        features: msgspec.Raw | UnsetType = UNSET
         latency_ms: Annotated[float, Meta(ge=0)] | UnsetType | None = UNSET
         segment: Annotated[dict[Name, Annotated[str, Meta(max_length=MAX_NAME_LENGTH)]],
                            Meta(max_length=16)] | UnsetType = UNSET
@@ -78,6 +87,7 @@ if msgspec is not None:
         model_id: Name | UnsetType | None = UNSET
 
     _PREDICTION_DECODE: Callable[[bytes], Any] = msgspec.json.Decoder(_Prediction).decode
+    _FEATURES_DECODE: Callable[[bytes], Any] = msgspec.json.Decoder(dict[str, Any]).decode
     _LABEL_DECODE: Callable[[bytes], Any] = msgspec.json.Decoder(_Label).decode
     _DECODE_ERROR: type[Exception] = msgspec.DecodeError  # (ValidationError is one)
 
@@ -145,6 +155,11 @@ def prediction_columns(values: Sequence[bytes | None], max_bytes: int) -> tuple[
     for name, default in (("schema_version", SCHEMA_VERSION), ("model_version", "1"), ("latency_ms", None)):
         if name not in present:
             columns[name] = [default] * n
+    if "features" in present:
+        maps = _feature_maps(columns["features"])
+        if maps is None:
+            return None
+        columns["features"] = maps  # type: ignore[assignment]  # (a sequence: FeatureRows or dicts)
     for name in ("features", "segment"):
         if name not in present:
             columns[name] = [{} for _ in range(n)]
@@ -165,3 +180,97 @@ def label_columns(values: Sequence[bytes | None], max_bytes: int) -> Columns | N
     if "model_id" not in present:
         columns["model_id"] = [None] * len(columns["prediction_id"])
     return columns, present
+
+
+_LAYOUT_DECODERS: dict[tuple[str, ...], Callable[[bytes], Any]] = {}
+_MAX_LAYOUT_DECODERS = 256  # beyond this many layouts seen, the cache starts over
+_QUOTE, _COLON = ord('"'), ord(":")
+
+
+def _layout_decoder(names: tuple[str, ...]) -> Callable[[bytes], Any]:
+    """A decoder of feature objects holding exactly ``names``, each value a JSON scalar, into one
+    struct (no dict): its fields are positional names renamed to the features' (any text)."""
+    decode = _LAYOUT_DECODERS.get(names)
+    if decode is None:
+        if len(_LAYOUT_DECODERS) >= _MAX_LAYOUT_DECODERS:
+            _LAYOUT_DECODERS.clear()
+        fields = [f"f{j}" for j in range(len(names))]
+        layout = msgspec.defstruct("_Layout", [(field, FeatureValue) for field in fields],
+                                   rename=dict(zip(fields, names, strict=True)),
+                                   forbid_unknown_fields=True, gc=False)
+        decode = _LAYOUT_DECODERS[names] = msgspec.json.Decoder(layout).decode
+    return decode
+
+
+def _keys_in_order(texts: Sequence[bytes], names: tuple[str, ...]) -> bool:
+    """Whether every one of the feature objects ``texts`` names exactly ``names``, in that order,
+    each once (false where it cannot tell at once: a backslash anywhere, or blanks after a string).
+
+    Without a backslash every quote opens or closes a string, so the quotes pair up in order; a
+    string is a key where a colon follows its close. Each key's length, then its bytes, 8 at a
+    time (one 64-bit word read at every key), are compared with its name's, all keys at once.
+    """
+    text = b"".join(texts)
+    if b"\\" in text:
+        return False
+    lengths, words = _key_words(names)
+    padded = text + bytes(8 * len(words))  # (a word read at any key's start fits)
+    data = np.frombuffer(padded, dtype=np.uint8)
+    quotes = np.flatnonzero(data == _QUOTE)
+    closes = quotes[1::2]
+    after = data[closes + 1]  # (an object's last string is followed by its brace)
+    keys = after == _COLON
+    k = len(names)
+    if int(np.count_nonzero(keys)) != k * len(texts) or (after <= 32).any():
+        return False
+    starts = quotes[0::2][keys] + 1
+    if not np.array_equal((closes[keys] - starts).reshape(-1, k), np.broadcast_to(lengths, (len(texts), k))):
+        return False
+    # the 8 bytes at each offset of the text as one little-endian word (a view: no copy)
+    at = np.ndarray((len(text) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    for w, (want, mask) in enumerate(words):
+        got = at[starts + 8 * w].reshape(-1, k) & mask
+        if not np.array_equal(got, np.broadcast_to(want, got.shape)):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=_MAX_LAYOUT_DECODERS)
+def _key_words(names: tuple[str, ...]) -> tuple[npt.NDArray[np.int64], list[tuple[Any, Any]]]:
+    """Each name's length in UTF-8, and per 64-bit word of the longest: each name's bytes in that
+    word (zeros past its end) and the mask of them, as little-endian words (:func:`_keys_in_order`)."""
+    wanted = [name.encode() for name in names]
+    words = []
+    for w in range(-(-max(map(len, wanted)) // 8)):
+        chunks = [name[8 * w : 8 * w + 8] for name in wanted]
+        words.append((np.frombuffer(b"".join(chunk.ljust(8, b"\0") for chunk in chunks), dtype="<u8"),
+                      np.frombuffer(b"".join((b"\xff" * len(chunk)).ljust(8, b"\0") for chunk in chunks),
+                                    dtype="<u8")))
+    return np.array([len(name) for name in wanted], dtype=np.int64), words
+
+
+def _feature_maps(texts: Sequence[Any]) -> Sequence[dict[str, Any]] | None:
+    """The feature maps of the feature objects ``texts`` (``msgspec.Raw``), or None if one is not a
+    JSON object (or not one msgspec reads). A batch of one layout, every value a JSON scalar, comes
+    out as :class:`FeatureRows` (a tuple of values per event, no dict); any other as a dict each.
+
+    >>> maps = _feature_maps([msgspec.Raw(b'{"x":1.5,"c":"a"}'), msgspec.Raw(b'{"x":2,"c":null}')])
+    >>> type(maps).__name__, list(maps)
+    ('FeatureRows', [{'x': 1.5, 'c': 'a'}, {'x': 2, 'c': None}])
+    >>> type(_feature_maps([msgspec.Raw(b'{"x":1}'), msgspec.Raw(b'{"y":1}')])).__name__
+    'list'
+    """
+    try:
+        first = _FEATURES_DECODE(texts[0])
+        if first:
+            names = tuple(first)
+            try:
+                structs = list(map(_layout_decoder(names), texts))
+            except _DECODE_ERROR:  # another layout somewhere, or a value that is not a scalar
+                pass
+            else:
+                if _keys_in_order(texts, names):
+                    return FeatureRows(names, list(map(msgspec.structs.astuple, structs)))
+        return list(map(_FEATURES_DECODE, texts))
+    except (RecursionError, _DECODE_ERROR):
+        return None

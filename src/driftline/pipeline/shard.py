@@ -15,14 +15,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from driftline.config import Settings, TopicSettings
 from driftline.kafka.partitioner import partitions_for_keys
-from driftline.operators.columns import BatchDecoder, Int64Array, LabelBatch, OutputColumns, PredictionBatch
+from driftline.operators.columns import (
+    BatchDecoder,
+    FeatureColumns,
+    Int64Array,
+    LabelBatch,
+    OutputColumns,
+    PredictionBatch,
+)
+from driftline.operators.feature_rows import FeatureRows
 from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch
 from driftline.operators.join import (
     ExpiredPrediction,
@@ -562,7 +570,7 @@ class ShardProcessor:
                 excluded.add(i)  # the joining shard counts it as a duplicate; no window counts it twice
         if local:
             whole = len(local) == n
-            checked = batch.features if whole else None  # the decoder's columns: these events' features
+            checked = _picked_features(batch.features, local, whole)  # the decoder's columns of these events
             if len(set(tags)) == 1 and len(set(models)) == 1 and len(set(versions)) == 1:
                 contexts: Sequence[tuple[str, str, str]] = [(models[0], versions[0], tags[0])] * len(local)
             else:
@@ -615,7 +623,7 @@ class ShardProcessor:
                     reports.setdefault((model_id, version), []).extend(multivariate.observe(
                         model_id, version, times if whole else [times[i] for i in rows],
                         ids if whole else [ids[i] for i in rows],
-                        features if whole else [features[i] for i in rows],
+                        _picked(features, rows, whole),
                         _scores(batch.predictions, rows, whole), self.sizes_ms, columns))
         return reports
 
@@ -721,10 +729,12 @@ class ShardProcessor:
                 else [""] * len(predictions)
             contexts = list(zip(predictions.model_ids, predictions.model_versions, tags, strict=True))
             digests = self._digests(predictions.records, range(len(predictions)), True)
+            checked = predictions.features  # the decoder's columns: packed at once, as in the shard's own
             joined, _ = self.join.on_predictions(
                 predictions.prediction_ids, predictions.timestamps.tolist(), contexts,
                 predictions.predictions, predictions.feature_maps, digests, predictions.records,
-                rerouted=True)
+                rerouted=True,
+                columns=None if checked is None else (checked.names, checked.columns, checked.numbers))
             outcomes.extend(joined)
         if len(labels):
             outcomes.extend(self._join_labels(labels, range(len(labels)), rerouted=True))
@@ -952,8 +962,24 @@ class ShardProcessor:
 
 
 def _picked(column: Sequence[_T], rows: Sequence[int], whole: bool) -> Sequence[_T]:
-    """``column`` at ``rows``; ``whole``: ``rows`` is every position, in order (the column itself)."""
-    return column if whole else [column[i] for i in rows]
+    """``column`` at ``rows``; ``whole``: ``rows`` is every position, in order (the column itself).
+    Feature maps kept as rows stay rows (no dict per event)."""
+    if whole:
+        return column
+    if isinstance(column, FeatureRows):
+        return cast(Sequence[_T], column.take(rows))
+    return [column[i] for i in rows]
+
+
+def _picked_features(
+    features: FeatureColumns | None, rows: Sequence[int], whole: bool
+) -> FeatureColumns | None:
+    """The decoder's feature columns of the events at ``rows`` (``whole``: every event, in order)."""
+    if features is None or whole:
+        return features
+    at = np.array(rows, dtype=np.intp)
+    return FeatureColumns(features.names, [[column[i] for i in rows] for column in features.columns],
+                          [None if floats is None else floats[at] for floats in features.numbers])
 
 
 def _picked_outputs(outputs: Sequence[Prediction], rows: Sequence[int], whole: bool) -> Sequence[Prediction]:

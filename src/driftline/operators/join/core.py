@@ -286,10 +286,12 @@ class LabelJoin(TrackedTable):
         crcs = list(map(zlib.crc32, keys))
         horizon, encode = self.horizon_ms, self._encode
         groups, buckets, added, ctx_ids = self._groups, self._buckets, self._added, self._ctx_ids
-        # (predictions read by index, where a held label claims one: the decoder's columns make
-        # an object per output only when read)
-        for i, (pid, key, crc, ts, ctx, values, digest, source, tail, packed) in enumerate(zip(
-                prediction_ids, keys, crcs, timestamps, contexts, features, digests, sources,
+        # (predictions and features read by index, where a held label claims one or a record is
+        # encoded alone: the decoder's columns make an object per output or feature map only when read)
+        if len(features) != len(tails):
+            raise ValueError("features: a map per prediction")
+        for i, (pid, key, crc, ts, ctx, digest, source, tail, packed) in enumerate(zip(
+                prediction_ids, keys, crcs, timestamps, contexts, digests, sources,
                 tails, packs, strict=True)):
             gid = crc & (self._low - 1)  # self._gid(crc), inline
             if gid < self._split:
@@ -300,7 +302,8 @@ class LabelJoin(TrackedTable):
                 duplicates.append(i)
                 continue
             if self._held_ids:
-                outcome = self._claimed(gid, key, crc, pid, ts, ctx, predictions[i], values, rerouted, digest)
+                outcome = self._claimed(gid, key, crc, pid, ts, ctx, predictions[i], features[i], rerouted,
+                                        digest)
                 if outcome is not None:
                     outcomes.append(outcome)
                     continue
@@ -309,7 +312,7 @@ class LabelJoin(TrackedTable):
                 # does), so that every later one of the batch takes the inline path below
                 known = self._shape_id(cast(_Layout, layout))
             if packed is None or known == _NO_SHAPE:
-                record = encode(ts, ctx, values, key, crc, rerouted, digest, tail,
+                record = encode(ts, ctx, features[i], key, crc, rerouted, digest, tail,
                                 None if packed is None else (cast(_Layout, layout), packed, known))
             else:  # _encode of a batch's known layout, inline (a call per prediction)
                 shape_id = known

@@ -1,0 +1,71 @@
+"""The feature maps of a batch of one layout, kept as value rows: a dict per event only when read.
+
+The compiled decode pass (:mod:`~driftline.operators.struct_decode`) reads the feature objects of a
+batch whose events all carry the same names in the same order into one tuple of values per event
+(no dict, no key per event). :class:`FeatureRows` is then the batch's ``feature_maps``: the
+stage-1 readers take the batch's columns (the join's records, the windows, the detectors), and
+the few that need an event's map (a late event's row, a dead letter, an event read alone) get
+the dict its payload's JSON object would have decoded to, made on index.
+
+>>> rows = FeatureRows(("x", "c"), [(0.5, "a"), (1.5, "b"), (2.5, "c")])
+>>> rows[1], len(rows), rows == [{"x": 0.5, "c": "a"}, {"x": 1.5, "c": "b"}, {"x": 2.5, "c": "c"}]
+({'x': 1.5, 'c': 'b'}, 3, True)
+>>> rows.take([2, 0]).rows, rows[1:].rows, rows.columns()
+([(2.5, 'c'), (0.5, 'a')], [(1.5, 'b'), (2.5, 'c')], [[0.5, 1.5, 2.5], ['a', 'b', 'c']])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from itertools import chain
+from typing import Any, overload
+
+
+class FeatureRows(Sequence[dict[str, Any]]):
+    """Events' features as ``names`` (the one layout, in payload order) and a tuple of values per
+    event, in that order; read by index, the event's feature map (a fresh dict)."""
+
+    __slots__ = ("names", "rows")
+
+    def __init__(self, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        self.names = names
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> FeatureRows: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | FeatureRows:
+        if isinstance(i, slice):  # a part of the batch stays rows (the detectors read parts by slice)
+            return FeatureRows(self.names, self.rows[i])
+        return dict(zip(self.names, self.rows[i], strict=True))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        names = self.names
+        return (dict(zip(names, row, strict=True)) for row in self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FeatureRows):
+            return self.names == other.names and self.rows == other.rows
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable, like the list it stands for)
+
+    def __repr__(self) -> str:
+        return f"FeatureRows({self.names!r}, {len(self.rows)} rows)"
+
+    def take(self, rows: Sequence[int]) -> FeatureRows:
+        """The events at ``rows``, in that order, still as rows."""
+        values = self.rows
+        return FeatureRows(self.names, [values[i] for i in rows])
+
+    def columns(self) -> list[list[Any]]:
+        """A list of values per name, in event order (one flat pass, then a slice per name)."""
+        width = len(self.names)
+        flat = list(chain.from_iterable(self.rows))
+        return [flat[j::width] for j in range(width)]
