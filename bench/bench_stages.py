@@ -67,8 +67,14 @@ Figure (12e), with ``--eager-outputs``: the columnar run with the decoder's outp
 same run with a ``Prediction`` object built per output (the decoder before), alternating rounds of one
 process, per stage and un-instrumented, with a digest of every message and row both emit.
 
+Figure (12f), with ``--feature-rows``: the columnar run with the compiled pass reading the feature
+objects of a batch of one layout as value rows (``FeatureRows``: no dict per event; the join packs
+its records from the float columns) beside the same run reading a dict per event (the decoder
+before), alternating rounds of one process, per stage and un-instrumented, outputs digested.
+
     .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline FILE]
         [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding] [--eager-outputs]
+        [--feature-rows]
 """
 
 from __future__ import annotations
@@ -617,24 +623,27 @@ def _outputs(eager: bool) -> Iterator[None]:
         struct_decode.prediction_columns = _COMPILED_PASS
 
 
-def measure_eager_outputs(n: int, rounds: int, seed: int = 0) -> Figure:
-    """Figure (12e): the columnar run with the decoder's outputs as columns (this revision) beside the
-    same run with a :class:`Prediction` object built per output (before), alternating rounds of one
-    process (best of ``rounds`` per stage, instrumented, and un-instrumented); outputs digested."""
+def _alternating(
+    n: int, rounds: int, variants: dict[str, Callable[[], Any]], seed: int = 0
+) -> tuple[dict[str, dict[str, float]], dict[str, float], dict[str, str], int]:
+    """The columnar run under each of ``variants`` (a label: a context manager factory), in
+    alternating rounds of one process: per variant the best per-stage microseconds a prediction
+    (instrumented), the best un-instrumented figure, the digest of every message and row, and the
+    predictions counted."""
     tune_gc()
     settings = bench_settings("127.0.0.1:9", "bs")
     raw, profiles, n_pred = _workload(settings, n, seed)
     digests: dict[str, str] = {}
-    for label, eager in (("objects", True), ("columns", False)):
-        with _outputs(eager):
+    for label, variant in variants.items():
+        with variant():
             digests[label] = _outputs_digest(settings, raw, profiles, local.InProcessPipeline)
     cost = timer_cost()
-    best: dict[str, dict[str, float]] = {"objects": {}, "columns": {}}
+    best: dict[str, dict[str, float]] = {label: {} for label in variants}
     plain: dict[str, float] = {}
     order = list(best)
     for r in range(rounds):  # alternating, so a load that changes meanwhile weighs on both alike
         for label in order if r % 2 == 0 else order[::-1]:
-            with _outputs(label == "objects"):
+            with variants[label]():
                 plain[label] = min(plain.get(label, float("inf")), _run(settings, raw, profiles, True))
                 clock = StageClock(cost.outside)
                 with instrumented(clock):
@@ -642,19 +651,78 @@ def measure_eager_outputs(n: int, rounds: int, seed: int = 0) -> Figure:
             for stage in ORDER:
                 spent = max(clock.seconds[stage] - clock.calls[stage] * cost.inside, 0.0) / n_pred * 1e6
                 best[label][stage] = min(best[label].get(stage, spent), spent)
-    same = digests["objects"] == digests["columns"]
-    old, new = best["objects"], best["columns"]
+    return best, {label: seconds / n_pred * 1e6 for label, seconds in plain.items()}, digests, n_pred
+
+
+def _ab_detail(old_label: str, new_label: str, best: dict[str, dict[str, float]], plain_us: dict[str, float],
+               digests: dict[str, str], rounds: int, n_pred: int) -> tuple[str, bool]:
+    """The A/B's detail line (per stage old -> new, stage 1 and un-instrumented ratios) and whether
+    both variants emitted the same messages and rows."""
+    same = len(set(digests.values())) == 1
+    old, new = best[old_label], best[new_label]
     stage1 = {label: sum(best[label][s] for s in STAGE1) for label in best}
-    plain_us = {label: seconds / n_pred * 1e6 for label, seconds in plain.items()}
     detail = (", ".join(f"{s} {old[s]:.2f} -> {new[s]:.2f}" for s in STAGE1 if old[s])
-              + f" us/pred event; stage 1 sum {stage1['objects']:.2f} -> {stage1['columns']:.2f} "
-              f"({stage1['columns'] / stage1['objects']:.2f}x); un-instrumented {plain_us['objects']:.2f} "
-              f"-> {plain_us['columns']:.2f} ({plain_us['columns'] / plain_us['objects']:.2f}x); best of "
+              + f" us/pred event; stage 1 sum {stage1[old_label]:.2f} -> {stage1[new_label]:.2f} "
+              f"({stage1[new_label] / stage1[old_label]:.2f}x); un-instrumented {plain_us[old_label]:.2f} "
+              f"-> {plain_us[new_label]:.2f} ({plain_us[new_label] / plain_us[old_label]:.2f}x); best of "
               f"{rounds} alternating rounds, {n_pred:,} predictions + labels; outputs "
-              f"{'identical' if same else 'DIFFERENT'} (digest {digests['columns'][:12]})")
+              f"{'identical' if same else 'DIFFERENT'} (digest {digests[new_label][:12]})")
+    return detail, same
+
+
+def measure_eager_outputs(n: int, rounds: int, seed: int = 0) -> Figure:
+    """Figure (12e): the columnar run with the decoder's outputs as columns (this revision) beside the
+    same run with a :class:`Prediction` object built per output (before), alternating rounds of one
+    process (best of ``rounds`` per stage, instrumented, and un-instrumented); outputs digested."""
+    best, plain_us, digests, n_pred = _alternating(
+        n, rounds, {"objects": lambda: _outputs(True), "columns": lambda: _outputs(False)}, seed)
+    detail, same = _ab_detail("objects", "columns", best, plain_us, digests, rounds, n_pred)
     return Figure("outputs_as_columns_us", "(12e) stage 1, outputs as columns vs an object per output",
                   plain_us["columns"], "us/pred event", "", None, detail,
-                  {"objects": old, "columns": new, "identical": same, "plain_us": plain_us})
+                  {"objects": best["objects"], "columns": best["columns"], "identical": same,
+                   "plain_us": plain_us})
+
+
+_ROWS_DECODE = struct_decode._PREDICTION_DECODE if struct_decode.msgspec is not None else None
+_FEATURE_MAPS = struct_decode._feature_maps
+
+
+def _dict_decoder() -> Callable[[bytes], Any]:
+    """The compiled pass's prediction decoder before feature rows: ``features`` read as a dict."""
+    import msgspec  # (only with --feature-rows, which needs it)
+
+    fields = []
+    for field in msgspec.structs.fields(struct_decode._Prediction):
+        kind = dict[str, Any] | msgspec.UnsetType if field.name == "features" else field.type
+        fields.append((field.name, kind) if field.required else (field.name, kind, field.default))
+    kept = msgspec.defstruct("_Prediction", fields, forbid_unknown_fields=True, gc=False)
+    return msgspec.json.Decoder(kept).decode
+
+
+@contextmanager
+def _features(as_dicts: bool) -> Iterator[None]:
+    """The compiled pass reading each event's feature object into a dict (``as_dicts``: the decoder
+    before) or a batch of one layout into value rows (:class:`FeatureRows`, this revision)."""
+    if as_dicts:
+        struct_decode._PREDICTION_DECODE = _dict_decoder()
+        struct_decode._feature_maps = lambda maps: maps  # type: ignore[assignment,return-value]
+    try:
+        yield
+    finally:
+        struct_decode._PREDICTION_DECODE = _ROWS_DECODE  # type: ignore[assignment]
+        struct_decode._feature_maps = _FEATURE_MAPS
+
+
+def measure_feature_rows(n: int, rounds: int, seed: int = 0) -> Figure:
+    """Figure (12f): the columnar run with the compiled pass reading feature objects of one layout
+    as value rows (no dict per event; the join packs its records from the columns) beside the same
+    run with a dict per event (before), alternating rounds of one process; outputs digested."""
+    best, plain_us, digests, n_pred = _alternating(
+        n, rounds, {"dicts": lambda: _features(True), "rows": lambda: _features(False)}, seed)
+    detail, same = _ab_detail("dicts", "rows", best, plain_us, digests, rounds, n_pred)
+    return Figure("feature_rows_us", "(12f) stage 1, feature rows vs a feature dict per event",
+                  plain_us["rows"], "us/pred event", "", None, detail,
+                  {"dicts": best["dicts"], "rows": best["rows"], "identical": same, "plain_us": plain_us})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -670,6 +738,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the outcome messages per row vs one dumps per batch (12d), alone")
     parser.add_argument("--eager-outputs", action="store_true",
                         help="stage 1 with the decoder's outputs as columns vs an object per output (12e)")
+    parser.add_argument("--feature-rows", action="store_true",
+                        help="stage 1 with feature objects read as value rows vs a dict per event (12f)")
     parser.add_argument("--local-baseline", type=Path, default=None,
                         help="with --shard-baseline: that revision's pipeline/local.py (the transport)")
     args = parser.parse_args(argv)
@@ -689,6 +759,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs = measure_eager_outputs(args.n, args.rounds)
         print_figures([outputs], "outputs as columns, A/B")
         return 0 if outputs.extra["identical"] else 1
+    if args.feature_rows:
+        rows = measure_feature_rows(args.n, args.rounds)
+        print_figures([rows], "feature rows, A/B")
+        return 0 if rows.extra["identical"] else 1
     if args.shard_baseline is not None:  # the A/B alone
         compared = measure_shard_baseline(args.n, args.rounds, args.shard_baseline, args.local_baseline)
         print_figures([compared], "around the operators, A/B")
