@@ -209,6 +209,15 @@ def _keys_in_order(texts: Sequence[bytes], names: tuple[str, ...]) -> bool:
     Without a backslash every quote opens or closes a string, so the quotes pair up in order; a
     string is a key where a colon follows its close. Each key's length, then its bytes, 8 at a
     time (one 64-bit word read at every key), are compared with its name's, all keys at once.
+
+    >>> _keys_in_order([b'{"x":1,"c":"a:b"}', b'{"x":2,"c":"d"}'], ("x", "c"))
+    True
+    >>> _keys_in_order([b'{"a_name_past_8_bytes":1,"k":1}'], ("a_name_past_8_bytes", "k"))  # (words past)
+    True
+    >>> [_keys_in_order([b'{"x":1,"c":"a"}', text], ("x", "c")) for text in (
+    ...     b'{"c":"a","x":1}', b'{"x":1,"x":1,"c":"a"}', b'{"x":1,"c":"\\\\""}', b'{"x" :1,"c":"a"}',
+    ...     b'{"y":1,"c":"a"}')]
+    [False, False, False, False, False]
     """
     text = b"".join(texts)
     if b"\\" in text:
@@ -227,7 +236,7 @@ def _keys_in_order(texts: Sequence[bytes], names: tuple[str, ...]) -> bool:
     if not np.array_equal((closes[keys] - starts).reshape(-1, k), np.broadcast_to(lengths, (len(texts), k))):
         return False
     # the 8 bytes at each offset of the text as one little-endian word (a view: no copy)
-    at = np.ndarray((len(text) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    at = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
     for w, (want, mask) in enumerate(words):
         got = at[starts + 8 * w].reshape(-1, k) & mask
         if not np.array_equal(got, np.broadcast_to(want, got.shape)):
