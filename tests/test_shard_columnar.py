@@ -159,7 +159,7 @@ def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False,
     ``mixed``: in some logs the numeric feature ``x`` sometimes holds a value of :data:`ODD_NUMBERS`;
     ``k`` is in every event, none or some (one layout per batch is what gives the decoder's columns).
     ``uniform``: every prediction's output has the key set of one of :data:`UNIFORM_OUTPUTS`.
-    ``spelled``: no bad record, ``k`` and a segment in every event (batches of one shape),
+    ``spelled``: no bad record, a long-named feature, ``k`` and a segment in every event,
     ``x`` often one of :data:`SPECIAL_FLOATS`, ``c`` a text with a colon or a quote in it, and the
     feature objects written one of :data:`SPELLINGS` ways (one spelling per log, or one per event:
     any, or in either key order)."""
@@ -200,6 +200,8 @@ def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False,
                 x = draw(st.sampled_from(SPECIAL_FLOATS))
             texts = ["a", "b", True, "p: q", 'u","v'] if spelled else ["a", "b", True]
             features: dict[str, Any] = {"x": x, "c": draw(st.sampled_from(texts))}
+            if spelled:  # first, a name past 8 bytes (the decoder reads key bytes a word at a time)
+                features = {"a name past 8 bytes": draw(st.floats(-5, 5)), **features}
             if with_k == "always" or (with_k == "some" and draw(st.booleans())):
                 features["k"] = draw(st.integers(-3, 3))
             output = draw(st.sampled_from([{"label": "yes", "score": 0.75}, {"label": "no"}, {"score": 0.25},
