@@ -115,6 +115,16 @@ def _record_key(record: bytes) -> bytes:
     return record[_AT : _AT + (18 if code == _UUID_CODE else 2 + code)]
 
 
+def _record_keyed_time(record: bytes) -> bytes:
+    """The :func:`_keyed_time` of a record: its id key and event time, a slice of the record.
+
+    >>> _record_keyed_time(_closed(_id_key("p"), 0, 5, _CLOSED, bytes(8))) == _keyed_time(_id_key("p"), 5)
+    True
+    """
+    code = _CODE.unpack_from(record, _AT)[0]
+    return record[_AT : _AT + (18 if code == _UUID_CODE else 2 + code) + 8]
+
+
 def _id_key(pid: str) -> bytes:
     """How a prediction id is stored: a canonical (lowercase) UUID as its 16 bytes, else as UTF-8.
 

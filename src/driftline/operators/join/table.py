@@ -12,7 +12,16 @@ from array import array
 import numpy as np
 import numpy.typing as npt
 
-from driftline.operators.join.records import _AT, _HEAD, _PENDING, _TS, _UUID_CODE, _find, _walk
+from driftline.operators.join.records import (
+    _AT,
+    _HEAD,
+    _PENDING,
+    _TS,
+    _UUID_CODE,
+    _find,
+    _record_keyed_time,
+    _walk,
+)
 from driftline.operators.join.scan import _group_record_starts, _i64_at, _u32_at
 
 _BUCKET_MS = 1000
@@ -198,9 +207,8 @@ class RecordTable:
 
     def _add(self, gid: int, crc: int, record: bytes, ts: int) -> None:
         """Append a record (of an id with hash ``crc``, at event time ``ts``) to its group."""
-        if self._added is not None:  # its id key and time (_keyed_time): how the record starts
-            code = record[_AT] | record[_AT + 1] << 8
-            self._added.add(record[_AT : _AT + (18 if code == _UUID_CODE else 2 + code) + 8])
+        if self._added is not None:
+            self._added.add(_record_keyed_time(record))
         self._groups[gid] += record
         self._records += 1
         self._estimate += len(record)
