@@ -236,16 +236,17 @@ def outlier_window(n: int, outliers: int, expected: float, *, alpha: float = 0.0
     >>> outlier_window(10_000, 30, 0.001, reference_size=2_000).significant
     False
     """
-    # scipy.stats costs ~1 CPU-s to import: paid by the first window with outliers, not at start-up
-    from scipy.stats import binomtest, nbinom
-
     if not n or not outliers:
         p = 1.0
-    elif reference_size is None:
-        p = float(binomtest(outliers, n, expected, alternative="greater").pvalue)
     else:
-        shape = max(expected * reference_size, 1e-9)
-        p = float(nbinom.sf(outliers - 1, shape, reference_size / (reference_size + n)))
+        # scipy.stats costs ~1 CPU-s to import: paid by the first window with outliers, not at start-up
+        from scipy.stats import binomtest, nbinom
+
+        if reference_size is None:
+            p = float(binomtest(outliers, n, expected, alternative="greater").pvalue)
+        else:
+            shape = max(expected * reference_size, 1e-9)
+            p = float(nbinom.sf(outliers - 1, shape, reference_size / (reference_size + n)))
     return OutlierWindow(n=n, outliers=outliers, share=outliers / n if n else math.nan,
                          expected=expected, p_value=p, significant=p < alpha)
 
