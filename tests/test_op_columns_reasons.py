@@ -186,3 +186,10 @@ def test_label_batches_of_one_shape_decode_as_pydantic_decodes_them(
                         for i, label in pairs])
     batch, dead = BatchDecoder(DECODER).labels(records)
     _same_as_pydantic(batch, dead, DECODER.labels(records))
+
+
+def test_a_short_feature_object_with_an_empty_name_decodes_as_pydantic_decodes_it() -> None:
+    # (``{"":1}`` alone is shorter than the key check's 64-bit word: it raised instead of a dead letter)
+    records = _records([GOOD.replace(b'{"x":1.5,"c":"a"}', b'{"":1}')])
+    batch, dead = BatchDecoder(DECODER).predictions(records)
+    _same_as_pydantic(batch, dead, DECODER.predictions(records))

@@ -214,6 +214,8 @@ def _keys_in_order(texts: Sequence[bytes], names: tuple[str, ...]) -> bool:
     True
     >>> _keys_in_order([b'{"a_name_past_8_bytes":1,"k":1}'], ("a_name_past_8_bytes", "k"))  # (words past)
     True
+    >>> _keys_in_order([b'{"":1}'], ("",))  # (shorter than a word, no word to read)
+    True
     >>> [_keys_in_order([b'{"x":1,"c":"a"}', text], ("x", "c")) for text in (
     ...     b'{"c":"a","x":1}', b'{"x":1,"x":1,"c":"a"}', b'{"x":1,"c":"\\\\""}', b'{"x" :1,"c":"a"}',
     ...     b'{"y":1,"c":"a"}')]
@@ -223,7 +225,9 @@ def _keys_in_order(texts: Sequence[bytes], names: tuple[str, ...]) -> bool:
     if b"\\" in text:
         return False
     lengths, words = _key_words(names)
-    padded = text + bytes(8 * len(words))  # (a word read at any key's start fits)
+    # (a word read at any key's start fits; one word at least, so the view below has a length
+    # even with no word to read: names all empty, ``{"":1}`` shorter than a word)
+    padded = text + bytes(8 * max(len(words), 1))
     data = np.frombuffer(padded, dtype=np.uint8)
     quotes = np.flatnonzero(data == _QUOTE)
     closes = quotes[1::2]
