@@ -632,6 +632,9 @@ class StageRunner:
         if chain.base_due(worker.checkpoint_deltas_per_base, worker.checkpoint_delta_ratio,
                           worker.restore_target_s, self.restore_costs, records, elapsed_s):
             return records
+        if state.base_waiting_since is not None:  # due no more (a local copy, costs measured since)
+            state.base_waiting_since, state.base_waited_deltas = None, 0
+            state.restore_figures["base_waiting"] = 0.0
         return None
 
     def _base_turn(self, due: dict[int, int], changed: Sequence[int]) -> int | None:

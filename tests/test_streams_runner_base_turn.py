@@ -1,0 +1,68 @@
+"""A shard waiting for its base turn (one base in flight per runner, issue 19) that is no longer
+due (its base's local copy landed, or the restore costs were measured lower since) stops saying it
+waits: ``base_waiting`` back to 0, and it keeps no place ahead of shards due after it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from driftline.config import Settings
+from driftline.pipeline.stage import StageFactory
+from driftline.pipeline.state import BaseCopy
+from driftline.streams import runner as runner_module
+from driftline.streams.checkpoint import CheckpointStore
+from driftline.streams.runner import ChainLength, ShardState, StageRunner
+
+
+class _Shard:
+    def track_changes(self) -> None:
+        pass
+
+    def changed_records(self) -> int:
+        return 1
+
+    def checkpoint(self, base: bool) -> bytes:
+        return b"delta"
+
+    def base_copy(self) -> BaseCopy:
+        raise AssertionError("another shard's base is in flight: no base starts here")
+
+
+class _Store:
+    async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Any, *, base: bool,
+                        parent: str | None) -> str:
+        assert not base
+        return "delta"
+
+    def has_local_base(self, stage: str, shard: int, checkpoint_id: str | None) -> bool:
+        return False
+
+
+def test_a_waiting_shard_no_longer_due_stops_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    due = [True]
+    monkeypatch.setattr(ChainLength, "base_due", lambda self, *args, **kwargs: due[0])
+    monkeypatch.setattr(StageRunner, "_time_read", lambda self, shard, chain: None)
+    monkeypatch.setattr(runner_module, "release_free_memory", lambda: True)
+    runner = StageRunner(Settings(home=tmp_path), "s1", "g", ["p"], cast(StageFactory, None),
+                         producer=cast(Any, None), checkpoints=cast(CheckpointStore, _Store()))
+    runner.shards[0] = ShardState(cast(Any, _Shard()), {}, "base", chain=ChainLength(base_bytes=10**6))
+    runner.shards[1] = ShardState(cast(Any, _Shard()), {}, "base", chain=ChainLength(base_bytes=10**6))
+
+    async def checkpoint() -> None:
+        runner.shards[1].base_in_flight = asyncio.get_running_loop().create_future()  # shard 1's base
+        runner.shards[0].dirty = True
+        await runner._checkpoint([0], beside_batches=True)
+        runner.shards[1].base_in_flight = None
+
+    asyncio.run(checkpoint())
+    state = runner.shards[0]
+    assert state.restore_figures["base_waiting"] == 1.0 and state.base_waiting_since is not None
+    due[0] = False
+    asyncio.run(checkpoint())
+    assert state.restore_figures["base_waiting"] == 0.0
+    assert state.base_waiting_since is None and state.base_waited_deltas == 0
+    assert state.restore_figures["bases_deferred"] == 1.0  # a count since the start: kept
