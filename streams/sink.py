@@ -138,6 +138,7 @@ class SinkRunner:
         self._searching = False  # a flush was refused: write the staged records again in halves
         self._staged_dead: dict[tuple[str, int, int], dict[str, Any]] = {}  # by topic, partition, offset
         self._staged_rows: Counter[str] = Counter()  # rows buffered per table, counted once flushed
+        self._behind_said = -math.inf  # when _note_behind last logged (a table newly behind)
         self._profiles_topic = settings.topics.profiles
         self.running = False
 
@@ -240,7 +241,8 @@ class SinkRunner:
                     failing = True
                     self._set_blocked(True)
                 if isinstance(err, SchemaBehind):
-                    self._note_behind(err)
+                    self._note_behind(err)  # (says it once, when the table is newly behind)
+                    last_log = max(last_log, self._behind_said)
                 now = time.monotonic()
                 if now - last_log >= LOG_EVERY_S:
                     if isinstance(err, SchemaBehind):
@@ -255,7 +257,8 @@ class SinkRunner:
 
     def _note_behind(self, err: SchemaBehind) -> None:
         if not self.stats.schema_behind.get(err.table):
-            log.error("sink: %s", err)
+            log.error("sink: %s; retrying until it succeeds", err)
+            self._behind_said = time.monotonic()
         self.stats.schema_behind[err.table] = 1
 
     def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
