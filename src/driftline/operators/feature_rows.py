@@ -10,14 +10,13 @@ the dict its payload's JSON object would have decoded to, made on index.
 >>> rows = FeatureRows(("x", "c"), [(0.5, "a"), (1.5, "b"), (2.5, "c")])
 >>> rows[1], len(rows), rows == [{"x": 0.5, "c": "a"}, {"x": 1.5, "c": "b"}, {"x": 2.5, "c": "c"}]
 ({'x': 1.5, 'c': 'b'}, 3, True)
->>> rows.take([2, 0]).rows, rows[1:].rows, rows.columns()
-([(2.5, 'c'), (0.5, 'a')], [(1.5, 'b'), (2.5, 'c')], [[0.5, 1.5, 2.5], ['a', 'b', 'c']])
+>>> rows.take([2, 0]).rows, rows[1:].rows
+([(2.5, 'c'), (0.5, 'a')], [(1.5, 'b'), (2.5, 'c')])
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import chain
 from typing import Any, overload
 
 
@@ -63,9 +62,3 @@ class FeatureRows(Sequence[dict[str, Any]]):
         """The events at ``rows``, in that order, still as rows."""
         values = self.rows
         return FeatureRows(self.names, [values[i] for i in rows])
-
-    def columns(self) -> list[list[Any]]:
-        """A list of values per name, in event order (one flat pass, then a slice per name)."""
-        width = len(self.names)
-        flat = list(chain.from_iterable(self.rows))
-        return [flat[j::width] for j in range(width)]
