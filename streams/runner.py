@@ -644,7 +644,8 @@ class StageRunner:
         replace alive while it is written). None while any base is in flight or a shard of
         ``changed`` without a chain starts its first one (it cannot write a delta: never waits);
         else the shard due the longest, then the one whose estimated restore is the longest,
-        so a shard waits for at most one base of each other shard (docs/state.md)."""
+        so a shard waits for at most one base of each other shard while it has changes at each
+        checkpoint (the worst case: docs/state.md)."""
         if not due or any(state.base_in_flight is not None for state in self.shards.values()):
             return None
         if any(self.shards[s].chain is None and isinstance(self.shards[s].processor, Incremental)
