@@ -642,11 +642,15 @@ class StageRunner:
         now: at most one base is in flight per runner (issue 19: under uniform traffic every
         shard's chain crosses its bound at once, and each base's copy keeps the groups batches
         replace alive while it is written). None while any base is in flight or a shard of
-        ``changed`` without a chain starts its first one (it cannot write a delta: never waits);
-        else the shard due the longest, then the one whose estimated restore is the longest,
+        ``changed`` without a chain starts its first one (it cannot write a delta: never waits) or
+        shards are still being rebuilt after a restart (:meth:`_restore_rest`: at 10M pending a
+        restored shard's base copy beside the last rebuild made the restart's peak); else the shard
+        due the longest, then the one whose estimated restore is the longest,
         so a shard waits for at most one base of each other shard while it has changes at each
         checkpoint (the worst case: docs/state.md)."""
-        if not due or any(state.base_in_flight is not None for state in self.shards.values()):
+        if not due or self._restoring:
+            return None
+        if any(state.base_in_flight is not None for state in self.shards.values()):
             return None
         if any(self.shards[s].chain is None and isinstance(self.shards[s].processor, Incremental)
                for s in changed):

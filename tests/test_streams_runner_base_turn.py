@@ -66,3 +66,23 @@ def test_a_waiting_shard_no_longer_due_stops_waiting(tmp_path: Path, monkeypatch
     assert state.restore_figures["base_waiting"] == 0.0
     assert state.base_waiting_since is None and state.base_waited_deltas == 0
     assert state.restore_figures["bases_deferred"] == 1.0  # a count since the start: kept
+
+
+def test_no_base_starts_while_shards_are_being_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart the shards rebuilt first take batches while the others are rebuilt: a base
+    copy beside the rebuilds adds its groups to the restart's peak (10M pending: ~1.9 GB), so a due
+    base waits (writes a delta, says it waits) until every shard is adopted, then goes first."""
+    monkeypatch.setattr(ChainLength, "base_due", lambda self, *args, **kwargs: True)
+    monkeypatch.setattr(StageRunner, "_time_read", lambda self, shard, chain: None)
+    monkeypatch.setattr(runner_module, "release_free_memory", lambda: True)
+    runner = StageRunner(Settings(home=tmp_path), "s1", "g", ["p"], cast(StageFactory, None),
+                         producer=cast(Any, None), checkpoints=cast(CheckpointStore, _Store()))
+    runner.shards[0] = ShardState(cast(Any, _Shard()), {}, "base", chain=ChainLength(base_bytes=10**6))
+    runner._restoring = {1}  # shard 1 still being rebuilt (_restore_rest)
+    runner.shards[0].dirty = True
+    asyncio.run(runner._checkpoint([0], beside_batches=True))  # _Shard.base_copy raises: a delta only
+    state = runner.shards[0]
+    assert state.restore_figures["base_waiting"] == 1.0 and state.base_waited_deltas == 1
+    assert runner._base_turn({0: 1}, [0]) is None
+    runner._restoring = set()  # every shard adopted
+    assert runner._base_turn({0: 1}, [0]) == 0
