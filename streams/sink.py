@@ -7,7 +7,9 @@ waited ``worker.sink_flush_interval_s`` (:data:`FLUSH_INTERVAL_S`), and only the
 batches they came from committed (at-least-once; every table is a ReplacingMergeTree keyed by a
 deterministic id, so a replayed batch collapses under FINAL). While ClickHouse is unreachable the
 same rows are retried forever with backoff (logged once a minute) and fetching is paused: memory
-stays bounded and nothing is skipped.
+stays bounded and nothing is skipped. The waits between retries are ``getmany`` calls on the
+paused partitions (:meth:`SinkRunner._wait`), so however long the wait the sink keeps its group
+membership and partitions.
 
 What is not an outage does not count and is not dropped either: it becomes a ``dead_letters``
 row keyed by the message's own topic, partition and offset, staged and flushed with the batch's
@@ -157,7 +159,7 @@ class SinkRunner:
                                                max_records=self.settings.worker.batch_max_records)
                 if batch:
                     self._note_staged(batch)
-                    await self._retrying(functools.partial(self._stage, batch))
+                    await self._retrying(consumer, functools.partial(self._stage, batch))
                 if self._staged and time.monotonic() - self._staged_since >= self.flush_interval_s:
                     await self._flush_and_commit(consumer)
             if self._staged:  # stopping: what was staged goes in now, if ClickHouse takes it at once
@@ -200,7 +202,7 @@ class SinkRunner:
     async def _flush_and_commit(self, consumer: AIOKafkaConsumer, *, retry: bool = True) -> None:
         """Insert every staged row, then commit the offsets of the batches they came from."""
         if retry:
-            await self._retrying(self._flush)
+            await self._retrying(consumer, self._flush)
         else:
             try:
                 await asyncio.to_thread(self._flush)
@@ -227,7 +229,7 @@ class SinkRunner:
             self.stats.commit_failures += 1
             log.warning("sink: commit after write failed (%s); the rows will be written again", err)
 
-    async def _retrying(self, step: Callable[[], None]) -> None:
+    async def _retrying(self, consumer: AIOKafkaConsumer, step: Callable[[], None]) -> None:
         """Run ``step`` (staging a batch, or flushing) in a thread until it succeeds: while
         ClickHouse fails, retry with backoff and pause fetching."""
         backoff, last_log, failing = 0.2, 0.0, False
@@ -250,10 +252,26 @@ class SinkRunner:
                     else:
                         log.error("sink: writing to ClickHouse failed (%s); retrying until it succeeds", err)
                     last_log = now
-                await asyncio.sleep(backoff)
+                await self._wait(consumer, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         if failing:
             self._set_blocked(False)
+
+    async def _wait(self, consumer: AIOKafkaConsumer, seconds: float) -> None:
+        """Wait between retries in ``getmany`` on the paused partitions, not in a sleep.
+
+        aiokafka leaves the group when no ``getmany`` ran within ``max_poll_interval_ms`` (300 s
+        by default; its heartbeat task checks the time since the last one ended), and time spent
+        inside one does not count. Sleeping through a wait for ``driftline db migrate`` or an
+        outage longer than that would hand the partitions over and fetch the staged rows again.
+        Nothing is consumed: a partition assigned meanwhile is paused too, and records one
+        returned anyway (assigned during the call) are sought back to be fetched again later."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            consumer.pause(*consumer.assignment())
+            fetched = await consumer.getmany(timeout_ms=math.ceil(left * 1000))
+            for tp, records in fetched.items():
+                consumer.seek(tp, records[0].offset)
 
     def _note_behind(self, err: SchemaBehind) -> None:
         if not self.stats.schema_behind.get(err.table):

@@ -43,11 +43,12 @@ class FakeWriter:
 
 
 class FakeConsumer:
-    """Hands out ``batches`` one per getmany, then asks the runner to stop."""
+    """Hands out ``batches`` one per getmany (none while paused), then asks the runner to stop."""
 
     def __init__(self, runner: list[SinkRunner], batches: list[dict[TopicPartition, list[Any]]],
                  events: list[Any]) -> None:
         self.runner, self.batches, self.events = runner, list(batches), events
+        self.paused = False
 
     async def start(self) -> None: ...
 
@@ -58,11 +59,17 @@ class FakeConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set()
 
-    def pause(self, *partitions: TopicPartition) -> None: ...
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused = True
 
-    def resume(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused = False
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+    async def getmany(self, timeout_ms: int, max_records: int | None = None
+                      ) -> dict[TopicPartition, list[Any]]:
+        if self.paused:  # (the sink waiting between retries: the real one returns nothing at the timeout)
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
         if not self.batches:
             self.runner[0].stop()
             return {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 from collections import Counter
@@ -17,12 +18,13 @@ from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings, TopicSettings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.kafka.clients import aiokafka_consumer, aiokafka_producer_kwargs
 from driftline.pipeline import records
 from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
 from driftline.store.writer import ClickHouseRowWriter
+from driftline.streams import sink as sink_module
 from driftline.streams.metrics import render
 from driftline.streams.sink import SinkRunner
 from driftline.streams.worker import WorkerRuntime
@@ -176,14 +178,6 @@ def test_a_table_behind_its_migrations_makes_the_sink_wait_and_resume_after_migr
     migrate(client, s)
     writer = ClickHouseRowWriter(client, database_name(s), close_client=False)
     sink = SinkRunner(s, writer, group_id=f"sink-{s.topics.sink}", poll_timeout_ms=200)
-    t = s.topics
-
-    def late(i: int) -> tuple[str, bytes]:
-        row = {"run_id": "", "source_topic": t.labels, "source_partition": 0, "source_offset": i,
-               "event_type": "label", "prediction_id": f"w{i}", "model_id": "m", "model_version": "",
-               "event_time": T0, "watermark_time": T0 + 1}
-        (message,) = records.sink_rows(t.sink, "late_events", [row])
-        return t.sink, message.value
 
     def count(sql: str) -> int:
         return int(client.query(sql).result_rows[0][0])
@@ -201,11 +195,11 @@ def test_a_table_behind_its_migrations_makes_the_sink_wait_and_resume_after_migr
                 await asyncio.sleep(0.1)
 
         try:
-            await producer.send_and_wait(*late(0), key=b"k")  # the writer reads the table's columns
+            await producer.send_and_wait(*_late(s, 0), key=b"k")  # the writer reads the table's columns
             await until(lambda: count("SELECT count() FROM late_events") == 1, "the first row")
             client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
             for i in (1, 2, 3):
-                await producer.send_and_wait(*late(i), key=b"k")
+                await producer.send_and_wait(*_late(s, i), key=b"k")
             await until(lambda: sink.stats.schema_behind.get("late_events") == 1, "waiting")
             await until(lambda: sink.stats.write_failures >= 3, "retrying")
             assert count("SELECT count() FROM late_events") == 1
@@ -231,6 +225,77 @@ def test_a_table_behind_its_migrations_makes_the_sink_wait_and_resume_after_migr
     assert b'driftline_sink_schema_behind{table="late_events"} 0.0' in render([], sink)
     assert any("late_events lacks column(s) watermark_time" in r.message and "driftline db migrate"
                in r.message for r in caplog.records), caplog.text
+
+
+MAX_POLL_MS = 2000
+
+
+def test_a_wait_longer_than_max_poll_interval_keeps_the_sink_in_its_group(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka leaves the group when no getmany ran for ``max_poll_interval_ms`` (300 s by default,
+    2 s here): a sink waiting for `db migrate` longer than that must still hold its partitions, so
+    that once the column is there its rows land and commit once, none fetched again."""
+    s = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={
+        "session_timeout_ms": 3000, "heartbeat_interval_ms": 500, "rebalance_timeout_ms": 3000})})
+    ensure_topics(s)
+    client = connect(s)
+    migrate(client, s)
+    client.command("ALTER TABLE late_events DROP COLUMN watermark_time")  # an upgrade before migrate
+    monkeypatch.setattr(sink_module, "aiokafka_consumer",
+                        functools.partial(aiokafka_consumer, max_poll_interval_ms=MAX_POLL_MS))
+    writer = ClickHouseRowWriter(client, database_name(s), close_client=False)
+    sink = SinkRunner(s, writer, group_id=f"sink-{s.topics.sink}", poll_timeout_ms=200)
+    generations: list[int] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(sink.run())
+        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+        await producer.start()
+
+        async def until(done: Any, what: str) -> None:
+            deadline = time.monotonic() + 60
+            while not done():
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, (what, sink.stats)
+                await asyncio.sleep(0.1)
+
+        try:
+            for i in range(3):
+                await producer.send_and_wait(*_late(s, i), key=b"k")
+            await until(lambda: sink.stats.schema_behind.get("late_events") == 1, "waiting")
+            generations.append(_generation(sink))
+            # Backoffs 0.2 + 0.4 + ... + 3.2 s: six failures are over 6 s of waiting, 3x max_poll_interval.
+            await until(lambda: sink.stats.write_failures >= 6, "a long wait")
+            generations.append(_generation(sink))
+            client.command(f"ALTER TABLE late_events ADD COLUMN IF NOT EXISTS {WATERMARK_TIME}")  # migrate
+            await until(lambda: sink.stats.flushes and not any(sink.lag().values()), "resumed")
+            generations.append(_generation(sink))
+        finally:
+            await producer.stop()
+            sink.stop()
+            await asyncio.wait_for(task, 20)
+
+    asyncio.run(scenario())
+    assert -1 not in generations and len(set(generations)) == 1, generations  # no leave, no rejoin
+    assert sink.stats.messages_in[s.topics.sink] == 3 and not sink.stats.commit_failures, sink.stats
+    assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 3  # each once, without FINAL
+
+
+def _late(s: Settings, i: int) -> tuple[str, bytes]:
+    """A sink message of one late_events row (the column-blocks form stage 2 writes)."""
+    t = s.topics
+    row = {"run_id": "", "source_topic": t.labels, "source_partition": 0, "source_offset": i,
+           "event_type": "label", "prediction_id": f"w{i}", "model_id": "m", "model_version": "",
+           "event_time": T0, "watermark_time": T0 + 1}
+    (message,) = records.sink_rows(t.sink, "late_events", [row])
+    return t.sink, message.value
+
+
+def _generation(sink: SinkRunner) -> int:
+    """The sink consumer's group generation (aiokafka has no public handle on it): -1 once it left."""
+    consumer = sink._consumer
+    assert consumer is not None
+    return int(consumer._coordinator.generation)
 
 
 async def _run(s: Settings, sink: SinkRunner, n_messages: int,
