@@ -275,7 +275,10 @@ def _feature_maps(texts: Sequence[Any]) -> Sequence[dict[str, Any]] | None:
     """
     try:
         first = _FEATURES_DECODE(texts[0])
-        if first:
+        # (the layout's names come from the first object: one written with an escape may hold a
+        # quote, a backslash or a control character, which msgspec refuses as a field's name, and
+        # the key check refuses escapes anyway)
+        if first and b"\\" not in bytes(texts[0]):
             names = tuple(first)
             try:
                 structs = list(map(_layout_decoder(names), texts))
