@@ -182,23 +182,21 @@ def label_columns(values: Sequence[bytes | None], max_bytes: int) -> Columns | N
     return columns, present
 
 
-_LAYOUT_DECODERS: dict[tuple[str, ...], Callable[[bytes], Any]] = {}
-_MAX_LAYOUT_DECODERS = 256  # beyond this many layouts seen, the cache starts over
+# The layouts last used keep their decoder (and their key words): a stream of more layouts than
+# this (many models, optional features) rebuilds only its rare ones, not every one after a purge.
+_MAX_LAYOUT_DECODERS = 256
 _QUOTE, _COLON = ord('"'), ord(":")
 
 
+@functools.lru_cache(maxsize=_MAX_LAYOUT_DECODERS)
 def _layout_decoder(names: tuple[str, ...]) -> Callable[[bytes], Any]:
     """A decoder of feature objects holding exactly ``names``, each value a JSON scalar, into one
     struct (no dict): its fields are positional names renamed to the features' (any text)."""
-    decode = _LAYOUT_DECODERS.get(names)
-    if decode is None:
-        if len(_LAYOUT_DECODERS) >= _MAX_LAYOUT_DECODERS:
-            _LAYOUT_DECODERS.clear()
-        fields = [f"f{j}" for j in range(len(names))]
-        layout = msgspec.defstruct("_Layout", [(field, FeatureValue) for field in fields],
-                                   rename=dict(zip(fields, names, strict=True)),
-                                   forbid_unknown_fields=True, gc=False)
-        decode = _LAYOUT_DECODERS[names] = msgspec.json.Decoder(layout).decode
+    fields = [f"f{j}" for j in range(len(names))]
+    layout = msgspec.defstruct("_Layout", [(field, FeatureValue) for field in fields],
+                               rename=dict(zip(fields, names, strict=True)),
+                               forbid_unknown_fields=True, gc=False)
+    decode: Callable[[bytes], Any] = msgspec.json.Decoder(layout).decode
     return decode
 
 
