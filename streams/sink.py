@@ -32,7 +32,10 @@ A table behind this version's schema is not a row's fault either: a column the m
 that the table lacks (:class:`~driftline.store.writer.SchemaBehind`: ``driftline db migrate`` not
 run since an upgrade, or the column dropped) makes the sink wait and retry as for an outage,
 logging an ERROR that names the table and columns, with ``stats.schema_behind[table]`` 1
-(``driftline_sink_schema_behind``) until a flush lands. A column no migration of this version
+(``driftline_sink_schema_behind``) until a flush lands. Only what the table refused is tried
+again: its rows (from the first message refused on) are held out of the writer and each flush
+writes them again first, while the other tables' rows wait in the writer, inserted once (the
+offsets still committed only once every staged row is in). A column no migration of this version
 knows (a newer worker's, or garbage) is a ``sink_refused`` dead letter ("upgrade the sink?").
 ``stats.rows_written`` counts rows once flushed, the sink's own dead letters under ``dead_letters``.
 """
@@ -97,6 +100,7 @@ _VALUE_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, struct.er
 # does not know either), and one it cannot name is retried as an outage.
 _VALUE_CODES = frozenset({6, 27, 53, 69, 70, 117, 321, 469})
 _CODE = re.compile(r"Code: (\d+)")
+_Sources = list[tuple[ConsumerRecord[bytes, bytes], list[ColumnBlock]]]  # a table's messages and their rows
 
 
 @dataclass
@@ -140,6 +144,11 @@ class SinkRunner:
         self._searching = False  # a flush was refused: write the staged records again in halves
         self._staged_dead: dict[tuple[str, int, int], dict[str, Any]] = {}  # by topic, partition, offset
         self._staged_rows: Counter[str] = Counter()  # rows buffered per table, counted once flushed
+        # What a table behind its schema kept out of the writer, and each flush tries again (the
+        # rows already buffered wait there): its messages' blocks; dead letters, dead_letters behind.
+        self._held: dict[str, _Sources] = {}
+        self._held_dead: list[dict[str, Any]] = []
+        self._held_by: SchemaBehind | None = None  # the last hold's error
         self._behind_said = -math.inf  # when _note_behind last logged (a table newly behind)
         self._profiles_topic = settings.topics.profiles
         self.running = False
@@ -284,7 +293,7 @@ class SinkRunner:
         the writer, under the engine lock)."""
         # Column blocks, not row dicts: a sink message of the columns form (records.sink_rows) goes
         # to the writer as it was decoded.
-        per_table: dict[str, list[tuple[ConsumerRecord[bytes, bytes], list[ColumnBlock]]]] = {}
+        per_table: dict[str, _Sources] = {}
         dead: list[dict[str, Any]] = []
         for tp, records in batch.items():
             for record in records:
@@ -296,22 +305,63 @@ class SinkRunner:
             if self._searching:  # the next flush writes every staged record again anyway
                 return
             try:
-                for table, sources in per_table.items():
-                    table_blocks = [block for _, blocks in sources for block in blocks]
-                    try:
-                        self.writer.write_blocks(table, table_blocks)
-                        self._staged_rows[table] += sum(block.n for block in table_blocks)
-                    except RowRefused:  # the writer's check refused a row: find it, a message at a time
-                        for record, blocks in sources:
-                            dead.extend(self._write_checked(table, record, blocks))
+                self._write_tables(per_table, dead)
                 self._write_dead(dead)
-            except SchemaBehind as err:  # the flush writes every staged record again (and waits)
-                self._note_behind(err)
+            except SchemaBehind as err:  # a row behind after others of its message went in: the
+                self._note_behind(err)  # flush writes every staged record again (and waits)
                 self._searching = True
             except Exception as err:  # a write that flushed a full buffer, refused by ClickHouse
                 if not self._refusal(err):
                     raise
                 self._searching = True
+
+    def _write_tables(self, per_table: dict[str, _Sources], dead: list[dict[str, Any]]) -> None:
+        """Buffer each table's rows (a refused message's: its dead letter added to ``dead``). A
+        table behind its schema is held from the message it refused on (nothing of it buffered)."""
+        for table, sources in per_table.items():
+            if table in self._held:  # behind what waits already, in order
+                self._held[table].extend(sources)
+                continue
+            table_blocks = [block for _, blocks in sources for block in blocks]
+            try:
+                self.writer.write_blocks(table, table_blocks)
+                self._staged_rows[table] += sum(block.n for block in table_blocks)
+                continue
+            except RowRefused:  # the writer's check refused a row: find it, a message at a time
+                pass
+            except SchemaBehind as err:
+                self._hold(err, table, sources)
+                continue
+            for index, (record, blocks) in enumerate(sources):
+                try:
+                    self.writer.write_blocks(table, blocks)
+                except RowRefused:
+                    dead.extend(self._write_checked(table, record, blocks))
+                except SchemaBehind as err:
+                    self._hold(err, table, sources[index:])
+                    break
+                else:
+                    self._staged_rows[table] += sum(block.n for block in blocks)
+
+    def _hold(self, err: SchemaBehind, table: str, sources: _Sources) -> None:
+        self._note_behind(err)
+        self._held_by = err
+        self._held[table] = list(sources)
+
+    def _write_held(self) -> None:
+        """Buffer what was held; raise SchemaBehind while a table still is behind (the rest
+        buffered). Any other error may leave part of it buffered: the flush searches instead."""
+        held, self._held = self._held, {}
+        dead, self._held_dead = self._held_dead, []
+        try:
+            self._write_tables(held, dead)
+            self._write_dead(dead)
+        except Exception:
+            self._searching = True  # the search writes every staged record again
+            raise
+        if self._held or self._held_dead:
+            assert self._held_by is not None
+            raise self._held_by
 
     def _map(self, record: ConsumerRecord[bytes, bytes],
              dead: list[dict[str, Any]]) -> tuple[str, list[ColumnBlock]] | None:
@@ -332,13 +382,8 @@ class SinkRunner:
 
     def _write_checked(self, table: str, record: ConsumerRecord[bytes, bytes],
                        blocks: list[ColumnBlock]) -> list[dict[str, Any]]:
-        """Buffer a record's rows the writer's check accepts; the dead letter of those it refuses."""
-        try:
-            self.writer.write_blocks(table, blocks)
-            self._staged_rows[table] += sum(block.n for block in blocks)
-            return []
-        except RowRefused:
-            pass
+        """Buffer a record's rows (blocks the writer's check refused) one at a time: the dead
+        letter of those it refuses."""
         rows = [row for block in blocks for row in block.rows()]
         refused = self._write_each(table, rows)
         self._staged_rows[table] += len(rows) - len(refused)
@@ -358,9 +403,17 @@ class SinkRunner:
     def _write_dead(self, dead: list[dict[str, Any]]) -> None:
         if not dead:
             return
+        if self._held_dead:  # dead_letters behind its schema: behind what waits already
+            self._held_dead.extend(dead)
+            return
         try:
             self.writer.write(DEAD_LETTERS, dead)
             written = dead
+        except SchemaBehind as behind:  # nothing of it buffered
+            self._note_behind(behind)
+            self._held_by = behind
+            self._held_dead = list(dead)
+            return
         except RowRefused:  # some dead letter the writer's check refuses: the others go in
             refused = self._write_each(DEAD_LETTERS, dead)
             for _, row, err in refused:
@@ -397,6 +450,8 @@ class SinkRunner:
     def _flush(self) -> None:
         with self._lock:
             if not self._searching:
+                if self._held or self._held_dead:
+                    self._write_held()
                 try:
                     self.writer.flush()
                     return
@@ -417,6 +472,7 @@ class SinkRunner:
         self.writer.discard()
         self._staged_dead = {}
         self._staged_rows = Counter()
+        self._held, self._held_dead = {}, []
         dead: list[dict[str, Any]] = []
         group: list[tuple[ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]] = []
         for record in self._staged_records:

@@ -7,6 +7,8 @@ migrations is not a refusal: the flush waits."""
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -57,6 +59,13 @@ def _batch(settings: Settings) -> dict[TopicPartition, list[ConsumerRecord[bytes
     return {TopicPartition(topic, 0): out}
 
 
+def _good_batch(settings: Settings) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """:func:`_batch` without its bad value."""
+    return {tp: [ConsumerRecord(r.topic, r.partition, r.offset, r.timestamp, 0, None,
+                                r.value.replace(b'"abc"', b"1"), None, 0, len(r.value), [])
+                 for r in records] for tp, records in _batch(settings).items()}
+
+
 def test_a_refused_row_is_found_in_halves_and_an_outage_meanwhile_starts_over(settings: Settings) -> None:
     client = connect(settings)
     migrate(client, settings)
@@ -80,22 +89,19 @@ def test_a_refused_row_is_found_in_halves_and_an_outage_meanwhile_starts_over(se
     assert not sink._searching and not sink.stats.rejected
 
 
-def test_a_sink_started_on_a_table_behind_its_migrations_stages_then_waits(settings: Settings) -> None:
+def test_a_sink_started_on_a_table_behind_its_migrations_holds_then_waits(settings: Settings) -> None:
     """A writer that never saw the column (a sink whose table lacks one its migrations create): the
-    batch is staged for a rewrite, each flush raises SchemaBehind (an outage to the sink's retry)
-    writing nothing, and once the column is there the next flush writes every row, no dead letter."""
+    batch's rows are held, each flush raises SchemaBehind (an outage to the sink's retry) writing
+    nothing, and once the column is there the next flush writes every row, no dead letter."""
     client = connect(settings)
     migrate(client, settings)
     client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
     writer = ClickHouseRowWriter(client, database_name(settings), close_client=False)
     sink = SinkRunner(settings, writer)
-    batch = _batch(settings)
-    batch = {tp: [ConsumerRecord(r.topic, r.partition, r.offset, r.timestamp, 0, None,
-                                 r.value.replace(b'"abc"', b"1"), None, 0, len(r.value), [])
-                  for r in records] for tp, records in batch.items()}  # no bad value this time
+    batch = _good_batch(settings)
     sink._note_staged(batch)
     sink._stage(batch)
-    assert sink._searching and sink.stats.schema_behind == {"late_events": 1}
+    assert list(sink._held) == ["late_events"] and sink.stats.schema_behind == {"late_events": 1}
     for _ in range(2):
         with pytest.raises(SchemaBehind, match=r"late_events lacks column\(s\) watermark_time"):
             sink._flush()
@@ -106,3 +112,88 @@ def test_a_sink_started_on_a_table_behind_its_migrations_stages_then_waits(setti
     assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 3 * MESSAGES
     assert client.query("SELECT count() FROM dead_letters").result_rows[0][0] == 0
     assert sink._staged_rows == {"late_events": 3 * MESSAGES} and not sink._staged_dead
+
+
+class CountingWriter(ClickHouseRowWriter):
+    """The real writer, counting the rows each table was given and buffered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.given: Counter[str] = Counter()
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        super().write(table, rows)
+        self.given[table] += len(rows)
+
+    def write_blocks(self, table: str,
+                     blocks: Sequence[tuple[Sequence[str], Sequence[list[Any]], int]]) -> None:
+        super().write_blocks(table, blocks)
+        self.given[table] += sum(n for _, _, n in blocks)
+
+
+def _outcomes(settings: Settings) -> list[ConsumerRecord[bytes, bytes]]:
+    """MESSAGES sink messages of 3 outcome rows each, at the sink topic's offsets 1000 on."""
+    topic = settings.topics.sink
+    out = []
+    for m in range(MESSAGES):
+        rows = [{"run_id": "", "prediction_id": f"o{m}-{i}", "model_id": "m", "model_version": "1",
+                 "segment": "", "prediction_time": T0, "label_time": T0 + 5000, "label_delay_ms": 5000,
+                 "predicted_label": "a", "predicted_score": 0.9, "predicted_value": None, "label": "a",
+                 "label_value": None, "correct": 1, "abs_error": None, "features": "{}"} for i in range(3)]
+        (message,) = records.sink_rows(topic, "outcomes", rows)
+        value = message.value
+        out.append(ConsumerRecord(topic, 0, 1000 + m, T0, 0, None, value, None, 0, len(value), []))
+    return out
+
+
+def test_while_a_table_is_behind_each_flush_tries_only_its_rows_again(settings: Settings) -> None:
+    """Outcomes staged with late_events rows whose table is behind its migrations, in a writer
+    whose buffer fills (it flushes as it is written to): the outcomes are given to the writer once
+    and land once however many flushes wait; each tries the late rows again, which land once the
+    column is there."""
+    client = connect(settings)
+    migrate(client, settings)
+    client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
+    writer = CountingWriter(client, database_name(settings), close_client=False, max_buffer_rows=50)
+    sink = SinkRunner(settings, writer)
+    (tp, late), = _good_batch(settings).items()
+    batch = {tp: _outcomes(settings) + late}
+    sink._note_staged(batch)
+    sink._stage(batch)
+    for _ in range(3):
+        with pytest.raises(SchemaBehind, match=r"late_events lacks column\(s\) watermark_time"):
+            sink._flush()
+    assert writer.given == {"outcomes": 3 * MESSAGES}
+    client.command("ALTER TABLE late_events ADD COLUMN watermark_time DateTime64(3, 'UTC')")
+    writer._read_at["late_events"] -= SCHEMA_REFRESH_S  # (rather than wait a second)
+    sink._flush()
+    counts = {table: client.query(f"SELECT count() FROM {table}").result_rows[0][0]  # without FINAL
+              for table in ("outcomes", "late_events", "dead_letters")}
+    assert counts == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES, "dead_letters": 0}
+    assert writer.given == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES}
+    assert sink._staged_rows == writer.given and not sink._searching
+
+
+def test_dead_letters_behind_wait_and_the_rows_beside_them_are_written_once(settings: Settings) -> None:
+    """dead_letters itself behind its migrations: the dead letter waits (each flush tries it
+    again), the good rows staged beside it are given to the writer once."""
+    client = connect(settings)
+    migrate(client, settings)
+    client.command("ALTER TABLE dead_letters DROP COLUMN model_id")
+    writer = CountingWriter(client, database_name(settings), close_client=False)
+    sink = SinkRunner(settings, writer)
+    (tp, late), = _good_batch(settings).items()
+    unreadable = ConsumerRecord(tp.topic, 0, MESSAGES, T0, 0, None, b"not json", None, 0, 8, [])
+    batch = {tp: [*late, unreadable]}
+    sink._note_staged(batch)
+    sink._stage(batch)
+    for _ in range(2):
+        with pytest.raises(SchemaBehind, match=r"dead_letters lacks column\(s\) model_id"):
+            sink._flush()
+    assert sink.stats.schema_behind == {"dead_letters": 1}
+    client.command("ALTER TABLE dead_letters ADD COLUMN model_id LowCardinality(String)")
+    writer._read_at["dead_letters"] -= SCHEMA_REFRESH_S
+    sink._flush()
+    assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 3 * MESSAGES
+    assert client.query("SELECT error_kind FROM dead_letters").result_rows == [("sink_unreadable",)]
+    assert writer.given == {"late_events": 3 * MESSAGES, "dead_letters": 1}

@@ -344,6 +344,26 @@ def test_a_column_added_meanwhile_is_written_and_one_behind_waits(store: tuple[S
     assert [row["prediction_id"] for row in _read_back(client, db, "late_events")] == ["p3"]
 
 
+def test_a_write_that_fills_the_buffer_inserts_what_was_there_first(store: tuple[Settings, Client]) -> None:
+    """The flush a full buffer makes comes before the call's rows are buffered: when it fails (a
+    column dropped since), nothing of the call is buffered, so the caller can keep its rows and
+    write them again (the sink holds a table behind its schema) without buffering them twice."""
+    settings, client = store
+    db = settings.clickhouse.database
+    writer = ClickHouseRowWriter(client, db, close_client=False, max_buffer_rows=2)
+    writer.write("late_events", [ROWS["late_events"]])
+    client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
+    writer._read_at["late_events"] -= SCHEMA_REFRESH_S
+    with pytest.raises(SchemaBehind, match="watermark_time"):
+        writer.write("outcomes", [ROWS["outcomes"]])
+    assert writer._buffered == 1  # the late row, kept for the next flush
+    client.command("ALTER TABLE late_events ADD COLUMN watermark_time DateTime64(3, 'UTC')")
+    writer.write("outcomes", [ROWS["outcomes"]])
+    writer.flush()
+    counts = [len(_read_back(client, db, table, final=False)) for table in ("late_events", "outcomes")]
+    assert counts == [1, 1]
+
+
 def test_an_insert_into_a_column_dropped_since_is_schema_behind(store: tuple[Settings, Client]) -> None:
     """Rows buffered while the column was there, the column dropped before the flush: the insert's
     refusal is SchemaBehind (the batch kept), and once the column is back the same flush lands it."""

@@ -188,7 +188,8 @@ class ClickHouseRowWriter:
     but this version's migrations create (:func:`migration_columns`) raises :class:`SchemaBehind`;
     any other unknown key, and None in a non-Nullable column, :class:`RowRefused` (at ``write``:
     nothing of that call is buffered; at ``flush``: the batch is kept).
-    Buffers reaching ``max_buffer_rows`` are flushed by ``write``. ``close`` flushes and, if
+    A write that would bring the buffers to ``max_buffer_rows`` flushes them first (an insert
+    failing there leaves nothing of the call buffered). ``close`` flushes and, if
     ``close_client``, closes the client.
     """
 
@@ -338,6 +339,10 @@ class ClickHouseRowWriter:
 
     def _buffer(self, table: str, schema: dict[str, _Column],
                 staged: list[tuple[tuple[str, ...], list[list[Any]], int]]) -> None:
+        # Flushed before, not after: an insert that fails leaves nothing of this call buffered, so
+        # the caller can keep the rows (the sink holds a table behind its schema) and try again.
+        if self._buffered and self._buffered + sum(n for _, _, n in staged) >= self._max_buffer_rows:
+            self.flush()
         for keys, columns, n in staged:
             batch = self._batches.get((table, keys))
             if batch is None:
@@ -347,8 +352,6 @@ class ClickHouseRowWriter:
                 column_values.extend(values)
             batch.rows += n
             self._buffered += n
-        if self._buffered >= self._max_buffer_rows:
-            self.flush()
 
     def _layout(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
         """The columns a row of these keys fills, in table order (cached per key order); raises for
