@@ -26,9 +26,11 @@ Series (all prefixed ``driftline_``):
   written instead of a due base, since the start);
 - ``sink_messages_total{topic}``, ``sink_rows_total{table}`` (counted once flushed; the sink's own
   dead letters under ``dead_letters``), ``sink_rejected_total{source}``, ``sink_write_failures_total``,
-  ``sink_blocked``, ``sink_schema_behind{table}`` (1 while the table lacks a column this version's
-  migrations create: the sink waits for ``driftline db migrate``, nothing is dead-lettered), and the
-  sink's ``consumer_lag{stage="sink"}``;
+  ``sink_blocked`` (1 while the sink retries a failed write with fetching paused, nothing
+  committed: ClickHouse unreachable or failing, or a table behind its schema),
+  ``sink_schema_behind{table}`` (1 while the table lacks a column this version's migrations
+  create: the sink waits for ``driftline db migrate``, nothing is dead-lettered), and the sink's
+  ``consumer_lag{stage="sink"}``;
 - ``kafka_metadata_requests_total{client}``: the process's aiokafka metadata requests (producer,
   consumer): a few dozen a run; a steady rate means a client asks again and again for a partition
   without a known leader.
@@ -154,7 +156,9 @@ class WorkerCollector(Collector):
             rejected.add_metric([source], n)
         failures = CounterMetricFamily("driftline_sink_write_failures", "failed ClickHouse writes (retried)",
                                        value=sink.stats.write_failures)
-        blocked = GaugeMetricFamily("driftline_sink_blocked", "1 while ClickHouse is unreachable",
+        blocked = GaugeMetricFamily("driftline_sink_blocked",
+                                    "1 while the sink retries a failed write, fetching paused: ClickHouse"
+                                    " unreachable or failing, or a table behind its schema",
                                     value=float(sink.stats.blocked))
         behind = GaugeMetricFamily("driftline_sink_schema_behind",
                                    "1 while the table lacks columns this version's migrations create",

@@ -113,7 +113,7 @@ class SinkStats:
     commit_failures: int = 0
     batches: int = 0
     flushes: int = 0
-    blocked: bool = False
+    blocked: bool = False  # a write failing, retried with fetching paused (an outage, a table behind)
     # 1 while a table lacks columns this version's migrations create (the sink waits), 0 once written
     schema_behind: dict[str, int] = field(default_factory=dict)
 
