@@ -68,7 +68,8 @@ def test_a_waiting_shard_no_longer_due_stops_waiting(tmp_path: Path, monkeypatch
     assert state.restore_figures["bases_deferred"] == 1.0  # a count since the start: kept
 
 
-def test_no_base_starts_while_shards_are_being_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_base_starts_while_shards_are_being_rebuilt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a restart the shards rebuilt first take batches while the others are rebuilt: a base
     copy beside the rebuilds adds its groups to the restart's peak (10M pending: ~1.9 GB), so a due
     base waits (writes a delta, says it waits) until every shard is adopted, then goes first."""
