@@ -413,6 +413,28 @@ def test_simulated_drift_with_detectors_matches() -> None:
     assert row.pipeline.rows["multivariate_drift"] and row.pipeline.rows["outlier_rate"]
 
 
+def test_models_of_one_layout_give_each_multivariate_watch_its_own_rows() -> None:
+    """Two models with the same feature names: a batch holds both, its float64 columns are the
+    decoder's, and each model's multivariate (and univariate) watch reads its own events' rows of them."""
+    scenario = Scenario(
+        seed=8, start=T0, duration_s=300, rate=20.0, malformed_rate=0.0, label_coverage=0.5,
+        label_delay=LabelDelay(median_s=20, max_s=100),
+        models=[ModelSpec(model_id="a", n_numeric=3, n_categorical=1,
+                          covariate_drift=[CovariateDrift(feature="x0", at_s=150, magnitude=2.0)]),
+                ModelSpec(model_id="b", n_numeric=3, n_categorical=1)],
+    )
+    settings_ = _settings()
+    records = logged_records(generate(scenario), settings_)
+    train = scenario.model_copy(update={"seed": 9})
+    profiles = [p.model_dump_json().encode() for p in training_profiles(
+        train, settings_.drift.bins, settings_.drift.top_k, effective_from_ms=0)]
+    batches = [records[i : i + 500] for i in range(0, len(records), 500)]
+    row, columnar = _both(settings_, batches, None, T0 + 600_000, profiles)
+    assert_same(row, columnar)
+    assert all(s.multivariate is not None and s.multivariate.models for s in columnar.pipeline.shards)
+    assert row.pipeline.rows["multivariate_drift"]
+
+
 def test_a_checkpoint_with_list_window_buffers_restores() -> None:
     """Checkpoints written before column blocks hold each window's buffered events as (features,
     predictions, latencies) lists: they restore into blocks that add up to the same statistics."""

@@ -594,37 +594,26 @@ class ShardProcessor:
         self._touched.update(by_model)  # their windows and detectors change: the next delta's items
         self._window_batch(batch, tags, by_model)
         features = batch.feature_maps
-        # the decoder's float64 columns (a feature whose values are all floats): the detectors read
-        # them instead of each event's feature map
         checked = batch.features
-        floats = {} if checked is None else {
-            name: column for name, column in zip(checked.names, checked.numbers, strict=True)
-            if column is not None}
         if self.watch is not None and self.watch.models:
             timestamps = batch.timestamps
-            others = {} if checked is None else {  # the other features' value columns
-                name: column for name, column in zip(checked.names, checked.columns, strict=True)
-                if name not in floats}
             for (model_id, version), members in sorted(by_model.items()):
                 whole = len(members) == n  # every event in order: the batch's own lists, no copies
+                floats, others = _split_columns(_picked_features(checked, members, whole))
                 reports[(model_id, version)] = self.watch.observe(
                     model_id, version, times if whole else timestamps[members].tolist(),
-                    _picked(ids, members, whole), _picked(features, members, whole),
-                    floats if whole else {name: column[members] for name, column in floats.items()},
-                    others if whole else {
-                        name: [column[i] for i in members] for name, column in others.items()})
+                    _picked(ids, members, whole), _picked(features, members, whole), floats, others)
         multivariate = self.multivariate
         if multivariate is not None:
             for (model_id, version), rows in sorted(by_model.items()):
                 if multivariate.watches(model_id, version):
                     whole = len(rows) == n  # every event in order: the batch's own lists, no copies
-                    columns = floats if whole else {
-                        name: column[rows] for name, column in floats.items()}
+                    floats, _ = _split_columns(_picked_features(checked, rows, whole))
                     reports.setdefault((model_id, version), []).extend(multivariate.observe(
                         model_id, version, times if whole else [times[i] for i in rows],
                         ids if whole else [ids[i] for i in rows],
                         _picked(features, rows, whole),
-                        _scores(batch.predictions, rows, whole), self.sizes_ms, columns))
+                        _scores(batch.predictions, rows, whole), self.sizes_ms, floats))
         return reports
 
     def _window_batch(
@@ -980,6 +969,20 @@ def _picked_features(
     at = np.array(rows, dtype=np.intp)
     return FeatureColumns(features.names, [[column[i] for i in rows] for column in features.columns],
                           [None if floats is None else floats[at] for floats in features.numbers])
+
+
+def _split_columns(
+    features: FeatureColumns | None,
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]:
+    """The decoder's float64 columns by name (a feature whose values are all floats: the detectors
+    read them instead of each event's feature map), and the other features' value columns."""
+    if features is None:
+        return {}, {}
+    floats = {name: numbers for name, numbers in zip(features.names, features.numbers, strict=True)
+              if numbers is not None}
+    others = {name: column for name, column in zip(features.names, features.columns, strict=True)
+              if name not in floats}
+    return floats, others
 
 
 def _picked_outputs(outputs: Sequence[Prediction], rows: Sequence[int], whole: bool) -> Sequence[Prediction]:
