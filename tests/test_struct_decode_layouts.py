@@ -17,8 +17,11 @@ def test_a_layout_in_use_keeps_its_decoder_while_many_others_pass() -> None:
         struct_decode._layout_decoder((f"rare {i}",))
         # read between the others, as a busy model's batches come between rare models' batches
         assert struct_decode._layout_decoder(hot) is decode, i
-    assert struct_decode._layout_decoder.cache_info().currsize <= struct_decode._MAX_LAYOUT_DECODERS
-    assert struct_decode._layout_decoder(("rare 0",)) is not None  # (out of the cache: built again)
+    info = struct_decode._layout_decoder.cache_info
+    assert info().currsize <= struct_decode._MAX_LAYOUT_DECODERS
+    misses = info().misses
+    struct_decode._layout_decoder(("rare 0",))  # (the least recently used: out of the cache, built again)
+    assert info().misses == misses + 1
 
 
 def test_batches_of_more_layouts_than_the_cache_holds_decode_as_rows() -> None:
