@@ -54,6 +54,7 @@ True
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import pickle
 import weakref
@@ -73,6 +74,7 @@ from driftline.operators.episodes import (
     EpisodeEvent,
     EpisodeMonitor,
 )
+from driftline.operators.feature_rows import FeatureRows
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.seasonal import reference_size, standardise
 from driftline.operators.sequential import feature_arl
@@ -382,21 +384,10 @@ class FeatureWatch:
             holding = self._held_models()
             holding[key] = since
             self._earliest = min(self._earliest, since)
-        numbers: dict[str, npt.NDArray[np.float64]] = {}
-        others: dict[str, list[Any]] = {}
-        missing: list[str] = []
-        for name, monitor in bank.monitors.items():
-            if monitor.kind != "numeric":
-                others[name] = (list(values[name]) if values and name in values
-                                else [f.get(name) for f in features])
-            elif columns and name in columns:
-                numbers[name] = columns[name]
-            else:
-                missing.append(name)
-        if missing:
-            found = _float_columns(features, missing)
-            numbers.update(found if found is not None
-                           else {name: _floats([f.get(name) for f in features]) for name in missing})
+        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        others = {name: _raw(features, name, values) for name, monitor in bank.monitors.items()
+                  if monitor.kind != "numeric"}
+        numbers = _float_features(features, numeric, columns, values)
         held.times.extend(times)
         held.ids.extend(prediction_ids)
         held.numbers.append(numbers)
@@ -541,27 +532,22 @@ class FeatureWatch:
         """:meth:`_feed` for fewer than :data:`PER_VALUE_BELOW` events (every run value by value),
         on lists: the same values counted, the same reports."""
         reports = []
-        numeric = [name for name, monitor in bank.monitors.items()
-                   if monitor.kind == "numeric" and (given is None or name not in given)]
-        columns = _float_columns(features, numeric)
-        if given and columns is not None:
-            columns = {**columns, **given}
+        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        columns = _float_features(features, numeric, given, given_values)
         count = len(features)
         every = list(range(count))
         season = bank.profile.season
         for name, monitor in bank.monitors.items():
             positions: list[int]
             if monitor.kind == "numeric":
-                numbers = (columns[name] if columns is not None else given[name] if given and name in given
-                           else _floats([f.get(name) for f in features])).tolist()
+                numbers = columns[name].tolist()
                 # as valid_numbers: NaN, inf and beyond the bound are not watched
                 positions = [i for i, v in enumerate(numbers) if abs(v) <= MAX_ABS_VALUE]
                 kept: list[Any] = numbers if len(positions) == count else [numbers[i] for i in positions]
                 if season is not None and name in season.features:
                     kept = standardise(season, name, kept, [running[i] for i in positions]).tolist()
             else:
-                raw = (list(given_values[name]) if given_values and name in given_values
-                       else [f.get(name) for f in features])
+                raw = _raw(features, name, given_values)
                 if set(map(type, raw)) <= _CATEGORY_TYPES:
                     positions, kept = every, raw
                 else:
@@ -630,18 +616,14 @@ class FeatureWatch:
         given_values: Mapping[str, Sequence[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         reports = []
-        numeric = [name for name, monitor in bank.monitors.items()
-                   if monitor.kind == "numeric" and (given is None or name not in given)]
-        columns = _float_columns(features, numeric)
-        if given and columns is not None:
-            columns = {**columns, **given}
+        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        columns = _float_features(features, numeric, given, given_values)
         season = bank.profile.season
         every = np.arange(len(features))
         for name, monitor in bank.monitors.items():
             values: Any
             if monitor.kind == "numeric":
-                numbers = (columns[name] if columns is not None else given[name] if given and name in given
-                           else _floats([f.get(name) for f in features]))
+                numbers = columns[name]
                 valid = valid_numbers(numbers)  # NaN, inf and beyond the bound: invalid, not watched
                 positions = every if valid.all() else np.flatnonzero(valid)
                 values = numbers if positions is every else numbers[positions]
@@ -650,8 +632,7 @@ class FeatureWatch:
             else:
                 # Missing values and values no category can be (numbers with a fraction, objects)
                 # are not watched: windows count them as missing/invalid.
-                raw = (list(given_values[name]) if given_values and name in given_values
-                       else [f.get(name) for f in features])
+                raw = _raw(features, name, given_values)
                 if set(map(type, raw)) <= _CATEGORY_TYPES:  # the common batch: every value counts
                     positions, values = every, raw
                 else:
@@ -693,24 +674,57 @@ _NUMBER_OR_NONE = frozenset({int, float, type(None)})
 """The value types a numeric feature's detector reads as numbers (None: missing, as NaN)."""
 
 
-def _float_columns(features: Sequence[dict[str, Any]],
-                   names: list[str]) -> dict[str, npt.NDArray[np.float64]] | None:
-    """The numeric features' values as float64 columns, all converted in one call (a model's few
-    events otherwise pay a conversion per feature); None when a value does not convert as a
-    number (then each column is converted by :func:`_floats`, as the values allow)."""
-    if not names:
-        return {}
-    rows = [[f.get(name) for name in names] for f in features]
+def _float_features(features: Sequence[dict[str, Any]], names: list[str],
+                    given: Mapping[str, npt.NDArray[np.float64]] | None,
+                    given_values: Mapping[str, Sequence[Any]] | None) -> dict[str, npt.NDArray[np.float64]]:
+    """The numeric features ``names`` as float64 columns: the caller's columns where it has them,
+    the others read as :func:`_raw` reads them and converted in one call (a model's few events
+    otherwise pay a conversion per feature), or each alone by :func:`_floats` when a value does
+    not convert as a number (the same floats either way)."""
+    out: dict[str, npt.NDArray[np.float64]] = {}
+    missing: list[str] = []
+    for name in names:
+        column = given.get(name) if given else None
+        if column is None:
+            missing.append(name)
+        else:
+            out[name] = column
+    if missing:
+        raw = [_raw(features, name, given_values) for name in missing]
+        grid = _float_grid(raw)
+        out.update(zip(missing, grid if grid is not None else map(_floats, raw), strict=True))
+    return out
+
+
+def _raw(features: Sequence[dict[str, Any]], name: str,
+         values: Mapping[str, Sequence[Any]] | None) -> list[Any]:
+    """A feature's value per event: the caller's list if it has one, else each event's map's (read
+    from a batch's value rows without a map per event: a missing name is None, as ``get`` says)."""
+    if values and name in values:
+        return list(values[name])
+    if isinstance(features, FeatureRows):
+        at = _positions(features.names).get(name)
+        return [None] * len(features) if at is None else [row[at] for row in features.rows]
+    return [f.get(name) for f in features]
+
+
+@functools.lru_cache(maxsize=256)
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    """Each name's position in a layout (the last for a repeated one, as a map of the row keeps it)."""
+    return {name: at for at, name in enumerate(names)}
+
+
+def _float_grid(raw: list[list[Any]]) -> npt.NDArray[np.float64] | None:
+    """Value lists of equal length as the rows of one float64 array, all converted in one call;
+    None when a value does not convert as a number (then :func:`_floats` converts each list)."""
     # numpy would read "3.5" and True as numbers; the window statistics count them as invalid
-    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_OR_NONE:
+    if not set(map(type, chain.from_iterable(raw))) <= _NUMBER_OR_NONE:
         return None
     try:
-        grid = np.asarray(rows, dtype=np.float64)
+        grid = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return None
-    if grid.shape != (len(features), len(names)):  # values that are sequences of one length
-        return None
-    return dict(zip(names, np.ascontiguousarray(grid.T), strict=True))
+    return grid if grid.shape == (len(raw), len(raw[0])) else None
 
 
 def _floats(raw: list[Any]) -> npt.NDArray[np.float64]:

@@ -1,0 +1,152 @@
+"""Stage 1's feature watch with many models: the watch as of a commit against today's, in one process.
+
+With many models a shard's batch holds a few events of each, and its :class:`FeatureWatch` holds
+them until 64 make a batch or a grid line is due (``flush_due``); its per-model costs (holding a
+group, feeding a model's few events to 25 monitors) are what issue 19's per-event ratio is partly
+made of (docs/scaling.md, "Where many models' per-event cost goes").
+
+Runs bench_models' pipeline (``--models`` models x 25 features, each its own profile, a warm-up
+of 24 predictions per model, then ``--n`` Zipf predictions, 4 shards) and the same with all
+traffic on one model (as bench_models' ratio), once per watch and round in this process, the
+shards' ``FeatureWatch`` either today's or ``--baseline``'s (its sequential, episodes and
+feature_watch modules as of that commit, see bench_feature_watch_groups), alternating (order
+flipped each round), and prints for each: stage 1's, the watches' (``observe`` and ``flush_due``)
+and the pipeline's CPU per prediction (thread CPU, the timed part after the warm-up), best of
+``--rounds``, the many/one ratio, and a SHA-256 of every output row, which must be equal for both
+watches. Each side holds as many events as its module's ``BATCH_EVENTS`` says.
+
+    .venv/bin/python bench/bench_models_watch.py [--models 100] [--n 30000] [--rounds 3] [--baseline HEAD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import bench_models as bm
+import orjson
+from bench_feature_watch_groups import _baseline_watch_class
+from bench_models_buffer import _timed
+from common import bench_settings
+
+from driftline.config import Settings
+from driftline.operators import calibration
+from driftline.operators.validate import RawRecord
+from driftline.pipeline import shard as shard_module
+from driftline.pipeline.local import InProcessPipeline
+
+
+def timed_watch(cls: Any, spent: list[float]) -> Any:
+    """``cls`` with the thread CPU of its observe and flush_due calls added to ``spent[0]``."""
+
+    class Timed(cls):
+        def observe(self, *args: Any, **kwargs: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return super().observe(*args, **kwargs)
+            finally:
+                spent[0] += time.thread_time() - t
+
+        def flush_due(self, *args: Any, **kwargs: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return super().flush_due(*args, **kwargs)
+            finally:
+                spent[0] += time.thread_time() - t
+
+    return Timed
+
+
+@contextmanager
+def watch_class(cls: Any, spent: list[float]) -> Iterator[None]:
+    """The shards made meanwhile watch features with ``cls`` (timed into ``spent``), holding as
+    many events as ``cls``'s module says (``BATCH_EVENTS``)."""
+    saved = shard_module.FeatureWatch, shard_module.BATCH_EVENTS
+    shard_module.FeatureWatch = timed_watch(cls, spent)
+    shard_module.BATCH_EVENTS = sys.modules[cls.__module__].BATCH_EVENTS
+    try:
+        yield
+    finally:
+        shard_module.FeatureWatch, shard_module.BATCH_EVENTS = saved
+
+
+def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], warm: int,
+             watch: list[float]) -> dict[str, Any]:
+    """One run (bench_models_buffer's): stage 1's, the watches' (``watch``: their timer) and the
+    pipeline's CPU a prediction after the warm-up, the rows' digest."""
+    pipeline = InProcessPipeline(settings, profiles=blobs)
+    batch = settings.worker.batch_max_records
+    digest = hashlib.sha256()
+
+    def sink() -> None:
+        for table in sorted(pipeline.rows):
+            for row in pipeline.rows[table]:
+                digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+                                           default=repr))
+        pipeline.rows.clear()
+
+    for i in range(0, warm, batch):
+        pipeline.feed(records[i : min(i + batch, warm)])
+        sink()
+    spent = [0.0]
+    for shard in pipeline.shards:
+        shard.process = _timed(shard.process, spent)
+    watch[0] = 0.0
+    t = time.thread_time()
+    for i in range(warm, len(records), batch):
+        pipeline.feed(records[i : i + batch])
+        sink()
+    total = time.thread_time() - t
+    predictions = sum(1 for r in records[warm:] if r.topic == settings.topics.predictions)
+    return {"stage1_us": spent[0] / predictions * 1e6, "total_us": total / predictions * 1e6,
+            "watch_us": watch[0] / predictions * 1e6, "digest": digest.hexdigest()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--n", type=int, default=30_000, help="Zipf predictions after the warm-up")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", default="HEAD", help="the commit whose watch is the 'before' side")
+    args = parser.parse_args(argv)
+    calibration.share_calibrations(bm.CALIBRATIONS)
+    settings = bench_settings("127.0.0.1:9", "bm")
+    specs = bm.model_specs(args.models)
+    blobs = [p.model_dump_json().encode() for p in bm.profiles_of(specs, 1000, settings)]
+    inputs = {"many": (blobs, *bm.traffic(specs, args.n, settings)),
+              "one": (blobs[:1], *bm.traffic(specs[:1], args.n, settings))}
+    with tempfile.TemporaryDirectory() as tmp:  # the baseline's modules, kept while they run
+        sides = {"before": _baseline_watch_class(args.baseline, Path(tmp)), "now": shard_module.FeatureWatch}
+        best: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in range(args.rounds):
+            for side in sides if r % 2 == 0 else reversed(sides):
+                for which, (profiles, records, warm) in inputs.items():
+                    spent = [0.0]
+                    with watch_class(sides[side], spent):
+                        got = run_once(settings, profiles, records, warm, spent)
+                    print(f"round {r} {side} {which}: stage 1 {got['stage1_us']:.1f} us, pipeline "
+                          f"{got['total_us']:.1f} us, watch {got['watch_us']:.1f} us a prediction; rows "
+                          f"{got['digest'][:16]}", flush=True)
+                    seen = best.setdefault((side, which), got)
+                    for key in ("stage1_us", "total_us", "watch_us"):
+                        seen[key] = min(seen[key], got[key])
+    same = all(best[("before", w)]["digest"] == best[("now", w)]["digest"] for w in inputs)
+    for side in sides:
+        many, one = best[(side, "many")], best[(side, "one")]
+        print(f"{side} ({args.baseline if side == 'before' else 'today'}): {args.models} models "
+              f"{many['total_us']:.1f} vs one model {one['total_us']:.1f} CPU-us a prediction "
+              f"({many['total_us'] / one['total_us']:.2f}x); stage 1 {many['stage1_us']:.1f} vs "
+              f"{one['stage1_us']:.1f}; the watch {many['watch_us']:.1f} vs {one['watch_us']:.1f}")
+    print(f"best of {args.rounds}, {args.n:,} predictions; rows {'identical' if same else 'DIFFER'}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
