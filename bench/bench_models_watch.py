@@ -16,12 +16,20 @@ and the pipeline's CPU per prediction (thread CPU, the timed part after the warm
 watches. Each side holds as many events as its module's ``BATCH_EVENTS`` says.
 
     .venv/bin/python bench/bench_models_watch.py [--models 100] [--n 30000] [--rounds 3] [--baseline HEAD]
+
+``--flush EVENTS PARTS``: the watch alone at a grid line, where a shard feeds every quiet model
+it holds (``flush_due``): ``--models`` models (20 numeric + 5 categorical features, and a
+profiled ``__score__`` no event carries, as bench_models' profiles), each holding EVENTS events
+in PARTS groups handed over as a shard does (value rows, float columns, value lists), then one
+flush; CPU per model fed, before vs now, alternating, best of ``--rounds``, reports compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import math
 import sys
 import tempfile
 import time
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_models as bm
+import numpy as np
 import orjson
 from bench_feature_watch_groups import _baseline_watch_class
 from bench_models_buffer import _timed
@@ -38,6 +47,9 @@ from common import bench_settings
 
 from driftline.config import Settings
 from driftline.operators import calibration
+from driftline.operators.feature_rows import FeatureRows
+from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline
@@ -109,13 +121,74 @@ def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], w
             "watch_us": watch[0] / predictions * 1e6, "digest": digest.hexdigest()}
 
 
+def _flush_inputs(models: int, events: int, parts: int) -> tuple[list[Any], list[list[tuple[Any, ...]]]]:
+    """Profiles and each model's groups (times, ids, value rows, float columns, value lists)."""
+    rng = np.random.default_rng(0)
+    numeric, categorical = [f"x{i}" for i in range(20)], [f"c{i}" for i in range(5)]
+    table: dict[str, Any] = {name: rng.normal(size=1000) for name in [*numeric, "__score__"]}
+    table.update({name: rng.choice(["a", "b", "c"], 1000).tolist() for name in categorical})
+    profiles = [build_profile(f"m{i}", "1", table, label_column=None, prediction_column=None, bins=10,
+                              top_k=5, created_at_ms=0, source="training") for i in range(models)]
+    layout = (*categorical, *numeric)
+    groups = []
+    for _ in range(models):
+        mine = []
+        for part in range(parts):
+            rows = [(*rng.choice(["a", "b", "c"], 5).tolist(), *rng.normal(size=20).tolist())
+                    for _ in range(events)]
+            floats = {name: np.array([row[5 + j] for row in rows]) for j, name in enumerate(numeric)}
+            others = {name: [row[j] for row in rows] for j, name in enumerate(categorical)}
+            times = [1000 + part * 100 + i for i in range(events)]
+            mine.append((times, [f"p{t}" for t in times], FeatureRows(layout, rows), floats, others))
+        groups.append(mine)
+    return profiles, groups
+
+
+def flush_ab(classes: dict[str, Any], models: int, events: int, parts: int, rounds: int) -> None:
+    """Print the CPU a quiet model's held events cost to feed at a grid line, per side."""
+    profiles, groups = _flush_inputs(models, events, parts)
+    watches = {}
+    for side, cls in classes.items():
+        watch = cls(false_alarms_per_million=1.0, status_grid_ms=10**12, batch_events=64)
+        for profile, mine in zip(profiles, groups, strict=True):  # banks built, monitors settled
+            watch.add_profile(profile)
+            watch.observe(profile.model_id, "1", *mine[0][:2], mine[0][2], mine[0][3], mine[0][4])
+        watch.flush()
+        watches[side] = watch
+    best = dict.fromkeys(classes, math.inf)
+    fed: dict[str, Any] = {}
+    for r in range(rounds):
+        for side in classes if r % 2 == 0 else reversed(classes):
+            watch = watches[side]
+            for profile, mine in zip(profiles, groups, strict=True):
+                for group in mine:
+                    watch.observe(profile.model_id, "1", *group)
+            gc.collect()
+            gc.disable()
+            t = time.process_time()
+            fed[side] = watch.flush()
+            best[side] = min(best[side], time.process_time() - t)
+            gc.enable()
+    before, now = (best[side] / models * 1e6 for side in classes)
+    print(f"{models} models each holding {events} event(s) in {parts} part(s), one flush: {before:.1f} -> "
+          f"{now:.1f} CPU-us a model fed ({now / before:.2f}x), best of {rounds}; reports "
+          f"{'equal' if fed['before'] == fed['now'] else 'DIFFER'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--n", type=int, default=30_000, help="Zipf predictions after the warm-up")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default="HEAD", help="the commit whose watch is the 'before' side")
+    parser.add_argument("--flush", nargs=2, type=int, metavar=("EVENTS", "PARTS"),
+                        help="the watch alone: a grid line's flush of quiet models (module docstring)")
     args = parser.parse_args(argv)
+    if args.flush:
+        with tempfile.TemporaryDirectory() as tmp:
+            flush_ab({"before": _baseline_watch_class(args.baseline, Path(tmp)), "now": FeatureWatch},
+                     args.models, *args.flush, args.rounds)
+        return 0
     calibration.share_calibrations(bm.CALIBRATIONS)
     settings = bench_settings("127.0.0.1:9", "bm")
     specs = bm.model_specs(args.models)

@@ -553,6 +553,11 @@ class FeatureWatch:
                 else:
                     positions = [i for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
                     kept = [raw[i] for i in positions]
+            if not cuts:  # the common few events: no grid line among them, one run
+                for i, one in monitor.update_each(kept) if kept else ():
+                    at = positions[i]
+                    reports.append(self._report(bank, name, monitor, one, running[at], prediction_ids[at]))
+                continue
             start = 0
             for cut in [*cuts, None]:
                 stop = len(positions) if cut is None else bisect.bisect_left(positions, cut)
