@@ -53,6 +53,7 @@ from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline
+from driftline.runtime import tune_gc
 
 
 def timed_watch(cls: Any, spent: list[float]) -> Any:
@@ -92,7 +93,9 @@ def watch_class(cls: Any, spent: list[float]) -> Iterator[None]:
 def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], warm: int,
              watch: list[float]) -> dict[str, Any]:
     """One run (bench_models_buffer's): stage 1's, the watches' (``watch``: their timer) and the
-    pipeline's CPU a prediction after the warm-up, the rows' digest."""
+    pipeline's CPU a prediction after the warm-up, the rows' digest. The collector as a worker
+    tunes it (as bench_models' run)."""
+    tune_gc()
     pipeline = InProcessPipeline(settings, profiles=blobs)
     batch = settings.worker.batch_max_records
     digest = hashlib.sha256()
