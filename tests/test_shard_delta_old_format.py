@@ -46,9 +46,15 @@ def test_a_chain_of_format_2_deltas_restores_and_goes_on_as_the_live_shard() -> 
     with CHAIN.open("rb") as f:
         chain = pickle.load(f)
     assert chain["base"][:5] == b"DLST\x04" and all(d[:5] == b"DLSD\x02" for d in chain["deltas"])
-    profiles = [p.model_dump_json().encode()
-                for p in training_profiles(_scenario(), settings.drift.bins, settings.drift.top_k, 0)]
     own = _records(settings)
+    # The live shard reads the profile the chain holds: rebuilt here, its multivariate section's
+    # floats (PCA basis, precision matrix) can differ in the last bits on another CPU (OpenBLAS
+    # picks its kernels by CPU), and so its id; the chain's was built where fa7c53b ran.
+    held = ShardFactory(settings, "r").restore(0, chain["base"], chain["deltas"]).watch._models[("a", "1")]
+    built = training_profiles(_scenario(), settings.drift.bins, settings.drift.top_k, 0)
+    assert [p.model_dump(exclude={"profile_id", "created_at_ms", "multivariate"}) for p in held.profiles] == [
+        p.model_dump(exclude={"profile_id", "created_at_ms", "multivariate"}) for p in built]
+    profiles = [p.model_dump_json().encode() for p in held.profiles]
     live = InProcessPipeline(settings, "r", profiles=profiles).shards[0]
     live.track_changes()
     start = 0
