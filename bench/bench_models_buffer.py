@@ -82,13 +82,11 @@ def _timed(process: Callable[..., Any], spent: list[float]) -> Callable[..., Any
     return timed
 
 
-def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], warm: int,
-             merge_parts: int) -> dict[str, Any]:
-    """One run with ``merge_parts``: stage 1's and the pipeline's CPU a prediction (after the
-    warm-up), the buffers' bytes at the end, the rows' digest."""
-    window_stats.MERGE_PARTS = merge_parts
-    pipeline = InProcessPipeline(settings, profiles=blobs)
-    batch = settings.worker.batch_max_records
+def timed_feed(pipeline: InProcessPipeline, records: list[RawRecord], warm: int, batch: int,
+               on_timed: Callable[[], None] = lambda: None) -> tuple[float, float, str]:
+    """Feed ``records`` in batches of ``batch``, every output row digested; after the first ``warm``
+    (``on_timed`` called then) the shards' CPU (stage 1) and the whole feed's: (stage 1 seconds,
+    total seconds, the rows' digest)."""
     digest = hashlib.sha256()
 
     def sink() -> None:
@@ -104,17 +102,27 @@ def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], w
     spent = [0.0]
     for shard in pipeline.shards:
         shard.process = _timed(shard.process, spent)  # type: ignore[method-assign]
+    on_timed()
     t = time.thread_time()
     for i in range(warm, len(records), batch):
         pipeline.feed(records[i : i + batch])
         sink()
-    total = time.thread_time() - t
+    return spent[0], time.thread_time() - t, digest.hexdigest()
+
+
+def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], warm: int,
+             merge_parts: int) -> dict[str, Any]:
+    """One run with ``merge_parts``: stage 1's and the pipeline's CPU a prediction (after the
+    warm-up), the buffers' bytes at the end, the rows' digest."""
+    window_stats.MERGE_PARTS = merge_parts
+    pipeline = InProcessPipeline(settings, profiles=blobs)
+    stage1, total, digest = timed_feed(pipeline, records, warm, settings.worker.batch_max_records)
     predictions = sum(1 for r in records[warm:] if r.topic == settings.topics.predictions)
     buffered = DeepSizes()([shard.buffered for shard in pipeline.shards])
     parts = sum(len(b.parts) for shard in pipeline.shards for b in shard.buffered.values())
     windows = sum(len(shard.buffered) for shard in pipeline.shards)
-    return {"stage1_us": spent[0] / predictions * 1e6, "total_us": total / predictions * 1e6,
-            "buffered_bytes": buffered, "parts": parts, "windows": windows, "digest": digest.hexdigest()}
+    return {"stage1_us": stage1 / predictions * 1e6, "total_us": total / predictions * 1e6,
+            "buffered_bytes": buffered, "parts": parts, "windows": windows, "digest": digest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

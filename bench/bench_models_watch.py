@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import math
 import sys
 import tempfile
@@ -40,9 +39,8 @@ from typing import Any
 
 import bench_models as bm
 import numpy as np
-import orjson
 from bench_feature_watch_groups import _baseline_watch_class
-from bench_models_buffer import _timed
+from bench_models_buffer import timed_feed
 from common import bench_settings
 
 from driftline.config import Settings
@@ -97,31 +95,15 @@ def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], w
     tunes it (as bench_models' run)."""
     tune_gc()
     pipeline = InProcessPipeline(settings, profiles=blobs)
-    batch = settings.worker.batch_max_records
-    digest = hashlib.sha256()
 
-    def sink() -> None:
-        for table in sorted(pipeline.rows):
-            for row in pipeline.rows[table]:
-                digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
-                                           default=repr))
-        pipeline.rows.clear()
+    def reset_watch() -> None:
+        watch[0] = 0.0
 
-    for i in range(0, warm, batch):
-        pipeline.feed(records[i : min(i + batch, warm)])
-        sink()
-    spent = [0.0]
-    for shard in pipeline.shards:
-        shard.process = _timed(shard.process, spent)
-    watch[0] = 0.0
-    t = time.thread_time()
-    for i in range(warm, len(records), batch):
-        pipeline.feed(records[i : i + batch])
-        sink()
-    total = time.thread_time() - t
+    stage1, total, digest = timed_feed(pipeline, records, warm, settings.worker.batch_max_records,
+                                       reset_watch)
     predictions = sum(1 for r in records[warm:] if r.topic == settings.topics.predictions)
-    return {"stage1_us": spent[0] / predictions * 1e6, "total_us": total / predictions * 1e6,
-            "watch_us": watch[0] / predictions * 1e6, "digest": digest.hexdigest()}
+    return {"stage1_us": stage1 / predictions * 1e6, "total_us": total / predictions * 1e6,
+            "watch_us": watch[0] / predictions * 1e6, "digest": digest}
 
 
 def _flush_inputs(models: int, events: int, parts: int) -> tuple[list[Any], list[list[tuple[Any, ...]]]]:
