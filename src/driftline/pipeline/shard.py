@@ -595,11 +595,20 @@ class ShardProcessor:
         self._window_batch(batch, tags, by_model)
         features = batch.feature_maps
         checked = batch.features
+        picked: dict[tuple[str, str], _ModelColumns] = {}
+
+        def columns_of(key: tuple[str, str], rows: Sequence[int], whole: bool) -> _ModelColumns:
+            """A model's decoder columns (floats, the others), picked once for both detectors."""
+            found = picked.get(key)
+            if found is None:
+                found = picked[key] = _split_columns(_picked_features(checked, rows, whole))
+            return found
+
         if self.watch is not None and self.watch.models:
             timestamps = batch.timestamps
             for (model_id, version), members in sorted(by_model.items()):
                 whole = len(members) == n  # every event in order: the batch's own lists, no copies
-                floats, others = _split_columns(_picked_features(checked, members, whole))
+                floats, others = columns_of((model_id, version), members, whole)
                 reports[(model_id, version)] = self.watch.observe(
                     model_id, version, times if whole else timestamps[members].tolist(),
                     _picked(ids, members, whole), _picked(features, members, whole), floats, others)
@@ -608,7 +617,7 @@ class ShardProcessor:
             for (model_id, version), rows in sorted(by_model.items()):
                 if multivariate.watches(model_id, version):
                     whole = len(rows) == n  # every event in order: the batch's own lists, no copies
-                    floats, _ = _split_columns(_picked_features(checked, rows, whole))
+                    floats, _ = columns_of((model_id, version), rows, whole)
                     reports.setdefault((model_id, version), []).extend(multivariate.observe(
                         model_id, version, times if whole else [times[i] for i in rows],
                         ids if whole else [ids[i] for i in rows],
@@ -971,9 +980,11 @@ def _picked_features(
                           [None if floats is None else floats[at] for floats in features.numbers])
 
 
-def _split_columns(
-    features: FeatureColumns | None,
-) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]:
+_ModelColumns = tuple[dict[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]
+"""A model's decoder columns: the float64 ones by name, and the other features' values."""
+
+
+def _split_columns(features: FeatureColumns | None) -> _ModelColumns:
     """The decoder's float64 columns by name (a feature whose values are all floats: the detectors
     read them instead of each event's feature map), and the other features' value columns."""
     if features is None:
