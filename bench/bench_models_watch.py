@@ -40,7 +40,7 @@ from typing import Any
 import bench_models as bm
 import numpy as np
 from bench_feature_watch_groups import _baseline_watch_class
-from bench_models_buffer import timed_feed
+from bench_models_buffer import _timed, timed_feed
 from common import bench_settings
 
 from driftline.config import Settings
@@ -58,19 +58,8 @@ def timed_watch(cls: Any, spent: list[float]) -> Any:
     """``cls`` with the thread CPU of its observe and flush_due calls added to ``spent[0]``."""
 
     class Timed(cls):
-        def observe(self, *args: Any, **kwargs: Any) -> Any:
-            t = time.thread_time()
-            try:
-                return super().observe(*args, **kwargs)
-            finally:
-                spent[0] += time.thread_time() - t
-
-        def flush_due(self, *args: Any, **kwargs: Any) -> Any:
-            t = time.thread_time()
-            try:
-                return super().flush_due(*args, **kwargs)
-            finally:
-                spent[0] += time.thread_time() - t
+        observe = _timed(cls.observe, spent)
+        flush_due = _timed(cls.flush_due, spent)
 
     return Timed
 
