@@ -9,6 +9,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -187,12 +188,8 @@ def test_a_table_behind_its_migrations_makes_the_sink_wait_and_resume_after_migr
         producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
         await producer.start()
 
-        async def until(done: Any, what: str) -> None:
-            deadline = time.monotonic() + 40
-            while not done():
-                assert not task.done(), task.exception()
-                assert time.monotonic() < deadline, (what, sink.stats)
-                await asyncio.sleep(0.1)
+        async def until(done: Callable[[], Any], what: str) -> None:
+            await _until(task, sink, done, what, 40)
 
         try:
             await producer.send_and_wait(*_late(s, 0), key=b"k")  # the writer reads the table's columns
@@ -252,12 +249,8 @@ def test_a_wait_longer_than_max_poll_interval_keeps_the_sink_in_its_group(
         producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
         await producer.start()
 
-        async def until(done: Any, what: str) -> None:
-            deadline = time.monotonic() + 60
-            while not done():
-                assert not task.done(), task.exception()
-                assert time.monotonic() < deadline, (what, sink.stats)
-                await asyncio.sleep(0.1)
+        async def until(done: Callable[[], Any], what: str) -> None:
+            await _until(task, sink, done, what, 60)
 
         try:
             for i in range(3):
@@ -310,15 +303,22 @@ async def _run(s: Settings, sink: SinkRunner, n_messages: int,
     await _consume(sink, n_messages)
 
 
+async def _until(task: asyncio.Task[None], sink: SinkRunner, done: Callable[[], Any], what: str,
+                 seconds: float) -> None:
+    """Poll ``done`` until true while ``task`` (the sink's run) lives, failing after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert not task.done(), task.exception()
+        assert time.monotonic() < deadline, (what, sink.stats)
+        await asyncio.sleep(0.1)
+
+
 async def _consume(sink: SinkRunner, n_messages: int) -> None:
     """Run ``sink`` until it has read ``n_messages`` and committed up to the end of its topics."""
     task = asyncio.create_task(sink.run())
     try:
-        deadline = time.monotonic() + 40
-        while sum(sink.stats.messages_in.values()) < n_messages or any(sink.lag().values()):
-            assert not task.done(), task.exception()
-            assert time.monotonic() < deadline, sink.stats
-            await asyncio.sleep(0.1)
+        await _until(task, sink, lambda: sum(sink.stats.messages_in.values()) >= n_messages
+                     and not any(sink.lag().values()), "every message written", 40)
     finally:
         sink.stop()
         await asyncio.wait_for(task, 20)
