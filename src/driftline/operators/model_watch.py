@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from driftline.operators.cbpe import (
     Calibration,
@@ -100,6 +101,9 @@ SCORE_CAP = 1_000.0
 without overflowing the products or the window's integer sums."""
 PROBABILITY_UNIT = 10**9
 """Fixed-point scale of summed probabilities."""
+SECTION_FIT = 1
+"""Version of the section's fit, part of its ``source`` digest: bump it when the same inputs would
+be fitted to other content, so a rebuilt profile gets a new id."""
 ScoreKind = Literal["positive", "confidence"]
 """What a classifier's score is: the positive class's probability (binary), or the predicted
 class's confidence (any number of classes)."""
@@ -157,6 +161,8 @@ def multivariate_section(
     errors = feature_profile_of(reconstruction.reference_errors.tolist(), bins)
     rng = np.random.default_rng([seed, 0x73616D70])
     rows = np.sort(rng.choice(x.shape[0], min(sample_size, x.shape[0]), replace=False))
+    source = _source_digest(names, x, scores, labels, predictions, score_kind, calibration, sample_size, seed,
+                            bins)
     performance = None
     if scores is not None and labels is not None:
         if score_kind == "confidence":
@@ -176,11 +182,32 @@ def multivariate_section(
         "performance": performance,
         "sample": pack_array(x[rows], "<f4"),
         "seed": seed,
+        "source": source,
     }
     if performance is not None and score_kind == "confidence":
-        # only then: a positive-score section stays byte for byte (and its profile id) as before
+        # only then: a section without it (as all were before confidence scores) is "positive"
         section["score_kind"] = score_kind
     return section
+
+
+def _source_digest(names: Sequence[str], x: FloatArray, *inputs: Any) -> str:
+    """A digest of what the section is fitted from. The fitted floats (PCA basis, precision matrix)
+    differ in the last bits with the CPU's BLAS kernels, and bin counts can follow, so the profile
+    id hashes this instead (:func:`driftline.operators.profile.multivariate_identity`): the same
+    training table gives the same id on any machine."""
+    digest = hashlib.sha256(f"driftline-multivariate-{SECTION_FIT}".encode())
+    digest.update(orjson.dumps(list(names)))
+    digest.update(np.ascontiguousarray(x, dtype="<f8").data)  # hashed in place, not copied to bytes
+    for value in inputs:
+        digest.update(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain))
+    return digest.hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    # numpy scalars and other sequences of the score/label columns, as JSON would hold them
+    if isinstance(value, np.generic):
+        return value.item()
+    return list(value)
 
 
 def constant_features(columns: Mapping[str, Any], names: Sequence[str]) -> list[str]:

@@ -365,8 +365,20 @@ def _identified(**fields: Any) -> ReferenceProfile:
     exclude = {"profile_id", "created_at_ms"} | {
         name for name in ("multivariate", "season", "detected_cycle") if getattr(draft, name) is None}
     content = draft.model_dump(mode="json", exclude=exclude)
+    if draft.multivariate is not None:
+        content["multivariate"] = multivariate_identity(draft.multivariate)
     digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return draft.model_copy(update={"profile_id": digest})
+
+
+def multivariate_identity(section: Mapping[str, Any]) -> Any:
+    """What a multivariate section contributes to the profile id: its ``source`` digest (of the
+    training columns and options it was fitted from) with the season it was made under, not its
+    fitted floats, which differ in the last bits from one CPU's BLAS kernels to another's. A
+    section made before it carried a source is hashed whole, so its profile keeps its id."""
+    if "source" not in section:
+        return dict(section)
+    return {key: section[key] for key in ("features", "source", "season_id") if key in section}
 
 
 def _feature_profile(
