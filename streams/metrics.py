@@ -4,6 +4,9 @@ Series (all prefixed ``driftline_``):
 - ``events_in_total{stage,topic}``, ``messages_out_total{stage,topic}`` (dead-lettered = the
   dead-letter topic, joined = the outcomes topic), ``batches_total``, ``checkpoints_total``,
   ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
+- ``idle_partitions{stage}``: input partitions read to their end with no record for
+  ``worker.idle_partition_s``, whose watermarks follow the other partitions'
+  (``stage_idle_advances_total{shard}`` counts the moves);
 - ``consumer_lag{stage,topic,partition}`` = true end (Fetch high watermark) - next offset;
 - ``checkpoint_offset{stage,topic,partition}``: where a restart resumes (the last checkpoint's next
   offset, as a Kafka committed offset), so end offset minus it is what a crash now would read again;
@@ -101,6 +104,10 @@ class WorkerCollector(Collector):
         owned = GaugeMetricFamily("driftline_shards_owned", "shards this worker runs", labels=["stage"])
         blocked = GaugeMetricFamily("driftline_producer_blocked", "1 while outputs cannot be produced",
                                     labels=["stage"])
+        idle = GaugeMetricFamily("driftline_idle_partitions",
+                                 "input partitions read to their end with no record for "
+                                 "worker.idle_partition_s (watermarks follow the others')",
+                                 labels=["stage"])
         lag = GaugeMetricFamily("driftline_consumer_lag", "true end offset minus next offset",
                                 labels=["stage", "topic", "partition"])
         age = GaugeMetricFamily("driftline_checkpoint_age_seconds", "seconds since the shard's checkpoint",
@@ -123,6 +130,7 @@ class WorkerCollector(Collector):
             retries.add_metric([r.stage], r.stats.produce_retries)
             owned.add_metric([r.stage], len(r.shards))
             blocked.add_metric([r.stage], float(r.stats.blocked))
+            idle.add_metric([r.stage], r.stats.idle_partitions)
             for tp, n in sorted(r.lag().items()):
                 lag.add_metric([r.stage, tp.topic, str(tp.partition)], n)
             for shard, state in sorted(r.shards.items()):
@@ -132,7 +140,8 @@ class WorkerCollector(Collector):
         if self.sink is not None:
             for tp, n in sorted(self.sink.lag().items()):
                 lag.add_metric(["sink", tp.topic, str(tp.partition)], n)
-        yield from (events, out, batches, ckpts, retries, owned, blocked, lag, age, resume, copy_failures)
+        yield from (events, out, batches, ckpts, retries, owned, blocked, idle, lag, age, resume,
+                    copy_failures)
 
     def _processor_gauges(self) -> Iterable[Metric]:
         figures: list[ShardFigures] = []

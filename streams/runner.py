@@ -57,7 +57,7 @@ from driftline.kafka.admin import CopartitioningError, partition_counts
 from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
-from driftline.pipeline.stage import OutboundMessage, StageFactory, StageProcessor
+from driftline.pipeline.stage import FollowsIdle, OutboundMessage, StageFactory, StageProcessor
 from driftline.pipeline.state import BaseCopy, BlobFile, Incremental, delta_records, release_free_memory
 from driftline.streams.broadcast import BroadcastReader
 from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore, delta_heads
@@ -79,8 +79,12 @@ class ShardState:
     base_waiting_since: float | None = None  # due for a base since (time.monotonic), waiting for its turn
     base_waited_deltas: int = 0  # deltas written instead of that base (its chain grew meanwhile)
     checkpointed_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # where a restart resumes
+    # per input partition, when it last had a record, or was found read to its end (time.monotonic)
+    heard_at: dict[TopicPartition, float] = field(default_factory=dict)
 
 
+IDLE_CHECK_S = 1.0
+"""How often the loop looks for idle input partitions (``worker.idle_partition_s``)."""
 BYTES_PER_CHANGE = 132
 """A delta's bytes per changed record at steady traffic (a new 25-feature record ~220 bytes, a
 joined one ~50), pickled: how many changes a restored chain's deltas carry, for
@@ -335,6 +339,7 @@ class RunnerStats:
     restored_shards: int = 0
     created_shards: int = 0
     blocked: bool = False
+    idle_partitions: int = 0  # input partitions whose watermarks follow the others' (idle)
     started_at: float = field(default_factory=time.time)
 
 
@@ -380,6 +385,7 @@ class StageRunner:
         self.restore_sample = RestoreSample()  # every restore this runner ran: its CPU costs
         self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
         self._read_timed_at = -float("inf")  # when the last one started (time.monotonic)
+        self._idle_checked_at = time.monotonic()
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -445,6 +451,8 @@ class StageRunner:
             if batch:
                 await self._feed(self._group(consumer, batch))
                 self.stats.batches += 1
+            if time.monotonic() - self._idle_checked_at >= IDLE_CHECK_S:
+                await self._follow_idle(consumer)
             if time.monotonic() - self._last_checkpoint >= self.settings.worker.checkpoint_interval_s:
                 await self._checkpoint(list(self.shards), beside_batches=True)
 
@@ -465,6 +473,7 @@ class StageRunner:
             if not records:
                 continue
             state.offsets[tp] = records[-1].offset + 1
+            state.heard_at[tp] = time.monotonic()
             self.stats.records_in[tp.topic] += len(records)
             by_shard.setdefault(tp.partition, []).extend(records)
         return by_shard
@@ -479,6 +488,37 @@ class StageRunner:
             state = self.shards[shard]
             out.extend(state.processor.process(records))
             state.dirty = True
+        await self._produce(out)
+
+    async def _follow_idle(self, consumer: AIOKafkaConsumer) -> None:
+        """Tell each stage-1 shard which of its input partitions are idle: read to their end
+        (the fetch's high watermark) with no record for ``worker.idle_partition_s``. Their
+        watermarks then follow the other partitions' (``ShardProcessor.follow_idle``), so a
+        partition without traffic does not hold every window open."""
+        now = self._idle_checked_at = time.monotonic()
+        limit = self.settings.worker.idle_partition_s
+        if not limit or self.stats.blocked:
+            return
+        idle = 0
+        out: list[OutboundMessage] = []
+        for _, state in sorted(self.shards.items()):
+            if not isinstance(state.processor, FollowsIdle):
+                return  # a stage without event-time watermarks of its own (stage 2)
+            topics = set()
+            for tp, offset in state.offsets.items():
+                highwater = consumer.highwater(tp)
+                if highwater is None or offset < highwater:
+                    state.heard_at.pop(tp, None)  # records still to read: not idle, however old
+                    continue
+                if now - state.heard_at.setdefault(tp, now) >= limit:
+                    topics.add(tp.topic)
+            idle += len(topics)
+            if topics:
+                messages = state.processor.follow_idle(topics)
+                if messages:
+                    out.extend(messages)
+                    state.dirty = True
+        self.stats.idle_partitions = idle
         await self._produce(out)
 
     async def _produce(self, messages: list[OutboundMessage]) -> None:

@@ -438,6 +438,11 @@ class WorkerSettings(_Section):
     checkpoint_interval_s: float = Field(
         5.0, gt=0, description="how often stage state + offsets are checkpointed"
     )
+    idle_partition_s: float = Field(
+        300.0, ge=0, description="a predictions or labels partition read to its end with no new record "
+        "for this long stops holding windows open: its watermark follows the furthest other partition's "
+        "(events later behind it are late_events); 0 = never (an idle partition holds every window open)"
+    )
     checkpoint_deltas_per_base: int = Field(
         720, ge=0, description="stage-1 checkpoints between two full (base) snapshots carry only what "
         "changed; at most this many deltas follow a base (0 = every checkpoint is a full snapshot)"

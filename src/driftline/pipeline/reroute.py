@@ -35,6 +35,8 @@ Exact under replay and SIGKILL, because what a shard receives is a function of t
 >>> _ = inbox.accept([RawRecord("rp", 1, 1, 0, marks[0].key, marks[0].value)])
 >>> inbox.watermark(LABEL, local=2_000), inbox.watermark(PREDICTION, local=2_000)
 (900, 500)
+>>> inbox.furthest(LABEL), Inbox(shard=1, partitions=2).furthest(LABEL) == NO_TIME
+(900, True)
 """
 
 from __future__ import annotations
@@ -204,6 +206,12 @@ class Inbox:
             pending[:] = [(needed, mark) for needed, mark in pending if needed > applied]
         if not pending:
             del self.pending_marks[src]
+
+    def furthest(self, kind: str) -> int:
+        """The furthest watermark of ``kind`` another source partition has delivered here
+        (``NO_TIME`` if none has): what an idle partition may follow (``ShardProcessor.follow_idle``)."""
+        return max((mark for (k, s), mark in self.marks.items() if k == kind and s != self.shard),
+                   default=NO_TIME)
 
     def watermark(self, kind: str, local: int) -> int:
         """The watermark the join may use for ``kind``: the minimum over every source partition

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -243,6 +243,28 @@ class ShardProcessor:
         out = self.process(())
         self._emit_progress(out, force=True)
         return out
+
+    def follow_idle(self, topics: Collection[str]) -> list[OutboundMessage]:
+        """This shard's partitions of ``topics`` (the predictions and/or labels topic) are idle:
+        read to their end, nothing new for ``worker.idle_partition_s``. Each such watermark moves up
+        to the furthest another partition has delivered here, so an idle partition stops holding
+        every window (and outcome bucket) open; an event that later arrives behind it is late
+        (``late_events``), as behind any watermark. With one partition, or before another's marks
+        arrive, nothing moves. The live runner decides idleness (wall time); replays never do.
+        Returns what to produce, as :meth:`process` (nothing when no watermark moved)."""
+        moved = False
+        if self.predictions_topic in topics:
+            ahead = self.inbox.furthest(reroute.PREDICTION)
+            if ahead > self.pred_watermark:
+                self.pred_watermark, moved = ahead, True
+        if self.labels_topic in topics:
+            ahead = self.inbox.furthest(reroute.LABEL)
+            if ahead > self.label_watermark:
+                self.label_watermark, moved = ahead, True
+        if not moved:
+            return []
+        self.totals["idle_advances"] += 1
+        return self.process(())
 
     def snapshot(self) -> bytes:
         return dump_state(self)

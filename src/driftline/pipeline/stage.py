@@ -9,15 +9,15 @@ those offsets reproduces the same outputs (which downstream consumers treat idem
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.state import BlobFile
 
-__all__ = ["OutboundMessage", "RawRecord", "StageFactory", "StageProcessor"]
+__all__ = ["FollowsIdle", "OutboundMessage", "RawRecord", "StageFactory", "StageProcessor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,16 @@ class StageProcessor(Protocol):
 
     def gauges(self) -> list[Gauge]:
         """Point-in-time figures for /metrics (pending joins, open windows, ...), with their labels."""
+        ...
+
+
+@runtime_checkable
+class FollowsIdle(Protocol):
+    """A processor whose watermarks may follow other partitions' while its own are idle (stage 1).
+    Idleness is the runner's call (wall time); the processor stays free of clocks."""
+
+    def follow_idle(self, topics: Collection[str]) -> list[OutboundMessage]:
+        """This shard's partitions of ``topics`` are idle; returns what to produce."""
         ...
 
 

@@ -1,0 +1,106 @@
+"""The stage-1 runner finds idle partitions and lets their watermarks follow the others'.
+
+Traffic on one partition of four (a low-traffic deployment, a producer that pins its partition):
+the other three partitions' watermarks never moved, so stage 2 closed no window for anyone. With
+``worker.idle_partition_s`` the runner sees a partition read to its end (the fetch's high
+watermark) with no record for that long and calls the shard's ``follow_idle``. On the embedded
+broker, the real stage-1 processors; the rows that follow are tested in process
+(tests/test_shard_idle_partition.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from driftline.config import Settings
+from driftline.kafka.admin import ensure_topics
+from driftline.kafka.clients import aiokafka_producer_kwargs
+from driftline.pipeline.reroute import NO_TIME
+from driftline.pipeline.shard import ShardFactory
+from driftline.streams.checkpoint import CheckpointStore
+from driftline.streams.runner import StageRunner
+
+
+def _runner_tests() -> Any:
+    path = Path(__file__).with_name("test_streams_runner.py")
+    spec = importlib.util.spec_from_file_location("runner_tests_idle", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_rt = _runner_tests()
+
+
+async def _wait(condition: Callable[[], bool], task: asyncio.Task[None], what: str,
+                timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        assert not task.done(), f"the runner stopped: {task.exception() if not task.cancelled() else ''}"
+        await asyncio.sleep(0.1)
+
+
+async def _produce_to_partition_zero(s: Settings, n: int) -> None:
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+    await producer.start()
+    try:
+        now = int(time.time() * 1000)
+        for i in range(n):
+            event = {"prediction_id": f"p{i}", "model_id": "m", "timestamp": now - (n - i) * 1_000,
+                     "features": {"x": float(i)}, "prediction": {"label": "a"}}
+            await producer.send(s.topics.predictions, orjson.dumps(event), key=f"p{i}".encode(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _idle_partitions_follow(s: Settings) -> tuple[list[int], list[int], int]:
+    await _produce_to_partition_zero(s, 120)
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+    await producer.start()
+    store = CheckpointStore(s, producer)
+    await store.start()
+    runner = StageRunner(s, "shard", f"g-idle-{s.topics.state}",
+                         [s.topics.predictions, s.topics.labels, s.topics.repartition], ShardFactory(s),
+                         [s.topics.profiles], producer=producer, checkpoints=store)
+    task = asyncio.create_task(runner.run())
+    try:
+        await _wait(lambda: len(runner.shards) == s.topics.partitions
+                    and sum(runner.stats.records_in.values()) >= 120,
+                    task, "the runner did not take the records")
+        fed = runner.shards[0].processor.pred_watermark  # type: ignore[attr-defined]
+        assert fed > NO_TIME
+        await _wait(lambda: all(state.processor.pred_watermark == fed  # type: ignore[attr-defined]
+                                for state in runner.shards.values()),
+                    task, "the idle partitions' watermarks did not follow partition 0's")
+        marks = [runner.shards[p].processor.pred_watermark  # type: ignore[attr-defined]
+                 for p in sorted(runner.shards)]
+        advances = [int(runner.shards[p].processor.totals["idle_advances"])  # type: ignore[attr-defined]
+                    for p in sorted(runner.shards)]
+        return marks, advances, runner.stats.idle_partitions
+    finally:
+        runner.stop()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 30)
+        await store.stop()
+        await producer.stop()
+
+
+def test_idle_partitions_follow_the_one_with_traffic(settings: Settings) -> None:
+    s = _rt.fast_settings(settings, idle_partition_s=1.0, checkpoint_interval_s=0.5)
+    ensure_topics(s)
+    marks, advances, idle = asyncio.run(_idle_partitions_follow(s))
+    assert len(set(marks)) == 1 and len(marks) == s.topics.partitions
+    assert advances[0] == 0 and all(advances[1:])  # partition 0 had the traffic: it never followed
+    assert idle >= s.topics.partitions - 1
