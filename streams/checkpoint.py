@@ -52,7 +52,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar, overload
@@ -1012,14 +1012,18 @@ class CheckpointStore:
                 await consumer.stop()
 
     async def save_link(self, stage: str, shard: int, blob: bytes | BlobFile,
-                        offsets: Mapping[tuple[str, int], int], *, base: bool, parent: str | None) -> str:
+                        offsets: Mapping[tuple[str, int], int], *, base: bool, parent: str | None,
+                        on_blocked: Callable[[bool], None] | None = None,
+                        wait: Callable[[float], Awaitable[None]] = asyncio.sleep) -> str:
         """Write a base or a delta following ``parent`` (the shard's last checkpoint) and wait until
         the broker acknowledged every chunk; returns its id. A base may start a new generation
         (then the older ones are deleted once it is acknowledged). A blob in a file
         (:func:`~driftline.pipeline.state.dump_state_to_file`) is read a chunk at a time.
 
         Retries while the broker is unreachable; a retry may repeat chunks, which readers ignore
-        (they restart an assembly at chunk 0 and drop out-of-order chunks).
+        (they restart an assembly at chunk 0 and drop out-of-order chunks). ``on_blocked`` and
+        ``wait`` are :func:`~driftline.streams.delivery.deliver`'s: a runner whose loop waits for
+        the link pauses its partitions and waits in their ``getmany``, to stay in its group.
         """
         key = shard_key(stage, shard)
         ckpt_id = uuid.uuid4().hex
@@ -1047,7 +1051,7 @@ class CheckpointStore:
         delivered = False
         try:
             await self._write(topic, stage, shard, ckpt_id, blob, offsets, BASE if base else DELTA, parent,
-                              crc, read_from)
+                              crc, read_from, on_blocked, wait)
             delivered = True
         finally:
             staged = None if copy is None else await copy
@@ -1171,7 +1175,9 @@ class CheckpointStore:
 
     async def _write(self, topic: str, stage: str, shard: int, ckpt_id: str, blob: bytes | BlobFile,
                      offsets: Mapping[tuple[str, int], int], kind: str, parent: str | None,
-                     crc: int | None = None, read_from: ReadFrom | None = None) -> None:
+                     crc: int | None = None, read_from: ReadFrom | None = None,
+                     on_blocked: Callable[[bool], None] | None = None,
+                     wait: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         """Deliver the chunks a group at a time (each acknowledged before the next is built); the
         checkpoint counts once its last chunk is acknowledged, as when they were sent at once."""
         key = shard_key(stage, shard).encode()
@@ -1179,7 +1185,8 @@ class CheckpointStore:
                                   self._deliver_group_bytes, crc, read_from):
             messages = [OutboundMessage(topic, key, value, 0) for value in group]
             del group
-            await deliver(self._producer, messages, what=f"checkpoint chunks of {stage}:{shard}")
+            await deliver(self._producer, messages, on_blocked=on_blocked, wait=wait,
+                          what=f"checkpoint chunks of {stage}:{shard}")
 
     def _new_generation(self, stage: str, shard: int) -> tuple[int, list[str]]:
         """Create the topic of the shard's next chain generation; (its number, the older topics)."""

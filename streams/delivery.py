@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -143,12 +143,16 @@ async def _send_all(producer: AIOKafkaProducer,
 
 
 async def deliver(producer: AIOKafkaProducer, messages: Sequence[OutboundMessage], *,
-                  on_blocked: Callable[[bool], None] | None = None, what: str = "messages") -> int:
+                  on_blocked: Callable[[bool], None] | None = None,
+                  wait: Callable[[float], Awaitable[None]] = asyncio.sleep, what: str = "messages") -> int:
     """Send `messages` in order until all are acknowledged; returns the number of retries.
 
     `on_blocked(True)` is called when the first attempt fails and `on_blocked(False)` once the
-    batch finally went through (e.g. to pause and resume fetching). Non-transient errors (a
-    message over the size limit, authorisation) are raised.
+    batch finally went through (e.g. to pause and resume fetching). `wait(seconds)` waits between
+    attempts: a caller with a consumer in a group waits in its ``getmany``
+    (:func:`~driftline.streams.group_wait.wait_in_group`), or an outage longer than
+    ``max_poll_interval_ms`` would make it leave the group. Non-transient errors (a message over
+    the size limit, authorisation) are raised.
     """
     pending = list(messages)
     retries = 0
@@ -171,7 +175,7 @@ async def deliver(producer: AIOKafkaProducer, messages: Sequence[OutboundMessage
                 log.warning("producing %d %s failed (%s); retrying with backoff until the broker is back",
                             len(pending), what, error)
                 last_log = now
-            await asyncio.sleep(backoff)
+            await wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
         return retries
     finally:

@@ -11,7 +11,9 @@ and await their acknowledgements -> advance the shard's offsets. Every
 ``worker.checkpoint_interval_s``, on revocation and on stop: save every changed shard (no producer
 flush first: every output was acknowledged already, and a flush would wait for another shard's
 base in flight, ``docs/state.md``). A producer outage blocks the loop inside ``deliver`` with
-fetching paused.
+fetching paused; its waits between retries are ``getmany`` calls on the paused partitions
+(:func:`~driftline.streams.group_wait.wait_in_group`), so the runner stays in its group however
+long the outage lasts.
 
 Checkpoints form chains (``driftline.streams.checkpoint``, ``docs/state.md``). A processor that
 can report its changes (``driftline.pipeline.state.Incremental``: stage 1) writes a base
@@ -62,6 +64,7 @@ from driftline.pipeline.state import BaseCopy, BlobFile, Incremental, delta_reco
 from driftline.streams.broadcast import BroadcastReader
 from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore, delta_heads
 from driftline.streams.delivery import deliver
+from driftline.streams.group_wait import wait_in_group
 
 log = logging.getLogger(__name__)
 
@@ -525,8 +528,17 @@ class StageRunner:
         if not messages:
             return
         self.stats.produce_retries += await deliver(self.producer, messages, on_blocked=self._set_blocked,
-                                                    what=f"{self.stage} outputs")
+                                                    wait=self._wait, what=f"{self.stage} outputs")
         self.stats.messages_out.update(m.topic for m in messages)
+
+    async def _wait(self, seconds: float) -> None:
+        """A blocked loop's wait between produce retries: in ``getmany`` on the paused partitions,
+        not a sleep, or an outage longer than ``max_poll_interval_ms`` hands the shards over."""
+        consumer = self._consumer
+        if consumer is None:
+            await asyncio.sleep(seconds)
+        else:
+            await wait_in_group(consumer, seconds)
 
     def _set_blocked(self, blocked: bool) -> None:
         self.stats.blocked = blocked
@@ -595,8 +607,11 @@ class StageRunner:
                 blob = await asyncio.to_thread(processor.checkpoint, False)
             else:
                 base, blob = True, await asyncio.to_thread(processor.snapshot)
+            # Beside batches the loop waits for the link: paused, in the group however long it takes.
             state.checkpoint_id = await self.checkpoints.save_link(
-                self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id)
+                self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id,
+                on_blocked=self._set_blocked if beside_batches else None,
+                wait=self._wait if beside_batches else asyncio.sleep)
             size = len(blob)
             del blob  # a base can be gigabytes: not kept while the next shard's is built
             if base or chain is None:

@@ -8,8 +8,8 @@ batches they came from committed (at-least-once; every table is a ReplacingMerge
 deterministic id, so a replayed batch collapses under FINAL). While ClickHouse is unreachable the
 same rows are retried forever with backoff (logged once a minute) and fetching is paused: memory
 stays bounded and nothing is skipped. The waits between retries are ``getmany`` calls on the
-paused partitions (:meth:`SinkRunner._wait`), so however long the wait the sink keeps its group
-membership and partitions.
+paused partitions (:func:`~driftline.streams.group_wait.wait_in_group`), so however long the wait
+the sink keeps its group membership and partitions.
 
 What is not an outage does not count and is not dropped either: it becomes a ``dead_letters``
 row keyed by the message's own topic, partition and offset, staged and flushed with the batch's
@@ -68,6 +68,7 @@ from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.records import ColumnBlock
 from driftline.pipeline.to_rows import PAYLOAD_LIMIT, RowMapper
 from driftline.store.writer import ClickHouseRowWriter, RowRefused, SchemaBehind
+from driftline.streams.group_wait import wait_in_group
 
 log = logging.getLogger(__name__)
 
@@ -261,26 +262,10 @@ class SinkRunner:
                     else:
                         log.error("sink: writing to ClickHouse failed (%s); retrying until it succeeds", err)
                     last_log = now
-                await self._wait(consumer, backoff)
+                await wait_in_group(consumer, backoff)  # keeps the partitions however long it takes
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         if failing:
             self._set_blocked(False)
-
-    async def _wait(self, consumer: AIOKafkaConsumer, seconds: float) -> None:
-        """Wait between retries in ``getmany`` on the paused partitions, not in a sleep.
-
-        aiokafka leaves the group when no ``getmany`` ran within ``max_poll_interval_ms`` (300 s
-        by default; its heartbeat task checks the time since the last one ended), and time spent
-        inside one does not count. Sleeping through a wait for ``driftline db migrate`` or an
-        outage longer than that would hand the partitions over and fetch the staged rows again.
-        Nothing is consumed: a partition assigned meanwhile is paused too, and records one
-        returned anyway (assigned during the call) are sought back to be fetched again later."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            consumer.pause(*consumer.assignment())
-            fetched = await consumer.getmany(timeout_ms=math.ceil(left * 1000))
-            for tp, records in fetched.items():
-                consumer.seek(tp, records[0].offset)
 
     def _note_behind(self, err: SchemaBehind) -> None:
         if not self.stats.schema_behind.get(err.table):

@@ -111,11 +111,12 @@ class GatedStore(CheckpointStore):
         self.links: list[tuple[int, bool, str, str | None, dict[tuple[str, int], int]]] = []
 
     async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
-                        *, base: bool, parent: str | None) -> str:
+                        *, base: bool, parent: str | None, **blocking: Any) -> str:
         self.started.append((shard, base))
         if base:
             await self.gate.wait()
-        checkpoint_id = await super().save_link(stage, shard, blob, offsets, base=base, parent=parent)
+        checkpoint_id = await super().save_link(stage, shard, blob, offsets, base=base, parent=parent,
+                                                **blocking)
         self.links.append((shard, base, checkpoint_id, parent, dict(offsets)))
         return checkpoint_id
 
@@ -321,11 +322,11 @@ class TurnStore(GatedStore):
         self.in_flight_at_base: list[int] = []
 
     async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
-                        *, base: bool, parent: str | None) -> str:
+                        *, base: bool, parent: str | None, **blocking: Any) -> str:
         if base and self.watching and self.runner is not None:
             self.in_flight_at_base.append(
                 sum(state.base_in_flight is not None for state in self.runner.shards.values()))
-        return await super().save_link(stage, shard, blob, offsets, base=base, parent=parent)
+        return await super().save_link(stage, shard, blob, offsets, base=base, parent=parent, **blocking)
 
 
 class _TurnRun(_Run):

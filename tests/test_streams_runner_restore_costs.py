@@ -107,8 +107,9 @@ class RecordingStore(CheckpointStore):
         self.links: list[tuple[int, bool]] = []
 
     async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Mapping[tuple[str, int], int],
-                        *, base: bool, parent: str | None) -> str:
-        checkpoint_id = await super().save_link(stage, shard, blob, offsets, base=base, parent=parent)
+                        *, base: bool, parent: str | None, **blocking: Any) -> str:
+        checkpoint_id = await super().save_link(stage, shard, blob, offsets, base=base, parent=parent,
+                                                **blocking)
         self.links.append((shard, base))
         return checkpoint_id
 

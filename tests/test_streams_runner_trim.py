@@ -39,7 +39,7 @@ class _Shard:
 
 class _Store:
     async def save_link(self, stage: str, shard: int, blob: bytes, offsets: Any, *, base: bool,
-                        parent: str | None) -> str:
+                        parent: str | None, **blocking: Any) -> str:
         assert not base
         return f"link-{len(blob)}"
 

@@ -1,0 +1,250 @@
+"""StageRunner through a produce outage longer than ``max_poll_interval_ms``, on a real broker.
+
+Only the runner's producer is cut (its outputs' or its checkpoints'): every connection goes
+through a proxy that cuts one Kafka client's connections, told apart by the client id its
+requests carry, and refuses that client's new ones, while the runner's consumer keeps talking
+to its group coordinator -- as when the leader of the output partitions is unreachable. The
+runner waits between produce retries; aiokafka leaves the group when no ``getmany`` ran for
+``max_poll_interval_ms``, so those waits must be ``getmany`` calls on the paused partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import harness
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from harness import ProxiedBroker, TcpProxy, start_proxied_broker
+
+from driftline.config import Settings
+from driftline.kafka.admin import ensure_topics
+from driftline.kafka.clients import aiokafka_consumer, aiokafka_producer_kwargs
+from driftline.operators.validate import RawRecord
+from driftline.pipeline.gauges import Gauge
+from driftline.pipeline.stage import OutboundMessage
+from driftline.streams import runner as runner_module
+from driftline.streams.checkpoint import CheckpointStore
+from driftline.streams.runner import StageRunner
+
+pytestmark = pytest.mark.integration
+
+MAX_POLL_MS = 2000
+OUTAGE_S = 3 * MAX_POLL_MS / 1000
+N_PER_TOPIC = 200
+
+
+class ClientCutProxy(TcpProxy):
+    """A :class:`~harness.TcpProxy` that cuts the connections of one Kafka client (by the client id
+    of the first request on each) and refuses its new ones until restored; others go on."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self._refused: set[str] = set()
+        self._owners: dict[asyncio.StreamWriter, str] = {}
+
+    def cut_client(self, client_id: str) -> None:
+        self._call(self._cut_client(client_id))
+
+    def restore_client(self, client_id: str) -> None:
+        self._call(self._restore_client(client_id))
+
+    async def _cut_client(self, client_id: str) -> None:
+        self._refused.add(client_id)
+        for writer, owner in list(self._owners.items()):
+            if owner == client_id:
+                writer.transport.abort()
+
+    async def _restore_client(self, client_id: str) -> None:
+        self._refused.discard(client_id)
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        # A request: int32 size, then int16 api key, int16 version, int32 correlation id, and the
+        # client id as an int16 length and its bytes.
+        try:
+            size = await client_reader.readexactly(4)
+            body = await client_reader.readexactly(int.from_bytes(size, "big"))
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.target_port)
+        except (OSError, asyncio.IncompleteReadError):
+            client_writer.transport.abort()
+            return
+        length = int.from_bytes(body[8:10], "big", signed=True)
+        client_id = body[10:10 + length].decode() if length > 0 else ""
+        if client_id in self._refused:
+            client_writer.transport.abort()
+            upstream_writer.transport.abort()
+            return
+        self._writers.update((client_writer, upstream_writer))
+        self._owners.update({client_writer: client_id, upstream_writer: client_id})
+        upstream_writer.write(size + body)
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.transport.abort()
+
+        await asyncio.gather(pump(client_reader, upstream_writer), pump(upstream_reader, client_writer))
+        for writer in (client_writer, upstream_writer):
+            self._writers.discard(writer)
+            self._owners.pop(writer, None)
+
+
+class Echo:
+    """Echoes every record; counts each (topic, partition, offset) it processed in ``processed``."""
+
+    def __init__(self, out_topic: str, processed: Counter[tuple[str, int, int]]) -> None:
+        self.out_topic, self.processed = out_topic, processed
+
+    def process(self, records: Sequence[RawRecord]) -> list[OutboundMessage]:
+        self.processed.update((r.topic, r.partition, r.offset) for r in records)
+        return [OutboundMessage(self.out_topic, f"{r.topic}:{r.partition}:{r.offset}".encode(), b"")
+                for r in records]
+
+    def snapshot(self) -> bytes:
+        return b"{}"
+
+    def gauges(self) -> list[Gauge]:
+        return []
+
+
+class EchoFactory:
+    def __init__(self, out_topic: str) -> None:
+        self.out_topic = out_topic
+        self.processed: Counter[tuple[str, int, int]] = Counter()
+
+    def create(self, shard: int) -> Echo:
+        return Echo(self.out_topic, self.processed)
+
+    def restore(self, shard: int, blob: bytes) -> Echo:
+        return Echo(self.out_topic, self.processed)
+
+
+@pytest.fixture
+def cut_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ProxiedBroker]:
+    monkeypatch.setattr(harness, "TcpProxy", ClientCutProxy)  # the proxy start_proxied_broker starts
+    broker = start_proxied_broker(tmp_path / "broker.log")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("cut", ["outputs", "checkpoints"])
+def test_a_produce_outage_longer_than_max_poll_interval_keeps_the_runner_in_its_group(
+        cut: str, cut_broker: ProxiedBroker, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner blocked on its outputs (in ``deliver``), or on a checkpoint written between
+    batches, for 3x ``max_poll_interval_ms``: same group generation throughout, every record
+    processed once, and once the producer is back everything goes through."""
+    asyncio.run(_outage(_outage_settings(settings, cut_broker, monkeypatch), cut_broker.proxy, cut))
+
+
+def test_a_rebalance_while_the_runner_is_blocked_waits_for_it(
+        cut_broker: ProxiedBroker, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member joining while the runner is blocked on its outputs: the rebalance waits for the
+    runner's listener, which waits for the blocked loop; the loop's waits must not wait for the
+    rebalance in turn (a ``getmany`` does until the new assignment). Once the producer is back the
+    runner goes on."""
+    asyncio.run(_outage(_outage_settings(settings, cut_broker, monkeypatch), cut_broker.proxy, "outputs",
+                        rival=True))
+
+
+def _outage_settings(settings: Settings, cut_broker: ProxiedBroker,
+                     monkeypatch: pytest.MonkeyPatch) -> Settings:
+    s = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={
+            "bootstrap_servers": cut_broker.bootstrap_servers, "session_timeout_ms": 3000,
+            "heartbeat_interval_ms": 500, "rebalance_timeout_ms": 3000}),
+        "worker": settings.worker.model_copy(update={"checkpoint_interval_s": 0.5}),
+    })
+    ensure_topics(s)
+    monkeypatch.setattr(runner_module, "aiokafka_consumer",
+                        functools.partial(aiokafka_consumer, max_poll_interval_ms=MAX_POLL_MS))
+    return s
+
+
+async def _outage(s: Settings, proxy: Any, cut: str, rival: bool = False) -> None:
+    assert isinstance(proxy, ClientCutProxy)
+    # An attempt against the cut producer fails in 0.5 s (its request timeout), well within
+    # max_poll_interval_ms; only the waits between attempts are in getmany.
+    outputs, checkpoints = (AIOKafkaProducer(**{**aiokafka_producer_kwargs(s), "client_id": name,
+                                                "request_timeout_ms": 500})
+                            for name in ("outputs", "checkpoints"))
+    inputs = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+    for producer in (outputs, checkpoints, inputs):
+        await producer.start()
+    store = CheckpointStore(s, checkpoints)
+    await store.start()
+    factory = EchoFactory(s.topics.outcomes)
+    runner = StageRunner(s, "outage", f"outage-{cut}", [s.topics.predictions, s.topics.labels], factory,
+                         producer=outputs, checkpoints=store)
+    task = asyncio.create_task(runner.run())
+    generations: list[int] = []
+    other = aiokafka_consumer(s, runner.group_id, partition_assignment_strategy=(RangePartitionAssignor,))
+
+    async def until(done: Any, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not done():
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, (what, runner.stats)
+            await asyncio.sleep(0.05)
+
+    try:
+        await until(lambda: len(runner.shards) == s.topics.partitions, "shards assigned")
+        proxy.cut_client(cut)
+        for topic in (s.topics.predictions, s.topics.labels):
+            for i in range(N_PER_TOPIC):
+                await inputs.send(topic, b"x", key=f"k{i}".encode())
+        await inputs.flush()
+        await until(lambda: runner.stats.blocked, "blocked")
+        if rival:
+            await other.start()
+            other.subscribe([s.topics.predictions, s.topics.labels])
+        blocked_at = time.monotonic()
+        while time.monotonic() - blocked_at < OUTAGE_S:  # the outage lasts 3x max_poll_interval_ms
+            assert runner.stats.blocked and not task.done()
+            generations.append(_generation(runner))
+            await asyncio.sleep(0.1)
+        proxy.restore_client(cut)
+        if rival:
+            await until(lambda: not runner.stats.blocked, "unblocked")
+            await until(lambda: runner.stats.rebalances > 1, "the rebalance done")
+            runner.stop()
+            await asyncio.wait_for(task, 30)
+            return
+        await until(lambda: not runner.stats.blocked and runner.stats.checkpoints > 0
+                    and sum(factory.processed.values()) >= 2 * N_PER_TOPIC and not any(runner.lag().values()),
+                    "caught up")
+        generations.append(_generation(runner))
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await other.stop()
+        await store.stop()
+        for producer in (outputs, checkpoints, inputs):
+            await producer.stop()
+    assert len(factory.processed) == 2 * N_PER_TOPIC and set(factory.processed.values()) == {1}, (
+        Counter(factory.processed.values()))
+    assert -1 not in generations and len(set(generations)) == 1, generations  # no leave, no rejoin
+
+
+def _generation(runner: StageRunner) -> int:
+    """The runner consumer's group generation (aiokafka has no public handle on it): -1 once it left."""
+    consumer = runner._consumer
+    assert consumer is not None
+    return int(consumer._coordinator.generation)
