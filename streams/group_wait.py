@@ -18,17 +18,22 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 
+STEP_S = 0.5
+"""The longest single ``getmany`` of a wait: how late a wait notices ``until``."""
 
-async def wait_in_group(consumer: AIOKafkaConsumer, seconds: float) -> None:
-    """Wait ``seconds`` in ``getmany`` on the paused partitions.
+
+async def wait_in_group(consumer: AIOKafkaConsumer, seconds: float,
+                        until: asyncio.Event | None = None) -> None:
+    """Wait ``seconds`` in ``getmany`` on the paused partitions, less once ``until`` is set (the
+    caller stopping: it must not wait out a long backoff first).
 
     Nothing is consumed: every assigned partition is paused (the caller resumes them once its
     retries succeed), a partition assigned meanwhile too, and records one returned anyway
     (assigned during the call) are sought back to be fetched again later. A ``getmany`` during a
     rebalance waits for the new assignment, which may wait for the caller (a stage runner's
-    listener takes the lock its blocked loop holds): it is given up a second after the wait's end."""
+    listener takes the lock its blocked loop holds): each is given up a second after its timeout."""
     deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
+    while (left := min(deadline - time.monotonic(), STEP_S)) > 0 and not (until and until.is_set()):
         consumer.pause(*consumer.assignment())
         with contextlib.suppress(TimeoutError):
             fetched = await asyncio.wait_for(consumer.getmany(timeout_ms=math.ceil(left * 1000)), left + 1)

@@ -9,7 +9,8 @@ deterministic id, so a replayed batch collapses under FINAL). While ClickHouse i
 same rows are retried forever with backoff (logged once a minute) and fetching is paused: memory
 stays bounded and nothing is skipped. The waits between retries are ``getmany`` calls on the
 paused partitions (:func:`~driftline.streams.group_wait.wait_in_group`), so however long the wait
-the sink keeps its group membership and partitions.
+the sink keeps its group membership and partitions. ``stop()`` ends such a wait within half a
+second: what is staged is then not committed, and read again by the next sink.
 
 What is not an outage does not count and is not dropped either: it becomes a ``dead_letters``
 row keyed by the message's own topic, partition and offset, staged and flushed with the batch's
@@ -104,6 +105,10 @@ _CODE = re.compile(r"Code: (\d+)")
 _Sources = list[tuple[ConsumerRecord[bytes, bytes], list[ColumnBlock]]]  # a table's messages and their rows
 
 
+class _Stopped(Exception):
+    """stop() came while a write failed: give up the retries, commit nothing staged."""
+
+
 @dataclass
 class SinkStats:
     messages_in: Counter[str] = field(default_factory=Counter)  # per topic
@@ -174,6 +179,9 @@ class SinkRunner:
                     await self._flush_and_commit(consumer)
             if self._staged:  # stopping: what was staged goes in now, if ClickHouse takes it at once
                 await self._flush_and_commit(consumer, retry=False)
+        except _Stopped:  # (the batch being staged may be partly in the writer: nothing is flushed)
+            log.warning("sink: stopped while writing to ClickHouse failed; the %d staged messages are not "
+                        "committed and will be read again", len(self._staged_records))
         finally:
             self.running = False
             self._consumer = None
@@ -241,7 +249,8 @@ class SinkRunner:
 
     async def _retrying(self, consumer: AIOKafkaConsumer, step: Callable[[], None]) -> None:
         """Run ``step`` (staging a batch, or flushing) in a thread until it succeeds: while
-        ClickHouse fails, retry with backoff and pause fetching."""
+        ClickHouse fails, retry with backoff and pause fetching. Raises :class:`_Stopped` when
+        ``stop()`` came meanwhile and the attempt after it failed too."""
         backoff, last_log, failing = 0.2, 0.0, False
         while True:
             try:
@@ -262,7 +271,10 @@ class SinkRunner:
                     else:
                         log.error("sink: writing to ClickHouse failed (%s); retrying until it succeeds", err)
                     last_log = now
-                await wait_in_group(consumer, backoff)  # keeps the partitions however long it takes
+                if self._stopping.is_set():
+                    raise _Stopped from err
+                # keeps the partitions however long it takes; ends early on stop() (one more try)
+                await wait_in_group(consumer, backoff, until=self._stopping)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         if failing:
             self._set_blocked(False)

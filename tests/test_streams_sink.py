@@ -274,6 +274,44 @@ def test_a_wait_longer_than_max_poll_interval_keeps_the_sink_in_its_group(
     assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 3  # each once, without FINAL
 
 
+def test_stop_ends_a_blocked_sink_promptly_and_its_rows_are_read_again(settings: Settings) -> None:
+    """A sink retrying a write (a table behind its schema) with a long backoff: stop() returns
+    within a second or two, not once a write succeeds; nothing staged is committed, so the next
+    sink reads the rows again and writes them once the table is migrated."""
+    ensure_topics(settings)
+    client = connect(settings)
+    migrate(client, settings)
+    client.command("ALTER TABLE late_events DROP COLUMN watermark_time")
+    writer = ClickHouseRowWriter(client, database_name(settings), close_client=False)
+    group = f"sink-{settings.topics.sink}"
+    sink = SinkRunner(settings, writer, group_id=group, poll_timeout_ms=200)
+
+    async def blocked_then_stopped() -> float:
+        task = asyncio.create_task(sink.run())
+        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(settings))
+        await producer.start()
+        try:
+            for i in range(3):
+                await producer.send_and_wait(*_late(settings, i), key=b"k")
+            # Backoffs 0.2 + 0.4 + 0.8 + 1.6 s: the fifth failure starts a 3.2 s wait.
+            await _until(task, sink, lambda: sink.stats.write_failures >= 5, "blocked", 60)
+        finally:
+            await producer.stop()
+        sink.stop()
+        started = time.monotonic()
+        await asyncio.wait_for(task, 10)
+        return time.monotonic() - started
+
+    stopped_in = asyncio.run(blocked_then_stopped())
+    assert stopped_in < 2.0, stopped_in  # a wait slice (0.5 s) and one more failed attempt
+    assert sink.stats.messages_in[settings.topics.sink] == 3 and not sink.stats.flushes, sink.stats
+    client.command(f"ALTER TABLE late_events ADD COLUMN IF NOT EXISTS {WATERMARK_TIME}")  # migrate
+    again = SinkRunner(settings, writer, group_id=group, poll_timeout_ms=200)
+    asyncio.run(_consume(again, 3))
+    assert again.stats.messages_in[settings.topics.sink] == 3, again.stats  # uncommitted: read again
+    assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 3
+
+
 def _late(s: Settings, i: int) -> tuple[str, bytes]:
     """A sink message of one late_events row (the column-blocks form stage 2 writes)."""
     t = s.topics
