@@ -215,6 +215,8 @@ class SinkRunner:
             self._staged_since = time.monotonic()
         self._staged.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
         self._staged_records.extend(record for records in batch.values() for record in records)
+        for tp, records in batch.items():  # here, not in _stage: an outage mid-staging stages it again
+            self.stats.messages_in[tp.topic] += len(records)
         self.stats.batches += 1
 
     async def _flush_and_commit(self, consumer: AIOKafkaConsumer, *, retry: bool = True) -> None:
@@ -292,9 +294,8 @@ class SinkRunner:
         # to the writer as it was decoded.
         per_table: dict[str, _Sources] = {}
         dead: list[dict[str, Any]] = []
-        for tp, records in batch.items():
+        for records in batch.values():
             for record in records:
-                self.stats.messages_in[tp.topic] += 1
                 mapped = self._map(record, dead)
                 if mapped is not None:
                     per_table.setdefault(mapped[0], []).append((record, mapped[1]))

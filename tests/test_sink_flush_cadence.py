@@ -24,13 +24,18 @@ def settings() -> Settings:
 
 
 class FakeWriter:
-    def __init__(self, events: list[Any], failing_flushes: int = 0) -> None:
+    def __init__(self, events: list[Any], failing_flushes: int = 0, failing_writes: int = 0) -> None:
         self.events = events
         self.failing_flushes = failing_flushes
+        self.failing_writes = failing_writes  # a write that flushed a full buffer, ClickHouse down
         self.staged: list[int] = []  # rows a block at a time
         self.inserted = 0
 
     def write_blocks(self, table: str, blocks: list[records.ColumnBlock]) -> None:
+        if self.failing_writes:
+            self.failing_writes -= 1
+            self.events.append(("write failed",))
+            raise OSError("ClickHouse down")
         self.staged += [block.n for block in blocks]
 
     def flush(self) -> None:
@@ -95,13 +100,13 @@ def _batches(settings: Settings, n: int) -> list[dict[TopicPartition, list[Any]]
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, settings: Settings, interval: float, n: int,
-         failing_flushes: int = 0) -> tuple[SinkRunner, list[Any]]:
+         failing_flushes: int = 0, failing_writes: int = 0) -> tuple[SinkRunner, list[Any]]:
     events: list[Any] = []
     runner: list[SinkRunner] = []
     consumer = FakeConsumer(runner, _batches(settings, n), events)
     monkeypatch.setattr(sink_module, "aiokafka_consumer", lambda *args: consumer)
     monkeypatch.setattr(sink_module, "MAX_BACKOFF_S", 0.0)
-    writer = FakeWriter(events, failing_flushes)
+    writer = FakeWriter(events, failing_flushes, failing_writes)
     runner.append(SinkRunner(settings, writer, flush_interval_s=interval))  # type: ignore[arg-type]
     asyncio.run(runner[0].run())
     return runner[0], events
@@ -129,6 +134,14 @@ def test_a_failed_flush_is_retried_and_nothing_is_committed_before_it_succeeds(
     assert events == [("flush failed",), ("flush failed",), ("flush", 6), ("commit", {0: 1, 1: 2}),
                       ("flush", 12), ("commit", {0: 11, 1: 12})]
     assert runner.stats.write_failures == 2 and not runner.stats.blocked
+
+
+def test_a_batch_staged_again_after_an_outage_counts_its_messages_once(
+        monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    runner, events = _run(monkeypatch, settings, 0.0, 2, failing_writes=2)
+    assert events[:3] == [("write failed",), ("write failed",), ("flush", 6)]
+    assert runner.stats.write_failures == 2 and runner.stats.rows_written["late_events"] == 12
+    assert runner.stats.messages_in[settings.topics.sink] == 4  # 2 batches of 2 messages, each once
 
 
 def test_the_fetch_waits_no_longer_than_the_oldest_staged_rows_may(settings: Settings) -> None:
