@@ -350,6 +350,10 @@ class StageRunnerError(RuntimeError):
     pass
 
 
+class _Stopped(Exception):
+    """stop() came while the broker refused a write: given up (:meth:`StageRunner._give_up_if_stopping`)."""
+
+
 class StageRunner:
     """Runs one stage (a group of shard processors) until ``stop()``."""
 
@@ -380,6 +384,7 @@ class StageRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()  # one of: a batch, a rebalance callback, a checkpoint
         self._stopping = asyncio.Event()
+        self._given_up = False  # a write was given up on stop(): no link may be written after it
         self._listener_error: BaseException | None = None
         self._base_error: BaseException | None = None  # a base written beside batches failed
         self._last_checkpoint = time.monotonic()
@@ -394,7 +399,8 @@ class StageRunner:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask ``run`` to finish: it checkpoints every shard and returns."""
+        """Ask ``run`` to finish: it checkpoints every shard and returns. During a produce outage
+        it gives the blocked write up instead and checkpoints nothing (:meth:`_give_up_if_stopping`)."""
         self._stopping.set()
         if self._read_timing is not None:
             self._read_timing.cancel()  # only a measurement
@@ -412,11 +418,17 @@ class StageRunner:
             self.stats.broadcast_in = self._broadcast.records_in
             consumer.subscribe(self.input_topics, listener=_Rebalance(self))
             self.running = True
-            while not self._stopping.is_set():
-                await self._step(consumer)
-            await self._restored()  # the shards still rebuilding, then every shard is checkpointed
-            async with self._lock:
-                await self._checkpoint(list(self.shards), beside_batches=False)
+            with contextlib.suppress(_Stopped):
+                while not self._stopping.is_set():
+                    await self._step(consumer)
+                await self._restored()  # the shards still rebuilding, then every shard is checkpointed
+                async with self._lock:
+                    await self._checkpoint(list(self.shards), beside_batches=False)
+            if self._given_up:
+                await self._bases_ended()
+                log.warning("stage %s: stopped while the broker refused writes; nothing more is "
+                            "checkpointed: each shard's next owner reads on from its last checkpoint, "
+                            "as after a kill", self.stage)
             await _leave_group(consumer)
         finally:
             self.running = False
@@ -533,12 +545,37 @@ class StageRunner:
 
     async def _wait(self, seconds: float) -> None:
         """A blocked loop's wait between produce retries: in ``getmany`` on the paused partitions,
-        not a sleep, or an outage longer than ``max_poll_interval_ms`` hands the shards over."""
+        not a sleep, or an outage longer than ``max_poll_interval_ms`` hands the shards over. On
+        stop() it ends within :data:`~driftline.streams.group_wait.STEP_S` and gives the write up."""
         consumer = self._consumer
         if consumer is None:
-            await asyncio.sleep(seconds)
-        else:
-            await wait_in_group(consumer, seconds)
+            await self._sleep(seconds)
+            return
+        self._give_up_if_stopping()
+        await wait_in_group(consumer, seconds, until=self._stopping)
+        self._give_up_if_stopping()
+
+    async def _sleep(self, seconds: float) -> None:
+        """The wait between retries of a write the loop is not blocked in (a base beside batches,
+        a revocation's or stop's pass): a sleep, ended by stop(), which gives the write up."""
+        self._give_up_if_stopping()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        self._give_up_if_stopping()
+
+    def _give_up_if_stopping(self) -> None:
+        """After a failed attempt, once stop() came: give the write up rather than wait for the
+        broker (the worker would cancel the runner after its stop timeout). No attempt is made
+        again, as one lasts up to the producer's ``request_timeout_ms`` (40 s, above that timeout).
+
+        A batch's outputs given up were not all acknowledged, so no shard may be checkpointed
+        after it (its offsets and state are past them); nor after a given-up link (a delta's
+        changes were taken for it, a base's since its copy). So nothing more is written: the
+        runner ends as after a kill, each next owner re-reads from the shard's last checkpoint
+        and produces those outputs again (some twice: downstream is idempotent)."""
+        if self._stopping.is_set():
+            self._given_up = True
+            raise _Stopped
 
     def _set_blocked(self, blocked: bool) -> None:
         self.stats.blocked = blocked
@@ -578,6 +615,8 @@ class StageRunner:
         self._last_checkpoint = time.monotonic()
         if not beside_batches:
             await self._settle(shards)
+        if self._given_up:  # a base settled above, or a revocation's pass, gave a link up
+            raise _Stopped
         changed = [s for s in shards if s in self.shards and self.shards[s].dirty
                    and self.shards[s].base_in_flight is None]
         if not changed:
@@ -611,7 +650,7 @@ class StageRunner:
             state.checkpoint_id = await self.checkpoints.save_link(
                 self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id,
                 on_blocked=self._set_blocked if beside_batches else None,
-                wait=self._wait if beside_batches else asyncio.sleep)
+                wait=self._wait if beside_batches else self._sleep)
             size = len(blob)
             del blob  # a base can be gigabytes: not kept while the next shard's is built
             if base or chain is None:
@@ -649,7 +688,7 @@ class StageRunner:
                 trim_cpu_s = await asyncio.to_thread(_trim_cpu_seconds)
             try:
                 state.checkpoint_id = await self.checkpoints.save_link(
-                    self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id)
+                    self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id, wait=self._sleep)
             finally:
                 if isinstance(blob, BlobFile):
                     blob.close()  # the temporary file goes
@@ -664,6 +703,8 @@ class StageRunner:
             trim_cpu_s += await asyncio.to_thread(_trim_cpu_seconds)
             log.info("stage %s: shard %d's base acknowledged, %.1f MB written in %.1f s beside batches "
                      "(heap trims %.1f ms CPU)", self.stage, shard, size / 1e6, written_s, trim_cpu_s * 1e3)
+        except _Stopped:  # the runner checkpoints nothing more (_give_up_if_stopping)
+            log.warning("stage %s: the base of shard %d given up on stop", self.stage, shard)
         except Exception as err:
             log.exception("stage %s: writing the base of shard %d failed", self.stage, shard)
             self._base_error = err  # raised by the loop's next step, or by _settle
@@ -791,6 +832,11 @@ class StageRunner:
         if tasks:
             await asyncio.gather(*tasks)
         self._raise_base_error()
+
+    async def _bases_ended(self) -> None:
+        """Wait for the bases in flight to end (acknowledged or given up: stop() came)."""
+        tasks = [task for state in self.shards.values() if (task := state.base_in_flight) is not None]
+        await asyncio.gather(*tasks)
 
     def _raise_base_error(self) -> None:
         if self._base_error is not None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import harness
@@ -36,6 +38,20 @@ from driftline.streams.checkpoint import CheckpointStore
 from driftline.streams.runner import StageRunner
 
 pytestmark = pytest.mark.integration
+
+
+def _runner_harness() -> ModuleType:
+    """tests/test_streams_runner.py (simulate, read_all, run_until, ...): loaded by its path, as test
+    modules are not importable by name here (pytest's importlib import mode)."""
+    spec = importlib.util.spec_from_file_location("streams_runner_harness",
+                                                  Path(__file__).with_name("test_streams_runner.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rh = _runner_harness()
 
 MAX_POLL_MS = 2000
 OUTAGE_S = 3 * MAX_POLL_MS / 1000
@@ -248,3 +264,64 @@ def _generation(runner: StageRunner) -> int:
     consumer = runner._consumer
     assert consumer is not None
     return int(consumer._coordinator.generation)
+
+
+@pytest.mark.parametrize("cut", ["outputs", "checkpoints"])
+def test_stop_during_a_produce_outage_gives_the_batch_up_and_a_restart_reads_it_again(
+        cut: str, cut_broker: ProxiedBroker, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() while the runner is blocked on its outputs (or on a checkpoint between batches)
+    returns within seconds, not once the broker is back, and checkpoints nothing: with only the
+    outputs cut its checkpoints would go through, and one covering the given-up batch would lose
+    its outputs. A restart reads the batch again; the outputs equal an uninterrupted run's."""
+    s = _outage_settings(settings, cut_broker, monkeypatch)
+    asyncio.run(_stopped_in_outage(s, cut_broker.proxy, cut))
+
+
+async def _stopped_in_outage(s: Settings, proxy: Any, cut: str) -> None:
+    assert isinstance(proxy, ClientCutProxy)
+    outputs, checkpoints = (AIOKafkaProducer(**{**aiokafka_producer_kwargs(s), "client_id": name,
+                                                "request_timeout_ms": 500})
+                            for name in ("outputs", "checkpoints"))
+    for producer in (outputs, checkpoints):
+        await producer.start()
+    store = CheckpointStore(s, checkpoints)
+    await store.start()
+    group = f"stopped-{cut}"
+    runner = rh.make_runner(s, outputs, store, group)
+    task = asyncio.create_task(runner.run())
+
+    async def until(done: Any, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not done():
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, (what, runner.stats)
+            await asyncio.sleep(0.05)
+
+    try:
+        await rh.produce_inputs(s, N_PER_TOPIC)
+        await until(lambda: len(runner.shards) == s.topics.partitions and not any(runner.lag().values())
+                    and not any(state.dirty for state in runner.shards.values()), "first half checkpointed")
+        checkpointed = runner.stats.checkpoints
+        proxy.cut_client(cut)
+        await rh.produce_inputs(s, N_PER_TOPIC)
+        await until(lambda: runner.stats.blocked, "blocked")
+        runner.stop()
+        started = time.monotonic()
+        await asyncio.wait([task], timeout=10)
+        stopped_in = time.monotonic() - started
+        assert task.done() and task.exception() is None, stopped_in
+        # a wait slice (0.5 s), the attempt under way (0.5 s) and leaving the group
+        assert stopped_in < 3.0, stopped_in
+        assert runner.stats.checkpoints == checkpointed, runner.stats  # nothing past the outage
+    finally:
+        proxy.restore_client(cut)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await store.stop()
+        for producer in (outputs, checkpoints):
+            await producer.stop()
+    again = await rh.run_until(s, group)
+    assert sum(again.stats.records_in.values()) >= 2 * N_PER_TOPIC, again.stats  # the given-up batch
+    outputs_read = await rh.read_all(s, s.topics.outcomes)
+    assert set(outputs_read) == rh.simulate(s, await rh.input_log(s))  # the totals go on exactly
