@@ -24,7 +24,9 @@ other rows (so committed only once durable, and a replay lands on the same row):
   in a non-Nullable column, an unreadable time) or ClickHouse (a value its column cannot hold)
   refuses; the message's other rows are written. A flush failing with an error of a value while
   ClickHouse still answers ``SELECT 1`` (``SinkRunner._refusal``) writes the staged messages again
-  in halves, then a refused message's rows in halves, until the refused rows are found.
+  in halves, then a refused message's rows in halves, until the refused rows are found (a table
+  at a time: a table behind its schema meanwhile waits while the others are written; a retry
+  writes only what did not land).
 
 A dead-letter row that is itself refused is the last resort: logged and counted in
 ``stats.rejected``, never written again (nothing loops).
@@ -148,6 +150,10 @@ class SinkRunner:
         self._staged_since = 0.0  # time.monotonic() of the oldest staged batch
         self._staged_records: list[ConsumerRecord[bytes, bytes]] = []  # what the staged rows came from
         self._searching = False  # a flush was refused: write the staged records again in halves
+        # A search under way (None: none): the staged records' indices it wrote (or dead-lettered)
+        # and the dead letters it found not written yet; a retry writes only the rest.
+        self._landed: set[int] | None = None
+        self._search_dead: list[dict[str, Any]] = []
         self._staged_dead: dict[tuple[str, int, int], dict[str, Any]] = {}  # by topic, partition, offset
         self._staged_rows: Counter[str] = Counter()  # rows buffered per table, counted once flushed
         # What a table behind its schema kept out of the writer, and each flush tries again (the
@@ -459,57 +465,80 @@ class SinkRunner:
                     log.warning("sink: ClickHouse refused a staged row (%s); writing the %d staged "
                                 "messages again in halves to find it", reason(err), len(self._staged_records))
                     self._searching = True
-            # Restartable: an outage in here leaves _searching set, and the retry starts over
-            # (rows written twice collapse under FINAL).
+            # Restartable: an outage in here (or a table behind) leaves _searching set, and the
+            # retry goes on with what did not land (rows written twice collapse under FINAL).
             self._search_refused()
             self._searching = False
 
     def _search_refused(self) -> None:
-        """Write the staged records again in halves until the refused rows are found: a few
-        inserts per refused row (not one per staged message), then the dead letters likewise."""
-        self.writer.discard()
-        self._staged_dead = {}
-        self._staged_rows = Counter()
-        self._held, self._held_dead = {}, []
-        dead: list[dict[str, Any]] = []
-        group: list[tuple[ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]] = []
-        for record in self._staged_records:
-            mapped = self._map(record, dead)
-            if mapped is not None:
-                group.append((record, mapped[0], [row for block in mapped[1] for row in block.rows()]))
-        self._write_halves(group, dead)
+        """Write the staged records again, a table at a time, in halves until the refused rows are
+        found: a few inserts per refused row (not one per staged message), then the dead letters
+        likewise. A retry (after an outage, or while a table is behind its schema: the other
+        tables go on, then SchemaBehind is raised) writes only what did not land."""
+        self.writer.discard()  # buffered, not inserted: written again below
+        if self._landed is None:  # a new search: everything staged is written again
+            self._landed, self._search_dead = set(), []
+            self._staged_dead, self._staged_rows = {}, Counter()
+            self._held, self._held_dead = {}, []
+        tables: dict[str, list[tuple[int, ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]]] = {}
+        for index, record in enumerate(self._staged_records):
+            if index in self._landed:
+                continue
+            mapped = self._map(record, self._search_dead)
+            if mapped is None:  # its dead letter (if any) is written below
+                self._landed.add(index)
+                continue
+            table, blocks = mapped
+            rows = [row for block in blocks for row in block.rows()]
+            tables.setdefault(table, []).append((index, record, table, rows))
+        behind: SchemaBehind | None = None
+        for group in tables.values():
+            try:
+                self._write_halves(group)
+            except SchemaBehind as table_behind:  # this table waits for `db migrate`; the others go on
+                self._note_behind(table_behind)
+                behind = table_behind
+        dead = self._search_dead
         refused_dead = self._isolate(DEAD_LETTERS, list(enumerate(dead)))
+        self._search_dead = []
         for _, row, err in refused_dead:
             self._last_resort(row, err)
         last_resorts = {index for index, _, _ in refused_dead}
-        self._staged_dead = {_position(row): row for i, row in enumerate(dead) if i not in last_resorts}
+        self._staged_dead.update((_position(row), row) for i, row in enumerate(dead) if i not in last_resorts)
+        if behind is not None:
+            raise behind
+        self._landed = None
 
-    def _write_halves(self, group: list[tuple[ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]],
-                      dead: list[dict[str, Any]]) -> None:
-        """Write and flush the records' rows; when refused, each half again; for one record, find
-        its refused rows (:meth:`_isolate`) and add its dead letter to ``dead``."""
+    def _write_halves(self, group: list[tuple[int, ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]]
+                      ) -> None:
+        """Write and flush the records' rows (staged index, record, table, rows); when refused,
+        each half again; for one record, find its refused rows (:meth:`_isolate`) and keep its
+        dead letter for the search's. Each record whose rows landed is noted in ``_landed``."""
         if not group:
             return
+        assert self._landed is not None
         if len(group) == 1:
-            record, table, rows = group[0]
+            index, record, table, rows = group[0]
             refused = self._isolate(table, list(enumerate(rows)))
             if refused:
-                dead.append(refused_row(record, table, len(rows), refused))
+                self._search_dead.append(refused_row(record, table, len(rows), refused))
+            self._landed.add(index)
             return
         try:
-            for _, table, rows in group:
+            for _, _, table, rows in group:
                 self.writer.write(table, rows)
             self.writer.flush()
-            for _, table, rows in group:
+            for index, _, table, rows in group:
                 self._staged_rows[table] += len(rows)
+                self._landed.add(index)
             return
         except Exception as err:
             self.writer.discard()  # rows of tables inserted before the refusal go in again: collapsed
             if not self._refusal(err):
                 raise
         middle = len(group) // 2
-        self._write_halves(group[:middle], dead)
-        self._write_halves(group[middle:], dead)
+        self._write_halves(group[:middle])
+        self._write_halves(group[middle:])
 
     def _noted(self, row: dict[str, Any]) -> None:
         """Count and log a dead letter written (flushed)."""

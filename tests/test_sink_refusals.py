@@ -1,8 +1,8 @@
 """A flush ClickHouse refuses for one row among many staged messages (the embedded ClickHouse, the
 sink's staging and flush called directly: no consumer): the refused row is found in halves, in
-fewer inserts than one per message; an outage in the middle of that search starts it over and
-nothing is lost or left out; a refused message's neighbours all land. A table behind its
-migrations is not a refusal: the flush waits."""
+fewer inserts than one per message; after an outage in the middle of that search the retry goes
+on with what did not land and nothing is lost or left out; a refused message's neighbours all
+land. A table behind its migrations is not a refusal: the flush waits."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_a_refused_row_is_found_in_halves_and_an_outage_meanwhile_starts_over(se
     with pytest.raises(OperationalError):
         sink._flush()
     searched_from = writer.flushes
-    sink._flush()  # what the sink's retry does: the search again, from the start
+    sink._flush()  # what the sink's retry does: the search again, for what did not land
     inserts = writer.flushes - searched_from
     assert inserts < MESSAGES, inserts  # halves, not a message at a time
     ids = {i for (i,) in client.query("SELECT prediction_id FROM late_events FINAL").result_rows}
@@ -197,3 +197,40 @@ def test_dead_letters_behind_wait_and_the_rows_beside_them_are_written_once(sett
     assert client.query("SELECT count() FROM late_events").result_rows[0][0] == 3 * MESSAGES
     assert client.query("SELECT error_kind FROM dead_letters").result_rows == [("sink_unreadable",)]
     assert writer.given == {"late_events": 3 * MESSAGES, "dead_letters": 1}
+
+
+def test_a_search_while_a_table_is_behind_retries_only_what_did_not_land(settings: Settings) -> None:
+    """A refused value starts the search in halves, and outcomes staged beside it are behind their
+    migrations (a column dropped under the sink): each retry tries only the outcome rows again
+    (refused before they are buffered) and inserts nothing; the late rows and the dead letter land
+    once, the outcomes once the column is back."""
+    client = connect(settings)
+    migrate(client, settings)
+    writer = CountingWriter(client, database_name(settings), close_client=False)
+    sink = SinkRunner(settings, writer)
+    (tp, late), = _batch(settings).items()  # BAD's row refused when inserted: the search
+    batch = {tp: late + _outcomes(settings)}
+    sink._note_staged(batch)
+    sink._stage(batch)
+    client.command("ALTER TABLE outcomes DROP COLUMN abs_error")
+    writer._read_at["outcomes"] -= SCHEMA_REFRESH_S  # its insert fails: the columns read again
+
+    def inserted() -> dict[str, int]:
+        return {table: client.query(f"SELECT count() FROM {table}").result_rows[0][0]  # without FINAL
+                for table in ("outcomes", "late_events", "dead_letters")}
+
+    with pytest.raises(SchemaBehind, match=r"outcomes lacks column\(s\) abs_error"):
+        sink._flush()
+    assert inserted() == {"outcomes": 0, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
+    for _ in range(3):  # each retry: only the outcome rows tried again (refused before buffered)
+        given = writer.given.copy()
+        with pytest.raises(SchemaBehind, match=r"outcomes lacks column\(s\) abs_error"):
+            sink._flush()
+        assert writer.given == given  # no late row buffered again
+        assert inserted() == {"outcomes": 0, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
+    client.command("ALTER TABLE outcomes ADD COLUMN abs_error Nullable(Float64)")
+    writer._read_at["outcomes"] -= SCHEMA_REFRESH_S
+    sink._flush()
+    assert inserted() == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
+    assert not sink._searching and sink.stats.schema_behind == {"outcomes": 1}  # 0 once committed
+    assert sink._staged_rows == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
