@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from driftline.operators.join import JoinChanges, LabelJoin, restoring_under_budget
+from driftline.operators.join import core as join_core
 from driftline.operators.join.changes import _closing_starts
 from driftline.operators.join.records import _record_key
 from driftline.schemas.events import LabelEvent, PredictionEvent
@@ -79,14 +80,13 @@ def _as_format_4(changes: JoinChanges, live: LabelJoin) -> JoinChanges:
     return JoinChanges(changes.records + b"".join(extra), [*changes.gone, *gone], changes.state)
 
 
-@pytest.mark.parametrize(("seed", "max_pending", "budget"), [(1, 100_000, 0), (2, 60, 0), (4, 200, 1)])
-def test_a_chain_applied_in_bulk_is_the_chain_applied_record_by_record(
-        seed: int, max_pending: int, budget: int, tmp_path: Path) -> None:
+def _chain(seed: int, max_pending: int, budget: int, spill_dir: Path) -> tuple[bytes, list[JoinChanges]]:
+    """A base (pickled) and 12 deltas after it of random traffic, a quarter as format 4 wrote them."""
     rng = random.Random(seed)
     ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(900)] + [f"p{i}" for i in range(300)]
     join = LabelJoin(HORIZON, max_pending=max_pending, max_held=50)
     if budget:
-        join.set_memory_budget(budget, tmp_path)
+        join.set_memory_budget(budget, spill_dir)
     clock = [1_000_000]
     _traffic(rng, join, 1_500, ids, clock)
     join.track_changes()
@@ -97,6 +97,14 @@ def test_a_chain_applied_in_bulk_is_the_chain_applied_record_by_record(
         changes = pickle.loads(pickle.dumps(join.take_changes()))
         chain.append(_as_format_4(changes, join) if rng.random() < 0.25 else changes)
     assert any(c.closings for c in chain) and any(c.gone for c in chain)
+    join.set_memory_budget(0)
+    return base, chain
+
+
+@pytest.mark.parametrize(("seed", "max_pending", "budget"), [(1, 100_000, 0), (2, 60, 0), (4, 200, 1)])
+def test_a_chain_applied_in_bulk_is_the_chain_applied_record_by_record(
+        seed: int, max_pending: int, budget: int, tmp_path: Path) -> None:
+    base, chain = _chain(seed, max_pending, budget, tmp_path)
     with restoring_under_budget(budget, tmp_path):
         bulk: LabelJoin = pickle.loads(base)
         single = _one_by_one(pickle.loads(base))
@@ -108,6 +116,30 @@ def test_a_chain_applied_in_bulk_is_the_chain_applied_record_by_record(
         assert bulk.spilled_count
     assert pickle.dumps(bulk) == pickle.dumps(single)  # spilled payloads read back alike
     for restored in (bulk, single):
+        restored.set_memory_budget(0)
+
+
+@pytest.mark.parametrize("budget", [0, 1])
+def test_a_delta_applied_a_piece_at_a_time_is_the_delta_applied_whole(
+        budget: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: a delta's added records are applied ``APPLY_PIECE_BYTES`` at a time (the delta
+    after a base at 10M pending holds ~44 MB of them); pieces of a few records leave the table,
+    and under a budget the stubs' references and the store's payloads, as one piece did."""
+    base, chain = _chain(3, 100_000, budget, tmp_path)
+    assert max(len(c.records) for c in chain) > 40 * 300  # dozens of pieces
+    with restoring_under_budget(budget, tmp_path):
+        whole: LabelJoin = pickle.loads(base)
+        pieces: LabelJoin = pickle.loads(base)
+    for changes in chain:
+        monkeypatch.setattr(join_core, "APPLY_PIECE_BYTES", 2**40)
+        whole.apply_changes(changes)
+        monkeypatch.setattr(join_core, "APPLY_PIECE_BYTES", 300)
+        pieces.apply_changes(changes)
+        assert _layout(pieces) == _layout(whole)
+    if budget:
+        assert pieces.spilled_count
+    assert pickle.dumps(pieces) == pickle.dumps(whole)  # spilled payloads read back alike
+    for restored in (whole, pieces):
         restored.set_memory_budget(0)
 
 

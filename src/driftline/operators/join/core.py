@@ -128,6 +128,7 @@ from driftline.operators.join.records import (
     _id_keys,
     _pending_head,
     _pid,
+    _record_pieces,
     _record_starts,
     _upgrade_v1_group,
     _walk,
@@ -145,6 +146,11 @@ from driftline.operators.join.table import _BUCKET_MS, _LOAD, _MIN_GROUPS
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
 
 _NEVER = -(2**62)
+APPLY_PIECE_BYTES = 4 * 2**20
+"""A delta's added records are applied this many bytes at a time (:meth:`LabelJoin.apply_changes`).
+Issue 19: applied whole, a delta of 200,000 records took ~270 MB more at its peak than the join
+kept after it (its stubs' numpy arrays, a boolean a byte, the lists of slices); in pieces ~100
+(the delta's own bytes), ``bench/bench_shard_restore.py --first-delta``, docs/state.md."""
 
 
 class LabelJoin(TrackedTable):
@@ -790,15 +796,15 @@ class LabelJoin(TrackedTable):
         ``changes`` was taken in; ValueError if the result disagrees with the counts it recorded."""
         # first: a record closed, forgotten and added again in one interval comes whole after it
         self._apply_closings(getattr(changes, "closings", b""))  # absent before delta format 5
-        records = changes.records
-        starts = _record_starts(records)
         stub = self._store is not None and self._unspilled is not None  # restored under a budget
-        if stub and starts:  # pending records as stubs, so no second needs walking for whole ones after
-            assert self._store is not None
-            ends = np.array([len(records)])
-            records = _stub_records(records, np.array(starts, np.int64), ends, self._store)[0]
+        for records in _record_pieces(changes.records, APPLY_PIECE_BYTES):  # as whole, in bounded memory
             starts = _record_starts(records)
-        self._put_records(records, starts)
+            if stub:  # pending records as stubs, so no second needs walking for whole ones after
+                assert self._store is not None
+                ends = np.array([len(records)])
+                records = _stub_records(records, np.array(starts, np.int64), ends, self._store)[0]
+                starts = _record_starts(records)
+            self._put_records(records, starts)
         for key, ts in changes.gone:
             self._put(zlib.crc32(key), key, ts, None)
         state = changes.state

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 
 from driftline.schemas.events import LabelEvent, PredictionEvent
@@ -83,6 +83,27 @@ def _record_starts(records: bytes) -> list[int]:
         starts.append(pos)
         pos += unpack(records, pos)[0]
     return starts
+
+
+def _record_pieces(records: bytes, size: int) -> Iterator[bytes]:
+    """Concatenated records in pieces of whole records, each at most ``size`` bytes (a longer
+    record alone): a delta's records applied a piece at a time, so that what applying them
+    allocates a record (stubs, their numpy arrays, the lists of slices) is a piece's, not a
+    delta's (the delta after a base carries every record added while it was written).
+
+    >>> list(_record_pieces(b"\\x05\\0\\0\\0a\\x06\\0\\0\\0bc\\x05\\0\\0\\0d", 11))
+    [b'\\x05\\x00\\x00\\x00a\\x06\\x00\\x00\\x00bc', b'\\x05\\x00\\x00\\x00d']
+    """
+    start = pos = 0
+    total, unpack = len(records), _STUB_LENGTH.unpack_from
+    while pos < total:
+        end = pos + unpack(records, pos)[0]
+        if end - start > size and pos > start:
+            yield records[start:pos]
+            start = pos
+        pos = end
+    if pos > start:
+        yield records[start:pos]
 
 
 _STAMP = struct.Struct("<q")
