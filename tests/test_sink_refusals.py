@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from driftline.config import Settings
 from driftline.pipeline import records
+from driftline.store import writer as writer_module
 from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
 from driftline.store.writer import SCHEMA_REFRESH_S, ClickHouseRowWriter, SchemaBehind
@@ -199,11 +200,15 @@ def test_dead_letters_behind_wait_and_the_rows_beside_them_are_written_once(sett
     assert writer.given == {"late_events": 3 * MESSAGES, "dead_letters": 1}
 
 
-def test_a_search_while_a_table_is_behind_retries_only_what_did_not_land(settings: Settings) -> None:
+@pytest.mark.parametrize("noticed", [True, False])
+def test_a_search_while_a_table_is_behind_retries_only_what_did_not_land(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, noticed: bool) -> None:
     """A refused value starts the search in halves, and outcomes staged beside it are behind their
-    migrations (a column dropped under the sink): each retry tries only the outcome rows again
-    (refused before they are buffered) and inserts nothing; the late rows and the dead letter land
-    once, the outcomes once the column is back."""
+    migrations (a column dropped under the sink): each retry tries only the outcome rows again and
+    inserts nothing; the late rows and the dead letter land once, the outcomes once the column is
+    back. Noticed: the writer reads the columns again, a SchemaBehind refused before buffering.
+    Not: the retries come within the writer's refresh interval, its inserts fail (an outage to the
+    sink), and each retry used to insert the late rows again."""
     client = connect(settings)
     migrate(client, settings)
     writer = CountingWriter(client, database_name(settings), close_client=False)
@@ -213,24 +218,31 @@ def test_a_search_while_a_table_is_behind_retries_only_what_did_not_land(setting
     sink._note_staged(batch)
     sink._stage(batch)
     client.command("ALTER TABLE outcomes DROP COLUMN abs_error")
-    writer._read_at["outcomes"] -= SCHEMA_REFRESH_S  # its insert fails: the columns read again
+    if noticed:
+        writer._read_at["outcomes"] -= SCHEMA_REFRESH_S  # its insert fails: the columns read again
+        error: Any = pytest.raises(SchemaBehind, match=r"outcomes lacks column\(s\) abs_error")
+    else:
+        monkeypatch.setattr(writer_module, "SCHEMA_REFRESH_S", 3600.0)
+        error = pytest.raises(DatabaseError, match="abs_error")
 
     def inserted() -> dict[str, int]:
         return {table: client.query(f"SELECT count() FROM {table}").result_rows[0][0]  # without FINAL
                 for table in ("outcomes", "late_events", "dead_letters")}
 
-    with pytest.raises(SchemaBehind, match=r"outcomes lacks column\(s\) abs_error"):
+    # (an outage stops the search at once: the dead letter waits behind the outcomes then)
+    waiting = {"outcomes": 0, "late_events": 3 * MESSAGES - 1, "dead_letters": int(noticed)}
+    with error:
         sink._flush()
-    assert inserted() == {"outcomes": 0, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
-    for _ in range(3):  # each retry: only the outcome rows tried again (refused before buffered)
+    assert inserted() == waiting
+    for _ in range(3):  # each retry: only the outcome rows tried again, nothing more inserted
         given = writer.given.copy()
-        with pytest.raises(SchemaBehind, match=r"outcomes lacks column\(s\) abs_error"):
+        with error:
             sink._flush()
-        assert writer.given == given  # no late row buffered again
-        assert inserted() == {"outcomes": 0, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
+        assert writer.given - given == ({} if noticed else {"outcomes": 3 * MESSAGES})
+        assert inserted() == waiting
     client.command("ALTER TABLE outcomes ADD COLUMN abs_error Nullable(Float64)")
     writer._read_at["outcomes"] -= SCHEMA_REFRESH_S
     sink._flush()
     assert inserted() == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
-    assert not sink._searching and sink.stats.schema_behind == {"outcomes": 1}  # 0 once committed
+    assert not sink._searching and sink.stats.schema_behind == ({"outcomes": 1} if noticed else {})
     assert sink._staged_rows == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
