@@ -879,7 +879,8 @@ class StageRunner:
             self.restore_costs = self.restore_costs.read(
                 self.checkpoints.bytes_read - read_before, self._read_seconds - local_s).local_read(
                 sum(ckpt.local_bytes for ckpt in saved.values()), local_s)
-            restored = bool(saved)
+            if saved:  # reading the chains left freed blocks in the heap, under every rebuild
+                await asyncio.to_thread(release_free_memory)
             # parked shards handed back unchanged and shards without a checkpoint cost nothing;
             # then the chains, smallest first: the first shard takes batches soonest
             later = sorted((s for s in new if s in saved and not self._parked_fits(s, saved[s])),
@@ -905,8 +906,6 @@ class StageRunner:
             if later:
                 self._restore_task = asyncio.create_task(
                     self._restore_rest(consumer, [(s, saved.pop(s)) for s in later]))
-            elif restored:
-                await asyncio.to_thread(release_free_memory)  # the bases unpickled left freed heap blocks
             self._parked.clear()
             log.info("stage %s: shards %s assigned%s", self.stage, shards,
                      f" ({sorted(later)} restoring while the others take batches)" if later else "")
@@ -937,7 +936,6 @@ class StageRunner:
                     self.stats.restored_shards += 1
                     await self._install(consumer, shard, state, fresh=True)
                     self._restoring.discard(shard)
-            await asyncio.to_thread(release_free_memory)  # the bases unpickled left freed heap blocks
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -1006,6 +1004,10 @@ class StageRunner:
         cpu_s = ended - cpu
         base_cpu_s = (ended if timed.cpu_at is None else timed.cpu_at) - cpu
         seconds = time.perf_counter() - started + self._read_seconds
+        # What this rebuild freed (deltas' bytes, their unpickled records, whole groups stubbed)
+        # goes back before the next shard's: the heap kept each rebuild's leftovers otherwise
+        # (docs/state.md, "A restart's peak")
+        release_free_memory()
         read = len(saved.blob) + saved.delta_bytes
         chain = None
         if saved.kind != FULL:
