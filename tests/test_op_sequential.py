@@ -702,3 +702,50 @@ def test_symbol_edges_give_each_value_its_cell(source: str) -> None:
     values = x.tolist()
     listed = [s for lo in range(0, len(values), 7) for s in det._symbol_list(values[lo : lo + 7])[0]]
     assert listed == det._symbols_at(x)[0].tolist()
+
+
+def test_few_values_of_any_kind_find_the_symbols_of_the_array_path() -> None:
+    """A quiet model's few values take the list path (one loop checks each value and finds its
+    symbol, falling back on the array path at the first it cannot take): against the array path
+    on random lists of what a feature may carry (floats, NaN, infinities, ints, bools and None on
+    a numeric bank; strings, ints, bools, floats and None on a categorical one), the same symbols
+    and positions of the values kept, for lists up to beyond the list path's length."""
+    rng = np.random.default_rng(71)
+    numeric = NumericDetector.from_reference(rng.normal(size=5_000), arl=1e3)
+    categorical = CategoricalDetector.from_reference(rng.choice(list("abc"), 3_000).tolist() + [1, True] * 50,
+                                                     arl=1e3)
+    odd = {"numeric": [math.nan, math.inf, -math.inf, 3, True, None],
+           "categorical": [1, True, None, 2.5, math.nan]}
+    for det in (numeric, categorical):
+        common = ((lambda: float(rng.normal(0.0, 2.0))) if det is numeric
+                  else (lambda: str(rng.choice(list("abcz")))))
+        for trial in range(800):
+            mixed = trial % 2  # half the common lists (floats only, strings only), half with odd values
+            xs = [odd[det.kind][int(rng.integers(len(odd[det.kind])))] if mixed and rng.random() < 0.3
+                  else common() for _ in range(int(rng.integers(0, seq._FEW + 3)))]
+            syms, at = det._symbols_at(xs)
+            assert det._symbol_list(xs) == (syms.tolist(), None if at is None else at.tolist()), xs
+
+
+def test_a_symbols_bounds_per_group_are_its_groups_largest_increments() -> None:
+    """The per-value bound per group of CUSUMs, held symbol by symbol (a symbol's bounds share a
+    cache line): group g's for symbol s, read at ``_LANES * s + g``, is the largest increment of
+    g's CUSUMs on s (groups past the last share it; padding groups never rise)."""
+    rng = np.random.default_rng(72)
+    numeric = NumericDetector.from_reference(rng.normal(size=5_000), arl=1e3)
+    categorical = CategoricalDetector.from_reference(
+        rng.choice(list("abcdef"), 5_000, p=[0.35, 0.25, 0.15, 0.1, 0.1, 0.05]).tolist(), arl=1e3)
+    for det in (numeric, categorical):
+        det._per_value()
+        lanes = det._lanes
+        assert lanes is not None
+        keys = det._group_keys()
+        lane = {key: min(g, seq._LANES - 1) for g, key in enumerate(dict.fromkeys(keys))}
+        group = np.array([lane[key] for key in keys])
+        table = det._table
+        assert len(set(group.tolist())) > 2  # several groups
+        for g in range(seq._LANES):
+            mine = group == g
+            want = table[:, mine].max(axis=1) if mine.any() else np.zeros(table.shape[0], dtype=np.int64)
+            assert [lanes.reach[seq._LANES * s + g] for s in range(table.shape[0])] == want.tolist(), g
+            assert lanes.table[:, g].tolist() == want.tolist()

@@ -441,12 +441,17 @@ class EpisodeMonitor:
         """Count the head of ``values`` the opener only defers (see update_each); how many."""
         first = self._opener.defer_each(values)
         if first:
-            n, learning = self.n, self.learning
-            while self._ring.size < min(n + first, learning):  # doubling, as _step grows it
-                self._ring_room(self._ring.size + 1)
-            ring = self._ring  # a slot each: cheaper than a slice from a list for a few
-            for k in range(first):
-                ring[(n + k) % learning] = values[k]
+            n, learning, ring = self.n, self.learning, self._ring
+            if n + first > ring.size < learning:
+                while self._ring.size < min(n + first, learning):  # doubling, as _step grows it
+                    self._ring_room(self._ring.size + 1)
+                ring = self._ring
+            at = n % learning
+            for sym in values if first == len(values) else values[:first]:
+                ring[at] = sym  # a slot each: cheaper than a slice from a list for a few
+                at += 1
+                if at == learning:
+                    at = 0
             self.n = n + first
         return first
 

@@ -196,10 +196,13 @@ class _Lanes:
     rise): one bank-wide bound takes the largest increment of every design, so it reaches the
     nearest threshold far sooner than each group's own does."""
 
-    reach: tuple[Sequence[int], ...]
-    """Each group's largest increment per symbol (:data:`_LANES` memoryviews)."""
+    reach: Sequence[int]
+    """Each group's largest increment per symbol, symbol by symbol: group ``g``'s for symbol ``s``
+    at ``_LANES * s + g`` (a memoryview over ``table``). A symbol's bounds share a cache line: a
+    worker with 1,000 models holds 25,000 references, whose tables are rarely in cache when a
+    quiet model's few values come (a row per group cost a miss per group and value)."""
     table: IntArray
-    """The same as one (group, symbol) array, for a batch's bound (:meth:`defer_symbols`)."""
+    """The same as one (symbol, group) array, for a batch's bound (:meth:`defer_symbols`)."""
     order: IntArray
     """The CUSUMs sorted by group."""
     starts: IntArray
@@ -417,11 +420,11 @@ class SequentialDetector:
         # each group's largest increment per symbol, over its CUSUMs' contiguous rows (~10 us a
         # reference; reduceat took ~100: a worker restarting with 1,000 models builds 25,000)
         rows = self._columns.take(order, axis=0)
-        table = np.zeros((_LANES, self._table.shape[0]), dtype=self._table.dtype)
+        table = np.zeros((self._table.shape[0], _LANES), dtype=self._table.dtype)
         for g, (begin, end) in enumerate(itertools.pairwise([*starts.tolist(), order.size])):
-            table[g] = rows[begin:end].max(axis=0)
+            table[:, g] = rows[begin:end].max(axis=0)
         table.flags.writeable = False
-        return _Lanes(tuple(_view(row) for row in table), table, order, starts)
+        return _Lanes(_view(table.reshape(-1)), table, order, starts)
 
     def _arm_lanes(self) -> None:
         # the groups' slacks wait for a per-value step (_lane_slacks): a batch path that re-arms
@@ -565,20 +568,20 @@ class SequentialDetector:
             return None
         return self._settle()
 
-    def _step_lanes(self, sym: int, reach: tuple[Sequence[int], ...]) -> Alarm | None:
+    def _step_lanes(self, sym: int, reach: Sequence[int]) -> Alarm | None:
         """update_symbol's bound per group (the symbol is counted and pending already)."""
-        ra, rb, rc, rd = reach  # _LANES of them
+        k = sym * _LANES  # _LANES (4) groups
         a, b, c, d = self._rises
-        a += ra[sym]
+        a += reach[k]
         if a < 0:
             a = 0
-        b += rb[sym]
+        b += reach[k + 1]
         if b < 0:
             b = 0
-        c += rc[sym]
+        c += reach[k + 2]
         if c < 0:
             c = 0
-        d += rd[sym]
+        d += reach[k + 3]
         if d < 0:
             d = 0
         self._rises = [a, b, c, d]
@@ -596,55 +599,49 @@ class SequentialDetector:
         A quiet model hands its monitors a few values per batch: this loop on Python ints costs
         a fraction of a microsecond a value, a call per value several."""
         reach = self._reach or self._per_value()
-        if self._lanes is not None:
-            return self._defer_lanes(syms, self._lanes.reach)
-        rise, slack = self._rise, self._slack
         room = self._due - self.n - 1  # update_symbol settles once n reaches _due
         counted = 0
-        for sym in syms:
-            step = rise + reach[sym]
-            if step < 0:
-                step = 0
-            if step >= slack or counted >= room:
-                break
-            rise = step
-            counted += 1
+        lanes = self._lanes
+        if lanes is not None:  # the bound per group, as _step_lanes (inline: a call costs as
+            # much as a value's step, and most calls hand one or two values)
+            bound = lanes.reach
+            a, b, c, d = self._rises
+            sa, sb, sc, sd = self._slacks or self._lane_slacks()
+            for sym in syms:
+                k = sym * _LANES  # _LANES (4) groups
+                na = a + bound[k]
+                if na < 0:
+                    na = 0
+                nb = b + bound[k + 1]
+                if nb < 0:
+                    nb = 0
+                nc = c + bound[k + 2]
+                if nc < 0:
+                    nc = 0
+                nd = d + bound[k + 3]
+                if nd < 0:
+                    nd = 0
+                if na >= sa or nb >= sb or nc >= sc or nd >= sd or counted >= room:
+                    break
+                a, b, c, d = na, nb, nc, nd
+                counted += 1
+            if counted:
+                self._rises = [a, b, c, d]
+        else:
+            rise, slack = self._rise, self._slack
+            for sym in syms:
+                step = rise + reach[sym]
+                if step < 0:
+                    step = 0
+                if step >= slack or counted >= room:
+                    break
+                rise = step
+                counted += 1
+            if counted:
+                self._rise = rise
         if counted:
-            self._pending.extend(syms[:counted])
+            self._pending.extend(syms if counted == len(syms) else syms[:counted])
             self.n += counted
-            self._rise = rise
-        return counted
-
-    def _defer_lanes(self, syms: Sequence[int], reach: tuple[Sequence[int], ...]) -> int:
-        """defer_each with the bound per group (as _step_lanes, step for step)."""
-        ra, rb, rc, rd = reach  # _LANES of them
-        a, b, c, d = self._rises
-        sa, sb, sc, sd = self._slacks or self._lane_slacks()
-        room = self._due - self.n - 1  # _step_lanes settles once n reaches _due
-        if room < len(syms):
-            syms = syms[:max(room, 0)]
-        counted = len(syms)
-        for k, sym in enumerate(syms):
-            na = a + ra[sym]
-            if na < 0:
-                na = 0
-            nb = b + rb[sym]
-            if nb < 0:
-                nb = 0
-            nc = c + rc[sym]
-            if nc < 0:
-                nc = 0
-            nd = d + rd[sym]
-            if nd < 0:
-                nd = 0
-            if na >= sa or nb >= sb or nc >= sc or nd >= sd:
-                counted = k
-                break
-            a, b, c, d = na, nb, nc, nd
-        if counted:
-            self._pending.extend(syms[:counted])
-            self.n += counted
-            self._rises = [a, b, c, d]
         return counted
 
     def defer_symbols(self, syms: IntArray) -> bool:
@@ -664,9 +661,9 @@ class SequentialDetector:
                 # measured on a numeric bank (arl 2.5e7): at 48-64 values half of the batches
                 # pass and waiting costs more than the step; at 96-120 none pass
                 return False
-            steps = self._lanes.table.take(syms, axis=1)
+            steps = self._lanes.table.take(syms, axis=0)
             np.maximum(steps, 0, out=steps)
-            added = steps.sum(axis=1, dtype=np.int64).tolist()
+            added = steps.sum(axis=0, dtype=np.int64).tolist()
             rises = [r + z for r, z in zip(self._rises, added, strict=True)]
             if any(r >= s for r, s in zip(rises, self._slacks or self._lane_slacks(), strict=True)):
                 return False
@@ -1028,17 +1025,25 @@ class NumericDetector(SequentialDetector):
         self._lo_list, self._hi_list = tables.bounds
 
     def _symbol_list(self, xs: Any) -> tuple[list[int], list[int] | None]:
-        if type(xs) is not list or len(xs) > _FEW or not set(map(type, xs)) <= _FLOAT or not self._edges.size:
-            return super()._symbol_list(xs)
         # a quiet model's few floats: a bisect of the edges per value (~0.5 us) where one
-        # searchsorted and its array round trip cost ~4 us a call; the same count of edges below
-        view = self._tables.edge_view
-        if view is None:
-            view = self._tables.edge_view = _view(self._edges)
-        if all(v == v for v in xs):
-            return [bisect_left(view, v) for v in xs], None
-        kept = [i for i, v in enumerate(xs) if v == v]  # NaN is skipped
-        return [bisect_left(view, xs[i]) for i in kept], kept
+        # searchsorted and its array round trip cost ~4 us a call; the same count of edges below.
+        # One loop checks and finds them (a pass per check cost as much as the bisects)
+        if type(xs) is list and len(xs) <= _FEW:
+            view = self._tables.edge_view
+            if view is None and self._edges.size:
+                view = self._tables.edge_view = _view(self._edges)
+            if view is not None:
+                syms: list[int] = []
+                for v in xs:
+                    if type(v) is not float or v != v:  # not a float, or NaN (skipped)
+                        break
+                    syms.append(bisect_left(view, v))
+                else:
+                    return syms, None
+                if set(map(type, xs)) <= _FLOAT:
+                    kept = [i for i, v in enumerate(xs) if v == v]
+                    return [bisect_left(view, xs[i]) for i in kept], kept
+        return super()._symbol_list(xs)
 
     _DERIVED = (*SequentialDetector._DERIVED, "_lo_list", "_hi_list", "_edges")
 
@@ -1288,9 +1293,15 @@ class CategoricalDetector(SequentialDetector):
         return syms, None
 
     def _symbol_list(self, xs: Any) -> tuple[list[int], list[int] | None]:
-        if type(xs) is list and set(map(type, xs)) <= _STR:  # a string is its own key
+        if type(xs) is list:  # a string is its own key (one loop checks and finds them)
             get, other = self._index.get, len(self.categories)
-            return [get(x, other) for x in xs], None
+            syms: list[int] = []
+            for x in xs:
+                if type(x) is not str:
+                    break
+                syms.append(get(x, other))
+            else:
+                return syms, None
         return super()._symbol_list(xs)
 
     def _symbol(self, x: Any) -> int | None:
