@@ -75,3 +75,26 @@ def test_a_categorical_batch_of_strings_counts_as_values_one_by_one() -> None:
     events = [e for v in values if (e := reference.update(v)) is not None]
     assert events and [(r["kind"], r["count"], r["magnitude"]) for r in reports] == [
         (e.kind, e.index + 1, e.magnitude) for e in events]
+
+
+def test_values_beyond_the_bound_either_side_are_not_watched_in_any_group_size() -> None:
+    """A few events (the list path) and many (the array path) drop the same values: NaN, either
+    infinity and numbers beyond MAX_ABS_VALUE below as above, so the monitors count the same
+    values and report the same (a far-off value either side, if watched, would open an episode)."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    x = rng.normal(size=n)
+    x[rng.choice(n, 300, replace=False)] = rng.choice([np.nan, np.inf, -np.inf, 1e101, -1e101, -2e300], 300)
+    features = [{"x": v, "y": float(rng.normal())} for v in x.tolist()]
+    times, ids = list(range(n)), [f"p{i}" for i in range(n)]
+    whole_watch = _watch()
+    whole = whole_watch.observe("m", "1", times, ids, features)
+    assert "x" not in _opened(whole)
+    few, reports, lo = _watch(), [], 0
+    while lo < n:
+        hi = min(n, lo + int(rng.integers(1, 8)))
+        reports += few.observe("m", "1", times[lo:hi], ids[lo:hi], features[lo:hi])
+        lo = hi
+    assert reports == whole
+    banks = [next(iter(w._models.values())).bank for w in (whole_watch, few)]
+    assert [[m.n for m in b.monitors.values()] for b in banks if b is not None] == [[n - 300, n]] * 2

@@ -416,10 +416,11 @@ class FeatureWatch:
             latest = time
         watch.last_time = latest
         count = len(running)
-        numbers = {name: parts[0] if len(parts) == 1 else np.concatenate(parts)
-                   for name, parts in _by_name(held.numbers).items()}
-        values = {name: parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
-                  for name, parts in _by_name(held.values).items()}
+        if len(held.numbers) == 1:  # one group held (most quiet models at a grid line): as it is
+            numbers, values = held.numbers[0], held.values[0]
+        else:
+            numbers = {name: np.concatenate(parts) for name, parts in _by_name(held.numbers).items()}
+            values = {name: list(chain.from_iterable(parts)) for name, parts in _by_name(held.values).items()}
         rows = [_NO_FEATURES] * count  # every value the monitors read is in numbers and values
         if count < PER_VALUE_BELOW:
             return self._feed_few(bank, running, crossings, held.ids, rows, numbers, values)
@@ -542,8 +543,11 @@ class FeatureWatch:
             if monitor.kind == "numeric":
                 numbers = columns[name].tolist()
                 # as valid_numbers: NaN, inf and beyond the bound are not watched
-                positions = [i for i, v in enumerate(numbers) if abs(v) <= MAX_ABS_VALUE]
-                kept: list[Any] = numbers if len(positions) == count else [numbers[i] for i in positions]
+                if all(map(MAX_ABS_VALUE.__ge__, map(abs, numbers))):  # the common few (no Python loop)
+                    positions, kept = every, numbers
+                else:
+                    positions = [i for i, v in enumerate(numbers) if abs(v) <= MAX_ABS_VALUE]
+                    kept = [numbers[i] for i in positions]
                 if season is not None and name in season.features:
                     kept = standardise(season, name, kept, [running[i] for i in positions]).tolist()
             else:
