@@ -604,7 +604,8 @@ class StageRunner:
     # -- checkpoints ----------------------------------------------------------------------------
 
     async def _checkpoint(self, shards: Sequence[int], *, beside_batches: bool) -> None:
-        """Save the changed shards among `shards`, after every output so far is acknowledged.
+        """Save the changed shards among `shards`, after every output so far is acknowledged (and
+        start the base of one waiting for its turn even if unchanged, :meth:`_base_turn`).
 
         Snapshots (and restores) run in a thread, under the lock that keeps batches out, so a
         large one does not stall the event loop (group heartbeats, /metrics). A stage-1 base
@@ -619,13 +620,21 @@ class StageRunner:
             raise _Stopped
         changed = [s for s in shards if s in self.shards and self.shards[s].dirty
                    and self.shards[s].base_in_flight is None]
-        if not changed:
+        # A shard waiting for its base turn keeps its claim at a checkpoint where it has nothing to
+        # write (a base without changes still ends its long chain): with sparse traffic it was
+        # passed over by shards due after it, indefinitely.
+        waiting = [s for s in shards if s in self.shards and not self.shards[s].dirty
+                   and self.shards[s].base_waiting_since is not None
+                   and self.shards[s].base_in_flight is None]
+        if not changed and not waiting:
             return
         wrote_base = False
         large_delta = False  # the delta after a base carries every record added while it was written
-        due = {shard: records for shard in changed if (records := self._base_due(shard)) is not None}
+        due = {shard: records for shard in (*changed, *waiting)
+               if (records := self._base_due(shard)) is not None}
         turn = self._base_turn(due, changed)
-        for shard in changed:
+        links = [*changed, turn] if turn is not None and turn in waiting else changed
+        for shard in links:
             state = self.shards[shard]
             offsets = {(tp.topic, tp.partition): off for tp, off in state.offsets.items()}
             processor = state.processor
@@ -741,9 +750,9 @@ class StageRunner:
         ``changed`` without a chain starts its first one (it cannot write a delta: never waits) or
         shards are still being rebuilt after a restart (:meth:`_restore_rest`: at 10M pending a
         restored shard's base copy beside the last rebuild made the restart's peak); else the shard
-        due the longest, then the one whose estimated restore is the longest,
-        so a shard waits for at most one base of each other shard while it has changes at each
-        checkpoint (the worst case: docs/state.md)."""
+        due the longest, then the one whose estimated restore is the longest, so a shard waits for
+        at most one base of each other shard (the worst case: docs/state.md). ``due`` includes the
+        waiting shards without changes: their claim holds at a checkpoint they write nothing in."""
         if not due or self._restoring:
             return None
         if any(state.base_in_flight is not None for state in self.shards.values()):

@@ -1,6 +1,7 @@
 """A shard waiting for its base turn (one base in flight per runner, issue 19) that is no longer
 due (its base's local copy landed, or the restore costs were measured lower since) stops saying it
-waits: ``base_waiting`` back to 0, and it keeps no place ahead of shards due after it."""
+waits: ``base_waiting`` back to 0, and it keeps no place ahead of shards due after it. One still due
+keeps its place at a checkpoint where it has nothing to write."""
 
 from __future__ import annotations
 
@@ -87,3 +88,48 @@ def test_no_base_starts_while_shards_are_being_rebuilt(
     assert runner._base_turn({0: 1}, [0]) is None
     runner._restoring = set()  # every shard adopted
     assert runner._base_turn({0: 1}, [0]) == 0
+
+
+def test_a_sparse_shard_keeps_its_turn_without_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shard 1, sparse, is due first and waits; shard 0, with changes at every checkpoint, is due
+    after it. When the base in flight ends, shard 1 has nothing to write at that checkpoint: its
+    base starts still (it ends the long chain), and shard 0 writes a delta and waits. It used to
+    be passed over at each checkpoint where it had no changes."""
+    monkeypatch.setattr(ChainLength, "base_due", lambda self, *args, **kwargs: True)
+    monkeypatch.setattr(StageRunner, "_time_read", lambda self, shard, chain: None)
+    monkeypatch.setattr(runner_module, "release_free_memory", lambda: True)
+    started: list[int] = []
+
+    class _Based(_Shard):
+        def __init__(self, shard: int) -> None:
+            self.shard = shard
+
+        def base_copy(self) -> BaseCopy:
+            started.append(self.shard)
+            return BaseCopy({}, release=lambda: None)
+
+    async def write_base(self: StageRunner, shard: int, *args: Any) -> None:
+        pass
+
+    monkeypatch.setattr(StageRunner, "_write_base", write_base)
+    runner = StageRunner(Settings(home=tmp_path), "s1", "g", ["p"], cast(StageFactory, None),
+                         producer=cast(Any, None), checkpoints=cast(CheckpointStore, _Store()))
+    for shard in (0, 1, 2):
+        runner.shards[shard] = ShardState(cast(Any, _Based(shard)), {}, "base",
+                                          chain=ChainLength(base_bytes=10**6))
+
+    async def checkpoints() -> None:
+        runner.shards[2].base_in_flight = asyncio.get_running_loop().create_future()  # shard 2's base
+        for dirty in (1, 0):  # shard 1 due first (waits since then), then shard 0
+            runner.shards[dirty].dirty = True
+            await runner._checkpoint([0, 1, 2], beside_batches=True)
+        runner.shards[2].base_in_flight = None  # acknowledged
+        runner.shards[0].dirty = True  # shard 1 has nothing to write at this checkpoint
+        await runner._checkpoint([0, 1, 2], beside_batches=True)
+
+    asyncio.run(checkpoints())
+    assert started == [1]
+    sparse, busy = runner.shards[1], runner.shards[0]
+    assert sparse.base_waiting_since is None and sparse.restore_figures["base_waiting"] == 0
+    assert busy.base_waiting_since is not None and busy.base_waited_deltas == 2
