@@ -1070,7 +1070,11 @@ class _ChainFactory(Protocol):
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Routes aiokafka's callbacks to the runner; a failure stops the runner instead of being logged."""
+    """Routes aiokafka's callbacks to the runner; a failure stops the runner instead of being logged.
+    A write given up on stop() (a revocation's checkpoints, outputs of broadcast records fed to
+    an assigned shard) is no failure: the runner ends as after a kill
+    (:meth:`StageRunner._give_up_if_stopping`). Partitions assigned once stop() came are not
+    adopted: a revocation's pass given up lets the rebalance go on while run() returns."""
 
     def __init__(self, runner: StageRunner) -> None:
         self.runner = runner
@@ -1079,11 +1083,16 @@ class _Rebalance(ConsumerRebalanceListener):
         await self._guard(self.runner.on_revoked(set(revoked)))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.runner._stopping.is_set():  # run() is ending (its consumer may be gone already)
+            log.info("stage %s: partitions assigned after stop() left to the next owner", self.runner.stage)
+            return
         await self._guard(self.runner.on_assigned(set(assigned)))
 
     async def _guard(self, callback: Awaitable[None]) -> None:
         try:
             await callback
+        except _Stopped:  # run() says what the next owners do (nothing is checkpointed any more)
+            log.warning("stage %s: a write in the rebalance given up on stop", self.runner.stage)
         except Exception as err:  # surfaced by the run loop
             log.exception("stage %s: rebalance callback failed", self.runner.stage)
             self.runner._listener_error = err
