@@ -22,6 +22,9 @@ it holds (``flush_due``): ``--models`` models (20 numeric + 5 categorical featur
 profiled ``__score__`` no event carries, as bench_models' profiles), each holding EVENTS events
 in PARTS groups handed over as a shard does (value rows, float columns, value lists), then one
 flush; CPU per model fed, before vs now, alternating, best of ``--rounds``, reports compared.
+With ``--own-tables`` each model's monitors get calibration tables of their own (their
+coefficients scaled by 1 + a few ulps, so no two models share memory), as bench_models' models,
+each with its own profile, have: the flush then reads them cold, as a worker with 1,000 models does.
 """
 
 from __future__ import annotations
@@ -118,15 +121,33 @@ def _flush_inputs(models: int, events: int, parts: int) -> tuple[list[Any], list
     return profiles, groups
 
 
-def flush_ab(classes: dict[str, Any], models: int, events: int, parts: int, rounds: int) -> None:
+def _own_tables(watch: Any, model_id: str, index: int) -> None:
+    """Give the model's monitors tables of their own (see the module docstring): the same
+    thresholds to within a few ulps, the memory not shared with any other model's."""
+    for monitor in watch._models[(model_id, "1")].bank.monitors.values():
+        detector = monitor._opener
+        detector._flush()
+        scale = 1 + (index + 1) * 2e-16
+        if detector.kind == "numeric":
+            detector._coef = detector._coef * scale
+        else:
+            detector._a = detector._a * scale
+        detector._derive()
+
+
+def flush_ab(classes: dict[str, Any], models: int, events: int, parts: int, rounds: int,
+             own_tables: bool = False) -> None:
     """Print the CPU a quiet model's held events cost to feed at a grid line, per side."""
     profiles, groups = _flush_inputs(models, events, parts)
     watches = {}
     for side, cls in classes.items():
         watch = cls(false_alarms_per_million=1.0, status_grid_ms=10**12, batch_events=64)
-        for profile, mine in zip(profiles, groups, strict=True):  # banks built, monitors settled
+        for index, (profile, mine) in enumerate(zip(profiles, groups, strict=True)):  # banks built, settled
             watch.add_profile(profile)
             watch.observe(profile.model_id, "1", *mine[0][:2], mine[0][2], mine[0][3], mine[0][4])
+            if own_tables:
+                watch.flush()
+                _own_tables(watch, profile.model_id, index)
         watch.flush()
         watches[side] = watch
     best = dict.fromkeys(classes, math.inf)
@@ -144,8 +165,9 @@ def flush_ab(classes: dict[str, Any], models: int, events: int, parts: int, roun
             best[side] = min(best[side], time.process_time() - t)
             gc.enable()
     before, now = (best[side] / models * 1e6 for side in classes)
-    print(f"{models} models each holding {events} event(s) in {parts} part(s), one flush: {before:.1f} -> "
-          f"{now:.1f} CPU-us a model fed ({now / before:.2f}x), best of {rounds}; reports "
+    tables = " (own tables)" if own_tables else ""
+    print(f"{models} models{tables} each holding {events} event(s) in {parts} part(s), one flush: "
+          f"{before:.1f} -> {now:.1f} CPU-us a model fed ({now / before:.2f}x), best of {rounds}; reports "
           f"{'equal' if fed['before'] == fed['now'] else 'DIFFER'}")
 
 
@@ -157,11 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", default="HEAD", help="the commit whose watch is the 'before' side")
     parser.add_argument("--flush", nargs=2, type=int, metavar=("EVENTS", "PARTS"),
                         help="the watch alone: a grid line's flush of quiet models (module docstring)")
+    parser.add_argument("--own-tables", action="store_true",
+                        help="--flush: each model's monitors read tables of their own (module docstring)")
     args = parser.parse_args(argv)
     if args.flush:
         with tempfile.TemporaryDirectory() as tmp:
             flush_ab({"before": _baseline_watch_class(args.baseline, Path(tmp)), "now": FeatureWatch},
-                     args.models, *args.flush, args.rounds)
+                     args.models, *args.flush, args.rounds, args.own_tables)
         return 0
     calibration.share_calibrations(bm.CALIBRATIONS)
     settings = bench_settings("127.0.0.1:9", "bm")
