@@ -947,6 +947,9 @@ class StageRunner:
                     self._restoring.discard(shard)
         except asyncio.CancelledError:
             raise
+        except _Stopped:  # stop() gave up a write of an adoption (its broadcast records' outputs)
+            log.warning("stage %s: shards still to rebuild left on stop; their next owner restores them",
+                        self.stage)
         except Exception as err:
             log.exception("stage %s: restoring shards failed", self.stage)
             self._listener_error = err
