@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -131,6 +131,17 @@ async def count_messages(settings: Settings, topic: str) -> int:
         return sum((await end_offsets(consumer, tps)).values())
     finally:
         await consumer.stop()
+
+
+async def until_running(task: asyncio.Task[None], done: Callable[[], bool], what: str, *,
+                        detail: Callable[[], object] = lambda: "", timeout_s: float = 60.0) -> None:
+    """Poll ``done`` every 50 ms while the runner's ``task`` runs; fail, naming ``what`` (and
+    ``detail()``), at the deadline or as soon as the runner ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert not task.done(), f"the runner stopped: {task.exception() if not task.cancelled() else ''}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what} {detail()}"
+        await asyncio.sleep(0.05)
 
 
 def make_runner(settings: Settings, producer: AIOKafkaProducer, store: CheckpointStore, group: str,

@@ -42,13 +42,8 @@ def _runner_tests() -> Any:
 _rt = _runner_tests()
 
 
-async def _wait(condition: Callable[[], bool], task: asyncio.Task[None], what: str,
-                timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        assert not task.done(), f"the runner stopped: {task.exception() if not task.cancelled() else ''}"
-        await asyncio.sleep(0.1)
+def _wait(condition: Callable[[], bool], task: asyncio.Task[None], what: str) -> Any:
+    return _rt.until_running(task, condition, what)
 
 
 async def _produce_to_partition_zero(s: Settings, n: int) -> None:

@@ -210,12 +210,8 @@ async def _outage(s: Settings, proxy: Any, cut: str, rival: bool = False) -> Non
     generations: list[int] = []
     other = aiokafka_consumer(s, runner.group_id, partition_assignment_strategy=(RangePartitionAssignor,))
 
-    async def until(done: Any, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not done():
-            assert not task.done(), task.exception()
-            assert time.monotonic() < deadline, (what, runner.stats)
-            await asyncio.sleep(0.05)
+    def until(done: Any, what: str) -> Any:
+        return rh.until_running(task, done, what, detail=lambda: runner.stats)
 
     try:
         await until(lambda: len(runner.shards) == s.topics.partitions, "shards assigned")
@@ -290,12 +286,8 @@ async def _stopped_in_outage(s: Settings, proxy: Any, cut: str) -> None:
     runner = rh.make_runner(s, outputs, store, group)
     task = asyncio.create_task(runner.run())
 
-    async def until(done: Any, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not done():
-            assert not task.done(), task.exception()
-            assert time.monotonic() < deadline, (what, runner.stats)
-            await asyncio.sleep(0.05)
+    def until(done: Any, what: str) -> Any:
+        return rh.until_running(task, done, what, detail=lambda: runner.stats)
 
     try:
         await rh.produce_inputs(s, N_PER_TOPIC)

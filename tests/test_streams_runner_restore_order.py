@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import importlib.util
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,13 +80,8 @@ async def _start(s: Settings, factory: HeldFactory, group: str
     return runner, asyncio.create_task(runner.run()), store, producer
 
 
-async def _wait(condition: Callable[[], bool], task: asyncio.Task[None], what: str,
-                timeout_s: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        assert not task.done(), f"the runner stopped: {task.exception() if not task.cancelled() else ''}"
-        await asyncio.sleep(0.1)
+def _wait(condition: Callable[[], bool], task: asyncio.Task[None], what: str) -> Any:
+    return _rt.until_running(task, condition, what)
 
 
 def test_restored_shard_takes_batches_while_the_others_restore(stage_settings: Settings) -> None:

@@ -91,12 +91,8 @@ async def _stopped_in_revocation(s: Settings, proxy: Any) -> None:
     task = asyncio.create_task(runner.run())
     other = aiokafka_consumer(s, runner.group_id, partition_assignment_strategy=(RangePartitionAssignor,))
 
-    async def until(done: Any, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not done():
-            assert not task.done(), task.exception()
-            assert time.monotonic() < deadline, (what, runner.stats)
-            await asyncio.sleep(0.05)
+    def until(done: Any, what: str) -> Any:
+        return oh.rh.until_running(task, done, what, detail=lambda: runner.stats)
 
     try:
         await until(lambda: len(runner.shards) == s.topics.partitions, "shards assigned")
