@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
-import importlib.util
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from clickhouse_connect.driver.client import Client
+from harness import load_module
 from pydantic import SecretStr
 
 from driftline.config import Settings
@@ -44,11 +44,7 @@ INTERVAL_S = 60
 
 
 def _load_seed_data() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("seed_data", REPO / "notebooks" / "seed_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO / "notebooks" / "seed_data.py", "seed_data")
 
 
 seed_data = _load_seed_data()

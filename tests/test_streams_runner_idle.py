@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from harness import load_module
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -29,17 +29,7 @@ from driftline.pipeline.shard import ShardFactory
 from driftline.streams.checkpoint import CheckpointStore
 from driftline.streams.runner import StageRunner
 
-
-def _runner_tests() -> Any:
-    path = Path(__file__).with_name("test_streams_runner.py")
-    spec = importlib.util.spec_from_file_location("runner_tests_idle", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_rt = _runner_tests()
+_rt = load_module(Path(__file__).with_name("test_streams_runner.py"), "runner_tests_idle")
 
 
 def _wait(condition: Callable[[], bool], task: asyncio.Task[None], what: str) -> Any:

@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import harness
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from harness import ProxiedBroker, TcpProxy, start_proxied_broker
+from harness import ProxiedBroker, TcpProxy, load_module, start_proxied_broker
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -40,18 +38,7 @@ from driftline.streams.runner import StageRunner
 pytestmark = pytest.mark.integration
 
 
-def _runner_harness() -> ModuleType:
-    """tests/test_streams_runner.py (simulate, read_all, run_until, ...): loaded by its path, as test
-    modules are not importable by name here (pytest's importlib import mode)."""
-    spec = importlib.util.spec_from_file_location("streams_runner_harness",
-                                                  Path(__file__).with_name("test_streams_runner.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rh = _runner_harness()
+rh = load_module(Path(__file__).with_name("test_streams_runner.py"), "streams_runner_harness")
 
 MAX_POLL_MS = 2000
 OUTAGE_S = 3 * MAX_POLL_MS / 1000

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from harness import load_module
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -29,17 +29,7 @@ from driftline.streams.runner import StageRunner, StageRunnerError
 pytestmark = pytest.mark.integration
 
 
-def _runner_tests() -> Any:
-    """test_streams_runner's processor and helpers (tests/ is not a package)."""
-    path = Path(__file__).with_name("test_streams_runner.py")
-    spec = importlib.util.spec_from_file_location("runner_tests", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_rt = _runner_tests()
+_rt = load_module(Path(__file__).with_name("test_streams_runner.py"), "runner_tests")  # tests/ is no package
 STAGE, CountingFactory, CountingProcessor = _rt.STAGE, _rt.CountingFactory, _rt.CountingProcessor
 
 

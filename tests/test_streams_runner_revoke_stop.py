@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import harness
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from harness import ProxiedBroker, start_proxied_broker
+from harness import ProxiedBroker, load_module, start_proxied_broker
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer, aiokafka_producer_kwargs
@@ -28,18 +26,7 @@ from driftline.streams.runner import StageRunner
 pytestmark = pytest.mark.integration
 
 
-def _outage_harness() -> ModuleType:
-    """tests/test_streams_runner_outage.py (its client-cutting proxy, Echo stage, settings): loaded
-    by its path, as test modules are not importable by name here (pytest's importlib import mode)."""
-    spec = importlib.util.spec_from_file_location("streams_runner_outage_harness",
-                                                  Path(__file__).with_name("test_streams_runner_outage.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-oh = _outage_harness()
+oh = load_module(Path(__file__).with_name("test_streams_runner_outage.py"), "streams_runner_outage_harness")
 
 
 @pytest.fixture

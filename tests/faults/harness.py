@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -67,6 +69,16 @@ RSS_LIMIT = {"all": 1_500 * 2**20, "sink": 1_500 * 2**20, "processor": 1_000 * 2
 
 
 # -- network ---------------------------------------------------------------------------------------
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """The Python file at ``path`` as a fresh module called ``name``: for what is not importable by
+    name here, a sibling test module (pytest's importlib import mode) or a notebook's script."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class TcpProxy:
