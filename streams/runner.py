@@ -520,7 +520,10 @@ class StageRunner:
             if not isinstance(state.processor, FollowsIdle):
                 return  # a stage without event-time watermarks of its own (stage 2)
             topics = set()
+            watermarked = state.processor.watermark_topics()
             for tp, offset in state.offsets.items():
+                if tp.topic not in watermarked:
+                    continue  # e.g. the re-routing topic: always quiet with a murmur2 producer
                 highwater = consumer.highwater(tp)
                 if highwater is None or offset < highwater:
                     state.heard_at.pop(tp, None)  # records still to read: not idle, however old

@@ -69,6 +69,19 @@ async def _idle_partitions_follow(s: Settings) -> tuple[list[int], list[int], in
         await _wait(lambda: all(state.processor.pred_watermark == fed  # type: ignore[attr-defined]
                                 for state in runner.shards.values()),
                     task, "the idle partitions' watermarks did not follow partition 0's")
+        # Every predictions and labels partition is idle in the end, and only those: the
+        # re-routing topic's partitions (quiet once the marks stop moving) are not counted.
+        counts: list[int] = []
+        checked = [runner._idle_checked_at]
+
+        def three_more_checks() -> bool:
+            if runner._idle_checked_at != checked[-1]:
+                checked.append(runner._idle_checked_at)
+                counts.append(runner.stats.idle_partitions)
+            return len(counts) >= 3 and counts[-1] == 2 * s.topics.partitions
+
+        await _wait(three_more_checks, task, "every watermarked partition counted idle")
+        assert max(counts) == 2 * s.topics.partitions, counts
         marks = [runner.shards[p].processor.pred_watermark  # type: ignore[attr-defined]
                  for p in sorted(runner.shards)]
         advances = [int(runner.shards[p].processor.totals["idle_advances"])  # type: ignore[attr-defined]

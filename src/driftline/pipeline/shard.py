@@ -244,6 +244,10 @@ class ShardProcessor:
         self._emit_progress(out, force=True)
         return out
 
+    def watermark_topics(self) -> tuple[str, str]:
+        """The topics :meth:`follow_idle` moves a watermark of (not the re-routing topic's)."""
+        return self.predictions_topic, self.labels_topic
+
     def follow_idle(self, topics: Collection[str]) -> list[OutboundMessage]:
         """This shard's partitions of ``topics`` (the predictions and/or labels topic) are idle:
         read to their end, nothing new for ``worker.idle_partition_s``. Each such watermark moves up

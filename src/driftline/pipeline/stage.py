@@ -50,6 +50,10 @@ class FollowsIdle(Protocol):
     """A processor whose watermarks may follow other partitions' while its own are idle (stage 1).
     Idleness is the runner's call (wall time); the processor stays free of clocks."""
 
+    def watermark_topics(self) -> Collection[str]:
+        """The input topics whose partitions have watermarks (the others' idleness means nothing)."""
+        ...
+
     def follow_idle(self, topics: Collection[str]) -> list[OutboundMessage]:
         """This shard's partitions of ``topics`` are idle; returns what to produce."""
         ...
