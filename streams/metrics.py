@@ -4,7 +4,7 @@ Series (all prefixed ``driftline_``):
 - ``events_in_total{stage,topic}``, ``messages_out_total{stage,topic}`` (dead-lettered = the
   dead-letter topic, joined = the outcomes topic), ``batches_total``, ``checkpoints_total``,
   ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
-- ``idle_partitions{stage}``: input partitions read to their end with no record for
+- ``idle_partitions{stage}``: predictions and labels partitions read to their end with no record for
   ``worker.idle_partition_s``, whose watermarks follow the other partitions'
   (``stage_idle_advances_total{shard}`` counts the moves);
 - ``consumer_lag{stage,topic,partition}`` = true end (Fetch high watermark) - next offset;
@@ -105,7 +105,7 @@ class WorkerCollector(Collector):
         blocked = GaugeMetricFamily("driftline_producer_blocked", "1 while outputs cannot be produced",
                                     labels=["stage"])
         idle = GaugeMetricFamily("driftline_idle_partitions",
-                                 "input partitions read to their end with no record for "
+                                 "predictions and labels partitions read to their end with no record for "
                                  "worker.idle_partition_s (watermarks follow the others')",
                                  labels=["stage"])
         lag = GaugeMetricFamily("driftline_consumer_lag", "true end offset minus next offset",

@@ -342,7 +342,7 @@ class RunnerStats:
     restored_shards: int = 0
     created_shards: int = 0
     blocked: bool = False
-    idle_partitions: int = 0  # input partitions whose watermarks follow the others' (idle)
+    idle_partitions: int = 0  # predictions and labels partitions whose watermarks follow the others
     started_at: float = field(default_factory=time.time)
 
 
