@@ -67,6 +67,7 @@ from pydantic import ValidationError
 
 from driftline.config import Settings, WorkerSettings
 from driftline.kafka.clients import aiokafka_consumer
+from driftline.kafka.offsets import unread
 from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.records import ColumnBlock
 from driftline.pipeline.to_rows import PAYLOAD_LIMIT, RowMapper
@@ -198,15 +199,15 @@ class SinkRunner:
         return self._consumer is not None and bool(self._consumer.assignment())
 
     def lag(self) -> dict[TopicPartition, int]:
-        """Per assigned partition: true end (Fetch high watermark) minus the next offset to write."""
+        """Per assigned partition: the records still to write (:func:`unread`)."""
         consumer = self._consumer
         if consumer is None:
             return {}
         out = {}
         for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is not None and tp in self._positions:
-                out[tp] = max(0, highwater - self._positions[tp])
+            left = unread(consumer, tp, self._positions[tp]) if tp in self._positions else None
+            if left is not None:
+                out[tp] = left
         return out
 
     def _poll_ms(self) -> int:

@@ -84,6 +84,14 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(1000, ge=100, description="consumer group heartbeat interval")
     rebalance_timeout_ms: int = Field(6000, ge=1000, description="consumer group rebalance timeout")
     max_message_bytes: int = Field(1_048_576, ge=1024, description="larger payloads are dead-lettered")
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        "read_committed",
+        description=(
+            "what every consumer reads of topics written in transactions: read_committed skips the "
+            "records of aborted transactions and reads a partition up to its last stable offset (an "
+            "open transaction holds it until it ends); read_uncommitted reads every record written"
+        ),
+    )
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

@@ -65,6 +65,7 @@ def aiokafka_consumer_kwargs(settings: Settings, group_id: str | None) -> dict[s
         rebalance_timeout_ms=k.rebalance_timeout_ms,
         max_partition_fetch_bytes=max(k.max_message_bytes * 2, 1_048_576),
         fetch_max_bytes=max(k.max_message_bytes * 4, 52_428_800),
+        isolation_level=k.isolation_level,
     )
     return opts
 

@@ -79,6 +79,39 @@ async def end_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPart
     return {tp: result[tp] for tp in wanted}
 
 
+def unread(consumer: AIOKafkaConsumer, tp: TopicPartition, fed: int) -> int | None:
+    """Records of an assigned partition the consumer can still return after ``fed`` (the next
+    offset its owner will process), as of the last Fetch; None before a Fetch answered.
+
+    The end is the last stable offset under ``read_committed`` (records past it wait for their
+    transaction to end), else the high watermark. Between ``fed`` and the end may lie offsets no
+    record will ever be returned for: a transaction's commit or abort marker, an aborted
+    transaction's records (skipped under ``read_committed``). The consumer's position has moved
+    past those once it read them, so a partition whose last write was a transaction's marker
+    counts as read to its end: ``fed`` alone would leave it one short for ever. (aiokafka's
+    ``position()`` is a coroutine that waits for a reset; the state it reads is read here directly.)
+    """
+    state = _partition_state(consumer, tp)
+    if state is None or state.highwater is None:  # not assigned (any more), or no Fetch answered yet
+        return None
+    end = state.lso if state.lso is not None and state.lso >= 0 else state.highwater
+    position = state._position  # None while awaiting a reset
+    return max(0, end - max(fed, position if position is not None else fed))
+
+
+def position_now(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """The consumer's position in an assigned partition (the next offset it reads; past the
+    transaction markers and aborted batches it skipped), None while unknown; without waiting."""
+    state = _partition_state(consumer, tp)
+    return None if state is None else state._position
+
+
+def _partition_state(consumer: AIOKafkaConsumer, tp: TopicPartition) -> Any:
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    return assignment.state_value(tp) if assignment is not None else None
+
+
 async def offset_for_time(consumer: AIOKafkaConsumer, tp: TopicPartition, timestamp_ms: int, end: int,
                           timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """The first offset in [log start, end) whose record timestamp is >= `timestamp_ms`, else `end`.

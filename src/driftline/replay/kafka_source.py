@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer
-from driftline.kafka.offsets import end_offsets, offset_for_time
+from driftline.kafka.offsets import end_offsets, offset_for_time, position_now
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.replay.merge import LABELS, PREDICTIONS, PartitionMerger
@@ -125,9 +125,12 @@ class RangeReader:
         while True:
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             out = []
-            for tp, batch in fetched.items():
-                stop = self._stops.get(tp)
-                if stop is None:
+            for tp, stop in sorted(self._stops.items()):
+                batch = fetched.get(tp, [])
+                # A fetch of only a transaction's marker or an aborted transaction's records
+                # returns nothing for the partition, yet moves its position past them.
+                now = position_now(self._consumer, tp)
+                if not batch and (now is None or now <= self._positions[tp]):
                     continue
                 records = [to_raw(r) for r in batch if r.offset < stop and self._wanted(r.timestamp)]
                 position = min(await self._consumer.position(tp), stop)
