@@ -20,7 +20,14 @@ Two figures, measured in one process:
   the same run with all traffic on one model (the first model's own events, as many). Target:
   within 20 %.
 
-    .venv/bin/python bench/bench_models.py [--models 1000] [--n 200000] [--quick] [--json PATH]
+    .venv/bin/python bench/bench_models.py [--models 1000] [--n 200000] [--rate 100] [--quick] [--json PATH]
+
+``--rate`` (default :data:`RATE`, 100) is the predictions per second over all models after the
+warm-up, so it sets how many predictions a window holds: the per-model work of each window close
+and grid line is paid per second of event time, whatever the traffic, and its share of the cost
+per prediction falls as the rate rises (docs/scaling.md, many models). The event time a run
+covers is ``--n / --rate`` seconds: keep it several of the smallest window (300 s) long, or the
+run sees too few window closes to stand for a steady state.
 
 Below 1,000 models the verdicts are about 1,000: the RSS is extrapolated linearly in models (the
 run's per-model increment over the one-model run) and the cost ratio, which grows with models, is
@@ -152,17 +159,19 @@ def _with_room(rows_each: int, models: int) -> int:
     return total
 
 
-def traffic(specs: list[ModelSpec], n: int, settings: Settings) -> tuple[list[RawRecord], int]:
+def traffic(specs: list[ModelSpec], n: int, settings: Settings,
+            rate: float = RATE) -> tuple[list[RawRecord], int]:
     """As the topics would hold them: a warm-up of :data:`WARM_EACH` predictions per model (even
-    shares, so every shard has built every model's monitors), then ``n`` predictions over ``specs``
-    in their Zipf shares, each labelled; (records, records of the warm-up)."""
+    shares, so every shard has built every model's monitors, at :data:`RATE`), then ``n``
+    predictions over ``specs`` in their Zipf shares at ``rate`` predictions/s in all, each
+    labelled; (records, records of the warm-up)."""
     delay = LabelDelay(median_s=30, max_s=600)
     warm_n = WARM_EACH * len(specs)
     even = [s.model_copy(update={"traffic_share": 1.0}) for s in specs]
     warm = Scenario(seed=0, id_namespace="warm", start=START_MS, duration_s=warm_n / RATE, rate=RATE,
                     models=even, label_delay=delay, malformed_rate=0.0)
     main = Scenario(seed=0, start=START_MS + int(warm_n / RATE * 1000) + delay.max_s * 1000,
-                    duration_s=n / RATE, rate=RATE, models=specs, label_delay=delay, malformed_rate=0.0)
+                    duration_s=n / rate, rate=rate, models=specs, label_delay=delay, malformed_rate=0.0)
     warm_events = list(generate(warm))
     records = logged_records([*warm_events, *generate(main)], settings)
     return records, len(warm_events)
@@ -263,6 +272,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--n", type=int, default=200_000, help="prediction events (each with a label)")
     parser.add_argument("--training", type=int, default=1000, help="training rows per model")
+    parser.add_argument("--rate", type=float, default=RATE,
+                        help="predictions per second over all models, after the warm-up (module docstring)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--calibrations", type=_directory, default=CALIBRATIONS,
@@ -285,7 +296,8 @@ def _directory(text: str) -> Path | None:
     return None if text == "none" else Path(text)
 
 
-def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) -> list[Figure]:
+def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
+                rate: float = RATE) -> list[Figure]:
     ratio = many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"]
     measured_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
     per_model_bytes = (many["pipeline_rss_bytes"] - one["pipeline_rss_bytes"]) / max(models - 1, 1)
@@ -301,7 +313,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) 
         rss_met = False if rss_met is False else None
         rss_label = f"(14a) RSS, {TARGET_MODELS:,} models on one worker (extrapolated from {models:,})"
         cost_met = False if cost_met is False else None  # fewer models cost less: only a miss is known
-    detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions; "
+    detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions at {rate:,.0f}/s; "
               f"{many['monitors']:,} monitors over 4 shards; process RSS {many['rss_bytes'] / 1e9:.2f} GB "
               f"less the events fed ({many['input_rss_bytes'] / 1e9:.2f} GB); the pipeline's own share "
               f"{many['pipeline_rss_bytes'] / 1e9:.2f} GB "
@@ -316,7 +328,8 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any]) 
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
                rss_met, detail, {**many, "measured_gb": measured_gb}),
-        Figure("models_cost_ratio", f"(14b) per-event cost, {models:,} models / 1 model", ratio, "x",
+        Figure("models_cost_ratio",
+               f"(14b) per-event cost, {models:,} models / 1 model at {rate:,.0f} pred/s", ratio, "x",
                f"<= {COST_TARGET:g} at {TARGET_MODELS:,}", cost_met, cost, {"one": one, "many": many}),
     ]
 
@@ -333,15 +346,16 @@ def _per(run: dict[str, Any]) -> str:
 
 
 def measure(models: int, n: int, training: int = 1000,
-            calibrations: Path | None = CALIBRATIONS) -> list[Figure]:
-    """Both figures for ``models`` models and ``n`` predictions (each run in a fresh process;
-    ``calibrations``: the directory the runs share calibrations through, None: none)."""
+            calibrations: Path | None = CALIBRATIONS, rate: float = RATE) -> list[Figure]:
+    """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
+    run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
+    None: none)."""
     settings = bench_settings("127.0.0.1:9", "bm")
     specs = model_specs(models)
     started = time.perf_counter()
     profiles = profiles_of(specs, training, settings)
-    records = traffic(specs, n, settings)
-    single = traffic(specs[:1], n, settings)  # one model: as many events, all model 0's
+    records = traffic(specs, n, settings, rate)
+    single = traffic(specs[:1], n, settings, rate)  # one model: as many events, all model 0's
     print(f"{len(profiles)} profiles and {len(records[0]):,} records generated in "
           f"{time.perf_counter() - started:.0f}s", flush=True)
     with tempfile.TemporaryDirectory(prefix="driftline-bench-models-") as tmp:
@@ -352,7 +366,7 @@ def measure(models: int, n: int, training: int = 1000,
         del records, single
         one = run_in_child("one", data, calibrations)
         many = run_in_child("many", data, calibrations)
-    return figures_for(models, n, one, many)
+    return figures_for(models, n, one, many, rate)
 
 
 def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
@@ -578,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_values_ab(args.models if args.models != TARGET_MODELS else 50,
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
-    figures = measure(args.models, args.n, args.training, args.calibrations)
+    figures = measure(args.models, args.n, args.training, args.calibrations, args.rate)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))
