@@ -872,11 +872,16 @@ class StageRunner:
         already adopted take batches, their partitions paused until each is adopted (its
         offsets sought, then resumed). Each shard's state and offsets are its checkpoint's
         whichever shard goes first, so the order changes when outputs appear, not which
-        (docs/state.md, "Shards take batches as they are restored")."""
+        (docs/state.md, "Shards take batches as they are restored"). Once stop() came (before,
+        or while this waited for the lock or read the chains) nothing is adopted or rebuilt."""
+        if self._left_on_stop(assigned):  # run() is ending (its consumer may be gone already)
+            return
         consumer = self._consumer
         assert consumer is not None
         await self._restored()  # a rebuild of an earlier assignment (revocation waits for it too)
         async with self._lock:
+            if self._left_on_stop(assigned):  # stop() came meanwhile (a rebuild, a batch blocked)
+                return
             self.stats.rebalances += 1
             shards = sorted({tp.partition for tp in assigned})
             for shard in shards:
@@ -887,6 +892,10 @@ class StageRunner:
             new = [s for s in shards if s not in self.shards]
             started, read_before = time.perf_counter(), self.checkpoints.bytes_read
             saved = await self.checkpoints.load_all(self.stage, new) if new else {}
+            if self._left_on_stop(assigned):  # stop() came while the chains were read
+                for unused in saved.values():
+                    unused.close()
+                return
             self._read_seconds = time.perf_counter() - started
             local_s = sum(ckpt.local_read_seconds for ckpt in saved.values())  # not the broker's speed
             self.restore_costs = self.restore_costs.read(
@@ -923,6 +932,16 @@ class StageRunner:
             log.info("stage %s: shards %s assigned%s", self.stage, shards,
                      f" ({sorted(later)} restoring while the others take batches)" if later else "")
 
+    def _left_on_stop(self, assigned: set[TopicPartition]) -> bool:
+        """Whether stop() came: then the assigned partitions are not adopted (paused: the loop
+        fetches none of them), their shards are the next owner's, from their last checkpoints."""
+        if not self._stopping.is_set():
+            return False
+        if self._consumer is not None:
+            self._consumer.pause(*assigned)
+        log.info("stage %s: partitions assigned after stop() left to the next owner", self.stage)
+        return True
+
     def _parked_fits(self, shard: int, saved: Checkpoint) -> bool:
         """Whether the parked state of ``shard`` is its checkpoint ``saved`` (no restore needed)."""
         parked = self._parked.get(shard)
@@ -937,18 +956,25 @@ class StageRunner:
     async def _restore_rest(self, consumer: AIOKafkaConsumer, chains: list[tuple[int, Checkpoint]]) -> None:
         """Rebuild ``chains``' shards one after the other in a thread, outside the lock (the
         shards already adopted take batches meanwhile), each adopted under the lock as soon as
-        it is rebuilt. A failure is the rebalance's (raised by the loop's next step)."""
+        it is rebuilt. A failure is the rebalance's (raised by the loop's next step). Once stop()
+        came no rebuild starts and the one under way is dropped, not adopted: the shard's state
+        is its checkpoint, its next owner's (run() would wait for the rebuilds first)."""
         waiting = list(chains)
         try:
-            while waiting:
+            while waiting and not self._stopping.is_set():
                 shard, checkpoint = waiting.pop(0)  # the thread closes it, even if this task is cancelled
                 offsets = {tp: checkpoint.offsets[(tp.topic, tp.partition)] for tp in self._tps(shard)
                            if (tp.topic, tp.partition) in checkpoint.offsets}
                 state = await asyncio.to_thread(self._restore_closing, shard, checkpoint, offsets)
+                if self._stopping.is_set():  # dropped: nothing was fed to it, its checkpoint is its state
+                    break
                 async with self._lock:
                     self.stats.restored_shards += 1
                     await self._install(consumer, shard, state, fresh=True)
                     self._restoring.discard(shard)
+            if self._restoring:
+                log.info("stage %s: shards %s left unrebuilt on stop(); their next owner restores them",
+                         self.stage, sorted(self._restoring))
         except asyncio.CancelledError:
             raise
         except _Stopped:  # stop() gave up a write of an adoption (its broadcast records' outputs)
@@ -1081,7 +1107,8 @@ class _Rebalance(ConsumerRebalanceListener):
     A write given up on stop() (a revocation's checkpoints, outputs of broadcast records fed to
     an assigned shard) is no failure: the runner ends as after a kill
     (:meth:`StageRunner._give_up_if_stopping`). Partitions assigned once stop() came are not
-    adopted: a revocation's pass given up lets the rebalance go on while run() returns."""
+    adopted (:meth:`StageRunner.on_assigned`): a revocation's pass given up lets the rebalance
+    go on while run() returns."""
 
     def __init__(self, runner: StageRunner) -> None:
         self.runner = runner
@@ -1090,9 +1117,6 @@ class _Rebalance(ConsumerRebalanceListener):
         await self._guard(self.runner.on_revoked(set(revoked)))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self.runner._stopping.is_set():  # run() is ending (its consumer may be gone already)
-            log.info("stage %s: partitions assigned after stop() left to the next owner", self.runner.stage)
-            return
         await self._guard(self.runner.on_assigned(set(assigned)))
 
     async def _guard(self, callback: Awaitable[None]) -> None:
