@@ -306,3 +306,25 @@ def test_score_feature_with_a_prepared_reference_equals_one_without() -> None:
             got.reference_histogram.append(9.0)
             got.bin_labels.append("x")
             assert score_feature(fprofile, window[name], CFG, prepared[name]) == bare
+
+
+def test_a_prepared_reference_decodes_its_sketch_only_to_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preparing a numeric profile decodes no sketch, nor does counting an under-filled window
+    (count_feature: with many small models most models' windows are that); the first score
+    decodes it, once, and later scores reuse its buckets."""
+    from driftline.operators.drift import PreparedReference, count_feature
+    from driftline.operators.profile import FeatureProfile
+
+    decoded: list[str] = []
+    decode = FeatureProfile.reference_sketch
+    monkeypatch.setattr(FeatureProfile, "reference_sketch",
+                        lambda self: decoded.append("x") or decode(self))
+    rng = np.random.default_rng(21)
+    fprofile = _profile({"x": rng.normal(0, 1, 3_000)}).features["x"]
+    window = _window({"x": rng.normal(0.3, 1, 7)})["x"]
+    prepared = PreparedReference.of(fprofile)
+    count_feature(fprofile, window, prepared)
+    assert decoded == []
+    first = score_feature(fprofile, window, CFG, prepared)
+    assert score_feature(fprofile, window, CFG, prepared) == first == score_feature(fprofile, window, CFG)
+    assert decoded == ["x", "x"]  # the prepared reference's one decode, and the bare call's own

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -373,7 +373,9 @@ class PreparedReference:
     window of a model is scored against the same profile; with many models of little traffic each
     window is cheap and these, made afresh per window, were a third of its scoring. The decoded
     sketch itself is not kept: its buckets are all scoring reads (it was ~110 KB of a 25-feature
-    model's ~260 KB here; issue 19)."""
+    model's ~260 KB here; issue 19). The buckets are decoded on first use (:attr:`sketch_buckets`):
+    only a filled window's numeric score reads them, and with many small models most models' windows
+    are under-filled, so decoding every feature's sketch was ~70 % of building a model's scorer."""
 
     profile: FeatureProfile
     ref_hist: FloatArray
@@ -381,20 +383,23 @@ class PreparedReference:
     edges: FloatArray
     bin_edges: tuple[float, ...]
     bin_labels: tuple[str, ...]
-    relative_accuracy: float | None
-    buckets: Buckets | None
+    sketch: QuantileSketch | None = field(default=None, repr=False, compare=False)
+    """The decoded reference sketch when the caller had it (else decoded from the profile)."""
 
     @classmethod
     def of(cls, profile: FeatureProfile, sketch: QuantileSketch | None = None) -> PreparedReference:
         """``profile`` prepared; ``sketch``: its reference sketch when the caller has it decoded."""
         ref_counts = np.asarray(profile.ref_counts, dtype=np.float64)
         ref_hist = ref_counts / ref_counts.sum()
-        if profile.kind == "numeric" and sketch is None:
-            sketch = profile.reference_sketch()
-        kept = sketch if profile.kind == "numeric" else None
         return cls(profile, ref_hist, tuple(ref_hist.tolist()), np.asarray(profile.edges, dtype=np.float64),
                    tuple(profile.edges), tuple(profile.bin_labels),
-                   None if kept is None else kept.relative_accuracy, None if kept is None else kept.buckets())
+                   sketch if profile.kind == "numeric" else None)
+
+    @cached_property
+    def sketch_buckets(self) -> tuple[float, Buckets]:
+        """A numeric profile's reference sketch's relative accuracy and buckets (decoded once)."""
+        sketch = self.sketch if self.sketch is not None else self.profile.reference_sketch()
+        return sketch.relative_accuracy, sketch.buckets()
 
 
 def score_feature(
@@ -454,10 +459,10 @@ def score_feature(
         score.chi2_stat, score.chi2_pvalue = _finite(stat), _finite(p) if tested else None
         score.effect = _finite(math.sqrt(stat / score.count)) if math.isfinite(stat) else None
         return score
-    assert prepared.buckets is not None and cur_buckets is not None
-    if prepared.relative_accuracy != stats.sketch.relative_accuracy:
+    assert cur_buckets is not None
+    relative_accuracy, ref_buckets = prepared.sketch_buckets
+    if relative_accuracy != stats.sketch.relative_accuracy:
         raise ValueError("sketches must share relative_accuracy to be compared bucket by bucket")
-    ref_buckets = prepared.buckets
     # profile.n is the sketch's count, except for a seasonal window reference: fewer, what the
     # fitted cycle it is drawn from is worth
     stat, p, w = _ks_wasserstein(ref_buckets, cur_buckets, pvalue=tested, ref_size=profile.n)
