@@ -41,12 +41,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
+import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -87,6 +89,14 @@ class ShardState:
     heard_at: dict[TopicPartition, float] = field(default_factory=dict)
 
 
+_T = TypeVar("_T")
+_Wait = Callable[[float], Awaitable[None]]  # a write's wait between its attempts
+
+STOP_GRACE_S = 5.0
+"""How long a write (a batch's outputs, a delta or a full snapshot; not a base) may take once stop()
+came before it is given up (:meth:`StageRunner._unless_stopped`): a healthy broker acknowledges
+one well within it, while an attempt in an outage lasts the producer's ``request_timeout_ms``
+(40 s, above the worker's 30 s stop timeout)."""
 IDLE_CHECK_S = 1.0
 """How often the loop looks for idle input partitions (``worker.idle_partition_s``)."""
 BYTES_PER_CHANGE = 132
@@ -385,7 +395,8 @@ class StageRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()  # one of: a batch, a rebalance callback, a checkpoint
         self._stopping = asyncio.Event()
-        self._given_up = False  # a write was given up on stop(): no link may be written after it
+        self._stopped_at = math.inf  # when stop() came (time.monotonic)
+        self._gave_up = asyncio.Event()  # a write was given up on stop(): no link may be written after it
         self._listener_error: BaseException | None = None
         self._base_error: BaseException | None = None  # a base written beside batches failed
         self._last_checkpoint = time.monotonic()
@@ -402,6 +413,8 @@ class StageRunner:
     def stop(self) -> None:
         """Ask ``run`` to finish: it checkpoints every shard and returns. During a produce outage
         it gives the blocked write up instead and checkpoints nothing (:meth:`_give_up_if_stopping`)."""
+        if not self._stopping.is_set():
+            self._stopped_at = time.monotonic()
         self._stopping.set()
         if self._read_timing is not None:
             self._read_timing.cancel()  # only a measurement
@@ -542,8 +555,9 @@ class StageRunner:
     async def _produce(self, messages: list[OutboundMessage]) -> None:
         if not messages:
             return
-        self.stats.produce_retries += await deliver(self.producer, messages, on_blocked=self._set_blocked,
-                                                    wait=self._wait, what=f"{self.stage} outputs")
+        self.stats.produce_retries += await self._unless_stopped(functools.partial(
+            deliver, self.producer, messages, on_blocked=self._set_blocked, what=f"{self.stage} outputs"),
+            self._wait)
         self.stats.messages_out.update(m.topic for m in messages)
 
     async def _wait(self, seconds: float) -> None:
@@ -566,10 +580,47 @@ class StageRunner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         self._give_up_if_stopping()
 
+    async def _unless_stopped(self, write: Callable[..., Awaitable[_T]], wait: _Wait, *,
+                              base: bool = False) -> _T:
+        """``write(wait=wait)``: outputs delivered or a link saved, ``wait`` between its attempts. Once
+        stop() came the attempt under way is not awaited to its end (up to the producer's
+        ``request_timeout_ms``, 40 s, above the worker's stop timeout): it is cancelled and the
+        write given up (:meth:`_give_up_if_stopping`) once an attempt of it failed, another write
+        was given up, or (not a base: a large one takes longer) :data:`STOP_GRACE_S` passed since
+        stop() or since the write began, whichever is later. A cancelled attempt's records may
+        still reach the broker later (the producer keeps them): as a given-up write's, harmless."""
+        started = time.monotonic()
+        failed = False
+
+        async def retry_wait(seconds: float) -> None:
+            nonlocal failed
+            failed = True
+            await wait(seconds)
+
+        task = asyncio.ensure_future(write(wait=retry_wait))
+        try:
+            await _first(task, self._stopping)
+            deadline = math.inf if base else max(self._stopped_at, started) + STOP_GRACE_S
+            while not (task.done() or failed or self._given_up or time.monotonic() >= deadline):
+                await _first(task, self._gave_up, timeout=deadline - time.monotonic())
+            if not task.done():
+                self._gave_up.set()
+                raise _Stopped
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])  # its clean-up (a spooled copy let go) before the runner goes on
+
+    @property
+    def _given_up(self) -> bool:
+        return self._gave_up.is_set()
+
     def _give_up_if_stopping(self) -> None:
         """After a failed attempt, once stop() came: give the write up rather than wait for the
         broker (the worker would cancel the runner after its stop timeout). No attempt is made
-        again, as one lasts up to the producer's ``request_timeout_ms`` (40 s, above that timeout).
+        again, as one lasts up to the producer's ``request_timeout_ms`` (40 s, above that
+        timeout), and one under way is cut short (:meth:`_unless_stopped`).
 
         A batch's outputs given up were not all acknowledged, so no shard may be checkpointed
         after it (its offsets and state are past them); nor after a given-up link (a delta's
@@ -577,7 +628,7 @@ class StageRunner:
         runner ends as after a kill, each next owner re-reads from the shard's last checkpoint
         and produces those outputs again (some twice: downstream is idempotent)."""
         if self._stopping.is_set():
-            self._given_up = True
+            self._gave_up.set()
             raise _Stopped
 
     def _set_blocked(self, blocked: bool) -> None:
@@ -660,10 +711,10 @@ class StageRunner:
             else:
                 base, blob = True, await asyncio.to_thread(processor.snapshot)
             # Beside batches the loop waits for the link: paused, in the group however long it takes.
-            state.checkpoint_id = await self.checkpoints.save_link(
-                self.stage, shard, blob, offsets, base=base, parent=state.checkpoint_id,
-                on_blocked=self._set_blocked if beside_batches else None,
-                wait=self._wait if beside_batches else self._sleep)
+            state.checkpoint_id = await self._unless_stopped(functools.partial(
+                self.checkpoints.save_link, self.stage, shard, blob, offsets, base=base,
+                parent=state.checkpoint_id, on_blocked=self._set_blocked if beside_batches else None),
+                self._wait if beside_batches else self._sleep)
             size = len(blob)
             del blob  # a base can be gigabytes: not kept while the next shard's is built
             if base or chain is None:
@@ -700,8 +751,9 @@ class StageRunner:
                 # not when the broker acknowledges the base: give the heap back while it is written.
                 trim_cpu_s = await asyncio.to_thread(_trim_cpu_seconds)
             try:
-                state.checkpoint_id = await self.checkpoints.save_link(
-                    self.stage, shard, blob, offsets, base=True, parent=state.checkpoint_id, wait=self._sleep)
+                state.checkpoint_id = await self._unless_stopped(functools.partial(
+                    self.checkpoints.save_link, self.stage, shard, blob, offsets, base=True,
+                    parent=state.checkpoint_id), self._sleep, base=True)
             finally:
                 if isinstance(blob, BlobFile):
                     blob.close()  # the temporary file goes
@@ -1082,6 +1134,16 @@ class StageRunner:
         if chain is not None and isinstance(processor, Incremental):
             self._estimate(state, chain)
         return state
+
+
+async def _first(task: asyncio.Future[Any], event: asyncio.Event, timeout: float = math.inf) -> None:
+    """Wait until ``task`` is done, ``event`` set or ``timeout`` seconds passed (inf: no timeout)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([task, waiter], timeout=None if timeout == math.inf else max(0.0, timeout),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def _trim_cpu_seconds() -> float:
