@@ -499,13 +499,15 @@ class SinkRunner:
             except SchemaBehind as table_behind:  # this table waits for `db migrate`; the others go on
                 self._note_behind(table_behind)
                 behind = table_behind
-        dead = self._search_dead
-        refused_dead = self._isolate(DEAD_LETTERS, list(enumerate(dead)))
+        dead, landed = self._search_dead, set[int]()
+        try:
+            refused_dead = self._isolate(DEAD_LETTERS, list(enumerate(dead)), landed)
+        finally:  # an outage midway (or dead_letters behind): a retry writes only those not landed
+            self._staged_dead.update((_position(dead[i]), dead[i]) for i in landed)
+            self._search_dead = [row for i, row in enumerate(dead) if i not in landed]
         self._search_dead = []
         for _, row, err in refused_dead:
             self._last_resort(row, err)
-        last_resorts = {index for index, _, _ in refused_dead}
-        self._staged_dead.update((_position(row), row) for i, row in enumerate(dead) if i not in last_resorts)
         if behind is not None:
             raise behind
         self._landed = None
@@ -547,16 +549,19 @@ class SinkRunner:
         log.warning("sink: %s[%d]@%d is a dead letter (%s): %s", row["source_topic"],
                     row["source_partition"], row["source_offset"], row["error_kind"], row["error_message"])
 
-    def _isolate(self, table: str, rows: list[tuple[int, dict[str, Any]]]
+    def _isolate(self, table: str, rows: list[tuple[int, dict[str, Any]]], landed: set[int] | None = None
                  ) -> list[tuple[int, dict[str, Any], Exception]]:
         """Write and flush ``rows`` (index, row); when refused, each half again: the refused rows
-        with their errors (a few inserts per refused row, not one per row)."""
+        with their errors (a few inserts per refused row, not one per row). The indices of the
+        rows inserted go into ``landed`` as they land (an outage may end the search midway)."""
         if not rows:
             return []
         try:
             self.writer.write(table, [row for _, row in rows])
             self.writer.flush()
             self._staged_rows[table] += len(rows)
+            if landed is not None:
+                landed.update(index for index, _ in rows)
             return []
         except Exception as err:
             self.writer.discard()
@@ -565,7 +570,7 @@ class SinkRunner:
             if len(rows) == 1:
                 return [(rows[0][0], rows[0][1], err)]
         middle = len(rows) // 2
-        return self._isolate(table, rows[:middle]) + self._isolate(table, rows[middle:])
+        return self._isolate(table, rows[:middle], landed) + self._isolate(table, rows[middle:], landed)
 
     def _set_blocked(self, blocked: bool) -> None:
         self.stats.blocked = blocked

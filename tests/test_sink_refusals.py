@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 T0 = (int(time.time()) - 3600) * 1000  # recent: per-event tables have a TTL
 MESSAGES = 40
 BAD = 23  # the message holding the row ClickHouse refuses
+UNREADABLE = 6  # messages not JSON, dead-lettered beside it
 
 
 class FailingFlushes(ClickHouseRowWriter):
@@ -246,3 +247,62 @@ def test_a_search_while_a_table_is_behind_retries_only_what_did_not_land(
     assert inserted() == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
     assert not sink._searching and sink.stats.schema_behind == ({"outcomes": 1} if noticed else {})
     assert sink._staged_rows == {"outcomes": 3 * MESSAGES, "late_events": 3 * MESSAGES - 1, "dead_letters": 1}
+
+
+class DeadLetterOutage(CountingWriter):
+    """The counting writer, whose flush of dead letters number ``fail_at`` (from 1) fails as an
+    outage does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dead_flushes = 0
+        self.fail_at = 0
+        self._dead_buffered = False
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        super().write(table, rows)
+        self._dead_buffered |= table == "dead_letters"
+
+    def flush(self) -> None:
+        if self._dead_buffered:
+            self._dead_buffered = False
+            self.dead_flushes += 1
+            if self.dead_flushes == self.fail_at:
+                raise OperationalError("connection refused (injected)")
+        super().flush()
+
+    def discard(self) -> None:
+        self._dead_buffered = False
+        super().discard()
+
+
+def test_an_outage_while_the_search_writes_its_dead_letters_retries_only_those_not_landed(
+        settings: Settings) -> None:
+    """The search's dead letters (unreadable messages, the refused row's message) with one among
+    them ClickHouse refuses (its partition past Int32): written in halves, the first half lands,
+    the second meets an outage. The retry writes only the dead letters that did not land: each is
+    inserted once (a count without FINAL) and counted once in the rows written; the refused one
+    is a last resort, once."""
+    client = connect(settings)
+    migrate(client, settings)
+    writer = DeadLetterOutage(client, database_name(settings), close_client=False)
+    sink = SinkRunner(settings, writer)
+    (tp, late), = _batch(settings).items()  # BAD's row refused when inserted: the search
+    unreadable = [ConsumerRecord(tp.topic, 0, 100 + i, T0, 0, None, b"not json", None, 0, 8, [])
+                  for i in range(UNREADABLE)]
+    past_int32 = ConsumerRecord(tp.topic, 2**31, 0, T0, 0, None, b"not json", None, 0, 8, [])
+    batch = {tp: late + unreadable + [past_int32]}
+    sink._note_staged(batch)
+    sink._stage(batch)
+    # flushes with dead letters: 1 the staged rows', refused; 2 the search's dead letters, refused;
+    # 3 their first half, lands; 4 their second half, an outage
+    writer.fail_at = 4
+    with pytest.raises(OperationalError):
+        sink._flush()
+    assert client.query("SELECT count() FROM dead_letters").result_rows[0][0] == (UNREADABLE + 2) // 2
+    sink._flush()
+    dead = UNREADABLE + 1  # the unreadable messages' and BAD's; past_int32's is refused
+    assert client.query("SELECT count() FROM dead_letters").result_rows[0][0] == dead  # without FINAL
+    assert sink._staged_rows == {"late_events": 3 * MESSAGES - 1, "dead_letters": dead}
+    assert len(sink._staged_dead) == dead and sum(sink.stats.rejected.values()) == 1
+    assert not sink._searching and not sink._search_dead
