@@ -136,6 +136,34 @@ class EchoFactory:
         return Echo(self.out_topic, self.processed)
 
 
+class CutClients:
+    """A runner's producers, which :class:`ClientCutProxy` cuts by client id ("outputs" or
+    "checkpoints": an attempt against a cut one fails after its ``request_timeout_ms``), the
+    checkpoint store on the second, and a producer of the test's inputs (never cut). (Not a
+    dataclass: the module is also loaded under another name, not in sys.modules.)"""
+
+    def __init__(self, outputs: AIOKafkaProducer, checkpoints: AIOKafkaProducer, inputs: AIOKafkaProducer,
+                 store: CheckpointStore) -> None:
+        self.outputs, self.checkpoints, self.inputs, self.store = outputs, checkpoints, inputs, store
+
+    @classmethod
+    async def start(cls, s: Settings, request_timeout_ms: int = 500) -> CutClients:
+        outputs, checkpoints = (AIOKafkaProducer(**{**aiokafka_producer_kwargs(s), "client_id": name,
+                                                    "request_timeout_ms": request_timeout_ms})
+                                for name in ("outputs", "checkpoints"))
+        inputs = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+        for producer in (outputs, checkpoints, inputs):
+            await producer.start()
+        store = CheckpointStore(s, checkpoints)
+        await store.start()
+        return cls(outputs, checkpoints, inputs, store)
+
+    async def stop(self) -> None:
+        await self.store.stop()
+        for producer in (self.outputs, self.checkpoints, self.inputs):
+            await producer.stop()
+
+
 @pytest.fixture
 def cut_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ProxiedBroker]:
     monkeypatch.setattr(harness, "TcpProxy", ClientCutProxy)  # the proxy start_proxied_broker starts
@@ -183,17 +211,11 @@ async def _outage(s: Settings, proxy: Any, cut: str, rival: bool = False) -> Non
     assert isinstance(proxy, ClientCutProxy)
     # An attempt against the cut producer fails in 0.5 s (its request timeout), well within
     # max_poll_interval_ms; only the waits between attempts are in getmany.
-    outputs, checkpoints = (AIOKafkaProducer(**{**aiokafka_producer_kwargs(s), "client_id": name,
-                                                "request_timeout_ms": 500})
-                            for name in ("outputs", "checkpoints"))
-    inputs = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
-    for producer in (outputs, checkpoints, inputs):
-        await producer.start()
-    store = CheckpointStore(s, checkpoints)
-    await store.start()
+    clients = await CutClients.start(s)
+    inputs = clients.inputs
     factory = EchoFactory(s.topics.outcomes)
     runner = StageRunner(s, "outage", f"outage-{cut}", [s.topics.predictions, s.topics.labels], factory,
-                         producer=outputs, checkpoints=store)
+                         producer=clients.outputs, checkpoints=clients.store)
     task = asyncio.create_task(runner.run())
     generations: list[int] = []
     other = aiokafka_consumer(s, runner.group_id, partition_assignment_strategy=(RangePartitionAssignor,))
@@ -235,9 +257,7 @@ async def _outage(s: Settings, proxy: Any, cut: str, rival: bool = False) -> Non
         with contextlib.suppress(BaseException):
             await task
         await other.stop()
-        await store.stop()
-        for producer in (outputs, checkpoints, inputs):
-            await producer.stop()
+        await clients.stop()
     assert len(factory.processed) == 2 * N_PER_TOPIC and set(factory.processed.values()) == {1}, (
         Counter(factory.processed.values()))
     assert -1 not in generations and len(set(generations)) == 1, generations  # no leave, no rejoin
@@ -276,13 +296,8 @@ async def _stopped_in_outage(s: Settings, proxy: Any, cut: str, request_timeout_
     """With a short request timeout stop() comes once the runner is blocked (an attempt failed);
     with a long one while its first attempt waits."""
     assert isinstance(proxy, ClientCutProxy)
-    outputs, checkpoints = (AIOKafkaProducer(**{**aiokafka_producer_kwargs(s), "client_id": name,
-                                                "request_timeout_ms": request_timeout_ms})
-                            for name in ("outputs", "checkpoints"))
-    for producer in (outputs, checkpoints):
-        await producer.start()
-    store = CheckpointStore(s, checkpoints)
-    await store.start()
+    clients = await CutClients.start(s, request_timeout_ms)
+    store = clients.store
     links_begun: list[float] = []  # when each link's write began (time.monotonic)
     save_link = store.save_link
 
@@ -292,7 +307,7 @@ async def _stopped_in_outage(s: Settings, proxy: Any, cut: str, request_timeout_
 
     store.save_link = noted_save_link  # type: ignore[method-assign]
     group = f"stopped-{cut}-{request_timeout_ms}"
-    runner = rh.make_runner(s, outputs, store, group)
+    runner = rh.make_runner(s, clients.outputs, store, group)
     task = asyncio.create_task(runner.run())
 
     def until(done: Any, what: str) -> Any:
@@ -329,9 +344,7 @@ async def _stopped_in_outage(s: Settings, proxy: Any, cut: str, request_timeout_
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        await store.stop()
-        for producer in (outputs, checkpoints):
-            await producer.stop()
+        await clients.stop()
     again = await rh.run_until(s, group)
     if request_timeout_ms < 1000 or cut == "outputs":  # the given-up batch read again
         assert sum(again.stats.records_in.values()) >= 2 * N_PER_TOPIC, again.stats

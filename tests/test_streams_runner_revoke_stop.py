@@ -14,13 +14,11 @@ from typing import Any
 
 import harness
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from harness import ProxiedBroker, load_module, start_proxied_broker
 
 from driftline.config import Settings
-from driftline.kafka.clients import aiokafka_consumer, aiokafka_producer_kwargs
-from driftline.streams.checkpoint import CheckpointStore
+from driftline.kafka.clients import aiokafka_consumer
 from driftline.streams.runner import StageRunner
 
 pytestmark = pytest.mark.integration
@@ -56,17 +54,11 @@ def test_stop_during_a_refused_revocation_pass_ends_quietly(
 
 
 async def _stopped_in_revocation(s: Settings, proxy: Any) -> None:
-    outputs, checkpoints = (AIOKafkaProducer(**{**aiokafka_producer_kwargs(s), "client_id": name,
-                                                "request_timeout_ms": 500})
-                            for name in ("outputs", "checkpoints"))
-    inputs = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
-    for producer in (outputs, checkpoints, inputs):
-        await producer.start()
-    store = CheckpointStore(s, checkpoints)
-    await store.start()
+    clients = await oh.CutClients.start(s)
+    inputs = clients.inputs
     factory = oh.EchoFactory(s.topics.outcomes)
     runner = StageRunner(s, "revoked", "revoked-stop", [s.topics.predictions, s.topics.labels], factory,
-                         producer=outputs, checkpoints=store)
+                         producer=clients.outputs, checkpoints=clients.store)
     retrying = asyncio.Event()  # the revocation's pass waits between attempts at a link
     sleep = runner._sleep
 
@@ -107,6 +99,4 @@ async def _stopped_in_revocation(s: Settings, proxy: Any) -> None:
         with contextlib.suppress(BaseException):
             await task
         await other.stop()
-        await store.stop()
-        for producer in (outputs, checkpoints, inputs):
-            await producer.stop()
+        await clients.stop()
