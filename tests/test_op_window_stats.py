@@ -327,8 +327,8 @@ def test_values_form_past_the_category_cap() -> None:
 
 def test_values_form_moments_are_numpys_of_each_column_alone() -> None:
     """Columns with as many values are reduced as one matrix's rows: each row's mean and M2 must be
-    what numpy gives the row as its own array (pairwise sums past 8 and 128 values, -0.0, huge
-    and tiny magnitudes), or filled windows' rows would change."""
+    what numpy gives the row as its own array (pairwise sums past 8 and 128 values, -0.0 and 0.0,
+    huge and tiny magnitudes), or filled windows' rows would change."""
     from driftline.operators.window_stats import _set_moments, _values_stats
 
     rng = np.random.default_rng(11)
@@ -337,6 +337,7 @@ def test_values_form_moments_are_numpys_of_each_column_alone() -> None:
         for _ in range(int(rng.integers(1, 5))):
             x = rng.normal(size=length) * 10.0 ** rng.integers(-300, 99, size=length)
             x[rng.random(length) < 0.2] = -0.0
+            x[rng.random(length) < 0.1] = 0.0  # 0.0 beside -0.0: min and max keep numpy's sign of zero
             columns.append(x.tolist())
         built: list = []
         for values in columns:

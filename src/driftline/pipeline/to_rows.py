@@ -338,6 +338,9 @@ def feature_kind(stats: FeatureStats, profile: FeatureProfile | None) -> str:
     return "categorical" if stats.categories and stats.n == 0 else "numeric"
 
 
+_QUANTILES = np.array([0.5, 0.9, 0.99])  # a window's p50, p90 and p99 (read, never written)
+
+
 def feature_window_row(
     window: Mapping[str, Any],
     name: str,
@@ -346,9 +349,14 @@ def feature_window_row(
     score: FeatureScore | None,
     reference_id: str,
 ) -> dict[str, Any]:
-    # an under-filled window's stats have no sketch merged (count 0): no quantiles
-    quantiles = (stats.sketch.quantiles(np.array([0.5, 0.9, 0.99])).tolist() if stats.n and stats.sketch.count
-                 else [None, None, None])
+    # ~28 rows a window, a window every few predictions with many small models: what an under-filled
+    # window lacks (no sketch merged, so no quantiles; no values, so no moments) is tested once
+    mean = variance = low = high = p50 = p90 = p99 = None
+    if stats.n:
+        mean, variance = finite(stats.mean), finite(stats.variance)
+        low, high = finite(stats.min), finite(stats.max)
+        if stats.sketch.count:
+            p50, p90, p99 = (finite(q) for q in stats.sketch.quantiles(_QUANTILES).tolist())
     return {
         **window,
         "feature": name,
@@ -357,17 +365,18 @@ def feature_window_row(
         "missing": stats.missing,
         "invalid": stats.invalid,
         "out_of_range": score.out_of_range if score is not None else 0,
-        "mean": finite(stats.mean) if stats.n else None,
-        "variance": finite(stats.variance) if stats.n else None,
-        "min": finite(stats.min) if stats.n else None,
-        "max": finite(stats.max) if stats.n else None,
-        "p50": finite(quantiles[0]),
-        "p90": finite(quantiles[1]),
-        "p99": finite(quantiles[2]),
-        "bin_edges": [float(e) for e in score.bin_edges] if score is not None else [],
+        "mean": mean,
+        "variance": variance,
+        "min": low,
+        "max": high,
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        # map(float): the list comprehensions' results at about half their cost
+        "bin_edges": list(map(float, score.bin_edges)) if score is not None else [],
         "bin_labels": list(score.bin_labels) if score is not None else [],
-        "histogram": [float(v) for v in score.histogram] if score is not None else [],
-        "reference_histogram": [float(v) for v in score.reference_histogram] if score is not None else [],
+        "histogram": list(map(float, score.histogram)) if score is not None else [],
+        "reference_histogram": list(map(float, score.reference_histogram)) if score is not None else [],
         "reference_id": reference_id,
     }
 
