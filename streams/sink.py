@@ -151,9 +151,11 @@ class SinkRunner:
         self._staged_since = 0.0  # time.monotonic() of the oldest staged batch
         self._staged_records: list[ConsumerRecord[bytes, bytes]] = []  # what the staged rows came from
         self._searching = False  # a flush was refused: write the staged records again in halves
-        # A search under way (None: none): the staged records' indices it wrote (or dead-lettered)
-        # and the dead letters it found not written yet; a retry writes only the rest.
+        # A search under way (None: none): the staged records' indices it wrote (or dead-lettered),
+        # the rows of a refused record that landed before an outage ended its isolation (by staged
+        # index) and the dead letters it found not written yet; a retry writes only the rest.
         self._landed: set[int] | None = None
+        self._landed_rows: dict[int, set[int]] = {}
         self._search_dead: list[dict[str, Any]] = []
         self._staged_dead: dict[tuple[str, int, int], dict[str, Any]] = {}  # by topic, partition, offset
         self._staged_rows: Counter[str] = Counter()  # rows buffered per table, counted once flushed
@@ -478,7 +480,7 @@ class SinkRunner:
         tables go on, then SchemaBehind is raised) writes only what did not land."""
         self.writer.discard()  # buffered, not inserted: written again below
         if self._landed is None:  # a new search: everything staged is written again
-            self._landed, self._search_dead = set(), []
+            self._landed, self._landed_rows, self._search_dead = set(), {}, []
             self._staged_dead, self._staged_rows = {}, Counter()
             self._held, self._held_dead = {}, []
         tables: dict[str, list[tuple[int, ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]]] = {}
@@ -522,7 +524,10 @@ class SinkRunner:
         assert self._landed is not None
         if len(group) == 1:
             index, record, table, rows = group[0]
-            refused = self._isolate(table, list(enumerate(rows)))
+            landed = self._landed_rows.setdefault(index, set())  # (a retry: those that did not land)
+            left = [(i, row) for i, row in enumerate(rows) if i not in landed]
+            refused = self._isolate(table, left, landed)
+            del self._landed_rows[index]
             if refused:
                 self._search_dead.append(refused_row(record, table, len(rows), refused))
             self._landed.add(index)

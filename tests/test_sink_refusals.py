@@ -306,3 +306,52 @@ def test_an_outage_while_the_search_writes_its_dead_letters_retries_only_those_n
     assert sink._staged_rows == {"late_events": 3 * MESSAGES - 1, "dead_letters": dead}
     assert len(sink._staged_dead) == dead and sum(sink.stats.rejected.values()) == 1
     assert not sink._searching and not sink._search_dead
+
+
+class OutageInBad(CountingWriter):
+    """The counting writer, whose flush of the second half of BAD's rows (the refused row and
+    the one after it) fails once, as an outage does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failed = False
+        self._failing = False
+
+    def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        super().write(table, rows)
+        self._failing |= [row.get("prediction_id") for row in rows] == [f"p{BAD}-1", f"p{BAD}-2"]
+
+    def flush(self) -> None:
+        if self._failing and not self.failed:
+            self.failed = True
+            raise OperationalError("connection refused (injected)")
+        super().flush()
+
+    def discard(self) -> None:
+        self._failing = False
+        super().discard()
+
+
+def test_an_outage_while_a_refused_message_s_rows_are_isolated_retries_only_those_not_landed(
+        settings: Settings) -> None:
+    """The refused message's 3 rows in halves: its first row lands, the second half (the refused
+    row and the last) meets an outage. The retry writes only the rows that did not land: its
+    first row is inserted and counted once, the dead letter still says 1 of 3 rows refused."""
+    client = connect(settings)
+    migrate(client, settings)
+    writer = OutageInBad(client, database_name(settings), close_client=False)
+    sink = SinkRunner(settings, writer)
+    batch = _batch(settings)
+    sink._note_staged(batch)
+    sink._stage(batch)
+    with pytest.raises(OperationalError):
+        sink._flush()
+    assert writer.failed
+    sink._flush()
+    late = client.query("SELECT count() FROM late_events").result_rows[0][0]  # without FINAL
+    assert late == 3 * MESSAGES - 1
+    assert sink._staged_rows == {"late_events": 3 * MESSAGES - 1, "dead_letters": 1}
+    (message,), = client.query("SELECT error_message FROM dead_letters").result_rows
+    assert message.startswith("1 of 3 late_events rows refused, the other rows are written; "
+                              "first refused, row 1")
+    assert not sink._searching and not sink._landed_rows
