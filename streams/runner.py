@@ -925,7 +925,8 @@ class StageRunner:
         offsets sought, then resumed). Each shard's state and offsets are its checkpoint's
         whichever shard goes first, so the order changes when outputs appear, not which
         (docs/state.md, "Shards take batches as they are restored"). Once stop() came (before,
-        or while this waited for the lock or read the chains) nothing is adopted or rebuilt."""
+        or while this waited for the lock or read the chains) nothing is adopted or rebuilt; a
+        rebuild under way then is dropped when it ends, and the others do not start."""
         if self._left_on_stop(assigned):  # run() is ending (its consumer may be gone already)
             return
         consumer = self._consumer
@@ -1061,6 +1062,8 @@ class StageRunner:
             offsets = {tp: saved.offsets[(tp.topic, tp.partition)] for tp in tps
                        if (tp.topic, tp.partition) in saved.offsets}
             state = await asyncio.to_thread(self._restore, shard, saved, offsets)
+            if self._left_on_stop(set(tps)):  # dropped, as a rebuild in _restore_rest: nothing fed to it
+                return
             self.stats.restored_shards += 1
             fresh = True
         else:

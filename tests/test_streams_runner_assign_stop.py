@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from driftline.config import Settings
-from driftline.streams.runner import StageRunner
+from driftline.streams.runner import ShardState, StageRunner
 
 SETTINGS = Settings(kafka={"bootstrap_servers": "127.0.0.1:9"})  # type: ignore[arg-type]
 TOPICS = [SETTINGS.topics.predictions, SETTINGS.topics.labels]
@@ -163,3 +163,38 @@ def test_an_assignment_whose_chains_were_being_read_when_stop_came_adopts_nothin
     assert store.loads == [[0, 1]] and chain.closed and factory.created == []
     assert runner.shards == {}
     assert consumer.paused == assigned and runner._restore_task is None
+
+
+def test_the_first_rebuild_under_way_in_the_assignment_when_stop_comes_is_dropped() -> None:
+    """Two chains assigned: the smaller is rebuilt inside on_assigned, the other left to the
+    background task. stop() comes during the first rebuild: it is not adopted when it ends, the
+    second is not rebuilt, both chains are let go and both shards' partitions stay paused."""
+    runner, consumer, store, _ = _runner()
+    assigned = {TopicPartition(t, p) for t in TOPICS for p in (0, 1)}
+    chains = {0: _Chain(), 1: _Chain()}
+    chains[1].blob = b"larger"  # rebuilt second
+    store.saved = chains
+    rebuilding, go = threading.Event(), threading.Event()
+    rebuilt: list[int] = []
+
+    def restore(shard: int, saved: Any, offsets: Any) -> ShardState:
+        rebuilt.append(shard)
+        rebuilding.set()
+        assert go.wait(5)
+        return ShardState(object(), dict(offsets), saved.checkpoint_id)  # type: ignore[arg-type]
+
+    runner._restore = restore  # type: ignore[method-assign,assignment]
+    runner._restore_closing = lambda shard, saved, offsets: restore(shard, saved, offsets)  # type: ignore[method-assign,assignment]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.on_assigned(assigned))
+        assert await asyncio.to_thread(rebuilding.wait, 5)
+        runner.stop()
+        go.set()
+        await asyncio.wait_for(task, 5)
+        if runner._restore_task is not None:
+            await asyncio.wait_for(runner._restore_task, 5)
+
+    asyncio.run(scenario())
+    assert rebuilt == [0] and runner.shards == {} and runner.stats.restored_shards == 0
+    assert chains[0].closed and chains[1].closed and consumer.paused == assigned
