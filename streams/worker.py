@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from driftline.client.http import worker_url
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
-from driftline.kafka.clients import aiokafka_producer, start_client
+from driftline.kafka.clients import aiokafka_producer, start_client, stop_producer
 from driftline.pipeline.stage import StageFactory
 from driftline.store.client import connect, database_name
 from driftline.store.embedded_reader import EmbeddedReader
@@ -42,6 +42,9 @@ ROLES: tuple[Role, ...] = ("all", "processor", "sink")
 SHARD_STAGE, SHARD_GROUP = "shard", "driftline-shard"
 MODEL_STAGE, MODEL_GROUP = "model", "driftline-model"
 STOP_TIMEOUT_S = 30.0
+PRODUCER_FLUSH_S = 5.0
+"""How long a stopping worker waits for its producer to flush once the runners are done: they
+await what they checkpoint past, so what is left belongs to writes given up in an outage."""
 
 
 def default_factories(settings: Settings) -> tuple[StageFactory, StageFactory]:
@@ -172,7 +175,7 @@ class WorkerRuntime:
             await self._store.stop()
         if self._producer is not None:
             with contextlib.suppress(KafkaError):
-                await self._producer.stop()
+                await stop_producer(self._producer, PRODUCER_FLUSH_S)
         if self._writer is not None:
             with self._engine_lock, contextlib.suppress(Exception):
                 self._writer.close()

@@ -9,12 +9,16 @@ libraries are imported when a client is built, so the SDK imports this module wi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
 from driftline.config import Settings
 from driftline.kafka.metadata_requests import count_metadata_requests
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -148,6 +152,38 @@ def aiokafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     _track_sent_topics(producer)
     count_metadata_requests(producer.client, "producer")
     return producer
+
+
+async def stop_producer(producer: AIOKafkaProducer, flush_timeout_s: float) -> int:
+    """Stop ``producer``, waiting at most ``flush_timeout_s`` for the records still in it to be
+    acknowledged; what is not acknowledged by then is dropped (each send's future fails). Returns
+    the batches dropped.
+
+    aiokafka's ``stop()`` flushes without a bound: in a broker outage it waits until each batch
+    expires (``request_timeout_ms``, 40 s by default), longer than a worker's stop may take. What
+    a stopping worker still holds there belongs to writes it gave up (runners checkpoint nothing
+    after those, so the next owner produces them again) or to HTTP ingest requests that have not
+    been answered (they get an error and are sent again by the client): nothing acknowledged.
+    """
+    from aiokafka.errors import KafkaTimeoutError
+
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait([stopping], timeout=flush_timeout_s)
+    dropped = 0
+    if not done:
+        # aiokafka has no public way to drop what it holds. Its sender stops sending; the closed
+        # connections end the requests in flight (their batches go back to the queue, as after a
+        # connection error); then every batch left is failed, which ends stop()'s flush.
+        sender, accumulator = producer._sender, producer._message_accumulator
+        sender.sender_task.cancel()
+        await producer.client.close()
+        await asyncio.wait([sender.sender_task])
+        dropped = sum(map(len, accumulator._batches.values())) + len(accumulator._pending_batches)
+        accumulator.fail_all(KafkaTimeoutError(f"not acknowledged within {flush_timeout_s}s of stop"))
+        log.warning("producer stopped with %d batch(es) not acknowledged within %ss: dropped (none of "
+                    "them was acknowledged or checkpointed past)", dropped, flush_timeout_s)
+    await stopping
+    return dropped
 
 
 def _track_sent_topics(producer: AIOKafkaProducer) -> None:
