@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,22 @@ def test_an_unexpected_error_is_not_mistaken_for_an_unreachable_broker() -> None
 
     assert not _broker_unreachable(ValueError("boom"))
     assert _broker_unreachable(KafkaConnectionError("no broker"))
+
+
+@pytest.mark.parametrize(("command", "option"), [
+    (["worker", "--web-port"], "--web-port PORT (or DRIFTLINE_WORKER_WEB_PORT)"),
+    (["serve", "--port"], "--port PORT"),
+])
+def test_a_web_port_in_use_is_one_line_naming_the_option(
+    command: list[str], option: str, tmp_path: Path
+) -> None:
+    """Checked before the server starts: the bind error came as a traceback (the worker's after
+    Faust had started). The listener on the port also stands in for a reachable broker."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        proc = _run([*command, str(port)],
+                    _env(tmp_path, DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"driftline {command[0]}: port {port} on 127.0.0.1 is in use (another driftline worker or serve?): "
+        f"stop it, or choose a free port with {option}")

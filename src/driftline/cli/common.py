@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 
 from rich.console import Console
@@ -48,6 +49,33 @@ def broker_reachable(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -
         except (OSError, ValueError):
             continue
     return False
+
+
+def _in_use(host: str, port: int) -> bool:
+    """True if a server could not listen on ``host:port`` because something else does. Binds as
+    aiohttp does (SO_REUSEADDR), so a port with only closed connections left counts as free."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:  # an unknown host: the server's own start says so
+        return False
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def port_taken(host: str, port: int, option: str) -> str | None:
+    """The one line for a web port something else listens on (else None): checked before a server
+    starts, as the bind error surfaces late, in a traceback (the worker's after Faust started)."""
+    if not _in_use(host, port):
+        return None
+    return (f"port {port} on {host} is in use (another driftline worker or serve?): stop it, or "
+            f"choose a free port with {option}")
 
 
 def one_line(err: Exception) -> str:

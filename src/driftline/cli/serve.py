@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import port_taken, settings_from_args
 from driftline.client.http import worker_url
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
@@ -118,6 +118,10 @@ def handle(args: argparse.Namespace) -> int:
     if problem:
         print(f"driftline: {problem}", file=sys.stderr)
         return 2
+    taken = port_taken(args.host, args.port, "--port PORT")
+    if taken:
+        print(f"driftline serve: {taken}", file=sys.stderr)
+        return 1
     if not args.no_ingest:
         ensure_topics(settings)  # co-partitioned predictions/labels before anything is produced
     app = build_app(args, settings)

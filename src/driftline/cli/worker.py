@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import port_taken, settings_from_args
 from driftline.store.client import StoreError
 
 ROLE_HELP = ("all = stage 1 + stage 2 + sink (default); processor = the two stages only; sink = the "
@@ -59,6 +59,11 @@ def handle(args: argparse.Namespace) -> int:
     if problem:
         print(f"driftline: {problem}", file=sys.stderr)
         return 2
+    taken = port_taken(settings.worker.web_host, settings.worker.web_port,
+                       "--web-port PORT (or DRIFTLINE_WORKER_WEB_PORT)")
+    if taken:
+        print(f"driftline worker: {taken}", file=sys.stderr)
+        return 1
     try:
         return run_worker(WorkerRuntime(settings, role=args.role), run_seconds=args.run_seconds,
                           exit_when_idle=args.exit_when_idle, loglevel=args.loglevel)
