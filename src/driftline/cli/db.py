@@ -33,7 +33,10 @@ def register(sub: Any) -> None:
     )
     migrate_parser.set_defaults(handler=_migrate)
     status_parser = actions.add_parser("status", help="list migrations: applied, pending or changed")
-    status_parser.add_argument("--cluster", metavar="NAME", help=_CLUSTER_HELP)
+    status_parser.add_argument(
+        "--cluster", metavar="NAME",
+        help="ClickHouse cluster `db migrate --cluster` created the schema on (docs/scaling.md); default: "
+             "the clickhouse.cluster setting (DRIFTLINE_CLICKHOUSE_CLUSTER)")
     status_parser.set_defaults(handler=_status)
 
 

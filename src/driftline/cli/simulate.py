@@ -64,7 +64,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--training-table", type=Path, metavar="FILE",
                    help="write a drift-free training table (Parquet, or CSV by suffix) of the simulated "
                         "model for `driftline profile build` (label column 'label') and produce nothing")
-    p.add_argument("--source", choices=["gaussian", "agrawal", "hyperplane", "sea", "csv"])
+    p.add_argument("--source", choices=["gaussian", "agrawal", "hyperplane", "sea", "csv"],
+                   help="feature rows: gaussian (default; numeric and categorical features, a noisy "
+                        "linear label), River's agrawal, hyperplane or sea generators, or csv (--csv)")
     p.add_argument("--csv", type=Path, help="feature rows from this CSV (implies --source csv)")
     p.add_argument("--label-column", help="label column of --csv")
     p.add_argument("--challenger", action="store_true", help="score each request with a challenger too")
