@@ -103,6 +103,7 @@ class ShardProcessor:
         self.label_watermark = NO_TIME
         self.open: dict[WindowKey, WindowAccumulator] = {}
         self.buffered: dict[WindowKey, WindowBuffer] = {}
+        self._first_end = NO_TIME  # the earliest open window's end (NO_TIME: not known; _close_windows)
         self.sent_progress: tuple[int, ...] = (NO_TIME, NO_TIME, NO_TIME)
         self.totals: Counter[str] = Counter()
         self.configure(settings)
@@ -395,6 +396,7 @@ class ShardProcessor:
         state.setdefault("multivariate", None)
         state["buffered"] = {key: _window_buffer(b) for key, b in state.get("buffered", {}).items()}
         self.__dict__.update(state)
+        self._first_end = NO_TIME  # a delta may have opened windows: the next close looks
         if "_shared_profiles" not in self.__dict__:  # unpickled (a delta applied keeps its own)
             self._shared_profiles = _chain_profiles()
             self._item_marks = self._marked_items()
@@ -696,6 +698,8 @@ class ShardProcessor:
         if buffered is None:
             buffered = self.buffered[key] = WindowBuffer()
             self.open[key] = WindowAccumulator()
+            if key.start + key.size < self._first_end:
+                self._first_end = key.start + key.size
         buffered.append(events)
         if len(buffered) >= ACCUMULATE_CHUNK:
             self._accumulate(key, final=False)
@@ -901,8 +905,14 @@ class ShardProcessor:
         out.extend(self.forwarder.progress({reroute.PREDICTION: marks[0], reroute.LABEL: marks[1]}))
 
     def _close_windows(self, out: list[OutboundMessage]) -> int:
+        # Every process() comes here, and with many models a shard holds thousands of open windows,
+        # most of them ending at a few grid lines: they are looked through only when the earliest
+        # ends (its end kept as windows open and close, found again after a restore).
+        watermark = self.pred_watermark
+        if watermark < self._first_end:
+            return 0
         # WindowKey._make: keys checkpointed before WindowKey existed are plain (equal) tuples
-        due = sorted((key for key in map(WindowKey._make, self.open) if key.end <= self.pred_watermark),
+        due = sorted((WindowKey._make(key) for key in self.open if key[0] + key[1] <= watermark),
                      key=WindowKey.close_order)
         for key in due:
             accumulator = self.open.pop(key)
@@ -923,6 +933,7 @@ class ShardProcessor:
             partial = records.Partial(self.shard, key.model_id, key.model_version, key.segment, key.size_s,
                                       key.start, key.end, aggregate)
             out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, partial))
+        self._first_end = min((key[0] + key[1] for key in self.open), default=_NO_WINDOW)
         return len(due)
 
     def _emit_outcomes(
@@ -1048,7 +1059,9 @@ class ShardDelta:
     profiles: bytes = b""
 
 
-_NOT_PICKLED = frozenset({"_shared_profiles", "_touched", "_item_marks"})  # rebuilt with the chain
+# rebuilt with the chain; the earliest window end, from the windows restored
+_NOT_PICKLED = frozenset({"_shared_profiles", "_touched", "_item_marks", "_first_end"})
+_NO_WINDOW = 2**62  # the earliest end when no window is open: after any watermark
 
 
 def _window_model(key: tuple[Any, ...]) -> tuple[str, str]:
