@@ -117,3 +117,33 @@ def test_a_web_port_in_use_is_one_line_naming_the_option(
     assert proc.stderr.strip() == (
         f"driftline {command[0]}: port {port} on 127.0.0.1 is in use (another driftline worker or serve?): "
         f"stop it, or choose a free port with {option}")
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_a_malformed_config_file_is_one_line_naming_the_file(how: str, tmp_path: Path) -> None:
+    config = tmp_path / "strict.toml"
+    config.write_text("[drift\npsi_threshold = 0.1\n")
+    if how == "option":
+        proc = _run(["--config", str(config), "db", "status"], _env(tmp_path))
+    else:
+        proc = _run(["db", "status"], _env(tmp_path, DRIFTLINE_CONFIG=str(config)))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"driftline: invalid configuration: config file {str(config)!r}: Expected "
+                                   "']' at the end of a table declaration (at line 1, column 7)")
+
+
+@pytest.mark.parametrize(("toml", "expected"), [
+    ("[drift]\npsi_treshold = 0.1\n",
+     "drift.psi_treshold [env DRIFTLINE_DRIFT_PSI_TRESHOLD]: no such setting "
+     "(did you mean drift.psi_threshold?)"),
+    ("psi_threshold = 0.1\n",  # outside its [drift] table
+     "psi_threshold [env DRIFTLINE_PSI_THRESHOLD]: no such setting (did you mean drift.psi_threshold?)"),
+    ("[drfit]\npsi_threshold = 0.1\n", "drfit [env DRIFTLINE_DRFIT]: no such setting (did you mean drift?)"),
+])
+def test_a_misspelt_setting_names_the_nearest_one(toml: str, expected: str, tmp_path: Path) -> None:
+    """pydantic said "Extra inputs are not permitted", which does not say the name is wrong."""
+    config = tmp_path / "strict.toml"
+    config.write_text(toml)
+    proc = _run(["--config", str(config), "db", "status"], _env(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"driftline: invalid configuration: {expected}"

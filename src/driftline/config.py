@@ -14,6 +14,7 @@ False
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import sys
@@ -614,11 +615,30 @@ def _describe(err: ValidationError) -> str:
     env_name = ENV_PREFIX + "_".join(p.upper() for p in loc[:2]) if loc else ""
     # pydantic prefixes a validator's own message with its error type; the message says it all
     msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":  # pydantic's "Extra inputs are not permitted": a typo?
+        msg = "no such setting" + _did_you_mean(loc)
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     hint = f" [env {env_name}]" if env_name else ""
     form = _json_form(loc[0], loc[1]) if len(loc) >= 2 and first["type"] != "value_error" else None
     expected = f" (expected {form})" if form else ""
     return f"invalid configuration: {dotted}{hint}: {msg}{expected}{more}"
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    """" (did you mean drift.psi_threshold?)": the nearest known name to an unknown ``loc``; a
+    section's field given at the top level (outside its ``[section]`` table) finds it too."""
+    names: dict[str, str] = {}
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        fields = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+        if len(loc) == 1:
+            names.setdefault(section, section)
+            for name in fields:
+                names.setdefault(name, f"{section}.{name}")
+        elif len(loc) == 2 and section == loc[0]:
+            names.update((name, f"{section}.{name}") for name in fields)
+    close = difflib.get_close_matches(loc[-1], list(names), n=1)
+    return f" (did you mean {names[close[0]]}?)" if close else ""
 
 
 def _json_form(section: str, name: str | None) -> str | None:
@@ -674,7 +694,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     except SettingsError as err:  # an env value that must be JSON is not
         raise ConfigError(_describe_env_json() or f"invalid configuration: {err}") from None
     except (OSError, ValueError) as err:  # unreadable / malformed TOML
-        raise ConfigError(f"invalid configuration: {err}") from None
+        # tomllib's message gives line and column but not the file
+        source = os.environ.get(CONFIG_FILE_ENV)
+        where = f"config file {source!r}: " if source else ""
+        raise ConfigError(f"invalid configuration: {where}{err}") from None
     finally:
         if config_file is not None:
             if previous is None:
