@@ -147,3 +147,14 @@ def test_a_misspelt_setting_names_the_nearest_one(toml: str, expected: str, tmp_
     proc = _run(["--config", str(config), "db", "status"], _env(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"driftline: invalid configuration: {expected}"
+
+
+def test_profile_show_of_a_model_without_one_says_how_to_get_one(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert _run(["db", "migrate"], env).returncode == 0
+    proc = _run(["profile", "show", "--model", "nobody"], env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "driftline: no reference profile of model 'nobody' in ClickHouse: build one with `driftline profile "
+        "build --model nobody --version VERSION --data FILE`, or let a worker take the model's first full "
+        "window")

@@ -410,8 +410,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 1
     if profile is None:
         version = f" version {args.version!r}" if args.version is not None else ""
-        print(f"driftline: no reference profile of model {args.model!r}{version} in ClickHouse",
-              file=sys.stderr)
+        print(f"driftline: no reference profile of model {args.model!r}{version} in ClickHouse: build one "
+              f"with `driftline profile build --model {args.model} --version VERSION --data FILE`, or "
+              "let a worker take the model's first full window", file=sys.stderr)
         return 1
     if args.json:
         print(profile.model_dump_json())
