@@ -25,6 +25,14 @@ flush; CPU per model fed, before vs now, alternating, best of ``--rounds``, repo
 With ``--own-tables`` each model's monitors get calibration tables of their own (their
 coefficients scaled by 1 + a few ulps, so no two models share memory), as bench_models' models,
 each with its own profile, have: the flush then reads them cold, as a worker with 1,000 models does.
+
+``--flush EVENTS PARTS --warm``: how much of that is the models' state read cold. Today's watch
+only, each model with tables of its own, each model fed twice a round either way: cold, every
+model held and fed at one flush, twice (a model's monitors last read ``--models`` models ago);
+warm, model by model, its events held and fed, then held and fed again at once, the second feed
+timed (its state read a moment before). The same code, values and state either way, alternating,
+best of ``--rounds``: the difference is what reading the state cold costs (the warm side also
+pays a flush call per model).
 """
 
 from __future__ import annotations
@@ -171,6 +179,47 @@ def flush_ab(classes: dict[str, Any], models: int, events: int, parts: int, roun
           f"{'equal' if fed['before'] == fed['now'] else 'DIFFER'}")
 
 
+def flush_cold_warm(models: int, events: int, parts: int, rounds: int) -> None:
+    """Print the CPU a model fed costs with its state read cold and warm (see the module docstring)."""
+    profiles, groups = _flush_inputs(models, events, parts)
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**12, batch_events=64)
+    for index, (profile, mine) in enumerate(zip(profiles, groups, strict=True)):
+        watch.add_profile(profile)
+        watch.observe(profile.model_id, "1", *mine[0][:2], mine[0][2], mine[0][3], mine[0][4])
+        watch.flush()
+        _own_tables(watch, profile.model_id, index)
+    pairs = list(zip(profiles, groups, strict=True))
+
+    def hold(which: list[tuple[Any, Any]]) -> None:
+        for profile, mine in which:
+            for group in mine:
+                watch.observe(profile.model_id, "1", *group)
+
+    hold(pairs)  # once untimed: what the new tables' first feed builds (e.g. the lanes)
+    watch.flush()
+    spent: dict[str, list[float]] = {"cold": [], "warm": []}
+    for r in range(rounds):
+        for side in ("cold", "warm") if r % 2 == 0 else ("warm", "cold"):
+            gc.collect()
+            gc.disable()
+            total = 0.0
+            for fed in [pairs, pairs] if side == "cold" else [[pair] for pair in pairs]:
+                if side == "warm":  # the same feed just before, untimed: its state in the caches
+                    hold(fed)
+                    watch.flush()
+                hold(fed)
+                t = time.process_time()
+                watch.flush()
+                total += time.process_time() - t
+            gc.enable()
+            spent[side].append(total / (2 * models if side == "cold" else models) * 1e6)
+    cold, warm = min(spent["cold"]), min(spent["warm"])
+    print(f"{models} models (own tables) each holding {events} event(s) in {parts} part(s), each fed twice "
+          f"a round: cold {cold:.1f}, warm {warm:.1f} CPU-us a model fed ({warm / cold:.2f}x), best of "
+          f"{rounds} (rounds {[round(x, 1) for x in spent['cold']]} and "
+          f"{[round(x, 1) for x in spent['warm']]})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", type=int, default=100)
@@ -181,7 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the watch alone: a grid line's flush of quiet models (module docstring)")
     parser.add_argument("--own-tables", action="store_true",
                         help="--flush: each model's monitors read tables of their own (module docstring)")
+    parser.add_argument("--warm", action="store_true",
+                        help="--flush: a model fed with its state read cold vs warm (module docstring)")
     args = parser.parse_args(argv)
+    if args.flush and args.warm:
+        flush_cold_warm(args.models, *args.flush, args.rounds)
+        return 0
     if args.flush:
         with tempfile.TemporaryDirectory() as tmp:
             flush_ab({"before": _baseline_watch_class(args.baseline, Path(tmp)), "now": FeatureWatch},
