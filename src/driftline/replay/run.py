@@ -86,6 +86,11 @@ async def replay_topics(
     profile on the profiles topic; returns once every row is flushed to ``writer``."""
     check_run_id(run_id)
     topics = settings.topics
+    # A consumer of their own: the profiles partition left assigned to the main one joined every
+    # Fetch of the offset search for --from/--to, each waiting out the broker's fetch wait (an
+    # hour of simulated traffic: ~30 s of planning instead of ~4).
+    async with replay_consumer(settings) as consumer:
+        profiles = await read_all_values(consumer, topics.profiles)
     async with replay_consumer(settings) as consumer:
         predictions = await partitions_of(consumer, topics.predictions)
         labels = await partitions_of(consumer, topics.labels)
@@ -94,7 +99,6 @@ async def replay_topics(
         _check_partitions(settings, topics.predictions, len(predictions))
         if labels:
             _check_partitions(settings, topics.labels, len(labels))
-        profiles = await read_all_values(consumer, topics.profiles)
         ranges = await plan_ranges(consumer, predictions + labels, from_ms, to_ms)
         plan = ReplayPlan(sum(r.size for r in ranges), tuple(ranges), len(profiles))
         if on_plan is not None:
