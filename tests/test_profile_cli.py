@@ -233,7 +233,8 @@ def test_build_checks_its_input_before_the_broker_and_names_a_missing_broker(
     assert main(["profile", "build", "--model", "m", "--version", "1", "--data", str(data),
                  "--label-column", "nope"]) == 2  # the input error, not the missing broker
     capsys.readouterr()
-    assert main(["profile", "build", "--model", "m", "--version", "1", "--data", str(data)]) == 1
+    assert main(["profile", "build", "--model", "m", "--version", "1", "--data", str(data),
+                 "--prediction-column", "pred"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith(f"driftline profile: no Kafka broker reachable at {address}"), err
@@ -297,3 +298,25 @@ def test_summary_of_a_seasonal_profile_says_windows_meet_their_hours_reference()
     hinted = shown(build_profile("m", "1", columns, detected_cycle=strong, **common))
     assert "strong daily cycle in load (82% of its variance), yet no season" in hinted
     assert "--season daily" in hinted and "numeric, seasonal" not in hinted
+
+
+def test_a_column_named_like_an_output_is_profiled_with_a_note(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A training table's label or prediction column left unnamed is profiled as a feature, as
+    asked, and stderr says which option would make it the output instead."""
+    rows = [{"x": r["x"], "plan": r["plan"], "Label": r["churned"], "pred": r["pred"]}
+            for r in _training_rows()]
+    data = _write_csv(tmp_path / "train.csv", rows)
+    out = tmp_path / "profile.jsonl"
+    base = ["profile", "build", "--model", "m", "--version", "1", "--data", str(data), "--no-publish",
+            "--out", str(out)]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "column 'Label' is profiled as a feature; if it is the model's ground truth, pass " \
+           "--label-column Label" in err, err
+    assert "column 'pred' is profiled as a feature; if it is the model's output, pass " \
+           "--prediction-column pred" in err, err
+    assert {"Label", "pred"} <= set(ReferenceProfile.model_validate_json(out.read_text()).features)
+    assert main([*base, "--label-column", "Label", "--prediction-column", "pred"]) == 0
+    assert "is profiled as a feature" not in capsys.readouterr().err
+

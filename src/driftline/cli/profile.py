@@ -225,6 +225,27 @@ def select_columns(
     return columns, skipped
 
 
+OUTPUT_NAMES = frozenset({"label", "labels", "target", "y", "ground_truth", "truth", "actual",
+                          "prediction", "predictions", "predicted", "pred", "y_pred", "score"})
+"""Column names that usually hold a model's output or its ground truth, not an input."""
+LABEL_NAMES = frozenset({"label", "labels", "target", "y", "ground_truth", "truth", "actual"})
+
+
+def output_like_features(columns: Sequence[str], label_column: str | None,
+                         prediction_column: str | None) -> list[str]:
+    """The columns profiled as features whose names say output or ground truth, while the
+    matching option is not given: a label profiled as a feature never arrives with the events
+    (every window shows it missing) and is not the label the accuracy baseline reads.
+
+    >>> output_like_features(["x", "label", "Prediction"], None, None)
+    ['label', 'Prediction']
+    >>> output_like_features(["x", "label", "pred"], "label", "pred")
+    []
+    """
+    given = {label_column, prediction_column}
+    return [c for c in columns if c not in given and c.lower() in OUTPUT_NAMES]
+
+
 def _foreign_type(values: list[Any]) -> str | None:
     """Name of the first value type that cannot be a wire feature value, if any."""
     for kind in {type(v) for v in values}:
@@ -248,6 +269,12 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
                                       features=args.features, source=str(path))
     if skipped:
         err.print(f"skipped column(s) {', '.join(skipped)}: not numbers, strings or bools", markup=False)
+    if args.features is None:
+        for name in output_like_features(list(columns), args.label_column, args.prediction_column):
+            option = "--label-column" if name.lower() in LABEL_NAMES else "--prediction-column"
+            err.print(f"note: column {name!r} is profiled as a feature; if it is the model's "
+                      f"{'ground truth' if option == '--label-column' else 'output'}, pass {option} {name} "
+                      "(or --features to list the inputs)", markup=False, soft_wrap=True)
     scores = None
     if args.score_column is not None:
         if args.score_column not in table:
