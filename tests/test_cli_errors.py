@@ -158,3 +158,12 @@ def test_profile_show_of_a_model_without_one_says_how_to_get_one(tmp_path: Path)
         "driftline: no reference profile of model 'nobody' in ClickHouse: build one with `driftline profile "
         "build --model nobody --version VERSION --data FILE`, or let a worker take the model's first full "
         "window")
+
+
+def test_a_misspelt_section_in_an_env_var_is_a_warning_naming_the_setting(tmp_path: Path) -> None:
+    """pydantic-settings ignores a DRIFTLINE_ variable of no section: the value was dropped silently."""
+    env = _env(tmp_path, DRIFTLINE_DRFIT_PSI_THRESHOLD="0.5", DRIFTLINE_TRIGGER_ID="t")
+    proc = _run(["db", "status"], env)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert warnings == ["driftline: warning: DRIFTLINE_DRFIT_PSI_THRESHOLD: not a setting, ignored "
+                        "(did you mean DRIFTLINE_DRIFT_PSI_THRESHOLD?)"], proc.stderr

@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit, urlunsplit
@@ -706,10 +707,45 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
                 os.environ[CONFIG_FILE_ENV] = previous
 
 
+OTHER_ENV_FAMILIES = frozenset({"config", "test", "soak", "trigger", "job", "model", "auth", "token",
+                                "grafana", "services", "notebook"})
+"""``DRIFTLINE_<FAMILY>_...`` variables that are not settings: the config file, the test backends,
+what a retrain job's command is given, tokens and the demo stack's own."""
+
+
+def misspelt_sections(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``DRIFTLINE_*`` variables whose section is a near miss of a settings section
+    (``DRIFTLINE_DRFIT_PSI_THRESHOLD``): pydantic-settings ignores a variable of no section, so the
+    value would be silently dropped. (An unknown field of a known section is an error already.)
+
+    >>> for line in misspelt_sections({"DRIFTLINE_DRFIT_PSI_THRESHOLD": "0.5", "DRIFTLINE_TRIGGER_ID": "x",
+    ...                                "DRIFTLINE_DRIFT_PSI_THRESHOLD": "0.3", "PATH": "/bin"}):
+    ...     print(line)
+    DRIFTLINE_DRFIT_PSI_THRESHOLD: not a setting, ignored (did you mean DRIFTLINE_DRIFT_PSI_THRESHOLD?)
+    """
+    sections = list(Settings.model_fields)
+    out = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, rest = name[len(ENV_PREFIX):].lower().partition("_")
+        if section in sections or section in OTHER_ENV_FAMILIES:
+            continue
+        close = difflib.get_close_matches(section, sections, n=1, cutoff=0.7)
+        if close:
+            meant = f"{ENV_PREFIX}{close[0].upper()}" + (f"_{rest.upper()}" if rest else "")
+            out.append(f"{name}: not a setting, ignored (did you mean {meant}?)")
+    return out
+
+
 def load_settings_or_exit(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """For CLIs: one clear line on stderr and exit code 2 instead of a traceback."""
+    """For CLIs: one clear line on stderr and exit code 2 instead of a traceback; a warning line
+    for each variable that looks like a misspelt setting (:func:`misspelt_sections`)."""
     try:
-        return load_settings(config_file, **overrides)
+        settings = load_settings(config_file, **overrides)
     except ConfigError as err:
         print(f"driftline: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in misspelt_sections(os.environ):
+        print(f"driftline: warning: {warning}", file=sys.stderr)
+    return settings
