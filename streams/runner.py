@@ -59,7 +59,7 @@ from aiokafka.structs import ConsumerRecord
 from driftline.config import Settings
 from driftline.kafka.admin import CopartitioningError, partition_counts
 from driftline.kafka.clients import aiokafka_consumer
-from driftline.kafka.offsets import unread
+from driftline.kafka.offsets import unread_after_fed
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.stage import FollowsIdle, OutboundMessage, StageFactory, StageProcessor
@@ -538,7 +538,7 @@ class StageRunner:
             for tp, offset in state.offsets.items():
                 if tp.topic not in watermarked:
                     continue  # e.g. the re-routing topic: always quiet with a murmur2 producer
-                if unread(consumer, tp, offset) != 0:
+                if unread_after_fed(consumer, tp, offset) != 0:
                     state.heard_at.pop(tp, None)  # records still to read: not idle, however old
                     continue
                 if now - state.heard_at.setdefault(tp, now) >= limit:
@@ -643,15 +643,15 @@ class StageRunner:
             consumer.resume(*(tp for tp in partitions if tp.partition not in self._restoring))
 
     def lag(self) -> dict[TopicPartition, int]:
-        """Per owned input partition: the records still to feed (:func:`unread`: to the Fetch's
-        high watermark, or last stable offset under read_committed)."""
+        """Per owned input partition: the records still to feed (:func:`unread_after_fed`: to the
+        Fetch's high watermark, or last stable offset under read_committed)."""
         consumer = self._consumer
         if consumer is None:
             return {}
         out = {}
         for state in list(self.shards.values()):
             for tp, offset in list(state.offsets.items()):
-                left = unread(consumer, tp, offset)
+                left = unread_after_fed(consumer, tp, offset)
                 if left is not None:
                     out[tp] = left
         return out

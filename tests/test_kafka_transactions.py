@@ -23,7 +23,7 @@ from kafka.admin import NewTopic
 from driftline.config import Settings
 from driftline.kafka.admin import admin_client
 from driftline.kafka.clients import aiokafka_consumer, aiokafka_consumer_kwargs, aiokafka_producer
-from driftline.kafka.offsets import position_now, unread
+from driftline.kafka.offsets import position_now, unread, unread_after_fed
 from driftline.replay.kafka_source import read_all_values
 
 pytestmark = pytest.mark.integration
@@ -78,8 +78,8 @@ async def _write(settings: Settings, topic: str, batches: list[tuple[list[bytes]
 
 
 async def _read_to_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[list[bytes], int]:
-    """Values read until nothing is left to read (:func:`unread` 0), and the next offset after the
-    last record returned."""
+    """Values read until nothing is left to read (:func:`unread_after_fed` 0), and the next offset
+    after the last record returned."""
     values: list[bytes] = []
     fed = 0
     loop = asyncio.get_running_loop()
@@ -88,9 +88,10 @@ async def _read_to_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[
         for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
             values.append(record.value or b"")
             fed = record.offset + 1
-        if unread(consumer, tp, fed) == 0:
+        if unread_after_fed(consumer, tp, fed) == 0:
             return values, fed
-        assert loop.time() < deadline, f"still {unread(consumer, tp, fed)} unread after 60 s at {fed}"
+        left = unread_after_fed(consumer, tp, fed)
+        assert loop.time() < deadline, f"still {left} unread after 60 s at {fed}"
 
 
 def test_consumers_read_committed_by_default() -> None:
@@ -119,7 +120,8 @@ def test_unread_counts_to_the_end_without_transactions(kafka_settings: Settings)
             assert unread(consumer, tp, 0) is None  # no Fetch answered yet
             values, fed = await _read_to_end(consumer, tp)
             assert values == [b"v%d" % i for i in range(5)] and fed == 5
-            assert unread(consumer, tp, 2) == 0  # the position is past what was fed
+            assert unread(consumer, tp, 2) == 3  # fetched, not processed: still to do (a sink's staged rows)
+            assert unread_after_fed(consumer, tp, 2) == 0  # a runner fed all it fetched: the position
             assert position_now(consumer, tp) == 5
         finally:
             await consumer.stop()
@@ -144,7 +146,7 @@ def test_aborted_records_are_skipped_and_markers_read_past(transactional: Settin
             # the commit marker after the last record: the high watermark is past what was fed,
             # yet nothing is left to read (lag 0, and the partition can be declared idle)
             assert consumer.highwater(tp) is not None and consumer.highwater(tp) > fed
-            assert unread(consumer, tp, fed) == 0
+            assert unread(consumer, tp, fed) == 1 and unread_after_fed(consumer, tp, fed) == 0
         finally:
             await consumer.stop()
         # a replay of the whole topic reads the committed records and finishes the partition (it

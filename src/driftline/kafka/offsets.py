@@ -79,24 +79,31 @@ async def end_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPart
     return {tp: result[tp] for tp in wanted}
 
 
-def unread(consumer: AIOKafkaConsumer, tp: TopicPartition, fed: int) -> int | None:
-    """Records of an assigned partition the consumer can still return after ``fed`` (the next
-    offset its owner will process), as of the last Fetch; None before a Fetch answered.
-
-    The end is the last stable offset under ``read_committed`` (records past it wait for their
-    transaction to end), else the high watermark. Between ``fed`` and the end may lie offsets no
-    record will ever be returned for: a transaction's commit or abort marker, an aborted
-    transaction's records (skipped under ``read_committed``). The consumer's position has moved
-    past those once it read them, so a partition whose last write was a transaction's marker
-    counts as read to its end: ``fed`` alone would leave it one short for ever. (aiokafka's
-    ``position()`` is a coroutine that waits for a reset; the state it reads is read here directly.)
-    """
+def unread(consumer: AIOKafkaConsumer, tp: TopicPartition, next_offset: int) -> int | None:
+    """Offsets of an assigned partition from ``next_offset`` (the next one its owner will
+    process) to its end, as of the last Fetch; None before a Fetch answered. The end is the last
+    stable offset under ``read_committed`` (records past it wait for their transaction to end),
+    else the high watermark. Records fetched but not yet processed (a sink's staged rows) count."""
     state = _partition_state(consumer, tp)
     if state is None or state.highwater is None:  # not assigned (any more), or no Fetch answered yet
         return None
     end = state.lso if state.lso is not None and state.lso >= 0 else state.highwater
-    position = state._position  # None while awaiting a reset
-    return max(0, end - max(fed, position if position is not None else fed))
+    return max(0, end - next_offset)
+
+
+def unread_after_fed(consumer: AIOKafkaConsumer, tp: TopicPartition, fed: int) -> int | None:
+    """:func:`unread` for an owner that processes every record ``getmany`` returns before it
+    asks again (a stage runner): from ``fed`` or the consumer's position, whichever is further.
+
+    Between the last record fed and the end may lie offsets no record will ever be returned for:
+    a transaction's commit or abort marker, an aborted transaction's records (skipped under
+    ``read_committed``). The consumer's position moves past those as it reads them, so a partition
+    whose last write was a marker counts as read to its end: ``fed`` alone would leave it one short
+    for ever (never idle, a lag of 1). (aiokafka's ``position()`` is a coroutine that waits for a
+    reset; the state it reads is read here directly.)
+    """
+    position = position_now(consumer, tp)
+    return unread(consumer, tp, fed if position is None else max(fed, position))
 
 
 def position_now(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
