@@ -41,7 +41,7 @@ from driftline.client.http import open_worker, worker_url
 from driftline.config import Settings, load_settings
 from driftline.extras import require
 from driftline.kafka.batch import BatchSender, OutRecord, Submitted
-from driftline.kafka.clients import KafkaStartError, aiokafka_producer, start_client
+from driftline.kafka.clients import KafkaStartError, aiokafka_producer, start_client, stop_producer
 from driftline.schemas.events import SCHEMA_VERSION
 
 if TYPE_CHECKING:  # aiokafka is the [kafka] extra: imported when the client starts, not with driftline.client
@@ -53,6 +53,9 @@ Overflow = Literal["drop", "block"]
 Transport = Literal["kafka", "http"]
 HTTP_MAX_EVENTS = 10_000
 """Events per POST at most: the worker's limit (``driftline.streams.http_ingest.MAX_BATCH_EVENTS``)."""
+PRODUCER_FLUSH_S = 2.0
+"""On close, how long the producer may take to flush what it holds; what is left is dropped
+(:func:`~driftline.kafka.clients.stop_producer`) and counted as not delivered."""
 HTTP_RETRY_STATUSES = (429, 500, 502, 503, 504)
 _PREDICTION = 0
 _LABEL = 1
@@ -290,7 +293,7 @@ class DriftlineClient:
         finally:
             if producer is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(producer.stop(), 2.0)
+                    await stop_producer(producer, PRODUCER_FLUSH_S)
             self._discard_buffer()
 
     async def _connect(self) -> AIOKafkaProducer | None:
