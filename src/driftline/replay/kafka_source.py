@@ -133,7 +133,7 @@ class RangeReader:
                 if not batch and (now is None or now <= self._positions[tp]):
                     continue
                 records = [to_raw(r) for r in batch if r.offset < stop and self._wanted(r.timestamp)]
-                position = min(await self._consumer.position(tp), stop)
+                position = min(now if now is not None else await self._consumer.position(tp), stop)
                 advanced, self._positions[tp] = position - self._positions[tp], position
                 done = position >= stop
                 if done:
