@@ -225,10 +225,9 @@ def select_columns(
     return columns, skipped
 
 
-OUTPUT_NAMES = frozenset({"label", "labels", "target", "y", "ground_truth", "truth", "actual",
-                          "prediction", "predictions", "predicted", "pred", "y_pred", "score"})
-"""Column names that usually hold a model's output or its ground truth, not an input."""
 LABEL_NAMES = frozenset({"label", "labels", "target", "y", "ground_truth", "truth", "actual"})
+OUTPUT_NAMES = LABEL_NAMES | {"prediction", "predictions", "predicted", "pred", "y_pred", "score"}
+"""Column names that usually hold a model's output or its ground truth, not an input."""
 
 
 def output_like_features(columns: Sequence[str], label_column: str | None,
