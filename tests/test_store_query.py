@@ -287,6 +287,13 @@ def test_busy_engine_without_owner_record(settings: Settings, worker_clickhouse_
         assert refused.returncode == 1
         assert f"in use by process {holder.pid}" in refused.stderr
         assert "does not serve queries" in refused.stderr
+        for action in ("status", "migrate"):
+            busy = _cli(env, "db", action)
+            # driftline's line alone: chDB wrote its own "Cannot lock file" text to stderr before it
+            assert busy.returncode == 1 and len(busy.stderr.splitlines()) == 1, busy.stderr
+            assert busy.stderr.startswith("driftline: embedded ClickHouse at ")
+            assert f"in use by process {holder.pid}" in busy.stderr
+            assert f"stop process {holder.pid} to run `driftline db {action}`" in busy.stderr
         probe = subprocess.run(
             [sys.executable, "-c",
              "from driftline.config import Settings; from driftline.store.writer import open_row_writer;"

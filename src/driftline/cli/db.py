@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from driftline.cli.common import settings_from_args
-from driftline.store.client import StoreError, connect
+from driftline.store.client import EngineBusy, StoreError, connect
 from driftline.store.migrate import cluster_name, migrate, plan_sql, status
 
 _CLUSTER_HELP = (
@@ -55,6 +55,9 @@ def _migrate(args: argparse.Namespace) -> int:
             applied = migrate(client, settings, cluster=args.cluster)
         finally:
             client.close()
+    except EngineBusy as busy:
+        print(f"driftline: {_busy(busy, 'migrate')}", file=sys.stderr)
+        return 1
     except StoreError as err:
         print(f"driftline: {err}", file=sys.stderr)
         return 1
@@ -76,6 +79,9 @@ def _status(args: argparse.Namespace) -> int:
             rows = status(client, settings, cluster=args.cluster)
         finally:
             client.close()
+    except EngineBusy as busy:
+        print(f"driftline: {_busy(busy, 'status')}", file=sys.stderr)
+        return 1
     except StoreError as err:
         print(f"driftline: {err}", file=sys.stderr)
         return 1
@@ -87,3 +93,10 @@ def _status(args: argparse.Namespace) -> int:
         table.add_row(f"{row.version:03d}", row.name, row.state, applied_at)
     Console().print(table)
     return 0 if all(row.state == "applied" for row in rows) else 1
+
+
+def _busy(busy: EngineBusy, action: str) -> str:
+    """Who holds the embedded directory and what to do: chDB opens one in a single process."""
+    who = f"process {busy.pid}" if busy.pid else "that process"
+    return (f"{busy}. The embedded engine opens in one process at a time: stop {who} to run "
+            f"`driftline db {action}` (a worker applies pending migrations itself when it starts)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from collections.abc import Mapping
@@ -119,6 +120,10 @@ def _open_embedded(settings: Settings, url: str) -> Client:
     path = embedded_path(settings)
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if _locked_elsewhere(path):
+            holder = _holder_pid(path)
+            owner = read_owner(settings.home)
+            raise EngineBusy(path, holder, owner if owner and owner.pid == holder else None)
     try:
         return clickhouse_connect.get_client(dsn=url)
     except ProgrammingError as err:
@@ -137,15 +142,36 @@ def _open_embedded(settings: Settings, url: str) -> Client:
 
 def _holder_pid(path: str) -> int | None:
     """PID of the live process holding `path`, from the status file ClickHouse keeps while open."""
+    pid = _status_pid(path)
+    return pid if pid is not None and pid != os.getpid() and pid_alive(pid) else None
+
+
+def _status_pid(path: str) -> int | None:
     try:
         text = (Path(path) / "status").read_text()
     except OSError:
         return None
     match = re.search(r"^PID:\s*(\d+)", text, re.M)
-    if not match:
-        return None
-    pid = int(match.group(1))
-    return pid if pid != os.getpid() and pid_alive(pid) else None
+    return int(match.group(1)) if match else None
+
+
+def _locked_elsewhere(path: str) -> bool:
+    """True if another process has `path` open, asked without opening it: ClickHouse holds an flock
+    on its status file while open, and a second process's chDB writes its own "Cannot lock file"
+    text to the process's stderr (from C++, past Python) before the error driftline explains."""
+    if _status_pid(path) == os.getpid():
+        return False  # this process opened it: chDB hands the same engine out again
+    try:
+        fd = os.open(Path(path) / "status", os.O_RDONLY)
+    except OSError:
+        return False  # no status file: nobody has it open
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the probe's lock at once
+    return False
 
 
 def _first_line(err: Exception) -> str:
