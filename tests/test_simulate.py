@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from driftline.cli.main import main
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
+from driftline.replay.times import format_time
 from driftline.schemas.events import LabelEvent, PredictionEvent
 from driftline.simulate import (
     ConceptDrift,
@@ -241,6 +242,28 @@ def test_cli_without_seed_gives_each_run_its_own_ids(
     assert len(one) == len(two) == 50 and not one & two
     seeded = run("s1", "--seed", "4")
     assert seeded == run("s2", "--seed", "4") and all(pid.startswith("model-a-4-") for pid in seeded)
+
+
+def test_cli_names_the_seed_and_the_flags_that_repeat_a_run_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --seed the traffic is seed 0's and the ids a fresh namespace's: the ground truth's
+    "seed" alone did not repeat the run; its seed, start and id_namespace do."""
+    options = ["simulate", "--duration", "30", "--rate", "10", "--drift-features", "x1", "--drift-at", "10"]
+    assert main([*options, "--out", str(tmp_path / "first")]) == 0
+    out, err = capsys.readouterr()
+    truth = orjson.loads(out)
+    namespace, start = truth["id_namespace"], format_time(truth["start_ms"])
+    assert truth["seed"] == 0 and namespace != "0"
+    repeat = f"--seed 0 --start {start} --id-namespace {namespace}"
+    assert f"driftline simulate: seed 0; the same options with {repeat} repeat this run" in err
+    assert main([*options, *repeat.split(), "--out", str(tmp_path / "again")]) == 0
+    assert orjson.loads(capsys.readouterr().out) == truth
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert (first / "predictions.jsonl").read_bytes() == (again / "predictions.jsonl").read_bytes()
+    # labels due by now: the second run, later, may hold a few more at the end
+    labels = (first / "labels.jsonl").read_bytes()
+    assert labels and (again / "labels.jsonl").read_bytes().startswith(labels)
 
 
 def test_produce_refuses_a_full_speed_span_in_the_future() -> None:

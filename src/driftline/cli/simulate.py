@@ -3,9 +3,10 @@
 The scenario comes from --scenario FILE (YAML or TOML, see driftline.simulate.Scenario) and/or
 the flags below; flags override the file. The ground truth is printed as JSON on stdout.
 
-Prediction ids are namespaced per run: without a seed (--seed or in the scenario file) each run
-draws a fresh namespace, so two runs never share ids; with a seed the ids are the seed's, and a
-run repeats an earlier one exactly (sent twice, its records are duplicates).
+Prediction ids are namespaced per run: without a seed (--seed or in the scenario file) the
+traffic is seed 0's and each run draws a fresh namespace, so two runs never share ids; with a seed
+the ids are the seed's, and a run repeats an earlier one exactly (sent twice, its records are
+duplicates). The ground truth names the seed and the namespace; stderr the flags that repeat a run.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--scenario", type=Path, help="scenario file (YAML or TOML)")
     p.add_argument("--seed", type=int, help="reproducible run: same traffic and prediction ids as any "
-                   "run with this seed (default: fresh ids per run)")
+                   "run with this seed (default 0, the same traffic, with prediction ids of the run's own: "
+                   "the ground truth's id_namespace)")
+    p.add_argument("--id-namespace", metavar="NAME",
+                   help="middle part of the prediction ids (default: the seed with --seed, else drawn "
+                        "afresh); with --seed and --start, repeats a run exactly")
     p.add_argument("--start", help="event time of the first request (RFC 3339 or epoch ms; default: "
                    "the run ends now)")
     p.add_argument("--duration", type=float, help="simulated seconds (default 3600)")
@@ -125,6 +130,8 @@ def build_scenario(args: argparse.Namespace) -> Scenario:
         value = getattr(args, flag)
         if value is not None:
             data[field] = int(value) if flag == "start" and value.isdigit() else value
+    if args.id_namespace is not None:
+        data["id_namespace"] = args.id_namespace
     if args.seed is None and "seed" not in base.model_fields_set and data.get("id_namespace") is None:
         data["id_namespace"] = secrets.token_hex(4)  # a fresh namespace: this run's ids are its own
     if args.label_delay_median is not None:
@@ -145,6 +152,16 @@ def _progress(t0: float) -> Any:
             print(f"driftline simulate: {total} records ({total / (now - t0):.0f}/s)", file=sys.stderr)
 
     return report
+
+
+def _repeat_flags(scenario: Scenario) -> str:
+    """What makes another run of the same options produce this one's records: the seed (also the
+    default 0), the start the run resolved (by default "now") and, unless the seed is the ids'
+    namespace, the namespace."""
+    flags = f"--seed {scenario.seed} --start {format_time(scenario.start_ms())}"
+    if scenario.id_namespace is not None:
+        flags += f" --id-namespace {scenario.id_namespace}"
+    return flags
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -186,8 +203,10 @@ def handle(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(f"driftline simulate: {counts.get('predictions', 0)} prediction ids "
           f"<model>-{scenario.namespace}-<n>-v<version>"
-          + (" (this run's own namespace; --seed N gives reproducible ids)" if scenario.id_namespace else ""),
+          + (" (this run's own namespace)" if scenario.id_namespace else ""),
           file=sys.stderr)
+    print(f"driftline simulate: seed {scenario.seed}; the same options with {_repeat_flags(scenario)} "
+          "repeat this run", file=sys.stderr)
     if stats.first_ms is not None and stats.last_ms is not None:
         left_out = f"; {stats.labels_not_due} labels not due yet left out" if stats.labels_not_due else ""
         print(f"driftline simulate: event times {format_time(stats.first_ms)} .. "

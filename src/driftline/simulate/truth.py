@@ -64,6 +64,7 @@ def ground_truth(scenario: Scenario) -> dict[str, Any]:
     models = [Model(spec, scenario.seed, i) for i, spec in enumerate(scenario.models)]
     return {
         "seed": scenario.seed,
+        "id_namespace": scenario.namespace,
         "start_ms": start_ms,
         "end_ms": start_ms + int(scenario.duration_s * 1000),
         "rate": scenario.rate,
