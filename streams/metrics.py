@@ -6,7 +6,8 @@ Series (all prefixed ``driftline_``):
   ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
 - ``idle_partitions{stage}``: predictions and labels partitions read to their end with no record for
   ``worker.idle_partition_s``, whose watermarks follow the other partitions'
-  (``stage_idle_advances_total{shard}`` counts the moves);
+  (``stage_idle_advances_total{shard}`` counts the moves; ``stage_silent_advances_total{shard}``
+  the moves of ``worker.silent_predictions_s`` while every predictions partition is silent);
 - ``consumer_lag{stage,topic,partition}`` = true end (Fetch high watermark) - next offset;
 - ``checkpoint_offset{stage,topic,partition}``: where a restart resumes (the last checkpoint's next
   offset, as a Kafka committed offset), so end offset minus it is what a crash now would read again;

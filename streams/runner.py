@@ -62,6 +62,7 @@ from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.offsets import unread_after_fed
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
+from driftline.pipeline.reroute import NO_TIME
 from driftline.pipeline.stage import FollowsIdle, OutboundMessage, StageFactory, StageProcessor
 from driftline.pipeline.state import BaseCopy, BlobFile, Incremental, delta_records, release_free_memory
 from driftline.streams.broadcast import BroadcastReader
@@ -87,6 +88,9 @@ class ShardState:
     checkpointed_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # where a restart resumes
     # per input partition, when it last had a record, or was found read to its end (time.monotonic)
     heard_at: dict[TopicPartition, float] = field(default_factory=dict)
+    # The furthest predictions mark the shard knew of when a silence began, and when (time.monotonic):
+    # where its watermark moves on from with wall time (StageRunner._follow_silence)
+    silence: tuple[int, float] | None = None
 
 
 _T = TypeVar("_T")
@@ -544,13 +548,35 @@ class StageRunner:
                 if now - state.heard_at.setdefault(tp, now) >= limit:
                     topics.add(tp.topic)
             idle += len(topics)
-            if topics:
-                messages = state.processor.follow_idle(topics)
-                if messages:
-                    out.extend(messages)
-                    state.dirty = True
+            messages = state.processor.follow_idle(topics) if topics else []
+            predictions_idle = self.settings.topics.predictions in topics
+            messages += self._follow_silence(state, state.processor, predictions_idle, now)
+            if messages:
+                out.extend(messages)
+                state.dirty = True
         self.stats.idle_partitions = idle
         await self._produce(out)
+
+    def _follow_silence(self, state: ShardState, processor: FollowsIdle, idle: bool,
+                        now: float) -> list[OutboundMessage]:
+        """``worker.silent_predictions_s``: once no predictions mark this shard knows of (its own
+        watermark, the furthest another partition delivered) has passed where they stood for that
+        long, and its predictions partition is idle, its watermark moves on with wall time from
+        there, that far behind: the windows before a silence of every partition (a night without
+        traffic) close and are scored. Marks that other shards' own silence advances move keep
+        within that line; a mark past it by half the silence is traffic somewhere (events come
+        about a silence ahead of the line) and starts the count again, as does a restart."""
+        limit = self.settings.worker.silent_predictions_s
+        reached = max(processor.prediction_marks())
+        if not limit:
+            return []
+        if state.silence is not None:
+            since, at = state.silence
+            line = since + max(0, int((now - at - limit) * 1000))
+            if reached <= line + int(limit * 500):
+                return processor.follow_silence(line) if idle and since != NO_TIME else []
+        state.silence = (reached, now)
+        return []
 
     async def _produce(self, messages: list[OutboundMessage]) -> None:
         if not messages:

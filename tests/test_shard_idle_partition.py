@@ -98,3 +98,34 @@ def test_only_the_idle_topic_moves() -> None:
     pipeline._route(out)
     assert pipeline.shards[1].label_watermark == label_mark  # its labels partition was not idle
     assert _closed_windows(pipeline) == [START, START + 60_000]
+
+
+def _silence(pipeline: InProcessPipeline, shard: int, mark: int) -> int:
+    out = pipeline.shards[shard].follow_silence(mark)
+    pipeline._route(out)  # as the runner produces them
+    return len(out)
+
+
+def test_a_silence_of_every_partition_closes_the_windows_before_it() -> None:
+    # Both partitions have traffic for 100 s, then none: following each other moves nothing, so
+    # without the silence advance the window 60-120 s would wait for the next events (a night).
+    log, pipeline = _Log(), InProcessPipeline(SETTINGS)
+    pipeline.feed([log.prediction(s % 2, f"p{s}", START + s * 1_000) for s in range(100)])
+    assert _closed_windows(pipeline) == [START]
+    _follow(pipeline, 0)  # partition 0's last event was a second before partition 1's
+    assert _follow(pipeline, 0) == _follow(pipeline, 1) == 0
+    stopped = [shard.prediction_marks() for shard in pipeline.shards]
+    assert stopped == [(START + 94_000, START + 94_000)] * 2
+    # A mark not ahead moves nothing and sends nothing.
+    assert _silence(pipeline, 0, START + 94_000) == 0
+    assert pipeline.shards[0].totals["silent_advances"] == 0
+    # The runner's wall-time mark past the window's end, on every shard: the window closes.
+    assert _silence(pipeline, 0, START + 121_000) > 0
+    assert _closed_windows(pipeline) == [START]  # partition 1 still holds it
+    assert _silence(pipeline, 1, START + 121_000) > 0
+    assert _closed_windows(pipeline) == [START, START + 60_000]
+    assert [shard.totals["silent_advances"] for shard in pipeline.shards] == [1, 1]
+    # Traffic comes back: an event behind the advanced watermark is late, and listed.
+    pipeline.feed([log.prediction(0, "behind", START + 110_000), log.prediction(0, "ahead", START + 130_000)])
+    late = [(r["prediction_id"], r["event_type"]) for r in pipeline.rows["late_events"]]
+    assert late == [("behind", "prediction")]

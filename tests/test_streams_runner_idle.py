@@ -102,3 +102,48 @@ def test_idle_partitions_follow_the_one_with_traffic(settings: Settings) -> None
     assert len(set(marks)) == 1 and len(marks) == s.topics.partitions
     assert advances[0] == 0 and all(advances[1:])  # partition 0 had the traffic: it never followed
     assert idle >= s.topics.partitions - 1
+
+
+async def _silent_partitions_move_on(s: Settings) -> tuple[int, list[int], list[int], float]:
+    await _produce_to_partition_zero(s, 120)
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+    await producer.start()
+    store = CheckpointStore(s, producer)
+    await store.start()
+    runner = StageRunner(s, "shard", f"g-silent-{s.topics.state}",
+                         [s.topics.predictions, s.topics.labels, s.topics.repartition], ShardFactory(s),
+                         [s.topics.profiles], producer=producer, checkpoints=store)
+    task = asyncio.create_task(runner.run())
+    try:
+        await _wait(lambda: len(runner.shards) == s.topics.partitions
+                    and sum(runner.stats.records_in.values()) >= 120,
+                    task, "the runner did not take the records")
+        taken = time.monotonic()  # the marks cannot have stopped before this
+        fed = runner.shards[0].processor.pred_watermark  # type: ignore[attr-defined]
+        assert fed > NO_TIME
+        # Every partition silent (the others follow partition 0, then nothing moves): each shard's
+        # watermark moves on with wall time, past where the traffic left it.
+        await _wait(lambda: all(state.processor.pred_watermark > fed + 1_000  # type: ignore[attr-defined]
+                                for state in runner.shards.values()),
+                    task, "the silent partitions' watermarks did not move on")
+        elapsed = time.monotonic() - taken
+        marks = [runner.shards[p].processor.pred_watermark  # type: ignore[attr-defined]
+                 for p in sorted(runner.shards)]
+        advances = [int(runner.shards[p].processor.totals["silent_advances"])  # type: ignore[attr-defined]
+                    for p in sorted(runner.shards)]
+        return fed, marks, advances, elapsed
+    finally:
+        runner.stop()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 30)
+        await store.stop()
+        await producer.stop()
+
+
+def test_a_silence_of_every_partition_moves_the_watermarks_on(settings: Settings) -> None:
+    s = _rt.fast_settings(settings, idle_partition_s=1.0, silent_predictions_s=1.0, checkpoint_interval_s=0.5)
+    ensure_topics(s)
+    fed, marks, advances, elapsed = asyncio.run(_silent_partitions_move_on(s))
+    assert all(advances), advances
+    # wall time, a silence (1 s) behind: never further than the time since the traffic stopped
+    assert all(fed + 1_000 < mark <= fed + elapsed * 1_000 for mark in marks), (fed, marks, elapsed)

@@ -453,6 +453,13 @@ class WorkerSettings(_Section):
         "for this long stops holding windows open: its watermark follows the furthest other partition's "
         "(events later behind it are late_events); 0 = never (an idle partition holds every window open)"
     )
+    silent_predictions_s: float = Field(
+        300.0, ge=0, description="once a shard's predictions partition is idle and no predictions "
+        "watermark it knows of has moved for this long (every predictions partition silent, as at "
+        "night), its predictions watermark moves on with wall time, this far behind, so the windows "
+        "before the silence close and are scored (events later behind it are late_events); "
+        "0 = never (the newest windows wait for the next events); needs idle_partition_s"
+    )
     checkpoint_deltas_per_base: int = Field(
         720, ge=0, description="stage-1 checkpoints between two full (base) snapshots carry only what "
         "changed; at most this many deltas follow a base (0 = every checkpoint is a full snapshot)"

@@ -271,6 +271,23 @@ class ShardProcessor:
         self.totals["idle_advances"] += 1
         return self.process(())
 
+    def prediction_marks(self) -> tuple[int, int]:
+        """This shard's predictions watermark and the furthest another partition has delivered
+        here: while neither moves, no predictions partition this shard hears of has traffic."""
+        return self.pred_watermark, self.inbox.furthest(reroute.PREDICTION)
+
+    def follow_silence(self, mark: int) -> list[OutboundMessage]:
+        """Every predictions partition has been silent for a while (the live runner's call, on wall
+        time): the predictions watermark moves up to ``mark``, so the windows before the silence
+        close, as if time had gone on without events; an event that later arrives behind it is
+        late (``late_events``). Returns what to produce, as :meth:`process` (nothing when
+        ``mark`` is not ahead)."""
+        if mark <= self.pred_watermark:
+            return []
+        self.pred_watermark = mark
+        self.totals["silent_advances"] += 1
+        return self.process(())
+
     def snapshot(self) -> bytes:
         return dump_state(self)
 

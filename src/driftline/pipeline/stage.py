@@ -58,6 +58,14 @@ class FollowsIdle(Protocol):
         """This shard's partitions of ``topics`` are idle; returns what to produce."""
         ...
 
+    def prediction_marks(self) -> tuple[int, int]:
+        """The shard's predictions watermark and the furthest another partition delivered."""
+        ...
+
+    def follow_silence(self, mark: int) -> list[OutboundMessage]:
+        """Every predictions partition is silent: move the predictions watermark up to ``mark``."""
+        ...
+
 
 class StageFactory(Protocol):
     """Builds a fresh processor for a shard, or restores one from a snapshot."""
