@@ -309,12 +309,15 @@ def test_version_and_time_range_narrow_the_page(store: Path, tmp_path: Path) -> 
     assert numbers["versions"]["2"]["windows"] == 10
     assert {int(c["data-start"]) for c in page.cells} == {START + m * MIN for m in range(5, 15)}
 
-    # --last ends at the newest time of a window or interval (the replay's last outcome interval
-    # holds the labels of its last minute: it ends after the last drift window)
+    # --last ends at the newest time of a window of the heat map's size (the smallest) or of an
+    # interval (the replay's last outcome interval holds the labels of its last minute: it ends
+    # after the last drift window). Not a larger size's newer window: with sizes that do not divide
+    # into each other it ends past the smallest's last one (tests/test_report_last.py).
     last = drawn(last_5m, *by_last).data["models"][0]
     ends, starts = queries(
         store,
         "SELECT toUnixTimestamp64Milli(max(window_end)) AS end FROM drift_scores WHERE run_id = {run} "
+        "AND window_size_s = 60 "
         "UNION ALL SELECT toUnixTimestamp64Milli(max(time)) FROM model_metrics WHERE run_id = {run} "
         "AND model_version != ''",
         "SELECT DISTINCT toUnixTimestamp64Milli(window_start) AS start FROM drift_scores "

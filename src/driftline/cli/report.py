@@ -17,7 +17,9 @@ EPILOG = """\
 The page reads the ClickHouse tables: through the worker's /query endpoint while a worker owns the
 embedded store, else the configured ClickHouse server or embedded directory. It needs no network
 to view (inline CSS and SVG, no scripts). Times are event times: --from inclusive, --to exclusive
-(RFC 3339 or epoch ms); --last DURATION (e.g. 90m, 24h, 7d) ends at the model's newest event time.
+(RFC 3339 or epoch ms); --last DURATION (e.g. 90m, 24h, 7d) ends at the model's newest event time
+on the page: the end of its newest drift window of the heat map's size (the smallest), or of its
+newest outcome interval if later.
 """
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$")
@@ -63,7 +65,7 @@ def register(sub: Any) -> None:
         "--last",
         type=parse_duration,
         metavar="DURATION",
-        help="the last DURATION before the model's newest event time (instead of --from/--to)",
+        help="the last DURATION before the model's newest event time on the page (instead of --from/--to)",
     )
     parser.add_argument("--run-id", default="", help="a replay/backtest run id (default: the live pipeline)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="output file (default: MODEL.html)")
@@ -88,7 +90,8 @@ def _report(args: argparse.Namespace) -> int:
 
     scope = ReportScope(args.model, args.version, args.run_id, args.from_time, args.to_time)
     try:
-        page = build_model_report(read_model_report(query, scope, args.last))
+        report = read_model_report(query, scope, args.last)
+        page = build_model_report(report)
     except (StoreError, NoReportData) as err:
         return _fail(str(err))
     out: Path = args.out or Path(f"{args.model}.html")
@@ -97,7 +100,9 @@ def _report(args: argparse.Namespace) -> int:
         out.write_text(page, encoding="utf-8")
     except OSError as err:
         return _fail(f"cannot write {out}: {err.strerror or err}")
-    print(f"wrote {out} ({len(page.encode()) // 1024} KiB)")
+    windows = f", drift windows of {report.window_s} s" if report.window_s else ""
+    print(f"wrote {out} ({len(page.encode()) // 1024} KiB): event times {report.scope.describe_range()}"
+          + windows)
     return 0
 
 

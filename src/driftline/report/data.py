@@ -72,12 +72,13 @@ class ReportScope:
         return " ".join(parts) or "all event times"
 
 
-# Where the model has rows at all (no time bounds): versions, window sizes, the newest event time.
+# Where the model has rows at all (no time bounds): versions, window sizes, the newest event time
+# (of each drift window size, and of the outcome intervals as size 0).
 EXTENT_SQL = (
-    "SELECT model_version, min(window_size_s) AS window_s, "
+    "SELECT model_version, window_size_s AS window_s, "
     "toUnixTimestamp64Milli(min(window_start)) AS first_ms, "
     "toUnixTimestamp64Milli(max(window_end)) AS last_ms "
-    "FROM drift_scores WHERE " + _SCOPE + " GROUP BY model_version "
+    "FROM drift_scores WHERE " + _SCOPE + " GROUP BY model_version, window_size_s "
     "UNION ALL SELECT model_version, 0 AS window_s, toUnixTimestamp64Milli(min(time)) AS first_ms, "
     "toUnixTimestamp64Milli(max(time)) AS last_ms FROM model_metrics WHERE "
     + _SCOPE
@@ -245,7 +246,9 @@ def _rows(query: QueryFn, sql: str, parameters: Mapping[str, Any]) -> list[Row]:
 
 @dataclass(frozen=True)
 class Extent:
-    """The model's versions, its smallest drift window size and its newest event time (all times)."""
+    """The model's versions, its smallest drift window size (the heat map's) and the newest event
+    time the page draws (all times): the end of its newest window of that size, or its newest
+    outcome interval if later."""
 
     versions: list[str]
     window_s: int
@@ -254,10 +257,13 @@ class Extent:
 
 def read_extent(query: QueryFn, scope: ReportScope) -> Extent:
     rows = _rows(query, EXTENT_SQL, scope.parameters())
-    sizes = [int(r["window_s"]) for r in rows if int(r["window_s"])]
-    ends = [int(r["last_ms"]) for r in rows if r["last_ms"] is not None]
+    window_s = min((int(r["window_s"]) for r in rows if int(r["window_s"])), default=0)
+    # Not a larger size's newer window: one that does not divide into the smallest (900 s against
+    # 600 s) can end past the smallest's newest, and `--last` would start after its last window.
+    ends = [int(r["last_ms"]) for r in rows
+            if r["last_ms"] is not None and int(r["window_s"]) in (0, window_s)]
     versions = sorted({str(r["model_version"]) for r in rows}, key=version_order)
-    return Extent(versions, min(sizes, default=0), max(ends, default=None))
+    return Extent(versions, window_s, max(ends, default=None))
 
 
 def has_events(query: QueryFn, scope: ReportScope) -> bool:
