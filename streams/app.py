@@ -27,7 +27,7 @@ from driftline.kafka.clients import aiokafka_common
 from driftline.operators.calibration import share_calibrations
 from driftline.runtime import tune_gc
 from driftline.streams.http_security import server_ssl_context
-from driftline.streams.web import install_routes
+from driftline.streams.web import WorkerWeb, announce, install_routes
 from driftline.streams.worker import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ class _ShellBoot(BootStrategy):
 
 class DriftlineApp(faust.App):
     BootStrategy = _ShellBoot
+
+    def _new_web(self) -> WorkerWeb:
+        return WorkerWeb(self)
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -77,16 +80,22 @@ def create_app(runtime: WorkerRuntime, *, run_seconds: float | None = None,
         topic_disable_leader=True,
         web_enabled=True,
         web_host=settings.worker.web_host,
-        web_port=settings.worker.web_port,
+        web_port=settings.worker.web_port or 6066,  # unused for binding (WorkerWeb); Faust refuses 0
         web_bind=settings.worker.web_host,
         web_ssl_context=server_ssl_context(settings.worker),
         datadir=str(datadir),
     )
+    web = app.web
+    assert isinstance(web, WorkerWeb)
+    server: WorkerWeb = web  # the type the service below sees
+    server.bind_port = settings.worker.web_port
     install_routes(app, runtime)
 
     @app.service
     class Runners(mode.Service):
         async def on_start(self) -> None:
+            # App services start after the web server: its port is known before the owner record
+            runtime.web_port = announce(server, runtime)
             await runtime.start()
             self.add_future(_supervise(runtime, run_seconds, exit_when_idle))
 

@@ -64,6 +64,7 @@ class WorkerRuntime:
     query_handler: QueryHandler | None = None
     clickhouse_reader: EmbeddedReader | None = None  # the ClickHouse HTTP interface (embedded engine)
     started_at: float = field(default_factory=time.monotonic)
+    web_port: int | None = None  # the port the web server bound (worker.web_port, or what 0 got)
     _producer: AIOKafkaProducer | None = None
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _store: CheckpointStore | None = None
@@ -82,7 +83,7 @@ class WorkerRuntime:
         return self.role in ("all", "sink")
 
     def query_url(self) -> str:
-        return worker_url(self.settings, "/query")
+        return worker_url(self.settings, "/query", port=self.web_port)
 
     def prepare_store(self) -> None:
         """Open ClickHouse and migrate (sink roles; before the web server so /query can be mounted)."""

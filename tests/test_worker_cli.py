@@ -4,6 +4,7 @@ reference profile visible as one dead_letters row (both stages' shards skip it),
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,15 +58,13 @@ def test_worker_help_lists_roles() -> None:
     assert "POST /query" in words and "ClickHouse's HTTP interface at /" in words
 
 
-def test_worker_serves_ingests_and_stops_gracefully(
-    kafka_bootstrap: str, worker_clickhouse_url: str, tmp_path: Path
-) -> None:
-    port = free_port()
+def _worker_env(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path) -> tuple[dict[str, str], str]:
+    """The environment of a worker with topics, database and home of its own; and its tag."""
     tag = tmp_path.name[-12:].replace("-", "_")
     env = {
         **os.environ,
         "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DRIFTLINE_CLICKHOUSE_URL": worker_clickhouse_url,
+        "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
         "DRIFTLINE_CLICKHOUSE_DATABASE": f"w_{tag}",
         "DRIFTLINE_HOME": str(tmp_path / "home"),
         "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
@@ -75,6 +74,14 @@ def test_worker_serves_ingests_and_stops_gracefully(
     }
     for name in TopicSettings.topic_fields():
         env[f"DRIFTLINE_TOPICS_{name.upper()}"] = f"w{tag}.{name}"
+    return env, tag
+
+
+def test_worker_serves_ingests_and_stops_gracefully(
+    kafka_bootstrap: str, worker_clickhouse_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env, tag = _worker_env(kafka_bootstrap, worker_clickhouse_url, tmp_path)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -143,6 +150,36 @@ def test_worker_serves_ingests_and_stops_gracefully(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert not (tmp_path / "home" / "clickhouse-owner.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_worker_on_port_0_logs_the_address_it_listens_on(
+    kafka_bootstrap: str, worker_clickhouse_url: str, tmp_path: Path
+) -> None:
+    """A user starting a worker sees where /metrics is: one line with the bound address, the port
+    port 0 got included (Faust's own setting refused 0); the owner record names that port too."""
+    env, _ = _worker_env(kafka_bootstrap, worker_clickhouse_url, tmp_path)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "worker", "--web-port", "0",
+                                 "--run-seconds", "60"], env=env, stdout=sink, stderr=subprocess.STDOUT)
+    line = re.compile(r"web server listening on 127\.0\.0\.1:(\d+): (http://127\.0\.0\.1:(\d+))/metrics, "
+                      r"/healthz, /query, /predictions, /feedback")
+    try:
+        wait_for(lambda: line.search(log.read_text()) is not None, 40, "the web server's line", proc, log)
+        found = line.search(log.read_text())
+        assert found is not None and found[1] == found[3] != "0"
+        base = found[2]
+        assert _get(f"{base}/healthz").status_code in (200, 503)  # it answers there (503: still joining)
+        assert "driftline_" in _get(f"{base}/metrics").text
+        if worker_clickhouse_url.startswith("chdb://"):  # the owner of an embedded engine records its URL
+            owner = orjson.loads((tmp_path / "home" / "clickhouse-owner.json").read_bytes())
+            assert owner == {"pid": proc.pid, "query_url": f"{base}/query"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--role", choices=("all", "processor", "sink"), default="all", help=ROLE_HELP)
     p.add_argument("--web-host", default=None, help="interface of the web server (default worker.web_host)")
     p.add_argument("--web-port", type=int, default=None,
-                   help="port of the web server (default worker.web_port)")
+                   help="port of the web server (default worker.web_port; 0: any free port, logged)")
     p.add_argument("--run-seconds", type=float, default=None, metavar="SECONDS",
                    help="stop gracefully after this many seconds (tests, demos)")
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
