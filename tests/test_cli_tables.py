@@ -4,10 +4,17 @@ what does not fit)."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from driftline.cli.common import print_table
 from driftline.cli.query import render_table
+from driftline.infra import clickhouse_sql_dir
 
 
 def _wide_result() -> dict[str, object]:
@@ -50,3 +57,51 @@ def test_query_notes_tables_read_without_final() -> None:
            "WHERE e.model_id IN (SELECT model_id FROM model_metrics) AND 1 IN (SELECT 1 FROM latest_drift)")
     assert read_without_final(sql, tables) == ["drift_episodes", "model_metrics"]
     assert read_without_final("select * from drift_episodes final", tables) == []
+
+
+def _one_by_one() -> dict[str, object]:
+    return {"meta": [{"name": "n", "type": "UInt64"}], "data": [{"n": 5}], "rows": 1}
+
+
+def test_a_caption_wider_than_its_table_is_one_line_off_a_terminal(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`driftline query "SELECT count() ..." | cat` printed the caption of its 1x1 table as "row(s" then
+    ")": rich wraps a title and a caption at the table's width."""
+    table = render_table(_one_by_one())
+    table.title = "a title wider than the table"
+    print_table(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "a title wider than the table"
+    assert lines[-1] == "1 row(s)"
+    assert len(lines) == 2 + 5  # the table's own lines: top, header, rule, the row, bottom
+
+
+def test_a_caption_wider_than_its_table_is_one_line_on_a_terminal(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes the captured stdout for a terminal
+    monkeypatch.setenv("COLUMNS", "100")
+    print_table(render_table(_one_by_one()))
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "1 row(s)" in out.splitlines()[-1]
+
+
+def test_commands_print_their_tables_whole_into_a_pipe(tmp_path: Path) -> None:
+    """db status cut its migration names to 80 columns ("…") off a terminal, and query wrapped the
+    caption of a narrow result."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")},
+           "DRIFTLINE_HOME": str(tmp_path / "home"), "COLUMNS": "60"}
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "driftline.cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    run("db", "migrate")
+    status = run("db", "status")
+    assert "…" not in status
+    assert status.splitlines()[0].endswith("database driftline")
+    names = [path.stem.split("_", 1)[1] for path in sorted(clickhouse_sql_dir().glob("*.sql"))]
+    rows = [line for line in status.splitlines() if "│ applied │" in line]
+    assert len(rows) == len(names) and all(name in row for name, row in zip(names, rows, strict=True))
+    assert run("query", "SELECT 5 AS n").splitlines()[-1] == "1 row(s)"

@@ -115,12 +115,25 @@ def require_broker(settings: Settings) -> None:
 
 def print_table(table: Table, *, stderr: bool = False) -> None:
     """Print ``table`` with every value whole. On a terminal it fits the width, folding a long value
-    over lines; elsewhere (a pipe, a file, a CI log: 80 columns to rich) it takes the width it needs,
-    one line a row, as rich would otherwise cut values short ("ele…") to fit 80 columns."""
+    over lines; elsewhere (a pipe, a file, a CI log: 80 columns to rich) nothing wraps: the table
+    takes the width it needs, one line a row, as rich would otherwise cut values short ("ele…") to
+    fit 80 columns, and its title and caption are lines of their own, as rich wraps them at the
+    table's width ("1 row(s)" under a one-column result read "row(s" then ")")."""
     for column in table.columns:
         column.overflow = "fold"
     console = Console(stderr=stderr)
-    if not console.is_terminal:
-        natural = Console(width=100_000, stderr=stderr).measure(table).maximum
-        console = Console(stderr=stderr, width=max(console.width, natural))
+    title, caption = table.title, table.caption
+    if console.is_terminal:
+        # no narrower than its title and caption, up to the terminal's width, so they do not wrap
+        widest = max((console.measure(text).maximum for text in (title, caption) if text), default=0)
+        table.min_width = max(table.min_width or 0, min(widest, console.width))
+        console.print(table)
+        return
+    table.title = table.caption = None
+    natural = Console(width=100_000, stderr=stderr).measure(table).maximum
+    console = Console(stderr=stderr, width=max(console.width, natural))
+    if title:
+        console.print(title, soft_wrap=True)
     console.print(table)
+    if caption:
+        console.print(caption, soft_wrap=True)

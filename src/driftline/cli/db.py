@@ -6,10 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import print_table, settings_from_args
 from driftline.store.client import EngineBusy, StoreError, connect
 from driftline.store.migrate import cluster_name, migrate, plan_sql, status
 
@@ -91,7 +90,7 @@ def _status(args: argparse.Namespace) -> int:
     for row in rows:
         applied_at = row.applied_at.strftime("%Y-%m-%d %H:%M:%S") if row.applied_at else ""
         table.add_row(f"{row.version:03d}", row.name, row.state, applied_at)
-    Console().print(table)
+    print_table(table)
     return 0 if all(row.state == "applied" for row in rows) else 1
 
 

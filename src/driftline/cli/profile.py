@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from driftline.cli.common import require_broker, settings_from_args
+from driftline.cli.common import print_table, require_broker, settings_from_args
 from driftline.config import Settings
 from driftline.operators.model_watch import (
     MIN_ROWS,
@@ -387,7 +387,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     except InputError as error:
         print(f"driftline: {error}", file=sys.stderr)
         return 2
-    Console().print(summary_table(profile))
+    print_table(summary_table(profile))
     if args.out is not None:
         try:
             args.out.write_text(profile.model_dump_json() + "\n", encoding="utf-8")
@@ -443,7 +443,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(profile.model_dump_json())
     else:
-        Console().print(summary_table(profile))
+        print_table(summary_table(profile))
     return 0
 
 

@@ -50,7 +50,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from driftline.cli.common import settings_from_args
+from driftline.cli.common import print_table, settings_from_args
 from driftline.config import Settings
 from driftline.replay.engine import ReplayResult, RunIdError, check_run_id
 from driftline.replay.files import Arrival, read_profiles
@@ -274,8 +274,8 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     finally:
         writer.close()
+    print_table(_summary(result, args.run_id))
     out = Console()
-    out.print(_summary(result, args.run_id))
     for line in summary_lines(result):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
