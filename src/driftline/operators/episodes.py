@@ -150,6 +150,7 @@ from driftline.operators.sequential import (
     SequentialDetector,
     set_state,
 )
+from driftline.operators.sequential import count_quiet as count_quiet_detectors
 
 if TYPE_CHECKING:
     from driftline.operators.profile import FeatureProfile
@@ -477,6 +478,10 @@ class EpisodeMonitor:
         """Count a batch in order; its events (indices global). Identical to ``update`` per value."""
         return self._count(self._opener._symbols(xs))
 
+    def symbols(self, xs: Any) -> IntArray:
+        """What :meth:`update_many` counts of ``xs`` (for :func:`count_quiet`)."""
+        return self._opener._symbols(xs)
+
     def close(self, reason: str) -> EpisodeEvent | None:
         """End the open episode (e.g. a new profile applies); its closing event, None if none is open."""
         if self._open is None:
@@ -524,6 +529,20 @@ class EpisodeMonitor:
         self._ring_put(syms[-self.learning :], self.n + total)
         self.n += total
         return events
+
+    def _grow_ring(self, runs: Sequence[tuple[int, bool]] | None, total: int) -> None:
+        """Grow the ring as counting ``total`` more symbols in ``runs`` would (see count_quiet)."""
+        if runs is None:
+            self._ring_room(self.n + total)
+            return
+        n = self.n
+        for size, one_by_one in runs:
+            if one_by_one:  # as _defer and _step grow it: doubling as the values come
+                while self._ring.size < min(n + size, self.learning):
+                    self._ring_room(self._ring.size + 1)
+            else:
+                self._ring_room(n + size)
+            n += size
 
     def _ring_put(self, last: IntArray, count: int) -> None:
         """Put the last symbols of the first ``count`` in their slots (``i % learning`` for the
@@ -992,6 +1011,40 @@ _TINY = 1e-12
 SPREAD_SE = 1.165
 """Standard error of the log of a spread read by quartiles, times the root of the values' count
 (a normal sample's interquartile range: ``sqrt(2 (0.1875 - 0.0625)) / phi(0.674) / 1.349``)."""
+
+
+def count_quiet(monitors: Sequence[EpisodeMonitor], symbols: Sequence[IntArray],
+                runs: Sequence[Sequence[tuple[int, bool]] | None] | None = None) -> list[bool]:
+    """Count each monitor's :meth:`~EpisodeMonitor.symbols` at once where it watches the reference
+    and none of them raises an alarm (:func:`~driftline.operators.sequential.count_quiet`): the
+    state :meth:`~EpisodeMonitor.update_many` leaves, without an event. Per monitor whether it
+    did; the others are unchanged (count them with ``update_many``).
+
+    ``runs``: per monitor, the parts the caller would have counted them in, in order (``(size,
+    one by one)``: :meth:`~EpisodeMonitor.update_each` or ``update_many``; None: one call of
+    ``update_many``). The state is the same whichever, but for how far the ring of recent symbols
+    has grown (see ``_ring_room``), which is grown as those calls would have.
+
+    >>> import numpy as np
+    >>> from driftline.operators.sequential import NumericDetector
+    >>> rng = np.random.default_rng(4)
+    >>> a, b = (EpisodeMonitor(NumericDetector.from_reference(rng.normal(size=5_000), arl=1e5),
+    ...                        min_effect=0.1) for _ in range(2))
+    >>> values = rng.normal(size=400)
+    >>> count_quiet([a, b], [a.symbols(values), b.symbols(values + 3.0)]), a.n, b.n
+    ([True, False], 400, 0)
+    """
+    watching = [i for i, monitor in enumerate(monitors) if monitor._open is None and monitor._map is None]
+    counted = [False] * len(monitors)
+    done = count_quiet_detectors([monitors[i]._opener for i in watching], [symbols[i] for i in watching])
+    for i, ok in zip(watching, done, strict=True):
+        if ok:  # the rest of _count after its opener ran them
+            monitor, syms = monitors[i], symbols[i]
+            monitor._grow_ring(runs[i] if runs is not None else None, syms.size)
+            monitor._ring_put(syms[-monitor.learning :], monitor.n + syms.size)
+            monitor.n += syms.size
+            counted[i] = True
+    return counted
 
 
 def _log_ratio(spread: float) -> float:

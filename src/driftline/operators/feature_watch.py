@@ -73,6 +73,7 @@ from driftline.operators.episodes import (
     DEFAULT_MIN_RATE_RATIO,
     EpisodeEvent,
     EpisodeMonitor,
+    count_quiet,
 )
 from driftline.operators.feature_rows import FeatureRows
 from driftline.operators.profile import ReferenceProfile
@@ -629,6 +630,7 @@ class FeatureWatch:
         columns = _float_features(features, numeric, given, given_values)
         season = bank.profile.season
         every = np.arange(len(features))
+        runs: list[tuple[str, EpisodeMonitor, npt.NDArray[np.int64], Any]] = []
         for name, monitor in bank.monitors.items():
             values: Any
             if monitor.kind == "numeric":
@@ -648,6 +650,11 @@ class FeatureWatch:
                     kept = [(i, v) for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
                     positions = np.asarray([i for i, _ in kept], dtype=np.int64)
                     values = [v for _, v in kept]  # the monitor maps them with category_key
+            runs.append((name, monitor, positions, values))
+        quiet = _count_quiet(runs, cuts)
+        for name, monitor, positions, values in runs:
+            if name in quiet:  # counted, no alarm: no event, and no episode for a status
+                continue
             # Values before each grid crossing, then the open episode's status as of the crossing.
             start = 0
             for cut in [*cuts.tolist(), None]:
@@ -667,6 +674,28 @@ class FeatureWatch:
                 if cut is not None and monitor.episode is not None:
                     reports.append(self._report(bank, name, monitor, None, int(running[cut]), ""))
         return reports
+
+
+def _count_quiet(runs: Sequence[tuple[str, EpisodeMonitor, npt.NDArray[np.int64], Any]],
+                 cuts: npt.NDArray[np.int64]) -> set[str]:
+    """The features whose monitors counted all of their values at once, with no alarm among them
+    (:func:`~driftline.operators.episodes.count_quiet`; a bank's usual batch). Their reports would
+    be none: no event, and no status, as no episode opens. Fed in one call, not a call per part
+    between grid crossings (a detector's results do not depend on how its stream is chunked; the
+    monitor's ring grows as the parts would have grown it)."""
+    chosen = [(name, monitor, positions, monitor.symbols(values)) for name, monitor, positions, values in runs
+              if len(positions) >= PER_VALUE_BELOW and monitor.episode is None]
+    if len(chosen) < 2:  # one monitor (the multivariate watch's): the batch step costs the same
+        return set()
+    parts: list[list[tuple[int, bool]] | None] = []
+    for _, _, positions, _ in chosen:
+        if cuts.size:  # the parts _feed would count, value by value if fewer than PER_VALUE_BELOW
+            sizes = np.diff(np.searchsorted(positions, cuts), prepend=0, append=len(positions)).tolist()
+            parts.append([(size, size < PER_VALUE_BELOW) for size in sizes if size])
+        else:
+            parts.append(None)
+    counted = count_quiet([monitor for _, monitor, _, _ in chosen], [syms for *_, syms in chosen], parts)
+    return {name for (name, *_), ok in zip(chosen, counted, strict=True) if ok}
 
 
 _NO_FEATURES: dict[str, Any] = {}  # an event's map when its values come as columns

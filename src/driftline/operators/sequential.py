@@ -151,6 +151,8 @@ _LANES = 4  # groups of CUSUMs the per-value path bounds apart (see SequentialDe
 _LANES_DEFER_AT_MOST = 32  # longest batch defer_symbols tries with the bounds per group (see there)
 _FEW = 8  # values a numeric bank finds the cells of one by one (np.searchsorted each)
 _WINDOW = 2048  # rows per vectorised step of update_many (bounded memory, cache-friendly)
+_BLOCK = 16
+"""Values per block of :func:`count_quiet`'s bound (see there)."""
 
 
 @dataclass
@@ -443,9 +445,10 @@ class SequentialDetector:
         """The arrays the increment table is a function of."""
         raise NotImplementedError
 
-    def _arm(self) -> None:
+    def _arm(self, slack: int | None = None) -> None:
+        """The per-value bound from scratch; ``slack``: ``min(h - S)``, if the caller has it."""
         self._rise = 0
-        self._slack = int((self._h - self._sums).min())
+        self._slack = int((self._h - self._sums).min()) if slack is None else slack
         self._due = min(self._refine_at, self.n + _MAX_PENDING)
         self._arm_lanes()
 
@@ -810,6 +813,92 @@ class SequentialDetector:
 
 
 _Bank = SequentialDetector  # the class's name before it was public (code that imported it)
+
+
+def count_quiet(detectors: Sequence[SequentialDetector], symbols: Sequence[IntArray]) -> list[bool]:
+    """Count each detector's already-mapped symbols, as :meth:`~SequentialDetector.run_symbols`
+    would, where none of them raises an alarm; per detector, whether it did (False: nothing
+    counted, an alarm may be among them or a refinement point: run them instead).
+
+    A model's batch reaches a bank of ~25 detectors with the same few hundred values each: one
+    step over all of their CUSUMs at once (a row each) spares each detector its dozen numpy calls,
+    and most rows need no running minimum. ``S_t = C_t - m_t`` with ``m_t = min(-S_0, min_{s<=t}
+    C_s)`` over the cumulative sums ``C``; within a block of :data:`_BLOCK` values ``m_t`` is at
+    least ``P_b``, the minimum up to the block's end, so ``S_t <= max_b C - P_b``: a row whose
+    blocks all stay below its threshold cannot alarm, and its ``S`` at the end is ``C_T - P_last``.
+    Only the other rows (~10 % of a quiet bank's) take the running minimum, numpy's costliest
+    step per value (~3.5-6.5 ns against ~1 for a block's min and max). Bit-identical: the same
+    integers, and a detector is changed only when no alarm is among its symbols.
+
+    >>> import pickle
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(2)
+    >>> a, b = (NumericDetector.from_reference(rng.normal(size=5_000), arl=1e5) for _ in range(2))
+    >>> same_as_a = pickle.loads(pickle.dumps(a))
+    >>> quiet, shifted = rng.normal(size=300), rng.normal(3.0, 1.0, size=300)
+    >>> count_quiet([a, b], [a._symbols(quiet), b._symbols(shifted)])
+    [True, False]
+    >>> same_as_a.update_many(quiet), same_as_a.n == a.n, same_as_a._sums.tolist() == a._sums.tolist(), b.n
+    ([], True, True, 0)
+    """
+    counted = [False] * len(symbols)
+    by_size: dict[int, list[int]] = {}
+    for i, (det, syms) in enumerate(zip(detectors, symbols, strict=True)):
+        det._flush()  # as run_symbols: the pending values first
+        if syms.size and det.n + syms.size < det._refine_at:
+            by_size.setdefault(syms.size, []).append(i)
+    for members in by_size.values():
+        dets = [detectors[i] for i in members]
+        sums, slacks = _quiet_sums(dets, [symbols[i] for i in members])
+        for i, det, own, slack in zip(members, dets, sums, slacks, strict=True):
+            if own is not None:
+                det._sums = own
+                det._tally(symbols[i])
+                det.n += symbols[i].size
+                det._arm(slack)
+                counted[i] = True
+    return counted
+
+
+def _quiet_sums(dets: Sequence[SequentialDetector],
+                symbols: Sequence[IntArray]) -> tuple[list[IntArray | None], list[int]]:
+    """:func:`count_quiet`'s step for detectors given equally many symbols: per detector its
+    CUSUMs' ``S`` after them and ``min(h - S)``, or None (and 0) if one of them may alarm."""
+    sizes = [det._h.size for det in dets]
+    starts = np.cumsum([0, *sizes[:-1]])
+    h = np.concatenate([det._h for det in dets])
+    s = np.concatenate([det._sums for det in dets])
+    alarmed = np.zeros(h.size, dtype=np.bool_)
+    narrow = all(det._columns.dtype == np.int32 for det in dets)
+    total = symbols[0].size
+    for pos in range(0, total, _WINDOW):
+        end = min(total, pos + _WINDOW)
+        steps = np.empty((h.size, end - pos), dtype=np.int32 if narrow else np.int64)
+        for det, syms, lo, size in zip(dets, symbols, starts.tolist(), sizes, strict=True):
+            if narrow:
+                det._columns.take(syms[pos:end], axis=1, out=steps[lo : lo + size])
+            else:
+                steps[lo : lo + size] = det._columns.take(syms[pos:end], axis=1)
+        c = steps.cumsum(axis=1, dtype=np.int64)
+        blocks = np.arange(0, end - pos, _BLOCK)
+        prefix = np.minimum.accumulate(np.minimum.reduceat(c, blocks, axis=1), axis=1)
+        np.minimum(prefix, -s[:, None], out=prefix)  # P_b
+        bound = np.maximum.reduceat(c, blocks, axis=1)
+        np.subtract(bound, prefix, out=bound)
+        near = np.flatnonzero((bound >= h[:, None]).any(axis=1))
+        if near.size:  # these rows value by value, as SequentialDetector._advance
+            part = c[near]
+            path = np.minimum.accumulate(part, axis=1)
+            np.minimum(path, -s[near, None], out=path)
+            np.subtract(part, path, out=path)
+            alarmed[near[path.max(axis=1) >= h[near]]] = True
+        s = c[:, -1] - prefix[:, -1]
+    quiet = ~np.logical_or.reduceat(alarmed, starts)
+    slacks = np.minimum.reduceat(h - s, starts).tolist()
+    flags = quiet.tolist()
+    out: list[IntArray | None] = [s[lo : lo + size].copy() if ok else None
+                                  for lo, size, ok in zip(starts.tolist(), sizes, flags, strict=True)]
+    return out, [slack if ok else 0 for slack, ok in zip(slacks, flags, strict=True)]
 
 
 @lru_cache(maxsize=1024)
