@@ -14,6 +14,9 @@ without a token.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import ssl
 import sys
 import threading
 from typing import Any
@@ -80,15 +83,10 @@ def _add_clickhouse(app: web.Application, args: argparse.Namespace, settings: Se
     app.router.add_post("/query", make_query_handler(
         lambda: connect(settings, readonly=True, limits=limits.clickhouse_settings()), lock, limits))
     add_clickhouse_interface(app, EmbeddedReader(settings, lock, limits))
-    query_url = worker_url(settings, "/query", host=args.host, port=args.port)
-
-    async def claim(_: web.Application) -> None:
-        claim_owner(settings.home, query_url)
 
     async def release(_: web.Application) -> None:
         release_owner(settings.home)
 
-    app.on_startup.append(claim)
     app.on_cleanup.append(release)
 
 
@@ -125,6 +123,28 @@ def handle(args: argparse.Namespace) -> int:
     if not args.no_ingest:
         ensure_topics(settings)  # co-partitioned predictions/labels before anything is produced
     app = build_app(args, settings)
-    web.run_app(app, host=args.host, port=args.port, ssl_context=server_ssl_context(settings.worker),
-                print=lambda msg: print(f"driftline serve: {msg}"))
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # SIGTERM, SIGINT: a clean stop
+        asyncio.run(_serve(app, args, settings, server_ssl_context(settings.worker)))
     return 0
+
+
+async def _serve(app: web.Application, args: argparse.Namespace, settings: Settings,
+                 ssl_context: ssl.SSLContext | None) -> None:
+    """Serve until SIGINT or SIGTERM. Unlike ``web.run_app`` it records the engine owner and says
+    where it listens once bound: with ``--port 0`` only then is the port known (run_app's banner
+    and an owner record written at startup said port 0, so `driftline query` found nothing)."""
+    runner = web.AppRunner(app, handle_signals=True)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context).start()
+        port = int(runner.addresses[0][1])
+        if args.clickhouse_http:
+            claim_owner(settings.home, worker_url(settings, "/query", host=args.host, port=port))
+        paths = ["/healthz", *([] if args.no_ingest else ["/predictions", "/feedback"]),
+                 *(["/query", "/ (ClickHouse HTTP)"] if args.clickhouse_http else [])]
+        print(f"driftline serve: listening on {args.host}:{port}: "
+              f"{worker_url(settings, '', host=args.host, port=port)}{', '.join(paths)} (Ctrl+C to stop)",
+              flush=True)
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    finally:
+        await runner.cleanup()
