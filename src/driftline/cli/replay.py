@@ -130,9 +130,9 @@ def _run(args: argparse.Namespace, settings: Settings, writer: RowWriter, consol
             progress.update(task, total=plan.total_records)
             source = "files" if args.predictions else "topics"
             console.print(f"replaying {plan.total_records:,} records from {source}, "
-                          f"{plan.profiles} reference profile(s), run id {args.run_id!r}")
+                          f"{plan.profiles} reference profile(s), run id {args.run_id!r}", soft_wrap=True)
             if plan.ranges:
-                console.print(OFFSET_METHOD)
+                console.print(OFFSET_METHOD, soft_wrap=True)  # one line into a log, not cut at 80
 
         def on_progress(n: int) -> None:
             progress.advance(task, n)
@@ -184,6 +184,22 @@ def not_counted_lines(result: ReplayResult) -> list[str]:
             f"{joins['n_duplicate_predictions']:,} predictions, {joins['n_duplicate_labels']:,} labels"
             + ("; a row each in unjoined_events" if result.rows["unjoined_events"] else ""))
     return lines
+
+
+def no_records_line(args: argparse.Namespace, settings: Settings) -> str:
+    """What a replay that read nothing looked in and how to widen it: "no records in the range"
+    left a user of the README's example dates guessing which range and what to change."""
+    if args.predictions is not None:
+        where = f"{args.predictions}" + (f" or {args.labels}" if args.labels else "")
+    else:
+        where = (f"topics {settings.topics.predictions} and {settings.topics.labels} at "
+                 f"{settings.bootstrap_servers()}")
+    bounds = [f"from {format_time(args.from_time)}" if args.from_time is not None else "",
+              f"before {format_time(args.to_time)}" if args.to_time is not None else ""]
+    if not any(bounds):
+        return f"no records in {where}"
+    return (f"no records in {where} {' '.join(b for b in bounds if b)} (by record timestamp): leave "
+            "--from/--to out to replay all of them")
 
 
 def summary_lines(result: ReplayResult) -> list[str]:
@@ -276,6 +292,6 @@ def handle(args: argparse.Namespace) -> int:
         writer.close()
     print_table(_summary(result, args.run_id))
     out = Console()
-    for line in summary_lines(result):
+    for line in summary_lines(result) if result.first_ms is not None else [no_records_line(args, settings)]:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
