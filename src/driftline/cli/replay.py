@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -51,7 +52,7 @@ from rich.table import Table
 from rich.text import Text
 
 from driftline.cli.common import print_table, settings_from_args
-from driftline.config import Settings
+from driftline.config import CONFIG_FILE_ENV, Settings
 from driftline.replay.engine import ReplayResult, RunIdError, check_run_id
 from driftline.replay.files import Arrival, read_profiles
 from driftline.replay.kafka_source import OFFSET_METHOD
@@ -130,7 +131,8 @@ def _run(args: argparse.Namespace, settings: Settings, writer: RowWriter, consol
             progress.update(task, total=plan.total_records)
             source = "files" if args.predictions else "topics"
             console.print(f"replaying {plan.total_records:,} records from {source}, "
-                          f"{plan.profiles} reference profile(s), run id {args.run_id!r}", soft_wrap=True)
+                          f"{plan.profiles} reference profile(s), run id {args.run_id!r}, "
+                          f"{_settings_source(args, settings)}", soft_wrap=True)
             if plan.ranges:
                 console.print(OFFSET_METHOD, soft_wrap=True)  # one line into a log, not cut at 80
 
@@ -184,6 +186,13 @@ def not_counted_lines(result: ReplayResult) -> list[str]:
             f"{joins['n_duplicate_predictions']:,} predictions, {joins['n_duplicate_labels']:,} labels"
             + ("; a row each in unjoined_events" if result.rows["unjoined_events"] else ""))
     return lines
+
+
+def _settings_source(args: argparse.Namespace, settings: Settings) -> str:
+    """The settings' config_hash (its rows carry it) and file: runs compared with backtest can look
+    alike, and nothing said a replay's --config was read."""
+    path = getattr(args, "config", None) or os.environ.get(CONFIG_FILE_ENV)
+    return f"settings config_hash {settings.config_hash()}" + (f" (from {path})" if path else "")
 
 
 def no_records_line(args: argparse.Namespace, settings: Settings) -> str:
