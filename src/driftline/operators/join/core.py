@@ -108,7 +108,7 @@ from driftline.operators.join.records import (
     _DIGEST_AT,
     _HEAD,
     _JOINED,
-    _JOINED_STATE,
+    _JOINED_HEADS,
     _JOINED_TAIL,
     _NO_CTX,
     _NO_SHAPE,
@@ -126,6 +126,7 @@ from driftline.operators.join.records import (
     _find,
     _id_key,
     _id_keys,
+    _joined_head,
     _pending_head,
     _pid,
     _record_pieces,
@@ -453,7 +454,7 @@ class LabelJoin(TrackedTable):
         groups, store, added, horizon = self._groups, self._store, self._added, self.horizon_ms
         low, split = self._low - 1, self._split
         high = 2 * low + 1
-        unpack_head, unpack_ts, pack_head = _HEAD.unpack_from, _TS.unpack_from, _HEAD.pack
+        unpack_head, unpack_ts, joined_heads = _HEAD.unpack_from, _TS.unpack_from, _JOINED_HEADS
         for pid, key, crc, ts, value, model_id, digest, source in zip(
                 prediction_ids, keys, map(zlib.crc32, keys), timestamps, labels, model_ids, digests, sources,
                 strict=True):
@@ -477,9 +478,10 @@ class LabelJoin(TrackedTable):
             body = pos + at + _BODY
             # the closed record: head, id key, time, state, payload digest, ctx id (as in the
             # pending record's _PRED), the label's digest (_closed with a _JOINED_TAIL)
-            groups[gid] = b"".join((group[:pos], pack_head(at + _BODY + _JOINED_TAIL.size, crc),
-                                    group[pos + _AT : body - DIGEST_SIZE - 1], _JOINED_STATE,
-                                    group[body - DIGEST_SIZE : body], group[body + 1 : body + 5], digest,
+            head = joined_heads.get(len(key)) or _joined_head(len(key))
+            groups[gid] = b"".join((group[:pos], head.pack(head.size, crc, key, pred_ts, _JOINED,
+                                                           group[body - DIGEST_SIZE : body],
+                                                           group[body + 1 : body + 5], digest),
                                     group[end:]))
             if added is not None and group[pos + _AT : pos + at + 8] not in added:  # _note_closing, inline
                 self._closings.append(_closing(key, pred_ts, _JOINED, digest))

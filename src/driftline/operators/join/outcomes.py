@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from driftline.operators.join.features import _Shape
 from driftline.operators.join.outputs import _BINARY, _label_value, normalise_label
 from driftline.operators.join.records import (
-    _BODY,
+    _AFTER_KEY,
     _DOUBLE,
     _HAS_SCORE,
     _HAS_VALUE,
     _NO_LABEL,
     _NO_SHAPE,
-    _PRED,
     _REROUTED,
-    _TS,
 )
 from driftline.operators.window_stats import MAX_ABS_VALUE
 
@@ -58,15 +56,13 @@ def _outcomes(joined: Sequence[_Joined], ctxs: list[tuple[str, str, str]], shape
     label's text and value are found once, the features' JSON of the batch at once
     (:func:`_features_jsons`)."""
     labels: dict[tuple[type, bool | int | float | str], tuple[str, float | None]] = {}
-    ts_of, pred_of, double = _TS.unpack_from, _PRED.unpack_from, _DOUBLE.unpack_from
+    after_key, double, payload_at = _AFTER_KEY.unpack_from, _DOUBLE.unpack_from, _AFTER_KEY.size
     outcomes = []
     shape_ids: list[int] = []
     features: list[bytes] = []
     for pid, data, start, end, label_ts, label, rerouted in joined:
-        pred_ts = ts_of(data, start)[0]
-        offset = start + _BODY
-        flags, ctx_id, shape_id, label_len = pred_of(data, offset)
-        offset += _PRED.size
+        pred_ts, flags, ctx_id, shape_id, label_len = after_key(data, start)
+        offset = start + payload_at
         score = value = None
         if flags & _HAS_SCORE:
             score = double(data, offset)[0]

@@ -33,7 +33,6 @@ _RECORD_FORMAT = 2  # 1: before payload digests
 UNKNOWN_DIGEST = bytes(DIGEST_SIZE)
 """Digest of records restored from a checkpoint that predates digests: any duplicate of it is exact."""
 _PRED = struct.Struct("<BIHI")
-_JOINED_STATE = bytes([_JOINED])
 _PENDING_HEADS: dict[int, struct.Struct] = {}
 """A pending record's fixed part (_HEAD, id key, _TS, digest, _PRED) per id key length."""
 
@@ -43,6 +42,22 @@ def _pending_head(key_length: int) -> struct.Struct:
     head = _PENDING_HEADS.get(key_length)
     if head is None:
         head = _PENDING_HEADS[key_length] = struct.Struct(f"<II{key_length}sqB{DIGEST_SIZE}sBIHI")
+    return head
+
+
+_AFTER_KEY = struct.Struct(f"<q{1 + DIGEST_SIZE}xBIHI")
+"""What a pending record holds after its id key, to its payload: event time (its state and digest
+skipped), then :data:`_PRED`'s flags, ctx id, shape id and label length (one unpack for an outcome)."""
+_JOINED_HEADS: dict[int, struct.Struct] = {}
+"""A joined record (:func:`_closed` with a :data:`_JOINED_TAIL`, the ctx id as the pending record's
+bytes) per id key length."""
+
+
+def _joined_head(key_length: int) -> struct.Struct:
+    """:data:`_JOINED_HEADS`' entry for ``key_length``, made on first use."""
+    head = _JOINED_HEADS.get(key_length)
+    if head is None:
+        head = _JOINED_HEADS[key_length] = struct.Struct(f"<II{key_length}sqB{DIGEST_SIZE}s4s{DIGEST_SIZE}s")
     return head
 
 
@@ -168,16 +183,23 @@ def _id_key(pid: str) -> bytes:
     return _CODE.pack(len(data)) + data
 
 
+_SHORT_CODES = [_CODE.pack(length) for length in range(256)]
+"""The id key code of each short length (:func:`_id_keys`: a list lookup where ``_CODE.pack`` is a call)."""
+
+
 def _id_keys(pids: Sequence[str]) -> list[bytes]:
     """:func:`_id_key` of each id: a batch without an id of a UUID's length (36) is encoded without a
     Python call per id.
 
-    >>> ids = ["p", "0b9f6c2e-4a51-4c0e-9d3a-8f1e2b7c6d5a", "é"]
-    >>> _id_keys(ids) == list(map(_id_key, ids)) and _id_keys(ids[::2]) == list(map(_id_key, ids[::2]))
+    >>> ids = ["p", "0b9f6c2e-4a51-4c0e-9d3a-8f1e2b7c6d5a", "é", "q" * 300, "r"]
+    >>> all(_id_keys(some) == list(map(_id_key, some)) for some in (ids, ids[::2], ids[::4], ids[3:]))
     True
     """
-    if not pids or 36 in set(map(len, pids)):
+    lengths = list(map(len, pids))
+    if not pids or 36 in set(lengths):
         return list(map(_id_key, pids))
+    if max(lengths) < len(_SHORT_CODES) and "".join(pids).isascii():  # a byte a character
+        return list(map(operator.add, map(_SHORT_CODES.__getitem__, lengths), map(str.encode, pids)))
     data = list(map(str.encode, pids, repeat("utf-8"), repeat("surrogatepass")))
     if max(map(len, data)) >= _UUID_CODE:
         return list(map(_id_key, pids))  # raises for the long one

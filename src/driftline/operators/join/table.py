@@ -227,9 +227,9 @@ class RecordTable:
         group = self._groups[at]
         stay: list[bytes] = []
         move: list[bytes] = []
-        pos, size = 0, len(group)
+        pos, size, unpack = 0, len(group), _HEAD.unpack_from
         while pos < size:
-            length, crc = _HEAD.unpack_from(group, pos)
+            length, crc = unpack(group, pos)
             (move if crc & low else stay).append(group[pos : pos + length])
             pos += length
         self._groups[at] = b"".join(stay)
