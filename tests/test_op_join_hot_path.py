@@ -1,7 +1,7 @@
 """The join's shortcuts against the functions they stand for: the features JSON of an outcome written
 from a record's bytes (:meth:`_Shape.json`) against :func:`features_to_json` of the decoded dict, the
 pending tails of a batch against :func:`_pending_tail` of each prediction, the id keys of a batch
-against :func:`_id_key` of each id."""
+against :func:`_id_key` of each id (a batch of canonical UUIDs checked at once too)."""
 
 from __future__ import annotations
 
@@ -69,4 +69,18 @@ ids = st.one_of(st.text(min_size=1, max_size=40), st.uuids().map(str),
 
 @given(st.lists(ids, max_size=10))
 def test_id_keys_equal_each_ids(batch: list[str]) -> None:
+    assert _id_keys(batch) == list(map(_id_key, batch))
+
+
+near_uuids = st.uuids().flatmap(lambda u: st.sampled_from([
+    str(u).upper(), str(u).replace("-", "", 1) + "-", str(u)[:-1] + " ", str(u)[:-1] + "g", str(u)[:-1] + "é",
+    str(u)[:8] + str(u)[9] + "-" + str(u)[10:]]))
+
+
+@given(st.lists(st.uuids().map(str), min_size=16, max_size=40), st.none() | near_uuids, st.integers(0, 39))
+def test_id_keys_of_a_batch_of_uuids_equal_each_ids(batch: list[str], other: str | None, at: int) -> None:
+    """A batch long enough to be checked at once (``_uuid_keys``), canonical or with one id that is
+    not (uppercase, a dash moved, whitespace, a non-hex or non-ASCII character)."""
+    if other is not None:
+        batch[at % len(batch)] = other
     assert _id_keys(batch) == list(map(_id_key, batch))
