@@ -3,6 +3,7 @@ replayed synthetic stream with a known drift point; the plot as PNG and HTML."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -196,3 +197,19 @@ def test_calibrated_threshold_meets_the_target_on_the_quiet_part(replayed: Setti
     drifted = [s.psi for s in scores
                if s.feature == "x1" and s.window_start >= drift_ms and s.psi is not None]
     assert drifted and min(drifted) > snippet.psi_threshold
+
+
+@pytest.mark.integration
+def test_a_run_without_windows_is_named_with_the_runs_there_are(replayed: Settings, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`backtest compare --run-id bt --run-id bt-typo` printed bt's table alone, the typo unsaid."""
+    cfg = config_file(replayed, tmp_path / "c.toml")
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "backtest", "compare", "--run-id", "bt", "--run-id", "bt-typo"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(r"driftline backtest: no 60s windows for run\(s\) bt-typo \(runs with windows: "
+                        r"(.+, )?bt(, .+)?\)\n", captured.err), captured.err
+    assert main(["--config", str(cfg), "calibrate", "--run-id", "bt-typo", "--target-far", "50"]) == 1
+    assert re.fullmatch(r"driftline calibrate: no drift scores for run 'bt-typo' \(runs with windows: "
+                        r"(.+, )?bt(, .+)?\)\n", capsys.readouterr().err)

@@ -27,7 +27,7 @@ from driftline.replay.backtest import (
 )
 from driftline.replay.incidents import NEVER, Incident, load_incidents
 from driftline.replay.plot import METRICS, render_png, write_plot
-from driftline.replay.results import load_point_alarms, load_windows, window_size
+from driftline.replay.results import load_point_alarms, load_windows, stored_runs, window_size
 from driftline.replay.times import format_time
 from driftline.store.client import StoreError
 
@@ -98,10 +98,15 @@ def handle(args: argparse.Namespace) -> int:
         incidents = load_incidents(args.incidents) if args.incidents else []
         size = window_size(settings, args.run_ids, args.window_size)
         if size is None:
-            print(f"driftline backtest: no model_drift rows for run(s) {', '.join(args.run_ids)}",
-                  file=sys.stderr)
+            print(f"driftline backtest: no model_drift rows for run(s) {', '.join(args.run_ids)} "
+                  f"({stored_runs(settings)})", file=sys.stderr)
             return 1
         windows = load_windows(settings, args.run_ids, size)
+        missing = [r for r in args.run_ids if not any(w.run_id == r for w in windows)]
+        if missing:  # a mistyped run id is not a run without alarms
+            print(f"driftline backtest: no {size}s windows for run(s) {', '.join(missing)} "
+                  f"({stored_runs(settings)})", file=sys.stderr)
+            return 1
         alarms = drift_alarms(windows) + load_point_alarms(settings, args.run_ids)
     except (OSError, ValueError, StoreError) as err:
         print(f"driftline backtest: {err}", file=sys.stderr)

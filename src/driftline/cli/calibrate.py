@@ -16,7 +16,7 @@ from rich.table import Table
 from driftline.cli.common import print_table, settings_from_args
 from driftline.replay.calibrate import Calibrated, FeatureThresholds, calibrate, toml_snippet
 from driftline.replay.incidents import load_incidents
-from driftline.replay.results import load_scores, window_size
+from driftline.replay.results import load_scores, stored_runs, window_size
 from driftline.store.client import StoreError
 
 
@@ -68,7 +68,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"driftline calibrate: {err}", file=sys.stderr)
         return 1
     if not scores:
-        print(f"driftline calibrate: no drift scores for run {args.run_id!r}", file=sys.stderr)
+        print(f"driftline calibrate: no drift scores for run {args.run_id!r} ({stored_runs(settings)})",
+              file=sys.stderr)
         return 1
     results = calibrate(scores, incidents, args.target_far)
     basis = (f"outside the incidents in {args.incidents}" if args.incidents

@@ -35,6 +35,16 @@ def select(settings: Settings, sql: str, **parameters: Any) -> list[dict[str, An
     return rows
 
 
+def stored_runs(settings: Settings) -> str:
+    """The replay runs with model_drift windows, for a message naming a run that has none: a
+    mistyped run id was left out of a comparison without a word."""
+    runs = [r["run_id"] for r in select(settings, "SELECT DISTINCT run_id FROM model_drift "
+                                                  "WHERE run_id != '' ORDER BY run_id LIMIT 21")]
+    if not runs:
+        return "no replay run has windows yet (`driftline replay --run-id RUN ...`)"
+    return "runs with windows: " + ", ".join(runs[:20]) + (", ..." if len(runs) > 20 else "")
+
+
 def window_size(settings: Settings, run_ids: Sequence[str], requested: int | None) -> int | None:
     """The window size to read: ``requested``, else the smallest in the runs' model_drift rows."""
     if requested is not None:
