@@ -56,9 +56,10 @@ from driftline.config import CONFIG_FILE_ENV, Settings
 from driftline.replay.engine import ReplayResult, RunIdError, check_run_id
 from driftline.replay.files import Arrival, read_profiles
 from driftline.replay.kafka_source import OFFSET_METHOD
+from driftline.replay.results import select
 from driftline.replay.run import ReplayInputError, ReplayPlan, replay_files, replay_topics
 from driftline.replay.times import format_time, parse_time
-from driftline.store.client import StoreError
+from driftline.store.client import StoreError, database_name
 from driftline.store.migrate import pending
 from driftline.store.writer import ClickHouseRowWriter, RowWriter, open_row_writer
 
@@ -188,6 +189,28 @@ def not_counted_lines(result: ReplayResult) -> list[str]:
     return lines
 
 
+def _earlier_windows(settings: Settings, writer: RowWriter, run_id: str) -> str | None:
+    """A note if the run id already has windows: a replay adds to them, so a second replay of
+    another range or config under the same id reads back mixed with the first (backtest compare
+    counted the earlier windows as the run's)."""
+    sql = ("SELECT count() AS n, toUnixTimestamp64Milli(min(window_start)) AS first, "
+           f"toUnixTimestamp64Milli(max(window_end)) AS last FROM {database_name(settings)}.model_drift "
+           "FINAL WHERE run_id = {run:String}")
+    try:
+        if isinstance(writer, ClickHouseRowWriter):
+            n, first, last = writer.client.query(sql, parameters={"run": run_id}).result_rows[0]
+        else:  # the rows go through the sink topic: read through the engine's owner
+            row = select(settings, sql, run=run_id)[0]
+            n, first, last = row["n"], row["first"], row["last"]
+    except (DatabaseError, StoreError):  # no table yet or unreachable: the writes will say so
+        return None
+    if not int(n):
+        return None
+    return (f"run id {run_id!r} already has {int(n):,} model_drift windows ({format_time(int(first))} .. "
+            f"{format_time(int(last))}): this replay replaces the windows it writes again and leaves the "
+            "others; use a new --run-id to compare settings or ranges")
+
+
 def _settings_source(args: argparse.Namespace, settings: Settings) -> str:
     """The settings' config_hash (its rows carry it) and file: runs compared with backtest can look
     alike, and nothing said a replay's --config was read."""
@@ -290,6 +313,9 @@ def handle(args: argparse.Namespace) -> int:
             if not_applied:
                 raise ReplayInputError(f"{len(not_applied)} ClickHouse migration(s) not applied "
                                        f"({not_applied[0]}, ...): run `driftline db migrate` first")
+        earlier = _earlier_windows(settings, writer, args.run_id)
+        if earlier:
+            console.print(earlier, soft_wrap=True)
         result = _run(args, settings, writer, console)
     except (ReplayInputError, OSError, TimeoutError, StoreError) as err:
         print(f"driftline replay: {err}", file=sys.stderr)
