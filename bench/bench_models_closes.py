@@ -7,9 +7,9 @@ time-driven (docs/scaling.md, "Why trimming calls cannot reach 1.2x").
 
 Runs bench_models' pipeline (``--models`` models x 25 features, each its own profile, a warm-up
 of 24 predictions per model, then ``--n`` Zipf predictions, 4 shards) once per side and round in
-this process, the shards closing windows with ``--baseline``'s ``_close_windows`` and
-``values_partial`` (shard.py and window_stats.py as of that commit, loaded beside today's) or
-today's, alternating (order flipped each round), and prints for each: the closes' CPU per window
+this process, the shards closing windows with ``--baseline``'s ``_close_windows``, ``values_partial``
+and model-events records (shard.py, window_stats.py and records.py as of that commit, loaded beside
+today's) or today's, alternating (order flipped each round), and prints for each: the closes' CPU per window
 closed (thread CPU inside ``_close_windows``, the timed part after the warm-up), stage 1's and the
 pipeline's CPU per prediction, best of ``--rounds``, and SHA-256s of every partial sent and of
 every output row, which must be equal for both sides.
@@ -47,15 +47,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def baseline_close(commit: str, into: Path) -> Callable[..., int]:
     """``ShardProcessor._close_windows`` as of ``commit``, making its values form with that commit's
-    ``values_partial`` (both files copied with ``git show``, loaded as modules of their own)."""
+    ``values_partial`` and its model-events records with that commit's ``records`` (the files copied
+    with ``git show``, loaded as modules of their own)."""
     files = {}
     for name, path in (("shard", "src/driftline/pipeline/shard.py"),
-                       ("window_stats", "src/driftline/operators/window_stats.py")):
+                       ("window_stats", "src/driftline/operators/window_stats.py"),
+                       ("records", "src/driftline/pipeline/records.py")):
         files[name] = into / f"base_{name}.py"
         files[name].write_text(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True,
                                               capture_output=True, text=True).stdout)
     stats, shard = load_baseline(files["window_stats"]), _module(files["shard"], "shard_baseline")
     shard.values_partial = stats.values_partial  # type: ignore[attr-defined]
+    # the close encodes each partial (records.Partial, to_model_event): that commit's encoding too
+    shard.records = _module(files["records"], "records_baseline")  # type: ignore[attr-defined]
     close: Callable[..., int] = shard.ShardProcessor._close_windows  # type: ignore[attr-defined]
     return close
 

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
 
 import orjson
@@ -110,6 +111,27 @@ def window_segments(tags: str) -> list[str]:
 # -- typed model-events records ---------------------------------------------------------------
 
 
+class _Layout(NamedTuple):
+    """A record class's field names, in order, and a getter of their values as a tuple."""
+
+    names: tuple[str, ...]
+    values: Callable[[Any], tuple[Any, ...]]
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type) -> _Layout:
+    # Kept per class: dataclasses.fields() filters a class's fields afresh at every call, and
+    # stage 1 encodes a record per window closed (a Partial each, thousands with many models).
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        names = tuple(f.name for f in fields(cls))
+        # a record that has a type has ``shard`` and more fields, so the getter returns a tuple
+        layout = _LAYOUTS[cls] = _Layout(names, attrgetter(*names))
+    return layout
+
+
 @dataclass(frozen=True, slots=True)
 class _Record:
     """Fields common to every model-events record: the stage-1 shard that sent it."""
@@ -119,12 +141,15 @@ class _Record:
 
     def payload(self) -> dict[str, Any]:
         """The record as its JSON object (``type`` first)."""
-        return {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        names, values = _layout(type(self))
+        payload = {"type": self.type}
+        payload.update(zip(names, values(self), strict=True))
+        return payload
 
     @classmethod
     def from_payload(cls, m: Mapping[str, Any]) -> Any:
         """The record from its JSON object; KeyError/TypeError/ValueError if it does not fit."""
-        values = {f.name: m[f.name] for f in fields(cls) if f.name in m}
+        values = {name: m[name] for name in _layout(cls).names if name in m}
         values["shard"] = int(m["shard"])
         return cls(**values)
 
