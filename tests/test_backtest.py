@@ -165,6 +165,9 @@ def test_compare_finds_the_known_drift_within_one_window(replayed: Settings, tmp
         assert code == 0
     out = capsys.readouterr().out
     assert "detection delay" in out and "false alarms" in out
+    # the window size and which, not a total of windows over the runs
+    assert out.splitlines()[0] == ("runs bt: 60s windows (the smallest; --window-size for another), "
+                                   "1 incident(s)")
     assert (tmp_path / "out.png").read_bytes().startswith(b"\x89PNG")
     assert "base64," in (tmp_path / "out.html").read_text()
     assert main(["--config", str(cfg), "backtest", "compare", "--run-id", "nope"]) == 1

@@ -112,8 +112,11 @@ def handle(args: argparse.Namespace) -> int:
         print(f"driftline backtest: {err}", file=sys.stderr)
         return 1
     console = Console()
-    console.print(f"runs {', '.join(args.run_ids)}: {len(windows)} windows of {size}s, "
-                  f"{len(incidents)} incident(s){'' if incidents else ' (every window is quiet)'}")
+    # no total of windows: summed over the runs it read as one run's (24 for two replays of an hour)
+    which = "" if args.window_size else " (the smallest; --window-size for another)"
+    console.print(f"runs {', '.join(args.run_ids)}: {size}s windows{which}, "
+                  f"{len(incidents)} incident(s){'' if incidents else ' (every window is quiet)'}",
+                  soft_wrap=True)
     print_table(_alarm_table(false_alarms(windows, alarms, incidents), alarms))
     if incidents:
         print_table(_detection_table(detections(args.run_ids, alarms, incidents)))
