@@ -244,6 +244,10 @@ def test_summary_and_progress_read_whole_in_an_80_column_log() -> None:
     print_summary(Console(file=log, width=80), summary)
     text = log.getvalue()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    summary["dead_letters"] = {}  # a table narrower than its title: rich wrapped it, "by" / "kind"
+    log = io.StringIO()
+    print_summary(Console(file=log, width=80), summary)
+    assert "dead letters by kind" in log.getvalue(), log.getvalue()
     assert "c1, x3, x5 (x5 not injected)" in text and "missed" in text and "challenger" in text
     assert "not joined (a row each in unjoined_events): exact_resend 2, no_label 7" in text, text
     # the drift episodes the shift opened, not only the windows it drifted

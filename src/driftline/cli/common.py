@@ -113,6 +113,13 @@ def require_broker(settings: Settings) -> None:
         raise BrokerUnreachableError(unreachable_broker(settings))
 
 
+def fit_annotations(table: Table, console: Console) -> None:
+    """Widen ``table`` to its title and caption, up to the console's width: rich wraps them at the
+    table's own width ("dead letters by" / "kind" over a two-column table)."""
+    widest = max((console.measure(text).maximum for text in (table.title, table.caption) if text), default=0)
+    table.min_width = max(table.min_width or 0, min(widest, console.width))
+
+
 def print_table(table: Table, *, stderr: bool = False) -> None:
     """Print ``table`` with every value whole. On a terminal it fits the width, folding a long value
     over lines; elsewhere (a pipe, a file, a CI log: 80 columns to rich) nothing wraps: the table
@@ -124,9 +131,7 @@ def print_table(table: Table, *, stderr: bool = False) -> None:
     console = Console(stderr=stderr)
     title, caption = table.title, table.caption
     if console.is_terminal:
-        # no narrower than its title and caption, up to the terminal's width, so they do not wrap
-        widest = max((console.measure(text).maximum for text in (title, caption) if text), default=0)
-        table.min_width = max(table.min_width or 0, min(widest, console.width))
+        fit_annotations(table, console)
         console.print(table)
         return
     table.title = table.caption = None

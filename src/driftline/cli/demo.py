@@ -13,6 +13,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from driftline.cli.common import fit_annotations
+
 DEFAULT_HOME = Path(".driftline/demo")
 
 
@@ -129,6 +131,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     dead.add_column("count", justify="right")
     for kind, n in summary["dead_letters"].items():
         dead.add_row(kind, str(n))
+    fit_annotations(dead, console)
     console.print(dead)
     events = summary["events"]
     console.print(f"events produced: {sum(events.values()):,} "
