@@ -10,8 +10,7 @@ those offsets reproduces the same outputs (which downstream consumers treat idem
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.gauges import Gauge
@@ -20,9 +19,11 @@ from driftline.pipeline.state import BlobFile
 __all__ = ["FollowsIdle", "OutboundMessage", "RawRecord", "StageFactory", "StageProcessor"]
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundMessage:
-    """A record to produce. ``topic`` is a settings.topics attribute value (a real topic name)."""
+class OutboundMessage(NamedTuple):
+    """A record to produce. ``topic`` is a settings.topics attribute value (a real topic name).
+
+    A named tuple (immutable, hashable), not a frozen dataclass: stage 1 makes one per outcome, and
+    a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, twice the cost."""
 
     topic: str
     key: bytes | None
