@@ -61,7 +61,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, pairwise
 from typing import Any, TypeVar
 
 import numpy as np
@@ -687,13 +687,16 @@ def _count_quiet(runs: Sequence[tuple[str, EpisodeMonitor, npt.NDArray[np.int64]
               if len(positions) >= PER_VALUE_BELOW and monitor.episode is None]
     if len(chosen) < 2:  # one monitor (the multivariate watch's): the batch step costs the same
         return set()
-    parts: list[list[tuple[int, bool]] | None] = []
-    for _, _, positions, _ in chosen:
-        if cuts.size:  # the parts _feed would count, value by value if fewer than PER_VALUE_BELOW
-            sizes = np.diff(np.searchsorted(positions, cuts), prepend=0, append=len(positions)).tolist()
-            parts.append([(size, size < PER_VALUE_BELOW) for size in sizes if size])
-        else:
-            parts.append(None)
+    parts: list[list[tuple[int, bool]] | None] = [None] * len(chosen)
+    if cuts.size:  # the parts _feed would count, value by value if fewer than PER_VALUE_BELOW
+        found: dict[int, list[tuple[int, bool]]] = {}  # by positions: most monitors share `every`
+        for i, (_, _, positions, _) in enumerate(chosen):
+            part = found.get(id(positions))
+            if part is None:
+                bounds = [0, *np.searchsorted(positions, cuts).tolist(), len(positions)]
+                part = found[id(positions)] = [(b - a, b - a < PER_VALUE_BELOW)
+                                               for a, b in pairwise(bounds) if b > a]
+            parts[i] = part
     counted = count_quiet([monitor for _, monitor, _, _ in chosen], [syms for *_, syms in chosen], parts)
     return {name for (name, *_), ok in zip(chosen, counted, strict=True) if ok}
 
