@@ -1,7 +1,7 @@
 """Where many models' CPU goes: bench_models' pipeline under cProfile, split by what drives it.
 
 Runs bench_models' workload (``--models`` models x 25 features, each its own profile, Zipf traffic
-at 100 predictions/s in all, after the warm-up) in process under cProfile and prints the share of
+at ``--rate`` predictions/s in all (100), after the warm-up) in process under cProfile and prints the share of
 the profiled CPU in each part that is paid per model per window or grid line, whatever the
 model's traffic (time-driven), against the rest (event-driven):
 
@@ -10,7 +10,11 @@ model's traffic (time-driven), against the rest (event-driven):
 - stage 1's window closes (partials made and sent);
 - the grid line's flush of held events (``FeatureWatch.flush_due``).
 
-    .venv/bin/python bench/bench_models_profile.py [--models 1000] [--n 30000]
+    .venv/bin/python bench/bench_models_profile.py [--models 1000] [--n 30000] [--rate 100] [--top 0]
+
+The time-driven parts' share per prediction falls as the rate rises (their work is paid per second
+of event time); ``--top N`` also lists the N functions with the most CPU of their own, to find
+what the event-driven rest spends.
 
 Shares under cProfile, not absolute costs (the profiler adds a fixed cost per call); the
 calibrations are read from bench_models' cache directory (a first run calibrates, ~0.8 CPU-s a
@@ -47,12 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--n", type=int, default=30_000, help="Zipf predictions after the warm-up")
+    parser.add_argument("--rate", type=float, default=bm.RATE, help="predictions per second over all models")
+    parser.add_argument("--top", type=int, default=0, help="also list the N functions with most own CPU")
     args = parser.parse_args(argv)
     calibration.share_calibrations(bm.CALIBRATIONS)
     settings = bench_settings("127.0.0.1:9", "bm")
     specs = bm.model_specs(args.models)
     profiles = bm.profiles_of(specs, 1000, settings)
-    records, warm = bm.traffic(specs, args.n, settings)
+    records, warm = bm.traffic(specs, args.n, settings, args.rate)
     tune_gc()
     pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
     batch = settings.worker.batch_max_records
@@ -74,13 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, (suffix, name) in PARTS.items():
         shares[label] = sum(ct for (path, _, func), (_, _, _, ct, _) in stats.items()
                             if path.endswith(suffix) and func == name) / total
-    print(f"{args.models} models, {predictions:,} predictions after the warm-up: "
+    print(f"{args.models} models, {predictions:,} predictions at {args.rate:,.0f}/s after the warm-up: "
           f"{cpu / predictions * 1e6:.1f} CPU-us a prediction under cProfile")
     for label, share in shares.items():
         print(f"  {share:6.1%}  {label}")
     driven = sum(shares[label] for label in TIME_DRIVEN)
     print(f"  {driven:6.1%}  time-driven in all; {1 - driven:.1%} the rest (decode, join, buffers, routing, "
           "the watch's own batches)")
+    if args.top:
+        print("functions with the most own CPU (share of the profiled CPU; calls per prediction):")
+        ranked = sorted(stats.items(), key=lambda item: -item[1][2])[: args.top]
+        for (path, line, func), (_, calls, tt, _, _) in ranked:
+            where = "/".join(path.split("/")[-2:])
+            print(f"  {tt / total:6.1%}  {calls / predictions:8.2f}  {func} ({where}:{line})")
     return 0
 
 
