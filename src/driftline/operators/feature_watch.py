@@ -683,10 +683,11 @@ def _count_quiet(runs: Sequence[tuple[str, EpisodeMonitor, npt.NDArray[np.int64]
     be none: no event, and no status, as no episode opens. Fed in one call, not a call per part
     between grid crossings (a detector's results do not depend on how its stream is chunked; the
     monitor's ring grows as the parts would have grown it)."""
-    chosen = [(name, monitor, positions, monitor.symbols(values)) for name, monitor, positions, values in runs
-              if len(positions) >= PER_VALUE_BELOW and monitor.episode is None]
-    if len(chosen) < 2:  # one monitor (the multivariate watch's): the batch step costs the same
+    watching = [run for run in runs if len(run[2]) >= PER_VALUE_BELOW and run[1].episode is None]
+    if len(watching) < 2:  # one monitor (the multivariate watch's): the batch step costs the same
         return set()
+    chosen = [(name, monitor, positions, monitor.symbols(values))
+              for name, monitor, positions, values in watching]
     parts: list[list[tuple[int, bool]] | None] = [None] * len(chosen)
     if cuts.size:  # the parts _feed would count, value by value if fewer than PER_VALUE_BELOW
         found: dict[int, list[tuple[int, bool]]] = {}  # by positions: most monitors share `every`
