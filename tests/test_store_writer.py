@@ -215,8 +215,13 @@ def test_omitted_columns_get_defaults_and_bad_rows_are_refused(store: tuple[Sett
 
 
 class _Sent:
-    def get(self, timeout: float | None = None) -> None:
-        return None
+    """A send's future, already acknowledged at ``offset`` of partition 0."""
+
+    def __init__(self, offset: int) -> None:
+        self.partition, self.offset = 0, offset
+
+    def get(self, timeout: float | None = None) -> _Sent:
+        return self
 
 
 class _RecordingProducer:
@@ -228,7 +233,7 @@ class _RecordingProducer:
 
     def send(self, topic: str, key: bytes, value: bytes) -> _Sent:
         self.messages.append((topic, key, value))
-        return _Sent()
+        return _Sent(len(self.messages) - 1)
 
     def flush(self) -> None:
         pass

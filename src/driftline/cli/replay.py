@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import DatabaseError
+from kafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -61,7 +62,8 @@ from driftline.replay.run import ReplayInputError, ReplayPlan, replay_files, rep
 from driftline.replay.times import format_time, parse_time
 from driftline.store.client import StoreError, database_name
 from driftline.store.migrate import pending
-from driftline.store.writer import ClickHouseRowWriter, RowWriter, open_row_writer
+from driftline.store.writer import ClickHouseRowWriter, KafkaSinkRowWriter, RowWriter, open_row_writer
+from driftline.streams.sink import SINK_GROUP
 
 EPILOG = """\
 time bounds: record timestamps in [--from, --to) (inclusive lower, exclusive upper; RFC 3339 or
@@ -187,6 +189,23 @@ def not_counted_lines(result: ReplayResult) -> list[str]:
             f"{joins['n_duplicate_predictions']:,} predictions, {joins['n_duplicate_labels']:,} labels"
             + ("; a row each in unjoined_events" if result.rows["unjoined_events"] else ""))
     return lines
+
+
+def _wait_for_the_sink(writer: KafkaSinkRowWriter, settings: Settings, console: Console) -> None:
+    """Return once the worker's sink has inserted the rows: the broker's acknowledgement alone
+    let a `backtest compare` right after read the run in part."""
+    console.print(f"waiting for the worker's sink (group {SINK_GROUP}) to insert the rows into ClickHouse",
+                  soft_wrap=True)
+    try:
+        left = writer.wait_inserted(settings, SINK_GROUP)
+    except KafkaError as err:
+        left, why = -1, f"cannot read its offsets: {err}"
+    else:
+        why = "no progress for 30 s: is a worker running?"
+    if left:
+        what = f"{left:,} of the replay's sink messages" if left > 0 else "the rows"
+        console.print(f"the worker's sink has not inserted {what} ({why}); queries miss those rows "
+                      "until it has", soft_wrap=True)
 
 
 def _earlier_windows(settings: Settings, writer: RowWriter, run_id: str) -> str | None:
@@ -325,6 +344,8 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     finally:
         writer.close()
+    if isinstance(writer, KafkaSinkRowWriter) and result.records:
+        _wait_for_the_sink(writer, settings, console)
     print_table(_summary(result, args.run_id))
     out = Console()
     for line in summary_lines(result) if result.first_ms is not None else [no_records_line(args, settings)]:

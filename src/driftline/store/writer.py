@@ -20,10 +20,11 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from clickhouse_connect.driver.insert import InsertContext
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
 from kafka.producer.future import FutureRecordMetadata
 
 from driftline.config import Settings
+from driftline.kafka.admin import admin_client
 from driftline.kafka.clients import kafka_python_producer
 from driftline.pipeline.records import row_blocks
 from driftline.store.client import EngineBusy, StoreError, connect, database_name
@@ -473,6 +474,7 @@ class KafkaSinkRowWriter:
         self._producer = producer
         self._topic = topic
         self._pending: list[FutureRecordMetadata] = []
+        self._ends: dict[int, int] = {}  # partition -> offset after the last message acknowledged
 
     def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         for start in range(0, len(rows), SINK_CHUNK_ROWS):
@@ -500,13 +502,39 @@ class KafkaSinkRowWriter:
         self._producer.flush()
         pending, self._pending = self._pending, []
         for future in pending:
-            future.get()  # raises the send error, if any; bounded by the producer's delivery timeout
+            sent = future.get()  # raises the send error, if any; bounded by the producer's delivery timeout
+            self._ends[sent.partition] = max(self._ends.get(sent.partition, 0), sent.offset + 1)
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
             self._producer.close()
+
+    def wait_inserted(self, settings: Settings, group: str, patience_s: float = 30.0) -> int:
+        """Wait until consumer group ``group`` (the worker's sink, which commits once the rows are
+        inserted) has committed past every message acknowledged; give up once its offsets have not
+        moved for ``patience_s``. Returns the messages it has still to commit (0: all inserted)."""
+        topic, ends = self._topic, dict(self._ends)
+        partitions = [TopicPartition(topic, p) for p in ends]
+        last, moved = -1, time.monotonic()
+        with admin_client(settings) as admin:
+            while True:
+                committed = admin.list_group_offsets({group: partitions}).get(group, {})
+                left = sum(max(0, end - _committed(committed.get(TopicPartition(topic, p))))
+                           for p, end in ends.items())
+                if left == 0:
+                    return 0
+                if left != last:
+                    last, moved = left, time.monotonic()
+                elif time.monotonic() - moved >= patience_s:
+                    return left
+                time.sleep(0.2)
+
+
+def _committed(meta: Any) -> int:
+    """A partition's committed offset, 0 without a commit (kafka-python reports -1 or no entry)."""
+    return max(0, meta.offset) if meta is not None else 0
 
 
 def sink_producer(settings: Settings) -> KafkaProducer:
