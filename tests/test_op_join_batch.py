@@ -144,6 +144,31 @@ def test_labels_equal_in_value_but_not_in_type_keep_their_own_text() -> None:
         ("true", 1), ("1", 1), ("1", 1), ("1", 1), ("0.5", None), ("true", 0), ("true", 1)]
 
 
+def test_a_long_batch_of_labels_gives_the_outcomes_of_the_per_event_calls() -> None:
+    """A batch of more labels than on_labels turns into outcomes at once (``_OUTCOMES_AT_ONCE``,
+    while the records read are in cache): every chunk's outcomes, in label order, with held labels
+    and duplicates between, as the per-event calls give them."""
+    ids = [f"p{i}" for i in range(150)]
+    one, batched = LabelJoin(HORIZON, 1000, 1000), LabelJoin(HORIZON, 1000, 1000)
+    for join in (one, batched):
+        join.on_predictions(ids, [1_000 + i for i in range(150)], [("m", "1", "")] * 150,
+                            [Prediction(score=i / 150) for i in range(150)],
+                            [{"x": float(i)} for i in range(150)],
+                            [payload_digest(pid.encode()) for pid in ids], [None] * 150)
+    # every id twice (the second a duplicate), every 7th label of an id without a prediction (held)
+    pids = [ids[i % 150] if i % 7 else f"q{i}" for i in range(300)]
+    values: list[bool | int | float | str] = ["1" if i % 3 else 0 for i in range(300)]
+    digests = [payload_digest(b"%d" % i) for i in range(300)]
+    want = [one.on_label(LabelEvent(prediction_id=pid, label=value, timestamp=3_000 + i), False, digest, i)
+            for i, (pid, value, digest) in enumerate(zip(pids, values, digests, strict=True))]
+    got = batched.on_labels(pids, [3_000 + i for i in range(300)], values, [None] * 300, digests,
+                            list(range(300)))
+    # each id joins once: with its first label, or its second where its first went to a q id
+    assert len(got) == 150 and got == [o for o in want if o is not None]
+    assert batched.take_duplicates() == one.take_duplicates()
+    assert pickle.dumps(batched) == pickle.dumps(one)
+
+
 @given(st.lists(st.binary(max_size=300), max_size=20))
 def test_payload_digest_is_the_8_byte_blake2b_of_the_payload(payloads: list[bytes]) -> None:
     large = bytes(range(256)) * 64
