@@ -47,8 +47,8 @@ load stretched wall-time figures 2-3x from one run to the next, CPU time moves f
 
 The join is the largest stage, and its figure above moves with the rest of the pipeline. Figure
 (12b) times it alone: every ``LabelJoin`` call the columnar run made, shard by shard, is replayed
-on fresh joins (best of ``--rounds``). ``--join-baseline FILE`` (another revision's join, e.g.
-``git show REV:src/driftline/operators/join.py > /tmp/join_rev.py``) replays the same calls on that
+on fresh joins (best of ``--rounds``). ``--join-baseline DIR`` (another revision's join package, e.g.
+``src/driftline/operators/join`` of a ``git worktree add /tmp/rev REV``) replays the same calls on that
 module too, in alternating rounds of one process, checks that both give the same results and end
 states, and reports the ratio: an A/B of a join change on the box's load of the moment.
 
@@ -76,7 +76,7 @@ objects of a batch of one layout as value rows (``FeatureRows``: no dict per eve
 its records from the float columns) beside the same run reading a dict per event (the decoder
 before), alternating rounds of one process, per stage and un-instrumented, outputs digested.
 
-    .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline FILE]
+    .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline DIR]
         [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding] [--eager-outputs]
         [--feature-rows]
 """
@@ -742,7 +742,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="instrumented runs of each path (12) and replays of the join's calls (12b), "
                              "best of")
     parser.add_argument("--join-baseline", type=Path, default=None,
-                        help="another revision's operators/join.py: its replayed calls beside this one's")
+                        help="another revision's operators/join package (its directory; or a one-file "
+                             "join.py of before the package): its replayed calls beside this one's")
     parser.add_argument("--shard-baseline", type=Path, default=None,
                         help="another revision's pipeline/shard.py: stage 1 on it beside this one's (12c)")
     parser.add_argument("--outcome-encoding", action="store_true",

@@ -7,6 +7,7 @@ composes them into one table. A :class:`Figure` is one measured number with its 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import importlib.metadata
@@ -15,9 +16,11 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -136,8 +139,12 @@ def sibling(name: str) -> ModuleType:
 
 
 def module_from_file(path: Path, name: str) -> ModuleType:
-    """Load another revision's copy of a module (e.g. ``git show REV:src/driftline/operators/join.py``)
-    under ``name``, beside the installed one: the A/B benches time both on the same input."""
+    """Load another revision's copy of a module (e.g. ``git show REV:src/driftline/pipeline/shard.py``)
+    under ``name``, beside the installed one: the A/B benches time both on the same input. A
+    directory is a package (e.g. a worktree's ``src/driftline/operators/join``): see
+    :func:`_package_from_dir`."""
+    if path.is_dir():
+        return _package_from_dir(path, name)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
@@ -145,6 +152,24 @@ def module_from_file(path: Path, name: str) -> ModuleType:
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _package_from_dir(path: Path, name: str) -> ModuleType:
+    """A package's copy (its directory under ``src/``) imported as ``name``: its modules are copied to
+    a temporary directory with the package's own dotted name in them (its absolute imports of its
+    modules, e.g. ``driftline.operators.join.core``) replaced by ``name``, so that they import one
+    another and not the installed package's."""
+    parts = path.resolve().parts
+    if "driftline" not in parts:
+        raise SystemExit(f"{path}: not a directory of the driftline package")
+    own = ".".join(parts[len(parts) - 1 - parts[::-1].index("driftline"):])  # e.g. driftline.operators.join
+    copy = Path(tempfile.mkdtemp(prefix="bench_pkg_")) / name
+    copy.mkdir()
+    for source in path.glob("*.py"):
+        (copy / source.name).write_text(re.sub(rf"\b{re.escape(own)}\b", name, source.read_text()))
+    atexit.register(shutil.rmtree, copy.parent, True)
+    sys.path.insert(0, str(copy.parent))
+    return importlib.import_module(name)
 
 
 def module_at_revision(commit: str, path: str, name: str) -> ModuleType:
