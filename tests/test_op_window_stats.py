@@ -367,6 +367,51 @@ def _column_events(block_list: list, name: str) -> list:
     return out
 
 
+def _decoded(rng: random.Random, n: int) -> tuple[EventColumns, EventColumns]:
+    """A decoded batch's columns (EventColumns.of with the decoder's columns: float columns, one of
+    them now and then mixed, a number now and then invalid, and a categorical one), and the same
+    events' columns made from the rows."""
+    names = ["z", "x", "y", "w", "c"]
+    columns: list[list] = [[rng.gauss(0, 1) for _ in range(n)] for _ in names[:-1]]
+    columns.append([rng.choice("ab") for _ in range(n)])
+    for column in columns[:-1]:
+        if rng.random() < 0.2:
+            column[rng.randrange(n)] = rng.choice([math.inf, -1e200, math.nan, -0.0])
+    if rng.random() < 0.3:
+        columns[1][rng.randrange(n)] = "odd"
+    floats = [np.array(c) if all(type(v) is float for v in c) else None for c in columns]
+    feats = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    preds = [Prediction(label=rng.choice(["0", "1"]), score=rng.random()) for _ in range(n)]
+    lats = [rng.uniform(0, 9) for _ in range(n)]
+    return EventColumns.of(feats, preds, lats, (names, columns, floats)), EventColumns.of(feats, preds, lats)
+
+
+def test_values_form_of_decoded_batches_is_that_of_their_rows() -> None:
+    """Groups taken from decoded batches (their all-float columns gathered as one matrix) make the
+    values form the same events' columns made from rows make; pickled (as a checkpoint keeps a
+    buffer) they are plain columns, with the same values form."""
+    import pickle
+
+    rng = random.Random(11)
+    for _ in range(60):
+        parts: list[EventColumns] = []
+        from_rows: list[EventColumns] = []
+        for _ in range(rng.randint(1, 4)):
+            batch, rows_batch = _decoded(rng, rng.randint(1, 12))
+            if rng.random() < 0.2:
+                parts.append(batch)
+                from_rows.append(rows_batch)
+                continue
+            rows = np.array(rng.sample(range(batch.n), rng.randint(1, batch.n)), dtype=np.intp)
+            parts.append(batch.take(rows))
+            from_rows.append(rows_batch.take(rows))
+        expected = repr(values_partial(from_rows))
+        assert repr(values_partial(parts)) == expected
+        restored = pickle.loads(pickle.dumps(parts))
+        assert {type(part) for part in restored} == {EventColumns}
+        assert repr(values_partial(restored)) == expected
+
+
 def test_a_buffer_of_many_small_appends_joins_them_in_order() -> None:
     """Appends of 0-3 events each (many models: a few of each per batch) are joined as they
     arrive, so the buffer holds a few parts, not one per append; every event's values stay in log

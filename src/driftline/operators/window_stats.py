@@ -438,16 +438,25 @@ def values_partial(parts: Sequence[EventColumns]) -> dict[str, Any]:
     sizes = [part.n for part in parts]
     n = sum(sizes)
     blocks = [part.features for part in parts]
-    # A column every part holds as float64 alone (the decoder's all-float columns: most features)
-    # takes no call per block: all such columns' numbers are listed, checked and cut at once.
-    numbers = [{name: block.numbers for name, block in columns.items() if block.numbers is not None
-                and block.codes is None and block.missing is None and block.present is None}
-               for columns in blocks]
-    floats = set(numbers[0]).intersection(*numbers[1:]) if numbers else set()
-    # the others as ColumnBlock.any_present, inline: ~30 columns a part, a few parts a window
-    names = sorted(floats.union([name for columns in blocks for name, block in columns.items()
-                                 if name not in floats and (block.present is None or block.present.any())]))
-    plain = _float_columns(n, [name for name in names if name in floats], numbers)
+    first = parts[0] if parts else None
+    if isinstance(first, _TakenColumns) and all(
+            isinstance(part, _TakenColumns) and part.in_matrix == first.in_matrix for part in parts[1:]):
+        # every part taken from a decoded batch of one layout: its all-float columns listed by rows,
+        # and every event carries every name (no block has a present mask)
+        names = sorted(set().union(*blocks))
+        plain = _matrix_columns(first.in_matrix, [cast("_TakenColumns", part).matrix for part in parts])
+    else:
+        # A column every part holds as float64 alone (the decoder's all-float columns: most
+        # features) takes no call per block: all such columns' numbers are listed, checked and cut
+        # at once.
+        numbers = [{name: block.numbers for name, block in columns.items() if block.numbers is not None
+                    and block.codes is None and block.missing is None and block.present is None}
+                   for columns in blocks]
+        floats = set(numbers[0]).intersection(*numbers[1:]) if numbers else set()
+        plain = _float_columns(n, sorted(floats), numbers)
+        # the others as ColumnBlock.any_present, inline: ~30 columns a part, a few parts a window
+        names = sorted(floats.union([name for columns in blocks for name, block in columns.items() if
+                                     name not in floats and (block.present is None or block.present.any())]))
     return {
         "form": VALUES_FORM,
         "n_events": n,
@@ -457,6 +466,22 @@ def values_partial(parts: Sequence[EventColumns]) -> dict[str, Any]:
         "prediction_value": _values_column(n, sizes, [part.value for part in parts]),
         "latency": _values_column(n, sizes, [part.latency for part in parts]),
     }
+
+
+def _matrix_columns(names: Sequence[str], matrices: Sequence[FloatArray]) -> dict[str, Any]:
+    """:func:`_float_columns` of the columns ``names``, the rows of each part's matrix: one list per
+    part's matrix."""
+    if len(matrices) == 1:
+        rows = matrices[0].tolist()
+    else:
+        rows = [list(chain.from_iterable(parts))
+                for parts in zip(*[matrix.tolist() for matrix in matrices], strict=True)]
+    values = list(chain.from_iterable(rows))
+    # NaN compares false
+    if len([v for v in values if -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE]) < len(values):
+        return {}
+    return {name: {"missing": 0, "invalid": 0, "values": row, "categories": {}}
+            for name, row in zip(names, rows, strict=True)}
 
 
 def _float_columns(n: int, names: list[str], numbers: Sequence[Mapping[str, FloatArray]]) -> dict[str, Any]:
@@ -623,8 +648,9 @@ class ColumnBlock:
 
     __slots__ = ("codes", "keys", "missing", "n", "numbers", "present")
 
-    def __init__(self, n: int, numbers: FloatArray | None, missing: BoolArray | None,
-                 codes: IntArray | None, keys: Sequence[str], present: BoolArray | None) -> None:
+    def __init__(self, n: int, numbers: FloatArray | None, missing: BoolArray | None = None,
+                 codes: IntArray | None = None, keys: Sequence[str] = (),
+                 present: BoolArray | None = None) -> None:
         self.n = n
         self.numbers = numbers
         self.missing = missing
@@ -836,9 +862,18 @@ class EventColumns:
         n = len(features)
         blocks: dict[str, ColumnBlock] = {}
         layouts = set(map(tuple, features)) if columns is None else set()
+        matrix = None
         if columns is not None:
-            for name, column, floats in zip(*columns, strict=True):
-                blocks[name] = ColumnBlock.of(column, floats=floats)
+            floats_of = {name: floats for name, floats in zip(columns[0], columns[2], strict=True)
+                         if floats is not None}
+            in_matrix = tuple(sorted(floats_of))
+            if len(in_matrix) > 1 and n:
+                # The all-float columns as the rows of one matrix (by name), each block's numbers its
+                # row: a take gathers them in one call, values_partial lists them in one.
+                matrix = np.array([floats_of[name] for name in in_matrix], dtype=np.float64)
+                floats_of = dict(zip(in_matrix, matrix, strict=True))
+            for name, column in zip(columns[0], columns[1], strict=True):
+                blocks[name] = ColumnBlock.of(column, floats=floats_of.get(name))
         elif len(layouts) == 1:  # the common case: every event carries the same names
             names = next(iter(layouts))
             if len(names) == 1:
@@ -862,7 +897,10 @@ class EventColumns:
             values = [p.score if p.value is None else p.value for p in predictions]
         if int in set(map(type, labels)):  # integer class labels are categories, not numbers
             labels = [str(v) if type(v) is int else v for v in labels]
-        return cls(n, blocks, ColumnBlock.of(labels), ColumnBlock.of(values), ColumnBlock.of(latencies))
+        label, value, latency = ColumnBlock.of(labels), ColumnBlock.of(values), ColumnBlock.of(latencies)
+        if matrix is not None:
+            return _BatchColumns(n, blocks, label, value, latency, matrix, in_matrix)
+        return cls(n, blocks, label, value, latency)
 
     def take(self, rows: IntArray) -> EventColumns:
         """The events at ``rows``, in that order."""
@@ -887,6 +925,59 @@ class EventColumns:
                    ColumnBlock.concat([part.label for part in parts]),
                    ColumnBlock.concat([part.value for part in parts]),
                    ColumnBlock.concat([part.latency for part in parts]))
+
+
+class _TakenColumns(EventColumns):
+    """Events whose all-float columns (``in_matrix``, sorted) are also the rows of one ``matrix``,
+    their blocks' numbers those rows: :func:`values_partial` lists them in one call. Pickled (a
+    buffer in a checkpoint) as the plain :class:`EventColumns` it equals."""
+
+    __slots__ = ("in_matrix", "matrix")
+
+    def __init__(self, n: int, features: dict[str, ColumnBlock], label: ColumnBlock, value: ColumnBlock,
+                 latency: ColumnBlock, matrix: FloatArray, in_matrix: tuple[str, ...]) -> None:
+        super().__init__(n, features, label, value, latency)
+        self.matrix = matrix
+        self.in_matrix = in_matrix
+
+    def __reduce__(self) -> tuple[type[EventColumns], tuple[Any, ...]]:
+        return EventColumns, (self.n, self.features, self.label, self.value, self.latency)
+
+
+class _BatchColumns(_TakenColumns):
+    """A decoded batch's columns (:meth:`EventColumns.of` with ``columns``): each group of events
+    a shard takes from it (a few of each model's, with many models) gathers the all-float columns
+    in one call, not one per column.
+
+    >>> from driftline.schemas.events import Prediction
+    >>> cols = EventColumns.of([{"y": 2.0, "x": 1.0, "c": "a"}, {"y": 4.0, "x": 3.0, "c": "b"}],
+    ...                        [Prediction(label=1)] * 2, [5.0, None],
+    ...                        (["y", "x", "c"], [[2.0, 4.0], [1.0, 3.0], ["a", "b"]],
+    ...                         [np.array([2.0, 4.0]), np.array([1.0, 3.0]), None]))
+    >>> taken = cols.take(np.array([1]))
+    >>> type(cols).__name__, taken.in_matrix, taken.matrix.tolist(), taken.features["y"].numbers
+    ('_BatchColumns', ('x', 'y'), [[3.0], [4.0]], array([4.]))
+    >>> values_partial([taken]) == values_partial([EventColumns.concat([taken])])  # a plain part
+    True
+    """
+
+    __slots__ = ("others",)
+
+    def __init__(self, n: int, features: dict[str, ColumnBlock], label: ColumnBlock, value: ColumnBlock,
+                 latency: ColumnBlock, matrix: FloatArray, in_matrix: tuple[str, ...]) -> None:
+        super().__init__(n, features, label, value, latency, matrix, in_matrix)
+        rows = set(in_matrix)
+        self.others = [(name, block) for name, block in features.items() if name not in rows]
+
+    def take(self, rows: IntArray) -> EventColumns:
+        m = len(rows)
+        gathered = self.matrix.take(rows, axis=1)
+        # a block per row made by C-level iteration; the features' order (floats first) is not read
+        features = dict(zip(self.in_matrix, map(functools.partial(ColumnBlock, m), gathered), strict=True))
+        for name, block in self.others:
+            features[name] = block.take(rows)
+        return _TakenColumns(m, features, self.label.take(rows), self.value.take(rows),
+                             self.latency.take(rows), gathered, self.in_matrix)
 
 
 MERGE_PARTS = 8
