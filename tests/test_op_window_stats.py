@@ -389,7 +389,7 @@ def _decoded(rng: random.Random, n: int) -> tuple[EventColumns, EventColumns]:
 def test_values_form_of_decoded_batches_is_that_of_their_rows() -> None:
     """Groups taken from decoded batches (their all-float columns gathered as one matrix) make the
     values form the same events' columns made from rows make; pickled (as a checkpoint keeps a
-    buffer) they are plain columns, with the same values form."""
+    buffer) they are plain columns, pickled alike, with the same values form."""
     import pickle
 
     rng = random.Random(11)
@@ -408,7 +408,9 @@ def test_values_form_of_decoded_batches_is_that_of_their_rows() -> None:
         expected = repr(values_partial(from_rows))
         assert repr(values_partial(parts)) == expected
         restored = pickle.loads(pickle.dumps(parts))
+        # a checkpoint's bytes (deltas compare them) as if never taken from a decoded batch
         assert {type(part) for part in restored} == {EventColumns}
+        assert pickle.dumps(restored) == pickle.dumps(parts)
         assert repr(values_partial(restored)) == expected
 
 

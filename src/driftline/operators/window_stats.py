@@ -902,6 +902,11 @@ class EventColumns:
             return _BatchColumns(n, blocks, label, value, latency, matrix, in_matrix)
         return cls(n, blocks, label, value, latency)
 
+    def __reduce__(self) -> tuple[type[EventColumns], tuple[Any, ...]]:
+        # Plain columns, whatever the subclass (_TakenColumns): a buffer's checkpoint bytes are the
+        # same whether its parts were taken from a decoded batch or restored (deltas compare them).
+        return EventColumns, (self.n, self.features, self.label, self.value, self.latency)
+
     def take(self, rows: IntArray) -> EventColumns:
         """The events at ``rows``, in that order."""
         return EventColumns(len(rows), {name: b.take(rows) for name, b in self.features.items()},
@@ -930,7 +935,7 @@ class EventColumns:
 class _TakenColumns(EventColumns):
     """Events whose all-float columns (``in_matrix``, sorted) are also the rows of one ``matrix``,
     their blocks' numbers those rows: :func:`values_partial` lists them in one call. Pickled (a
-    buffer in a checkpoint) as the plain :class:`EventColumns` it equals."""
+    buffer in a checkpoint) as the plain :class:`EventColumns` it equals (its ``__reduce__``)."""
 
     __slots__ = ("in_matrix", "matrix")
 
@@ -939,9 +944,6 @@ class _TakenColumns(EventColumns):
         super().__init__(n, features, label, value, latency)
         self.matrix = matrix
         self.in_matrix = in_matrix
-
-    def __reduce__(self) -> tuple[type[EventColumns], tuple[Any, ...]]:
-        return EventColumns, (self.n, self.features, self.label, self.value, self.latency)
 
 
 class _BatchColumns(_TakenColumns):
