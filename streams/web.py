@@ -42,6 +42,9 @@ class WorkerWeb(Web):
 
     bind_port = 0
     addresses: tuple[Any, ...] = ()
+    # Its service lines ("Starting...") stay Faust's, quiet below WARNING as Web's were (a logger
+    # mode has not claimed: it would replace one named after a Service class's module).
+    logger = logging.getLogger("faust.web.drivers.aiohttp.worker")
 
     def _new_transport_tcp(self) -> BaseSite:
         conf = self.app.conf
