@@ -553,6 +553,7 @@ SAFE_INTERPOLATIONS = {
     ("src/driftline/store/migrate.py", "MIGRATIONS_TABLE"),
     ("src/driftline/cli/trigger.py", "database_name(settings)"),
     ("src/driftline/cli/profile.py", "database_name(settings)"),
+    ("src/driftline/cli/replay.py", "database_name(settings)"),
     ("jobs/example_retrain.py", "database_name(settings)"),
     ("src/driftline/demo/summary.py", "_REQUEST"),  # a constant SQL expression
     ("src/driftline/demo/run.py", "attempts"),  # settings.retrain.max_attempts, a validated int
