@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +50,15 @@ async def _produce_to_partition_zero(s: Settings, n: int) -> None:
         await producer.stop()
 
 
-async def _idle_partitions_follow(s: Settings) -> tuple[list[int], list[int], int]:
+@contextlib.asynccontextmanager
+async def _stage_one_fed(s: Settings, group: str) -> AsyncIterator[tuple[StageRunner, asyncio.Task[None]]]:
+    """A stage-1 runner on every partition, once it has taken 120 predictions all on partition 0."""
     await _produce_to_partition_zero(s, 120)
     producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
     await producer.start()
     store = CheckpointStore(s, producer)
     await store.start()
-    runner = StageRunner(s, "shard", f"g-idle-{s.topics.state}",
+    runner = StageRunner(s, "shard", f"{group}-{s.topics.state}",
                          [s.topics.predictions, s.topics.labels, s.topics.repartition], ShardFactory(s),
                          [s.topics.profiles], producer=producer, checkpoints=store)
     task = asyncio.create_task(runner.run())
@@ -64,6 +66,17 @@ async def _idle_partitions_follow(s: Settings) -> tuple[list[int], list[int], in
         await _wait(lambda: len(runner.shards) == s.topics.partitions
                     and sum(runner.stats.records_in.values()) >= 120,
                     task, "the runner did not take the records")
+        yield runner, task
+    finally:
+        runner.stop()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 30)
+        await store.stop()
+        await producer.stop()
+
+
+async def _idle_partitions_follow(s: Settings) -> tuple[list[int], list[int], int]:
+    async with _stage_one_fed(s, "g-idle") as (runner, task):
         fed = runner.shards[0].processor.pred_watermark  # type: ignore[attr-defined]
         assert fed > NO_TIME
         await _wait(lambda: all(state.processor.pred_watermark == fed  # type: ignore[attr-defined]
@@ -87,12 +100,6 @@ async def _idle_partitions_follow(s: Settings) -> tuple[list[int], list[int], in
         advances = [int(runner.shards[p].processor.totals["idle_advances"])  # type: ignore[attr-defined]
                     for p in sorted(runner.shards)]
         return marks, advances, runner.stats.idle_partitions
-    finally:
-        runner.stop()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 30)
-        await store.stop()
-        await producer.stop()
 
 
 def test_idle_partitions_follow_the_one_with_traffic(settings: Settings) -> None:
@@ -105,20 +112,8 @@ def test_idle_partitions_follow_the_one_with_traffic(settings: Settings) -> None
 
 
 async def _silent_partitions_move_on(s: Settings) -> tuple[int, list[int], list[int], float]:
-    await _produce_to_partition_zero(s, 120)
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
-    await producer.start()
-    store = CheckpointStore(s, producer)
-    await store.start()
-    runner = StageRunner(s, "shard", f"g-silent-{s.topics.state}",
-                         [s.topics.predictions, s.topics.labels, s.topics.repartition], ShardFactory(s),
-                         [s.topics.profiles], producer=producer, checkpoints=store)
-    task = asyncio.create_task(runner.run())
-    try:
-        await _wait(lambda: len(runner.shards) == s.topics.partitions
-                    and sum(runner.stats.records_in.values()) >= 120,
-                    task, "the runner did not take the records")
-        taken = time.monotonic()  # the marks cannot have stopped before this
+    started = time.monotonic()  # the marks cannot have stopped before this
+    async with _stage_one_fed(s, "g-silent") as (runner, task):
         fed = runner.shards[0].processor.pred_watermark  # type: ignore[attr-defined]
         assert fed > NO_TIME
         # Every partition silent (the others follow partition 0, then nothing moves): each shard's
@@ -126,18 +121,12 @@ async def _silent_partitions_move_on(s: Settings) -> tuple[int, list[int], list[
         await _wait(lambda: all(state.processor.pred_watermark > fed + 1_000  # type: ignore[attr-defined]
                                 for state in runner.shards.values()),
                     task, "the silent partitions' watermarks did not move on")
-        elapsed = time.monotonic() - taken
+        elapsed = time.monotonic() - started
         marks = [runner.shards[p].processor.pred_watermark  # type: ignore[attr-defined]
                  for p in sorted(runner.shards)]
         advances = [int(runner.shards[p].processor.totals["silent_advances"])  # type: ignore[attr-defined]
                     for p in sorted(runner.shards)]
         return fed, marks, advances, elapsed
-    finally:
-        runner.stop()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 30)
-        await store.stop()
-        await producer.stop()
 
 
 def test_a_silence_of_every_partition_moves_the_watermarks_on(settings: Settings) -> None:
