@@ -5,9 +5,11 @@ calls leave (sequential), and a monitor's ring grown as the calls its caller wou
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import load_module
 
 from driftline.operators import episodes, sequential
 from driftline.operators.episodes import EpisodeMonitor
@@ -18,17 +20,8 @@ def _clone(x: Any) -> Any:
     return pickle.loads(pickle.dumps(x))
 
 
-def _plain(x: Any) -> Any:
-    """``x``'s state as plain values, arrays by dtype, shape and bytes."""
-    if isinstance(x, np.ndarray | np.generic):
-        return ("array", x.dtype.str, np.shape(x), x.tobytes())
-    if x is None or isinstance(x, str | bytes | int | float):
-        return x
-    if isinstance(x, dict):
-        return ("dict", tuple((_plain(k), _plain(v)) for k, v in x.items()))
-    if isinstance(x, list | tuple):
-        return (type(x).__name__, tuple(map(_plain, x)))
-    return (type(x).__qualname__, _plain(x.__getstate__()))
+# a state as plain values (arrays by dtype, shape and bytes): the held-events tests' helper
+_plain = load_module(Path(__file__).with_name("test_feature_watch_held.py"), "held_tests_quiet")._plain
 
 
 def _bank() -> tuple[list[SequentialDetector], list[Any]]:
