@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +36,7 @@ from typing import Any
 import bench_models as bm
 import orjson
 from bench_model_memory import DeepSizes
-from common import bench_settings
+from common import bench_settings, module_from_file
 
 from driftline.config import Settings
 from driftline.operators import calibration, window_stats
@@ -52,11 +50,7 @@ BUFFER_NAMES = ("EventColumns", "WindowAccumulator", "WindowBuffer", "values_par
 
 def load_baseline(path: Path) -> ModuleType:
     """An earlier window_stats.py as a module of its own."""
-    spec = importlib.util.spec_from_file_location("window_stats_baseline", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # (its dataclasses look it up)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file(path, "window_stats_baseline")
 
 
 @contextmanager

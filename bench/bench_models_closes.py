@@ -22,18 +22,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import bench_models as bm
 from bench_models_buffer import load_baseline, timed_feed
-from common import bench_settings
+from common import bench_settings, module_from_file
 
 from driftline.config import Settings
 from driftline.operators import calibration
@@ -56,21 +54,12 @@ def baseline_close(commit: str, into: Path) -> Callable[..., int]:
         files[name] = into / f"base_{name}.py"
         files[name].write_text(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True,
                                               capture_output=True, text=True).stdout)
-    stats, shard = load_baseline(files["window_stats"]), _module(files["shard"], "shard_baseline")
+    stats, shard = load_baseline(files["window_stats"]), module_from_file(files["shard"], "shard_baseline")
     shard.values_partial = stats.values_partial  # type: ignore[attr-defined]
     # the close encodes each partial (records.Partial, to_model_event): that commit's encoding too
-    shard.records = _module(files["records"], "records_baseline")  # type: ignore[attr-defined]
+    shard.records = module_from_file(files["records"], "records_baseline")  # type: ignore[attr-defined]
     close: Callable[..., int] = shard.ShardProcessor._close_windows  # type: ignore[attr-defined]
     return close
-
-
-def _module(path: Path, name: str) -> ModuleType:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextmanager
