@@ -81,13 +81,20 @@ class Run:
 def _both(settings: Settings, batches: Sequence[Sequence[RawRecord]], restore_at: int | None,
           end_ms: int, profiles: Sequence[bytes] = ()) -> tuple[Run, Run]:
     runs = Run(settings, False, profiles), Run(settings, True, profiles)
+    feed_runs(runs, batches, restore_at, end_ms)
+    return runs
+
+
+def feed_runs(runs: Sequence[Run], batches: Sequence[Sequence[RawRecord]], restore_at: int | None,
+              end_ms: int) -> None:
+    """Each run fed ``batches`` in turn, restored from its checkpoint before batch ``restore_at``,
+    then finished at ``end_ms``."""
     for run in runs:
         for i, batch in enumerate(batches):
             if i == restore_at:
                 run.restore()
             run.feed(batch)
         run.pipeline.finish(end_ms)
-    return runs
 
 
 def assert_same(row: Run, columnar: Run) -> None:

@@ -38,10 +38,5 @@ def test_windows_close_as_when_every_open_window_is_looked_at(
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
     batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
     runs = Looking(settings_, True), _columnar.Run(settings_, True)
-    for run in runs:
-        for i, batch in enumerate(batches):
-            if i == restore:
-                run.restore()
-            run.feed(batch)
-        run.pipeline.finish(end_ms)
+    _columnar.feed_runs(runs, batches, restore, end_ms)
     _columnar.assert_same(*runs)
