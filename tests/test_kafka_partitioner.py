@@ -48,6 +48,14 @@ def test_scalar_and_vectorised_equal_kafka_python_and_aiokafka_on_many_keys() ->
     assert murmur2_many([]).tolist() == []
 
 
+def test_vectorised_on_keys_of_one_length() -> None:
+    # a batch whose keys share a length (ids of one format) takes a path of its own
+    rng = random.Random(3)
+    for length in range(0, 70):
+        keys = [rng.randbytes(length) for _ in range(40)]
+        assert murmur2_many(keys).tolist() == [kafka_python_murmur2(k) for k in keys], length
+
+
 def test_partitions_equal_aiokafkas_default_partitioner() -> None:
     keys = many_keys(5000, seed=7)
     for partitions in (1, 2, 3, 7, 12, 64):

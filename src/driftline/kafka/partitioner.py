@@ -54,43 +54,55 @@ def murmur2(key: bytes) -> int:
 
 
 def murmur2_many(keys: Sequence[bytes]) -> np.ndarray:
-    """:func:`murmur2` of each key as a uint32 array, vectorised per key length (the scalar costs
-    a few microseconds a key in Python, this a fraction of one on large batches).
+    """:func:`murmur2` of each key as a uint32 array, vectorised (the scalar costs a few
+    microseconds a key in Python, this a fraction of one on large batches).
 
     >>> keys = [b"", b"a", b"ab", b"abc", b"abcd", b"0123456789-prediction"]
     >>> murmur2_many(keys).tolist() == [murmur2(k) for k in keys]
     True
     """
-    out = np.empty(len(keys), dtype=np.uint32)
-    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    n = len(keys)
+    if not n:
+        return np.empty(0, dtype=np.uint32)
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=n)
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    # One row per key, zero padded past its end: the tail's 1-3 bytes read as the little-endian
+    # word they start are the three XORs of the scalar hash.
+    joined = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    data = np.zeros((n, (longest // 4 + 1) * 4), dtype=np.uint8)
+    if shortest == longest:
+        data[:, :longest] = joined.reshape(n, longest)
+    else:
+        data[np.arange(data.shape[1]) < lengths[:, None]] = joined
+    words = data.view("<u4")
+    whole = lengths >> 2
+    # each block's own mixing needs no other block: all at once, one row per word position
+    blocks = np.ascontiguousarray(words[:, : longest // 4].T)
     with np.errstate(over="ignore"):  # uint32 arithmetic wraps, as the hash intends
-        for length in np.unique(lengths).tolist():
-            rows = np.flatnonzero(lengths == length)
-            same = keys if len(rows) == len(keys) else map(keys.__getitem__, rows.tolist())
-            data = np.frombuffer(b"".join(same), dtype=np.uint8).reshape(len(rows), length)
-            h = np.full(len(rows), _SEED ^ length, dtype=np.uint32)
-            whole = length // 4 * 4
-            if whole:
-                words = np.ascontiguousarray(data[:, :whole]).view("<u4")
-                for j in range(whole // 4):
-                    k = words[:, j] * _M32
-                    k ^= k >> np.uint32(24)
-                    k *= _M32
-                    h *= _M32
-                    h ^= k
-            extra = length - whole
-            if extra >= 3:
-                h ^= data[:, whole + 2].astype(np.uint32) << np.uint32(16)
-            if extra >= 2:
-                h ^= data[:, whole + 1].astype(np.uint32) << np.uint32(8)
-            if extra >= 1:
-                h ^= data[:, whole].astype(np.uint32)
+        blocks *= _M32
+        blocks ^= blocks >> np.uint32(24)
+        blocks *= _M32
+        h = (lengths ^ _SEED).astype(np.uint32)
+        if shortest == longest:  # the common batch (ids of one format): no masks
+            for block in blocks:
                 h *= _M32
-            h ^= h >> np.uint32(13)
-            h *= _M32
-            h ^= h >> np.uint32(15)
-            out[rows] = h
-    return out
+                h ^= block
+            if longest & 3:
+                h ^= words[:, longest // 4]
+                h *= _M32
+        else:
+            mixed = np.empty_like(h)
+            for j, block in enumerate(blocks):
+                np.multiply(h, _M32, out=mixed)
+                mixed ^= block
+                np.copyto(h, mixed, where=whole > j)
+            np.bitwise_xor(h, words[np.arange(n), whole], out=mixed)
+            mixed *= _M32
+            np.copyto(h, mixed, where=(lengths & 3) > 0)
+        h ^= h >> np.uint32(13)
+        h *= _M32
+        h ^= h >> np.uint32(15)
+    return h
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
