@@ -77,6 +77,7 @@ from driftline.kafka.clients import (
     aiokafka_consumer,
     aiokafka_producer,
 )
+from driftline.kafka.groups import consumer_group
 from driftline.kafka.offsets import end_offsets
 from driftline.runtime import tied_child_preexec
 from driftline.schemas.events import RetrainTrigger
@@ -84,7 +85,6 @@ from driftline.store.writer import open_row_writer
 
 LOG = logging.getLogger("driftline.jobs.retrain_listener")
 
-DEFAULT_GROUP_ID = "driftline-retrain-listener"
 JOBS_TABLE = "retrain_jobs"
 FINAL_HEADER = "driftline-final"
 POLL_MS = 200
@@ -241,12 +241,12 @@ class _Shutdown(Exception):
 class RetrainListener:
     """Consume retrain triggers and run their jobs; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: Settings, *, group_id: str = DEFAULT_GROUP_ID,
+    def __init__(self, settings: Settings, *, group_id: str | None = None,
                  max_concurrent: int | None = None, max_triggers: int | None = None,
                  idle_exit_s: float | None = None, once: bool = False,
                  shutdown_grace_s: float = 30.0, example_job: bool = False) -> None:
         self.settings = settings
-        self.group_id = group_id
+        self.group_id = group_id or consumer_group(settings, "retrain-listener")
         self.max_concurrent = max_concurrent or settings.retrain.max_concurrent
         self.max_triggers = max_triggers
         self.idle_exit_s = idle_exit_s

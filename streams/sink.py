@@ -67,6 +67,7 @@ from pydantic import ValidationError
 
 from driftline.config import Settings, WorkerSettings
 from driftline.kafka.clients import aiokafka_consumer
+from driftline.kafka.groups import consumer_group
 from driftline.kafka.offsets import unread
 from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.records import ColumnBlock
@@ -76,7 +77,6 @@ from driftline.streams.group_wait import wait_in_group
 
 log = logging.getLogger(__name__)
 
-SINK_GROUP = "driftline-sink"
 MAX_BACKOFF_S = 10.0
 LOG_EVERY_S = 60.0
 FLUSH_INTERVAL_S: float = WorkerSettings.model_fields["sink_flush_interval_s"].default
@@ -128,14 +128,14 @@ class SinkStats:
 
 
 class SinkRunner:
-    def __init__(self, settings: Settings, writer: ClickHouseRowWriter, *, group_id: str = SINK_GROUP,
+    def __init__(self, settings: Settings, writer: ClickHouseRowWriter, *, group_id: str | None = None,
                  lock: threading.Lock | None = None, poll_timeout_ms: int = 500,
                  flush_interval_s: float | None = None) -> None:
         """`lock` serialises writer calls with other users of the same engine (the /query handler);
         ``flush_interval_s`` (default: the setting) 0 flushes every fetched batch."""
         self.settings = settings
         self.writer = writer
-        self.group_id = group_id
+        self.group_id = group_id or consumer_group(settings, "sink")
         # The same mapping replays use, so live and replayed rows are identical.
         self._mapper = RowMapper(settings.topics)
         self.topics = self._mapper.topics

@@ -23,6 +23,7 @@ from driftline.client.http import worker_url
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer, start_client, stop_producer
+from driftline.kafka.groups import consumer_group
 from driftline.pipeline.stage import StageFactory
 from driftline.store.client import connect, database_name
 from driftline.store.embedded_reader import EmbeddedReader
@@ -39,8 +40,7 @@ log = logging.getLogger(__name__)
 
 Role = Literal["all", "processor", "sink"]
 ROLES: tuple[Role, ...] = ("all", "processor", "sink")
-SHARD_STAGE, SHARD_GROUP = "shard", "driftline-shard"
-MODEL_STAGE, MODEL_GROUP = "model", "driftline-model"
+SHARD_STAGE, MODEL_STAGE = "shard", "model"
 STOP_TIMEOUT_S = 30.0
 PRODUCER_FLUSH_S = 5.0
 """How long a stopping worker waits for its producer to flush once the runners are done: they
@@ -130,10 +130,12 @@ class WorkerRuntime:
             t = self.settings.topics
             self.runners = [
                 # repartition: records another shard read and re-routed to the one joining them
-                StageRunner(self.settings, SHARD_STAGE, SHARD_GROUP, [t.predictions, t.labels, t.repartition],
-                            shard_factory, [t.profiles], producer=producer, checkpoints=self._store),
-                StageRunner(self.settings, MODEL_STAGE, MODEL_GROUP, [t.model_events], model_factory,
-                            [t.profiles, t.retrain_triggers], producer=producer, checkpoints=self._store),
+                StageRunner(self.settings, SHARD_STAGE, consumer_group(self.settings, "shard"),
+                            [t.predictions, t.labels, t.repartition], shard_factory, [t.profiles],
+                            producer=producer, checkpoints=self._store),
+                StageRunner(self.settings, MODEL_STAGE, consumer_group(self.settings, "model"),
+                            [t.model_events], model_factory, [t.profiles, t.retrain_triggers],
+                            producer=producer, checkpoints=self._store),
             ]
             for runner in self.runners:
                 self._spawn(runner.stage, runner.run())

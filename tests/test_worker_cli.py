@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 from harness import wait_for
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from driftline.config import TopicSettings
 from driftline.local.broker import free_port
@@ -71,10 +71,25 @@ def _worker_env(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path) -> tu
         "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "DRIFTLINE_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
         "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "0.5",
+        "DRIFTLINE_KAFKA_GROUP_PREFIX": f"w{tag}",
     }
     for name in TopicSettings.topic_fields():
         env[f"DRIFTLINE_TOPICS_{name.upper()}"] = f"w{tag}.{name}"
     return env, tag
+
+
+def _assert_the_sink_commits_in_its_deployments_group(kafka_bootstrap: str, tag: str) -> None:
+    """The worker's consumer groups carry its kafka.group_prefix: a group shared with another
+    deployment on the cluster rebalanced both, and one prefixed ACL could not cover them. (The
+    embedded broker lists only groups that committed offsets: the stages never commit.)"""
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        outcomes = [TopicPartition(f"w{tag}.outcomes", p) for p in range(4)]
+        for group, committed in ((f"w{tag}-sink", 20), ("driftline-sink", 0)):
+            offsets = admin.list_group_offsets({group: outcomes}).get(group, {})
+            assert sum(max(0, o.offset) for o in offsets.values()) == committed, (group, offsets)
+    finally:
+        admin.close()
 
 
 def test_worker_serves_ingests_and_stops_gracefully(
@@ -145,6 +160,7 @@ def test_worker_serves_ingests_and_stops_gracefully(
         assert f'driftline_events_in_total{{stage="shard",topic="w{tag}.predictions"}} 20.0' in metrics
         assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics
         assert "driftline_stage_" in metrics and 'driftline_sink_rows_total{table="outcomes"}' in metrics
+        _assert_the_sink_commits_in_its_deployments_group(kafka_bootstrap, tag)
         owner = orjson.loads((tmp_path / "home" / "clickhouse-owner.json").read_bytes())
         assert owner == {"pid": proc.pid, "query_url": f"{base}/query"}
         proc.send_signal(signal.SIGTERM)

@@ -81,6 +81,13 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS")
     ssl_password: SecretStr | None = Field(None, description="password of the client private key")
     client_id: str = Field("driftline", description="client.id of every Kafka client")
+    group_prefix: str = Field(
+        "driftline", pattern=r"^[A-Za-z0-9._-]+$",
+        description=(
+            "consumer groups are <prefix>-shard, -model, -sink and -retrain-listener: one prefix per "
+            "deployment sharing a cluster, and one prefixed group ACL covers them"
+        ),
+    )
     # Short group timeouts: the embedded broker holds every JoinGroup for half the session timeout.
     session_timeout_ms: int = Field(6000, ge=1000, description="consumer group session timeout")
     heartbeat_interval_ms: int = Field(1000, ge=100, description="consumer group heartbeat interval")

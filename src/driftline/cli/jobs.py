@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listener.add_argument("--idle-exit", type=float, metavar="SECONDS",
                           help="exit after SECONDS without a trigger or a running job")
     listener.add_argument("--group", default=None, metavar="GROUP_ID",
-                          help="consumer group id (default: driftline-retrain-listener)")
+                          help="consumer group id (default: <kafka.group_prefix>-retrain-listener)")
     listener.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                           help="on SIGTERM/Ctrl-C, wait this long for running jobs (default: %(default)s)")
     listener.add_argument("--example-job", action="store_true",
@@ -68,7 +68,7 @@ def _export_config(args: argparse.Namespace) -> None:
 
 
 def cmd_retrain_listener(args: argparse.Namespace) -> int:
-    from driftline.jobs.retrain_listener import DEFAULT_GROUP_ID, run_listener
+    from driftline.jobs.retrain_listener import run_listener
 
     settings = settings_from_args(args)
     _export_config(args)
@@ -79,7 +79,7 @@ def cmd_retrain_listener(args: argparse.Namespace) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print("driftline: --max-concurrent must be at least 1", file=sys.stderr)
         return 2
-    return run_listener(settings, group_id=args.group or DEFAULT_GROUP_ID, max_concurrent=args.max_concurrent,
+    return run_listener(settings, group_id=args.group, max_concurrent=args.max_concurrent,
                         max_triggers=args.max_triggers, idle_exit_s=args.idle_exit, once=args.once,
                         shutdown_grace_s=args.grace, example_job=args.example_job)
 

@@ -54,6 +54,7 @@ from rich.text import Text
 
 from driftline.cli.common import print_table, settings_from_args
 from driftline.config import CONFIG_FILE_ENV, Settings
+from driftline.kafka.groups import consumer_group
 from driftline.replay.engine import ReplayResult, RunIdError, check_run_id
 from driftline.replay.files import Arrival, read_profiles
 from driftline.replay.kafka_source import OFFSET_METHOD
@@ -63,7 +64,6 @@ from driftline.replay.times import format_time, parse_time
 from driftline.store.client import StoreError, database_name
 from driftline.store.migrate import pending
 from driftline.store.writer import ClickHouseRowWriter, KafkaSinkRowWriter, RowWriter, open_row_writer
-from driftline.streams.sink import SINK_GROUP
 
 EPILOG = """\
 time bounds: record timestamps in [--from, --to) (inclusive lower, exclusive upper; RFC 3339 or
@@ -194,10 +194,11 @@ def not_counted_lines(result: ReplayResult) -> list[str]:
 def _wait_for_the_sink(writer: KafkaSinkRowWriter, settings: Settings, console: Console) -> None:
     """Return once the worker's sink has inserted the rows: the broker's acknowledgement alone
     let a `backtest compare` right after read the run in part."""
-    console.print(f"waiting for the worker's sink (group {SINK_GROUP}) to insert the rows into ClickHouse",
+    group = consumer_group(settings, "sink")
+    console.print(f"waiting for the worker's sink (group {group}) to insert the rows into ClickHouse",
                   soft_wrap=True)
     try:
-        left = writer.wait_inserted(settings, SINK_GROUP)
+        left = writer.wait_inserted(settings, group)
     except KafkaError as err:
         left, why = -1, f"cannot read its offsets: {err}"
     else:
