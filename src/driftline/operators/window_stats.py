@@ -1205,13 +1205,23 @@ def merge_partials(partials: Sequence[Mapping[str, Any]]) -> MergedWindow:
     return merge_accumulators([WindowAccumulator.from_partial(partial) for partial in partials])
 
 
-def merge_accumulators(parts: Sequence[WindowAccumulator], *, sketches: bool = True) -> MergedWindow:
-    """Merge parsed partials in the given order, as :func:`merge_partials` (``parts`` unchanged).
+def merge_accumulators(parts: Sequence[WindowAccumulator], *, sketches: bool = True,
+                       consume: bool = False) -> MergedWindow:
+    """Merge parsed partials in the given order, as :func:`merge_partials` (``parts`` unchanged
+    unless ``consume``).
 
     Without ``sketches`` the merged window's quantile sketches stay empty (everything else is
     merged): an under-filled window, whose quantiles and distribution statistics are not computed,
-    skips merging a sketch per feature and shard."""
-    acc = WindowAccumulator()
-    for part in parts:
+    skips merging a sketch per feature and shard. With ``consume`` too (the caller drops ``parts``)
+    the later parts are merged into the first one itself: what merging it into an empty accumulator
+    would copy, without a statistics object and a merge per column (stage 2 closes a window of a
+    few events every few predictions with many models)."""
+    if consume and not sketches and parts:
+        acc, rest = parts[0], parts[1:]
+        for stats in (*acc.features.values(), acc.prediction_label, acc.prediction_value, acc.latency):
+            stats.sketch = _UNBUILT  # a shard's own sketch (more events than a values partial) unmerged
+    else:
+        acc, rest = WindowAccumulator(), parts
+    for part in rest:
         acc.merge(part, sketches)
     return MergedWindow(acc.n_events, acc.features, acc.prediction_label, acc.prediction_value, acc.latency)

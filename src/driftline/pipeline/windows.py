@@ -178,7 +178,7 @@ class WindowClock:
             shards = [parsed.get(s) or WindowAccumulator.from_partial(parts[s]) for s in sorted(parts)]
             # an under-filled window (see _score_window) reads no quantile: its sketches are not merged
             filled = sum(shard.n_events for shard in shards) >= self.drift.min_count
-            merged = merge_accumulators(shards, sketches=filled)
+            merged = merge_accumulators(shards, sketches=filled, consume=True)
             multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
             found = None
             if multivariate and key.segment == "":
