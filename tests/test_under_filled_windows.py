@@ -3,6 +3,7 @@ verdicts but no distribution statistics; a window that fills, even across shards
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 
@@ -245,7 +246,8 @@ def test_a_partial_whose_values_are_not_its_numbers_is_refused() -> None:
     parts = [EventColumns.of([{"x": 1.5}, {"x": -2.0}], [Prediction(label="1")] * 2, [None, None])]
     for partial in (_per_column_values(parts), values_partial(parts)):
         assert check_partial(partial).features["x"].n == 2
-        for bad in ([1.5, "a"], [1.5, 1e101], [1.5, None], "1.5,-2.0", [1.5, 2]):
+        for bad in ([1.5, "a"], [1.5, 1e101], [1.5, math.nan], [-math.inf, 1.5], [1.5, None], "1.5,-2.0",
+                    [1.5, 2]):
             with pytest.raises(ValueError, match="valid numbers"):
                 check_partial({**partial, "features": {"x": {**partial["features"]["x"], "values": bad}}})
         with pytest.raises(ValueError, match=r"valid numbers|2 events"):

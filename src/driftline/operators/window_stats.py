@@ -534,9 +534,9 @@ def _values_column(n: int, sizes: Sequence[int], blocks: Sequence[ColumnBlock | 
 
 
 def _values_stats(count: int, built: list[SketchValues], d: Mapping[str, Any]) -> SketchValues:
-    """A column of :data:`VALUES_FORM` (``count`` events) as statistics, appended to ``built``, its
-    moments not yet set (see :func:`_set_moments`); ValueError unless its counts add up to
-    ``count`` and its values are valid numbers."""
+    """A column of :data:`VALUES_FORM` (``count`` events) as statistics, its moments set (a few
+    values) or, appended to ``built``, not yet (see :func:`_set_moments`); ValueError unless its
+    counts add up to ``count`` and its values are valid numbers."""
     s = SketchValues.__new__(SketchValues)
     missing, invalid = int(d["missing"]), int(d["invalid"])
     s.count, s.missing, s.invalid = count, missing, invalid
@@ -546,6 +546,7 @@ def _values_stats(count: int, built: list[SketchValues], d: Mapping[str, Any]) -
     if type(values) is not list or (values and not _FLOAT.issuperset(map(type, values))):
         raise ValueError("values are not valid numbers")
     s.n = n = len(values)
+    moments = _small_moments(values) if 0 < n < PAIRWISE_BLOCK else None
     if categories:
         s.categories = cats = {str(k): int(v) for k, v in categories.items()}
         n_categorical = sum(cats.values())
@@ -554,14 +555,44 @@ def _values_stats(count: int, built: list[SketchValues], d: Mapping[str, Any]) -
         s.categories, n_categorical, bad = {}, 0, False
     if missing < 0 or invalid < 0 or bad or missing + invalid + n + n_categorical != count:
         raise ValueError(f"missing, invalid, values and categories are not the window's {count} events")
-    s.mean, s.m2, s.min, s.max = 0.0, 0.0, None, None
     s.sketch = _UNBUILT
+    if moments is not None:
+        s.values = values
+        s.mean, s.m2, s.min, s.max = moments
+        return s
+    s.mean, s.m2, s.min, s.max = 0.0, 0.0, None, None
     if values:
         s.values = values
         built.append(s)
     else:
         s.values = None
     return s
+
+
+PAIRWISE_BLOCK = 8
+"""numpy sums fewer values than this one by one, in order, from 0.0 (its pairwise summation's
+innermost case): :func:`_small_moments` adds them so in Python."""
+
+
+def _small_moments(values: list[float]) -> tuple[float, float, float, float] | None:
+    """Mean, M2, min and max of fewer than ``PAIRWISE_BLOCK`` floats, bit for bit what
+    :func:`_set_moments` gets from numpy: a quiet model's window holds a few values a column and
+    shard, where numpy's cost per call was most of parsing a partial. None (numpy decides) when a
+    value is invalid (:func:`_set_moments` says so) or the min or max is a zero (numpy's minimum and
+    maximum pick the sign of a zero their own way)."""
+    total = 0.0
+    for v in values:
+        total += v
+    low, high = min(values), max(values)
+    # a NaN makes the total NaN (min and max may pass it by), an infinite value the min or max
+    if not (low >= -MAX_ABS_VALUE and high <= MAX_ABS_VALUE) or math.isnan(total) or not low or not high:
+        return None
+    mean = total / len(values)
+    m2 = 0.0
+    for v in values:
+        deviation = v - mean
+        m2 += deviation * deviation
+    return mean, m2, low, high
 
 
 def _set_moments(stats: Sequence[SketchValues]) -> None:
