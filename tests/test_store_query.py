@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -22,7 +23,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from driftline.config import Settings
 from driftline.store.client import StoreError, connect
 from driftline.store.guard import QueryLimits
-from driftline.store.migrate import migrate
+from driftline.store.migrate import discover, migrate
 from driftline.store.owner import claim_owner, owner_path, read_owner, release_owner
 from driftline.store.query import run_query
 from driftline.streams.query_endpoint import make_query_handler
@@ -35,7 +36,7 @@ import asyncio, sys, time
 from aiohttp import web
 from driftline.config import Settings
 from driftline.store.client import connect
-from driftline.store.migrate import migrate
+from driftline.store.migrate import discover, migrate
 from driftline.store.embedded_reader import EmbeddedReader
 from driftline.store.owner import claim_owner, release_owner
 from driftline.store.writer import ClickHouseRowWriter
@@ -271,6 +272,11 @@ def test_query_while_another_process_owns_the_engine(settings: Settings, worker_
             busy = _cli(env, "db", "migrate")
             assert busy.returncode == 1
             assert f"in use by process {owner.pid}" in busy.stderr and recorded.query_url in busy.stderr
+            # status only reads: the owner answers it (it told a user to stop the worker)
+            shown = _cli(env, "db", "status")
+            assert shown.returncode == 0, shown.stderr
+            states = re.findall(r"^\W+(\d{3})\W+\w+\W+(applied|pending|changed)\W+\d{4}-", shown.stdout, re.M)
+            assert len(states) == len(discover()) and {s for _, s in states} == {"applied"}, shown.stdout
     finally:
         _stop(owner)
     assert read_owner(settings.home) is None

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from driftline.cli.common import print_table, settings_from_args
 from driftline.store.client import EngineBusy, StoreError, connect
-from driftline.store.migrate import cluster_name, migrate, plan_sql, status
+from driftline.store.migrate import cluster_name, migrate, plan_sql, status, status_through_owner
 
 _CLUSTER_HELP = (
     "ClickHouse cluster (remote_servers) to create the schema on with ON CLUSTER DDL: replicated "
@@ -79,8 +79,14 @@ def _status(args: argparse.Namespace) -> int:
         finally:
             client.close()
     except EngineBusy as busy:
-        print(f"driftline: {_busy(busy, 'status')}", file=sys.stderr)
-        return 1
+        if busy.owner is None:
+            print(f"driftline: {_busy(busy, 'status')}", file=sys.stderr)
+            return 1
+        try:  # the worker that owns the engine answers it
+            rows = status_through_owner(settings)
+        except StoreError as err:
+            print(f"driftline: {err}", file=sys.stderr)
+            return 1
     except StoreError as err:
         print(f"driftline: {err}", file=sys.stderr)
         return 1

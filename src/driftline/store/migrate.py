@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
@@ -32,6 +34,7 @@ from driftline.store.cluster_ddl import (
     ClusterRewriter,
     table_names,
 )
+from driftline.store.query import run_query
 
 _FILE_NAME = re.compile(r"^(\d+)_(\w+)\.sql$")
 # Statements in the SQL files end with `;` at the end of a line (string literals never do).
@@ -180,7 +183,25 @@ def status(
     database = database_name(settings)
     cluster = cluster_name(settings, cluster)
     _ensure_table(client, database, cluster)
-    applied = _applied(client, database)
+    return states(_applied(client, database), sql_dir)
+
+
+def status_through_owner(settings: Settings, sql_dir: Path | None = None) -> list[MigrationStatus]:
+    """:func:`status` read through the worker that owns the embedded engine (its read-only
+    ClickHouse HTTP interface): `db status` told a user to stop the worker to be answered."""
+    text = run_query(settings, f"SELECT version, checksum, applied_at FROM {MIGRATIONS_TABLE} FINAL", "json")
+    applied = {int(row["version"]): (str(row["checksum"]), _utc(row["applied_at"]))
+               for row in orjson.loads(text)["data"]}
+    return states(applied, sql_dir)
+
+
+def _utc(text: str) -> datetime:
+    """A DateTime64(3, 'UTC') as ClickHouse writes it in JSON ('2026-12-04 20:35:54.123')."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def states(applied: Mapping[int, tuple[str, datetime]], sql_dir: Path | None = None) -> list[MigrationStatus]:
+    """Each migration file's state against the ``applied`` records (version: checksum, when)."""
     out = []
     for m in discover(sql_dir):
         record = applied.get(m.version)
