@@ -48,7 +48,7 @@ from driftline.pipeline import records, reroute
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.outcome_messages import outcome_messages
 from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, window_segments
-from driftline.pipeline.stage import OutboundMessage
+from driftline.pipeline.stage import OutboundMessage, keyed_messages
 from driftline.pipeline.state import (
     FRESH_STATE_HINT,
     BaseCopy,
@@ -72,6 +72,7 @@ _T = TypeVar("_T")
 _model_id = attrgetter("model_id")
 _model_version = attrgetter("model_version")
 _record_value = attrgetter("value")
+_prediction_id = attrgetter("prediction_id")
 
 
 def segment_tags(event: PredictionEvent, keys: Sequence[str]) -> str:
@@ -956,9 +957,11 @@ class ShardProcessor:
     def _emit_outcomes(
         self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction], out: list[OutboundMessage]
     ) -> None:
-        topic = self.outcomes_topic
-        out.extend([OutboundMessage(topic, o.prediction_id.encode(), message)
-                    for o, message in zip(outcomes, outcome_messages(outcomes, self.run_id), strict=True)])
+        messages = outcome_messages(outcomes, self.run_id)
+        if len(messages) != len(outcomes):
+            raise ValueError(f"{len(messages)} outcome messages for {len(outcomes)} outcomes")
+        keys = map(str.encode, map(_prediction_id, outcomes))
+        out.extend(keyed_messages(self.outcomes_topic, keys, messages))
         self._emit_columns(records.Outcomes, outcomes, out)
         self._emit_columns(records.Expired, expired, out)
 
