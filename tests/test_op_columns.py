@@ -364,3 +364,28 @@ def test_feature_maps_with_the_same_names_in_another_order_carry_no_columns() ->
         batch, dead = BATCH.predictions(records)
         assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
         assert len(batch) == 3 and batch.features is None
+
+
+def test_feature_maps_whose_keys_only_look_in_order_read_as_pydantic_reads_them() -> None:
+    """The one-layout check finds the keys by the colon after their closing quote: a blank there hides
+    a key, a string value starting with a colon looks like one, a repeated key adds one. In the first
+    two batches the keys so found, row by row, are the names in order; every map must still read as
+    pydantic reads it (its keys in its own order)."""
+    def value(i: int, features: str) -> str:
+        return (f'{{"prediction_id":"p{i}","model_id":"m","timestamp":{T0},"features":{features},'
+                '"prediction":{"score":0.5}}')  # (of the compiled pass's shape)
+    for maps in (
+        # (the second map's hidden "c" lends the third map's first key to the second row)
+        ('{"x":1,"c":2}', '{"x":1,"c" :2}', '{"c":0,"x":1,"c":2}'),
+        # (a repeated key in two maps: as many keys in all as two maps of "x","c" each, row by row)
+        ('{"x":1,"c":2,"x":3}', '{"c":1,"x":2,"c":3}', '{"x":1,"c":2}'),
+        ('{"x":1,"c":":"}', '{"x":1,"c":"a"}', '{"x":1,"c":"a"}'),
+        ('{"x":1,"c":"a"}', '{"x" :1,"c":"a","x":2}', '{"x":1,"c":"a"}'),
+        ('{"x":1,"c":"a"}', '{"\\u0078":1,"c":"a"}', '{"x":1,"c":"a"}'),
+    ):
+        records = raw([value(i, features) for i, features in enumerate(maps)], "predictions")
+        batch, dead = BATCH.predictions(records)
+        assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+        assert len(batch) == 3
+        if batch.features is not None:  # (the maps as read hold the same names in the same order)
+            assert_columns_are_the_features(batch)
