@@ -72,7 +72,12 @@ def outcome_messages(outcomes: Sequence[JoinedOutcome], run_id: str) -> list[byt
     out = []
     for o in outcomes:
         score, value, label_value, error = o.predicted_score, o.predicted_value, o.label_value, o.abs_error
-        if _plain(score) and _plain(value) and _plain(label_value) and _plain(error):
+        # _plain of each, inline (a call per value)
+        if ((score is None or (type(score) is float and -_EXPONENT_FREE < score < _EXPONENT_FREE))
+                and (value is None or (type(value) is float and -_EXPONENT_FREE < value < _EXPONENT_FREE))
+                and (label_value is None
+                     or (type(label_value) is float and -_EXPONENT_FREE < label_value < _EXPONENT_FREE))
+                and (error is None or (type(error) is float and -_EXPONENT_FREE < error < _EXPONENT_FREE))):
             out.append(_ENCODE(_OutcomeMessage(
                 run_id, o.prediction_id, o.model_id, o.model_version, o.segment, o.prediction_time,
                 o.label_time, o.label_delay_ms, o.predicted_label, score, value, o.label, label_value,
