@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
+import zlib
+from itertools import count
 from typing import Any
 
 import numpy as np
@@ -14,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.operators.join import LabelJoin, payload_digest
+from driftline.operators.join.records import _id_key
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
 
 HORIZON = 5_000
@@ -174,3 +178,28 @@ def test_payload_digest_is_the_8_byte_blake2b_of_the_payload(payloads: list[byte
     large = bytes(range(256)) * 64
     for payload in [*payloads, large, *payloads]:  # the same digest again after others
         assert payload_digest(payload) == hashlib.blake2b(payload, digest_size=8).digest()
+
+
+def test_a_label_joins_its_record_after_a_payload_holding_its_id_key() -> None:
+    """on_labels finds an id's first record by a search for its id key's bytes in the group: a
+    record earlier in the group whose payload holds those bytes (a float feature's, here) is not
+    taken for it, and the label joins its own prediction as the per-event call does."""
+    key = _id_key("p")
+    one, batched = LabelJoin(HORIZON, 100, 100), LabelJoin(HORIZON, 100, 100)
+    gid = one._gid(zlib.crc32(key))
+    decoy = next(f"d{i}" for i in count() if one._gid(zlib.crc32(_id_key(f"d{i}"))) == gid)  # in p's group
+    # two floats whose bytes start as a pending record of p at 1_000 would after its head
+    holding = struct.unpack("<2d", (key + struct.pack("<qB", 1_000, 0)).ljust(16, b"\0"))
+    for join in (one, batched):
+        for pid, (x, y) in ((decoy, holding), ("p", (0.5, 0.5))):
+            join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", timestamp=1_000,
+                                               prediction=Prediction(label="a"), features={"x": x, "y": y}),
+                               "")
+    group = batched._groups[gid]
+    assert group.find(key) < group.rfind(key)  # the payload's bytes come first
+    label = LabelEvent(prediction_id="p", label="a", timestamp=2_000)
+    digest = payload_digest(label.model_dump_json().encode())
+    want = one.on_label(label, False, digest)
+    assert want is not None and want.features_json == '{"x":0.5,"y":0.5}'
+    assert batched.on_labels(["p"], [2_000], ["a"], [None], [digest], [None]) == [want]
+    assert pickle.dumps(batched) == pickle.dumps(one)

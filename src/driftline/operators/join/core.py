@@ -470,15 +470,21 @@ class LabelJoin(TrackedTable):
             if gid < split:
                 gid = crc & high
             group = groups[gid]
-            pos, size, at = 0, len(group), _AT + len(key)
-            while pos < size:  # the first record of this id whose interval holds the label decides
+            # The common case: the id's first record is pending and its interval holds the label.
+            # The key's first bytes in the group are that record's if a record starts there (an
+            # earlier record of the id would hold them earlier; a record's payload may hold them
+            # too): found by a C-level search, checked by a walk over the records' lengths alone.
+            at = _AT + len(key)
+            found = group.find(key, _AT) - _AT
+            pos = 0
+            while pos < found:
+                pos += unpack_head(group, pos)[0]
+            if pos == found:
                 length = unpack_head(group, pos)[0]
-                if group.startswith(key, pos + _AT):
-                    pred_ts, state = unpack_ts(group, pos + at)
-                    if pred_ts <= ts <= pred_ts + horizon:
-                        break
-                pos += length
-            if pos >= size or state != _PENDING:
+                pred_ts, state = unpack_ts(group, pos + at)
+            if pos != found or state != _PENDING or not pred_ts <= ts <= pred_ts + horizon:
+                # another case (none of the id, or the first record of the id closed or not holding
+                # the label, or a payload holding the key first): _label walks the group's records
                 label(pid, key, crc, ts, value, model_id, rerouted, digest, source, joined)
                 continue
             self._pending -= 1
