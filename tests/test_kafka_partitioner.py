@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from driftline.kafka.partitioner import murmur2, murmur2_many, partition_for_key, partitions_for_keys
+from driftline.kafka.partitioner import (
+    murmur2,
+    murmur2_many,
+    partition_for_key,
+    partitions_for_keys,
+    partitions_for_texts,
+)
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2: the Java client's signed results.
 JAVA_MURMUR2 = {
@@ -63,6 +69,15 @@ def test_partitions_equal_aiokafkas_default_partitioner() -> None:
         want = [DefaultPartitioner()(k, every, every) for k in keys]
         assert [partition_for_key(k, partitions) for k in keys] == want
         assert partitions_for_keys(keys, partitions).tolist() == want
+
+
+def test_texts_partition_as_their_utf8_keys() -> None:
+    # ASCII ids take one encode of them all; a batch with any other text, each its own
+    rng = random.Random(9)
+    ascii_ids = [f"pred-{rng.randrange(10**9)}-{'x' * rng.randrange(9)}" for _ in range(2000)]
+    for texts in (ascii_ids, [*ascii_ids, "ünïcode-ïd"], [*ascii_ids[:50], "lone-\ud800"], [], [""]):
+        want = [partition_for_key(t.encode("utf-8", "surrogatepass"), 7) for t in texts]
+        assert partitions_for_texts(texts, 7).tolist() == want
 
 
 @given(st.lists(st.binary(max_size=80), max_size=50), st.integers(1, 500))

@@ -20,6 +20,7 @@ import struct
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -53,7 +54,7 @@ def murmur2(key: bytes) -> int:
     return h ^ (h >> 15)
 
 
-def murmur2_many(keys: Sequence[bytes]) -> np.ndarray:
+def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
     """:func:`murmur2` of each key as a uint32 array, vectorised (the scalar costs a few
     microseconds a key in Python, this a fraction of one on large batches).
 
@@ -61,14 +62,18 @@ def murmur2_many(keys: Sequence[bytes]) -> np.ndarray:
     >>> murmur2_many(keys).tolist() == [murmur2(k) for k in keys]
     True
     """
-    n = len(keys)
+    return _murmur2_joined(b"".join(keys), np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)))
+
+
+def _murmur2_joined(joined_keys: bytes, lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32]:
+    """:func:`murmur2_many` of the keys laid end to end in ``joined_keys``, of these ``lengths``."""
+    n = lengths.size
     if not n:
         return np.empty(0, dtype=np.uint32)
-    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=n)
     shortest, longest = int(lengths.min()), int(lengths.max())
     # One row per key, zero padded past its end: the tail's 1-3 bytes read as the little-endian
     # word they start are the three XORs of the scalar hash.
-    joined = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    joined = np.frombuffer(joined_keys, dtype=np.uint8)
     data = np.zeros((n, (longest // 4 + 1) * 4), dtype=np.uint8)
     if shortest == longest:
         data[:, :longest] = joined.reshape(n, longest)
@@ -110,7 +115,27 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def partitions_for_keys(keys: Sequence[bytes], partitions: int) -> np.ndarray:
+def partitions_for_keys(keys: Sequence[bytes], partitions: int) -> npt.NDArray[np.int64]:
     """:func:`partition_for_key` of every key at once (an int64 array)."""
-    return ((murmur2_many(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).astype(np.int64)
+    return _partitions(murmur2_many(keys), partitions)
+
+
+def partitions_for_texts(texts: Sequence[str], partitions: int) -> npt.NDArray[np.int64]:
+    """:func:`partitions_for_keys` of the texts' UTF-8 (lone surrogates passed through), e.g.
+    prediction ids as record keys. Texts all ASCII (ids, commonly) are encoded in one call: a
+    byte per character, so their lengths are the texts'.
+
+    >>> partitions_for_texts(["p-1", "p-2", "p-3", "pé"], 4).tolist() == partitions_for_keys(
+    ...     [b"p-1", b"p-2", b"p-3", "pé".encode()], 4).tolist()
+    True
+    """
+    joined = "".join(texts).encode("utf-8", "surrogatepass")
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    if len(joined) != int(lengths.sum()):  # a text beyond ASCII: more bytes than characters
+        return partitions_for_keys([text.encode("utf-8", "surrogatepass") for text in texts], partitions)
+    return _partitions(_murmur2_joined(joined, lengths), partitions)
+
+
+def _partitions(hashes: npt.NDArray[np.uint32], partitions: int) -> npt.NDArray[np.int64]:
+    return ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).astype(np.int64)
 

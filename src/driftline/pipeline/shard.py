@@ -13,7 +13,6 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from operator import attrgetter
 from typing import Any, TypeVar, cast
 
@@ -21,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftline.config import Settings, TopicSettings
-from driftline.kafka.partitioner import partitions_for_keys
+from driftline.kafka.partitioner import partitions_for_texts
 from driftline.operators.columns import (
     BatchDecoder,
     FeatureColumns,
@@ -550,8 +549,7 @@ class ShardProcessor:
         """The joining shard of each id (Kafka's partitioner, vectorised); None: all join here."""
         if self.partitions == 1:
             return None
-        keys = list(map(str.encode, prediction_ids, repeat("utf-8"), repeat("surrogatepass")))
-        return partitions_for_keys(keys, self.partitions)
+        return partitions_for_texts(prediction_ids, self.partitions)
 
     def _local_rows(
         self, prediction_ids: Sequence[str], rows: Sequence[int]
