@@ -393,10 +393,13 @@ def _decoded(rng: random.Random, n: int) -> tuple[EventColumns, EventColumns]:
 def test_values_form_of_decoded_batches_is_that_of_their_rows() -> None:
     """Groups taken from decoded batches (their all-float columns gathered as one matrix) make the
     values form the same events' columns made from rows make; pickled (as a checkpoint keeps a
-    buffer) they are plain columns, pickled alike, with the same values form."""
+    buffer) they are plain columns, pickled alike, with the same values form. Joined (a buffer's
+    small parts), groups of one layout join their matrices: the same columns, pickled alike, with
+    the same values form and chunk statistics as the plain parts joined."""
     import pickle
 
     rng = random.Random(11)
+    joined_matrices = 0
     for _ in range(60):
         parts: list[EventColumns] = []
         from_rows: list[EventColumns] = []
@@ -416,6 +419,15 @@ def test_values_form_of_decoded_batches_is_that_of_their_rows() -> None:
         assert {type(part) for part in restored} == {EventColumns}
         assert pickle.dumps(restored) == pickle.dumps(parts)
         assert repr(values_partial(restored)) == expected
+        joined, plain = EventColumns.concat(parts), EventColumns.concat(restored)
+        joined_matrices += hasattr(joined, "matrix")
+        assert pickle.dumps(joined) == pickle.dumps(plain)
+        assert repr(values_partial([joined])) == repr(values_partial([plain])) == expected
+        a, b = WindowAccumulator(), WindowAccumulator()
+        a.add_chunk([joined])
+        b.add_chunk([plain])
+        assert repr(a.to_partial()) == repr(b.to_partial())
+    assert joined_matrices > 10
 
 
 def test_a_buffer_of_many_small_appends_joins_them_in_order() -> None:

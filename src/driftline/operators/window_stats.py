@@ -792,6 +792,10 @@ class ColumnBlock:
                    _joined_mask([block.present for block in blocks], blocks, True))
 
 
+PYTHON_CODES = 64
+"""Blocks of at most this many events in all are renumbered by :func:`_joined_codes` in Python."""
+
+
 def _joined_codes(blocks: Sequence[ColumnBlock]) -> tuple[IntArray | None, list[str]]:
     """The blocks' category codes as one array into their keys joined in first-seen order (None,
     [] if no block holds a category)."""
@@ -810,6 +814,17 @@ def _joined_codes(blocks: Sequence[ColumnBlock]) -> tuple[IntArray | None, list[
         for key in block.keys:
             index.setdefault(key, len(index))
     other = len(index)  # the code of a missing or numeric value
+    if sum(block.n for block in blocks) <= PYTHON_CODES:
+        # a few events (a buffer joining appends of 1-3): renumbered in Python, not ~8 numpy calls
+        joined: list[int] = []
+        for block in blocks:
+            if block.codes is None:
+                joined += [other] * block.n
+            else:
+                remap = [index[key] for key in block.keys]
+                remap.append(other)
+                joined += map(remap.__getitem__, block.codes.tolist())
+        return cast("IntArray", np.array(joined, dtype=np.int32)), list(index)
     table: list[int] = []
     offsets: list[int] = []
     codes: list[IntArray] = []
@@ -952,15 +967,32 @@ class EventColumns:
     def concat(cls, parts: Sequence[EventColumns]) -> EventColumns:
         """The events of ``parts`` (consecutive, in order) as one: each column's blocks joined
         (:meth:`ColumnBlock.concat`), a name a part lacks absent from its events, as
-        :meth:`WindowAccumulator.add_chunk` reads such a part."""
+        :meth:`WindowAccumulator.add_chunk` reads such a part.
+
+        Parts taken from decoded batches of one layout (a window buffer's appends with many models)
+        join their matrices of all-float columns in one call, not one per column; the events are
+        then such a part too (pickled as the same plain columns)."""
         names = dict.fromkeys(name for part in parts for name in part.features)
-        return cls(sum(part.n for part in parts),
-                   {name: ColumnBlock.concat([part.features.get(name) or ColumnBlock.absent(part.n)
-                                              for part in parts])
-                    for name in names},
-                   ColumnBlock.concat([part.label for part in parts]),
-                   ColumnBlock.concat([part.value for part in parts]),
-                   ColumnBlock.concat([part.latency for part in parts]))
+        n = sum(part.n for part in parts)
+        first = parts[0] if parts else None
+        joined: dict[str, ColumnBlock] = {}
+        matrix: FloatArray | None = None
+        in_matrix: tuple[str, ...] = ()
+        if isinstance(first, _TakenColumns) and first.in_matrix and all(
+                isinstance(part, _TakenColumns) and part.in_matrix == first.in_matrix for part in parts[1:]):
+            in_matrix = first.in_matrix
+            matrix = np.concatenate([cast("_TakenColumns", part).matrix for part in parts], axis=1)
+            joined = dict(zip(in_matrix, map(functools.partial(ColumnBlock, n), matrix), strict=True))
+        features = {name: joined[name] if name in joined else
+                    ColumnBlock.concat([part.features.get(name) or ColumnBlock.absent(part.n)
+                                        for part in parts])
+                    for name in names}
+        label = ColumnBlock.concat([part.label for part in parts])
+        value = ColumnBlock.concat([part.value for part in parts])
+        latency = ColumnBlock.concat([part.latency for part in parts])
+        if matrix is not None:
+            return _TakenColumns(n, features, label, value, latency, matrix, in_matrix)
+        return cls(n, features, label, value, latency)
 
 
 class _TakenColumns(EventColumns):
@@ -990,7 +1022,7 @@ class _BatchColumns(_TakenColumns):
     >>> taken = cols.take(np.array([1]))
     >>> type(cols).__name__, taken.in_matrix, taken.matrix.tolist(), taken.features["y"].numbers
     ('_BatchColumns', ('x', 'y'), [[3.0], [4.0]], array([4.]))
-    >>> values_partial([taken]) == values_partial([EventColumns.concat([taken])])  # a plain part
+    >>> values_partial([taken]) == values_partial([taken.slice(0, 1)])  # a plain part
     True
     """
 
