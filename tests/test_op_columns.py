@@ -389,3 +389,36 @@ def test_feature_maps_whose_keys_only_look_in_order_read_as_pydantic_reads_them(
         assert len(batch) == 3
         if batch.features is not None:  # (the maps as read hold the same names in the same order)
             assert_columns_are_the_features(batch)
+
+
+# Feature objects of the compiled pass's one layout ("x", then "c"), some spelled so that the keys'
+# order can only be told by reading them: blanks around a colon, a repeated or escaped key, the
+# names swapped, values that start with or hold a colon, a quote or a blank.
+ODD_LAYOUTS = st.sampled_from([['"c":', '"x":'], ['"x":', '"c":', '"x":'], ['"c":', '"x":', '"c":'],
+                               ['"x" :', '"c":'], ['"x":', '"c" :'], ['"c" :', '"x":', '"c":'], ['"x":'],
+                               ['"\\u0078":', '"c":'], ['"x": ', '"c": '], ['"x":', '"c":', '"y":']])
+LAYOUT_VALUES = st.sampled_from(["1", "2.5", "-0.0", '"a"', "null", "true"])
+ODD_LAYOUT_VALUES = st.sampled_from(['":"', '": b"', '" a"', '"a:"', '"\\""'])
+
+
+@st.composite
+def one_layout_feature_batches(draw: st.DrawFn) -> list[str]:
+    """Payloads of the compiled pass's shape; most feature objects plain (so the batch reaches the
+    key-order check), some spelled oddly, now and then a value of the odd ones."""
+    payloads = []
+    for i in range(draw(st.integers(1, 8))):
+        keys = ['"x":', '"c":'] if draw(st.integers(0, 3)) else draw(ODD_LAYOUTS)
+        values = [draw(ODD_LAYOUT_VALUES if draw(st.integers(0, 9)) == 0 else LAYOUT_VALUES) for _ in keys]
+        features = "{" + ",".join(key + value for key, value in zip(keys, values, strict=True)) + "}"
+        payloads.append(f'{{"prediction_id":"p{i}","model_id":"m","timestamp":{T0},"features":{features},'
+                        '"prediction":{"score":0.5}}')
+    return payloads
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(one_layout_feature_batches())
+def test_feature_maps_of_one_layout_spelled_oddly_read_as_pydantic_reads_them(payloads: list[str]) -> None:
+    records = raw(payloads, "predictions")
+    batch, dead = BATCH.predictions(records)
+    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    assert_columns_are_the_features(batch)
