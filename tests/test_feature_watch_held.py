@@ -21,7 +21,9 @@ import pytest
 
 from driftline.config import JoinSettings, Settings, TopicSettings, WindowSettings
 from driftline.demo.training import training_profiles
-from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators import feature_watch
+from driftline.operators.episodes import RING_FIRST
+from driftline.operators.feature_watch import HELD_PER_VALUE_BELOW, PER_VALUE_BELOW, FeatureWatch
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import shard as shard_module
@@ -186,6 +188,51 @@ def test_flush_due_feeds_the_models_held_before_the_watermarks_grid_line() -> No
     assert watch.flush_due(999) == {} and watch.held_events() == 3
     assert list(watch.flush_due(1500)) == [("m0", "1")] and watch.held_events() == 2
     assert list(pickle.loads(pickle.dumps(watch)).flush_due(2000)) == [("m1", "1"), ("m2", "1")]
+
+
+def test_a_flush_feeds_held_runs_value_by_value_as_a_batch_would(
+        monkeypatch: pytest.MonkeyPatch, watch_feature_maps: FeatureMaps,
+        shard_feature_split: Callable[..., Any]) -> None:
+    """Held runs of :data:`PER_VALUE_BELOW` up to :data:`HELD_PER_VALUE_BELOW` events go value by
+    value at a flush: the same reports, in the same order, and the same monitor states (their
+    rings' sizes too: the monitors are new, so they grow) as feeding them as a batch."""
+    models, times, ids, features = _stream(watch_feature_maps)
+    sides = {below: FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS // 4,
+                                 batch_events=64) for below in (PER_VALUE_BELOW, HELD_PER_VALUE_BELOW)}
+    for watch in sides.values():
+        for m in range(MODELS):
+            watch.add_profile(_profile(m, 10 + m, 0))
+    got: dict[int, list[Any]] = {below: [] for below in sides}
+    fed_few: list[int] = []  # held counts a flush fed value by value that a batch fed before
+    rng = np.random.default_rng(5)
+    lo = 0
+    while lo < EVENTS:
+        hi = min(EVENTS, lo + int(rng.choice([1, 2, 5, 9])))
+        by_model: dict[int, list[int]] = {}
+        for i in range(lo, hi):
+            by_model.setdefault(models[i], []).append(i)
+        as_columns = bool(rng.integers(2))
+        for below, watch in sides.items():
+            monkeypatch.setattr(feature_watch, "HELD_PER_VALUE_BELOW", below)
+            for m, rows in sorted(by_model.items()):
+                group, columns, values = shard_feature_split([features[i] for i in rows], as_columns)
+                got[below] += watch.observe(f"m{m}", "1", [times[i] for i in rows],
+                                            [ids[i] for i in rows], group, columns, values)
+            held = {key: len(model.held.times) for key, model in watch._models.items() if model.held}
+            due = watch.flush_due(times[hi - 1] - LATENESS_MS)
+            if below == PER_VALUE_BELOW:
+                fed_few += [held[key] for key in due if PER_VALUE_BELOW <= held[key] < HELD_PER_VALUE_BELOW]
+            got[below] += [r for reports in due.values() for r in reports]
+        lo = hi
+    for below, watch in sides.items():
+        monkeypatch.setattr(feature_watch, "HELD_PER_VALUE_BELOW", below)
+        got[below] += [r for reports in watch.flush().values() for r in reports]
+    assert len(fed_few) >= 50 and max(fed_few) >= HELD_PER_VALUE_BELOW - 4
+    # a run this short grows a ring by one doubling at most, as a batch's does (not so beyond)
+    assert HELD_PER_VALUE_BELOW <= RING_FIRST
+    assert {"opened", "status"} <= {r["kind"] for r in got[PER_VALUE_BELOW]}
+    assert got[HELD_PER_VALUE_BELOW] == got[PER_VALUE_BELOW]
+    assert _state(sides[HELD_PER_VALUE_BELOW]) == _state(sides[PER_VALUE_BELOW])
 
 
 # -- in the pipeline ------------------------------------------------------------------------

@@ -88,6 +88,15 @@ PER_VALUE_BELOW = 8
 """Runs of fewer values are fed value by value: a batch call costs ~25 us whatever its size, a
 value ~3 us (measured), and with many models most runs are a model's one or two events. The
 monitors' results do not depend on how a stream is chunked."""
+HELD_PER_VALUE_BELOW = 24
+"""A model's held events are fed value by value below this many (a quiet model's at a grid line's
+flush), as a batch from it. Its monitors wait on most of its values (deferred, see
+:meth:`~driftline.operators.sequential.SequentialDetector.defer_each`), and a bank's batch first
+settles what each waits for, so a 25-feature bank's batch costs ~700-900 CPU-us at any size up
+to ~30 events, value by value ~200 plus ~30 an event (docs/scaling.md, "Held events value by
+value"). The state is the same either way: a run this short grows a monitor's ring of recent
+symbols by one doubling at most, as a batch grows it (it is below the ring's first size,
+:data:`~driftline.operators.episodes.RING_FIRST`)."""
 BATCH_EVENTS = 64
 """What a stage-1 shard's watch holds of a model before feeding it (``batch_events``): a model's
 few events of a shard batch wait, in stream order, until this many make one vectorised batch (or
@@ -423,7 +432,7 @@ class FeatureWatch:
             numbers = {name: np.concatenate(parts) for name, parts in _by_name(held.numbers).items()}
             values = {name: list(chain.from_iterable(parts)) for name, parts in _by_name(held.values).items()}
         rows = [_NO_FEATURES] * count  # every value the monitors read is in numbers and values
-        if count < PER_VALUE_BELOW:
+        if count < HELD_PER_VALUE_BELOW:
             return self._feed_few(bank, running, crossings, held.ids, rows, numbers, values)
         return self._feed(bank, np.asarray(running, dtype=np.int64), np.asarray(crossings, dtype=np.int64),
                           held.ids, rows, numbers, values)
@@ -531,8 +540,9 @@ class FeatureWatch:
         given: Mapping[str, npt.NDArray[np.float64]] | None,
         given_values: Mapping[str, Sequence[Any]] | None,
     ) -> list[dict[str, Any]]:
-        """:meth:`_feed` for fewer than :data:`PER_VALUE_BELOW` events (every run value by value),
-        on lists: the same values counted, the same reports."""
+        """:meth:`_feed` for a few events (fewer than :data:`PER_VALUE_BELOW` observed, or than
+        :data:`HELD_PER_VALUE_BELOW` held; every run value by value), on lists: the same values
+        counted, the same reports and state."""
         reports = []
         numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
         columns = _float_features(features, numeric, given, given_values)
