@@ -5,6 +5,7 @@ whole; and a base written before (state format 3) still restores."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import sys
 import tempfile
 import tracemalloc
@@ -36,10 +37,15 @@ def build_join(count: int) -> LabelJoin:
     ``dump_state(build_join(600))`` written by driftline at d30051e, state format 3)."""
     join = LabelJoin(10**9, max_pending=10**7, max_held=100)
     for i in range(count):
-        join.on_prediction(_prediction(i), segment="s")
+        join.on_prediction(_prediction(i), segment="s", digest=_digest_then(_prediction(i)))
     for i in range(0, count, 3):
-        join.on_label(_label(i))
+        join.on_label(_label(i), digest=_digest_then(_label(i)))
     return join
+
+
+def _digest_then(event: PredictionEvent | LabelEvent) -> bytes:
+    """The join's default digest of an event at d30051e: BLAKE2b-64 of its JSON."""
+    return hashlib.blake2b(event.model_dump_json().encode(), digest_size=8).digest()
 
 
 def _table_bytes(join: LabelJoin) -> int:

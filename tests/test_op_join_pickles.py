@@ -11,6 +11,7 @@ split), imported under its own name in a fresh interpreter::
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ def _pickles(join_module: ModuleType) -> dict[str, bytes]:
     layouts, expiry and forgetting; the same joins with a memory budget; a delta of closings."""
     from driftline.schemas.events import LabelEvent, PredictionEvent
 
+    def digest(payload: bytes) -> bytes:  # the single module's payload_digest, whatever it is now
+        return hashlib.blake2b(payload, digest_size=8).digest()
+
     def run(budget: int) -> tuple[Any, Any]:
         join = join_module.LabelJoin(horizon_ms=5_000, max_pending=6, max_held=2)
         if budget:
@@ -36,11 +40,11 @@ def _pickles(join_module: ModuleType) -> dict[str, bytes]:
             join.on_prediction(PredictionEvent(prediction_id=pid, model_id="m", model_version="2",
                                                timestamp=ts, features=features,
                                                prediction={"label": "yes", "score": 0.75}),
-                               segment="region=eu", digest=join_module.payload_digest(f"{pid}{ts}".encode()))
+                               segment="region=eu", digest=digest(f"{pid}{ts}".encode()))
 
         def label(pid: str, ts: int, value: str = "yes") -> None:
             join.on_label(LabelEvent(prediction_id=pid, label=value, timestamp=ts),
-                          digest=join_module.payload_digest(f"{pid}{ts}{value}".encode()))
+                          digest=digest(f"{pid}{ts}{value}".encode()))
 
         label("early", 900)  # held, claimed by its prediction below
         for i in range(4):

@@ -36,7 +36,9 @@ from driftline.operators.join import (
     JoinChanges,
     JoinedOutcome,
     LabelJoin,
+    legacy_resend,
     payload_digest,
+    payload_digests,
     restoring_under_budget,
 )
 from driftline.operators.model_watch import MultivariateWatch
@@ -568,11 +570,11 @@ class ShardProcessor:
 
     @staticmethod
     def _digests(sources: Sequence[RawRecord], rows: Sequence[int], whole: bool) -> list[bytes]:
-        """The join's :func:`payload_digest` of the records at ``rows`` (``whole``: all of them)."""
+        """The join's :func:`payload_digests` of the records at ``rows`` (``whole``: all of them)."""
         values = list(map(_record_value, sources if whole else map(sources.__getitem__, rows)))
         if None in values:
             values = [value or b"" for value in values]
-        return list(map(payload_digest, values))
+        return payload_digests(values)
 
     def _apply_prediction_batch(
         self,
@@ -832,13 +834,15 @@ class ShardProcessor:
         exact: list[DuplicateRow] = []
         for d in self.join.take_duplicates():
             record: RawRecord = d.source
-            if d.exact:
+            # A first record restored from an older checkpoint holds BLAKE2b-64 of its value.
+            if d.exact or legacy_resend(d.first_digest, record.value or b""):
                 exact.append(DuplicateRow(d.model_id, d.model_version, d.kind, d.segment, d.event_time,
                                           record.partition, record.offset, d.prediction_id))
                 continue
             message = (f"{d.kind} {d.prediction_id!r}: payload hash {d.digest.hex()} differs from "
                        f"{d.first_digest.hex()} of the {d.kind} accepted first (kept); hashes are "
-                       "BLAKE2b-64 of the record values")
+                       "CRC-32 then length of the record values (BLAKE2b-64 for one restored from "
+                       "an older checkpoint)")
             letter = dead_letter(record, ErrorKind.CONFLICTING_DUPLICATE, message)
             out.append(OutboundMessage(self.dead_letters_topic, letter.original_key,
                                        letter.model_dump_json().encode()))

@@ -17,7 +17,13 @@ from driftline.operators.join.core import LabelJoin
 from driftline.operators.join.features import FloatArray, features_to_json
 from driftline.operators.join.outcomes import REROUTED_LABEL, REROUTED_PREDICTION, JoinedOutcome
 from driftline.operators.join.outputs import normalise_label
-from driftline.operators.join.records import DIGEST_SIZE, UNKNOWN_DIGEST, payload_digest
+from driftline.operators.join.records import (
+    DIGEST_SIZE,
+    UNKNOWN_DIGEST,
+    legacy_resend,
+    payload_digest,
+    payload_digests,
+)
 from driftline.operators.join.reports import COUNTER_NAMES, Duplicate, ExpiredPrediction, OrphanLabel
 from driftline.operators.join.restore import _RestoredGroups as _RestoredGroups  # pickles name it here
 from driftline.operators.join.restore import _WholeGroups, restoring_under_budget
@@ -45,7 +51,9 @@ __all__ = [
     "LabelJoin",
     "OrphanLabel",
     "features_to_json",
+    "legacy_resend",
     "normalise_label",
     "payload_digest",
+    "payload_digests",
     "restoring_under_budget",
 ]

@@ -22,7 +22,10 @@ Rules, each chosen so that it cannot depend on the interleaving:
   :meth:`LabelJoin.take_duplicates` as a :class:`Duplicate`, ``exact`` iff its payload digest
   equals the digest of the record that won (an at-least-once re-send), else a conflict (same id,
   other content). Each record keeps the 8-byte digest of its payload; a joined one also the
-  digest of its label. Ids are remembered as long as expiry needs them (below); a re-send after
+  digest of its label. Digests kept before :func:`payload_digest` was CRC-32 and length are
+  BLAKE2b-64: a caller that holds the duplicate's payload checks :func:`legacy_resend` before
+  taking a conflict for one (as :meth:`LabelJoin.on_prediction` does for its default digest).
+  Ids are remembered as long as expiry needs them (below); a re-send after
   that is late by construction (its time is under both watermarks) and lands in ``late_events``.
 - **Held labels** wait for their prediction until ``pred_watermark > label_ts`` and are then
   ``orphan_labels``. A label matching an evicted prediction is an orphan too, with reason
@@ -122,7 +125,6 @@ from driftline.operators.join.records import (
     DIGEST_SIZE,
     UNKNOWN_DIGEST,
     _closed,
-    _event_digest,
     _find,
     _id_key,
     _id_keys,
@@ -133,6 +135,8 @@ from driftline.operators.join.records import (
     _record_starts,
     _upgrade_v1_group,
     _walk,
+    legacy_resend,
+    payload_digest,
 )
 from driftline.operators.join.reports import (
     COUNTER_NAMES,
@@ -247,11 +251,16 @@ class LabelJoin(TrackedTable):
         ``digest``: :func:`payload_digest` of the record's payload (default: of the event's JSON);
         ``source`` is handed back in the :class:`Duplicate` if this prediction is one.
         """
+        payload = None
         if digest is None:
-            digest = _event_digest(event)
+            payload = event.model_dump_json().encode()
+            digest = payload_digest(payload)
+        reported = len(self.duplicates)
         ctx = (event.model_id, event.model_version, segment)
         outcomes, _ = self.on_predictions([event.prediction_id], [event.timestamp], [ctx], [event.prediction],
                                           [event.features], [digest], [source], rerouted)
+        if payload is not None:
+            self._legacy_resends(reported, "prediction", payload)
         return outcomes[0] if outcomes else None
 
     def on_predictions(
@@ -417,12 +426,17 @@ class LabelJoin(TrackedTable):
 
         ``digest`` and ``source`` as for :meth:`on_prediction`.
         """
+        payload = None
         if digest is None:
-            digest = _event_digest(event)
+            payload = event.model_dump_json().encode()
+            digest = payload_digest(payload)
+        reported = len(self.duplicates)
         joined: list[_Joined] = []
         key = _id_key(event.prediction_id)
         self._label(event.prediction_id, key, zlib.crc32(key), event.timestamp, event.label, event.model_id,
                     rerouted, digest, source, joined)
+        if payload is not None:
+            self._legacy_resends(reported, "label", payload)
         return _outcomes(joined, self._ctx, self._shapes)[0] if joined else None
 
     def on_labels(
@@ -603,6 +617,14 @@ class LabelJoin(TrackedTable):
         self.duplicates.append(
             Duplicate(kind, pid, ts, exact, first, digest, model_id, model_version, segment, source)
         )
+
+    def _legacy_resends(self, reported: int, kind: str, payload: bytes) -> None:
+        """The event whose payload is ``payload`` digested by :meth:`on_prediction` or :meth:`on_label`:
+        its duplicate (of ``kind``, among those reported after the first ``reported``) is exact after
+        all where the first record's digest is :func:`legacy_resend`'s of that payload."""
+        for duplicate in self.duplicates[reported:]:
+            if duplicate.kind == kind and not duplicate.exact:
+                duplicate.exact = legacy_resend(duplicate.first_digest, payload)
 
     def take_orphans(self) -> list[OrphanLabel]:
         """The labels given up since the last call, in the order they were given up."""

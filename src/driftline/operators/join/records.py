@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import operator
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import cast
 
 import numpy as np
-
-from driftline.schemas.events import LabelEvent, PredictionEvent
 
 _NO_SHAPE = 0xFFFF
 _NO_LABEL = 0xFFFFFFFF
@@ -75,22 +74,39 @@ _STUB_LENGTH = struct.Struct("<I")  # a record's length, rewritten in place when
 
 
 def payload_digest(payload: bytes) -> bytes:
-    """The digest records keep of a payload (BLAKE2b, 8 bytes).
+    """The digest records keep of a payload: its CRC-32, then its length (4 bytes each, big-endian).
+
+    It only tells an exact re-send of a record from a conflicting duplicate, and is not
+    cryptographic, nor need be: a crafted collision at worst counts a conflicting duplicate as a
+    re-send, and the first record is kept either way (any change of length is always told; one that
+    keeps it slips by with odds of 2**-32). Records kept before this digest hold BLAKE2b-64 of the
+    payload: see :func:`legacy_resend`. (CRC-32 and length: ~0.3 us a value over bench_stages'
+    ~530-byte predictions and ~110-byte labels, against BLAKE2b's ~0.55 and CRC-32 and Adler-32's ~0.4.)
 
     >>> payload_digest(b'{"prediction_id":"p"}').hex()
-    'fa12c8d55993cd5f'
+    '5595c57400000015'
     """
-    hasher = _FRESH_BLAKE2B.copy()  # a copy of a fresh state: ~0.15 us less than the constructor
-    hasher.update(payload)
-    return hasher.digest()
+    return _DIGEST.pack(zlib.crc32(payload), len(payload))
 
 
-_FRESH_BLAKE2B = hashlib.blake2b(digest_size=DIGEST_SIZE)
-"""Never updated: :func:`payload_digest` hashes into copies of it."""
+def payload_digests(payloads: Sequence[bytes]) -> list[bytes]:
+    """:func:`payload_digest` of each of ``payloads``, in C calls only (a batch's records)."""
+    return list(map(_DIGEST.pack, map(zlib.crc32, payloads), map(len, payloads)))
 
 
-def _event_digest(event: PredictionEvent | LabelEvent) -> bytes:
-    return payload_digest(event.model_dump_json().encode())
+_DIGEST = struct.Struct(">II")
+
+
+def legacy_resend(first: bytes, payload: bytes) -> bool:
+    """Whether a duplicate of ``payload`` whose :func:`payload_digest` is not ``first``, the
+    digest of the record accepted first, still re-sends it: ``first`` is BLAKE2b-64 of ``payload``,
+    the digest of records kept before :func:`payload_digest` was CRC-32 and length (restored from
+    an older checkpoint). Duplicates are rare: only they pay for the hash.
+
+    >>> legacy_resend(hashlib.blake2b(b"v", digest_size=DIGEST_SIZE).digest(), b"v")
+    True
+    """
+    return first == hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest()
 
 
 def _record_starts(records: bytes) -> list[int]:
