@@ -10,8 +10,8 @@ prefixed``) grant every group a worker joins.
 >>> consumer_group(Settings(), "sink")
 'driftline-sink'
 >>> s = Settings.model_validate({"kafka": {"group_prefix": "staging"}})
->>> [consumer_group(s, role) for role in ROLES]
-['staging-shard', 'staging-model', 'staging-sink', 'staging-retrain-listener']
+>>> consumer_group(s, "retrain-listener")
+'staging-retrain-listener'
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Literal
 from driftline.config import Settings
 
 Role = Literal["shard", "model", "sink", "retrain-listener"]
-ROLES: tuple[Role, ...] = ("shard", "model", "sink", "retrain-listener")
 
 
 def consumer_group(settings: Settings, role: Role) -> str:
