@@ -133,13 +133,21 @@ def assert_same(slow: tuple[list, list], fast_records: list, fast_events: list, 
     assert [d.model_dump() for d in fast_dead] == [d.model_dump() for d in slow_dead]
 
 
+def predictions_as_pydantic_reads(records: list[RawRecord], decoder: BatchDecoder = BATCH
+                                  ) -> tuple[PredictionBatch, list[DeadLetter]]:
+    """``decoder``'s batch and dead letters of ``records``, checked equal to what the row decoder
+    (pydantic) makes of them."""
+    batch, dead = decoder.predictions(records)
+    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    return batch, dead
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(prediction_payloads, st.sampled_from(["{", "[]", "null", "x" * 5000]), st.none()),
                 max_size=30))
 def test_predictions_match_the_pydantic_path(payloads: list[str | None]) -> None:
     records = raw(payloads, "predictions")
-    batch, dead = BATCH.predictions(records)
-    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    batch = predictions_as_pydantic_reads(records)[0]
     assert batch.timestamps.dtype == np.int64
     assert batch.timestamps.tolist() == [e.timestamp for e in batch.events]
     assert_columns_are_the_features(batch)
@@ -237,8 +245,7 @@ def one_layout_batches(draw: st.DrawFn) -> list[str]:
 @given(one_layout_batches())
 def test_one_layout_columns_match_the_pydantic_path(payloads: list[str]) -> None:
     records = raw(payloads, "predictions")
-    batch, dead = BATCH.predictions(records)
-    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    predictions_as_pydantic_reads(records)
 
 
 def test_a_huge_integer_among_float_features_is_judged_by_pydantic() -> None:
@@ -249,8 +256,7 @@ def test_a_huge_integer_among_float_features_is_judged_by_pydantic() -> None:
                 b'"prediction":0.5}' % (i, T0, x))
     for odd in (b"18446744073709551616", b"-18446744073709551616", b"9.3e18", b"-1e300"):
         records = raw([value(i, b"1.5").decode() for i in range(5)] + [value(5, odd).decode()], "predictions")
-        batch, dead = BATCH.predictions(records)
-        assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+        batch = predictions_as_pydantic_reads(records)[0]
         assert batch.features is None  # the odd record took pydantic's path
         assert batch.events[5].features["x"] == json.loads(odd)
 
@@ -266,8 +272,7 @@ def test_values_that_are_json_only_side_by_side_are_each_judged_alone() -> None:
     payloads = [value(1), opened, '"y":2.5}}', f"{value(4)},{value(5)}", value(6)]
     assert len(json.loads("[" + ",".join(payloads) + "]")) == len(payloads)  # the trap: it reads as 5
     records = raw(payloads, "predictions")
-    batch, dead = BATCH.predictions(records)
-    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    batch, dead = predictions_as_pydantic_reads(records)
     assert [r.offset for r in batch.records] == [0, 4] and [d.source_offset for d in dead] == [1, 2, 3]
     labels = [f'{{"prediction_id":"a","label":1,"timestamp":{T0}', '"model_id":"m"}', "1,2",
               f'{{"prediction_id":"b","label":1,"timestamp":{T0}}}']
@@ -310,8 +315,7 @@ def test_objects_are_grouped_by_key_set_whatever_the_key_order() -> None:
     ]
     records = raw(payloads, "predictions")
     slow = SlowPathLog(4096, 60_000, 5_000)
-    batch, dead = BatchDecoder(slow).predictions(records)
-    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    batch, dead = predictions_as_pydantic_reads(records, BatchDecoder(slow))
     assert slow.offsets == [5]  # only the record without a timestamp needed pydantic
     assert [r.offset for r in batch.records] == [0, 1, 2, 3, 4, 6] and [d.source_offset for d in dead] == [5]
     assert batch.events[4].prediction.label == "b" and batch.events[4].prediction.score == 1.0
@@ -343,8 +347,7 @@ def test_a_feature_column_of_floats_with_one_int_is_not_a_float_column() -> None
         return (f'{{"prediction_id":"p{i}","model_id":"m","timestamp":{T0},"features":{{"x":{x},"c":{c},'
                 f'"y":0.25}},"prediction":0.5}}')
     records = raw([value(0, "1.5", '"a"'), value(1, "2.5", '"b"'), value(2, "3", "4.5")], "predictions")
-    batch, dead = BATCH.predictions(records)
-    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    batch = predictions_as_pydantic_reads(records)[0]
     assert batch.features is not None and batch.features.names == ("x", "c", "y")
     assert batch.features.numbers[0] is None and batch.features.numbers[1] is None
     assert batch.features.numbers[2] is not None and batch.features.numbers[2].tolist() == [0.25] * 3
@@ -361,8 +364,7 @@ def test_feature_maps_with_the_same_names_in_another_order_carry_no_columns() ->
     for other in ('{"c":"b","x":2.5}', '{"x":2.5}', "{}"):
         records = raw([value(0, '{"x":1.5,"c":"a"}'), value(1, other), value(2, '{"x":3.5,"c":"a"}')],
                       "predictions")
-        batch, dead = BATCH.predictions(records)
-        assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+        batch = predictions_as_pydantic_reads(records)[0]
         assert len(batch) == 3 and batch.features is None
 
 
@@ -384,8 +386,7 @@ def test_feature_maps_whose_keys_only_look_in_order_read_as_pydantic_reads_them(
         ('{"x":1,"c":"a"}', '{"\\u0078":1,"c":"a"}', '{"x":1,"c":"a"}'),
     ):
         records = raw([value(i, features) for i, features in enumerate(maps)], "predictions")
-        batch, dead = BATCH.predictions(records)
-        assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+        batch = predictions_as_pydantic_reads(records)[0]
         assert len(batch) == 3
         if batch.features is not None:  # (the maps as read hold the same names in the same order)
             assert_columns_are_the_features(batch)
@@ -419,6 +420,5 @@ def one_layout_feature_batches(draw: st.DrawFn) -> list[str]:
 @given(one_layout_feature_batches())
 def test_feature_maps_of_one_layout_spelled_oddly_read_as_pydantic_reads_them(payloads: list[str]) -> None:
     records = raw(payloads, "predictions")
-    batch, dead = BATCH.predictions(records)
-    assert_same(DECODER.predictions(records), batch.records, batch.events, dead)
+    batch = predictions_as_pydantic_reads(records)[0]
     assert_columns_are_the_features(batch)
