@@ -25,7 +25,7 @@ from faust.app.base import BootStrategy
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
 from driftline.operators.calibration import share_calibrations
-from driftline.runtime import tune_gc
+from driftline.runtime import install_stack_dump, tune_gc
 from driftline.streams.http_security import server_ssl_context
 from driftline.streams.web import WorkerWeb, announce, install_routes
 from driftline.streams.worker import WorkerRuntime
@@ -96,6 +96,7 @@ def create_app(runtime: WorkerRuntime, *, run_seconds: float | None = None,
         async def on_start(self) -> None:
             # App services start after the web server: its port is known before the owner record
             runtime.web_port = announce(server, runtime)
+            install_stack_dump(asyncio.get_running_loop())
             await runtime.start()
             self.add_future(_supervise(runtime, run_seconds, exit_when_idle))
 

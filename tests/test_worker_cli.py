@@ -176,7 +176,8 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
     kafka_bootstrap: str, worker_clickhouse_url: str, tmp_path: Path
 ) -> None:
     """A user starting a worker sees where /metrics is: one line with the bound address, the port
-    port 0 got included (Faust's own setting refused 0); the owner record names that port too."""
+    port 0 got included (Faust's own setting refused 0); the owner record names that port too.
+    ``kill -QUIT`` writes its threads' and tasks' stacks to the log, and it runs on."""
     env, _ = _worker_env(kafka_bootstrap, worker_clickhouse_url, tmp_path)
     log = tmp_path / "worker.log"
     with log.open("wb") as sink:
@@ -190,6 +191,10 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
         assert found is not None and found[1] == found[3] != "0"
         base = found[2]
         assert _get(f"{base}/healthz").status_code in (200, 503)  # it answers there (503: still joining)
+        assert "driftline_" in _get(f"{base}/metrics").text
+        proc.send_signal(signal.SIGQUIT)  # kill -QUIT: the stacks in its log, and it runs on
+        wait_for(lambda: "task driftline-shard" in log.read_text(), 40, "the stack dump", proc, log)
+        assert "Current thread" in log.read_text()
         assert "driftline_" in _get(f"{base}/metrics").text
         if worker_clickhouse_url.startswith("chdb://"):  # the owner of an embedded engine records its URL
             owner = orjson.loads((tmp_path / "home" / "clickhouse-owner.json").read_bytes())

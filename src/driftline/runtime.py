@@ -1,13 +1,18 @@
-"""Process-level helpers: GC tuning for long-running processes (worker, replay) and children that
-die with the process that started them (retrain jobs, the demo's children)."""
+"""Process-level helpers: GC tuning for long-running processes (worker, replay), children that
+die with the process that started them (retrain jobs, the demo's children) and a stack dump on
+SIGQUIT for a worker that seems stuck."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import faulthandler
 import gc
 import os
 import signal
+import sys
 from collections.abc import Callable
+from typing import TextIO
 
 # The hot path allocates many short-lived containers (decoded events, rows); with CPython's
 # default generation-0 threshold of 700 the cyclic collector keeps rescanning the large, long-lived
@@ -45,3 +50,28 @@ def tied_child_preexec(parent_pid: int) -> Callable[[], None]:
             os._exit(1)
 
     return preexec
+
+
+STACK_DUMP_SIGNAL = signal.SIGQUIT
+"""``kill -QUIT <pid>`` prints a running worker's stacks to stderr and lets it run on (the JVM's
+thread-dump convention): every thread's, even when the event loop is blocked, then every task's."""
+
+
+def install_stack_dump(loop: asyncio.AbstractEventLoop, file: TextIO | None = None) -> None:
+    """On :data:`STACK_DUMP_SIGNAL`, write every thread's stack (at once, from the signal handler)
+    and then, once ``loop`` runs the callback, every task's (name and frames, no locals: a stage's
+    locals hold its whole state) to ``file`` (stderr). Call from inside ``loop``."""
+    out = file if file is not None else sys.stderr
+
+    def dump_tasks() -> None:
+        tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
+        print(f"--- {len(tasks)} asyncio tasks ---", file=out)
+        for task in tasks:
+            print(f"task {task.get_name()}: {task.get_coro()!r}", file=out)
+            task.print_stack(limit=12, file=out)
+        out.flush()
+
+    loop.add_signal_handler(STACK_DUMP_SIGNAL, dump_tasks)
+    # registered after the loop's handler, which it then calls (chain): the threads' stacks are
+    # written even when the loop thread is stuck in a blocking call and never runs dump_tasks
+    faulthandler.register(STACK_DUMP_SIGNAL, file=out, all_threads=True, chain=True)

@@ -371,6 +371,23 @@ class Worker:
         except OSError:
             return ""
 
+    def stacks(self, timeout: float = 15) -> str:
+        """What ``kill -QUIT`` makes the worker write to its log: every thread's stack, then every
+        task's once its event loop runs (waited for up to ``timeout``; a stuck loop never does)."""
+        try:
+            start = self.log.stat().st_size
+        except OSError:
+            return ""
+        self.signal(signal.SIGQUIT)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.log.open("rb") as f:
+                f.seek(start)
+                written = f.read().decode(errors="replace")
+            if "asyncio tasks ---" in written or time.monotonic() >= deadline or not self.alive():
+                return written[-40_000:]
+            time.sleep(0.2)
+
     def signal(self, sig: int) -> None:
         if self.alive():
             self.process.send_signal(sig)
@@ -443,7 +460,10 @@ def wait_until(predicate: object, timeout: float, what: str, *, alive: Iterable[
                 f"{worker.role} worker exited ({worker.process.returncode}) while "
                 f"waiting for {what}:\n{worker.tail()}"
             )
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            stuck = "".join(f"\n--- stacks of the {w.role} worker {w.pid} ---\n{w.stacks()}"
+                            for w in alive if w.alive())
+            raise AssertionError(f"timed out waiting for {what}{stuck}")
         time.sleep(0.1)
 
 
@@ -506,7 +526,7 @@ def stop_when_idle(worker: Worker, partitions: int, timeout: float = 300, quiet_
     pause = pauses()
     while True:
         assert worker.alive(), f"{worker.role} worker exited ({worker.process.returncode}):\n{worker.tail()}"
-        assert time.monotonic() < deadline, f"{worker.role} worker did not go idle"
+        assert time.monotonic() < deadline, f"{worker.role} worker did not go idle:\n{worker.stacks()}"
         metrics = worker.metrics()
         seen = sum(v for n, _, v in metrics if n == "driftline_events_in_total")
         lag = sum(v for n, _, v in metrics if n == "driftline_consumer_lag")
@@ -540,7 +560,10 @@ def run_to_idle(
     started.append(worker)
     if sampler is not None:
         sampler.watch(worker)
-    code = worker.wait(timeout)
+    try:
+        code = worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not go idle in {timeout} s:\n{worker.stacks()}") from None
     assert code == 0, worker.tail()
 
 
@@ -551,7 +574,7 @@ def drain_sink(sink: Worker, timeout: float = 120, quiet_s: float = 2.5) -> None
     pause = pauses()
     while True:
         assert sink.alive(), f"sink exited ({sink.process.returncode}):\n{sink.tail()}"
-        assert time.monotonic() < deadline, "sink did not drain"
+        assert time.monotonic() < deadline, f"sink did not drain:\n{sink.stacks()}"
         metrics = sink.metrics()
         seen = sum(v for n, _, v in metrics if n == "driftline_sink_messages_total")
         lag = sum(v for n, lab, v in metrics if n == "driftline_consumer_lag" and lab.get("stage") == "sink")
