@@ -54,7 +54,8 @@ def test_sigquit_writes_the_stacks_and_the_process_runs_on(mode: str, tmp_path: 
             assert "in main" in text  # the blocked frame, though the loop runs nothing
         else:
             text = _wait_for_text(out, "task a-named-task", proc)
-            assert "asyncio tasks ---" in text and "waits_for_ever" in text
+            # down the awaits to where it waits, not only the task's outer coroutine
+            assert "asyncio tasks ---" in text and "in waits_for_ever" in text and "in wait\n" in text
         assert proc.poll() is None  # SIGQUIT's default would have ended it
     finally:
         proc.kill()

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import TextIO
 
 # The hot path allocates many short-lived containers (decoded events, rows); with CPython's
@@ -67,11 +68,29 @@ def install_stack_dump(loop: asyncio.AbstractEventLoop, file: TextIO | None = No
         tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
         print(f"--- {len(tasks)} asyncio tasks ---", file=out)
         for task in tasks:
-            print(f"task {task.get_name()}: {task.get_coro()!r}", file=out)
-            task.print_stack(limit=12, file=out)
+            print(f"task {task.get_name()}:", file=out)
+            for frame in _awaiting(task.get_coro()):
+                code = frame.f_code
+                print(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}', file=out)
         out.flush()
 
     loop.add_signal_handler(STACK_DUMP_SIGNAL, dump_tasks)
     # registered after the loop's handler, which it then calls (chain): the threads' stacks are
     # written even when the loop thread is stuck in a blocking call and never runs dump_tasks
     faulthandler.register(STACK_DUMP_SIGNAL, file=out, all_threads=True, chain=True)
+
+
+def _awaiting(coro: object) -> list[FrameType]:
+    """A suspended coroutine's frames, outermost first, down what each awaits (Task.get_stack
+    gives a suspended coroutine's outermost frame only: not where it waits)."""
+    frames = []
+    while coro is not None:
+        frame = next(filter(None, (getattr(coro, a, None) for a in _FRAME_ATTRIBUTES)), None)
+        if frame is not None:
+            frames.append(frame)
+        coro = next(filter(None, (getattr(coro, a, None) for a in _AWAITED_ATTRIBUTES)), None)
+    return frames
+
+
+_FRAME_ATTRIBUTES = ("cr_frame", "gi_frame", "ag_frame")  # coroutine, generator, async generator
+_AWAITED_ATTRIBUTES = ("cr_await", "gi_yieldfrom", "ag_await")

@@ -372,12 +372,14 @@ class Worker:
             return ""
 
     def stacks(self, timeout: float = 15) -> str:
-        """What ``kill -QUIT`` makes the worker write to its log: every thread's stack, then every
-        task's once its event loop runs (waited for up to ``timeout``; a stuck loop never does)."""
+        """The log's tail, then what ``kill -QUIT`` makes the worker write to it: every thread's stack,
+        then every task's once its event loop runs (waited for up to ``timeout``; a stuck loop never
+        does)."""
+        before = self.tail(6000)  # the log's last lines first: a warning may say it all
         try:
             start = self.log.stat().st_size
         except OSError:
-            return ""
+            return before
         self.signal(signal.SIGQUIT)
         deadline = time.monotonic() + timeout
         while True:
@@ -385,7 +387,7 @@ class Worker:
                 f.seek(start)
                 written = f.read().decode(errors="replace")
             if "asyncio tasks ---" in written or time.monotonic() >= deadline or not self.alive():
-                return written[-40_000:]
+                return f"{before}\n--- kill -QUIT wrote ---\n{written[-40_000:]}"
             time.sleep(0.2)
 
     def signal(self, sig: int) -> None:
