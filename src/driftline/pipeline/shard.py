@@ -13,6 +13,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter
 from typing import Any, TypeVar, cast
 
@@ -642,12 +643,19 @@ class ShardProcessor:
         features = batch.feature_maps
         checked = batch.features
         picked: dict[tuple[str, str], _ModelColumns] = {}
+        gathered: list[_GroupedColumns] = []  # made at the first model's call
 
         def columns_of(key: tuple[str, str], rows: Sequence[int], whole: bool) -> _ModelColumns:
-            """A model's decoder columns (floats, the others), picked once for both detectors."""
+            """A model's decoder columns (floats, the others), picked once for both detectors (with
+            many models, from the batch's columns gathered once for all models)."""
             found = picked.get(key)
             if found is None:
-                found = picked[key] = _split_columns(_picked_features(checked, rows, whole))
+                if whole:
+                    found = picked[key] = _split_columns(checked)
+                else:
+                    if not gathered:
+                        gathered.append(_GroupedColumns(checked, by_model))
+                    found = picked[key] = gathered[0].of(key)
             return found
 
         if self.watch is not None and self.watch.models:
@@ -1041,6 +1049,44 @@ def _picked_features(
 
 _ModelColumns = tuple[dict[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]
 """A model's decoder columns: the float64 ones by name, and the other features' values."""
+
+
+class _GroupedColumns:
+    """:func:`_split_columns` of the events at each group's rows (in order), for a batch of many
+    groups (models): the float64 columns gathered into one matrix and the others' values listed in
+    the groups' order once per batch; a group's floats a take of the matrix (arrays of its own),
+    its other values slices. With many models a batch holds a few events of each: a gather per
+    column and model cost more than the values (bench/bench_model_columns.py)."""
+
+    def __init__(self, features: FeatureColumns | None,
+                 groups: Mapping[tuple[str, str], Sequence[int]]) -> None:
+        self.features = features
+        self.groups = groups
+        self.float_names: list[str] = []
+        self.others: list[tuple[str, list[Any]]] = []
+        self.starts: dict[tuple[str, str], int] = {}
+        if features is None:
+            return
+        numbers = features.numbers
+        self.float_names = [name for name, floats in zip(features.names, numbers, strict=True)
+                            if floats is not None]
+        self.matrix = np.array([floats for floats in numbers if floats is not None], dtype=np.float64)
+        order = list(chain.from_iterable(groups.values()))
+        self.others = [(name, [column[i] for i in order]) for name, column, floats
+                       in zip(features.names, features.columns, numbers, strict=True) if floats is None]
+        start = 0
+        for key, rows in groups.items():
+            self.starts[key] = start
+            start += len(rows)
+
+    def of(self, key: tuple[str, str]) -> _ModelColumns:
+        if self.features is None:
+            return {}, {}
+        rows = self.groups[key]
+        start, stop = self.starts[key], self.starts[key] + len(rows)
+        floats = dict(zip(self.float_names, self.matrix.take(rows, axis=1), strict=True)) \
+            if self.float_names else {}
+        return floats, {name: values[start:stop] for name, values in self.others}
 
 
 def _split_columns(features: FeatureColumns | None) -> _ModelColumns:
