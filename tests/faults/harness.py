@@ -371,6 +371,14 @@ class Worker:
         except OSError:
             return ""
 
+    def where(self) -> str:
+        """What its /metrics says of its progress: shards owned, lag, events in, checkpoints
+        (one line each; "no /metrics answer" if it did not answer)."""
+        wanted = ("driftline_shards_owned", "driftline_consumer_lag", "driftline_events_in_total",
+                  "driftline_checkpoint_offset", "driftline_idle_partitions")
+        lines = [f"{n}{lab} {v:g}" for n, lab, v in self.metrics() if n in wanted or "restor" in n]
+        return "\n".join(["/metrics:", *lines]) if lines else "no /metrics answer"
+
     def stacks(self, timeout: float = 15) -> str:
         """The log's tail, then what ``kill -QUIT`` makes the worker write to it: every thread's stack,
         then every task's once its event loop runs (waited for up to ``timeout``; a stuck loop never
@@ -463,7 +471,7 @@ def wait_until(predicate: object, timeout: float, what: str, *, alive: Iterable[
                 f"waiting for {what}:\n{worker.tail()}"
             )
         if time.monotonic() >= deadline:
-            stuck = "".join(f"\n--- stacks of the {w.role} worker {w.pid} ---\n{w.stacks()}"
+            stuck = "".join(f"\n--- the {w.role} worker {w.pid}: {w.where()}\n{w.stacks()}"
                             for w in alive if w.alive())
             raise AssertionError(f"timed out waiting for {what}{stuck}")
         time.sleep(0.1)
