@@ -53,6 +53,7 @@ from driftline.pipeline.to_rows import (
     reference_profile_row,
     window_columns,
 )
+from driftline.pipeline.under_filled import UnderFilledRows
 from driftline.schemas.events import RetrainTrigger
 
 PREDICTION_FEATURE = "__prediction__"
@@ -98,6 +99,7 @@ class WindowClock:
             self.pending_alerts = defaultdict(list)
         self.episodes.config_hash = config_hash
         self.scorers: dict[str, DriftScorer] = {}  # by profile id; made again for today's settings
+        self.under_filled: dict[str, UnderFilledRows] = {}  # by profile id, as the scorers
         # a seasonal profile's scorers, per phase of its period and window size
         self.seasonal_scorers = WindowReferences(lambda p: DriftScorer(p, drift=self.drift))
         self.domain_classifiers: dict[str, DomainClassifierDrift | None] = {}  # by profile id (seeded)
@@ -130,6 +132,7 @@ class WindowClock:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("scorers", None)  # derived from the profiles and settings: not checkpointed
+        state.pop("under_filled", None)
         state.pop("seasonal_scorers", None)
         state.pop("domain_classifiers", None)
         state.pop("dropped_partials", None)  # dead-lettered before the next checkpoint
@@ -232,33 +235,45 @@ class WindowClock:
             scorer = self.scorers[profile.profile_id] = DriftScorer(profile, drift=self.drift)
         return scorer
 
+    def _under_filled(self, profile: ReferenceProfile, prediction_name: str) -> UnderFilledRows:
+        rows = self.under_filled.get(profile.profile_id)
+        if rows is None:
+            rows = self.under_filled[profile.profile_id] = UnderFilledRows(
+                self._scorer(profile), prediction_name, profile.profile_id, self.config_hash)
+        return rows
+
     def _score_window(self, key: WindowKey, merged: MergedWindow, rows: Rows,
                       multivariate: dict[str, Any] | None = None) -> RetrainTrigger | None:
         profile = self._reference(key, merged, rows)
         under_filled = merged.n_events < self.drift.min_count
         report: ScoreReport | None = None
+        templates: UnderFilledRows | None = None
         # The prediction distribution is scored like a feature (reported, not part of the verdict):
         # class labels against a categorical reference, regression values (or scores) against a
         # numeric one.
-        prediction_name = ""
+        prediction_name = scored_as = ""  # the name the profile's prediction is scored under
+        prediction = None
         if profile is not None:
             observed = {n: s for n, s in merged.features.items() if n in profile.features}
-            prediction = None
             if profile.prediction is not None:
                 categorical = profile.prediction.kind == "categorical"
-                prediction_name = PREDICTION_FEATURE if categorical else PREDICTION_VALUE_FEATURE
+                prediction_name = scored_as = PREDICTION_FEATURE if categorical else PREDICTION_VALUE_FEATURE
                 prediction = merged.prediction_label if categorical else merged.prediction_value
                 if prediction.count - prediction.missing <= 0:
                     prediction_name, prediction = "", None
-            # a seasonal profile: the window against what the cycle predicts for its span
-            scorer = (self._scorer(profile) if profile.season is None
-                      else self.seasonal_scorers.get(profile, key.start, key.end))
             # An under-filled window (fewer events than drift.min_count, so no feature can be
             # tested) gets its counts and verdicts without distribution statistics: with many small
-            # models most windows are that small, and scoring them was most of the cost.
+            # models most windows are that small, and scoring them was most of the cost. Its rows
+            # come from the profile's templates (a seasonal one's scorer differs by window: scored).
             # The per-event detectors still watch every event.
-            scoring = scorer.count_stats if under_filled else scorer.score_stats
-            report = scoring(observed, n_rows=merged.n_events, prediction=prediction)
+            if under_filled and profile.season is None:
+                templates = self._under_filled(profile, scored_as)
+            else:
+                # a seasonal profile: the window against what the cycle predicts for its span
+                scorer = (self._scorer(profile) if profile.season is None
+                          else self.seasonal_scorers.get(profile, key.start, key.end))
+                scoring = scorer.count_stats if under_filled else scorer.score_stats
+                report = scoring(observed, n_rows=merged.n_events, prediction=prediction)
         window = window_columns(self.run_id, key)
         reference_id = profile.profile_id if profile else ""
         # A profile feature no event of the window carried is a row of missing values (and a
@@ -271,7 +286,11 @@ class WindowClock:
         for name in sorted(features):
             stats = features[name]
             fprofile = profile.features.get(name) if profile else None
-            score = report[name].score if report is not None and fprofile is not None else None
+            score = None
+            if fprofile is not None and templates is not None:
+                score = templates.scores[name]
+            elif fprofile is not None and report is not None:
+                score = report[name].score
             rows["feature_windows"].append(
                 feature_window_row(window, name, feature_kind(stats, fprofile), stats, score, reference_id)
             )
@@ -280,38 +299,50 @@ class WindowClock:
             (PREDICTION_VALUE_FEATURE, "prediction", merged.prediction_value),
             (LATENCY_FEATURE, "latency", merged.latency),
         ]
-        prediction_score = report.prediction.score if report is not None and report.prediction else None
+        prediction_score = None
+        if templates is not None and prediction is not None:
+            prediction_score = templates.prediction
+        elif report is not None and report.prediction:
+            prediction_score = report.prediction.score
         for name, kind, extra_stats in extra:
             if extra_stats.count - extra_stats.missing > 0:
                 score = prediction_score if name == prediction_name else None
                 rows["feature_windows"].append(
                     feature_window_row(window, name, kind, extra_stats, score, reference_id)
                 )
-        if report is None:
-            return None
-        scored = [report[name] for name in sorted(features) if name in report]
-        for result in scored:
-            rows["drift_scores"].append(drift_score_row(
+        drifted, drifted_features = False, []
+        if templates is not None:  # not tested, so nothing drifted
+            scored = templates.drift_rows(window, observed)
+            rows["drift_scores"].extend(scored)
+            if prediction is not None:
+                rows["drift_scores"].append(templates.prediction_row(window, prediction))
+        elif report is not None:
+            scored = [drift_score_row(
                 window, result.feature, result.score, result.drifted, result.drifted_by, result.p_adj,
                 reference_id, self.config_hash,
-            ))
-        if prediction_score is not None:
-            rows["drift_scores"].append(drift_score_row(
-                window, prediction_name, prediction_score, False, [], prediction_score.pvalue, reference_id,
-                self.config_hash,
-            ))
+            ) for result in (report[name] for name in sorted(features) if name in report)]
+            rows["drift_scores"].extend(scored)
+            if prediction_score is not None:
+                rows["drift_scores"].append(drift_score_row(
+                    window, prediction_name, prediction_score, False, [], prediction_score.pvalue,
+                    reference_id, self.config_hash,
+                ))
+            drifted, drifted_features = report.drifted, report.drifted_features
+        else:
+            return None
         rows["model_drift"].append(model_drift_row(
-            window, merged.n_events, len(scored), report.drifted, report.drifted_features, reference_id,
+            window, merged.n_events, len(scored), drifted, drifted_features, reference_id,
             self.config_hash, score_status="under_filled" if under_filled else "scored",
         ))
         if key.segment != "" or key.size != self.policy_size_ms:
             return None
         model_id, version = key.model_id, key.model_version
-        self.last_drifted[(model_id, version)] = len(report.drifted_features)
+        self.last_drifted[(model_id, version)] = len(drifted_features)
         alerts = self._take_alerts(model_id, version, key.end)
         evidence: dict[str, Any] = {
             "window_size_s": key.size_s,
-            "drifted_features": {n: _score_evidence(report[n].score) for n in report.drifted_features},
+            "drifted_features": {n: _score_evidence(report[n].score) for n in drifted_features}
+            if report is not None else {},
             "reference_id": reference_id,
         }
         notes = [EpisodeNote(a["episode_id"], a["feature"], a["event_kind"], a["event_time"],
@@ -320,8 +351,7 @@ class WindowClock:
             evidence["episode_events"] = [n.evidence() for n in notes]
         if multivariate is not None:
             evidence["multivariate"] = multivariate
-        return self.policy.on_drift_window(model_id, version, key.start, key.end, report.drifted, evidence,
-                                           notes)
+        return self.policy.on_drift_window(model_id, version, key.start, key.end, drifted, evidence, notes)
 
     def _multivariate_rows(self, key: WindowKey, parts: list[dict[str, Any]],
                            rows: Rows) -> tuple[dict[str, Any] | None, RetrainTrigger | None]:

@@ -1,0 +1,67 @@
+"""An under-filled window's drift_scores rows from templates made once per reference profile.
+
+A window of fewer events than ``drift.min_count`` tests no feature: each feature's drift_scores row
+is the reference's kind with the window's count, no statistic and the verdict 'not drifted'
+(``drift.min_drifted_features`` >= 1, so the model is not drifted either). With many small models
+most windows are that small, and the scorer's :meth:`~driftline.operators.scorer.DriftScorer.count_stats`
+report plus a row built field by field for each of its ~26 features was most of closing one. The
+templates are ``count_stats``' own results for an empty window, turned into rows by
+:func:`~driftline.pipeline.to_rows.drift_score_row`: only the count differs from window to window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from driftline.operators.drift import FeatureScore
+from driftline.operators.scorer import DriftScorer
+from driftline.operators.window_stats import FeatureStats
+from driftline.pipeline.to_rows import drift_score_row
+
+
+class UnderFilledRows:
+    """A profile's under-filled window rows (one per profile and configuration: see module docstring).
+
+    ``scores[name]`` is a feature's count score without its count (what a feature_windows row reads
+    of it: kind, bins, reference shares); ``prediction`` the prediction's, None without one."""
+
+    def __init__(self, scorer: DriftScorer, prediction_name: str, reference_id: str,
+                 config_hash: str) -> None:
+        report = scorer.count_stats({}, n_rows=0, prediction=FeatureStats())
+        self.scores: dict[str, FeatureScore] = {r.feature: r.score for r in report}
+        self.names = sorted(self.scores)
+        self._tails = {name: _tail(name, self.scores[name], reference_id, config_hash) for name in self.names}
+        self.prediction = report.prediction.score if report.prediction is not None else None
+        self._prediction_tail = (None if self.prediction is None
+                                 else _tail(prediction_name, self.prediction, reference_id, config_hash))
+
+    def drift_rows(self, window: Mapping[str, Any],
+                   features: Mapping[str, FeatureStats]) -> list[dict[str, Any]]:
+        """Every profile feature's drift_scores row (sorted by name), ``features`` the window's."""
+        rows = []
+        for name in self.names:
+            row = {**window, **self._tails[name]}
+            stats = features.get(name)
+            if stats is not None:
+                row["count"] = _count(self.scores[name], stats)
+            row["drifted_by"] = []  # a list of its own per row, as drift_score_row makes
+            rows.append(row)
+        return rows
+
+    def prediction_row(self, window: Mapping[str, Any], stats: FeatureStats) -> dict[str, Any]:
+        assert self.prediction is not None and self._prediction_tail is not None, "a profile with one"
+        row = {**window, **self._prediction_tail}
+        row["count"] = _count(self.prediction, stats)
+        row["drifted_by"] = []
+        return row
+
+
+def _tail(name: str, score: FeatureScore, reference_id: str, config_hash: str) -> dict[str, Any]:
+    """The row of ``score`` (count 0, not tested) without the window's columns, in drift_score_row's order."""
+    return drift_score_row({}, name, score, False, (), None, reference_id, config_hash)
+
+
+def _count(score: FeatureScore, stats: FeatureStats) -> int:
+    # as count_feature counts: the values a test would compare
+    return stats.n if score.kind == "numeric" else stats.n_categorical
