@@ -341,6 +341,21 @@ def feature_kind(stats: FeatureStats, profile: FeatureProfile | None) -> str:
 _QUANTILES = np.array([0.5, 0.9, 0.99])  # a window's p50, p90 and p99 (read, never written)
 
 
+_NO_VALUES = (None,) * 7
+
+
+def value_columns(stats: FeatureStats) -> tuple[float | None, ...]:
+    """A feature_windows row's mean, variance, min, max, p50, p90 and p99 of a feature with values."""
+    # ~28 rows a window, a window every few predictions with many small models: what an under-filled
+    # window lacks (no sketch merged, so no quantiles; no values, so no moments) is tested once
+    mean, variance = finite(stats.mean), finite(stats.variance)
+    low, high = finite(stats.min), finite(stats.max)
+    if stats.sketch.count:
+        p50, p90, p99 = (finite(q) for q in stats.sketch.quantiles(_QUANTILES).tolist())
+        return mean, variance, low, high, p50, p90, p99
+    return mean, variance, low, high, None, None, None
+
+
 def feature_window_row(
     window: Mapping[str, Any],
     name: str,
@@ -349,14 +364,7 @@ def feature_window_row(
     score: FeatureScore | None,
     reference_id: str,
 ) -> dict[str, Any]:
-    # ~28 rows a window, a window every few predictions with many small models: what an under-filled
-    # window lacks (no sketch merged, so no quantiles; no values, so no moments) is tested once
-    mean = variance = low = high = p50 = p90 = p99 = None
-    if stats.n:
-        mean, variance = finite(stats.mean), finite(stats.variance)
-        low, high = finite(stats.min), finite(stats.max)
-        if stats.sketch.count:
-            p50, p90, p99 = (finite(q) for q in stats.sketch.quantiles(_QUANTILES).tolist())
+    mean, variance, low, high, p50, p90, p99 = value_columns(stats) if stats.n else _NO_VALUES
     return {
         **window,
         "feature": name,

@@ -286,11 +286,10 @@ class WindowClock:
         for name in sorted(features):
             stats = features[name]
             fprofile = profile.features.get(name) if profile else None
-            score = None
             if fprofile is not None and templates is not None:
-                score = templates.scores[name]
-            elif fprofile is not None and report is not None:
-                score = report[name].score
+                rows["feature_windows"].append(templates.window_row(window, name, stats))
+                continue
+            score = report[name].score if report is not None and fprofile is not None else None
             rows["feature_windows"].append(
                 feature_window_row(window, name, feature_kind(stats, fprofile), stats, score, reference_id)
             )
