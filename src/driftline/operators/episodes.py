@@ -148,7 +148,6 @@ from driftline.operators.sequential import (
     IntArray,
     NumericDetector,
     SequentialDetector,
-    defer_each_many,
     set_state,
 )
 from driftline.operators.sequential import count_quiet as count_quiet_detectors
@@ -443,12 +442,6 @@ class EpisodeMonitor:
         """Count the head of ``values`` the opener only defers (see update_each); how many."""
         first = self._opener.defer_each(values)
         if first:
-            self._keep_deferred(values, first)
-        return first
-
-    def _keep_deferred(self, values: list[int], first: int) -> None:
-        """The rest of :meth:`_defer` once the opener counted the first ``first`` of ``values``."""
-        if first:
             n, learning, ring = self.n, self.learning, self._ring
             if n + first > ring.size < learning:
                 while self._ring.size < min(n + first, learning):  # doubling, as _step grows it
@@ -461,6 +454,7 @@ class EpisodeMonitor:
                 if at == learning:
                     at = 0
             self.n = n + first
+        return first
 
     def _step(self, sym: int) -> EpisodeEvent | None:
         # the scalar path of _count, step for step (a batch of one is ~10x slower)
@@ -1051,33 +1045,6 @@ def count_quiet(monitors: Sequence[EpisodeMonitor], symbols: Sequence[IntArray],
             monitor.n += syms.size
             counted[i] = True
     return counted
-
-
-def update_each_quiet(monitors: Sequence[EpisodeMonitor], values: Sequence[Any]) -> list[bool]:
-    """Count each monitor's few ``values`` (a list each) as :meth:`~EpisodeMonitor.update_each`
-    would where it watches the reference and its opener only defers all of them (no event, no
-    step; :func:`~driftline.operators.sequential.defer_each_many`, all monitors' bounds in one
-    numpy pass). Per monitor whether it did; the others are unchanged (count them with
-    ``update_each``): a flush of many quiet models' held events, a few values per monitor."""
-    done = [False] * len(monitors)
-    chosen: list[tuple[int, EpisodeMonitor, list[int]]] = []
-    for i, (monitor, xs) in enumerate(zip(monitors, values, strict=True)):
-        opener = monitor._opener
-        if monitor._open is not None or monitor._map is not None or opener._lanes is None:
-            continue  # not watching the reference, or no bound per group (defer_each's other loop)
-        if opener._reach is None:  # no per-value step yet: update_each builds the bound
-            continue
-        syms = opener._symbol_list(xs)[0] if len(xs) else []
-        if syms:
-            chosen.append((i, monitor, syms))
-        else:  # nothing to count (none given, or every value skipped): update_each counts nothing
-            done[i] = True
-    counted = defer_each_many([monitor._opener for _, monitor, _ in chosen], [syms for *_, syms in chosen])
-    for (i, monitor, syms), ok in zip(chosen, counted, strict=True):
-        if ok:
-            monitor._keep_deferred(syms, len(syms))
-            done[i] = True
-    return done
 
 
 def _log_ratio(spread: float) -> float:

@@ -61,7 +61,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, pairwise, zip_longest
+from itertools import chain, pairwise
 from typing import Any, TypeVar
 
 import numpy as np
@@ -74,7 +74,6 @@ from driftline.operators.episodes import (
     EpisodeEvent,
     EpisodeMonitor,
     count_quiet,
-    update_each_quiet,
 )
 from driftline.operators.feature_rows import FeatureRows
 from driftline.operators.profile import ReferenceProfile
@@ -557,7 +556,6 @@ class FeatureWatch:
         count = len(features)
         every = list(range(count))
         season = bank.profile.season
-        runs: list[tuple[str, EpisodeMonitor, list[int], list[Any]]] = []
         for name, monitor in bank.monitors.items():
             positions: list[int]
             if monitor.kind == "numeric":
@@ -577,13 +575,6 @@ class FeatureWatch:
                 else:
                     positions = [i for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
                     kept = [raw[i] for i in positions]
-            runs.append((name, monitor, positions, kept))
-        # the monitors that only wait on all of their values (most at a flush): counted at once,
-        # no report (no event, and no episode for a status); the others value by value below
-        quiet = update_each_quiet([run[1] for run in runs], [run[3] for run in runs]) if len(runs) > 1 else []
-        for (name, monitor, positions, kept), done in zip_longest(runs, quiet):
-            if done:
-                continue
             if not cuts:  # the common few events: no grid line among them, one run
                 for i, one in monitor.update_each(kept) if kept else ():
                     at = positions[i]

@@ -860,50 +860,6 @@ def count_quiet(detectors: Sequence[SequentialDetector], symbols: Sequence[IntAr
     return counted
 
 
-def defer_each_many(detectors: Sequence[SequentialDetector], symbols: Sequence[list[int]]) -> list[bool]:
-    """Per detector whether :meth:`~SequentialDetector.defer_each` would count ALL of its symbols
-    (a short non-empty list each; every detector on the bound per group: ``_lanes`` and ``_reach``
-    built), and if so counted them, leaving the state those calls leave; the others are unchanged.
-
-    A flush of held events hands each of ~25,000 monitors a few values: the bound's integer steps
-    for all of them in one numpy pass, not a Python loop per detector (~1.5 us a value: most
-    tables are out of cache). Per group ``r_t = C_t - min(-r_0, min_{s<=t} C_s)`` over the
-    cumulative sums ``C`` of its steps (:meth:`_settle`'s identity): the same integers as the
-    clamped loop, so a detector counts them where that loop would and stops where it stops."""
-    count = len(detectors)
-    if not count:
-        return []
-    taken = []
-    for det, syms in zip(detectors, symbols, strict=True):
-        assert det._lanes is not None and det._reach is not None and syms, "the bound per group, symbols"
-        taken.append(det._lanes.table.take(syms, axis=0))
-    sizes = np.fromiter(map(len, symbols), dtype=np.int64, count=count)
-    longest = int(sizes.max())
-    # each detector's steps in a row of its own, zeros after them (read below only where within)
-    steps = np.zeros((count * longest, _LANES), dtype=np.int64)
-    ends = np.cumsum(sizes)
-    steps[np.arange(int(ends[-1])) + np.repeat(np.arange(count) * longest - (ends - sizes), sizes)] = (
-        np.concatenate(taken))
-    rises = np.array([det._rises for det in detectors], dtype=np.int64)
-    slacks = np.array([det._slacks or det._lane_slacks() for det in detectors], dtype=np.int64)
-    room = np.array([det._due - det.n - 1 for det in detectors], dtype=np.int64)  # as defer_each
-    c = steps.reshape(count, longest, _LANES).cumsum(axis=1)
-    path = np.minimum.accumulate(c, axis=1)
-    np.minimum(path, -rises[:, None, :], out=path)
-    np.subtract(c, path, out=path)  # each group's rise after each symbol
-    position = np.arange(longest)
-    within = position < sizes[:, None]
-    stops = ((path >= slacks[:, None, :]).any(axis=2) | (position >= room[:, None])) & within
-    counted: list[bool] = np.logical_not(stops.any(axis=1)).tolist()
-    last = path[np.arange(count), sizes - 1].tolist()
-    for det, syms, ok, after in zip(detectors, symbols, counted, last, strict=True):
-        if ok:  # as defer_each after counting them all
-            det._rises = after
-            det._pending.extend(syms)
-            det.n += len(syms)
-    return counted
-
-
 def _quiet_sums(dets: Sequence[SequentialDetector],
                 symbols: Sequence[IntArray]) -> tuple[list[IntArray | None], list[int]]:
     """:func:`count_quiet`'s step for detectors given equally many symbols: per detector its
