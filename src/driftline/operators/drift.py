@@ -402,6 +402,18 @@ class PreparedReference:
         return sketch.relative_accuracy, sketch.buckets()
 
 
+def compared_count(kind: str, stats: FeatureStats) -> int:
+    """The values of a window's feature that a test of ``kind`` compares with the reference: its
+    numbers (numeric) or its category values (categorical), not the missing or invalid ones.
+
+    >>> win = FeatureStats()
+    >>> win.add(["a", "b", None])
+    >>> compared_count("categorical", win), compared_count("numeric", win)
+    (2, 0)
+    """
+    return stats.n if kind == "numeric" else stats.n_categorical
+
+
 def score_feature(
     profile: FeatureProfile,
     stats: FeatureStats,
@@ -441,11 +453,10 @@ def score_feature(
     if profile.kind == "numeric":
         cur_buckets = stats.sketch.buckets()
         counts = stats.sketch.histogram(prepared.edges, cur_buckets)
-        score.count = stats.n
     else:
         kept = [stats.categories.get(c, 0) for c in profile.categories]
         counts = np.array([*kept, stats.n_categorical - sum(kept)], dtype=np.int64)
-        score.count = stats.n_categorical
+    score.count = compared_count(profile.kind, stats)
     if not score.count:
         score.histogram = [0.0] * ref_hist.size
         return score
@@ -499,8 +510,7 @@ def count_feature(profile: FeatureProfile, stats: FeatureStats,
     """
     prepared = reference if reference is not None and reference.profile is profile \
         else PreparedReference.of(profile)
-    count = stats.n if profile.kind == "numeric" else stats.n_categorical
-    return FeatureScore(kind=profile.kind, count=count,
+    return FeatureScore(kind=profile.kind, count=compared_count(profile.kind, stats),
                         reference_histogram=list(prepared.reference_histogram),
                         bin_edges=list(prepared.bin_edges), bin_labels=list(prepared.bin_labels))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from driftline.operators.drift import FeatureScore
+from driftline.operators.drift import FeatureScore, compared_count
 from driftline.operators.scorer import DriftScorer
 from driftline.operators.window_stats import FeatureStats
 from driftline.pipeline.to_rows import drift_score_row, feature_window_row, value_columns
@@ -63,7 +63,7 @@ class UnderFilledRows:
             row = {**window, **self._tails[name]}
             stats = features.get(name)
             if stats is not None:
-                row["count"] = _count(self.scores[name], stats)
+                row["count"] = compared_count(self.scores[name].kind, stats)
             row["drifted_by"] = []  # a list of its own per row, as drift_score_row makes
             rows.append(row)
         return rows
@@ -71,7 +71,7 @@ class UnderFilledRows:
     def prediction_row(self, window: Mapping[str, Any], stats: FeatureStats) -> dict[str, Any]:
         assert self.prediction is not None and self._prediction_tail is not None, "a profile with one"
         row = {**window, **self._prediction_tail}
-        row["count"] = _count(self.prediction, stats)
+        row["count"] = compared_count(self.prediction.kind, stats)
         row["drifted_by"] = []
         return row
 
@@ -80,7 +80,3 @@ def _tail(name: str, score: FeatureScore, reference_id: str, config_hash: str) -
     """The row of ``score`` (count 0, not tested) without the window's columns, in drift_score_row's order."""
     return drift_score_row({}, name, score, False, (), None, reference_id, config_hash)
 
-
-def _count(score: FeatureScore, stats: FeatureStats) -> int:
-    # as count_feature counts: the values a test would compare
-    return stats.n if score.kind == "numeric" else stats.n_categorical
