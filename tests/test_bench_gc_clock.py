@@ -1,0 +1,47 @@
+"""bench/common.py's GcClock: the collector's CPU and collections while installed, none after."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def common() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("common")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_counts_each_generations_collections_and_their_cpu(common: ModuleType,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    clock_now = iter([1.0, 1.25, 2.0, 2.5])  # start/stop of two collections: 0.25 + 0.5 s
+    monkeypatch.setattr(time, "process_time", lambda: next(clock_now))
+    with common.GcClock() as clock:
+        gc.collect(0)
+        gc.collect(2)
+    assert clock.collections == [1, 0, 1]
+    assert clock.cpu_s == pytest.approx(0.75)
+
+
+def test_uninstalled_after_the_block(common: ModuleType) -> None:
+    with common.GcClock() as clock:
+        pass
+    cycle: list[Any] = []
+    cycle.append(cycle)  # garbage only the collector frees
+    del cycle
+    gc.collect()
+    assert clock.collections == [0, 0, 0] and clock.cpu_s == 0.0
+    assert all(getattr(cb, "__self__", None) is not clock for cb in gc.callbacks)
