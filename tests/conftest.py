@@ -12,11 +12,13 @@ embedded path and isolates tests by database name; worker subprocesses get their
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -415,3 +417,17 @@ def shard_feature_split() -> Callable[..., tuple[list[dict[str, Any]], dict[str,
                                                  dict[str, list[Any]] | None]]:
     """The feature-watch tests' split of event maps into a shard's columns: one helper, shared."""
     return _shard_feature_split
+
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench_module() -> Iterator[Callable[[str], ModuleType]]:
+    """Import a bench script as its own runs do (``bench/`` first on ``sys.path``, so its
+    ``common`` and sibling imports resolve), for the test's duration."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(BENCH_DIR))

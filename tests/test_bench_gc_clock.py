@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import gc
-import importlib
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 @pytest.fixture
-def common() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("common")
-    finally:
-        sys.path.remove(str(BENCH))
+def common(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("common")
 
 
 def test_counts_each_generations_collections_and_their_cpu(common: ModuleType,

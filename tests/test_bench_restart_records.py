@@ -4,24 +4,17 @@ everything but which features they carry), and its join settings keep every one 
 from __future__ import annotations
 
 import importlib
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import orjson
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 @pytest.fixture
-def bench_restart() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("bench_restart")
-    finally:
-        sys.path.remove(str(BENCH))
+def bench_restart(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("bench_restart")
 
 
 def test_reused_features_keep_the_simulators_ids_and_event_times(bench_restart: ModuleType,

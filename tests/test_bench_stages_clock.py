@@ -3,24 +3,15 @@ the timer cost each of those calls adds around its own timed interval (which lan
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 @pytest.fixture
-def bench_stages() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("bench_stages")
-    finally:
-        sys.path.remove(str(BENCH))
+def bench_stages(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("bench_stages")
 
 
 @pytest.mark.parametrize("outside", [0.0, 1.0])
