@@ -430,6 +430,46 @@ def test_values_form_of_decoded_batches_is_that_of_their_rows() -> None:
     assert joined_matrices > 10
 
 
+def _blocks_held(part: EventColumns) -> int:
+    """The column blocks a part holds now (through its slots and their dicts), made or not."""
+    import gc
+
+    found = 0
+    for referent in gc.get_referents(part):
+        inner = gc.get_referents(referent) if isinstance(referent, dict) else [referent]
+        found += sum(isinstance(obj, ColumnBlock) for obj in inner)
+    return found
+
+
+def test_parts_of_a_decoded_batch_hold_no_block_per_float_column_until_one_is_read() -> None:
+    """A group taken from a decoded batch, and such groups joined, keep their all-float columns as
+    the matrix alone while a buffer holds, joins and lists them (with many models a shard holds
+    ~100,000 of them, which the cyclic collector scans): only their other columns (here one
+    categorical) and the outputs' three are blocks. Reading ``features`` makes a block per float
+    column, equal to the plain part's."""
+    rng = random.Random(5)
+    names = ["z", "x", "y", "w", "c"]
+    n = 9
+    columns: list[list] = [[rng.gauss(0, 1) for _ in range(n)] for _ in names[:-1]]
+    columns.append([rng.choice("ab") for _ in range(n)])
+    floats = [np.array(c) for c in columns[:-1]] + [None]
+    feats = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    preds = [Prediction(label="1", score=rng.random()) for _ in range(n)]
+    batch = EventColumns.of(feats, preds, [1.0] * n, (names, columns, floats))
+    rows = EventColumns.of(feats, preds, [1.0] * n)
+    parts = [batch.take(np.array([0, 3])), batch.take(np.array([5]))]
+    joined = EventColumns.concat(parts)
+    partial = values_partial([*parts, joined])
+    for part in [*parts, joined]:
+        assert _blocks_held(part) == 1 + 3
+    plain = EventColumns.concat([rows.take(np.array([0, 3])), rows.take(np.array([5]))])
+    assert repr(partial) == repr(values_partial([*parts, plain]))
+    assert sorted(joined.features) == sorted(plain.features)
+    assert _blocks_held(joined) == 1 + 3 + len(names)  # and the features' dict, now made and kept
+    for name in names:
+        assert _column_events([joined.features[name]], name) == _column_events([plain.features[name]], name)
+
+
 def test_a_buffer_of_many_small_appends_joins_them_in_order() -> None:
     """Appends of 0-3 events each (many models: a few of each per batch) are joined as they
     arrive, so the buffer holds a few parts, not one per append; every event's values stay in log

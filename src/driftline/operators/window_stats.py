@@ -437,15 +437,19 @@ def values_partial(parts: Sequence[EventColumns]) -> dict[str, Any]:
     """
     sizes = [part.n for part in parts]
     n = sum(sizes)
-    blocks = [part.features for part in parts]
+    blocks: list[dict[str, ColumnBlock]]
     first = parts[0] if parts else None
     if isinstance(first, _TakenColumns) and all(
             isinstance(part, _TakenColumns) and part.in_matrix == first.in_matrix for part in parts[1:]):
         # every part taken from a decoded batch of one layout: its all-float columns listed by rows,
         # and every event carries every name (no block has a present mask)
-        names = sorted(set().union(*blocks))
-        plain = _matrix_columns(first.in_matrix, [cast("_TakenColumns", part).matrix for part in parts])
+        taken = cast("list[_TakenColumns]", parts)
+        names = sorted(set(first.in_matrix).union(*[part.others for part in taken]))
+        plain = _matrix_columns(first.in_matrix, [part.matrix for part in taken])
+        # the float columns' blocks only where a value is not valid (each column then on its own)
+        blocks = [part.others for part in taken] if plain else [part.features for part in taken]
     else:
+        blocks = [part.features for part in parts]
         # A column every part holds as float64 alone (the decoder's all-float columns: most
         # features) takes no call per block: all such columns' numbers are listed, checked and cut
         # at once.
@@ -919,7 +923,8 @@ class EventColumns:
                 matrix = np.array([floats_of[name] for name in in_matrix], dtype=np.float64)
                 floats_of = dict(zip(in_matrix, matrix, strict=True))
             for name, column in zip(columns[0], columns[1], strict=True):
-                blocks[name] = ColumnBlock.of(column, floats=floats_of.get(name))
+                if matrix is None or name not in floats_of:
+                    blocks[name] = ColumnBlock.of(column, floats=floats_of.get(name))
         elif len(layouts) == 1:  # the common case: every event carries the same names
             names = next(iter(layouts))
             if len(names) == 1:
@@ -944,7 +949,7 @@ class EventColumns:
         if int in set(map(type, labels)):  # integer class labels are categories, not numbers
             labels = [str(v) if type(v) is int else v for v in labels]
         label, value, latency = ColumnBlock.of(labels), ColumnBlock.of(values), ColumnBlock.of(latencies)
-        if matrix is not None:
+        if matrix is not None:  # ``blocks``: the columns not in the matrix
             return _BatchColumns(n, blocks, label, value, latency, matrix, in_matrix)
         return cls(n, blocks, label, value, latency)
 
@@ -972,41 +977,59 @@ class EventColumns:
         Parts taken from decoded batches of one layout (a window buffer's appends with many models)
         join their matrices of all-float columns in one call, not one per column; the events are
         then such a part too (pickled as the same plain columns)."""
-        names = dict.fromkeys(name for part in parts for name in part.features)
         n = sum(part.n for part in parts)
         first = parts[0] if parts else None
-        joined: dict[str, ColumnBlock] = {}
-        matrix: FloatArray | None = None
-        in_matrix: tuple[str, ...] = ()
-        if isinstance(first, _TakenColumns) and first.in_matrix and all(
-                isinstance(part, _TakenColumns) and part.in_matrix == first.in_matrix for part in parts[1:]):
-            in_matrix = first.in_matrix
-            matrix = np.concatenate([cast("_TakenColumns", part).matrix for part in parts], axis=1)
-            joined = dict(zip(in_matrix, map(functools.partial(ColumnBlock, n), matrix), strict=True))
-        features = {name: joined[name] if name in joined else
-                    ColumnBlock.concat([part.features.get(name) or ColumnBlock.absent(part.n)
-                                        for part in parts])
-                    for name in names}
         label = ColumnBlock.concat([part.label for part in parts])
         value = ColumnBlock.concat([part.value for part in parts])
         latency = ColumnBlock.concat([part.latency for part in parts])
-        if matrix is not None:
-            return _TakenColumns(n, features, label, value, latency, matrix, in_matrix)
+        if isinstance(first, _TakenColumns) and all(
+                isinstance(part, _TakenColumns) and part.in_matrix == first.in_matrix for part in parts[1:]):
+            taken = cast("list[_TakenColumns]", parts)
+            matrix = np.concatenate([part.matrix for part in taken], axis=1)
+            others = {name: ColumnBlock.concat([part.others.get(name) or ColumnBlock.absent(part.n)
+                                                for part in taken])
+                      for name in dict.fromkeys(name for part in taken for name in part.others)}
+            return _TakenColumns(n, others, label, value, latency, matrix, first.in_matrix)
+        features = {name: ColumnBlock.concat([part.features.get(name) or ColumnBlock.absent(part.n)
+                                              for part in parts])
+                    for name in dict.fromkeys(name for part in parts for name in part.features)}
         return cls(n, features, label, value, latency)
 
 
 class _TakenColumns(EventColumns):
-    """Events whose all-float columns (``in_matrix``, sorted) are also the rows of one ``matrix``,
-    their blocks' numbers those rows: :func:`values_partial` lists them in one call. Pickled (a
-    buffer in a checkpoint) as the plain :class:`EventColumns` it equals (its ``__reduce__``)."""
+    """Events whose all-float columns (``in_matrix``, sorted) are the rows of one ``matrix``:
+    :func:`values_partial` lists them in one call and :meth:`EventColumns.concat` joins them in one.
+    Their blocks (a row's view each) are made only when ``features`` is read, so a part that a
+    window buffer only holds, joins and lists holds ``others`` (its other columns' blocks) and no
+    object per float column: with many models a shard holds ~100,000 such parts' blocks, which the
+    cyclic collector scanned (docs/scaling.md). Pickled (a buffer in a checkpoint) as the plain
+    :class:`EventColumns` it equals (its ``__reduce__``)."""
 
-    __slots__ = ("in_matrix", "matrix")
+    __slots__ = ("_features", "in_matrix", "matrix", "others")
 
-    def __init__(self, n: int, features: dict[str, ColumnBlock], label: ColumnBlock, value: ColumnBlock,
+    def __init__(self, n: int, others: dict[str, ColumnBlock], label: ColumnBlock, value: ColumnBlock,
                  latency: ColumnBlock, matrix: FloatArray, in_matrix: tuple[str, ...]) -> None:
-        super().__init__(n, features, label, value, latency)
+        # not EventColumns.__init__: its ``features`` slot is shadowed by the property below
+        self.n = n
+        self.label = label
+        self.value = value
+        self.latency = latency
         self.matrix = matrix
         self.in_matrix = in_matrix
+        self.others = others
+        self._features: dict[str, ColumnBlock] | None = None
+
+    @property
+    def features(self) -> dict[str, ColumnBlock]:  # type: ignore[override]  # read-only here
+        """Every column's block by name: the float columns first (``in_matrix``' order), as a
+        decoded batch's take has always listed them (pickled buffers' bytes depend on it)."""
+        features = self._features
+        if features is None:
+            features = dict(zip(self.in_matrix, map(functools.partial(ColumnBlock, self.n), self.matrix),
+                                strict=True))
+            features.update(self.others)
+            self._features = features
+        return features
 
 
 class _BatchColumns(_TakenColumns):
@@ -1026,23 +1049,12 @@ class _BatchColumns(_TakenColumns):
     True
     """
 
-    __slots__ = ("others",)
-
-    def __init__(self, n: int, features: dict[str, ColumnBlock], label: ColumnBlock, value: ColumnBlock,
-                 latency: ColumnBlock, matrix: FloatArray, in_matrix: tuple[str, ...]) -> None:
-        super().__init__(n, features, label, value, latency, matrix, in_matrix)
-        rows = set(in_matrix)
-        self.others = [(name, block) for name, block in features.items() if name not in rows]
+    __slots__ = ()
 
     def take(self, rows: IntArray) -> EventColumns:
-        m = len(rows)
-        gathered = self.matrix.take(rows, axis=1)
-        # a block per row made by C-level iteration; the features' order (floats first) is not read
-        features = dict(zip(self.in_matrix, map(functools.partial(ColumnBlock, m), gathered), strict=True))
-        for name, block in self.others:
-            features[name] = block.take(rows)
-        return _TakenColumns(m, features, self.label.take(rows), self.value.take(rows),
-                             self.latency.take(rows), gathered, self.in_matrix)
+        return _TakenColumns(len(rows), {name: block.take(rows) for name, block in self.others.items()},
+                             self.label.take(rows), self.value.take(rows), self.latency.take(rows),
+                             self.matrix.take(rows, axis=1), self.in_matrix)
 
 
 MERGE_PARTS = 8
