@@ -82,3 +82,22 @@ def test_the_multivariate_watchs_copy_does_not_displace_the_shared_profile() -> 
     reconstruction = profile.model_copy(update={"features": {"__reconstruction__": profile.features["x"]}})
     assert feature_watch.shared_profile(reconstruction) is reconstruction
     assert feature_watch.shared_profile(parses[1]) is shared
+
+
+def test_a_banks_numeric_features_are_kept_out_of_its_checkpoint() -> None:
+    """The bank's numeric feature names, asked for at every held or fed group, are derived once and
+    not pickled: a checkpoint's bank is the same bytes whether they were asked for or not, and a
+    restored bank derives them again."""
+    import pickle
+
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000)
+    watch.add_profile(_profile(3))
+    _reports(watch, _stream(50))
+    bank = watch._models[("m", "1")].bank
+    assert bank is not None
+    untouched = pickle.dumps(bank)
+    assert bank.numeric == ["x", "y"]
+    assert pickle.dumps(bank) == untouched
+    restored = pickle.loads(untouched)
+    assert "numeric" not in vars(restored)
+    assert restored.numeric == ["x", "y"]

@@ -185,6 +185,17 @@ class ProfileMonitors:
     profile: ReferenceProfile
     monitors: dict[str, EpisodeMonitor]
 
+    @functools.cached_property
+    def numeric(self) -> list[str]:
+        """The features whose monitors read numbers, in the monitors' order: asked for at every
+        group of a model's events held or fed (with many models, several times a prediction)."""
+        return [name for name, monitor in self.monitors.items() if monitor.kind == "numeric"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("numeric", None)  # derived: checkpoints hold the monitors only, as before
+        return state
+
 
 _Bank = ProfileMonitors  # its name in checkpoints written before it was public
 
@@ -394,7 +405,7 @@ class FeatureWatch:
             holding = self._held_models()
             holding[key] = since
             self._earliest = min(self._earliest, since)
-        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        numeric = bank.numeric
         others = {name: _raw(features, name, values) for name, monitor in bank.monitors.items()
                   if monitor.kind != "numeric"}
         numbers = _float_features(features, numeric, columns, values)
@@ -551,7 +562,7 @@ class FeatureWatch:
         counted, the same reports and state. ``listed``: every numeric feature's values as a list
         of floats (what ``given``'s columns would list), in place of ``given``."""
         reports = []
-        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        numeric = bank.numeric
         columns = _float_features(features, numeric, given, given_values) if listed is None else {}
         count = len(features)
         every = list(range(count))
@@ -643,7 +654,7 @@ class FeatureWatch:
         given_values: Mapping[str, Sequence[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         reports = []
-        numeric = [name for name, monitor in bank.monitors.items() if monitor.kind == "numeric"]
+        numeric = bank.numeric
         columns = _float_features(features, numeric, given, given_values)
         season = bank.profile.season
         every = np.arange(len(features))
