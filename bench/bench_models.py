@@ -79,9 +79,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from common import START_MS, Figure, GcClock, at_most, bench_settings, print_figures
 
 from driftline.config import Settings
@@ -99,7 +101,7 @@ from driftline.operators.window_stats import (
     values_partial,
 )
 from driftline.pipeline import shard as shard_module
-from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.pipeline.local import InProcessPipeline, LoggedEvent, logged_records
 from driftline.pipeline.records import Partial, WindowKey, decode_model_event, encode_model_event
 from driftline.pipeline.shard import ACCUMULATE_CHUNK
 from driftline.pipeline.to_rows import drift_score_row, feature_window_row, model_drift_row, window_columns
@@ -163,12 +165,37 @@ def _with_room(rows_each: int, models: int) -> int:
     return total
 
 
+KEYS = ("prediction_id", "model_id")
+"""What producers key predictions by (labels are keyed by their prediction id either way)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedEvent:
+    """A simulated event under another Kafka key (see :func:`traffic`)."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    timestamp_ms: int
+
+
+def keyed_by_model(event: LoggedEvent) -> LoggedEvent:
+    """A prediction keyed by its model id, as a producer keying by model would send it (so a
+    model's predictions share one partition); a label as it is."""
+    if event.kind == "labels":
+        return event
+    return KeyedEvent(event.kind, orjson.loads(event.value)["model_id"].encode(), event.value,
+                      event.timestamp_ms)
+
+
 def traffic(specs: list[ModelSpec], n: int, settings: Settings,
-            rate: float = RATE) -> tuple[list[RawRecord], int]:
+            rate: float = RATE, key_by: str = "prediction_id") -> tuple[list[RawRecord], int]:
     """As the topics would hold them: a warm-up of :data:`WARM_EACH` predictions per model (even
     shares, so every shard has built every model's monitors, at :data:`RATE`), then ``n``
     predictions over ``specs`` in their Zipf shares at ``rate`` predictions/s in all, each
-    labelled; (records, records of the warm-up)."""
+    labelled; (records, records of the warm-up). ``key_by`` ``model_id``: the predictions keyed
+    by model (:func:`keyed_by_model`), so each model's are one shard's and re-routed to the shards
+    that join them; the warm-up then builds each model's monitors on its shard only."""
     delay = LabelDelay(median_s=30, max_s=600)
     warm_n = WARM_EACH * len(specs)
     even = [s.model_copy(update={"traffic_share": 1.0}) for s in specs]
@@ -177,7 +204,10 @@ def traffic(specs: list[ModelSpec], n: int, settings: Settings,
     main = Scenario(seed=0, start=START_MS + int(warm_n / RATE * 1000) + delay.max_s * 1000,
                     duration_s=n / rate, rate=rate, models=specs, label_delay=delay, malformed_rate=0.0)
     warm_events = list(generate(warm))
-    records = logged_records([*warm_events, *generate(main)], settings)
+    events: list[LoggedEvent] = [*warm_events, *generate(main)]
+    if key_by == "model_id":
+        events = list(map(keyed_by_model, events))
+    records = logged_records(events, settings)
     return records, len(warm_events)
 
 
@@ -282,6 +312,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=RATE,
                         help="predictions per second over all models, after the warm-up (module docstring)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
+    parser.add_argument("--key-by", choices=KEYS, default="prediction_id",
+                        help="what the many models' predictions are keyed by (module docstring)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--calibrations", type=_directory, default=CALIBRATIONS,
                         help="share the detectors' calibrations across runs here ('none': this process only)")
@@ -304,7 +336,7 @@ def _directory(text: str) -> Path | None:
 
 
 def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
-                rate: float = RATE) -> list[Figure]:
+                rate: float = RATE, key_by: str = "prediction_id") -> list[Figure]:
     ratio = many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"]
     measured_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
     per_model_bytes = (many["pipeline_rss_bytes"] - one["pipeline_rss_bytes"]) / max(models - 1, 1)
@@ -321,6 +353,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
         rss_label = f"(14a) RSS, {TARGET_MODELS:,} models on one worker (extrapolated from {models:,})"
         cost_met = False if cost_met is False else None  # fewer models cost less: only a miss is known
     detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions at {rate:,.0f}/s; "
+              f"predictions keyed by {key_by}; "
               f"{many['monitors']:,} monitors over 4 shards; process RSS {many['rss_bytes'] / 1e9:.2f} GB "
               f"less the events fed ({many['input_rss_bytes'] / 1e9:.2f} GB); the pipeline's own share "
               f"{many['pipeline_rss_bytes'] / 1e9:.2f} GB "
@@ -361,15 +394,18 @@ def _per(run: dict[str, Any]) -> str:
 
 
 def measure(models: int, n: int, training: int = 1000,
-            calibrations: Path | None = CALIBRATIONS, rate: float = RATE) -> list[Figure]:
+            calibrations: Path | None = CALIBRATIONS, rate: float = RATE,
+            key_by: str = "prediction_id") -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
-    None: none)."""
+    None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
+    one model's are keyed by prediction id either way: keyed by its model id they would all be one
+    shard's, the other shards idle and no window closing in process)."""
     settings = bench_settings("127.0.0.1:9", "bm")
     specs = model_specs(models)
     started = time.perf_counter()
     profiles = profiles_of(specs, training, settings)
-    records = traffic(specs, n, settings, rate)
+    records = traffic(specs, n, settings, rate, key_by)
     single = traffic(specs[:1], n, settings, rate)  # one model: as many events, all model 0's
     print(f"{len(profiles)} profiles and {len(records[0]):,} records generated in "
           f"{time.perf_counter() - started:.0f}s", flush=True)
@@ -381,7 +417,7 @@ def measure(models: int, n: int, training: int = 1000,
         del records, single
         one = run_in_child("one", data, calibrations)
         many = run_in_child("many", data, calibrations)
-    return figures_for(models, n, one, many, rate)
+    return figures_for(models, n, one, many, rate, key_by)
 
 
 def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
@@ -607,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_values_ab(args.models if args.models != TARGET_MODELS else 50,
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
-    figures = measure(args.models, args.n, args.training, args.calibrations, args.rate)
+    figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))
