@@ -165,6 +165,8 @@ def _with_room(rows_each: int, models: int) -> int:
     return total
 
 
+PARTITIONS = bench_settings("127.0.0.1:9", "bm").topics.partitions
+"""The default predictions and labels partitions (4): stage-1 shards on the one worker."""
 KEYS = ("prediction_id", "model_id")
 """What producers key predictions by (labels are keyed by their prediction id either way)."""
 
@@ -205,6 +207,8 @@ def traffic(specs: list[ModelSpec], n: int, settings: Settings,
                     duration_s=n / rate, rate=rate, models=specs, label_delay=delay, malformed_rate=0.0)
     warm_events = list(generate(warm))
     events: list[LoggedEvent] = [*warm_events, *generate(main)]
+    if key_by not in KEYS:
+        raise ValueError(f"key_by is {key_by!r}, not one of {KEYS}")
     if key_by == "model_id":
         events = list(map(keyed_by_model, events))
     records = logged_records(events, settings)
@@ -275,7 +279,12 @@ def _sink(pipeline: InProcessPipeline) -> int:
     return written
 
 
-def child(which: str, data: Path, calibrations: Path | None) -> None:
+def settings_for(partitions: int) -> Settings:
+    """The bench's settings with ``partitions`` predictions and labels partitions (stage-1 shards)."""
+    return bench_settings("127.0.0.1:9", "bm", topics={"partitions": partitions})
+
+
+def child(which: str, data: Path, calibrations: Path | None, partitions: int) -> None:
     """One run in this fresh process (its RSS is the run's alone): prints its figures as JSON.
 
     ``input_rss_bytes`` is what loading the events and profiles added (a worker does not hold them)."""
@@ -285,7 +294,7 @@ def child(which: str, data: Path, calibrations: Path | None) -> None:
     gc.collect()
     loaded = rss_bytes()
     shared_before = _calibrations_shared(calibrations)
-    result = run(bench_settings("127.0.0.1:9", "bm"), profiles, records, warm)
+    result = run(settings_for(partitions), profiles, records, warm)
     result["input_rss_bytes"] = loaded - start
     result["calibrations_found"] = shared_before  # banks' thresholds earlier runs left in the directory
     result["calibrations_added"] = _calibrations_shared(calibrations) - shared_before
@@ -296,8 +305,9 @@ def _calibrations_shared(directory: Path | None) -> int:
     return sum(1 for _ in directory.glob("*.f8")) if directory is not None and directory.is_dir() else 0
 
 
-def run_in_child(which: str, data: Path, calibrations: Path | None) -> dict[str, Any]:
-    shared = ["--calibrations", str(calibrations) if calibrations is not None else "none"]
+def run_in_child(which: str, data: Path, calibrations: Path | None, partitions: int) -> dict[str, Any]:
+    shared = ["--calibrations", str(calibrations) if calibrations is not None else "none",
+              "--partitions", str(partitions)]
     out = subprocess.run([sys.executable, __file__, *shared, "--child", which, str(data)], check=True,
                          capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -314,6 +324,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
     parser.add_argument("--key-by", choices=KEYS, default="prediction_id",
                         help="what the many models' predictions are keyed by (module docstring)")
+    parser.add_argument("--partitions", type=int, default=PARTITIONS,
+                        help="predictions and labels partitions, so stage-1 shards (both runs)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--calibrations", type=_directory, default=CALIBRATIONS,
                         help="share the detectors' calibrations across runs here ('none': this process only)")
@@ -336,7 +348,8 @@ def _directory(text: str) -> Path | None:
 
 
 def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
-                rate: float = RATE, key_by: str = "prediction_id") -> list[Figure]:
+                rate: float = RATE, key_by: str = "prediction_id",
+                partitions: int = PARTITIONS) -> list[Figure]:
     ratio = many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"]
     measured_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
     per_model_bytes = (many["pipeline_rss_bytes"] - one["pipeline_rss_bytes"]) / max(models - 1, 1)
@@ -354,7 +367,8 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
         cost_met = False if cost_met is False else None  # fewer models cost less: only a miss is known
     detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions at {rate:,.0f}/s; "
               f"predictions keyed by {key_by}; "
-              f"{many['monitors']:,} monitors over 4 shards; process RSS {many['rss_bytes'] / 1e9:.2f} GB "
+              f"{many['monitors']:,} monitors over {partitions} shards; "
+              f"process RSS {many['rss_bytes'] / 1e9:.2f} GB "
               f"less the events fed ({many['input_rss_bytes'] / 1e9:.2f} GB); the pipeline's own share "
               f"{many['pipeline_rss_bytes'] / 1e9:.2f} GB "
               f"(one model: {one['pipeline_rss_bytes'] / 1e6:.0f} MB), {per_model_bytes / 1e6:.2f} MB per "
@@ -395,13 +409,14 @@ def _per(run: dict[str, Any]) -> str:
 
 def measure(models: int, n: int, training: int = 1000,
             calibrations: Path | None = CALIBRATIONS, rate: float = RATE,
-            key_by: str = "prediction_id") -> list[Figure]:
+            key_by: str = "prediction_id", partitions: int = PARTITIONS) -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
     None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
     one model's are keyed by prediction id either way: keyed by its model id they would all be one
-    shard's, the other shards idle and no window closing in process)."""
-    settings = bench_settings("127.0.0.1:9", "bm")
+    shard's, the other shards idle and no window closing in process); ``partitions``: the
+    predictions and labels partitions, so stage-1 shards, of both runs."""
+    settings = settings_for(partitions)
     specs = model_specs(models)
     started = time.perf_counter()
     profiles = profiles_of(specs, training, settings)
@@ -415,9 +430,9 @@ def measure(models: int, n: int, training: int = 1000,
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
         del records, single
-        one = run_in_child("one", data, calibrations)
-        many = run_in_child("many", data, calibrations)
-    return figures_for(models, n, one, many, rate, key_by)
+        one = run_in_child("one", data, calibrations, partitions)
+        many = run_in_child("many", data, calibrations, partitions)
+    return figures_for(models, n, one, many, rate, key_by, partitions)
 
 
 def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
@@ -633,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     calibration.share_calibrations(args.calibrations)
     if args.child:
-        child(args.child[0], Path(args.child[1]), args.calibrations)
+        child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions)
         return 0
     if args.under_filled:
         measure_under_filled(args.n if args.n != 200_000 else 300)
@@ -643,7 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_values_ab(args.models if args.models != TARGET_MODELS else 50,
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
-    figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by)
+    figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by,
+                      args.partitions)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))

@@ -25,7 +25,7 @@ def _tables(settings: Settings, profiles: list, records: list) -> dict[str, Coun
     for i in range(0, len(records), batch):
         pipeline.feed(records[i: i + batch])
     # keyed by model, 3 models leave a partition without predictions: its watermark would hold every
-    # window open, so the input's end closes them (as a worker's silence timer would)
+    # window open, so the input's end closes them (as a worker's idle-partition timer would)
     pipeline.finish(max(r.timestamp_ms for r in records) + 7_200_000)
     outcomes = Counter((r["model_id"], r["prediction_id"], r["label"]) for r in pipeline.rows["outcomes"])
     counts = Counter((r["model_id"], r["window_start"], r["window_size_s"], r["feature"], r["count"])
