@@ -10,11 +10,13 @@ model's traffic (time-driven), against the rest (event-driven):
 - stage 1's window closes (partials made and sent);
 - the grid line's flush of held events (``FeatureWatch.flush_due``).
 
-    .venv/bin/python bench/bench_models_profile.py [--models 1000] [--n 30000] [--rate 100] [--top 0]
+    .venv/bin/python bench/bench_models_profile.py [--models 1000] [--n 30000] [--rate 100] [--top 0] [--young 0]
 
 The time-driven parts' share per prediction falls as the rate rises (their work is paid per second
 of event time); ``--top N`` also lists the N functions with the most CPU of their own, to find
-what the event-driven rest spends.
+what the event-driven rest spends. ``--young N`` runs the same traffic without the profiler and
+prints, at each of the first N generation-0 collections after the warm-up, how many tracked objects
+the collector found young, by type: the state it scans (docs/scaling.md, the collector's part).
 
 Shares under cProfile, not absolute costs (the profiler adds a fixed cost per call); the
 calibrations are read from bench_models' cache directory (a first run calibrates, ~0.8 CPU-s a
@@ -25,9 +27,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import time
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import bench_models as bm
 from common import bench_settings
@@ -47,12 +52,34 @@ TIME_DRIVEN = ("stage 2: windows and outcomes (ModelProcessor.process)",
                "stage 1: grid line's flush of held events (flush_due)")
 
 
+class YoungCensus:
+    """While installed (``with``), counts the young tracked objects by type at each of the first
+    ``collections`` generation-0 collections (``gc.callbacks``; each census walks generation 0)."""
+
+    def __init__(self, collections: int) -> None:
+        self.collections = collections
+        self.counts: list[Counter[str]] = []
+
+    def __enter__(self) -> YoungCensus:
+        gc.callbacks.append(self._on_collection)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_collection)
+
+    def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 0 and len(self.counts) < self.collections:
+            self.counts.append(Counter(type(obj).__name__ for obj in gc.get_objects(0)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--n", type=int, default=30_000, help="Zipf predictions after the warm-up")
     parser.add_argument("--rate", type=float, default=bm.RATE, help="predictions per second over all models")
     parser.add_argument("--top", type=int, default=0, help="also list the N functions with most own CPU")
+    parser.add_argument("--young", type=int, default=0,
+                        help="no profile: the young objects by type at the first N gen-0 collections")
     args = parser.parse_args(argv)
     calibration.share_calibrations(bm.CALIBRATIONS)
     settings = bench_settings("127.0.0.1:9", "bm")
@@ -65,6 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i in range(0, warm, batch):
         pipeline.feed(records[i: min(i + batch, warm)])
         pipeline.rows.clear()  # a worker's sink writes them
+    if args.young:
+        with YoungCensus(args.young) as census:
+            for i in range(warm, len(records), batch):
+                pipeline.feed(records[i: i + batch])
+                pipeline.rows.clear()
+        if not census.counts:
+            print("no generation-0 collection after the warm-up (raise --n or --models)")
+        for k, counts in enumerate(census.counts):
+            print(f"generation-0 collection {k + 1} after the warm-up: {sum(counts.values()):,} young "
+                  "tracked objects; " + ", ".join(f"{name} {c:,}" for name, c in counts.most_common(12)))
+        return 0
     profiler = cProfile.Profile()
     cpu = time.process_time()
     profiler.enable()
