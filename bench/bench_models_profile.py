@@ -10,7 +10,8 @@ model's traffic (time-driven), against the rest (event-driven):
 - stage 1's window closes (partials made and sent);
 - the grid line's flush of held events (``FeatureWatch.flush_due``).
 
-    .venv/bin/python bench/bench_models_profile.py [--models 1000] [--n 30000] [--rate 100] [--top 0] [--young 0]
+    .venv/bin/python bench/bench_models_profile.py [--models 1000] [--n 30000] [--rate 100] [--top 0]
+        [--young 0]
 
 The time-driven parts' share per prediction falls as the rate rises (their work is paid per second
 of event time); ``--top N`` also lists the N functions with the most CPU of their own, to find
