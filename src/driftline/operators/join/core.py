@@ -150,6 +150,11 @@ from driftline.operators.join.spill import _stub_records
 from driftline.operators.join.table import _BUCKET_MS, _LOAD, _MIN_GROUPS
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
 
+try:  # the hot paths in C (_native.c), built where a compiler was at install; else Python alone
+    from driftline.operators.join import _native
+except ImportError:  # pragma: no cover - an install without the extension
+    _native = None  # type: ignore[assignment]
+
 _NEVER = -(2**62)
 _OUTCOMES_AT_ONCE = 64
 """Joined labels whose outcomes :meth:`LabelJoin.on_labels` makes at once, while the records they read
@@ -463,10 +468,56 @@ class LabelJoin(TrackedTable):
         >>> join.held_count
         1
         """
-        label = self._label
         joined: list[_Joined] = []
         outcomes: list[JoinedOutcome] = []
         keys = _id_keys(prediction_ids)
+        crcs = list(map(zlib.crc32, keys))
+        count = len(keys)
+        if not len(timestamps) == len(labels) == len(model_ids) == len(digests) == len(sources) == count:
+            raise ValueError("on_labels: a value per label in every column")
+        if _native is None:
+            self._close_labels(0, count, prediction_ids, keys, crcs, timestamps, labels, model_ids, digests,
+                               sources, rerouted, joined, outcomes)
+            return outcomes + _outcomes(joined, self._ctx, self._shapes)
+        # The common case in C (_native.c) until a label of another case, which the Python loop
+        # handles alone; the same steps, byte for byte, in the same order.
+        pids, stamps, values = list(prediction_ids), list(timestamps), list(labels)
+        digest_list = list(digests)
+        i = 0
+        while i < count:
+            if len(joined) == _OUTCOMES_AT_ONCE:
+                outcomes += _outcomes(joined, self._ctx, self._shapes)
+                joined = []
+            i, closed = _native.close_pending(
+                self._groups, keys, crcs, stamps, digest_list, pids, values, i, count,
+                _OUTCOMES_AT_ONCE - len(joined), self._low - 1, self._split, self.horizon_ms, self._added,
+                self._store is not None, rerouted, joined, self._closings)
+            self._pending -= closed
+            if i < count and len(joined) < _OUTCOMES_AT_ONCE:
+                self._close_labels(i, i + 1, pids, keys, crcs, stamps, values, model_ids, digest_list,
+                                   sources, rerouted, joined, outcomes)
+                i += 1
+        return outcomes + _outcomes(joined, self._ctx, self._shapes)
+
+    def _close_labels(
+        self,
+        start: int,
+        stop: int,
+        prediction_ids: Sequence[str],
+        keys: list[bytes],
+        crcs: list[int],
+        timestamps: Sequence[int],
+        labels: Sequence[bool | int | float | str],
+        model_ids: Sequence[str | None],
+        digests: Sequence[bytes],
+        sources: Sequence[Any],
+        rerouted: bool,
+        joined: list[_Joined],
+        outcomes: list[JoinedOutcome],
+    ) -> None:
+        """:meth:`on_labels` of the labels ``start`` to ``stop`` in Python: joined records added to
+        ``joined``, whose outcomes are made into ``outcomes`` each :data:`_OUTCOMES_AT_ONCE`."""
+        label = self._label
         # A label that joins a pending record, the common case, is handled here (as _label does,
         # inline, with the closed record spliced from the pending one's bytes); any other goes
         # through _label, which walks its group again.
@@ -474,12 +525,12 @@ class LabelJoin(TrackedTable):
         low, split = self._low - 1, self._split
         high = 2 * low + 1
         unpack_head, unpack_ts, joined_heads = _HEAD.unpack_from, _TS.unpack_from, _JOINED_HEADS
-        for pid, key, crc, ts, value, model_id, digest, source in zip(
-                prediction_ids, keys, map(zlib.crc32, keys), timestamps, labels, model_ids, digests, sources,
-                strict=True):
+        for i in range(start, stop):
+            pid, key, crc, ts = prediction_ids[i], keys[i], crcs[i], timestamps[i]
+            value, model_id, digest, source = labels[i], model_ids[i], digests[i], sources[i]
             if len(joined) == _OUTCOMES_AT_ONCE:  # made while the records read are in the CPU's cache
                 outcomes += _outcomes(joined, self._ctx, self._shapes)
-                joined = []
+                joined.clear()
             gid = crc & low  # self._gid(crc), inline
             if gid < split:
                 gid = crc & high
@@ -520,7 +571,6 @@ class LabelJoin(TrackedTable):
                 joined.append((pid, record, at, len(record), ts, value, rerouted))
             else:
                 joined.append((pid, group, pos + at, end, ts, value, rerouted))
-        return outcomes + _outcomes(joined, self._ctx, self._shapes)
 
     def _label(
         self,

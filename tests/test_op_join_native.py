@@ -1,0 +1,173 @@
+"""The join's C fast path (``driftline.operators.join._native``) against the Python loop it stands in
+for: the same outcomes, records, closings, counters and reports, byte for byte, on random logs
+(UUID and text ids, ids reused, labels before, inside and beyond their interval, duplicates and
+held labels), with and without change tracking, with pending payloads spilled to disk, and in
+batches longer than one chunk of outcomes."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from driftline.operators.join import LabelJoin, core, payload_digest
+from driftline.schemas.events import Prediction
+
+HORIZON = 5_000
+IDS = [f"p{i}" for i in range(6)] + [str(uuid.UUID(int=i * 7919 + 1)) for i in range(6)]
+
+
+@contextmanager
+def python_only() -> Iterator[None]:
+    """The join without its C fast path, as an install without a compiler runs it."""
+    saved, core._native = core._native, None
+    try:
+        yield
+    finally:
+        core._native = saved
+
+
+def test_the_fast_path_is_built_where_a_compiler_is() -> None:
+    """`make install` builds the extension (pyproject's ext-modules); CI has gcc, so a build that
+    silently failed would leave the join on its slow path: this catches it."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the join runs in Python alone")
+    assert core._native is not None
+
+
+OUTPUTS = [Prediction(label="a"), Prediction(label="b", score=0.25), Prediction(value=1.5),
+           Prediction(score=0.75)]
+CONTEXTS = [("m", "1", ""), ("m", "2", "region=eu"), ("n", "1", "")]
+# (kind, id, time, output or label, feature or rerouted, context)
+predictions = st.tuples(st.just("prediction"), st.sampled_from(IDS), st.integers(0, 20_000),
+                        st.sampled_from(OUTPUTS), st.floats(-5, 5), st.sampled_from(CONTEXTS))
+labels = st.tuples(st.just("label"), st.sampled_from([*IDS, "q"]), st.integers(0, 20_000),
+                   st.sampled_from(["a", "b", 1, 2.5]), st.booleans(), st.none())
+
+
+def _run(log: list[tuple[Any, ...]], cut: int, track: bool, spill_dir: Path | None) -> tuple[Any, ...]:
+    """Everything a join tells of feeding ``log`` in runs of one kind (at most ``cut`` events)."""
+    join = LabelJoin(HORIZON, 1_000, 1_000)
+    if spill_dir is not None:
+        join.set_memory_budget(1, spill_dir)  # every new payload goes to the store
+    if track:
+        join.track_changes()
+    told: list[Any] = []
+    runs: list[list[tuple[Any, ...]]] = []
+    for item in log:
+        if not runs or runs[-1][0][0] != item[0] or len(runs[-1]) >= cut:
+            runs.append([])
+        runs[-1].append(item)
+    for n, run in enumerate(runs):
+        ids, times = [e[1] for e in run], [e[2] for e in run]
+        digests = [payload_digest(b"%d/%d" % (n, i)) for i in range(len(run))]
+        sources = [(n, i) for i in range(len(run))]
+        if run[0][0] == "prediction":
+            told.append(join.on_predictions(
+                ids, times, [e[5] for e in run], [e[3] for e in run],
+                [{"x": e[4]} for e in run], digests, sources))
+        else:
+            told.append(join.on_labels(ids, times, [e[3] for e in run], [None] * len(run), digests,
+                                       sources, rerouted=run[0][4]))
+        if n % 3 == 2 and track:
+            told.append(join.take_changes())
+    if spill_dir is not None:
+        told.append(join.spilled_count)
+    told += [join.advance(25_000, 25_000), join.take_duplicates(), join.take_orphans(), dict(join.counters),
+             join.pending_count, join.held_count]
+    if spill_dir is None:
+        told.append(pickle.dumps(join))
+    else:
+        told.append(list(join._groups))  # stubs of spilled records: the same references either way
+    return tuple(told)
+
+
+@settings(max_examples=150, deadline=None)
+@given(log=st.lists(st.one_of(predictions, labels), max_size=120), cut=st.sampled_from([3, 70, 200]),
+       track=st.booleans())
+def test_the_fast_path_leaves_what_the_python_loop_leaves(log: list[tuple[Any, ...]], cut: int,
+                                                           track: bool) -> None:
+    fast = _run(log, cut, track, None)
+    with python_only():
+        slow = _run(log, cut, track, None)
+    assert fast == slow
+
+
+@settings(max_examples=25, deadline=None)
+@given(log=st.lists(st.one_of(predictions, labels), min_size=20, max_size=80))
+def test_spilled_records_join_as_in_the_python_loop(log: list[tuple[Any, ...]],
+                                                     tmp_path_factory: Any) -> None:
+    """A spilled record's payload is read back from the store: C leaves that label to Python."""
+    fast = _run(log, 200, False, tmp_path_factory.mktemp("fast"))
+    with python_only():
+        slow = _run(log, 200, False, tmp_path_factory.mktemp("slow"))
+    assert fast == slow
+
+
+def test_a_batch_of_many_joins_in_chunks_gives_every_outcome_in_order() -> None:
+    """More joining labels than one chunk of outcomes (``_OUTCOMES_AT_ONCE``), every 5th held, the
+    last 200 duplicates: the C path stops at each chunk's end and at each other case, and resumes after."""
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(500)]
+    log: list[tuple[Any, ...]] = [("prediction", pid, 1_000 + i, OUTPUTS[i % 4], float(i), CONTEXTS[i % 3])
+                                  for i, pid in enumerate(ids)]
+    log += [("label", ids[i % 500] if i % 5 else f"q{i}", 2_000 + i, "a", False, None) for i in range(700)]
+    fast = _run(log, 1_000, True, None)
+    with python_only():
+        slow = _run(log, 1_000, True, None)
+    assert fast == slow
+    # every prediction with a label joined once (by its first), in label order; the later ones duplicates
+    assert [o.prediction_id for o in fast[1]] == [ids[i] for i in range(500) if i % 5]
+    assert fast[-4]["duplicate_labels"] == 160
+
+
+def test_the_fast_path_takes_lists_only() -> None:
+    if core._native is None:
+        pytest.skip("no C fast path in this install")
+    with pytest.raises(TypeError, match="keys must be a list"):
+        core._native.close_pending([b""], (b"k",), [0], [0], [bytes(8)], ["p"], ["a"], 0, 1, 64, 0, 0,
+                                   HORIZON, None, False, False, [], [])
+
+
+def test_labels_at_the_edges_of_the_interval_join_as_in_the_python_loop() -> None:
+    """A label at its prediction's time and one at exactly the horizon join; one a millisecond
+    before or past it does not (held, then counted)."""
+    log: list[tuple[Any, ...]] = [("prediction", pid, 1_000, OUTPUTS[0], 0.5, CONTEXTS[0]) for pid in IDS[:4]]
+    log += [("label", IDS[0], 1_000, "a", False, None), ("label", IDS[1], 1_000 + HORIZON, "a", False, None),
+            ("label", IDS[2], 999, "a", False, None), ("label", IDS[3], 1_001 + HORIZON, "a", False, None)]
+    fast = _run(log, 100, False, None)
+    with python_only():
+        slow = _run(log, 100, False, None)
+    assert fast == slow
+    assert [o.prediction_id for o in fast[1]] == IDS[:2]
+
+
+def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels that close pending records, at their prediction's time up to the horizon: C handles
+    every one (a fallback would give the same results, only slower, so results alone cannot tell)."""
+    if core._native is None:
+        pytest.skip("no C fast path in this install")
+    fallbacks: list[int] = []
+    close_labels = LabelJoin._close_labels
+    monkeypatch.setattr(LabelJoin, "_close_labels",
+                        lambda self, start, stop, *rest: fallbacks.append(stop - start) or close_labels(
+                            self, start, stop, *rest))
+    join = LabelJoin(HORIZON, 1_000, 1_000)
+    join.track_changes()
+    ids = [str(uuid.UUID(int=i + 1)) if i % 2 else f"text-{i}" for i in range(300)]
+    join.on_predictions(ids, [1_000] * 300, [CONTEXTS[i % 3] for i in range(300)],
+                        [OUTPUTS[i % 4] for i in range(300)], [{"x": float(i)} for i in range(300)],
+                        [payload_digest(b"%d" % i) for i in range(300)], [None] * 300)
+    join.reset_changes()  # so that each closing is noted for the next delta
+    times = [1_000 + HORIZON * i // 299 for i in range(300)]
+    outcomes = join.on_labels(ids, times, ["a"] * 300, [None] * 300,
+                              [payload_digest(b"l%d" % i) for i in range(300)], [None] * 300)
+    assert len(outcomes) == 300 and fallbacks == []
+    assert len(join.take_changes().closings) > 0
