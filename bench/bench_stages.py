@@ -77,7 +77,7 @@ its records from the float columns) beside the same run reading a dict per event
 before), alternating rounds of one process, per stage and un-instrumented, outputs digested.
 
     .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline DIR]
-        [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding] [--eager-outputs]
+        [--join-only] [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding] [--eager-outputs]
         [--feature-rows]
 """
 
@@ -744,6 +744,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--join-baseline", type=Path, default=None,
                         help="another revision's operators/join package (its directory; or a one-file "
                              "join.py of before the package): its replayed calls beside this one's")
+    parser.add_argument("--join-only", action="store_true",
+                        help="the join's replayed calls (12b) alone (with --join-baseline: an A/B of a join "
+                             "change)")
     parser.add_argument("--shard-baseline", type=Path, default=None,
                         help="another revision's pipeline/shard.py: stage 1 on it beside this one's (12c)")
     parser.add_argument("--outcome-encoding", action="store_true",
@@ -779,6 +782,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         compared = measure_shard_baseline(args.n, args.rounds, args.shard_baseline, args.local_baseline)
         print_figures([compared], "around the operators, A/B")
         return 0 if compared.extra["identical"] else 1
+    if args.join_only:
+        alone = measure_join(args.n, args.rounds, args.join_baseline)
+        print_figures([alone], "join alone")
+        return 0 if alone.extra.get("identical", True) else 1
     figure = measure(args.n, rounds=args.rounds)
     print_figures([figure], "per-stage breakdown")
     row, col = figure.extra["row_us_per_event"], figure.extra["us_per_event"]

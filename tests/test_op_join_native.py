@@ -1,5 +1,6 @@
-"""The join's C fast path (``driftline.operators.join._native``) against the Python loop it stands in
-for: the same outcomes, records, closings, counters and reports, byte for byte, on random logs
+"""The join's C fast paths (``driftline.operators.join._native``: labels that close pending records,
+new predictions of a batch's layout) against the Python loops they stand in for: the same outcomes,
+records, closings, counters and reports, byte for byte, on random logs
 (UUID and text ids, ids reused, labels before, inside and beyond their interval, duplicates and
 held labels), with and without change tracking, with pending payloads spilled to disk, and in
 batches longer than one chunk of outcomes."""
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,15 +49,19 @@ OUTPUTS = [Prediction(label="a"), Prediction(label="b", score=0.25), Prediction(
            Prediction(score=0.75)]
 CONTEXTS = [("m", "1", ""), ("m", "2", "region=eu"), ("n", "1", "")]
 # (kind, id, time, output or label, feature or rerouted, context)
-predictions = st.tuples(st.just("prediction"), st.sampled_from(IDS), st.integers(0, 20_000),
+predictions = st.tuples(st.just("prediction"), st.sampled_from(IDS), st.integers(-3_000, 20_000),
                         st.sampled_from(OUTPUTS), st.floats(-5, 5), st.sampled_from(CONTEXTS))
-labels = st.tuples(st.just("label"), st.sampled_from([*IDS, "q"]), st.integers(0, 20_000),
+labels = st.tuples(st.just("label"), st.sampled_from([*IDS, "q"]), st.integers(-3_000, 20_000),
                    st.sampled_from(["a", "b", 1, 2.5]), st.booleans(), st.none())
 
 
-def _run(log: list[tuple[Any, ...]], cut: int, track: bool, spill_dir: Path | None) -> tuple[Any, ...]:
-    """Everything a join tells of feeding ``log`` in runs of one kind (at most ``cut`` events)."""
-    join = LabelJoin(HORIZON, 1_000, 1_000)
+def _run(log: list[tuple[Any, ...]], cut: int, track: bool, spill_dir: Path | None,
+         bound: int = 1_000) -> tuple[Any, ...]:
+    """Everything a join tells of feeding ``log`` in runs of one kind (at most ``cut`` events), with
+    at most ``bound`` pending predictions and held labels: per run, what the call returned, what the
+    next advance returned and the table's layout (so a first run of predictions, then one of labels:
+    the labels' outcomes at [3]); then the reports, counters and state at the end."""
+    join = LabelJoin(HORIZON, bound, bound)
     if spill_dir is not None:
         join.set_memory_budget(1, spill_dir)  # every new payload goes to the store
     if track:
@@ -66,17 +72,28 @@ def _run(log: list[tuple[Any, ...]], cut: int, track: bool, spill_dir: Path | No
         if not runs or runs[-1][0][0] != item[0] or len(runs[-1]) >= cut:
             runs.append([])
         runs[-1].append(item)
+    marks = {"prediction": -(2**40), "label": -(2**40)}
     for n, run in enumerate(runs):
         ids, times = [e[1] for e in run], [e[2] for e in run]
         digests = [payload_digest(b"%d/%d" % (n, i)) for i in range(len(run))]
         sources = [(n, i) for i in range(len(run))]
         if run[0][0] == "prediction":
+            xs = [e[4] for e in run]
+            cs = ["u" if x > 0 else "v" for x in xs]
             told.append(join.on_predictions(
                 ids, times, [e[5] for e in run], [e[3] for e in run],
-                [{"x": e[4]} for e in run], digests, sources))
+                [{"x": x, "c": c} for x, c in zip(xs, cs, strict=True)], digests, sources,
+                rerouted=n % 2 == 1, columns=(("x", "c"), [xs, cs], [np.array(xs), None])))
         else:
             told.append(join.on_labels(ids, times, [e[3] for e in run], [None] * len(run), digests,
                                        sources, rerouted=run[0][4]))
+        # watermarks as a shard's (a second behind each topic's newest time): expiries, predictions
+        # already past the labels' watermark, and ids forgotten while the log goes on
+        marks[run[0][0]] = max(marks[run[0][0]], max(times) - 1_000)
+        told.append(join.advance(marks["prediction"], marks["label"]))
+        # the table as it is laid out (a pickle holds the records, not how they are grouped); spilled
+        # records' stubs hold the same references either way
+        told.append((tuple(join._groups), join._low, join._split))
         if n % 3 == 2 and track:
             told.append(join.take_changes())
     if spill_dir is not None:
@@ -85,19 +102,18 @@ def _run(log: list[tuple[Any, ...]], cut: int, track: bool, spill_dir: Path | No
              join.pending_count, join.held_count]
     if spill_dir is None:
         told.append(pickle.dumps(join))
-    else:
-        told.append(list(join._groups))  # stubs of spilled records: the same references either way
     return tuple(told)
 
 
 @settings(max_examples=150, deadline=None)
 @given(log=st.lists(st.one_of(predictions, labels), max_size=120), cut=st.sampled_from([3, 70, 200]),
-       track=st.booleans())
+       track=st.booleans(), bound=st.sampled_from([4, 1_000]))
 def test_the_fast_path_leaves_what_the_python_loop_leaves(log: list[tuple[Any, ...]], cut: int,
-                                                           track: bool) -> None:
-    fast = _run(log, cut, track, None)
+                                                           track: bool, bound: int) -> None:
+    """Times from before the epoch (seconds of the time index floored) up; ``bound`` 4: evictions."""
+    fast = _run(log, cut, track, None, bound)
     with python_only():
-        slow = _run(log, cut, track, None)
+        slow = _run(log, cut, track, None, bound)
     assert fast == slow
 
 
@@ -114,18 +130,21 @@ def test_spilled_records_join_as_in_the_python_loop(log: list[tuple[Any, ...]],
 
 def test_a_batch_of_many_joins_in_chunks_gives_every_outcome_in_order() -> None:
     """More joining labels than one chunk of outcomes (``_OUTCOMES_AT_ONCE``), every 5th held, the
-    last 200 duplicates: the C path stops at each chunk's end and at each other case, and resumes after."""
-    ids = [str(uuid.UUID(int=i + 1)) for i in range(500)]
+    last 300 duplicates: the C path stops at each chunk's end and at each other case, and resumes
+    after. 1,200 predictions: the table splits past its first doubling (64 groups to 128 and on)."""
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(1_200)]
     log: list[tuple[Any, ...]] = [("prediction", pid, 1_000 + i, OUTPUTS[i % 4], float(i), CONTEXTS[i % 3])
                                   for i, pid in enumerate(ids)]
-    log += [("label", ids[i % 500] if i % 5 else f"q{i}", 2_000 + i, "a", False, None) for i in range(700)]
-    fast = _run(log, 1_000, True, None)
+    log += [("label", ids[i % 1_200] if i % 5 else f"q{i}", 2_300 + i, "a", False, None)
+            for i in range(1_500)]
+    fast = _run(log, 2_000, True, None, bound=2_000)
     with python_only():
-        slow = _run(log, 1_000, True, None)
+        slow = _run(log, 2_000, True, None, bound=2_000)
     assert fast == slow
     # every prediction with a label joined once (by its first), in label order; the later ones duplicates
-    assert [o.prediction_id for o in fast[1]] == [ids[i] for i in range(500) if i % 5]
-    assert fast[-4]["duplicate_labels"] == 160
+    assert [o.prediction_id for o in fast[3]] == [ids[i] for i in range(1_200) if i % 5]
+    counters = next(told for told in fast if isinstance(told, dict))
+    assert counters["duplicate_labels"] == 240
 
 
 def test_the_fast_path_takes_lists_only() -> None:
@@ -146,7 +165,7 @@ def test_labels_at_the_edges_of_the_interval_join_as_in_the_python_loop() -> Non
     with python_only():
         slow = _run(log, 100, False, None)
     assert fast == slow
-    assert [o.prediction_id for o in fast[1]] == IDS[:2]
+    assert [o.prediction_id for o in fast[3]] == IDS[:2]
 
 
 def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +190,25 @@ def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPa
                               [payload_digest(b"l%d" % i) for i in range(300)], [None] * 300)
     assert len(outcomes) == 300 and fallbacks == []
     assert len(join.take_changes().closings) > 0
+
+
+def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of new ids in one feature layout and one second of event time: after the first of
+    each context (which interns the layout and the context in Python), C adds every one, splitting
+    the table as it grows."""
+    if core._native is None:
+        pytest.skip("no C fast path in this install")
+    fallbacks: list[int] = []
+    add_predictions = LabelJoin._add_predictions
+    monkeypatch.setattr(LabelJoin, "_add_predictions",
+                        lambda self, start, stop, *rest: fallbacks.append(start) or add_predictions(
+                            self, start, stop, *rest))
+    join = LabelJoin(HORIZON, 1_000, 1_000)
+    ids = [str(uuid.UUID(int=i + 1)) if i % 2 else f"text-{i}" for i in range(300)]
+    xs = [float(i) for i in range(300)]
+    groups_before = len(join._groups)
+    join.on_predictions(ids, [1_000] * 300, [CONTEXTS[i % 3] for i in range(300)],
+                        [OUTPUTS[i % 4] for i in range(300)], [{"x": x} for x in xs],
+                        [payload_digest(b"%d" % i) for i in range(300)], [None] * 300,
+                        columns=(("x",), [xs], [np.array(xs)]))
+    assert fallbacks == [0, 1, 2] and join.pending_count == 300 and len(join._groups) > groups_before

@@ -10,10 +10,20 @@
  * would), which the caller then handles in Python before calling again. The record layout is
  * records.py's; every read is bounds-checked, and a group that does not parse as records stops
  * the walk rather than being trusted.
+ *
+ * add_pending: the commonest prediction, a new id (no record of it in its group, no label held for
+ * it) of a batch whose features share one known layout, is added as a pending record
+ * (LabelJoin.on_predictions): the record packed as the Python loop packs it, appended to its group,
+ * its id hash to its second of the time index, the table split as it grows. It stops, before
+ * changing anything, at the first prediction that needs more (a record of its id, a held label, a
+ * context, second or bucket not seen yet, the memory budget to look at, a time already past
+ * the labels' watermark, an eviction), which the Python loop then handles alone.
  */
+#define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <limits.h>
 #include <string.h>
 
 /* records.py: _HEAD (<II: length, CRC-32), id key, _TS (<qB: time, state), digest (8 bytes),
@@ -26,6 +36,9 @@
 #define JOINED 1
 #define SPILLED 8
 #define CTX_SIZE 4
+#define PRED_SIZE 11 /* _PRED: flags u8, ctx id u32, shape id u16, label length u32 */
+#define BUCKET_MS 1000 /* table.py's _BUCKET_MS */
+#define REROUTED 4
 
 static uint32_t read_u32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -41,16 +54,43 @@ static void write_u32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
+static void write_i64(unsigned char *p, int64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)((uint64_t)v >> (8 * i));
+}
+
+/* An int attribute of the join, as a C long long (-1 and an exception if it is none). */
+static long long int_attr(PyObject *obj, const char *name) {
+    PyObject *value = PyObject_GetAttrString(obj, name);
+    if (value == NULL) return -1;
+    long long out = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    return out;
+}
+
+/* An int attribute that may be beyond 64 bits (a bound a user set), clamped to them. */
+static long long clamped_attr(PyObject *obj, const char *name) {
+    PyObject *value = PyObject_GetAttrString(obj, name);
+    if (value == NULL) return -1;
+    int overflow = 0;
+    long long out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    Py_DECREF(value);
+    if (overflow) return overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    return out;
+}
+
+static int set_int_attr(PyObject *obj, const char *name, long long v) {
+    PyObject *value = PyLong_FromLongLong(v);
+    if (value == NULL) return -1;
+    int failed = PyObject_SetAttrString(obj, name, value);
+    Py_DECREF(value);
+    return failed;
+}
+
 /* Where `key` first occurs in data[from:size], or -1 (bytes.find). */
 static Py_ssize_t find(const char *data, Py_ssize_t size, const char *key, Py_ssize_t klen, Py_ssize_t from) {
     if (klen == 0 || size - from < klen) return -1;
-    const char *end = data + size - klen;
-    for (const char *p = data + from; p <= end; p++) {
-        p = memchr(p, key[0], (size_t)(end - p + 1));
-        if (p == NULL) return -1;
-        if (memcmp(p, key, (size_t)klen) == 0) return p - data;
-    }
-    return -1;
+    const char *at = memmem(data + from, (size_t)(size - from), key, (size_t)klen);
+    return at == NULL ? -1 : at - data;
 }
 
 static int as_list(PyObject *obj, const char *name) {
@@ -191,9 +231,288 @@ static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize
     return Py_BuildValue("(nn)", i, closed);
 }
 
+
+
+/* table.py's _split_group: the group at the split pointer split between itself (records whose
+ * CRC-32 has the `low` bit clear) and a new last group, each keeping its records' order; the
+ * pointer moves on, and the table doubles `low` once it passes it. 0, or -1 and an exception. */
+static int split_group(PyObject *groups, long long *low, long long *split) {
+    PyObject *group = PyList_GET_ITEM(groups, *split);
+    if (!PyBytes_CheckExact(group)) {
+        PyErr_SetString(PyExc_TypeError, "split_group: a group is bytes");
+        return -1;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(group);
+    Py_ssize_t size = PyBytes_GET_SIZE(group), pos = 0, moved = 0;
+    while (pos < size) {  /* the bytes that move, first: both groups are allocated at their size */
+        if (pos + HEAD_SIZE > size) goto corrupt;
+        uint32_t length = read_u32(data + pos);
+        if (length < HEAD_SIZE || pos + length > size) goto corrupt;
+        if (read_u32(data + pos + 4) & (uint32_t)*low) moved += length;
+        pos += length;
+    }
+    PyObject *stay = PyBytes_FromStringAndSize(NULL, size - moved);
+    if (stay == NULL) return -1;
+    PyObject *move = PyBytes_FromStringAndSize(NULL, moved);
+    if (move == NULL) { Py_DECREF(stay); return -1; }
+    char *to_stay = PyBytes_AS_STRING(stay), *to_move = PyBytes_AS_STRING(move);
+    for (pos = 0; pos < size;) {
+        uint32_t length = read_u32(data + pos);
+        if (read_u32(data + pos + 4) & (uint32_t)*low) {
+            memcpy(to_move, data + pos, length);
+            to_move += length;
+        } else {
+            memcpy(to_stay, data + pos, length);
+            to_stay += length;
+        }
+        pos += length;
+    }
+    int failed = PyList_Append(groups, move);
+    Py_DECREF(move);
+    if (failed) { Py_DECREF(stay); return -1; }
+    PyList_SetItem(groups, *split, stay);  /* steals stay */
+    *split += 1;
+    if (*split == *low) {
+        *low *= 2;
+        *split = 0;
+    }
+    return 0;
+corrupt:
+    PyErr_SetString(PyExc_ValueError, "split_group: a group that does not parse as records");
+    return -1;
+}
+
+static PyObject *append_name; /* "append", interned once: a time-index array's method */
+
+/* The counts add_pending keeps in C while it runs, written back to the join whatever happens. */
+typedef struct {
+    long long records, estimate, pending;
+} Counts;
+
+static int write_counts(PyObject *join, const Counts *c) {
+    if (set_int_attr(join, "_records", c->records) || set_int_attr(join, "_estimate", c->estimate)
+        || set_int_attr(join, "_pending", c->pending))
+        return -1;
+    return 0;
+}
+
+/* add_pending(join, keys, crcs, pids, timestamps, contexts, digests, tails, packs, start, stop, shape_id,
+ *             rerouted, load) -> index of the first prediction not handled */
+static PyObject *add_pending(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "add_pending takes 14 arguments");
+        return NULL;
+    }
+    PyObject *join = args[0], *keys = args[1], *crcs = args[2], *pids = args[3], *stamps = args[4];
+    PyObject *contexts = args[5], *digests = args[6], *tails = args[7], *packs = args[8];
+    if (!as_list(keys, "keys") || !as_list(crcs, "crcs") || !as_list(pids, "pids")
+        || !as_list(stamps, "timestamps") || !as_list(contexts, "contexts") || !as_list(digests, "digests")
+        || !as_list(tails, "tails") || !as_list(packs, "packs"))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(crcs) != n || PyList_GET_SIZE(pids) != n || PyList_GET_SIZE(stamps) != n
+        || PyList_GET_SIZE(contexts) != n || PyList_GET_SIZE(digests) != n || PyList_GET_SIZE(tails) != n
+        || PyList_GET_SIZE(packs) != n) {
+        PyErr_SetString(PyExc_ValueError, "add_pending: a value per prediction in every list");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[9]), stop = PyLong_AsSsize_t(args[10]);
+    long long shape_id = PyLong_AsLongLong(args[11]);
+    int rerouted = PyObject_IsTrue(args[12]);
+    long long load = PyLong_AsLongLong(args[13]);
+    if (PyErr_Occurred()) return NULL;
+    if (shape_id < 0 || shape_id > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "add_pending: a shape id is 16 bits");
+        return NULL;
+    }
+    if (start < 0) start = 0;
+    if (stop > n) stop = n;
+
+    PyObject *through = PyObject_GetAttrString(join, "_through");
+    if (through == NULL) return NULL;
+    int spilling_all = PyObject_IsTrue(through);
+    Py_DECREF(through);
+    if (spilling_all < 0) return NULL;
+    if (spilling_all) return PyLong_FromSsize_t(start);  /* each record goes to the store: Python */
+
+    PyObject *groups = NULL, *buckets = NULL, *added = NULL, *ctx_ids = NULL, *held_ids = NULL;
+    PyObject *unspilled = NULL, *evict_key_obj = NULL, *bucket = NULL;
+    PyObject *result = NULL;
+    Counts c;
+    c.records = int_attr(join, "_records");
+    c.estimate = int_attr(join, "_estimate");
+    c.pending = int_attr(join, "_pending");
+    long long low = int_attr(join, "_low"), split = int_attr(join, "_split");
+    long long check_at = clamped_attr(join, "_check_at"), label_wm = clamped_attr(join, "_label_wm");
+    long long horizon = clamped_attr(join, "horizon_ms"), max_pending = clamped_attr(join, "max_pending");
+    if (PyErr_Occurred()) return NULL;
+    groups = PyObject_GetAttrString(join, "_groups");
+    buckets = PyObject_GetAttrString(join, "_buckets");
+    added = PyObject_GetAttrString(join, "_added");
+    ctx_ids = PyObject_GetAttrString(join, "_ctx_ids");
+    held_ids = PyObject_GetAttrString(join, "_held_ids");
+    unspilled = PyObject_GetAttrString(join, "_unspilled");
+    evict_key_obj = PyObject_GetAttrString(join, "_evict_key");
+    if (evict_key_obj == NULL || unspilled == NULL || held_ids == NULL || ctx_ids == NULL || added == NULL
+        || buckets == NULL || groups == NULL)
+        goto done;
+    if (!PyList_CheckExact(groups) || !PyDict_CheckExact(buckets) || !PyDict_CheckExact(ctx_ids)
+        || !PyDict_CheckExact(held_ids) || (added != Py_None && !PySet_Check(added))
+        || (unspilled != Py_None && !PySet_Check(unspilled))) {
+        PyErr_SetString(PyExc_TypeError, "add_pending: the join's state is not of the expected types");
+        goto done;
+    }
+    int evicting = evict_key_obj != Py_None;
+    long long evict_key = 0;
+    if (evicting) {  /* a second of event time: beyond 64 bits, every record's second is under it */
+        int overflow = 0;
+        evict_key = PyLong_AsLongLongAndOverflow(evict_key_obj, &overflow);
+        if (overflow) evict_key = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    }
+    if (PyErr_Occurred()) goto done;
+    int held = PyDict_GET_SIZE(held_ids) > 0;
+    long long bucket_second = 0;  /* the second whose array `bucket` is (none yet) */
+
+    Py_ssize_t i = start;
+    for (; i < stop; i++) {
+        PyObject *key_obj = PyList_GET_ITEM(keys, i), *digest_obj = PyList_GET_ITEM(digests, i);
+        PyObject *tail = PyList_GET_ITEM(tails, i), *packed = PyList_GET_ITEM(packs, i);
+        if (!PyBytes_CheckExact(key_obj) || !PyBytes_CheckExact(digest_obj)
+            || PyBytes_GET_SIZE(digest_obj) != DIGEST_SIZE || !PyBytes_CheckExact(packed)
+            || !PyTuple_CheckExact(tail) || PyTuple_GET_SIZE(tail) != 3
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(tail, 2)))
+            break;
+        long long flags = PyLong_AsLongLong(PyTuple_GET_ITEM(tail, 0));
+        long long label_len = PyLong_AsLongLong(PyTuple_GET_ITEM(tail, 1));
+        unsigned long crc = PyLong_AsUnsignedLong(PyList_GET_ITEM(crcs, i));
+        long long ts = PyLong_AsLongLong(PyList_GET_ITEM(stamps, i));
+        if (PyErr_Occurred()) {  /* not a value C holds: Python's ints take it */
+            PyErr_Clear();
+            break;
+        }
+        if (flags < 0 || flags > 0xFF || label_len < 0 || label_len > 0xFFFFFFFFLL || crc > 0xFFFFFFFFUL) break;
+        long long gid = (long long)(crc & (unsigned long)(low - 1));
+        if (gid < split) gid = (long long)(crc & (unsigned long)(2 * low - 1));
+        if (gid >= PyList_GET_SIZE(groups)) break;
+        PyObject *group = PyList_GET_ITEM(groups, gid);
+        if (!PyBytes_CheckExact(group)) break;
+        Py_ssize_t klen = PyBytes_GET_SIZE(key_obj), size = PyBytes_GET_SIZE(group);
+        if (find(PyBytes_AS_STRING(group), size, PyBytes_AS_STRING(key_obj), klen, 0) >= 0) break;
+        if (held) {
+            int claimed = PyDict_Contains(held_ids, PyList_GET_ITEM(pids, i));
+            if (claimed < 0) goto done;
+            if (claimed) break;
+        }
+        PyObject *ctx_id_obj = PyDict_GetItemWithError(ctx_ids, PyList_GET_ITEM(contexts, i));
+        if (ctx_id_obj == NULL) {
+            if (PyErr_Occurred()) goto done;
+            break;
+        }
+        long long ctx_id = PyLong_AsLongLong(ctx_id_obj);
+        if (PyErr_Occurred()) goto done;
+        long long second = ts / BUCKET_MS - (ts % BUCKET_MS < 0);  /* floor, as Python's // */
+        if (unspilled != Py_None || bucket == NULL || second != bucket_second) {
+            PyObject *found_key = PyLong_FromLongLong(second);
+            if (found_key == NULL) goto done;
+            if (unspilled != Py_None) {
+                int known = PySet_Contains(unspilled, found_key);
+                if (known <= 0) {
+                    Py_DECREF(found_key);
+                    if (known < 0) goto done;
+                    break;
+                }
+            }
+            PyObject *found = PyDict_GetItemWithError(buckets, found_key);
+            Py_DECREF(found_key);
+            if (found == NULL) {
+                if (PyErr_Occurred()) goto done;
+                break;  /* a new second: Python makes its array and keeps the keys sorted */
+            }
+            Py_INCREF(found);
+            Py_XSETREF(bucket, found);
+            bucket_second = second;
+        }
+        PyObject *output = PyTuple_GET_ITEM(tail, 2);
+        Py_ssize_t olen = PyBytes_GET_SIZE(output), flen = PyBytes_GET_SIZE(packed);
+        Py_ssize_t head = HEAD_SIZE + klen + BODY + PRED_SIZE, reclen = head + olen + flen;
+        long long due;
+        if (reclen > 0xFFFFFFFFLL || c.estimate + reclen > check_at
+            || __builtin_add_overflow(ts, horizon, &due) || due < label_wm
+            || (evicting && second <= evict_key) || c.pending + 1 > max_pending)
+            break;
+        /* every test passed: the record goes in */
+        PyObject *grown = PyBytes_FromStringAndSize(NULL, size + reclen);
+        if (grown == NULL) goto done;
+        unsigned char *rec = (unsigned char *)PyBytes_AS_STRING(grown);
+        memcpy(rec, PyBytes_AS_STRING(group), (size_t)size);
+        rec += size;
+        write_u32(rec, (uint32_t)reclen);
+        write_u32(rec + 4, (uint32_t)crc);
+        memcpy(rec + HEAD_SIZE, PyBytes_AS_STRING(key_obj), (size_t)klen);
+        unsigned char *after = rec + HEAD_SIZE + klen;
+        write_i64(after, ts);
+        after[8] = PENDING;
+        memcpy(after + TS_SIZE, PyBytes_AS_STRING(digest_obj), DIGEST_SIZE);
+        unsigned char *pred = after + BODY;
+        pred[0] = (unsigned char)(rerouted ? (flags | REROUTED) : flags);
+        write_u32(pred + 1, (uint32_t)ctx_id);
+        pred[5] = (unsigned char)(shape_id & 0xFF);
+        pred[6] = (unsigned char)(shape_id >> 8);
+        write_u32(pred + 7, (uint32_t)label_len);
+        memcpy(pred + PRED_SIZE, PyBytes_AS_STRING(output), (size_t)olen);
+        memcpy(pred + PRED_SIZE + olen, PyBytes_AS_STRING(packed), (size_t)flen);
+        if (added != Py_None) {  /* how the record starts after its head: id key, time */
+            PyObject *keyed = PyBytes_FromStringAndSize((const char *)rec + HEAD_SIZE, klen + 8);
+            if (keyed == NULL) { Py_DECREF(grown); goto done; }
+            int failed = PySet_Add(added, keyed);
+            Py_DECREF(keyed);
+            if (failed) { Py_DECREF(grown); goto done; }
+        }
+        PyObject *crc_obj = PyList_GET_ITEM(crcs, i);
+        PyObject *appended = PyObject_CallMethodOneArg(bucket, append_name, crc_obj);
+        if (appended == NULL) { Py_DECREF(grown); goto done; }
+        Py_DECREF(appended);
+        PyList_SetItem(groups, (Py_ssize_t)gid, grown);  /* steals grown, releases the old group */
+        c.records += 1;
+        c.estimate += reclen;
+        c.pending += 1;
+        while (c.records > load * PyList_GET_SIZE(groups)) {  /* the table grows as Python's _add */
+            if (split_group(groups, &low, &split) || set_int_attr(join, "_low", low)
+                || set_int_attr(join, "_split", split))
+                goto done;
+        }
+    }
+    result = PyLong_FromSsize_t(i);
+done:
+    {  /* the records added are in the groups: their counts go back to the join even on an error */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (write_counts(join, &c)) {
+            Py_CLEAR(result);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+        } else {
+            PyErr_Restore(type, value, traceback);
+        }
+    }
+    Py_XDECREF(groups);
+    Py_XDECREF(buckets);
+    Py_XDECREF(added);
+    Py_XDECREF(ctx_ids);
+    Py_XDECREF(held_ids);
+    Py_XDECREF(unspilled);
+    Py_XDECREF(evict_key_obj);
+    Py_XDECREF(bucket);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"close_pending", (PyCFunction)(void (*)(void))close_pending, METH_FASTCALL,
      "Close the pending records of a batch's commonest labels (see the module's C source)."},
+    {"add_pending", (PyCFunction)(void (*)(void))add_pending, METH_FASTCALL,
+     "Add a batch's commonest predictions as pending records (see the module's C source)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -203,4 +522,8 @@ static struct PyModuleDef module_def = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__native(void) {
+    append_name = PyUnicode_InternFromString("append");
+    if (append_name == NULL) return NULL;
+    return PyModule_Create(&module_def);
+}

@@ -23,3 +23,21 @@ def close_pending(
     closings: list[bytes],
     /,
 ) -> tuple[int, int]: ...
+
+def add_pending(
+    join: Any,
+    keys: list[bytes],
+    crcs: list[int],
+    pids: list[Any],
+    timestamps: list[int],
+    contexts: list[tuple[str, str, str]],
+    digests: list[bytes],
+    tails: list[tuple[int, int, bytes]],
+    packs: list[bytes] | list[None],
+    start: int,
+    stop: int,
+    shape_id: int,
+    rerouted: bool,
+    load: int,
+    /,
+) -> int: ...

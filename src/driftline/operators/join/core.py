@@ -301,7 +301,7 @@ class LabelJoin(TrackedTable):
         tails = _pending_tails(predictions)
         layout: _Layout | None = None
         known: int | None = None  # the layout's shape id
-        packs: Sequence[bytes | None]
+        packs: list[bytes] | list[None]
         if encoded is None:
             packs = [None] * len(tails)
         else:  # one layout: its shape id is looked up once (interned with its first pending record)
@@ -309,15 +309,66 @@ class LabelJoin(TrackedTable):
             known = self._shape_ids.get(layout)
         keys = _id_keys(prediction_ids)
         crcs = list(map(zlib.crc32, keys))
+        count = len(tails)
+        if len(features) != count:
+            raise ValueError("features: a map per prediction")
+        if not len(prediction_ids) == len(timestamps) == len(contexts) == len(digests) == len(sources) \
+                == count:
+            raise ValueError("on_predictions: a value per prediction in every column")
+        if _native is None or encoded is None:
+            self._add_predictions(0, count, prediction_ids, keys, crcs, timestamps, contexts, predictions,
+                                  features, digests, sources, tails, packs, layout, known, rerouted, outcomes,
+                                  duplicates)
+            return outcomes, duplicates
+        # New ids of the batch's known layout in C (_native.c) until a prediction of another case,
+        # which the Python loop handles alone; the same steps, byte for byte, in the same order.
+        pids, stamps, ctxs = list(prediction_ids), list(timestamps), list(contexts)
+        digest_list = list(digests)
+        i = 0
+        while i < count:
+            if known is not None and known != _NO_SHAPE:
+                i = _native.add_pending(self, keys, crcs, pids, stamps, ctxs, digest_list, tails, packs, i,
+                                        count, known, rerouted, _LOAD)
+                if i == count:
+                    break
+            known = self._add_predictions(i, i + 1, pids, keys, crcs, stamps, ctxs, predictions, features,
+                                          digest_list, sources, tails, packs, layout, known, rerouted,
+                                          outcomes, duplicates)
+            i += 1
+        return outcomes, duplicates
+
+    def _add_predictions(
+        self,
+        start: int,
+        stop: int,
+        prediction_ids: Sequence[str],
+        keys: list[bytes],
+        crcs: list[int],
+        timestamps: Sequence[int],
+        contexts: Sequence[tuple[str, str, str]],
+        predictions: Sequence[Prediction],
+        features: Sequence[Mapping[str, Any]],
+        digests: Sequence[bytes],
+        sources: Sequence[Any],
+        tails: list[tuple[int, int, bytes]],
+        packs: Sequence[bytes | None],
+        layout: _Layout | None,
+        known: int | None,
+        rerouted: bool,
+        outcomes: list[JoinedOutcome],
+        duplicates: list[int],
+    ) -> int | None:
+        """:meth:`on_predictions` of the predictions ``start`` to ``stop`` in Python (``layout`` and
+        ``packs``: the batch's features packed in one layout, if they are; ``known``: its shape id,
+        if interned): outcomes and the positions of duplicates added to ``outcomes`` and
+        ``duplicates``; the layout's shape id then."""
         horizon, encode = self.horizon_ms, self._encode
         groups, buckets, added, ctx_ids = self._groups, self._buckets, self._added, self._ctx_ids
         # (predictions and features read by index, where a held label claims one or a record is
         # encoded alone: the decoder's columns make an object per output or feature map only when read)
-        if len(features) != len(tails):
-            raise ValueError("features: a map per prediction")
-        for i, (pid, key, crc, ts, ctx, digest, source, tail, packed) in enumerate(zip(
-                prediction_ids, keys, crcs, timestamps, contexts, digests, sources,
-                tails, packs, strict=True)):
+        for i in range(start, stop):
+            pid, key, crc, ts, ctx = prediction_ids[i], keys[i], crcs[i], timestamps[i], contexts[i]
+            digest, source, tail, packed = digests[i], sources[i], tails[i], packs[i]
             gid = crc & (self._low - 1)  # self._gid(crc), inline
             if gid < self._split:
                 gid = crc & (2 * self._low - 1)
@@ -378,7 +429,7 @@ class LabelJoin(TrackedTable):
                 self._evict_key = None
             while self._pending > self.max_pending:
                 self._evict_oldest_pending()
-        return outcomes, duplicates
+        return known
 
     def _duplicate_prediction(
         self, group: bytes, key: bytes, pid: str, ts: int, ctx: tuple[str, str, str], digest: bytes,
