@@ -46,13 +46,15 @@ def test_the_fast_path_is_built_where_a_compiler_is() -> None:
 
 
 OUTPUTS = [Prediction(label="a"), Prediction(label="b", score=0.25), Prediction(value=1.5),
-           Prediction(score=0.75)]
+           Prediction(score=0.75), Prediction(score=0.5), Prediction(label="é", value=-2.0),
+           Prediction(value=1e200), Prediction(score=0.125, value=3.0)]
 CONTEXTS = [("m", "1", ""), ("m", "2", "region=eu"), ("n", "1", "")]
 # (kind, id, time, output or label, feature or rerouted, context)
 predictions = st.tuples(st.just("prediction"), st.sampled_from(IDS), st.integers(-3_000, 20_000),
                         st.sampled_from(OUTPUTS), st.floats(-5, 5), st.sampled_from(CONTEXTS))
+LABELS: list[Any] = ["a", "b", "é", 1, 0, 2.5, 1e200, True, "false", "x1"]
 labels = st.tuples(st.just("label"), st.sampled_from([*IDS, "q"]), st.integers(-3_000, 20_000),
-                   st.sampled_from(["a", "b", 1, 2.5]), st.booleans(), st.none())
+                   st.sampled_from(LABELS), st.booleans(), st.none())
 
 
 def _run(log: list[tuple[Any, ...]], cut: int, track: bool, spill_dir: Path | None,
@@ -133,8 +135,9 @@ def test_a_batch_of_many_joins_in_chunks_gives_every_outcome_in_order() -> None:
     last 300 duplicates: the C path stops at each chunk's end and at each other case, and resumes
     after. 1,200 predictions: the table splits past its first doubling (64 groups to 128 and on)."""
     ids = [str(uuid.UUID(int=i + 1)) for i in range(1_200)]
-    log: list[tuple[Any, ...]] = [("prediction", pid, 1_000 + i, OUTPUTS[i % 4], float(i), CONTEXTS[i % 3])
-                                  for i, pid in enumerate(ids)]
+    log: list[tuple[Any, ...]] = [
+        ("prediction", pid, 1_000 + i, OUTPUTS[i % len(OUTPUTS)], float(i), CONTEXTS[i % 3])
+        for i, pid in enumerate(ids)]
     log += [("label", ids[i % 1_200] if i % 5 else f"q{i}", 2_300 + i, "a", False, None)
             for i in range(1_500)]
     fast = _run(log, 2_000, True, None, bound=2_000)
@@ -182,7 +185,8 @@ def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPa
     join.track_changes()
     ids = [str(uuid.UUID(int=i + 1)) if i % 2 else f"text-{i}" for i in range(300)]
     join.on_predictions(ids, [1_000] * 300, [CONTEXTS[i % 3] for i in range(300)],
-                        [OUTPUTS[i % 4] for i in range(300)], [{"x": float(i)} for i in range(300)],
+                        [OUTPUTS[i % len(OUTPUTS)] for i in range(300)],
+                        [{"x": float(i)} for i in range(300)],
                         [payload_digest(b"%d" % i) for i in range(300)], [None] * 300)
     join.reset_changes()  # so that each closing is noted for the next delta
     times = [1_000 + HORIZON * i // 299 for i in range(300)]
@@ -208,7 +212,7 @@ def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch
     xs = [float(i) for i in range(300)]
     groups_before = len(join._groups)
     join.on_predictions(ids, [1_000] * 300, [CONTEXTS[i % 3] for i in range(300)],
-                        [OUTPUTS[i % 4] for i in range(300)], [{"x": x} for x in xs],
+                        [OUTPUTS[i % len(OUTPUTS)] for i in range(300)], [{"x": x} for x in xs],
                         [payload_digest(b"%d" % i) for i in range(300)], [None] * 300,
                         columns=(("x",), [xs], [np.array(xs)]))
     assert fallbacks == [0, 1, 2] and join.pending_count == 300 and len(join._groups) > groups_before

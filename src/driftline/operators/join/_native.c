@@ -18,12 +18,17 @@
  * changing anything, at the first prediction that needs more (a record of its id, a held label, a
  * context, second or bucket not seen yet, the memory budget to look at, a time already past
  * the labels' watermark, an eviction), which the Python loop then handles alone.
+ *
+ * outcome_rows: the outcomes of the labels close_pending (or Python) joined, read from their
+ * pending records as outcomes.py's _outcomes reads them, each a JoinedOutcome made by calling the
+ * class with the same values; their features' JSON is left to Python (made for the batch at once).
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 
 /* records.py: _HEAD (<II: length, CRC-32), id key, _TS (<qB: time, state), digest (8 bytes),
@@ -508,9 +513,183 @@ done:
     return result;
 }
 
+
+static double read_f64(const unsigned char *p) {
+    uint64_t bits = (uint64_t)read_i64(p);
+    double out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+/* outcome_rows(joined, ctxs, labels, label_info, binary, max_abs, make)
+ *   -> (outcomes without their features' JSON, shape id of each, features bytes of each)
+ * joined: (prediction id, bytes, where the record's time is, where it ends, label time, label,
+ * label re-routed) per label; ctxs: the join's contexts; labels: a dict this call caches each
+ * distinct label's (text, value) in, label_info making them; binary: outputs.py's _BINARY. */
+static PyObject *outcome_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "outcome_rows takes 7 arguments");
+        return NULL;
+    }
+    PyObject *joined = args[0], *ctxs = args[1], *labels = args[2], *label_info = args[3];
+    PyObject *binary = args[4], *make = args[6];
+    double max_abs = PyFloat_AsDouble(args[5]);
+    if (max_abs == -1.0 && PyErr_Occurred()) return NULL;
+    if (!as_list(joined, "joined") || !as_list(ctxs, "ctxs")) return NULL;
+    if (!PyDict_CheckExact(labels) || !PyDict_CheckExact(binary)) {
+        PyErr_SetString(PyExc_TypeError, "outcome_rows: labels and binary must be dicts");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(joined);
+    PyObject *outcomes = PyList_New(n), *shape_ids = PyList_New(n), *features = PyList_New(n);
+    PyObject *empty = PyUnicode_FromStringAndSize("", 0);
+    if (outcomes == NULL || shape_ids == NULL || features == NULL || empty == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(joined, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 7 || !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "outcome_rows: a joined label is a 7-tuple holding bytes");
+            goto fail;
+        }
+        PyObject *pid = PyTuple_GET_ITEM(item, 0), *data_obj = PyTuple_GET_ITEM(item, 1);
+        PyObject *label_ts = PyTuple_GET_ITEM(item, 4), *label = PyTuple_GET_ITEM(item, 5);
+        int label_rerouted = PyObject_IsTrue(PyTuple_GET_ITEM(item, 6));
+        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 2));
+        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 3));
+        if (label_rerouted < 0 || PyErr_Occurred()) goto fail;
+        const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(data_obj);
+        /* after the id key: time (8), state (1), digest (8), flags (1), ctx id (4), shape id (2),
+         * label length (4) */
+        Py_ssize_t offset = start + BODY + PRED_SIZE;
+        if (start < 0 || end > PyBytes_GET_SIZE(data_obj) || offset > end) {
+            PyErr_SetString(PyExc_ValueError, "outcome_rows: a record out of its bytes");
+            goto fail;
+        }
+        long long pred_ts = read_i64(data + start);
+        unsigned flags = data[start + BODY];
+        uint32_t ctx_id = read_u32(data + start + BODY + 1);
+        unsigned shape_id = (unsigned)data[start + BODY + 5] | (unsigned)data[start + BODY + 6] << 8;
+        uint32_t label_len = read_u32(data + start + BODY + 7);
+        int has_score = (flags & 1) != 0, has_value = (flags & 2) != 0;
+        double score = 0.0, value = 0.0;
+        if (offset + 8 * (has_score + has_value) > end) {
+            PyErr_SetString(PyExc_ValueError, "outcome_rows: a record out of its bytes");
+            goto fail;
+        }
+        if (has_score) { score = read_f64(data + offset); offset += 8; }
+        if (has_value) { value = read_f64(data + offset); offset += 8; }
+        PyObject *text = NULL;  /* the prediction's class text, if any (new reference) */
+        if (label_len != 0xFFFFFFFFu) {
+            if (offset + (Py_ssize_t)label_len > end) {
+                PyErr_SetString(PyExc_ValueError, "outcome_rows: a record out of its bytes");
+                goto fail;
+            }
+            text = PyUnicode_DecodeUTF8((const char *)data + offset, label_len, NULL);
+            if (text == NULL) goto fail;
+            offset += label_len;
+        }
+        PyObject *feature_bytes = PyBytes_FromStringAndSize((const char *)data + offset, end - offset);
+        PyObject *shape = PyLong_FromUnsignedLong(shape_id);
+        if (feature_bytes == NULL || shape == NULL) {
+            Py_XDECREF(feature_bytes); Py_XDECREF(shape); Py_XDECREF(text);
+            goto fail;
+        }
+        PyList_SET_ITEM(features, i, feature_bytes);
+        PyList_SET_ITEM(shape_ids, i, shape);
+        /* the label's text and value, found once per distinct label (type and value) */
+        PyObject *key = PyTuple_Pack(2, (PyObject *)Py_TYPE(label), label);
+        if (key == NULL) { Py_XDECREF(text); goto fail; }
+        PyObject *seen = PyDict_GetItemWithError(labels, key);  /* borrowed */
+        if (seen == NULL) {
+            if (PyErr_Occurred()) { Py_DECREF(key); Py_XDECREF(text); goto fail; }
+            PyObject *made = PyObject_CallOneArg(label_info, label);
+            if (made == NULL || PyDict_SetItem(labels, key, made) < 0) {
+                Py_XDECREF(made); Py_DECREF(key); Py_XDECREF(text);
+                goto fail;
+            }
+            Py_DECREF(made);  /* the dict holds it */
+            seen = made;
+        }
+        Py_DECREF(key);
+        if (!PyTuple_CheckExact(seen) || PyTuple_GET_SIZE(seen) != 2) {
+            PyErr_SetString(PyExc_TypeError, "outcome_rows: label_info gives (text, value)");
+            Py_XDECREF(text);
+            goto fail;
+        }
+        PyObject *label_text = PyTuple_GET_ITEM(seen, 0), *label_value = PyTuple_GET_ITEM(seen, 1);
+        int regression = has_value && text == NULL;
+        PyObject *correct = Py_None;  /* new reference below where it is an int */
+        Py_INCREF(correct);
+        if (text != NULL) {
+            int same = PyObject_RichCompareBool(text, label_text, Py_EQ);
+            if (same < 0) { Py_DECREF(text); Py_DECREF(correct); goto fail; }
+            Py_SETREF(correct, PyLong_FromLong(same));
+        } else if (has_score) {
+            PyObject *classes = PyDict_GetItemWithError(binary, label_text);
+            if (classes == NULL && PyErr_Occurred()) { Py_DECREF(correct); goto fail; }
+            if (classes != NULL) {
+                if (!PyTuple_CheckExact(classes) || PyTuple_GET_SIZE(classes) != 2) {
+                    PyErr_SetString(PyExc_TypeError, "outcome_rows: binary gives (positive, negative)");
+                    Py_DECREF(correct);
+                    goto fail;
+                }
+                text = PyTuple_GET_ITEM(classes, score >= 0.5 ? 0 : 1);
+                Py_INCREF(text);
+                int same = PyObject_RichCompareBool(text, label_text, Py_EQ);
+                if (same < 0) { Py_DECREF(text); Py_DECREF(correct); goto fail; }
+                Py_SETREF(correct, PyLong_FromLong(same));
+            }
+        }
+        if (correct == NULL) { Py_XDECREF(text); goto fail; }
+        PyObject *abs_error = Py_None;
+        Py_INCREF(abs_error);
+        if (has_value && label_value != Py_None) {
+            double truth = PyFloat_AsDouble(label_value);
+            if (truth == -1.0 && PyErr_Occurred()) { Py_XDECREF(text); Py_DECREF(correct); Py_DECREF(abs_error); goto fail; }
+            double a = fabs(value), b = fabs(truth), largest = b > a ? b : a;  /* as Python's max(a, b) */
+            if (largest <= max_abs) Py_SETREF(abs_error, PyFloat_FromDouble(fabs(value - truth)));
+            if (abs_error == NULL) { Py_XDECREF(text); Py_DECREF(correct); goto fail; }
+        }
+        PyObject *ctx = ctx_id < (uint32_t)PyList_GET_SIZE(ctxs) ? PyList_GET_ITEM(ctxs, ctx_id) : NULL;
+        if (ctx == NULL || !PyTuple_CheckExact(ctx) || PyTuple_GET_SIZE(ctx) != 3) {
+            PyErr_SetString(PyExc_ValueError, "outcome_rows: a record's context is not the join's");
+            Py_XDECREF(text); Py_DECREF(correct); Py_DECREF(abs_error);
+            goto fail;
+        }
+        PyObject *pred_ts_obj = PyLong_FromLongLong(pred_ts);
+        PyObject *delay = pred_ts_obj == NULL ? NULL : PyNumber_Subtract(label_ts, pred_ts_obj);
+        PyObject *score_obj = has_score ? PyFloat_FromDouble(score) : Py_NewRef(Py_None);
+        PyObject *value_obj = has_value ? PyFloat_FromDouble(value) : Py_NewRef(Py_None);
+        PyObject *bits = PyLong_FromLong(((flags & REROUTED) ? 1 : 0) | (label_rerouted ? 2 : 0));
+        PyObject *outcome = NULL;
+        if (delay != NULL && score_obj != NULL && value_obj != NULL && bits != NULL) {
+            PyObject *fields[16] = {
+                pid, PyTuple_GET_ITEM(ctx, 0), PyTuple_GET_ITEM(ctx, 1), PyTuple_GET_ITEM(ctx, 2),
+                pred_ts_obj, label_ts, delay, text != NULL ? text : empty, score_obj, value_obj,
+                regression ? empty : label_text, regression ? label_value : Py_None, correct, abs_error,
+                empty, bits,
+            };
+            outcome = PyObject_Vectorcall(make, fields, 16, NULL);
+        }
+        Py_XDECREF(pred_ts_obj); Py_XDECREF(delay); Py_XDECREF(score_obj); Py_XDECREF(value_obj);
+        Py_XDECREF(bits); Py_XDECREF(text); Py_DECREF(correct); Py_DECREF(abs_error);
+        if (outcome == NULL) goto fail;
+        PyList_SET_ITEM(outcomes, i, outcome);
+    }
+    Py_DECREF(empty);
+    PyObject *result = PyTuple_Pack(3, outcomes, shape_ids, features);
+    Py_DECREF(outcomes); Py_DECREF(shape_ids); Py_DECREF(features);
+    return result;
+fail:
+    Py_XDECREF(outcomes); Py_XDECREF(shape_ids); Py_XDECREF(features); Py_XDECREF(empty);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"close_pending", (PyCFunction)(void (*)(void))close_pending, METH_FASTCALL,
      "Close the pending records of a batch's commonest labels (see the module's C source)."},
+    {"outcome_rows", (PyCFunction)(void (*)(void))outcome_rows, METH_FASTCALL,
+     "The outcomes of a batch's joined labels, read from their records (see the module's C source)."},
     {"add_pending", (PyCFunction)(void (*)(void))add_pending, METH_FASTCALL,
      "Add a batch's commonest predictions as pending records (see the module's C source)."},
     {NULL, NULL, 0, NULL},

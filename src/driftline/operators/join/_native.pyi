@@ -41,3 +41,14 @@ def add_pending(
     load: int,
     /,
 ) -> int: ...
+
+def outcome_rows(
+    joined: list[Any],
+    ctxs: list[tuple[str, str, str]],
+    labels: dict[Any, tuple[str, float | None]],
+    label_info: Any,
+    binary: dict[str, tuple[str, str]],
+    max_abs: float,
+    make: Any,
+    /,
+) -> tuple[list[Any], list[int], list[bytes]]: ...

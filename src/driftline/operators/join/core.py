@@ -493,7 +493,7 @@ class LabelJoin(TrackedTable):
                     rerouted, digest, source, joined)
         if payload is not None:
             self._legacy_resends(reported, "label", payload)
-        return _outcomes(joined, self._ctx, self._shapes)[0] if joined else None
+        return _outcomes(joined, self._ctx, self._shapes, _native)[0] if joined else None
 
     def on_labels(
         self,
@@ -529,7 +529,7 @@ class LabelJoin(TrackedTable):
         if _native is None:
             self._close_labels(0, count, prediction_ids, keys, crcs, timestamps, labels, model_ids, digests,
                                sources, rerouted, joined, outcomes)
-            return outcomes + _outcomes(joined, self._ctx, self._shapes)
+            return outcomes + _outcomes(joined, self._ctx, self._shapes, _native)
         # The common case in C (_native.c) until a label of another case, which the Python loop
         # handles alone; the same steps, byte for byte, in the same order.
         pids, stamps, values = list(prediction_ids), list(timestamps), list(labels)
@@ -537,7 +537,7 @@ class LabelJoin(TrackedTable):
         i = 0
         while i < count:
             if len(joined) == _OUTCOMES_AT_ONCE:
-                outcomes += _outcomes(joined, self._ctx, self._shapes)
+                outcomes += _outcomes(joined, self._ctx, self._shapes, _native)
                 joined = []
             i, closed = _native.close_pending(
                 self._groups, keys, crcs, stamps, digest_list, pids, values, i, count,
@@ -548,7 +548,7 @@ class LabelJoin(TrackedTable):
                 self._close_labels(i, i + 1, pids, keys, crcs, stamps, values, model_ids, digest_list,
                                    sources, rerouted, joined, outcomes)
                 i += 1
-        return outcomes + _outcomes(joined, self._ctx, self._shapes)
+        return outcomes + _outcomes(joined, self._ctx, self._shapes, _native)
 
     def _close_labels(
         self,
@@ -580,7 +580,7 @@ class LabelJoin(TrackedTable):
             pid, key, crc, ts = prediction_ids[i], keys[i], crcs[i], timestamps[i]
             value, model_id, digest, source = labels[i], model_ids[i], digests[i], sources[i]
             if len(joined) == _OUTCOMES_AT_ONCE:  # made while the records read are in the CPU's cache
-                outcomes += _outcomes(joined, self._ctx, self._shapes)
+                outcomes += _outcomes(joined, self._ctx, self._shapes, _native)
                 joined.clear()
             gid = crc & low  # self._gid(crc), inline
             if gid < split:

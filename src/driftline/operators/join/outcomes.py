@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from driftline.operators.join.features import _Shape
 from driftline.operators.join.outputs import _BINARY, _label_value, normalise_label
@@ -49,12 +50,20 @@ REROUTED_PREDICTION, REROUTED_LABEL = 1, 2
 _Joined = tuple[str, bytes, int, int, int, bool | int | float | str, bool]
 
 
-def _outcomes(joined: Sequence[_Joined], ctxs: list[tuple[str, str, str]], shapes: list[_Shape]
-              ) -> list[JoinedOutcome]:
+def _outcomes(joined: Sequence[_Joined], ctxs: list[tuple[str, str, str]], shapes: list[_Shape],
+              native: Any = None) -> list[JoinedOutcome]:
     """The outcomes of labels that joined pending records (:meth:`LabelJoin._label`), in order;
     ``ctxs`` and ``shapes``: the join's interned contexts and feature layouts. Each distinct
     label's text and value are found once, the features' JSON of the batch at once
-    (:func:`_features_jsons`)."""
+    (:func:`_features_jsons`). ``native``: the join's C extension, which reads the records and
+    makes the outcomes as the loop below does."""
+    if native is not None:
+        made, ids, encoded = native.outcome_rows(
+            joined if type(joined) is list else list(joined), ctxs, {}, _label_info, _BINARY, MAX_ABS_VALUE,
+            JoinedOutcome)
+        for outcome, features_json in zip(made, _features_jsons(shapes, ids, encoded), strict=True):
+            outcome.features_json = features_json
+        return cast(list[JoinedOutcome], made)
     labels: dict[tuple[type, bool | int | float | str], tuple[str, float | None]] = {}
     after_key, double, payload_at = _AFTER_KEY.unpack_from, _DOUBLE.unpack_from, _AFTER_KEY.size
     outcomes = []
@@ -101,6 +110,11 @@ def _outcomes(joined: Sequence[_Joined], ctxs: list[tuple[str, str, str]], shape
     for outcome, features_json in zip(outcomes, _features_jsons(shapes, shape_ids, features), strict=True):
         outcome.features_json = features_json
     return outcomes
+
+
+def _label_info(label: bool | int | float | str) -> tuple[str, float | None]:
+    """A label's text and value, as outcomes hold them (each distinct label's found once a batch)."""
+    return normalise_label(label), _label_value(label)
 
 
 def _features_jsons(shapes: list[_Shape], shape_ids: list[int], features: list[bytes]) -> list[str]:
