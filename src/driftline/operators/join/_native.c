@@ -100,7 +100,7 @@ static Py_ssize_t find(const char *data, Py_ssize_t size, const char *key, Py_ss
 
 static int as_list(PyObject *obj, const char *name) {
     if (!PyList_CheckExact(obj)) {
-        PyErr_Format(PyExc_TypeError, "close_pending: %s must be a list", name);
+        PyErr_Format(PyExc_TypeError, "%s must be a list", name);
         return 0;
     }
     return 1;
@@ -108,7 +108,10 @@ static int as_list(PyObject *obj, const char *name) {
 
 /* close_pending(groups, keys, crcs, timestamps, digests, pids, labels, start, stop, room, low_mask,
  *               split, horizon, added, store_present, rerouted, joined, closings)
- *   -> (index of the first label not handled, records closed) */
+ *   -> (index of the first label not handled, records closed)
+ * An exception (out of memory) leaves the records closed so far closed but not counted, as an
+ * exception in the Python loop leaves it part done: the shard fails and restarts from its
+ * checkpoint, never going on with that state. */
 static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 18) {
@@ -126,7 +129,9 @@ static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize
     Py_ssize_t room = PyLong_AsSsize_t(args[9]);
     unsigned long low = PyLong_AsUnsignedLong(args[10]);
     unsigned long split = PyLong_AsUnsignedLong(args[11]);
-    long long horizon = PyLong_AsLongLong(args[12]);
+    int overflow = 0;
+    long long horizon = PyLong_AsLongLongAndOverflow(args[12], &overflow);
+    if (overflow) horizon = overflow > 0 ? LLONG_MAX : LLONG_MIN;  /* a bound a user set */
     int store_present = PyObject_IsTrue(args[14]);
     if (PyErr_Occurred()) return NULL;
     if (added != Py_None && !PySet_Check(added)) {
@@ -236,12 +241,14 @@ static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize
     return Py_BuildValue("(nn)", i, closed);
 }
 
-
-
 /* table.py's _split_group: the group at the split pointer split between itself (records whose
  * CRC-32 has the `low` bit clear) and a new last group, each keeping its records' order; the
  * pointer moves on, and the table doubles `low` once it passes it. 0, or -1 and an exception. */
 static int split_group(PyObject *groups, long long *low, long long *split) {
+    if (*split < 0 || *split >= PyList_GET_SIZE(groups)) {
+        PyErr_SetString(PyExc_ValueError, "split_group: the split pointer is past the groups");
+        return -1;
+    }
     PyObject *group = PyList_GET_ITEM(groups, *split);
     if (!PyBytes_CheckExact(group)) {
         PyErr_SetString(PyExc_TypeError, "split_group: a group is bytes");
