@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.operators.join import LabelJoin, core, payload_digest
+from driftline.operators.join import LabelJoin, native, payload_digest
 from driftline.schemas.events import Prediction
 
 HORIZON = 5_000
@@ -30,11 +31,11 @@ IDS = [f"p{i}" for i in range(6)] + [str(uuid.UUID(int=i * 7919 + 1)) for i in r
 @contextmanager
 def python_only() -> Iterator[None]:
     """The join without its C fast path, as an install without a compiler runs it."""
-    saved, core._native = core._native, None
+    saved, native.NATIVE = native.NATIVE, None
     try:
         yield
     finally:
-        core._native = saved
+        native.NATIVE = saved
 
 
 def test_the_fast_path_is_built_where_a_compiler_is() -> None:
@@ -42,7 +43,7 @@ def test_the_fast_path_is_built_where_a_compiler_is() -> None:
     silently failed would leave the join on its slow path: this catches it."""
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: the join runs in Python alone")
-    assert core._native is not None
+    assert native.NATIVE is not None
 
 
 OUTPUTS = [Prediction(label="a"), Prediction(label="b", score=0.25), Prediction(value=1.5),
@@ -151,10 +152,10 @@ def test_a_batch_of_many_joins_in_chunks_gives_every_outcome_in_order() -> None:
 
 
 def test_the_fast_path_takes_lists_only() -> None:
-    if core._native is None:
+    if native.NATIVE is None:
         pytest.skip("no C fast path in this install")
     with pytest.raises(TypeError, match="keys must be a list"):
-        core._native.close_pending([b""], (b"k",), [0], [0], [bytes(8)], ["p"], ["a"], 0, 1, 64, 0, 0,
+        native.NATIVE.close_pending([b""], (b"k",), [0], [0], [bytes(8)], ["p"], ["a"], 0, 1, 64, 0, 0,
                                    HORIZON, None, False, False, [], [])
 
 
@@ -174,7 +175,7 @@ def test_labels_at_the_edges_of_the_interval_join_as_in_the_python_loop() -> Non
 def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels that close pending records, at their prediction's time up to the horizon: C handles
     every one (a fallback would give the same results, only slower, so results alone cannot tell)."""
-    if core._native is None:
+    if native.NATIVE is None:
         pytest.skip("no C fast path in this install")
     fallbacks: list[int] = []
     close_labels = LabelJoin._close_labels
@@ -200,7 +201,7 @@ def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch
     """A batch of new ids in one feature layout and one second of event time: after the first of
     each context (which interns the layout and the context in Python), C adds every one, splitting
     the table as it grows."""
-    if core._native is None:
+    if native.NATIVE is None:
         pytest.skip("no C fast path in this install")
     fallbacks: list[int] = []
     add_predictions = LabelJoin._add_predictions
@@ -216,3 +217,57 @@ def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch
                         [payload_digest(b"%d" % i) for i in range(300)], [None] * 300,
                         columns=(("x",), [xs], [np.array(xs)]))
     assert fallbacks == [0, 1, 2] and join.pending_count == 300 and len(join._groups) > groups_before
+
+
+feature_names = st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=8, unique=True)
+float_values = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e16, 1e-5, 1e-7, 5e-324, 1.5e300]))
+other_values = st.one_of(
+    st.sampled_from(["", ",", "a,b", '"', '","', "\\", "é", "\u2028", "}", "[1,2]", "\n"]),
+    st.text(max_size=5),
+    st.booleans(), st.none(), st.integers(-(2**63), 2**63), st.integers(-(2**80), 2**80))
+
+
+@st.composite
+def batches_of_one_layout(draw: st.DrawFn) -> tuple[Any, list[bytes], list[dict[str, Any]]]:
+    """A layout (names, which are floats) and rows of values of it, encoded as records keep them."""
+    from driftline.operators.join.features import _Shape
+
+    keys = tuple(draw(feature_names))
+    floats = [draw(st.booleans()) for _ in keys]
+    rows = [tuple(draw(float_values if f else other_values) for f in floats)
+            for _ in range(draw(st.integers(1, 12)))]
+    kinds = tuple(float if f else type(rows[0][i]) for i, f in enumerate(floats))
+    rows = [row for row in rows if tuple(float if f else type(v) for f, v in zip(floats, row, strict=True))
+            == kinds]
+    shape = _Shape(keys, kinds)
+    return shape, [shape.encode(row) for row in rows], [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=batches_of_one_layout())
+def test_the_features_json_of_a_batch_is_the_python_path_s(
+        batch: tuple[Any, list[bytes], list[dict[str, Any]]]) -> None:
+    """The outcomes' features JSON put together in C equals the Python path's and each row's own
+    (commas and quotes in strings, ints beyond 64 bits, NaN, non-ASCII, floats first or not)."""
+    from driftline.operators.join.features import features_to_json
+
+    shape, encoded, dicts = batch
+    fast = shape.jsons(encoded)
+    with python_only():
+        slow = shape.jsons(encoded)
+    assert fast == slow == [features_to_json(d) for d in dicts]
+
+
+def test_the_features_json_of_a_common_batch_is_made_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Floats and strings without commas: C puts every row together (its None would send the batch
+    through Python's path, with the same rows, only slower)."""
+    from driftline.operators.join.features import _Shape
+
+    if native.NATIVE is None:
+        pytest.skip("no C fast path in this install")
+    shape = _Shape(("c", "x", "d", "y"), (str, float, str, float))
+    rows = [("u", 0.5, "é", float(i)) for i in range(100)]
+    made = native.NATIVE.rows_json([shape.encode(row) for row in rows], 16, orjson.dumps(
+        [v for row in rows for v in (row[1], row[3])]), 2, 2, [b'{"c":', b',"x":', b',"d":', b',"y":'],
+        [2, 0, 3, 1])
+    assert made == [f'{{"c":"u","x":0.5,"d":"é","y":{float(i)}}}' for i in range(100)]

@@ -22,6 +22,12 @@
  * outcome_rows: the outcomes of the labels close_pending (or Python) joined, read from their
  * pending records as outcomes.py's _outcomes reads them, each a JoinedOutcome made by calling the
  * class with the same values; their features' JSON is left to Python (made for the batch at once).
+ *
+ * rows_json: that JSON, each row's features as an object, from the texts Python made for the
+ * batch at once (orjson's of every float, each record's other values as a JSON list): the value
+ * texts put between the layout's key texts as features.py's _Shape.jsons puts them, with no
+ * object per value; None where a row's other values do not split at their commas (a string holding
+ * one), which Python then handles.
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
@@ -692,11 +698,152 @@ fail:
     return NULL;
 }
 
+
+/* The texts of a JSON list's items, split at its commas: `count` of them (their starts and ends
+ * into `at`) or -1 where the list splits into another number of pieces (a string holding a
+ * comma), as bytes.split(b",") counts them. */
+static Py_ssize_t split_items(const char *text, Py_ssize_t size, Py_ssize_t count, Py_ssize_t *at) {
+    Py_ssize_t found = 0, start = 0;
+    for (Py_ssize_t i = 0; i <= size; i++) {
+        if (i == size || text[i] == ',') {
+            if (found == count) return -1;
+            at[2 * found] = start;
+            at[2 * found + 1] = i;
+            found++;
+            start = i + 1;
+        }
+    }
+    return found == count ? found : -1;
+}
+
+/* rows_json(encoded, float_size, floats_text, n_floats, n_others, key_texts, order) -> list[str] | None
+ * encoded: each row's record features (packed doubles, then its other values' JSON list);
+ * floats_text: orjson's JSON list of every row's floats in order (None without floats); key_texts:
+ * per key, its text before the value ('{"name":' for the first, ',"name":' after); order: per key,
+ * the index of its value among the row's floats then others. */
+static PyObject *rows_json(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "rows_json takes 7 arguments");
+        return NULL;
+    }
+    PyObject *encoded = args[0], *floats_text = args[2], *key_texts = args[5], *order = args[6];
+    Py_ssize_t float_size = PyLong_AsSsize_t(args[1]), n_floats = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t n_others = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (!as_list(encoded, "encoded") || !as_list(key_texts, "key_texts") || !as_list(order, "order")) return NULL;
+    Py_ssize_t rows = PyList_GET_SIZE(encoded), width = n_floats + n_others;
+    if (float_size < 0 || n_floats < 0 || n_others < 0 || PyList_GET_SIZE(key_texts) != width
+        || PyList_GET_SIZE(order) != width || (n_floats > 0 && !PyBytes_CheckExact(floats_text))) {
+        PyErr_SetString(PyExc_ValueError, "rows_json: a key text and a value index per key");
+        return NULL;
+    }
+    Py_ssize_t *pos = PyMem_New(Py_ssize_t, 2 * (rows * n_floats + (n_others ? n_others : 1)) + 2);
+    Py_ssize_t *slot = PyMem_New(Py_ssize_t, width ? width : 1);
+    PyObject *out = NULL;
+    if (pos == NULL || slot == NULL) { PyErr_NoMemory(); goto done; }
+    Py_ssize_t keys_size = 1;  /* the closing brace */
+    for (Py_ssize_t k = 0; k < width; k++) {
+        PyObject *text = PyList_GET_ITEM(key_texts, k);
+        if (!PyBytes_CheckExact(text)) { PyErr_SetString(PyExc_TypeError, "rows_json: key texts are bytes"); goto done; }
+        keys_size += PyBytes_GET_SIZE(text);
+        slot[k] = PyLong_AsSsize_t(PyList_GET_ITEM(order, k));
+        if (slot[k] == -1 && PyErr_Occurred()) goto done;
+        if (slot[k] < 0 || slot[k] >= width) { PyErr_SetString(PyExc_ValueError, "rows_json: a value index out of range"); goto done; }
+    }
+    const char *ftext = NULL;
+    if (n_floats > 0) {  /* '[' v, v, ... ']': every row's floats in order */
+        ftext = PyBytes_AS_STRING(floats_text);
+        Py_ssize_t fsize = PyBytes_GET_SIZE(floats_text);
+        if (fsize < 2 || ftext[0] != '[' || ftext[fsize - 1] != ']'
+            || split_items(ftext + 1, fsize - 2, rows * n_floats, pos) < 0) {
+            PyErr_SetString(PyExc_ValueError, "rows_json: the floats' text is not one value per float");
+            goto done;
+        }
+        for (Py_ssize_t j = 0; j < 2 * rows * n_floats; j++) pos[j] += 1;  /* past the '[' */
+    }
+    Py_ssize_t *opos = pos + 2 * rows * n_floats;
+    out = PyList_New(rows);
+    if (out == NULL) goto done;
+    char *buffer = NULL;
+    Py_ssize_t capacity = 0;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        PyObject *record = PyList_GET_ITEM(encoded, r);
+        if (!PyBytes_CheckExact(record) || PyBytes_GET_SIZE(record) < float_size) {
+            PyErr_SetString(PyExc_ValueError, "rows_json: a record shorter than its floats");
+            goto fail;
+        }
+        const char *others = PyBytes_AS_STRING(record) + float_size;
+        Py_ssize_t osize = PyBytes_GET_SIZE(record) - float_size, size = keys_size;
+        if (n_others > 0) {  /* its other values' list: '[' item, item ']' */
+            if (osize < 2 || others[0] != '[' || others[osize - 1] != ']'
+                || split_items(others + 1, osize - 2, n_others, opos) < 0) {
+                PyMem_Free(buffer);
+                Py_CLEAR(out);
+                Py_INCREF(Py_None);
+                out = Py_None;  /* an int beyond 64 bits or a comma in a string: Python's path */
+                goto done;
+            }
+            for (Py_ssize_t j = 0; j < 2 * n_others; j++) opos[j] += 1;
+            size += osize - 2 - (n_others - 1);
+        }
+        if (n_floats > 0)
+            for (Py_ssize_t j = 0; j < n_floats; j++) {
+                Py_ssize_t v = r * n_floats + j;
+                size += pos[2 * v + 1] - pos[2 * v];
+            }
+        if (size > capacity) {
+            char *grown = PyMem_Realloc(buffer, (size_t)size);
+            if (grown == NULL) { PyErr_NoMemory(); goto fail; }
+            buffer = grown;
+            capacity = size;
+        }
+        char *w = buffer;
+        for (Py_ssize_t k = 0; k < width; k++) {
+            PyObject *text = PyList_GET_ITEM(key_texts, k);
+            memcpy(w, PyBytes_AS_STRING(text), (size_t)PyBytes_GET_SIZE(text));
+            w += PyBytes_GET_SIZE(text);
+            Py_ssize_t v = slot[k], from, to;
+            const char *base;
+            if (v < n_floats) {
+                base = ftext;
+                from = pos[2 * (r * n_floats + v)];
+                to = pos[2 * (r * n_floats + v) + 1];
+            } else {
+                base = others;
+                from = opos[2 * (v - n_floats)];
+                to = opos[2 * (v - n_floats) + 1];
+            }
+            memcpy(w, base + from, (size_t)(to - from));
+            w += to - from;
+        }
+        *w++ = '}';
+        if (w - buffer != size) {  /* the sizes above are the texts': a mismatch is a bug here */
+            PyErr_SetString(PyExc_SystemError, "rows_json: a row's size miscounted");
+            goto fail;
+        }
+        PyObject *row = PyUnicode_DecodeUTF8(buffer, w - buffer, NULL);
+        if (row == NULL) goto fail;
+        PyList_SET_ITEM(out, r, row);
+    }
+    PyMem_Free(buffer);
+    goto done;
+fail:
+    PyMem_Free(buffer);
+    Py_CLEAR(out);
+done:
+    PyMem_Free(pos);
+    PyMem_Free(slot);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"close_pending", (PyCFunction)(void (*)(void))close_pending, METH_FASTCALL,
      "Close the pending records of a batch's commonest labels (see the module's C source)."},
     {"outcome_rows", (PyCFunction)(void (*)(void))outcome_rows, METH_FASTCALL,
      "The outcomes of a batch's joined labels, read from their records (see the module's C source)."},
+    {"rows_json", (PyCFunction)(void (*)(void))rows_json, METH_FASTCALL,
+     "Each row's features' JSON object from the batch's value texts (see the module's C source)."},
     {"add_pending", (PyCFunction)(void (*)(void))add_pending, METH_FASTCALL,
      "Add a batch's commonest predictions as pending records (see the module's C source)."},
     {NULL, NULL, 0, NULL},

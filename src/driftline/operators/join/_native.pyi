@@ -52,3 +52,14 @@ def outcome_rows(
     make: Any,
     /,
 ) -> tuple[list[Any], list[int], list[bytes]]: ...
+
+def rows_json(
+    encoded: list[bytes],
+    float_size: int,
+    floats_text: bytes | None,
+    n_floats: int,
+    n_others: int,
+    key_texts: list[bytes],
+    order: list[int],
+    /,
+) -> list[str] | None: ...

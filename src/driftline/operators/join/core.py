@@ -86,6 +86,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from driftline.operators.join import native
 from driftline.operators.join.changes import JoinChanges, TrackedTable, _closing
 from driftline.operators.join.features import (
     _MAX_SHAPES,
@@ -149,11 +150,6 @@ from driftline.operators.join.restore import _RESTORE_BUDGET, _RestoredGroups, _
 from driftline.operators.join.spill import _stub_records
 from driftline.operators.join.table import _BUCKET_MS, _LOAD, _MIN_GROUPS
 from driftline.schemas.events import LabelEvent, Prediction, PredictionEvent
-
-try:  # the hot paths in C (_native.c), built where a compiler was at install; else Python alone
-    from driftline.operators.join import _native
-except ImportError:  # pragma: no cover - an install without the extension
-    _native = None  # type: ignore[assignment]
 
 _NEVER = -(2**62)
 _OUTCOMES_AT_ONCE = 64
@@ -315,7 +311,8 @@ class LabelJoin(TrackedTable):
         if not len(prediction_ids) == len(timestamps) == len(contexts) == len(digests) == len(sources) \
                 == count:
             raise ValueError("on_predictions: a value per prediction in every column")
-        if _native is None or encoded is None:
+        fast = native.NATIVE
+        if fast is None or encoded is None:
             self._add_predictions(0, count, prediction_ids, keys, crcs, timestamps, contexts, predictions,
                                   features, digests, sources, tails, packs, layout, known, rerouted, outcomes,
                                   duplicates)
@@ -327,7 +324,7 @@ class LabelJoin(TrackedTable):
         i = 0
         while i < count:
             if known is not None and known != _NO_SHAPE:
-                i = _native.add_pending(self, keys, crcs, pids, stamps, ctxs, digest_list, tails, packs, i,
+                i = fast.add_pending(self, keys, crcs, pids, stamps, ctxs, digest_list, tails, packs, i,
                                         count, known, rerouted, _LOAD)
                 if i == count:
                     break
@@ -493,7 +490,7 @@ class LabelJoin(TrackedTable):
                     rerouted, digest, source, joined)
         if payload is not None:
             self._legacy_resends(reported, "label", payload)
-        return _outcomes(joined, self._ctx, self._shapes, _native)[0] if joined else None
+        return _outcomes(joined, self._ctx, self._shapes, native.NATIVE)[0] if joined else None
 
     def on_labels(
         self,
@@ -526,10 +523,11 @@ class LabelJoin(TrackedTable):
         count = len(keys)
         if not len(timestamps) == len(labels) == len(model_ids) == len(digests) == len(sources) == count:
             raise ValueError("on_labels: a value per label in every column")
-        if _native is None:
+        fast = native.NATIVE
+        if fast is None:
             self._close_labels(0, count, prediction_ids, keys, crcs, timestamps, labels, model_ids, digests,
                                sources, rerouted, joined, outcomes)
-            return outcomes + _outcomes(joined, self._ctx, self._shapes, _native)
+            return outcomes + _outcomes(joined, self._ctx, self._shapes)
         # The common case in C (_native.c) until a label of another case, which the Python loop
         # handles alone; the same steps, byte for byte, in the same order.
         pids, stamps, values = list(prediction_ids), list(timestamps), list(labels)
@@ -537,9 +535,9 @@ class LabelJoin(TrackedTable):
         i = 0
         while i < count:
             if len(joined) == _OUTCOMES_AT_ONCE:
-                outcomes += _outcomes(joined, self._ctx, self._shapes, _native)
+                outcomes += _outcomes(joined, self._ctx, self._shapes, fast)
                 joined = []
-            i, closed = _native.close_pending(
+            i, closed = fast.close_pending(
                 self._groups, keys, crcs, stamps, digest_list, pids, values, i, count,
                 _OUTCOMES_AT_ONCE - len(joined), self._low - 1, self._split, self.horizon_ms, self._added,
                 self._store is not None, rerouted, joined, self._closings)
@@ -548,7 +546,7 @@ class LabelJoin(TrackedTable):
                 self._close_labels(i, i + 1, pids, keys, crcs, stamps, values, model_ids, digest_list,
                                    sources, rerouted, joined, outcomes)
                 i += 1
-        return outcomes + _outcomes(joined, self._ctx, self._shapes, _native)
+        return outcomes + _outcomes(joined, self._ctx, self._shapes, fast)
 
     def _close_labels(
         self,
@@ -580,7 +578,7 @@ class LabelJoin(TrackedTable):
             pid, key, crc, ts = prediction_ids[i], keys[i], crcs[i], timestamps[i]
             value, model_id, digest, source = labels[i], model_ids[i], digests[i], sources[i]
             if len(joined) == _OUTCOMES_AT_ONCE:  # made while the records read are in the CPU's cache
-                outcomes += _outcomes(joined, self._ctx, self._shapes, _native)
+                outcomes += _outcomes(joined, self._ctx, self._shapes, native.NATIVE)
                 joined.clear()
             gid = crc & low  # self._gid(crc), inline
             if gid < split:
