@@ -94,9 +94,10 @@ def _run(log: list[tuple[Any, ...]], cut: int, track: bool, spill_dir: Path | No
         # already past the labels' watermark, and ids forgotten while the log goes on
         marks[run[0][0]] = max(marks[run[0][0]], max(times) - 1_000)
         told.append(join.advance(marks["prediction"], marks["label"]))
-        # the table as it is laid out (a pickle holds the records, not how they are grouped); spilled
-        # records' stubs hold the same references either way
-        told.append((tuple(join._groups), join._low, join._split))
+        # the table as it is laid out and its time index (a pickle holds the records, not how they
+        # are grouped); spilled records' stubs hold the same references either way
+        told.append((tuple(join._groups), join._low, join._split, list(join._bucket_keys),
+                     [(second, list(hashes)) for second, hashes in join._buckets.items()]))
         if n % 3 == 2 and track:
             told.append(join.take_changes())
     if spill_dir is not None:
@@ -198,9 +199,9 @@ def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPa
 
 
 def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch of new ids in one feature layout and one second of event time: after the first of
+    """A batch of new ids in one feature layout over 30 seconds of event time: after the first of
     each context (which interns the layout and the context in Python), C adds every one, splitting
-    the table as it grows."""
+    the table as it grows and starting each new second of the time index."""
     if native.NATIVE is None:
         pytest.skip("no C fast path in this install")
     fallbacks: list[int] = []
@@ -212,11 +213,12 @@ def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch
     ids = [str(uuid.UUID(int=i + 1)) if i % 2 else f"text-{i}" for i in range(300)]
     xs = [float(i) for i in range(300)]
     groups_before = len(join._groups)
-    join.on_predictions(ids, [1_000] * 300, [CONTEXTS[i % 3] for i in range(300)],
+    join.on_predictions(ids, [1_000 + 100 * i for i in range(300)], [CONTEXTS[i % 3] for i in range(300)],
                         [OUTPUTS[i % len(OUTPUTS)] for i in range(300)], [{"x": x} for x in xs],
                         [payload_digest(b"%d" % i) for i in range(300)], [None] * 300,
                         columns=(("x",), [xs], [np.array(xs)]))
     assert fallbacks == [0, 1, 2] and join.pending_count == 300 and len(join._groups) > groups_before
+    assert join._bucket_keys == list(range(1, 31)) and sum(map(len, join._buckets.values())) == 300
 
 
 feature_names = st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=8, unique=True)

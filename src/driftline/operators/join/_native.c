@@ -301,6 +301,7 @@ corrupt:
 }
 
 static PyObject *append_name; /* "append", interned once: a time-index array's method */
+static PyObject *array_type, *typecode; /* array.array and "I": a new second's array of id hashes */
 
 /* The counts add_pending keeps in C while it runs, written back to the join whatever happens. */
 typedef struct {
@@ -355,7 +356,7 @@ static PyObject *add_pending(PyObject *module, PyObject *const *args, Py_ssize_t
     if (spilling_all) return PyLong_FromSsize_t(start);  /* each record goes to the store: Python */
 
     PyObject *groups = NULL, *buckets = NULL, *added = NULL, *ctx_ids = NULL, *held_ids = NULL;
-    PyObject *unspilled = NULL, *evict_key_obj = NULL, *bucket = NULL;
+    PyObject *unspilled = NULL, *evict_key_obj = NULL, *bucket = NULL, *bucket_keys = NULL;
     PyObject *result = NULL;
     Counts c;
     c.records = int_attr(join, "_records");
@@ -372,10 +373,12 @@ static PyObject *add_pending(PyObject *module, PyObject *const *args, Py_ssize_t
     held_ids = PyObject_GetAttrString(join, "_held_ids");
     unspilled = PyObject_GetAttrString(join, "_unspilled");
     evict_key_obj = PyObject_GetAttrString(join, "_evict_key");
-    if (evict_key_obj == NULL || unspilled == NULL || held_ids == NULL || ctx_ids == NULL || added == NULL
+    bucket_keys = PyObject_GetAttrString(join, "_bucket_keys");
+    if (bucket_keys == NULL || evict_key_obj == NULL || unspilled == NULL || held_ids == NULL || ctx_ids == NULL || added == NULL
         || buckets == NULL || groups == NULL)
         goto done;
     if (!PyList_CheckExact(groups) || !PyDict_CheckExact(buckets) || !PyDict_CheckExact(ctx_ids)
+        || !PyList_CheckExact(bucket_keys)
         || !PyDict_CheckExact(held_ids) || (added != Py_None && !PySet_Check(added))
         || (unspilled != Py_None && !PySet_Check(unspilled))) {
         PyErr_SetString(PyExc_TypeError, "add_pending: the join's state is not of the expected types");
@@ -445,10 +448,19 @@ static PyObject *add_pending(PyObject *module, PyObject *const *args, Py_ssize_t
             Py_DECREF(found_key);
             if (found == NULL) {
                 if (PyErr_Occurred()) goto done;
-                break;  /* a new second: Python makes its array and keeps the keys sorted */
+                /* a new second: made below, once the record is sure to go in, if it comes after
+                 * every second the index holds (else Python inserts it among them) */
+                Py_ssize_t held_seconds = PyList_GET_SIZE(bucket_keys);
+                if (held_seconds) {
+                    long long last = PyLong_AsLongLong(PyList_GET_ITEM(bucket_keys, held_seconds - 1));
+                    if (last == -1 && PyErr_Occurred()) goto done;
+                    if (last >= second) break;
+                }
+                Py_CLEAR(bucket);
+            } else {
+                Py_INCREF(found);
+                Py_XSETREF(bucket, found);
             }
-            Py_INCREF(found);
-            Py_XSETREF(bucket, found);
             bucket_second = second;
         }
         PyObject *output = PyTuple_GET_ITEM(tail, 2);
@@ -487,6 +499,17 @@ static PyObject *add_pending(PyObject *module, PyObject *const *args, Py_ssize_t
             Py_DECREF(keyed);
             if (failed) { Py_DECREF(grown); goto done; }
         }
+        if (bucket == NULL) {  /* the new second's array, its key last in the sorted keys */
+            PyObject *second_key = PyLong_FromLongLong(second);
+            bucket = second_key == NULL ? NULL : PyObject_CallOneArg(array_type, typecode);
+            if (bucket == NULL || PyDict_SetItem(buckets, second_key, bucket) < 0
+                || PyList_Append(bucket_keys, second_key) < 0) {
+                Py_XDECREF(second_key);
+                Py_DECREF(grown);
+                goto done;
+            }
+            Py_DECREF(second_key);
+        }
         PyObject *crc_obj = PyList_GET_ITEM(crcs, i);
         PyObject *appended = PyObject_CallMethodOneArg(bucket, append_name, crc_obj);
         if (appended == NULL) { Py_DECREF(grown); goto done; }
@@ -523,6 +546,7 @@ done:
     Py_XDECREF(unspilled);
     Py_XDECREF(evict_key_obj);
     Py_XDECREF(bucket);
+    Py_XDECREF(bucket_keys);
     return result;
 }
 
@@ -857,6 +881,12 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     append_name = PyUnicode_InternFromString("append");
-    if (append_name == NULL) return NULL;
+    typecode = PyUnicode_FromString("I");
+    PyObject *arrays = PyImport_ImportModule("array");
+    if (arrays != NULL) {
+        array_type = PyObject_GetAttrString(arrays, "array");
+        Py_DECREF(arrays);
+    }
+    if (append_name == NULL || typecode == NULL || array_type == NULL) return NULL;
     return PyModule_Create(&module_def);
 }
