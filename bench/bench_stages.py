@@ -76,9 +76,14 @@ objects of a batch of one layout as value rows (``FeatureRows``: no dict per eve
 its records from the float columns) beside the same run reading a dict per event (the decoder
 before), alternating rounds of one process, per stage and un-instrumented, outputs digested.
 
+Figure (12g), with ``--join-native``: the columnar run with the join's C paths
+(``operators/join/_native.c``) beside the same run on the join's Python loops alone (what an install
+without a compiler runs), alternating rounds of one process, per stage and un-instrumented, outputs
+digested.
+
     .venv/bin/python bench/bench_stages.py [--n 100000] [--quick] [--rounds 7] [--join-baseline DIR]
         [--join-only] [--shard-baseline FILE [--local-baseline FILE]] [--outcome-encoding] [--eager-outputs]
-        [--feature-rows]
+        [--feature-rows] [--join-native]
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ from driftline.operators import (
     validate,
     window_stats,
 )
+from driftline.operators.join import native as join_native
 from driftline.pipeline import local, model, records, reroute, shard, to_rows
 from driftline.runtime import tune_gc
 
@@ -734,6 +740,30 @@ def measure_feature_rows(n: int, rounds: int, seed: int = 0) -> Figure:
                   {"dicts": best["dicts"], "rows": best["rows"], "identical": same, "plain_us": plain_us})
 
 
+@contextmanager
+def _join_native(on: bool) -> Iterator[None]:
+    """The join with its C paths (``on``, where this install built them) or its Python loops alone."""
+    saved = join_native.NATIVE
+    join_native.NATIVE = saved if on else None
+    try:
+        yield
+    finally:
+        join_native.NATIVE = saved
+
+
+def measure_join_native(n: int, rounds: int, seed: int = 0) -> Figure:
+    """Figure (12g): the columnar run with the join's C paths (``operators/join/_native.c``) beside the
+    same run on its Python loops alone, alternating rounds of one process; outputs digested."""
+    if join_native.NATIVE is None:
+        raise SystemExit("--join-native: this install has no join C extension (no compiler at install?)")
+    best, plain_us, digests, n_pred = _alternating(
+        n, rounds, {"python": lambda: _join_native(False), "c": lambda: _join_native(True)}, seed)
+    detail, same = _ab_detail("python", "c", best, plain_us, digests, rounds, n_pred)
+    return Figure("join_native_us", "(12g) stage 1, the join's C paths vs its Python loops",
+                  plain_us["c"], "us/pred event", "", None, detail,
+                  {"python": best["python"], "c": best["c"], "identical": same, "plain_us": plain_us})
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="prediction events (each with a label)")
@@ -755,6 +785,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="stage 1 with the decoder's outputs as columns vs an object per output (12e)")
     parser.add_argument("--feature-rows", action="store_true",
                         help="stage 1 with feature objects read as value rows vs a dict per event (12f)")
+    parser.add_argument("--join-native", action="store_true",
+                        help="stage 1 with the join's C paths vs its Python loops alone (12g)")
     parser.add_argument("--local-baseline", type=Path, default=None,
                         help="with --shard-baseline: that revision's pipeline/local.py (the transport)")
     args = parser.parse_args(argv)
@@ -774,6 +806,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs = measure_eager_outputs(args.n, args.rounds)
         print_figures([outputs], "outputs as columns, A/B")
         return 0 if outputs.extra["identical"] else 1
+    if args.join_native:
+        compiled = measure_join_native(args.n, args.rounds)
+        print_figures([compiled], "the join in C, A/B")
+        return 0 if compiled.extra["identical"] else 1
     if args.feature_rows:
         rows = measure_feature_rows(args.n, args.rounds)
         print_figures([rows], "feature rows, A/B")

@@ -42,3 +42,19 @@ def test_the_timer_cost_splits_into_parts_that_add_up(bench_stages: ModuleType) 
     cost = bench_stages.timer_cost(calls=2_000)
     assert cost.inside >= 0.0 and cost.outside >= 0.0
     assert cost.total == cost.inside + cost.outside
+
+
+def test_the_join_native_ab_runs_both_joins_and_restores_the_switch(bench_stages: ModuleType) -> None:
+    """Figure (12g): the Python variant runs with the join's C switch off, both emit the same
+    outputs, and the switch is as it was after each."""
+    from driftline.operators.join import native
+
+    if native.NATIVE is None:
+        pytest.skip("no C fast path in this install")
+    saved = native.NATIVE
+    with bench_stages._join_native(False):
+        assert native.NATIVE is None
+    assert native.NATIVE is saved
+    figure = bench_stages.measure_join_native(400, 1)
+    assert figure.extra["identical"] and native.NATIVE is saved
+    assert figure.extra["c"]["join"] > 0 and figure.extra["python"]["join"] > 0
