@@ -685,17 +685,24 @@ def _ab_detail(old_label: str, new_label: str, best: dict[str, dict[str, float]]
     return detail, same
 
 
+def _ab_figure(name: str, title: str, n: int, rounds: int, old: tuple[str, Callable[[], Any]],
+               new: tuple[str, Callable[[], Any]], seed: int = 0) -> Figure:
+    """An A/B figure of stage 1: the columnar run under ``old`` and ``new`` (a label and a context
+    manager factory each) in alternating rounds (:func:`_alternating`), the new one's un-instrumented
+    figure as its value; per-stage bests, both digests' agreement and the plain figures as extras."""
+    best, plain_us, digests, n_pred = _alternating(n, rounds, dict((old, new)), seed)
+    detail, same = _ab_detail(old[0], new[0], best, plain_us, digests, rounds, n_pred)
+    return Figure(name, title, plain_us[new[0]], "us/pred event", "", None, detail,
+                  {old[0]: best[old[0]], new[0]: best[new[0]], "identical": same, "plain_us": plain_us})
+
+
 def measure_eager_outputs(n: int, rounds: int, seed: int = 0) -> Figure:
     """Figure (12e): the columnar run with the decoder's outputs as columns (this revision) beside the
     same run with a :class:`Prediction` object built per output (before), alternating rounds of one
     process (best of ``rounds`` per stage, instrumented, and un-instrumented); outputs digested."""
-    best, plain_us, digests, n_pred = _alternating(
-        n, rounds, {"objects": lambda: _outputs(True), "columns": lambda: _outputs(False)}, seed)
-    detail, same = _ab_detail("objects", "columns", best, plain_us, digests, rounds, n_pred)
-    return Figure("outputs_as_columns_us", "(12e) stage 1, outputs as columns vs an object per output",
-                  plain_us["columns"], "us/pred event", "", None, detail,
-                  {"objects": best["objects"], "columns": best["columns"], "identical": same,
-                   "plain_us": plain_us})
+    return _ab_figure("outputs_as_columns_us", "(12e) stage 1, outputs as columns vs an object per output",
+                      n, rounds, ("objects", lambda: _outputs(True)), ("columns", lambda: _outputs(False)),
+                      seed)
 
 
 _ROWS_DECODE = struct_decode._PREDICTION_DECODE if struct_decode.msgspec is not None else None
@@ -732,12 +739,8 @@ def measure_feature_rows(n: int, rounds: int, seed: int = 0) -> Figure:
     """Figure (12f): the columnar run with the compiled pass reading feature objects of one layout
     as value rows (no dict per event; the join packs its records from the columns) beside the same
     run with a dict per event (before), alternating rounds of one process; outputs digested."""
-    best, plain_us, digests, n_pred = _alternating(
-        n, rounds, {"dicts": lambda: _features(True), "rows": lambda: _features(False)}, seed)
-    detail, same = _ab_detail("dicts", "rows", best, plain_us, digests, rounds, n_pred)
-    return Figure("feature_rows_us", "(12f) stage 1, feature rows vs a feature dict per event",
-                  plain_us["rows"], "us/pred event", "", None, detail,
-                  {"dicts": best["dicts"], "rows": best["rows"], "identical": same, "plain_us": plain_us})
+    return _ab_figure("feature_rows_us", "(12f) stage 1, feature rows vs a feature dict per event",
+                      n, rounds, ("dicts", lambda: _features(True)), ("rows", lambda: _features(False)), seed)
 
 
 @contextmanager
@@ -756,12 +759,8 @@ def measure_join_native(n: int, rounds: int, seed: int = 0) -> Figure:
     same run on its Python loops alone, alternating rounds of one process; outputs digested."""
     if join_native.NATIVE is None:
         raise SystemExit("--join-native: this install has no join C extension (no compiler at install?)")
-    best, plain_us, digests, n_pred = _alternating(
-        n, rounds, {"python": lambda: _join_native(False), "c": lambda: _join_native(True)}, seed)
-    detail, same = _ab_detail("python", "c", best, plain_us, digests, rounds, n_pred)
-    return Figure("join_native_us", "(12g) stage 1, the join's C paths vs its Python loops",
-                  plain_us["c"], "us/pred event", "", None, detail,
-                  {"python": best["python"], "c": best["c"], "identical": same, "plain_us": plain_us})
+    return _ab_figure("join_native_us", "(12g) stage 1, the join's C paths vs its Python loops", n, rounds,
+                      ("python", lambda: _join_native(False)), ("c", lambda: _join_native(True)), seed)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
