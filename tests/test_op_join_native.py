@@ -157,7 +157,7 @@ def test_the_fast_path_takes_lists_only() -> None:
         pytest.skip("no C fast path in this install")
     with pytest.raises(TypeError, match="keys must be a list"):
         native.NATIVE.close_pending([b""], (b"k",), [0], [0], [bytes(8)], ["p"], ["a"], 0, 1, 64, 0, 0,
-                                   HORIZON, None, False, False, [], [])
+                                   HORIZON, None, None, False, [], [])
 
 
 def test_labels_at_the_edges_of_the_interval_join_as_in_the_python_loop() -> None:
@@ -273,3 +273,35 @@ def test_the_features_json_of_a_common_batch_is_made_in_c(monkeypatch: pytest.Mo
         [v for row in rows for v in (row[1], row[3])]), 2, 2, [b'{"c":', b',"x":', b',"d":', b',"y":'],
         [2, 0, 3, 1])
     assert made == [f'{{"c":"u","x":0.5,"d":"é","y":{float(i)}}}' for i in range(100)]
+
+
+def test_labels_of_spilled_predictions_are_joined_in_c(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Past the memory budget a pending record's payload is in the store: C reads it back for the
+    outcome (the pending store's ``get``) instead of leaving the label to Python."""
+    if native.NATIVE is None:
+        pytest.skip("no C fast path in this install")
+    fallbacks: list[int] = []
+    close_labels = LabelJoin._close_labels
+    monkeypatch.setattr(LabelJoin, "_close_labels",
+                        lambda self, start, stop, *rest: fallbacks.append(stop - start) or close_labels(
+                            self, start, stop, *rest))
+
+    def joined(directory: Path) -> tuple[int, list[Any], bytes]:
+        join = LabelJoin(HORIZON, 1_000, 1_000)
+        join.set_memory_budget(1, directory)
+        ids, xs = [f"s{i}" for i in range(200)], [float(i) for i in range(200)]
+        join.on_predictions(ids, [1_000 + i for i in range(200)], [CONTEXTS[i % 3] for i in range(200)],
+                            [OUTPUTS[i % len(OUTPUTS)] for i in range(200)], [{"x": x} for x in xs],
+                            [payload_digest(b"%d" % i) for i in range(200)], [None] * 200,
+                            columns=(("x",), [xs], [np.array(xs)]))
+        spilled = join.spilled_count
+        outcomes = join.on_labels(ids, [2_000 + i for i in range(200)],
+                                  [LABELS[i % len(LABELS)] for i in range(200)], [None] * 200,
+                                  [payload_digest(b"l%d" % i) for i in range(200)], [None] * 200)
+        return spilled, outcomes, pickle.dumps(join)
+
+    spilled, outcomes, state = joined(tmp_path / "fast")
+    assert spilled > 150 and len(outcomes) == 200 and fallbacks == []  # every label in C
+    with python_only():
+        assert joined(tmp_path / "slow") == (spilled, outcomes, state)

@@ -5,9 +5,9 @@
  * `start` and handles each label of that case as the Python loop does, byte for byte: the group's
  * record is replaced by its joined form, the label's (id, group, offsets, time, value, rerouted)
  * tuple is appended to `joined`, and, while the join tracks changes, the closing is appended to
- * `closings`. It stops at the first label of any other case (no such record, a closed or spilled
- * one, an interval that does not hold the label, a value it cannot read as the Python code
- * would), which the caller then handles in Python before calling again. The record layout is
+ * `closings` (a spilled record's payload is read back from the pending store for the outcome). It
+ * stops at the first label of any other case (no such record, a closed one, an interval that does
+ * not hold the label, a value it cannot read as the Python code would), which the caller then handles in Python before calling again. The record layout is
  * records.py's; every read is bounds-checked, and a group that does not parse as records stops
  * the walk rather than being trusted.
  *
@@ -50,6 +50,10 @@
 #define PRED_SIZE 11 /* _PRED: flags u8, ctx id u32, shape id u16, label length u32 */
 #define BUCKET_MS 1000 /* table.py's _BUCKET_MS */
 #define REROUTED 4
+
+static PyObject *append_name; /* "append", interned once: a time-index array's method */
+static PyObject *get_name; /* "get": the pending store's read */
+static PyObject *array_type, *typecode; /* array.array and "I": a new second's array of id hashes */
 
 static uint32_t read_u32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -113,7 +117,7 @@ static int as_list(PyObject *obj, const char *name) {
 }
 
 /* close_pending(groups, keys, crcs, timestamps, digests, pids, labels, start, stop, room, low_mask,
- *               split, horizon, added, store_present, rerouted, joined, closings)
+ *               split, horizon, added, store, rerouted, joined, closings)
  *   -> (index of the first label not handled, records closed)
  * An exception (out of memory) leaves the records closed so far closed but not counted, as an
  * exception in the Python loop leaves it part done: the shard fails and restarts from its
@@ -138,7 +142,7 @@ static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize
     int overflow = 0;
     long long horizon = PyLong_AsLongLongAndOverflow(args[12], &overflow);
     if (overflow) horizon = overflow > 0 ? LLONG_MAX : LLONG_MIN;  /* a bound a user set */
-    int store_present = PyObject_IsTrue(args[14]);
+    PyObject *store = args[14];  /* the pending store spilled payloads are in, or None */
     if (PyErr_Occurred()) return NULL;
     if (added != Py_None && !PySet_Check(added)) {
         PyErr_SetString(PyExc_TypeError, "close_pending: added must be a set or None");
@@ -199,7 +203,7 @@ static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize
         if (state != PENDING || ts < pred_ts) break;
         long long delay;
         if (__builtin_sub_overflow((long long)ts, (long long)pred_ts, &delay) || delay > horizon) break;
-        if ((udata[body] & SPILLED) && store_present) break;
+        int spilled = (udata[body] & SPILLED) && store != Py_None;
         /* the joined record: head, id key, time, state, payload digest, ctx id, label's digest */
         Py_ssize_t joined_size = at + BODY + CTX_SIZE + DIGEST_SIZE;
         PyObject *fresh = PyBytes_FromStringAndSize(NULL, size - (end - pos) + joined_size);
@@ -235,8 +239,31 @@ static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize
                 if (failed) { Py_DECREF(fresh); return NULL; }
             }
         }
-        PyObject *item = Py_BuildValue("(OOnnOOO)", PyList_GET_ITEM(pids, i), group, pos + at, end,
-                                       PyList_GET_ITEM(stamps, i), PyList_GET_ITEM(labels, i), rerouted);
+        PyObject *item;
+        if (spilled) {  /* the stub to the flags..label length, then the payload read back: all the
+                         * outcome reads */
+            Py_ssize_t payload_at = body + PRED_SIZE;
+            PyObject *ref = PyBytes_FromStringAndSize(data + payload_at, end - payload_at);
+            PyObject *payload = ref == NULL ? NULL : PyObject_CallMethodOneArg(store, get_name, ref);
+            Py_XDECREF(ref);
+            if (payload == NULL || !PyBytes_Check(payload)) {
+                if (payload != NULL) PyErr_SetString(PyExc_TypeError, "the pending store gives bytes");
+                Py_XDECREF(payload);
+                Py_DECREF(fresh);
+                return NULL;
+            }
+            Py_ssize_t stub = payload_at - pos, size_read = PyBytes_GET_SIZE(payload);
+            PyObject *record = PyBytes_FromStringAndSize(NULL, stub + size_read);
+            if (record == NULL) { Py_DECREF(payload); Py_DECREF(fresh); return NULL; }
+            memcpy(PyBytes_AS_STRING(record), data + pos, (size_t)stub);
+            memcpy(PyBytes_AS_STRING(record) + stub, PyBytes_AS_STRING(payload), (size_t)size_read);
+            Py_DECREF(payload);
+            item = Py_BuildValue("(ONnnOOO)", PyList_GET_ITEM(pids, i), record, at, stub + size_read,
+                                 PyList_GET_ITEM(stamps, i), PyList_GET_ITEM(labels, i), rerouted);
+        } else {
+            item = Py_BuildValue("(OOnnOOO)", PyList_GET_ITEM(pids, i), group, pos + at, end,
+                                 PyList_GET_ITEM(stamps, i), PyList_GET_ITEM(labels, i), rerouted);
+        }
         if (item == NULL) { Py_DECREF(fresh); return NULL; }
         int failed = PyList_Append(joined, item);  /* holds the old group for the outcome's reads */
         Py_DECREF(item);
@@ -300,8 +327,6 @@ corrupt:
     return -1;
 }
 
-static PyObject *append_name; /* "append", interned once: a time-index array's method */
-static PyObject *array_type, *typecode; /* array.array and "I": a new second's array of id hashes */
 
 /* The counts add_pending keeps in C while it runs, written back to the join whatever happens. */
 typedef struct {
@@ -881,12 +906,13 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     append_name = PyUnicode_InternFromString("append");
+    get_name = PyUnicode_InternFromString("get");
     typecode = PyUnicode_FromString("I");
     PyObject *arrays = PyImport_ImportModule("array");
     if (arrays != NULL) {
         array_type = PyObject_GetAttrString(arrays, "array");
         Py_DECREF(arrays);
     }
-    if (append_name == NULL || typecode == NULL || array_type == NULL) return NULL;
+    if (append_name == NULL || get_name == NULL || typecode == NULL || array_type == NULL) return NULL;
     return PyModule_Create(&module_def);
 }

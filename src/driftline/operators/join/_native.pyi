@@ -17,7 +17,7 @@ def close_pending(
     split: int,
     horizon: int,
     added: set[bytes] | None,
-    store_present: bool,
+    store: Any,
     rerouted: bool,
     joined: list[Any],
     closings: list[bytes],

@@ -323,6 +323,11 @@ class LabelJoin(TrackedTable):
         digest_list = list(digests)
         i = 0
         while i < count:
+            if self._through:  # every payload to the store as it comes: the Python loop, as before
+                self._add_predictions(i, count, pids, keys, crcs, stamps, ctxs, predictions, features,
+                                      digest_list, sources, tails, packs, layout, known, rerouted, outcomes,
+                                      duplicates)
+                break
             if known is not None and known != _NO_SHAPE:
                 i = fast.add_pending(self, keys, crcs, pids, stamps, ctxs, digest_list, tails, packs, i,
                                         count, known, rerouted, _LOAD)
@@ -540,7 +545,7 @@ class LabelJoin(TrackedTable):
             i, closed = fast.close_pending(
                 self._groups, keys, crcs, stamps, digest_list, pids, values, i, count,
                 _OUTCOMES_AT_ONCE - len(joined), self._low - 1, self._split, self.horizon_ms, self._added,
-                self._store is not None, rerouted, joined, self._closings)
+                self._store, rerouted, joined, self._closings)
             self._pending -= closed
             if i < count and len(joined) < _OUTCOMES_AT_ONCE:
                 self._close_labels(i, i + 1, pids, keys, crcs, stamps, values, model_ids, digest_list,
