@@ -173,16 +173,22 @@ def test_labels_at_the_edges_of_the_interval_join_as_in_the_python_loop() -> Non
     assert [o.prediction_id for o in fast[3]] == IDS[:2]
 
 
+def _python_calls(monkeypatch: pytest.MonkeyPatch, loop: str) -> list[int]:
+    """Where each call of the join's Python loop ``loop`` (``_close_labels``, ``_add_predictions``)
+    starts, from now on in the test (skipped where there is no C path to fall back from)."""
+    if native.NATIVE is None:
+        pytest.skip("no C fast path in this install")
+    starts: list[int] = []
+    python_loop = getattr(LabelJoin, loop)
+    monkeypatch.setattr(LabelJoin, loop, lambda self, start, stop, *rest: starts.append(start) or python_loop(
+        self, start, stop, *rest))
+    return starts
+
+
 def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels that close pending records, at their prediction's time up to the horizon: C handles
     every one (a fallback would give the same results, only slower, so results alone cannot tell)."""
-    if native.NATIVE is None:
-        pytest.skip("no C fast path in this install")
-    fallbacks: list[int] = []
-    close_labels = LabelJoin._close_labels
-    monkeypatch.setattr(LabelJoin, "_close_labels",
-                        lambda self, start, stop, *rest: fallbacks.append(stop - start) or close_labels(
-                            self, start, stop, *rest))
+    fallbacks = _python_calls(monkeypatch, "_close_labels")
     join = LabelJoin(HORIZON, 1_000, 1_000)
     join.track_changes()
     ids = [str(uuid.UUID(int=i + 1)) if i % 2 else f"text-{i}" for i in range(300)]
@@ -202,13 +208,7 @@ def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch
     """A batch of new ids in one feature layout over 30 seconds of event time: after the first of
     each context (which interns the layout and the context in Python), C adds every one, splitting
     the table as it grows and starting each new second of the time index."""
-    if native.NATIVE is None:
-        pytest.skip("no C fast path in this install")
-    fallbacks: list[int] = []
-    add_predictions = LabelJoin._add_predictions
-    monkeypatch.setattr(LabelJoin, "_add_predictions",
-                        lambda self, start, stop, *rest: fallbacks.append(start) or add_predictions(
-                            self, start, stop, *rest))
+    fallbacks = _python_calls(monkeypatch, "_add_predictions")
     join = LabelJoin(HORIZON, 1_000, 1_000)
     ids = [str(uuid.UUID(int=i + 1)) if i % 2 else f"text-{i}" for i in range(300)]
     xs = [float(i) for i in range(300)]
@@ -279,13 +279,7 @@ def test_labels_of_spilled_predictions_are_joined_in_c(monkeypatch: pytest.Monke
                                                         tmp_path: Path) -> None:
     """Past the memory budget a pending record's payload is in the store: C reads it back for the
     outcome (the pending store's ``get``) instead of leaving the label to Python."""
-    if native.NATIVE is None:
-        pytest.skip("no C fast path in this install")
-    fallbacks: list[int] = []
-    close_labels = LabelJoin._close_labels
-    monkeypatch.setattr(LabelJoin, "_close_labels",
-                        lambda self, start, stop, *rest: fallbacks.append(stop - start) or close_labels(
-                            self, start, stop, *rest))
+    fallbacks = _python_calls(monkeypatch, "_close_labels")
 
     def joined(directory: Path) -> tuple[int, list[Any], bytes]:
         join = LabelJoin(HORIZON, 1_000, 1_000)
