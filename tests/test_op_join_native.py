@@ -40,10 +40,16 @@ def python_only() -> Iterator[None]:
 
 def test_the_fast_path_is_built_where_a_compiler_is() -> None:
     """`make install` builds the extension (pyproject's ext-modules); CI has gcc, so a build that
-    silently failed would leave the join on its slow path: this catches it."""
+    silently failed would leave the join on its slow path (or on a stale build): this catches it."""
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: the join runs in Python alone")
     assert native.NATIVE is not None
+    # an editable install builds it in place; a failed rebuild (the extension is optional) would
+    # leave the previous build there, older than its source: `make install` rebuilds it
+    built = Path(native.NATIVE.__file__)
+    source = built.with_name("_native.c")
+    if source.exists():
+        assert built.stat().st_mtime >= source.stat().st_mtime, f"{built.name} is older than {source}"
 
 
 OUTPUTS = [Prediction(label="a"), Prediction(label="b", score=0.25), Prediction(value=1.5),
