@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-install whenever pyproject.toml or the C source changes (an editable install builds the join's
-# C fast path in place); reuse the venv otherwise.
-$(STAMP): pyproject.toml src/driftline/operators/join/_native.c
+# Re-install whenever pyproject.toml or a C source changes (an editable install builds the C fast
+# paths in place); reuse the venv otherwise.
+$(STAMP): pyproject.toml src/driftline/operators/join/_native.c src/driftline/operators/_watch.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[local,dev]'

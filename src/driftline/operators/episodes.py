@@ -137,6 +137,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from driftline.operators import watch_native
 from driftline.operators.drift import psi
 from driftline.operators.sequential import (
     _ONE,
@@ -421,7 +422,8 @@ class EpisodeMonitor:
         ``(position in xs, event)`` for each event. What a model with little traffic needs: the
         symbols found together on Python lists (no arrays), and while watching the reference the
         head of values on which no CUSUM can alarm counted in one loop of the opener's bound
-        (:meth:`~driftline.operators.sequential.SequentialDetector.defer_each`), not a step each."""
+        (:meth:`~driftline.operators.sequential.SequentialDetector.defer_each`), not a step each;
+        that head in C where the install built ``_watch.c`` (the same steps: :meth:`_defer`)."""
         values, at = self._opener._symbol_list(xs)
         events: list[tuple[int, EpisodeEvent]] = []
         i, total = 0, len(values)
@@ -429,7 +431,10 @@ class EpisodeMonitor:
             if self._open is None and self._map is None:
                 # watching the reference: the values no CUSUM can alarm on only wait in the
                 # opener, as _step would leave them one by one (the opener's bound, step for step)
-                i += self._defer(values[i:] if i else values)
+                rest = values[i:] if i else values
+                fast = watch_native.NATIVE
+                counted = -1 if fast is None else fast.defer_few(self, self._opener, rest)
+                i += self._defer(rest) if counted < 0 else counted  # (-1: the C path left it to Python)
                 if i == total:
                     break
             event = self._step(values[i])  # at the bound: the opener settles (or it is an episode)

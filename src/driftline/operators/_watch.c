@@ -1,0 +1,264 @@
+/* A quiet model's few values, in C (driftline.operators.episodes falls back to Python without it).
+ *
+ * defer_few(monitor, opener, syms): EpisodeMonitor._defer with SequentialDetector.defer_each in
+ * one call, the same steps on the same state: the longest head of `syms` (a few already-mapped
+ * symbols) that the opener's per-value bound only defers is counted (the CUSUMs' rises kept, the
+ * symbols pending in the opener, its count moved on), then put in the monitor's ring of recent
+ * symbols. It returns how many it counted, or -1, where it does not read the state as the Python
+ * code would (a value beyond 64 bits, a ring to grow, an unexpected type), having changed nothing
+ * but what defer_each's own first steps build on first use (the reach, the groups' slacks, through
+ * the same methods), and the caller then runs the Python methods.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LANES 4 /* sequential.py's _LANES */
+
+/* attribute and method names, interned once */
+static PyObject *s_reach, *s_per_value, *s_due, *sn, *s_lanes, *sreach, *s_rises, *s_slacks, *s_lane_slacks, *s_rise, *s_slack, *slearning, *s_ring, *s_pending, *sextend;
+
+/* An int attribute as a C long long; 0 and `*ok` cleared where it is none, or beyond 64 bits. */
+static long long int_attr(PyObject *obj, PyObject *name, int *ok) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        *ok = 0;
+        return 0;
+    }
+    int overflow = 0;
+    long long out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    Py_DECREF(value);
+    if (overflow || (out == -1 && PyErr_Occurred())) *ok = 0;
+    return out;
+}
+
+static int set_int_attr(PyObject *obj, PyObject *name, long long v) {
+    PyObject *value = PyLong_FromLongLong(v);
+    if (value == NULL) return -1;
+    int failed = PyObject_SetAttr(obj, name, value);
+    Py_DECREF(value);
+    return failed;
+}
+
+/* Entry i of an integer buffer (a memoryview of the reach table), or 0 and `*ok` cleared. */
+static long long entry(const Py_buffer *view, Py_ssize_t i, int *ok) {
+    if (i < 0 || i >= view->len / view->itemsize) {
+        *ok = 0;
+        return 0;
+    }
+    const char *at = (const char *)view->buf + i * view->itemsize;
+    switch (view->itemsize) {
+    case 8: { int64_t v; memcpy(&v, at, 8); return v; }
+    case 4: { int32_t v; memcpy(&v, at, 4); return v; }
+    case 2: { int16_t v; memcpy(&v, at, 2); return v; }
+    default: *ok = 0; return 0;
+    }
+}
+
+/* Whether a buffer holds signed integers this file reads (the tables) or writes (the ring). */
+static int signed_format(const Py_buffer *view) {
+    const char *f = view->format == NULL ? "B" : view->format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    return (strcmp(f, "q") == 0 || strcmp(f, "l") == 0) ? view->itemsize == 8
+         : strcmp(f, "i") == 0 ? view->itemsize == 4
+         : strcmp(f, "h") == 0 ? view->itemsize == 2 : 0;
+}
+
+static int ring_format(const Py_buffer *view) {
+    const char *f = view->format == NULL ? "B" : view->format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    return (strcmp(f, "B") == 0 && view->itemsize == 1) || signed_format(view);
+}
+
+/* A list of ints as long longs (all of them, or 0 with `*ok` cleared). */
+static int read_ints(PyObject *list, long long *out, Py_ssize_t n) {
+    if (!PyList_Check(list) || PyList_GET_SIZE(list) != n) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int overflow = 0;
+        out[i] = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(list, i), &overflow);
+        if (overflow || (out[i] == -1 && PyErr_Occurred())) return 0;
+    }
+    return 1;
+}
+
+static PyObject *defer_few(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "defer_few takes 3 arguments");
+        return NULL;
+    }
+    PyObject *monitor = args[0], *opener = args[1], *syms = args[2];
+    if (!PyList_CheckExact(syms)) {
+        PyErr_SetString(PyExc_TypeError, "defer_few: syms must be a list");
+        return NULL;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(syms);
+    if (total == 0 || total > 64) return PyLong_FromLong(-1);
+    long long symbol[64];
+    if (!read_ints(syms, symbol, total)) { PyErr_Clear(); return PyLong_FromLong(-1); }
+
+    int ok = 1;
+    PyObject *reach = NULL, *lanes = NULL, *bound = NULL, *rises = NULL, *slacks = NULL, *ring = NULL;
+    Py_buffer table = {0}, slots = {0};
+    int have_table = 0, have_slots = 0;
+    PyObject *result = NULL;
+    long long counted = 0;
+
+    /* the opener: the same reads as defer_each (its reach built on first use, as there) */
+    reach = PyObject_GetAttr(opener, s_reach);
+    if (reach == NULL) goto fail;
+    int built = PyObject_IsTrue(reach);
+    if (built < 0) goto fail;
+    if (!built) {  /* `self._reach or self._per_value()`: built once per reference, as there */
+        Py_SETREF(reach, PyObject_CallMethodNoArgs(opener, s_per_value));
+        if (reach == NULL) goto fail;
+    }
+    long long due = int_attr(opener, s_due, &ok), n_opener = int_attr(opener, sn, &ok);
+    if (!ok) goto fallback;
+    long long room = due - n_opener - 1;
+    lanes = PyObject_GetAttr(opener, s_lanes);
+    if (lanes == NULL) goto fail;
+    long long rise[LANES], slack[LANES];
+    int groups = lanes == Py_None ? 1 : LANES;
+    if (lanes != Py_None) {
+        bound = PyObject_GetAttr(lanes, sreach);
+        rises = PyObject_GetAttr(opener, s_rises);
+        slacks = PyObject_GetAttr(opener, s_slacks);
+        if (bound == NULL || rises == NULL || slacks == NULL) goto fail;
+        int found = PyObject_IsTrue(slacks);
+        if (found < 0) goto fail;
+        if (!found) {  /* `self._slacks or self._lane_slacks()`: found on first use after a settle */
+            Py_SETREF(slacks, PyObject_CallMethodNoArgs(opener, s_lane_slacks));
+            if (slacks == NULL) goto fail;
+        }
+        if (!read_ints(rises, rise, LANES) || !read_ints(slacks, slack, LANES)) goto fallback;
+    } else {
+        bound = Py_NewRef(reach);
+        rise[0] = int_attr(opener, s_rise, &ok);
+        slack[0] = int_attr(opener, s_slack, &ok);
+        if (!ok) goto fallback;
+    }
+    if (PyObject_GetBuffer(bound, &table, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto fallback;
+    have_table = 1;
+    if (!signed_format(&table)) goto fallback;
+    long long next[LANES];
+    for (; counted < total; counted++) {
+        int stop = counted >= room;
+        for (int g = 0; g < groups && !stop; g++) {
+            long long step = entry(&table, symbol[counted] * groups + g, &ok), value;
+            if (!ok || __builtin_add_overflow(rise[g], step, &value)) goto fallback;
+            next[g] = value < 0 ? 0 : value;
+            if (next[g] >= slack[g]) stop = 1;
+        }
+        if (stop) break;
+        memcpy(rise, next, sizeof rise);
+    }
+    if (counted == 0) { result = PyLong_FromLong(0); goto done; }
+
+    /* the monitor's ring: the symbols in their slots, if it holds them without growing */
+    long long n = int_attr(monitor, sn, &ok), learning = int_attr(monitor, slearning, &ok);
+    if (!ok || learning <= 0) goto fallback;
+    ring = PyObject_GetAttr(monitor, s_ring);
+    if (ring == NULL) goto fail;
+    if (PyObject_GetBuffer(ring, &slots, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+        goto fallback;
+    have_slots = 1;
+    Py_ssize_t size = slots.len / slots.itemsize;
+    if (!ring_format(&slots) || (n + counted > size && size < learning)) goto fallback;  /* to grow: Python */
+
+    /* every read done: the state changes as defer_each and _defer change it */
+    if (lanes != Py_None) {
+        PyObject *kept = Py_BuildValue("[LLLL]", rise[0], rise[1], rise[2], rise[3]);
+        if (kept == NULL || PyObject_SetAttr(opener, s_rises, kept) < 0) { Py_XDECREF(kept); goto fail; }
+        Py_DECREF(kept);
+    } else if (set_int_attr(opener, s_rise, rise[0]) < 0) {
+        goto fail;
+    }
+    PyObject *pending = PyObject_GetAttr(opener, s_pending);
+    if (pending == NULL) goto fail;
+    PyObject *head = PyList_GetSlice(syms, 0, counted);
+    PyObject *extended = head == NULL ? NULL : PyObject_CallMethodOneArg(pending, sextend, head);
+    Py_XDECREF(head);
+    Py_DECREF(pending);
+    if (extended == NULL) goto fail;
+    Py_DECREF(extended);
+    if (set_int_attr(opener, sn, n_opener + counted) < 0) goto fail;
+    long long at = n % learning;
+    for (long long i = 0; i < counted; i++) {
+        char *slot = (char *)slots.buf + at * slots.itemsize;
+        long long v = symbol[i];
+        switch (slots.itemsize) {
+        case 1: { uint8_t s = (uint8_t)v; memcpy(slot, &s, 1); break; }
+        case 2: { int16_t s = (int16_t)v; memcpy(slot, &s, 2); break; }
+        case 4: { int32_t s = (int32_t)v; memcpy(slot, &s, 4); break; }
+        default: { int64_t s = (int64_t)v; memcpy(slot, &s, 8); break; }
+        }
+        if (++at == learning) at = 0;
+    }
+    if (set_int_attr(monitor, sn, n + counted) < 0) goto fail;
+    result = PyLong_FromLongLong(counted);
+    goto done;
+fallback:
+    PyErr_Clear();
+    result = PyLong_FromLong(-1);
+    goto done;
+fail:
+    result = NULL;
+done:
+    if (have_table) PyBuffer_Release(&table);
+    if (have_slots) PyBuffer_Release(&slots);
+    Py_XDECREF(reach);
+    Py_XDECREF(lanes);
+    Py_XDECREF(bound);
+    Py_XDECREF(rises);
+    Py_XDECREF(slacks);
+    Py_XDECREF(ring);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
+     "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_watch",
+    "A quiet model's few values in C; driftline.operators.episodes falls back to Python without it.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__watch(void) {
+    s_reach = PyUnicode_InternFromString("_reach");
+    if (s_reach == NULL) return NULL;
+    s_per_value = PyUnicode_InternFromString("_per_value");
+    if (s_per_value == NULL) return NULL;
+    s_due = PyUnicode_InternFromString("_due");
+    if (s_due == NULL) return NULL;
+    sn = PyUnicode_InternFromString("n");
+    if (sn == NULL) return NULL;
+    s_lanes = PyUnicode_InternFromString("_lanes");
+    if (s_lanes == NULL) return NULL;
+    sreach = PyUnicode_InternFromString("reach");
+    if (sreach == NULL) return NULL;
+    s_rises = PyUnicode_InternFromString("_rises");
+    if (s_rises == NULL) return NULL;
+    s_slacks = PyUnicode_InternFromString("_slacks");
+    if (s_slacks == NULL) return NULL;
+    s_lane_slacks = PyUnicode_InternFromString("_lane_slacks");
+    if (s_lane_slacks == NULL) return NULL;
+    s_rise = PyUnicode_InternFromString("_rise");
+    if (s_rise == NULL) return NULL;
+    s_slack = PyUnicode_InternFromString("_slack");
+    if (s_slack == NULL) return NULL;
+    slearning = PyUnicode_InternFromString("learning");
+    if (slearning == NULL) return NULL;
+    s_ring = PyUnicode_InternFromString("_ring");
+    if (s_ring == NULL) return NULL;
+    s_pending = PyUnicode_InternFromString("_pending");
+    if (s_pending == NULL) return NULL;
+    sextend = PyUnicode_InternFromString("extend");
+    if (sextend == NULL) return NULL;
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,141 @@
+"""The quiet-model watch's C path (``driftline.operators._watch``: a monitor's few values deferred)
+against the Python methods it stands in for: the same events and the same state after every call,
+for numeric, categorical and rate monitors through openings, escalations and closings; and the
+common case (values no CUSUM can alarm on) taken in C, not left to Python."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftline.operators import watch_native
+from driftline.operators.episodes import EpisodeMonitor
+
+ARL = 1e6
+
+
+@contextmanager
+def python_only() -> Iterator[None]:
+    """The watch without its C path, as an install without a compiler runs it."""
+    saved, watch_native.NATIVE = watch_native.NATIVE, None
+    try:
+        yield
+    finally:
+        watch_native.NATIVE = saved
+
+
+def test_the_c_path_is_built_where_a_compiler_is() -> None:
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the watch runs in Python alone")
+    assert watch_native.NATIVE is not None
+    built = Path(watch_native.NATIVE.__file__)  # not older than its source (a failed rebuild)
+    source = built.with_name("_watch.c")
+    if source.exists():
+        assert built.stat().st_mtime >= source.stat().st_mtime, f"{built.name} is older than {source}"
+
+
+def _monitors_and_streams() -> list[tuple[EpisodeMonitor, list[Any]]]:
+    """A numeric, a categorical and a rate monitor, each with a stream that drifts and comes back
+    (skipped values among them)."""
+    rng = np.random.default_rng(7)
+    numeric = np.concatenate([rng.normal(m, 1.0, n) for m, n in ((0.0, 2_000), (1.2, 2_500), (0.0, 3_000))])
+    numeric[rng.choice(numeric.size, 30, replace=False)] = np.nan
+    cats = rng.choice(list("abcd"), 7_500, p=[0.4, 0.3, 0.2, 0.1]).astype(object)
+    cats[2_000:4_500] = rng.choice(list("abcde"), 2_500, p=[0.1, 0.2, 0.2, 0.1, 0.4])
+    cats[rng.choice(cats.size, 20, replace=False)] = None
+    errs = (rng.random(7_500) < np.where((np.arange(7_500) >= 2_000) & (np.arange(7_500) < 4_500), 0.3, 0.1))
+    return [
+        (EpisodeMonitor.from_reference(np.random.default_rng(1).normal(size=20_000), arl=ARL, learning=1_000),
+         numeric.tolist()),
+        (EpisodeMonitor.from_categories(rng.choice(list("abcd"), 10_000, p=[0.4, 0.3, 0.2, 0.1]), arl=ARL,
+                                        learning=1_000), cats.tolist()),
+        (EpisodeMonitor.from_rate(0.1, arl=ARL, learning=1_000), errs.astype(float).tolist()),
+    ]
+
+
+def _deferred(monitor: EpisodeMonitor) -> tuple[object, ...]:
+    """The per-value bookkeeping a pickle leaves out: values waiting in the watching detector and
+    its bounds (the bank's and its groups'), as they are (nothing found on reading)."""
+    det = monitor._watching()
+    return (monitor.n, monitor._ring.tobytes(), det.n, list(det._pending), det._rise, det._slack,
+            list(det._rises), list(det._slacks), det._due)
+
+
+def _fed(monitor: EpisodeMonitor, xs: list[Any], sizes: list[int]) -> tuple[list[Any], list[Any]]:
+    """The events of ``xs`` fed in groups of ``sizes`` (cycled) and the state after each group."""
+    events: list[Any] = []
+    states: list[Any] = []
+    lo, k = 0, 0
+    while lo < len(xs):
+        hi = min(len(xs), lo + sizes[k % len(sizes)])
+        events += [(lo + i, e) for i, e in monitor.update_each(xs[lo:hi])]
+        states.append((_deferred(monitor), pickle.dumps(monitor)))
+        lo, k = hi, k + 1
+    return events, states
+
+
+@pytest.mark.parametrize("sizes", [[1], [2, 1, 3], [7, 5, 1, 2]])
+def test_c_and_python_leave_the_same_events_and_state(sizes: list[int]) -> None:
+    for base, xs in _monitors_and_streams():
+        fast = _fed(pickle.loads(pickle.dumps(base)), xs, sizes)
+        with python_only():
+            slow = _fed(pickle.loads(pickle.dumps(base)), xs, sizes)
+        assert fast == slow, base.kind
+        assert {"opened", "closed"} <= {e.kind for _, e in fast[0]}, base.kind  # every state crossed
+
+
+def test_values_no_cusum_can_alarm_on_are_deferred_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-reference values a few at a time: C defers them, the reach and the groups' bounds built
+    on first use included; Python's _defer runs only where the ring of recent symbols grows (it
+    doubles up to ``learning``: 5 times here)."""
+    if watch_native.NATIVE is None:
+        pytest.skip("no C path in this install")
+    calls: list[int] = []
+    defer = EpisodeMonitor._defer
+    monkeypatch.setattr(EpisodeMonitor, "_defer", lambda self, values: calls.append(len(values)) or defer(
+        self, values))
+    for base, xs in _monitors_and_streams():
+        calls.clear()
+        quiet = xs[:1_500]  # before the drift: 750 groups of 2
+        for lo in range(0, len(quiet), 2):
+            base.update_each(quiet[lo : lo + 2])
+        assert len(calls) <= 6, (base.kind, len(calls))
+
+
+@pytest.mark.parametrize("edge", ["slack", "due"])
+def test_the_bound_s_edges_are_python_s(edge: str) -> None:
+    """A rise reaching a slack exactly stops the deferral (``>=``), as does the count reaching the
+    detector's due point: set so on two copies of a monitor, C and Python count the same head."""
+
+    def at_the_edge(monitor: EpisodeMonitor, xs: list[Any]) -> list[int]:
+        monitor.update_each(xs[:50])  # armed: the reach built, the groups' bounds found
+        det = monitor._opener
+        syms, _ = det._symbol_list(xs[50:56])
+        if edge == "due":
+            det._due = det.n + 3  # room for 2
+        elif det._lanes is not None:
+            k = syms[0] * len(det._rises)
+            det._slacks = [max(r + det._lanes.reach[k + g], 0) for g, r in enumerate(det._rises)]
+        else:
+            det._slack = max(det._rise + det._reach[syms[0]], 0)
+        return syms
+
+    for base, xs in _monitors_and_streams():
+        fast_monitor, slow_monitor = pickle.loads(pickle.dumps(base)), pickle.loads(pickle.dumps(base))
+        syms = at_the_edge(fast_monitor, xs)
+        fast = fast_monitor.update_each(xs[50:56]), _deferred(fast_monitor)
+        with python_only():
+            assert at_the_edge(slow_monitor, xs) == syms
+            slow = slow_monitor.update_each(xs[50:56]), _deferred(slow_monitor)
+        assert fast == slow, base.kind
+        control = pickle.loads(pickle.dumps(base))  # the same values with no edge set
+        control.update_each(xs[:50])
+        control.update_each(xs[50:56])
+        assert _deferred(control) != fast[1], base.kind  # the edge changed the path taken
