@@ -139,3 +139,25 @@ def test_the_bound_s_edges_are_python_s(edge: str) -> None:
         control.update_each(xs[:50])
         control.update_each(xs[50:56])
         assert _deferred(control) != fast[1], base.kind  # the edge changed the path taken
+
+
+DATA = Path("/work/shared/data")
+
+
+@pytest.mark.parametrize(("name", "column"), [("elec2.csv", "nswprice"), ("elec2.csv", "nswdemand"),
+                                              ("noaa_weather.csv", "feat_1"), ("noaa_weather.csv", "feat_4")])
+def test_c_and_python_agree_on_real_streams(name: str, column: str) -> None:
+    """Real streams that drift slowly, cycle daily and stay drifted (Elec2, NOAA weather): the
+    monitors' events and state are the same with the C path and without, in groups of 1-5."""
+    import csv
+
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"needs {path}")
+    with path.open() as f:
+        xs = [float(row[column]) for row in csv.DictReader(f)][:14_000]
+    base = EpisodeMonitor.from_reference(np.array(xs[:2_000]), arl=ARL, learning=1_000)
+    fast = _fed(pickle.loads(pickle.dumps(base)), xs[2_000:], [1, 3, 2, 5])
+    with python_only():
+        slow = _fed(pickle.loads(pickle.dumps(base)), xs[2_000:], [1, 3, 2, 5])
+    assert fast == slow and fast[0]  # (each of these streams opens episodes)
