@@ -1,0 +1,35 @@
+"""bench_models' split of the timed CPU: the feeds in which no window closed, apart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+
+
+@pytest.fixture
+def bench_models(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("bench_models")
+
+
+def test_a_run_times_the_feeds_without_a_window_close_apart(bench_models: ModuleType) -> None:
+    settings = bench_models.settings_for(4)
+    specs = bench_models.model_specs(3)
+    profiles = bench_models.profiles_of(specs, 300, settings)
+    # 12,000 predictions at 40/s: 300 s of event time, so a grid line falls inside and most of the
+    # ~60-second feeds close nothing
+    records, warm = bench_models.traffic(specs, 12_000, settings, rate=40.0)
+    result = bench_models.run(settings, profiles, records, warm)
+    assert result["windows_closed"] > 0
+    assert 0 < result["between_closes_predictions"] < result["predictions_timed"]
+    assert result["between_closes_cpu_per_prediction_us"] > 0
+
+
+def test_the_cost_figure_says_the_ratio_between_closes(bench_models: ModuleType) -> None:
+    many = {"between_closes_cpu_per_prediction_us": 90.0, "between_closes_predictions": 20_000}
+    one = {"between_closes_cpu_per_prediction_us": 30.0, "between_closes_predictions": 25_000}
+    text = bench_models._between(many, one)
+    assert "90.0 vs 30.0" in text and "3.00x" in text and "20,000 and 25,000" in text
+    assert "raise --n" in bench_models._between({**many, "between_closes_predictions": 0}, one)
+    assert bench_models._between({}, one).endswith("-")
