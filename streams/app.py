@@ -25,7 +25,7 @@ from faust.app.base import BootStrategy
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
 from driftline.operators.calibration import share_calibrations
-from driftline.runtime import install_stack_dump, tune_gc
+from driftline.runtime import compiled_paths, install_stack_dump, tune_gc, use_compiled_paths
 from driftline.streams.http_security import server_ssl_context
 from driftline.streams.web import WorkerWeb, announce, install_routes
 from driftline.streams.worker import WorkerRuntime
@@ -96,6 +96,8 @@ def create_app(runtime: WorkerRuntime, *, run_seconds: float | None = None,
         async def on_start(self) -> None:
             # App services start after the web server: its port is known before the owner record
             runtime.web_port = announce(server, runtime)
+            log.info("compiled paths: %s",  # logged here: Faust's logging is set up by now
+                     ", ".join(f"{name} {'on' if on else 'off'}" for name, on in compiled_paths().items()))
             install_stack_dump(asyncio.get_running_loop())
             await runtime.start()
             self.add_future(_supervise(runtime, run_seconds, exit_when_idle))
@@ -161,6 +163,7 @@ def run_worker(runtime: WorkerRuntime, *, run_seconds: float | None = None,
     """Run until SIGTERM/SIGINT (or the limits above); returns the exit code."""
     runtime.prepare_store()
     tune_gc()
+    use_compiled_paths(runtime.settings.worker.compiled_paths)
     state_dir = runtime.settings.worker.state_dir  # processes on this disk calibrate a reference once
     share_calibrations(None if state_dir is None else state_dir / "calibrations")
     app = create_app(runtime, run_seconds=run_seconds, exit_when_idle=exit_when_idle)

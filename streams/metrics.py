@@ -35,6 +35,8 @@ Series (all prefixed ``driftline_``):
   ``sink_schema_behind{table}`` (1 while the table lacks a column this version's migrations
   create: the sink waits for ``driftline db migrate``, nothing is dead-lettered), and the sink's
   ``consumer_lag{stage="sink"}``;
+- ``compiled_path{path}``: 1 where a compiled C path runs (``join``, ``watch``), 0 where its Python
+  reference does (the extension not built at install, or ``worker.compiled_paths`` false);
 - ``kafka_metadata_requests_total{client}``: the process's aiokafka metadata requests (producer,
   consumer): a few dozen a run; a steady rate means a client asks again and again for a partition
   without a known leader.
@@ -51,6 +53,7 @@ from prometheus_client.registry import Collector
 
 from driftline.kafka.metadata_requests import metadata_requests
 from driftline.pipeline.gauges import Gauge
+from driftline.runtime import compiled_paths
 from driftline.streams.runner import StageRunner
 from driftline.streams.sink import SinkRunner
 
@@ -84,6 +87,16 @@ class WorkerCollector(Collector):
         if self.sink is not None:
             yield from self._sink_metrics(self.sink)
         yield self._metadata_requests()
+        yield self._compiled_paths()
+
+    @staticmethod
+    def _compiled_paths() -> Metric:
+        family = GaugeMetricFamily("driftline_compiled_path",
+                                   "1 where the compiled C path runs, 0 where its Python reference does "
+                                   "(extension not built, or worker.compiled_paths false)", labels=["path"])
+        for name, on in sorted(compiled_paths().items()):
+            family.add_metric([name], float(on))
+        return family
 
     def _metadata_requests(self) -> Metric:
         family = CounterMetricFamily("driftline_kafka_metadata_requests",

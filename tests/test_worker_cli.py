@@ -21,6 +21,8 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from driftline.config import TopicSettings
 from driftline.local.broker import free_port
+from driftline.operators import watch_native
+from driftline.operators.join import native as join_native
 
 pytestmark = pytest.mark.integration
 
@@ -160,6 +162,9 @@ def test_worker_serves_ingests_and_stops_gracefully(
         assert f'driftline_events_in_total{{stage="shard",topic="w{tag}.predictions"}} 20.0' in metrics
         assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics
         assert "driftline_stage_" in metrics and 'driftline_sink_rows_total{table="outcomes"}' in metrics
+        built = {"join": join_native._native is not None, "watch": watch_native._watch is not None}
+        for path in ("join", "watch"):  # on where this install built it
+            assert f'driftline_compiled_path{{path="{path}"}} {float(built[path])}' in metrics
         _assert_the_sink_commits_in_its_deployments_group(kafka_bootstrap, tag)
         owner = orjson.loads((tmp_path / "home" / "clickhouse-owner.json").read_bytes())
         assert owner == {"pid": proc.pid, "query_url": f"{base}/query"}
@@ -179,6 +184,7 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
     port 0 got included (Faust's own setting refused 0); the owner record names that port too.
     ``kill -QUIT`` writes its threads' and tasks' stacks to the log, and it runs on."""
     env, _ = _worker_env(kafka_bootstrap, worker_clickhouse_url, tmp_path)
+    env["DRIFTLINE_WORKER_COMPILED_PATHS"] = "false"  # and it says the C paths are off
     log = tmp_path / "worker.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "worker", "--web-port", "0",
@@ -191,7 +197,10 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
         assert found is not None and found[1] == found[3] != "0"
         base = found[2]
         assert _get(f"{base}/healthz").status_code in (200, 503)  # it answers there (503: still joining)
-        assert "driftline_" in _get(f"{base}/metrics").text
+        metrics = _get(f"{base}/metrics").text
+        assert 'driftline_compiled_path{path="join"} 0.0' in metrics
+        assert 'driftline_compiled_path{path="watch"} 0.0' in metrics
+        assert "compiled paths: join off, watch off" in log.read_text()
         proc.send_signal(signal.SIGQUIT)  # kill -QUIT: the stacks in its log, and it runs on
         wait_for(lambda: "task driftline-shard" in log.read_text(), 40, "the stack dump", proc, log)
         assert "Current thread" in log.read_text()

@@ -18,7 +18,7 @@ from driftline.config import Settings
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.records import WindowKey
-from driftline.runtime import tune_gc
+from driftline.runtime import tune_gc, use_compiled_paths
 from driftline.store.writer import RowWriter
 
 # model_metrics counters of events that did not become (or re-become) an outcome
@@ -108,6 +108,7 @@ class Replayer:
         from_ms: int | None = None,
     ) -> None:
         tune_gc()
+        use_compiled_paths(settings.worker.compiled_paths)
         self.pipeline = InProcessPipeline(settings, check_run_id(run_id), profiles)
         self.writer = writer
         self.result = ReplayResult()

@@ -1,0 +1,69 @@
+"""``worker.compiled_paths``: the compiled C paths turned off for a whole process run their Python
+reference alone, with the same results; turned on again, each runs where this install built it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from driftline.config import Settings
+from driftline.operators import watch_native
+from driftline.operators.join import native as join_native
+from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.replay.engine import Replayer
+from driftline.runtime import compiled_paths, use_compiled_paths
+from driftline.simulate import Scenario, generate
+from driftline.simulate.scenario import LabelDelay, ModelSpec
+from driftline.store.writer import MemoryRowWriter
+
+BUILT = {"join": join_native._native is not None, "watch": watch_native._watch is not None}
+
+
+@pytest.fixture(autouse=True)
+def restored() -> Iterator[None]:
+    before = (join_native.NATIVE, watch_native.NATIVE)
+    yield
+    join_native.NATIVE, watch_native.NATIVE = before
+
+
+def test_off_runs_python_and_on_runs_what_was_built() -> None:
+    assert use_compiled_paths(False) == {"join": False, "watch": False} == compiled_paths()
+    assert join_native.NATIVE is None and watch_native.NATIVE is None
+    assert use_compiled_paths(True) == BUILT == compiled_paths()
+    assert join_native.NATIVE is join_native._native and watch_native.NATIVE is watch_native._watch
+
+
+def test_the_setting_reaches_a_replay_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_WORKER_COMPILED_PATHS", "false")
+    settings = Settings()
+    assert settings.worker.compiled_paths is False
+    Replayer(settings, "off", MemoryRowWriter())
+    assert compiled_paths() == {"join": False, "watch": False}
+    Replayer(Settings(worker={"compiled_paths": True}), "on", MemoryRowWriter())
+    assert compiled_paths() == BUILT
+
+
+def _rows(settings: Settings, records: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    pipeline = InProcessPipeline(settings)
+    for i in range(0, len(records), 700):
+        pipeline.feed(records[i: i + 700])
+    pipeline.finish(max(r.timestamp_ms for r in records) + 7_200_000)
+    return {table: rows for table, rows in sorted(pipeline.rows.items())}
+
+
+def test_off_and_on_give_the_same_rows() -> None:
+    settings = Settings(windows={"sizes_s": [300], "allowed_lateness_s": 30, "metrics_interval_s": 300},
+                        join={"label_horizon_s": 600})
+    scenario = Scenario(seed=3, start=1_767_225_600_000, duration_s=1200, rate=8,
+                        models=[ModelSpec(model_id="m", n_numeric=4, n_categorical=2),
+                                ModelSpec(model_id="q", n_numeric=2, n_categorical=1, traffic_share=0.2)],
+                        label_delay=LabelDelay(median_s=20, max_s=300))
+    records = logged_records(generate(scenario), settings)
+    use_compiled_paths(False)
+    python = _rows(settings, records)
+    use_compiled_paths(True)
+    compiled = _rows(settings, records)
+    assert python["outcomes"] and python["feature_windows"]
+    assert compiled == python
