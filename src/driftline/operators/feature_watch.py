@@ -191,9 +191,16 @@ class ProfileMonitors:
         group of a model's events held or fed (with many models, several times a prediction)."""
         return [name for name, monitor in self.monitors.items() if monitor.kind == "numeric"]
 
+    @functools.cached_property
+    def others(self) -> list[str]:
+        """The features whose monitors read values as they are (categorical, rates), in the
+        monitors' order: asked for as often as :attr:`numeric`."""
+        return [name for name, monitor in self.monitors.items() if monitor.kind != "numeric"]
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("numeric", None)  # derived: checkpoints hold the monitors only, as before
+        state.pop("others", None)
         return state
 
 
@@ -406,8 +413,7 @@ class FeatureWatch:
             holding[key] = since
             self._earliest = min(self._earliest, since)
         numeric = bank.numeric
-        others = {name: _raw(features, name, values) for name, monitor in bank.monitors.items()
-                  if monitor.kind != "numeric"}
+        others = {name: _raw(features, name, values) for name in bank.others}
         numbers = _float_features(features, numeric, columns, values)
         held.times.extend(times)
         held.ids.extend(prediction_ids)
