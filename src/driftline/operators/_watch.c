@@ -8,9 +8,13 @@
  * code would (a value beyond 64 bits, a ring to grow, an unexpected type), having changed nothing
  * but what defer_each's own first steps build on first use (the reach, the groups' slacks, through
  * the same methods), and the caller then runs the Python methods.
+ *
+ * float_symbols(edges, xs): a numeric monitor's few floats' cells (SequentialDetector._symbol_list's
+ * bisects), in one call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -217,9 +221,62 @@ done:
     return result;
 }
 
+/* float_symbols(edges, xs): each of a few floats' cell among the sorted float64 `edges`, as
+ * bisect_left finds it (the first edge not below the value); None, nothing made, where a value is
+ * not a float or is NaN, or the edges are not a contiguous float64 buffer (the caller's Python
+ * path decides those). */
+static PyObject *float_symbols(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "float_symbols takes 2 arguments");
+        return NULL;
+    }
+    PyObject *xs = args[1];
+    if (!PyList_CheckExact(xs)) {
+        PyErr_SetString(PyExc_TypeError, "float_symbols: xs must be a list");
+        return NULL;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(xs);
+    for (Py_ssize_t i = 0; i < total; i++) {
+        PyObject *x = PyList_GET_ITEM(xs, i);
+        if (!PyFloat_CheckExact(x) || isnan(PyFloat_AS_DOUBLE(x))) Py_RETURN_NONE;
+    }
+    Py_buffer edges;
+    if (PyObject_GetBuffer(args[0], &edges, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();  /* edges not a contiguous buffer: the Python path's */
+        Py_RETURN_NONE;
+    }
+    const char *f = edges.format == NULL ? "B" : edges.format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    if (strcmp(f, "d") != 0 || edges.itemsize != 8) {  /* not float64: the Python path's */
+        PyBuffer_Release(&edges);
+        Py_RETURN_NONE;
+    }
+    const double *edge = (const double *)edges.buf;
+    Py_ssize_t size = edges.len / 8;
+    PyObject *out = PyList_New(total);
+    for (Py_ssize_t i = 0; out != NULL && i < total; i++) {
+        double v = PyFloat_AS_DOUBLE(PyList_GET_ITEM(xs, i));
+        Py_ssize_t lo = 0, hi = size;
+        while (lo < hi) {  /* bisect_left's loop */
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (edge[mid] < v) lo = mid + 1;
+            else hi = mid;
+        }
+        PyObject *sym = PyLong_FromSsize_t(lo);
+        if (sym == NULL) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, i, sym);
+    }
+    PyBuffer_Release(&edges);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
      "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
+    {"float_symbols", (PyCFunction)(void (*)(void))float_symbols, METH_FASTCALL,
+     "Each of a few floats' cell among sorted float64 edges, as bisect_left finds it; None for a "
+     "value that is not a float, or NaN."},
     {NULL, NULL, 0, NULL},
 };
 
