@@ -39,6 +39,11 @@ Below 1,000 models the verdicts are about 1,000: the RSS is extrapolated linearl
 run's per-model increment over the one-model run) and the cost ratio, which grows with models, is
 the run's; either can only miss (over the target already) or stay without a verdict.
 
+``--batch-records N`` (default 5,000, the worker's ``worker.batch_max_records``): the records a
+batch, both runs. With many models a batch holds a few events of each model per shard, and what a
+model costs per group of its events (buffered, held, watched) is paid per batch: larger batches
+make fewer, larger groups (docs/scaling.md, session 26).
+
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
 
 ``--calibrations DIR`` (default ``driftline-bench-calibrations`` in the temp directory; ``none``: in
@@ -292,12 +297,19 @@ def _sink(pipeline: InProcessPipeline) -> int:
     return written
 
 
-def settings_for(partitions: int) -> Settings:
-    """The bench's settings with ``partitions`` predictions and labels partitions (stage-1 shards)."""
-    return bench_settings("127.0.0.1:9", "bm", topics={"partitions": partitions})
+BATCH_RECORDS = bench_settings("127.0.0.1:9", "bm").worker.batch_max_records
+"""Records a fetch hands stage 1 (the worker's default ``worker.batch_max_records``, 5,000)."""
 
 
-def child(which: str, data: Path, calibrations: Path | None, partitions: int) -> None:
+def settings_for(partitions: int, batch_records: int = BATCH_RECORDS) -> Settings:
+    """The bench's settings with ``partitions`` predictions and labels partitions (stage-1 shards)
+    and ``batch_records`` records a batch."""
+    return bench_settings("127.0.0.1:9", "bm", topics={"partitions": partitions},
+                          worker={"batch_max_records": batch_records})
+
+
+def child(which: str, data: Path, calibrations: Path | None, partitions: int,
+          batch_records: int = BATCH_RECORDS) -> None:
     """One run in this fresh process (its RSS is the run's alone): prints its figures as JSON.
 
     ``input_rss_bytes`` is what loading the events and profiles added (a worker does not hold them)."""
@@ -307,7 +319,7 @@ def child(which: str, data: Path, calibrations: Path | None, partitions: int) ->
     gc.collect()
     loaded = rss_bytes()
     shared_before = _calibrations_shared(calibrations)
-    result = run(settings_for(partitions), profiles, records, warm)
+    result = run(settings_for(partitions, batch_records), profiles, records, warm)
     result["input_rss_bytes"] = loaded - start
     result["calibrations_found"] = shared_before  # banks' thresholds earlier runs left in the directory
     result["calibrations_added"] = _calibrations_shared(calibrations) - shared_before
@@ -318,9 +330,10 @@ def _calibrations_shared(directory: Path | None) -> int:
     return sum(1 for _ in directory.glob("*.f8")) if directory is not None and directory.is_dir() else 0
 
 
-def run_in_child(which: str, data: Path, calibrations: Path | None, partitions: int) -> dict[str, Any]:
+def run_in_child(which: str, data: Path, calibrations: Path | None, partitions: int,
+                 batch_records: int = BATCH_RECORDS) -> dict[str, Any]:
     shared = ["--calibrations", str(calibrations) if calibrations is not None else "none",
-              "--partitions", str(partitions)]
+              "--partitions", str(partitions), "--batch-records", str(batch_records)]
     out = subprocess.run([sys.executable, __file__, *shared, "--child", which, str(data)], check=True,
                          capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -337,6 +350,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS} models, {QUICK_N:,} events")
     parser.add_argument("--key-by", choices=KEYS, default="prediction_id",
                         help="what the many models' predictions are keyed by (module docstring)")
+    parser.add_argument("--batch-records", type=int, default=BATCH_RECORDS,
+                        help="records a batch (worker.batch_max_records) of both runs (module docstring)")
     parser.add_argument("--partitions", type=int, default=PARTITIONS,
                         help="predictions and labels partitions, so stage-1 shards (both runs)")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -362,7 +377,7 @@ def _directory(text: str) -> Path | None:
 
 def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
                 rate: float = RATE, key_by: str = "prediction_id",
-                partitions: int = PARTITIONS) -> list[Figure]:
+                partitions: int = PARTITIONS, batch_records: int = BATCH_RECORDS) -> list[Figure]:
     ratio = many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"]
     measured_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
     per_model_bytes = (many["pipeline_rss_bytes"] - one["pipeline_rss_bytes"]) / max(models - 1, 1)
@@ -379,7 +394,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
         rss_label = f"(14a) RSS, {TARGET_MODELS:,} models on one worker (extrapolated from {models:,})"
         cost_met = False if cost_met is False else None  # fewer models cost less: only a miss is known
     detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions at {rate:,.0f}/s; "
-              f"predictions keyed by {key_by}; "
+              f"predictions keyed by {key_by}, batches of {batch_records:,} records; "
               f"{many['monitors']:,} monitors over {partitions} shards; "
               f"process RSS {many['rss_bytes'] / 1e9:.2f} GB "
               f"less the events fed ({many['input_rss_bytes'] / 1e9:.2f} GB); the pipeline's own share "
@@ -439,14 +454,16 @@ def _per(run: dict[str, Any]) -> str:
 
 def measure(models: int, n: int, training: int = 1000,
             calibrations: Path | None = CALIBRATIONS, rate: float = RATE,
-            key_by: str = "prediction_id", partitions: int = PARTITIONS) -> list[Figure]:
+            key_by: str = "prediction_id", partitions: int = PARTITIONS,
+            batch_records: int = BATCH_RECORDS) -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
     None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
     one model's are keyed by prediction id either way: keyed by its model id they would all be one
     shard's, the other shards idle and no window closing in process); ``partitions``: the
-    predictions and labels partitions, so stage-1 shards, of both runs."""
-    settings = settings_for(partitions)
+    predictions and labels partitions, so stage-1 shards, of both runs; ``batch_records``: the records
+    a batch of both runs."""
+    settings = settings_for(partitions, batch_records)
     specs = model_specs(models)
     started = time.perf_counter()
     profiles = profiles_of(specs, training, settings)
@@ -460,9 +477,9 @@ def measure(models: int, n: int, training: int = 1000,
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
         del records, single
-        one = run_in_child("one", data, calibrations, partitions)
-        many = run_in_child("many", data, calibrations, partitions)
-    return figures_for(models, n, one, many, rate, key_by, partitions)
+        one = run_in_child("one", data, calibrations, partitions, batch_records)
+        many = run_in_child("many", data, calibrations, partitions, batch_records)
+    return figures_for(models, n, one, many, rate, key_by, partitions, batch_records)
 
 
 def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
@@ -678,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     calibration.share_calibrations(args.calibrations)
     if args.child:
-        child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions)
+        child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions, args.batch_records)
         return 0
     if args.under_filled:
         measure_under_filled(args.n if args.n != 200_000 else 300)
@@ -689,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
     figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by,
-                      args.partitions)
+                      args.partitions, args.batch_records)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))

@@ -33,3 +33,9 @@ def test_the_cost_figure_says_the_ratio_between_closes(bench_models: ModuleType)
     assert "90.0 vs 30.0" in text and "3.00x" in text and "20,000 and 25,000" in text
     assert "raise --n" in bench_models._between({**many, "between_closes_predictions": 0}, one)
     assert bench_models._between({}, one).endswith("-")
+
+
+def test_the_batch_size_reaches_both_runs_settings(bench_models: ModuleType) -> None:
+    assert bench_models.settings_for(4).worker.batch_max_records == bench_models.BATCH_RECORDS == 5_000
+    assert bench_models.settings_for(4, 20_000).worker.batch_max_records == 20_000
+    assert bench_models.parse_args(["--batch-records", "20000"]).batch_records == 20_000
