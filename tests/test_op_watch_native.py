@@ -18,6 +18,7 @@ import pytest
 
 from driftline.operators import watch_native
 from driftline.operators.episodes import EpisodeMonitor
+from driftline.operators.window_stats import MAX_ABS_VALUE
 
 ARL = 1e6
 
@@ -205,3 +206,77 @@ def test_a_numeric_monitor_s_few_floats_find_their_cells_in_c(monkeypatch: pytes
     assert calls == []
     monitor.update_each([0.5, float("nan")])
     assert calls and set(calls) == {0.5}  # the Python loop (it bisects 0.5 again once NaN is seen)
+
+
+def _fed_raw(monitor: EpisodeMonitor, xs: list[Any], sizes: list[int]) -> tuple[list[Any], list[Any], int]:
+    """As :func:`_fed`, each group first offered to ``defer_values`` (as FeatureWatch._feed_few
+    does) and its rest to ``update_each``; also how many groups C took."""
+    fast = watch_native.NATIVE
+    events: list[Any] = []
+    states: list[Any] = []
+    taken = 0
+    lo, k = 0, 0
+    while lo < len(xs):
+        hi = min(len(xs), lo + sizes[k % len(sizes)])
+        group = xs[lo:hi]
+        counted = fast.defer_values(monitor, group, MAX_ABS_VALUE)
+        if counted < 0:
+            events += [(lo + i, e) for i, e in monitor.update_each(group)]
+        else:
+            taken += 1
+            events += [(lo + counted + i, e) for i, e in monitor.update_each(group[counted:])]
+        states.append((_deferred(monitor), pickle.dumps(monitor)))
+        lo, k = hi, k + 1
+    return events, states, taken
+
+
+@pytest.mark.parametrize("sizes", [[1], [2, 1, 3], [7, 5, 1, 2]])
+def test_defer_values_and_update_each_leave_the_same_events_and_state(sizes: list[int]) -> None:
+    """A numeric monitor's floats (NaN, infinities and values beyond the bound among them: those
+    groups left to Python) and a categorical one's strings (None among them), through an opening,
+    escalations and a closing: what C counts and the rest fed on equal update_each alone; a rate
+    monitor's values are never taken (its kind is neither)."""
+    if watch_native.NATIVE is None:
+        pytest.skip("no C path in this install")
+    streams = _monitors_and_streams()
+    numeric = streams[0][1]
+    numeric[100], numeric[200], numeric[300] = float("inf"), -1e101, 1e100  # the bound itself is watched
+    for base, xs in streams:
+        *ours, taken = _fed_raw(pickle.loads(pickle.dumps(base)), xs, sizes)
+        with python_only():
+            theirs = _fed(pickle.loads(pickle.dumps(base)), xs, sizes)
+        assert tuple(ours) == theirs, base.kind
+        assert {"opened", "closed"} <= {e.kind for _, e in theirs[0]}, base.kind
+        assert (taken > 0) == (base.kind != "binary"), (base.kind, taken)
+
+
+def test_a_quiet_model_s_flush_takes_its_monitors_in_one_c_call_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a grid line a quiet model's held few in-reference values go to defer_values, one call a
+    monitor (each held pair's first event past a grid line: a cut the C path does not stop at)."""
+    if watch_native.NATIVE is None:
+        pytest.skip("no C path in this install")
+    from driftline.operators.feature_watch import FeatureWatch
+    from driftline.operators.profile import build_profile
+
+    rng = np.random.default_rng(5)
+    table = {"x": rng.normal(size=3000), "y": rng.normal(size=3000),
+             "c": rng.choice(["a", "b", "c"], 3000, p=[0.6, 0.3, 0.1]).tolist()}
+    profile = build_profile("m", "1", table, label_column=None, prediction_column=None, bins=10, top_k=5,
+                            created_at_ms=0, effective_from_ms=0, source="training")
+    watch = FeatureWatch(1.0, status_grid_ms=1000, batch_events=64)
+    watch.add_profile(profile)
+    calls: list[str] = []
+    update_each = EpisodeMonitor.update_each
+    monkeypatch.setattr(EpisodeMonitor, "update_each",
+                        lambda self, xs: calls.append(self.kind) or update_each(self, xs))
+    for second in range(40):
+        events = [{"x": float(rng.normal()), "y": float(rng.normal()), "c": str(rng.choice(["a", "b"]))}
+                  for _ in range(2)]
+        watch.observe("m", "1", [second * 1000 + 10, second * 1000 + 20], [f"p{second}a", f"p{second}b"],
+                      events)
+        watch.flush_due(second * 1000 + 1500)
+        assert watch.held_events() == 0
+    # update_each runs only where C leaves values to Python: a monitor's ring of recent symbols to
+    # grow (32 slots doubled at 32 and 64 values: twice for each of the 3 monitors) and a value at
+    # the opener's bound (3 here: it settles), of 120 monitor feeds
+    assert len(calls) <= 9, calls

@@ -9,6 +9,10 @@
  * but what defer_each's own first steps build on first use (the reach, the groups' slacks, through
  * the same methods), and the caller then runs the Python methods.
  *
+ * defer_values(monitor, xs, bound): the same on a monitor's few raw values (a numeric monitor's
+ * floats, a categorical one's strings), their symbols found first as _symbol_list finds them: what
+ * FeatureWatch._feed_few hands each monitor of a quiet model at a grid line, in one call.
+ *
  * float_symbols(edges, xs): a numeric monitor's few floats' cells (SequentialDetector._symbol_list's
  * bisects), in one call.
  */
@@ -22,6 +26,7 @@
 
 /* attribute and method names, interned once */
 static PyObject *s_reach, *s_per_value, *s_due, *sn, *s_lanes, *sreach, *s_rises, *s_slacks, *s_lane_slacks, *s_rise, *s_slack, *slearning, *s_ring, *s_pending, *sextend;
+static PyObject *s_edges, *s_index, *scategories, *s_open, *s_map, *skind, *s_opener, *s_numeric, *s_categorical;
 
 /* An int attribute as a C long long; 0 and `*ok` cleared where it is none, or beyond 64 bits. */
 static long long int_attr(PyObject *obj, PyObject *name, int *ok) {
@@ -86,22 +91,10 @@ static int read_ints(PyObject *list, long long *out, Py_ssize_t n) {
     return 1;
 }
 
-static PyObject *defer_few(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "defer_few takes 3 arguments");
-        return NULL;
-    }
-    PyObject *monitor = args[0], *opener = args[1], *syms = args[2];
-    if (!PyList_CheckExact(syms)) {
-        PyErr_SetString(PyExc_TypeError, "defer_few: syms must be a list");
-        return NULL;
-    }
-    Py_ssize_t total = PyList_GET_SIZE(syms);
-    if (total == 0 || total > 64) return PyLong_FromLong(-1);
-    long long symbol[64];
-    if (!read_ints(syms, symbol, total)) { PyErr_Clear(); return PyLong_FromLong(-1); }
-
+/* defer_few's steps on `total` (1..64) symbols, `symbol` as C ints and `syms` the same as a list of
+ * ints (the head of which goes to the opener's pending list): how many counted, or -1. */
+static PyObject *defer_symbols(PyObject *monitor, PyObject *opener, PyObject *syms, const long long *symbol,
+                               Py_ssize_t total) {
     int ok = 1;
     PyObject *reach = NULL, *lanes = NULL, *bound = NULL, *rises = NULL, *slacks = NULL, *ring = NULL;
     Py_buffer table = {0}, slots = {0};
@@ -221,9 +214,145 @@ done:
     return result;
 }
 
-/* float_symbols(edges, xs): each of a few floats' cell among the sorted float64 `edges`, as
- * bisect_left finds it (the first edge not below the value); None, nothing made, where a value is
- * not a float or is NaN, or the edges are not a contiguous float64 buffer (the caller's Python
+static PyObject *defer_few(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "defer_few takes 3 arguments");
+        return NULL;
+    }
+    PyObject *monitor = args[0], *opener = args[1], *syms = args[2];
+    if (!PyList_CheckExact(syms)) {
+        PyErr_SetString(PyExc_TypeError, "defer_few: syms must be a list");
+        return NULL;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(syms);
+    if (total == 0 || total > 64) return PyLong_FromLong(-1);
+    long long symbol[64];
+    if (!read_ints(syms, symbol, total)) { PyErr_Clear(); return PyLong_FromLong(-1); }
+    return defer_symbols(monitor, opener, syms, symbol, total);
+}
+
+/* The cells of `total` floats (not NaN) among the sorted float64 buffer `array` (bisect_left's), or
+ * 0 where it is not a non-empty contiguous float64 buffer. */
+static int edge_cells(PyObject *array, PyObject *xs, Py_ssize_t total, long long *symbol) {
+    Py_buffer edges;
+    if (PyObject_GetBuffer(array, &edges, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) { PyErr_Clear(); return 0; }
+    const char *f = edges.format == NULL ? "B" : edges.format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    Py_ssize_t size = edges.len / 8;
+    int fits = strcmp(f, "d") == 0 && edges.itemsize == 8 && size > 0;
+    const double *edge = (const double *)edges.buf;
+    for (Py_ssize_t i = 0; fits && i < total; i++) {
+        double v = PyFloat_AS_DOUBLE(PyList_GET_ITEM(xs, i));
+        Py_ssize_t lo = 0, hi = size;
+        while (lo < hi) {  /* bisect_left's loop */
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (edge[mid] < v) lo = mid + 1;
+            else hi = mid;
+        }
+        symbol[i] = lo;
+    }
+    PyBuffer_Release(&edges);
+    return fits;
+}
+
+/* A numeric opener's cells of `total` floats (its `_edges`), or 0 where it does not read them so:
+ * a value not a float, NaN or beyond `bound` in magnitude; no edges. */
+static int float_cells(PyObject *opener, PyObject *xs, Py_ssize_t total, double bound, long long *symbol) {
+    for (Py_ssize_t i = 0; i < total; i++) {
+        PyObject *x = PyList_GET_ITEM(xs, i);
+        if (!PyFloat_CheckExact(x)) return 0;
+        double v = PyFloat_AS_DOUBLE(x);
+        if (!(fabs(v) <= bound)) return 0;  /* NaN too: the Python path filters these */
+    }
+    PyObject *array = PyObject_GetAttr(opener, s_edges);
+    if (array == NULL) { PyErr_Clear(); return 0; }
+    int fits = edge_cells(array, xs, total, symbol);
+    Py_DECREF(array);
+    return fits;
+}
+
+/* A categorical opener's codes of `total` strings (its index, "other" past its categories), or 0
+ * where a value is not a str (the Python path maps those). */
+static int category_codes(PyObject *opener, PyObject *xs, Py_ssize_t total, long long *symbol) {
+    for (Py_ssize_t i = 0; i < total; i++)
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(xs, i))) return 0;
+    PyObject *index = PyObject_GetAttr(opener, s_index);
+    PyObject *categories = index == NULL ? NULL : PyObject_GetAttr(opener, scategories);
+    int fits = index != NULL && categories != NULL && PyDict_CheckExact(index) && PyList_CheckExact(categories);
+    long long other = fits ? (long long)PyList_GET_SIZE(categories) : 0;
+    for (Py_ssize_t i = 0; fits && i < total; i++) {
+        PyObject *code = PyDict_GetItemWithError(index, PyList_GET_ITEM(xs, i));
+        if (code == NULL) {
+            if (PyErr_Occurred()) fits = 0;
+            symbol[i] = other;
+            continue;
+        }
+        int overflow = 0;
+        symbol[i] = PyLong_Check(code) ? PyLong_AsLongLongAndOverflow(code, &overflow) : -1;
+        if (!PyLong_Check(code) || overflow || (symbol[i] == -1 && PyErr_Occurred())) fits = 0;
+    }
+    Py_XDECREF(index);
+    Py_XDECREF(categories);
+    if (!fits) PyErr_Clear();
+    return fits;
+}
+
+/* defer_values(monitor, xs, bound): update_each's head on a few raw values, while the monitor
+ * watches its reference: a numeric monitor's floats (all finite, within `bound`) or a categorical
+ * one's strings mapped to the opener's symbols as _symbol_list maps them, then defer_few's steps.
+ * How many it counted (the caller feeds the rest to update_each), or -1, nothing changed. */
+static PyObject *defer_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "defer_values takes 3 arguments");
+        return NULL;
+    }
+    PyObject *monitor = args[0], *xs = args[1];
+    double bound = PyFloat_AsDouble(args[2]);
+    if (bound == -1.0 && PyErr_Occurred()) return NULL;
+    if (!PyList_CheckExact(xs)) {
+        PyErr_SetString(PyExc_TypeError, "defer_values: xs must be a list");
+        return NULL;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(xs);
+    if (total == 0 || total > 64) return PyLong_FromLong(-1);
+    PyObject *open = PyObject_GetAttr(monitor, s_open);
+    PyObject *map = open == NULL ? NULL : PyObject_GetAttr(monitor, s_map);
+    int watching = open == Py_None && map == Py_None;
+    Py_XDECREF(open);
+    Py_XDECREF(map);
+    if (!watching) { PyErr_Clear(); return PyLong_FromLong(-1); }  /* an episode or its regime: Python */
+    PyObject *kind = PyObject_GetAttr(monitor, skind);
+    if (kind == NULL) { PyErr_Clear(); return PyLong_FromLong(-1); }
+    int numeric = PyUnicode_Check(kind) && PyUnicode_Compare(kind, s_numeric) == 0;
+    int categorical = PyUnicode_Check(kind) && PyUnicode_Compare(kind, s_categorical) == 0;
+    Py_DECREF(kind);
+    PyObject *opener = PyObject_GetAttr(monitor, s_opener);
+    if (opener == NULL) { PyErr_Clear(); return PyLong_FromLong(-1); }
+    long long symbol[64];
+    int found = numeric ? float_cells(opener, xs, total, bound, symbol)
+              : categorical ? category_codes(opener, xs, total, symbol) : 0;
+    PyObject *syms = found ? PyList_New(total) : NULL;
+    for (Py_ssize_t i = 0; syms != NULL && i < total; i++) {
+        PyObject *sym = PyLong_FromLongLong(symbol[i]);
+        if (sym == NULL) Py_CLEAR(syms);
+        else PyList_SET_ITEM(syms, i, sym);
+    }
+    if (!found || syms == NULL) {
+        Py_DECREF(opener);
+        if (found) return NULL;  /* out of memory */
+        return PyLong_FromLong(-1);
+    }
+    PyObject *result = defer_symbols(monitor, opener, syms, symbol, total);
+    Py_DECREF(syms);
+    Py_DECREF(opener);
+    return result;
+}
+
+/* float_symbols(edges, xs): each of a few (up to 64) floats' cell among the sorted float64 `edges`,
+ * as bisect_left finds it (the first edge not below the value); None, nothing made, where a value
+ * is not a float or is NaN, or the edges are not a contiguous float64 buffer (the caller's Python
  * path decides those). */
 static PyObject *float_symbols(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -237,43 +366,27 @@ static PyObject *float_symbols(PyObject *module, PyObject *const *args, Py_ssize
         return NULL;
     }
     Py_ssize_t total = PyList_GET_SIZE(xs);
+    if (total > 64) Py_RETURN_NONE;
     for (Py_ssize_t i = 0; i < total; i++) {
         PyObject *x = PyList_GET_ITEM(xs, i);
         if (!PyFloat_CheckExact(x) || isnan(PyFloat_AS_DOUBLE(x))) Py_RETURN_NONE;
     }
-    Py_buffer edges;
-    if (PyObject_GetBuffer(args[0], &edges, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
-        PyErr_Clear();  /* edges not a contiguous buffer: the Python path's */
-        Py_RETURN_NONE;
-    }
-    const char *f = edges.format == NULL ? "B" : edges.format;
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    if (strcmp(f, "d") != 0 || edges.itemsize != 8) {  /* not float64: the Python path's */
-        PyBuffer_Release(&edges);
-        Py_RETURN_NONE;
-    }
-    const double *edge = (const double *)edges.buf;
-    Py_ssize_t size = edges.len / 8;
+    long long symbol[64];
+    if (!edge_cells(args[0], xs, total, symbol)) Py_RETURN_NONE;
     PyObject *out = PyList_New(total);
     for (Py_ssize_t i = 0; out != NULL && i < total; i++) {
-        double v = PyFloat_AS_DOUBLE(PyList_GET_ITEM(xs, i));
-        Py_ssize_t lo = 0, hi = size;
-        while (lo < hi) {  /* bisect_left's loop */
-            Py_ssize_t mid = lo + (hi - lo) / 2;
-            if (edge[mid] < v) lo = mid + 1;
-            else hi = mid;
-        }
-        PyObject *sym = PyLong_FromSsize_t(lo);
+        PyObject *sym = PyLong_FromLongLong(symbol[i]);
         if (sym == NULL) Py_CLEAR(out);
         else PyList_SET_ITEM(out, i, sym);
     }
-    PyBuffer_Release(&edges);
     return out;
 }
 
 static PyMethodDef methods[] = {
     {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
      "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
+    {"defer_values", (PyCFunction)(void (*)(void))defer_values, METH_FASTCALL,
+     "update_each's head on a few raw values while a monitor watches its reference (see the C source)."},
     {"float_symbols", (PyCFunction)(void (*)(void))float_symbols, METH_FASTCALL,
      "Each of a few floats' cell among sorted float64 edges, as bisect_left finds it; None for a "
      "value that is not a float, or NaN."},
@@ -317,5 +430,17 @@ PyMODINIT_FUNC PyInit__watch(void) {
     if (s_pending == NULL) return NULL;
     sextend = PyUnicode_InternFromString("extend");
     if (sextend == NULL) return NULL;
+    s_edges = PyUnicode_InternFromString("_edges");
+    s_index = PyUnicode_InternFromString("_index");
+    scategories = PyUnicode_InternFromString("categories");
+    s_open = PyUnicode_InternFromString("_open");
+    s_map = PyUnicode_InternFromString("_map");
+    skind = PyUnicode_InternFromString("kind");
+    s_opener = PyUnicode_InternFromString("_opener");
+    s_numeric = PyUnicode_InternFromString("numeric");
+    s_categorical = PyUnicode_InternFromString("categorical");
+    if (s_edges == NULL || s_index == NULL || scategories == NULL || s_open == NULL || s_map == NULL
+        || skind == NULL || s_opener == NULL || s_numeric == NULL || s_categorical == NULL)
+        return NULL;
     return PyModule_Create(&module_def);
 }

@@ -67,6 +67,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from driftline.operators import watch_native
 from driftline.operators.episodes import (
     DEFAULT_LEARNING,
     DEFAULT_MIN_EFFECT_SD,
@@ -567,37 +568,50 @@ class FeatureWatch:
         :data:`HELD_PER_VALUE_BELOW` held; every run value by value), on lists: the same values
         counted, the same reports and state. ``listed``: every numeric feature's values as a list
         of floats (what ``given``'s columns would list), in place of ``given``."""
-        reports = []
+        reports: list[dict[str, Any]] = []
         numeric = bank.numeric
         columns = _float_features(features, numeric, given, given_values) if listed is None else {}
         count = len(features)
         every = list(range(count))
         season = bank.profile.season
+        # the common few in one C call a monitor (floats or strings, all watched, while it watches
+        # its reference): symbols found and the head no CUSUM can alarm on deferred, as update_each
+        # does; what it did not count goes on below, the same steps in Python
+        fast = watch_native.NATIVE
         for name, monitor in bank.monitors.items():
             positions: list[int]
+            first = -1  # values the C path counted (-1: it took none and changed nothing)
             if monitor.kind == "numeric":
                 numbers = columns[name].tolist() if listed is None else listed[name]
-                # as valid_numbers: NaN, inf and beyond the bound are not watched
-                if all(map(MAX_ABS_VALUE.__ge__, map(abs, numbers))):  # the common few (no Python loop)
+                seasonal = season is not None and name in season.features
+                if fast is not None and not seasonal:
+                    first = fast.defer_values(monitor, numbers, MAX_ABS_VALUE)
+                # as valid_numbers: NaN, inf and beyond the bound are not watched (C took only valid
+                # values); the common few pass without a Python loop
+                if first >= 0 or all(map(MAX_ABS_VALUE.__ge__, map(abs, numbers))):
                     positions, kept = every, numbers
                 else:
                     positions = [i for i, v in enumerate(numbers) if abs(v) <= MAX_ABS_VALUE]
                     kept = [numbers[i] for i in positions]
-                if season is not None and name in season.features:
+                if season is not None and seasonal:
                     kept = standardise(season, name, kept, [running[i] for i in positions]).tolist()
             else:
                 raw = _raw(features, name, given_values)
-                if set(map(type, raw)) <= _CATEGORY_TYPES:
+                if fast is not None:
+                    first = fast.defer_values(monitor, raw, MAX_ABS_VALUE)
+                if first >= 0 or set(map(type, raw)) <= _CATEGORY_TYPES:
                     positions, kept = every, raw
                 else:
                     positions = [i for i, v in enumerate(raw) if isinstance(v, str | int | bool)]
                     kept = [raw[i] for i in positions]
+            start = max(first, 0)
             if not cuts:  # the common few events: no grid line among them, one run
-                for i, one in monitor.update_each(kept) if kept else ():
-                    at = positions[i]
+                for i, one in monitor.update_each(kept[start:]) if len(kept) > start else ():
+                    at = positions[start + i]
                     reports.append(self._report(bank, name, monitor, one, running[at], prediction_ids[at]))
                 continue
-            start = 0
+            # a grid line before an event C counted found no episode open (it counts only while the
+            # monitor watches its reference, and opens none): no status there, as in Python
             for cut in [*cuts, None]:
                 stop = len(positions) if cut is None else bisect.bisect_left(positions, cut)
                 if stop > start:
@@ -605,7 +619,7 @@ class FeatureWatch:
                         at = positions[start + i]
                         reports.append(self._report(bank, name, monitor, one, running[at],
                                                     prediction_ids[at]))
-                start = stop
+                start = max(start, stop)
                 if cut is not None and monitor.episode is not None:
                     reports.append(self._report(bank, name, monitor, None, running[cut], ""))
         return reports
