@@ -91,6 +91,17 @@ static int read_ints(PyObject *list, long long *out, Py_ssize_t n) {
     return 1;
 }
 
+/* `n` C ints as a list of ints (NULL: out of memory). */
+static PyObject *int_list(const long long *values, Py_ssize_t n) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *value = PyLong_FromLongLong(values[i]);
+        if (value == NULL) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, i, value);
+    }
+    return out;
+}
+
 /* defer_few's steps on `total` (1..64) symbols, `symbol` as C ints and `syms` the same as a list of
  * ints (the head of which goes to the opener's pending list): how many counted, or -1. */
 static PyObject *defer_symbols(PyObject *monitor, PyObject *opener, PyObject *syms, const long long *symbol,
@@ -333,12 +344,7 @@ static PyObject *defer_values(PyObject *module, PyObject *const *args, Py_ssize_
     long long symbol[64];
     int found = numeric ? float_cells(opener, xs, total, bound, symbol)
               : categorical ? category_codes(opener, xs, total, symbol) : 0;
-    PyObject *syms = found ? PyList_New(total) : NULL;
-    for (Py_ssize_t i = 0; syms != NULL && i < total; i++) {
-        PyObject *sym = PyLong_FromLongLong(symbol[i]);
-        if (sym == NULL) Py_CLEAR(syms);
-        else PyList_SET_ITEM(syms, i, sym);
-    }
+    PyObject *syms = found ? int_list(symbol, total) : NULL;
     if (!found || syms == NULL) {
         Py_DECREF(opener);
         if (found) return NULL;  /* out of memory */
@@ -373,13 +379,7 @@ static PyObject *float_symbols(PyObject *module, PyObject *const *args, Py_ssize
     }
     long long symbol[64];
     if (!edge_cells(args[0], xs, total, symbol)) Py_RETURN_NONE;
-    PyObject *out = PyList_New(total);
-    for (Py_ssize_t i = 0; out != NULL && i < total; i++) {
-        PyObject *sym = PyLong_FromLongLong(symbol[i]);
-        if (sym == NULL) Py_CLEAR(out);
-        else PyList_SET_ITEM(out, i, sym);
-    }
-    return out;
+    return int_list(symbol, total);
 }
 
 static PyMethodDef methods[] = {
