@@ -150,7 +150,8 @@ DATA = Path("/work/shared/data")
                                               ("noaa_weather.csv", "feat_1"), ("noaa_weather.csv", "feat_4")])
 def test_c_and_python_agree_on_real_streams(name: str, column: str) -> None:
     """Real streams that drift slowly, cycle daily and stay drifted (Elec2, NOAA weather): the
-    monitors' events and state are the same with the C path and without, in groups of 1-5."""
+    monitors' events and state are the same with the C path and without, in groups of 1-5, and
+    with each group first offered to defer_values as a grid line's flush offers it."""
     import csv
 
     path = DATA / name
@@ -163,6 +164,9 @@ def test_c_and_python_agree_on_real_streams(name: str, column: str) -> None:
     with python_only():
         slow = _fed(pickle.loads(pickle.dumps(base)), xs[2_000:], [1, 3, 2, 5])
     assert fast == slow and fast[0]  # (each of these streams opens episodes)
+    if watch_native.NATIVE is not None:
+        *flushed, taken = _fed_raw(pickle.loads(pickle.dumps(base)), xs[2_000:], [1, 3, 2, 5])
+        assert tuple(flushed) == slow and taken > 0
 
 
 def test_float_symbols_are_bisect_left_s_cells() -> None:
