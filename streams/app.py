@@ -25,7 +25,8 @@ from faust.app.base import BootStrategy
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
 from driftline.operators.calibration import share_calibrations
-from driftline.runtime import compiled_paths, install_stack_dump, tune_gc, use_compiled_paths
+from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
+from driftline.runtime import install_stack_dump, tune_gc
 from driftline.streams.http_security import server_ssl_context
 from driftline.streams.web import WorkerWeb, announce, install_routes
 from driftline.streams.worker import WorkerRuntime

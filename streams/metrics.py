@@ -52,8 +52,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from driftline.kafka.metadata_requests import metadata_requests
+from driftline.operators.compiled_paths import compiled_paths
 from driftline.pipeline.gauges import Gauge
-from driftline.runtime import compiled_paths
 from driftline.streams.runner import StageRunner
 from driftline.streams.sink import SinkRunner
 

@@ -10,10 +10,10 @@ import pytest
 
 from driftline.config import Settings
 from driftline.operators import watch_native
+from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.join import native as join_native
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.replay.engine import Replayer
-from driftline.runtime import compiled_paths, use_compiled_paths
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
 from driftline.store.writer import MemoryRowWriter

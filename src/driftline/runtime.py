@@ -1,6 +1,6 @@
-"""Process-level helpers: GC tuning for long-running processes (worker, replay), the compiled paths
-switched on or off, children that die with the process that started them (retrain jobs, the demo's
-children) and a stack dump on SIGQUIT for a worker that seems stuck."""
+"""Process-level helpers: GC tuning for long-running processes (worker, replay), children that
+die with the process that started them (retrain jobs, the demo's children) and a stack dump on
+SIGQUIT for a worker that seems stuck."""
 
 from __future__ import annotations
 
@@ -26,28 +26,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def use_compiled_paths(enabled: bool) -> dict[str, bool]:
-    """Run the compiled C paths where this install built them (``enabled``), or their Python
-    reference alone (``worker.compiled_paths``): set for the whole process, read at each call.
-    Returns :func:`compiled_paths`."""
-    # imported here: the retrain jobs' helpers below need no operators (nor numpy) loaded
-    from driftline.operators import watch_native
-    from driftline.operators.join import native as join_native
-
-    join_native.NATIVE = join_native._native if enabled else None
-    watch_native.NATIVE = watch_native._watch if enabled else None
-    return compiled_paths()
-
-
-def compiled_paths() -> dict[str, bool]:
-    """Which compiled paths run now, by name: False where the extension was not built (no compiler
-    at install) or :func:`use_compiled_paths` turned it off."""
-    from driftline.operators import watch_native
-    from driftline.operators.join import native as join_native
-
-    return {"join": join_native.NATIVE is not None, "watch": watch_native.NATIVE is not None}
 
 
 PR_SET_PDEATHSIG = 1

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.config import Settings
+from driftline.operators.compiled_paths import use_compiled_paths
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.records import WindowKey
-from driftline.runtime import tune_gc, use_compiled_paths
+from driftline.runtime import tune_gc
 from driftline.store.writer import RowWriter
 
 # model_metrics counters of events that did not become (or re-become) an outcome
