@@ -5,7 +5,6 @@ common case (values no CUSUM can alarm on) taken in C, not left to Python."""
 
 from __future__ import annotations
 
-import bisect
 import pickle
 import shutil
 from collections.abc import Iterator
@@ -167,49 +166,6 @@ def test_c_and_python_agree_on_real_streams(name: str, column: str) -> None:
     if watch_native.NATIVE is not None:
         *flushed, taken = _fed_raw(pickle.loads(pickle.dumps(base)), xs[2_000:], [1, 3, 2, 5])
         assert tuple(flushed) == slow and taken > 0
-
-
-def test_float_symbols_are_bisect_left_s_cells() -> None:
-    """A numeric monitor's few floats' cells in C: bisect_left's on any sorted edges (ties, signed
-    zeros, infinities, values on and between edges), and None (the Python path) for what it does
-    not read: a value that is no float or NaN, edges that are not contiguous float64."""
-    fast = watch_native.NATIVE
-    if fast is None:
-        pytest.skip("the C path is not built")
-    rng = np.random.default_rng(11)
-    for trial in range(300):
-        edges = np.sort(np.concatenate([rng.normal(size=rng.integers(1, 40)),
-                                        rng.choice([0.0, -0.0, 1.0], rng.integers(0, 4))]))
-        if trial % 7 == 0:
-            edges = np.concatenate([[-np.inf], edges, [np.inf]])
-        xs = [float(v) for v in rng.choice(np.concatenate([edges, rng.normal(size=8) * 3,
-                                                            [0.0, -0.0, np.inf, -np.inf, 1e308]]),
-                                           rng.integers(0, 9))]
-        assert fast.float_symbols(edges, xs) == [bisect.bisect_left(edges.tolist(), v) for v in xs]
-    edges = np.array([0.0, 1.0, 2.0])
-    for odd in ([1], [0.5, float("nan")], [True], [0.5, "1"], [None]):
-        assert fast.float_symbols(edges, odd) is None, odd
-    assert fast.float_symbols(edges[::2], [1.0]) is None  # not contiguous
-    assert fast.float_symbols(edges.astype(np.float32), [1.0]) is None
-    assert fast.float_symbols(edges, []) == []
-
-
-def test_a_numeric_monitor_s_few_floats_find_their_cells_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The common few values (floats, no NaN) take no Python bisect; with NaN among them they do."""
-    if watch_native.NATIVE is None:
-        pytest.skip("no C path in this install")
-    from driftline.operators import sequential
-
-    calls: list[float] = []
-    bisect_left = sequential.bisect_left
-    monkeypatch.setattr(sequential, "bisect_left", lambda a, x: calls.append(x) or bisect_left(a, x))
-    monitor, xs = _monitors_and_streams()[0]
-    floats = [v for v in xs[:600] if v == v]
-    for lo in range(0, len(floats), 3):
-        monitor.update_each(floats[lo : lo + 3])
-    assert calls == []
-    monitor.update_each([0.5, float("nan")])
-    assert calls and set(calls) == {0.5}  # the Python loop (it bisects 0.5 again once NaN is seen)
 
 
 def _fed_raw(monitor: EpisodeMonitor, xs: list[Any], sizes: list[int]) -> tuple[list[Any], list[Any], int]:

@@ -12,9 +12,6 @@
  * defer_values(monitor, xs, bound): the same on a monitor's few raw values (a numeric monitor's
  * floats, a categorical one's strings), their symbols found first as _symbol_list finds them: what
  * FeatureWatch._feed_few hands each monitor of a quiet model at a grid line, in one call.
- *
- * float_symbols(edges, xs): a numeric monitor's few floats' cells (SequentialDetector._symbol_list's
- * bisects), in one call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -356,40 +353,11 @@ static PyObject *defer_values(PyObject *module, PyObject *const *args, Py_ssize_
     return result;
 }
 
-/* float_symbols(edges, xs): each of a few (up to 64) floats' cell among the sorted float64 `edges`,
- * as bisect_left finds it (the first edge not below the value); None, nothing made, where a value
- * is not a float or is NaN, or the edges are not a contiguous float64 buffer (the caller's Python
- * path decides those). */
-static PyObject *float_symbols(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "float_symbols takes 2 arguments");
-        return NULL;
-    }
-    PyObject *xs = args[1];
-    if (!PyList_CheckExact(xs)) {
-        PyErr_SetString(PyExc_TypeError, "float_symbols: xs must be a list");
-        return NULL;
-    }
-    Py_ssize_t total = PyList_GET_SIZE(xs);
-    if (total > 64) Py_RETURN_NONE;
-    for (Py_ssize_t i = 0; i < total; i++) {
-        PyObject *x = PyList_GET_ITEM(xs, i);
-        if (!PyFloat_CheckExact(x) || isnan(PyFloat_AS_DOUBLE(x))) Py_RETURN_NONE;
-    }
-    long long symbol[64];
-    if (!edge_cells(args[0], xs, total, symbol)) Py_RETURN_NONE;
-    return int_list(symbol, total);
-}
-
 static PyMethodDef methods[] = {
     {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
      "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
     {"defer_values", (PyCFunction)(void (*)(void))defer_values, METH_FASTCALL,
      "update_each's head on a few raw values while a monitor watches its reference (see the C source)."},
-    {"float_symbols", (PyCFunction)(void (*)(void))float_symbols, METH_FASTCALL,
-     "Each of a few floats' cell among sorted float64 edges, as bisect_left finds it; None for a "
-     "value that is not a float, or NaN."},
     {NULL, NULL, 0, NULL},
 };
 

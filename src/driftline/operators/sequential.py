@@ -111,7 +111,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
 
-from driftline.operators import watch_native
 from driftline.operators.calibration import IncrementLaw, calibrate_thresholds
 from driftline.operators.sketch import QuantileSketch
 from driftline.operators.window_stats import category_key
@@ -1119,11 +1118,6 @@ class NumericDetector(SequentialDetector):
         # searchsorted and its array round trip cost ~4 us a call; the same count of edges below.
         # One loop checks and finds them (a pass per check cost as much as the bisects)
         if type(xs) is list and len(xs) <= _FEW:
-            fast = watch_native.NATIVE
-            if fast is not None and self._edges.size:  # the same bisects in one C call
-                found = fast.float_symbols(self._edges, xs)
-                if found is not None:
-                    return found, None
             view = self._tables.edge_view
             if view is None and self._edges.size:
                 view = self._tables.edge_view = _view(self._edges)
