@@ -201,6 +201,9 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
         assert 'driftline_compiled_path{path="join"} 0.0' in metrics
         assert 'driftline_compiled_path{path="watch"} 0.0' in metrics
         assert "compiled paths: join off, watch off" in log.read_text()
+        # the runners' tasks exist once /healthz says they run (before that, on a busy machine, a
+        # dump could come before the shard's task is made, and a later one is never asked for)
+        wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz 200", proc, log)
         proc.send_signal(signal.SIGQUIT)  # kill -QUIT: the stacks in its log, and it runs on
         wait_for(lambda: "task driftline-shard" in log.read_text(), 40, "the stack dump", proc, log)
         assert "Current thread" in log.read_text()
