@@ -16,6 +16,11 @@ this process, alternating the forms (order flipped each round), and prints for e
 - a SHA-256 of every output row (stage 2's windows' statistics): equal for both forms.
 
     .venv/bin/python bench/bench_models_buffer.py [--models 300] [--n 30000] [--rounds 3] [--baseline FILE]
+        [--staging]
+
+``--staging``: the forms are ``staged`` (what runs: a shard stages up to ``shard.STAGE_EVENTS``
+counted predictions, several batches, before sorting them into window buffers) and ``unstaged``
+(each batch's events buffered as it is processed, as before staging), both joined.
 
 ``--baseline FILE`` (an earlier window_stats.py: ``git show REV:src/driftline/operators/window_stats.py
 > FILE``) adds a third form, ``joined before``: the shards buffer, join and add with that file's
@@ -45,6 +50,7 @@ from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline
 
 FORMS = {"joined": window_stats.MERGE_PARTS, "unjoined": 1 << 62}
+STAGING = {"staged": shard_module.STAGE_EVENTS, "unstaged": 0}  # --staging's forms
 BUFFER_NAMES = ("EventColumns", "WindowAccumulator", "WindowBuffer", "values_partial")  # what shards use
 
 
@@ -105,12 +111,15 @@ def timed_feed(pipeline: InProcessPipeline, records: list[RawRecord], warm: int,
 
 
 def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], warm: int,
-             merge_parts: int) -> dict[str, Any]:
-    """One run with ``merge_parts``: stage 1's and the pipeline's CPU a prediction (after the
-    warm-up), the buffers' bytes at the end, the rows' digest."""
+             merge_parts: int, stage_events: int = STAGING["staged"]) -> dict[str, Any]:
+    """One run with ``merge_parts`` and ``stage_events``: stage 1's and the pipeline's CPU a
+    prediction (after the warm-up), the buffers' bytes at the end, the rows' digest."""
     window_stats.MERGE_PARTS = merge_parts
+    shard_module.STAGE_EVENTS = stage_events
     pipeline = InProcessPipeline(settings, profiles=blobs)
     stage1, total, digest = timed_feed(pipeline, records, warm, settings.worker.batch_max_records)
+    for shard in pipeline.shards:  # what a checkpoint would hold
+        shard._buffer_staged()
     predictions = sum(1 for r in records[warm:] if r.topic == settings.topics.predictions)
     buffered = DeepSizes()([shard.buffered for shard in pipeline.shards])
     parts = sum(len(b.parts) for shard in pipeline.shards for b in shard.buffered.values())
@@ -125,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=30_000, help="Zipf predictions after the warm-up")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="an earlier window_stats.py: the 'joined before' form")
+    parser.add_argument("--staging", action="store_true", help="staged vs unstaged window buffering")
     args = parser.parse_args(argv)
+    if args.staging:
+        return staging(args.models, args.n, args.rounds)
     baseline = load_baseline(args.baseline) if args.baseline is not None else None
     forms: dict[str, tuple[int, ModuleType | None]] = {name: (parts, None) for name, parts in FORMS.items()}
     if baseline is not None:
@@ -171,6 +183,39 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{before['buffered_bytes'] / args.models / 1024:.1f} -> "
               f"{joined['buffered_bytes'] / args.models / 1024:.1f} KB a model; rows "
               f"{'identical' if before['digest'] == joined['digest'] else 'DIFFER'}")
+    return 0 if same else 1
+
+
+def staging(models: int, n: int, rounds: int) -> int:
+    """``--staging``: the staged and unstaged forms, alternating (order flipped each round)."""
+    calibration.share_calibrations(bm.CALIBRATIONS)
+    settings = bench_settings("127.0.0.1:9", "bm")
+    specs = bm.model_specs(models)
+    blobs = [p.model_dump_json().encode() for p in bm.profiles_of(specs, 1000, settings)]
+    records, warm = bm.traffic(specs, n, settings)
+    best: dict[str, dict[str, Any]] = {}
+    for r in range(rounds):
+        for form in STAGING if r % 2 == 0 else reversed(STAGING):
+            got = run_once(settings, blobs, records, warm, FORMS["joined"], STAGING[form])
+            print(f"round {r} {form}: stage 1 {got['stage1_us']:.1f} us, pipeline {got['total_us']:.1f} us a "
+                  f"prediction; buffers {got['buffered_bytes'] / models / 1024:.1f} KB a model "
+                  f"({got['parts']:,} parts in {got['windows']:,} windows); rows {got['digest'][:16]}",
+                  flush=True)
+            if form in best:
+                for key in ("stage1_us", "total_us"):
+                    best[form][key] = min(best[form][key], got[key])
+            else:
+                best[form] = got
+    shard_module.STAGE_EVENTS = STAGING["staged"]
+    staged, unstaged = best["staged"], best["unstaged"]
+    same = staged["digest"] == unstaged["digest"]
+    print(f"{models} models, {n:,} predictions, best of {rounds}: stage 1 {unstaged['stage1_us']:.1f} -> "
+          f"{staged['stage1_us']:.1f} us a prediction ({staged['stage1_us'] / unstaged['stage1_us']:.2f}x), "
+          f"pipeline {unstaged['total_us']:.1f} -> {staged['total_us']:.1f} "
+          f"({staged['total_us'] / unstaged['total_us']:.2f}x); window buffers "
+          f"{unstaged['buffered_bytes'] / models / 1024:.1f} -> "
+          f"{staged['buffered_bytes'] / models / 1024:.1f} KB a model; rows "
+          f"{'identical' if same else 'DIFFER'}")
     return 0 if same else 1
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from driftline.config import Settings
 from driftline.demo.training import training_profiles
 from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
+from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.shard import ShardFactory
 from driftline.pipeline.stage import OutboundMessage
@@ -467,3 +469,92 @@ def test_a_checkpoint_with_list_window_buffers_restores() -> None:
     want = WindowAccumulator()
     want.add(feats, preds, lats)
     assert repr(restored.open[key].to_partial()) == repr(want.to_partial())
+
+
+# -- staging (shard.STAGE_EVENTS) ------------------------------------------------------------------
+
+
+@contextmanager
+def staging(events: int) -> Iterator[None]:
+    saved = shard_module.STAGE_EVENTS
+    shard_module.STAGE_EVENTS = events
+    try:
+        yield
+    finally:
+        shard_module.STAGE_EVENTS = saved
+
+
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(), cuts=st.lists(st.integers(0, 80), max_size=8), restore=st.integers(-1, 8),
+       stage=st.integers(1, 40))
+def test_staged_batches_emit_what_the_row_path_emits(
+    log: tuple[list[RawRecord], int], cuts: list[int], restore: int, stage: int
+) -> None:
+    """Any threshold (a flush mid-stream, at a close, at a checkpoint) and any batching: the
+    columnar path's messages and rows are the row path's (which never stages)."""
+    records, end_ms = log
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    settings_ = _settings()
+    with staging(stage):
+        runs = Run(settings_, False), Run(settings_, True)
+        feed_runs(runs, batches, restore if restore >= 0 else None, end_ms)
+    assert_same(*runs)
+
+
+def _many_models_log() -> list[RawRecord]:
+    models = [ModelSpec(model_id=f"m{k:02d}", traffic_share=1 / (k + 1), n_numeric=3, n_categorical=1)
+              for k in range(12)]
+    scenario = Scenario(seed=3, start=T0, duration_s=200, rate=20, models=models)
+    return logged_records(generate(scenario), _settings())
+
+
+def test_a_batch_is_staged_until_a_window_can_close_and_a_checkpoint_buffers_it() -> None:
+    """Events no window closing now needs wait staged (a gauge says how many); a snapshot holds
+    them in their windows, and a shard restored from it closes those windows as the live one."""
+    records = [r for r in _many_models_log() if r.partition == 0]
+    predictions = [r for r in records if r.topic == "driftline.predictions"]
+    first_minute = [r for r in predictions if r.timestamp_ms < T0 + 50_000]
+    settings_ = _settings()
+    shard = InProcessPipeline(settings_, "r").shards[0]
+    shard.process(first_minute[: len(first_minute) // 2])
+    shard.process(first_minute[len(first_minute) // 2:])
+    staged = {g.name: g.value for g in shard.gauges()}["staged_window_events"]
+    assert staged == len(first_minute) and not shard.open  # two batches staged, no window yet
+    restored = ShardFactory(settings_, "r").restore(0, shard.snapshot())
+    assert {g.name: g.value for g in shard.gauges()}["staged_window_events"] == 0
+    assert sorted(shard.open) == sorted(restored.open) and len(shard.open) > 4  # models x 2 sizes
+    rest = [r for r in predictions if r.timestamp_ms >= T0 + 50_000]
+    assert shard.process(rest) == restored.process(rest)  # the windows they held closed alike
+
+
+def test_staged_events_past_the_threshold_go_to_their_windows() -> None:
+    """The stage is bounded: past ``STAGE_EVENTS`` counted events the batches are buffered."""
+    records = [r for r in _many_models_log() if r.partition == 0 and r.topic == "driftline.predictions"]
+    batch = [r for r in records if r.timestamp_ms < T0 + 50_000][:40]
+    with staging(len(batch) + 1):
+        shard = InProcessPipeline(_settings(), "r").shards[0]
+        shard.process(batch)
+        assert shard._staged_events == len(batch) and not shard.open
+        shard.process(records[len(batch): len(batch) + 1])
+        assert shard._staged_events == 0 and shard.open
+
+
+
+def test_a_finished_input_leaves_open_the_windows_the_row_path_leaves_open() -> None:
+    """A bounded input's end (a replay lists the windows it leaves partial): windows whose events
+    were still staged are open, as on the row path, whichever batch brought their events."""
+    predictions = [r for r in _many_models_log() if r.topic == "driftline.predictions"]
+    early = [r for r in predictions if r.timestamp_ms < T0 + 60_000]
+    mid = [r for r in predictions if T0 + 60_000 <= r.timestamp_ms < T0 + 70_000]
+    later = [r for r in predictions if T0 + 125_000 <= r.timestamp_ms < T0 + 130_000]
+    runs = Run(_settings(), False), Run(_settings(), True)
+    for run in runs:
+        run.feed(early)
+        run.feed(mid)  # the first minute's windows close: what was staged is buffered
+        run.feed(later)  # windows that end after the input only: staged, no close due for them
+        run.pipeline.finish(T0 + 130_000)
+    row, columnar = (sorted(key for shard in run.pipeline.shards for key in shard.open) for run in runs)
+    assert columnar == row and any(key.start == T0 + 120_000 for key in row)
+    assert_same(*runs)

@@ -976,7 +976,8 @@ class EventColumns:
 
         Parts taken from decoded batches of one layout (a window buffer's appends with many models)
         join their matrices of all-float columns in one call, not one per column; the events are
-        then such a part too (pickled as the same plain columns)."""
+        then such a part too (pickled as the same plain columns), and decoded batches joined are a
+        decoded batch (a shard's staged batches: its takes gather the matrix in one call)."""
         n = sum(part.n for part in parts)
         first = parts[0] if parts else None
         label = ColumnBlock.concat([part.label for part in parts])
@@ -989,7 +990,8 @@ class EventColumns:
             others = {name: ColumnBlock.concat([part.others.get(name) or ColumnBlock.absent(part.n)
                                                 for part in taken])
                       for name in dict.fromkeys(name for part in taken for name in part.others)}
-            return _TakenColumns(n, others, label, value, latency, matrix, first.in_matrix)
+            kind = _BatchColumns if all(type(part) is _BatchColumns for part in taken) else _TakenColumns
+            return kind(n, others, label, value, latency, matrix, first.in_matrix)
         features = {name: ColumnBlock.concat([part.features.get(name) or ColumnBlock.absent(part.n)
                                               for part in parts])
                     for name in dict.fromkeys(name for part in parts for name in part.features)}
@@ -1120,7 +1122,10 @@ class WindowBuffer:
                     need -= part.n
                 else:
                     taken.append(part.slice(0, need))
-                    self.parts[0] = part.slice(need, part.n)
+                    rest = part.slice(need, part.n)
+                    # what stays after the last whole chunk (views) is copied, so that it does not
+                    # keep a large part's arrays (a shard's staged batch) until the next chunk
+                    self.parts[0] = EventColumns.concat([rest]) if self.n - size < chunk else rest
                     need = 0
             accumulator.add_chunk(taken)
             self.n -= size

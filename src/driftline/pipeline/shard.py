@@ -9,13 +9,14 @@ a restored shard re-emits exactly what it emitted before a crash.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +71,12 @@ from driftline.pipeline.to_rows import late_event_row
 from driftline.schemas.events import ErrorKind, LabelEvent, Prediction, PredictionEvent
 
 ACCUMULATE_CHUNK = 2048
+STAGE_EVENTS = 16_384
+"""Counted predictions a shard stages before it sorts them into window buffers (``_buffer_staged``).
+With many models a batch holds a few events of each, and a window buffer's append, and the joins
+of its parts that appends bring, cost per call: staged, the batches between two closes become one
+append per window. Staged events are buffered before a window they fall in can close and before
+the state is read (checkpoints, copies), so what windows hold, and when they close, is as without."""
 _T = TypeVar("_T")
 _model_id = attrgetter("model_id")
 _model_version = attrgetter("model_version")
@@ -107,6 +114,9 @@ class ShardProcessor:
         self.open: dict[WindowKey, WindowAccumulator] = {}
         self.buffered: dict[WindowKey, WindowBuffer] = {}
         self._first_end = NO_TIME  # the earliest open window's end (NO_TIME: not known; _close_windows)
+        self._staged: list[_StagedBatch] = []  # decoded batches not yet in window buffers
+        self._staged_events = 0
+        self._staged_end = _NO_WINDOW  # the earliest end of a window a staged event can fall in
         self.sent_progress: tuple[int, ...] = (NO_TIME, NO_TIME, NO_TIME)
         self.totals: Counter[str] = Counter()
         self.configure(settings)
@@ -245,6 +255,7 @@ class ShardProcessor:
         self.pred_watermark = max(self.pred_watermark, end_ms)
         self.label_watermark = max(self.label_watermark, end_ms)
         out = self.process(())
+        self._buffer_staged()  # the windows left open hold their events (a replay lists them)
         self._emit_progress(out, force=True)
         return out
 
@@ -385,6 +396,8 @@ class ShardProcessor:
 
     def _rest(self, **replaced: Any) -> dict[str, Any]:
         """The state but the join (or with it ``replaced``), for a delta."""
+        if self._staged:
+            self._buffer_staged()
         return {k: replaced.get(k, v) for k, v in self.__dict__.items()
                 if k not in _NOT_PICKLED and (k != "join" or k in replaced)}
 
@@ -407,6 +420,8 @@ class ShardProcessor:
             raise StateRestoreError(f"{what}: {err}; {FRESH_STATE_HINT}") from None
 
     def __getstate__(self) -> dict[str, Any]:
+        if self.__dict__.get("_staged"):
+            self._buffer_staged()
         return {k: v for k, v in self.__dict__.items() if k not in _NOT_PICKLED}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -417,6 +432,8 @@ class ShardProcessor:
         state["buffered"] = {key: _window_buffer(b) for key, b in state.get("buffered", {}).items()}
         self.__dict__.update(state)
         self._first_end = NO_TIME  # a delta may have opened windows: the next close looks
+        if "_staged" not in self.__dict__:  # unpickled: never pickled with staged batches
+            self._staged, self._staged_events, self._staged_end = [], 0, _NO_WINDOW
         if "_shared_profiles" not in self.__dict__:  # unpickled (a delta applied keeps its own)
             self._shared_profiles = _chain_profiles()
             self._item_marks = self._marked_items()
@@ -448,6 +465,7 @@ class ShardProcessor:
             Gauge("held_labels", float(self.join.held_count)),
             Gauge("join_store_bytes", float(self.join.store_bytes)),  # pending payloads on disk
             Gauge("open_windows", float(len(self.open))),
+            Gauge("staged_window_events", float(self._staged_events)),
             Gauge("sequential_detectors", float(self.watch.monitor_count() if self.watch else 0)),
             Gauge("open_shard_episodes", float(self.watch.open_episodes() if self.watch else 0)),
             Gauge("prediction_watermark_ms", float(max(self.pred_watermark, 0))),
@@ -682,15 +700,57 @@ class ShardProcessor:
     def _window_batch(
         self, batch: PredictionBatch, tags: Sequence[str], by_model: Mapping[tuple[str, str], Sequence[int]]
     ) -> None:
-        """Buffer the counted events of each (window, model, version, segment), in log order: the
-        row path's buffers exactly, so chunks (and float sums) are the same."""
-        timestamps = batch.timestamps
-        # The batch's columns once; each window gathers its rows from them.
+        """Stage the counted events of each model for the window buffers (``STAGE_EVENTS``): the
+        batch's columns once, with the rows of each model."""
+        counted = sum(map(len, by_model.values()))
+        if not counted:
+            return
         checked = batch.features
         columns = EventColumns.of(
             batch.feature_maps, batch.predictions, batch.latencies,
             None if checked is None else (checked.names, checked.columns, checked.numbers))
-        everyone = len(batch)
+        self._staged.append(_StagedBatch(columns, batch.timestamps, tags, by_model))
+        self._staged_events += counted
+        stamps = batch.timestamps
+        if counted < len(stamps):  # late or excluded events are not staged: not the earliest either
+            stamps = stamps[np.fromiter(itertools.chain.from_iterable(by_model.values()), np.intp, counted)]
+        earliest = int(stamps.min())
+        ends = (earliest - earliest % size + size for size in self.sizes_ms)
+        self._staged_end = min(self._staged_end, *ends)
+        if self._staged_events >= STAGE_EVENTS:
+            self._buffer_staged()
+
+    def _buffer_staged(self) -> None:
+        """The staged batches' events into their window buffers, as one batch (log order kept)."""
+        staged, self._staged = self._staged, []
+        self._staged_events, self._staged_end = 0, _NO_WINDOW
+        if not staged:
+            return
+        if len(staged) == 1:
+            self._buffer_groups(*staged[0])
+            return
+        by_model: dict[tuple[str, str], list[int]] = {}
+        offset = 0
+        for part in staged:
+            for key, rows in part.by_model.items():
+                moved = [i + offset for i in rows] if offset else list(rows)
+                found = by_model.get(key)
+                if found is None:
+                    by_model[key] = moved
+                else:
+                    found += moved
+            offset += part.columns.n
+        self._buffer_groups(EventColumns.concat([part.columns for part in staged]),
+                            np.concatenate([part.timestamps for part in staged]),
+                            [tag for part in staged for tag in part.tags], by_model)
+
+    def _buffer_groups(
+        self, columns: EventColumns, timestamps: npt.NDArray[np.int64], tags: Sequence[str],
+        by_model: Mapping[tuple[str, str], Sequence[int]],
+    ) -> None:
+        """Buffer the counted events of each (window, model, version, segment), in log order: the
+        row path's buffers exactly, so chunks (and float sums) are the same."""
+        everyone = columns.n
         untagged = tags.count("") == len(tags)  # no event carries a segment key
         for (model_id, version), rows in by_model.items():
             segments: dict[str, Sequence[int]] = {"": rows}
@@ -937,6 +997,8 @@ class ShardProcessor:
         # most of them ending at a few grid lines: they are looked through only when the earliest
         # ends (its end kept as windows open and close, found again after a restore).
         watermark = self.pred_watermark
+        if self._staged and watermark >= self._staged_end:
+            self._buffer_staged()  # staged events may fall in a window closing now
         if watermark < self._first_end:
             return 0
         # WindowKey._make: keys checkpointed before WindowKey existed are plain (equal) tuples
@@ -1047,6 +1109,16 @@ def _picked_features(
                           [None if floats is None else floats[at] for floats in features.numbers])
 
 
+class _StagedBatch(NamedTuple):
+    """A batch's counted events waiting for the window buffers: its columns, event times, segment
+    tags (all its events) and the rows of each (model, version)."""
+
+    columns: EventColumns
+    timestamps: npt.NDArray[np.int64]
+    tags: Sequence[str]
+    by_model: Mapping[tuple[str, str], Sequence[int]]
+
+
 _ModelColumns = tuple[dict[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]
 """A model's decoder columns: the float64 ones by name, and the other features' values."""
 
@@ -1128,7 +1200,8 @@ class ShardDelta:
 
 
 # rebuilt with the chain; the earliest window end, from the windows restored
-_NOT_PICKLED = frozenset({"_shared_profiles", "_touched", "_item_marks", "_first_end"})
+_NOT_PICKLED = frozenset({"_shared_profiles", "_touched", "_item_marks", "_first_end", "_staged",
+                          "_staged_events", "_staged_end"})
 _NO_WINDOW = 2**62  # the earliest end when no window is open: after any watermark
 
 
