@@ -39,3 +39,19 @@ def test_the_batch_size_reaches_both_runs_settings(bench_models: ModuleType) -> 
     assert bench_models.settings_for(4).worker.batch_max_records == bench_models.BATCH_RECORDS == 5_000
     assert bench_models.settings_for(4, 20_000).worker.batch_max_records == 20_000
     assert bench_models.parse_args(["--batch-records", "20000"]).batch_records == 20_000
+
+
+def test_the_warm_up_closes_each_models_first_window(bench_models: ModuleType) -> None:
+    """Stage 2 builds a profile's scorer and under-filled rows at its model's first window close:
+    a one-off cost per model, in the warm-up like the monitors', not in the timed part."""
+    from driftline.pipeline.local import InProcessPipeline
+
+    settings = bench_models.settings_for(4)
+    specs = bench_models.model_specs(3)
+    profiles = bench_models.profiles_of(specs, 300, settings)
+    records, warm = bench_models.traffic(specs, 600, settings)
+    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
+    pipeline.feed(records[:warm])
+    built = {profile_id for model in pipeline.models for profile_id in model.windows.under_filled}
+    assert built == {p.profile_id for p in profiles}
+    assert bench_models._windows_closed(pipeline) >= len(specs)
