@@ -79,6 +79,7 @@ import argparse
 import gc
 import importlib.util
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -210,10 +211,13 @@ def traffic(specs: list[ModelSpec], n: int, settings: Settings,
     delay = LabelDelay(median_s=30, max_s=600)
     warm_n = WARM_EACH * len(specs)
     even = [s.model_copy(update={"traffic_share": 1.0}) for s in specs]
-    # at most RATE, over two of the smallest windows and its lateness at least: each model's first
-    # window closes in the warm-up (every shard's watermark past it), so stage 2's scorer and
-    # under-filled rows of its profile (built once a model, as the monitors) are not timed
-    warm_s = max(warm_n / RATE, 2 * min(settings.windows.sizes_s) + settings.windows.allowed_lateness_s)
+    # At most RATE, over whole smallest windows, past the first one's end by its lateness: each
+    # model's first window closes in the warm-up (every shard's watermark past it), so stage 2's
+    # scorer and under-filled rows of its profile (built once a model, as the monitors) are not
+    # timed; the warm-up's last window closes in the timed part, as its one window did before.
+    smallest = min(settings.windows.sizes_s)
+    spanned = max(warm_n / RATE, smallest + settings.windows.allowed_lateness_s)
+    warm_s = smallest * math.ceil(spanned / smallest)
     warm = Scenario(seed=0, id_namespace="warm", start=START_MS, duration_s=warm_s, rate=warm_n / warm_s,
                     models=even, label_delay=delay, malformed_rate=0.0)
     main = Scenario(seed=0, start=START_MS + int(warm_s * 1000) + delay.max_s * 1000,
