@@ -128,6 +128,38 @@ def run_once(settings: Settings, blobs: list[bytes], records: list[RawRecord], w
             "buffered_bytes": buffered, "parts": parts, "windows": windows, "digest": digest}
 
 
+def workload(models: int, n: int) -> tuple[Settings, list[bytes], list[RawRecord], int]:
+    """bench_models' settings, ``models`` profiles (as records' values), its traffic of ``n``
+    predictions and the records of its warm-up."""
+    calibration.share_calibrations(bm.CALIBRATIONS)
+    settings = bench_settings("127.0.0.1:9", "bm")
+    specs = bm.model_specs(models)
+    blobs = [p.model_dump_json().encode() for p in bm.profiles_of(specs, 1000, settings)]
+    records, warm = bm.traffic(specs, n, settings)
+    return settings, blobs, records, warm
+
+
+def alternate(forms: Sequence[str], run: Callable[[str], dict[str, Any]], models: int,
+              rounds: int) -> dict[str, dict[str, Any]]:
+    """Each form run ``rounds`` times, alternating (order flipped each round), each run printed;
+    the best CPU figures of each form (its rows may not change between rounds)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in range(rounds):
+        for form in forms if r % 2 == 0 else list(reversed(forms)):
+            got = run(form)
+            print(f"round {r} {form}: stage 1 {got['stage1_us']:.1f} us, pipeline {got['total_us']:.1f} us a "
+                  f"prediction; buffers {got['buffered_bytes'] / models / 1024:.1f} KB a model "
+                  f"({got['parts']:,} parts in {got['windows']:,} windows); rows {got['digest'][:16]}",
+                  flush=True)
+            if form in best:
+                assert got["digest"] == best[form]["digest"], "a form's rows changed between rounds"
+                for key in ("stage1_us", "total_us"):
+                    best[form][key] = min(best[form][key], got[key])
+            else:
+                best[form] = got
+    return best
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", type=int, default=300)
@@ -142,27 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     forms: dict[str, tuple[int, ModuleType | None]] = {name: (parts, None) for name, parts in FORMS.items()}
     if baseline is not None:
         forms["joined before"] = (baseline.MERGE_PARTS, baseline)
-    calibration.share_calibrations(bm.CALIBRATIONS)
-    settings = bench_settings("127.0.0.1:9", "bm")
-    specs = bm.model_specs(args.models)
-    blobs = [p.model_dump_json().encode() for p in bm.profiles_of(specs, 1000, settings)]
-    records, warm = bm.traffic(specs, args.n, settings)
-    best: dict[str, dict[str, Any]] = {}
-    for r in range(args.rounds):
-        for form in forms if r % 2 == 0 else reversed(forms):
-            merge_parts, module = forms[form]
-            with buffers_of(module):
-                got = run_once(settings, blobs, records, warm, merge_parts)
-            print(f"round {r} {form}: stage 1 {got['stage1_us']:.1f} us, pipeline {got['total_us']:.1f} us a "
-                  f"prediction; buffers {got['buffered_bytes'] / args.models / 1024:.1f} KB a model "
-                  f"({got['parts']:,} parts in {got['windows']:,} windows); rows {got['digest'][:16]}",
-                  flush=True)
-            if form in best:
-                assert got["digest"] == best[form]["digest"], "a form's rows changed between rounds"
-                for key in ("stage1_us", "total_us"):
-                    best[form][key] = min(best[form][key], got[key])
-            else:
-                best[form] = got
+    settings, blobs, records, warm = workload(args.models, args.n)
+
+    def run_form(form: str) -> dict[str, Any]:
+        merge_parts, module = forms[form]
+        with buffers_of(module):
+            return run_once(settings, blobs, records, warm, merge_parts)
+
+    best = alternate(list(forms), run_form, args.models, args.rounds)
     window_stats.MERGE_PARTS = FORMS["joined"]
     joined, unjoined = best["joined"], best["unjoined"]
     print(f"{args.models} models, {args.n:,} predictions, best of {args.rounds}: stage 1 "
@@ -188,24 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def staging(models: int, n: int, rounds: int) -> int:
     """``--staging``: the staged and unstaged forms, alternating (order flipped each round)."""
-    calibration.share_calibrations(bm.CALIBRATIONS)
-    settings = bench_settings("127.0.0.1:9", "bm")
-    specs = bm.model_specs(models)
-    blobs = [p.model_dump_json().encode() for p in bm.profiles_of(specs, 1000, settings)]
-    records, warm = bm.traffic(specs, n, settings)
-    best: dict[str, dict[str, Any]] = {}
-    for r in range(rounds):
-        for form in STAGING if r % 2 == 0 else reversed(STAGING):
-            got = run_once(settings, blobs, records, warm, FORMS["joined"], STAGING[form])
-            print(f"round {r} {form}: stage 1 {got['stage1_us']:.1f} us, pipeline {got['total_us']:.1f} us a "
-                  f"prediction; buffers {got['buffered_bytes'] / models / 1024:.1f} KB a model "
-                  f"({got['parts']:,} parts in {got['windows']:,} windows); rows {got['digest'][:16]}",
-                  flush=True)
-            if form in best:
-                for key in ("stage1_us", "total_us"):
-                    best[form][key] = min(best[form][key], got[key])
-            else:
-                best[form] = got
+    settings, blobs, records, warm = workload(models, n)
+    best = alternate(list(STAGING), lambda form: run_once(settings, blobs, records, warm, FORMS["joined"],
+                                                          STAGING[form]), models, rounds)
     shard_module.STAGE_EVENTS = STAGING["staged"]
     staged, unstaged = best["staged"], best["unstaged"]
     same = staged["digest"] == unstaged["digest"]
