@@ -19,7 +19,7 @@ own loop spends between calls is its own row:
   the shard loop);
 - windows: ``WindowAccumulator.add/add_chunk/to_partial``, the batch's column blocks
   (``EventColumns.of``) and the shard's grouping and buffering (``_window_batch``, ``_accumulate``,
-  ``_close_windows``);
+  ``_close_windows``, ``_buffer_staged``);
 - detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors, on the decoder's columns on the
   columnar path; each run's new shards build their banks of monitors in it, from the process's
   fresh copy after the first);
@@ -152,6 +152,7 @@ STAGES: list[tuple[str, Any, str]] = [
     ("windows", shard.ShardProcessor, "_accumulate"),
     ("windows", shard.ShardProcessor, "_window_batch"),
     ("windows", shard.ShardProcessor, "_close_windows"),
+    ("windows", shard.ShardProcessor, "_buffer_staged"),  # (also at a checkpoint and a finished input)
     ("detectors", feature_watch.FeatureWatch, "observe"),
     ("multivariate", model_watch.MultivariateWatch, "observe"),
     ("join", shard.ShardProcessor, "_digests"),
