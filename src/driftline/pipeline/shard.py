@@ -9,7 +9,6 @@ a restored shard re-emits exactly what it emitted before a crash.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -713,7 +712,7 @@ class ShardProcessor:
         self._staged_events += counted
         stamps = batch.timestamps
         if counted < len(stamps):  # late or excluded events are not staged: not the earliest either
-            stamps = stamps[np.fromiter(itertools.chain.from_iterable(by_model.values()), np.intp, counted)]
+            stamps = stamps[np.fromiter(chain.from_iterable(by_model.values()), np.intp, counted)]
         earliest = int(stamps.min())
         ends = (earliest - earliest % size + size for size in self.sizes_ms)
         self._staged_end = min(self._staged_end, *ends)

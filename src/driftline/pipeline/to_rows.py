@@ -503,8 +503,8 @@ def delay_percentiles(delays: Sequence[float]) -> tuple[float, float, float] | t
     n = len(delays)
     if not n:
         return None, None, None
-    ordered = sorted(map(float, delays))
-    if n > SMALL_PERCENTILES or any(v != v for v in ordered):  # (a NaN: numpy's answer, NaN)
+    ordered = sorted(map(float, delays)) if n <= SMALL_PERCENTILES else []
+    if not ordered or any(v != v for v in ordered):  # many, or a NaN (numpy's answer: NaN)
         p50, p90, p99 = np.percentile(np.asarray(delays, dtype=np.float64), [50, 90, 99]).tolist()
         return p50, p90, p99
     found = []
