@@ -240,3 +240,18 @@ def test_a_quiet_model_s_flush_takes_its_monitors_in_one_c_call_each(monkeypatch
     # grow (32 slots doubled at 32 and 64 values: twice for each of the 3 monitors) and a value at
     # the opener's bound (3 here: it settles), of 120 monitor feeds
     assert len(calls) <= 9, calls
+
+
+def test_the_c_calls_refuse_arguments_they_cannot_read() -> None:
+    """A wrong call raises TypeError and changes nothing (the Python callers never make one)."""
+    fast = watch_native.NATIVE
+    if fast is None:
+        pytest.skip("no C compiler built the extension here")
+    with pytest.raises(TypeError, match="defer_few takes 3 arguments"):
+        fast.defer_few(None, None)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="defer_few: syms must be a list"):
+        fast.defer_few(None, None, (1, 2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="defer_values takes 3 arguments"):
+        fast.defer_values(None, [1.0])  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="defer_values: xs must be a list"):
+        fast.defer_values(None, (1.0,), 1.0)  # type: ignore[arg-type]

@@ -222,17 +222,24 @@ done:
     return result;
 }
 
+/* 1 if a call of `fn` has 3 arguments, the one at `list_at` a list; else 0, TypeError set. */
+static int three_with_list(const char *fn, Py_ssize_t nargs, PyObject *const *args, int list_at,
+                           const char *list_name) {
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s takes 3 arguments", fn);
+        return 0;
+    }
+    if (!PyList_CheckExact(args[list_at])) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a list", fn, list_name);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *defer_few(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "defer_few takes 3 arguments");
-        return NULL;
-    }
+    if (!three_with_list("defer_few", nargs, args, 2, "syms")) return NULL;
     PyObject *monitor = args[0], *opener = args[1], *syms = args[2];
-    if (!PyList_CheckExact(syms)) {
-        PyErr_SetString(PyExc_TypeError, "defer_few: syms must be a list");
-        return NULL;
-    }
     Py_ssize_t total = PyList_GET_SIZE(syms);
     if (total == 0 || total > 64) return PyLong_FromLong(-1);
     long long symbol[64];
@@ -312,17 +319,10 @@ static int category_codes(PyObject *opener, PyObject *xs, Py_ssize_t total, long
  * How many it counted (the caller feeds the rest to update_each), or -1, nothing changed. */
 static PyObject *defer_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "defer_values takes 3 arguments");
-        return NULL;
-    }
+    if (!three_with_list("defer_values", nargs, args, 1, "xs")) return NULL;
     PyObject *monitor = args[0], *xs = args[1];
     double bound = PyFloat_AsDouble(args[2]);
     if (bound == -1.0 && PyErr_Occurred()) return NULL;
-    if (!PyList_CheckExact(xs)) {
-        PyErr_SetString(PyExc_TypeError, "defer_values: xs must be a list");
-        return NULL;
-    }
     Py_ssize_t total = PyList_GET_SIZE(xs);
     if (total == 0 || total > 64) return PyLong_FromLong(-1);
     PyObject *open = PyObject_GetAttr(monitor, s_open);
