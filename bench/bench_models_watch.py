@@ -20,8 +20,9 @@ watches. Each side holds as many events as its module's ``BATCH_EVENTS`` says.
 ``--flush EVENTS PARTS``: the watch alone at a grid line, where a shard feeds every quiet model
 it holds (``flush_due``): ``--models`` models (20 numeric + 5 categorical features, and a
 profiled ``__score__`` no event carries, as bench_models' profiles), each holding EVENTS events
-in PARTS groups handed over as a shard does (value rows, float columns, value lists), then one
-flush; CPU per model fed, before vs now, alternating, best of ``--rounds``, reports compared.
+in PARTS groups handed over as a shard does (value rows, the float columns as one block, value
+lists), then one flush; CPU per model fed, before vs now, alternating, best of ``--rounds``,
+reports compared.
 With ``--own-tables`` each model's monitors get calibration tables of their own (their
 coefficients scaled by 1 + a few ulps, so no two models share memory), as bench_models' models,
 each with its own profile, have: the flush then reads them cold, as a worker with 1,000 models does.
@@ -58,6 +59,7 @@ from driftline.config import Settings
 from driftline.operators import calibration
 from driftline.operators.feature_rows import FeatureRows
 from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.float_block import FloatBlock
 from driftline.operators.profile import build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import shard as shard_module
@@ -121,7 +123,8 @@ def _flush_inputs(models: int, events: int, parts: int) -> tuple[list[Any], list
         for part in range(parts):
             rows = [(*rng.choice(["a", "b", "c"], 5).tolist(), *rng.normal(size=20).tolist())
                     for _ in range(events)]
-            floats = {name: np.array([row[5 + j] for row in rows]) for j, name in enumerate(numeric)}
+            # one block, as a shard hands a model of a many-model batch (shard._GroupedColumns)
+            floats = FloatBlock(tuple(numeric), np.array([[row[5 + j] for row in rows] for j in range(20)]))
             others = {name: [row[j] for row in rows] for j, name in enumerate(categorical)}
             times = [1000 + part * 100 + i for i in range(events)]
             mine.append((times, [f"p{t}" for t in times], FeatureRows(layout, rows), floats, others))

@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from driftline.config import Settings, TopicSettings
+from driftline.operators.float_block import FloatBlock
 
 # faults/harness.py holds the helpers of every test that runs real processes (workers, waits).
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
@@ -394,11 +395,13 @@ def watch_feature_maps() -> Callable[[list[Any], list[Any], list[Any], list[Any]
     return _watch_feature_maps
 
 
-def _shard_feature_split(features: list[dict[str, Any]], as_columns: bool
-                         ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, list[Any]] | None]:
+def _shard_feature_split(
+    features: list[dict[str, Any]], as_columns: bool | str,
+) -> tuple[list[dict[str, Any]], Mapping[str, Any] | None, dict[str, list[Any]] | None]:
     """x, y, c as a stage-1 shard hands them to a feature watch: float64 columns for all-float
-    features and value lists for the others, the maps without them (``as_columns``); else each
-    event's whole map."""
+    features and value lists for the others, the maps without them (``as_columns``; ``"block"``:
+    the columns as one :class:`FloatBlock`, as a shard hands a model of a many-model batch); else
+    each event's whole map."""
     if not as_columns:
         return features, None, None
     columns: dict[str, Any] = {}
@@ -409,11 +412,14 @@ def _shard_feature_split(features: list[dict[str, Any]], as_columns: bool
             columns[name] = np.asarray(column, dtype=np.float64)
         else:
             values[name] = column
-    return [{k: v for k, v in f.items() if k not in columns} for f in features], columns, values
+    rest = [{k: v for k, v in f.items() if k not in columns} for f in features]
+    if as_columns == "block" and columns:
+        return rest, FloatBlock(tuple(columns), np.vstack(list(columns.values()))), values
+    return rest, columns, values
 
 
 @pytest.fixture
-def shard_feature_split() -> Callable[..., tuple[list[dict[str, Any]], dict[str, Any] | None,
+def shard_feature_split() -> Callable[..., tuple[list[dict[str, Any]], Mapping[str, Any] | None,
                                                  dict[str, list[Any]] | None]]:
     """The feature-watch tests' split of event maps into a shard's columns: one helper, shared."""
     return _shard_feature_split

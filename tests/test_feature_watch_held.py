@@ -40,6 +40,7 @@ LATENESS_MS = 3000
 STEP_MS = 200  # ~ 5 events a second over all models
 SWITCH_MS = EVENTS * STEP_MS // 2  # the newer profiles' effective_from
 LATE_PROFILE_AT = 0.6  # share of the stream after which models 0 and 1 get a newer profile
+SPLITS: tuple[bool | str, ...] = (False, True, "block")  # maps; dicts of columns; a FloatBlock (conftest)
 
 
 def _profile(model: int, seed: int, effective_from_ms: int) -> ReferenceProfile:
@@ -132,7 +133,7 @@ def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
             if times[i] >= watermark:  # as a shard: a late event is not watched
                 by_model.setdefault(models[i], []).append(i)
             watermark = max(watermark, times[i] - LATENESS_MS)
-        as_columns = bool(rng.integers(2))
+        as_columns = SPLITS[int(rng.integers(len(SPLITS)))]
         for held, watch in watches.items():
             out: Reports = []
             for m, rows in sorted(by_model.items()):
@@ -211,7 +212,7 @@ def test_a_flush_feeds_held_runs_value_by_value_as_a_batch_would(
         by_model: dict[int, list[int]] = {}
         for i in range(lo, hi):
             by_model.setdefault(models[i], []).append(i)
-        as_columns = bool(rng.integers(2))
+        as_columns = SPLITS[int(rng.integers(len(SPLITS)))]
         for below, watch in sides.items():
             monkeypatch.setattr(feature_watch, "HELD_PER_VALUE_BELOW", below)
             for m, rows in sorted(by_model.items()):

@@ -47,14 +47,15 @@ def _watch() -> FeatureWatch:
 
 
 def _observe(watch: FeatureWatch, times: list[int], ids: list[str], features: list[dict[str, Any]],
-             as_columns: bool, split: Callable[..., Any]) -> list[dict[str, Any]]:
+             as_columns: bool | str, split: Callable[..., Any]) -> list[dict[str, Any]]:
     group, columns, values = split(features, as_columns)
     return watch.observe("m", "1", times, ids, group, columns, values)
 
 
-@pytest.mark.parametrize("as_columns", [False, True])
+@pytest.mark.parametrize("as_columns", [False, True, "block"])
 @pytest.mark.parametrize("largest", [1, 3, 7, 20])
-def test_reports_do_not_depend_on_group_sizes(largest: int, as_columns: bool, watch_feature_maps: FeatureMaps,
+def test_reports_do_not_depend_on_group_sizes(largest: int, as_columns: bool | str,
+                                               watch_feature_maps: FeatureMaps,
                                                shard_feature_split: Callable[..., Any]) -> None:
     times, ids, features = _stream(watch_feature_maps)
     whole = _observe(_watch(), times, ids, features, as_columns, shard_feature_split)

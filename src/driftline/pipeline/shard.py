@@ -32,6 +32,7 @@ from driftline.operators.columns import (
 )
 from driftline.operators.feature_rows import FeatureRows
 from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch
+from driftline.operators.float_block import FloatBlock
 from driftline.operators.join import (
     ExpiredPrediction,
     JoinChanges,
@@ -1118,8 +1119,9 @@ class _StagedBatch(NamedTuple):
     by_model: Mapping[tuple[str, str], Sequence[int]]
 
 
-_ModelColumns = tuple[dict[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]
-"""A model's decoder columns: the float64 ones by name, and the other features' values."""
+_ModelColumns = tuple[Mapping[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]
+"""A model's decoder columns: the float64 ones by name (a dict, or a :class:`FloatBlock`), and the
+other features' values."""
 
 
 class _GroupedColumns:
@@ -1133,14 +1135,14 @@ class _GroupedColumns:
                  groups: Mapping[tuple[str, str], Sequence[int]]) -> None:
         self.features = features
         self.groups = groups
-        self.float_names: list[str] = []
+        self.float_names: tuple[str, ...] = ()
         self.others: list[tuple[str, list[Any]]] = []
         self.starts: dict[tuple[str, str], int] = {}
         if features is None:
             return
         numbers = features.numbers
-        self.float_names = [name for name, floats in zip(features.names, numbers, strict=True)
-                            if floats is not None]
+        self.float_names = tuple(name for name, floats in zip(features.names, numbers, strict=True)
+                                 if floats is not None)
         self.matrix = np.array([floats for floats in numbers if floats is not None], dtype=np.float64)
         order = list(chain.from_iterable(groups.values()))
         self.others = [(name, [column[i] for i in order]) for name, column, floats
@@ -1155,8 +1157,9 @@ class _GroupedColumns:
             return {}, {}
         rows = self.groups[key]
         start, stop = self.starts[key], self.starts[key] + len(rows)
-        floats = dict(zip(self.float_names, self.matrix.take(rows, axis=1), strict=True)) \
-            if self.float_names else {}
+        # one matrix for the group (the watch holds and joins it whole), not a view per column
+        floats: Mapping[str, npt.NDArray[np.float64]] = \
+            FloatBlock(self.float_names, self.matrix.take(rows, axis=1)) if self.float_names else {}
         return floats, {name: values[start:stop] for name, values in self.others}
 
 

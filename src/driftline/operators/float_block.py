@@ -1,0 +1,84 @@
+"""Float64 feature columns of a few events kept as one matrix, read by name.
+
+With many models a stage-1 batch holds a few events of each, and the feature watch holds each
+model's group until a grid line or a batch's worth (:mod:`driftline.operators.feature_watch`). A
+group's numeric features were a dict of one small array each (20 array views made per group,
+then a ``tolist`` per feature and group when the watch fed them); as one matrix a group is a
+single object, and a model's held groups join with one ``concatenate`` and list with one
+``tolist``.
+
+>>> import numpy as np
+>>> block = FloatBlock(("a", "b"), np.array([[1.0, 2.0], [3.0, 4.0]]))
+>>> block["b"].tolist(), sorted(block), len(block), "c" in block
+([3.0, 4.0], ['a', 'b'], 2, False)
+>>> later = FloatBlock(("a", "b"), np.array([[5.0], [6.0]]))
+>>> FloatBlock.joined([block, later]).listed()
+{'a': [1.0, 2.0, 5.0], 'b': [3.0, 4.0, 6.0]}
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@functools.lru_cache(maxsize=1024)
+def _rows(names: tuple[str, ...]) -> dict[str, int]:
+    """Each name's row (names are a batch layout's float features: a few layouts a process)."""
+    return {name: row for row, name in enumerate(names)}
+
+
+class FloatBlock(Mapping[str, FloatArray]):
+    """Columns ``names`` of ``matrix`` (one row per name, one column per event): a mapping of each
+    name to its row, as the dict of columns it stands for."""
+
+    __slots__ = ("matrix", "names")
+
+    def __init__(self, names: tuple[str, ...], matrix: FloatArray) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != len(names):
+            raise ValueError(f"a block of {len(names)} names needs as many rows, not shape {matrix.shape}")
+        self.names = names
+        self.matrix = matrix
+
+    def __getitem__(self, name: str) -> FloatArray:
+        return self.matrix[_rows(self.names)[name]]
+
+    def __contains__(self, name: object) -> bool:
+        return name in _rows(self.names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def events(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def covers(self, names: Sequence[str]) -> bool:
+        """Whether every one of ``names`` is a column here."""
+        rows = _rows(self.names)
+        return all(name in rows for name in names)
+
+    def listed(self) -> dict[str, list[float]]:
+        """Each column as a list of floats (one ``tolist`` for all)."""
+        return dict(zip(self.names, self.matrix.tolist(), strict=True))
+
+    @staticmethod
+    def joined(blocks: Sequence[FloatBlock]) -> FloatBlock:
+        """The events of ``blocks`` (all of the same names) in order, as one block."""
+        if len(blocks) == 1:
+            return blocks[0]
+        names = blocks[0].names
+        if any(block.names != names for block in blocks):
+            raise ValueError("blocks of different names do not join")
+        return FloatBlock(names, np.concatenate([block.matrix for block in blocks], axis=1))
+
+    def __reduce__(self) -> tuple[type[FloatBlock], tuple[tuple[str, ...], FloatArray]]:
+        return FloatBlock, (self.names, self.matrix)
