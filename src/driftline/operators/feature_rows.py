@@ -16,8 +16,20 @@ the dict its payload's JSON object would have decoded to, made on index.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
+
+
+@functools.lru_cache(maxsize=1024)
+def positions(names: tuple[str, ...]) -> dict[str, int]:
+    """Each name's position in a layout (the last for a repeated one, as a map of the row keeps it),
+    kept per layout: a process sees a few.
+
+    >>> positions(("x", "c", "x"))
+    {'x': 2, 'c': 1}
+    """
+    return {name: at for at, name in enumerate(names)}
 
 
 class FeatureRows(Sequence[dict[str, Any]]):

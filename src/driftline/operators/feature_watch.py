@@ -76,7 +76,7 @@ from driftline.operators.episodes import (
     EpisodeMonitor,
     count_quiet,
 )
-from driftline.operators.feature_rows import FeatureRows
+from driftline.operators.feature_rows import FeatureRows, positions
 from driftline.operators.float_block import FloatBlock
 from driftline.operators.profile import ReferenceProfile
 from driftline.operators.seasonal import reference_size, standardise
@@ -819,15 +819,9 @@ def _raw(features: Sequence[dict[str, Any]], name: str,
     if values and name in values:
         return list(values[name])
     if isinstance(features, FeatureRows):
-        at = _positions(features.names).get(name)
+        at = positions(features.names).get(name)
         return [None] * len(features) if at is None else [row[at] for row in features.rows]
     return [f.get(name) for f in features]
-
-
-@functools.lru_cache(maxsize=256)
-def _positions(names: tuple[str, ...]) -> dict[str, int]:
-    """Each name's position in a layout (the last for a repeated one, as a map of the row keeps it)."""
-    return {name: at for at, name in enumerate(names)}
 
 
 def _float_grid(raw: list[list[Any]]) -> npt.NDArray[np.float64] | None:

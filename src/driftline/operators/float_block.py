@@ -18,19 +18,14 @@ single object, and a model's held groups join with one ``concatenate`` and list 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from driftline.operators.feature_rows import positions
+
 FloatArray = npt.NDArray[np.float64]
-
-
-@functools.lru_cache(maxsize=1024)
-def _rows(names: tuple[str, ...]) -> dict[str, int]:
-    """Each name's row (names are a batch layout's float features: a few layouts a process)."""
-    return {name: row for row, name in enumerate(names)}
 
 
 class FloatBlock(Mapping[str, FloatArray]):
@@ -46,10 +41,10 @@ class FloatBlock(Mapping[str, FloatArray]):
         self.matrix = matrix
 
     def __getitem__(self, name: str) -> FloatArray:
-        return self.matrix[_rows(self.names)[name]]
+        return self.matrix[positions(self.names)[name]]
 
     def __contains__(self, name: object) -> bool:
-        return name in _rows(self.names)
+        return name in positions(self.names)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
@@ -63,7 +58,7 @@ class FloatBlock(Mapping[str, FloatArray]):
 
     def covers(self, names: Sequence[str]) -> bool:
         """Whether every one of ``names`` is a column here."""
-        rows = _rows(self.names)
+        rows = positions(self.names)
         return all(name in rows for name in names)
 
     def listed(self) -> dict[str, list[float]]:
