@@ -16,7 +16,8 @@ def test_a_block_reads_as_the_dict_of_its_rows() -> None:
     as_dict = {"a": [0.0, 1.0], "b": [2.0, 3.0], "c": [4.0, 5.0]}
     assert {name: column.tolist() for name, column in block.items()} == as_dict
     assert block.listed() == as_dict and block.events == 2
-    assert block.get("z") is None and block.covers(["c", "a"]) and not block.covers(["a", "z"])
+    assert block.get("z") is None and block.lacking(["c", "a"]) == []
+    assert block.lacking(["y", "a", "z"]) == ["y", "z"]
 
 
 def test_blocks_join_in_order_and_only_of_the_same_names() -> None:

@@ -805,9 +805,9 @@ def _held_floats(features: Sequence[dict[str, Any]], names: list[str],
     call; anything else the dict of columns."""
     if not isinstance(given, FloatBlock):
         return _float_features(features, names, given, given_values)
-    if given.covers(names):
+    missing = given.lacking(names)
+    if not missing:
         return given
-    missing = [name for name in names if name not in given]
     extra = _float_features(features, missing, None, given_values)
     return FloatBlock((*given.names, *missing), np.vstack([given.matrix, *(extra[name] for name in missing)]))
 

@@ -32,19 +32,20 @@ class FloatBlock(Mapping[str, FloatArray]):
     """Columns ``names`` of ``matrix`` (one row per name, one column per event): a mapping of each
     name to its row, as the dict of columns it stands for."""
 
-    __slots__ = ("matrix", "names")
+    __slots__ = ("index", "matrix", "names")
 
     def __init__(self, names: tuple[str, ...], matrix: FloatArray) -> None:
         if matrix.ndim != 2 or matrix.shape[0] != len(names):
             raise ValueError(f"a block of {len(names)} names needs as many rows, not shape {matrix.shape}")
         self.names = names
         self.matrix = matrix
+        self.index = positions(names)  # each name's row (shared by the blocks of one layout)
 
     def __getitem__(self, name: str) -> FloatArray:
-        return self.matrix[positions(self.names)[name]]
+        return self.matrix[self.index[name]]
 
     def __contains__(self, name: object) -> bool:
-        return name in positions(self.names)
+        return name in self.index
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
@@ -56,10 +57,10 @@ class FloatBlock(Mapping[str, FloatArray]):
     def events(self) -> int:
         return int(self.matrix.shape[1])
 
-    def covers(self, names: Sequence[str]) -> bool:
-        """Whether every one of ``names`` is a column here."""
-        rows = positions(self.names)
-        return all(name in rows for name in names)
+    def lacking(self, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` that are not columns here, in order."""
+        index = self.index
+        return [name for name in names if name not in index]
 
     def listed(self) -> dict[str, list[float]]:
         """Each column as a list of floats (one ``tolist`` for all)."""
