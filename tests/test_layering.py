@@ -21,9 +21,11 @@ PACKAGE_DIRS = {
 }
 
 # Bottom to top. Beside the brief's line: kafka (clients, the partitioner) sits under the pipeline
-# (which partitions with it), client (the SDK) and store under the runtimes that use them.
+# (which partitions with it), client (the SDK) and store under the runtimes that use them; local
+# (the embedded stack) over runtime, whose process plumbing ties its broker to the caller.
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
-    {"", "schemas", "extras", "runtime", "local", "infra"},  # "" = driftline/__init__.py
+    {"", "schemas", "extras", "runtime", "infra"},  # "" = driftline/__init__.py
+    {"local"},
     {"config"},
     {"operators"},
     {"detect"},  # the library's public face over operators

@@ -123,3 +123,50 @@ def test_running_broker_stops_on_error_and_interrupt(error: type[BaseException])
         assert process.poll() is None
         raise error()
     assert process.poll() is not None
+
+
+_STARTS_A_BROKER = """
+import sys, time
+from driftline.local.broker import start_broker
+broker = start_broker(detach=sys.argv[2] == "detach")
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(broker.process.pid))
+import os; os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    time.sleep(60)
+"""
+
+
+def _broker_of_killed_caller(tmp_path: Path, mode: str) -> int:
+    """A process that started a broker (``mode``: "detach" or not) killed by SIGKILL: the broker's pid."""
+    pid_file = tmp_path / f"broker-{mode}.pid"
+    caller = subprocess.Popen([sys.executable, "-c", _STARTS_A_BROKER, str(pid_file), mode],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not pid_file.exists():
+        assert caller.poll() is None, caller.stderr.read().decode() if caller.stderr else ""
+        assert time.monotonic() < deadline, "the caller did not start its broker"
+        time.sleep(0.05)
+    broker_pid = int(pid_file.read_text())
+    assert pid_alive(broker_pid)
+    caller.kill()
+    caller.wait()
+    return broker_pid
+
+
+@pytest.mark.integration
+def test_a_broker_ends_with_its_killed_caller_unless_detached(tmp_path: Path) -> None:
+    """A killed test run (SIGKILL: no cleanup runs) leaves no broker behind; a detached one (the
+    demo's, `driftline local up`'s) outlives its caller, as it should."""
+    tied = _broker_of_killed_caller(tmp_path, "tied")
+    detached = _broker_of_killed_caller(tmp_path, "detach")
+    try:
+        deadline = time.monotonic() + 60
+        while pid_alive(tied) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(tied), "the broker outlived its SIGKILLed caller"
+        assert pid_alive(detached)
+    finally:
+        for pid in (tied, detached):
+            if pid_alive(pid):
+                terminate_pid(pid)

@@ -38,14 +38,18 @@ def set_parent_death_signal(sig: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
-def tied_child_preexec(parent_pid: int) -> Callable[[], None]:
+def tied_child_preexec(parent_pid: int, *, new_session: bool = True) -> Callable[[], None]:
     """A ``preexec_fn`` for children that must not outlive their parent (retrain jobs, the demo's
-    worker): a new session and process group, and SIGTERM when the parent dies, even by SIGKILL
-    (the child exits at once if the parent is already gone). ``parent_pid`` is the spawner's pid.
+    worker, a broker started for tests): SIGTERM when the parent dies, even by SIGKILL (the child
+    exits at once if the parent is already gone), and, with ``new_session``, a new session and
+    process group (a terminal's Ctrl-C then reaches only the parent, which stops the child itself).
+    ``parent_pid`` is the spawner's pid. The kernel sends the signal when the *thread* that started
+    the child ends: spawn from one that lives as long as the child should (the main thread).
     """
 
     def preexec() -> None:
-        os.setsid()
+        if new_session:
+            os.setsid()
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)

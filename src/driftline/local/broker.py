@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from driftline.local.state import pid_alive
+from driftline.runtime import tied_child_preexec
 
 
 def broker_binary() -> str:
@@ -141,7 +142,8 @@ def start_broker(host: str = "127.0.0.1", port: int | None = None, log_path: Pat
     """Start Tansu with in-memory storage and wait until it serves metadata.
 
     `detach` puts the broker in its own session, so it outlives the caller and a Ctrl-C in the
-    caller's terminal does not reach it.
+    caller's terminal does not reach it. Without it the broker ends with the calling process, even
+    one killed by SIGKILL (a parent-death signal: a killed test run leaves no broker behind).
     """
     if port is not None and port_in_use(host, port):
         raise OSError(f"port {port} on {host} is already in use")
@@ -153,8 +155,9 @@ def start_broker(host: str = "127.0.0.1", port: int | None = None, log_path: Pat
     env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
     with open(log_path, "ab") if log_path else open(os.devnull, "wb") as out:
         # The child holds its own copy of the log descriptor; ours closes with this block.
+        tied = None if detach else tied_child_preexec(os.getpid(), new_session=False)
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=detach, env=env)
+                                start_new_session=detach, preexec_fn=tied, env=env)
     broker = EmbeddedBroker(proc, host, port, log_path, binary)
     try:
         wait_for_metadata(broker.bootstrap_servers, timeout, proc)
