@@ -45,6 +45,12 @@ batch, both runs. With many models a batch holds a few events of each model per 
 model costs per group of its events (buffered, held, watched) is paid per batch: larger batches
 make fewer, larger groups (docs/scaling.md, session 26).
 
+``--no-sequential``: both runs with the sequential detectors off (``sequential.enabled``), no
+target: against a default run, what the feature watch costs each side (at 5,000 predictions/s,
+between closes, ~14 of the ~22 CPU-us a prediction 1,000 models add; docs/scaling.md, session
+28). The cost figure also says the output rows a prediction of each run, by the many models'
+largest tables: at 100/s 1,000 models write ~3 rows a prediction, one model 1.
+
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
 
 ``--calibrations DIR`` (default ``driftline-bench-calibrations`` in the temp directory; ``none``: in
@@ -86,6 +92,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -252,6 +259,7 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
     closed = first_closed = _windows_closed(pipeline)
     under_filled = 0
     between_cpu, between_predictions = 0.0, 0  # feeds in which no window closed (see split_note)
+    timed_rows: Counter[str] = Counter()  # rows written after the warm-up, by table
     predictions_topic = settings.topics.predictions
     cpu1 = time.process_time()
     with GcClock() as collector:
@@ -265,6 +273,7 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
                 between_predictions += sum(1 for r in chunk if r.topic == predictions_topic)
             closed = _windows_closed(pipeline)
             under_filled += _under_filled(pipeline)
+            timed_rows.update({table: len(rows) for table, rows in pipeline.rows.items()})
             written += _sink(pipeline)
     cpu = time.process_time() - cpu1
     closed = _windows_closed(pipeline) - first_closed
@@ -282,6 +291,7 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         "gc_collections": collector.collections,
         "between_closes_cpu_per_prediction_us": between_cpu / max(between_predictions, 1) * 1e6,
         "between_closes_predictions": between_predictions,
+        "timed_rows": dict(timed_rows),
     }
 
 
@@ -311,15 +321,15 @@ BATCH_RECORDS = bench_settings("127.0.0.1:9", "bm").worker.batch_max_records
 """Records a fetch hands stage 1 (the worker's default ``worker.batch_max_records``, 5,000)."""
 
 
-def settings_for(partitions: int, batch_records: int = BATCH_RECORDS) -> Settings:
-    """The bench's settings with ``partitions`` predictions and labels partitions (stage-1 shards)
-    and ``batch_records`` records a batch."""
+def settings_for(partitions: int, batch_records: int = BATCH_RECORDS, sequential: bool = True) -> Settings:
+    """The bench's settings with ``partitions`` predictions and labels partitions (stage-1 shards),
+    ``batch_records`` records a batch and the sequential detectors on or off."""
     return bench_settings("127.0.0.1:9", "bm", topics={"partitions": partitions},
-                          worker={"batch_max_records": batch_records})
+                          worker={"batch_max_records": batch_records}, sequential={"enabled": sequential})
 
 
 def child(which: str, data: Path, calibrations: Path | None, partitions: int,
-          batch_records: int = BATCH_RECORDS) -> None:
+          batch_records: int = BATCH_RECORDS, sequential: bool = True) -> None:
     """One run in this fresh process (its RSS is the run's alone): prints its figures as JSON.
 
     ``input_rss_bytes`` is what loading the events and profiles added (a worker does not hold them)."""
@@ -329,7 +339,7 @@ def child(which: str, data: Path, calibrations: Path | None, partitions: int,
     gc.collect()
     loaded = rss_bytes()
     shared_before = _calibrations_shared(calibrations)
-    result = run(settings_for(partitions, batch_records), profiles, records, warm)
+    result = run(settings_for(partitions, batch_records, sequential), profiles, records, warm)
     result["input_rss_bytes"] = loaded - start
     result["calibrations_found"] = shared_before  # banks' thresholds earlier runs left in the directory
     result["calibrations_added"] = _calibrations_shared(calibrations) - shared_before
@@ -341,9 +351,10 @@ def _calibrations_shared(directory: Path | None) -> int:
 
 
 def run_in_child(which: str, data: Path, calibrations: Path | None, partitions: int,
-                 batch_records: int = BATCH_RECORDS) -> dict[str, Any]:
+                 batch_records: int = BATCH_RECORDS, sequential: bool = True) -> dict[str, Any]:
     shared = ["--calibrations", str(calibrations) if calibrations is not None else "none",
-              "--partitions", str(partitions), "--batch-records", str(batch_records)]
+              "--partitions", str(partitions), "--batch-records", str(batch_records),
+              *([] if sequential else ["--no-sequential"])]
     out = subprocess.run([sys.executable, __file__, *shared, "--child", which, str(data)], check=True,
                          capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -364,6 +375,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="records a batch (worker.batch_max_records) of both runs (module docstring)")
     parser.add_argument("--partitions", type=int, default=PARTITIONS,
                         help="predictions and labels partitions, so stage-1 shards (both runs)")
+    parser.add_argument("--no-sequential", dest="sequential", action="store_false",
+                        help="both runs without the sequential detectors (module docstring)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--calibrations", type=_directory, default=CALIBRATIONS,
                         help="share the detectors' calibrations across runs here ('none': this process only)")
@@ -387,7 +400,8 @@ def _directory(text: str) -> Path | None:
 
 def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
                 rate: float = RATE, key_by: str = "prediction_id",
-                partitions: int = PARTITIONS, batch_records: int = BATCH_RECORDS) -> list[Figure]:
+                partitions: int = PARTITIONS, batch_records: int = BATCH_RECORDS,
+                sequential: bool = True) -> list[Figure]:
     ratio = many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"]
     measured_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
     per_model_bytes = (many["pipeline_rss_bytes"] - one["pipeline_rss_bytes"]) / max(models - 1, 1)
@@ -405,6 +419,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
         cost_met = False if cost_met is False else None  # fewer models cost less: only a miss is known
     detail = (f"{models:,} models x 25 features, Zipf s={ZIPF_S}, {n:,} predictions at {rate:,.0f}/s; "
               f"predictions keyed by {key_by}, batches of {batch_records:,} records; "
+              f"{'' if sequential else 'sequential detection off; '}"
               f"{many['monitors']:,} monitors over {partitions} shards; "
               f"process RSS {many['rss_bytes'] / 1e9:.2f} GB "
               f"less the events fed ({many['input_rss_bytes'] / 1e9:.2f} GB); the pipeline's own share "
@@ -416,8 +431,8 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
             f"{one['warmup_cpu_s']:.0f} CPU-s, {_calibrated(many)}); windows closed "
             f"{many['windows_closed']:,} vs {one['windows_closed']:,}, one per {_per(many)} vs {_per(one)} "
             f"predictions; {many.get('windows_under_filled', 0):,} under-filled (< drift.min_count events: "
-            f"not scored); of the CPU per prediction, cyclic GC {_gc(many)} vs {_gc(one)}; "
-            f"{_between(many, one)}")
+            f"not scored); {_rows_written(many, one)}; of the CPU per prediction, cyclic GC {_gc(many)} "
+            f"vs {_gc(one)}; {_between(many, one)}")
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
                rss_met, detail, {**many, "measured_gb": measured_gb}),
@@ -425,6 +440,18 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
                f"(14b) per-event cost, {models:,} models / 1 model at {rate:,.0f} pred/s", ratio, "x",
                f"<= {COST_TARGET:g} at {TARGET_MODELS:,}", cost_met, cost, {"one": one, "many": many}),
     ]
+
+
+def _rows_written(many: dict[str, Any], one: dict[str, Any]) -> str:
+    """Output rows a timed prediction, many models against one, with the many models' largest
+    tables: the per-window rows many small models write are most of their time-driven work."""
+    if "timed_rows" not in many or "timed_rows" not in one:
+        return "rows written a prediction: -"
+    n_many, n_one = max(many["predictions_timed"], 1), max(one["predictions_timed"], 1)
+    largest = sorted(many["timed_rows"].items(), key=lambda item: -item[1])[:3]
+    tables = ", ".join(f"{table} {rows / n_many:.2f}" for table, rows in largest)
+    return (f"rows written a prediction {sum(many['timed_rows'].values()) / n_many:.2f} vs "
+            f"{sum(one['timed_rows'].values()) / n_one:.2f} ({tables})")
 
 
 def _calibrated(run: dict[str, Any]) -> str:
@@ -465,15 +492,15 @@ def _per(run: dict[str, Any]) -> str:
 def measure(models: int, n: int, training: int = 1000,
             calibrations: Path | None = CALIBRATIONS, rate: float = RATE,
             key_by: str = "prediction_id", partitions: int = PARTITIONS,
-            batch_records: int = BATCH_RECORDS) -> list[Figure]:
+            batch_records: int = BATCH_RECORDS, sequential: bool = True) -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
     None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
     one model's are keyed by prediction id either way: keyed by its model id they would all be one
     shard's, the other shards idle and no window closing in process); ``partitions``: the
     predictions and labels partitions, so stage-1 shards, of both runs; ``batch_records``: the records
-    a batch of both runs."""
-    settings = settings_for(partitions, batch_records)
+    a batch of both runs; ``sequential``: the sequential detectors on (else both runs without them)."""
+    settings = settings_for(partitions, batch_records, sequential)
     specs = model_specs(models)
     started = time.perf_counter()
     profiles = profiles_of(specs, training, settings)
@@ -487,9 +514,9 @@ def measure(models: int, n: int, training: int = 1000,
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
         del records, single
-        one = run_in_child("one", data, calibrations, partitions, batch_records)
-        many = run_in_child("many", data, calibrations, partitions, batch_records)
-    return figures_for(models, n, one, many, rate, key_by, partitions, batch_records)
+        one = run_in_child("one", data, calibrations, partitions, batch_records, sequential)
+        many = run_in_child("many", data, calibrations, partitions, batch_records, sequential)
+    return figures_for(models, n, one, many, rate, key_by, partitions, batch_records, sequential)
 
 
 def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
@@ -705,7 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     calibration.share_calibrations(args.calibrations)
     if args.child:
-        child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions, args.batch_records)
+        child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions, args.batch_records,
+              args.sequential)
         return 0
     if args.under_filled:
         measure_under_filled(args.n if args.n != 200_000 else 300)
@@ -716,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
     figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by,
-                      args.partitions, args.batch_records)
+                      args.partitions, args.batch_records, args.sequential)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))

@@ -24,6 +24,9 @@ def test_a_run_times_the_feeds_without_a_window_close_apart(bench_models: Module
     assert result["windows_closed"] > 0
     assert 0 < result["between_closes_predictions"] < result["predictions_timed"]
     assert result["between_closes_cpu_per_prediction_us"] > 0
+    # the rows written after the warm-up, by table: an outcome a labelled prediction, window rows
+    assert result["timed_rows"]["outcomes"] > 0 and result["timed_rows"]["feature_windows"] > 0
+    assert sum(result["timed_rows"].values()) <= result["rows_written"]
 
 
 def test_the_cost_figure_says_the_ratio_between_closes(bench_models: ModuleType) -> None:
@@ -55,3 +58,20 @@ def test_the_warm_up_closes_each_models_first_window(bench_models: ModuleType) -
     built = {profile_id for model in pipeline.models for profile_id in model.windows.under_filled}
     assert built == {p.profile_id for p in profiles}
     assert bench_models._windows_closed(pipeline) >= len(specs)
+
+
+def test_the_cost_figure_says_the_rows_written_a_prediction(bench_models: ModuleType) -> None:
+    rows = {"outcomes": 1000, "feature_windows": 970, "drift_scores": 900, "model_drift": 30}
+    many = {"predictions_timed": 1000, "timed_rows": rows}
+    one = {"predictions_timed": 2000, "timed_rows": {"outcomes": 2000, "feature_windows": 4}}
+    text = bench_models._rows_written(many, one)
+    assert text.startswith("rows written a prediction 2.90 vs 1.00")
+    assert "(outcomes 1.00, feature_windows 0.97, drift_scores 0.90)" in text
+    assert bench_models._rows_written({}, one).endswith("-")
+
+
+def test_sequential_detection_can_be_off_in_both_runs(bench_models: ModuleType) -> None:
+    assert bench_models.settings_for(4).sequential.enabled
+    assert not bench_models.settings_for(4, sequential=False).sequential.enabled
+    assert bench_models.parse_args(["--no-sequential"]).sequential is False
+    assert bench_models.parse_args([]).sequential is True
