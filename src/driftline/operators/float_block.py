@@ -53,10 +53,6 @@ class FloatBlock(Mapping[str, FloatArray]):
     def __len__(self) -> int:
         return len(self.names)
 
-    @property
-    def events(self) -> int:
-        return int(self.matrix.shape[1])
-
     def lacking(self, names: Sequence[str]) -> list[str]:
         """Those of ``names`` that are not columns here, in order."""
         index = self.index
