@@ -142,15 +142,17 @@ def _broker_of_killed_caller(tmp_path: Path, mode: str) -> int:
     pid_file = tmp_path / f"broker-{mode}.pid"
     caller = subprocess.Popen([sys.executable, "-c", _STARTS_A_BROKER, str(pid_file), mode],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not pid_file.exists():
-        assert caller.poll() is None, caller.stderr.read().decode() if caller.stderr else ""
-        assert time.monotonic() < deadline, "the caller did not start its broker"
-        time.sleep(0.05)
-    broker_pid = int(pid_file.read_text())
-    assert pid_alive(broker_pid)
-    caller.kill()
-    caller.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists():
+            assert caller.poll() is None, caller.stderr.read().decode() if caller.stderr else ""
+            assert time.monotonic() < deadline, "the caller did not start its broker"
+            time.sleep(0.05)
+        broker_pid = int(pid_file.read_text())
+        assert pid_alive(broker_pid)
+    finally:  # killed either way: a failed start leaves no caller (nor, tied, its broker) behind
+        caller.kill()
+        caller.wait()
     return broker_pid
 
 
