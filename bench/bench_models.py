@@ -48,8 +48,9 @@ make fewer, larger groups (docs/scaling.md, session 26).
 ``--no-sequential``: both runs with the sequential detectors off (``sequential.enabled``), no
 target: against a default run, what the feature watch costs each side (at 5,000 predictions/s,
 between closes, ~26 of the ~30 CPU-us a prediction 1,000 models add; without it 1.14x;
-docs/scaling.md, session 28). The cost figure also says the output rows a prediction of each run, by the many models'
-largest tables: at 100/s 1,000 models write ~3 rows a prediction, one model 1.
+docs/scaling.md, session 28). The cost figure also says the output rows a prediction of each
+run, by the many models' largest tables: at 100/s 1,000 models write ~3 rows a prediction, one
+model 1.
 
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
 
