@@ -12,13 +12,18 @@ decodes the same batches with that module too, batch by batch in turns (so a cha
 load weighs on both alike: whole rounds in turns moved the ratio by +-15 % at a load of 10), checks
 that both give the same events and dead letters, and reports the ratio.
 
+``--without-c`` decodes the same batches with the C pass off too (``decode_native.NATIVE`` None for
+the call: msgspec reads every batch of the common shape), batch by batch in turns as above, checks
+that both give the same events and dead letters, and reports the ratio.
+
 ``--steps`` also splits the tree's prediction decode into its steps (the compiled pass of a batch of
 the common shape, ``struct_decode``, parsing and checking the fields into columns; for a batch it
 does not take, the one orjson parse and the field checks and columns with the outputs; then the
 feature checks, the time checks and gathering, and freeing what the call built once it is
 dropped), each the best of the rounds.
 
-    .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--steps] [--quick]
+    .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--without-c] [--steps]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -28,12 +33,11 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from common import bench_scenario, bench_settings, module_from_file, raw_records
 
-from driftline.operators import columns, struct_decode
+from driftline.operators import columns, decode_native, struct_decode
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.runtime import tune_gc
 
@@ -58,7 +62,28 @@ def workload_batches(n: int, seed: int = 0) -> tuple[Decoder, list[Batch], int]:
     return decoder, batches, sum(1 for r in raw if r.topic == settings.topics.predictions)
 
 
-def decode_round(modules: dict[str, ModuleType], decoder: Decoder,
+class _WithoutCPass:
+    """``columns``' batch decoder with the C decode pass off during each of its calls."""
+
+    class BatchDecoder:
+        def __init__(self, decoder: Decoder) -> None:
+            self._decoder = columns.BatchDecoder(decoder)
+
+        def _without(self, kind: str, records: list[RawRecord]) -> Any:
+            before, decode_native.NATIVE = decode_native.NATIVE, None
+            try:
+                return getattr(self._decoder, kind)(records)
+            finally:
+                decode_native.NATIVE = before
+
+        def predictions(self, records: list[RawRecord]) -> Any:
+            return self._without("predictions", records)
+
+        def labels(self, records: list[RawRecord]) -> Any:
+            return self._without("labels", records)
+
+
+def decode_round(modules: dict[str, Any], decoder: Decoder,
                  batches: Sequence[Batch]) -> dict[str, dict[str, float]]:
     """CPU seconds of one pass over the batches, per module and kind. Every batch is decoded by each
     module in turn, the order swapped from one batch of a kind to the next: a change of the box's load, or
@@ -83,7 +108,7 @@ def _comparable(result: tuple[Any, list[Any]]) -> tuple[list[Any], list[Any], li
             [repr(e.model_dump()) for e in batch.events], [d.model_dump() for d in dead])
 
 
-def same_results(a: ModuleType, b: ModuleType, decoder: Decoder, batches: Sequence[Batch]) -> bool:
+def same_results(a: Any, b: Any, decoder: Decoder, batches: Sequence[Batch]) -> bool:
     """Whether both modules' decoders accept the same events (values and types) and dead letters."""
     first, second = a.BatchDecoder(decoder), b.BatchDecoder(decoder)
     return all(_comparable(getattr(first, kind)(records)) == _comparable(getattr(second, kind)(records))
@@ -125,13 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=50_000, help="prediction events (each with a label)")
     parser.add_argument("--rounds", type=int, default=7, help="passes over the batches (best of)")
     parser.add_argument("--baseline", type=Path, default=None, help="another revision's columns.py")
+    parser.add_argument("--without-c", action="store_true", help="also the tree with the C decode pass off")
     parser.add_argument("--steps", action="store_true", help="where the tree's prediction decode goes")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     args = parser.parse_args(argv)
     n, rounds = (2_000, 2) if args.quick else (args.n, args.rounds)
     tune_gc()
     decoder, batches, n_pred = workload_batches(n)
-    modules = {"tree": columns}
+    modules: dict[str, Any] = {"tree": columns}
+    if args.without_c:
+        if decode_native.NATIVE is None:
+            print("the C decode pass is not built in this install")
+            return 1
+        modules["without C"] = _WithoutCPass
+        if not same_results(_WithoutCPass, columns, decoder, batches):
+            print("the tree decodes the batches differently with the C pass off")
+            return 1
     if args.baseline is not None:
         modules["baseline"] = module_from_file(args.baseline, "columns_baseline")
         if not same_results(modules["baseline"], columns, decoder, batches):
@@ -151,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "baseline" in best:
         ratio = sum(best["tree"].values()) / sum(best["baseline"].values())
         print(f"  tree / baseline: {ratio:.3f}")
+    if "without C" in best:
+        ratio = sum(best["tree"].values()) / sum(best["without C"].values())
+        print(f"  tree / without C: {ratio:.3f}")
     if args.steps:
         steps: dict[str, float] = {}
         for _ in range(rounds):

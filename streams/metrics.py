@@ -35,8 +35,8 @@ Series (all prefixed ``driftline_``):
   ``sink_schema_behind{table}`` (1 while the table lacks a column this version's migrations
   create: the sink waits for ``driftline db migrate``, nothing is dead-lettered), and the sink's
   ``consumer_lag{stage="sink"}``;
-- ``compiled_path{path}``: 1 where a compiled C path runs (``join``, ``watch``), 0 where its Python
-  reference does (the extension not built at install, or ``worker.compiled_paths`` false);
+- ``compiled_path{path}``: 1 where a compiled C path runs (``decode``, ``join``, ``watch``), 0 where
+  its reference does (the extension not built at install, or ``worker.compiled_paths`` false);
 - ``kafka_metadata_requests_total{client}``: the process's aiokafka metadata requests (producer,
   consumer): a few dozen a run; a steady rate means a client asks again and again for a partition
   without a known leader.

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from driftline.config import Settings
-from driftline.operators import watch_native
+from driftline.operators import decode_native, watch_native
 from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.join import native as join_native
 from driftline.pipeline.local import InProcessPipeline, logged_records
@@ -18,21 +18,24 @@ from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
 from driftline.store.writer import MemoryRowWriter
 
-BUILT = {"join": join_native._native is not None, "watch": watch_native._watch is not None}
+BUILT = {"decode": decode_native._decode is not None, "join": join_native._native is not None,
+         "watch": watch_native._watch is not None}
+OFF = {"decode": False, "join": False, "watch": False}
 
 
 @pytest.fixture(autouse=True)
 def restored() -> Iterator[None]:
-    before = (join_native.NATIVE, watch_native.NATIVE)
+    before = (join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE)
     yield
-    join_native.NATIVE, watch_native.NATIVE = before
+    join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE = before
 
 
 def test_off_runs_python_and_on_runs_what_was_built() -> None:
-    assert use_compiled_paths(False) == {"join": False, "watch": False} == compiled_paths()
-    assert join_native.NATIVE is None and watch_native.NATIVE is None
+    assert use_compiled_paths(False) == OFF == compiled_paths()
+    assert join_native.NATIVE is None and watch_native.NATIVE is None and decode_native.NATIVE is None
     assert use_compiled_paths(True) == BUILT == compiled_paths()
     assert join_native.NATIVE is join_native._native and watch_native.NATIVE is watch_native._watch
+    assert decode_native.NATIVE is decode_native._decode
 
 
 def test_the_setting_reaches_a_replay_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +43,7 @@ def test_the_setting_reaches_a_replay_from_the_environment(monkeypatch: pytest.M
     settings = Settings()
     assert settings.worker.compiled_paths is False
     Replayer(settings, "off", MemoryRowWriter())
-    assert compiled_paths() == {"join": False, "watch": False}
+    assert compiled_paths() == OFF
     Replayer(Settings(worker={"compiled_paths": True}), "on", MemoryRowWriter())
     assert compiled_paths() == BUILT
 

@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from driftline.config import TopicSettings
 from driftline.local.broker import free_port
-from driftline.operators import watch_native
+from driftline.operators import decode_native, watch_native
 from driftline.operators.join import native as join_native
 
 pytestmark = pytest.mark.integration
@@ -162,8 +162,9 @@ def test_worker_serves_ingests_and_stops_gracefully(
         assert f'driftline_events_in_total{{stage="shard",topic="w{tag}.predictions"}} 20.0' in metrics
         assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics
         assert "driftline_stage_" in metrics and 'driftline_sink_rows_total{table="outcomes"}' in metrics
-        built = {"join": join_native._native is not None, "watch": watch_native._watch is not None}
-        for path in ("join", "watch"):  # on where this install built it
+        built = {"decode": decode_native._decode is not None, "join": join_native._native is not None,
+                 "watch": watch_native._watch is not None}
+        for path in ("decode", "join", "watch"):  # on where this install built it
             assert f'driftline_compiled_path{{path="{path}"}} {float(built[path])}' in metrics
         _assert_the_sink_commits_in_its_deployments_group(kafka_bootstrap, tag)
         owner = orjson.loads((tmp_path / "home" / "clickhouse-owner.json").read_bytes())
@@ -198,9 +199,9 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
         base = found[2]
         assert _get(f"{base}/healthz").status_code in (200, 503)  # it answers there (503: still joining)
         metrics = _get(f"{base}/metrics").text
-        assert 'driftline_compiled_path{path="join"} 0.0' in metrics
-        assert 'driftline_compiled_path{path="watch"} 0.0' in metrics
-        assert "compiled paths: join off, watch off" in log.read_text()
+        for path in ("decode", "join", "watch"):
+            assert f'driftline_compiled_path{{path="{path}"}} 0.0' in metrics
+        assert "compiled paths: decode off, join off, watch off" in log.read_text()
         # the runners' tasks exist once /healthz says they run (before that, on a busy machine, a
         # dump could come before the shard's task is made, and a later one is never asked for)
         wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz 200", proc, log)

@@ -1,18 +1,19 @@
 """The compiled C paths switched on or off for the whole process (``worker.compiled_paths``).
 
-The join's (:mod:`driftline.operators.join.native`) and the quiet-model watch's
-(:mod:`driftline.operators.watch_native`) switches are read at each call; off, their Python
-reference runs alone, with the same results.
+The join's (:mod:`driftline.operators.join.native`), the quiet-model watch's
+(:mod:`driftline.operators.watch_native`) and the batch decode's
+(:mod:`driftline.operators.decode_native`) switches are read at each call; off, their reference
+(Python; msgspec for the decode) runs alone, with the same results.
 
 >>> use_compiled_paths(False)
-{'join': False, 'watch': False}
+{'decode': False, 'join': False, 'watch': False}
 >>> sorted(use_compiled_paths(True))  # on where this install built them (a C compiler at install)
-['join', 'watch']
+['decode', 'join', 'watch']
 """
 
 from __future__ import annotations
 
-from driftline.operators import watch_native
+from driftline.operators import decode_native, watch_native
 from driftline.operators.join import native as join_native
 
 
@@ -21,10 +22,12 @@ def use_compiled_paths(enabled: bool) -> dict[str, bool]:
     reference alone; returns :func:`compiled_paths`."""
     join_native.NATIVE = join_native._native if enabled else None
     watch_native.NATIVE = watch_native._watch if enabled else None
+    decode_native.NATIVE = decode_native._decode if enabled else None
     return compiled_paths()
 
 
 def compiled_paths() -> dict[str, bool]:
     """Which compiled paths run now, by name: False where the extension was not built (no compiler
     at install) or :func:`use_compiled_paths` turned it off."""
-    return {"join": join_native.NATIVE is not None, "watch": watch_native.NATIVE is not None}
+    return {"decode": decode_native.NATIVE is not None, "join": join_native.NATIVE is not None,
+            "watch": watch_native.NATIVE is not None}

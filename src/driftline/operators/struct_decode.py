@@ -1,5 +1,8 @@
 """The common batch's values parsed and type-checked in one compiled pass (``msgspec``), column by
 column, without a dict per payload: the first try of :class:`~driftline.operators.columns.BatchDecoder`.
+In front of it, where the install built it, the C pass (``_decode.c``, :mod:`decode_native`) reads
+the batches it takes (a subset of these: no escapes, no repeated keys, no big integers) into the
+same columns, values and types alike, in one pass over each payload's bytes.
 A batch whose feature objects all name the same keys in the same order, each value a JSON scalar,
 is read without a dict per event too: a tuple of values per event (:class:`FeatureRows`, a dict
 made only when an event's map is read; see :func:`_feature_maps`); other batches' feature maps
@@ -38,6 +41,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from driftline.operators import decode_native
 from driftline.operators.feature_rows import FeatureRows
 from driftline.schemas.events import MAX_NAME_LENGTH, SCHEMA_VERSION
 
@@ -148,27 +152,47 @@ def _common(values: Sequence[bytes | None], max_bytes: int, kind: str) -> Column
 
 def prediction_columns(values: Sequence[bytes | None], max_bytes: int) -> tuple[Columns, Columns] | None:
     """The prediction payloads as columns and fields named, and their outputs likewise (defaults in
-    place of the fields left out), or None when the batch is not all of the common shape."""
+    place of the fields left out), or None when the batch is not all of the common shape.
+
+    The C pass (:mod:`~driftline.operators.decode_native`) reads the batches it takes into the
+    same columns; the rest go through msgspec."""
+    if msgspec is None:
+        return None
+    fast = decode_native.NATIVE
+    taken = None if fast is None else fast.predictions(values, max_bytes)
+    if taken is not None:
+        columns, output_columns = taken
+        if "features" in columns:
+            columns["features"] = FeatureRows(*columns["features"])
+        present = frozenset(columns).union(("prediction",))  # (its fields are the output columns)
+        return _with_defaults(columns, present, output_columns, frozenset(output_columns))
     named = _common(values, max_bytes, "prediction")
     if named is None:
         return None
     columns, present = named
-    outputs = _named(columns["prediction"], (), _OUTPUT_FIELDS)
+    outputs = _named(columns.pop("prediction"), (), _OUTPUT_FIELDS)
     if outputs is None:
         return None
-    n = len(columns["prediction"])
-    for name, default in (("schema_version", SCHEMA_VERSION), ("model_version", "1"), ("latency_ms", None)):
-        if name not in present:
-            columns[name] = [default] * n
     if "features" in present:
         maps = _feature_maps(columns["features"])
         if maps is None:
             return None
         columns["features"] = maps  # type: ignore[assignment]  # (a sequence: FeatureRows or dicts)
+    return _with_defaults(columns, present, *outputs)
+
+
+def _with_defaults(
+    columns: dict[str, list[Any]], present: frozenset[str], output_columns: dict[str, list[Any]],
+    output_present: frozenset[str],
+) -> tuple[Columns, Columns]:
+    """A prediction batch's columns with defaults in place of the fields its payloads left out."""
+    n = len(columns["prediction_id"])
+    for name, default in (("schema_version", SCHEMA_VERSION), ("model_version", "1"), ("latency_ms", None)):
+        if name not in present:
+            columns[name] = [default] * n
     for name in ("features", "segment"):
         if name not in present:
             columns[name] = [{} for _ in range(n)]
-    output_columns, output_present = outputs
     for name in _OUTPUT_FIELDS:
         if name not in output_present:
             output_columns[name] = [None] * n
@@ -177,8 +201,19 @@ def prediction_columns(values: Sequence[bytes | None], max_bytes: int) -> tuple[
 
 def label_columns(values: Sequence[bytes | None], max_bytes: int) -> Columns | None:
     """The label payloads as columns (``model_id`` None where left out) and the fields named, or
-    None when the batch is not all of the common shape."""
-    named = _common(values, max_bytes, "label")
+    None when the batch is not all of the common shape (the C pass first, as for predictions)."""
+    if msgspec is None:
+        return None
+    fast = decode_native.NATIVE
+    taken = None if fast is None else fast.labels(values, max_bytes)
+    if taken is not None:
+        present = frozenset(taken)
+        for name in _LABEL_OPTIONAL:
+            if name not in present:  # (as the msgspec pass leaves a field no payload named)
+                taken[name] = [UNSET] * len(taken["prediction_id"])
+        named: Columns | None = (taken, present)
+    else:
+        named = _common(values, max_bytes, "label")
     if named is None:
         return None
     columns, present = named

@@ -1,0 +1,722 @@
+/* The common batch's payloads parsed into columns in one C pass (driftline.operators.struct_decode
+ * falls back to msgspec without it).
+ *
+ * predictions(values, max_bytes) and labels(values, max_bytes) read a batch of JSON payloads of the
+ * common shape straight into a list per field, in one pass over each payload's bytes: no struct
+ * and no dict per event, and a batch of one feature layout (the same keys in the same order in
+ * every event, each value a JSON scalar) as one tuple of values per event. They return what
+ * struct_decode's msgspec pass returns for such a batch, values and types alike, or None where
+ * they do not take the batch: they take a subset of what that pass takes and leave the rest to it.
+ *
+ * Taken: every payload a JSON object of the schema's fields only, each named once, each of its
+ * type and range (names of 1..256 characters; the event time an integer in the schema's range; the
+ * output object's label/score/value; latency >= 0; a segment of at most 16 distinct names), every
+ * payload naming the same optional fields, strings without escapes in valid UTF-8, integers of at
+ * most 18 digits, floats within float range. Every other batch (an escape, a duplicate
+ * key, a big integer, nested feature values, a feature layout that changes, ...) is None, as are
+ * the cases where the msgspec pass makes a batch's feature maps dicts: an empty first map, a quote
+ * followed by a blank or a string opening with a colon inside the feature objects.
+ *
+ * Floats: a decimal of at most 2**53 in its digits and a power of ten within +-22 is one exact
+ * multiplication or division (correctly rounded, Clinger's fast path); any other through CPython's
+ * correctly rounded PyOS_string_to_double: the double closest to the text either way.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_NAME 256
+#define MAX_SEGMENT 16
+#define MAX_EPOCH_MS 253402300799999LL
+#define MAX_INT_DIGITS 18
+
+typedef struct {
+    const unsigned char *p, *end;
+} Cursor;
+
+/* A value's failure: 0 with no exception (the batch is not taken), or 0 with one (out of memory). */
+#define FAIL 0
+
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                               1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline void skip_blanks(Cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) c->p++;
+}
+
+static inline int eat(Cursor *c, unsigned char ch) {
+    skip_blanks(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return 1;
+    }
+    return 0;
+}
+
+static inline int peek(Cursor *c) {
+    skip_blanks(c);
+    return c->p < c->end ? *c->p : -1;
+}
+
+/* A string without escapes: its bytes at *s, *n of them, *ascii whether all are below 0x80; the
+ * cursor after its closing quote. 0 at an escape, a control character or no closing quote. */
+static int scan_string(Cursor *c, const unsigned char **s, Py_ssize_t *n, int *ascii) {
+    skip_blanks(c);
+    if (c->p >= c->end || *c->p != '"') return FAIL;
+    const unsigned char *start = c->p + 1, *q = start;
+    unsigned char high = 0;
+    while (q < c->end) {
+        unsigned char b = *q;
+        if (b == '"') {
+            *s = start;
+            *n = q - start;
+            *ascii = !high;
+            c->p = q + 1;
+            return 1;
+        }
+        if (b == '\\' || b < 0x20) return FAIL;
+        high |= b & 0x80;
+        q++;
+    }
+    return FAIL;
+}
+
+/* The str of a scanned string; NULL with no exception where it is not valid UTF-8. */
+static PyObject *text(const unsigned char *s, Py_ssize_t n, int ascii) {
+    if (ascii) {
+        PyObject *out = PyUnicode_New(n, 127);
+        if (out != NULL) memcpy(PyUnicode_DATA(out), s, (size_t)n);
+        return out;
+    }
+    PyObject *out = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    if (out == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();
+    return out;
+}
+
+/* A string value of at most `longest` characters (and at least one where `named`). */
+static PyObject *bounded_text(Cursor *c, Py_ssize_t longest, int named) {
+    const unsigned char *s;
+    Py_ssize_t n;
+    int ascii;
+    if (!scan_string(c, &s, &n, &ascii)) return NULL;
+    if (ascii && (n > longest || (named && n == 0))) return NULL;
+    PyObject *out = text(s, n, ascii);
+    if (out == NULL || ascii) return out;
+    Py_ssize_t chars = PyUnicode_GET_LENGTH(out);
+    if (chars > longest || (named && chars == 0)) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+typedef struct {
+    int negative, integral, many; /* many: more than 19 significant digits */
+    int digits;                   /* significant digits in `mantissa` */
+    uint64_t mantissa;
+    long exponent; /* the value is mantissa * 10**exponent (where not `many`) */
+    const unsigned char *start, *stop;
+} Number;
+
+/* A JSON number's token (its grammar checked); 0 where the text is not one. */
+static int scan_number(Cursor *c, Number *x) {
+    skip_blanks(c);
+    const unsigned char *p = c->p, *end = c->end;
+    memset(x, 0, sizeof *x);
+    x->start = p;
+    x->integral = 1;
+    if (p < end && *p == '-') {
+        x->negative = 1;
+        p++;
+    }
+    if (p >= end) return FAIL;
+#define DIGIT(at) ((at) < end && *(at) >= '0' && *(at) <= '9')
+#define TAKE(d, after_point)                                   \
+    do {                                                       \
+        if (x->digits < 19) {                                  \
+            x->mantissa = x->mantissa * 10 + (uint64_t)(d);    \
+            if (x->mantissa) x->digits++;                      \
+            if (after_point) x->exponent--;                    \
+        } else {                                               \
+            x->many = 1;                                       \
+        }                                                      \
+    } while (0)
+    if (*p == '0') {
+        p++; /* (a digit after a leading zero ends the token where no delimiter follows: refused) */
+    } else if (DIGIT(p)) {
+        while (DIGIT(p)) {
+            TAKE(*p - '0', 0);
+            p++;
+        }
+    } else {
+        return FAIL;
+    }
+    if (p < end && *p == '.') {
+        x->integral = 0;
+        p++;
+        if (!DIGIT(p)) return FAIL;
+        while (DIGIT(p)) {
+            TAKE(*p - '0', 1);
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        x->integral = 0;
+        p++;
+        int minus = 0;
+        if (p < end && (*p == '+' || *p == '-')) minus = *p++ == '-';
+        if (!DIGIT(p)) return FAIL;
+        long e = 0;
+        while (DIGIT(p)) {
+            if (e < 100000) e = e * 10 + (*p - '0');
+            p++;
+        }
+        x->exponent += minus ? -e : e;
+    }
+#undef TAKE
+#undef DIGIT
+    c->p = p;
+    x->stop = p;
+    return 1;
+}
+
+/* An integer token's value, 0 where it is not one of at most 18 digits. */
+static int number_int(const Number *x, long long *out) {
+    if (!x->integral || x->many || x->digits > MAX_INT_DIGITS) return FAIL;
+    *out = x->negative ? -(long long)x->mantissa : (long long)x->mantissa;
+    return 1;
+}
+
+/* A number token as the double a float field holds (an integer token converted from its int);
+ * 0 where it is none this file reads: beyond float range, or a long integer. */
+static int number_double(const Number *x, double *out) {
+    if (x->integral) {
+        long long v;
+        if (!number_int(x, &v)) return FAIL;
+        *out = (double)v; /* (-0 is the int 0, so 0.0) */
+        return 1;
+    }
+    if (!x->many && x->mantissa <= (UINT64_C(1) << 53) && x->exponent >= -22 && x->exponent <= 22) {
+        double d = (double)x->mantissa;
+        d = x->exponent < 0 ? d / POW10[-x->exponent] : d * POW10[x->exponent];
+        *out = x->negative ? -d : d;
+        return 1;
+    }
+    char buffer[128];
+    Py_ssize_t n = x->stop - x->start;
+    if (n >= (Py_ssize_t)sizeof buffer) return FAIL;
+    memcpy(buffer, x->start, (size_t)n);
+    buffer[n] = '\0';
+    double d = PyOS_string_to_double(buffer, NULL, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) return FAIL;
+        PyErr_Clear();
+        return FAIL;
+    }
+    if (!isfinite(d)) return FAIL;
+    *out = d;
+    return 1;
+}
+
+static PyObject *int_value(const Number *x) {
+    long long v;
+    return number_int(x, &v) ? PyLong_FromLongLong(v) : NULL;
+}
+
+static PyObject *float_value(const Number *x) {
+    double d;
+    return number_double(x, &d) ? PyFloat_FromDouble(d) : NULL;
+}
+
+static int literal(Cursor *c, const char *word, size_t n) {
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, word, n) != 0) return FAIL;
+    c->p += n;
+    return 1;
+}
+
+/* Which JSON scalars a field takes. */
+enum {
+    T_NULL = 1,
+    T_BOOL = 2,
+    T_INT = 4,     /* an integer token as int */
+    T_FLOAT = 8,   /* a fraction/exponent token as float */
+    T_AS_FLOAT = 16, /* any number token as float (a float field) */
+    T_STR = 32,
+};
+
+/* One JSON scalar of the kinds `kinds` allows; NULL where it is another (or no scalar). */
+static PyObject *scalar(Cursor *c, int kinds) {
+    int next = peek(c);
+    if (next == '"') {
+        if (!(kinds & T_STR)) return NULL;
+        const unsigned char *s;
+        Py_ssize_t n;
+        int ascii;
+        return scan_string(c, &s, &n, &ascii) ? text(s, n, ascii) : NULL;
+    }
+    if (next == 't' || next == 'f') {
+        if (!(kinds & T_BOOL)) return NULL;
+        if (literal(c, "true", 4)) Py_RETURN_TRUE;
+        if (literal(c, "false", 5)) Py_RETURN_FALSE;
+        return NULL;
+    }
+    if (next == 'n') {
+        if (!(kinds & T_NULL) || !literal(c, "null", 4)) return NULL;
+        Py_RETURN_NONE;
+    }
+    Number x;
+    if (!scan_number(c, &x)) return NULL;
+    if (kinds & T_AS_FLOAT) return float_value(&x);
+    if (x.integral) return kinds & T_INT ? int_value(&x) : NULL;
+    return kinds & T_FLOAT ? float_value(&x) : NULL;
+}
+
+/* A key of a known object: the index of `names` it spells, -1 for another, -2 for no key. */
+static int key_index(Cursor *c, const char *const *names, int count) {
+    const unsigned char *s;
+    Py_ssize_t n;
+    int ascii;
+    if (!scan_string(c, &s, &n, &ascii) || !eat(c, ':')) return -2;
+    for (int i = 0; i < count; i++) {
+        if (names[i][0] == (char)(n ? s[0] : 0) && (Py_ssize_t)strlen(names[i]) == n
+            && memcmp(names[i], s, (size_t)n) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* The fields of an object of known keys into `slots` (each named at most once, no other key);
+ * the bit set of those named, or -1. `read` reads field i's value. */
+typedef PyObject *(*FieldReader)(Cursor *c, int field, void *context);
+
+static int fields_of(Cursor *c, const char *const *names, int count, PyObject **slots,
+                     FieldReader read, void *context) {
+    int named = 0;
+    if (!eat(c, '{')) return -1;
+    if (eat(c, '}')) return 0;
+    do {
+        int i = key_index(c, names, count);
+        if (i < 0 || (named & (1 << i))) return -1;
+        slots[i] = read(c, i, context);
+        if (slots[i] == NULL) return -1;
+        named |= 1 << i;
+    } while (eat(c, ','));
+    return eat(c, '}') ? named : -1;
+}
+
+static void clear_slots(PyObject **slots, int count) {
+    for (int i = 0; i < count; i++) Py_CLEAR(slots[i]);
+}
+
+/* ---- the feature objects: one layout kept as the first event's key spans ---- */
+
+typedef struct {
+    const unsigned char **key; /* the first object's keys, in order */
+    Py_ssize_t *length;
+    Py_ssize_t k, room;
+    PyObject *names; /* a tuple of them as str, once the first object is read */
+} Layout;
+
+/* A feature string's condition as the msgspec pass's key check reads it: no blank or control
+ * byte right after either quote, no colon right after the opening one. */
+static inline int plain_feature_string(const unsigned char *s, Py_ssize_t n, const Cursor *c) {
+    if (n > 0 && (s[0] <= 32 || s[0] == ':')) return 0;
+    return c->p >= c->end || *c->p > 32;
+}
+
+static int layout_add(Layout *layout, const unsigned char *s, Py_ssize_t n) {
+    if (layout->k == layout->room) {
+        Py_ssize_t room = layout->room ? 2 * layout->room : 32;
+        const unsigned char **key = PyMem_Realloc(layout->key, (size_t)room * sizeof *key);
+        if (key == NULL) return -1;
+        layout->key = key;
+        Py_ssize_t *length = PyMem_Realloc(layout->length, (size_t)room * sizeof *length);
+        if (length == NULL) return -1;
+        layout->length = length;
+        layout->room = room;
+    }
+    layout->key[layout->k] = s;
+    layout->length[layout->k] = n;
+    layout->k++;
+    return 0;
+}
+
+/* The first event's feature object: the layout's names and its row. */
+static PyObject *first_row(Cursor *c, Layout *layout) {
+    if (!eat(c, '{') || eat(c, '}')) return NULL; /* (an empty first map: the dicts' path) */
+    PyObject *values = PyList_New(0);
+    if (values == NULL) return NULL;
+    do {
+        const unsigned char *s;
+        Py_ssize_t n;
+        int ascii;
+        if (!scan_string(c, &s, &n, &ascii) || !plain_feature_string(s, n, c) || !eat(c, ':')) goto fail;
+        if (layout_add(layout, s, n) < 0) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        if (peek(c) == '"') {
+            const unsigned char *v;
+            Py_ssize_t m;
+            int plain;
+            if (!scan_string(c, &v, &m, &plain) || !plain_feature_string(v, m, c)) goto fail;
+            PyObject *value = text(v, m, plain);
+            if (value == NULL || PyList_Append(values, value) < 0) {
+                Py_XDECREF(value);
+                goto fail;
+            }
+            Py_DECREF(value);
+        } else {
+            PyObject *value = scalar(c, T_NULL | T_BOOL | T_INT | T_FLOAT);
+            if (value == NULL || PyList_Append(values, value) < 0) {
+                Py_XDECREF(value);
+                goto fail;
+            }
+            Py_DECREF(value);
+        }
+    } while (eat(c, ','));
+    if (!eat(c, '}')) goto fail;
+    /* the names, each once (a repeated one: the dicts' path) */
+    layout->names = PyTuple_New(layout->k);
+    PyObject *seen = PySet_New(NULL);
+    if (layout->names == NULL || seen == NULL) {
+        Py_XDECREF(seen);
+        goto fail;
+    }
+    for (Py_ssize_t j = 0; j < layout->k; j++) {
+        const unsigned char *s = layout->key[j];
+        int ascii = 1;
+        for (Py_ssize_t i = 0; i < layout->length[j]; i++) ascii &= s[i] < 0x80;
+        PyObject *name = text(s, layout->length[j], ascii);
+        if (name == NULL || PySet_Add(seen, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(seen);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(layout->names, j, name);
+    }
+    Py_ssize_t distinct = PySet_GET_SIZE(seen);
+    Py_DECREF(seen);
+    if (distinct != layout->k) goto fail;
+    PyObject *row = PyList_AsTuple(values);
+    Py_DECREF(values);
+    if (row != NULL) PyObject_GC_UnTrack(row); /* (as row_of's) */
+    return row;
+fail:
+    Py_DECREF(values);
+    return NULL;
+}
+
+/* A later event's feature object: its row where it names the layout's keys in order. */
+static PyObject *row_of(Cursor *c, const Layout *layout) {
+    if (!eat(c, '{')) return NULL;
+    PyObject *row = PyTuple_New(layout->k);
+    if (row == NULL) return NULL;
+    Py_ssize_t j = 0;
+    if (layout->k > 0) {
+        do {
+            const unsigned char *s;
+            Py_ssize_t n;
+            int ascii;
+            if (j == layout->k || !scan_string(c, &s, &n, &ascii) || n != layout->length[j]
+                || memcmp(s, layout->key[j], (size_t)n) != 0 || !plain_feature_string(s, n, c)
+                || !eat(c, ':'))
+                goto fail;
+            PyObject *value;
+            if (peek(c) == '"') {
+                const unsigned char *v;
+                Py_ssize_t m;
+                int plain;
+                if (!scan_string(c, &v, &m, &plain) || !plain_feature_string(v, m, c)) goto fail;
+                value = text(v, m, plain);
+            } else {
+                value = scalar(c, T_NULL | T_BOOL | T_INT | T_FLOAT);
+            }
+            if (value == NULL) goto fail;
+            PyTuple_SET_ITEM(row, j, value);
+            j++;
+        } while (eat(c, ','));
+    }
+    if (j != layout->k || !eat(c, '}')) goto fail;
+    PyObject_GC_UnTrack(row); /* (scalars only: no cycle through it, nothing for the collector) */
+    return row;
+fail:
+    Py_DECREF(row);
+    return NULL;
+}
+
+/* A segment: an object of names (1..256 characters) to texts of <= 256, at most 16 once a repeated
+ * name kept its last text (msgspec bounds the dict it built, not the pairs it read). */
+static PyObject *segment_of(Cursor *c) {
+    if (!eat(c, '{')) return NULL;
+    PyObject *segment = PyDict_New();
+    if (segment == NULL || eat(c, '}')) return segment;
+    do {
+        PyObject *name = bounded_text(c, MAX_NAME, 1);
+        if (name == NULL) goto fail;
+        PyObject *value = eat(c, ':') ? bounded_text(c, MAX_NAME, 0) : NULL;
+        int failed = value == NULL || PyDict_SetItem(segment, name, value) < 0; /* (a repeated name: the last) */
+        Py_DECREF(name);
+        Py_XDECREF(value);
+        if (failed) goto fail;
+    } while (eat(c, ','));
+    if (eat(c, '}') && PyDict_GET_SIZE(segment) <= MAX_SEGMENT) return segment; /* (bound: the dict's) */
+fail:
+    Py_DECREF(segment);
+    return NULL;
+}
+
+/* ---- predictions ---- */
+
+enum { P_ID, P_MODEL, P_TIME, P_OUTPUT, P_SCHEMA, P_VERSION, P_FEATURES, P_LATENCY, P_SEGMENT, P_FIELDS };
+static const char *const PREDICTION_FIELDS[] = {"prediction_id", "model_id", "timestamp", "prediction",
+                                                "schema_version", "model_version", "features",
+                                                "latency_ms", "segment"};
+#define P_REQUIRED ((1 << P_ID) | (1 << P_MODEL) | (1 << P_TIME) | (1 << P_OUTPUT))
+
+enum { O_LABEL, O_SCORE, O_VALUE, O_FIELDS };
+static const char *const OUTPUT_FIELDS[] = {"label", "score", "value"};
+
+typedef struct {
+    PyObject *outputs[O_FIELDS];
+    int output_named;
+    Layout *layout;
+    int first;
+} PredictionContext;
+
+static PyObject *event_time(Cursor *c) {
+    Number x;
+    long long v;
+    if (!scan_number(c, &x) || !number_int(&x, &v) || v < 0 || v > MAX_EPOCH_MS) return NULL;
+    return PyLong_FromLongLong(v);
+}
+
+static PyObject *schema_version(Cursor *c) {
+    Number x;
+    long long v;
+    if (!scan_number(c, &x) || !number_int(&x, &v) || v != 1) return NULL;
+    return PyLong_FromLong(1);
+}
+
+static PyObject *read_output(Cursor *c, int field, void *context) {
+    (void)context;
+    return scalar(c, field == O_LABEL ? T_NULL | T_BOOL | T_INT | T_STR : T_NULL | T_AS_FLOAT);
+}
+
+static PyObject *read_prediction(Cursor *c, int field, void *context) {
+    PredictionContext *at = context;
+    switch (field) {
+    case P_ID:
+    case P_MODEL:
+    case P_VERSION:
+        return bounded_text(c, MAX_NAME, 1);
+    case P_TIME:
+        return event_time(c);
+    case P_SCHEMA:
+        return schema_version(c);
+    case P_OUTPUT: {
+        at->output_named = fields_of(c, OUTPUT_FIELDS, O_FIELDS, at->outputs, read_output, NULL);
+        if (at->output_named < 0) return NULL;
+        Py_RETURN_NONE; /* (the output's fields are kept in at->outputs) */
+    }
+    case P_FEATURES:
+        return at->first ? first_row(c, at->layout) : row_of(c, at->layout);
+    case P_LATENCY: {
+        int next = peek(c);
+        if (next == 'n') return scalar(c, T_NULL);
+        Number x;
+        double d;
+        if (!scan_number(c, &x) || !number_double(&x, &d) || !(d >= 0)) return NULL;
+        return PyFloat_FromDouble(d);
+    }
+    case P_SEGMENT:
+        return segment_of(c);
+    }
+    return NULL;
+}
+
+/* Whether a batch's values are all bytes of at most max_bytes; the count. */
+static int payloads(PyObject *values, Py_ssize_t max_bytes, Py_ssize_t *n) {
+    if (!PyList_Check(values)) return 0;
+    *n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (!PyBytes_Check(v) || PyBytes_GET_SIZE(v) > max_bytes) return 0;
+    }
+    return 1;
+}
+
+/* A dict of the named fields' lists (those whose bit `named` sets), the lists stolen. */
+static PyObject *columns_dict(const char *const *names, PyObject **lists, int count, int named) {
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (int i = 0; i < count; i++) {
+        if (!(named & (1 << i))) continue;
+        if (PyDict_SetItemString(out, names[i], lists[i]) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *not_taken(void) {
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_MemoryError)) PyErr_Clear();
+        else return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *predictions(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "predictions(values, max_bytes)");
+        return NULL;
+    }
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
+    if (max_bytes == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t n;
+    if (!payloads(args[0], max_bytes, &n) || n == 0) Py_RETURN_NONE;
+    PyObject *lists[P_FIELDS] = {NULL}, *output_lists[O_FIELDS] = {NULL}, *rows = NULL;
+    PyObject *result = NULL;
+    Layout layout = {NULL, NULL, 0, 0, NULL};
+    PredictionContext context = {{NULL}, 0, &layout, 1};
+    PyObject *slots[P_FIELDS] = {NULL};
+    int named_all = -1, outputs_all = -1;
+    for (int i = 0; i < P_FIELDS; i++)
+        if ((lists[i] = PyList_New(n)) == NULL) goto done;
+    for (int i = 0; i < O_FIELDS; i++)
+        if ((output_lists[i] = PyList_New(n)) == NULL) goto done;
+    for (Py_ssize_t e = 0; e < n; e++) {
+        PyObject *value = PyList_GET_ITEM(args[0], e);
+        Cursor c = {(const unsigned char *)PyBytes_AS_STRING(value),
+                    (const unsigned char *)PyBytes_AS_STRING(value) + PyBytes_GET_SIZE(value)};
+        context.first = e == 0;
+        int named = fields_of(&c, PREDICTION_FIELDS, P_FIELDS, slots, read_prediction, &context);
+        skip_blanks(&c);
+        int ok = named >= 0 && c.p == c.end && (named & P_REQUIRED) == P_REQUIRED
+                 && (named_all < 0 || named == named_all)
+                 && (outputs_all < 0 || context.output_named == outputs_all);
+        if (!ok) {
+            clear_slots(slots, P_FIELDS);
+            clear_slots(context.outputs, O_FIELDS);
+            goto done;
+        }
+        named_all = named;
+        outputs_all = context.output_named;
+        for (int i = 0; i < P_FIELDS; i++) {
+            if (i == P_OUTPUT) {
+                Py_CLEAR(slots[i]);
+            } else if (slots[i] != NULL) {
+                PyList_SET_ITEM(lists[i], e, slots[i]); /* (stolen) */
+                slots[i] = NULL;
+            }
+        }
+        for (int i = 0; i < O_FIELDS; i++) {
+            if (context.outputs[i] != NULL) {
+                PyList_SET_ITEM(output_lists[i], e, context.outputs[i]);
+                context.outputs[i] = NULL;
+            }
+        }
+    }
+    if (named_all & (1 << P_FEATURES)) {
+        rows = Py_BuildValue("(OO)", layout.names, lists[P_FEATURES]);
+        if (rows == NULL) goto done;
+        Py_SETREF(lists[P_FEATURES], rows);
+        rows = NULL;
+    }
+    PyObject *columns = columns_dict(PREDICTION_FIELDS, lists, P_FIELDS, named_all & ~(1 << P_OUTPUT));
+    PyObject *outputs = columns == NULL ? NULL : columns_dict(OUTPUT_FIELDS, output_lists, O_FIELDS, outputs_all);
+    if (outputs != NULL) result = PyTuple_Pack(2, columns, outputs);
+    Py_XDECREF(columns);
+    Py_XDECREF(outputs);
+done:
+    for (int i = 0; i < P_FIELDS; i++) Py_XDECREF(lists[i]);
+    for (int i = 0; i < O_FIELDS; i++) Py_XDECREF(output_lists[i]);
+    Py_XDECREF(layout.names);
+    PyMem_Free(layout.key);
+    PyMem_Free(layout.length);
+    return result != NULL ? result : not_taken();
+}
+
+/* ---- labels ---- */
+
+enum { L_ID, L_LABEL, L_TIME, L_SCHEMA, L_MODEL, L_FIELDS };
+static const char *const LABEL_FIELDS[] = {"prediction_id", "label", "timestamp", "schema_version", "model_id"};
+#define L_REQUIRED ((1 << L_ID) | (1 << L_LABEL) | (1 << L_TIME))
+
+static PyObject *read_label(Cursor *c, int field, void *context) {
+    (void)context;
+    switch (field) {
+    case L_ID:
+        return bounded_text(c, MAX_NAME, 1);
+    case L_LABEL:
+        return scalar(c, T_BOOL | T_INT | T_FLOAT | T_STR);
+    case L_TIME:
+        return event_time(c);
+    case L_SCHEMA:
+        return schema_version(c);
+    case L_MODEL:
+        return peek(c) == 'n' ? scalar(c, T_NULL) : bounded_text(c, MAX_NAME, 1);
+    }
+    return NULL;
+}
+
+static PyObject *labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "labels(values, max_bytes)");
+        return NULL;
+    }
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
+    if (max_bytes == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t n;
+    if (!payloads(args[0], max_bytes, &n) || n == 0) Py_RETURN_NONE;
+    PyObject *lists[L_FIELDS] = {NULL}, *slots[L_FIELDS] = {NULL}, *result = NULL;
+    int named_all = -1;
+    for (int i = 0; i < L_FIELDS; i++)
+        if ((lists[i] = PyList_New(n)) == NULL) goto done;
+    for (Py_ssize_t e = 0; e < n; e++) {
+        PyObject *value = PyList_GET_ITEM(args[0], e);
+        Cursor c = {(const unsigned char *)PyBytes_AS_STRING(value),
+                    (const unsigned char *)PyBytes_AS_STRING(value) + PyBytes_GET_SIZE(value)};
+        int named = fields_of(&c, LABEL_FIELDS, L_FIELDS, slots, read_label, NULL);
+        skip_blanks(&c);
+        if (named < 0 || c.p != c.end || (named & L_REQUIRED) != L_REQUIRED
+            || (named_all >= 0 && named != named_all)) {
+            clear_slots(slots, L_FIELDS);
+            goto done;
+        }
+        named_all = named;
+        for (int i = 0; i < L_FIELDS; i++) {
+            if (slots[i] != NULL) {
+                PyList_SET_ITEM(lists[i], e, slots[i]);
+                slots[i] = NULL;
+            }
+        }
+    }
+    result = columns_dict(LABEL_FIELDS, lists, L_FIELDS, named_all);
+done:
+    for (int i = 0; i < L_FIELDS; i++) Py_XDECREF(lists[i]);
+    return result != NULL ? result : not_taken();
+}
+
+static PyMethodDef methods[] = {
+    {"predictions", (PyCFunction)(void (*)(void))predictions, METH_FASTCALL,
+     "A batch of prediction payloads of the common shape as (columns, output columns), or None."},
+    {"labels", (PyCFunction)(void (*)(void))labels, METH_FASTCALL,
+     "A batch of label payloads of the common shape as columns, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_decode",
+    "The common batch's payloads parsed into columns in C; struct_decode falls back to msgspec.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__decode(void) { return PyModule_Create(&module_def); }

@@ -1,0 +1,8 @@
+"""Type stub of the common batch's C decode pass (``_decode.c``)."""
+
+from typing import Any
+
+def predictions(
+    values: list[Any], max_bytes: int, /
+) -> tuple[dict[str, Any], dict[str, list[Any]]] | None: ...
+def labels(values: list[Any], max_bytes: int, /) -> dict[str, list[Any]] | None: ...
