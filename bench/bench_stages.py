@@ -9,10 +9,12 @@ events in log order), so the timers wrap the operators the shard calls;
 time is *exclusive* (a stage called inside another counts for itself only), and what the shard's
 own loop spends between calls is its own row:
 
-- decode + validate: ``BatchDecoder.predictions/labels`` (columnar: orjson and shape checks into
-  columns, no event object; pydantic for unusual records) or ``Decoder.predictions/labels`` (row
-  path: pydantic ``model_validate_json`` parses and validates in one pass). "JSON parse alone" is
-  ``orjson.loads`` of the same values, a reference for the parse share;
+- decode + validate: ``BatchDecoder.predictions/labels`` (columnar: the C pass, ``_decode.c``, or
+  msgspec parse a batch of the common shape into checked columns, orjson and shape checks any
+  other, no event object; pydantic for unusual records) or ``Decoder.predictions/labels`` (row
+  path: pydantic ``model_validate_json`` parses and validates in one pass). "orjson parse alone"
+  is ``orjson.loads`` of the same values: a reference, a parse into dicts the columnar path no
+  longer makes for such a batch;
 - join: ``LabelJoin`` calls (per event on the row path: ``on_prediction``/``on_label``; per batch:
   ``on_predictions``/``on_labels`` on the decoded columns, ``advance``, orphans, duplicates) and the
   payload digests the shard hands it (``ShardProcessor._digests``; per event on the row path, inside
@@ -330,7 +332,7 @@ def measure(n: int, seed: int = 0, rounds: int = 1) -> Figure:
     plain_us = col["uninstrumented_us"]
     row_us = row["uninstrumented_us"]
     detail = (", ".join(f"{stage} {per_event[stage]:.2f}" for stage in ORDER)
-              + f" us/pred event (JSON parse alone {parse_us:.2f}, inside decode + validate); stage 1 sum "
+              + f" us/pred event (orjson parse alone {parse_us:.2f}, for reference); stage 1 sum "
               f"{col['stage1_us']:.2f} (row path {row['stage1_us']:.2f}); un-instrumented total "
               f"{plain_us:.2f} us/pred event ({1e6 / plain_us:,.0f} pred/s; row path {row_us:.2f}, "
               f"{1e6 / row_us:,.0f} pred/s: {row_us / plain_us:.2f}x), instrumented "

@@ -10,12 +10,15 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftline.operators import decode_native, struct_decode
-from driftline.operators.feature_rows import FeatureRows
+from driftline.operators.columns import BatchDecoder
+from driftline.operators.feature_rows import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_NONE, KIND_STR, FeatureRows
+from driftline.operators.validate import Decoder, RawRecord
 
 pytestmark = pytest.mark.skipif(decode_native._decode is None or struct_decode.msgspec is None,
                                 reason="the C decode pass (or msgspec) is not built in this install")
@@ -166,6 +169,27 @@ def test_a_prediction_batch_decodes_as_the_msgspec_pass_decodes_it(payloads: lis
     _check("p", payloads)
 
 
+def _decoded_batch(payloads: list[bytes]) -> Any:
+    """The batch decoder's events, dead letters and checked feature columns, float bits included."""
+    decoder = Decoder(max_message_bytes=MAX_BYTES, max_timestamp_skew_ms=10**16, max_future_skew_ms=10**16)
+    records = [RawRecord("t", 0, offset, T0, None, value) for offset, value in enumerate(payloads)]
+    batch, dead = BatchDecoder(decoder).predictions(records)
+    features = None if batch.features is None else (
+        batch.features.names, _canonical(batch.features.columns),
+        [None if a is None else (a.dtype.str, a.tobytes()) for a in batch.features.numbers])
+    return ([repr(e.model_dump()) for e in batch.events], [d.model_dump() for d in dead], features,
+            _canonical(batch.feature_maps))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_prediction_batches())
+def test_the_checked_feature_columns_are_those_of_the_msgspec_pass(payloads: list[bytes]) -> None:
+    decode_native.NATIVE = NATIVE
+    fast = _decoded_batch(payloads)
+    decode_native.NATIVE = None
+    assert fast == _decoded_batch(payloads)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.one_of(_NAMES, _NAMES, _ODD_NAMES), st.one_of(_SCALARS, _SCALARS, _ODD_SCALARS)),
                 min_size=1, max_size=6),
@@ -193,6 +217,22 @@ def test_a_float_is_the_double_closest_to_its_text(number: str) -> None:
         assert _canonical(got) == _canonical(want)
 
 
+@pytest.mark.parametrize("old, new", [
+    (b'"x0":1e-3', b'"x0":1e19'),  # a float of 2**63 or more in a float column
+    (b'"gone":2.5', b'"gone":-1e19'),  # and in a column of floats and nulls
+    (b'"gone":2.5', b'"gone":3e300'),
+    (b'"n":-4', b'"n":-4.5'),  # (small floats among ints: nothing unusual)
+])
+def test_a_float_pydantic_must_judge_is_found_in_the_typed_columns(old: bytes, new: bytes) -> None:
+    payloads = [_COMMON[0], _COMMON[1].replace(old, new)] * 3
+    assert payloads[1] != _COMMON[1] and NATIVE.predictions(payloads, MAX_BYTES) is not None
+    decode_native.NATIVE = NATIVE
+    fast = _decoded_batch(payloads)
+    decode_native.NATIVE = None
+    assert fast == _decoded_batch(payloads)
+    assert (fast[2] is None) == (b"e19" in new or b"e300" in new)  # (such rows go to pydantic)
+
+
 # What a model server writes: the simulator's and the benches' payloads, one layout a batch.
 _COMMON = [
     (b'{"schema_version":1,"prediction_id":"bench-0-6-v1","model_id":"bench","model_version":"1",'
@@ -209,9 +249,15 @@ def test_the_common_batches_are_taken_by_the_c_pass() -> None:
     raw = _check("p", _COMMON * 50)
     assert raw is not None
     columns, outputs = raw
-    names, rows = columns["features"]
+    names, rows, feature_columns, kinds, doubles = columns["features"]
     assert names == ("x0", "x1", "c0", "flag", "n", "gone") and len(rows) == 100
     assert rows[1] == (1e-3, 0, "a", False, -4, 2.5) and type(rows[1][1]) is int
+    # each name's values as a column, the kinds of its values, its floats as doubles
+    assert [column[:2] for column in feature_columns] == [list(pair) for pair in zip(*rows[:2], strict=True)]
+    assert kinds == (KIND_FLOAT, KIND_FLOAT | KIND_INT, KIND_STR, KIND_BOOL, KIND_INT, KIND_NONE | KIND_FLOAT)
+    block = np.frombuffer(doubles, dtype=np.float64).reshape(6, 100)
+    assert block[:, :2].tolist() == [[42.5263, 1e-3], [-6.265, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0],
+                                     [0.0, 2.5]]
     assert outputs == {"label": [1, 0] * 50, "score": [0.8731, 0.0031] * 50}
     assert _check("l", [_LABEL] * 10) is not None
     fast = struct_decode.prediction_columns(_COMMON, MAX_BYTES)

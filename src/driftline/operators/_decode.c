@@ -4,9 +4,11 @@
  * predictions(values, max_bytes) and labels(values, max_bytes) read a batch of JSON payloads of the
  * common shape straight into a list per field, in one pass over each payload's bytes: no struct
  * and no dict per event, and a batch of one feature layout (the same keys in the same order in
- * every event, each value a JSON scalar) as one tuple of values per event. They return what
- * struct_decode's msgspec pass returns for such a batch, values and types alike, or None where
- * they do not take the batch: they take a subset of what that pass takes and leave the rest to it.
+ * every event, each value a JSON scalar) as one tuple of values per event, and also as a list per
+ * feature with the kinds of its values and its floats as doubles (what columns.py's feature checks
+ * would otherwise find by walking the rows). They return what struct_decode's msgspec pass returns
+ * for such a batch, values and types alike, or None where they do not take the batch: they take a
+ * subset of what that pass takes and leave the rest to it.
  *
  * Taken: every payload a JSON object of the schema's fields only, each named once, each of its
  * type and range (names of 1..256 characters; the event time an integer in the schema's range; the
@@ -469,6 +471,92 @@ fail:
     return NULL;
 }
 
+/* ---- the batch's feature columns, typed ---- */
+
+/* What the values of a feature column are, a bit each (kinds): what columns.py's checks ask. */
+enum { K_STR = 1, K_BOOL = 2, K_INT = 4, K_NONE = 8, K_FLOAT = 16 };
+
+typedef struct {
+    Py_ssize_t k, n;
+    PyObject **columns;  /* k lists of n: each column's values (the rows' objects) */
+    long *kinds;         /* per column, the K_ bits of its values */
+    PyObject *block;     /* a bytearray of k * n doubles: column j's floats at [j * n, (j + 1) * n) */
+} Typed;
+
+static int typed_start(Typed *typed, Py_ssize_t k, Py_ssize_t n) {
+    typed->k = k;
+    typed->n = n;
+    typed->columns = PyMem_Calloc((size_t)(k ? k : 1), sizeof *typed->columns);
+    typed->kinds = PyMem_Calloc((size_t)(k ? k : 1), sizeof *typed->kinds);
+    typed->block = PyByteArray_FromStringAndSize(NULL, k * n * (Py_ssize_t)sizeof(double));
+    if (typed->columns == NULL || typed->kinds == NULL || typed->block == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < k; j++)
+        if ((typed->columns[j] = PyList_New(n)) == NULL) return -1;
+    return 0;
+}
+
+/* Event e's row into the columns: each value referenced once more, a float's double in the block. */
+static void typed_add(Typed *typed, Py_ssize_t e, PyObject *row) {
+    double *block = (double *)PyByteArray_AS_STRING(typed->block);
+    for (Py_ssize_t j = 0; j < typed->k; j++) {
+        PyObject *v = PyTuple_GET_ITEM(row, j);
+        long kind;
+        double x = 0.0;
+        if (PyFloat_CheckExact(v)) {
+            kind = K_FLOAT;
+            x = PyFloat_AS_DOUBLE(v);
+        } else if (PyUnicode_CheckExact(v)) {
+            kind = K_STR;
+        } else if (PyBool_Check(v)) {
+            kind = K_BOOL;
+        } else if (v == Py_None) {
+            kind = K_NONE;
+        } else {
+            kind = K_INT;
+        }
+        typed->kinds[j] |= kind;
+        block[j * typed->n + e] = x;
+        Py_INCREF(v);
+        PyList_SET_ITEM(typed->columns[j], e, v);
+    }
+}
+
+/* (names, rows, columns, kinds, block): the feature columns handed to struct_decode. */
+static PyObject *typed_result(Typed *typed, PyObject *names, PyObject *rows) {
+    PyObject *columns = PyList_New(typed->k), *kinds = PyTuple_New(typed->k);
+    if (columns == NULL || kinds == NULL) {
+        Py_XDECREF(columns);
+        Py_XDECREF(kinds);
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < typed->k; j++) {
+        PyList_SET_ITEM(columns, j, typed->columns[j]);
+        typed->columns[j] = NULL;
+        PyObject *kind = PyLong_FromLong(typed->kinds[j]);
+        if (kind == NULL) {
+            Py_DECREF(columns);
+            Py_DECREF(kinds);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(kinds, j, kind);
+    }
+    PyObject *out = PyTuple_Pack(5, names, rows, columns, kinds, typed->block);
+    Py_DECREF(columns);
+    Py_DECREF(kinds);
+    return out;
+}
+
+static void typed_free(Typed *typed) {
+    if (typed->columns != NULL)
+        for (Py_ssize_t j = 0; j < typed->k; j++) Py_XDECREF(typed->columns[j]);
+    PyMem_Free(typed->columns);
+    PyMem_Free(typed->kinds);
+    Py_XDECREF(typed->block);
+}
+
 /* ---- predictions ---- */
 
 enum { P_ID, P_MODEL, P_TIME, P_OUTPUT, P_SCHEMA, P_VERSION, P_FEATURES, P_LATENCY, P_SEGMENT, P_FIELDS };
@@ -584,6 +672,7 @@ static PyObject *predictions(PyObject *module, PyObject *const *args, Py_ssize_t
     PyObject *lists[P_FIELDS] = {NULL}, *output_lists[O_FIELDS] = {NULL}, *rows = NULL;
     PyObject *result = NULL;
     Layout layout = {NULL, NULL, 0, 0, NULL};
+    Typed typed = {0, 0, NULL, NULL, NULL};
     PredictionContext context = {{NULL}, 0, &layout, 1};
     PyObject *slots[P_FIELDS] = {NULL};
     int named_all = -1, outputs_all = -1;
@@ -608,6 +697,14 @@ static PyObject *predictions(PyObject *module, PyObject *const *args, Py_ssize_t
         }
         named_all = named;
         outputs_all = context.output_named;
+        if (named & (1 << P_FEATURES)) {
+            if (e == 0 && typed_start(&typed, layout.k, n) < 0) {
+                clear_slots(slots, P_FIELDS);
+                clear_slots(context.outputs, O_FIELDS);
+                goto done;
+            }
+            typed_add(&typed, e, slots[P_FEATURES]);
+        }
         for (int i = 0; i < P_FIELDS; i++) {
             if (i == P_OUTPUT) {
                 Py_CLEAR(slots[i]);
@@ -624,7 +721,7 @@ static PyObject *predictions(PyObject *module, PyObject *const *args, Py_ssize_t
         }
     }
     if (named_all & (1 << P_FEATURES)) {
-        rows = Py_BuildValue("(OO)", layout.names, lists[P_FEATURES]);
+        rows = typed_result(&typed, layout.names, lists[P_FEATURES]);
         if (rows == NULL) goto done;
         Py_SETREF(lists[P_FEATURES], rows);
         rows = NULL;
@@ -638,6 +735,7 @@ done:
     for (int i = 0; i < P_FIELDS; i++) Py_XDECREF(lists[i]);
     for (int i = 0; i < O_FIELDS; i++) Py_XDECREF(output_lists[i]);
     Py_XDECREF(layout.names);
+    typed_free(&typed);
     PyMem_Free(layout.key);
     PyMem_Free(layout.length);
     return result != NULL ? result : not_taken();

@@ -51,7 +51,7 @@ import numpy.typing as npt
 import orjson
 
 from driftline.operators import struct_decode
-from driftline.operators.feature_rows import FeatureRows
+from driftline.operators.feature_rows import KIND_FLOAT, FeatureRows, TypedFeatureRows
 from driftline.operators.validate import Decoder, RawRecord
 from driftline.schemas.events import (
     MAX_FEATURES,
@@ -476,6 +476,8 @@ def _unusual_feature_rows(
     than str/bool/int/float/null, or a float that may stand for a huge integer literal. Checked per
     distinct name layout and column, so the common batch costs one type test per column. When every
     map has one layout and none is unusual, its columns are appended to ``shared``."""
+    if isinstance(features, TypedFeatureRows) and features.typed is not None:
+        return _unusual_typed_rows(features, shared)
     layouts: dict[tuple[str, ...], list[int]] = {}
     n = len(features)
     rows_of_one_layout = isinstance(features, FeatureRows)
@@ -534,6 +536,36 @@ def _unusual_feature_rows(
             )
         if len(layouts) == 1 and not unusual:
             shared.append(FeatureColumns(names, columns, numbers))
+    return unusual
+
+
+def _unusual_typed_rows(features: TypedFeatureRows, shared: list[FeatureColumns]) -> set[int]:
+    """:func:`_unusual_feature_rows` of rows the C decode pass read with their columns, kinds and
+    floats (taken off the rows: they are not kept with the batch): the same checks, no walk."""
+    assert features.typed is not None
+    columns, kinds, doubles = features.typed
+    features.typed = None
+    names, n = features.names, len(features)
+    if not names:
+        return set()
+    if len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH:
+        return set(range(n))
+    k = len(names)
+    numbers: list[FloatArray | None] = [None] * k
+    floats = [j for j, kind in enumerate(kinds) if kind == KIND_FLOAT]
+    unusual: set[int] = set()
+    if floats:  # the float columns as one block (rows of the pass's buffer), its range checked at once
+        block = np.frombuffer(doubles, dtype=np.float64).reshape(k, n)
+        block = block[floats] if len(floats) < k else block
+        for j, array in zip(floats, block, strict=True):
+            numbers[j] = array
+        if not (block.min() > -_BIG and block.max() < _BIG):
+            unusual.update(np.flatnonzero((np.abs(block) >= _BIG).any(axis=0)).tolist())
+    for column, kind in zip(columns, kinds, strict=True):
+        if kind & KIND_FLOAT and kind != KIND_FLOAT:  # floats among other kinds: each float's range
+            unusual.update(i for i, v in enumerate(column) if type(v) is float and not -_BIG < v < _BIG)
+    if not unusual:
+        shared.append(FeatureColumns(names, columns, numbers))
     return unusual
 
 

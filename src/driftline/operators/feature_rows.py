@@ -20,6 +20,9 @@ import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
+# The kinds of a column's values, a bit each, as the C decode pass (``_decode.c``) reports them.
+KIND_STR, KIND_BOOL, KIND_INT, KIND_NONE, KIND_FLOAT = 1, 2, 4, 8, 16
+
 
 @functools.lru_cache(maxsize=1024)
 def positions(names: tuple[str, ...]) -> dict[str, int]:
@@ -74,3 +77,26 @@ class FeatureRows(Sequence[dict[str, Any]]):
         """The events at ``rows``, in that order, still as rows."""
         values = self.rows
         return FeatureRows(self.names, [values[i] for i in rows])
+
+
+class TypedFeatureRows(FeatureRows):
+    """:class:`FeatureRows` as the C decode pass reads them, with what the batch decoder's feature
+    checks would find by walking the rows (:attr:`typed`, until they take it): a list per name of
+    its values (the rows' own objects), per name the ``KIND_*`` bits of its values, and a buffer
+    of ``len(names)`` rows of ``len(rows)`` doubles, a name's floats in its row (0.0 elsewhere).
+
+    >>> typed = ([[0.5, 1.5], ["a", None]], (KIND_FLOAT, KIND_STR | KIND_NONE), bytearray(32))
+    >>> rows = TypedFeatureRows(("x", "c"), [(0.5, "a"), (1.5, None)], typed)
+    >>> rows[1], rows.take([0]).rows, type(rows[:1]).__name__
+    ({'x': 1.5, 'c': None}, [(0.5, 'a')], 'FeatureRows')
+    """
+
+    __slots__ = ("typed",)
+
+    def __init__(self, names: tuple[str, ...], rows: list[tuple[Any, ...]],
+                 typed: tuple[list[list[Any]], tuple[int, ...], bytearray] | None) -> None:
+        super().__init__(names, rows)
+        self.typed = typed
+
+    def __reduce__(self) -> tuple[Any, ...]:  # (a copy or a checkpoint keeps the rows, not the hint)
+        return FeatureRows, (self.names, self.rows)

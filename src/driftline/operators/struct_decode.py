@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftline.operators import decode_native
-from driftline.operators.feature_rows import FeatureRows
+from driftline.operators.feature_rows import FeatureRows, TypedFeatureRows
 from driftline.schemas.events import MAX_NAME_LENGTH, SCHEMA_VERSION
 
 Columns = tuple[dict[str, list[Any]], frozenset[str]]  # a list per field, and the fields the payloads named
@@ -163,7 +163,8 @@ def prediction_columns(values: Sequence[bytes | None], max_bytes: int) -> tuple[
     if taken is not None:
         columns, output_columns = taken
         if "features" in columns:
-            columns["features"] = FeatureRows(*columns["features"])
+            names, rows, *typed = columns["features"]
+            columns["features"] = TypedFeatureRows(names, rows, tuple(typed))
         present = frozenset(columns).union(("prediction",))  # (its fields are the output columns)
         return _with_defaults(columns, present, output_columns, frozenset(output_columns))
     named = _common(values, max_bytes, "prediction")
