@@ -70,7 +70,7 @@ from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.groups import consumer_group
 from driftline.kafka.offsets import unread
 from driftline.operators.profile import ReferenceProfile
-from driftline.pipeline.records import ColumnBlock
+from driftline.pipeline.records import ColumnBlock, joined_blocks
 from driftline.pipeline.to_rows import PAYLOAD_LIMIT, RowMapper
 from driftline.store.writer import ClickHouseRowWriter, RowRefused, SchemaBehind
 from driftline.streams.group_wait import wait_in_group
@@ -329,7 +329,8 @@ class SinkRunner:
             if table in self._held:  # behind what waits already, in order
                 self._held[table].extend(sources)
                 continue
-            table_blocks = [block for _, blocks in sources for block in blocks]
+            # (one block a run of one layout: the outcomes topic's messages are a row each)
+            table_blocks = joined_blocks([block for _, blocks in sources for block in blocks])
             try:
                 self.writer.write_blocks(table, table_blocks)
                 self._staged_rows[table] += sum(block.n for block in table_blocks)

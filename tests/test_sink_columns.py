@@ -5,6 +5,7 @@ needed: the table schema is given, nothing is flushed)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -136,3 +137,24 @@ def test_rows_without_keys_keep_their_count() -> None:
     (message,) = records.sink_rows(SINK, "t", [{"a": 1}, {}, {}, {"a": 2}])
     assert RowMapper(TopicSettings()).rows(SINK, message.value) == ("t", [{"a": 1}, {}, {}, {"a": 2}])
     assert [b.n for b in row_blocks([{}, {}])] == [2] and ColumnBlock((), [], 2).rows() == [{}, {}]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_row_messages_joined_into_runs_buffer_what_writing_each_row_did(seed: int) -> None:
+    # (as the outcomes topic's messages: the sink joins a batch's runs of one layout into a block)
+    rows = _runs(random.Random(seed), 150)
+    mapper = RowMapper(TopicSettings())
+    messages = [orjson.dumps({"table": "t", "rows": [row]}) for row in rows]
+    per_message = [b for message in messages for b in mapper.blocks(SINK, message)[1]]
+    copies = [(b.names, [list(c) for c in b.columns], b.n) for b in per_message]
+    joined = records.joined_blocks(per_message)
+    runs = 1 + sum(tuple(a) != tuple(b) for a, b in itertools.pairwise(rows))
+    assert len(per_message) == len(rows) and len(joined) == runs
+    assert [r for b in joined for r in b.rows()] == rows
+    assert [(b.names, b.columns, b.n) for b in per_message] == copies  # (the messages' blocks unchanged)
+    before, now = _writer(), _writer()
+    for row in rows:
+        before.write("t", [row])
+    now.write_blocks("t", joined)
+    assert {k: b.data for k, b in now._batches.items()} == {k: b.data for k, b in before._batches.items()}
+    assert now._buffered == before._buffered == len(rows)
