@@ -37,6 +37,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import chain
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
 
@@ -399,11 +400,16 @@ def joined_blocks(blocks: Sequence[ColumnBlock]) -> list[ColumnBlock]:
     """
     out: list[ColumnBlock] = []
     run: list[ColumnBlock] = []
+    first: tuple[str, ...] = ()
     for block in blocks:
-        # (tuples: a decoded sink message names its columns in a list)
-        if run and tuple(block.names) != tuple(run[0].names):
+        names = block.names
+        if type(names) is not tuple:  # (a decoded sink message names its columns in a list)
+            names = tuple(names)
+        if not run:
+            first = names
+        elif names != first:
             out.append(_joined(run))
-            run = []
+            run, first = [], names
         run.append(block)
     if run:
         out.append(_joined(run))
@@ -413,12 +419,10 @@ def joined_blocks(blocks: Sequence[ColumnBlock]) -> list[ColumnBlock]:
 def _joined(run: list[ColumnBlock]) -> ColumnBlock:
     if len(run) == 1:
         return run[0]
-    names = tuple(run[0].names)
-    columns: list[list[Any]] = [[] for _ in names]
-    for block in run:
-        for column, values in zip(columns, block.columns, strict=True):
-            column.extend(values)
-    return ColumnBlock(names, columns, sum(block.n for block in run))
+    # a column at a time across the blocks (one extend per block and column cost ~2x as much)
+    columns = [list(chain.from_iterable(parts))
+               for parts in zip(*[block.columns for block in run], strict=True)]
+    return ColumnBlock(tuple(run[0].names), columns, sum(block.n for block in run))
 
 
 def _block(names: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> ColumnBlock:
