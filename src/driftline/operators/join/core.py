@@ -95,6 +95,7 @@ from driftline.operators.join.features import (
     _packed_features,
     _Shape,
     features_to_json,
+    shape_of,
 )
 from driftline.operators.join.outcomes import (
     REROUTED_LABEL,
@@ -312,10 +313,12 @@ class LabelJoin(TrackedTable):
                 == count:
             raise ValueError("on_predictions: a value per prediction in every column")
         fast = native.NATIVE
+        claimed: list[tuple[JoinedOutcome, bytes]] = []  # held labels' outcomes, features JSON to make
         if fast is None or encoded is None:
             self._add_predictions(0, count, prediction_ids, keys, crcs, timestamps, contexts, predictions,
                                   features, digests, sources, tails, packs, layout, known, rerouted, outcomes,
-                                  duplicates)
+                                  duplicates, claimed)
+            _features_json_of(claimed, layout)
             return outcomes, duplicates
         # New ids of the batch's known layout in C (_native.c) until a prediction of another case,
         # which the Python loop handles alone; the same steps, byte for byte, in the same order.
@@ -326,7 +329,7 @@ class LabelJoin(TrackedTable):
             if self._through:  # every payload to the store as it comes: the Python loop, as before
                 self._add_predictions(i, count, pids, keys, crcs, stamps, ctxs, predictions, features,
                                       digest_list, sources, tails, packs, layout, known, rerouted, outcomes,
-                                      duplicates)
+                                      duplicates, claimed)
                 break
             if known is not None and known != _NO_SHAPE:
                 i = fast.add_pending(self, keys, crcs, pids, stamps, ctxs, digest_list, tails, packs, i,
@@ -335,8 +338,9 @@ class LabelJoin(TrackedTable):
                     break
             known = self._add_predictions(i, i + 1, pids, keys, crcs, stamps, ctxs, predictions, features,
                                           digest_list, sources, tails, packs, layout, known, rerouted,
-                                          outcomes, duplicates)
+                                          outcomes, duplicates, claimed)
             i += 1
+        _features_json_of(claimed, layout)
         return outcomes, duplicates
 
     def _add_predictions(
@@ -359,11 +363,13 @@ class LabelJoin(TrackedTable):
         rerouted: bool,
         outcomes: list[JoinedOutcome],
         duplicates: list[int],
+        claimed: list[tuple[JoinedOutcome, bytes]],
     ) -> int | None:
         """:meth:`on_predictions` of the predictions ``start`` to ``stop`` in Python (``layout`` and
         ``packs``: the batch's features packed in one layout, if they are; ``known``: its shape id,
         if interned): outcomes and the positions of duplicates added to ``outcomes`` and
-        ``duplicates``; the layout's shape id then."""
+        ``duplicates`` (a held label's outcome of packed features also to ``claimed``, its features
+        JSON still to make); the layout's shape id then."""
         horizon, encode = self.horizon_ms, self._encode
         groups, buckets, added, ctx_ids = self._groups, self._buckets, self._added, self._ctx_ids
         # (predictions and features read by index, where a held label claims one or a record is
@@ -380,8 +386,8 @@ class LabelJoin(TrackedTable):
                 duplicates.append(i)
                 continue
             if self._held_ids:
-                outcome = self._claimed(gid, key, crc, pid, ts, ctx, predictions[i], features[i], rerouted,
-                                        digest)
+                outcome = self._claimed(gid, key, crc, pid, ts, ctx, predictions, features, i, rerouted,
+                                        digest, None if packed is None else (packed, claimed))
                 if outcome is not None:
                     outcomes.append(outcome)
                     continue
@@ -458,21 +464,30 @@ class LabelJoin(TrackedTable):
         pid: str,
         ts: int,
         ctx: tuple[str, str, str],
-        prediction: Prediction,
-        features: Mapping[str, Any],
+        predictions: Sequence[Prediction],
+        features: Sequence[Mapping[str, Any]],
+        i: int,
         rerouted: bool,
         digest: bytes,
+        packed: tuple[bytes, list[tuple[JoinedOutcome, bytes]]] | None,
     ) -> JoinedOutcome | None:
-        """The outcome of a new prediction that a held label joins (its record added, joined), or
-        None if none does."""
+        """The outcome of the new prediction ``i`` that a held label joins (its record added,
+        joined), or None if none does. Its prediction and features are read only then (the
+        decoder's columns make an object for an index read); with ``packed`` (its features encoded
+        in the batch's layout, and the batch's list of outcomes to fill) the features' JSON is left
+        for :meth:`on_predictions` to make for the whole batch at once."""
         winner = self._claim_held(pid, ts, ctx)
         if winner is None:
             return None
         tail = _JOINED_TAIL.pack(self._ctx_id(ctx), winner[3])
         self._add(gid, crc, _closed(key, crc, ts, _JOINED, digest, tail), ts)
         label_ts, label, label_rerouted, _ = winner
+        prediction = predictions[i]
+        features_json = "" if packed is not None else features_to_json(features[i])
         outcome = _outcome(pid, ctx, ts, _predicted_text(prediction), prediction.score, prediction.value,
-                           features_to_json(features), label_ts, normalise_label(label), _label_value(label))
+                           features_json, label_ts, normalise_label(label), _label_value(label))
+        if packed is not None:
+            packed[1].append((outcome, packed[0]))
         outcome.rerouted = (REROUTED_PREDICTION if rerouted else 0) | (
             REROUTED_LABEL if label_rerouted else 0)
         return outcome
@@ -1135,3 +1150,12 @@ class LabelJoin(TrackedTable):
 
 
 __test__ = {"LabelJoin": LabelJoin}  # its methods' doctests: the class names the package as its module
+
+
+def _features_json_of(claimed: list[tuple[JoinedOutcome, bytes]], layout: _Layout | None) -> None:
+    """Fill in the features JSON of held labels' outcomes from their features packed in ``layout``,
+    all at once (:meth:`_Shape.jsons`: the text :func:`features_to_json` makes of each one's map)."""
+    if claimed:
+        texts = shape_of(cast(_Layout, layout)).jsons([packed for _, packed in claimed])
+        for (outcome, _), text in zip(claimed, texts, strict=True):
+            outcome.features_json = text

@@ -201,6 +201,12 @@ def _json_row_template(shape: _Shape) -> list[bytes]:
     return [b"}\n" + parts[0], *parts[1:]]
 
 
+@functools.lru_cache(maxsize=_MAX_SHAPES)
+def shape_of(layout: _Layout) -> _Shape:
+    """``layout``'s shape, one object per layout (its JSON templates are kept per object)."""
+    return _Shape(*layout)
+
+
 def _packed_features(
     names: Sequence[str], columns: Sequence[Sequence[Any]], numbers: Sequence[FloatArray | None]
 ) -> tuple[_Layout, list[bytes]] | None:
