@@ -189,3 +189,17 @@ def test_a_decoder_pickled_before_the_future_bound_restores_with_the_symmetric_o
     restored = Decoder.__new__(Decoder)
     restored.__setstate__(state)
     assert (restored.max_future_skew_ms, restored.max_timestamp_skew_ms) == (5, 5)
+
+
+# A RawRecord pickled before it had its own __reduce__ (the frozen dataclass's state list).
+_RECORD_PICKLED_BEFORE = (b'\x80\x04\x95V\x00\x00\x00\x00\x00\x00\x00\x8c\x1c'
+                          b'driftline.operators.validate\x94\x8c\tRawRecord\x94\x93\x94)\x81\x94]\x94(\x8c\x06labels\x94K\x03K\x11\x8a\x06\x00\xa8\xdav'
+                          b'\x9b\x01NC\x07{"x":1}\x94eb.')
+
+
+def test_a_raw_record_pickles_as_its_fields_and_loads_from_before() -> None:
+    record = RawRecord("labels", 3, 17, 1_767_225_600_000, None, b'{"x":1}')
+    assert record.__reduce__() == (RawRecord, ("labels", 3, 17, 1_767_225_600_000, None, b'{"x":1}'))
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(record, protocol)) == record
+    assert pickle.loads(_RECORD_PICKLED_BEFORE) == record
