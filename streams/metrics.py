@@ -4,6 +4,9 @@ Series (all prefixed ``driftline_``):
 - ``events_in_total{stage,topic}``, ``messages_out_total{stage,topic}`` (dead-lettered = the
   dead-letter topic, joined = the outcomes topic), ``batches_total``, ``checkpoints_total``,
   ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
+- ``inputs_waiting{stage}``, ``input_waits_total{stage}``: input partitions paused while their shard
+  waits for another input (``worker.labels_wait_for_predictions``: labels ahead of a predictions
+  backlog in event time), and how often one was;
 - ``idle_partitions{stage}``: predictions and labels partitions read to their end with no record for
   ``worker.idle_partition_s``, whose watermarks follow the other partitions'
   (``stage_idle_advances_total{shard}`` counts the moves; ``stage_silent_advances_total{shard}``
@@ -122,6 +125,11 @@ class WorkerCollector(Collector):
                                  "predictions and labels partitions read to their end with no record for "
                                  "worker.idle_partition_s (watermarks follow the others')",
                                  labels=["stage"])
+        waiting = GaugeMetricFamily("driftline_inputs_waiting",
+                                    "input partitions paused while their shard waits for another input "
+                                    "(labels ahead of a predictions backlog)", labels=["stage"])
+        waits = CounterMetricFamily("driftline_input_waits", "times an input partition was paused so",
+                                    labels=["stage"])
         lag = GaugeMetricFamily("driftline_consumer_lag", "true end offset minus next offset",
                                 labels=["stage", "topic", "partition"])
         age = GaugeMetricFamily("driftline_checkpoint_age_seconds", "seconds since the shard's checkpoint",
@@ -145,6 +153,8 @@ class WorkerCollector(Collector):
             owned.add_metric([r.stage], len(r.shards))
             blocked.add_metric([r.stage], float(r.stats.blocked))
             idle.add_metric([r.stage], r.stats.idle_partitions)
+            waiting.add_metric([r.stage], r.stats.inputs_waiting)
+            waits.add_metric([r.stage], r.stats.input_waits)
             for tp, n in sorted(r.lag().items()):
                 lag.add_metric([r.stage, tp.topic, str(tp.partition)], n)
             for shard, state in sorted(r.shards.items()):
@@ -154,8 +164,8 @@ class WorkerCollector(Collector):
         if self.sink is not None:
             for tp, n in sorted(self.sink.lag().items()):
                 lag.add_metric(["sink", tp.topic, str(tp.partition)], n)
-        yield from (events, out, batches, ckpts, retries, owned, blocked, idle, lag, age, resume,
-                    copy_failures)
+        yield from (events, out, batches, ckpts, retries, owned, blocked, idle, waiting, waits, lag, age,
+                    resume, copy_failures)
 
     def _processor_gauges(self) -> Iterable[Metric]:
         figures: list[ShardFigures] = []

@@ -358,6 +358,8 @@ class RunnerStats:
     created_shards: int = 0
     blocked: bool = False
     idle_partitions: int = 0  # predictions and labels partitions whose watermarks follow the others
+    inputs_waiting: int = 0  # input partitions paused because their processor asked (_hold_back)
+    input_waits: int = 0  # times one was paused so
     started_at: float = field(default_factory=time.time)
 
 
@@ -410,6 +412,9 @@ class StageRunner:
         self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
         self._read_timed_at = -float("inf")  # when the last one started (time.monotonic)
         self._idle_checked_at = time.monotonic()
+        # Input partitions paused because their shard's processor asked (inputs_to_hold: labels
+        # ahead of a predictions backlog), resumed once it no longer does.
+        self._held_back: set[TopicPartition] = set()
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -484,6 +489,7 @@ class StageRunner:
             if batch:
                 await self._feed(self._group(consumer, batch))
                 self.stats.batches += 1
+            self._hold_back(consumer)
             if time.monotonic() - self._idle_checked_at >= IDLE_CHECK_S:
                 await self._follow_idle(consumer)
             if time.monotonic() - self._last_checkpoint >= self.settings.worker.checkpoint_interval_s:
@@ -665,8 +671,34 @@ class StageRunner:
         partitions = consumer.assignment()
         if blocked:
             consumer.pause(*partitions)
-        else:  # a shard still being rebuilt stays paused until its restore seeks and resumes it
-            consumer.resume(*(tp for tp in partitions if tp.partition not in self._restoring))
+        else:  # a shard still being rebuilt stays paused until its restore seeks and resumes it,
+            # and an input its processor holds back until _hold_back resumes it
+            consumer.resume(*(tp for tp in partitions
+                              if tp.partition not in self._restoring and tp not in self._held_back))
+
+    def _hold_back(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause the input partitions each shard's processor asks to wait (``inputs_to_hold``,
+        given what is left to read in each of its inputs) and resume those it no longer does.
+        Not while the stage is blocked (everything is paused) or a shard is being rebuilt."""
+        if self.stats.blocked:
+            return
+        paused = consumer.paused()
+        self._held_back &= paused  # (a rebalance resumes or drops partitions by itself)
+        for shard, state in self.shards.items():
+            decide = getattr(state.processor, "inputs_to_hold", None)
+            if decide is None or shard in self._restoring:
+                continue
+            tps = [TopicPartition(topic, shard) for topic in self.input_topics]
+            held = decide({tp.topic: unread_after_fed(consumer, tp, state.offsets.get(tp, 0)) for tp in tps})
+            for tp in tps:
+                if tp.topic in held and tp not in paused:
+                    consumer.pause(tp)
+                    self._held_back.add(tp)
+                    self.stats.input_waits += 1
+                elif tp.topic not in held and tp in self._held_back:
+                    consumer.resume(tp)
+                    self._held_back.discard(tp)
+        self.stats.inputs_waiting = len(self._held_back)
 
     def lag(self) -> dict[TopicPartition, int]:
         """Per owned input partition: the records still to feed (:func:`unread_after_fed`: to the

@@ -465,6 +465,12 @@ class WorkerSettings(_Section):
         "for this long stops holding windows open: its watermark follows the furthest other partition's "
         "(events later behind it are late_events); 0 = never (an idle partition holds every window open)"
     )
+    labels_wait_for_predictions: bool = Field(
+        True, description="a stage-1 shard reads its labels partition no further ahead in event time than "
+        "its predictions while its predictions partition has records still to read (a backlog after a "
+        "restart or a replay): its labels then find their predictions pending instead of waiting for them "
+        "(held labels, each made an outcome one at a time); false = read both as fast as they come"
+    )
     silent_predictions_s: float = Field(
         300.0, ge=0, description="once a shard's predictions partition is idle and no predictions "
         "watermark it knows of has moved for this long (every predictions partition silent, as at "

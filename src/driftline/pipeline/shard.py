@@ -166,6 +166,7 @@ class ShardProcessor:
         self.join.max_held = settings.join.max_held_labels
         self.join.set_memory_budget(int(settings.join.memory_budget_mb * 2**20), settings.join.spill_dir)
         self.lateness_ms = settings.windows.allowed_lateness_s * 1000
+        self.labels_wait = settings.worker.labels_wait_for_predictions  # (inputs_to_hold)
         self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
         self.values_below = settings.drift.min_count  # a window's partial: values below this many events
         self.segment_keys = list(settings.windows.segment_keys)
@@ -289,6 +290,32 @@ class ShardProcessor:
         """This shard's predictions watermark and the furthest another partition has delivered
         here: while neither moves, no predictions partition this shard hears of has traffic."""
         return self.pred_watermark, self.inbox.furthest(reroute.PREDICTION)
+
+    def inputs_to_hold(self, unread: Mapping[str, int | None]) -> set[str]:
+        """The input topics whose partition the runner should not read from now, given the records
+        still to read in each (None: not known): the labels while they are ahead of the
+        predictions in event time (``worker.labels_wait_for_predictions``) and the predictions
+        partition has records still to read, or may have (its end not known yet). A label read
+        after its prediction closes it pending
+        (the join's fast path); one read before is held, then made an outcome on its own. Never
+        while the predictions are read to their end: a label may come before its prediction.
+
+        >>> shard = ShardProcessor(0, Settings())
+        >>> shard.pred_watermark, shard.label_watermark = 1_000, 5_000
+        >>> sorted(shard.inputs_to_hold({shard.predictions_topic: 10})), shard.inputs_to_hold({})
+        (['driftline.labels'], set())
+        >>> [shard.inputs_to_hold({shard.predictions_topic: left}) for left in (None, 0)]
+        [{'driftline.labels'}, set()]
+        >>> shard.label_watermark = 1_000
+        >>> shard.inputs_to_hold({shard.predictions_topic: 10})
+        set()
+        """
+        if not self.labels_wait or self.label_watermark <= self.pred_watermark:
+            return set()
+        left = unread.get(self.predictions_topic, 0)
+        # (None: not known before the predictions partition's first fetch answers, which the
+        # wait does not delay: it is not paused)
+        return {self.labels_topic} if left is None or left > 0 else set()
 
     def follow_silence(self, mark: int) -> list[OutboundMessage]:
         """Every predictions partition has been silent for a while (the live runner's call, on wall
