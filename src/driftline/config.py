@@ -467,9 +467,9 @@ class WorkerSettings(_Section):
     )
     labels_wait_for_predictions: bool = Field(
         True, description="a stage-1 shard reads its labels partition no further ahead in event time than "
-        "its predictions while its predictions partition has records still to read (a backlog after a "
-        "restart or a replay): its labels then find their predictions pending instead of waiting for them "
-        "(held labels, each made an outcome one at a time); false = read both as fast as they come"
+        "its predictions while its predictions partition has a backlog (more than batch_max_records still "
+        "to read: after a restart, in a replay): its labels then find their predictions pending instead of "
+        "waiting for them (held labels, each made an outcome one at a time); false = read both as they come"
     )
     silent_predictions_s: float = Field(
         300.0, ge=0, description="once a shard's predictions partition is idle and no predictions "

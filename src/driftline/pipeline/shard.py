@@ -167,6 +167,7 @@ class ShardProcessor:
         self.join.set_memory_budget(int(settings.join.memory_budget_mb * 2**20), settings.join.spill_dir)
         self.lateness_ms = settings.windows.allowed_lateness_s * 1000
         self.labels_wait = settings.worker.labels_wait_for_predictions  # (inputs_to_hold)
+        self.backlog_records = settings.worker.batch_max_records  # a backlog: more than a batch to read
         self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
         self.values_below = settings.drift.min_count  # a window's partial: values below this many events
         self.segment_keys = list(settings.windows.segment_keys)
@@ -295,19 +296,19 @@ class ShardProcessor:
         """The input topics whose partition the runner should not read from now, given the records
         still to read in each (None: not known): the labels while they are ahead of the
         predictions in event time (``worker.labels_wait_for_predictions``) and the predictions
-        partition has records still to read, or may have (its end not known yet). A label read
+        partition has a backlog: more than a batch (``worker.batch_max_records``) still to read,
+        or its end not known yet. Live traffic, read as it comes, has none: a label ahead of the
+        predictions (its event time later, or its producer's clock) is read at once. A label read
         after its prediction closes it pending
         (the join's fast path); one read before is held, then made an outcome on its own. Never
         while the predictions are read to their end: a label may come before its prediction.
 
         >>> shard = ShardProcessor(0, Settings())
         >>> shard.pred_watermark, shard.label_watermark = 1_000, 5_000
-        >>> sorted(shard.inputs_to_hold({shard.predictions_topic: 10})), shard.inputs_to_hold({})
-        (['driftline.labels'], set())
-        >>> [shard.inputs_to_hold({shard.predictions_topic: left}) for left in (None, 0)]
-        [{'driftline.labels'}, set()]
+        >>> [shard.inputs_to_hold({shard.predictions_topic: left}) for left in (None, 5001, 5000, 0)]
+        [{'driftline.labels'}, {'driftline.labels'}, set(), set()]
         >>> shard.label_watermark = 1_000
-        >>> shard.inputs_to_hold({shard.predictions_topic: 10})
+        >>> shard.inputs_to_hold({shard.predictions_topic: 50_000})
         set()
         """
         if not self.labels_wait or self.label_watermark <= self.pred_watermark:
@@ -315,7 +316,7 @@ class ShardProcessor:
         left = unread.get(self.predictions_topic, 0)
         # (None: not known before the predictions partition's first fetch answers, which the
         # wait does not delay: it is not paused)
-        return {self.labels_topic} if left is None or left > 0 else set()
+        return {self.labels_topic} if left is None or left > self.backlog_records else set()
 
     def follow_silence(self, mark: int) -> list[OutboundMessage]:
         """Every predictions partition has been silent for a while (the live runner's call, on wall
