@@ -19,14 +19,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from harness import load_module
+from harness import load_module, stage_one_runner
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs
 from driftline.pipeline.reroute import NO_TIME
-from driftline.pipeline.shard import ShardFactory
-from driftline.streams.checkpoint import CheckpointStore
 from driftline.streams.runner import StageRunner
 
 _rt = load_module(Path(__file__).with_name("test_streams_runner.py"), "runner_tests_idle")
@@ -54,25 +52,11 @@ async def _produce_to_partition_zero(s: Settings, n: int) -> None:
 async def _stage_one_fed(s: Settings, group: str) -> AsyncIterator[tuple[StageRunner, asyncio.Task[None]]]:
     """A stage-1 runner on every partition, once it has taken 120 predictions all on partition 0."""
     await _produce_to_partition_zero(s, 120)
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
-    await producer.start()
-    store = CheckpointStore(s, producer)
-    await store.start()
-    runner = StageRunner(s, "shard", f"{group}-{s.topics.state}",
-                         [s.topics.predictions, s.topics.labels, s.topics.repartition], ShardFactory(s),
-                         [s.topics.profiles], producer=producer, checkpoints=store)
-    task = asyncio.create_task(runner.run())
-    try:
+    async with stage_one_runner(s, group) as (runner, task):
         await _wait(lambda: len(runner.shards) == s.topics.partitions
                     and sum(runner.stats.records_in.values()) >= 120,
                     task, "the runner did not take the records")
         yield runner, task
-    finally:
-        runner.stop()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 30)
-        await store.stop()
-        await producer.stop()
 
 
 async def _idle_partitions_follow(s: Settings) -> tuple[list[int], list[int], int]:

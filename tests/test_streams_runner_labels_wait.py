@@ -7,19 +7,16 @@ on its own. On the embedded broker, the real stage-1 processors."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from harness import stage_one_runner
 
 from driftline.config import Settings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_producer_kwargs
-from driftline.pipeline.shard import ShardFactory
-from driftline.streams.checkpoint import CheckpointStore
-from driftline.streams.runner import StageRunner
 
 N = 2000
 DELAY_MS = 2_000  # each label this long after its prediction
@@ -50,34 +47,20 @@ async def _produce_backlog(s: Settings) -> None:
 async def _run(s: Settings) -> dict[str, Any]:
     """Stage 1 over the backlog until every record is read and every label joined: what it did."""
     await _produce_backlog(s)
-    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
-    await producer.start()
-    store = CheckpointStore(s, producer)
-    await store.start()
-    runner = StageRunner(s, "shard", f"g-wait-{s.topics.state}",
-                         [s.topics.predictions, s.topics.labels, s.topics.repartition], ShardFactory(s),
-                         [s.topics.profiles], producer=producer, checkpoints=store)
-    task = asyncio.create_task(runner.run())
+    async with stage_one_runner(s, "g-wait") as (runner, task):
 
-    def joined() -> int:
-        return sum(state.processor.totals["joined"] for state in runner.shards.values())  # type: ignore[attr-defined]
+        def joined() -> int:
+            return sum(state.processor.totals["joined"] for state in runner.shards.values())
 
-    try:
         deadline = time.monotonic() + 120
         while joined() < N:
             assert not task.done(), f"the runner stopped: {task.exception() if not task.cancelled() else ''}"
             assert time.monotonic() < deadline, f"timed out: {joined()} of {N} joined"
             await asyncio.sleep(0.05)
-        joins = [state.processor.join for state in runner.shards.values()]  # type: ignore[attr-defined]
+        joins = [state.processor.join for state in runner.shards.values()]
         return {"joined": joined(), "ever_held": sum(j._held_seq for j in joins),
                 "held_now": sum(j.held_count for j in joins), "waits": runner.stats.input_waits,
                 "records": dict(runner.stats.records_in)}
-    finally:
-        runner.stop()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 30)
-        await store.stop()
-        await producer.stop()
 
 
 def _settings(settings: Settings, wait: bool) -> Settings:

@@ -27,7 +27,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -38,7 +38,7 @@ import psutil
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from driftline.config import TopicSettings
+from driftline.config import Settings, TopicSettings
 from driftline.local.broker import broker_binary, free_port, wait_for_metadata
 
 TABLES = (
@@ -66,6 +66,38 @@ MODEL_EVENTS_PARTITIONS: int = TopicSettings.model_fields["model_events_partitio
 # Generous ceilings (bytes): a worker with the embedded ClickHouse engine settles around 300-500 MB
 # here; a runaway buffer (a sink that kept fetching while blocked, say) goes far past these.
 RSS_LIMIT = {"all": 1_500 * 2**20, "sink": 1_500 * 2**20, "processor": 1_000 * 2**20}
+
+
+# -- a stage-1 runner in this process ------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def stage_one_runner(s: Settings, group: str) -> AsyncIterator[tuple[Any, asyncio.Task[None]]]:
+    """A running stage-1 ``StageRunner`` (the real processors, its own producer and checkpoint
+    store) and its task; stopped, and its clients closed, on the way out."""
+    from aiokafka import AIOKafkaProducer
+
+    from driftline.kafka.clients import aiokafka_producer_kwargs
+    from driftline.pipeline.shard import ShardFactory
+    from driftline.streams.checkpoint import CheckpointStore
+    from driftline.streams.runner import StageRunner
+
+    producer = AIOKafkaProducer(**aiokafka_producer_kwargs(s))
+    await producer.start()
+    store = CheckpointStore(s, producer)
+    await store.start()
+    runner = StageRunner(s, "shard", f"{group}-{s.topics.state}",
+                         [s.topics.predictions, s.topics.labels, s.topics.repartition], ShardFactory(s),
+                         [s.topics.profiles], producer=producer, checkpoints=store)
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner, task
+    finally:
+        runner.stop()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 30)
+        await store.stop()
+        await producer.stop()
 
 
 # -- network ---------------------------------------------------------------------------------------

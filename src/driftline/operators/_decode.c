@@ -637,6 +637,18 @@ static int payloads(PyObject *values, Py_ssize_t max_bytes, Py_ssize_t *n) {
     return 1;
 }
 
+/* The call's (values, max_bytes): 1 with the count of a batch to read, 0 for one not taken (empty,
+ * a value not bytes or past max_bytes), -1 with an exception for wrong arguments. */
+static int batch_of(PyObject *const *args, Py_ssize_t nargs, const char *usage, Py_ssize_t *n) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
+    if (max_bytes == -1 && PyErr_Occurred()) return -1;
+    return payloads(args[0], max_bytes, n) && *n > 0;
+}
+
 /* A dict of the named fields' lists (those whose bit `named` sets), the lists stolen. */
 static PyObject *columns_dict(const char *const *names, PyObject **lists, int count, int named) {
     PyObject *out = PyDict_New();
@@ -661,14 +673,9 @@ static PyObject *not_taken(void) {
 
 static PyObject *predictions(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "predictions(values, max_bytes)");
-        return NULL;
-    }
-    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
-    if (max_bytes == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t n;
-    if (!payloads(args[0], max_bytes, &n) || n == 0) Py_RETURN_NONE;
+    int taken = batch_of(args, nargs, "predictions(values, max_bytes)", &n);
+    if (taken <= 0) return taken < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *lists[P_FIELDS] = {NULL}, *output_lists[O_FIELDS] = {NULL}, *rows = NULL;
     PyObject *result = NULL;
     Layout layout = {NULL, NULL, 0, 0, NULL};
@@ -766,14 +773,9 @@ static PyObject *read_label(Cursor *c, int field, void *context) {
 
 static PyObject *labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "labels(values, max_bytes)");
-        return NULL;
-    }
-    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
-    if (max_bytes == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t n;
-    if (!payloads(args[0], max_bytes, &n) || n == 0) Py_RETURN_NONE;
+    int taken = batch_of(args, nargs, "labels(values, max_bytes)", &n);
+    if (taken <= 0) return taken < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *lists[L_FIELDS] = {NULL}, *slots[L_FIELDS] = {NULL}, *result = NULL;
     int named_all = -1;
     for (int i = 0; i < L_FIELDS; i++)
