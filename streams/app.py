@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
 from driftline.operators.calibration import share_calibrations
 from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
+from driftline.operators.performance import preload_detectors
 from driftline.runtime import install_stack_dump, tune_gc
 from driftline.streams.http_security import server_ssl_context
 from driftline.streams.web import WorkerWeb, announce, install_routes
@@ -100,6 +102,9 @@ def create_app(runtime: WorkerRuntime, *, run_seconds: float | None = None,
             log.info("compiled paths: %s",  # logged here: Faust's logging is set up by now
                      ", ".join(f"{name} {'on' if on else 'off'}" for name, on in compiled_paths().items()))
             install_stack_dump(asyncio.get_running_loop())
+            if runtime.runs_processors:  # stage 2's detectors' import (~1 CPU-s) while the runners
+                # join their groups, not on the event loop at the first outcome
+                threading.Thread(target=preload_detectors, name="driftline-preload", daemon=True).start()
             await runtime.start()
             self.add_future(_supervise(runtime, run_seconds, exit_when_idle))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -106,3 +108,13 @@ def test_interval_metrics_and_empty_state() -> None:
     first = OnlinePerformance("classification")
     assert first.get() == {"n": 0, "alarms_total": 0, "accuracy_ew": None}
     assert first.update(None, 0.3) is False
+
+
+def test_detectors_are_imported_at_first_need_or_when_preloaded() -> None:
+    # (a library user without outcomes never pays river.drift's ~1 CPU-s; a worker preloads it)
+    code = ("import sys\n"
+            "from driftline.operators.performance import preload_detectors\n"
+            "assert 'river.drift' not in sys.modules\n"
+            "preload_detectors()\n"
+            "assert 'river.drift' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -106,8 +106,9 @@ def make_detector(name: DetectorName, delta: float) -> DriftDetector | BinaryDri
     >>> type(make_detector("kswin", 0.005)).__name__
     'KSWIN'
     """
-    # river.drift imports scipy.stats and, where installed, scikit-learn (its datasets): ~1.5 CPU-s
-    # a worker would pay at start-up; a model's first outcome pays it instead.
+    # river.drift imports scipy.stats and, where installed, scikit-learn (its datasets): ~1 CPU-s
+    # that a library user without outcomes never pays (a worker imports it beside its start-up:
+    # preload_detectors)
     from river import drift
 
     if name == "adwin":
@@ -120,6 +121,13 @@ def make_detector(name: DetectorName, delta: float) -> DriftDetector | BinaryDri
     if name == "ddm":
         return drift.binary.DDM()
     raise ValueError(f"unknown detector {name!r}: expected adwin, page_hinkley, kswin or ddm")
+
+
+def preload_detectors() -> None:
+    """Import what :func:`make_detector` needs now (a thread of a starting worker calls it while the
+    worker waits for its consumer groups), so that a model's first outcome does not stall the event
+    loop for the ~1 CPU-s of the import."""
+    from river import drift  # noqa: F401
 
 
 class OnlinePerformance:
