@@ -191,7 +191,8 @@ class WorkerRuntime:
         parts: dict[str, object] = {r.stage: r.running for r in self.runners}
         if self.sink is not None:
             parts["sink"] = self.sink.running
-        ok = self.failure is None and all(bool(v) for v in parts.values())
+        # (no parts yet: start() is still creating the topics, nothing runs)
+        ok = self.failure is None and bool(parts) and all(bool(v) for v in parts.values())
         # Not a liveness failure: the sink is alive and waits for the table (`db migrate`, or a
         # dropped column added back), then goes on by itself.
         behind = sorted(t for t, flag in self.sink.stats.schema_behind.items() if flag) if self.sink else []
