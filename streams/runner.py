@@ -63,7 +63,13 @@ from driftline.kafka.offsets import unread_after_fed
 from driftline.kafka.records import to_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.reroute import NO_TIME
-from driftline.pipeline.stage import FollowsIdle, OutboundMessage, StageFactory, StageProcessor
+from driftline.pipeline.stage import (
+    FollowsIdle,
+    OutboundMessage,
+    StageFactory,
+    StageProcessor,
+    WaitsForInputs,
+)
 from driftline.pipeline.state import BaseCopy, BlobFile, Incremental, delta_records, release_free_memory
 from driftline.streams.broadcast import BroadcastReader
 from driftline.streams.checkpoint import FULL, Checkpoint, CheckpointStore, delta_heads
@@ -677,7 +683,7 @@ class StageRunner:
                               if tp.partition not in self._restoring and tp not in self._held_back))
 
     def _hold_back(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause the input partitions each shard's processor asks to wait (``inputs_to_hold``,
+        """Pause the input partitions each shard's processor asks to wait (:class:`WaitsForInputs`,
         given what is left to read in each of its inputs) and resume those it no longer does.
         Not while the stage is blocked (everything is paused) or a shard is being rebuilt."""
         if self.stats.blocked:
@@ -685,11 +691,12 @@ class StageRunner:
         paused = consumer.paused()
         self._held_back &= paused  # (a rebalance resumes or drops partitions by itself)
         for shard, state in self.shards.items():
-            decide = getattr(state.processor, "inputs_to_hold", None)
-            if decide is None or shard in self._restoring:
+            processor = state.processor
+            if not isinstance(processor, WaitsForInputs) or shard in self._restoring:
                 continue
             tps = [TopicPartition(topic, shard) for topic in self.input_topics]
-            held = decide({tp.topic: unread_after_fed(consumer, tp, state.offsets.get(tp, 0)) for tp in tps})
+            held = processor.inputs_to_hold(
+                {tp.topic: unread_after_fed(consumer, tp, state.offsets.get(tp, 0)) for tp in tps})
             for tp in tps:
                 if tp.topic in held and tp not in paused:
                     consumer.pause(tp)

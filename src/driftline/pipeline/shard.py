@@ -299,9 +299,8 @@ class ShardProcessor:
         partition has a backlog: more than a batch (``worker.batch_max_records``) still to read,
         or its end not known yet. Live traffic, read as it comes, has none: a label ahead of the
         predictions (its event time later, or its producer's clock) is read at once. A label read
-        after its prediction closes it pending
-        (the join's fast path); one read before is held, then made an outcome on its own. Never
-        while the predictions are read to their end: a label may come before its prediction.
+        after its prediction closes it pending (the join's fast path); one read before is held,
+        then made an outcome on its own (:class:`~driftline.pipeline.stage.WaitsForInputs`).
 
         >>> shard = ShardProcessor(0, Settings())
         >>> shard.pred_watermark, shard.label_watermark = 1_000, 5_000

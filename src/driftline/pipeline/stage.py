@@ -9,7 +9,7 @@ those offsets reproduces the same outputs (which downstream consumers treat idem
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -79,6 +79,18 @@ class FollowsIdle(Protocol):
 
     def follow_silence(self, mark: int) -> list[OutboundMessage]:
         """Every predictions partition is silent: move the predictions watermark up to ``mark``."""
+        ...
+
+
+@runtime_checkable
+class WaitsForInputs(Protocol):
+    """A processor that may ask the runner not to read some of its inputs for now (stage 1: the
+    labels while they run ahead of a predictions backlog). The runner pauses and resumes the
+    partitions; the processor only decides, from what is left to read."""
+
+    def inputs_to_hold(self, unread: Mapping[str, int | None]) -> set[str]:
+        """The input topics not to read from now, given the records still to read in each of this
+        shard's partitions (None: not known yet)."""
         ...
 
 
