@@ -387,7 +387,7 @@ class LabelJoin(TrackedTable):
                 continue
             if self._held_ids:
                 outcome = self._claimed(gid, key, crc, pid, ts, ctx, predictions, features, i, rerouted,
-                                        digest, None if packed is None else (packed, claimed))
+                                        digest, packed, claimed)
                 if outcome is not None:
                     outcomes.append(outcome)
                     continue
@@ -469,13 +469,14 @@ class LabelJoin(TrackedTable):
         i: int,
         rerouted: bool,
         digest: bytes,
-        packed: tuple[bytes, list[tuple[JoinedOutcome, bytes]]] | None,
+        packed: bytes | None,
+        claimed: list[tuple[JoinedOutcome, bytes]],
     ) -> JoinedOutcome | None:
         """The outcome of the new prediction ``i`` that a held label joins (its record added,
         joined), or None if none does. Its prediction and features are read only then (the
         decoder's columns make an object for an index read); with ``packed`` (its features encoded
-        in the batch's layout, and the batch's list of outcomes to fill) the features' JSON is left
-        for :meth:`on_predictions` to make for the whole batch at once."""
+        in the batch's layout) the outcome goes to ``claimed`` instead, its features' JSON left for
+        :meth:`on_predictions` to make for the whole batch at once."""
         winner = self._claim_held(pid, ts, ctx)
         if winner is None:
             return None
@@ -487,7 +488,7 @@ class LabelJoin(TrackedTable):
         outcome = _outcome(pid, ctx, ts, _predicted_text(prediction), prediction.score, prediction.value,
                            features_json, label_ts, normalise_label(label), _label_value(label))
         if packed is not None:
-            packed[1].append((outcome, packed[0]))
+            claimed.append((outcome, packed))
         outcome.rerouted = (REROUTED_PREDICTION if rerouted else 0) | (
             REROUTED_LABEL if label_rerouted else 0)
         return outcome

@@ -230,7 +230,7 @@ def _packed_features(
         if kinds[-1] is float:
             arrays.append(np.asarray(column, dtype=np.float64) if floats is None else floats)
     layout = (tuple(names), tuple(kinds))
-    shape = _Shape(*layout)
+    shape = shape_of(layout)
     n = len(columns[0])
     if arrays:
         block = np.column_stack(arrays).astype("<f8", copy=False)
