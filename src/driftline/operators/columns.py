@@ -500,7 +500,7 @@ def _unusual_feature_rows(
     for names, rows in layouts.items():
         if not names:
             continue
-        if len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH:
+        if _names_refused(names):
             unusual.update(rows)
             continue
         k = len(names)
@@ -525,8 +525,7 @@ def _unusual_feature_rows(
                                 count=len(floats) * len(rows)).reshape(len(floats), len(rows))
             for j, array in zip(floats, block, strict=True):
                 numbers[j] = array
-            if not (block.min() > -_BIG and block.max() < _BIG):  # (orjson reads no NaN)
-                unusual.update(rows[i] for i in np.flatnonzero((np.abs(block) >= _BIG).any(axis=0)).tolist())
+            unusual.update(rows[i] for i in _big_float_events(block))
         for column, types in zip(columns, kinds, strict=True):
             if types <= _EXACT_FEATURE_TYPES or types == {float}:
                 continue
@@ -539,6 +538,19 @@ def _unusual_feature_rows(
     return unusual
 
 
+def _names_refused(names: tuple[str, ...]) -> bool:
+    """Whether a layout's names are for pydantic to refuse: too many, or one empty or too long."""
+    return len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH
+
+
+def _big_float_events(block: FloatArray) -> list[int]:
+    """The events (columns of ``block``, a row per float feature) holding a float of magnitude
+    2**63 or more: one that may stand for a huge integer literal, for pydantic to judge."""
+    if block.min() > -_BIG and block.max() < _BIG:  # (no NaN is read from JSON)
+        return []
+    return np.flatnonzero((np.abs(block) >= _BIG).any(axis=0)).tolist()
+
+
 def _unusual_typed_rows(features: TypedFeatureRows, shared: list[FeatureColumns]) -> set[int]:
     """:func:`_unusual_feature_rows` of rows the C decode pass read with their columns, kinds and
     floats (taken off the rows: they are not kept with the batch): the same checks, no walk."""
@@ -548,7 +560,7 @@ def _unusual_typed_rows(features: TypedFeatureRows, shared: list[FeatureColumns]
     names, n = features.names, len(features)
     if not names:
         return set()
-    if len(names) > MAX_FEATURES or min(map(len, names)) == 0 or max(map(len, names)) > MAX_NAME_LENGTH:
+    if _names_refused(names):
         return set(range(n))
     k = len(names)
     numbers: list[FloatArray | None] = [None] * k
@@ -559,8 +571,7 @@ def _unusual_typed_rows(features: TypedFeatureRows, shared: list[FeatureColumns]
         block = block[floats] if len(floats) < k else block
         for j, array in zip(floats, block, strict=True):
             numbers[j] = array
-        if not (block.min() > -_BIG and block.max() < _BIG):
-            unusual.update(np.flatnonzero((np.abs(block) >= _BIG).any(axis=0)).tolist())
+        unusual.update(_big_float_events(block))
     for column, kind in zip(columns, kinds, strict=True):
         if kind & KIND_FLOAT and kind != KIND_FLOAT:  # floats among other kinds: each float's range
             unusual.update(i for i, v in enumerate(column) if type(v) is float and not -_BIG < v < _BIG)
