@@ -1,4 +1,5 @@
-/* A quiet model's few values, in C (driftline.operators.episodes falls back to Python without it).
+/* The sequential detectors' quiet counting in C: a quiet model's few values, and a busy model's
+ * batch (driftline.operators.episodes and .sequential fall back to Python / numpy without it).
  *
  * defer_few(monitor, opener, syms): EpisodeMonitor._defer with SequentialDetector.defer_each in
  * one call, the same steps on the same state: the longest head of `syms` (a few already-mapped
@@ -12,6 +13,11 @@
  * defer_values(monitor, xs, bound): the same on a monitor's few raw values (a numeric monitor's
  * floats, a categorical one's strings), their symbols found first as _symbol_list finds them: what
  * FeatureWatch._feed_few hands each monitor of a quiet model at a grid line, in one call.
+ *
+ * cells(edges, xs, out) and quiet_sums(columns, syms, h, sums, out): a batch's symbols and the
+ * CUSUMs run over them where none alarms, as sequential.count_quiet finds them with numpy (the
+ * same integers), without its passes over a (rows x values) matrix: what a model's batch of a few
+ * hundred values costs each of its detectors.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -353,11 +359,133 @@ static PyObject *defer_values(PyObject *module, PyObject *const *args, Py_ssize_
     return result;
 }
 
+/* A buffer's format letter, its byte-order prefix skipped. */
+static const char *format_of(const Py_buffer *view) {
+    const char *f = view->format == NULL ? "B" : view->format;
+    return (*f == '<' || *f == '=' || *f == '@') ? f + 1 : f;
+}
+
+static int float64_format(const Py_buffer *view) {
+    return strcmp(format_of(view), "d") == 0 && view->itemsize == 8;
+}
+
+static int int64_format(const Py_buffer *view) {
+    const char *f = format_of(view);
+    return (strcmp(f, "q") == 0 || strcmp(f, "l") == 0) && view->itemsize == 8;
+}
+
+/* cells(edges, xs, out): each value's count of edges below it (searchsorted's side="left" on the
+ * sorted float64 `edges`) into the int64 `out`, as a batch's symbols. A branchless bisection: on
+ * values in random order numpy's branchy one spends most of its ~60 ns a value (1,024 edges) on
+ * mispredicted jumps. False, nothing written, where a buffer does not fit (the caller searches
+ * with numpy): not contiguous float64 / int64, sizes differ, no edges, or a value or the last
+ * edge NaN (numpy orders NaN last, which `<` alone does not). */
+static PyObject *cells(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "cells takes 3 arguments");
+        return NULL;
+    }
+    Py_buffer edges = {0}, xs = {0}, out = {0};
+    int fits = 0;
+    if (PyObject_GetBuffer(args[0], &edges, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[1], &xs, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[2], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto done;
+    Py_ssize_t size = edges.len / 8, total = xs.len / 8;
+    if (!float64_format(&edges) || !float64_format(&xs) || !int64_format(&out) || size == 0
+        || out.len != xs.len)
+        goto done;
+    const double *edge = (const double *)edges.buf, *x = (const double *)xs.buf;
+    if (isnan(edge[size - 1])) goto done;
+    for (Py_ssize_t i = 0; i < total; i++)
+        if (isnan(x[i])) goto done;
+    int64_t *cell = (int64_t *)out.buf;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        const double v = x[i];
+        const double *base = edge;
+        Py_ssize_t n = size;
+        while (n > 1) {  /* the answer stays within [base, base + n] */
+            Py_ssize_t half = n / 2;
+            base = base[half] < v ? base + half : base;
+            n -= half;
+        }
+        cell[i] = (base - edge) + (*base < v);
+    }
+    fits = 1;
+done:
+    if (edges.obj != NULL) PyBuffer_Release(&edges);
+    if (xs.obj != NULL) PyBuffer_Release(&xs);
+    if (out.obj != NULL) PyBuffer_Release(&out);
+    if (PyErr_Occurred()) PyErr_Clear();  /* not a buffer: the caller's numpy path */
+    return PyBool_FromLong(fits);
+}
+
+/* quiet_sums(columns, syms, h, sums, out): a detector's CUSUMs (a row of the 2-D int32 / int64
+ * table `columns` each, a column per symbol) run over `syms` from `sums`, as count_quiet's step
+ * runs them: `S = max(S + step, 0)` value by value. 1 (the final S in `out`) where no row reaches
+ * its threshold `h` on the way, 0 where one does (the caller runs them value by value), -1 where a
+ * buffer does not fit or a sum would overflow (the caller's numpy path). */
+static PyObject *quiet_sums(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "quiet_sums takes 5 arguments");
+        return NULL;
+    }
+    Py_buffer table = {0}, symbols = {0}, h = {0}, sums = {0}, out = {0};
+    long verdict = -1;
+    int64_t *s = NULL;
+    if (PyObject_GetBuffer(args[0], &table, PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[1], &symbols, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[2], &h, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[3], &sums, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[4], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto done;
+    const char *tf = format_of(&table);
+    int wide = (strcmp(tf, "q") == 0 || strcmp(tf, "l") == 0) && table.itemsize == 8;
+    int narrow = strcmp(tf, "i") == 0 && table.itemsize == 4;
+    if (table.ndim != 2 || !(wide || narrow) || !int64_format(&symbols) || !int64_format(&h)
+        || !int64_format(&sums) || !int64_format(&out))
+        goto done;
+    Py_ssize_t rows = table.shape[0], width = table.shape[1];
+    if (h.len != rows * 8 || sums.len != rows * 8 || out.len != rows * 8 || rows == 0) goto done;
+    s = PyMem_Malloc((size_t)rows * sizeof *s);
+    if (s == NULL) goto done;
+    memcpy(s, sums.buf, (size_t)rows * sizeof *s);
+    const int64_t *sym = (const int64_t *)symbols.buf, *limit = (const int64_t *)h.buf;
+    Py_ssize_t total = symbols.len / 8;
+    verdict = 1;
+    for (Py_ssize_t i = 0; i < total && verdict == 1; i++) {
+        int64_t k = sym[i];
+        if (k < 0 || k >= width) { verdict = -1; break; }  /* numpy's take raises: its path */
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            int64_t step = wide ? ((const int64_t *)table.buf)[r * width + k]
+                                : (int64_t)((const int32_t *)table.buf)[r * width + k];
+            int64_t next;
+            if (__builtin_add_overflow(s[r], step, &next)) { verdict = -1; break; }
+            s[r] = next < 0 ? 0 : next;
+            if (s[r] >= limit[r]) { verdict = 0; break; }
+        }
+    }
+    if (verdict == 1) memcpy(out.buf, s, (size_t)rows * sizeof *s);
+done:
+    PyMem_Free(s);
+    if (table.obj != NULL) PyBuffer_Release(&table);
+    if (symbols.obj != NULL) PyBuffer_Release(&symbols);
+    if (h.obj != NULL) PyBuffer_Release(&h);
+    if (sums.obj != NULL) PyBuffer_Release(&sums);
+    if (out.obj != NULL) PyBuffer_Release(&out);
+    if (PyErr_Occurred()) PyErr_Clear();
+    return PyLong_FromLong(verdict);
+}
+
 static PyMethodDef methods[] = {
     {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
      "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
     {"defer_values", (PyCFunction)(void (*)(void))defer_values, METH_FASTCALL,
      "update_each's head on a few raw values while a monitor watches its reference (see the C source)."},
+    {"cells", (PyCFunction)(void (*)(void))cells, METH_FASTCALL,
+     "A batch's symbols: each value's count of the sorted edges below it (see the C source)."},
+    {"quiet_sums", (PyCFunction)(void (*)(void))quiet_sums, METH_FASTCALL,
+     "A detector's CUSUMs over a batch's symbols where none reaches its threshold (see the C source)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -111,6 +111,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
 
+from driftline.operators import watch_native
 from driftline.operators.calibration import IncrementLaw, calibrate_thresholds
 from driftline.operators.sketch import QuantileSketch
 from driftline.operators.window_stats import category_key
@@ -828,7 +829,10 @@ def count_quiet(detectors: Sequence[SequentialDetector], symbols: Sequence[IntAr
     blocks all stay below its threshold cannot alarm, and its ``S`` at the end is ``C_T - P_last``.
     Only the other rows (~10 % of a quiet bank's) take the running minimum, numpy's costliest
     step per value (~3.5-6.5 ns against ~1 for a block's min and max). Bit-identical: the same
-    integers, and a detector is changed only when no alarm is among its symbols.
+    integers, and a detector is changed only when no alarm is among its symbols. Where the C watch
+    is built (:mod:`~driftline.operators.watch_native`) each detector's CUSUMs run in one C loop
+    instead, value by value with an early stop (~25 ns a value of an 8-row detector against ~180
+    for these steps); the steps above are its reference.
 
     >>> import pickle
     >>> import numpy as np
@@ -843,9 +847,21 @@ def count_quiet(detectors: Sequence[SequentialDetector], symbols: Sequence[IntAr
     """
     counted = [False] * len(symbols)
     by_size: dict[int, list[int]] = {}
+    fast = watch_native.NATIVE
     for i, (det, syms) in enumerate(zip(detectors, symbols, strict=True)):
         det._flush()  # as run_symbols: the pending values first
         if syms.size and det.n + syms.size < det._refine_at:
+            if fast is not None:  # the same CUSUMs in one C loop a detector (~6x cheaper a value)
+                after = np.empty_like(det._sums)
+                verdict = fast.quiet_sums(det._columns, syms, det._h, det._sums, after)
+                if verdict == 1:
+                    det._sums = after
+                    det._tally(syms)
+                    det.n += syms.size
+                    det._arm()
+                    counted[i] = True
+                if verdict >= 0:
+                    continue
             by_size.setdefault(syms.size, []).append(i)
     for members in by_size.values():
         dets = [detectors[i] for i in members]
@@ -1165,6 +1181,11 @@ class NumericDetector(SequentialDetector):
             at = np.flatnonzero(~np.isnan(x))
             x = x[at]
         if self._edges.size:  # one search of 2 * cells edges, no gather and compare
+            fast = watch_native.NATIVE
+            if fast is not None:  # branchless: ~4x cheaper than numpy's on values in random order
+                found = np.empty(x.size, dtype=np.int64)
+                if fast.cells(self._edges, x, found):
+                    return found, at
             return self._edges.searchsorted(x, side="left"), at
         j = np.searchsorted(self._hi, x, side="left")
         inside = (j < self._hi.size) & (x >= self._lo[np.minimum(j, self._hi.size - 1)])
