@@ -203,3 +203,5 @@ def test_a_raw_record_pickles_as_its_fields_and_loads_from_before() -> None:
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         assert pickle.loads(pickle.dumps(record, protocol)) == record
     assert pickle.loads(_RECORD_PICKLED_BEFORE) == record
+    same = RawRecord("labels", 3, 17, 1_767_225_600_000, None, b'{"x":1}')
+    assert hash(same) == hash(record) and {record: 1}[same] == 1  # hashed by its fields, as a frozen one

@@ -43,9 +43,15 @@ _MAX_EPOCH_MS = 253_402_300_799_999  # the schema's upper bound (year 9999)
 _EventT = TypeVar("_EventT", PredictionEvent, LabelEvent)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RawRecord:
-    """One consumed Kafka record, as the batch consumer hands it over."""
+    """One consumed Kafka record, as the batch consumer hands it over. Never changed once made.
+
+    Not a frozen dataclass, though it is used as one: every consumed record is made into one, and
+    a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (~760 ns a
+    record against ~180, ~5 % of a worker's main thread at ~40,000 records/s; docs/scaling.md,
+    session 30). The hash is the fields', as a frozen one's.
+    """
 
     topic: str
     partition: int
@@ -58,8 +64,12 @@ class RawRecord:
         # Pickled by its fields in a tuple: a join holding many labels keeps each one's record, and
         # the frozen dataclass's own pickling looks its fields up per record (a pickle round trip of
         # 20,000 held labels' entries: 4.7 against 1.95 us a record; docs/scaling.md, session 29).
-        # Pickles made before still load (its __setstate__).
+        # Pickles made before still load (__setstate__).
         return RawRecord, (self.topic, self.partition, self.offset, self.timestamp_ms, self.key, self.value)
+
+    def __setstate__(self, state: Sequence[Any]) -> None:
+        # a record pickled as the frozen dataclass pickled it: its fields' values in order
+        self.topic, self.partition, self.offset, self.timestamp_ms, self.key, self.value = state
 
 
 class Decoder:
