@@ -18,6 +18,9 @@
  * CUSUMs run over them where none alarms, as sequential.count_quiet finds them with numpy (the
  * same integers), without its passes over a (rows x values) matrix: what a model's batch of a few
  * hundred values costs each of its detectors.
+ *
+ * matmul_columns(x, m, out) and dot_rows(x, y, out): the multivariate watch's row-by-row products
+ * (multivariate.rowwise_matmul / rowwise_dot), the same operations in the same order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -477,6 +480,95 @@ done:
     return PyLong_FromLong(verdict);
 }
 
+/* A 2-D float64 buffer with any strides (a transposed view too), or 0 with nothing held. */
+static int float_matrix(PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_STRIDES) < 0) return 0;
+    if (view->ndim == 2 && float64_format(view)) return 1;
+    PyBuffer_Release(view);
+    return 0;
+}
+
+#define AT(view, r, c) (*(const double *)((const char *)(view).buf + (r) * (view).strides[0] + (c) * (view).strides[1]))
+
+/* matmul_columns(x, m, out): multivariate.rowwise_matmul's products into the C-contiguous (k, n)
+ * `out` (its transpose is x @ m), for the (n, d) `x` and (d, k) `m`: the same operations in the same
+ * order as its numpy steps (out from 0.0, then for each column j of x in turn out[c] += m[j, c] *
+ * x[:, j]), so the same bits, with no (k, n) temporary per column. False where a buffer does not
+ * fit (the caller's numpy steps). */
+static PyObject *matmul_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "matmul_columns takes 3 arguments");
+        return NULL;
+    }
+    Py_buffer x, m, out = {0};
+    int have_x = float_matrix(args[0], &x), have_m = have_x && float_matrix(args[1], &m), fits = 0;
+    if (have_m && PyObject_GetBuffer(args[2], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) == 0) {
+        Py_ssize_t n = x.shape[0], d = x.shape[1], k = m.shape[1];
+        fits = m.shape[0] == d && float64_format(&out) && out.len == n * k * 8;
+        double *o = (double *)out.buf;
+        /* each output's sum kept in a register over the columns, for a block of rows at a time:
+         * per output element the same products added in the same order as the numpy steps */
+        enum { BLOCK = 8 };
+        for (Py_ssize_t i0 = 0; fits && i0 < n; i0 += BLOCK) {
+            Py_ssize_t rows = n - i0 < BLOCK ? n - i0 : BLOCK;
+            for (Py_ssize_t c = 0; c < k; c++) {
+                double acc[BLOCK] = {0.0};
+                for (Py_ssize_t j = 0; j < d; j++) {
+                    const double w = AT(m, j, c);
+                    const char *column = (const char *)x.buf + j * x.strides[1] + i0 * x.strides[0];
+                    if (rows == BLOCK && x.strides[0] == 8) {  /* feature-major: contiguous rows */
+                        const double *v = (const double *)column;
+                        for (int r = 0; r < BLOCK; r++) acc[r] += w * v[r];
+                    } else {
+                        for (Py_ssize_t r = 0; r < rows; r++)
+                            acc[r] += w * *(const double *)(column + r * x.strides[0]);
+                    }
+                }
+                memcpy(o + c * n + i0, acc, (size_t)rows * sizeof(double));
+            }
+        }
+        PyBuffer_Release(&out);
+    }
+    if (have_m) PyBuffer_Release(&m);
+    if (have_x) PyBuffer_Release(&x);
+    PyErr_Clear();
+    return PyBool_FromLong(fits);
+}
+
+/* dot_rows(x, y, out): multivariate.rowwise_dot into the float64 `out` (n): each row's products
+ * summed column by column from 0.0, as its numpy steps. False where a buffer does not fit. */
+static PyObject *dot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "dot_rows takes 3 arguments");
+        return NULL;
+    }
+    Py_buffer x, y, out = {0};
+    int have_x = float_matrix(args[0], &x), have_y = have_x && float_matrix(args[1], &y), fits = 0;
+    if (have_y && PyObject_GetBuffer(args[2], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) == 0) {
+        Py_ssize_t n = x.shape[0], d = x.shape[1];
+        fits = y.shape[0] == n && y.shape[1] == d && float64_format(&out) && out.len == n * 8;
+        double *o = (double *)out.buf;
+        for (Py_ssize_t i = 0; fits && i < n; i++) o[i] = 0.0;
+        for (Py_ssize_t j = 0; fits && j < d; j++) {
+            const char *a = (const char *)x.buf + j * x.strides[1], *b = (const char *)y.buf + j * y.strides[1];
+            if (x.strides[0] == 8 && y.strides[0] == 8) {  /* feature-major, as the watch's */
+                const double *u = (const double *)a, *v = (const double *)b;
+                for (Py_ssize_t i = 0; i < n; i++) o[i] += u[i] * v[i];
+            } else {
+                for (Py_ssize_t i = 0; i < n; i++)
+                    o[i] += *(const double *)(a + i * x.strides[0]) * *(const double *)(b + i * y.strides[0]);
+            }
+        }
+        PyBuffer_Release(&out);
+    }
+    if (have_y) PyBuffer_Release(&y);
+    if (have_x) PyBuffer_Release(&x);
+    PyErr_Clear();
+    return PyBool_FromLong(fits);
+}
+
 static PyMethodDef methods[] = {
     {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
      "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
@@ -486,6 +578,10 @@ static PyMethodDef methods[] = {
      "A batch's symbols: each value's count of the sorted edges below it (see the C source)."},
     {"quiet_sums", (PyCFunction)(void (*)(void))quiet_sums, METH_FASTCALL,
      "A detector's CUSUMs over a batch's symbols where none reaches its threshold (see the C source)."},
+    {"matmul_columns", (PyCFunction)(void (*)(void))matmul_columns, METH_FASTCALL,
+     "rowwise_matmul's products, the same bits, into a (k, n) array (see the C source)."},
+    {"dot_rows", (PyCFunction)(void (*)(void))dot_rows, METH_FASTCALL,
+     "rowwise_dot's sums, the same bits (see the C source)."},
     {NULL, NULL, 0, NULL},
 };
 
