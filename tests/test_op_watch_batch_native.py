@@ -1,5 +1,6 @@
-"""The busy model's batch in C (``_watch.cells`` and ``_watch.quiet_sums``): a batch's symbols and
-its CUSUMs run where none alarms, against numpy's search and a plain Lindley loop, and
+"""The busy model's batch in C (``_watch.cells``, ``_watch.codes`` and ``_watch.quiet_sums``): a
+batch's symbols and its CUSUMs run where none alarms, against numpy's search, the categorical
+detector's Python look-up and a plain Lindley loop, and
 ``count_quiet`` with and without them leaving detectors in the same state, alarms included."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +63,39 @@ def test_cells_refuse_what_numpy_must_search() -> None:
     ]:
         assert NATIVE.cells(*args) is False
     assert out.tolist() == [-7, -7, -7]  # nothing written
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "zz", "", "é", "other"]), max_size=50))
+def test_codes_are_the_categorical_detector_s_symbols(values: list[str]) -> None:
+    detector = CategoricalDetector.from_reference(["a", "b", "b", "c", "é"] * 20, arl=1e5)
+    with_c = detector._symbols_at(values)
+    with numpy_only():
+        without = detector._symbols_at(values)
+    assert with_c[0].tolist() == without[0].tolist() and with_c[1] is without[1] is None
+
+
+def test_codes_refuse_what_python_must_map() -> None:
+    index = {"a": 0, "b": 1}
+    out = np.full(3, -7, dtype=np.int64)
+
+    class Str(str):
+        pass
+
+    for args in [
+        (index, ["a", None, "b"], 2, out),  # missing values: skipped, the Python path says where
+        (index, ["a", 3, "b"], 2, out),
+        (index, ["a", Str("b"), "b"], 2, out),
+        ({"a": 0, "b": 1.0}, ["a", "b", "b"], 2, out),  # a code not an int
+        (index, ["a", "b"], 2, out),  # sizes differ
+        (index, ("a", "b", "b"), 2, out),  # not a list
+        (index, ["a", "b", "b"], 2, np.full(3, -7, dtype=np.int32)),
+    ]:
+        assert NATIVE.codes(*args) is False
+    assert NATIVE.codes(index, ["b", "x", "a"], 2, out) and out.tolist() == [1, 2, 0]
+    detector = CategoricalDetector.from_reference(["a", "b"] * 10, arl=1e5)
+    syms, at = detector._symbols_at(["a", None, "b"])
+    assert syms.tolist() == [0, 1] and at is not None and at.tolist() == [0, 2]
 
 
 def _lindley(table: np.ndarray, syms: np.ndarray, h: np.ndarray, sums: np.ndarray) -> tuple[int, list[int]]:
@@ -121,10 +156,10 @@ def _detectors() -> list[NumericDetector | CategoricalDetector]:
     return [*numeric, *cats]
 
 
-def _batches(rng: np.random.Generator, size: int, shift: float) -> list[np.ndarray]:
+def _batches(rng: np.random.Generator, size: int, shift: float) -> list[Any]:
     numeric = [rng.normal(shift if i % 3 == 0 else 0.0, 1.0, size) for i in range(6)]
     cats = [rng.choice(list("abcde"), size, p=[0.4, 0.3, 0.2, 0.1 - min(shift, 0.1) / 2, min(shift, 0.1) / 2])
-            for _ in range(2)]
+            .tolist() for _ in range(2)]  # a list of str, as FeatureWatch hands a categorical monitor
     return [*numeric, *cats]
 
 
@@ -167,3 +202,4 @@ def test_count_quiet_takes_the_c_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(count_quiet(detectors, [d._symbols(v) for d, v in zip(detectors, values, strict=True)]))
     assert calls.count("quiet_sums") == len(detectors)
     assert calls.count("cells") == 6  # the numeric detectors' symbols
+    assert calls.count("codes") == 2  # the categorical ones'

@@ -14,7 +14,8 @@
  * floats, a categorical one's strings), their symbols found first as _symbol_list finds them: what
  * FeatureWatch._feed_few hands each monitor of a quiet model at a grid line, in one call.
  *
- * cells(edges, xs, out) and quiet_sums(columns, syms, h, sums, out): a batch's symbols and the
+ * cells(edges, xs, out), codes(index, xs, other, out) and quiet_sums(columns, syms, h, sums, out):
+ * a numeric and a categorical batch's symbols and the
  * CUSUMs run over them where none alarms, as sequential.count_quiet finds them with numpy (the
  * same integers), without its passes over a (rows x values) matrix: what a model's batch of a few
  * hundred values costs each of its detectors.
@@ -423,6 +424,47 @@ done:
     return PyBool_FromLong(fits);
 }
 
+/* codes(index, xs, other, out): a categorical detector's batch symbols, its `index` (a dict of
+ * category -> code) read for each string of the list `xs` (`other` where it names none), into the
+ * int64 `out`: what its _symbols_at finds for a list of strings. False, nothing written, where a
+ * value is not a str or a code not an int (the caller's Python path). */
+static PyObject *codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "codes takes 4 arguments");
+        return NULL;
+    }
+    PyObject *index = args[0], *xs = args[1];
+    long long other = PyLong_AsLongLong(args[2]);
+    if (other == -1 && PyErr_Occurred()) return NULL;
+    if (!PyDict_CheckExact(index) || !PyList_CheckExact(xs)) Py_RETURN_FALSE;
+    Py_buffer out;
+    if (PyObject_GetBuffer(args[3], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(xs);
+    int fits = int64_format(&out) && out.len == total * 8;
+    for (Py_ssize_t i = 0; fits && i < total; i++)
+        fits = PyUnicode_CheckExact(PyList_GET_ITEM(xs, i));
+    int64_t *code = (int64_t *)out.buf;
+    for (Py_ssize_t i = 0; fits && i < total; i++) {
+        PyObject *found = PyDict_GetItemWithError(index, PyList_GET_ITEM(xs, i));  /* borrowed */
+        if (found == NULL) {
+            if (PyErr_Occurred()) fits = 0;
+            else code[i] = other;
+            continue;
+        }
+        int overflow = 0;
+        long long value = PyLong_CheckExact(found) ? PyLong_AsLongLongAndOverflow(found, &overflow) : -1;
+        if (!PyLong_CheckExact(found) || overflow || (value == -1 && PyErr_Occurred())) fits = 0;
+        code[i] = value;
+    }
+    PyBuffer_Release(&out);
+    PyErr_Clear();
+    return PyBool_FromLong(fits);
+}
+
 /* quiet_sums(columns, syms, h, sums, out): a detector's CUSUMs (a row of the 2-D int32 / int64
  * table `columns` each, a column per symbol) run over `syms` from `sums`, as count_quiet's step
  * runs them: `S = max(S + step, 0)` value by value. 1 (the final S in `out`) where no row reaches
@@ -576,6 +618,8 @@ static PyMethodDef methods[] = {
      "update_each's head on a few raw values while a monitor watches its reference (see the C source)."},
     {"cells", (PyCFunction)(void (*)(void))cells, METH_FASTCALL,
      "A batch's symbols: each value's count of the sorted edges below it (see the C source)."},
+    {"codes", (PyCFunction)(void (*)(void))codes, METH_FASTCALL,
+     "A categorical detector's batch symbols: its index read for each string (see the C source)."},
     {"quiet_sums", (PyCFunction)(void (*)(void))quiet_sums, METH_FASTCALL,
      "A detector's CUSUMs over a batch's symbols where none reaches its threshold (see the C source)."},
     {"matmul_columns", (PyCFunction)(void (*)(void))matmul_columns, METH_FASTCALL,

@@ -1393,8 +1393,14 @@ class CategoricalDetector(SequentialDetector):
     def _symbols_at(self, xs: Any) -> tuple[IntArray, IntArray | None]:
         other = len(self.categories)
         get = self._index.get
-        if type(xs) is list and set(map(type, xs)) <= _STR:  # the common batch: a string is its own key
-            return np.fromiter(map(get, xs, repeat(other, len(xs))), dtype=np.int64, count=len(xs)), None
+        if type(xs) is list:
+            fast = watch_native.NATIVE
+            if fast is not None:  # a list of strings looked up in C (~4x cheaper)
+                found = np.empty(len(xs), dtype=np.int64)
+                if fast.codes(self._index, xs, other, found):
+                    return found, None
+            if set(map(type, xs)) <= _STR:  # the common batch: a string is its own key
+                return np.fromiter(map(get, xs, repeat(other, len(xs))), dtype=np.int64, count=len(xs)), None
         syms = np.fromiter((-1 if _missing(v) else get(category_key(v), other) for v in _iter(xs)),
                            dtype=np.int64)
         if syms.size and syms.min() < 0:  # skipped values: keep where the others came from
