@@ -456,9 +456,9 @@ class WorkerSettings(_Section):
         5.0, gt=0, description="how often stage state + offsets are checkpointed"
     )
     compiled_paths: bool = Field(
-        True, description="run the compiled C paths this install built (the join's commonest cases, a "
-        "quiet model's monitor steps); false runs their Python reference alone, the same results "
-        "slower, e.g. to rule the C out when a result looks wrong (/metrics: compiled_path)"
+        True, description="run the compiled C paths this install built (the batch decode, the join's "
+        "commonest cases, the drift monitors' steps); false runs their Python reference alone, the same "
+        "results slower, e.g. to rule the C out when a result looks wrong (/metrics: compiled_path)"
     )
     idle_partition_s: float = Field(
         300.0, ge=0, description="a predictions or labels partition read to its end with no new record "
