@@ -10,8 +10,6 @@ from __future__ import annotations
 import pickle
 import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.join import LabelJoin, native, payload_digest
 from driftline.schemas.events import Prediction
 
 HORIZON = 5_000
 IDS = [f"p{i}" for i in range(6)] + [str(uuid.UUID(int=i * 7919 + 1)) for i in range(6)]
-
-
-@contextmanager
-def python_only() -> Iterator[None]:
-    """The join without its C fast path, as an install without a compiler runs it."""
-    saved, native.NATIVE = native.NATIVE, None
-    try:
-        yield
-    finally:
-        native.NATIVE = saved
 
 
 def test_the_fast_path_is_built_where_a_compiler_is() -> None:
@@ -122,7 +111,7 @@ def test_the_fast_path_leaves_what_the_python_loop_leaves(log: list[tuple[Any, .
                                                            track: bool, bound: int) -> None:
     """Times from before the epoch (seconds of the time index floored) up; ``bound`` 4: evictions."""
     fast = _run(log, cut, track, None, bound)
-    with python_only():
+    with reference_paths():
         slow = _run(log, cut, track, None, bound)
     assert fast == slow
 
@@ -133,7 +122,7 @@ def test_spilled_records_join_as_in_the_python_loop(log: list[tuple[Any, ...]],
                                                      tmp_path_factory: Any) -> None:
     """A spilled record's payload is read back from the store: C leaves that label to Python."""
     fast = _run(log, 200, False, tmp_path_factory.mktemp("fast"))
-    with python_only():
+    with reference_paths():
         slow = _run(log, 200, False, tmp_path_factory.mktemp("slow"))
     assert fast == slow
 
@@ -149,7 +138,7 @@ def test_a_batch_of_many_joins_in_chunks_gives_every_outcome_in_order() -> None:
     log += [("label", ids[i % 1_200] if i % 5 else f"q{i}", 2_300 + i, "a", False, None)
             for i in range(1_500)]
     fast = _run(log, 2_000, True, None, bound=2_000)
-    with python_only():
+    with reference_paths():
         slow = _run(log, 2_000, True, None, bound=2_000)
     assert fast == slow
     # every prediction with a label joined once (by its first), in label order; the later ones duplicates
@@ -173,7 +162,7 @@ def test_labels_at_the_edges_of_the_interval_join_as_in_the_python_loop() -> Non
     log += [("label", IDS[0], 1_000, "a", False, None), ("label", IDS[1], 1_000 + HORIZON, "a", False, None),
             ("label", IDS[2], 999, "a", False, None), ("label", IDS[3], 1_001 + HORIZON, "a", False, None)]
     fast = _run(log, 100, False, None)
-    with python_only():
+    with reference_paths():
         slow = _run(log, 100, False, None)
     assert fast == slow
     assert [o.prediction_id for o in fast[3]] == IDS[:2]
@@ -261,7 +250,7 @@ def test_the_features_json_of_a_batch_is_the_python_path_s(
 
     shape, encoded, dicts = batch
     fast = shape.jsons(encoded)
-    with python_only():
+    with reference_paths():
         slow = shape.jsons(encoded)
     assert fast == slow == [features_to_json(d) for d in dicts]
 
@@ -303,5 +292,5 @@ def test_labels_of_spilled_predictions_are_joined_in_c(monkeypatch: pytest.Monke
 
     spilled, outcomes, state = joined(tmp_path / "fast")
     assert spilled > 150 and len(outcomes) == 200 and fallbacks == []  # every label in C
-    with python_only():
+    with reference_paths():
         assert joined(tmp_path / "slow") == (spilled, outcomes, state)

@@ -5,27 +5,16 @@ replay or a restore still does not depend on the batching or on the install."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.operators import watch_native
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.multivariate import rowwise_dot, rowwise_matmul
 
 pytestmark = pytest.mark.skipif(watch_native._watch is None, reason="the C watch was not built")
-
-
-@contextmanager
-def numpy_only() -> Iterator[None]:
-    saved, watch_native.NATIVE = watch_native.NATIVE, None
-    try:
-        yield
-    finally:
-        watch_native.NATIVE = saved
 
 
 def _matrix(rng: np.random.Generator, rows: int, cols: int, wild: bool, fortran: bool) -> np.ndarray:
@@ -45,7 +34,7 @@ def test_c_products_are_numpy_s_bit_for_bit(n: int, d: int, k: int, wild: bool, 
     x, m = _matrix(rng, n, d, wild, fortran), _matrix(rng, d, k, wild, not fortran)
     y = _matrix(rng, n, d, wild, fortran)
     with_c = rowwise_matmul(x, m), rowwise_dot(x, y), rowwise_matmul(x.T[:, ::-1].T, m)
-    with numpy_only():
+    with reference_paths():
         without = rowwise_matmul(x, m), rowwise_dot(x, y), rowwise_matmul(x.T[:, ::-1].T, m)
     for a, b in zip(with_c, without, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype

@@ -6,8 +6,6 @@ detector's Python look-up and a plain Lindley loop, and
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -16,19 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.operators import watch_native
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.sequential import CategoricalDetector, NumericDetector, count_quiet
 
 pytestmark = pytest.mark.skipif(watch_native._watch is None, reason="the C watch was not built")
 NATIVE = watch_native._watch
-
-
-@contextmanager
-def numpy_only() -> Iterator[None]:
-    saved, watch_native.NATIVE = watch_native.NATIVE, None
-    try:
-        yield
-    finally:
-        watch_native.NATIVE = saved
 
 
 # a few distinct values, so that values fall on edges (ties) as often as between them
@@ -70,7 +60,7 @@ def test_cells_refuse_what_numpy_must_search() -> None:
 def test_codes_are_the_categorical_detector_s_symbols(values: list[str]) -> None:
     detector = CategoricalDetector.from_reference(["a", "b", "b", "c", "é"] * 20, arl=1e5)
     with_c = detector._symbols_at(values)
-    with numpy_only():
+    with reference_paths():
         without = detector._symbols_at(values)
     assert with_c[0].tolist() == without[0].tolist() and with_c[1] is without[1] is None
 
@@ -181,7 +171,7 @@ def _run(detectors: list[NumericDetector | CategoricalDetector], seed: int) -> t
 def test_count_quiet_with_and_without_c_leaves_the_same_detectors(seed: int) -> None:
     blob = pickle.dumps(_detectors())
     with_c = _run(pickle.loads(blob), seed)
-    with numpy_only():
+    with reference_paths():
         without = _run(pickle.loads(blob), seed)
     assert with_c == without
     flags = [f for batch in with_c[0] for f in batch]

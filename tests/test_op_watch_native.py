@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +14,11 @@ import numpy as np
 import pytest
 
 from driftline.operators import watch_native
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.episodes import EpisodeMonitor
 from driftline.operators.window_stats import MAX_ABS_VALUE
 
 ARL = 1e6
-
-
-@contextmanager
-def python_only() -> Iterator[None]:
-    """The watch without its C path, as an install without a compiler runs it."""
-    saved, watch_native.NATIVE = watch_native.NATIVE, None
-    try:
-        yield
-    finally:
-        watch_native.NATIVE = saved
 
 
 def test_the_c_path_is_built_where_a_compiler_is() -> None:
@@ -86,7 +75,7 @@ def _fed(monitor: EpisodeMonitor, xs: list[Any], sizes: list[int]) -> tuple[list
 def test_c_and_python_leave_the_same_events_and_state(sizes: list[int]) -> None:
     for base, xs in _monitors_and_streams():
         fast = _fed(pickle.loads(pickle.dumps(base)), xs, sizes)
-        with python_only():
+        with reference_paths():
             slow = _fed(pickle.loads(pickle.dumps(base)), xs, sizes)
         assert fast == slow, base.kind
         assert {"opened", "closed"} <= {e.kind for _, e in fast[0]}, base.kind  # every state crossed
@@ -132,7 +121,7 @@ def test_the_bound_s_edges_are_python_s(edge: str) -> None:
         fast_monitor, slow_monitor = pickle.loads(pickle.dumps(base)), pickle.loads(pickle.dumps(base))
         syms = at_the_edge(fast_monitor, xs)
         fast = fast_monitor.update_each(xs[50:56]), _deferred(fast_monitor)
-        with python_only():
+        with reference_paths():
             assert at_the_edge(slow_monitor, xs) == syms
             slow = slow_monitor.update_each(xs[50:56]), _deferred(slow_monitor)
         assert fast == slow, base.kind
@@ -160,7 +149,7 @@ def test_c_and_python_agree_on_real_streams(name: str, column: str) -> None:
         xs = [float(row[column]) for row in csv.DictReader(f)][:14_000]
     base = EpisodeMonitor.from_reference(np.array(xs[:2_000]), arl=ARL, learning=1_000)
     fast = _fed(pickle.loads(pickle.dumps(base)), xs[2_000:], [1, 3, 2, 5])
-    with python_only():
+    with reference_paths():
         slow = _fed(pickle.loads(pickle.dumps(base)), xs[2_000:], [1, 3, 2, 5])
     assert fast == slow and fast[0]  # (each of these streams opens episodes)
     if watch_native.NATIVE is not None:
@@ -203,7 +192,7 @@ def test_defer_values_and_update_each_leave_the_same_events_and_state(sizes: lis
     numeric[100], numeric[200], numeric[300] = float("inf"), -1e101, 1e100  # the bound itself is watched
     for base, xs in streams:
         *ours, taken = _fed_raw(pickle.loads(pickle.dumps(base)), xs, sizes)
-        with python_only():
+        with reference_paths():
             theirs = _fed(pickle.loads(pickle.dumps(base)), xs, sizes)
         assert tuple(ours) == theirs, base.kind
         assert {"opened", "closed"} <= {e.kind for _, e in theirs[0]}, base.kind

@@ -13,6 +13,9 @@ The join's (:mod:`driftline.operators.join.native`), the quiet-model watch's
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from driftline.operators import decode_native, watch_native
 from driftline.operators.join import native as join_native
 
@@ -31,3 +34,23 @@ def compiled_paths() -> dict[str, bool]:
     at install) or :func:`use_compiled_paths` turned it off."""
     return {"decode": decode_native.NATIVE is not None, "join": join_native.NATIVE is not None,
             "watch": watch_native.NATIVE is not None}
+
+
+@contextmanager
+def reference_paths() -> Iterator[None]:
+    """The compiled paths off inside the block (their Python reference alone runs), and back as
+    they were after it: a test's or a bench's run with and without them.
+
+    >>> before = compiled_paths()
+    >>> with reference_paths():
+    ...     compiled_paths()
+    {'decode': False, 'join': False, 'watch': False}
+    >>> compiled_paths() == before
+    True
+    """
+    before = (join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE)
+    use_compiled_paths(False)
+    try:
+        yield
+    finally:
+        join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE = before
