@@ -363,6 +363,13 @@ static PyObject *defer_values(PyObject *module, PyObject *const *args, Py_ssize_
     return result;
 }
 
+/* 1 if a call of `fn` has `want` arguments; else 0, TypeError set. */
+static int takes(const char *fn, Py_ssize_t nargs, Py_ssize_t want) {
+    if (nargs == want) return 1;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", fn, want);
+    return 0;
+}
+
 /* A buffer's format letter, its byte-order prefix skipped. */
 static const char *format_of(const Py_buffer *view) {
     const char *f = view->format == NULL ? "B" : view->format;
@@ -386,10 +393,7 @@ static int int64_format(const Py_buffer *view) {
  * edge NaN (numpy orders NaN last, which `<` alone does not). */
 static PyObject *cells(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "cells takes 3 arguments");
-        return NULL;
-    }
+    if (!takes("cells", nargs, 3)) return NULL;
     Py_buffer edges = {0}, xs = {0}, out = {0};
     int fits = 0;
     if (PyObject_GetBuffer(args[0], &edges, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
@@ -430,10 +434,7 @@ done:
  * value is not a str or a code not an int (the caller's Python path). */
 static PyObject *codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "codes takes 4 arguments");
-        return NULL;
-    }
+    if (!takes("codes", nargs, 4)) return NULL;
     PyObject *index = args[0], *xs = args[1];
     long long other = PyLong_AsLongLong(args[2]);
     if (other == -1 && PyErr_Occurred()) return NULL;
@@ -472,10 +473,7 @@ static PyObject *codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs
  * buffer does not fit or a sum would overflow (the caller's numpy path). */
 static PyObject *quiet_sums(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "quiet_sums takes 5 arguments");
-        return NULL;
-    }
+    if (!takes("quiet_sums", nargs, 5)) return NULL;
     Py_buffer table = {0}, symbols = {0}, h = {0}, sums = {0}, out = {0};
     long verdict = -1;
     int64_t *s = NULL;
@@ -539,10 +537,7 @@ static int float_matrix(PyObject *obj, Py_buffer *view) {
  * fit (the caller's numpy steps). */
 static PyObject *matmul_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "matmul_columns takes 3 arguments");
-        return NULL;
-    }
+    if (!takes("matmul_columns", nargs, 3)) return NULL;
     Py_buffer x, m, out = {0};
     int have_x = float_matrix(args[0], &x), have_m = have_x && float_matrix(args[1], &m), fits = 0;
     if (have_m && PyObject_GetBuffer(args[2], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) == 0) {
@@ -582,10 +577,7 @@ static PyObject *matmul_columns(PyObject *module, PyObject *const *args, Py_ssiz
  * summed column by column from 0.0, as its numpy steps. False where a buffer does not fit. */
 static PyObject *dot_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "dot_rows takes 3 arguments");
-        return NULL;
-    }
+    if (!takes("dot_rows", nargs, 3)) return NULL;
     Py_buffer x, y, out = {0};
     int have_x = float_matrix(args[0], &x), have_y = have_x && float_matrix(args[1], &y), fits = 0;
     if (have_y && PyObject_GetBuffer(args[2], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) == 0) {
