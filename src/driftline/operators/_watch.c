@@ -468,14 +468,15 @@ static PyObject *codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 
 /* quiet_sums(columns, syms, h, sums, out): a detector's CUSUMs (a row of the 2-D int32 / int64
  * table `columns` each, a column per symbol) run over `syms` from `sums`, as count_quiet's step
- * runs them: `S = max(S + step, 0)` value by value. 1 (the final S in `out`) where no row reaches
- * its threshold `h` on the way, 0 where one does (the caller runs them value by value), -1 where a
- * buffer does not fit or a sum would overflow (the caller's numpy path). */
+ * runs them: `S = max(S + step, 0)` value by value. Where no row reaches its threshold `h` on the
+ * way, the final S in `out` and the slack min(h - S) returned (at least 1); 0 where one does (the
+ * caller runs them value by value), -1 where a buffer does not fit or a sum would overflow (the
+ * caller's numpy path). */
 static PyObject *quiet_sums(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (!takes("quiet_sums", nargs, 5)) return NULL;
     Py_buffer table = {0}, symbols = {0}, h = {0}, sums = {0}, out = {0};
-    long verdict = -1;
+    long long verdict = -1;
     int64_t *s = NULL;
     if (PyObject_GetBuffer(args[0], &table, PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS) < 0) goto done;
     if (PyObject_GetBuffer(args[1], &symbols, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
@@ -508,7 +509,11 @@ static PyObject *quiet_sums(PyObject *module, PyObject *const *args, Py_ssize_t 
             if (s[r] >= limit[r]) { verdict = 0; break; }
         }
     }
-    if (verdict == 1) memcpy(out.buf, s, (size_t)rows * sizeof *s);
+    if (verdict == 1) {  /* quiet: the final S, and the slack min(h - S) the caller arms with (>= 1) */
+        memcpy(out.buf, s, (size_t)rows * sizeof *s);
+        for (Py_ssize_t r = 0; r < rows; r++)
+            if (r == 0 || limit[r] - s[r] < verdict) verdict = limit[r] - s[r];
+    }
 done:
     PyMem_Free(s);
     if (table.obj != NULL) PyBuffer_Release(&table);
@@ -517,7 +522,7 @@ done:
     if (sums.obj != NULL) PyBuffer_Release(&sums);
     if (out.obj != NULL) PyBuffer_Release(&out);
     if (PyErr_Occurred()) PyErr_Clear();
-    return PyLong_FromLong(verdict);
+    return PyLong_FromLongLong(verdict);
 }
 
 /* A 2-D float64 buffer with any strides (a transposed view too), or 0 with nothing held. */

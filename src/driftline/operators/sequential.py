@@ -851,16 +851,13 @@ def count_quiet(detectors: Sequence[SequentialDetector], symbols: Sequence[IntAr
     for i, (det, syms) in enumerate(zip(detectors, symbols, strict=True)):
         det._flush()  # as run_symbols: the pending values first
         if syms.size and det.n + syms.size < det._refine_at:
-            if fast is not None:  # the same CUSUMs in one C loop a detector (~6x cheaper a value)
+            if fast is not None:  # the same CUSUMs in one C loop a detector (~8x cheaper a value)
                 after = np.empty_like(det._sums)
-                verdict = fast.quiet_sums(det._columns, syms, det._h, det._sums, after)
-                if verdict == 1:
-                    det._sums = after
-                    det._tally(syms)
-                    det.n += syms.size
-                    det._arm()
+                slack = fast.quiet_sums(det._columns, syms, det._h, det._sums, after)
+                if slack > 0:
+                    _counted(det, syms, after, slack)
                     counted[i] = True
-                if verdict >= 0:
+                if slack >= 0:
                     continue
             by_size.setdefault(syms.size, []).append(i)
     for members in by_size.values():
@@ -868,12 +865,18 @@ def count_quiet(detectors: Sequence[SequentialDetector], symbols: Sequence[IntAr
         sums, slacks = _quiet_sums(dets, [symbols[i] for i in members])
         for i, det, own, slack in zip(members, dets, sums, slacks, strict=True):
             if own is not None:
-                det._sums = own
-                det._tally(symbols[i])
-                det.n += symbols[i].size
-                det._arm(slack)
+                _counted(det, symbols[i], own, slack)
                 counted[i] = True
     return counted
+
+
+def _counted(det: SequentialDetector, syms: IntArray, sums: IntArray, slack: int) -> None:
+    """A detector's state after counting ``syms`` that raised no alarm: its CUSUMs' ``S`` then
+    ``sums``, ``slack`` their least distance to a threshold."""
+    det._sums = sums
+    det._tally(syms)
+    det.n += syms.size
+    det._arm(slack)
 
 
 def _quiet_sums(dets: Sequence[SequentialDetector],
@@ -1395,7 +1398,7 @@ class CategoricalDetector(SequentialDetector):
         get = self._index.get
         if type(xs) is list:
             fast = watch_native.NATIVE
-            if fast is not None:  # a list of strings looked up in C (~4x cheaper)
+            if fast is not None:  # a list of strings looked up in C (~3x cheaper)
                 found = np.empty(len(xs), dtype=np.int64)
                 if fast.codes(self._index, xs, other, found):
                     return found, None
