@@ -98,3 +98,12 @@ def test_run_all_without_part_runs_both_parts_into_one_table(bench_path: None, t
     assert data["part"] == "all" and [f["key"] for f in data["figures"]] == ["stub_broker", "stub_in_process"]
     out = capsys.readouterr().out
     assert out.count("driftline benchmarks") == 1 and "(broker) stub" in out and "(in-process) stub" in out
+
+
+def test_watch_native_bench_prints_each_c_path_beside_its_reference(
+        bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_watch_native is not in run_all (operator figures, no targets): one round of each row."""
+    assert _module("bench_watch_native").main(["--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("count_quiet, 1,250", "count_quiet, 30", "codes", "reconstruction errors", "RawRecord made"):
+        assert row in out, row

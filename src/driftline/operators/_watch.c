@@ -430,8 +430,8 @@ done:
 
 /* codes(index, xs, other, out): a categorical detector's batch symbols, its `index` (a dict of
  * category -> code) read for each string of the list `xs` (`other` where it names none), into the
- * int64 `out`: what its _symbols_at finds for a list of strings. False, nothing written, where a
- * value is not a str or a code not an int (the caller's Python path). */
+ * int64 `out`: what its _symbols_at finds for a list of strings. False where a value is not a str
+ * (nothing written) or a code not an int (`out` then holds nothing to use): the caller's Python path. */
 static PyObject *codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (!takes("codes", nargs, 4)) return NULL;
