@@ -5,7 +5,9 @@ detector's Python look-up and a plain Lindley loop, and
 
 from __future__ import annotations
 
+import csv
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,8 @@ from hypothesis import strategies as st
 
 from driftline.operators import watch_native
 from driftline.operators.compiled_paths import reference_paths
+from driftline.operators.episodes import EpisodeMonitor
+from driftline.operators.episodes import count_quiet as episode_count_quiet
 from driftline.operators.sequential import CategoricalDetector, NumericDetector, count_quiet
 
 pytestmark = pytest.mark.skipif(watch_native._watch is None, reason="the C watch was not built")
@@ -193,3 +197,46 @@ def test_count_quiet_takes_the_c_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls.count("quiet_sums") == len(detectors)
     assert calls.count("cells") == 6  # the numeric detectors' symbols
     assert calls.count("codes") == 2  # the categorical ones'
+
+
+DATA = Path("/work/shared/data")
+
+
+STREAMS = [("elec2.csv", "nswprice"), ("elec2.csv", "nswdemand"), ("noaa_weather.csv", "feat_1"),
+           ("noaa_weather.csv", "feat_4")]
+
+
+def test_real_streams_batches_leave_the_same_monitors_with_and_without_c() -> None:
+    """Real streams that drift slowly, cycle daily and stay drifted (Elec2, NOAA weather), fed as a
+    busy model's batches (count_quiet first, the batches it did not count value by value, as
+    FeatureWatch._feed does): the same events and the same pickled monitor after every batch. Most
+    of these streams keep an episode open once it opens (count_quiet then leaves every batch to the
+    monitor's own steps); Elec2's price watches its reference between episodes."""
+    if not all((DATA / name).exists() for name, _ in STREAMS):
+        pytest.skip(f"needs the streams in {DATA}")
+    quiet_batches = 0
+    for name, column in STREAMS:
+        with (DATA / name).open() as f:
+            xs = np.array([float(row[column]) for row in csv.DictReader(f)][:14_000])
+        # the reference a spread sample of the whole stream: it drifts away from it and back
+        base = pickle.dumps(EpisodeMonitor.from_reference(xs[::7], arl=1e6, learning=1_000))
+
+        def fed(base: bytes = base, xs: np.ndarray = xs) -> tuple[list[tuple[str, int]], list[bytes], int]:
+            monitor: EpisodeMonitor = pickle.loads(base)
+            events, states, quiet = [], [], 0
+            for lo in range(0, xs.size, 300):
+                batch = xs[lo : lo + 300]
+                if episode_count_quiet([monitor], [monitor.symbols(batch)])[0]:
+                    quiet += 1
+                else:
+                    events += [(e.kind, e.index) for e in monitor.update_many(batch)]
+                states.append(pickle.dumps(monitor))
+            return events, states, quiet
+
+        with_c = fed()
+        with reference_paths():
+            without = fed()
+        assert with_c == without, (name, column)
+        assert with_c[0], (name, column)  # each of these streams opens episodes
+        quiet_batches += with_c[2]
+    assert quiet_batches  # and some batches were counted at once (through the C loop, with it)
