@@ -23,7 +23,7 @@ import argparse
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import fields, make_dataclass
 
 import numpy as np
 
@@ -32,17 +32,9 @@ from driftline.operators.multivariate import _reconstruction_errors
 from driftline.operators.sequential import CategoricalDetector, NumericDetector, count_quiet
 from driftline.operators.validate import RawRecord
 
-
-@dataclass(frozen=True, slots=True)
-class FrozenRecord:
-    """RawRecord as it was until session 30 (a frozen dataclass): the reference of its figure."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
+FrozenRecord = make_dataclass("FrozenRecord", [(f.name, f.type) for f in fields(RawRecord)], frozen=True,
+                              slots=True)
+"""RawRecord's fields as a frozen slots dataclass, as it was until session 30: its figure's reference."""
 
 
 def best_ns(run: Callable[[], object], count: int, rounds: int, repeat: int) -> float:
