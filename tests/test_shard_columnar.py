@@ -161,7 +161,7 @@ def _spelled_features(features: dict[str, Any], spelling: str) -> bytes:
 
 @st.composite
 def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False,
-         spelled: bool = False) -> tuple[list[RawRecord], int]:
+         spelled: bool = False, missing: bool = False) -> tuple[list[RawRecord], int]:
     """Predictions and labels of two models (two versions, segments), ids from a small pool (exact and
     conflicting duplicates), times drifting forward with jitter (out of order, some late), and every
     kind of bad record, each on a random partition (so many are re-routed to the joining shard).
@@ -171,15 +171,17 @@ def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False,
     ``spelled``: no bad record, a long-named feature, ``k`` and a segment in every event,
     ``x`` often one of :data:`SPECIAL_FLOATS`, ``c`` a text with a colon or a quote in it, and the
     feature objects written one of :data:`SPELLINGS` ways (one spelling per log, or one per event:
-    any, or in either key order)."""
+    any, or in either key order). ``missing``: no bad record, ``k`` in every event, and ``x`` missing
+    (None) in about one prediction in four: a float column with missing values."""
     n = draw(st.integers(1, 80))
     output_names = draw(st.sampled_from(UNIFORM_OUTPUTS)) if uniform else None
-    with_k = draw(st.sampled_from(["always", "never", "some"])) if mixed else "always" if spelled else "some"
+    with_k = draw(st.sampled_from(["always", "never", "some"])) if mixed else \
+        "always" if spelled or missing else "some"
     spelling = draw(st.sampled_from([*SPELLINGS, "either order", "either order", "any"])) if spelled \
         else "plain"
     odd = mixed and draw(st.booleans())
     # clean logs: whole-batch columns
-    variants = ["ok"] if spelled or ((mixed or uniform) and draw(st.booleans())) else VARIANTS
+    variants = ["ok"] if spelled or missing or ((mixed or uniform) and draw(st.booleans())) else VARIANTS
     records: list[RawRecord] = []
     offsets = [[0, 0] for _ in range(PARTITIONS)]
     clock = T0
@@ -207,6 +209,8 @@ def logs(draw: st.DrawFn, mixed: bool = False, uniform: bool = False,
                 x = draw(st.sampled_from(ODD_NUMBERS))
             if spelled and draw(st.booleans()):
                 x = draw(st.sampled_from(SPECIAL_FLOATS))
+            if missing and draw(st.integers(0, 3)) == 0:
+                x = None
             texts = ["a", "b", True, "p: q", 'u","v'] if spelled else ["a", "b", True]
             features: dict[str, Any] = {"x": x, "c": draw(st.sampled_from(texts))}
             if spelled:  # first, a name past 8 bytes (the decoder reads key bytes a word at a time)
@@ -347,6 +351,24 @@ def test_detectors_read_the_decoder_columns_as_the_feature_maps(
     settings_.sequential.false_alarms_per_million, settings_.sequential.learning = 1e5, 100
     row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms, _detector_profiles())
     assert all(shard.watch is not None and shard.watch.models for shard in columnar.pipeline.shards)
+    assert_same(row, columnar)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=logs(missing=True), cuts=st.lists(st.integers(0, 80), max_size=6), restore=st.integers(-1, 6))
+def test_detectors_read_a_float_column_with_missing_values_as_the_feature_maps(
+    log: tuple[list[RawRecord], int], cuts: list[int], restore: int
+) -> None:
+    """A numeric feature with a missing value (None) among floats: the columnar path hands both
+    detectors its floats with NaN for the missing ones (shard._detector_floats; a batch of many
+    models converts it once), where they read None as NaN themselves; the reports are the row path's."""
+    records, end_ms = log
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    settings_ = _settings()
+    settings_.sequential.false_alarms_per_million, settings_.sequential.learning = 1e5, 100
+    row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms, _detector_profiles())
     assert_same(row, columnar)
 
 

@@ -1167,13 +1167,14 @@ class _GroupedColumns:
         self.starts: dict[tuple[str, str], int] = {}
         if features is None:
             return
-        numbers = features.numbers
+        numbers, missing = _detector_floats(features)
         self.float_names = tuple(name for name, floats in zip(features.names, numbers, strict=True)
                                  if floats is not None)
         self.matrix = np.array([floats for floats in numbers if floats is not None], dtype=np.float64)
         order = list(chain.from_iterable(groups.values()))
-        self.others = [(name, [column[i] for i in order]) for name, column, floats
-                       in zip(features.names, features.columns, numbers, strict=True) if floats is None]
+        self.others = [(name, [column[i] for i in order]) for name, column, floats, lacking
+                       in zip(features.names, features.columns, numbers, missing, strict=True)
+                       if floats is None or lacking]
         start = 0
         for key, rows in groups.items():
             self.starts[key] = start
@@ -1191,15 +1192,40 @@ class _GroupedColumns:
 
 
 def _split_columns(features: FeatureColumns | None) -> _ModelColumns:
-    """The decoder's float64 columns by name (a feature whose values are all floats: the detectors
-    read them instead of each event's feature map), and the other features' value columns."""
+    """The float64 columns the detectors read by name (:func:`_detector_floats`; they read them
+    instead of each event's feature map), and the value columns of the other features and of those
+    with a missing value."""
     if features is None:
         return {}, {}
-    floats = {name: numbers for name, numbers in zip(features.names, features.numbers, strict=True)
-              if numbers is not None}
-    others = {name: column for name, column in zip(features.names, features.columns, strict=True)
-              if name not in floats}
+    numbers, missing = _detector_floats(features)
+    names = features.names
+    floats = {name: column for name, column in zip(names, numbers, strict=True) if column is not None}
+    others = {name: column for name, column, lacking in zip(names, features.columns, missing, strict=True)
+              if name not in floats or lacking}
     return floats, others
+
+
+_FLOAT_OR_NONE = frozenset({float, type(None)})
+
+
+def _detector_floats(features: FeatureColumns) -> tuple[list[npt.NDArray[np.float64] | None], list[bool]]:
+    """Per feature, the float64 column the sequential and multivariate detectors read, and whether
+    it stands for missing values: the decoder's where every value is a float, and where every value
+    is a float or missing (None), the floats with NaN for each missing one. Both detectors read a
+    missing value as NaN (not watched; a NaN in the multivariate matrix) whether they convert it or
+    are given it, so the results are the same; given, a batch of many models converts it once, not
+    once per model's group. A column with a missing value stays among the value columns too (a
+    profile may watch the feature as categorical)."""
+    numbers: list[npt.NDArray[np.float64] | None] = []
+    missing: list[bool] = []
+    for column, floats in zip(features.columns, features.numbers, strict=True):
+        if floats is None and _FLOAT_OR_NONE.issuperset(map(type, column)):
+            numbers.append(np.array(column, dtype=np.float64))  # None -> NaN
+            missing.append(True)
+        else:
+            numbers.append(floats)
+            missing.append(False)
+    return numbers, missing
 
 
 def _picked_outputs(outputs: Sequence[Prediction], rows: Sequence[int], whole: bool) -> Sequence[Prediction]:
