@@ -343,15 +343,21 @@ def test_detectors_read_the_decoder_columns_as_the_feature_maps(
     """The sequential detectors on: the columnar path hands them the decoder's float64 columns where
     a batch's numeric feature is all floats, the feature maps where a value is a string, a bool, None
     or an integer; the episode reports are the row path's."""
+    row, columnar = _both_with_detectors(log, cuts, restore)
+    assert all(shard.watch is not None and shard.watch.models for shard in columnar.pipeline.shards)
+    assert_same(row, columnar)
+
+
+def _both_with_detectors(log: tuple[list[RawRecord], int], cuts: list[int], restore: int) -> tuple[Run, Run]:
+    """:func:`_both` of ``log`` cut at ``cuts`` (restored before batch ``restore``, if not negative)
+    with :func:`_detector_profiles` and detectors that alarm within the few events a log holds per
+    model: episodes open, report and learn."""
     records, end_ms = log
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
     batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
     settings_ = _settings()
-    # alarms within the few events a log holds per model: episodes open, report and learn
     settings_.sequential.false_alarms_per_million, settings_.sequential.learning = 1e5, 100
-    row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms, _detector_profiles())
-    assert all(shard.watch is not None and shard.watch.models for shard in columnar.pipeline.shards)
-    assert_same(row, columnar)
+    return _both(settings_, batches, restore if restore >= 0 else None, end_ms, _detector_profiles())
 
 
 @settings(max_examples=30, deadline=None,
@@ -363,13 +369,7 @@ def test_detectors_read_a_float_column_with_missing_values_as_the_feature_maps(
     """A numeric feature with a missing value (None) among floats: the columnar path hands both
     detectors its floats with NaN for the missing ones (shard._detector_floats; a batch of many
     models converts it once), where they read None as NaN themselves; the reports are the row path's."""
-    records, end_ms = log
-    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
-    batches = [records[a:b] for a, b in itertools.pairwise(bounds)]
-    settings_ = _settings()
-    settings_.sequential.false_alarms_per_million, settings_.sequential.learning = 1e5, 100
-    row, columnar = _both(settings_, batches, restore if restore >= 0 else None, end_ms, _detector_profiles())
-    assert_same(row, columnar)
+    assert_same(*_both_with_detectors(log, cuts, restore))
 
 
 @settings(max_examples=30, deadline=None,
