@@ -105,5 +105,6 @@ def test_watch_native_bench_prints_each_c_path_beside_its_reference(
     """bench_watch_native is not in run_all (operator figures, no targets): one round of each row."""
     assert _module("bench_watch_native").main(["--rounds", "1"]) == 0
     out = capsys.readouterr().out
-    for row in ("count_quiet, 1,250", "count_quiet, 30", "codes", "reconstruction errors", "RawRecord made"):
+    for row in ("count_quiet, 1,250", "count_quiet, 30", "codes", "reconstruction errors", "RawRecord made",
+                "held group's floats"):
         assert row in out, row
