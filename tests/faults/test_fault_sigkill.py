@@ -87,8 +87,12 @@ def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
     incarnation restores the base plus every delta (its restore_deltas gauge says how many) and is
     killed in turn; the tables still equal the clean run's."""
     run = "delta_kill"
+    # a checkpoint after (nearly) every batch of at most 300 records: a shard's ~8,000 records make
+    # dozens of deltas however fast the worker reads them (at 0.3 s and 2,000-record batches, a quick
+    # first worker read everything within fewer than four intervals and then made no more)
     env = run_env(fault_stream, run, fault_root,
-                  DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S="0.3",
+                  DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S="0.001",
+                  DRIFTLINE_WORKER_BATCH_MAX_RECORDS="300",
                   DRIFTLINE_WORKER_CHECKPOINT_DELTAS_PER_BASE="1000",
                   DRIFTLINE_WORKER_CHECKPOINT_DELTA_RATIO="1000")
     log, home = fault_root / f"{run}.log", fault_root / run / "home"
