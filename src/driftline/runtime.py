@@ -11,6 +11,8 @@ import gc
 import os
 import signal
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import TextIO
@@ -63,9 +65,17 @@ thread-dump convention): every thread's, even when the event loop is blocked, th
 
 
 def install_stack_dump(loop: asyncio.AbstractEventLoop, file: TextIO | None = None) -> None:
-    """On :data:`STACK_DUMP_SIGNAL`, write every thread's stack (at once, from the signal handler)
-    and then, once ``loop`` runs the callback, every task's (name and frames, no locals: a stage's
-    locals hold its whole state) to ``file`` (stderr). Call from inside ``loop``."""
+    """On :data:`STACK_DUMP_SIGNAL`, write every thread's stack and then, once ``loop`` runs the
+    callback, every task's (name and frames, no locals: a stage's locals hold its whole state) to
+    ``file`` (stderr). Call from inside ``loop``, on the main thread.
+
+    The threads' stacks come from a Python signal handler, which runs on the main thread between
+    two bytecodes, a blocking call (a sleep, a socket read) interrupted for it, so a loop thread
+    stuck in either still dumps; it holds the GIL, so no thread's frames change while they are
+    read. faulthandler's own all-threads dump, from the C signal handler, read the other threads'
+    frames while they ran: a worker given SIGQUIT while a thread imported a module stopped in the
+    middle of the dump and never came back (CI, once). faulthandler still writes the signalled
+    thread's own stack at once (it is interrupted: safe), for a thread stuck in C holding the GIL."""
     out = file if file is not None else sys.stderr
 
     def dump_tasks() -> None:
@@ -78,10 +88,31 @@ def install_stack_dump(loop: asyncio.AbstractEventLoop, file: TextIO | None = No
                 print(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}', file=out)
         out.flush()
 
-    loop.add_signal_handler(STACK_DUMP_SIGNAL, dump_tasks)
-    # registered after the loop's handler, which it then calls (chain): the threads' stacks are
-    # written even when the loop thread is stuck in a blocking call and never runs dump_tasks
-    faulthandler.register(STACK_DUMP_SIGNAL, file=out, all_threads=True, chain=True)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        _dump_threads(out, frame)
+        loop.call_soon_threadsafe(dump_tasks)
+
+    signal.signal(STACK_DUMP_SIGNAL, on_signal)
+    # registered after the Python handler, which it then calls (chain)
+    faulthandler.register(STACK_DUMP_SIGNAL, file=out, all_threads=False, chain=True)
+
+
+def _dump_threads(out: TextIO, interrupted: FrameType | None) -> None:
+    """Every thread's stack, most recent call first, as faulthandler writes them (this thread's
+    first, as "Current thread", from ``interrupted``: the frame the signal handler interrupted, not
+    the handler's own); frames only, no source lines or locals."""
+    current = threading.get_ident()
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    frames = sorted(sys._current_frames().items(), key=lambda item: item[0] != current)
+    if interrupted is not None:
+        frames[0] = (current, interrupted)
+    for ident, top in frames:
+        head = "Current thread" if ident == current else "Thread"
+        print(f"{head} 0x{ident:016x} [{names.get(ident, '?')}] (most recent call first):", file=out)
+        for summary in traceback.StackSummary.extract(traceback.walk_stack(top), lookup_lines=False):
+            print(f'  File "{summary.filename}", line {summary.lineno} in {summary.name}', file=out)
+        print(file=out)
+    out.flush()
 
 
 def _awaiting(coro: object) -> list[FrameType]:
