@@ -104,7 +104,7 @@ import orjson
 from common import START_MS, Figure, GcClock, at_most, bench_settings, print_figures
 
 from driftline.config import Settings
-from driftline.demo.training import LABEL, PREDICTION, training_columns, training_scenario
+from driftline.demo.training import LABEL, PREDICTION, SCORE, training_columns, training_scenario
 from driftline.operators import calibration
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.scorer import DriftScorer
@@ -165,7 +165,9 @@ def profiles_of(specs: list[ModelSpec], rows_each: int, settings: Settings) -> l
     for (model_id, version), cols in sorted(columns.items()):
         if len(cols[LABEL]) < rows_each:
             raise RuntimeError(f"{model_id} drew {len(cols[LABEL])} training rows, fewer than {rows_each}")
-        first = {name: values[:rows_each] for name, values in cols.items()}
+        # the score is the model's output, not a feature (as `driftline profile build` reads a
+        # training table): a profile of it would watch a 26th feature no event carries
+        first = {name: values[:rows_each] for name, values in cols.items() if name != SCORE}
         profiles.append(build_profile(
             model_id, version, first, label_column=LABEL, prediction_column=PREDICTION,
             bins=settings.drift.bins, top_k=settings.drift.top_k, effective_from_ms=0,
