@@ -318,3 +318,33 @@ def test_values_not_bytes_or_too_long_are_not_taken() -> None:
     assert NATIVE.predictions([_COMMON[0], None], MAX_BYTES) is None
     assert NATIVE.predictions(_COMMON, len(_COMMON[0]) - 1) is None
     assert NATIVE.predictions([], MAX_BYTES) is None and NATIVE.labels([bytearray(_LABEL)], MAX_BYTES) is None
+
+
+def test_the_texts_a_batch_repeats_are_one_str_each_and_none_is_kept_past_the_batch() -> None:
+    """Model ids, versions, categories, class labels and segment texts repeated over a batch come
+    as one str each (downstream groupings and look-ups then hash each once); texts that share a
+    slot of the C pass's table displace each other and still decode as msgspec decodes them; and
+    no str of one batch is handed out again in the next (the table is emptied after each)."""
+    payloads = [_COMMON[i % 2].replace(b"bench-0-", b"p%d-" % i) for i in range(40)]
+    columns, _ = NATIVE.predictions(payloads, MAX_BYTES)
+    rows = columns["features"][1]
+    for name in ("model_id", "model_version"):
+        assert len(set(map(id, columns[name]))) == 1
+    assert len({id(row[2]) for row in rows}) == 2  # "b" and "a"
+    assert len({id(segment["region"]) for segment in columns["segment"]}) == 2
+    assert len(set(map(id, columns["prediction_id"]))) == 40
+    again, _ = NATIVE.predictions(payloads, MAX_BYTES)
+    assert again["model_id"][0] == columns["model_id"][0]
+    assert again["model_id"][0] is not columns["model_id"][0]
+    assert again["features"][1][0][2] is not rows[0][2]
+    labels = NATIVE.labels([_LABEL.replace(b'"label":1', b'"label":"yes"')] * 3, MAX_BYTES)
+    assert len(set(map(id, labels["label"]))) == 1 and labels["label"][0] == "yes"
+    assert NATIVE.labels([_LABEL.replace(b'"label":1', b'"label":"yes"')], MAX_BYTES)["label"][0] \
+        is not labels["label"][0]
+    # 2,000 distinct categories and model ids in one batch: every slot taken and displaced
+    many = [_COMMON[0].replace(b'"c0":"b"', b'"c0":"v%d"' % i)
+            .replace(b'"model_id":"bench"', b'"model_id":"m%d"' % (i % 700)) for i in range(2000)]
+    _check("p", many)
+    decoded = NATIVE.predictions(many, MAX_BYTES)[0]
+    assert [row[2] for row in decoded["features"][1]] == [f"v{i}" for i in range(2000)]
+    assert decoded["model_id"] == [f"m{i % 700}" for i in range(2000)]

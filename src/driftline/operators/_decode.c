@@ -98,14 +98,41 @@ static PyObject *text(const unsigned char *s, Py_ssize_t n, int ascii) {
     return out;
 }
 
-/* A string value of at most `longest` characters (and at least one where `named`). */
-static PyObject *bounded_text(Cursor *c, Py_ssize_t longest, int named) {
+/* The strs a batch repeats (model ids, versions, categories, class labels) made once: a str per
+ * distinct ASCII text in a direct-mapped table, cleared after each batch (`strings_clear`). Every
+ * event of a model then carries the same objects, so the many look-ups, groupings and encodings
+ * downstream hash each once and compare by identity, and a batch holds a few objects, not one per
+ * value. A text of another slot's hash replaces it: at worst (all distinct) a str per value again. */
+#define SHARED_SLOTS 256
+#define SHARED_LONGEST 64
+static PyObject *shared[SHARED_SLOTS];
+
+static PyObject *shared_text(const unsigned char *s, Py_ssize_t n, int ascii) {
+    if (!ascii || n > SHARED_LONGEST) return text(s, n, ascii);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
+    PyObject **slot = &shared[(h ^ (h >> 16)) & (SHARED_SLOTS - 1)];
+    PyObject *found = *slot;
+    if (found != NULL && PyUnicode_GET_LENGTH(found) == n && memcmp(PyUnicode_DATA(found), s, (size_t)n) == 0)
+        return Py_NewRef(found);
+    PyObject *out = text(s, n, 1);
+    if (out != NULL) Py_XSETREF(*slot, Py_NewRef(out));
+    return out;
+}
+
+static void strings_clear(void) {
+    for (int i = 0; i < SHARED_SLOTS; i++) Py_CLEAR(shared[i]);
+}
+
+/* A string value of at most `longest` characters (and at least one where `named`); `repeated`:
+ * a text events repeat (shared_text), not an id. */
+static PyObject *bounded_text(Cursor *c, Py_ssize_t longest, int named, int repeated) {
     const unsigned char *s;
     Py_ssize_t n;
     int ascii;
     if (!scan_string(c, &s, &n, &ascii)) return NULL;
     if (ascii && (n > longest || (named && n == 0))) return NULL;
-    PyObject *out = text(s, n, ascii);
+    PyObject *out = repeated ? shared_text(s, n, ascii) : text(s, n, ascii);
     if (out == NULL || ascii) return out;
     Py_ssize_t chars = PyUnicode_GET_LENGTH(out);
     if (chars > longest || (named && chars == 0)) {
@@ -247,6 +274,7 @@ enum {
     T_FLOAT = 8,   /* a fraction/exponent token as float */
     T_AS_FLOAT = 16, /* any number token as float (a float field) */
     T_STR = 32,
+    T_SHARED = 64, /* a str as shared_text makes it (a text events repeat) */
 };
 
 /* One JSON scalar of the kinds `kinds` allows; NULL where it is another (or no scalar). */
@@ -257,7 +285,8 @@ static PyObject *scalar(Cursor *c, int kinds) {
         const unsigned char *s;
         Py_ssize_t n;
         int ascii;
-        return scan_string(c, &s, &n, &ascii) ? text(s, n, ascii) : NULL;
+        if (!scan_string(c, &s, &n, &ascii)) return NULL;
+        return kinds & T_SHARED ? shared_text(s, n, ascii) : text(s, n, ascii);
     }
     if (next == 't' || next == 'f') {
         if (!(kinds & T_BOOL)) return NULL;
@@ -365,7 +394,7 @@ static PyObject *first_row(Cursor *c, Layout *layout) {
             Py_ssize_t m;
             int plain;
             if (!scan_string(c, &v, &m, &plain) || !plain_feature_string(v, m, c)) goto fail;
-            PyObject *value = text(v, m, plain);
+            PyObject *value = shared_text(v, m, plain);
             if (value == NULL || PyList_Append(values, value) < 0) {
                 Py_XDECREF(value);
                 goto fail;
@@ -433,7 +462,7 @@ static PyObject *row_of(Cursor *c, const Layout *layout) {
                 Py_ssize_t m;
                 int plain;
                 if (!scan_string(c, &v, &m, &plain) || !plain_feature_string(v, m, c)) goto fail;
-                value = text(v, m, plain);
+                value = shared_text(v, m, plain);
             } else {
                 value = scalar(c, T_NULL | T_BOOL | T_INT | T_FLOAT);
             }
@@ -457,9 +486,9 @@ static PyObject *segment_of(Cursor *c) {
     PyObject *segment = PyDict_New();
     if (segment == NULL || eat(c, '}')) return segment;
     do {
-        PyObject *name = bounded_text(c, MAX_NAME, 1);
+        PyObject *name = bounded_text(c, MAX_NAME, 1, 1);
         if (name == NULL) goto fail;
-        PyObject *value = eat(c, ':') ? bounded_text(c, MAX_NAME, 0) : NULL;
+        PyObject *value = eat(c, ':') ? bounded_text(c, MAX_NAME, 0, 1) : NULL;
         int failed = value == NULL || PyDict_SetItem(segment, name, value) < 0; /* (a repeated name: the last) */
         Py_DECREF(name);
         Py_XDECREF(value);
@@ -591,16 +620,17 @@ static PyObject *schema_version(Cursor *c) {
 
 static PyObject *read_output(Cursor *c, int field, void *context) {
     (void)context;
-    return scalar(c, field == O_LABEL ? T_NULL | T_BOOL | T_INT | T_STR : T_NULL | T_AS_FLOAT);
+    return scalar(c, field == O_LABEL ? T_NULL | T_BOOL | T_INT | T_STR | T_SHARED : T_NULL | T_AS_FLOAT);
 }
 
 static PyObject *read_prediction(Cursor *c, int field, void *context) {
     PredictionContext *at = context;
     switch (field) {
     case P_ID:
+        return bounded_text(c, MAX_NAME, 1, 0);
     case P_MODEL:
     case P_VERSION:
-        return bounded_text(c, MAX_NAME, 1);
+        return bounded_text(c, MAX_NAME, 1, 1);
     case P_TIME:
         return event_time(c);
     case P_SCHEMA:
@@ -745,6 +775,7 @@ done:
     typed_free(&typed);
     PyMem_Free(layout.key);
     PyMem_Free(layout.length);
+    strings_clear();
     return result != NULL ? result : not_taken();
 }
 
@@ -758,15 +789,15 @@ static PyObject *read_label(Cursor *c, int field, void *context) {
     (void)context;
     switch (field) {
     case L_ID:
-        return bounded_text(c, MAX_NAME, 1);
+        return bounded_text(c, MAX_NAME, 1, 0);
     case L_LABEL:
-        return scalar(c, T_BOOL | T_INT | T_FLOAT | T_STR);
+        return scalar(c, T_BOOL | T_INT | T_FLOAT | T_STR | T_SHARED);
     case L_TIME:
         return event_time(c);
     case L_SCHEMA:
         return schema_version(c);
     case L_MODEL:
-        return peek(c) == 'n' ? scalar(c, T_NULL) : bounded_text(c, MAX_NAME, 1);
+        return peek(c) == 'n' ? scalar(c, T_NULL) : bounded_text(c, MAX_NAME, 1, 1);
     }
     return NULL;
 }
@@ -802,6 +833,7 @@ static PyObject *labels(PyObject *module, PyObject *const *args, Py_ssize_t narg
     result = columns_dict(LABEL_FIELDS, lists, L_FIELDS, named_all);
 done:
     for (int i = 0; i < L_FIELDS; i++) Py_XDECREF(lists[i]);
+    strings_clear();
     return result != NULL ? result : not_taken();
 }
 
