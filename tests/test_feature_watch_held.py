@@ -24,6 +24,7 @@ from driftline.demo.training import training_profiles
 from driftline.operators import feature_watch
 from driftline.operators.episodes import RING_FIRST
 from driftline.operators.feature_watch import HELD_PER_VALUE_BELOW, PER_VALUE_BELOW, FeatureWatch
+from driftline.operators.float_block import FloatBlock
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import shard as shard_module
@@ -328,3 +329,29 @@ def _held(watch: FeatureWatch | None) -> dict[tuple[str, str], tuple[int, list[s
 def _monitors(watch: FeatureWatch) -> dict[tuple[str, str], Any]:
     return {key: (model.last_time, _plain(model.bank.monitors) if model.bank else None)
             for key, model in watch._models.items()}
+
+
+@pytest.mark.parametrize("held", [0, 64])
+def test_a_block_of_floats_counts_only_its_valid_numbers_as_columns_do(held: int) -> None:
+    """A model's floats given as one block (what a shard of many models hands the watch) count
+    the values a dict of columns counts: NaN, infinities and values beyond the bound are not
+    watched, whichever rows hold them, fed at once or held and fed as one batch."""
+    rng = np.random.default_rng(7)
+    n = 80
+    x, y = rng.normal(size=n), rng.exponential(size=n)
+    y[[3, 40, 77]] = [np.nan, np.inf, 1e101]  # only y has invalid values
+    states = []
+    for as_block in (False, True):
+        watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS, batch_events=held)
+        watch.add_profile(_profile(0, 10, 0))
+        columns: Any = FloatBlock(("x", "y"), np.vstack([x, y])) if as_block else {"x": x, "y": y}
+        for lo in range(0, n, 40):  # two groups of 40 (held: fed as one batch of 80 by the flush)
+            part = FloatBlock(("x", "y"), columns.matrix[:, lo:lo + 40]) if as_block \
+                else {name: column[lo:lo + 40] for name, column in columns.items()}
+            watch.observe("m0", "1", list(range(lo, lo + 40)), [f"p{i}" for i in range(lo, lo + 40)],
+                          [{"c": "a"}] * 40, part)
+        watch.flush()
+        monitors = watch._models[("m0", "1")].bank.monitors  # type: ignore[union-attr]
+        assert (monitors["x"].n, monitors["y"].n) == (n, n - 3)
+        states.append(_plain(monitors))
+    assert states[0] == states[1]
