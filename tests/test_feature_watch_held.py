@@ -21,7 +21,8 @@ import pytest
 
 from driftline.config import JoinSettings, Settings, TopicSettings, WindowSettings
 from driftline.demo.training import training_profiles
-from driftline.operators import feature_watch
+from driftline.operators import feature_watch, watch_native
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.episodes import RING_FIRST
 from driftline.operators.feature_watch import HELD_PER_VALUE_BELOW, PER_VALUE_BELOW, FeatureWatch
 from driftline.operators.float_block import FloatBlock
@@ -355,3 +356,54 @@ def test_a_block_of_floats_counts_only_its_valid_numbers_as_columns_do(held: int
         assert (monitors["x"].n, monitors["y"].n) == (n, n - 3)
         states.append(_plain(monitors))
     assert states[0] == states[1]
+
+
+@pytest.mark.skipif(watch_native._watch is None, reason="the C watch was not built")
+def test_a_held_block_s_numeric_symbols_are_searched_in_one_call_leaving_the_same_monitors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's held block (as a shard of many models hands it) fed to FeatureWatch: the bank's
+    numeric detectors' symbols are searched in one ``cells_rows`` call a batch, and the reports and
+    monitors are those of the Python paths, with a feature holding a NaN left to its own search
+    and a shift in one feature raising its episode."""
+    rng = np.random.default_rng(21)
+    names = ("d", "b", "a", "c")  # the block's rows in the events' order, the monitors' in names'
+    profile = build_profile("m", "1", {n: rng.normal(size=3000) for n in names}, label_column=None,
+                            prediction_column=None, bins=10, top_k=5, created_at_ms=0, source="training")
+    blocks = []
+    for g in range(60):  # groups of 16 events, held until 64
+        matrix = rng.normal(size=(len(names), 16))
+        if g % 7 == 3:
+            matrix[1, 5] = np.nan  # "b" is then no whole row of valid numbers: searched on its own
+        if g >= 30:
+            matrix[3] += 2.5  # "c" shifts: its monitor alarms and leaves the batch step
+        blocks.append(matrix)
+
+    def run() -> tuple[list[tuple[str, str, int]], Any]:
+        watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9, batch_events=64)
+        watch.add_profile(profile)
+        reports = []
+        for g, matrix in enumerate(blocks):
+            times = list(range(g * 16, g * 16 + 16))
+            reports += watch.observe("m", "1", times, [f"p{t}" for t in times], [{}] * 16,
+                                     FloatBlock(names, matrix))
+        for found in watch.flush().values():
+            reports += found
+        bank = watch._models[("m", "1")].bank
+        assert bank is not None
+        return [(r["kind"], r["feature"], r["event_time"]) for r in reports], _plain(bank.monitors)
+
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            calls.append(name)
+            return getattr(watch_native._watch, name)
+
+    monkeypatch.setattr(watch_native, "NATIVE", Counting())
+    with_c = run()
+    monkeypatch.setattr(watch_native, "NATIVE", watch_native._watch)
+    with reference_paths():
+        without = run()
+    assert with_c == without
+    assert ("opened", "c", with_c[0][0][2]) == with_c[0][0]  # the shift opened an episode
+    assert calls.count("cells_rows") >= 10  # most batches' numeric symbols in one call

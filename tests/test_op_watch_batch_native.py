@@ -60,6 +60,45 @@ def test_cells_refuse_what_numpy_must_search() -> None:
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_FLOATS, min_size=1, max_size=40), min_size=1, max_size=5), st.integers(0, 30),
+       st.integers(0, 2**32 - 1))
+def test_cells_rows_are_each_row_s_left_search(edges: list[list[float]], width: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = 4
+    matrix = rng.choice(np.asarray([*_POINTS.elements, *rng.normal(size=8)]), size=(rows, width))
+    which = rng.integers(0, rows, len(edges)).tolist()  # rows read by several detectors, or by none
+    sorted_edges = [np.sort(np.asarray(e, dtype=np.float64)) for e in edges]
+    out = np.full((len(edges), width), -7, dtype=np.int64)
+    assert NATIVE.cells_rows(sorted_edges, matrix, which, out)
+    expected = [e.searchsorted(matrix[r], side="left") for e, r in zip(sorted_edges, which, strict=True)]
+    assert out.tolist() == [found.tolist() for found in expected]
+
+
+def test_cells_rows_refuse_what_a_detector_must_search_alone() -> None:
+    e = np.sort(np.random.default_rng(1).normal(size=100))
+    m = np.array([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]])
+    out = np.full((2, 3), -7, dtype=np.int64)
+    for args in [
+        ([e, e], np.array([[0.1, 0.2, 0.3], [1.0, np.nan, 3.0]]), [0, 1], out),  # a NaN in a row read
+        ([e, np.append(e, np.nan)], m, [0, 1], out),
+        ([e, np.empty(0)], m, [0, 1], out),
+        ([e, e.astype(np.float32)], m, [0, 1], out),
+        ([e, e], m.astype(np.float32), [0, 1], out),
+        ([e, e], np.asfortranarray(m), [0, 1], out),  # not C-contiguous
+        ([e, e], m, [0, 2], out),  # no such row
+        ([e, e], m, [0, -1], out),
+        ([e, e], m, [0, "1"], out),
+        ([e, e], m, [0], out),  # a row per detector
+        ([e, e], m, [0, 1], np.full((2, 3), -7, dtype=np.int32)),
+        ([e, e], m, [0, 1], np.full((2, 4), -7, dtype=np.int64)),
+        ([e, e, e], m, [0, 1, 1], out),  # a row of out per detector
+        ((e, e), m, [0, 1], out),  # not a list
+        ([e, e], m[0], [0, 1], out),  # not a matrix
+    ]:
+        assert NATIVE.cells_rows(*args) is False
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(["a", "b", "c", "zz", "", "é", "other"]), max_size=50))
 def test_codes_are_the_categorical_detector_s_symbols(values: list[str]) -> None:
     detector = CategoricalDetector.from_reference(["a", "b", "b", "c", "é"] * 20, arl=1e5)
@@ -240,3 +279,4 @@ def test_real_streams_batches_leave_the_same_monitors_with_and_without_c() -> No
         assert with_c[0], (name, column)  # each of these streams opens episodes
         quiet_batches += with_c[2]
     assert quiet_batches  # and some batches were counted at once (through the C loop, with it)
+

@@ -23,6 +23,7 @@ import pytest
 from driftline.cli.main import main
 from driftline.config import Settings
 from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.float_block import FloatBlock
 from driftline.operators.model_watch import RECONSTRUCTION_FEATURE, MultivariateWatch, multivariate_section
 from driftline.operators.profile import ReferenceProfile, SeasonSection, build_profile
 from driftline.operators.seasonal import (
@@ -527,3 +528,34 @@ def test_only_a_seasonal_window_reference_counts_as_fewer_values_than_its_sketch
     # harmonics' errors average out, the reference is worth every training value
     assert n // 7 <= hour.n < n // 6 and day.n == n
     assert int(hour.reference_sketch().buckets()[2].sum()) == min(n, MIXTURE_VALUES)
+
+
+
+def test_a_block_of_floats_is_standardised_as_a_dict_of_columns() -> None:
+    """A seasonal feature's values handed over as one block of floats (a shard of many models) are
+    standardised before its monitor reads them, as the same values as columns are. Here the load
+    stops cycling and stays at its average level: read raw, its values would look like the residual
+    reference (residuals are placed at the average level and scale) and pass as quiet;
+    standardised, they are far from their slots' levels through the morning's peak."""
+    profile = _profile(seasonal=True)
+    times, columns = _stream(4, 2 * DAY_S, 0.5)
+    columns["load"] = 10 + np.random.default_rng(5).normal(size=times.size)
+    stamps = times.tolist()
+    names = ("other", "load")
+    reports: dict[tuple[bool, int], list[dict[str, Any]]] = {}
+    for as_block, held in [(False, 0), (True, 0), (True, 64)]:  # fed at once, or held and fed as one
+        watch = FeatureWatch(1.0, status_grid_ms=3_600_000, batch_events=held)
+        watch.add_profile(profile)
+        got = reports[(as_block, held)] = []
+        for lo in range(0, len(stamps), 50):
+            part = {name: columns[name][lo:lo + 50] for name in names}
+            given: Any = FloatBlock(names, np.vstack([part[n] for n in names])) if as_block else part
+            n = len(part["load"])
+            ids = [f"p{i}" for i in range(lo, lo + n)]
+            got += watch.observe("m", "1", stamps[lo:lo + n], ids, [{}] * n, given)
+        for flushed in watch.flush().values():
+            got += flushed
+    assert reports[(True, 0)] == reports[(False, 0)]
+    by_feature = [sorted(r.items()) for r in sorted(reports[(False, 0)], key=lambda r: r["feature"])]
+    assert [sorted(r.items()) for r in sorted(reports[(True, 64)], key=lambda r: r["feature"])] == by_feature
+    assert any(r["kind"] == "opened" and r["feature"] == "load" for r in reports[(True, 64)])

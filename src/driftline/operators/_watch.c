@@ -385,6 +385,26 @@ static int int64_format(const Py_buffer *view) {
     return (strcmp(f, "q") == 0 || strcmp(f, "l") == 0) && view->itemsize == 8;
 }
 
+/* Each of the `total` values' count of the `size` sorted edges below it, into `cell` (see `cells`);
+ * 0, nothing written, where a value or the last edge is NaN. */
+static int search_cells(const double *edge, Py_ssize_t size, const double *x, Py_ssize_t total, int64_t *cell) {
+    if (isnan(edge[size - 1])) return 0;
+    for (Py_ssize_t i = 0; i < total; i++)
+        if (isnan(x[i])) return 0;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        const double v = x[i];
+        const double *base = edge;
+        Py_ssize_t n = size;
+        while (n > 1) {  /* the answer stays within [base, base + n] */
+            Py_ssize_t half = n / 2;
+            base = base[half] < v ? base + half : base;
+            n -= half;
+        }
+        cell[i] = (base - edge) + (*base < v);
+    }
+    return 1;
+}
+
 /* cells(edges, xs, out): each value's count of edges below it (searchsorted's side="left" on the
  * sorted float64 `edges`) into the int64 `out`, as a batch's symbols. A branchless bisection: on
  * values in random order numpy's branchy one spends most of its ~60 ns a value (1,024 edges) on
@@ -403,28 +423,51 @@ static PyObject *cells(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (!float64_format(&edges) || !float64_format(&xs) || !int64_format(&out) || size == 0
         || out.len != xs.len)
         goto done;
-    const double *edge = (const double *)edges.buf, *x = (const double *)xs.buf;
-    if (isnan(edge[size - 1])) goto done;
-    for (Py_ssize_t i = 0; i < total; i++)
-        if (isnan(x[i])) goto done;
-    int64_t *cell = (int64_t *)out.buf;
-    for (Py_ssize_t i = 0; i < total; i++) {
-        const double v = x[i];
-        const double *base = edge;
-        Py_ssize_t n = size;
-        while (n > 1) {  /* the answer stays within [base, base + n] */
-            Py_ssize_t half = n / 2;
-            base = base[half] < v ? base + half : base;
-            n -= half;
-        }
-        cell[i] = (base - edge) + (*base < v);
-    }
-    fits = 1;
+    fits = search_cells((const double *)edges.buf, size, (const double *)xs.buf, total, (int64_t *)out.buf);
 done:
     if (edges.obj != NULL) PyBuffer_Release(&edges);
     if (xs.obj != NULL) PyBuffer_Release(&xs);
     if (out.obj != NULL) PyBuffer_Release(&out);
     if (PyErr_Occurred()) PyErr_Clear();  /* not a buffer: the caller's numpy path */
+    return PyBool_FromLong(fits);
+}
+
+/* cells_rows(edges, matrix, rows, out): `cells` of several detectors at once, each over a row of
+ * one (r, n) float64 matrix (a held block of a model's features): the sorted float64 edges[k]
+ * searched for each value of row rows[k], into row k of the int64 (len(edges), n) `out`. One call
+ * for a bank's numeric detectors instead of a Python path each. False (`out` then holds nothing to
+ * use) where any of it does not fit as `cells` would refuse it: the caller's path per detector. */
+static PyObject *cells_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (!takes("cells_rows", nargs, 4)) return NULL;
+    PyObject *edges_list = args[0], *rows = args[2];
+    Py_buffer matrix = {0}, out = {0}, edges = {0};
+    int fits = 0;
+    if (!PyList_Check(edges_list) || !PyList_Check(rows) || PyList_GET_SIZE(rows) != PyList_GET_SIZE(edges_list))
+        goto done;
+    if (PyObject_GetBuffer(args[1], &matrix, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[3], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto done;
+    Py_ssize_t k = PyList_GET_SIZE(edges_list);
+    if (!float64_format(&matrix) || !int64_format(&out) || matrix.ndim != 2 || out.ndim != 2
+        || out.shape[0] != k || out.shape[1] != matrix.shape[1])
+        goto done;
+    Py_ssize_t r = matrix.shape[0], n = matrix.shape[1];
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_ssize_t row = PyLong_AsSsize_t(PyList_GET_ITEM(rows, i));
+        if (row < 0 || row >= r) goto done;  /* (an error set by a non-int is cleared below) */
+        if (PyObject_GetBuffer(PyList_GET_ITEM(edges_list, i), &edges, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+        int found = float64_format(&edges) && edges.len >= 8
+                    && search_cells((const double *)edges.buf, edges.len / 8, (const double *)matrix.buf + row * n,
+                                    n, (int64_t *)out.buf + i * n);
+        PyBuffer_Release(&edges);
+        if (!found) goto done;
+    }
+    fits = 1;
+done:
+    if (matrix.obj != NULL) PyBuffer_Release(&matrix);
+    if (out.obj != NULL) PyBuffer_Release(&out);
+    if (PyErr_Occurred()) PyErr_Clear();  /* not a buffer or not an int: the caller's path */
     return PyBool_FromLong(fits);
 }
 
@@ -615,6 +658,8 @@ static PyMethodDef methods[] = {
      "update_each's head on a few raw values while a monitor watches its reference (see the C source)."},
     {"cells", (PyCFunction)(void (*)(void))cells, METH_FASTCALL,
      "A batch's symbols: each value's count of the sorted edges below it (see the C source)."},
+    {"cells_rows", (PyCFunction)(void (*)(void))cells_rows, METH_FASTCALL,
+     "`cells` of several detectors, each over a row of one float64 matrix (see the C source)."},
     {"codes", (PyCFunction)(void (*)(void))codes, METH_FASTCALL,
      "A categorical detector's batch symbols: its index read for each string (see the C source)."},
     {"quiet_sums", (PyCFunction)(void (*)(void))quiet_sums, METH_FASTCALL,

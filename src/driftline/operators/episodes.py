@@ -487,6 +487,11 @@ class EpisodeMonitor:
         """What :meth:`update_many` counts of ``xs`` (for :func:`count_quiet`)."""
         return self._opener._symbols(xs)
 
+    def batch_edges(self) -> FloatArray | None:
+        """Where :meth:`symbols` of more than a few valid numbers is each one's count of these
+        sorted edges below it (see :meth:`~driftline.operators.sequential.SequentialDetector.batch_edges`)."""
+        return self._opener.batch_edges()
+
     def close(self, reason: str) -> EpisodeEvent | None:
         """End the open episode (e.g. a new profile applies); its closing event, None if none is open."""
         if self._open is None:

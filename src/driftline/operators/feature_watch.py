@@ -508,7 +508,8 @@ class FeatureWatch:
                     reports.extend(self._close_bank(watch.bank, int(running[lo]), prediction_ids[lo]))
                 watch.bank = self._bank(watch.profiles[index], index)
             cuts = crossings[(crossings >= lo) & (crossings < hi)] - lo
-            part = None if columns is None else {name: column[lo:hi] for name, column in columns.items()}
+            whole = lo == 0 and hi == len(wanted)  # (a block stays a block)
+            part = columns if columns is None or whole else {n: c[lo:hi] for n, c in columns.items()}
             given = None if values is None else {name: column[lo:hi] for name, column in values.items()}
             reports.extend(self._feed(watch.bank, running[lo:hi], cuts, prediction_ids[lo:hi],
                                       features[lo:hi], part, given))
@@ -691,14 +692,18 @@ class FeatureWatch:
         every = np.arange(len(features))
         # which of a block's rows are all valid numbers, in one pass (not two numpy calls a feature:
         # with many models, a held batch of 64 events)
-        whole = _all_valid(given) if isinstance(given, FloatBlock) else {}
+        block = given if isinstance(given, FloatBlock) else None
+        whole = _all_valid(block) if block is not None else {}
+        block_rows: dict[str, int] = {}  # features whose values are a whole row of the block, as read
         runs: list[tuple[str, EpisodeMonitor, npt.NDArray[np.int64], Any]] = []
         for name, monitor in bank.monitors.items():
             values: Any
             if monitor.kind == "numeric":
                 numbers = columns[name]
-                if whole.get(name):
+                if block is not None and whole.get(name):
                     positions, values = every, numbers
+                    if season is None or name not in season.features:
+                        block_rows[name] = block.index[name]
                 else:
                     valid = valid_numbers(numbers)  # NaN, inf and beyond the bound: invalid, not watched
                     positions = every if valid.all() else np.flatnonzero(valid)
@@ -716,7 +721,7 @@ class FeatureWatch:
                     positions = np.asarray([i for i, _ in kept], dtype=np.int64)
                     values = [v for _, v in kept]  # the monitor maps them with category_key
             runs.append((name, monitor, positions, values))
-        quiet = _count_quiet(runs, cuts)
+        quiet = _count_quiet(runs, cuts, block, block_rows)
         for name, monitor, positions, values in runs:
             if name in quiet:  # counted, no alarm: no event, and no episode for a status
                 continue
@@ -752,7 +757,8 @@ def _all_valid(block: FloatBlock) -> dict[str, bool]:
 
 
 def _count_quiet(runs: Sequence[tuple[str, EpisodeMonitor, npt.NDArray[np.int64], Any]],
-                 cuts: npt.NDArray[np.int64]) -> set[str]:
+                 cuts: npt.NDArray[np.int64], block: FloatBlock | None = None,
+                 block_rows: Mapping[str, int] | None = None) -> set[str]:
     """The features whose monitors counted all of their values at once, with no alarm among them
     (:func:`~driftline.operators.episodes.count_quiet`; a bank's usual batch). Their reports would
     be none: no event, and no status, as no episode opens. Fed in one call, not a call per part
@@ -761,7 +767,8 @@ def _count_quiet(runs: Sequence[tuple[str, EpisodeMonitor, npt.NDArray[np.int64]
     watching = [run for run in runs if len(run[2]) >= PER_VALUE_BELOW and run[1].episode is None]
     if len(watching) < 2:  # one monitor (the multivariate watch's): the batch step costs the same
         return set()
-    chosen = [(name, monitor, positions, monitor.symbols(values))
+    searched = _block_symbols(watching, block, block_rows) if block is not None and block_rows else {}
+    chosen = [(name, monitor, positions, searched[name] if name in searched else monitor.symbols(values))
               for name, monitor, positions, values in watching]
     parts: list[list[tuple[int, bool]] | None] = [None] * len(chosen)
     if cuts.size:  # the parts _feed would count, value by value if fewer than PER_VALUE_BELOW
@@ -775,6 +782,32 @@ def _count_quiet(runs: Sequence[tuple[str, EpisodeMonitor, npt.NDArray[np.int64]
             parts[i] = part
     counted = count_quiet([monitor for _, monitor, _, _ in chosen], [syms for *_, syms in chosen], parts)
     return {name for (name, *_), ok in zip(chosen, counted, strict=True) if ok}
+
+
+def _block_symbols(watching: Sequence[tuple[str, EpisodeMonitor, npt.NDArray[np.int64], Any]],
+                   block: FloatBlock, rows: Mapping[str, int]) -> dict[str, npt.NDArray[np.int64]]:
+    """:meth:`~EpisodeMonitor.symbols` of the monitors whose values are a whole row of ``block``
+    (``rows``: each one's row; every value valid) and which find them by their edges, in one C call
+    (``cells_rows``) instead of a numpy path each; {} where there are not two or the C path refuses."""
+    fast = watch_native.NATIVE
+    if fast is None:
+        return {}
+    names: list[str] = []
+    edges: list[npt.NDArray[np.float64]] = []
+    at: list[int] = []
+    for name, monitor, _, _ in watching:
+        row = rows.get(name)
+        found = monitor.batch_edges() if row is not None else None
+        if row is not None and found is not None:
+            names.append(name)
+            edges.append(found)
+            at.append(row)
+    if len(names) < 2:
+        return {}
+    out = np.empty((len(names), block.matrix.shape[1]), dtype=np.int64)
+    if not fast.cells_rows(edges, block.matrix, at, out):
+        return {}
+    return dict(zip(names, out, strict=True))
 
 
 _NO_FEATURES: dict[str, Any] = {}  # an event's map when its values come as columns
