@@ -13,7 +13,9 @@ CPU nanoseconds per value (no targets: what each C path saves, to re-measure aft
 - a held group's float step (``feature_watch._held_floats``, a quiet model's group of 3 events, 20
   numeric features): given all 20 as one block, as the shard gives a batch's float columns with
   missing values since session 30 (``shard._detector_floats``), against given 18 and reading the 2
-  with a missing value from their value lists (before), per group.
+  with a missing value from their value lists (before), per group;
+- a held block fed (``FeatureWatch._feed``, 20 numeric monitors, 64 events): as one block, its
+  bank's symbols found in one call (session 31), against the same values as a dict of columns.
 
 Each pair runs in turns in one process (the C path on, then off through
 ``compiled_paths.reference_paths``; the frozen class beside the current one), best of ``--rounds``.
@@ -26,15 +28,17 @@ from __future__ import annotations
 import argparse
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, make_dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from driftline.operators.compiled_paths import reference_paths
-from driftline.operators.feature_watch import _held_floats
+from driftline.operators.feature_watch import FeatureWatch, _held_floats
 from driftline.operators.float_block import FloatBlock
 from driftline.operators.multivariate import _reconstruction_errors
+from driftline.operators.profile import build_profile
 from driftline.operators.sequential import CategoricalDetector, NumericDetector, count_quiet
 from driftline.operators.validate import RawRecord
 
@@ -120,6 +124,35 @@ def held_group_figure(rounds: int) -> tuple[float, float]:
     return now, before
 
 
+def held_block_figure(rounds: int) -> tuple[float, float]:
+    """A bank of 20 numeric monitors fed a held batch of 64 events (``FeatureWatch._feed``, as a
+    shard of many models feeds a model's held groups): given as one block (its valid rows found in
+    one pass, the bank's symbols in one ``cells_rows`` call, session 31) against the same values as
+    a dict of columns (a validity test and a symbol search per feature), per event."""
+    rng = np.random.default_rng(2)
+    names = tuple(f"f{i:02d}" for i in range(20))
+    profile = build_profile("m", "1", {n: rng.normal(size=5_000) for n in names}, label_column=None,
+                            prediction_column=None, bins=10, top_k=5, created_at_ms=0, source="training")
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**12)
+    watch.add_profile(profile)
+    watch.observe("m", "1", [0], ["p"], [{}], {n: np.zeros(1) for n in names})  # builds the bank
+    bank = watch._models[("m", "1")].bank
+    assert bank is not None
+    matrix = rng.normal(size=(len(names), 64))
+    block = FloatBlock(names, matrix)
+    columns = {name: matrix[i] for i, name in enumerate(names)}
+    running, cuts = np.arange(64, dtype=np.int64), np.empty(0, dtype=np.int64)
+    ids, events = ["p"] * 64, [{}] * 64
+    def fed(given: Mapping[str, npt.NDArray[np.float64]]) -> Callable[[], object]:
+        return lambda: watch._feed(bank, running, cuts, ids, events, given)
+
+    now, before = float("inf"), float("inf")
+    for _ in range(rounds):
+        now = min(now, best_ns(fed(block), 64, 1, 300))
+        before = min(before, best_ns(fed(columns), 64, 1, 300))
+    return now, before
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -134,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (on, off) in rows:
         print(f"{name:52} {on:8.1f} {off:10.1f} {on / off:6.2f}")
     against = [("RawRecord made (ns a record; reference: frozen)", record_figure(args.rounds)),
-               ("held group's floats (ns a group; reference: 2 read)", held_group_figure(args.rounds))]
+               ("held group's floats (ns a group; reference: 2 read)", held_group_figure(args.rounds)),
+               ("held block fed, 20 x 64 (ns an event; reference: dict)", held_block_figure(args.rounds))]
     for name, (now, before) in against:
         print(f"{name:52} {now:8.1f} {before:10.1f} {now / before:6.2f}")
     return 0

@@ -106,5 +106,5 @@ def test_watch_native_bench_prints_each_c_path_beside_its_reference(
     assert _module("bench_watch_native").main(["--rounds", "1"]) == 0
     out = capsys.readouterr().out
     for row in ("count_quiet, 1,250", "count_quiet, 30", "codes", "reconstruction errors", "RawRecord made",
-                "held group's floats"):
+                "held group's floats", "held block fed"):
         assert row in out, row
