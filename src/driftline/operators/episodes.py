@@ -488,8 +488,8 @@ class EpisodeMonitor:
         return self._opener._symbols(xs)
 
     def batch_edges(self) -> FloatArray | None:
-        """Where :meth:`symbols` of more than a few valid numbers is each one's count of these
-        sorted edges below it (see :meth:`~driftline.operators.sequential.SequentialDetector.batch_edges`)."""
+        """Where each valid number's symbol (:meth:`symbols`) is its count of these sorted edges
+        below it (see :meth:`~driftline.operators.sequential.SequentialDetector.batch_edges`)."""
         return self._opener.batch_edges()
 
     def close(self, reason: str) -> EpisodeEvent | None:

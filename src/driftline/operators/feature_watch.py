@@ -693,14 +693,14 @@ class FeatureWatch:
         # which of a block's rows are all valid numbers, in one pass (not two numpy calls a feature:
         # with many models, a held batch of 64 events)
         block = given if isinstance(given, FloatBlock) else None
-        whole = _all_valid(block) if block is not None else {}
+        all_valid = _all_valid(block) if block is not None else {}
         block_rows: dict[str, int] = {}  # features whose values are a whole row of the block, as read
         runs: list[tuple[str, EpisodeMonitor, npt.NDArray[np.int64], Any]] = []
         for name, monitor in bank.monitors.items():
             values: Any
             if monitor.kind == "numeric":
                 numbers = columns[name]
-                if block is not None and whole.get(name):
+                if block is not None and all_valid.get(name):
                     positions, values = every, numbers
                     if season is None or name not in season.features:
                         block_rows[name] = block.index[name]

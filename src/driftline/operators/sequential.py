@@ -463,10 +463,9 @@ class SequentialDetector:
         return self._symbols_at(xs)[0]
 
     def batch_edges(self) -> FloatArray | None:
-        """The sorted edges whose count below each value of a batch of more than a few valid
-        numbers is its symbol (what :meth:`_symbols` finds for it), so several detectors' batches
-        can be searched in one call (``_watch.c`` ``cells_rows``); None where this detector finds
-        symbols otherwise."""
+        """The sorted edges whose count below a valid number (not NaN) is its symbol, as
+        :meth:`_symbols` finds it, so several detectors' batches can be searched in one call
+        (``_watch.c`` ``cells_rows``); None where this detector finds symbols otherwise."""
         return None
 
     def _symbol_list(self, xs: Any) -> tuple[list[int], list[int] | None]:
