@@ -11,9 +11,11 @@ traffic, shifts opening episodes, crashes restored from delta chains, and the en
 
 from __future__ import annotations
 
+import csv
 import pickle
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -407,3 +409,56 @@ def test_a_held_block_s_numeric_symbols_are_searched_in_one_call_leaving_the_sam
     assert with_c == without
     assert ("opened", "c", with_c[0][0][2]) == with_c[0][0]  # the shift opened an episode
     assert calls.count("cells_rows") >= 10  # most batches' numeric symbols in one call
+
+
+REAL_STREAMS = [("elec2.csv", ("nswprice", "nswdemand", "vicprice", "vicdemand", "transfer")),
+                ("noaa_weather.csv", tuple(f"feat_{i}" for i in range(1, 9)))]
+
+
+@pytest.mark.skipif(watch_native._watch is None, reason="the C watch was not built")
+@pytest.mark.parametrize(("name", "columns"), REAL_STREAMS)
+def test_real_streams_held_as_blocks_give_the_reports_of_the_python_paths(
+        name: str, columns: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real streams that drift slowly, cycle daily and stay drifted (Elec2, NOAA weather; the first
+    5,000 rows the training profile, the next 8,000 the traffic) handed to the watch as a shard of
+    many models hands them, blocks of 16 events held until 64: the same reports and monitors with
+    the C paths as with the Python ones, and episodes among them."""
+    path = Path("/work/shared/data") / name
+    if not path.exists():
+        pytest.skip(f"needs {path}")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))[:13_000]
+    table = np.array([[float(row[c]) for c in columns] for row in rows]).T
+    profile = build_profile("m", "1", {c: table[j, :5000] for j, c in enumerate(columns)}, label_column=None,
+                            prediction_column=None, bins=10, top_k=5, created_at_ms=0, source="training")
+    traffic = np.ascontiguousarray(table[:, 5000:])
+
+    def run() -> tuple[list[tuple[str, str, int]], Any]:
+        watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9, batch_events=64)
+        watch.add_profile(profile)
+        reports = []
+        for lo in range(0, traffic.shape[1], 16):
+            times = list(range(lo, lo + 16))
+            reports += watch.observe("m", "1", times, [f"p{t}" for t in times], [{}] * 16,
+                                     FloatBlock(columns, traffic[:, lo:lo + 16].copy()))
+        for found in watch.flush().values():
+            reports += found
+        bank = watch._models[("m", "1")].bank
+        assert bank is not None
+        return [(r["kind"], r["feature"], r["event_time"]) for r in reports], _plain(bank.monitors)
+
+    searched: list[int] = []
+    search = watch_native._watch.cells_rows
+
+    def counted(edges: list[Any], matrix: Any, rows: list[int], out: Any) -> bool:
+        searched.append(len(edges))
+        return search(edges, matrix, rows, out)
+
+    monkeypatch.setattr(watch_native._watch, "cells_rows", counted)
+    with_c = run()
+    monkeypatch.undo()
+    with reference_paths():
+        without = run()
+    assert with_c == without
+    assert any(kind == "opened" for kind, _, _ in with_c[0])
+    assert len(searched) >= 10  # quiet stretches' batches took the one-call search
