@@ -108,3 +108,24 @@ def test_watch_native_bench_prints_each_c_path_beside_its_reference(
     for row in ("count_quiet, 1,250", "count_quiet, 30", "codes", "reconstruction errors", "RawRecord made",
                 "held group's floats", "held block fed"):
         assert row in out, row
+
+
+def test_profile_diff_prints_each_function_s_cpu_in_both_runs(
+        bench_path: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """profile_diff scales the samples under the timed frame to CPU per item and orders functions
+    by what the first run spends beyond the second."""
+    first, second = tmp_path / "many.raw", tmp_path / "one.raw"
+    first.write_text("main (b.py:1);run (b.py:9);feed (p.py:3);watch (w.py:7) 60\n"
+                     "main (b.py:1);run (b.py:9);feed (p.py:4);join (j.py:2) 20\n"
+                     "main (b.py:1);setup (b.py:5) 500\n")
+    second.write_text("main (b.py:1);run (b.py:9);feed (p.py:3);join (j.py:2) 20\n"
+                      "main (b.py:1);run (b.py:9);feed (p.py:3) 10\n")
+    assert _module("profile_diff").main([str(first), str(second), "--under", "run (b.py:",
+                                         "--per-item", "40"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("samples 80 and 30")
+    assert [line.split() for line in lines[1:]] == [
+        ["30.00", "0.00", "+30.00", "watch", "(w.py)"],  # 60 of the first run's 80 samples, 40 us an item
+        ["40.00", "15.00", "+25.00", "feed", "(p.py)"],  # each line of a function counted as one
+        ["10.00", "10.00", "+0.00", "join", "(j.py)"],
+    ]
