@@ -360,6 +360,25 @@ def test_a_block_of_floats_counts_only_its_valid_numbers_as_columns_do(held: int
     assert states[0] == states[1]
 
 
+def _held_blocks(profile: ReferenceProfile, names: tuple[str, ...],
+                 blocks: list[np.ndarray]) -> tuple[list[tuple[str, str, int]], Any]:
+    """A watch holding until 64 events fed model m's ``blocks`` of 16 events each (rows ``names``),
+    as a shard of many models hands them, then flushed: (kind, feature, time) of its reports, and
+    its monitors' state."""
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9, batch_events=64)
+    watch.add_profile(profile)
+    reports = []
+    for g, matrix in enumerate(blocks):
+        times = list(range(g * 16, g * 16 + matrix.shape[1]))
+        reports += watch.observe("m", "1", times, [f"p{t}" for t in times], [{}] * len(times),
+                                 FloatBlock(names, matrix))
+    for found in watch.flush().values():
+        reports += found
+    bank = watch._models[("m", "1")].bank
+    assert bank is not None
+    return [(r["kind"], r["feature"], r["event_time"]) for r in reports], _plain(bank.monitors)
+
+
 @pytest.mark.skipif(watch_native._watch is None, reason="the C watch was not built")
 def test_a_held_block_s_numeric_symbols_are_searched_in_one_call_leaving_the_same_monitors(
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,20 +399,6 @@ def test_a_held_block_s_numeric_symbols_are_searched_in_one_call_leaving_the_sam
             matrix[3] += 2.5  # "c" shifts: its monitor alarms and leaves the batch step
         blocks.append(matrix)
 
-    def run() -> tuple[list[tuple[str, str, int]], Any]:
-        watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9, batch_events=64)
-        watch.add_profile(profile)
-        reports = []
-        for g, matrix in enumerate(blocks):
-            times = list(range(g * 16, g * 16 + 16))
-            reports += watch.observe("m", "1", times, [f"p{t}" for t in times], [{}] * 16,
-                                     FloatBlock(names, matrix))
-        for found in watch.flush().values():
-            reports += found
-        bank = watch._models[("m", "1")].bank
-        assert bank is not None
-        return [(r["kind"], r["feature"], r["event_time"]) for r in reports], _plain(bank.monitors)
-
     calls: list[str] = []
 
     class Counting:
@@ -402,10 +407,10 @@ def test_a_held_block_s_numeric_symbols_are_searched_in_one_call_leaving_the_sam
             return getattr(watch_native._watch, name)
 
     monkeypatch.setattr(watch_native, "NATIVE", Counting())
-    with_c = run()
+    with_c = _held_blocks(profile, names, blocks)
     monkeypatch.setattr(watch_native, "NATIVE", watch_native._watch)
     with reference_paths():
-        without = run()
+        without = _held_blocks(profile, names, blocks)
     assert with_c == without
     assert ("opened", "c", with_c[0][0][2]) == with_c[0][0]  # the shift opened an episode
     assert calls.count("cells_rows") >= 10  # most batches' numeric symbols in one call
@@ -431,21 +436,8 @@ def test_real_streams_held_as_blocks_give_the_reports_of_the_python_paths(
     table = np.array([[float(row[c]) for c in columns] for row in rows]).T
     profile = build_profile("m", "1", {c: table[j, :5000] for j, c in enumerate(columns)}, label_column=None,
                             prediction_column=None, bins=10, top_k=5, created_at_ms=0, source="training")
-    traffic = np.ascontiguousarray(table[:, 5000:])
-
-    def run() -> tuple[list[tuple[str, str, int]], Any]:
-        watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9, batch_events=64)
-        watch.add_profile(profile)
-        reports = []
-        for lo in range(0, traffic.shape[1], 16):
-            times = list(range(lo, lo + 16))
-            reports += watch.observe("m", "1", times, [f"p{t}" for t in times], [{}] * 16,
-                                     FloatBlock(columns, traffic[:, lo:lo + 16].copy()))
-        for found in watch.flush().values():
-            reports += found
-        bank = watch._models[("m", "1")].bank
-        assert bank is not None
-        return [(r["kind"], r["feature"], r["event_time"]) for r in reports], _plain(bank.monitors)
+    traffic = table[:, 5000:]
+    blocks = [np.ascontiguousarray(traffic[:, lo:lo + 16]) for lo in range(0, traffic.shape[1], 16)]
 
     searched: list[int] = []
     search = watch_native._watch.cells_rows
@@ -455,10 +447,10 @@ def test_real_streams_held_as_blocks_give_the_reports_of_the_python_paths(
         return search(edges, matrix, rows, out)
 
     monkeypatch.setattr(watch_native._watch, "cells_rows", counted)
-    with_c = run()
+    with_c = _held_blocks(profile, columns, blocks)
     monkeypatch.undo()
     with reference_paths():
-        without = run()
+        without = _held_blocks(profile, columns, blocks)
     assert with_c == without
     assert any(kind == "opened" for kind, _, _ in with_c[0])
     assert len(searched) >= 10  # quiet stretches' batches took the one-call search
