@@ -752,7 +752,7 @@ def _all_valid(block: FloatBlock) -> dict[str, bool]:
     >>> _all_valid(FloatBlock(("a", "b"), np.array([[1.0, 2.0], [3.0, np.nan]])))
     {'a': True, 'b': False}
     """
-    fine = np.less_equal(np.abs(block.matrix), MAX_ABS_VALUE).all(axis=1)  # NaN compares false
+    fine = valid_numbers(block.matrix).all(axis=1)
     return dict(zip(block.names, cast(list[bool], fine.tolist()), strict=True))
 
 
