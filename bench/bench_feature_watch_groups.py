@@ -117,12 +117,14 @@ def _zipf_profiles(models: int, rows: int = 1000) -> tuple[list[ReferenceProfile
     from bench_models import START_MS, model_specs
     from common import bench_settings
 
-    from driftline.demo.training import LABEL, PREDICTION, training_columns, training_scenario
+    from driftline.demo.training import LABEL, PREDICTION, SCORE, training_columns, training_scenario
     from driftline.simulate import Scenario
     settings = bench_settings("127.0.0.1:9", "bm")
     even = [s.model_copy(update={"traffic_share": 1.0}) for s in model_specs(models)]
     base = Scenario(seed=0, start=START_MS, duration_s=1.0, rate=100.0, models=even)
     columns = sorted(training_columns(training_scenario(base, rows * models)).items())
+    # the score is the model's output, not a feature no event carries (as bench_models' profiles)
+    columns = [(key, {n: v for n, v in cols.items() if n != SCORE}) for key, cols in columns]
     profiles = [build_profile(model_id, version, cols, label_column=LABEL, prediction_column=PREDICTION,
                               bins=settings.drift.bins, top_k=settings.drift.top_k, effective_from_ms=0,
                               source="training", task="classification", created_at_ms=0)
