@@ -21,7 +21,13 @@ traffic in one process, alternating, best of 7 CPU per event, and whether each o
 equal, per model and feature, those fed at once; ``--pipeline MODELS N``: bench_models' whole
 pipeline (stage 1 and 2 in process, windows of 10 and 60 s) on N predictions over MODELS models,
 the shards' watches holding events (``BATCH_EVENTS``) against feeding them at once, alternating
-runs, best of 3 CPU us a prediction. ``--build MODELS``:
+runs, best of 3 CPU us a prediction. ``--shard MODELS N [N ...]``: the watch as a shard of a worker
+at 5,000 predictions/s on 4 shards feeds it (batches of 1,250 events over 1 s of event time, a
+model's floats a :class:`FloatBlock` taken from the batch's matrix, ``flush_due`` before each
+batch), MODELS models' Zipf traffic held until each N make a batch, against one model's own traffic
+(as many events, all of model 0, drawn from its training rows), alternating, best of 5 CPU us an
+event: what many models cost the watch per event, which bench_models' ratio holds with the rest of
+the pipeline's noise. ``--build MODELS``:
 CPU to build a model's bank in a fresh process, with no calibration shared and then with a
 calibration directory another process filled (``calibration.share_calibrations``, what
 ``worker.state_dir`` gives a worker's processes). ``--monitors COMMIT``: the sequential part alone,
@@ -49,7 +55,9 @@ from typing import Any
 
 import numpy as np
 
+from driftline.operators import calibration
 from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.float_block import FloatBlock
 from driftline.operators.profile import ReferenceProfile, build_profile
 
 DATA = Path("/work/shared/data")
@@ -295,6 +303,83 @@ def zipf_batched(models: int, sizes: list[int], rounds: int = 7, batches: int = 
             for k, size in enumerate(sides)]
 
 
+SHARD_BATCH, SHARD_SPAN_MS = 1250, 1000
+"""A shard's batch at 5,000 predictions/s over a worker's 4 shards (batches of 5,000 records)."""
+CALIBRATIONS = Path(tempfile.gettempdir()) / "driftline-bench-calibrations"  # as bench_models'
+
+
+def _shard_times(fed: Fed) -> Fed:
+    """``fed`` with each batch's events spread over :data:`SHARD_SPAN_MS`, batch after batch."""
+    return [(model, floats, others, maps,
+             [b * SHARD_SPAN_MS + i * SHARD_SPAN_MS // len(times) for i in range(len(times))], ids)
+            for b, (model, floats, others, maps, times, ids) in enumerate(fed)]
+
+
+def _one_model(fed: Fed, profiles: list[ReferenceProfile], training: list[Any]) -> Fed:
+    """``fed``'s batches, every event model 0's (a row of its own training traffic: no drift)."""
+    rng = np.random.default_rng(1)
+    names = sorted(profiles[0].features)
+    numeric = [n for n in names if profiles[0].features[n].kind == "numeric"]
+    own = training[0]
+    out = []
+    for model, _, _, _, times, ids in fed:
+        rows = (rng.random(len(model)) * len(own[names[0]])).astype(np.int64)
+        floats = {n: np.asarray(own[n], dtype=np.float64)[rows] for n in numeric}
+        others = {n: [own[n][r] for r in rows] for n in names if n not in numeric}
+        maps = [{n: values[i] for n, values in others.items()} for i in range(len(model))]
+        out.append((np.zeros_like(model), floats, others, maps, times, ids))
+    return out
+
+
+def _shard_feed(watch: Any, profiles: list[ReferenceProfile], part: Fed) -> int:
+    """Feed batches as a shard does (a model's floats a block taken from the batch's matrix, the
+    held events due fed before each batch, all at the end); the events fed."""
+    events = 0
+    for model, floats, others, _, times, ids in part:
+        watch.flush_due(times[0] - 1)
+        names = tuple(floats)
+        matrix = np.stack([floats[n] for n in names])
+        for m in np.unique(model).tolist():
+            rows = np.flatnonzero(model == m)
+            p = profiles[m]
+            watch.observe(p.model_id, p.model_version, [times[i] for i in rows], [ids[i] for i in rows],
+                          [{}] * rows.size, FloatBlock(names, matrix.take(rows, axis=1)),
+                          {n: [c[i] for i in rows] for n, c in others.items()})
+            events += rows.size
+    watch.flush()
+    return events
+
+
+def shard_sizes(models: int, sizes: list[int], rounds: int = 5,
+                batches: int = 100) -> tuple[float, list[tuple[int, float]]]:
+    """:func:`_shard_feed` of one model's traffic and of ``models`` models' held until each of
+    ``sizes``, in one process, the sides' order rotated each round, the collector off while timed:
+    (best CPU us an event of one model, [(size, best CPU us an event of many models)])."""
+    calibration.share_calibrations(CALIBRATIONS)
+    profiles, training, fed = _zipf_traffic(models, batches, SHARD_BATCH)
+    many = _shard_times(fed)
+    one = _one_model(many, profiles, training)
+    sides = [(one, 0), *((many, size) for size in sizes)]
+    frozen = []
+    for traffic, size in sides:
+        watch = _zipf_watch(FeatureWatch, profiles, training, traffic[:5])
+        watch.flush()
+        watch.batch_events = size
+        frozen.append(pickle.dumps(watch, pickle.HIGHEST_PROTOCOL))
+    best = [math.inf] * len(sides)
+    for r in range(rounds):
+        for k in range(len(sides)):
+            side = (k + r) % len(sides)
+            watch = pickle.loads(frozen[side])
+            gc.collect()
+            gc.disable()
+            started = time.process_time()
+            events = _shard_feed(watch, profiles, sides[side][0][5:])
+            best[side] = min(best[side], (time.process_time() - started) / events * 1e6)
+            gc.enable()
+    return best[0], list(zip(sizes, best[1:], strict=True))
+
+
 def pipeline_batched(models: int, n: int, rounds: int = 3) -> tuple[list[float], list[float]]:
     """bench_models' run (CPU us a prediction) with the shards' watches feeding every group at once
     and holding events (:data:`~driftline.operators.feature_watch.BATCH_EVENTS`), alternating runs
@@ -505,6 +590,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(held)}, alternating) fed at once {min(at_once):.1f}, held {min(held):.1f} "
               f"({min(held) / min(at_once):.2f}x); rounds {' '.join(f'{v:.0f}' for v in at_once)} vs "
               f"{' '.join(f'{v:.0f}' for v in held)}")
+        return 0
+    if argv[:1] == ["--shard"]:
+        one, held = shard_sizes(int(argv[1]), [int(n) for n in argv[2:]])
+        print(f"a shard's batches of {SHARD_BATCH:,} events a second: CPU us an event (best of 5, "
+              f"alternating) one model {one:.2f}")
+        for size, per_event in held:
+            print(f"  {argv[1]} models (Zipf), held until {size} events: {per_event:.2f} "
+                  f"({per_event / one:.1f}x)")
         return 0
     if argv[:1] == ["--zipf"] and argv[2:3] == ["--batched"]:
         found = zipf_batched(int(argv[1]), [int(n) for n in argv[3:]])

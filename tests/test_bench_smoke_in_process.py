@@ -129,3 +129,15 @@ def test_profile_diff_prints_each_function_s_cpu_in_both_runs(
         ["40.00", "15.00", "+25.00", "feed", "(p.py)"],  # each line of a function counted as one
         ["10.00", "10.00", "+0.00", "join", "(j.py)"],
     ]
+
+
+def test_feature_watch_shard_traffic_times_one_model_and_held_sizes(
+        bench_path: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_feature_watch_groups --shard: one model's traffic and many models' held at each size,
+    on the same shard-shaped batches (a batch's events spread over its second)."""
+    bench = _module("bench_feature_watch_groups")
+    monkeypatch.setattr(bench, "CALIBRATIONS", tmp_path)
+    one, held = bench.shard_sizes(3, [4, 16], rounds=1, batches=6)
+    assert one > 0 and [size for size, _ in held] == [4, 16] and all(cost > 0 for _, cost in held)
+    spread = bench._shard_times([(None, {}, {}, [], [7, 8, 9, 10], [])] * 2)
+    assert [times for *_, times, _ in spread] == [[0, 250, 500, 750], [1000, 1250, 1500, 1750]]
