@@ -1,4 +1,4 @@
-"""The busy model's batch in C (``_watch.cells``, ``_watch.codes`` and ``_watch.quiet_sums_each``): a
+"""The busy model's batch in C (``_watch.cells``, ``_watch.codes`` and ``_watch.quiet_sums``): a
 batch's symbols and its CUSUMs run where none alarms, against numpy's search, the categorical
 detector's Python look-up and a plain Lindley loop, and
 ``count_quiet`` with and without them leaving detectors in the same state, alarms included."""
@@ -150,11 +150,12 @@ def test_quiet_sums_are_the_cusums_step_by_step(rows: int, width: int, count: in
     syms = rng.integers(0, width, size=count).astype(np.int64)
     h = rng.integers(1, 400, size=rows).astype(np.int64)
     sums = (rng.random(rows) * h).astype(np.int64)
-    before = sums.tolist()
-    [slack] = NATIVE.quiet_sums_each([table], [syms], [h], [sums])
-    expected, final = _lindley(table, syms, h, np.array(before, dtype=np.int64))
+    out = np.full(rows, -7, dtype=np.int64)
+    slack = NATIVE.quiet_sums(table, syms, h, sums, out)
+    expected, final = _lindley(table, syms, h, sums)
     assert slack == expected
-    assert sums.tolist() == (final if slack > 0 else before)  # written over only where quiet
+    if slack > 0:
+        assert out.tolist() == final
 
 
 def test_quiet_sums_refuse_what_they_cannot_run_exactly() -> None:
@@ -162,32 +163,22 @@ def test_quiet_sums_refuse_what_they_cannot_run_exactly() -> None:
     syms = np.array([0, 1, 2], dtype=np.int64)
     h = np.array([100, 100], dtype=np.int64)
     sums = np.zeros(2, dtype=np.int64)
-    assert NATIVE.quiet_sums_each([table], [syms], [h], [sums]) == [97] and sums.tolist() == [3, 1]
+    out = np.zeros(2, dtype=np.int64)
+    assert NATIVE.quiet_sums(table, syms, h, sums, out) == 97 and out.tolist() == [3, 1]  # min(100 - S)
     big = np.array([[2**62, 2**62], [0, 0]], dtype=np.int64)
-    frozen = np.zeros(2, dtype=np.int64)
-    frozen.flags.writeable = False
-    refused = [
-        (big, np.array([0, 1], dtype=np.int64), np.array([2**63 - 1, 5], dtype=np.int64)),  # 2**63
-        (table, np.array([0, 3], dtype=np.int64), h),  # a symbol past the table: numpy raises
-        (table, np.array([-1], dtype=np.int64), h),
-        (table[0], syms, h[:1]),  # not 2-D
-        (table.astype(np.int16), syms, h),
-        (table, syms.astype(np.int32), h),
-        (table, syms, h[:1]),
-        (table[:, ::2], syms[:1], h),  # not contiguous
-    ]
-    own = [np.full(2 if len(h_) == 2 else 1, 1, dtype=np.int64) for _, _, h_ in refused]
-    # each refused alone, the good one between them still run: a verdict per detector
-    columns = [*(t for t, _, _ in refused), table, table]
-    symbols = [*(s_ for _, s_, _ in refused), syms, syms]
-    limits = [*(h_ for _, _, h_ in refused), h, h]
-    verdicts = NATIVE.quiet_sums_each(columns, symbols, limits, [*own, np.zeros(2, dtype=np.int64), frozen])
-    assert verdicts == [-1] * len(refused) + [97, -1]  # the last: read-only sums
-    assert all(o.tolist() == [1] * o.size for o in own) and frozen.tolist() == [0, 0]
+    for args in [
+        (big, np.array([0, 1], dtype=np.int64), np.array([2**63 - 1, 5], dtype=np.int64), sums, out),  # 2**63
+        (table, np.array([0, 3], dtype=np.int64), h, sums, out),  # a symbol past the table: numpy raises
+        (table, np.array([-1], dtype=np.int64), h, sums, out),
+        (table[0], syms, h[:1], sums[:1], out[:1]),  # not 2-D
+        (table.astype(np.int16), syms, h, sums, out),
+        (table, syms.astype(np.int32), h, sums, out),
+        (table, syms, h[:1], sums, out),
+        (table[:, ::2], syms[:1], h, sums, out),  # not contiguous
+    ]:
+        assert NATIVE.quiet_sums(*args) == -1
     with pytest.raises(TypeError):
-        NATIVE.quiet_sums_each([table], [syms], [h])
-    with pytest.raises(TypeError):
-        NATIVE.quiet_sums_each([table], [syms], [h], [sums, sums])
+        NATIVE.quiet_sums(table, syms, h, sums)
 
 
 def _detectors() -> list[NumericDetector | CategoricalDetector]:
@@ -242,7 +233,7 @@ def test_count_quiet_takes_the_c_path(monkeypatch: pytest.MonkeyPatch) -> None:
     detectors = _detectors()
     values = _batches(np.random.default_rng(5), 300, 0.0)
     assert all(count_quiet(detectors, [d._symbols(v) for d, v in zip(detectors, values, strict=True)]))
-    assert calls.count("quiet_sums_each") == 1  # the bank's CUSUMs in one call
+    assert calls.count("quiet_sums") == len(detectors)
     assert calls.count("cells") == 6  # the numeric detectors' symbols
     assert calls.count("codes") == 2  # the categorical ones'
 

@@ -509,94 +509,63 @@ static PyObject *codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     return PyBool_FromLong(fits);
 }
 
-/* A detector's CUSUMs (a row of the 2-D int32 / int64 `table` each, a column per symbol) run over
- * the `total` symbols `sym` from `s` (its `rows` sums, updated in place), `S = max(S + step, 0)`
- * value by value, as count_quiet's step runs them: the slack min(h - S) at the end (at least 1)
- * where no row reaches its threshold `limit` on the way; 0 where one does, -1 where a symbol is
- * out of the table or a sum would overflow (`s` then holds nothing to use). */
-static long long run_quiet(const Py_buffer *table, int wide, const int64_t *sym, Py_ssize_t total,
-                           const int64_t *limit, int64_t *s) {
-    Py_ssize_t rows = table->shape[0], width = table->shape[1];
-    for (Py_ssize_t i = 0; i < total; i++) {
-        int64_t k = sym[i];
-        if (k < 0 || k >= width) return -1;  /* numpy's take raises: its path */
-        for (Py_ssize_t r = 0; r < rows; r++) {
-            int64_t step = wide ? ((const int64_t *)table->buf)[r * width + k]
-                                : (int64_t)((const int32_t *)table->buf)[r * width + k];
-            int64_t next;
-            if (__builtin_add_overflow(s[r], step, &next)) return -1;
-            s[r] = next < 0 ? 0 : next;
-            if (s[r] >= limit[r]) return 0;
-        }
-    }
-    long long slack = 0;  /* quiet: the slack the caller arms with (>= 1) */
-    for (Py_ssize_t r = 0; r < rows; r++)
-        if (r == 0 || limit[r] - s[r] < slack) slack = limit[r] - s[r];
-    return slack;
-}
-
-/* Whether `table` is a detector's 2-D table of int32 (`*wide` 0) or int64 (`*wide` 1) steps. */
-static int step_table(const Py_buffer *table, int *wide) {
-    const char *tf = format_of(table);
-    *wide = (strcmp(tf, "q") == 0 || strcmp(tf, "l") == 0) && table->itemsize == 8;
-    int narrow = strcmp(tf, "i") == 0 && table->itemsize == 4;
-    return table->ndim == 2 && (*wide || narrow) && table->shape[0] > 0;
-}
-
-/* quiet_sums_each(columns, syms, h, sums): `run_quiet` of several detectors in one call, a list
- * of each argument (a detector's at one position: its int32 / int64 table `columns`, the int64
- * symbols, thresholds `h` and sums `sums`). Each one's verdict in a list: where it is quiet, the
- * slack (>= 1) and its final S written over its `sums`; 0 where a row reaches its threshold (the
- * caller runs them value by value), -1 where a buffer does not fit (`sums` read-only too) or a sum
- * would overflow (the caller's numpy path); `sums` unchanged but where quiet. A bank of ~25
- * detectors fed a model's batch pays one call, not a call and an output array each. */
-static PyObject *quiet_sums_each(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+/* quiet_sums(columns, syms, h, sums, out): a detector's CUSUMs (a row of the 2-D int32 / int64
+ * table `columns` each, a column per symbol) run over `syms` from `sums`, as count_quiet's step
+ * runs them: `S = max(S + step, 0)` value by value. Where no row reaches its threshold `h` on the
+ * way, the final S in `out` and the slack min(h - S) returned (at least 1); 0 where one does (the
+ * caller runs them value by value), -1 where a buffer does not fit or a sum would overflow (the
+ * caller's numpy path). */
+static PyObject *quiet_sums(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (!takes("quiet_sums_each", nargs, 4)) return NULL;
-    for (int a = 0; a < 4; a++)
-        if (!PyList_Check(args[a]) || PyList_GET_SIZE(args[a]) != PyList_GET_SIZE(args[0])) {
-            PyErr_SetString(PyExc_TypeError, "quiet_sums_each takes four lists of one length");
-            return NULL;
+    if (!takes("quiet_sums", nargs, 5)) return NULL;
+    Py_buffer table = {0}, symbols = {0}, h = {0}, sums = {0}, out = {0};
+    long long verdict = -1;
+    int64_t *s = NULL;
+    if (PyObject_GetBuffer(args[0], &table, PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[1], &symbols, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[2], &h, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[3], &sums, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(args[4], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto done;
+    const char *tf = format_of(&table);
+    int wide = (strcmp(tf, "q") == 0 || strcmp(tf, "l") == 0) && table.itemsize == 8;
+    int narrow = strcmp(tf, "i") == 0 && table.itemsize == 4;
+    if (table.ndim != 2 || !(wide || narrow) || !int64_format(&symbols) || !int64_format(&h)
+        || !int64_format(&sums) || !int64_format(&out))
+        goto done;
+    Py_ssize_t rows = table.shape[0], width = table.shape[1];
+    if (h.len != rows * 8 || sums.len != rows * 8 || out.len != rows * 8 || rows == 0) goto done;
+    s = PyMem_Malloc((size_t)rows * sizeof *s);
+    if (s == NULL) goto done;
+    memcpy(s, sums.buf, (size_t)rows * sizeof *s);
+    const int64_t *sym = (const int64_t *)symbols.buf, *limit = (const int64_t *)h.buf;
+    Py_ssize_t total = symbols.len / 8;
+    verdict = 1;
+    for (Py_ssize_t i = 0; i < total && verdict == 1; i++) {
+        int64_t k = sym[i];
+        if (k < 0 || k >= width) { verdict = -1; break; }  /* numpy's take raises: its path */
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            int64_t step = wide ? ((const int64_t *)table.buf)[r * width + k]
+                                : (int64_t)((const int32_t *)table.buf)[r * width + k];
+            int64_t next;
+            if (__builtin_add_overflow(s[r], step, &next)) { verdict = -1; break; }
+            s[r] = next < 0 ? 0 : next;
+            if (s[r] >= limit[r]) { verdict = 0; break; }
         }
-    Py_ssize_t count = PyList_GET_SIZE(args[0]);
-    PyObject *verdicts = PyList_New(count);
-    if (verdicts == NULL) return NULL;
-    enum { ON_STACK = 64 };
-    int64_t local[ON_STACK];
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_buffer table = {0}, symbols = {0}, h = {0}, sums = {0};
-        long long verdict = -1;
-        int64_t *s = local;
-        int wide = 0;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(args[0], i), &table, PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS) < 0
-            || PyObject_GetBuffer(PyList_GET_ITEM(args[1], i), &symbols, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0
-            || PyObject_GetBuffer(PyList_GET_ITEM(args[2], i), &h, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0
-            || PyObject_GetBuffer(PyList_GET_ITEM(args[3], i), &sums,
-                                  PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
-            goto next;
-        if (!step_table(&table, &wide) || !int64_format(&symbols) || !int64_format(&h) || !int64_format(&sums))
-            goto next;
-        Py_ssize_t rows = table.shape[0];
-        if (h.len != rows * 8 || sums.len != rows * 8) goto next;
-        if (rows > ON_STACK && (s = PyMem_Malloc((size_t)rows * sizeof *s)) == NULL) goto next;
-        memcpy(s, sums.buf, (size_t)rows * sizeof *s);
-        verdict = run_quiet(&table, wide, (const int64_t *)symbols.buf, symbols.len / 8, (const int64_t *)h.buf, s);
-        if (verdict > 0) memcpy(sums.buf, s, (size_t)rows * sizeof *s);
-        if (s != local) PyMem_Free(s);
-    next:
-        if (table.obj != NULL) PyBuffer_Release(&table);
-        if (symbols.obj != NULL) PyBuffer_Release(&symbols);
-        if (h.obj != NULL) PyBuffer_Release(&h);
-        if (sums.obj != NULL) PyBuffer_Release(&sums);
-        if (PyErr_Occurred()) PyErr_Clear();  /* not a buffer, or a read-only one: the caller's path */
-        PyObject *found = PyLong_FromLongLong(verdict);
-        if (found == NULL) {
-            Py_DECREF(verdicts);
-            return NULL;
-        }
-        PyList_SET_ITEM(verdicts, i, found);
     }
-    return verdicts;
+    if (verdict == 1) {  /* quiet: the final S, and the slack min(h - S) the caller arms with (>= 1) */
+        memcpy(out.buf, s, (size_t)rows * sizeof *s);
+        for (Py_ssize_t r = 0; r < rows; r++)
+            if (r == 0 || limit[r] - s[r] < verdict) verdict = limit[r] - s[r];
+    }
+done:
+    PyMem_Free(s);
+    if (table.obj != NULL) PyBuffer_Release(&table);
+    if (symbols.obj != NULL) PyBuffer_Release(&symbols);
+    if (h.obj != NULL) PyBuffer_Release(&h);
+    if (sums.obj != NULL) PyBuffer_Release(&sums);
+    if (out.obj != NULL) PyBuffer_Release(&out);
+    if (PyErr_Occurred()) PyErr_Clear();
+    return PyLong_FromLongLong(verdict);
 }
 
 /* A 2-D float64 buffer with any strides (a transposed view too), or 0 with nothing held. */
@@ -693,8 +662,8 @@ static PyMethodDef methods[] = {
      "`cells` of several detectors, each over a row of one float64 matrix (see the C source)."},
     {"codes", (PyCFunction)(void (*)(void))codes, METH_FASTCALL,
      "A categorical detector's batch symbols: its index read for each string (see the C source)."},
-    {"quiet_sums_each", (PyCFunction)(void (*)(void))quiet_sums_each, METH_FASTCALL,
-     "quiet_sums of several detectors in one call, each one's sums updated in place (see the C source)."},
+    {"quiet_sums", (PyCFunction)(void (*)(void))quiet_sums, METH_FASTCALL,
+     "A detector's CUSUMs over a batch's symbols where none reaches its threshold (see the C source)."},
     {"matmul_columns", (PyCFunction)(void (*)(void))matmul_columns, METH_FASTCALL,
      "rowwise_matmul's products, the same bits, into a (k, n) array (see the C source)."},
     {"dot_rows", (PyCFunction)(void (*)(void))dot_rows, METH_FASTCALL,
