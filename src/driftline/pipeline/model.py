@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -216,6 +216,9 @@ class ModelProcessor:
                 self.outcomes.add_orphans(record)
             case records.Duplicates():
                 self.outcomes.add_duplicates(record)
+            case records.Bundle():
+                for inner in record.records:  # each as if it had come alone
+                    self._route(cast(records.ModelEvent, inner))
 
     def _dead_letter(self, record: RawRecord, err: Exception) -> OutboundMessage:
         json = isinstance(err, orjson.JSONDecodeError)

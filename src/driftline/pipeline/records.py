@@ -17,7 +17,9 @@ driftline still decodes: fields added later have defaults).
 - :class:`EpisodeReports`: one shard's drift episode reports for one (model, version) (stage 1
   watches features per shard; stage 2 merges the shards' reports, :mod:`driftline.pipeline.episodes`);
 - :class:`Progress`: a shard's event-time progress, sent to *every* partition. Everything a shard
-  emits for times before its progress precedes the progress record in each partition.
+  emits for times before its progress precedes the progress record in each partition;
+- :class:`Bundle`: one shard's columnar records of several models bound for one partition, in
+  order, as one message (with many models a batch holds a few outcomes of each of hundreds).
 
 >>> progress = Progress(shard=1, pred_progress=60_000, outcome_progress=30_000, duplicate_progress=30_000)
 >>> decode_model_event(encode_model_event(progress)) == progress
@@ -39,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import chain
 from operator import attrgetter
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import orjson
 
@@ -53,6 +55,7 @@ ORPHANS = "orphans"
 DUPLICATES = "duplicates"
 PROGRESS = "progress"
 EPISODES = "episodes"
+BUNDLE = "bundle"
 
 NO_TIME = -(2**62)  # progress (a watermark) before any event
 
@@ -294,9 +297,40 @@ class EpisodeReports(ModelRecord):
     reports: list[dict[str, Any]]
 
 
-ModelEvent = Progress | Partial | Outcomes | Expired | Orphans | Duplicates | EpisodeReports
+@dataclass(frozen=True, slots=True)
+class Bundle(_Record):
+    """One shard's per-model records bound for one partition of model-events, in order, as one
+    message: stage 2 takes them as if each had come alone. With many models a batch holds a few
+    outcomes of each of hundreds of models, and a message of its own each was built, encoded,
+    produced and decoded alone. Written since bundles exist: a stage 2 of an older driftline
+    dead-letters them (upgrade every worker of a deployment together).
+
+    >>> first = Outcomes(2, "a", "1", ["p"], [""], [5], [1], [1], [None], [0])
+    >>> second = Expired(2, "b", "1", ["q"], [""], [9], ["horizon"])
+    >>> decoded = decode_model_event(encode_model_event(Bundle(2, [first, second])))
+    >>> decoded.records == [first, second]
+    True
+    """
+
+    type: ClassVar[str] = BUNDLE
+    records: list[ModelRecord]
+
+    def payload(self) -> dict[str, Any]:
+        return {"type": self.type, "shard": self.shard, "records": [r.payload() for r in self.records]}
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Bundle:
+        shard = int(m["shard"])
+        inner = [_typed(payload) for payload in m["records"]]
+        if any(not isinstance(r, ModelRecord) or r.shard != shard for r in inner):
+            raise ValueError("a bundle holds per-model records of its own shard only")
+        return cls(shard, cast(list[ModelRecord], inner))
+
+
+ModelEvent = Progress | Partial | Outcomes | Expired | Orphans | Duplicates | EpisodeReports | Bundle
 _BY_TYPE: dict[str, type[_Record]] = {
-    cls.type: cls for cls in (Progress, Partial, Outcomes, Expired, Orphans, Duplicates, EpisodeReports)
+    cls.type: cls
+    for cls in (Progress, Partial, Outcomes, Expired, Orphans, Duplicates, EpisodeReports, Bundle)
 }
 
 
@@ -306,7 +340,12 @@ def encode_model_event(record: ModelEvent | ModelRecord) -> bytes:
 
 def decode_model_event(value: bytes) -> ModelEvent:
     """The typed record in ``value``; ValueError/KeyError/TypeError for anything else."""
-    m = decode(value)
+    return _typed(decode(value))
+
+
+def _typed(m: Any) -> ModelEvent:
+    if not isinstance(m, dict):
+        raise ValueError("internal record is not an object")
     kind = m.get("type")
     cls = _BY_TYPE.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -336,6 +375,24 @@ def to_model_event(topic: str, partitions: int, record: ModelRecord) -> Outbound
     """A per-model record to its model's partition of model-events."""
     partition = model_partition(record.model_id, partitions)
     return OutboundMessage(topic, record.model_id.encode(), encode_model_event(record), partition)
+
+
+def bundled(topic: str, partitions: int, shard: int, models: Sequence[ModelRecord]) -> list[OutboundMessage]:
+    """``models`` (records of ``shard``) as messages to their models' partitions, in order within
+    each: a partition's one record as it is, several as one :class:`Bundle` (partitions in order).
+
+    >>> made = [Duplicates(0, m, "1", ["prediction"], [""], [5], [0], [7], ["p"]) for m in "abc"]
+    >>> [model_partition(m, 3) for m in "abc"]
+    [0, 2, 0]
+    >>> [(m.partition, decode_model_event(m.value).type) for m in bundled("t", 3, 0, made)]
+    [(0, 'bundle'), (2, 'duplicates')]
+    """
+    by_partition: dict[int, list[ModelRecord]] = {}
+    for record in models:
+        by_partition.setdefault(model_partition(record.model_id, partitions), []).append(record)
+    return [to_model_event(topic, partitions, held[0]) if len(held) == 1
+            else OutboundMessage(topic, None, encode_model_event(Bundle(shard, held)), partition)
+            for partition, held in sorted(by_partition.items())]
 
 
 def broadcast(topic: str, partitions: int, record: Progress) -> list[OutboundMessage]:

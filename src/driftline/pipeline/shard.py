@@ -241,9 +241,7 @@ class ShardProcessor:
         if late_rows:
             out.extend(records.sink_rows(self.sink_topic, "late_events", late_rows))
         closed = self._close_windows(out)
-        self._emit_outcomes(outcomes, expired, out)
-        self._emit_columns(records.Orphans, orphans, out)
-        self._emit_columns(records.Duplicates, duplicates, out)
+        self._emit_outcomes(outcomes, expired, orphans, duplicates, out)
         self._emit_progress(out, force=closed > 0)
         out.extend(forwarded)
         self._emit_source_watermarks(out)
@@ -1053,23 +1051,27 @@ class ShardProcessor:
         self._first_end = min((key[0] + key[1] for key in self.open), default=_NO_WINDOW)
         return len(due)
 
-    def _emit_outcomes(
-        self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction], out: list[OutboundMessage]
-    ) -> None:
+    def _emit_outcomes(self, outcomes: list[JoinedOutcome], expired: list[ExpiredPrediction],
+                       orphans: Sequence[Any], duplicates: Sequence[Any], out: list[OutboundMessage]) -> None:
+        """The outcomes' rows, and to stage 2 the columnar records of the batch's outcomes, expired
+        predictions, orphan labels and duplicates (one per kind and model), a partition's as one
+        message (:func:`~driftline.pipeline.records.bundled`)."""
         messages = outcome_messages(outcomes, self.run_id)
         if len(messages) != len(outcomes):
             raise ValueError(f"{len(messages)} outcome messages for {len(outcomes)} outcomes")
         keys = map(str.encode, map(_prediction_id, outcomes))
         out.extend(keyed_messages(self.outcomes_topic, keys, messages))
-        self._emit_columns(records.Outcomes, outcomes, out)
-        self._emit_columns(records.Expired, expired, out)
+        kinds = ((records.Outcomes, outcomes), (records.Expired, expired), (records.Orphans, orphans),
+                 (records.Duplicates, duplicates))
+        made = [record for kind, items in kinds for record in self._columns_records(kind, items)]
+        out.extend(records.bundled(self.model_events_topic, self.model_events_partitions, self.shard, made))
 
-    def _emit_columns(
-        self, kind: type[records.ColumnarRecord], items: Sequence[Any], out: list[OutboundMessage]
-    ) -> None:
+    def _columns_records(
+        self, kind: type[records.ColumnarRecord], items: Sequence[Any]
+    ) -> list[records.ModelRecord]:
         """One columnar model-events record per (model, version), models in sorted order."""
         if not items:
-            return
+            return []
         by_model: Mapping[tuple[str, str], Sequence[Any]]
         models = list(map(_model_id, items))
         versions = list(map(_model_version, items)) if hasattr(items[0], "model_version") \
@@ -1081,10 +1083,9 @@ class ShardProcessor:
             for item, model_id, version in zip(items, models, versions, strict=True):
                 grouped[(model_id, version)].append(item)
             by_model = grouped
-        for (model_id, version), rows in sorted(by_model.items()):
-            columns = {name: list(map(attrgetter(name), rows)) for name in kind.columns}
-            record = kind(self.shard, model_id, version, **columns)
-            out.append(records.to_model_event(self.model_events_topic, self.model_events_partitions, record))
+        return [kind(self.shard, model_id, version,
+                     **{name: list(map(attrgetter(name), rows)) for name in kind.columns})
+                for (model_id, version), rows in sorted(by_model.items())]
 
     def outcome_progress(self) -> int:
         """No outcome with a label time before this can still come from this shard, nor an expiry
