@@ -264,6 +264,7 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
     between_cpu, between_predictions = 0.0, 0  # feeds in which no window closed (see split_note)
     timed_rows: Counter[str] = Counter()  # rows written after the warm-up, by table
     predictions_topic = settings.topics.predictions
+    sent = pipeline.model_events_sent
     cpu1 = time.process_time()
     with GcClock() as collector:
         for i in range(warm, len(records), batch):
@@ -295,6 +296,7 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         "between_closes_cpu_per_prediction_us": between_cpu / max(between_predictions, 1) * 1e6,
         "between_closes_predictions": between_predictions,
         "timed_rows": dict(timed_rows),
+        "model_events_per_prediction": (pipeline.model_events_sent - sent) / max(predictions, 1),
     }
 
 
@@ -434,8 +436,8 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
             f"{one['warmup_cpu_s']:.0f} CPU-s, {_calibrated(many)}); windows closed "
             f"{many['windows_closed']:,} vs {one['windows_closed']:,}, one per {_per(many)} vs {_per(one)} "
             f"predictions; {many.get('windows_under_filled', 0):,} under-filled (< drift.min_count events: "
-            f"not scored); {_rows_written(many, one)}; of the CPU per prediction, cyclic GC {_gc(many)} "
-            f"vs {_gc(one)}; {_between(many, one)}")
+            f"not scored); {_rows_written(many, one)}; {_model_events(many, one)}; of the CPU per "
+            f"prediction, cyclic GC {_gc(many)} vs {_gc(one)}; {_between(many, one)}")
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
                rss_met, detail, {**many, "measured_gb": measured_gb}),
@@ -455,6 +457,15 @@ def _rows_written(many: dict[str, Any], one: dict[str, Any]) -> str:
     tables = ", ".join(f"{table} {rows / n_many:.2f}" for table, rows in largest)
     return (f"rows written a prediction {sum(many['timed_rows'].values()) / n_many:.2f} vs "
             f"{sum(one['timed_rows'].values()) / n_one:.2f} ({tables})")
+
+
+def _model_events(many: dict[str, Any], one: dict[str, Any]) -> str:
+    """Messages stage 1 sent stage 2 a timed prediction, many models against one (each is a
+    produce and a consume in a worker, beyond what the in-process pipeline's CPU shows)."""
+    if "model_events_per_prediction" not in many or "model_events_per_prediction" not in one:
+        return "model-events messages a prediction: -"
+    return (f"model-events messages a prediction {many['model_events_per_prediction']:.3f} vs "
+            f"{one['model_events_per_prediction']:.3f}")
 
 
 def _calibrated(run: dict[str, Any]) -> str:

@@ -27,6 +27,8 @@ def test_a_run_times_the_feeds_without_a_window_close_apart(bench_models: Module
     # the rows written after the warm-up, by table: an outcome a labelled prediction, window rows
     assert result["timed_rows"]["outcomes"] > 0 and result["timed_rows"]["feature_windows"] > 0
     assert sum(result["timed_rows"].values()) <= result["rows_written"]
+    # stage 1's messages to stage 2: a batch's per-model records of a partition go as one (a bundle)
+    assert 0 < result["model_events_per_prediction"] < 1
 
 
 def test_the_cost_figure_says_the_ratio_between_closes(bench_models: ModuleType) -> None:
@@ -75,3 +77,10 @@ def test_sequential_detection_can_be_off_in_both_runs(bench_models: ModuleType) 
     assert not bench_models.settings_for(4, sequential=False).sequential.enabled
     assert bench_models.parse_args(["--no-sequential"]).sequential is False
     assert bench_models.parse_args([]).sequential is True
+
+
+def test_the_cost_figure_says_the_model_events_messages_a_prediction(bench_models: ModuleType) -> None:
+    text = bench_models._model_events({"model_events_per_prediction": 0.0312},
+                                      {"model_events_per_prediction": 0.004})
+    assert text == "model-events messages a prediction 0.031 vs 0.004"
+    assert bench_models._model_events({}, {"model_events_per_prediction": 0.004}).endswith("-")

@@ -71,6 +71,11 @@ class InProcessPipeline:
             for model in self.models:
                 self._route(model.process(profile_records))
 
+    @property
+    def model_events_sent(self) -> int:
+        """Messages stage 1 has sent stage 2 so far (on model-events, every partition)."""
+        return sum(self._model_events_offsets)
+
     def feed(self, records: Sequence[RawRecord]) -> None:
         """Apply a micro-batch of predictions/labels records (any partitions, each in order)."""
         by_shard: dict[int, list[RawRecord]] = defaultdict(list)
