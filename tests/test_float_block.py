@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from driftline.operators import watch_native
 from driftline.operators.float_block import FloatBlock
 
 
@@ -42,3 +43,20 @@ def test_a_block_pickles_as_what_it_holds() -> None:
     restored = pickle.loads(pickle.dumps(block, pickle.HIGHEST_PROTOCOL))
     assert restored.names == block.names
     assert restored.matrix.tobytes() == block.matrix.tobytes()
+
+
+def test_a_block_keeps_its_matrix_row_major_for_the_watch_s_one_call_search() -> None:
+    """A group gathered as ``matrix[:, rows]`` is column-major; the C search over a block's rows
+    (``cells_rows``) refuses that, so the block holds it row-major, the same values."""
+    batch = np.arange(12, dtype=np.float64).reshape(3, 4)
+    gathered = batch[:, [0, 2, 3]]
+    assert not gathered.flags["C_CONTIGUOUS"]
+    block = FloatBlock(("a", "b", "c"), gathered)
+    assert block.matrix.flags["C_CONTIGUOUS"] and block.matrix.tolist() == gathered.tolist()
+    if watch_native.NATIVE is not None:  # row 1 ([4, 6, 7]) against edges 5 and 6.5: 0, 1, 2 below
+        found = np.empty((1, 3), dtype=np.int64)
+        assert watch_native.NATIVE.cells_rows([np.array([5.0, 6.5])], block.matrix, [1], found)
+        assert found.tolist() == [[0, 1, 2]]
+        assert not watch_native.NATIVE.cells_rows([np.array([5.0, 6.5])], gathered, [1], found)
+    taken = batch.take([1, 2], axis=1)  # what a shard hands: row-major already, kept as it is
+    assert FloatBlock(("a", "b", "c"), taken).matrix is taken

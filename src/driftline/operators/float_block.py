@@ -38,7 +38,9 @@ class FloatBlock(Mapping[str, FloatArray]):
         if matrix.ndim != 2 or matrix.shape[0] != len(names):
             raise ValueError(f"a block of {len(names)} names needs as many rows, not shape {matrix.shape}")
         self.names = names
-        self.matrix = matrix
+        # row-major, as the watch's one-call search over its rows reads it (a column gather such
+        # as ``matrix[:, rows]`` is column-major; unchanged, and no copy, when already row-major)
+        self.matrix = np.ascontiguousarray(matrix)
         self.index = positions(names)  # each name's row (shared by the blocks of one layout)
 
     def __getitem__(self, name: str) -> FloatArray:
