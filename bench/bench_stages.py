@@ -163,7 +163,7 @@ STAGES: list[tuple[str, Any, str]] = [
     ("routing", shard.ShardProcessor, "_join_shards"),
     ("routing", local.InProcessPipeline, "_route"),
     ("produce", shard.ShardProcessor, "_emit_outcomes"),
-    ("produce", shard.ShardProcessor, "_emit_columns"),
+    ("produce", shard.ShardProcessor, "_columns_records"),
     ("produce", shard.ShardProcessor, "_emit_progress"),
     ("produce", shard.ShardProcessor, "_emit_episode_reports"),
     ("produce", shard.ShardProcessor, "_emit_source_watermarks"),
@@ -538,9 +538,10 @@ def _outcome_batches(settings: Settings, raw: Sequence[validate.RawRecord],
     batches: list[list[Any]] = []
     emit = shard.ShardProcessor._emit_outcomes
 
-    def kept(self: shard.ShardProcessor, outcomes: list[Any], expired: list[Any], out: list[Any]) -> None:
+    def kept(self: shard.ShardProcessor, outcomes: list[Any], expired: list[Any], orphans: list[Any],
+             duplicates: list[Any], out: list[Any]) -> None:
         batches.append(list(outcomes))
-        emit(self, outcomes, expired, out)
+        emit(self, outcomes, expired, orphans, duplicates, out)
 
     shard.ShardProcessor._emit_outcomes = kept  # type: ignore[method-assign]
     try:
@@ -574,12 +575,14 @@ def measure_outcome_encoding(n: int, rounds: int, seed: int = 0) -> Figure:
 
     def per_row(outcomes: list[Any]) -> list[Any]:
         out: list[Any] = []
-        processor._emit_outcomes(outcomes, [], out)
+        processor._emit_outcomes(outcomes, [], [], [], out)
         return out
 
     def split(outcomes: list[Any]) -> list[Any]:
         out = _outcome_messages_split(processor, outcomes)
-        processor._emit_columns(records.Outcomes, outcomes, out)  # stage 2's columns, as the shard adds
+        made = processor._columns_records(records.Outcomes, outcomes)  # stage 2's columns, as the shard adds
+        out.extend(records.bundled(processor.model_events_topic, processor.model_events_partitions,
+                                   processor.shard, made))
         return out
 
     variants = {"per row": per_row, "per batch": split}
