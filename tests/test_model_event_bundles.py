@@ -59,9 +59,9 @@ def _run(settings: Settings, monkeypatch: pytest.MonkeyPatch,
     sent: Counter[str] = Counter()
     made = records.bundled
 
-    def counted(topic: str, partitions: int, shard: int, models: Any) -> list[Any]:
-        out = made(topic, partitions, shard, models) if bundle else \
-            [records.to_model_event(topic, partitions, record) for record in models]
+    def counted(topic: str, partitions: int, shard: int, per_model: Any) -> list[Any]:
+        out = made(topic, partitions, shard, per_model) if bundle else \
+            [records.to_model_event(topic, partitions, record) for record in per_model]
         sent.update(decode_model_event(m.value).type for m in out)
         return out
 

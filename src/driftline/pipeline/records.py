@@ -302,8 +302,8 @@ class Bundle(_Record):
     """One shard's per-model records bound for one partition of model-events, in order, as one
     message: stage 2 takes them as if each had come alone. With many models a batch holds a few
     outcomes of each of hundreds of models, and a message of its own each was built, encoded,
-    produced and decoded alone. Written since bundles exist: a stage 2 of an older driftline
-    dead-letters them (upgrade every worker of a deployment together).
+    produced and decoded alone. A stage 2 of a driftline older than bundles dead-letters them
+    (upgrade every worker of a deployment together).
 
     >>> first = Outcomes(2, "a", "1", ["p"], [""], [5], [1], [1], [None], [0])
     >>> second = Expired(2, "b", "1", ["q"], [""], [9], ["horizon"])
@@ -377,8 +377,10 @@ def to_model_event(topic: str, partitions: int, record: ModelRecord) -> Outbound
     return OutboundMessage(topic, record.model_id.encode(), encode_model_event(record), partition)
 
 
-def bundled(topic: str, partitions: int, shard: int, models: Sequence[ModelRecord]) -> list[OutboundMessage]:
-    """``models`` (records of ``shard``) as messages to their models' partitions, in order within
+def bundled(
+    topic: str, partitions: int, shard: int, per_model: Sequence[ModelRecord]
+) -> list[OutboundMessage]:
+    """``per_model`` (records of ``shard``) as messages to their models' partitions, in order within
     each: a partition's one record as it is, several as one :class:`Bundle` (partitions in order).
 
     >>> made = [Duplicates(0, m, "1", ["prediction"], [""], [5], [0], [7], ["p"]) for m in "abc"]
@@ -388,7 +390,7 @@ def bundled(topic: str, partitions: int, shard: int, models: Sequence[ModelRecor
     [(0, 'bundle'), (2, 'duplicates')]
     """
     by_partition: dict[int, list[ModelRecord]] = {}
-    for record in models:
+    for record in per_model:
         by_partition.setdefault(model_partition(record.model_id, partitions), []).append(record)
     return [to_model_event(topic, partitions, held[0]) if len(held) == 1
             else OutboundMessage(topic, None, encode_model_event(Bundle(shard, held)), partition)
