@@ -27,7 +27,7 @@ model's floats a :class:`FloatBlock` taken from the batch's matrix, ``flush_due`
 batch), MODELS models' Zipf traffic held until each N make a batch, against one model's own traffic
 (as many events, all of model 0, drawn from its training rows), alternating, best of 5 CPU us an
 event: what many models cost the watch per event, which bench_models' ratio holds with the rest of
-the pipeline's noise. ``--build MODELS``:
+the pipeline's noise; then, for the last N, a bank's batch's CPU by its size. ``--build MODELS``:
 CPU to build a model's bank in a fresh process, with no calibration shared and then with a
 calibration directory another process filled (``calibration.share_calibrations``, what
 ``worker.state_dir`` gives a worker's processes). ``--monitors COMMIT``: the sequential part alone,
@@ -350,8 +350,8 @@ def _shard_feed(watch: Any, profiles: list[ReferenceProfile], part: Fed) -> int:
     return events
 
 
-def shard_sizes(models: int, sizes: list[int], rounds: int = 5,
-                batches: int = 100) -> tuple[float, list[tuple[int, float]]]:
+def shard_sizes(models: int, sizes: list[int], rounds: int = 5, batches: int = 100
+                ) -> tuple[float, list[tuple[int, float]], list[tuple[int, int, int, float]]]:
     """:func:`_shard_feed` of one model's traffic and of ``models`` models' held until each of
     ``sizes``, in one process, the sides' order rotated each round, the collector off while timed:
     (best CPU us an event of one model, [(size, best CPU us an event of many models)])."""
@@ -377,7 +377,40 @@ def shard_sizes(models: int, sizes: list[int], rounds: int = 5,
             events = _shard_feed(watch, profiles, sides[side][0][5:])
             best[side] = min(best[side], (time.process_time() - started) / events * 1e6)
             gc.enable()
-    return best[0], list(zip(sizes, best[1:], strict=True))
+    return best[0], list(zip(sizes, best[1:], strict=True)), _batch_costs(frozen[-1], profiles, many[5:])
+
+
+BATCH_BINS = ((1, 64), (64, 256), (256, 1 << 30))
+
+
+def _batch_costs(frozen: bytes, profiles: list[ReferenceProfile],
+                 part: Fed) -> list[tuple[int, int, int, float]]:
+    """A pass of ``part`` through the pickled watch with each bank's vectorised batch
+    (``FeatureWatch._feed``) timed apart: per :data:`BATCH_BINS` bin of events a batch (low, high,
+    batches, mean CPU us a batch). What a model's batch costs whatever its size when hundreds of
+    banks take turns (their objects cold)."""
+    watch = pickle.loads(frozen)
+    feed = watch._feed
+    timed: list[tuple[int, float]] = []
+
+    def timed_feed(*args: Any) -> Any:
+        started = time.process_time()
+        result = feed(*args)
+        timed.append((len(args[1]), time.process_time() - started))  # args[1]: the batch's times
+        return result
+
+    watch._feed = timed_feed
+    gc.collect()
+    gc.disable()
+    try:
+        _shard_feed(watch, profiles, part)
+    finally:
+        gc.enable()
+    out = []
+    for low, high in BATCH_BINS:
+        costs = [cpu for events, cpu in timed if low <= events < high]
+        out.append((low, high, len(costs), sum(costs) / max(len(costs), 1) * 1e6))
+    return out
 
 
 def pipeline_batched(models: int, n: int, rounds: int = 3) -> tuple[list[float], list[float]]:
@@ -592,12 +625,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{' '.join(f'{v:.0f}' for v in held)}")
         return 0
     if argv[:1] == ["--shard"]:
-        one, held = shard_sizes(int(argv[1]), [int(n) for n in argv[2:]])
+        one, held, batches = shard_sizes(int(argv[1]), [int(n) for n in argv[2:]])
         print(f"a shard's batches of {SHARD_BATCH:,} events a second: CPU us an event (best of 5, "
               f"alternating) one model {one:.2f}")
         for size, per_event in held:
             print(f"  {argv[1]} models (Zipf), held until {size} events: {per_event:.2f} "
                   f"({per_event / one:.1f}x)")
+        bins = "; ".join(f"{low}-{high - 1 if high < 1 << 30 else ''} events {mean:.0f} ({count:,} batches)"
+                         for low, high, count, mean in batches if count)
+        print(f"  a bank's batch held until {held[-1][0]}, CPU us a batch (one pass, timed apart): {bins}")
         return 0
     if argv[:1] == ["--zipf"] and argv[2:3] == ["--batched"]:
         found = zipf_batched(int(argv[1]), [int(n) for n in argv[3:]])

@@ -137,7 +137,9 @@ def test_feature_watch_shard_traffic_times_one_model_and_held_sizes(
     on the same shard-shaped batches (a batch's events spread over its second)."""
     bench = _module("bench_feature_watch_groups")
     monkeypatch.setattr(bench, "CALIBRATIONS", tmp_path)
-    one, held = bench.shard_sizes(3, [4, 16], rounds=1, batches=6)
+    one, held, batches = bench.shard_sizes(3, [4, 16], rounds=1, batches=6)
     assert one > 0 and [size for size, _ in held] == [4, 16] and all(cost > 0 for _, cost in held)
+    assert sum(count for _, _, count, _ in batches) > 0  # the held-until-16 side's batches timed
+    assert all(mean > 0 for *_, count, mean in batches if count)
     spread = bench._shard_times([(None, {}, {}, [], [7, 8, 9, 10], [])] * 2)
     assert [times for *_, times, _ in spread] == [[0, 250, 500, 750], [1000, 1250, 1500, 1750]]
