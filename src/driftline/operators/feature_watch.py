@@ -102,10 +102,11 @@ symbols by one doubling at most, as a batch grows it (it is below the ring's fir
 BATCH_EVENTS = 256
 """What a stage-1 shard's watch holds of a model before feeding it (``batch_events``): a model's
 few events of a shard batch wait, in stream order, until this many make one vectorised batch (or
-a flush point comes, :meth:`FeatureWatch.flush_due`). A bank's batch costs ~500 CPU-us whatever
-its size up to a few hundred events when its objects are cold, as with many models they are, so
-the busier models' batches are made large; what a model holds is bounded by its traffic between
-two grid lines either way, and nothing it holds is reported later than the grid line.
+a flush point comes, :meth:`FeatureWatch.flush_due`). A bank's batch costs ~450-700 CPU-us
+whatever its size up to a few hundred events when its objects are cold, as with many models they
+are (the ``--shard`` run's last line below), so the busier models' batches are made large; what
+a model holds is bounded by its traffic between two grid lines either way, and nothing it holds
+is reported later than the grid line.
 ``bench/bench_feature_watch_groups.py --shard 300 64 128 256``: 11.91 / 10.51 / 9.12 CPU-us an
 event against one model's 1.70 (docs/detectors.md, Per-value speed)."""
 
