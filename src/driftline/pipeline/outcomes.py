@@ -167,7 +167,11 @@ class OutcomeClock:
         start = time - time % self.interval_ms
         if start + self.interval_ms <= self.closed_until:
             return None
-        return self.buckets[model].setdefault(start, Bucket())
+        buckets = self.buckets[model]
+        bucket = buckets.get(start)
+        if bucket is None:  # (not setdefault: a Bucket is six containers, made per record otherwise)
+            bucket = buckets[start] = Bucket()
+        return bucket
 
     def add_outcomes(self, record: Outcomes) -> None:
         model = (record.model_id, record.model_version)
