@@ -1072,20 +1072,29 @@ class ShardProcessor:
         """One columnar model-events record per (model, version), models in sorted order."""
         if not items:
             return []
-        by_model: Mapping[tuple[str, str], Sequence[Any]]
         models = list(map(_model_id, items))
         versions = list(map(_model_version, items)) if hasattr(items[0], "model_version") \
             else [""] * len(items)  # orphan labels name no version
         if models.count(models[0]) == len(models) and versions.count(versions[0]) == len(versions):
-            by_model = {(models[0], versions[0]): items}  # the common batch: one model
-        else:
-            grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
-            for item, model_id, version in zip(items, models, versions, strict=True):
-                grouped[(model_id, version)].append(item)
-            by_model = grouped
-        return [kind(self.shard, model_id, version,
-                     **{name: list(map(attrgetter(name), rows)) for name in kind.columns})
-                for (model_id, version), rows in sorted(by_model.items())]
+            # the common batch: one model
+            return [kind(self.shard, models[0], versions[0],
+                         **{name: list(map(attrgetter(name), items)) for name in kind.columns})]
+        # Many models: the items' columns read once, in model order, and each model's record a slice
+        # of them (a read of each column per model cost ~10 us a model; bench_models at 300 models).
+        grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, key in enumerate(zip(models, versions, strict=True)):
+            grouped[key].append(i)
+        keys = sorted(grouped)
+        in_order = [items[i] for key in keys for i in grouped[key]]
+        columns = [list(map(attrgetter(name), in_order)) for name in kind.columns]
+        out = []
+        start = 0
+        for model_id, version in keys:
+            stop = start + len(grouped[(model_id, version)])
+            out.append(kind(self.shard, model_id, version, **{
+                name: column[start:stop] for name, column in zip(kind.columns, columns, strict=True)}))
+            start = stop
+        return out
 
     def outcome_progress(self) -> int:
         """No outcome with a label time before this can still come from this shard, nor an expiry
