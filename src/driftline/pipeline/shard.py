@@ -1087,7 +1087,7 @@ class ShardProcessor:
         keys = sorted(grouped)
         in_order = [items[i] for key in keys for i in grouped[key]]
         columns = [list(map(attrgetter(name), in_order)) for name in kind.columns]
-        out = []
+        out: list[records.ModelRecord] = []
         start = 0
         for model_id, version in keys:
             stop = start + len(grouped[(model_id, version)])
