@@ -651,6 +651,101 @@ static PyObject *dot_rows(PyObject *module, PyObject *const *args, Py_ssize_t na
     return PyBool_FromLong(fits);
 }
 
+/* Contiguous buffers of a (d, 1) or flat array: `count` 8-byte items of the format `want`
+ * ('d' float64, 'q' int64); 0 (released) where it is not. */
+static int flat_of(PyObject *obj, Py_buffer *view, char want, Py_ssize_t count) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return 0;
+    if ((want == 'd' ? float64_format(view) : int64_format(view)) && view->len >= count * 8) return 1;
+    PyBuffer_Release(view);
+    return 0;
+}
+
+/* One value's count of its row's points below it (`at_most`: at most it) by the grid-started
+ * bisection of multivariate._FlatScores: from the first point of the value's cell, `steps`
+ * halving probes. -1 where a probe would leave the padded row (a table that does not fit). */
+static Py_ssize_t grid_count(const double *padded, Py_ssize_t padded_size, const int64_t *first, double v,
+                             double low, double scale, Py_ssize_t cells, Py_ssize_t cell_offset, int steps,
+                             int at_most) {
+    double position = (v - low) * scale;  /* as _cells: NaN (inf - inf, inf * 0) in cell 0 */
+    position = position > 0.0 ? position : 0.0;  /* fmax's and fmin's results, without their calls */
+    position = position < (double)(cells - 1) ? position : (double)(cells - 1);
+    int64_t base = first[cell_offset + (Py_ssize_t)position];
+    for (int64_t step = ((int64_t)1 << steps) / 2; step; step /= 2) {
+        if (base + step - 1 < 0 || base + step - 1 >= padded_size) return -1;
+        const double point = padded[base + step - 1];
+        base += (at_most ? point <= v : point < v) ? step : 0;
+    }
+    return (Py_ssize_t)base;
+}
+
+/* normal_scores(x, padded, first, scores, score_offsets, row_offsets, tails, grid_scale, sizes,
+ * cells, steps, width, out): multivariate.NormalScores.scores_by_feature of the (n, d) float64 `x` (any
+ * strides) into the C-contiguous float64 (d, n) `out`, from its _FlatScores' arrays: per value the
+ * grid-started count of points below it, a second count (at most it, at most the row's `sizes[j]`
+ * points: a +inf point equals the +inf padding after it) where a point equals it, the
+ * mid-rank's score from the table, and the tails' line for a value outside [low, high] (0.0 for
+ * NaN). The numpy steps' operations value by value, so the same bits. False where a buffer does not
+ * fit (the caller's numpy steps). */
+static PyObject *normal_scores(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (!takes("normal_scores", nargs, 13)) return NULL;
+    Py_buffer x, padded = {0}, first = {0}, scores = {0}, score_offsets = {0}, row_offsets = {0}, tails = {0},
+              grid = {0}, sizes = {0}, out = {0};
+    Py_ssize_t cells = PyLong_AsSsize_t(args[9]), width = PyLong_AsSsize_t(args[11]);
+    long steps = PyLong_AsLong(args[10]);
+    int have_x = !PyErr_Occurred() && float_matrix(args[0], &x), fits = 0;
+    if (!have_x || cells < 1 || width < 1 || steps < 0 || steps > 62) goto done;
+    Py_ssize_t n = x.shape[0], d = x.shape[1];
+    if (!flat_of(args[1], &padded, 'd', 1) || !flat_of(args[2], &first, 'q', d * cells)
+        || !flat_of(args[3], &scores, 'd', 1) || !flat_of(args[4], &score_offsets, 'q', d)
+        || !flat_of(args[5], &row_offsets, 'q', d) || !flat_of(args[6], &tails, 'd', 6 * d)
+        || !flat_of(args[7], &grid, 'd', d) || !flat_of(args[8], &sizes, 'q', d))
+        goto done;
+    if (PyObject_GetBuffer(args[12], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto done;
+    if (!float64_format(&out) || out.len != n * d * 8) goto done;
+    const double *point = (const double *)padded.buf, *table = (const double *)scores.buf;
+    const double *tail = (const double *)tails.buf, *scale = (const double *)grid.buf;
+    const int64_t *starts = (const int64_t *)first.buf, *score_at = (const int64_t *)score_offsets.buf;
+    const int64_t *row_at = (const int64_t *)row_offsets.buf, *size_of = (const int64_t *)sizes.buf;
+    const Py_ssize_t points = padded.len / 8, table_size = scores.len / 8;
+    double *u = (double *)out.buf;
+    for (Py_ssize_t j = 0; j < d; j++) {
+        const double low = tail[j], high = tail[d + j], u_low = tail[2 * d + j], u_high = tail[3 * d + j];
+        const double slope_low = tail[4 * d + j], slope_high = tail[5 * d + j];
+        const int64_t row = row_at[j];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const double v = AT(x, i, j);
+            Py_ssize_t base = grid_count(point, points, starts, v, low, scale[j], cells, j * cells, (int)steps, 0);
+            if (base < 0) goto done;
+            const int64_t left = base - row;
+            int64_t rank = 2 * left + 1;  /* left + right + 1 where no point equals the value */
+            const int64_t probe = (left < width - 1 ? left : width - 1) + row;
+            if (probe < 0 || probe >= points) goto done;
+            if (point[probe] == v) {
+                Py_ssize_t right = grid_count(point, points, starts, v, low, scale[j], cells, j * cells,
+                                              (int)steps, 1);
+                if (right < 0) goto done;
+                rank = left + (right - row < size_of[j] ? right - row : size_of[j]) + 1;
+            }
+            if (rank + score_at[j] < 0 || rank + score_at[j] >= table_size) goto done;
+            double score = table[rank + score_at[j]];
+            if (!(v >= low && v <= high))  /* beyond the tails' ends, or NaN */
+                score = v > high ? u_high + (v - high) * slope_high
+                                 : (v < low ? u_low - (low - v) * slope_low : 0.0);
+            u[j * n + i] = score;
+        }
+    }
+    fits = 1;
+done:
+    if (out.obj != NULL) PyBuffer_Release(&out);
+    Py_buffer *views[] = {&padded, &first, &scores, &score_offsets, &row_offsets, &tails, &grid, &sizes};
+    for (size_t k = 0; k < sizeof views / sizeof *views; k++)
+        if (views[k]->obj != NULL) PyBuffer_Release(views[k]);
+    if (have_x) PyBuffer_Release(&x);
+    PyErr_Clear();
+    return PyBool_FromLong(fits);
+}
+
 static PyMethodDef methods[] = {
     {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
      "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
@@ -666,6 +761,8 @@ static PyMethodDef methods[] = {
      "A detector's CUSUMs over a batch's symbols where none reaches its threshold (see the C source)."},
     {"matmul_columns", (PyCFunction)(void (*)(void))matmul_columns, METH_FASTCALL,
      "rowwise_matmul's products, the same bits, into a (k, n) array (see the C source)."},
+    {"normal_scores", (PyCFunction)(void (*)(void))normal_scores, METH_FASTCALL,
+     "NormalScores.scores_by_feature's grid-started counts and table scores in one loop (see the C source)."},
     {"dot_rows", (PyCFunction)(void (*)(void))dot_rows, METH_FASTCALL,
      "rowwise_dot's sums, the same bits (see the C source)."},
     {NULL, NULL, 0, NULL},

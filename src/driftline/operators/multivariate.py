@@ -191,6 +191,9 @@ class NormalScores:
         twice as fast as a ``searchsorted`` per feature on values in random order.
         """
         flat = self._flat()
+        made = np.empty((x.shape[1], x.shape[0]))
+        if flat.native_scores(x, made):  # the steps below value by value in one C loop (~1.9x cheaper)
+            return made
         columns = np.ascontiguousarray(x.T, dtype=np.float64)  # (d, n)
         left = flat.count_below(columns)
         ranks = 2 * left + 1  # left + right + 1 where no reference point equals the value
@@ -272,7 +275,7 @@ class _FlatScores:
         sizes = np.asarray([ref.size for ref in sorted_reference], dtype=np.int64)
         width = 1 << max(0, int(sizes.max()) - 1).bit_length()  # a power of two >= every size
         cells = GRID_CELLS_PER_POINT * width
-        constants = np.asarray(tails, dtype=np.float64).T
+        constants = np.ascontiguousarray(np.asarray(tails, dtype=np.float64).T)  # (C order: native_scores)
         low, high = constants[0][:, None], constants[1][:, None]
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             scale = cells / (high - low)
@@ -293,6 +296,15 @@ class _FlatScores:
         return cls(padded.ravel(), width, row_offsets, np.concatenate(tables),
                    (np.cumsum(table_sizes) - table_sizes)[:, None], low, high, constants, cells, scale,
                    (np.arange(sizes.size, dtype=np.intp) * cells)[:, None], first.ravel(), steps, sizes)
+
+    def native_scores(self, x: FloatArray, out: FloatArray) -> bool:
+        """:meth:`NormalScores.scores_by_feature` of the (n, d) ``x`` into the (d, n) ``out`` by the
+        C watch (``_watch.normal_scores``: the same bits); False where it is not built or does not
+        take them (not float64), ``out`` then holding nothing to use."""
+        fast = watch_native.NATIVE
+        return fast is not None and bool(fast.normal_scores(
+            x, self.padded, self.first, self.scores, self.score_offsets, self.row_offsets, self.tails,
+            self.grid_scale, self.sizes, self.cells, self.steps, self.width, out))
 
     def count_below(self, columns: FloatArray) -> npt.NDArray[np.intp]:
         """Per value of the (d, n) ``columns``, how many of its feature's reference points are
