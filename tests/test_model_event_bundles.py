@@ -12,7 +12,6 @@ import pytest
 
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
-from driftline.pipeline import records
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.records import Bundle, Expired, Outcomes, Progress, decode_model_event, encode
@@ -54,18 +53,18 @@ def _records(settings: Settings) -> list[list[RawRecord]]:
     return batches
 
 
-def _run(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-         bundle: bool) -> tuple[dict[str, Any], Counter[str]]:
+_PROCESS = ModelProcessor.process
+
+
+def _run(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], Counter[str]]:
+    """The tables of the records above, and the types of the messages stage 2 read."""
     sent: Counter[str] = Counter()
-    made = records.bundled
 
-    def counted(topic: str, partitions: int, shard: int, per_model: Any) -> list[Any]:
-        out = made(topic, partitions, shard, per_model) if bundle else \
-            [records.to_model_event(topic, partitions, record) for record in per_model]
-        sent.update(decode_model_event(m.value).type for m in out)
-        return out
+    def counted(self: ModelProcessor, batch: Any) -> Any:
+        sent.update(decode_model_event(r.value).type for r in batch)
+        return _PROCESS(self, batch)
 
-    monkeypatch.setattr(records, "bundled", counted)
+    monkeypatch.setattr(ModelProcessor, "process", counted)
     pipeline = InProcessPipeline(settings)
     for batch in _records(settings):
         pipeline.feed(batch)
@@ -77,8 +76,10 @@ def test_bundled_records_make_the_same_tables_as_a_message_each(monkeypatch: pyt
     settings = Settings(topics={"partitions": 2, "model_events_partitions": 3},  # type: ignore[arg-type]
                         windows={"sizes_s": [300], "allowed_lateness_s": 5, "metrics_interval_s": 300},
                         join={"label_horizon_s": 120})
-    bundled, sent = _run(settings, monkeypatch, bundle=True)
-    alone, sent_alone = _run(settings, monkeypatch, bundle=False)
+    bundled, sent = _run(settings, monkeypatch)
+    # a message a record (worker.bundle_model_events off: what a stage 2 before bundles reads)
+    alone, sent_alone = _run(settings.model_copy(update={"worker": settings.worker.model_copy(
+        update={"bundle_model_events": False})}), monkeypatch)
     assert sent["bundle"] > 0 and "bundle" not in sent_alone
     assert sum(sent.values()) < sum(sent_alone.values())  # fewer messages for the same records
     assert bundled == alone

@@ -471,6 +471,12 @@ class WorkerSettings(_Section):
         "to read: after a restart, in a replay): its labels then find their predictions pending instead of "
         "waiting for them (held labels, each made an outcome one at a time); false = read both as they come"
     )
+    bundle_model_events: bool = Field(
+        True, description="a stage-1 batch's per-model records bound for one model-events partition go as "
+        "one message (a bundle); false = a message per record, as releases before bundles sent them and "
+        "their stage 2 reads them (a rolling upgrade: false until every worker runs a release that reads "
+        "bundles, then true)"
+    )
     silent_predictions_s: float = Field(
         300.0, ge=0, description="once a shard's predictions partition is idle and no predictions "
         "watermark it knows of has moved for this long (every predictions partition silent, as at "

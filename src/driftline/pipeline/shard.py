@@ -167,6 +167,7 @@ class ShardProcessor:
         self.join.set_memory_budget(int(settings.join.memory_budget_mb * 2**20), settings.join.spill_dir)
         self.lateness_ms = settings.windows.allowed_lateness_s * 1000
         self.labels_wait = settings.worker.labels_wait_for_predictions  # (inputs_to_hold)
+        self.bundle_model_events = settings.worker.bundle_model_events  # (_emit_outcomes)
         self.backlog_records = settings.worker.batch_max_records  # a backlog: more than a batch to read
         self.sizes_ms = [s * 1000 for s in settings.windows.sizes_s]
         self.values_below = settings.drift.min_count  # a window's partial: values below this many events
@@ -1055,7 +1056,7 @@ class ShardProcessor:
                        orphans: Sequence[Any], duplicates: Sequence[Any], out: list[OutboundMessage]) -> None:
         """The outcomes' rows, and to stage 2 the columnar records of the batch's outcomes, expired
         predictions, orphan labels and duplicates (one per kind and model), a partition's as one
-        message (:func:`~driftline.pipeline.records.bundled`)."""
+        message (:func:`~driftline.pipeline.records.bundled`; ``worker.bundle_model_events``)."""
         messages = outcome_messages(outcomes, self.run_id)
         if len(messages) != len(outcomes):
             raise ValueError(f"{len(messages)} outcome messages for {len(outcomes)} outcomes")
@@ -1064,7 +1065,11 @@ class ShardProcessor:
         kinds = ((records.Outcomes, outcomes), (records.Expired, expired), (records.Orphans, orphans),
                  (records.Duplicates, duplicates))
         made = [record for kind, items in kinds for record in self._columns_records(kind, items)]
-        out.extend(records.bundled(self.model_events_topic, self.model_events_partitions, self.shard, made))
+        topic, partitions = self.model_events_topic, self.model_events_partitions
+        if self.bundle_model_events:
+            out.extend(records.bundled(topic, partitions, self.shard, made))
+        else:  # a message each, as a stage 2 older than bundles reads them (a rolling upgrade)
+            out.extend(records.to_model_event(topic, partitions, record) for record in made)
 
     def _columns_records(
         self, kind: type[records.ColumnarRecord], items: Sequence[Any]
