@@ -18,8 +18,8 @@ EXAMPLES: list[records.ModelEvent] = [
     records.Outcomes(1, "m", "1", ["p1", "p2"], ["", "region=eu"], [5, 7], [1, 2], [1, None], [None, 0.5],
                      [0, 1]),
     records.Expired(0, "m", "1", ["p3", "p5"], ["", ""], [9, 10], ["horizon", "evicted"]),
-    records.Orphans(0, "", "", ["p4"], [11], ["no_prediction"]),
-    records.Duplicates(1, "m", "1", ["label"], [""], [13], [1], [42]),
+    records.Orphans(0, "", "", ["p4"], [11], ["no_prediction"], [1], [40]),
+    records.Duplicates(1, "m", "1", ["label"], [""], [13], [1], [42], ["p6"]),
     records.EpisodeReports(0, "m", "1", [{"feature": "x", "kind": "opened", "event_time": 15}]),
 ]
 

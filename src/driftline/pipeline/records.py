@@ -207,6 +207,24 @@ class ColumnarRecord(ModelRecord):
     def rows(self) -> Iterator[tuple[Any, ...]]:
         return zip(*(getattr(self, name) for name in self.columns), strict=True)
 
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Any:
+        """As :meth:`_Record.from_payload`, and ValueError unless every column is a list, all of one
+        length: a record that does not fit is refused whole, before stage 2 applies a row of it
+        (its rows are applied as they are read).
+
+        >>> Outcomes.from_payload({**Outcomes(0, "m", "1", ["p"], [""], [5], [1], [1], [None], [0]).payload(),
+        ...                        "label_time": [5, 6]})
+        Traceback (most recent call last):
+        ...
+        ValueError: outcomes record: its columns are not lists of one length
+        """
+        record = super(ColumnarRecord, cls).from_payload(m)
+        columns = [getattr(record, name) for name in cls.columns]
+        if any(type(column) is not list for column in columns) or len(set(map(len, columns))) > 1:
+            raise ValueError(f"{cls.type} record: its columns are not lists of one length")
+        return record
+
 
 @dataclass(frozen=True, slots=True)
 class Outcomes(ColumnarRecord):
@@ -302,8 +320,9 @@ class Bundle(_Record):
     """One shard's per-model records bound for one partition of model-events, in order, as one
     message: stage 2 takes them as if each had come alone. With many models a batch holds a few
     outcomes of each of hundreds of models, and a message of its own each was built, encoded,
-    produced and decoded alone. A stage 2 of a driftline older than bundles dead-letters them
-    (upgrade every worker of a deployment together).
+    produced and decoded alone. A stage 2 of a driftline older than bundles dead-letters them: a
+    rolling upgrade runs with ``worker.bundle_model_events`` off (a message a record) until every
+    worker reads them.
 
     >>> first = Outcomes(2, "a", "1", ["p"], [""], [5], [1], [1], [None], [0])
     >>> second = Expired(2, "b", "1", ["q"], [""], [9], ["horizon"])
