@@ -3,6 +3,7 @@ and regressions' in one bucket, arriving in records of many rows or one row each
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -64,3 +65,46 @@ def test_an_outcome_of_a_closed_bucket_is_counted_as_a_duplicate() -> None:
     clock.add_outcomes(_record([OUTCOMES[2], ("p6", "", START + 61_000, 5, 1, None, 0), OUTCOMES[3]]))
     assert clock.totals["duplicate_outcomes"] == 2
     assert list(clock.buckets[("m", "1")]) == [START + 60_000]
+
+
+def _one_target_buckets(seed: int, regression: bool) -> list[Outcomes]:
+    """Records of one target (no tags; all classification or all regression) over 5 intervals, a
+    shift halfway so the online detector alarms, some outcomes re-routed, errors beyond the bound."""
+    rng = random.Random(seed)
+    made, n = [], 0
+    for step in range(40):
+        rows = []
+        for _ in range(rng.randint(1, 60)):
+            n += 1
+            bad = n > 600
+            correct = None if regression else int(rng.random() < (0.4 if bad else 0.9))
+            error = None if not regression else (
+                rng.choice([1e300, rng.expovariate(0.2 if bad else 2.0)]) if rng.random() < 0.02
+                else rng.expovariate(0.2 if bad else 2.0))
+            rows.append((f"p{n}", "", START + step * 7_500 + rng.randint(0, 7_000), rng.randint(0, 9_000),
+                         correct, error, int(rng.random() < 0.05)))
+        made.append(_record(rows))
+    return made
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_one_target_buckets_count_as_outcome_by_outcome(regression: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bucket of one target is tallied a column at a time (_tally_one_target): every row, total,
+    float sum and online estimator state equal to the outcome-by-outcome loop's."""
+
+    def run() -> tuple[Any, ...]:
+        clock = _clock()
+        for record in _one_target_buckets(7, regression):
+            clock.add_outcomes(record)
+        clock.advance(Progress(0, START + 400_000, START + 400_000, START + 400_000))
+        rows, triggers = clock.close()
+        perf = {key: (p.n, p.alarms_total, p.get()) for key, p in clock.performance.items()}
+        return rows, triggers, dict(clock.outcomes_total), perf
+
+    columns = run()
+    monkeypatch.setattr(OutcomeClock, "_tally_one_target", lambda *args: False)
+    assert columns == run()
+    metrics = columns[0]["model_metrics"]
+    assert sum(r["row_kind"] == "alarm" for r in metrics) > 0  # the shift alarmed: alarm rows compared
+    assert sum(r["n_outcomes"] for r in metrics if r["row_kind"] == "interval") > 1_000

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from driftline.config import Settings
@@ -300,7 +301,9 @@ class OutcomeClock:
         # looked up at the first outcome that has them (in the order one by one would create them)
         targets: dict[tuple[str, bool], list[tuple[str, OnlinePerformance, IntervalTally,
                                                    tuple[str, str, str]]]] = {}
-        for pid, (tags, label_time, delay, correct, abs_error) in ordered:
+        # the common bucket (one target): the loop's steps a column at a time
+        one_target = self._tally_one_target(model_id, version, ordered, bucket, tallies, rows)
+        for pid, (tags, label_time, delay, correct, abs_error) in () if one_target else ordered:
             regression = correct is None and abs_error is not None
             found = targets.get((tags, regression))
             if found is None:
@@ -342,6 +345,46 @@ class OutcomeClock:
             current = self.performance.get((model_id, version, segment))
             if segment == "" and current is not None and tally.n > 0:
                 triggers.extend(self._performance_policy(model_id, version, end, start, current, tally))
+
+    def _tally_one_target(self, model_id: str, version: str, ordered: list[tuple[str, OutcomeFigures]],
+                          bucket: Bucket, tallies: dict[str, IntervalTally], rows: Rows) -> bool:
+        """:meth:`_close_bucket`'s per-outcome steps where every outcome feeds one target (no
+        segment tags; all classification, or all regression), with the same results: counts summed
+        at once, the errors added in order (float sums), the online estimator fed outcome by outcome
+        (alarm rows in order). False, nothing done, for any other bucket (the loop's)."""
+        figures = [f for _, f in ordered]
+        tags, corrects, errors = (list(map(itemgetter(k), figures)) for k in (0, 3, 4))
+        if not figures or tags.count("") != len(tags):
+            return False
+        if None not in corrects:
+            regression = False
+        elif corrects.count(None) == len(corrects) and None not in errors:
+            regression = True
+        else:  # mixed tasks, or outcomes without either figure: the loop's
+            return False
+        tally = tallies[""]
+        tally.n += len(figures)
+        if bucket.rerouted:
+            tally.rerouted += sum(pid in bucket.rerouted for pid, _ in ordered)
+        tally.delays.extend(map(itemgetter(2), figures))
+        if not regression:
+            tally.correct += sum(corrects)
+            tally.n_correct_known += len(corrects)
+        for e in errors if errors.count(None) != len(errors) else ():  # in order, from the tally's sums
+            if e is not None and e <= MAX_ABS_VALUE:  # beyond: not an error measure
+                tally.abs_error += e
+                tally.sq_error += e * e
+                tally.n_error_known += 1
+        total_key = (model_id, version, "")
+        before = self.outcomes_total[total_key]
+        update = self._perf(model_id, version, "", regression).update
+        for i, (f, correct, abs_error) in enumerate(zip(figures, corrects, errors, strict=True)):
+            if update(correct, abs_error):
+                tally.alarm = True
+                self.outcomes_total[total_key] = before + i + 1  # an alarm row's total: up to its outcome
+                rows["model_metrics"].append(self._metrics_row(model_id, version, "", "alarm", f[1], None))
+        self.outcomes_total[total_key] = before + len(figures)
+        return True
 
     def _unjoined_rows(self, model_id: str, version: str, end: int, bucket: Bucket, rows: Rows) -> None:
         """An ``unjoined_events`` row per prediction that got no label (unless ``join.expired_rows``
@@ -438,3 +481,4 @@ class OutcomeClock:
             self.profiles.baseline(model_id, version, metric),
         )
         return model_metrics_row(context, kind, time, tally, figures)
+
