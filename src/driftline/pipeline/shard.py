@@ -1214,9 +1214,13 @@ def _split_columns(features: FeatureColumns | None) -> _ModelColumns:
         return {}, {}
     numbers, missing = _detector_floats(features)
     names = features.names
-    floats = {name: column for name, column in zip(names, numbers, strict=True) if column is not None}
+    named = {name: column for name, column in zip(names, numbers, strict=True) if column is not None}
     others = {name: column for name, column, lacking in zip(names, features.columns, missing, strict=True)
-              if name not in floats or lacking}
+              if name not in named or lacking}
+    # one matrix, as a group of many models' is: the watch searches a bank's rows in one C call
+    floats: Mapping[str, npt.NDArray[np.float64]] = named
+    if len(named) > 1:
+        floats = FloatBlock(tuple(named), np.array(list(named.values()), dtype=np.float64))
     return floats, others
 
 
