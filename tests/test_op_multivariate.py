@@ -10,12 +10,17 @@ hundreds of events and the domain classifier's AUC crosses its calibrated thresh
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import ndtri
 
+from driftline.operators import watch_native
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.multivariate import (
     DomainClassifierDrift,
     NormalScores,
@@ -28,6 +33,7 @@ from driftline.operators.scorer import DriftScorer
 from driftline.operators.sequential import NumericDetector, feature_arl
 
 RHO = 0.8
+NATIVE_ONLY = pytest.mark.skipif(watch_native._watch is None, reason="the C watch was not built")
 
 
 def _table(rng: np.random.Generator, n: int, *, rotated: bool = False) -> dict[str, Any]:
@@ -217,3 +223,61 @@ def test_scores_with_ties_are_the_mid_rank_scores() -> None:
         expected = ndtri(ranks / (2.0 * (ref.size + 1)))
         assert u[j][inside].tolist() == expected[inside].tolist(), j
         assert (np.isnan(x[:, j]) <= (u[j] == 0.0)).all()
+
+
+@NATIVE_ONLY
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 7), st.integers(0, 5), st.booleans(), st.integers(0, 2**32 - 1))
+def test_c_normal_scores_are_numpy_s_bit_for_bit(n: int, d: int, trial: int, fortran: bool,
+                                                 seed: int) -> None:
+    """The C loop (``_watch.normal_scores``) against the numpy steps: ties (the second count), NaN,
+    +-inf, values beyond the tails, a reference of one value, one with a far point (the full
+    bisection) or +inf points, any layout of x."""
+    rng = np.random.default_rng(seed)
+    refs = _references(rng, trial, d)
+    scores = NormalScores([f"f{j}" for j in range(d)], refs)
+    x = np.stack([np.concatenate([rng.choice(ref, n // 2), rng.normal(scale=3, size=n - n // 2)])
+                  for ref in refs], axis=1)
+    if x.size:
+        picks = rng.integers(0, x.size, size=max(1, x.size // 9))
+        wild = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e308, 5e-324]
+        x.flat[picks] = rng.choice(wild, size=picks.size)
+    x = np.asfortranarray(x) if fortran else x
+    assert scores._flat().native_scores(x, np.empty((d, n)))  # (the C path takes any float64 x)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf beyond a reference with +inf points
+        with_c = scores.scores_by_feature(x)
+        with reference_paths():
+            without = scores.scores_by_feature(x)
+    assert with_c.shape == without.shape == (d, n) and with_c.dtype == without.dtype
+    assert (np.isnan(with_c) == np.isnan(without)).all()
+    assert np.where(np.isnan(with_c), np.nan, with_c).tobytes() == np.where(np.isnan(without), np.nan,
+                                                                             without).tobytes()
+
+
+@NATIVE_ONLY
+def test_normal_scores_take_the_c_path_and_leave_others_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    native = watch_native._watch
+
+    class Counting:
+        def normal_scores(self, *args: object) -> bool:
+            took = native.normal_scores(*args)
+            calls.append(took)
+            return bool(took)
+
+    monkeypatch.setattr(watch_native, "NATIVE", Counting())
+    rng = np.random.default_rng(5)
+    scores = NormalScores(["a", "b"], [np.sort(rng.normal(size=50)), np.sort(rng.normal(size=80))])
+    x = rng.normal(size=(30, 2))
+    u = scores.scores_by_feature(x)
+    ints = scores.scores_by_feature(np.arange(6).reshape(3, 2))  # not float64: numpy's steps
+    assert calls == [True, False]
+    with reference_paths():
+        assert u.tolist() == scores.scores_by_feature(x).tolist()
+        assert ints.tolist() == scores.scores_by_feature(np.arange(6).reshape(3, 2)).tolist()
+    flat, out = scores._flat(), np.empty((2, 30))
+    assert not replace(flat, padded=flat.padded[:3]).native_scores(x, out)  # a probe would leave the table
+    assert not replace(flat, width=0).native_scores(x, out)
+    assert not flat.native_scores(x, np.empty((3, 30)))  # out of another shape
+    with pytest.raises(TypeError):
+        native.normal_scores(x, x)
