@@ -437,7 +437,8 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
             f"{many['windows_closed']:,} vs {one['windows_closed']:,}, one per {_per(many)} vs {_per(one)} "
             f"predictions; {many.get('windows_under_filled', 0):,} under-filled (< drift.min_count events: "
             f"not scored); {_rows_written(many, one)}; {_model_events(many, one)}; of the CPU per "
-            f"prediction, cyclic GC {_gc(many)} vs {_gc(one)}; {_between(many, one)}")
+            f"prediction, cyclic GC {_gc(many)} vs {_gc(one)}; {_between(many, one)}; "
+            f"{_steady(many, one, models, rate, settings_for(partitions).windows.sizes_s)}")
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
                rss_met, detail, {**many, "measured_gb": measured_gb}),
@@ -496,6 +497,29 @@ def _between(many: dict[str, Any], one: dict[str, Any]) -> str:
     return (f"in the feeds in which no window closed {a:.1f} vs {b:.1f} CPU-us per prediction "
             f"({a / b:.2f}x; {many['between_closes_predictions']:,} and "
             f"{one['between_closes_predictions']:,} predictions)")
+
+
+def _steady(many: dict[str, Any], one: dict[str, Any], models: int, rate: float, sizes_s: list[int]) -> str:
+    """What a steady state at ``rate`` would cost, many models against one: the cost between closes
+    plus each close's measured cost (the feeds that closed windows, less the between-closes rate) at
+    the rate closes come in sustained traffic, every model's window of each size closing once per
+    its length. The timed part holds one close of each model's shortest window in a few seconds of
+    event time, so the whole figure weighs the closes more than sustained traffic does."""
+    key = "between_closes_cpu_per_prediction_us"
+    if key not in many or key not in one or not many.get("windows_closed") or not one.get("windows_closed"):
+        return "at a steady state: -"
+    per_second = sum(1 / size for size in sizes_s)  # closes a second of one model's windows
+
+    def steady(run: dict[str, Any], n_models: int) -> float:
+        closing_us = run["predictions_timed"] * (run["cpu_per_prediction_us"] - run[key])  # all closes'
+        close_us = closing_us / run["windows_closed"]
+        return float(run[key] + max(close_us, 0.0) * n_models * per_second / rate)
+
+    a, b = steady(many, models), steady(one, 1)
+    return (f"at a steady state (each model's {' and '.join(map(str, sizes_s))} s windows closing once "
+            f"per their length: one close per {rate / (models * per_second):,.0f} vs "
+            f"{rate / per_second:,.0f} predictions) ~{a:.1f} vs ~{b:.1f} CPU-us per prediction "
+            f"({a / b:.2f}x)")
 
 
 def _per(run: dict[str, Any]) -> str:

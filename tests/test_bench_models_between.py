@@ -40,6 +40,20 @@ def test_the_cost_figure_says_the_ratio_between_closes(bench_models: ModuleType)
     assert bench_models._between({}, one).endswith("-")
 
 
+def test_the_steady_state_weighs_each_close_at_sustained_traffic_s_rate(bench_models: ModuleType) -> None:
+    """Between closes 40 vs 20 CPU-us; the timed 100,000 predictions' closes cost 20 more a
+    prediction (1,000 closes: 2 ms each) against none: at 5,000/s 1,000 models' 300 and 3,600 s
+    windows close once per 1,385 predictions, adding ~1.44."""
+    many = {"between_closes_cpu_per_prediction_us": 40.0, "cpu_per_prediction_us": 60.0,
+            "predictions_timed": 100_000, "windows_closed": 1_000}
+    one = {"between_closes_cpu_per_prediction_us": 20.0, "cpu_per_prediction_us": 20.0,
+           "predictions_timed": 100_000, "windows_closed": 1}
+    text = bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600])
+    assert "one close per 1,385 vs 1,384,615 predictions" in text
+    assert "~41.4 vs ~20.0" in text and "(2.07x)" in text, text
+    assert bench_models._steady({**many, "windows_closed": 0}, one, 1_000, 5_000.0, [300]).endswith("-")
+
+
 def test_the_batch_size_reaches_both_runs_settings(bench_models: ModuleType) -> None:
     assert bench_models.settings_for(4).worker.batch_max_records == bench_models.BATCH_RECORDS == 5_000
     assert bench_models.settings_for(4, 20_000).worker.batch_max_records == 20_000
