@@ -511,7 +511,7 @@ def _steady(many: dict[str, Any], one: dict[str, Any], models: int, rate: float,
     per_second = sum(1 / size for size in sizes_s)  # closes a second of one model's windows
 
     def steady(run: dict[str, Any], n_models: int) -> float:
-        closing_us = run["predictions_timed"] * (run["cpu_per_prediction_us"] - run[key])  # all closes'
+        closing_us = run["predictions_timed"] * (run["cpu_per_prediction_us"] - run[key])  # every close's
         close_us = closing_us / run["windows_closed"]
         return float(run[key] + max(close_us, 0.0) * n_models * per_second / rate)
 

@@ -481,4 +481,3 @@ class OutcomeClock:
             self.profiles.baseline(model_id, version, metric),
         )
         return model_metrics_row(context, kind, time, tally, figures)
-

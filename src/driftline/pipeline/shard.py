@@ -1085,7 +1085,8 @@ class ShardProcessor:
             return [kind(self.shard, models[0], versions[0],
                          **{name: list(map(attrgetter(name), items)) for name in kind.columns})]
         # Many models: the items' columns read once, in model order, and each model's record a slice
-        # of them (a read of each column per model cost ~10 us a model; bench_models at 300 models).
+        # of them, not each model's items read column by column (1,250 outcomes of 202 models:
+        # 1.21-1.40 -> 1.12 ms).
         grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, key in enumerate(zip(models, versions, strict=True)):
             grouped[key].append(i)
