@@ -99,7 +99,7 @@ def test_bundled_records_make_the_same_tables_as_a_message_each(monkeypatch: pyt
     Bundle(0, [Expired(0, "m", "1", ["q"], [""], [9], ["horizon"])]).payload(),  # a bundle in a bundle
     {"type": "nonsense", "shard": 0},
     # columns of two lengths: its first row would have been applied as the rows are read
-    {**Outcomes(0, "m", "1", ["p", "r"], ["", ""], [5, 6], [1, 1], [1, 1], [None, None], [0]).payload()},
+    Outcomes(0, "m", "1", ["p", "r"], ["", ""], [5, 6], [1, 1], [1, 1], [None, None], [0]).payload(),
 ])
 def test_a_bundle_that_does_not_fit_is_dead_lettered_whole(inner: dict[str, Any]) -> None:
     settings = Settings(topics={"partitions": 2, "model_events_partitions": 1})  # type: ignore[arg-type]

@@ -66,4 +66,3 @@ def test_the_products_take_the_c_path_and_leave_others_to_numpy(monkeypatch: pyt
     assert ints.tolist() == [[1.0, 1.0], [5.0, 5.0], [9.0, 9.0]]
     with pytest.raises(TypeError):
         native.dot_rows(x, x)
-
