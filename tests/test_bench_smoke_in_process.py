@@ -143,3 +143,14 @@ def test_feature_watch_shard_traffic_times_one_model_and_held_sizes(
     assert all(mean > 0 for *_, count, mean in batches if count)
     spread = bench._shard_times([(None, {}, {}, [], [7, 8, 9, 10], [])] * 2)
     assert [times for *_, times, _ in spread] == [[0, 250, 500, 750], [1000, 1250, 1500, 1750]]
+
+
+def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> None:
+    """bench_stage_steps: the C normal scores and the column tally against their references, and
+    (``--baseline``) a revision's per-model records and bucket lookup beside this one's (HEAD here)."""
+    bench = _module("bench_stage_steps")
+    lines = bench.measure(1, "HEAD")
+    assert [line.split(",")[0] for line in lines] == ["normal scores", "bucket close", "columnar records",
+                                                       "bucket lookup"]
+    assert all(line.endswith("x)") for line in lines), lines
+    assert "of 202 models" in lines[2]  # the Zipf batch's models, each a record

@@ -1,0 +1,206 @@
+"""Single steps of the pipeline timed against their reference in one process: CPU time
+(``time.process_time``), best of ``--rounds``, the two sides alternating, the collector off.
+
+- **normal scores**: ``NormalScores.scores_by_feature`` of a batch of 1,250 events x 20 features
+  (references of 1,000 points), the C loop (``_watch.normal_scores``) against the numpy steps
+  (``reference_paths``), CPU-us a batch;
+- **bucket close**: ``OutcomeClock.close`` of 1,260 classification outcomes of one target over 5
+  metrics intervals, the column tally (``_tally_one_target``) against the outcome-by-outcome loop,
+  CPU-us an outcome;
+- with ``--baseline REV``, the same steps of another revision's module (``git show``, its imports
+  today's): many models' columnar records (``ShardProcessor._columns_records`` of 1,250 outcomes of
+  Zipf-chosen models over 300), CPU-us a batch; a record's metrics bucket found
+  (``OutcomeClock.add_outcomes`` of 20 records of 4 outcomes a model, 300 models, each model's in one
+  metrics interval, as a batch a second brings them), CPU-us a record.
+
+    .venv/bin/python bench/bench_stage_steps.py [--rounds 5] [--baseline 5ebded3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+from common import module_at_revision
+
+from driftline.config import Settings
+from driftline.operators.compiled_paths import reference_paths
+from driftline.operators.multivariate import NormalScores
+from driftline.operators.triggers import RetrainPolicy
+from driftline.pipeline import outcomes, records, shard
+from driftline.pipeline.records import Outcomes, Progress
+from driftline.pipeline.references import ProfileBook
+
+START = 1_767_225_600_000
+
+
+Side = tuple[Callable[[], Any], Callable[[], AbstractContextManager[Any]]]
+
+
+def best_of(rounds: int, sides: dict[str, Side], per: int) -> dict[str, float]:
+    """Per side, the least CPU-us per item of ``rounds`` calls of its step (``per`` items a call),
+    the sides alternating (their order flipped each round), each inside its context."""
+    best = {name: float("inf") for name in sides}
+    names = list(sides)
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                step, context = sides[name]
+                with context():
+                    t0 = time.process_time()
+                    step()
+                    best[name] = min(best[name], (time.process_time() - t0) / per * 1e6)
+    finally:
+        gc.enable()
+    return best
+
+
+def normal_scores(rounds: int) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    scores = NormalScores([f"f{j}" for j in range(20)], [np.sort(rng.normal(size=1_000)) for _ in range(20)])
+    x = rng.normal(size=(1_250, 20))
+    scores.scores_by_feature(x)  # (its table built)
+
+    def step() -> None:
+        for _ in range(20):
+            scores.scores_by_feature(x)
+
+    return best_of(rounds, {"numpy": (step, reference_paths), "C": (step, nullcontext)}, 20)
+
+
+def _clock(module: Any) -> Any:
+    settings = Settings(topics={"partitions": 1}, windows={"metrics_interval_s": 60})  # type: ignore[arg-type]
+    return module.OutcomeClock(0, 1, settings, "", ProfileBook(), RetrainPolicy(settings.triggers, "h"))
+
+
+def _one_target_records(seed: int = 7) -> list[Outcomes]:
+    """Classification outcomes of one model, no segment tags, over 5 intervals of 60 s, the
+    accuracy falling halfway (the online detector alarms), some re-routed."""
+    rng = random.Random(seed)
+    made, n = [], 0
+    for step in range(40):
+        rows = []
+        for _ in range(rng.randint(1, 60)):
+            n += 1
+            correct = int(rng.random() < (0.4 if n > 600 else 0.9))
+            rows.append((f"p{n}", "", START + step * 7_500 + rng.randint(0, 7_000), rng.randint(0, 9_000),
+                         correct, None, int(rng.random() < 0.05)))
+        made.append(Outcomes(0, "m", "1", *[list(column) for column in zip(*rows, strict=True)]))
+    return made
+
+
+def bucket_close(rounds: int) -> dict[str, float]:
+    made = _one_target_records()
+    n = sum(len(r.prediction_id) for r in made)
+    column_tally = outcomes.OutcomeClock._tally_one_target
+
+    def side(tally: Any) -> Side:
+        held: list[Any] = []
+
+        def fill() -> AbstractContextManager[Any]:  # a fresh clock per round, filled untimed
+            outcomes.OutcomeClock._tally_one_target = tally  # type: ignore[method-assign]
+            clock = _clock(outcomes)
+            for record in made:
+                clock.add_outcomes(record)
+            clock.advance(Progress(0, START + 400_000, START + 400_000, START + 400_000))
+            held[:] = [clock]
+            return nullcontext()
+
+        return (lambda: held[0].close()), fill
+
+    try:
+        return best_of(rounds, {"loop": side(lambda *_: False), "columns": side(column_tally)}, n)
+    finally:
+        outcomes.OutcomeClock._tally_one_target = column_tally  # type: ignore[method-assign]
+
+
+_Item = namedtuple("_Item", ("model_id", "model_version", *records.OUTCOME_FIELDS))  # type: ignore[misc]
+
+
+def _zipf_items() -> list[Any]:
+    """1,250 outcomes, each of one of 300 models chosen Zipf (s=1.1), as the shard's items."""
+    rng = random.Random(0)
+    weights = [1 / (k + 1) ** 1.1 for k in range(300)]
+    return [_Item(f"m{rng.choices(range(300), weights)[0]:04d}", "1", f"p{i}", "", i, 5, 1, None, 0)
+            for i in range(1_250)]
+
+
+def columns_records(rounds: int, baseline: Any) -> tuple[dict[str, float], int]:
+    """The two revisions' CPU-us a batch, and the batch's models (records made)."""
+    items = _zipf_items()
+
+    class Shard:
+        shard = 0
+
+    def step(module: Any) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(20):
+                module.ShardProcessor._columns_records(Shard, records.Outcomes, items)
+        return run
+
+    made = shard.ShardProcessor._columns_records(Shard, records.Outcomes, items)
+    if baseline.ShardProcessor._columns_records(Shard, records.Outcomes, items) != made:
+        raise SystemExit("the baseline's records differ from this revision's")
+    sides = {"baseline": (step(baseline), nullcontext), "this": (step(shard), nullcontext)}
+    return best_of(rounds, sides, 20), len(made)
+
+
+def bucket_lookup(rounds: int, baseline: Any) -> dict[str, float]:
+    # a batch a second: each model's 20 records fall in one metrics interval (one bucket found 20 times)
+    made = [Outcomes(0, f"m{m}", "1", [f"p{m}-{r}-{k}" for k in range(4)], [""] * 4, [START + r * 1_000] * 4,
+                     [5] * 4, [1] * 4, [None] * 4, [0] * 4) for r in range(20) for m in range(300)]
+
+    def step(module: Any) -> Callable[[], None]:
+        def run() -> None:
+            clock = _clock(module)
+            for record in made:
+                clock.add_outcomes(record)
+        return run
+
+    return best_of(rounds, {"baseline": (step(baseline), nullcontext), "this": (step(outcomes), nullcontext)},
+                   len(made))
+
+
+def measure(rounds: int, baseline: str | None) -> list[str]:
+    lines = []
+    ns = normal_scores(rounds)
+    lines.append(f"normal scores, 1,250 x 20 a batch: numpy {ns['numpy']:.0f} vs C {ns['C']:.0f} CPU-us "
+                 f"a batch ({ns['numpy'] / ns['C']:.2f}x)")
+    bc = bucket_close(rounds)
+    lines.append(f"bucket close, 1,260 one-target outcomes: loop {bc['loop']:.2f} vs columns "
+                 f"{bc['columns']:.2f} CPU-us an outcome ({bc['loop'] / bc['columns']:.2f}x)")
+    if baseline is not None:
+        old_shard = module_at_revision(baseline, "src/driftline/pipeline/shard.py", "baseline_shard")
+        old_outcomes = module_at_revision(baseline, "src/driftline/pipeline/outcomes.py", "baseline_outcomes")
+        cr, groups = columns_records(rounds, old_shard)
+        lines.append(f"columnar records, 1,250 outcomes of {groups} models: {baseline} "
+                     f"{cr['baseline']:.0f} vs this {cr['this']:.0f} CPU-us a batch "
+                     f"({cr['baseline'] / cr['this']:.2f}x)")
+        bl = bucket_lookup(rounds, old_outcomes)
+        lines.append(f"bucket lookup, records of 4 outcomes over 300 models: {baseline} "
+                     f"{bl['baseline']:.2f} vs this {bl['this']:.2f} CPU-us a record "
+                     f"({bl['baseline'] / bl['this']:.2f}x)")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also time the per-model records and the bucket lookup of this revision")
+    args = parser.parse_args(argv)
+    for line in measure(args.rounds, args.baseline):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
