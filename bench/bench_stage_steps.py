@@ -81,24 +81,30 @@ def _clock(module: Any) -> Any:
     return module.OutcomeClock(0, 1, settings, "", ProfileBook(), RetrainPolicy(settings.triggers, "h"))
 
 
-def _one_target_records(seed: int = 7) -> list[Outcomes]:
-    """Classification outcomes of one model, no segment tags, over 5 intervals of 60 s, the
-    accuracy falling halfway (the online detector alarms), some re-routed."""
+def one_target_records(seed: int = 7, regression: bool = False) -> list[Outcomes]:
+    """Records of one model's outcomes of one target (no segment tags; all classification, or all
+    regression) over 5 metrics intervals of 60 s, the model worse after the 600th (the online
+    detector alarms), some outcomes re-routed, a few regression errors beyond the bound
+    (``tests/test_pipeline_outcome_clock.py`` holds the column tally to the loop on them)."""
     rng = random.Random(seed)
     made, n = [], 0
     for step in range(40):
         rows = []
         for _ in range(rng.randint(1, 60)):
             n += 1
-            correct = int(rng.random() < (0.4 if n > 600 else 0.9))
+            bad = n > 600
+            correct = None if regression else int(rng.random() < (0.4 if bad else 0.9))
+            error = None if not regression else (
+                rng.choice([1e300, rng.expovariate(0.2 if bad else 2.0)]) if rng.random() < 0.02
+                else rng.expovariate(0.2 if bad else 2.0))
             rows.append((f"p{n}", "", START + step * 7_500 + rng.randint(0, 7_000), rng.randint(0, 9_000),
-                         correct, None, int(rng.random() < 0.05)))
+                         correct, error, int(rng.random() < 0.05)))
         made.append(Outcomes(0, "m", "1", *[list(column) for column in zip(*rows, strict=True)]))
     return made
 
 
 def bucket_close(rounds: int) -> dict[str, float]:
-    made = _one_target_records()
+    made = one_target_records()
     n = sum(len(r.prediction_id) for r in made)
     column_tally = outcomes.OutcomeClock._tally_one_target
 

@@ -3,7 +3,8 @@ and regressions' in one bucket, arriving in records of many rows or one row each
 
 from __future__ import annotations
 
-import random
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -67,35 +68,18 @@ def test_an_outcome_of_a_closed_bucket_is_counted_as_a_duplicate() -> None:
     assert list(clock.buckets[("m", "1")]) == [START + 60_000]
 
 
-def _one_target_buckets(seed: int, regression: bool) -> list[Outcomes]:
-    """Records of one target (no tags; all classification or all regression) over 5 intervals, a
-    shift halfway so the online detector alarms, some outcomes re-routed, errors beyond the bound."""
-    rng = random.Random(seed)
-    made, n = [], 0
-    for step in range(40):
-        rows = []
-        for _ in range(rng.randint(1, 60)):
-            n += 1
-            bad = n > 600
-            correct = None if regression else int(rng.random() < (0.4 if bad else 0.9))
-            error = None if not regression else (
-                rng.choice([1e300, rng.expovariate(0.2 if bad else 2.0)]) if rng.random() < 0.02
-                else rng.expovariate(0.2 if bad else 2.0))
-            rows.append((f"p{n}", "", START + step * 7_500 + rng.randint(0, 7_000), rng.randint(0, 9_000),
-                         correct, error, int(rng.random() < 0.05)))
-        made.append(_record(rows))
-    return made
-
-
 @pytest.mark.parametrize("regression", [False, True])
-def test_one_target_buckets_count_as_outcome_by_outcome(regression: bool,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_target_buckets_count_as_outcome_by_outcome(regression: bool, monkeypatch: pytest.MonkeyPatch,
+                                                        bench_module: Callable[[str], ModuleType]) -> None:
     """A bucket of one target is tallied a column at a time (_tally_one_target): every row, total,
-    float sum and online estimator state equal to the outcome-by-outcome loop's."""
+    float sum and online estimator state equal to the outcome-by-outcome loop's, on the records
+    bench_stage_steps times it on (a shift halfway, so alarm rows; re-routed outcomes; errors
+    beyond the bound)."""
+    made = bench_module("bench_stage_steps").one_target_records(7, regression)
 
     def run() -> tuple[Any, ...]:
         clock = _clock()
-        for record in _one_target_buckets(7, regression):
+        for record in made:
             clock.add_outcomes(record)
         clock.advance(Progress(0, START + 400_000, START + 400_000, START + 400_000))
         rows, triggers = clock.close()
