@@ -7,6 +7,9 @@
 - **bucket close**: ``OutcomeClock.close`` of 1,260 classification outcomes of one target over 5
   metrics intervals, the column tally (``_tally_one_target``) against the outcome-by-outcome loop,
   CPU-us an outcome;
+- **digests and id keys**: ``payload_digests`` of 1,250 prediction-like (~560 bytes) and 1,250
+  label-like (~110 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
+  extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
 - with ``--baseline REV``, the same steps of another revision's module (``git show``, its imports
   today's): many models' columnar records (``ShardProcessor._columns_records`` of 1,250 outcomes of
   Zipf-chosen models over 300), CPU-us a batch; a record's metrics bucket found
@@ -22,16 +25,19 @@ import argparse
 import gc
 import random
 import time
+import uuid
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
+import orjson
 from common import module_at_revision
 
 from driftline.config import Settings
 from driftline.operators.compiled_paths import reference_paths
+from driftline.operators.join import records as join_records
 from driftline.operators.multivariate import NormalScores
 from driftline.operators.triggers import RetrainPolicy
 from driftline.pipeline import outcomes, records, shard
@@ -74,6 +80,24 @@ def normal_scores(rounds: int) -> dict[str, float]:
             scores.scores_by_feature(x)
 
     return best_of(rounds, {"numpy": (step, reference_paths), "C": (step, nullcontext)}, 20)
+
+
+def digests_and_keys(rounds: int) -> dict[str, float]:
+    rng = random.Random(3)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(1_250)]
+    payloads = [orjson.dumps({"prediction_id": pid, "model_id": "m", "timestamp": START,
+                              "features": {f"f{j}": rng.gauss(0, 1) for j in range(25)},
+                              "prediction": {"score": rng.random()}}) for pid in ids]
+    payloads += [orjson.dumps({"prediction_id": pid, "label": 1, "timestamp": START}) for pid in ids]
+    ids += ids
+
+    def step() -> None:
+        for _ in range(20):
+            join_records.payload_digests(payloads)
+            join_records._keyed_crcs(ids)
+
+    return {name: us * 1e3 for name, us in best_of(
+        rounds, {"zlib": (step, reference_paths), "C": (step, nullcontext)}, 20 * len(payloads)).items()}
 
 
 def _clock(module: Any) -> Any:
@@ -180,6 +204,9 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
     ns = normal_scores(rounds)
     lines.append(f"normal scores, 1,250 x 20 a batch: numpy {ns['numpy']:.0f} vs C {ns['C']:.0f} CPU-us "
                  f"a batch ({ns['numpy'] / ns['C']:.2f}x)")
+    dk = digests_and_keys(rounds)
+    lines.append(f"digests and id keys, 2,500 payloads: zlib {dk['zlib']:.0f} vs C {dk['C']:.0f} CPU-ns a "
+                 f"payload with its id ({dk['zlib'] / dk['C']:.2f}x)")
     bc = bucket_close(rounds)
     lines.append(f"bucket close, 1,260 one-target outcomes: loop {bc['loop']:.2f} vs columns "
                  f"{bc['columns']:.2f} CPU-us an outcome ({bc['loop'] / bc['columns']:.2f}x)")

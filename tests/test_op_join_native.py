@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import shutil
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.operators.compiled_paths import reference_paths
-from driftline.operators.join import LabelJoin, native, payload_digest
+from driftline.operators.join import LabelJoin, native, payload_digest, payload_digests
+from driftline.operators.join.records import _id_key, _keyed_crcs
 from driftline.schemas.events import Prediction
 
 HORIZON = 5_000
@@ -294,3 +296,56 @@ def test_labels_of_spilled_predictions_are_joined_in_c(monkeypatch: pytest.Monke
     assert spilled > 150 and len(outcomes) == 200 and fallbacks == []  # every label in C
     with reference_paths():
         assert joined(tmp_path / "slow") == (spilled, outcomes, state)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payloads=st.lists(st.one_of(st.binary(max_size=80), st.binary(min_size=80, max_size=2_000)),
+                         max_size=12))
+def test_payload_digests_in_c_are_the_python_ones(payloads: list[bytes]) -> None:
+    # lengths across the fold's 16-byte blocks, the byte tables' 8-byte steps and their tails
+    if native.NATIVE is None:
+        pytest.skip("the join's C extension is not built here")
+    assert native.NATIVE.payload_digests(payloads) == [payload_digest(p) for p in payloads]
+    with reference_paths():
+        assert payload_digests(payloads) == [payload_digest(p) for p in payloads]
+    assert payload_digests(tuple(payloads)) == [payload_digest(p) for p in payloads]
+
+
+def test_payload_digests_in_c_of_every_length_and_bytes_like() -> None:
+    if native.NATIVE is None:
+        pytest.skip("the join's C extension is not built here")
+    data = bytes(range(256)) * 5
+    every = [data[i : i + n] for n in range(300) for i in (0, 3)]  # unaligned starts too
+    assert native.NATIVE.payload_digests(every) == [payload_digest(p) for p in every]
+    assert native.NATIVE.payload_digests([bytearray(b"abc"), memoryview(data)]) == \
+        [payload_digest(b"abc"), payload_digest(data)]
+    with pytest.raises(TypeError):
+        native.NATIVE.payload_digests([b"a", None])
+    with pytest.raises(TypeError):
+        native.NATIVE.payload_digests((b"a",))
+
+
+uuid_like = st.builds(lambda u, upper, at, c: _edited(str(u).upper() if upper else str(u), at, c),
+                      st.uuids(), st.booleans(), st.integers(-1, 35), st.sampled_from("-0aAg é"))
+
+
+def _edited(text: str, at: int, char: str) -> str:
+    return text if at < 0 else text[:at] + char + text[at + 1 :]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pids=st.lists(st.one_of(uuid_like, st.text(max_size=40), st.text("ab", min_size=300, max_size=400)),
+                     max_size=10))
+def test_id_keys_in_c_are_the_python_ones(pids: list[str]) -> None:
+    # canonical UUIDs, near misses (a dash moved, uppercase, a non-hex digit), other text of any length
+    if native.NATIVE is None:
+        pytest.skip("the join's C extension is not built here")
+    reference = [_id_key(p) for p in pids]
+    both = native.NATIVE.id_keys(pids)
+    if all(p.isascii() for p in pids):
+        assert both == (reference, [zlib.crc32(key) for key in reference])
+    else:  # the rest are records.py's alone
+        assert both is None
+    assert _keyed_crcs(pids) == (reference, [zlib.crc32(key) for key in reference])
+    with reference_paths():
+        assert _keyed_crcs(tuple(pids)) == (reference, [zlib.crc32(key) for key in reference])

@@ -28,6 +28,13 @@
  * texts put between the layout's key texts as features.py's _Shape.jsons puts them, with no
  * object per value; None where a row's other values do not split at their commas (a string holding
  * one), which Python then handles.
+ *
+ * payload_digests: records.py's payload_digest of each payload of a list (CRC-32 as zlib's, then
+ * the length, both big-endian), the CRC folded 16 bytes at a time with carry-less products where
+ * the CPU has them (PCLMULQDQ), tables eight bytes at a time elsewhere and after the folds.
+ *
+ * id_keys: records.py's _id_key of each id of a list and zlib's CRC-32 of each key (the join's
+ * group hash), or None where an id is not ASCII text (its UTF-8 is then records.py's to make).
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
@@ -886,7 +893,181 @@ done:
     return out;
 }
 
+/* ---- payload_digests ---------------------------------------------------------------------- */
+
+static uint32_t crc_table[8][256]; /* zlib's CRC-32 (reflected 0xEDB88320): slicing by 8 */
+
+static void crc_table_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+        crc_table[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFFu];
+}
+
+/* The register after `n` bytes from `s`, eight at a time (no inversions: the callers own them). */
+static uint32_t crc_bytes(uint32_t s, const unsigned char *p, size_t n) {
+    for (; n >= 8; p += 8, n -= 8) {
+        uint32_t one = read_u32(p) ^ s, two = read_u32(p + 4);
+        s = crc_table[7][one & 0xFFu] ^ crc_table[6][(one >> 8) & 0xFFu] ^ crc_table[5][(one >> 16) & 0xFFu]
+            ^ crc_table[4][one >> 24] ^ crc_table[3][two & 0xFFu] ^ crc_table[2][(two >> 8) & 0xFFu]
+            ^ crc_table[1][(two >> 16) & 0xFFu] ^ crc_table[0][two >> 24];
+    }
+    for (; n > 0; p++, n--) s = (s >> 8) ^ crc_table[0][(s ^ *p) & 0xFFu];
+    return s;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_FOLD 1
+/* Folding: 16 message bytes read little-endian are a 128-bit polynomial A = H x^64 + L (H the low
+ * quadword: its bits come first in the stream, bit i the coefficient of x^(127-i)). Carrying A over
+ * the next 16 bytes B keeps the message's remainder mod P: A x^128 + B = H x^192 + L x^128 + B, with
+ * x^192 = x * (x^191 mod P) and x^128 = x * (x^127 mod P), each constant bit-reversed into 64 bits
+ * so that a carry-less product lands in the 128-bit block's order (its degree < 96 fits it). The
+ * folded block has the prefix's remainder, so the table finishes it from a zero register. */
+#define FOLD_HIGH 0x65673b4600000000ULL /* bitreverse64(x^191 mod P) */
+#define FOLD_LOW 0x9ba54c6f00000000ULL  /* bitreverse64(x^127 mod P) */
+
+__attribute__((target("pclmul,sse4.1")))
+static uint32_t crc_fold(uint32_t s, const unsigned char *p, size_t n) {
+    /* n >= 16: the register xored into the first four bytes, as a byte loop would take it in */
+    __m128i x = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128((int)s));
+    const __m128i k = _mm_set_epi64x((long long)FOLD_LOW, (long long)FOLD_HIGH);
+    size_t pos = 16;
+    for (; n - pos >= 16; pos += 16) {
+        __m128i high = _mm_clmulepi64_si128(x, k, 0x00), low = _mm_clmulepi64_si128(x, k, 0x11);
+        x = _mm_xor_si128(_mm_xor_si128(high, low), _mm_loadu_si128((const __m128i *)(p + pos)));
+    }
+    unsigned char folded[16];
+    _mm_storeu_si128((__m128i *)folded, x);
+    return crc_bytes(crc_bytes(0, folded, 16), p + pos, n - pos);
+}
+
+static int have_fold;
+#endif
+
+static uint32_t crc32_of(const unsigned char *p, size_t n) {
+#ifdef HAVE_FOLD
+    if (have_fold && n >= 32) return ~crc_fold(0xFFFFFFFFu, p, n);
+#endif
+    return ~crc_bytes(0xFFFFFFFFu, p, n);
+}
+
+static PyObject *payload_digests(PyObject *module, PyObject *payloads) {
+    (void)module;
+    if (!PyList_Check(payloads)) {
+        PyErr_SetString(PyExc_TypeError, "payload_digests: a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(payloads);
+    PyObject *out = PyList_New(count);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(payloads, i), &view, PyBUF_SIMPLE) < 0) goto fail;
+        if ((size_t)view.len > UINT32_MAX) { /* as struct's ">II" refuses it */
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_OverflowError, "payload_digests: a payload of 4 GiB or more");
+            goto fail;
+        }
+        uint32_t crc = crc32_of((const unsigned char *)view.buf, (size_t)view.len), size = (uint32_t)view.len;
+        PyBuffer_Release(&view);
+        unsigned char digest[DIGEST_SIZE] = {
+            (unsigned char)(crc >> 24), (unsigned char)(crc >> 16), (unsigned char)(crc >> 8), (unsigned char)crc,
+            (unsigned char)(size >> 24), (unsigned char)(size >> 16), (unsigned char)(size >> 8), (unsigned char)size,
+        };
+        PyObject *item = PyBytes_FromStringAndSize((const char *)digest, DIGEST_SIZE);
+        if (item == NULL) goto fail;
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- id_keys ------------------------------------------------------------------------------ */
+
+#define UUID_CODE 0xFFFF /* records.py's _UUID_CODE: 16 raw bytes follow */
+#define UUID_TEXT 36
+
+static int hex_value(Py_UCS1 c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1; /* uppercase too: its key would not give the id's text back */
+}
+
+/* A canonical (lowercase) UUID's 16 bytes into `raw`; 0 for any other text. */
+static int uuid_bytes(const Py_UCS1 *text, unsigned char *raw) {
+    int at = 0;
+    for (int i = 0; i < UUID_TEXT;) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (text[i++] != '-') return 0;
+            continue;
+        }
+        int high = hex_value(text[i]), low = hex_value(text[i + 1]);
+        if (high < 0 || low < 0) return 0;
+        raw[at++] = (unsigned char)(high << 4 | low);
+        i += 2;
+    }
+    return 1;
+}
+
+static PyObject *id_keys(PyObject *module, PyObject *pids) {
+    (void)module;
+    if (!PyList_Check(pids)) Py_RETURN_NONE;
+    Py_ssize_t count = PyList_GET_SIZE(pids);
+    for (Py_ssize_t i = 0; i < count; i++) { /* ASCII ids only: the rest are records.py's alone */
+        PyObject *pid = PyList_GET_ITEM(pids, i);
+        if (!PyUnicode_CheckExact(pid) || !PyUnicode_IS_ASCII(pid) || PyUnicode_GET_LENGTH(pid) >= UUID_CODE)
+            Py_RETURN_NONE;
+    }
+    PyObject *keys = PyList_New(count), *crcs = PyList_New(count);
+    if (keys == NULL || crcs == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pid = PyList_GET_ITEM(pids, i);
+        const Py_UCS1 *text = PyUnicode_1BYTE_DATA(pid);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(pid);
+        unsigned char raw[18];
+        PyObject *key;
+        if (length == UUID_TEXT && uuid_bytes(text, raw + 2)) {
+            raw[0] = raw[1] = 0xFF;
+            key = PyBytes_FromStringAndSize((const char *)raw, 18);
+        } else {
+            key = PyBytes_FromStringAndSize(NULL, length + 2);
+            if (key != NULL) {
+                unsigned char *out = (unsigned char *)PyBytes_AS_STRING(key);
+                out[0] = (unsigned char)(length & 0xFF); /* records.py's _CODE: "<H" */
+                out[1] = (unsigned char)(length >> 8);
+                memcpy(out + 2, text, (size_t)length);
+            }
+        }
+        if (key == NULL) goto fail;
+        PyList_SET_ITEM(keys, i, key);
+        PyObject *crc = PyLong_FromUnsignedLong(
+            crc32_of((const unsigned char *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key)));
+        if (crc == NULL) goto fail;
+        PyList_SET_ITEM(crcs, i, crc);
+    }
+    PyObject *out = PyTuple_Pack(2, keys, crcs);
+    Py_DECREF(keys);
+    Py_DECREF(crcs);
+    return out;
+fail:
+    Py_XDECREF(keys);
+    Py_XDECREF(crcs);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"payload_digests", (PyCFunction)payload_digests, METH_O,
+     "records.py's payload_digest of each payload of a list (see the module's C source)."},
+    {"id_keys", (PyCFunction)id_keys, METH_O,
+     "The id keys of a list of ASCII ids and their CRC-32s, or None (see the module's C source)."},
     {"close_pending", (PyCFunction)(void (*)(void))close_pending, METH_FASTCALL,
      "Close the pending records of a batch's commonest labels (see the module's C source)."},
     {"outcome_rows", (PyCFunction)(void (*)(void))outcome_rows, METH_FASTCALL,
@@ -905,6 +1086,10 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
+    crc_table_init();
+#ifdef HAVE_FOLD
+    have_fold = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+#endif
     append_name = PyUnicode_InternFromString("append");
     get_name = PyUnicode_InternFromString("get");
     typecode = PyUnicode_FromString("I");

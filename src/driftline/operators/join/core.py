@@ -129,8 +129,8 @@ from driftline.operators.join.records import (
     _closed,
     _find,
     _id_key,
-    _id_keys,
     _joined_head,
+    _keyed_crcs,
     _pending_head,
     _pid,
     _record_pieces,
@@ -304,8 +304,7 @@ class LabelJoin(TrackedTable):
         else:  # one layout: its shape id is looked up once (interned with its first pending record)
             layout, packs = encoded
             known = self._shape_ids.get(layout)
-        keys = _id_keys(prediction_ids)
-        crcs = list(map(zlib.crc32, keys))
+        keys, crcs = _keyed_crcs(prediction_ids)
         count = len(tails)
         if len(features) != count:
             raise ValueError("features: a map per prediction")
@@ -539,8 +538,7 @@ class LabelJoin(TrackedTable):
         """
         joined: list[_Joined] = []
         outcomes: list[JoinedOutcome] = []
-        keys = _id_keys(prediction_ids)
-        crcs = list(map(zlib.crc32, keys))
+        keys, crcs = _keyed_crcs(prediction_ids)
         count = len(keys)
         if not len(timestamps) == len(labels) == len(model_ids) == len(digests) == len(sources) == count:
             raise ValueError("on_labels: a value per label in every column")
