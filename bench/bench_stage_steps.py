@@ -7,8 +7,8 @@
 - **bucket close**: ``OutcomeClock.close`` of 1,260 classification outcomes of one target over 5
   metrics intervals, the column tally (``_tally_one_target``) against the outcome-by-outcome loop,
   CPU-us an outcome;
-- **digests and id keys**: ``payload_digests`` of 1,250 prediction-like (~560 bytes) and 1,250
-  label-like (~110 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
+- **digests and id keys**: ``payload_digests`` of 1,250 prediction-like (~770 bytes) and 1,250
+  label-like (~90 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
   extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
 - with ``--baseline REV``, the same steps of another revision's module (``git show``, its imports
   today's): many models' columnar records (``ShardProcessor._columns_records`` of 1,250 outcomes of
