@@ -14,9 +14,12 @@
   today's): many models' columnar records (``ShardProcessor._columns_records`` of 1,250 outcomes of
   Zipf-chosen models over 300), CPU-us a batch; a record's metrics bucket found
   (``OutcomeClock.add_outcomes`` of 20 records of 4 outcomes a model, 300 models, each model's in one
-  metrics interval, as a batch a second brings them), CPU-us a record.
+  metrics interval, as a batch a second brings them), CPU-us a record; a batch's events buffered
+  into their windows (``ShardProcessor._buffer_groups`` of 1,250 events of 25 features over 300
+  Zipf-chosen models, a second of event time, the default 300 s and 3,600 s windows), CPU-us a
+  (model, segment) group.
 
-    .venv/bin/python bench/bench_stage_steps.py [--rounds 5] [--baseline 5ebded3]
+    .venv/bin/python bench/bench_stage_steps.py [--rounds 5] [--baseline 1a8ff97]
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.join import records as join_records
 from driftline.operators.multivariate import NormalScores
 from driftline.operators.triggers import RetrainPolicy
+from driftline.operators.window_stats import EventColumns
 from driftline.pipeline import outcomes, records, shard
 from driftline.pipeline.records import Outcomes, Progress
 from driftline.pipeline.references import ProfileBook
+from driftline.schemas.events import Prediction
 
 START = 1_767_225_600_000
 
@@ -199,6 +204,49 @@ def bucket_lookup(rounds: int, baseline: Any) -> dict[str, float]:
                    len(made))
 
 
+def buffer_groups(rounds: int, baseline: Any) -> tuple[dict[str, float], int]:
+    """The two revisions' CPU-us a group, and the groups of the batch."""
+    rng = random.Random(1)
+    n, names = 1_250, [f"x{j}" for j in range(20)] + [f"c{j}" for j in range(5)]
+    floats = [np.array([rng.gauss(0, 1) for _ in range(n)]) for _ in range(20)]
+    cats = [[rng.choice("abcd") for _ in range(n)] for _ in range(5)]
+    listed = [f.tolist() for f in floats] + cats
+    features = [dict(zip(names, row, strict=True)) for row in zip(*listed, strict=True)]
+    columns = EventColumns.of(features, [Prediction(label="a", score=0.5)] * n, [5.0] * n,
+                              (names, listed, [*floats, *[None] * 5]))
+    timestamps = START + np.sort(np.array([rng.randrange(1_000) for _ in range(n)], dtype=np.int64))
+    by_model: dict[tuple[str, str], list[int]] = {}
+    for i, item in enumerate(_zipf_items()):
+        by_model.setdefault((item.model_id, "1"), []).append(i)
+    sizes_ms = [size * 1_000 for size in Settings().windows.sizes_s]
+
+    def buffers(module: Any) -> Any:
+        class Buffers:  # what _buffer_groups and _buffer_window read and write of a shard
+            _buffer_window = module.ShardProcessor._buffer_window
+            _accumulate = module.ShardProcessor._accumulate
+
+            def __init__(self) -> None:
+                self.sizes_ms, self.buffered, self.open, self._first_end = sizes_ms, {}, {}, 2**62
+
+        made = Buffers()
+        module.ShardProcessor._buffer_groups(made, columns, timestamps, [""] * n, by_model)
+        return made
+
+    def step(module: Any) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(5):
+                buffers(module)
+        return run
+
+    def parts(made: Any) -> list[tuple[Any, list[int]]]:
+        return sorted((tuple(key), [part.n for part in held.parts]) for key, held in made.buffered.items())
+
+    if parts(buffers(baseline)) != parts(buffers(shard)):
+        raise SystemExit("the baseline's window buffers differ from this revision's")
+    sides = {"baseline": (step(baseline), nullcontext), "this": (step(shard), nullcontext)}
+    return best_of(rounds, sides, 5 * len(by_model)), len(by_model)
+
+
 def measure(rounds: int, baseline: str | None) -> list[str]:
     lines = []
     ns = normal_scores(rounds)
@@ -221,6 +269,9 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         lines.append(f"bucket lookup, records of 4 outcomes over 300 models: {baseline} "
                      f"{bl['baseline']:.2f} vs this {bl['this']:.2f} CPU-us a record "
                      f"({bl['baseline'] / bl['this']:.2f}x)")
+        bg, groups = buffer_groups(rounds, old_shard)
+        lines.append(f"window buffers, 1,250 events of {groups} models: {baseline} {bg['baseline']:.1f} vs "
+                     f"this {bg['this']:.1f} CPU-us a group ({bg['baseline'] / bg['this']:.2f}x)")
     return lines
 
 
