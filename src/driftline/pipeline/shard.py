@@ -777,12 +777,12 @@ class ShardProcessor:
         """Buffer the counted events of each (window, model, version, segment), in log order: the
         row path's buffers exactly, so chunks (and float sums) are the same."""
         everyone = columns.n
+        if not everyone:
+            return
         untagged = tags.count("") == len(tags)  # no event carries a segment key
         # A window size every event of the batch falls in one window of (a batch spans seconds,
         # windows minutes: nearly always every size) needs no start found group by group: with many
         # models that was a dozen numpy calls on a few events each, per group.
-        if not everyone:
-            return
         lo, hi = int(timestamps.min()), int(timestamps.max())
         whole = {size: lo - lo % size for size in self.sizes_ms if lo - lo % size == hi - hi % size}
         for (model_id, version), rows in by_model.items():
