@@ -120,8 +120,9 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
         while True:
             worker.check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker consumed {samples[-1][1] if samples else 0} of {n} predictions "
-                                   f"within {timeout_s}s\n{worker.log_tail()}")
+                seen = samples[-1][1:3] if samples else (0, 0)
+                raise TimeoutError(f"worker consumed {seen[0]:.0f} of {n} predictions and {seen[1]:.0f} of "
+                                   f"{labels} labels within {timeout_s}s\n{worker.log_tail()}")
             try:
                 metrics = worker.metrics()
             except OSError:  # web server not up yet
