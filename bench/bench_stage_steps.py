@@ -12,7 +12,10 @@
   extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
 - with ``--baseline REV``, the same steps of another revision's module (``git show``, its imports
   today's): many models' columnar records (``ShardProcessor._columns_records`` of 1,250 outcomes of
-  Zipf-chosen models over 300), CPU-us a batch; a record's metrics bucket found
+  Zipf-chosen models over 300), CPU-us a batch; the same outcomes from the shard to stage 2's
+  per-model records (made into model-events messages, encoded, decoded: stacked records against
+  REV's bundles, or where REV has none, as at or after stacked records, against a message a record),
+  CPU-us a batch; a record's metrics bucket found
   (``OutcomeClock.add_outcomes`` of 20 records of 4 outcomes a model, 300 models, each model's in one
   metrics interval, as a batch a second brings them), CPU-us a record; a batch's events buffered
   into their windows (``ShardProcessor._buffer_groups`` of 1,250 events of 25 features over 300
@@ -188,6 +191,51 @@ def columns_records(rounds: int, baseline: Any) -> tuple[dict[str, float], int]:
     return best_of(rounds, sides, 20), len(made)
 
 
+def model_events(rounds: int, baseline: str) -> tuple[dict[str, float], int, str]:
+    """CPU-us a batch from a shard's outcomes of many models to stage 2's per-model records (made,
+    encoded, decoded): this revision's stacked records against the baseline's bundles, or where it
+    has none (at or after stacked records) against this revision's message a record; the records,
+    and what the baseline side is."""
+    items = _zipf_items()
+    old_shard = module_at_revision(baseline, "src/driftline/pipeline/shard.py", "baseline_shard")
+    old_records = module_at_revision(baseline, "src/driftline/pipeline/records.py", "baseline_records")
+    old_messages = getattr(old_records, "bundled", None)  # the revisions before stacked records
+
+    class Shard:
+        shard, model_events_topic, model_events_partitions, bundle_model_events = 0, "t", 3, True
+
+    class Alone(Shard):
+        bundle_model_events = False
+
+    def before() -> list[Any]:
+        if old_messages is None:
+            sent = shard.ShardProcessor._model_events(Alone, items, [], [], [])  # type: ignore[arg-type]
+            return [records.decode_model_event(m.value) for m in sent]
+        made = old_shard.ShardProcessor._columns_records(Shard, old_records.Outcomes, items)
+        sent = old_messages(Shard.model_events_topic, Shard.model_events_partitions, 0, made)
+        return [r for m in sent for r in old_records.decode_model_event(m.value).records]
+
+    def now() -> list[Any]:
+        sent = shard.ShardProcessor._model_events(Shard, items, [], [], [])  # type: ignore[arg-type]
+        return [r for m in sent for r in records.decode_model_event(m.value).records()]
+
+    def read(made: list[Any]) -> list[tuple[Any, ...]]:  # per partition, as stage 2 takes them
+        return sorted((records.model_partition(r.model_id, 3), i, r.model_id, r.model_version,
+                       [getattr(r, name) for name in records.OUTCOME_FIELDS]) for i, r in enumerate(made))
+
+    if [row[2:] for row in read(before())] != [row[2:] for row in read(now())]:
+        raise SystemExit("the baseline's per-model records differ from this revision's")
+
+    def step(side: Callable[[], list[Any]]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(20):
+                side()
+        return run
+
+    sides = {"baseline": (step(before), nullcontext), "this": (step(now), nullcontext)}
+    return best_of(rounds, sides, 20), len(now()), "a message each" if old_messages is None else "bundles"
+
+
 def bucket_lookup(rounds: int, baseline: Any) -> dict[str, float]:
     # a batch a second: each model's 20 records fall in one metrics interval (one bucket found 20 times)
     made = [Outcomes(0, f"m{m}", "1", [f"p{m}-{r}-{k}" for k in range(4)], [""] * 4, [START + r * 1_000] * 4,
@@ -269,6 +317,10 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         lines.append(f"bucket lookup, records of 4 outcomes over 300 models: {baseline} "
                      f"{bl['baseline']:.2f} vs this {bl['this']:.2f} CPU-us a record "
                      f"({bl['baseline'] / bl['this']:.2f}x)")
+        me, made, against = model_events(rounds, baseline)
+        lines.append(f"model-events records, 1,250 outcomes of {made} models: {against} "
+                     f"{me['baseline']:.0f} vs stacked {me['this']:.0f} CPU-us a batch "
+                     f"({me['baseline'] / me['this']:.2f}x)")
         bg, groups = buffer_groups(rounds, old_shard)
         lines.append(f"window buffers, 1,250 events of {groups} models: {baseline} {bg['baseline']:.1f} vs "
                      f"this {bg['this']:.1f} CPU-us a group ({bg['baseline'] / bg['this']:.2f}x)")

@@ -580,9 +580,7 @@ def measure_outcome_encoding(n: int, rounds: int, seed: int = 0) -> Figure:
 
     def split(outcomes: list[Any]) -> list[Any]:
         out = _outcome_messages_split(processor, outcomes)
-        made = processor._columns_records(records.Outcomes, outcomes)  # stage 2's columns, as the shard adds
-        out.extend(records.bundled(processor.model_events_topic, processor.model_events_partitions,
-                                   processor.shard, made))
+        out.extend(processor._model_events(outcomes, [], [], []))  # stage 2's columns, as the shard adds
         return out
 
     variants = {"per row": per_row, "per batch": split}

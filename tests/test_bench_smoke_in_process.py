@@ -147,11 +147,12 @@ def test_feature_watch_shard_traffic_times_one_model_and_held_sizes(
 
 def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> None:
     """bench_stage_steps: the C normal scores, digests and id keys and the column tally against their
-    references, and (``--baseline``) a revision's per-model records, bucket lookup and window buffers
-    beside this one's (HEAD here)."""
+    references, and (``--baseline``) a revision's per-model records, bucket lookup, model-events
+    records and window buffers beside this one's (HEAD here)."""
     bench = _module("bench_stage_steps")
     lines = bench.measure(1, "HEAD")
     assert [line.split(",")[0] for line in lines] == ["normal scores", "digests and id keys", "bucket close",
-                                                       "columnar records", "bucket lookup", "window buffers"]
+                                                       "columnar records", "bucket lookup",
+                                                       "model-events records", "window buffers"]
     assert all(line.endswith("x)") for line in lines), lines
-    assert "of 202 models" in lines[3] and "of 202 models" in lines[5]  # the Zipf batch's models
+    assert all("of 202 models" in lines[i] for i in (3, 5, 6))  # the Zipf batch's models

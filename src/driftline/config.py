@@ -472,10 +472,11 @@ class WorkerSettings(_Section):
         "waiting for them (held labels, each made an outcome one at a time); false = read both as they come"
     )
     bundle_model_events: bool = Field(
-        True, description="a stage-1 batch's per-model records bound for one model-events partition go as "
-        "one message (a bundle); false = a message per record, as releases before bundles sent them and "
-        "their stage 2 reads them (a rolling upgrade: false until every worker runs a release that reads "
-        "bundles, then true)"
+        True, description="a stage-1 batch's columnar records of one kind (outcomes, expired predictions, "
+        "orphan labels, duplicates) bound for one model-events partition go as one stacked record, every "
+        "model's rows in it; false = a message per model and kind, as releases before stacked records sent "
+        "them and their stage 2 reads them (a rolling upgrade: false until every worker runs a release "
+        "that reads stacked records, then true)"
     )
     silent_predictions_s: float = Field(
         300.0, ge=0, description="once a shard's predictions partition is idle and no predictions "

@@ -216,9 +216,9 @@ class ModelProcessor:
                 self.outcomes.add_orphans(record)
             case records.Duplicates():
                 self.outcomes.add_duplicates(record)
-            case records.Bundle():
-                for inner in record.records:  # each as if it had come alone
-                    self._route(cast(records.ModelEvent, inner))
+            case records.Stacked():
+                for columnar in record.records():  # each as if it had come alone
+                    self._route(cast(records.ModelEvent, columnar))
 
     def _dead_letter(self, record: RawRecord, err: Exception) -> OutboundMessage:
         json = isinstance(err, orjson.JSONDecodeError)

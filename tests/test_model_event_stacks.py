@@ -1,10 +1,11 @@
-"""Stage 1 sends a batch's columnar records of several models bound for one model-events partition
-as one :class:`~driftline.pipeline.records.Bundle`; stage 2 takes its records as if each had come
-alone, so every table is the same as with a message a record."""
+"""Stage 1 sends a batch's columnar records of one type of several models bound for one model-events
+partition as one :class:`~driftline.pipeline.records.Stacked` record; stage 2 takes its records as if
+each had come alone, so every table is the same as with a message a record."""
 
 from __future__ import annotations
 
-from collections import Counter
+import random
+from collections import Counter, namedtuple
 from typing import Any
 
 import orjson
@@ -12,9 +13,16 @@ import pytest
 
 from driftline.config import Settings
 from driftline.operators.validate import RawRecord
+from driftline.pipeline import records
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.model import ModelProcessor
-from driftline.pipeline.records import Bundle, Expired, Outcomes, Progress, decode_model_event, encode
+from driftline.pipeline.records import (
+    Outcomes,
+    Stacked,
+    decode_model_event,
+    encode,
+)
+from driftline.pipeline.shard import ShardProcessor
 
 START = 1_767_225_600_000
 MODELS = [f"model-{i}" for i in range(12)]
@@ -72,41 +80,82 @@ def _run(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str,
     return dict(pipeline.rows), sent
 
 
-def test_bundled_records_make_the_same_tables_as_a_message_each(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stacked_records_make_the_same_tables_as_a_message_each(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(topics={"partitions": 2, "model_events_partitions": 3},  # type: ignore[arg-type]
                         windows={"sizes_s": [300], "allowed_lateness_s": 5, "metrics_interval_s": 300},
                         join={"label_horizon_s": 120})
-    bundled, sent = _run(settings, monkeypatch)
-    # a message a record (worker.bundle_model_events off: what a stage 2 before bundles reads)
+    stacked, sent = _run(settings, monkeypatch)
+    # a message a record (worker.bundle_model_events off: what every release's stage 2 reads)
     alone, sent_alone = _run(settings.model_copy(update={"worker": settings.worker.model_copy(
         update={"bundle_model_events": False})}), monkeypatch)
-    assert sent["bundle"] > 0 and "bundle" not in sent_alone
+    assert sent["stacked"] > 0 and "stacked" not in sent_alone
     assert sum(sent.values()) < sum(sent_alone.values())  # fewer messages for the same records
-    assert bundled == alone
-    metrics = [r for r in bundled["model_metrics"] if r["row_kind"] == "interval" and r["segment"] == ""]
+    assert stacked == alone
+    metrics = [r for r in stacked["model_metrics"] if r["row_kind"] == "interval" and r["segment"] == ""]
     assert {r["model_id"] for r in metrics} == {*MODELS, ""}  # "": the orphan labels, which name none
     assert sum(r["n_outcomes"] for r in metrics) == sum(1 for n in range(1_200) if n % 9)
     assert sum(r["n_expired"] for r in metrics) == sum(1 for n in range(1_200) if not n % 9)
-    unjoined = Counter(r["event_type"] for r in bundled["unjoined_events"])
+    unjoined = Counter(r["event_type"] for r in stacked["unjoined_events"])
     resent = sum(1 for n in range(1_200) if n % 50 == 7)
     assert unjoined == {"prediction": sum(1 for n in range(1_200) if not n % 9) + resent,
                         "label": sum(1 for n in range(1_200) if n % 40 == 3)}
 
 
-@pytest.mark.parametrize("inner", [
-    Progress(0, 5, 5, 5).payload(),  # progress goes to every partition, never in a bundle
-    Outcomes(1, "m", "1", ["p"], [""], [5], [1], [1], [None], [0]).payload(),  # another shard's
-    Bundle(0, [Expired(0, "m", "1", ["q"], [""], [9], ["horizon"])]).payload(),  # a bundle in a bundle
-    {"type": "nonsense", "shard": 0},
-    # columns of two lengths: its first row would have been applied as the rows are read
-    Outcomes(0, "m", "1", ["p", "r"], ["", ""], [5, 6], [1, 1], [1, 1], [None, None], [0]).payload(),
+_Item = namedtuple("_Item", ("model_id", "model_version", *records.OUTCOME_FIELDS))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_a_partitions_stacked_records_are_the_per_model_records_in_order(seed: int) -> None:
+    """Whatever the models, versions and their order in a batch: each partition's stacked messages
+    hold the records a message a record would have sent it, in the same order."""
+    rng = random.Random(seed)
+    models = [f"m{k}" for k in range(rng.randint(1, 40))]
+    items = [_Item(rng.choice(models), rng.choice("12"), f"p{i}", rng.choice(["", "region=eu"]), i, 5,
+                   rng.choice([0, 1, None]), None, 0) for i in range(rng.randint(1, 300))]
+    partitions = rng.randint(1, 5)
+    settings = Settings(topics={"model_events_partitions": partitions})  # type: ignore[arg-type]
+    shard = ShardProcessor(0, settings, "")
+    per_partition: dict[int, list[Any]] = {}
+    for message in shard._model_events(items, [], [], []):
+        stacked = decode_model_event(message.value)
+        assert isinstance(stacked, Stacked)
+        per_partition.setdefault(message.partition, []).extend(stacked.records())
+    alone: dict[int, list[Any]] = {}
+    for record in shard._columns_records(Outcomes, items):
+        alone.setdefault(records.model_partition(record.model_id, partitions), []).append(record)
+    assert per_partition == alone
+
+
+_GOOD = Stacked(0, "expired", ["m", "n"], ["1", "1"], [1, 1], {
+    "prediction_id": ["q", "r"], "segment": ["", ""], "expired_at": [9, 9], "reason": ["horizon"] * 2,
+}).payload()
+
+
+@pytest.mark.parametrize("change", [
+    {"rows": [1, 2]},  # more rows than its columns hold
+    {"rows": [2, 0]},  # a run of no rows
+    {"rows": [1, True]},
+    {"model_id": ["m"]},  # fewer models than runs
+    {"model_version": ["1", 1]},
+    {"record_type": "progress"},  # not a columnar type
+    {"record_type": "nonsense"},
+    {"columns": {**_GOOD["columns"], "reason": ["horizon"]}},  # a column of another length
+    {"columns": {k: v for k, v in _GOOD["columns"].items() if k != "reason"}},  # a column missing
+    {"columns": {**_GOOD["columns"], "label_time": [1, 2]}},  # a column of another type's
+    {"columns": {**_GOOD["columns"], "expired_at": 9}},  # a column not a list
+    {"shard": 7},  # beyond the configured partitions
 ])
-def test_a_bundle_that_does_not_fit_is_dead_lettered_whole(inner: dict[str, Any]) -> None:
+def test_a_stacked_record_that_does_not_fit_is_dead_lettered_whole(change: dict[str, Any]) -> None:
     settings = Settings(topics={"partitions": 2, "model_events_partitions": 1})  # type: ignore[arg-type]
-    good = Expired(0, "m", "1", ["q"], [""], [9], ["horizon"]).payload()
-    value = encode({"type": "bundle", "shard": 0, "records": [good, inner]})
     processor = ModelProcessor(0, settings, "")
+    good = encode(_GOOD)
+    assert not [m for m in processor.process([RawRecord(settings.topics.model_events, 0, 40, 0, None, good)])
+                if m.topic == settings.topics.dead_letters]
+    assert sorted(p for bs in processor.outcomes.buckets.values() for b in bs.values() for p in b.expired) \
+        == ["q", "r"]
+    processor = ModelProcessor(0, settings, "")
+    value = encode({**_GOOD, **change})
     out = processor.process([RawRecord(settings.topics.model_events, 0, 41, 0, None, value)])
     letters = [orjson.loads(m.value) for m in out if m.topic == settings.topics.dead_letters]
     assert len(letters) == 1 and letters[0]["source_offset"] == 41, letters
-    assert not processor.outcomes.buckets  # nothing of it applied: the good record waits with it
+    assert not processor.outcomes.buckets  # no row of it applied
