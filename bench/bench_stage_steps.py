@@ -201,22 +201,25 @@ def model_events(rounds: int, baseline: str) -> tuple[dict[str, float], int, str
     old_records = module_at_revision(baseline, "src/driftline/pipeline/records.py", "baseline_records")
     old_messages = getattr(old_records, "bundled", None)  # the revisions before stacked records
 
-    class Shard:
+    per_model = shard.ShardProcessor._columns_records
+
+    class Shard:  # what _model_events reads of a shard
         shard, model_events_topic, model_events_partitions, bundle_model_events = 0, "t", 3, True
+        _columns_records = per_model
 
     class Alone(Shard):
         bundle_model_events = False
 
     def before() -> list[Any]:
         if old_messages is None:
-            sent = shard.ShardProcessor._model_events(Alone, items, [], [], [])  # type: ignore[arg-type]
+            sent = shard.ShardProcessor._model_events(Alone(), items, [], [], [])  # type: ignore[arg-type]
             return [records.decode_model_event(m.value) for m in sent]
         made = old_shard.ShardProcessor._columns_records(Shard, old_records.Outcomes, items)
         sent = old_messages(Shard.model_events_topic, Shard.model_events_partitions, 0, made)
         return [r for m in sent for r in old_records.decode_model_event(m.value).records]
 
     def now() -> list[Any]:
-        sent = shard.ShardProcessor._model_events(Shard, items, [], [], [])  # type: ignore[arg-type]
+        sent = shard.ShardProcessor._model_events(Shard(), items, [], [], [])  # type: ignore[arg-type]
         return [r for m in sent for r in records.decode_model_event(m.value).records()]
 
     def read(made: list[Any]) -> list[tuple[Any, ...]]:  # per partition, as stage 2 takes them
