@@ -19,9 +19,10 @@ Two figures, measured in one process:
   built every model's monitors and stage 2 closed each model's first window (building its scorer
   and under-filled rows; that one-off cost, mostly calibration, is reported apart), against
   the same run with all traffic on one model (the first model's own events, as many). Target:
-  within 20 %. The detail also gives both runs' cost in the feeds in which no window closed (no
-  partials, merges, window rows or grid-line flushes): what many models add per event inside a
-  batch, which neither a higher rate nor coarser windows would dilute.
+  within 20 %. The detail also gives both runs' cost in the feeds in which no window and no
+  metrics interval closed (no partials, merges, window rows, grid-line flushes or bucket rows): what
+  many models add per event inside a batch, which neither a higher rate nor coarser windows would
+  dilute; and a steady state's, each close weighed at the rate sustained traffic brings it.
 
 The cost figure also says what of it the cyclic garbage collector took in each run (its CPU per
 prediction and collections by generation): state made of many small tracked objects that lives a
@@ -261,7 +262,8 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
     warm_cpu = time.process_time() - cpu0
     closed = first_closed = _windows_closed(pipeline)
     under_filled = 0
-    between_cpu, between_predictions = 0.0, 0  # feeds in which no window closed (see split_note)
+    between_cpu, between_predictions = 0.0, 0  # feeds in which no window or interval closed (_between)
+    interval_cpu, interval_predictions, intervals = 0.0, 0, 0  # feeds that closed metrics intervals only
     timed_rows: Counter[str] = Counter()  # rows written after the warm-up, by table
     predictions_topic = settings.topics.predictions
     sent = pipeline.model_events_sent
@@ -272,9 +274,17 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
             fed = time.process_time()
             pipeline.feed(chunk)
             fed = time.process_time() - fed
-            if _windows_closed(pipeline) == closed:
+            fed_predictions = sum(1 for r in chunk if r.topic == predictions_topic)
+            closing = _intervals_closed(pipeline)
+            if _windows_closed(pipeline) != closed:
+                pass  # a window close's feed: its intervals closed are charged to the windows (_steady)
+            elif closing:
+                interval_cpu += fed
+                interval_predictions += fed_predictions
+                intervals += closing
+            else:
                 between_cpu += fed
-                between_predictions += sum(1 for r in chunk if r.topic == predictions_topic)
+                between_predictions += fed_predictions
             closed = _windows_closed(pipeline)
             under_filled += _under_filled(pipeline)
             timed_rows.update({table: len(rows) for table, rows in pipeline.rows.items()})
@@ -295,6 +305,8 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         "gc_collections": collector.collections,
         "between_closes_cpu_per_prediction_us": between_cpu / max(between_predictions, 1) * 1e6,
         "between_closes_predictions": between_predictions,
+        "interval_feeds_cpu_s": interval_cpu, "interval_feeds_predictions": interval_predictions,
+        "intervals_closed": intervals,
         "timed_rows": dict(timed_rows),
         "model_events_per_prediction": (pipeline.model_events_sent - sent) / max(predictions, 1),
     }
@@ -305,6 +317,13 @@ def _windows_closed(pipeline: InProcessPipeline) -> int:
     partial, its merge, 25 features scored and written) is the same for a window of 3 events as
     for one of 30,000, so with many models it is paid every few predictions."""
     return sum(model.windows.totals["windows_closed"] for model in pipeline.models)
+
+
+def _intervals_closed(pipeline: InProcessPipeline) -> int:
+    """Metrics intervals of a model stage 2 closed in the rows not yet sunk (its overall bucket's
+    row: one a model an interval), a per-interval cost like a window's close."""
+    return sum(1 for row in pipeline.rows.get("model_metrics", ())
+               if row.get("row_kind") == "interval" and row.get("segment") == "")
 
 
 def _under_filled(pipeline: InProcessPipeline) -> int:
@@ -408,6 +427,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
                 partitions: int = PARTITIONS, batch_records: int = BATCH_RECORDS,
                 sequential: bool = True) -> list[Figure]:
     ratio = many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"]
+    windows = settings_for(partitions).windows
     measured_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
     per_model_bytes = (many["pipeline_rss_bytes"] - one["pipeline_rss_bytes"]) / max(models - 1, 1)
     short = max(TARGET_MODELS - models, 0)
@@ -438,7 +458,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
             f"predictions; {many.get('windows_under_filled', 0):,} under-filled (< drift.min_count events: "
             f"not scored); {_rows_written(many, one)}; {_model_events(many, one)}; of the CPU per "
             f"prediction, cyclic GC {_gc(many)} vs {_gc(one)}; {_between(many, one)}; "
-            f"{_steady(many, one, models, rate, settings_for(partitions).windows.sizes_s)}")
+            f"{_steady(many, one, models, rate, windows.sizes_s, windows.metrics_interval_s)}")
     return [
         Figure("models_rss_gb", rss_label, worker_gb, "GB", f"<= {RSS_TARGET_GB:g}",
                rss_met, detail, {**many, "measured_gb": measured_gb}),
@@ -484,42 +504,51 @@ def _gc(run: dict[str, Any]) -> str:
 
 
 def _between(many: dict[str, Any], one: dict[str, Any]) -> str:
-    """The cost in the feeds in which no window closed (no window's partials, merge or rows, no grid
-    line's flush), many models against one: the per-model work inside a batch (a few events of each
-    model's per shard, buffered and watched as a group of its own), which the rate does not dilute
-    (a batch holds as many records whatever the rate) and coarser windows would not remove."""
+    """The cost in the feeds in which no window and no metrics interval closed (no window's
+    partials, merge or rows, no grid line's flush, no bucket's rows), many models against one: the
+    per-model work inside a batch (a few events of each model's per shard, buffered and watched as
+    a group of its own), which the rate does not dilute (a batch holds as many records whatever the
+    rate) and coarser windows would not remove."""
     key = "between_closes_cpu_per_prediction_us"
     if key not in many or key not in one:
         return "feeds between closes: -"
     if not many["between_closes_predictions"] or not one["between_closes_predictions"]:
-        return "every feed closed a window (no figure between closes: raise --n)"
+        return "every feed closed a window or interval (no figure between closes: raise --n)"
     a, b = many[key], one[key]
-    return (f"in the feeds in which no window closed {a:.1f} vs {b:.1f} CPU-us per prediction "
-            f"({a / b:.2f}x; {many['between_closes_predictions']:,} and "
+    return (f"in the feeds in which no window or metrics interval closed {a:.1f} vs {b:.1f} CPU-us per "
+            f"prediction ({a / b:.2f}x; {many['between_closes_predictions']:,} and "
             f"{one['between_closes_predictions']:,} predictions)")
 
 
-def _steady(many: dict[str, Any], one: dict[str, Any], models: int, rate: float, sizes_s: list[int]) -> str:
+def _steady(many: dict[str, Any], one: dict[str, Any], models: int, rate: float, sizes_s: list[int],
+            interval_s: int) -> str:
     """What a steady state at ``rate`` would cost, many models against one: the cost between closes
-    plus each close's measured cost (the feeds that closed windows, less the between-closes rate) at
-    the rate closes come in sustained traffic, every model's window of each size closing once per
-    its length. The timed part holds one close of each model's shortest window in a few seconds of
-    event time, so the whole figure weighs the closes more than sustained traffic does."""
+    plus each close's measured cost at the rate closes come in sustained traffic, every model's
+    window of each size closing once per its length and its metrics interval once per
+    ``interval_s``. A window close's cost is the excess over the between-closes rate of the feeds
+    that closed windows (with any intervals they closed too), an interval's that of the feeds that
+    closed intervals only. The timed part holds one close of each model's shortest window in a few
+    seconds of event time, so the whole figure weighs the closes more than sustained traffic does."""
     key = "between_closes_cpu_per_prediction_us"
     if key not in many or key not in one or not many.get("windows_closed") or not one.get("windows_closed"):
         return "at a steady state: -"
     per_second = sum(1 / size for size in sizes_s)  # closes a second of one model's windows
 
     def steady(run: dict[str, Any], n_models: int) -> float:
-        closing_us = run["predictions_timed"] * (run["cpu_per_prediction_us"] - run[key])  # every close's
-        close_us = closing_us / run["windows_closed"]
-        return float(run[key] + max(close_us, 0.0) * n_models * per_second / rate)
+        between = run[key]
+        intervals_us = (run.get("interval_feeds_cpu_s", 0.0) * 1e6
+                        - between * run.get("interval_feeds_predictions", 0))
+        windows_us = run["predictions_timed"] * (run["cpu_per_prediction_us"] - between) - intervals_us
+        close_us = windows_us / run["windows_closed"]
+        interval_us = intervals_us / run["intervals_closed"] if run.get("intervals_closed") else 0.0
+        return float(between + max(close_us, 0.0) * n_models * per_second / rate
+                     + max(interval_us, 0.0) * n_models / interval_s / rate)
 
     a, b = steady(many, models), steady(one, 1)
     return (f"at a steady state (each model's {' and '.join(map(str, sizes_s))} s windows closing once "
-            f"per their length: one close per {rate / (models * per_second):,.0f} vs "
-            f"{rate / per_second:,.0f} predictions) ~{a:.1f} vs ~{b:.1f} CPU-us per prediction "
-            f"({a / b:.2f}x)")
+            f"per their length and its {interval_s} s metrics intervals once per theirs: one window close "
+            f"per {rate / (models * per_second):,.0f} vs {rate / per_second:,.0f} predictions) ~{a:.1f} vs "
+            f"~{b:.1f} CPU-us per prediction ({a / b:.2f}x)")
 
 
 def _per(run: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""bench_models' split of the timed CPU: the feeds in which no window closed, apart."""
+"""bench_models' split of the timed CPU: the feeds in which no window or metrics interval closed, apart."""
 
 from __future__ import annotations
 
@@ -24,10 +24,14 @@ def test_a_run_times_the_feeds_without_a_window_close_apart(bench_models: Module
     assert result["windows_closed"] > 0
     assert 0 < result["between_closes_predictions"] < result["predictions_timed"]
     assert result["between_closes_cpu_per_prediction_us"] > 0
+    # feeds that closed a metrics interval and no window are neither between closes nor a window's
+    apart = result["between_closes_predictions"] + result["interval_feeds_predictions"]
+    assert apart < result["predictions_timed"]
+    assert result["intervals_closed"] > 0 and result["interval_feeds_predictions"] > 0  # labels 300 s on
     # the rows written after the warm-up, by table: an outcome a labelled prediction, window rows
     assert result["timed_rows"]["outcomes"] > 0 and result["timed_rows"]["feature_windows"] > 0
     assert sum(result["timed_rows"].values()) <= result["rows_written"]
-    # stage 1's messages to stage 2: a batch's per-model records of a partition go as one (a bundle)
+    # stage 1's messages to stage 2: a batch's per-model records of a partition and kind go as one
     assert 0 < result["model_events_per_prediction"] < 1
 
 
@@ -48,10 +52,23 @@ def test_the_steady_state_weighs_each_close_at_sustained_traffic_s_rate(bench_mo
             "predictions_timed": 100_000, "windows_closed": 1_000}
     one = {"between_closes_cpu_per_prediction_us": 20.0, "cpu_per_prediction_us": 20.0,
            "predictions_timed": 100_000, "windows_closed": 1}
-    text = bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600])
-    assert "one close per 1,385 vs 1,384,615 predictions" in text
+    text = bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600], 300)
+    assert "one window close per 1,385 vs 1,384,615 predictions" in text
     assert "~41.4 vs ~20.0" in text and "(2.07x)" in text, text
-    assert bench_models._steady({**many, "windows_closed": 0}, one, 1_000, 5_000.0, [300]).endswith("-")
+    assert bench_models._steady({**many, "windows_closed": 0}, one, 1_000, 5_000.0, [300], 300).endswith("-")
+
+
+def test_the_steady_state_weighs_a_metrics_intervals_close_at_its_own_rate(bench_models: ModuleType) -> None:
+    """Of the 20 CPU-us a prediction over the between-closes rate, feeds that closed 10 metrics
+    intervals only hold 0.1 s (5,000 predictions at 60 us): 10 ms an interval, once per 300 s of each
+    of 1,000 models at 5,000/s adds ~6.67; the windows' closes the rest (1.9 ms each) ~1.37."""
+    many = {"between_closes_cpu_per_prediction_us": 40.0, "cpu_per_prediction_us": 60.0,
+            "predictions_timed": 100_000, "windows_closed": 1_000, "interval_feeds_cpu_s": 0.3,
+            "interval_feeds_predictions": 5_000, "intervals_closed": 10}
+    one = {"between_closes_cpu_per_prediction_us": 20.0, "cpu_per_prediction_us": 20.0,
+           "predictions_timed": 100_000, "windows_closed": 1}
+    text = bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600], 300)
+    assert "~48.0 vs ~20.0" in text and "(2.40x)" in text, text
 
 
 def test_the_batch_size_reaches_both_runs_settings(bench_models: ModuleType) -> None:
