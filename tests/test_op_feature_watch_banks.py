@@ -101,3 +101,10 @@ def test_a_banks_numeric_features_are_kept_out_of_its_checkpoint() -> None:
     restored = pickle.loads(untouched)
     assert "numeric" not in vars(restored)
     assert restored.numeric == ["x", "y"]
+
+
+def test_a_watch_watches_once_a_model_has_a_profile() -> None:
+    watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000)
+    assert not watch.watches_any() and watch.models == []
+    watch.add_profile(_profile(1))
+    assert watch.watches_any() and watch.models == [("m", "1")]

@@ -321,6 +321,11 @@ class FeatureWatch:
     def models(self) -> list[tuple[str, str]]:
         return sorted(k for k, w in self._models.items() if w.profiles)
 
+    def watches_any(self) -> bool:
+        """Whether any model has a profile to watch against (a shard asks every batch: not the
+        sorted list of :attr:`models`, ~1,000 of them with many models)."""
+        return any(w.profiles for w in self._models.values())
+
     def monitor_count(self) -> int:
         return sum(len(w.bank.monitors) for w in self._models.values() if w.bank is not None)
 

@@ -519,7 +519,7 @@ class ShardProcessor:
         # Batch the window updates: one vectorised add per (window, model, version, segment).
         grouped: dict[WindowKey, tuple[list[Any], list[Any], list[Any]]] = defaultdict(lambda: ([], [], []))
         duplicates = self.join.counters.get("duplicate_predictions", 0)
-        watched = self.watch is not None and bool(self.watch.models)
+        watched = self.watch is not None and self.watch.watches_any()
         # (model, version) -> (times, ids, features) of accepted events, in log order
         per_model: dict[tuple[str, str], tuple[list[int], list[str], list[Any]]] = defaultdict(
             lambda: ([], [], [])
@@ -704,7 +704,7 @@ class ShardProcessor:
                     found = picked[key] = gathered[0].of(key)
             return found
 
-        if self.watch is not None and self.watch.models:
+        if self.watch is not None and self.watch.watches_any():
             timestamps = batch.timestamps
             for (model_id, version), members in sorted(by_model.items()):
                 whole = len(members) == n  # every event in order: the batch's own lists, no copies
