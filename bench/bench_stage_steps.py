@@ -13,7 +13,7 @@
 - with ``--baseline REV``, the same steps of another revision's module (``git show``, its imports
   today's): many models' columnar records (``ShardProcessor._columns_records`` of 1,250 outcomes of
   Zipf-chosen models over 300), CPU-us a batch; the same outcomes from the shard to stage 2's
-  per-model records (made into model-events messages, encoded, decoded: stacked records against
+  metrics buckets (made into model-events messages, encoded, decoded, added: stacked records against
   REV's bundles, or where REV has none, as at or after stacked records, against a message a record),
   CPU-us a batch; a record's metrics bucket found
   (``OutcomeClock.add_outcomes`` of 20 records of 4 outcomes a model, 300 models, each model's in one
@@ -192,10 +192,10 @@ def columns_records(rounds: int, baseline: Any) -> tuple[dict[str, float], int]:
 
 
 def model_events(rounds: int, baseline: str) -> tuple[dict[str, float], int, str]:
-    """CPU-us a batch from a shard's outcomes of many models to stage 2's per-model records (made,
-    encoded, decoded): this revision's stacked records against the baseline's bundles, or where it
-    has none (at or after stacked records) against this revision's message a record; the records,
-    and what the baseline side is."""
+    """CPU-us a batch from a shard's outcomes of many models to stage 2's metrics buckets (made into
+    model-events messages, encoded, decoded, added): this revision's stacked records against the
+    baseline's bundles of per-model records, or where it has none (at or after stacked records)
+    against this revision's message a record; the models, and what the baseline side is."""
     items = _zipf_items()
     old_shard = module_at_revision(baseline, "src/driftline/pipeline/shard.py", "baseline_shard")
     old_records = module_at_revision(baseline, "src/driftline/pipeline/records.py", "baseline_records")
@@ -210,33 +210,41 @@ def model_events(rounds: int, baseline: str) -> tuple[dict[str, float], int, str
     class Alone(Shard):
         bundle_model_events = False
 
-    def before() -> list[Any]:
+    def before() -> Any:
         if old_messages is None:
             sent = shard.ShardProcessor._model_events(Alone(), items, [], [], [])  # type: ignore[arg-type]
-            return [records.decode_model_event(m.value) for m in sent]
-        made = old_shard.ShardProcessor._columns_records(Shard, old_records.Outcomes, items)
-        sent = old_messages(Shard.model_events_topic, Shard.model_events_partitions, 0, made)
-        return [r for m in sent for r in old_records.decode_model_event(m.value).records]
+            made = [records.decode_model_event(m.value) for m in sent]
+        else:
+            made = old_shard.ShardProcessor._columns_records(Shard, old_records.Outcomes, items)
+            sent = old_messages(Shard.model_events_topic, Shard.model_events_partitions, 0, made)
+            made = [r for m in sent for r in old_records.decode_model_event(m.value).records]
+        clock = _clock(outcomes)
+        for record in made:
+            clock.add_outcomes(record)
+        return clock
 
-    def now() -> list[Any]:
-        sent = shard.ShardProcessor._model_events(Shard(), items, [], [], [])  # type: ignore[arg-type]
-        return [r for m in sent for r in records.decode_model_event(m.value).records()]
+    def now() -> Any:
+        clock = _clock(outcomes)
+        for message in shard.ShardProcessor._model_events(Shard(), items, [], [], []):  # type: ignore[arg-type]
+            clock.add_stacked_outcomes(records.decode_model_event(message.value))
+        return clock
 
-    def read(made: list[Any]) -> list[tuple[Any, ...]]:  # per partition, as stage 2 takes them
-        return sorted((records.model_partition(r.model_id, 3), i, r.model_id, r.model_version,
-                       [getattr(r, name) for name in records.OUTCOME_FIELDS]) for i, r in enumerate(made))
+    def buckets(clock: Any) -> dict[Any, Any]:
+        return {model: {start: (b.outcomes, b.rerouted) for start, b in held.items()}
+                for model, held in clock.buckets.items()}
 
-    if [row[2:] for row in read(before())] != [row[2:] for row in read(now())]:
-        raise SystemExit("the baseline's per-model records differ from this revision's")
+    if buckets(before()) != buckets(now()):
+        raise SystemExit("the baseline's buckets differ from this revision's")
 
-    def step(side: Callable[[], list[Any]]) -> Callable[[], None]:
+    def step(side: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
             for _ in range(20):
                 side()
         return run
 
     sides = {"baseline": (step(before), nullcontext), "this": (step(now), nullcontext)}
-    return best_of(rounds, sides, 20), len(now()), "a message each" if old_messages is None else "bundles"
+    against = "a message each" if old_messages is None else "bundles"
+    return best_of(rounds, sides, 20), len(buckets(now())), against
 
 
 def bucket_lookup(rounds: int, baseline: Any) -> dict[str, float]:

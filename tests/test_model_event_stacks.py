@@ -107,11 +107,13 @@ _Item = namedtuple("_Item", ("model_id", "model_version", *records.OUTCOME_FIELD
 @pytest.mark.parametrize("seed", range(25))
 def test_a_partitions_stacked_records_are_the_per_model_records_in_order(seed: int) -> None:
     """Whatever the models, versions and their order in a batch: each partition's stacked messages
-    hold the records a message a record would have sent it, in the same order."""
+    hold the records a message a record would have sent it, in the same order, and stage 2's
+    buckets take them as those records."""
     rng = random.Random(seed)
     models = [f"m{k}" for k in range(rng.randint(1, 40))]
-    items = [_Item(rng.choice(models), rng.choice("12"), f"p{i}", rng.choice(["", "region=eu"]), i, 5,
-                   rng.choice([0, 1, None]), None, 0) for i in range(rng.randint(1, 300))]
+    items = [_Item(rng.choice(models), rng.choice("12"), f"p{i}", rng.choice(["", "region=eu"]),
+                   rng.randrange(3 * 300_000), 5, rng.choice([0, 1, None]), None, rng.choice([0, 1]))
+             for i in range(rng.randint(1, 300))]
     partitions = rng.randint(1, 5)
     settings = Settings(topics={"model_events_partitions": partitions})  # type: ignore[arg-type]
     shard = ShardProcessor(0, settings, "")
@@ -124,6 +126,16 @@ def test_a_partitions_stacked_records_are_the_per_model_records_in_order(seed: i
     for record in shard._columns_records(Outcomes, items):
         alone.setdefault(records.model_partition(record.model_id, partitions), []).append(record)
     assert per_partition == alone
+    # stage 2 adds a stacked record's runs to the buckets as it adds the per-model records
+    stacked_clock, alone_clock = (ModelProcessor(0, settings, "").outcomes for _ in range(2))
+    for message in shard._model_events(items, [], [], []):
+        stacked_clock.add_stacked_outcomes(decode_model_event(message.value))
+    for record in shard._columns_records(Outcomes, items):
+        alone_clock.add_outcomes(record)
+    assert {model: {start: (b.outcomes, b.rerouted) for start, b in held.items()}
+            for model, held in stacked_clock.buckets.items()} == \
+        {model: {start: (b.outcomes, b.rerouted) for start, b in held.items()}
+         for model, held in alone_clock.buckets.items()}
 
 
 _GOOD = Stacked(0, "expired", ["m", "n"], ["1", "1"], [1, 1], {

@@ -216,6 +216,8 @@ class ModelProcessor:
                 self.outcomes.add_orphans(record)
             case records.Duplicates():
                 self.outcomes.add_duplicates(record)
+            case records.Stacked() if record.record_type == records.OUTCOMES:  # most: as if each came alone
+                self.outcomes.add_stacked_outcomes(record)
             case records.Stacked():
                 for columnar in record.records():  # each as if it had come alone
                     self._route(cast(records.ModelEvent, columnar))

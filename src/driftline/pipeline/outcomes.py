@@ -18,7 +18,9 @@ rows.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -31,11 +33,13 @@ from driftline.pipeline.comparison import Losses, VersionComparisons
 from driftline.pipeline.episodes import EpisodeMerger
 from driftline.pipeline.records import (
     NO_TIME,
+    OUTCOME_FIELDS,
     Duplicates,
     Expired,
     Orphans,
     Outcomes,
     Progress,
+    Stacked,
     window_segments,
 )
 from driftline.pipeline.references import ProfileBook
@@ -175,10 +179,19 @@ class OutcomeClock:
         return bucket
 
     def add_outcomes(self, record: Outcomes) -> None:
-        model = (record.model_id, record.model_version)
+        self._add_outcome_rows((record.model_id, record.model_version), record.rows())
+
+    def add_stacked_outcomes(self, record: Stacked) -> None:
+        """A stacked outcomes record's models' rows, each run as :meth:`add_outcomes` takes that
+        model's record (no record made a model: with many models a batch's are hundreds)."""
+        rows = zip(*(record.columns[name] for name in OUTCOME_FIELDS), strict=True)
+        for model_id, version, n in zip(record.model_id, record.model_version, record.rows, strict=True):
+            self._add_outcome_rows((model_id, version), islice(rows, n))
+
+    def _add_outcome_rows(self, model: tuple[str, str], rows: Iterable[tuple[Any, ...]]) -> None:
         interval = self.interval_ms
         start, bucket = None, None  # the bucket of the previous outcome: most follow in the same one
-        for pid, seg, label_time, delay, correct, abs_error, rerouted in record.rows():
+        for pid, seg, label_time, delay, correct, abs_error, rerouted in rows:
             if label_time - label_time % interval != start:
                 start, bucket = label_time - label_time % interval, self._bucket(model, label_time)
             if bucket is None:
