@@ -5,8 +5,9 @@ watch each model's float64 columns and other features' values (``columns_of`` in
 ``ShardProcessor._apply_prediction_batch``). This times that alone: ``--batches`` batches of
 ``--size`` events (20 float features, 5 categorical ones, as bench_models' models) over ``--models``
 models in Zipf shares, every model's columns of each batch picked, with ``--base``'s way (shard.py
-as of that commit: a gather per model and column, ``_picked_features``) or today's
-(``_GroupedColumns``: the batch gathered once), alternating (order flipped each round), thread
+as of that commit: its ``_GroupedColumns`` where it has one, else a gather per model and column,
+``_picked_features``) or today's (``_GroupedColumns``: the batch gathered once in the models'
+order, a model's floats a copied slice), alternating (order flipped each round), thread
 CPU, best of ``--rounds``. Both sides' columns (values, dtypes, names in order) must be equal, or
 the run fails.
 
@@ -51,7 +52,13 @@ def batches(args: argparse.Namespace) -> list[tuple[FeatureColumns, Groups]]:
 
 
 def picked_before(module: Any) -> Callable[[FeatureColumns, Groups], dict[tuple[str, str], Any]]:
+    """The base's way: its ``_GroupedColumns`` where it has one, else a gather per model and column."""
+    grouped = getattr(module, "_GroupedColumns", None)
+
     def picked(features: FeatureColumns, groups: Groups) -> dict[tuple[str, str], Any]:
+        if grouped is not None:
+            made = grouped(features, groups)
+            return {key: made.of(key) for key in groups}
         return {key: module._split_columns(module._picked_features(features, rows, False))
                 for key, rows in groups.items()}
     return picked
