@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, namedtuple
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -171,3 +172,10 @@ def test_a_stacked_record_that_does_not_fit_is_dead_lettered_whole(change: dict[
     letters = [orjson.loads(m.value) for m in out if m.topic == settings.topics.dead_letters]
     assert len(letters) == 1 and letters[0]["source_offset"] == 41, letters
     assert not processor.outcomes.buckets  # no row of it applied
+
+
+@pytest.mark.parametrize("kind", [records.Outcomes, records.Expired, records.Orphans, records.Duplicates])
+def test_a_columnar_records_fields_follow_its_columns(kind: type[records.ColumnarRecord]) -> None:
+    """Stage 2 makes a stacked record's per-model records positionally: shard, model, version, then
+    the columns in their order, which must be the record's own fields in order."""
+    assert tuple(f.name for f in fields(kind)) == ("shard", "model_id", "model_version", *kind.columns)

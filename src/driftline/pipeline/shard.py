@@ -78,10 +78,6 @@ of its parts that appends bring, cost per call: staged, the batches between two 
 append per window. Staged events are buffered before a window they fall in can close and before
 the state is read (checkpoints, copies), so what windows hold, and when they close, is as without."""
 _T = TypeVar("_T")
-_model_id = attrgetter("model_id")
-_model_version = attrgetter("model_version")
-
-
 _record_value = attrgetter("value")
 _prediction_id = attrgetter("prediction_id")
 
