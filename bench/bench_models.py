@@ -276,13 +276,12 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
             fed = time.process_time() - fed
             fed_predictions = sum(1 for r in chunk if r.topic == predictions_topic)
             closing = _intervals_closed(pipeline)
-            if _windows_closed(pipeline) != closed:
-                pass  # a window close's feed: its intervals closed are charged to the windows (_steady)
-            elif closing:
+            # a feed that closed windows is a window close's, with any intervals it closed (_steady)
+            if _windows_closed(pipeline) == closed and closing:
                 interval_cpu += fed
                 interval_predictions += fed_predictions
                 intervals += closing
-            else:
+            elif _windows_closed(pipeline) == closed:
                 between_cpu += fed
                 between_predictions += fed_predictions
             closed = _windows_closed(pipeline)
