@@ -317,10 +317,6 @@ class EpisodeReports(ModelRecord):
     reports: list[dict[str, Any]]
 
 
-_COLUMNAR: dict[str, type[ColumnarRecord]] = {
-    cls.type: cls for cls in (Outcomes, Expired, Orphans, Duplicates)}
-
-
 @dataclass(frozen=True, slots=True)
 class Stacked(_Record):
     """One shard's columnar records of one type (``record_type``) for several models, bound for one
@@ -392,6 +388,8 @@ _BY_TYPE: dict[str, type[_Record]] = {
     cls.type: cls
     for cls in (Progress, Partial, Outcomes, Expired, Orphans, Duplicates, EpisodeReports, Stacked)
 }
+# the types a Stacked record may hold
+_COLUMNAR = {name: cls for name, cls in _BY_TYPE.items() if issubclass(cls, ColumnarRecord)}
 
 
 def encode_model_event(record: ModelEvent | ModelRecord) -> bytes:
