@@ -191,13 +191,13 @@ def columns_records(rounds: int, baseline: Any) -> tuple[dict[str, float], int]:
     return best_of(rounds, sides, 20), len(made)
 
 
-def model_events(rounds: int, baseline: str) -> tuple[dict[str, float], int, str]:
+def model_events(rounds: int, baseline: str, old_shard: Any) -> tuple[dict[str, float], int, str]:
     """CPU-us a batch from a shard's outcomes of many models to stage 2's metrics buckets (made into
     model-events messages, encoded, decoded, added): this revision's stacked records against the
     baseline's bundles of per-model records, or where it has none (at or after stacked records)
-    against this revision's message a record; the models, and what the baseline side is."""
+    against this revision's message a record (``old_shard``: the baseline's shard module); the
+    models, and what the baseline side is."""
     items = _zipf_items()
-    old_shard = module_at_revision(baseline, "src/driftline/pipeline/shard.py", "baseline_shard")
     old_records = module_at_revision(baseline, "src/driftline/pipeline/records.py", "baseline_records")
     old_messages = getattr(old_records, "bundled", None)  # the revisions before stacked records
 
@@ -328,7 +328,7 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         lines.append(f"bucket lookup, records of 4 outcomes over 300 models: {baseline} "
                      f"{bl['baseline']:.2f} vs this {bl['this']:.2f} CPU-us a record "
                      f"({bl['baseline'] / bl['this']:.2f}x)")
-        me, made, against = model_events(rounds, baseline)
+        me, made, against = model_events(rounds, baseline, old_shard)
         lines.append(f"model-events records, 1,250 outcomes of {made} models: {against} "
                      f"{me['baseline']:.0f} vs stacked {me['this']:.0f} CPU-us a batch "
                      f"({me['baseline'] / me['this']:.2f}x)")
