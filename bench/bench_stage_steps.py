@@ -11,8 +11,9 @@
   label-like (~90 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
   extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
 - with ``--baseline REV``, the same steps of another revision's module (``git show``, its imports
-  today's): many models' columnar records (``ShardProcessor._columns_records`` of 1,250 outcomes of
-  Zipf-chosen models over 300), CPU-us a batch; the same outcomes from the shard to stage 2's
+  today's): many models' columnar records (the per-model records a message a record carries, of
+  1,250 outcomes of Zipf-chosen models over 300: ``ShardProcessor._columns_records`` where REV has
+  it, else made from its stacked records), CPU-us a batch; the same outcomes from the shard to stage 2's
   metrics buckets (made into model-events messages, encoded, decoded, added: stacked records against
   REV's bundles, or where REV has none, as at or after stacked records, against a message a record),
   CPU-us a batch; a record's metrics bucket found
@@ -172,22 +173,34 @@ def _zipf_items() -> list[Any]:
 
 
 def columns_records(rounds: int, baseline: Any) -> tuple[dict[str, float], int]:
-    """The two revisions' CPU-us a batch, and the batch's models (records made)."""
+    """The per-model records of a batch (what a message a record carries): the baseline's
+    ``_columns_records`` against this revision's, made from its stacked records where it has no
+    ``_columns_records``; CPU-us a batch, and the batch's models (records made)."""
     items = _zipf_items()
 
     class Shard:
         shard = 0
 
-    def step(module: Any) -> Callable[[], None]:
+    def per_model(module: Any) -> Callable[[], list[Any]]:
+        if hasattr(module.ShardProcessor, "_columns_records"):
+            return lambda: module.ShardProcessor._columns_records(Shard, records.Outcomes, items)
+        return lambda: [r for _, made in records.stacks(0, 3, records.Outcomes, items)
+                        for r in made.records()]
+
+    def step(make: Callable[[], list[Any]]) -> Callable[[], None]:
         def run() -> None:
             for _ in range(20):
-                module.ShardProcessor._columns_records(Shard, records.Outcomes, items)
+                make()
         return run
 
-    made = shard.ShardProcessor._columns_records(Shard, records.Outcomes, items)
-    if baseline.ShardProcessor._columns_records(Shard, records.Outcomes, items) != made:
+    def in_model_order(made: list[Any]) -> list[Any]:  # stacks come partition by partition
+        return sorted(made, key=lambda r: (r.model_id, r.model_version))
+
+    before, now = per_model(baseline), per_model(shard)
+    made = now()
+    if in_model_order(before()) != in_model_order(made):
         raise SystemExit("the baseline's records differ from this revision's")
-    sides = {"baseline": (step(baseline), nullcontext), "this": (step(shard), nullcontext)}
+    sides = {"baseline": (step(before), nullcontext), "this": (step(now), nullcontext)}
     return best_of(rounds, sides, 20), len(made)
 
 
@@ -201,11 +214,8 @@ def model_events(rounds: int, baseline: str, old_shard: Any) -> tuple[dict[str, 
     old_records = module_at_revision(baseline, "src/driftline/pipeline/records.py", "baseline_records")
     old_messages = getattr(old_records, "bundled", None)  # the revisions before stacked records
 
-    per_model = shard.ShardProcessor._columns_records
-
     class Shard:  # what _model_events reads of a shard
         shard, model_events_topic, model_events_partitions, bundle_model_events = 0, "t", 3, True
-        _columns_records = per_model
 
     class Alone(Shard):
         bundle_model_events = False

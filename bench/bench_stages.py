@@ -163,7 +163,6 @@ STAGES: list[tuple[str, Any, str]] = [
     ("routing", shard.ShardProcessor, "_join_shards"),
     ("routing", local.InProcessPipeline, "_route"),
     ("produce", shard.ShardProcessor, "_emit_outcomes"),
-    ("produce", shard.ShardProcessor, "_columns_records"),
     ("produce", shard.ShardProcessor, "_emit_progress"),
     ("produce", shard.ShardProcessor, "_emit_episode_reports"),
     ("produce", shard.ShardProcessor, "_emit_source_watermarks"),

@@ -105,6 +105,17 @@ def test_stacked_records_make_the_same_tables_as_a_message_each(monkeypatch: pyt
 _Item = namedtuple("_Item", ("model_id", "model_version", *records.OUTCOME_FIELDS))  # type: ignore[misc]
 
 
+def _per_model(items: list[Any]) -> list[Outcomes]:
+    """The records a message a record carries, made here: one a (model, version), in sorted
+    order, a model's outcomes in their order."""
+    grouped: dict[tuple[str, str], list[Any]] = {}
+    for item in items:
+        grouped.setdefault((item.model_id, item.model_version), []).append(item)
+    return [Outcomes(0, model_id, version,
+                     *[[getattr(item, name) for item in held] for name in records.OUTCOME_FIELDS])
+            for (model_id, version), held in sorted(grouped.items())]
+
+
 @pytest.mark.parametrize("seed", range(25))
 def test_a_partitions_stacked_records_are_the_per_model_records_in_order(seed: int) -> None:
     """Whatever the models, versions and their order in a batch: each partition's stacked messages
@@ -124,14 +135,14 @@ def test_a_partitions_stacked_records_are_the_per_model_records_in_order(seed: i
         assert isinstance(stacked, Stacked)
         per_partition.setdefault(message.partition, []).extend(stacked.records())
     alone: dict[int, list[Any]] = {}
-    for record in shard._columns_records(Outcomes, items):
+    for record in _per_model(items):
         alone.setdefault(records.model_partition(record.model_id, partitions), []).append(record)
     assert per_partition == alone
     # stage 2 adds a stacked record's runs to the buckets as it adds the per-model records
     stacked_clock, alone_clock = (ModelProcessor(0, settings, "").outcomes for _ in range(2))
     for message in shard._model_events(items, [], [], []):
         stacked_clock.add_stacked_outcomes(decode_model_event(message.value))
-    for record in shard._columns_records(Outcomes, items):
+    for record in _per_model(items):
         alone_clock.add_outcomes(record)
     assert {model: {start: (b.outcomes, b.rerouted) for start, b in held.items()}
             for model, held in stacked_clock.buckets.items()} == \
