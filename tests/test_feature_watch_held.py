@@ -26,7 +26,12 @@ from driftline.demo.training import training_profiles
 from driftline.operators import feature_watch, watch_native
 from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.episodes import RING_FIRST
-from driftline.operators.feature_watch import HELD_PER_VALUE_BELOW, PER_VALUE_BELOW, FeatureWatch
+from driftline.operators.feature_watch import (
+    HELD_PER_VALUE_BELOW,
+    PER_VALUE_BELOW,
+    FeatureWatch,
+    GroupedEvents,
+)
 from driftline.operators.float_block import FloatBlock
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.validate import RawRecord
@@ -167,6 +172,109 @@ def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
     assert any(r["reason"] == "new_profile" for reports in whole.values() for r in reports)
     assert _by_model_feature(got[True]) == whole
     assert _state(watches[True]) == _state(watches[False])
+
+
+def _grouped(by_model: dict[int, list[int]], times: list[int], ids: list[str],
+             features: list[dict[str, Any]]) -> GroupedEvents:
+    """A shard batch's events of many models as a shard groups them: each model's a run (models in
+    order), float64 rows for the features all of whose values are floats, value lists for the rest."""
+    keys = sorted(by_model)
+    order = [i for m in keys for i in by_model[m]]
+    starts = [0]
+    for m in keys:
+        starts.append(starts[-1] + len(by_model[m]))
+    floats: dict[str, list[float]] = {}
+    values: dict[str, list[Any]] = {}
+    for name in ("x", "y", "c"):
+        column = [features[i].get(name) for i in order]
+        (floats if all(type(v) is float for v in column) else values)[name] = column
+    block = FloatBlock(tuple(floats), np.array(list(floats.values()), dtype=np.float64)) if floats else None
+    return GroupedEvents([(f"m{m}", "1") for m in keys], starts, [times[i] for i in order],
+                         [ids[i] for i in order], block, values)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_grouped_batches_give_the_reports_and_states_of_a_call_a_model(
+        seed: int, monkeypatch: pytest.MonkeyPatch, watch_feature_maps: FeatureMaps,
+        shard_feature_split: Callable[..., Any]) -> None:
+    """``observe_grouped`` (a model's events held as rows of the batch, every run copied out each
+    ``RUN_EVENTS`` events of batches, and when pickled) against ``observe`` a model at a time: the
+    same reports per model and feature, the same states, newer profiles taking over mid-stream."""
+    monkeypatch.setattr(feature_watch, "RUN_EVENTS", 150)
+    models, times, ids, features = _stream(watch_feature_maps)
+    early = [_profile(m, 10 + m, 0) for m in range(MODELS)]
+    newer = [_profile(m, 20 + m, SWITCH_MS) for m in (2, 3)]
+    late = [_profile(m, 30 + m, SWITCH_MS + m * 40_000) for m in (0, 1)]
+    watches = {grouped: FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS, batch_events=24)
+               for grouped in (False, True)}
+    for watch in watches.values():
+        for profile in early + newer:
+            watch.add_profile(profile)
+    got: dict[bool, Reports] = {False: [], True: []}
+    rng = np.random.default_rng(seed)
+    watermark, lo, fed_late, most_batches = -(2**62), 0, False, 0
+    while lo < EVENTS:
+        hi = min(EVENTS, lo + int(rng.choice([1, 3, 12, 40, 150])))
+        if not fed_late and lo >= EVENTS * LATE_PROFILE_AT:
+            fed_late = True
+            for watch in watches.values():
+                for profile in late:
+                    watch.add_profile(profile)
+        by_model: dict[int, list[int]] = {}
+        for i in range(lo, hi):
+            if times[i] >= watermark:
+                by_model.setdefault(models[i], []).append(i)
+            watermark = max(watermark, times[i] - LATENESS_MS)
+        for grouped, watch in watches.items():
+            if grouped:
+                batch = _grouped(by_model, times, ids, features)
+                for (model, _), reports in watch.observe_grouped(batch).items():
+                    got[True] += [(model, r) for r in reports]
+                most_batches = max([most_batches, *(len({id(run[0]) for run in m.held.runs})
+                                                     for m in watch._models.values() if m.held)])
+            else:
+                for m, rows in sorted(by_model.items()):
+                    group, columns, values = shard_feature_split([features[i] for i in rows], "block")
+                    got[False] += [(f"m{m}", r) for r in watch.observe(
+                        f"m{m}", "1", [times[i] for i in rows], [ids[i] for i in rows], group, columns,
+                        values)]
+            for (model, _), reports in watch.flush_due(watermark).items():
+                got[grouped] += [(model, r) for r in reports]
+        if rng.random() < 0.05:  # a checkpoint restored: the runs held are pickled as values
+            watches[True] = pickle.loads(pickle.dumps(watches[True], pickle.HIGHEST_PROTOCOL))
+        lo = hi
+    for grouped, watch in watches.items():
+        got[grouped] += [(model, r) for (model, _), reports in watch.flush().items() for r in reports]
+    assert most_batches >= 3  # a model held rows of several batches at once
+    whole = _by_model_feature(got[False])
+    assert {"opened", "status", "closed"} <= {r["kind"] for reports in whole.values() for r in reports}
+    assert _by_model_feature(got[True]) == whole
+    assert _state(watches[True]) == _state(watches[False])
+
+
+def test_held_runs_pickle_alike_whenever_they_were_copied_out(watch_feature_maps: FeatureMaps) -> None:
+    """What a model holds pickles to the same parts whether its runs were copied out as they came
+    or all at the pickle (a restored shard's state equals an uninterrupted one's)."""
+    models, times, ids, features = _stream(watch_feature_maps)
+    watches = [FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9, batch_events=10**6)
+               for _ in range(2)]
+    for watch in watches:
+        watch.add_profile(_profile(0, 10, 0))
+        watch.observe("m0", "1", [0], ["first"], [{"x": 0.0, "y": 1.0, "c": "a"}])  # builds the bank
+    rows = [i for i in range(400) if models[i] == 0]
+    for k in range(0, len(rows), 7):
+        batch = {0: rows[k:k + 7]}
+        for n, watch in enumerate(watches):
+            watch.observe_grouped(_grouped(batch, times, ids, features))
+            if n == 0:  # copied out at once
+                held = watch._models[("m0", "1")].held
+                assert held is not None
+                held.settle()
+    assert watches[0]._models[("m0", "1")].held.runs == []  # type: ignore[union-attr]
+    assert len(watches[1]._models[("m0", "1")].held.runs) > 10  # type: ignore[union-attr]
+    held = [pickle.loads(pickle.dumps(watch._models[("m0", "1")].held)) for watch in watches]
+    assert len(held[0].numbers) > 1  # the layout changes (an odd value): parts of each layout
+    assert _plain(held[0].__getstate__()) == _plain(held[1].__getstate__())
 
 
 def test_a_newer_profile_effective_at_the_next_events_feeds_what_is_held_first() -> None:

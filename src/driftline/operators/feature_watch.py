@@ -232,11 +232,53 @@ monitor holds 5 such arrays: a copied 25-feature bank is ~139 KB live under 5, ~
 loads ~15 % faster), once per shard and model."""
 
 
+RUN_EVENTS = 32_768
+"""Events of the grouped batches a watch's held runs may point into (see
+:meth:`FeatureWatch.observe_grouped`) before every run is copied out: the runs keep their batches'
+columns alive, ~10 MB at 25 features, and the copy costs about one hold per model holding runs."""
+
+
+class GroupedEvents:
+    """A stage-1 batch's events of many models as one set of columns, each model's events a run of
+    rows in stream order (run ``g`` of ``keys[g]`` is rows ``starts[g]:starts[g + 1]``): what
+    :meth:`FeatureWatch.observe_grouped` reads. ``floats``: the features whose values are all
+    floats, one row each (None without any); ``values``: every other feature's values (and those
+    of a float feature some event lacks). A feature in neither is absent from every event.
+
+    >>> grouped = GroupedEvents([("m", "1"), ("n", "1")], [0, 1, 3], [5, 6, 7], ["a", "b", "c"],
+    ...                         FloatBlock(("x",), np.array([[1.0, 2.0, 3.0]])), {"c": ["u", "v", "w"]})
+    >>> floats, values = grouped.columns(1, 3)
+    >>> floats["x"].tolist(), values
+    ([2.0, 3.0], {'c': ['v', 'w']})
+    """
+
+    __slots__ = ("floats", "ids", "keys", "starts", "times", "values")
+
+    def __init__(self, keys: Sequence[tuple[str, str]], starts: Sequence[int], times: list[int],
+                 ids: list[str], floats: FloatBlock | None, values: Mapping[str, list[Any]]) -> None:
+        self.keys, self.starts, self.times, self.ids = keys, starts, times, ids
+        self.floats, self.values = floats, values
+
+    def columns(self, lo: int, hi: int) -> tuple[Mapping[str, npt.NDArray[np.float64]], dict[str, list[Any]]]:
+        """Rows ``lo:hi``'s float block (a copy) and value lists, as :meth:`FeatureWatch.observe`
+        takes them."""
+        floats: Mapping[str, npt.NDArray[np.float64]] = {} if self.floats is None else \
+            FloatBlock(self.floats.names, self.floats.matrix[:, lo:hi])
+        return floats, {name: column[lo:hi] for name, column in self.values.items()}
+
+    def same_layout(self, other: GroupedEvents) -> bool:
+        """Whether runs of both join as one block: the same float features, the same others."""
+        mine, theirs = self.floats, other.floats
+        return other is self or ((mine.names if mine else None) == (theirs.names if theirs else None)
+                                 and list(self.values) == list(other.values))
+
+
 @dataclass
 class _Held:
     """A model's events held back for one batch, in stream order: what its bank's monitors read
     of them (numeric features as float64 columns, a :class:`FloatBlock` or a dict of them; the
-    others' values), a part per call."""
+    others' values), a part per call; then ``runs``, the rows of grouped batches held since, not
+    yet copied out (:meth:`settle`; a pickle holds them settled)."""
 
     since: int
     """Running time of the first event held: no report on these events is timed earlier."""
@@ -244,6 +286,69 @@ class _Held:
     ids: list[str] = field(default_factory=list)
     numbers: list[Mapping[str, npt.NDArray[np.float64]]] = field(default_factory=list)
     values: list[Mapping[str, list[Any]]] = field(default_factory=list)
+    runs: list[tuple[GroupedEvents, int, int]] = field(default_factory=list)
+    reads: tuple[list[str], list[str]] = ([], [])
+    """The bank's numeric and other features (what the runs are read for: the bank is the same
+    while events are held)."""
+
+    def settle(self) -> None:
+        """The runs' values as :meth:`FeatureWatch._hold` keeps a part's: consecutive runs of one
+        layout joined first (one copy of their floats), so a model's runs of many batches become
+        a part or a few."""
+        runs, self.runs = self.runs, []
+        numeric, others = self.reads
+        start = 0
+        while start < len(runs):
+            first = runs[start][0]
+            stop = start + 1
+            while stop < len(runs) and runs[stop][0].same_layout(first):
+                stop += 1
+            joined = runs[start:stop]
+            floats: Mapping[str, npt.NDArray[np.float64]] = {} if first.floats is None else FloatBlock(
+                first.floats.names,
+                np.concatenate([g.floats.matrix[:, lo:hi] for g, lo, hi in joined], axis=1)  # type: ignore[union-attr]
+                if len(joined) > 1 else first.floats.matrix[:, joined[0][1]:joined[0][2]])
+            values = {name: list(chain.from_iterable([g.values[name][lo:hi] for g, lo, hi in joined]))
+                      for name in first.values}
+            rows = [_NO_FEATURES] * sum(hi - lo for _, lo, hi in joined)
+            self.numbers.append(_held_floats(rows, numeric, floats, values))
+            # as _raw reads them (the lists fresh here, not copied again)
+            self.values.append({name: values[name] if name in values else [None] * len(rows)
+                                for name in others})
+            start = stop
+
+    def joined(self) -> None:
+        """Consecutive parts of one layout as one part (the same values in the same order): what
+        is held pickles the same whenever runs were settled."""
+        numbers: list[Mapping[str, npt.NDArray[np.float64]]] = []
+        values: list[Mapping[str, list[Any]]] = []
+        for floats, others in zip(self.numbers, self.values, strict=True):
+            last = numbers[-1] if numbers else None
+            if last is not None and _same_part(last, floats) and values[-1].keys() == others.keys():
+                numbers[-1] = FloatBlock.joined([last, floats]) \
+                    if isinstance(last, FloatBlock) and isinstance(floats, FloatBlock) else \
+                    {name: np.concatenate([last[name], floats[name]]) for name in floats}
+                values[-1] = {name: [*values[-1][name], *others[name]] for name in others}
+            else:
+                numbers.append(floats)
+                values.append(others)
+        self.numbers, self.values = numbers, values
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.settle()  # a pickle holds the values, not the batches they are rows of
+        self.joined()
+        return {k: v for k, v in self.__dict__.items() if k not in ("runs", "reads")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.runs, self.reads = [], ([], [])
+
+
+def _same_part(a: Mapping[str, npt.NDArray[np.float64]], b: Mapping[str, npt.NDArray[np.float64]]) -> bool:
+    """Whether two held parts' numbers join: blocks of the same names, or dicts of the same keys."""
+    if isinstance(a, FloatBlock) or isinstance(b, FloatBlock):
+        return isinstance(a, FloatBlock) and isinstance(b, FloatBlock) and a.names == b.names
+    return list(a) == list(b)
 
 
 @dataclass
@@ -272,14 +377,20 @@ class FeatureWatch:
         self._models: dict[tuple[str, str], _ModelWatch] = {}
         self._holding: dict[tuple[str, str], int] | None = {}  # model -> its held events' since
         self._earliest = NO_TIME  # at most every held model's since (a bound: may be below)
+        self._with_runs: dict[tuple[str, str], _Held] = {}  # models holding runs of grouped batches
+        self._run_batch: GroupedEvents | None = None  # the last grouped batch a run was held of
+        self._run_events = 0  # events of the grouped batches runs were held of since all settled
+
+    _TRANSIENT = ("_holding", "_earliest", "_with_runs", "_run_batch", "_run_events")
 
     def __getstate__(self) -> dict[str, Any]:
-        # what is held is in the models' own state; the index of it is rebuilt when needed (a
-        # delta checkpoint restores the models' dict after this object)
-        return {k: v for k, v in self.__dict__.items() if k not in ("_holding", "_earliest")}
+        # what is held is in the models' own state (runs settled as each is pickled); the index of
+        # it is rebuilt when needed (a delta checkpoint restores the models' dict after this object)
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = {**state, "_holding": None, "_earliest": NO_TIME}
+        state = {**state, "_holding": None, "_earliest": NO_TIME, "_with_runs": {}, "_run_batch": None,
+                 "_run_events": 0}
         state.setdefault("batch_events", 0)  # a checkpoint from before held events
         if "status_grid_ms" not in state:
             # A checkpoint from before episodes (bare detectors, alarms rate-limited per interval):
@@ -290,7 +401,7 @@ class FeatureWatch:
             state = {"model_arl": state["model_arl"], "status_grid_ms": state["alert_interval_ms"],
                      "min_effect_sd": DEFAULT_MIN_EFFECT_SD, "learning": DEFAULT_LEARNING,
                      "_models": state["_models"], "batch_events": 0, "_holding": None,
-                     "_earliest": NO_TIME}
+                     "_earliest": NO_TIME, "_with_runs": {}, "_run_batch": None, "_run_events": 0}
         for watch in state["_models"].values():  # every restored shard parsed its own copies
             watch.profiles = [shared_profile(p) for p in watch.profiles]
             if watch.bank is not None:
@@ -362,16 +473,61 @@ class FeatureWatch:
         if watch is None or not watch.profiles or not times:
             return []
         bank = watch.bank
-        # a group of batch_events or more with nothing held before it is a batch already
-        holds = watch.held is not None or len(times) < self.batch_events
-        if self.batch_events and bank is not None and holds:
-            following = bank.profile_index + 1  # the next profile, if any: these wait if before it
-            if following == len(watch.profiles) or max(times) < watch.profiles[following].effective_from_ms:
-                held = self._hold(key, watch, bank, times, prediction_ids, features, columns, values)
-                return self._feed_held(key, watch) if len(held.times) >= self.batch_events else []
+        if bank is not None and self._holds(watch, bank, times):
+            held = self._hold(key, watch, bank, times, prediction_ids, features, columns, values)
+            return self._feed_held(key, watch) if len(held.times) >= self.batch_events else []
         reports = self._feed_held(key, watch) if watch.held is not None else []
         reports.extend(self._observe_now(watch, times, prediction_ids, features, columns, values))
         return reports
+
+    def observe_grouped(self, grouped: GroupedEvents) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """:meth:`observe` of each model's run of ``grouped``, models in key order: the reports per
+        model (every model of the batch a key). A run held is kept as the batch's rows (nothing
+        copied per model; at most :data:`RUN_EVENTS` events of batches are kept so before every
+        held run is copied out), anything else is fed as :meth:`observe` feeds it.
+
+        >>> from driftline.operators.profile import build_profile
+        >>> rng = np.random.default_rng(1)
+        >>> watch = FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=1000, batch_events=4)
+        >>> for m in ("m", "n"):
+        ...     _ = watch.add_profile(build_profile(m, "1", {"x": rng.normal(size=500)}, label_column=None,
+        ...                                         prediction_column=None, bins=5, top_k=2, created_at_ms=0))
+        >>> grouped = GroupedEvents([("m", "1"), ("n", "1")], [0, 1, 3], [5, 6, 7], ["a", "b", "c"],
+        ...                         FloatBlock(("x",), np.array([[0.1, 0.2, 0.3]])), {})
+        >>> watch.observe_grouped(grouped), watch.held_events()   # their banks made, fed at once
+        ({('m', '1'): [], ('n', '1'): []}, 0)
+        >>> watch.observe_grouped(grouped), watch.held_events()   # now held, as rows of the batch
+        ({('m', '1'): [], ('n', '1'): []}, 3)
+        >>> sorted(watch.flush()), watch.held_events()
+        ([('m', '1'), ('n', '1')], 0)
+        """
+        out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        keys, starts, times, ids = grouped.keys, grouped.starts, grouped.times, grouped.ids
+        for g in sorted(range(len(keys)), key=keys.__getitem__):
+            key, lo, hi = keys[g], starts[g], starts[g + 1]
+            watch = self._models.get(key)
+            if watch is None or not watch.profiles or lo == hi:
+                out[key] = []
+                continue
+            bank = watch.bank
+            run = times[lo:hi]
+            if bank is not None and self._holds(watch, bank, run):
+                held = self._hold_run(key, watch, bank, grouped, lo, hi)
+                out[key] = self._feed_held(key, watch) if len(held.times) >= self.batch_events else []
+                continue
+            floats, values = grouped.columns(lo, hi)
+            out[key] = self.observe(key[0], key[1], run, ids[lo:hi], [_NO_FEATURES] * (hi - lo), floats,
+                                    values)
+        return out
+
+    def _holds(self, watch: _ModelWatch, bank: ProfileMonitors, times: Sequence[int]) -> bool:
+        """Whether a model's events at ``times`` are held: events are, with ``batch_events`` set,
+        when something is held already or they are fewer, and no newer profile applies to any."""
+        # a group of batch_events or more with nothing held before it is a batch already
+        if not self.batch_events or (watch.held is None and len(times) >= self.batch_events):
+            return False
+        following = bank.profile_index + 1  # the next profile, if any: these wait if before it
+        return following == len(watch.profiles) or max(times) < watch.profiles[following].effective_from_ms
 
     def flush_due(self, watermark: int) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """Feed every model's held events whose reports stage 2 could otherwise miss: those held
@@ -417,13 +573,10 @@ class FeatureWatch:
     ) -> _Held:
         """Keep these events, as the bank's monitors will read them (as :meth:`_feed` reads a
         value: each numeric one converted alone, so the columns of parts concatenate exactly)."""
-        held = watch.held
-        if held is None:
-            since = max(watch.last_time, times[0])
-            held = watch.held = _Held(since)
-            holding = self._held_models()
-            holding[key] = since
-            self._earliest = min(self._earliest, since)
+        held = self._held(key, watch, times[0])
+        if held.runs:  # (parts in stream order)
+            held.settle()
+            self._with_runs.pop(key, None)
         numeric = bank.numeric
         others = {name: _raw(features, name, values) for name in bank.others}
         numbers = _held_floats(features, numeric, columns, values)
@@ -431,6 +584,36 @@ class FeatureWatch:
         held.ids.extend(prediction_ids)
         held.numbers.append(numbers)
         held.values.append(others)
+        return held
+
+    def _held(self, key: tuple[str, str], watch: _ModelWatch, first_time: int) -> _Held:
+        """The model's held events, a new hold from an event at ``first_time`` if none."""
+        held = watch.held
+        if held is None:
+            since = max(watch.last_time, first_time)
+            held = watch.held = _Held(since)
+            holding = self._held_models()
+            holding[key] = since
+            self._earliest = min(self._earliest, since)
+        return held
+
+    def _hold_run(self, key: tuple[str, str], watch: _ModelWatch, bank: ProfileMonitors,
+                  grouped: GroupedEvents, lo: int, hi: int) -> _Held:
+        """Keep rows ``lo:hi`` of ``grouped`` as the model's next held part (see :meth:`_hold`)."""
+        if grouped is not self._run_batch:
+            if self._run_events >= RUN_EVENTS:  # the batches kept alive so far: copy every run out
+                for held_runs in self._with_runs.values():
+                    held_runs.settle()
+                self._with_runs.clear()
+                self._run_events = 0
+            self._run_batch = grouped
+            self._run_events += len(grouped.times)
+        held = self._held(key, watch, grouped.times[lo])
+        held.times.extend(grouped.times[lo:hi])
+        held.ids.extend(grouped.ids[lo:hi])
+        held.runs.append((grouped, lo, hi))
+        held.reads = (bank.numeric, bank.others)
+        self._with_runs[key] = held
         return held
 
     def _feed_held(self, key: tuple[str, str], watch: _ModelWatch) -> list[dict[str, Any]]:
@@ -443,6 +626,9 @@ class FeatureWatch:
         if held is None:
             return []
         assert bank is not None, "events are held for a model's bank only"
+        if held.runs:
+            held.settle()
+            self._with_runs.pop(key, None)
         grid = self.status_grid_ms
         running: list[int] = []
         crossings: list[int] = []

@@ -31,7 +31,7 @@ from driftline.operators.columns import (
     PredictionBatch,
 )
 from driftline.operators.feature_rows import FeatureRows
-from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch
+from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch, GroupedEvents
 from driftline.operators.float_block import FloatBlock
 from driftline.operators.join import (
     ExpiredPrediction,
@@ -702,7 +702,14 @@ class ShardProcessor:
 
         if self.watch is not None and self.watch.watches_any():
             timestamps = batch.timestamps
-            for (model_id, version), members in sorted(by_model.items()):
+            if checked is not None and len(by_model) > 1:  # many models: the batch's columns once
+                if not gathered:
+                    gathered.append(_GroupedColumns(checked, by_model))
+                reports.update(self.watch.observe_grouped(gathered[0].events(times, ids)))
+                by_watch: Mapping[tuple[str, str], Sequence[int]] = {}
+            else:
+                by_watch = by_model
+            for (model_id, version), members in sorted(by_watch.items()):
                 whole = len(members) == n  # every event in order: the batch's own lists, no copies
                 floats, others = columns_of((model_id, version), members, whole)
                 reports[(model_id, version)] = self.watch.observe(
@@ -1160,15 +1167,17 @@ other features' values."""
 class _GroupedColumns:
     """:func:`_split_columns` of the events at each group's rows (in order), for a batch of many
     groups (models): the float64 columns gathered into one matrix and the others' values listed in
-    the groups' order once per batch; a group's floats a take of the matrix (arrays of its own),
-    its other values slices. With many models a batch holds a few events of each: a gather per
-    column and model cost more than the values (bench/bench_model_columns.py)."""
+    the groups' order once per batch; a group's floats a copy of its columns of the matrix, its
+    other values slices (:meth:`events`: all of them, as the feature watch reads them). With many
+    models a batch holds a few events of each: a gather per column and model cost more than the
+    values (bench/bench_model_columns.py)."""
 
     def __init__(self, features: FeatureColumns | None,
                  groups: Mapping[tuple[str, str], Sequence[int]]) -> None:
         self.features = features
         self.groups = groups
         self.float_names: tuple[str, ...] = ()
+        self.order: list[int] = []
         self.others: list[tuple[str, list[Any]]] = []
         self.starts: dict[tuple[str, str], int] = {}
         if features is None:
@@ -1176,8 +1185,10 @@ class _GroupedColumns:
         numbers, missing = _detector_floats(features)
         self.float_names = tuple(name for name, floats in zip(features.names, numbers, strict=True)
                                  if floats is not None)
-        self.matrix = np.array([floats for floats in numbers if floats is not None], dtype=np.float64)
-        order = list(chain.from_iterable(groups.values()))
+        self.order = order = list(chain.from_iterable(groups.values()))
+        if self.float_names:  # the float columns as one matrix in the groups' order: one gather
+            self.matrix = np.array([floats for floats in numbers if floats is not None],
+                                   dtype=np.float64).take(order, axis=1)
         self.others = [(name, [column[i] for i in order]) for name, column, floats, lacking
                        in zip(features.names, features.columns, numbers, missing, strict=True)
                        if floats is None or lacking]
@@ -1189,12 +1200,21 @@ class _GroupedColumns:
     def of(self, key: tuple[str, str]) -> _ModelColumns:
         if self.features is None:
             return {}, {}
-        rows = self.groups[key]
-        start, stop = self.starts[key], self.starts[key] + len(rows)
+        start, stop = self.starts[key], self.starts[key] + len(self.groups[key])
         # one matrix for the group (the watch holds and joins it whole), not a view per column
         floats: Mapping[str, npt.NDArray[np.float64]] = \
-            FloatBlock(self.float_names, self.matrix.take(rows, axis=1)) if self.float_names else {}
+            FloatBlock(self.float_names, self.matrix[:, start:stop]) if self.float_names else {}
         return floats, {name: values[start:stop] for name, values in self.others}
+
+    def events(self, times: Sequence[int], ids: Sequence[str]) -> GroupedEvents:
+        """The groups' events as the feature watch reads a batch of many models (``times`` and
+        ``ids``: the batch's, a value per event)."""
+        order, keys = self.order, list(self.groups)
+        starts = [self.starts[key] for key in keys]
+        starts.append(len(order))
+        return GroupedEvents(keys, starts, [times[i] for i in order], [ids[i] for i in order],
+                             FloatBlock(self.float_names, self.matrix) if self.float_names else None,
+                             dict(self.others))
 
 
 def _split_columns(features: FeatureColumns | None) -> _ModelColumns:
