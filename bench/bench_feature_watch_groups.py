@@ -50,13 +50,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from driftline.operators import calibration
-from driftline.operators.feature_watch import FeatureWatch
+from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch, GroupedEvents
 from driftline.operators.float_block import FloatBlock
 from driftline.operators.profile import ReferenceProfile, build_profile
 
@@ -380,6 +381,65 @@ def shard_sizes(models: int, sizes: list[int], rounds: int = 5, batches: int = 1
     return best[0], list(zip(sizes, best[1:], strict=True)), _batch_costs(frozen[-1], profiles, many[5:])
 
 
+def _grouped_feed(watch: Any, profiles: list[ReferenceProfile], part: Fed, per_model: bool,
+                  reports: list[dict[str, Any]]) -> int:
+    """Feed batches as a shard does, each model's held events until ``BATCH_EVENTS``: a call a model
+    (``per_model``: floats a block taken from the batch's matrix, value lists picked) or the batch's
+    events grouped by model once (:meth:`FeatureWatch.observe_grouped`); the events fed."""
+    events = 0
+    for model, floats, others, _, times, ids in part:
+        reports.extend(chain.from_iterable(watch.flush_due(times[0] - 1).values()))
+        names = tuple(floats)
+        matrix = np.stack([floats[n] for n in names])
+        if per_model:
+            for m in np.unique(model).tolist():
+                rows = np.flatnonzero(model == m).tolist()
+                p = profiles[m]
+                reports.extend(watch.observe(
+                    p.model_id, p.model_version, [times[i] for i in rows], [ids[i] for i in rows],
+                    [{}] * len(rows), FloatBlock(names, matrix.take(rows, axis=1)),
+                    {n: [c[i] for i in rows] for n, c in others.items()}))
+        else:
+            order = np.argsort(model, kind="stable")
+            kept, starts = np.unique(model[order], return_index=True)
+            keys = [(profiles[m].model_id, profiles[m].model_version) for m in kept.tolist()]
+            listed = order.tolist()
+            grouped = GroupedEvents(keys, [*starts.tolist(), len(listed)], [times[i] for i in listed],
+                                    [ids[i] for i in listed], FloatBlock(names, matrix.take(order, axis=1)),
+                                    {n: [c[i] for i in listed] for n, c in others.items()})
+            reports.extend(chain.from_iterable(watch.observe_grouped(grouped).values()))
+        events += len(model)
+    reports.extend(chain.from_iterable(watch.flush().values()))
+    return events
+
+
+def shard_grouped(models: int, rounds: int = 5, batches: int = 100) -> tuple[float, float, bool]:
+    """:func:`_grouped_feed` a call a model against grouped, on ``models`` models' Zipf traffic in a
+    shard's batches, in one process, alternating, the collector off while timed: (best CPU us an
+    event a call a model, grouped, whether the reports are equal, per model and feature)."""
+    calibration.share_calibrations(CALIBRATIONS)
+    profiles, training, fed = _zipf_traffic(models, batches, SHARD_BATCH)
+    many = _shard_times(fed)
+    watch = _zipf_watch(FeatureWatch, profiles, training, many[:5])
+    watch.flush()
+    watch.batch_events = BATCH_EVENTS
+    frozen = pickle.dumps(watch, pickle.HIGHEST_PROTOCOL)
+    best = {True: math.inf, False: math.inf}
+    got: dict[bool, list[dict[str, Any]]] = {}
+    for r in range(rounds):
+        for per_model in (True, False) if r % 2 == 0 else (False, True):
+            fresh, reports = pickle.loads(frozen), []
+            gc.collect()
+            gc.disable()
+            started = time.process_time()
+            events = _grouped_feed(fresh, profiles, many[5:], per_model, reports)
+            best[per_model] = min(best[per_model], (time.process_time() - started) / events * 1e6)
+            gc.enable()
+            got[per_model] = reports
+    equal = _by_feature(got[True]) == _by_feature(got[False])
+    return best[True], best[False], equal
+
+
 BATCH_BINS = ((1, 64), (64, 256), (256, 1 << 30))
 
 
@@ -624,6 +684,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({min(held) / min(at_once):.2f}x); rounds {' '.join(f'{v:.0f}' for v in at_once)} vs "
               f"{' '.join(f'{v:.0f}' for v in held)}")
         return 0
+    if argv[:1] == ["--grouped"]:
+        each, grouped, equal = shard_grouped(int(argv[1]))
+        print(f"{argv[1]} models (Zipf), a shard's batches of {SHARD_BATCH:,} events a second, held until "
+              f"{BATCH_EVENTS}: CPU us an event (best of 5, alternating) a call a model {each:.2f}, the "
+              f"batch grouped {grouped:.2f} ({each / grouped:.2f}x); reports equal: {equal}")
+        return 0 if equal else 1
     if argv[:1] == ["--shard"]:
         one, held, batches = shard_sizes(int(argv[1]), [int(n) for n in argv[2:]])
         print(f"a shard's batches of {SHARD_BATCH:,} events a second: CPU us an event (best of 5, "

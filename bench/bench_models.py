@@ -79,6 +79,13 @@ alternating in one process, thread CPU, best of 5; then ``--models`` (default 50
 run of ``--n`` x 50 predictions (default 20,000), windows of 10 and 60 s (about as many windows per
 prediction as 1,000 models' default windows), with shards sending the per-column values vs the
 values form, alternating runs (order flipped each round), best of 3.
+
+``--shard-baseline REV`` (no targets): the many-model workload only, fed to two in-process
+pipelines in one process, one whose shards are REV's ``shard.py`` (its imports today's), the same
+batches in turn (which goes first flips each batch): each one's CPU per prediction in the feeds
+that close no window nor interval, and whether both wrote as many rows to each table. Whole runs
+in separate processes move more between runs of the same code than one shard change does; this
+puts both sides under the same load.
 """
 
 from __future__ import annotations
@@ -102,7 +109,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import START_MS, Figure, GcClock, at_most, bench_settings, print_figures
+from common import START_MS, Figure, GcClock, at_most, bench_settings, module_at_revision, print_figures
 
 from driftline.config import Settings
 from driftline.demo.training import LABEL, PREDICTION, SCORE, training_columns, training_scenario
@@ -118,6 +125,7 @@ from driftline.operators.window_stats import (
     merge_accumulators,
     values_partial,
 )
+from driftline.pipeline import local as local_module
 from driftline.pipeline import shard as shard_module
 from driftline.pipeline.local import InProcessPipeline, LoggedEvent, logged_records
 from driftline.pipeline.records import Partial, WindowKey, decode_model_event, encode_model_event
@@ -410,6 +418,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a small window's partial, sketches vs values (module docstring)")
     parser.add_argument("--under-filled", action="store_true",
                         help="stage 2's cost of an under-filled window, before vs now (module docstring)")
+    parser.add_argument("--shard-baseline", metavar="REV",
+                        help="the many-model run only, this revision's pipeline against one on REV's "
+                             "shard.py, in one process (module docstring)")
     parser.add_argument("--child", nargs=2, metavar=("WHICH", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -583,6 +594,69 @@ def measure(models: int, n: int, training: int = 1000,
         one = run_in_child("one", data, calibrations, partitions, batch_records, sequential)
         many = run_in_child("many", data, calibrations, partitions, batch_records, sequential)
     return figures_for(models, n, one, many, rate, key_by, partitions, batch_records, sequential)
+
+
+def interleaved(settings: Settings, profiles: list[ReferenceProfile], records: list[RawRecord], warm: int,
+                baseline: Any) -> dict[str, Any]:
+    """Two pipelines in this process, one whose shards are ``baseline``'s (a shard module of another
+    revision, its imports today's), fed the same batches in turn (which goes first flips each batch,
+    so a load that changes meanwhile weighs on both alike): each one's CPU us a prediction in the
+    feeds that closed no window nor interval (in this revision's pipeline), its CPU-s over every
+    timed feed, and whether they wrote as many rows to each table."""
+    tune_gc()
+    blobs = [p.model_dump_json().encode() for p in profiles]
+    this = InProcessPipeline(settings, profiles=blobs)
+    saved = shard_module.ShardProcessor
+    try:
+        local_module.ShardProcessor = baseline.ShardProcessor  # the pipeline makes its shards with it
+        base = InProcessPipeline(settings, profiles=blobs)
+    finally:
+        local_module.ShardProcessor = saved
+    sides = {"baseline": base, "this": this}
+    rows: dict[str, Counter[str]] = {side: Counter() for side in sides}
+
+    def sink(side: str) -> None:
+        rows[side].update({table: len(made) for table, made in sides[side].rows.items()})
+        sides[side].rows.clear()
+
+    batch = settings.worker.batch_max_records
+    for i in range(0, warm, batch):
+        for side in sides:
+            sides[side].feed(records[i : min(i + batch, warm)])
+            sink(side)
+    between = {side: 0.0 for side in sides}
+    timed = {side: 0.0 for side in sides}
+    predictions = 0
+    for k, i in enumerate(range(warm, len(records), batch)):
+        chunk = records[i : i + batch]
+        closed = (_windows_closed(this), sum(rows["this"].values()))
+        spent, quiet = {}, False
+        for side in list(sides) if k % 2 == 0 else list(sides)[::-1]:
+            started = time.process_time()
+            sides[side].feed(chunk)
+            spent[side] = time.process_time() - started
+            if side == "this":
+                quiet = _windows_closed(this) == closed[0] and not _intervals_closed(this)
+            sink(side)
+        for side in sides:
+            timed[side] += spent[side]
+            between[side] += spent[side] if quiet else 0.0
+        predictions += sum(1 for r in chunk if r.topic == settings.topics.predictions) if quiet else 0
+    return {"between_us": {side: cpu / max(predictions, 1) * 1e6 for side, cpu in between.items()},
+            "timed_cpu_s": timed, "between_predictions": predictions,
+            "rows_equal": rows["baseline"] == rows["this"], "rows": dict(rows["this"])}
+
+
+def measure_interleaved(models: int, n: int, baseline: str, training: int = 1000, rate: float = RATE,
+                        partitions: int = PARTITIONS, batch_records: int = BATCH_RECORDS) -> dict[str, Any]:
+    """:func:`interleaved` on the bench's ``models``-model workload, against ``baseline``'s shard.py."""
+    settings = settings_for(partitions, batch_records)
+    specs = model_specs(models)
+    profiles = profiles_of(specs, training, settings)
+    records, warm = traffic(specs, n, settings, rate)
+    gc.collect()
+    return interleaved(settings, profiles, records, warm,
+                       module_at_revision(baseline, "src/driftline/pipeline/shard.py", "baseline_shard"))
 
 
 def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
@@ -801,6 +875,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions, args.batch_records,
               args.sequential)
         return 0
+    if args.shard_baseline:
+        found = measure_interleaved(args.models, args.n, args.shard_baseline, args.training, args.rate,
+                                    args.partitions, args.batch_records)
+        us, cpu = found["between_us"], found["timed_cpu_s"]
+        print(f"{args.models:,} models, {args.n:,} predictions at {args.rate:,.0f}/s, two pipelines in one "
+              f"process fed the same batches in turn: between closes {us['baseline']:.1f} CPU-us a "
+              f"prediction on {args.shard_baseline}'s shard.py vs {us['this']:.1f} on this one "
+              f"({us['baseline'] / max(us['this'], 1e-9):.2f}x, {found['between_predictions']:,} "
+              f"predictions); every "
+              f"timed feed {cpu['baseline']:.2f} vs {cpu['this']:.2f} CPU-s; rows a table equal: "
+              f"{found['rows_equal']}")
+        return 0 if found["rows_equal"] else 1
     if args.under_filled:
         measure_under_filled(args.n if args.n != 200_000 else 300)
         return 0

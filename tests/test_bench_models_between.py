@@ -115,3 +115,19 @@ def test_the_cost_figure_says_the_model_events_messages_a_prediction(bench_model
                                       {"model_events_per_prediction": 0.004})
     assert text == "model-events messages a prediction 0.031 vs 0.004"
     assert bench_models._model_events({}, {"model_events_per_prediction": 0.004}).endswith("-")
+
+
+def test_two_revisions_shards_fed_in_turn_in_one_process(bench_models: ModuleType) -> None:
+    """``--shard-baseline``: a pipeline on another revision's shard.py (here this one's, loaded apart)
+    and this revision's, fed the same batches in turn: both timed, the same rows."""
+    settings = bench_models.settings_for(4)
+    specs = bench_models.model_specs(3)
+    profiles = bench_models.profiles_of(specs, 300, settings)
+    records, warm = bench_models.traffic(specs, 12_000, settings, rate=40.0)
+    baseline = bench_models.module_at_revision("HEAD", "src/driftline/pipeline/shard.py", "baseline_shard")
+    found = bench_models.interleaved(settings, profiles, records, warm, baseline)
+    assert found["rows_equal"] and found["rows"]["outcomes"] > 0 and found["rows"]["feature_windows"] > 0
+    assert 0 < found["between_predictions"] < 12_000
+    assert all(us > 0 for us in found["between_us"].values())
+    assert all(cpu > 0 for cpu in found["timed_cpu_s"].values())
+    assert bench_models.shard_module.ShardProcessor is bench_models.local_module.ShardProcessor  # put back

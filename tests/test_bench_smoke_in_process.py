@@ -145,6 +145,16 @@ def test_feature_watch_shard_traffic_times_one_model_and_held_sizes(
     assert [times for *_, times, _ in spread] == [[0, 250, 500, 750], [1000, 1250, 1500, 1750]]
 
 
+def test_feature_watch_grouped_times_a_call_a_model_and_the_batch_grouped(
+        bench_path: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_feature_watch_groups --grouped: the same shard batches fed a call a model and grouped,
+    both timed, their reports equal."""
+    bench = _module("bench_feature_watch_groups")
+    monkeypatch.setattr(bench, "CALIBRATIONS", tmp_path)
+    each, grouped, equal = bench.shard_grouped(4, rounds=1, batches=6)
+    assert each > 0 and grouped > 0 and equal
+
+
 def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> None:
     """bench_stage_steps: the C normal scores, digests and id keys and the column tally against their
     references, and (``--baseline``) a revision's per-model records, bucket lookup, model-events
