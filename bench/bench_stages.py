@@ -156,6 +156,7 @@ STAGES: list[tuple[str, Any, str]] = [
     ("windows", shard.ShardProcessor, "_close_windows"),
     ("windows", shard.ShardProcessor, "_buffer_staged"),  # (also at a checkpoint and a finished input)
     ("detectors", feature_watch.FeatureWatch, "observe"),
+    ("detectors", feature_watch.FeatureWatch, "observe_grouped"),  # (a batch of many models)
     ("multivariate", model_watch.MultivariateWatch, "observe"),
     ("join", shard.ShardProcessor, "_digests"),
     ("routing", reroute.Forwarder, "forward"),
