@@ -22,9 +22,9 @@ own loop spends between calls is its own row:
 - windows: ``WindowAccumulator.add/add_chunk/to_partial``, the batch's column blocks
   (``EventColumns.of``) and the shard's grouping and buffering (``_window_batch``, ``_accumulate``,
   ``_close_windows``, ``_buffer_staged``);
-- detectors: ``FeatureWatch.observe`` (stage-1 sequential detectors, on the decoder's columns on the
-  columnar path; each run's new shards build their banks of monitors in it, from the process's
-  fresh copy after the first);
+- detectors: ``FeatureWatch.observe`` and ``observe_grouped`` (a batch of many models: stage-1
+  sequential detectors, on the decoder's columns on the columnar path; each run's new shards build
+  their banks of monitors in it, from the process's fresh copy after the first);
 - multivariate: ``MultivariateWatch.observe`` (the stage-1 multivariate detectors: the bench's training
   profiles carry a multivariate section);
 - routing: ``reroute`` forwarding, the join-shard choice (``_join_shard`` per event on the row path,

@@ -289,7 +289,7 @@ class _Held:
     runs: list[tuple[GroupedEvents, int, int]] = field(default_factory=list)
     reads: tuple[list[str], list[str]] = ([], [])
     """The bank's numeric and other features (what the runs are read for: the bank is the same
-    while events are held)."""
+    while events are held); the bank's own lists, never changed in place."""
 
     def settle(self) -> None:
         """The runs' values as :meth:`FeatureWatch._hold` keeps a part's: consecutive runs of one
@@ -317,7 +317,7 @@ class _Held:
                                 for name in others})
             start = stop
 
-    def joined(self) -> None:
+    def join_parts(self) -> None:
         """Consecutive parts of one layout as one part (the same values in the same order): what
         is held pickles the same whenever runs were settled."""
         numbers: list[Mapping[str, npt.NDArray[np.float64]]] = []
@@ -336,7 +336,7 @@ class _Held:
 
     def __getstate__(self) -> dict[str, Any]:
         self.settle()  # a pickle holds the values, not the batches they are rows of
-        self.joined()
+        self.join_parts()
         return {k: v for k, v in self.__dict__.items() if k not in ("runs", "reads")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
