@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,22 +114,29 @@ def _by_model_feature(reports: Reports) -> dict[tuple[str, str], list[dict[str, 
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
-        seed: int, watch_feature_maps: FeatureMaps, shard_feature_split: Callable[..., Any]) -> None:
-    models, times, ids, features = _stream(watch_feature_maps)
+def _watches_with_profiles(
+        batch_events: dict[bool, int]) -> tuple[dict[bool, FeatureWatch], list[ReferenceProfile]]:
+    """A watch per side with every model's first profile and models 2 and 3's newer one (known from
+    the start), and the newer profiles of models 0 and 1 that arrive mid-stream (see
+    :func:`_shard_batches`)."""
     early = [_profile(m, 10 + m, 0) for m in range(MODELS)]
-    newer = [_profile(m, 20 + m, SWITCH_MS) for m in (2, 3)]  # known from the start
-    late = [_profile(m, 30 + m, SWITCH_MS + m * 40_000) for m in (0, 1)]  # arrive mid-stream
-    watches = {held: FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS,
-                                  batch_events=24 if held else 0) for held in (False, True)}
+    newer = [_profile(m, 20 + m, SWITCH_MS) for m in (2, 3)]
+    late = [_profile(m, 30 + m, SWITCH_MS + m * 40_000) for m in (0, 1)]
+    watches = {side: FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS, batch_events=n)
+               for side, n in batch_events.items()}
     for watch in watches.values():
         for profile in early + newer:
             watch.add_profile(profile)
-    got: dict[bool, Reports] = {False: [], True: []}
-    rng = np.random.default_rng(seed)
-    watermark, announced, lo, restores, most_held = -(2**62), -(2**62), 0, 0, 0
-    fed_late = False
+    return watches, late
+
+
+def _shard_batches(models: list[int], times: list[int], watches: dict[bool, FeatureWatch],
+                   late: list[ReferenceProfile],
+                   rng: np.random.Generator) -> Iterator[tuple[dict[int, list[int]], int]]:
+    """The stream cut into random batches as a shard sees them: each batch's events by model (a late
+    one left out: a shard does not watch it) and the watermark after it; ``late`` added to every
+    watch of ``watches`` (as it is then) once the stream is :data:`LATE_PROFILE_AT` through."""
+    watermark, lo, fed_late = -(2**62), 0, False
     while lo < EVENTS:
         hi = min(EVENTS, lo + int(rng.choice([1, 3, 12, 40, 150])))
         if not fed_late and lo >= EVENTS * LATE_PROFILE_AT:
@@ -139,9 +146,22 @@ def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
                     watch.add_profile(profile)
         by_model: dict[int, list[int]] = {}
         for i in range(lo, hi):
-            if times[i] >= watermark:  # as a shard: a late event is not watched
+            if times[i] >= watermark:
                 by_model.setdefault(models[i], []).append(i)
             watermark = max(watermark, times[i] - LATENESS_MS)
+        yield by_model, watermark
+        lo = hi
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
+        seed: int, watch_feature_maps: FeatureMaps, shard_feature_split: Callable[..., Any]) -> None:
+    models, times, ids, features = _stream(watch_feature_maps)
+    watches, late = _watches_with_profiles({False: 0, True: 24})
+    got: dict[bool, Reports] = {False: [], True: []}
+    rng = np.random.default_rng(seed)
+    announced, restores, most_held = -(2**62), 0, 0
+    for by_model, watermark in _shard_batches(models, times, watches, late, rng):
         as_columns = SPLITS[int(rng.integers(len(SPLITS)))]
         for held, watch in watches.items():
             out: Reports = []
@@ -162,7 +182,6 @@ def test_held_events_give_the_reports_and_states_of_events_fed_at_once(
         if rng.random() < 0.1:  # a checkpoint restored: what is held travels with it
             watches[True] = pickle.loads(pickle.dumps(watches[True], pickle.HIGHEST_PROTOCOL))
             restores += 1
-        lo = hi
     for (model, _), reports in watches[True].flush().items():
         got[True] += [(model, r) for r in reports]
     assert restores >= 3 and most_held >= 24  # held up to a batch
@@ -202,29 +221,11 @@ def test_grouped_batches_give_the_reports_and_states_of_a_call_a_model(
     same reports per model and feature, the same states, newer profiles taking over mid-stream."""
     monkeypatch.setattr(feature_watch, "RUN_EVENTS", 150)
     models, times, ids, features = _stream(watch_feature_maps)
-    early = [_profile(m, 10 + m, 0) for m in range(MODELS)]
-    newer = [_profile(m, 20 + m, SWITCH_MS) for m in (2, 3)]
-    late = [_profile(m, 30 + m, SWITCH_MS + m * 40_000) for m in (0, 1)]
-    watches = {grouped: FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=GRID_MS, batch_events=24)
-               for grouped in (False, True)}
-    for watch in watches.values():
-        for profile in early + newer:
-            watch.add_profile(profile)
+    watches, late = _watches_with_profiles({False: 24, True: 24})
     got: dict[bool, Reports] = {False: [], True: []}
     rng = np.random.default_rng(seed)
-    watermark, lo, fed_late, most_batches = -(2**62), 0, False, 0
-    while lo < EVENTS:
-        hi = min(EVENTS, lo + int(rng.choice([1, 3, 12, 40, 150])))
-        if not fed_late and lo >= EVENTS * LATE_PROFILE_AT:
-            fed_late = True
-            for watch in watches.values():
-                for profile in late:
-                    watch.add_profile(profile)
-        by_model: dict[int, list[int]] = {}
-        for i in range(lo, hi):
-            if times[i] >= watermark:
-                by_model.setdefault(models[i], []).append(i)
-            watermark = max(watermark, times[i] - LATENESS_MS)
+    most_batches = 0
+    for by_model, watermark in _shard_batches(models, times, watches, late, rng):
         for grouped, watch in watches.items():
             if grouped:
                 batch = _grouped(by_model, times, ids, features)
@@ -242,7 +243,6 @@ def test_grouped_batches_give_the_reports_and_states_of_a_call_a_model(
                 got[grouped] += [(model, r) for r in reports]
         if rng.random() < 0.05:  # a checkpoint restored: the runs held are pickled as values
             watches[True] = pickle.loads(pickle.dumps(watches[True], pickle.HIGHEST_PROTOCOL))
-        lo = hi
     for grouped, watch in watches.items():
         got[grouped] += [(model, r) for (model, _), reports in watch.flush().items() for r in reports]
     assert most_batches >= 3  # a model held rows of several batches at once
