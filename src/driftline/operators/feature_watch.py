@@ -611,9 +611,10 @@ class FeatureWatch:
         held = self._held(key, watch, grouped.times[lo])
         held.times.extend(grouped.times[lo:hi])
         held.ids.extend(grouped.ids[lo:hi])
+        if not held.runs:
+            held.reads = (bank.numeric, bank.others)
+            self._with_runs[key] = held
         held.runs.append((grouped, lo, hi))
-        held.reads = (bank.numeric, bank.others)
-        self._with_runs[key] = held
         return held
 
     def _feed_held(self, key: tuple[str, str], watch: _ModelWatch) -> list[dict[str, Any]]:
