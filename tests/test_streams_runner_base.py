@@ -254,6 +254,9 @@ async def _batches_go_on_while_a_base_is_written(s: Settings, produce: Producing
         run.store.gate.clear()
         await produce(s, 300, start=1900)
         await wait(lambda: bool(run.in_flight()), "a later base in flight")
+        # every record fed before stop is asked (its outputs are compared below with all the input):
+        # on a busy box a base could go out before the last records were read
+        await wait(lambda: run.fed() >= 2 * (400 + 1500 + 300), "every record fed, a base in flight")
         held = run.in_flight()
         bases = Counter(shard for shard, base, *_ in run.store.links if base)
         run.runner.stop()
