@@ -259,18 +259,25 @@ class GroupedEvents:
         self.keys, self.starts, self.times, self.ids = keys, starts, times, ids
         self.floats, self.values = floats, values
 
-    def columns(self, lo: int, hi: int) -> tuple[Mapping[str, npt.NDArray[np.float64]], dict[str, list[Any]]]:
-        """Rows ``lo:hi``'s float block (a copy) and value lists, as :meth:`FeatureWatch.observe`
-        takes them."""
-        floats: Mapping[str, npt.NDArray[np.float64]] = {} if self.floats is None else \
-            FloatBlock(self.floats.names, self.floats.matrix[:, lo:hi])
-        return floats, {name: column[lo:hi] for name, column in self.values.items()}
+    def columns(self, lo: int,
+                hi: int) -> tuple[Mapping[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]:
+        """Rows ``lo:hi``'s float block and value lists, as :meth:`FeatureWatch.observe` takes them."""
+        return run_columns(self.floats, self.values, lo, hi)
 
     def same_layout(self, other: GroupedEvents) -> bool:
         """Whether runs of both join as one block: the same float features, the same others."""
         mine, theirs = self.floats, other.floats
         return other is self or ((mine.names if mine else None) == (theirs.names if theirs else None)
                                  and list(self.values) == list(other.values))
+
+
+def run_columns(floats: FloatBlock | None, values: Mapping[str, Sequence[Any]], lo: int,
+                hi: int) -> tuple[Mapping[str, npt.NDArray[np.float64]], dict[str, Sequence[Any]]]:
+    """Events ``lo:hi`` of a batch's float block (a block of their own: a copy, so a model's part
+    does not keep the batch's matrix) and of its value lists (slices)."""
+    block: Mapping[str, npt.NDArray[np.float64]] = {} if floats is None else \
+        FloatBlock(floats.names, floats.matrix[:, lo:hi])
+    return block, {name: column[lo:hi] for name, column in values.items()}
 
 
 @dataclass

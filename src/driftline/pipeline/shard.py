@@ -31,7 +31,7 @@ from driftline.operators.columns import (
     PredictionBatch,
 )
 from driftline.operators.feature_rows import FeatureRows
-from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch, GroupedEvents
+from driftline.operators.feature_watch import BATCH_EVENTS, FeatureWatch, GroupedEvents, run_columns
 from driftline.operators.float_block import FloatBlock
 from driftline.operators.join import (
     ExpiredPrediction,
@@ -1174,37 +1174,33 @@ class _GroupedColumns:
 
     def __init__(self, features: FeatureColumns | None,
                  groups: Mapping[tuple[str, str], Sequence[int]]) -> None:
-        self.features = features
         self.groups = groups
-        self.float_names: tuple[str, ...] = ()
-        self.order: list[int] = []
-        self.others: list[tuple[str, list[Any]]] = []
+        self.order: list[int] = list(chain.from_iterable(groups.values())) if features is not None else []
+        self.floats: FloatBlock | None = None  # the float columns as one matrix in the groups' order
+        self.values: dict[str, list[Any]] = {}
         self.starts: dict[tuple[str, str], int] = {}
         if features is None:
             return
         numbers, missing = _detector_floats(features)
-        self.float_names = tuple(name for name, floats in zip(features.names, numbers, strict=True)
-                                 if floats is not None)
-        self.order = order = list(chain.from_iterable(groups.values()))
-        if self.float_names:  # the float columns as one matrix in the groups' order: one gather
-            self.matrix = np.array([floats for floats in numbers if floats is not None],
-                                   dtype=np.float64).take(order, axis=1)
-        self.others = [(name, [column[i] for i in order]) for name, column, floats, lacking
+        float_names = tuple(name for name, floats in zip(features.names, numbers, strict=True)
+                            if floats is not None)
+        order = self.order
+        if float_names:  # one gather for the batch
+            self.floats = FloatBlock(float_names, np.array(
+                [floats for floats in numbers if floats is not None], dtype=np.float64).take(order, axis=1))
+        self.values = {name: [column[i] for i in order] for name, column, floats, lacking
                        in zip(features.names, features.columns, numbers, missing, strict=True)
-                       if floats is None or lacking]
+                       if floats is None or lacking}
         start = 0
         for key, rows in groups.items():
             self.starts[key] = start
             start += len(rows)
 
     def of(self, key: tuple[str, str]) -> _ModelColumns:
-        if self.features is None:
+        if key not in self.starts:  # (no columns: the decoder had none for the batch)
             return {}, {}
-        start, stop = self.starts[key], self.starts[key] + len(self.groups[key])
-        # one matrix for the group (the watch holds and joins it whole), not a view per column
-        floats: Mapping[str, npt.NDArray[np.float64]] = \
-            FloatBlock(self.float_names, self.matrix[:, start:stop]) if self.float_names else {}
-        return floats, {name: values[start:stop] for name, values in self.others}
+        start = self.starts[key]
+        return run_columns(self.floats, self.values, start, start + len(self.groups[key]))
 
     def events(self, times: Sequence[int], ids: Sequence[str]) -> GroupedEvents:
         """The groups' events as the feature watch reads a batch of many models (``times`` and
@@ -1212,9 +1208,8 @@ class _GroupedColumns:
         order, keys = self.order, list(self.groups)
         starts = [self.starts[key] for key in keys]
         starts.append(len(order))
-        return GroupedEvents(keys, starts, [times[i] for i in order], [ids[i] for i in order],
-                             FloatBlock(self.float_names, self.matrix) if self.float_names else None,
-                             dict(self.others))
+        return GroupedEvents(keys, starts, [times[i] for i in order], [ids[i] for i in order], self.floats,
+                             self.values)
 
 
 def _split_columns(features: FeatureColumns | None) -> _ModelColumns:
