@@ -606,7 +606,7 @@ def interleaved(settings: Settings, profiles: list[ReferenceProfile], records: l
     tune_gc()
     blobs = [p.model_dump_json().encode() for p in profiles]
     this = InProcessPipeline(settings, profiles=blobs)
-    saved = shard_module.ShardProcessor
+    saved = local_module.ShardProcessor
     try:
         local_module.ShardProcessor = baseline.ShardProcessor  # the pipeline makes its shards with it
         base = InProcessPipeline(settings, profiles=blobs)
