@@ -310,6 +310,8 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         "windows_closed": closed, "windows_under_filled": under_filled,
         "gc_cpu_per_prediction_us": collector.cpu_s / predictions * 1e6,
         "gc_collections": collector.collections,
+        "gc_cpu_per_prediction_us_by_generation": [
+            spent / predictions * 1e6 for spent in collector.cpu_s_by_generation],
         "between_closes_cpu_per_prediction_us": between_cpu / max(between_predictions, 1) * 1e6,
         "between_closes_predictions": between_predictions,
         "interval_feeds_cpu_s": interval_cpu, "interval_feeds_predictions": interval_predictions,
@@ -510,7 +512,11 @@ def _gc(run: dict[str, Any]) -> str:
     if "gc_cpu_per_prediction_us" not in run:
         return "-"
     young, middle, old = run["gc_collections"]
-    return f"{run['gc_cpu_per_prediction_us']:.1f} us ({young}/{middle}/{old} collections by generation)"
+    text = f"{run['gc_cpu_per_prediction_us']:.1f} us ({young}/{middle}/{old} collections by generation"
+    by_generation = run.get("gc_cpu_per_prediction_us_by_generation")
+    if by_generation is not None:  # runs from before it was split: the total only
+        text += ", " + "/".join(f"{us:.1f}" for us in by_generation) + " us"
+    return text + ")"
 
 
 def _between(many: dict[str, Any], one: dict[str, Any]) -> str:
