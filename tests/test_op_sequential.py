@@ -185,6 +185,20 @@ def test_detects_error_rate_increase() -> None:
     assert alarm.index - 20_000 < 1_000 and alarm.component.startswith("error rate x")
 
 
+@pytest.mark.parametrize(("p0", "min_ratio"), [(0.9, 1.1), (0.97, 1.0), (0.6, 2.0)])
+def test_a_high_reference_error_rate_still_gets_a_detector(p0: float, min_ratio: float) -> None:
+    """A many-class model errs on most predictions: the ladder of ratios has nothing under P_CAP
+    (0.9, 0.97), or ``min_ratio`` times the rate passes 1 (0.6 x 2). Building the detector raised,
+    and stopped the stage that built it at every restart; now it designs against a rate between the
+    reference's and 1, stays quiet at the reference rate and tells a further increase."""
+    rng = np.random.default_rng(32)
+    det = BinaryDetector.from_rate(p0, arl=1e6, n_reference=20_000, min_ratio=min_ratio)
+    assert p0 < det.design_rate < 1.0
+    assert det.update_many(rng.random(40_000) < p0) == []
+    alarm = det.update_many(np.ones(10_000, dtype=bool))
+    assert alarm and alarm[0].component.startswith("error rate x")
+
+
 def test_detector_for_profile_builds_from_sketch_and_counts() -> None:
     rng = np.random.default_rng(26)
     profile = build_profile(

@@ -1548,6 +1548,8 @@ class BinaryDetector(SequentialDetector):
         else:
             det._errors = p0 * n_reference if errors is None else errors
             design = max(_wilson(det._errors, float(n_reference))[1], min_ratio * p0)
+        if design >= 1.0 > p0:  # min_ratio times a high rate: no rate above it; halfway to 1 instead
+            design = (1.0 + p0) / 2.0
         det._design_cap = design
         if n_reference is not None:  # see tighten: the reference's CAP_KAPPA-se bound
             det._design_cap = max(design, _wilson(det._errors, float(n_reference), CAP_KAPPA)[1])
@@ -1577,7 +1579,15 @@ class BinaryDetector(SequentialDetector):
             b.append(off)
             laws.append(IncrementLaw(np.array([on, off]), np.array([p_design, 1.0 - p_design])))
         if not labels:
-            raise ValueError("the reference error rate leaves no room for an increase")
+            # A rate at or above P_CAP (a many-class model's error rate, say 0.9): the ladder has no
+            # room left, so one design halfway to certain error, not none (a monitor that cannot
+            # be built stopped the stage that builds it, at every restart).
+            p1 = (1.0 + p_design) / 2.0
+            on, off = _bernoulli(p_design, p1)
+            labels.append(f"error rate x{p1 / p_design:.3g}")
+            a.append(on)
+            b.append(off)
+            laws.append(IncrementLaw(np.array([on, off]), np.array([p_design, 1.0 - p_design])))
         self.design_rate = float(p_design)
         self._a, self._b = np.array(a), np.array(b)
         return labels, laws
