@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import logging
 import math
 import pickle
 import weakref
@@ -85,6 +86,7 @@ from driftline.operators.window_stats import MAX_ABS_VALUE, valid_numbers
 
 ERROR_FEATURE = "__error__"
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 NO_TIME = -(2**62)
 PER_VALUE_BELOW = 8
 """Runs of fewer values are fed value by value: a batch call costs ~25 us whatever its size, a
@@ -850,14 +852,20 @@ class FeatureWatch:
         # a seasonal feature's monitor watches its standardised values against their residual profile
         season = profile.season
         seasonal = season.features if season is not None else {}
-        monitors = {
-            name: EpisodeMonitor.for_profile(
-                seasonal[name].residual, arl=arl, min_effect=self.min_effect_sd, learning=self.learning,
-                n_reference=reference_size(season, seasonal[name]),
-            ) if season is not None and name in seasonal else EpisodeMonitor.for_profile(
-                fprofile, arl=arl, min_effect=self.min_effect_sd, learning=self.learning)
-            for name, fprofile in sorted(profile.features.items())
-        }
+        monitors: dict[str, EpisodeMonitor] = {}
+        for name, fprofile in sorted(profile.features.items()):
+            try:
+                monitors[name] = EpisodeMonitor.for_profile(
+                    seasonal[name].residual, arl=arl, min_effect=self.min_effect_sd, learning=self.learning,
+                    n_reference=reference_size(season, seasonal[name]),
+                ) if season is not None and name in seasonal else EpisodeMonitor.for_profile(
+                    fprofile, arl=arl, min_effect=self.min_effect_sd, learning=self.learning)
+            except ValueError as err:
+                # A reference too small for any sequential design (a training column with one
+                # value, or two equal ones): the feature keeps its windows' drift scores, no
+                # episode monitor (a monitor that cannot be built stopped the shard at every restart).
+                log.warning("profile %s: feature %r gets no sequential monitor: %s",
+                            profile.profile_id, name, err)
         _FRESH_BANKS[key] = _FreshBank(profile.features, pickle.dumps(monitors, TEMPLATE_PROTOCOL))
         _FRESH_BANKS.move_to_end(key)
         if len(_FRESH_BANKS) > FRESH_BANKS:
