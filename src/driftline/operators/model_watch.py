@@ -347,6 +347,51 @@ class MultivariateReference:
         return np.clip(u, -SCORE_CAP, SCORE_CAP, out=u).T
 
 
+def check_section(section: Any) -> None:
+    """ValueError unless a profile's ``multivariate`` section is one the monitors can use: it
+    decodes (:meth:`MultivariateReference.from_section`), every part agrees on the features, and
+    a row of values and one of missing values go through the scores, reconstruction, outlier
+    distance and CBPE calibration as a shard runs them. A published profile is checked where it
+    is parsed (:class:`~driftline.operators.profile.ReferenceProfile`), so a malformed section is
+    the sink's one ``invalid_profile`` dead letter and skipped by every stage, not an exception in
+    the middle of a batch, raised again at every restart.
+
+    >>> check_section({"features": ["x"]})
+    Traceback (most recent call last):
+    ...
+    ValueError: multivariate section: KeyError: 'scores'
+    """
+    try:
+        if type(section) is not dict:
+            raise TypeError(f"the section is a JSON object, not {type(section).__name__}")
+        ref = MultivariateReference.from_section(section)
+        names = ref.features
+        if not names or len(set(names)) != len(names) or set(map(type, section["features"])) != {str}:
+            raise ValueError("features are not distinct names")
+        if ref.reconstruction.scores.features != names:
+            raise ValueError("the normal scores are not of the features")
+        if not 0 <= ref.seed < 2**32:  # the domain classifier's folds are drawn with it (scikit-learn)
+            raise ValueError("the seed is not in [0, 2**32)")
+        if ref.sample.ndim != 2 or ref.sample.shape[1] != len(names) or int(section["n"]) < 1:
+            raise ValueError("the sample's columns are not the features")
+        quantile = float(section["outliers"]["quantile"])
+        if not 0.0 < quantile < 1.0:
+            raise ValueError("the outlier quantile is not in (0, 1)")
+        mean_error = section["reconstruction"].get("reference_mean_error")
+        if mean_error is not None:
+            float(mean_error)
+        rows = np.array([[0.0] * len(names), [math.nan] * len(names)])
+        ref.errors_and_outliers(rows)
+        if ref.estimator is not None:
+            ref.estimator.calibrated(np.array([0.25, 0.75]), rows if ref.estimator.by_features else None)
+            ref.estimator.calibrations[0].segments(np.array([0.25, 0.75]))
+            float(ref.estimator.threshold)
+    except ValueError as err:
+        raise ValueError(f"multivariate section: {err}") from err
+    except (KeyError, TypeError, IndexError, AttributeError, OverflowError, ZeroDivisionError) as err:
+        raise ValueError(f"multivariate section: {type(err).__name__}: {err}") from err
+
+
 _FLOAT = frozenset({float})
 
 

@@ -144,6 +144,8 @@ class NormalScores:
     def __init__(self, features: Sequence[str], sorted_reference: Sequence[FloatArray]) -> None:
         self.features = list(features)
         self._sorted = [np.asarray(s, dtype=np.float64) for s in sorted_reference]
+        if any(s.ndim != 1 or s.size < 2 for s in self._sorted):
+            raise ValueError("the normal scores need at least 2 sorted reference values per feature")
         self.tails = [_tails(ref) for ref in self._sorted]
         self._flat_scores: _FlatScores | None = None  # built on the first transform
         """Per feature ``(low, high, u_low, u_high, slope_low, slope_high)``: the range, the

@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from driftline.operators.sketch import QuantileSketch
+from driftline.operators.sketch import RELATIVE_ACCURACY, QuantileSketch
 from driftline.operators.window_stats import (
     OVERFLOW,
     FeatureStats,
@@ -78,11 +78,16 @@ class FeatureProfile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureProfile:
+        if min(self.ref_counts, default=0) < 0:
+            raise ValueError("ref_counts are counts: none may be negative")
         if self.kind == "numeric":
             if not self.edges or self.sketch is None:
                 raise ValueError("a numeric profile needs edges and a sketch")
             if len(self.ref_counts) != len(self.edges) + 1:
                 raise ValueError("a numeric profile needs len(edges) + 1 ref_counts")
+            # what the scorer and the detectors decode, and compare with the windows' sketches
+            if QuantileSketch.checked(self.sketch).relative_accuracy != RELATIVE_ACCURACY:
+                raise ValueError(f"a reference sketch's alpha must be the windows' ({RELATIVE_ACCURACY})")
         elif len(self.ref_counts) != len(self.categories) + 1:
             raise ValueError("a categorical profile needs len(categories) + 1 ref_counts ('other' last)")
         return self
@@ -187,6 +192,15 @@ class ReferenceProfile(BaseModel):
         description="features with a strong cycle found at build (share of variance) when no season "
         "was asked for: a hint, nothing uses it",
     )
+
+    @model_validator(mode="after")
+    def _usable_multivariate(self) -> ReferenceProfile:
+        if self.multivariate is not None:
+            # imported here: the monitors' module imports this one
+            from driftline.operators.model_watch import check_section
+
+            check_section(self.multivariate)
+        return self
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         # A checkpoint pickled before a field existed lacks it: the field's default, which is what

@@ -117,12 +117,17 @@ def _log_gamma(relative_accuracy: float) -> tuple[float, float]:
     return log_gamma, 1.0 / log_gamma
 
 
+RELATIVE_ACCURACY = 0.005
+"""The windows' sketches' relative accuracy: a reference sketch is compared with them bucket by
+bucket, so a profile's must have the same."""
+
+
 class QuantileSketch:
     """Relative-error quantiles, CDF and histograms of a stream of finite floats."""
 
     __slots__ = ("_inv_log_gamma", "_log_gamma", "_neg", "_pos", "max_buckets", "relative_accuracy", "zero")
 
-    def __init__(self, relative_accuracy: float = 0.005, max_buckets: int = 2048) -> None:
+    def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY, max_buckets: int = 2048) -> None:
         if not 0.0 < relative_accuracy < 1.0:
             raise ValueError("relative_accuracy must be in (0, 1)")
         if max_buckets < 1:
@@ -248,6 +253,35 @@ class QuantileSketch:
             "pos": self._pos.to_list(),
             "neg": self._neg.to_list(),
         }
+
+    @classmethod
+    def checked(cls, d: Any) -> QuantileSketch:
+        """:meth:`from_dict` of a dict from outside (a published profile's sketch): ValueError
+        unless it is one :meth:`to_dict` could have written (counts non-negative int64 integers,
+        ``max_buckets`` a positive integer). Partials between stages skip these checks (their
+        parse is on the hot path and stage 2 refuses a malformed one as a whole).
+
+        >>> QuantileSketch.checked({"alpha": 0.005, "max_buckets": 2048, "zero": 0, "pos": [3, 1, None],
+        ...                         "neg": []})
+        Traceback (most recent call last):
+        ...
+        ValueError: sketch: TypeError: pos is not a list of integers
+        """
+        try:
+            if type(d) is not dict:
+                raise TypeError(f"a sketch is a JSON object, not {type(d).__name__}")
+            for name in ("max_buckets", "zero"):
+                if type(d[name]) is not int or d[name] < 0:
+                    raise ValueError(f"{name} is not a non-negative integer")
+            for name in ("pos", "neg"):
+                store = d[name]
+                if type(store) is not list or (store and set(map(type, store)) != {int}):
+                    raise TypeError(f"{name} is not a list of integers")
+                if store and (min(store[1:], default=0) < 0 or max(map(abs, store)) >= 2**62):
+                    raise ValueError(f"{name} holds a negative or out-of-range count")
+            return cls.from_dict(d)
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"sketch: {type(err).__name__}: {err}") from err
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QuantileSketch:
