@@ -122,6 +122,7 @@ _DELETE = object()
     (("multivariate", "outliers", "quantile"), 1.5, "outlier quantile is not in (0, 1)"),
     (("multivariate", "features", 0), 0.5, "features are not distinct names"),
     (("multivariate", "seed"), -3, "seed is not in [0, 2**32)"),
+    (("multivariate", "performance", "calibrations", 0, "values", 0), 1e300, "not probabilities"),
     (("features", "a", "sketch", "pos"), [3, 1, None], "sketch: TypeError"),
     (("features", "a", "sketch", "zero"), 1e300, "zero is not a non-negative integer"),
     (("features", "a", "sketch", "max_buckets"), -3, "max_buckets is not a non-negative integer"),

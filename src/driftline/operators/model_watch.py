@@ -383,6 +383,11 @@ def check_section(section: Any) -> None:
         rows = np.array([[0.0] * len(names), [math.nan] * len(names)])
         ref.errors_and_outliers(rows)
         if ref.estimator is not None:
+            for calibration in ref.estimator.calibrations:  # probabilities at nondecreasing scores
+                knots, values = calibration.knots, calibration.values
+                if (knots.shape != values.shape or not knots.size or not np.all(np.diff(knots) >= 0)
+                        or not np.all((values >= 0.0) & (values <= 1.0))):
+                    raise ValueError("a CBPE calibration is not probabilities at nondecreasing scores")
             ref.estimator.calibrated(np.array([0.25, 0.75]), rows if ref.estimator.by_features else None)
             ref.estimator.calibrations[0].segments(np.array([0.25, 0.75]))
             float(ref.estimator.threshold)
