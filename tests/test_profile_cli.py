@@ -320,3 +320,20 @@ def test_a_column_named_like_an_output_is_profiled_with_a_note(
     assert main([*base, "--label-column", "Label", "--prediction-column", "pred"]) == 0
     assert "is profiled as a feature" not in capsys.readouterr().err
 
+
+
+def test_a_sparse_column_is_profiled_with_a_note_that_it_gets_no_sequential_monitor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A feature with one value in the training table builds (its windows get drift scores), and
+    stderr says it gets no sequential monitor and why; a feature with values says nothing."""
+    rows = [{"x": r["x"], "rare": 2.5 if i == 0 else "", "pred": r["pred"]}
+            for i, r in enumerate(_training_rows())]
+    data = _write_csv(tmp_path / "train.csv", rows)
+    out = tmp_path / "profile.jsonl"
+    assert main(["profile", "build", "--model", "m", "--version", "1", "--data", str(data), "--no-publish",
+                 "--prediction-column", "pred", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert ("feature 'rare' gets no sequential monitor (a numeric reference needs at least 2 values)"
+            in err), err
+    assert "feature 'x'" not in err
+    assert ReferenceProfile.model_validate_json(out.read_text()).features["rare"].n == 1

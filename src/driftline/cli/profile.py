@@ -23,6 +23,7 @@ from rich.table import Table
 
 from driftline.cli.common import print_table, require_broker, settings_from_args
 from driftline.config import Settings
+from driftline.operators.feature_watch import FeatureWatch
 from driftline.operators.model_watch import (
     MIN_ROWS,
     NEAR_CONSTANT_SHARE,
@@ -51,6 +52,7 @@ from driftline.operators.seasonal import (
     standardise_columns,
     strong_cycles,
 )
+from driftline.pipeline.records import episode_grid_ms
 from driftline.schemas.events import EpochMillis
 from driftline.store.client import StoreError, database_name
 from driftline.store.guard import QueryRejected
@@ -321,6 +323,13 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
     )
     if not profile.features:
         raise InputError(f"{path}: the feature columns hold no usable values (all null)")
+    if settings.sequential.enabled:
+        cfg = settings.sequential
+        watch = FeatureWatch(cfg.false_alarms_per_million, status_grid_ms=episode_grid_ms(settings),
+                             min_effect_sd=cfg.min_effect_sd, learning=cfg.learning)
+        for name, why in watch.unmonitored(profile).items():
+            err.print(f"note: feature {name!r} gets no sequential monitor ({why}); its windows still get "
+                      "drift scores", markup=False, soft_wrap=True)
     return profile
 
 

@@ -849,20 +849,13 @@ class FeatureWatch:
                                      or template.features == profile.features):
             _FRESH_BANKS.move_to_end(key)
             return ProfileMonitors(index, profile, pickle.loads(template.monitors))
-        # a seasonal feature's monitor watches its standardised values against their residual profile
-        season = profile.season
-        seasonal = season.features if season is not None else {}
         monitors: dict[str, EpisodeMonitor] = {}
-        for name, fprofile in sorted(profile.features.items()):
+        for name in sorted(profile.features):
             try:
-                monitors[name] = EpisodeMonitor.for_profile(
-                    seasonal[name].residual, arl=arl, min_effect=self.min_effect_sd, learning=self.learning,
-                    n_reference=reference_size(season, seasonal[name]),
-                ) if season is not None and name in seasonal else EpisodeMonitor.for_profile(
-                    fprofile, arl=arl, min_effect=self.min_effect_sd, learning=self.learning)
+                monitors[name] = self._monitor(profile, name, arl)
             except ValueError as err:
                 # A reference too small for any sequential design (a training column with one
-                # value, or two equal ones): the feature keeps its windows' drift scores, no
+                # value, or a few equal ones): the feature keeps its windows' drift scores, no
                 # episode monitor (a monitor that cannot be built stopped the shard at every restart).
                 log.warning("profile %s: feature %r gets no sequential monitor: %s",
                             profile.profile_id, name, err)
@@ -871,6 +864,40 @@ class FeatureWatch:
         if len(_FRESH_BANKS) > FRESH_BANKS:
             _FRESH_BANKS.popitem(last=False)
         return ProfileMonitors(index, profile, monitors)
+
+    def _monitor(self, profile: ReferenceProfile, name: str, arl: float) -> EpisodeMonitor:
+        """Feature ``name``'s monitor; ValueError when its reference is too small for any design."""
+        season = profile.season
+        seasonal = season.features if season is not None else {}
+        if season is not None and name in seasonal:  # it watches the standardised values
+            return EpisodeMonitor.for_profile(
+                seasonal[name].residual, arl=arl, min_effect=self.min_effect_sd, learning=self.learning,
+                n_reference=reference_size(season, seasonal[name]))
+        return EpisodeMonitor.for_profile(profile.features[name], arl=arl, min_effect=self.min_effect_sd,
+                                          learning=self.learning)
+
+    def unmonitored(self, profile: ReferenceProfile) -> dict[str, str]:
+        """The features of ``profile`` that get no sequential monitor, with the reason (their
+        windows still get drift scores): what ``driftline profile build`` tells. Only the
+        references found to fail are built (fewer than 2 values, or one distinct value: building
+        every feature's monitor calibrates its designs, which costs seconds a profile).
+
+        >>> from driftline.operators.profile import build_profile
+        >>> p = build_profile("m", "1", {"x": [1.0] + [None] * 9, "y": [float(i) for i in range(10)]},
+        ...                   label_column=None, prediction_column=None, bins=4, top_k=3, created_at_ms=0)
+        >>> FeatureWatch(1.0, status_grid_ms=60_000).unmonitored(p)
+        {'x': 'a numeric reference needs at least 2 values'}
+        """
+        arl = feature_arl(self.model_arl, len(profile.features))
+        found = {}
+        for name, fprofile in sorted(profile.features.items()):
+            if fprofile.n >= 2 and (fprofile.kind != "numeric" or fprofile.min != fprofile.max):
+                continue
+            try:
+                self._monitor(profile, name, arl)
+            except ValueError as err:
+                found[name] = str(err)
+        return found
 
     def _close_bank(self, bank: ProfileMonitors, at: int, prediction_id: str) -> list[dict[str, Any]]:
         """A newer profile applies: the open episodes of the old bank end here."""
