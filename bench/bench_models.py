@@ -111,6 +111,7 @@ from typing import Any
 import orjson
 from common import START_MS, Figure, GcClock, at_most, bench_settings, module_at_revision, print_figures
 
+from driftline import runtime
 from driftline.config import Settings
 from driftline.demo.training import LABEL, PREDICTION, SCORE, training_columns, training_scenario
 from driftline.operators import calibration
@@ -384,10 +385,12 @@ def _calibrations_shared(directory: Path | None) -> int:
 
 
 def run_in_child(which: str, data: Path, calibrations: Path | None, partitions: int,
-                 batch_records: int = BATCH_RECORDS, sequential: bool = True) -> dict[str, Any]:
+                 batch_records: int = BATCH_RECORDS, sequential: bool = True,
+                 gc_threshold0: int | None = None) -> dict[str, Any]:
     shared = ["--calibrations", str(calibrations) if calibrations is not None else "none",
               "--partitions", str(partitions), "--batch-records", str(batch_records),
-              *([] if sequential else ["--no-sequential"])]
+              *([] if sequential else ["--no-sequential"]),
+              *([] if gc_threshold0 is None else ["--gc-threshold0", str(gc_threshold0)])]
     out = subprocess.run([sys.executable, __file__, *shared, "--child", which, str(data)], check=True,
                          capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -423,6 +426,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--shard-baseline", metavar="REV",
                         help="the many-model run only, this revision's pipeline against one on REV's "
                              "shard.py, in one process (module docstring)")
+    parser.add_argument("--gc-threshold0", type=int, metavar="N",
+                        help="both runs' collector generation-0 threshold (default: the worker's, "
+                             "driftline.runtime.GC_THRESHOLDS)")
     parser.add_argument("--child", nargs=2, metavar=("WHICH", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -575,14 +581,16 @@ def _per(run: dict[str, Any]) -> str:
 def measure(models: int, n: int, training: int = 1000,
             calibrations: Path | None = CALIBRATIONS, rate: float = RATE,
             key_by: str = "prediction_id", partitions: int = PARTITIONS,
-            batch_records: int = BATCH_RECORDS, sequential: bool = True) -> list[Figure]:
+            batch_records: int = BATCH_RECORDS, sequential: bool = True,
+            gc_threshold0: int | None = None) -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
     None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
     one model's are keyed by prediction id either way: keyed by its model id they would all be one
     shard's, the other shards idle and no window closing in process); ``partitions``: the
     predictions and labels partitions, so stage-1 shards, of both runs; ``batch_records``: the records
-    a batch of both runs; ``sequential``: the sequential detectors on (else both runs without them)."""
+    a batch of both runs; ``sequential``: the sequential detectors on (else both runs without them);
+    ``gc_threshold0``: both runs' collector generation-0 threshold (None: the worker's)."""
     settings = settings_for(partitions, batch_records, sequential)
     specs = model_specs(models)
     started = time.perf_counter()
@@ -597,8 +605,8 @@ def measure(models: int, n: int, training: int = 1000,
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
         del records, single
-        one = run_in_child("one", data, calibrations, partitions, batch_records, sequential)
-        many = run_in_child("many", data, calibrations, partitions, batch_records, sequential)
+        one = run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
+        many = run_in_child("many", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
     return figures_for(models, n, one, many, rate, key_by, partitions, batch_records, sequential)
 
 
@@ -877,6 +885,8 @@ def measure_values_ab(models: int, n: int, rounds: int = 3) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     calibration.share_calibrations(args.calibrations)
+    if args.gc_threshold0 is not None:  # tune_gc (each run's start) reads the module's setting
+        runtime.GC_THRESHOLDS = (args.gc_threshold0, *runtime.GC_THRESHOLDS[1:])
     if args.child:
         child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions, args.batch_records,
               args.sequential)
@@ -902,7 +912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
     figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by,
-                      args.partitions, args.batch_records, args.sequential)
+                      args.partitions, args.batch_records, args.sequential, args.gc_threshold0)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))
