@@ -24,6 +24,7 @@ from driftline.config import Settings
 from driftline.operators.model_watch import multivariate_section
 from driftline.operators.multivariate import pack_array
 from driftline.operators.profile import ReferenceProfile, build_profile
+from driftline.operators.seasonal import Season, fit_season
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.simulate.traffic import SimEvent
@@ -191,3 +192,36 @@ def test_a_model_that_errs_on_most_predictions_is_monitored(stream: list[RawReco
     assert profile["baseline"]["accuracy"] < 0.1
     rows = _run(stream, profile)
     assert rows["model_metrics"] and rows["outcomes"]
+
+
+@pytest.fixture(scope="module")
+def seasonal_profile() -> dict[str, Any]:
+    """A profile whose feature ``a`` follows a daily cycle (24 hourly slots)."""
+    rng = np.random.default_rng(5)
+    columns = _training(rng)
+    times = [START - 14 * 86_400_000 + i * 600_000 for i in range(TRAINING_ROWS)]
+    columns["a"] = [3 * float(np.sin(2 * np.pi * (t // 1000 % 86_400) / 86_400)) + float(rng.normal())
+                    for t in times]
+    season = fit_season({"a": columns["a"]}, times, Season(period_s=86_400, slots=24), bins=10)
+    settings = _settings()
+    made = build_profile("m", "1", columns, label_column="y", prediction_column="pred",
+                         bins=settings.drift.bins, top_k=settings.drift.top_k, created_at_ms=0, season=season)
+    parsed: dict[str, Any] = orjson.loads(made.model_dump_json())
+    assert set(parsed["season"]["features"]) == {"a"}
+    return parsed
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("mean", [0.0] * 23, "one value per slot"),
+    ("std", [1.0], "one value per slot"),
+    ("std", [0.0] * 24, "std must be positive"),
+    ("n", [-1] * 24, "n not negative"),
+])
+def test_a_seasonal_feature_needs_a_positive_scale_in_every_slot(
+        seasonal_profile: dict[str, Any], field: str, value: list[float], reason: str) -> None:
+    """Standardising reads a level and a scale per slot: a short list raised an IndexError in the
+    middle of a batch, a zero scale made every value infinite."""
+    changed = _changed(seasonal_profile, ("season", "features", "a", field), value)
+    with pytest.raises(ValidationError) as refused:
+        ReferenceProfile.model_validate_json(orjson.dumps(changed))
+    assert reason in str(refused.value), str(refused.value)

@@ -141,6 +141,16 @@ class SeasonSection(BaseModel):
                 raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Europe/Berlin)") from None
         return name
 
+    @model_validator(mode="after")
+    def _a_value_per_slot(self) -> SeasonSection:
+        # what standardising reads, slot by slot: a short list raised in the middle of a batch
+        for name, feature in self.features.items():
+            if not len(feature.mean) == len(feature.std) == len(feature.n) == self.slots:
+                raise ValueError(f"seasonal feature {name!r}: mean, std and n need one value per slot")
+            if min(feature.std) <= 0.0 or min(feature.n) < 0:
+                raise ValueError(f"seasonal feature {name!r}: std must be positive and n not negative")
+        return self
+
     @model_serializer(mode="wrap")
     def _utc_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # A UTC section is written as before zones existed: its JSON, season_id and the profile's
