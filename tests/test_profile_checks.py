@@ -127,6 +127,7 @@ _DELETE = object()
     (("features", "a", "sketch", "pos"), [3, 1, None], "sketch: TypeError"),
     (("features", "a", "sketch", "zero"), 1e300, "zero is not a non-negative integer"),
     (("features", "a", "sketch", "max_buckets"), -3, "max_buckets is not a non-negative integer"),
+    (("features", "a", "sketch", "zero"), 2**63, "zero is not a non-negative integer (below 2**62)"),
     (("features", "b", "sketch", "alpha"), 0.5, "alpha must be the windows'"),
     (("prediction", "ref_counts", 0), -3, "none may be negative"),
 ])

@@ -372,8 +372,10 @@ def check_section(section: Any) -> None:
             raise ValueError("the normal scores are not of the features")
         if not 0 <= ref.seed < 2**32:  # the domain classifier's folds are drawn with it (scikit-learn)
             raise ValueError("the seed is not in [0, 2**32)")
-        if ref.sample.ndim != 2 or ref.sample.shape[1] != len(names) or int(section["n"]) < 1:
+        if ref.sample.ndim != 2 or ref.sample.shape[1] != len(names):
             raise ValueError("the sample's columns are not the features")
+        if int(section["n"]) < 1:
+            raise ValueError("n (the training rows) is not positive")
         quantile = float(section["outliers"]["quantile"])
         if not 0.0 < quantile < 1.0:
             raise ValueError("the outlier quantile is not in (0, 1)")

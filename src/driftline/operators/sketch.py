@@ -257,8 +257,8 @@ class QuantileSketch:
     @classmethod
     def checked(cls, d: Any) -> QuantileSketch:
         """:meth:`from_dict` of a dict from outside (a published profile's sketch): ValueError
-        unless it is one :meth:`to_dict` could have written (counts non-negative int64 integers,
-        ``max_buckets`` a positive integer). Partials between stages skip these checks (their
+        unless it is one :meth:`to_dict` could have written (counts non-negative integers that an
+        int64 holds, ``max_buckets`` a positive integer). Partials between stages skip these checks (their
         parse is on the hot path and stage 2 refuses a malformed one as a whole).
 
         >>> QuantileSketch.checked({"alpha": 0.005, "max_buckets": 2048, "zero": 0, "pos": [3, 1, None],
@@ -271,8 +271,8 @@ class QuantileSketch:
             if type(d) is not dict:
                 raise TypeError(f"a sketch is a JSON object, not {type(d).__name__}")
             for name in ("max_buckets", "zero"):
-                if type(d[name]) is not int or d[name] < 0:
-                    raise ValueError(f"{name} is not a non-negative integer")
+                if type(d[name]) is not int or not 0 <= d[name] < 2**62:
+                    raise ValueError(f"{name} is not a non-negative integer (below 2**62)")
             for name in ("pos", "neg"):
                 store = d[name]
                 if type(store) is not list or (store and set(map(type, store)) != {int}):
