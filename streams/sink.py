@@ -63,7 +63,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
-from pydantic import ValidationError
 
 from driftline.config import Settings, WorkerSettings
 from driftline.kafka.clients import aiokafka_consumer
@@ -71,7 +70,8 @@ from driftline.kafka.groups import consumer_group
 from driftline.kafka.offsets import unread
 from driftline.operators.profile import ReferenceProfile
 from driftline.pipeline.records import ColumnBlock, joined_blocks
-from driftline.pipeline.to_rows import PAYLOAD_LIMIT, RowMapper
+from driftline.pipeline.to_rows import INVALID_PROFILE, RowMapper, error_text, named_model
+from driftline.pipeline.to_rows import dead_letter_row as record_dead_letter
 from driftline.store.writer import ClickHouseRowWriter, RowRefused, SchemaBehind
 from driftline.streams.group_wait import wait_in_group
 
@@ -90,9 +90,7 @@ predictions) it paid that fixed cost several times a second. Half a second of wa
 window's rows inside the 2 s from its close to ClickHouse (issue 15)."""
 DEAD_LETTERS = "dead_letters"
 UNREADABLE = "sink_unreadable"
-INVALID_PROFILE = "invalid_profile"
 REFUSED = "sink_refused"
-MAX_REASON_CHARS = 2000  # of an error's text in error_message
 MAX_QUOTED_ROW_CHARS = 1000  # of the first refused row, quoted in error_message
 # Errors of a value a column cannot hold: the writer's checks and clickhouse-connect's native
 # encoder raise these ...
@@ -385,7 +383,7 @@ class SinkRunner:
             return self._mapper.blocks(record.topic, record.value)
         except Exception as err:  # mapping is pure (no I/O): whatever fails is the message's fault
             kind = INVALID_PROFILE if record.topic == self._profiles_topic else UNREADABLE
-            dead.append(dead_letter_row(record, kind, reason(err), _model_id(record.value)))
+            dead.append(dead_letter_row(record, kind, error_text(err)))
             return None
 
     def _write_checked(self, table: str, record: ConsumerRecord[bytes, bytes],
@@ -436,7 +434,7 @@ class SinkRunner:
         self.stats.rejected[row["source_topic"]] += 1
         log.error("sink: dropped %s[%d]@%d (%s: %s); its dead letter was refused too: %s",
                   row["source_topic"], row["source_partition"], row["source_offset"], row["error_kind"],
-                  row["error_message"], reason(err))
+                  row["error_message"], error_text(err))
 
     def _refusal(self, err: Exception) -> bool:
         """Whether a failed write or flush refused a value (a row's fault) rather than failed to
@@ -467,7 +465,8 @@ class SinkRunner:
                     if not self._refusal(err):
                         raise
                     log.warning("sink: ClickHouse refused a staged row (%s); writing the %d staged "
-                                "messages again in halves to find it", reason(err), len(self._staged_records))
+                                "messages again in halves to find it", error_text(err),
+                                len(self._staged_records))
                     self._searching = True
             # Restartable: an outage in here (or a table behind) leaves _searching set, and the
             # retry goes on with what did not land (rows written twice collapse under FINAL).
@@ -589,49 +588,16 @@ class SinkRunner:
             consumer.resume(*consumer.assignment())
 
 
-def reason(err: Exception) -> str:
-    """An error's text on one line, bounded; a validation error's as field: problem pairs."""
-    if isinstance(err, ValidationError):
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors()]
-        text = f"not a valid {err.title}: " + "; ".join(problems)
-    else:
-        text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + " ..."
-
-
 def _position(row: dict[str, Any]) -> tuple[str, int, int]:
     """Where a dead letter's record is: its key (a record staged twice is noted once)."""
     return row["source_topic"], row["source_partition"], row["source_offset"]
 
 
-def _model_id(value: Any) -> str:
-    """The model a message (or a row) names, when it names one."""
-    if isinstance(value, bytes | bytearray):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return ""
-    model = value.get("model_id") if isinstance(value, dict) else None
-    return model[:256] if isinstance(model, str) else ""
-
-
 def dead_letter_row(record: ConsumerRecord[bytes, bytes], kind: str, message: str,
-                    model_id: str = "") -> dict[str, Any]:
+                    model_id: str | None = None) -> dict[str, Any]:
     """The ``dead_letters`` row of a record the sink cannot write, keyed by where the record is."""
-    value = record.value or b""
-    if len(value) > PAYLOAD_LIMIT:
-        message += f" [payload: the first {PAYLOAD_LIMIT} of {len(value)} bytes]"
-    return {
-        "source_topic": record.topic,
-        "source_partition": record.partition,
-        "source_offset": record.offset,
-        "source_timestamp": max(0, record.timestamp),
-        "error_kind": kind,
-        "error_message": message,
-        "payload": value[:PAYLOAD_LIMIT].decode("utf-8", errors="replace"),
-        "payload_size": len(value),
-        "model_id": model_id,
-    }
+    return record_dead_letter(record.topic, record.partition, record.offset, record.timestamp, record.value,
+                              kind, message, model_id)
 
 
 def refused_row(record: ConsumerRecord[bytes, bytes], table: str, n_rows: int,
@@ -643,5 +609,5 @@ def refused_row(record: ConsumerRecord[bytes, bytes], table: str, n_rows: int,
     if len(quoted) > MAX_QUOTED_ROW_CHARS:
         quoted = quoted[:MAX_QUOTED_ROW_CHARS] + " ..."
     message = (f"{len(refused)} of {n_rows} {table} rows refused, the other rows are written; "
-               f"first refused, row {index}: {reason(err)}; the row: {quoted}")
-    return dead_letter_row(record, REFUSED, message, _model_id(row) or _model_id(record.value))
+               f"first refused, row {index}: {error_text(err)}; the row: {quoted}")
+    return dead_letter_row(record, REFUSED, message, named_model(row) or named_model(record.value))

@@ -20,6 +20,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from driftline.cli.replay import summary_lines
 from driftline.config import Settings
 from driftline.operators.model_watch import multivariate_section
 from driftline.operators.multivariate import pack_array
@@ -27,7 +28,9 @@ from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.seasonal import Season, fit_season
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
+from driftline.replay.engine import Replayer
 from driftline.simulate.traffic import SimEvent
+from driftline.store.writer import MemoryRowWriter
 
 pytest.importorskip("sklearn")
 
@@ -226,3 +229,22 @@ def test_a_seasonal_feature_needs_a_positive_scale_in_every_slot(
     with pytest.raises(ValidationError) as refused:
         ReferenceProfile.model_validate_json(orjson.dumps(changed))
     assert reason in str(refused.value), str(refused.value)
+
+
+def test_a_replay_given_a_malformed_profile_says_why_in_a_dead_letter(
+        profile: dict[str, Any], stream: list[RawRecord]) -> None:
+    """The worker's sink writes a profile every stage skips to dead_letters; a replay (an
+    in-process pipeline, no sink) skipped it silently, and its summary only said the model had no
+    training profile. Now its rows and summary carry the same invalid_profile dead letter."""
+    bad = _changed(profile, ("multivariate", "outliers", "quantile"), 1.5)
+    writer = MemoryRowWriter()
+    replayer = Replayer(_settings(), "bad-profile", writer,
+                        profiles=[orjson.dumps(bad), orjson.dumps(profile)])
+    replayer.feed(stream[:400])
+    result = replayer.finish()
+    [letter] = writer.rows["dead_letters"]
+    assert letter["error_kind"] == "invalid_profile" and letter["model_id"] == "m"
+    assert letter["source_topic"] == _settings().topics.profiles and letter["source_offset"] == 0
+    assert "outlier quantile is not in (0, 1)" in letter["error_message"]
+    assert result.dead_letters == {"invalid_profile": 1}
+    assert any("invalid_profile 1" in line for line in summary_lines(result)), summary_lines(result)

@@ -11,14 +11,17 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from driftline.config import Settings
 from driftline.kafka.partitioner import partition_for_key
+from driftline.operators.profile import ReferenceProfile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.records import Progress, broadcast
 from driftline.pipeline.shard import ShardProcessor
 from driftline.pipeline.stage import OutboundMessage
-from driftline.pipeline.to_rows import RowMapper
+from driftline.pipeline.to_rows import INVALID_PROFILE, RowMapper, dead_letter_row, error_text
 
 
 class LoggedEvent(Protocol):
@@ -65,6 +68,13 @@ class InProcessPipeline:
         profile_records = [
             RawRecord(settings.topics.profiles, 0, i, 0, None, value) for i, value in enumerate(profiles)
         ]
+        for record in profile_records:  # what the sink dead-letters, once; every stage skips it
+            try:
+                ReferenceProfile.model_validate_json(record.value or b"")
+            except ValidationError as err:
+                self.rows["dead_letters"].append(dead_letter_row(
+                    record.topic, record.partition, record.offset, record.timestamp_ms, record.value,
+                    INVALID_PROFILE, error_text(err)))
         if profile_records:
             for shard in self.shards:  # sequential feature detectors watch in stage 1
                 self._route(shard.process(profile_records))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+from pydantic import ValidationError
 
 from driftline.config import TopicSettings
 from driftline.operators.comparison import SequentialComparison, WindowComparison
@@ -34,7 +35,57 @@ if TYPE_CHECKING:  # episodes imports this module for its rows
     from driftline.pipeline.episodes import Episode
 
 PAYLOAD_LIMIT = 64 * 1024
+INVALID_PROFILE = "invalid_profile"
+"""``error_kind`` of a profiles-topic message that is not a valid reference profile (every stage
+skips it): written by the sink, and by an in-process pipeline (a replay) for its profiles."""
+MAX_REASON_CHARS = 2000  # of an error's text in error_message
 PROFILE_FIELDS = ("model_id", "model_version", "profile_id", "created_at_ms", "effective_from_ms", "source")
+
+
+def dead_letter_row(topic: str, partition: int, offset: int, timestamp_ms: int, value: bytes | None,
+                    kind: str, message: str, model_id: str | None = None) -> dict[str, Any]:
+    """The ``dead_letters`` row of a record, keyed by where it is; ``model_id``: the model the
+    record names (None: read from its value, when it is a JSON object naming one).
+
+    >>> row = dead_letter_row("driftline.profiles", 0, 7, 5, b'{"model_id": "m"}', "invalid_profile", "why")
+    >>> row["source_offset"], row["error_kind"], row["model_id"], row["payload_size"]
+    (7, 'invalid_profile', 'm', 17)
+    """
+    value = value or b""
+    if len(value) > PAYLOAD_LIMIT:
+        message += f" [payload: the first {PAYLOAD_LIMIT} of {len(value)} bytes]"
+    return {
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "source_timestamp": max(0, timestamp_ms),
+        "error_kind": kind,
+        "error_message": message,
+        "payload": value[:PAYLOAD_LIMIT].decode("utf-8", errors="replace"),
+        "payload_size": len(value),
+        "model_id": named_model(value) if model_id is None else model_id,
+    }
+
+
+def named_model(value: Any) -> str:
+    """The model a message (JSON bytes) or a row names, when it names one."""
+    if isinstance(value, bytes | bytearray):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return ""
+    model = value.get("model_id") if isinstance(value, dict) else None
+    return model[:256] if isinstance(model, str) else ""
+
+
+def error_text(err: Exception) -> str:
+    """An error's text on one line, bounded; a validation error's as field: problem pairs."""
+    if isinstance(err, ValidationError):
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors()]
+        text = f"not a valid {err.title}: " + "; ".join(problems)
+    else:
+        text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + " ..."
 
 
 class UnknownTopic(KeyError):
@@ -123,26 +174,9 @@ class RowMapper:
     @staticmethod
     def _dead_letter(value: bytes) -> tuple[str, list[dict[str, Any]]]:
         dl = DeadLetter.model_validate_json(value)
-        model_id = ""
-        try:
-            parsed = orjson.loads(dl.original)
-            if isinstance(parsed, dict) and isinstance(parsed.get("model_id"), str):
-                model_id = parsed["model_id"][:256]
-        except orjson.JSONDecodeError:
-            pass
-        return "dead_letters", [
-            {
-                "source_topic": dl.source_topic,
-                "source_partition": dl.source_partition,
-                "source_offset": dl.source_offset,
-                "source_timestamp": dl.source_timestamp,
-                "error_kind": dl.error_kind.value,
-                "error_message": dl.error_message,
-                "payload": dl.original[:PAYLOAD_LIMIT].decode("utf-8", errors="replace"),
-                "payload_size": len(dl.original),
-                "model_id": model_id,
-            }
-        ]
+        return "dead_letters", [dead_letter_row(dl.source_topic, dl.source_partition, dl.source_offset,
+                                                dl.source_timestamp, dl.original, dl.error_kind.value,
+                                                dl.error_message)]
 
     @staticmethod
     def _trigger(value: bytes) -> tuple[str, list[dict[str, Any]]]:
