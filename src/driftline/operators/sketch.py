@@ -275,10 +275,14 @@ class QuantileSketch:
                     raise ValueError(f"{name} is not a non-negative integer (below 2**62)")
             for name in ("pos", "neg"):
                 store = d[name]
-                if type(store) is not list or (store and set(map(type, store)) != {int}):
+                if type(store) is not list:
                     raise TypeError(f"{name} is not a list of integers")
-                if store and (min(store[1:], default=0) < 0 or max(map(abs, store)) >= 2**62):
-                    raise ValueError(f"{name} holds a negative or out-of-range count")
+                if store:  # one C conversion: a profile's 25 sketches are ~40,000 numbers
+                    numbers = np.array(store)
+                    if numbers.dtype.kind != "i" or numbers.ndim != 1:  # None, floats, past int64: not "i"
+                        raise TypeError(f"{name} is not a list of integers")
+                    if numbers[1:].min(initial=0) < 0 or np.abs(numbers).max() >= 2**62:
+                        raise ValueError(f"{name} holds a negative or out-of-range count")
             return cls.from_dict(d)
         except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"sketch: {type(err).__name__}: {err}") from err
