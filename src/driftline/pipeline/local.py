@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from driftline.config import Settings
 from driftline.kafka.partitioner import partition_for_key
-from driftline.operators.profile import ReferenceProfile
+from driftline.operators.profile import parse_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.records import Progress, broadcast
@@ -70,7 +70,7 @@ class InProcessPipeline:
         ]
         for record in profile_records:  # what the sink dead-letters, once; every stage skips it
             try:
-                ReferenceProfile.model_validate_json(record.value or b"")
+                parse_profile(record.value or b"")
             except ValidationError as err:
                 self.rows["dead_letters"].append(dead_letter_row(
                     record.topic, record.partition, record.offset, record.timestamp_ms, record.value,

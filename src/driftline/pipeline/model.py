@@ -28,7 +28,7 @@ import orjson
 
 from driftline.config import Settings
 from driftline.operators.feature_watch import shared_profile
-from driftline.operators.profile import ReferenceProfile
+from driftline.operators.profile import parse_profile
 from driftline.operators.triggers import RetrainPolicy
 from driftline.operators.validate import RawRecord, dead_letter
 from driftline.pipeline import records
@@ -176,7 +176,7 @@ class ModelProcessor:
         if not value:
             return
         try:
-            profile = ReferenceProfile.model_validate_json(value)
+            profile = parse_profile(value)
         except ValueError:
             # Skipped and counted here; the sink, which reads the profiles topic too (one consumer
             # group, not a shard each), makes it the one dead_letters row the user sees

@@ -44,7 +44,7 @@ from driftline.operators.join import (
     restoring_under_budget,
 )
 from driftline.operators.model_watch import MultivariateWatch
-from driftline.operators.profile import ReferenceProfile
+from driftline.operators.profile import ReferenceProfile, parse_profile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
 from driftline.operators.window_stats import EventColumns, WindowAccumulator, WindowBuffer, values_partial
 from driftline.pipeline import records, reroute
@@ -904,7 +904,7 @@ class ShardProcessor:
         if (self.watch is None and self.multivariate is None) or not value:
             return
         try:
-            profile = ReferenceProfile.model_validate_json(value)
+            profile = parse_profile(value)
         except ValueError:  # the sink dead-letters it, once (invalid_profile): see ModelProcessor
             self.totals["bad_profiles"] += 1
             return
