@@ -159,20 +159,41 @@ _VALUES = [_DELETE, None, "x", -3, 0, 0.5, 1e300, {}, []]
 def test_every_profile_the_checks_accept_runs_through_the_pipeline(
         profile: dict[str, Any], stream: list[RawRecord]) -> None:
     """Random one-value changes anywhere in the profile but its identity (seeded): those the parse
-    accepts run through the whole pipeline without an exception. Longer draws of the same kind (a
-    few thousand changes, outside the suite) found the failures the tests above pin."""
-    draws = random.Random(11)
+    accepts run through the whole pipeline without an exception. Longer draws of the same kind
+    (the soak run below) found the failures the tests above pin."""
+    _accepted_run(profile, stream, seed=11, runs=10)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("which", ["profile", "seasonal_profile"])
+def test_many_changed_profiles_either_refused_or_run(
+        request: pytest.FixtureRequest, stream: list[RawRecord], which: str, seed: int) -> None:
+    """The CI draw, 30 times longer a seed, on a profile with a multivariate section and on a
+    seasonal one."""
+    _accepted_run(request.getfixturevalue(which), stream, seed=seed, runs=300)
+
+
+def _accepted_run(profile: dict[str, Any], stream: list[RawRecord], *, seed: int, runs: int) -> None:
+    draws = random.Random(seed)
     paths = [p for p in _paths(profile) if p[0] not in ("model_id", "model_version", "profile_id")]
     accepted = refused = 0
-    while accepted < 10:
-        changed = _changed(profile, draws.choice(paths), draws.choice(_VALUES))
+    while accepted < runs:
+        path, value = draws.choice(paths), draws.choice(_VALUES)
+        changed = _changed(profile, path, value)
         try:
             ReferenceProfile.model_validate_json(orjson.dumps(changed))
         except ValidationError:
             refused += 1
             continue
         accepted += 1
-        assert _run(stream, changed)["outcomes"]
+        try:
+            rows = _run(stream, changed)
+        except Exception as err:  # which change the checks let through, not only where it raised
+            raise AssertionError(f"{path} = {value!r} passed the checks; the pipeline raised "
+                                 f"{type(err).__name__}: {err}") from err
+        assert rows["outcomes"]
     assert refused  # the draw reached the checks
 
 

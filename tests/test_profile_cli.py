@@ -337,3 +337,18 @@ def test_a_sparse_column_is_profiled_with_a_note_that_it_gets_no_sequential_moni
             in err), err
     assert "feature 'x'" not in err
     assert ReferenceProfile.model_validate_json(out.read_text()).features["rare"].n == 1
+
+
+def test_an_unnamed_index_column_is_skipped_with_a_note(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A table written with its index (pandas' to_csv) has a first column named "": no event can
+    carry a feature so named (the schema's names have 1 to 256 characters), so every window found
+    it missing. profile build leaves it out and says why."""
+    data = tmp_path / "train.csv"
+    lines = [f"{i},{r['x']},{r['pred']}\n" for i, r in enumerate(_training_rows())]
+    data.write_text(",x,pred\n" + "".join(lines))
+    out = tmp_path / "profile.jsonl"
+    assert main(["profile", "build", "--model", "m", "--version", "1", "--data", str(data), "--no-publish",
+                 "--prediction-column", "pred", "--out", str(out)]) == 0
+    assert "skipped column(s) '': a feature name has 1 to 256 characters" in capsys.readouterr().err
+    assert set(ReferenceProfile.model_validate_json(out.read_text()).features) == {"x"}

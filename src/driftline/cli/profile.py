@@ -53,7 +53,7 @@ from driftline.operators.seasonal import (
     strong_cycles,
 )
 from driftline.pipeline.records import episode_grid_ms
-from driftline.schemas.events import EpochMillis
+from driftline.schemas.events import MAX_NAME_LENGTH, EpochMillis
 from driftline.store.client import StoreError, database_name
 from driftline.store.guard import QueryRejected
 from driftline.store.profiles import PublishError, publish_profile
@@ -265,6 +265,15 @@ def load_and_build(args: argparse.Namespace, settings: Settings, err: Console) -
     except (ValueError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(f"cannot read {path}: {_first_line(error)}") from None
     times = _times(table, args, str(path))
+    not_features = {args.label_column, args.prediction_column, args.score_column}
+    unnamed = [name for name in table if not 0 < len(name) <= MAX_NAME_LENGTH and name not in not_features]
+    if unnamed:
+        # an event cannot carry such a feature (the schema's names), so every window would find it
+        # missing: most often the unnamed index column a table was written with
+        table = {name: values for name, values in table.items() if name not in unnamed}
+        err.print(f"skipped column(s) {', '.join(map(repr, unnamed))}: a feature name has 1 to "
+                  f"{MAX_NAME_LENGTH} characters (an unnamed first column is often the index the table "
+                  "was written with)", markup=False, soft_wrap=True)
     columns, skipped = select_columns(table, label_column=args.label_column,
                                       prediction_column=args.prediction_column,
                                       features=args.features, source=str(path))
