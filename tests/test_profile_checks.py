@@ -239,13 +239,16 @@ def seasonal_profile() -> dict[str, Any]:
 @pytest.mark.parametrize(("field", "value", "reason"), [
     ("mean", [0.0] * 23, "one value per slot"),
     ("std", [1.0], "one value per slot"),
-    ("std", [0.0] * 24, "std must be positive"),
-    ("n", [-1] * 24, "n not negative"),
+    ("std", [0.0] * 24, "every slot needs a positive std"),
+    ("n", [0] * 24, "every slot needs a positive std and training values"),
+    ("residual", {"kind": "categorical", "categories": [], "ref_counts": [0], "n": 0},
+     "residual profile needs 2 numbers"),
 ])
 def test_a_seasonal_feature_needs_a_positive_scale_in_every_slot(
-        seasonal_profile: dict[str, Any], field: str, value: list[float], reason: str) -> None:
+        seasonal_profile: dict[str, Any], field: str, value: Any, reason: str) -> None:
     """Standardising reads a level and a scale per slot: a short list raised an IndexError in the
-    middle of a batch, a zero scale made every value infinite."""
+    middle of a batch, a zero scale made every value infinite; a window's reference is drawn from
+    the residual profile in proportion to the slots' counts (none: no array to draw)."""
     changed = _changed(seasonal_profile, ("season", "features", "a", field), value)
     with pytest.raises(ValidationError) as refused:
         ReferenceProfile.model_validate_json(orjson.dumps(changed))

@@ -148,8 +148,11 @@ class SeasonSection(BaseModel):
         for name, feature in self.features.items():
             if not len(feature.mean) == len(feature.std) == len(feature.n) == self.slots:
                 raise ValueError(f"seasonal feature {name!r}: mean, std and n need one value per slot")
-            if min(feature.std) <= 0.0 or min(feature.n) < 0:
-                raise ValueError(f"seasonal feature {name!r}: std must be positive and n not negative")
+            if min(feature.std) <= 0.0 or min(feature.n) < 1:
+                raise ValueError(
+                    f"seasonal feature {name!r}: every slot needs a positive std and training values")
+            if feature.residual.kind != "numeric" or feature.residual.n < 2:
+                raise ValueError(f"seasonal feature {name!r}: its residual profile needs 2 numbers or more")
         return self
 
     @model_serializer(mode="wrap")
