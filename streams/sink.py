@@ -68,7 +68,7 @@ from driftline.config import Settings, WorkerSettings
 from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.groups import consumer_group
 from driftline.kafka.offsets import unread
-from driftline.operators.profile import ReferenceProfile
+from driftline.operators.profile import parse_profile
 from driftline.pipeline.records import ColumnBlock, joined_blocks
 from driftline.pipeline.to_rows import INVALID_PROFILE, RowMapper, error_text, named_model
 from driftline.pipeline.to_rows import dead_letter_row as record_dead_letter
@@ -379,7 +379,7 @@ class SinkRunner:
             if record.topic == self._profiles_topic:
                 # What the workers check before they use a profile: one they skip is not written
                 # as if it were in use, it is dead-lettered (once: this is one consumer group).
-                ReferenceProfile.model_validate_json(record.value)
+                parse_profile(record.value)  # a worker's stages of this process parsed it too: shared
             return self._mapper.blocks(record.topic, record.value)
         except Exception as err:  # mapping is pure (no I/O): whatever fails is the message's fault
             kind = INVALID_PROFILE if record.topic == self._profiles_topic else UNREADABLE
