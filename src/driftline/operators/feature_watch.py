@@ -79,7 +79,7 @@ from driftline.operators.episodes import (
 )
 from driftline.operators.feature_rows import FeatureRows, positions
 from driftline.operators.float_block import FloatBlock
-from driftline.operators.profile import ReferenceProfile
+from driftline.operators.profile import FeatureProfile, ReferenceProfile
 from driftline.operators.seasonal import reference_size, standardise
 from driftline.operators.sequential import feature_arl
 from driftline.operators.window_stats import MAX_ABS_VALUE, valid_numbers
@@ -271,6 +271,16 @@ class GroupedEvents:
         mine, theirs = self.floats, other.floats
         return other is self or ((mine.names if mine else None) == (theirs.names if theirs else None)
                                  and list(self.values) == list(other.values))
+
+
+def _monitored_reference(profile: ReferenceProfile, name: str) -> tuple[FeatureProfile, int | None]:
+    """What feature ``name``'s monitor is built from, and the reference size it counts as (None:
+    the profile's own ``n``): a seasonal feature's monitor watches its standardised values against
+    their residual profile."""
+    season = profile.season
+    if season is not None and name in season.features:
+        return season.features[name].residual, reference_size(season, season.features[name])
+    return profile.features[name], None
 
 
 def run_columns(floats: FloatBlock | None, values: Mapping[str, Sequence[Any]], lo: int,
@@ -867,14 +877,9 @@ class FeatureWatch:
 
     def _monitor(self, profile: ReferenceProfile, name: str, arl: float) -> EpisodeMonitor:
         """Feature ``name``'s monitor; ValueError when its reference is too small for any design."""
-        season = profile.season
-        seasonal = season.features if season is not None else {}
-        if season is not None and name in seasonal:  # it watches the standardised values
-            return EpisodeMonitor.for_profile(
-                seasonal[name].residual, arl=arl, min_effect=self.min_effect_sd, learning=self.learning,
-                n_reference=reference_size(season, seasonal[name]))
-        return EpisodeMonitor.for_profile(profile.features[name], arl=arl, min_effect=self.min_effect_sd,
-                                          learning=self.learning)
+        reference, n_reference = _monitored_reference(profile, name)
+        return EpisodeMonitor.for_profile(reference, arl=arl, min_effect=self.min_effect_sd,
+                                          learning=self.learning, n_reference=n_reference)
 
     def unmonitored(self, profile: ReferenceProfile) -> dict[str, str]:
         """The features of ``profile`` that get no sequential monitor, with the reason (their
@@ -890,8 +895,9 @@ class FeatureWatch:
         """
         arl = feature_arl(self.model_arl, len(profile.features))
         found = {}
-        for name, fprofile in sorted(profile.features.items()):
-            if fprofile.n >= 2 and (fprofile.kind != "numeric" or fprofile.min != fprofile.max):
+        for name in sorted(profile.features):
+            reference, _ = _monitored_reference(profile, name)
+            if reference.n >= 2 and (reference.kind != "numeric" or reference.min != reference.max):
                 continue
             try:
                 self._monitor(profile, name, arl)
