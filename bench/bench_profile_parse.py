@@ -9,17 +9,22 @@ with a multivariate section), its sketches checked alone, and ``--models`` disti
 by ``--readers`` stages, through ``ReferenceProfile.model_validate_json`` each time and through
 ``parse_profile``.
 
-    .venv/bin/python bench/bench_profile_parse.py [--models 100] [--readers 6] [--rounds 5]
+``--baseline REV`` also parses the same two profiles with REV's ``profile.py`` (loaded beside
+today's, its imports today's), in turns with today's: what the checks added to a parse.
+
+    .venv/bin/python bench/bench_profile_parse.py [--models 100] [--readers 6] [--rounds 5] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from common import module_at_revision
 
 from driftline.operators.model_watch import multivariate_section
 from driftline.operators.profile import ReferenceProfile, build_profile, parse_profile
@@ -55,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=6,
                         help="stages of one process reading each (4 shards, stage 2, the sink)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", metavar="REV", help="also parse with REV's profile.py, in turns")
     args = parser.parse_args(argv)
     plain, with_section = _profile(0, False), _profile(1, True)
     sketches = [f.sketch for f in ReferenceProfile.model_validate_json(plain).features.values()]
@@ -65,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{_best_ms(lambda: [QuantileSketch.checked(s) for s in sketches], args.rounds):.2f}")
     print(f"  with a multivariate section ({len(with_section):,} bytes): "
           f"{_best_ms(lambda: ReferenceProfile.model_validate_json(with_section), args.rounds):.2f}")
+    if args.baseline:
+        _against_baseline(args.baseline, {"plain": plain, "with a section": with_section}, args.rounds)
     blobs = [_profile(seed, False) for seed in range(2, 2 + args.models)]
     held: list[ReferenceProfile] = []  # the stages hold what they read (parse_profile's cache is weak)
 
@@ -82,6 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.models} profiles read by {args.readers} stages: parsed each time {every:.0f} ms, "
           f"parse_profile {first:.0f} ms when new ({every / first:.1f}x), {shared:.0f} ms once held")
     return 0
+
+
+def _against_baseline(revision: str, blobs: dict[str, bytes], rounds: int) -> None:
+    old = module_at_revision(revision, "src/driftline/operators/profile.py", "baseline_profile")
+    for label, blob in blobs.items():
+        best = {"baseline": float("inf"), "this": float("inf")}
+        for _ in range(rounds):  # in turns: a change of the box's load weighs on both alike
+            for side, cls in (("baseline", old.ReferenceProfile), ("this", ReferenceProfile)):
+                parse = functools.partial(cls.model_validate_json, blob)
+                best[side] = min(best[side], _best_ms(parse, 1))
+        print(f"  {label}: {revision}'s parse {best['baseline']:.2f} ms, this one's {best['this']:.2f} ms "
+              f"({best['this'] / best['baseline']:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -170,9 +170,12 @@ def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> No
 
 def test_profile_parse_prints_one_parse_and_the_shared_reads(
         bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
-    """bench_profile_parse: a profile parsed with and without a section, its sketches' checks, and
-    distinct profiles read by several stages both ways."""
-    assert _module("bench_profile_parse").main(["--models", "3", "--readers", "2", "--rounds", "1"]) == 0
+    """bench_profile_parse: a profile parsed with and without a section, its sketches' checks, the
+    same parses with a revision's profile.py (HEAD here), and distinct profiles read by several
+    stages both ways."""
+    assert _module("bench_profile_parse").main(["--models", "3", "--readers", "2", "--rounds", "1",
+                                                "--baseline", "HEAD"]) == 0
     out = capsys.readouterr().out
     assert "parsed and checked:" in out and "with a multivariate section" in out
+    assert "plain: HEAD's parse" in out and "with a section: HEAD's parse" in out
     assert "3 profiles read by 2 stages: parsed each time" in out and "parse_profile" in out
