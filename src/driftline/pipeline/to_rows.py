@@ -29,7 +29,7 @@ from driftline.operators.profile import FeatureProfile
 from driftline.operators.validate import RawRecord
 from driftline.operators.window_stats import FeatureStats
 from driftline.pipeline.records import ColumnBlock, WindowKey, row_blocks
-from driftline.schemas.events import DeadLetter, LabelEvent, PredictionEvent, RetrainTrigger
+from driftline.schemas.events import MAX_NAME_LENGTH, DeadLetter, LabelEvent, PredictionEvent, RetrainTrigger
 
 if TYPE_CHECKING:  # episodes imports this module for its rows
     from driftline.pipeline.episodes import Episode
@@ -75,7 +75,7 @@ def named_model(value: Any) -> str:
         except orjson.JSONDecodeError:
             return ""
     model = value.get("model_id") if isinstance(value, dict) else None
-    return model[:256] if isinstance(model, str) else ""
+    return model[:MAX_NAME_LENGTH] if isinstance(model, str) else ""
 
 
 def error_text(err: Exception) -> str:
