@@ -272,3 +272,20 @@ def test_a_replay_given_a_malformed_profile_says_why_in_a_dead_letter(
     assert "outlier quantile is not in (0, 1)" in letter["error_message"]
     assert result.dead_letters == {"invalid_profile": 1}
     assert any("invalid_profile 1" in line for line in summary_lines(result)), summary_lines(result)
+
+
+def test_a_process_parses_a_profile_once_however_many_stages_read_it(
+        profile: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four stage-1 shards and stage 2 read the profile (and the pipeline checks it first, as the
+    sink does): with the checks a parse costs milliseconds, so the process parses it once."""
+    parses = []
+    parse = ReferenceProfile.model_validate_json
+
+    def counted(value: bytes) -> ReferenceProfile:
+        parses.append(value)
+        return parse(value)
+
+    monkeypatch.setattr(ReferenceProfile, "model_validate_json", counted)
+    settings = Settings(windows={"sizes_s": [60]}, topics={"partitions": 4})
+    pipeline = InProcessPipeline(settings, profiles=[orjson.dumps(profile)])
+    assert len(pipeline.shards) == 4 and len(parses) == 1

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from driftline.config import Settings
 from driftline.kafka.partitioner import partition_for_key
-from driftline.operators.profile import parse_profile
+from driftline.operators.profile import ReferenceProfile, parse_profile
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.model import ModelProcessor
 from driftline.pipeline.records import Progress, broadcast
@@ -68,9 +68,11 @@ class InProcessPipeline:
         profile_records = [
             RawRecord(settings.topics.profiles, 0, i, 0, None, value) for i, value in enumerate(profiles)
         ]
+        # held while the stages read them: each then finds this parse (parse_profile's cache is weak)
+        parsed: list[ReferenceProfile] = []
         for record in profile_records:  # what the sink dead-letters, once; every stage skips it
             try:
-                parse_profile(record.value or b"")
+                parsed.append(parse_profile(record.value or b""))
             except ValidationError as err:
                 self.rows["dead_letters"].append(dead_letter_row(
                     record.topic, record.partition, record.offset, record.timestamp_ms, record.value,
