@@ -562,3 +562,47 @@ def test_real_streams_held_as_blocks_give_the_reports_of_the_python_paths(
     assert with_c == without
     assert any(kind == "opened" for kind, _, _ in with_c[0])
     assert len(searched) >= 10  # quiet stretches' batches took the one-call search
+
+
+@pytest.mark.parametrize("odd_values", [False, True])
+def test_runs_copied_out_together_are_the_parts_each_model_copies_out_alone(
+        odd_values: bool, monkeypatch: pytest.MonkeyPatch, watch_feature_maps: FeatureMaps) -> None:
+    """``settle_together`` (every held run at a ``RUN_EVENTS`` round, in one gather where the
+    batches share a layout) leaves each model the parts its own ``settle`` would: the same values,
+    in order, whatever models were fed between. With odd values the batches' layouts differ (a
+    feature's value not a float moves it to the value lists), and each model settles alone."""
+    models, times, ids, features = _stream(watch_feature_maps)
+    if not odd_values:  # every x and y a float: one layout for every batch
+        features = [{**f, "x": float(i % 7), "y": float(i % 5) / 3} for i, f in enumerate(features)]
+    watches = [FeatureWatch(false_alarms_per_million=1.0, status_grid_ms=10**9, batch_events=40)
+               for _ in range(2)]
+    for watch in watches:
+        for m in range(MODELS):
+            watch.add_profile(_profile(m, 10 + m, 0))
+            watch.observe(f"m{m}", "1", [0], ["first"], [{"x": 0.0, "y": 1.0, "c": "a"}])  # its bank
+    rng = np.random.default_rng(5)
+    lo = 0
+    while lo < 1500:
+        hi = lo + int(rng.integers(1, 30))
+        by_model: dict[int, list[int]] = {}
+        for i in range(lo, hi):
+            by_model.setdefault(models[i], []).append(i)
+        for watch in watches:
+            watch.observe_grouped(_grouped(by_model, times, ids, features))
+        lo = hi
+    helds = [[model.held for _, model in sorted(watch._models.items()) if model.held is not None]
+             for watch in watches]
+    assert len(helds[0]) >= 3 and sum(len(h.runs) > 3 for h in helds[0]) >= 2  # runs of many batches
+    layouts = {(None if b.floats is None else b.floats.names, tuple(b.values))
+               for h in helds[0] for b, _, _ in h.runs}
+    assert (len(layouts) > 1) is odd_values
+    for held in helds[0]:
+        held.settle()
+    with monkeypatch.context() as patched:
+        if not odd_values:  # the gather: no model settles alone
+            patched.setattr(feature_watch._Held, "settle", lambda self: pytest.fail("settled alone"))
+        feature_watch.settle_together(helds[1])
+    assert all(not h.runs for h in helds[1])
+    assert [_plain(h.__getstate__()) for h in helds[0]] == [_plain(h.__getstate__()) for h in helds[1]]
+    assert [[_plain(dict(part)) for part in h.numbers] for h in helds[0]] == \
+        [[_plain(dict(part)) for part in h.numbers] for h in helds[1]]

@@ -315,7 +315,6 @@ class _Held:
         layout joined first (one copy of their floats), so a model's runs of many batches become
         a part or a few."""
         runs, self.runs = self.runs, []
-        numeric, others = self.reads
         start = 0
         while start < len(runs):
             first = runs[start][0]
@@ -329,12 +328,16 @@ class _Held:
                 if len(joined) > 1 else first.floats.matrix[:, joined[0][1]:joined[0][2]])
             values = {name: list(chain.from_iterable([g.values[name][lo:hi] for g, lo, hi in joined]))
                       for name in first.values}
-            rows = [_NO_FEATURES] * sum(hi - lo for _, lo, hi in joined)
-            self.numbers.append(_held_floats(rows, numeric, floats, values))
-            # as _raw reads them (the lists fresh here, not copied again)
-            self.values.append({name: values[name] if name in values else [None] * len(rows)
-                                for name in others})
+            self.add_part(floats, values, sum(hi - lo for _, lo, hi in joined))
             start = stop
+
+    def add_part(self, floats: Mapping[str, npt.NDArray[np.float64]], values: dict[str, list[Any]],
+                 n: int) -> None:
+        """``n`` events' float block and value lists (fresh lists: kept, not copied) as a held part."""
+        numeric, others = self.reads
+        self.numbers.append(_held_floats([_NO_FEATURES] * n, numeric, floats, values))
+        # as _raw reads them (the lists fresh here, not copied again)
+        self.values.append({name: values[name] if name in values else [None] * n for name in others})
 
     def join_parts(self) -> None:
         """Consecutive parts of one layout as one part (the same values in the same order): what
@@ -361,6 +364,52 @@ class _Held:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.runs, self.reads = [], ([], [])
+
+
+def settle_together(helds: Sequence[_Held]) -> None:
+    """:meth:`_Held.settle` of every one of ``helds``, the same parts: where all their runs' batches
+    share one layout, each one's runs are taken out of the batches' joined columns by one
+    gather for all (with many models a batch holds a run of each of hundreds, and a model's runs of
+    a few events each, ~50 batches of them at a time, cost ~2 us each copied out one by one)."""
+    first_rows: dict[GroupedEvents, int] = {}  # each batch (hashed by identity) -> its first row joined
+    total = 0
+    starts: list[int] = []
+    lengths: list[int] = []
+    for held in helds:
+        for batch, lo, hi in held.runs:
+            at = first_rows.get(batch)
+            if at is None:
+                at = first_rows[batch] = total
+                total += len(batch.times)
+            starts.append(at + lo)
+            lengths.append(hi - lo)
+    joined = list(first_rows)  # in their rows' order
+    if len(helds) < 2 or not joined or not all(b.same_layout(joined[0]) for b in joined[1:]):
+        for held in helds:
+            held.settle()
+        return
+    first = joined[0]
+    runs = np.asarray(lengths, dtype=np.int64)
+    ends = np.cumsum(runs)
+    rows = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - runs), runs) + np.arange(ends[-1])
+    matrix = None if first.floats is None else \
+        np.concatenate([b.floats.matrix for b in joined], axis=1)[:, rows]  # type: ignore[union-attr]
+    order = rows.tolist()
+    values = {name: [column[i] for i in order]
+              for name, column in ((name, list(chain.from_iterable(b.values[name] for b in joined)))
+                                   for name in first.values)}
+    run = lo = 0
+    for held in helds:
+        count = len(held.runs)
+        hi = int(ends[run + count - 1]) if count else lo
+        run += count
+        held.runs = []
+        if hi == lo:
+            continue
+        floats: Mapping[str, npt.NDArray[np.float64]] = {} if matrix is None else \
+            FloatBlock(first.floats.names, matrix[:, lo:hi].copy())  # type: ignore[union-attr]
+        held.add_part(floats, {name: column[lo:hi] for name, column in values.items()}, hi - lo)
+        lo = hi
 
 
 def _same_part(a: Mapping[str, npt.NDArray[np.float64]], b: Mapping[str, npt.NDArray[np.float64]]) -> bool:
@@ -621,8 +670,7 @@ class FeatureWatch:
         """Keep rows ``lo:hi`` of ``grouped`` as the model's next held part (see :meth:`_hold`)."""
         if grouped is not self._run_batch:
             if self._run_events >= RUN_EVENTS:  # the batches kept alive so far: copy every run out
-                for held_runs in self._with_runs.values():
-                    held_runs.settle()
+                settle_together(list(self._with_runs.values()))
                 self._with_runs.clear()
                 self._run_events = 0
             self._run_batch = grouped
