@@ -131,3 +131,61 @@ def test_two_revisions_shards_fed_in_turn_in_one_process(bench_models: ModuleTyp
     assert all(us > 0 for us in found["between_us"].values())
     assert all(cpu > 0 for cpu in found["timed_cpu_s"].values())
     assert bench_models.shard_module.ShardProcessor is bench_models.local_module.ShardProcessor  # put back
+
+
+def test_one_models_figure_is_the_mean_of_a_run_before_and_after_the_many(bench_models: ModuleType) -> None:
+    import doctest
+
+    before = {"cpu_per_prediction_us": 20.0, "between_closes_cpu_per_prediction_us": 18.0,
+              "gc_cpu_per_prediction_us": 1.0, "rss_bytes": 5}
+    after = {"cpu_per_prediction_us": 26.0, "between_closes_cpu_per_prediction_us": 22.0,
+             "gc_cpu_per_prediction_us": 3.0, "rss_bytes": 6}
+    one = bench_models.bracketed(before, after)
+    assert one["cpu_per_prediction_us"] == 23.0 and one["between_closes_cpu_per_prediction_us"] == 20.0
+    assert one["gc_cpu_per_prediction_us"] == 1.0 and one["rss_bytes"] == 5  # the first run's
+    assert "20.0 and 26.0" in bench_models._one_runs(one) and bench_models._one_runs(before) == ""
+    result = doctest.testmod(bench_models)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_the_cost_figure_is_the_steady_states_ratio(bench_models: ModuleType) -> None:
+    """The timed run weighs every model's close ~14x more than sustained traffic: its own ratio
+    (3.0x here) is in the detail, the steady state's (2.07x) is the figure and its verdict."""
+    run = {"rss_bytes": 2e9, "input_rss_bytes": 0, "pipeline_rss_bytes": 1e9, "monitors": 1,
+           "warmup_cpu_s": 1.0, "windows_under_filled": 0}
+    many = {**run, "between_closes_cpu_per_prediction_us": 40.0, "cpu_per_prediction_us": 60.0,
+            "predictions_timed": 100_000, "windows_closed": 1_000, "between_closes_predictions": 90_000}
+    one = {**run, "between_closes_cpu_per_prediction_us": 20.0, "cpu_per_prediction_us": 20.0,
+           "predictions_timed": 100_000, "windows_closed": 1, "between_closes_predictions": 90_000}
+    cost = bench_models.figures_for(1_000, 100_000, one, many, rate=5_000.0)[1]
+    assert "at a steady state" in cost.label and round(cost.value, 2) == 2.07, (cost.label, cost.value)
+    assert "(3.00x" in cost.detail and cost.met is False
+    cheap = {**many, "between_closes_cpu_per_prediction_us": 21.0}  # ~1.12x at a steady state: met
+    assert bench_models.figures_for(1_000, 100_000, one, cheap, rate=5_000.0)[1].met is True
+    no_close = bench_models.figures_for(1_000, 100_000, {**one, "windows_closed": 0}, many, rate=5_000.0)[1]
+    assert "steady" not in no_close.label and no_close.value == 3.0
+
+
+def test_closes_a_steady_state_fills_are_priced_as_scored(bench_models: ModuleType) -> None:
+    """The run's closes are the warm-up's under-filled windows; at 5,000/s every one of 1,000 Zipf
+    models' 300 s windows holds >= 100 events (the last ~134), so each close costs what scoring
+    adds (here 4 ms): 3.61 closes a second, +2.89 CPU-us a prediction over the under-filled price."""
+    many = {"between_closes_cpu_per_prediction_us": 40.0, "cpu_per_prediction_us": 60.0,
+            "predictions_timed": 100_000, "windows_closed": 1_000, "windows_under_filled": 1_000}
+    one = {"between_closes_cpu_per_prediction_us": 20.0, "cpu_per_prediction_us": 20.0,
+           "predictions_timed": 100_000, "windows_closed": 1, "windows_under_filled": 1}
+    assert bench_models.filled_closes_per_second(bench_models._shares(1_000), 5_000.0, [300, 3600], 100) \
+        == pytest.approx(1_000 / 300 + 1_000 / 3600)
+    lower = bench_models.steady_costs(many, one, 1_000, 5_000.0, [300, 3600], 300, 100)
+    priced = bench_models.steady_costs({**many, "scored_close_extra_us": 4_000.0}, one, 1_000, 5_000.0,
+                                       [300, 3600], 300, 100)
+    assert lower == pytest.approx((41.444, 20.0), abs=1e-3)
+    assert priced[0] - lower[0] == pytest.approx(4_000 * (1_000 / 300 + 1_000 / 3600) / 5_000)
+    assert priced[1] - lower[1] == pytest.approx(4_000 * (1 / 300 + 1 / 3600) / 5_000)
+    half = bench_models.steady_costs({**many, "scored_close_extra_us": 4_000.0, "windows_under_filled": 500},
+                                     one, 1_000, 5_000.0, [300, 3600], 300, 100)
+    assert half[0] - lower[0] == pytest.approx((priced[0] - lower[0]) / 2)  # half the run's closes scored
+    text = bench_models._steady({**many, "scored_close_extra_us": 4_000.0}, one, 1_000, 5_000.0, [300, 3600],
+                                300, 100)
+    assert "100 % of its closes that hold >= 100 events priced as scored, +4.00 ms" in text, text
+    assert "a lower bound" in bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600], 300, 100)
