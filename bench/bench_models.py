@@ -26,7 +26,7 @@ Two figures, measured in one process:
   higher rate nor coarser windows would dilute) plus each close's measured cost weighed at the
   rate sustained traffic brings it. The timed run itself holds every model's window close in a
   few seconds of event time, ~14x the closes sustained traffic at 5,000/s brings: its ratio is in
-  the detail, the figure only where neither run closed a window.
+  the detail, and the figure where a run closed no window (no close to weigh).
 
 The cost figure also says what of it the cyclic garbage collector took in each run (its CPU per
 prediction and collections by generation): state made of many small tracked objects that lives a

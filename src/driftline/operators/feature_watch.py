@@ -369,8 +369,9 @@ class _Held:
 def settle_together(helds: Sequence[_Held]) -> None:
     """:meth:`_Held.settle` of every one of ``helds``, the same parts: where all their runs' batches
     share one layout, each one's runs are taken out of the batches' joined columns by one
-    gather for all (with many models a batch holds a run of each of hundreds, and a model's runs of
-    a few events each, ~50 batches of them at a time, cost ~2 us each copied out one by one)."""
+    gather for all (with many models a batch holds a run of each of hundreds, a model's runs are a
+    few events each, ~50 batches of them at a time, and copied out one by one they cost ~4 us a
+    run with the model's share: 104 -> 64 ms for bench_models' 24,206 runs of 3,875 models)."""
     first_rows: dict[GroupedEvents, int] = {}  # each batch (hashed by identity) -> its first row joined
     total = 0
     starts: list[int] = []
