@@ -40,8 +40,9 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from itertools import chain, groupby
-from operator import attrgetter
+from operator import attrgetter, is_not
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -68,6 +69,99 @@ OUTCOME_FIELDS = (
 EXPIRED_FIELDS = ("prediction_id", "segment", "expired_at", "reason")
 ORPHAN_FIELDS = ("prediction_id", "label_time", "reason", "source_partition", "source_offset")
 DUPLICATE_FIELDS = ("kind", "segment", "event_time", "source_partition", "source_offset", "prediction_id")
+
+# What each column's values may be, per columnar record type: checked at decode (a value of another
+# type raised at a window's or interval's close, outside the decode's dead letter, and again at
+# every restart). bool is not int here, as JSON's true is not 1.
+_TEXT, _INT, _FLAG, _NUMBER = "text", "int", "flag", "number"
+_COLUMN_KINDS: dict[str, dict[str, str]] = {
+    OUTCOMES: {"prediction_id": _TEXT, "segment": _TEXT, "label_time": _INT, "label_delay_ms": _INT,
+               "correct": _FLAG, "abs_error": _NUMBER, "rerouted": _INT},
+    EXPIRED: {"prediction_id": _TEXT, "segment": _TEXT, "expired_at": _INT, "reason": _TEXT},
+    ORPHANS: {"prediction_id": _TEXT, "label_time": _INT, "reason": _TEXT, "source_partition": _INT,
+              "source_offset": _INT},
+    DUPLICATES: {"kind": _TEXT, "segment": _TEXT, "event_time": _INT, "source_partition": _INT,
+                 "source_offset": _INT, "prediction_id": _TEXT},
+}
+_INT_BOUND = 2**63  # an int column's values fit int64, as every reader's arrays and tables hold them
+_IS_NOT_NONE = partial(is_not, None)
+
+
+def _int_field(m: Mapping[str, Any], name: str) -> int:
+    """Field ``name`` of a record's object: an ``int`` within a time's range (progress and
+    windows are event times; a shard an index), else ValueError (KeyError if absent)."""
+    value = m[name]
+    if type(value) is not int or not NO_TIME <= value <= -NO_TIME:
+        raise ValueError(f"internal record: its {name} is not an integer time or index")
+    return value
+
+
+def _column_fits(kind: str, column: list[Any]) -> bool:
+    """Whether every value of ``column`` is what a column of ``kind`` holds: text a ``str``, an int
+    an integer in int64, a flag 0, 1 or None (a regression outcome's ``correct``), a number an
+    ``int`` or ``float`` or None (a classifier outcome's ``abs_error``). A bool counts as 0 or 1,
+    as Python adds it. One C pass a column where it can (~3-10 ns a value: stage 2 checks
+    every outcome), not a type call a value (~20).
+
+    >>> _column_fits("int", [1, -2]), _column_fits("int", [1, 2.0]), _column_fits("int", [2**63])
+    (True, False, False)
+    >>> _column_fits("int", [orjson.loads(b"-9223372036854775809")])  # past int64 below: a float
+    False
+    >>> _column_fits("flag", [0, 1, None]), _column_fits("flag", [2]), _column_fits("number", [0.5, None, 3])
+    (True, False, True)
+    >>> _column_fits("text", ["a", ""]), _column_fits("text", ["a", None])
+    (True, False)
+    """
+    if not column:
+        return True
+    try:
+        if kind == _TEXT:
+            "".join(column)  # TypeError at the first value that is not a str
+            return True
+        if kind == _FLAG:
+            return set(column) <= {0, 1, None}
+        if kind == _NUMBER:  # None (a classifier's) or numbers: a sum of them is one (text raises)
+            return column.count(None) == len(column) or \
+                type(sum(filter(_IS_NOT_NONE, column))) in (int, float)
+        # a float makes the sum a float, text or None raise; orjson reads an integer below -2**63
+        # or past 2**64 - 1 as a float, so only [2**63, 2**64) is left for max
+        return type(sum(column)) is int and max(column) < _INT_BOUND
+    except TypeError:
+        return False
+
+
+def _checked_columns(record_type: str, columns: Mapping[str, Any]) -> None:
+    """ValueError unless every column of a ``record_type`` record holds values of its kind."""
+    for name, kind in _COLUMN_KINDS[record_type].items():
+        if not _column_fits(kind, columns[name]):
+            raise ValueError(f"{record_type} record: column {name!r} holds a value that is not {kind}")
+
+
+# What a drift episode report (feature_watch.episode_report) carries, read by stage 2's merger; the
+# optional ones are read with a default (records written before they existed).
+_REPORT_KINDS = {"kind": _TEXT, "reason": _TEXT, "feature": _TEXT, "feature_kind": _TEXT, "unit": _TEXT,
+                 "event_time": _INT, "count": _INT, "magnitude": _NUMBER, "statistic": _NUMBER,
+                 "threshold": _NUMBER, "prediction_id": _TEXT, "reference_id": _TEXT,
+                 "reference_from": _INT, "arl": _NUMBER}
+_REPORT_OPTIONAL = {"peak_magnitude": _NUMBER, "component": _TEXT}
+_REPORT_EVENTS = frozenset({"opened", "escalated", "closed", "status"})
+
+
+def _checked_reports(reports: Any) -> None:
+    """ValueError unless ``reports`` is a list of episode reports stage 2 can merge."""
+    if type(reports) is not list:
+        raise ValueError("episodes record: its reports are not a list")
+    for report in reports:
+        if type(report) is not dict:
+            raise ValueError("episodes record: a report is not an object")
+        for name, kind in chain(_REPORT_KINDS.items(),
+                                ((n, k) for n, k in _REPORT_OPTIONAL.items() if n in report)):
+            value = report.get(name)
+            if name not in report or value is None or not _column_fits(kind, [value]):
+                raise ValueError(f"episodes record: a report's {name!r} is not {kind}")
+        if report["kind"] not in _REPORT_EVENTS:
+            raise ValueError(f"episodes record: a report's kind {report['kind']!r} is none of "
+                             f"{sorted(_REPORT_EVENTS)}")
 
 
 class WindowKey(NamedTuple):
@@ -156,7 +250,10 @@ class _Record:
     def from_payload(cls, m: Mapping[str, Any]) -> Any:
         """The record from its JSON object; KeyError/TypeError/ValueError if it does not fit."""
         values = {name: m[name] for name in _layout(cls).names if name in m}
-        values["shard"] = int(m["shard"])
+        values["shard"] = _int_field(m, "shard")
+        for name in ("model_id", "model_version"):  # a model's keys: texts, as every table's
+            if name in values and type(values[name]) is not str:
+                raise ValueError(f"{cls.type} record: its {name} is not text")
         return cls(**values)
 
 
@@ -178,9 +275,9 @@ class Progress(_Record):
 
     @classmethod
     def from_payload(cls, m: Mapping[str, Any]) -> Progress:
-        pred, outcome = int(m["pred_progress"]), int(m["outcome_progress"])
-        duplicate = int(m.get("duplicate_progress", min(pred, outcome)))
-        return cls(int(m["shard"]), pred, outcome, duplicate)
+        pred, outcome = _int_field(m, "pred_progress"), _int_field(m, "outcome_progress")
+        duplicate = _int_field(m, "duplicate_progress") if "duplicate_progress" in m else min(pred, outcome)
+        return cls(_int_field(m, "shard"), pred, outcome, duplicate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +290,19 @@ class Partial(ModelRecord):
     window_start: int
     window_end: int
     partial: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> Partial:
+        """As :meth:`_Record.from_payload`, and ValueError unless its window is a text segment and
+        integer times (its ``partial`` is checked where it is added, :func:`windows.check_partial`)."""
+        record: Partial = super(Partial, cls).from_payload(m)
+        if type(record.segment) is not str:
+            raise ValueError("partial record: its segment is not text")
+        for name in ("window_size_s", "window_start", "window_end"):
+            _int_field(m, name)
+        if type(record.partial) is not dict:
+            raise ValueError("partial record: its partial is not an object")
+        return record
 
     @property
     def key(self) -> WindowKey:
@@ -225,6 +335,7 @@ class ColumnarRecord(ModelRecord):
         columns = [getattr(record, name) for name in cls.columns]
         if any(type(column) is not list for column in columns) or len(set(map(len, columns))) > 1:
             raise ValueError(f"{cls.type} record: its columns are not lists of one length")
+        _checked_columns(cls.type, {name: getattr(record, name) for name in cls.columns})
         return record
 
 
@@ -316,6 +427,14 @@ class EpisodeReports(ModelRecord):
     type: ClassVar[str] = EPISODES
     reports: list[dict[str, Any]]
 
+    @classmethod
+    def from_payload(cls, m: Mapping[str, Any]) -> EpisodeReports:
+        """As :meth:`_Record.from_payload`, and ValueError unless every report is one stage 2 can
+        merge (a report that does not fit raised where the merger applies it, at a grid line)."""
+        record: EpisodeReports = super(EpisodeReports, cls).from_payload(m)
+        _checked_reports(record.reports)
+        return record
+
 
 @dataclass(frozen=True, slots=True)
 class Stacked(_Record):
@@ -380,6 +499,7 @@ class Stacked(_Record):
         total = sum(rows)
         if any(type(column) is not list or len(column) != total for column in columns.values()):
             raise ValueError(f"stacked record: its columns are not lists of its {total} rows")
+        _checked_columns(kind.type, columns)
         return cls(int(m["shard"]), kind.type, models, versions, rows, columns)
 
 
