@@ -120,6 +120,9 @@ def _log_gamma(relative_accuracy: float) -> tuple[float, float]:
 RELATIVE_ACCURACY = 0.005
 """The windows' sketches' relative accuracy: a reference sketch is compared with them bucket by
 bucket, so a profile's must have the same."""
+MAX_BUCKETS = 2048
+"""The buckets a sketch's store keeps by default, as every window's sketch does (sketches merge only
+with one of the same size)."""
 
 
 class QuantileSketch:
@@ -127,7 +130,7 @@ class QuantileSketch:
 
     __slots__ = ("_inv_log_gamma", "_log_gamma", "_neg", "_pos", "max_buckets", "relative_accuracy", "zero")
 
-    def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY, max_buckets: int = 2048) -> None:
+    def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY, max_buckets: int = MAX_BUCKETS) -> None:
         if not 0.0 < relative_accuracy < 1.0:
             raise ValueError("relative_accuracy must be in (0, 1)")
         if max_buckets < 1:

@@ -36,6 +36,7 @@ from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
 from driftline.operators.scorer import DriftScorer, ScoreReport
 from driftline.operators.seasonal import WindowReferences, outlier_reference_size
+from driftline.operators.sketch import MAX_BUCKETS, RELATIVE_ACCURACY, QuantileSketch
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
 from driftline.operators.window_stats import FeatureStats, MergedWindow, WindowAccumulator, merge_accumulators
 from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
@@ -455,9 +456,46 @@ class WindowClock:
 def check_partial(partial: Mapping[str, Any]) -> WindowAccumulator:
     """A shard's window partial parsed; ValueError, KeyError or TypeError unless it can be merged."""
     parsed = WindowAccumulator.from_partial(partial)
+    if type(parsed.n_events) is not int or not 0 <= parsed.n_events < _COUNT_BOUND:
+        raise ValueError("malformed window partial: n_events is not a count")
+    for name, stats in (*parsed.features.items(), ("prediction_label", parsed.prediction_label),
+                        ("prediction_value", parsed.prediction_value), ("latency", parsed.latency)):
+        _check_stats(name, stats)
     if "multivariate" in partial:
-        merge_windows([partial["multivariate"]], k=0)
+        merged = merge_windows([partial["multivariate"]], k=0)
+        counts = [merged.sums[name] for name in _MULTIVARIATE_COUNTS]
+        counts += [c for segment in merged.auc_segments.values() for c in segment]
+        if any(not 0 <= c < _COUNT_BOUND for c in counts) or any(  # a sum as a shard's int64 makes it
+                not -(2**63) <= value < 2**63 for value in merged.sums.values()):
+            raise ValueError("malformed window partial: multivariate: a count or sum is out of range")
     return parsed
+
+
+_MULTIVARIATE_COUNTS = ("n", "above_p99", "outliers", "n_scored", "tp", "fp", "fn")  # of SUM_FIELDS
+
+
+_COUNT_BOUND = 2**62  # a count several shards' partials add up to stays in int64
+_NUMBER_TYPES = (int, float)
+
+
+def _check_stats(name: str, stats: FeatureStats) -> None:
+    """ValueError unless a parsed column holds what a shard's statistics can: counts that are
+    non-negative ints an int64 sum holds, numbers or None as moments, and a sketch of the windows'
+    own accuracy and size. The parse takes what it is given; a count past int64, or a sketch of
+    another accuracy, raised where the window closes, outside the record's dead letter (and again
+    at every restart). A sketch's bucket counts are not walked here (a numpy pass a store, on
+    every filled window's partials)."""
+    counts = (stats.count, stats.missing, stats.invalid, stats.n, *stats.categories.values())
+    if any(type(c) is not int or not 0 <= c < _COUNT_BOUND for c in counts):
+        raise ValueError(f"malformed window partial: {name!r}: a count is not a non-negative int64")
+    moments = (stats.mean, stats.m2, stats.min, stats.max)
+    if any(m is not None and type(m) not in _NUMBER_TYPES for m in moments):
+        raise ValueError(f"malformed window partial: {name!r}: a moment is not a number")
+    sketch = stats.sketch
+    if isinstance(sketch, QuantileSketch) and (
+            sketch.relative_accuracy != RELATIVE_ACCURACY or sketch.max_buckets != MAX_BUCKETS
+            or type(sketch.zero) is not int or not 0 <= sketch.zero < _COUNT_BOUND):
+        raise ValueError(f"malformed window partial: {name!r}: its sketch is not a window's")
 
 
 def _score_evidence(score: FeatureScore) -> dict[str, float | None]:
