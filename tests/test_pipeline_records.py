@@ -138,5 +138,9 @@ def test_values_of_another_type_are_refused_with_the_column_that_holds_them() ->
     for key, wrong in {"magnitude": {"a": 1}, "kind": "begun", "count": 1.5, "reason": None}.items():
         with pytest.raises(ValueError, match="report"):
             records.EpisodeReports.from_payload({**report, "reports": [{**report["reports"][0], key: wrong}]})
+    for key in ("component", "arl", "unit"):  # read where the merger opens or moves an episode
+        lacking = {k: v for k, v in report["reports"][0].items() if k != key}
+        with pytest.raises(ValueError, match=f"report's '{key}'"):
+            records.EpisodeReports.from_payload({**report, "reports": [lacking]})
     with pytest.raises(ValueError, match="pred_progress"):
         records.Progress.from_payload({"shard": 0, "pred_progress": 1e300, "outcome_progress": 0})

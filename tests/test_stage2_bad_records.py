@@ -82,9 +82,12 @@ CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "a sketch of another accuracy": lambda p: p["features"]["a"]["sketch"].update(alpha=0.01),
     "a sketch of another size": lambda p: p["features"]["b"]["sketch"].update(max_buckets=1024),
     "a sketch's zero count negative": lambda p: p["features"]["c"]["sketch"].update(zero=-1),
+    "a sketch's first key far out": lambda p: p["features"]["c"]["sketch"]["pos"].__setitem__(0, 1e300),
     "a moment that is not a number": lambda p: p["features"]["a"].update(mean=[1.0]),
     "multivariate outliers past int64": lambda p: p["multivariate"].update(outliers=1e300),
     "multivariate count negative": lambda p: p["multivariate"].update(n=-3),
+    "a multivariate sample hash past int64":
+        lambda p: p["multivariate"]["sample_hashes"].__setitem__(0, 1e300),
 }
 
 

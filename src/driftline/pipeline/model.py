@@ -115,7 +115,7 @@ class ModelProcessor:
             else:
                 try:
                     self._route(records.decode_model_event(record.value or b""))
-                except (ValueError, KeyError, TypeError) as err:
+                except (ValueError, KeyError, TypeError, OverflowError) as err:
                     # Internal topic written only by stage 1: a bad record is a bug, not user input;
                     # it is dead-lettered with the reason, never raised (it would be read again at
                     # every restart).

@@ -142,8 +142,8 @@ def _checked_columns(record_type: str, columns: Mapping[str, Any]) -> None:
 _REPORT_KINDS = {"kind": _TEXT, "reason": _TEXT, "feature": _TEXT, "feature_kind": _TEXT, "unit": _TEXT,
                  "event_time": _INT, "count": _INT, "magnitude": _NUMBER, "statistic": _NUMBER,
                  "threshold": _NUMBER, "prediction_id": _TEXT, "reference_id": _TEXT,
-                 "reference_from": _INT, "arl": _NUMBER}
-_REPORT_OPTIONAL = {"peak_magnitude": _NUMBER, "component": _TEXT}
+                 "reference_from": _INT, "arl": _NUMBER, "component": _TEXT}
+_REPORT_OPTIONAL = {"peak_magnitude": _NUMBER}
 _REPORT_EVENTS = frozenset({"opened", "escalated", "closed", "status"})
 
 

@@ -462,7 +462,10 @@ def check_partial(partial: Mapping[str, Any]) -> WindowAccumulator:
                         ("prediction_value", parsed.prediction_value), ("latency", parsed.latency)):
         _check_stats(name, stats)
     if "multivariate" in partial:
-        merged = merge_windows([partial["multivariate"]], k=0)
+        try:
+            merged = merge_windows([partial["multivariate"]], k=0)
+        except OverflowError as err:  # a sample hash past int64
+            raise ValueError(f"malformed window partial: multivariate: {err}") from None
         counts = [merged.sums[name] for name in _MULTIVARIATE_COUNTS]
         counts += [c for segment in merged.auc_segments.values() for c in segment]
         if any(not 0 <= c < _COUNT_BOUND for c in counts) or any(  # a sum as a shard's int64 makes it
@@ -475,6 +478,7 @@ _MULTIVARIATE_COUNTS = ("n", "above_p99", "outliers", "n_scored", "tp", "fp", "f
 
 
 _COUNT_BOUND = 2**62  # a count several shards' partials add up to stays in int64
+_KEY_BOUND = 2**20  # a sketch's bucket keys at the windows' accuracy: within +-71,000 for any double
 _NUMBER_TYPES = (int, float)
 
 
@@ -494,7 +498,9 @@ def _check_stats(name: str, stats: FeatureStats) -> None:
     sketch = stats.sketch
     if isinstance(sketch, QuantileSketch) and (
             sketch.relative_accuracy != RELATIVE_ACCURACY or sketch.max_buckets != MAX_BUCKETS
-            or type(sketch.zero) is not int or not 0 <= sketch.zero < _COUNT_BOUND):
+            or type(sketch.zero) is not int or not 0 <= sketch.zero < _COUNT_BOUND
+            or any(not -_KEY_BOUND <= store.offset <= _KEY_BOUND or store.counts.size > MAX_BUCKETS
+                   for store in (sketch._pos, sketch._neg))):
         raise ValueError(f"malformed window partial: {name!r}: its sketch is not a window's")
 
 
