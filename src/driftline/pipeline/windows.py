@@ -485,22 +485,28 @@ _NUMBER_TYPES = (int, float)
 def _check_stats(name: str, stats: FeatureStats) -> None:
     """ValueError unless a parsed column holds what a shard's statistics can: counts that are
     non-negative ints an int64 sum holds, numbers or None as moments, and a sketch of the windows'
-    own accuracy and size. The parse takes what it is given; a count past int64, or a sketch of
-    another accuracy, raised where the window closes, outside the record's dead letter (and again
-    at every restart). A sketch's bucket counts are not walked here (a numpy pass a store, on
-    every filled window's partials)."""
-    counts = (stats.count, stats.missing, stats.invalid, stats.n, *stats.categories.values())
-    if any(type(c) is not int or not 0 <= c < _COUNT_BOUND for c in counts):
+    own accuracy and size, its keys in their range. The parse takes what it is given; a count past
+    int64, or a sketch of another accuracy, raised where the window closes, outside the record's
+    dead letter (and again at every restart). A sketch's bucket counts are not walked here (a
+    numpy pass a store, on every filled window's partials)."""
+    counts = [stats.count, stats.missing, stats.invalid, stats.n, *stats.categories.values()]
+    try:  # a float among them makes the sum a float; text or None raise
+        fits = type(sum(counts)) is int and min(counts) >= 0 and max(counts) < _COUNT_BOUND
+    except TypeError:
+        fits = False
+    if not fits:
         raise ValueError(f"malformed window partial: {name!r}: a count is not a non-negative int64")
-    moments = (stats.mean, stats.m2, stats.min, stats.max)
-    if any(m is not None and type(m) not in _NUMBER_TYPES for m in moments):
-        raise ValueError(f"malformed window partial: {name!r}: a moment is not a number")
+    for moment in (stats.mean, stats.m2, stats.min, stats.max):
+        if moment is not None and type(moment) not in _NUMBER_TYPES:
+            raise ValueError(f"malformed window partial: {name!r}: a moment is not a number")
     sketch = stats.sketch
-    if isinstance(sketch, QuantileSketch) and (
-            sketch.relative_accuracy != RELATIVE_ACCURACY or sketch.max_buckets != MAX_BUCKETS
+    if not isinstance(sketch, QuantileSketch):
+        return
+    pos, neg = sketch._pos, sketch._neg
+    if (sketch.relative_accuracy != RELATIVE_ACCURACY or sketch.max_buckets != MAX_BUCKETS
             or type(sketch.zero) is not int or not 0 <= sketch.zero < _COUNT_BOUND
-            or any(not -_KEY_BOUND <= store.offset <= _KEY_BOUND or store.counts.size > MAX_BUCKETS
-                   for store in (sketch._pos, sketch._neg))):
+            or not -_KEY_BOUND <= pos.offset <= _KEY_BOUND or not -_KEY_BOUND <= neg.offset <= _KEY_BOUND
+            or pos.counts.size > MAX_BUCKETS or neg.counts.size > MAX_BUCKETS):
         raise ValueError(f"malformed window partial: {name!r}: its sketch is not a window's")
 
 
