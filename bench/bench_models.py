@@ -72,7 +72,7 @@ an under-filled window (fewer events than ``drift.min_count``, 1-26 here, over 4
 partials, against one of this bench's 25-feature profiles) as it was (sketches merged, every
 feature scored) and as it is (counts and moments merged,
 :meth:`~driftline.operators.scorer.DriftScorer.count_stats`), with the window's rows built either
-way; in one process, alternating rounds, thread CPU, best of 5.
+way; in one process, alternating rounds, process CPU, best of 5.
 
 ``--partials`` (no targets; ``--n`` windows, default 300 with it): a window of 1-26 events over 4
 shards, each shard's partial made and encoded (stage 1) and decoded and parsed (stage 2) with
@@ -397,6 +397,14 @@ def scored_close_extra_us(profile: ReferenceProfile, settings: Settings, n: int 
     scored, its rows) over one it finds under-filled (counts and moments merged, count rows), on
     windows of 1-26 events of ``profile``'s model (the first's); in this process, best of ``rounds``.
     The stage-1 side of a filled window (a sketch per column, not the values) is not in it."""
+    best = close_costs(profile, settings, n, rounds)
+    return (best[True] - best[False]) * 1e6
+
+
+def close_costs(profile: ReferenceProfile, settings: Settings, n: int, rounds: int) -> dict[bool, float]:
+    """Stage 2's CPU-s a window of 1-26 events of ``profile``'s model over 4 shards, scored (True:
+    sketches merged, every feature scored) and under-filled (False), rows made either way; in this
+    process, the two alternating, best of ``rounds``."""
     scorer = DriftScorer(profile, drift=settings.drift)
     windows = under_filled_windows(n)
     best = {True: float("inf"), False: float("inf")}
@@ -405,7 +413,7 @@ def scored_close_extra_us(profile: ReferenceProfile, settings: Settings, n: int 
             started = time.process_time()
             close_under_filled(windows, scorer, scored=scored)
             best[scored] = min(best[scored], time.process_time() - started)
-    return (best[True] - best[False]) / n * 1e6
+    return {scored: spent / n for scored, spent in best.items()}
 
 
 def _calibrations_shared(directory: Path | None) -> int:
@@ -832,15 +840,8 @@ def measure_under_filled(n: int, rounds: int = 5) -> None:
     """Print the per-window stage-2 CPU of under-filled windows, before vs now (see module docstring)."""
     settings = bench_settings("127.0.0.1:9", "bm")
     profile = profiles_of(model_specs(1), 1000, settings)[0]
-    scorer = DriftScorer(profile, drift=settings.drift)
-    windows = under_filled_windows(n)
-    best = {True: float("inf"), False: float("inf")}
-    for _ in range(rounds):
-        for scored in (True, False):
-            t = time.thread_time()
-            close_under_filled(windows, scorer, scored=scored)
-            best[scored] = min(best[scored], time.thread_time() - t)
-    before, now = (best[s] / n * 1e3 for s in (True, False))
+    best = close_costs(profile, settings, n, rounds)
+    before, now = (best[s] * 1e3 for s in (True, False))
     print(f"under-filled window (1-26 events, 4 shards, 25 features), stage 2 merge + score + rows: "
           f"{before:.2f} ms before, {now:.2f} ms now ({now / before:.2f}x), best of {rounds}, {n} windows")
 
