@@ -72,7 +72,7 @@ DUPLICATE_FIELDS = ("kind", "segment", "event_time", "source_partition", "source
 
 # What each column's values may be, per columnar record type: checked at decode (a value of another
 # type raised at a window's or interval's close, outside the decode's dead letter, and again at
-# every restart). bool is not int here, as JSON's true is not 1.
+# every restart).
 _TEXT, _INT, _FLAG, _NUMBER = "text", "int", "flag", "number"
 _COLUMN_KINDS: dict[str, dict[str, str]] = {
     OUTCOMES: {"prediction_id": _TEXT, "segment": _TEXT, "label_time": _INT, "label_delay_ms": _INT,
@@ -500,7 +500,7 @@ class Stacked(_Record):
         if any(type(column) is not list or len(column) != total for column in columns.values()):
             raise ValueError(f"stacked record: its columns are not lists of its {total} rows")
         _checked_columns(kind.type, columns)
-        return cls(int(m["shard"]), kind.type, models, versions, rows, columns)
+        return cls(_int_field(m, "shard"), kind.type, models, versions, rows, columns)
 
 
 ModelEvent = Progress | Partial | Outcomes | Expired | Orphans | Duplicates | EpisodeReports | Stacked

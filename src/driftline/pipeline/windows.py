@@ -475,8 +475,6 @@ def check_partial(partial: Mapping[str, Any]) -> WindowAccumulator:
 
 
 _MULTIVARIATE_COUNTS = ("n", "above_p99", "outliers", "n_scored", "tp", "fp", "fn")  # of SUM_FIELDS
-
-
 _COUNT_BOUND = 2**62  # a count several shards' partials add up to stays in int64
 _KEY_BOUND = 2**20  # a sketch's bucket keys at the windows' accuracy: within +-71,000 for any double
 _NUMBER_TYPES = (int, float)
