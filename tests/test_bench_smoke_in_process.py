@@ -179,3 +179,13 @@ def test_profile_parse_prints_one_parse_and_the_shared_reads(
     assert "parsed and checked:" in out and "with a multivariate section" in out
     assert "plain: HEAD's parse" in out and "with a section: HEAD's parse" in out
     assert "3 profiles read by 2 stages: parsed each time" in out and "parse_profile" in out
+
+
+def test_stage2_checks_print_the_decode_and_the_partial_check_against_a_revision(
+        bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_stage2_checks: a stacked outcomes record decoded and partials checked, each with a
+    revision's module (HEAD here) and today's."""
+    assert _module("bench_stage2_checks").main(["--baseline", "HEAD", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "alternating with HEAD's modules" in lines[0], lines
+    assert "ns an outcome" in lines[1] and "us a partial" in lines[2] and lines[2].endswith("x)"), lines
