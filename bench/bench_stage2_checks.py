@@ -4,10 +4,11 @@ partial with sketches checked (``windows.check_partial``), each against another 
 Stage 2 checks each model-events record where it decodes it (every column's values of the column's
 kind, an episode report's fields, a partial's counts, moments and sketch parameters; a value of
 another type used to raise where a window or interval closed). Prints, best of ``--rounds``, the
-two sides alternating in one process (process CPU): ns an outcome to decode a stacked outcomes
-record of 1,250 rows of 200 models, and us a partial to check 25-feature partials with sketches
-(4 shards' of windows of 1-26 events of bench_models' first model), with ``--baseline``'s
-``records.py`` and ``windows.py`` (loaded beside today's, their imports today's) and today's.
+two sides alternating in one process (process CPU, the collector off): ns an outcome to decode a
+stacked outcomes record of 1,250 rows of 200 models, and us a partial to check 25-feature partials
+with sketches (4 shards' of windows of 1-26 events of bench_models' first model), with
+``--baseline``'s ``records.py`` and ``windows.py`` (loaded beside today's, their imports today's)
+and today's.
 
     .venv/bin/python bench/bench_stage2_checks.py [--baseline d5ce13e] [--rounds 9]
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from contextlib import nullcontext
 
 from bench_models import under_filled_windows
+from bench_stage_steps import best_of
 from common import module_at_revision
 
 from driftline.pipeline import records, windows
@@ -47,18 +48,6 @@ def stacked_outcomes() -> bytes:
     return records.encode_model_event(record)
 
 
-def alternating(sides: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Each side's best process-CPU seconds a call over ``rounds``, which goes first flipping each round."""
-    best = dict.fromkeys(sides, float("inf"))
-    names = list(sides)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            started = time.process_time()
-            sides[name]()
-            best[name] = min(best[name], time.process_time() - started)
-    return best
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--baseline", metavar="REV", default="d5ce13e",
@@ -69,14 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_windows = module_at_revision(args.baseline, "src/driftline/pipeline/windows.py", "baseline_windows")
     message = stacked_outcomes()
     calls = 50
-    decode = alternating({name: lambda module=module: [module.decode_model_event(message)
-                                                       for _ in range(calls)]
-                          for name, module in (("baseline", old_records), ("today", records))}, args.rounds)
+    per_outcome = {name: us * 1e3 for name, us in best_of(args.rounds, {
+        name: (lambda module=module: [module.decode_model_event(message) for _ in range(calls)], nullcontext)
+        for name, module in (("baseline", old_records), ("today", records))}, calls * OUTCOMES).items()}
     partials = [shard.to_partial() for window in under_filled_windows(40) for shard in window]
-    check = alternating({name: lambda module=module: [module.check_partial(p) for p in partials]
-                         for name, module in (("baseline", old_windows), ("today", windows))}, args.rounds)
-    per_outcome = {name: spent / calls / OUTCOMES * 1e9 for name, spent in decode.items()}
-    per_partial = {name: spent / len(partials) * 1e6 for name, spent in check.items()}
+    per_partial = best_of(args.rounds, {
+        name: (lambda module=module: [module.check_partial(p) for p in partials], nullcontext)
+        for name, module in (("baseline", old_windows), ("today", windows))}, len(partials))
     print(f"stage 2's checks, best of {args.rounds}, alternating with {args.baseline}'s modules:")
     print(f"  a stacked outcomes record ({OUTCOMES:,} rows, {MODELS} models) decoded: "
           f"{per_outcome['baseline']:.0f} -> {per_outcome['today']:.0f} ns an outcome "
