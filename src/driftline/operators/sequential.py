@@ -1563,28 +1563,23 @@ class BinaryDetector(SequentialDetector):
         """Designs against the rate ``p_design`` (sets ``design_rate`` and the increments)."""
         if not 0.0 < p_design < 1.0:
             raise ValueError("the reference error rate must be strictly between 0 and 1")
-        labels: list[str] = []
-        a: list[float] = []
-        b: list[float] = []
-        laws: list[IncrementLaw] = []
-        seen: list[float] = []
+        targets: list[tuple[str, float]] = []  # (label, the error rate designed against)
         for r in ERROR_RATIOS:
             p1 = min(r * p_design, P_CAP)
-            if p1 <= p_design or _near(p1, seen):
-                continue
-            seen.append(p1)
-            on, off = _bernoulli(p_design, p1)
-            labels.append(f"error rate x{r:g}")
-            a.append(on)
-            b.append(off)
-            laws.append(IncrementLaw(np.array([on, off]), np.array([p_design, 1.0 - p_design])))
-        if not labels:
+            if p1 > p_design and not _near(p1, [t for _, t in targets]):
+                targets.append((f"error rate x{r:g}", p1))
+        if not targets:
             # A rate at or above P_CAP (a many-class model's error rate, say 0.9): the ladder has no
             # room left, so one design halfway to certain error, not none (a monitor that cannot
             # be built stopped the stage that builds it, at every restart).
             p1 = (1.0 + p_design) / 2.0
+            targets.append((f"error rate x{p1 / p_design:.3g}", p1))
+        labels = [label for label, _ in targets]
+        a: list[float] = []
+        b: list[float] = []
+        laws: list[IncrementLaw] = []
+        for _, p1 in targets:
             on, off = _bernoulli(p_design, p1)
-            labels.append(f"error rate x{p1 / p_design:.3g}")
             a.append(on)
             b.append(off)
             laws.append(IncrementLaw(np.array([on, off]), np.array([p_design, 1.0 - p_design])))
