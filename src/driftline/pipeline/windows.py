@@ -36,7 +36,7 @@ from driftline.operators.outliers import outlier_window
 from driftline.operators.profile import ReferenceProfile, profile_from_window
 from driftline.operators.scorer import DriftScorer, ScoreReport
 from driftline.operators.seasonal import WindowReferences, outlier_reference_size
-from driftline.operators.sketch import MAX_BUCKETS, RELATIVE_ACCURACY, QuantileSketch
+from driftline.operators.sketch import QuantileSketch
 from driftline.operators.triggers import EpisodeNote, RetrainPolicy
 from driftline.operators.window_stats import FeatureStats, MergedWindow, WindowAccumulator, merge_accumulators
 from driftline.pipeline.episodes import EpisodeMerger, MergeOutput
@@ -476,17 +476,15 @@ def check_partial(partial: Mapping[str, Any]) -> WindowAccumulator:
 
 _MULTIVARIATE_COUNTS = ("n", "above_p99", "outliers", "n_scored", "tp", "fp", "fn")  # of SUM_FIELDS
 _COUNT_BOUND = 2**62  # a count several shards' partials add up to stays in int64
-_KEY_BOUND = 2**20  # a sketch's bucket keys at the windows' accuracy: within +-71,000 for any double
 _NUMBER_TYPES = (int, float)
 
 
 def _check_stats(name: str, stats: FeatureStats) -> None:
     """ValueError unless a parsed column holds what a shard's statistics can: counts that are
-    non-negative ints an int64 sum holds, numbers or None as moments, and a sketch of the windows'
-    own accuracy and size, its keys in their range. The parse takes what it is given; a count past
-    int64, or a sketch of another accuracy, raised where the window closes, outside the record's
-    dead letter (and again at every restart). A sketch's bucket counts are not walked here (a
-    numpy pass a store, on every filled window's partials)."""
+    non-negative ints an int64 sum holds, numbers or None as moments, and a window's sketch
+    (:meth:`QuantileSketch.is_windows`). The parse takes what it is given; a count past int64, or a
+    sketch of another accuracy, raised where the window closes, outside the record's dead letter
+    (and again at every restart)."""
     counts = [stats.count, stats.missing, stats.invalid, stats.n, *stats.categories.values()]
     try:  # a float among them makes the sum a float; text or None raise
         fits = type(sum(counts)) is int and min(counts) >= 0 and max(counts) < _COUNT_BOUND
@@ -497,14 +495,7 @@ def _check_stats(name: str, stats: FeatureStats) -> None:
     for moment in (stats.mean, stats.m2, stats.min, stats.max):
         if moment is not None and type(moment) not in _NUMBER_TYPES:
             raise ValueError(f"malformed window partial: {name!r}: a moment is not a number")
-    sketch = stats.sketch
-    if not isinstance(sketch, QuantileSketch):
-        return
-    pos, neg = sketch._pos, sketch._neg
-    if (sketch.relative_accuracy != RELATIVE_ACCURACY or sketch.max_buckets != MAX_BUCKETS
-            or type(sketch.zero) is not int or not 0 <= sketch.zero < _COUNT_BOUND
-            or not -_KEY_BOUND <= pos.offset <= _KEY_BOUND or not -_KEY_BOUND <= neg.offset <= _KEY_BOUND
-            or pos.counts.size > MAX_BUCKETS or neg.counts.size > MAX_BUCKETS):
+    if isinstance(stats.sketch, QuantileSketch) and not stats.sketch.is_windows():
         raise ValueError(f"malformed window partial: {name!r}: its sketch is not a window's")
 
 
