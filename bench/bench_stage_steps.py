@@ -10,6 +10,9 @@
 - **digests and id keys**: ``payload_digests`` of 1,250 prediction-like (~770 bytes) and 1,250
   label-like (~90 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
   extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
+- **held runs copied out**: a ``RUN_EVENTS`` round of a shard's feature watch, ~1,000 Zipf models'
+  held runs of 52 grouped batches of 625 events, copied out model by model (``_Held.settle``)
+  against one gather for all (``settle_together``), both sides' parts checked equal, CPU-ms a round;
 - with ``--baseline REV``, the same steps of another revision's module (``git show``, its imports
   today's): many models' columnar records (the per-model records a message a record carries, of
   1,250 outcomes of Zipf-chosen models over 300: ``ShardProcessor._columns_records`` where REV has
@@ -34,8 +37,8 @@ import random
 import time
 import uuid
 from collections import namedtuple
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -43,7 +46,9 @@ import orjson
 from common import module_at_revision
 
 from driftline.config import Settings
+from driftline.operators import feature_watch
 from driftline.operators.compiled_paths import reference_paths
+from driftline.operators.float_block import FloatBlock
 from driftline.operators.join import records as join_records
 from driftline.operators.multivariate import NormalScores
 from driftline.operators.triggers import RetrainPolicy
@@ -316,6 +321,60 @@ def buffer_groups(rounds: int, baseline: Any) -> tuple[dict[str, float], int]:
     return best_of(rounds, sides, 5 * len(by_model)), len(by_model)
 
 
+def held_runs(rounds: int, models: int = 1_000, batches: int = 52,
+              batch_events: int = 625) -> tuple[dict[str, float], int, int]:
+    """CPU-ms a ``RUN_EVENTS`` round of a shard's watch: ``models`` models' held runs of ``batches``
+    grouped batches (Zipf traffic over the models, 20 float and 5 categorical features, as
+    bench_models' 1,000 models at 5,000 predictions/s bring a shard ~52 batches a round) copied
+    out model by model (``_Held.settle``) and in one gather (``settle_together``), both sides'
+    parts checked equal; and the models and runs of the round."""
+    rng = np.random.default_rng(2)
+    share = np.arange(1, models + 1) ** -1.1
+    numeric, others = [f"x{j}" for j in range(20)], [f"c{j}" for j in range(5)]
+    kept = []
+    for b in range(batches):
+        chosen = np.sort(rng.choice(models, size=batch_events, p=share / share.sum()))
+        keys, counts = np.unique(chosen, return_counts=True)
+        starts = [0, *np.cumsum(counts).tolist()]
+        floats = FloatBlock(tuple(numeric), rng.normal(size=(20, batch_events)))
+        values = {name: [str(v) for v in rng.integers(0, 4, batch_events)] for name in others}
+        grouped = feature_watch.GroupedEvents([(f"m{k:04d}", "1") for k in keys.tolist()], starts,
+                                              list(range(batch_events)),
+                                              [f"p{b}-{i}" for i in range(batch_events)], floats, values)
+        kept.append((grouped, keys.tolist()))
+
+    def helds() -> list[Any]:
+        held: dict[int, Any] = {}
+        for grouped, keys in kept:
+            for g, k in enumerate(keys):
+                h = held.get(k)
+                if h is None:
+                    h = held[k] = feature_watch._Held(0)
+                    h.reads = (numeric, others)
+                h.runs.append((grouped, grouped.starts[g], grouped.starts[g + 1]))
+        return [held[k] for k in sorted(held)]
+
+    made: dict[str, list[Any]] = {}
+
+    def fresh(side: str) -> Callable[[], AbstractContextManager[Any]]:
+        @contextmanager
+        def context() -> Iterator[None]:
+            made[side] = helds()
+            yield
+        return context
+
+    sides: dict[str, Side] = {
+        "alone": (lambda: [h.settle() for h in made["alone"]], fresh("alone")),
+        "together": (lambda: feature_watch.settle_together(made["together"]), fresh("together")),
+    }
+    best = best_of(rounds, sides, 1)
+    parts = {side: [(h.numbers[0].matrix.tobytes(), h.values) for h in made[side]] for side in sides}
+    if parts["alone"] != parts["together"]:
+        raise SystemExit("the runs copied out together differ from each model's own")
+    runs = sum(len(keys) for _, keys in kept)
+    return {side: us / 1e3 for side, us in best.items()}, len(made["alone"]), runs
+
+
 def measure(rounds: int, baseline: str | None) -> list[str]:
     lines = []
     ns = normal_scores(rounds)
@@ -345,6 +404,10 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         bg, groups = buffer_groups(rounds, old_shard)
         lines.append(f"window buffers, 1,250 events of {groups} models: {baseline} {bg['baseline']:.1f} vs "
                      f"this {bg['this']:.1f} CPU-us a group ({bg['baseline'] / bg['this']:.2f}x)")
+    hr, held, runs = held_runs(rounds)
+    lines.append(f"held runs copied out, {held} models' {runs:,} runs of a round: model by model "
+                 f"{hr['alone']:.0f} vs together {hr['together']:.0f} CPU-ms "
+                 f"({hr['alone'] / hr['together']:.2f}x)")
     return lines
 
 

@@ -370,8 +370,9 @@ def settle_together(helds: Sequence[_Held]) -> None:
     """:meth:`_Held.settle` of every one of ``helds``, the same parts: where all their runs' batches
     share one layout, each one's runs are taken out of the batches' joined columns by one
     gather for all (with many models a batch holds a run of each of hundreds, a model's runs are a
-    few events each, ~50 batches of them at a time, and copied out one by one they cost ~4 us a
-    run with the model's share: 104 -> 64 ms for bench_models' 24,206 runs of 3,875 models)."""
+    few events each, ~50 batches of them at a time, and copied out one by one they cost ~3-4 us a
+    run with the model's share; ``bench/bench_stage_steps.py``, "held runs copied out": 33 -> 18
+    CPU-ms a round of 991 models' 10,819 runs)."""
     first_rows: dict[GroupedEvents, int] = {}  # each batch (hashed by identity) -> its first row joined
     total = 0
     starts: list[int] = []
