@@ -20,7 +20,7 @@ significant, so significance alone would flag almost every window.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
@@ -55,27 +55,50 @@ def psi(ref_props: npt.ArrayLike, cur_props: npt.ArrayLike, eps: float = PSI_EPS
 
     Inputs are normalised to sum 1 first (counts work too); NaN when either side is empty.
     """
-    p = np.asarray(ref_props, dtype=np.float64)
-    q = np.asarray(cur_props, dtype=np.float64)
-    if p.sum() <= 0 or q.sum() <= 0:
-        return math.nan
-    p = np.maximum(p / p.sum(), eps)
-    q = np.maximum(q / q.sum(), eps)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return float(psi_rows(np.asarray(ref_props, dtype=np.float64)[None, :],
+                          np.asarray(cur_props, dtype=np.float64)[None, :], eps)[0])
+
+
+def psi_rows(ref: FloatArray, cur: FloatArray, eps: float = PSI_EPS) -> FloatArray:
+    """:func:`psi` of each row pair of two equally shaped 2-d arrays, in one pass (numpy sums a
+    row of a C-ordered array as it sums the row alone, so each equals :func:`psi` of its row).
+
+    >>> psi_rows(np.array([[0.5, 0.5], [1.0, 0.0]]), np.array([[0.9, 0.1], [0.0, 0.0]])).round(4).tolist()
+    [0.8789, nan]
+    """
+    ref_sums, cur_sums = ref.sum(axis=1), cur.sum(axis=1)
+    empty = (ref_sums <= 0) | (cur_sums <= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.maximum(ref / ref_sums[:, None], eps)
+        q = np.maximum(cur / cur_sums[:, None], eps)
+        out: FloatArray = np.sum((q - p) * np.log(q / p), axis=1)
+    out[empty] = math.nan
+    return out
 
 
 def js_distance(p: npt.ArrayLike, q: npt.ArrayLike) -> float:
     """Jensen-Shannon distance, base 2 (0..1); same arithmetic as scipy's ``jensenshannon``."""
-    a = np.asarray(p, dtype=np.float64)
-    b = np.asarray(q, dtype=np.float64)
-    if a.sum() <= 0 or b.sum() <= 0:
-        return math.nan
-    a = a / np.sum(a)
-    b = b / np.sum(b)
-    m = (a + b) / 2.0
-    js = np.sum(rel_entr(a, m)) + np.sum(rel_entr(b, m))
-    js /= np.log(2.0)
-    return float(np.sqrt(js / 2.0))
+    return float(js_rows(np.asarray(p, dtype=np.float64)[None, :],
+                         np.asarray(q, dtype=np.float64)[None, :])[0])
+
+
+def js_rows(p: FloatArray, q: FloatArray) -> FloatArray:
+    """:func:`js_distance` of each row pair of two equally shaped 2-d arrays, in one pass.
+
+    >>> js_rows(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([[0.0, 1.0], [0.5, 0.5]])).tolist()
+    [1.0, 0.0]
+    """
+    p_sums, q_sums = p.sum(axis=1), q.sum(axis=1)
+    empty = (p_sums <= 0) | (q_sums <= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = p / p_sums[:, None]
+        b = q / q_sums[:, None]
+        m = (a + b) / 2.0
+        js = np.sum(rel_entr(a, m), axis=1) + np.sum(rel_entr(b, m), axis=1)
+        js /= np.log(2.0)
+        out: FloatArray = np.sqrt(js / 2.0)
+    out[empty] = math.nan
+    return out
 
 
 Buckets = tuple[IntArray, FloatArray, IntArray]
@@ -414,11 +437,23 @@ def compared_count(kind: str, stats: FeatureStats) -> int:
     return stats.n if kind == "numeric" else stats.n_categorical
 
 
+Reference = QuantileSketch | PreparedReference | None
+"""What a caller may keep of a feature's reference: prepared, its decoded sketch, or nothing."""
+Scored = tuple[FeatureProfile, FeatureStats, Reference]
+"""A feature to score: its reference profile, its window's statistics, what is kept of the reference."""
+
+
+def _prepared(profile: FeatureProfile, reference: Reference) -> PreparedReference:
+    if isinstance(reference, PreparedReference) and reference.profile is profile:
+        return reference
+    return PreparedReference.of(profile, reference if isinstance(reference, QuantileSketch) else None)
+
+
 def score_feature(
     profile: FeatureProfile,
     stats: FeatureStats,
     cfg: DriftSettings,
-    reference: QuantileSketch | PreparedReference | None = None,
+    reference: Reference = None,
 ) -> FeatureScore:
     """Score one feature's window statistics against its reference profile.
 
@@ -428,7 +463,7 @@ def score_feature(
     traffic most windows are that small, and the KS p-value's exact small-sample branch was ~40 %
     of scoring one. Thresholds apply in :func:`verdicts`. ``reference`` is the profile prepared
     (:class:`PreparedReference`) or its sketch when the caller keeps them (otherwise they are
-    derived from the profile on each call).
+    derived from the profile on each call). :func:`score_features` scores many at once.
 
     >>> from driftline.operators.profile import build_profile
     >>> ref = build_profile("m", "1", {"c": ["a", "b"] * 50}, label_column=None,
@@ -439,53 +474,151 @@ def score_feature(
     >>> s.count, s.histogram, round(s.chi2_stat, 1), round(s.psi, 3), round(s.effect, 2)
     (100, [0.9, 0.1, 0.0], 64.0, 0.879, 0.8)
     """
-    prepared = reference if isinstance(reference, PreparedReference) and reference.profile is profile \
-        else PreparedReference.of(profile, reference if isinstance(reference, QuantileSketch) else None)
-    ref_hist = prepared.ref_hist
-    score = FeatureScore(
-        kind=profile.kind,
-        count=0,
-        reference_histogram=list(prepared.reference_histogram),
-        bin_edges=list(prepared.bin_edges),
-        bin_labels=list(prepared.bin_labels),
-    )
-    cur_buckets: Buckets | None = None
-    if profile.kind == "numeric":
-        cur_buckets = stats.sketch.buckets()
-        counts = stats.sketch.histogram(prepared.edges, cur_buckets)
+    return score_features([(profile, stats, reference)], cfg)[0]
+
+
+def score_features(items: Sequence[Scored], cfg: DriftSettings) -> list[FeatureScore]:
+    """:func:`score_feature` of each (profile, window statistics, reference), equal to it value
+    for value, with the numpy work done once over all of them: every numeric feature's buckets
+    binned, aligned with its reference's and walked for KS and Wasserstein in one pass, PSI and JS
+    over the histograms of one length as rows. A window's ~25 features, or the windows that close
+    together, took ~20 numpy calls each alone (~3.6 ms a 25-feature window; with 1,000 models
+    every one closes on the same grid line).
+
+    >>> from driftline.operators.profile import build_profile
+    >>> ref = build_profile("m", "1", {"c": ["a", "b"] * 50, "x": [float(i % 20) for i in range(100)]},
+    ...                     label_column=None, prediction_column=None, bins=4, top_k=5, created_at_ms=0)
+    >>> c, x = FeatureStats(), FeatureStats()
+    >>> c.add(["a"] * 60 + ["b"] * 40)
+    >>> x.add_array(np.arange(100, dtype=np.float64) % 20 + 2.0)
+    >>> pairs = [(ref.features["c"], c, None), (ref.features["x"], x, None)]
+    >>> together = score_features(pairs, DriftSettings())
+    >>> together == [score_feature(p, s, DriftSettings()) for p, s, _ in pairs]
+    True
+    >>> round(together[1].ks_stat, 2), round(together[1].wasserstein, 2), together[1].out_of_range
+    (0.1, 2.0, 10)
+    """
+    prepared = [_prepared(profile, reference) for profile, _, reference in items]
+    scores = [FeatureScore(kind=profile.kind, count=compared_count(profile.kind, stats),
+                           reference_histogram=list(ready.reference_histogram),
+                           bin_edges=list(ready.bin_edges), bin_labels=list(ready.bin_labels))
+              for (profile, stats, _), ready in zip(items, prepared, strict=True)]
+    numeric = [i for i, (profile, _, _) in enumerate(items) if profile.kind == "numeric" and scores[i].count]
+    for i in numeric:
+        if prepared[i].sketch_buckets[0] != items[i][1].sketch.relative_accuracy:
+            raise ValueError("sketches must share relative_accuracy to be compared bucket by bucket")
+    current = {i: items[i][1].sketch.buckets() for i in numeric}
+    counts = _numeric_histograms(current, [prepared[i].edges for i in numeric],
+                                 [items[i][1].sketch for i in numeric])
+    for i, (profile, stats, _) in enumerate(items):
+        if profile.kind == "categorical" and scores[i].count:
+            kept = [stats.categories.get(c, 0) for c in profile.categories]
+            counts[i] = np.array([*kept, stats.n_categorical - sum(kept)], dtype=np.int64)
+    _shares_and_distances(scores, prepared, counts)
+    for i, score in enumerate(scores):
+        if not score.count:
+            score.histogram = [0.0] * prepared[i].ref_hist.size
+        elif score.kind == "categorical":
+            stat, p = chi_square(counts[i], prepared[i].ref_hist)
+            score.chi2_stat = _finite(stat)
+            score.chi2_pvalue = _finite(p) if score.count >= cfg.min_count else None
+            score.effect = _finite(math.sqrt(stat / score.count)) if math.isfinite(stat) else None
+    _numeric_tests(scores, items, prepared, current, cfg)
+    return scores
+
+
+def _numeric_histograms(current: Mapping[int, Buckets], edges: Sequence[FloatArray],
+                        sketches: Sequence[QuantileSketch]) -> dict[int, IntArray]:
+    """Per item, its buckets' counts in its reference's bins (:meth:`QuantileSketch.histogram`:
+    a bucket counts in the bin holding its upper bound), every item's bounds found at once."""
+    if not current:
+        return {}
+    ords = np.concatenate([b[0] for b in current.values()])
+    # a bucket's bounds depend on its sketch's accuracy only, which every item shares with its reference
+    accuracies = {sketch.relative_accuracy for sketch in sketches}
+    if len(accuracies) == 1:
+        upper = sketches[0]._bounds(ords)[1]
     else:
-        kept = [stats.categories.get(c, 0) for c in profile.categories]
-        counts = np.array([*kept, stats.n_categorical - sum(kept)], dtype=np.int64)
-    score.count = compared_count(profile.kind, stats)
-    if not score.count:
-        score.histogram = [0.0] * ref_hist.size
-        return score
-    cur_hist = counts / score.count
-    score.histogram = cur_hist.tolist()
-    score.psi = _finite(psi(ref_hist, cur_hist))
-    score.js_distance = _finite(js_distance(ref_hist, cur_hist))
-    tested = score.count >= cfg.min_count
-    if profile.kind == "categorical":
-        stat, p = chi_square(counts, ref_hist)
-        score.chi2_stat, score.chi2_pvalue = _finite(stat), _finite(p) if tested else None
-        score.effect = _finite(math.sqrt(stat / score.count)) if math.isfinite(stat) else None
-        return score
-    assert cur_buckets is not None
-    relative_accuracy, ref_buckets = prepared.sketch_buckets
-    if relative_accuracy != stats.sketch.relative_accuracy:
-        raise ValueError("sketches must share relative_accuracy to be compared bucket by bucket")
-    # profile.n is the sketch's count, except for a seasonal window reference: fewer, what the
-    # fitted cycle it is drawn from is worth
-    stat, p, w = _ks_wasserstein(ref_buckets, cur_buckets, pvalue=tested, ref_size=profile.n)
-    score.ks_stat, score.ks_pvalue, score.wasserstein = _finite(stat), _finite(p), _finite(w)
-    if score.wasserstein is not None and profile.std:
-        score.effect = score.wasserstein / profile.std
+        upper = np.concatenate([s._bounds(b[0])[1] for s, b in zip(sketches, current.values(), strict=True)])
+    sizes = [b[0].size for b in current.values()]
+    widths = [e.size + 1 for e in edges]
+    starts = np.cumsum([0, *widths[:-1]]).tolist()
+    bins = np.concatenate([np.searchsorted(e, part, side="right") + start for e, part, start in
+                           zip(edges, np.split(upper, np.cumsum(sizes)[:-1]), starts, strict=True)])
+    flat = np.zeros(sum(widths), dtype=np.int64)
+    np.add.at(flat, bins, np.concatenate([b[2] for b in current.values()]))
+    return {i: flat[start : start + width] for i, start, width in zip(current, starts, widths, strict=True)}
+
+
+def _shares_and_distances(scores: list[FeatureScore], prepared: Sequence[PreparedReference],
+                          counts: Mapping[int, IntArray]) -> None:
+    """Each counted item's histogram (shares), PSI and JS distance, items with as many bins as
+    one another stacked as rows (a row's sums are then the sums of the row alone)."""
+    by_width: dict[int, list[int]] = {}
+    for i in counts:
+        by_width.setdefault(counts[i].size, []).append(i)
+    for members in by_width.values():
+        current = np.stack([counts[i] for i in members]) / np.array([[scores[i].count] for i in members])
+        ref = np.stack([prepared[i].ref_hist for i in members])
+        psis, jss = psi_rows(ref, current).tolist(), js_rows(ref, current).tolist()
+        for i, row, p, j in zip(members, current.tolist(), psis, jss, strict=True):
+            scores[i].histogram, scores[i].psi, scores[i].js_distance = row, _finite(p), _finite(j)
+
+
+_SEGMENT_BITS = 42  # a bucket ordinal plus 2**41 stays below 2**42 (sketch._ORDINAL_OFFSET is 2**40)
+
+
+def _numeric_tests(scores: list[FeatureScore], items: Sequence[Scored], prepared: Sequence[PreparedReference],
+                   current: Mapping[int, Buckets], cfg: DriftSettings) -> None:
+    """KS statistic (and p-value where tested), Wasserstein distance, effect and out-of-range
+    count of each numeric item with values: every item's buckets and its reference's on one
+    integer axis (an item's ordinals lifted to its own segment), aligned by one ``np.unique``,
+    their CDFs one cumulative sum; per item only its p-value and its Wasserstein dot product."""
+    refs = {i: prepared[i].sketch_buckets[1] for i in current}
+    walked = [i for i in current if refs[i][2].size and current[i][2].size]
+    for i in current:
+        if i not in walked:  # an empty side: no distance, as _ks_wasserstein says
+            scores[i].ks_stat = scores[i].ks_pvalue = scores[i].wasserstein = None
+    if not walked:
+        return
+    lifts = [(k << _SEGMENT_BITS) + (1 << (_SEGMENT_BITS - 1)) for k in range(len(walked))]
+    ref_keys = np.concatenate([refs[i][0] + lift for i, lift in zip(walked, lifts, strict=True)])
+    cur_keys = np.concatenate([current[i][0] + lift for i, lift in zip(walked, lifts, strict=True)])
+    keys, first = np.unique(np.concatenate((ref_keys, cur_keys)), return_index=True)
+    reps = np.concatenate([*(refs[i][1] for i in walked), *(current[i][1] for i in walked)])[first]
+    a = np.zeros(keys.size, dtype=np.int64)
+    b = np.zeros(keys.size, dtype=np.int64)
+    a[np.searchsorted(keys, ref_keys)] = np.concatenate([refs[i][2] for i in walked])
+    b[np.searchsorted(keys, cur_keys)] = np.concatenate([current[i][2] for i in walked])
+    starts = np.searchsorted(keys, [k << _SEGMENT_BITS for k in range(len(walked))])
+    lengths = np.diff([*starts.tolist(), keys.size])
+    cum_a, cum_b = np.cumsum(a), np.cumsum(b)
+    # each segment's cumulative sums start afresh: less what the segments before it summed
+    n = np.repeat(np.concatenate(([0], cum_a))[starts], lengths)
+    m = np.repeat(np.concatenate(([0], cum_b))[starts], lengths)
+    totals_a = np.add.reduceat(a, starts)
+    totals_b = np.add.reduceat(b, starts)
+    gap = np.abs((cum_a - n) / np.repeat(totals_a, lengths) - (cum_b - m) / np.repeat(totals_b, lengths))
+    ds = np.maximum.reduceat(gap, starts).tolist()
+    steps = np.diff(reps)
+    for i, start, length, d, total_a, total_b in zip(walked, starts.tolist(), lengths.tolist(), ds,
+                                                     totals_a.tolist(), totals_b.tolist(), strict=True):
+        profile, score = items[i][0], scores[i]
+        tested = total_a if profile.n is None else max(1, min(total_a, profile.n))
+        p = _ks_pvalue(d, tested, total_b) if score.count >= cfg.min_count else math.nan
+        w = float(np.dot(gap[start : start + length - 1], steps[start : start + length - 1]))
+        score.ks_stat, score.ks_pvalue, score.wasserstein = _finite(d), _finite(p), _finite(w)
+        if score.wasserstein is not None and profile.std:
+            score.effect = score.wasserstein / profile.std
     # Out of range = in a bucket below the reference's lowest or above its highest bucket: a value
     # in the same bucket as the reference min/max (within 2a) is not out of range.
-    ref_ords = ref_buckets[0]
-    ords, _, in_bucket = cur_buckets
-    score.out_of_range = int(in_bucket[(ords < ref_ords[0]) | (ords > ref_ords[-1])].sum())
-    return score
+    sizes = [current[i][0].size for i in walked]
+    ords = np.concatenate([current[i][0] for i in walked])
+    low = np.repeat([refs[i][0][0] for i in walked], sizes)
+    high = np.repeat([refs[i][0][-1] for i in walked], sizes)
+    outside = np.where((ords < low) | (ords > high), np.concatenate([current[i][2] for i in walked]), 0)
+    for i, count in zip(walked, np.add.reduceat(outside, np.cumsum([0, *sizes[:-1]])).tolist(), strict=True):
+        scores[i].out_of_range = count
 
 
 def count_feature(profile: FeatureProfile, stats: FeatureStats,

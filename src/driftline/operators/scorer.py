@@ -85,7 +85,14 @@ from typing import Any, Literal
 import numpy as np
 
 from driftline.config import DriftSettings
-from driftline.operators.drift import FeatureScore, PreparedReference, count_feature, score_feature, verdicts
+from driftline.operators.drift import (
+    FeatureScore,
+    PreparedReference,
+    Scored,
+    count_feature,
+    score_features,
+    verdicts,
+)
 from driftline.operators.profile import FeatureProfile, ReferenceProfile, build_profile
 from driftline.operators.window_stats import FeatureStats, category_key
 
@@ -780,11 +787,18 @@ class DriftScorer:
         if n_rows is None:
             n_rows = max((st.count for st in stats.values()), default=0)
         profiles = self.profile.features
-        scores = {
-            name: score_feature(profiles[name], stats[name], self.drift, self._references[name])
-            if distributions else count_feature(profiles[name], stats[name], self._references[name])
-            for name in names
-        }
+        reference = self.profile.prediction
+        pscore: FeatureScore | None = None
+        if distributions:  # the window's features (and prediction) scored together
+            items: list[Scored] = [(profiles[name], stats[name], self._references[name]) for name in names]
+            if prediction is not None and reference is not None:
+                items.append((reference, prediction, self._prediction_reference))
+            together = score_features(items, self.drift)
+            scores = dict(zip(names, together, strict=False))
+            pscore = together[-1] if len(together) > len(names) else None
+        else:
+            scores = {name: count_feature(profiles[name], stats[name], self._references[name])
+                      for name in names}
         verdict = verdicts(scores, self.drift)
         results = {}
         for name in names:
@@ -793,10 +807,9 @@ class DriftScorer:
                 name, scores[name], stats[name], v.drifted, v.drifted_by, v.p_adj, v.reason
             )
         scored_prediction = None
-        if prediction is not None and self.profile.prediction is not None:
-            reference = self.profile.prediction
-            pscore = (score_feature(reference, prediction, self.drift, self._prediction_reference)
-                      if distributions else count_feature(reference, prediction, self._prediction_reference))
+        if prediction is not None and reference is not None:
+            if pscore is None:
+                pscore = count_feature(reference, prediction, self._prediction_reference)
             label = self.prediction_column or "prediction"
             scored_prediction = _result(
                 label, pscore, prediction, False, (), None, "reported only: not a feature"

@@ -130,7 +130,9 @@ _KEY_BOUND = 2**20  # bucket keys of finite doubles at RELATIVE_ACCURACY: within
 class QuantileSketch:
     """Relative-error quantiles, CDF and histograms of a stream of finite floats."""
 
-    __slots__ = ("_inv_log_gamma", "_log_gamma", "_neg", "_pos", "max_buckets", "relative_accuracy", "zero")
+    _STATE = ("_inv_log_gamma", "_log_gamma", "_neg", "_pos", "max_buckets", "relative_accuracy", "zero")
+    """What a sketch pickles (as before its buckets were kept): not its derived ``_buckets``."""
+    __slots__ = ("_buckets", *_STATE)
 
     def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY, max_buckets: int = MAX_BUCKETS) -> None:
         if not 0.0 < relative_accuracy < 1.0:
@@ -143,6 +145,16 @@ class QuantileSketch:
         self.zero = 0
         self._pos = _Store(max_buckets)
         self._neg = _Store(max_buckets)
+        self._buckets: tuple[IntArray, FloatArray, IntArray] | None = None
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # what pickle kept before the buckets were cached: the counts, not what is derived from them
+        return None, {name: getattr(self, name) for name in self._STATE}
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        self._buckets = None
 
     @property
     def count(self) -> int:
@@ -153,6 +165,7 @@ class QuantileSketch:
         values = np.asarray(values, dtype=np.float64)
         if not values.size:
             return
+        self._buckets = None
         lo = values.min()
         if lo > 0.0:  # the common all-positive case skips the sign split
             self._pos.add_keys(self._keys(values))
@@ -171,6 +184,7 @@ class QuantileSketch:
         """Add ``other``'s counts into this sketch (exact; order does not matter)."""
         if (other.relative_accuracy, other.max_buckets) != (self.relative_accuracy, self.max_buckets):
             raise ValueError("cannot merge sketches with different relative_accuracy or max_buckets")
+        self._buckets = None
         self.zero += other.zero
         self._pos.add_store(other._pos)
         self._neg.add_store(other._neg)
@@ -230,10 +244,17 @@ class QuantileSketch:
         return out
 
     def buckets(self) -> tuple[IntArray, FloatArray, IntArray]:
-        """Non-empty buckets in ascending value order: (ordinals, representatives, counts).
+        """Non-empty buckets in ascending value order: (ordinals, representatives, counts); read-only.
 
-        Ordinals are integers comparable across sketches with the same relative accuracy.
+        Ordinals are integers comparable across sketches with the same relative accuracy. Kept until
+        the sketch changes: a scored window's sketch is read for its scores and again for its row's
+        quantiles.
         """
+        if self._buckets is None:
+            self._buckets = self._find_buckets()
+        return self._buckets
+
+    def _find_buckets(self) -> tuple[IntArray, FloatArray, IntArray]:
         nkeys, ncounts = self._neg.nonzero()
         pkeys, pcounts = self._pos.nonzero()
         scale = 2.0 / (1.0 + math.exp(self._log_gamma))
@@ -247,7 +268,10 @@ class QuantileSketch:
         parts_o.append(_ORDINAL_OFFSET + pkeys)
         parts_r.append(np.exp(pkeys * self._log_gamma) * scale)
         parts_c.append(pcounts)
-        return np.concatenate(parts_o), np.concatenate(parts_r), np.concatenate(parts_c)
+        found = np.concatenate(parts_o), np.concatenate(parts_r), np.concatenate(parts_c)
+        for part in found:
+            part.flags.writeable = False  # shared by every caller until the sketch changes
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-able form; stores are ``[offset, count, count, ...]``."""
