@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from driftline.config import DriftSettings
-from driftline.operators.drift import PreparedReference, Scored, js_distance, js_rows, psi, psi_rows, score_features
+from driftline.operators.drift import (
+    PreparedReference,
+    Scored,
+    js_distance,
+    js_rows,
+    psi,
+    psi_rows,
+    score_features,
+)
 from driftline.operators.profile import build_profile
 from driftline.operators.sketch import QuantileSketch
 from driftline.operators.window_stats import FeatureStats
@@ -36,7 +44,8 @@ def _items(rng: np.random.Generator) -> tuple[list[Scored], DriftSettings]:
     """A random profile's features, each with 1-3 windows of 0-2,000 values, some shifted (some
     of them far outside the reference), referenced bare or prepared; a random min_count."""
     size = int(rng.integers(50, 2_000))
-    columns = {f"f{j}": _values(rng, KINDS[j % len(KINDS)], size, 0.0) for j in range(int(rng.integers(1, 11)))}
+    features = int(rng.integers(1, 11))
+    columns = {f"f{j}": _values(rng, KINDS[j % len(KINDS)], size, 0.0) for j in range(features)}
     profile = build_profile("m", "1", columns, label_column=None, prediction_column=None,
                             bins=int(rng.integers(2, 12)), top_k=int(rng.integers(2, 8)), created_at_ms=0)
     items: list[Scored] = []
@@ -87,8 +96,9 @@ def test_rows_of_psi_and_js_are_each_rows_alone() -> None:
         ref, cur = rng.random((40, width)) ** 3, rng.random((40, width)) ** 3
         cur[rng.random(cur.shape) < 0.3] = 0.0
         cur[5] = 0.0  # an empty window: NaN
-        assert repr(psi_rows(ref, cur).tolist()) == repr([psi(r, c) for r, c in zip(ref, cur, strict=True)])
-        assert repr(js_rows(ref, cur).tolist()) == repr([js_distance(r, c) for r, c in zip(ref, cur, strict=True)])
+        pairs = list(zip(ref, cur, strict=True))
+        assert repr(psi_rows(ref, cur).tolist()) == repr([psi(r, c) for r, c in pairs])
+        assert repr(js_rows(ref, cur).tolist()) == repr([js_distance(r, c) for r, c in pairs])
 
 
 def test_a_sketch_keeps_its_buckets_until_it_changes_and_does_not_pickle_them() -> None:
