@@ -26,7 +26,10 @@ Two figures, measured in one process:
   higher rate nor coarser windows would dilute) plus each close's measured cost weighed at the
   rate sustained traffic brings it. The timed run itself holds every model's window close in a
   few seconds of event time, ~14x the closes sustained traffic at 5,000/s brings: its ratio is in
-  the detail, and the figure where a run closed no window (no close to weigh).
+  the detail, and the figure where a run closed no window (no close to weigh). Those closes are
+  the warm-up's under-filled windows; a close that sustained traffic fills is priced with what
+  scoring adds to it in stage 2, timed on windows of the median model's events drawn from its own
+  drift-free traffic (so its tests' p-values are computed as a steady state's are).
 
 The cost figure also says what of it the cyclic garbage collector took in each run (its CPU per
 prediction and collections by generation): state made of many small tracked objects that lives a
@@ -360,6 +363,8 @@ def _sink(pipeline: InProcessPipeline) -> int:
     return written
 
 
+FILLED_WINDOWS = 20
+"""Windows of a steady state's size stage 2's scored close is timed on (:func:`scored_close_extra_us`)."""
 BATCH_RECORDS = bench_settings("127.0.0.1:9", "bm").worker.batch_max_records
 """Records a fetch hands stage 1 (the worker's default ``worker.batch_max_records``, 5,000)."""
 
@@ -386,34 +391,52 @@ def child(which: str, data: Path, calibrations: Path | None, partitions: int,
     result["input_rss_bytes"] = loaded - start
     result["calibrations_found"] = shared_before  # banks' thresholds earlier runs left in the directory
     result["calibrations_added"] = _calibrations_shared(calibrations) - shared_before
-    if which == "many":  # what a window sustained traffic fills costs stage 2 more (steady_costs)
-        result["scored_close_extra_us"] = scored_close_extra_us(profiles[0], settings_for(partitions))
+    filled = data / "filled.pickle"
+    if which == "many" and filled.exists():  # what a window sustained traffic fills costs stage 2 more
+        with filled.open("rb") as f:
+            events, windows = pickle.load(f)
+        settings = settings_for(partitions)
+        result["scored_close_extra_us"] = scored_close_extra_us(profiles[0], settings, windows)
+        result["scored_close_events"] = events
     print(json.dumps(result))
 
 
-def scored_close_extra_us(profile: ReferenceProfile, settings: Settings, n: int = 50,
-                          rounds: int = 3) -> float:
+def scored_close_extra_us(profile: ReferenceProfile, settings: Settings,
+                          windows: list[list[WindowAccumulator]], rounds: int = 3) -> float:
     """Stage 2's extra CPU-us on a window it scores (4 shards' sketches merged, every feature
-    scored, its rows) over one it finds under-filled (counts and moments merged, count rows), on
-    windows of 1-26 events of ``profile``'s model (the first's); in this process, best of ``rounds``.
-    The stage-1 side of a filled window (a sketch per column, not the values) is not in it."""
-    best = close_costs(profile, settings, n, rounds)
+    scored, its p-values too where it holds ``drift.min_count`` values, its rows) over one it finds
+    under-filled (counts and moments merged, count rows), on ``windows`` of ``profile``'s model
+    (:func:`filled_windows`); in this process, best of ``rounds``. The stage-1 side of a filled
+    window (a sketch per column, not the values) is not in it."""
+    best = close_costs(profile, settings, windows, rounds)
     return (best[True] - best[False]) * 1e6
 
 
-def close_costs(profile: ReferenceProfile, settings: Settings, n: int, rounds: int) -> dict[bool, float]:
-    """Stage 2's CPU-s a window of 1-26 events of ``profile``'s model over 4 shards, scored (True:
-    sketches merged, every feature scored) and under-filled (False), rows made either way; in this
-    process, the two alternating, best of ``rounds``."""
+def close_costs(profile: ReferenceProfile, settings: Settings, windows: list[list[WindowAccumulator]],
+                rounds: int) -> dict[bool, float]:
+    """Stage 2's CPU-s a window of ``windows`` (each 4 shards' partials) of ``profile``'s model,
+    scored (True: sketches merged, every feature scored) and under-filled (False), rows made either
+    way; in this process, the two alternating, best of ``rounds``."""
     scorer = DriftScorer(profile, drift=settings.drift)
-    windows = under_filled_windows(n)
     best = {True: float("inf"), False: float("inf")}
     for _ in range(rounds):
         for scored in (True, False):
             started = time.process_time()
             close_under_filled(windows, scorer, scored=scored)
             best[scored] = min(best[scored], time.process_time() - started)
-    return {scored: spent / n for scored, spent in best.items()}
+    return {scored: spent / len(windows) for scored, spent in best.items()}
+
+
+def steady_window_events(models: int, rate: float, size_s: int, min_count: int) -> int:
+    """The median, over the models whose windows of ``size_s`` hold ``min_count`` events or more
+    in sustained traffic at ``rate``, of the events such a window holds (0: none does).
+
+    >>> steady_window_events(3, 100.0, 10, 100)  # Zipf shares ~0.56, ~0.26, ~0.18 of 1,000 events
+    264
+    """
+    held = sorted(round(rate * size_s * share) for share in _shares(models))
+    filled = [events for events in held if events >= min_count]
+    return filled[len(filled) // 2] if filled else 0
 
 
 def _calibrations_shared(directory: Path | None) -> int:
@@ -630,8 +653,10 @@ def _steady(many: dict[str, Any], one: dict[str, Any], models: int, rate: float,
     per_second = sum(1 / size for size in sizes_s)
     filled = filled_closes_per_second(_shares(models), rate, sizes_s, min_count) / (models * per_second)
     extra = many.get("scored_close_extra_us")
+    events = many.get("scored_close_events")
+    timed_on = f" (timed on windows of {events:,} events, the median model's)" if events else ""
     priced = (f"; the {100 * filled:.0f} % of its closes that hold >= {min_count} events priced as scored, "
-              f"+{extra / 1e3:.2f} ms each over the run's under-filled ones"
+              f"+{extra / 1e3:.2f} ms each{timed_on} over the run's under-filled ones"
               if extra is not None and min_count else "; the run's closes, under-filled, priced as they cost "
               "it: a lower bound")
     return (f"at a steady state (each model's {' and '.join(map(str, sizes_s))} s windows closing once "
@@ -728,6 +753,10 @@ def measure(models: int, n: int, training: int = 1000,
         for which, inputs in (("one", (profiles[:1], single)), ("many", (profiles, records))):
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
+        events = steady_window_events(models, rate, min(settings.windows.sizes_s), settings.drift.min_count)
+        if events:  # the median filled window of the shortest size, 300-s windows closing 12x as often
+            with (data / "filled.pickle").open("wb") as f:
+                pickle.dump((events, filled_windows(specs[0], training, events, FILLED_WINDOWS)), f)
         del records, single
         before = run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
         many = run_in_child("many", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
@@ -817,6 +846,29 @@ def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
     return windows
 
 
+def filled_windows(spec: ModelSpec, rows_each: int, events: int, n: int) -> list[list[WindowAccumulator]]:
+    """``n`` windows of ``events`` events of ``spec``'s model, each as 4 shards' partials, from its
+    drift-free traffic after the ``rows_each`` rows :func:`profiles_of` builds its profile from:
+    windows a steady state fills, drawn as its profile was (scored against it, their KS p-values
+    come from the exact small-sample branch as a steady state's do, not the shortcut a drifted
+    window takes)."""
+    base = Scenario(seed=0, start=START_MS, duration_s=1.0, rate=RATE,
+                    models=[spec.model_copy(update={"traffic_share": 1.0})])
+    drawn = training_columns(training_scenario(base, _with_room(rows_each + events * n, 1)))
+    columns = next(iter(drawn.values()))
+    names = [c for c in columns if c not in (LABEL, PREDICTION, SCORE) and not c.startswith("__")]
+    windows = []
+    for w in range(n):
+        shards = [WindowAccumulator() for _ in range(4)]
+        first = rows_each + w * events
+        for k, shard in enumerate(shards):
+            rows = range(first + k, first + events, 4)
+            shard.add([{c: columns[c][i] for c in names} for i in rows],
+                      [Prediction(label=str(columns[PREDICTION][i])) for i in rows], [5.0] * len(rows))
+        windows.append(shards)
+    return windows
+
+
 def close_under_filled(windows: list[list[WindowAccumulator]], scorer: DriftScorer, *, scored: bool) -> int:
     """Stage 2's work on each window (merge, score, rows) as before (``scored``) or now; rows built."""
     rows = 0
@@ -840,7 +892,7 @@ def measure_under_filled(n: int, rounds: int = 5) -> None:
     """Print the per-window stage-2 CPU of under-filled windows, before vs now (see module docstring)."""
     settings = bench_settings("127.0.0.1:9", "bm")
     profile = profiles_of(model_specs(1), 1000, settings)[0]
-    best = close_costs(profile, settings, n, rounds)
+    best = close_costs(profile, settings, under_filled_windows(n), rounds)
     before, now = (best[s] * 1e3 for s in (True, False))
     print(f"under-filled window (1-26 events, 4 shards, 25 features), stage 2 merge + score + rows: "
           f"{before:.2f} ms before, {now:.2f} ms now ({now / before:.2f}x), best of {rounds}, {n} windows")

@@ -189,3 +189,30 @@ def test_closes_a_steady_state_fills_are_priced_as_scored(bench_models: ModuleTy
                                 300, 100)
     assert "100 % of its closes that hold >= 100 events priced as scored, +4.00 ms" in text, text
     assert "a lower bound" in bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600], 300, 100)
+
+
+def test_a_scored_close_is_timed_on_windows_a_steady_state_fills(bench_models: ModuleType) -> None:
+    """The windows stage 2's scored close is priced on hold as many events as the median model's
+    do in sustained traffic, drawn as its profile was: nothing drifts against it, and every
+    feature's test runs (a window drifted from its profile takes the p-value's cheap shortcut, one
+    under drift.min_count none at all: either would price a steady state's close low)."""
+    settings = bench_models.settings_for(4)
+    spec = bench_models.model_specs(1)[0]
+    profile = bench_models.profiles_of([spec], 300, settings)[0]
+    windows = bench_models.filled_windows(spec, 300, 160, 2)
+    scorer = bench_models.DriftScorer(profile, drift=settings.drift)
+    for shards in windows:
+        merged = bench_models.merge_accumulators(shards)
+        assert merged.n_events == 160 and [s.n_events for s in shards] == [40] * 4
+        report = scorer.score_stats({n: merged.features[n] for n in profile.features}, n_rows=160)
+        assert report.drifted_features == []
+        assert all(result.score.pvalue is not None for result in report)
+    assert bench_models.steady_window_events(1_000, 5_000.0, 300, 100) > 100
+    assert bench_models.steady_window_events(1_000, 5_000.0, 300, 10**9) == 0
+    many = {"between_closes_cpu_per_prediction_us": 40.0, "cpu_per_prediction_us": 60.0,
+            "predictions_timed": 100_000, "windows_closed": 1_000, "windows_under_filled": 1_000,
+            "scored_close_extra_us": 3_000.0, "scored_close_events": 276}
+    one = {"between_closes_cpu_per_prediction_us": 20.0, "cpu_per_prediction_us": 20.0,
+           "predictions_timed": 100_000, "windows_closed": 1, "windows_under_filled": 1}
+    text = bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600], 300, 100)
+    assert "+3.00 ms each (timed on windows of 276 events, the median model's)" in text, text
