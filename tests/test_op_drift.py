@@ -268,18 +268,113 @@ def _pomeranz_pairs(rng: np.random.Generator, count: int) -> list[tuple[float, i
     return pairs
 
 
-def test_kstwo_sf_on_pomeranz_branch_is_scipys_to_the_bit() -> None:
-    """The p-value below KS_EXACT_BELOW runs its own copy of scipy's Pomeranz recursion: it must
-    give scipy's bits (the cdf is a long double there: the sf is taken before rounding)."""
+def test_kstwo_sf_on_pomeranz_branch_is_scipys_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the C extension the p-value below KS_EXACT_BELOW runs its own copy of scipy's
+    Pomeranz recursion: it must give scipy's bits (the cdf is a long double there: the sf is taken
+    before rounding)."""
     from scipy.stats._ksstats import kolmogn
 
+    from driftline.operators import drift
     from driftline.operators.drift import _kstwo_sf
 
+    monkeypatch.setattr(drift, "NATIVE_KS", None)
     _kstwo_sf.cache_clear()
-    for d, n in _pomeranz_pairs(np.random.default_rng(19), 200):
+    try:
+        for d, n in _pomeranz_pairs(np.random.default_rng(19), 200):
+            expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
+            assert _kstwo_sf(d, n) == expected, (d, n)
+            assert kolmogorov_sf(d, n) == expected
+    finally:
+        _kstwo_sf.cache_clear()
+
+
+def test_kstwo_sf_on_pomeranz_branch_in_c_is_scipys_within_1e_11() -> None:
+    """The C recursion (_ks.c) takes the same steps but adds a row's products in index order where
+    numpy hands them to BLAS: scipy's p-value within 1e-11 relative, on windows' gaps and across
+    the branch's range; and it runs for every pair of the branch (None would mean the numpy path)."""
+    from scipy.stats._ksstats import kolmogn
+
+    from driftline.operators import drift
+    from driftline.operators.drift import _kstwo_sf
+
+    if drift.NATIVE_KS is None:
+        pytest.skip("the _ks extension is not built here")
+    _kstwo_sf.cache_clear()
+    try:
+        for d, n in _pomeranz_pairs(np.random.default_rng(23), 600):
+            expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
+            native = drift.NATIVE_KS.pomeranz_sf(n, d)
+            assert native is not None, (d, n)
+            assert native == pytest.approx(expected, rel=1e-11, abs=1e-300), (d, n)
+            assert _kstwo_sf(d, n) == native
+    finally:
+        _kstwo_sf.cache_clear()
+    with pytest.raises(ValueError, match="0 < x < 1"):
+        drift.NATIVE_KS.pomeranz_sf(10, 1.5)
+
+
+def test_kstwo_sf_on_pelz_good_branch_in_c_is_scipys_within_1e_13(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where scipy sums the Pelz-Good series (n > 140, n d^2 < 2.2, n d^1.5 > 1.4: most features of a
+    window without drift) the C extension computes it term for term: scipy's value within 1e-13
+    (libm's exp and pow where numpy may use its own), on windows' effective sizes below
+    KS_EXACT_BELOW and on the series' whole range; without it, scipy's own value."""
+    from scipy.stats._ksstats import kolmogn
+
+    from driftline.operators import drift
+    from driftline.operators.drift import _kstwo_sf
+
+    if drift.NATIVE_KS is None:
+        pytest.skip("the _ks extension is not built here")
+    rng = np.random.default_rng(29)
+    taken = 0
+    for _ in range(3_000):
+        n = int(rng.integers(141, 1_000)) if taken % 2 else int(rng.integers(141, 100_001))
+        d = float(np.sqrt(rng.uniform(0.0, 2.2) / n))
+        if n * d**1.5 <= 1.4 or n * d <= 1.0:  # Durbin's matrix or Ruben-Gambino: not the series
+            continue
+        taken += 1
         expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
-        assert _kstwo_sf(d, n) == expected, (d, n)
-        assert kolmogorov_sf(d, n) == expected
+        native = drift.NATIVE_KS.pelz_good_sf(n, d)
+        assert native == pytest.approx(expected, rel=1e-13, abs=1e-300), (d, n)
+        if n < drift.KS_EXACT_BELOW:
+            _kstwo_sf.cache_clear()
+            assert _kstwo_sf(d, n) == native
+            monkeypatch.setattr(drift, "NATIVE_KS", None)
+            _kstwo_sf.cache_clear()
+            assert _kstwo_sf(d, n) == expected  # scipy's, where the extension is not built
+            monkeypatch.undo()
+    _kstwo_sf.cache_clear()
+    assert taken > 2_000
+
+
+def test_kstwo_sf_on_durbins_branch_in_c_is_scipys_within_1e_12() -> None:
+    """Where scipy takes Durbin's matrix (n <= 140 with n d^2 <= 0.754693, above where n d^1.5 <=
+    1.4: a small window's features without drift) the C extension multiplies the same matrices:
+    scipy's value within 1e-12, and the p-value below KS_EXACT_BELOW is the extension's."""
+    from scipy.stats._ksstats import kolmogn
+
+    from driftline.operators import drift
+    from driftline.operators.drift import _kstwo_sf
+
+    if drift.NATIVE_KS is None:
+        pytest.skip("the _ks extension is not built here")
+    rng = np.random.default_rng(31)
+    taken = 0
+    while taken < 400:
+        n = int(rng.integers(2, 1_000))
+        if n <= 140:
+            d = float(np.sqrt(rng.uniform(0.0, 0.754693) / n))
+        else:
+            d = (1.4 / n) ** (2 / 3) * float(rng.uniform(0.05, 1.0))
+        if not (1.0 < n * d < n - 1 and d < 0.5):
+            continue
+        taken += 1
+        expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
+        native = drift.NATIVE_KS.durbin_sf(n, d)
+        assert native == pytest.approx(expected, rel=1e-12, abs=1e-300), (d, n)
+        _kstwo_sf.cache_clear()
+        assert _kstwo_sf(d, n) == native
+    _kstwo_sf.cache_clear()
 
 
 def test_score_feature_with_a_prepared_reference_equals_one_without() -> None:
