@@ -122,6 +122,7 @@ from driftline import runtime
 from driftline.config import Settings
 from driftline.demo.training import LABEL, PREDICTION, SCORE, training_columns, training_scenario
 from driftline.operators import calibration
+from driftline.operators import drift as drift_module
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
@@ -363,8 +364,10 @@ def _sink(pipeline: InProcessPipeline) -> int:
     return written
 
 
-FILLED_WINDOWS = 20
-"""Windows of a steady state's size stage 2's scored close is timed on (:func:`scored_close_extra_us`)."""
+FILLED_WINDOWS = 10
+"""Windows of each steady-state size stage 2's scored close is timed on (:func:`scored_close_extra_us`)."""
+FILLED_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+"""Where among the models (by events a window) those sizes are taken: each stands for a fifth of them."""
 BATCH_RECORDS = bench_settings("127.0.0.1:9", "bm").worker.batch_max_records
 """Records a fetch hands stage 1 (the worker's default ``worker.batch_max_records``, 5,000)."""
 
@@ -394,10 +397,11 @@ def child(which: str, data: Path, calibrations: Path | None, partitions: int,
     filled = data / "filled.pickle"
     if which == "many" and filled.exists():  # what a window sustained traffic fills costs stage 2 more
         with filled.open("rb") as f:
-            events, windows = pickle.load(f)
+            sized: list[tuple[int, list[list[WindowAccumulator]]]] = pickle.load(f)
         settings = settings_for(partitions)
-        result["scored_close_extra_us"] = scored_close_extra_us(profiles[0], settings, windows)
-        result["scored_close_events"] = events
+        extras = [scored_close_extra_us(profiles[0], settings, windows) for _, windows in sized]
+        result["scored_close_extra_us"] = sum(extras) / len(extras)
+        result["scored_close_events"] = [events for events, _ in sized]
     print(json.dumps(result))
 
 
@@ -406,8 +410,10 @@ def scored_close_extra_us(profile: ReferenceProfile, settings: Settings,
     """Stage 2's extra CPU-us on a window it scores (4 shards' sketches merged, every feature
     scored, its p-values too where it holds ``drift.min_count`` values, its rows) over one it finds
     under-filled (counts and moments merged, count rows), on ``windows`` of ``profile``'s model
-    (:func:`filled_windows`); in this process, best of ``rounds``. The stage-1 side of a filled
-    window (a sketch per column, not the values) is not in it."""
+    (:func:`filled_windows`); in this process, best of ``rounds``, each scored round with the KS
+    p-values' cache emptied (a steady state's windows rarely repeat a (statistic, size) pair: a
+    round that found the last round's would price the dearest step at nothing). The stage-1 side
+    of a filled window (a sketch per column, not the values) is not in it."""
     best = close_costs(profile, settings, windows, rounds)
     return (best[True] - best[False]) * 1e6
 
@@ -421,22 +427,26 @@ def close_costs(profile: ReferenceProfile, settings: Settings, windows: list[lis
     best = {True: float("inf"), False: float("inf")}
     for _ in range(rounds):
         for scored in (True, False):
+            drift_module.clear_pvalue_cache()
             started = time.process_time()
             close_under_filled(windows, scorer, scored=scored)
             best[scored] = min(best[scored], time.process_time() - started)
     return {scored: spent / len(windows) for scored, spent in best.items()}
 
 
-def steady_window_events(models: int, rate: float, size_s: int, min_count: int) -> int:
-    """The median, over the models whose windows of ``size_s`` hold ``min_count`` events or more
-    in sustained traffic at ``rate``, of the events such a window holds (0: none does).
+def steady_window_events(models: int, rate: float, size_s: int, min_count: int,
+                         quantiles: Sequence[float] = FILLED_QUANTILES) -> list[int]:
+    """The events a window of ``size_s`` holds in sustained traffic at ``rate`` at each of
+    ``quantiles`` of the models whose windows hold ``min_count`` or more ([]: none does). A close's
+    cost turns on its size: the KS p-value's exact branch for an effective size up to 140 (scipy's
+    Pomeranz recursion) costs ~10x the larger sizes' (docs/scaling.md, session 39).
 
-    >>> steady_window_events(3, 100.0, 10, 100)  # Zipf shares ~0.56, ~0.26, ~0.18 of 1,000 events
-    264
+    >>> steady_window_events(3, 100.0, 10, 100, (0.0, 0.5, 0.9))  # Zipf shares ~0.57, ~0.26, ~0.17
+    [169, 264, 567]
     """
     held = sorted(round(rate * size_s * share) for share in _shares(models))
     filled = [events for events in held if events >= min_count]
-    return filled[len(filled) // 2] if filled else 0
+    return [filled[min(int(q * len(filled)), len(filled) - 1)] for q in quantiles] if filled else []
 
 
 def _calibrations_shared(directory: Path | None) -> int:
@@ -654,7 +664,8 @@ def _steady(many: dict[str, Any], one: dict[str, Any], models: int, rate: float,
     filled = filled_closes_per_second(_shares(models), rate, sizes_s, min_count) / (models * per_second)
     extra = many.get("scored_close_extra_us")
     events = many.get("scored_close_events")
-    timed_on = f" (timed on windows of {events:,} events, the median model's)" if events else ""
+    timed_on = (f" (the mean over windows of {', '.join(f'{e:,}' for e in events)} events, the models' "
+                f"{'/'.join(f'{100 * q:.0f}' for q in FILLED_QUANTILES)}th percentiles)" if events else "")
     priced = (f"; the {100 * filled:.0f} % of its closes that hold >= {min_count} events priced as scored, "
               f"+{extra / 1e3:.2f} ms each{timed_on} over the run's under-filled ones"
               if extra is not None and min_count else "; the run's closes, under-filled, priced as they cost "
@@ -753,10 +764,12 @@ def measure(models: int, n: int, training: int = 1000,
         for which, inputs in (("one", (profiles[:1], single)), ("many", (profiles, records))):
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
-        events = steady_window_events(models, rate, min(settings.windows.sizes_s), settings.drift.min_count)
-        if events:  # the median filled window of the shortest size, 300-s windows closing 12x as often
+        # the shortest windows' sizes across the models: 300-s windows close 12x as often as 3,600-s
+        sizes = steady_window_events(models, rate, min(settings.windows.sizes_s), settings.drift.min_count)
+        if sizes:
             with (data / "filled.pickle").open("wb") as f:
-                pickle.dump((events, filled_windows(specs[0], training, events, FILLED_WINDOWS)), f)
+                pickle.dump([(events, filled_windows(specs[0], training, events, FILLED_WINDOWS))
+                             for events in sizes], f)
         del records, single
         before = run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
         many = run_in_child("many", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
