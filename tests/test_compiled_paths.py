@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from driftline.config import Settings
-from driftline.operators import decode_native, watch_native
+from driftline.operators import decode_native, drift, ks_native, watch_native
 from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.join import native as join_native
 from driftline.pipeline.local import InProcessPipeline, logged_records
@@ -19,23 +19,24 @@ from driftline.simulate.scenario import LabelDelay, ModelSpec
 from driftline.store.writer import MemoryRowWriter
 
 BUILT = {"decode": decode_native._decode is not None, "join": join_native._native is not None,
-         "watch": watch_native._watch is not None}
-OFF = {"decode": False, "join": False, "watch": False}
+         "ks": ks_native._ks is not None, "watch": watch_native._watch is not None}
+OFF = {"decode": False, "join": False, "ks": False, "watch": False}
 
 
 @pytest.fixture(autouse=True)
 def restored() -> Iterator[None]:
-    before = (join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE)
+    before = (join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE, ks_native.NATIVE)
     yield
-    join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE = before
+    join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE, ks_native.NATIVE = before
 
 
 def test_off_runs_python_and_on_runs_what_was_built() -> None:
     assert use_compiled_paths(False) == OFF == compiled_paths()
     assert join_native.NATIVE is None and watch_native.NATIVE is None and decode_native.NATIVE is None
+    assert ks_native.NATIVE is None
     assert use_compiled_paths(True) == BUILT == compiled_paths()
     assert join_native.NATIVE is join_native._native and watch_native.NATIVE is watch_native._watch
-    assert decode_native.NATIVE is decode_native._decode
+    assert decode_native.NATIVE is decode_native._decode and ks_native.NATIVE is ks_native._ks
 
 
 def test_the_setting_reaches_a_replay_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,8 +66,22 @@ def test_off_and_on_give_the_same_rows() -> None:
                         label_delay=LabelDelay(median_s=20, max_s=300))
     records = logged_records(generate(scenario), settings)
     use_compiled_paths(False)
+    drift.clear_pvalue_cache()  # each run computes its own KS p-values
     python = _rows(settings, records)
     use_compiled_paths(True)
+    drift.clear_pvalue_cache()
     compiled = _rows(settings, records)
+    drift.clear_pvalue_cache()
     assert python["outcomes"] and python["feature_windows"]
-    assert compiled == python
+    tested = [row for row in python["drift_scores"] if row["ks_pvalue"] is not None]
+    assert tested  # windows whose KS p-values the C computes when on
+    # the same rows, but the KS p-values: scipy's within 1e-11 (the C adds its sums in index order)
+    assert _p_values_apart(compiled) == _p_values_apart(python)
+    for on, off in zip(compiled["drift_scores"], python["drift_scores"], strict=True):
+        assert (on["ks_pvalue"] is None) == (off["ks_pvalue"] is None)
+        assert on["ks_pvalue"] is None or on["ks_pvalue"] == pytest.approx(off["ks_pvalue"], rel=1e-11)
+
+
+def _p_values_apart(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {table: [{**row, "ks_pvalue": None} if table == "drift_scores" else row for row in made]
+            for table, made in rows.items()}

@@ -274,10 +274,10 @@ def test_kstwo_sf_on_pomeranz_branch_is_scipys_to_the_bit(monkeypatch: pytest.Mo
     before rounding)."""
     from scipy.stats._ksstats import kolmogn
 
-    from driftline.operators import drift
+    from driftline.operators import ks_native
     from driftline.operators.drift import _kstwo_sf
 
-    monkeypatch.setattr(drift, "NATIVE_KS", None)
+    monkeypatch.setattr(ks_native, "NATIVE", None)
     _kstwo_sf.cache_clear()
     try:
         for d, n in _pomeranz_pairs(np.random.default_rng(19), 200):
@@ -294,23 +294,23 @@ def test_kstwo_sf_on_pomeranz_branch_in_c_is_scipys_within_1e_11() -> None:
     the branch's range; and it runs for every pair of the branch (None would mean the numpy path)."""
     from scipy.stats._ksstats import kolmogn
 
-    from driftline.operators import drift
+    from driftline.operators import ks_native
     from driftline.operators.drift import _kstwo_sf
 
-    if drift.NATIVE_KS is None:
+    if ks_native.NATIVE is None:
         pytest.skip("the _ks extension is not built here")
     _kstwo_sf.cache_clear()
     try:
         for d, n in _pomeranz_pairs(np.random.default_rng(23), 600):
             expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
-            native = drift.NATIVE_KS.pomeranz_sf(n, d)
+            native = ks_native.NATIVE.pomeranz_sf(n, d)
             assert native is not None, (d, n)
             assert native == pytest.approx(expected, rel=1e-11, abs=1e-300), (d, n)
             assert _kstwo_sf(d, n) == native
     finally:
         _kstwo_sf.cache_clear()
     with pytest.raises(ValueError, match="0 < x < 1"):
-        drift.NATIVE_KS.pomeranz_sf(10, 1.5)
+        ks_native.NATIVE.pomeranz_sf(10, 1.5)
 
 
 def test_kstwo_sf_on_pelz_good_branch_in_c_is_scipys_within_1e_13(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -320,10 +320,10 @@ def test_kstwo_sf_on_pelz_good_branch_in_c_is_scipys_within_1e_13(monkeypatch: p
     KS_EXACT_BELOW and on the series' whole range; without it, scipy's own value."""
     from scipy.stats._ksstats import kolmogn
 
-    from driftline.operators import drift
+    from driftline.operators import drift, ks_native
     from driftline.operators.drift import _kstwo_sf
 
-    if drift.NATIVE_KS is None:
+    if ks_native.NATIVE is None:
         pytest.skip("the _ks extension is not built here")
     rng = np.random.default_rng(29)
     taken = 0
@@ -334,12 +334,12 @@ def test_kstwo_sf_on_pelz_good_branch_in_c_is_scipys_within_1e_13(monkeypatch: p
             continue
         taken += 1
         expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
-        native = drift.NATIVE_KS.pelz_good_sf(n, d)
+        native = ks_native.NATIVE.pelz_good_sf(n, d)
         assert native == pytest.approx(expected, rel=1e-13, abs=1e-300), (d, n)
         if n < drift.KS_EXACT_BELOW:
             _kstwo_sf.cache_clear()
             assert _kstwo_sf(d, n) == native
-            monkeypatch.setattr(drift, "NATIVE_KS", None)
+            monkeypatch.setattr(ks_native, "NATIVE", None)
             _kstwo_sf.cache_clear()
             assert _kstwo_sf(d, n) == expected  # scipy's, where the extension is not built
             monkeypatch.undo()
@@ -353,10 +353,10 @@ def test_kstwo_sf_on_durbins_branch_in_c_is_scipys_within_1e_12() -> None:
     scipy's value within 1e-12, and the p-value below KS_EXACT_BELOW is the extension's."""
     from scipy.stats._ksstats import kolmogn
 
-    from driftline.operators import drift
+    from driftline.operators import ks_native
     from driftline.operators.drift import _kstwo_sf
 
-    if drift.NATIVE_KS is None:
+    if ks_native.NATIVE is None:
         pytest.skip("the _ks extension is not built here")
     rng = np.random.default_rng(31)
     taken = 0
@@ -370,7 +370,7 @@ def test_kstwo_sf_on_durbins_branch_in_c_is_scipys_within_1e_12() -> None:
             continue
         taken += 1
         expected = float(np.clip(kolmogn(n, d, cdf=False), 0.0, 1.0))
-        native = drift.NATIVE_KS.durbin_sf(n, d)
+        native = ks_native.NATIVE.durbin_sf(n, d)
         assert native == pytest.approx(expected, rel=1e-12, abs=1e-300), (d, n)
         _kstwo_sf.cache_clear()
         assert _kstwo_sf(d, n) == native

@@ -32,14 +32,10 @@ from scipy import special
 from scipy.special import rel_entr
 
 from driftline.config import DriftSettings
+from driftline.operators import ks_native
 from driftline.operators.profile import FeatureProfile
 from driftline.operators.sketch import FloatArray, IntArray, QuantileSketch
 from driftline.operators.window_stats import FeatureStats
-
-try:
-    from driftline.operators import _ks as NATIVE_KS
-except ImportError:  # pragma: no cover - an install without the extension
-    NATIVE_KS = None  # type: ignore[assignment]  # the numpy recursion (_pomeranz_cdf) instead
 
 # Pomeranz's scaling, scipy.stats._ksstats' constants (tests/test_op_drift.py checks they are its
 # bits): importing that module imports all of scipy.stats, ~1 CPU-s of every process's start-up,
@@ -201,16 +197,17 @@ def _kstwo_sf(d: float, n: int) -> float:
     t = n * d
     past_shortcuts = 1.0 < t < n - 1 and d < 0.5  # _kolmogn's Ruben-Gambino and 2 * smirnov cases
     pomeranz = n <= 140 and past_shortcuts and 0.754693 < t * d <= 4.0
-    if NATIVE_KS is not None and past_shortcuts:
+    fast = ks_native.NATIVE
+    if fast is not None and past_shortcuts:
         nx2 = t * d
         durbin = nx2 <= 0.754693 if n <= 140 else nx2 < 2.2 and n * d**1.5 <= 1.4
         found = None
         if durbin:
-            found = NATIVE_KS.durbin_sf(n, d)
+            found = fast.durbin_sf(n, d)
         elif pomeranz:
-            found = NATIVE_KS.pomeranz_sf(n, d)
+            found = fast.pomeranz_sf(n, d)
         elif n > 140 and nx2 < 2.2:
-            found = NATIVE_KS.pelz_good_sf(n, d)
+            found = fast.pelz_good_sf(n, d)
         if found is not None:
             return float(found)
     if pomeranz:
