@@ -632,6 +632,8 @@ def _numeric_tests(scores: list[FeatureScore], items: Sequence[Scored], prepared
     for i, start, length, d, total_a, total_b in zip(walked, starts.tolist(), lengths.tolist(), ds,
                                                      totals_a.tolist(), totals_b.tolist(), strict=True):
         profile, score = items[i][0], scores[i]
+        # profile.n is the sketch's count, except for a seasonal window reference: fewer, what the
+        # fitted cycle it is drawn from is worth
         tested = total_a if profile.n is None else max(1, min(total_a, profile.n))
         p = _ks_pvalue(d, tested, total_b) if score.count >= cfg.min_count else math.nan
         w = float(np.dot(gap[start : start + length - 1], steps[start : start + length - 1]))

@@ -160,6 +160,17 @@ class QuantileSketch:
     def count(self) -> int:
         return self.zero + self._pos.total + self._neg.total
 
+    @property
+    def empty(self) -> bool:
+        """Whether no value was added, without :attr:`count`'s sums (a store holds counts only
+        where it was given a value).
+
+        >>> sketch = QuantileSketch()
+        >>> sketch.empty, sketch.add_many(np.array([0.0])), sketch.empty
+        (True, None, False)
+        """
+        return not (self.zero or self._pos.counts.size or self._neg.counts.size)
+
     def add_many(self, values: FloatArray) -> None:
         """Add finite values (the caller filters NaN/inf: they have no bucket)."""
         values = np.asarray(values, dtype=np.float64)
@@ -198,7 +209,7 @@ class QuantileSketch:
         That is numpy's ``method='lower'`` quantile, within relative error ``a``; NaN when empty.
         """
         qs = np.asarray(qs, dtype=np.float64)
-        if not self.count:
+        if self.empty:
             return np.full(qs.shape, np.nan)
         _, reps, counts = self.buckets()
         return reps[self._rank_index(qs, counts)]
@@ -351,9 +362,11 @@ class QuantileSketch:
 
     def _rank_index(self, qs: FloatArray, counts: IntArray) -> IntArray:
         # The first bucket whose cumulative count exceeds the rank holds that rank's element
-        # (``counts``: the buckets' counts, which the caller has: building them is most of the cost).
-        ranks = np.floor(np.clip(qs, 0.0, 1.0) * (self.count - 1))
-        return np.searchsorted(np.cumsum(counts), ranks, side="right")
+        # (``counts``: the buckets' counts, which the caller has: building them is most of the cost;
+        # their cumulative sum ends at the sketch's count).
+        cumulative = np.cumsum(counts)
+        ranks = np.floor(np.clip(qs, 0.0, 1.0) * (int(cumulative[-1]) - 1))
+        return np.searchsorted(cumulative, ranks, side="right")
 
     def _bounds(self, ordinals: IntArray) -> tuple[FloatArray, FloatArray]:
         """(lower, upper] value bounds of buckets; the zero bucket's lower bound is -inf."""

@@ -384,10 +384,10 @@ def value_columns(stats: FeatureStats) -> tuple[float | None, ...]:
     # window lacks (no sketch merged, so no quantiles; no values, so no moments) is tested once
     mean, variance = finite(stats.mean), finite(stats.variance)
     low, high = finite(stats.min), finite(stats.max)
-    if stats.sketch.count:
-        p50, p90, p99 = (finite(q) for q in stats.sketch.quantiles(_QUANTILES).tolist())
-        return mean, variance, low, high, p50, p90, p99
-    return mean, variance, low, high, None, None, None
+    if stats.sketch.empty:  # an under-filled window's (never merged): no quantile
+        return mean, variance, low, high, None, None, None
+    p50, p90, p99 = (finite(q) for q in stats.sketch.quantiles(_QUANTILES).tolist())
+    return mean, variance, low, high, p50, p90, p99
 
 
 def feature_window_row(
