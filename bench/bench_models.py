@@ -742,7 +742,7 @@ def measure(models: int, n: int, training: int = 1000,
             calibrations: Path | None = CALIBRATIONS, rate: float = RATE,
             key_by: str = "prediction_id", partitions: int = PARTITIONS,
             batch_records: int = BATCH_RECORDS, sequential: bool = True,
-            gc_threshold0: int | None = None) -> list[Figure]:
+            gc_threshold0: int | None = None, price_scored: bool = True) -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
     None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
@@ -750,7 +750,10 @@ def measure(models: int, n: int, training: int = 1000,
     shard's, the other shards idle and no window closing in process); ``partitions``: the
     predictions and labels partitions, so stage-1 shards, of both runs; ``batch_records``: the records
     a batch of both runs; ``sequential``: the sequential detectors on (else both runs without them);
-    ``gc_threshold0``: both runs' collector generation-0 threshold (None: the worker's)."""
+    ``gc_threshold0``: both runs' collector generation-0 threshold (None: the worker's);
+    ``price_scored``: time stage 2's scored close on windows a steady state fills (off for
+    ``--quick``: its runs close too few windows to give a steady state, and drawing the windows of
+    its few busy models' sizes took longer than the runs)."""
     settings = settings_for(partitions, batch_records, sequential)
     specs = model_specs(models)
     started = time.perf_counter()
@@ -766,7 +769,7 @@ def measure(models: int, n: int, training: int = 1000,
                 pickle.dump(inputs, f)
         # the shortest windows' sizes across the models: 300-s windows close 12x as often as 3,600-s
         sizes = steady_window_events(models, rate, min(settings.windows.sizes_s), settings.drift.min_count)
-        if sizes:
+        if sizes and price_scored:
             with (data / "filled.pickle").open("wb") as f:
                 pickle.dump([(events, filled_windows(specs[0], training, events, FILLED_WINDOWS))
                              for events in sizes], f)
@@ -1096,7 +1099,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           20_000 if args.n == 200_000 else args.n * 50)
         return 0
     figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by,
-                      args.partitions, args.batch_records, args.sequential, args.gc_threshold0)
+                      args.partitions, args.batch_records, args.sequential, args.gc_threshold0,
+                      price_scored=not args.quick)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))

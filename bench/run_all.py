@@ -321,7 +321,8 @@ def in_process_figures(args: argparse.Namespace, note: Callable[[str], None]) ->
         figures += episodes_figures(args.quick, Path(tmp))
         note("(11) drift episodes done")
     bench_models = sibling("bench_models")
-    figures += (bench_models.measure(bench_models.QUICK_MODELS, bench_models.QUICK_N) if args.quick
+    figures += (bench_models.measure(bench_models.QUICK_MODELS, bench_models.QUICK_N, price_scored=False)
+                if args.quick
                 else bench_models.measure(1000, 200_000))
     note("(14) many models on one worker done")
     figures.append(sibling("bench_multivariate").measure(args.quick))
