@@ -28,7 +28,21 @@
 
 #define E128 128
 
-static double sf(long n, double x, int *failed) {
+/* 1 - cdf clipped to [0, 1], the cdf being ``mantissa`` times 2**expnt, in long double where the
+ * recursion widened it (numpy's scalars there); clipping the cdf first changes nothing, as numpy's
+ * two clips give the same */
+static double survival(double mantissa, long double wide, int widened, long expnt) {
+    if (widened) {
+        long double cdf = expnt != 0 ? ldexpl(wide, (int)expnt) : wide;
+        long double out = 1.0L - cdf;
+        return (double)(out < 0.0L ? 0.0L : (out > 1.0L ? 1.0L : out));
+    }
+    double cdf = expnt != 0 ? ldexp(mantissa, (int)expnt) : mantissa;
+    double out = 1.0 - cdf;
+    return out < 0.0 ? 0.0 : (out > 1.0 ? 1.0 : out);
+}
+
+static double pomeranz(long n, double x, int *failed) {
     double t = (double)n * x;
     long ll = (long)floor(t);
     double f = 1.0 * (t - (double)ll);
@@ -142,17 +156,7 @@ static double sf(long n, double x, int *failed) {
         else
             ans *= (double)m;
     }
-    /* the cdf clipped to [0, 1], then the survival function 1 - cdf clipped (in the cdf's width) */
-    if (widened) {
-        long double cdf = expnt != 0 ? ldexpl(wide, (int)expnt) : wide;
-        cdf = cdf < 0.0L ? 0.0L : (cdf > 1.0L ? 1.0L : cdf);
-        long double out = 1.0L - cdf;
-        return (double)(out < 0.0L ? 0.0L : (out > 1.0L ? 1.0L : out));
-    }
-    double cdf = expnt != 0 ? ldexp(ans, (int)expnt) : ans;
-    cdf = cdf < 0.0 ? 0.0 : (cdf > 1.0 ? 1.0 : cdf);
-    double out = 1.0 - cdf;
-    return out < 0.0 ? 0.0 : (out > 1.0 ? 1.0 : out);
+    return survival(ans, wide, widened, expnt);
 }
 
 /* scipy.stats._ksstats' constants, as their doubles */
@@ -249,22 +253,27 @@ static double pelz_good_cdf(long n, double x) {
     return ((K[0] + K[1]) + K[2]) + K[3]; /* Python's sum: 0 + K0 is K0 */
 }
 
+/* (n, x) of a call: 0 and a ValueError unless 1 <= n <= 100000 and 0 < x < 1 */
+static int parse_nx(PyObject *args, const char *name, long *n, double *x) {
+    if (!PyArg_ParseTuple(args, "ld", n, x))
+        return 0;
+    if (*n < 1 || *n > 100000 || !(*x > 0.0 && *x < 1.0)) {
+        PyErr_Format(PyExc_ValueError, "%s: n must be 1..100000 and 0 < x < 1", name);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *pelz_good_sf(PyObject *self, PyObject *args) {
     (void)self;
     long n;
     double x;
-    if (!PyArg_ParseTuple(args, "ld", &n, &x))
+    if (!parse_nx(args, "pelz_good_sf", &n, &x))
         return NULL;
-    if (n < 1 || !(x > 0.0 && x < 1.0)) {
-        PyErr_SetString(PyExc_ValueError, "pelz_good_sf: n must be positive and 0 < x < 1");
-        return NULL;
-    }
     double cdf = pelz_good_cdf(n, x);
     if (cdf == -1.0)
         Py_RETURN_NONE;
-    cdf = cdf < 0.0 ? 0.0 : (cdf > 1.0 ? 1.0 : cdf);
-    double out = 1.0 - cdf;
-    return PyFloat_FromDouble(out < 0.0 ? 0.0 : (out > 1.0 ? 1.0 : out));
+    return PyFloat_FromDouble(survival(cdf, 0.0L, 0, 0));
 }
 
 #define MAX_DURBIN 512 /* the matrix's order m = 2k - 1, k = ceil(n x): scipy's ranges stay far below */
@@ -365,26 +374,15 @@ static double durbin_sf(long n, double d, int *failed) {
             }
         }
     }
-    if (widened) {
-        long double cdf = expnt != 0 ? ldexpl(wide, (int)expnt) : wide;
-        long double out = 1.0L - cdf;
-        return (double)(out < 0.0L ? 0.0L : (out > 1.0L ? 1.0L : out));
-    }
-    double cdf = expnt != 0 ? ldexp(p, (int)expnt) : p;
-    double out = 1.0 - cdf;
-    return out < 0.0 ? 0.0 : (out > 1.0 ? 1.0 : out);
+    return survival(p, wide, widened, expnt);
 }
 
 static PyObject *durbin(PyObject *self, PyObject *args) {
     (void)self;
     long n;
     double x;
-    if (!PyArg_ParseTuple(args, "ld", &n, &x))
+    if (!parse_nx(args, "durbin_sf", &n, &x))
         return NULL;
-    if (n < 1 || n > 100000 || !(x > 0.0 && x < 1.0)) {
-        PyErr_SetString(PyExc_ValueError, "durbin_sf: n must be 1..100000 and 0 < x < 1");
-        return NULL;
-    }
     int failed = 0;
     double out = durbin_sf(n, x, &failed);
     if (failed)
@@ -398,14 +396,10 @@ static PyObject *pomeranz_sf(PyObject *self, PyObject *args) {
     (void)self;
     long n;
     double x;
-    if (!PyArg_ParseTuple(args, "ld", &n, &x))
+    if (!parse_nx(args, "pomeranz_sf", &n, &x))
         return NULL;
-    if (n < 1 || n > 100000 || !(x > 0.0 && x < 1.0)) {
-        PyErr_SetString(PyExc_ValueError, "pomeranz_sf: n must be 1..100000 and 0 < x < 1");
-        return NULL;
-    }
     int failed = 0;
-    double out = sf(n, x, &failed);
+    double out = pomeranz(n, x, &failed);
     if (failed == 1)
         return PyErr_NoMemory();
     if (failed)
