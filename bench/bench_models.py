@@ -28,8 +28,9 @@ Two figures, measured in one process:
   few seconds of event time, ~14x the closes sustained traffic at 5,000/s brings: its ratio is in
   the detail, and the figure where a run closed no window (no close to weigh). Those closes are
   the warm-up's under-filled windows; a close that sustained traffic fills is priced with what
-  scoring adds to it in stage 2, timed on windows of the median model's events drawn from its own
-  drift-free traffic (so its tests' p-values are computed as a steady state's are).
+  scoring adds to it in stage 2, timed on windows of the models' own sizes (their 10th-90th
+  percentiles) drawn from model 0's drift-free traffic (so its tests' p-values are computed as a
+  steady state's are), the mean over those sizes.
 
 The cost figure also says what of it the cyclic garbage collector took in each run (its CPU per
 prediction and collections by generation): state made of many small tracked objects that lives a
