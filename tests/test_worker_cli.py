@@ -199,9 +199,9 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
         base = found[2]
         assert _get(f"{base}/healthz").status_code in (200, 503)  # it answers there (503: still joining)
         metrics = _get(f"{base}/metrics").text
-        for path in ("decode", "join", "watch"):
+        for path in ("decode", "join", "ks", "watch"):
             assert f'driftline_compiled_path{{path="{path}"}} 0.0' in metrics
-        assert "compiled paths: decode off, join off, watch off" in log.read_text()
+        assert "compiled paths: decode off, join off, ks off, watch off" in log.read_text()
         # the runners' tasks exist once /healthz says they run (before that, on a busy machine, a
         # dump could come before the shard's task is made, and a later one is never asked for)
         wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz 200", proc, log)
