@@ -78,6 +78,12 @@ feature scored) and as it is (counts and moments merged,
 :meth:`~driftline.operators.scorer.DriftScorer.count_stats`), with the window's rows built either
 way; in one process, alternating rounds, process CPU, best of 5.
 
+``--scored-close`` (no targets): what the steady state prices a scored close at, alone: stage 2's
+extra CPU on a window it scores over one it finds under-filled, on windows of ``--models`` models'
+sizes at ``--rate`` (:func:`steady_window_events`, :func:`filled_windows`, 10 a size), with the
+compiled paths on and off (the KS p-values then scipy's), alternating in one process, best of 3,
+the p-value cache emptied each round; per size and the mean.
+
 ``--partials`` (no targets; ``--n`` windows, default 300 with it): a window of 1-26 events over 4
 shards, each shard's partial made and encoded (stage 1) and decoded and parsed (stage 2) with
 quantile sketches, with a :class:`SketchValues` per column (values in place of sketches: what a
@@ -111,7 +117,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +130,7 @@ from driftline.config import Settings
 from driftline.demo.training import LABEL, PREDICTION, SCORE, training_columns, training_scenario
 from driftline.operators import calibration
 from driftline.operators import drift as drift_module
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.profile import ReferenceProfile, build_profile
 from driftline.operators.scorer import DriftScorer
 from driftline.operators.validate import RawRecord
@@ -439,8 +446,9 @@ def steady_window_events(models: int, rate: float, size_s: int, min_count: int,
                          quantiles: Sequence[float] = FILLED_QUANTILES) -> list[int]:
     """The events a window of ``size_s`` holds in sustained traffic at ``rate`` at each of
     ``quantiles`` of the models whose windows hold ``min_count`` or more ([]: none does). A close's
-    cost turns on its size: the KS p-value's exact branch for an effective size up to 140 (scipy's
-    Pomeranz recursion) costs ~10x the larger sizes' (docs/scaling.md, session 39).
+    cost turns on its size: through scipy, the KS p-value's branch for an effective size up to 140
+    (Pomeranz's recursion) cost ~3x the larger sizes' (``--scored-close``: ~10 ms against ~3.4-4.6
+    with the C paths off; ~2.3-3.0 at every size with them).
 
     >>> steady_window_events(3, 100.0, 10, 100, (0.0, 0.5, 0.9))  # Zipf shares ~0.57, ~0.26, ~0.17
     [169, 264, 567]
@@ -491,6 +499,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "window_stats.py > FILE) makes and reads the per-column values")
     parser.add_argument("--partials", action="store_true",
                         help="a small window's partial, sketches vs values (module docstring)")
+    parser.add_argument("--scored-close", action="store_true",
+                        help="stage 2's extra cost of a filled window, C paths on and off (module docstring)")
     parser.add_argument("--under-filled", action="store_true",
                         help="stage 2's cost of an under-filled window, before vs now (module docstring)")
     parser.add_argument("--shard-baseline", metavar="REV",
@@ -905,6 +915,34 @@ def close_under_filled(windows: list[list[WindowAccumulator]], scorer: DriftScor
     return rows
 
 
+def measure_scored_close(models: int, rate: float, training: int, rounds: int = 3) -> None:
+    """Print stage 2's extra CPU on a scored close over an under-filled one, on windows of the
+    models' sizes at ``rate``, the compiled paths on and off (see module docstring)."""
+    settings = settings_for(PARTITIONS)
+    spec = model_specs(1)[0]
+    profile = profiles_of([spec], training, settings)[0]
+    sizes = steady_window_events(models, rate, min(settings.windows.sizes_s), settings.drift.min_count)
+    if not sizes:
+        print(f"no model's window holds drift.min_count events at {rate:,.0f}/s: nothing is scored")
+        return
+    extras: dict[bool, list[float]] = {True: [], False: []}
+    for events in sizes:
+        windows = filled_windows(spec, training, events, FILLED_WINDOWS)
+        found: dict[bool, float] = {}
+        for _ in range(rounds):
+            for compiled in (True, False):
+                with nullcontext() if compiled else reference_paths():
+                    found[compiled] = min(found.get(compiled, float("inf")),
+                                          scored_close_extra_us(profile, settings, windows, rounds=1))
+        for compiled, us in found.items():
+            extras[compiled].append(us)
+        print(f"windows of {events:,} events: a scored close {found[True] / 1e3:.2f} ms more than an "
+              f"under-filled one, {found[False] / 1e3:.2f} with the C paths off", flush=True)
+    on, off = (sum(extras[c]) / len(sizes) / 1e3 for c in (True, False))
+    print(f"mean over the {models:,} models' 10th-90th percentile sizes at {rate:,.0f}/s: {on:.2f} ms, "
+          f"{off:.2f} with the C paths off ({on / off:.2f}x)")
+
+
 def measure_under_filled(n: int, rounds: int = 5) -> None:
     """Print the per-window stage-2 CPU of under-filled windows, before vs now (see module docstring)."""
     settings = bench_settings("127.0.0.1:9", "bm")
@@ -1093,6 +1131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if found["rows_equal"] else 1
     if args.under_filled:
         measure_under_filled(args.n if args.n != 200_000 else 300)
+        return 0
+    if args.scored_close:
+        measure_scored_close(args.models, args.rate, args.training)
         return 0
     if args.partials:
         measure_partials(args.n if args.n != 200_000 else 300, baseline=args.baseline)
