@@ -27,6 +27,9 @@
 #include <string.h>
 
 #define E128 128
+/* what a method sets in *failed where it returns no value (the Python wrapper: MemoryError, None) */
+#define NO_MEMORY 1
+#define DECLINED 2 /* not this method's ranges: the caller takes scipy's */
 
 /* 1 - cdf clipped to [0, 1], the cdf being ``mantissa`` times 2**expnt, in long double where the
  * recursion widened it (numpy's scalars there); clipping the cdf first changes nothing, as numpy's
@@ -55,7 +58,7 @@ static double pomeranz(long n, double x, int *failed) {
         free(powers);
         free(v0);
         free(v1);
-        *failed = 1;
+        *failed = NO_MEMORY;
         return 0.0;
     }
     /* (g/n)^m/m!, (2g/n)^m/m!, ((1-2g)/n)^m/m!: each the previous times the step, over m */
@@ -103,7 +106,7 @@ static double pomeranz(long n, double x, int *failed) {
         if (length <= 0)
             continue;
         if (k1 - v0s < 0 || k1 - v0s + length > npwrs || j2 - j1 + 1 > npwrs) {
-            *failed = 2; /* a slice numpy would clip: not this recursion's ranges, left to Python */
+            *failed = DECLINED; /* a slice numpy would clip: not this recursion's ranges */
             break;
         }
         const double *a = v0 + (k1 - v0s);
@@ -132,7 +135,7 @@ static double pomeranz(long n, double x, int *failed) {
         free(v0);
         free(v1);
         if (!*failed)
-            *failed = 2;
+            *failed = DECLINED;
         return 0.0;
     }
     double ans = v1[n - v1s];
@@ -195,13 +198,13 @@ static double numpy_sum(const double *a, int n) {
     return a[0] + res;
 }
 
-/* -1 where the terms would not fit (not this branch's range: the caller takes scipy's) */
-static double pelz_good_cdf(long n, double x) {
+/* declined where the terms would not fit */
+static double pelz_good(long n, double x, int *failed) {
     double z = sqrt((double)n) * x;
     double zsquared = pow(z, 2), zthree = pow(z, 3), zfour = pow(z, 4), zsix = pow(z, 6);
     double qlog = -PI_SQUARED / 8 / zsquared;
     if (qlog < -708)
-        return 0.0;
+        return survival(0.0, 0.0L, 0, 0);
     double q = exp(qlog);
     double k1a = -zsquared, k1b = PI_SQUARED / 4;
     double k2a = 6 * zsix + 2 * zfour;
@@ -213,8 +216,10 @@ static double pelz_good_cdf(long n, double x) {
     double k3a = -30 * zsix - 90 * pow(z, 8);
     double K[4] = {0.0, 0.0, 0.0, 0.0};
     long maxk = (long)ceil(16 * z / PI);
-    if (maxk < 1 || maxk > MAX_TERMS)
-        return -1.0;
+    if (maxk < 1 || maxk > MAX_TERMS) {
+        *failed = DECLINED;
+        return 0.0;
+    }
     for (long k = maxk; k > 0; k--) { /* a Horner scheme over the odd integers */
         double m = (double)(2 * k - 1);
         double msquared = m * m, mfour = msquared * msquared, msix = mfour * msquared; /* exact */
@@ -250,7 +255,7 @@ static double pelz_good_cdf(long n, double x) {
     K[3] += k3extra;
     for (int j = 0; j < 4; j++)
         K[j] /= pow((double)n * 1.0, (double)j / 2.0);
-    return ((K[0] + K[1]) + K[2]) + K[3]; /* Python's sum: 0 + K0 is K0 */
+    return survival(((K[0] + K[1]) + K[2]) + K[3], 0.0L, 0, 0); /* Python's sum: 0 + K0 is K0 */
 }
 
 /* (n, x) of a call: 0 and a ValueError unless 1 <= n <= 100000 and 0 < x < 1 */
@@ -262,18 +267,6 @@ static int parse_nx(PyObject *args, const char *name, long *n, double *x) {
         return 0;
     }
     return 1;
-}
-
-static PyObject *pelz_good_sf(PyObject *self, PyObject *args) {
-    (void)self;
-    long n;
-    double x;
-    if (!parse_nx(args, "pelz_good_sf", &n, &x))
-        return NULL;
-    double cdf = pelz_good_cdf(n, x);
-    if (cdf == -1.0)
-        Py_RETURN_NONE;
-    return PyFloat_FromDouble(survival(cdf, 0.0L, 0, 0));
 }
 
 #define MAX_DURBIN 512 /* the matrix's order m = 2k - 1, k = ceil(n x): scipy's ranges stay far below */
@@ -288,16 +281,18 @@ static void matmul(const double *a, const double *b, double *out, long m) {
         }
 }
 
-/* -1: not computed (no memory: *failed set; or a matrix past MAX_DURBIN) */
-static double durbin_sf(long n, double d, int *failed) {
+/* declined where the matrix would be past MAX_DURBIN */
+static double durbin(long n, double d, int *failed) {
     double nd = (double)n * d;
     if (nd <= 0.5)
         return 1.0;
     long k = (long)ceil(nd);
     double h = (double)k - nd;
     long m = 2 * k - 1;
-    if (m > MAX_DURBIN)
-        return -1.0;
+    if (m > MAX_DURBIN) {
+        *failed = DECLINED;
+        return 0.0;
+    }
     size_t cells = (size_t)(m * m);
     double *H = calloc(cells, sizeof(double)), *Hpwr = calloc(cells, sizeof(double));
     double *tmp = malloc(cells * sizeof(double)), *v = malloc((size_t)m * sizeof(double));
@@ -308,8 +303,8 @@ static double durbin_sf(long n, double d, int *failed) {
         free(tmp);
         free(v);
         free(w);
-        *failed = 1;
-        return -1.0;
+        *failed = NO_MEMORY;
+        return 0.0;
     }
     /* v[j] = (1 - h^(j+1)) / (j+1)! but the last, w[j] = 1/j! */
     double fac = 1.0;
@@ -377,38 +372,38 @@ static double durbin_sf(long n, double d, int *failed) {
     return survival(p, wide, widened, expnt);
 }
 
-static PyObject *durbin(PyObject *self, PyObject *args) {
-    (void)self;
+/* a method called from Python: its survival function, None where it declined */
+static PyObject *call(PyObject *args, const char *name, double (*method)(long, double, int *)) {
     long n;
     double x;
-    if (!parse_nx(args, "durbin_sf", &n, &x))
+    if (!parse_nx(args, name, &n, &x))
         return NULL;
     int failed = 0;
-    double out = durbin_sf(n, x, &failed);
-    if (failed)
+    double out = method(n, x, &failed);
+    if (failed == NO_MEMORY)
         return PyErr_NoMemory();
-    if (out == -1.0)
+    if (failed)
         Py_RETURN_NONE;
     return PyFloat_FromDouble(out);
+}
+
+static PyObject *durbin_sf(PyObject *self, PyObject *args) {
+    (void)self;
+    return call(args, "durbin_sf", durbin);
+}
+
+static PyObject *pelz_good_sf(PyObject *self, PyObject *args) {
+    (void)self;
+    return call(args, "pelz_good_sf", pelz_good);
 }
 
 static PyObject *pomeranz_sf(PyObject *self, PyObject *args) {
     (void)self;
-    long n;
-    double x;
-    if (!parse_nx(args, "pomeranz_sf", &n, &x))
-        return NULL;
-    int failed = 0;
-    double out = pomeranz(n, x, &failed);
-    if (failed == 1)
-        return PyErr_NoMemory();
-    if (failed)
-        Py_RETURN_NONE;
-    return PyFloat_FromDouble(out);
+    return call(args, "pomeranz_sf", pomeranz);
 }
 
 static PyMethodDef methods[] = {
-    {"durbin_sf", durbin, METH_VARARGS,
+    {"durbin_sf", durbin_sf, METH_VARARGS,
      "durbin_sf(n, x): 1 - P(D_n <= x) by Durbin's matrix (scipy's for n x^2 <= 0.754693 at n <= 140, "
      "n x^1.5 <= 1.4 above); None where its matrix would be past MAX_DURBIN."},
     {"pelz_good_sf", pelz_good_sf, METH_VARARGS,
@@ -421,7 +416,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_ks", "The KS distribution's Pomeranz recursion and Pelz-Good series in C.",
+    PyModuleDef_HEAD_INIT, "_ks", "The KS distribution's Durbin, Pomeranz and Pelz-Good methods in C.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
