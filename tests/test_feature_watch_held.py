@@ -596,6 +596,9 @@ def test_runs_copied_out_together_are_the_parts_each_model_copies_out_alone(
     layouts = {(None if b.floats is None else b.floats.names, tuple(b.values))
                for h in helds[0] for b, _, _ in h.runs}
     assert (len(layouts) > 1) is odd_values
+    counts = [held.count for held in helds[0]]  # the runs' events counted before they settle
+    assert counts == [held.count for held in helds[1]]
+    assert all(held.run_rows for held in helds[0])
     for held in helds[0]:
         held.settle()
     with monkeypatch.context() as patched:
@@ -603,6 +606,7 @@ def test_runs_copied_out_together_are_the_parts_each_model_copies_out_alone(
             patched.setattr(feature_watch._Held, "settle", lambda self: pytest.fail("settled alone"))
         feature_watch.settle_together(helds[1])
     assert all(not h.runs for h in helds[1])
+    assert [len(h.times) for h in helds[0]] == [len(h.ids) for h in helds[1]] == counts
     assert [_plain(h.__getstate__()) for h in helds[0]] == [_plain(h.__getstate__()) for h in helds[1]]
     assert [[_plain(dict(part)) for part in h.numbers] for h in helds[0]] == \
         [[_plain(dict(part)) for part in h.numbers] for h in helds[1]]

@@ -306,6 +306,9 @@ class _Held:
     numbers: list[Mapping[str, npt.NDArray[np.float64]]] = field(default_factory=list)
     values: list[Mapping[str, list[Any]]] = field(default_factory=list)
     runs: list[tuple[GroupedEvents, int, int]] = field(default_factory=list)
+    run_rows: int = 0
+    """Events of ``runs``: their times and ids join ``times`` and ``ids`` when the runs settle (a
+    copy per run as each was held cost more than the gather :func:`settle_together` makes)."""
     reads: tuple[list[str], list[str]] = ([], [])
     """The bank's numeric and other features (what the runs are read for: the bank is the same
     while events are held); the bank's own lists, never changed in place."""
@@ -314,7 +317,10 @@ class _Held:
         """The runs' values as :meth:`FeatureWatch._hold` keeps a part's: consecutive runs of one
         layout joined first (one copy of their floats), so a model's runs of many batches become
         a part or a few."""
-        runs, self.runs = self.runs, []
+        runs, self.runs, self.run_rows = self.runs, [], 0
+        for batch, lo, hi in runs:
+            self.times.extend(batch.times[lo:hi])
+            self.ids.extend(batch.ids[lo:hi])
         start = 0
         while start < len(runs):
             first = runs[start][0]
@@ -359,11 +365,16 @@ class _Held:
     def __getstate__(self) -> dict[str, Any]:
         self.settle()  # a pickle holds the values, not the batches they are rows of
         self.join_parts()
-        return {k: v for k, v in self.__dict__.items() if k not in ("runs", "reads")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("runs", "run_rows", "reads")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.runs, self.reads = [], ([], [])
+        self.runs, self.run_rows, self.reads = [], 0, ([], [])
+
+    @property
+    def count(self) -> int:
+        """Events held."""
+        return len(self.times) + self.run_rows
 
 
 def settle_together(helds: Sequence[_Held]) -> None:
@@ -400,14 +411,19 @@ def settle_together(helds: Sequence[_Held]) -> None:
     values = {name: [column[i] for i in order]
               for name, column in ((name, list(chain.from_iterable(b.values[name] for b in joined)))
                                    for name in first.values)}
+    joined_times = list(chain.from_iterable(b.times for b in joined))
+    joined_ids = list(chain.from_iterable(b.ids for b in joined))
+    times, ids = [joined_times[i] for i in order], [joined_ids[i] for i in order]
     run = lo = 0
     for held in helds:
         count = len(held.runs)
         hi = int(ends[run + count - 1]) if count else lo
         run += count
-        held.runs = []
+        held.runs, held.run_rows = [], 0
         if hi == lo:
             continue
+        held.times.extend(times[lo:hi])
+        held.ids.extend(ids[lo:hi])
         floats: Mapping[str, npt.NDArray[np.float64]] = {} if matrix is None else \
             FloatBlock(first.floats.names, matrix[:, lo:hi].copy())  # type: ignore[union-attr]
         held.add_part(floats, {name: column[lo:hi] for name, column in values.items()}, hi - lo)
@@ -545,7 +561,7 @@ class FeatureWatch:
         bank = watch.bank
         if bank is not None and self._holds(watch, bank, times):
             held = self._hold(key, watch, bank, times, prediction_ids, features, columns, values)
-            return self._feed_held(key, watch) if len(held.times) >= self.batch_events else []
+            return self._feed_held(key, watch) if held.count >= self.batch_events else []
         reports = self._feed_held(key, watch) if watch.held is not None else []
         reports.extend(self._observe_now(watch, times, prediction_ids, features, columns, values))
         return reports
@@ -583,7 +599,7 @@ class FeatureWatch:
             run = times[lo:hi]
             if bank is not None and self._holds(watch, bank, run):
                 held = self._hold_run(key, watch, bank, grouped, lo, hi)
-                out[key] = self._feed_held(key, watch) if len(held.times) >= self.batch_events else []
+                out[key] = self._feed_held(key, watch) if held.count >= self.batch_events else []
                 continue
             floats, values = grouped.columns(lo, hi)
             out[key] = self.observe(key[0], key[1], run, ids[lo:hi], [_NO_FEATURES] * (hi - lo), floats,
@@ -620,7 +636,7 @@ class FeatureWatch:
         return {key: self._feed_held(key, self._models[key]) for key in sorted(self._held_models())}
 
     def held_events(self) -> int:
-        return sum(len(w.held.times) for w in self._models.values() if w.held is not None)
+        return sum(w.held.count for w in self._models.values() if w.held is not None)
 
     def _held_models(self) -> dict[tuple[str, str], int]:
         holding = self._holding
@@ -678,8 +694,7 @@ class FeatureWatch:
             self._run_batch = grouped
             self._run_events += len(grouped.times)
         held = self._held(key, watch, grouped.times[lo])
-        held.times.extend(grouped.times[lo:hi])
-        held.ids.extend(grouped.ids[lo:hi])
+        held.run_rows += hi - lo
         if not held.runs:
             held.reads = (bank.numeric, bank.others)
             self._with_runs[key] = held
