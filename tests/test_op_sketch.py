@@ -7,6 +7,8 @@ import orjson
 import pytest
 
 from driftline.operators.sketch import QuantileSketch
+from driftline.operators.window_stats import FeatureStats
+from driftline.pipeline.to_rows import value_columns
 
 QS = np.linspace(0.0, 1.0, 101)
 
@@ -104,6 +106,20 @@ def test_empty_sketch() -> None:
     assert np.isnan(s.cdf(np.array([1.0]))).all()
     assert s.histogram(np.array([0.0])).tolist() == [0, 0]
     assert QuantileSketch.from_dict(s.to_dict()) == s
+
+
+def test_a_parsed_sketch_of_zero_counts_has_no_quantile_as_an_empty_one() -> None:
+    """A partial's sketch may list buckets whose counts are all 0 (the check does not walk them):
+    a count of 0, so its quantiles are NaN, not an error where its window's row is made."""
+    wire = QuantileSketch().to_dict()
+    wire["pos"], wire["neg"] = [3, 0, 0], [-2, 0]
+    parsed = QuantileSketch.from_dict(wire)
+    assert parsed.count == 0 and not parsed.empty
+    assert np.isnan(parsed.quantiles(np.array([0.5, 0.9]))).all()
+    stats = FeatureStats()
+    stats.add([1.0, 2.0])
+    stats.sketch = parsed
+    assert value_columns(stats)[4:] == (None, None, None)
 
 
 def test_merge_rejects_different_accuracy() -> None:

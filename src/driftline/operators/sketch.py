@@ -163,7 +163,7 @@ class QuantileSketch:
     @property
     def empty(self) -> bool:
         """Whether no value was added, without :attr:`count`'s sums (a store holds counts only
-        where it was given a value).
+        where it was given a value; a parsed one may list zero counts: not empty, a count of 0).
 
         >>> sketch = QuantileSketch()
         >>> sketch.empty, sketch.add_many(np.array([0.0])), sketch.empty
@@ -212,6 +212,8 @@ class QuantileSketch:
         if self.empty:
             return np.full(qs.shape, np.nan)
         _, reps, counts = self.buckets()
+        if not counts.size:  # a parsed sketch whose stores list only zero counts: empty as well
+            return np.full(qs.shape, np.nan)
         return reps[self._rank_index(qs, counts)]
 
     def quantile_edges(self, qs: FloatArray) -> FloatArray:
