@@ -192,10 +192,11 @@ def test_closes_a_steady_state_fills_are_priced_as_scored(bench_models: ModuleTy
 
 
 def test_a_scored_close_is_timed_on_windows_a_steady_state_fills(bench_models: ModuleType) -> None:
-    """The windows stage 2's scored close is priced on hold as many events as the median model's
-    do in sustained traffic, drawn as its profile was: nothing drifts against it, and every
-    feature's test runs (a window drifted from its profile takes the p-value's cheap shortcut, one
-    under drift.min_count none at all: either would price a steady state's close low)."""
+    """The windows stage 2's scored close is priced on hold the events the models' windows do in
+    sustained traffic (their 10th-90th percentiles), drawn as the profile was: nothing drifts
+    against it, and every feature's test runs (a window drifted from its profile takes the
+    p-value's cheap shortcut, one under drift.min_count none at all: either would price a steady
+    state's close low)."""
     settings = bench_models.settings_for(4)
     spec = bench_models.model_specs(1)[0]
     profile = bench_models.profiles_of([spec], 300, settings)[0]

@@ -70,16 +70,36 @@ def test_off_and_on_give_the_same_rows() -> None:
     python = _rows(settings, records)
     use_compiled_paths(True)
     drift.clear_pvalue_cache()
+    ks_calls = _CountedCalls(ks_native.NATIVE)
+    if ks_native.NATIVE is not None:  # (an install without the extension compares Python to Python)
+        ks_native.NATIVE = ks_calls
     compiled = _rows(settings, records)
     drift.clear_pvalue_cache()
     assert python["outcomes"] and python["feature_windows"]
     tested = [row for row in python["drift_scores"] if row["ks_pvalue"] is not None]
     assert tested  # windows whose KS p-values the C computes when on
+    assert ks_calls.made or not BUILT["ks"]
     # the same rows, but the KS p-values: scipy's within 1e-11 (the C adds its sums in index order)
     assert _p_values_apart(compiled) == _p_values_apart(python)
     for on, off in zip(compiled["drift_scores"], python["drift_scores"], strict=True):
         assert (on["ks_pvalue"] is None) == (off["ks_pvalue"] is None)
         assert on["ks_pvalue"] is None or on["ks_pvalue"] == pytest.approx(off["ks_pvalue"], rel=1e-11)
+
+
+class _CountedCalls:
+    """An extension module whose function calls are counted (``made``)."""
+
+    def __init__(self, module: Any) -> None:
+        self.module, self.made = module, 0
+
+    def __getattr__(self, name: str) -> Any:
+        function = getattr(self.module, name)
+
+        def counted(*args: Any) -> Any:
+            self.made += 1
+            return function(*args)
+
+        return counted
 
 
 def _p_values_apart(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
