@@ -21,7 +21,11 @@ traffic in one process, alternating, best of 7 CPU per event, and whether each o
 equal, per model and feature, those fed at once; ``--pipeline MODELS N``: bench_models' whole
 pipeline (stage 1 and 2 in process, windows of 10 and 60 s) on N predictions over MODELS models,
 the shards' watches holding events (``BATCH_EVENTS``) against feeding them at once, alternating
-runs, best of 3 CPU us a prediction. ``--shard MODELS N [N ...]``: the watch as a shard of a worker
+runs, best of 3 CPU us a prediction. ``--grouped MODELS``: the watch fed a shard's batches (as
+``--shard`` makes them, held until ``BATCH_EVENTS``) a call a model against each batch grouped by
+model (``observe_grouped``, what a shard calls), alternating, best of 5; ``--grouped MODELS --ab
+COMMIT``: the batches grouped to FeatureWatch as of COMMIT and to today's, alternating, best of 7,
+and whether their reports are equal. ``--shard MODELS N [N ...]``: the watch as a shard of a worker
 at 5,000 predictions/s on 4 shards feeds it (batches of 1,250 events over 1 s of event time, a
 model's floats a :class:`FloatBlock` taken from the batch's matrix, ``flush_due`` before each
 batch), MODELS models' Zipf traffic held until each N make a batch, against one model's own traffic
@@ -413,31 +417,58 @@ def _grouped_feed(watch: Any, profiles: list[ReferenceProfile], part: Fed, per_m
     return events
 
 
-def shard_grouped(models: int, rounds: int = 5, batches: int = 100) -> tuple[float, float, bool]:
-    """:func:`_grouped_feed` a call a model against grouped, on ``models`` models' Zipf traffic in a
-    shard's batches, in one process, alternating, the collector off while timed: (best CPU us an
-    event a call a model, grouped, whether the reports are equal, per model and feature)."""
+def _shard_watch(watch_class: Any, models: int, batches: int) -> tuple[bytes, list[ReferenceProfile], Fed]:
+    """A pickled warmed ``watch_class`` holding until ``BATCH_EVENTS``, ``models`` models' profiles,
+    and the Zipf traffic after the warm-up in a shard's batches."""
     calibration.share_calibrations(CALIBRATIONS)
     profiles, training, fed = _zipf_traffic(models, batches, SHARD_BATCH)
     many = _shard_times(fed)
-    watch = _zipf_watch(FeatureWatch, profiles, training, many[:5])
+    watch = _zipf_watch(watch_class, profiles, training, many[:5])
     watch.flush()
     watch.batch_events = BATCH_EVENTS
-    frozen = pickle.dumps(watch, pickle.HIGHEST_PROTOCOL)
-    best = {True: math.inf, False: math.inf}
-    got: dict[bool, list[dict[str, Any]]] = {}
+    return pickle.dumps(watch, pickle.HIGHEST_PROTOCOL), profiles, many[5:]
+
+
+def _grouped_rounds(sides: list[tuple[bytes, bool]], profiles: list[ReferenceProfile], part: Fed,
+                    rounds: int) -> tuple[list[float], bool]:
+    """:func:`_grouped_feed` of ``part`` to a fresh copy of each side's pickled watch (a call a model
+    where its flag says so, else grouped), alternating, the collector off while timed: (best CPU us
+    an event per side, whether all sides' reports are equal, per model and feature)."""
+    best = [math.inf] * len(sides)
+    got: list[list[dict[str, Any]]] = [[] for _ in sides]
     for r in range(rounds):
-        for per_model in (True, False) if r % 2 == 0 else (False, True):
+        for k in range(len(sides)):
+            side = (k + r) % len(sides)
+            frozen, per_model = sides[side]
             fresh, reports = pickle.loads(frozen), []
             gc.collect()
             gc.disable()
             started = time.process_time()
-            events = _grouped_feed(fresh, profiles, many[5:], per_model, reports)
-            best[per_model] = min(best[per_model], (time.process_time() - started) / events * 1e6)
+            events = _grouped_feed(fresh, profiles, part, per_model, reports)
+            best[side] = min(best[side], (time.process_time() - started) / events * 1e6)
             gc.enable()
-            got[per_model] = reports
-    equal = _by_feature(got[True]) == _by_feature(got[False])
-    return best[True], best[False], equal
+            got[side] = reports
+    return best, all(_by_feature(reports) == _by_feature(got[0]) for reports in got[1:])
+
+
+def shard_grouped(models: int, rounds: int = 5, batches: int = 100) -> tuple[float, float, bool]:
+    """:func:`_grouped_feed` a call a model against grouped, on ``models`` models' Zipf traffic in a
+    shard's batches, in one process, alternating, the collector off while timed: (best CPU us an
+    event a call a model, grouped, whether the reports are equal, per model and feature)."""
+    frozen, profiles, part = _shard_watch(FeatureWatch, models, batches)
+    (each, grouped), equal = _grouped_rounds([(frozen, True), (frozen, False)], profiles, part, rounds)
+    return each, grouped, equal
+
+
+def grouped_ab(models: int, commit: str, rounds: int = 7, batches: int = 100) -> tuple[float, float, bool]:
+    """The batch grouped (as a shard feeds it) to FeatureWatch as of ``commit`` and to today's, on
+    ``models`` models' Zipf traffic in a shard's batches, in one process, alternating: (best CPU us
+    an event then, now, whether the reports are equal, per model and feature)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old, profiles, part = _shard_watch(_baseline_watch_class(commit, Path(tmp)), models, batches)
+    new, _, _ = _shard_watch(FeatureWatch, models, batches)
+    (then, now), equal = _grouped_rounds([(old, False), (new, False)], profiles, part, rounds)
+    return then, now, equal
 
 
 BATCH_BINS = ((1, 64), (64, 256), (256, 1 << 30))
@@ -684,6 +715,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({min(held) / min(at_once):.2f}x); rounds {' '.join(f'{v:.0f}' for v in at_once)} vs "
               f"{' '.join(f'{v:.0f}' for v in held)}")
         return 0
+    if argv[:1] == ["--grouped"] and argv[2:3] == ["--ab"]:
+        then, now, equal = grouped_ab(int(argv[1]), argv[3])
+        print(f"{argv[1]} models (Zipf), a shard's batches of {SHARD_BATCH:,} events a second grouped, held "
+              f"until {BATCH_EVENTS}: CPU us an event (best of 7, alternating) {then:.2f} at {argv[3]}, "
+              f"{now:.2f} now ({now / then:.3f}x); reports equal: {equal}")
+        return 0 if equal else 1
     if argv[:1] == ["--grouped"]:
         each, grouped, equal = shard_grouped(int(argv[1]))
         print(f"{argv[1]} models (Zipf), a shard's batches of {SHARD_BATCH:,} events a second, held until "

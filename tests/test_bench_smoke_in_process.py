@@ -153,6 +153,8 @@ def test_feature_watch_grouped_times_a_call_a_model_and_the_batch_grouped(
     monkeypatch.setattr(bench, "CALIBRATIONS", tmp_path)
     each, grouped, equal = bench.shard_grouped(4, rounds=1, batches=6)
     assert each > 0 and grouped > 0 and equal
+    then, now, equal = bench.grouped_ab(4, "HEAD", rounds=1, batches=6)  # --grouped --ab
+    assert then > 0 and now > 0 and equal
 
 
 def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> None:
