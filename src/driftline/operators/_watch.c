@@ -385,6 +385,11 @@ static int int64_format(const Py_buffer *view) {
     return (strcmp(f, "q") == 0 || strcmp(f, "l") == 0) && view->itemsize == 8;
 }
 
+static int int32_format(const Py_buffer *view) {
+    const char *f = format_of(view);
+    return (strcmp(f, "i") == 0 || strcmp(f, "l") == 0) && view->itemsize == 4;
+}
+
 /* Each of the `total` values' count of the `size` sorted edges below it, into `cell` (see `cells`);
  * 0, nothing written, where a value or the last edge is NaN. */
 static int search_cells(const double *edge, Py_ssize_t size, const double *x, Py_ssize_t total, int64_t *cell) {
@@ -651,11 +656,12 @@ static PyObject *dot_rows(PyObject *module, PyObject *const *args, Py_ssize_t na
     return PyBool_FromLong(fits);
 }
 
-/* Contiguous buffers of a (d, 1) or flat array: `count` 8-byte items of the format `want`
- * ('d' float64, 'q' int64); 0 (released) where it is not. */
+/* Contiguous buffers of a (d, 1) or flat array: `count` items of the format `want` ('d' float64,
+ * 'q' int64, 'i' int32); 0 (released) where it is not. */
 static int flat_of(PyObject *obj, Py_buffer *view, char want, Py_ssize_t count) {
     if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return 0;
-    if ((want == 'd' ? float64_format(view) : int64_format(view)) && view->len >= count * 8) return 1;
+    int fits = want == 'd' ? float64_format(view) : (want == 'i' ? int32_format(view) : int64_format(view));
+    if (fits && view->len >= count * view->itemsize) return 1;
     PyBuffer_Release(view);
     return 0;
 }
@@ -663,7 +669,7 @@ static int flat_of(PyObject *obj, Py_buffer *view, char want, Py_ssize_t count) 
 /* One value's count of its row's points below it (`at_most`: at most it) by the grid-started
  * bisection of multivariate._FlatScores: from the first point of the value's cell, `steps`
  * halving probes. -1 where a probe would leave the padded row (a table that does not fit). */
-static Py_ssize_t grid_count(const double *padded, Py_ssize_t padded_size, const int64_t *first, double v,
+static Py_ssize_t grid_count(const double *padded, Py_ssize_t padded_size, const int32_t *first, double v,
                              double low, double scale, Py_ssize_t cells, Py_ssize_t cell_offset, int steps,
                              int at_most) {
     double position = (v - low) * scale;  /* as _cells: NaN (inf - inf, inf * 0) in cell 0 */
@@ -680,12 +686,12 @@ static Py_ssize_t grid_count(const double *padded, Py_ssize_t padded_size, const
 
 /* normal_scores(x, padded, first, scores, score_offsets, row_offsets, tails, grid_scale, sizes,
  * cells, steps, width, out): multivariate.NormalScores.scores_by_feature of the (n, d) float64 `x` (any
- * strides) into the C-contiguous float64 (d, n) `out`, from its _FlatScores' arrays: per value the
- * grid-started count of points below it, a second count (at most it, at most the row's `sizes[j]`
- * points: a +inf point equals the +inf padding after it) where a point equals it, the
- * mid-rank's score from the table, and the tails' line for a value outside [low, high] (0.0 for
- * NaN). The numpy steps' operations value by value, so the same bits. False where a buffer does not
- * fit (the caller's numpy steps). */
+ * strides) into the C-contiguous float64 (d, n) `out`, from its _FlatScores' arrays (`first` int32):
+ * per value the grid-started count of points below it, a second count (at most it, at most the
+ * row's `sizes[j]` points: a +inf point equals the +inf padding after it) where a point equals it,
+ * the mid-rank's score from the table (a feature's odd ranks, then its even ones), and the tails'
+ * line for a value outside [low, high] (0.0 for NaN). The numpy steps' operations value by value,
+ * so the same bits. False where a buffer does not fit (the caller's numpy steps). */
 static PyObject *normal_scores(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (!takes("normal_scores", nargs, 13)) return NULL;
@@ -696,7 +702,7 @@ static PyObject *normal_scores(PyObject *module, PyObject *const *args, Py_ssize
     int have_x = !PyErr_Occurred() && float_matrix(args[0], &x), fits = 0;
     if (!have_x || cells < 1 || width < 1 || steps < 0 || steps > 62) goto done;
     Py_ssize_t n = x.shape[0], d = x.shape[1];
-    if (!flat_of(args[1], &padded, 'd', 1) || !flat_of(args[2], &first, 'q', d * cells)
+    if (!flat_of(args[1], &padded, 'd', 1) || !flat_of(args[2], &first, 'i', d * cells)
         || !flat_of(args[3], &scores, 'd', 1) || !flat_of(args[4], &score_offsets, 'q', d)
         || !flat_of(args[5], &row_offsets, 'q', d) || !flat_of(args[6], &tails, 'd', 6 * d)
         || !flat_of(args[7], &grid, 'd', d) || !flat_of(args[8], &sizes, 'q', d))
@@ -705,7 +711,8 @@ static PyObject *normal_scores(PyObject *module, PyObject *const *args, Py_ssize
     if (!float64_format(&out) || out.len != n * d * 8) goto done;
     const double *point = (const double *)padded.buf, *table = (const double *)scores.buf;
     const double *tail = (const double *)tails.buf, *scale = (const double *)grid.buf;
-    const int64_t *starts = (const int64_t *)first.buf, *score_at = (const int64_t *)score_offsets.buf;
+    const int32_t *starts = (const int32_t *)first.buf;
+    const int64_t *score_at = (const int64_t *)score_offsets.buf;
     const int64_t *row_at = (const int64_t *)row_offsets.buf, *size_of = (const int64_t *)sizes.buf;
     const Py_ssize_t points = padded.len / 8, table_size = scores.len / 8;
     double *u = (double *)out.buf;
@@ -727,8 +734,10 @@ static PyObject *normal_scores(PyObject *module, PyObject *const *args, Py_ssize
                 if (right < 0) goto done;
                 rank = left + (right - row < size_of[j] ? right - row : size_of[j]) + 1;
             }
-            if (rank + score_at[j] < 0 || rank + score_at[j] >= table_size) goto done;
-            double score = table[rank + score_at[j]];
+            /* odd ranks (no tie) first: the common case reads half of the feature's table */
+            const int64_t at = score_at[j] + (rank >> 1) + ((rank & 1) ? 0 : size_of[j] + 1);
+            if (at < 0 || at >= table_size) goto done;
+            double score = table[at];
             if (!(v >= low && v <= high))  /* beyond the tails' ends, or NaN */
                 score = v > high ? u_high + (v - high) * slope_high
                                  : (v < low ? u_low - (low - v) * slope_low : 0.0);
