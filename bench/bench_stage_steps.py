@@ -7,6 +7,9 @@
 - **bucket close**: ``OutcomeClock.close`` of 1,260 classification outcomes of one target over 5
   metrics intervals, the column tally (``_tally_one_target``) against the outcome-by-outcome loop,
   CPU-us an outcome;
+- **category codes**: ``ColumnBlock.of`` of a batch's 5 categorical columns of 1,250 values (8
+  categories, a few None), one C pass (``_watch.first_codes``) against the Python steps
+  (``reference_paths``), CPU-ns a value;
 - **digests and id keys**: ``payload_digests`` of 1,250 prediction-like (~770 bytes) and 1,250
   label-like (~90 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
   extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
@@ -52,7 +55,7 @@ from driftline.operators.float_block import FloatBlock
 from driftline.operators.join import records as join_records
 from driftline.operators.multivariate import NormalScores
 from driftline.operators.triggers import RetrainPolicy
-from driftline.operators.window_stats import EventColumns
+from driftline.operators.window_stats import ColumnBlock, EventColumns
 from driftline.pipeline import outcomes, records, shard
 from driftline.pipeline.records import Outcomes, Progress
 from driftline.pipeline.references import ProfileBook
@@ -94,6 +97,21 @@ def normal_scores(rounds: int) -> dict[str, float]:
             scores.scores_by_feature(x)
 
     return best_of(rounds, {"numpy": (step, reference_paths), "C": (step, nullcontext)}, 20)
+
+
+def category_codes(rounds: int) -> dict[str, float]:
+    rng = random.Random(5)
+    categories: list[str | None] = [f"c{k}" for k in range(8)]
+    columns = [[rng.choice(categories) if rng.random() < 0.98 else None for _ in range(1_250)]
+               for _ in range(5)]
+
+    def step() -> None:
+        for _ in range(20):
+            for column in columns:
+                ColumnBlock.of(column)
+
+    return {name: us * 1e3 for name, us in best_of(
+        rounds, {"Python": (step, reference_paths), "C": (step, nullcontext)}, 20 * 5 * 1_250).items()}
 
 
 def digests_and_keys(rounds: int) -> dict[str, float]:
@@ -380,6 +398,9 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
     ns = normal_scores(rounds)
     lines.append(f"normal scores, 1,250 x 20 a batch: numpy {ns['numpy']:.0f} vs C {ns['C']:.0f} CPU-us "
                  f"a batch ({ns['numpy'] / ns['C']:.2f}x)")
+    cc = category_codes(rounds)
+    lines.append(f"category codes, 5 columns of 1,250: Python {cc['Python']:.1f} vs C {cc['C']:.1f} CPU-ns a "
+                 f"value ({cc['Python'] / cc['C']:.2f}x)")
     dk = digests_and_keys(rounds)
     lines.append(f"digests and id keys, 2,500 payloads: zlib {dk['zlib']:.0f} vs C {dk['C']:.0f} CPU-ns a "
                  f"payload with its id ({dk['zlib'] / dk['C']:.2f}x)")

@@ -9,6 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
+from driftline.operators import watch_native
+from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.window_stats import (
     MAX_CATEGORIES,
     OVERFLOW,
@@ -547,3 +549,48 @@ def test_joined_codes_renumber_as_block_by_block() -> None:
             continue
         assert joined.keys == list(index) and joined.codes.tolist() == expected
         assert joined.codes.dtype == np.int32
+
+
+def _same_block(a: ColumnBlock, b: ColumnBlock) -> bool:
+    def arrays(x: np.ndarray | None, y: np.ndarray | None) -> bool:
+        return (x is None and y is None) or (
+            x is not None and y is not None and x.dtype == y.dtype and x.tobytes() == y.tobytes())
+    return (a.n == b.n and list(a.keys) == list(b.keys) and arrays(a.numbers, b.numbers)
+            and arrays(a.missing, b.missing) and arrays(a.codes, b.codes) and arrays(a.present, b.present))
+
+
+@pytest.mark.skipif(watch_native.NATIVE is None, reason="the C watch was not built")
+def test_a_category_column_s_codes_are_the_same_in_c_as_in_python() -> None:
+    """ColumnBlock.of's C pass (``_watch.first_codes``) gives the blocks of its Python steps: str,
+    bool and None columns (True apart from "true", None last), and it leaves every other column to
+    them (numbers among the categories, all None, empty, a tuple)."""
+    rng = random.Random(17)
+    taken = 0
+    calls: list[object] = []
+    native = watch_native.NATIVE
+
+    class Counting:
+        def first_codes(self, values: list[object], out: np.ndarray) -> object:
+            found = native.first_codes(values, out)
+            calls.append(found)
+            return found
+
+    for trial in range(400):
+        pool = rng.choice([["a", "b", "c", "true", None, True, False], ["x", None], [None], [1, "a", None],
+                           ["a", 2.5], [True, "True", "true"]])
+        values: list[object] = [rng.choice(pool) for _ in range(rng.randint(0, 40))]
+        present = np.array([rng.random() < 0.9 for _ in values], dtype=bool) if trial % 3 == 0 else None
+        calls.clear()
+        watch_native.NATIVE = Counting()
+        try:
+            with_c = ColumnBlock.of(values, present)
+        finally:
+            watch_native.NATIVE = native
+        with reference_paths():
+            without = ColumnBlock.of(values, present)
+        assert _same_block(with_c, without), values
+        categories = {type(v) for v in values} - {type(None)}
+        assert (calls[0] is not None) == (bool(categories) and categories <= {str, bool}), values
+        taken += calls[0] is not None
+        assert _same_block(ColumnBlock.of(tuple(values), present), without)  # a tuple: Python's steps
+    assert taken > 100

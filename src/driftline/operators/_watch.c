@@ -21,7 +21,11 @@
  * hundred values costs each of its detectors.
  *
  * matmul_columns(x, m, out) and dot_rows(x, y, out): the multivariate watch's row-by-row products
- * (multivariate.rowwise_matmul / rowwise_dot), the same operations in the same order.
+ * (multivariate.rowwise_matmul / rowwise_dot), the same operations in the same order;
+ * normal_scores(...): its normal scores (multivariate.NormalScores.scores_by_feature), the same bits.
+ *
+ * first_codes(values, out): a window column's categories in order of first appearance and each
+ * value's code (window_stats.ColumnBlock.of), in one pass.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -755,6 +759,72 @@ done:
     return PyBool_FromLong(fits);
 }
 
+/* first_codes(values, out): window_stats.ColumnBlock.of's categorical column in one pass: the
+ * distinct values of the list `values` other than None, in order of first appearance, and each
+ * value's position among them into the int32 `out` (None: their count); returns (the distinct
+ * values as a list, how many values are None). None (nothing to use) where `values` is not a list
+ * of str, bool and None only with at least one str or bool, or `out` does not fit: the caller's
+ * Python path. */
+static PyObject *first_codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (!takes("first_codes", nargs, 2)) return NULL;
+    PyObject *values = args[0];
+    if (!PyList_CheckExact(values)) Py_RETURN_NONE;
+    Py_buffer out;
+    if (PyObject_GetBuffer(args[1], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(values);
+    PyObject *index = NULL, *distinct = NULL;
+    int fits = int32_format(&out) && out.len == total * 4;
+    Py_ssize_t nones = 0;
+    for (Py_ssize_t i = 0; fits && i < total; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        nones += v == Py_None;
+        fits = PyUnicode_CheckExact(v) || PyBool_Check(v) || v == Py_None;
+    }
+    fits = fits && nones < total;  /* (all None: no category, the numeric path's) */
+    if (fits) {
+        index = PyDict_New();
+        distinct = PyList_New(0);
+        fits = index != NULL && distinct != NULL;
+    }
+    int32_t *code = (int32_t *)out.buf;
+    for (Py_ssize_t i = 0; fits && i < total; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (v == Py_None) {
+            code[i] = -1;  /* the count, once it is known */
+            continue;
+        }
+        PyObject *found = PyDict_GetItemWithError(index, v);  /* borrowed */
+        if (found != NULL) {
+            code[i] = (int32_t)PyLong_AsLong(found);
+            continue;
+        }
+        Py_ssize_t next = PyList_GET_SIZE(distinct);
+        PyObject *number = PyErr_Occurred() || next >= INT32_MAX ? NULL : PyLong_FromSsize_t(next);
+        fits = number != NULL && PyDict_SetItem(index, v, number) == 0 && PyList_Append(distinct, v) == 0;
+        Py_XDECREF(number);
+        code[i] = (int32_t)next;
+    }
+    if (fits) {
+        int32_t count = (int32_t)PyList_GET_SIZE(distinct);
+        for (Py_ssize_t i = 0; i < total; i++)
+            if (code[i] < 0) code[i] = count;
+    }
+    PyBuffer_Release(&out);
+    Py_XDECREF(index);
+    if (!fits) {
+        Py_XDECREF(distinct);
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError)) PyErr_Clear();
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *result = Py_BuildValue("(Nn)", distinct, nones);  /* (steals distinct) */
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"defer_few", (PyCFunction)(void (*)(void))defer_few, METH_FASTCALL,
      "Count the head of a few symbols a monitor's opener only defers (see the module's C source)."},
@@ -774,6 +844,8 @@ static PyMethodDef methods[] = {
      "NormalScores.scores_by_feature's grid-started counts and table scores in one loop (see the C source)."},
     {"dot_rows", (PyCFunction)(void (*)(void))dot_rows, METH_FASTCALL,
      "rowwise_dot's sums, the same bits (see the C source)."},
+    {"first_codes", (PyCFunction)(void (*)(void))first_codes, METH_FASTCALL,
+     "A list's distinct values in order and each one's code, as ColumnBlock.of (see the C source)."},
     {NULL, NULL, 0, NULL},
 };
 

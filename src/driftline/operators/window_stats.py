@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Self, cast
 import numpy as np
 import numpy.typing as npt
 
+from driftline.operators import watch_native
 from driftline.operators.columns import OutputColumns
 from driftline.operators.sketch import FloatArray, QuantileSketch
 from driftline.schemas.events import FeatureValue, Prediction
@@ -701,6 +702,17 @@ class ColumnBlock:
         n = len(values)
         if floats is not None:
             return cls(n, floats, None, None, (), present)
+        fast = watch_native.NATIVE
+        if fast is not None and type(values) is list:
+            # a column of categories (str, bool, None: the common one without floats) in one C pass,
+            # the codes the steps below give (~4.7x cheaper a value: bench_stage_steps); it refuses
+            # any other column
+            codes = np.empty(n, dtype=np.int32)
+            found = fast.first_codes(values, codes)
+            if found is not None:
+                distinct, nones = found
+                return cls(n, None, codes == len(distinct) if nones else None, codes,
+                           [category_key(v) for v in distinct], present)
         types = set(map(type, values))
         if not types & _CATEGORICAL_TYPES:
             missing = None
