@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -169,6 +170,20 @@ def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> No
         "bucket lookup", "model-events records", "window buffers", "held runs copied out"]
     assert all(line.endswith("x)") for line in lines), lines
     assert all("of 202 models" in lines[i] for i in (4, 6, 7))  # the Zipf batch's models
+
+
+@pytest.mark.timeout(600)
+def test_revisions_time_a_revision_built_in_a_worktree_beside_this_tree(bench_path: None) -> None:
+    """bench_revisions: HEAD checked out in a worktree with its C extensions compiled there, its
+    children importing that tree (checked by the bench), alternating with this tree's; the
+    worktree removed after."""
+    bench = _module("bench_revisions")
+    before = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, check=True,
+                            cwd=bench.ROOT).stdout
+    old, new, line = bench.measure("HEAD", 2_000, 1, 1)
+    assert old > 0 and new > 0 and line.startswith("in-process pipeline, HEAD against this tree:"), line
+    assert subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, check=True,
+                          cwd=bench.ROOT).stdout == before
 
 
 def test_profile_parse_prints_one_parse_and_the_shared_reads(
