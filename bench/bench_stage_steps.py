@@ -10,6 +10,9 @@
 - **category codes**: ``ColumnBlock.of`` of a batch's 5 categorical columns of 1,250 values (8
   categories, a few None), one C pass (``_watch.first_codes``) against the Python steps
   (``reference_paths``), CPU-ns a value;
+- **features packed**: the join's ``_packed_features`` of 1,250 events of 20 float and 5
+  categorical features (the pending records' encodings), one C pass (``packed_rows``) against the
+  Python steps, CPU-ns an event;
 - **digests and id keys**: ``payload_digests`` of 1,250 prediction-like (~770 bytes) and 1,250
   label-like (~90 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
   extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
@@ -52,6 +55,7 @@ from driftline.config import Settings
 from driftline.operators import feature_watch
 from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.float_block import FloatBlock
+from driftline.operators.join import features as join_features
 from driftline.operators.join import records as join_records
 from driftline.operators.multivariate import NormalScores
 from driftline.operators.triggers import RetrainPolicy
@@ -112,6 +116,22 @@ def category_codes(rounds: int) -> dict[str, float]:
 
     return {name: us * 1e3 for name, us in best_of(
         rounds, {"Python": (step, reference_paths), "C": (step, nullcontext)}, 20 * 5 * 1_250).items()}
+
+
+def features_packed(rounds: int) -> dict[str, float]:
+    rng = np.random.default_rng(4)
+    floats = [np.round(rng.normal(size=1_250), 4) for _ in range(20)]
+    categories = [[f"c{k}" for k in rng.integers(0, 8, 1_250).tolist()] for _ in range(5)]
+    names = tuple(f"x{j}" for j in range(20)) + tuple(f"c{j}" for j in range(5))
+    columns = [f.tolist() for f in floats] + categories
+    numbers = [*floats, *[None] * 5]
+
+    def step() -> None:
+        for _ in range(20):
+            join_features._packed_features(names, columns, numbers)
+
+    return {name: us * 1e3 for name, us in best_of(
+        rounds, {"Python": (step, reference_paths), "C": (step, nullcontext)}, 20 * 1_250).items()}
 
 
 def digests_and_keys(rounds: int) -> dict[str, float]:
@@ -401,6 +421,9 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
     cc = category_codes(rounds)
     lines.append(f"category codes, 5 columns of 1,250: Python {cc['Python']:.1f} vs C {cc['C']:.1f} CPU-ns a "
                  f"value ({cc['Python'] / cc['C']:.2f}x)")
+    fp = features_packed(rounds)
+    lines.append(f"features packed, 1,250 events of 25 features: Python {fp['Python']:.0f} vs C "
+                 f"{fp['C']:.0f} CPU-ns an event ({fp['Python'] / fp['C']:.2f}x)")
     dk = digests_and_keys(rounds)
     lines.append(f"digests and id keys, 2,500 payloads: zlib {dk['zlib']:.0f} vs C {dk['C']:.0f} CPU-ns a "
                  f"payload with its id ({dk['zlib'] / dk['C']:.2f}x)")

@@ -29,6 +29,11 @@
  * object per value; None where a row's other values do not split at their commas (a string holding
  * one), which Python then handles.
  *
+ * packed_rows: features.py's _packed_features' encoding of each event of a batch of one layout, its
+ * float features' row of the batch's float64 block then orjson's JSON list of its other values,
+ * made in one pass; None where one of those values is not one it writes as orjson does (a string
+ * needing an escape, an int beyond 64 bits, another type), which Python then encodes.
+ *
  * payload_digests: records.py's payload_digest of each payload of a list (CRC-32 as zlib's, then
  * the length, both big-endian), the CRC folded 16 bytes at a time with carry-less products where
  * the CPU has them (PCLMULQDQ), tables eight bytes at a time elsewhere and after the folds.
@@ -957,6 +962,133 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
     return ~crc_bytes(0xFFFFFFFFu, p, n);
 }
 
+/* One value of a row's other features as orjson writes it into `out` (room for 24 bytes beyond
+ * *at, or the str's length + 2): its length, or -1 where this does not write it (the caller's
+ * Python path), -2 where `out` must grow to `*need` first. */
+static Py_ssize_t other_json(PyObject *v, char *out, Py_ssize_t room, Py_ssize_t *need) {
+    if (v == Py_None) {
+        if (room < 4) return *need = 4, -2;
+        memcpy(out, "null", 4);
+        return 4;
+    }
+    if (PyBool_Check(v)) {
+        if (room < 5) return *need = 5, -2;
+        if (v == Py_True) {
+            memcpy(out, "true", 4);
+            return 4;
+        }
+        memcpy(out, "false", 5);
+        return 5;
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) return -1;
+        if (room < 24) return *need = 24, -2;
+        return snprintf(out, (size_t)room, "%lld", x);
+    }
+    if (PyUnicode_CheckExact(v)) {
+        Py_ssize_t n;
+        const char *text = PyUnicode_AsUTF8AndSize(v, &n); /* (a lone surrogate: NULL, orjson refuses it too) */
+        if (text == NULL) return -1;
+        if (room < n + 2) return *need = n + 2, -2;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char b = (unsigned char)text[i];
+            if (b == '"' || b == '\\' || b < 0x20) return -1; /* orjson escapes it */
+        }
+        out[0] = '"';
+        memcpy(out + 1, text, (size_t)n);
+        out[n + 1] = '"';
+        return n + 2;
+    }
+    return -1;
+}
+
+/* packed_rows(block, row_size, others, n): see the module's comment. `block`: a C-contiguous buffer
+ * of n rows of `row_size` bytes (None with no float feature); `others`: a list of columns (lists of
+ * n values), the other features in the layout's order. */
+static PyObject *packed_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "packed_rows takes 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t row_size = PyLong_AsSsize_t(args[1]), n = PyLong_AsSsize_t(args[3]);
+    if ((row_size == -1 || n == -1) && PyErr_Occurred()) return NULL;
+    PyObject *others = args[2];
+    if (!PyList_CheckExact(others) || row_size < 0 || n < 0) Py_RETURN_NONE;
+    Py_ssize_t k = PyList_GET_SIZE(others);
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *column = PyList_GET_ITEM(others, j);
+        if (!PyList_CheckExact(column) || PyList_GET_SIZE(column) != n) Py_RETURN_NONE;
+    }
+    Py_buffer block = {0};
+    if (args[0] != Py_None) {
+        if (PyObject_GetBuffer(args[0], &block, PyBUF_C_CONTIGUOUS) < 0) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        if (block.len != n * row_size) {
+            PyBuffer_Release(&block);
+            Py_RETURN_NONE;
+        }
+    } else if (row_size != 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *rows = PyList_New(n);
+    Py_ssize_t room = row_size + 256;
+    char *scratch = rows == NULL ? NULL : PyMem_Malloc((size_t)room);
+    int ok = scratch != NULL;
+    if (rows != NULL && scratch == NULL) PyErr_NoMemory();
+    for (Py_ssize_t e = 0; ok && e < n; e++) {
+        Py_ssize_t at = row_size;
+        if (row_size) memcpy(scratch, (const char *)block.buf + e * row_size, (size_t)row_size);
+        if (k) scratch[at++] = '[';
+        for (Py_ssize_t j = 0; ok && j < k; j++) {
+            if (j) scratch[at++] = ',';
+            for (;;) {
+                Py_ssize_t need = 0;
+                Py_ssize_t wrote = other_json(PyList_GET_ITEM(PyList_GET_ITEM(others, j), e), scratch + at,
+                                              room - at - 1, &need);  /* (1 byte kept for the ']' or ',') */
+                if (wrote >= 0) {
+                    at += wrote;
+                    break;
+                }
+                if (wrote == -1) {
+                    ok = 0;
+                    break;
+                }
+                Py_ssize_t grown = 2 * room + need;
+                char *bigger = PyMem_Realloc(scratch, (size_t)grown);
+                if (bigger == NULL) {
+                    PyErr_NoMemory();
+                    ok = 0;
+                    break;
+                }
+                scratch = bigger;
+                room = grown;
+            }
+        }
+        if (!ok) break;
+        if (k) scratch[at++] = ']';
+        PyObject *row = PyBytes_FromStringAndSize(scratch, at);
+        if (row == NULL) {
+            ok = 0;
+            break;
+        }
+        PyList_SET_ITEM(rows, e, row);
+    }
+    PyMem_Free(scratch);
+    if (block.obj != NULL) PyBuffer_Release(&block);
+    if (ok) return rows;
+    Py_XDECREF(rows);
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_MemoryError)) PyErr_Clear();
+        else return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *payload_digests(PyObject *module, PyObject *payloads) {
     (void)module;
     if (!PyList_Check(payloads)) {
@@ -1076,6 +1208,8 @@ static PyMethodDef methods[] = {
      "Each row's features' JSON object from the batch's value texts (see the module's C source)."},
     {"add_pending", (PyCFunction)(void (*)(void))add_pending, METH_FASTCALL,
      "Add a batch's commonest predictions as pending records (see the module's C source)."},
+    {"packed_rows", (PyCFunction)(void (*)(void))packed_rows, METH_FASTCALL,
+     "Each event's features encoded in a batch's one layout, or None (see the module's C source)."},
     {NULL, NULL, 0, NULL},
 };
 

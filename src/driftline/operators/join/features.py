@@ -232,6 +232,12 @@ def _packed_features(
     layout = (tuple(names), tuple(kinds))
     shape = shape_of(layout)
     n = len(columns[0])
+    fast = native.NATIVE
+    if fast is not None:  # each event's bytes made in one C pass, no object per value or part
+        block = np.column_stack(arrays).astype("<f8", copy=False) if arrays else None
+        made = fast.packed_rows(block, shape.floats.size, [columns[p] for p in shape.other_pos], n)
+        if made is not None:
+            return layout, made
     if arrays:
         block = np.column_stack(arrays).astype("<f8", copy=False)
         packed = block.view(f"V{shape.floats.size}").ravel().tolist()  # each row's bytes, in C
