@@ -413,23 +413,21 @@ def held_runs(rounds: int, models: int = 1_000, batches: int = 52,
     return {side: us / 1e3 for side, us in best.items()}, len(made["alone"]), runs
 
 
+def _against(title: str, sides: dict[str, float], unit: str, digits: int = 0) -> str:
+    """A step's line: its reference's figure (the first side) against the other's, and the ratio."""
+    (old, before), (new, after) = sides.items()
+    return f"{title}: {old} {before:.{digits}f} vs {new} {after:.{digits}f} {unit} ({before / after:.2f}x)"
+
+
 def measure(rounds: int, baseline: str | None) -> list[str]:
-    lines = []
-    ns = normal_scores(rounds)
-    lines.append(f"normal scores, 1,250 x 20 a batch: numpy {ns['numpy']:.0f} vs C {ns['C']:.0f} CPU-us "
-                 f"a batch ({ns['numpy'] / ns['C']:.2f}x)")
-    cc = category_codes(rounds)
-    lines.append(f"category codes, 5 columns of 1,250: Python {cc['Python']:.1f} vs C {cc['C']:.1f} CPU-ns a "
-                 f"value ({cc['Python'] / cc['C']:.2f}x)")
-    fp = features_packed(rounds)
-    lines.append(f"features packed, 1,250 events of 25 features: Python {fp['Python']:.0f} vs C "
-                 f"{fp['C']:.0f} CPU-ns an event ({fp['Python'] / fp['C']:.2f}x)")
-    dk = digests_and_keys(rounds)
-    lines.append(f"digests and id keys, 2,500 payloads: zlib {dk['zlib']:.0f} vs C {dk['C']:.0f} CPU-ns a "
-                 f"payload with its id ({dk['zlib'] / dk['C']:.2f}x)")
-    bc = bucket_close(rounds)
-    lines.append(f"bucket close, 1,260 one-target outcomes: loop {bc['loop']:.2f} vs columns "
-                 f"{bc['columns']:.2f} CPU-us an outcome ({bc['loop'] / bc['columns']:.2f}x)")
+    lines = [
+        _against("normal scores, 1,250 x 20 a batch", normal_scores(rounds), "CPU-us a batch"),
+        _against("category codes, 5 columns of 1,250", category_codes(rounds), "CPU-ns a value", 1),
+        _against("features packed, 1,250 events of 25 features", features_packed(rounds), "CPU-ns an event"),
+        _against("digests and id keys, 2,500 payloads", digests_and_keys(rounds),
+                 "CPU-ns a payload with its id"),
+        _against("bucket close, 1,260 one-target outcomes", bucket_close(rounds), "CPU-us an outcome", 2),
+    ]
     if baseline is not None:
         old_shard = module_at_revision(baseline, "src/driftline/pipeline/shard.py", "baseline_shard")
         old_outcomes = module_at_revision(baseline, "src/driftline/pipeline/outcomes.py", "baseline_outcomes")
