@@ -13,6 +13,9 @@
 - **features packed**: the join's ``_packed_features`` of 1,250 events of 20 float and 5
   categorical features (the pending records' encodings), one C pass (``packed_rows``) against the
   Python steps, CPU-ns an event;
+- **pending tails**: the join's ``_pending_tails`` of 1,250 scored class outputs (int labels 0/1, as
+  the decoder's columns hold them), one C pass (``pending_tails``) against the Python steps,
+  CPU-ns an output;
 - **digests and id keys**: ``payload_digests`` of 1,250 prediction-like (~770 bytes) and 1,250
   label-like (~90 bytes) JSON payloads and ``_keyed_crcs`` of their 2,500 UUID ids, the join's C
   extension against zlib's CRC-32 a value at a time (``reference_paths``), CPU-ns a payload with its id;
@@ -53,9 +56,11 @@ from common import module_at_revision
 
 from driftline.config import Settings
 from driftline.operators import feature_watch
+from driftline.operators.columns import OutputColumns
 from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.float_block import FloatBlock
 from driftline.operators.join import features as join_features
+from driftline.operators.join import outputs as join_outputs
 from driftline.operators.join import records as join_records
 from driftline.operators.multivariate import NormalScores
 from driftline.operators.triggers import RetrainPolicy
@@ -129,6 +134,20 @@ def features_packed(rounds: int) -> dict[str, float]:
     def step() -> None:
         for _ in range(20):
             join_features._packed_features(names, columns, numbers)
+
+    return {name: us * 1e3 for name, us in best_of(
+        rounds, {"Python": (step, reference_paths), "C": (step, nullcontext)}, 20 * 1_250).items()}
+
+
+def pending_tails(rounds: int) -> dict[str, float]:
+    rng = random.Random(6)
+    scores = [round(rng.random(), 4) for _ in range(1_250)]
+    outputs = OutputColumns([int(s >= 0.5) for s in scores], scores, [None] * 1_250,
+                            frozenset({"label", "score"}))
+
+    def step() -> None:
+        for _ in range(20):
+            join_outputs._pending_tails(outputs)
 
     return {name: us * 1e3 for name, us in best_of(
         rounds, {"Python": (step, reference_paths), "C": (step, nullcontext)}, 20 * 1_250).items()}
@@ -424,6 +443,7 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         _against("normal scores, 1,250 x 20 a batch", normal_scores(rounds), "CPU-us a batch"),
         _against("category codes, 5 columns of 1,250", category_codes(rounds), "CPU-ns a value", 1),
         _against("features packed, 1,250 events of 25 features", features_packed(rounds), "CPU-ns an event"),
+        _against("pending tails, 1,250 scored class outputs", pending_tails(rounds), "CPU-ns an output"),
         _against("digests and id keys, 2,500 payloads", digests_and_keys(rounds),
                  "CPU-ns a payload with its id"),
         _against("bucket close, 1,260 one-target outcomes", bucket_close(rounds), "CPU-us an outcome", 2),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from driftline.operators.compiled_paths import reference_paths
@@ -325,6 +325,33 @@ def test_features_packed_in_c_are_the_python_path_s(
     fast = _packed_features(names, columns, numbers)
     with reference_paths():
         slow = _packed_features(names, columns, numbers)
+    assert fast == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(
+    st.one_of(st.sampled_from(["a", "é", "", "1", "true"]), st.integers(-3, 3), st.booleans(), st.none(),
+              st.floats(-2.0, 2.0)),
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none()),
+    st.one_of(st.none(), st.floats(-5.0, 5.0))), max_size=12))
+@example(rows=[(1, 0.5, None), (True, 0.25, None), ("1", -0.0, None), (False, 1.0, None), (0, 0.75, None)])
+def test_pending_tails_in_c_are_the_python_path_s(rows: list[tuple[Any, Any, Any]]) -> None:
+    """What pending records keep of a batch's outputs, made in C (``pending_tails``), equals the
+    Python path's (True apart from 1 and "true", -0.0 and NaN scores); C takes exactly the batches of
+    scored class predictions (every score a float, every label a str, int or bool, no value)."""
+    from driftline.operators.columns import OutputColumns
+    from driftline.operators.join.outputs import _label_text, _pending_tails
+
+    if native.NATIVE is None:
+        pytest.skip("no C fast path in this install")
+    labels, scores, values = ([row[i] for row in rows] for i in range(3))
+    columns = OutputColumns(labels, scores, values, frozenset({"label", "score", "value"}))
+    made = native.NATIVE.pending_tails(scores, labels, _label_text, 1)
+    taken = all(type(s) is float for s in scores) and all(type(v) in (str, int, bool) for v in labels)
+    assert (made is not None) == taken
+    fast = _pending_tails(columns)
+    with reference_paths():
+        slow = _pending_tails(columns)
     assert fast == slow
 
 

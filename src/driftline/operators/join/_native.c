@@ -34,6 +34,11 @@
  * made in one pass; None where one of those values is not one it writes as orjson does (a string
  * needing an escape, an int beyond 64 bits, another type), which Python then encodes.
  *
+ * pending_tails: outputs.py's _pending_tails of a batch of scored class predictions (every score a
+ * float, every label a str, int or bool, no value): each (flags, text length, score's double then
+ * the class text), each distinct label's text made once by the caller's function; None for any
+ * other batch, which Python then reads.
+ *
  * payload_digests: records.py's payload_digest of each payload of a list (CRC-32 as zlib's, then
  * the length, both big-endian), the CRC folded 16 bytes at a time with carry-less products where
  * the CPU has them (PCLMULQDQ), tables eight bytes at a time elsewhere and after the folds.
@@ -962,6 +967,78 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
     return ~crc_bytes(0xFFFFFFFFu, p, n);
 }
 
+/* pending_tails(scores, labels, text_of, has_score): see the module's comment. `scores` and `labels`
+ * are lists of one value an event; `text_of(label)` gives a label's class text as bytes (called once
+ * a distinct label of each type: True and 1 apart, as Python's (type, label) keys keep them). */
+static PyObject *pending_tails(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "pending_tails takes 4 arguments");
+        return NULL;
+    }
+    PyObject *scores = args[0], *labels = args[1], *text_of = args[2], *flag = args[3];
+    if (!PyList_CheckExact(scores) || !PyList_CheckExact(labels)
+        || PyList_GET_SIZE(scores) != PyList_GET_SIZE(labels))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(labels);
+    for (Py_ssize_t e = 0; e < n; e++) {
+        PyObject *label = PyList_GET_ITEM(labels, e);
+        if (!PyFloat_CheckExact(PyList_GET_ITEM(scores, e))
+            || !(PyUnicode_CheckExact(label) || PyLong_CheckExact(label) || PyBool_Check(label)))
+            Py_RETURN_NONE;
+    }
+    /* a dict of texts a label type: str, int and bool (True == 1 would share one dict's key) */
+    PyObject *texts[3] = {PyDict_New(), PyDict_New(), PyDict_New()};
+    PyObject *tails = PyList_New(n);
+    int ok = texts[0] != NULL && texts[1] != NULL && texts[2] != NULL && tails != NULL;
+    for (Py_ssize_t e = 0; ok && e < n; e++) {
+        PyObject *label = PyList_GET_ITEM(labels, e);
+        PyObject *by_type = texts[PyUnicode_CheckExact(label) ? 0 : (PyBool_Check(label) ? 2 : 1)];
+        PyObject *text = PyDict_GetItemWithError(by_type, label); /* borrowed */
+        if (text == NULL) {
+            if (PyErr_Occurred()) {
+                ok = 0;
+                break;
+            }
+            text = PyObject_CallOneArg(text_of, label);
+            int stored = text != NULL && PyBytes_CheckExact(text) && PyBytes_GET_SIZE(text) < 0xFFFFFFFF
+                         && PyDict_SetItem(by_type, label, text) == 0;
+            Py_XDECREF(text); /* (the dict holds it) */
+            if (!stored) {
+                if (text != NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a label's text is not bytes");
+                ok = 0;
+                break;
+            }
+        }
+        Py_ssize_t size = PyBytes_GET_SIZE(text);
+        PyObject *tail = PyBytes_FromStringAndSize(NULL, 8 + size);
+        PyObject *length = tail == NULL ? NULL : PyLong_FromSsize_t(size);
+        if (tail == NULL || length == NULL) {
+            Py_XDECREF(tail);
+            ok = 0;
+            break;
+        }
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(tail);
+        uint64_t bits;
+        double score = PyFloat_AS_DOUBLE(PyList_GET_ITEM(scores, e));
+        memcpy(&bits, &score, sizeof bits);
+        for (int i = 0; i < 8; i++) out[i] = (unsigned char)(bits >> (8 * i)); /* <d, as _DOUBLE packs it */
+        memcpy(out + 8, PyBytes_AS_STRING(text), (size_t)size);
+        PyObject *item = PyTuple_Pack(3, flag, length, tail);
+        Py_DECREF(length);
+        Py_DECREF(tail);
+        if (item == NULL) {
+            ok = 0;
+            break;
+        }
+        PyList_SET_ITEM(tails, e, item);
+    }
+    for (int t = 0; t < 3; t++) Py_XDECREF(texts[t]);
+    if (ok) return tails;
+    Py_XDECREF(tails);
+    return NULL; /* (an error from text_of or memory: raised, as the Python path would raise it) */
+}
+
 /* One value of a row's other features as orjson writes it into `out` (room for 24 bytes beyond
  * *at, or the str's length + 2): its length, or -1 where this does not write it (the caller's
  * Python path), -2 where `out` must grow to `*need` first. */
@@ -1208,6 +1285,8 @@ static PyMethodDef methods[] = {
      "Each row's features' JSON object from the batch's value texts (see the module's C source)."},
     {"add_pending", (PyCFunction)(void (*)(void))add_pending, METH_FASTCALL,
      "Add a batch's commonest predictions as pending records (see the module's C source)."},
+    {"pending_tails", (PyCFunction)(void (*)(void))pending_tails, METH_FASTCALL,
+     "What each pending record keeps of a batch of scored class predictions (see the module's C source)."},
     {"packed_rows", (PyCFunction)(void (*)(void))packed_rows, METH_FASTCALL,
      "Each event's features encoded in a batch's one layout, or None (see the module's C source)."},
     {NULL, NULL, 0, NULL},

@@ -7,10 +7,12 @@ import math
 import operator
 from collections.abc import Sequence
 from itertools import repeat
+from typing import cast
 
 import numpy as np
 
 from driftline.operators.columns import OutputColumns
+from driftline.operators.join import native
 from driftline.operators.join.records import _DOUBLE, _HAS_SCORE, _HAS_VALUE, _NO_LABEL
 from driftline.schemas.events import Prediction
 
@@ -82,8 +84,15 @@ def _pending_tails(predictions: Sequence[Prediction]) -> list[tuple[int, int, by
     else:
         labels = list(map(_get_label, predictions))
         score_column, values = list(map(_get_score, predictions)), list(map(_get_value, predictions))
+    if set(values) != {None}:
+        return list(map(_pending_tail, predictions))
+    fast = native.NATIVE
+    if fast is not None and type(score_column) is list:  # the same tuples in one C pass
+        made = fast.pending_tails(score_column, labels, _label_text, _HAS_SCORE)
+        if made is not None:
+            return cast(list[tuple[int, int, bytes]], made)
     # a class label decides the text whatever the probabilities
-    if set(values) != {None} or set(map(type, score_column)) != {float} or None in labels:
+    if set(map(type, score_column)) != {float} or None in labels:
         return list(map(_pending_tail, predictions))
     scores = np.fromiter(score_column, dtype="<f8", count=n)
     kinds = list(map(type, labels))
@@ -91,6 +100,12 @@ def _pending_tails(predictions: Sequence[Prediction]) -> list[tuple[int, int, by
     label_bytes = list(map(texts.__getitem__, zip(kinds, labels, strict=True)))
     tails = map(operator.add, scores.view("V8").tolist(), label_bytes)
     return list(zip(repeat(_HAS_SCORE, n), map(len, label_bytes), tails, strict=True))
+
+
+def _label_text(label: bool | int | str) -> bytes:
+    """A class label's text as a pending record keeps it (:func:`_pending_tails`' C path calls it
+    once a distinct label)."""
+    return normalise_label(label).encode()
 
 
 _get_label = operator.attrgetter("label")
