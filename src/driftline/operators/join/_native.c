@@ -76,6 +76,13 @@ static uint32_t read_u32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* Whether a METH_FASTCALL function got its `want` arguments; a TypeError naming it where not. */
+static int takes(const char *fn, Py_ssize_t nargs, Py_ssize_t want) {
+    if (nargs == want) return 1;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", fn, want);
+    return 0;
+}
+
 static int64_t read_i64(const unsigned char *p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
@@ -141,10 +148,7 @@ static int as_list(PyObject *obj, const char *name) {
  * checkpoint, never going on with that state. */
 static PyObject *close_pending(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 18) {
-        PyErr_SetString(PyExc_TypeError, "close_pending takes 18 arguments");
-        return NULL;
-    }
+    if (!takes("close_pending", nargs, 18)) return NULL;
     PyObject *groups = args[0], *keys = args[1], *crcs = args[2], *stamps = args[3], *digests = args[4];
     PyObject *pids = args[5], *labels = args[6];
     PyObject *added = args[13], *rerouted = args[15], *joined = args[16], *closings = args[17];
@@ -361,10 +365,7 @@ static int write_counts(PyObject *join, const Counts *c) {
  *             rerouted, load) -> index of the first prediction not handled */
 static PyObject *add_pending(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "add_pending takes 14 arguments");
-        return NULL;
-    }
+    if (!takes("add_pending", nargs, 14)) return NULL;
     PyObject *join = args[0], *keys = args[1], *crcs = args[2], *pids = args[3], *stamps = args[4];
     PyObject *contexts = args[5], *digests = args[6], *tails = args[7], *packs = args[8];
     if (!as_list(keys, "keys") || !as_list(crcs, "crcs") || !as_list(pids, "pids")
@@ -607,10 +608,7 @@ static double read_f64(const unsigned char *p) {
  * distinct label's (text, value) in, label_info making them; binary: outputs.py's _BINARY. */
 static PyObject *outcome_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "outcome_rows takes 7 arguments");
-        return NULL;
-    }
+    if (!takes("outcome_rows", nargs, 7)) return NULL;
     PyObject *joined = args[0], *ctxs = args[1], *labels = args[2], *label_info = args[3];
     PyObject *binary = args[4], *make = args[6];
     double max_abs = PyFloat_AsDouble(args[5]);
@@ -789,10 +787,7 @@ static Py_ssize_t split_items(const char *text, Py_ssize_t size, Py_ssize_t coun
  * the index of its value among the row's floats then others. */
 static PyObject *rows_json(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "rows_json takes 7 arguments");
-        return NULL;
-    }
+    if (!takes("rows_json", nargs, 7)) return NULL;
     PyObject *encoded = args[0], *floats_text = args[2], *key_texts = args[5], *order = args[6];
     Py_ssize_t float_size = PyLong_AsSsize_t(args[1]), n_floats = PyLong_AsSsize_t(args[3]);
     Py_ssize_t n_others = PyLong_AsSsize_t(args[4]);
@@ -972,10 +967,7 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
  * a distinct label of each type: True and 1 apart, as Python's (type, label) keys keep them). */
 static PyObject *pending_tails(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "pending_tails takes 4 arguments");
-        return NULL;
-    }
+    if (!takes("pending_tails", nargs, 4)) return NULL;
     PyObject *scores = args[0], *labels = args[1], *text_of = args[2], *flag = args[3];
     if (!PyList_CheckExact(scores) || !PyList_CheckExact(labels)
         || PyList_GET_SIZE(scores) != PyList_GET_SIZE(labels))
@@ -1086,10 +1078,7 @@ static Py_ssize_t other_json(PyObject *v, char *out, Py_ssize_t room, Py_ssize_t
  * n values), the other features in the layout's order. */
 static PyObject *packed_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "packed_rows takes 4 arguments");
-        return NULL;
-    }
+    if (!takes("packed_rows", nargs, 4)) return NULL;
     Py_ssize_t row_size = PyLong_AsSsize_t(args[1]), n = PyLong_AsSsize_t(args[3]);
     if ((row_size == -1 || n == -1) && PyErr_Occurred()) return NULL;
     PyObject *others = args[2];
