@@ -86,12 +86,12 @@ def _pending_tails(predictions: Sequence[Prediction]) -> list[tuple[int, int, by
         score_column, values = list(map(_get_score, predictions)), list(map(_get_value, predictions))
     if set(values) != {None}:
         return list(map(_pending_tail, predictions))
+    # a class label decides the text whatever the probabilities
     fast = native.NATIVE
     if fast is not None and type(score_column) is list:  # the same tuples in one C pass
         made = fast.pending_tails(score_column, labels, _label_text, _HAS_SCORE)
         if made is not None:
             return cast(list[tuple[int, int, bytes]], made)
-    # a class label decides the text whatever the probabilities
     if set(map(type, score_column)) != {float} or None in labels:
         return list(map(_pending_tail, predictions))
     scores = np.fromiter(score_column, dtype="<f8", count=n)
