@@ -535,9 +535,7 @@ static PyObject *quiet_sums(PyObject *module, PyObject *const *args, Py_ssize_t 
     if (PyObject_GetBuffer(args[2], &h, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
     if (PyObject_GetBuffer(args[3], &sums, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
     if (PyObject_GetBuffer(args[4], &out, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto done;
-    const char *tf = format_of(&table);
-    int wide = (strcmp(tf, "q") == 0 || strcmp(tf, "l") == 0) && table.itemsize == 8;
-    int narrow = strcmp(tf, "i") == 0 && table.itemsize == 4;
+    int wide = int64_format(&table), narrow = int32_format(&table);
     if (table.ndim != 2 || !(wide || narrow) || !int64_format(&symbols) || !int64_format(&h)
         || !int64_format(&sums) || !int64_format(&out))
         goto done;

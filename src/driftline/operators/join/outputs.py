@@ -96,7 +96,7 @@ def _pending_tails(predictions: Sequence[Prediction]) -> list[tuple[int, int, by
         return list(map(_pending_tail, predictions))
     scores = np.fromiter(score_column, dtype="<f8", count=n)
     kinds = list(map(type, labels))
-    texts = {key: normalise_label(key[1]).encode() for key in set(zip(kinds, labels, strict=True))}
+    texts = {key: _label_text(key[1]) for key in set(zip(kinds, labels, strict=True))}
     label_bytes = list(map(texts.__getitem__, zip(kinds, labels, strict=True)))
     tails = map(operator.add, scores.view("V8").tolist(), label_bytes)
     return list(zip(repeat(_HAS_SCORE, n), map(len, label_bytes), tails, strict=True))
