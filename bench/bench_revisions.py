@@ -13,7 +13,8 @@ into a temporary directory and the extensions its ``pyproject.toml`` lists are c
 place (the compiler Python was built with, the extension's own ``extra-compile-args``). Its
 children import ``driftline`` from that tree (``PYTHONPATH``); the packages this install maps from
 outside ``src`` (schemas, streams, jobs, infra) and the workload's own code (bench_stages) are this
-tree's, so REV must be close enough to run them.
+tree's, so REV must be close enough to run them. "This tree" is the installed working tree,
+uncommitted changes included: ``bench_revisions.py HEAD`` times them against the last commit.
 
     .venv/bin/python bench/bench_revisions.py REV [--n 50000] [--children 3] [--runs 5]
 """
