@@ -244,3 +244,25 @@ def test_the_c_calls_refuse_arguments_they_cannot_read() -> None:
         fast.defer_values(None, [1.0])  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="defer_values: xs must be a list"):
         fast.defer_values(None, (1.0,), 1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_opener_keeps_its_per_value_lists_through_steps_and_settles(native: bool) -> None:
+    """A detector's pending symbols and per-group bounds change in place, in C and in Python: a
+    new list a settle or step was a young object for the cyclic collector, ~50,000 of them at a
+    time across a worker's 100,000 detectors at 1,000 models (docs/scaling.md, session 42)."""
+    if native and watch_native.NATIVE is None:
+        pytest.skip("no C path in this install")
+    for base, xs in _monitors_and_streams():
+        monitor = pickle.loads(pickle.dumps(base))
+        opener = monitor._opener
+        held = (opener._pending, opener._rises, opener._slacks)
+        if native:
+            *_, taken = _fed_raw(monitor, xs, [2, 1, 3])
+            assert taken > 0 or base.kind == "binary"
+        else:
+            with reference_paths():
+                _fed(monitor, xs, [2, 1, 3])
+        assert monitor._opener is opener and opener.n > 1_000, base.kind
+        assert all(now is then for now, then in zip((opener._pending, opener._rises, opener._slacks), held,
+                                                    strict=True)), base.kind

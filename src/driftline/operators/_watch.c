@@ -188,9 +188,21 @@ static PyObject *defer_symbols(PyObject *monitor, PyObject *opener, PyObject *sy
 
     /* every read done: the state changes as defer_each and _defer change it */
     if (lanes != Py_None) {
-        PyObject *kept = Py_BuildValue("[LLLL]", rise[0], rise[1], rise[2], rise[3]);
-        if (kept == NULL || PyObject_SetAttr(opener, s_rises, kept) < 0) { Py_XDECREF(kept); goto fail; }
-        Py_DECREF(kept);
+        /* in place, as defer_each (read_ints found a list of LANES): a new list each call is a
+         * young object for the collector */
+        PyObject *kept[LANES];
+        for (int g = 0; g < LANES; g++) {
+            kept[g] = PyLong_FromLongLong(rise[g]);
+            if (kept[g] == NULL) {
+                for (int i = 0; i < g; i++) Py_DECREF(kept[i]);
+                goto fail;
+            }
+        }
+        for (int g = 0; g < LANES; g++) {
+            PyObject *old = PyList_GET_ITEM(rises, g);
+            PyList_SET_ITEM(rises, g, kept[g]);  /* steals kept[g] */
+            Py_DECREF(old);
+        }
     } else if (set_int_attr(opener, s_rise, rise[0]) < 0) {
         goto fail;
     }
