@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 
@@ -334,7 +335,7 @@ def test_values_form_moments_are_numpys_of_each_column_alone(zeros: bool) -> Non
     values in Python: each column's mean and M2 must be what numpy gives it as its own array
     (pairwise sums past 8 and 128 values, -0.0 and 0.0, huge and tiny magnitudes), or filled
     windows' rows would change. Without zeros most short columns take the Python sums."""
-    from driftline.operators.window_stats import _set_moments, _values_stats
+    from driftline.operators.window_stats import _hold_as_rows, _set_moments, _values_stats
 
     rng = np.random.default_rng(11)
     for length in [*range(1, 40), 127, 128, 129, 255, 257, 1000, 2047]:
@@ -346,14 +347,19 @@ def test_values_form_moments_are_numpys_of_each_column_alone(zeros: bool) -> Non
                 x[rng.random(length) < 0.1] = 0.0  # 0.0 beside -0.0: min and max keep numpy's sign of zero
             columns.append(x.tolist())
         built: list = []
-        parsed = [_values_stats(length, built, {"missing": 0, "invalid": 0, "values": v, "categories": {}})
-                  for v in columns]
+        small: list = []
+        parsed = [_values_stats(length, built, small,
+                                {"missing": 0, "invalid": 0, "values": v, "categories": {}}) for v in columns]
         _set_moments(built)
+        _hold_as_rows(small)
         for values, stats in zip(columns, parsed, strict=True):
             alone = FeatureStats()
             alone.add_array(np.array(values))
             assert repr((stats.mean, stats.m2, stats.min, stats.max)) == \
                 repr((alone.mean, alone.m2, alone.min, alone.max)), length
+            # held as an array (no object the collector scans), each value with its bits
+            assert type(stats.values) is np.ndarray and not gc.is_tracked(stats.values)
+            assert stats.values.tobytes() == np.array(values).tobytes()
 
 
 def _column_events(block_list: list, name: str) -> list:

@@ -358,7 +358,9 @@ class SketchValues(FeatureStats):
 
     def __init__(self) -> None:
         super().__init__()
-        # an array as stage 1 adds them; a list as parsed (no array made unless a sketch is built)
+        # an array as stage 1 adds them, and as parsed from the values form (a row of a matrix of
+        # the partial's columns; a list only from the older form): stage 2 holds a window's parsed
+        # partials until it closes, and a list of floats is an object the cyclic collector scans
         self.values: FloatArray | list[float] | None = None
 
     def _sketch_values(self, vals: FloatArray) -> None:
@@ -538,10 +540,12 @@ def _values_column(n: int, sizes: Sequence[int], blocks: Sequence[ColumnBlock | 
             "categories": dict(sorted(counts.items()))}
 
 
-def _values_stats(count: int, built: list[SketchValues], d: Mapping[str, Any]) -> SketchValues:
+def _values_stats(count: int, built: list[SketchValues], small: list[SketchValues],
+                  d: Mapping[str, Any]) -> SketchValues:
     """A column of :data:`VALUES_FORM` (``count`` events) as statistics, its moments set (a few
-    values) or, appended to ``built``, not yet (see :func:`_set_moments`); ValueError unless its
-    counts add up to ``count`` and its values are valid numbers."""
+    values, appended to ``small``) or, appended to ``built``, not yet (see :func:`_set_moments`);
+    ValueError unless its counts add up to ``count`` and its values are valid numbers. Either list's
+    columns still hold their values as parsed lists (see :func:`_hold_as_rows`)."""
     s = SketchValues.__new__(SketchValues)
     missing, invalid = int(d["missing"]), int(d["invalid"])
     s.count, s.missing, s.invalid = count, missing, invalid
@@ -563,6 +567,7 @@ def _values_stats(count: int, built: list[SketchValues], d: Mapping[str, Any]) -
     s.sketch = _UNBUILT
     if moments is not None:
         s.values = values
+        small.append(s)
         s.mean, s.m2, s.min, s.max = moments
         return s
     s.mean, s.m2, s.min, s.max = 0.0, 0.0, None, None
@@ -604,11 +609,7 @@ def _set_moments(stats: Sequence[SketchValues]) -> None:
     """Set each column's moments from its values: bit for bit what :meth:`FeatureStats._add_numbers`
     computes from them as one array. The columns with as many values are reduced as the rows of one
     matrix, each row's sums numpy's pairwise sum along it, as of a 1-D array (a test compares)."""
-    by_length: dict[int, list[SketchValues]] = {}
-    for s in stats:
-        if s.n:
-            by_length.setdefault(s.n, []).append(s)
-    for length, group in by_length.items():
+    for length, group in _by_length(stats).items():
         rows = np.array([s.values for s in group], dtype=np.float64)
         # the ufuncs' reductions, as ndarray.min, max, sum and mean (sum / length) make them, without
         # those methods' Python wrappers (a few us each; a small window's 4 partials have 2-8 groups)
@@ -617,9 +618,28 @@ def _set_moments(stats: Sequence[SketchValues]) -> None:
             raise ValueError("values are not valid numbers: beyond MAX_ABS_VALUE")  # NaN fails too
         means = np.add.reduce(rows, axis=1) / length
         m2s = np.add.reduce(np.square(rows - means[:, None]), axis=1)
-        for s, mean, m2, lo, hi in zip(group, means.tolist(), m2s.tolist(), lows.tolist(), highs.tolist(),
-                                       strict=True):
-            s.mean, s.m2, s.min, s.max = mean, m2, lo, hi
+        for s, row, mean, m2, lo, hi in zip(group, rows, means.tolist(), m2s.tolist(), lows.tolist(),
+                                            highs.tolist(), strict=True):
+            # the matrix's row, not the parsed list: see SketchValues.__init__
+            s.values, s.mean, s.m2, s.min, s.max = row, mean, m2, lo, hi
+
+
+def _by_length(stats: Sequence[SketchValues]) -> dict[int, list[SketchValues]]:
+    """The columns holding values, by how many they hold."""
+    by_length: dict[int, list[SketchValues]] = {}
+    for s in stats:
+        if s.n:
+            by_length.setdefault(s.n, []).append(s)
+    return by_length
+
+
+def _hold_as_rows(stats: Sequence[SketchValues]) -> None:
+    """Each column's parsed list of values replaced by a row of one matrix per length (see
+    :class:`SketchValues`: an array is no object for the cyclic collector; one per column cost
+    ~350 ns, a matrix's row ~75)."""
+    for group in _by_length(stats).values():
+        for s, row in zip(group, np.array([s.values for s in group], dtype=np.float64), strict=True):
+            s.values = row
 
 
 def _moment(d: Mapping[str, Any], name: str) -> float:
@@ -1260,10 +1280,11 @@ class WindowAccumulator:
             acc.n_events = int(d["n_events"])
             form = d.get("form")
             built: list[SketchValues] = []  # the values form's columns, their moments set at the end
+            small: list[SketchValues] = []  # ... and those whose moments are set (a few values)
             if form is None:
                 parse: Callable[[Mapping[str, Any]], FeatureStats] = FeatureStats.parse
             elif form == VALUES_FORM:
-                parse = functools.partial(_values_stats, acc.n_events, built)
+                parse = functools.partial(_values_stats, acc.n_events, built, small)
             else:
                 raise ValueError(f"unknown form {form!r}")
             columns = d["features"].items()
@@ -1274,6 +1295,7 @@ class WindowAccumulator:
                 setattr(acc, where, parse(d[where]))
             where = "values"
             _set_moments(built)
+            _hold_as_rows(small)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             if where == "feature":
                 where = f"feature {str(name)!r}"

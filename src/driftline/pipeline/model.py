@@ -229,7 +229,7 @@ class ModelProcessor:
         value = letter.model_dump_json().encode()
         return OutboundMessage(self.dead_letters_topic, letter.original_key, value)
 
-    def _dropped_partial_letter(self, shard: int, key: tuple[Any, ...], partial: dict[str, Any],
+    def _dropped_partial_letter(self, shard: int, key: tuple[Any, ...], partial: bytes,
                                 why: str) -> OutboundMessage:
         """The dead letter of a partial a restored checkpoint held but could not merge. Its Kafka
         record is long consumed, so the letter names the stage-1 shard and window, and its offset is
@@ -239,7 +239,7 @@ class ModelProcessor:
         digest = hashlib.blake2b(repr((shard, *key[:5])).encode(), digest_size=8).digest()
         offset = -1 - (int.from_bytes(digest, "big") >> 2)
         record = RawRecord(self.model_events_topic, self.shard, offset, int(start_ms) + int(size_ms), None,
-                           orjson.dumps(partial))
+                           partial)
         message = (f"restored window partial of stage-1 shard {shard}, model {model_id!r} v{version} "
                    f"segment {segment!r}, window {int(size_ms) // 1000} s at {start_ms}: {why}")
         letter = dead_letter(record, ErrorKind.VALIDATION_ERROR, message)

@@ -28,6 +28,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from driftline.config import Settings
 from driftline.operators.drift import FeatureScore
 from driftline.operators.model_watch import merge_windows
@@ -78,7 +80,9 @@ class WindowClock:
         self.policy = policy
         self.progress = [NO_TIME] * partitions  # each shard's pred_progress
         self.closed_until = NO_TIME
-        self.partials: dict[WindowKey, dict[int, dict[str, Any]]] = {}
+        # each shard's partial as JSON, for checkpoints (and a window's multivariate part): held
+        # as dicts, a window's ~60 objects a shard the cyclic collector scanned until it closed
+        self.partials: dict[WindowKey, dict[int, bytes]] = {}
         self.episodes: EpisodeMerger | None = None  # made by configure (it needs the grid)
         # feature episode events (drift_alerts rows) awaiting the policy window that holds them
         self.pending_alerts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -104,8 +108,9 @@ class WindowClock:
         # a seasonal profile's scorers, per phase of its period and window size
         self.seasonal_scorers = WindowReferences(lambda p: DriftScorer(p, drift=self.drift))
         self.domain_classifiers: dict[str, DomainClassifierDrift | None] = {}  # by profile id (seeded)
-        # (stage-1 shard, window, partial, why) dropped on restore: the model processor dead-letters them
-        self.dropped_partials: list[tuple[int, tuple[Any, ...], dict[str, Any], str]] = []
+        # (stage-1 shard, window, partial's JSON, why) dropped on restore: the model processor
+        # dead-letters them
+        self.dropped_partials: list[tuple[int, tuple[Any, ...], bytes, str]] = []
         # the partials as parsed when checked, so a window's close does not parse them again (its
         # merge was a third of closing a small window); not checkpointed: a restore parses again
         self.parsed: dict[WindowKey, dict[int, WindowAccumulator]] = {}
@@ -118,13 +123,15 @@ class WindowClock:
         ``dropped_partials`` for a dead-letter row; new partials never get here (:meth:`add_partial`
         refuses them, to be dead-lettered)."""
         for key, parts in list(self.partials.items()):
-            for shard, partial in list(parts.items()):
+            for shard, held in list(parts.items()):
+                blob = _held_json(held)
                 try:
-                    self.parsed.setdefault(key, {})[shard] = check_partial(partial)
+                    self.parsed.setdefault(key, {})[shard] = check_partial(orjson.loads(blob))
+                    parts[shard] = blob
                 except (ValueError, KeyError, TypeError) as err:
                     del parts[shard]
                     self.totals["malformed_partials"] += 1
-                    self.dropped_partials.append((shard, tuple(key), partial, f"{type(err).__name__}: {err}"))
+                    self.dropped_partials.append((shard, tuple(key), blob, f"{type(err).__name__}: {err}"))
                     log.warning("dropped the restored window partial of shard %d for %s: %s: %s",
                                 shard, key, type(err).__name__, err)
             if not parts:
@@ -157,7 +164,8 @@ class WindowClock:
         # A malformed partial raises here, where it can be dead-lettered, not when its window
         # closes (there it would stop every window of the shard at every restart).
         parsed = check_partial(record.partial)
-        self.partials.setdefault(record.key, {})[record.shard] = record.partial
+        held = orjson.dumps(record.partial)  # decoded from JSON: it encodes
+        self.partials.setdefault(record.key, {})[record.shard] = held
         self.parsed.setdefault(record.key, {})[record.shard] = parsed
 
     def add_episode_reports(self, record: EpisodeReports) -> None:
@@ -179,13 +187,14 @@ class WindowClock:
         for key in sorted((k for k in self.partials if k.end <= watermark), key=WindowKey.close_order):
             parts = self.partials.pop(key)
             parsed = self.parsed.pop(key, {})
-            shards = [parsed.get(s) or WindowAccumulator.from_partial(parts[s]) for s in sorted(parts)]
+            shards = [parsed.get(s) or WindowAccumulator.from_partial(orjson.loads(parts[s]))
+                      for s in sorted(parts)]
             # an under-filled window (see _score_window) reads no quantile: its sketches are not merged
             filled = sum(shard.n_events for shard in shards) >= self.drift.min_count
             merged = merge_accumulators(shards, sketches=filled, consume=True)
-            multivariate = [parts[s]["multivariate"] for s in sorted(parts) if "multivariate" in parts[s]]
             found = None
-            if multivariate and key.segment == "":
+            multivariate = _multivariate_parts(parts) if key.segment == "" else []
+            if multivariate:
                 found, estimated = self._multivariate_rows(key, multivariate, rows)
                 if estimated is not None:
                     triggers.append(estimated)
@@ -451,6 +460,23 @@ class WindowClock:
                 classifier = None
             self.domain_classifiers[profile_id] = classifier
         return self.domain_classifiers[profile_id]
+
+
+def _held_json(held: bytes | dict[str, Any]) -> bytes:
+    """A restored partial as JSON: a checkpoint from before the partials were held so holds dicts
+    (one that does not encode gives its repr, which then fails the check and is dead-lettered)."""
+    if not isinstance(held, dict):
+        return held
+    try:
+        return orjson.dumps(held)
+    except TypeError:
+        return repr(held).encode()
+
+
+def _multivariate_parts(parts: Mapping[int, bytes]) -> list[Any]:
+    """The multivariate parts of a window's partials (by shard), decoded from those that have one."""
+    decoded = (orjson.loads(parts[s]) for s in sorted(parts) if b'"multivariate"' in parts[s])
+    return [d["multivariate"] for d in decoded if "multivariate" in d]
 
 
 def check_partial(partial: Mapping[str, Any]) -> WindowAccumulator:
