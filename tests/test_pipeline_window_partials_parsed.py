@@ -120,3 +120,20 @@ def test_a_checkpoint_holding_partials_as_dicts_restores_them_as_json() -> None:
     restored = ModelProcessor.restore(older.snapshot(), SETTINGS)
     assert all(type(blob) is bytes for blob in restored.windows.partials[key].values())
     assert _rows(restored.process(_records(3, closing))) == expected
+
+
+def test_a_checkpointed_dict_that_does_not_encode_is_dead_lettered_on_restore() -> None:
+    """A held dict JSON cannot carry (an int past 64 bits): dropped on restore with a dead-letter
+    row naming its shard, the other shard's partial kept."""
+    partials = [Partial(shard, "m", "1", "", 60, 0, 60_000, _values_form(shard, 5)) for shard in range(2)]
+    older = _model()
+    older.process(_records(0, partials))
+    (key,) = older.windows.partials
+    bad = {**partials[0].partial, "n_events": 2**70}
+    older.windows.partials[key] = {0: bad, 1: partials[1].partial}
+    restored = ModelProcessor.restore(older.snapshot(), SETTINGS)
+    assert restored.windows.totals["malformed_partials"] == 1
+    assert list(restored.windows.partials[key]) == [1]
+    out = restored.process([])
+    (dead,) = [orjson.loads(m.value) for m in out if m.topic == SETTINGS.topics.dead_letters]
+    assert "stage-1 shard 0" in dead["error_message"]
