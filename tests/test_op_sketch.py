@@ -125,3 +125,29 @@ def test_a_parsed_sketch_of_zero_counts_has_no_quantile_as_an_empty_one() -> Non
 def test_merge_rejects_different_accuracy() -> None:
     with pytest.raises(ValueError, match="relative_accuracy"):
         QuantileSketch(0.01).merge(QuantileSketch(0.005))
+
+
+@pytest.mark.parametrize("max_buckets", [2048, 64])
+def test_merge_all_is_each_merged_in_turn_and_leaves_them_as_they_were(max_buckets: int) -> None:
+    """Stage 2 merges a window's shards' sketches at once: the same buckets as one merge a shard,
+    past the bucket cap too (the collapsed keys depend on the highest key only), into a sketch
+    that holds counts already or none; the merged sketches are not changed."""
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        parts = []
+        for _ in range(int(rng.integers(0, 6))):
+            kind = int(rng.integers(0, 4))
+            n = int(rng.integers(0, 300))
+            values = {0: rng.lognormal(0.0, 3.0, n), 1: rng.normal(0.0, 10.0, n),
+                      2: rng.integers(-2, 3, n).astype(float), 3: 10.0 ** rng.uniform(-9, 9, n)}[kind]
+            parts.append(_sketch(values, max_buckets=max_buckets))
+        start = rng.normal(0.0, 1.0, int(rng.integers(0, 2)) * 50)
+        at_once, each = _sketch(start, max_buckets=max_buckets), _sketch(start, max_buckets=max_buckets)
+        before = [part.to_dict() for part in parts]
+        at_once.merge_all(parts)
+        for part in parts:
+            each.merge(part)
+        assert at_once.to_dict() == each.to_dict(), trial
+        assert [part.to_dict() for part in parts] == before
+    with pytest.raises(ValueError, match="different relative_accuracy"):
+        QuantileSketch().merge_all([QuantileSketch(), QuantileSketch(0.01)])

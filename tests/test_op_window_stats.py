@@ -600,3 +600,34 @@ def test_a_category_column_s_codes_are_the_same_in_c_as_in_python() -> None:
         taken += calls[0] is not None
         assert _same_block(ColumnBlock.of(tuple(values), present), without)  # a tuple: Python's steps
     assert taken > 100
+
+
+def test_a_filled_window_of_mixed_partial_forms_merges_as_shard_by_shard() -> None:
+    """Stage 2 builds each column's sketch of a filled window from all shards at once (values-form
+    partials' numbers in one pass, the others' sketches in one merge): every column equals what
+    merging the parsed partials one by one gives, and the parsed partials are not changed."""
+    for seed in range(12):
+        rng = random.Random(seed)
+        partials = []
+        for shard in range(rng.randint(1, 5)):
+            feats, preds, lats = _odd_events(seed * 10 + shard, rng.randint(0, 60))
+            columns = EventColumns.of(feats, preds, lats)
+            if rng.random() < 0.5:  # a shard of few events sends their values
+                partial = values_partial([columns])
+            else:
+                acc = WindowAccumulator()
+                acc.add_chunk([columns])
+                partial = acc.to_partial()
+            partials.append(orjson.loads(orjson.dumps(partial)))
+        parsed = [WindowAccumulator.from_partial(p) for p in partials]
+        before = [repr(p.to_partial()) for p in parsed]
+        got = merge_accumulators(parsed, sketches=True, consume=True)
+        assert [repr(p.to_partial()) for p in parsed] == before, seed
+        expected = WindowAccumulator()
+        for p in partials:  # the previous merge: each shard's sketch settled and merged in turn
+            expected.merge(WindowAccumulator.from_partial(p), sketches=True)
+        assert sorted(got.features) == sorted(expected.features)
+        for name in expected.features:
+            assert repr(got.features[name].to_dict()) == repr(expected.features[name].to_dict()), (seed, name)
+        for name in ("prediction_label", "prediction_value", "latency"):
+            assert repr(getattr(got, name).to_dict()) == repr(getattr(expected, name).to_dict()), (seed, name)

@@ -1337,5 +1337,47 @@ def merge_accumulators(parts: Sequence[WindowAccumulator], *, sketches: bool = T
     else:
         acc, rest = WindowAccumulator(), parts
     for part in rest:
-        acc.merge(part, sketches)
+        acc.merge(part, sketches=False)
+    if sketches:
+        # each column's sketch from all parts at once (see merged_sketch), not merged part by part
+        for name, stats in acc.features.items():
+            stats.sketch = merged_sketch([part.features[name] for part in parts if name in part.features])
+        for field in ("prediction_label", "prediction_value", "latency"):
+            getattr(acc, field).sketch = merged_sketch([getattr(part, field) for part in parts])
     return MergedWindow(acc.n_events, acc.features, acc.prediction_label, acc.prediction_value, acc.latency)
+
+
+def merged_sketch(columns: Sequence[FeatureStats]) -> QuantileSketch:
+    """The quantile sketch of ``columns`` (one column's statistics from each shard) merged: the
+    valid numbers of those that hold them (:class:`SketchValues`, a values-form partial's) in one
+    :meth:`~QuantileSketch.add_many`, the others' sketches in one :meth:`~QuantileSketch.merge_all`.
+    Sketch counts are integers, so this is the sketch merging them one by one gives, bucket for
+    bucket; the columns are left as they are. A filled window of a quiet model reaches stage 2 as
+    values-form partials: a sketch built and merged a shard and column was most of its close.
+
+    >>> shards = [SketchValues(), SketchValues(), FeatureStats()]
+    >>> for k, shard in enumerate(shards):
+    ...     shard.add([0.5 * k, -3.0, 7.0 + k, None])
+    >>> at_once = merged_sketch(shards)
+    >>> shards[0].values.tolist()  # (left as it was)
+    [0.0, -3.0, 7.0]
+    >>> one_by_one = FeatureStats()
+    >>> for shard in shards:
+    ...     one_by_one.merge(shard)
+    >>> at_once == one_by_one.sketch, at_once.count
+    (True, 9)
+    """
+    values: list[FloatArray] = []
+    sketches: list[QuantileSketch] = []
+    for column in columns:
+        held = getattr(column, "values", None)  # a SketchValues' numbers not in its sketch yet
+        if held is not None:
+            values.append(np.asarray(held, dtype=np.float64))
+        if column.sketch is not _UNBUILT and not column.sketch.empty:
+            sketches.append(column.sketch)
+    sketch = QuantileSketch()
+    if values:
+        sketch.add_many(values[0] if len(values) == 1 else np.concatenate(values))
+    if sketches:
+        sketch.merge_all(sketches)
+    return sketch
