@@ -63,6 +63,13 @@ model 1.
 
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
 
+``--data DIR``: the generated workload (profiles, both runs' records, the filled windows; ~4.5 of
+the ~6 minutes of a 1,000-model run) is kept in ``DIR`` and a later run with the same parameters
+reads it instead (``workload.json`` there records them). Two revisions then run on the same events:
+``PYTHONPATH=TREE/src`` (a worktree whose C extensions ``bench_revisions.build_extensions`` built)
+against this tree, alternating. Delete ``DIR`` when the workload's code (simulate, this bench's
+``traffic``) changed.
+
 ``--calibrations DIR`` (default ``driftline-bench-calibrations`` in the temp directory; ``none``: in
 the process only): the sequential detectors' calibrations are shared through ``DIR`` as a worker's
 ``worker.state_dir/calibrations`` shares them, so only the first run calibrates (~0.8 CPU-s a model,
@@ -492,6 +499,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-sequential", dest="sequential", action="store_false",
                         help="both runs without the sequential detectors (module docstring)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="keep the generated workload in DIR and reuse it when the parameters match "
+                             "(module docstring)")
     parser.add_argument("--calibrations", type=_directory, default=CALIBRATIONS,
                         help="share the detectors' calibrations across runs here ('none': this process only)")
     parser.add_argument("--baseline", type=Path,
@@ -753,7 +763,8 @@ def measure(models: int, n: int, training: int = 1000,
             calibrations: Path | None = CALIBRATIONS, rate: float = RATE,
             key_by: str = "prediction_id", partitions: int = PARTITIONS,
             batch_records: int = BATCH_RECORDS, sequential: bool = True,
-            gc_threshold0: int | None = None, price_scored: bool = True) -> list[Figure]:
+            gc_threshold0: int | None = None, price_scored: bool = True,
+            data_dir: Path | None = None) -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
     None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
@@ -764,17 +775,19 @@ def measure(models: int, n: int, training: int = 1000,
     ``gc_threshold0``: both runs' collector generation-0 threshold (None: the worker's);
     ``price_scored``: time stage 2's scored close on windows a steady state fills (off for
     ``--quick``: its runs close too few windows to give a steady state, and drawing the windows of
-    its few busy models' sizes took longer than the runs)."""
+    its few busy models' sizes took longer than the runs); ``data_dir``: keep the generated workload
+    there and reuse it on a later run of the same parameters (:func:`workload_in`; None: a temporary
+    directory)."""
     settings = settings_for(partitions, batch_records, sequential)
     specs = model_specs(models)
-    started = time.perf_counter()
-    profiles = profiles_of(specs, training, settings)
-    records = traffic(specs, n, settings, rate, key_by)
-    single = traffic(specs[:1], n, settings, rate)  # one model: as many events, all model 0's
-    print(f"{len(profiles)} profiles and {len(records[0]):,} records generated in "
-          f"{time.perf_counter() - started:.0f}s", flush=True)
-    with tempfile.TemporaryDirectory(prefix="driftline-bench-models-") as tmp:
-        data = Path(tmp)
+
+    def make(data: Path) -> None:
+        started = time.perf_counter()
+        profiles = profiles_of(specs, training, settings)
+        records = traffic(specs, n, settings, rate, key_by)
+        single = traffic(specs[:1], n, settings, rate)  # one model: as many events, all model 0's
+        print(f"{len(profiles)} profiles and {len(records[0]):,} records generated in "
+              f"{time.perf_counter() - started:.0f}s", flush=True)
         for which, inputs in (("one", (profiles[:1], single)), ("many", (profiles, records))):
             with (data / f"{which}.pickle").open("wb") as f:
                 pickle.dump(inputs, f)
@@ -782,14 +795,45 @@ def measure(models: int, n: int, training: int = 1000,
         sizes = steady_window_events(models, rate, min(settings.windows.sizes_s), settings.drift.min_count)
         if sizes and price_scored:
             with (data / "filled.pickle").open("wb") as f:
-                pickle.dump([(events, filled_windows(specs[0], training, events, FILLED_WINDOWS))
+                pickle.dump([(events, filled_windows(specs[0], training, events, FILLED_WINDOWS,
+                                                     settings.drift.min_count))
                              for events in sizes], f)
-        del records, single
+
+    workload = {"models": models, "n": n, "training": training, "rate": rate, "key_by": key_by,
+                "partitions": partitions, "batch_records": batch_records, "sequential": sequential,
+                "price_scored": price_scored}
+    with nullcontext(data_dir) if data_dir is not None else tempfile.TemporaryDirectory(
+            prefix="driftline-bench-models-") as kept:
+        data = Path(kept)
+        if workload_in(data, workload, make):
+            print(f"the workload in {data} reused", flush=True)
         before = run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
         many = run_in_child("many", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
         after = run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
     one = bracketed(before, after)
     return figures_for(models, n, one, many, rate, key_by, partitions, batch_records, sequential)
+
+
+def workload_in(data: Path, parameters: dict[str, Any], make: Callable[[Path], None]) -> bool:
+    """Whether ``data`` already holds the workload of ``parameters`` (its ``workload.json`` says so:
+    True, nothing made); else ``make(data)`` writes it there and the parameters are recorded after it
+    (a run stopped while making leaves no record: the next one makes it again).
+
+    >>> import tempfile
+    >>> made = []
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     runs = [workload_in(Path(tmp), {"n": n}, made.append) for n in (10, 10, 20)]
+    >>> runs, len(made)
+    ([False, True, False], 2)
+    """
+    stamp = data / "workload.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == parameters:
+        return True
+    data.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    make(data)
+    stamp.write_text(json.dumps(parameters))
+    return False
 
 
 def interleaved(settings: Settings, profiles: list[ReferenceProfile], records: list[RawRecord], warm: int,
@@ -873,12 +917,16 @@ def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
     return windows
 
 
-def filled_windows(spec: ModelSpec, rows_each: int, events: int, n: int) -> list[list[WindowAccumulator]]:
-    """``n`` windows of ``events`` events of ``spec``'s model, each as 4 shards' partials, from its
-    drift-free traffic after the ``rows_each`` rows :func:`profiles_of` builds its profile from:
-    windows a steady state fills, drawn as its profile was (scored against it, their KS p-values
-    come from the exact small-sample branch as a steady state's do, not the shortcut a drifted
-    window takes)."""
+def filled_windows(spec: ModelSpec, rows_each: int, events: int, n: int,
+                   values_below: int) -> list[list[WindowAccumulator]]:
+    """``n`` windows of ``events`` events of ``spec``'s model, each as 4 shards' partials as stage 2
+    holds them (sent as a shard sends them: the values form where it holds fewer than
+    ``values_below`` events, the worker's ``drift.min_count``, else sketches; then parsed), from
+    its drift-free traffic after the ``rows_each`` rows :func:`profiles_of` builds its profile
+    from: windows a steady state fills, drawn as its profile was (scored against it, their KS
+    p-values come from the exact small-sample branch as a steady state's do, not the shortcut a
+    drifted window takes). At 5,000/s most of 1,000 models' 300 s windows reach stage 2 as four
+    values-form partials, whose sketches stage 2 builds: priced as sketches, that close was low."""
     base = Scenario(seed=0, start=START_MS, duration_s=1.0, rate=RATE,
                     models=[spec.model_copy(update={"traffic_share": 1.0})])
     drawn = training_columns(training_scenario(base, _with_room(rows_each + events * n, 1)))
@@ -886,12 +934,20 @@ def filled_windows(spec: ModelSpec, rows_each: int, events: int, n: int) -> list
     names = [c for c in columns if c not in (LABEL, PREDICTION, SCORE) and not c.startswith("__")]
     windows = []
     for w in range(n):
-        shards = [WindowAccumulator() for _ in range(4)]
+        shards = []
         first = rows_each + w * events
-        for k, shard in enumerate(shards):
+        for k in range(4):
             rows = range(first + k, first + events, 4)
-            shard.add([{c: columns[c][i] for c in names} for i in rows],
-                      [Prediction(label=str(columns[PREDICTION][i])) for i in rows], [5.0] * len(rows))
+            part = EventColumns.of([{c: columns[c][i] for c in names} for i in rows],
+                                   [Prediction(label=str(columns[PREDICTION][i])) for i in rows],
+                                   [5.0] * len(rows))
+            if len(rows) < values_below:
+                partial = values_partial([part])
+            else:
+                accumulator = WindowAccumulator()
+                accumulator.add_chunk([part])
+                partial = accumulator.to_partial()
+            shards.append(check_partial(orjson.loads(orjson.dumps(partial))))
         windows.append(shards)
     return windows
 
@@ -927,7 +983,7 @@ def measure_scored_close(models: int, rate: float, training: int, rounds: int = 
         return
     extras: dict[bool, list[float]] = {True: [], False: []}
     for events in sizes:
-        windows = filled_windows(spec, training, events, FILLED_WINDOWS)
+        windows = filled_windows(spec, training, events, FILLED_WINDOWS, settings.drift.min_count)
         found: dict[bool, float] = {}
         for _ in range(rounds):
             for compiled in (True, False):
@@ -1142,7 +1198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by,
                       args.partitions, args.batch_records, args.sequential, args.gc_threshold0,
-                      price_scored=not args.quick)
+                      price_scored=not args.quick, data_dir=args.data)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))
