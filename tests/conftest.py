@@ -262,7 +262,7 @@ def wait_async() -> Callable[..., Awaitable[None]]:
     return _wait_async
 
 
-# -- scheduling under `make test` (-n 3 --dist loadfile --no-loadscope-reorder) ----------------------
+# -- scheduling under `make test` (-n 4 --dist loadfile --no-loadscope-reorder) ----------------------
 # The fault tests compared with the clean run are one xdist work unit: their session fixtures (a
 # proxied broker, the recorded stream, the clean worker run: ~30 s) are then paid by one worker, not
 # by every worker that gets one of their files. The fault tests on streams of their own (comparison
