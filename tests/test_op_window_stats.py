@@ -631,3 +631,20 @@ def test_a_filled_window_of_mixed_partial_forms_merges_as_shard_by_shard() -> No
             assert repr(got.features[name].to_dict()) == repr(expected.features[name].to_dict()), (seed, name)
         for name in ("prediction_label", "prediction_value", "latency"):
             assert repr(getattr(got, name).to_dict()) == repr(getattr(expected, name).to_dict()), (seed, name)
+
+
+def test_parsed_values_form_partials_merge_the_same_after_a_pickle() -> None:
+    """A parsed values-form column shares one empty sketch with every other until it is merged with
+    sketches; pickled, they share one copy of it. Settling one must not add its values there (the
+    next column's sketch would hold both): merged one by one, the pickled window is the window."""
+    import pickle
+
+    feats, preds, lats = _odd_events(3, 40)
+    parts = [EventColumns.of(feats[k::4], preds[k::4], lats[k::4]) for k in range(4)]
+    parsed = [WindowAccumulator.from_partial(orjson.loads(orjson.dumps(values_partial([p])))) for p in parts]
+    restored = pickle.loads(pickle.dumps(parsed))
+    expected, got = WindowAccumulator(), WindowAccumulator()
+    for mine, theirs in zip(parsed, restored, strict=True):
+        expected.merge(mine, sketches=True)
+        got.merge(theirs, sketches=True)
+    assert repr(got.to_partial()) == repr(expected.to_partial())

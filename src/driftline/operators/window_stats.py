@@ -369,7 +369,8 @@ class SketchValues(FeatureStats):
 
     def settle(self) -> None:
         """Build the sketch from the values (once): the sketch ``to_dict`` then ships."""
-        if self.sketch is _UNBUILT:
+        if self.sketch is _UNBUILT or self.sketch.empty:
+            # an empty one may be _UNBUILT unpickled: one object every column of the pickle shares
             self.sketch = QuantileSketch()
         if self.values is not None:
             self.sketch.add_many(np.asarray(self.values, dtype=np.float64))
