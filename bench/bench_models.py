@@ -412,7 +412,7 @@ def child(which: str, data: Path, calibrations: Path | None, partitions: int,
     filled = data / "filled.pickle"
     if which == "many" and filled.exists():  # what a window sustained traffic fills costs stage 2 more
         with filled.open("rb") as f:
-            sized: list[tuple[int, list[list[WindowAccumulator]]]] = pickle.load(f)
+            sized: list[tuple[int, list[list[dict[str, Any]]]]] = pickle.load(f)
         settings = settings_for(partitions)
         extras = [scored_close_extra_us(profiles[0], settings, windows) for _, windows in sized]
         result["scored_close_extra_us"] = sum(extras) / len(extras)
@@ -421,34 +421,34 @@ def child(which: str, data: Path, calibrations: Path | None, partitions: int,
 
 
 def scored_close_extra_us(profile: ReferenceProfile, settings: Settings,
-                          windows: list[list[WindowAccumulator]], rounds: int = 3) -> float:
+                          windows: list[list[dict[str, Any]]], rounds: int = 3) -> float:
     """Stage 2's extra CPU-us on a window it scores (4 shards' sketches merged, every feature
     scored, its p-values too where it holds ``drift.min_count`` values, its rows) over one it finds
     under-filled (counts and moments merged, count rows), on ``windows`` of ``profile``'s model
     (:func:`filled_windows`); in this process, best of ``rounds``, each scored round with the KS
     p-values' cache emptied (a steady state's windows rarely repeat a (statistic, size) pair: a
     round that found the last round's would price the dearest step at nothing). The stage-1 side
-    of a filled window (a sketch per column, not the values) is not in it."""
+    of a filled window (a sketch per column where a shard holds ``drift.min_count`` events) is not
+    in it."""
     best = close_costs(profile, settings, windows, rounds)
     return (best[True] - best[False]) * 1e6
 
 
-def close_costs(profile: ReferenceProfile, settings: Settings, windows: list[list[WindowAccumulator]],
+def close_costs(profile: ReferenceProfile, settings: Settings, windows: list[list[dict[str, Any]]],
                 rounds: int) -> dict[bool, float]:
-    """Stage 2's CPU-s a window of ``windows`` (each 4 shards' partials) of ``profile``'s model,
-    scored (True: sketches merged, every feature scored) and under-filled (False), rows made either
-    way; in this process, the two alternating, best of ``rounds``."""
+    """Stage 2's CPU-s a window of ``windows`` (each 4 shards' partials, as sent) of ``profile``'s
+    model, scored (True: sketches merged, every feature scored) and under-filled (False), rows made
+    either way; in this process, the two alternating, best of ``rounds``."""
     scorer = DriftScorer(profile, drift=settings.drift)
     best = {True: float("inf"), False: float("inf")}
-    held = pickle.dumps(windows)
     for _ in range(rounds):
         for scored in (True, False):
             drift_module.clear_pvalue_cache()
-            # each round on windows as stage 2 parsed them: a merge that built a values-form part's
-            # sketch in place (before 335906b) would price the next rounds' closes low
-            fresh = pickle.loads(held)
+            # parsed afresh each round, as stage 2 parses them on arrival (not timed): a merge that
+            # built a values-form part's sketch in place (before 335906b) would price later rounds low
+            parsed = [[check_partial(partial) for partial in window] for window in windows]
             started = time.process_time()
-            close_under_filled(fresh, scorer, scored=scored)
+            close_under_filled(parsed, scorer, scored=scored)
             best[scored] = min(best[scored], time.process_time() - started)
     return {scored: spent / len(windows) for scored, spent in best.items()}
 
@@ -922,10 +922,10 @@ def under_filled_windows(n: int) -> list[list[WindowAccumulator]]:
 
 
 def filled_windows(spec: ModelSpec, rows_each: int, events: int, n: int,
-                   values_below: int) -> list[list[WindowAccumulator]]:
-    """``n`` windows of ``events`` events of ``spec``'s model, each as 4 shards' partials as stage 2
-    holds them (sent as a shard sends them: the values form where it holds fewer than
-    ``values_below`` events, the worker's ``drift.min_count``, else sketches; then parsed), from
+                   values_below: int) -> list[list[dict[str, Any]]]:
+    """``n`` windows of ``events`` events of ``spec``'s model, each as 4 shards' partials as a shard
+    sends them (the values form where it holds fewer than ``values_below`` events, the worker's
+    ``drift.min_count``, else sketches; decoded from JSON, for :func:`check_partial`), from
     its drift-free traffic after the ``rows_each`` rows :func:`profiles_of` builds its profile
     from: windows a steady state fills, drawn as its profile was (scored against it, their KS
     p-values come from the exact small-sample branch as a steady state's do, not the shortcut a
@@ -951,7 +951,7 @@ def filled_windows(spec: ModelSpec, rows_each: int, events: int, n: int,
                 accumulator = WindowAccumulator()
                 accumulator.add_chunk([part])
                 partial = accumulator.to_partial()
-            shards.append(check_partial(orjson.loads(orjson.dumps(partial))))
+            shards.append(orjson.loads(orjson.dumps(partial)))
         windows.append(shards)
     return windows
 
@@ -1007,7 +1007,8 @@ def measure_under_filled(n: int, rounds: int = 5) -> None:
     """Print the per-window stage-2 CPU of under-filled windows, before vs now (see module docstring)."""
     settings = bench_settings("127.0.0.1:9", "bm")
     profile = profiles_of(model_specs(1), 1000, settings)[0]
-    best = close_costs(profile, settings, under_filled_windows(n), rounds)
+    windows = [[shard.to_partial() for shard in window] for window in under_filled_windows(n)]
+    best = close_costs(profile, settings, windows, rounds)
     before, now = (best[s] * 1e3 for s in (True, False))
     print(f"under-filled window (1-26 events, 4 shards, 25 features), stage 2 merge + score + rows: "
           f"{before:.2f} ms before, {now:.2f} ms now ({now / before:.2f}x), best of {rounds}, {n} windows")

@@ -202,13 +202,17 @@ def test_a_scored_close_is_timed_on_windows_a_steady_state_fills(bench_models: M
     settings = bench_models.settings_for(4)
     spec = bench_models.model_specs(1)[0]
     profile = bench_models.profiles_of([spec], 300, settings)[0]
-    windows = bench_models.filled_windows(spec, 300, 160, 2, settings.drift.min_count)
-    # each shard's 40 events as stage 1 sends them below drift.min_count: their values, parsed
+    sent = bench_models.filled_windows(spec, 300, 160, 2, settings.drift.min_count)
+    windows = [[bench_models.check_partial(partial) for partial in window] for window in sent]
+    # each shard's 40 events as stage 1 sends them below drift.min_count: their values
+    assert all(partial["form"] == "values" for partial in sent[0])
     assert all(type(stats) is bench_models.SketchValues for shard in windows[0]
                for stats in shard.features.values())
     as_sketches = bench_models.filled_windows(spec, 300, 160, 1, 40)  # 40 events a shard: sketches
     assert all(type(stats) is FeatureStats and not stats.sketch.empty
-               for shard in as_sketches[0] for name, stats in shard.features.items() if name.startswith("x"))
+               for partial in as_sketches[0]
+               for name, stats in bench_models.check_partial(partial).features.items()
+               if name.startswith("x"))
     scorer = bench_models.DriftScorer(profile, drift=settings.drift)
     for shards in windows:
         merged = bench_models.merge_accumulators(shards)
