@@ -269,3 +269,20 @@ def test_a_values_form_partial_whose_counts_are_not_its_events_is_refused() -> N
             check_partial({**partial, "features": {**partial["features"], **column}})
     with pytest.raises(ValueError, match="unknown form"):
         check_partial({**partial, "form": "columns"})
+
+
+def test_a_values_form_partial_whose_counts_are_past_int64_is_refused() -> None:
+    """A values-form column's counts are checked as it is parsed (adding up to n_events), and
+    n_events is bounded: counts that add up but that an int64 sum could not hold are refused."""
+    from driftline.operators.window_stats import EventColumns, values_partial
+    from driftline.pipeline.windows import check_partial
+    from driftline.schemas.events import Prediction
+    partial = values_partial([EventColumns.of([{"x": 1.5}], [Prediction(label="1")], [None])])
+    assert check_partial(partial).features["x"].n == 1
+    huge = 2**62
+    columns = {name: {**column, "missing": column["missing"] + huge}
+               for name, column in partial["features"].items()}
+    extra = {name: {**partial[name], "missing": partial[name]["missing"] + huge}
+             for name in ("prediction_label", "prediction_value", "latency")}
+    with pytest.raises(ValueError, match="n_events is not a count"):
+        check_partial({**partial, **extra, "n_events": partial["n_events"] + huge, "features": columns})
