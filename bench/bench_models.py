@@ -63,6 +63,11 @@ model 1.
 
 ``--quick`` (``make bench``'s smoke run, row 14 of bench/run_all.py): 8 models, 3,000 events.
 
+``--rounds N`` (default 1): N many-model runs, each between two one-model runs (one, many, one,
+many, ..., one: N + 1 of one model), each round a ratio with its bracketing pair; the figures are
+the median round's and the detail lists every round's (this box's load moved one run by up to a
+third within a run of three: one round is one draw of it).
+
 ``--data DIR``: the generated workload (profiles, both runs' records, the filled windows; ~4.5 of
 the ~6 minutes of a 1,000-model run) is kept in ``DIR`` and a later run with the same parameters
 reads it instead (``workload.json`` there records them). Two revisions then run on the same events:
@@ -503,6 +508,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-sequential", dest="sequential", action="store_false",
                         help="both runs without the sequential detectors (module docstring)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="N many-model runs, each between two one-model runs; the median round's "
+                             "figures (module docstring)")
     parser.add_argument("--data", type=Path, metavar="DIR",
                         help="keep the generated workload in DIR and reuse it when the parameters match "
                              "(module docstring)")
@@ -544,7 +552,7 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
     # than that (steady_costs), so its steady state is the figure; the run's own ratio without one.
     min_count = settings_for(partitions).drift.min_count
     steady = steady_costs(many, one, models, rate, windows.sizes_s, windows.metrics_interval_s, min_count)
-    ratio = steady[0] / steady[1] if steady is not None else run_ratio
+    ratio = round_ratio(many, one, models, rate, partitions)
     cost_label = (f"(14b) per-event cost{' at a steady state' if steady is not None else ''}, {models:,} "
                   f"models / 1 model at {rate:,.0f} pred/s")
     measured_gb = (many["rss_bytes"] - many["input_rss_bytes"]) / 1e9
@@ -570,7 +578,8 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
               f"{many['pipeline_rss_bytes'] / 1e9:.2f} GB "
               f"(one model: {one['pipeline_rss_bytes'] / 1e6:.0f} MB), {per_model_bytes / 1e6:.2f} MB per "
               f"further model; measured {measured_gb:.2f} GB")
-    cost = (f"{_steady(many, one, models, rate, windows.sizes_s, windows.metrics_interval_s, min_count)}; "
+    steady_text = _steady(many, one, models, rate, windows.sizes_s, windows.metrics_interval_s, min_count)
+    cost = (f"{_rounds(many)}{steady_text}; "
             f"{_between(many, one)}; over the timed run (every model's window closing in its "
             f"{n / rate:,.0f} s of event time) {many['cpu_per_prediction_us']:.1f} vs "
             f"{one['cpu_per_prediction_us']:.1f} CPU-us per prediction ({run_ratio:.2f}x{_one_runs(one)}; "
@@ -586,6 +595,18 @@ def figures_for(models: int, n: int, one: dict[str, Any], many: dict[str, Any],
         Figure("models_cost_ratio", cost_label, ratio, "x",
                f"<= {COST_TARGET:g} at {TARGET_MODELS:,}", cost_met, cost, {"one": one, "many": many}),
     ]
+
+
+def _rounds(many: dict[str, Any]) -> str:
+    """Every round's ratio, where there were several (the figure is the median round's).
+
+    >>> _rounds({"round_ratios": [1.41, 1.3, 1.62]}), _rounds({})
+    ('the median of 3 rounds (1.41x, 1.30x, 1.62x), ', '')
+    """
+    ratios = many.get("round_ratios")
+    if not ratios:
+        return ""
+    return f"the median of {len(ratios)} rounds ({', '.join(f'{r:.2f}x' for r in ratios)}), "
 
 
 def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -768,7 +789,7 @@ def measure(models: int, n: int, training: int = 1000,
             key_by: str = "prediction_id", partitions: int = PARTITIONS,
             batch_records: int = BATCH_RECORDS, sequential: bool = True,
             gc_threshold0: int | None = None, price_scored: bool = True,
-            data_dir: Path | None = None) -> list[Figure]:
+            data_dir: Path | None = None, rounds: int = 1) -> list[Figure]:
     """Both figures for ``models`` models and ``n`` predictions at ``rate`` predictions/s (each
     run in a fresh process; ``calibrations``: the directory the runs share calibrations through,
     None: none); ``key_by``: what the many models' predictions are keyed by (see :func:`traffic`;
@@ -781,7 +802,8 @@ def measure(models: int, n: int, training: int = 1000,
     ``--quick``: its runs close too few windows to give a steady state, and drawing the windows of
     its few busy models' sizes took longer than the runs); ``data_dir``: keep the generated workload
     there and reuse it on a later run of the same parameters (:func:`workload_in`; None: a temporary
-    directory)."""
+    directory); ``rounds``: many models' runs, each between two of one model's, the figures those of
+    the round whose ratio is the median (every round's in the detail)."""
     settings = settings_for(partitions, batch_records, sequential)
     specs = model_specs(models)
 
@@ -811,11 +833,41 @@ def measure(models: int, n: int, training: int = 1000,
         data = Path(kept)
         if workload_in(data, workload, make):
             print(f"the workload in {data} reused", flush=True)
-        before = run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
-        many = run_in_child("many", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
-        after = run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)
-    one = bracketed(before, after)
+        ones = [run_in_child("one", data, calibrations, partitions, batch_records, sequential, gc_threshold0)]
+        manys = []
+        for _ in range(rounds):  # one, many, one, many, ..., one: each many run between two of one
+            manys.append(run_in_child("many", data, calibrations, partitions, batch_records, sequential,
+                                      gc_threshold0))
+            ones.append(run_in_child("one", data, calibrations, partitions, batch_records, sequential,
+                                     gc_threshold0))
+    one, many = median_round(ones, manys, models, rate, partitions)
     return figures_for(models, n, one, many, rate, key_by, partitions, batch_records, sequential)
+
+
+def median_round(ones: list[dict[str, Any]], manys: list[dict[str, Any]], models: int, rate: float,
+                 partitions: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The round whose ratio is the median (the lower one of an even count): its one-model figures
+    (:func:`bracketed`, the runs before and after it) and its many-model run, which lists every
+    round's ratio in ``round_ratios`` where there were several. ``ones`` are one model's runs, one
+    more than ``manys``, the many models' runs between them."""
+    pairs = [(bracketed(before, after), many)
+             for before, after, many in zip(ones[:-1], ones[1:], manys, strict=True)]
+    ratios = [round_ratio(many, one, models, rate, partitions) for one, many in pairs]
+    median = sorted(range(len(pairs)), key=ratios.__getitem__)[(len(pairs) - 1) // 2]
+    one, many = pairs[median]
+    return one, {**many, "round_ratios": ratios} if len(pairs) > 1 else many
+
+
+def round_ratio(many: dict[str, Any], one: dict[str, Any], models: int, rate: float,
+                partitions: int) -> float:
+    """The cost ratio the figure reads: at a steady state where both runs closed a window (see
+    :func:`steady_costs`), else over the timed run."""
+    settings = settings_for(partitions)
+    steady = steady_costs(many, one, models, rate, settings.windows.sizes_s,
+                          settings.windows.metrics_interval_s, settings.drift.min_count)
+    if steady is None:
+        return float(many["cpu_per_prediction_us"] / one["cpu_per_prediction_us"])
+    return steady[0] / steady[1]
 
 
 def workload_in(data: Path, parameters: dict[str, Any], make: Callable[[Path], None]) -> bool:
@@ -1203,7 +1255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     figures = measure(args.models, args.n, args.training, args.calibrations, args.rate, args.key_by,
                       args.partitions, args.batch_records, args.sequential, args.gc_threshold0,
-                      price_scored=not args.quick, data_dir=args.data)
+                      price_scored=not args.quick, data_dir=args.data, rounds=args.rounds)
     print_figures(figures, "many models on one worker")
     if args.json:
         args.json.write_text(json.dumps([f.as_dict() for f in figures], indent=2, default=str))

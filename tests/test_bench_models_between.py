@@ -231,3 +231,25 @@ def test_a_scored_close_is_timed_on_windows_a_steady_state_fills(bench_models: M
     text = bench_models._steady(many, one, 1_000, 5_000.0, [300, 3600], 300, 100)
     assert "+3.00 ms each (the mean over windows of 151, 276 events, the models' 10/30/50/70/90th" \
         in text, text
+
+
+def test_rounds_give_the_median_round_bracketed_by_its_own_one_model_runs(bench_models: ModuleType) -> None:
+    """With several rounds (one, many, one, many, one) the figure is the round whose ratio is the
+    median, its one-model side the two runs around it; every round's ratio is listed."""
+    def one(us: float) -> dict:
+        return {"between_closes_cpu_per_prediction_us": us, "cpu_per_prediction_us": us,
+                "predictions_timed": 100_000, "windows_closed": 1, "windows_under_filled": 0}
+
+    def many(us: float) -> dict:
+        return {"between_closes_cpu_per_prediction_us": us, "cpu_per_prediction_us": us,
+                "predictions_timed": 100_000, "windows_closed": 1_000, "windows_under_filled": 0}
+
+    ones, manys = [one(20.0), one(22.0), one(18.0), one(20.0)], [many(42.0), many(30.0), many(36.0)]
+    picked_one, picked_many = bench_models.median_round(ones, manys, 1_000, 5_000.0, 4)
+    ratios = picked_many["round_ratios"]
+    assert ratios == pytest.approx([42 / 21, 30 / 20, 36 / 19])
+    assert picked_many["cpu_per_prediction_us"] == 36.0
+    assert picked_one["runs_cpu_per_prediction_us"] == [18.0, 20.0]
+    assert bench_models._rounds(picked_many).startswith("the median of 3 rounds (2.00x, 1.50x, 1.89x)")
+    alone_one, alone_many = bench_models.median_round(ones[:2], manys[:1], 1_000, 5_000.0, 4)
+    assert "round_ratios" not in alone_many and alone_one["cpu_per_prediction_us"] == 21.0
