@@ -151,3 +151,31 @@ def test_merge_all_is_each_merged_in_turn_and_leaves_them_as_they_were(max_bucke
         assert [part.to_dict() for part in parts] == before
     with pytest.raises(ValueError, match="different relative_accuracy"):
         QuantileSketch().merge_all([QuantileSketch(), QuantileSketch(0.01)])
+
+
+def test_buckets_found_at_once_are_each_sketch_s_own_to_the_bit() -> None:
+    """A scored window finds its features' buckets in one pass: every sketch keeps exactly what it
+    finds alone (ordinals, representatives' bits, counts), whatever its stores hold: nothing, a
+    zero count only, one sign, both, a collapsed store; sketches that kept buckets keep theirs."""
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        sketches = []
+        for _ in range(int(rng.integers(0, 12))):
+            kind = int(rng.integers(0, 6))
+            n = int(rng.integers(1, 400))
+            rounded = rng.normal(0.0, 5.0, n).round(int(rng.integers(0, 3)))  # zeros among both signs
+            values = {0: np.zeros(0), 1: np.zeros(n), 2: rng.lognormal(0.0, 2.0, n),
+                      3: -rng.lognormal(0.0, 2.0, n), 4: rounded,
+                      5: 10.0 ** rng.uniform(-9, 9, n) * rng.choice([-1.0, 1.0], n)}[kind]
+            sketches.append(_sketch(values, max_buckets=64 if kind == 5 else 2048))
+        kept = [sketch for sketch in sketches if rng.random() < 0.2]
+        before = {id(sketch): sketch.buckets() for sketch in kept}
+        alone = [QuantileSketch.from_dict(sketch.to_dict())._find_buckets() for sketch in sketches]
+        QuantileSketch.find_buckets(sketches)
+        for sketch, expected in zip(sketches, alone, strict=True):
+            got = sketch.buckets()
+            if id(sketch) in before:
+                assert got is before[id(sketch)]
+            for a, b in zip(got, expected, strict=True):
+                assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), trial
+                assert not a.flags.writeable

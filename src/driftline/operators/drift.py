@@ -535,6 +535,7 @@ def score_features(items: Sequence[Scored], cfg: DriftSettings) -> list[FeatureS
     for i in numeric:
         if prepared[i].sketch_buckets[0] != items[i][1].sketch.relative_accuracy:
             raise ValueError("sketches must share relative_accuracy to be compared bucket by bucket")
+    QuantileSketch.find_buckets([items[i][1].sketch for i in numeric])  # all at once; each keeps its own
     current = {i: items[i][1].sketch.buckets() for i in numeric}
     counts = _numeric_histograms(current, [prepared[i].edges for i in numeric],
                                  [items[i][1].sketch for i in numeric])

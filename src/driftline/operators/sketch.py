@@ -125,6 +125,30 @@ class _Store:
         return idx.astype(np.int64) + self.offset, self.counts[idx]
 
 
+def _nonzero_of(stores: list[_Store]) -> tuple[IntArray, IntArray, IntArray]:
+    """The keys and counts of ``stores``' nonzero buckets (each store's ascending, the stores one
+    after the other) and how many each store has."""
+    sizes = [store.counts.size for store in stores]
+    if not sum(sizes):
+        return _NO_COUNTS, _NO_COUNTS, np.zeros(len(stores), dtype=np.int64)
+    counts = np.concatenate([store.counts for store in stores])
+    found = np.flatnonzero(counts)
+    bounds = np.cumsum([0, *sizes])
+    # a bucket's key: its place in its store plus the store's offset
+    shift = np.repeat(np.array([store.offset for store in stores], dtype=np.int64) - bounds[:-1], sizes)
+    return found + shift[found], counts[found], np.diff(np.searchsorted(found, bounds))
+
+
+def _ranks(sizes: IntArray) -> IntArray:
+    """0, 1, ..., size - 1 for each of ``sizes``, one after the other.
+
+    >>> _ranks(np.array([2, 0, 3])).tolist()
+    [0, 1, 0, 1, 2]
+    """
+    ends = np.cumsum(sizes)
+    return np.arange(int(ends[-1]) if sizes.size else 0) - np.repeat(ends - sizes, sizes)
+
+
 def _roundest(lower: float, upper: float, start: float) -> float:
     """The value in ``(lower, upper]`` with the fewest significant digits, rounding ``start``."""
     for digits in range(1, 18):
@@ -313,6 +337,52 @@ class QuantileSketch:
         if self._buckets is None:
             self._buckets = self._find_buckets()
         return self._buckets
+
+    @staticmethod
+    def find_buckets(sketches: list[QuantileSketch]) -> None:
+        """Find the :meth:`buckets` of every sketch of ``sketches`` that has none kept, at once: each
+        store's nonzero counts and representatives over all of them in a few numpy calls, not ~15
+        a sketch (a scored window reads ~20 features' buckets). Each sketch then keeps what
+        :meth:`buckets` finds alone, element for element.
+
+        >>> sketches = [QuantileSketch() for _ in range(3)]
+        >>> for i, sketch in enumerate(sketches):
+        ...     sketch.add_many(np.array([-1.5, 0.0, 2.0, 2.0 + i]))
+        >>> QuantileSketch.find_buckets(sketches)
+        >>> alone = QuantileSketch.from_dict(sketches[2].to_dict()).buckets()
+        >>> all((a == b).all() for a, b in zip(sketches[2].buckets(), alone))
+        True
+        """
+        todo = [sketch for sketch in sketches if sketch._buckets is None]
+        if len(todo) < 2 or len({sketch._log_gamma for sketch in todo}) > 1:
+            for sketch in todo:
+                sketch.buckets()
+            return
+        log_gamma = todo[0]._log_gamma
+        scale = 2.0 / (1.0 + math.exp(log_gamma))
+        nkeys, ncounts, nsizes = _nonzero_of([sketch._neg for sketch in todo])
+        pkeys, pcounts, psizes = _nonzero_of([sketch._pos for sketch in todo])
+        zeros = np.array([sketch.zero for sketch in todo], dtype=np.int64)
+        has_zero = (zeros > 0).astype(np.int64)
+        # each sketch's buckets: its negative ones backwards (their values descend as their keys
+        # ascend), its zero bucket if any, its positive ones; every bucket placed at once
+        sizes = nsizes + has_zero + psizes
+        ends = np.cumsum(sizes)
+        starts = ends - sizes
+        nplace = np.repeat(starts + nsizes - 1, nsizes) - _ranks(nsizes)  # backwards from the zero
+        pplace = np.repeat(starts + nsizes + has_zero, psizes) + _ranks(psizes)
+        zplace = (starts + nsizes)[has_zero > 0]
+        total = int(ends[-1])
+        ords, reps, counts = np.zeros(total, dtype=np.int64), np.zeros(total), np.zeros(total, dtype=np.int64)
+        ords[nplace], reps[nplace], counts[nplace] = (-_ORDINAL_OFFSET - nkeys,
+                                                      -np.exp(nkeys * log_gamma) * scale, ncounts)
+        ords[pplace], reps[pplace], counts[pplace] = (_ORDINAL_OFFSET + pkeys,
+                                                      np.exp(pkeys * log_gamma) * scale, pcounts)
+        counts[zplace] = zeros[has_zero > 0]  # (its ordinal and representative are 0)
+        for whole in (ords, reps, counts):
+            whole.flags.writeable = False  # and so each sketch's views: shared until a sketch changes
+        for sketch, start, stop in zip(todo, starts.tolist(), ends.tolist(), strict=True):
+            sketch._buckets = ords[start:stop], reps[start:stop], counts[start:stop]
 
     def _find_buckets(self) -> tuple[IntArray, FloatArray, IntArray]:
         nkeys, ncounts = self._neg.nonzero()
