@@ -65,15 +65,16 @@ model 1.
 
 ``--rounds N`` (default 1): N many-model runs, each between two one-model runs (one, many, one,
 many, ..., one: N + 1 of one model), each round a ratio with its bracketing pair; the figures are
-the median round's and the detail lists every round's (this box's load moved one run by up to a
-third within a run of three: one round is one draw of it).
+the median round's and the detail lists every round's (two runs of the same code on this box,
+minutes apart, read 27.7 and 50.9 CPU-us a prediction between closes: one round is one draw of its
+load).
 
-``--data DIR``: the generated workload (profiles, both runs' records, the filled windows; ~4.5 of
-the ~6 minutes of a 1,000-model run) is kept in ``DIR`` and a later run with the same parameters
-reads it instead (``workload.json`` there records them). Two revisions then run on the same events:
-``PYTHONPATH=TREE/src`` (a worktree whose C extensions ``bench_revisions.build_extensions`` built)
-against this tree, alternating. Delete ``DIR`` when the workload's code (simulate, this bench's
-``traffic``) changed.
+``--data DIR``: the generated workload (profiles, both runs' records, the filled windows; ~4 of
+the ~5.5 minutes of a 1,000-model run) is kept in ``DIR`` and a later run with the same parameters
+reads it instead (``workload.json`` there records them). Two revisions can then run on the same
+events: the same command with ``PYTHONPATH=TREE/src`` (a worktree whose C extensions
+``bench_revisions.build_extensions`` built) and without it, in turn. Delete ``DIR`` when the
+workload's code (simulate, this bench's ``traffic`` and ``filled_windows``) changed.
 
 ``--calibrations DIR`` (default ``driftline-bench-calibrations`` in the temp directory; ``none``: in
 the process only): the sequential detectors' calibrations are shared through ``DIR`` as a worker's
