@@ -33,7 +33,13 @@
   metrics interval, as a batch a second brings them), CPU-us a record; a batch's events buffered
   into their windows (``ShardProcessor._buffer_groups`` of 1,250 events of 25 features over 300
   Zipf-chosen models, a second of event time, the default 300 s and 3,600 s windows), CPU-us a
-  (model, segment) group.
+  (model, segment) group; a filled window's close merge (4 values-form partials of a 289-event
+  window, 20 float and 5 categorical features, parsed and merged with sketches: REV's window_stats
+  module against this one; REV must read the values form), CPU-us a window; and a small window's
+  values-form partial checked on arrival (``check_partial``, REV's windows module against this
+  one), CPU-us a partial;
+- **sketch buckets**: a filled window's 20 float features' sketch buckets found sketch by sketch
+  against all at once (``QuantileSketch.find_buckets``), CPU-us a window.
 
     .venv/bin/python bench/bench_stage_steps.py [--rounds 5] [--baseline 1a8ff97]
 """
@@ -55,7 +61,7 @@ import orjson
 from common import module_at_revision
 
 from driftline.config import Settings
-from driftline.operators import feature_watch
+from driftline.operators import feature_watch, window_stats
 from driftline.operators.columns import OutputColumns
 from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.float_block import FloatBlock
@@ -63,9 +69,11 @@ from driftline.operators.join import features as join_features
 from driftline.operators.join import outputs as join_outputs
 from driftline.operators.join import records as join_records
 from driftline.operators.multivariate import NormalScores
+from driftline.operators.sketch import QuantileSketch
 from driftline.operators.triggers import RetrainPolicy
-from driftline.operators.window_stats import ColumnBlock, EventColumns
+from driftline.operators.window_stats import ColumnBlock, EventColumns, values_partial
 from driftline.pipeline import outcomes, records, shard
+from driftline.pipeline import windows as windows_module
 from driftline.pipeline.records import Outcomes, Progress
 from driftline.pipeline.references import ProfileBook
 from driftline.schemas.events import Prediction
@@ -432,6 +440,80 @@ def held_runs(rounds: int, models: int = 1_000, batches: int = 52,
     return {side: us / 1e3 for side, us in best.items()}, len(made["alone"]), runs
 
 
+def filled_partials(windows: int = 20, events: int = 289) -> list[list[dict[str, Any]]]:
+    """``windows`` windows of ``events`` events of 20 float and 5 categorical features, each as its
+    4 shards' partials in the values form (each shard below ``drift.min_count``: how most of 1,000
+    models' 300 s windows reach stage 2 at 5,000 predictions/s), decoded from JSON."""
+    rng = random.Random(9)
+    names = [f"x{j}" for j in range(20)] + [f"c{j}" for j in range(5)]
+    out = []
+    for _ in range(windows):
+        shards = []
+        for k in range(4):
+            rows = [{name: rng.gauss(0, 1) if name[0] == "x" else rng.choice("abcd") for name in names}
+                    for _ in range(k, events, 4)]
+            labels = [Prediction(label=rng.choice("01")) for _ in rows]
+            part = EventColumns.of(rows, labels, [5.0] * len(rows))
+            shards.append(orjson.loads(orjson.dumps(values_partial([part]))))
+        out.append(shards)
+    return out
+
+
+def filled_merge(rounds: int, baseline: Any) -> dict[str, float]:
+    """CPU-us a window: its 4 values-form partials parsed and merged with sketches (a filled
+    window's close), by ``baseline`` (a revision's window_stats module) and by this one."""
+    windows = filled_partials()
+
+    def step(module: Any) -> Callable[[], None]:
+        def run() -> None:
+            for window in windows:
+                parts = [module.WindowAccumulator.from_partial(partial) for partial in window]
+                module.merge_accumulators(parts, sketches=True, consume=True)
+        return run
+
+    sides = {"baseline": (step(baseline), nullcontext), "this": (step(window_stats), nullcontext)}
+    return best_of(rounds, sides, len(windows))
+
+
+def partial_checks(rounds: int, baseline: Any) -> dict[str, float]:
+    """CPU-us a partial: a values-form partial of a 1-26 event window checked on arrival
+    (``check_partial``) by ``baseline`` (a revision's windows module) and by this one."""
+    windows = filled_partials(windows=40, events=14)
+    partials = [partial for window in windows for partial in window]
+
+    def step(module: Any) -> Callable[[], None]:
+        def run() -> None:
+            for partial in partials:
+                module.check_partial(partial)
+        return run
+
+    sides = {"baseline": (step(baseline), nullcontext), "this": (step(windows_module), nullcontext)}
+    return best_of(rounds, sides, len(partials))
+
+
+def window_buckets(rounds: int) -> dict[str, float]:
+    """CPU-us a window: the sketch buckets of a filled window's 20 float features, found sketch by
+    sketch (``QuantileSketch.buckets``) and all at once (``QuantileSketch.find_buckets``)."""
+    parse = window_stats.WindowAccumulator.from_partial
+    merged = [window_stats.merge_accumulators([parse(p) for p in window]) for window in filled_partials()]
+    sketches = [[stats.sketch for name, stats in m.features.items() if name[0] == "x"] for m in merged]
+
+    def alone() -> None:
+        for group in sketches:
+            for sketch in group:
+                sketch._buckets = None
+                sketch.buckets()
+
+    def together() -> None:
+        for group in sketches:
+            for sketch in group:
+                sketch._buckets = None
+            QuantileSketch.find_buckets(group)
+
+    return best_of(rounds, {"one by one": (alone, nullcontext), "at once": (together, nullcontext)},
+                   len(sketches))
+
+
 def _against(title: str, sides: dict[str, float], unit: str, digits: int = 0) -> str:
     """A step's line: its reference's figure (the first side) against the other's, and the ratio."""
     (old, before), (new, after) = sides.items()
@@ -447,6 +529,8 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         _against("digests and id keys, 2,500 payloads", digests_and_keys(rounds),
                  "CPU-ns a payload with its id"),
         _against("bucket close, 1,260 one-target outcomes", bucket_close(rounds), "CPU-us an outcome", 2),
+        _against("sketch buckets, a filled window's 20 float features", window_buckets(rounds),
+                 "CPU-us a window"),
     ]
     if baseline is not None:
         old_shard = module_at_revision(baseline, "src/driftline/pipeline/shard.py", "baseline_shard")
@@ -466,6 +550,17 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         bg, groups = buffer_groups(rounds, old_shard)
         lines.append(f"window buffers, 1,250 events of {groups} models: {baseline} {bg['baseline']:.1f} vs "
                      f"this {bg['this']:.1f} CPU-us a group ({bg['baseline'] / bg['this']:.2f}x)")
+        old_stats = module_at_revision(baseline, "src/driftline/operators/window_stats.py",
+                                       "baseline_window_stats")
+        fm = filled_merge(rounds, old_stats)
+        lines.append(f"filled window merged, 4 values-form partials of 289 events: {baseline} "
+                     f"{fm['baseline']:.0f} vs this {fm['this']:.0f} CPU-us a window "
+                     f"({fm['baseline'] / fm['this']:.2f}x)")
+        old_windows = module_at_revision(baseline, "src/driftline/pipeline/windows.py", "baseline_windows")
+        pc = partial_checks(rounds, old_windows)
+        lines.append(f"partial checked on arrival, values form of 3-4 events a shard: {baseline} "
+                     f"{pc['baseline']:.1f} vs this {pc['this']:.1f} CPU-us a partial "
+                     f"({pc['baseline'] / pc['this']:.2f}x)")
     hr, held, runs = held_runs(rounds)
     lines.append(f"held runs copied out, {held} models' {runs:,} runs of a round: model by model "
                  f"{hr['alone']:.0f} vs together {hr['together']:.0f} CPU-ms "

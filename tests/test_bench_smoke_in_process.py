@@ -160,17 +160,18 @@ def test_feature_watch_grouped_times_a_call_a_model_and_the_batch_grouped(
 
 def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> None:
     """bench_stage_steps: the C normal scores, category codes, features packed, pending tails,
-    digests and id keys and the column tally against their references, (``--baseline``) a
-    revision's per-model records, bucket lookup, model-events records and window buffers beside
-    this one's (HEAD here), and held runs copied out model by model and together."""
+    digests and id keys, the column tally and a window's sketch buckets against their references,
+    (``--baseline``) a revision's per-model records, bucket lookup, model-events records, window
+    buffers, filled-window merge and partial check beside this one's (HEAD here), and held runs
+    copied out model by model and together."""
     bench = _module("bench_stage_steps")
     lines = bench.measure(1, "HEAD")
     assert [line.split(",")[0] for line in lines] == [
         "normal scores", "category codes", "features packed", "pending tails", "digests and id keys",
-        "bucket close", "columnar records", "bucket lookup", "model-events records", "window buffers",
-        "held runs copied out"]
+        "bucket close", "sketch buckets", "columnar records", "bucket lookup", "model-events records",
+        "window buffers", "filled window merged", "partial checked on arrival", "held runs copied out"]
     assert all(line.endswith("x)") for line in lines), lines
-    assert all("of 202 models" in lines[i] for i in (6, 8, 9))  # the Zipf batch's models
+    assert all("of 202 models" in lines[i] for i in (7, 9, 10))  # the Zipf batch's models
 
 
 @pytest.mark.timeout(600)
