@@ -369,8 +369,9 @@ class SketchValues(FeatureStats):
 
     def settle(self) -> None:
         """Build the sketch from the values (once): the sketch ``to_dict`` then ships."""
-        if self.sketch is _UNBUILT or self.sketch.empty:
-            # an empty one may be _UNBUILT unpickled: one object every column of the pickle shares
+        if self.sketch.empty:
+            # an empty sketch may be _UNBUILT (or, unpickled, one copy every column shares): a
+            # column adds only into a sketch of its own
             self.sketch = QuantileSketch()
         if self.values is not None:
             self.sketch.add_many(np.asarray(self.values, dtype=np.float64))
@@ -1371,10 +1372,9 @@ def merged_sketch(columns: Sequence[FeatureStats]) -> QuantileSketch:
     values: list[FloatArray] = []
     sketches: list[QuantileSketch] = []
     for column in columns:
-        held = getattr(column, "values", None)  # a SketchValues' numbers not in its sketch yet
-        if held is not None:
-            values.append(np.asarray(held, dtype=np.float64))
-        if column.sketch is not _UNBUILT and not column.sketch.empty:
+        if isinstance(column, SketchValues) and column.values is not None:  # not in its sketch yet
+            values.append(np.asarray(column.values, dtype=np.float64))
+        if not column.sketch.empty:  # (_UNBUILT is)
             sketches.append(column.sketch)
     sketch = QuantileSketch()
     if values:
