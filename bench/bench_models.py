@@ -530,8 +530,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the many-model run only, this revision's pipeline against one on REV's "
                              "shard.py, in one process (module docstring)")
     parser.add_argument("--gc-threshold0", type=int, metavar="N",
-                        help="both runs' collector generation-0 threshold (default: the worker's, "
-                             "driftline.runtime.GC_THRESHOLDS)")
+                        help="both runs' collector generation-0 threshold, fixed (default: the worker's "
+                             "pacing, driftline.runtime.CollectorPacing)")
     parser.add_argument("--child", nargs=2, metavar=("WHICH", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -1225,8 +1225,9 @@ def measure_values_ab(models: int, n: int, rounds: int = 3) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     calibration.share_calibrations(args.calibrations)
-    if args.gc_threshold0 is not None:  # tune_gc (each run's start) reads the module's setting
+    if args.gc_threshold0 is not None:  # tune_gc (each run's start) reads the module's settings:
         runtime.GC_THRESHOLDS = (args.gc_threshold0, *runtime.GC_THRESHOLDS[1:])
+        runtime.GC_THRESHOLD0_CEILING = args.gc_threshold0  # a pacing that cannot move: fixed
     if args.child:
         child(args.child[0], Path(args.child[1]), args.calibrations, args.partitions, args.batch_records,
               args.sequential)

@@ -40,6 +40,9 @@ Series (all prefixed ``driftline_``):
   ``consumer_lag{stage="sink"}``;
 - ``compiled_path{path}``: 1 where a compiled C path runs (``decode``, ``join``, ``watch``), 0 where
   its reference does (the extension not built at install, or ``worker.compiled_paths`` false);
+- ``gc_threshold0``: the cyclic collector's generation-0 threshold now (``driftline.runtime.CollectorPacing``:
+  it rises while collections find no garbage, back to its floor when one does), ``gc_collections_total``
+  and ``gc_collected_total`` by ``generation``;
 - ``kafka_metadata_requests_total{client}``: the process's aiokafka metadata requests (producer,
   consumer): a few dozen a run; a steady rate means a client asks again and again for a partition
   without a known leader.
@@ -47,6 +50,7 @@ Series (all prefixed ``driftline_``):
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -79,6 +83,22 @@ def processor_families(figures: Iterable[ShardFigures]) -> list[Metric]:
     return list(families.values())
 
 
+def collector_families() -> list[Metric]:
+    """The cyclic collector's pace (``driftline.runtime.CollectorPacing``) and what it found."""
+    threshold = GaugeMetricFamily(
+        "driftline_gc_threshold0", "the cyclic collector's generation-0 threshold (paced by what it finds)")
+    threshold.add_metric([], float(gc.get_threshold()[0]))
+    collections = CounterMetricFamily("driftline_gc_collections", "cyclic collections, by generation",
+                                      labels=["generation"])
+    collected = CounterMetricFamily("driftline_gc_collected",
+                                    "objects cyclic collections freed, by generation",
+                                    labels=["generation"])
+    for generation, stats in enumerate(gc.get_stats()):
+        collections.add_metric([str(generation)], stats["collections"])
+        collected.add_metric([str(generation)], stats["collected"])
+    return [threshold, collections, collected]
+
+
 class WorkerCollector(Collector):
     def __init__(self, runners: Sequence[StageRunner], sink: SinkRunner | None) -> None:
         self.runners = list(runners)
@@ -91,6 +111,7 @@ class WorkerCollector(Collector):
             yield from self._sink_metrics(self.sink)
         yield self._metadata_requests()
         yield self._compiled_paths()
+        yield from collector_families()
 
     @staticmethod
     def _compiled_paths() -> Metric:

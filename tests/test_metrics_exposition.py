@@ -3,6 +3,8 @@ back intact by prometheus_client's own parser (what a Prometheus scrape does).""
 
 from __future__ import annotations
 
+import gc
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.config import Settings
@@ -10,7 +12,7 @@ from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
-from driftline.streams.metrics import processor_families, render_families
+from driftline.streams.metrics import collector_families, processor_families, render_families
 
 START = 1_767_225_600_000
 MODEL_ID = 'churn "eu"\\west\nbeta'  # a double quote, a backslash and a line feed
@@ -44,3 +46,14 @@ def test_pipeline_gauges_of_an_odd_model_id_reach_the_scraper_intact() -> None:
     for name in ("driftline_stage_model_accuracy_ew", "driftline_stage_model_drifted_features"):
         labels = [(s["model_id"], s["model_version"]) for s in parsed[name]]
         assert labels == [(MODEL_ID, VERSION)], name
+
+
+def test_the_collector_pace_and_counts_are_exposed_as_the_process_has_them() -> None:
+    parsed = {family.name: family.samples
+              for family in text_string_to_metric_families(render_families(collector_families()).decode())}
+    assert [s.value for s in parsed["driftline_gc_threshold0"]] == [gc.get_threshold()[0]]
+    by_generation = {s.labels["generation"]: s.value for s in parsed["driftline_gc_collections"]
+                     if s.name.endswith("_total")}
+    assert by_generation.keys() == {"0", "1", "2"}
+    assert all(by_generation[str(g)] <= stats["collections"] for g, stats in enumerate(gc.get_stats()))
+    assert by_generation["0"] > 0
