@@ -25,8 +25,9 @@ GC_THRESHOLD0_CEILING = 1_600_000
 """How far :class:`CollectorPacing` lets the generation-0 threshold rise while collections find
 (almost) no garbage: a pause of ~1 CPU-s at 1,000 models' state (~600 ns a young object)."""
 GC_GARBAGE_ALLOWED = 20_000
-"""Cyclic garbage a collection may find (objects) and the threshold still rise: what waits for the
-collector is at most this, or what the floor's pace leaves waiting."""
+"""Cyclic garbage a collection may find (objects) and the threshold still rise. While it is raised,
+garbage that starts to appear waits one raised period once (at most the ceiling's allocations),
+then the floor's pace holds as long as collections keep finding more than this."""
 
 
 class CollectorPacing:
