@@ -23,7 +23,8 @@ from typing import TextIO
 GC_THRESHOLDS = (200_000, 20, 100)
 GC_THRESHOLD0_CEILING = 1_600_000
 """How far :class:`CollectorPacing` lets the generation-0 threshold rise while collections find
-(almost) no garbage: a pause of ~1 CPU-s at 1,000 models' state (~600 ns a young object)."""
+(almost) no garbage: a pause of ~0.75 CPU-s at 1,000 models' state (~470 ns a young object at
+800,000: docs/scaling.md, "Session 44")."""
 GC_GARBAGE_ALLOWED = 20_000
 """Cyclic garbage a collection may find (objects) and the threshold still rise. While it is raised,
 garbage that starts to appear waits one raised period once (at most the ceiling's allocations),
