@@ -297,9 +297,10 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         shard.values_below = values_below
     batch = settings.worker.batch_max_records
     written = 0
-    for i in range(0, warm, batch):
-        pipeline.feed(records[i : min(i + batch, warm)])
-        written += _sink(pipeline)
+    with GcClock() as warm_collector:  # (its collections' pauses: the pacing raises the threshold here)
+        for i in range(0, warm, batch):
+            pipeline.feed(records[i : min(i + batch, warm)])
+            written += _sink(pipeline)
     warm_cpu = time.process_time() - cpu0
     watches = [s.watch for s in pipeline.shards if s.watch is not None]
     warm_monitors = sum(w.monitor_count() for w in watches)
@@ -345,6 +346,7 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
         "windows_closed": closed, "windows_under_filled": under_filled,
         "gc_cpu_per_prediction_us": collector.cpu_s / predictions * 1e6,
         "gc_collections": collector.collections,
+        "gc_longest_pause": max(warm_collector.longest, collector.longest),
         "gc_cpu_per_prediction_us_by_generation": [
             spent / predictions * 1e6 for spent in collector.cpu_s_by_generation],
         "between_closes_cpu_per_prediction_us": between_cpu / max(between_predictions, 1) * 1e6,
@@ -680,6 +682,10 @@ def _gc(run: dict[str, Any]) -> str:
     by_generation = run.get("gc_cpu_per_prediction_us_by_generation")
     if by_generation is not None:  # runs from before it was split: the total only
         text += ", " + "/".join(f"{us:.1f}" for us in by_generation) + " us"
+    longest = run.get("gc_longest_pause")
+    if longest is not None and longest[0] > 0:
+        text += f"; longest collection, warm-up included, {longest[0] * 1e3:.0f} CPU-ms at a generation-0 " \
+                f"threshold of {longest[1]:,}"
     return text + ")"
 
 

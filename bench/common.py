@@ -391,16 +391,23 @@ class GcClock:
         self.cpu_s = 0.0
         self.collections = [0, 0, 0]
         self.cpu_s_by_generation = [0.0, 0.0, 0.0]  # an old generation's collection scans the younger too
+        self.longest = (0.0, 0)
+        """The longest collection's CPU seconds and the generation-0 threshold it came at (the
+        worker's pacing, driftline.runtime.CollectorPacing, moves it after each collection)."""
         self._started = 0.0
+        self._threshold0 = 0
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.process_time()
+            self._threshold0 = gc.get_threshold()[0]
         else:
             spent = time.process_time() - self._started
             self.cpu_s += spent
             self.collections[info["generation"]] += 1
             self.cpu_s_by_generation[info["generation"]] += spent
+            if spent > self.longest[0]:
+                self.longest = (spent, self._threshold0)
 
     def __enter__(self) -> GcClock:
         gc.callbacks.append(self._callback)
