@@ -16,6 +16,11 @@ that both give the same events and dead letters, and reports the ratio.
 the call: msgspec reads every batch of the common shape), batch by batch in turns as above, checks
 that both give the same events and dead letters, and reports the ratio.
 
+``--full-precision`` writes the workload's float features and scores with the 16-17 digits a
+computed float prints with (each value ``x`` as ``repr(x * (1 + 1e-7) + 1e-9)``), where the simulator
+rounds them to 4 decimals: the texts a model server that sends its float64 features sends, which
+take the longer of the C pass's float paths.
+
 ``--steps`` also splits the tree's prediction decode into its steps (the compiled pass of a batch of
 the common shape, ``struct_decode``, parsing and checking the fields into columns; for a batch it
 does not take, the one orjson parse and the field checks and columns with the outputs; then the
@@ -23,7 +28,7 @@ feature checks, the time checks and gathering, and freeing what the call built o
 dropped), each the best of the rounds.
 
     .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--without-c] [--steps]
-        [--quick]
+        [--full-precision] [--quick]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from common import bench_scenario, bench_settings, module_from_file, raw_records
 
 from driftline.operators import columns, decode_native, struct_decode
@@ -45,10 +51,13 @@ CLOCK = time.process_time  # CPU time: steadier than wall time on a shared box
 Batch = tuple[str, list[RawRecord]]  # ("predictions" or "labels", the records of one call)
 
 
-def workload_batches(n: int, seed: int = 0) -> tuple[Decoder, list[Batch], int]:
-    """The shard's decoder, the decode calls of the bench workload and its count of predictions."""
+def workload_batches(n: int, seed: int = 0, full_precision: bool = False) -> tuple[Decoder, list[Batch], int]:
+    """The shard's decoder, the decode calls of the bench workload and its count of predictions
+    (``full_precision``: its floats written with all their digits, see the module docstring)."""
     settings = bench_settings("127.0.0.1:9", "bd")
     raw = raw_records(settings, bench_scenario(n, seed))
+    if full_precision:
+        raw = [with_full_precision(r) if r.topic == settings.topics.predictions else r for r in raw]
     decoder = Decoder(settings.kafka.max_message_bytes, settings.windows.max_timestamp_skew_s * 1000,
                       settings.windows.max_future_skew_s * 1000)
     kinds = {settings.topics.predictions: "predictions", settings.topics.labels: "labels"}
@@ -60,6 +69,20 @@ def workload_batches(n: int, seed: int = 0) -> tuple[Decoder, list[Batch], int]:
             calls[(record.partition, kinds[record.topic])].append(record)
         batches.extend((kind, records) for (_, kind), records in sorted(calls.items()))
     return decoder, batches, sum(1 for r in raw if r.topic == settings.topics.predictions)
+
+
+def with_full_precision(record: RawRecord) -> RawRecord:
+    """A prediction record with its float features and score written with 16-17 digits."""
+    assert record.value is not None
+    event = orjson.loads(record.value)
+    event["features"] = {name: _longer(v) for name, v in event["features"].items()}
+    event["prediction"] = {name: _longer(v) for name, v in event["prediction"].items()}
+    return RawRecord(record.topic, record.partition, record.offset, record.timestamp_ms, record.key,
+                     orjson.dumps(event))
+
+
+def _longer(value: Any) -> Any:
+    return value * (1 + 1e-7) + 1e-9 if type(value) is float else value
 
 
 class _WithoutCPass:
@@ -152,11 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=None, help="another revision's columns.py")
     parser.add_argument("--without-c", action="store_true", help="also the tree with the C decode pass off")
     parser.add_argument("--steps", action="store_true", help="where the tree's prediction decode goes")
+    parser.add_argument("--full-precision", action="store_true",
+                        help="floats written with 16-17 digits, as a computed float prints")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     args = parser.parse_args(argv)
     n, rounds = (2_000, 2) if args.quick else (args.n, args.rounds)
     tune_gc()
-    decoder, batches, n_pred = workload_batches(n)
+    decoder, batches, n_pred = workload_batches(n, full_precision=args.full_precision)
     modules: dict[str, Any] = {"tree": columns}
     if args.without_c:
         if decode_native.NATIVE is None:
@@ -176,8 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, kinds in decode_round(modules, decoder, batches).items():
             for kind, seconds in kinds.items():
                 best[name][kind] = min(best[name].get(kind, seconds), seconds)
+    precision = "floats of 16-17 digits" if args.full_precision else "floats of 4 decimals"
     print(f"decode + validate, CPU us per prediction event (best of {rounds}; {n_pred:,} predictions "
-          f"+ labels, {len(batches)} calls):")
+          f"+ labels, {len(batches)} calls, {precision}):")
     for name, kinds in best.items():
         us = {kind: seconds / n_pred * 1e6 for kind, seconds in kinds.items()}
         print(f"  {name}: predictions {us['predictions']:.2f} + labels {us['labels']:.2f} "

@@ -217,6 +217,37 @@ def test_a_float_is_the_double_closest_to_its_text(number: str) -> None:
         assert _canonical(got) == _canonical(want)
 
 
+def _many_digit_texts(rng: np.random.Generator) -> list[str]:
+    """Float texts past Clinger's case, for the 128-bit path and its boundaries: the repr of random
+    doubles of every exponent (subnormals too), 17-19 digit decimals at every power of ten in float
+    range and past it, exact ties between two doubles (2**53 + 1 and up: the path must leave each
+    to CPython) and the neighbours of powers of ten."""
+    bits = rng.integers(0, 2**63, 60_000, dtype=np.int64).view(np.float64)
+    texts = [repr(x) for x in bits.tolist() if math.isfinite(x)]
+    digits = rng.integers(10**16, 10**19, 60_000, dtype=np.uint64).tolist()
+    powers = rng.integers(-360, 330, 60_000).tolist()
+    texts += [f"{w}e{q}" for w, q in zip(digits, powers, strict=True)]
+    doubles = rng.integers(2**53, 10**19, 20_000, dtype=np.uint64).astype(np.float64).tolist()
+    texts += [f"{int(x) + int(math.ulp(x)) // 2}.0" for x in doubles]  # exact ties
+    for k in range(-330, 310):
+        ten = float(f"1e{k}")
+        texts += [repr(math.nextafter(ten, 0.0)), repr(math.nextafter(ten, math.inf)), f"{10**18}e{k - 18}"]
+    return [t for t in texts if math.isfinite(float(t))]
+
+
+def test_a_float_of_many_digits_is_the_double_closest_to_its_text() -> None:
+    texts = _many_digit_texts(np.random.default_rng(7))
+    got: list[float] = []
+    for i in range(0, len(texts), 2_000):
+        raw = NATIVE.labels([f'{{"prediction_id":"p","label":{t},"timestamp":5}}'.encode()
+                             for t in texts[i: i + 2_000]], MAX_BYTES)
+        assert raw is not None
+        got += raw["label"]
+    want = [float(t) for t in texts]
+    wrong = [(t, g, w) for t, g, w in zip(texts, got, want, strict=True) if _canonical(g) != _canonical(w)]
+    assert not wrong, wrong[:5]
+
+
 @pytest.mark.parametrize("old, new", [
     (b'"x0":1e-3', b'"x0":1e19'),  # a float of 2**63 or more in a float column
     (b'"gone":2.5', b'"gone":-1e19'),  # and in a column of floats and nulls

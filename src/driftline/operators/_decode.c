@@ -20,8 +20,10 @@
  * followed by a blank or a string opening with a colon inside the feature objects.
  *
  * Floats: a decimal of at most 2**53 in its digits and a power of ten within +-22 is one exact
- * multiplication or division (correctly rounded, Clinger's fast path); any other through CPython's
- * correctly rounded PyOS_string_to_double: the double closest to the text either way.
+ * multiplication or division (correctly rounded, Clinger's fast path); one of at most 19 digits
+ * otherwise a 128-bit product (Eisel and Lemire's fast path, eisel_lemire below) where that decides
+ * it; any other through CPython's correctly rounded PyOS_string_to_double: the double closest to
+ * the text each way.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -44,6 +46,111 @@ typedef struct {
 
 static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* ---- floats of many digits: Eisel and Lemire's fast path ----
+ * A decimal w * 10**q with w of at most 19 digits, beyond Clinger's case (w > 2**53 or |q| > 22:
+ * the 16-17 digits a program's computed floats print with), is w times a 128-bit approximation of
+ * 5**q (normalised to its top bit, with its power of two): the product's top 54 bits and the sign
+ * of what lies below them decide the correctly rounded double unless the bits below are within
+ * the approximation's error (2 units of the product's 128th bit) of a rounding boundary. There,
+ * and outside the normal range, the caller takes CPython's correctly rounded conversion. */
+#define POW5_LOW (-342) /* below: w * 10**q under the normal range for any 19-digit w */
+#define POW5_HIGH 308   /* above: beyond float range */
+#define POW5_COUNT (POW5_HIGH - POW5_LOW + 1)
+#ifdef __SIZEOF_INT128__
+typedef unsigned __int128 u128;
+static uint64_t pow5_high[POW5_COUNT], pow5_low[POW5_COUNT]; /* 5**q's top 128 bits, normalised */
+static int pow5_shift[POW5_COUNT]; /* q plus the power of two 5**q is that times */
+#define WIDE_WORDS 16 /* 1024 bits: 5**308 and 2**1023 / 5**342 with 128 bits to spare */
+
+/* The top 128 bits of the `words`-word number `x` (little-endian words, top word nonzero), and
+ * how many bits lie below them (negative: shifted up to fill 128). */
+static void top_bits(const uint64_t *x, int words, uint64_t *high, uint64_t *low, int *below) {
+    int bits = 64 * words - __builtin_clzll(x[words - 1]);
+    int shift = bits - 128;
+    *below = shift;
+    uint64_t out[2] = {0, 0};
+    for (int k = 0; k < 128; k++) { /* (bit by bit: 651 numbers once, at import) */
+        int from = shift + k;
+        if (from >= 0 && (x[from / 64] >> (from % 64)) & 1) out[k / 64] |= UINT64_C(1) << (k % 64);
+    }
+    *high = out[1];
+    *low = out[0];
+}
+
+/* The table, exact: 5**q multiplied up word by word (truncated to its top bits); 5**-q as
+ * floor(2**1023 / 5**-q) divided down (rounded up to its top bits: the true quotient is never a
+ * whole number). */
+static void pow5_init(void) {
+    uint64_t x[WIDE_WORDS] = {1};
+    int words = 1;
+    for (int q = 0; q <= POW5_HIGH; q++) {
+        if (q > 0) {
+            uint64_t carry = 0;
+            for (int k = 0; k < words; k++) {
+                u128 v = (u128)x[k] * 5 + carry;
+                x[k] = (uint64_t)v;
+                carry = (uint64_t)(v >> 64);
+            }
+            if (carry) x[words++] = carry;
+        }
+        int below;
+        top_bits(x, words, &pow5_high[q - POW5_LOW], &pow5_low[q - POW5_LOW], &below);
+        pow5_shift[q - POW5_LOW] = q + below;
+    }
+    memset(x, 0, sizeof x);
+    x[WIDE_WORDS - 1] = UINT64_C(1) << 63; /* 2**1023 */
+    words = WIDE_WORDS;
+    for (int q = -1; q >= POW5_LOW; q--) {
+        uint64_t rest = 0;
+        for (int k = words - 1; k >= 0; k--) {
+            u128 v = ((u128)rest << 64) | x[k];
+            x[k] = (uint64_t)(v / 5);
+            rest = (uint64_t)(v % 5);
+        }
+        while (x[words - 1] == 0) words--;
+        int below;
+        uint64_t high, low;
+        top_bits(x, words, &high, &low, &below);
+        if (++low == 0 && ++high == 0) { /* (rounded up past 128 bits: the largest instead) */
+            high = low = UINT64_MAX;
+        }
+        pow5_high[q - POW5_LOW] = high;
+        pow5_low[q - POW5_LOW] = low;
+        pow5_shift[q - POW5_LOW] = q + below - 1023;
+    }
+}
+
+/* w * 10**q (w > 0) as the closest double, 0 where this path does not decide it. */
+static int eisel_lemire(uint64_t w, long q, double *out) {
+    if (w == 0 || q < POW5_LOW || q > POW5_HIGH) return 0;
+    size_t at = (size_t)(q - POW5_LOW);
+    int zeros = __builtin_clzll(w);
+    uint64_t wide = w << zeros;
+    u128 product = (u128)wide * pow5_high[at];
+    product += (uint64_t)(((u128)wide * pow5_low[at]) >> 64); /* (cannot carry out of 128 bits) */
+    uint64_t high = (uint64_t)(product >> 64), low = (uint64_t)product;
+    int shift = 9 + (int)(high >> 63); /* the top 54 bits: 53 and the rounding bit */
+    uint64_t rest = high & ((UINT64_C(1) << shift) - 1);
+    if ((rest == 0 && low < 2) || (rest == (UINT64_C(1) << shift) - 1 && low > UINT64_MAX - 2)) return 0;
+    uint64_t top = high >> shift;
+    uint64_t mantissa = (top >> 1) + (top & 1); /* (what lies below is never 0: never a tie) */
+    int exponent = shift + 129 - zeros + pow5_shift[at];
+    if (mantissa == UINT64_C(1) << 53) {
+        mantissa >>= 1;
+        exponent++;
+    }
+    if (exponent + 52 + 1023 < 1 || exponent + 52 + 1023 > 2046) return 0; /* subnormal or beyond */
+    *out = ldexp((double)mantissa, exponent);
+    return 1;
+}
+#else
+static void pow5_init(void) {}
+static int eisel_lemire(uint64_t w, long q, double *out) {
+    (void)w, (void)q, (void)out;
+    return 0;
+}
+#endif
 
 static inline void skip_blanks(Cursor *c) {
     while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) c->p++;
@@ -234,12 +341,17 @@ static int number_double(const Number *x, double *out) {
         *out = x->negative ? -d : d;
         return 1;
     }
+    double d;
+    if (!x->many && eisel_lemire(x->mantissa, x->exponent, &d)) {
+        *out = x->negative ? -d : d;
+        return 1;
+    }
     char buffer[128];
     Py_ssize_t n = x->stop - x->start;
     if (n >= (Py_ssize_t)sizeof buffer) return FAIL;
     memcpy(buffer, x->start, (size_t)n);
     buffer[n] = '\0';
-    double d = PyOS_string_to_double(buffer, NULL, NULL);
+    d = PyOS_string_to_double(buffer, NULL, NULL);
     if (d == -1.0 && PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_ValueError)) return FAIL;
         PyErr_Clear();
@@ -851,4 +963,7 @@ static struct PyModuleDef module_def = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__decode(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__decode(void) {
+    pow5_init();
+    return PyModule_Create(&module_def);
+}
