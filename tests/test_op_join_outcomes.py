@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.operators.join import LabelJoin, features_to_json, payload_digest
-from driftline.operators.join.features import _floats_json, _Shape
+from driftline.operators.join.features import _Shape, floats_json
 from driftline.schemas.events import Prediction
 
 floats = st.floats(allow_nan=True, allow_infinity=True)
@@ -70,7 +70,7 @@ def test_orjson_writes_float64_items_as_python_floats() -> None:
         [0.0, -0.0, np.inf, -np.inf, 5e-324, 1.7976931348623157e308, 1e16, 1e-7, 0.1],
     ])
     packed = values.astype("<f8").tobytes()
-    assert _floats_json(packed) == orjson.dumps(struct.unpack(f"<{values.size}d", packed))
+    assert floats_json(packed) == orjson.dumps(struct.unpack(f"<{values.size}d", packed))
 
 
 def test_outcomes_of_a_batch_of_mixed_layouts_keep_their_order() -> None:

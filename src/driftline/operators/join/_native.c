@@ -43,6 +43,12 @@
  * the length, both big-endian), the CRC folded 16 bytes at a time with carry-less products where
  * the CPU has them (PCLMULQDQ), tables eight bytes at a time elsewhere and after the folds.
  *
+ * outcome_messages: pipeline/outcome_messages.py's message of each outcome of a batch (orjson's text of
+ * its row), the outcomes' slots read in place, their strs escaped as orjson escapes them and the
+ * batch's floats written by one call of the caller's function (orjson through numpy); None where
+ * an outcome holds a value of another type (a subclass, an int beyond 64 bits, a str with no
+ * UTF-8), which Python then writes or refuses.
+ *
  * id_keys: records.py's _id_key of each id of a list and zlib's CRC-32 of each key (the join's
  * group hash), or None where an id is not ASCII text (its UTF-8 is then records.py's to make).
  */
@@ -53,6 +59,10 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#ifndef Py_T_OBJECT_EX /* (before 3.12: structmember.h's name) */
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
 
 /* records.py: _HEAD (<II: length, CRC-32), id key, _TS (<qB: time, state), digest (8 bytes),
  * then a pending record's _PRED (<BIHI: flags, ctx id, shape id, label length) */
@@ -900,6 +910,243 @@ done:
 
 /* ---- payload_digests ---------------------------------------------------------------------- */
 
+/* ---- outcome_messages ---- */
+
+/* A growing output buffer. */
+typedef struct {
+    char *data;
+    Py_ssize_t size, room;
+} Out;
+
+static int out_room(Out *out, Py_ssize_t more) {
+    if (out->size + more <= out->room) return 1;
+    Py_ssize_t room = out->room ? out->room : 1024;
+    while (room < out->size + more) room *= 2;
+    char *grown = PyMem_Realloc(out->data, (size_t)room);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    out->data = grown;
+    out->room = room;
+    return 1;
+}
+
+static int out_put(Out *out, const char *text, Py_ssize_t n) {
+    if (!out_room(out, n)) return 0;
+    memcpy(out->data + out->size, text, (size_t)n);
+    out->size += n;
+    return 1;
+}
+
+/* A str as orjson writes it: UTF-8 as it is, '"' and '\' and control characters escaped. 1, 0 out
+ * of memory (raised), -1 where it has no UTF-8 (a lone surrogate, which orjson refuses). */
+static int out_text(Out *out, PyObject *text) {
+    Py_ssize_t n;
+    const unsigned char *s = (const unsigned char *)PyUnicode_AsUTF8AndSize(text, &n);
+    if (s == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (!out_room(out, 6 * n + 2)) return 0; /* (\u00XX: six bytes at most for each) */
+    char *to = out->data + out->size;
+    *to++ = '"';
+    /* Without branches first ('"' and '\' take a backslash before them: a JSON text of features
+     * holds a quote every few bytes, which a branch per byte mispredicts), and again with them if
+     * a control character is among the bytes (rare: a newline inside a value). */
+    char *start = to;
+    unsigned control = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char b = s[i];
+        int quoted = b == '"' || b == '\\';
+        to[0] = '\\';
+        to[quoted] = (char)b;
+        to += 1 + quoted;
+        control |= b < 0x20;
+    }
+    if (control) to = start;
+    for (Py_ssize_t i = 0; control && i < n; i++) {
+        unsigned char b = s[i];
+        if (b >= 0x20 && b != '"' && b != '\\') {
+            *to++ = (char)b;
+            continue;
+        }
+        *to++ = '\\';
+        switch (b) {
+        case '"': *to++ = '"'; break;
+        case '\\': *to++ = '\\'; break;
+        case '\b': *to++ = 'b'; break;
+        case '\t': *to++ = 't'; break;
+        case '\n': *to++ = 'n'; break;
+        case '\f': *to++ = 'f'; break;
+        case '\r': *to++ = 'r'; break;
+        default:
+            *to++ = 'u';
+            *to++ = '0';
+            *to++ = '0';
+            *to++ = "0123456789abcdef"[b >> 4];
+            *to++ = "0123456789abcdef"[b & 15];
+        }
+    }
+    *to++ = '"';
+    out->size = to - out->data;
+    return 1;
+}
+
+/* An int's decimal text (snprintf's, without its cost: ~3 of an outcome's 15 values). */
+static int out_int(Out *out, long long x) {
+    char digits[24];
+    char *end = digits + sizeof digits, *at = end;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    do {
+        *--at = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (x < 0) *--at = '-';
+    return out_put(out, at, end - at);
+}
+
+#define MAX_MESSAGE_FIELDS 32
+
+/* outcome_messages(outcomes, cls, prefix, fields, floats_json) -> list[bytes] | None
+ * Each outcome (an instance of the slotted class `cls`, exactly) as a JSON object: `prefix` (the
+ * object's open and first members, as JSON text), then per field of `fields` (key text, e.g.
+ * b',"name":', and the attribute it reads) the attribute's value as orjson writes it: None, bools,
+ * ints within 64 bits and strs as orjson does, floats as floats_json (orjson through numpy) writes
+ * the batch's floats packed in order, then '}'. None where an outcome holds something else (then
+ * Python writes them). */
+static PyObject *outcome_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (!takes("outcome_messages", nargs, 5)) return NULL;
+    PyObject *outcomes = args[0], *cls = args[1], *prefix = args[2], *fields = args[3], *floats_json = args[4];
+    if (!as_list(outcomes, "outcomes") || !as_list(fields, "fields")) return NULL;
+    if (!PyType_Check(cls) || !PyBytes_CheckExact(prefix) || PyList_GET_SIZE(fields) > MAX_MESSAGE_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "outcome_messages: a class, a prefix's bytes, at most 32 fields");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(outcomes), k = PyList_GET_SIZE(fields);
+    Py_ssize_t offsets[MAX_MESSAGE_FIELDS];
+    PyObject *keys[MAX_MESSAGE_FIELDS];
+    for (Py_ssize_t j = 0; j < k; j++) { /* each attribute's slot in the objects */
+        PyObject *field = PyList_GET_ITEM(fields, j);
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(field, 0))) {
+            PyErr_SetString(PyExc_TypeError, "outcome_messages: a field is (key text, attribute name)");
+            return NULL;
+        }
+        keys[j] = PyTuple_GET_ITEM(field, 0);
+        PyObject *slot = PyObject_GetAttr(cls, PyTuple_GET_ITEM(field, 1));
+        if (slot == NULL) return NULL;
+        int member = Py_IS_TYPE(slot, &PyMemberDescr_Type)
+                     && ((PyMemberDescrObject *)slot)->d_member->type == Py_T_OBJECT_EX;
+        offsets[j] = member ? ((PyMemberDescrObject *)slot)->d_member->offset : -1;
+        Py_DECREF(slot);
+        if (!member) Py_RETURN_NONE; /* (not a slot: Python reads it) */
+    }
+    /* the floats in order, written at once */
+    Py_ssize_t floats = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(outcomes, i);
+        if ((PyObject *)Py_TYPE(o) != cls) Py_RETURN_NONE;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *v = *(PyObject **)((char *)o + offsets[j]);
+            if (v == NULL) Py_RETURN_NONE; /* (unset) */
+            floats += PyFloat_CheckExact(v);
+        }
+    }
+    PyObject *packed = PyBytes_FromStringAndSize(NULL, floats * 8);
+    if (packed == NULL) return NULL;
+    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(packed);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(outcomes, i);
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *v = *(PyObject **)((char *)o + offsets[j]);
+            if (PyFloat_CheckExact(v)) {
+                double x = PyFloat_AS_DOUBLE(v);
+                uint64_t bits;
+                memcpy(&bits, &x, 8);
+                for (int b = 0; b < 8; b++) *at++ = (unsigned char)(bits >> (8 * b)); /* little-endian */
+            }
+        }
+    }
+    PyObject *texts = floats ? PyObject_CallOneArg(floats_json, packed) : NULL;
+    Py_DECREF(packed);
+    if (floats && texts == NULL) return NULL;
+    Py_ssize_t *spans = PyMem_New(Py_ssize_t, 2 * (floats ? floats : 1));
+    PyObject *messages = PyList_New(n);
+    Out out = {NULL, 0, 0};
+    if (spans == NULL || messages == NULL) {
+        if (spans == NULL) PyErr_NoMemory();
+        goto fail;
+    }
+    const char *text = NULL;
+    if (floats) {
+        Py_ssize_t size = PyBytes_Check(texts) ? PyBytes_GET_SIZE(texts) : 0;
+        text = size >= 2 ? PyBytes_AS_STRING(texts) : NULL;
+        if (text == NULL || text[0] != '[' || text[size - 1] != ']'
+            || split_items(text + 1, size - 2, floats, spans) != floats) {
+            PyErr_SetString(PyExc_ValueError, "outcome_messages: floats_json did not write a list of the floats");
+            goto fail;
+        }
+        text++;
+    }
+    Py_ssize_t next_float = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(outcomes, i);
+        out.size = 0;
+        if (!out_put(&out, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix))) goto fail;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *v = *(PyObject **)((char *)o + offsets[j]);
+            if (!out_put(&out, PyBytes_AS_STRING(keys[j]), PyBytes_GET_SIZE(keys[j]))) goto fail;
+            int done; /* 1 written, 0 out of memory (raised), -1 a value for Python to write */
+            if (PyFloat_CheckExact(v)) {
+                Py_ssize_t from = spans[2 * next_float], to = spans[2 * next_float + 1];
+                next_float++;
+                done = out_put(&out, text + from, to - from);
+            } else if (PyUnicode_CheckExact(v)) {
+                done = out_text(&out, v);
+            } else if (v == Py_None) {
+                done = out_put(&out, "null", 4);
+            } else if (v == Py_True || v == Py_False) {
+                done = v == Py_True ? out_put(&out, "true", 4) : out_put(&out, "false", 5);
+            } else if (PyLong_CheckExact(v)) {
+                int overflow = 0;
+                long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+                if (overflow || (x == -1 && PyErr_Occurred())) {
+                    PyErr_Clear();
+                    done = -1; /* (beyond 64 bits: Python's to write) */
+                } else {
+                    done = out_int(&out, x);
+                }
+            } else {
+                done = -1;
+            }
+            if (done < 0) goto other;
+            if (done == 0) goto fail;
+        }
+        if (!out_put(&out, "}", 1)) goto fail;
+        PyObject *message = PyBytes_FromStringAndSize(out.data, out.size);
+        if (message == NULL) goto fail;
+        PyList_SET_ITEM(messages, i, message);
+    }
+    Py_XDECREF(texts);
+    PyMem_Free(spans);
+    PyMem_Free(out.data);
+    return messages;
+other:
+    Py_XDECREF(texts);
+    PyMem_Free(spans);
+    PyMem_Free(out.data);
+    Py_DECREF(messages);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(texts);
+    PyMem_Free(spans);
+    PyMem_Free(out.data);
+    Py_XDECREF(messages);
+    return NULL;
+}
+
 static uint32_t crc_table[8][256]; /* zlib's CRC-32 (reflected 0xEDB88320): slicing by 8 */
 
 static void crc_table_init(void) {
@@ -1276,6 +1523,8 @@ static PyMethodDef methods[] = {
      "Add a batch's commonest predictions as pending records (see the module's C source)."},
     {"pending_tails", (PyCFunction)(void (*)(void))pending_tails, METH_FASTCALL,
      "What each pending record keeps of a batch of scored class predictions (see the module's C source)."},
+    {"outcome_messages", (PyCFunction)(void (*)(void))outcome_messages, METH_FASTCALL,
+     "Each outcome's message, as orjson writes its row, or None (see the module's C source)."},
     {"packed_rows", (PyCFunction)(void (*)(void))packed_rows, METH_FASTCALL,
      "Each event's features encoded in a batch's one layout, or None (see the module's C source)."},
     {NULL, NULL, 0, NULL},

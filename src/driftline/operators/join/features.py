@@ -107,7 +107,7 @@ class _Shape:
         size = self.floats.size
         floats_text = None  # orjson's text of every row's floats, in order
         if self.float_pos:
-            floats_text = _floats_json(b"".join(map(_slice_of, encoded, repeat(slice(0, size)))))
+            floats_text = floats_json(b"".join(map(_slice_of, encoded, repeat(slice(0, size)))))
         fast = native.NATIVE
         if fast is not None:  # the same texts put together in C, with no bytes object per value
             made = fast.rows_json(encoded if type(encoded) is list else list(encoded), size, floats_text,
@@ -163,12 +163,12 @@ def _json_template(shape: _Shape) -> list[bytes]:
 _slice_of = cast(Callable[[bytes, slice], bytes], operator.getitem)  # mypy cannot pick its overload in map()
 
 
-def _floats_json(packed: bytes) -> bytes:
+def floats_json(packed: bytes) -> bytes:
     """The JSON list of the little-endian doubles ``packed``, as ``orjson.dumps`` writes a tuple of
     them (NaN and infinities as null): through numpy, with no float object made per value (orjson
     writes a float64 array's items as it writes floats; test_op_join_outcomes checks it).
 
-    >>> _floats_json(struct.pack("<3d", 0.5, float("nan"), 1e16))
+    >>> floats_json(struct.pack("<3d", 0.5, float("nan"), 1e16))
     b'[0.5,null,1e+16]'
     """
     try:
