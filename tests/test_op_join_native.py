@@ -7,6 +7,8 @@ batches longer than one chunk of outcomes."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import pickle
 import shutil
 import uuid
@@ -21,7 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from driftline.operators.compiled_paths import reference_paths
-from driftline.operators.join import LabelJoin, native, payload_digest, payload_digests
+from driftline.operators.join import JoinedOutcome, LabelJoin, native, payload_digest, payload_digests
 from driftline.operators.join.records import _id_key, _keyed_crcs
 from driftline.schemas.events import Prediction
 
@@ -199,6 +201,53 @@ def test_the_common_case_never_falls_back_to_python(monkeypatch: pytest.MonkeyPa
                               [payload_digest(b"l%d" % i) for i in range(300)], [None] * 300)
     assert len(outcomes) == 300 and fallbacks == []
     assert len(join.take_changes().closings) > 0
+
+
+def test_outcomes_made_in_c_are_the_classes_objects_untracked_by_the_collector(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """C fills a JoinedOutcome's slots without its __init__ (which cost most of making one) and
+    leaves it to reference counting: equal to the Python path's, of the class, pickled alike; an
+    outcome class that is not plain slots (a __post_init__) is called instead."""
+    def outcomes() -> list[Any]:
+        join = LabelJoin(HORIZON, 1_000, 1_000)
+        ids = [f"p{i}" for i in range(40)]
+        join.on_predictions(ids, [1_000] * 40, [CONTEXTS[i % 3] for i in range(40)],
+                            [OUTPUTS[i % len(OUTPUTS)] for i in range(40)],
+                            [{"x": float(i)} for i in range(40)],
+                            [payload_digest(b"%d" % i) for i in range(40)], [None] * 40)
+        return join.on_labels(ids, [2_000] * 40, ["a", 1, 2.5, True] * 10, [None] * 40,
+                              [payload_digest(b"l%d" % i) for i in range(40)], [None] * 40)
+
+    fast = outcomes()
+    with reference_paths():
+        slow = outcomes()
+    assert fast == slow and {type(o) for o in fast} == {JoinedOutcome}
+    assert not any(map(gc.is_tracked, fast)) and all(map(gc.is_tracked, slow))
+    assert pickle.loads(pickle.dumps(fast)) == slow
+
+    calls: list[int] = []
+
+    @dataclasses.dataclass(slots=True)
+    class Noted(JoinedOutcome):
+        def __post_init__(self) -> None:
+            calls.append(1)
+
+    seen: list[tuple[Any, ...]] = []
+    built = native.NATIVE
+
+    class Recorded:  # the extension, each outcome_rows call's arguments kept
+        def __getattr__(self, name: str) -> Any:
+            return getattr(built, name)
+
+        def outcome_rows(self, *args: Any) -> Any:
+            seen.append(args)
+            return built.outcome_rows(*args)
+
+    monkeypatch.setattr(native, "NATIVE", Recorded())
+    outcomes()
+    joined, ctxs, _, label_info, binary, max_abs, _ = seen[0]
+    made, _, _ = built.outcome_rows(joined, ctxs, {}, label_info, binary, max_abs, Noted)
+    assert [type(o) for o in made] == [Noted] * len(joined) and len(calls) == len(joined) > 0
 
 
 def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:

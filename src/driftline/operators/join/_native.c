@@ -611,6 +611,41 @@ static double read_f64(const unsigned char *p) {
     return out;
 }
 
+/* Where each of a slotted class's 16 fields lives in its objects (its __slots__, in field order:
+ * a dataclass's __init__ sets them in that order and nothing else), or 0 where the class is not
+ * that (no __slots__, another count, a slot of another kind, a __post_init__): then it is called. */
+#define OUTCOME_FIELDS 16
+static int slot_offsets(PyObject *cls, Py_ssize_t *offsets) {
+    if (!PyType_Check(cls) || PyObject_HasAttrString(cls, "__post_init__")) return 0;
+    PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
+    if (slots == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = PyTuple_CheckExact(slots) && PyTuple_GET_SIZE(slots) == OUTCOME_FIELDS;
+    for (Py_ssize_t j = 0; ok && j < OUTCOME_FIELDS; j++) {
+        PyObject *slot = PyObject_GetAttr(cls, PyTuple_GET_ITEM(slots, j));
+        ok = slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type)
+             && ((PyMemberDescrObject *)slot)->d_member->type == Py_T_OBJECT_EX;
+        if (ok) offsets[j] = ((PyMemberDescrObject *)slot)->d_member->offset;
+        Py_XDECREF(slot);
+    }
+    Py_DECREF(slots);
+    PyErr_Clear(); /* (a missing attribute: the class is called instead) */
+    return ok;
+}
+
+/* An object of `cls` holding `fields` in its slots, as its __init__ would set them (a call of the
+ * dataclass's __init__ is ~280 ns, most of an outcome's making), untracked by the collector: every
+ * value an outcome holds is a str, an int, a float or None (no cycle can pass through one). */
+static PyObject *slotted(PyTypeObject *cls, const Py_ssize_t *offsets, PyObject *const *fields) {
+    PyObject *made = cls->tp_alloc(cls, 0);
+    if (made == NULL) return NULL;
+    for (int j = 0; j < OUTCOME_FIELDS; j++) *(PyObject **)((char *)made + offsets[j]) = Py_NewRef(fields[j]);
+    if (PyObject_IS_GC(made)) PyObject_GC_UnTrack(made);
+    return made;
+}
+
 /* outcome_rows(joined, ctxs, labels, label_info, binary, max_abs, make)
  *   -> (outcomes without their features' JSON, shape id of each, features bytes of each)
  * joined: (prediction id, bytes, where the record's time is, where it ends, label time, label,
@@ -629,6 +664,8 @@ static PyObject *outcome_rows(PyObject *module, PyObject *const *args, Py_ssize_
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(joined);
+    Py_ssize_t offsets[OUTCOME_FIELDS];
+    int in_slots = slot_offsets(make, offsets);
     PyObject *outcomes = PyList_New(n), *shape_ids = PyList_New(n), *features = PyList_New(n);
     PyObject *empty = PyUnicode_FromStringAndSize("", 0);
     if (outcomes == NULL || shape_ids == NULL || features == NULL || empty == NULL) goto fail;
@@ -750,13 +787,14 @@ static PyObject *outcome_rows(PyObject *module, PyObject *const *args, Py_ssize_
         PyObject *bits = PyLong_FromLong(((flags & REROUTED) ? 1 : 0) | (label_rerouted ? 2 : 0));
         PyObject *outcome = NULL;
         if (delay != NULL && score_obj != NULL && value_obj != NULL && bits != NULL) {
-            PyObject *fields[16] = {
+            PyObject *fields[OUTCOME_FIELDS] = {
                 pid, PyTuple_GET_ITEM(ctx, 0), PyTuple_GET_ITEM(ctx, 1), PyTuple_GET_ITEM(ctx, 2),
                 pred_ts_obj, label_ts, delay, text != NULL ? text : empty, score_obj, value_obj,
                 regression ? empty : label_text, regression ? label_value : Py_None, correct, abs_error,
                 empty, bits,
             };
-            outcome = PyObject_Vectorcall(make, fields, 16, NULL);
+            outcome = in_slots ? slotted((PyTypeObject *)make, offsets, fields)
+                               : PyObject_Vectorcall(make, fields, OUTCOME_FIELDS, NULL);
         }
         Py_XDECREF(pred_ts_obj); Py_XDECREF(delay); Py_XDECREF(score_obj); Py_XDECREF(value_obj);
         Py_XDECREF(bits); Py_XDECREF(text); Py_DECREF(correct); Py_DECREF(abs_error);
