@@ -4,6 +4,7 @@ infinities, strings with every kind of escape), and the C writer takes the commo
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import orjson
@@ -76,6 +77,21 @@ def test_the_c_writer_takes_the_common_batch_and_leaves_the_rest(compiled: bool)
     with pytest.raises((TypeError, ValueError)):  # (msgspec's UnicodeEncodeError, orjson's JSONEncodeError)
         outcome_messages([odd[2]], "r")
     assert _written_in_c([odd[3]]) == [orjson.dumps(outcome_row(odd[3], "r"))]  # (a bool: true)
+
+
+def test_texts_of_every_length_are_escaped_as_orjson_escapes_them(compiled: bool) -> None:
+    """The C writer escapes eight bytes at a time and the rest one by one: quotes, backslashes,
+    control characters and multi-byte characters at every position of texts up to 70 bytes."""
+    rng = random.Random(5)
+    plain = ['"', "\\", " ", "a", "{", ":", ",", "é", "😀", "\x7f"]  # (a text without control characters
+    control = [*plain, "\n", "\x01", "\x1f"]  # is escaped in one pass, one with them in a second)
+    batch = []
+    for length in range(71):
+        for i in range(8):
+            alphabet = control if i % 4 == 0 else plain
+            text = "".join(rng.choice(alphabet) if rng.random() < 0.3 else "x" for _ in range(length))
+            batch.append(JoinedOutcome(text, "m", "1", "", 1, 2, 1, "a", 0.5, None, "a", None, 1, None, text))
+    assert outcome_messages(batch, "r") == [orjson.dumps(outcome_row(o, "r")) for o in batch]
 
 
 def test_a_float_of_a_large_magnitude_is_written_with_orjson_s_sign() -> None:
