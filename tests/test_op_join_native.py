@@ -7,6 +7,7 @@ batches longer than one chunk of outcomes."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import pickle
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.join import JoinedOutcome, LabelJoin, native, payload_digest, payload_digests
 from driftline.operators.join.records import _id_key, _keyed_crcs
+from driftline.pipeline.records import attribute_columns
 from driftline.schemas.events import Prediction
 
 HORIZON = 5_000
@@ -248,6 +250,33 @@ def test_outcomes_made_in_c_are_the_classes_objects_untracked_by_the_collector(
     joined, ctxs, _, label_info, binary, max_abs, _ = seen[0]
     made, _, _ = built.outcome_rows(joined, ctxs, {}, label_info, binary, max_abs, Noted)
     assert [type(o) for o in made] == [Noted] * len(joined) and len(calls) == len(joined) > 0
+
+
+def test_slot_columns_are_attrgetter_s_and_leave_other_objects_to_it() -> None:
+    """records.attribute_columns reads a batch of one slotted class in C (stage 1's records of
+    outcomes and reports): the same lists as attrgetter; None for anything else (a namedtuple's
+    fields, two classes, an unknown name, an unset slot), which attrgetter then reads or refuses."""
+    outcomes = [JoinedOutcome(f"p{i}", "m", "1", "", i, i + 1, 1, "a", 0.5 * i, None, "a", None, i % 2, None,
+                              "{}") for i in range(5)]
+    names = ("prediction_id", "label_time", "predicted_score", "correct", "rerouted")
+    made = native.NATIVE.slot_columns(outcomes, JoinedOutcome, names)
+    assert made == [[getattr(o, name) for o in outcomes] for name in names]
+    assert attribute_columns(outcomes, names) == made and attribute_columns([], names) == [[]] * len(names)
+    Pair = collections.namedtuple("Pair", ["prediction_id", "label_time"])
+    pairs = [Pair("p", 1), Pair("q", 2)]
+
+    @dataclasses.dataclass(slots=True)
+    class Other:
+        prediction_id: str
+
+    unset = JoinedOutcome.__new__(JoinedOutcome)
+    for objects, cls, fields in ((pairs, Pair, ("prediction_id",)), ([outcomes[0], Other("p")], JoinedOutcome,
+                                 ("prediction_id",)), (outcomes, JoinedOutcome, ("nothing",)),
+                                 ([unset], JoinedOutcome, ("prediction_id",))):
+        assert native.NATIVE.slot_columns(objects, cls, fields) is None
+    assert attribute_columns(pairs, ("label_time",)) == [[1, 2]]
+    with pytest.raises(AttributeError):
+        attribute_columns([unset], ("prediction_id",))
 
 
 def test_new_predictions_of_a_known_layout_never_fall_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:

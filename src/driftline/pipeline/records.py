@@ -43,12 +43,13 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from itertools import chain, groupby
 from operator import attrgetter, is_not
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import orjson
 
 from driftline.config import Settings
+from driftline.operators.join import native as join_native
 from driftline.pipeline.stage import OutboundMessage
 
 PARTIAL = "partial"
@@ -577,7 +578,7 @@ def stacks(shard: int, partitions: int, kind: type[ColumnarRecord],
     first = keys[0]
     if keys.count(first) == len(keys):  # the common batch: one model
         made = Stacked(shard, kind.type, [first[0]], [first[1]], [len(keys)],
-                       {name: list(map(attrgetter(name), items)) for name in kind.columns})
+                       dict(zip(kind.columns, attribute_columns(items, kind.columns), strict=True)))
         return [(model_partition(first[0], partitions), made)]
     # Each item's (partition, model, version) as the rank of its model in that order, and the items
     # in rank order by a stable integer sort (not sorted by their key tuples, which costs more).
@@ -587,7 +588,7 @@ def stacks(shard: int, partitions: int, kind: type[ColumnarRecord],
     codes = np.fromiter(map(rank.__getitem__, keys), dtype=np.int64, count=len(keys))
     in_order = list(map(items.__getitem__, np.argsort(codes, kind="stable").tolist()))
     counts = np.bincount(codes, minlength=len(distinct)).tolist()
-    columns = {name: list(map(attrgetter(name), in_order)) for name in kind.columns}
+    columns = dict(zip(kind.columns, attribute_columns(in_order, kind.columns), strict=True))
     out: list[tuple[int, Stacked]] = []
     first_model = first_item = 0
     for partition, models in groupby(range(len(distinct)), key=lambda i: distinct[i][0]):
@@ -611,10 +612,27 @@ def stacked(topic: str, partitions: int, shard: int, kind: type[ColumnarRecord],
 
 def model_keys(items: Sequence[Any]) -> list[tuple[str, str]]:
     """Each item's (model, version); orphan labels name no version ('')."""
-    models = map(attrgetter("model_id"), items)
     if hasattr(items[0], "model_version"):
-        return list(zip(models, map(attrgetter("model_version"), items), strict=True))
-    return [(model_id, "") for model_id in models]
+        return list(zip(*attribute_columns(items, ("model_id", "model_version")), strict=True))
+    return [(model_id, "") for model_id in map(attrgetter("model_id"), items)]
+
+
+def attribute_columns(items: Sequence[Any], names: tuple[str, ...]) -> list[list[Any]]:
+    """Each item's attribute ``name``, a list per name: read from the slots of a batch of one
+    slotted class in one call of the join's C extension (outcomes: ~25 CPU-ns a value through
+    ``attrgetter``), else through ``attrgetter``.
+
+    >>> from driftline.operators.join import JoinedOutcome
+    >>> o = JoinedOutcome("p", "m", "1", "", 1, 2, 1, "a", 0.9, None, "a", None, 1, None, "{}")
+    >>> attribute_columns([o, o], ("prediction_id", "correct"))
+    [['p', 'p'], [1, 1]]
+    """
+    fast = join_native.NATIVE
+    if fast is not None and items:
+        made = fast.slot_columns(items if type(items) is list else list(items), type(items[0]), names)
+        if made is not None:
+            return cast(list[list[Any]], made)
+    return [list(map(attrgetter(name), items)) for name in names]
 
 
 def broadcast(topic: str, partitions: int, record: Progress) -> list[OutboundMessage]:

@@ -49,6 +49,9 @@
  * an outcome holds a value of another type (a subclass, an int beyond 64 bits, a str with no
  * UTF-8), which Python then writes or refuses.
  *
+ * slot_columns: each named attribute of a list of objects of one slotted class as a list (the
+ * pipeline's records.py gathers the columns of stage 2's records from outcomes and reports so).
+ *
  * id_keys: records.py's _id_key of each id of a list and zlib's CRC-32 of each key (the join's
  * group hash), or None where an id is not ASCII text (its UTF-8 is then records.py's to make).
  */
@@ -948,6 +951,58 @@ done:
 
 /* ---- payload_digests ---------------------------------------------------------------------- */
 
+/* ---- slot_columns ---- */
+
+/* slot_columns(objects, cls, names) -> list[list] | None: per name, the list of each object's value
+ * of that attribute, read from its slot (list(map(attrgetter(name), objects)) without a Python call
+ * per value); None where an object is not exactly of `cls` or a name is not one of its slots. */
+static PyObject *slot_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (!takes("slot_columns", nargs, 3)) return NULL;
+    PyObject *objects = args[0], *cls = args[1], *names = args[2];
+    if (!as_list(objects, "objects") || !PyTuple_CheckExact(names) || !PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "slot_columns: a list, a class and a tuple of names");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(objects), k = PyTuple_GET_SIZE(names);
+    Py_ssize_t *offsets = PyMem_New(Py_ssize_t, k ? k : 1);
+    if (offsets == NULL) return PyErr_NoMemory();
+    PyObject *columns = NULL;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *slot = PyObject_GetAttr(cls, PyTuple_GET_ITEM(names, j));
+        int member = slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type)
+                     && ((PyMemberDescrObject *)slot)->d_member->type == Py_T_OBJECT_EX;
+        if (member) offsets[j] = ((PyMemberDescrObject *)slot)->d_member->offset;
+        Py_XDECREF(slot);
+        if (!member) goto other;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((PyObject *)Py_TYPE(PyList_GET_ITEM(objects, i)) != cls) goto other;
+    columns = PyList_New(k);
+    if (columns == NULL) goto fail;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *column = PyList_New(n);
+        if (column == NULL) goto fail;
+        PyList_SET_ITEM(columns, j, column);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = *(PyObject **)((char *)PyList_GET_ITEM(objects, i) + offsets[j]);
+            if (v == NULL) goto other; /* (unset: attrgetter's AttributeError, from Python) */
+            PyList_SET_ITEM(column, i, Py_NewRef(v));
+        }
+    }
+    PyMem_Free(offsets);
+    return columns;
+other:
+    PyErr_Clear();
+    PyMem_Free(offsets);
+    Py_XDECREF(columns);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(offsets);
+    Py_XDECREF(columns);
+    return NULL;
+}
+
 /* ---- outcome_messages ---- */
 
 /* A growing output buffer. */
@@ -1613,6 +1668,8 @@ static PyMethodDef methods[] = {
      "Add a batch's commonest predictions as pending records (see the module's C source)."},
     {"pending_tails", (PyCFunction)(void (*)(void))pending_tails, METH_FASTCALL,
      "What each pending record keeps of a batch of scored class predictions (see the module's C source)."},
+    {"slot_columns", (PyCFunction)(void (*)(void))slot_columns, METH_FASTCALL,
+     "Each named slot's values of a list of objects of one class, or None (see the module's C source)."},
     {"outcome_messages", (PyCFunction)(void (*)(void))outcome_messages, METH_FASTCALL,
      "Each outcome's message, as orjson writes its row, or None (see the module's C source)."},
     {"packed_rows", (PyCFunction)(void (*)(void))packed_rows, METH_FASTCALL,
