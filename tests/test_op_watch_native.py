@@ -5,7 +5,9 @@ common case (values no CUSUM can alarm on) taken in C, not left to Python."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from driftline.operators import watch_native
+from driftline.operators import model_watch, watch_native
 from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.episodes import EpisodeMonitor
 from driftline.operators.window_stats import MAX_ABS_VALUE
@@ -266,3 +268,24 @@ def test_an_opener_keeps_its_per_value_lists_through_steps_and_settles(native: b
         assert monitor._opener is opener and opener.n > 1_000, base.kind
         assert all(now is then for now, then in zip((opener._pending, opener._rises, opener._slacks), held,
                                                     strict=True)), base.kind
+
+
+def test_id_hashes_in_c_are_blake2b_s_of_every_length() -> None:
+    """The multivariate sample's order: BLAKE2b-64 of each id's UTF-8 written in C (_watch.c), the
+    same bits as hashlib's at every length across the 128-byte blocks, multi-byte text included; an
+    id with no UTF-8 raises as str.encode does, and anything but a str is refused."""
+    if watch_native.NATIVE is None:
+        pytest.skip("the watch's C extension is not built in this install")
+    rng = random.Random(3)
+    ids = ["x" * n for n in range(400)] + ["".join(rng.choice("ab-é😀7") for _ in range(rng.randint(0, 200)))
+                                           for _ in range(300)]
+    want = [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big") >> 1 for i in ids]
+    assert model_watch.id_hashes(ids).tolist() == want
+    with reference_paths():
+        assert model_watch.id_hashes(ids).tolist() == want
+    with pytest.raises(UnicodeEncodeError):
+        model_watch.id_hashes(["p", "\ud800"])
+    with pytest.raises(TypeError):
+        watch_native.NATIVE.id_hashes(["p", 5], np.empty(2, dtype=np.int64))
+    with pytest.raises(ValueError):
+        watch_native.NATIVE.id_hashes(["p"], np.empty(2, dtype=np.int64))
