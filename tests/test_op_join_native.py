@@ -210,6 +210,8 @@ def test_outcomes_made_in_c_are_the_classes_objects_untracked_by_the_collector(
     """C fills a JoinedOutcome's slots without its __init__ (which cost most of making one) and
     leaves it to reference counting: equal to the Python path's, of the class, pickled alike; an
     outcome class that is not plain slots (a __post_init__) is called instead."""
+    if native.NATIVE is None:
+        pytest.skip("no C fast path in this install")
     def outcomes() -> list[Any]:
         join = LabelJoin(HORIZON, 1_000, 1_000)
         ids = [f"p{i}" for i in range(40)]
@@ -256,6 +258,8 @@ def test_slot_columns_are_attrgetter_s_and_leave_other_objects_to_it() -> None:
     """records.attribute_columns reads a batch of one slotted class in C (stage 1's records of
     outcomes and reports): the same lists as attrgetter; None for anything else (a namedtuple's
     fields, two classes, an unknown name, an unset slot), which attrgetter then reads or refuses."""
+    if native.NATIVE is None:
+        pytest.skip("no C fast path in this install")
     outcomes = [JoinedOutcome(f"p{i}", "m", "1", "", i, i + 1, 1, "a", 0.5 * i, None, "a", None, i % 2, None,
                               "{}") for i in range(5)]
     names = ("prediction_id", "label_time", "predicted_score", "correct", "rerouted")

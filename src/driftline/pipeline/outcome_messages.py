@@ -2,7 +2,7 @@
 row (:func:`~driftline.pipeline.to_rows.outcome_row`), byte for byte. The join's C extension writes
 them where it is built (``outcome_messages`` in ``operators/join/_native.c``: each outcome's slots
 read in place, its strs escaped as orjson escapes them, the batch's floats written by one orjson
-call through numpy, as the features' are; ~0.4 against ~1.3 us an outcome), else ``msgspec`` from
+call through numpy, as the features' are; ~0.5 against ~1.3 us an outcome), else ``msgspec`` from
 a struct per outcome where that gives the same bytes, else orjson.
 
 orjson spends most of a message on the row's features JSON, a string of quotes to escape (~5 us an
