@@ -614,6 +614,19 @@ static double read_f64(const unsigned char *p) {
     return out;
 }
 
+/* Where attribute `name` of `cls`'s objects lives: its slot's offset in them, or -1 where it is
+ * not an object slot (no such attribute, a property, a slot of another kind), with no exception. */
+static Py_ssize_t slot_offset(PyObject *cls, PyObject *name) {
+    PyObject *slot = PyObject_GetAttr(cls, name);
+    Py_ssize_t offset = -1;
+    if (slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type)
+        && ((PyMemberDescrObject *)slot)->d_member->type == Py_T_OBJECT_EX)
+        offset = ((PyMemberDescrObject *)slot)->d_member->offset;
+    Py_XDECREF(slot);
+    PyErr_Clear();
+    return offset;
+}
+
 /* Where each of a slotted class's 16 fields lives in its objects (its __slots__, in field order:
  * a dataclass's __init__ sets them in that order and nothing else), or 0 where the class is not
  * that (no __slots__, another count, a slot of another kind, a __post_init__): then it is called. */
@@ -627,14 +640,10 @@ static int slot_offsets(PyObject *cls, Py_ssize_t *offsets) {
     }
     int ok = PyTuple_CheckExact(slots) && PyTuple_GET_SIZE(slots) == OUTCOME_FIELDS;
     for (Py_ssize_t j = 0; ok && j < OUTCOME_FIELDS; j++) {
-        PyObject *slot = PyObject_GetAttr(cls, PyTuple_GET_ITEM(slots, j));
-        ok = slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type)
-             && ((PyMemberDescrObject *)slot)->d_member->type == Py_T_OBJECT_EX;
-        if (ok) offsets[j] = ((PyMemberDescrObject *)slot)->d_member->offset;
-        Py_XDECREF(slot);
+        offsets[j] = slot_offset(cls, PyTuple_GET_ITEM(slots, j));
+        ok = offsets[j] >= 0;
     }
     Py_DECREF(slots);
-    PyErr_Clear(); /* (a missing attribute: the class is called instead) */
     return ok;
 }
 
@@ -968,14 +977,8 @@ static PyObject *slot_columns(PyObject *module, PyObject *const *args, Py_ssize_
     Py_ssize_t *offsets = PyMem_New(Py_ssize_t, k ? k : 1);
     if (offsets == NULL) return PyErr_NoMemory();
     PyObject *columns = NULL;
-    for (Py_ssize_t j = 0; j < k; j++) {
-        PyObject *slot = PyObject_GetAttr(cls, PyTuple_GET_ITEM(names, j));
-        int member = slot != NULL && Py_IS_TYPE(slot, &PyMemberDescr_Type)
-                     && ((PyMemberDescrObject *)slot)->d_member->type == Py_T_OBJECT_EX;
-        if (member) offsets[j] = ((PyMemberDescrObject *)slot)->d_member->offset;
-        Py_XDECREF(slot);
-        if (!member) goto other;
-    }
+    for (Py_ssize_t j = 0; j < k; j++)
+        if ((offsets[j] = slot_offset(cls, PyTuple_GET_ITEM(names, j))) < 0) goto other;
     for (Py_ssize_t i = 0; i < n; i++)
         if ((PyObject *)Py_TYPE(PyList_GET_ITEM(objects, i)) != cls) goto other;
     columns = PyList_New(k);
@@ -1180,13 +1183,8 @@ static PyObject *outcome_messages(PyObject *module, PyObject *const *args, Py_ss
             return NULL;
         }
         keys[j] = PyTuple_GET_ITEM(field, 0);
-        PyObject *slot = PyObject_GetAttr(cls, PyTuple_GET_ITEM(field, 1));
-        if (slot == NULL) return NULL;
-        int member = Py_IS_TYPE(slot, &PyMemberDescr_Type)
-                     && ((PyMemberDescrObject *)slot)->d_member->type == Py_T_OBJECT_EX;
-        offsets[j] = member ? ((PyMemberDescrObject *)slot)->d_member->offset : -1;
-        Py_DECREF(slot);
-        if (!member) Py_RETURN_NONE; /* (not a slot: Python reads it) */
+        offsets[j] = slot_offset(cls, PyTuple_GET_ITEM(field, 1));
+        if (offsets[j] < 0) Py_RETURN_NONE; /* (not a slot: Python reads it) */
     }
     /* the floats in order, written at once */
     Py_ssize_t floats = 0;
