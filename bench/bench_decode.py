@@ -17,9 +17,13 @@ the call: msgspec reads every batch of the common shape), batch by batch in turn
 that both give the same events and dead letters, and reports the ratio.
 
 ``--full-precision`` writes the workload's float features and scores with the 16-17 digits a
-computed float prints with (each value ``x`` as ``repr(x * (1 + 1e-7) + 1e-9)``), where the simulator
-rounds them to 4 decimals: the texts a model server that sends its float64 features sends, which
-take the longer of the C pass's float paths.
+computed float prints with (each value ``x`` as ``x * 1.0000000123456789``: 94 % of them then print
+16 or 17 significant digits), where the simulator rounds them to 4 decimals: the texts a model
+server that sends its float64 features sends, past the C pass's exact path for short decimals.
+
+``--c-revision REV`` decodes the same batches with REV's C pass too (``_decode.c`` compiled in a
+worktree of REV and loaded beside this tree's), batch by batch in turns, checks that both give the
+same events and dead letters, and reports the ratio: an A/B of a change to the C pass.
 
 ``--steps`` also splits the tree's prediction decode into its steps (the compiled pass of a batch of
 the common shape, ``struct_decode``, parsing and checking the fields into columns; for a batch it
@@ -28,19 +32,26 @@ feature checks, the time checks and gathering, and freeing what the call built o
 dropped), each the best of the rounds.
 
     .venv/bin/python bench/bench_decode.py [--n 50000] [--rounds 7] [--baseline FILE] [--without-c] [--steps]
-        [--full-precision] [--quick]
+        [--full-precision] [--c-revision REV] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sysconfig
+import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from bench_revisions import build_extensions
 from common import bench_scenario, bench_settings, module_from_file, raw_records
 
 from driftline.operators import columns, decode_native, struct_decode
@@ -82,28 +93,55 @@ def with_full_precision(record: RawRecord) -> RawRecord:
 
 
 def _longer(value: Any) -> Any:
-    return value * (1 + 1e-7) + 1e-9 if type(value) is float else value
+    # a product with a constant of many digits: its double prints 16-17 digits (a sum with small
+    # round constants printed 12-13 digits for most values, within the exact path)
+    return value * 1.0000000123456789 if type(value) is float else value
 
 
-class _WithoutCPass:
-    """``columns``' batch decoder with the C decode pass off during each of its calls."""
+def with_c_pass(native: Any) -> Any:
+    """A stand-in for ``columns`` whose batch decoder runs with ``native`` as the C decode pass
+    during each of its calls (None: the pass off, msgspec reads every batch of the common shape)."""
 
     class BatchDecoder:
         def __init__(self, decoder: Decoder) -> None:
             self._decoder = columns.BatchDecoder(decoder)
 
-        def _without(self, kind: str, records: list[RawRecord]) -> Any:
-            before, decode_native.NATIVE = decode_native.NATIVE, None
+        def _with(self, kind: str, records: list[RawRecord]) -> Any:
+            before, decode_native.NATIVE = decode_native.NATIVE, native
             try:
                 return getattr(self._decoder, kind)(records)
             finally:
                 decode_native.NATIVE = before
 
         def predictions(self, records: list[RawRecord]) -> Any:
-            return self._without("predictions", records)
+            return self._with("predictions", records)
 
         def labels(self, records: list[RawRecord]) -> Any:
-            return self._without("labels", records)
+            return self._with("labels", records)
+
+    return SimpleNamespace(BatchDecoder=BatchDecoder)
+
+
+@contextmanager
+def c_pass_of(revision: str) -> Iterator[Any]:
+    """REV's C decode pass (``_decode.c``), compiled in a worktree of REV and loaded beside this
+    tree's (a module of its own file: its shared-string table and its code apart)."""
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
+        tree = Path(scratch) / "tree"
+        git = ["git", "-C", str(Path(__file__).resolve().parent.parent), "worktree"]
+        subprocess.run([*git, "add", "--detach", "--quiet", str(tree), revision], check=True,
+                       capture_output=True)
+        try:
+            build_extensions(tree, only={"driftline.operators._decode"})
+            suffix = sysconfig.get_config_var("EXT_SUFFIX")
+            path = tree / "src" / "driftline" / "operators" / f"_decode{suffix}"
+            spec = importlib.util.spec_from_file_location("_decode", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            yield module
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True)
 
 
 def decode_round(modules: dict[str, Any], decoder: Decoder,
@@ -177,8 +215,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", action="store_true", help="where the tree's prediction decode goes")
     parser.add_argument("--full-precision", action="store_true",
                         help="floats written with 16-17 digits, as a computed float prints")
+    parser.add_argument("--c-revision", metavar="REV", default=None,
+                        help="also REV's C decode pass, built in a worktree, beside this tree's")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     args = parser.parse_args(argv)
+    with ExitStack() as stack:
+        return measure(args, stack)
+
+
+def measure(args: argparse.Namespace, stack: ExitStack) -> int:
+    """The figures ``main``'s options ask for (``stack`` keeps another revision's C pass built)."""
     n, rounds = (2_000, 2) if args.quick else (args.n, args.rounds)
     tune_gc()
     decoder, batches, n_pred = workload_batches(n, full_precision=args.full_precision)
@@ -187,9 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if decode_native.NATIVE is None:
             print("the C decode pass is not built in this install")
             return 1
-        modules["without C"] = _WithoutCPass
-        if not same_results(_WithoutCPass, columns, decoder, batches):
+        modules["without C"] = with_c_pass(None)
+        if not same_results(modules["without C"], columns, decoder, batches):
             print("the tree decodes the batches differently with the C pass off")
+            return 1
+    if args.c_revision is not None:
+        other = f"{args.c_revision}'s C pass"
+        modules[other] = with_c_pass(stack.enter_context(c_pass_of(args.c_revision)))
+        if not same_results(modules[other], columns, decoder, batches):
+            print(f"{other} decodes the batches differently")
             return 1
     if args.baseline is not None:
         modules["baseline"] = module_from_file(args.baseline, "columns_baseline")
@@ -211,9 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "baseline" in best:
         ratio = sum(best["tree"].values()) / sum(best["baseline"].values())
         print(f"  tree / baseline: {ratio:.3f}")
-    if "without C" in best:
-        ratio = sum(best["tree"].values()) / sum(best["without C"].values())
-        print(f"  tree / without C: {ratio:.3f}")
+    for name in best:
+        if name not in ("tree", "baseline"):  # the C pass off, or another revision's
+            print(f"  tree / {name}: {sum(best['tree'].values()) / sum(best[name].values()):.3f}")
     if args.steps:
         steps: dict[str, float] = {}
         for _ in range(rounds):

@@ -15,8 +15,11 @@ children import ``driftline`` from that tree (``PYTHONPATH``); the packages this
 outside ``src`` (schemas, streams, jobs, infra) and the workload's own code (bench_stages) are this
 tree's, so REV must be close enough to run them. "This tree" is the installed working tree,
 uncommitted changes included: ``bench_revisions.py HEAD`` times them against the last commit.
+``--full-precision``: the workload's float features and scores written with 16-17 digits, as a
+model server sends computed floats (``bench_decode.with_full_precision``; the simulator rounds them
+to 4 decimals).
 
-    .venv/bin/python bench/bench_revisions.py REV [--n 50000] [--children 3] [--runs 5]
+    .venv/bin/python bench/bench_revisions.py REV [--n 50000] [--children 3] [--runs 5] [--full-precision]
 """
 
 from __future__ import annotations
@@ -31,16 +34,16 @@ import sysconfig
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
 
-def build_extensions(tree: Path) -> list[str]:
-    """Compile the C extensions ``tree``'s pyproject.toml lists into its source tree (as an editable
-    install places them); their module names."""
+def build_extensions(tree: Path, only: Collection[str] | None = None) -> list[str]:
+    """Compile the C extensions ``tree``'s pyproject.toml lists (``only``: those of these module
+    names) into its source tree (as an editable install places them); their module names."""
     config = tomllib.loads((tree / "pyproject.toml").read_text())
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
     include = sysconfig.get_paths()["include"]
@@ -48,6 +51,8 @@ def build_extensions(tree: Path) -> list[str]:
     built = []
     for ext in config.get("tool", {}).get("setuptools", {}).get("ext-modules", []):
         name = ext["name"]
+        if only is not None and name not in only:
+            continue
         target = tree / "src" / Path(*name.split("."))
         command = [*compiler, "-shared", "-fPIC", *ext.get("extra-compile-args", []), f"-I{include}",
                    *[str(tree / source) for source in ext["sources"]], "-o", f"{target}{suffix}"]
@@ -58,9 +63,10 @@ def build_extensions(tree: Path) -> list[str]:
     return built
 
 
-def child(n: int, runs: int) -> dict[str, object]:
+def child(n: int, runs: int, full_precision: bool = False) -> dict[str, object]:
     """One side's best CPU-us a prediction over ``runs`` runs of the workload (after a warm-up)."""
     sys.path.insert(0, str(BENCH))
+    from bench_decode import with_full_precision
     from bench_stages import _run, _workload
     from common import bench_settings
 
@@ -70,16 +76,19 @@ def child(n: int, runs: int) -> dict[str, object]:
     tune_gc()
     settings = bench_settings("127.0.0.1:9", "br")
     raw, profiles, predictions = _workload(settings, n, 0)
+    if full_precision:
+        raw = [with_full_precision(r) if r.topic == settings.topics.predictions else r for r in raw]
     _run(settings, raw[: min(len(raw), 20_000)], profiles, True)
     best = min(_run(settings, raw, profiles, True) for _ in range(runs))
     return {"us": best / predictions * 1e6, "package": str(Path(driftline.__file__).parent)}
 
 
-def _side(tree: Path | None, n: int, runs: int) -> dict[str, object]:
+def _side(tree: Path | None, n: int, runs: int, full_precision: bool) -> dict[str, object]:
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree / "src"), *filter(None, [env.get("PYTHONPATH")])])
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--n", str(n), "--runs", str(runs)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--n", str(n), "--runs", str(runs),
+               *(["--full-precision"] if full_precision else [])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if done.returncode != 0:
         raise RuntimeError(f"a child failed:\n{done.stderr[-4000:]}")
@@ -87,7 +96,8 @@ def _side(tree: Path | None, n: int, runs: int) -> dict[str, object]:
     return result
 
 
-def measure(revision: str, n: int, children: int, runs: int) -> tuple[float, float, str]:
+def measure(revision: str, n: int, children: int, runs: int,
+            full_precision: bool = False) -> tuple[float, float, str]:
     """(REV's best, this tree's best, the line to print): children alternating, REV's first in
     even rounds and this tree's first in odd ones."""
     with tempfile.TemporaryDirectory(prefix="bench-rev-") as scratch:
@@ -100,7 +110,7 @@ def measure(revision: str, n: int, children: int, runs: int) -> tuple[float, flo
             seen: dict[str, list[float]] = {"rev": [], "this": []}
             for r in range(children):
                 for side in ("rev", "this") if r % 2 == 0 else ("this", "rev"):
-                    got = _side(tree if side == "rev" else None, n, runs)
+                    got = _side(tree if side == "rev" else None, n, runs, full_precision)
                     expected = tree / "src" / "driftline" if side == "rev" else None
                     if expected is not None and Path(str(got["package"])) != expected:
                         raise RuntimeError(f"the child imported {got['package']}, not {expected}")
@@ -111,7 +121,8 @@ def measure(revision: str, n: int, children: int, runs: int) -> tuple[float, flo
     line = (f"in-process pipeline, {revision} against this tree: {old:.2f} vs {new:.2f} CPU-us a prediction "
             f"({new / old:.3f}x); children {', '.join(f'{v:.2f}' for v in seen['rev'])} vs "
             f"{', '.join(f'{v:.2f}' for v in seen['this'])}; {n:,} predictions + labels, best of {runs} "
-            f"runs a child, {children} children a side, alternating")
+            f"runs a child, {children} children a side, alternating"
+            f"{'; floats of 16-17 digits' if full_precision else ''}")
     return old, new, line
 
 
@@ -121,15 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=50_000, help="prediction events (each with a label)")
     parser.add_argument("--children", type=int, default=3, help="child processes a side")
     parser.add_argument("--runs", type=int, default=5, help="timed runs a child")
+    parser.add_argument("--full-precision", action="store_true",
+                        help="floats written with 16-17 digits, as a computed float prints")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.n, args.runs)))
+        print(json.dumps(child(args.n, args.runs, args.full_precision)))
         return 0
     if args.revision is None:
         parser.error("a revision is required")
     started = time.monotonic()
-    print(measure(args.revision, args.n, args.children, args.runs)[2])
+    print(measure(args.revision, args.n, args.children, args.runs, args.full_precision)[2])
     print(f"({time.monotonic() - started:.0f} s)")
     return 0
 

@@ -182,10 +182,31 @@ def test_revisions_time_a_revision_built_in_a_worktree_beside_this_tree(bench_pa
     bench = _module("bench_revisions")
     before = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, check=True,
                             cwd=bench.ROOT).stdout
-    old, new, line = bench.measure("HEAD", 2_000, 1, 1)
+    old, new, line = bench.measure("HEAD", 2_000, 1, 1, full_precision=True)
     assert old > 0 and new > 0 and line.startswith("in-process pipeline, HEAD against this tree:"), line
+    assert line.endswith("floats of 16-17 digits"), line
     assert subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, check=True,
                           cwd=bench.ROOT).stdout == before
+
+
+def test_decode_bench_writes_floats_with_all_their_digits(
+        bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_decode --full-precision: the workload's floats printed with 16-17 digits (past the C
+    pass's exact path), the same events decoded with the C pass on, off and HEAD's (built in a
+    worktree, removed after)."""
+    bench = _module("bench_decode")
+    _, batches, _ = bench.workload_batches(200, full_precision=True)
+    texts = [r.value for kind, records in batches if kind == "predictions" for r in records]
+    floats = [v for text in texts for v in orjson.loads(text)["features"].values() if type(v) is float]
+    digits = [len(repr(abs(v)).split("e")[0].replace(".", "").lstrip("0")) for v in floats]
+    assert sum(d >= 16 for d in digits) > 0.85 * len(digits), digits
+    before = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, check=True,
+                            cwd=Path(bench.__file__).parent).stdout
+    assert bench.main(["--quick", "--full-precision", "--without-c", "--c-revision", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert "floats of 16-17 digits" in out and "tree / without C" in out and "tree / HEAD's C pass" in out
+    assert subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, check=True,
+                          cwd=Path(bench.__file__).parent).stdout == before
 
 
 def test_profile_parse_prints_one_parse_and_the_shared_reads(
