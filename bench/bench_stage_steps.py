@@ -39,7 +39,16 @@
   values-form partial checked on arrival (``check_partial``, REV's windows module against this
   one), CPU-us a partial;
 - **sketch buckets**: a filled window's 20 float features' sketch buckets found sketch by sketch
-  against all at once (``QuantileSketch.find_buckets``), CPU-us a window.
+  against all at once (``QuantileSketch.find_buckets``), CPU-us a window;
+- **outcomes made**: the join's ``outcome_rows`` of 1,250 joined labels, each outcome's slots filled
+  in C against a call of the dataclass's ``__init__`` (a subclass with no slots of its own, which
+  the C path calls as it called every class before), CPU-ns an outcome;
+- **outcome messages**: the outcomes topic's messages of 1,250 outcomes of 25 features, the join's C
+  writer against msgspec's struct per outcome (``reference_paths``), CPU-ns an outcome;
+- **stage 2's record**: ``records.stacks`` of 1,250 outcomes, their slots read in one C call
+  (``slot_columns``) against ``attrgetter`` a column (``reference_paths``), CPU-ns an outcome;
+- **sample id hashes**: ``model_watch.id_hashes`` of 1,250 UUID ids, ``_watch.c``'s BLAKE2b against
+  hashlib's from Python (``reference_paths``), CPU-ns an id.
 
     .venv/bin/python bench/bench_stage_steps.py [--rounds 5] [--baseline 1a8ff97]
 """
@@ -48,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import random
 import time
 import uuid
@@ -65,15 +75,19 @@ from driftline.operators import feature_watch, window_stats
 from driftline.operators.columns import OutputColumns
 from driftline.operators.compiled_paths import reference_paths
 from driftline.operators.float_block import FloatBlock
+from driftline.operators.join import JoinedOutcome, LabelJoin
 from driftline.operators.join import features as join_features
+from driftline.operators.join import native as join_native
 from driftline.operators.join import outputs as join_outputs
 from driftline.operators.join import records as join_records
+from driftline.operators.model_watch import id_hashes
 from driftline.operators.multivariate import NormalScores
 from driftline.operators.sketch import QuantileSketch
 from driftline.operators.triggers import RetrainPolicy
 from driftline.operators.window_stats import ColumnBlock, EventColumns, values_partial
 from driftline.pipeline import outcomes, records, shard
 from driftline.pipeline import windows as windows_module
+from driftline.pipeline.outcome_messages import outcome_messages
 from driftline.pipeline.records import Outcomes, Progress
 from driftline.pipeline.references import ProfileBook
 from driftline.schemas.events import Prediction
@@ -177,6 +191,100 @@ def digests_and_keys(rounds: int) -> dict[str, float]:
 
     return {name: us * 1e3 for name, us in best_of(
         rounds, {"zlib": (step, reference_paths), "C": (step, nullcontext)}, 20 * len(payloads)).items()}
+
+
+def _outcome_batch(seed: int = 8) -> list[JoinedOutcome]:
+    """1,250 outcomes of scored class predictions with 20 float and 5 category features, as the
+    join makes them (through a LabelJoin)."""
+    rng = random.Random(seed)
+    join = LabelJoin(3_600_000, 1_000_000, 1_000_000)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(1_250)]
+    features = [{**{f"x{j}": rng.gauss(10, 5) for j in range(20)}, **{f"c{j}": f"c{rng.randrange(8)}"
+                                                                      for j in range(5)}} for _ in ids]
+    outputs = [Prediction(label=str(k % 2), score=rng.random()) for k in range(len(ids))]
+    join.on_predictions(ids, [START] * len(ids), [("m", "1", "")] * len(ids), outputs, features,
+                        [join_records.payload_digest(pid.encode()) for pid in ids], [None] * len(ids))
+    label_digests = [join_records.payload_digest(b"l" + pid.encode()) for pid in ids]
+    return join.on_labels(ids, [START + 5_000] * len(ids), [str(rng.randrange(2)) for _ in ids],
+                          [None] * len(ids), label_digests, [None] * len(ids))
+
+
+def outcome_made(rounds: int) -> dict[str, float]:
+    """outcome_rows of a batch's joined labels: each outcome's slots filled in C against a call of
+    the dataclass's __init__ (a subclass with no slots of its own is called, as every class was)."""
+    joined: list[Any] = []
+    built = join_native.NATIVE
+    if built is None:
+        return {"called": math.nan, "slots filled": math.nan}
+
+    class Recorded:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(built, name)
+
+        def outcome_rows(self, *args: Any) -> Any:
+            joined.append(args)
+            return built.outcome_rows(*args)
+
+    join_native.NATIVE = Recorded()
+    try:
+        _outcome_batch()
+    finally:
+        join_native.NATIVE = built
+
+    class Called(JoinedOutcome):
+        __slots__ = ()
+
+    def step(cls: type) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(20):
+                for args in joined:
+                    built.outcome_rows(*args[:6], cls)
+        return run
+
+    count = sum(len(args[0]) for args in joined)
+    return {name: us * 1e3 for name, us in best_of(rounds, {
+        "called": (step(Called), nullcontext), "slots filled": (step(JoinedOutcome), nullcontext)},
+        20 * count).items()}
+
+
+def outcome_messages_written(rounds: int) -> dict[str, float]:
+    """The outcomes topic's messages of 1,250 outcomes: the join's C writer against msgspec's
+    struct per outcome (``reference_paths``), CPU-ns an outcome."""
+    batch = _outcome_batch()
+
+    def step() -> None:
+        for _ in range(20):
+            outcome_messages(batch, "bench-run")
+
+    return {name: us * 1e3 for name, us in best_of(
+        rounds, {"msgspec": (step, reference_paths), "C": (step, nullcontext)}, 20 * len(batch)).items()}
+
+
+def record_columns(rounds: int) -> dict[str, float]:
+    """Stage 2's columnar record of 1,250 outcomes (``records.stacks``: the model keys and the 7
+    columns): slots read in one C call against attrgetter a column, CPU-ns an outcome."""
+    batch = _outcome_batch()
+
+    def step() -> None:
+        for _ in range(20):
+            records.stacks(0, 4, Outcomes, batch)
+
+    return {name: us * 1e3 for name, us in best_of(
+        rounds, {"attrgetter": (step, reference_paths), "C": (step, nullcontext)}, 20 * len(batch)).items()}
+
+
+def sample_hashes(rounds: int) -> dict[str, float]:
+    """The multivariate sample's id hashes (BLAKE2b-64) of 1,250 UUID ids: hashlib from Python
+    against _watch.c's, CPU-ns an id."""
+    rng = random.Random(9)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(1_250)]
+
+    def step() -> None:
+        for _ in range(20):
+            id_hashes(ids)
+
+    return {name: us * 1e3 for name, us in best_of(
+        rounds, {"hashlib": (step, reference_paths), "C": (step, nullcontext)}, 20 * len(ids)).items()}
 
 
 def _clock(module: Any) -> Any:
@@ -528,6 +636,11 @@ def measure(rounds: int, baseline: str | None) -> list[str]:
         _against("pending tails, 1,250 scored class outputs", pending_tails(rounds), "CPU-ns an output"),
         _against("digests and id keys, 2,500 payloads", digests_and_keys(rounds),
                  "CPU-ns a payload with its id"),
+        _against("outcomes made, 1,250 labels joined", outcome_made(rounds), "CPU-ns an outcome"),
+        _against("outcome messages, 1,250 outcomes of 25 features", outcome_messages_written(rounds),
+                 "CPU-ns an outcome"),
+        _against("stage 2's record, 1,250 outcomes", record_columns(rounds), "CPU-ns an outcome"),
+        _against("sample id hashes, 1,250 ids", sample_hashes(rounds), "CPU-ns an id"),
         _against("bucket close, 1,260 one-target outcomes", bucket_close(rounds), "CPU-us an outcome", 2),
         _against("sketch buckets, a filled window's 20 float features", window_buckets(rounds),
                  "CPU-us a window"),

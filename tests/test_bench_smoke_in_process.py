@@ -160,7 +160,8 @@ def test_feature_watch_grouped_times_a_call_a_model_and_the_batch_grouped(
 
 def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> None:
     """bench_stage_steps: the C normal scores, category codes, features packed, pending tails,
-    digests and id keys, the column tally and a window's sketch buckets against their references,
+    digests and id keys, outcomes made, outcome messages, stage 2's record, the sample's id hashes,
+    the column tally and a window's sketch buckets against their references,
     (``--baseline``) a revision's per-model records, bucket lookup, model-events records, window
     buffers, filled-window merge and partial check beside this one's (HEAD here), and held runs
     copied out model by model and together."""
@@ -168,10 +169,11 @@ def test_stage_steps_time_each_step_beside_its_reference(bench_path: None) -> No
     lines = bench.measure(1, "HEAD")
     assert [line.split(",")[0] for line in lines] == [
         "normal scores", "category codes", "features packed", "pending tails", "digests and id keys",
+        "outcomes made", "outcome messages", "stage 2's record", "sample id hashes",
         "bucket close", "sketch buckets", "columnar records", "bucket lookup", "model-events records",
         "window buffers", "filled window merged", "partial checked on arrival", "held runs copied out"]
     assert all(line.endswith("x)") for line in lines), lines
-    assert all("of 202 models" in lines[i] for i in (7, 9, 10))  # the Zipf batch's models
+    assert all("of 202 models" in lines[i] for i in (11, 13, 14))  # the Zipf batch's models
 
 
 @pytest.mark.timeout(600)
