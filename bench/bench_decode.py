@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
 import sysconfig
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -51,7 +49,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from bench_revisions import build_extensions
+from bench_revisions import revision_tree
 from common import bench_scenario, bench_settings, module_from_file, raw_records
 
 from driftline.operators import columns, decode_native, struct_decode
@@ -126,22 +124,14 @@ def with_c_pass(native: Any) -> Any:
 def c_pass_of(revision: str) -> Iterator[Any]:
     """REV's C decode pass (``_decode.c``), compiled in a worktree of REV and loaded beside this
     tree's (a module of its own file: its shared-string table and its code apart)."""
-    with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
-        tree = Path(scratch) / "tree"
-        git = ["git", "-C", str(Path(__file__).resolve().parent.parent), "worktree"]
-        subprocess.run([*git, "add", "--detach", "--quiet", str(tree), revision], check=True,
-                       capture_output=True)
-        try:
-            build_extensions(tree, only={"driftline.operators._decode"})
-            suffix = sysconfig.get_config_var("EXT_SUFFIX")
-            path = tree / "src" / "driftline" / "operators" / f"_decode{suffix}"
-            spec = importlib.util.spec_from_file_location("_decode", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            yield module
-        finally:
-            subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True)
+    with revision_tree(revision, {"driftline.operators._decode"}) as tree:
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        spec = importlib.util.spec_from_file_location(
+            "_decode", tree / "src" / "driftline" / "operators" / f"_decode{suffix}")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
 
 
 def decode_round(modules: dict[str, Any], decoder: Decoder,

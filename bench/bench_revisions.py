@@ -34,11 +34,28 @@ import sysconfig
 import tempfile
 import time
 import tomllib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+
+
+@contextmanager
+def revision_tree(revision: str, extensions: Collection[str] | None = None) -> Iterator[Path]:
+    """REV checked out (``git worktree add --detach``) in a temporary directory, its C extensions
+    (``extensions``: those of these module names) compiled there in place; removed after."""
+    with tempfile.TemporaryDirectory(prefix="bench-rev-") as scratch:
+        tree = Path(scratch) / "tree"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "--detach", "--quiet", str(tree), revision], check=True,
+                       capture_output=True)
+        try:
+            build_extensions(tree, extensions)
+            yield tree
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True)
 
 
 def build_extensions(tree: Path, only: Collection[str] | None = None) -> list[str]:
@@ -100,23 +117,15 @@ def measure(revision: str, n: int, children: int, runs: int,
             full_precision: bool = False) -> tuple[float, float, str]:
     """(REV's best, this tree's best, the line to print): children alternating, REV's first in
     even rounds and this tree's first in odd ones."""
-    with tempfile.TemporaryDirectory(prefix="bench-rev-") as scratch:
-        tree = Path(scratch) / "tree"
-        git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run([*git, "add", "--detach", "--quiet", str(tree), revision], check=True,
-                       capture_output=True)
-        try:
-            build_extensions(tree)
-            seen: dict[str, list[float]] = {"rev": [], "this": []}
-            for r in range(children):
-                for side in ("rev", "this") if r % 2 == 0 else ("this", "rev"):
-                    got = _side(tree if side == "rev" else None, n, runs, full_precision)
-                    expected = tree / "src" / "driftline" if side == "rev" else None
-                    if expected is not None and Path(str(got["package"])) != expected:
-                        raise RuntimeError(f"the child imported {got['package']}, not {expected}")
-                    seen[side].append(float(str(got["us"])))
-        finally:
-            subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True)
+    with revision_tree(revision) as tree:
+        seen: dict[str, list[float]] = {"rev": [], "this": []}
+        for r in range(children):
+            for side in ("rev", "this") if r % 2 == 0 else ("this", "rev"):
+                got = _side(tree if side == "rev" else None, n, runs, full_precision)
+                expected = tree / "src" / "driftline" if side == "rev" else None
+                if expected is not None and Path(str(got["package"])) != expected:
+                    raise RuntimeError(f"the child imported {got['package']}, not {expected}")
+                seen[side].append(float(str(got["us"])))
     old, new = min(seen["rev"]), min(seen["this"])
     line = (f"in-process pipeline, {revision} against this tree: {old:.2f} vs {new:.2f} CPU-us a prediction "
             f"({new / old:.3f}x); children {', '.join(f'{v:.2f}' for v in seen['rev'])} vs "
