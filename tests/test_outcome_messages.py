@@ -74,6 +74,9 @@ def test_the_c_writer_takes_the_common_batch_and_leaves_the_rest() -> None:
     assert _written_in_c([common[0], odd[1]]) is None  # an int beyond signed 64 bits: Python writes it
     assert outcome_messages([odd[1]], "r") == [orjson.dumps(outcome_row(odd[1], "r"))]
     assert _written_in_c([odd[2]]) is None  # no UTF-8: refused by orjson too
+    half = JoinedOutcome.__new__(JoinedOutcome)  # slots unset but the first: left to Python
+    half.prediction_id = "p"
+    assert _written_in_c([common[0], half]) is None
     with pytest.raises((TypeError, ValueError)):  # (msgspec's UnicodeEncodeError, orjson's JSONEncodeError)
         outcome_messages([odd[2]], "r")
     assert _written_in_c([odd[3]]) == [orjson.dumps(outcome_row(odd[3], "r"))]  # (a bool: true)

@@ -1186,32 +1186,38 @@ static PyObject *outcome_messages(PyObject *module, PyObject *const *args, Py_ss
         offsets[j] = slot_offset(cls, PyTuple_GET_ITEM(field, 1));
         if (offsets[j] < 0) Py_RETURN_NONE; /* (not a slot: Python reads it) */
     }
-    /* the floats in order, written at once */
+    /* every outcome of the class with its slots set, and the floats in order, in one pass; then
+     * the floats written at once (little-endian doubles, as floats_json reads them) */
+    Py_ssize_t values = n * k;
+    double *doubles = PyMem_New(double, values > 0 ? values : 1);
+    if (doubles == NULL) return PyErr_NoMemory();
     Py_ssize_t floats = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    int taken = 1;
+    for (Py_ssize_t i = 0; taken && i < n; i++) {
         PyObject *o = PyList_GET_ITEM(outcomes, i);
-        if ((PyObject *)Py_TYPE(o) != cls) Py_RETURN_NONE;
-        for (Py_ssize_t j = 0; j < k; j++) {
+        taken = (PyObject *)Py_TYPE(o) == cls;
+        for (Py_ssize_t j = 0; taken && j < k; j++) {
             PyObject *v = *(PyObject **)((char *)o + offsets[j]);
-            if (v == NULL) Py_RETURN_NONE; /* (unset) */
-            floats += PyFloat_CheckExact(v);
+            taken = v != NULL; /* (an unset slot: Python's to read, or refuse) */
+            if (taken && PyFloat_CheckExact(v)) doubles[floats++] = PyFloat_AS_DOUBLE(v);
         }
+    }
+    if (!taken) {
+        PyMem_Free(doubles);
+        Py_RETURN_NONE;
     }
     PyObject *packed = PyBytes_FromStringAndSize(NULL, floats * 8);
-    if (packed == NULL) return NULL;
-    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(packed);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyList_GET_ITEM(outcomes, i);
-        for (Py_ssize_t j = 0; j < k; j++) {
-            PyObject *v = *(PyObject **)((char *)o + offsets[j]);
-            if (PyFloat_CheckExact(v)) {
-                double x = PyFloat_AS_DOUBLE(v);
-                uint64_t bits;
-                memcpy(&bits, &x, 8);
-                for (int b = 0; b < 8; b++) *at++ = (unsigned char)(bits >> (8 * b)); /* little-endian */
-            }
-        }
+    if (packed == NULL) {
+        PyMem_Free(doubles);
+        return NULL;
     }
+    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(packed);
+    for (Py_ssize_t f = 0; f < floats; f++) {
+        uint64_t bits;
+        memcpy(&bits, &doubles[f], 8);
+        for (int b = 0; b < 8; b++) *at++ = (unsigned char)(bits >> (8 * b));
+    }
+    PyMem_Free(doubles);
     PyObject *texts = floats ? PyObject_CallOneArg(floats_json, packed) : NULL;
     Py_DECREF(packed);
     if (floats && texts == NULL) return NULL;
