@@ -1044,7 +1044,7 @@ static int out_put(Out *out, const char *text, Py_ssize_t n) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define HAVE_SHUFFLE 1
-static unsigned char quote_shuffles[256][16];
+static unsigned char quote_shuffles[256][16], quote_lengths[256];
 static int have_shuffle;
 
 static void quote_shuffles_init(void) {
@@ -1054,6 +1054,7 @@ static void quote_shuffles_init(void) {
             if (m >> i & 1) quote_shuffles[m][at++] = 8; /* (bytes 8-15 of the source: backslashes) */
             quote_shuffles[m][at++] = (unsigned char)i;
         }
+        quote_lengths[m] = (unsigned char)at;
         while (at < 16) quote_shuffles[m][at++] = 0x80;
     }
 }
@@ -1070,7 +1071,7 @@ static char *quoted_by_shuffles(char *to, const unsigned char *s, Py_ssize_t n, 
         __m128i out = _mm_shuffle_epi8(_mm_unpacklo_epi64(v, backslash),
                                        _mm_loadu_si128((const __m128i *)quote_shuffles[m]));
         _mm_storeu_si128((__m128i *)to, out);
-        to += 8 + __builtin_popcount((unsigned)m); /* (a backslash more for each byte quoted) */
+        to += quote_lengths[m];
     }
     *done = i;
     *control |= seen != 0;
