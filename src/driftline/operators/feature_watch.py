@@ -589,21 +589,37 @@ class FeatureWatch:
         """
         out: dict[tuple[str, str], list[dict[str, Any]]] = {}
         keys, starts, times, ids = grouped.keys, grouped.starts, grouped.times, grouped.ids
+        models, batch_events, with_runs = self._models, self.batch_events, self._with_runs
+        kept = False  # whether the batch is kept for its runs (_keep_runs_of)
+        # _holds' test and a held run's steps inline: with many models this loop runs for hundreds of
+        # groups of a few events a batch, and their calls were most of its cost
         for g in sorted(range(len(keys)), key=keys.__getitem__):
             key, lo, hi = keys[g], starts[g], starts[g + 1]
-            watch = self._models.get(key)
+            watch = models.get(key)
             if watch is None or not watch.profiles or lo == hi:
                 out[key] = []
                 continue
-            bank = watch.bank
-            run = times[lo:hi]
-            if bank is not None and self._holds(watch, bank, run):
-                held = self._hold_run(key, watch, bank, grouped, lo, hi)
-                out[key] = self._feed_held(key, watch) if held.count >= self.batch_events else []
-                continue
+            bank, held = watch.bank, watch.held
+            if bank is not None and batch_events and (held is not None or hi - lo < batch_events):
+                following = bank.profile_index + 1  # the next profile, if any: these wait if before it
+                profiles = watch.profiles
+                if following == len(profiles) or max(times[lo:hi]) < profiles[following].effective_from_ms:
+                    if not kept:
+                        self._keep_runs_of(grouped)
+                        kept = True
+                    if held is None:
+                        held = self._held(key, watch, times[lo])
+                    if not held.runs:
+                        held.reads = (bank.numeric, bank.others)
+                        with_runs[key] = held
+                    held.runs.append((grouped, lo, hi))
+                    held.run_rows += hi - lo
+                    out[key] = self._feed_held(key, watch) \
+                        if len(held.times) + held.run_rows >= batch_events else []
+                    continue
             floats, values = grouped.columns(lo, hi)
-            out[key] = self.observe(key[0], key[1], run, ids[lo:hi], [_NO_FEATURES] * (hi - lo), floats,
-                                    values)
+            out[key] = self.observe(key[0], key[1], times[lo:hi], ids[lo:hi], [_NO_FEATURES] * (hi - lo),
+                                    floats, values)
         return out
 
     def _holds(self, watch: _ModelWatch, bank: ProfileMonitors, times: Sequence[int]) -> bool:
@@ -683,23 +699,17 @@ class FeatureWatch:
             self._earliest = min(self._earliest, since)
         return held
 
-    def _hold_run(self, key: tuple[str, str], watch: _ModelWatch, bank: ProfileMonitors,
-                  grouped: GroupedEvents, lo: int, hi: int) -> _Held:
-        """Keep rows ``lo:hi`` of ``grouped`` as the model's next held part (see :meth:`_hold`)."""
-        if grouped is not self._run_batch:
-            if self._run_events >= RUN_EVENTS:  # the batches kept alive so far: copy every run out
-                settle_together(list(self._with_runs.values()))
-                self._with_runs.clear()
-                self._run_events = 0
-            self._run_batch = grouped
-            self._run_events += len(grouped.times)
-        held = self._held(key, watch, grouped.times[lo])
-        held.run_rows += hi - lo
-        if not held.runs:
-            held.reads = (bank.numeric, bank.others)
-            self._with_runs[key] = held
-        held.runs.append((grouped, lo, hi))
-        return held
+    def _keep_runs_of(self, grouped: GroupedEvents) -> None:
+        """Keep ``grouped`` alive for the runs held of it (rows of it, not copies), first copying
+        every held run out of the batches kept so far once they hold :data:`RUN_EVENTS` events."""
+        if grouped is self._run_batch:
+            return
+        if self._run_events >= RUN_EVENTS:
+            settle_together(list(self._with_runs.values()))
+            self._with_runs.clear()
+            self._run_events = 0
+        self._run_batch = grouped
+        self._run_events += len(grouped.times)
 
     def _feed_held(self, key: tuple[str, str], watch: _ModelWatch) -> list[dict[str, Any]]:
         """Feed a model's held events to the bank they belong to (see :meth:`add_profile`), as
