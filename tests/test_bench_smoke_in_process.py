@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pickle
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -232,3 +233,27 @@ def test_stage2_checks_print_the_decode_and_the_partial_check_against_a_revision
     lines = capsys.readouterr().out.splitlines()
     assert "alternating with HEAD's modules" in lines[0], lines
     assert "ns an outcome" in lines[1] and "us a partial" in lines[2] and lines[2].endswith("x)"), lines
+
+
+def test_watch_replay_records_a_workload_s_watch_calls_and_replays_them_to_both_sides(
+        bench_path: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_watch_replay: the shards' watch calls of a kept bench_models workload recorded, then
+    one batch fed again and again and (``--whole``) every call replayed to HEAD's FeatureWatch and
+    today's, both timed, their results equal."""
+    models = _module("bench_models")
+    bench = _module("bench_watch_replay")
+    monkeypatch.setattr(models, "CALIBRATIONS", tmp_path / "calibrations")
+    settings = models.settings_for(4)
+    specs = models.model_specs(3)
+    profiles = models.profiles_of(specs, 300, settings)
+    with (tmp_path / "many.pickle").open("wb") as f:
+        pickle.dump((profiles, models.traffic(specs, 3_000, settings, rate=40.0)), f)
+    recording = bench.record(tmp_path)
+    assert sorted(recording) == [0, 1, 2, 3]
+    named = [pickle.loads(call)[0] for _, calls in recording.values() for call in calls]
+    assert "observe_grouped" in named
+    bench._baseline_watch_class("HEAD", tmp_path)
+    then, now, groups = bench.repeated_batch(recording, repeat=2, rounds=1)
+    assert then > 0 and now > 0 and groups > 1
+    best, equal = bench.replay({0: recording[0]}, rounds=1)
+    assert equal and best[(True, "observe_grouped")] > 0 and best[(False, "observe_grouped")] > 0
