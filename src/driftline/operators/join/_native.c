@@ -958,9 +958,7 @@ done:
     return out;
 }
 
-/* ---- payload_digests ---------------------------------------------------------------------- */
-
-/* ---- slot_columns ---- */
+/* ---- slot_columns ------------------------------------------------------------------------- */
 
 /* slot_columns(objects, cls, names) -> list[list] | None: per name, the list of each object's value
  * of that attribute, read from its slot (list(map(attrgetter(name), objects)) without a Python call
@@ -1006,7 +1004,7 @@ fail:
     return NULL;
 }
 
-/* ---- outcome_messages ---- */
+/* ---- outcome_messages --------------------------------------------------------------------- */
 
 /* A growing output buffer. */
 typedef struct {
@@ -1297,6 +1295,8 @@ fail:
     Py_XDECREF(messages);
     return NULL;
 }
+
+/* ---- payload_digests ---------------------------------------------------------------------- */
 
 static uint32_t crc_table[8][256]; /* zlib's CRC-32 (reflected 0xEDB88320): slicing by 8 */
 
