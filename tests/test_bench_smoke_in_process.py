@@ -257,3 +257,24 @@ def test_watch_replay_records_a_workload_s_watch_calls_and_replays_them_to_both_
     assert then > 0 and now > 0 and groups > 1
     best, equal = bench.replay({0: recording[0]}, rounds=1)
     assert equal and best[(True, "observe_grouped")] > 0 and best[(False, "observe_grouped")] > 0
+
+
+def test_models_feeds_finds_the_closing_feeds_once_then_feeds_the_others_apart(
+        bench_path: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_models_feeds: a first run (a child) keeps which timed feeds close a window, then the
+    workload is fed with the others through feed_between, their CPU a prediction printed."""
+    models = _module("bench_models")
+    bench = _module("bench_models_feeds")
+    monkeypatch.setattr(bench, "CALIBRATIONS", tmp_path / "calibrations")
+    settings = models.settings_for(4)
+    specs = models.model_specs(2)
+    # 12,000 predictions at 40/s: 300 s of event time, so a window closes in the timed part
+    workload = (models.profiles_of(specs, 300, settings), models.traffic(specs, 12_000, settings, rate=40.0))
+    with (tmp_path / "one.pickle").open("wb") as f:
+        pickle.dump(workload, f)
+    assert bench.main(["--data", str(tmp_path), "one"]) == 0  # the child's first run, then this one's
+    closing = orjson.loads((tmp_path / "closing-one.json").read_text())
+    assert closing and closing == bench.run(tmp_path, "one", set(closing))[0]
+    out = capsys.readouterr().out
+    assert out.startswith("one: ") and "--under feed_between --per-item" in out, out
