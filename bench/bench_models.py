@@ -358,6 +358,22 @@ def run(settings: Settings, profiles: list[ReferenceProfile], records: list[RawR
     }
 
 
+def warmed_from(data: Path, which: str) -> tuple[InProcessPipeline, list[RawRecord], int]:
+    """A kept workload's run (``which``: one or many, of ``--data`` ``data``) through its warm-up, as
+    :func:`run` feeds it (the collector tuned, the rows sunk): the pipeline, the records, the
+    warm-up's count of them (the timed part follows)."""
+    with (data / f"{which}.pickle").open("rb") as f:
+        profiles, (records, warm) = pickle.load(f)
+    settings = settings_for(PARTITIONS)
+    tune_gc()
+    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
+    batch = settings.worker.batch_max_records
+    for i in range(0, warm, batch):
+        pipeline.feed(records[i : min(i + batch, warm)])
+        _sink(pipeline)
+    return pipeline, records, warm
+
+
 def _windows_closed(pipeline: InProcessPipeline) -> int:
     """Windows stage 2 has closed (merged and scored) so far: the per-window work (each shard's
     partial, its merge, 25 features scored and written) is the same for a window of 3 events as

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench_models import CALIBRATIONS, _sink, _windows_closed, settings_for
+from bench_models import CALIBRATIONS, _sink, _windows_closed, warmed_from
 
 from driftline.operators import calibration
 from driftline.pipeline.local import InProcessPipeline
-from driftline.runtime import tune_gc
 
 
 def feed_between(pipeline: InProcessPipeline, chunk: list[object]) -> None:
@@ -45,15 +43,9 @@ def feed_closing(pipeline: InProcessPipeline, chunk: list[object]) -> None:
 def run(data: Path, which: str, closing: set[int] | None) -> tuple[list[int], float, int]:
     """Feed ``which`` (one or many) of ``data``: the timed feeds that closed a window (their index),
     and the CPU-us a prediction and predictions of the others."""
-    with (data / f"{which}.pickle").open("rb") as f:
-        profiles, (records, warm) = pickle.load(f)
-    settings = settings_for(4)
-    tune_gc()
-    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
+    pipeline, records, warm = warmed_from(data, which)
+    settings = pipeline.settings
     batch = settings.worker.batch_max_records
-    for i in range(0, warm, batch):
-        pipeline.feed(records[i : min(i + batch, warm)])
-        _sink(pipeline)
     closed, found, spent, predictions = _windows_closed(pipeline), [], 0.0, 0
     for k, i in enumerate(range(warm, len(records), batch)):
         chunk = records[i : i + batch]

@@ -45,11 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from bench_feature_watch_groups import _BASE_MODULES, _baseline_watch_class
-from bench_models import CALIBRATIONS, _sink, settings_for
+from bench_models import CALIBRATIONS, _sink, warmed_from
 
 from driftline.operators import calibration
-from driftline.pipeline.local import InProcessPipeline
-from driftline.runtime import tune_gc
 
 RECORDED = ("observe_grouped", "flush_due", "observe", "flush")
 Recording = dict[int, tuple[bytes, list[bytes]]]  # shard -> (its watch pickled, its calls pickled)
@@ -58,15 +56,8 @@ Recording = dict[int, tuple[bytes, list[bytes]]]  # shard -> (its watch pickled,
 def record(data: Path) -> Recording:
     """Each shard's watch after bench_models' warm-up of the kept many-model workload, and the calls
     it gets in the timed part (each pickled as it is made: later batches cannot change it)."""
-    with (data / "many.pickle").open("rb") as f:
-        profiles, (records, warm) = pickle.load(f)
-    settings = settings_for(4)
-    tune_gc()
-    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
-    batch = settings.worker.batch_max_records
-    for i in range(0, warm, batch):
-        pipeline.feed(records[i : min(i + batch, warm)])
-        _sink(pipeline)
+    pipeline, records, warm = warmed_from(data, "many")
+    batch = pipeline.settings.worker.batch_max_records
     recording: Recording = {}
     for s, shard in enumerate(pipeline.shards):
         watch = shard.watch
