@@ -24,6 +24,10 @@
  * otherwise a 128-bit product (Eisel and Lemire's fast path, eisel_lemire below) where that decides
  * it; any other through CPython's correctly rounded PyOS_string_to_double: the double closest to
  * the text each way.
+ *
+ * native_block(values, keys, kinds, headers) reads a batch of JSON objects of one key order (the
+ * outcomes topic's messages) straight into the ClickHouse Native block the sink's writer would
+ * insert for them, with the same number parsing (see its section below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -949,11 +953,321 @@ done:
     return result != NULL ? result : not_taken();
 }
 
+/* ---- rows as a ClickHouse Native block ----
+ * native_block(values, keys, kinds, headers): a batch of JSON objects (bytes), each naming exactly
+ * `keys` (a list of bytes) in that order, as one block of ClickHouse's Native format: the column
+ * and row counts (varints), then per column `headers[i]` (its name and type as Native writes them)
+ * and its values, a Nullable column's null map first. Each value is what the sink's writer
+ * (store.writer.ClickHouseRowWriter) inserts for the row orjson parses from the same bytes, as
+ * `kinds[i]` (one byte a column: N_* below) takes it. None where any object or value is not one
+ * these kinds take as it stands (another key order, an escape in a key, a value of another JSON
+ * type, a null where the column has none, an integer past 18 digits, a float beyond float range,
+ * invalid UTF-8, a lone surrogate, a raw control character in a string, ...): the caller then
+ * writes the batch its own way, which also dead-letters what it cannot read. */
+
+enum {
+    N_STRING = 1,          /* a JSON string: String, LowCardinality(String) */
+    N_NULLABLE_STRING,     /* a string or null */
+    N_INT64,               /* an integer */
+    N_UINT8,               /* an integer 0..255 */
+    N_NULLABLE_UINT8,      /* that or null */
+    N_FLOAT64,             /* any number, as the double nearest it */
+    N_NULLABLE_FLOAT64,    /* that or null */
+    N_DATETIME64 = 16,     /* + precision (0..9): an integer of epoch milliseconds, as ticks */
+};
+#define N_MAX_COLUMNS 64
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, room;
+} Buffer;
+
+/* Room for `n` more bytes past `size` (0, MemoryError set, where there is none). */
+static int buffer_room(Buffer *b, Py_ssize_t n) {
+    if (b->size + n > b->room) {
+        Py_ssize_t room = b->room ? b->room : 256;
+        while (room < b->size + n) room *= 2;
+        char *grown = PyMem_Realloc(b->data, (size_t)room);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        b->data = grown;
+        b->room = room;
+    }
+    return 1;
+}
+
+static int buffer_put(Buffer *b, const void *p, Py_ssize_t n) {
+    if (!buffer_room(b, n)) return 0;
+    memcpy(b->data + b->size, p, (size_t)n);
+    b->size += n;
+    return 1;
+}
+
+static int buffer_varint(Buffer *b, uint64_t v) {
+    unsigned char out[10];
+    int n = 0;
+    do {
+        unsigned char byte = v & 0x7f;
+        v >>= 7;
+        out[n++] = v ? byte | 0x80 : byte;
+    } while (v);
+    return buffer_put(b, out, n);
+}
+
+/* Whether `s` is UTF-8 as RFC 3629 has it (no overlong forms, no surrogates, at most U+10FFFF). */
+static int utf8_valid(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        int more;
+        unsigned char low = 0x80, high = 0xbf; /* the second byte's range */
+        if (b >= 0xc2 && b <= 0xdf) more = 1;
+        else if (b == 0xe0) more = 2, low = 0xa0;
+        else if (b == 0xed) more = 2, high = 0x9f;
+        else if (b >= 0xe1 && b <= 0xef) more = 2;
+        else if (b == 0xf0) more = 3, low = 0x90;
+        else if (b == 0xf4) more = 3, high = 0x8f;
+        else if (b >= 0xf1 && b <= 0xf3) more = 3;
+        else return 0;
+        if (i + more >= n) return 0; /* the sequence runs past the end */
+        if (s[i + 1] < low || s[i + 1] > high) return 0;
+        for (int k = 2; k <= more; k++)
+            if ((s[i + k] & 0xc0) != 0x80) return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out) {
+    if (end - p < 4) return 0;
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        unsigned char h = p[k];
+        unsigned d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                   : h >= 'A' && h <= 'F' ? h - 'A' + 10 : 16;
+        if (d == 16) return 0;
+        v = v * 16 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* A code point's UTF-8 bytes at `u`; how many. */
+static int code_point(unsigned char *u, unsigned cp) {
+    if (cp < 0x80) {
+        u[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        u[0] = 0xc0 | (cp >> 6), u[1] = 0x80 | (cp & 0x3f);
+        return 2;
+    }
+    if (cp < 0x10000) {
+        u[0] = 0xe0 | (cp >> 12), u[1] = 0x80 | ((cp >> 6) & 0x3f), u[2] = 0x80 | (cp & 0x3f);
+        return 3;
+    }
+    u[0] = 0xf0 | (cp >> 18), u[1] = 0x80 | ((cp >> 12) & 0x3f), u[2] = 0x80 | ((cp >> 6) & 0x3f);
+    u[3] = 0x80 | (cp & 0x3f);
+    return 4;
+}
+
+/* A JSON string's text, its escapes resolved, into `out` as Native writes a String (a varint
+ * length, the UTF-8 bytes), `scratch` holding an escaped one's text on the way; 0 where the
+ * value is no string this takes (see native_block), -1 out of memory. */
+static int put_text(Cursor *c, Buffer *out, Buffer *scratch) {
+    skip_blanks(c);
+    if (c->p >= c->end || *c->p != '"') return 0;
+    const unsigned char *start = c->p + 1, *q = start, *end = c->end;
+    unsigned char high = 0;
+    while (q < end && *q != '"' && *q != '\\') { /* the common case: no escape */
+        if (*q < 0x20) return 0;
+        high |= *q++;
+    }
+    if (q >= end) return 0;
+    if (*q == '"') {
+        Py_ssize_t n = q - start;
+        if ((high & 0x80) && !utf8_valid(start, n)) return 0;
+        c->p = q + 1;
+        return buffer_varint(out, (uint64_t)n) && buffer_put(out, start, n) ? 1 : -1;
+    }
+    /* escapes: the text written byte by byte into `scratch`, which its escaped length bounds */
+    scratch->size = 0;
+    if (!buffer_room(scratch, end - start)) return -1;
+    unsigned char *w = (unsigned char *)scratch->data;
+    memcpy(w, start, (size_t)(q - start));
+    w += q - start;
+    while (q < end && *q != '"') {
+        unsigned char b = *q;
+        if (b < 0x20) return 0;
+        if (b != '\\') {
+            high |= b;
+            *w++ = b;
+            q++;
+            continue;
+        }
+        if (end - q < 2) return 0;
+        unsigned char e = q[1];
+        unsigned char one = e == '"' ? '"' : e == '\\' ? '\\' : e == '/' ? '/' : e == 'b' ? '\b' : e == 'f' ? '\f'
+                          : e == 'n' ? '\n' : e == 'r' ? '\r' : e == 't' ? '\t' : 0;
+        if (one) {
+            *w++ = one;
+            q += 2;
+            continue;
+        }
+        unsigned cp;
+        if (e != 'u' || !hex4(q + 2, end, &cp)) return 0;
+        q += 6;
+        if (cp >= 0xdc00 && cp <= 0xdfff) return 0; /* a low surrogate alone */
+        if (cp >= 0xd800 && cp <= 0xdbff) {         /* a high one: its low one must follow */
+            unsigned lo;
+            if (end - q < 6 || q[0] != '\\' || q[1] != 'u' || !hex4(q + 2, end, &lo) || lo < 0xdc00 || lo > 0xdfff)
+                return 0;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            q += 6;
+        }
+        w += code_point(w, cp); /* (at most 4 bytes for the 6 or 12 of its escape) */
+    }
+    if (q >= end) return 0;
+    scratch->size = (char *)w - scratch->data;
+    if ((high & 0x80) && !utf8_valid((const unsigned char *)scratch->data, scratch->size)) return 0;
+    c->p = q + 1;
+    return buffer_varint(out, (uint64_t)scratch->size) && buffer_put(out, scratch->data, scratch->size) ? 1 : -1;
+}
+
+/* Epoch milliseconds as DateTime64 ticks of `precision`, as the writer's converter computes them
+ * (times 10**(precision - 3), or floor-divided by 10**(3 - precision)); 0 past 64 bits. */
+static int ticks_of(long long ms, int precision, long long *out) {
+    if (precision >= 3) {
+        long long scale = 1;
+        for (int k = 3; k < precision; k++) scale *= 10;
+        return !__builtin_mul_overflow(ms, scale, out);
+    }
+    long long scale = precision == 2 ? 10 : precision == 1 ? 100 : 1000;
+    long long q = ms / scale;
+    if (ms % scale != 0 && ms < 0) q--;
+    *out = q;
+    return 1;
+}
+
+/* One value of kind `kind` into its column (`data`, and `nulls` for a Nullable one): 1, 0 where
+ * it is not one the kind takes, -1 out of memory. */
+static int put_value(Cursor *c, int kind, Buffer *data, Buffer *nulls, Buffer *scratch) {
+    static const unsigned char zero[8] = {0}, one = 1, none = 0;
+    int nullable = kind == N_NULLABLE_STRING || kind == N_NULLABLE_UINT8 || kind == N_NULLABLE_FLOAT64;
+    if (nullable) {
+        if (peek(c) == 'n') {
+            if (!literal(c, "null", 4)) return 0;
+            int width = kind == N_NULLABLE_STRING || kind == N_NULLABLE_UINT8 ? 1 : 8;
+            return buffer_put(nulls, &one, 1) && buffer_put(data, zero, width) ? 1 : -1;
+        }
+        if (!buffer_put(nulls, &none, 1)) return -1;
+    }
+    if (kind == N_STRING || kind == N_NULLABLE_STRING) return put_text(c, data, scratch);
+    if (peek(c) == '"' || peek(c) < 0) return 0;
+    Number x;
+    if (!scan_number(c, &x)) return 0;
+    if (kind == N_FLOAT64 || kind == N_NULLABLE_FLOAT64) {
+        double d;
+        if (!number_double(&x, &d)) return PyErr_Occurred() ? -1 : 0;
+        return buffer_put(data, &d, 8) ? 1 : -1; /* (little-endian, as Native: x86-64 and arm64) */
+    }
+    long long v;
+    if (!number_int(&x, &v)) return 0;
+    if (kind == N_UINT8 || kind == N_NULLABLE_UINT8) {
+        if (v < 0 || v > 255) return 0;
+        unsigned char byte = (unsigned char)v;
+        return buffer_put(data, &byte, 1) ? 1 : -1;
+    }
+    if (kind >= N_DATETIME64 && kind <= N_DATETIME64 + 9 && !ticks_of(v, kind - N_DATETIME64, &v)) return 0;
+    if (kind != N_INT64 && (kind < N_DATETIME64 || kind > N_DATETIME64 + 9)) return 0;
+    return buffer_put(data, &v, 8) ? 1 : -1;
+}
+
+static PyObject *native_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyBytes_Check(args[2])
+        || !PyList_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "native_block(values: list[bytes], keys: list[bytes], kinds: bytes, "
+                                         "headers: list[bytes])");
+        return NULL;
+    }
+    PyObject *values = args[0], *keys = args[1], *headers = args[3];
+    Py_ssize_t n = PyList_GET_SIZE(values), k = PyList_GET_SIZE(keys);
+    const unsigned char *kinds = (const unsigned char *)PyBytes_AS_STRING(args[2]);
+    if (k < 1 || k > N_MAX_COLUMNS || PyBytes_GET_SIZE(args[2]) != k || PyList_GET_SIZE(headers) != k) {
+        PyErr_SetString(PyExc_ValueError, "native_block: 1 to 64 keys, a kind and a header each");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        int kind = kinds[i];
+        if (!PyBytes_Check(PyList_GET_ITEM(keys, i)) || !PyBytes_Check(PyList_GET_ITEM(headers, i))
+            || kind < N_STRING || (kind > N_NULLABLE_FLOAT64 && (kind < N_DATETIME64 || kind > N_DATETIME64 + 9))) {
+            PyErr_SetString(PyExc_ValueError, "native_block: keys and headers are bytes, kinds known");
+            return NULL;
+        }
+    }
+    for (Py_ssize_t e = 0; e < n; e++)
+        if (!PyBytes_Check(PyList_GET_ITEM(values, e))) Py_RETURN_NONE;
+    Buffer data[N_MAX_COLUMNS] = {{0}}, nulls[N_MAX_COLUMNS] = {{0}}, scratch = {0}, out = {0};
+    PyObject *result = NULL;
+    int taken = 1;
+    for (Py_ssize_t e = 0; e < n && taken > 0; e++) {
+        PyObject *value = PyList_GET_ITEM(values, e);
+        Cursor c = {(const unsigned char *)PyBytes_AS_STRING(value),
+                    (const unsigned char *)PyBytes_AS_STRING(value) + PyBytes_GET_SIZE(value)};
+        if (!eat(&c, '{')) taken = 0;
+        for (Py_ssize_t i = 0; i < k && taken > 0; i++) {
+            PyObject *key = PyList_GET_ITEM(keys, i);
+            const unsigned char *s;
+            Py_ssize_t len;
+            int ascii;
+            if ((i && !eat(&c, ',')) || !scan_string(&c, &s, &len, &ascii) || len != PyBytes_GET_SIZE(key)
+                || memcmp(s, PyBytes_AS_STRING(key), (size_t)len) != 0 || !eat(&c, ':')) {
+                taken = 0;
+                break;
+            }
+            taken = put_value(&c, kinds[i], &data[i], &nulls[i], &scratch);
+        }
+        if (taken > 0 && !eat(&c, '}')) taken = 0;
+        if (taken > 0) {
+            skip_blanks(&c);
+            if (c.p != c.end) taken = 0;
+        }
+    }
+    if (taken > 0 && buffer_varint(&out, (uint64_t)k) && buffer_varint(&out, (uint64_t)n)) {
+        for (Py_ssize_t i = 0; i < k && taken > 0; i++) {
+            PyObject *header = PyList_GET_ITEM(headers, i);
+            if (!buffer_put(&out, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header))
+                || !buffer_put(&out, nulls[i].data, nulls[i].size) || !buffer_put(&out, data[i].data, data[i].size))
+                taken = -1;
+        }
+        if (taken > 0) result = PyBytes_FromStringAndSize(out.data, out.size);
+    } else if (taken > 0) {
+        taken = -1;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyMem_Free(data[i].data);
+        PyMem_Free(nulls[i].data);
+    }
+    PyMem_Free(scratch.data);
+    PyMem_Free(out.data);
+    if (taken < 0 || result != NULL) return result;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"predictions", (PyCFunction)(void (*)(void))predictions, METH_FASTCALL,
      "A batch of prediction payloads of the common shape as (columns, output columns), or None."},
     {"labels", (PyCFunction)(void (*)(void))labels, METH_FASTCALL,
      "A batch of label payloads of the common shape as columns, or None."},
+    {"native_block", (PyCFunction)(void (*)(void))native_block, METH_FASTCALL,
+     "A batch of JSON objects of one key order as a ClickHouse Native block, or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,6 +7,7 @@ Rows are mappings of column name -> value. Times may be epoch milliseconds (int)
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import time
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, Protocol, overload
 
 import orjson
+from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from clickhouse_connect.driver.insert import InsertContext
@@ -30,6 +32,7 @@ from driftline.pipeline.records import row_blocks
 from driftline.store.client import EngineBusy, StoreError, connect, database_name
 from driftline.store.cluster_ddl import table_columns
 from driftline.store.migrate import discover
+from driftline.store.native_rows import INSERT_SETTINGS, NativeLayout, native_block, native_layout
 from driftline.store.owner import read_owner
 
 MAX_SINK_MESSAGE_BYTES = 900_000
@@ -38,6 +41,7 @@ MAX_INSERT_CONTEXTS = 64  # distinct (table, column set) pairs a writer keeps an
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATETIME64 = re.compile(r"^DateTime64\((\d)")
 _NULLABLE = re.compile(r"^Nullable\((.*)\)$")
+log = logging.getLogger(__name__)
 SCHEMA_REFRESH_S = 1.0  # a table's columns are read again at most this often (an unknown column each row)
 
 
@@ -179,6 +183,16 @@ class _Batch:
     rows: int = 0
 
 
+@dataclass
+class _NativeBatch:
+    """Rows buffered as Native blocks (:meth:`ClickHouseRowWriter.write_json_objects`), with the JSON
+    objects they were read from (the row-by-row way's input, should an insert refuse the blocks)."""
+
+    blocks: list[bytes]
+    sources: list[Sequence[bytes]]
+    rows: int = 0
+
+
 class ClickHouseRowWriter:
     """Buffers rows per table and inserts them column-oriented on ``flush``.
 
@@ -206,6 +220,10 @@ class ClickHouseRowWriter:
         self._layouts: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}  # (table, row keys) -> columns
         self._buffered = 0
         self._read_at: dict[str, float] = {}  # time.monotonic() each table's columns were read
+        self._native: dict[tuple[str, tuple[str, ...]], _NativeBatch] = {}
+        self._native_layouts: dict[tuple[str, tuple[str, ...]], NativeLayout | None] = {}
+        self.native_rows = True
+        """Whether :meth:`write_json_objects` takes batches (off after an insert refused its blocks)."""
 
     @property
     def client(self) -> Client:
@@ -317,6 +335,48 @@ class ClickHouseRowWriter:
             out.append((keys, by_name, block))
         return out
 
+    def write_json_objects(self, table: str, values: Sequence[bytes]) -> bool:
+        """Buffer rows given as JSON objects (message values) that all name the same columns in the
+        same order, read in one C pass into the Native block the other writes would insert for the
+        same rows (:mod:`driftline.store.native_rows`); True where taken. False, nothing buffered,
+        where the batch is not one that pass takes as it stands (a value of another type, an
+        unknown column, another key order, a value it cannot read, ...): the caller then maps and
+        writes it row by row, which refuses or dead-letters what it must."""
+        if not values or not self.native_rows:
+            return False
+        try:
+            first = orjson.loads(values[0])
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(first, dict) or not first:
+            return False
+        keys = tuple(first)
+        if (table, keys) in self._native_layouts:
+            layout = self._native_layouts[(table, keys)]
+        else:
+            try:
+                schema = self._schema(table)
+            except (RowRefused, SchemaBehind):  # the row-by-row way raises these as they are
+                return False
+            layout = native_layout(keys, {name: column.type_name for name, column in schema.items()})
+            if len(self._native_layouts) >= MAX_INSERT_CONTEXTS * 4:
+                self._native_layouts.clear()
+            self._native_layouts[(table, keys)] = layout
+        if layout is None:
+            return False
+        block = native_block(list(values), layout)
+        if block is None:
+            return False
+        n = len(values)
+        if self._buffered and self._buffered + n >= self._max_buffer_rows:
+            self.flush()  # (before: a failing insert leaves nothing of this call buffered)
+        batch = self._native.setdefault((table, layout.names), _NativeBatch([], []))
+        batch.blocks.append(block)
+        batch.sources.append(values)
+        batch.rows += n
+        self._buffered += n
+        return True
+
     def _converted(self, table: str, schema: dict[str, _Column], keys: tuple[str, ...],
                    columns: list[list[Any]], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         """``keys``' columns converted for the insert; raises for a None in a non-Nullable column
@@ -392,6 +452,7 @@ class ClickHouseRowWriter:
 
     def flush(self) -> None:
         # A failed insert keeps its batch (and those after it) for a retry.
+        self._flush_native()
         for key in list(self._batches):
             batch = self._batches[key]
             try:
@@ -403,6 +464,31 @@ class ClickHouseRowWriter:
             del self._batches[key]
             self._buffered -= batch.rows
             batch.data.clear()  # the context still refers to this list until its next insert
+
+    def _flush_native(self) -> None:
+        """Insert the Native blocks. One refused (not an outage: a server that cannot convert a
+        column, say) turns the C pass off for this writer and buffers its rows the row-by-row way,
+        inserted by the flush as every other batch."""
+        for key in list(self._native):
+            batch = self._native[key]
+            table, names = key
+            qualified = f"{quote_identifier(self._database)}.{quote_identifier(table)}"
+            try:
+                self._client.raw_insert(qualified, list(names), b"".join(batch.blocks),
+                                        settings=INSERT_SETTINGS, fmt="Native")
+            except DatabaseError as err:
+                if isinstance(err, OperationalError):
+                    raise
+                log.warning("ClickHouse refused a Native block of %d %s rows (%s): writing rows one way "
+                            "from now on", batch.rows, table, err)
+                self.native_rows = False
+                del self._native[key]
+                self._buffered -= batch.rows
+                for values in batch.sources:
+                    self.write(table, [orjson.loads(value) for value in values])
+                continue
+            del self._native[key]
+            self._buffered -= batch.rows
 
     def _check_columns(self, key: tuple[str, tuple[str, ...]], err: DatabaseError) -> None:
         """After a refused insert: raise what a column of the batch gone from the table means
@@ -423,6 +509,7 @@ class ClickHouseRowWriter:
         good ones, whose caller writes the rows again in smaller groups to find it. The insert
         contexts go too: one whose insert failed part way is not reused."""
         self._batches.clear()
+        self._native.clear()
         self._contexts.clear()
         self._buffered = 0
 

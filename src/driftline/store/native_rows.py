@@ -1,0 +1,106 @@
+"""JSON rows read straight into a ClickHouse Native block, for the sink's busiest table.
+
+The outcomes topic carries a JSON object a row (one per joined prediction), every one with the
+same keys in the same order. Read row by row (orjson, a dict, column lists, clickhouse-connect's
+Native serialisation in Python) that cost the sink ~8 CPU-us a row, all of it holding the GIL that
+the worker's stages share. :func:`native_block` reads a batch of such objects in one C pass
+(``_decode.native_block``) into the Native block the writer would have inserted for the same
+rows, value for value, or gives None for a batch it does not take as it stands; the writer then
+takes the row-by-row way, which dead-letters what it cannot read (see
+:meth:`~driftline.store.writer.ClickHouseRowWriter.write_json_objects`).
+
+Each column's kind follows its ClickHouse type; a LowCardinality column is sent as its plain type
+and converted by the server on insert (``input_format_native_allow_types_conversion``).
+
+>>> layout = native_layout(["a", "t"], {"a": "LowCardinality(String)", "t": "DateTime64(3, 'UTC')"})
+>>> layout.kinds, layout.headers[0]
+(b'\\x01\\x13', b'\\x01a\\x06String')
+>>> native_layout(["m"], {"m": "Map(String, String)"}) is None  # a type it does not write
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from driftline.operators import decode_native
+
+# the kinds of _decode.c's native_block (N_*)
+_STRING, _NULLABLE_STRING, _INT64, _UINT8, _NULLABLE_UINT8, _FLOAT64, _NULLABLE_FLOAT64 = range(1, 8)
+_DATETIME64 = 16  # + the precision
+_PLAIN: dict[str, tuple[int, str]] = {
+    "String": (_STRING, "String"),
+    "LowCardinality(String)": (_STRING, "String"),
+    "Nullable(String)": (_NULLABLE_STRING, "Nullable(String)"),
+    "LowCardinality(Nullable(String))": (_NULLABLE_STRING, "Nullable(String)"),
+    "Int64": (_INT64, "Int64"),
+    "UInt8": (_UINT8, "UInt8"),
+    "Nullable(UInt8)": (_NULLABLE_UINT8, "Nullable(UInt8)"),
+    "Float64": (_FLOAT64, "Float64"),
+    "Nullable(Float64)": (_NULLABLE_FLOAT64, "Nullable(Float64)"),
+}
+_DATETIME64_TYPE = re.compile(r"^DateTime64\((\d)(?:, *'[^']*')?\)$")
+INSERT_SETTINGS = {"input_format_native_allow_types_conversion": 1}
+"""What a Native block of :func:`native_block` is inserted with: its LowCardinality columns come as
+their plain type."""
+
+
+@dataclass(frozen=True)
+class NativeLayout:
+    """The columns of a batch's rows (their keys, in order), each one's kind and Native header."""
+
+    names: tuple[str, ...]
+    keys: list[bytes]
+    kinds: bytes
+    headers: list[bytes]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | 0x80 if n else low)
+        if not n:
+            return bytes(out)
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _varint(len(raw)) + raw
+
+
+def column_kind(type_name: str) -> tuple[int, str] | None:
+    """A column type's kind and the type its Native header names; None for a type not written so."""
+    plain = _PLAIN.get(type_name)
+    if plain is not None:
+        return plain
+    time = _DATETIME64_TYPE.match(type_name)
+    return (_DATETIME64 + int(time.group(1)), type_name) if time else None
+
+
+def native_layout(keys: Sequence[str], types: Mapping[str, str]) -> NativeLayout | None:
+    """The layout of rows naming ``keys`` (in that order) of a table of these column ``types``;
+    None where a key is no column or a column's type is not one :func:`native_block` writes."""
+    kinds, headers = bytearray(), []
+    for name in keys:
+        type_name = types.get(name)
+        found = None if type_name is None else column_kind(type_name)
+        if found is None:
+            return None
+        kind, header_type = found
+        kinds.append(kind)
+        headers.append(_text(name) + _text(header_type))
+    return NativeLayout(tuple(keys), [name.encode() for name in keys], bytes(kinds), headers)
+
+
+def native_block(values: list[bytes], layout: NativeLayout) -> bytes | None:
+    """``values`` (JSON objects, each naming exactly ``layout``'s keys in order) as one Native block;
+    None where the C pass is off (``worker.compiled_paths``) or does not take every value as it
+    stands."""
+    native = decode_native.NATIVE
+    if native is None or not values:
+        return None
+    block: bytes | None = native.native_block(values, layout.keys, layout.kinds, layout.headers)
+    return block

@@ -1,0 +1,200 @@
+"""ClickHouseRowWriter.write_json_objects: JSON objects read in C into a Native block insert the same
+rows as the row-by-row way (orjson, then ``write``), value for value, on the real engine; a batch
+the C pass does not take as it stands is refused whole, nothing buffered, for the caller to write
+row by row; an insert ClickHouse refuses turns the pass off and its rows go in the other way."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from driftline.config import Settings
+from driftline.operators.compiled_paths import reference_paths
+from driftline.store.client import connect, database_name
+from driftline.store.native_rows import native_layout
+from driftline.store.writer import ClickHouseRowWriter
+
+pytestmark = pytest.mark.integration
+
+COLUMNS = [
+    ("i", "Int64"), ("s", "String"), ("lc", "LowCardinality(String)"), ("ns", "Nullable(String)"),
+    ("lns", "LowCardinality(Nullable(String))"), ("u", "UInt8"), ("nu", "Nullable(UInt8)"), ("f", "Float64"),
+    ("nf", "Nullable(Float64)"), ("t0", "DateTime64(0, 'UTC')"), ("t2", "DateTime64(2, 'UTC')"),
+    ("t3", "DateTime64(3, 'UTC')"), ("t6", "DateTime64(6)"),
+]
+TEXTS = ["", "a", 'say "hi"', "back\\slash", "a/b", "\b\f\n\r\t", "\x00nul", "caf\u00e9", "\u20ac 5",
+         "\U0001f600 grin", "line\u2028sep", "\u007f", "{\"x\":1.5,\"c\":\"v\"}", "mixé\\\"/\U0001f680"]
+
+
+@pytest.fixture
+def store(settings: Settings) -> tuple[Client, str]:
+    client = connect(settings)
+    database = database_name(settings)
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    columns = ", ".join(f"{name} {type_name}" for name, type_name in COLUMNS)
+    for table in ("by_rows", "by_blocks"):
+        client.command(f"CREATE TABLE {database}.{table} ({columns}) ENGINE = MergeTree ORDER BY i")
+    return client, database
+
+
+def _string(rnd: random.Random, value: str) -> str:
+    """``value`` as JSON text, escaped one of the ways a JSON writer may escape it."""
+    style = rnd.randrange(3)
+    if style == 0:
+        return orjson.dumps(value).decode()  # raw UTF-8, the fewest escapes
+    if style == 1:
+        return json.dumps(value)  # every non-ASCII character escaped, surrogate pairs for astral ones
+    return json.dumps(value, ensure_ascii=False).replace("/", "\\/")
+
+
+def _number(rnd: random.Random, value: float) -> str:
+    return rnd.choice([repr(value), f"{value:.17e}", f"{value:E}", json.dumps(value)])
+
+
+def _object(rnd: random.Random, i: int) -> bytes:
+    """A row of every kind, each value written one of the ways JSON allows, blanks between tokens."""
+    def blank() -> str:
+        return rnd.choice(["", "", " ", "\n ", "\t"])
+
+    ms = rnd.choice([rnd.randrange(-10**12, 4 * 10**12), -1, 0, 1, -999, -1000, -1001, 1_767_225_600_390])
+    values = {
+        "i": str(i),
+        "s": _string(rnd, rnd.choice(TEXTS) + rnd.choice(TEXTS)),
+        "lc": _string(rnd, rnd.choice(TEXTS[:6])),
+        "ns": rnd.choice(["null", _string(rnd, rnd.choice(TEXTS))]),
+        "lns": rnd.choice(["null", _string(rnd, rnd.choice(TEXTS[:4]))]),
+        "u": str(rnd.randrange(256)),
+        "nu": rnd.choice(["null", "0", "1", "255"]),
+        "f": rnd.choice([_number(rnd, rnd.uniform(-1e6, 1e6)), str(rnd.randrange(-10**17, 10**17)), "-0",
+                         "-0.0", "1e-300", "2.5E+3", "0.1", "123456789012345678",
+                         _number(rnd, rnd.random() * 1e-12)]),
+        "nf": rnd.choice(["null", _number(rnd, rnd.gauss(0, 1e3)), "7"]),
+        "t0": str(ms), "t2": str(ms), "t3": str(ms), "t6": str(ms),
+    }
+    body = ",".join(f"{blank()}\"{name}\"{blank()}:{blank()}{values[name]}{blank()}" for name, _ in COLUMNS)
+    return f"{blank()}{{{body}}}{blank()}".encode()
+
+
+def test_a_batch_read_in_c_inserts_the_rows_the_row_by_row_way_inserts(store: tuple[Client, str]) -> None:
+    client, database = store
+    rnd = random.Random(5)
+    by_rows = ClickHouseRowWriter(client, database, close_client=False)
+    by_blocks = ClickHouseRowWriter(client, database, close_client=False)
+    for batch, size in enumerate((1, 7, 300, 300, 300, 300)):
+        values = [_object(rnd, batch * 1000 + i) for i in range(size)]
+        by_rows.write("by_rows", [orjson.loads(value) for value in values])
+        assert by_blocks.write_json_objects("by_blocks", values), values[:3]
+    by_rows.flush()
+    by_blocks.flush()
+    select = "SELECT * FROM {database}.{table} ORDER BY i"
+    expected = client.query(select.format(database=database, table="by_rows")).result_rows
+    got = client.query(select.format(database=database, table="by_blocks")).result_rows
+    assert len(got) == len(expected) > 1000
+    assert got == expected
+
+
+def _base() -> dict[str, Any]:
+    return {"i": 1, "s": "x", "lc": "m", "ns": None, "lns": "v", "u": 1, "nu": None, "f": 0.5, "nf": None,
+            "t0": 5, "t2": 5, "t3": 5, "t6": 5}
+
+
+def _text(**changed: Any) -> bytes:
+    return orjson.dumps({**_base(), **changed})
+
+
+NOT_TAKEN = {
+    "invalid UTF-8": _text(s="x").replace(b'"x"', b'"\xc3\x28"'),
+    "overlong UTF-8": _text(s="x").replace(b'"x"', b'"\xc0\xaf"'),
+    "an encoded surrogate": _text(s="x").replace(b'"x"', b'"\xed\xa0\x80"'),
+    "a lone high surrogate": _text(s="x").replace(b'"x"', b'"\\ud83d"'),
+    "a high surrogate and no low one": _text(s="x").replace(b'"x"', b'"\\ud83d\\u0041"'),
+    "a lone low surrogate": _text(s="x").replace(b'"x"', b'"\\ude00"'),
+    "a raw control character": _text(s="x").replace(b'"x"', b'"a\tb"'),
+    "an unknown escape": _text(s="x").replace(b'"x"', b'"\\x41"'),
+    "a short \\u escape": _text(s="x").replace(b'"x"', b'"\\u00e"'),
+    "keys in another order": orjson.dumps({"s": "x", **{k: v for k, v in _base().items() if k != "s"}}),
+    "a key missing": orjson.dumps({k: v for k, v in _base().items() if k != "t6"}),
+    "a key more": _text(extra=1),
+    "an escaped key": _text().replace(b'"lc"', b'"l\\u0063"'),
+    "null where the column has none": _text(s=None),
+    "a number for a string": _text(s=5),
+    "an object for a string": _text(s={"a": 1}),
+    "a float for an Int64": _text(i=1.5),
+    "true for a UInt8": _text(u=True),
+    "256 for a UInt8": _text(u=256),
+    "-1 for a UInt8": _text(u=-1),
+    "a float time": _text(t3=5.5),
+    "a time as text": _text(t3="2026-01-01T00:00:00"),
+    "19 digits": _text(i=1234567890123456789),
+    "beyond float range": _text(f=0.5).replace(b'"f":0.5', b'"f":1e400'),
+    "a string for a float": _text(f="0.5"),
+    "a time past 64 bits at microseconds": _text(t6=10**17),
+    "trailing bytes": _text() + b"x",
+    "two objects": _text() + _text(),
+    "an array": b"[1, 2]",
+    "truncated": _text()[:-3],
+    "a leading zero": _text(i=1).replace(b'"i":1', b'"i":01'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_TAKEN))
+def test_a_batch_with_a_value_the_c_pass_does_not_take_is_refused_whole(store: tuple[Client, str],
+                                                                       case: str) -> None:
+    client, database = store
+    writer = ClickHouseRowWriter(client, database, close_client=False)
+    good = [_text(i=2), _text(i=3)]
+    assert writer.write_json_objects("by_blocks", good)  # the layout known, the good ones taken
+    assert not writer.write_json_objects("by_blocks", [_text(i=4), NOT_TAKEN[case]])
+    assert writer._buffered == 2  # nothing of the refused batch
+    writer.flush()
+    assert client.query(f"SELECT i FROM {database}.by_blocks ORDER BY i").result_rows == [(2,), (3,)]
+
+
+def test_a_layout_it_cannot_write_and_the_reference_path_are_refused(store: tuple[Client, str]) -> None:
+    client, database = store
+    client.command(f"CREATE TABLE {database}.mapped (i Int64, m Map(String, String))"
+                   " ENGINE = MergeTree ORDER BY i")
+    writer = ClickHouseRowWriter(client, database, close_client=False)
+    assert not writer.write_json_objects("mapped", [b'{"i": 1, "m": {"a": "b"}}'])  # no kind for a Map
+    assert not writer.write_json_objects("by_blocks", [orjson.dumps({**_base(), "nope": 1})])  # no column
+    assert not writer.write_json_objects("no_such_table", [_text()])  # write() says what it is
+    with reference_paths():
+        assert not writer.write_json_objects("by_blocks", [_text()])
+    assert writer.write_json_objects("by_blocks", [_text()])
+    assert native_layout(["m"], {"m": "Map(String, String)"}) is None
+
+
+class _RefusingOnce:
+    """The engine's client, but the first raw insert fails as a server refusing its block would."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.refused = 0
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.refused:
+            self.refused += 1
+            raise DatabaseError("Code: 53. DB::Exception: Type mismatch (TYPE_MISMATCH)")
+        return self._client.raw_insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_refused_block_turns_the_c_pass_off_and_its_rows_go_in_row_by_row(
+        store: tuple[Client, str]) -> None:
+    client, database = store
+    refusing = _RefusingOnce(client)
+    writer = ClickHouseRowWriter(refusing, database, close_client=False)  # type: ignore[arg-type]
+    assert writer.write_json_objects("by_blocks", [_text(i=1), _text(i=2, s="\u00e9")])
+    writer.flush()
+    assert refusing.refused == 1 and not writer.native_rows
+    assert not writer.write_json_objects("by_blocks", [_text(i=3)])  # off from now on
+    rows = client.query(f"SELECT i, s FROM {database}.by_blocks ORDER BY i").result_rows
+    assert rows == [(1, "x"), (2, "\u00e9")]
