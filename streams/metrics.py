@@ -208,6 +208,11 @@ class WorkerCollector(Collector):
             written.add_metric([table], n)
         for source, n in sink.stats.rejected.items():
             rejected.add_metric([source], n)
+        native = CounterMetricFamily("driftline_sink_native_rows",
+                                     "rows staged as they came, read into a Native block in C (the rest "
+                                     "row by row)", labels=["table"])
+        for table, n in sink.stats.native_rows.items():
+            native.add_metric([table], n)
         failures = CounterMetricFamily("driftline_sink_write_failures", "failed ClickHouse writes (retried)",
                                        value=sink.stats.write_failures)
         blocked = GaugeMetricFamily("driftline_sink_blocked",
@@ -219,7 +224,7 @@ class WorkerCollector(Collector):
                                    labels=["table"])
         for table, flag in sorted(sink.stats.schema_behind.items()):
             behind.add_metric([table], flag)
-        yield from (messages, written, rejected, failures, blocked, behind)
+        yield from (messages, written, rejected, native, failures, blocked, behind)
 
 
 class _Families(Collector):

@@ -56,7 +56,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -114,6 +114,7 @@ class _Stopped(Exception):
 class SinkStats:
     messages_in: Counter[str] = field(default_factory=Counter)  # per topic
     rows_written: Counter[str] = field(default_factory=Counter)  # per table, once flushed (dead letters too)
+    native_rows: Counter[str] = field(default_factory=Counter)  # per table, rows staged through the C pass
     dead_lettered: Counter[str] = field(default_factory=Counter)  # messages, per topic read
     rejected: Counter[str] = field(default_factory=Counter)  # dead letters not written either, per topic
     write_failures: int = 0
@@ -164,6 +165,10 @@ class SinkRunner:
         self._held_by: SchemaBehind | None = None  # the last hold's error
         self._behind_said = -math.inf  # when _note_behind last logged (a table newly behind)
         self._profiles_topic = settings.topics.profiles
+        # topics of a JSON object a row that the writer reads in C as they came (the same rows as
+        # the mapper's): a replay's mapper tags its rows with its run, so only a live one's
+        self._native_tables = {settings.topics.outcomes: "outcomes"} \
+            if self._mapper.run_id is None and hasattr(writer, "write_json_objects") else {}
         self.running = False
 
     def stop(self) -> None:
@@ -301,15 +306,20 @@ class SinkRunner:
         # to the writer as it was decoded.
         per_table: dict[str, _Sources] = {}
         dead: list[dict[str, Any]] = []
-        for records in batch.values():
-            for record in records:
-                mapped = self._map(record, dead)
-                if mapped is not None:
-                    per_table.setdefault(mapped[0], []).append((record, mapped[1]))
+        native: list[tuple[str, list[ConsumerRecord[bytes, bytes]]]] = []  # (table, a partition's records)
+        for tp, records in batch.items():
+            table = self._native_tables.get(tp.topic)
+            if table is not None:
+                native.append((table, records))
+                continue
+            self._map_into(per_table, records, dead)
         with self._lock:
             if self._searching:  # the next flush writes every staged record again anyway
                 return
             try:
+                for table, records in native:
+                    if not self._write_native(table, records):
+                        self._map_into(per_table, records, dead)
                 self._write_tables(per_table, dead)
                 self._write_dead(dead)
             except SchemaBehind as err:  # a row behind after others of its message went in: the
@@ -319,6 +329,28 @@ class SinkRunner:
                 if not self._refusal(err):
                     raise
                 self._searching = True
+
+    def _map_into(self, per_table: dict[str, _Sources], records: list[ConsumerRecord[bytes, bytes]],
+                  dead: list[dict[str, Any]]) -> None:
+        """Each record's rows into ``per_table`` (the dead letters of those it cannot map, ``dead``)."""
+        for record in records:
+            mapped = self._map(record, dead)
+            if mapped is not None:
+                per_table.setdefault(mapped[0], []).append((record, mapped[1]))
+
+    def _write_native(self, table: str, records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        """A partition's records of a JSON object a row (the outcomes topic) to the writer as they
+        came, read into a Native block in one C pass (``ClickHouseRowWriter.write_json_objects``);
+        False, nothing written, where it does not take them as they stand (a tombstone, a value
+        it does not read, a table behind its schema): then they are mapped row by row."""
+        values = [record.value for record in records]
+        if table in self._held or None in values:
+            return False
+        if not self.writer.write_json_objects(table, cast("list[bytes]", values)):
+            return False
+        self._staged_rows[table] += len(values)
+        self.stats.native_rows[table] += len(values)
+        return True
 
     def _write_tables(self, per_table: dict[str, _Sources], dead: list[dict[str, Any]]) -> None:
         """Buffer each table's rows (a refused message's: its dead letter added to ``dead``). A

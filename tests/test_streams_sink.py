@@ -369,3 +369,45 @@ def test_dead_letter_payload_is_truncated_and_decoded_with_replacement() -> None
     _, (row,) = RowMapper(TopicSettings()).rows(TopicSettings().dead_letters, orjson.dumps(letter))
     assert row["payload_size"] == 70_001
     assert row["payload"].startswith("\ufffd") and len(row["payload"]) == 65_536
+
+
+def test_outcomes_go_in_as_native_blocks_and_a_batch_with_a_bad_one_row_by_row(settings: Settings) -> None:
+    """The outcomes topic's messages reach ClickHouse through the C pass (counted in /metrics), with
+    the values the row-by-row way writes; a fetched batch holding one it cannot read goes row by
+    row, its good outcomes written, the bad one a dead letter."""
+    ensure_topics(settings)
+    client = connect(settings)
+    migrate(client, settings)
+    writer = ClickHouseRowWriter(client, database_name(settings), close_client=False)
+    t = settings.topics
+
+    def outcome(i: int) -> bytes:
+        return orjson.dumps({
+            "run_id": "", "prediction_id": f"n{i}", "model_id": "m", "model_version": "1", "segment": "",
+            "prediction_time": T0 + i, "label_time": T0 + 5000 + i, "label_delay_ms": 5000,
+            "predicted_label": "a", "predicted_score": 0.25 + i / 1000, "predicted_value": None,
+            "label": "b" if i % 3 else "a", "label_value": None, "correct": int(i % 3 == 0),
+            "abs_error": None, "features": orjson.dumps({"x": i / 7, "c": "caf\u00e9 \"q\""}).decode()})
+
+    sent = [(t.outcomes, outcome(i)) for i in range(40)]
+    sink = SinkRunner(settings, writer, group_id=f"sink-native-{t.sink}", poll_timeout_ms=200)
+    asyncio.run(_run(settings, sink, len(sent), sent))
+    assert sink.stats.native_rows == {"outcomes": 40}, sink.stats
+    assert b'driftline_sink_native_rows_total{table="outcomes"} 40.0' in render([], sink)
+    rows = client.query("SELECT prediction_id, toUnixTimestamp64Milli(label_time), predicted_score, correct,"
+                        " features FROM outcomes FINAL ORDER BY prediction_time").result_rows
+    assert rows == [(f"n{i}", T0 + 5000 + i, 0.25 + i / 1000, int(i % 3 == 0),
+                     orjson.dumps({"x": i / 7, "c": "caf\u00e9 \"q\""}).decode()) for i in range(40)]
+    # a bad one among good ones: the batch holding it goes row by row (its neighbours land, it is a
+    # dead letter; fetched together, as the sink reads them after all were sent, none goes in C)
+    bad = [(t.outcomes, outcome(100)), (t.outcomes, b'{"run_id": "", "prediction_id": '),
+           (t.outcomes, outcome(101))]
+    again = SinkRunner(settings, writer, group_id=f"sink-native-{t.sink}", poll_timeout_ms=200)
+    asyncio.run(_run(settings, again, len(bad), bad))
+    assert again.stats.native_rows["outcomes"] < 2, again.stats
+    ids = client.query("SELECT prediction_id FROM outcomes FINAL WHERE prediction_id IN ('n100', 'n101')"
+                       " ORDER BY prediction_id").result_rows
+    assert ids == [("n100",), ("n101",)]
+    kinds = client.query("SELECT error_kind FROM dead_letters FINAL WHERE source_topic = {t:String}",
+                         parameters={"t": t.outcomes}).result_rows
+    assert kinds == [("sink_unreadable",)]
