@@ -278,3 +278,12 @@ def test_models_feeds_finds_the_closing_feeds_once_then_feeds_the_others_apart(
     assert closing and closing == bench.run(tmp_path, "one", set(closing))[0]
     out = capsys.readouterr().out
     assert out.startswith("one: ") and "--under feed_between --per-item" in out, out
+
+
+def test_sink_outcomes_times_both_ways_and_checks_their_rows(
+        bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_sink_outcomes writes the workload's outcome messages row by row and through the C pass
+    into an embedded ClickHouse (it fails where the two tables differ) and prints both ways' CPU."""
+    assert _module("bench_sink_outcomes").main(["--n", "600", "--batch", "200", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "row by row   stage" in out and "C pass       stage" in out, out
