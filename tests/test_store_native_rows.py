@@ -18,7 +18,7 @@ from driftline.config import Settings
 from driftline.operators.compiled_paths import reference_paths
 from driftline.store.client import connect, database_name
 from driftline.store.native_rows import native_layout
-from driftline.store.writer import ClickHouseRowWriter
+from driftline.store.writer import ClickHouseRowWriter, RowRefused
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +198,22 @@ def test_a_refused_block_turns_the_c_pass_off_and_its_rows_go_in_row_by_row(
     assert not writer.write_json_objects("by_blocks", [_text(i=3)])  # off from now on
     rows = client.query(f"SELECT i, s FROM {database}.by_blocks ORDER BY i").result_rows
     assert rows == [(1, "x"), (2, "\u00e9")]
+
+
+def test_a_block_refused_for_a_column_gone_keeps_its_rows_until_the_column_is_back(
+        store: tuple[Client, str]) -> None:
+    """A refused block's rows go to the row-by-row buffer; where that refuses them too (the column
+    gone from the columns it read), the block is kept, as a refused batch is (nothing lost), and goes
+    in once the column is back."""
+    client, database = store
+    writer = ClickHouseRowWriter(client, database, close_client=False)
+    assert writer.write_json_objects("by_blocks", [_text(i=1), _text(i=2, ns="kept")])
+    client.command(f"ALTER TABLE {database}.by_blocks DROP COLUMN ns")
+    writer._schemas.pop("by_blocks")  # the writer has read the columns since
+    with pytest.raises(RowRefused, match="no column"):
+        writer.flush()
+    assert writer._buffered == 2 and not writer.native_rows
+    client.command(f"ALTER TABLE {database}.by_blocks ADD COLUMN ns Nullable(String) AFTER lc")
+    writer.flush()
+    rows = client.query(f"SELECT i, ns FROM {database}.by_blocks ORDER BY i").result_rows
+    assert rows == [(1, None), (2, "kept")]

@@ -257,6 +257,8 @@ class ClickHouseRowWriter:
         if read_at is not None and time.monotonic() - read_at >= SCHEMA_REFRESH_S:
             self._schemas.pop(table, None)
             self._layouts = {key: keys for key, keys in self._layouts.items() if key[0] != table}
+            self._native_layouts = {key: found for key, found in self._native_layouts.items()
+                                    if key[0] != table}
             self._contexts = {key: context for key, context in self._contexts.items() if key[0] != table}
         return self._schema(table)
 
@@ -467,10 +469,14 @@ class ClickHouseRowWriter:
 
     def _flush_native(self) -> None:
         """Insert the Native blocks. One refused (not an outage: a server that cannot convert a
-        column, say) turns the C pass off for this writer and buffers its rows the row-by-row way,
-        inserted by the flush as every other batch."""
+        column, a column gone, ...) turns the C pass off for this writer and its rows are buffered
+        the row-by-row way, inserted by the flush as every other batch; where that way refuses them
+        too (a column gone, a table behind its schema), its error is raised with the blocks kept,
+        as a refused batch is kept, for the caller's retry or search."""
         for key in list(self._native):
-            batch = self._native[key]
+            batch = self._native.get(key)
+            if batch is None:  # (inserted by a flush that buffering the rows of one refused made)
+                continue
             table, names = key
             qualified = f"{quote_identifier(self._database)}.{quote_identifier(table)}"
             try:
@@ -479,13 +485,19 @@ class ClickHouseRowWriter:
             except DatabaseError as err:
                 if isinstance(err, OperationalError):
                     raise
-                log.warning("ClickHouse refused a Native block of %d %s rows (%s): writing rows one way "
-                            "from now on", batch.rows, table, err)
+                if self.native_rows:
+                    log.warning("ClickHouse refused a Native block of %d %s rows (%s): rows go in row by "
+                                "row from now on", batch.rows, table, err)
                 self.native_rows = False
+                rows = [orjson.loads(value) for values in batch.sources for value in values]
                 del self._native[key]
                 self._buffered -= batch.rows
-                for values in batch.sources:
-                    self.write(table, [orjson.loads(value) for value in values])
+                try:
+                    self.write(table, rows)  # (all or nothing buffered)
+                except Exception:
+                    self._native[key] = batch
+                    self._buffered += batch.rows
+                    raise
                 continue
             del self._native[key]
             self._buffered -= batch.rows
