@@ -14,8 +14,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from driftline.config import Settings
+from driftline.config import Settings, TopicSettings
 from driftline.operators.compiled_paths import reference_paths
+from driftline.pipeline import records
+from driftline.pipeline.records import joined_blocks
+from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect, database_name
 from driftline.store.native_rows import native_layout
 from driftline.store.writer import ClickHouseRowWriter, RowRefused
@@ -26,7 +29,9 @@ COLUMNS = [
     ("i", "Int64"), ("s", "String"), ("lc", "LowCardinality(String)"), ("ns", "Nullable(String)"),
     ("lns", "LowCardinality(Nullable(String))"), ("u", "UInt8"), ("nu", "Nullable(UInt8)"), ("f", "Float64"),
     ("nf", "Nullable(Float64)"), ("t0", "DateTime64(0, 'UTC')"), ("t2", "DateTime64(2, 'UTC')"),
-    ("t3", "DateTime64(3, 'UTC')"), ("t6", "DateTime64(6)"),
+    ("t3", "DateTime64(3, 'UTC')"), ("t6", "DateTime64(6)"), ("i32", "Int32"), ("ni32", "Nullable(Int32)"),
+    ("u64", "UInt64"), ("u32", "UInt32"), ("u16", "UInt16"), ("nt3", "Nullable(DateTime64(3, 'UTC'))"),
+    ("as", "Array(String)"), ("af", "Array(Float64)"), ("au", "Array(UInt16)"),
 ]
 TEXTS = ["", "a", 'say "hi"', "back\\slash", "a/b", "\b\f\n\r\t", "\x00nul", "caf\u00e9", "\u20ac 5",
          "\U0001f600 grin", "line\u2028sep", "\u007f", "{\"x\":1.5,\"c\":\"v\"}", "mixé\\\"/\U0001f680"]
@@ -76,7 +81,19 @@ def _object(rnd: random.Random, i: int) -> bytes:
                          _number(rnd, rnd.random() * 1e-12)]),
         "nf": rnd.choice(["null", _number(rnd, rnd.gauss(0, 1e3)), "7"]),
         "t0": str(ms), "t2": str(ms), "t3": str(ms), "t6": str(ms),
+        "i32": str(rnd.choice([-2**31, 2**31 - 1, 0, rnd.randrange(-999, 999)])),
+        "ni32": rnd.choice(["null", "-7"]),
+        "u64": str(rnd.choice([0, 10**18 - 1, rnd.randrange(10**12)])),
+        "u32": str(rnd.choice([0, 2**32 - 1, 77])),
+        "u16": str(rnd.choice([0, 65535, 300])),
+        "nt3": rnd.choice(["null", str(ms)]),
+        "as": "[" + ",".join(_string(rnd, rnd.choice(TEXTS)) for _ in range(rnd.randrange(4))) + "]",
+        "af": "[" + f",{blank()}".join(_number(rnd, rnd.uniform(-9, 9))
+                                        for _ in range(rnd.randrange(5))) + "]",
+        "au": "[" + ",".join(str(rnd.randrange(65536)) for _ in range(rnd.randrange(3))) + "]",
     }
+    if rnd.random() < 0.2:
+        values["u"] = rnd.choice(["true", "false"])  # the writer writes a bool as 1 or 0
     body = ",".join(f"{blank()}\"{name}\"{blank()}:{blank()}{values[name]}{blank()}" for name, _ in COLUMNS)
     return f"{blank()}{{{body}}}{blank()}".encode()
 
@@ -101,7 +118,8 @@ def test_a_batch_read_in_c_inserts_the_rows_the_row_by_row_way_inserts(store: tu
 
 def _base() -> dict[str, Any]:
     return {"i": 1, "s": "x", "lc": "m", "ns": None, "lns": "v", "u": 1, "nu": None, "f": 0.5, "nf": None,
-            "t0": 5, "t2": 5, "t3": 5, "t6": 5}
+            "t0": 5, "t2": 5, "t3": 5, "t6": 5, "i32": 1, "ni32": None, "u64": 1, "u32": 1, "u16": 1,
+            "nt3": None, "as": ["a"], "af": [0.5], "au": [1]}
 
 
 def _text(**changed: Any) -> bytes:
@@ -126,7 +144,17 @@ NOT_TAKEN = {
     "a number for a string": _text(s=5),
     "an object for a string": _text(s={"a": 1}),
     "a float for an Int64": _text(i=1.5),
-    "true for a UInt8": _text(u=True),
+    "true for an Int64": _text(i=True),
+    "2**31 for an Int32": _text(i32=2**31),
+    "-1 for a UInt64": _text(u64=-1),
+    "2**32 for a UInt32": _text(u32=2**32),
+    "65536 for a UInt16": _text(u16=65536),
+    "null in an array": _text(af=[0.5, None]),
+    "a string in a float array": _text(af=["0.5"]),
+    "a number in a string array": _text(**{"as": [1]}),
+    "an array of arrays": _text(au=[[1]]),
+    "null for an array": _text(au=None),
+    "a float for a nullable time": _text(nt3=1.5),
     "256 for a UInt8": _text(u=256),
     "-1 for a UInt8": _text(u=-1),
     "a float time": _text(t3=5.5),
@@ -217,3 +245,61 @@ def test_a_block_refused_for_a_column_gone_keeps_its_rows_until_the_column_is_ba
     writer.flush()
     rows = client.query(f"SELECT i, ns FROM {database}.by_blocks ORDER BY i").result_rows
     assert rows == [(1, None), (2, "kept")]
+
+
+def _message(table: str, rows: list[dict[str, Any]]) -> bytes:
+    (message,) = records.sink_rows("sink", table, rows, chunk=10**6)
+    return message.value
+
+
+def test_a_sink_message_read_in_c_inserts_the_rows_the_mapping_inserts(store: tuple[Client, str]) -> None:
+    """Sink messages of the columns form (blocks of rows of other key sets among them) written
+    through write_sink_message and through the sink's mapping (RowMapper.blocks, write_blocks)."""
+    client, database = store
+    rnd = random.Random(8)
+    mapper = RowMapper(TopicSettings())
+    by_rows = ClickHouseRowWriter(client, database, close_client=False)
+    by_blocks = ClickHouseRowWriter(client, database, close_client=False)
+    for batch, size in enumerate((1, 40, 300, 300)):
+        rows = [orjson.loads(_object(rnd, batch * 1000 + i)) for i in range(size)]
+        for row in rows[::7]:  # other key sets: other blocks (the columns left to their defaults)
+            del row["ns"], row["af"]
+        table, blocks = mapper.blocks(mapper._sink_topic, _message("by_rows", rows))
+        by_rows.write_blocks(table, joined_blocks(blocks))
+        assert by_blocks.write_sink_message(_message("by_blocks", rows)) == ("by_blocks", size)
+    by_rows.flush()
+    by_blocks.flush()
+    select = "SELECT * FROM {database}.{table} ORDER BY i"
+    expected = client.query(select.format(database=database, table="by_rows")).result_rows
+    got = client.query(select.format(database=database, table="by_blocks")).result_rows
+    assert len(got) == len(expected) == 641
+    assert got == expected
+
+
+def _good_message() -> bytes:
+    return _message("by_blocks", [_base(), {**_base(), "i": 2}])
+
+
+SINK_NOT_TAKEN = {
+    "the rows form": orjson.dumps({"table": "by_blocks", "rows": [_base()]}),
+    "an envelope key more": _good_message()[:-1] + b',"x":1}',
+    "blocks before the table": orjson.dumps({"blocks": [], "table": "by_blocks"}),
+    "fewer values than n": _good_message().replace(b'"n":2', b'"n":3'),
+    "more values than n": _good_message().replace(b'"n":2', b'"n":1'),
+    "a name twice": _good_message().replace(b'"s","lc"', b'"s","s"'),
+    "a name the table lacks": _good_message().replace(b'"lc"', b'"nope"'),
+    "a value of another type": _message("by_blocks", [_base(), {**_base(), "u": "1"}]),
+    "a table this writer does not know": _message("no_such_table", [_base()]),
+    "the table held": _good_message(),
+    "trailing bytes": _good_message() + b" x",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SINK_NOT_TAKEN))
+def test_a_sink_message_the_c_pass_does_not_take_is_left_whole(store: tuple[Client, str], case: str) -> None:
+    client, database = store
+    writer = ClickHouseRowWriter(client, database, close_client=False)
+    held = {"by_blocks"} if case == "the table held" else set()
+    assert writer.write_sink_message(_good_message()) == ("by_blocks", 2)
+    assert writer.write_sink_message(SINK_NOT_TAKEN[case], held) is None
+    assert writer._buffered == 2

@@ -965,16 +965,22 @@ done:
  * invalid UTF-8, a lone surrogate, a raw control character in a string, ...): the caller then
  * writes the batch its own way, which also dead-letters what it cannot read. */
 
+/* A column's kind, one byte: its values' base kind, or-ed with N_NULLABLE (a value may be null: a
+ * null map first) or N_ARRAY (each value a JSON array of base values: offsets first). */
 enum {
-    N_STRING = 1,          /* a JSON string: String, LowCardinality(String) */
-    N_NULLABLE_STRING,     /* a string or null */
-    N_INT64,               /* an integer */
-    N_UINT8,               /* an integer 0..255 */
-    N_NULLABLE_UINT8,      /* that or null */
-    N_FLOAT64,             /* any number, as the double nearest it */
-    N_NULLABLE_FLOAT64,    /* that or null */
-    N_DATETIME64 = 16,     /* + precision (0..9): an integer of epoch milliseconds, as ticks */
+    N_STRING = 1, /* a JSON string: String, LowCardinality(String) */
+    N_INT64,      /* an integer, in the type's range */
+    N_INT32,
+    N_UINT64,
+    N_UINT32,
+    N_UINT16,
+    N_UINT8,           /* also true/false, as 1/0 */
+    N_FLOAT64,         /* any number, as the double nearest it */
+    N_DATETIME64 = 16, /* + precision (0..9): an integer of epoch milliseconds, as ticks */
 };
+#define N_BASE 0x3f
+#define N_NULLABLE 0x40
+#define N_ARRAY 0x80
 #define N_MAX_COLUMNS 64
 
 typedef struct {
@@ -1155,66 +1161,139 @@ static int ticks_of(long long ms, int precision, long long *out) {
     return 1;
 }
 
-/* One value of kind `kind` into its column (`data`, and `nulls` for a Nullable one): 1, 0 where
- * it is not one the kind takes, -1 out of memory. */
-static int put_value(Cursor *c, int kind, Buffer *data, Buffer *nulls, Buffer *scratch) {
-    static const unsigned char zero[8] = {0}, one = 1, none = 0;
-    int nullable = kind == N_NULLABLE_STRING || kind == N_NULLABLE_UINT8 || kind == N_NULLABLE_FLOAT64;
-    if (nullable) {
-        if (peek(c) == 'n') {
-            if (!literal(c, "null", 4)) return 0;
-            int width = kind == N_NULLABLE_STRING || kind == N_NULLABLE_UINT8 ? 1 : 8;
-            return buffer_put(nulls, &one, 1) && buffer_put(data, zero, width) ? 1 : -1;
-        }
-        if (!buffer_put(nulls, &none, 1)) return -1;
+static int base_known(int base) {
+    return (base >= N_STRING && base <= N_FLOAT64) || (base >= N_DATETIME64 && base <= N_DATETIME64 + 9);
+}
+
+/* The bytes a value of `base` takes in a column (a String's: its length's, for a null's stand-in). */
+static int base_width(int base) {
+    switch (base) {
+    case N_STRING: case N_UINT8: return 1;
+    case N_UINT16: return 2;
+    case N_INT32: case N_UINT32: return 4;
+    default: return 8;
     }
-    if (kind == N_STRING || kind == N_NULLABLE_STRING) return put_text(c, data, scratch);
-    if (peek(c) == '"' || peek(c) < 0) return 0;
+}
+
+/* One JSON scalar of `base` into `data`: 1, 0 where it is not one `base` takes, -1 out of memory. */
+static int put_scalar(Cursor *c, int base, Buffer *data, Buffer *scratch) {
+    if (base == N_STRING) return put_text(c, data, scratch);
+    int next = peek(c);
+    if (base == N_UINT8 && (next == 't' || next == 'f')) {  /* a bool, written as the writer's 1/0 */
+        unsigned char byte = next == 't';
+        if (!literal(c, next == 't' ? "true" : "false", next == 't' ? 4 : 5)) return 0;
+        return buffer_put(data, &byte, 1) ? 1 : -1;
+    }
+    if (next == '"' || next < 0) return 0;
     Number x;
     if (!scan_number(c, &x)) return 0;
-    if (kind == N_FLOAT64 || kind == N_NULLABLE_FLOAT64) {
+    if (base == N_FLOAT64) {
         double d;
         if (!number_double(&x, &d)) return PyErr_Occurred() ? -1 : 0;
         return buffer_put(data, &d, 8) ? 1 : -1; /* (little-endian, as Native: x86-64 and arm64) */
     }
     long long v;
     if (!number_int(&x, &v)) return 0;
-    if (kind == N_UINT8 || kind == N_NULLABLE_UINT8) {
-        if (v < 0 || v > 255) return 0;
-        unsigned char byte = (unsigned char)v;
-        return buffer_put(data, &byte, 1) ? 1 : -1;
+    int width = base_width(base);
+    switch (base) {
+    case N_INT32: if (v < INT32_MIN || v > INT32_MAX) return 0; break;
+    case N_UINT64: if (v < 0) return 0; break;
+    case N_UINT32: if (v < 0 || v > UINT32_MAX) return 0; break;
+    case N_UINT16: if (v < 0 || v > UINT16_MAX) return 0; break;
+    case N_UINT8: if (v < 0 || v > UINT8_MAX) return 0; break;
+    case N_INT64: break;
+    default:
+        if (!ticks_of(v, base - N_DATETIME64, &v)) return 0;
     }
-    if (kind >= N_DATETIME64 && kind <= N_DATETIME64 + 9 && !ticks_of(v, kind - N_DATETIME64, &v)) return 0;
-    if (kind != N_INT64 && (kind < N_DATETIME64 || kind > N_DATETIME64 + 9)) return 0;
-    return buffer_put(data, &v, 8) ? 1 : -1;
+    return buffer_put(data, &v, width) ? 1 : -1; /* (the low bytes: little-endian) */
+}
+
+/* One value of kind `kind` into its column: `data`, and `prefix` (a Nullable one's null map, an
+ * Array's offsets, `*count` its elements so far): 1, 0 where it is not one the kind takes, -1 out
+ * of memory. */
+static int put_value(Cursor *c, int kind, Buffer *data, Buffer *prefix, uint64_t *count, Buffer *scratch) {
+    static const unsigned char zero[8] = {0}, one = 1, none = 0;
+    int base = kind & N_BASE;
+    if (kind & N_ARRAY) {
+        if (!eat(c, '[')) return 0;
+        if (!eat(c, ']')) {
+            do {
+                int put = put_scalar(c, base, data, scratch);
+                if (put <= 0) return put;
+                ++*count;
+            } while (eat(c, ','));
+            if (!eat(c, ']')) return 0;
+        }
+        return buffer_put(prefix, count, 8) ? 1 : -1;
+    }
+    if (kind & N_NULLABLE) {
+        if (peek(c) == 'n') {
+            if (!literal(c, "null", 4)) return 0;
+            return buffer_put(prefix, &one, 1) && buffer_put(data, zero, base_width(base)) ? 1 : -1;
+        }
+        if (!buffer_put(prefix, &none, 1)) return -1;
+    }
+    return put_scalar(c, base, data, scratch);
+}
+
+/* Whether `kinds` (bytes) names `k` columns of kinds put_value writes; ValueError if not. */
+static int kinds_known(PyObject *kinds, Py_ssize_t k, const char *fn) {
+    int ok = PyBytes_Check(kinds) && PyBytes_GET_SIZE(kinds) == k;
+    for (Py_ssize_t i = 0; ok && i < k; i++) {
+        int kind = (unsigned char)PyBytes_AS_STRING(kinds)[i];
+        ok = base_known(kind & N_BASE) && (kind & (N_NULLABLE | N_ARRAY)) != (N_NULLABLE | N_ARRAY);
+    }
+    if (!ok) PyErr_Format(PyExc_ValueError, "%s: a known kind a column", fn);
+    return ok;
+}
+
+/* The Native block of `k` columns of `n` rows: counts, then each column's header, prefix and data
+ * (NULL, MemoryError set, out of memory). */
+static PyObject *block_bytes(Py_ssize_t k, Py_ssize_t n, PyObject *headers, Buffer *prefix, Buffer *data) {
+    Buffer out = {0};
+    int ok = buffer_varint(&out, (uint64_t)k) && buffer_varint(&out, (uint64_t)n);
+    for (Py_ssize_t i = 0; ok && i < k; i++) {
+        PyObject *header = PyList_GET_ITEM(headers, i);
+        ok = buffer_put(&out, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header))
+             && buffer_put(&out, prefix[i].data, prefix[i].size) && buffer_put(&out, data[i].data, data[i].size);
+    }
+    PyObject *result = ok ? PyBytes_FromStringAndSize(out.data, out.size) : NULL;
+    PyMem_Free(out.data);
+    return result;
+}
+
+static void buffers_free(Buffer *buffers, Py_ssize_t k) {
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyMem_Free(buffers[i].data);
+        buffers[i] = (Buffer){0};
+    }
 }
 
 static PyObject *native_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyBytes_Check(args[2])
-        || !PyList_Check(args[3])) {
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "native_block(values: list[bytes], keys: list[bytes], kinds: bytes, "
                                          "headers: list[bytes])");
         return NULL;
     }
     PyObject *values = args[0], *keys = args[1], *headers = args[3];
     Py_ssize_t n = PyList_GET_SIZE(values), k = PyList_GET_SIZE(keys);
-    const unsigned char *kinds = (const unsigned char *)PyBytes_AS_STRING(args[2]);
-    if (k < 1 || k > N_MAX_COLUMNS || PyBytes_GET_SIZE(args[2]) != k || PyList_GET_SIZE(headers) != k) {
+    if (k < 1 || k > N_MAX_COLUMNS || PyList_GET_SIZE(headers) != k) {
         PyErr_SetString(PyExc_ValueError, "native_block: 1 to 64 keys, a kind and a header each");
         return NULL;
     }
+    if (!kinds_known(args[2], k, "native_block")) return NULL;
+    const unsigned char *kinds = (const unsigned char *)PyBytes_AS_STRING(args[2]);
     for (Py_ssize_t i = 0; i < k; i++) {
-        int kind = kinds[i];
-        if (!PyBytes_Check(PyList_GET_ITEM(keys, i)) || !PyBytes_Check(PyList_GET_ITEM(headers, i))
-            || kind < N_STRING || (kind > N_NULLABLE_FLOAT64 && (kind < N_DATETIME64 || kind > N_DATETIME64 + 9))) {
-            PyErr_SetString(PyExc_ValueError, "native_block: keys and headers are bytes, kinds known");
+        if (!PyBytes_Check(PyList_GET_ITEM(keys, i)) || !PyBytes_Check(PyList_GET_ITEM(headers, i))) {
+            PyErr_SetString(PyExc_ValueError, "native_block: keys and headers are bytes");
             return NULL;
         }
     }
     for (Py_ssize_t e = 0; e < n; e++)
         if (!PyBytes_Check(PyList_GET_ITEM(values, e))) Py_RETURN_NONE;
-    Buffer data[N_MAX_COLUMNS] = {{0}}, nulls[N_MAX_COLUMNS] = {{0}}, scratch = {0}, out = {0};
+    Buffer data[N_MAX_COLUMNS] = {{0}}, prefix[N_MAX_COLUMNS] = {{0}}, scratch = {0};
+    uint64_t count[N_MAX_COLUMNS] = {0};
     PyObject *result = NULL;
     int taken = 1;
     for (Py_ssize_t e = 0; e < n && taken > 0; e++) {
@@ -1232,7 +1311,7 @@ static PyObject *native_block(PyObject *module, PyObject *const *args, Py_ssize_
                 taken = 0;
                 break;
             }
-            taken = put_value(&c, kinds[i], &data[i], &nulls[i], &scratch);
+            taken = put_value(&c, kinds[i], &data[i], &prefix[i], &count[i], &scratch);
         }
         if (taken > 0 && !eat(&c, '}')) taken = 0;
         if (taken > 0) {
@@ -1240,24 +1319,135 @@ static PyObject *native_block(PyObject *module, PyObject *const *args, Py_ssize_
             if (c.p != c.end) taken = 0;
         }
     }
-    if (taken > 0 && buffer_varint(&out, (uint64_t)k) && buffer_varint(&out, (uint64_t)n)) {
-        for (Py_ssize_t i = 0; i < k && taken > 0; i++) {
-            PyObject *header = PyList_GET_ITEM(headers, i);
-            if (!buffer_put(&out, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header))
-                || !buffer_put(&out, nulls[i].data, nulls[i].size) || !buffer_put(&out, data[i].data, data[i].size))
-                taken = -1;
-        }
-        if (taken > 0) result = PyBytes_FromStringAndSize(out.data, out.size);
-    } else if (taken > 0) {
-        taken = -1;
-    }
-    for (Py_ssize_t i = 0; i < k; i++) {
-        PyMem_Free(data[i].data);
-        PyMem_Free(nulls[i].data);
-    }
+    if (taken > 0) result = block_bytes(k, n, headers, prefix, data);
+    buffers_free(data, k);
+    buffers_free(prefix, k);
     PyMem_Free(scratch.data);
-    PyMem_Free(out.data);
     if (taken < 0 || result != NULL) return result;
+    Py_RETURN_NONE;
+}
+
+/* A key of a known object and its colon: 0 where the next token is not the string `name`. */
+static int named(Cursor *c, const char *name) {
+    const unsigned char *s;
+    Py_ssize_t n;
+    int ascii;
+    return scan_string(c, &s, &n, &ascii) && (size_t)n == strlen(name) && memcmp(s, name, (size_t)n) == 0
+           && eat(c, ':');
+}
+
+/* A block of a sink message: its names' tuple, its rows, and its Native block made with the kinds
+ * and headers `layout_of(table, names)` gives; 1 taken (`*out` a new (names, n, block) tuple, or
+ * NULL for a block of no rows), 0 not, -1 with an exception. */
+static int sink_block(Cursor *c, PyObject *table, PyObject *layout_of, PyObject **out) {
+    *out = NULL;
+    if (!eat(c, '{') || !named(c, "names") || !eat(c, '[')) return 0;
+    PyObject *names = PyList_New(0), *layout = NULL;
+    Buffer data[N_MAX_COLUMNS] = {{0}}, prefix[N_MAX_COLUMNS] = {{0}}, scratch = {0};
+    uint64_t count[N_MAX_COLUMNS] = {0};
+    Py_ssize_t k = 0;
+    int taken = names != NULL ? 1 : -1;
+    if (taken > 0 && !eat(c, ']')) {
+        do {
+            const unsigned char *s;
+            Py_ssize_t len;
+            int ascii;
+            PyObject *name = scan_string(c, &s, &len, &ascii) ? text(s, len, ascii) : NULL;
+            if (name == NULL) {
+                taken = PyErr_Occurred() ? -1 : 0;
+                break;
+            }
+            int appended = PyList_Append(names, name);
+            Py_DECREF(name);
+            if (appended < 0) taken = -1;
+        } while (taken > 0 && eat(c, ','));
+        if (taken > 0 && !eat(c, ']')) taken = 0;
+    }
+    k = taken > 0 ? PyList_GET_SIZE(names) : 0;
+    Number x;
+    long long n = -1;
+    if (taken > 0 && (k < 1 || k > N_MAX_COLUMNS || !eat(c, ',') || !named(c, "n") || !scan_number(c, &x)
+                      || !number_int(&x, &n) || n < 0 || !eat(c, ',') || !named(c, "columns") || !eat(c, '[')))
+        taken = 0;
+    if (taken > 0) {  /* the table's layout of these names: (kinds, headers), or None */
+        PyObject *as_tuple = PyList_AsTuple(names);
+        layout = as_tuple == NULL ? NULL : PyObject_CallFunctionObjArgs(layout_of, table, as_tuple, NULL);
+        Py_XDECREF(as_tuple);
+        if (layout == NULL) taken = -1;
+        else if (layout == Py_None || !PyTuple_Check(layout) || PyTuple_GET_SIZE(layout) != 2
+                 || !PyList_Check(PyTuple_GET_ITEM(layout, 1)) || PyList_GET_SIZE(PyTuple_GET_ITEM(layout, 1)) != k)
+            taken = 0;
+        else if (!kinds_known(PyTuple_GET_ITEM(layout, 0), k, "sink layout"))
+            taken = -1;
+    }
+    const unsigned char *kinds = taken > 0 ? (const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(layout, 0)) : NULL;
+    for (Py_ssize_t i = 0; i < k && taken > 0; i++) {  /* a column at a time: n values each */
+        if ((i && !eat(c, ',')) || !eat(c, '[')) {
+            taken = 0;
+            break;
+        }
+        for (long long e = 0; e < n && taken > 0; e++) {
+            if (e && !eat(c, ',')) taken = 0;
+            else taken = put_value(c, kinds[i], &data[i], &prefix[i], &count[i], &scratch);
+        }
+        if (taken > 0 && !eat(c, ']')) taken = 0;
+    }
+    if (taken > 0 && (!eat(c, ']') || !eat(c, '}'))) taken = 0;
+    if (taken > 0 && n > 0) {
+        PyObject *block = block_bytes(k, n, PyTuple_GET_ITEM(layout, 1), prefix, data);
+        *out = block == NULL ? NULL : Py_BuildValue("(NnN)", PyList_AsTuple(names), (Py_ssize_t)n, block);
+        if (*out == NULL) taken = -1;
+    }
+    Py_XDECREF(names);
+    Py_XDECREF(layout);
+    buffers_free(data, N_MAX_COLUMNS);
+    buffers_free(prefix, N_MAX_COLUMNS);
+    PyMem_Free(scratch.data);
+    return taken;
+}
+
+/* native_sink_message(value, layout_of): a sink message of the columns form ({"table": t, "blocks":
+ * [{"names": [...], "n": n, "columns": [[n values], ...]}, ...]}, the keys in that order, as
+ * records.sink_rows writes it) as (table, [(names, n, Native block), ...]), a block of no rows
+ * left out: each block's kinds and headers from `layout_of(table, names)` ((kinds, headers), or
+ * None for names the pass does not write). None where the message or a value is not one it takes
+ * as it stands (see native_block): the caller then maps it row by row. */
+static PyObject *native_sink_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "native_sink_message(value: bytes, layout_of: callable)");
+        return NULL;
+    }
+    Cursor c = {(const unsigned char *)PyBytes_AS_STRING(args[0]),
+                (const unsigned char *)PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0])};
+    const unsigned char *s;
+    Py_ssize_t len;
+    int ascii;
+    if (!eat(&c, '{') || !named(&c, "table") || !scan_string(&c, &s, &len, &ascii)) Py_RETURN_NONE;
+    PyObject *table = text(s, len, ascii), *blocks = table == NULL ? NULL : PyList_New(0), *result = NULL;
+    int taken = blocks != NULL ? 1 : (PyErr_Occurred() ? -1 : 0);
+    if (taken > 0 && (!eat(&c, ',') || !named(&c, "blocks") || !eat(&c, '['))) taken = 0;
+    if (taken > 0 && !eat(&c, ']')) {
+        do {
+            PyObject *block;
+            taken = sink_block(&c, table, args[1], &block);
+            if (taken > 0 && block != NULL) {
+                if (PyList_Append(blocks, block) < 0) taken = -1;
+                Py_DECREF(block);
+            }
+        } while (taken > 0 && eat(&c, ','));
+        if (taken > 0 && !eat(&c, ']')) taken = 0;
+    }
+    if (taken > 0 && !eat(&c, '}')) taken = 0;
+    if (taken > 0) {
+        skip_blanks(&c);
+        if (c.p != c.end) taken = 0;
+    }
+    if (taken > 0) result = PyTuple_Pack(2, table, blocks);
+    Py_XDECREF(table);
+    Py_XDECREF(blocks);
+    if (taken < 0 || result != NULL) return result;
+    PyErr_Clear();
     Py_RETURN_NONE;
 }
 
@@ -1268,6 +1458,8 @@ static PyMethodDef methods[] = {
      "A batch of label payloads of the common shape as columns, or None."},
     {"native_block", (PyCFunction)(void (*)(void))native_block, METH_FASTCALL,
      "A batch of JSON objects of one key order as a ClickHouse Native block, or None."},
+    {"native_sink_message", (PyCFunction)(void (*)(void))native_sink_message, METH_FASTCALL,
+     "A sink message of the columns form as (table, [(names, n, Native block), ...]), or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, Protocol, overload
@@ -32,7 +32,13 @@ from driftline.pipeline.records import row_blocks
 from driftline.store.client import EngineBusy, StoreError, connect, database_name
 from driftline.store.cluster_ddl import table_columns
 from driftline.store.migrate import discover
-from driftline.store.native_rows import INSERT_SETTINGS, NativeLayout, native_block, native_layout
+from driftline.store.native_rows import (
+    INSERT_SETTINGS,
+    NativeLayout,
+    native_block,
+    native_layout,
+    native_sink_message,
+)
 from driftline.store.owner import read_owner
 
 MAX_SINK_MESSAGE_BYTES = 900_000
@@ -185,12 +191,23 @@ class _Batch:
 
 @dataclass
 class _NativeBatch:
-    """Rows buffered as Native blocks (:meth:`ClickHouseRowWriter.write_json_objects`), with the JSON
-    objects they were read from (the row-by-row way's input, should an insert refuse the blocks)."""
+    """Rows buffered as Native blocks (:meth:`ClickHouseRowWriter.write_json_objects`,
+    :meth:`~ClickHouseRowWriter.write_sink_message`), with what reads them again as rows from the
+    messages they came from (the row-by-row way's input, should an insert refuse the blocks)."""
 
     blocks: list[bytes]
-    sources: list[Sequence[bytes]]
+    sources: list[Callable[[], list[dict[str, Any]]]]
     rows: int = 0
+
+
+def _object_rows(values: Sequence[bytes]) -> list[dict[str, Any]]:
+    return [orjson.loads(value) for value in values]
+
+
+def _block_rows(value: bytes, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows of a sink message's blocks of these names (see ``native_sink_message``), in order."""
+    return [dict(zip(names, row, strict=True)) for block in orjson.loads(value)["blocks"]
+            if tuple(block["names"]) == names for row in zip(*block["columns"], strict=True)]
 
 
 class ClickHouseRowWriter:
@@ -223,7 +240,8 @@ class ClickHouseRowWriter:
         self._native: dict[tuple[str, tuple[str, ...]], _NativeBatch] = {}
         self._native_layouts: dict[tuple[str, tuple[str, ...]], NativeLayout | None] = {}
         self.native_rows = True
-        """Whether :meth:`write_json_objects` takes batches (off after an insert refused its blocks)."""
+        """Whether the C pass takes rows (:meth:`write_json_objects`, :meth:`write_sink_message`):
+        off after an insert refused its blocks."""
 
     @property
     def client(self) -> Client:
@@ -352,18 +370,7 @@ class ClickHouseRowWriter:
             return False
         if not isinstance(first, dict) or not first:
             return False
-        keys = tuple(first)
-        if (table, keys) in self._native_layouts:
-            layout = self._native_layouts[(table, keys)]
-        else:
-            try:
-                schema = self._schema(table)
-            except (RowRefused, SchemaBehind):  # the row-by-row way raises these as they are
-                return False
-            layout = native_layout(keys, {name: column.type_name for name, column in schema.items()})
-            if len(self._native_layouts) >= MAX_INSERT_CONTEXTS * 4:
-                self._native_layouts.clear()
-            self._native_layouts[(table, keys)] = layout
+        layout = self._layout_of(table, tuple(first))
         if layout is None:
             return False
         block = native_block(list(values), layout)
@@ -374,10 +381,51 @@ class ClickHouseRowWriter:
             self.flush()  # (before: a failing insert leaves nothing of this call buffered)
         batch = self._native.setdefault((table, layout.names), _NativeBatch([], []))
         batch.blocks.append(block)
-        batch.sources.append(values)
+        batch.sources.append(functools.partial(_object_rows, values))
         batch.rows += n
         self._buffered += n
         return True
+
+    def write_sink_message(self, value: bytes, held: Container[str] = ()) -> tuple[str, int] | None:
+        """Buffer a sink message of the columns form (``records.sink_rows``) read in one C pass into
+        a Native block per block, the rows :meth:`write_blocks` would insert for the blocks the
+        sink's mapping makes of it; its table and rows where taken. None, nothing buffered, where
+        the pass does not take it as it stands (its table in ``held``, a value of another type, a
+        column the table lacks, ...): the caller then maps and writes it row by row."""
+        if not self.native_rows:
+            return None
+        taken = native_sink_message(value, self._layout_of)
+        if taken is None or taken[0] in held:
+            return None
+        table, blocks = taken
+        n = sum(rows for _, rows, _ in blocks)
+        if self._buffered and self._buffered + n >= self._max_buffer_rows:
+            self.flush()  # (before: a failing insert leaves nothing of this call buffered)
+        for names in dict.fromkeys(names for names, _, _ in blocks):  # a source a layout, in order
+            batch = self._native.setdefault((table, names), _NativeBatch([], []))
+            for block_names, rows, block in blocks:
+                if block_names == names:
+                    batch.blocks.append(block)
+                    batch.rows += rows
+            batch.sources.append(functools.partial(_block_rows, value, names))
+        self._buffered += n
+        return table, n
+
+    def _layout_of(self, table: str, keys: tuple[str, ...]) -> NativeLayout | None:
+        """The Native layout of rows naming ``keys`` in ``table`` (cached), None where the C pass
+        does not write them: a key the table lacks, a column of a type it does not write, a table
+        this writer does not know (the row-by-row way says why)."""
+        if (table, keys) in self._native_layouts:
+            return self._native_layouts[(table, keys)]
+        try:
+            schema = self._schema(table)
+        except (RowRefused, SchemaBehind):
+            return None
+        layout = native_layout(keys, {name: column.type_name for name, column in schema.items()})
+        if len(self._native_layouts) >= MAX_INSERT_CONTEXTS * 4:
+            self._native_layouts.clear()
+        self._native_layouts[(table, keys)] = layout
+        return layout
 
     def _converted(self, table: str, schema: dict[str, _Column], keys: tuple[str, ...],
                    columns: list[list[Any]], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
@@ -453,8 +501,15 @@ class ClickHouseRowWriter:
         return values
 
     def flush(self) -> None:
-        # A failed insert keeps its batch (and those after it) for a retry.
-        self._flush_native()
+        # A failed insert keeps its batch (and those after it) for a retry. The Native blocks go
+        # after the other batches: a batch refused for a bad row sends the sink's search to write
+        # every staged message again, and blocks inserted before would then go in twice.
+        self._flush_batches()
+        if self._native:
+            self._flush_native()
+            self._flush_batches()  # the rows of a block ClickHouse refused, row by row
+
+    def _flush_batches(self) -> None:
         for key in list(self._batches):
             batch = self._batches[key]
             try:
@@ -489,7 +544,7 @@ class ClickHouseRowWriter:
                     log.warning("ClickHouse refused a Native block of %d %s rows (%s): rows go in row by "
                                 "row from now on", batch.rows, table, err)
                 self.native_rows = False
-                rows = [orjson.loads(value) for values in batch.sources for value in values]
+                rows = [row for rows_of in batch.sources for row in rows_of()]
                 del self._native[key]
                 self._buffered -= batch.rows
                 try:
