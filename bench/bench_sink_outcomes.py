@@ -1,4 +1,4 @@
-"""The sink's cost an outcome row, row by row against the C pass into a Native block, in one process.
+"""The sink's cost a row, row by row against the C pass into a Native block, in one process.
 
 The outcomes topic carries a JSON message a joined prediction: the sink's busiest input. Row by
 row, each message is parsed (orjson), mapped to a column block, buffered column by column and
@@ -9,9 +9,12 @@ bench workload (one model, 20 numeric + 5 categorical features) in batches of ``
 each into its own table of an embedded ClickHouse, alternating, and prints the sink thread's CPU a
 row: staging (what ``SinkRunner._stage`` does) and the flush (the insert, the engine's share in
 other threads left out: thread CPU, the GIL the worker's stages share). The two tables' rows are
-compared (equal or the run fails).
+compared (equal or the run fails). Then the same for the sink topic's messages of the same run
+(the columns form: feature_windows, drift_scores, ... of its windows, a training profile published
+first), each written ``--repeat`` times (they are few: a window's rows) and flushed once, through
+``write_sink_message`` against the mapping's ``write_blocks``.
 
-    .venv/bin/python bench/bench_sink_outcomes.py [--n 20000] [--batch 5000] [--rounds 3]
+    .venv/bin/python bench/bench_sink_outcomes.py [--n 20000] [--batch 5000] [--rounds 3] [--repeat 20]
 """
 
 from __future__ import annotations
@@ -20,38 +23,45 @@ import argparse
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import clickhouse_connect
+from bench_pipeline import training_profiles
 from common import bench_scenario, bench_settings, raw_records
 
 from driftline.pipeline.local import InProcessPipeline
-from driftline.pipeline.records import joined_blocks
+from driftline.pipeline.records import ColumnBlock, joined_blocks
 from driftline.pipeline.to_rows import RowMapper
 from driftline.runtime import tune_gc
+from driftline.store.migrate import migrate
 from driftline.store.writer import ClickHouseRowWriter
 
-OUTCOMES_DDL = Path(__file__).resolve().parents[1] / "infra" / "clickhouse" / "003_outcomes.sql"
+SINK_TABLES = ("outcomes", "feature_windows", "drift_scores", "model_drift", "model_metrics")
+"""The tables whose rows both ways wrote are compared."""
 
 
-def outcome_messages(n: int) -> list[bytes]:
-    """The outcome messages the in-process pipeline's shards send for ``n`` predictions of the bench
-    workload (each labelled)."""
+def messages_of(n: int) -> tuple[list[bytes], list[bytes]]:
+    """The outcome messages and the sink topic's messages the in-process pipeline's stages send
+    for ``n`` predictions of the bench workload (each labelled; its training profile published)."""
     settings = bench_settings("127.0.0.1:9", "so")
-    records = raw_records(settings, bench_scenario(n))
-    pipeline = InProcessPipeline(settings)
-    sent: list[bytes] = []
+    scenario = bench_scenario(n)
+    records = raw_records(settings, scenario)
+    profiles = training_profiles(scenario, settings.drift.bins, settings.drift.top_k, effective_from_ms=0)
+    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
+    sent: dict[str, list[bytes]] = {settings.topics.outcomes: [], settings.topics.sink: []}
     route = pipeline._route
 
     def kept(messages: list) -> None:  # type: ignore[type-arg]
-        sent.extend(m.value for m in messages if m.topic == settings.topics.outcomes)
+        for m in messages:
+            if m.topic in sent:
+                sent[m.topic].append(m.value)
         route(messages)
 
     pipeline._route = kept  # type: ignore[method-assign]
     batch = settings.worker.batch_max_records
     for i in range(0, len(records), batch):
         pipeline.feed(records[i : i + batch])
-    return sent
+    pipeline.finish(max(r.timestamp_ms for r in records) + 3_600_000)  # every window closed
+    return sent[settings.topics.outcomes], sent[settings.topics.sink]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,57 +69,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=20_000, help="predictions of the workload")
     parser.add_argument("--batch", type=int, default=5000, help="messages a fetched batch")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=20, help="times the sink messages are written")
     args = parser.parse_args(argv)
-    messages = outcome_messages(args.n)
+    messages, sink_messages = messages_of(args.n)
     settings = bench_settings("127.0.0.1:9", "so")
     mapper = RowMapper(settings.topics)
     topic = settings.topics.outcomes
-    ddl = "\n".join(line for line in OUTCOMES_DDL.read_text().splitlines() if not line.startswith("--"))
     with tempfile.TemporaryDirectory(prefix="driftline-bench-sink-") as home:
         client = clickhouse_connect.get_client(dsn=f"chdb://{home}")
-        for database in ("by_rows", "in_c"):
-            client.command(f"CREATE DATABASE {database}")
-            client.command(ddl.format(database=database, ttl_days=36500))
-            client.command(f"SYSTEM STOP MERGES {database}.outcomes")  # no background work in the figures
+        for database in ("by_rows", "in_c"):  # every table, twice: one engine holds both
+            migrate(client, settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(
+                update={"database": database})}))
+        # no background work in the figures, and no duplicate collapsed in one database and not the other
+        client.command("SYSTEM STOP MERGES")
         import pandas  # noqa: F401  (clickhouse-connect imports it at the first insert: not a row's cost)
 
         tune_gc()
-        by_rows = ClickHouseRowWriter(client, "by_rows", close_client=False)
-        in_c = ClickHouseRowWriter(client, "in_c", close_client=False)
-        best: dict[str, list[float]] = {"rows": [float("inf")] * 2, "c": [float("inf")] * 2}
-        for _ in range(args.rounds):
-            spent = {"rows": [0.0, 0.0], "c": [0.0, 0.0]}
-            for i in range(0, len(messages), args.batch):
-                chunk = messages[i : i + args.batch]
-                started = time.thread_time()
-                blocks = [block for value in chunk for block in mapper.blocks(topic, value)[1]]
-                by_rows.write_blocks("outcomes", joined_blocks(blocks))
-                staged = time.thread_time()
-                by_rows.flush()
-                flushed = time.thread_time()
-                if not in_c.write_json_objects("outcomes", chunk):
-                    raise SystemExit("the C pass did not take the workload's outcome messages")
-                staged_c = time.thread_time()
-                in_c.flush()
-                flushed_c = time.thread_time()
-                spent["rows"][0] += staged - started
-                spent["rows"][1] += flushed - staged
-                spent["c"][0] += staged_c - flushed
-                spent["c"][1] += flushed_c - staged_c
-            for side, (stage, flush) in spent.items():
-                if stage + flush < sum(best[side]):
-                    best[side] = [stage, flush]
-        select = "SELECT * FROM {}.outcomes ORDER BY prediction_id, label_time"
-        written = [client.query(select.format(database)).result_rows for database in ("by_rows", "in_c")]
-        if written[0] != written[1]:
-            raise SystemExit("the two ways wrote different rows")
-    n = len(messages) * 1e-6
-    rows, c = ([figure / n for figure in best[side]] for side in ("rows", "c"))
-    print(f"{len(messages):,} outcome messages ({sum(map(len, messages)) / len(messages):.0f} bytes each) "
-          f"in batches of {args.batch:,}, sink thread CPU-us a row, best of {args.rounds}:")
-    print(f"  row by row   stage {rows[0]:6.2f}  flush {rows[1]:6.2f}  total {sum(rows):6.2f}")
-    print(f"  C pass       stage {c[0]:6.2f}  flush {c[1]:6.2f}  total {sum(c):6.2f}"
-          f"  ({sum(c) / sum(rows):.2f}x)")
+        writers = {side: ClickHouseRowWriter(client, database, close_client=False)
+                   for side, database in (("rows", "by_rows"), ("c", "in_c"))}
+
+        def by_rows(chunk: list[bytes], message_topic: str) -> None:
+            tables: dict[str, list[ColumnBlock]] = {}
+            for value in chunk:
+                table, blocks = mapper.blocks(message_topic, value)
+                tables.setdefault(table, []).extend(blocks)
+            for table, blocks in tables.items():
+                writers["rows"].write_blocks(table, joined_blocks(blocks))
+
+        def in_c(chunk: list[bytes], message_topic: str) -> None:
+            taken = writers["c"].write_json_objects("outcomes", chunk) if message_topic == topic else \
+                all(writers["c"].write_sink_message(value) for value in chunk)
+            if not taken:
+                raise SystemExit(f"the C pass did not take the workload's {message_topic} messages")
+
+        figures = {}
+        for kind, message_topic, chunks in (
+                ("outcome", topic, [messages[i : i + args.batch]
+                                    for i in range(0, len(messages), args.batch)]),
+                ("sink-topic", settings.topics.sink, [sink_messages] * args.repeat if sink_messages else [])):
+            if not chunks:
+                continue
+            best = {"rows": [float("inf")] * 2, "c": [float("inf")] * 2}
+            for _ in range(args.rounds):
+                spent = {"rows": [0.0, 0.0], "c": [0.0, 0.0]}
+                for k, chunk in enumerate(chunks):
+                    for side, write in (("rows", by_rows), ("c", in_c)):
+                        started = time.thread_time()
+                        write(chunk, message_topic)
+                        staged = time.thread_time()
+                        if message_topic == topic or k == len(chunks) - 1:  # (the sink topic's: once)
+                            writers[side].flush()
+                        spent[side][0] += staged - started
+                        spent[side][1] += time.thread_time() - staged
+                for side, (stage, flush) in spent.items():
+                    if stage + flush < sum(best[side]):
+                        best[side] = [stage, flush]
+            rows = sum(block.n for chunk in chunks for value in chunk
+                       for block in mapper.blocks(message_topic, value)[1])
+            figures[kind] = (len(chunks[0]), rows, best)
+        for table in sorted(SINK_TABLES):
+            select = f"SELECT * FROM {{}}.{table} ORDER BY tuple(*)"
+            written = [client.query(select.format(database)).result_rows for database in ("by_rows", "in_c")]
+            if written[0] != written[1]:
+                raise SystemExit(f"the two ways wrote different rows to {table}")
+    for kind, (messages_a_chunk, rows, best) in figures.items():
+        by_row, c = ([figure / rows * 1e6 for figure in best[side]] for side in ("rows", "c"))
+        print(f"{kind} messages ({rows:,} rows, {messages_a_chunk:,} messages a batch), sink thread CPU-us a "
+              f"row, best of {args.rounds}:")
+        print(f"  row by row   stage {by_row[0]:6.2f}  flush {by_row[1]:6.2f}  total {sum(by_row):6.2f}")
+        print(f"  C pass       stage {c[0]:6.2f}  flush {c[1]:6.2f}  total {sum(c):6.2f}"
+              f"  ({sum(c) / sum(by_row):.2f}x)")
     return 0
 
 

@@ -282,8 +282,9 @@ def test_models_feeds_finds_the_closing_feeds_once_then_feeds_the_others_apart(
 
 def test_sink_outcomes_times_both_ways_and_checks_their_rows(
         bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
-    """bench_sink_outcomes writes the workload's outcome messages row by row and through the C pass
-    into an embedded ClickHouse (it fails where the two tables differ) and prints both ways' CPU."""
+    """bench_sink_outcomes writes the workload's outcome messages and sink messages row by row and
+    through the C pass into an embedded ClickHouse (it fails where the tables differ) and prints
+    both ways' CPU for each."""
     assert _module("bench_sink_outcomes").main(["--n", "600", "--batch", "200", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
-    assert "row by row   stage" in out and "C pass       stage" in out, out
+    assert out.count("row by row   stage") == out.count("C pass       stage") == 2, out
