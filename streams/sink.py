@@ -165,9 +165,11 @@ class SinkRunner:
         self._held_by: SchemaBehind | None = None  # the last hold's error
         self._behind_said = -math.inf  # when _note_behind last logged (a table newly behind)
         self._profiles_topic = settings.topics.profiles
-        # topics of a JSON object a row that the writer reads in C as they came (the same rows as
-        # the mapper's): a replay's mapper tags its rows with its run, so only a live one's
-        self._native_tables = {settings.topics.outcomes: "outcomes"} \
+        # topics the writer reads in C as they came, the same rows as the mapper's (the outcomes
+        # topic's JSON object a row: its table; the sink topic's columns form: None): a replay's
+        # mapper tags its rows with its run, so only a live one's
+        self._native_tables: dict[str, str | None] = {settings.topics.outcomes: "outcomes",
+                                                      settings.topics.sink: None} \
             if self._mapper.run_id is None and hasattr(writer, "write_json_objects") else {}
         self.running = False
 
@@ -306,19 +308,22 @@ class SinkRunner:
         # to the writer as it was decoded.
         per_table: dict[str, _Sources] = {}
         dead: list[dict[str, Any]] = []
-        native: list[tuple[str, list[ConsumerRecord[bytes, bytes]]]] = []  # (table, a partition's records)
+        # a partition's records the writer reads in C (the table of a JSON object a row, or None for
+        # sink messages of the columns form): in the writer's lock, below
+        native: list[tuple[str | None, list[ConsumerRecord[bytes, bytes]]]] = []
         for tp, records in batch.items():
-            table = self._native_tables.get(tp.topic)
-            if table is not None:
-                native.append((table, records))
-                continue
-            self._map_into(per_table, records, dead)
+            if tp.topic in self._native_tables:
+                native.append((self._native_tables[tp.topic], records))
+            else:
+                self._map_into(per_table, records, dead)
         with self._lock:
             if self._searching:  # the next flush writes every staged record again anyway
                 return
             try:
                 for table, records in native:
-                    if not self._write_native(table, records):
+                    if table is None:
+                        self._map_into(per_table, self._write_sink_messages(records), dead)
+                    elif not self._write_native(table, records):
                         self._map_into(per_table, records, dead)
                 self._write_tables(per_table, dead)
                 self._write_dead(dead)
@@ -351,6 +356,23 @@ class SinkRunner:
         self._staged_rows[table] += len(values)
         self.stats.native_rows[table] += len(values)
         return True
+
+    def _write_sink_messages(self, records: list[ConsumerRecord[bytes, bytes]]
+                             ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Sink messages of the columns form to the writer as they came, each read into Native
+        blocks in one C pass (``ClickHouseRowWriter.write_sink_message``); those it does not take as
+        they stand (a tombstone, the rows form, a value it does not read, a table behind its schema),
+        to be mapped row by row."""
+        left = []
+        for record in records:
+            taken = None if record.value is None else self.writer.write_sink_message(record.value, self._held)
+            if taken is None:
+                left.append(record)
+                continue
+            table, rows = taken
+            self._staged_rows[table] += rows
+            self.stats.native_rows[table] += rows
+        return left
 
     def _write_tables(self, per_table: dict[str, _Sources], dead: list[dict[str, Any]]) -> None:
         """Buffer each table's rows (a refused message's: its dead letter added to ``dead``). A

@@ -372,9 +372,9 @@ def test_dead_letter_payload_is_truncated_and_decoded_with_replacement() -> None
 
 
 def test_outcomes_go_in_as_native_blocks_and_a_batch_with_a_bad_one_row_by_row(settings: Settings) -> None:
-    """The outcomes topic's messages reach ClickHouse through the C pass (counted in /metrics), with
-    the values the row-by-row way writes; a fetched batch holding one it cannot read goes row by
-    row, its good outcomes written, the bad one a dead letter."""
+    """The outcomes topic's messages (and the sink topic's) reach ClickHouse through the C pass
+    (counted in /metrics), with the values the row-by-row way writes; a fetched batch holding one it
+    cannot read goes row by row, its good outcomes written, the bad one a dead letter."""
     ensure_topics(settings)
     client = connect(settings)
     migrate(client, settings)
@@ -389,10 +389,12 @@ def test_outcomes_go_in_as_native_blocks_and_a_batch_with_a_bad_one_row_by_row(s
             "label": "b" if i % 3 else "a", "label_value": None, "correct": int(i % 3 == 0),
             "abs_error": None, "features": orjson.dumps({"x": i / 7, "c": "caf\u00e9 \"q\""}).decode()})
 
-    sent = [(t.outcomes, outcome(i)) for i in range(40)]
+    sent = [(t.outcomes, outcome(i)) for i in range(40)] + [_late(settings, i) for i in range(3)]
     sink = SinkRunner(settings, writer, group_id=f"sink-native-{t.sink}", poll_timeout_ms=200)
     asyncio.run(_run(settings, sink, len(sent), sent))
-    assert sink.stats.native_rows == {"outcomes": 40}, sink.stats
+    assert sink.stats.native_rows == {"outcomes": 40, "late_events": 3}, sink.stats  # (a sink message too)
+    late = client.query("SELECT prediction_id FROM late_events FINAL ORDER BY prediction_id").result_rows
+    assert late == [("w0",), ("w1",), ("w2",)]
     assert b'driftline_sink_native_rows_total{table="outcomes"} 40.0' in render([], sink)
     rows = client.query("SELECT prediction_id, toUnixTimestamp64Milli(label_time), predicted_score, correct,"
                         " features FROM outcomes FINAL ORDER BY prediction_time").result_rows
