@@ -1,13 +1,15 @@
-"""JSON rows read straight into a ClickHouse Native block, for the sink's busiest table.
+"""JSON rows read straight into ClickHouse Native blocks, for the sink's two busy inputs.
 
 The outcomes topic carries a JSON object a row (one per joined prediction), every one with the
-same keys in the same order. Read row by row (orjson, a dict, column lists, clickhouse-connect's
-Native serialisation in Python) that cost the sink ~8 CPU-us a row, all of it holding the GIL that
-the worker's stages share. :func:`native_block` reads a batch of such objects in one C pass
-(``_decode.native_block``) into the Native block the writer would have inserted for the same
-rows, value for value, or gives None for a batch it does not take as it stands; the writer then
-takes the row-by-row way, which dead-letters what it cannot read (see
-:meth:`~driftline.store.writer.ClickHouseRowWriter.write_json_objects`).
+same keys in the same order; the sink topic the stages' other rows as columns (``records.sink_rows``).
+Read row by row (orjson, dicts or column lists, converted column by column, clickhouse-connect's
+Native serialisation in Python) an outcome row cost the sink ~12-15 CPU-us, all of it holding the
+GIL the worker's stages share (``bench/bench_sink_outcomes.py``). :func:`native_block` reads a
+batch of such objects, :func:`native_sink_message` a sink message, in one C pass (``_decode.c``)
+into the Native blocks the writer would have inserted for the same rows, value for value, or gives
+None for what it does not take as it stands; the writer then takes the row-by-row way, which
+dead-letters what it cannot read (see
+:meth:`~driftline.store.writer.ClickHouseRowWriter.write_json_objects` and ``write_sink_message``).
 
 Each column's kind follows its ClickHouse type; a LowCardinality column is sent as its plain type
 and converted by the server on insert (``input_format_native_allow_types_conversion``).
