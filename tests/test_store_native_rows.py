@@ -18,9 +18,9 @@ from driftline.config import Settings, TopicSettings
 from driftline.operators.compiled_paths import reference_paths
 from driftline.pipeline import records
 from driftline.pipeline.records import joined_blocks
-from driftline.pipeline.to_rows import RowMapper
+from driftline.pipeline.to_rows import RowMapper, _blocks_form
 from driftline.store.client import connect, database_name
-from driftline.store.native_rows import native_layout
+from driftline.store.native_rows import NativeLayout, native_block, native_layout, native_sink_message
 from driftline.store.writer import ClickHouseRowWriter, RowRefused
 
 pytestmark = pytest.mark.integration
@@ -303,3 +303,49 @@ def test_a_sink_message_the_c_pass_does_not_take_is_left_whole(store: tuple[Clie
     assert writer.write_sink_message(_good_message()) == ("by_blocks", 2)
     assert writer.write_sink_message(SINK_NOT_TAKEN[case], held) is None
     assert writer._buffered == 2
+
+
+def _mutated(rnd: random.Random, value: bytes) -> bytes:
+    """``value`` with a few bytes deleted, inserted or replaced (JSON's own among them), or cut."""
+    out = bytearray(value)
+    for _ in range(rnd.randint(1, 4)):
+        op = rnd.randrange(4)
+        if op == 0 and out:
+            del out[rnd.randrange(len(out))]
+        elif op == 1:
+            out.insert(rnd.randrange(len(out) + 1), rnd.choice(MUTATIONS))
+        elif op == 2 and out:
+            out[rnd.randrange(len(out))] = rnd.choice(MUTATIONS)
+        else:
+            out = out[: rnd.randrange(len(out) + 1)]
+    return bytes(out)
+
+
+MUTATIONS = b'{}[]",:\\u0123456789.eE+-nulltrfalse \x00\x1f\xff\xc3\xa9\xed\xa0'
+
+
+def test_what_the_c_pass_takes_of_mangled_messages_the_mapping_reads_too() -> None:
+    """Random damage to good messages: the C pass never crashes, and whatever it takes orjson and
+    the mapping read as a row (or a sink message's blocks) too, so nothing the mapping would
+    dead-letter is written (no engine needed: nothing is inserted)."""
+    rnd = random.Random(11)
+    layout = native_layout(list(_base()), dict(COLUMNS))
+    assert layout is not None
+    sink_types = dict(COLUMNS)
+
+    def layout_of(table: str, names: tuple[str, ...]) -> NativeLayout | None:
+        return native_layout(names, sink_types)
+
+    objects = [_object(rnd, i) for i in range(20)]
+    messages = [_message("t", [orjson.loads(value) for value in objects[i : i + 3]]) for i in range(0, 18, 3)]
+    taken = [0, 0]
+    for _ in range(20_000):
+        value = _mutated(rnd, rnd.choice(objects))
+        if native_block([value], layout) is not None:
+            taken[0] += 1
+            assert tuple(orjson.loads(value)) == layout.names, value
+        message = _mutated(rnd, rnd.choice(messages))
+        if native_sink_message(message, layout_of) is not None:
+            taken[1] += 1
+            _blocks_form(orjson.loads(message))
+    assert min(taken) > 100, taken  # (some damage leaves a good message: those are taken)
