@@ -26,9 +26,9 @@ from driftline.replay.files import read_events, to_records
 from driftline.replay.run import replay_files, replay_topics
 from driftline.simulate import Scenario, generate, produce, write_jsonl
 from driftline.simulate.scenario import CovariateDrift, LabelDelay, ModelSpec
-from driftline.store.client import connect
+from driftline.store.client import connect, database_name
 from driftline.store.migrate import migrate
-from driftline.store.writer import MemoryRowWriter, open_row_writer
+from driftline.store.writer import ClickHouseRowWriter, MemoryRowWriter, open_row_writer
 
 # Yesterday 00:00 UTC: recent enough for the tables' TTL, minute-aligned for the windows.
 START = (int(time.time()) // 86_400 - 1) * 86_400_000
@@ -193,6 +193,29 @@ def test_bounded_input_writes_every_window_ending_by_its_end(tmp_path: Path) -> 
                           to_ms=START + 600_000)
     assert [(w.window_start, w.written) for w in result.partial_windows] == [(START + 60_000, True)]
     assert min(_window_starts(mid.rows)) == START + 60_000
+
+
+@pytest.mark.integration
+def test_a_replay_into_clickhouse_writes_its_outcome_messages_as_the_stages_made_them(
+        settings: Settings, tmp_path: Path) -> None:
+    """A replay whose writer reads JSON rows in C hands it the outcome messages (which carry the
+    run's id) instead of a dict a row: the same outcome rows as a writer taking rows."""
+    configured = _configure(settings)
+    client = connect(configured)
+    migrate(client, configured)
+    write_jsonl(_scenario().model_copy(update={"malformed_rate": 0.0}), tmp_path)
+    results, taken = {}, {}
+    for run_id, in_c in (("rows", False), ("in_c", True)):
+        writer = ClickHouseRowWriter(client, database_name(configured), close_client=False)
+        writer.native_rows = in_c
+        results[run_id] = replay_files(configured, run_id, writer, tmp_path / "predictions.jsonl",
+                                       tmp_path / "labels.jsonl")
+        taken[run_id] = writer.native_taken
+    query = "SELECT * EXCEPT run_id FROM outcomes FINAL WHERE run_id = {r:String} ORDER BY prediction_id"
+    rows = {run: client.query(query, parameters={"r": run}).result_rows for run in results}
+    assert len(rows["in_c"]) == results["in_c"].rows["outcomes"] == results["rows"].rows["outcomes"] > 1000
+    assert rows["in_c"] == rows["rows"]
+    assert taken == {"rows": 0, "in_c": len(rows["in_c"])}
 
 
 def test_replay_summary_lists_partial_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -53,9 +53,15 @@ def logged_records(events: Iterable[LoggedEvent], settings: Settings) -> list[Ra
 class InProcessPipeline:
     """All shards of both stages, wired together in memory; rows accumulate per table."""
 
-    def __init__(self, settings: Settings, run_id: str = "", profiles: Iterable[bytes] = ()) -> None:
+    def __init__(self, settings: Settings, run_id: str = "", profiles: Iterable[bytes] = (), *,
+                 outcome_messages: bool = False) -> None:
+        """``outcome_messages``: the outcomes topic's messages are kept as they came in
+        :attr:`outcome_messages` (a writer that reads them in C inserts them without a dict a row:
+        ``ClickHouseRowWriter.write_json_objects``), not as rows; they carry this ``run_id`` (the
+        stages write it), so their rows are the mapper's."""
         self.settings = settings
         self.run_id = run_id
+        self.outcome_messages: list[bytes] | None = [] if outcome_messages else None
         self.shards = [ShardProcessor(p, settings, run_id) for p in range(settings.topics.partitions)]
         self.models = [
             ModelProcessor(q, settings, run_id) for q in range(settings.topics.model_events_partitions)
@@ -134,6 +140,9 @@ class InProcessPipeline:
                 continue
             if m.topic == self.settings.topics.retrain_triggers:
                 self.triggers.append(m.value)
+            elif m.topic == self.settings.topics.outcomes and self.outcome_messages is not None:
+                self.outcome_messages.append(m.value)
+                continue
             table, rows = self.mapper.rows(m.topic, m.value)
             self.rows[table].extend(rows)
         for q in sorted(model_batches):

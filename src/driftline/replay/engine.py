@@ -20,7 +20,7 @@ from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.records import WindowKey
 from driftline.runtime import tune_gc
-from driftline.store.writer import RowWriter
+from driftline.store.writer import ClickHouseRowWriter, RowWriter
 
 # model_metrics counters of events that did not become (or re-become) an outcome
 NOT_JOINED_COLUMNS = ("n_expired", "n_evicted", "n_orphan_labels", "n_duplicate_predictions",
@@ -110,7 +110,10 @@ class Replayer:
     ) -> None:
         tune_gc()
         use_compiled_paths(settings.worker.compiled_paths)
-        self.pipeline = InProcessPipeline(settings, check_run_id(run_id), profiles)
+        # a writer that reads JSON rows in C takes the outcome messages as the stages made them
+        self._native = writer if isinstance(writer, ClickHouseRowWriter) else None
+        self.pipeline = InProcessPipeline(settings, check_run_id(run_id), profiles,
+                                          outcome_messages=self._native is not None)
         self.writer = writer
         self.result = ReplayResult()
         self._from_ms = from_ms
@@ -155,6 +158,16 @@ class Replayer:
         return self.result
 
     def _drain(self) -> None:
+        messages = self.pipeline.outcome_messages
+        if messages:
+            taken = messages[:]
+            messages.clear()
+            assert self._native is not None, "outcome messages are kept for a writer that reads them"
+            if not self._native.write_json_objects("outcomes", taken):
+                outcomes = self.pipeline.settings.topics.outcomes  # (not as they stand: row by row)
+                self.writer.write("outcomes", [row for value in taken
+                                               for row in self.pipeline.mapper.rows(outcomes, value)[1]])
+            self.result.rows["outcomes"] += len(taken)
         rows = self.pipeline.rows
         for table in sorted(rows):
             produced = rows.pop(table)

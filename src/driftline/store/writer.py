@@ -239,6 +239,8 @@ class ClickHouseRowWriter:
         self._read_at: dict[str, float] = {}  # time.monotonic() each table's columns were read
         self._native: dict[tuple[str, tuple[str, ...]], _NativeBatch] = {}
         self._native_layouts: dict[tuple[str, tuple[str, ...]], NativeLayout | None] = {}
+        self.native_taken = 0
+        """Rows the C pass took (buffered as Native blocks) so far."""
         self.native_rows = True
         """Whether the C pass takes rows (:meth:`write_json_objects`, :meth:`write_sink_message`):
         off after an insert refused its blocks."""
@@ -384,6 +386,7 @@ class ClickHouseRowWriter:
         batch.sources.append(functools.partial(_object_rows, values))
         batch.rows += n
         self._buffered += n
+        self.native_taken += n
         return True
 
     def write_sink_message(self, value: bytes, held: Container[str] = ()) -> tuple[str, int] | None:
@@ -409,6 +412,7 @@ class ClickHouseRowWriter:
                     batch.rows += rows
             batch.sources.append(functools.partial(_block_rows, value, names))
         self._buffered += n
+        self.native_taken += n
         return table, n
 
     def _layout_of(self, table: str, keys: tuple[str, ...]) -> NativeLayout | None:
