@@ -14,7 +14,12 @@ compared (equal or the run fails). Then the same for the sink topic's messages o
 first), each written ``--repeat`` times (they are few: a window's rows) and flushed once, through
 ``write_sink_message`` against the mapping's ``write_blocks``.
 
+With ``--models-data DIR`` (bench_models' kept ``--data DIR``) the messages are those of its
+1,000-model workload's timed part after the warm-up (~1.5 minutes more), and the last line says
+what the sink spends a prediction of that run both ways.
+
     .venv/bin/python bench/bench_sink_outcomes.py [--n 20000] [--batch 5000] [--rounds 3] [--repeat 20]
+    .venv/bin/python bench/bench_sink_outcomes.py --models-data DIR --repeat 1 --rounds 2
 """
 
 from __future__ import annotations
@@ -23,11 +28,16 @@ import argparse
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import clickhouse_connect
+from bench_models import CALIBRATIONS, warmed_from
 from bench_pipeline import training_profiles
 from common import bench_scenario, bench_settings, raw_records
 
+from driftline.config import Settings
+from driftline.operators import calibration
+from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.records import ColumnBlock, joined_blocks
 from driftline.pipeline.to_rows import RowMapper
@@ -39,15 +49,11 @@ SINK_TABLES = ("outcomes", "feature_windows", "drift_scores", "model_drift", "mo
 """The tables whose rows both ways wrote are compared."""
 
 
-def messages_of(n: int) -> tuple[list[bytes], list[bytes]]:
-    """The outcome messages and the sink topic's messages the in-process pipeline's stages send
-    for ``n`` predictions of the bench workload (each labelled; its training profile published)."""
-    settings = bench_settings("127.0.0.1:9", "so")
-    scenario = bench_scenario(n)
-    records = raw_records(settings, scenario)
-    profiles = training_profiles(scenario, settings.drift.bins, settings.drift.top_k, effective_from_ms=0)
-    pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
-    sent: dict[str, list[bytes]] = {settings.topics.outcomes: [], settings.topics.sink: []}
+def messages_of(pipeline: InProcessPipeline, records: Sequence[RawRecord]) -> tuple[list[bytes], list[bytes]]:
+    """The outcome messages and the sink topic's messages ``pipeline``'s stages send for
+    ``records``, every window closed after them."""
+    topics = pipeline.settings.topics
+    sent: dict[str, list[bytes]] = {topics.outcomes: [], topics.sink: []}
     route = pipeline._route
 
     def kept(messages: list) -> None:  # type: ignore[type-arg]
@@ -57,11 +63,30 @@ def messages_of(n: int) -> tuple[list[bytes], list[bytes]]:
         route(messages)
 
     pipeline._route = kept  # type: ignore[method-assign]
-    batch = settings.worker.batch_max_records
+    batch = pipeline.settings.worker.batch_max_records
     for i in range(0, len(records), batch):
         pipeline.feed(records[i : i + batch])
-    pipeline.finish(max(r.timestamp_ms for r in records) + 3_600_000)  # every window closed
-    return sent[settings.topics.outcomes], sent[settings.topics.sink]
+    pipeline.finish(max(r.timestamp_ms for r in records) + 3_600_000)
+    return sent[topics.outcomes], sent[topics.sink]
+
+
+def workload(n: int, models_data: Path | None) -> tuple[Settings, list[bytes], list[bytes], int]:
+    """The messages to write, their settings and the predictions they came of: the bench workload's
+    (``n`` predictions, one model, its training profile published) or, with ``models_data``,
+    bench_models' kept 1,000-model workload's timed part after its warm-up."""
+    if models_data is not None:
+        calibration.share_calibrations(CALIBRATIONS)
+        pipeline, records, warm = warmed_from(models_data, "many")
+        timed = records[warm:]
+    else:
+        settings = bench_settings("127.0.0.1:9", "so")
+        scenario = bench_scenario(n)
+        timed = raw_records(settings, scenario)
+        profiles = training_profiles(scenario, settings.drift.bins, settings.drift.top_k, effective_from_ms=0)
+        pipeline = InProcessPipeline(settings, profiles=[p.model_dump_json().encode() for p in profiles])
+    predictions = sum(1 for r in timed if r.topic == pipeline.settings.topics.predictions)
+    outcomes, sink = messages_of(pipeline, timed)
+    return pipeline.settings, outcomes, sink, predictions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,9 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=5000, help="messages a fetched batch")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20, help="times the sink messages are written")
+    parser.add_argument("--models-data", type=Path, metavar="DIR",
+                        help="bench_models' kept --data DIR: its 1,000-model workload's messages instead")
     args = parser.parse_args(argv)
-    messages, sink_messages = messages_of(args.n)
-    settings = bench_settings("127.0.0.1:9", "so")
+    settings, messages, sink_messages, predictions = workload(args.n, args.models_data)
     mapper = RowMapper(settings.topics)
     topic = settings.topics.outcomes
     with tempfile.TemporaryDirectory(prefix="driftline-bench-sink-") as home:
@@ -139,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  row by row   stage {by_row[0]:6.2f}  flush {by_row[1]:6.2f}  total {sum(by_row):6.2f}")
         print(f"  C pass       stage {c[0]:6.2f}  flush {c[1]:6.2f}  total {sum(c):6.2f}"
               f"  ({sum(c) / sum(by_row):.2f}x)")
+    if figures:  # what the sink spends a prediction of this run (its sink messages written once)
+        spent = {side: sum(sum(best[side]) / (args.repeat if kind == "sink-topic" else 1)
+                           for kind, (_, _, best) in figures.items()) for side in ("rows", "c")}
+        print(f"the run's {predictions:,} predictions: sink thread CPU-us a prediction, row by row "
+              f"{spent['rows'] / predictions * 1e6:.2f}, C pass {spent['c'] / predictions * 1e6:.2f}")
     return 0
 
 
