@@ -26,8 +26,9 @@
  * the text each way.
  *
  * native_block(values, keys, kinds, headers) reads a batch of JSON objects of one key order (the
- * outcomes topic's messages) straight into the ClickHouse Native block the sink's writer would
- * insert for them, with the same number parsing (see its section below).
+ * outcomes topic's messages), native_sink_message(value, layout_of) a sink message of the columns
+ * form, straight into the ClickHouse Native blocks the sink's writer would insert for them, with
+ * the same number parsing (see their section below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1327,13 +1328,9 @@ static PyObject *native_block(PyObject *module, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
-/* A key of a known object and its colon: 0 where the next token is not the string `name`. */
+/* Whether the next key (and its colon) is `name`: key_index with one name. */
 static int named(Cursor *c, const char *name) {
-    const unsigned char *s;
-    Py_ssize_t n;
-    int ascii;
-    return scan_string(c, &s, &n, &ascii) && (size_t)n == strlen(name) && memcmp(s, name, (size_t)n) == 0
-           && eat(c, ':');
+    return key_index(c, &name, 1) == 0;
 }
 
 /* A block of a sink message: its names' tuple, its rows, and its Native block made with the kinds
