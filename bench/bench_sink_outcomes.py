@@ -20,6 +20,11 @@ what the sink spends a prediction of that run both ways.
 
     .venv/bin/python bench/bench_sink_outcomes.py [--n 20000] [--batch 5000] [--rounds 3] [--repeat 20]
     .venv/bin/python bench/bench_sink_outcomes.py --models-data DIR --repeat 1 --rounds 2
+    .venv/bin/python bench/bench_sink_outcomes.py --replay 40000
+
+``--replay N`` also times a replay of N predictions of the bench workload from files into the
+engine (``driftline.replay``), which hands its outcome messages to the same C pass, against the
+pass off (``ClickHouseRowWriter.native_rows``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 import clickhouse_connect
 from bench_models import CALIBRATIONS, warmed_from
 from bench_pipeline import training_profiles
+from clickhouse_connect.driver.client import Client
 from common import bench_scenario, bench_settings, raw_records
 
 from driftline.config import Settings
@@ -41,7 +47,9 @@ from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.records import ColumnBlock, joined_blocks
 from driftline.pipeline.to_rows import RowMapper
+from driftline.replay.run import replay_files
 from driftline.runtime import tune_gc
+from driftline.simulate import write_jsonl
 from driftline.store.migrate import migrate
 from driftline.store.writer import ClickHouseRowWriter
 
@@ -89,12 +97,31 @@ def workload(n: int, models_data: Path | None) -> tuple[Settings, list[bytes], l
     return pipeline.settings, outcomes, sink, predictions
 
 
+def replay_cpu(client: Client, settings: Settings, home: Path, n: int, rounds: int) -> dict[str, float]:
+    """Process CPU-s of a replay of ``n`` predictions of the bench workload from files into the
+    engine's two databases, its outcome messages through the C pass or (the pass off) row by row,
+    alternating, best of ``rounds`` after a warm-up pair."""
+    write_jsonl(bench_scenario(n), home)
+    best = {"rows": float("inf"), "c": float("inf")}
+    for r in range(rounds + 1):
+        for side, database in (("rows", "by_rows"), ("c", "in_c")):
+            writer = ClickHouseRowWriter(client, database, close_client=False)
+            writer.native_rows = side == "c"
+            started = time.process_time()
+            replay_files(settings, f"{side}{r}", writer, home / "predictions.jsonl", home / "labels.jsonl")
+            if r:  # (the first pair warms both up: imports, references, the engine)
+                best[side] = min(best[side], time.process_time() - started)
+    return best
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="predictions of the workload")
     parser.add_argument("--batch", type=int, default=5000, help="messages a fetched batch")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20, help="times the sink messages are written")
+    parser.add_argument("--replay", type=int, default=0, metavar="N",
+                        help="also time a replay of N predictions into the engine, the pass on and off")
     parser.add_argument("--models-data", type=Path, metavar="DIR",
                         help="bench_models' kept --data DIR: its 1,000-model workload's messages instead")
     args = parser.parse_args(argv)
@@ -158,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             written = [client.query(select.format(database)).result_rows for database in ("by_rows", "in_c")]
             if written[0] != written[1]:
                 raise SystemExit(f"the two ways wrote different rows to {table}")
+        replayed = replay_cpu(client, settings, Path(home), args.replay, args.rounds) if args.replay else None
     for kind, (messages_a_chunk, rows, best) in figures.items():
         by_row, c = ([figure / rows * 1e6 for figure in best[side]] for side in ("rows", "c"))
         print(f"{kind} messages ({rows:,} rows, {messages_a_chunk:,} messages a batch), sink thread CPU-us a "
@@ -165,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  row by row   stage {by_row[0]:6.2f}  flush {by_row[1]:6.2f}  total {sum(by_row):6.2f}")
         print(f"  C pass       stage {c[0]:6.2f}  flush {c[1]:6.2f}  total {sum(c):6.2f}"
               f"  ({sum(c) / sum(by_row):.2f}x)")
+    if replayed is not None:
+        print(f"a replay of {args.replay:,} predictions from files into the embedded engine, process "
+              f"CPU-s, best of {args.rounds} after a warm-up pair: row by row {replayed['rows']:.2f}, C pass "
+              f"{replayed['c']:.2f} ({replayed['c'] / replayed['rows']:.2f}x)")
     if figures:  # what the sink spends a prediction of this run (its sink messages written once)
         spent = {side: sum(sum(best[side]) / (args.repeat if kind == "sink-topic" else 1)
                            for kind, (_, _, best) in figures.items()) for side in ("rows", "c")}

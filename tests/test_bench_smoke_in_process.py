@@ -285,6 +285,8 @@ def test_sink_outcomes_times_both_ways_and_checks_their_rows(
     """bench_sink_outcomes writes the workload's outcome messages and sink messages row by row and
     through the C pass into an embedded ClickHouse (it fails where the tables differ) and prints
     both ways' CPU for each."""
-    assert _module("bench_sink_outcomes").main(["--n", "600", "--batch", "200", "--rounds", "1"]) == 0
+    assert _module("bench_sink_outcomes").main(["--n", "600", "--batch", "200", "--rounds", "1",
+                                                "--replay", "300"]) == 0
     out = capsys.readouterr().out
     assert out.count("row by row   stage") == out.count("C pass       stage") == 2, out
+    assert "a replay of 300 predictions" in out, out
