@@ -200,7 +200,8 @@ class _NativeBatch:
     rows: int = 0
 
 
-def _object_rows(values: Sequence[bytes]) -> list[dict[str, Any]]:
+def _object_rows(values: Sequence[bytes], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows of JSON objects that all name ``names`` (see ``native_block``), in order."""
     return [orjson.loads(value) for value in values]
 
 
@@ -378,15 +379,8 @@ class ClickHouseRowWriter:
         block = native_block(list(values), layout)
         if block is None:
             return False
-        n = len(values)
-        if self._buffered and self._buffered + n >= self._max_buffer_rows:
-            self.flush()  # (before: a failing insert leaves nothing of this call buffered)
-        batch = self._native.setdefault((table, layout.names), _NativeBatch([], []))
-        batch.blocks.append(block)
-        batch.sources.append(functools.partial(_object_rows, values))
-        batch.rows += n
-        self._buffered += n
-        self.native_taken += n
+        self._buffer_native(table, [(layout.names, len(values), block)],
+                            functools.partial(_object_rows, values))
         return True
 
     def write_sink_message(self, value: bytes, held: Container[str] = ()) -> tuple[str, int] | None:
@@ -401,19 +395,31 @@ class ClickHouseRowWriter:
         if taken is None or taken[0] in held:
             return None
         table, blocks = taken
+        return table, self._buffer_native(table, blocks, functools.partial(_block_rows, value))
+
+    def _buffer_native(self, table: str, blocks: list[tuple[tuple[str, ...], int, bytes]],
+                       rows_of: Callable[[tuple[str, ...]], list[dict[str, Any]]]) -> int:
+        """Buffer Native ``blocks`` (names, rows, block) of ``table``, each layout's batch with what
+        reads its rows again (``rows_of(names)``: the rows of the call's blocks of those names); the
+        rows buffered. Flushed before, as :meth:`_buffer` is."""
         n = sum(rows for _, rows, _ in blocks)
-        if self._buffered and self._buffered + n >= self._max_buffer_rows:
-            self.flush()  # (before: a failing insert leaves nothing of this call buffered)
+        self._make_room(n)
         for names in dict.fromkeys(names for names, _, _ in blocks):  # a source a layout, in order
             batch = self._native.setdefault((table, names), _NativeBatch([], []))
             for block_names, rows, block in blocks:
                 if block_names == names:
                     batch.blocks.append(block)
                     batch.rows += rows
-            batch.sources.append(functools.partial(_block_rows, value, names))
+            batch.sources.append(functools.partial(rows_of, names))
         self._buffered += n
         self.native_taken += n
-        return table, n
+        return n
+
+    def _make_room(self, n: int) -> None:
+        # Flushed before, not after: an insert that fails leaves nothing of this call buffered, so
+        # the caller can keep the rows (the sink holds a table behind its schema) and try again.
+        if self._buffered and self._buffered + n >= self._max_buffer_rows:
+            self.flush()
 
     def _layout_of(self, table: str, keys: tuple[str, ...]) -> NativeLayout | None:
         """The Native layout of rows naming ``keys`` in ``table`` (cached), None where the C pass
@@ -454,10 +460,7 @@ class ClickHouseRowWriter:
 
     def _buffer(self, table: str, schema: dict[str, _Column],
                 staged: list[tuple[tuple[str, ...], list[list[Any]], int]]) -> None:
-        # Flushed before, not after: an insert that fails leaves nothing of this call buffered, so
-        # the caller can keep the rows (the sink holds a table behind its schema) and try again.
-        if self._buffered and self._buffered + sum(n for _, _, n in staged) >= self._max_buffer_rows:
-            self.flush()
+        self._make_room(sum(n for _, _, n in staged))
         for keys, columns, n in staged:
             batch = self._batches.get((table, keys))
             if batch is None:
