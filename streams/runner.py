@@ -54,13 +54,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
-from aiokafka.structs import ConsumerRecord
 
 from driftline.config import Settings
 from driftline.kafka.admin import CopartitioningError, partition_counts
 from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.offsets import unread_after_fed
-from driftline.kafka.records import to_raw
+from driftline.kafka.records import as_raw
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.reroute import NO_TIME
 from driftline.pipeline.stage import (
@@ -438,7 +437,7 @@ class StageRunner:
         counts = await asyncio.to_thread(partition_counts, self.settings,
                                          [*self.input_topics, *self.broadcast_topics])
         self._check_topics(counts)
-        consumer = aiokafka_consumer(self.settings, self.group_id,
+        consumer = aiokafka_consumer(self.settings, self.group_id, raw_records=True,
                                      partition_assignment_strategy=(RangePartitionAssignor,))
         await consumer.start()
         self._consumer = consumer
@@ -502,7 +501,9 @@ class StageRunner:
                 await self._checkpoint(list(self.shards), beside_batches=True)
 
     def _group(self, consumer: AIOKafkaConsumer,
-               batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> dict[int, list[RawRecord]]:
+               batch: dict[TopicPartition, list[Any]]) -> dict[int, list[RawRecord]]:
+        # ``batch``: RawRecords, as the consumer is made (``raw_records``); ConsumerRecords where
+        # aiokafka's fetch path could not be patched
         assigned = consumer.assignment()
         by_shard: dict[int, list[RawRecord]] = {}
         for tp in sorted(batch):
@@ -514,7 +515,9 @@ class StageRunner:
             if state is None:
                 raise StageRunnerError(f"stage {self.stage}: records for {tp} but no processor for shard")
             expected = state.offsets.get(tp, 0)
-            records = [to_raw(r) for r in batch[tp] if r.offset >= expected]
+            records = as_raw(batch[tp])
+            if records and records[0].offset < expected:  # a partition's records come in offset order
+                records = [r for r in records if r.offset >= expected]
             if not records:
                 continue
             state.offsets[tp] = records[-1].offset + 1

@@ -209,10 +209,18 @@ def _track_sent_topics(producer: AIOKafkaProducer) -> None:
     client._wait_on_metadata = tracked
 
 
-def aiokafka_consumer(settings: Settings, group_id: str | None, **options: Any) -> AIOKafkaConsumer:
-    """An (unstarted) aiokafka consumer of ``group_id`` (None: no group, manual assignment)."""
+def aiokafka_consumer(settings: Settings, group_id: str | None, *, raw_records: bool = False,
+                      **options: Any) -> AIOKafkaConsumer:
+    """An (unstarted) aiokafka consumer of ``group_id`` (None: no group, manual assignment).
+
+    ``raw_records``: ``getmany`` returns the processors' ``RawRecord`` objects, not aiokafka's
+    ``ConsumerRecord`` (:mod:`driftline.kafka.records`; read them through ``records.as_raw``)."""
     from aiokafka import AIOKafkaConsumer
 
+    if raw_records:
+        from driftline.kafka.records import RAW_RECORDS
+
+        options = {**options, "value_deserializer": RAW_RECORDS}
     consumer = AIOKafkaConsumer(**_with_options(aiokafka_consumer_kwargs(settings, group_id), options))
     count_metadata_requests(consumer._client, "consumer")  # aiokafka has no public handle on it
     return consumer
