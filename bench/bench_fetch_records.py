@@ -5,8 +5,9 @@
 Builds uncompressed v2 record batches (prediction-sized JSON values, UUID keys), then, alternating in
 one process, reads them through aiokafka's ``PartitionRecords`` as a stock consumer does (a
 ``ConsumerRecord`` a record, then ``to_raw``) and as the worker's ``raw_records`` consumer does
-(``driftline.kafka.records``), keeping every record of a pass alive as ``getmany`` does. Prints the
-median CPU-us a record of each and their ratio; the records are checked equal.
+(``driftline.kafka.records``), keeping every record of a pass alive as ``getmany`` does: aiokafka's
+record loop with the RawRecord builder, and the C pass over the fetched bytes (where built). Prints
+the median CPU-us a record of each and its ratio to the first; the records are checked equal.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
 from aiokafka.consumer import fetcher
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from aiokafka.record.memory_records import MemoryRecords
 
 if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0] already
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from driftline.kafka import records
 from driftline.kafka.records import RAW_RECORDS, as_raw, to_raw
 from driftline.operators.validate import RawRecord
 
@@ -60,28 +62,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data, n = record_batches(args.batches, args.per_batch)
 
-    def fetched(marker: object) -> fetcher.PartitionRecords:
-        return fetcher.PartitionRecords(TP, MemoryRecords(data), [], 0, None, marker, True, 0)
+    def fetched(marker: object) -> Any:
+        return fetcher.PartitionRecords(TP, fetcher.MemoryRecords(data), [], 0, None, marker, True, 0)
 
     def stock() -> list[RawRecord]:
         return [to_raw(r) for r in fetched(None)]
 
-    def raw() -> list[RawRecord]:
-        return as_raw(list(fetched(RAW_RECORDS)))
+    def raw(native: Any) -> Callable[[], list[RawRecord]]:
+        def read() -> list[RawRecord]:
+            records.NATIVE = native
+            return as_raw(list(fetched(RAW_RECORDS)))
+        return read
 
-    assert stock() == raw() and len(raw()) == n
-    times: dict[str, list[float]] = {"stock": [], "raw_records": []}
-    sides: dict[str, Callable[[], list[RawRecord]]] = {"stock": stock, "raw_records": raw}
+    sides: dict[str, Callable[[], list[RawRecord]]] = {
+        "ConsumerRecord + to_raw": stock, "raw_records, aiokafka's loop": raw(None)}
+    if records.NATIVE is not None:
+        sides["raw_records, C pass"] = raw(records.NATIVE)
+    native = records.NATIVE
+    for read in sides.values():
+        assert read() == stock() and len(stock()) == n
+    records.NATIVE = native
+    times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
-        for name, side in sides.items():
+        for name, read in sides.items():
             started = time.process_time()
-            side()
+            read()
             times[name].append((time.process_time() - started) / n * 1e6)
-    before, after = statistics.median(times["stock"]), statistics.median(times["raw_records"])
+    records.NATIVE = native
+    first = statistics.median(times["ConsumerRecord + to_raw"])
     print(f"{n:,} records of {len(data) / n:.0f} bytes, {args.rounds} rounds alternating, "
           "median CPU-us a record")
-    print(f"  ConsumerRecord + to_raw  {before:.3f}")
-    print(f"  raw_records consumer     {after:.3f}  ({after / before:.2f}x)")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:<30} {median:.3f}  ({median / first:.2f}x)")
     return 0
 
 

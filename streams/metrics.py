@@ -38,8 +38,9 @@ Series (all prefixed ``driftline_``):
   ``sink_schema_behind{table}`` (1 while the table lacks a column this version's migrations
   create: the sink waits for ``driftline db migrate``, nothing is dead-lettered), and the sink's
   ``consumer_lag{stage="sink"}``;
-- ``compiled_path{path}``: 1 where a compiled C path runs (``decode``, ``join``, ``watch``), 0 where
-  its reference does (the extension not built at install, or ``worker.compiled_paths`` false);
+- ``compiled_path{path}``: 1 where a compiled C path runs (``decode``, ``join``, ``ks``, ``watch``,
+  ``fetch``), 0 where its reference does (the extension not built at install, or
+  ``worker.compiled_paths`` false);
 - ``gc_threshold0``: the cyclic collector's generation-0 threshold now (``driftline.runtime.CollectorPacing``:
   it rises while collections find no garbage, back to its floor when one does), ``gc_collections_total``
   and ``gc_collected_total`` by ``generation``;
@@ -59,6 +60,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from driftline.kafka.metadata_requests import metadata_requests
+from driftline.kafka.records import native_fetch
 from driftline.operators.compiled_paths import compiled_paths
 from driftline.pipeline.gauges import Gauge
 from driftline.streams.runner import StageRunner
@@ -118,7 +120,7 @@ class WorkerCollector(Collector):
         family = GaugeMetricFamily("driftline_compiled_path",
                                    "1 where the compiled C path runs, 0 where its Python reference does "
                                    "(extension not built, or worker.compiled_paths false)", labels=["path"])
-        for name, on in sorted(compiled_paths().items()):
+        for name, on in sorted({**compiled_paths(), "fetch": native_fetch()}.items()):
             family.add_metric([name], float(on))
         return family
 

@@ -2,21 +2,30 @@
 ``to_raw`` makes of aiokafka's own ConsumerRecords, and every other consumer still gets those.
 
 Unit tests build record batches with aiokafka's builder (keys and values of every shape, headers,
-several batches, a fetch offset inside a batch); the integration test reads the same produced
-records through the embedded broker with both kinds of consumer.
+several batches, a fetch offset inside a batch) and read them with aiokafka's record loop and with
+the C pass over the fetched bytes (``_records.parse``), which must give the same records or give the
+fetch back (None) wherever it is not a plain v2 fetch it reads exactly as aiokafka does: random
+byte changes with the CRC made to match again find where the two would part. The integration test
+reads the same produced records through the embedded broker with each kind of consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.consumer import fetcher
+from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import ConsumerRecord
 from kafka.admin import NewTopic
 
@@ -27,6 +36,21 @@ from driftline.kafka.clients import aiokafka_consumer, aiokafka_producer
 from driftline.operators.validate import RawRecord
 
 TP = TopicPartition("predictions", 3)
+NATIVE = raw_records._records
+needs_native = pytest.mark.skipif(NATIVE is None, reason="driftline.kafka._records not built (no C compiler)")
+
+
+@pytest.fixture(params=["native", "aiokafka"])
+def fetch_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each marked-consumer test once with the C pass over fetches and once with aiokafka's loop."""
+    if request.param == "native" and NATIVE is None:
+        pytest.skip("driftline.kafka._records not built (no C compiler)")
+    before = raw_records.NATIVE
+    raw_records.use_native_fetch(request.param == "native")
+    try:
+        yield request.param
+    finally:
+        raw_records.NATIVE = before
 
 
 Expected = list[tuple[bytes | None, bytes | None, int]]
@@ -54,7 +78,29 @@ def _record_batches(batches: int, per_batch: int) -> tuple[bytes, Expected]:
 
 
 def _partition_records(data: bytes, fetch_offset: int, marker: object) -> list[object]:
-    return list(fetcher.PartitionRecords(TP, MemoryRecords(data), [], fetch_offset, None, marker, False, 0))
+    # as aiokafka's fetcher makes it: its MemoryRecords name is the bytes-keeping reader now
+    return list(fetcher.PartitionRecords(TP, fetcher.MemoryRecords(data), [], fetch_offset, None, marker,
+                                         True, 0))
+
+
+def _aiokafka_reads(data: bytes, fetch_offset: int, check_crcs: bool = True) -> list[RawRecord] | None:
+    """aiokafka's own reading of a fetch (stock consumer), or None where it raises."""
+    try:
+        return [raw_records.to_raw(r) for r in fetcher.PartitionRecords(  # type: ignore[arg-type]
+            TP, MemoryRecords(data), [], fetch_offset, None, None, check_crcs, 0)]
+    except (CorruptRecordException, ValueError, IndexError, UnicodeDecodeError, AssertionError):
+        return None
+
+
+def _native_parse(data: bytes, fetch_offset: int, check_crcs: bool = True) -> tuple[list[Any], int] | None:
+    assert NATIVE is not None
+    return NATIVE.parse(data, fetch_offset, TP.topic, TP.partition, RawRecord, check_crcs)
+
+
+def _with_crc(batch: bytearray) -> bytearray:
+    """A v2 batch's CRC made to match its bytes again (after a test changed them)."""
+    batch[17:21] = struct.pack(">I", calc_crc32c(bytes(batch[21:])))
+    return batch
 
 
 def test_the_fetch_path_is_patched_on_the_pinned_aiokafka() -> None:
@@ -64,7 +110,7 @@ def test_the_fetch_path_is_patched_on_the_pinned_aiokafka() -> None:
 
 # a fetch returns the batches from the one holding the fetch offset: that offset falls in the first
 @pytest.mark.parametrize("fetch_offset", [0, 1, 77, 149])
-def test_raw_records_equal_what_to_raw_makes_of_aiokafkas_records(fetch_offset: int) -> None:
+def test_raw_records_equal_what_to_raw_makes_of_aiokafkas_records(fetch_offset: int, fetch_path: str) -> None:
     data, expected = _record_batches(3, 150)
     stock = _partition_records(data, fetch_offset, None)
     raw = _partition_records(data, fetch_offset, raw_records.RAW_RECORDS)
@@ -76,7 +122,7 @@ def test_raw_records_equal_what_to_raw_makes_of_aiokafkas_records(fetch_offset: 
     assert {(r.topic, r.partition) for r in raw} == {(TP.topic, TP.partition)}
 
 
-def test_as_raw_passes_raw_records_through_and_converts_consumer_records() -> None:
+def test_as_raw_passes_raw_records_through_and_converts_consumer_records(fetch_path: str) -> None:
     data, _ = _record_batches(1, 20)
     raw = _partition_records(data, 0, raw_records.RAW_RECORDS)
     assert raw_records.as_raw(raw) is raw
@@ -87,6 +133,114 @@ def test_as_raw_passes_raw_records_through_and_converts_consumer_records() -> No
 def test_the_marker_is_an_identity_deserializer() -> None:
     # what aiokafka calls where its fetch path could not be patched: the values stay bytes
     assert raw_records.RAW_RECORDS(b"v") == b"v" and raw_records.RAW_RECORDS(None) is None
+
+
+@needs_native
+@pytest.mark.parametrize("fetch_offset", [0, 1, 77, 149])
+def test_the_c_pass_reads_a_plain_fetch_as_aiokafka_does(fetch_offset: int) -> None:
+    data, _ = _record_batches(3, 150)
+    parsed = _native_parse(data, fetch_offset)
+    assert parsed is not None
+    assert parsed[0] == _aiokafka_reads(data, fetch_offset)
+    assert parsed[1] == 450  # the offset after the last batch, as aiokafka's loop leaves it
+    read = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(data), [], fetch_offset, None,
+                                    raw_records.RAW_RECORDS, True, 0)
+    assert type(read) is raw_records._ParsedRecords  # aiokafka's record loop never ran
+
+
+@needs_native
+def test_the_next_fetch_offset_follows_the_records_handed_out_as_aiokafkas_loop_sets_it() -> None:
+    data, _ = _record_batches(2, 50)
+    for fetch_offset in (0, 30):
+        stock = fetcher.PartitionRecords(TP, MemoryRecords(data), [], fetch_offset, None, None, True, 0)
+        parsed = raw_records._parsed((TP, fetcher.MemoryRecords(data), [], fetch_offset, None,
+                                      raw_records.RAW_RECORDS, True, 0))
+        assert parsed is not None
+        assert parsed.next_fetch_offset == stock.next_fetch_offset == fetch_offset
+        for step in (1, 7, 12, 30, 100):  # getall(max_records): the loop stops after `step` records
+            taken = [r for _, r in zip(range(step), parsed, strict=False)]
+            expected = [r for _, r in zip(range(step), stock, strict=False)]
+            assert [r.offset for r in taken] == [r.offset for r in expected]
+            assert parsed.next_fetch_offset == stock.next_fetch_offset
+        assert parsed.next_fetch_offset == stock.next_fetch_offset == 100
+        assert next(parsed, None) is None and parsed.next_fetch_offset == 100  # getone at the end
+
+
+def _single_batch(compression: int = 0, transactional: int = 0, n: int = 5) -> bytearray:
+    producer = (7, 0, 0) if transactional else (-1, -1, -1)  # id, epoch, base sequence
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=transactional,
+                                        producer_id=producer[0], producer_epoch=producer[1],
+                                        base_sequence=producer[2], batch_size=1 << 20)
+    for i in range(n):
+        builder.append(i, timestamp=1_000 + i, key=b"k%d" % i, value=b"v" * i, headers=[])
+    return builder.build()
+
+
+@needs_native
+def test_the_c_pass_gives_back_every_fetch_that_is_not_plain_v2() -> None:
+    plain = bytes(_single_batch())
+    assert _native_parse(plain, 0) is not None
+    assert _native_parse(bytes(_single_batch(compression=1)), 0) is None  # gzip: aiokafka decompresses
+    assert _native_parse(bytes(_single_batch(transactional=1)), 0) is None
+    control = _single_batch()
+    control[22] |= 0x20
+    assert _native_parse(bytes(_with_crc(control)), 0) is None
+    legacy = LegacyRecordBatchBuilder(magic=1, compression_type=0, batch_size=1 << 20)
+    legacy.append(0, timestamp=5, key=b"k", value=b"v")
+    assert _native_parse(bytes(legacy.build()), 0) is None
+    # a plain batch behind one it gives back: the whole fetch goes aiokafka's way
+    assert _native_parse(plain + bytes(_single_batch(compression=1)), 0) is None
+
+
+@needs_native
+def test_a_bad_crc_is_given_back_for_aiokafka_to_raise_and_read_when_crcs_are_not_checked() -> None:
+    bad = _single_batch()
+    bad[-2] ^= 0x01  # the last value byte (the last is its header count): the records still read
+    assert _native_parse(bytes(bad), 0) is None
+    assert _aiokafka_reads(bytes(bad), 0) is None  # CorruptRecordException: Invalid CRC
+    unchecked = _native_parse(bytes(bad), 0, check_crcs=False)
+    assert unchecked is not None and unchecked[0] == _aiokafka_reads(bytes(bad), 0, check_crcs=False)
+
+
+@needs_native
+def test_log_append_time_gives_every_record_the_batchs_max_timestamp() -> None:
+    batch = _single_batch()
+    batch[22] |= 0x08  # timestamp type: LogAppendTime (the broker's clock)
+    batch[35:43] = struct.pack(">q", 1_767_225_600_123)
+    data = bytes(_with_crc(batch))
+    parsed = _native_parse(data, 0)
+    assert parsed is not None and parsed[0] == _aiokafka_reads(data, 0)
+    assert {r.timestamp_ms for r in parsed[0]} == {1_767_225_600_123}
+
+
+@needs_native
+def test_a_partial_batch_at_the_end_of_a_fetch_is_left_unread_as_aiokafka_leaves_it() -> None:
+    data, _ = _record_batches(3, 150)
+    for cut in (1, 11, 12, 60, 61, 500):
+        parsed = _native_parse(data[:-cut], 0)
+        assert parsed is not None
+        assert parsed[0] == _aiokafka_reads(data[:-cut], 0) and parsed[1] == 300
+
+
+@needs_native
+def test_changed_bytes_with_a_matching_crc_read_as_aiokafka_reads_them_or_go_its_way() -> None:
+    """Random byte changes in a batch's records (the CRC made to match, so only the parsing can
+    tell): wherever the C pass returns records they are aiokafka's; where aiokafka raises, it gives
+    the fetch back. Seeded: a failure names its case."""
+    rng = random.Random(49)
+    base = bytearray(_record_batches(1, 12)[0])
+    taken = 0
+    for case in range(3_000):
+        batch = bytearray(base)
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            at = rng.randrange(57, len(batch))  # the record count and the records
+            batch[at] = rng.choice((0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+        data = bytes(_with_crc(batch))
+        parsed, expected = _native_parse(data, 0), _aiokafka_reads(data, 0)
+        if parsed is not None:
+            taken += 1
+            assert parsed[0] == expected, case
+    assert taken > 100  # changes inside keys and values read as records: the comparison ran
 
 
 async def _read_all(settings: Settings, topic: str, n: int, raw: bool) -> list[object]:
@@ -121,7 +275,7 @@ async def _produce_and_read(settings: Settings, topic: str, n: int) -> tuple[lis
 
 
 @pytest.mark.integration
-def test_a_raw_records_consumer_reads_what_a_stock_one_reads(kafka_bootstrap: str) -> None:
+def test_a_raw_records_consumer_reads_what_a_stock_one_reads(kafka_bootstrap: str, fetch_path: str) -> None:
     settings = Settings(kafka={"bootstrap_servers": kafka_bootstrap})
     topic = f"raw-records-{uuid.uuid4().hex[:8]}"
     with admin_client(settings) as admin:

@@ -457,9 +457,9 @@ class WorkerSettings(_Section):
     )
     compiled_paths: bool = Field(
         True, description="run the compiled C paths this install built (the batch decode, the join's "
-        "commonest cases, the drift monitors' steps, the KS p-values); false runs their Python reference "
-        "alone, the same results slower (the KS p-values within 1e-11), e.g. to rule the C out when a "
-        "result looks wrong (/metrics: compiled_path)"
+        "commonest cases, the drift monitors' steps, the KS p-values, the worker's fetched record "
+        "batches); false runs their Python reference alone, the same results slower (the KS p-values "
+        "within 1e-11), e.g. to rule the C out when a result looks wrong (/metrics: compiled_path)"
     )
     idle_partition_s: float = Field(
         300.0, ge=0, description="a predictions or labels partition read to its end with no new record "

@@ -11,16 +11,33 @@ own, by aiokafka's own code (the subclass only looks at the marker once a fetche
 Where aiokafka's internals differ from what the subclass expects, nothing is patched and the
 marker is an identity deserializer: ``getmany`` returns ``ConsumerRecord`` objects again and
 :func:`as_raw` converts them, as before.
+
+Where the C extension ``_records`` was built, a marked consumer's fetched partition of plain v2
+batches (no compression, no transaction, no control batch: what the worker's topics hold unless a
+producer compresses) does not go through aiokafka's record loop at all: ``_records.parse`` reads the
+fetched bytes into RawRecords in one pass (CRCs checked as aiokafka checks them) and
+:class:`_ParsedRecords` serves them to aiokafka's ``FetchResult``. A fetch it cannot read exactly as
+aiokafka would (another format, a compressed or transactional batch, a bad CRC) goes aiokafka's way
+whole, so aiokafka's handling and errors are unchanged. ``worker.compiled_paths`` false turns it off
+(:func:`use_native_fetch`).
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from aiokafka.structs import ConsumerRecord
 
 from driftline.operators.validate import RawRecord
+
+try:
+    from driftline.kafka import _records
+except ImportError:  # built without a C compiler: aiokafka's record loop, with the builder below
+    _records = None  # type: ignore[assignment]
+
+NATIVE: Any = _records
 
 
 class _RawRecordsMarker:
@@ -58,6 +75,81 @@ def _raw_builder(topic: str, partition: int) -> Callable[[Any, Any], RawRecord]:
     return build
 
 
+def use_native_fetch(enabled: bool) -> bool:
+    """Read marked consumers' plain fetches in C (where built) or always aiokafka's way; returns
+    whether the C pass runs now."""
+    global NATIVE
+    NATIVE = _records if enabled else None
+    return NATIVE is not None
+
+
+def native_fetch() -> bool:
+    """Whether marked consumers' plain fetches are read in C now (``/metrics``: compiled_path fetch)."""
+    return NATIVE is not None
+
+
+class _ParsedRecords:
+    """A fetched partition already read into RawRecords, as aiokafka's ``FetchResult`` uses a
+    ``PartitionRecords``: iterated (``getall``: the list's own iterator, so its loop runs in C) or
+    stepped (``getone``), and asked for ``next_fetch_offset`` as aiokafka's generator would have
+    set it by then: the fetch offset until the records are read, the offset after the last record
+    handed out while some are left, the batches' end once all are."""
+
+    __slots__ = ("_begun", "_end", "_iterator", "_records", "_start")
+
+    def __init__(self, records: list[RawRecord], start: int, end: int) -> None:
+        self._records, self._start, self._end = records, start, end
+        self._iterator = iter(records)
+        self._begun = False
+
+    def __iter__(self) -> Any:
+        self._begun = True
+        return self._iterator
+
+    def __next__(self) -> RawRecord:
+        self._begun = True
+        return next(self._iterator)
+
+    @property
+    def next_fetch_offset(self) -> int:
+        if not self._begun:
+            return self._start
+        left = operator.length_hint(self._iterator)  # a list iterator's: exact
+        if left == 0:
+            return self._end
+        taken = len(self._records) - left
+        return self._start if taken == 0 else self._records[taken - 1].offset + 1
+
+
+class _FetchedRecords:
+    """aiokafka's ``MemoryRecords`` of one fetched partition, and the bytes it reads (for
+    ``_records.parse``). Its methods are the ``MemoryRecords``' own, bound: no call in between."""
+
+    __slots__ = ("data", "has_next", "next_batch", "size_in_bytes")
+
+    def __init__(self, data: bytes) -> None:
+        from aiokafka.record.memory_records import MemoryRecords
+
+        records = MemoryRecords(data)
+        self.data = data
+        self.has_next, self.next_batch, self.size_in_bytes = (records.has_next, records.next_batch,
+                                                              records.size_in_bytes)
+
+
+def _parsed(args: tuple[Any, ...]) -> _ParsedRecords | None:
+    """The fetch read in C, from ``PartitionRecords``' positional arguments (tp, records, aborted
+    transactions, fetch offset, key and value deserializers, check_crcs, ...); None: aiokafka's way."""
+    native = NATIVE
+    if native is None or len(args) < 7 or args[5] is not RAW_RECORDS:
+        return None
+    tp, records, _, fetch_offset, _, _, check_crcs = args[:7]
+    data = getattr(records, "data", None)
+    if data is None:
+        return None
+    parsed = native.parse(data, fetch_offset, tp.topic, tp.partition, RawRecord, bool(check_crcs))
+    return None if parsed is None else _ParsedRecords(parsed[0], fetch_offset, parsed[1])
+
+
 def install() -> bool:
     """Patch aiokafka's fetcher so a consumer with the :data:`RAW_RECORDS` marker gets RawRecords.
 
@@ -76,6 +168,11 @@ def install() -> bool:
     class PartitionRecords(base):  # type: ignore[misc, valid-type]
         driftline_raw_records = True
 
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            # an object of another class: Python then skips __init__, aiokafka's loop never runs
+            parsed = None if kwargs else _parsed(args)
+            return parsed if parsed is not None else super().__new__(cls)
+
         def __init__(self, tp: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(tp, *args, **kwargs)
             if getattr(self, "_value_deserializer", None) is RAW_RECORDS:
@@ -85,6 +182,8 @@ def install() -> bool:
     PartitionRecords.__qualname__ = base.__qualname__
     PartitionRecords.__module__ = base.__module__
     fetcher.PartitionRecords = PartitionRecords
+    if getattr(fetcher, "MemoryRecords", None) is not None:
+        fetcher.MemoryRecords = _FetchedRecords  # the fetch's bytes kept beside aiokafka's reader
     return True
 
 
