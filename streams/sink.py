@@ -61,14 +61,16 @@ from typing import Any, cast
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.structs import OffsetAndMetadata
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from driftline.config import Settings, WorkerSettings
 from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.groups import consumer_group
 from driftline.kafka.offsets import unread
+from driftline.kafka.records import as_raw
 from driftline.operators.profile import parse_profile
+from driftline.operators.validate import RawRecord
 from driftline.pipeline.records import ColumnBlock, joined_blocks
 from driftline.pipeline.to_rows import INVALID_PROFILE, RowMapper, error_text, named_model
 from driftline.pipeline.to_rows import dead_letter_row as record_dead_letter
@@ -103,7 +105,7 @@ _VALUE_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, struct.er
 # does not know either), and one it cannot name is retried as an outage.
 _VALUE_CODES = frozenset({6, 27, 53, 69, 70, 117, 321, 469})
 _CODE = re.compile(r"Code: (\d+)")
-_Sources = list[tuple[ConsumerRecord[bytes, bytes], list[ColumnBlock]]]  # a table's messages and their rows
+_Sources = list[tuple[RawRecord, list[ColumnBlock]]]  # a table's messages and their rows
 
 
 class _Stopped(Exception):
@@ -148,7 +150,7 @@ class SinkRunner:
                                  else flush_interval_s)
         self._staged: dict[TopicPartition, int] = {}  # next offset of each partition, rows staged not flushed
         self._staged_since = 0.0  # time.monotonic() of the oldest staged batch
-        self._staged_records: list[ConsumerRecord[bytes, bytes]] = []  # what the staged rows came from
+        self._staged_records: list[RawRecord] = []  # what the staged rows came from
         self._searching = False  # a flush was refused: write the staged records again in halves
         # A search under way (None: none): the staged records' indices it wrote (or dead-lettered),
         # the rows of a refused record that landed before an outage ended its isolation (by staged
@@ -177,15 +179,16 @@ class SinkRunner:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = aiokafka_consumer(self.settings, self.group_id)
+        consumer = aiokafka_consumer(self.settings, self.group_id, raw_records=True)
         await consumer.start()
         self._consumer = consumer
         try:
             consumer.subscribe(self.topics)
             self.running = True
             while not self._stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=self._poll_ms(),
-                                               max_records=self.settings.worker.batch_max_records)
+                fetched = await consumer.getmany(timeout_ms=self._poll_ms(),
+                                                 max_records=self.settings.worker.batch_max_records)
+                batch = {tp: as_raw(records) for tp, records in fetched.items()}
                 if batch:
                     self._note_staged(batch)
                     await self._retrying(consumer, functools.partial(self._stage, batch))
@@ -224,7 +227,7 @@ class SinkRunner:
         due = self._staged_since + self.flush_interval_s - time.monotonic()
         return max(0, min(self.poll_timeout_ms, math.ceil(due * 1000)))
 
-    def _note_staged(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    def _note_staged(self, batch: dict[TopicPartition, list[RawRecord]]) -> None:
         if not self._staged:
             self._staged_since = time.monotonic()
         self._staged.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
@@ -301,7 +304,7 @@ class SinkRunner:
             self._behind_said = time.monotonic()
         self.stats.schema_behind[err.table] = 1
 
-    def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    def _stage(self, batch: dict[TopicPartition, list[RawRecord]]) -> None:
         """Convert and buffer the batch's rows, and the dead letters of what it cannot write (in
         the writer, under the engine lock)."""
         # Column blocks, not row dicts: a sink message of the columns form (records.sink_rows) goes
@@ -310,7 +313,7 @@ class SinkRunner:
         dead: list[dict[str, Any]] = []
         # a partition's records the writer reads in C (the table of a JSON object a row, or None for
         # sink messages of the columns form): in the writer's lock, below
-        native: list[tuple[str | None, list[ConsumerRecord[bytes, bytes]]]] = []
+        native: list[tuple[str | None, list[RawRecord]]] = []
         for tp, records in batch.items():
             if tp.topic in self._native_tables:
                 native.append((self._native_tables[tp.topic], records))
@@ -335,7 +338,7 @@ class SinkRunner:
                     raise
                 self._searching = True
 
-    def _map_into(self, per_table: dict[str, _Sources], records: list[ConsumerRecord[bytes, bytes]],
+    def _map_into(self, per_table: dict[str, _Sources], records: list[RawRecord],
                   dead: list[dict[str, Any]]) -> None:
         """Each record's rows into ``per_table`` (the dead letters of those it cannot map, ``dead``)."""
         for record in records:
@@ -343,7 +346,7 @@ class SinkRunner:
             if mapped is not None:
                 per_table.setdefault(mapped[0], []).append((record, mapped[1]))
 
-    def _write_native(self, table: str, records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+    def _write_native(self, table: str, records: list[RawRecord]) -> bool:
         """A partition's records of a JSON object a row (the outcomes topic) to the writer as they
         came, read into a Native block in one C pass (``ClickHouseRowWriter.write_json_objects``);
         False, nothing written, where it does not take them as they stand (a tombstone, a value
@@ -357,8 +360,8 @@ class SinkRunner:
         self.stats.native_rows[table] += len(values)
         return True
 
-    def _write_sink_messages(self, records: list[ConsumerRecord[bytes, bytes]]
-                             ) -> list[ConsumerRecord[bytes, bytes]]:
+    def _write_sink_messages(self, records: list[RawRecord]
+                             ) -> list[RawRecord]:
         """Sink messages of the columns form to the writer as they came, each read into Native
         blocks in one C pass (``ClickHouseRowWriter.write_sink_message``); those it does not take as
         they stand (a tombstone, the rows form, a value it does not read, a table behind its schema),
@@ -423,7 +426,7 @@ class SinkRunner:
             assert self._held_by is not None
             raise self._held_by
 
-    def _map(self, record: ConsumerRecord[bytes, bytes],
+    def _map(self, record: RawRecord,
              dead: list[dict[str, Any]]) -> tuple[str, list[ColumnBlock]] | None:
         """The record's table and rows; None for a tombstone, or (with its dead letter added to
         ``dead``) for a record that cannot become rows."""
@@ -440,7 +443,7 @@ class SinkRunner:
             dead.append(dead_letter_row(record, kind, error_text(err)))
             return None
 
-    def _write_checked(self, table: str, record: ConsumerRecord[bytes, bytes],
+    def _write_checked(self, table: str, record: RawRecord,
                        blocks: list[ColumnBlock]) -> list[dict[str, Any]]:
         """Buffer a record's rows (blocks the writer's check refused) one at a time: the dead
         letter of those it refuses."""
@@ -537,7 +540,7 @@ class SinkRunner:
             self._landed, self._landed_rows, self._search_dead = set(), {}, []
             self._staged_dead, self._staged_rows = {}, Counter()
             self._held, self._held_dead = {}, []
-        tables: dict[str, list[tuple[int, ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]]] = {}
+        tables: dict[str, list[tuple[int, RawRecord, str, list[dict[str, Any]]]]] = {}
         for index, record in enumerate(self._staged_records):
             if index in self._landed:
                 continue
@@ -568,7 +571,7 @@ class SinkRunner:
             raise behind
         self._landed = None
 
-    def _write_halves(self, group: list[tuple[int, ConsumerRecord[bytes, bytes], str, list[dict[str, Any]]]]
+    def _write_halves(self, group: list[tuple[int, RawRecord, str, list[dict[str, Any]]]]
                       ) -> None:
         """Write and flush the records' rows (staged index, record, table, rows); when refused,
         each half again; for one record, find its refused rows (:meth:`_isolate`) and keep its
@@ -647,14 +650,14 @@ def _position(row: dict[str, Any]) -> tuple[str, int, int]:
     return row["source_topic"], row["source_partition"], row["source_offset"]
 
 
-def dead_letter_row(record: ConsumerRecord[bytes, bytes], kind: str, message: str,
+def dead_letter_row(record: RawRecord, kind: str, message: str,
                     model_id: str | None = None) -> dict[str, Any]:
     """The ``dead_letters`` row of a record the sink cannot write, keyed by where the record is."""
-    return record_dead_letter(record.topic, record.partition, record.offset, record.timestamp, record.value,
-                              kind, message, model_id)
+    return record_dead_letter(record.topic, record.partition, record.offset, record.timestamp_ms,
+                              record.value, kind, message, model_id)
 
 
-def refused_row(record: ConsumerRecord[bytes, bytes], table: str, n_rows: int,
+def refused_row(record: RawRecord, table: str, n_rows: int,
                 refused: list[tuple[int, dict[str, Any], Exception]]) -> dict[str, Any]:
     """The dead letter of a message some of whose rows were refused: how many, the first one's
     reason, and the row itself (quoted, bounded)."""

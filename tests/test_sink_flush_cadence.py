@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 import streams.sink as sink_module
 from driftline.config import Settings
+from driftline.operators.validate import RawRecord
 from driftline.pipeline import records
 from streams.sink import SinkRunner
 
@@ -92,8 +92,8 @@ def _batches(settings: Settings, n: int) -> list[dict[TopicPartition, list[Any]]
         for partition in (0, 1):
             rows = [{"prediction_id": f"p{i}-{partition}-{k}"} for k in range(3)]
             (message,) = records.sink_rows(settings.topics.sink, "late_events", rows)
-            record = ConsumerRecord(settings.topics.sink, partition, 10 * i + partition, 0, 0, b"late_events",
-                                    message.value, None, 0, len(message.value), [])
+            record = RawRecord(settings.topics.sink, partition, 10 * i + partition, 0, b"late_events",
+                               message.value)
             batch[TopicPartition(settings.topics.sink, partition)] = [record]
         out.append(batch)
     return out
@@ -104,7 +104,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, settings: Settings, interval: float, n
     events: list[Any] = []
     runner: list[SinkRunner] = []
     consumer = FakeConsumer(runner, _batches(settings, n), events)
-    monkeypatch.setattr(sink_module, "aiokafka_consumer", lambda *args: consumer)
+    monkeypatch.setattr(sink_module, "aiokafka_consumer", lambda *args, **options: consumer)
     monkeypatch.setattr(sink_module, "MAX_BACKOFF_S", 0.0)
     writer = FakeWriter(events, failing_flushes, failing_writes)
     runner.append(SinkRunner(settings, writer, flush_interval_s=interval))  # type: ignore[arg-type]
@@ -147,7 +147,7 @@ def test_a_batch_staged_again_after_an_outage_counts_its_messages_once(
 def test_the_fetch_waits_no_longer_than_the_oldest_staged_rows_may(settings: Settings) -> None:
     runner = SinkRunner(settings, FakeWriter([]), poll_timeout_ms=500, flush_interval_s=3600.0)  # type: ignore[arg-type]
     assert runner._poll_ms() == 500
-    record = ConsumerRecord("t", 0, 7, 0, 0, None, b"", None, 0, 0, [])
+    record = RawRecord("t", 0, 7, 0, None, b"")
     runner._note_staged({TopicPartition("t", 0): [record]})
     assert runner._poll_ms() == 500 and runner._staged == {TopicPartition("t", 0): 8}
     runner.flush_interval_s = 0.0

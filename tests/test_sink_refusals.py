@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from driftline.config import Settings
+from driftline.operators.validate import RawRecord
 from driftline.pipeline import records
 from driftline.store import writer as writer_module
 from driftline.store.client import connect, database_name
@@ -47,7 +47,7 @@ class FailingFlushes(ClickHouseRowWriter):
         super().flush()
 
 
-def _batch(settings: Settings) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+def _batch(settings: Settings) -> dict[TopicPartition, list[RawRecord]]:
     topic = settings.topics.sink
     out = []
     for m in range(MESSAGES):
@@ -57,14 +57,14 @@ def _batch(settings: Settings) -> dict[TopicPartition, list[ConsumerRecord[bytes
         if m == BAD:
             rows[1]["source_partition"] = "abc"  # Int32: refused when inserted, not when buffered
         (message,) = records.sink_rows(topic, "late_events", rows)
-        out.append(ConsumerRecord(topic, 0, m, T0, 0, None, message.value, None, 0, len(message.value), []))
+        out.append(RawRecord(topic, 0, m, T0, None, message.value))
     return {TopicPartition(topic, 0): out}
 
 
-def _good_batch(settings: Settings) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+def _good_batch(settings: Settings) -> dict[TopicPartition, list[RawRecord]]:
     """:func:`_batch` without its bad value."""
-    return {tp: [ConsumerRecord(r.topic, r.partition, r.offset, r.timestamp, 0, None,
-                                r.value.replace(b'"abc"', b"1"), None, 0, len(r.value), [])
+    return {tp: [RawRecord(r.topic, r.partition, r.offset, r.timestamp_ms, None,
+                           (r.value or b"").replace(b'"abc"', b"1"))
                  for r in records] for tp, records in _batch(settings).items()}
 
 
@@ -139,7 +139,7 @@ class CountingWriter(ClickHouseRowWriter):
         return taken
 
 
-def _outcomes(settings: Settings) -> list[ConsumerRecord[bytes, bytes]]:
+def _outcomes(settings: Settings) -> list[RawRecord]:
     """MESSAGES sink messages of 3 outcome rows each, at the sink topic's offsets 1000 on."""
     topic = settings.topics.sink
     out = []
@@ -150,7 +150,7 @@ def _outcomes(settings: Settings) -> list[ConsumerRecord[bytes, bytes]]:
                  "label_value": None, "correct": 1, "abs_error": None, "features": "{}"} for i in range(3)]
         (message,) = records.sink_rows(topic, "outcomes", rows)
         value = message.value
-        out.append(ConsumerRecord(topic, 0, 1000 + m, T0, 0, None, value, None, 0, len(value), []))
+        out.append(RawRecord(topic, 0, 1000 + m, T0, None, value))
     return out
 
 
@@ -191,7 +191,7 @@ def test_dead_letters_behind_wait_and_the_rows_beside_them_are_written_once(sett
     writer = CountingWriter(client, database_name(settings), close_client=False)
     sink = SinkRunner(settings, writer)
     (tp, late), = _good_batch(settings).items()
-    unreadable = ConsumerRecord(tp.topic, 0, MESSAGES, T0, 0, None, b"not json", None, 0, 8, [])
+    unreadable = RawRecord(tp.topic, 0, MESSAGES, T0, None, b"not json")
     batch = {tp: [*late, unreadable]}
     sink._note_staged(batch)
     sink._stage(batch)
@@ -294,9 +294,8 @@ def test_an_outage_while_the_search_writes_its_dead_letters_retries_only_those_n
     writer = DeadLetterOutage(client, database_name(settings), close_client=False)
     sink = SinkRunner(settings, writer)
     (tp, late), = _batch(settings).items()  # BAD's row refused when inserted: the search
-    unreadable = [ConsumerRecord(tp.topic, 0, 100 + i, T0, 0, None, b"not json", None, 0, 8, [])
-                  for i in range(UNREADABLE)]
-    past_int32 = ConsumerRecord(tp.topic, 2**31, 0, T0, 0, None, b"not json", None, 0, 8, [])
+    unreadable = [RawRecord(tp.topic, 0, 100 + i, T0, None, b"not json") for i in range(UNREADABLE)]
+    past_int32 = RawRecord(tp.topic, 2**31, 0, T0, None, b"not json")
     batch = {tp: late + unreadable + [past_int32]}
     sink._note_staged(batch)
     sink._stage(batch)

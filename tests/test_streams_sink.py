@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from driftline.config import Settings, TopicSettings
 from driftline.kafka.admin import ensure_topics
 from driftline.kafka.clients import aiokafka_consumer, aiokafka_producer_kwargs
+from driftline.operators.validate import RawRecord
 from driftline.pipeline import records
 from driftline.pipeline.to_rows import RowMapper
 from driftline.store.client import connect, database_name
@@ -405,8 +405,7 @@ def test_outcomes_go_in_as_native_blocks_and_a_batch_with_a_bad_one_row_by_row(s
     # broker groups records into fetches is not this test's): the batch goes row by row, its
     # neighbours land, the bad one is a dead letter
     values = [outcome(100), b'{"run_id": "", "prediction_id": ', outcome(101)]
-    fetched = [ConsumerRecord(t.outcomes, 0, 100 + i, T0, 0, None, value, None, 0, len(value), [])
-               for i, value in enumerate(values)]
+    fetched = [RawRecord(t.outcomes, 0, 100 + i, T0, None, value) for i, value in enumerate(values)]
     batch = {TopicPartition(t.outcomes, 0): fetched}
     again = SinkRunner(settings, writer, group_id=f"sink-native-{t.sink}", poll_timeout_ms=200)
     again._note_staged(batch)
