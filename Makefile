@@ -10,7 +10,7 @@ install: $(STAMP)
 
 # Re-install whenever pyproject.toml or a C source changes (an editable install builds the C fast
 # paths in place); reuse the venv otherwise.
-$(STAMP): pyproject.toml $(wildcard src/driftline/operators/*.c src/driftline/operators/*/*.c)
+$(STAMP): pyproject.toml $(wildcard src/driftline/*/*.c src/driftline/*/*/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[local,dev]'

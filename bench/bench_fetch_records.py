@@ -1,13 +1,15 @@
 """CPU a consumed record costs between aiokafka's fetched bytes and the worker's ``RawRecord``.
 
     .venv/bin/python bench/bench_fetch_records.py [--batches 40] [--per-batch 500] [--rounds 5]
+                                                   [--gzip]
 
-Builds uncompressed v2 record batches (prediction-sized JSON values, UUID keys), then, alternating in
-one process, reads them through aiokafka's ``PartitionRecords`` as a stock consumer does (a
-``ConsumerRecord`` a record, then ``to_raw``) and as the worker's ``raw_records`` consumer does
-(``driftline.kafka.records``), keeping every record of a pass alive as ``getmany`` does: aiokafka's
-record loop with the RawRecord builder, and the C pass over the fetched bytes (where built). Prints
-the median CPU-us a record of each and its ratio to the first; the records are checked equal.
+Builds v2 record batches (prediction-sized JSON values, UUID keys; ``--gzip``: gzip-compressed),
+then, alternating in one process, reads them through aiokafka's ``PartitionRecords`` as a stock
+consumer does (a ``ConsumerRecord`` a record, then ``to_raw``) and as the worker's ``raw_records``
+consumer does (``driftline.kafka.records``), keeping every record of a pass alive as ``getmany``
+does: aiokafka's record loop with the RawRecord builder, and the C pass over the fetched bytes
+(where built). Prints the median CPU-us a record of each and its ratio to the first; the records
+are checked equal.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from driftline.operators.validate import RawRecord
 TP = TopicPartition("predictions", 0)
 
 
-def record_batches(batches: int, per_batch: int) -> tuple[bytes, int]:
+def record_batches(batches: int, per_batch: int, compression: int = 0) -> tuple[bytes, int]:
     data = bytearray()
     for b in range(batches):
-        builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
-                                            producer_epoch=-1, base_sequence=-1, batch_size=1 << 26)
+        builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=0,
+                                            producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                            batch_size=1 << 26)
         for i in range(per_batch):
             value = orjson.dumps({"prediction_id": str(uuid.uuid4()), "model_id": "churn",
                                   "features": {f"x{j}": j * 1.5 + i for j in range(25)},
@@ -59,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--per-batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--gzip", action="store_true", help="gzip-compressed batches")
     args = parser.parse_args(argv)
-    data, n = record_batches(args.batches, args.per_batch)
+    data, n = record_batches(args.batches, args.per_batch, 1 if args.gzip else 0)
 
     def fetched(marker: object) -> Any:
         return fetcher.PartitionRecords(TP, fetcher.MemoryRecords(data), [], 0, None, marker, True, 0)
@@ -90,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append((time.process_time() - started) / n * 1e6)
     records.NATIVE = native
     first = statistics.median(times["ConsumerRecord + to_raw"])
-    print(f"{n:,} records of {len(data) / n:.0f} bytes, {args.rounds} rounds alternating, "
-          "median CPU-us a record")
+    print(f"{n:,} records{' gzipped' if args.gzip else ''} ({len(data) / n:.0f} bytes each in the fetch), "
+          f"{args.rounds} rounds alternating, median CPU-us a record")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"  {name:<30} {median:.3f}  ({median / first:.2f}x)")

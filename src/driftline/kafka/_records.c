@@ -1,11 +1,12 @@
 /* A fetched partition's Kafka record batches (message format v2) straight to the worker's RawRecords.
  *
  * aiokafka reads a fetched partition batch by batch and record by record through Python generators,
- * a C DefaultRecord a record, then the record the consumer hands out. For the common fetch (plain
- * v2 batches: no compression, no transaction, no control batch) `parse` walks the bytes once and
- * calls the RawRecord type with each record's fields. Anything else, and anything it cannot read
- * exactly as aiokafka would, returns None: the caller leaves the fetch to aiokafka, which reads it
- * (or raises its own error on a corrupt one). driftline.kafka.records holds the contract.
+ * a C DefaultRecord a record, then the record the consumer hands out. For the common fetch (v2
+ * batches, no transaction, no control batch; compressed ones decompressed by the caller's function,
+ * aiokafka's codecs) `parse` walks the bytes once and calls the RawRecord type with each record's
+ * fields. Anything else, and anything it cannot read exactly as aiokafka would, returns None: the
+ * caller leaves the fetch to aiokafka, which reads it (or raises its own error on a corrupt one).
+ * driftline.kafka.records holds the contract.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -124,42 +125,31 @@ static int skip_headers(const unsigned char *buf, Py_ssize_t end, Py_ssize_t *po
 
 /* -- parse ----------------------------------------------------------------------------------------- */
 
-/* 1: the batch at buf[0:size) is plain v2 and its records were appended; 0: not plain or not read
- * as aiokafka reads it (the caller gives the whole fetch back); -1: a Python error. */
-static int parse_batch(const unsigned char *buf, Py_ssize_t size, int check_crcs, PyObject *record_type,
-                       PyObject *topic, PyObject *partition, int64_t *next_offset, PyObject *out) {
-    if (size < V2_HEADER || buf[16] != 2)
-        return 0;
-    int attributes = (int)((unsigned)buf[21] << 8 | buf[22]);
-    if (attributes & (ATTR_CODEC | ATTR_TRANSACTIONAL | ATTR_CONTROL))
-        return 0;
-    if (check_crcs && (uint32_t)be32(buf + 17) != crc32c(buf + 21, size - 21))
-        return 0;  /* aiokafka raises CorruptRecordException for it */
-    int64_t base_offset = be64(buf);
-    int64_t last_offset_delta = be32(buf + 23);
-    int64_t first_timestamp = be64(buf + 27), max_timestamp = be64(buf + 35);
-    int32_t count = be32(buf + 57);
-    if (count < 0)
-        return 0;
-    Py_ssize_t pos = V2_HEADER;
+/* The records of one v2 batch, recs[0:size) (decompressed where the batch was), appended to `out`
+ * from *next_offset on: 1 if every record read as aiokafka reads it and nothing follows the last,
+ * 0 if not (the caller gives the whole fetch back), -1 on a Python error. */
+static int parse_records(const unsigned char *recs, Py_ssize_t size, int32_t count, int64_t base_offset,
+                         int64_t first_timestamp, const int64_t *log_append_time, PyObject *record_type,
+                         PyObject *topic, PyObject *partition, int64_t *next_offset, PyObject *out) {
+    Py_ssize_t pos = 0;
     for (int32_t i = 0; i < count; i++) {
         int64_t length, attr, ts_delta, offset_delta;
-        if (varint(buf, size, &pos, &length) < 0 || length < 0 || length > size - pos)
+        if (varint(recs, size, &pos, &length) < 0 || length < 0 || length > size - pos)
             return 0;
         Py_ssize_t start = pos, end = pos + (Py_ssize_t)length;
-        if (varint(buf, end, &pos, &attr) < 0 || varint(buf, end, &pos, &ts_delta) < 0
-            || varint(buf, end, &pos, &offset_delta) < 0)
+        if (varint(recs, end, &pos, &attr) < 0 || varint(recs, end, &pos, &ts_delta) < 0
+            || varint(recs, end, &pos, &offset_delta) < 0)
             return 0;
         int bad = 0;
-        PyObject *key = nullable_bytes(buf, end, &pos, &bad);
+        PyObject *key = nullable_bytes(recs, end, &pos, &bad);
         if (key == NULL)
             return bad ? 0 : -1;
-        PyObject *value = nullable_bytes(buf, end, &pos, &bad);
+        PyObject *value = nullable_bytes(recs, end, &pos, &bad);
         if (value == NULL) {
             Py_DECREF(key);
             return bad ? 0 : -1;
         }
-        if (skip_headers(buf, end, &pos) < 0 || pos != start + (Py_ssize_t)length) {
+        if (skip_headers(recs, end, &pos) < 0 || pos != start + (Py_ssize_t)length) {
             Py_DECREF(key);
             Py_DECREF(value);
             return 0;
@@ -170,7 +160,7 @@ static int parse_batch(const unsigned char *buf, Py_ssize_t size, int check_crcs
             Py_DECREF(value);
             continue;
         }
-        int64_t timestamp = (attributes & ATTR_LOG_APPEND_TIME) ? max_timestamp : first_timestamp + ts_delta;
+        int64_t timestamp = log_append_time != NULL ? *log_append_time : first_timestamp + ts_delta;
         PyObject *py_offset = PyLong_FromLongLong(offset);
         PyObject *py_timestamp = py_offset ? PyLong_FromLongLong(timestamp) : NULL;
         PyObject *record = NULL;
@@ -190,20 +180,68 @@ static int parse_batch(const unsigned char *buf, Py_ssize_t size, int check_crcs
             return -1;
         *next_offset = offset + 1;
     }
-    if (pos != size)
-        return 0;  /* bytes past the last record: aiokafka calls the batch corrupt */
-    *next_offset = base_offset + last_offset_delta + 1;
-    return 1;
+    return pos == size;  /* bytes past the last record: aiokafka calls the batch corrupt */
+}
+
+/* 1: the batch at buf[0:size) is a v2 batch of records (no transaction, no control batch) and they
+ * were appended; 0: not, or not read as aiokafka reads it (the caller gives the whole fetch back);
+ * -1: a Python error. A compressed batch's records are decompressed by calling
+ * decompress(codec, payload) -> bytes | None (None: give the fetch back; Py_None: no such callable). */
+static int parse_batch(const unsigned char *buf, Py_ssize_t size, int check_crcs, PyObject *decompress,
+                       PyObject *record_type, PyObject *topic, PyObject *partition, int64_t *next_offset,
+                       PyObject *out) {
+    if (size < V2_HEADER || buf[16] != 2)
+        return 0;
+    int attributes = (int)((unsigned)buf[21] << 8 | buf[22]);
+    if (attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL))
+        return 0;
+    if (check_crcs && (uint32_t)be32(buf + 17) != crc32c(buf + 21, size - 21))
+        return 0;  /* aiokafka raises CorruptRecordException for it */
+    int64_t base_offset = be64(buf);
+    int64_t last_offset_delta = be32(buf + 23);
+    int64_t first_timestamp = be64(buf + 27), max_timestamp = be64(buf + 35);
+    int32_t count = be32(buf + 57);
+    if (count < 0)
+        return 0;
+    /* LogAppendTime: every record has the broker's time, the batch's max timestamp */
+    const int64_t *log_append_time = (attributes & ATTR_LOG_APPEND_TIME) ? &max_timestamp : NULL;
+    int done;
+    int codec = attributes & ATTR_CODEC;
+    if (codec == 0) {
+        done = parse_records(buf + V2_HEADER, size - V2_HEADER, count, base_offset, first_timestamp,
+                             log_append_time, record_type, topic, partition, next_offset, out);
+    } else {
+        if (decompress == Py_None)
+            return 0;
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + V2_HEADER, size - V2_HEADER);
+        if (payload == NULL)
+            return -1;
+        PyObject *records = PyObject_CallFunction(decompress, "iO", codec, payload);
+        Py_DECREF(payload);
+        if (records == NULL)
+            return -1;
+        if (!PyBytes_Check(records)) {  /* None: no codec, or the payload did not decompress */
+            Py_DECREF(records);
+            return 0;
+        }
+        done = parse_records((const unsigned char *)PyBytes_AS_STRING(records), PyBytes_GET_SIZE(records), count,
+                             base_offset, first_timestamp, log_append_time, record_type, topic, partition,
+                             next_offset, out);
+        Py_DECREF(records);
+    }
+    if (done == 1)
+        *next_offset = base_offset + last_offset_delta + 1;
+    return done;
 }
 
 static PyObject *parse(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer view;
     long long fetch_offset;
-    PyObject *topic, *partition, *record_type;
+    PyObject *topic, *partition, *record_type, *decompress = Py_None;
     int check_crcs;
-    if (!PyArg_ParseTuple(args, "y*LUOOp:parse", &view, &fetch_offset, &topic, &partition, &record_type,
-                          &check_crcs))
+    if (!PyArg_ParseTuple(args, "y*LUOOp|O:parse", &view, &fetch_offset, &topic, &partition, &record_type,
+                          &check_crcs, &decompress))
         return NULL;
     const unsigned char *buf = view.buf;
     Py_ssize_t size = view.len, pos = 0;
@@ -219,8 +257,8 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         if (length < 0 || (Py_ssize_t)length > size - pos - LOG_OVERHEAD)
             break;
         Py_ssize_t batch_size = LOG_OVERHEAD + (Py_ssize_t)length;
-        int done = parse_batch(buf + pos, batch_size, check_crcs, record_type, topic, partition, &next_offset,
-                               out);
+        int done = parse_batch(buf + pos, batch_size, check_crcs, decompress, record_type, topic, partition,
+                               &next_offset, out);
         if (done <= 0) {
             Py_DECREF(out);
             PyBuffer_Release(&view);
@@ -237,11 +275,12 @@ static PyObject *parse(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS,
-     "parse(data, fetch_offset, topic, partition, record_type, check_crcs) -> (records, next_fetch_offset) "
-     "| None\n\nA fetched partition's plain v2 record batches as record_type(topic, partition, offset, "
-     "timestamp_ms, key, value) objects from fetch_offset on, and the offset to fetch next; None where "
-     "any batch is compressed, transactional, a control batch, of another format, fails its CRC or does "
-     "not read exactly as aiokafka reads it."},
+     "parse(data, fetch_offset, topic, partition, record_type, check_crcs, decompress=None) -> (records, "
+     "next_fetch_offset) | None\n\nA fetched partition's v2 record batches as record_type(topic, partition, "
+     "offset, timestamp_ms, key, value) objects from fetch_offset on, and the offset to fetch next; a "
+     "compressed batch's records through decompress(codec, payload) -> bytes | None. None where any batch "
+     "is transactional, a control batch, of another format, fails its CRC, does not decompress or does not "
+     "read exactly as aiokafka reads it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,14 +12,14 @@ Where aiokafka's internals differ from what the subclass expects, nothing is pat
 marker is an identity deserializer: ``getmany`` returns ``ConsumerRecord`` objects again and
 :func:`as_raw` converts them, as before.
 
-Where the C extension ``_records`` was built, a marked consumer's fetched partition of plain v2
-batches (no compression, no transaction, no control batch: what the worker's topics hold unless a
-producer compresses) does not go through aiokafka's record loop at all: ``_records.parse`` reads the
-fetched bytes into RawRecords in one pass (CRCs checked as aiokafka checks them) and
+Where the C extension ``_records`` was built, a marked consumer's fetched partition of v2 batches
+(no transaction, no control batch; a compressed batch decompressed by aiokafka's own codec,
+:func:`_decompressed`) does not go through aiokafka's record loop at all: ``_records.parse`` reads
+the fetched bytes into RawRecords in one pass (CRCs checked as aiokafka checks them) and
 :class:`_ParsedRecords` serves them to aiokafka's ``FetchResult``. A fetch it cannot read exactly as
-aiokafka would (another format, a compressed or transactional batch, a bad CRC) goes aiokafka's way
-whole, so aiokafka's handling and errors are unchanged. ``worker.compiled_paths`` false turns it off
-(:func:`use_native_fetch`).
+aiokafka would (another format, a transactional batch, a codec aiokafka lacks, a bad CRC) goes
+aiokafka's way whole, so aiokafka's handling and errors are unchanged. ``worker.compiled_paths``
+false turns it off (:func:`use_native_fetch`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from aiokafka import codec
 from aiokafka.structs import ConsumerRecord
 
 from driftline.operators.validate import RawRecord
@@ -136,6 +137,25 @@ class _FetchedRecords:
                                                               records.size_in_bytes)
 
 
+# a v2 batch's compression codec (its attributes' low 3 bits): aiokafka's test that it has the
+# library, and its decoder
+_CODECS: Final[dict[int, tuple[Callable[[], bool], Callable[[bytes], bytes]]]] = {
+    1: (codec.has_gzip, codec.gzip_decode), 2: (codec.has_snappy, codec.snappy_decode),
+    3: (codec.has_lz4, codec.lz4_decode), 4: (codec.has_zstd, codec.zstd_decode)}
+
+
+def _decompressed(kind: int, payload: bytes) -> bytes | None:
+    """A compressed batch's records as aiokafka decompresses them; None where aiokafka has no
+    library for the codec or the payload does not decompress (aiokafka then raises its own error)."""
+    found = _CODECS.get(kind)
+    if found is None or not found[0]():
+        return None
+    try:
+        return bytes(found[1](payload))
+    except Exception:  # any codec's failure: aiokafka's own reading says what it is
+        return None
+
+
 def _parsed(args: tuple[Any, ...]) -> _ParsedRecords | None:
     """The fetch read in C, from ``PartitionRecords``' positional arguments (tp, records, aborted
     transactions, fetch offset, key and value deserializers, check_crcs, ...); None: aiokafka's way."""
@@ -146,7 +166,8 @@ def _parsed(args: tuple[Any, ...]) -> _ParsedRecords | None:
     data = getattr(records, "data", None)
     if data is None:
         return None
-    parsed = native.parse(data, fetch_offset, tp.topic, tp.partition, RawRecord, bool(check_crcs))
+    parsed = native.parse(data, fetch_offset, tp.topic, tp.partition, RawRecord, bool(check_crcs),
+                          _decompressed)
     return None if parsed is None else _ParsedRecords(parsed[0], fetch_offset, parsed[1])
 
 
