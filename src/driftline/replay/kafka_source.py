@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_consumer
 from driftline.kafka.offsets import end_offsets, offset_for_time, position_now
-from driftline.kafka.records import to_raw
+from driftline.kafka.records import as_raw
 from driftline.operators.validate import RawRecord
 from driftline.replay.merge import LABELS, PREDICTIONS, PartitionMerger
 
@@ -52,9 +52,11 @@ class Chunk:
 
 
 @contextlib.asynccontextmanager
-async def replay_consumer(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
-    """A started consumer without a group (manual assignment, no commits)."""
-    consumer = aiokafka_consumer(settings, None)
+async def replay_consumer(settings: Settings, *,
+                          raw_records: bool = False) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer without a group (manual assignment, no commits); ``raw_records``: its
+    ``getmany`` hands out RawRecords (:mod:`driftline.kafka.records`)."""
+    consumer = aiokafka_consumer(settings, None, raw_records=raw_records)
     await consumer.start()
     try:
         yield consumer
@@ -132,7 +134,7 @@ class RangeReader:
                 now = position_now(self._consumer, tp)
                 if not batch and (now is None or now <= self._positions[tp]):
                     continue
-                records = [to_raw(r) for r in batch if r.offset < stop and self._wanted(r.timestamp)]
+                records = [r for r in as_raw(batch) if r.offset < stop and self._wanted(r.timestamp_ms)]
                 position = min(now if now is not None else await self._consumer.position(tp), stop)
                 advanced, self._positions[tp] = position - self._positions[tp], position
                 done = position >= stop

@@ -100,17 +100,22 @@ async def replay_topics(
         if labels:
             _check_partitions(settings, topics.labels, len(labels))
         ranges = await plan_ranges(consumer, predictions + labels, from_ms, to_ms)
-        plan = ReplayPlan(sum(r.size for r in ranges), tuple(ranges), len(profiles))
-        if on_plan is not None:
-            on_plan(plan)
-        replayer = Replayer(settings, run_id, writer, profiles, from_ms)
-        reader = RangeReader(consumer, ranges, from_ms, to_ms, max_records=batch_size)
-        pending: list[RawRecord] = []
-        async for chunk in read_merged(reader, topics.predictions, [tp.partition for tp in predictions]):
-            pending.extend(chunk.records)
-            _feed_in_batches(replayer, pending, batch_size, final=False)
-            on_progress(chunk.advanced)
-        _feed_in_batches(replayer, pending, batch_size, final=True)
+    plan = ReplayPlan(sum(r.size for r in ranges), tuple(ranges), len(profiles))
+    if on_plan is not None:
+        on_plan(plan)
+    replayer = Replayer(settings, run_id, writer, profiles, from_ms)
+    pending: list[RawRecord] = []
+    # The records through a consumer that reads them as RawRecords (the offset search above reads
+    # aiokafka's records: it needs no more than their timestamps). None for empty ranges: aiokafka
+    # could not stop a consumer assigned nothing.
+    if plan.total_records:
+        async with replay_consumer(settings, raw_records=True) as consumer:
+            reader = RangeReader(consumer, ranges, from_ms, to_ms, max_records=batch_size)
+            async for chunk in read_merged(reader, topics.predictions, [tp.partition for tp in predictions]):
+                pending.extend(chunk.records)
+                _feed_in_batches(replayer, pending, batch_size, final=False)
+                on_progress(chunk.advanced)
+    _feed_in_batches(replayer, pending, batch_size, final=True)
     return replayer.finish(to_ms)
 
 
