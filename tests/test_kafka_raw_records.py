@@ -214,14 +214,44 @@ def test_a_compressed_batch_is_read_through_aiokafkas_codec() -> None:
     assert _native_parse_decompressing(data, 0) is None and _aiokafka_reads(data, 0) is None
 
 
+def _control_batch(base_offset: int, marker_type: int) -> bytearray:
+    """A transaction's marker (producer 7): 0 abort, 1 commit."""
+    marker = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=1, producer_id=7,
+                                       producer_epoch=0, base_sequence=-1, batch_size=1 << 20)
+    marker.append(0, timestamp=2_000, key=struct.pack(">HH", 0, marker_type), value=b"", headers=[])
+    control = _based(marker.build(), base_offset)
+    control[22] |= 0x20
+    return _with_crc(control)
+
+
+@needs_native
+def test_a_committed_transaction_reads_in_c_and_its_marker_is_skipped() -> None:
+    """No aborted transaction in the fetch: its transactional batches are read as any other (what
+    aiokafka hands out under read_committed), the commit marker skipped, the offset after it next."""
+    data = bytes(_based(_single_batch(transactional=1, n=5), 0) + _control_batch(5, 1)
+                 + _based(_single_batch(n=3), 6) + _control_batch(9, 1))
+    parsed = NATIVE.parse(data, 0, TP.topic, TP.partition, RawRecord, True, None, True)  # type: ignore[union-attr]
+    committed = list(fetcher.PartitionRecords(TP, MemoryRecords(data), [], 0, None, None, True, 1))
+    assert parsed is not None and parsed[0] == [raw_records.to_raw(r) for r in committed]  # type: ignore[arg-type]
+    assert [r.offset for r in parsed[0]] == [0, 1, 2, 3, 4, 6, 7, 8] and parsed[1] == 10
+    read = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(data), [], 0, None, raw_records.RAW_RECORDS,
+                                    True, 1)
+    assert type(read) is raw_records._ParsedRecords and read.next_fetch_offset == 0
+    assert [r.offset for r in read] == [0, 1, 2, 3, 4, 6, 7, 8] and read.next_fetch_offset == 10
+    # with an aborted transaction in the fetch it is aiokafka's (which skips that producer's batch)
+    assert NATIVE.parse(data, 0, TP.topic, TP.partition, RawRecord, True, None, False) is None  # type: ignore[union-attr]
+    aborted = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(data), [(7, 0)], 0, None,
+                                       raw_records.RAW_RECORDS, True, 1)
+    assert type(aborted) is not raw_records._ParsedRecords
+
+
 @needs_native
 def test_the_c_pass_gives_back_every_fetch_that_is_not_plain_v2() -> None:
     plain = bytes(_single_batch())
     assert _native_parse(plain, 0) is not None
+    # transactions' batches unless the caller says no aborted one is in the fetch
     assert _native_parse(bytes(_single_batch(transactional=1)), 0) is None
-    control = _single_batch()
-    control[22] |= 0x20
-    assert _native_parse(bytes(_with_crc(control)), 0) is None
+    assert _native_parse(bytes(_control_batch(0, 1)), 0) is None
     legacy = LegacyRecordBatchBuilder(magic=1, compression_type=0, batch_size=1 << 20)
     legacy.append(0, timestamp=5, key=b"k", value=b"v")
     assert _native_parse(bytes(legacy.build()), 0) is None
@@ -234,13 +264,8 @@ def test_an_aborted_transaction_is_skipped_on_the_marked_consumers_path(fetch_pa
     batch after them gives the marked consumer the plain batch's records only, as RawRecords (the
     C pass gives such a fetch back; aiokafka's loop skips the aborted batch with the builder on)."""
     aborted = _based(_single_batch(transactional=1, n=5), 0)
-    marker = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=1, producer_id=7,
-                                       producer_epoch=0, base_sequence=-1, batch_size=1 << 20)
-    marker.append(0, timestamp=2_000, key=struct.pack(">HH", 0, 0), value=b"", headers=[])  # abort
-    control = _based(marker.build(), 5)
-    control[22] |= 0x20
     plain = _based(_single_batch(n=3), 6)
-    data = bytes(aborted + _with_crc(control) + plain)
+    data = bytes(aborted + _control_batch(5, 0) + plain)
     read = list(fetcher.PartitionRecords(TP, fetcher.MemoryRecords(data), [(7, 0)], 0, None,
                                          raw_records.RAW_RECORDS, True, 1))  # 1: READ_COMMITTED
     assert all(type(r) is RawRecord for r in read)

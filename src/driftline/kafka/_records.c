@@ -2,9 +2,9 @@
  *
  * aiokafka reads a fetched partition batch by batch and record by record through Python generators,
  * a C DefaultRecord a record, then the record the consumer hands out. For the common fetch (v2
- * batches, no transaction, no control batch; compressed ones decompressed by the caller's function,
- * aiokafka's codecs) `parse` walks the bytes once and calls the RawRecord type with each record's
- * fields. Anything else, and anything it cannot read exactly as aiokafka would, returns None: the
+ * batches; compressed ones decompressed by the caller's function, aiokafka's codecs; transactions'
+ * batches where the fetch aborted none) `parse` walks the bytes once and calls the RawRecord type
+ * with each record's fields. Anything else, and anything it cannot read exactly as aiokafka would, returns None: the
  * caller leaves the fetch to aiokafka, which reads it (or raises its own error on a corrupt one).
  * driftline.kafka.records holds the contract.
  */
@@ -183,22 +183,28 @@ static int parse_records(const unsigned char *recs, Py_ssize_t size, int32_t cou
     return pos == size;  /* bytes past the last record: aiokafka calls the batch corrupt */
 }
 
-/* 1: the batch at buf[0:size) is a v2 batch of records (no transaction, no control batch) and they
- * were appended; 0: not, or not read as aiokafka reads it (the caller gives the whole fetch back);
- * -1: a Python error. A compressed batch's records are decompressed by calling
+/* 1: the batch at buf[0:size) is a v2 batch whose records were appended (none for a control batch,
+ * which aiokafka skips); 0: not, or not read as aiokafka reads it (the caller gives the whole fetch
+ * back); -1: a Python error. Transactional and control batches only where `transactions` is set (no
+ * aborted transaction in the fetch, or reading uncommitted: aiokafka then skips no record of a
+ * transaction). A compressed batch's records are decompressed by calling
  * decompress(codec, payload) -> bytes | None (None: give the fetch back; Py_None: no such callable). */
-static int parse_batch(const unsigned char *buf, Py_ssize_t size, int check_crcs, PyObject *decompress,
-                       PyObject *record_type, PyObject *topic, PyObject *partition, int64_t *next_offset,
-                       PyObject *out) {
+static int parse_batch(const unsigned char *buf, Py_ssize_t size, int check_crcs, int transactions,
+                       PyObject *decompress, PyObject *record_type, PyObject *topic, PyObject *partition,
+                       int64_t *next_offset, PyObject *out) {
     if (size < V2_HEADER || buf[16] != 2)
         return 0;
     int attributes = (int)((unsigned)buf[21] << 8 | buf[22]);
-    if (attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL))
+    if ((attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL)) && !transactions)
         return 0;
     if (check_crcs && (uint32_t)be32(buf + 17) != crc32c(buf + 21, size - 21))
         return 0;  /* aiokafka raises CorruptRecordException for it */
     int64_t base_offset = be64(buf);
     int64_t last_offset_delta = be32(buf + 23);
+    if (attributes & ATTR_CONTROL) {  /* a transaction's marker: no record of it is handed out */
+        *next_offset = base_offset + last_offset_delta + 1;
+        return 1;
+    }
     int64_t first_timestamp = be64(buf + 27), max_timestamp = be64(buf + 35);
     int32_t count = be32(buf + 57);
     if (count < 0)
@@ -239,9 +245,9 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     Py_buffer view;
     long long fetch_offset;
     PyObject *topic, *partition, *record_type, *decompress = Py_None;
-    int check_crcs;
-    if (!PyArg_ParseTuple(args, "y*LUOOp|O:parse", &view, &fetch_offset, &topic, &partition, &record_type,
-                          &check_crcs, &decompress))
+    int check_crcs, transactions = 0;
+    if (!PyArg_ParseTuple(args, "y*LUOOp|Op:parse", &view, &fetch_offset, &topic, &partition, &record_type,
+                          &check_crcs, &decompress, &transactions))
         return NULL;
     const unsigned char *buf = view.buf;
     Py_ssize_t size = view.len, pos = 0;
@@ -257,8 +263,8 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         if (length < 0 || (Py_ssize_t)length > size - pos - LOG_OVERHEAD)
             break;
         Py_ssize_t batch_size = LOG_OVERHEAD + (Py_ssize_t)length;
-        int done = parse_batch(buf + pos, batch_size, check_crcs, decompress, record_type, topic, partition,
-                               &next_offset, out);
+        int done = parse_batch(buf + pos, batch_size, check_crcs, transactions, decompress, record_type, topic,
+                               partition, &next_offset, out);
         if (done <= 0) {
             Py_DECREF(out);
             PyBuffer_Release(&view);
@@ -275,12 +281,13 @@ static PyObject *parse(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS,
-     "parse(data, fetch_offset, topic, partition, record_type, check_crcs, decompress=None) -> (records, "
-     "next_fetch_offset) | None\n\nA fetched partition's v2 record batches as record_type(topic, partition, "
-     "offset, timestamp_ms, key, value) objects from fetch_offset on, and the offset to fetch next; a "
-     "compressed batch's records through decompress(codec, payload) -> bytes | None. None where any batch "
-     "is transactional, a control batch, of another format, fails its CRC, does not decompress or does not "
-     "read exactly as aiokafka reads it."},
+     "parse(data, fetch_offset, topic, partition, record_type, check_crcs, decompress=None, "
+     "transactions=False) -> (records, next_fetch_offset) | None\n\nA fetched partition's v2 record "
+     "batches as record_type(topic, partition, offset, timestamp_ms, key, value) objects from fetch_offset "
+     "on, and the offset to fetch next; a compressed batch's records through decompress(codec, payload) -> "
+     "bytes | None; control batches skipped. None where a batch is transactional or a control batch and "
+     "transactions is false (aborted transactions in the fetch), of another format, fails its CRC, does not "
+     "decompress or does not read exactly as aiokafka reads it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,12 +13,13 @@ marker is an identity deserializer: ``getmany`` returns ``ConsumerRecord`` objec
 :func:`as_raw` converts them, as before.
 
 Where the C extension ``_records`` was built, a marked consumer's fetched partition of v2 batches
-(no transaction, no control batch; a compressed batch decompressed by aiokafka's own codec,
-:func:`_decompressed`) does not go through aiokafka's record loop at all: ``_records.parse`` reads
-the fetched bytes into RawRecords in one pass (CRCs checked as aiokafka checks them) and
-:class:`_ParsedRecords` serves them to aiokafka's ``FetchResult``. A fetch it cannot read exactly as
-aiokafka would (another format, a transactional batch, a codec aiokafka lacks, a bad CRC) goes
-aiokafka's way whole, so aiokafka's handling and errors are unchanged. ``worker.compiled_paths``
+(a compressed batch decompressed by aiokafka's own codec, :func:`_decompressed`; transactions'
+batches where the fetch holds no aborted one, control batches skipped) does not go through
+aiokafka's record loop at all: ``_records.parse`` reads the fetched bytes into RawRecords in one pass
+(CRCs checked as aiokafka checks them) and :class:`_ParsedRecords` serves them to aiokafka's
+``FetchResult``. A fetch it cannot read exactly as aiokafka would (another format, an aborted
+transaction to skip, a codec aiokafka lacks, a bad CRC) goes aiokafka's way whole, so aiokafka's
+handling and errors are unchanged. ``worker.compiled_paths``
 false turns it off (:func:`use_native_fetch`).
 """
 
@@ -162,12 +163,15 @@ def _parsed(args: tuple[Any, ...]) -> _ParsedRecords | None:
     native = NATIVE
     if native is None or len(args) < 7 or args[5] is not RAW_RECORDS:
         return None
-    tp, records, _, fetch_offset, _, _, check_crcs = args[:7]
+    tp, records, aborted, fetch_offset, _, _, check_crcs = args[:7]
     data = getattr(records, "data", None)
     if data is None:
         return None
+    # a transaction's batches as any other where aiokafka would skip none of them: no aborted
+    # transaction in the fetch, or reading uncommitted (isolation level, the 8th argument: 0)
+    transactions = not aborted or (len(args) > 7 and args[7] == 0)
     parsed = native.parse(data, fetch_offset, tp.topic, tp.partition, RawRecord, bool(check_crcs),
-                          _decompressed)
+                          _decompressed, transactions)
     return None if parsed is None else _ParsedRecords(parsed[0], fetch_offset, parsed[1])
 
 
