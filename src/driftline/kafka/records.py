@@ -3,14 +3,14 @@
 A consumer made with ``value_deserializer=RAW_RECORDS`` (``aiokafka_consumer(...,
 raw_records=True)``) hands :class:`RawRecord` objects out of ``getmany`` itself: aiokafka builds a
 ``ConsumerRecord`` per record (eleven fields, the headers copied into a tuple) that the worker then
-copied into a ``RawRecord`` and dropped, ~0.8 of the ~3 CPU-us a record its fetch path cost
-(docs/scaling.md, session 49). aiokafka has no public hook for the record it builds, so
-:func:`install` subclasses its fetcher's ``PartitionRecords``: a partition's records made for a
-consumer with the marker are built by :func:`_raw_builder`; every other consumer's are aiokafka's
-own, by aiokafka's own code (the subclass only looks at the marker once a fetched partition).
-Where aiokafka's internals differ from what the subclass expects, nothing is patched and the
-marker is an identity deserializer: ``getmany`` returns ``ConsumerRecord`` objects again and
-:func:`as_raw` converts them, as before.
+copied into a ``RawRecord`` and dropped, ~0.6 of the ~2 CPU-us a record its fetch path cost
+(``bench/bench_fetch_records.py``; docs/scaling.md, session 49). aiokafka has no public hook for the
+record it builds, so :func:`install` subclasses its fetcher's ``PartitionRecords``: a partition's
+records made for a consumer with the marker are built by :func:`_raw_builder`; every other
+consumer's are aiokafka's own, by aiokafka's own code (the subclass only looks at the marker once a
+fetched partition). Where aiokafka's internals differ from what the subclass expects, nothing is
+patched and the marker is an identity deserializer: ``getmany`` returns ``ConsumerRecord`` objects
+again and :func:`as_raw` converts them, as before.
 
 Where the C extension ``_records`` was built, a marked consumer's fetched partition of v2 batches
 (a compressed batch decompressed by aiokafka's own codec, :func:`_decompressed`; transactions'
@@ -19,8 +19,8 @@ aiokafka's record loop at all: ``_records.parse`` reads the fetched bytes into R
 (CRCs checked as aiokafka checks them) and :class:`_ParsedRecords` serves them to aiokafka's
 ``FetchResult``. A fetch it cannot read exactly as aiokafka would (another format, an aborted
 transaction to skip, a codec aiokafka lacks, a bad CRC) goes aiokafka's way whole, so aiokafka's
-handling and errors are unchanged. ``worker.compiled_paths``
-false turns it off (:func:`use_native_fetch`).
+handling and errors are unchanged. ``worker.compiled_paths`` false turns it off
+(:func:`use_native_fetch`).
 """
 
 from __future__ import annotations
@@ -78,15 +78,15 @@ def _raw_builder(topic: str, partition: int) -> Callable[[Any, Any], RawRecord]:
 
 
 def use_native_fetch(enabled: bool) -> bool:
-    """Read marked consumers' plain fetches in C (where built) or always aiokafka's way; returns
-    whether the C pass runs now."""
+    """Read marked consumers' fetches in C (where built) or always aiokafka's way; returns whether
+    the C pass runs now."""
     global NATIVE
     NATIVE = _records if enabled else None
     return NATIVE is not None
 
 
 def native_fetch() -> bool:
-    """Whether marked consumers' plain fetches are read in C now (``/metrics``: compiled_path fetch)."""
+    """Whether marked consumers' fetches are read in C now (``/metrics``: compiled_path fetch)."""
     return NATIVE is not None
 
 
