@@ -340,8 +340,9 @@ async def _read_all(settings: Settings, topic: str, n: int, raw: bool) -> list[o
         await consumer.stop()
 
 
-async def _produce_and_read(settings: Settings, topic: str, n: int) -> tuple[list[object], list[object]]:
-    producer = aiokafka_producer(settings)
+async def _produce_and_read(settings: Settings, topic: str, n: int,
+                            compression: str | None) -> tuple[list[object], list[object]]:
+    producer = aiokafka_producer(settings, compression_type=compression)
     await producer.start()
     try:
         for i in range(n):
@@ -354,13 +355,31 @@ async def _produce_and_read(settings: Settings, topic: str, n: int) -> tuple[lis
     return await _read_all(settings, topic, n, raw=False), await _read_all(settings, topic, n, raw=True)
 
 
+class _Spied:
+    """The C extension, its ``parse`` noting whether each fetch was read there (not given back)."""
+
+    def __init__(self, native: Any, read: list[bool]) -> None:
+        self.native, self.read = native, read
+
+    def parse(self, *args: Any) -> Any:
+        parsed = self.native.parse(*args)
+        self.read.append(parsed is not None)
+        return parsed
+
+
 @pytest.mark.integration
-def test_a_raw_records_consumer_reads_what_a_stock_one_reads(kafka_bootstrap: str, fetch_path: str) -> None:
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_a_raw_records_consumer_reads_what_a_stock_one_reads(kafka_bootstrap: str, fetch_path: str,
+                                                             compression: str | None) -> None:
     settings = Settings(kafka={"bootstrap_servers": kafka_bootstrap})
     topic = f"raw-records-{uuid.uuid4().hex[:8]}"
     with admin_client(settings) as admin:
         admin.create_topics([NewTopic(topic, 1, 1)])
-    stock, raw = asyncio.run(_produce_and_read(settings, topic, 300))
+    read_in_c: list[bool] = []  # each fetched partition the C pass was asked for: read there?
+    if fetch_path == "native":
+        raw_records.NATIVE = _Spied(raw_records.NATIVE, read_in_c)
+    stock, raw = asyncio.run(_produce_and_read(settings, topic, 300, compression))
+    assert (read_in_c and all(read_in_c)) if fetch_path == "native" else not read_in_c
     assert len(stock) == len(raw) == 300
     assert all(type(r) is ConsumerRecord for r in stock) and all(type(r) is RawRecord for r in raw)
     assert raw == [raw_records.to_raw(r) for r in stock]  # type: ignore[arg-type]
