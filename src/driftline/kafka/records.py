@@ -4,7 +4,7 @@ A consumer made with ``value_deserializer=RAW_RECORDS`` (``aiokafka_consumer(...
 raw_records=True)``) hands :class:`RawRecord` objects out of ``getmany`` itself: aiokafka builds a
 ``ConsumerRecord`` per record (eleven fields, the headers copied into a tuple) that the worker then
 copied into a ``RawRecord`` and dropped, ~0.6 of the ~2 CPU-us a record its fetch path cost
-(``bench/bench_fetch_records.py``; docs/scaling.md, session 49). aiokafka has no public hook for the
+(``bench/bench_fetch_records.py``; docs/scaling.md, session 48). aiokafka has no public hook for the
 record it builds, so :func:`install` subclasses its fetcher's ``PartitionRecords``: a partition's
 records made for a consumer with the marker are built by :func:`_raw_builder`; every other
 consumer's are aiokafka's own, by aiokafka's own code (the subclass only looks at the marker once a
