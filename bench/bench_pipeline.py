@@ -175,10 +175,14 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
 
 
 def measure_operators(settings: Settings, n: int, seed: int = 0, repeat: int = 1,
-                      with_profile: bool = False) -> Figure:
+                      with_profile: bool = False, outcome_rows: bool = False) -> Figure:
     """Figure (4): InProcessPipeline over pre-generated records (best of ``repeat`` runs), with the GC
     tuning replay uses (``driftline.runtime.tune_gc``); ``with_profile`` publishes a training profile
-    first, so stage 1's sequential detectors watch all 25 features (figure 4b)."""
+    first, so stage 1's sequential detectors watch all 25 features (figure 4b).
+
+    The outcomes topic's messages are kept as the stages made them, as a worker produces them (its
+    sink inserts them without a dict a row); ``outcome_rows`` parses each into a dict row as the
+    in-process pipeline's tables do (what (4) charged before session 48, ~2 CPU-us a prediction)."""
     tune_gc()
     scenario = bench_scenario(n, seed)
     records = raw_records(settings, scenario)
@@ -190,7 +194,7 @@ def measure_operators(settings: Settings, n: int, seed: int = 0, repeat: int = 1
     batch = settings.worker.batch_max_records
     best_wall, best_cpu = float("inf"), float("inf")
     for _ in range(repeat):
-        pipeline = InProcessPipeline(settings, profiles=profiles)
+        pipeline = InProcessPipeline(settings, profiles=profiles, outcome_messages=not outcome_rows)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for i in range(0, len(records), batch):
             pipeline.feed(records[i : i + batch])
@@ -199,7 +203,8 @@ def measure_operators(settings: Settings, n: int, seed: int = 0, repeat: int = 1
     rate = n_pred / best_wall
     detail = (f"{n_pred:,} predictions + {len(records) - n_pred:,} labels in {best_wall:.2f}s wall "
               f"({len(records) / best_wall:,.0f} records/s; {n_pred / best_cpu:,.0f} pred/CPU-s); "
-              f"batches of {batch}")
+              f"batches of {batch}; outcome messages kept as "
+              f"{'dict rows' if outcome_rows else 'the stages made them, as a worker sends them'}")
     if with_profile:
         detail += "; training profile: 25 sequential feature detectors per shard (calibration included)"
         return Figure("operators_seq_events_per_s", "(4b) pure operators + sequential detectors", rate,
