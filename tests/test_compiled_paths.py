@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from driftline.config import Settings
+from driftline.kafka import records as kafka_records
 from driftline.operators import decode_native, drift, ks_native, watch_native
 from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.join import native as join_native
@@ -44,9 +45,10 @@ def test_the_setting_reaches_a_replay_from_the_environment(monkeypatch: pytest.M
     settings = Settings()
     assert settings.worker.compiled_paths is False
     Replayer(settings, "off", MemoryRowWriter())
-    assert compiled_paths() == OFF
+    assert compiled_paths() == OFF and not kafka_records.native_fetch()
     Replayer(Settings(worker={"compiled_paths": True}), "on", MemoryRowWriter())
     assert compiled_paths() == BUILT
+    assert kafka_records.native_fetch() == (kafka_records._records is not None)
 
 
 def _rows(settings: Settings, records: list[Any]) -> dict[str, list[dict[str, Any]]]:
