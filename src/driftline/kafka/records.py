@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from aiokafka import codec
+from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import ConsumerRecord
 
 from driftline.operators.validate import RawRecord
@@ -130,8 +131,6 @@ class _FetchedRecords:
     __slots__ = ("data", "has_next", "next_batch", "size_in_bytes")
 
     def __init__(self, data: bytes) -> None:
-        from aiokafka.record.memory_records import MemoryRecords
-
         records = MemoryRecords(data)
         self.data = data
         self.has_next, self.next_batch, self.size_in_bytes = (records.has_next, records.next_batch,
