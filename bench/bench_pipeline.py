@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -224,14 +225,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="figure (1) only (A/B runs of the worker: (4) and (4b) do not change)")
     parser.add_argument("--worker-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a worker.* setting of figure (1)'s worker, e.g. checkpoint_interval_s=600")
+    parser.add_argument("--outcome-rows-ab", type=int, default=0, metavar="PAIRS",
+                        help="only (4): PAIRS runs with the outcome messages parsed into dict rows and kept "
+                             "as made, alternating in one process after a warm-up run; CPU-s of each")
     args = parser.parse_args(argv)
     if args.quick:
         args.n = min(args.n, 2_000)
     return args
 
 
+def outcome_rows_ab(n: int, pairs: int) -> None:
+    """What parsing the outcome messages into dict rows costs figure (4): CPU-s of each run."""
+    settings = bench_settings("127.0.0.1:9", "bp")
+    measure_operators(settings, n)  # the first run in a process pays one-off set-up
+    cpu: dict[str, list[float]] = {"dict rows": [], "messages kept": []}
+    for _ in range(pairs):
+        for side in cpu:
+            cpu[side].append(measure_operators(settings, n, outcome_rows=side == "dict rows").extra["cpu_s"])
+    print(f"(4) over {n:,} predictions, {pairs} pairs alternating after a warm-up run, CPU-s a run")
+    for side, values in cpu.items():
+        print(f"  {side:<14} median {statistics.median(values):.2f}  min {min(values):.2f}  "
+              f"[{', '.join(f'{v:.2f}' for v in values)}]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.outcome_rows_ab:
+        outcome_rows_ab(args.n, args.outcome_rows_ab)
+        return 0
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp, running_broker() as broker:
         worker = dict(item.split("=", 1) for item in args.worker_setting)
