@@ -33,6 +33,7 @@ from aiokafka import codec
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import ConsumerRecord
 
+from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.validate import RawRecord
 
 try:
@@ -89,6 +90,21 @@ def use_native_fetch(enabled: bool) -> bool:
 def native_fetch() -> bool:
     """Whether marked consumers' fetches are read in C now (``/metrics``: compiled_path fetch)."""
     return NATIVE is not None
+
+
+def use_process_compiled_paths(enabled: bool) -> dict[str, bool]:
+    """A worker's or a replay's compiled C paths on or off together (``worker.compiled_paths``): the
+    operators' (:func:`~driftline.operators.compiled_paths.use_compiled_paths`) and the fetch's;
+    returns :func:`process_compiled_paths`."""
+    use_compiled_paths(enabled)
+    use_native_fetch(enabled)
+    return process_compiled_paths()
+
+
+def process_compiled_paths() -> dict[str, bool]:
+    """Which compiled paths run now, the operators' and ``fetch`` (the start-up log line and
+    ``/metrics`` ``compiled_path``)."""
+    return {**compiled_paths(), "fetch": native_fetch()}
 
 
 class _ParsedRecords:
