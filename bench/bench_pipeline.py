@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common import (
+    SCRAPE_NEAR_S,
     Figure,
     WorkerProcess,
     at_least,
@@ -40,6 +41,7 @@ from common import (
     bench_settings,
     print_figures,
     raw_records,
+    scrape_wait,
 )
 
 from driftline.config import Settings
@@ -52,7 +54,6 @@ from driftline.simulate import produce
 
 WORKER_TARGET = 20_000.0
 OPERATORS_TARGET = 200_000.0
-SCRAPE_EVERY_S = 0.1
 
 
 def produce_workload(settings: Settings, n: int, seed: int = 0) -> tuple[dict[str, int], float]:
@@ -89,7 +90,7 @@ def wait_drained(worker: WorkerProcess, settings: Settings, labels: int, deadlin
             stable_since, last = time.monotonic(), sunk
         elif time.monotonic() - stable_since >= 1.0:
             return worker.cpu_seconds()
-        time.sleep(SCRAPE_EVERY_S)
+        time.sleep(SCRAPE_NEAR_S)
     return float("nan")
 
 
@@ -108,7 +109,8 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
     """Run the worker over topics already holding ``n`` predictions; figure (1).
 
     Rate = ``n`` / time from the last ``/metrics`` scrape showing none consumed to the first showing
-    all ``n`` predictions and all the produced labels consumed (scrapes every 0.1 s)."""
+    all ``n`` predictions and all the produced labels consumed (scrapes every 0.1 s near either
+    end, sparser between: ``common.scrape_wait``)."""
     pred_topic, label_topic = settings.topics.predictions, settings.topics.labels
     labels = produced.get("labels", 0)
     # --exit-when-idle counts the consumer-group join (no partitions yet: nothing seen, no lag) as
@@ -127,7 +129,7 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
             try:
                 metrics = worker.metrics()
             except OSError:  # web server not up yet
-                time.sleep(SCRAPE_EVERY_S)
+                time.sleep(SCRAPE_NEAR_S)
                 continue
             now, cpu = time.perf_counter(), worker.cpu_seconds()
             main = main_thread_cpu_seconds(worker.proc.pid)
@@ -138,11 +140,14 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
             samples.append((now, ins.get(pred_topic, 0.0), ins.get(label_topic, 0.0), cpu, main, checkpoints))
             if samples[-1][1] >= n and samples[-1][2] >= labels:
                 break
-            time.sleep(SCRAPE_EVERY_S)
+            began = next((s for s in samples if s[1] > 0 or s[2] > 0), None)
+            time.sleep(SCRAPE_NEAR_S if began is None else scrape_wait(
+                [(began[1], samples[-1][1], n), (began[2], samples[-1][2], labels)], now - began[0]))
         # From the last scrape that showed nothing consumed (startup over, within one scrape interval)
         # (predictions or labels) to the first that showed all of both: conservative by at most two
         # scrape intervals.
         first = next(i for i, s in enumerate(samples) if s[1] > 0 or s[2] > 0)
+        scrapes = len(samples) - first
         t0, p0, l0, c0, m0, k0 = samples[first - 1] if first > 0 else (worker.started_at, 0.0, 0.0, 0.0,
                                                                         0.0, 0.0)
         startup_s = t0 - worker.started_at
@@ -156,8 +161,9 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
     rate = (p1 - p0) / elapsed if elapsed > 0 else None
     records_rate = (p1 - p0 + l1 - l0) / elapsed if elapsed > 0 else None
     predictions_alone = (pp - p0) / (tp - t0) if tp > t0 else None
-    detail = (f"{int(p1 - p0):,} predictions + {int(l1 - l0):,} labels in {elapsed:.2f}s after "
-              f"{startup_s:.1f}s startup; {records_rate or 0:,.0f} records/s incl. labels; to the last "
+    detail = (f"{int(p1 - p0):,} predictions + {int(l1 - l0):,} labels in {elapsed:.2f}s ({scrapes} "
+              f"/metrics scrapes) after {startup_s:.1f}s startup; "
+              f"{records_rate or 0:,.0f} records/s incl. labels; to the last "
               f"prediction alone {predictions_alone or 0:,.0f} pred/s ({int(lp - l0):,} labels in by then); "
               f"worker used "
               f"{c1 - c0:.2f} CPU-s ({(p1 - p0) / max(c1 - c0, 1e-9):,.0f} pred/CPU-s: main thread "

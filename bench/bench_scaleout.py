@@ -31,7 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_pipeline import produce_workload
-from common import Figure, WorkerProcess, bench_settings, free_port, print_figures, worker_env
+from common import (
+    SCRAPE_NEAR_S,
+    Figure,
+    WorkerProcess,
+    bench_settings,
+    free_port,
+    print_figures,
+    scrape_wait,
+    worker_env,
+)
 
 from driftline.config import Settings
 from driftline.local.broker import running_broker
@@ -39,7 +48,6 @@ from driftline.local.broker import running_broker
 SPEEDUP_TARGET = 1.6
 CPU_EFFICIENCY_TOLERANCE = 0.10
 SATURATED_SHARE = 0.9
-SCRAPE_EVERY_S = 0.1
 
 
 class RoleWorker(WorkerProcess):
@@ -147,7 +155,7 @@ def run(bootstrap: str, broker_pid: int, home: Path, prefix: str, n: int, worker
             try:
                 states = [_owned_and_consumed(p, topic) for p in processors]
             except OSError:  # a web server is not up yet
-                time.sleep(SCRAPE_EVERY_S)
+                time.sleep(SCRAPE_NEAR_S)
                 continue
             now = time.perf_counter()
             owned = [o for o, _ in states]
@@ -166,7 +174,8 @@ def run(bootstrap: str, broker_pid: int, home: Path, prefix: str, n: int, worker
                     process_cpu_s(sink.proc.pid) - sink0, process_cpu_s(broker_pid) - broker0,
                     machine_busy_s() - busy0, owned0, start is not None,
                 )
-            time.sleep(SCRAPE_EVERY_S)
+            time.sleep(SCRAPE_NEAR_S if start is None
+                       else scrape_wait([(start[1], consumed, n)], now - start[0]))
 
 
 def measure(bootstrap: str, broker_pid: int, home: Path, n: int) -> Figure:

@@ -272,6 +272,42 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
     return out
 
 
+SCRAPE_NEAR_S = 0.1
+"""A throughput bench's ``/metrics`` scrapes while consumption may start or end any moment: the
+interval it times is exact to about this."""
+SCRAPE_FAR_S = 1.0
+"""Its longest wait between scrapes in the middle of a run. Each scrape renders the whole
+exposition on the scraped worker's main thread (~2.5 CPU-ms with one model): at 10 a second,
+~4 % of the main thread figure (1) measures (py-spy), which no Prometheus scraping every 15 s
+costs a deployed worker."""
+
+
+def scrape_wait(progress: Sequence[tuple[float, float, float]], now: float) -> float:
+    """Seconds until a throughput bench's next scrape of a worker consuming toward set totals:
+    :data:`SCRAPE_NEAR_S` until it has consumed anything and once its end may be near, and in
+    between a third of the time its rate so far leaves (at most :data:`SCRAPE_FAR_S`), so the
+    timed interval's ends keep their precision with a tenth of the scrapes.
+
+    ``progress``: per consumed count (e.g. predictions, labels), (done at the first scrape that
+    showed any, done now, total); ``now``: seconds since that first scrape.
+
+    >>> scrape_wait([(0.0, 0.0, 100.0)], 0.0)  # nothing consumed yet
+    0.1
+    >>> scrape_wait([(10.0, 40.0, 100.0), (0.0, 30.0, 100.0)], 3.0)  # labels: 7 s left at 10/s
+    1.0
+    >>> scrape_wait([(0.0, 99.0, 100.0)], 9.9)  # 0.1 s left at 10/s
+    0.1
+    """
+    left = 0.0
+    for first, done, total in progress:
+        if done >= total:
+            continue
+        if now <= 0 or done <= first:
+            return SCRAPE_NEAR_S
+        left = max(left, (total - done) / ((done - first) / now))
+    return min(SCRAPE_FAR_S, max(SCRAPE_NEAR_S, left / 3))
+
+
 class WorkerProcess:
     """``driftline worker`` (one process, all roles) as a subprocess on a free web port.
 
