@@ -50,3 +50,49 @@ def test_pomeranz_scaling_constants_are_scipys() -> None:
         ours, theirs = getattr(drift, name), getattr(_ksstats, name)
         assert type(ours) is type(theirs) and ours == theirs, name
     assert drift._EP128.dtype == np.longdouble
+
+
+def _run(code: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=True)
+    return proc.stdout.strip()
+
+
+def test_the_detectors_import_without_rivers_example_data_sets() -> None:
+    """river.drift imports its example data sets, and through them scikit-learn, pandas and scipy.io
+    (~0.8 CPU-s): driftline.operators.river_drift defers them, so a worker's preload and a stage-2
+    detector pay only for the detectors."""
+    imported = _run(
+        "import sys\n"
+        "from driftline.operators.performance import make_detector, preload_detectors\n"
+        "preload_detectors()\n"
+        "names = ('adwin', 'page_hinkley', 'kswin', 'ddm')\n"
+        "kinds = [type(make_detector(name, 0.005)).__name__ for name in names]\n"
+        "assert kinds == ['ADWIN', 'PageHinkley', 'KSWIN', 'DDM'], kinds\n"
+        "cold = ('sklearn', 'pandas', 'river.datasets', 'river.stream')\n"
+        "print(' '.join(m for m in cold if m in sys.modules))")
+    assert imported == "", f"imported with the detectors: {imported}"
+
+
+def test_rivers_data_sets_read_as_before_once_deferred() -> None:
+    out = _run(
+        "import sys\n"
+        "from driftline.operators.river_drift import drift\n"
+        "drift()\n"
+        "import river.drift.datasets as stand_in\n"
+        "first = stand_in.AirlinePassengers\n"  # the first read imports the real subpackage
+        "from river.drift.datasets import AirlinePassengers\n"
+        "import river.drift\n"
+        "real = sys.modules['river.drift.datasets']\n"
+        "print(first is AirlinePassengers is river.drift.datasets.AirlinePassengers,\n"
+        "      real is river.drift.datasets, type(real).__name__, 'river.datasets' in sys.modules)")
+    assert out == "True True module True"
+
+
+def test_an_earlier_plain_import_of_river_drift_is_used_as_it_is() -> None:
+    out = _run(
+        "import sys\n"
+        "import river.drift\n"
+        "from driftline.operators.river_drift import drift\n"
+        "print(drift() is river.drift, type(sys.modules['river.drift.datasets']).__name__)")
+    assert out == "True module"
