@@ -24,7 +24,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from driftline.operators.compiled_paths import reference_paths
-from driftline.operators.join import JoinedOutcome, LabelJoin, native, payload_digest, payload_digests
+from driftline.operators.join import (
+    JoinChanges,
+    JoinedOutcome,
+    LabelJoin,
+    native,
+    payload_digest,
+    payload_digests,
+)
+from driftline.operators.join.changes import TrackedTable
 from driftline.operators.join.records import _id_key, _keyed_crcs
 from driftline.pipeline.records import attribute_columns
 from driftline.schemas.events import Prediction
@@ -123,14 +131,32 @@ def test_the_fast_path_leaves_what_the_python_loop_leaves(log: list[tuple[Any, .
 
 
 @settings(max_examples=25, deadline=None)
-@given(log=st.lists(st.one_of(predictions, labels), min_size=20, max_size=80))
-def test_spilled_records_join_as_in_the_python_loop(log: list[tuple[Any, ...]],
+@given(log=st.lists(st.one_of(predictions, labels), min_size=20, max_size=80), track=st.booleans())
+def test_spilled_records_join_as_in_the_python_loop(log: list[tuple[Any, ...]], track: bool,
                                                      tmp_path_factory: Any) -> None:
-    """A spilled record's payload is read back from the store: C leaves that label to Python."""
-    fast = _run(log, 200, False, tmp_path_factory.mktemp("fast"))
+    """A spilled record's payload is read back from the store: C leaves that label to Python (and a
+    delta's spilled records, found in C, are read back whole)."""
+    fast = _run(log, 70, track, tmp_path_factory.mktemp("fast"))
     with reference_paths():
-        slow = _run(log, 200, False, tmp_path_factory.mktemp("slow"))
+        slow = _run(log, 70, track, tmp_path_factory.mktemp("slow"))
     assert fast == slow
+
+
+def test_a_delta_s_records_are_found_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """take_changes locates the records added since the last delta in one C call (the Python walk,
+    a lookup a record, was most of a checkpoint's CPU on a busy join); the delta is the same."""
+    if native.NATIVE is None:
+        pytest.skip("the join's C extension is not built")
+    log: list[tuple[Any, ...]] = [("prediction", f"p{i}", 1_000 + i, OUTPUTS[i % 3], float(i % 7) - 3.0,
+                                   CONTEXTS[i % 2]) for i in range(300)]
+    log += [("label", f"p{i}", 1_200 + i, "a", False, None) for i in range(0, 300, 3)]
+    with reference_paths():
+        slow = _run(log, 70, True, None)
+    monkeypatch.setattr(TrackedTable, "current_records", lambda *_: pytest.fail("the Python walk ran"))
+    fast = _run(log, 70, True, None)
+    assert fast == slow
+    deltas = [told for told in fast if isinstance(told, JoinChanges)]
+    assert deltas and all(delta.records for delta in deltas[:2])
 
 
 def test_a_batch_of_many_joins_in_chunks_gives_every_outcome_in_order() -> None:

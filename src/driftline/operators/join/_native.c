@@ -1659,6 +1659,126 @@ fail:
     return NULL;
 }
 
+/* ---- current_records ------------------------------------------------------------------------ */
+
+/* One added record's (id key, event time), as the join tracks it (records.py's _keyed_time). */
+typedef struct {
+    const unsigned char *key;
+    Py_ssize_t length; /* of the key */
+    int64_t ts;
+} Keyed;
+
+/* Python's order of (key, ts) tuples: the keys as bytes compare (memcmp, then the shorter first),
+ * then the times. */
+static int keyed_order(const void *a, const void *b) {
+    const Keyed *x = (const Keyed *)a, *y = (const Keyed *)b;
+    int c = memcmp(x->key, y->key, (size_t)(x->length < y->length ? x->length : y->length));
+    if (c != 0) return c;
+    if (x->length != y->length) return x->length < y->length ? -1 : 1;
+    return (x->ts > y->ts) - (x->ts < y->ts);
+}
+
+/* current_records(groups, low_mask, split, added): TrackedTable.current_records(added_keys()) for
+ * an unspilled or spilled table alike (the caller reads spilled payloads back): the records added
+ * since the last delta, `added` a set (or list) of keyed times, sorted as (key, time) tuples sort;
+ * each one's current bytes, a slice of its group (found as RecordTable._locate finds it: its
+ * group by the key's CRC-32 and the linear hashing's split, the first record of the key at that
+ * time), and the (key, time) of each the table no longer holds. None where an item is not a
+ * keyed time or a group not bytes (the caller's Python path). */
+static PyObject *current_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (!takes("current_records", nargs, 4)) return NULL;
+    PyObject *groups = args[0], *added = args[3];
+    if (!PyList_CheckExact(groups) || !(PyAnySet_CheckExact(added) || PyList_CheckExact(added))) Py_RETURN_NONE;
+    unsigned long long low_mask = PyLong_AsUnsignedLongLong(args[1]);
+    if (low_mask == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t split = PyLong_AsSsize_t(args[2]);
+    if (split == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t count = PySequence_Size(added), n_groups = PyList_GET_SIZE(groups);
+    if (count < 0) return NULL;
+    Keyed *items = PyMem_Malloc(sizeof(Keyed) * (size_t)(count > 0 ? count : 1));
+    PyObject *iter = items == NULL ? NULL : PyObject_GetIter(added);
+    PyObject *records = NULL, *gone = NULL, *item;
+    if (iter == NULL) goto fail;
+    Py_ssize_t taken = 0;
+    while ((item = PyIter_Next(iter)) != NULL) {
+        /* the set holds a reference to each item until the call returns: a borrowed view is safe */
+        int fits = PyBytes_CheckExact(item) && PyBytes_GET_SIZE(item) >= 10 && taken < count;
+        if (fits) {
+            const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(item);
+            Py_ssize_t length = PyBytes_GET_SIZE(item) - 8;
+            items[taken++] = (Keyed){raw, length, read_i64(raw + length)};
+        }
+        Py_DECREF(item);
+        if (!fits) {
+            Py_DECREF(iter);
+            PyMem_Free(items);
+            Py_RETURN_NONE;
+        }
+    }
+    Py_CLEAR(iter);
+    if (PyErr_Occurred()) goto fail;
+    for (Py_ssize_t g = 0; g < n_groups; g++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(groups, g))) {
+            PyMem_Free(items);
+            Py_RETURN_NONE;
+        }
+    qsort(items, (size_t)taken, sizeof(Keyed), keyed_order);
+    records = PyList_New(0);
+    gone = PyList_New(0);
+    if (records == NULL || gone == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < taken; i++) {
+        const Keyed *k = &items[i];
+        unsigned long long crc = crc32_of(k->key, (size_t)k->length), gid = crc & low_mask;
+        if ((Py_ssize_t)gid < split) gid = crc & (2 * low_mask + 1);
+        if ((Py_ssize_t)gid >= n_groups) {
+            PyErr_SetString(PyExc_ValueError, "current_records: a key's group is beyond the table");
+            goto fail;
+        }
+        PyObject *group = PyList_GET_ITEM(groups, (Py_ssize_t)gid);
+        const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(group);
+        Py_ssize_t size = PyBytes_GET_SIZE(group), pos = 0, found = -1, end = 0;
+        while (pos + HEAD_SIZE <= size) {  /* _find's walk over the records' lengths */
+            Py_ssize_t length = (Py_ssize_t)read_u32(data + pos);
+            if (length < HEAD_SIZE || pos + length > size) {
+                PyErr_SetString(PyExc_ValueError, "current_records: a record overruns its group");
+                goto fail;
+            }
+            Py_ssize_t at = pos + HEAD_SIZE;
+            if (at + k->length + 8 <= size && memcmp(data + at, k->key, (size_t)k->length) == 0
+                && read_i64(data + at + k->length) == k->ts) {
+                found = pos;
+                end = pos + length;
+                break;
+            }
+            pos += length;
+        }
+        PyObject *made;
+        if (found >= 0) {
+            made = PyBytes_FromStringAndSize((const char *)data + found, end - found);
+        } else {
+            PyObject *key = PyBytes_FromStringAndSize((const char *)k->key, k->length);
+            made = key == NULL ? NULL : Py_BuildValue("(NL)", key, (long long)k->ts);
+        }
+        if (made == NULL || PyList_Append(found >= 0 ? records : gone, made) < 0) {
+            Py_XDECREF(made);
+            goto fail;
+        }
+        Py_DECREF(made);
+    }
+    PyMem_Free(items);
+    PyObject *out = PyTuple_Pack(2, records, gone);
+    Py_DECREF(records);
+    Py_DECREF(gone);
+    return out;
+fail:
+    Py_XDECREF(iter);
+    PyMem_Free(items);
+    Py_XDECREF(records);
+    Py_XDECREF(gone);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"payload_digests", (PyCFunction)payload_digests, METH_O,
      "records.py's payload_digest of each payload of a list (see the module's C source)."},
@@ -1680,6 +1800,8 @@ static PyMethodDef methods[] = {
      "Each outcome's message, as orjson writes its row, or None (see the module's C source)."},
     {"packed_rows", (PyCFunction)(void (*)(void))packed_rows, METH_FASTCALL,
      "Each event's features encoded in a batch's one layout, or None (see the module's C source)."},
+    {"current_records", (PyCFunction)(void (*)(void))current_records, METH_FASTCALL,
+     "The records added since the last delta, sorted, and the keys of those gone (see the C source)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -940,11 +940,19 @@ class LabelJoin(TrackedTable):
         >>> [d.exact for d in restored.take_duplicates()]
         [True]
         """
-        added = self.added_keys()  # one id's records in event-time order: their arrival order
-        closings = self._closings
+        closings, fast = self._closings, native.NATIVE
+        # one id's records in event-time order (their arrival order), each located in its group: in
+        # C where built (~0.3 against ~4 us a record; a delta's whole cost on a busy join)
+        made = None if fast is None else fast.current_records(self._groups, self._low - 1, self._split,
+                                                               self._added or ())
+        if made is None:
+            records, gone = self.current_records(self.added_keys())
+        else:
+            records, gone = made
+            if self._store is not None:  # spilled payloads read back, as current_records does
+                records = list(map(self._whole, records))
         if self._added is not None:
             self._added, self._closings = set(), []
-        records, gone = self.current_records(added)
         return JoinChanges(b"".join(records), gone, self._outside_table(), b"".join(closings))
 
     def apply_changes(self, changes: JoinChanges) -> None:
