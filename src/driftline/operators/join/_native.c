@@ -1767,10 +1767,7 @@ static PyObject *current_records(PyObject *module, PyObject *const *args, Py_ssi
         Py_DECREF(made);
     }
     PyMem_Free(items);
-    PyObject *out = PyTuple_Pack(2, records, gone);
-    Py_DECREF(records);
-    Py_DECREF(gone);
-    return out;
+    return Py_BuildValue("(NN)", records, gone); /* "N": the tuple takes both lists */
 fail:
     Py_XDECREF(iter);
     PyMem_Free(items);
