@@ -1689,7 +1689,8 @@ static PyObject *current_records(PyObject *module, PyObject *const *args, Py_ssi
     (void)module;
     if (!takes("current_records", nargs, 4)) return NULL;
     PyObject *groups = args[0], *added = args[3];
-    if (!PyList_CheckExact(groups) || !(PyAnySet_CheckExact(added) || PyList_CheckExact(added))) Py_RETURN_NONE;
+    if (!PyList_CheckExact(groups) || !(PyAnySet_CheckExact(added) || PyList_CheckExact(added)))
+        Py_RETURN_NONE;
     unsigned long long low_mask = PyLong_AsUnsignedLongLong(args[1]);
     if (low_mask == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     Py_ssize_t split = PyLong_AsSsize_t(args[2]);
