@@ -30,6 +30,14 @@ and at each ``--cpu-scale`` times them.
 closed since whole) against closings (format 5), alternating in one process: CPU and bytes a
 shard's delta.
 
+``--stage2-outcomes N``: stage 2's checkpoint (a whole snapshot: stage 2 has no deltas) of a
+``ModelProcessor`` whose one model holds N joined outcomes in its open metrics interval (UUID ids;
+stage 2 keeps every outcome of an interval, deduplicated by id, until the interval closes, to feed
+its estimators in canonical order): the process's RSS growth, the snapshot's bytes and its CPU
+(best of ``--rounds``), and at ``worker.checkpoint_interval_s`` the snapshot bytes a second against
+the input's at the rate that holds N in one default interval. One model at 5,000 predictions/s
+over the default 300 s interval holds 1,500,000.
+
 ``--models N``: N models (20 + 5 features each, a training profile each) under Zipf traffic (model
 k's share ~ 1/(k+1)^``--zipf``), and the per-model items A/B: each round runs the same checkpoints
 twice, deltas carrying every model's windows and detectors (``_changed_items`` off: delta format 3's
@@ -43,6 +51,7 @@ shard.
         --read-mb-per-s 60
     .venv/bin/python bench/bench_checkpoints.py --closings --n 100000 --every 10
     .venv/bin/python bench/bench_checkpoints.py --models 200 --n 50000 --every 1 --rounds 3
+    .venv/bin/python bench/bench_checkpoints.py --stage2-outcomes 1500000
 """
 
 from __future__ import annotations
@@ -51,8 +60,11 @@ import argparse
 import dataclasses
 import os
 import pickle
+import random
 import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common import bench_scenario, bench_settings, raw_records
@@ -62,6 +74,8 @@ from driftline.demo.training import training_profiles
 from driftline.operators.join import JoinChanges, LabelJoin, _closing_keys
 from driftline.operators.validate import RawRecord
 from driftline.pipeline import local
+from driftline.pipeline.model import ModelProcessor
+from driftline.pipeline.records import Outcomes
 from driftline.pipeline.shard import ShardProcessor
 from driftline.pipeline.state import dump_delta
 from driftline.streams import runner
@@ -136,8 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="deltas as format 4 wrote them against closings (format 5), alternating")
     parser.add_argument("--models", type=int, default=0, help="N models under Zipf traffic: the items A/B")
     parser.add_argument("--zipf", type=float, default=1.0, help="--models: model k's share ~ 1/(k+1)^zipf")
+    parser.add_argument("--stage2-outcomes", type=int, default=0,
+                        help="stage 2's snapshot holding N outcomes in one metrics interval (docstring)")
     args = parser.parse_args(argv)
     settings = bench_settings("127.0.0.1:9", "bc")
+    if args.stage2_outcomes:
+        return stage2_snapshot(settings, args.stage2_outcomes, args.rounds)
     if args.models:
         return items_ab(settings, args.n, args.models, args.zipf, args.every, args.rounds)
     scenario = bench_scenario(args.n, 0)
@@ -171,6 +189,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         issue19(rest, shards=settings.topics.partitions, rounds=args.rounds, baseline=args.baseline,
                 read_speeds=args.read_mb_per_s, time_reads=args.time_read, cpu_scales=args.cpu_scale)
     return 0
+
+
+def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
+    """Print stage 2's snapshot of one model holding ``n`` outcomes in its open metrics interval."""
+    rng = random.Random(0)
+    interval_ms = settings.windows.metrics_interval_s * 1000
+    start = 1_700_000_100_000 // interval_ms * interval_ms
+    before = _rss_bytes()
+    processor = ModelProcessor(0, settings, "bench")
+    chunk = 5_000
+    for first in range(0, n, chunk):
+        count = min(chunk, n - first)
+        ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(count)]
+        times = [start + (first + i) * (interval_ms - 1) // n for i in range(count)]
+        processor.outcomes.add_outcomes(Outcomes(
+            0, "m", "1", ids, [""] * count, times, [rng.randrange(60_000) for _ in range(count)],
+            [rng.randrange(2) for _ in range(count)], [None] * count, [0] * count))
+    held = sum(len(bucket.outcomes) for buckets in processor.outcomes.buckets.values()
+               for bucket in buckets.values())
+    grown = _rss_bytes() - before
+    best, size = float("inf"), 0
+    for _ in range(max(1, rounds)):
+        started = time.process_time()
+        size = len(processor.snapshot())
+        best = min(best, time.process_time() - started)
+    raw = raw_records(settings, bench_scenario(2_000, 0))
+    per_prediction = sum(len(r.value or b"") for r in raw) / sum(
+        r.topic == settings.topics.predictions for r in raw)
+    rate = n / settings.windows.metrics_interval_s
+    every = settings.worker.checkpoint_interval_s
+    print(f"stage 2, one model holding {held:,} outcomes of one {settings.windows.metrics_interval_s} s "
+          f"interval: RSS +{grown / 1e6:,.0f} MB ({grown / held:.0f} B an outcome); a snapshot "
+          f"{size / 1e6:,.1f} MB ({size / held:.0f} B an outcome) in {best:.2f} CPU-s (best of {rounds})")
+    print(f"at {rate:,.0f} predictions/s and a checkpoint every {every:g} s: {size / every / 1e6:,.1f} MB/s "
+          f"of stage-2 snapshots against {rate * per_prediction / 1e6:,.1f} MB/s of input "
+          f"({size / every / (rate * per_prediction):.1f}x; {per_prediction:.0f} B a prediction with its "
+          f"label), {best / every:.0%} of a core")
+    return 0
+
+
+def _rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def closings_ab(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int,
