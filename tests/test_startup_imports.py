@@ -96,3 +96,19 @@ def test_an_earlier_plain_import_of_river_drift_is_used_as_it_is() -> None:
         "from driftline.operators.river_drift import drift\n"
         "print(drift() is river.drift, type(sys.modules['river.drift.datasets']).__name__)")
     assert out == "True module"
+
+
+def test_a_detector_made_while_the_preload_imports_waits_for_it() -> None:
+    """A worker's preload thread imports river.drift while the event loop may make its first
+    detector: the module is then in sys.modules but not initialised, and make_detector must wait
+    for it (it once read the half-made module: AttributeError, in 5 of 5 runs of this test)."""
+    out = _run(
+        "import sys, threading, time\n"
+        "from driftline.operators.performance import make_detector, preload_detectors\n"
+        "thread = threading.Thread(target=preload_detectors)\n"
+        "thread.start()\n"
+        "while 'river.drift' not in sys.modules:\n"
+        "    time.sleep(0.0005)\n"
+        "print(type(make_detector('adwin', 0.002)).__name__)\n"
+        "thread.join()")
+    assert out == "ADWIN"

@@ -43,12 +43,11 @@ class _Deferred(ModuleType):
 
 def drift() -> ModuleType:
     """``river.drift`` (its data sets subpackage imported on first use; module docstring)."""
-    loaded = sys.modules.get("river.drift")
-    if loaded is not None:
-        return loaded
     with _lock:
         if "river.drift" not in sys.modules and DEFERRED not in sys.modules:
             _stand_in()
+    # through the import system even when imported: a worker's preload thread may be importing it
+    # (in sys.modules, not initialised yet), and import_module waits for that import to finish
     return importlib.import_module("river.drift")
 
 
