@@ -39,7 +39,7 @@ def test_the_slowest_count_sets_the_wait_and_finished_ones_do_not(common: Module
     assert common.scrape_wait([predictions_done], 10.0) == common.SCRAPE_NEAR_S  # all done: max(0)/3
 
 
-def test_a_bench_run_scrapes_a_tenth_as_often_as_every_tenth_of_a_second(common: ModuleType) -> None:
+def test_a_bench_run_scrapes_far_less_often_and_sees_its_end_as_promptly(common: ModuleType) -> None:
     """Simulated: 20 s at a steady 5,000/s after 2 s of start-up, scraped as the benches do."""
     total, rate, startup = 100_000.0, 5_000.0, 2.0
     t, scrapes, first_seen = 0.0, 0, None
