@@ -19,6 +19,7 @@
 
     .venv/bin/python bench/bench_pipeline.py [--n 100000] [--quick] [--worker-only]
         [--worker-setting NAME=VALUE ...]
+    .venv/bin/python bench/bench_pipeline.py --scrape-cost 3 --n 20000  # main-thread CPU a /metrics scrape
 """
 
 from __future__ import annotations
@@ -234,10 +235,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--outcome-rows-ab", type=int, default=0, metavar="PAIRS",
                         help="only (4): PAIRS runs with the outcome messages parsed into dict rows and kept "
                              "as made, alternating in one process after a warm-up run; CPU-s of each")
+    parser.add_argument("--scrape-cost", type=int, default=0, metavar="ROUNDS",
+                        help="only: the worker's main-thread CPU a /metrics scrape, after it consumed --n "
+                             "predictions: ROUNDS of 5 s without scrapes against 5 s of them")
     args = parser.parse_args(argv)
     if args.quick:
         args.n = min(args.n, 2_000)
     return args
+
+
+def scrape_cost(n: int, rounds: int, seconds: float = 5.0) -> None:
+    """What a ``/metrics`` scrape costs the worker's main thread (what figure (1)'s own scrapes
+    load it with, ``common.scrape_wait``): a worker that consumed ``n`` predictions and their
+    labels, then ``rounds`` of ``seconds`` idle against ``seconds`` of scrapes every 20 ms."""
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp, running_broker() as broker:
+        settings = bench_settings(broker.bootstrap_servers, "bs", Path(tmp) / "home")
+        produced, _ = produce_workload(settings, n)
+        with WorkerProcess(settings) as worker:
+            worker.wait_until(lambda: worker.events_in(settings.topics.labels) >= produced["labels"], 300,
+                              "every label consumed")
+            pid = worker.proc.pid
+            costs: list[float] = []
+            for _ in range(rounds):
+                before = main_thread_cpu_seconds(pid)
+                time.sleep(seconds)  # the idle worker's own CPU over the same time, subtracted below
+                idle = main_thread_cpu_seconds(pid) - before
+                before, started, scrapes = main_thread_cpu_seconds(pid), time.monotonic(), 0
+                while time.monotonic() - started < seconds:
+                    worker.metrics()
+                    scrapes += 1
+                    time.sleep(0.02)
+                costs.append((main_thread_cpu_seconds(pid) - before - idle) / scrapes * 1000)
+            samples = len(worker.metrics())
+            worker.stop()
+    print(f"a /metrics scrape of {samples} samples: {statistics.median(costs):.2f} main-thread CPU-ms "
+          f"(median of {rounds} rounds: {', '.join(f'{c:.2f}' for c in costs)})")
 
 
 def outcome_rows_ab(n: int, pairs: int) -> None:
@@ -256,6 +288,9 @@ def outcome_rows_ab(n: int, pairs: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.scrape_cost:
+        scrape_cost(args.n, args.scrape_cost)
+        return 0
     if args.outcome_rows_ab:
         outcome_rows_ab(args.n, args.outcome_rows_ab)
         return 0

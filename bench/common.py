@@ -277,9 +277,9 @@ SCRAPE_NEAR_S = 0.1
 interval it times is exact to about this."""
 SCRAPE_FAR_S = 1.0
 """Its longest wait between scrapes in the middle of a run. Each scrape renders the whole
-exposition on the scraped worker's main thread (3.4-3.9 CPU-ms for one model's 270 samples): at
-10 a second, ~4 % of the main thread figure (1) measures, which no Prometheus scraping every
-15 s costs a deployed worker."""
+exposition on the scraped worker's main thread (3-4 CPU-ms for one model's 270 samples,
+``bench_pipeline.py --scrape-cost``): at 10 a second, ~4 % of the main thread figure (1)
+measures, which no Prometheus scraping every 15 s costs a deployed worker."""
 
 
 def scrape_wait(progress: Sequence[tuple[float, float, float]], now: float) -> float:
