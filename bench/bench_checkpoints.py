@@ -64,9 +64,9 @@ import random
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench_models import rss_bytes
 from common import bench_scenario, bench_settings, raw_records
 
 from driftline.config import Settings
@@ -196,7 +196,7 @@ def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
     rng = random.Random(0)
     interval_ms = settings.windows.metrics_interval_s * 1000
     start = 1_700_000_100_000 // interval_ms * interval_ms
-    before = _rss_bytes()
+    before = rss_bytes()
     processor = ModelProcessor(0, settings, "bench")
     chunk = 5_000
     for first in range(0, n, chunk):
@@ -208,7 +208,7 @@ def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
             [rng.randrange(2) for _ in range(count)], [None] * count, [0] * count))
     held = sum(len(bucket.outcomes) for buckets in processor.outcomes.buckets.values()
                for bucket in buckets.values())
-    grown = _rss_bytes() - before
+    grown = rss_bytes() - before
     best, size = float("inf"), 0
     for _ in range(max(1, rounds)):
         started = time.process_time()
@@ -227,10 +227,6 @@ def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
           f"({size / every / (rate * per_prediction):.1f}x; {per_prediction:.0f} B a prediction with its "
           f"label), {best / every:.0%} of a core")
     return 0
-
-
-def _rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def closings_ab(settings: Settings, raw: Sequence[RawRecord], profiles: list[bytes], every: int,
