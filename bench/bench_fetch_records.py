@@ -34,7 +34,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0] already
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from driftline.kafka import fetch_native
+from driftline.kafka import records
 from driftline.kafka.records import RAW_RECORDS, as_raw, to_raw
 from driftline.operators.validate import RawRecord
 
@@ -70,11 +70,11 @@ def fetch_sides(args: argparse.Namespace) -> int:
 
     def raw(native: bool) -> Callable[[], list[RawRecord]]:
         def read() -> list[RawRecord]:
-            fetch_native.NATIVE = built if native else None
+            records.use_native_fetch(native)
             return as_raw(list(fetched(RAW_RECORDS)))
         return read
 
-    built = fetch_native.NATIVE
+    built = records.native_fetch()
     sides: dict[str, Callable[[], list[RawRecord]]] = {
         "ConsumerRecord + to_raw": stock, "raw_records, aiokafka's loop": raw(False)}
     if built:
@@ -89,7 +89,7 @@ def fetch_sides(args: argparse.Namespace) -> int:
                 read()
                 times[name].append((time.process_time() - started) / n * 1e6)
     finally:
-        fetch_native.NATIVE = built
+        records.use_native_fetch(built)
     print(f"{n:,} records{' gzipped' if args.gzip else ''} ({len(data) / n:.0f} bytes each in the fetch), "
           f"{args.rounds} rounds alternating, median CPU-us a record")
     _print_medians(times, "ConsumerRecord + to_raw")

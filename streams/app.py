@@ -25,8 +25,8 @@ from faust.app.base import BootStrategy
 
 from driftline.config import Settings
 from driftline.kafka.clients import aiokafka_common
+from driftline.kafka.records import process_compiled_paths, use_process_compiled_paths
 from driftline.operators.calibration import share_calibrations
-from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.performance import preload_detectors
 from driftline.runtime import install_stack_dump, tune_gc
 from driftline.streams.http_security import server_ssl_context
@@ -101,7 +101,7 @@ def create_app(runtime: WorkerRuntime, *, run_seconds: float | None = None,
             runtime.web_port = announce(server, runtime)
             log.info("compiled paths: %s",  # logged here: Faust's logging is set up by now
                      ", ".join(f"{name} {'on' if on else 'off'}"
-                               for name, on in compiled_paths().items()))
+                               for name, on in process_compiled_paths().items()))
             install_stack_dump(asyncio.get_running_loop())
             if runtime.runs_processors:  # stage 2's detectors' import (~1 CPU-s) while the runners
                 # join their groups, not on the event loop at the first outcome
@@ -170,7 +170,7 @@ def run_worker(runtime: WorkerRuntime, *, run_seconds: float | None = None,
     """Run until SIGTERM/SIGINT (or the limits above); returns the exit code."""
     runtime.prepare_store()
     tune_gc()
-    use_compiled_paths(runtime.settings.worker.compiled_paths)
+    use_process_compiled_paths(runtime.settings.worker.compiled_paths)
     state_dir = runtime.settings.worker.state_dir  # processes on this disk calibrate a reference once
     share_calibrations(None if state_dir is None else state_dir / "calibrations")
     app = create_app(runtime, run_seconds=run_seconds, exit_when_idle=exit_when_idle)

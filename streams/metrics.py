@@ -60,7 +60,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from driftline.kafka.metadata_requests import metadata_requests
-from driftline.operators.compiled_paths import compiled_paths
+from driftline.kafka.records import process_compiled_paths
 from driftline.pipeline.gauges import Gauge
 from driftline.streams.runner import StageRunner
 from driftline.streams.sink import SinkRunner
@@ -119,7 +119,7 @@ class WorkerCollector(Collector):
         family = GaugeMetricFamily("driftline_compiled_path",
                                    "1 where the compiled C path runs, 0 where its Python reference does "
                                    "(extension not built, or worker.compiled_paths false)", labels=["path"])
-        for name, on in sorted(compiled_paths().items()):
+        for name, on in sorted(process_compiled_paths().items()):
             family.add_metric([name], float(on))
         return family
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from driftline.config import Settings
-from driftline.kafka import fetch_native
+from driftline.kafka import records as kafka_records
 from driftline.operators import decode_native, drift, ks_native, watch_native
 from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.join import native as join_native
@@ -19,29 +19,25 @@ from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import LabelDelay, ModelSpec
 from driftline.store.writer import MemoryRowWriter
 
-BUILT = {"decode": decode_native._decode is not None, "fetch": fetch_native._records is not None,
-         "join": join_native._native is not None, "ks": ks_native._ks is not None,
-         "watch": watch_native._watch is not None}
-OFF = {"decode": False, "fetch": False, "join": False, "ks": False, "watch": False}
+BUILT = {"decode": decode_native._decode is not None, "join": join_native._native is not None,
+         "ks": ks_native._ks is not None, "watch": watch_native._watch is not None}
+OFF = {"decode": False, "join": False, "ks": False, "watch": False}
 
 
 @pytest.fixture(autouse=True)
 def restored() -> Iterator[None]:
-    before = (join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE, ks_native.NATIVE,
-              fetch_native.NATIVE)
+    before = (join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE, ks_native.NATIVE)
     yield
-    (join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE, ks_native.NATIVE,
-     fetch_native.NATIVE) = before
+    join_native.NATIVE, watch_native.NATIVE, decode_native.NATIVE, ks_native.NATIVE = before
 
 
 def test_off_runs_python_and_on_runs_what_was_built() -> None:
     assert use_compiled_paths(False) == OFF == compiled_paths()
     assert join_native.NATIVE is None and watch_native.NATIVE is None and decode_native.NATIVE is None
-    assert ks_native.NATIVE is None and fetch_native.NATIVE is None
+    assert ks_native.NATIVE is None
     assert use_compiled_paths(True) == BUILT == compiled_paths()
     assert join_native.NATIVE is join_native._native and watch_native.NATIVE is watch_native._watch
     assert decode_native.NATIVE is decode_native._decode and ks_native.NATIVE is ks_native._ks
-    assert fetch_native.NATIVE is fetch_native._records
 
 
 def test_the_setting_reaches_a_replay_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,9 +45,10 @@ def test_the_setting_reaches_a_replay_from_the_environment(monkeypatch: pytest.M
     settings = Settings()
     assert settings.worker.compiled_paths is False
     Replayer(settings, "off", MemoryRowWriter())
-    assert compiled_paths() == OFF
+    assert compiled_paths() == OFF and not kafka_records.native_fetch()
     Replayer(Settings(worker={"compiled_paths": True}), "on", MemoryRowWriter())
     assert compiled_paths() == BUILT
+    assert kafka_records.native_fetch() == (kafka_records._records is not None)
 
 
 def _rows(settings: Settings, records: list[Any]) -> dict[str, list[dict[str, Any]]]:

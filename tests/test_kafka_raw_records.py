@@ -31,14 +31,13 @@ from aiokafka.structs import ConsumerRecord
 from kafka.admin import NewTopic
 
 from driftline.config import Settings
-from driftline.kafka import fetch_native
 from driftline.kafka import records as raw_records
 from driftline.kafka.admin import admin_client
 from driftline.kafka.clients import aiokafka_consumer, aiokafka_producer
 from driftline.operators.validate import RawRecord
 
 TP = TopicPartition("predictions", 3)
-NATIVE = fetch_native._records
+NATIVE = raw_records._records
 needs_native = pytest.mark.skipif(NATIVE is None, reason="driftline.kafka._records not built (no C compiler)")
 
 
@@ -47,12 +46,12 @@ def fetch_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each marked-consumer test once with the C pass over fetches and once with aiokafka's loop."""
     if request.param == "native" and NATIVE is None:
         pytest.skip("driftline.kafka._records not built (no C compiler)")
-    before = fetch_native.NATIVE
-    fetch_native.NATIVE = NATIVE if request.param == "native" else None
+    before = raw_records.NATIVE
+    raw_records.use_native_fetch(request.param == "native")
     try:
         yield request.param
     finally:
-        fetch_native.NATIVE = before
+        raw_records.NATIVE = before
 
 
 Expected = list[tuple[bytes | None, bytes | None, int]]
@@ -378,7 +377,7 @@ def test_a_raw_records_consumer_reads_what_a_stock_one_reads(kafka_bootstrap: st
         admin.create_topics([NewTopic(topic, 1, 1)])
     read_in_c: list[bool] = []  # each fetched partition the C pass was asked for: read there?
     if fetch_path == "native":
-        fetch_native.NATIVE = _Spied(fetch_native.NATIVE, read_in_c)
+        raw_records.NATIVE = _Spied(raw_records.NATIVE, read_in_c)
     stock, raw = asyncio.run(_produce_and_read(settings, topic, 300, compression))
     assert (read_in_c and all(read_in_c)) if fetch_path == "native" else not read_in_c
     assert len(stock) == len(raw) == 300

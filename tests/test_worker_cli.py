@@ -20,7 +20,7 @@ from harness import wait_for
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from driftline.config import TopicSettings
-from driftline.kafka import fetch_native
+from driftline.kafka import records as kafka_records
 from driftline.local.broker import free_port
 from driftline.operators import decode_native, watch_native
 from driftline.operators.join import native as join_native
@@ -164,7 +164,7 @@ def test_worker_serves_ingests_and_stops_gracefully(
         assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics
         assert "driftline_stage_" in metrics and 'driftline_sink_rows_total{table="outcomes"}' in metrics
         built = {"decode": decode_native._decode is not None, "join": join_native._native is not None,
-                 "watch": watch_native._watch is not None, "fetch": fetch_native._records is not None}
+                 "watch": watch_native._watch is not None, "fetch": kafka_records._records is not None}
         for path in ("decode", "join", "watch", "fetch"):  # on where this install built it
             assert f'driftline_compiled_path{{path="{path}"}} {float(built[path])}' in metrics
         _assert_the_sink_commits_in_its_deployments_group(kafka_bootstrap, tag)
@@ -202,7 +202,7 @@ def test_worker_on_port_0_logs_the_address_it_listens_on(
         metrics = _get(f"{base}/metrics").text
         for path in ("decode", "join", "ks", "watch", "fetch"):
             assert f'driftline_compiled_path{{path="{path}"}} 0.0' in metrics
-        assert "compiled paths: decode off, fetch off, join off, ks off, watch off" in log.read_text()
+        assert "compiled paths: decode off, join off, ks off, watch off, fetch off" in log.read_text()
         # the runners' tasks exist once /healthz says they run (before that, on a busy machine, a
         # dump could come before the shard's task is made, and a later one is never asked for)
         wait_for(lambda: _get(f"{base}/healthz").status_code == 200, 40, "/healthz 200", proc, log)

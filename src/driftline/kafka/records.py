@@ -20,7 +20,7 @@ aiokafka's record loop at all: ``_records.parse`` reads the fetched bytes into R
 ``FetchResult``. A fetch it cannot read exactly as aiokafka would (another format, an aborted
 transaction to skip, a codec aiokafka lacks, a bad CRC) goes aiokafka's way whole, so aiokafka's
 handling and errors are unchanged. ``worker.compiled_paths`` false turns it off
-(:mod:`driftline.kafka.fetch_native`, one of :mod:`driftline.operators.compiled_paths`' switches).
+(:func:`use_native_fetch`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,15 @@ from aiokafka import codec
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import ConsumerRecord
 
-from driftline.kafka import fetch_native
+from driftline.operators.compiled_paths import compiled_paths, use_compiled_paths
 from driftline.operators.validate import RawRecord
+
+try:
+    from driftline.kafka import _records
+except ImportError:  # built without a C compiler: aiokafka's record loop, with the builder below
+    _records = None  # type: ignore[assignment]
+
+NATIVE: Any = _records
 
 
 class _RawRecordsMarker:
@@ -70,6 +77,34 @@ def _raw_builder(topic: str, partition: int) -> Callable[[Any, Any], RawRecord]:
     def build(_tp: Any, record: Any) -> RawRecord:
         return RawRecord(topic, partition, record.offset, record.timestamp, record.key, record.value)
     return build
+
+
+def use_native_fetch(enabled: bool) -> bool:
+    """Read marked consumers' fetches in C (where built) or always aiokafka's way; returns whether
+    the C pass runs now."""
+    global NATIVE
+    NATIVE = _records if enabled else None
+    return NATIVE is not None
+
+
+def native_fetch() -> bool:
+    """Whether marked consumers' fetches are read in C now (``/metrics``: compiled_path fetch)."""
+    return NATIVE is not None
+
+
+def use_process_compiled_paths(enabled: bool) -> dict[str, bool]:
+    """A worker's or a replay's compiled C paths on or off together (``worker.compiled_paths``): the
+    operators' (:func:`~driftline.operators.compiled_paths.use_compiled_paths`) and the fetch's;
+    returns :func:`process_compiled_paths`."""
+    use_compiled_paths(enabled)
+    use_native_fetch(enabled)
+    return process_compiled_paths()
+
+
+def process_compiled_paths() -> dict[str, bool]:
+    """Which compiled paths run now, the operators' and ``fetch`` (the start-up log line and
+    ``/metrics`` ``compiled_path``)."""
+    return {**compiled_paths(), "fetch": native_fetch()}
 
 
 class _ParsedRecords:
@@ -140,7 +175,7 @@ def _decompressed(kind: int, payload: bytes) -> bytes | None:
 def _parsed(args: tuple[Any, ...]) -> _ParsedRecords | None:
     """The fetch read in C, from ``PartitionRecords``' positional arguments (tp, records, aborted
     transactions, fetch offset, key and value deserializers, check_crcs, ...); None: aiokafka's way."""
-    native = fetch_native.NATIVE
+    native = NATIVE
     if native is None or len(args) < 7 or args[5] is not RAW_RECORDS:
         return None
     tp, records, aborted, fetch_offset, _, _, check_crcs = args[:7]

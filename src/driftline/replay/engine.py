@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.config import Settings
-from driftline.operators.compiled_paths import use_compiled_paths
+from driftline.kafka.records import use_process_compiled_paths
 from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline
 from driftline.pipeline.records import WindowKey
@@ -109,7 +109,7 @@ class Replayer:
         from_ms: int | None = None,
     ) -> None:
         tune_gc()
-        use_compiled_paths(settings.worker.compiled_paths)
+        use_process_compiled_paths(settings.worker.compiled_paths)
         # a writer that reads JSON rows in C takes the outcome messages as the stages made them
         self._native = writer if isinstance(writer, ClickHouseRowWriter) else None
         self.pipeline = InProcessPipeline(settings, check_run_id(run_id), profiles,
