@@ -30,13 +30,14 @@ and at each ``--cpu-scale`` times them.
 closed since whole) against closings (format 5), alternating in one process: CPU and bytes a
 shard's delta.
 
-``--stage2-outcomes N``: stage 2's checkpoint (a whole snapshot: stage 2 has no deltas) of a
-``ModelProcessor`` whose one model holds N joined outcomes in its open metrics interval (UUID ids;
-stage 2 keeps every outcome of an interval, deduplicated by id, until the interval closes, to feed
-its estimators in canonical order): the process's RSS growth, the snapshot's bytes and its CPU
-(best of ``--rounds``), and at ``worker.checkpoint_interval_s`` the snapshot bytes a second against
-the input's at the rate that holds N in one default interval. One model at 5,000 predictions/s
-over the default 300 s interval holds 1,500,000.
+``--stage2-outcomes N``: stage 2's checkpoints of a ``ModelProcessor`` whose one model holds N
+joined outcomes in its open metrics interval (UUID ids; stage 2 keeps every outcome of an
+interval, deduplicated by id, until the interval closes, to feed its estimators in canonical
+order): the process's RSS growth, a base's bytes and CPU, its copy's CPU (what holds batches out),
+and a delta of one ``worker.checkpoint_interval_s`` of outcomes at the rate that holds N in one
+default interval (best of ``--rounds``); then the checkpoint bytes a second against the input's,
+a base at every checkpoint (before stage 2 wrote deltas) and a chain as the runner's byte bound
+cuts it. One model at 5,000 predictions/s over the default 300 s interval holds 1,500,000.
 
 ``--models N``: N models (20 + 5 features each, a training profile each) under Zipf traffic (model
 k's share ~ 1/(k+1)^``--zipf``), and the per-model items A/B: each round runs the same checkpoints
@@ -192,40 +193,76 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
-    """Print stage 2's snapshot of one model holding ``n`` outcomes in its open metrics interval."""
+    """Print stage 2's checkpoints of one model holding ``n`` outcomes in its open metrics interval:
+    a base (the whole shard), and the delta of one checkpoint interval's outcomes at the rate that
+    holds ``n`` in one interval."""
     rng = random.Random(0)
     interval_ms = settings.windows.metrics_interval_s * 1000
     start = 1_700_000_100_000 // interval_ms * interval_ms
+    rate = n / settings.windows.metrics_interval_s
+    every = settings.worker.checkpoint_interval_s
+    per_delta = max(1, round(rate * every))
+
+    def add(processor: ModelProcessor, first: int, count: int) -> None:
+        ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(count)]
+        times = [start + (first + i) * (interval_ms - 1) // (n + per_delta * rounds) for i in range(count)]
+        processor.outcomes.add_outcomes(Outcomes(
+            0, "m", "1", ids, [""] * count, times, [rng.randrange(60_000) for _ in range(count)],
+            [rng.randrange(2) for _ in range(count)], [None] * count, [0] * count))
+
     before = rss_bytes()
     processor = ModelProcessor(0, settings, "bench")
     chunk = 5_000
     for first in range(0, n, chunk):
-        count = min(chunk, n - first)
-        ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(count)]
-        times = [start + (first + i) * (interval_ms - 1) // n for i in range(count)]
-        processor.outcomes.add_outcomes(Outcomes(
-            0, "m", "1", ids, [""] * count, times, [rng.randrange(60_000) for _ in range(count)],
-            [rng.randrange(2) for _ in range(count)], [None] * count, [0] * count))
+        add(processor, first, min(chunk, n - first))
     held = sum(len(bucket.outcomes) for buckets in processor.outcomes.buckets.values()
                for bucket in buckets.values())
     grown = rss_bytes() - before
-    best, size = float("inf"), 0
+    best, size, copy_s = float("inf"), 0, float("inf")
     for _ in range(max(1, rounds)):
         started = time.process_time()
         size = len(processor.snapshot())
         best = min(best, time.process_time() - started)
+        started = time.process_time()
+        processor.base_copy().release()  # what holds batches out for a base written beside them
+        copy_s = min(copy_s, time.process_time() - started)
+    delta_s, delta_size, added = float("inf"), 0, n
+    chain = [processor.checkpoint(base=True)]
+    for _ in range(max(1, rounds)):
+        add(processor, added, per_delta)
+        added += per_delta
+        started = time.process_time()
+        chain.append(processor.checkpoint(base=False))
+        delta_s = min(delta_s, time.process_time() - started)
+        delta_size = len(chain[-1])
+    del processor
+    started = time.process_time()
+    restored = ModelProcessor.restore(chain[0], settings)
+    base_restore_s = time.process_time() - started
+    for delta in chain[1:]:
+        restored._apply_delta(delta, "bench")
+    apply_s = (time.process_time() - started - base_restore_s) / (len(chain) - 1)
     raw = raw_records(settings, bench_scenario(2_000, 0))
     per_prediction = sum(len(r.value or b"") for r in raw) / sum(
         r.topic == settings.topics.predictions for r in raw)
-    rate = n / settings.windows.metrics_interval_s
-    every = settings.worker.checkpoint_interval_s
+    input_rate = rate * per_prediction
+    # the runner's byte bound (worker.checkpoint_delta_ratio) writes a base once the deltas' bytes pass it
+    ratio = settings.worker.checkpoint_delta_ratio
+    deltas_per_base = max(1, min(settings.worker.checkpoint_deltas_per_base, int(ratio * size / delta_size)))
+    chain_rate = (size + deltas_per_base * delta_size) / ((deltas_per_base + 1) * every)
     print(f"stage 2, one model holding {held:,} outcomes of one {settings.windows.metrics_interval_s} s "
-          f"interval: RSS +{grown / 1e6:,.0f} MB ({grown / held:.0f} B an outcome); a snapshot "
-          f"{size / 1e6:,.1f} MB ({size / held:.0f} B an outcome) in {best:.2f} CPU-s (best of {rounds})")
-    print(f"at {rate:,.0f} predictions/s and a checkpoint every {every:g} s: {size / every / 1e6:,.1f} MB/s "
-          f"of stage-2 snapshots against {rate * per_prediction / 1e6:,.1f} MB/s of input "
-          f"({size / every / (rate * per_prediction):.1f}x; {per_prediction:.0f} B a prediction with its "
-          f"label), {best / every:.0%} of a core")
+          f"interval: RSS +{grown / 1e6:,.0f} MB ({grown / held:.0f} B an outcome); a base "
+          f"{size / 1e6:,.1f} MB ({size / held:.0f} B an outcome) in {best:.2f} CPU-s, its copy (batches "
+          f"held) {copy_s * 1e3:.0f} CPU-ms (best of {rounds}); restored in {base_restore_s:.2f} CPU-s")
+    print(f"at {rate:,.0f} predictions/s and a checkpoint every {every:g} s: a delta of {per_delta:,} "
+          f"outcomes {delta_size / 1e6:.2f} MB in {delta_s * 1e3:.0f} CPU-ms, applied in "
+          f"{apply_s * 1e3:.0f} CPU-ms ({apply_s / per_delta * 1e6:.2f} us an outcome); input "
+          f"{input_rate / 1e6:,.1f} MB/s ({per_prediction:.0f} B a prediction with its label)")
+    print(f"  a base at every checkpoint: {size / every / 1e6:,.1f} MB/s, "
+          f"{size / every / input_rate:.1f}x the input, {best / every:.0%} of a core")
+    print(f"  a base and {deltas_per_base} deltas (checkpoint_delta_ratio {ratio:g}): "
+          f"{chain_rate / 1e6:,.2f} MB/s, {chain_rate / input_rate:.2f}x the input, "
+          f"{(best + deltas_per_base * delta_s) / ((deltas_per_base + 1) * every):.1%} of a core")
     return 0
 
 

@@ -6,7 +6,7 @@ size of the whole blob and the offsets, so a reader keeps a checkpoint only when
 arrived in order and its CRC matches. Chunks left behind by a crash mid-save are ignored.
 
 Chains (:meth:`CheckpointStore.save_link`, see ``docs/state.md``): a shard's checkpoints are
-bases (a whole snapshot) and deltas (what changed since the checkpoint before: stage 1), each
+bases (a whole snapshot) and deltas (what changed since the checkpoint before), each
 naming its kind and its parent (the checkpoint it follows), in a topic of their own per shard and
 *generation*, ``f"{state}.{stage}-{shard}.g{n}"``, message key ``f"{stage}:{shard}"``. A base goes
 to the current generation until that topic holds ``ROTATE_FACTOR`` times the base and at least

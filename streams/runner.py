@@ -16,17 +16,17 @@ fetching paused; its waits between retries are ``getmany`` calls on the paused p
 long the outage lasts.
 
 Checkpoints form chains (``driftline.streams.checkpoint``, ``docs/state.md``). A processor that
-can report its changes (``driftline.pipeline.state.Incremental``: stage 1) writes a base
+can report its changes (``driftline.pipeline.state.Incremental``: both stages) writes a base
 snapshot, then deltas, then a new base once restoring the chain would take longer than
 ``worker.restore_target_s`` (:class:`RestoreCosts`: the base's bytes and the deltas' changed
 records at the costs this process measured), ``worker.checkpoint_deltas_per_base`` deltas followed
 it, or their bytes passed ``worker.checkpoint_delta_ratio`` times its size; any other writes a
-base every time. A stage-1 base is taken from a copy of the shard (``base_copy``, under the lock:
-a list copy of the join's groups) and pickled and written while batches go on; no other link of
-that shard is written until the broker acknowledged it, and revocation and stop wait for it. At
-most one such base is in flight per runner: a shard due for one meanwhile writes a delta and
-waits for its turn (``_base_turn``; a shard's first base never waits).
-Restoring reads the last base and its deltas; how long that took and how many
+base every time. A base is taken from a copy of the shard (``base_copy``, under the lock: a
+list copy of stage 1's join groups, of stage 2's outcome buckets) and pickled and written while
+batches go on; no other link of that shard is written until the broker acknowledged it, and
+revocation and stop wait for it. At most one such base is in flight per runner: a shard due for
+one meanwhile writes a delta and waits for its turn (``_base_turn``; a shard's first base never
+waits). Restoring reads the last base and its deltas; how long that took and how many
 bytes it read are the shard's ``restore_*`` gauges, the estimate for the chain as it stands
 ``restore_estimate_seconds``. The shards of an assignment are rebuilt one after the other, the
 smallest chain first; each takes batches as soon as it is rebuilt, while the others are rebuilt

@@ -83,7 +83,7 @@ def test_ten_sigkills_at_random_points(
 def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
     fault_stream: Stream, fault_root: Path, clean_tables: dict[str, list[list[str]]]
 ) -> None:
-    """Stage 1 checkpoints incrementally: killed after several deltas and no new base, the next
+    """Both stages checkpoint incrementally: killed after several deltas and no new base, the next
     incarnation restores the base plus every delta (its restore_deltas gauge says how many) and is
     killed in turn; the tables still equal the clean run's."""
     run = "delta_kill"
@@ -112,6 +112,9 @@ def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
         wait_until(lambda: restored() == shards, 180, "every stage-1 shard restored", alive=[second])
         deltas = second.metric_sum("driftline_stage_restore_deltas", stage="shard")
         assert deltas >= 3 * shards, f"restored {deltas:.0f} deltas over {shards} shards"
+        # stage 2 checkpoints incrementally too: its shards restore a base and the deltas after it
+        wait_until(lambda: second.metric_sum("driftline_stage_restore_deltas", stage="model") > 0, 180,
+                   "a stage-2 shard restored with deltas", alive=[second])
         estimates = [value for name, labels, value in second.metrics()
                      if name == "driftline_stage_restore_estimate_seconds" and labels["stage"] == "shard"]
         assert len(estimates) == shards and all(0 < e < 60 for e in estimates), estimates  # under the target

@@ -17,9 +17,11 @@ effective profile); the outcome clock reads baseline metrics from the newest pro
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 
 from driftline.operators.profile import ReferenceProfile
+from driftline.pipeline.state import ChainShared
 
 LATEST = 2**62  # "any effective_from"
 
@@ -56,3 +58,15 @@ class ProfileBook:
         if profile is not None and metric in profile.baseline:
             return float(profile.baseline[metric])
         return None
+
+
+def chain_profiles() -> ChainShared:
+    """The reference profiles a stage's chain of checkpoints pickles once (in its base, or the
+    delta written after one arrived) and names after that."""
+    return ChainShared(ReferenceProfile, _profile_key)
+
+
+def _profile_key(profile: ReferenceProfile) -> bytes:
+    """A profile's content, named (its id alone is not: a copy may keep it, e.g. with another
+    effective_from or only some of its features)."""
+    return hashlib.blake2b(profile.model_dump_json().encode(), digest_size=16).digest()

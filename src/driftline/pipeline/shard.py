@@ -8,7 +8,6 @@ a restored shard re-emits exactly what it emitted before a crash.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -44,19 +43,19 @@ from driftline.operators.join import (
     restoring_under_budget,
 )
 from driftline.operators.model_watch import MultivariateWatch
-from driftline.operators.profile import ReferenceProfile, parse_profile
+from driftline.operators.profile import parse_profile
 from driftline.operators.validate import Decoder, RawRecord, dead_letter
 from driftline.operators.window_stats import EventColumns, WindowAccumulator, WindowBuffer, values_partial
 from driftline.pipeline import records, reroute
 from driftline.pipeline.gauges import Gauge
 from driftline.pipeline.outcome_messages import outcome_messages
 from driftline.pipeline.records import NO_TIME, WindowKey, episode_grid_ms, window_segments
+from driftline.pipeline.references import chain_profiles
 from driftline.pipeline.stage import OutboundMessage, keyed_messages
 from driftline.pipeline.state import (
     FRESH_STATE_HINT,
     BaseCopy,
     BlobFile,
-    ChainShared,
     ItemChanges,
     ItemMarks,
     StateRestoreError,
@@ -118,7 +117,7 @@ class ShardProcessor:
         self.sent_progress: tuple[int, ...] = (NO_TIME, NO_TIME, NO_TIME)
         self.totals: Counter[str] = Counter()
         self.configure(settings)
-        self._shared_profiles = _chain_profiles()
+        self._shared_profiles = chain_profiles()
         self._touched: set[tuple[str, str]] = set()  # models whose items changed since the last checkpoint
         self._item_marks = self._marked_items()
 
@@ -459,7 +458,7 @@ class ShardProcessor:
         if "_staged" not in self.__dict__:  # unpickled: never pickled with staged batches
             self._staged, self._staged_events, self._staged_end = [], 0, _NO_WINDOW
         if "_shared_profiles" not in self.__dict__:  # unpickled (a delta applied keeps its own)
-            self._shared_profiles = _chain_profiles()
+            self._shared_profiles = chain_profiles()
             self._item_marks = self._marked_items()
 
     @staticmethod
@@ -1313,16 +1312,6 @@ def _at(root: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for name in path[1:]:
         found = getattr(found, "__dict__", {}).get(name)
     return found
-
-
-def _profile_key(profile: ReferenceProfile) -> bytes:
-    """A profile's content, named (its id alone is not: a copy may keep it, e.g. with another
-    effective_from or only some of its features)."""
-    return hashlib.blake2b(profile.model_dump_json().encode(), digest_size=16).digest()
-
-
-def _chain_profiles() -> ChainShared:
-    return ChainShared(ReferenceProfile, _profile_key)
 
 
 @dataclass(frozen=True, slots=True)
