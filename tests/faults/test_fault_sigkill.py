@@ -102,6 +102,11 @@ def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
         first = start_watched(started, rss, env, log, home=home, idle=None)
         wait_until(lambda: first.metric_sum("driftline_checkpoints_total", stage="shard") >= 4 * shards,
                    180, "four checkpoints per shard", alive=[first])
+        # and a stage-2 delta: more links than stage-2 shards (a shard's base comes first, and its
+        # delta only once the broker acknowledged that base, which takes a while on a busy machine)
+        wait_until(lambda: first.metric_sum("driftline_checkpoints_total", stage="model")
+                   > first.metric_sum("driftline_shards_owned", stage="model") > 0,
+                   180, "a stage-2 delta", alive=[first])
         consumed = first.predictions_in()
         first.kill()
         second = start_watched(started, rss, env, log, home=home, idle=None)
