@@ -155,6 +155,19 @@ def test_a_delta_carries_what_the_buckets_gained() -> None:
     assert restored.outcomes.buckets == model.outcomes.buckets
 
 
+def test_a_base_copy_keeps_the_buckets_as_they_were_while_batches_go_on() -> None:
+    model = _holding(1_000)
+    before = ModelFactory(_settings(), "r").restore(0, model.snapshot()).outcomes.buckets
+    copy = model.base_copy()
+    bucket = next(iter(model.outcomes.buckets[("m", "1")].values()))
+    bucket.outcomes["late"] = ("", START, 1, 1, None)  # a batch goes on while the copy is pickled
+    bucket.expired["gone"] = "region=eu"
+    bucket.rerouted.add("p0000001")
+    model.outcomes.buckets[("m", "1")].clear()  # and closes the interval
+    copied = ModelFactory(_settings(), "r").restore(0, copy.dump()).outcomes.buckets
+    assert copied == before and sum(len(b.outcomes) for b in copied[("m", "1")].values()) == 1_000
+
+
 def test_a_delta_names_the_profiles_its_chain_holds(profiles: list[bytes]) -> None:
     model = ModelProcessor(0, _settings(), "r")
     model.track_changes()
