@@ -5,7 +5,8 @@ closes, and then goes whole: outcomes, expiries, evictions and orphan labels are
 an id written again is a re-send carrying the same figures (stage 1's output depends only on its
 log). So a bucket's dicts, insertion-ordered, hold what a delta needs past the lengths the previous
 checkpoint saw: :class:`BucketMarks` records those lengths, :meth:`BucketMarks.changes` reads the
-tails (each dict skipped up to its mark in C, ~5 ns an entry), and :meth:`BucketChanges.apply`
+tails (each dict skipped up to its mark by ``islice``: ~20-28 ns an entry, ~30-40 ms for a bucket
+of 1.5 million UUID-keyed outcomes), and :meth:`BucketChanges.apply`
 adds them to the restored buckets and drops the ones closed since. The ``rerouted`` set has no
 order: it travels whole when it grew (re-routing is rare).
 

@@ -178,7 +178,7 @@ class ModelProcessor:
         changes = self._bucket_marks.changes(buckets)
         rest, profiles = self._shared_profiles.dumps(self._rest())
         delta = dump_delta(ModelDelta(rest, profiles, changes), changes.records)
-        self._bucket_marks = BucketMarks(buckets)  # after pickling: a bucket opened since goes whole
+        self._bucket_marks = BucketMarks(buckets)  # the next delta follows this one
         return delta
 
     def base_copy(self) -> BaseCopy:
