@@ -4,6 +4,8 @@ Series (all prefixed ``driftline_``):
 - ``events_in_total{stage,topic}``, ``messages_out_total{stage,topic}`` (dead-lettered = the
   dead-letter topic, joined = the outcomes topic), ``batches_total``, ``checkpoints_total``,
   ``produce_retries_total``, ``shards_owned``, ``producer_blocked`` per stage;
+- ``checkpoint_bytes_total{stage,kind}``: the checkpoint bytes the broker acknowledged, bases and
+  deltas apart (against the input's bytes: what checkpoints cost the cluster);
 - ``inputs_waiting{stage}``, ``input_waits_total{stage}``: input partitions paused while their shard
   waits for another input (``worker.labels_wait_for_predictions``: labels ahead of a predictions
   backlog in event time), and how often one was;
@@ -22,8 +24,8 @@ Series (all prefixed ``driftline_``):
   prometheus_client escapes label values as the text exposition format requires, so any model id
   round-trips; ``stage_restore_{seconds,cpu_seconds,read_seconds,bytes,deltas}`` describe the shard's
   last restore (a chain's also ``_broker_bytes`` and ``_local_bytes``: where its base came from),
-  ``stage_restore_estimate_seconds`` what restoring its checkpoint chain would take now (stage 1,
-  the figure ``worker.restore_target_s`` bounds: ``streams/runner.py``), priced at
+  ``stage_restore_estimate_seconds`` what restoring its checkpoint chain would take now (the
+  figure ``worker.restore_target_s`` bounds: ``streams/runner.py``), priced at
   ``stage_restore_base_cpu_ms_per_mb`` and ``stage_restore_delta_cpu_us_per_record`` (the defaults
   until the worker's own restores measure them: ``stage_restore_{base,delta}_cpu_measured`` 1) and
   read at ``stage_restore_{base,delta}_read_mb_per_s`` (``stage_restore_base_local`` 1: the base
@@ -138,6 +140,9 @@ class WorkerCollector(Collector):
                                   labels=["stage", "topic"])
         batches = CounterMetricFamily("driftline_batches", "consumer batches processed", labels=["stage"])
         ckpts = CounterMetricFamily("driftline_checkpoints", "shard checkpoints saved", labels=["stage"])
+        ckpt_bytes = CounterMetricFamily("driftline_checkpoint_bytes",
+                                         "checkpoint bytes the broker acknowledged, per kind (base, delta)",
+                                         labels=["stage", "kind"])
         retries = CounterMetricFamily("driftline_produce_retries", "produce retries (broker unreachable)",
                                       labels=["stage"])
         owned = GaugeMetricFamily("driftline_shards_owned", "shards this worker runs", labels=["stage"])
@@ -171,6 +176,8 @@ class WorkerCollector(Collector):
                 out.add_metric([r.stage, topic], n)
             batches.add_metric([r.stage], r.stats.batches)
             ckpts.add_metric([r.stage], r.stats.checkpoints)
+            for kind in ("base", "delta"):
+                ckpt_bytes.add_metric([r.stage, kind], r.stats.checkpoint_bytes[kind])
             retries.add_metric([r.stage], r.stats.produce_retries)
             owned.add_metric([r.stage], len(r.shards))
             blocked.add_metric([r.stage], float(r.stats.blocked))
@@ -186,8 +193,8 @@ class WorkerCollector(Collector):
         if self.sink is not None:
             for tp, n in sorted(self.sink.lag().items()):
                 lag.add_metric(["sink", tp.topic, str(tp.partition)], n)
-        yield from (events, out, batches, ckpts, retries, owned, blocked, idle, waiting, waits, lag, age,
-                    resume, copy_failures)
+        yield from (events, out, batches, ckpts, ckpt_bytes, retries, owned, blocked, idle, waiting, waits,
+                    lag, age, resume, copy_failures)
 
     def _processor_gauges(self) -> Iterable[Metric]:
         figures: list[ShardFigures] = []

@@ -357,6 +357,7 @@ class RunnerStats:
     messages_out: Counter[str] = field(default_factory=Counter)  # per output topic
     batches: int = 0
     checkpoints: int = 0
+    checkpoint_bytes: Counter[str] = field(default_factory=Counter)  # acknowledged, per kind: base, delta
     produce_retries: int = 0
     rebalances: int = 0
     restored_shards: int = 0
@@ -785,6 +786,7 @@ class StageRunner:
                 self._wait if beside_batches else self._sleep)
             size = len(blob)
             del blob  # a base can be gigabytes: not kept while the next shard's is built
+            self.stats.checkpoint_bytes["base" if base or chain is None else "delta"] += size
             if base or chain is None:
                 chain = self._new_chain(shard, state, size, time.monotonic() - started)
                 wrote_base = True
@@ -827,6 +829,7 @@ class StageRunner:
                     blob.close()  # the temporary file goes
             size = len(blob)
             del blob
+            self.stats.checkpoint_bytes["base"] += size
             self._new_chain(shard, state, size, hold_s)
             written_s = time.monotonic() - started
             state.restore_figures.update(base_hold_seconds=hold_s, base_write_seconds=written_s)

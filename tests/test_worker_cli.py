@@ -162,6 +162,7 @@ def test_worker_serves_ingests_and_stops_gracefully(
         metrics = _get(f"{base}/metrics").text
         assert f'driftline_events_in_total{{stage="shard",topic="w{tag}.predictions"}} 20.0' in metrics
         assert "driftline_consumer_lag{" in metrics and "driftline_checkpoint_age_seconds{" in metrics
+        assert 'driftline_checkpoint_bytes_total{kind="delta",stage="shard"}' in metrics
         assert "driftline_stage_" in metrics and 'driftline_sink_rows_total{table="outcomes"}' in metrics
         built = {"decode": decode_native._decode is not None, "join": join_native._native is not None,
                  "watch": watch_native._watch is not None, "fetch": kafka_records._records is not None}

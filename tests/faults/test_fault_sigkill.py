@@ -107,6 +107,9 @@ def test_sigkill_between_base_snapshots_restores_a_base_and_its_deltas(
         wait_until(lambda: first.metric_sum("driftline_checkpoints_total", stage="model")
                    > first.metric_sum("driftline_shards_owned", stage="model") > 0,
                    180, "a stage-2 delta", alive=[first])
+        written = {(stage, kind): first.metric_sum("driftline_checkpoint_bytes_total", stage=stage, kind=kind)
+                   for stage in ("shard", "model") for kind in ("base", "delta")}
+        assert all(written.values()), written  # what the chains cost the broker, bases and deltas apart
         consumed = first.predictions_in()
         first.kill()
         second = start_watched(started, rss, env, log, home=home, idle=None)
