@@ -13,12 +13,16 @@
     (checkpoint copies and writes, the sink's row mapping and ClickHouse inserts, chDB's own pools),
     and counts the checkpoints written and the Kafka metadata requests.
     ``--worker-setting checkpoint_interval_s=600`` (any ``worker.*`` setting, repeatable) runs the
-    worker with it, e.g. to see what checkpoints cost.
+    worker with it, e.g. to see what checkpoints cost. The detail also gives the checkpoint bytes
+    the broker acknowledged per stage (``driftline_checkpoint_bytes_total``, bases and deltas)
+    against the input's bytes. ``--event-rate R`` (default 100) is the workload's predictions per
+    second of *event* time: how much one metrics interval or window holds, so what stage 2's
+    outcome buckets keep open (at 5,000 a 300 s interval holds 1.5 million outcomes).
 (4) InProcessPipeline over the same kind of pre-generated RawRecords (no Kafka), fed in batches of
     ``worker.batch_max_records``: prediction events per second on one core. Target >= 200,000.
 
     .venv/bin/python bench/bench_pipeline.py [--n 100000] [--quick] [--worker-only]
-        [--worker-setting NAME=VALUE ...]
+        [--worker-setting NAME=VALUE ...] [--event-rate R]
     .venv/bin/python bench/bench_pipeline.py --scrape-cost 3 --n 20000  # main-thread CPU a /metrics scrape
 """
 
@@ -55,14 +59,36 @@ from driftline.simulate import produce
 
 WORKER_TARGET = 20_000.0
 OPERATORS_TARGET = 200_000.0
+EVENT_RATE = 100.0
+"""The workload's predictions a second of event time unless ``--event-rate`` says otherwise."""
 
 
-def produce_workload(settings: Settings, n: int, seed: int = 0) -> tuple[dict[str, int], float]:
-    """Create the topics and produce N predictions (+ labels) with the simulator; (counts, seconds)."""
+def produce_workload(settings: Settings, n: int, seed: int = 0,
+                     event_rate: float = EVENT_RATE) -> tuple[dict[str, int], float]:
+    """Create the topics and produce N predictions (+ labels) with the simulator, ``event_rate``
+    of them a second of event time; (counts, seconds)."""
     ensure_topics(settings)
     started = time.perf_counter()
-    counts = asyncio.run(produce(bench_scenario(n, seed), settings))
+    counts = asyncio.run(produce(bench_scenario(n, seed, rate=event_rate), settings))
     return counts, time.perf_counter() - started
+
+
+def input_bytes_per_prediction(settings: Settings, event_rate: float = EVENT_RATE) -> float:
+    """The bytes of a prediction's record and its label's (values and keys), as the workload makes
+    them, from a 2,000-prediction sample."""
+    raw = raw_records(settings, bench_scenario(2_000, 0, rate=event_rate))
+    size = sum(len(r.value or b"") + len(r.key or b"") for r in raw)
+    return size / sum(r.topic == settings.topics.predictions for r in raw)
+
+
+def checkpoint_bytes(worker: WorkerProcess) -> dict[tuple[str, str], float]:
+    """(stage, kind) -> checkpoint bytes the broker acknowledged so far ({} if /metrics does not answer)."""
+    try:
+        metrics = worker.metrics()
+    except OSError:
+        return {}
+    return {(labels["stage"], labels["kind"]): v for name, labels, v in metrics
+            if name == "driftline_checkpoint_bytes_total"}
 
 
 def main_thread_cpu_seconds(pid: int) -> float:
@@ -106,7 +132,8 @@ def metadata_requests_sent(worker: WorkerProcess) -> float:
     return sum(v for name, _, v in metrics if name == "driftline_kafka_metadata_requests_total")
 
 
-def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout_s: float = 300.0) -> Figure:
+def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout_s: float = 300.0,
+                   event_rate: float = EVENT_RATE) -> Figure:
     """Run the worker over topics already holding ``n`` predictions; figure (1).
 
     Rate = ``n`` / time from the last ``/metrics`` scrape showing none consumed to the first showing
@@ -156,6 +183,7 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
         tp, pp, lp = next((t, p, lab) for t, p, lab, *_ in samples if p >= n)  # the last prediction in
         drained_cpu = wait_drained(worker, settings, labels, deadline)
         metadata_requests = metadata_requests_sent(worker)
+        written = checkpoint_bytes(worker)
         worker.stop()
         exit_code = worker.proc.returncode
     elapsed = t1 - t0
@@ -172,6 +200,9 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
               f"until drained (every label joined, outcomes written): {drained_cpu - c0:.2f} CPU-s, "
               f"{n / max(drained_cpu - c0, 1e-9):,.0f} pred/CPU-s; {metadata_requests:,.0f} Kafka metadata "
               f"requests; exit {exit_code}")
+    input_mb = n * input_bytes_per_prediction(settings, event_rate) / 1e6
+    detail += (f"; checkpoints by then ({event_rate:,.0f} predictions a second of event time), against the "
+               f"input's {input_mb:,.1f} MB: {checkpoint_detail(written, input_mb)}")
     return Figure("worker_events_per_s", "(1) full pipeline, driftline worker (1 process, all roles)",
                   rate, "pred events/s", f">= {WORKER_TARGET:,.0f}", at_least(rate, WORKER_TARGET), detail,
                   {"elapsed_s": elapsed, "startup_s": startup_s, "records_per_s": records_rate,
@@ -179,7 +210,18 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
                    "worker_cpu_s": c1 - c0, "main_thread_cpu_s": m1 - m0, "checkpoints": k1 - k0,
                    "labels_consumed": l1 - l0, "drained_cpu_s": drained_cpu - c0,
                    "predictions_alone_per_s": predictions_alone, "labels_by_last_prediction": lp - l0,
-                   "metadata_requests": metadata_requests})
+                   "metadata_requests": metadata_requests, "input_mb": input_mb,
+                   "checkpoint_bytes": {f"{stage}_{kind}": v for (stage, kind), v in written.items()}})
+
+
+def checkpoint_detail(written: dict[tuple[str, str], float], input_mb: float) -> str:
+    """Each stage's checkpoint MB, bases and deltas, and their sum over the input's ``input_mb``."""
+    parts = []
+    for stage, label in (("shard", "stage 1"), ("model", "stage 2")):
+        base, delta = written.get((stage, "base"), 0.0) / 1e6, written.get((stage, "delta"), 0.0) / 1e6
+        parts.append(f"{label} {base + delta:,.1f} MB (bases {base:,.1f}, deltas {delta:,.1f}; "
+                     f"{(base + delta) / max(input_mb, 1e-9):.2f}x)")
+    return ", ".join(parts)
 
 
 def measure_operators(settings: Settings, n: int, seed: int = 0, repeat: int = 1,
@@ -235,6 +277,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--outcome-rows-ab", type=int, default=0, metavar="PAIRS",
                         help="only (4): PAIRS runs with the outcome messages parsed into dict rows and kept "
                              "as made, alternating in one process after a warm-up run; CPU-s of each")
+    parser.add_argument("--event-rate", type=float, default=EVENT_RATE, metavar="R",
+                        help="the workload's predictions a second of event time (module docstring)")
     parser.add_argument("--scrape-cost", type=int, default=0, metavar="ROUNDS",
                         help="only: the worker's main-thread CPU a /metrics scrape, after it consumed --n "
                              "predictions: ROUNDS of 5 s without scrapes against 5 s of them")
@@ -299,9 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = dict(item.split("=", 1) for item in args.worker_setting)
         settings = bench_settings(broker.bootstrap_servers, "bp", Path(tmp) / "home",
                                   **({"worker": worker} if worker else {}))
-        produced, seconds = produce_workload(settings, args.n)
+        produced, seconds = produce_workload(settings, args.n, event_rate=args.event_rate)
         print(f"produced {produced} in {seconds:.1f}s")
-        figures.append(measure_worker(settings, args.n, produced))
+        figures.append(measure_worker(settings, args.n, produced, event_rate=args.event_rate))
     if not args.worker_only:
         figures.append(measure_operators(bench_settings("127.0.0.1:9", "bp"), args.n))
         figures.append(measure_operators(bench_settings("127.0.0.1:9", "bp"), args.n, with_profile=True))

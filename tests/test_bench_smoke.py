@@ -37,6 +37,9 @@ def test_run_all_quick_broker_part_prints_one_table_and_writes_json(
         assert key in keys, key
     assert "operators_events_per_s" not in keys  # the in-process part's
     assert data["environment"]["cores"] >= 1
+    worker = next(f for f in data["figures"] if f["key"] == "worker_events_per_s")
+    assert worker["extra"]["input_mb"] > 0 and "shard_delta" in worker["extra"]["checkpoint_bytes"], worker
+    assert "stage 2 " in worker["detail"] and "the input's" in worker["detail"], worker["detail"]
     # the scale-out row (13) runs here only (its own --quick run doubled the suite's longest file)
     scaleout = next(f for f in data["figures"] if f["key"] == "scaleout_speedup")
     assert scaleout["label"].startswith("(13) scale-out")
