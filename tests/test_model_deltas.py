@@ -139,6 +139,7 @@ def _holding(n: int, interval_ms: int = 60_000) -> ModelProcessor:
 
 def test_a_delta_carries_what_the_buckets_gained() -> None:
     model = _holding(20_000)
+    assert {g.name: g.value for g in model.gauges()}["open_outcomes"] == 20_000  # what deltas grow with
     base = model.checkpoint(base=True)
     assert model.changed_records() == 0
     more = _holding(20_100)

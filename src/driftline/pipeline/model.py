@@ -241,9 +241,13 @@ class ModelProcessor:
             labels = {"model_id": model_id, "model_version": version}
             figures.append(Gauge("model_drifted_features", float(n_drifted), labels))
         open_episodes = self.windows.merger.open_count() + self.outcomes.merger.open_count()
+        buckets = self.outcomes.buckets
         figures += [
             Gauge("open_windows", float(len(self.windows.partials))),
-            Gauge("open_buckets", float(sum(len(b) for b in self.outcomes.buckets.values()))),
+            Gauge("open_buckets", float(sum(len(b) for b in buckets.values()))),
+            # what stage 2's memory and its checkpoints' deltas grow with (~300 B an outcome)
+            Gauge("open_outcomes", float(sum(len(bucket.outcomes) for by_start in buckets.values()
+                                             for bucket in by_start.values()))),
             Gauge("open_drift_episodes", float(open_episodes)),
             Gauge("window_progress_ms", float(max(min(self.windows.progress), 0))),
             Gauge("outcome_progress_ms", float(max(min(self.outcomes.progress), 0))),
