@@ -413,7 +413,10 @@ class StageRunner:
         self._base_error: BaseException | None = None  # a base written beside batches failed
         self._last_checkpoint = time.monotonic()
         self._read_seconds = 0.0  # how long the last load of checkpoints took (restores report it)
-        self.restore_costs = RestoreCosts()  # the defaults until this runner's restores and reads say
+        # the defaults (the factory's price of a changed record, if it has one) until this runner's
+        # restores and reads say
+        change_s = getattr(factory, "restore_change_s", None)
+        self.restore_costs = RestoreCosts() if change_s is None else RestoreCosts(change_s=change_s)
         self.restore_sample = RestoreSample()  # every restore this runner ran: its CPU costs
         self._read_timing: asyncio.Task[None] | None = None  # a chain's deltas read back (_time_read)
         self._read_timed_at = -float("inf")  # when the last one started (time.monotonic)

@@ -6,7 +6,8 @@ buckets, and names the reference profiles its chain holds."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -23,10 +24,12 @@ from driftline.operators.validate import RawRecord
 from driftline.pipeline.local import InProcessPipeline, logged_records
 from driftline.pipeline.model import ModelFactory, ModelProcessor
 from driftline.pipeline.records import Outcomes
-from driftline.pipeline.shard import ShardProcessor
+from driftline.pipeline.shard import ShardFactory, ShardProcessor
 from driftline.pipeline.state import BaseCopy, Incremental, StateRestoreError, delta_records
 from driftline.simulate import Scenario, generate
 from driftline.simulate.scenario import ConceptDrift, CovariateDrift, LabelDelay, ModelSpec
+from driftline.streams.checkpoint import CheckpointStore
+from driftline.streams.runner import RestoreCosts, StageRunner
 
 START = (int(time.time()) // 86_400 - 1) * 86_400_000
 BATCH = 400
@@ -182,6 +185,18 @@ def test_a_delta_names_the_profiles_its_chain_holds(profiles: list[bytes]) -> No
     assert restored.profiles.by_model.keys() == model.profiles.by_model.keys()
     with pytest.raises(StateRestoreError, match="stage-2 shard 0: a delta names a shared object"):
         factory.restore(0, base, [naming])  # the delta that carried them lost
+
+
+def test_a_stage_2_runner_prices_a_changed_entry_at_stage_2_s_cost(tmp_path: Path) -> None:
+    """Before any restore measured it, the restore bound prices a stage-2 delta's entry at what
+    applying one costs (~1 us), not at a stage-1 join record's (8 us)."""
+    def made(factory: Any) -> StageRunner:
+        return StageRunner(Settings(home=tmp_path), "s", "g", ["p"], factory, producer=cast(Any, None),
+                           checkpoints=cast(CheckpointStore, None))
+
+    model, shard = made(ModelFactory(_settings())), made(ShardFactory(_settings()))
+    assert model.restore_costs.change_s == ModelFactory.restore_change_s < shard.restore_costs.change_s / 2
+    assert shard.restore_costs == RestoreCosts()
 
 
 def test_a_stage_1_delta_or_a_base_in_a_delta_s_place_fails_with_one_line() -> None:

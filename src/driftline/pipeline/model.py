@@ -388,6 +388,11 @@ def _split_flat_state(flat: dict[str, Any]) -> dict[str, Any]:
 class ModelFactory:
     """Creates or restores stage-2 processors for the runner."""
 
+    restore_change_s = 2e-6
+    """What a delta's bucket entry costs a restore before the runner measured it: 1.0 CPU-us
+    measured on an idle box (``bench_checkpoints.py --stage2-outcomes``), doubled for a loaded one
+    (stage 1's default, 8 us a join record, would price a stage-2 chain ~8x too high)."""
+
     def __init__(self, settings: Settings, run_id: str = "") -> None:
         self.settings = settings
         self.run_id = run_id

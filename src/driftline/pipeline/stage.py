@@ -95,7 +95,10 @@ class WaitsForInputs(Protocol):
 
 
 class StageFactory(Protocol):
-    """Builds a fresh processor for a shard, or restores one from a snapshot."""
+    """Builds a fresh processor for a shard, or restores one from a snapshot. A factory of
+    incremental processors may say what applying one of their deltas' changed records costs
+    before any restore measured it (``restore_change_s``, CPU seconds; the runner's default is
+    stage 1's join records')."""
 
     def create(self, shard: int) -> StageProcessor: ...
 
