@@ -187,9 +187,19 @@ def test_a_stage2_checkpoint_from_before_the_clocks_were_split_restores_and_carr
         p.profile_id for p in fresh.profiles.by_model["churn", "1"]]
     before = identities(restarted)
     restarted.models = [restored]
+    restored.track_changes()  # the upgraded stage carries its old base on with deltas
+    deltas = []
     for pipeline in (throughout, restarted):
         for i in range(cut, len(log), 500):
             pipeline.feed(log[i : i + 500])
+            if pipeline is restarted:  # the old base and today's deltas restore what the stage holds
+                deltas.append(restored.checkpoint(base=False))
+                chained = ModelFactory(settings, "r").restore(0, FLAT_BLOB.read_bytes(), deltas)
+                assert chained.outcomes.buckets == restored.outcomes.buckets
+                assert chained.outcomes.outcomes_total == restored.outcomes.outcomes_total
+                assert (chained.windows.progress, chained.outcomes.closed_until) == (
+                    restored.windows.progress, restored.outcomes.closed_until)
+    assert len(deltas) > 2
     after = identities(restarted) - before
     assert after and after == identities(throughout) - before
     assert any(row[0] == "model_drift" for row in after) and any(row[0] == "model_metrics" for row in after)
