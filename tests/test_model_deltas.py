@@ -6,6 +6,7 @@ buckets, and names the reference profiles its chain holds."""
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import Any, cast
 
@@ -157,6 +158,19 @@ def test_a_delta_carries_what_the_buckets_gained() -> None:
     assert delta_records(delta) == 3 and len(delta) * 20 < len(base), (len(delta), len(base))
     restored = ModelFactory(_settings(), "r").restore(0, model.snapshot(), [])
     assert restored.outcomes.buckets == model.outcomes.buckets
+
+
+def test_a_closed_bucket_is_freed_with_its_interval_not_kept_for_the_next_delta() -> None:
+    model = _holding(1_000)
+    base = model.checkpoint(base=True)  # marks the open bucket
+    (bucket,) = model.outcomes.buckets[("m", "1")].values()
+    held = weakref.ref(bucket)
+    del bucket
+    model.outcomes.progress = [START + 10 * 60_000] * len(model.outcomes.progress)
+    rows, _ = model.outcomes.close()
+    assert rows["model_metrics"] and held() is None  # its 1,000 outcomes went with the close
+    restored = ModelFactory(_settings(), "r").restore(0, base, [model.checkpoint(base=False)])
+    assert not any(restored.outcomes.buckets.values())  # the delta says it closed
 
 
 def test_a_base_copy_keeps_the_buckets_as_they_were_while_batches_go_on() -> None:

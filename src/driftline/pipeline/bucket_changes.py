@@ -70,14 +70,16 @@ class BucketChanges:
 
 
 class BucketMarks:
-    """Every open bucket's sizes at a checkpoint (and the bucket itself: one that is not the same
-    object at the next goes whole), for the next delta's :meth:`changes`."""
+    """Every open bucket's sizes at a checkpoint, and its ``id`` (one that is not the same object
+    at the next goes whole; an id, not the bucket, so that a bucket closed since is freed with
+    its interval, not kept until the next checkpoint: a closed interval never opens again, so no
+    other bucket takes its key and id), for the next delta's :meth:`changes`."""
 
     __slots__ = ("marks",)
 
     def __init__(self, buckets: Buckets) -> None:
-        self.marks: dict[BucketKey, tuple[Bucket, tuple[int, ...]]] = {
-            (*model, start): (bucket, _sizes(bucket))
+        self.marks: dict[BucketKey, tuple[int, tuple[int, ...]]] = {
+            (*model, start): (id(bucket), _sizes(bucket))
             for model, by_start in buckets.items() for start, bucket in by_start.items()}
 
     def pending(self, buckets: Buckets) -> int:
@@ -88,7 +90,7 @@ class BucketMarks:
             for start, bucket in by_start.items():
                 mark = marks.get((*model, start))
                 sizes = _sizes(bucket)
-                if mark is None or mark[0] is not bucket:
+                if mark is None or mark[0] != id(bucket):
                     count += sum(sizes)
                 else:
                     count += sum(now - then for now, then in zip(sizes, mark[1], strict=True))
@@ -103,7 +105,7 @@ class BucketMarks:
                 key = (*model, start)
                 seen.add(key)
                 mark = self.marks.get(key)
-                if mark is None or mark[0] is not bucket:
+                if mark is None or mark[0] != id(bucket):
                     out.added[key] = bucket
                     out.records += sum(_sizes(bucket))
                     continue
