@@ -192,16 +192,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
-    """Print stage 2's checkpoints of one model holding ``n`` outcomes in its open metrics interval:
-    a base (the whole shard), and the delta of one checkpoint interval's outcomes at the rate that
-    holds ``n`` in one interval."""
+@dataclasses.dataclass
+class Stage2Checkpoints:
+    """Stage 2's checkpoints of one model holding ``held`` outcomes (:func:`measure_stage2`):
+    bytes, CPU seconds (best of the rounds) and the rates a second of traffic."""
+
+    held: int
+    rss_grown: int
+    base_bytes: int
+    base_s: float
+    copy_s: float
+    restore_s: float
+    per_delta: int  # outcomes a delta carries: one checkpoint interval's at the rate
+    delta_bytes: int
+    delta_s: float
+    apply_s: float  # a delta's, restoring
+    rate: float  # predictions a second that hold ``held`` in one metrics interval
+    every_s: float  # worker.checkpoint_interval_s
+    input_bytes_per_s: float
+    deltas_per_base: int  # as worker.checkpoint_delta_ratio cuts the chain
+    chain_bytes_per_s: float
+    chain_core: float  # share of a core the chain's checkpoints take
+
+    @property
+    def snapshot_bytes_per_s(self) -> float:
+        """A base at every checkpoint (what stage 2 wrote before its deltas)."""
+        return self.base_bytes / self.every_s
+
+
+def measure_stage2(settings: Settings, n: int, rounds: int) -> Stage2Checkpoints:
+    """Stage 2's checkpoints of one model holding ``n`` outcomes in its open metrics interval: a
+    base (the whole shard) and its copy, and the delta of one checkpoint interval's outcomes at the
+    rate that holds ``n`` in one interval, each best of ``rounds``; a chain of them restored."""
     rng = random.Random(0)
     interval_ms = settings.windows.metrics_interval_s * 1000
     start = 1_700_000_100_000 // interval_ms * interval_ms
     rate = n / settings.windows.metrics_interval_s
     every = settings.worker.checkpoint_interval_s
     per_delta = max(1, round(rate * every))
+    rounds = max(1, rounds)
 
     def add(processor: ModelProcessor, first: int, count: int) -> None:
         ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(count)]
@@ -219,7 +248,7 @@ def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
                for bucket in buckets.values())
     grown = rss_bytes() - before
     best, size, copy_s = float("inf"), 0, float("inf")
-    for _ in range(max(1, rounds)):
+    for _ in range(rounds):
         started = time.process_time()
         size = len(processor.snapshot())
         best = min(best, time.process_time() - started)
@@ -228,7 +257,7 @@ def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
         copy_s = min(copy_s, time.process_time() - started)
     delta_s, delta_size, added = float("inf"), 0, n
     chain = [processor.checkpoint(base=True)]
-    for _ in range(max(1, rounds)):
+    for _ in range(rounds):
         add(processor, added, per_delta)
         added += per_delta
         started = time.process_time()
@@ -238,31 +267,43 @@ def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
     del processor
     started = time.process_time()
     restored = ModelProcessor.restore(chain[0], settings)
-    base_restore_s = time.process_time() - started
+    restore_s = time.process_time() - started
     for delta in chain[1:]:
         restored._apply_delta(delta, "bench")
-    apply_s = (time.process_time() - started - base_restore_s) / (len(chain) - 1)
+    apply_s = (time.process_time() - started - restore_s) / (len(chain) - 1)
     raw = raw_records(settings, bench_scenario(2_000, 0))
     per_prediction = sum(len(r.value or b"") for r in raw) / sum(
         r.topic == settings.topics.predictions for r in raw)
-    input_rate = rate * per_prediction
     # the runner's byte bound (worker.checkpoint_delta_ratio) writes a base once the deltas' bytes pass it
     ratio = settings.worker.checkpoint_delta_ratio
     deltas_per_base = max(1, min(settings.worker.checkpoint_deltas_per_base, int(ratio * size / delta_size)))
-    chain_rate = (size + deltas_per_base * delta_size) / ((deltas_per_base + 1) * every)
-    print(f"stage 2, one model holding {held:,} outcomes of one {settings.windows.metrics_interval_s} s "
-          f"interval: RSS +{grown / 1e6:,.0f} MB ({grown / held:.0f} B an outcome); a base "
-          f"{size / 1e6:,.1f} MB ({size / held:.0f} B an outcome) in {best:.2f} CPU-s, its copy (batches "
-          f"held) {copy_s * 1e3:.0f} CPU-ms (best of {rounds}); restored in {base_restore_s:.2f} CPU-s")
-    print(f"at {rate:,.0f} predictions/s and a checkpoint every {every:g} s: a delta of {per_delta:,} "
-          f"outcomes {delta_size / 1e6:.2f} MB in {delta_s * 1e3:.0f} CPU-ms, applied in "
-          f"{apply_s * 1e3:.0f} CPU-ms ({apply_s / per_delta * 1e6:.2f} us an outcome); input "
-          f"{input_rate / 1e6:,.1f} MB/s ({per_prediction:.0f} B a prediction with its label)")
-    print(f"  a base at every checkpoint: {size / every / 1e6:,.1f} MB/s, "
-          f"{size / every / input_rate:.1f}x the input, {best / every:.0%} of a core")
-    print(f"  a base and {deltas_per_base} deltas (checkpoint_delta_ratio {ratio:g}): "
-          f"{chain_rate / 1e6:,.2f} MB/s, {chain_rate / input_rate:.2f}x the input, "
-          f"{(best + deltas_per_base * delta_s) / ((deltas_per_base + 1) * every):.1%} of a core")
+    links_s = (deltas_per_base + 1) * every
+    return Stage2Checkpoints(
+        held, grown, size, best, copy_s, restore_s, per_delta, delta_size, delta_s, apply_s, rate, every,
+        rate * per_prediction, deltas_per_base, (size + deltas_per_base * delta_size) / links_s,
+        (best + deltas_per_base * delta_s) / links_s)
+
+
+def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
+    """Print :func:`measure_stage2`."""
+    m = measure_stage2(settings, n, rounds)
+    interval_s = settings.windows.metrics_interval_s
+    print(f"stage 2, one model holding {m.held:,} outcomes of one {interval_s} s interval: RSS "
+          f"+{m.rss_grown / 1e6:,.0f} MB ({m.rss_grown / m.held:.0f} B an outcome); a base "
+          f"{m.base_bytes / 1e6:,.1f} MB ({m.base_bytes / m.held:.0f} B an outcome) in {m.base_s:.2f} CPU-s, "
+          f"its copy (batches held) {m.copy_s * 1e3:.0f} CPU-ms (best of {rounds}); restored in "
+          f"{m.restore_s:.2f} CPU-s")
+    print(f"at {m.rate:,.0f} predictions/s and a checkpoint every {m.every_s:g} s: a delta of "
+          f"{m.per_delta:,} outcomes {m.delta_bytes / 1e6:.2f} MB in {m.delta_s * 1e3:.0f} CPU-ms, "
+          f"applied in {m.apply_s * 1e3:.0f} CPU-ms ({m.apply_s / m.per_delta * 1e6:.2f} us an outcome); "
+          f"input {m.input_bytes_per_s / 1e6:,.1f} MB/s ({m.input_bytes_per_s / m.rate:.0f} B a prediction "
+          f"with its label)")
+    print(f"  a base at every checkpoint: {m.snapshot_bytes_per_s / 1e6:,.1f} MB/s, "
+          f"{m.snapshot_bytes_per_s / m.input_bytes_per_s:.1f}x the input, "
+          f"{m.base_s / m.every_s:.0%} of a core")
+    print(f"  a base and {m.deltas_per_base} deltas (checkpoint_delta_ratio "
+          f"{settings.worker.checkpoint_delta_ratio:g}): {m.chain_bytes_per_s / 1e6:,.2f} MB/s, "
+          f"{m.chain_bytes_per_s / m.input_bytes_per_s:.2f}x the input, {m.chain_core:.1%} of a core")
     return 0
 
 

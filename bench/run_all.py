@@ -5,7 +5,8 @@
 
 Order: one embedded broker serves (1) the worker, (2) raw consume + decode and (3) the Faust agent
 over the *same* produced messages, then (5) the client SDK and (6) window-close latency on fresh
-topics; then the in-process figures (4) operators, (7) join state, (8) detection (windows vs River
+topics; then the in-process figures (4) operators, (7) join state and (7d) stage 2's checkpoints
+at a sustained rate, (8) detection (windows vs River
 detectors), (9) sequential detectors vs River on 1M-sample streams, (10) W1 batch scoring and (11) drift
 episodes vs River on real and synthetic streams, (12) the operators' per-stage breakdown, (14) 1,000
 models on one worker, (15) the multivariate section's cost per event, (16) CBPE on elec2 and NOAA under
@@ -115,6 +116,21 @@ def join_checkpoints(n: int) -> list[Figure]:
             Figure("join_restore_s", "(7b) restore: base + deltas", t.restore_s, "s", "<= 60",
                    at_most(t.restore_s, 60.0),
                    f"{n:,} pending, {t.restore_deltas} deltas, RSS {t.rss_mb:.0f} MB")]
+
+
+def stage2_checkpoints(n: int, quick: bool) -> Figure:
+    """(7d): stage 2's checkpoint traffic at a sustained rate: one model holding ``n`` outcomes in
+    its open metrics interval (1,500,000: 5,000 predictions/s over the default 300 s), a base and
+    deltas as the runner's byte bound cuts the chain, against the input's bytes."""
+    bc = sibling("bench_checkpoints")
+    m = bc.measure_stage2(bench_settings("127.0.0.1:9", "ra"), n, 1 if quick else 2)
+    share = m.chain_bytes_per_s / m.input_bytes_per_s
+    return Figure("stage2_checkpoint_share", "(7d) stage-2 checkpoint bytes/s over input bytes/s", share, "x",
+                  "<= 2", at_most(share, 2.0),
+                  f"{m.held:,} outcomes held ({m.rate:,.0f} pred/s over a {m.held / m.rate:.0f} s interval); "
+                  f"a delta {m.delta_bytes / 1e6:.2f} MB in {m.delta_s * 1e3:.0f} CPU-ms, a base "
+                  f"{m.base_bytes / 1e6:.1f} MB every {m.deltas_per_base} deltas; a base at every checkpoint "
+                  f"(before session 50): {m.snapshot_bytes_per_s / m.input_bytes_per_s:.1f}x")
 
 
 def join_spill(n: int) -> list[Figure]:
@@ -307,7 +323,8 @@ def in_process_figures(args: argparse.Namespace, note: Callable[[str], None]) ->
     figures.append(bench_stages.measure(args.n))
     note("(12) per-stage breakdown done")
     figures += [join_state(args.join_n), *join_checkpoints(args.chain_n), *join_spill(args.chain_n)]
-    note("(7) join state done")
+    figures.append(stage2_checkpoints(3_000 if args.quick else 1_500_000, args.quick))
+    note("(7) join state and stage 2's checkpoints done")
     if args.quick:
         figures += bench_detection.measure(1, 1.0, 2400.0, elec2_rows=3_600)
     else:

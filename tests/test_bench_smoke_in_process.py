@@ -33,9 +33,12 @@ def test_run_all_quick_in_process_part_prints_one_table_and_writes_json(
     data = orjson.loads(report.read_bytes())
     assert data["part"] == "in-process"
     keys = {f["key"] for f in data["figures"]}
-    for key in ("operators_events_per_s", "join_bytes_per_pending", "stage_breakdown_us"):
+    for key in ("operators_events_per_s", "join_bytes_per_pending", "stage_breakdown_us",
+                "stage2_checkpoint_share"):
         assert key in keys, key
     assert "worker_events_per_s" not in keys  # the broker part's
+    stage2 = next(f for f in data["figures"] if f["key"] == "stage2_checkpoint_share")
+    assert 0 < stage2["value"] < 2 and "a base at every checkpoint" in stage2["detail"], stage2
     assert any(k.startswith("detect_") for k in keys)
     assert any(k.startswith("seq_") for k in keys) and "w1_seeds_met" in keys
     assert any(k.startswith("episodes_") for k in keys)
