@@ -68,7 +68,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bench_models import rss_bytes
-from common import bench_scenario, bench_settings, raw_records
+from common import bench_scenario, bench_settings, input_bytes_per_prediction, raw_records
 
 from driftline.config import Settings
 from driftline.demo.training import training_profiles
@@ -152,11 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=0, help="N models under Zipf traffic: the items A/B")
     parser.add_argument("--zipf", type=float, default=1.0, help="--models: model k's share ~ 1/(k+1)^zipf")
     parser.add_argument("--stage2-outcomes", type=int, default=0,
-                        help="stage 2's snapshot holding N outcomes in one metrics interval (docstring)")
+                        help="stage 2's checkpoints holding N outcomes in one metrics interval (docstring)")
     args = parser.parse_args(argv)
     settings = bench_settings("127.0.0.1:9", "bc")
     if args.stage2_outcomes:
-        return stage2_snapshot(settings, args.stage2_outcomes, args.rounds)
+        return print_stage2(settings, args.stage2_outcomes, args.rounds)
     if args.models:
         return items_ab(settings, args.n, args.models, args.zipf, args.every, args.rounds)
     scenario = bench_scenario(args.n, 0)
@@ -183,9 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"checkpoint CPU, best of {args.rounds}: {before:.2f} -> {after:.2f} CPU-s "
           f"({after / before:.2f}x); load {os.getloadavg()[0]:.1f}")
     rest = delta_parts(settings, raw, profiles, args.every)
-    predictions = sum(r.topic == settings.topics.predictions for r in raw)
-    per_prediction = sum(len(r.value or b"") for r in raw) / predictions
-    print(f"input: {per_prediction:.0f} bytes a prediction, its label included")
+    print(f"input: {input_bytes_per_prediction(settings, raw):.0f} bytes a prediction, its label included")
     if args.issue19:
         issue19(rest, shards=settings.topics.partitions, rounds=args.rounds, baseline=args.baseline,
                 read_speeds=args.read_mb_per_s, time_reads=args.time_read, cpu_scales=args.cpu_scale)
@@ -271,9 +269,7 @@ def measure_stage2(settings: Settings, n: int, rounds: int) -> Stage2Checkpoints
     for delta in chain[1:]:
         restored._apply_delta(delta, "bench")
     apply_s = (time.process_time() - started - restore_s) / (len(chain) - 1)
-    raw = raw_records(settings, bench_scenario(2_000, 0))
-    per_prediction = sum(len(r.value or b"") for r in raw) / sum(
-        r.topic == settings.topics.predictions for r in raw)
+    per_prediction = input_bytes_per_prediction(settings, raw_records(settings, bench_scenario(2_000, 0)))
     # the runner's byte bound (worker.checkpoint_delta_ratio) writes a base once the deltas' bytes pass it
     ratio = settings.worker.checkpoint_delta_ratio
     deltas_per_base = max(1, min(settings.worker.checkpoint_deltas_per_base, int(ratio * size / delta_size)))
@@ -284,7 +280,7 @@ def measure_stage2(settings: Settings, n: int, rounds: int) -> Stage2Checkpoints
         (best + deltas_per_base * delta_s) / links_s)
 
 
-def stage2_snapshot(settings: Settings, n: int, rounds: int) -> int:
+def print_stage2(settings: Settings, n: int, rounds: int) -> int:
     """Print :func:`measure_stage2`."""
     m = measure_stage2(settings, n, rounds)
     interval_s = settings.windows.metrics_interval_s

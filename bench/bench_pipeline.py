@@ -40,10 +40,12 @@ from pathlib import Path
 from common import (
     SCRAPE_NEAR_S,
     Figure,
+    Metrics,
     WorkerProcess,
     at_least,
     bench_scenario,
     bench_settings,
+    input_bytes_per_prediction,
     print_figures,
     raw_records,
     scrape_wait,
@@ -73,21 +75,9 @@ def produce_workload(settings: Settings, n: int, seed: int = 0,
     return counts, time.perf_counter() - started
 
 
-def input_bytes_per_prediction(settings: Settings, event_rate: float = EVENT_RATE) -> float:
-    """The bytes of a prediction's record and its label's (values and keys), as the workload makes
-    them, from a 2,000-prediction sample."""
-    raw = raw_records(settings, bench_scenario(2_000, 0, rate=event_rate))
-    size = sum(len(r.value or b"") + len(r.key or b"") for r in raw)
-    return size / sum(r.topic == settings.topics.predictions for r in raw)
-
-
-def checkpoint_bytes(worker: WorkerProcess) -> dict[tuple[str, str], float]:
-    """(stage, kind) -> checkpoint bytes the broker acknowledged so far ({} if /metrics does not answer)."""
-    try:
-        metrics = worker.metrics()
-    except OSError:
-        return {}
-    return {(labels["stage"], labels["kind"]): v for name, labels, v in metrics
+def checkpoint_bytes(metrics: Metrics | None) -> dict[tuple[str, str], float]:
+    """(stage, kind) -> checkpoint bytes the broker acknowledged, from a scrape ({} without one)."""
+    return {(labels["stage"], labels["kind"]): v for name, labels, v in metrics or ()
             if name == "driftline_checkpoint_bytes_total"}
 
 
@@ -121,13 +111,19 @@ def wait_drained(worker: WorkerProcess, settings: Settings, labels: int, deadlin
     return float("nan")
 
 
-def metadata_requests_sent(worker: WorkerProcess) -> float:
-    """The worker's Kafka metadata requests so far (all clients; NaN if /metrics does not answer).
+def last_scrape(worker: WorkerProcess) -> Metrics | None:
+    """The worker's ``/metrics`` once more (None if it does not answer)."""
+    try:
+        return worker.metrics()
+    except OSError:
+        return None
+
+
+def metadata_requests_sent(metrics: Metrics | None) -> float:
+    """The worker's Kafka metadata requests so far, from a scrape (all clients; NaN without one).
     A few dozen a run; thousands mean a client re-asked for a partition without a known leader, the
     storm that once cost the main thread several times its CPU (docs/scaling.md)."""
-    try:
-        metrics = worker.metrics()
-    except OSError:
+    if metrics is None:
         return float("nan")
     return sum(v for name, _, v in metrics if name == "driftline_kafka_metadata_requests_total")
 
@@ -182,8 +178,8 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
         t1, p1, l1, c1, m1, k1 = samples[-1]
         tp, pp, lp = next((t, p, lab) for t, p, lab, *_ in samples if p >= n)  # the last prediction in
         drained_cpu = wait_drained(worker, settings, labels, deadline)
-        metadata_requests = metadata_requests_sent(worker)
-        written = checkpoint_bytes(worker)
+        final = last_scrape(worker)
+        metadata_requests, written = metadata_requests_sent(final), checkpoint_bytes(final)
         worker.stop()
         exit_code = worker.proc.returncode
     elapsed = t1 - t0
@@ -200,7 +196,8 @@ def measure_worker(settings: Settings, n: int, produced: dict[str, int], timeout
               f"until drained (every label joined, outcomes written): {drained_cpu - c0:.2f} CPU-s, "
               f"{n / max(drained_cpu - c0, 1e-9):,.0f} pred/CPU-s; {metadata_requests:,.0f} Kafka metadata "
               f"requests; exit {exit_code}")
-    input_mb = n * input_bytes_per_prediction(settings, event_rate) / 1e6
+    input_mb = n * input_bytes_per_prediction(settings, raw_records(
+        settings, bench_scenario(2_000, 0, rate=event_rate))) / 1e6
     detail += (f"; checkpoints by then ({event_rate:,.0f} predictions a second of event time), against the "
                f"input's {input_mb:,.1f} MB: {checkpoint_detail(written, input_mb)}")
     return Figure("worker_events_per_s", "(1) full pipeline, driftline worker (1 process, all roles)",

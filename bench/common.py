@@ -233,6 +233,17 @@ def raw_records(settings: Settings, scenario: Scenario) -> list[RawRecord]:
     return logged_records(generate(scenario), settings)
 
 
+Metrics = list[tuple[str, dict[str, str], float]]
+"""A parsed ``/metrics`` scrape: (series name, labels, value) per sample."""
+
+
+def input_bytes_per_prediction(settings: Settings, records: Sequence[RawRecord]) -> float:
+    """The input bytes of a prediction, its label's included: the records' values over the
+    predictions among them (what the checkpoint benches price checkpoint bytes against)."""
+    predictions = sum(r.topic == settings.topics.predictions for r in records)
+    return sum(len(r.value or b"") for r in records) / max(predictions, 1)
+
+
 def keys_per_partition(partitions: int, tag: str) -> list[bytes]:
     """One record key per partition (Kafka's default partitioner), e.g. to advance every watermark."""
     found: dict[int, bytes] = {}
@@ -370,7 +381,7 @@ class WorkerProcess:
     def healthy(self) -> bool:
         return http(f"{self.base}/healthz", timeout=2)[0] == 200
 
-    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+    def metrics(self) -> Metrics:
         status, body = http(f"{self.base}/metrics", timeout=5)
         if status != 200:
             raise OSError(f"/metrics answered {status}")
