@@ -107,7 +107,9 @@ def test_a_detector_made_while_the_preload_imports_waits_for_it() -> None:
         "from driftline.operators.performance import make_detector, preload_detectors\n"
         "thread = threading.Thread(target=preload_detectors)\n"
         "thread.start()\n"
+        "deadline = time.monotonic() + 60\n"  # a preload that never imports it fails here, not at the timeout
         "while 'river.drift' not in sys.modules:\n"
+        "    assert time.monotonic() < deadline and thread.is_alive(), 'the preload never imported it'\n"
         "    time.sleep(0.0005)\n"
         "print(type(make_detector('adwin', 0.002)).__name__)\n"
         "thread.join()")
